@@ -1,0 +1,32 @@
+"""Test set-up shared by the suite and the doctests."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    """Every test starts from the same seed and a clean Keras session."""
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace):
+    import keras_actloss
+
+    doctest_namespace["np"] = np
+    doctest_namespace["keras"] = keras
+    doctest_namespace["keras_actloss"] = keras_actloss
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

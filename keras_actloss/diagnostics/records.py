@@ -1,0 +1,108 @@
+"""Plain records passed between the callback, the rules and the writer.
+
+The callback turns what it measured in one recording step into a `StepStats`;
+the rules (`keras_actloss.diagnostics.rules`) judge a sequence of them; the
+writer (`keras_actloss.tensorboard.writer`) writes them; the reader gives them
+back from event files. All values are Python floats (or None when a
+statistic does not apply to the layer), never tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class LayerInfo:
+    """Static facts about one monitored layer, in model order.
+
+    Attributes:
+        name: Unique name used in tags (`outer/inner` for nested models).
+        class_name: The layer's class name.
+        activation: Name of the activation profile applied to the layer's
+            output (`"relu"`, `"sigmoid"`, ...), or None.
+        has_trainable_weights: Whether gradients are recorded for it.
+        depth: Index of the layer in model order (0 = closest to the input).
+    """
+
+    name: str
+    class_name: str
+    activation: str | None
+    has_trainable_weights: bool
+    depth: int
+
+
+@dataclasses.dataclass
+class LayerStats:
+    """Statistics of one layer at one recording step.
+
+    Attributes:
+        layer: `LayerInfo.name`.
+        grad_norm: L2 norm of the layer's gradients, over all its trainable
+            variables together.
+        grad_rms: Root-mean-square of the gradient elements.
+        grad_max: Largest absolute gradient element.
+        weight_norm: L2 norm of the layer's trainable variables before the
+            update.
+        update_ratio: `||w_after - w_before|| / ||w_before||` for this step.
+        zero_fraction: Fraction of output elements in the activation's dead
+            (zero-gradient) region, over the recorded batch.
+        dead_fraction: Fraction of units (last-axis channels) that are in the
+            dead region for every sample and position of the recorded batch.
+        saturation: Fraction of output elements in a saturating tail
+            (sigmoid/tanh).
+        grad_values: Optional sample of gradient elements for histograms.
+    """
+
+    layer: str
+    grad_norm: float | None = None
+    grad_rms: float | None = None
+    grad_max: float | None = None
+    weight_norm: float | None = None
+    update_ratio: float | None = None
+    zero_fraction: float | None = None
+    dead_fraction: float | None = None
+    saturation: float | None = None
+    grad_values: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass
+class StepStats:
+    """Everything recorded at one full-statistics step.
+
+    Attributes:
+        step: 0-based optimizer iteration of the step (continues across
+            `fit` calls).
+        global_norm: L2 norm of all gradients together.
+        non_finite: Whether any gradient was NaN or infinite.
+        loss: Training loss of the step, if known.
+        learning_rate: Current learning rate, if known.
+        layers: One `LayerStats` per monitored layer, in model order.
+    """
+
+    step: int
+    global_norm: float
+    non_finite: bool = False
+    loss: float | None = None
+    learning_rate: float | None = None
+    layers: list[LayerStats] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class SentinelEvent:
+    """The cheap every-step check, reported between recording steps.
+
+    Attributes:
+        step: Step at which the event happened.
+        global_norm: Global gradient norm at that step.
+        non_finite: Whether a gradient was NaN or infinite at that step.
+        layer: The first layer (model order) with a non-finite gradient, when
+            known.
+    """
+
+    step: int
+    global_norm: float
+    non_finite: bool
+    layer: str | None = None
