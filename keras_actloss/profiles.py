@@ -1,0 +1,104 @@
+"""What each activation and loss expects and produces.
+
+Profiles are plain data. The registry holds one per registered activation and
+loss (and per Keras built-in of the same name), so the rest of the package can
+reason about a model without running it: the callback reads which outputs are
+dead or saturated, `check_model` reads which output activation pairs with
+which loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+INF = math.inf
+
+# Activation families.
+RELU_FAMILY = "relu"  # relu, leaky_relu, prelu, elu
+SIGMOID = "sigmoid"
+TANH = "tanh"
+SOFTMAX = "softmax"
+LINEAR = "linear"
+SWISH = "swish"
+ACTIVATION_FAMILIES = (RELU_FAMILY, SIGMOID, TANH, SOFTMAX, LINEAR, SWISH)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationProfile:
+    """What an activation produces and where its gradient (nearly) vanishes.
+
+    Attributes:
+        name: Registered name (`"relu"`, `"leaky_relu"`, ...).
+        family: One of `ACTIVATION_FAMILIES`.
+        output_range: `(low, high)` bounds of the output (may be infinite).
+        zero_centred: Whether outputs are centred on zero.
+        produces_probabilities: Whether outputs are probabilities (sigmoid,
+            softmax).
+        inactive_below: ReLU family only: outputs `<= inactive_below` are in
+            the zero / negative region ("zero activations"). None otherwise.
+        inactive_gradient: Derivative in that region: `0.0` for ReLU (units
+            there learn nothing and can die), the slope for Leaky ReLU, None
+            when it varies (PReLU, ELU).
+        saturation_bounds: Sigmoid/tanh only: outputs outside the open
+            interval `(low, high)` are saturated. None otherwise.
+        saturation_gradient: Derivative at the saturation bounds, as a
+            fraction of the activation's largest derivative (documents the
+            threshold: 0.04 for sigmoid at 0.01/0.99).
+        description: One sentence for reports.
+    """
+
+    name: str
+    family: str
+    output_range: tuple[float, float]
+    zero_centred: bool
+    produces_probabilities: bool = False
+    inactive_below: float | None = None
+    inactive_gradient: float | None = None
+    saturation_bounds: tuple[float, float] | None = None
+    saturation_gradient: float | None = None
+    description: str = ""
+
+    @property
+    def can_die(self) -> bool:
+        """True when the inactive region has an exactly zero gradient."""
+        return self.inactive_gradient == 0.0
+
+    @property
+    def saturates(self) -> bool:
+        return self.saturation_bounds is not None
+
+
+# Loss tasks and label formats.
+TASKS = ("regression", "binary", "multiclass", "multilabel", "distribution", "margin")
+LABEL_FORMATS = ("continuous", "binary", "one_hot", "sparse", "distribution", "signed")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossProfile:
+    """What a loss expects from labels and predictions.
+
+    Attributes:
+        name: Registered name (`"binary_crossentropy"`, ...).
+        task: One of `TASKS` the loss is meant for.
+        label_format: One of `LABEL_FORMATS`.
+        expects: What `y_pred` must be: `"logits"`, `"probabilities"` or
+            `"values"` (regression and margin losses).
+        from_logits: The instance's `from_logits`, or None if the loss has no
+            such argument.
+        output_activations: Names of the output activations it pairs with,
+            given `from_logits` (e.g. `("sigmoid",)`, or `("linear",)` with
+            logits).
+        robust_to_outliers: Whether large errors are down-weighted (MAE,
+            Huber).
+        description: One sentence for reports.
+    """
+
+    name: str
+    task: str
+    label_format: str
+    expects: str
+    from_logits: bool | None = None
+    output_activations: tuple[str, ...] = ()
+    robust_to_outliers: bool = False
+    description: str = ""
