@@ -80,6 +80,9 @@ class StepStats:
         loss: Training loss of the step, if known.
         learning_rate: Current learning rate, if known.
         layers: One `LayerStats` per monitored layer, in model order.
+        batch_size: Number of samples in the recorded batch, if known. Dead
+            units are only judged on batches large enough to tell a dead unit
+            from a sparse one.
     """
 
     step: int
@@ -88,6 +91,7 @@ class StepStats:
     loss: float | None = None
     learning_rate: float | None = None
     layers: list[LayerStats] = dataclasses.field(default_factory=list)
+    batch_size: int | None = None
 
 
 @dataclasses.dataclass

@@ -1,0 +1,299 @@
+"""Activation profiles: values for every activation, and `profile()`.
+
+One `ActivationProfile` per activation name, for ours and for the Keras
+built-ins of the same name, recorded in the registry. `profile(x)` maps a
+name, a function or a layer to its profile; the callback and `check_model`
+call it on every layer, so it is cheap (dictionary look-ups and `isinstance`
+checks) and never raises for a layer.
+
+Thresholds (hand computed):
+
+- sigmoid saturates outside `(0.01, 0.99)`: there `s' = s(1 - s) = 0.0099`,
+  0.04 of its largest derivative (0.25 at 0).
+- tanh saturates outside `(-0.99, 0.99)`: there `1 - t^2 = 0.0199`, 0.02 of its
+  largest derivative (1 at 0).
+- swish's minimum is `-0.2784645/beta` (at `beta * x = -1.2784645`, where
+  `1 + u * (1 - sigmoid(u)) = 0`); GELU's is `-0.16997` (`-0.17004` for the tanh
+  approximation, the bound used).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from keras_actloss import profiles as _p
+from keras_actloss import registry
+from keras_actloss.profiles import ActivationProfile
+
+SWISH_MIN = -0.2784645428
+GELU_MIN = -0.1700408  # below both exact and tanh-approximate GELU
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+def relu_profile(
+    negative_slope: float = 0.0,
+    max_value: float | None = None,
+    name: str | None = None,
+) -> ActivationProfile:
+    """Profile of a (leaky, optionally capped) ReLU.
+
+    Outputs `<= 0` are the inactive region, where the derivative is
+    `negative_slope`. A cap `max_value` saturates: outputs `>= max_value` have
+    a zero derivative. The name defaults to `"leaky_relu"` for a positive
+    slope and `"relu"` otherwise, so code that only keeps the name (e.g.
+    `LayerInfo.activation`) still knows whether units can die.
+    """
+    if name is None:
+        name = "leaky_relu" if negative_slope > 0 else "relu"
+    low = -math.inf if negative_slope > 0 else 0.0
+    high = math.inf if max_value is None else float(max_value)
+    kind = "ReLU" if negative_slope == 0 else f"Leaky ReLU (slope {negative_slope})"
+    return ActivationProfile(
+        name=name,
+        family=_p.RELU_FAMILY,
+        output_range=(low, high),
+        zero_centred=False,
+        inactive_below=0.0,
+        inactive_gradient=float(negative_slope),
+        saturation_bounds=None if max_value is None else (-math.inf, high),
+        saturation_gradient=None if max_value is None else 0.0,
+        description=(
+            f"{kind}: outputs <= 0 have derivative {float(negative_slope)}"
+            + ("." if max_value is None else f"; capped at {high}.")
+        ),
+    )
+
+
+def leaky_relu_profile(negative_slope: float = 0.2) -> ActivationProfile:
+    """Profile of Leaky ReLU with a fixed `negative_slope`."""
+    return relu_profile(negative_slope)
+
+
+def prelu_profile() -> ActivationProfile:
+    """Profile of PReLU: the negative slope is learned, so it varies."""
+    return ActivationProfile(
+        name="prelu",
+        family=_p.RELU_FAMILY,
+        output_range=(-math.inf, math.inf),
+        zero_centred=False,
+        inactive_below=0.0,
+        inactive_gradient=None,
+        description="PReLU: learned slope for outputs <= 0.",
+    )
+
+
+def elu_profile(alpha: float = 1.0) -> ActivationProfile:
+    """Profile of ELU: outputs in `(-alpha, inf)`, derivative `y + alpha` below 0."""
+    return ActivationProfile(
+        name="elu",
+        family=_p.RELU_FAMILY,
+        output_range=(-float(alpha), math.inf),
+        zero_centred=True,
+        inactive_below=0.0,
+        inactive_gradient=None,
+        description=f"ELU: smooth negative part saturating at {-float(alpha)}.",
+    )
+
+
+def swish_profile(beta: float | None = 1.0, name: str = "swish") -> ActivationProfile:
+    """Profile of swish; `beta=None` means learned (range not known)."""
+    low = -math.inf if beta is None else SWISH_MIN / float(beta)
+    return ActivationProfile(
+        name=name,
+        family=_p.SWISH,
+        output_range=(low, math.inf),
+        zero_centred=False,
+        description="Swish: smooth, non-monotonic gate; units do not die.",
+    )
+
+
+def _profiles() -> dict[str, ActivationProfile]:
+    inf = math.inf
+    return {
+        "relu": relu_profile(),
+        "leaky_relu": leaky_relu_profile(),
+        "prelu": prelu_profile(),
+        "elu": elu_profile(),
+        "swish": swish_profile(),
+        "silu": swish_profile(name="silu"),
+        "relu6": relu_profile(max_value=6.0, name="relu6"),
+        "sigmoid": ActivationProfile(
+            name="sigmoid",
+            family=_p.SIGMOID,
+            output_range=(0.0, 1.0),
+            zero_centred=False,
+            produces_probabilities=True,
+            saturation_bounds=(0.01, 0.99),
+            saturation_gradient=0.04,
+            description="Sigmoid: probabilities; gradient vanishes in the tails.",
+        ),
+        "hard_sigmoid": ActivationProfile(
+            name="hard_sigmoid",
+            family=_p.SIGMOID,
+            output_range=(0.0, 1.0),
+            zero_centred=False,
+            saturation_bounds=(0.0, 1.0),
+            saturation_gradient=0.0,
+            description="Hard sigmoid: piecewise linear, zero gradient at 0 and 1.",
+        ),
+        "tanh": ActivationProfile(
+            name="tanh",
+            family=_p.TANH,
+            output_range=(-1.0, 1.0),
+            zero_centred=True,
+            saturation_bounds=(-0.99, 0.99),
+            saturation_gradient=0.02,
+            description="Tanh: zero-centred; gradient vanishes in the tails.",
+        ),
+        "softmax": ActivationProfile(
+            name="softmax",
+            family=_p.SOFTMAX,
+            output_range=(0.0, 1.0),
+            zero_centred=False,
+            produces_probabilities=True,
+            description="Softmax: a probability distribution along one axis.",
+        ),
+        "linear": ActivationProfile(
+            name="linear",
+            family=_p.LINEAR,
+            output_range=(-inf, inf),
+            zero_centred=True,
+            description="Linear: identity, no non-linearity.",
+        ),
+        "gelu": ActivationProfile(
+            name="gelu",
+            family=_p.SWISH,
+            output_range=(GELU_MIN, inf),
+            zero_centred=False,
+            description="GELU: smooth gate x * P(X <= x), like swish.",
+        ),
+        "softplus": ActivationProfile(
+            name="softplus",
+            family=_p.RELU_FAMILY,
+            output_range=(0.0, inf),
+            zero_centred=False,
+            description="Softplus: smooth ReLU; derivative is sigmoid(x).",
+        ),
+        "selu": ActivationProfile(
+            name="selu",
+            family=_p.RELU_FAMILY,
+            output_range=(-SELU_SCALE * SELU_ALPHA, inf),
+            zero_centred=True,
+            inactive_below=0.0,
+            description="SELU: self-normalising scaled ELU.",
+        ),
+    }
+
+
+BUILTIN_PROFILES: dict[str, ActivationProfile] = _profiles()
+# Names that Keras's own activations go by; `keras.activations.get(name)`.
+KERAS_NAMES = tuple(sorted(set(BUILTIN_PROFILES) - {"prelu"}))
+
+for _name, _profile in BUILTIN_PROFILES.items():
+    registry.set_profile("activation", _name, _profile)
+
+_KERAS_FUNCTIONS: dict[int, str] | None = None
+
+
+def _keras_function_names() -> dict[int, str]:
+    """`{id(keras function): name}`, built once on first use."""
+    global _KERAS_FUNCTIONS
+    if _KERAS_FUNCTIONS is None:
+        _KERAS_FUNCTIONS = {
+            id(keras.activations.get(name)): name for name in KERAS_NAMES
+        }
+        # `swish` and `silu` are the same Keras function; prefer `swish`.
+        _KERAS_FUNCTIONS[id(keras.activations.get("swish"))] = "swish"
+    return _KERAS_FUNCTIONS
+
+
+def _from_name(name: str) -> ActivationProfile | None:
+    key = (
+        name[len(registry.PACKAGE) + 1 :] if name.startswith("keras_actloss>") else name
+    )
+    for kind in ("activation", "layer"):
+        found = registry.get_profile(kind, key)
+        if found is None:
+            lowered = {k.lower(): v for k, v in registry.profiles(kind).items()}
+            found = lowered.get(key.lower())
+        if found is not None:
+            return found
+    return None
+
+
+def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
+    if isinstance(layer, keras.layers.ReLU):
+        return relu_profile(layer.negative_slope, layer.max_value)
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return leaky_relu_profile(layer.negative_slope)
+    if isinstance(layer, keras.layers.PReLU):
+        return prelu_profile()
+    if isinstance(layer, keras.layers.ELU):
+        return elu_profile(layer.alpha)
+    if isinstance(layer, keras.layers.Softmax):
+        return BUILTIN_PROFILES["softmax"]
+    activation = getattr(layer, "activation", None)
+    if activation is None or not (isinstance(activation, str) or callable(activation)):
+        return None
+    return profile(activation)
+
+
+def profile(x: Any) -> ActivationProfile | None:
+    """Returns the `ActivationProfile` of an activation or activation layer.
+
+    Use it to reason about a model without running it: which outputs can be
+    dead, which saturate, which are probabilities. It knows our activations
+    and layers and the Keras built-ins of the same name, and is cheap enough
+    to call on every layer of a model.
+
+    Examples:
+
+    >>> keras_actloss.activations.profile("sigmoid").saturation_bounds
+    (0.01, 0.99)
+    >>> keras_actloss.activations.profile(keras.layers.Dense(2, activation="relu")).name
+    'relu'
+    >>> layer = keras_actloss.layers.LeakyReLU(0.1)
+    >>> keras_actloss.activations.profile(layer).inactive_gradient
+    0.1
+    >>> print(keras_actloss.activations.profile(keras.layers.BatchNormalization()))
+    None
+
+    Args:
+        x: One of: a name (`"relu"`, `"keras_actloss>swish"`, `"ReLU"`); one
+            of our activation functions or a Keras one
+            (`keras.activations.relu`); one of our layers (the profile
+            reflects its configuration) or a Keras activation layer (`ReLU`,
+            `LeakyReLU`, `PReLU`, `ELU`, `Softmax`, `Activation`); any layer
+            with an `activation` attribute (`Dense`, `Conv2D`); or None (no
+            activation, i.e. linear).
+
+    Returns:
+        The `ActivationProfile`, or None for unknown names, custom callables
+        and layers without an activation.
+
+    Raises:
+        ValueError: If `x` is none of the above (e.g. an int).
+    """
+    if x is None:
+        return BUILTIN_PROFILES["linear"]
+    if isinstance(x, str):
+        return _from_name(x)
+    if isinstance(x, keras.layers.Layer):
+        own = getattr(x, "activation_profile", None)
+        if callable(own):
+            return own()
+        return _from_keras_layer(x)
+    if callable(x):
+        ours = registry.name_of("activation", x)
+        if ours is not None and not isinstance(x, type):
+            return registry.get_profile("activation", ours)
+        name = _keras_function_names().get(id(x))
+        return None if name is None else BUILTIN_PROFILES[name]
+    raise ValueError(
+        "Expected an activation name, an activation function or a Keras layer. "
+        f"Received: x={x!r} of type {type(x).__name__}"
+    )

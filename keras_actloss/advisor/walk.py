@@ -1,0 +1,230 @@
+"""Finding a model's output layers and pairing layers with their activations.
+
+Uses public Keras APIs only (`model.outputs`, `model.output_names`,
+`model.get_layer`, `model.layers`, `layer.input`, `layer.output`,
+`layer.kernel`, `layer.bias`).
+
+- **Outputs.** Sequential: the last layer. Functional: each output's layer by
+  name (`model.output_names`); an output made by a bare op such as
+  `keras.ops.softmax(x)` has no layer and its activation is unknown. A nested
+  model as the output layer is followed to its own (first) output.
+  Subclassed: the last layer in `model.layers` order (the order attributes
+  were set in `__init__`), which is the output layer only when the model is
+  written in order; its units are read from the last layer with `units` or
+  `filters`. Dropout, noise, reshaping and identity layers after the output
+  layer are walked back through.
+- **Units.** Every layer with a kernel (Dense, Conv, EinsumDense) is paired
+  with its activation: its own, or, when its own is linear, the activation
+  layer that follows it in `model.layers` order (after any dropout, pooling or
+  normalization layer). `model.layers` is in graph order for Sequential and
+  Functional chains; for branching Functional graphs and subclassed models it
+  is a best effort. Any other layer (Add, Concatenate, attention, recurrent,
+  custom) ends a pairing. Nested models are flattened; custom layers that hold
+  sub-layers are treated as one opaque layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+
+from keras_actloss import activations
+from keras_actloss.profiles import LINEAR, ActivationProfile
+
+
+def _types(*names: str) -> tuple[type, ...]:
+    return tuple(getattr(keras.layers, n) for n in names if hasattr(keras.layers, n))
+
+
+# Layers an output passes through unchanged in meaning (after training).
+TRANSPARENT = _types(
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+    "Flatten",
+    "Reshape",
+)
+POOLING = _types(
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+)
+NORMALIZATION = _types("BatchNormalization", "LayerNormalization", "GroupNormalization")
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One model output: its name, the layer giving its activation, its units."""
+
+    name: str | None
+    layer: Any
+    units: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A layer with a kernel and the activation applied to its output.
+
+    Attributes:
+        layer: The layer with the kernel.
+        activation: Profile of the activation applied to its output.
+        activation_layer: The layer that applies it (`layer` itself for
+            `Dense(activation=...)`).
+        normalized: Whether a normalization layer sits between the two.
+    """
+
+    layer: Any
+    activation: ActivationProfile
+    activation_layer: Any
+    normalized: bool = False
+
+
+def leaves(model: keras.Model) -> list:
+    """Layers of `model` in order, nested models flattened, inputs dropped."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(leaves(layer))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            found.append(layer)
+    return found
+
+
+def has_kernel(layer: Any) -> bool:
+    if isinstance(layer, keras.layers.RNN):
+        return False
+    try:
+        return getattr(layer, "kernel", None) is not None
+    except Exception:  # noqa: BLE001 - a property of an unusual layer
+        return False
+
+
+def activation_of(layer: Any) -> ActivationProfile | None:
+    """The activation profile of a layer, None if it has none or is unknown.
+
+    Recurrent layers have an `activation` attribute, but it acts inside the
+    recurrence, not on the layer's output: they count as having none.
+    """
+    if isinstance(layer, keras.layers.RNN):
+        return None
+    try:
+        return activations.profile(layer)
+    except ValueError:
+        return None
+
+
+def _producer(model: keras.Model, layer: Any) -> Any | None:
+    """The layer whose output `layer` takes as input, or None."""
+    try:
+        tensor = layer.input
+    except (AttributeError, ValueError):
+        return None
+    for candidate in model.layers:
+        try:
+            if candidate.output is tensor:
+                return candidate
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
+def _walk_back(model: keras.Model, layer: Any) -> Any:
+    """Follows nested models and transparent layers back to the output layer."""
+    seen = 0
+    while layer is not None and seen < 100:
+        seen += 1
+        if isinstance(layer, keras.Model):
+            heads = outputs(layer)
+            layer = heads[0].layer if heads else None
+            continue
+        if not isinstance(layer, TRANSPARENT):
+            return layer
+        layer = _producer(model, layer)
+    return layer
+
+
+def _units_of_last(layers: list) -> int | None:
+    for layer in reversed(layers):
+        for attribute in ("units", "filters"):
+            value = getattr(layer, attribute, None)
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def outputs(model: keras.Model) -> list[Output]:
+    """The model's outputs (see the module docstring for how each is found)."""
+    try:
+        tensors = list(model.outputs)
+    except (AttributeError, ValueError):
+        tensors = None
+    if not tensors:
+        layers = leaves(model)
+        if not layers:
+            return []
+        last = _walk_back(model, layers[-1])
+        return [Output(None, last, _units_of_last(layers))]
+    if isinstance(model, keras.Sequential):
+        names, layers = [model.layers[-1].name], [model.layers[-1]]
+    else:
+        names = list(model.output_names)
+        layers = []
+        for name in names:
+            try:
+                layers.append(model.get_layer(name))
+            except ValueError:
+                layers.append(None)
+    found = []
+    for name, layer, tensor in zip(names, layers, tensors, strict=False):
+        units = tensor.shape[-1] if tensor.shape else None
+        found.append(Output(name, _walk_back(model, layer), units))
+    return found
+
+
+def units(model: keras.Model) -> list:
+    """Pairs each layer with a kernel with its activation, in layer order.
+
+    Returns a list of `Unit`s, with None entries where a layer ended a
+    pairing without being one (Add, Concatenate, attention, ...): they mark
+    where a run of consecutive units is broken.
+    """
+    found: list = []
+    pending, normalized = None, False
+
+    def flush():
+        nonlocal pending
+        if pending is not None:
+            found.append(Unit(pending, activations.profile("linear"), pending))
+            pending = None
+
+    for layer in leaves(model):
+        profile = activation_of(layer)
+        if has_kernel(layer):
+            flush()
+            normalized = False
+            if profile is None or profile.family == LINEAR:
+                pending = layer
+            else:
+                found.append(Unit(layer, profile, layer))
+        elif profile is not None and profile.family != LINEAR:
+            if pending is not None:
+                found.append(Unit(pending, profile, layer, normalized))
+                pending = None
+        elif isinstance(layer, NORMALIZATION):
+            normalized = True
+        elif not isinstance(layer, TRANSPARENT + POOLING):
+            flush()
+            found.append(None)
+    flush()
+    return found

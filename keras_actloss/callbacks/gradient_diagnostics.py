@@ -1,0 +1,376 @@
+"""`GradientDiagnostics`: per-layer gradient and activation health in `fit`."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import (
+    LayerInfo,
+    LayerStats,
+    SentinelEvent,
+    StepStats,
+)
+from keras_actloss.findings import Finding, TrainingFailure
+
+ON_FAILURE = ("warn", "stop", "raise")
+
+
+class GradientHealthWarning(UserWarning):
+    """Warning issued by `GradientDiagnostics(on_failure="warn")`, one per finding."""
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be a positive integer"
+            f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
+        )
+
+
+def _bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Argument `{name}` must be a bool. Received: {name}={value!r}"
+        )
+
+
+def _scalar(value) -> float:
+    """A Python number from a variable, tensor or number."""
+    value = value.numpy() if hasattr(value, "numpy") else value
+    return float(value)
+
+
+def _float_or_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+class GradientDiagnostics(keras.callbacks.Callback):
+    """Records per-layer gradient and activation health while a model trains.
+
+    Add it to `model.fit` to see, per layer, how large the gradients the
+    optimizer really applies are and how many activations are zero or
+    saturated, written to TensorBoard, and to be told when training fails:
+    vanishing or exploding gradients, dead ReLUs, saturated sigmoid/tanh
+    units, or non-finite values (see `keras_actloss.diagnostics.rules`).
+
+    What is recorded:
+
+    - The exact gradients `optimizer.apply` receives in `fit`'s own training
+      step (no second pass), before clipping; unscaled under
+      `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
+    - Every step: the global gradient norm and a non-finite check, in-graph
+      and cheap. An explosion or NaN between recordings is reported with its
+      step. Under dynamic loss scaling a non-finite step is an overflow that
+      the optimizer skips; it only counts as non-finite once it persists for
+      10 steps in a row.
+    - Every `every_n_steps` steps: per layer with trainable weights the
+      gradient L2 norm, RMS and max-abs and the update-to-weight ratio
+      `||dw|| / ||w||`; per layer whose output goes through a ReLU-family,
+      sigmoid or tanh activation the fraction of zero (inactive) outputs, of
+      dead units (channels inactive for every sample of the batch) and of
+      saturated outputs.
+    - `step` is the optimizer iteration, so a second `fit` continues the
+      count. With `steps_per_execution=k`, batch hooks fire once per `k`
+      steps: statistics are those of the last step of an execution that
+      contains a multiple of `every_n_steps`, and the sentinel still watches
+      every step.
+
+    Steps that are not recorded run a train function with only the sentinel;
+    the model's own train function is restored after `fit` (also when `fit`
+    died: the next training call undoes the hooks first).
+
+    Examples:
+
+    ```python
+    diag = keras_actloss.callbacks.GradientDiagnostics(log_dir="runs/exp1")
+    model.fit(x, y, epochs=5, callbacks=[diag])
+    for f in diag.findings:
+        print(f.mode, f.layer, f.step, f.value, f.message)
+    ```
+
+    Args:
+        log_dir: Directory for TensorBoard event files (written under
+            `<log_dir>/train`), or None to only collect `findings`. Defaults
+            to `None`.
+        every_n_steps: Steps between full per-layer recordings. Defaults to
+            `100` (about 1.0x the time of a plain `fit` on small models).
+        histogram_every_n_steps: Steps between gradient histograms (a strided
+            sample of at most 4096 gradient elements per layer), or None for
+            none. Defaults to `1000`.
+        thresholds: Rule thresholds: None, a dict of
+            `keras_actloss.diagnostics.rules.Thresholds` fields, or a
+            `Thresholds`. Defaults to `None`.
+        on_failure: `"warn"` (a `GradientHealthWarning` per finding),
+            `"stop"` (stop training after writing the logs) or `"raise"`
+            (raise `keras_actloss.TrainingFailure`). Defaults to `"warn"`.
+        record_activations: Whether to record activation statistics.
+            Defaults to `True`.
+        heatmap_image: Whether to write a layer-by-step gradient-norm heatmap
+            image at the end of training. Defaults to `False`.
+        check_model: Whether to run `keras_actloss.advisor.check_model` on
+            the model before training and report its findings. Defaults to
+            `True`.
+
+    Attributes:
+        findings: The `Finding`s so far, in the order they appeared.
+        history: The recorded `StepStats`, without gradient samples.
+        layers: The monitored layers (`LayerInfo`), set when training begins.
+    """
+
+    HISTOGRAM_SIZE = 4096
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike | None = None,
+        every_n_steps: int = 100,
+        histogram_every_n_steps: int | None = 1000,
+        thresholds=None,
+        on_failure: str = "warn",
+        record_activations: bool = True,
+        heatmap_image: bool = False,
+        check_model: bool = True,
+    ):
+        super().__init__()
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "GradientDiagnostics only supports the TensorFlow backend. Set "
+                "KERAS_BACKEND=tensorflow. Received: "
+                f"backend={keras.backend.backend()!r}"
+            )
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(
+                "Argument `log_dir` must be a path or None. "
+                f"Received: log_dir={log_dir!r}"
+            )
+        _positive_int("every_n_steps", every_n_steps)
+        _positive_int("histogram_every_n_steps", histogram_every_n_steps, True)
+        if on_failure not in ON_FAILURE:
+            raise ValueError(
+                f"Argument `on_failure` must be one of {ON_FAILURE}. "
+                f"Received: on_failure={on_failure!r}"
+            )
+        _bool("record_activations", record_activations)
+        _bool("heatmap_image", heatmap_image)
+        _bool("check_model", check_model)
+        from keras_actloss.diagnostics.rules import Thresholds
+
+        self.thresholds = Thresholds.from_value(thresholds)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.every_n_steps = every_n_steps
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self.on_failure = on_failure
+        self.record_activations = record_activations
+        self.heatmap_image = heatmap_image
+        self.check_model = check_model
+        self.findings: list[Finding] = []
+        self.history: list[StepStats] = []
+        self.layers: list[LayerInfo] = []
+        self._hooks = None
+        self._writer = None
+        self._rules = None
+        self._last_histogram = None
+
+    # -------------------------------------------------------------- training
+    def on_train_begin(self, logs=None):
+        from keras_actloss.callbacks import _keras_hooks
+
+        self._cleanup()
+        self._check_log_dir()
+        model = self.model
+        plans = _keras_hooks.plan_layers(model)
+        if not self.record_activations:
+            for plan in plans:
+                plan.profile = None
+        self.layers = [plan.info for plan in plans]
+        self._names = [info.name for info in self.layers]
+        from keras_actloss.diagnostics.rules import HealthRules
+
+        self._rules = HealthRules(self.layers, self.thresholds)
+        size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
+        self._hooks = _keras_hooks.TrainHooks(model, plans, histogram_size=size)
+        self._hooks.install()
+        self._step = int(_scalar(model.optimizer.iterations))
+        self._next = -(-self._step // self.every_n_steps) * self.every_n_steps
+        self._spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        self._mode = None
+        if self._writer is not None:
+            self._writer.write_layers(self.layers, self._step)
+            self._writer.write_layout(self.layers)
+        if self.check_model:
+            self._static_checks()
+        self._flush()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        mode = "full" if self._next < self._step + self._spe else "sentinel"
+        if mode != self._mode:
+            self._hooks.use(mode)
+            self._mode = mode
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._mode == "full" and self._record():
+            last = self._step + self._spe - 1
+            self._next = (last // self.every_n_steps + 1) * self.every_n_steps
+        self._step += self._spe
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._hooks is not None and self._hooks.installed:
+            self._handle(self._sentinel_findings(recorded=None))
+
+    def on_train_end(self, logs=None):
+        if self._hooks is None or not self._hooks.installed:
+            return
+        try:
+            self._handle(self._sentinel_findings(recorded=None))
+            if self._writer is not None and self.heatmap_image and self.history:
+                self._write_heatmap()
+        finally:
+            self._cleanup(close=True)
+
+    # ------------------------------------------------------------- recording
+    def _record(self) -> bool:
+        """Reads the full statistics of the last step; False if skipped."""
+        data = self._hooks.read_full()
+        if data["skipped"]:
+            return False  # A loss-scale overflow: record the next step.
+        step = int(data["step"])
+        samples = self._hooks.read_samples() if self._histogram_due(step) else {}
+        layers = []
+        for i, (name, fields) in enumerate(zip(self._names, data["layers"])):
+            values = {k: _float_or_none(v) for k, v in fields.items()}
+            layers.append(LayerStats(layer=name, grad_values=samples.get(i), **values))
+        lr = _scalar(self.model.optimizer.learning_rate)
+        stats = StepStats(
+            step=step,
+            global_norm=float(data["global_norm"]),
+            non_finite=bool(data["non_finite"]),
+            loss=None if data["loss"] is None else float(data["loss"]),
+            learning_rate=float(lr),
+            layers=layers,
+            batch_size=int(data["batch_size"]),
+        )
+        new = self._sentinel_findings(recorded=step)
+        new += self._rules.observe(stats)
+        if self._writer is not None:
+            self._writer.write_stats(stats)
+            if samples:
+                self._writer.write_histograms(
+                    step, {self._names[i]: v for i, v in samples.items()}
+                )
+                self._last_histogram = step
+        for layer in layers:
+            layer.grad_values = None
+        self.history.append(stats)
+        self._handle(new)
+        return True
+
+    def _sentinel_findings(self, recorded: int | None) -> list[Finding]:
+        """Turns the sentinel since its last read into events and findings."""
+        s = self._hooks.read_sentinel()
+        events = []
+        if s["max_step"] >= 0 and int(s["max_step"]) != recorded:
+            events.append(SentinelEvent(int(s["max_step"]), s["max_norm"], False))
+        if s["nf_step"] >= 0:
+            index = int(s["nf_layer"])
+            layer = self._names[index] if 0 <= index < len(self._names) else None
+            events.append(SentinelEvent(int(s["nf_step"]), s["nf_norm"], True, layer))
+        events.sort(key=lambda e: e.step)
+        new = []
+        for event in events:
+            if self._writer is not None:
+                self._writer.write_sentinel(event)
+            new += self._rules.observe_sentinel(event)
+        return new
+
+    def _handle(self, new: list[Finding]) -> None:
+        """Logs new findings, then warns, stops or raises per `on_failure`."""
+        if not new:
+            self._flush()
+            return
+        self.findings.extend(new)
+        if self._writer is not None:
+            self._writer.write_findings(new)
+        self._flush()
+        failures = [f for f in new if f.mode in F.TRAINING_MODES]
+        if self.on_failure == "warn" or not failures:
+            for finding in new:
+                warnings.warn(str(finding), GradientHealthWarning, stacklevel=2)
+        elif self.on_failure == "stop":
+            self.model.stop_training = True
+        else:
+            self._cleanup(close=True)
+            raise TrainingFailure(failures[0])
+
+    def _static_checks(self) -> None:
+        try:
+            advisor = importlib.import_module("keras_actloss.advisor")
+        except ImportError:
+            return
+        check = getattr(advisor, "check_model", None)
+        if check is None:
+            return
+        self._handle(list(check(self.model)))
+
+    # ------------------------------------------------------------------- I/O
+    def _histograms_on(self) -> bool:
+        return self.log_dir is not None and self.histogram_every_n_steps is not None
+
+    def _histogram_due(self, step: int) -> bool:
+        if not self._histograms_on():
+            return False
+        every = self.histogram_every_n_steps
+        last = self._last_histogram
+        return last is None or step // every > last // every
+
+    def _check_log_dir(self) -> None:
+        if self.log_dir is None:
+            return
+        from keras_actloss.logs import tags
+
+        target = os.path.join(self.log_dir, tags.TRAIN_SUBDIR)
+        from keras_actloss.logs.writer import DiagnosticsWriter
+
+        try:
+            os.makedirs(target, exist_ok=True)
+            with tempfile.TemporaryFile(dir=target):
+                pass
+            if self._writer is None:
+                self._writer = DiagnosticsWriter(self.log_dir).open()
+        except OSError as error:
+            raise ValueError(
+                "Argument `log_dir` must be a writable directory "
+                f"({error.strerror or error}). Received: log_dir={self.log_dir!r}"
+            ) from None
+
+    def _write_heatmap(self) -> None:
+        steps = [s.step for s in self.history]
+        norms = np.array(
+            [
+                [np.nan if v.grad_norm is None else v.grad_norm for v in s.layers]
+                for s in self.history
+            ],
+            dtype="float64",
+        ).T
+        self._writer.write_heatmap(steps[-1], self._names, steps, norms)
+
+    def _flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _cleanup(self, close: bool = False) -> None:
+        """Removes the hooks and flushes the logs (safe to call twice)."""
+        if self._hooks is not None:
+            self._hooks.remove()
+        self._flush()
+        if close and self._writer is not None:
+            self._writer.close()
+            self._writer = None

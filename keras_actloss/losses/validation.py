@@ -1,0 +1,282 @@
+"""Label and argument checks shared by the losses.
+
+Two kinds of check live here:
+
+- **Shape checks** read static shapes only, so they run wherever the loss is
+  traced: eagerly, inside `tf.function` and in `model.fit`.
+- **Value checks** (label ranges, integer class ids) need concrete values.
+  They run only when the labels are concrete (eager execution or NumPy
+  input) and are skipped silently inside a traced function (`model.fit`,
+  `tf.function`), where they would cost a device-to-host copy per step and
+  are not supported under XLA. Call a loss once eagerly on a batch (or fit
+  with `run_eagerly=True`) to have the labels checked.
+
+Errors follow Keras's style: what was expected, then `Received: ...`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from keras_actloss.tensor_types import Tensor
+
+# At most this many offending values are quoted in an error message.
+_MAX_QUOTED = 5
+
+
+def concrete_values(x: Tensor) -> np.ndarray | None:
+    """Returns `x` as a NumPy array when it is concrete, else None.
+
+    Symbolic tensors (inside `tf.function` or a traced train step) return
+    None, so value checks are skipped there.
+    """
+    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+        return np.asarray(x)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not (tf.executing_eagerly() and hasattr(x, "numpy")):
+            return None
+        return x.numpy()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return None
+    return keras.ops.convert_to_numpy(x)
+
+
+def _quote(values: np.ndarray) -> str:
+    unique = np.unique(values)
+    shown = ", ".join(f"{v:g}" for v in unique[:_MAX_QUOTED])
+    more = ", ..." if unique.size > _MAX_QUOTED else ""
+    return f"[{shown}{more}]"
+
+
+def match_ranks(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Squeezes or expands a trailing size-1 axis so both ranks agree.
+
+    Same rule as Keras's loss wrapper: when the ranks differ by one and the
+    longer tensor ends in a size-1 axis, a rank-1 shorter tensor is expanded,
+    otherwise the size-1 axis is squeezed.
+    """
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            return y_true, keras.ops.expand_dims(y_pred, axis=-1)
+        return keras.ops.squeeze(y_true, axis=-1), y_pred
+    if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            return keras.ops.expand_dims(y_true, axis=-1), y_pred
+        return y_true, keras.ops.squeeze(y_pred, axis=-1)
+    return y_true, y_pred
+
+
+def check_label_range(y_true: Tensor, loss: str, low=0.0, high=1.0) -> None:
+    """Eager-only: raises unless every label lies in `[low, high]`."""
+    values = concrete_values(y_true)
+    if values is None:
+        return
+    bad = values[(values < low) | (values > high) | ~np.isfinite(values)]
+    if bad.size:
+        raise ValueError(
+            f"Expected `y_true` for `{loss}` to hold labels in [{low:g}, "
+            f"{high:g}]. Received: y_true with values {_quote(bad)}"
+        )
+
+
+def check_hinge_labels(y_true: Tensor) -> None:
+    """Eager-only: raises unless labels are all in {-1, 1} or all in {0, 1}."""
+    values = concrete_values(y_true)
+    if values is None:
+        return
+    if np.isin(values, (-1.0, 1.0)).all() or np.isin(values, (0.0, 1.0)).all():
+        return
+    bad = values[~np.isin(values, (-1.0, 1.0))]
+    raise ValueError(
+        "Expected `y_true` for `hinge` to hold labels -1/1 (or 0/1, converted "
+        f"to -1/1). Received: y_true with values {_quote(bad)}"
+    )
+
+
+def num_classes(y_pred: Tensor, axis: int) -> int | None:
+    """Returns the static size of the class axis, or None if unknown."""
+    return y_pred.shape[axis]
+
+
+def check_one_hot_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
+    """Static: labels for categorical cross-entropy must be one-hot."""
+    classes = num_classes(y_pred, axis)
+    if classes == 1:
+        raise ValueError(
+            "Expected `y_pred` for `categorical_crossentropy` to have more "
+            "than one class along `axis`; with one class the loss is always 0. "
+            "Use `BinaryCrossentropy` for two classes. Received: "
+            f"y_pred.shape={tuple(y_pred.shape)}, axis={axis}"
+        )
+    sparse_like = len(y_true.shape) == len(y_pred.shape) - 1 or (
+        len(y_true.shape) == len(y_pred.shape) and y_true.shape[axis] == 1
+    )
+    if sparse_like:
+        raise ValueError(
+            "Expected one-hot `y_true` of the same shape as `y_pred` for "
+            "`categorical_crossentropy`; integer class labels need "
+            "`SparseCategoricalCrossentropy` (or `keras.utils.to_categorical`). "
+            f"Received: y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}"
+        )
+    if len(y_true.shape) != len(y_pred.shape) or any(
+        t is not None and p is not None and t != p
+        for t, p in zip(y_true.shape, y_pred.shape)
+    ):
+        raise ValueError(
+            "Expected `y_true` and `y_pred` of the same shape for "
+            f"`categorical_crossentropy`. Received: y_true.shape="
+            f"{tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
+
+
+def check_sparse_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
+    """Static: labels for the sparse loss must be integer ids, not one-hot."""
+    classes = num_classes(y_pred, axis)
+    if classes == 1:
+        raise ValueError(
+            "Expected `y_pred` for `sparse_categorical_crossentropy` to have "
+            "more than one class along `axis`; with one class the loss is "
+            "always 0. Use `BinaryCrossentropy` for two classes. Received: "
+            f"y_pred.shape={tuple(y_pred.shape)}, axis={axis}"
+        )
+    same_rank = len(y_true.shape) == len(y_pred.shape)
+    if same_rank and y_true.shape[axis] not in (1, None):
+        raise ValueError(
+            "Expected integer class ids in `y_true` (shape of `y_pred` without "
+            "the class axis) for `sparse_categorical_crossentropy`; one-hot "
+            "labels need `CategoricalCrossentropy`. Received: "
+            f"y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}"
+        )
+
+
+def check_sparse_values(
+    y_true: Tensor, classes: int | None, ignore_class: int | None
+) -> None:
+    """Eager-only: class ids must be integers in `[0, classes)`."""
+    values = concrete_values(y_true)
+    if values is None:
+        return
+    if ignore_class is not None:
+        values = values[values != ignore_class]
+    bad = values[(values != np.round(values)) | (values < 0)]
+    if classes is not None:
+        bad = np.concatenate([bad, values[values >= classes]])
+    if bad.size:
+        upper = classes if classes is not None else "num_classes"
+        raise ValueError(
+            "Expected `y_true` for `sparse_categorical_crossentropy` to hold "
+            f"integer class ids in [0, {upper}). Received: y_true with values "
+            f"{_quote(bad)}"
+        )
+
+
+def validate_class_weights(
+    class_weights: Sequence[float] | np.ndarray | None, length: int | None = None
+) -> list[float] | None:
+    """Checks a per-class weight vector and returns it as a list of floats.
+
+    Args:
+        class_weights: None, or a 1-D sequence of non-negative finite floats.
+        length: Required length when known (2 for binary cross-entropy).
+
+    Returns:
+        None, or the weights as a list of Python floats (JSON-friendly, so it
+        can go into `get_config`).
+    """
+    if class_weights is None:
+        return None
+    weights = np.asarray(class_weights)
+    if weights.ndim != 1 or weights.size == 0 or weights.dtype.kind not in "iuf":
+        raise ValueError(
+            "Argument `class_weights` must be a non-empty 1-D list or array "
+            f"of numbers. Received: class_weights={class_weights!r}"
+        )
+    weights = weights.astype("float64")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(
+            "Argument `class_weights` must hold finite, non-negative numbers. "
+            f"Received: class_weights={class_weights!r}"
+        )
+    if length is not None and weights.size != length:
+        raise ValueError(
+            f"Argument `class_weights` must have {length} entries. "
+            f"Received: class_weights={class_weights!r}"
+        )
+    return [float(w) for w in weights]
+
+
+def check_class_weights_length(weights: list[float], classes: int | None) -> None:
+    """Call time: the weight vector must have one entry per class."""
+    if classes is not None and len(weights) != classes:
+        raise ValueError(
+            f"Expected `class_weights` to have one entry per class ({classes} "
+            f"classes in `y_pred`). Received: class_weights={weights} "
+            f"({len(weights)} entries)"
+        )
+
+
+def validate_label_smoothing(label_smoothing: float) -> float:
+    """Checks `label_smoothing` is a number in `[0, 1]`."""
+    number = isinstance(label_smoothing, (int, float, np.floating))
+    if isinstance(label_smoothing, bool) or not number or not 0 <= label_smoothing <= 1:
+        raise ValueError(
+            "Argument `label_smoothing` must be a float in [0, 1]. "
+            f"Received: label_smoothing={label_smoothing!r}"
+        )
+    return label_smoothing
+
+
+def validate_axis(axis: int) -> int:
+    """Checks `axis` is an int (not a bool)."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(f"Argument `axis` must be an int. Received: axis={axis!r}")
+    return int(axis)
+
+
+def validate_delta(delta: float) -> float:
+    """Checks Huber's `delta` is a positive finite number."""
+    number = isinstance(delta, (int, float, np.floating))
+    if (
+        isinstance(delta, bool)
+        or not number
+        or not (delta > 0 and math.isfinite(delta))
+    ):
+        raise ValueError(
+            f"Argument `delta` must be a positive number. Received: delta={delta!r}"
+        )
+    return delta
+
+
+def validate_from_logits(from_logits: bool) -> bool:
+    """Checks `from_logits` is a bool."""
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise ValueError(
+            "Argument `from_logits` must be a bool. "
+            f"Received: from_logits={from_logits!r}"
+        )
+    return bool(from_logits)
+
+
+def validate_ignore_class(ignore_class: int | None) -> int | None:
+    """Checks `ignore_class` is None or an int."""
+    if ignore_class is not None and (
+        isinstance(ignore_class, bool)
+        or not isinstance(ignore_class, (int, np.integer))
+    ):
+        raise ValueError(
+            "Argument `ignore_class` must be an int or None. "
+            f"Received: ignore_class={ignore_class!r}"
+        )
+    return None if ignore_class is None else int(ignore_class)

@@ -1,0 +1,353 @@
+"""The Gradient Health TensorBoard plugin: routes and data-provider reads.
+
+TensorBoard finds the plugin through the `tensorboard_plugins` entry point
+(`GradientHealthLoader`), so `tensorboard --logdir runs` shows a "Gradient
+Health" tab. The tab is an iframe that loads `static/index.js`, which asks two
+JSON routes for data:
+
+- `GET runs`: every run, and whether it holds Gradient Health data.
+- `GET health?run=<run>[&columns=<n>]`: for one run, the gradient-norm,
+  dead-fraction and saturation heatmaps (layers in model order, at most
+  `columns` <= `MAX_COLUMNS` step columns) and the findings table.
+
+Everything is read through TensorBoard's data provider, only for the
+requested run and only the tags the view needs; no route opens a file named
+by the request. Bad requests get a 400, unknown runs a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tensorboard import context as tb_context
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from keras_actloss import findings as findings_lib
+from keras_actloss.logs import tags
+from keras_actloss.tensorboard_plugin import data
+
+PLUGIN_NAME = "gradient_health"
+TAB_NAME = "Gradient Health"
+_SCALARS_PLUGIN = "scalars"
+_TEXT_PLUGIN = "text"
+# Scalar points read per tag before bucketing into columns (TensorBoard's own
+# server keeps 1000 per tag unless `--samples_per_plugin` says otherwise).
+_SCALAR_DOWNSAMPLE = 10_000
+_TEXT_DOWNSAMPLE = 1_000
+_MAX_RUN_LENGTH = 1024
+
+# (section, title, log colour scale), in display order.
+HEATMAPS = (
+    (tags.GRAD_NORM, "Gradient norm", True),
+    (tags.DEAD_FRACTION, "Dead fraction", False),
+    (tags.SATURATION, "Saturation", False),
+)
+_MODE_SECTION = {
+    findings_lib.VANISHING_GRADIENTS: tags.GRAD_NORM,
+    findings_lib.EXPLODING_GRADIENTS: tags.GRAD_NORM,
+    findings_lib.NON_FINITE: tags.GRAD_NORM,
+    findings_lib.DEAD_RELU: tags.DEAD_FRACTION,
+    findings_lib.SATURATED_ACTIVATIONS: tags.SATURATION,
+}
+_STATIC = {
+    "/index.js": ("index.js", "text/javascript"),
+    "/style.css": ("style.css", "text/css"),
+}
+NO_DATA_MESSAGE = (
+    "This run has no Gradient Health data (no `grad_norm/<layer>` scalars and "
+    "no `diagnostics/layers` table). Train with "
+    "`keras_actloss.callbacks.GradientDiagnostics(log_dir=...)` to record it."
+)
+
+
+class BadRequest(ValueError):
+    """A request the plugin refuses; carries the HTTP status to answer."""
+
+    def __init__(self, message: str, code: int = 400):
+        super().__init__(message)
+        self.code = code
+
+
+class GradientHealthPlugin(base_plugin.TBPlugin):
+    """Serves the Gradient Health dashboard from TensorBoard's data provider."""
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self._provider = context.data_provider
+
+    def get_plugin_apps(self):
+        apps = {route: self._static_app(*spec) for route, spec in _STATIC.items()}
+        apps["/runs"] = self._json_app(self._runs_payload)
+        apps["/health"] = self._json_app(self._health_payload)
+        return apps
+
+    def is_active(self) -> bool:
+        if self._provider is None:
+            return False
+        ctx = tb_context.RequestContext()
+        return any(self._runs_with_data(ctx, "").values())
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(
+            es_module_path="/index.js", tab_name=TAB_NAME, disable_reload=False
+        )
+
+    # -- WSGI plumbing -------------------------------------------------------
+
+    def _static_app(self, filename: str, content_type: str):
+        path = Path(__file__).parent / "static" / filename
+
+        @wrappers.Request.application
+        def app(request):
+            if request.method != "GET":
+                return _error(request, "Only GET is supported.", 405)
+            return http_util.Respond(request, path.read_text("utf-8"), content_type)
+
+        return app
+
+    def _json_app(self, payload_fn):
+        @wrappers.Request.application
+        def app(request):
+            if request.method != "GET":
+                return _error(request, "Only GET is supported.", 405)
+            if self._provider is None:
+                return _error(request, "TensorBoard has no data provider.", 503)
+            ctx = plugin_util.context(request.environ)
+            eid = plugin_util.experiment_id(request.environ)
+            try:
+                payload = payload_fn(ctx, eid, request.args)
+            except BadRequest as e:
+                return _error(request, str(e), e.code)
+            return http_util.Respond(request, payload, "application/json")
+
+        return app
+
+    # -- Routes --------------------------------------------------------------
+
+    def _runs_payload(self, ctx, eid, args):
+        _check_params(args, allowed=())
+        has_data = self._runs_with_data(ctx, eid)
+        runs = [r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)]
+        return {
+            "runs": [{"run": r, "has_data": has_data.get(r, False)} for r in runs],
+            "max_columns": data.MAX_COLUMNS,
+        }
+
+    def _health_payload(self, ctx, eid, args):
+        _check_params(args, allowed=("run", "columns"))
+        run = validate_run(args.get("run"))
+        columns = validate_columns(args.get("columns"))
+        known = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)}
+        if run not in known:
+            raise BadRequest(f"Unknown run. Received: run={run!r}", code=404)
+        layers = self._read_layers(ctx, eid, run)
+        series = self._read_series(ctx, eid, run)
+        if not layers and not series:
+            return {"run": run, "has_data": False, "message": NO_DATA_MESSAGE}
+        return {
+            "run": run,
+            "has_data": True,
+            "layers": layers,
+            "findings": self._read_findings(ctx, eid, run),
+            **_heatmaps(layers, series, columns),
+        }
+
+    # -- Data-provider reads -------------------------------------------------
+
+    def _runs_with_data(self, ctx, eid) -> dict[str, bool]:
+        found: dict[str, bool] = {}
+        scalars = self._provider.list_scalars(
+            ctx, experiment_id=eid, plugin_name=_SCALARS_PLUGIN
+        )
+        for run, tag_map in scalars.items():
+            found[run] = any(_section(tag) == tags.GRAD_NORM for tag in tag_map)
+        texts = self._provider.list_tensors(
+            ctx,
+            experiment_id=eid,
+            plugin_name=_TEXT_PLUGIN,
+            run_tag_filter=provider.RunTagFilter(tags=[tags.LAYERS_TAG]),
+        )
+        for run in texts:
+            found[run] = True
+        return found
+
+    def _read_text(self, ctx, eid, run: str, tag: str) -> list:
+        result = self._provider.read_tensors(
+            ctx,
+            experiment_id=eid,
+            plugin_name=_TEXT_PLUGIN,
+            downsample=_TEXT_DOWNSAMPLE,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        return result.get(run, {}).get(tag, [])
+
+    def _read_layers(self, ctx, eid, run: str) -> list[dict]:
+        events = self._read_text(ctx, eid, run, tags.LAYERS_TAG)
+        if not events:
+            return []
+        rows = data.decode_table(events[-1].numpy)  # the latest `fit`
+        return [
+            {column: row.get(column, "") for column in tags.LAYER_COLUMNS}
+            for row in rows
+            if row.get("layer")
+        ]
+
+    def _read_findings(self, ctx, eid, run: str) -> list[dict]:
+        out, seen = [], set()
+        for event in self._read_text(ctx, eid, run, tags.FINDINGS_TAG):
+            for row in data.decode_table(event.numpy):
+                key = tuple(row.get(c) for c in tags.FINDING_COLUMNS)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(_finding(row))
+        out.sort(key=lambda f: (f["step"] is not None, f["step"] or 0))
+        return out
+
+    def _read_series(self, ctx, eid, run: str) -> dict[tuple[str, str], list]:
+        listing = self._provider.list_scalars(
+            ctx,
+            experiment_id=eid,
+            plugin_name=_SCALARS_PLUGIN,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        wanted = {h[0] for h in HEATMAPS}
+        tag_names = [
+            t
+            for t in listing.get(run, {})
+            if _section(t) in wanted and tags.split_tag(t)[1] != tags.GLOBAL
+        ]
+        if not tag_names:
+            return {}
+        result = self._provider.read_scalars(
+            ctx,
+            experiment_id=eid,
+            plugin_name=_SCALARS_PLUGIN,
+            downsample=_SCALAR_DOWNSAMPLE,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tag_names),
+        )
+        return {tags.split_tag(t): d for t, d in result.get(run, {}).items()}
+
+
+def _heatmaps(layers: list[dict], series: dict, max_columns: int) -> dict:
+    """Buckets the series into shared step columns, one heatmap per section."""
+    steps = [d.step for points in series.values() for d in points]
+    groups = data.column_groups(steps, max_columns)
+    model_order = [row["layer"] for row in layers]
+    heatmaps = []
+    for section, title, log_scale in HEATMAPS:
+        names = [name for sec, name in series if sec == section]
+        ordered = [n for n in model_order if n in names]
+        ordered += sorted((n for n in names if n not in model_order), key=_natural)
+        rows = [
+            data.bucket_series(
+                [d.step for d in series[section, name]],
+                [d.value for d in series[section, name]],
+                groups,
+                log_scale,
+            )
+            for name in ordered
+        ]
+        heatmaps.append(
+            {
+                "section": section,
+                "title": title,
+                "log_scale": log_scale,
+                "layers": ordered,
+                "values": rows,
+            }
+        )
+    return {
+        "columns": groups.tolist(),
+        "recorded_steps": len(set(steps)),
+        "heatmaps": heatmaps,
+    }
+
+
+def _finding(row: dict[str, str]) -> dict:
+    layer = row.get("layer") or None
+    return {
+        "mode": row.get("mode", ""),
+        "layer": None if layer in (None, "None") else layer,
+        "step": data.parse_step(row.get("step")),
+        "value": data.parse_number(row.get("value")),
+        "severity": row.get("severity", ""),
+        "message": row.get("message", ""),
+        "fix": row.get("fix", ""),
+        "section": _MODE_SECTION.get(row.get("mode", "")),
+    }
+
+
+def _natural(name: str) -> list:
+    """Sort key putting `dense_2` before `dense_10` (Keras's naming order)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _section(tag: str) -> str | None:
+    parts = tags.split_tag(tag)
+    return parts[0] if parts else None
+
+
+def validate_run(run: str | None) -> str:
+    """Checks a requested run name; raises `BadRequest` (400) if malformed.
+
+    Run names are TensorBoard's (`"."`, `"train"`, `"exp1/train"`): relative,
+    `/`-separated, with no `..` segment, backslash or control character.
+    """
+    if run is None or run == "":
+        raise BadRequest("Expected a `run` query parameter. Received: run=None")
+    bad = (
+        len(run) > _MAX_RUN_LENGTH
+        or run.startswith("/")
+        or "\\" in run
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in run)
+        or ".." in run.split("/")
+    )
+    if bad:
+        raise BadRequest(f"Expected a TensorBoard run name. Received: run={run!r}")
+    return run
+
+
+def validate_columns(columns: str | None) -> int:
+    """Parses the `columns` parameter: an int in [1, MAX_COLUMNS]."""
+    if columns is None:
+        return data.MAX_COLUMNS
+    digits = columns.isascii() and columns.isdigit()
+    if not digits or not 1 <= int(columns) <= data.MAX_COLUMNS:
+        raise BadRequest(
+            f"Expected `columns` to be an integer in [1, {data.MAX_COLUMNS}]. "
+            f"Received: columns={columns!r}"
+        )
+    return int(columns)
+
+
+def _check_params(args, allowed: tuple[str, ...]) -> None:
+    for key in args:
+        if key not in allowed:
+            raise BadRequest(
+                f"Expected query parameters among {list(allowed)}. "
+                f"Received: {key}={args.get(key)!r}"
+            )
+        if len(args.getlist(key)) > 1:
+            raise BadRequest(
+                f"Expected one `{key}` parameter. Received: {args.getlist(key)}"
+            )
+
+
+def _error(request, message: str, code: int):
+    body = json.dumps({"error": message})
+    return http_util.Respond(request, body, "application/json", code=code)
+
+
+class GradientHealthLoader(base_plugin.TBLoader):
+    """Loads `GradientHealthPlugin`; the `tensorboard_plugins` entry point."""
+
+    def load(self, context: base_plugin.TBContext) -> GradientHealthPlugin:
+        return GradientHealthPlugin(context)

@@ -1,0 +1,459 @@
+"""check_model(): each mistake, correct models, model kinds, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actloss
+from keras_actloss import losses
+from keras_actloss.advisor import check
+from keras_actloss.advisor import check_model
+from keras_actloss.findings import FAILURE, WARNING
+
+L = keras.layers
+ONE_HOT = np.eye(3)[[0, 1, 2, 1]]
+SPARSE = np.array([0, 1, 2, 1])
+BINARY = np.array([0, 1, 1, 0])
+
+
+def seq(*layers, inputs=4):
+    return keras.Sequential([keras.Input((inputs,)), *layers])
+
+
+def compiled(model, loss):
+    model.compile(loss=loss)
+    return model
+
+
+def modes(model, y=None):
+    return sorted(f.mode for f in check_model(model, y))
+
+
+# name: (model factory, loss factory, labels or None, expected modes)
+MISTAKES = {
+    "softmax_bce": (
+        lambda: seq(L.Dense(3, activation="softmax")), lambda: "binary_crossentropy",
+        None, ["softmax_with_binary_crossentropy"],
+    ),
+    "softmax_layer_bce_ours": (
+        lambda: seq(L.Dense(3), keras_actloss.layers.Softmax()),
+        lambda: losses.BinaryCrossentropy(), ONE_HOT,
+        ["softmax_with_binary_crossentropy"],
+    ),
+    "sigmoid_cce": (
+        lambda: seq(L.Dense(3, activation="sigmoid")),
+        lambda: "categorical_crossentropy", ONE_HOT,
+        ["sigmoid_with_categorical_crossentropy"],
+    ),
+    "sigmoid_scce_keras": (
+        lambda: seq(L.Dense(3), L.Activation("sigmoid")),
+        lambda: keras.losses.SparseCategoricalCrossentropy(), SPARSE,
+        ["sigmoid_with_categorical_crossentropy"],
+    ),
+    "softmax_single_unit": (
+        lambda: seq(L.Dense(1, activation="softmax")), lambda: "binary_crossentropy",
+        BINARY, ["softmax_single_unit"],
+    ),
+    "cce_single_linear_unit": (
+        lambda: seq(L.Dense(1)),
+        lambda: losses.CategoricalCrossentropy(from_logits=True), None,
+        ["categorical_loss_single_unit"],
+    ),
+    "linear_bce": (
+        lambda: seq(L.Dense(1)), lambda: "binary_crossentropy", BINARY,
+        ["linear_output_probability_loss"],
+    ),
+    "relu_cce": (
+        lambda: seq(L.Dense(3, activation="relu")),
+        lambda: keras.losses.CategoricalCrossentropy(), ONE_HOT,
+        ["linear_output_probability_loss"],
+    ),
+    "linear_kl": (
+        lambda: seq(L.Dense(3)), lambda: losses.KLDivergence(), None,
+        ["linear_output_probability_loss"],
+    ),
+    "sigmoid_from_logits": (
+        lambda: seq(L.Dense(1, activation="sigmoid")),
+        lambda: losses.BinaryCrossentropy(from_logits=True), BINARY,
+        ["probability_output_from_logits"],
+    ),
+    "softmax_from_logits_keras": (
+        lambda: seq(L.Dense(3), L.Softmax()),
+        lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True), SPARSE,
+        ["probability_output_from_logits"],
+    ),
+    "sigmoid_cce_from_logits": (
+        lambda: seq(L.Dense(3, activation="sigmoid")),
+        lambda: losses.CategoricalCrossentropy(from_logits=True), None,
+        ["probability_output_from_logits", "sigmoid_with_categorical_crossentropy"],
+    ),
+    "integer_labels_cce": (
+        lambda: seq(L.Dense(3, activation="softmax")),
+        lambda: "categorical_crossentropy", SPARSE, ["integer_labels_categorical_loss"],
+    ),
+    "one_hot_labels_scce": (
+        lambda: seq(L.Dense(3, activation="softmax")),
+        lambda: losses.SparseCategoricalCrossentropy(), ONE_HOT,
+        ["one_hot_labels_sparse_loss"],
+    ),
+    "sparse_class_count": (
+        lambda: seq(L.Dense(3, activation="softmax")),
+        lambda: "sparse_categorical_crossentropy", np.array([0, 4, 1]),
+        ["class_count_mismatch"],
+    ),
+    "one_hot_class_count": (
+        lambda: seq(L.Dense(4, activation="softmax")),
+        lambda: "categorical_crossentropy", ONE_HOT, ["class_count_mismatch"],
+    ),
+    "bce_with_three_classes": (
+        lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "binary_crossentropy",
+        SPARSE, ["class_count_mismatch"],
+    ),
+    "multilabel_columns": (
+        lambda: seq(L.Dense(2, activation="sigmoid")), lambda: "binary_crossentropy",
+        np.array([[1, 0, 1], [0, 1, 1]]), ["class_count_mismatch"],
+    ),
+    "sigmoid_regression": (
+        lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "mse",
+        np.array([0.5, 3.0, -1.0, 0.2]), ["bounded_output_regression"],
+    ),
+    "relu_regression": (
+        lambda: seq(L.Dense(1), keras_actloss.layers.ReLU()),
+        lambda: losses.Huber(), np.array([-2.0, 3.0, 1.0, 4.0]),
+        ["bounded_output_regression"],
+    ),
+    "tanh_regression": (
+        lambda: seq(L.Dense(2, activation="tanh")), lambda: keras.losses.MeanAbsoluteError(),
+        np.array([[0.5, 0.1], [0.9, 2.0]]), ["bounded_output_regression"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_each_mistake(name):
+    build, loss, y, expected = MISTAKES[name]
+    model = compiled(build(), loss())
+    findings = check_model(model, y)
+    assert sorted(f.mode for f in findings) == expected
+    for finding in findings:
+        assert finding.severity == FAILURE
+        assert finding.step is None
+        assert finding.layer == model.layers[-1].name
+        assert finding.message and finding.fix
+        assert finding.mode in check.CHECK_MODES
+
+
+def test_bounded_regression_value_is_fraction_outside():
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), "mse")
+    # 0.5 and 0.2 fit in [0, 1]; 3.0 and -1.0 do not: 2 of 4.
+    (finding,) = check_model(model, np.array([0.5, 3.0, -1.0, 0.2]))
+    assert finding.value == 0.5
+
+
+def test_targets_at_the_bounds_are_reachable():
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), "mse")
+    assert check_model(model, np.array([0.0, 1.0, 0.25, 0.5])) == []
+
+
+# name: (model factory, loss factory, labels)
+CORRECT = {
+    "binary": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1, activation="sigmoid")),
+        lambda: "binary_crossentropy", BINARY,
+    ),
+    "binary_logits": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1)),
+        lambda: losses.BinaryCrossentropy(from_logits=True), BINARY,
+    ),
+    "one_hot": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(3, activation="softmax")),
+        lambda: "categorical_crossentropy", ONE_HOT,
+    ),
+    "one_hot_ours": (
+        lambda: seq(L.Dense(8), keras_actloss.layers.ReLU(), L.Dense(3),
+                    keras_actloss.layers.Softmax()),
+        lambda: losses.CategoricalCrossentropy(), ONE_HOT,
+    ),
+    "sparse": (
+        lambda: seq(L.Dense(8, activation="tanh"), L.Dense(3, activation="softmax")),
+        lambda: keras.losses.SparseCategoricalCrossentropy(), SPARSE,
+    ),
+    "sparse_logits": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(3)),
+        lambda: losses.SparseCategoricalCrossentropy(from_logits=True), SPARSE,
+    ),
+    "multilabel": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(3, activation="sigmoid")),
+        lambda: losses.BinaryCrossentropy(), np.array([[1, 0, 1], [0, 0, 1]]),
+    ),
+    "regression": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(2)),
+        lambda: "mse", np.array([[-3.5, 20.0], [1.0, 2.0]]),
+    ),
+    "regression_outliers": (
+        lambda: seq(L.Dense(8, activation="elu"), L.Dense(1)),
+        lambda: losses.Huber(delta=2.0),
+        np.concatenate([np.linspace(-1, 1, 50), [100.0, -80.0]]),
+    ),
+    "positive_regression_relu": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1, activation="relu")),
+        lambda: "mae", np.array([0.0, 3.0, 10.0]),
+    ),
+    "kl": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(3, activation="softmax")),
+        lambda: losses.KLDivergence(), np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]),
+    ),
+    "hinge": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1)),
+        lambda: "hinge", np.array([-1, 1, 1, -1]),
+    ),
+    "hinge_tanh": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1, activation="tanh")),
+        lambda: losses.Hinge(), np.array([-1, 1, 1, -1]),
+    ),
+    "three_sigmoid_hidden": (
+        lambda: seq(*[L.Dense(4, activation="sigmoid") for _ in range(3)],
+                    L.Dense(1, activation="sigmoid")),
+        lambda: "binary_crossentropy", BINARY,
+    ),
+    "leaky_relu_negative_bias": (
+        lambda: seq(L.Dense(16, bias_initializer=keras.initializers.Constant(-3.0)),
+                    L.LeakyReLU(0.1), L.Dense(1), inputs=8),
+        lambda: "mse", None,
+    ),
+    "relu_bias_normalized": (
+        lambda: seq(L.Dense(16, bias_initializer=keras.initializers.Constant(-3.0)),
+                    L.BatchNormalization(), L.ReLU(), L.Dense(1), inputs=8),
+        lambda: "mse", None,
+    ),
+    "dropout_after_output": (
+        lambda: seq(L.Dense(3, activation="softmax"), L.Dropout(0.1)),
+        lambda: "categorical_crossentropy", ONE_HOT,
+    ),
+    "custom_loss_is_skipped": (
+        lambda: seq(L.Dense(3, activation="softmax")),
+        lambda: (lambda y_true, y_pred: keras.ops.mean(y_pred)), ONE_HOT,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_correct_models_give_no_findings(name, with_labels):
+    build, loss, y = CORRECT[name]
+    model = compiled(build(), loss())
+    assert check_model(model, y if with_labels else None) == []
+
+
+def test_mistake_found_through_dropout_after_output():
+    model = compiled(
+        seq(L.Dense(3, activation="softmax", name="out"), L.Dropout(0.1)),
+        "binary_crossentropy",
+    )
+    (finding,) = check_model(model)
+    assert (finding.mode, finding.layer) == ("softmax_with_binary_crossentropy", "out")
+
+
+def _functional():
+    inputs = keras.Input((4,))
+    hidden = L.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, L.Dense(3, activation="softmax", name="head")(hidden))
+
+
+class Subclassed(keras.Model):
+    def __init__(self, activation):
+        super().__init__()
+        self.hidden = L.Dense(8, activation="relu")
+        self.logits = L.Dense(3)
+        self.out = L.Activation(activation, name="out_activation")
+
+    def call(self, x):
+        return self.out(self.logits(self.hidden(x)))
+
+
+def _subclassed(activation):
+    model = Subclassed(activation)
+    model(np.zeros((1, 4), "float32"))
+    return model
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(3, activation="softmax")),
+        _functional,
+        lambda: _subclassed("softmax"),
+        lambda: seq(keras.Sequential([L.Dense(8, activation="relu"),
+                                      L.Dense(3, activation="softmax")])),
+    ],
+    ids=["sequential", "functional", "subclassed", "nested"],
+)  # fmt: skip
+def test_model_kinds(build):
+    assert modes(compiled(build(), "categorical_crossentropy"), ONE_HOT) == []
+    assert modes(compiled(build(), "binary_crossentropy"), ONE_HOT) == [
+        "softmax_with_binary_crossentropy"
+    ]
+    assert modes(compiled(build(), "sparse_categorical_crossentropy"), ONE_HOT) == [
+        "one_hot_labels_sparse_loss"
+    ]
+
+
+def test_subclassed_units_from_last_layer_with_units():
+    model = compiled(_subclassed("softmax"), "sparse_categorical_crossentropy")
+    (finding,) = check_model(model, np.array([0, 5, 1]))
+    assert finding.mode == "class_count_mismatch"
+    assert finding.layer == "out_activation"
+    assert "6 classes" in finding.message and "3 units" in finding.message
+
+
+def _two_outputs():
+    inputs = keras.Input((4,))
+    hidden = L.Dense(8, activation="relu")(inputs)
+    a = L.Dense(3, activation="softmax", name="a")(hidden)
+    b = L.Dense(1, activation="sigmoid", name="b")(hidden)
+    return keras.Model(inputs, [a, b])
+
+
+def test_multi_output_dict_and_list_losses():
+    y = {"a": ONE_HOT, "b": np.array([0.5, 3.0, 0.1, 0.2])}
+    model = compiled(_two_outputs(), {"a": "binary_crossentropy", "b": "mse"})
+    found = {(f.mode, f.layer) for f in check_model(model, y)}
+    assert found == {
+        ("softmax_with_binary_crossentropy", "a"),
+        ("bounded_output_regression", "b"),
+    }
+    model = compiled(_two_outputs(), ["categorical_crossentropy", "mse"])
+    assert {(f.mode, f.layer) for f in check_model(model, [ONE_HOT, y["b"]])} == {
+        ("bounded_output_regression", "b")
+    }
+    model = compiled(_two_outputs(), {"a": "categorical_crossentropy", "b": "bce"})
+    assert check_model(model, {"a": ONE_HOT, "b": BINARY}) == []
+
+
+def test_multi_output_labels_of_unknown_layout_are_skipped():
+    model = compiled(_two_outputs(), ["categorical_crossentropy", "mse"])
+    assert check_model(model, np.array([5.0, 3.0, 0.1, 0.2])) == []
+
+
+def test_output_made_by_a_bare_op_is_skipped():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.ops.softmax(L.Dense(3)(inputs)))
+    assert modes(compiled(model, "categorical_crossentropy"), SPARSE) == [
+        "integer_labels_categorical_loss"
+    ]
+
+
+def test_uncompiled_model_gets_structural_checks_only():
+    model = seq(*[L.Dense(4, activation="tanh") for _ in range(4)], L.Dense(3))
+    assert modes(model, ONE_HOT) == ["deep_saturating_stack"]
+    assert modes(seq(L.Dense(1, activation="softmax"))) == ["softmax_single_unit"]
+
+
+@pytest.mark.parametrize(
+    "hidden, expected",
+    [
+        (lambda: [L.Dense(4, activation="sigmoid") for _ in range(4)], 4),
+        (lambda: [L.Dense(4, activation="tanh") for _ in range(5)], 5),
+        (
+            lambda: [L.Dense(4), L.Activation("sigmoid"), L.Dense(4),
+                     keras_actloss.layers.Tanh(), L.Dense(4, activation="sigmoid"),
+                     L.BatchNormalization(), L.Dense(4, activation="tanh")],
+            4,
+        ),
+        (lambda: [L.Dense(4, activation="sigmoid") for _ in range(3)], None),
+        (
+            lambda: [L.Dense(4, activation="sigmoid"), L.Dense(4, activation="sigmoid"),
+                     L.Dense(4, activation="relu"), L.Dense(4, activation="sigmoid"),
+                     L.Dense(4, activation="sigmoid")],
+            None,
+        ),
+    ],
+    ids=["sigmoid4", "tanh5", "activation_layers", "sigmoid3", "broken_by_relu"],
+)  # fmt: skip
+def test_deep_saturating_stack(hidden, expected):
+    model = compiled(seq(*hidden(), L.Dense(1, activation="sigmoid")), "bce")
+    findings = check_model(model, BINARY)
+    if expected is None:
+        assert findings == []
+        return
+    (finding,) = findings
+    assert finding.mode == "deep_saturating_stack"
+    assert finding.severity == WARNING
+    assert finding.value == expected
+    assert finding.layer == model.layers[0].name
+
+
+def test_deep_stack_in_two_runs_gives_two_findings():
+    block = [L.Dense(4, activation="sigmoid") for _ in range(4)]
+    other = [L.Dense(4, activation="tanh") for _ in range(4)]
+    model = seq(*block, L.Dense(4, activation="relu"), *other, L.Dense(1))
+    found = [(f.layer, f.value) for f in check_model(compiled(model, "mse"))]
+    assert found == [(block[0].name, 4.0), (other[0].name, 4.0)]
+
+
+def test_dead_bias_fraction_hand_computed():
+    # Columns have norms 5 (3-4-0), 1 and 2; biases -6, -0.5, -2.5:
+    # -6 < -5 (at risk), -0.5 > -1 (not), -2.5 < -2 (at risk): 2 of 3.
+    kernel = np.array([[3.0, 1.0, 0.0], [4.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    bias = np.array([-6.0, -0.5, -2.5])
+    assert check.dead_bias_fraction(kernel, bias) == pytest.approx(2 / 3)
+    assert check.dead_bias_fraction(kernel, np.zeros(3)) == 0.0
+    assert check.dead_bias_fraction(kernel, np.zeros(2)) is None
+
+
+@pytest.mark.parametrize(
+    "bias, activation, expected",
+    [
+        (-1.0, "relu", 1.0),  # glorot: ||w_j|| ~ sqrt(8 * 2 / 24) = 0.82 < 1
+        (-0.5, "relu", None),
+        (0.0, "relu", None),
+        (-1.0, "elu", None),
+    ],
+)
+def test_negative_bias_relu(bias, activation, expected):
+    init = keras.initializers.Constant(bias)
+    dense = L.Dense(16, activation=activation, bias_initializer=init, name="hidden")
+    model = compiled(seq(dense, L.Dense(1), inputs=8), "mse")
+    kernel = dense.kernel.numpy()
+    reference = np.mean(bias < -np.linalg.norm(kernel, axis=0))
+    findings = check_model(model)
+    if expected is None:
+        assert findings == []
+        return
+    assert reference == expected
+    (finding,) = findings
+    assert (finding.mode, finding.layer, finding.severity) == (
+        "negative_bias_relu", "hidden", WARNING
+    )
+    assert finding.value == pytest.approx(reference)
+
+
+def test_negative_bias_relu_conv_and_trailing_relu_layer():
+    conv = L.Conv2D(4, 3, bias_initializer=keras.initializers.Constant(-2.0), name="c")
+    model = keras.Sequential(
+        [keras.Input((6, 6, 1)), conv, keras_actloss.layers.ReLU(), L.Flatten(), L.Dense(1)]
+    )
+    (finding,) = check_model(compiled(model, "mse"))
+    assert (finding.mode, finding.layer) == ("negative_bias_relu", "c")
+
+
+@pytest.mark.parametrize(
+    "model, pattern",
+    [
+        ("not a model", r"Expected a Keras model\. Received: model='not a model' of type str"),
+        (keras.Sequential([L.Dense(2)], name="lazy"), r"Expected a built model.*model='lazy'"),
+    ],
+)
+def test_bad_model_raises(model, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        check_model(model)
+
+
+def test_unusable_labels_raise():
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), "bce")
+    with pytest.raises(ValueError, match=r"Expected finite labels `y`"):
+        check_model(model, np.array([0.0, np.nan]))
+
+
+def test_exported_at_top_level():
+    assert keras_actloss.advisor.check_model is check_model

@@ -1,0 +1,74 @@
+"""Small models of every kind for the callback tests (imported by them)."""
+
+import keras
+import numpy as np
+
+MODEL_KINDS = ("sequential", "functional", "subclassed", "nested")
+# Monitored layer names per model kind, in model order.
+LAYER_NAMES = {
+    "sequential": ["hidden", "squash", "out"],
+    "functional": ["hidden", "squash", "out"],
+    "subclassed": ["hidden", "squash", "out"],
+    "nested": ["block/hidden", "block/squash", "out"],
+}
+
+
+class ThreeLayers(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+        self.squash = keras.layers.Dense(4, activation="tanh", name="squash")
+        self.out = keras.layers.Dense(1, name="out")
+
+    def call(self, x):
+        return self.out(self.squash(self.hidden(x)))
+
+
+def build_model(kind: str, inputs: int = 6) -> keras.Model:
+    """Dense(8, relu) -> Dense(4, tanh) -> Dense(1), built four ways."""
+
+    def layers():
+        return [
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(4, activation="tanh", name="squash"),
+        ]
+
+    if kind == "sequential":
+        return keras.Sequential(
+            [keras.Input((inputs,)), *layers(), keras.layers.Dense(1, name="out")]
+        )
+    if kind == "functional":
+        x = inp = keras.Input((inputs,))
+        for layer in layers():
+            x = layer(x)
+        return keras.Model(inp, keras.layers.Dense(1, name="out")(x))
+    if kind == "subclassed":
+        model = ThreeLayers()
+        model(np.zeros((1, inputs), "float32"))
+        return model
+    if kind == "nested":
+        block = keras.Sequential([keras.Input((inputs,)), *layers()], name="block")
+        return keras.Sequential(
+            [keras.Input((inputs,)), block, keras.layers.Dense(1, name="out")]
+        )
+    raise ValueError(kind)
+
+
+def kernels(model, names):
+    """The Dense layers' [kernel, bias] by monitored name."""
+    found = {}
+
+    def walk(layer, prefix):
+        for child in getattr(layer, "layers", []):
+            name = prefix + child.name
+            if isinstance(child, keras.layers.Dense):
+                found[name] = child
+            walk(child, name + "/")
+
+    walk(model, "")
+    return [found[n] for n in names]
+
+
+
+def weights(model) -> list[np.ndarray]:
+    return [v.numpy().astype("float64") for v in model.trainable_variables]

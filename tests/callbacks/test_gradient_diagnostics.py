@@ -1,0 +1,388 @@
+"""Tests for GradientDiagnostics: real gradients, activations, failures, logs.
+
+Reference gradients come from plain SGD: with `w_after = w_before - lr * g`,
+the gradient the optimizer applied is `(w_before - w_after) / lr`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from callback_models import LAYER_NAMES, MODEL_KINDS, build_model, kernels, weights
+from tensorboard.backend.event_processing import event_accumulator
+
+import keras_actloss
+from keras_actloss import activations
+from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+from keras_actloss.findings import NON_FINITE
+
+LR = 0.1
+
+
+def _compile(model, optimizer=None, **kwargs):
+    model.compile(optimizer or keras.optimizers.SGD(LR), "mse", **kwargs)
+    return model
+
+
+def _layer_grads(before, after, model, names, lr=LR):
+    """{name: flat gradient} from the SGD weight change of each Dense layer."""
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    out = {}
+    for name, layer in zip(names, kernels(model, names)):
+        parts = [(before[index[id(v)]] - after[index[id(v)]]) / lr for v in layer.trainable_variables]
+        out[name] = np.concatenate([p.ravel() for p in parts])
+    return out
+
+
+def _diag(**kwargs):
+    kwargs.setdefault("check_model", False)
+    return GradientDiagnostics(**kwargs)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_gradients_and_activations_match_references(kind, data):
+    x, y = data
+    model = _compile(build_model(kind))
+    names = LAYER_NAMES[kind]
+    hidden, squash, _ = kernels(model, names)
+    bias = hidden.bias.numpy()
+    bias[:3] = -100.0  # three units that are zero for every sample
+    hidden.bias.assign(bias)
+    w1, b1 = hidden.kernel.numpy(), hidden.bias.numpy()
+    w2, b2 = squash.kernel.numpy(), squash.bias.numpy()
+    before = weights(model)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    after = weights(model)
+
+    assert [info.name for info in diag.layers] == names
+    assert [info.activation for info in diag.layers] == ["relu", "tanh", None]
+    (stats,) = diag.history
+    assert stats.step == 0 and stats.batch_size == 32 and not stats.non_finite
+    grads = _layer_grads(before, after, model, names)
+    every = np.concatenate(list(grads.values()))
+    np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
+    for ls in stats.layers:
+        g = grads[ls.layer]
+        np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(g), rtol=1e-5)
+        np.testing.assert_allclose(ls.grad_rms, np.sqrt(np.mean(g**2)), rtol=1e-5)
+        np.testing.assert_allclose(ls.grad_max, np.max(np.abs(g)), rtol=1e-5)
+        np.testing.assert_allclose(ls.update_ratio, LR * np.linalg.norm(g) / ls.weight_norm, rtol=1e-4)
+    # Loss of the step: mean squared error of the untrained model.
+    h1 = np.maximum(x @ w1 + b1, 0.0)
+    h2 = np.tanh(h1 @ w2 + b2)
+    layers = {ls.layer: ls for ls in stats.layers}
+    np.testing.assert_allclose(layers[names[0]].zero_fraction, np.mean(h1 <= 0.0), rtol=1e-6)
+    # Units 0-2 are dead by construction; the others may be dead by chance.
+    dead = np.mean(np.all(h1 <= 0.0, axis=0))
+    assert dead >= 3 / 8
+    np.testing.assert_allclose(layers[names[0]].dead_fraction, dead, rtol=1e-6)
+    low, high = activations.profile("tanh").saturation_bounds
+    np.testing.assert_allclose(layers[names[1]].saturation, np.mean((h2 <= low) | (h2 >= high)))
+    assert layers[names[1]].zero_fraction is None
+    assert layers[names[2]].saturation is None and layers[names[2]].dead_fraction is None
+    prediction = h2 @ kernels(model, names)[2].kernel.numpy()  # after the step
+    del prediction
+    assert diag.findings == []
+
+
+def test_mixed_precision_gradients_are_unscaled(data):
+    x, y = data
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = _compile(build_model("sequential"))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = weights(model)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    grads = _layer_grads(before, weights(model), model, LAYER_NAMES["sequential"])
+    for ls in diag.history[0].layers:
+        # The loss scale is 2**15: a scaled gradient would be 32768x larger.
+        np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-4)
+
+
+_MIRRORED = textwrap.dedent(
+    """
+    import json, os
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from keras_actloss.callbacks import GradientDiagnostics
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, name="out")])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+    before = [v.numpy() for v in model.trainable_variables]
+    diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    after = [v.numpy() for v in model.trainable_variables]
+    g = [((b - a) / 0.1).ravel() for b, a in zip(before, after)]
+    s = diag.history[0]
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "reference": [float(np.linalg.norm(np.concatenate(g[:2]))),
+                      float(np.linalg.norm(np.concatenate(g[2:])))],
+        "recorded": [ls.grad_norm for ls in s.layers],
+        "global": s.global_norm, "batch_size": s.batch_size,
+        "zero_fraction": s.layers[0].zero_fraction,
+        "reference_zero": float(np.mean(np.maximum(
+            x @ before[0] + before[1], 0) <= 0)),
+    }))
+    """
+)
+
+
+def test_mirrored_strategy_gradients_are_summed_across_replicas():
+    # Logical devices must be configured before TensorFlow initialises them.
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    np.testing.assert_allclose(result["recorded"], result["reference"], rtol=1e-5)
+    np.testing.assert_allclose(result["global"], np.linalg.norm(result["reference"]), rtol=1e-5)
+    assert result["batch_size"] == 32  # 16 per replica, summed
+    np.testing.assert_allclose(result["zero_fraction"], result["reference_zero"], rtol=1e-6)
+
+
+def test_jit_compile_records_the_applied_gradients(data):
+    x, y = data
+    model = _compile(build_model("functional"), jit_compile=True)
+    before = weights(model)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    grads = _layer_grads(before, weights(model), model, LAYER_NAMES["functional"])
+    for ls in diag.history[0].layers:
+        np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5)
+
+
+def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=2)
+    # 4 batches of 8 per epoch; evaluation on validation data in between.
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag], validation_data=(x, y))
+    assert [s.step for s in diag.history] == [0, 2]
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag], validation_data=(x, y))
+    assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10]
+    assert int(model.optimizer.iterations.numpy()) == 12
+    assert all(s.batch_size == 8 for s in diag.history)
+
+
+def test_steps_per_execution_records_last_step_of_execution(data):
+    x, y = data
+    model = _compile(build_model("sequential"), steps_per_execution=2)
+    diag = _diag(every_n_steps=2)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
+    # Executions cover steps (0, 1) and (2, 3); each contains a multiple of 2.
+    assert [s.step for s in diag.history] == [1, 3]
+    assert all(np.isfinite(s.global_norm) and s.global_norm > 0 for s in diag.history)
+
+
+def _nan_batch(x, batch, size=8):
+    x = x.copy()
+    x[batch * size] = np.nan
+    return x
+
+
+def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=100)
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(_nan_batch(x, 2), y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[diag])
+    modes = [(f.mode, f.layer, f.step) for f in diag.findings]
+    # Step 2 (third batch); the NaN input reaches the first layer's kernel first.
+    assert modes == [(NON_FINITE, "hidden", 2)]
+    assert int(model.optimizer.iterations.numpy()) == 8  # "warn" keeps training
+
+
+def test_nan_stops_training_with_on_failure_stop(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=1, on_failure="stop")
+    model.fit(_nan_batch(x, 1), y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[diag])
+    assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 1)]
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def test_nan_raises_training_failure_and_restores_model(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=1, on_failure="raise")
+    with pytest.raises(keras_actloss.TrainingFailure) as caught:
+        model.fit(_nan_batch(x, 1), y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[diag])
+    assert caught.value.finding.mode == NON_FINITE
+    assert caught.value.finding.step == 1
+    assert "apply" not in model.optimizer.__dict__
+
+
+def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=1)
+    # One NaN batch: the optimizer skips it; not a finding.
+    model.fit(_nan_batch(x, 3), y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+    assert diag.findings == []
+    assert int(model.optimizer.iterations.numpy()) == 15
+    # NaN from batch 4 on: 12 overflows in a row is not an overflow any more.
+    bad = x.copy()
+    bad[32:] = np.nan
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(bad, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+    # Skipped steps do not advance the optimizer: 15 + 4 updates.
+    assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 19)]
+
+
+def test_frozen_layer_and_layer_without_gradient(data):
+    x, y = data
+
+    class Unused(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.frozen = keras.layers.Dense(8, activation="relu", name="frozen")
+            self.frozen.trainable = False
+            self.unused = keras.layers.Dense(3, name="unused")
+            self.out = keras.layers.Dense(1, name="out")
+
+        def call(self, x):
+            return self.out(self.frozen(x))
+
+        def build(self, shape):
+            self.frozen.build(shape)
+            self.unused.build(shape)
+            self.out.build((None, 8))
+
+    model = Unused()
+    model.build((None, 6))
+    _compile(model)
+    diag = _diag(every_n_steps=1)
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    info = {i.name: i for i in diag.layers}
+    assert set(info) == {"frozen", "unused", "out"}
+    assert not info["frozen"].has_trainable_weights
+    stats = {ls.layer: ls for ls in diag.history[0].layers}
+    assert stats["frozen"].grad_norm is None and stats["frozen"].zero_fraction is not None
+    assert stats["unused"].grad_norm is None and stats["unused"].update_ratio is None
+    assert stats["out"].grad_norm > 0
+
+
+def _tags(log_dir):
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(log_dir, "train"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    acc.Reload()
+    return acc
+
+
+class _Boom(keras.callbacks.Callback):
+    def __init__(self, at, error):
+        super().__init__()
+        self.at, self.error = at, error
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.at:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(log_dir=tmp_path, every_n_steps=2, histogram_every_n_steps=2)
+    with pytest.raises(type(error)):
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag, _Boom(2, error)])
+    acc = _tags(tmp_path)
+    names = LAYER_NAMES["sequential"]
+    expected = {"grad_norm/global", "diagnostics/layers"}
+    for section in ("grad_norm", "grad_rms", "grad_max", "update_ratio", "grad_hist"):
+        expected |= {f"{section}/{n}" for n in names}
+    expected |= {"zero_fraction/hidden", "dead_fraction/hidden", "saturation/squash"}
+    assert set(acc.Tags()["tensors"]) == expected
+    steps = [e.step for e in acc.Tensors("grad_norm/hidden")]
+    assert steps == [0, 2]  # recordings at steps 0 and 2, before the crash
+    # The histogram holds every gradient element of `out` (8 + 1 of them).
+    hist = tf.make_ndarray(acc.Tensors("grad_hist/out")[0].tensor_proto)
+    assert hist[:, 2].sum() == 9
+    # The model trains normally afterwards: hooks are undone by the next fit.
+    before = weights(model)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert "apply" not in model.optimizer.__dict__
+    assert "make_train_function" not in model.__dict__
+    assert not np.allclose(before[0], weights(model)[0])
+
+
+def test_check_model_findings_are_reported(tmp_path, rng):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.01), "binary_crossentropy")
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = (rng.random(size=(16, 3)) > 0.5).astype("float32")
+    diag = GradientDiagnostics(log_dir=tmp_path, every_n_steps=50)
+    with pytest.warns(GradientHealthWarning, match="softmax_with_binary_crossentropy"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag])
+    assert [f.mode for f in diag.findings] == ["softmax_with_binary_crossentropy"]
+    assert "diagnostics/findings" in _tags(tmp_path).Tags()["tensors"]
+
+
+def test_heatmap_image_is_written(data, tmp_path):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(log_dir=tmp_path, every_n_steps=1, heatmap_image=True)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
+    assert "diagnostics/grad_norm_heatmap" in _tags(tmp_path).Tags()["tensors"]
+
+
+def test_unwritable_log_dir_fails_before_training(data, tmp_path):
+    x, y = data
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    model = _compile(build_model("sequential"))
+    diag = _diag(log_dir=blocker / "run")
+    with pytest.raises(ValueError, match="log_dir"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"every_n_steps": 0}, "every_n_steps"),
+        ({"every_n_steps": 2.5}, "every_n_steps"),
+        ({"histogram_every_n_steps": -1}, "histogram_every_n_steps"),
+        ({"on_failure": "ignore"}, "on_failure"),
+        ({"record_activations": "yes"}, "record_activations"),
+        ({"heatmap_image": 1}, "heatmap_image"),
+        ({"check_model": None}, "check_model"),
+        ({"log_dir": 3}, "log_dir"),
+        ({"thresholds": {"no_such": 1}}, "thresholds"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name}="):
+        GradientDiagnostics(**kwargs)
+
+
+def test_non_tensorflow_backend_is_refused(monkeypatch):
+    # Only TensorFlow is installed here, so the backend is faked.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="TensorFlow backend.*backend='jax'"):
+        GradientDiagnostics()

@@ -1,0 +1,162 @@
+"""Layers: same numbers as the functions and Keras, learning, masking, errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_actloss import activations, layers
+
+# layer -> (the function it must equal, the Keras layer that must agree)
+PAIRS = [
+    (layers.ReLU(), activations.relu, keras.layers.ReLU()),
+    (layers.LeakyReLU(0.3), lambda x: activations.leaky_relu(x, 0.3), None),
+    (layers.ELU(0.7), lambda x: activations.elu(x, 0.7), keras.layers.ELU(0.7)),
+    (layers.Sigmoid(), activations.sigmoid, keras.layers.Activation("sigmoid")),
+    (layers.Tanh(), activations.tanh, keras.layers.Activation("tanh")),
+    (layers.Softmax(), activations.softmax, keras.layers.Softmax()),
+    (layers.Swish(), activations.swish, keras.layers.Activation("silu")),
+    (layers.Swish(beta=2.0), lambda x: activations.swish(x, 2.0), None),
+]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p[0].__class__.__name__)
+def test_layer_equals_function_and_keras(pair, rng):
+    ours, fn, theirs = pair
+    x = rng.normal(scale=3.0, size=(3, 4)).astype("float32")
+    got = keras.ops.convert_to_numpy(ours(x))
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(fn(x)), rtol=1e-6)
+    if theirs is not None:
+        want = keras.ops.convert_to_numpy(theirs(x))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_leaky_relu_matches_keras_layer_with_same_slope(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(
+        layers.LeakyReLU(0.3)(x), keras.layers.LeakyReLU(0.3)(x), rtol=1e-6
+    )
+
+
+def test_prelu_matches_keras_prelu_and_learns(rng):
+    x = rng.normal(size=(8, 3, 4)).astype("float32")
+    ours = layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25))
+    theirs = keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25))
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6)
+    assert tuple(ours.alpha.shape) == (3, 4)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(ours(xt))
+    grad = tape.gradient(y, ours.alpha).numpy()
+    # d sum / d alpha_jk = sum over the batch of min(x, 0).
+    np.testing.assert_allclose(grad, np.minimum(x, 0).sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shared_axes, shape", [(None, (4, 5, 3)), ([1, 2], (1, 1, 3)), (3, (4, 5, 1))]
+)
+def test_prelu_shared_axes_shape(shared_axes, shape, rng):
+    layer = layers.PReLU(shared_axes=shared_axes)
+    x = rng.normal(size=(2, 4, 5, 3)).astype("float32")
+    layer(x)
+    assert tuple(layer.alpha.shape) == shape
+    keras_layer = keras.layers.PReLU(shared_axes=shared_axes)
+    keras_layer(x)
+    assert tuple(keras_layer.alpha.shape) == shape
+
+
+def test_prelu_shared_axis_beyond_input_raises():
+    with pytest.raises(ValueError, match=r"shared_axes.*Received: shared_axes=\[3\]"):
+        layers.PReLU(shared_axes=3)(np.zeros((2, 4, 5), dtype="float32"))
+
+
+def test_prelu_fits_a_leaky_target():
+    # Target: leaky relu with slope 0.5; a PReLU fitted by SGD finds the slope.
+    x = np.linspace(-2, 2, 64, dtype="float32").reshape(64, 1)
+    y = np.where(x > 0, x, 0.5 * x)
+    model = keras.Sequential([keras.Input((1,)), layers.PReLU()])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    model.fit(x, y, epochs=30, batch_size=64, verbose=0)
+    np.testing.assert_allclose(model.layers[0].alpha.numpy(), [0.5], atol=1e-2)
+
+
+def test_swish_trainable_beta_gets_a_gradient():
+    layer = layers.Swish(beta=1.5, trainable_beta=True)
+    x = tf.constant([[-1.0, 0.5, 2.0]])
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(layer(x))
+    assert [w.name for w in layer.trainable_weights] == ["beta"]
+    grad = tape.gradient(y, layer.beta_weight).numpy()
+    # d/db x s(bx) = x^2 s(bx) (1 - s(bx)).
+    xs = np.array([-1.0, 0.5, 2.0])
+    s = 1 / (1 + np.exp(-1.5 * xs))
+    np.testing.assert_allclose(grad, np.sum(xs**2 * s * (1 - s)), rtol=1e-5)
+    assert layers.Swish().trainable_weights == []
+
+
+ELEMENTWISE = [
+    layers.ReLU,
+    layers.LeakyReLU,
+    layers.PReLU,
+    layers.ELU,
+    layers.Sigmoid,
+    layers.Tanh,
+    layers.Swish,
+    layers.Softmax,
+]
+
+
+@pytest.mark.parametrize("cls", ELEMENTWISE, ids=lambda c: c.__name__)
+def test_mask_propagates(cls):
+    # Keras 3 carries masks on `_keras_mask`; it has no public accessor.
+    embedding = keras.layers.Embedding(5, 2, mask_zero=True)
+    embedded = embedding(np.array([[1, 0, 2]]))
+    layer = cls()
+    assert layer.supports_masking
+    out = layer(embedded)
+    np.testing.assert_array_equal(out._keras_mask, [[True, False, True]])
+    mask = layer.compute_mask(embedded, embedded._keras_mask)
+    np.testing.assert_array_equal(mask, [[True, False, True]])
+
+
+def test_softmax_mask_gives_zero_probability(rng):
+    x = rng.normal(size=(2, 4)).astype("float32")
+    mask = np.array([[1, 0, 1, 1], [1, 1, 1, 0]], dtype="float32")
+    got = keras.ops.convert_to_numpy(layers.Softmax()(x, mask=mask))
+    want = keras.ops.convert_to_numpy(keras.layers.Softmax()(x, mask=mask))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert got[0, 1] == 0 and got[1, 3] == 0
+    np.testing.assert_allclose(got.sum(axis=-1), [1.0, 1.0], rtol=1e-6)
+
+
+def test_softmax_axis(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    got = keras.ops.convert_to_numpy(layers.Softmax(axis=0)(x))
+    np.testing.assert_allclose(got.sum(axis=0), np.ones(4), rtol=1e-6)
+
+
+BAD = [
+    (layers.LeakyReLU, {"negative_slope": -0.1}, "negative_slope=-0.1"),
+    (layers.LeakyReLU, {"negative_slope": float("nan")}, "negative_slope=nan"),
+    (layers.LeakyReLU, {"negative_slope": "0.1"}, "negative_slope='0.1'"),
+    (layers.LeakyReLU, {"negative_slope": None}, "negative_slope=None"),
+    (layers.ELU, {"alpha": 0.0}, "alpha=0.0"),
+    (layers.ELU, {"alpha": float("inf")}, "alpha=inf"),
+    (layers.Swish, {"beta": -1.0}, "beta=-1.0"),
+    (layers.Swish, {"beta": True}, "beta=True"),
+    (layers.Swish, {"trainable_beta": "yes"}, "trainable_beta='yes'"),
+    (layers.Softmax, {"axis": 1.0}, "axis=1.0"),
+    (layers.Softmax, {"axis": [1]}, r"axis=\[1\]"),
+    (layers.PReLU, {"shared_axes": [0]}, r"shared_axes=\[0\]"),
+    (layers.PReLU, {"shared_axes": "1"}, "shared_axes='1'"),
+    (layers.PReLU, {"shared_axes": [1.5]}, r"shared_axes=\[1.5\]"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, received", BAD, ids=lambda v: str(v))
+def test_bad_arguments_raise(cls, kwargs, received):
+    (arg,) = kwargs
+    with pytest.raises(
+        ValueError, match=rf"Argument `{arg}` must .*Received: {received}"
+    ):
+        cls(**kwargs)

@@ -1,0 +1,337 @@
+"""Writer -> event files -> reader, checked with TensorBoard's own reader."""
+
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as cs_metadata
+from tensorboard.util import tensor_util
+
+from keras_actloss.diagnostics.records import (
+    LayerInfo,
+    LayerStats,
+    SentinelEvent,
+    StepStats,
+)
+from keras_actloss.findings import Finding
+from keras_actloss.logs import reader
+from keras_actloss.logs.heatmap import render_heatmap
+from keras_actloss.logs.writer import DiagnosticsWriter
+
+LAYERS = [
+    LayerInfo("dense", "Dense", "relu", True, 0),
+    LayerInfo("outer/act", "Activation", "tanh", False, 1),
+    LayerInfo("dense_1", "Dense", None, True, 2),
+]
+FINDINGS = [
+    Finding(
+        "dead_relu",
+        "dense",
+        10,
+        0.8125,
+        'Dead `units` | pipes, "quotes".',
+        "Use Leaky ReLU.",
+    ),
+    Finding("exploding_gradients", None, 10, 1.2345678901234567e-05, "Boom.", "Clip."),
+    Finding(
+        "softmax_with_binary_crossentropy",
+        "dense_1",
+        None,
+        None,
+        "Pre.",
+        "Fix.",
+        "warning",
+    ),
+]
+
+
+def stats_at(step):
+    """Recording with values that differ per layer and step; some None."""
+    return StepStats(
+        step=step,
+        global_norm=1.5 + step,
+        layers=[
+            LayerStats(
+                "dense",
+                grad_norm=0.25 * step,
+                grad_rms=1e-3,
+                grad_max=0.5,
+                update_ratio=1e-3 * (step + 1),
+                zero_fraction=0.5,
+                dead_fraction=0.125,
+            ),
+            LayerStats("outer/act", saturation=0.0625 * step),
+            LayerStats(
+                "dense_1", grad_norm=2.0, grad_rms=3e-2, grad_max=1.0, update_ratio=2e-3
+            ),
+        ],
+    )
+
+
+def write_run(log_dir, heatmap=False):
+    with DiagnosticsWriter(log_dir) as writer:
+        writer.write_layers(LAYERS, step=0)
+        writer.write_layout(LAYERS)
+        for step in (0, 5, 10):
+            writer.write_stats(stats_at(step))
+        writer.write_sentinel(SentinelEvent(7, 42.0, False))
+        writer.write_histograms(
+            5, {"dense": np.arange(4.0), "dense_1": np.array([1.0, np.nan])}
+        )
+        writer.write_findings(FINDINGS)
+        if heatmap:
+            writer.write_heatmap(
+                10, ["dense", "dense_1"], [0, 5, 10], [[0, 1.25, 2.5], [2, 2, 2]]
+            )
+
+
+def accumulator(log_dir):
+    return ea.EventAccumulator(
+        os.path.join(log_dir, "train"), size_guidance={ea.TENSORS: 0}
+    ).Reload()
+
+
+EXPECTED_TAGS = {
+    "grad_norm/global",
+    "grad_norm/dense", "grad_rms/dense", "grad_max/dense", "update_ratio/dense",
+    "zero_fraction/dense", "dead_fraction/dense",
+    "saturation/outer/act",
+    "grad_norm/dense_1", "grad_rms/dense_1", "grad_max/dense_1", "update_ratio/dense_1",
+    "grad_hist/dense", "grad_hist/dense_1",
+    "diagnostics/layers", "diagnostics/findings",
+    "custom_scalars__config__",
+}  # fmt: skip
+
+
+def test_exact_tags_and_values(tmp_path):
+    write_run(str(tmp_path))
+    acc = accumulator(str(tmp_path))
+    assert set(acc.Tags()["tensors"]) == EXPECTED_TAGS
+    assert set(acc.PluginTagToContent("scalars")) == {
+        t for t in EXPECTED_TAGS if not t.startswith(("grad_hist", "diag", "custom"))
+    }
+    assert set(acc.PluginTagToContent("histograms")) == {
+        "grad_hist/dense",
+        "grad_hist/dense_1",
+    }
+    assert set(acc.PluginTagToContent("text")) == {
+        "diagnostics/layers",
+        "diagnostics/findings",
+    }
+
+    def values(tag):
+        return [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto).item())
+            for e in acc.Tensors(tag)
+        ]
+
+    # Scalars are float32 tensors, written at the recording's step.
+    assert values("grad_norm/dense") == [(0, 0.0), (5, 1.25), (10, 2.5)]
+    assert values("saturation/outer/act") == [(0, 0.0), (5, 0.3125), (10, 0.625)]
+    assert values("update_ratio/dense") == [
+        (s, float(np.float32(1e-3 * (s + 1)))) for s in (0, 5, 10)
+    ]
+    # Recordings at 0, 5, 10 plus the sentinel event at step 7.
+    assert sorted(values("grad_norm/global")) == [
+        (0, 1.5),
+        (5, 6.5),
+        (7, 42.0),
+        (10, 11.5),
+    ]
+
+
+def test_histograms(tmp_path):
+    write_run(str(tmp_path))
+    acc = accumulator(str(tmp_path))
+    (event,) = acc.Tensors("grad_hist/dense")
+    buckets = tensor_util.make_ndarray(event.tensor_proto)
+    # 30 buckets over [0, 3] (values 0, 1, 2, 3): width 0.1; counts at the
+    # buckets holding 0, 1, 2 and (the closed last bucket) 3.
+    assert event.step == 5
+    assert buckets.shape == (30, 3)
+    np.testing.assert_allclose(buckets[0, :2], [0.0, 0.1])
+    np.testing.assert_allclose(buckets[-1, :2], [2.9, 3.0])
+    assert np.flatnonzero(buckets[:, 2]).tolist() == [0, 10, 20, 29]
+    # The NaN is left out: one finite value.
+    (event,) = acc.Tensors("grad_hist/dense_1")
+    assert tensor_util.make_ndarray(event.tensor_proto)[:, 2].sum() == 1
+
+
+def test_custom_scalars_layout(tmp_path):
+    write_run(str(tmp_path))
+    acc = accumulator(str(tmp_path))
+    (event,) = acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
+    assert acc.SummaryMetadata(
+        cs_metadata.CONFIG_SUMMARY_TAG
+    ).plugin_data.plugin_name == ("custom_scalars")
+    layout = layout_pb2.Layout.FromString(
+        tensor_util.make_ndarray(event.tensor_proto).item()
+    )
+    (category,) = layout.category
+    charts = {c.title: list(c.multiline.tag) for c in category.chart}
+    # One chart per section; every scalar tag lands in exactly its section's chart.
+    assert list(charts) == [
+        "grad_norm", "grad_rms", "grad_max", "update_ratio",
+        "zero_fraction", "dead_fraction", "saturation",
+    ]  # fmt: skip
+    for tag in acc.PluginTagToContent("scalars"):
+        matched = [
+            t
+            for t, regexes in charts.items()
+            if any(re.search(r, tag) for r in regexes)
+        ]
+        assert matched == [tag.split("/")[0]]
+
+
+def test_layout_sections_follow_the_layers(tmp_path):
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_layout([LayerInfo("d", "Dense", "sigmoid", True, 0)])
+    acc = accumulator(str(tmp_path))
+    (event,) = acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(
+        tensor_util.make_ndarray(event.tensor_proto).item()
+    )
+    titles = [c.title for c in layout.category[0].chart]
+    assert titles == ["grad_norm", "grad_rms", "grad_max", "update_ratio", "saturation"]
+
+
+def test_heatmap_only_when_written(tmp_path):
+    write_run(str(tmp_path / "plain"))
+    assert (
+        "diagnostics/grad_norm_heatmap"
+        not in accumulator(str(tmp_path / "plain")).Tags()["tensors"]
+    )
+    write_run(str(tmp_path / "img"), heatmap=True)
+    acc = accumulator(str(tmp_path / "img"))
+    assert set(acc.Tags()["tensors"]) == EXPECTED_TAGS | {
+        "diagnostics/grad_norm_heatmap"
+    }
+    (event,) = acc.Tensors("diagnostics/grad_norm_heatmap")
+    width, height, png = tensor_util.make_ndarray(event.tensor_proto)
+    import tensorflow as tf
+
+    decoded = tf.io.decode_png(png).numpy()
+    expected, _ = render_heatmap([[0, 1.25, 2.5], [2, 2, 2]])
+    assert (int(width), int(height)) == (expected.shape[1], expected.shape[0])
+    np.testing.assert_array_equal(decoded, expected)
+    assert event.step == 10
+    assert reader.read_run(str(tmp_path / "img")).has_heatmap
+
+
+def test_reader_round_trip(tmp_path):
+    write_run(str(tmp_path))
+    run = reader.read_run(str(tmp_path))
+    assert run.name == os.path.basename(str(tmp_path))
+    assert run.layers == LAYERS
+    # Findings come back equal, in step order (None -> step 0 first).
+    assert run.findings == [FINDINGS[2], FINDINGS[0], FINDINGS[1]]
+    assert run.series("grad_norm", "dense") == [(0, 0.0), (5, 1.25), (10, 2.5)]
+    assert run.series("grad_norm", "global") == [
+        (0, 1.5),
+        (5, 6.5),
+        (7, 42.0),
+        (10, 11.5),
+    ]
+    assert run.series("dead_fraction", "dense_1") == []
+    assert run.histogram_tags == ["grad_hist/dense", "grad_hist/dense_1"]
+    assert not run.has_heatmap
+
+
+def test_summarize(tmp_path):
+    write_run(str(tmp_path))
+    rows = reader.summarize(reader.read_run(str(tmp_path)))
+    assert [r["layer"] for r in rows] == ["dense", "outer/act", "dense_1"]
+    dense, act, dense_1 = rows
+    # grad_norm/dense = 0.25 * step over steps 0, 5, 10.
+    assert (dense["grad_norm_first"], dense["grad_norm_last"]) == (0.0, 2.5)
+    assert (dense["grad_norm_min"], dense["grad_norm_max"]) == (0.0, 2.5)
+    assert (dense["zero_fraction"], dense["dead_fraction"], dense["saturation"]) == (
+        0.5, 0.125, None,
+    )  # fmt: skip
+    assert act["grad_norm_first"] is None and act["saturation"] == 0.625
+    assert dense_1["grad_norm_max"] == 2.0 and dense_1["zero_fraction"] is None
+
+
+def test_summarize_ignores_non_finite_in_min_max(tmp_path):
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_layers(LAYERS[:1])
+        for step, norm in enumerate([3.0, math.inf, 1.0, math.nan]):
+            writer.write_stats(
+                StepStats(step, norm, layers=[LayerStats("dense", grad_norm=norm)])
+            )
+    (row,) = reader.summarize(reader.read_run(str(tmp_path)))
+    assert row["grad_norm_first"] == 3.0 and math.isnan(row["grad_norm_last"])
+    assert (row["grad_norm_min"], row["grad_norm_max"]) == (1.0, 3.0)
+
+
+def test_readable_without_close(tmp_path):
+    # A crash (no close) loses nothing already written: every write flushes.
+    writer = DiagnosticsWriter(str(tmp_path))
+    writer.write_layers(LAYERS)
+    writer.write_stats(stats_at(3))
+    writer.write_findings(FINDINGS[:1])
+    run = reader.read_run(str(tmp_path))
+    assert run.series("grad_norm", "dense") == [(3, 0.75)]
+    assert run.findings == FINDINGS[:1]
+    writer.close()
+    writer.close()  # Idempotent.
+
+
+def test_layers_fallback_without_table(tmp_path):
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_stats(stats_at(1))
+    run = reader.read_run(str(tmp_path))
+    assert [(i.name, i.has_trainable_weights) for i in run.layers] == [
+        ("dense", True), ("outer/act", False), ("dense_1", True),
+    ]  # fmt: skip
+
+
+def test_find_runs(tmp_path):
+    for name in ("b", "a", "nested/c"):
+        write_run(str(tmp_path / name))
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    expected = [str(tmp_path / n) for n in ("a", "b", "nested/c")]
+    assert reader.find_runs(str(tmp_path)) == expected
+    assert reader.find_runs(str(tmp_path / "a")) == [str(tmp_path / "a")]
+    # A directory holding event files directly is a run too.
+    train = str(tmp_path / "a" / "train")
+    assert reader.find_runs(train) == [train]
+    assert reader.read_run(train).layers == LAYERS
+
+
+def test_missing_and_empty_log_dirs(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(missing))):
+        reader.find_runs(missing)
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(missing))):
+        reader.read_run(missing)
+    (tmp_path / "empty").mkdir()
+    empty = str(tmp_path / "empty")
+    with pytest.raises(ValueError, match=re.escape(repr(empty))):
+        reader.find_runs(empty)
+    with pytest.raises(ValueError, match=re.escape(repr(empty))):
+        reader.read_run(empty)
+
+
+def test_writer_bad_log_dir(tmp_path):
+    with pytest.raises(ValueError, match="Received: log_dir=None"):
+        DiagnosticsWriter(None)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = DiagnosticsWriter(str(blocker / "run"))
+    with pytest.raises(OSError):
+        writer.open()
+    assert not os.path.exists(str(blocker / "run"))
+
+
+def test_writer_is_lazy(tmp_path):
+    writer = DiagnosticsWriter(str(tmp_path / "run"))
+    assert not os.path.exists(str(tmp_path / "run"))
+    writer.close()
+    writer.open()
+    assert os.path.isdir(str(tmp_path / "run" / "train"))
+    writer.close()

@@ -1,0 +1,170 @@
+"""Every documented bad input raises a Keras-style error naming the fix."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_actloss import losses
+
+PROBS = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]], dtype="float32")
+ONE_HOT = np.array([[0, 1, 0], [1, 0, 0]], dtype="float32")
+SPARSE = np.array([1, 0], dtype="float32")
+
+
+def raises(match):
+    return pytest.raises(ValueError, match=re.escape(match))
+
+
+# ------------------------------------------------------- label format mistakes
+@pytest.mark.parametrize("labels", [SPARSE, SPARSE[:, None]], ids=["(N,)", "(N,1)"])
+def test_integer_labels_to_categorical_point_to_sparse(labels):
+    with raises("integer class labels need `SparseCategoricalCrossentropy`"):
+        losses.CategoricalCrossentropy()(labels, PROBS)
+    with raises("Received: y_true.shape="):
+        losses.categorical_crossentropy(labels, PROBS)
+
+
+def test_integer_labels_to_categorical_fail_in_graph_mode_too():
+    loss = losses.CategoricalCrossentropy()
+    traced = tf.function(lambda y, p: loss(y, p))
+    with raises("SparseCategoricalCrossentropy"):
+        traced(SPARSE, PROBS)
+
+
+def test_integer_labels_to_categorical_fail_in_model_fit():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, "softmax")])
+    model.compile(loss=losses.CategoricalCrossentropy())
+    with raises("SparseCategoricalCrossentropy"):
+        model.fit(np.zeros((4, 2)), np.array([0, 1, 2, 1]), verbose=0)
+
+
+def test_one_hot_labels_to_sparse_point_to_categorical():
+    with raises("one-hot labels need `CategoricalCrossentropy`"):
+        losses.SparseCategoricalCrossentropy()(ONE_HOT, PROBS)
+    traced = tf.function(losses.SparseCategoricalCrossentropy())
+    with raises("CategoricalCrossentropy"):
+        traced(ONE_HOT, PROBS)
+
+
+@pytest.mark.parametrize(
+    "bad, shown",
+    [(3.0, "[3]"), (-1.0, "[-1]"), (1.5, "[1.5]"), (7.0, "[7]")],
+)
+def test_sparse_labels_out_of_range_name_the_value(bad, shown):
+    labels = np.array([1.0, bad])
+    with raises(f"integer class ids in [0, 3). Received: y_true with values {shown}"):
+        losses.SparseCategoricalCrossentropy()(labels, PROBS)
+
+
+def test_ignored_class_is_exempt_from_the_range_check():
+    labels = np.array([1.0, 255.0])
+    loss = losses.SparseCategoricalCrossentropy(ignore_class=255)
+    # hand computed: only row 0 counts: -log(0.5)
+    np.testing.assert_allclose(loss(labels, PROBS), np.log(2.0), rtol=1e-6)
+
+
+def test_one_class_outputs_point_to_binary():
+    with raises("Use `BinaryCrossentropy` for two classes"):
+        losses.CategoricalCrossentropy()(np.ones((2, 1)), np.ones((2, 1)))
+    with raises("Use `BinaryCrossentropy` for two classes"):
+        losses.SparseCategoricalCrossentropy()(np.zeros((2,)), np.ones((2, 1)))
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, np.nan])
+def test_binary_labels_outside_unit_interval(bad):
+    labels = np.array([[0.0, bad]])
+    with raises("Expected `y_true` for `binary_crossentropy` to hold labels in [0, 1]"):
+        losses.BinaryCrossentropy()(labels, np.array([[0.5, 0.5]]))
+
+
+def test_binary_label_error_names_the_value():
+    with raises("Received: y_true with values [2, 3]"):
+        losses.binary_crossentropy(np.array([[0.0, 2.0, 3.0]]), np.full((1, 3), 0.5))
+
+
+def test_categorical_and_kl_labels_outside_unit_interval():
+    with raises("`categorical_crossentropy` to hold labels in [0, 1]"):
+        losses.CategoricalCrossentropy()(ONE_HOT * 2, PROBS)
+    with raises("`kl_divergence` to hold labels in [0, 1]"):
+        losses.KLDivergence()(ONE_HOT * 2, PROBS)
+
+
+def test_hinge_labels_must_be_signed_or_binary():
+    with raises(
+        "labels -1/1 (or 0/1, converted to -1/1). Received: y_true with values"
+    ):
+        losses.Hinge()(np.array([[0.5, 1.0]]), np.array([[0.2, 0.3]]))
+    with raises("Received: y_true with values [0]"):
+        losses.hinge(np.array([[-1.0, 0.0, 1.0]]), np.zeros((1, 3)))
+
+
+def test_value_checks_are_skipped_inside_traced_functions():
+    # Documented: range checks need concrete values; in graph mode they are
+    # skipped and the loss computes Keras's number.
+    labels = np.array([[0.0, 2.0]], dtype="float32")
+    preds = np.array([[0.3, 0.6]], dtype="float32")
+    actual = tf.function(losses.BinaryCrossentropy())(labels, preds)
+    expected = keras.losses.BinaryCrossentropy()(labels, preds)
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- arguments
+@pytest.mark.parametrize(
+    "weights",
+    [[[1.0, 2.0]], [], [1.0, -1.0], [1.0, np.inf], [1.0, np.nan], ["a", "b"]],
+    ids=["2d", "empty", "negative", "inf", "nan", "strings"],
+)
+def test_bad_class_weights(weights):
+    with raises("Argument `class_weights` must"):
+        losses.CategoricalCrossentropy(class_weights=weights)
+    with raises("Received: class_weights="):
+        losses.SparseCategoricalCrossentropy(class_weights=weights)
+
+
+def test_binary_class_weights_need_two_entries():
+    with raises("Argument `class_weights` must have 2 entries"):
+        losses.BinaryCrossentropy(class_weights=[1.0, 2.0, 3.0])
+
+
+def test_class_weights_length_checked_against_classes_at_call_time():
+    message = "one entry per class (3 classes in `y_pred`)"
+    with raises(message):
+        losses.CategoricalCrossentropy(class_weights=[1.0, 2.0])(ONE_HOT, PROBS)
+    with raises(message):
+        losses.SparseCategoricalCrossentropy(class_weights=[1.0] * 4)(SPARSE, PROBS)
+
+
+@pytest.mark.parametrize("delta", [0.0, -1.0, np.inf, True, "1"])
+def test_bad_huber_delta(delta):
+    with raises(
+        f"Argument `delta` must be a positive number. Received: delta={delta!r}"
+    ):
+        losses.Huber(delta=delta)
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5, True, "0.1"])
+def test_bad_label_smoothing(smoothing):
+    for cls in (losses.BinaryCrossentropy, losses.CategoricalCrossentropy):
+        with raises(f"Received: label_smoothing={smoothing!r}"):
+            cls(label_smoothing=smoothing)
+
+
+def test_bad_axis_from_logits_ignore_class_and_reduction():
+    with raises("Argument `axis` must be an int. Received: axis=True"):
+        losses.CategoricalCrossentropy(axis=True)
+    with raises("Argument `from_logits` must be a bool. Received: from_logits='yes'"):
+        losses.BinaryCrossentropy(from_logits="yes")
+    with raises("Argument `ignore_class` must be an int or None"):
+        losses.SparseCategoricalCrossentropy(ignore_class=1.5)
+    with raises("Invalid value for argument `reduction`"):
+        losses.MeanSquaredError(reduction="average")
+
+
+def test_unknown_names_in_get():
+    with raises("Could not interpret loss identifier. Expected one of"):
+        losses.get("not_a_loss")
+    with raises("Received: identifier=42"):
+        losses.get(42)
