@@ -15,7 +15,7 @@ def _seed_and_clear():
     """Every test starts from the same seed and a clean Keras session."""
     keras.utils.set_random_seed(1234)
     yield
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture(autouse=True)

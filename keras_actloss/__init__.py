@@ -5,15 +5,20 @@ package name `keras_actloss`, so `.keras` files that use them load with
 `keras.models.load_model` and no `custom_objects`.
 """
 
-from keras_actloss import activations, layers, losses
+from keras_actloss import activations, advisor, layers, losses
+from keras_actloss.advisor import Recommendation, advise, check_model
 from keras_actloss.findings import Finding, TrainingFailure
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Finding",
+    "Recommendation",
     "TrainingFailure",
     "activations",
+    "advise",
+    "advisor",
+    "check_model",
     "layers",
     "losses",
 ]

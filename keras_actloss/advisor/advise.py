@@ -153,152 +153,89 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _recommend(task, info, units, activation, loss, metrics, why, notes=()):
+# Plan: (task, output activation, keras_actloss loss class, metrics); the key
+# is also the key of its `WHY`.
+_PLANS = {
+    "binary": ("binary", "sigmoid", "BinaryCrossentropy", ["binary_accuracy"]),
+    "multilabel": ("multilabel", "sigmoid", "BinaryCrossentropy", ["binary_accuracy"]),
+    "sparse": (
+        "multiclass",
+        "softmax",
+        "SparseCategoricalCrossentropy",
+        ["sparse_categorical_accuracy"],
+    ),
+    "one_hot": (
+        "multiclass",
+        "softmax",
+        "CategoricalCrossentropy",
+        ["categorical_accuracy"],
+    ),
+    "distribution": ("distribution", "softmax", "KLDivergence", ["kl_divergence"]),
+    "margin": ("margin", "linear", "Hinge", ["hinge"]),
+    "regression": (
+        "regression",
+        "linear",
+        "MeanSquaredError",
+        ["mean_absolute_error", "root_mean_squared_error"],
+    ),
+    "outliers": ("regression", "linear", "Huber", ["mean_absolute_error"]),
+}
+
+
+def _plan(key, info, units=None, notes=(), **loss_kwargs) -> Recommendation:
+    from keras_actloss import losses
+
+    task, activation, loss_class, metrics = _PLANS[key]
+    loss = getattr(losses, loss_class)(**loss_kwargs)
     return Recommendation(
         task=task,
         label_kind=info.kind,
-        output_units=int(units),
+        output_units=int(units or info.n_columns),
         output_activation=activation,
         loss=loss,
         from_logits=getattr(loss, "from_logits", None),
         metrics=list(metrics),
-        why=why,
+        why=WHY[key],
         assumptions=list(info.assumptions) + list(notes),
     )
 
 
-def _binary(info, notes=()):
-    from keras_actloss import losses
-
-    task = "binary" if info.n_columns == 1 else "multilabel"
-    loss = losses.BinaryCrossentropy()
-    return _recommend(
-        task,
-        info,
-        info.n_columns,
-        "sigmoid",
-        loss,
-        ["binary_accuracy"],
-        WHY[task],
-        notes,
-    )
-
-
-def _sparse(info, n_classes, notes=()):
-    from keras_actloss import losses
-
-    return _recommend(
-        "multiclass",
-        info,
-        n_classes,
-        "softmax",
-        losses.SparseCategoricalCrossentropy(),
-        ["sparse_categorical_accuracy"],
-        WHY["sparse"],
-        notes,
-    )
-
-
-def _one_hot(info, notes=()):
-    from keras_actloss import losses
-
-    return _recommend(
-        "multiclass",
-        info,
-        info.n_columns,
-        "softmax",
-        losses.CategoricalCrossentropy(),
-        ["categorical_accuracy"],
-        WHY["one_hot"],
-        notes,
-    )
-
-
-def _distribution(info, notes=()):
-    from keras_actloss import losses
-
-    return _recommend(
-        "distribution",
-        info,
-        info.n_columns,
-        "softmax",
-        losses.KLDivergence(),
-        ["kl_divergence"],
-        WHY["distribution"],
-        notes,
-    )
-
-
-def _margin(info, notes=()):
-    from keras_actloss import losses
-
-    return _recommend(
-        "margin",
-        info,
-        info.n_columns,
-        "linear",
-        losses.Hinge(),
-        ["hinge"],
-        WHY["margin"],
-        notes,
-    )
-
-
 def _regression(info, array, notes=()):
-    from keras_actloss import losses
-
     notes = list(notes)
     fraction, scale = info.outlier_fraction, info.robust_scale
     if fraction is None and array.shape[0] >= _labels.MIN_SAMPLES_FOR_OUTLIERS:
-        column_stats = [
-            _labels.robust_outliers(c) for c in array.reshape(array.shape[0], -1).T
-        ]
-        fraction = max(s[0] for s in column_stats)
-        scale = float(np.median([s[1] for s in column_stats]))
-    metrics = ["mean_absolute_error", "root_mean_squared_error"]
+        columns = array.reshape(array.shape[0], -1).T
+        stats = [_labels.robust_outliers(c) for c in columns]
+        fraction = max(s[0] for s in stats)
+        scale = float(np.median([s[1] for s in stats]))
     if fraction is None or fraction <= _labels.OUTLIER_FRACTION:
-        return _recommend(
-            "regression",
-            info,
-            info.n_columns,
-            "linear",
-            losses.MeanSquaredError(),
-            metrics,
-            WHY["regression"],
-            notes,
-        )
+        return _plan("regression", info, notes=notes)
     delta = float(f"{HUBER_TUNING * scale:.3g}") if scale else 1.0
     notes.append(
         f"{fraction:.1%} of targets lie beyond {_labels.OUTLIER_Z} robust "
         f"standard deviations (1.4826 * MAD = {scale:.3g}); Huber delta = "
         f"{HUBER_TUNING} * that scale = {delta:g}."
     )
-    return _recommend(
-        "regression",
-        info,
-        info.n_columns,
-        "linear",
-        losses.Huber(delta=delta),
-        ["mean_absolute_error"],
-        WHY["outliers"],
-        notes,
-    )
+    return _plan("outliers", info, notes=notes, delta=delta)
+
+
+_BY_KIND = {
+    _labels.BINARY: "binary",
+    _labels.MULTI_HOT: "multilabel",
+    _labels.INTEGER: "sparse",
+    _labels.ONE_HOT: "one_hot",
+    _labels.DISTRIBUTION: "distribution",
+    _labels.SIGNED: "margin",
+}
 
 
 def _by_kind(info, array):
-    kind = info.kind
-    if kind == _labels.BINARY:
-        return _binary(info)
-    if kind == _labels.MULTI_HOT:
-        return _binary(info)
-    if kind == _labels.INTEGER:
-        return _sparse(info, info.n_classes)
-    if kind == _labels.ONE_HOT:
-        return _one_hot(info)
-    if kind == _labels.DISTRIBUTION:
-        return _distribution(info)
-    if kind == _labels.SIGNED:
-        return _margin(info)
+    if info.kind in _BY_KIND:
+        return _plan(
+            _BY_KIND[info.kind],
+            info,
+            info.n_classes if info.kind == _labels.INTEGER else None,
+        )
     return _regression(info, array)
 
 
@@ -315,48 +252,39 @@ def _forced(task, info, array):
     in_unit = info.low >= 0 and info.high <= 1
     if task == "regression":
         return _regression(info, array, ["Task forced to 'regression'."])
-    if task == "binary":
-        if one_column and in_unit:
-            note = (
-                []
-                if kind == _labels.BINARY
-                else ["Values in [0, 1] read as soft binary labels (probabilities)."]
-            )
-            return _binary(info, note)
-        raise _mismatch(task, info, "one column of 0/1 labels or probabilities")
-    if task == "multilabel":
-        if in_unit and kind != _labels.INTEGER:
-            return _binary(info, ["Each column read as its own yes/no label."])
-        raise _mismatch(
-            task, info, "0/1 labels (or probabilities), one column per label"
-        )
-    if task == "multiclass":
-        if kind in (_labels.BINARY, _labels.INTEGER):
-            return _sparse(
-                info,
-                max(info.n_classes, 2),
-                ["0/1 labels read as two classes."] if kind == _labels.BINARY else [],
-            )
-        if kind == _labels.ONE_HOT:
-            return _one_hot(info)
-        if kind == _labels.DISTRIBUTION:
-            return _one_hot(
-                info,
-                [
-                    "Soft labels: categorical cross-entropy accepts them; it differs "
-                    "from KL divergence only by the targets' entropy, a constant."
-                ],
-            )
-        raise _mismatch(task, info, "integer class indices or one-hot rows")
-    if task == "distribution":
-        if kind in (_labels.DISTRIBUTION, _labels.ONE_HOT):
-            return _distribution(info)
-        raise _mismatch(task, info, "non-negative rows that sum to 1")
-    if kind == _labels.SIGNED:
-        return _margin(info)
-    if kind == _labels.BINARY:
-        return _margin(info, ["Hinge reads 0/1 labels as -1/+1."])
-    raise _mismatch(task, info, "-1/+1 (or 0/1) labels")
+    if task == "binary" and one_column and in_unit:
+        soft = kind != _labels.BINARY
+        notes = ["Values in [0, 1] read as soft binary labels."] if soft else []
+        return _plan("binary", info, notes=notes)
+    if task == "multilabel" and in_unit and kind != _labels.INTEGER:
+        key = "binary" if one_column else "multilabel"
+        return _plan(key, info, notes=["Each column read as its own yes/no label."])
+    if task == "multiclass" and kind in (_labels.BINARY, _labels.INTEGER):
+        note = ["0/1 labels read as two classes."] if kind == _labels.BINARY else []
+        return _plan("sparse", info, max(info.n_classes, 2), note)
+    if task == "multiclass" and kind in (_labels.ONE_HOT, _labels.DISTRIBUTION):
+        soft = kind == _labels.DISTRIBUTION
+        return _plan("one_hot", info, notes=[_SOFT_LABELS] if soft else [])
+    if task == "distribution" and kind in (_labels.DISTRIBUTION, _labels.ONE_HOT):
+        return _plan("distribution", info)
+    if task == "margin" and kind in (_labels.SIGNED, _labels.BINARY):
+        binary = kind == _labels.BINARY
+        return _plan("margin", info, notes=[_HINGE_01] if binary else [])
+    raise _mismatch(task, info, _EXPECTED[task])
+
+
+_SOFT_LABELS = (
+    "Soft labels: categorical cross-entropy accepts them; it differs from KL "
+    "divergence only by the targets' entropy, a constant."
+)
+_HINGE_01 = "Hinge reads 0/1 labels as -1/+1."
+_EXPECTED = {
+    "binary": "one column of 0/1 labels or probabilities",
+    "multilabel": "0/1 labels (or probabilities), one column per label",
+    "multiclass": "integer class indices or one-hot rows",
+    "distribution": "non-negative rows that sum to 1",
+    "margin": "-1/+1 (or 0/1) labels",
+}
 
 
 def advise(y: Any, task: str | None = None) -> Recommendation:
@@ -370,10 +298,10 @@ def advise(y: Any, task: str | None = None) -> Recommendation:
 
     Examples:
 
-    >>> rec = keras_actloss.advise(np.array([0, 1, 1, 0]))
+    >>> rec = keras_actloss.advisor.advise(np.array([0, 1, 1, 0]))
     >>> rec.task, rec.output_units, rec.output_activation, rec.loss_name
     ('binary', 1, 'sigmoid', 'BinaryCrossentropy')
-    >>> keras_actloss.advise(np.array([0, 3, 1, 2])).loss_name
+    >>> keras_actloss.advisor.advise(np.array([0, 3, 1, 2])).loss_name
     'SparseCategoricalCrossentropy'
 
     Args:

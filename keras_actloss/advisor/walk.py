@@ -11,8 +11,9 @@ Uses public Keras APIs only (`model.outputs`, `model.output_names`,
   Subclassed: the last layer in `model.layers` order (the order attributes
   were set in `__init__`), which is the output layer only when the model is
   written in order; its units are read from the last layer with `units` or
-  `filters`. Dropout, noise, reshaping and identity layers after the output
-  layer are walked back through.
+  `filters`. A linear last layer there counts as unknown, since `call` may
+  apply an activation inline. Dropout, noise, reshaping and identity layers
+  after the output layer are walked back through.
 - **Units.** Every layer with a kernel (Dense, Conv, EinsumDense) is paired
   with its activation: its own, or, when its own is linear, the activation
   layer that follows it in `model.layers` order (after any dropout, pooling or
@@ -65,11 +66,16 @@ NORMALIZATION = _types("BatchNormalization", "LayerNormalization", "GroupNormali
 
 @dataclasses.dataclass(frozen=True)
 class Output:
-    """One model output: its name, the layer giving its activation, its units."""
+    """One model output: its name, the layer giving its activation, its units.
+
+    `from_graph` is False for subclassed models, whose `call` may apply more
+    after the last layer (an inline `keras.ops.softmax`, say).
+    """
 
     name: str | None
     layer: Any
     units: int | None
+    from_graph: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +180,7 @@ def outputs(model: keras.Model) -> list[Output]:
         if not layers:
             return []
         last = _walk_back(model, layers[-1])
-        return [Output(None, last, _units_of_last(layers))]
+        return [Output(None, last, _units_of_last(layers), from_graph=False)]
     if isinstance(model, keras.Sequential):
         names, layers = [model.layers[-1].name], [model.layers[-1]]
     else:

@@ -231,13 +231,48 @@ class TrainHooks:
         self._functions: dict[str, Any] = {}
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
+        self.signature = self.signature_of(model)
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
+    @staticmethod
+    def signature_of(model) -> tuple:
+        """What the traced train functions depend on; equal means reusable."""
+        return (
+            id(model.optimizer),
+            id(getattr(model, "_compile_loss", None)),
+            model.steps_per_execution,
+            model.jit_compile,
+            model.run_eagerly,
+            tuple(id(v) for v in model.trainable_variables),
+        )
+
+    def reusable_for(self, model) -> bool:
+        """Whether this fit can run the train functions traced last time."""
+        return model is self.model and self.signature == self.signature_of(model)
+
     def install(self) -> None:
-        """Creates the variables and wraps the optimizer, layers and model."""
+        """Creates the variables and wraps the optimizer, layers and model.
+
+        Called again for a later `fit` of the same compiled model, it keeps
+        the variables and the train functions already traced.
+        """
         check_internals()
-        tf = self._tf
+        model, optimizer = self.model, self.optimizer
+        if hasattr(self, "_sentinel"):
+            self._sentinel.assign(np.array(_SENTINEL_INIT))
+        else:
+            self._create_variables()
+        self._saved["train_function"] = model.train_function
+        self._wrap(optimizer, "apply", self._apply_wrapper(optimizer.apply))
+        self._wrap(optimizer, "scale_loss", self._scale_loss_wrapper(optimizer))
+        self._wrap(model, "make_train_function", self._guard(model))
+        for i, plan in enumerate(self.plans):
+            if plan.profile is not None:
+                self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
+        self.installed = True
+
+    def _create_variables(self) -> None:
         model, optimizer = self.model, self.optimizer
         with self.strategy.scope():
             if not optimizer.built:
@@ -255,15 +290,6 @@ class TrainHooks:
         for i, plan in enumerate(self.plans):
             for v in plan.variables:
                 self._var_layer[id(v)] = i
-        self._saved["train_function"] = model.train_function
-        self._wrap(optimizer, "apply", self._apply_wrapper(optimizer.apply))
-        self._wrap(optimizer, "scale_loss", self._scale_loss_wrapper(optimizer))
-        self._wrap(model, "make_train_function", self._guard(model))
-        for i, plan in enumerate(self.plans):
-            if plan.profile is not None:
-                self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
-        self.installed = True
-        del tf
 
     def _variable(self, value):
         tf = self._tf
@@ -290,7 +316,6 @@ class TrainHooks:
             if name in obj.__dict__:
                 delattr(obj, name)
         self.model.train_function = self._saved.pop("train_function", None)
-        self._functions.clear()
         self.installed = False
 
     def _guard(self, model):

@@ -187,18 +187,25 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._cleanup()
         self._check_log_dir()
         model = self.model
-        plans = _keras_hooks.plan_layers(model)
-        if not self.record_activations:
-            for plan in plans:
-                plan.profile = None
-        self.layers = [plan.info for plan in plans]
-        self._names = [info.name for info in self.layers]
-        from keras_actloss.diagnostics.rules import HealthRules
-
-        self._rules = HealthRules(self.layers, self.thresholds)
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
-        self._hooks = _keras_hooks.TrainHooks(model, plans, histogram_size=size)
-        self._hooks.install()
+        hooks = self._hooks
+        if (
+            hooks is None
+            or not hooks.reusable_for(model)
+            or hooks.histogram_size != size
+        ):
+            plans = _keras_hooks.plan_layers(model)
+            if not self.record_activations:
+                for plan in plans:
+                    plan.profile = None
+            hooks = _keras_hooks.TrainHooks(model, plans, histogram_size=size)
+            self.layers = [plan.info for plan in plans]
+            self._names = [info.name for info in self.layers]
+            from keras_actloss.diagnostics.rules import HealthRules
+
+            self._rules = HealthRules(self.layers, self.thresholds)
+        self._hooks = hooks
+        hooks.install()
         self._step = int(_scalar(model.optimizer.iterations))
         self._next = -(-self._step // self.every_n_steps) * self.every_n_steps
         self._spe = int(getattr(model, "steps_per_execution", 1) or 1)

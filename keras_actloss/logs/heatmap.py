@@ -46,12 +46,13 @@ def colormap(fraction) -> np.ndarray:
     [[68, 1, 84], [253, 231, 37]]
 
     Args:
-        fraction: Array of any shape.
+        fraction: Array of any shape (NaN is drawn as 0).
 
     Returns:
         uint8 array of shape `fraction.shape + (3,)`.
     """
-    x = np.clip(np.asarray(fraction, dtype=np.float64), 0.0, 1.0) * (len(_ANCHORS) - 1)
+    x = np.nan_to_num(np.asarray(fraction, dtype=np.float64), nan=0.0)
+    x = np.clip(x, 0.0, 1.0) * (len(_ANCHORS) - 1)
     low = np.minimum(np.floor(x).astype(int), len(_ANCHORS) - 2)
     weight = (x - low)[..., np.newaxis]
     rgb = _ANCHORS[low] * (1.0 - weight) + _ANCHORS[low + 1] * weight
@@ -86,7 +87,7 @@ def render_heatmap(
     >>> image.shape, low, high
     ((2, 18, 3), -6.0, 0.0)
     >>> image[0, 0].tolist(), image[1, 1].tolist()
-    [[68, 1, 84], [253, 231, 37]]
+    ([68, 1, 84], [253, 231, 37])
 
     Args:
         norms: Array-like of shape `[layers, steps]`; NaN marks a missing

@@ -12,7 +12,9 @@ from keras_actloss.advisor import Recommendation, advise, check_model
 
 
 def _outliers(rng):
-    return np.concatenate([rng.normal(5.0, 2.0, 300), [80.0, -90.0, 75.0, 120.0, -60.0]])
+    return np.concatenate(
+        [rng.normal(5.0, 2.0, 300), [80.0, -90.0, 75.0, 120.0, -60.0]]
+    )
 
 
 # (labels, task, label kind, units, activation, loss class, from_logits, metrics)
@@ -115,15 +117,33 @@ def test_ambiguous_binary_says_what_was_assumed():
 @pytest.mark.parametrize(
     "y, task, units, loss_cls, note",
     [
-        ([0, 1, 1, 0], "multiclass", 2, losses.SparseCategoricalCrossentropy, "two classes"),
+        (
+            [0, 1, 1, 0],
+            "multiclass",
+            2,
+            losses.SparseCategoricalCrossentropy,
+            "two classes",
+        ),
         ([0, 3, 2, 1], "regression", 1, losses.MeanSquaredError, "forced"),
         ([0.2, 0.9, 0.4], "binary", 1, losses.BinaryCrossentropy, "soft binary"),
         ([0, 1, 1, 0], "margin", 1, losses.Hinge, "-1/+1"),
         ([-1, 1, 1], "margin", 1, losses.Hinge, "margin"),
         (np.eye(3), "distribution", 3, losses.KLDivergence, "one-hot"),
         (np.eye(3), "multilabel", 3, losses.BinaryCrossentropy, "own yes/no"),
-        ([[0.2, 0.8], [0.5, 0.5]], "multiclass", 2, losses.CategoricalCrossentropy, "Soft"),
-        ([[0.2, 0.9], [0.5, 0.1]], "multilabel", 2, losses.BinaryCrossentropy, "yes/no"),
+        (
+            [[0.2, 0.8], [0.5, 0.5]],
+            "multiclass",
+            2,
+            losses.CategoricalCrossentropy,
+            "Soft",
+        ),
+        (
+            [[0.2, 0.9], [0.5, 0.1]],
+            "multilabel",
+            2,
+            losses.BinaryCrossentropy,
+            "yes/no",
+        ),
     ],
 )
 def test_forced_task(y, task, units, loss_cls, note):
@@ -138,9 +158,9 @@ def test_forced_task(y, task, units, loss_cls, note):
         (
             [0, 3, 2],
             "binary",
-            r"Labels `y` do not fit task='binary': expected one column of 0/1 labels "
-            r"or probabilities\. Received: y with shape \(3,\) read as 'integer' labels "
-            r"\(values in \[0, 3\]\)",
+            r"Labels `y` do not fit task='binary': expected one column of 0/1 "
+            r"labels or probabilities\. Received: y with shape \(3,\) read as "
+            r"'integer' labels \(values in \[0, 3\]\)",
         ),
         (np.eye(3), "binary", r"Received: y with shape \(3, 3\) read as 'one_hot'"),
         ([0.5, 2.5], "multiclass", r"expected integer class indices or one-hot rows"),
@@ -156,7 +176,9 @@ def test_forced_task_that_does_not_fit_raises(y, task, pattern):
 
 
 def test_unknown_task_raises():
-    with pytest.raises(ValueError, match=r"Argument `task` must be one of .*task='clasify'"):
+    with pytest.raises(
+        ValueError, match=r"Argument `task` must be one of .*task='clasify'"
+    ):
         advise(np.array([0, 1]), task="clasify")
 
 

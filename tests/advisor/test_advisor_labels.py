@@ -26,7 +26,12 @@ def modified_z(column):
         (np.eye(3)[[0, 1, 2, 1]], labels.ONE_HOT, 3, 3),
         (np.array([[1, 0, 1], [0, 0, 1], [0, 0, 0]]), labels.MULTI_HOT, 3, 3),
         (np.array([[0.2, 0.8], [0.5, 0.5]]), labels.DISTRIBUTION, None, 2),
-        (np.array([[0.1, 0.2, 0.7], [0, 0, 1]], "float32"), labels.DISTRIBUTION, None, 3),
+        (
+            np.array([[0.1, 0.2, 0.7], [0, 0, 1]], "float32"),
+            labels.DISTRIBUTION,
+            None,
+            3,
+        ),
         (np.array([-1, 1, 1, -1]), labels.SIGNED, 2, 1),
         (np.array([[-1, 1], [1, 1]]), labels.SIGNED, None, 2),
         (np.array([0.5, 2.5, -1.25]), labels.CONTINUOUS, None, 1),
@@ -98,7 +103,9 @@ def test_outliers_judged_per_column(rng):
     y[:10, 1] = 100.0
     info = describe_labels(y)
     assert info.kind == labels.CONTINUOUS_OUTLIERS
-    assert info.outlier_fraction == pytest.approx(np.mean(np.abs(modified_z(y[:, 1])) > 3.5))
+    assert info.outlier_fraction == pytest.approx(
+        np.mean(np.abs(modified_z(y[:, 1])) > 3.5)
+    )
 
 
 def test_too_few_samples_are_not_judged_for_outliers():
@@ -133,15 +140,33 @@ def test_ambiguous_labels_say_what_was_assumed(y, phrase):
         (None, r"Expected labels `y` as an array\. Received: y=None"),
         (np.array([0.0, np.nan, 1.0]), r"Expected finite labels `y`.*1 non-finite"),
         (np.array([0.0, np.inf]), r"Expected finite labels `y`.*Received: y with 1"),
-        (np.array([]), r"Expected at least one label in `y`\. Received: y with shape \(0,\)"),
+        (
+            np.array([]),
+            r"Expected at least one label in `y`\. Received: y with shape \(0,\)",
+        ),
         (np.zeros((0, 3)), r"Received: y with shape \(0, 3\)"),
-        ([[0, 1], [1]], r"ragged labels cannot be used\. Received: y=\[\[0, 1\], \[1\]\]"),
-        (np.array(["cat", "dog"]), r"Expected numeric labels `y`\. Received: y with dtype <U3"),
-        (np.array([1, "a"], dtype=object), r"Expected numeric labels `y`.*dtype object"),
-        (np.array([1, None], dtype=object), r"Expected finite labels `y`.*1 non-finite"),
+        (
+            [[0, 1], [1]],
+            r"ragged labels cannot be used\. Received: y=\[\[0, 1\], \[1\]\]",
+        ),
+        (
+            np.array(["cat", "dog"]),
+            r"Expected numeric labels `y`\. Received: y with dtype <U3",
+        ),
+        (
+            np.array([1, "a"], dtype=object),
+            r"Expected numeric labels `y`.*dtype object",
+        ),
+        (
+            np.array([1, None], dtype=object),
+            r"Expected finite labels `y`.*1 non-finite",
+        ),
         (np.array(3.0), r"one entry per sample.*Received: y=array\(3\.\) \(a scalar\)"),
         (np.zeros((2, 3, 4)), r"Received: y with shape \(2, 3, 4\)\. For per-position"),
-        (np.array([1 + 2j]), r"Expected real-valued labels `y`\. Received: y with dtype complex128"),
+        (
+            np.array([1 + 2j]),
+            r"Expected real-valued labels `y`\. Received: y with dtype complex128",
+        ),
     ],
 )
 def test_unusable_labels_raise(y, pattern):

@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_actloss
 from keras_actloss import losses
-from keras_actloss.advisor import check
-from keras_actloss.advisor import check_model
+from keras_actloss.advisor import check, check_model
 from keras_actloss.findings import FAILURE, WARNING
 
 L = keras.layers
@@ -123,7 +123,8 @@ MISTAKES = {
         ["bounded_output_regression"],
     ),
     "tanh_regression": (
-        lambda: seq(L.Dense(2, activation="tanh")), lambda: keras.losses.MeanAbsoluteError(),
+        lambda: seq(L.Dense(2, activation="tanh")),
+        lambda: keras.losses.MeanAbsoluteError(),
         np.array([[0.5, 0.1], [0.9, 2.0]]), ["bounded_output_regression"],
     ),
 }  # fmt: skip
@@ -423,7 +424,9 @@ def test_negative_bias_relu(bias, activation, expected):
     assert reference == expected
     (finding,) = findings
     assert (finding.mode, finding.layer, finding.severity) == (
-        "negative_bias_relu", "hidden", WARNING
+        "negative_bias_relu",
+        "hidden",
+        WARNING,
     )
     assert finding.value == pytest.approx(reference)
 
@@ -431,7 +434,13 @@ def test_negative_bias_relu(bias, activation, expected):
 def test_negative_bias_relu_conv_and_trailing_relu_layer():
     conv = L.Conv2D(4, 3, bias_initializer=keras.initializers.Constant(-2.0), name="c")
     model = keras.Sequential(
-        [keras.Input((6, 6, 1)), conv, keras_actloss.layers.ReLU(), L.Flatten(), L.Dense(1)]
+        [
+            keras.Input((6, 6, 1)),
+            conv,
+            keras_actloss.layers.ReLU(),
+            L.Flatten(),
+            L.Dense(1),
+        ]
     )
     (finding,) = check_model(compiled(model, "mse"))
     assert (finding.mode, finding.layer) == ("negative_bias_relu", "c")
@@ -440,8 +449,14 @@ def test_negative_bias_relu_conv_and_trailing_relu_layer():
 @pytest.mark.parametrize(
     "model, pattern",
     [
-        ("not a model", r"Expected a Keras model\. Received: model='not a model' of type str"),
-        (keras.Sequential([L.Dense(2)], name="lazy"), r"Expected a built model.*model='lazy'"),
+        (
+            "not a model",
+            r"Expected a Keras model\. Received: model='not a model' of type str",
+        ),
+        (
+            keras.Sequential([L.Dense(2)], name="lazy"),
+            r"Expected a built model.*model='lazy'",
+        ),
     ],
 )
 def test_bad_model_raises(model, pattern):
@@ -457,3 +472,45 @@ def test_unusable_labels_raise():
 
 def test_exported_at_top_level():
     assert keras_actloss.advisor.check_model is check_model
+
+
+def _segmenter(units, activation):
+    return seq(
+        L.Reshape((4, 4, 1)), L.Conv2D(units, 1, activation=activation), inputs=16
+    )
+
+
+def test_per_position_labels():
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 3, (2, 4, 4))
+    model = compiled(_segmenter(3, "softmax"), "sparse_categorical_crossentropy")
+    assert check_model(model, mask) == []
+    model = compiled(_segmenter(3, "softmax"), "categorical_crossentropy")
+    assert modes(model, mask) == ["integer_labels_categorical_loss"]
+    assert check_model(model, np.eye(3)[mask]) == []
+    model = compiled(_segmenter(1, "sigmoid"), "mse")
+    assert modes(model, rng.normal(size=(2, 4, 4, 1))) == ["bounded_output_regression"]
+
+
+class InlineSoftmax(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.logits = L.Dense(3)
+
+    def call(self, x):
+        return keras.ops.softmax(self.logits(x))
+
+
+def test_subclassed_linear_last_layer_counts_as_unknown():
+    model = InlineSoftmax()
+    model(np.zeros((1, 4), "float32"))
+    assert check_model(compiled(model, "categorical_crossentropy"), ONE_HOT) == []
+    # What does not depend on the activation is still checked.
+    model.compile(loss="categorical_crossentropy")
+    assert modes(model, SPARSE) == ["integer_labels_categorical_loss"]
+
+
+def test_labels_as_tensor_or_list():
+    model = compiled(seq(L.Dense(3, activation="softmax")), "categorical_crossentropy")
+    assert modes(model, tf.constant(SPARSE)) == ["integer_labels_categorical_loss"]
+    assert modes(model, [0, 1, 2]) == ["integer_labels_categorical_loss"]

@@ -69,6 +69,5 @@ def kernels(model, names):
     return [found[n] for n in names]
 
 
-
 def weights(model) -> list[np.ndarray]:
     return [v.numpy().astype("float64") for v in model.trainable_variables]

@@ -20,11 +20,15 @@ def test_norms_match_numpy(rng, dtype):
     b = rng.normal(size=(5,)).astype(dtype)
     # Reference: one concatenated vector, norms by np.linalg.norm.
     flat = np.concatenate([a.ravel(), b.ravel()]).astype("float64")
-    np.testing.assert_allclose(_np(stats.l2_norm([a, None, b])), np.linalg.norm(flat), rtol=1e-6)
+    np.testing.assert_allclose(
+        _np(stats.l2_norm([a, None, b])), np.linalg.norm(flat), rtol=1e-6
+    )
     np.testing.assert_allclose(
         _np(stats.rms([a, b])), np.linalg.norm(flat) / math.sqrt(flat.size), rtol=1e-6
     )
-    np.testing.assert_allclose(_np(stats.max_abs([a, b])), np.abs(flat).max(), rtol=1e-6)
+    np.testing.assert_allclose(
+        _np(stats.max_abs([a, b])), np.abs(flat).max(), rtol=1e-6
+    )
     np.testing.assert_allclose(
         _np(stats.sum_of_squares([a, b])), np.dot(flat, flat), rtol=1e-6
     )
@@ -55,7 +59,9 @@ def test_update_ratio_matches_numpy(rng):
     diff = np.concatenate([(a - b).ravel() for a, b in zip(after, before)])
     weight = np.concatenate([b.ravel() for b in before])
     expected = np.sqrt((diff**2).sum()) / np.sqrt((weight**2).sum())
-    np.testing.assert_allclose(_np(stats.update_ratio(before, after)), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        _np(stats.update_ratio(before, after)), expected, rtol=1e-5
+    )
     # All-zero weights that do not move: 0, not NaN.
     zeros = [np.zeros(3, "float32")]
     assert float(_np(stats.update_ratio(zeros, zeros))) == 0.0

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from callback_models import LAYER_NAMES, MODEL_KINDS, build_model, kernels, weights
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.custom_scalar import metadata as custom_scalar
 
 import keras_actloss
 from keras_actloss import activations
@@ -35,7 +36,10 @@ def _layer_grads(before, after, model, names, lr=LR):
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     out = {}
     for name, layer in zip(names, kernels(model, names)):
-        parts = [(before[index[id(v)]] - after[index[id(v)]]) / lr for v in layer.trainable_variables]
+        parts = [
+            (before[index[id(v)]] - after[index[id(v)]]) / lr
+            for v in layer.trainable_variables
+        ]
         out[name] = np.concatenate([p.ravel() for p in parts])
     return out
 
@@ -73,20 +77,28 @@ def test_gradients_and_activations_match_references(kind, data):
         np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(g), rtol=1e-5)
         np.testing.assert_allclose(ls.grad_rms, np.sqrt(np.mean(g**2)), rtol=1e-5)
         np.testing.assert_allclose(ls.grad_max, np.max(np.abs(g)), rtol=1e-5)
-        np.testing.assert_allclose(ls.update_ratio, LR * np.linalg.norm(g) / ls.weight_norm, rtol=1e-4)
+        np.testing.assert_allclose(
+            ls.update_ratio, LR * np.linalg.norm(g) / ls.weight_norm, rtol=1e-4
+        )
     # Loss of the step: mean squared error of the untrained model.
     h1 = np.maximum(x @ w1 + b1, 0.0)
     h2 = np.tanh(h1 @ w2 + b2)
     layers = {ls.layer: ls for ls in stats.layers}
-    np.testing.assert_allclose(layers[names[0]].zero_fraction, np.mean(h1 <= 0.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        layers[names[0]].zero_fraction, np.mean(h1 <= 0.0), rtol=1e-6
+    )
     # Units 0-2 are dead by construction; the others may be dead by chance.
     dead = np.mean(np.all(h1 <= 0.0, axis=0))
     assert dead >= 3 / 8
     np.testing.assert_allclose(layers[names[0]].dead_fraction, dead, rtol=1e-6)
     low, high = activations.profile("tanh").saturation_bounds
-    np.testing.assert_allclose(layers[names[1]].saturation, np.mean((h2 <= low) | (h2 >= high)))
+    np.testing.assert_allclose(
+        layers[names[1]].saturation, np.mean((h2 <= low) | (h2 >= high))
+    )
     assert layers[names[1]].zero_fraction is None
-    assert layers[names[2]].saturation is None and layers[names[2]].dead_fraction is None
+    assert (
+        layers[names[2]].saturation is None and layers[names[2]].dead_fraction is None
+    )
     prediction = h2 @ kernels(model, names)[2].kernel.numpy()  # after the step
     del prediction
     assert diag.findings == []
@@ -103,7 +115,9 @@ def test_mixed_precision_gradients_are_unscaled(data):
     grads = _layer_grads(before, weights(model), model, LAYER_NAMES["sequential"])
     for ls in diag.history[0].layers:
         # The loss scale is 2**15: a scaled gradient would be 32768x larger.
-        np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-4)
+        np.testing.assert_allclose(
+            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-4
+        )
 
 
 _MIRRORED = textwrap.dedent(
@@ -150,15 +164,23 @@ def test_mirrored_strategy_gradients_are_summed_across_replicas():
     # Logical devices must be configured before TensorFlow initialises them.
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", _MIRRORED],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
     np.testing.assert_allclose(result["recorded"], result["reference"], rtol=1e-5)
-    np.testing.assert_allclose(result["global"], np.linalg.norm(result["reference"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        result["global"], np.linalg.norm(result["reference"]), rtol=1e-5
+    )
     assert result["batch_size"] == 32  # 16 per replica, summed
-    np.testing.assert_allclose(result["zero_fraction"], result["reference_zero"], rtol=1e-6)
+    np.testing.assert_allclose(
+        result["zero_fraction"], result["reference_zero"], rtol=1e-6
+    )
 
 
 def test_jit_compile_records_the_applied_gradients(data):
@@ -169,7 +191,9 @@ def test_jit_compile_records_the_applied_gradients(data):
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
     grads = _layer_grads(before, weights(model), model, LAYER_NAMES["functional"])
     for ls in diag.history[0].layers:
-        np.testing.assert_allclose(ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5)
+        np.testing.assert_allclose(
+            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
+        )
 
 
 def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
@@ -177,9 +201,25 @@ def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=2)
     # 4 batches of 8 per epoch; evaluation on validation data in between.
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag], validation_data=(x, y))
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[diag],
+        validation_data=(x, y),
+    )
     assert [s.step for s in diag.history] == [0, 2]
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag], validation_data=(x, y))
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[diag],
+        validation_data=(x, y),
+    )
     assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10]
     assert int(model.optimizer.iterations.numpy()) == 12
     assert all(s.batch_size == 8 for s in diag.history)
@@ -206,7 +246,15 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=100)
     with pytest.warns(GradientHealthWarning, match="non_finite"):
-        model.fit(_nan_batch(x, 2), y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[diag])
+        model.fit(
+            _nan_batch(x, 2),
+            y,
+            batch_size=8,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag],
+        )
     modes = [(f.mode, f.layer, f.step) for f in diag.findings]
     # Step 2 (third batch); the NaN input reaches the first layer's kernel first.
     assert modes == [(NON_FINITE, "hidden", 2)]
@@ -217,7 +265,15 @@ def test_nan_stops_training_with_on_failure_stop(data):
     x, y = data
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=1, on_failure="stop")
-    model.fit(_nan_batch(x, 1), y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[diag])
+    model.fit(
+        _nan_batch(x, 1),
+        y,
+        batch_size=8,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[diag],
+    )
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 1)]
     assert int(model.optimizer.iterations.numpy()) == 2
 
@@ -227,7 +283,15 @@ def test_nan_raises_training_failure_and_restores_model(data):
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=1, on_failure="raise")
     with pytest.raises(keras_actloss.TrainingFailure) as caught:
-        model.fit(_nan_batch(x, 1), y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[diag])
+        model.fit(
+            _nan_batch(x, 1),
+            y,
+            batch_size=8,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag],
+        )
     assert caught.value.finding.mode == NON_FINITE
     assert caught.value.finding.step == 1
     assert "apply" not in model.optimizer.__dict__
@@ -240,14 +304,24 @@ def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=1)
     # One NaN batch: the optimizer skips it; not a finding.
-    model.fit(_nan_batch(x, 3), y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+    model.fit(
+        _nan_batch(x, 3),
+        y,
+        batch_size=8,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[diag],
+    )
     assert diag.findings == []
     assert int(model.optimizer.iterations.numpy()) == 15
     # NaN from batch 4 on: 12 overflows in a row is not an overflow any more.
     bad = x.copy()
     bad[32:] = np.nan
     with pytest.warns(GradientHealthWarning, match="non_finite"):
-        model.fit(bad, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+        model.fit(
+            bad, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
+        )
     # Skipped steps do not advance the optimizer: 15 + 4 updates.
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 19)]
 
@@ -281,7 +355,9 @@ def test_frozen_layer_and_layer_without_gradient(data):
     assert set(info) == {"frozen", "unused", "out"}
     assert not info["frozen"].has_trainable_weights
     stats = {ls.layer: ls for ls in diag.history[0].layers}
-    assert stats["frozen"].grad_norm is None and stats["frozen"].zero_fraction is not None
+    assert (
+        stats["frozen"].grad_norm is None and stats["frozen"].zero_fraction is not None
+    )
     assert stats["unused"].grad_norm is None and stats["unused"].update_ratio is None
     assert stats["out"].grad_norm > 0
 
@@ -310,19 +386,25 @@ def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
     model = _compile(build_model("sequential"))
     diag = _diag(log_dir=tmp_path, every_n_steps=2, histogram_every_n_steps=2)
     with pytest.raises(type(error)):
-        model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag, _Boom(2, error)])
+        model.fit(
+            x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag, _Boom(2, error)]
+        )
     acc = _tags(tmp_path)
     names = LAYER_NAMES["sequential"]
-    expected = {"grad_norm/global", "diagnostics/layers"}
+    expected = {
+        "grad_norm/global",
+        "diagnostics/layers",
+        custom_scalar.CONFIG_SUMMARY_TAG,
+    }
     for section in ("grad_norm", "grad_rms", "grad_max", "update_ratio", "grad_hist"):
         expected |= {f"{section}/{n}" for n in names}
     expected |= {"zero_fraction/hidden", "dead_fraction/hidden", "saturation/squash"}
     assert set(acc.Tags()["tensors"]) == expected
     steps = [e.step for e in acc.Tensors("grad_norm/hidden")]
     assert steps == [0, 2]  # recordings at steps 0 and 2, before the crash
-    # The histogram holds every gradient element of `out` (8 + 1 of them).
+    # The histogram holds every gradient element of `out`: 4x1 kernel + 1 bias.
     hist = tf.make_ndarray(acc.Tensors("grad_hist/out")[0].tensor_proto)
-    assert hist[:, 2].sum() == 9
+    assert hist[:, 2].sum() == 5
     # The model trains normally afterwards: hooks are undone by the next fit.
     before = weights(model)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
@@ -332,7 +414,9 @@ def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
 
 
 def test_check_model_findings_are_reported(tmp_path, rng):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]
+    )
     model.compile(keras.optimizers.SGD(0.01), "binary_crossentropy")
     x = rng.normal(size=(16, 4)).astype("float32")
     y = (rng.random(size=(16, 3)) > 0.5).astype("float32")

@@ -1,5 +1,7 @@
 """Loss classes give the same numbers as Keras's classes of the same name."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -77,19 +79,20 @@ def case_id(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "sample_weight"])
-def test_same_numbers_as_keras(rng, case, dtype, weighted):
+def test_same_numbers_as_keras(rng, case):
     name, kwargs, labels, preds = case
-    d = make_data(rng, dtype)
-    sample_weight = rng.uniform(0.1, 2.0, size=8).astype(dtype) if weighted else None
-    for reduction in REDUCTIONS:
+    for dtype, weighted, reduction in itertools.product(
+        ["float32", "float64"], [False, True], REDUCTIONS
+    ):
+        d = make_data(rng, dtype)
+        weights = rng.uniform(0.1, 2.0, size=8).astype(dtype) if weighted else None
         ours = getattr(losses, name)(reduction=reduction, dtype=dtype, **kwargs)
         theirs = getattr(keras.losses, name)(reduction=reduction, dtype=dtype, **kwargs)
-        actual = ours(d[labels], d[preds], sample_weight=sample_weight)
-        expected = theirs(d[labels], d[preds], sample_weight=sample_weight)
+        actual = ours(d[labels], d[preds], sample_weight=weights)
+        expected = theirs(d[labels], d[preds], sample_weight=weights)
         assert actual.dtype == expected.dtype
-        np.testing.assert_allclose(actual, expected, **TOL[dtype], err_msg=reduction)
+        message = f"{dtype}, sample_weight={weighted}, reduction={reduction}"
+        np.testing.assert_allclose(actual, expected, **TOL[dtype], err_msg=message)
 
 
 @pytest.mark.parametrize("case", CASES[:: len(CASES) // 6], ids=case_id)

@@ -1,7 +1,6 @@
 """Loss profiles and `keras_actloss.losses.get`."""
 
 import keras
-import pytest
 
 from keras_actloss import losses, registry
 from keras_actloss.losses import profiles as loss_profiles
@@ -13,31 +12,28 @@ def test_every_registered_loss_and_function_has_a_profile():
             assert registry.get_profile(kind, name) is not None, name
 
 
-@pytest.mark.parametrize(
-    "loss, expects, outputs",
-    [
+def test_profile_resolves_from_logits():
+    cases = [
         (losses.BinaryCrossentropy(), "probabilities", ("sigmoid",)),
         (losses.BinaryCrossentropy(from_logits=True), "logits", ("linear",)),
         (losses.CategoricalCrossentropy(), "probabilities", ("softmax",)),
         (losses.CategoricalCrossentropy(from_logits=True), "logits", ("linear",)),
         (losses.SparseCategoricalCrossentropy(), "probabilities", ("softmax",)),
-        (losses.SparseCategoricalCrossentropy(from_logits=True), "logits", ("linear",)),
+        (losses.SparseCategoricalCrossentropy(True), "logits", ("linear",)),
         (keras.losses.BinaryCrossentropy(from_logits=True), "logits", ("linear",)),
         (keras.losses.CategoricalCrossentropy(), "probabilities", ("softmax",)),
         (keras.losses.SparseCategoricalCrossentropy(True), "logits", ("linear",)),
         (losses.KLDivergence(), "probabilities", ("softmax",)),
         (losses.Hinge(), "values", ("linear", "tanh")),
-    ],
-)
-def test_profile_resolves_from_logits(loss, expects, outputs):
-    p = losses.profile(loss)
-    assert (p.expects, p.output_activations) == (expects, outputs)
-    assert p.from_logits == getattr(loss, "from_logits", None)
+    ]
+    for loss, expects, outputs in cases:
+        p = losses.profile(loss)
+        assert (p.expects, p.output_activations) == (expects, outputs), loss
+        assert p.from_logits == getattr(loss, "from_logits", None), loss
 
 
-@pytest.mark.parametrize(
-    "identifier, name",
-    [
+def test_profile_by_name_class_instance_and_function():
+    cases = [
         ("mse", "mean_squared_error"),
         ("MeanAbsoluteError", "mean_absolute_error"),
         ("huber", "huber"),
@@ -51,10 +47,9 @@ def test_profile_resolves_from_logits(loss, expects, outputs):
         (keras.losses.huber, "huber"),
         (keras.losses.Hinge, "hinge"),
         (keras.losses.get("MeanSquaredError"), "mean_squared_error"),
-    ],
-)
-def test_profile_by_name_class_instance_and_function(identifier, name):
-    assert losses.profile(identifier).name == name
+    ]
+    for identifier, name in cases:
+        assert losses.profile(identifier).name == name, identifier
 
 
 def test_regression_profiles_pair_with_unbounded_outputs():

@@ -90,6 +90,46 @@ def write_run(run_dir: str) -> None:
         writer.write_findings(FINDINGS)
 
 
+def train_run(run_dir: str, epochs: int = 3):
+    """Trains a tiny unhealthy model with `GradientDiagnostics` into `run_dir`.
+
+    A ReLU stem, five sigmoid layers (gradients vanish towards the input) and
+    a ReLU layer with a -1 bias (dead units), recorded at every step.
+
+    Returns:
+        The callback, with its `layers` and `findings`.
+    """
+    import warnings
+
+    import keras
+
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 16)).astype("float32")
+    y = (np.tanh(x @ rng.normal(size=16)) > 0).astype("float32")[:, None]
+    dense = keras.layers.Dense
+    model = keras.Sequential(
+        [keras.Input((16,)), dense(32, activation="relu", name="stem")]
+        + [dense(32, activation="sigmoid", name=f"sigmoid_{i}") for i in range(5)]
+        + [
+            dense(32, "relu", bias_initializer=keras.initializers.Constant(-1.0),
+                  name="relu_head"),
+            dense(1, name="output"),
+        ]
+    )  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    diag = GradientDiagnostics(log_dir=run_dir, every_n_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[diag])
+    return diag
+
+
 def write_plain_run(run_dir: str) -> None:
     """A run with only a loss curve: no Gradient Health data."""
     import tensorflow as tf

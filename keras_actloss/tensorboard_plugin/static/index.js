@@ -15,6 +15,7 @@ const HEAT = [
 ];
 const NON_FINITE_COLOR = '#ff00c8';
 const MISSING_COLOR = '#e8e8e8';
+const ZERO_COLOR = '#000000';  // an exactly-zero gradient norm (log scale)
 const MAX_COLUMNS = 500;
 
 const state = {payload: null, token: 0};
@@ -25,7 +26,7 @@ export async function render() {
   const select = el('select', {id: 'gh-run', 'aria-label': 'Run'});
   const status = el('span', {id: 'gh-status'}, 'Loading runs…');
   const toolbar = el('div', {id: 'gh-toolbar'}, [
-    el('label', {for: 'gh-run'}, 'Run'), select, status,
+    el('label', {for: 'gh-run'}, 'Run'), select, status, keys(),
   ]);
   const view = el('div', {id: 'gh-view'});
   document.body.append(toolbar, view, el('div', {id: 'gh-tooltip', hidden: ''}));
@@ -110,24 +111,30 @@ function heatmapSection(heatmap, columns, findings) {
   const cellW = Math.max(1, Math.min(28, Math.floor(plotWidth() / columns.length)));
   const labels = el('div', {class: 'gh-labels'}, heatmap.layers.map((name) =>
     el('div', {class: 'gh-row-label', title: name, style: `height:${rowH}px`}, name)));
+  labels.appendChild(el('div', {class: 'gh-axis-title'}, 'step'));
   const canvas = el('canvas', {
     class: 'gh-canvas', width: cellW * columns.length, height: rowH * heatmap.layers.length,
     'data-rows': heatmap.layers.length, 'data-columns': columns.length,
   });
   paint(canvas, heatmap, scale, cellW, rowH);
   const plot = el('div', {class: 'gh-plot'}, [canvas]);
+  const begins = new Map();  // "row:col" -> modes of the findings starting there
   for (const f of findings) {
     const row = heatmap.layers.indexOf(f.layer);
     if (f.section !== heatmap.section || row < 0 || f.step === null) continue;
     const col = columnOf(columns, f.step);
+    const key = `${row}:${col}`;
+    begins.set(key, [...(begins.get(key) || []), f.mode]);
     plot.appendChild(el('div', {
       class: 'gh-marker', 'data-layer': f.layer, 'data-step': f.step,
       title: `${f.mode} from step ${f.step}: ${f.message}`,
-      style: `left:${col * cellW}px;top:${row * rowH}px;height:${rowH}px`,
+      style: `left:${col * cellW}px;top:${row * rowH}px;` +
+          `width:${Math.max(cellW, 6)}px;height:${rowH}px`,
     }));
   }
   plot.appendChild(axis(columns, cellW));
-  canvas.addEventListener('mousemove', (e) => hover(e, canvas, heatmap, columns, cellW, rowH));
+  canvas.addEventListener('mousemove',
+      (e) => hover(e, canvas, heatmap, columns, cellW, rowH, begins));
   canvas.addEventListener('mouseleave', () => { tooltip().hidden = true; });
   section.appendChild(el('div', {class: 'gh-grid'}, [labels, plot]));
   return section;
@@ -163,7 +170,8 @@ function colorOf(value, lo, hi, palette, log) {
   if (typeof value !== 'number') return NON_FINITE_COLOR;  // "NaN", "Infinity"
   let t;
   if (log) {
-    t = value <= 0 ? 0 : (Math.log10(value) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo));
+    if (value <= 0) return ZERO_COLOR;
+    t = (Math.log10(value) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo));
   } else {
     t = (value - lo) / (hi - lo);
   }
@@ -184,9 +192,13 @@ function legend(scale) {
     ctx.fillStyle = scale.color(v);
     ctx.fillRect(x, 0, 1, 10);
   }
-  return el('span', {class: 'gh-legend'}, [
-    fmt(scale.lo), bar, fmt(scale.hi),
-    swatch(NON_FINITE_COLOR), 'non-finite', swatch(MISSING_COLOR), 'not recorded',
+  return el('span', {class: 'gh-legend'}, [fmt(scale.lo), bar, fmt(scale.hi)]);
+}
+
+function keys() {
+  return el('span', {id: 'gh-keys', class: 'gh-legend'}, [
+    swatch(ZERO_COLOR), 'zero gradient', swatch(NON_FINITE_COLOR), 'non-finite',
+    swatch(MISSING_COLOR), 'not recorded',
     el('span', {class: 'gh-marker-key'}), 'finding begins',
   ]);
 }
@@ -214,7 +226,7 @@ function columnOf(columns, step) {
   return lo;
 }
 
-function hover(event, canvas, heatmap, columns, cellW, rowH) {
+function hover(event, canvas, heatmap, columns, cellW, rowH, begins) {
   const box = canvas.getBoundingClientRect();
   const c = Math.floor((event.clientX - box.left) / cellW);
   const r = Math.floor((event.clientY - box.top) / rowH);
@@ -227,7 +239,9 @@ function hover(event, canvas, heatmap, columns, cellW, rowH) {
   const steps = first === last ? `step ${first}` : `steps ${first}–${last}`;
   const value = heatmap.values[r][c];
   const shown = value === null ? 'not recorded' : fmt(value);
-  tip.textContent = `${heatmap.layers[r]} · ${steps} · ${heatmap.title.toLowerCase()}: ${shown}`;
+  const modes = begins.get(`${r}:${c}`);
+  tip.textContent = `${heatmap.layers[r]} · ${steps} · ${heatmap.title.toLowerCase()}: ` +
+      shown + (modes ? ` · ${modes.join(', ')} begins` : '');
   tip.dataset.layer = heatmap.layers[r];
   tip.style.left = `${event.clientX + 12}px`;
   tip.style.top = `${event.clientY + 12}px`;

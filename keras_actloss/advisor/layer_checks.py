@@ -1,0 +1,118 @@
+"""The hidden-layer checks of `check_model`: saturating stacks, dead biases.
+
+Why 4: backpropagation through a sigmoid multiplies the gradient by its
+derivative, at most 0.25, so 4 layers shrink it by up to 0.25^4 = 1/256
+(over two orders of magnitude) before the weights are counted; tanh's
+derivative is at most 1 but falls to 0.42 at |x| = 1. Normalization layers
+between them do not break a run (they do not raise sigmoid's 0.25 ceiling);
+any layer other than a kernel layer, its activation, dropout, pooling or
+normalization does (a residual `Add` gives the gradient a path around).
+
+Why the bias rule: for standardized, independent inputs, unit j's
+pre-activation `x . w_j + b_j` has mean `b_j` and standard deviation
+`||w_j||` (the L2 norm of its kernel column). With `b_j < -||w_j||` it is
+positive for fewer than 16% of inputs (P(Z > 1) = 0.159): such a unit
+starts nearly dead and a few bad updates kill it. Zero biases (Keras's
+default) never trigger it. Layers followed by a normalization layer are
+skipped (the normalization removes the bias), and so are activations whose
+inactive region keeps a gradient (Leaky ReLU, ELU, PReLU). Inputs that are
+far from standardized change the picture; the rule is a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_actloss.advisor import walk
+from keras_actloss.advisor.output_checks import finding
+from keras_actloss.findings import WARNING, Finding
+from keras_actloss.profiles import SIGMOID, TANH
+
+DEEP_SATURATING_STACK = "deep_saturating_stack"
+NEGATIVE_BIAS_RELU = "negative_bias_relu"
+LAYER_MODES = (DEEP_SATURATING_STACK, NEGATIVE_BIAS_RELU)
+
+SATURATING_DEPTH = 4
+DEAD_BIAS_Z = 1.0
+DEAD_BIAS_FRACTION = 0.5
+
+
+def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
+    found, run = [], []
+    for unit in [*walk.units(model), None]:
+        hidden = unit is not None and not (
+            {id(unit.layer), id(unit.activation_layer)} & heads
+        )
+        if hidden and unit.activation.family in (SIGMOID, TANH):
+            run.append(unit)
+            continue
+        if len(run) >= SATURATING_DEPTH:
+            names = sorted({u.activation.name for u in run})
+            found.append(
+                finding(
+                    DEEP_SATURATING_STACK,
+                    run[0].layer,
+                    f"{len(run)} {'/'.join(names)} hidden layers in a row "
+                    f"({run[0].layer.name} to {run[-1].layer.name}): each "
+                    "multiplies the gradient by the activation's derivative "
+                    "(at most 0.25 for sigmoid), so the first layers risk "
+                    "vanishing gradients.",
+                    "Use ReLU (or Leaky ReLU) in the hidden layers; batch "
+                    "normalization also helps.",
+                    value=float(len(run)),
+                    severity=WARNING,
+                )
+            )
+        run = []
+    return found
+
+
+def dead_bias_fraction(kernel: np.ndarray, bias: np.ndarray) -> float | None:
+    """Fraction of units with `bias < -DEAD_BIAS_Z * ||kernel column||`.
+
+    Args:
+        kernel: Kernel whose last axis is the units (Dense, Conv).
+        bias: Bias, shape `(units,)`.
+
+    Returns:
+        The fraction, or None when the shapes do not pair up.
+    """
+    if bias.ndim != 1 or kernel.shape[-1] != bias.shape[0]:
+        return None
+    scale = np.sqrt(np.sum(np.square(kernel.reshape(-1, bias.shape[0])), axis=0))
+    return float(np.mean((bias < 0) & (bias < -DEAD_BIAS_Z * scale)))
+
+
+def _numpy(variable: Any) -> np.ndarray:
+    # `Variable.numpy()`: `np.asarray(variable)` warns under NumPy 2 (Keras 3.15).
+    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+
+
+def negative_bias_relu(model: keras.Model) -> list[Finding]:
+    found = []
+    for unit in walk.units(model):
+        if unit is None or unit.normalized or not unit.activation.can_die:
+            continue
+        bias = getattr(unit.layer, "bias", None)
+        if bias is None:
+            continue
+        fraction = dead_bias_fraction(_numpy(unit.layer.kernel), _numpy(bias))
+        if fraction is not None and fraction >= DEAD_BIAS_FRACTION:
+            found.append(
+                finding(
+                    NEGATIVE_BIAS_RELU,
+                    unit.layer,
+                    f"{fraction:.0%} of the units of this ReLU layer have a "
+                    "bias below minus the spread of their input (||w_j||, "
+                    "for standardized inputs): they start active for fewer "
+                    "than 16% of inputs and can die.",
+                    "Initialise biases at zero (Keras's default), use Leaky "
+                    "ReLU, or lower the learning rate.",
+                    value=fraction,
+                    severity=WARNING,
+                )
+            )
+    return found

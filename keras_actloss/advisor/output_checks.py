@@ -1,0 +1,271 @@
+"""The output checks of `check_model`: activation, loss and labels per output.
+
+See `keras_actloss.advisor.check` for the list of modes. Each rule takes a
+`Head` (what is known about one output) and returns a `Finding` or None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from keras_actloss.advisor import labels as _labels
+from keras_actloss.findings import FAILURE, Finding
+from keras_actloss.profiles import SIGMOID, SOFTMAX, ActivationProfile, LossProfile
+
+SOFTMAX_WITH_BINARY_CROSSENTROPY = "softmax_with_binary_crossentropy"
+SIGMOID_WITH_CATEGORICAL_CROSSENTROPY = "sigmoid_with_categorical_crossentropy"
+SOFTMAX_SINGLE_UNIT = "softmax_single_unit"
+CATEGORICAL_LOSS_SINGLE_UNIT = "categorical_loss_single_unit"
+LINEAR_OUTPUT_PROBABILITY_LOSS = "linear_output_probability_loss"
+PROBABILITY_OUTPUT_FROM_LOGITS = "probability_output_from_logits"
+INTEGER_LABELS_CATEGORICAL_LOSS = "integer_labels_categorical_loss"
+ONE_HOT_LABELS_SPARSE_LOSS = "one_hot_labels_sparse_loss"
+CLASS_COUNT_MISMATCH = "class_count_mismatch"
+BOUNDED_OUTPUT_REGRESSION = "bounded_output_regression"
+OUTPUT_MODES = (
+    SOFTMAX_WITH_BINARY_CROSSENTROPY,
+    SIGMOID_WITH_CATEGORICAL_CROSSENTROPY,
+    SOFTMAX_SINGLE_UNIT,
+    CATEGORICAL_LOSS_SINGLE_UNIT,
+    LINEAR_OUTPUT_PROBABILITY_LOSS,
+    PROBABILITY_OUTPUT_FROM_LOGITS,
+    INTEGER_LABELS_CATEGORICAL_LOSS,
+    ONE_HOT_LABELS_SPARSE_LOSS,
+    CLASS_COUNT_MISMATCH,
+    BOUNDED_OUTPUT_REGRESSION,
+)
+
+_CATEGORICAL = ("one_hot", "sparse")
+_BINARY_FIX = (
+    "For two classes use Dense(1, activation='sigmoid') with "
+    "BinaryCrossentropy, or Dense(2, activation='softmax') with "
+    "SparseCategoricalCrossentropy."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """What the output rules know about one output.
+
+    Attributes:
+        layer: Name of the output layer, or None when it cannot be seen.
+        act: Profile of its activation, or None when unknown.
+        units: Output units, or None when unknown.
+        loss: Profile of its loss, or None (uncompiled or custom loss).
+        labels: What its labels are, or None without labels.
+        y: The labels as a float array, or None.
+    """
+
+    layer: str | None
+    act: ActivationProfile | None
+    units: int | None
+    loss: LossProfile | None
+    labels: _labels.LabelInfo | None
+    y: np.ndarray | None
+
+    @property
+    def family(self) -> str | None:
+        return None if self.act is None else self.act.family
+
+    @property
+    def format(self) -> str | None:
+        return None if self.loss is None else self.loss.label_format
+
+
+def finding(mode, head_or_layer, message, fix, value=None, severity=FAILURE):
+    layer = getattr(head_or_layer, "layer", head_or_layer)
+    name = layer if isinstance(layer, str) or layer is None else layer.name
+    return Finding(mode, name, None, value, message, fix, severity)
+
+
+def _softmax_with_bce(h: Head):
+    if h.family == SOFTMAX and h.format == "binary" and (h.units or 0) > 1:
+        return finding(
+            SOFTMAX_WITH_BINARY_CROSSENTROPY,
+            h,
+            f"Softmax over {h.units} units with binary cross-entropy: softmax "
+            "makes the units compete (they sum to 1) while binary "
+            "cross-entropy scores each unit as its own yes/no question.",
+            "For one class per sample use CategoricalCrossentropy (one-hot "
+            "labels) or SparseCategoricalCrossentropy (integer labels); for "
+            "several labels per sample use a sigmoid output.",
+        )
+    return None
+
+
+def _sigmoid_with_cce(h: Head):
+    if h.family == SIGMOID and h.format in _CATEGORICAL and (h.units or 0) > 1:
+        return finding(
+            SIGMOID_WITH_CATEGORICAL_CROSSENTROPY,
+            h,
+            f"Sigmoid output with {h.loss.name}: categorical cross-entropy "
+            "expects one distribution over the classes (softmax), but "
+            "independent sigmoids do not sum to 1.",
+            "Use a softmax output for one class per sample, or keep the "
+            "sigmoid and use BinaryCrossentropy for multi-label targets.",
+        )
+    return None
+
+
+def _softmax_single_unit(h: Head):
+    if h.family == SOFTMAX and h.units == 1:
+        return finding(
+            SOFTMAX_SINGLE_UNIT,
+            h,
+            "Softmax over a single unit always outputs 1.0, so the model cannot learn.",
+            _BINARY_FIX,
+        )
+    return None
+
+
+def _categorical_single_unit(h: Head):
+    if h.format in _CATEGORICAL and h.units == 1 and h.family != SOFTMAX:
+        return finding(
+            CATEGORICAL_LOSS_SINGLE_UNIT,
+            h,
+            f"{h.loss.name} on a single output unit: a distribution over one "
+            "class is always 1.0, so the loss cannot guide training.",
+            _BINARY_FIX,
+        )
+    return None
+
+
+def _linear_probability_loss(h: Head):
+    if h.act is None or h.loss is None or h.loss.expects != "probabilities":
+        return None
+    low, high = h.act.output_range
+    if h.act.produces_probabilities or (low >= 0 and high <= 1):
+        return None
+    multiclass = h.format in ("one_hot", "sparse", "distribution")
+    wanted = "softmax" if multiclass else "sigmoid"
+    logits = "" if h.loss.from_logits is None else " (from_logits=False)"
+    fix = f"Use a {wanted} output."
+    if h.loss.from_logits is not None:
+        fix = (
+            "Pass from_logits=True to the loss (the most stable choice) or "
+            f"use a {wanted} output."
+        )
+    return finding(
+        LINEAR_OUTPUT_PROBABILITY_LOSS,
+        h,
+        f"Output activation '{h.act.name}' does not produce probabilities, "
+        f"but {h.loss.name}{logits} expects them: outputs outside [0, 1] are "
+        "clipped and give no gradient.",
+        fix,
+    )
+
+
+def _probability_from_logits(h: Head):
+    probabilities = h.act is not None and h.act.produces_probabilities
+    if probabilities and h.loss is not None and h.loss.from_logits is True:
+        return finding(
+            PROBABILITY_OUTPUT_FROM_LOGITS,
+            h,
+            f"The output already applies {h.act.name}, but {h.loss.name} "
+            "has from_logits=True and squashes it again: the loss reads "
+            "probabilities as logits, so gradients are weak.",
+            f"Use a linear output with from_logits=True, or keep "
+            f"{h.act.name} and set from_logits=False.",
+        )
+    return None
+
+
+def _integer_labels_cce(h: Head):
+    sparse = h.labels is not None and h.labels.kind in (_labels.BINARY, _labels.INTEGER)
+    if sparse and h.format == "one_hot" and h.units != 1:
+        return finding(
+            INTEGER_LABELS_CATEGORICAL_LOSS,
+            h,
+            f"Labels are integer class indices (shape {h.labels.shape}) but "
+            "categorical cross-entropy expects one-hot rows.",
+            "Use SparseCategoricalCrossentropy, or one-hot encode the labels "
+            "with keras.utils.to_categorical.",
+        )
+    return None
+
+
+def _one_hot_sparse(h: Head):
+    one_hot = h.labels is not None and h.labels.kind == _labels.ONE_HOT
+    if one_hot and h.format == "sparse":
+        return finding(
+            ONE_HOT_LABELS_SPARSE_LOSS,
+            h,
+            f"Labels are one-hot rows (shape {h.labels.shape}) but sparse "
+            "categorical cross-entropy expects integer class indices.",
+            "Use CategoricalCrossentropy, or pass y.argmax(axis=-1).",
+        )
+    return None
+
+
+def _class_count_problem(h: Head) -> str | None:
+    info, units, fmt = h.labels, h.units, h.format
+    rows = (_labels.ONE_HOT, _labels.MULTI_HOT, _labels.DISTRIBUTION)
+    if fmt == "sparse" and info.kind in (_labels.BINARY, _labels.INTEGER):
+        if units > 1 and info.n_classes > units:
+            return (
+                f"Labels go up to class {info.high:g} ({info.n_classes} classes) "
+                f"but the output has {units} units."
+            )
+    elif fmt == "one_hot" and info.kind in rows and 1 < units != info.n_columns:
+        return f"Labels have {info.n_columns} columns; the output has {units} units."
+    elif fmt == "binary" and info.kind == _labels.INTEGER:
+        return (
+            f"Labels hold {info.n_classes} classes but binary cross-entropy "
+            "needs 0/1 labels."
+        )
+    elif fmt in ("binary", "distribution", "signed") and info.n_columns != units:
+        return (
+            f"Labels have {info.n_columns} column(s) but the output has {units} units."
+        )
+    return None
+
+
+def _class_count(h: Head):
+    if h.labels is None or h.units is None or h.loss is None:
+        return None
+    problem = _class_count_problem(h)
+    if problem is None:
+        return None
+    expected = h.labels.n_classes if h.format in _CATEGORICAL else h.labels.n_columns
+    return finding(
+        CLASS_COUNT_MISMATCH,
+        h,
+        problem,
+        f"Give the output layer {expected} units (one per class or label "
+        "column), or check the labels.",
+    )
+
+
+def _bounded_regression(h: Head):
+    if h.act is None or h.y is None or h.loss is None or h.loss.task != "regression":
+        return None
+    low, high = h.act.output_range
+    outside = float(np.mean((h.y < low) | (h.y > high)))
+    if outside == 0:
+        return None
+    return finding(
+        BOUNDED_OUTPUT_REGRESSION,
+        h,
+        f"Output activation '{h.act.name}' has range [{low:g}, {high:g}], but "
+        f"{outside:.1%} of the regression targets (in [{h.labels.low:g}, "
+        f"{h.labels.high:g}]) lie outside it and can never be reached.",
+        "Use a linear output for regression, or rescale the targets into the "
+        "activation's range.",
+        value=outside,
+    )
+
+
+OUTPUT_RULES = (
+    _softmax_with_bce,
+    _sigmoid_with_cce,
+    _softmax_single_unit,
+    _categorical_single_unit,
+    _linear_probability_loss,
+    _probability_from_logits,
+    _integer_labels_cce,
+    _one_hot_sparse,
+    _class_count,
+    _bounded_regression,
+)

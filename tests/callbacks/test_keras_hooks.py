@@ -1,0 +1,152 @@
+"""Tests for the Keras-internals module behind GradientDiagnostics."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+from callback_models import build_model, weights
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+from keras_actloss.callbacks import GradientDiagnostics, _keras_hooks
+
+
+def test_keras_internals_we_rely_on_exist():
+    # Fails loudly when a Keras upgrade moves what the hooks wrap.
+    _keras_hooks.check_internals()
+    assert list(inspect.signature(TensorFlowTrainer._make_function).parameters) == [
+        "self",
+        "step_function",
+    ]
+    source = inspect.getsource(TensorFlowTrainer.train_step)
+    # The hooks see the loss through `scale_loss` and the gradients through
+    # `apply_gradients` -> `apply`.
+    assert "self.optimizer.scale_loss(loss)" in source
+    assert "self.optimizer.apply_gradients(" in source
+    assert "self.apply(grads, trainable_variables)" in inspect.getsource(
+        BaseOptimizer.apply_gradients
+    )
+    # `fit` reads `self.train_function` afresh on every batch, after
+    # `on_train_batch_begin`, which is how the two train functions swap.
+    fit = inspect.getsource(TensorFlowTrainer.fit)
+    assert fit.index("callbacks.on_train_batch_begin") < fit.index(
+        "logs = self.train_function(iterator)"
+    )
+
+
+def test_check_internals_fails_loudly_when_keras_changes(monkeypatch):
+    monkeypatch.delattr(TensorFlowTrainer, "_make_function")
+    with pytest.raises(RuntimeError, match="_make_function"):
+        _keras_hooks.check_internals()
+
+
+def test_check_internals_notices_a_changed_signature(monkeypatch):
+    def apply(self, gradients, variables=None):
+        raise AssertionError
+
+    monkeypatch.setattr(BaseOptimizer, "apply", apply)
+    with pytest.raises(RuntimeError, match="apply"):
+        _keras_hooks.check_internals()
+
+
+def test_plan_layers_names_profiles_and_channel_axis():
+    class Block(keras.layers.Layer):
+        """A composite layer with a weight of its own and a sublayer."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(4, name="inner")
+
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(4,), name="scale")
+            self.inner.build(shape)
+
+        def call(self, x):
+            return self.inner(x) * self.scale
+
+    inp = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv")(inp)
+    x = keras.layers.Conv2D(2, 1, data_format="channels_first", name="cf")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    x = keras.layers.Dense(4, name="dense")(x)
+    x = keras.layers.LeakyReLU(name="leaky")(x)
+    x = keras.layers.Activation("sigmoid", name="act")(x)
+    x = Block(name="block")(x)
+    model = keras.Model(inp, x)
+    plans = _keras_hooks.plan_layers(model)
+    got = [
+        (p.info.name, p.info.activation, p.info.has_trainable_weights) for p in plans
+    ]
+    assert got == [
+        ("conv", "relu", True),
+        ("cf", None, True),
+        ("dense", None, True),
+        ("leaky", "leaky_relu", False),
+        ("act", "sigmoid", False),
+        ("block", None, True),
+        ("block/inner", None, True),
+    ]
+    assert [p.info.depth for p in plans] == list(range(7))
+    axes = {p.info.name: p.channel_axis for p in plans}
+    assert axes["cf"] == 1 and axes["conv"] == -1
+    block = plans[5]
+    assert [v.name for v in block.variables] == ["scale"]
+
+
+def _instance_attrs(model):
+    found = []
+    if "make_train_function" in model.__dict__:
+        found.append("model.make_train_function")
+    for name in ("apply", "scale_loss"):
+        if name in model.optimizer.__dict__:
+            found.append(f"optimizer.{name}")
+    for layer in model._flatten_layers():
+        if "call" in layer.__dict__:
+            found.append(f"{layer.name}.call")
+    return found
+
+
+@pytest.mark.parametrize("kind", ["sequential", "nested", "subclassed"])
+def test_hooks_are_undone_after_fit(kind, data, tmp_path):
+    x, y = data
+    model = build_model(kind)
+    twin = build_model(kind)
+    for m in (model, twin):
+        m.compile(keras.optimizers.SGD(0.1), "mse")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "ckpt.weights.h5"), save_weights_only=True
+    )
+    diag = GradientDiagnostics(every_n_steps=2, check_model=False)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag, checkpoint])
+    assert _instance_attrs(model) == []
+    assert model.train_function is not None
+    # The checkpoint written during fit holds the final weights.
+    restored = build_model(kind)
+    restored.load_weights(str(tmp_path / "ckpt.weights.h5"))
+    for a, b in zip(weights(restored), weights(model)):
+        np.testing.assert_array_equal(a, b)
+    # Training afterwards is plain SGD: same update as an untouched twin.
+    twin.set_weights(model.get_weights())
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    twin.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(weights(model), weights(twin)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_model_saves_and_loads_during_and_after_fit(data, tmp_path):
+    x, y = data
+    model = build_model("functional")
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    path = str(tmp_path / "model.keras")
+    checkpoint = keras.callbacks.ModelCheckpoint(path)
+    diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, checkpoint])
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6
+    )
+    assert "apply" not in loaded.optimizer.__dict__
+    model.save(tmp_path / "after.keras")
+    again = keras.models.load_model(tmp_path / "after.keras")
+    again.fit(x, y, batch_size=8, epochs=1, verbose=0)
