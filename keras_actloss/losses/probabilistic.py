@@ -186,8 +186,8 @@ def sparse_categorical_crossentropy(
     One-hot labels raise a `ValueError` naming `CategoricalCrossentropy` (a
     static shape check, also in `model.fit`); class ids that are not integers
     in `[0, num_classes)` raise when the labels are concrete (eager calls
-    only: inside a traced function TensorFlow's own range check applies on
-    CPU).
+    only). Inside a traced function TensorFlow's own kernel raises on CPU,
+    but under XLA (or on GPU) an out-of-range id gives a NaN loss.
 
     Formula:
 

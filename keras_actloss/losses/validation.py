@@ -235,7 +235,7 @@ def validate_label_smoothing(label_smoothing: float) -> float:
             "Argument `label_smoothing` must be a float in [0, 1]. "
             f"Received: label_smoothing={label_smoothing!r}"
         )
-    return label_smoothing
+    return float(label_smoothing)
 
 
 def validate_axis(axis: int) -> int:
@@ -256,7 +256,7 @@ def validate_delta(delta: float) -> float:
         raise ValueError(
             f"Argument `delta` must be a positive number. Received: delta={delta!r}"
         )
-    return delta
+    return float(delta)
 
 
 def validate_from_logits(from_logits: bool) -> bool:

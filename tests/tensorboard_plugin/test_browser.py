@@ -223,7 +223,9 @@ def test_trained_run_shows_its_layers_and_findings(tensorboard_url, driver, trai
     # Findings made while training (those with a step) are all in the table.
     shown = {(c[0], c[1], c[2]) for c in _findings_cells(driver)}
     during = {
-        (f.mode, f.layer, str(f.step)) for f in diag.findings if f.step is not None
+        (f.mode, f.layer or "(model)", str(f.step))
+        for f in diag.findings
+        if f.step is not None
     }
     assert {"dead_relu"} <= {mode for mode, _, _ in during}
     assert during <= shown
