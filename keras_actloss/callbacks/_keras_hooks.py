@@ -54,6 +54,9 @@ FULL = "full"
 # scale has been cut by 2**10, far beyond any normal overflow streak.
 LOSS_SCALE_PATIENCE = 10
 
+# Label rows kept from a recorded batch for `check_model(model, y=...)`.
+LABEL_ROWS = 64
+
 # Per-layer slots of the full-statistics vector, in order.
 LAYER_FIELDS = (
     "grad_norm",
@@ -274,6 +277,13 @@ class TrainHooks:
 
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.optimizer
+        self._labels = None
+        if self.replicas == 1 and not model.jit_compile:
+            self._labels = self._tf.Variable(
+                np.zeros((0,), "float32"),
+                shape=self._tf.TensorShape(None),
+                trainable=False,
+            )
         with self.strategy.scope():
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
@@ -347,6 +357,8 @@ class TrainHooks:
             self._local.loss = None
             first = self._tf.nest.flatten(data)[0]
             self._local.batch = self._tf.shape(first)[0]
+            if mode == FULL and self._labels is not None:
+                self._keep_labels(data)
             try:
                 return train_step(data)
             finally:
@@ -354,6 +366,14 @@ class TrainHooks:
                 self._local.outputs = {}
 
         return model._make_function(step)
+
+    def _keep_labels(self, data) -> None:
+        """Copies the first rows of a single label tensor into `_labels`."""
+        tf = self._tf
+        _, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        flat = tf.nest.flatten(y)
+        if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
+            self._labels.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
 
     def _call_wrapper(self, original, index: int):
         tf = self._tf
@@ -434,7 +454,7 @@ class TrainHooks:
             [tf.identity(tf.convert_to_tensor(v)) for v in p.variables]
             for p in self.plans
         ]
-        values = self._pre_update(layer_grads, weights, scale)
+        values = self._pre_update(layer_grads, weights, scale, sentinel)
         if self._samples:
             self._write_samples(layer_grads, scale)
         result = original(grads, passed)
@@ -477,62 +497,71 @@ class TrainHooks:
         return groups
 
     def _update_sentinel(self, grads, variables, step, scale) -> dict:
-        """Global norm and non-finite check of this step, into `_sentinel`."""
+        """Global norm and non-finite check of this step, into `_sentinel`.
+
+        Runs on every step, so it is written for few graph ops: one
+        reduction per variable, then one `where` over the state vector.
+        """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        squares = tf.stack(
-            [2.0 * tf.nn.l2_loss(tf.cast(g, "float32")) for g, _ in present]
-        )
-        norm = tf.sqrt(tf.reduce_sum(squares))
+        halves = tf.stack([tf.nn.l2_loss(tf.cast(g, "float32")) for g, _ in present])
+        norm = tf.sqrt(2.0 * tf.reduce_sum(halves))
         if scale is not None:
             norm = norm / scale
-        bad_vars = tf.logical_not(tf.math.is_finite(squares))
-        bad = tf.reduce_any(bad_vars)
+        finite = tf.math.is_finite(halves)
+        bad = tf.logical_not(tf.reduce_all(finite))
         layer_of = tf.constant(
             [float(self._var_layer.get(id(v), -1)) for _, v in present], "float64"
         )
-        first_layer = tf.gather(layer_of, tf.argmax(tf.cast(bad_vars, "int32")))
-        s = tf.unstack(self._sentinel)
-        f = dict(zip(SENTINEL_FIELDS, s))
-        streak = tf.where(bad, f["streak"] + 1.0, 0.0)
-        counted = bad
+        first_layer = tf.gather(layer_of, tf.argmin(tf.cast(finite, "int32")))
+        old = self._sentinel.read_value()
+        f = dict(zip(SENTINEL_FIELDS, tf.unstack(old)))
+        streak, skipped_total = f["streak"], f["skipped"]
+        counted, skipped = bad, tf.constant(False)
         if self.loss_scaled:
+            streak = tf.where(bad, streak + 1.0, 0.0)
             counted = tf.logical_and(bad, streak >= LOSS_SCALE_PATIENCE)
-        skipped = tf.logical_and(bad, tf.logical_not(counted))
+            skipped = tf.logical_and(bad, tf.logical_not(counted))
+            skipped_total = skipped_total + tf.cast(skipped, "float64")
         norm64 = tf.cast(norm, "float64")
         new_max = tf.logical_and(tf.logical_not(bad), norm64 > f["max_norm"])
         first_bad = tf.logical_and(counted, f["nf_step"] < 0)
+        keep = tf.constant(True)
+        candidate = [norm64, step, step, first_layer, norm64, streak, skipped_total]
+        mask = [new_max, new_max, first_bad, first_bad, first_bad, keep, keep]
         self._sentinel.assign(
-            tf.stack(
-                [
-                    tf.where(new_max, norm64, f["max_norm"]),
-                    tf.where(new_max, step, f["max_step"]),
-                    tf.where(first_bad, step, f["nf_step"]),
-                    tf.where(first_bad, first_layer, f["nf_layer"]),
-                    tf.where(first_bad, norm64, f["nf_norm"]),
-                    streak,
-                    f["skipped"] + tf.cast(skipped, "float64"),
-                    step,
-                ]
-            )
+            tf.where(tf.stack(mask + [keep]), tf.stack(candidate + [step]), old)
         )
+        positions: dict[int, list[int]] = {}
+        for k, (_, v) in enumerate(present):
+            positions.setdefault(self._var_layer.get(id(v), -1), []).append(k)
         return {
             "norm": norm,
             "bad": tf.cast(counted, "float32"),
             "skipped": tf.cast(skipped, "float32"),
+            "halves": halves,
+            "positions": positions,
         }
 
-    def _pre_update(self, layer_grads, weights, scale) -> list:
-        """Per-layer gradient, weight and activation statistics (flat list)."""
+    def _pre_update(self, layer_grads, weights, scale, sentinel) -> list:
+        """Per-layer gradient, weight and activation statistics (flat list).
+
+        The sums of squares come from the sentinel's per-variable reduction,
+        so the gradients are read once more only for the max-abs.
+        """
         tf = self._tf
         values = []
-        counts, slots = [], []
+        slots = []
         outputs = getattr(self._local, "outputs", {})
         for i, (plan, g) in enumerate(zip(self.plans, layer_grads)):
             has_grad = bool(g)
             self._present[(i, "grad")] = has_grad
             if has_grad:
-                norm, rms, peak = stats.l2_norm(g), stats.rms(g), stats.max_abs(g)
+                halves = tf.gather(sentinel["halves"], sentinel["positions"][i])
+                squares = 2.0 * tf.reduce_sum(halves)
+                norm = tf.sqrt(squares)
+                rms = tf.sqrt(squares / max(stats.element_count(g), 1))
+                peak = stats.max_abs(g)
                 if scale is not None:
                     norm, rms, peak = norm / scale, rms / scale, peak / scale
                 values += [norm, rms, peak, stats.l2_norm(weights[i])]
@@ -545,7 +574,6 @@ class TrainHooks:
                     tf.stop_gradient(out), plan.profile, plan.channel_axis
                 )
                 slots.append((i, c))
-                counts.append(c)
         values = values + self._activation_values(slots)
         return values
 
@@ -643,6 +671,17 @@ class TrainHooks:
             for i, var in self._samples.items()
             if self._present.get((i, "grad"))
         }
+
+    def read_labels(self):
+        """Labels of a recorded batch (float32, up to 64 rows), or None.
+
+        Only kept for a single label tensor, without `tf.distribute`
+        replicas and without `jit_compile`.
+        """
+        if self._labels is None:
+            return None
+        labels = self._labels.numpy()
+        return labels if labels.size else None
 
     def read_sentinel(self, reset: bool = True) -> dict:
         """The sentinel since the last read; resets it unless `reset=False`."""

@@ -54,6 +54,15 @@ def _float_or_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def _check_model_function():
+    """`keras_actloss.advisor.check_model`, or None if it is not available."""
+    try:
+        advisor = importlib.import_module("keras_actloss.advisor")
+    except ImportError:
+        return None
+    return getattr(advisor, "check_model", None)
+
+
 class GradientDiagnostics(keras.callbacks.Callback):
     """Records per-layer gradient and activation health while a model trains.
 
@@ -179,6 +188,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._writer = None
         self._rules = None
         self._last_histogram = None
+        self._labels_checked = False
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -267,6 +277,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         )
         new = self._sentinel_findings(recorded=step)
         new += self._rules.observe(stats)
+        new += self._label_checks()
         if self._writer is not None:
             self._writer.write_stats(stats)
             if samples:
@@ -318,14 +329,25 @@ class GradientDiagnostics(keras.callbacks.Callback):
             raise TrainingFailure(failures[0])
 
     def _static_checks(self) -> None:
+        check = _check_model_function()
+        if check is not None:
+            self._handle(list(check(self.model)))
+
+    def _label_checks(self) -> list[Finding]:
+        """`check_model` with labels of the first recorded batch, once."""
+        check = _check_model_function()
+        if not self.check_model or self._labels_checked or check is None:
+            return []
+        labels = self._hooks.read_labels()
+        if labels is None:
+            return []
+        self._labels_checked = True
         try:
-            advisor = importlib.import_module("keras_actloss.advisor")
-        except ImportError:
-            return
-        check = getattr(advisor, "check_model", None)
-        if check is None:
-            return
-        self._handle(list(check(self.model)))
+            found = check(self.model, y=labels)
+        except ValueError:
+            return []  # Labels it cannot read (NaN, ...): nothing to add.
+        seen = {(f.mode, f.layer) for f in self.findings}
+        return [f for f in found if (f.mode, f.layer) not in seen]
 
     # ------------------------------------------------------------------- I/O
     def _histograms_on(self) -> bool:

@@ -289,7 +289,8 @@ class HealthRules:
                 f"{growth}: the gradients are exploding and training diverges."
             )
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message)
-        if recording and count == 0 and len(self._baseline) < t.baseline_recordings:
+        early = len(self._baseline) < t.baseline_recordings
+        if recording and count == 0 and norm > 0 and early:
             self._baseline.append(norm)
 
     def _update_ratios(self, new, stats: StepStats) -> None:

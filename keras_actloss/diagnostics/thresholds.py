@@ -74,9 +74,10 @@ class Thresholds:
             the units gone is half the layer's capacity lost. Defaults to
             `0.5`.
         min_samples: Dead units are only judged on recorded batches of at
-            least this many samples: a healthy unit active on 20% of samples
-            is zero on all of 16 samples with probability 0.8^16 = 3%, on all
-            of 2 with 64%. Defaults to `16`.
+            least this many samples. A healthy unit active on half the
+            samples is zero on all of 8 with probability 0.5^8 = 0.4% (one
+            active on 20%: 17%), on a single sample with probability 50%.
+            Defaults to `8`.
         saturation: A hidden sigmoid/tanh layer is saturated when at least
             this fraction of its outputs are in the flat tails (derivative
             below 4% of its peak). Defaults to `0.5`.
@@ -95,7 +96,7 @@ class Thresholds:
     exploding_patience: int = 2
     baseline_recordings: int = 3
     dead_fraction: float = 0.5
-    min_samples: int = 16
+    min_samples: int = 8
     saturation: float = 0.5
 
     def __post_init__(self):

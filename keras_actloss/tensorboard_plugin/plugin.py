@@ -60,13 +60,13 @@ _STATIC = {
     "/style.css": ("style.css", "text/css"),
 }
 NO_DATA_MESSAGE = (
-    "This run has no Gradient Health data (no `grad_norm/<layer>` scalars and "
-    "no `diagnostics/layers` table). Train with "
+    "This run has no Gradient Health data (no `grad_norm/<layer>` scalars, "
+    "no `diagnostics/layers` or `diagnostics/findings` table). Train with "
     "`keras_actloss.callbacks.GradientDiagnostics(log_dir=...)` to record it."
 )
 
 
-class BadRequest(ValueError):
+class _RequestError(ValueError):
     """A request the plugin refuses; carries the HTTP status to answer."""
 
     def __init__(self, message: str, code: int = 400):
@@ -75,7 +75,15 @@ class BadRequest(ValueError):
 
 
 class GradientHealthPlugin(base_plugin.TBPlugin):
-    """Serves the Gradient Health dashboard from TensorBoard's data provider."""
+    """Serves the Gradient Health dashboard from TensorBoard's data provider.
+
+    TensorBoard creates it through `GradientHealthLoader`; build one directly
+    only to serve its routes elsewhere (tests, a custom WSGI app).
+
+    Args:
+        context: The `TBContext` TensorBoard passes to plugins; only its
+            `data_provider` is used.
+    """
 
     plugin_name = PLUGIN_NAME
 
@@ -123,7 +131,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
             eid = plugin_util.experiment_id(request.environ)
             try:
                 payload = payload_fn(ctx, eid, request.args)
-            except BadRequest as e:
+            except _RequestError as e:
                 return _error(request, str(e), e.code)
             return http_util.Respond(request, payload, "application/json")
 
@@ -134,7 +142,9 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
     def _runs_payload(self, ctx, eid, args):
         _check_params(args, allowed=())
         has_data = self._runs_with_data(ctx, eid)
-        runs = [r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)]
+        runs = sorted(
+            r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)
+        )
         return {
             "runs": [{"run": r, "has_data": has_data.get(r, False)} for r in runs],
             "max_columns": data.MAX_COLUMNS,
@@ -142,20 +152,21 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
 
     def _health_payload(self, ctx, eid, args):
         _check_params(args, allowed=("run", "columns"))
-        run = validate_run(args.get("run"))
-        columns = validate_columns(args.get("columns"))
+        run = _validate_run(args.get("run"))
+        columns = _validate_columns(args.get("columns"))
         known = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)}
         if run not in known:
-            raise BadRequest(f"Unknown run. Received: run={run!r}", code=404)
+            raise _RequestError(f"Unknown run. Received: run={run!r}", code=404)
         layers = self._read_layers(ctx, eid, run)
         series = self._read_series(ctx, eid, run)
-        if not layers and not series:
+        findings = self._read_findings(ctx, eid, run)
+        if not layers and not series and not findings:
             return {"run": run, "has_data": False, "message": NO_DATA_MESSAGE}
         return {
             "run": run,
             "has_data": True,
             "layers": layers,
-            "findings": self._read_findings(ctx, eid, run),
+            "findings": findings,
             **_heatmaps(layers, series, columns),
         }
 
@@ -172,7 +183,9 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
             ctx,
             experiment_id=eid,
             plugin_name=_TEXT_PLUGIN,
-            run_tag_filter=provider.RunTagFilter(tags=[tags.LAYERS_TAG]),
+            run_tag_filter=provider.RunTagFilter(
+                tags=[tags.LAYERS_TAG, tags.FINDINGS_TAG]
+            ),
         )
         for run in texts:
             found[run] = True
@@ -295,14 +308,14 @@ def _section(tag: str) -> str | None:
     return parts[0] if parts else None
 
 
-def validate_run(run: str | None) -> str:
-    """Checks a requested run name; raises `BadRequest` (400) if malformed.
+def _validate_run(run: str | None) -> str:
+    """Checks a requested run name; raises `_RequestError` (400) if malformed.
 
     Run names are TensorBoard's (`"."`, `"train"`, `"exp1/train"`): relative,
     `/`-separated, with no `..` segment, backslash or control character.
     """
     if run is None or run == "":
-        raise BadRequest("Expected a `run` query parameter. Received: run=None")
+        raise _RequestError(f"Expected a `run` query parameter. Received: run={run!r}")
     bad = (
         len(run) > _MAX_RUN_LENGTH
         or run.startswith("/")
@@ -311,17 +324,17 @@ def validate_run(run: str | None) -> str:
         or ".." in run.split("/")
     )
     if bad:
-        raise BadRequest(f"Expected a TensorBoard run name. Received: run={run!r}")
+        raise _RequestError(f"Expected a TensorBoard run name. Received: run={run!r}")
     return run
 
 
-def validate_columns(columns: str | None) -> int:
+def _validate_columns(columns: str | None) -> int:
     """Parses the `columns` parameter: an int in [1, MAX_COLUMNS]."""
     if columns is None:
         return data.MAX_COLUMNS
     digits = columns.isascii() and columns.isdigit()
     if not digits or not 1 <= int(columns) <= data.MAX_COLUMNS:
-        raise BadRequest(
+        raise _RequestError(
             f"Expected `columns` to be an integer in [1, {data.MAX_COLUMNS}]. "
             f"Received: columns={columns!r}"
         )
@@ -331,19 +344,22 @@ def validate_columns(columns: str | None) -> int:
 def _check_params(args, allowed: tuple[str, ...]) -> None:
     for key in args:
         if key not in allowed:
-            raise BadRequest(
+            raise _RequestError(
                 f"Expected query parameters among {list(allowed)}. "
                 f"Received: {key}={args.get(key)!r}"
             )
         if len(args.getlist(key)) > 1:
-            raise BadRequest(
+            raise _RequestError(
                 f"Expected one `{key}` parameter. Received: {args.getlist(key)}"
             )
 
 
 def _error(request, message: str, code: int):
     body = json.dumps({"error": message})
-    return http_util.Respond(request, body, "application/json", code=code)
+    headers = [("Allow", "GET")] if code == 405 else None
+    return http_util.Respond(
+        request, body, "application/json", code=code, headers=headers
+    )
 
 
 class GradientHealthLoader(base_plugin.TBLoader):

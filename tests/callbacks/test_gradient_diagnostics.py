@@ -427,6 +427,21 @@ def test_check_model_findings_are_reported(tmp_path, rng):
     assert "diagnostics/findings" in _tags(tmp_path).Tags()["tensors"]
 
 
+def test_check_model_sees_the_labels_of_a_recorded_batch(rng):
+    # A sigmoid output cannot reach regression targets in [0, 10]; only the
+    # labels tell, and the callback hands a batch of them to check_model.
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (10 * rng.random(size=(32, 1))).astype("float32")
+    diag = GradientDiagnostics(every_n_steps=50, on_failure="raise")
+    with pytest.warns(GradientHealthWarning, match="bounded_output_regression"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag])
+    assert [f.mode for f in diag.findings] == ["bounded_output_regression"]
+
+
 def test_heatmap_image_is_written(data, tmp_path):
     x, y = data
     model = _compile(build_model("sequential"))

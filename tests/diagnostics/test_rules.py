@@ -112,6 +112,16 @@ class TestNonFinite:
         event = SentinelEvent(step=7, global_norm=math.inf, non_finite=True)
         assert modes(rules.observe_sentinel(event)) == [(F.NON_FINITE, None, 7)]
 
+    def test_nothing_is_judged_after_non_finite(self):
+        # A NaN kernel makes a ReLU layer output zeros: consequences, not causes.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        found = rules.observe(recording(0, [1e-2] * 3, global_norm=math.nan))
+        seq = [
+            recording(s, [0.0, 1e-2, 1e-2], dead_fraction=[1.0, 1.0, None])
+            for s in range(1, 9)
+        ]
+        assert modes(found + run(rules, seq)) == [(F.NON_FINITE, None, 0)]
+
     def test_nan_loss(self):
         rules = HealthRules(mlp(["relu"]))
         found = rules.observe(recording(3, [1e-2, 1e-2], loss=math.nan))
@@ -253,6 +263,14 @@ class TestExploding:
             recording(30, [1e-2, 1e-2], global_norm=600.0),
         ]
         assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 27)]
+
+    def test_zero_norms_are_no_baseline(self):
+        # No gradient at first (e.g. a zero-initialised model), then normal.
+        rules = HealthRules(mlp(["tanh"]))
+        norms = [0.0, 0.0, 0.0, 1.0, 1.2, 0.9, 1.1]
+        seq = [recording(i, [1e-2, 1e-2], global_norm=n) for i, n in enumerate(norms)]
+        assert run(rules, seq) == []
+        assert rules.norm_limit() == 100.0  # 100 x median(1.0, 1.2, 0.9)
 
     def test_norm_limit(self):
         rules = HealthRules(mlp(["tanh"]))

@@ -102,15 +102,15 @@ def test_deep_sigmoid_with_adam_still_vanishes(train):
 
 
 def test_learning_rate_too_high_explodes_to_nan(train):
-    # SGD with lr=1 on a ReLU regression: the norm blows up within steps,
-    # then the weights overflow.
+    # SGD with lr=1 on a tanh regression MLP: the norm grows by orders of
+    # magnitude within a few steps, then the weights overflow.
     x, y = regression()
-    model = mlp(["relu"] * 2, inputs=8, outputs=1, output_activation=None, width=16)
-    diag, losses = train(model, x, y, keras.optimizers.SGD(1.0), "mse", 2)
+    model = mlp(["tanh"] * 2, inputs=8, outputs=1, output_activation=None)
+    diag, losses = train(model, x, y, keras.optimizers.SGD(1.0), "mse", 4)
     assert modes(diag) == {"exploding_gradients", "non_finite"}
-    explode = next(f for f in diag.findings if f.mode == "exploding_gradients")
-    nan = next(f for f in diag.findings if f.mode == "non_finite")
-    assert explode.step < nan.step  # The explosion comes first.
+    explode = min(f.step for f in diag.findings if f.mode == "exploding_gradients")
+    (nan,) = [f for f in diag.findings if f.mode == "non_finite"]
+    assert explode < nan.step  # The explosion comes first.
     assert not np.isfinite(losses[-1])
 
 
@@ -143,11 +143,17 @@ def test_negative_bias_kills_relu(train):
 
 
 def test_huge_learning_rate_kills_relu(train):
-    # A step too large pushes a ReLU layer's units into the negative region
-    # for good; the loss stops improving.
-    x, y = regression()
-    model = mlp(["relu"] * 2, inputs=8, outputs=1, output_activation=None)
-    diag, losses = train(model, x, y, keras.optimizers.SGD(0.25), "mse", 6)
+    # SGD with lr=3: one large step pushes most of a ReLU layer's units into
+    # the negative region, where they get no gradient and stay.
+    x, y = classification()
+    diag, _ = train(
+        mlp(["relu"] * 2),
+        x,
+        y,
+        keras.optimizers.SGD(3.0),
+        "sparse_categorical_crossentropy",
+        4,
+    )
     assert modes(diag) == {"dead_relu"}
     assert min(f.value for f in diag.findings) >= 0.5
 
@@ -222,11 +228,11 @@ def test_healthy_deep_relu_mlp_with_sgd(train):
         mlp(["relu"] * 6, width=64),
         x,
         y,
-        keras.optimizers.SGD(0.05),
+        keras.optimizers.SGD(0.1),
         "sparse_categorical_crossentropy",
         15,
     )
-    assert losses[-1] < 0.3 * losses[0]
+    assert losses[-1] < 0.2 * losses[0]
     assert diag.findings == []
 
 
@@ -255,6 +261,7 @@ def test_healthy_binary_classifier_with_confident_sigmoid_output(train):
 
 
 def test_healthy_cnn_with_batch_norm(train):
+    # Is the top half of the image brighter than the bottom half?
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 8, 8, 1)).astype("float32")
     y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype("int32")
@@ -264,17 +271,18 @@ def test_healthy_cnn_with_batch_norm(train):
             keras.layers.Conv2D(8, 3, padding="same"),
             keras.layers.BatchNormalization(),
             keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
             keras.layers.Conv2D(8, 3, padding="same"),
             keras.layers.BatchNormalization(),
             keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Flatten(),
             keras.layers.Dense(2, activation="softmax"),
         ]
     )
     diag, losses = train(
         model, x, y, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", 10
     )
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.3 * losses[0]
     assert diag.findings == []
 
 

@@ -229,6 +229,12 @@ def test_trained_run_shows_its_layers_and_findings(tensorboard_url, driver, trai
     }
     assert {"dead_relu"} <= {mode for mode, _, _ in during}
     assert during <= shown
+    # Markers where gradient-norm findings begin ("" marks a model-wide one).
+    norm_modes = {"vanishing_gradients", "exploding_gradients", "non_finite"}
+    markers = driver.find_elements(By.CSS_SELECTOR, f"{NORM} .gh-marker")
+    assert sorted(m.get_attribute("data-layer") for m in markers) == sorted(
+        f.layer or "" for f in diag.findings if f.mode in norm_modes
+    )
     driver.switch_to.default_content()
     SCREENSHOT.parent.mkdir(exist_ok=True)
     driver.save_screenshot(str(SCREENSHOT))

@@ -21,15 +21,32 @@ from gh_logs import (
     make_provider,
     saturation,
     write_large_run,
+    write_plain_run,
+    write_run,
 )
 from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 
+from keras_actloss.logs.writer import DiagnosticsWriter
 from keras_actloss.tensorboard_plugin import plugin as plugin_lib
 
 RUN = "exp/train"
 REL = 5e-4  # the plugin rounds cells to 4 significant digits
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """`exp/train` has diagnostics data; `plain` has a loss curve only."""
+    root = tmp_path_factory.mktemp("gh_logs")
+    write_run(str(root / "exp"))
+    write_plain_run(str(root / "plain"))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def client(logdir):
+    return PluginClient(make_plugin(logdir))
 
 
 def _json(response):
@@ -62,8 +79,6 @@ def test_routes(client):
 
 def test_is_active(logdir, tmp_path):
     assert make_plugin(logdir).is_active()
-    from gh_logs import write_plain_run
-
     write_plain_run(str(tmp_path / "plain"))
     assert not make_plugin(str(tmp_path)).is_active()
 
@@ -195,7 +210,9 @@ def test_unknown_run_is_404(client):
 
 @pytest.mark.parametrize("route", ["/health", "/runs", "/index.js"])
 def test_only_get(client, route):
-    assert client.get(route, f"run={RUN}", method="POST").status_code == 405
+    response = client.get(route, f"run={RUN}", method="POST")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
 
 
 def test_runs_rejects_parameters(client):
@@ -262,3 +279,18 @@ def test_tensorboard_app_lists_the_tab_and_serves_the_entry(logdir):
     assert client.get(f"{base}/health?run={RUN}").status_code == 200
     assert client.get(f"{base}/health?run=..%2F..%2Fetc").status_code == 400
     assert client.get(f"{base}/../../../etc/passwd").status_code == 404
+
+
+def test_findings_repeated_in_later_tables_are_shown_once(tmp_path):
+    # A writer that rewrites every finding so far in each table (robust to
+    # TensorBoard keeping only some text events) must not show duplicates.
+    first, second = FINDINGS[1], FINDINGS[2]
+    with DiagnosticsWriter(str(tmp_path / "cum")) as writer:
+        writer.write_findings([first])
+        writer.write_findings([first, second])
+    client = PluginClient(make_plugin(str(tmp_path)))
+    findings = _json(client.get("/health", "run=cum/train"))["findings"]
+    assert [(f["mode"], f["step"]) for f in findings] == [
+        (first.mode, first.step),
+        (second.mode, second.step),
+    ]

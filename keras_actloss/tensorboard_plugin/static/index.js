@@ -80,6 +80,7 @@ function draw(payload) {
   const status = document.getElementById('gh-status');
   const view = document.getElementById('gh-view');
   document.body.dataset.run = payload.run;
+  tooltip().hidden = true;
   if (!payload.has_data) {
     status.textContent = '';
     view.replaceChildren(empty(payload.message));
@@ -120,16 +121,20 @@ function heatmapSection(heatmap, columns, findings) {
   const plot = el('div', {class: 'gh-plot'}, [canvas]);
   const begins = new Map();  // "row:col" -> modes of the findings starting there
   for (const f of findings) {
-    const row = heatmap.layers.indexOf(f.layer);
-    if (f.section !== heatmap.section || row < 0 || f.step === null) continue;
+    if (f.section !== heatmap.section || f.step === null) continue;
+    // A layer's finding marks its cell; a model-wide one (layer null) the column.
+    const row = f.layer === null ? -1 : heatmap.layers.indexOf(f.layer);
+    if (f.layer !== null && row < 0) continue;
     const col = columnOf(columns, f.step);
-    const key = `${row}:${col}`;
-    begins.set(key, [...(begins.get(key) || []), f.mode]);
+    const rows = row < 0 ? heatmap.layers.map((_, r) => r) : [row];
+    for (const r of rows) begins.set(`${r}:${col}`, [...(begins.get(`${r}:${col}`) || []), f.mode]);
+    const top = row < 0 ? 0 : row * rowH;
+    const height = row < 0 ? heatmap.layers.length * rowH : rowH;
     plot.appendChild(el('div', {
-      class: 'gh-marker', 'data-layer': f.layer, 'data-step': f.step,
-      title: `${f.mode} from step ${f.step}: ${f.message}`,
-      style: `left:${col * cellW}px;top:${row * rowH}px;` +
-          `width:${Math.max(cellW, 6)}px;height:${rowH}px`,
+      class: row < 0 ? 'gh-marker gh-marker-model' : 'gh-marker',
+      'data-layer': f.layer === null ? '' : f.layer, 'data-step': f.step,
+      style: `left:${col * cellW}px;top:${top}px;` +
+          `width:${Math.max(cellW, 6)}px;height:${height}px`,
     }));
   }
   plot.appendChild(axis(columns, cellW));
