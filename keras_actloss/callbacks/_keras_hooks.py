@@ -68,7 +68,15 @@ LAYER_FIELDS = (
     "dead_fraction",
     "saturation",
 )
-GLOBAL_FIELDS = ("step", "global_norm", "non_finite", "skipped", "loss", "batch_size")
+GLOBAL_FIELDS = (
+    "step",
+    "global_norm",
+    "non_finite",
+    "skipped",
+    "loss",
+    "batch_size",
+    "learning_rate",
+)
 # Sentinel vector: max finite norm and its step since the last read, first
 # counted non-finite step / layer index / norm, current non-finite streak,
 # skipped overflow steps, last step seen.
@@ -146,6 +154,18 @@ class LayerPlan:
     profile: ActivationProfile | None
     channel_axis: int = -1
     leaf: bool = True
+
+
+def _half_squares(tensors):
+    """Half the sum of squares of float tensors, one fused op per tensor.
+
+    The in-graph equivalent of `stats.sum_of_squares(tensors) / 2`
+    (`tf.nn.l2_loss` reads each tensor once); used on every step.
+    """
+    import tensorflow as tf
+
+    parts = [tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors]
+    return tf.add_n(parts) if len(parts) > 1 else parts[0]
 
 
 def _children(layer) -> list:
@@ -235,6 +255,10 @@ class TrainHooks:
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
         self.signature = self.signature_of(model)
+        # With one step per execution the full step hands the sentinel over
+        # and resets it in-graph; with more, earlier steps of the execution
+        # would be lost, so the host resets it.
+        self.resets_in_graph = model.steps_per_execution == 1
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
@@ -288,7 +312,11 @@ class TrainHooks:
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
             self._sentinel = self._variable(np.array(_SENTINEL_INIT))
-            width = len(GLOBAL_FIELDS) + len(LAYER_FIELDS) * len(self.plans)
+            width = (
+                len(GLOBAL_FIELDS)
+                + len(SENTINEL_FIELDS)
+                + len(LAYER_FIELDS) * len(self.plans)
+            )
             self._full = self._variable(np.full(width, np.nan))
             self._samples = {}
             if self.histogram_size:
@@ -459,15 +487,34 @@ class TrainHooks:
             self._write_samples(layer_grads, scale)
         result = original(grads, passed)
         ratios = [
-            stats.update_ratio(w, [tf.convert_to_tensor(v) for v in p.variables])
-            if p.variables
-            else None
+            self._update_ratio(w, p.variables) if p.variables else None
             for p, w in zip(self.plans, weights)
         ]
         head = [step, sentinel["norm"], sentinel["bad"], sentinel["skipped"]]
         head += self._loss_and_batch()
+        head.append(tf.cast(self.optimizer.learning_rate, "float32"))
+        head += tf.unstack(sentinel["state"])
         self._full.assign(self._pack(head, values, ratios))
+        if self.resets_in_graph:
+            # The host reads the sentinel with the full statistics: start
+            # the next interval here instead of with an eager assign.
+            self._sentinel.assign(self._fresh(sentinel["state"]))
         return result
+
+    def _update_ratio(self, before, variables):
+        """`stats.update_ratio` with one fused reduction per variable."""
+        tf = self._tf
+        after = [tf.convert_to_tensor(v) for v in variables]
+        delta = _half_squares([a - b for a, b in zip(after, before)])
+        return tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(_half_squares(before)))
+
+    def _fresh(self, state):
+        """The initial sentinel state, keeping the non-finite streak."""
+        tf = self._tf
+        init = tf.constant(_SENTINEL_INIT, "float64")
+        streak = SENTINEL_FIELDS.index("streak")
+        mask = tf.constant([i == streak for i in range(len(SENTINEL_FIELDS))])
+        return tf.where(mask, state, init)
 
     def _loss_and_batch(self) -> list:
         """The step's loss (mean over replicas) and global batch size."""
@@ -504,7 +551,7 @@ class TrainHooks:
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        halves = tf.stack([tf.nn.l2_loss(tf.cast(g, "float32")) for g, _ in present])
+        halves = tf.stack([_half_squares([g]) for g, _ in present])
         norm = tf.sqrt(2.0 * tf.reduce_sum(halves))
         if scale is not None:
             norm = norm / scale
@@ -529,9 +576,8 @@ class TrainHooks:
         keep = tf.constant(True)
         candidate = [norm64, step, step, first_layer, norm64, streak, skipped_total]
         mask = [new_max, new_max, first_bad, first_bad, first_bad, keep, keep]
-        self._sentinel.assign(
-            tf.where(tf.stack(mask + [keep]), tf.stack(candidate + [step]), old)
-        )
+        state = tf.where(tf.stack(mask + [keep]), tf.stack(candidate + [step]), old)
+        self._sentinel.assign(state)
         positions: dict[int, list[int]] = {}
         for k, (_, v) in enumerate(present):
             positions.setdefault(self._var_layer.get(id(v), -1), []).append(k)
@@ -541,6 +587,7 @@ class TrainHooks:
             "skipped": tf.cast(skipped, "float32"),
             "halves": halves,
             "positions": positions,
+            "state": state,
         }
 
     def _pre_update(self, layer_grads, weights, scale, sentinel) -> list:
@@ -561,10 +608,10 @@ class TrainHooks:
                 squares = 2.0 * tf.reduce_sum(halves)
                 norm = tf.sqrt(squares)
                 rms = tf.sqrt(squares / max(stats.element_count(g), 1))
-                peak = stats.max_abs(g)
+                peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(x)) for x in g]))
                 if scale is not None:
                     norm, rms, peak = norm / scale, rms / scale, peak / scale
-                values += [norm, rms, peak, stats.l2_norm(weights[i])]
+                values += [norm, rms, peak, tf.sqrt(2.0 * _half_squares(weights[i]))]
             else:
                 values += [None] * 4
             out = outputs.get(i)
@@ -643,10 +690,13 @@ class TrainHooks:
         """The last full-statistics step, as Python values (None = n/a)."""
         vector = self._full.numpy()
         head = dict(zip(GLOBAL_FIELDS, vector[: len(GLOBAL_FIELDS)].tolist()))
+        base = len(GLOBAL_FIELDS)
+        copy = vector[base : base + len(SENTINEL_FIELDS)].tolist()
+        head["sentinel"] = dict(zip(SENTINEL_FIELDS, copy))
         if not self._present.get((-1, "loss")):
             head["loss"] = None
         layers = []
-        base = len(GLOBAL_FIELDS)
+        base = len(GLOBAL_FIELDS) + len(SENTINEL_FIELDS)
         width = len(LAYER_FIELDS)
         for i in range(len(self.plans)):
             row = vector[base + i * width : base + (i + 1) * width].tolist()

@@ -265,17 +265,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
         for i, (name, fields) in enumerate(zip(self._names, data["layers"])):
             values = {k: _float_or_none(v) for k, v in fields.items()}
             layers.append(LayerStats(layer=name, grad_values=samples.get(i), **values))
-        lr = _scalar(self.model.optimizer.learning_rate)
         stats = StepStats(
             step=step,
             global_norm=float(data["global_norm"]),
             non_finite=bool(data["non_finite"]),
             loss=None if data["loss"] is None else float(data["loss"]),
-            learning_rate=float(lr),
+            learning_rate=float(data["learning_rate"]),
             layers=layers,
             batch_size=int(data["batch_size"]),
         )
-        new = self._sentinel_findings(recorded=step)
+        sentinel = data["sentinel"] if self._hooks.resets_in_graph else None
+        new = self._sentinel_findings(recorded=step, state=sentinel)
         new += self._rules.observe(stats)
         new += self._label_checks()
         if self._writer is not None:
@@ -291,9 +291,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._handle(new)
         return True
 
-    def _sentinel_findings(self, recorded: int | None) -> list[Finding]:
+    def _sentinel_findings(
+        self, recorded: int | None, state: dict | None = None
+    ) -> list[Finding]:
         """Turns the sentinel since its last read into events and findings."""
-        s = self._hooks.read_sentinel()
+        s = state if state is not None else self._hooks.read_sentinel()
         events = []
         if s["max_step"] >= 0 and int(s["max_step"]) != recorded:
             events.append(SentinelEvent(int(s["max_step"]), s["max_norm"], False))
@@ -331,7 +333,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _static_checks(self) -> None:
         check = _check_model_function()
         if check is not None:
-            self._handle(list(check(self.model)))
+            self._handle(self._unseen(check(self.model)))
 
     def _label_checks(self) -> list[Finding]:
         """`check_model` with labels of the first recorded batch, once."""
@@ -346,6 +348,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
             found = check(self.model, y=labels)
         except ValueError:
             return []  # Labels it cannot read (NaN, ...): nothing to add.
+        return self._unseen(found)
+
+    def _unseen(self, found) -> list[Finding]:
+        """Findings whose (mode, layer) was not reported before."""
         seen = {(f.mode, f.layer) for f in self.findings}
         return [f for f in found if (f.mode, f.layer) not in seen]
 

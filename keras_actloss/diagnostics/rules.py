@@ -9,11 +9,13 @@ single numbers, because the crude versions misfire on healthy models:
   signal by at most 0.25 (sigmoid) or 1 (tanh), so in a deep stack the layers
   near the input get gradients orders of magnitude smaller than the layers
   near the output. Flagged when an early layer's gradient RMS *and* max-abs
-  are tiny relative to the layers near the output, its RMS is small in
+  are tiny relative to the layers near the output, the decay is progressive
+  (the next layer is well below the output layers too), its RMS is small in
   absolute terms, the layers near the output are still learning (and the loss
   has not converged), the model has enough layers for a depth effect, and all
-  of this persists. A converged model (tiny gradients everywhere) and a
-  shallow model with one quiet layer are not flagged.
+  of this persists. A converged model (tiny gradients everywhere), a shallow
+  model, and a lone quiet first layer (tiny inputs, sparse embedding
+  gradients) are not flagged.
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
   own early baseline (or passes an absolute ceiling), recording after
@@ -122,18 +124,21 @@ def vanishing_layers(
     ref_max = float(np.median([ls.grad_max for ls in reference]))
     if ref_rms < t.vanishing_reference_rms:
         return None
+    ratios = [ls.grad_rms / ref_rms for ls in rows]
     found = {}
-    for ls in rows[: n // 2]:
-        ratio = ls.grad_rms / ref_rms
+    for i, ls in enumerate(rows[: n // 2]):
         # Exactly zero is a cut (dead units upstream, unused branch), not a
-        # shrinking signal.
+        # shrinking signal; and a depth effect is progressive: the next layer
+        # is well below the output layers too, unlike a lone quiet first
+        # layer fed with tiny inputs.
         if (
             ls.grad_rms > 0
-            and ratio < t.vanishing_ratio
+            and ratios[i] < t.vanishing_ratio
             and ls.grad_max < t.vanishing_ratio * ref_max
             and ls.grad_rms < t.vanishing_rms
+            and ratios[i + 1] < math.sqrt(t.vanishing_ratio)
         ):
-            found[ls.layer] = (ls.grad_rms, ratio)
+            found[ls.layer] = (ls.grad_rms, ratios[i])
     return found
 
 

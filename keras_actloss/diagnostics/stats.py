@@ -199,13 +199,14 @@ def activation_counts(
         and positions) and `"saturated"` (scalar).
     """
     x = ops.convert_to_tensor(x)
-    counts = {"elements": ops.cast(ops.size(x), "float32")}
+    elements = ops.cast(ops.size(x), "float32")
+    counts = {"elements": elements}
     if profile.inactive_below is not None:
-        inactive = ops.cast(inactive_mask(x, profile), "float32")
-        counts["inactive"] = ops.sum(inactive)
+        active = ops.cast(ops.greater(x, profile.inactive_below), "float32")
         axis = _channel_axis(x, channel_axis)
         other = tuple(a for a in range(len(ops.shape(x))) if a != axis)
-        counts["active_per_unit"] = ops.sum(1.0 - inactive, axis=other)
+        counts["active_per_unit"] = ops.sum(active, axis=other)
+        counts["inactive"] = elements - ops.sum(counts["active_per_unit"])
     if profile.saturation_bounds is not None:
         saturated = ops.cast(saturated_mask(x, profile), "float32")
         counts["saturated"] = ops.sum(saturated)

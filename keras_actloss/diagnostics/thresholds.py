@@ -32,13 +32,16 @@ class Thresholds:
             Defaults to `3`.
         vanishing_ratio: An early layer is vanishing when its gradient RMS and
             max-abs are below this fraction of those of the layers near the
-            output. Healthy ReLU, tanh and batch-normalized nets stay within
-            about 30x across depth; a sigmoid multiplies the backward signal
-            by at most 0.25 per layer, so a few sigmoid layers already give
-            100x. Defaults to `1e-2`.
-        vanishing_rms: ...and its gradient RMS is below this absolute value,
-            so a layer that is merely quieter than a loud output layer is not
-            flagged. Defaults to `1e-4`.
+            output (median of the last quarter, at least two), and the next
+            layer's RMS is below its square root (the decay is progressive).
+            Healthy ReLU, tanh and batch-normalized nets stay within about 30x
+            across depth; a sigmoid multiplies the backward signal by at most
+            0.25 per layer, so four sigmoid layers already give 100x.
+            Defaults to `1e-2`.
+        vanishing_rms: ...and its gradient RMS is below this absolute value
+            (healthy layers of a cross-entropy classifier are around 1e-3 to
+            1e-2), so a layer that is merely quieter than a loud output layer
+            is not flagged. Defaults to `3e-4`.
         vanishing_min_layers: Fewest layers with gradients for the depth
             comparison; below it a "first vs last" ratio is noise and input
             scaling, not depth. Defaults to `4`.
@@ -80,12 +83,13 @@ class Thresholds:
             Defaults to `8`.
         saturation: A hidden sigmoid/tanh layer is saturated when at least
             this fraction of its outputs are in the flat tails (derivative
-            below 4% of its peak). Defaults to `0.5`.
+            below 4% of its peak for sigmoid, 2% for tanh), where it passes
+            almost no gradient. Defaults to `0.5`.
     """
 
     patience: int = 3
     vanishing_ratio: float = 1e-2
-    vanishing_rms: float = 1e-4
+    vanishing_rms: float = 3e-4
     vanishing_min_layers: int = 4
     vanishing_reference_rms: float = 1e-7
     converged_loss_ratio: float = 1e-3

@@ -142,14 +142,47 @@ def _strings(tensor_proto) -> list[list[str]]:
     ]
 
 
+def _table(tensor_proto) -> list[dict[str, str]]:
+    """`{column: cell}` for every data row of a table (first row: header)."""
+    table = _strings(tensor_proto)
+    return [dict(zip(table[0], row)) for row in table[1:]] if table else []
+
+
 def _rows(events) -> list[tuple[int, dict[str, str]]]:
     """`(step, {column: cell})` for every data row of every table event."""
     out = []
     for event in sorted(events, key=lambda e: e.step):
-        table = _strings(event.tensor_proto)
-        if table:
-            header = table[0]
-            out.extend((event.step, dict(zip(header, row))) for row in table[1:])
+        out.extend((event.step, row) for row in _table(event.tensor_proto))
+    return out
+
+
+def findings_by_step(path: str | os.PathLike) -> dict[int, list[Finding]]:
+    """Findings already written to the event files in `path`, by event step.
+
+    Reads only the `diagnostics/findings` values, event by event (TensorBoard's
+    `EventFileLoader`); `{}` when `path` holds no event files. The writer uses
+    it to extend, not replace, a step's findings table when it writes to a
+    run again (a second `fit`).
+    """
+    from tensorboard.backend.event_processing.event_file_loader import (
+        EventFileLoader,
+    )
+
+    path = os.fspath(path)
+    names = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    out: dict[int, list[Finding]] = {}
+    for name in names:
+        if not name.startswith(_EVENTS_PREFIX):
+            continue
+        for event in EventFileLoader(os.path.join(path, name)).Load():
+            for value in event.summary.value:
+                if value.tag != tags.FINDINGS_TAG:
+                    continue
+                known = out.setdefault(event.step, [])
+                for row in _table(value.tensor):
+                    finding = parse_finding(row)
+                    if finding not in known:
+                        known.append(finding)
     return out
 
 

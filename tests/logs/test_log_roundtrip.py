@@ -332,6 +332,90 @@ def test_writer_is_lazy(tmp_path):
     writer = DiagnosticsWriter(str(tmp_path / "run"))
     assert not os.path.exists(str(tmp_path / "run"))
     writer.close()
-    writer.open()
+    assert writer.open() is writer and writer.open() is writer
     assert os.path.isdir(str(tmp_path / "run" / "train"))
     writer.close()
+
+
+def test_several_event_files_in_one_run(tmp_path):
+    # A second `fit` (or keras.callbacks.TensorBoard sharing `train/`) adds
+    # event files; the reader sees all of them.
+    import tensorflow as tf
+
+    write_run(str(tmp_path))
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_stats(stats_at(15))
+        writer.write_findings([Finding("dead_relu", "dense_1", 15, 1.0, "m", "f")])
+    keras_writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with keras_writer.as_default():
+        tf.summary.scalar("epoch_loss", 0.5, step=0)
+    keras_writer.close()
+    assert len(os.listdir(str(tmp_path / "train"))) == 3
+    run = reader.read_run(str(tmp_path))
+    assert [s for s, _ in run.series("grad_norm", "dense")] == [0, 5, 10, 15]
+    assert run.findings[-1] == Finding("dead_relu", "dense_1", 15, 1.0, "m", "f")
+    assert run.scalars["epoch_loss"] == [(0, 0.5)]
+    assert run.layers == LAYERS
+
+
+def test_text_tab_renders_the_findings_as_a_table(tmp_path):
+    # What TensorBoard's Text tab shows for our 2-D string tensor.
+    from tensorboard.plugins.text import text_plugin
+
+    write_run(str(tmp_path))
+    acc = accumulator(str(tmp_path))
+    (event,) = [e for e in acc.Tensors("diagnostics/findings") if e.step == 10]
+    html = text_plugin.text_array_to_html(
+        tensor_util.make_ndarray(event.tensor_proto), enable_markdown=True
+    )
+    assert html.count("<table>") == 1 and html.count("<tr>") == 3  # header + 2
+    for column in ("mode", "layer", "step", "value", "severity", "message", "fix"):
+        assert f"<td><p>{column}</p></td>" in html
+    assert "exploding_gradients" in html and repr(FINDINGS[1].value) in html
+
+
+def _last_table_per_step(log_dir):
+    """What TensorBoard's data server shows: the last findings event of a step."""
+    last = {}
+    for event in accumulator(log_dir).Tensors("diagnostics/findings"):
+        last[event.step] = tensor_util.make_ndarray(event.tensor_proto)
+    return {
+        step: [row[0].decode() for row in table[1:]] for step, table in last.items()
+    }
+
+
+def test_findings_of_one_step_written_in_several_calls(tmp_path):
+    before = Finding("sigmoid_stack", "dense", None, None, "Risk.", "Fix.", "warning")
+    vanishing = Finding("vanishing_gradients", "dense", 0, 1e-6, "m", "f")
+    dead = Finding("dead_relu", "dense_1", 0, 0.75, "m", "f")
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_findings([before])
+        writer.write_findings([vanishing])
+        writer.write_findings([dead, vanishing])  # `vanishing` is not repeated
+    # The last event at step 0 holds all three; three events in all.
+    assert _last_table_per_step(str(tmp_path)) == {
+        0: ["sigmoid_stack", "vanishing_gradients", "dead_relu"]
+    }
+    assert len(accumulator(str(tmp_path)).Tensors("diagnostics/findings")) == 3
+    assert reader.read_run(str(tmp_path)).findings == [before, vanishing, dead]
+
+
+def test_second_writer_extends_the_run(tmp_path):
+    # A second `fit`: a new writer (new event file) in the same run.
+    first = Finding("dead_relu", "dense", 0, 1.0, "m", "f")
+    again = Finding("sigmoid_stack", "dense", None, None, "Risk.", "Fix.", "warning")
+    later = Finding("exploding_gradients", None, 40, 1e3, "m", "f")
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_findings([first])
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_findings([again, later])
+    assert _last_table_per_step(str(tmp_path)) == {
+        0: ["dead_relu", "sigmoid_stack"],
+        40: ["exploding_gradients"],
+    }
+    assert reader.read_run(str(tmp_path)).findings == [first, again, later]
+    assert reader.findings_by_step(str(tmp_path / "train")) == {
+        0: [first, again],
+        40: [later],
+    }
+    assert reader.findings_by_step(str(tmp_path / "nope")) == {}

@@ -240,12 +240,6 @@ def test_trained_run_shows_its_layers_and_findings(tensorboard_url, driver, trai
     driver.save_screenshot(str(SCREENSHOT))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DiagnosticsWriter writes pre-training findings and the first "
-    "training findings as two `diagnostics/findings` events at step 0; "
-    "TensorBoard's data server keeps only the last event of a step",
-)
 def test_trained_run_shows_every_finding(tensorboard_url, driver, trained):
     _, diag = trained
     _open_run(driver, tensorboard_url, "fit/train")
