@@ -80,7 +80,9 @@ def callbacks(setting: str, log_dir: str) -> list:
     if setting == "default":
         return [GradientDiagnostics(log_dir=log_dir, check_model=False)]
     if setting == "every_step":
-        return [GradientDiagnostics(log_dir=log_dir, every_n_steps=1, check_model=False)]
+        return [
+            GradientDiagnostics(log_dir=log_dir, every_n_steps=1, check_model=False)
+        ]
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1)]
 
 
@@ -124,10 +126,13 @@ def main() -> None:
                 firsts[setting].append(first)
         plain = times["plain"]
         step_ms = 1000 * statistics.median(plain) / (args.steps * args.epochs)
-        print(f"{name}: plain fit {statistics.median(plain):.2f} s ({step_ms:.2f} ms/step)")
+        seconds = statistics.median(plain)
+        print(f"{name}: plain fit {seconds:.2f} s ({step_ms:.2f} ms/step)")
         for setting in SETTINGS[1:]:
             ratios = [t / p for t, p in zip(times[setting], plain)]
-            extra = statistics.median(firsts[setting]) - statistics.median(firsts["plain"])
+            extra = statistics.median(firsts[setting]) - statistics.median(
+                firsts["plain"]
+            )
             print(
                 f"  {setting:12s} median ratio {statistics.median(ratios):.3f}x "
                 f"(min {min(ratios):.3f}, max {max(ratios):.3f}); "

@@ -5,7 +5,7 @@ package name `keras_actloss`, so `.keras` files that use them load with
 `keras.models.load_model` and no `custom_objects`.
 """
 
-from keras_actloss import activations, advisor, layers, losses
+from keras_actloss import activations, advisor, callbacks, layers, losses
 from keras_actloss.advisor import Recommendation, advise, check_model
 from keras_actloss.findings import Finding, TrainingFailure
 
@@ -18,6 +18,7 @@ __all__ = [
     "activations",
     "advise",
     "advisor",
+    "callbacks",
     "check_model",
     "layers",
     "losses",

@@ -235,6 +235,21 @@ def test_steps_per_execution_records_last_step_of_execution(data):
     assert all(np.isfinite(s.global_norm) and s.global_norm > 0 for s in diag.history)
 
 
+def test_steps_per_execution_sentinel_sees_every_step(data):
+    x, y = data
+    x = x.copy()
+    x[16] = np.nan  # batch 2 (of 8 samples), inside the second execution
+    model = _compile(build_model("sequential"), steps_per_execution=2)
+    diag = _diag(every_n_steps=2)
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(
+            x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
+        )
+    assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
+        (NON_FINITE, "hidden", 2)
+    ]
+
+
 def _nan_batch(x, batch, size=8):
     x = x.copy()
     x[batch * size] = np.nan

@@ -1,0 +1,373 @@
+"""In-graph statistics of the instrumented training step.
+
+`TrainHooks` (in `_keras_hooks`, the module that touches Keras internals)
+calls these methods from its `optimizer.apply` wrapper while `fit`'s train
+function is traced. They build TensorFlow ops on the gradients the optimizer
+receives and on the kept layer outputs, and write the results into the
+non-trainable variables the host reads when recording. The vector layouts
+below are the contract between the graph and `read_full`/`read_sentinel`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_actloss.diagnostics import stats
+
+SENTINEL = "sentinel"
+FULL = "full"
+
+# Under dynamic loss scaling a non-finite step is an overflow that the
+# optimizer skips (and halves the scale). It only counts as a real non-finite
+# gradient once this many consecutive steps were non-finite: by then the
+# scale has been cut by 2**10, far beyond any normal overflow streak.
+LOSS_SCALE_PATIENCE = 10
+
+# Label rows kept from a recorded batch for `check_model(model, y=...)`.
+LABEL_ROWS = 64
+
+# Per-layer slots of the full-statistics vector, in order.
+LAYER_FIELDS = (
+    "grad_norm",
+    "grad_rms",
+    "grad_max",
+    "weight_norm",
+    "update_ratio",
+    "zero_fraction",
+    "dead_fraction",
+    "saturation",
+)
+GLOBAL_FIELDS = (
+    "step",
+    "global_norm",
+    "non_finite",
+    "skipped",
+    "loss",
+    "batch_size",
+    "learning_rate",
+)
+# Sentinel vector: max finite norm and its step since the last read, first
+# counted non-finite step / layer index / norm, current non-finite streak,
+# skipped overflow steps, last step seen.
+SENTINEL_FIELDS = (
+    "max_norm",
+    "max_step",
+    "nf_step",
+    "nf_layer",
+    "nf_norm",
+    "streak",
+    "skipped",
+    "last_step",
+)
+_SENTINEL_INIT = (-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def _half_squares(tensors):
+    """Half the sum of squares of float tensors, one fused op per tensor.
+
+    The in-graph equivalent of `stats.sum_of_squares(tensors) / 2`
+    (`tf.nn.l2_loss` reads each tensor once); used on every step.
+    """
+    import tensorflow as tf
+
+    parts = [tf.nn.l2_loss(tf.cast(t, "float32")) for t in tensors]
+    return tf.add_n(parts) if len(parts) > 1 else parts[0]
+
+
+class GraphStats:
+    """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
+
+    Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
+    `replicas`, `loss_scaled`, `resets_in_graph`, `_local`, `_present`,
+    `_var_layer` and the variables `_sentinel`, `_full`, `_samples`,
+    `_labels`.
+    """
+
+    def _reduce(self, grads: list) -> list:
+        """Dense gradients summed across replicas (None kept in place)."""
+        tf = self._tf
+        dense = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        if self.replicas == 1:
+            return dense
+        present = [g for g in dense if g is not None]
+        summed = iter(
+            tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, present
+            )
+        )
+        return [None if g is None else next(summed) for g in dense]
+
+    def _instrumented_apply(self, original, mode, grads, variables, passed):
+        tf = self._tf
+        scale = self._scale()
+        step = tf.cast(tf.convert_to_tensor(self.optimizer.iterations), "float64")
+        reduced = self._reduce(grads)
+        sentinel = self._update_sentinel(reduced, variables, step, scale)
+        if mode != FULL:
+            return original(grads, passed)
+        layer_grads = self._group(reduced, variables)
+        weights = [
+            [tf.identity(tf.convert_to_tensor(v)) for v in p.variables]
+            for p in self.plans
+        ]
+        values = self._pre_update(layer_grads, weights, scale, sentinel)
+        if self._samples:
+            self._write_samples(layer_grads, scale)
+        result = original(grads, passed)
+        ratios = [
+            self._update_ratio(w, p.variables) if p.variables else None
+            for p, w in zip(self.plans, weights)
+        ]
+        head = [step, sentinel["norm"], sentinel["bad"], sentinel["skipped"]]
+        head += self._loss_and_batch()
+        head.append(tf.cast(self.optimizer.learning_rate, "float32"))
+        head += tf.unstack(sentinel["state"])
+        self._full.assign(self._pack(head, values, ratios))
+        if self.resets_in_graph:
+            # The host reads the sentinel with the full statistics: start
+            # the next interval here instead of with an eager assign.
+            self._sentinel.assign(self._fresh(sentinel["state"]))
+        return result
+
+    def _update_ratio(self, before, variables):
+        """`stats.update_ratio` with one fused reduction per variable."""
+        tf = self._tf
+        after = [tf.convert_to_tensor(v) for v in variables]
+        delta = _half_squares([a - b for a, b in zip(after, before)])
+        return tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(_half_squares(before)))
+
+    def _fresh(self, state):
+        """The initial sentinel state, keeping the non-finite streak."""
+        tf = self._tf
+        init = tf.constant(_SENTINEL_INIT, "float64")
+        streak = SENTINEL_FIELDS.index("streak")
+        mask = tf.constant([i == streak for i in range(len(SENTINEL_FIELDS))])
+        return tf.where(mask, state, init)
+
+    def _loss_and_batch(self) -> list:
+        """The step's loss (mean over replicas) and global batch size."""
+        tf = self._tf
+        loss = getattr(self._local, "loss", None)
+        self._present[(-1, "loss")] = loss is not None
+        loss = tf.constant(float("nan")) if loss is None else loss
+        pair = tf.stack(
+            [
+                tf.cast(tf.reshape(loss, []), "float32"),
+                tf.cast(self._local.batch, "float32"),
+            ]
+        )
+        if self.replicas > 1:
+            # Keras already divided the loss by the number of replicas.
+            pair = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, pair
+            )
+        return [pair[0], pair[1]]
+
+    def _group(self, grads, variables) -> list[list]:
+        groups = [[] for _ in self.plans]
+        for g, v in zip(grads, variables):
+            index = self._var_layer.get(id(v))
+            if index is not None and g is not None:
+                groups[index].append(g)
+        return groups
+
+    def _update_sentinel(self, grads, variables, step, scale) -> dict:
+        """Global norm and non-finite check of this step, into `_sentinel`.
+
+        Runs on every step, so it is written for few graph ops: one
+        reduction per variable, then one `where` over the state vector.
+        """
+        tf = self._tf
+        present = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        halves = tf.stack([_half_squares([g]) for g, _ in present])
+        norm = tf.sqrt(2.0 * tf.reduce_sum(halves))
+        if scale is not None:
+            norm = norm / scale
+        finite = tf.math.is_finite(halves)
+        bad = tf.logical_not(tf.reduce_all(finite))
+        layer_of = tf.constant(
+            [float(self._var_layer.get(id(v), -1)) for _, v in present], "float64"
+        )
+        first_layer = tf.gather(layer_of, tf.argmin(tf.cast(finite, "int32")))
+        old = self._sentinel.read_value()
+        f = dict(zip(SENTINEL_FIELDS, tf.unstack(old)))
+        streak, skipped_total = f["streak"], f["skipped"]
+        counted, skipped = bad, tf.constant(False)
+        if self.loss_scaled:
+            streak = tf.where(bad, streak + 1.0, 0.0)
+            counted = tf.logical_and(bad, streak >= LOSS_SCALE_PATIENCE)
+            skipped = tf.logical_and(bad, tf.logical_not(counted))
+            skipped_total = skipped_total + tf.cast(skipped, "float64")
+        norm64 = tf.cast(norm, "float64")
+        new_max = tf.logical_and(tf.logical_not(bad), norm64 > f["max_norm"])
+        first_bad = tf.logical_and(counted, f["nf_step"] < 0)
+        keep = tf.constant(True)
+        candidate = [norm64, step, step, first_layer, norm64, streak, skipped_total]
+        mask = [new_max, new_max, first_bad, first_bad, first_bad, keep, keep]
+        state = tf.where(tf.stack(mask + [keep]), tf.stack(candidate + [step]), old)
+        self._sentinel.assign(state)
+        positions: dict[int, list[int]] = {}
+        for k, (_, v) in enumerate(present):
+            positions.setdefault(self._var_layer.get(id(v), -1), []).append(k)
+        return {
+            "norm": norm,
+            "bad": tf.cast(counted, "float32"),
+            "skipped": tf.cast(skipped, "float32"),
+            "halves": halves,
+            "positions": positions,
+            "state": state,
+        }
+
+    def _pre_update(self, layer_grads, weights, scale, sentinel) -> list:
+        """Per-layer gradient, weight and activation statistics (flat list).
+
+        The sums of squares come from the sentinel's per-variable reduction,
+        so the gradients are read once more only for the max-abs.
+        """
+        tf = self._tf
+        values = []
+        slots = []
+        outputs = getattr(self._local, "outputs", {})
+        for i, (plan, g) in enumerate(zip(self.plans, layer_grads)):
+            has_grad = bool(g)
+            self._present[(i, "grad")] = has_grad
+            if has_grad:
+                halves = tf.gather(sentinel["halves"], sentinel["positions"][i])
+                squares = 2.0 * tf.reduce_sum(halves)
+                norm = tf.sqrt(squares)
+                rms = tf.sqrt(squares / max(stats.element_count(g), 1))
+                peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(x)) for x in g]))
+                if scale is not None:
+                    norm, rms, peak = norm / scale, rms / scale, peak / scale
+                values += [norm, rms, peak, tf.sqrt(2.0 * _half_squares(weights[i]))]
+            else:
+                values += [None] * 4
+            out = outputs.get(i)
+            self._present[(i, "act")] = out is not None
+            if out is not None:
+                c = stats.activation_counts(
+                    tf.stop_gradient(out), plan.profile, plan.channel_axis
+                )
+                slots.append((i, c))
+        values = values + self._activation_values(slots)
+        return values
+
+    def _activation_values(self, slots) -> list:
+        """Zero, dead and saturated fractions, summed across replicas first."""
+        tf = self._tf
+        by_layer = {}
+        if slots:
+            flat = []
+            for _, c in slots:
+                flat += [tf.reshape(c[k], [-1]) for k in sorted(c)]
+            vector = tf.concat(flat, axis=0)
+            if self.replicas > 1:
+                vector = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, vector
+                )
+            offset = 0
+            for i, c in slots:
+                summed = {}
+                for k in sorted(c):
+                    size = int(np.prod(c[k].shape)) if c[k].shape.rank else 1
+                    part = vector[offset : offset + size]
+                    summed[k] = part if c[k].shape.rank else part[0]
+                    offset += size
+                by_layer[i] = summed
+        values = []
+        for i, plan in enumerate(self.plans):
+            c = by_layer.get(i)
+            zero = dead = sat = None
+            if c is not None and "inactive" in c:
+                zero = c["inactive"] / c["elements"]
+                if plan.profile.can_die:
+                    units = tf.cast(tf.size(c["active_per_unit"]), "float32")
+                    dead = stats.dead_units(c["active_per_unit"]) / units
+            if c is not None and "saturated" in c:
+                sat = c["saturated"] / c["elements"]
+            values.append((zero, dead, sat))
+        return values
+
+    def _write_samples(self, layer_grads, scale) -> None:
+        tf = self._tf
+        for i, var in self._samples.items():
+            g = layer_grads[i]
+            if not g:
+                continue
+            flat = tf.concat([tf.reshape(tf.cast(x, "float32"), [-1]) for x in g], 0)
+            total = int(flat.shape[0])
+            stride = max(1, total // int(var.shape[0]))
+            sample = flat[::stride][: int(var.shape[0])]
+            if scale is not None:
+                sample = sample / scale
+            var.assign(sample)
+
+    def _pack(self, head, values, ratios):
+        tf = self._tf
+        n = len(self.plans)
+        grad_part, act_part = values[: 4 * n], values[4 * n :]
+        flat = [tf.cast(h, "float64") for h in head]
+        nan = tf.constant(float("nan"), "float64")
+        for i in range(n):
+            per = grad_part[4 * i : 4 * i + 4] + [ratios[i]] + list(act_part[i])
+            flat += [nan if x is None else tf.cast(x, "float64") for x in per]
+        return tf.stack(flat)
+
+    # ------------------------------------------------------------- host side
+    def read_full(self) -> dict:
+        """The last full-statistics step, as Python values (None = n/a)."""
+        vector = self._full.numpy()
+        head = dict(zip(GLOBAL_FIELDS, vector[: len(GLOBAL_FIELDS)].tolist()))
+        base = len(GLOBAL_FIELDS)
+        copy = vector[base : base + len(SENTINEL_FIELDS)].tolist()
+        head["sentinel"] = dict(zip(SENTINEL_FIELDS, copy))
+        if not self._present.get((-1, "loss")):
+            head["loss"] = None
+        layers = []
+        base = len(GLOBAL_FIELDS) + len(SENTINEL_FIELDS)
+        width = len(LAYER_FIELDS)
+        for i in range(len(self.plans)):
+            row = vector[base + i * width : base + (i + 1) * width].tolist()
+            fields = dict(zip(LAYER_FIELDS, row))
+            for key in ("grad_norm", "grad_rms", "grad_max", "weight_norm"):
+                if not self._present.get((i, "grad")):
+                    fields[key] = None
+            if not self._present.get((i, "grad")):
+                fields["update_ratio"] = None
+            act = self._present.get((i, "act"))
+            for key in ("zero_fraction", "dead_fraction", "saturation"):
+                if not act or math.isnan(fields[key]):
+                    fields[key] = None
+            layers.append(fields)
+        head["layers"] = layers
+        return head
+
+    def read_samples(self) -> dict[int, np.ndarray]:
+        """Gradient samples of the last full step, by layer index."""
+        return {
+            i: var.numpy()
+            for i, var in self._samples.items()
+            if self._present.get((i, "grad"))
+        }
+
+    def read_labels(self):
+        """Labels of a recorded batch (float32, up to 64 rows), or None.
+
+        Only kept for a single label tensor, without `tf.distribute`
+        replicas and without `jit_compile`.
+        """
+        if self._labels is None:
+            return None
+        labels = self._labels.numpy()
+        return labels if labels.size else None
+
+    def read_sentinel(self, reset: bool = True) -> dict:
+        """The sentinel since the last read; resets it unless `reset=False`."""
+        values = dict(zip(SENTINEL_FIELDS, self._sentinel.numpy().tolist()))
+        if reset:
+            fresh = np.array(_SENTINEL_INIT)
+            fresh[SENTINEL_FIELDS.index("streak")] = values["streak"]
+            self._sentinel.assign(fresh)
+        return values
