@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import tempfile
@@ -90,15 +89,6 @@ def sentinel_events(
             SentinelEvent(int(state["nf_step"]), state["nf_norm"], True, layer)
         )
     return sorted(events, key=lambda e: e.step)
-
-
-def _check_model_function():
-    """`keras_actloss.advisor.check_model`, or None if it is not available."""
-    try:
-        advisor = importlib.import_module("keras_actloss.advisor")
-    except ImportError:
-        return None
-    return getattr(advisor, "check_model", None)
 
 
 class GradientDiagnostics(keras.callbacks.Callback):
@@ -354,23 +344,22 @@ class GradientDiagnostics(keras.callbacks.Callback):
             raise TrainingFailure(failures[0])
 
     def _static_checks(self) -> None:
-        check = _check_model_function()
-        if check is not None:
-            self._handle(self._unseen(check(self.model)))
+        from keras_actloss.advisor import check_model
+
+        self._handle(self._unseen(check_model(self.model)))
 
     def _label_checks(self) -> list[Finding]:
         """`check_model` with labels of the first recorded batch, once."""
         if not self.check_model or self._labels_checked:
             return []
-        check = _check_model_function()
-        if check is None:
-            return []
+        from keras_actloss.advisor import check_model
+
         labels = self._hooks.read_labels()
         if labels is None:
             return []
         self._labels_checked = True
         try:
-            found = check(self.model, y=labels)
+            found = check_model(self.model, y=labels)
         except ValueError:
             return []  # Labels it cannot read (NaN, ...): nothing to add.
         return self._unseen(found)
