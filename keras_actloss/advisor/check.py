@@ -29,8 +29,9 @@ all of severity `"failure"` (definite mistakes):
 Over the hidden layers (see `walk` for how layers are paired with their
 activations), of severity `"warning"` (risks):
 
-- `deep_saturating_stack`: `SATURATING_DEPTH` (4) or more sigmoid/tanh
-  hidden layers in a row.
+- `deep_saturating_stack`: sigmoid/tanh hidden layers in a row worth
+  `SATURATING_DEPTH` (4) sigmoid layers, a tanh layer counting half: 4
+  sigmoid, 8 tanh, or a mix.
 - `negative_bias_relu`: a ReLU layer where at least `DEAD_BIAS_FRACTION`
   (half) of the units have `bias < -DEAD_BIAS_Z * ||w_j||` (`DEAD_BIAS_Z`
   is 1).

@@ -1,9 +1,13 @@
 """The hidden-layer checks of `check_model`: saturating stacks, dead biases.
 
-Why 4: backpropagation through a sigmoid multiplies the gradient by its
-derivative, at most 0.25, so 4 layers shrink it by up to 0.25^4 = 1/256
-(over two orders of magnitude) before the weights are counted; tanh's
-derivative is at most 1 but falls to 0.42 at |x| = 1. Normalization layers
+Why a depth of 4 sigmoid layers (or 8 tanh): backpropagation through a
+sigmoid multiplies the gradient by its derivative, at most 0.25 (about 0.21
+on average for pre-activations ~ N(0, 1)), so 4 layers shrink it by up to
+0.25^4 = 1/256, over two orders of magnitude, before the weights are counted.
+Tanh's derivative is at most 1 and about 0.6 on average for the same inputs
+(0.42 at |x| = 1), so a tanh layer counts as half a sigmoid layer: 8 tanh
+layers shrink the gradient by 0.6^8 = 1/60 to 0.42^8 = 1/1000. Shallower tanh
+stacks with Glorot initialisation (designed for tanh) train well. Normalization layers
 between them do not break a run (they do not raise sigmoid's 0.25 ceiling);
 any layer other than a kernel layer, its activation, dropout, pooling or
 normalization does (a residual `Add` gives the gradient a path around).
@@ -36,6 +40,8 @@ NEGATIVE_BIAS_RELU = "negative_bias_relu"
 LAYER_MODES = (DEEP_SATURATING_STACK, NEGATIVE_BIAS_RELU)
 
 SATURATING_DEPTH = 4
+# Depth each activation adds towards SATURATING_DEPTH (see the module doc).
+DEPTH_WEIGHT = {SIGMOID: 1.0, TANH: 0.5}
 DEAD_BIAS_Z = 1.0
 DEAD_BIAS_FRACTION = 0.5
 
@@ -49,7 +55,8 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
         if hidden and unit.activation.family in (SIGMOID, TANH):
             run.append(unit)
             continue
-        if len(run) >= SATURATING_DEPTH:
+        depth = sum(DEPTH_WEIGHT[u.activation.family] for u in run)
+        if depth >= SATURATING_DEPTH:
             names = sorted({u.activation.name for u in run})
             found.append(
                 finding(
@@ -58,8 +65,8 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
                     f"{len(run)} {'/'.join(names)} hidden layers in a row "
                     f"({run[0].layer.name} to {run[-1].layer.name}): each "
                     "multiplies the gradient by the activation's derivative "
-                    "(at most 0.25 for sigmoid), so the first layers risk "
-                    "vanishing gradients.",
+                    "(at most 0.25 for sigmoid, about 0.6 on average for "
+                    "tanh), so the first layers risk vanishing gradients.",
                     "Use ReLU (or Leaky ReLU) in the hidden layers; batch "
                     "normalization also helps.",
                     value=float(len(run)),

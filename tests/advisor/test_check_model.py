@@ -345,7 +345,7 @@ def test_output_made_by_a_bare_op_is_skipped():
 
 
 def test_uncompiled_model_gets_structural_checks_only():
-    model = seq(*[L.Dense(4, activation="tanh") for _ in range(4)], L.Dense(3))
+    model = seq(*[L.Dense(4, activation="sigmoid") for _ in range(4)], L.Dense(3))
     assert modes(model, ONE_HOT) == ["deep_saturating_stack"]
     assert modes(seq(L.Dense(1, activation="softmax"))) == ["softmax_single_unit"]
 
@@ -354,12 +354,16 @@ def test_uncompiled_model_gets_structural_checks_only():
     "hidden, expected",
     [
         (lambda: [L.Dense(4, activation="sigmoid") for _ in range(4)], 4),
-        (lambda: [L.Dense(4, activation="tanh") for _ in range(5)], 5),
+        # A tanh layer counts half a sigmoid layer: 8 tanh reach depth 4.
+        (lambda: [L.Dense(4, activation="tanh") for _ in range(8)], 8),
+        (lambda: [L.Dense(4, activation="tanh") for _ in range(7)], None),
         (
+            # sigmoid + tanh + sigmoid + sigmoid + tanh = 1 + .5 + 1 + 1 + .5 = 4
             lambda: [L.Dense(4), L.Activation("sigmoid"), L.Dense(4),
                      keras_actloss.layers.Tanh(), L.Dense(4, activation="sigmoid"),
-                     L.BatchNormalization(), L.Dense(4, activation="tanh")],
-            4,
+                     L.BatchNormalization(), L.Dense(4, activation="sigmoid"),
+                     L.Dense(4, activation="tanh")],
+            5,
         ),
         (lambda: [L.Dense(4, activation="sigmoid") for _ in range(3)], None),
         (
@@ -369,7 +373,10 @@ def test_uncompiled_model_gets_structural_checks_only():
             None,
         ),
     ],
-    ids=["sigmoid4", "tanh5", "activation_layers", "sigmoid3", "broken_by_relu"],
+    ids=[
+        "sigmoid4", "tanh8", "tanh7", "activation_layers", "sigmoid3",
+        "broken_by_relu",
+    ],
 )  # fmt: skip
 def test_deep_saturating_stack(hidden, expected):
     model = compiled(seq(*hidden(), L.Dense(1, activation="sigmoid")), "bce")
@@ -386,10 +393,10 @@ def test_deep_saturating_stack(hidden, expected):
 
 def test_deep_stack_in_two_runs_gives_two_findings():
     block = [L.Dense(4, activation="sigmoid") for _ in range(4)]
-    other = [L.Dense(4, activation="tanh") for _ in range(4)]
+    other = [L.Dense(4, activation="tanh") for _ in range(8)]
     model = seq(*block, L.Dense(4, activation="relu"), *other, L.Dense(1))
     found = [(f.layer, f.value) for f in check_model(compiled(model, "mse"))]
-    assert found == [(block[0].name, 4.0), (other[0].name, 4.0)]
+    assert found == [(block[0].name, 4.0), (other[0].name, 8.0)]
 
 
 def test_dead_bias_fraction_hand_computed():
