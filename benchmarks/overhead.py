@@ -1,27 +1,42 @@
 """Overhead of GradientDiagnostics on `model.fit`, against a plain `fit`.
 
-Runs, in one process and alternating, a plain `fit`, `fit` with
+Runs, in one process and interleaved, a plain `fit`, `fit` with
 `GradientDiagnostics` at its default settings, with full statistics every
 step (`every_n_steps=1`), and with `keras.callbacks.TensorBoard(
 histogram_freq=1)` for comparison, on an MLP and a small CNN at batch size
-128 on random MNIST-shaped data. Each run builds a fresh model, fits one
-short warm-up epoch (which traces the train functions; the callback keeps
-them for later `fit`s of the same model), then times a `fit` of several
-epochs. Prints, per model and setting, the median over the pairs of
-`time(setting) / time(plain)` from the same round, and the one-off tracing
-cost of the first `fit`.
+128 on random MNIST-shaped data (a cached `tf.data.Dataset`).
+
+How it measures, to keep the noise of a shared CPU out of the ratios while
+giving every setting the same work:
+
+- One model per setting, built from the same seed and data. Each is warmed
+  up before timing: a first `fit` traces the train functions (the callback
+  keeps them for later `fit`s of the same model; its one-off cost is
+  printed apart) and further warm-up `fit`s reach steady state.
+- Then `--pairs` rounds; in each round every setting runs one timed `fit`
+  of `--epochs` x `--steps` steps, in an order rotated from round to round
+  (so no setting always runs first or right after another). Each timed
+  `fit` includes the callback's own `on_train_begin`/`on_train_end`.
+- The garbage collector is run before and disabled during each timed `fit`.
+- Printed per setting: the median over rounds of `time(setting) /
+  time(plain)` from the same round, with min and max.
+
+TensorFlow's thread pools are left at their defaults (the same for all
+settings) unless `--threads N` pins both to N.
 
 Usage:
 
 ```
-python benchmarks/overhead.py [--pairs 5] [--steps 100] [--epochs 3]
+python benchmarks/overhead.py [--pairs 15] [--steps 100] [--epochs 2] [--warmup 2]
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -67,11 +82,18 @@ def cnn() -> keras.Model:
 
 
 def data(model_name: str, steps: int):
+    """Random MNIST-shaped batches, as a cached in-memory `tf.data.Dataset`.
+
+    Not NumPy arrays: `fit` would reshuffle 40 MB per epoch in background
+    threads, which on 2 cores makes epoch times vary by 2x.
+    """
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     shape = (784,) if model_name == "mlp" else (28, 28, 1)
     x = rng.random((steps * BATCH, *shape), dtype="float32")
     y = rng.integers(0, 10, size=steps * BATCH)
-    return x, y
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache()
 
 
 def callbacks(setting: str, log_dir: str) -> list:
@@ -86,58 +108,85 @@ def callbacks(setting: str, log_dir: str) -> list:
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1)]
 
 
-def run(build, setting: str, x, y, epochs: int) -> tuple[float, float]:
-    """Returns (first fit with tracing, timed fit) in seconds."""
-    keras.utils.set_random_seed(0)
-    model = build()
-    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-    with tempfile.TemporaryDirectory() as log_dir:
-        cbs = callbacks(setting, log_dir)
+def timed_fit(model, dataset, epochs: int, cbs: list) -> float:
+    """Seconds of one `fit`, with the garbage collector off while it runs."""
+    gc.collect()
+    gc.disable()
+    try:
         start = time.perf_counter()
-        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=cbs)
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=cbs)
-        timed = time.perf_counter() - start
-    keras.backend.clear_session()
-    return first, timed
+        model.fit(dataset, epochs=epochs, verbose=0, callbacks=cbs, shuffle=False)
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def measure(build, args, root: str) -> tuple[dict, dict]:
+    """Per-setting timed `fit`s (one per round) and first-`fit` times."""
+    dataset = data(build().name, args.steps)
+    runs, first = {}, {}
+    for setting in SETTINGS:
+        keras.utils.set_random_seed(0)
+        model = build()
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        cbs = callbacks(setting, os.path.join(root, f"{model.name}-{setting}"))
+        first[setting] = timed_fit(model, dataset, 1, cbs)
+        runs[setting] = (model, cbs)
+    for _ in range(args.warmup):
+        for setting in SETTINGS:
+            model, cbs = runs[setting]
+            timed_fit(model, dataset, args.epochs, cbs)
+    times = {s: [] for s in SETTINGS}
+    for r in range(args.pairs):
+        shift = r % len(SETTINGS)
+        for setting in SETTINGS[shift:] + SETTINGS[:shift]:
+            model, cbs = runs[setting]
+            times[setting].append(timed_fit(model, dataset, args.epochs, cbs))
+    return times, first
+
+
+def report(name: str, times: dict, first: dict, steps: int) -> None:
+    plain = times["plain"]
+    seconds = statistics.median(plain)
+    print(f"{name}: plain fit {seconds:.2f} s ({1000 * seconds / steps:.2f} ms/step)")
+    for setting in SETTINGS[1:]:
+        ratios = [t / p for t, p in zip(times[setting], plain)]
+        extra = first[setting] - first["plain"]
+        print(
+            f"  {setting:12s} median ratio {statistics.median(ratios):.3f}x "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f}); "
+            f"first fit {extra:+.2f} s"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=15, help="timed rounds")
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up rounds")
+    parser.add_argument("--threads", type=int, default=0, help="0: TF default")
+    parser.add_argument("--models", default="mlp,cnn")
     args = parser.parse_args()
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     print(
         f"keras {keras.__version__}, batch {BATCH}, {args.steps} steps x "
-        f"{args.epochs} epochs per timed fit, {args.pairs} rounds, "
-        f"{os.cpu_count()} CPUs"
+        f"{args.epochs} epochs per timed fit, {args.warmup} warm-up and "
+        f"{args.pairs} timed rounds (order rotated), gc off in timed fits, "
+        f"TF threads {args.threads or 'default'}, {os.cpu_count()} CPUs"
     )
-    for build in (mlp, cnn):
-        name = build().name
-        x, y = data(name, args.steps)
-        times = {s: [] for s in SETTINGS}
-        firsts = {s: [] for s in SETTINGS}
-        for _ in range(args.pairs):
-            for setting in SETTINGS:
-                first, timed = run(build, setting, x, y, args.epochs)
-                times[setting].append(timed)
-                firsts[setting].append(first)
-        plain = times["plain"]
-        step_ms = 1000 * statistics.median(plain) / (args.steps * args.epochs)
-        seconds = statistics.median(plain)
-        print(f"{name}: plain fit {seconds:.2f} s ({step_ms:.2f} ms/step)")
-        for setting in SETTINGS[1:]:
-            ratios = [t / p for t, p in zip(times[setting], plain)]
-            extra = statistics.median(firsts[setting]) - statistics.median(
-                firsts["plain"]
-            )
-            print(
-                f"  {setting:12s} median ratio {statistics.median(ratios):.3f}x "
-                f"(min {min(ratios):.3f}, max {max(ratios):.3f}); "
-                f"first fit +{extra:.2f} s"
-            )
+    builders = {"mlp": mlp, "cnn": cnn}
+    root = tempfile.mkdtemp(prefix="overhead-")
+    try:
+        for name in args.models.split(","):
+            times, first = measure(builders[name], args, root)
+            report(name, times, first, args.steps * args.epochs)
+            keras.backend.clear_session()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ from keras_actloss.diagnostics import stats
 
 SENTINEL = "sentinel"
 FULL = "full"
+# Full statistics plus the gradient samples for histograms: a train function
+# of its own, so the other full steps do not copy the gradients.
+SAMPLES = "full_samples"
+FULL_MODES = (FULL, SAMPLES)
 
 # Under dynamic loss scaling a non-finite step is an overflow that the
 # optimizer skips (and halves the scale). It only counts as a real non-finite
@@ -64,6 +68,12 @@ SENTINEL_FIELDS = (
 _SENTINEL_INIT = (-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0)
 
 
+def _f32(tensor):
+    import tensorflow as tf
+
+    return tf.cast(tensor, "float32")
+
+
 def _half_squares(tensors):
     """Half the sum of squares of float tensors, one fused op per tensor.
 
@@ -105,38 +115,55 @@ class GraphStats:
         step = tf.cast(tf.convert_to_tensor(self.optimizer.iterations), "float64")
         reduced = self._reduce(grads)
         sentinel = self._update_sentinel(reduced, variables, step, scale)
-        if mode != FULL:
+        if mode not in FULL_MODES:
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
-        weights = [
-            [tf.identity(tf.convert_to_tensor(v)) for v in p.variables]
-            for p in self.plans
-        ]
-        values = self._pre_update(layer_grads, weights, scale, sentinel)
-        if self._samples:
+        before = [tf.identity(tf.convert_to_tensor(v)) for v in self._plan_vars()]
+        weight_halves = self._layer_sums([tf.nn.l2_loss(_f32(w)) for w in before])
+        columns = self._grad_columns(layer_grads, weight_halves, scale, sentinel)
+        columns += self._activation_columns()
+        if mode == SAMPLES and self._samples:
             self._write_samples(layer_grads, scale)
         result = original(grads, passed)
-        ratios = [
-            self._update_ratio(w, p.variables) if p.variables else None
-            for p, w in zip(self.plans, weights)
-        ]
-        head = [step, sentinel["norm"], sentinel["bad"], sentinel["skipped"]]
+        after = [tf.convert_to_tensor(v) for v in self._plan_vars()]
+        deltas = [tf.nn.l2_loss(_f32(a - b)) for a, b in zip(after, before)]
+        ratio = tf.math.divide_no_nan(
+            tf.sqrt(self._layer_sums(deltas)), tf.sqrt(weight_halves)
+        )
+        columns.insert(4, self._masked(ratio, [bool(p.variables) for p in self.plans]))
+        head = [sentinel["norm"], sentinel["bad"], sentinel["skipped"]]
         head += self._loss_and_batch()
         head.append(tf.cast(self.optimizer.learning_rate, "float32"))
-        head += tf.unstack(sentinel["state"])
-        self._full.assign(self._pack(head, values, ratios))
+        self._full.assign(self._pack(step, head, sentinel["state"], columns))
         if self.resets_in_graph:
             # The host reads the sentinel with the full statistics: start
             # the next interval here instead of with an eager assign.
             self._sentinel.assign(self._fresh(sentinel["state"]))
         return result
 
-    def _update_ratio(self, before, variables):
-        """`stats.update_ratio` with one fused reduction per variable."""
+    def _plan_vars(self) -> list:
+        """The monitored variables in plan order, as `_layer_sums` expects."""
+        return [v for p in self.plans for v in p.variables]
+
+    def _layer_sums(self, per_variable: list):
+        """`[len(plans)]` float32 sums of per-variable values by layer.
+
+        `per_variable` follows `_plan_vars()`; one segment sum instead of
+        one reduction per layer.
+        """
         tf = self._tf
-        after = [tf.convert_to_tensor(v) for v in variables]
-        delta = _half_squares([a - b for a, b in zip(after, before)])
-        return tf.math.divide_no_nan(tf.sqrt(delta), tf.sqrt(_half_squares(before)))
+        n = len(self.plans)
+        if not per_variable:
+            return tf.zeros([n], "float32")
+        ids = [i for i, p in enumerate(self.plans) for _ in p.variables]
+        return tf.math.unsorted_segment_sum(tf.stack(per_variable), ids, n)
+
+    def _masked(self, vector, present: list[bool]):
+        """`vector` with NaN where `present` is False (float32)."""
+        tf = self._tf
+        if all(present):
+            return vector
+        return tf.where(tf.constant(present), vector, float("nan"))
 
     def _fresh(self, state):
         """The initial sentinel state, keeping the non-finite streak."""
@@ -220,30 +247,61 @@ class GraphStats:
             "state": state,
         }
 
-    def _pre_update(self, layer_grads, weights, scale, sentinel) -> list:
-        """Per-layer gradient, weight and activation statistics (flat list).
+    def _grad_columns(self, layer_grads, weight_halves, scale, sentinel) -> list:
+        """Gradient norm, RMS, max-abs and weight norm, one `[n]` vector each.
 
-        The sums of squares come from the sentinel's per-variable reduction,
-        so the gradients are read once more only for the max-abs.
+        The sums of squares come from the sentinel's per-variable reduction
+        (summed by layer in one op), so the gradients are read once more
+        only for the max-abs.
         """
         tf = self._tf
-        values = []
-        slots = []
+        n = len(self.plans)
+        has = [bool(g) for g in layer_grads]
+        for i in range(n):
+            self._present[(i, "grad")] = has[i]
+        ids = [i for i in range(n) for _ in sentinel["positions"].get(i, [])]
+        index = [k for i in range(n) for k in sentinel["positions"].get(i, [])]
+        if not index:
+            nan = tf.fill([n], float("nan"))
+            return [nan, nan, nan, nan]
+        halves = tf.gather(sentinel["halves"], index)
+        squares = 2.0 * tf.math.unsorted_segment_sum(halves, ids, n)
+        counts = [float(max(stats.element_count(g), 1)) for g in layer_grads]
+        norm = tf.sqrt(squares)
+        rms = tf.sqrt(squares / tf.constant(counts, "float32"))
+        peak = self._layer_peaks(layer_grads)
+        if scale is not None:
+            norm, rms, peak = norm / scale, rms / scale, peak / scale
+        weight = tf.sqrt(2.0 * weight_halves)
+        return [self._masked(c, has) for c in (norm, rms, peak, weight)]
+
+    def _layer_peaks(self, layer_grads):
+        """`[n]` max-abs of each layer's gradients (NaN propagates).
+
+        `max(max(x), -min(x))` is `max(abs(x))` without writing `abs(x)`:
+        two read-only reductions per variable.
+        """
+        tf = self._tf
+        ends = []
+        for g in layer_grads:
+            for x in g:
+                ends += [tf.reduce_max(x), -tf.reduce_min(x)]
+        ends = [tf.cast(e, "float32") for e in ends]
+        width = 2 * max(len(g) for g in layer_grads)
+        rows, k = [], 0
+        for g in layer_grads:
+            size = 2 * len(g)
+            rows.append(list(range(k, k + size)) + [len(ends)] * (width - size))
+            k += size
+        padded = tf.concat([tf.stack(ends), tf.constant([-np.inf], "float32")], 0)
+        return tf.reduce_max(tf.gather(padded, rows), axis=1)
+
+    def _activation_columns(self) -> list:
+        """Zero, dead and saturated fractions, one `[n]` vector each."""
+        tf = self._tf
         outputs = getattr(self._local, "outputs", {})
-        for i, (plan, g) in enumerate(zip(self.plans, layer_grads)):
-            has_grad = bool(g)
-            self._present[(i, "grad")] = has_grad
-            if has_grad:
-                halves = tf.gather(sentinel["halves"], sentinel["positions"][i])
-                squares = 2.0 * tf.reduce_sum(halves)
-                norm = tf.sqrt(squares)
-                rms = tf.sqrt(squares / max(stats.element_count(g), 1))
-                peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(x)) for x in g]))
-                if scale is not None:
-                    norm, rms, peak = norm / scale, rms / scale, peak / scale
-                values += [norm, rms, peak, tf.sqrt(2.0 * _half_squares(weights[i]))]
-            else:
-                values += [None] * 4
+        slots = []
+        for i, plan in enumerate(self.plans):
             out = outputs.get(i)
             self._present[(i, "act")] = out is not None
             if out is not None:
@@ -251,8 +309,11 @@ class GraphStats:
                     tf.stop_gradient(out), plan.profile, plan.channel_axis
                 )
                 slots.append((i, c))
-        values = values + self._activation_values(slots)
-        return values
+        rows = self._activation_values(slots)
+        nan = tf.constant(float("nan"), "float32")
+        return [
+            tf.stack([nan if r[k] is None else r[k] for r in rows]) for k in range(3)
+        ]
 
     def _activation_values(self, slots) -> list:
         """Zero, dead and saturated fractions, summed across replicas first."""
@@ -304,16 +365,23 @@ class GraphStats:
                 sample = sample / scale
             var.assign(sample)
 
-    def _pack(self, head, values, ratios):
+    def _pack(self, step, head, state, columns):
+        """The full-statistics vector: step, `head`, sentinel state, layers.
+
+        Layer rows are `LAYER_FIELDS` in order; float32 values are cast to
+        float64 once, as one vector.
+        """
         tf = self._tf
-        n = len(self.plans)
-        grad_part, act_part = values[: 4 * n], values[4 * n :]
-        flat = [tf.cast(h, "float64") for h in head]
-        nan = tf.constant(float("nan"), "float64")
-        for i in range(n):
-            per = grad_part[4 * i : 4 * i + 4] + [ratios[i]] + list(act_part[i])
-            flat += [nan if x is None else tf.cast(x, "float64") for x in per]
-        return tf.stack(flat)
+        layers = tf.reshape(tf.stack(columns, axis=1), [-1])
+        return tf.concat(
+            [
+                tf.reshape(step, [1]),
+                tf.cast(tf.stack(head), "float64"),
+                state,
+                tf.cast(layers, "float64"),
+            ],
+            axis=0,
+        )
 
     # ------------------------------------------------------------- host side
     def read_full(self) -> dict:

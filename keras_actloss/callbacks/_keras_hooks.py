@@ -15,10 +15,12 @@ duration of `fit`:
   being traced, the output tensor is kept so the `apply` wrapper can compute
   activation statistics from it. Symbolic (KerasTensor) calls, evaluation and
   prediction are not touched.
-- `model.train_function`: two train functions are built with
+- `model.train_function`: train functions are built with
   `model._make_function` from the model's own `train_step`: a "sentinel" one
-  (global gradient norm and non-finite check, every step) and a "full" one
-  (plus per-layer statistics), and the callback swaps them in per batch.
+  (global gradient norm and non-finite check, every step), a "full" one
+  (plus per-layer statistics) and, when histograms are on, a "full_samples"
+  one (plus the gradient samples, only for steps with a histogram due); the
+  callback swaps them in per batch.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end` (Keras 3
   does not call it on exceptions).
@@ -45,7 +47,7 @@ import numpy as np
 from keras_actloss import activations
 from keras_actloss.callbacks._graph_stats import (
     _SENTINEL_INIT,
-    FULL,
+    FULL_MODES,
     GLOBAL_FIELDS,
     LABEL_ROWS,
     LAYER_FIELDS,
@@ -336,7 +338,7 @@ class TrainHooks(GraphStats):
             self._local.loss = None
             first = self._tf.nest.flatten(data)[0]
             self._local.batch = self._tf.shape(first)[0]
-            if mode == FULL and self._labels is not None:
+            if mode in FULL_MODES and self._labels is not None:
                 self._keep_labels(data)
             try:
                 return train_step(data)
@@ -360,7 +362,8 @@ class TrainHooks(GraphStats):
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            if getattr(self._local, "mode", None) == FULL and tf.is_tensor(outputs):
+            mode = getattr(self._local, "mode", None)
+            if mode in FULL_MODES and tf.is_tensor(outputs):
                 self._local.outputs[index] = outputs
             return outputs
 
@@ -371,7 +374,7 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(original)
         def scale_loss(loss):
-            if getattr(self._local, "mode", None) == FULL:
+            if getattr(self._local, "mode", None) in FULL_MODES:
                 self._local.loss = loss
             return original(loss)
 

@@ -11,6 +11,12 @@ import keras
 import numpy as np
 
 from keras_actloss import findings as F
+from keras_actloss.callbacks._graph_stats import (
+    FULL,
+    FULL_MODES,
+    SAMPLES,
+    SENTINEL,
+)
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
@@ -140,10 +146,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
             `<log_dir>/train`), or None to only collect `findings`. Defaults
             to `None`.
         every_n_steps: Steps between full per-layer recordings. Defaults to
-            `100`: 1.02-1.09x the time of a plain `fit` for an MLP and a
-            small CNN at batch 128 on 2 CPU cores (`benchmarks/overhead.py`);
-            `1` (every step) costs 1.6-1.9x there, mostly host-side reading
-            and writing of each step.
+            `100`: about 1.0-1.1x the time of a plain `fit` for an MLP and
+            a small CNN at batch 128 on 2 CPU cores (`benchmarks/overhead.py`);
+            `1` (every step) costs 1.3-1.8x there: in-graph passes over every
+            gradient and weight (max-abs, weight norm, update ratio) and
+            about 0.5 ms of host-side reading, rules and writing per step.
         histogram_every_n_steps: Steps between gradient histograms (a strided
             sample of at most 4096 gradient elements per layer), or None for
             none. Defaults to `1000`.
@@ -259,13 +266,16 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None):
-        mode = "full" if self._next < self._step + self._spe else "sentinel"
+        last = self._step + self._spe - 1
+        mode = SENTINEL
+        if self._next <= last:
+            mode = SAMPLES if self._histogram_due(last) else FULL
         if mode != self._mode:
             self._hooks.use(mode)
             self._mode = mode
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._mode == "full" and self._record():
+        if self._mode in FULL_MODES and self._record():
             last = self._step + self._spe - 1
             self._next = (last // self.every_n_steps + 1) * self.every_n_steps
         self._step += self._spe
@@ -291,7 +301,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
-        samples = self._hooks.read_samples() if self._histogram_due(step) else {}
+        due = self._mode == SAMPLES and self._histogram_due(step)
+        samples = self._hooks.read_samples() if due else {}
         stats = step_stats(data, self._names, samples)
         sentinel = data["sentinel"] if self._hooks.resets_in_graph else None
         new = self._sentinel_findings(recorded=step, state=sentinel)

@@ -97,6 +97,7 @@ class DiagnosticsWriter:
         self.train_dir = os.path.join(self.log_dir, tags.TRAIN_SUBDIR)
         self._writer = None
         self._findings: dict[int, list[Finding]] | None = None  # By step.
+        self._scalar_meta = None  # Scalars plugin metadata, built once.
 
     def open(self) -> DiagnosticsWriter:
         """Creates the directory and the file writer now (idempotent).
@@ -123,11 +124,11 @@ class DiagnosticsWriter:
         import tensorflow as tf
 
         self.open()
+        # Leaving `as_default()` flushes the writer: no second flush.
         with self._writer.as_default():
             tf.summary.experimental.write_raw_pb(
                 summary.SerializeToString(), step=int(step)
             )
-        self._writer.flush()
 
     def write_layers(self, layers: Sequence[LayerInfo], step: int = 0) -> None:
         """Writes the `diagnostics/layers` table at `step`."""
@@ -154,13 +155,16 @@ class DiagnosticsWriter:
         from tensorboard.compat.proto import summary_pb2, types_pb2
         from tensorboard.plugins.scalar import metadata
 
-        meta = metadata.create_summary_metadata(display_name=None, description=None)
+        if self._scalar_meta is None:
+            self._scalar_meta = metadata.create_summary_metadata(
+                display_name=None, description=None
+            )
         summary = summary_pb2.Summary()
         for tag, value in values.items():
             if value is None:
                 continue
             entry = summary.value.add(tag=tag)
-            entry.metadata.CopyFrom(meta)
+            entry.metadata.CopyFrom(self._scalar_meta)
             entry.tensor.dtype = types_pb2.DT_FLOAT
             entry.tensor.tensor_shape.SetInParent()
             entry.tensor.float_val.append(float(value))
