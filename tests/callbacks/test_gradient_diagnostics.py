@@ -44,6 +44,15 @@ def _layer_grads(before, after, model, names, lr=LR):
     return out
 
 
+def _assert_norms_match_sgd_step(diag, before, model, kind, rtol):
+    """The first recording's per-layer norms equal ||dw / lr|| of that step."""
+    grads = _layer_grads(before, weights(model), model, LAYER_NAMES[kind])
+    for ls in diag.history[0].layers:
+        np.testing.assert_allclose(
+            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=rtol
+        )
+
+
 def _diag(**kwargs):
     kwargs.setdefault("check_model", False)
     return GradientDiagnostics(**kwargs)
@@ -112,12 +121,8 @@ def test_mixed_precision_gradients_are_unscaled(data):
     before = weights(model)
     diag = _diag(every_n_steps=1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
-    grads = _layer_grads(before, weights(model), model, LAYER_NAMES["sequential"])
-    for ls in diag.history[0].layers:
-        # The loss scale is 2**15: a scaled gradient would be 32768x larger.
-        np.testing.assert_allclose(
-            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-4
-        )
+    # The loss scale is 2**15: a scaled gradient would be 32768x larger.
+    _assert_norms_match_sgd_step(diag, before, model, "sequential", rtol=1e-4)
 
 
 _MIRRORED = textwrap.dedent(
@@ -189,11 +194,7 @@ def test_jit_compile_records_the_applied_gradients(data):
     before = weights(model)
     diag = _diag(every_n_steps=1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
-    grads = _layer_grads(before, weights(model), model, LAYER_NAMES["functional"])
-    for ls in diag.history[0].layers:
-        np.testing.assert_allclose(
-            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
-        )
+    _assert_norms_match_sgd_step(diag, before, model, "functional", rtol=1e-5)
 
 
 def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
