@@ -130,22 +130,41 @@ def _plugin_tags(acc, plugin: str) -> set[str]:
         return set()
 
 
-def _strings(tensor_proto) -> list[list[str]]:
-    from tensorboard.util import tensor_util
+def decode_table(array) -> list[dict[str, str]]:
+    """Reads a 2-D string table whose first row is its header.
 
-    table = np.asarray(tensor_util.make_ndarray(tensor_proto), dtype=object)
-    if table.ndim != 2:
+    The reader of the tables `DiagnosticsWriter` writes (`diagnostics/layers`,
+    `diagnostics/findings`); the dashboard uses it too.
+
+    Examples:
+
+    >>> decode_table(np.array([[b"layer", b"activation"], [b"d1", b"relu"]]))
+    [{'layer': 'd1', 'activation': 'relu'}]
+
+    Args:
+        array: A 2-D array of `bytes` or `str` (a text summary's tensor).
+
+    Returns:
+        One dict per data row, keyed by the header's column names; `[]` for
+        anything that is not a 2-D table.
+    """
+    table = np.asarray(array, dtype=object)
+    if table.ndim != 2 or table.shape[0] == 0:
         return []
-    return [
-        [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in row]
-        for row in table
-    ]
+    cells = [[_text(cell) for cell in row] for row in table]
+    header, rows = cells[0], cells[1:]
+    return [dict(zip(header, row)) for row in rows]
+
+
+def _text(cell) -> str:
+    return cell.decode("utf-8", "replace") if isinstance(cell, bytes) else str(cell)
 
 
 def _table(tensor_proto) -> list[dict[str, str]]:
-    """`{column: cell}` for every data row of a table (first row: header)."""
-    table = _strings(tensor_proto)
-    return [dict(zip(table[0], row)) for row in table[1:]] if table else []
+    """`{column: cell}` for every data row of a table event's tensor."""
+    from tensorboard.util import tensor_util
+
+    return decode_table(tensor_util.make_ndarray(tensor_proto))
 
 
 def _rows(events) -> list[tuple[int, dict[str, str]]]:

@@ -1,9 +1,10 @@
 """Pure data shaping for the Gradient Health dashboard.
 
-Turns what TensorBoard's data provider returns (text tables as 2-D string
-arrays, scalar series as step/value pairs) into the small JSON-ready shapes the
-dashboard draws. Nothing here imports TensorBoard or reads files: the plugin
-reads, these functions shape.
+Turns what TensorBoard's data provider returns (scalar series as step/value
+pairs, and table cells) into the small JSON-ready shapes the dashboard draws.
+Text tables are decoded by `keras_actloss.logs.reader.decode_table`, as in
+the CLI. Nothing here imports TensorBoard or reads files: the plugin reads,
+these functions shape.
 
 A long run is drawn with at most `MAX_COLUMNS` columns: the distinct recorded
 steps are split, in order, into that many groups of (nearly) equal size, and
@@ -20,32 +21,6 @@ from collections.abc import Sequence
 import numpy as np
 
 MAX_COLUMNS = 500
-
-
-def decode_table(array) -> list[dict[str, str]]:
-    """Reads a 2-D string table whose first row is its header.
-
-    Examples:
-
-    >>> decode_table(np.array([[b"layer", b"activation"], [b"d1", b"relu"]]))
-    [{'layer': 'd1', 'activation': 'relu'}]
-
-    Args:
-        array: A 2-D array of `bytes` or `str` (a text summary's tensor).
-
-    Returns:
-        One dict per data row, keyed by the header's column names.
-    """
-    table = np.asarray(array, dtype=object)
-    if table.ndim != 2 or table.shape[0] == 0:
-        return []
-    cells = [[_text(cell) for cell in row] for row in table]
-    header, rows = cells[0], cells[1:]
-    return [dict(zip(header, row)) for row in rows]
-
-
-def _text(cell) -> str:
-    return cell.decode("utf-8", "replace") if isinstance(cell, bytes) else str(cell)
 
 
 def parse_number(text: str | None) -> float | None:

@@ -29,7 +29,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from keras_actloss import findings as findings_lib
-from keras_actloss.logs import tags
+from keras_actloss.logs import reader, tags
 from keras_actloss.tensorboard_plugin import data
 
 PLUGIN_NAME = "gradient_health"
@@ -205,7 +205,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
         events = self._read_text(ctx, eid, run, tags.LAYERS_TAG)
         if not events:
             return []
-        rows = data.decode_table(events[-1].numpy)  # the latest `fit`
+        rows = reader.decode_table(events[-1].numpy)  # the latest `fit`
         return [
             {column: row.get(column, "") for column in tags.LAYER_COLUMNS}
             for row in rows
@@ -215,7 +215,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
     def _read_findings(self, ctx, eid, run: str) -> list[dict]:
         out, seen = [], set()
         for event in self._read_text(ctx, eid, run, tags.FINDINGS_TAG):
-            for row in data.decode_table(event.numpy):
+            for row in reader.decode_table(event.numpy):
                 key = tuple(row.get(c) for c in tags.FINDING_COLUMNS)
                 if key in seen:
                     continue

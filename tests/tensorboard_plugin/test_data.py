@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_actloss.logs import tags
+from keras_actloss.logs import reader, tags
 from keras_actloss.tensorboard_plugin import data
 
 
@@ -57,7 +57,7 @@ def test_decode_table_maps_columns_by_header():
         [[c.encode() for c in header], [b"True", b"relu", b"Dense", b"d\xc3\xa9"]],
         dtype=object,
     )
-    assert data.decode_table(table) == [
+    assert reader.decode_table(table) == [
         {
             "layer": "dé",
             "class_name": "Dense",
@@ -71,7 +71,7 @@ def test_decode_table_maps_columns_by_header():
     "array", [np.array(b"scalar"), np.array([b"a", b"b"]), np.zeros((0, 3))]
 )
 def test_decode_table_ignores_non_tables(array):
-    assert data.decode_table(array) == []
+    assert reader.decode_table(array) == []
 
 
 @pytest.mark.parametrize(
