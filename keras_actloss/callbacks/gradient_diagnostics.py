@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 
 import keras
@@ -394,17 +393,13 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _check_log_dir(self) -> None:
         if self.log_dir is None:
             return
-        from keras_actloss.logs import tags
-
-        target = os.path.join(self.log_dir, tags.TRAIN_SUBDIR)
         from keras_actloss.logs.writer import DiagnosticsWriter
 
         try:
-            os.makedirs(target, exist_ok=True)
-            with tempfile.TemporaryFile(dir=target):
-                pass
             if self._writer is None:
-                self._writer = DiagnosticsWriter(self.log_dir).open()
+                self._writer = DiagnosticsWriter(self.log_dir)
+            self._writer.check_writable()  # Also when reused by a later fit.
+            self._writer.open()
         except OSError as error:
             raise ValueError(
                 "Argument `log_dir` must be a writable directory "

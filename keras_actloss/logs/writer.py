@@ -15,6 +15,7 @@ computes no statistics.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -99,21 +100,26 @@ class DiagnosticsWriter:
         self._findings: dict[int, list[Finding]] | None = None  # By step.
         self._scalar_meta = None  # Scalars plugin metadata, built once.
 
+    def check_writable(self) -> None:
+        """Creates `<log_dir>/train` and writes a temporary file there.
+
+        Raises `OSError` (e.g. `PermissionError`, `NotADirectoryError`) when
+        the logs cannot be written, so the callback can fail before training
+        starts.
+        """
+        os.makedirs(self.train_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.train_dir):
+            pass
+
     def open(self) -> DiagnosticsWriter:
         """Creates the directory and the file writer now (idempotent).
 
-        Raises `PermissionError`/`OSError` for an unwritable `log_dir`, so the
-        callback can fail before training starts.
+        Raises `OSError` for an unwritable `log_dir` (see `check_writable`).
         """
         if self._writer is None:
             import tensorflow as tf
 
-            os.makedirs(self.train_dir, exist_ok=True)
-            if not os.access(self.train_dir, os.W_OK):
-                raise PermissionError(
-                    f"Cannot write TensorBoard logs to {self.train_dir!r}: the "
-                    f"directory is not writable. Received: log_dir={self.log_dir!r}"
-                )
+            self.check_writable()
             self._writer = tf.summary.create_file_writer(self.train_dir)
         return self
 
