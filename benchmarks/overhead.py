@@ -85,7 +85,10 @@ def data(model_name: str, steps: int):
     """Random MNIST-shaped batches, as a cached in-memory `tf.data.Dataset`.
 
     Not NumPy arrays: `fit` would reshuffle 40 MB per epoch in background
-    threads, which on 2 cores makes epoch times vary by 2x.
+    threads, which on 2 cores makes epoch times vary by 2x. tf.data's
+    injected prefetch and autotuning are off for the same reason: with them
+    a whole `fit` ran at either 3.1 or 6.1 ms/step at random (measured on
+    the plain MLP; without them, 30 fits in a row at 2.6-3.6 ms/step).
     """
     import tensorflow as tf
 
@@ -93,7 +96,11 @@ def data(model_name: str, steps: int):
     shape = (784,) if model_name == "mlp" else (28, 28, 1)
     x = rng.random((steps * BATCH, *shape), dtype="float32")
     y = rng.integers(0, 10, size=steps * BATCH)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache()
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache()
+    return dataset.with_options(options)
 
 
 def callbacks(setting: str, log_dir: str) -> list:

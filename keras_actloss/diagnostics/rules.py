@@ -210,6 +210,7 @@ class HealthRules:
         self._streaks = _Streaks()
         self._reported: set[tuple[str, str | None]] = set()
         self._baseline: list[float] = []
+        self._baseline_median: float | None = None  # Of `_baseline`, cached.
         self._first_loss: float | None = None
         self.findings: list[Finding] = []
 
@@ -250,11 +251,16 @@ class HealthRules:
         The every-step sentinel can compare against it in the graph.
         """
         t = self.thresholds
-        if not self._baseline:
+        baseline = self._baseline_norm()
+        if baseline is None:
             return t.exploding_norm
-        return min(
-            t.exploding_growth * float(np.median(self._baseline)), t.exploding_norm
-        )
+        return min(t.exploding_growth * baseline, t.exploding_norm)
+
+    def _baseline_norm(self) -> float | None:
+        """Median global norm of the early recordings (None before any)."""
+        if self._baseline_median is None and self._baseline:
+            self._baseline_median = float(np.median(self._baseline))
+        return self._baseline_median
 
     def _broken(self) -> bool:
         """Whether a non-finite value was reported: the weights are (or soon
@@ -279,7 +285,7 @@ class HealthRules:
     def _exploding_norm(self, new, step, norm, recording) -> None:
         t = self.thresholds
         limit = self.norm_limit()
-        baseline = float(np.median(self._baseline)) if self._baseline else None
+        baseline = self._baseline_norm()
         key = (F.EXPLODING_GRADIENTS, None)
         count, start = self._streaks.update(key, norm > limit, step)
         spike = baseline is not None and norm >= t.exploding_spike_growth * baseline
@@ -297,6 +303,7 @@ class HealthRules:
         early = len(self._baseline) < t.baseline_recordings
         if recording and count == 0 and norm > 0 and early:
             self._baseline.append(norm)
+            self._baseline_median = None
 
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds

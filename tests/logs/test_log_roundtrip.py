@@ -20,7 +20,7 @@ from keras_actloss.diagnostics.records import (
 from keras_actloss.findings import Finding
 from keras_actloss.logs import reader
 from keras_actloss.logs.heatmap import render_heatmap
-from keras_actloss.logs.writer import DiagnosticsWriter
+from keras_actloss.logs.writer import DiagnosticsWriter, EventFile
 
 LAYERS = [
     LayerInfo("dense", "Dense", "relu", True, 0),
@@ -335,6 +335,28 @@ def test_writer_is_lazy(tmp_path):
     assert writer.open() is writer and writer.open() is writer
     assert os.path.isdir(str(tmp_path / "run" / "train"))
     writer.close()
+
+
+def test_event_file_format(tmp_path):
+    # TensorBoard's own loader reads the file: a `file_version` event first,
+    # then one event per write with its step and summary. Two files opened
+    # in the same second get distinct names.
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat.proto import summary_pb2
+
+    first, second = EventFile(str(tmp_path)), EventFile(str(tmp_path))
+    assert first.path != second.path
+    assert "keras_actloss" in os.path.basename(first.path)
+    summary = summary_pb2.Summary()
+    summary.value.add(tag="grad_norm/dense").simple_value = 0.25
+    first.write(summary, 7)
+    # Readable before close: every write is flushed.
+    events = list(event_file_loader.LegacyEventFileLoader(first.path).Load())
+    assert events[0].file_version == "brain.Event:2"
+    assert [e.step for e in events[1:]] == [7]
+    assert events[1].summary == summary
+    first.close()
+    second.close()
 
 
 def test_several_event_files_in_one_run(tmp_path):
