@@ -97,6 +97,43 @@ def _sum_of_squares(tensor):
     return tf.reshape(tf.matmul(flat, flat, transpose_b=True), [])
 
 
+def _handle_of(read):
+    """The resource handle a variable read came from, or None."""
+    op = read.op
+    while op.type == "Identity":
+        op = op.inputs[0].op
+    return op.inputs[0] if op.type == "ReadVariableOp" else None
+
+
+_ADDITIVE_UPDATES = ("AssignSubVariableOp", "AssignAddVariableOp")
+
+
+def _single_updates(reads: list, ops: list) -> list:
+    """The tensor each variable was changed by in `ops`, or None.
+
+    `reads` are reads of the variables taken before `ops` (the optimizer's
+    `apply`) were traced. When the only op of `ops` that takes a variable's
+    handle, besides reads, is one `AssignSubVariableOp` or
+    `AssignAddVariableOp`, that op's value is the update, and its norm is
+    `||w_after - w_before||` without keeping a copy of the weights. Any
+    other use (an assign, a second update, weight decay, a constraint, a
+    scatter, the handle passed into a cond or a function) gives None: the
+    caller then compares the weights after `ops` with `reads`.
+    """
+    users: dict[str, list] = {}
+    for op in ops:
+        if op.type != "ReadVariableOp":
+            for t in op.inputs:
+                users.setdefault(t.name, []).append(op)
+    updates = []
+    for read in reads:
+        handle = _handle_of(read)
+        found = [] if handle is None else users.get(handle.name, [])
+        single = len(found) == 1 and found[0].type in _ADDITIVE_UPDATES
+        updates.append(found[0].inputs[1] if single else None)
+    return updates
+
+
 class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
@@ -129,15 +166,30 @@ class GraphStats:
         if mode not in FULL_MODES:
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
-        before = [tf.identity(tf.convert_to_tensor(v)) for v in self._plan_vars()]
+        before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
         weight_squares = self._layer_sums([_sum_of_squares(w) for w in before])
         columns = self._grad_columns(layer_grads, weight_squares, scale, sentinel)
         columns += self._activation_columns()
         if mode == SAMPLES and self._samples:
             self._write_samples(layer_grads, scale)
-        result = original(grads, passed)
-        after = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        deltas = [_sum_of_squares(_f32(a) - _f32(b)) for a, b in zip(after, before)]
+        # The optimizer waits for the weight norms, so the weights are no
+        # longer read when it updates them: no copy-on-write of every weight.
+        with tf.control_dependencies([weight_squares]):
+            grads = [None if g is None else tf.identity(g) for g in grads]
+        if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
+            result = original(grads, passed)
+            updates = [None] * len(before)
+        else:
+            graph = tf.compat.v1.get_default_graph()
+            start = len(graph.get_operations())
+            result = original(grads, passed)
+            updates = _single_updates(before, graph.get_operations()[start:])
+        deltas = [
+            _sum_of_squares(_f32(tf.convert_to_tensor(v)) - _f32(b))
+            if u is None
+            else _sum_of_squares(u)
+            for v, b, u in zip(self._plan_vars(), before, updates)
+        ]
         ratio = tf.math.divide_no_nan(
             tf.sqrt(self._layer_sums(deltas)), tf.sqrt(weight_squares)
         )
@@ -397,7 +449,8 @@ class GraphStats:
     # ------------------------------------------------------------- host side
     def read_full(self) -> dict:
         """The last full-statistics step, as Python values (None = n/a)."""
-        vector = self._full.numpy()
+        # `value()`: one eager op (a read), where `numpy()` adds an identity.
+        vector = self._full.value().numpy()
         head = dict(zip(GLOBAL_FIELDS, vector[: len(GLOBAL_FIELDS)].tolist()))
         base = len(GLOBAL_FIELDS)
         copy = vector[base : base + len(SENTINEL_FIELDS)].tolist()
@@ -444,7 +497,7 @@ class GraphStats:
 
     def read_sentinel(self, reset: bool = True) -> dict:
         """The sentinel since the last read; resets it unless `reset=False`."""
-        values = dict(zip(SENTINEL_FIELDS, self._sentinel.numpy().tolist()))
+        values = dict(zip(SENTINEL_FIELDS, self._sentinel.value().numpy().tolist()))
         if reset:
             fresh = np.array(_SENTINEL_INIT)
             fresh[SENTINEL_FIELDS.index("streak")] = values["streak"]

@@ -58,6 +58,48 @@ def _diag(**kwargs):
     return GradientDiagnostics(**kwargs)
 
 
+UPDATE_CASES = {
+    # One AssignSub per variable: the update tensor's norm is recorded.
+    "sgd": lambda: keras.optimizers.SGD(LR),
+    # One AssignAdd per variable (the velocity).
+    "momentum": lambda: keras.optimizers.SGD(LR, momentum=0.9),
+    # Weight decay writes the variables a second time, and a constraint
+    # assigns them: the weights before and after are compared instead.
+    "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.5),
+    "constraint": lambda: keras.optimizers.SGD(LR),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPDATE_CASES))
+def test_weight_norm_and_update_ratio_match_numpy(case, rng):
+    # A 80x64 kernel takes the matrix-product path of the sums of squares.
+    x = rng.normal(size=(32, 80)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    constraint = keras.constraints.MaxNorm(0.5) if case == "constraint" else None
+    model = keras.Sequential(
+        [
+            keras.Input((80,)),
+            keras.layers.Dense(
+                64, activation="relu", name="wide", kernel_constraint=constraint
+            ),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    model.compile(UPDATE_CASES[case](), "mse")
+    before = weights(model)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    after = weights(model)
+    (stats,) = diag.history
+    for ls, k in zip(stats.layers, (0, 2)):  # [kernel, bias] of each layer.
+        w0 = np.concatenate([before[k].ravel(), before[k + 1].ravel()])
+        w1 = np.concatenate([after[k].ravel(), after[k + 1].ravel()])
+        np.testing.assert_allclose(ls.weight_norm, np.linalg.norm(w0), rtol=1e-5)
+        np.testing.assert_allclose(
+            ls.update_ratio, np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rtol=1e-4
+        )
+
+
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_gradients_and_activations_match_references(kind, data):
     x, y = data
