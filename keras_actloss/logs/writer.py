@@ -111,10 +111,18 @@ class EventFile:
         self._append(_event_pb2().Event(file_version="brain.Event:2"))
 
     def write(self, summary, step: int) -> None:
-        """Appends `summary` as one event at `step` and flushes."""
+        """Appends the `Summary` protobuf as one event at `step` and flushes."""
+        self.write_serialized(summary.SerializeToString(), step)
+
+    def write_serialized(self, summary: bytes, step: int) -> None:
+        """Appends a serialized `Summary` as one event at `step` and flushes."""
         event = _event_pb2().Event(wall_time=time.time(), step=int(step))
-        event.summary.CopyFrom(summary)
-        self._append(event)
+        # A field appended to a serialized message is part of it: `summary`
+        # goes in as field 5 of `Event` without parsing it again.
+        self._records.write(
+            event.SerializeToString() + _EVENT_SUMMARY + _varint(len(summary)) + summary
+        )
+        self.flush()
 
     def _append(self, event) -> None:
         self._records.write(event.SerializeToString())
@@ -131,6 +139,45 @@ def _event_pb2():
     from tensorboard.compat.proto import event_pb2
 
     return event_pb2
+
+
+# Protocol-buffer wire bytes of the fields a scalar recording writes, so a
+# value costs one bytes join instead of four protobuf calls (tested against
+# the protobuf library's own serialization):
+# - `Event.summary` is field 5, length-delimited: key (5 << 3) | 2.
+_EVENT_SUMMARY = b"\x2a"
+# - A `TensorProto` float32 scalar before its 4 value bytes: dtype (field 1)
+#   DT_FLOAT (1), tensor_shape (field 2) empty, float_val (field 5, packed)
+#   of 4 bytes. 10 bytes in all with the value.
+_SCALAR_TENSOR = b"\x08\x01\x12\x00\x2a\x04"
+
+
+def _varint(n: int) -> bytes:
+    """The protocol-buffer varint of a non-negative int."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def scalar_value_prefix(tag: str) -> bytes:
+    """Wire bytes of one `Summary.value` holding a float32 scalar at `tag`,
+    without metadata, up to its 4 little-endian value bytes.
+
+    `Summary.value` is field 1; in a value, `tag` is field 1 and `tensor`
+    field 8 (key (8 << 3) | 2, length 10).
+    """
+    name = tag.encode()
+    value = b"\x0a" + _varint(len(name)) + name + b"\x42\x0a" + _SCALAR_TENSOR
+    return b"\x0a" + _varint(len(value) + 4) + value
+
+
+def float32_bytes(values: Sequence[float]) -> bytes:
+    """Little-endian float32 bytes of `values` (overflow gives infinity)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
 
 
 class DiagnosticsWriter:
@@ -161,7 +208,7 @@ class DiagnosticsWriter:
         self._findings: dict[int, list[Finding]] | None = None  # By step.
         self._scalar_meta = None  # Scalars plugin metadata, built once.
         self._described: set[str] = set()  # Scalar tags with metadata in the file.
-        self._scalar_tensor = None  # Float32 scalar `TensorProto`, no value.
+        self._prefixes: dict[str, bytes] = {}  # `scalar_value_prefix` by tag.
 
     def check_writable(self) -> None:
         """Creates `<log_dir>/train` and writes a temporary file there.
@@ -212,10 +259,10 @@ class DiagnosticsWriter:
         self._write_scalars({tag: event.global_norm}, event.step)
 
     def _write_scalars(self, values: Mapping[str, float | None], step: int) -> None:
-        # Same protobuf as `scalar_pb` (float32 scalar tensor, scalars
-        # plugin metadata), built directly: ~2 us a value instead of ~60.
-        # Like TensorFlow's summary writer, the metadata goes with a tag's
-        # first value in the file only: TensorBoard keeps it from there.
+        # The protobuf `scalar_pb` makes (float32 scalar tensor, scalars
+        # plugin metadata). Like TensorFlow's summary writer, the metadata
+        # goes with a tag's first value in the file only: TensorBoard keeps
+        # it from there. Later values are joined from cached wire bytes.
         from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
         from tensorboard.plugins.scalar import metadata
 
@@ -223,21 +270,29 @@ class DiagnosticsWriter:
             self._scalar_meta = metadata.create_summary_metadata(
                 display_name=None, description=None
             )
-            self._scalar_tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
-            self._scalar_tensor.tensor_shape.SetInParent()
         self.open()  # A new file starts without described tags.
-        summary = summary_pb2.Summary()
-        add = summary.value.add
+        first = summary_pb2.Summary()
+        prefixes, floats = [], []
         for tag, value in values.items():
             if value is None:
                 continue
             if tag in self._described:
-                entry = add(tag=tag, tensor=self._scalar_tensor)
+                prefix = self._prefixes.get(tag)
+                if prefix is None:
+                    prefix = self._prefixes[tag] = scalar_value_prefix(tag)
+                prefixes.append(prefix)
+                floats.append(value)
             else:
-                entry = add(tag=tag, tensor=self._scalar_tensor, metadata=self._scalar_meta)
-                self._described.add(tag)
-            entry.tensor.float_val.append(float(value))
-        self._write(summary, step)
+                tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+                tensor.tensor_shape.SetInParent()
+                tensor.float_val.append(float(value))
+                first.value.add(tag=tag, tensor=tensor, metadata=self._scalar_meta)
+        if not (first.value or prefixes):
+            return
+        packed = float32_bytes(floats)
+        later = b"".join(p + packed[4 * i : 4 * i + 4] for i, p in enumerate(prefixes))
+        self._writer.write_serialized(first.SerializeToString() + later, step)
+        self._described.update(v.tag for v in first.value)
 
     def write_histograms(self, step: int, values: Mapping[str, np.ndarray]) -> None:
         """Writes `grad_hist/<layer>` for each `{layer: gradient values}`."""

@@ -31,7 +31,9 @@ def test_sum_of_squares_unknown_shape(rng):
     x = rng.normal(size=(50, 100)).astype("float32")
     spec = tf.TensorSpec([None, None], "float32")
     traced = tf.function(_sum_of_squares, input_signature=[spec])
-    np.testing.assert_allclose(float(traced(x)), np.sum(x.astype("float64") ** 2), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(traced(x)), np.sum(x.astype("float64") ** 2), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -49,7 +51,9 @@ def _updates_of(write):
 
     Returns the update tensors' values (None where there is none).
     """
-    variables = [tf.Variable(np.full((2, 3), float(i + 1), "float32")) for i in range(5)]
+    variables = [
+        tf.Variable(np.full((2, 3), float(i + 1), "float32")) for i in range(5)
+    ]
     delta = tf.constant(np.arange(6, dtype="float32").reshape(2, 3))
 
     @tf.function

@@ -20,7 +20,12 @@ from keras_actloss.diagnostics.records import (
 from keras_actloss.findings import Finding
 from keras_actloss.logs import reader
 from keras_actloss.logs.heatmap import render_heatmap
-from keras_actloss.logs.writer import DiagnosticsWriter, EventFile
+from keras_actloss.logs.writer import (
+    DiagnosticsWriter,
+    EventFile,
+    float32_bytes,
+    scalar_value_prefix,
+)
 
 LAYERS = [
     LayerInfo("dense", "Dense", "relu", True, 0),
@@ -357,6 +362,51 @@ def test_event_file_format(tmp_path):
     assert events[1].summary == summary
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "grad_norm/dense",
+        "update_ratio/" + "very_long_layer_name" * 8,
+        "zero_fraction/Ä",
+    ],
+)
+def test_scalar_wire_bytes_match_protobuf(tag):
+    # The cached wire bytes parse as, and equal, what the protobuf library
+    # serializes for the same float32 scalar (tags over 127 bytes need a
+    # two-byte length).
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
+
+    values = [0.25, -3.5e-8, 1e300, float("inf"), float("nan")]
+    packed = float32_bytes(values)
+    for i, value in enumerate(values):
+        wire = scalar_value_prefix(tag) + packed[4 * i : 4 * i + 4]
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+        tensor.tensor_shape.SetInParent()
+        tensor.float_val.append(value)
+        expected = summary_pb2.Summary()
+        expected.value.add(tag=tag, tensor=tensor)
+        if math.isnan(value):
+            (parsed,) = summary_pb2.Summary.FromString(wire).value
+            assert parsed.tag == tag and math.isnan(parsed.tensor.float_val[0])
+        else:
+            assert wire == expected.SerializeToString()
+    assert np.frombuffer(packed, "<f4")[2] == np.inf  # 1e300 overflows.
+
+
+def test_event_wire_bytes_match_protobuf(tmp_path):
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    assert event_pb2.Event.DESCRIPTOR.fields_by_name["summary"].number == 5
+    summary = summary_pb2.Summary()
+    summary.value.add(tag="a").simple_value = 1.5
+    events = EventFile(str(tmp_path))
+    events.write_serialized(summary.SerializeToString(), 2**40)
+    events.close()
+    (_, event) = event_file_loader.LegacyEventFileLoader(events.path).Load()
+    assert event.step == 2**40 and event.summary == summary
 
 
 def test_several_event_files_in_one_run(tmp_path):
