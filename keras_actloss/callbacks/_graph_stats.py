@@ -79,22 +79,35 @@ def _f32(tensor):
 _DOT_MIN_ELEMENTS = 4096
 
 
-def _sum_of_squares(tensor):
-    """Sum of squares of a float tensor, a float32 scalar.
+def _sums_of_squares(tensors: list):
+    """`[len(tensors)]` float32 sums of squares, one per float tensor.
 
-    The in-graph equivalent of `stats.sum_of_squares([tensor])`. A large
-    tensor goes through one `[1, n] x [n, 1]` matrix product: one vectorized
-    read (about 40 us for 200k values on a 2-core CPU, where `tf.nn.l2_loss`
-    takes 80-350 us). NaN and infinity propagate as in any sum.
+    The in-graph equivalent of `stats.sum_of_squares([t])` for each `t`. A
+    large tensor goes through one `[1, n] x [n, 1]` matrix product: one
+    vectorized read (about 40 us for 200k values on a 2-core CPU, where
+    `tf.nn.l2_loss` takes 80-350 us). Small ones use `tf.nn.l2_loss`, whose
+    halves are doubled by one multiply for all. NaN and infinity propagate
+    as in any sum.
     """
     import tensorflow as tf
 
-    x = _f32(tensor)
-    size = x.shape.num_elements()
-    if size is not None and size < _DOT_MIN_ELEMENTS:
-        return 2.0 * tf.nn.l2_loss(x)  # Exact: l2_loss is half the sum.
-    flat = tf.reshape(x, [1, -1])
-    return tf.reshape(tf.matmul(flat, flat, transpose_b=True), [])
+    parts, factors = [], []
+    for tensor in tensors:
+        x = _f32(tensor)
+        size = x.shape.num_elements()
+        if size is not None and size < _DOT_MIN_ELEMENTS:
+            parts.append(tf.nn.l2_loss(x))
+            factors.append(2.0)  # Exact: l2_loss is half the sum.
+        else:
+            flat = tf.reshape(x, [1, -1])
+            parts.append(tf.reshape(tf.matmul(flat, flat, transpose_b=True), []))
+            factors.append(1.0)
+    if not parts:
+        return tf.zeros([0], "float32")
+    stacked = tf.stack(parts)
+    if max(factors) == 1.0:
+        return stacked
+    return stacked * tf.constant(factors, "float32")
 
 
 def _handle_of(read):
@@ -167,7 +180,7 @@ class GraphStats:
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        weight_squares = self._layer_sums([_sum_of_squares(w) for w in before])
+        weight_squares = self._layer_sums(_sums_of_squares(before))
         columns = self._grad_columns(layer_grads, weight_squares, scale, sentinel)
         columns += self._activation_columns()
         if mode == SAMPLES and self._samples:
@@ -184,12 +197,12 @@ class GraphStats:
             start = len(graph.get_operations())
             result = original(grads, passed)
             updates = _single_updates(before, graph.get_operations()[start:])
-        deltas = [
-            _sum_of_squares(_f32(tf.convert_to_tensor(v)) - _f32(b))
-            if u is None
-            else _sum_of_squares(u)
-            for v, b, u in zip(self._plan_vars(), before, updates)
-        ]
+        deltas = _sums_of_squares(
+            [
+                _f32(tf.convert_to_tensor(v)) - _f32(b) if u is None else u
+                for v, b, u in zip(self._plan_vars(), before, updates)
+            ]
+        )
         ratio = tf.math.divide_no_nan(
             tf.sqrt(self._layer_sums(deltas)), tf.sqrt(weight_squares)
         )
@@ -208,18 +221,18 @@ class GraphStats:
         """The monitored variables in plan order, as `_layer_sums` expects."""
         return [v for p in self.plans for v in p.variables]
 
-    def _layer_sums(self, per_variable: list):
-        """`[len(plans)]` float32 sums of per-variable values by layer.
+    def _layer_sums(self, per_variable):
+        """`[len(plans)]` float32 sums of a per-variable vector by layer.
 
         `per_variable` follows `_plan_vars()`; one segment sum instead of
         one reduction per layer.
         """
         tf = self._tf
         n = len(self.plans)
-        if not per_variable:
-            return tf.zeros([n], "float32")
         ids = [i for i, p in enumerate(self.plans) for _ in p.variables]
-        return tf.math.unsorted_segment_sum(tf.stack(per_variable), ids, n)
+        if not ids:
+            return tf.zeros([n], "float32")
+        return tf.math.unsorted_segment_sum(per_variable, ids, n)
 
     def _masked(self, vector, present: list[bool]):
         """`vector` with NaN where `present` is False (float32)."""
@@ -271,7 +284,7 @@ class GraphStats:
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        squares = tf.stack([_sum_of_squares(g) for g, _ in present])
+        squares = _sums_of_squares([g for g, _ in present])
         norm = tf.sqrt(tf.reduce_sum(squares))
         if scale is not None:
             norm = norm / scale
@@ -281,7 +294,7 @@ class GraphStats:
             [float(self._var_layer.get(id(v), -1)) for _, v in present], "float64"
         )
         first_layer = tf.gather(layer_of, tf.argmin(tf.cast(finite, "int32")))
-        old = self._sentinel.read_value()
+        old = self._sentinel.value()  # One read op, no identity.
         f = dict(zip(SENTINEL_FIELDS, tf.unstack(old)))
         streak, skipped_total = f["streak"], f["skipped"]
         counted, skipped = bad, tf.constant(False)

@@ -7,43 +7,47 @@ import tensorflow as tf
 from keras_actloss.callbacks._graph_stats import (
     _DOT_MIN_ELEMENTS,
     _single_updates,
-    _sum_of_squares,
+    _sums_of_squares,
 )
 
 # One shape below the matrix-product threshold (tf.nn.l2_loss), two above.
 SHAPES = [(3, 4), (_DOT_MIN_ELEMENTS,), (300, 70)]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_sum_of_squares_matches_numpy(rng, shape, dtype):
-    x = rng.normal(size=shape).astype(dtype)
-    expected = np.sum(x.astype("float64") ** 2)
+def test_sums_of_squares_match_numpy(rng, dtype):
+    xs = [rng.normal(size=shape).astype(dtype) for shape in SHAPES]
+    expected = [np.sum(x.astype("float64") ** 2) for x in xs]
     rtol = 1e-3 if dtype == "float16" else 1e-5
-    eager = _sum_of_squares(tf.constant(x))
-    traced = tf.function(_sum_of_squares)(tf.constant(x))
-    assert eager.dtype == tf.float32 and eager.shape == ()
-    np.testing.assert_allclose(float(eager), expected, rtol=rtol)
-    np.testing.assert_allclose(float(traced), expected, rtol=rtol)
+    eager = _sums_of_squares([tf.constant(x) for x in xs])
+    traced = tf.function(_sums_of_squares)([tf.constant(x) for x in xs])
+    assert eager.dtype == tf.float32 and eager.shape == (len(SHAPES),)
+    np.testing.assert_allclose(eager.numpy(), expected, rtol=rtol)
+    np.testing.assert_allclose(traced.numpy(), expected, rtol=rtol)
+    # Only large tensors (no doubled halves), and only a small one.
+    large, small = _sums_of_squares(xs[1:]), _sums_of_squares(xs[:1])
+    np.testing.assert_allclose(large.numpy(), expected[1:], rtol=rtol)
+    np.testing.assert_allclose(small.numpy(), expected[:1], rtol=rtol)
+    assert _sums_of_squares([]).shape == (0,)
 
 
-def test_sum_of_squares_unknown_shape(rng):
+def test_sums_of_squares_unknown_shape(rng):
     x = rng.normal(size=(50, 100)).astype("float32")
     spec = tf.TensorSpec([None, None], "float32")
-    traced = tf.function(_sum_of_squares, input_signature=[spec])
+    traced = tf.function(lambda t: _sums_of_squares([t]), input_signature=[spec])
     np.testing.assert_allclose(
-        float(traced(x)), np.sum(x.astype("float64") ** 2), rtol=1e-5
+        traced(x).numpy(), [np.sum(x.astype("float64") ** 2)], rtol=1e-5
     )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_sum_of_squares_propagates_non_finite(rng, shape):
+def test_sums_of_squares_propagate_non_finite(rng, shape):
     x = rng.normal(size=shape).astype("float32")
     flat = x.reshape(-1)
     flat[1] = np.inf
-    assert float(_sum_of_squares(tf.constant(x))) == np.inf
+    assert _sums_of_squares([tf.constant(x)]).numpy()[0] == np.inf
     flat[2] = np.nan
-    assert np.isnan(float(_sum_of_squares(tf.constant(x))))
+    assert np.isnan(_sums_of_squares([tf.constant(x)]).numpy()[0])
 
 
 def _updates_of(write):
