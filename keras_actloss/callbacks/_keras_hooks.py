@@ -237,11 +237,11 @@ class TrainHooks(GraphStats):
         Called again for a later `fit` of the same compiled model, it keeps
         the variables and the train functions already traced.
         """
-        check_internals()
         model, optimizer = self.model, self.optimizer
         if hasattr(self, "_sentinel"):
             self._sentinel.assign(np.array(_SENTINEL_INIT))
         else:
+            check_internals()  # Once: Keras does not change between fits.
             self._create_variables()
         self._saved["train_function"] = model.train_function
         self._wrap(optimizer, "apply", self._apply_wrapper(optimizer.apply))
