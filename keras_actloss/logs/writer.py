@@ -6,10 +6,11 @@ call inside a traced function would capture one step at trace time). Each
 call builds one `Summary` protobuf (with TensorBoard's own `*_pb` helpers and
 plugin metadata, so every tab reads it as its own) and appends it as one
 event to the run's own event file (`EventFile`, a `tf.io.TFRecordWriter`):
-no TensorFlow op per value or per call, so a recording of 3 layers costs
-about 60 us and one of 50 layers x 7 statistics about 1 ms. Every public
-write flushes, so a crash loses nothing that was already written. The writer
-computes no statistics.
+no TensorFlow op per value or per call. Scalar values after a tag's first
+are joined from cached wire bytes, so a recording of 3 layers costs about
+40 us and one of 50 layers x 7 statistics about 0.25 ms on a 2-core CPU.
+Every public write flushes, so a crash loses nothing that was already
+written. The writer computes no statistics.
 """
 
 from __future__ import annotations
