@@ -394,16 +394,14 @@ class GraphStats:
     def _activation_values(self, slots) -> list:
         """Zero, dead and saturated fractions, summed across replicas first."""
         tf = self._tf
-        by_layer = {}
-        if slots:
+        by_layer = dict(slots)  # One replica: the counts as they are.
+        if slots and self.replicas > 1:
             flat = []
             for _, c in slots:
                 flat += [tf.reshape(c[k], [-1]) for k in sorted(c)]
-            vector = tf.concat(flat, axis=0)
-            if self.replicas > 1:
-                vector = tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, vector
-                )
+            vector = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.concat(flat, axis=0)
+            )
             offset = 0
             for i, c in slots:
                 summed = {}
@@ -420,8 +418,11 @@ class GraphStats:
             if c is not None and "inactive" in c:
                 zero = c["inactive"] / c["elements"]
                 if plan.profile.can_die:
-                    units = tf.cast(tf.size(c["active_per_unit"]), "float32")
-                    dead = stats.dead_units(c["active_per_unit"]) / units
+                    per_unit = c["active_per_unit"]
+                    units = per_unit.shape.num_elements()
+                    if units is None:
+                        units = tf.cast(tf.size(per_unit), "float32")
+                    dead = stats.dead_units(per_unit) / units
             if c is not None and "saturated" in c:
                 sat = c["saturated"] / c["elements"]
             values.append((zero, dead, sat))
