@@ -145,10 +145,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
             `<log_dir>/train`), or None to only collect `findings`. Defaults
             to `None`.
         every_n_steps: Steps between full per-layer recordings. Defaults to
-            `100`: about 1.01-1.03x the time of a plain `fit` for a small
+            `100`: about 0.98-1.03x the time of a plain `fit` for a small
             CNN at batch 128 on 2 CPU cores and 1.05-1.08x for a 3 ms/step
-            MLP (`benchmarks/overhead.py`); `1` (every step) costs 1.19-1.20x
-            and 1.31-1.35x there: in-graph passes over every gradient and
+            MLP (`benchmarks/overhead.py`); `1` (every step) costs 1.18-1.20x
+            and 1.28-1.35x there: in-graph passes over every gradient and
             weight (norms, max-abs, update ratio) and about 0.3 ms of
             host-side reading, rules and writing per step.
         histogram_every_n_steps: Steps between gradient histograms (a strided
