@@ -88,7 +88,7 @@ def data(model_name: str, steps: int):
     threads, which on 2 cores makes epoch times vary by 2x. tf.data's
     injected prefetch and autotuning are off for the same reason: with them
     a whole `fit` ran at either 3.1 or 6.1 ms/step at random (measured on
-    the plain MLP; without them, 30 fits in a row at 2.6-3.6 ms/step).
+    the plain MLP; without them, 90 fits in a row at 2.5-4.5 ms/step).
     """
     import tensorflow as tf
 
