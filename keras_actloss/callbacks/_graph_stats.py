@@ -3,13 +3,16 @@
 `TrainHooks` (in `_keras_hooks`, the module that touches Keras internals)
 calls these methods from its `optimizer.apply` wrapper while `fit`'s train
 function is traced. They build TensorFlow ops on the gradients the optimizer
-receives and on the kept layer outputs, and write the results into the
-non-trainable variables the host reads when recording. The vector layouts
-below are the contract between the graph and `read_full`/`read_sentinel`.
+receives and on the kept layer outputs: a ring of per-step gradient norms
+in a non-trainable variable, and a vector of full statistics that the train
+function returns. The layouts below are the contract between the graph and
+the host readers `read_full`/`read_sentinel`, which finish the arithmetic
+in NumPy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,7 +35,8 @@ LOSS_SCALE_PATIENCE = 10
 # Label rows kept from a recorded batch for `check_model(model, y=...)`.
 LABEL_ROWS = 64
 
-# Per-layer slots of the full-statistics vector, in order.
+# Per-layer slots of a recording, in order. The host derives them from
+# per-variable norms and extremes and per-unit activation counts.
 LAYER_FIELDS = (
     "grad_norm",
     "grad_rms",
@@ -43,18 +47,17 @@ LAYER_FIELDS = (
     "dead_fraction",
     "saturation",
 )
-GLOBAL_FIELDS = (
-    "step",
-    "global_norm",
-    "non_finite",
-    "skipped",
-    "loss",
-    "batch_size",
-    "learning_rate",
+ACTIVATION_FIELDS = ("zero_fraction", "dead_fraction", "saturation")
+_HOST_LAYER_FIELDS = (
+    "grad_norm",
+    "grad_rms",
+    "grad_max",
+    "weight_norm",
+    "update_ratio",
 )
-# Sentinel vector: max finite norm and its step since the last read, first
-# counted non-finite step / layer index / norm, current non-finite streak,
-# skipped overflow steps, last step seen.
+# Host-side sentinel state: max finite norm and its step since the last
+# read, first counted non-finite step / layer index / norm, current
+# non-finite streak, skipped overflow steps, last step seen.
 SENTINEL_FIELDS = (
     "max_norm",
     "max_step",
@@ -67,6 +70,16 @@ SENTINEL_FIELDS = (
 )
 _SENTINEL_INIT = (-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0)
 
+# A ring row, written on every step: the step, a tick (our own step count,
+# only under loss scaling, where a skipped step repeats the step), the loss
+# scale (1 without), then `_norm_row` of the gradients, zero-padded.
+RING_STEP, RING_TICK, RING_SCALE, RING_HEAD = 0, 1, 2, 3
+# Head of the full-statistics vector, after its ring row.
+FULL_HEAD = ("loss", "batch_size", "learning_rate")
+# The logs key the full-statistics vector leaves the train function under
+# (taken out before Keras sees the logs).
+FULL_LOGS_KEY = "_keras_actloss_full"
+
 
 def _f32(tensor):
     import tensorflow as tf
@@ -74,40 +87,145 @@ def _f32(tensor):
     return tf.cast(tensor, "float32")
 
 
-# Below this many elements a tensor's sum of squares uses `tf.nn.l2_loss`;
-# from here on a matrix product, which is faster on large tensors.
+# Below this many elements a tensor's sum of squares is taken with the other
+# small ones in one segment sum; from here on it gets its own L2 norm.
 _DOT_MIN_ELEMENTS = 4096
 
 
-def _sums_of_squares(tensors: list):
-    """`[len(tensors)]` float32 sums of squares, one per float tensor.
+@dataclasses.dataclass(frozen=True)
+class RowLayout:
+    """Where `_norm_row` put each tensor.
 
-    The in-graph equivalent of `stats.sum_of_squares([t])` for each `t`. A
-    large tensor goes through one `[1, n] x [n, 1]` matrix product: one
-    vectorized read (about 40 us for 200k values on a 2-core CPU, where
-    `tf.nn.l2_loss` takes 80-350 us). Small ones use `tf.nn.l2_loss`, whose
-    halves are doubled by one multiply for all. NaN and infinity propagate
-    as in any sum.
+    Column `k` holds tensor `order[k]`: its L2 norm if `norms[k]`, else its
+    sum of squares.
+    """
+
+    order: tuple[int, ...] = ()
+    norms: tuple[bool, ...] = ()
+
+    def squares(self, values: np.ndarray) -> np.ndarray:
+        """Sums of squares `[..., len(order)]` in tensor order, float64."""
+        values = np.asarray(values, "float64")[..., : len(self.order)]
+        squares = np.where(self.norms, values * values, values)
+        out = np.empty_like(squares)
+        out[..., list(self.order)] = squares
+        return out
+
+    def first_non_finite(self, values: np.ndarray) -> int:
+        """The first tensor (in tensor order) whose column is not finite."""
+        bad = ~np.isfinite(np.asarray(values)[: len(self.order)])
+        return min((self.order[k] for k in np.flatnonzero(bad)), default=-1)
+
+
+def _norm_row(tensors: list, extremes: bool = False):
+    """`[1, m]` float32 norms of `tensors`, their `RowLayout`, and extremes.
+
+    Written for few graph ops on every step. A large tensor gets one L2 norm
+    (`EuclideanNorm` of a `[1, n]` view: one vectorized read, faster than
+    `tf.nn.l2_loss` or a reduction of `tf.square` in a running train step on
+    a 2-core CPU). The small ones are concatenated and squared once, and a
+    segment sum gives each its sum of squares. NaN and infinity propagate.
+
+    With `extremes`, the third value is a `[1, 2m]` row of each tensor's max
+    then min, in the same column order (None otherwise). A NaN in a tensor
+    does not always reach its extremes: take the norm's.
     """
     import tensorflow as tf
 
-    parts, factors = [], []
-    for tensor in tensors:
+    norms, highs, lows, large_at, small, small_at = [], [], [], [], [], []
+    for i, tensor in enumerate(tensors):
         x = _f32(tensor)
         size = x.shape.num_elements()
         if size is not None and size < _DOT_MIN_ELEMENTS:
-            parts.append(tf.nn.l2_loss(x))
-            factors.append(2.0)  # Exact: l2_loss is half the sum.
-        else:
-            flat = tf.reshape(x, [1, -1])
-            parts.append(tf.reshape(tf.matmul(flat, flat, transpose_b=True), []))
-            factors.append(1.0)
+            small.append(x if x.shape.rank == 1 else tf.reshape(x, [-1]))
+            small_at.append(i)
+            continue
+        view = tf.reshape(x, [1, -1])
+        norms.append(tf.raw_ops.EuclideanNorm(input=view, axis=[1], keep_dims=True))
+        if extremes:
+            highs.append(tf.raw_ops.Max(input=view, axis=[1], keep_dims=True))
+            lows.append(tf.raw_ops.Min(input=view, axis=[1], keep_dims=True))
+        large_at.append(i)
+    if small:
+        k = len(small)
+        sizes = [x.shape.num_elements() for x in small]
+        flat = tf.concat(small, 0) if k > 1 else small[0]
+        # Unsorted: XLA (`jit_compile=True`) has no sorted segment ops.
+        ids = np.repeat(np.arange(k, dtype="int32"), sizes)
+        norms.append(
+            tf.reshape(tf.math.unsorted_segment_sum(tf.square(flat), ids, k), [1, k])
+        )
+        if extremes:
+            highs.append(tf.reshape(tf.math.unsorted_segment_max(flat, ids, k), [1, k]))
+            lows.append(tf.reshape(tf.math.unsorted_segment_min(flat, ids, k), [1, k]))
+    layout = RowLayout(
+        tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
+    )
+    row = _concat_row(norms)
+    return row, layout, (_concat_row(highs + lows) if extremes else None)
+
+
+def _concat_row(parts: list):
+    import tensorflow as tf
+
     if not parts:
-        return tf.zeros([0], "float32")
-    stacked = tf.stack(parts)
-    if max(factors) == 1.0:
-        return stacked
-    return stacked * tf.constant(factors, "float32")
+        return tf.zeros([1, 0], "float32")
+    return tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+
+
+def fold_step(state: dict, step: float, norm: float, bad: bool, patience, layer):
+    """Folds one step into the sentinel `state`; returns `(counted, skipped)`.
+
+    With `patience` (loss scaling) a non-finite step only counts once it is
+    the `patience`-th in a row; earlier ones are skipped overflow steps.
+    `layer()` gives the first layer with non-finite gradients, called only
+    for the first counted step.
+    """
+    counted, skipped = bad, False
+    if patience is not None:
+        state["streak"] = state["streak"] + 1.0 if bad else 0.0
+        counted = bad and state["streak"] >= patience
+        skipped = bad and not counted
+        state["skipped"] += float(skipped)
+    if not bad and norm > state["max_norm"]:
+        state["max_norm"], state["max_step"] = norm, step
+    if counted and state["nf_step"] < 0:
+        state["nf_step"], state["nf_norm"] = step, norm
+        state["nf_layer"] = float(layer())
+    state["last_step"] = step
+    return counted, skipped
+
+
+def fold_sentinel(
+    state: dict, rows: np.ndarray, layout: RowLayout, layers, patience=None
+) -> list[tuple[float, bool, bool]]:
+    """Folds ring rows (in step order) into the sentinel `state`, in place.
+
+    `layers[i]` is the layer index of gradient `i` (tensor order of
+    `layout`), -1 if unmonitored. Returns `(norm, counted, skipped)` per
+    row; see `fold_step`.
+    """
+    values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
+    squares = np.where(layout.norms, values * values, values)
+    norms = np.sqrt(squares.sum(axis=1)) / rows[:, RING_SCALE]
+    bad = ~np.isfinite(values).all(axis=1)
+    out = []
+    steps = rows[:, RING_STEP].tolist()
+    for k, (step, norm, b) in enumerate(zip(steps, norms.tolist(), bad.tolist())):
+
+        def layer(k=k):
+            at = layout.first_non_finite(values[k])
+            return layers[at] if at >= 0 else -1
+
+        out.append((norm, *fold_step(state, step, norm, b, patience, layer)))
+    return out
+
+
+def layer_sums(values, layers, n: int) -> np.ndarray:
+    """`[n]` sums of per-tensor `values` by layer index (-1: dropped)."""
+    layers = np.asarray(layers, "int64")
+    keep = layers >= 0
+    return np.bincount(layers[keep], np.asarray(values)[keep], minlength=n)
 
 
 def _handle_of(read):
@@ -150,10 +268,18 @@ def _single_updates(reads: list, ops: list) -> list:
 class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
+    Every step writes one row into the ring variable `_ring` (the step and
+    the gradient norms of `_norm_row`); the host folds the rows into the
+    sentinel state (`fold_sentinel`) when it reads them. A full step also
+    returns, with its logs, a vector of its ring row, the loss, batch size
+    and learning rate, per-variable weight and update norms, and per-layer
+    max-abs and activation fractions. Norms, RMS and ratios by layer are
+    summed on the host, so the graph keeps few ops.
+
     Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
-    `replicas`, `loss_scaled`, `resets_in_graph`, `_local`, `_present`,
-    `_var_layer` and the variables `_sentinel`, `_full`, `_samples`,
-    `_labels`.
+    `replicas`, `loss_scaled`, `ring_rows`, `_local`, `_present`,
+    `_var_layer`, `_last_full` and the variables `_ring`, `_tick`,
+    `_samples`, `_labels`.
     """
 
     def _reduce(self, grads: list) -> list:
@@ -173,21 +299,24 @@ class GraphStats:
     def _instrumented_apply(self, original, mode, grads, variables, passed):
         tf = self._tf
         scale = self._scale()
-        step = tf.cast(tf.convert_to_tensor(self.optimizer.iterations), "float64")
         reduced = self._reduce(grads)
-        sentinel = self._update_sentinel(reduced, variables, step, scale)
-        if mode not in FULL_MODES:
+        full = mode in FULL_MODES
+        row, extremes = self._write_ring(reduced, variables, scale, full)
+        if not full:
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
+        for i, g in enumerate(layer_grads):
+            self._present[(i, "grad")] = bool(g)
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        weight_squares = self._layer_sums(_sums_of_squares(before))
-        columns = self._grad_columns(layer_grads, weight_squares, scale, sentinel)
-        columns += self._activation_columns()
+        weights, self._weight_layout, _ = _norm_row(before)
+        activations = self._activation_counts()
         if mode == SAMPLES and self._samples:
             self._write_samples(layer_grads, scale)
         # The optimizer waits for the weight norms, so the weights are no
         # longer read when it updates them: no copy-on-write of every weight.
-        with tf.control_dependencies([weight_squares]):
+        # (Through the gradients: measured faster than a control dependency
+        # on every op of `apply`.)
+        with tf.control_dependencies([weights]):
             grads = [None if g is None else tf.identity(g) for g in grads]
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
             result = original(grads, passed)
@@ -197,57 +326,71 @@ class GraphStats:
             start = len(graph.get_operations())
             result = original(grads, passed)
             updates = _single_updates(before, graph.get_operations()[start:])
-        deltas = _sums_of_squares(
+        deltas, _, _ = _norm_row(
             [
                 _f32(tf.convert_to_tensor(v)) - _f32(b) if u is None else u
                 for v, b, u in zip(self._plan_vars(), before, updates)
             ]
         )
-        ratio = tf.math.divide_no_nan(
-            tf.sqrt(self._layer_sums(deltas)), tf.sqrt(weight_squares)
-        )
-        columns.insert(4, self._masked(ratio, [bool(p.variables) for p in self.plans]))
-        head = [sentinel["norm"], sentinel["bad"], sentinel["skipped"]]
-        head += self._loss_and_batch()
+        head = self._loss_and_batch()
         head.append(tf.cast(self.optimizer.learning_rate, "float32"))
-        self._full.assign(self._pack(step, head, sentinel["state"], columns))
-        if self.resets_in_graph:
-            # The host reads the sentinel with the full statistics: start
-            # the next interval here instead of with an eager assign.
-            self._sentinel.assign(self._fresh(sentinel["state"]))
+        rest = [extremes[0], tf.stack(head), weights[0], deltas[0]]
+        if activations is not None:
+            rest.append(activations)
+        # Leaves the graph as an output of the train function (no variable
+        # read on the host); `TrainHooks._make` adds it to the step's logs.
+        self._local.full = tf.concat(
+            [row[0], tf.cast(tf.concat(rest, 0), "float64")], 0
+        )
         return result
 
-    def _plan_vars(self) -> list:
-        """The monitored variables in plan order, as `_layer_sums` expects."""
-        return [v for p in self.plans for v in p.variables]
+    def _write_ring(self, grads, variables, scale, extremes: bool):
+        """Writes this step's ring row (`RING_*` layout).
 
-    def _layer_sums(self, per_variable):
-        """`[len(plans)]` float32 sums of a per-variable vector by layer.
-
-        `per_variable` follows `_plan_vars()`; one segment sum instead of
-        one reduction per layer.
+        Runs on every step, so it is written for few graph ops: the norms
+        of `_norm_row`, one concat, one scatter into the row of this step.
+        Returns the row `[1, w]` and, with `extremes`, the gradients' max
+        and min row of `_norm_row`.
         """
         tf = self._tf
-        n = len(self.plans)
-        ids = [i for i, p in enumerate(self.plans) for _ in p.variables]
-        if not ids:
-            return tf.zeros([n], "float32")
-        return tf.math.unsorted_segment_sum(per_variable, ids, n)
+        present = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        norms, layout, ends = _norm_row([g for g, _ in present], extremes)
+        width = int(self._ring.shape[1])
+        if RING_HEAD + len(present) > width:
+            raise RuntimeError(
+                "GradientDiagnostics: the optimizer received gradients for "
+                f"{len(present)} variables, more than the model's "
+                f"{width - RING_HEAD} trainable variables."
+            )
+        self._grad_layout = layout
+        self._grad_layers = [self._var_layer.get(id(v), -1) for _, v in present]
+        self._grad_counts = [int(np.prod(g.shape)) for g, _ in present]
+        iterations = tf.convert_to_tensor(self.optimizer.iterations)
+        head = [tf.reshape(tf.cast(iterations, "float64"), [1, 1])]
+        if self.loss_scaled:
+            # A skipped overflow step repeats the step: count our own ticks.
+            tick = self._tick.assign_add(1)
+            head.append(tf.reshape(tf.cast(tick, "float64"), [1, 1]))
+            index = tick
+        else:
+            head.append(tf.constant([[-1.0]], "float64"))
+            index = iterations
+        if scale is None:
+            head.append(tf.constant([[1.0]], "float64"))
+        else:
+            head.append(tf.reshape(tf.cast(scale, "float64"), [1, 1]))
+        pad = width - RING_HEAD - len(present)
+        parts = head + [tf.cast(norms, "float64")]
+        if pad:
+            parts.append(tf.zeros([1, pad], "float64"))
+        row = tf.concat(parts, 1)
+        at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
+        self._ring.scatter_update(tf.IndexedSlices(row, at))
+        return row, ends
 
-    def _masked(self, vector, present: list[bool]):
-        """`vector` with NaN where `present` is False (float32)."""
-        tf = self._tf
-        if all(present):
-            return vector
-        return tf.where(tf.constant(present), vector, float("nan"))
-
-    def _fresh(self, state):
-        """The initial sentinel state, keeping the non-finite streak."""
-        tf = self._tf
-        init = tf.constant(_SENTINEL_INIT, "float64")
-        streak = SENTINEL_FIELDS.index("streak")
-        mask = tf.constant([i == streak for i in range(len(SENTINEL_FIELDS))])
-        return tf.where(mask, state, init)
+    def _plan_vars(self) -> list:
+        """The monitored variables in plan order."""
+        return [v for p in self.plans for v in p.variables]
 
     def _loss_and_batch(self) -> list:
         """The step's loss (mean over replicas) and global batch size."""
@@ -276,157 +419,99 @@ class GraphStats:
                 groups[index].append(g)
         return groups
 
-    def _update_sentinel(self, grads, variables, step, scale) -> dict:
-        """Global norm and non-finite check of this step, into `_sentinel`.
+    def _activation_counts(self):
+        """Activation counts of the kept layer outputs, one `[k]` vector.
 
-        Runs on every step, so it is written for few graph ops: one
-        reduction per variable, then one `where` over the state vector.
+        Per layer, in `_act_layout` order: the active elements of each unit
+        (ReLU family; `x > inactive_below`, summed over the batch and
+        positions), the saturated elements (sigmoid/tanh), and the element
+        count when it is not static. Three graph ops per ReLU layer; the
+        fractions are taken on the host (`_activation_fields`). Summed
+        across replicas. A layer whose unit count is not static is left out.
         """
-        tf = self._tf
-        present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        squares = _sums_of_squares([g for g, _ in present])
-        norm = tf.sqrt(tf.reduce_sum(squares))
-        if scale is not None:
-            norm = norm / scale
-        finite = tf.math.is_finite(squares)
-        bad = tf.logical_not(tf.reduce_all(finite))
-        layer_of = tf.constant(
-            [float(self._var_layer.get(id(v), -1)) for _, v in present], "float64"
-        )
-        first_layer = tf.gather(layer_of, tf.argmin(tf.cast(finite, "int32")))
-        old = self._sentinel.value()  # One read op, no identity.
-        f = dict(zip(SENTINEL_FIELDS, tf.unstack(old)))
-        streak, skipped_total = f["streak"], f["skipped"]
-        counted, skipped = bad, tf.constant(False)
-        if self.loss_scaled:
-            streak = tf.where(bad, streak + 1.0, 0.0)
-            counted = tf.logical_and(bad, streak >= LOSS_SCALE_PATIENCE)
-            skipped = tf.logical_and(bad, tf.logical_not(counted))
-            skipped_total = skipped_total + tf.cast(skipped, "float64")
-        norm64 = tf.cast(norm, "float64")
-        new_max = tf.logical_and(tf.logical_not(bad), norm64 > f["max_norm"])
-        first_bad = tf.logical_and(counted, f["nf_step"] < 0)
-        keep = tf.constant(True)
-        candidate = [norm64, step, step, first_layer, norm64, streak, skipped_total]
-        mask = [new_max, new_max, first_bad, first_bad, first_bad, keep, keep]
-        state = tf.where(tf.stack(mask + [keep]), tf.stack(candidate + [step]), old)
-        self._sentinel.assign(state)
-        positions: dict[int, list[int]] = {}
-        for k, (_, v) in enumerate(present):
-            positions.setdefault(self._var_layer.get(id(v), -1), []).append(k)
-        return {
-            "norm": norm,
-            "bad": tf.cast(counted, "float32"),
-            "skipped": tf.cast(skipped, "float32"),
-            "squares": squares,
-            "positions": positions,
-            "state": state,
-        }
-
-    def _grad_columns(self, layer_grads, weight_squares, scale, sentinel) -> list:
-        """Gradient norm, RMS, max-abs and weight norm, one `[n]` vector each.
-
-        The sums of squares come from the sentinel's per-variable reduction
-        (summed by layer in one op), so the gradients are read once more
-        only for the max-abs.
-        """
-        tf = self._tf
-        n = len(self.plans)
-        has = [bool(g) for g in layer_grads]
-        for i in range(n):
-            self._present[(i, "grad")] = has[i]
-        ids = [i for i in range(n) for _ in sentinel["positions"].get(i, [])]
-        index = [k for i in range(n) for k in sentinel["positions"].get(i, [])]
-        if not index:
-            nan = tf.fill([n], float("nan"))
-            return [nan, nan, nan, nan]
-        per_variable = tf.gather(sentinel["squares"], index)
-        squares = tf.math.unsorted_segment_sum(per_variable, ids, n)
-        counts = [float(max(stats.element_count(g), 1)) for g in layer_grads]
-        norm = tf.sqrt(squares)
-        rms = tf.sqrt(squares / tf.constant(counts, "float32"))
-        peak = self._layer_peaks(layer_grads)
-        if scale is not None:
-            norm, rms, peak = norm / scale, rms / scale, peak / scale
-        weight = tf.sqrt(weight_squares)
-        return [self._masked(c, has) for c in (norm, rms, peak, weight)]
-
-    def _layer_peaks(self, layer_grads):
-        """`[n]` max-abs of each layer's gradients (NaN propagates).
-
-        `max(max(x), -min(x))` is `max(abs(x))` without writing `abs(x)`:
-        two read-only reductions per variable.
-        """
-        tf = self._tf
-        ends = []
-        for g in layer_grads:
-            for x in g:
-                ends += [tf.reduce_max(x), -tf.reduce_min(x)]
-        ends = [tf.cast(e, "float32") for e in ends]
-        width = 2 * max(len(g) for g in layer_grads)
-        rows, k = [], 0
-        for g in layer_grads:
-            size = 2 * len(g)
-            rows.append(list(range(k, k + size)) + [len(ends)] * (width - size))
-            k += size
-        padded = tf.concat([tf.stack(ends), tf.constant([-np.inf], "float32")], 0)
-        return tf.reduce_max(tf.gather(padded, rows), axis=1)
-
-    def _activation_columns(self) -> list:
-        """Zero, dead and saturated fractions, one `[n]` vector each."""
         tf = self._tf
         outputs = getattr(self._local, "outputs", {})
-        slots = []
+        parts, layout = [], []
         for i, plan in enumerate(self.plans):
-            out = outputs.get(i)
-            self._present[(i, "act")] = out is not None
-            if out is not None:
-                c = stats.activation_counts(
-                    tf.stop_gradient(out), plan.profile, plan.channel_axis
-                )
-                slots.append((i, c))
-        rows = self._activation_values(slots)
-        nan = tf.constant(float("nan"), "float32")
-        return [
-            tf.stack([nan if r[k] is None else r[k] for r in rows]) for k in range(3)
-        ]
-
-    def _activation_values(self, slots) -> list:
-        """Zero, dead and saturated fractions, summed across replicas first."""
-        tf = self._tf
-        by_layer = dict(slots)  # One replica: the counts as they are.
-        if slots and self.replicas > 1:
-            flat = []
-            for _, c in slots:
-                flat += [tf.reshape(c[k], [-1]) for k in sorted(c)]
+            x, profile = outputs.get(i), plan.profile
+            if x is None or x.shape.rank is None or x.shape.rank < 1:
+                continue
+            axis = plan.channel_axis % x.shape.rank
+            units = x.shape[axis] if profile.inactive_below is not None else 0
+            if units is None:
+                continue
+            if units:
+                active = tf.cast(x > profile.inactive_below, "float32")
+                other = [a for a in range(x.shape.rank) if a != axis]
+                parts.append(tf.reshape(tf.reduce_sum(active, axis=other), [-1]))
+            saturation = profile.saturation_bounds is not None
+            if saturation:
+                mask = tf.cast(stats.saturated_mask(x, profile), "float32")
+                parts.append(tf.reshape(tf.reduce_sum(mask), [1]))
+            per_sample = x.shape[1:].num_elements()
+            if per_sample is None:
+                parts.append(tf.reshape(tf.cast(tf.size(x), "float32"), [1]))
+            layout.append((i, units, saturation, per_sample))
+        for i in range(len(self.plans)):
+            self._present[(i, "act")] = any(entry[0] == i for entry in layout)
+        self._act_layout = layout
+        if not parts:
+            return None
+        vector = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+        if self.replicas > 1:
             vector = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, tf.concat(flat, axis=0)
+                tf.distribute.ReduceOp.SUM, vector
             )
-            offset = 0
-            for i, c in slots:
-                summed = {}
-                for k in sorted(c):
-                    size = int(np.prod(c[k].shape)) if c[k].shape.rank else 1
-                    part = vector[offset : offset + size]
-                    summed[k] = part if c[k].shape.rank else part[0]
-                    offset += size
-                by_layer[i] = summed
-        values = []
-        for i, plan in enumerate(self.plans):
-            c = by_layer.get(i)
-            zero = dead = sat = None
-            if c is not None and "inactive" in c:
-                zero = c["inactive"] / c["elements"]
-                if plan.profile.can_die:
-                    per_unit = c["active_per_unit"]
-                    units = per_unit.shape.num_elements()
-                    if units is None:
-                        units = tf.cast(tf.size(per_unit), "float32")
-                    dead = stats.dead_units(per_unit) / units
-            if c is not None and "saturated" in c:
-                sat = c["saturated"] / c["elements"]
-            values.append((zero, dead, sat))
-        return values
+        return vector
+
+    def _activation_plan(self) -> dict:
+        """Where each layer's counts are in `_activation_counts` (cached)."""
+        if getattr(self, "_act_plan_of", None) is self._act_layout:
+            return self._act_plan
+        units, starts, rows, at = [], [], [], 0
+        for i, n, saturation, per_sample in self._act_layout:
+            if n:
+                units.append(at + np.arange(n))
+                starts.append(sum(len(u) for u in units[:-1]))
+            at += n
+            rows.append((i, n, at if saturation else None, per_sample))
+            at += int(saturation)
+            if per_sample is None:
+                rows[-1] += (at,)
+                at += 1
+        self._act_plan = {
+            "units": np.concatenate(units) if units else np.zeros(0, "int64"),
+            "starts": np.array(starts, "int64"),
+            "rows": rows,
+        }
+        self._act_plan_of = self._act_layout
+        return self._act_plan
+
+    def _activation_fields(self, counts, batch: float) -> dict[int, tuple]:
+        """Zero, dead and saturated fractions by layer index (host side).
+
+        The per-unit counts of all layers are summed and their zeros
+        counted in two NumPy calls each, whatever the number of layers.
+        """
+        plan = self._activation_plan()
+        active, dead = [], []
+        if plan["starts"].size:
+            per_unit = counts[plan["units"]]
+            active = np.add.reduceat(per_unit, plan["starts"]).tolist()
+            dead = np.add.reduceat(per_unit == 0.0, plan["starts"]).tolist()
+        fields, k = {}, 0
+        for i, units, sat_at, per_sample, *dynamic in plan["rows"]:
+            elements = float(counts[dynamic[0]]) if dynamic else batch * per_sample
+            zero = dead_fraction = sat = None
+            if units:
+                zero = 1.0 - active[k] / elements
+                if self.plans[i].profile.can_die:
+                    dead_fraction = dead[k] / units
+                k += 1
+            if sat_at is not None:
+                sat = float(counts[sat_at]) / elements
+            fields[i] = (zero, dead_fraction, sat)
+        return fields
 
     def _write_samples(self, layer_grads, scale) -> None:
         tf = self._tf
@@ -442,51 +527,171 @@ class GraphStats:
                 sample = sample / scale
             var.assign(sample)
 
-    def _pack(self, step, head, state, columns):
-        """The full-statistics vector: step, `head`, sentinel state, layers.
+    # ------------------------------------------------------------- host side
+    def reset_sentinel(self) -> None:
+        """Starts a new sentinel interval after the steps run so far."""
+        self._state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
+        key = self._tick if self.loss_scaled else self.optimizer.iterations
+        self._consumed = int(np.asarray(key.numpy())) - (0 if self.loss_scaled else 1)
 
-        Layer rows are `LAYER_FIELDS` in order; float32 values are cast to
-        float64 once, as one vector.
-        """
-        tf = self._tf
-        layers = tf.reshape(tf.stack(columns, axis=1), [-1])
-        return tf.concat(
-            [
-                tf.reshape(step, [1]),
-                tf.cast(tf.stack(head), "float64"),
-                state,
-                tf.cast(layers, "float64"),
-            ],
-            axis=0,
+    def _ring_key(self) -> int:
+        return RING_TICK if self.loss_scaled else RING_STEP
+
+    def _fold(self, rows: np.ndarray) -> None:
+        """Folds ring rows not seen yet (in key order) into the state."""
+        key = rows[:, self._ring_key()]
+        rows = rows[key > self._consumed]
+        if not len(rows):
+            return
+        rows = rows[np.argsort(rows[:, self._ring_key()], kind="stable")]
+        self._consumed = int(rows[-1, self._ring_key()])
+        fold_sentinel(
+            self._state, rows, self._grad_layout, self._grad_layers, self._patience()
         )
 
-    # ------------------------------------------------------------- host side
-    def read_full(self) -> dict:
-        """The last full-statistics step, as Python values (None = n/a)."""
-        # `value()`: one eager op (a read), where `numpy()` adds an identity.
-        vector = self._full.value().numpy()
-        head = dict(zip(GLOBAL_FIELDS, vector[: len(GLOBAL_FIELDS)].tolist()))
-        base = len(GLOBAL_FIELDS)
-        copy = vector[base : base + len(SENTINEL_FIELDS)].tolist()
-        head["sentinel"] = dict(zip(SENTINEL_FIELDS, copy))
+    def _patience(self):
+        return LOSS_SCALE_PATIENCE if self.loss_scaled else None
+
+    def _take_state(self) -> dict:
+        """The sentinel state since the last take; starts a new interval."""
+        state = self._state
+        self._state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
+        self._state["streak"] = state["streak"]
+        return state
+
+    def read_sentinel(self) -> dict:
+        """The sentinel since the last read: every step not folded yet."""
+        self._fold(self._ring.value().numpy())
+        return self._take_state()
+
+    def _full_reader(self) -> dict:
+        """Positions of `read_full`'s values for the traced layouts (cached).
+
+        The full vector is: the ring row (`w` values), the gradients' max
+        and min (`2m`), `FULL_HEAD`, the weight and update norms (`nw`
+        each), the activation counts (`_activation_counts`). Each gradient,
+        weight and update column is squared if it holds a norm and summed
+        into a bucket: layer `i`'s are buckets `i`, `n + i`, `2n + i`;
+        unmonitored variables go to bucket `3n`.
+        """
+        key = (self._grad_layout, self._weight_layout)
+        if getattr(self, "_reader_key", None) == key:
+            return self._reader
+        n, width = len(self.plans), int(self._ring.shape[1])
+        grads, weights = self._grad_layout, self._weight_layout
+        m, nw = len(grads.order), len(weights.order)
+        head = width + 2 * m
+        at = head + len(FULL_HEAD)
+        plan_layers = [i for i, p in enumerate(self.plans) for _ in p.variables]
+        grad_layers = [self._grad_layers[k] for k in grads.order]
+        weight_layers = [plan_layers[k] for k in weights.order]
+        columns = [
+            (RING_HEAD + c, norm, 3 * n if i < 0 else i)
+            for c, (norm, i) in enumerate(zip(grads.norms, grad_layers))
+        ]
+        for shift, offset in ((at, n), (at + nw, 2 * n)):
+            columns += [
+                (shift + c, norm, offset + i)
+                for c, (norm, i) in enumerate(zip(weights.norms, weight_layers))
+            ]
+        peaks = {}
+        for c, i in enumerate(grad_layers):
+            if i >= 0:
+                # (norm column, max column, min column) of each gradient.
+                peaks.setdefault(i, []).append(
+                    (RING_HEAD + c, width + c, width + m + c)
+                )
+        self._reader = {
+            "columns": columns,
+            "peaks": peaks,
+            "counts": np.maximum(
+                layer_sums(self._grad_counts, self._grad_layers, n), 1
+            ).tolist(),
+            "head": head,
+            "activations": at + 2 * nw,
+        }
+        self._reader_key = key
+        return self._reader
+
+    @staticmethod
+    def _peak(values: list, columns: list) -> float:
+        """Max-abs over gradients from their max and min; NaN if any has a
+        NaN (which the extremes may miss, the norm does not)."""
+        peak = -math.inf
+        for norm, high, low in columns:
+            if math.isnan(values[norm]):
+                return math.nan
+            peak = max(peak, values[high], -values[low])
+        return peak
+
+    def read_full(self) -> dict | None:
+        """The last full-statistics step, as Python values (None = n/a).
+
+        The steps before it that were not read yet (from the ring) and the
+        step itself are folded into the sentinel state, returned under
+        `"sentinel"`. None when the step applied no gradients.
+        """
+        if self._last_full is None:
+            return None
+        vector = self._last_full.numpy()
+        self._last_full = None
+        width, key = int(self._ring.shape[1]), self._ring_key()
+        if vector[key] > self._consumed + 1:
+            ring = self._ring.value().numpy()
+            self._fold(ring[ring[:, key] < vector[key]])
+        self._consumed = int(vector[key])
+        reader, n = self._full_reader(), len(self.plans)
+        values = vector[: reader["activations"]].tolist()
+        sums = [0.0] * (3 * n + 1)
+        for c, norm, bucket in reader["columns"]:
+            sums[bucket] += values[c] * values[c] if norm else values[c]
+        step, scale = values[RING_STEP], values[RING_SCALE]
+        # Every gradient, monitored or not; NaN or infinity if any is.
+        total = math.fsum(sums[:n]) + sums[3 * n]
+        norm = math.sqrt(total) / scale if total >= 0 else math.nan
+
+        def layer():
+            at = self._grad_layout.first_non_finite(vector[RING_HEAD:width])
+            return self._grad_layers[at] if at >= 0 else -1
+
+        bad = not math.isfinite(total)
+        counted, skipped = fold_step(
+            self._state, step, norm, bad, self._patience(), layer
+        )
+        head = reader["head"]
+        head = dict(zip(FULL_HEAD, values[head : head + len(FULL_HEAD)]))
+        head.update(
+            step=step,
+            global_norm=norm,
+            non_finite=float(counted),
+            skipped=float(skipped),
+            sentinel=self._take_state(),
+        )
         if not self._present.get((-1, "loss")):
             head["loss"] = None
+        activations = self._activation_fields(
+            vector[reader["activations"] :], head["batch_size"]
+        )
+        peaks, counts = reader["peaks"], reader["counts"]
         layers = []
-        base = len(GLOBAL_FIELDS) + len(SENTINEL_FIELDS)
-        width = len(LAYER_FIELDS)
-        for i in range(len(self.plans)):
-            row = vector[base + i * width : base + (i + 1) * width].tolist()
-            fields = dict(zip(LAYER_FIELDS, row))
-            for key in ("grad_norm", "grad_rms", "grad_max", "weight_norm"):
-                if not self._present.get((i, "grad")):
-                    fields[key] = None
-            if not self._present.get((i, "grad")):
-                fields["update_ratio"] = None
-            act = self._present.get((i, "act"))
-            for key in ("zero_fraction", "dead_fraction", "saturation"):
-                if not act or math.isnan(fields[key]):
-                    fields[key] = None
-            layers.append(fields)
+        for i in range(n):
+            fields = dict(zip(ACTIVATION_FIELDS, activations.get(i, (None,) * 3)))
+            if self._present.get((i, "grad")):
+                grads, weights, deltas = sums[i], sums[n + i], sums[2 * n + i]
+                weight = math.sqrt(weights)
+                fields.update(
+                    grad_norm=math.sqrt(grads) / scale,
+                    grad_rms=math.sqrt(grads / counts[i]) / scale,
+                    grad_max=self._peak(values, peaks[i]) / scale,
+                    weight_norm=weight,
+                    update_ratio=math.sqrt(deltas) / weight if weight > 0 else 0.0,
+                )
+            else:
+                fields.update(dict.fromkeys(_HOST_LAYER_FIELDS))
+            for name in ACTIVATION_FIELDS:
+                if fields[name] is not None and math.isnan(fields[name]):
+                    fields[name] = None
+            layers.append({name: fields[name] for name in LAYER_FIELDS})
         head["layers"] = layers
         return head
 
@@ -508,12 +713,3 @@ class GraphStats:
             return None
         labels = self._labels.numpy()
         return labels if labels.size else None
-
-    def read_sentinel(self, reset: bool = True) -> dict:
-        """The sentinel since the last read; resets it unless `reset=False`."""
-        values = dict(zip(SENTINEL_FIELDS, self._sentinel.value().numpy().tolist()))
-        if reset:
-            fresh = np.array(_SENTINEL_INIT)
-            fresh[SENTINEL_FIELDS.index("streak")] = values["streak"]
-            self._sentinel.assign(fresh)
-        return values

@@ -26,9 +26,12 @@ duration of `fit`:
   does not call it on exceptions).
 
 The statistics themselves are built by the `GraphStats` mixin
-(`_graph_stats`, plain TensorFlow ops, no Keras internals). Results leave
-the graph through non-trainable `tf.Variable`s created under the model's
-distribution strategy, read on the host only when recording.
+(`_graph_stats`, plain TensorFlow ops, no Keras internals). Every step's
+gradient norms leave the graph through a non-trainable `tf.Variable` (a
+ring, created under the model's distribution strategy) that the host reads
+between recordings; a full step's statistics are an extra output of the
+train function, which the wrapper takes out of the logs before Keras sees
+them (`train_step` must return a dict, as Keras documents).
 `check_internals()` fails loudly when the Keras internals used here change.
 """
 
@@ -46,13 +49,12 @@ import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.callbacks._graph_stats import (
-    _SENTINEL_INIT,
+    FULL_LOGS_KEY,
     FULL_MODES,
-    GLOBAL_FIELDS,
     LABEL_ROWS,
-    LAYER_FIELDS,
-    SENTINEL_FIELDS,
+    RING_HEAD,
     GraphStats,
+    RowLayout,
 )
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.profiles import ActivationProfile
@@ -188,9 +190,17 @@ class TrainHooks(GraphStats):
         plans: The monitored layers (from `plan_layers`).
         histogram_size: Gradient elements kept per layer for histograms (a
             strided sample), or 0 for none.
+        ring_rows: Steps the ring of per-step gradient norms holds: the host
+            must read it (`read_sentinel`/`read_full`) before it wraps.
     """
 
-    def __init__(self, model, plans: list[LayerPlan], histogram_size: int = 0):
+    def __init__(
+        self,
+        model,
+        plans: list[LayerPlan],
+        histogram_size: int = 0,
+        ring_rows: int = 256,
+    ):
         import tensorflow as tf
 
         self._tf = tf
@@ -198,6 +208,7 @@ class TrainHooks(GraphStats):
         self.optimizer = model.optimizer
         self.plans = plans
         self.histogram_size = histogram_size
+        self.ring_rows = ring_rows
         self.loss_scaled = isinstance(
             self.optimizer, keras.optimizers.LossScaleOptimizer
         )
@@ -208,10 +219,7 @@ class TrainHooks(GraphStats):
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
         self.signature = self.signature_of(model)
-        # With one step per execution the full step hands the sentinel over
-        # and resets it in-graph; with more, earlier steps of the execution
-        # would be lost, so the host resets it.
-        self.resets_in_graph = model.steps_per_execution == 1
+        self._last_full = None
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
@@ -238,11 +246,11 @@ class TrainHooks(GraphStats):
         the variables and the train functions already traced.
         """
         model, optimizer = self.model, self.optimizer
-        if hasattr(self, "_sentinel"):
-            self._sentinel.assign(np.array(_SENTINEL_INIT))
-        else:
+        if not hasattr(self, "_ring"):
             check_internals()  # Once: Keras does not change between fits.
             self._create_variables()
+        # Steps of an earlier fit that died unread are not reported.
+        self.reset_sentinel()
         self._saved["train_function"] = model.train_function
         self._wrap(optimizer, "apply", self._apply_wrapper(optimizer.apply))
         self._wrap(optimizer, "scale_loss", self._scale_loss_wrapper(optimizer))
@@ -264,19 +272,19 @@ class TrainHooks(GraphStats):
         with self.strategy.scope():
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
-            self._sentinel = self._variable(np.array(_SENTINEL_INIT))
-            width = (
-                len(GLOBAL_FIELDS)
-                + len(SENTINEL_FIELDS)
-                + len(LAYER_FIELDS) * len(self.plans)
-            )
-            self._full = self._variable(np.full(width, np.nan))
+            ring = RING_HEAD + len(model.trainable_variables)
+            self._ring = self._variable(np.full((self.ring_rows, ring), -1.0))
+            self._tick = None
+            if self.loss_scaled:
+                self._tick = self._variable(np.zeros((), "int64"))
             self._samples = {}
             if self.histogram_size:
                 for i, plan in enumerate(self.plans):
                     size = self._sample_size(plan.variables)
                     if size:
                         self._samples[i] = self._variable(np.zeros(size, "float32"))
+        self._grad_layout = self._weight_layout = RowLayout()
+        self._grad_layers, self._grad_counts, self._act_layout = [], [], []
         self._var_layer = {}
         for i, plan in enumerate(self.plans):
             for v in plan.variables:
@@ -340,13 +348,37 @@ class TrainHooks(GraphStats):
             self._local.batch = self._tf.shape(first)[0]
             if mode in FULL_MODES and self._labels is not None:
                 self._keep_labels(data)
+            self._local.full = None
             try:
-                return train_step(data)
+                logs = train_step(data)
+                if mode in FULL_MODES and self._local.full is not None:
+                    if not isinstance(logs, dict):
+                        raise ValueError(
+                            "GradientDiagnostics expects `train_step` to "
+                            "return a dict of logs, as Keras documents. "
+                            f"Received: {type(logs).__name__}"
+                        )
+                    logs = {**logs, FULL_LOGS_KEY: self._local.full}
+                return logs
             finally:
                 self._local.mode = None
                 self._local.outputs = {}
+                self._local.full = None
 
-        return model._make_function(step)
+        function = model._make_function(step)
+        if mode not in FULL_MODES:
+            return function
+
+        @functools.wraps(function)
+        def train_function(iterator):
+            # The full statistics come back with the logs, already computed:
+            # no variable read on the host. Keras never sees them.
+            logs = function(iterator)
+            # Absent when `apply` never ran (no trainable weights).
+            self._last_full = logs.pop(FULL_LOGS_KEY, None)
+            return logs
+
+        return train_function
 
     def _keep_labels(self, data) -> None:
         """Copies the first rows of a single label tensor into `_labels`."""

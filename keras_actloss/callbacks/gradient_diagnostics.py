@@ -175,6 +175,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
     """
 
     HISTOGRAM_SIZE = 4096
+    # Most steps between two reads of the per-step gradient norms.
+    RING_STEPS = 256
 
     def __init__(
         self,
@@ -236,17 +238,24 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._check_log_dir()
         model = self.model
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
+        spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        # The ring of per-step norms holds the steps between two reads: a
+        # recording, an epoch end, or a read forced when it would wrap.
+        rows = min(self.every_n_steps, self.RING_STEPS) + 4 * spe
         hooks = self._hooks
         if (
             hooks is None
             or not hooks.reusable_for(model)
             or hooks.histogram_size != size
+            or hooks.ring_rows != rows
         ):
             plans = _keras_hooks.plan_layers(model)
             if not self.record_activations:
                 for plan in plans:
                     plan.profile = None
-            hooks = _keras_hooks.TrainHooks(model, plans, histogram_size=size)
+            hooks = _keras_hooks.TrainHooks(
+                model, plans, histogram_size=size, ring_rows=rows
+            )
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
             from keras_actloss.diagnostics.rules import HealthRules
@@ -256,7 +265,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         hooks.install()
         self._step = int(_scalar(model.optimizer.iterations))
         self._next = -(-self._step // self.every_n_steps) * self.every_n_steps
-        self._spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        self._spe = spe
+        self._read_at = self._step
         self._mode = None
         if self._writer is not None:
             self._writer.write_layers(self.layers, self._step)
@@ -278,7 +288,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if self._mode in FULL_MODES and self._record():
             last = self._step + self._spe - 1
             self._next = (last // self.every_n_steps + 1) * self.every_n_steps
+            self._read_at = last + 1
         self._step += self._spe
+        if self._step - self._read_at > self._hooks.ring_rows - 2 * self._spe:
+            self._handle(self._sentinel_findings(recorded=None))
 
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed:
@@ -298,14 +311,15 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
         data = self._hooks.read_full()
+        if data is None:
+            return False  # No gradients were applied: nothing to record.
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
         due = self._mode == SAMPLES and self._histogram_due(step)
         samples = self._hooks.read_samples() if due else {}
         stats = step_stats(data, self._names, samples)
-        sentinel = data["sentinel"] if self._hooks.resets_in_graph else None
-        new = self._sentinel_findings(recorded=step, state=sentinel)
+        new = self._sentinel_findings(recorded=step, state=data["sentinel"])
         new += self._rules.observe(stats)
         new += self._label_checks()
         if self._writer is not None:
@@ -325,7 +339,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self, recorded: int | None, state: dict | None = None
     ) -> list[Finding]:
         """Turns the sentinel since its last read into events and findings."""
-        state = state if state is not None else self._hooks.read_sentinel()
+        if state is None:
+            state = self._hooks.read_sentinel()
+            self._read_at = self._step
         new = []
         for event in sentinel_events(state, recorded, self._names):
             if self._writer is not None:

@@ -207,6 +207,8 @@ class HealthRules:
             output_layers = [info.name for info in self.layers[max(last, 0) :]]
         self.output_layers = frozenset(output_layers)
         self._info = {info.name: info for info in self.layers}
+        # Layers whose units can die, looked up once (not per recording).
+        self._mortal = {i.name for i in self.layers if can_die(i.activation)}
         self._streaks = _Streaks()
         self._reported: set[tuple[str, str | None]] = set()
         self._baseline: list[float] = []
@@ -358,8 +360,7 @@ class HealthRules:
         if stats.batch_size is not None and stats.batch_size < t.min_samples:
             return
         for ls in stats.layers:
-            info = self._info.get(ls.layer)
-            if ls.dead_fraction is None or info is None or not can_die(info.activation):
+            if ls.dead_fraction is None or ls.layer not in self._mortal:
                 continue
             key = (F.DEAD_RELU, ls.layer)
             hit = ls.dead_fraction >= t.dead_fraction

@@ -210,6 +210,7 @@ class DiagnosticsWriter:
         self._scalar_meta = None  # Scalars plugin metadata, built once.
         self._described: set[str] = set()  # Scalar tags with metadata in the file.
         self._prefixes: dict[str, bytes] = {}  # `scalar_value_prefix` by tag.
+        self._layer_tags: dict[str, list] = {}  # (attribute, tag) by layer.
 
     def check_writable(self) -> None:
         """Creates `<log_dir>/train` and writes a temporary file there.
@@ -250,8 +251,14 @@ class DiagnosticsWriter:
         """Writes the scalars of one recording (None values are skipped)."""
         values = {tags.scalar_tag(tags.GRAD_NORM, tags.GLOBAL): stats.global_norm}
         for ls in stats.layers:
-            for attr, section in tags.SCALAR_SECTIONS.items():
-                values[tags.scalar_tag(section, ls.layer)] = getattr(ls, attr)
+            names = self._layer_tags.get(ls.layer)
+            if names is None:
+                names = self._layer_tags[ls.layer] = [
+                    (attr, tags.scalar_tag(section, ls.layer))
+                    for attr, section in tags.SCALAR_SECTIONS.items()
+                ]
+            for attr, tag in names:
+                values[tag] = getattr(ls, attr)
         self._write_scalars(values, stats.step)
 
     def write_sentinel(self, event: SentinelEvent) -> None:
@@ -264,16 +271,8 @@ class DiagnosticsWriter:
         # plugin metadata). Like TensorFlow's summary writer, the metadata
         # goes with a tag's first value in the file only: TensorBoard keeps
         # it from there. Later values are joined from cached wire bytes.
-        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
-        from tensorboard.plugins.scalar import metadata
-
-        if self._scalar_meta is None:
-            self._scalar_meta = metadata.create_summary_metadata(
-                display_name=None, description=None
-            )
         self.open()  # A new file starts without described tags.
-        first = summary_pb2.Summary()
-        prefixes, floats = [], []
+        new, prefixes, floats = [], [], []
         for tag, value in values.items():
             if value is None:
                 continue
@@ -284,16 +283,33 @@ class DiagnosticsWriter:
                 prefixes.append(prefix)
                 floats.append(value)
             else:
-                tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
-                tensor.tensor_shape.SetInParent()
-                tensor.float_val.append(float(value))
-                first.value.add(tag=tag, tensor=tensor, metadata=self._scalar_meta)
-        if not (first.value or prefixes):
+                new.append((tag, value))
+        if not (new or prefixes):
             return
+        first = self._described_scalars(new)
         packed = float32_bytes(floats)
         later = b"".join(p + packed[4 * i : 4 * i + 4] for i, p in enumerate(prefixes))
-        self._writer.write_serialized(first.SerializeToString() + later, step)
-        self._described.update(v.tag for v in first.value)
+        self._writer.write_serialized(first + later, step)
+        self._described.update(tag for tag, _ in new)
+
+    def _described_scalars(self, values: list[tuple[str, float]]) -> bytes:
+        """Serialized `Summary` values of tags new to the file, with metadata."""
+        if not values:
+            return b""
+        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
+        from tensorboard.plugins.scalar import metadata
+
+        if self._scalar_meta is None:
+            self._scalar_meta = metadata.create_summary_metadata(
+                display_name=None, description=None
+            )
+        summary = summary_pb2.Summary()
+        for tag, value in values:
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+            tensor.tensor_shape.SetInParent()
+            tensor.float_val.append(float(value))
+            summary.value.add(tag=tag, tensor=tensor, metadata=self._scalar_meta)
+        return summary.SerializeToString()
 
     def write_histograms(self, step: int, values: Mapping[str, np.ndarray]) -> None:
         """Writes `grad_hist/<layer>` for each `{layer: gradient values}`."""

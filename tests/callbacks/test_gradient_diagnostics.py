@@ -319,6 +319,46 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     assert int(model.optimizer.iterations.numpy()) == 8  # "warn" keeps training
 
 
+def test_ring_is_read_before_it_wraps(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=100)
+    diag.RING_STEPS = 2  # A ring of 2 + 4 rows, for 32 steps an epoch.
+    reads = []
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(
+            _nan_batch(x, 13, size=1),
+            y,
+            batch_size=1,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag, _Reads(diag, reads)],
+        )
+    assert diag._hooks.ring_rows == 6
+    # Read when 5 steps are unread (one recording at step 0), not only at
+    # the epoch end. Every NaN step after 13 overwrites the ring: step 13
+    # is only reported if its row was read in time.
+    assert reads == [1, 6, 11, 16, 21, 26, 31, 32]
+    modes = [(f.mode, f.layer, f.step) for f in diag.findings]
+    assert modes == [(NON_FINITE, "hidden", 13)]
+
+
+class _Reads(keras.callbacks.Callback):
+    """Records after which step count `diag` last read the sentinel."""
+
+    def __init__(self, diag, reads):
+        super().__init__()
+        self.diag, self.reads = diag, reads
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.reads or self.reads[-1] != self.diag._read_at:
+            self.reads.append(self.diag._read_at)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_train_batch_end(None)
+
+
 def test_nan_stops_training_with_on_failure_stop(data):
     x, y = data
     model = _compile(build_model("sequential"))

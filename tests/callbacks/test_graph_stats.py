@@ -6,48 +6,146 @@ import tensorflow as tf
 
 from keras_actloss.callbacks._graph_stats import (
     _DOT_MIN_ELEMENTS,
+    _SENTINEL_INIT,
+    RING_HEAD,
+    SENTINEL_FIELDS,
+    RowLayout,
+    _norm_row,
     _single_updates,
-    _sums_of_squares,
+    fold_sentinel,
+    layer_sums,
 )
 
-# One shape below the matrix-product threshold (tf.nn.l2_loss), two above.
-SHAPES = [(3, 4), (_DOT_MIN_ELEMENTS,), (300, 70)]
+# Two shapes below the norm threshold (one segment sum), two above (one
+# L2 norm each), interleaved so the row's column order differs from theirs.
+SHAPES = [(3, 4), (_DOT_MIN_ELEMENTS,), (7,), (300, 70)]
+
+
+def _squares(tensors, traced=False):
+    """Per-tensor sums of squares through `_norm_row` and its layout."""
+    found = {}
+
+    def row_of(ts):
+        row, found["layout"], _ = _norm_row(ts)
+        return row
+
+    fn = tf.function(row_of) if traced else row_of
+    row = fn([tf.constant(t) for t in tensors])
+    layout = found["layout"]
+    assert row.dtype == tf.float32 and row.shape == (1, len(tensors))
+    return layout.squares(row.numpy()[0])
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_sums_of_squares_match_numpy(rng, dtype):
+def test_norm_row_gives_numpy_sums_of_squares(rng, dtype):
     xs = [rng.normal(size=shape).astype(dtype) for shape in SHAPES]
     expected = [np.sum(x.astype("float64") ** 2) for x in xs]
     rtol = 1e-3 if dtype == "float16" else 1e-5
-    eager = _sums_of_squares([tf.constant(x) for x in xs])
-    traced = tf.function(_sums_of_squares)([tf.constant(x) for x in xs])
-    assert eager.dtype == tf.float32 and eager.shape == (len(SHAPES),)
-    np.testing.assert_allclose(eager.numpy(), expected, rtol=rtol)
-    np.testing.assert_allclose(traced.numpy(), expected, rtol=rtol)
-    # Only large tensors (no doubled halves), and only a small one.
-    large, small = _sums_of_squares(xs[1:]), _sums_of_squares(xs[:1])
-    np.testing.assert_allclose(large.numpy(), expected[1:], rtol=rtol)
-    np.testing.assert_allclose(small.numpy(), expected[:1], rtol=rtol)
-    assert _sums_of_squares([]).shape == (0,)
+    np.testing.assert_allclose(_squares(xs), expected, rtol=rtol)
+    np.testing.assert_allclose(_squares(xs, traced=True), expected, rtol=rtol)
+    # Large tensors first (as norms), then the small ones (as squares).
+    row, layout, _ = _norm_row([tf.constant(x) for x in xs])
+    assert layout == RowLayout((1, 3, 0, 2), (True, True, False, False))
+    np.testing.assert_allclose(row.numpy()[0, 0], np.sqrt(expected[1]), rtol=rtol)
+    # Only large tensors, only one small one, none.
+    np.testing.assert_allclose(_squares(xs[1::2]), expected[1::2], rtol=rtol)
+    np.testing.assert_allclose(_squares(xs[:1]), expected[:1], rtol=rtol)
+    row, layout, _ = _norm_row([])
+    assert row.shape == (1, 0) and layout == RowLayout()
 
 
-def test_sums_of_squares_unknown_shape(rng):
+def test_norm_row_extremes_match_numpy(rng):
+    xs = [rng.normal(size=shape).astype("float32") for shape in SHAPES]
+    row, layout, ends = _norm_row([tf.constant(x) for x in xs], extremes=True)
+    m = len(xs)
+    assert ends.shape == (1, 2 * m)
+    highs, lows = ends.numpy()[0, :m], ends.numpy()[0, m:]
+    # Columns follow the layout's order, as the norms do.
+    np.testing.assert_array_equal(highs, [xs[i].max() for i in layout.order])
+    np.testing.assert_array_equal(lows, [xs[i].min() for i in layout.order])
+    assert _norm_row(xs[:1])[2] is None
+
+
+def test_norm_row_unknown_shape(rng):
     x = rng.normal(size=(50, 100)).astype("float32")
     spec = tf.TensorSpec([None, None], "float32")
-    traced = tf.function(lambda t: _sums_of_squares([t]), input_signature=[spec])
+    traced = tf.function(lambda t: _norm_row([t])[0], input_signature=[spec])
+    # An unknown size is treated as large: its column is the norm.
     np.testing.assert_allclose(
-        traced(x).numpy(), [np.sum(x.astype("float64") ** 2)], rtol=1e-5
+        traced(x).numpy(), [[np.sqrt(np.sum(x.astype("float64") ** 2))]], rtol=1e-5
     )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_sums_of_squares_propagate_non_finite(rng, shape):
-    x = rng.normal(size=shape).astype("float32")
-    flat = x.reshape(-1)
+def test_norm_row_propagates_non_finite(rng, shape):
+    xs = [rng.normal(size=s).astype("float32") for s in SHAPES]
+    at = SHAPES.index(shape)
+    flat = xs[at].reshape(-1)
     flat[1] = np.inf
-    assert _sums_of_squares([tf.constant(x)]).numpy()[0] == np.inf
+    squares = _squares(xs)
+    assert squares[at] == np.inf
+    assert np.isfinite(np.delete(squares, at)).all()
     flat[2] = np.nan
-    assert np.isnan(_sums_of_squares([tf.constant(x)]).numpy()[0])
+    row, layout, _ = _norm_row([tf.constant(x) for x in xs])
+    assert np.isnan(layout.squares(row.numpy()[0])[at])
+    assert layout.first_non_finite(row.numpy()[0]) == at
+
+
+def _ring_rows(steps, squares, scale=1.0):
+    """Ring rows for per-step, per-gradient sums of squares (layout: all
+    small, in order)."""
+    squares = np.asarray(squares, "float64")
+    head = np.stack(
+        [steps, np.full(len(steps), -1.0), np.full(len(steps), scale)], axis=1
+    )
+    assert head.shape[1] == RING_HEAD
+    return np.concatenate([head, squares], axis=1)
+
+
+def test_fold_sentinel_tracks_max_and_first_non_finite():
+    layout = RowLayout((0, 1, 2), (False, False, False))
+    layers = [0, 0, 1]  # Gradients 0 and 1 belong to layer 0, 2 to layer 1.
+    squares = [[1, 0, 3], [9, 16, 0], [np.nan, 1, np.inf], [0, 1, np.inf], [1, 1, 1]]
+    state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
+    out = fold_sentinel(
+        state, _ring_rows([10, 11, 12, 13, 14], squares, 2.0), layout, layers
+    )
+    # Norms: sqrt(sum) / scale; step 11 is the largest finite (sqrt(25) / 2).
+    np.testing.assert_allclose([o[0] for o in out][:2], [1.0, 2.5])
+    assert [o[1:] for o in out] == [
+        (False, False),
+        (False, False),
+        (True, False),
+        (True, False),
+        (False, False),
+    ]
+    assert state["max_norm"] == 2.5 and state["max_step"] == 11
+    # The first non-finite step, and its first non-finite gradient's layer.
+    assert state["nf_step"] == 12 and state["nf_layer"] == 0
+    assert np.isnan(state["nf_norm"]) and state["last_step"] == 14
+
+
+def test_fold_sentinel_loss_scaling_counts_only_a_streak():
+    layout = RowLayout((0,), (True,))
+    state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
+    rows = _ring_rows(range(5), [[3.0], [np.inf], [np.inf], [np.inf], [4.0]])
+    out = fold_sentinel(state, rows, layout, [0], patience=3)
+    # Three overflows in a row: the first two are skipped, the third counts.
+    assert [o[1:] for o in out] == [
+        (False, False),
+        (False, True),
+        (False, True),
+        (True, False),
+        (False, False),
+    ]
+    assert state["skipped"] == 2 and state["streak"] == 0
+    assert state["nf_step"] == 3 and state["max_norm"] == 4.0
+
+
+def test_layer_sums_drops_unmonitored():
+    np.testing.assert_array_equal(
+        layer_sums([1.0, 2.0, 4.0, 8.0], [1, -1, 1, 0], 3), [8.0, 5.0, 0.0]
+    )
 
 
 def _updates_of(write):
