@@ -364,7 +364,8 @@ class GraphStats:
             )
         self._grad_layout = layout
         self._grad_layers = [self._var_layer.get(id(v), -1) for _, v in present]
-        self._grad_counts = [int(np.prod(g.shape)) for g, _ in present]
+        # The variables' static shapes: a gradient's may be unknown.
+        self._grad_counts = [int(np.prod(v.shape)) for _, v in present]
         iterations = tf.convert_to_tensor(self.optimizer.iterations)
         head = [tf.reshape(tf.cast(iterations, "float64"), [1, 1])]
         if self.loss_scaled:
@@ -412,10 +413,15 @@ class GraphStats:
         return [pair[0], pair[1]]
 
     def _group(self, grads, variables) -> list[list]:
+        """Each monitored layer's gradients, with the static shapes of their
+        variables (a gradient's own shape may be unknown)."""
+        tf = self._tf
         groups = [[] for _ in self.plans]
         for g, v in zip(grads, variables):
             index = self._var_layer.get(id(v))
             if index is not None and g is not None:
+                if not g.shape.is_fully_defined():
+                    g = tf.ensure_shape(g, v.shape)
                 groups[index].append(g)
         return groups
 

@@ -155,6 +155,66 @@ def test_gradients_and_activations_match_references(kind, data):
     assert diag.findings == []
 
 
+def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
+    # Dense on (batch, time, features) with an unknown time length: the
+    # element count is not static, so the graph passes it to the host.
+    x = rng.normal(size=(16, 7, 3)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((None, 3)),
+            keras.layers.Dense(5, activation="relu", name="hidden"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _compile(model)
+    hidden = model.get_layer("hidden")
+    hidden.bias.assign([-100.0, 0.0, 0.0, 0.0, 0.0])  # Unit 0 is dead.
+    w, b = hidden.kernel.numpy(), hidden.bias.numpy()
+    # A dataset whose time length the graph does not know.
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter([(x, y)]),
+        output_signature=(
+            tf.TensorSpec((None, None, 3), "float32"),
+            tf.TensorSpec((None, 1), "float32"),
+        ),
+    )
+    diag = _diag(every_n_steps=1, log_dir=tmp_path, histogram_every_n_steps=1)
+    model.fit(
+        dataset.repeat(),
+        epochs=1,
+        steps_per_epoch=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[diag],
+    )
+    ((_, _, _, per_sample),) = diag._hooks._act_layout
+    assert per_sample is None  # The dynamic path of the element count.
+    (stats,) = diag.history
+    ls = next(ls for ls in stats.layers if ls.layer == "hidden")
+    h = np.maximum(x @ w + b, 0.0)
+    np.testing.assert_allclose(ls.zero_fraction, np.mean(h <= 0.0), rtol=1e-6)
+    dead = np.mean(np.all(h <= 0.0, axis=(0, 1)))
+    assert dead >= 1 / 5
+    np.testing.assert_allclose(ls.dead_fraction, dead, rtol=1e-6)
+    # The gradient histogram of the step is written too.
+    assert "grad_hist/hidden" in _tags(tmp_path).Tags()["tensors"]
+
+
+class _ListLogs(keras.Sequential):
+    def train_step(self, data):
+        return list(super().train_step(data).values())
+
+
+def test_train_step_that_returns_no_dict_is_refused(data):
+    x, y = data
+    layers = [keras.Input((6,)), keras.layers.Dense(1)]
+    model = _compile(_ListLogs(layers, name="list_logs"))
+    with pytest.raises(ValueError, match="`train_step` to return a dict"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[_diag(every_n_steps=1)])
+
+
 def test_mixed_precision_gradients_are_unscaled(data):
     x, y = data
     keras.mixed_precision.set_global_policy("mixed_float16")
