@@ -110,11 +110,13 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
-    - Every step: the global gradient norm and a non-finite check, in-graph
-      and cheap. An explosion or NaN between recordings is reported with its
-      step. Under dynamic loss scaling a non-finite step is an overflow that
-      the optimizer skips; it only counts as non-finite once it persists for
-      10 steps in a row.
+    - Every step: each gradient's norm, written in-graph into a ring the
+      host reads at recordings and epoch ends (and before it wraps), from
+      which it takes the global norm and a non-finite check. An explosion
+      or NaN between recordings is reported with its step. Under dynamic
+      loss scaling a non-finite step is an overflow that the optimizer
+      skips; it only counts as non-finite once it persists for 10 steps in
+      a row.
     - Every `every_n_steps` steps: per layer with trainable weights the
       gradient L2 norm, RMS and max-abs and the update-to-weight ratio
       `||dw|| / ||w||`; per layer whose output goes through a ReLU-family,
@@ -145,12 +147,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
             `<log_dir>/train`), or None to only collect `findings`. Defaults
             to `None`.
         every_n_steps: Steps between full per-layer recordings. Defaults to
-            `100`: about 0.98-1.03x the time of a plain `fit` for a small
-            CNN at batch 128 on 2 CPU cores and 1.05-1.08x for a 3 ms/step
-            MLP (`benchmarks/overhead.py`); `1` (every step) costs 1.18-1.20x
-            and 1.28-1.35x there: in-graph passes over every gradient and
-            weight (norms, max-abs, update ratio) and about 0.3 ms of
-            host-side reading, rules and writing per step.
+            `100`: about 0.99-1.03x the time of a plain `fit` for a 3 ms/step
+            MLP and a small CNN at batch 128 on 2 CPU cores
+            (`benchmarks/overhead.py`); `1` (every step) costs 1.29-1.34x
+            and 1.21-1.22x there: in-graph passes over every gradient and
+            weight (norms, max and min, update norms) and about 0.2-0.3 ms
+            of host-side arithmetic, rules and writing per step.
         histogram_every_n_steps: Steps between gradient histograms (a strided
             sample of at most 4096 gradient elements per layer), or None for
             none. Defaults to `1000`.
