@@ -74,7 +74,8 @@ _SENTINEL_INIT = (-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0)
 # only under loss scaling, where a skipped step repeats the step), the loss
 # scale (1 without), then `_norm_row` of the gradients, zero-padded.
 RING_STEP, RING_TICK, RING_SCALE, RING_HEAD = 0, 1, 2, 3
-# Head of the full-statistics vector, after its ring row.
+# Head of the full-statistics vector, after its ring row and the gradients'
+# max and min (see `GraphStats._full_reader`).
 FULL_HEAD = ("loss", "batch_size", "learning_rate")
 # The logs key the full-statistics vector leaves the train function under
 # (taken out before Keras sees the logs).
@@ -89,7 +90,7 @@ def _f32(tensor):
 
 # Below this many elements a tensor's sum of squares is taken with the other
 # small ones in one segment sum; from here on it gets its own L2 norm.
-_DOT_MIN_ELEMENTS = 4096
+_NORM_MIN_ELEMENTS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _norm_row(tensors: list, extremes: bool = False):
     for i, tensor in enumerate(tensors):
         x = _f32(tensor)
         size = x.shape.num_elements()
-        if size is not None and size < _DOT_MIN_ELEMENTS:
+        if size is not None and size < _NORM_MIN_ELEMENTS:
             small.append(x if x.shape.rank == 1 else tf.reshape(x, [-1]))
             small_at.append(i)
             continue
@@ -271,10 +272,11 @@ class GraphStats:
     Every step writes one row into the ring variable `_ring` (the step and
     the gradient norms of `_norm_row`); the host folds the rows into the
     sentinel state (`fold_sentinel`) when it reads them. A full step also
-    returns, with its logs, a vector of its ring row, the loss, batch size
-    and learning rate, per-variable weight and update norms, and per-layer
-    max-abs and activation fractions. Norms, RMS and ratios by layer are
-    summed on the host, so the graph keeps few ops.
+    returns, with its logs, a vector of its ring row, the gradients' max and
+    min, the loss, batch size and learning rate, per-variable weight and
+    update norms, and per-unit activation counts. Norms, RMS, max-abs,
+    ratios and activation fractions by layer are computed on the host, so
+    the graph keeps few ops.
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
     `replicas`, `loss_scaled`, `ring_rows`, `_local`, `_present`,

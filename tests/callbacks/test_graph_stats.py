@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_actloss.callbacks._graph_stats import (
-    _DOT_MIN_ELEMENTS,
+    _NORM_MIN_ELEMENTS,
     _SENTINEL_INIT,
     RING_HEAD,
     SENTINEL_FIELDS,
@@ -18,7 +18,7 @@ from keras_actloss.callbacks._graph_stats import (
 
 # Two shapes below the norm threshold (one segment sum), two above (one
 # L2 norm each), interleaved so the row's column order differs from theirs.
-SHAPES = [(3, 4), (_DOT_MIN_ELEMENTS,), (7,), (300, 70)]
+SHAPES = [(3, 4), (_NORM_MIN_ELEMENTS,), (7,), (300, 70)]
 
 
 def _squares(tensors, traced=False):
