@@ -472,53 +472,32 @@ class GraphStats:
             )
         return vector
 
-    def _activation_plan(self) -> dict:
-        """Where each layer's counts are in `_activation_counts` (cached)."""
-        if getattr(self, "_act_plan_of", None) is self._act_layout:
-            return self._act_plan
-        units, starts, rows, at = [], [], [], 0
-        for i, n, saturation, per_sample in self._act_layout:
-            if n:
-                units.append(at + np.arange(n))
-                starts.append(sum(len(u) for u in units[:-1]))
-            at += n
-            rows.append((i, n, at if saturation else None, per_sample))
-            at += int(saturation)
-            if per_sample is None:
-                rows[-1] += (at,)
-                at += 1
-        self._act_plan = {
-            "units": np.concatenate(units) if units else np.zeros(0, "int64"),
-            "starts": np.array(starts, "int64"),
-            "rows": rows,
-        }
-        self._act_plan_of = self._act_layout
-        return self._act_plan
-
-    def _activation_fields(self, counts, batch: float) -> dict[int, tuple]:
+    def _activation_fields(self, counts: list, batch: float) -> dict[int, tuple]:
         """Zero, dead and saturated fractions by layer index (host side).
 
-        The per-unit counts of all layers are summed and their zeros
-        counted in two NumPy calls each, whatever the number of layers.
+        `counts` is the `_activation_counts` vector as a Python list: plain
+        sums and counts over it are faster than NumPy calls right after a
+        training step, when the host's caches are cold.
         """
-        plan = self._activation_plan()
-        active, dead = [], []
-        if plan["starts"].size:
-            per_unit = counts[plan["units"]]
-            active = np.add.reduceat(per_unit, plan["starts"]).tolist()
-            dead = np.add.reduceat(per_unit == 0.0, plan["starts"]).tolist()
-        fields, k = {}, 0
-        for i, units, sat_at, per_sample, *dynamic in plan["rows"]:
-            elements = float(counts[dynamic[0]]) if dynamic else batch * per_sample
-            zero = dead_fraction = sat = None
+        fields, at = {}, 0
+        for i, units, saturation, per_sample in self._act_layout:
+            active = counts[at : at + units]
+            at += units
+            sat = None
+            if saturation:
+                sat, at = counts[at], at + 1
+            if per_sample is None:
+                elements, at = counts[at], at + 1
+            else:
+                elements = batch * per_sample
+            zero = dead = None
             if units:
-                zero = 1.0 - active[k] / elements
+                zero = 1.0 - sum(active) / elements
                 if self.plans[i].profile.can_die:
-                    dead_fraction = dead[k] / units
-                k += 1
-            if sat_at is not None:
-                sat = float(counts[sat_at]) / elements
-            fields[i] = (zero, dead_fraction, sat)
+                    dead = active.count(0.0) / units
+            if sat is not None:
+                sat /= elements
+            fields[i] = (zero, dead, sat)
         return fields
 
     def _write_samples(self, layer_grads, scale) -> None:
@@ -641,15 +620,16 @@ class GraphStats:
         """
         if self._last_full is None:
             return None
-        vector = self._last_full.numpy()
+        # One conversion to Python floats: the arithmetic below is on a few
+        # dozen values, where NumPy calls cost more than they save.
+        values = self._last_full.numpy().tolist()
         self._last_full = None
         width, key = int(self._ring.shape[1]), self._ring_key()
-        if vector[key] > self._consumed + 1:
+        if values[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            self._fold(ring[ring[:, key] < vector[key]])
-        self._consumed = int(vector[key])
+            self._fold(ring[ring[:, key] < values[key]])
+        self._consumed = int(values[key])
         reader, n = self._full_reader(), len(self.plans)
-        values = vector[: reader["activations"]].tolist()
         sums = [0.0] * (3 * n + 1)
         for c, norm, bucket in reader["columns"]:
             sums[bucket] += values[c] * values[c] if norm else values[c]
@@ -659,7 +639,7 @@ class GraphStats:
         norm = math.sqrt(total) / scale if total >= 0 else math.nan
 
         def layer():
-            at = self._grad_layout.first_non_finite(vector[RING_HEAD:width])
+            at = self._grad_layout.first_non_finite(np.array(values[RING_HEAD:width]))
             return self._grad_layers[at] if at >= 0 else -1
 
         bad = not math.isfinite(total)
@@ -678,7 +658,7 @@ class GraphStats:
         if not self._present.get((-1, "loss")):
             head["loss"] = None
         activations = self._activation_fields(
-            vector[reader["activations"] :], head["batch_size"]
+            values[reader["activations"] :], head["batch_size"]
         )
         peaks, counts = reader["peaks"], reader["counts"]
         layers = []
