@@ -207,8 +207,7 @@ def fold_sentinel(
     row; see `fold_step`.
     """
     values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
-    squares = np.where(layout.norms, values * values, values)
-    norms = np.sqrt(squares.sum(axis=1)) / rows[:, RING_SCALE]
+    norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
     bad = ~np.isfinite(values).all(axis=1)
     out = []
     steps = rows[:, RING_STEP].tolist()
@@ -460,8 +459,9 @@ class GraphStats:
             if per_sample is None:
                 parts.append(tf.reshape(tf.cast(tf.size(x), "float32"), [1]))
             layout.append((i, units, saturation, per_sample))
+        seen = {entry[0] for entry in layout}
         for i in range(len(self.plans)):
-            self._present[(i, "act")] = any(entry[0] == i for entry in layout)
+            self._present[(i, "act")] = i in seen
         self._act_layout = layout
         if not parts:
             return None
@@ -519,19 +519,19 @@ class GraphStats:
         """Starts a new sentinel interval after the steps run so far."""
         self._state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
         key = self._tick if self.loss_scaled else self.optimizer.iterations
-        self._consumed = int(np.asarray(key.numpy())) - (0 if self.loss_scaled else 1)
+        self._consumed = int(key.numpy()) - (0 if self.loss_scaled else 1)
 
     def _ring_key(self) -> int:
         return RING_TICK if self.loss_scaled else RING_STEP
 
     def _fold(self, rows: np.ndarray) -> None:
         """Folds ring rows not seen yet (in key order) into the state."""
-        key = rows[:, self._ring_key()]
-        rows = rows[key > self._consumed]
+        key = self._ring_key()
+        rows = rows[rows[:, key] > self._consumed]
         if not len(rows):
             return
-        rows = rows[np.argsort(rows[:, self._ring_key()], kind="stable")]
-        self._consumed = int(rows[-1, self._ring_key()])
+        rows = rows[np.argsort(rows[:, key], kind="stable")]
+        self._consumed = int(rows[-1, key])
         fold_sentinel(
             self._state, rows, self._grad_layout, self._grad_layers, self._patience()
         )
