@@ -23,6 +23,7 @@ from keras_actloss.logs.heatmap import render_heatmap
 from keras_actloss.logs.writer import (
     DiagnosticsWriter,
     EventFile,
+    event_bytes,
     float32_bytes,
     scalar_value_prefix,
 )
@@ -393,6 +394,34 @@ def test_scalar_wire_bytes_match_protobuf(tag):
         else:
             assert wire == expected.SerializeToString()
     assert np.frombuffer(packed, "<f4")[2] == np.inf  # 1e300 overflows.
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.1, -2.0, 3, 1e-40, -0.0, 3.4028235e38, 1 / 3],
+        [1.0, 1e300, -1e300, 2.0],  # Beyond float32: infinity, as NumPy.
+        [],
+    ],
+)
+def test_float32_bytes_match_numpy(values):
+    # Reference: NumPy's float64 -> float32 cast (round to nearest even;
+    # overflow to infinity).
+    with np.errstate(over="ignore"):
+        expected = np.asarray(values, "float64").astype("<f4").tobytes()
+    assert float32_bytes(values) == expected
+
+
+@pytest.mark.parametrize("step", [0, 7, 300, 2**40, -1])
+def test_event_bytes_match_protobuf(step):
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    summary = summary_pb2.Summary()
+    summary.value.add(tag="grad_norm/global").simple_value = 0.75
+    wire = summary.SerializeToString()
+    expected = event_pb2.Event(wall_time=1795462000.123456, step=step)
+    expected.summary.CopyFrom(summary)
+    assert event_bytes(wire, step, 1795462000.123456) == expected.SerializeToString()
 
 
 def test_event_wire_bytes_match_protobuf(tmp_path):
