@@ -147,12 +147,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
             `<log_dir>/train`), or None to only collect `findings`. Defaults
             to `None`.
         every_n_steps: Steps between full per-layer recordings. Defaults to
-            `100`: about 1.02x (0.96-1.06x) the time of a plain `fit` for a
-            3 ms/step MLP and a small CNN at batch 128 on 2 CPU cores
-            (`benchmarks/overhead.py`); `1` (every step) costs 1.26-1.40x
-            and 1.21-1.22x there: in-graph passes over every gradient and
-            weight (norms, max and min, update norms) and about 0.2-0.3 ms
-            of host-side arithmetic, rules and writing per step.
+            `100`: about 1.00x and 1.01-1.03x the time of a plain `fit` for
+            a 3-4 ms/step MLP and a small CNN at batch 128 on 2 CPU cores
+            (`benchmarks/overhead.py`); `1` (every step) costs 1.22-1.27x
+            and 1.18-1.21x there: in-graph passes over every gradient and
+            weight (norms, max and min, update norms) and about 0.25 ms of
+            host-side arithmetic, rules and writing per step.
         histogram_every_n_steps: Steps between gradient histograms (a strided
             sample of at most 4096 gradient elements per layer), or None for
             none. Defaults to `1000`.
