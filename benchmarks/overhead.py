@@ -21,6 +21,18 @@ giving every setting the same work:
 - Printed per setting: the median over rounds of `time(setting) /
   time(plain)` from the same round, with min and max.
 
+Two more measurements, each on fresh models and callbacks, plain and
+default settings alternated in `--long-pairs` rounds:
+
+- A long run: one `fit` of `--long-steps` steps (default 2000) of the MLP,
+  so the dense recordings at the start of training (and the tracing of
+  both train functions) are part of the cost.
+- Time to first step: the first `fit` (1 epoch of `--first-steps` steps at
+  batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
+  includes tracing the train functions.
+
+Results are printed and written to `benchmarks/RESULTS.md`.
+
 TensorFlow's thread pools are left at their defaults (the same for all
 settings) unless `--threads N` pins both to N.
 
@@ -28,6 +40,7 @@ Usage:
 
 ```
 python benchmarks/overhead.py [--pairs 15] [--steps 100] [--epochs 2] [--warmup 2]
+    [--long-steps 2000] [--long-pairs 3] [--first-steps 30]
 ```
 """
 
@@ -38,6 +51,7 @@ import gc
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
@@ -48,6 +62,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_actloss.callbacks import GradientDiagnostics  # noqa: E402
+
+try:
+    from benchmarks._results import write_section  # noqa: E402
+except ImportError:  # Run as `python benchmarks/overhead.py`.
+    from _results import write_section  # noqa: E402
 
 BATCH = 128
 SETTINGS = ("plain", "default", "every_step", "tensorboard")
@@ -151,10 +170,12 @@ def measure(build, args, root: str) -> tuple[dict, dict]:
     return times, first
 
 
-def report(name: str, times: dict, first: dict, steps: int) -> None:
+def report(name: str, times: dict, first: dict, steps: int) -> list[str]:
+    """Prints and returns the table rows of one model."""
     plain = times["plain"]
     seconds = statistics.median(plain)
     print(f"{name}: plain fit {seconds:.2f} s ({1000 * seconds / steps:.2f} ms/step)")
+    rows = []
     for setting in SETTINGS[1:]:
         ratios = [t / p for t, p in zip(times[setting], plain)]
         extra = first[setting] - first["plain"]
@@ -163,6 +184,58 @@ def report(name: str, times: dict, first: dict, steps: int) -> None:
             f"(min {min(ratios):.3f}, max {max(ratios):.3f}); "
             f"first fit {extra:+.2f} s"
         )
+        rows.append(
+            f"| {name} | {setting} | {1000 * seconds / steps:.2f} ms | "
+            f"{statistics.median(ratios):.3f}x | {min(ratios):.3f}-"
+            f"{max(ratios):.3f} |"
+        )
+    return rows
+
+
+def mobilenet() -> keras.Model:
+    return keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+    )
+
+
+def fresh_pairs(build, x, y, pairs: int, **fit) -> dict[str, list[float]]:
+    """Seconds of a first `fit` of a fresh model, plain and with the default
+    callback, alternating which runs first."""
+    times = {"plain": [], "default": []}
+    for r in range(pairs):
+        order = ("plain", "default") if r % 2 == 0 else ("default", "plain")
+        for setting in order:
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(0)
+            model = build()
+            model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+            log_dir = tempfile.mkdtemp(prefix="overhead-fresh-")
+            cbs = callbacks(setting, log_dir)
+            times[setting].append(timed_fit_arrays(model, x, y, cbs, **fit))
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return times
+
+
+def timed_fit_arrays(model, x, y, cbs: list, **fit) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        model.fit(x, y, verbose=0, callbacks=cbs, shuffle=False, **fit)
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def ratio_row(label: str, times: dict) -> str:
+    ratios = [d / p for d, p in zip(times["default"], times["plain"])]
+    plain = statistics.median(times["plain"])
+    line = (
+        f"| {label} | plain {plain:.1f} s | {statistics.median(ratios):.3f}x | "
+        f"{min(ratios):.3f}-{max(ratios):.3f} |"
+    )
+    print(line)
+    return line
 
 
 def main() -> None:
@@ -173,6 +246,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up rounds")
     parser.add_argument("--threads", type=int, default=0, help="0: TF default")
     parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--long-steps", type=int, default=2000)
+    parser.add_argument("--long-pairs", type=int, default=3, help="0: skip")
+    parser.add_argument("--first-steps", type=int, default=30)
+    parser.add_argument("--first-pairs", type=int, default=3, help="0: skip")
     args = parser.parse_args()
     if args.threads:
         import tensorflow as tf
@@ -187,13 +264,48 @@ def main() -> None:
     )
     builders = {"mlp": mlp, "cnn": cnn}
     root = tempfile.mkdtemp(prefix="overhead-")
+    rows = []
     try:
         for name in args.models.split(","):
             times, first = measure(builders[name], args, root)
-            report(name, times, first, args.steps * args.epochs)
+            rows += report(name, times, first, args.steps * args.epochs)
             keras.backend.clear_session()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    fresh = []
+    rng = np.random.default_rng(0)
+    if args.long_pairs:
+        n = args.long_steps * BATCH
+        x = rng.random((n, 784), dtype="float32")
+        y = rng.integers(0, 10, size=n)
+        fresh.append(
+            ratio_row(
+                f"MLP, one fit of {args.long_steps} steps (batch {BATCH})",
+                fresh_pairs(mlp, x, y, args.long_pairs, batch_size=BATCH, epochs=1),
+            )
+        )
+    if args.first_pairs:
+        n = args.first_steps * 32
+        x = rng.random((n, 32, 32, 3), dtype="float32")
+        y = rng.integers(0, 10, size=n)
+        fresh.append(
+            ratio_row(
+                f"MobileNetV2 (alpha 0.35, 32x32), first fit of {args.first_steps} "
+                "steps (batch 32)",
+                fresh_pairs(mobilenet, x, y, args.first_pairs, batch_size=32, epochs=1),
+            )
+        )
+    body = (
+        f"`python benchmarks/overhead.py {' '.join(sys.argv[1:])}`\n\n"
+        "Steady state (warmed-up models; median of paired ratios against a plain "
+        "`fit` in the same round):\n\n"
+        "| model | setting | plain step | ratio | min-max |\n"
+        "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+        "Fresh models and callbacks (default settings against a plain `fit`):\n\n"
+        "| run | plain | ratio | min-max |\n| --- | --- | --- | --- |\n"
+        + "\n".join(fresh)
+    )
+    write_section("overhead", "Overhead of GradientDiagnostics", body)
 
 
 if __name__ == "__main__":

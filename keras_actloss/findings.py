@@ -24,6 +24,9 @@ TRAINING_MODES = (
     SATURATED_ACTIVATIONS,
     NON_FINITE,
 )
+# A cause GradientDiagnostics names while training, without failing it:
+# saturating first-layer outputs from inputs that are not standardized.
+UNSTANDARDIZED_INPUTS = "unstandardized_inputs"
 
 # Severities. A "failure" makes `keras-actloss report` exit 1; a "warning"
 # (a risk seen before training, say) does not.

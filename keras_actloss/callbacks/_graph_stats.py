@@ -6,7 +6,7 @@ function is traced. They build TensorFlow ops on the gradients the optimizer
 receives and on the kept layer outputs: a ring of per-step gradient norms
 in a non-trainable variable, and a vector of full statistics that the train
 function returns. The layouts below are the contract between the graph and
-the host readers `read_full`/`read_sentinel`, which finish the arithmetic
+the host readers `read_steps`/`read_full`, which finish the arithmetic
 in NumPy.
 """
 
@@ -21,10 +21,6 @@ from keras_actloss.diagnostics import stats
 
 SENTINEL = "sentinel"
 FULL = "full"
-# Full statistics plus the gradient samples for histograms: a train function
-# of its own, so the other full steps do not copy the gradients.
-SAMPLES = "full_samples"
-FULL_MODES = (FULL, SAMPLES)
 
 # Under dynamic loss scaling a non-finite step is an overflow that the
 # optimizer skips (and halves the scale). It only counts as a real non-finite
@@ -55,31 +51,18 @@ _HOST_LAYER_FIELDS = (
     "weight_norm",
     "update_ratio",
 )
-# Host-side sentinel state: max finite norm and its step since the last
-# read, first counted non-finite step / layer index / norm, current
-# non-finite streak, skipped overflow steps, last step seen.
-SENTINEL_FIELDS = (
-    "max_norm",
-    "max_step",
-    "nf_step",
-    "nf_layer",
-    "nf_norm",
-    "streak",
-    "skipped",
-    "last_step",
-)
-_SENTINEL_INIT = (-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0)
-
 # A ring row, written on every step: the step, a tick (our own step count,
 # only under loss scaling, where a skipped step repeats the step), the loss
-# scale (1 without), then `_norm_row` of the gradients, zero-padded.
-RING_STEP, RING_TICK, RING_SCALE, RING_HEAD = 0, 1, 2, 3
+# scale (1 without), the learning rate, then `_norm_row` of the gradients,
+# zero-padded.
+RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_HEAD = 0, 1, 2, 3, 4
 # Head of the full-statistics vector, after its ring row and the gradients'
 # max and min (see `GraphStats._full_reader`).
 FULL_HEAD = ("loss", "batch_size", "learning_rate")
-# The logs key the full-statistics vector leaves the train function under
-# (taken out before Keras sees the logs).
+# The logs keys the full-statistics vector and (on other steps) the ring row
+# leave the train function under (taken out before Keras sees the logs).
 FULL_LOGS_KEY = "_keras_actloss_full"
+ROW_LOGS_KEY = "_keras_actloss_row"
 
 
 def _f32(tensor):
@@ -174,51 +157,38 @@ def _concat_row(parts: list):
     return tf.concat(parts, 1) if len(parts) > 1 else parts[0]
 
 
-def fold_step(state: dict, step: float, norm: float, bad: bool, patience, layer):
-    """Folds one step into the sentinel `state`; returns `(counted, skipped)`.
-
-    With `patience` (loss scaling) a non-finite step only counts once it is
-    the `patience`-th in a row; earlier ones are skipped overflow steps.
-    `layer()` gives the first layer with non-finite gradients, called only
-    for the first counted step.
-    """
-    counted, skipped = bad, False
-    if patience is not None:
-        state["streak"] = state["streak"] + 1.0 if bad else 0.0
-        counted = bad and state["streak"] >= patience
-        skipped = bad and not counted
-        state["skipped"] += float(skipped)
-    if not bad and norm > state["max_norm"]:
-        state["max_norm"], state["max_step"] = norm, step
-    if counted and state["nf_step"] < 0:
-        state["nf_step"], state["nf_norm"] = step, norm
-        state["nf_layer"] = float(layer())
-    state["last_step"] = step
-    return counted, skipped
-
-
-def fold_sentinel(
-    state: dict, rows: np.ndarray, layout: RowLayout, layers, patience=None
-) -> list[tuple[float, bool, bool]]:
-    """Folds ring rows (in step order) into the sentinel `state`, in place.
+def fold_rows(
+    rows: np.ndarray, layout: RowLayout, layers, streak: float, patience=None
+) -> tuple[list[tuple], float]:
+    """Judges ring rows (in step order) one step at a time.
 
     `layers[i]` is the layer index of gradient `i` (tensor order of
-    `layout`), -1 if unmonitored. Returns `(norm, counted, skipped)` per
-    row; see `fold_step`.
+    `layout`), -1 if unmonitored. Returns one `(step, norm, counted,
+    skipped, layer, learning_rate)` per row and the new non-finite
+    `streak`. With `patience` (loss scaling) a non-finite step only counts
+    once it is the `patience`-th in a row; earlier ones are skipped
+    overflow steps. `layer` is the first layer with non-finite gradients of
+    a counted step, else -1.
     """
     values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
     norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
-    bad = ~np.isfinite(values).all(axis=1)
+    bad = (~np.isfinite(values).all(axis=1)).tolist()
     out = []
-    steps = rows[:, RING_STEP].tolist()
-    for k, (step, norm, b) in enumerate(zip(steps, norms.tolist(), bad.tolist())):
-
-        def layer(k=k):
+    columns = zip(
+        rows[:, RING_STEP].tolist(), norms.tolist(), bad, rows[:, RING_LR].tolist()
+    )
+    for k, (step, norm, b, rate) in enumerate(columns):
+        counted, skipped = b, False
+        if patience is not None:
+            streak = streak + 1.0 if b else 0.0
+            counted = b and streak >= patience
+            skipped = b and not counted
+        layer = -1
+        if counted:
             at = layout.first_non_finite(values[k])
-            return layers[at] if at >= 0 else -1
-
-        out.append((norm, *fold_step(state, step, norm, b, patience, layer)))
-    return out
+            layer = layers[at] if at >= 0 else -1
+        out.append((int(step), norm, counted, skipped, layer, rate))
+    return out, streak
 
 
 def layer_sums(values, layers, n: int) -> np.ndarray:
@@ -268,9 +238,10 @@ def _single_updates(reads: list, ops: list) -> list:
 class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
-    Every step writes one row into the ring variable `_ring` (the step and
-    the gradient norms of `_norm_row`); the host folds the rows into the
-    sentinel state (`fold_sentinel`) when it reads them. A full step also
+    Every step writes one row into the ring variable `_ring` (the step, the
+    learning rate and the gradient norms of `_norm_row`) and returns it with
+    its logs; the host judges every step from it (`fold_rows`), and reads
+    the ring only after several steps ran unread. A full step instead
     returns, with its logs, a vector of its ring row, the gradients' max and
     min, the loss, batch size and learning rate, per-variable weight and
     update norms, and per-unit activation counts. Norms, RMS, max-abs,
@@ -301,8 +272,11 @@ class GraphStats:
         tf = self._tf
         scale = self._scale()
         reduced = self._reduce(grads)
-        full = mode in FULL_MODES
+        full = mode == FULL
         row, extremes = self._write_ring(reduced, variables, scale, full)
+        # Leaves the graph with the step's logs, so the host judges every
+        # step right after it ran (`TrainHooks._make`).
+        self._local.row = row[0]
         if not full:
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
@@ -311,7 +285,7 @@ class GraphStats:
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
         weights, self._weight_layout, _ = _norm_row(before)
         activations = self._activation_counts()
-        if mode == SAMPLES and self._samples:
+        if self._samples:
             self._write_samples(layer_grads, scale)
         # The optimizer waits for the weight norms, so the weights are no
         # longer read when it updates them: no copy-on-write of every weight.
@@ -381,6 +355,8 @@ class GraphStats:
             head.append(tf.constant([[1.0]], "float64"))
         else:
             head.append(tf.reshape(tf.cast(scale, "float64"), [1, 1]))
+        rate = tf.convert_to_tensor(self.optimizer.learning_rate)
+        head.append(tf.reshape(tf.cast(rate, "float64"), [1, 1]))
         pad = width - RING_HEAD - len(present)
         parts = head + [tf.cast(norms, "float64")]
         if pad:
@@ -473,7 +449,8 @@ class GraphStats:
         return vector
 
     def _activation_fields(self, counts: list, batch: float) -> dict[int, tuple]:
-        """Zero, dead and saturated fractions by layer index (host side).
+        """Zero, dead and saturated fractions and, for layers whose units can
+        die, the per-unit activity counts, by layer index (host side).
 
         `counts` is the `_activation_counts` vector as a Python list: plain
         sums and counts over it are faster than NumPy calls right after a
@@ -490,66 +467,82 @@ class GraphStats:
                 elements, at = counts[at], at + 1
             else:
                 elements = batch * per_sample
-            zero = dead = None
+            zero = dead = mortal = None
             if units:
                 zero = 1.0 - sum(active) / elements
                 if self.plans[i].profile.can_die:
-                    dead = active.count(0.0) / units
+                    dead, mortal = active.count(0.0) / units, active
             if sat is not None:
                 sat /= elements
-            fields[i] = (zero, dead, sat)
+            fields[i] = (zero, dead, sat, mortal)
         return fields
 
     def _write_samples(self, layer_grads, scale) -> None:
+        """A strided sample of each layer's gradients into `_samples`.
+
+        Sliced per tensor before joining, so no copy of a whole gradient is
+        made: cheap enough for every full step.
+        """
         tf = self._tf
         for i, var in self._samples.items():
             g = layer_grads[i]
             if not g:
                 continue
-            flat = tf.concat([tf.reshape(tf.cast(x, "float32"), [-1]) for x in g], 0)
-            total = int(flat.shape[0])
-            stride = max(1, total // int(var.shape[0]))
-            sample = flat[::stride][: int(var.shape[0])]
+            size = int(var.shape[0])
+            total = sum(int(np.prod(x.shape)) for x in g)
+            stride = max(1, total // size)
+            parts = [tf.reshape(x, [-1])[::stride] for x in g]
+            flat = tf.cast(
+                tf.concat(parts, 0) if len(parts) > 1 else parts[0], "float32"
+            )
+            # sum(ceil(n_i / stride)) >= total / stride >= size: no padding.
+            sample = flat[:size]
             if scale is not None:
                 sample = sample / scale
             var.assign(sample)
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:
-        """Starts a new sentinel interval after the steps run so far."""
-        self._state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
+        """Starts judging steps after the ones run so far."""
+        self._streak = 0.0
+        self._last_row = None
         key = self._tick if self.loss_scaled else self.optimizer.iterations
         self._consumed = int(key.numpy()) - (0 if self.loss_scaled else 1)
 
     def _ring_key(self) -> int:
         return RING_TICK if self.loss_scaled else RING_STEP
 
-    def _fold(self, rows: np.ndarray) -> None:
-        """Folds ring rows not seen yet (in key order) into the state."""
+    def _fold(self, rows: np.ndarray) -> list[tuple]:
+        """Judges the rows not seen yet, in key order (see `fold_rows`)."""
         key = self._ring_key()
         rows = rows[rows[:, key] > self._consumed]
         if not len(rows):
-            return
-        rows = rows[np.argsort(rows[:, key], kind="stable")]
+            return []
+        if len(rows) > 1:
+            rows = rows[np.argsort(rows[:, key], kind="stable")]
         self._consumed = int(rows[-1, key])
-        fold_sentinel(
-            self._state, rows, self._grad_layout, self._grad_layers, self._patience()
+        out, self._streak = fold_rows(
+            rows,
+            self._grad_layout,
+            self._grad_layers,
+            self._streak,
+            LOSS_SCALE_PATIENCE if self.loss_scaled else None,
         )
+        return out
 
-    def _patience(self):
-        return LOSS_SCALE_PATIENCE if self.loss_scaled else None
+    def read_steps(self) -> list[tuple]:
+        """Every step run since the last read, judged (see `fold_rows`).
 
-    def _take_state(self) -> dict:
-        """The sentinel state since the last take; starts a new interval."""
-        state = self._state
-        self._state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
-        self._state["streak"] = state["streak"]
-        return state
-
-    def read_sentinel(self) -> dict:
-        """The sentinel since the last read: every step not folded yet."""
-        self._fold(self._ring.value().numpy())
-        return self._take_state()
+        After a single step the row the train function returned is enough;
+        after several (`steps_per_execution`, or rows left unread) the ring
+        is read.
+        """
+        row, self._last_row = self._last_row, None
+        if row is not None:
+            row = row.numpy()[None, :]
+            if row[0, self._ring_key()] == self._consumed + 1:
+                return self._fold(row)
+        return self._fold(self._ring.value().numpy())
 
     def _full_reader(self) -> dict:
         """Positions of `read_full`'s values for the traced layouts (cached).
@@ -615,8 +608,9 @@ class GraphStats:
         """The last full-statistics step, as Python values (None = n/a).
 
         The steps before it that were not read yet (from the ring) and the
-        step itself are folded into the sentinel state, returned under
-        `"sentinel"`. None when the step applied no gradients.
+        step itself are judged as by `read_steps` and returned under
+        `"steps"`. Each layer's `"units"` holds its per-unit activity counts
+        (ReLU family). None when the step applied no gradients.
         """
         if self._last_full is None:
             return None
@@ -625,27 +619,17 @@ class GraphStats:
         values = self._last_full.numpy().tolist()
         self._last_full = None
         width, key = int(self._ring.shape[1]), self._ring_key()
+        steps = []
         if values[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            self._fold(ring[ring[:, key] < values[key]])
-        self._consumed = int(values[key])
+            steps = self._fold(ring[ring[:, key] < values[key]])
+        steps += self._fold(np.array([values[:width]]))
         reader, n = self._full_reader(), len(self.plans)
         sums = [0.0] * (3 * n + 1)
         for c, norm, bucket in reader["columns"]:
             sums[bucket] += values[c] * values[c] if norm else values[c]
-        step, scale = values[RING_STEP], values[RING_SCALE]
-        # Every gradient, monitored or not; NaN or infinity if any is.
-        total = math.fsum(sums[:n]) + sums[3 * n]
-        norm = math.sqrt(total) / scale if total >= 0 else math.nan
-
-        def layer():
-            at = self._grad_layout.first_non_finite(np.array(values[RING_HEAD:width]))
-            return self._grad_layers[at] if at >= 0 else -1
-
-        bad = not math.isfinite(total)
-        counted, skipped = fold_step(
-            self._state, step, norm, bad, self._patience(), layer
-        )
+        scale = values[RING_SCALE]
+        step, norm, counted, skipped = steps[-1][:4]
         head = reader["head"]
         head = dict(zip(FULL_HEAD, values[head : head + len(FULL_HEAD)]))
         head.update(
@@ -653,7 +637,7 @@ class GraphStats:
             global_norm=norm,
             non_finite=float(counted),
             skipped=float(skipped),
-            sentinel=self._take_state(),
+            steps=steps,
         )
         if not self._present.get((-1, "loss")):
             head["loss"] = None
@@ -663,7 +647,8 @@ class GraphStats:
         peaks, counts = reader["peaks"], reader["counts"]
         layers = []
         for i in range(n):
-            fields = dict(zip(ACTIVATION_FIELDS, activations.get(i, (None,) * 3)))
+            *fractions, units = activations.get(i, (None,) * 4)
+            fields = dict(zip(ACTIVATION_FIELDS, fractions))
             if self._present.get((i, "grad")):
                 grads, weights, deltas = sums[i], sums[n + i], sums[2 * n + i]
                 weight = math.sqrt(weights)
@@ -680,6 +665,7 @@ class GraphStats:
                 if fields[name] is not None and math.isnan(fields[name]):
                     fields[name] = None
             layers.append({name: fields[name] for name in LAYER_FIELDS})
+            layers[-1]["unit_activity"] = units
         head["layers"] = layers
         return head
 
@@ -697,7 +683,16 @@ class GraphStats:
         Only kept for a single label tensor, without `tf.distribute`
         replicas and without `jit_compile`.
         """
-        if self._labels is None:
+        return self._read_kept(self._labels)
+
+    def read_inputs(self):
+        """Inputs of a recorded batch (float32, up to 64 rows), or None;
+        kept like the labels, for a single input tensor."""
+        return self._read_kept(self._inputs)
+
+    @staticmethod
+    def _read_kept(variable):
+        if variable is None:
             return None
-        labels = self._labels.numpy()
-        return labels if labels.size else None
+        value = variable.numpy()
+        return value if value.size else None

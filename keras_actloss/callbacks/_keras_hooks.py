@@ -17,10 +17,9 @@ duration of `fit`:
   prediction are not touched.
 - `model.train_function`: train functions are built with
   `model._make_function` from the model's own `train_step`: a "sentinel" one
-  (global gradient norm and non-finite check, every step), a "full" one
-  (plus per-layer statistics) and, when histograms are on, a "full_samples"
-  one (plus the gradient samples, only for steps with a histogram due); the
-  callback swaps them in per batch.
+  (per-variable gradient norms and the learning rate, every step) and a
+  "full" one (plus per-layer statistics and, when histograms are on, the
+  gradient samples); the callback swaps them in per batch.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end` (Keras 3
   does not call it on exceptions).
@@ -49,10 +48,11 @@ import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.callbacks._graph_stats import (
+    FULL,
     FULL_LOGS_KEY,
-    FULL_MODES,
     LABEL_ROWS,
     RING_HEAD,
+    ROW_LOGS_KEY,
     GraphStats,
     RowLayout,
 )
@@ -93,6 +93,10 @@ def check_internals() -> None:
     lso = keras.optimizers.LossScaleOptimizer
     if "dynamic_scale" not in inspect.getsource(lso.build):
         missing.append("LossScaleOptimizer.dynamic_scale")
+    from keras.src.ops.function import Function
+
+    if "_operations_by_depth" not in inspect.getsource(Function.__init__):
+        missing.append("Function._operations_by_depth")
     init = inspect.signature(BaseOptimizer.__init__).parameters
     if "loss_scale_factor" not in init:
         missing.append("Optimizer.loss_scale_factor")
@@ -139,21 +143,44 @@ def _watched_profile(layer) -> ActivationProfile | None:
     return profile
 
 
-def _walk(layer, prefix: str, seen: set):
+def graph_depths(container) -> dict[int, int] | None:
+    """`id(layer)` -> depth in `container`'s layer graph (0 = its outputs),
+    or None for a container without one (a subclassed model or layer).
+
+    Reads the graph Keras keeps for functional models (and a built
+    `Sequential`'s functional twin).
+    """
+    graph = getattr(container, "_functional", None) or container
+    by_depth = getattr(graph, "_operations_by_depth", None)
+    if not isinstance(by_depth, dict):
+        return None
+    return {id(op): depth for depth, ops in by_depth.items() for op in ops}
+
+
+def _walk(layer, prefix: str, seen: set, base: int | None):
+    """Yields `(name, layer, variables, leaf, distance)` in model order.
+
+    `distance` is the layer's depth in the layer graph from the model's
+    outputs, summed over nested graphs; the sublayers of a layer without a
+    graph share its distance (they are siblings); None below a container
+    without a graph.
+    """
+    depths = None if base is None else graph_depths(layer)
     for child in _children(layer):
         if id(child) in seen or isinstance(child, keras.layers.InputLayer):
             continue
         seen.add(id(child))
         name = prefix + child.name
+        distance = base if depths is None else base + depths.get(id(child), 0)
         kids = _children(child)
         if not kids:
-            yield name, child, list(child.trainable_variables), True
+            yield name, child, list(child.trainable_variables), True, distance
             continue
         inner = {id(v) for k in kids for v in k.trainable_variables}
         own = [v for v in child.trainable_variables if id(v) not in inner]
         if own:
-            yield name, child, own, False
-        yield from _walk(child, name + "/", seen)
+            yield name, child, own, False, distance
+        yield from _walk(child, name + "/", seen, distance)
 
 
 def plan_layers(model) -> list[LayerPlan]:
@@ -162,11 +189,14 @@ def plan_layers(model) -> list[LayerPlan]:
     Leaf layers (no sublayers) are monitored when they have trainable
     variables or an output activation from the ReLU family, sigmoid or tanh;
     nested models and composite layers are walked and named `outer/inner`.
+    Each gets its distance from the outputs in the layer graph (None in a
+    subclassed model).
     A composite layer's own variables (outside its sublayers) form an entry
     of their own, without activation statistics.
     """
     plans = []
-    for name, layer, variables, leaf in _walk(model, "", set()):
+    base = None if graph_depths(model) is None else 0
+    for name, layer, variables, leaf, distance in _walk(model, "", set(), base):
         profile = _watched_profile(layer) if leaf else None
         if not variables and profile is None:
             continue
@@ -177,6 +207,7 @@ def plan_layers(model) -> list[LayerPlan]:
             activation=None if profile is None else profile.name,
             has_trainable_weights=bool(variables),
             depth=len(plans),
+            distance=distance,
         )
         plans.append(LayerPlan(info, layer, variables, profile, axis, leaf))
     return plans
@@ -191,7 +222,7 @@ class TrainHooks(GraphStats):
         histogram_size: Gradient elements kept per layer for histograms (a
             strided sample), or 0 for none.
         ring_rows: Steps the ring of per-step gradient norms holds: the host
-            must read it (`read_sentinel`/`read_full`) before it wraps.
+            must read it (`read_steps`/`read_full`) before it wraps.
     """
 
     def __init__(
@@ -262,12 +293,15 @@ class TrainHooks(GraphStats):
 
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.optimizer
-        self._labels = None
+        self._labels = self._inputs = None
         if self.replicas == 1 and not model.jit_compile:
-            self._labels = self._tf.Variable(
-                np.zeros((0,), "float32"),
-                shape=self._tf.TensorShape(None),
-                trainable=False,
+            self._labels, self._inputs = (
+                self._tf.Variable(
+                    np.zeros((0,), "float32"),
+                    shape=self._tf.TensorShape(None),
+                    trainable=False,
+                )
+                for _ in range(2)
             )
         with self.strategy.scope():
             if not optimizer.built:
@@ -346,47 +380,54 @@ class TrainHooks(GraphStats):
             self._local.loss = None
             first = self._tf.nest.flatten(data)[0]
             self._local.batch = self._tf.shape(first)[0]
-            if mode in FULL_MODES and self._labels is not None:
-                self._keep_labels(data)
-            self._local.full = None
+            if mode == FULL and self._labels is not None:
+                self._keep_batch(data)
+            self._local.full = self._local.row = None
+            key, out = FULL_LOGS_KEY, None
             try:
                 logs = train_step(data)
-                if mode in FULL_MODES and self._local.full is not None:
+                out = self._local.full if mode == FULL else self._local.row
+                if mode != FULL:
+                    key = ROW_LOGS_KEY
+                if out is not None:
                     if not isinstance(logs, dict):
                         raise ValueError(
                             "GradientDiagnostics expects `train_step` to "
                             "return a dict of logs, as Keras documents. "
                             f"Received: {type(logs).__name__}"
                         )
-                    logs = {**logs, FULL_LOGS_KEY: self._local.full}
+                    logs = {**logs, key: out}
                 return logs
             finally:
                 self._local.mode = None
                 self._local.outputs = {}
-                self._local.full = None
+                self._local.full = self._local.row = None
 
         function = model._make_function(step)
-        if mode not in FULL_MODES:
-            return function
 
         @functools.wraps(function)
         def train_function(iterator):
-            # The full statistics come back with the logs, already computed:
-            # no variable read on the host. Keras never sees them.
+            # The statistics come back with the logs, already computed: no
+            # variable read on the host. Keras never sees them. Absent when
+            # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            # Absent when `apply` never ran (no trainable weights).
-            self._last_full = logs.pop(FULL_LOGS_KEY, None)
+            if mode == FULL:
+                self._last_full = logs.pop(FULL_LOGS_KEY, None)
+            else:
+                self._last_row = logs.pop(ROW_LOGS_KEY, None)
             return logs
 
         return train_function
 
-    def _keep_labels(self, data) -> None:
-        """Copies the first rows of a single label tensor into `_labels`."""
+    def _keep_batch(self, data) -> None:
+        """Copies the first rows of a single label tensor into `_labels`
+        and of a single input tensor into `_inputs`."""
         tf = self._tf
-        _, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        flat = tf.nest.flatten(y)
-        if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
-            self._labels.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        for value, variable in ((y, self._labels), (x, self._inputs)):
+            flat = tf.nest.flatten(value)
+            if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
+                variable.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
 
     def _call_wrapper(self, original, index: int):
         tf = self._tf
@@ -395,7 +436,7 @@ class TrainHooks(GraphStats):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             mode = getattr(self._local, "mode", None)
-            if mode in FULL_MODES and tf.is_tensor(outputs):
+            if mode == FULL and tf.is_tensor(outputs):
                 self._local.outputs[index] = outputs
             return outputs
 
@@ -406,7 +447,7 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(original)
         def scale_loss(loss):
-            if getattr(self._local, "mode", None) in FULL_MODES:
+            if getattr(self._local, "mode", None) == FULL:
                 self._local.loss = loss
             return original(loss)
 

@@ -10,18 +10,14 @@ import keras
 import numpy as np
 
 from keras_actloss import findings as F
-from keras_actloss.callbacks._graph_stats import (
-    FULL,
-    FULL_MODES,
-    SAMPLES,
-    SENTINEL,
-)
+from keras_actloss.callbacks._graph_stats import FULL, SENTINEL
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
     SentinelEvent,
     StepStats,
 )
+from keras_actloss.diagnostics.rules import HealthRules, Thresholds
 from keras_actloss.findings import Finding, TrainingFailure
 
 ON_FAILURE = ("warn", "stop", "raise")
@@ -58,12 +54,23 @@ def _float_or_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def step_stats(data: dict, names: list[str], samples: dict) -> StepStats:
+def step_stats(
+    data: dict, names: list[str], samples: dict, input_scale: float | None = None
+) -> StepStats:
     """Builds the `StepStats` of one recording from the hooks' read-out."""
     layers = []
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
-        values = {k: _float_or_none(v) for k, v in fields.items()}
-        layers.append(LayerStats(layer=name, grad_values=samples.get(i), **values))
+        values = {
+            k: _float_or_none(v) for k, v in fields.items() if k != "unit_activity"
+        }
+        layers.append(
+            LayerStats(
+                layer=name,
+                grad_values=samples.get(i),
+                unit_activity=fields.get("unit_activity"),
+                **values,
+            )
+        )
     return StepStats(
         step=int(data["step"]),
         global_norm=float(data["global_norm"]),
@@ -72,28 +79,33 @@ def step_stats(data: dict, names: list[str], samples: dict) -> StepStats:
         learning_rate=float(data["learning_rate"]),
         layers=layers,
         batch_size=int(data["batch_size"]),
+        input_scale=input_scale,
     )
 
 
-def sentinel_events(
-    state: dict, recorded: int | None, names: list[str]
-) -> list[SentinelEvent]:
-    """Events from the every-step sentinel since its last read.
+def input_scale(x: np.ndarray | None) -> float | None:
+    """The largest `max(|mean|, std)` over the features (last axis) of a
+    batch of inputs: about 1 when they are standardized. None without
+    finite float inputs of rank 2 or more."""
+    if x is None or x.ndim < 2 or not np.isfinite(x).all():
+        return None
+    features = x.reshape(-1, x.shape[-1]).astype("float64")
+    return float(np.maximum(np.abs(features.mean(axis=0)), features.std(axis=0)).max())
 
-    One for the largest finite global norm (unless it is the step just
-    recorded in full) and one for the first counted non-finite step, with
-    the first layer (model order) whose gradients were non-finite.
+
+def recording_gap(step: int, origin: int, every_n_steps: int, dense: int) -> int:
+    """Steps from a recording at `step` to the next one.
+
+    Every step for the first `2 * dense` steps after `origin` (the start of
+    training, or a jump), then a gap that grows by one step every `dense`
+    steps, up to `every_n_steps`. `dense=0`: always `every_n_steps`.
+
+    >>> [recording_gap(s, 0, 100, 8) for s in (0, 15, 16, 40, 5000)]
+    [1, 1, 2, 5, 100]
     """
-    events = []
-    if state["max_step"] >= 0 and int(state["max_step"]) != recorded:
-        events.append(SentinelEvent(int(state["max_step"]), state["max_norm"], False))
-    if state["nf_step"] >= 0:
-        index = int(state["nf_layer"])
-        layer = names[index] if 0 <= index < len(names) else None
-        events.append(
-            SentinelEvent(int(state["nf_step"]), state["nf_norm"], True, layer)
-        )
-    return sorted(events, key=lambda e: e.step)
+    if not dense:
+        return every_n_steps
+    return max(1, min(every_n_steps, (step - origin) // dense))
 
 
 class GradientDiagnostics(keras.callbacks.Callback):
@@ -177,8 +189,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
     """
 
     HISTOGRAM_SIZE = 4096
-    # Most steps between two reads of the per-step gradient norms.
-    RING_STEPS = 256
+    # Recordings are every step for twice this many steps at the start and
+    # after a jump, then back off (`recording_gap`).
+    DENSE_STEPS = 8
 
     def __init__(
         self,
@@ -213,8 +226,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
         _bool("record_activations", record_activations)
         _bool("heatmap_image", heatmap_image)
         _bool("check_model", check_model)
-        from keras_actloss.diagnostics.rules import Thresholds
-
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps
@@ -231,6 +242,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._rules = None
         self._last_histogram = None
         self._labels_checked = False
+        self._input_scale = None
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -241,16 +253,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
         model = self.model
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
         spe = int(getattr(model, "steps_per_execution", 1) or 1)
-        # The ring of per-step norms holds the steps between two reads: a
-        # recording, an epoch end, or a read forced when it would wrap.
-        rows = min(self.every_n_steps, self.RING_STEPS) + 4 * spe
+        # The ring of per-step norms holds the steps of one execution; the
+        # host reads the rows after every batch.
+        rows = 2 * spe + 2
         hooks = self._hooks
-        if (
+        fresh = (
             hooks is None
             or not hooks.reusable_for(model)
             or hooks.histogram_size != size
             or hooks.ring_rows != rows
-        ):
+        )
+        if fresh:
             plans = _keras_hooks.plan_layers(model)
             if not self.record_activations:
                 for plan in plans:
@@ -260,16 +273,18 @@ class GradientDiagnostics(keras.callbacks.Callback):
             )
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
-            from keras_actloss.diagnostics.rules import HealthRules
-
             self._rules = HealthRules(self.layers, self.thresholds)
+            self._input_scale = None
         self._hooks = hooks
         hooks.install()
         self._step = int(_scalar(model.optimizer.iterations))
-        self._next = -(-self._step // self.every_n_steps) * self.every_n_steps
+        if fresh:
+            # Dense recording from the first step this callback sees.
+            self._origin = self._next = self._step
+        self._next = max(self._next, self._step)
         self._spe = spe
-        self._read_at = self._step
         self._mode = None
+        self._peak = None
         if self._writer is not None:
             self._writer.write_layers(self.layers, self._step)
             self._writer.write_layout(self.layers)
@@ -279,52 +294,88 @@ class GradientDiagnostics(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         last = self._step + self._spe - 1
-        mode = SENTINEL
-        if self._next <= last:
-            mode = SAMPLES if self._histogram_due(last) else FULL
+        mode = FULL if self._next <= last else SENTINEL
         if mode != self._mode:
             self._hooks.use(mode)
             self._mode = mode
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._mode in FULL_MODES and self._record():
-            last = self._step + self._spe - 1
-            self._next = (last // self.every_n_steps + 1) * self.every_n_steps
-            self._read_at = last + 1
+        last = self._step + self._spe - 1
         self._step += self._spe
-        if self._step - self._read_at > self._hooks.ring_rows - 2 * self._spe:
-            self._handle(self._sentinel_findings(recorded=None))
+        if self._mode != FULL:
+            self._observe_steps(self._hooks.read_steps())
+        elif self._record():
+            # After a jump in this step, `_origin` is the next step: dense.
+            self._next = last + recording_gap(
+                last, self._origin, self.every_n_steps, self.DENSE_STEPS
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed:
-            self._handle(self._sentinel_findings(recorded=None))
+            self._observe_steps(self._hooks.read_steps())
+            self._write_peak(None)
+            self._flush()
 
     def on_train_end(self, logs=None):
         if self._hooks is None or not self._hooks.installed:
             return
         try:
-            self._handle(self._sentinel_findings(recorded=None))
+            self._observe_steps(self._hooks.read_steps())
+            self._write_peak(None)
             if self._writer is not None and self.heatmap_image and self.history:
                 self._write_heatmap()
         finally:
             self._cleanup(close=True)
 
     # ------------------------------------------------------------- recording
+    def _observe_steps(self, steps: list[tuple]) -> None:
+        """Judges every step's global gradient norm as soon as it ran.
+
+        A jump in the norm or the learning rate restarts dense recording
+        from the next step.
+        """
+        new = []
+        for step, norm, counted, skipped, layer, rate in steps:
+            if skipped:
+                continue  # A loss-scale overflow the optimizer skipped.
+            name = self._names[layer] if 0 <= layer < len(self._names) else None
+            event = SentinelEvent(step, norm, counted, name, rate)
+            new += self._rules.observe_step(event)
+            if counted:
+                if self._writer is not None:
+                    self._writer.write_sentinel(event)
+            elif self._peak is None or norm > self._peak.global_norm:
+                self._peak = event
+            if self._rules.jumped:
+                self._origin = step + 1
+                self._next = min(self._next, step + 1)
+        self._handle(new)
+
+    def _write_peak(self, recorded: int | None) -> None:
+        """Writes the largest global norm of the steps since the last write,
+        unless it is the step just recorded in full."""
+        peak, self._peak = self._peak, None
+        if self._writer is not None and peak is not None and peak.step != recorded:
+            self._writer.write_sentinel(peak)
+
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
         data = self._hooks.read_full()
         if data is None:
             return False  # No gradients were applied: nothing to record.
+        self._observe_steps(data["steps"])
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
-        due = self._mode == SAMPLES and self._histogram_due(step)
+        due = self._histogram_due(step)
         samples = self._hooks.read_samples() if due else {}
-        stats = step_stats(data, self._names, samples)
-        new = self._sentinel_findings(recorded=step, state=data["sentinel"])
-        new += self._rules.observe(stats)
+        if self._input_scale is None:
+            self._input_scale = input_scale(self._hooks.read_inputs())
+        stats = step_stats(data, self._names, samples, self._input_scale)
+        new = self._rules.observe(stats)
         new += self._label_checks()
         if self._writer is not None:
+            self._write_peak(step)
             self._writer.write_stats(stats)
             if samples:
                 self._writer.write_histograms(
@@ -332,24 +383,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 )
                 self._last_histogram = step
         for layer in stats.layers:
-            layer.grad_values = None
+            layer.grad_values = layer.unit_activity = None
         self.history.append(stats)
         self._handle(new)
         return True
-
-    def _sentinel_findings(
-        self, recorded: int | None, state: dict | None = None
-    ) -> list[Finding]:
-        """Turns the sentinel since its last read into events and findings."""
-        if state is None:
-            state = self._hooks.read_sentinel()
-            self._read_at = self._step
-        new = []
-        for event in sentinel_events(state, recorded, self._names):
-            if self._writer is not None:
-                self._writer.write_sentinel(event)
-            new += self._rules.observe_sentinel(event)
-        return new
 
     def _handle(self, new: list[Finding]) -> None:
         """Logs new findings, then warns, stops or raises per `on_failure`.

@@ -2,7 +2,7 @@
 
 The callback turns what it measured in one recording step into a `StepStats`;
 the rules (`keras_actloss.diagnostics.rules`) judge a sequence of them; the
-writer (`keras_actloss.tensorboard.writer`) writes them; the reader gives them
+writer (`keras_actloss.logs.writer`) writes them; the reader gives them
 back from event files. All values are Python floats (or None when a
 statistic does not apply to the layer), never tensors.
 """
@@ -25,6 +25,11 @@ class LayerInfo:
             output (`"relu"`, `"sigmoid"`, ...), or None.
         has_trainable_weights: Whether gradients are recorded for it.
         depth: Index of the layer in model order (0 = closest to the input).
+        distance: How far the layer is from the model's outputs in the layer
+            graph (0 = an output layer; layers on parallel branches, such as
+            an attention block's query, key and value projections, share
+            one), or None when the graph is not known (subclassed models):
+            then model order stands in for it.
     """
 
     name: str
@@ -32,6 +37,7 @@ class LayerInfo:
     activation: str | None
     has_trainable_weights: bool
     depth: int
+    distance: int | None = None
 
 
 @dataclasses.dataclass
@@ -54,6 +60,9 @@ class LayerStats:
         saturation: Fraction of output elements in a saturating tail
             (sigmoid/tanh).
         grad_values: Optional sample of gradient elements for histograms.
+        unit_activity: For layers whose units can die, the number of active
+            output elements of each unit over the recorded batch (not
+            written to the logs).
     """
 
     layer: str
@@ -66,6 +75,7 @@ class LayerStats:
     dead_fraction: float | None = None
     saturation: float | None = None
     grad_values: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    unit_activity: list[float] | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass
@@ -81,8 +91,11 @@ class StepStats:
         learning_rate: Current learning rate, if known.
         layers: One `LayerStats` per monitored layer, in model order.
         batch_size: Number of samples in the recorded batch, if known. Dead
-            units are only judged on batches large enough to tell a dead unit
+            units are only judged over enough samples to tell a dead unit
             from a sparse one.
+        input_scale: How far the model's inputs are from standardized: the
+            largest `max(|mean|, std)` over input features of the recorded
+            batch (about 1 when standardized), if known.
     """
 
     step: int
@@ -92,11 +105,12 @@ class StepStats:
     learning_rate: float | None = None
     layers: list[LayerStats] = dataclasses.field(default_factory=list)
     batch_size: int | None = None
+    input_scale: float | None = None
 
 
 @dataclasses.dataclass
 class SentinelEvent:
-    """The cheap every-step check, reported between recording steps.
+    """The cheap check of every training step.
 
     Attributes:
         step: Step at which the event happened.
@@ -104,9 +118,11 @@ class SentinelEvent:
         non_finite: Whether a gradient was NaN or infinite at that step.
         layer: The first layer (model order) with a non-finite gradient, when
             known.
+        learning_rate: The optimizer's learning rate at that step, if known.
     """
 
     step: int
     global_norm: float
     non_finite: bool
     layer: str | None = None
+    learning_rate: float | None = None

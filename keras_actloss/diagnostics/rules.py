@@ -1,48 +1,61 @@
 """Rules that turn recorded statistics into findings.
 
-`HealthRules` watches the `StepStats` the callback records (and the every-step
-`SentinelEvent`s) and reports each failure mode once per layer, when it first
-appears. The rules follow the mechanisms in the source notes rather than
-single numbers, because the crude versions misfire on healthy models:
+`HealthRules` watches every training step's global gradient norm (a
+`SentinelEvent` per step) and the full `StepStats` the callback records,
+and reports each failure mode once per layer, when it first appears. The
+rules follow the mechanisms in the source notes rather than single numbers,
+because the crude versions misfire on healthy models:
 
 - **Vanishing gradients**: each saturating layer multiplies the backward
   signal by at most 0.25 (sigmoid) or 1 (tanh), so in a deep stack the layers
-  near the input get gradients orders of magnitude smaller than the layers
-  near the output. Flagged when an early layer's gradient RMS *and* max-abs
-  are tiny relative to the layers near the output, the decay is progressive
-  (the next layer is well below the output layers too), its RMS is small in
-  absolute terms, the layers near the output are still learning (and the loss
-  has not converged), the model has enough layers for a depth effect, and all
-  of this persists. A converged model (tiny gradients everywhere), a shallow
-  model, and a lone quiet first layer (tiny inputs, sparse embedding
-  gradients) are not flagged.
+  far from the loss get gradients orders of magnitude smaller than the layers
+  near it. Flagged when a far layer's gradient RMS *and* max-abs are tiny
+  relative to the layers nearest the output, the decay is progressive (the
+  layers one step closer to the loss in the layer graph are well below the
+  output layers too: parallel branches such as an attention block's query
+  and key are siblings, not a deeper chain), its RMS is small in absolute
+  terms, the layers near the output are still learning (and the loss has
+  not converged), the model has enough layers for a depth effect, and all of
+  this persists.
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
-  own early baseline (or passes an absolute ceiling), recording after
-  recording; or each update changes a layer's weights by more than their own
-  size. A single spike is not an explosion unless it is huge.
-- **Dead ReLU**: a unit that is zero for every sample gets no gradient and
-  never recovers. Judged on the fraction of *dead units* over a batch large
-  enough to tell, never on the fraction of zero elements (about half of a
-  healthy ReLU layer's outputs are zero). Only activations whose inactive
-  region has a zero gradient (ReLU, not Leaky ReLU or ELU) can die.
-- **Saturated activations**: hidden sigmoid/tanh layers with most outputs in
-  the flat tails pass almost no gradient. The output layer is exempt: a
-  confident sigmoid or softmax output is what training is for.
-- **Non-finite**: a NaN or infinite gradient or loss, reported at once.
+  early baseline and its recent level (or passes an absolute ceiling), step
+  after step, usually ending in NaN; or each update changes a layer's
+  weights by more than their own size. Judged on every step's norm. A single
+  spike is not an explosion unless it is huge; a NaN right after such growth
+  is reported as the explosion it ended.
+- **Dead ReLU**: a unit that is zero for every sample gets no gradient.
+  Judged on the units that were inactive on *every* sample of the last
+  recorded batches together (enough samples to tell a dead unit from a rare
+  one), never on the fraction of zero elements (about half of a healthy ReLU
+  layer's outputs are zero). Only activations whose inactive region has a
+  zero gradient (ReLU, not Leaky ReLU or ELU) can die.
+- **Saturated activations**: a hidden sigmoid/tanh layer with nearly all of
+  its outputs in the flat tails passes almost no gradient. The output layer
+  is exempt: a confident sigmoid or softmax output is what training is for.
+  A first layer that saturates partly because the inputs are not
+  standardized is reported as that cause (`unstandardized_inputs`, a
+  warning): such models still learn.
+- **Non-finite**: a NaN or infinite gradient or loss, reported at its step.
   It is the last finding of a run: afterwards the weights are NaN and every
   statistic describes a broken model (a NaN kernel makes a ReLU layer output
   zeros that look like dead units), so nothing else is reported.
+
+Conditions that need persistence hold for `patience` recordings in a row
+spanning at least `patience_steps` steps, so neither one unlucky batch nor a
+burst of dense recordings around one bad step is enough.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable
 
 import numpy as np
 
 from keras_actloss import findings as F
+from keras_actloss import registry
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
@@ -52,7 +65,15 @@ from keras_actloss.diagnostics.records import (
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.findings import Finding
 
-__all__ = ["FIXES", "HealthRules", "Thresholds", "can_die", "vanishing_layers"]
+__all__ = [
+    "FIXES",
+    "HealthRules",
+    "NormSeries",
+    "Thresholds",
+    "UnitActivity",
+    "can_die",
+    "vanishing_layers",
+]
 
 FIXES = {
     F.VANISHING_GRADIENTS: (
@@ -75,7 +96,18 @@ FIXES = {
         "Lower the learning rate, clip gradients (`clipnorm=1.0`), and check the "
         "data (NaN/inf inputs or labels) and the loss (log of 0, division by 0)."
     ),
+    F.UNSTANDARDIZED_INPUTS: (
+        "Standardize the inputs (zero mean, unit variance per feature), e.g. "
+        "with a `keras.layers.Normalization` layer adapted to the training data."
+    ),
 }
+# Steps in a row a norm must stay far below its recent level to be a jump.
+_DROP_STEPS = 3
+# A NaN after normal gradient norms: the data or the loss, not the step size.
+_DATA_FIX = (
+    "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "
+    "loss (log of 0, division by 0); clip gradients (`clipnorm=1.0`)."
+)
 
 
 def _finite(*values) -> bool:
@@ -95,22 +127,34 @@ def can_die(activation: str | None) -> bool:
     """
     if activation is None:
         return False
-    from keras_actloss import registry
-
     profile = registry.get_profile("activation", activation)
     return True if profile is None else profile.can_die
+
+
+def _saturates(activation: str | None) -> bool:
+    profile = activation and registry.get_profile("activation", activation)
+    return bool(profile) and profile.saturates
+
+
+def _distances(layers: list[LayerInfo]) -> dict[str, int]:
+    """Each layer's distance from the outputs: from the layer graph when
+    every layer has one, else from model order (the last layer is 0)."""
+    if layers and all(info.distance is not None for info in layers):
+        return {info.name: info.distance for info in layers}
+    return {info.name: len(layers) - 1 - i for i, info in enumerate(layers)}
 
 
 def vanishing_layers(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> dict[str, tuple[float, float]] | None:
-    """Early layers whose gradients vanish at one recording.
+    """Layers far from the loss whose gradients vanish at one recording.
 
     Returns `{layer: (grad_rms, ratio_to_reference)}` for the layers meeting
     the condition, or None when the recording cannot be judged (too few
     layers with gradients, or the layers near the output are quiet).
     """
     weighted = {info.name for info in layers if info.has_trainable_weights}
+    distance = _distances(layers)
     rows = [
         ls
         for ls in stats.layers
@@ -119,26 +163,35 @@ def vanishing_layers(
     n = len(rows)
     if n < t.vanishing_min_layers:
         return None
+    # Farthest from the loss first; ties (parallel branches) keep model order.
+    rows.sort(key=lambda ls: -distance[ls.layer])
     reference = rows[-max(2, n // 4) :]
     ref_rms = float(np.median([ls.grad_rms for ls in reference]))
     ref_max = float(np.median([ls.grad_max for ls in reference]))
     if ref_rms < t.vanishing_reference_rms:
         return None
-    ratios = [ls.grad_rms / ref_rms for ls in rows]
+    ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
     found = {}
-    for i, ls in enumerate(rows[: n // 2]):
+    for ls in rows[: n // 2]:
         # Exactly zero is a cut (dead units upstream, unused branch), not a
-        # shrinking signal; and a depth effect is progressive: the next layer
-        # is well below the output layers too, unlike a lone quiet first
-        # layer fed with tiny inputs.
+        # shrinking signal. A depth effect is progressive: the loudest layer
+        # one step closer to the loss is well below the output layers too,
+        # unlike a lone quiet first layer fed with tiny inputs, or a query
+        # projection beside a loud value projection.
+        closer = [d for d in distance.values() if d < distance[ls.layer]]
+        level = max(closer, default=None)
+        nearest = max(
+            (ratios[r.layer] for r in rows if distance[r.layer] == level),
+            default=math.inf,
+        )
         if (
             ls.grad_rms > 0
-            and ratios[i] < t.vanishing_ratio
+            and ratios[ls.layer] < t.vanishing_ratio
             and ls.grad_max < t.vanishing_ratio * ref_max
             and ls.grad_rms < t.vanishing_rms
-            and ratios[i + 1] < math.sqrt(t.vanishing_ratio)
+            and nearest < math.sqrt(t.vanishing_ratio)
         ):
-            found[ls.layer] = (ls.grad_rms, ratios[i])
+            found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found
 
 
@@ -167,12 +220,78 @@ class _Streaks:
         return [key for key in self._count if key[0] == mode]
 
 
-class HealthRules:
-    """Judges a training run's recordings and reports new findings.
+class UnitActivity:
+    """Per-unit activity of one layer over its most recent recordings.
 
-    Stateful: feed it every `StepStats` (and `SentinelEvent`) in step order;
-    each call returns only the findings that are new, one per (mode, layer),
-    with `step` = the first step of the streak that confirmed it.
+    A unit is dead when it was inactive on every sample of the window: the
+    most recent recordings that together hold at least `min_samples`
+    samples (at most `max_recordings` of them).
+    """
+
+    def __init__(self, min_samples: int, max_recordings: int = 32):
+        self.min_samples = min_samples
+        self._recent = collections.deque(maxlen=max_recordings)
+
+    def add(self, step: int, samples: int, activity: list[float]) -> None:
+        if self._recent and len(self._recent[-1][2]) != len(activity):
+            self._recent.clear()  # The layer changed shape: start again.
+        self._recent.append((step, samples, activity))
+
+    def dead(self) -> tuple[float, int, int, int] | None:
+        """`(dead fraction, samples, recordings, first step)` of the window,
+        or None while the recordings hold fewer than `min_samples`."""
+        total, alive, units = 0, None, 0
+        for k, (step, samples, activity) in enumerate(reversed(self._recent)):
+            units = len(activity)
+            active = [a > 0 for a in activity]
+            alive = active if alive is None else [a or b for a, b in zip(alive, active)]
+            total += samples
+            if total >= self.min_samples:
+                dead = (units - sum(alive)) / units if units else 0.0
+                return dead, total, k + 1, step
+        return None
+
+
+class NormSeries:
+    """The recent history of the global gradient norm, for the explosion rule.
+
+    Keeps the early baseline (median of the first `baseline` normal steps)
+    and the median of the last `window` normal steps, where a normal step is
+    one that was not over the explosion limit.
+    """
+
+    def __init__(self, baseline: int, window: int = 32):
+        self._baseline_size = baseline
+        self._early: list[float] = []
+        self._early_median: float | None = None
+        self._recent = collections.deque(maxlen=window)
+        self.last: float | None = None  # The last finite norm, over or not.
+
+    def early(self) -> float | None:
+        if self._early_median is None and self._early:
+            self._early_median = float(np.median(self._early))
+        return self._early_median
+
+    def recent(self) -> float | None:
+        return float(np.median(self._recent)) if self._recent else None
+
+    def add_normal(self, norm: float) -> None:
+        if norm > 0:
+            self._recent.append(norm)
+            if len(self._early) < self._baseline_size:
+                self._early.append(norm)
+                self._early_median = None
+
+
+class HealthRules:
+    """Judges a training run's steps and recordings and reports new findings.
+
+    Stateful: feed it every step's `SentinelEvent` (`observe_step`) and every
+    full `StepStats` (`observe`) in step order; each call returns only the
+    findings that are new, one per (mode, layer), with `step` = the first
+    step of the streak that confirmed it. `jumped` tells whether the last
+    step's gradient norm or learning rate jumped (the callback then records
+    densely for a while).
 
     Examples:
 
@@ -198,71 +317,86 @@ class HealthRules:
         output_layers: Iterable[str] | None = None,
     ):
         self.layers = list(layers)
-        self.thresholds = Thresholds.from_value(thresholds)
+        self.thresholds = t = Thresholds.from_value(thresholds)
+        weighted = [
+            i for i, info in enumerate(self.layers) if info.has_trainable_weights
+        ]
         if output_layers is None:
-            last = max(
-                (i for i, info in enumerate(self.layers) if info.has_trainable_weights),
-                default=-1,
-            )
+            last = max(weighted, default=-1)
             output_layers = [info.name for info in self.layers[max(last, 0) :]]
         self.output_layers = frozenset(output_layers)
+        # The layers the model's inputs reach first (their saturation can
+        # come from unstandardized inputs).
+        self.input_layers = (
+            frozenset(self.layers[i].name for i in weighted[:1]) - self.output_layers
+        )
         self._info = {info.name: info for info in self.layers}
-        # Layers whose units can die, looked up once (not per recording).
-        self._mortal = {i.name for i in self.layers if can_die(i.activation)}
+        self._distance = _distances(self.layers)
+        self._activity = {
+            i.name: UnitActivity(t.min_samples)
+            for i in self.layers
+            if can_die(i.activation)
+        }
         self._streaks = _Streaks()
         self._reported: set[tuple[str, str | None]] = set()
-        self._baseline: list[float] = []
-        self._baseline_median: float | None = None  # Of `_baseline`, cached.
+        self._norms = NormSeries(t.baseline_steps)
+        self._last_step: int | None = None
+        self._last_rate: float | None = None
         self._first_loss: float | None = None
+        self.jumped = False
+        self._low = 0
         self.findings: list[Finding] = []
 
+    def observe_step(self, event: SentinelEvent) -> list[Finding]:
+        """Judges one training step's global gradient norm; returns the new
+        findings."""
+        new: list[Finding] = []
+        self.jumped = False
+        if self._broken() or (
+            self._last_step is not None and event.step <= self._last_step
+        ):
+            return new
+        self._last_step = event.step
+        self._rate_jump(event.learning_rate)
+        if event.non_finite or not _finite(event.global_norm):
+            self._non_finite_step(new, event)
+        else:
+            self._exploding_norm(new, event.step, event.global_norm)
+        return self._emit(new)
+
     def observe(self, stats: StepStats) -> list[Finding]:
-        """Judges one full recording; returns the new findings."""
+        """Judges one full recording; returns the new findings.
+
+        Its step's global norm is judged too when `observe_step` has not
+        seen that step.
+        """
         new: list[Finding] = []
         if self._broken():
             return new
         loss_bad = stats.loss is not None and not math.isfinite(stats.loss)
         bad_layers = [ls.layer for ls in stats.layers if not _layer_stats_finite(ls)]
-        if stats.non_finite or not _finite(stats.global_norm) or loss_bad or bad_layers:
+        if stats.non_finite or loss_bad or bad_layers or not _finite(stats.global_norm):
             layer = bad_layers[0] if bad_layers else None
-            self._non_finite(new, stats.step, layer, stats.global_norm, stats.loss)
+            event = SentinelEvent(stats.step, stats.global_norm, True, layer)
+            self._last_step = max(self._last_step or 0, stats.step)
+            self._non_finite_step(new, event, stats.loss)
             return self._emit(new)
+        if self._last_step is None or stats.step > self._last_step:
+            event = SentinelEvent(
+                stats.step, stats.global_norm, False, None, stats.learning_rate
+            )
+            new += self.observe_step(event)
         if stats.loss is not None and self._first_loss is None:
             self._first_loss = stats.loss
-        self._exploding_norm(new, stats.step, stats.global_norm, recording=True)
-        self._update_ratios(new, stats)
-        self._vanishing(new, stats)
-        self._dead_units(new, stats)
-        self._saturation(new, stats)
-        return self._emit(new)
+        mine: list[Finding] = []
+        self._update_ratios(mine, stats)
+        self._vanishing(mine, stats)
+        self._dead_units(mine, stats)
+        self._saturation(mine, stats)
+        return new + self._emit(mine)
 
-    def observe_sentinel(self, event: SentinelEvent) -> list[Finding]:
-        """Judges one every-step sentinel event; returns the new findings."""
-        new: list[Finding] = []
-        if self._broken():
-            return new
-        if event.non_finite or not _finite(event.global_norm):
-            self._non_finite(new, event.step, event.layer, event.global_norm, None)
-        else:
-            self._exploding_norm(new, event.step, event.global_norm, recording=False)
-        return self._emit(new)
-
-    def norm_limit(self) -> float:
-        """Global norm above which a step counts towards an explosion.
-
-        The every-step sentinel can compare against it in the graph.
-        """
-        t = self.thresholds
-        baseline = self._baseline_norm()
-        if baseline is None:
-            return t.exploding_norm
-        return min(t.exploding_growth * baseline, t.exploding_norm)
-
-    def _baseline_norm(self) -> float | None:
-        """Median global norm of the early recordings (None before any)."""
-        if self._baseline_median is None and self._baseline:
-            self._baseline_median = float(np.median(self._baseline))
-        return self._baseline_median
+    def _exploded(self) -> bool:
+        return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
 
     def _broken(self) -> bool:
         """Whether a non-finite value was reported: the weights are (or soon
@@ -271,41 +405,122 @@ class HealthRules:
         that look like dead units) to the cause."""
         return any(key[0] == F.NON_FINITE for key in self._reported)
 
-    # Rules.
+    # Every step.
 
-    def _non_finite(self, new, step, layer, norm, loss) -> None:
-        where = f"in layer '{layer}'" if layer else "in the model"
-        what = f"global gradient norm {norm}" + (
-            "" if loss is None else f", loss {loss}"
-        )
-        message = (
-            f"Non-finite gradients {where} at step {step} ({what}): the weights "
-            "will become NaN and training cannot recover."
-        )
-        self._add(new, F.NON_FINITE, layer, step, norm, message)
+    def _rate_jump(self, rate: float | None) -> None:
+        """Flags a learning rate that changed by `jump_factor` in one step."""
+        last, self._last_rate = self._last_rate, rate
+        if _finite(rate, last) and rate > 0 and last > 0:
+            factor = self.thresholds.jump_factor
+            self.jumped = rate >= factor * last or last >= factor * rate
 
-    def _exploding_norm(self, new, step, norm, recording) -> None:
+    def _limit(self) -> float:
+        """Global norm above which a step counts towards an explosion, from
+        the early baseline (before the recent level is consulted)."""
         t = self.thresholds
-        limit = self.norm_limit()
-        baseline = self._baseline_norm()
+        early = self._norms.early()
+        if early is None:
+            return t.exploding_norm
+        return min(t.exploding_growth * early, t.exploding_norm)
+
+    def _exploding_norm(self, new, step: int, norm: float) -> None:
+        t = self.thresholds
+        series = self._norms
+        over = norm > self._limit()
+        recent = None
+        if over and norm <= t.exploding_norm:
+            # Beyond the early baseline: the norm may have drifted up with
+            # healthy training; an explosion is beyond its recent level too.
+            recent = series.recent()
+            over = recent is None or norm > t.exploding_growth * recent
         key = (F.EXPLODING_GRADIENTS, None)
-        count, start = self._streaks.update(key, norm > limit, step)
-        spike = baseline is not None and norm >= t.exploding_spike_growth * baseline
+        count, start = self._streaks.update(key, over, step)
+        early = series.early()
+        spike = early is not None and norm >= t.exploding_spike_growth * early
         if spike or count >= t.exploding_patience:
-            growth = (
-                ""
-                if not baseline
-                else f", {norm / baseline:.3g}x its early {baseline:.3g}"
-            )
+            growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
             message = (
                 f"The global gradient norm reached {norm:.3g} at step {step}"
                 f"{growth}: the gradients are exploding and training diverges."
             )
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message)
-        early = len(self._baseline) < t.baseline_recordings
-        if recording and count == 0 and norm > 0 and early:
-            self._baseline.append(norm)
-            self._baseline_median = None
+        if not over:
+            if recent is None:
+                recent = series.recent() if series.last is not None else None
+            self._norm_jump(norm, recent)
+            series.add_normal(norm)
+        elif count == 1:
+            self.jumped = True
+        series.last = norm
+
+    def _norm_jump(self, norm: float, recent: float | None) -> None:
+        """Flags a norm `jump_factor` above its recent level (a bad batch or
+        the start of a blow-up), or below it for `_DROP_STEPS` steps in a
+        row (a collapse; one quiet batch is common with small batches)."""
+        jump = self.thresholds.jump_factor
+        low = bool(recent) and norm * jump <= recent
+        self._low = self._low + 1 if low else 0
+        if (recent and norm >= jump * recent) or self._low == _DROP_STEPS:
+            self.jumped = True
+
+    def _non_finite_step(self, new, event: SentinelEvent, loss=None) -> None:
+        """A non-finite step: reported with its cause, an explosion when the
+        norm before it was over the limit or had just jumped."""
+        t = self.thresholds
+        key = (F.EXPLODING_GRADIENTS, None)
+        count, start = self._streaks.update(key, False, event.step)
+        last, early = self._norms.last, self._norms.early()
+        recent = self._norms.recent()
+        grew = last is not None and (
+            last > t.exploding_norm
+            or (early is not None and last > t.exploding_growth * early)
+            or (recent is not None and last >= t.jump_factor * recent)
+        )
+        message = self._non_finite_message(
+            event.step, event.layer, event.global_norm, loss
+        )
+        if grew:
+            growth = "" if not early else f", {last / early:.3g}x its early {early:.3g}"
+            self._add(
+                new,
+                F.EXPLODING_GRADIENTS,
+                None,
+                event.step - 1,
+                last,
+                f"The global gradient norm grew to {last:.3g} by step "
+                f"{event.step - 1}{growth}, and the next step was not finite: "
+                "the gradients exploded.",
+            )
+            message += " It follows the explosion of the gradient norm."
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        else:
+            before = "" if last is None else f" (last finite norm {last:.3g})"
+            message += (
+                f" The gradient norms before it were normal{before}: the cause "
+                "is likely in the data or the loss, not the step size."
+            )
+            fix = _DATA_FIX
+        self._add(
+            new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    @staticmethod
+    def _non_finite_message(step, layer, norm, loss) -> str:
+        where = f"in layer '{layer}'" if layer else "in the model"
+        what = f"global gradient norm {norm}" + (
+            "" if loss is None else f", loss {loss}"
+        )
+        return (
+            f"Non-finite gradients {where} at step {step} ({what}): the weights "
+            "will become NaN and training cannot recover."
+        )
+
+    # Every recording.
+
+    def _confirmed(self, count: int, start: int, step: int) -> bool:
+        """Whether a streak holds for `patience` recordings and steps."""
+        t = self.thresholds
+        return count >= t.patience and step - start + 1 >= t.patience_steps
 
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds
@@ -317,11 +532,12 @@ class HealthRules:
             count, start = self._streaks.update(
                 key, ratio > t.exploding_update_ratio, stats.step
             )
-            if count >= t.patience:
+            if self._confirmed(count, start, stats.step):
                 message = (
                     f"Each update changes the weights of layer '{ls.layer}' by "
-                    f"{ratio:.3g} times their own norm ({count} recordings in a row): "
-                    "the steps are far too large and training is unstable."
+                    f"{ratio:.3g} times their own norm ({count} recordings in a row, "
+                    f"steps {start}-{stats.step}): the steps are far too large and "
+                    "training is unstable."
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
 
@@ -344,69 +560,120 @@ class HealthRules:
             hit = ls.layer in found
             key = (F.VANISHING_GRADIENTS, ls.layer)
             count, start = self._streaks.update(key, hit, stats.step)
-            if hit and count >= t.patience:
+            if hit and self._confirmed(count, start, stats.step):
                 rms, ratio = found[ls.layer]
                 message = (
                     f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
                     f"{ratio:.2g} times those of the layers near the output, for "
-                    f"{count} recordings in a row: the early layers have almost "
-                    "stopped learning (saturating activations shrink the gradient "
-                    "at every layer it passes through)."
+                    f"{count} recordings in a row (steps {start}-{stats.step}): "
+                    f"it has almost stopped learning ({self._shrinks(ls.layer)})."
                 )
                 self._add(new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message)
 
+    def _shrinks(self, layer: str) -> str:
+        """Why the gradient shrinks between `layer` and the output."""
+        far = self._distance[layer]
+        squashing = [
+            info.name
+            for info in self.layers
+            if _saturates(info.activation) and self._distance[info.name] <= far
+        ]
+        if squashing:
+            return (
+                "the saturating activations of "
+                + ", ".join(f"'{n}'" for n in squashing[:3])
+                + (", ..." if len(squashing) > 3 else "")
+                + " shrink the gradient at every layer it passes back through"
+            )
+        return (
+            "the gradient shrinks at every layer it passes back through: check "
+            "the weight initialisation, and add normalization or skip connections"
+        )
+
     def _dead_units(self, new, stats: StepStats) -> None:
         t = self.thresholds
-        if stats.batch_size is not None and stats.batch_size < t.min_samples:
-            return
         for ls in stats.layers:
-            if ls.dead_fraction is None or ls.layer not in self._mortal:
+            window = self._activity.get(ls.layer)
+            if window is None or ls.unit_activity is None or not stats.batch_size:
                 continue
+            window.add(stats.step, stats.batch_size, ls.unit_activity)
+            measured = window.dead()
+            if measured is None:
+                continue
+            dead, samples, recordings, first = measured
+            # The streak starts with the first step of its first window.
             key = (F.DEAD_RELU, ls.layer)
-            hit = ls.dead_fraction >= t.dead_fraction
-            count, start = self._streaks.update(key, hit, stats.step)
-            if count >= t.patience:
+            hit = dead >= t.dead_fraction and recordings >= t.patience
+            _, start = self._streaks.update(key, hit, first)
+            if hit and stats.step - start + 1 >= t.patience_steps:
                 message = (
-                    f"{ls.dead_fraction:.0%} of the units of layer '{ls.layer}' output "
-                    f"zero for every sample ({count} recordings in a row): these "
-                    "ReLU units are dead, get no gradient and will not recover."
+                    f"{dead:.0%} of the units of layer '{ls.layer}' output zero for "
+                    f"every one of the {samples} samples of the last {recordings} "
+                    f"recorded batches (steps {first}-{stats.step}): these ReLU "
+                    "units are dead and get no gradient; they only come back if "
+                    "the layers before them change their inputs."
                 )
-                self._add(new, F.DEAD_RELU, ls.layer, start, ls.dead_fraction, message)
+                self._add(new, F.DEAD_RELU, ls.layer, start, dead, message)
 
     def _saturation(self, new, stats: StepStats) -> None:
         t = self.thresholds
-        converged = self._converged(stats)
+        # Saturation once the weights blew up is a consequence, not news;
+        # and a converged model's saturated units are doing their job.
+        if self._converged(stats) or self._exploded():
+            return
+        raw = stats.input_scale is not None and stats.input_scale > t.input_scale
         for ls in stats.layers:
             if ls.saturation is None or ls.layer in self.output_layers:
                 continue
-            key = (F.SATURATED_ACTIVATIONS, ls.layer)
-            hit = ls.saturation >= t.saturation and not converged
-            count, start = self._streaks.update(key, hit, stats.step)
-            if count >= t.patience:
-                activation = getattr(self._info.get(ls.layer), "activation", None)
-                message = (
-                    f"{ls.saturation:.0%} of the outputs of hidden layer '{ls.layer}'"
-                    f" ({activation or 'saturating activation'}) are in the flat "
-                    f"tails ({count} recordings in a row): its gradient is nearly "
-                    "zero there, so it and the layers before it learn very slowly."
-                )
-                self._add(
-                    new,
-                    F.SATURATED_ACTIVATIONS,
-                    ls.layer,
-                    start,
-                    ls.saturation,
-                    message,
-                )
+            # Large raw inputs still pass a gradient through the outputs left.
+            raw_first = raw and ls.layer in self.input_layers
+            limits = {
+                F.SATURATED_ACTIVATIONS: (
+                    t.raw_input_saturation if raw_first else t.saturation
+                ),
+                F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
+            }
+            for mode, limit in limits.items():
+                key = (mode, ls.layer)
+                hit = limit is not None and ls.saturation >= limit
+                count, start = self._streaks.update(key, hit, stats.step)
+                if self._confirmed(count, start, stats.step):
+                    self._add_saturation(new, mode, ls, stats, count, start)
+
+    def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
+        activation = getattr(self._info.get(ls.layer), "activation", None)
+        where = (
+            f"{ls.saturation:.0%} of the outputs of hidden layer '{ls.layer}'"
+            f" ({activation or 'saturating activation'}) are in the flat tails "
+            f"({count} recordings in a row, steps {start}-{stats.step})"
+        )
+        if mode == F.SATURATED_ACTIVATIONS:
+            message = (
+                f"{where}: its gradient is nearly zero there, so it and the layers "
+                "before it have almost stopped learning."
+            )
+            value, severity = ls.saturation, F.FAILURE
+        else:
+            message = (
+                f"{where}, and the inputs are not standardized (a feature's mean "
+                f"or spread is {stats.input_scale:.3g}, against about 1): large "
+                "inputs push the first layer into its flat tails, where it learns "
+                "slowly."
+            )
+            value, severity = stats.input_scale, F.WARNING
+        self._add(new, mode, ls.layer, start, value, message, severity=severity)
 
     # Bookkeeping.
 
-    def _add(self, new, mode, layer, step, value, message) -> None:
+    def _add(
+        self, new, mode, layer, step, value, message, fix=None, severity=F.FAILURE
+    ) -> None:
         if (mode, layer) in self._reported:
             return
         self._reported.add((mode, layer))
         value = None if value is None else float(value)
-        new.append(Finding(mode, layer, int(step), value, message, FIXES[mode]))
+        fix = FIXES[mode] if fix is None else fix
+        new.append(Finding(mode, layer, int(step), value, message, fix, severity))
 
     def _emit(self, new: list[Finding]) -> list[Finding]:
         self.findings.extend(new)

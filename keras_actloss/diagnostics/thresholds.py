@@ -30,6 +30,11 @@ class Thresholds:
             reported (vanishing, dead, saturated, update ratio). One
             recording can be an unlucky batch; three in a row is a trend.
             Defaults to `3`.
+        patience_steps: ...and the steps those recordings must span (first
+            to last, inclusive). While recordings are dense (every step at
+            the start of training and after a jump) this keeps a bad batch
+            and the few steps it disturbs from being enough; at one
+            recording in `every_n_steps` it always holds. Defaults to `5`.
         vanishing_ratio: An early layer is vanishing when its gradient RMS and
             max-abs are below this fraction of those of the layers near the
             output (median of the last quarter, at least two), and the next
@@ -54,11 +59,13 @@ class Thresholds:
             model has converged, small gradients are expected and saturated
             hidden units are doing their job. Defaults to `1e-3`.
         exploding_growth: The global gradient norm is exploding when it is
-            this many times its early baseline (median of the first
-            `baseline_recordings` recordings) for `exploding_patience`
-            observations in a row: two orders of magnitude, well beyond the
-            drift of healthy training. Defaults to `100.0`.
-        exploding_spike_growth: A single observation this many times the
+            this many times both its early baseline (median of the first
+            `baseline_steps` steps) and its recent level (median of the
+            last 32 normal steps) for `exploding_patience` steps in a row:
+            two orders of magnitude, well beyond the drift of healthy
+            training. A non-finite step right after a step over this limit
+            is reported as the explosion's end. Defaults to `100.0`.
+        exploding_spike_growth: A single step this many times the early
             baseline is reported at once. Defaults to `1e4`.
         exploding_norm: Absolute ceiling on the global gradient norm
             (persisting like `exploding_growth`); high enough that unscaled
@@ -68,23 +75,43 @@ class Thresholds:
             `patience` recordings means each step rewrites the weights
             entirely: the learning rate is too high. Healthy training is
             around `1e-3`. Defaults to `1.0`.
-        exploding_patience: Consecutive observations (recordings and
-            sentinel events) above the growth or norm limit. Defaults to `2`.
-        baseline_recordings: Recordings that form the gradient-norm
-            baseline. Defaults to `3`.
+        exploding_patience: Consecutive steps above the growth or norm
+            limit. Defaults to `2`.
+        baseline_steps: Steps whose global gradient norm forms the early
+            baseline (steps over the limit are left out). Defaults to `5`.
+        jump_factor: A step whose global gradient norm is this many times
+            above or below its recent level, or whose learning rate changed
+            by this factor, is a jump: `GradientDiagnostics` then records
+            densely again, so a collapse that follows is judged within a few
+            steps. With a NaN right after such a jump, the NaN is reported
+            as the end of an explosion. Defaults to `10.0`.
         dead_fraction: A ReLU layer is dying when at least this fraction of
-            its units are zero for every sample of the recorded batch. Half
-            the units gone is half the layer's capacity lost. Defaults to
-            `0.5`.
-        min_samples: Dead units are only judged on recorded batches of at
-            least this many samples. A healthy unit active on half the
-            samples is zero on all of 8 with probability 0.5^8 = 0.4% (one
-            active on 20%: 17%), on a single sample with probability 50%.
-            Defaults to `8`.
+            its units were zero for every sample of the last recorded
+            batches (at least `min_samples` samples). Half the units gone is
+            half the layer's capacity lost. Defaults to `0.5`.
+        min_samples: Samples (of the most recent recordings together) a dead
+            unit must be inactive on. A healthy unit active on a tenth of
+            the samples is zero on all of 128 with probability
+            0.9^128 = 1e-6; on one batch of 32, 3%. Defaults to `128`.
         saturation: A hidden sigmoid/tanh layer is saturated when at least
             this fraction of its outputs are in the flat tails (derivative
-            below 4% of its peak for sigmoid, 2% for tanh), where it passes
-            almost no gradient. Defaults to `0.5`.
+            below 4% of its peak for sigmoid, 2% for tanh): it passes the
+            backward signal through at most a quarter of its outputs and
+            has almost stopped learning. Models whose first tanh layer had
+            two thirds of its outputs there (raw inputs) still trained to
+            their usual accuracy. Defaults to `0.75`.
+        input_saturation: The first hidden layer with at least this
+            fraction of saturated outputs, fed with inputs that are not
+            standardized, is reported as `unstandardized_inputs` (a
+            warning, with the fix the user can act on). Defaults to `0.5`.
+        raw_input_saturation: ...and only counts as `saturated_activations`
+            from this fraction on: its weight gradients are the backward
+            signal times the large inputs, so the outputs left unsaturated
+            still let it learn. Defaults to `0.95`.
+        input_scale: Inputs are not standardized when a feature's mean or
+            standard deviation (over the recorded batch) is above this in
+            absolute value; standardized features sit near 0 and 1.
+            Defaults to `2.0`.
     """
 
     patience: int = 3
@@ -98,10 +125,15 @@ class Thresholds:
     exploding_norm: float = 1e6
     exploding_update_ratio: float = 1.0
     exploding_patience: int = 2
-    baseline_recordings: int = 3
+    baseline_steps: int = 5
+    jump_factor: float = 10.0
+    patience_steps: int = 5
     dead_fraction: float = 0.5
-    min_samples: int = 8
-    saturation: float = 0.5
+    min_samples: int = 128
+    saturation: float = 0.75
+    input_saturation: float = 0.5
+    raw_input_saturation: float = 0.95
+    input_scale: float = 2.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -130,8 +162,15 @@ class Thresholds:
         return cls(**value)
 
 
-_FRACTIONS = ("vanishing_ratio", "converged_loss_ratio", "dead_fraction", "saturation")
-_GROWTHS = ("exploding_growth", "exploding_spike_growth")
+_FRACTIONS = (
+    "vanishing_ratio",
+    "converged_loss_ratio",
+    "dead_fraction",
+    "saturation",
+    "input_saturation",
+    "raw_input_saturation",
+)
+_GROWTHS = ("exploding_growth", "exploding_spike_growth", "jump_factor")
 
 
 def _check_threshold(name: str, kind: str, value) -> None:

@@ -303,6 +303,7 @@ def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
     x, y = data
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=2)
+    diag.DENSE_STEPS = 0  # No dense start: one recording every 2 steps.
     # 4 batches of 8 per epoch; evaluation on validation data in between.
     model.fit(
         x,
@@ -326,6 +327,17 @@ def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
     assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10]
     assert int(model.optimizer.iterations.numpy()) == 12
     assert all(s.batch_size == 8 for s in diag.history)
+
+
+def test_default_schedule_is_dense_at_the_start(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag()
+    diag.DENSE_STEPS = 2
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[diag])
+    # recording_gap(s, 0, 100, 2) = max(1, s // 2): every step up to 3, then
+    # 4 -> 6 (gap 2) -> 9 (gap 3) -> 13 (4) -> 19 (6) -> 28 (9).
+    assert [s.step for s in diag.history] == [0, 1, 2, 3, 4, 6, 9, 13, 19, 28]
 
 
 def test_steps_per_execution_records_last_step_of_execution(data):
@@ -379,12 +391,29 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     assert int(model.optimizer.iterations.numpy()) == 8  # "warn" keeps training
 
 
-def test_ring_is_read_before_it_wraps(data):
+class _Reported(keras.callbacks.Callback):
+    """Records, after each batch, the last step run and the findings so far."""
+
+    def __init__(self, diag, seen):
+        super().__init__()
+        self.diag, self.seen = diag, seen
+
+    def on_train_batch_end(self, batch, logs=None):
+        last = int(self.model.optimizer.iterations.numpy()) - 1
+        for f in self.diag.findings[len(self.seen) :]:
+            self.seen.append((f.mode, f.step, last))
+
+
+@pytest.mark.parametrize("steps_per_execution, reported", [(1, 13), (4, 15)])
+def test_nan_is_reported_after_the_batch_it_ran_in(data, steps_per_execution, reported):
     x, y = data
     model = _compile(build_model("sequential"))
+    model.compile(
+        keras.optimizers.SGD(0.01), "mse", steps_per_execution=steps_per_execution
+    )
     diag = _diag(every_n_steps=100)
-    diag.RING_STEPS = 2  # A ring of 2 + 4 rows, for 32 steps an epoch.
-    reads = []
+    diag.DENSE_STEPS = 0  # Only the sentinel after step 0.
+    seen = []
     with pytest.warns(GradientHealthWarning, match="non_finite"):
         model.fit(
             _nan_batch(x, 13, size=1),
@@ -393,30 +422,12 @@ def test_ring_is_read_before_it_wraps(data):
             epochs=1,
             shuffle=False,
             verbose=0,
-            callbacks=[diag, _Reads(diag, reads)],
+            callbacks=[diag, _Reported(diag, seen)],
         )
-    assert diag._hooks.ring_rows == 6
-    # Read when 5 steps are unread (one recording at step 0), not only at
-    # the epoch end. Every NaN step after 13 overwrites the ring: step 13
-    # is only reported if its row was read in time.
-    assert reads == [1, 6, 11, 16, 21, 26, 31, 32]
-    modes = [(f.mode, f.layer, f.step) for f in diag.findings]
-    assert modes == [(NON_FINITE, "hidden", 13)]
-
-
-class _Reads(keras.callbacks.Callback):
-    """Records after which step count `diag` last read the sentinel."""
-
-    def __init__(self, diag, reads):
-        super().__init__()
-        self.diag, self.reads = diag, reads
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.reads or self.reads[-1] != self.diag._read_at:
-            self.reads.append(self.diag._read_at)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.on_train_batch_end(None)
+    # Found at its step; reported right after the execution holding step 13
+    # (steps 12-15 with 4 steps per execution, from the ring).
+    assert seen == [(NON_FINITE, 13, reported)]
+    assert [(f.layer, f.step) for f in diag.findings] == [("hidden", 13)]
 
 
 def test_nan_stops_training_with_on_failure_stop(data):
@@ -543,6 +554,7 @@ def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
     x, y = data
     model = _compile(build_model("sequential"))
     diag = _diag(log_dir=tmp_path, every_n_steps=2, histogram_every_n_steps=2)
+    diag.DENSE_STEPS = 0
     with pytest.raises(type(error)):
         model.fit(
             x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag, _Boom(2, error)]

@@ -6,13 +6,11 @@ import tensorflow as tf
 
 from keras_actloss.callbacks._graph_stats import (
     _NORM_MIN_ELEMENTS,
-    _SENTINEL_INIT,
     RING_HEAD,
-    SENTINEL_FIELDS,
     RowLayout,
     _norm_row,
     _single_updates,
-    fold_sentinel,
+    fold_rows,
     layer_sums,
 )
 
@@ -91,55 +89,58 @@ def test_norm_row_propagates_non_finite(rng, shape):
     assert layout.first_non_finite(row.numpy()[0]) == at
 
 
-def _ring_rows(steps, squares, scale=1.0):
+def _ring_rows(steps, squares, scale=1.0, rates=None):
     """Ring rows for per-step, per-gradient sums of squares (layout: all
     small, in order)."""
     squares = np.asarray(squares, "float64")
-    head = np.stack(
-        [steps, np.full(len(steps), -1.0), np.full(len(steps), scale)], axis=1
-    )
+    n = len(steps)
+    rates = np.full(n, 0.01) if rates is None else np.asarray(rates, "float64")
+    head = np.stack([steps, np.full(n, -1.0), np.full(n, scale), rates], axis=1)
     assert head.shape[1] == RING_HEAD
     return np.concatenate([head, squares], axis=1)
 
 
-def test_fold_sentinel_tracks_max_and_first_non_finite():
+def test_fold_rows_judges_every_step():
     layout = RowLayout((0, 1, 2), (False, False, False))
     layers = [0, 0, 1]  # Gradients 0 and 1 belong to layer 0, 2 to layer 1.
     squares = [[1, 0, 3], [9, 16, 0], [np.nan, 1, np.inf], [0, 1, np.inf], [1, 1, 1]]
-    state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
-    out = fold_sentinel(
-        state, _ring_rows([10, 11, 12, 13, 14], squares, 2.0), layout, layers
+    rates = [0.1, 0.1, 0.2, 0.2, 0.3]
+    rows = _ring_rows([10, 11, 12, 13, 14], squares, 2.0, rates)
+    out, streak = fold_rows(rows, layout, layers, 0.0)
+    # Norms: sqrt(sum of squares) / scale: sqrt(4) / 2, sqrt(25) / 2, ...
+    np.testing.assert_allclose(
+        [o[1] for o in out], [1.0, 2.5, np.nan, np.inf, 0.866], rtol=1e-3
     )
-    # Norms: sqrt(sum) / scale; step 11 is the largest finite (sqrt(25) / 2).
-    np.testing.assert_allclose([o[0] for o in out][:2], [1.0, 2.5])
-    assert [o[1:] for o in out] == [
-        (False, False),
-        (False, False),
-        (True, False),
-        (True, False),
-        (False, False),
+    assert [o[0] for o in out] == [10, 11, 12, 13, 14]
+    assert [o[5] for o in out] == rates
+    # Non-finite steps count at once without loss scaling; the layer is that
+    # of the first non-finite gradient (gradient 0 -> layer 0, then 2 -> 1).
+    assert [o[2:5] for o in out] == [
+        (False, False, -1),
+        (False, False, -1),
+        (True, False, 0),
+        (True, False, 1),
+        (False, False, -1),
     ]
-    assert state["max_norm"] == 2.5 and state["max_step"] == 11
-    # The first non-finite step, and its first non-finite gradient's layer.
-    assert state["nf_step"] == 12 and state["nf_layer"] == 0
-    assert np.isnan(state["nf_norm"]) and state["last_step"] == 14
+    assert streak == 0.0
 
 
-def test_fold_sentinel_loss_scaling_counts_only_a_streak():
+def test_fold_rows_loss_scaling_counts_only_a_streak():
     layout = RowLayout((0,), (True,))
-    state = dict(zip(SENTINEL_FIELDS, _SENTINEL_INIT))
-    rows = _ring_rows(range(5), [[3.0], [np.inf], [np.inf], [np.inf], [4.0]])
-    out = fold_sentinel(state, rows, layout, [0], patience=3)
-    # Three overflows in a row: the first two are skipped, the third counts.
-    assert [o[1:] for o in out] == [
+    rows = _ring_rows(range(5), [[3.0], [np.inf], [np.inf], [np.inf], [np.inf]])
+    out, streak = fold_rows(rows, layout, [0], 0.0, patience=3)
+    # Overflows in a row: the first two are skipped, the third counts.
+    assert [o[2:4] for o in out] == [
         (False, False),
         (False, True),
         (False, True),
         (True, False),
-        (False, False),
+        (True, False),
     ]
-    assert state["skipped"] == 2 and state["streak"] == 0
-    assert state["nf_step"] == 3 and state["max_norm"] == 4.0
+    assert streak == 4.0
+    # A streak carried over from the previous read counts on.
+    out, streak = fold_rows(rows[1:2], layout, [0], 2.0, patience=3)
+    assert out[0][2:4] == (True, False) and streak == 3.0
 
 
 def test_layer_sums_drops_unmonitored():
