@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.logs import tags
 
@@ -26,8 +27,6 @@ def _family(activation: str | None) -> tuple[bool, bool]:
     """(can have zero/dead units, can saturate) for an activation name."""
     if activation is None:
         return False, False
-    from keras_actloss import registry
-
     profile = registry.get_profile("activation", activation)
     if profile is None:  # Unknown: keep every chart rather than miss one.
         return True, True
