@@ -5,6 +5,9 @@ model. The Custom Scalars tab draws what a layout summary asks for; ours asks
 for one multi-line chart per section (`grad_norm`, `grad_rms`, ...), each
 matching every layer's tag of that section, so layers can be compared at a
 glance.
+
+TensorBoard is imported inside the functions that build its protobufs, as in
+the writer: importing this module costs nothing until a layout is written.
 """
 
 from __future__ import annotations
