@@ -28,6 +28,7 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 
+from keras_actloss.logs import tags
 from keras_actloss.logs.writer import DiagnosticsWriter
 from keras_actloss.tensorboard_plugin import plugin as plugin_lib
 
@@ -172,9 +173,13 @@ def test_health_findings_table(client):
 def test_run_without_our_data_says_so(client):
     response = client.get("/health", "run=plain")
     assert response.status_code == 200
-    payload = _json(response)
-    assert payload["has_data"] is False
-    assert "GradientDiagnostics" in payload["message"]
+    # The same message as `keras-actloss report` prints for such a run.
+    assert _json(response) == {
+        "run": "plain",
+        "has_data": False,
+        "message": tags.NO_DATA_MESSAGE,
+    }
+    assert "GradientDiagnostics(log_dir=...)" in tags.NO_DATA_MESSAGE
 
 
 @pytest.mark.parametrize(
