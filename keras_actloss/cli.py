@@ -9,6 +9,12 @@ keras-actloss demo --logdir runs/demo  # trains each failure mode and its fix
 keras-actloss advise labels.npy        # which output activation and loss
 keras-actloss list                     # registered activations and losses
 ```
+
+Exit codes (`EXIT_CODES`): 0 healthy, 1 a finding of severity "failure",
+2 a usage or input error (one line on stderr, no traceback), 3 a run without
+keras-actloss data. `report --json` writes strict JSON: NaN and infinities
+are the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (as TensorBoard's own
+JSON, and the Gradient Health dashboard's, write them).
 """
 
 from __future__ import annotations
@@ -16,14 +22,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
+from keras_actloss import activations, demo, losses, registry
+from keras_actloss.advisor import advise
 from keras_actloss.findings import FAILURE, Finding
+from keras_actloss.logs import reader, tags
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
+EXIT_NO_DATA = 3
+EXIT_CODES = {
+    EXIT_OK: "every run healthy (warnings allowed)",
+    EXIT_FAILURES: 'a run has a finding of severity "failure"',
+    EXIT_USAGE: "usage or input error (bad path, unreadable file or table)",
+    EXIT_NO_DATA: "a run holds no keras-actloss data (and none has failures)",
+}
+# The largest labels file `advise` loads (10**9 float64 labels = 8 GB).
+MAX_LABEL_BYTES = 8 * 10**9
 
 
 def _fmt(value: float | None) -> str:
@@ -82,81 +103,193 @@ def format_run(name: str, rows: Sequence[dict], findings: Sequence[Finding]) -> 
     )
 
 
-def report(logdir: str, as_json: bool = False, out=None) -> int:
+def json_safe(value):
+    """`value` with every NaN and infinity as a string, for strict JSON.
+
+    Examples:
+
+    >>> json_safe({"a": [1.0, float("nan")], "b": -float("inf"), "c": None})
+    {'a': [1.0, 'NaN'], 'b': '-Infinity', 'c': None}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def report_exit_code(runs: Sequence[reader.RunLog]) -> int:
+    """1 if a run has a failure, else 3 if a run has no data, else 0."""
+    if any(f.severity == FAILURE for run in runs for f in run.findings):
+        return EXIT_FAILURES
+    if not all(run.has_data for run in runs):
+        return EXIT_NO_DATA
+    return EXIT_OK
+
+
+def _run_json(run: reader.RunLog) -> dict:
+    return {
+        "run": run.name,
+        "has_data": run.has_data,
+        "layers": reader.summarize(run),
+        "findings": [f.to_dict() for f in run.findings],
+        "damaged": [str(d) for d in run.damaged],
+    }
+
+
+def _run_text(run: reader.RunLog) -> str:
+    if not run.has_data:
+        return f"== run: {run.name}\n{tags.NO_DATA_MESSAGE}"
+    return format_run(run.name, reader.summarize(run), run.findings)
+
+
+def report(logdir: str, as_json: bool = False, out=None, err=None) -> int:
     """Prints the health report of every run under `logdir`.
 
-    Returns:
-        `1` if any run has a finding of severity "failure", else `0`.
-    """
-    from keras_actloss.logs import reader
+    A damaged or truncated event file gives a warning on `err` naming the
+    file and where reading stopped; the part before is used.
 
-    out = out or sys.stdout
+    Returns:
+        The exit code: `EXIT_FAILURES` (1) if a run has a finding of severity
+        "failure", else `EXIT_NO_DATA` (3) if a run holds no keras-actloss
+        data, else `EXIT_OK` (0).
+
+    Raises:
+        FileNotFoundError, ValueError: If `logdir` holds no run or a table
+            of a run breaks the layout (`tables.TableError`).
+    """
+    out, err = out or sys.stdout, err or sys.stderr
     runs = [reader.read_run(path) for path in reader.find_runs(logdir)]
-    failed = any(f.severity == FAILURE for run in runs for f in run.findings)
+    for damage in (d for run in runs for d in run.damaged):
+        err.write(f"keras-actloss report: warning: {damage}\n")
+    code = report_exit_code(runs)
     if as_json:
         payload = {
             "logdir": logdir,
-            "failed": failed,
-            "runs": [
-                {
-                    "run": run.name,
-                    "layers": reader.summarize(run),
-                    "findings": [f.to_dict() for f in run.findings],
-                }
-                for run in runs
-            ],
+            "exit_code": code,
+            "failed": code == EXIT_FAILURES,
+            "runs": [_run_json(run) for run in runs],
         }
-        json.dump(payload, out, indent=2)
+        json.dump(json_safe(payload), out, indent=2, allow_nan=False)
         out.write("\n")
     else:
-        blocks = [format_run(r.name, reader.summarize(r), r.findings) for r in runs]
-        out.write("\n\n".join(blocks) + "\n")
-    return EXIT_FAILURES if failed else EXIT_OK
+        out.write("\n\n".join(map(_run_text, runs)) + "\n")
+    return code
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a `.npy` header (NumPy's public header readers)."""
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    version = np.lib.format.read_magic(f)
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = readers[version](f)
+    return shape, dtype
+
+
+def load_labels(path: str) -> np.ndarray:
+    """Loads a `.npy` labels file, checking its header against its size first.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not a `.npy` array, its header claims more data
+            than the file holds, or more than `MAX_LABEL_BYTES`.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such labels file: {path}")
+    try:
+        with open(path, "rb") as f:
+            shape, dtype = _npy_header(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except (ValueError, EOFError, SyntaxError, OSError) as e:
+        raise ValueError(f"Could not read {path} as a .npy array: {e}") from None
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > size - offset or claimed > MAX_LABEL_BYTES:
+        raise ValueError(
+            f"Could not read {path} as a .npy array: its header claims shape "
+            f"{shape} of {dtype} ({claimed} bytes), the file holds "
+            f"{size - offset} bytes of data (at most {MAX_LABEL_BYTES} are read)"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"Could not read {path} as a .npy array: {e}") from None
 
 
 def advise_file(path: str, task: str | None, as_json: bool, out=None) -> int:
-    import numpy as np
-
-    from keras_actloss.advisor import advise
-
     out = out or sys.stdout
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No such labels file: {path}") from None
-    except ValueError as e:
-        raise ValueError(f"Could not read {path} as a .npy array: {e}") from None
-    rec = advise(labels, task=task)
+    rec = advise(load_labels(path), task=task)
     out.write(json.dumps(rec.to_dict(), indent=2) if as_json else str(rec))
     out.write("\n")
     return EXIT_OK
 
 
-def list_registered(out=None) -> int:
-    from keras_actloss import activations, losses, registry
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
+
+def list_registered(out=None) -> int:
     out = out or sys.stdout
     rows = []
     for name in sorted(registry.entries("activation")):
         p = activations.profile(name)
         lo, hi = p.output_range
-        rows.append([name, f"({_fmt(lo)}, {_fmt(hi)})", p.description])
-    out.write(format_table(["activation", "output range", "notes"], rows) + "\n\n")
+        rows.append(
+            [name, f"({_fmt(lo)}, {_fmt(hi)})", _yes(p.zero_centred), p.description]
+        )
+    header = ["activation", "output range", "zero-centred", "notes"]
+    out.write(format_table(header, rows) + "\n\n")
     rows = []
     for name in sorted(registry.entries("loss")):
         p = losses.profile(name)
-        rows.append([name, p.task, p.label_format, p.expects])
-    out.write(format_table(["loss", "task", "labels", "expects"], rows) + "\n")
+        robust = _yes(p.robust_to_outliers)
+        rows.append([name, p.task, p.label_format, p.expects, robust])
+    header = ["loss", "task", "labels", "expects", "robust to outliers"]
+    out.write(format_table(header, rows) + "\n")
     return EXIT_OK
+
+
+def run_demo(logdir: str, tiny: bool = False, out=None) -> int:
+    """Trains every demo scenario, prints the report and how to open TensorBoard."""
+    out = out or sys.stdout
+    demo.train_all(logdir, tiny=tiny, out=out)
+    out.write("\n")
+    report(logdir, out=out)
+    out.write(
+        f"\nLook at it in TensorBoard:\n    tensorboard --logdir {logdir}\n"
+        "and open the 'Gradient Health' tab (or Scalars / Text).\n"
+    )
+    return EXIT_OK
+
+
+def _exit_codes_help() -> str:
+    lines = [f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()]
+    return "exit codes:\n" + "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-actloss",
         description="Activation/loss advice and gradient health reports for Keras.",
+        epilog=_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("report", help="health report of GradientDiagnostics logs")
+    p = sub.add_parser(
+        "report",
+        help="health report of GradientDiagnostics logs",
+        description="Per-run health table and findings of GradientDiagnostics "
+        "logs. Damaged or truncated event files are read up to the damage, "
+        "with a warning on stderr. --json writes strict JSON (NaN and "
+        'infinities as the strings "NaN", "Infinity", "-Infinity").',
+        epilog=_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("logdir", help="a run directory or a directory of runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("demo", help="train each failure mode and its fix")
@@ -179,14 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return report(args.logdir, as_json=args.json)
         if args.command == "demo":
-            from keras_actloss import demo
-
-            return demo.run(args.logdir, tiny=args.tiny)
+            return run_demo(args.logdir, tiny=args.tiny)
         if args.command == "advise":
             return advise_file(args.labels, args.task, args.json)
         return list_registered()
-    except (FileNotFoundError, ValueError) as e:
-        print(f"keras-actloss {args.command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, MemoryError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"keras-actloss {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -10,7 +10,8 @@ The source notes name three ways gradient descent fails, each with a fix:
 
 The demo trains a small model into each failure on synthetic data, then the
 same model with the fix, each with `GradientDiagnostics` logging to its own
-run under `logdir`, and prints the report.
+run under `logdir`, and returns the findings of each run; the CLI
+(`keras_actloss.cli.run_demo`) prints the report.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from keras_actloss import layers as actloss_layers
 from keras_actloss import losses as actloss_losses
+from keras_actloss.callbacks import GradientDiagnostics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,8 +195,6 @@ class _Progress(keras.callbacks.Callback):
 
 def train_scenario(scenario: Scenario, logdir: str, tiny: bool = False, out=None):
     """Trains one scenario with `GradientDiagnostics`; returns its findings."""
-    from keras_actloss.callbacks import GradientDiagnostics
-
     out = out or sys.stdout
     keras.utils.set_random_seed(0)
     model, x, y, epochs = scenario.build(tiny)
@@ -223,18 +223,3 @@ def train_all(logdir: str, tiny: bool = False, out=None) -> dict[str, list]:
         modes = sorted({f.mode for f in results[scenario.run]}) or ["healthy"]
         out.write(f"  ({time.perf_counter() - start:.1f} s) -> {', '.join(modes)}\n")
     return results
-
-
-def run(logdir: str, tiny: bool = False, out=None) -> int:
-    """Trains every scenario, prints the report and how to open TensorBoard."""
-    from keras_actloss import cli
-
-    out = out or sys.stdout
-    train_all(logdir, tiny=tiny, out=out)
-    out.write("\n")
-    cli.report(logdir, out=out)
-    out.write(
-        f"\nLook at it in TensorBoard:\n    tensorboard --logdir {logdir}\n"
-        "and open the 'Gradient Health' tab (or Scalars / Text).\n"
-    )
-    return 0

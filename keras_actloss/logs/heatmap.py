@@ -5,8 +5,10 @@ write this image so TensorBoard's Images tab shows, at a glance, which layer
 from which step has vanishing or exploding gradients. Rows are layers in model
 order (input at the top), columns are recorded steps, colour is `log10` of the
 gradient norm on a viridis-like scale (dark = small), with a colour bar on the
-right. Missing values are grey, infinite ones red. No matplotlib, no fonts:
-the text goes into the summary's description.
+right. Missing values are grey, infinite ones red. A long run is drawn with
+at most `MAX_COLUMNS` columns, each the largest norm of its group of steps,
+as in the Gradient Health dashboard (`keras_actloss.logs.downsample`). No
+matplotlib, no fonts: the text goes into the summary's description.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from keras_actloss.logs.downsample import MAX_COLUMNS, downsample_columns
 
 # Viridis sampled at 0, 1/8, ..., 1 (matplotlib's `viridis` colormap).
 _ANCHORS = np.array(
@@ -32,7 +36,6 @@ _ANCHORS = np.array(
 )
 MISSING = (128, 128, 128)
 OVERFLOW = (220, 20, 20)
-MAX_COLUMNS = 512
 BAR_WIDTH = 12
 GAP = 4
 
@@ -57,22 +60,6 @@ def colormap(fraction) -> np.ndarray:
     weight = (x - low)[..., np.newaxis]
     rgb = _ANCHORS[low] * (1.0 - weight) + _ANCHORS[low + 1] * weight
     return np.round(rgb).astype(np.uint8)
-
-
-def _downsample(values: np.ndarray, max_columns: int) -> np.ndarray:
-    """Keeps at most `max_columns` columns: each is the max of a group.
-
-    The max keeps an explosion visible; infinities win, all-NaN stays NaN.
-    """
-    if values.shape[1] <= max_columns:
-        return values
-    groups = np.array_split(np.arange(values.shape[1]), max_columns)
-    out = np.full((values.shape[0], len(groups)), np.nan)
-    for j, cols in enumerate(groups):
-        block = values[:, cols]
-        seen = ~np.all(np.isnan(block), axis=1)
-        out[seen, j] = np.nanmax(block[seen], axis=1)
-    return out
 
 
 def render_heatmap(
@@ -107,7 +94,7 @@ def render_heatmap(
             "Expected `norms` of shape [layers, steps] with at least one of "
             f"each. Received: norms with shape {values.shape}"
         )
-    values = _downsample(np.abs(values), MAX_COLUMNS)
+    values = downsample_columns(np.abs(values), MAX_COLUMNS)
     rows, cols = values.shape
     cell_height = cell_height or int(np.clip(256 // rows, 4, 24))
     cell_width = cell_width or int(np.clip(512 // cols, 1, 16))

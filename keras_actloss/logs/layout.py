@@ -5,6 +5,9 @@ model. The Custom Scalars tab draws what a layout summary asks for; ours asks
 for one multi-line chart per section (`grad_norm`, `grad_rms`, ...), each
 matching every layer's tag of that section, so layers can be compared at a
 glance.
+
+TensorBoard is imported inside the functions that build its protobufs, as in
+the writer: importing this module costs nothing until a layout is written.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.logs import tags
 
@@ -26,8 +30,6 @@ def _family(activation: str | None) -> tuple[bool, bool]:
     """(can have zero/dead units, can saturate) for an activation name."""
     if activation is None:
         return False, False
-    from keras_actloss import registry
-
     profile = registry.get_profile("activation", activation)
     if profile is None:  # Unknown: keep every chart rather than miss one.
         return True, True

@@ -3,7 +3,11 @@
 Used by the CLI report, the tests and anyone who wants the numbers in Python.
 Events are loaded with TensorBoard's own `EventAccumulator` (keeping every
 event) and tensors decoded with `tensor_util.make_ndarray`: no hand-parsing
-of the file format, and no TensorFlow import.
+of the file format. The layers and findings tables are decoded by
+`keras_actloss.logs.tables`, as in the Gradient Health dashboard. Each event
+file is first checked record by record (`keras_actloss.logs.events`), so a
+damaged or truncated file is reported, not silently cut short. TensorBoard is
+imported inside the functions that read, so importing this module is cheap.
 
 Examples:
 
@@ -21,13 +25,9 @@ import dataclasses
 import math
 import os
 
-import numpy as np
-
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.findings import Finding
-from keras_actloss.logs import tags
-
-_EVENTS_PREFIX = "events.out.tfevents"
+from keras_actloss.logs import events, tables, tags
 
 
 @dataclasses.dataclass
@@ -44,6 +44,11 @@ class RunLog:
         findings: Every finding written, in step order, without duplicates.
         histogram_tags: Tags of the gradient histograms.
         has_heatmap: Whether the heatmap image was written.
+        has_data: Whether the run holds any keras-actloss data
+            (`tags.is_diagnostics_tag`); False for the logs of
+            `keras.callbacks.TensorBoard` alone.
+        damaged: The event files whose reading stopped early, and where
+            (what comes before is used).
     """
 
     name: str
@@ -53,6 +58,8 @@ class RunLog:
     findings: list[Finding]
     histogram_tags: list[str] = dataclasses.field(default_factory=list)
     has_heatmap: bool = False
+    has_data: bool = True
+    damaged: list[events.Damage] = dataclasses.field(default_factory=list)
 
     def series(self, section: str, layer: str) -> list[tuple[int, float]]:
         """`[(step, value), ...]` of `<section>/<layer>` (empty if absent)."""
@@ -60,10 +67,7 @@ class RunLog:
 
 
 def _has_events(path: str) -> bool:
-    try:
-        return any(name.startswith(_EVENTS_PREFIX) for name in os.listdir(path))
-    except OSError:
-        return False
+    return bool(events.event_files(path))
 
 
 def _missing(path: str, what: str) -> FileNotFoundError:
@@ -116,7 +120,10 @@ def _event_dir(run_dir: str) -> str:
 
 
 def load(path: str):
-    """An `EventAccumulator` over `path` with every event kept, loaded."""
+    """An `EventAccumulator` over `path` with every event kept, loaded.
+
+    Like TensorBoard, it reads each event file up to its first bad record.
+    """
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     guidance = {ea.TENSORS: 0, ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0}
@@ -130,113 +137,20 @@ def _plugin_tags(acc, plugin: str) -> set[str]:
         return set()
 
 
-def decode_table(array) -> list[dict[str, str]]:
-    """Reads a 2-D string table whose first row is its header.
-
-    The reader of the tables `DiagnosticsWriter` writes (`diagnostics/layers`,
-    `diagnostics/findings`); the dashboard uses it too.
-
-    Examples:
-
-    >>> decode_table(np.array([[b"layer", b"activation"], [b"d1", b"relu"]]))
-    [{'layer': 'd1', 'activation': 'relu'}]
-
-    Args:
-        array: A 2-D array of `bytes` or `str` (a text summary's tensor).
-
-    Returns:
-        One dict per data row, keyed by the header's column names; `[]` for
-        anything that is not a 2-D table.
-    """
-    table = np.asarray(array, dtype=object)
-    if table.ndim != 2 or table.shape[0] == 0:
-        return []
-    cells = [[_text(cell) for cell in row] for row in table]
-    header, rows = cells[0], cells[1:]
-    return [dict(zip(header, row)) for row in rows]
-
-
-def _text(cell) -> str:
-    return cell.decode("utf-8", "replace") if isinstance(cell, bytes) else str(cell)
-
-
-def _table(tensor_proto) -> list[dict[str, str]]:
-    """`{column: cell}` for every data row of a table event's tensor."""
+def _tables(acc, tag: str) -> list[tuple[int, object]]:
+    """`(step, table)` of every event of a text tag, in the order written."""
     from tensorboard.util import tensor_util
 
-    return decode_table(tensor_util.make_ndarray(tensor_proto))
+    return [
+        (e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)
+    ]
 
 
-def _rows(events) -> list[tuple[int, dict[str, str]]]:
-    """`(step, {column: cell})` for every data row of every table event."""
-    out = []
-    for event in sorted(events, key=lambda e: e.step):
-        out.extend((event.step, row) for row in _table(event.tensor_proto))
-    return out
-
-
-def findings_by_step(path: str | os.PathLike) -> dict[int, list[Finding]]:
-    """Findings already written to the event files in `path`, by event step.
-
-    Reads only the `diagnostics/findings` values, event by event (TensorBoard's
-    `EventFileLoader`); `{}` when `path` holds no event files. The writer uses
-    it to extend, not replace, a step's findings table when it writes to a
-    run again (a second `fit`).
-    """
-    from tensorboard.backend.event_processing.event_file_loader import (
-        EventFileLoader,
-    )
-
-    path = os.fspath(path)
-    names = sorted(os.listdir(path)) if os.path.isdir(path) else []
-    out: dict[int, list[Finding]] = {}
-    for name in names:
-        if not name.startswith(_EVENTS_PREFIX):
-            continue
-        for event in EventFileLoader(os.path.join(path, name)).Load():
-            for value in event.summary.value:
-                if value.tag != tags.FINDINGS_TAG:
-                    continue
-                known = out.setdefault(event.step, [])
-                for row in _table(value.tensor):
-                    finding = parse_finding(row)
-                    if finding not in known:
-                        known.append(finding)
-    return out
-
-
-def _optional(text: str | None, convert):
-    return None if text in (None, "", "None") else convert(text)
-
-
-def parse_finding(row: dict[str, str]) -> Finding:
-    """A `Finding` from one row of the `diagnostics/findings` table."""
-    return Finding(
-        mode=row["mode"],
-        layer=_optional(row.get("layer"), str),
-        step=_optional(row.get("step"), int),
-        value=_optional(row.get("value"), float),
-        message=row.get("message", ""),
-        fix=row.get("fix", ""),
-        severity=row.get("severity") or "failure",
-    )
-
-
-def _layers(acc, tensor_tags, scalars) -> list[LayerInfo]:
+def _layers(acc, tensor_tags, scalars, where: str) -> list[LayerInfo]:
     if tags.LAYERS_TAG in tensor_tags:
-        events = acc.Tensors(tags.LAYERS_TAG)
-        last_step = max(e.step for e in events)
-        rows = [r for s, r in _rows(events) if s == last_step]
-        return [
-            LayerInfo(
-                name=r["layer"],
-                class_name=r.get("class_name", ""),
-                activation=_optional(r.get("activation"), str),
-                has_trainable_weights=r.get("has_trainable_weights") == "True",
-                depth=i,
-            )
-            for i, r in enumerate(rows)
-        ]
+        # The latest `fit`'s table: the last event of the highest step.
+        step, table = sorted(_tables(acc, tags.LAYERS_TAG), key=lambda p: p[0])[-1]
+        return tables.decode_layers(table, f"at step {step} of {where}")
     names: dict[str, bool] = {}
     for tag in scalars:
         parts = tags.split_tag(tag)
@@ -249,18 +163,23 @@ def _layers(acc, tensor_tags, scalars) -> list[LayerInfo]:
 def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
     """Reads one run (`run_dir` or `run_dir/train`) into a `RunLog`.
 
+    Damaged or truncated event files are read up to their first bad record
+    and listed in `RunLog.damaged`.
+
     Raises:
         FileNotFoundError: If `run_dir` does not exist.
         ValueError: If it holds no event files.
+        tables.TableError: If a layers or findings table breaks the layout.
     """
+    from tensorboard.util import tensor_util
+
     run_dir = os.fspath(run_dir)
     path = _event_dir(run_dir)
+    damaged = [d for d in map(events.check_file, events.event_files(path)) if d]
     acc = load(path)
     tensor_tags = acc.Tags()["tensors"]  # TF2 summaries are tensors.
     scalar_tags = _plugin_tags(acc, "scalars")
     scalars = {}
-    from tensorboard.util import tensor_util
-
     for tag in tensor_tags:
         if tag in scalar_tags:
             points = [
@@ -270,18 +189,17 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
             scalars[tag] = sorted(points, key=lambda p: p[0])
     findings = []
     if tags.FINDINGS_TAG in tensor_tags:
-        for _, row in _rows(acc.Tensors(tags.FINDINGS_TAG)):
-            finding = parse_finding(row)
-            if finding not in findings:
-                findings.append(finding)
+        findings = tables.collect_findings(_tables(acc, tags.FINDINGS_TAG), path)
     return RunLog(
         name=name or os.path.basename(os.path.normpath(run_dir)),
         path=path,
-        layers=_layers(acc, tensor_tags, scalars),
+        layers=_layers(acc, tensor_tags, scalars, path),
         scalars=scalars,
         findings=findings,
         histogram_tags=sorted(_plugin_tags(acc, "histograms")),
         has_heatmap=tags.HEATMAP_TAG in tensor_tags,
+        has_data=any(map(tags.is_diagnostics_tag, tensor_tags)),
+        damaged=damaged,
     )
 
 

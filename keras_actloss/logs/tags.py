@@ -75,3 +75,26 @@ def split_tag(tag: str) -> tuple[str, str] | None:
     if not sep or section not in (*SCALAR_SECTIONS.values(), GRAD_HIST):
         return None
     return section, layer
+
+
+def is_diagnostics_tag(tag: str) -> bool:
+    """Whether `tag` is one only `GradientDiagnostics` writes: a table of
+    `diagnostics/...` or a `grad_norm/...` scalar. A run with none of them
+    holds no keras-actloss data (say, `keras.callbacks.TensorBoard` logs only).
+
+    Examples:
+
+    >>> is_diagnostics_tag("grad_norm/global"), is_diagnostics_tag("epoch_loss")
+    (True, False)
+    """
+    if tag in (LAYERS_TAG, FINDINGS_TAG):
+        return True
+    parts = split_tag(tag)
+    return parts is not None and parts[0] == GRAD_NORM
+
+
+NO_DATA_MESSAGE = (
+    f"No keras-actloss data: no `{GRAD_NORM}/<layer>` scalars, no "
+    f"`{LAYERS_TAG}` or `{FINDINGS_TAG}` table. Train with "
+    "`keras_actloss.callbacks.GradientDiagnostics(log_dir=...)` to record it."
+)

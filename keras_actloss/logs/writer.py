@@ -11,6 +11,10 @@ are joined from cached wire bytes, so a recording of 3 layers costs about
 40 us and one of 50 layers x 7 statistics about 0.25 ms on a 2-core CPU.
 Every public write flushes, so a crash loses nothing that was already
 written. The writer computes no statistics.
+
+TensorFlow and TensorBoard are imported inside the methods that write: the
+XX
+optional dependency (the `[cpu]` / `[tensorflow]` extras).
 """
 
 from __future__ import annotations
@@ -31,33 +35,12 @@ from keras_actloss.diagnostics.records import (
     StepStats,
 )
 from keras_actloss.findings import Finding
-from keras_actloss.logs import tags
+from keras_actloss.logs import events, tags
 from keras_actloss.logs.heatmap import heatmap_description, render_heatmap
+from keras_actloss.logs.layout import layout_summary
+from keras_actloss.logs.tables import findings_table, layers_table, unique_findings
 
 HISTOGRAM_BUCKETS = 30
-_LAYER_ATTRS = {"layer": "name"}  # Table column -> `LayerInfo` attribute.
-
-
-def cell(value) -> str:
-    """Text of one table cell: `""` for None, `repr` for floats (exact)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def layers_table(layers: Sequence[LayerInfo]) -> np.ndarray:
-    """The `diagnostics/layers` table: header `LAYER_COLUMNS`, one row a layer."""
-    attrs = [_LAYER_ATTRS.get(c, c) for c in tags.LAYER_COLUMNS]
-    rows = [[cell(getattr(info, a)) for a in attrs] for info in layers]
-    return np.array([list(tags.LAYER_COLUMNS), *rows], dtype=object)
-
-
-def findings_table(findings: Sequence[Finding]) -> np.ndarray:
-    """The `diagnostics/findings` table: header `FINDING_COLUMNS`, one row each."""
-    rows = [[cell(getattr(f, c)) for c in tags.FINDING_COLUMNS] for f in findings]
-    return np.array([list(tags.FINDING_COLUMNS), *rows], dtype=object)
 
 
 def histogram_buckets(values: np.ndarray, buckets: int = HISTOGRAM_BUCKETS):
@@ -356,14 +339,13 @@ class DiagnosticsWriter:
         from tensorboard.plugins.text import summary_v2 as text
 
         if self._findings is None:
-            from keras_actloss.logs.reader import findings_by_step
-
-            self._findings = findings_by_step(self.train_dir)
+            self._findings = events.findings_by_step(self.train_dir)
         touched = set()
         for finding in findings:
             step = 0 if finding.step is None else int(finding.step)
             known = self._findings.setdefault(step, [])
-            if finding not in known:
+            extended = unique_findings([*known, finding])  # NaN equals NaN
+            if len(extended) > len(known):
                 known.append(finding)
                 touched.add(step)
         for step in sorted(touched):
@@ -372,8 +354,6 @@ class DiagnosticsWriter:
 
     def write_layout(self, layers: Sequence[LayerInfo]) -> None:
         """Writes the Custom Scalars layout: one chart per section."""
-        from keras_actloss.logs.layout import layout_summary
-
         self._write(layout_summary(layers), 0)
 
     def write_heatmap(

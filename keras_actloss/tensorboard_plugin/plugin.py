@@ -8,7 +8,9 @@ JSON routes for data:
 - `GET runs`: every run, and whether it holds Gradient Health data.
 - `GET health?run=<run>[&columns=<n>]`: for one run, the gradient-norm,
   dead-fraction and saturation heatmaps (layers in model order, at most
-  `columns` <= `MAX_COLUMNS` step columns) and the findings table.
+  `columns` <= `MAX_COLUMNS` step columns, each cell the largest value of
+  its group of steps, as `keras_actloss.logs.downsample` groups them) and
+  the findings table.
 
 Everything is read through TensorBoard's data provider, only for the
 requested run and only the tags the view needs; no route opens a file named
@@ -18,6 +20,7 @@ by the request. Bad requests get a 400, unknown runs a 404.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -29,8 +32,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from keras_actloss import findings as findings_lib
-from keras_actloss.logs import reader, tags
-from keras_actloss.tensorboard_plugin import data
+from keras_actloss.logs import downsample, tables, tags
 
 PLUGIN_NAME = "gradient_health"
 TAB_NAME = "Gradient Health"
@@ -59,11 +61,7 @@ _STATIC = {
     "/index.js": ("index.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
 }
-NO_DATA_MESSAGE = (
-    "This run has no Gradient Health data (no `grad_norm/<layer>` scalars, "
-    "no `diagnostics/layers` or `diagnostics/findings` table). Train with "
-    "`keras_actloss.callbacks.GradientDiagnostics(log_dir=...)` to record it."
-)
+NO_DATA_MESSAGE = tags.NO_DATA_MESSAGE  # The CLI report says the same.
 
 
 class _RequestError(ValueError):
@@ -147,7 +145,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
         )
         return {
             "runs": [{"run": r, "has_data": has_data.get(r, False)} for r in runs],
-            "max_columns": data.MAX_COLUMNS,
+            "max_columns": downsample.MAX_COLUMNS,
         }
 
     def _health_payload(self, ctx, eid, args):
@@ -157,9 +155,12 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
         known = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=eid)}
         if run not in known:
             raise _RequestError(f"Unknown run. Received: run={run!r}", code=404)
-        layers = self._read_layers(ctx, eid, run)
+        try:
+            layers = self._read_layers(ctx, eid, run)
+            findings = self._read_findings(ctx, eid, run)
+        except tables.TableError as e:  # `keras-actloss report` exits 2 on it.
+            return {"run": run, "has_data": False, "message": str(e)}
         series = self._read_series(ctx, eid, run)
-        findings = self._read_findings(ctx, eid, run)
         if not layers and not series and not findings:
             return {"run": run, "has_data": False, "message": NO_DATA_MESSAGE}
         return {
@@ -178,7 +179,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
             ctx, experiment_id=eid, plugin_name=_SCALARS_PLUGIN
         )
         for run, tag_map in scalars.items():
-            found[run] = any(_section(tag) == tags.GRAD_NORM for tag in tag_map)
+            found[run] = any(map(tags.is_diagnostics_tag, tag_map))
         texts = self._provider.list_tensors(
             ctx,
             experiment_id=eid,
@@ -205,24 +206,16 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
         events = self._read_text(ctx, eid, run, tags.LAYERS_TAG)
         if not events:
             return []
-        rows = reader.decode_table(events[-1].numpy)  # the latest `fit`
-        return [
-            {column: row.get(column, "") for column in tags.LAYER_COLUMNS}
-            for row in rows
-            if row.get("layer")
-        ]
+        latest = events[-1]  # the latest `fit`
+        where = f"at step {latest.step} of run {run!r}"
+        layers = tables.decode_layers(latest.numpy, where)
+        table = tables.layers_table(layers)
+        return [dict(zip(table[0], row)) for row in table[1:]]
 
     def _read_findings(self, ctx, eid, run: str) -> list[dict]:
-        out, seen = [], set()
-        for event in self._read_text(ctx, eid, run, tags.FINDINGS_TAG):
-            for row in reader.decode_table(event.numpy):
-                key = tuple(row.get(c) for c in tags.FINDING_COLUMNS)
-                if key in seen:
-                    continue
-                seen.add(key)
-                out.append(_finding(row))
-        out.sort(key=lambda f: (f["step"] is not None, f["step"] or 0))
-        return out
+        events = self._read_text(ctx, eid, run, tags.FINDINGS_TAG)
+        pairs = [(event.step, event.numpy) for event in events]
+        return [_finding(f) for f in tables.collect_findings(pairs, f"run {run!r}")]
 
     def _read_series(self, ctx, eid, run: str) -> dict[tuple[str, str], list]:
         listing = self._provider.list_scalars(
@@ -252,7 +245,7 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
 def _heatmaps(layers: list[dict], series: dict, max_columns: int) -> dict:
     """Buckets the series into shared step columns, one heatmap per section."""
     steps = [d.step for points in series.values() for d in points]
-    groups = data.column_groups(steps, max_columns)
+    groups = downsample.column_groups(steps, max_columns)
     model_order = [row["layer"] for row in layers]
     heatmaps = []
     for section, title, log_scale in HEATMAPS:
@@ -260,11 +253,12 @@ def _heatmaps(layers: list[dict], series: dict, max_columns: int) -> dict:
         ordered = [n for n in model_order if n in names]
         ordered += sorted((n for n in names if n not in model_order), key=_natural)
         rows = [
-            data.bucket_series(
-                [d.step for d in series[section, name]],
-                [d.value for d in series[section, name]],
-                groups,
-                log_scale,
+            _rounded(
+                downsample.bucket_max(
+                    [d.step for d in series[section, name]],
+                    [d.value for d in series[section, name]],
+                    groups,
+                )
             )
             for name in ordered
         ]
@@ -284,18 +278,16 @@ def _heatmaps(layers: list[dict], series: dict, max_columns: int) -> dict:
     }
 
 
-def _finding(row: dict[str, str]) -> dict:
-    layer = row.get("layer") or None
-    return {
-        "mode": row.get("mode", ""),
-        "layer": None if layer in (None, "None") else layer,
-        "step": data.parse_step(row.get("step")),
-        "value": data.parse_number(row.get("value")),
-        "severity": row.get("severity", ""),
-        "message": row.get("message", ""),
-        "fix": row.get("fix", ""),
-        "section": _MODE_SECTION.get(row.get("mode", "")),
-    }
+def _rounded(cells: list[float | None]) -> list[float | None]:
+    """Cells to 4 significant digits (a smaller payload; the colours and
+    hover text show no more)."""
+    return [
+        c if c is None or not math.isfinite(c) else float(f"{c:.4g}") for c in cells
+    ]
+
+
+def _finding(finding: findings_lib.Finding) -> dict:
+    return {**finding.to_dict(), "section": _MODE_SECTION.get(finding.mode)}
 
 
 def _natural(name: str) -> list:
@@ -331,11 +323,11 @@ def _validate_run(run: str | None) -> str:
 def _validate_columns(columns: str | None) -> int:
     """Parses the `columns` parameter: an int in [1, MAX_COLUMNS]."""
     if columns is None:
-        return data.MAX_COLUMNS
+        return downsample.MAX_COLUMNS
     digits = columns.isascii() and columns.isdigit()
-    if not digits or not 1 <= int(columns) <= data.MAX_COLUMNS:
+    if not digits or not 1 <= int(columns) <= downsample.MAX_COLUMNS:
         raise _RequestError(
-            f"Expected `columns` to be an integer in [1, {data.MAX_COLUMNS}]. "
+            f"Expected `columns` to be an integer in [1, {downsample.MAX_COLUMNS}]. "
             f"Received: columns={columns!r}"
         )
     return int(columns)

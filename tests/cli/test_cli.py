@@ -12,6 +12,7 @@ import pytest
 from keras_actloss import cli, registry
 from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
 from keras_actloss.findings import FAILURE, WARNING, Finding
+from keras_actloss.logs import tags
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 LAYERS = [
@@ -99,11 +100,15 @@ def test_report_json_round_trips_findings(tmp_path, capsys):
 
 
 def test_report_missing_and_empty_logdir(tmp_path, capsys):
-    code, _, err = run_main(["report", str(tmp_path / "nope")], capsys)
-    assert code == cli.EXIT_USAGE and "nope" in err
+    missing = str(tmp_path / "nope")
+    code, out, err = run_main(["report", missing], capsys)
+    message = _one_line_error(code, out, err, "report")
+    assert message == f"No such log directory: {missing!r}"
+    empty = str(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
-    code, _, err = run_main(["report", str(tmp_path / "empty")], capsys)
-    assert code == cli.EXIT_USAGE and "empty" in err
+    code, out, err = run_main(["report", empty], capsys)
+    message = _one_line_error(code, out, err, "report")
+    assert message.startswith(f"No TensorBoard event files found under {empty!r}.")
 
 
 def test_advise_npy(tmp_path, capsys):
@@ -117,20 +122,47 @@ def test_advise_npy(tmp_path, capsys):
 
 
 def test_advise_errors(tmp_path, capsys):
-    code, _, err = run_main(["advise", str(tmp_path / "missing.npy")], capsys)
-    assert code == cli.EXIT_USAGE and "missing.npy" in err
+    missing = tmp_path / "missing.npy"
+    code, out, err = run_main(["advise", str(missing)], capsys)
+    assert _one_line_error(code, out, err, "advise") == (
+        f"No such labels file: {missing}"
+    )
     bad = tmp_path / "nan.npy"
     np.save(bad, np.array([0.0, np.nan]))
-    code, _, err = run_main(["advise", str(bad)], capsys)
-    assert code == cli.EXIT_USAGE and "y" in err
+    code, out, err = run_main(["advise", str(bad)], capsys)
+    assert "NaN" in _one_line_error(code, out, err, "advise")
 
 
 def test_list_shows_every_registered_name(capsys):
     code, out, _ = run_main(["list"], capsys)
     assert code == cli.EXIT_OK
-    first_words = {line.split()[0] for line in out.splitlines() if line.strip()}
-    assert set(registry.entries("activation")) <= first_words
-    assert set(registry.entries("loss")) <= first_words
+    activations_part, losses_part = out.split("\n\n")
+    rows = {line.split()[0]: line for line in activations_part.splitlines()[2:]}
+    assert set(rows) == set(registry.entries("activation"))
+    rows = {line.split()[0]: line for line in losses_part.splitlines()[2:]}
+    assert set(rows) == set(registry.entries("loss"))
+
+
+def test_list_prints_zero_centred_and_robust_to_outliers(capsys):
+    # The profiles' `zero_centred` and `robust_to_outliers` fields.
+    code, out, _ = run_main(["list"], capsys)
+    activations_part, losses_part = out.split("\n\n")
+    lines = activations_part.splitlines()
+    assert lines[0].split()[:5] == [
+        "activation",
+        "output",
+        "range",
+        "zero-centred",
+        "notes",
+    ]
+    column = lines[0].index("zero-centred")
+    centred = {line.split()[0]: line[column:].split()[0] for line in lines[2:]}
+    assert (centred["tanh"], centred["relu"], centred["sigmoid"]) == ("yes", "no", "no")
+    lines = losses_part.splitlines()
+    assert lines[0].endswith("robust to outliers")
+    robust = {line.split()[0]: line.split()[-1] for line in lines[2:]}
+    assert robust["Huber"] == robust["MeanAbsoluteError"] == "yes"
+    assert robust["MeanSquaredError"] == robust["BinaryCrossentropy"] == "no"
 
 
 def test_installed_console_script(tmp_path):
@@ -162,3 +194,189 @@ def test_python_dash_m_runs_the_cli():
     )
     assert result.returncode == 0, result.stderr
     assert "SparseCategoricalCrossentropy" in result.stdout
+
+
+# -- Reliability: exit codes, damaged files, strict JSON, one-line errors ------
+
+
+def _one_line_error(code, out, err, command):
+    """An error: exit 2, nothing on stdout, one line on stderr, no traceback."""
+    assert code == cli.EXIT_USAGE
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"keras-actloss {command}: error: ")
+    assert "Traceback" not in err
+    return err[len(f"keras-actloss {command}: error: ") : -1]
+
+
+def _event_file(run_dir):
+    (name,) = os.listdir(run_dir / "train")
+    return str(run_dir / "train" / name)
+
+
+def test_report_random_bytes_is_no_data_with_a_warning(tmp_path, capsys):
+    train = tmp_path / "junk" / "train"
+    train.mkdir(parents=True)
+    path = str(train / "events.out.tfevents.1700000000.host.1.v2")
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).bytes(400))
+    code, out, err = run_main(["report", str(tmp_path)], capsys)
+    assert code == cli.EXIT_NO_DATA == 3
+    assert out == f"== run: junk\n{tags.NO_DATA_MESSAGE}\n"
+    assert "healthy" not in out
+    assert err == (
+        f"keras-actloss report: warning: {path}: damaged event file, reading "
+        "stopped at byte 0 of 400 (record 0): corrupted record (Is this even a "
+        "TFRecord file?); the 0 records before it are used\n"
+    )
+
+
+def test_report_truncated_file_warns_and_reads_the_rest(tmp_path, capsys):
+    write_run(tmp_path / "bad", [DEAD])
+    path = _event_file(tmp_path / "bad")
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:
+        f.write(b"\x30\x00\x00")  # a record cut short after 3 bytes
+    code, out, err = run_main(["report", str(tmp_path)], capsys)
+    # The findings before the damage are read: the failure still counts.
+    assert code == cli.EXIT_FAILURES
+    assert "dead_relu in dense, step 4 (value 0.75)" in out
+    # header, layers, 3 recordings, findings: 6 records before the damage.
+    assert err == (
+        f"keras-actloss report: warning: {path}: damaged event file, reading "
+        f"stopped at byte {size} of {size + 3} (record 6): truncated record; "
+        "the 6 records before it are used\n"
+    )
+
+
+def test_report_keras_tensorboard_logs_only(tmp_path, capsys):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    callback = keras.callbacks.TensorBoard(str(tmp_path / "tb"))
+    x, y = np.zeros((4, 3)), np.zeros((4, 1))
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[callback])
+    code, out, err = run_main(["report", str(tmp_path / "tb")], capsys)
+    assert (code, err) == (cli.EXIT_NO_DATA, "")
+    assert out == f"== run: tb\n{tags.NO_DATA_MESSAGE}\n"
+    code, out, _ = run_main(["report", str(tmp_path / "tb"), "--json"], capsys)
+    payload = json.loads(out)
+    assert (code, payload["exit_code"], payload["failed"]) == (3, 3, False)
+    assert payload["runs"] == [
+        {"run": "tb", "has_data": False, "layers": [], "findings": [], "damaged": []}
+    ]
+
+
+@pytest.mark.parametrize(
+    "findings, expected", [([DEAD], cli.EXIT_FAILURES), ([RISK], cli.EXIT_NO_DATA)]
+)
+def test_report_exit_code_with_a_run_without_data(tmp_path, capsys, findings, expected):
+    # Failures win; else one run without data is not a healthy report.
+    write_run(tmp_path / "a", findings)
+    (tmp_path / "b" / "train").mkdir(parents=True)
+    with open(tmp_path / "b" / "train" / "events.out.tfevents.1.h.v2", "wb"):
+        pass  # an empty event file: no data, no damage
+    code, out, err = run_main(["report", str(tmp_path)], capsys)
+    assert (code, err) == (expected, "")
+    assert out.endswith(f"== run: b\n{tags.NO_DATA_MESSAGE}\n")
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_report_json_is_strict(tmp_path, capsys):
+    nan = Finding("non_finite", "dense", 2, float("nan"), "NaN.", "Lower it.")
+    write_run(tmp_path / "r", [nan], norms=(1.0, float("inf"), float("nan")))
+    code, out, _ = run_main(["report", str(tmp_path), "--json"], capsys)
+    payload = _strict_json(out)
+    assert code == cli.EXIT_FAILURES
+    (run,) = payload["runs"]
+    assert run["findings"][0]["value"] == "NaN"
+    dense = run["layers"][0]
+    assert (dense["grad_norm_first"], dense["grad_norm_last"]) == (1.0, "NaN")
+    assert (dense["grad_norm_min"], dense["grad_norm_max"]) == (1.0, 1.0)
+    assert cli.json_safe([float("inf"), -float("inf"), None, 2.5]) == [
+        "Infinity",
+        "-Infinity",
+        None,
+        2.5,
+    ]
+
+
+@pytest.mark.parametrize("column", ["mode", "severity"])
+def test_report_findings_table_without_a_column(tmp_path, capsys, column):
+    from tensorboard.plugins.text import summary_v2 as text
+
+    from keras_actloss.logs import tables
+    from keras_actloss.logs.writer import EventFile
+
+    write_run(tmp_path / "r", [])
+    table = tables.findings_table([DEAD])
+    keep = [i for i, c in enumerate(table[0]) if c != column]
+    events = EventFile(str(tmp_path / "r" / "train"))
+    events.write(text.text_pb("diagnostics/findings", table[:, keep]), 4)
+    events.close()
+    code, out, err = run_main(["report", str(tmp_path)], capsys)
+    message = _one_line_error(code, out, err, "report")
+    header = [c for c in tags.FINDING_COLUMNS if c != column]
+    assert message == (
+        "Expected the `diagnostics/findings` table at step 4 of "
+        f"{tmp_path / 'r' / 'train'} to have the columns "
+        f"{list(tags.FINDING_COLUMNS)}. Missing: ['{column}']; received "
+        f"header: {header}"
+    )
+
+
+def test_report_layers_table_without_a_column(tmp_path, capsys):
+    from tensorboard.plugins.text import summary_v2 as text
+
+    from keras_actloss.logs import tables
+    from keras_actloss.logs.writer import EventFile
+
+    events = EventFile(str(tmp_path))
+    events.write(
+        text.text_pb("diagnostics/layers", tables.layers_table(LAYERS)[:, 1:]), 0
+    )
+    events.close()
+    code, out, err = run_main(["report", str(tmp_path)], capsys)
+    assert "Missing: ['layer']" in _one_line_error(code, out, err, "report")
+
+
+def test_advise_npy_header_claiming_a_huge_shape(tmp_path, capsys):
+    path = tmp_path / "huge.npy"
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\x00" * 80)
+    code, out, err = run_main(["advise", str(path)], capsys)
+    assert _one_line_error(code, out, err, "advise") == (
+        f"Could not read {path} as a .npy array: its header claims shape "
+        "(1000000000000,) of float64 (8000000000000 bytes), the file holds 80 "
+        "bytes of data (at most 8000000000 are read)"
+    )
+
+
+@pytest.mark.parametrize("content", [b"", b"not numpy at all", b"\x93NUMPY\x01\x00"])
+def test_advise_file_that_is_not_npy(tmp_path, capsys, content):
+    path = tmp_path / "labels.npy"
+    path.write_bytes(content)
+    code, out, err = run_main(["advise", str(path)], capsys)
+    message = _one_line_error(code, out, err, "advise")
+    assert message.startswith(f"Could not read {path} as a .npy array: ")
+
+
+def test_help_documents_the_exit_codes(capsys):
+    for argv in (["--help"], ["report", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 0
+        help_text = capsys.readouterr().out
+        assert "exit codes:" in help_text
+        for code, meaning in cli.EXIT_CODES.items():
+            assert f"  {code}  {meaning}" in help_text
+    assert sorted(cli.EXIT_CODES) == [0, 1, 2, 3]

@@ -43,11 +43,15 @@ def test_constant_input_and_default_sizes():
 
 def test_many_steps_are_downsampled_keeping_the_max():
     norms = np.ones((2, 2048))
-    norms[0, 5] = 1e6  # A spike in the first group of 4 columns
+    # 2048 = 500 * 4 + 48 columns: 48 groups of 5, then 452 of 4. Column 5
+    # is in the second group.
+    norms[0, 5] = 1e6
     image, (low, high) = heatmap.render_heatmap(norms, cell_height=1, cell_width=1)
-    assert image.shape[1] == heatmap.MAX_COLUMNS + heatmap.GAP + heatmap.BAR_WIDTH
+    assert heatmap.MAX_COLUMNS == 500
+    assert image.shape[1] == 500 + heatmap.GAP + heatmap.BAR_WIDTH
     assert (low, high) == (0.0, 6.0)
     assert image[0, 1].tolist() == YELLOW and image[0, 0].tolist() == PURPLE
+    assert image[0, 2].tolist() == PURPLE and image[1, 1].tolist() == PURPLE
 
 
 @pytest.mark.parametrize("shape", [(3,), (0, 4), (2, 0), (1, 2, 3)])

@@ -18,7 +18,7 @@ from keras_actloss.diagnostics.records import (
     StepStats,
 )
 from keras_actloss.findings import Finding
-from keras_actloss.logs import reader
+from keras_actloss.logs import events, reader
 from keras_actloss.logs.heatmap import render_heatmap
 from keras_actloss.logs.writer import (
     DiagnosticsWriter,
@@ -284,7 +284,10 @@ def test_readable_without_close(tmp_path):
     assert run.series("grad_norm", "dense") == [(3, 0.75)]
     assert run.findings == FINDINGS[:1]
     writer.close()
-    writer.close()  # Idempotent.
+    writer.close()  # Idempotent: the file is closed once, nothing is added.
+    (path,) = events.event_files(str(tmp_path / "train"))
+    assert events.check_file(path) is None
+    assert len(list(events.read_events(path))) == 4  # version, 3 writes
 
 
 def test_layers_fallback_without_table(tmp_path):
@@ -341,6 +344,9 @@ def test_writer_is_lazy(tmp_path):
     assert writer.open() is writer and writer.open() is writer
     assert os.path.isdir(str(tmp_path / "run" / "train"))
     writer.close()
+    # Opened once: one event file, holding only its `file_version` event.
+    (path,) = events.event_files(str(tmp_path / "run" / "train"))
+    assert [e.file_version for e in events.read_events(path)] == ["brain.Event:2"]
 
 
 def test_event_file_format(tmp_path):
@@ -363,6 +369,10 @@ def test_event_file_format(tmp_path):
     assert events[1].summary == summary
     first.close()
     second.close()
+    # Closing writes nothing more; the unwritten file holds its header only.
+    assert len(list(event_file_loader.LegacyEventFileLoader(first.path).Load())) == 2
+    (header,) = event_file_loader.LegacyEventFileLoader(second.path).Load()
+    assert header.file_version == "brain.Event:2"
 
 
 @pytest.mark.parametrize(
@@ -515,8 +525,8 @@ def test_second_writer_extends_the_run(tmp_path):
         40: ["exploding_gradients"],
     }
     assert reader.read_run(str(tmp_path)).findings == [first, again, later]
-    assert reader.findings_by_step(str(tmp_path / "train")) == {
+    assert events.findings_by_step(str(tmp_path / "train")) == {
         0: [first, again],
         40: [later],
     }
-    assert reader.findings_by_step(str(tmp_path / "nope")) == {}
+    assert events.findings_by_step(str(tmp_path / "nope")) == {}

@@ -28,6 +28,7 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 
+from keras_actloss.logs import tags
 from keras_actloss.logs.writer import DiagnosticsWriter
 from keras_actloss.tensorboard_plugin import plugin as plugin_lib
 
@@ -137,14 +138,15 @@ def test_health_buckets_steps_into_requested_columns(client):
     assert payload["columns"] == [[0, 2], [3, 5], [6, 7], [8, 9]]
     norms = {h["section"]: h for h in payload["heatmaps"]}["grad_norm"]
     stem = norms["values"][0]
-    # Geometric mean of 10^-a .. 10^-b is 10^-(mean exponent).
-    np.testing.assert_allclose(stem, [1e-1, 1e-4, 10**-6.5, 10**-8.5], rtol=REL)
+    # Each cell is the largest value of its steps: 10^-first step.
+    np.testing.assert_allclose(stem, [1.0, 1e-3, 1e-6, 1e-8], rtol=REL)
     head = _cells(norms["values"][2])
-    # Steps 6, 7 hold 6.5 and NaN: the NaN wins the cell.
-    assert head[2] != head[2]
-    np.testing.assert_allclose(head[0], (0.5 * 1.5 * 2.5) ** (1 / 3), rtol=REL)
+    # Steps 6, 7 hold 6.5 and NaN: the NaN wins the cell; 0.5 + step otherwise.
+    assert math.isnan(head[2])
+    np.testing.assert_allclose([head[0], head[1], head[3]], [2.5, 5.5, 9.5], rtol=REL)
     dead = {h["section"]: h for h in payload["heatmaps"]}["dead_fraction"]
-    np.testing.assert_allclose(dead["values"][0], [0.1, 0.4, 0.65, 0.85], rtol=REL)
+    # step / 10 at the last step of each group.
+    np.testing.assert_allclose(dead["values"][0], [0.2, 0.5, 0.7, 0.9], rtol=REL)
 
 
 def test_health_findings_table(client):
@@ -171,9 +173,13 @@ def test_health_findings_table(client):
 def test_run_without_our_data_says_so(client):
     response = client.get("/health", "run=plain")
     assert response.status_code == 200
-    payload = _json(response)
-    assert payload["has_data"] is False
-    assert "GradientDiagnostics" in payload["message"]
+    # The same message as `keras-actloss report` prints for such a run.
+    assert _json(response) == {
+        "run": "plain",
+        "has_data": False,
+        "message": tags.NO_DATA_MESSAGE,
+    }
+    assert "GradientDiagnostics(log_dir=...)" in tags.NO_DATA_MESSAGE
 
 
 @pytest.mark.parametrize(
@@ -252,10 +258,11 @@ def test_large_run_is_bounded_to_500_columns(tmp_path):
     assert norms["layers"] == layers
     assert all(len(row) == 500 for row in norms["values"])
     # The last column holds steps 1999, 2001, 2017, 4500; dense_9 records
-    # (step + 1) * 10 there, averaged geometrically.
-    last = steps[-4:]
-    expected = np.exp(np.mean(np.log((last + 1) * 10.0)))
-    np.testing.assert_allclose(norms["values"][9][-1], expected, rtol=REL)
+    # (step + 1) * 10 there, so the cell is the largest: 4501 * 10.
+    assert steps[-4:].tolist() == [1999, 2001, 2017, 4500]
+    assert norms["values"][9][-1] == 45010.0
+    # The first column holds steps 0-4: dense_0 records step + 1, max 5.
+    assert norms["values"][0][0] == 5.0
     assert payload["heatmaps"][1]["layers"] == []
 
 

@@ -90,7 +90,7 @@ function draw(payload) {
   const perColumn = cols.length ? payload.recorded_steps / cols.length : 0;
   status.textContent = `${payload.layers.length} layers · ${payload.recorded_steps} ` +
       `recorded steps` + (perColumn > 1 ?
-        ` · ${cols.length} columns, each the mean of ~${perColumn.toFixed(1)} steps` : '');
+        ` · ${cols.length} columns, each the largest of ~${perColumn.toFixed(1)} steps` : '');
   const parts = payload.heatmaps.map((h) => heatmapSection(h, cols, payload.findings));
   parts.push(findingsSection(payload.findings));
   view.replaceChildren(...parts);
