@@ -10,6 +10,8 @@ import keras
 import numpy as np
 
 from keras_actloss import findings as F
+from keras_actloss.advisor import check_model as run_check_model
+from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.callbacks._graph_stats import FULL, SENTINEL
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -19,6 +21,7 @@ from keras_actloss.diagnostics.records import (
 )
 from keras_actloss.diagnostics.rules import HealthRules, Thresholds
 from keras_actloss.findings import Finding, TrainingFailure
+from keras_actloss.logs.writer import DiagnosticsWriter
 
 ON_FAILURE = ("warn", "stop", "raise")
 
@@ -122,28 +125,47 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
-    - Every step: each gradient's norm, written in-graph into a ring the
-      host reads at recordings and epoch ends (and before it wraps), from
-      which it takes the global norm and a non-finite check. An explosion
-      or NaN between recordings is reported with its step. Under dynamic
-      loss scaling a non-finite step is an overflow that the optimizer
-      skips; it only counts as non-finite once it persists for 10 steps in
-      a row.
-    - Every `every_n_steps` steps: per layer with trainable weights the
-      gradient L2 norm, RMS and max-abs and the update-to-weight ratio
-      `||dw|| / ||w||`; per layer whose output goes through a ReLU-family,
-      sigmoid or tanh activation the fraction of zero (inactive) outputs, of
-      dead units (channels inactive for every sample of the batch) and of
-      saturated outputs.
+    - Every step: each gradient's norm and the learning rate, returned with
+      the step's logs and judged on the host right after the step (with
+      `steps_per_execution=k`, after each execution of `k` steps, from a
+      ring of rows in a variable). Under dynamic loss scaling a non-finite
+      step is an overflow that the optimizer skips; it only counts as
+      non-finite once it persists for 10 steps in a row.
+    - Full recordings: per layer with trainable weights the gradient L2
+      norm, RMS and max-abs and the update-to-weight ratio `||dw|| / ||w||`;
+      per layer whose output goes through a ReLU-family, sigmoid or tanh
+      activation the fraction of zero (inactive) outputs, of dead units
+      (channels inactive for every sample of the batch) and of saturated
+      outputs. They are dense when failures start: every step for the
+      first 16 steps, then at gaps growing by one step every 8 steps up to
+      `every_n_steps`; the same again from the step after a jump (a global
+      gradient norm 10x above its recent level, or 10x below it for 3 steps
+      in a row, or a learning rate changed 10x).
     - `step` is the optimizer iteration, so a second `fit` continues the
-      count. With `steps_per_execution=k`, batch hooks fire once per `k`
-      steps: statistics are those of the last step of an execution that
-      contains a multiple of `every_n_steps`, and the sentinel still watches
-      every step.
+      count.
 
-    Steps that are not recorded run a train function with only the sentinel;
-    the model's own train function is restored after `fit` (also when `fit`
-    died: the next training call undoes the hooks first).
+    When each failure can first be reported (default thresholds; step
+    counts from the onset, with the finding's `step` at the onset):
+
+    - `non_finite`: after the step it happens in, before the next step
+      runs (after the execution, with `steps_per_execution`); under dynamic
+      loss scaling after 10 overflows in a row. With `on_failure="stop"` or
+      `"raise"` training stops there.
+    - `exploding_gradients`: after 2 steps over the limit (100x the early
+      and the recent norm, or 1e6), after 1 step at 1e4x the early norm, or
+      together with the NaN that ends it, when the step before it was over
+      the limit or 10x its recent level.
+    - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
+      ratios: once the condition held for 3 recordings over at least 5
+      steps (dead units: over at least 128 samples of the latest
+      recordings), so within about 5 steps of the start of training or of
+      a jump with batches of 32 or more; later in a long run without a jump,
+      after 3 recordings `every_n_steps` apart.
+
+    Steps that are not recorded run a train function with only the
+    every-step check; the model's own train function is restored after
+    `fit` (also when `fit` died: the next training call undoes the hooks
+    first).
 
     Examples:
 
@@ -158,13 +180,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         log_dir: Directory for TensorBoard event files (written under
             `<log_dir>/train`), or None to only collect `findings`. Defaults
             to `None`.
-        every_n_steps: Steps between full per-layer recordings. Defaults to
-            `100`: about 1.00x and 1.01-1.03x the time of a plain `fit` for
-            a 3-4 ms/step MLP and a small CNN at batch 128 on 2 CPU cores
-            (`benchmarks/overhead.py`); `1` (every step) costs 1.22-1.27x
-            and 1.18-1.21x there: in-graph passes over every gradient and
-            weight (norms, max and min, update norms) and about 0.25 ms of
-            host-side arithmetic, rules and writing per step.
+        every_n_steps: Most steps between two full per-layer recordings,
+            once training runs steadily. A full recording costs in-graph
+            passes over every gradient and weight and some host-side
+            arithmetic; `benchmarks/RESULTS.md` has the measured overhead.
+            Defaults to `100`.
         histogram_every_n_steps: Steps between gradient histograms (a strided
             sample of at most 4096 gradient elements per layer), or None for
             none. Defaults to `1000`.
@@ -246,8 +266,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
-        from keras_actloss.callbacks import _keras_hooks
-
         self._cleanup()
         self._check_log_dir()
         model = self.model
@@ -410,22 +428,18 @@ class GradientDiagnostics(keras.callbacks.Callback):
             raise TrainingFailure(failures[0])
 
     def _static_checks(self) -> None:
-        from keras_actloss.advisor import check_model
-
-        self._handle(self._unseen(check_model(self.model)))
+        self._handle(self._unseen(run_check_model(self.model)))
 
     def _label_checks(self) -> list[Finding]:
         """`check_model` with labels of the first recorded batch, once."""
         if not self.check_model or self._labels_checked:
             return []
-        from keras_actloss.advisor import check_model
-
         labels = self._hooks.read_labels()
         if labels is None:
             return []
         self._labels_checked = True
         try:
-            found = check_model(self.model, y=labels)
+            found = run_check_model(self.model, y=labels)
         except ValueError:
             return []  # Labels it cannot read (NaN, ...): nothing to add.
         return self._unseen(found)
@@ -449,8 +463,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _check_log_dir(self) -> None:
         if self.log_dir is None:
             return
-        from keras_actloss.logs.writer import DiagnosticsWriter
-
         try:
             if self._writer is None:
                 self._writer = DiagnosticsWriter(self.log_dir)

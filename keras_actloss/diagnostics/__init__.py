@@ -1,5 +1,5 @@
 """Gradient and activation statistics and the rules that judge them.
 
 Nothing here imports TensorBoard: statistics and rules are pure; the
-`keras_actloss.tensorboard` package does the I/O.
+`keras_actloss.logs` package does the I/O.
 """
