@@ -53,16 +53,17 @@ _HOST_LAYER_FIELDS = (
 )
 # A ring row, written on every step: the step, a tick (our own step count,
 # only under loss scaling, where a skipped step repeats the step), the loss
-# scale (1 without), the learning rate, then `_norm_row` of the gradients,
-# zero-padded.
-RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_HEAD = 0, 1, 2, 3, 4
+# scale (1 without), the learning rate, the loss (this replica's; NaN when
+# unknown), then `_norm_row` of the gradients, zero-padded.
+RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
 # Head of the full-statistics vector, after its ring row and the gradients'
 # max and min (see `GraphStats._full_reader`).
 FULL_HEAD = ("loss", "batch_size", "learning_rate")
-# The logs keys the full-statistics vector and (on other steps) the ring row
-# leave the train function under (taken out before Keras sees the logs).
+# The logs keys the statistics vector (the ring row, then the full
+# statistics, zero on other steps) and the gradient samples leave the train
+# function under (taken out before Keras sees the logs).
 FULL_LOGS_KEY = "_keras_actloss_full"
-ROW_LOGS_KEY = "_keras_actloss_row"
+SAMPLE_LOGS_KEY = "_keras_actloss_sample"
 
 
 def _f32(tensor):
@@ -169,10 +170,18 @@ def fold_rows(
     once it is the `patience`-th in a row; earlier ones are skipped
     overflow steps. `layer` is the first layer with non-finite gradients of
     a counted step, else -1.
+
+    Without loss scaling an infinite norm with no NaN and a finite loss is
+    a norm beyond float32's range (its square overflows), not a non-finite
+    gradient: its norm is `inf` and it is not counted.
     """
     values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
     norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
-    bad = (~np.isfinite(values).all(axis=1)).tolist()
+    bad = ~np.isfinite(values).all(axis=1)
+    if patience is None:
+        huge = ~np.isnan(values).any(axis=1) & np.isfinite(rows[:, RING_LOSS])
+        bad &= ~huge
+    bad = bad.tolist()
     out = []
     columns = zip(
         rows[:, RING_STEP].tolist(), norms.tolist(), bad, rows[:, RING_LR].tolist()
@@ -206,20 +215,21 @@ def _handle_of(read):
     return op.inputs[0] if op.type == "ReadVariableOp" else None
 
 
-_ADDITIVE_UPDATES = ("AssignSubVariableOp", "AssignAddVariableOp")
+_ADDITIVE_UPDATES = {"AssignSubVariableOp": -1.0, "AssignAddVariableOp": 1.0}
 
 
-def _single_updates(reads: list, ops: list) -> list:
+def _additive_updates(reads: list, ops: list) -> list:
     """The tensor each variable was changed by in `ops`, or None.
 
     `reads` are reads of the variables taken before `ops` (the optimizer's
-    `apply`) were traced. When the only op of `ops` that takes a variable's
-    handle, besides reads, is one `AssignSubVariableOp` or
-    `AssignAddVariableOp`, that op's value is the update, and its norm is
-    `||w_after - w_before||` without keeping a copy of the weights. Any
-    other use (an assign, a second update, weight decay, a constraint, a
-    scatter, the handle passed into a cond or a function) gives None: the
-    caller then compares the weights after `ops` with `reads`.
+    `apply`) were traced. When the only ops of `ops` that take a variable's
+    handle, besides reads, are `AssignSubVariableOp`s and
+    `AssignAddVariableOp`s (an update, and weight decay with AdamW), their
+    signed sum is the change, and its norm is `||w_after - w_before||`
+    without keeping a copy of the weights. Any other use (an assign, a
+    constraint, a scatter, the handle passed into a cond or a function)
+    gives None: the caller then compares the weights after `ops` with
+    `reads`.
     """
     users: dict[str, list] = {}
     for op in ops:
@@ -230,8 +240,14 @@ def _single_updates(reads: list, ops: list) -> list:
     for read in reads:
         handle = _handle_of(read)
         found = [] if handle is None else users.get(handle.name, [])
-        single = len(found) == 1 and found[0].type in _ADDITIVE_UPDATES
-        updates.append(found[0].inputs[1] if single else None)
+        if not found or any(op.type not in _ADDITIVE_UPDATES for op in found):
+            updates.append(None)
+            continue
+        if len(found) == 1:  # Its sign does not change the norm.
+            updates.append(found[0].inputs[1])
+            continue
+        signed = [_ADDITIVE_UPDATES[op.type] * _f32(op.inputs[1]) for op in found]
+        updates.append(sum(signed[1:], signed[0]))
     return updates
 
 
@@ -250,8 +266,9 @@ class GraphStats:
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
     `replicas`, `loss_scaled`, `ring_rows`, `_local`, `_present`,
-    `_var_layer`, `_last_full` and the variables `_ring`, `_tick`,
-    `_samples`, `_labels`.
+    `_var_layer`, `_sample_sizes`, `_sample_total`, `_last_full`,
+    `_last_sample` and the variables `_ring`, `_tick`, `_full`, `_labels`,
+    `_inputs`.
     """
 
     def _reduce(self, grads: list) -> list:
@@ -268,30 +285,56 @@ class GraphStats:
         )
         return [None if g is None else next(summed) for g in dense]
 
-    def _instrumented_apply(self, original, mode, grads, variables, passed):
+    def _instrumented_apply(self, original, grads, variables, passed):
+        """The optimizer's `apply` with the statistics of one step.
+
+        One traced function serves every step: the ring row is written on
+        every step, and the full statistics are computed in two `tf.cond`
+        branches (before and after the update) that run only while the
+        `_full` flag variable is set, so switching between the every-step
+        check and full recordings needs no second trace.
+        """
         tf = self._tf
         scale = self._scale()
         reduced = self._reduce(grads)
-        full = mode == FULL
-        row, extremes = self._write_ring(reduced, variables, scale, full)
-        # Leaves the graph with the step's logs, so the host judges every
-        # step right after it ran (`TrainHooks._make`).
-        self._local.row = row[0]
-        if not full:
-            return original(grads, passed)
+        row, present = self._write_ring(reduced, variables, scale)
         layer_grads = self._group(reduced, variables)
         for i, g in enumerate(layer_grads):
             self._present[(i, "grad")] = bool(g)
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        weights, self._weight_layout, _ = _norm_row(before)
-        activations = self._activation_counts()
-        if self._samples:
-            self._write_samples(layer_grads, scale)
-        # The optimizer waits for the weight norms, so the weights are no
-        # longer read when it updates them: no copy-on-write of every weight.
-        # (Through the gradients: measured faster than a control dependency
-        # on every op of `apply`.)
-        with tf.control_dependencies([weights]):
+        full = tf.convert_to_tensor(self._full)
+        sizes = {}
+
+        def measure():
+            _, _, extremes = _norm_row(present, extremes=True)
+            weights, self._weight_layout, _ = _norm_row(before)
+            counts = self._activation_counts()
+            pair = self._loss_and_batch()
+            summed = tf.concat([pair] + ([] if counts is None else [counts]), 0)
+            same = tf.concat([extremes[0], weights[0]], 0)
+            sample = self._sample_vector(layer_grads, scale)
+            sizes.update(same=same.shape[0], summed=summed.shape[0])
+            return same, summed, sample
+
+        def skip():
+            return (
+                tf.zeros([sizes["same"]]),
+                tf.zeros([sizes["summed"]]),
+                tf.zeros([self._sample_total]),
+            )
+
+        same, summed, sample = tf.cond(full, measure, skip)
+        if self.replicas > 1:
+            # Outside the branches: every replica takes part in it.
+            summed = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, summed
+            )
+        self._local.sample = sample
+        # The optimizer waits for the statistics before it updates, so the
+        # weights are no longer read when it updates them: no copy-on-write
+        # of every weight. (Through the gradients: measured faster than a
+        # control dependency on every op of `apply`.)
+        with tf.control_dependencies([same]):
             grads = [None if g is None else tf.identity(g) for g in grads]
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
             result = original(grads, passed)
@@ -300,36 +343,33 @@ class GraphStats:
             graph = tf.compat.v1.get_default_graph()
             start = len(graph.get_operations())
             result = original(grads, passed)
-            updates = _single_updates(before, graph.get_operations()[start:])
-        deltas, _, _ = _norm_row(
-            [
-                _f32(tf.convert_to_tensor(v)) - _f32(b) if u is None else u
-                for v, b, u in zip(self._plan_vars(), before, updates)
-            ]
-        )
-        head = self._loss_and_batch()
-        head.append(tf.cast(self.optimizer.learning_rate, "float32"))
-        rest = [extremes[0], tf.stack(head), weights[0], deltas[0]]
-        if activations is not None:
-            rest.append(activations)
+            updates = _additive_updates(before, graph.get_operations()[start:])
+        # Variables changed other than by additive updates are compared with
+        # their reads from before the update (kept alive, so copied).
+        changes = [
+            u if u is not None else _f32(tf.convert_to_tensor(v)) - _f32(b)
+            for v, b, u in zip(self._plan_vars(), before, updates)
+        ]
+        nw = len(before)
+        deltas = tf.cond(full, lambda: _norm_row(changes)[0][0], lambda: tf.zeros([nw]))
+        m = len(present)
+        head = [summed[:2], tf.reshape(tf.cast(row[0, RING_LR], "float32"), [1])]
+        vector = tf.concat([same[: 2 * m], *head, same[2 * m :], deltas, summed[2:]], 0)
         # Leaves the graph as an output of the train function (no variable
         # read on the host); `TrainHooks._make` adds it to the step's logs.
-        self._local.full = tf.concat(
-            [row[0], tf.cast(tf.concat(rest, 0), "float64")], 0
-        )
+        self._local.full = tf.concat([row[0], tf.cast(vector, "float64")], 0)
         return result
 
-    def _write_ring(self, grads, variables, scale, extremes: bool):
+    def _write_ring(self, grads, variables, scale):
         """Writes this step's ring row (`RING_*` layout).
 
         Runs on every step, so it is written for few graph ops: the norms
         of `_norm_row`, one concat, one scatter into the row of this step.
-        Returns the row `[1, w]` and, with `extremes`, the gradients' max
-        and min row of `_norm_row`.
+        Returns the row `[1, w]` and the gradients it holds, in order.
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        norms, layout, ends = _norm_row([g for g, _ in present], extremes)
+        norms, layout, _ = _norm_row([g for g, _ in present])
         width = int(self._ring.shape[1])
         if RING_HEAD + len(present) > width:
             raise RuntimeError(
@@ -357,6 +397,9 @@ class GraphStats:
             head.append(tf.reshape(tf.cast(scale, "float64"), [1, 1]))
         rate = tf.convert_to_tensor(self.optimizer.learning_rate)
         head.append(tf.reshape(tf.cast(rate, "float64"), [1, 1]))
+        loss = getattr(self._local, "loss", None)
+        loss = tf.constant(float("nan")) if loss is None else loss
+        head.append(tf.reshape(tf.cast(loss, "float64"), [1, 1]))
         pad = width - RING_HEAD - len(present)
         parts = head + [tf.cast(norms, "float64")]
         if pad:
@@ -364,30 +407,25 @@ class GraphStats:
         row = tf.concat(parts, 1)
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
-        return row, ends
+        return row, [g for g, _ in present]
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""
         return [v for p in self.plans for v in p.variables]
 
-    def _loss_and_batch(self) -> list:
-        """The step's loss (mean over replicas) and global batch size."""
+    def _loss_and_batch(self):
+        """`[2]`: this replica's loss and batch size (summed across replicas
+        by the caller: Keras already divided the loss by their number)."""
         tf = self._tf
         loss = getattr(self._local, "loss", None)
         self._present[(-1, "loss")] = loss is not None
         loss = tf.constant(float("nan")) if loss is None else loss
-        pair = tf.stack(
+        return tf.stack(
             [
                 tf.cast(tf.reshape(loss, []), "float32"),
                 tf.cast(self._local.batch, "float32"),
             ]
         )
-        if self.replicas > 1:
-            # Keras already divided the loss by the number of replicas.
-            pair = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, pair
-            )
-        return [pair[0], pair[1]]
 
     def _group(self, grads, variables) -> list[list]:
         """Each monitored layer's gradients, with the static shapes of their
@@ -409,8 +447,9 @@ class GraphStats:
         (ReLU family; `x > inactive_below`, summed over the batch and
         positions), the saturated elements (sigmoid/tanh), and the element
         count when it is not static. Three graph ops per ReLU layer; the
-        fractions are taken on the host (`_activation_fields`). Summed
-        across replicas. A layer whose unit count is not static is left out.
+        fractions are taken on the host (`_activation_fields`). This
+        replica's counts (the caller sums them across replicas). A layer
+        whose unit count is not static is left out.
         """
         tf = self._tf
         outputs = getattr(self._local, "outputs", {})
@@ -441,12 +480,7 @@ class GraphStats:
         self._act_layout = layout
         if not parts:
             return None
-        vector = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
-        if self.replicas > 1:
-            vector = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, vector
-            )
-        return vector
+        return tf.concat(parts, 0) if len(parts) > 1 else parts[0]
 
     def _activation_fields(self, counts: list, batch: float) -> dict[int, tuple]:
         """Zero, dead and saturated fractions and, for layers whose units can
@@ -477,35 +511,35 @@ class GraphStats:
             fields[i] = (zero, dead, sat, mortal)
         return fields
 
-    def _write_samples(self, layer_grads, scale) -> None:
-        """A strided sample of each layer's gradients into `_samples`.
+    def _sample_vector(self, layer_grads, scale):
+        """A strided sample of each layer's gradients, joined (`[S]`).
 
         Sliced per tensor before joining, so no copy of a whole gradient is
-        made: cheap enough for every full step.
+        made: cheap enough for every full step. Layer `i`'s sample is
+        `_sample_sizes[i]` long; a layer without gradients gets zeros.
         """
         tf = self._tf
-        for i, var in self._samples.items():
+        parts = []
+        for i, size in self._sample_sizes.items():
             g = layer_grads[i]
             if not g:
+                parts.append(tf.zeros([size]))
                 continue
-            size = int(var.shape[0])
             total = sum(int(np.prod(x.shape)) for x in g)
             stride = max(1, total // size)
-            parts = [tf.reshape(x, [-1])[::stride] for x in g]
-            flat = tf.cast(
-                tf.concat(parts, 0) if len(parts) > 1 else parts[0], "float32"
-            )
             # sum(ceil(n_i / stride)) >= total / stride >= size: no padding.
+            flat = tf.concat([tf.reshape(_f32(x), [-1])[::stride] for x in g], 0)
             sample = flat[:size]
-            if scale is not None:
-                sample = sample / scale
-            var.assign(sample)
+            parts.append(sample if scale is None else sample / scale)
+        if not parts:
+            return tf.zeros([0])
+        return tf.concat(parts, 0) if len(parts) > 1 else parts[0]
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:
         """Starts judging steps after the ones run so far."""
         self._streak = 0.0
-        self._last_row = None
+        self._last_full = self._last_sample = None
         key = self._tick if self.loss_scaled else self.optimizer.iterations
         self._consumed = int(key.numpy()) - (0 if self.loss_scaled else 1)
 
@@ -537,9 +571,9 @@ class GraphStats:
         after several (`steps_per_execution`, or rows left unread) the ring
         is read.
         """
-        row, self._last_row = self._last_row, None
-        if row is not None:
-            row = row.numpy()[None, :]
+        vector, self._last_full = self._last_full, None
+        if vector is not None:
+            row = vector.numpy()[None, : int(self._ring.shape[1])]
             if row[0, self._ring_key()] == self._consumed + 1:
                 return self._fold(row)
         return self._fold(self._ring.value().numpy())
@@ -671,11 +705,14 @@ class GraphStats:
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""
-        return {
-            i: var.numpy()
-            for i, var in self._samples.items()
-            if self._present.get((i, "grad"))
-        }
+        if self._last_sample is None:
+            return {}
+        values, out, at = self._last_sample.numpy(), {}, 0
+        for i, size in self._sample_sizes.items():
+            if self._present.get((i, "grad")):
+                out[i] = values[at : at + size]
+            at += size
+        return out
 
     def read_labels(self):
         """Labels of a recorded batch (float32, up to 64 rows), or None.

@@ -52,7 +52,7 @@ from keras_actloss.callbacks._graph_stats import (
     FULL_LOGS_KEY,
     LABEL_ROWS,
     RING_HEAD,
-    ROW_LOGS_KEY,
+    SAMPLE_LOGS_KEY,
     GraphStats,
     RowLayout,
 )
@@ -246,7 +246,8 @@ class TrainHooks(GraphStats):
         self.strategy = model.distribute_strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self._local = threading.local()
-        self._functions: dict[str, Any] = {}
+        self._function = None
+        self._mode = None
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
         self.signature = self.signature_of(model)
@@ -311,12 +312,20 @@ class TrainHooks(GraphStats):
             self._tick = None
             if self.loss_scaled:
                 self._tick = self._variable(np.zeros((), "int64"))
-            self._samples = {}
-            if self.histogram_size:
-                for i, plan in enumerate(self.plans):
-                    size = self._sample_size(plan.variables)
-                    if size:
-                        self._samples[i] = self._variable(np.zeros(size, "float32"))
+            # Read in-graph every step: full statistics while it is set.
+            self._full = self._tf.Variable(
+                False,
+                trainable=False,
+                synchronization=self._tf.VariableSynchronization.ON_WRITE,
+                aggregation=self._tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+        self._sample_sizes = {}
+        if self.histogram_size:
+            for i, plan in enumerate(self.plans):
+                size = self._sample_size(plan.variables)
+                if size:
+                    self._sample_sizes[i] = size
+        self._sample_total = sum(self._sample_sizes.values())
         self._grad_layout = self._weight_layout = RowLayout()
         self._grad_layers, self._grad_counts, self._act_layout = [], [], []
         self._var_layer = {}
@@ -365,43 +374,53 @@ class TrainHooks(GraphStats):
 
     # --------------------------------------------------------- train function
     def use(self, mode: str) -> None:
-        """Makes `fit` run the `mode` train function (built on first use)."""
-        if mode not in self._functions:
-            self._functions[mode] = self._make(mode)
-        self.model.train_function = self._functions[mode]
+        """Makes the next steps compute `mode`'s statistics (`FULL` or the
+        every-step check): one train function, traced on first use, reads
+        the `_full` flag."""
+        if self._function is None:
+            self._function = self._make()
+        self.model.train_function = self._function
+        if mode != self._mode:
+            self._full.assign(mode == FULL)
+            self._mode = mode
 
-    def _make(self, mode: str):
+    def _make(self):
         model = self.model
         train_step = model.train_step
+        tf = self._tf
 
         def step(data):
-            self._local.mode = mode
+            self._local.active = True
             self._local.outputs = {}
             self._local.loss = None
-            first = self._tf.nest.flatten(data)[0]
-            self._local.batch = self._tf.shape(first)[0]
-            if mode == FULL and self._labels is not None:
-                self._keep_batch(data)
-            self._local.full = self._local.row = None
-            key, out = FULL_LOGS_KEY, None
+            first = tf.nest.flatten(data)[0]
+            self._local.batch = tf.shape(first)[0]
+            if self._labels is not None:
+                tf.cond(
+                    tf.convert_to_tensor(self._full),
+                    lambda: self._keep_batch(data),
+                    lambda: tf.constant(False),
+                )
+            self._local.full = self._local.sample = None
             try:
                 logs = train_step(data)
-                out = self._local.full if mode == FULL else self._local.row
-                if mode != FULL:
-                    key = ROW_LOGS_KEY
-                if out is not None:
+                if self._local.full is not None:
                     if not isinstance(logs, dict):
                         raise ValueError(
                             "GradientDiagnostics expects `train_step` to "
                             "return a dict of logs, as Keras documents. "
                             f"Received: {type(logs).__name__}"
                         )
-                    logs = {**logs, key: out}
+                    logs = {
+                        **logs,
+                        FULL_LOGS_KEY: self._local.full,
+                        SAMPLE_LOGS_KEY: self._local.sample,
+                    }
                 return logs
             finally:
-                self._local.mode = None
+                self._local.active = False
                 self._local.outputs = {}
-                self._local.full = self._local.row = None
+                self._local.full = self._local.sample = None
 
         function = model._make_function(step)
 
@@ -411,23 +430,22 @@ class TrainHooks(GraphStats):
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            if mode == FULL:
-                self._last_full = logs.pop(FULL_LOGS_KEY, None)
-            else:
-                self._last_row = logs.pop(ROW_LOGS_KEY, None)
+            self._last_full = logs.pop(FULL_LOGS_KEY, None)
+            self._last_sample = logs.pop(SAMPLE_LOGS_KEY, None)
             return logs
 
         return train_function
 
-    def _keep_batch(self, data) -> None:
+    def _keep_batch(self, data):
         """Copies the first rows of a single label tensor into `_labels`
-        and of a single input tensor into `_inputs`."""
+        and of a single input tensor into `_inputs` (a `tf.cond` branch)."""
         tf = self._tf
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         for value, variable in ((y, self._labels), (x, self._inputs)):
             flat = tf.nest.flatten(value)
             if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
                 variable.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
+        return tf.constant(True)
 
     def _call_wrapper(self, original, index: int):
         tf = self._tf
@@ -435,8 +453,7 @@ class TrainHooks(GraphStats):
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            mode = getattr(self._local, "mode", None)
-            if mode == FULL and tf.is_tensor(outputs):
+            if getattr(self._local, "active", False) and tf.is_tensor(outputs):
                 self._local.outputs[index] = outputs
             return outputs
 
@@ -447,7 +464,7 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(original)
         def scale_loss(loss):
-            if getattr(self._local, "mode", None) == FULL:
+            if getattr(self._local, "active", False):
                 self._local.loss = loss
             return original(loss)
 
@@ -456,8 +473,7 @@ class TrainHooks(GraphStats):
     def _apply_wrapper(self, original):
         @functools.wraps(original)
         def apply(grads, trainable_variables=None):
-            mode = getattr(self._local, "mode", None)
-            if mode is None:
+            if not getattr(self._local, "active", False):
                 return original(grads, trainable_variables)
             grads = list(grads)
             if trainable_variables is None:
@@ -466,7 +482,7 @@ class TrainHooks(GraphStats):
                 trainable_variables = list(trainable_variables)
                 variables = trainable_variables
             return self._instrumented_apply(
-                original, mode, grads, variables, trainable_variables
+                original, grads, variables, trainable_variables
             )
 
         return apply

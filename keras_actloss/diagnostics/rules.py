@@ -358,7 +358,8 @@ class HealthRules:
             return new
         self._last_step = event.step
         self._rate_jump(event.learning_rate)
-        if event.non_finite or not _finite(event.global_norm):
+        overflow = event.global_norm == math.inf and not event.non_finite
+        if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
         else:
             self._exploding_norm(new, event.step, event.global_norm)
@@ -439,6 +440,8 @@ class HealthRules:
         spike = early is not None and norm >= t.exploding_spike_growth * early
         if spike or count >= t.exploding_patience:
             growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
+            if norm == math.inf:
+                growth += " (beyond float32's range)"
             message = (
                 f"The global gradient norm reached {norm:.3g} at step {step}"
                 f"{growth}: the gradients are exploding and training diverges."
