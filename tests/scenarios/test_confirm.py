@@ -107,6 +107,8 @@ def test_lr_jump():
     # Explosion: each of steps 151-154 has a ~1e3-1e10x larger norm (~1e21).
     assert all(g[s] > 100 * g[s - 1] for s in range(151, 155))
     assert g[154] > 1e20
+    # Its square overflows float32, though every gradient element is finite.
+    assert g[154] ** 2 > np.finfo("float32").max
     # The second ReLU layer dies: >= 50% dead from step 152, all from 155.
     assert dead[151] < 0.5 <= dead[152]
     assert dead[155:] == [1.0] * 95
