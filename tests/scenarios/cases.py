@@ -544,13 +544,15 @@ class Detection:
         return min(hits, key=lambda fs: (fs[1], fs[0].step)) if hits else None
 
 
-def detect(case: Case) -> Detection:
+def detect(case: Case, **options) -> Detection:
     """Fits `case` with `GradientDiagnostics(check_model=False)` at default
-    settings (warnings silenced) and a `Recorder` after it."""
+    settings (warnings silenced) and a `Recorder` after it. `options` are
+    passed on to `GradientDiagnostics` (for exploration: the tests and the
+    benchmark use none)."""
     from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 
     setup = case.build()
-    diag = GradientDiagnostics(check_model=False)
+    diag = GradientDiagnostics(check_model=False, **options)
     recorder = Recorder(diag)
     kwargs = setup.fit_kwargs()
     kwargs["callbacks"] = [diag, recorder, *kwargs["callbacks"]]
