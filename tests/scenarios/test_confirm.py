@@ -31,8 +31,9 @@ def test_dead_relu():
     steps = range(len(c.losses))
     # The ReLU layer outputs 0 for every unit and every training sample, from
     # step 0 to the end; no gradient reaches its weights.
-    assert c.dead["dense"] == [1.0] * 16
-    assert all(c.layer_rms["dense"][s] == 0.0 for s in steps)
+    (relu,) = c.dead
+    assert c.dead[relu] == [1.0] * 16
+    assert all(c.layer_rms[relu][s] == 0.0 for s in steps)
     assert finite(c, steps)
     assert c.final_loss > 0.98 * c.initial_loss  # Nothing is learnt.
 
