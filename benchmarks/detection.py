@@ -1,0 +1,209 @@
+"""Detection delay and false alarms of GradientDiagnostics at default settings.
+
+Runs every scenario of `tests/scenarios/cases.py` (the same definitions the
+tests use) with `GradientDiagnostics(check_model=False)` and a recorder after
+it, and prints per scenario: the expected training failure modes with their
+onset step, the step of the first finding of each mode, the step at which it
+was reported, the delay (reported - onset) and the false alarms. Then:
+
+- recall: expected modes reported within 10 steps of onset, with a finding
+  step not before onset (non-finite: found and reported at the very step),
+  over all expected modes;
+- false alarms: findings of an unexpected training mode, or of an expected
+  mode placed before its onset, on healthy and on failing runs.
+
+Only findings with a training mode and severity "failure" count. The results
+replace this benchmark's own section of `benchmarks/RESULTS.md` (between
+`<!-- detection:start -->` and `<!-- detection:end -->`), with the date,
+versions and machine.
+
+Usage:
+
+```
+python benchmarks/detection.py [--only NAME ...] [--no-write]
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_actloss  # noqa: E402
+from tests.scenarios import cases  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+START, END = "<!-- detection:start -->", "<!-- detection:end -->"
+HEADER = (
+    "# Benchmark results\n\nSections are written by the scripts in `benchmarks/`.\n"
+)
+COLUMNS = (
+    "scenario",
+    "expected",
+    "onset",
+    "mode",
+    "finding step",
+    "reported",
+    "delay",
+    "in time",
+    "false alarms",
+)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _alarm(finding, reported) -> str:
+    where = finding.layer or "model"
+    return f"{finding.mode} ({where}) step {finding.step}, reported {reported}"
+
+
+def run(names: list[str] | None) -> tuple[list[list[str]], dict]:
+    """Runs the scenarios; returns the table rows and the totals."""
+    selected = [c for c in cases.CASES if not names or c.name in names]
+    rows, totals = [], {"expected": 0, "detected": 0, "healthy_alarms": 0}
+    totals["failing_alarms"] = 0
+    for case in selected:
+        keras.backend.clear_session(free_memory=False)
+        detection = cases.detect(case)
+        scores, false = cases.score(case, detection)
+        alarms = "; ".join(_alarm(f, s) for f, s in false) or "none"
+        key = "healthy_alarms" if case.healthy else "failing_alarms"
+        totals[key] += len(false)
+        expected = ", ".join(sorted(case.expected)) or "none (healthy)"
+        if not scores:
+            rows.append([case.name, expected, "-", "-", "-", "-", "-", "-", alarms])
+        for i, s in enumerate(scores):
+            totals["expected"] += 1
+            totals["detected"] += s.detected
+            rows.append(
+                [
+                    case.name if i == 0 else "",
+                    expected if i == 0 else "",
+                    str(s.onset),
+                    s.mode,
+                    _cell(s.finding_step),
+                    _cell(s.reported_step),
+                    _cell(s.delay),
+                    "yes" if s.detected else "NO",
+                    alarms if i == 0 else "",
+                ]
+            )
+        print(f"{case.name}: {describe(detection)}", flush=True)
+    totals["healthy_runs"] = sum(c.healthy for c in selected)
+    totals["failing_runs"] = len(selected) - totals["healthy_runs"]
+    return rows, totals
+
+
+def describe(detection) -> str:
+    found = [
+        f"{f.mode}@{f.layer or 'model'}:{f.step}->{s}" for f, s in detection.training
+    ]
+    return ", ".join(found) or "no training findings"
+
+
+def table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary(totals: dict) -> str:
+    recall = totals["detected"] / totals["expected"] if totals["expected"] else 1.0
+    return (
+        f"Recall: {totals['detected']}/{totals['expected']} expected modes "
+        f"reported within {cases.WINDOW} steps of onset ({recall:.0%}). "
+        f"False alarms: {totals['healthy_alarms']} on "
+        f"{totals['healthy_runs']} healthy runs, {totals['failing_alarms']} on "
+        f"{totals['failing_runs']} failing runs."
+    )
+
+
+def _nproc() -> int:
+    """CPUs this process may run on, as `nproc` counts them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def environment() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"commit {commit} (keras_actloss from "
+        f"`{Path(keras_actloss.__file__).parent}`); Python "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}, NumPy {np.__version__}; `nproc` {_nproc()}, "
+        f"{platform.platform()}."
+    )
+
+
+def section(rows, totals, names) -> str:
+    scope = f" (only {', '.join(names)})" if names else ""
+    return "\n".join(
+        [
+            START,
+            "## Detection at default settings (`benchmarks/detection.py`)",
+            "",
+            f"`GradientDiagnostics(check_model=False)` on the scenarios of "
+            f"`tests/scenarios/cases.py`{scope}. {environment()}",
+            "",
+            table(rows),
+            "",
+            summary(totals),
+            END,
+        ]
+    )
+
+
+def write(text: str) -> None:
+    """Replaces this benchmark's section of RESULTS.md, or appends it."""
+    old = RESULTS.read_text() if RESULTS.exists() else HEADER
+    if START in old and END in old:
+        head, rest = old.split(START, 1)
+        new = head + text + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    RESULTS.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=cases.BY_NAME)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    rows, totals = run(args.only)
+    print()
+    print(table(rows))
+    print()
+    print(summary(totals))
+    if not args.no_write:
+        write(section(rows, totals, args.only))
+        print(f"Wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

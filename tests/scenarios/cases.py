@@ -1,0 +1,773 @@
+"""Detection scenarios: one definition each, shared by the tests and the benchmark.
+
+A `Case` is a tiny seeded training run that either fails in a known way from a
+known step (its `onsets`: failure mode -> 0-based optimizer step at which it
+begins) or is a healthy control (no onsets). `build()` returns the compiled
+model, the data and the `fit` arguments; the same build is used by
+
+- `detect(case)`: `model.fit` with `GradientDiagnostics(check_model=False)` at
+  its default settings and a `Recorder` after it that notes at which step each
+  finding was reported;
+- `confirm(case)`: the same model, data, batches and learning rates trained in
+  a plain `tf.GradientTape` loop without the callback, measuring per step the
+  global gradient norm, non-finite values, per-layer gradient RMS, the
+  fraction of dead ReLU units over the whole training set and the fraction of
+  saturated sigmoid/tanh outputs over the whole training set. It is the
+  independent evidence that a failure scenario really fails as named, from
+  the step named, and that a healthy control really trains.
+
+All runs use `shuffle=False`, so both loops see the same batches in the same
+order. Import from the benchmark with the repository root on `sys.path`:
+`from tests.scenarios import cases`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+VANISHING = "vanishing_gradients"
+EXPLODING = "exploding_gradients"
+DEAD = "dead_relu"
+SATURATED = "saturated_activations"
+NON_FINITE = "non_finite"
+TRAINING_MODES = (VANISHING, EXPLODING, DEAD, SATURATED, NON_FINITE)
+# A mode counts as detected when reported at most this many steps after onset.
+WINDOW = 10
+SEED = 7
+
+
+@dataclasses.dataclass
+class Setup:
+    """What `Case.build` returns: a compiled model, data and `fit` arguments.
+
+    `schedule` (epoch -> learning rate), when set, is applied by `fit` through
+    a `LearningRateScheduler` in `callbacks` and by `confirm` directly.
+    """
+
+    model: keras.Model
+    x: np.ndarray
+    y: np.ndarray
+    epochs: int
+    batch_size: int = 32
+    schedule: Callable[[int], float] | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        if self.schedule is None:
+            return []
+        return [keras.callbacks.LearningRateScheduler(self.schedule)]
+
+    def fit_kwargs(self) -> dict:
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "shuffle": False,
+            "verbose": 0,
+            "callbacks": self.callbacks(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A scenario: `build` sets it up, `onsets` says which training failure
+    modes it has and from which step (empty for a healthy control)."""
+
+    name: str
+    build: Callable[[], Setup]
+    onsets: dict[str, int]
+
+    @property
+    def expected(self) -> set[str]:
+        return set(self.onsets)
+
+    @property
+    def onset(self) -> int | None:
+        """The step at which the failure begins (the earliest mode's onset)."""
+        return min(self.onsets.values()) if self.onsets else None
+
+    @property
+    def healthy(self) -> bool:
+        return not self.onsets
+
+    @property
+    def doc(self) -> str:
+        return " ".join((self.build.__doc__ or "").split())
+
+
+# Data.
+
+
+def classification(n=256, d=16, classes=3, seed=0):
+    """Standardized features; linearly separable classes `argmax(x @ w)`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    return x, np.argmax(x @ rng.normal(size=(d, classes)), axis=1).astype("int32")
+
+
+def regression(n=256, d=8, seed=0):
+    """Standardized features; a smooth non-linear target of unit scale."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * rng.normal(size=n)
+    return x, y.astype("float32")[:, None]
+
+
+def dense_stack(inputs, hidden, outputs, output_activation, width=32, **kwargs):
+    """`keras.Sequential`: `Dense(width)` per hidden activation, then the output."""
+    layers = [keras.layers.Dense(width, activation=a, **kwargs) for a in hidden]
+    out = keras.layers.Dense(outputs, activation=output_activation)
+    return keras.Sequential([keras.Input((inputs,)), *layers, out])
+
+
+def _compiled(model, optimizer, loss):
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+# Failure scenarios.
+
+
+def dead_relu() -> Setup:
+    """A ReLU layer dead from step 0: bias -10 on standardized inputs puts
+    every pre-activation below zero (their std is about 1), so every unit
+    outputs 0 for every sample and gets no gradient; Adam cannot revive it."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(
+                32, activation="relu", bias_initializer=keras.initializers.Constant(-10)
+            ),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
+def vanishing_sigmoid() -> Setup:
+    """Ten sigmoid Dense layers trained with SGD: each multiplies the backward
+    signal by at most 0.25 times its weights' gain, so the first layer's
+    gradient RMS is ~3e-7 of the output layer's from step 0 (no unit is
+    saturated: the small gradients are the depth, not saturation)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(16, ["sigmoid"] * 10, 3, "softmax")
+    _compiled(model, keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
+def saturated_tanh() -> Setup:
+    """A hidden tanh layer saturated from step 0: kernel stddev 20 makes its
+    pre-activations ~N(0, 80^2), so ~97% of its outputs are +-1; a ReLU layer
+    follows it, so it is a hidden layer. Its few unsaturated outputs still pass
+    gradient: its gradient RMS is ~20-60x below the output layer's, against
+    ~3e-7 in `vanishing_sigmoid`, so saturation is the mode, not vanishing."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(
+                32,
+                activation="tanh",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=20.0),
+            ),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
+NAN_STEP = 7
+
+
+def nan_batch() -> Setup:
+    """NaN in one input row of batch 7 (shuffle off): a healthy ReLU MLP whose
+    gradients, then weights, become NaN at step 7 (and stay NaN)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification(n=512)
+    x[NAN_STEP * 32 + 5, 3] = np.nan
+    model = dense_stack(16, ["relu"] * 2, 3, "softmax")
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
+def explode_to_nan() -> Setup:
+    """Unscaled regression targets (~1e6) with SGD(0.3) on a one-hidden-layer
+    ReLU MLP: the step-0 gradient norm is ~1e6, the step-0 update makes the
+    step-1 gradient ~1e9 times larger (~1e15), and the step-2 loss overflows
+    to inf, its gradient NaN."""
+    keras.utils.set_random_seed(SEED)
+    x, y = regression()
+    model = dense_stack(8, ["relu"], 1, None)
+    _compiled(model, keras.optimizers.SGD(0.3), "mse")
+    return Setup(model, x, 1e6 * y, epochs=2)
+
+
+def explode_finite() -> Setup:
+    """Linear regression with SGD far above the stability limit: with
+    unit-variance inputs the MSE Hessian (2 E[x x^T]) has eigenvalues ~2, so
+    lr=2.5 multiplies the error, and the gradient, by about |1 - 2.5 * 2| = 4
+    a step from step 0 (3.4-7x per batch); over 16 steps the gradient norm
+    grows ~5e9x but stays finite."""
+    keras.utils.set_random_seed(SEED)
+    x, y = regression()
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    _compiled(model, keras.optimizers.SGD(2.5), "mse")
+    return Setup(model, x, y, epochs=2)
+
+
+JUMP_EPOCH = 6
+JUMP_STEPS_PER_EPOCH = 25
+
+
+def _jump_schedule(epoch, lr=None):
+    return 0.05 if epoch < JUMP_EPOCH else 50.0
+
+
+def lr_jump() -> Setup:
+    """A healthy ReLU MLP (SGD, lr 0.05) whose learning rate a
+    `LearningRateScheduler` multiplies by 1e3 at epoch 6 = step 150 of 250:
+    the first updates at lr 50 throw the weights far out, so the gradient
+    norm grows ~1e3-1e10x a step (steps 151-154), until the huge updates
+    push every unit of the second ReLU layer negative on every training
+    sample (dead from step 155 to the end); the gradient norm falls back to
+    ~1 (only the output bias still learns) and the loss stays ~10. No NaN:
+    every gradient stays finite, though at step 154 the global norm (~1.4e21)
+    is past sqrt(float32 max) ~1.8e19, so a float32 sum of squares
+    overflows."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification(n=JUMP_STEPS_PER_EPOCH * 32)
+    model = dense_stack(16, ["relu"] * 2, 3, "softmax", width=64)
+    _compiled(model, keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=10, schedule=_jump_schedule)
+
+
+# Healthy controls.
+
+
+def healthy_converges() -> Setup:
+    """A ReLU MLP on linearly separable classes, Adam 1e-2: converges to a
+    tiny loss, so gradients become tiny everywhere (convergence, not
+    vanishing)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(16, ["relu"] * 2, 3, "softmax", width=64)
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def _images(n=256, seed=0):
+    """8x8 one-channel noise; label: is the top half brighter than the bottom?"""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 1)).astype("float32")
+    y = x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))
+    return x, y.astype("int32")
+
+
+def healthy_cnn_bn_dropout() -> Setup:
+    """A small CNN with BatchNormalization, standalone ReLU layers and
+    Dropout: normal ReLU sparsity and BN-rescaled gradients."""
+    keras.utils.set_random_seed(SEED)
+    x, y = _images()
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(8, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def healthy_tanh_regression() -> Setup:
+    """A tanh MLP regressing a smooth unit-scale target with Adam."""
+    keras.utils.set_random_seed(SEED)
+    x, y = regression()
+    model = dense_stack(8, ["tanh"] * 2, 1, None, width=64)
+    _compiled(model, keras.optimizers.Adam(1e-2), "mse")
+    return Setup(model, x, y, epochs=10)
+
+
+def healthy_deep_leaky_relu() -> Setup:
+    """Seven Leaky ReLU layers (slope 0.2, He init, Adam): deep, but the
+    backward gain per layer stays ~1, so gradients neither vanish nor
+    explode, and no unit can die."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(
+        16,
+        ["leaky_relu"] * 7,
+        3,
+        "softmax",
+        kernel_initializer="he_normal",
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def _sequences(n=256, steps=8, features=4, seed=0):
+    """Short sequences; label: is the sum of feature 0 over time positive?"""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, steps, features)).astype("float32")
+    return x, (x[:, :, 0].sum(axis=1) > 0).astype("int32")
+
+
+def _recurrent(layer) -> Setup:
+    keras.utils.set_random_seed(SEED)
+    x, y = _sequences()
+    model = keras.Sequential(
+        [keras.Input((8, 4)), layer(16), keras.layers.Dense(2, activation="softmax")]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=6)
+
+
+def healthy_lstm() -> Setup:
+    """An LSTM classifier on 8-step sequences: gated sigmoid/tanh inside the
+    cell, gradients through time."""
+    return _recurrent(keras.layers.LSTM)
+
+
+def healthy_gru() -> Setup:
+    """A GRU classifier on 8-step sequences."""
+    return _recurrent(keras.layers.GRU)
+
+
+def healthy_attention() -> Setup:
+    """Self-attention (MultiHeadAttention) over (batch, 8, 16) with a residual
+    connection, LayerNormalization and an average-pooling head."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8, 16)).astype("float32")
+    # Label: does the token most similar to token 0 carry a positive feature 1?
+    y = (x[:, :, 1].mean(axis=1) + x[:, 0, 2] > 0).astype("int32")
+    inputs = keras.Input((8, 16))
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)(inputs, inputs)
+    h = keras.layers.LayerNormalization()(inputs + h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    h = keras.layers.Dense(16, activation="relu")(h)
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    model = keras.Model(inputs, outputs)
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def healthy_embedding() -> Setup:
+    """Token ids -> Embedding -> average pooling -> Dense: a sparse-gradient
+    first layer (only the rows of the tokens in a batch get gradient)."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, size=(256, 10)).astype("int32")
+    y = ((x < 25).sum(axis=1) > 5).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            keras.layers.Embedding(50, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def healthy_autoencoder() -> Setup:
+    """A dense autoencoder (16 -> 8 -> 4 -> 8 -> 16, ReLU) reconstructing
+    inputs that lie near a 4-dimensional subspace."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(256, 4))
+    x = (z @ rng.normal(size=(4, 16)) / 2 + 0.05 * rng.normal(size=(256, 16))).astype(
+        "float32"
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(4),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "mse")
+    return Setup(model, x, x, epochs=8)
+
+
+def raw_features(n=256, seed=0):
+    """Unstandardized features spanning about -14..8 (offsets and scales differ
+    per feature, as in raw tabular data); a linear-threshold binary label."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 8))
+    scale = np.array([3.0, 0.5, 2.0, 1.0, 2.5, 0.2, 1.5, 3.0])
+    offset = np.array([-5.0, 2.0, -3.0, 4.0, -6.0, 0.0, 1.0, -2.0])
+    x = np.clip(z * scale + offset, -14, 8).astype("float32")
+    y = (z @ rng.normal(size=8) > 0).astype("int32")
+    return x, y
+
+
+def healthy_unstandardized_tanh() -> Setup:
+    """A tanh first layer fed raw features spanning about -14..8: part of its
+    outputs sit near +-1, yet Adam trains it to high accuracy. Not a training
+    failure (a pre-training `unstandardized_inputs` warning at most)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = raw_features()
+    model = dense_stack(8, ["tanh"], 1, "sigmoid", width=16)
+    _compiled(model, keras.optimizers.Adam(3e-2), "binary_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+def healthy_bottleneck() -> Setup:
+    """A ReLU MLP with an 8-unit bottleneck between 64-unit layers: some of its
+    few units are rarely active, but the model trains well."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
+FAILURES = [
+    Case("dead_relu", dead_relu, {DEAD: 0}),
+    Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
+    Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),
+    Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
+    Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
+    Case("explode_finite", explode_finite, {EXPLODING: 0}),
+    Case("lr_jump", lr_jump, {EXPLODING: 150, DEAD: 150}),
+]
+HEALTHY = [
+    Case("healthy_converges", healthy_converges, {}),
+    Case("healthy_cnn_bn_dropout", healthy_cnn_bn_dropout, {}),
+    Case("healthy_tanh_regression", healthy_tanh_regression, {}),
+    Case("healthy_deep_leaky_relu", healthy_deep_leaky_relu, {}),
+    Case("healthy_lstm", healthy_lstm, {}),
+    Case("healthy_gru", healthy_gru, {}),
+    Case("healthy_attention", healthy_attention, {}),
+    Case("healthy_embedding", healthy_embedding, {}),
+    Case("healthy_autoencoder", healthy_autoencoder, {}),
+    Case("healthy_unstandardized_tanh", healthy_unstandardized_tanh, {}),
+    Case("healthy_bottleneck", healthy_bottleneck, {}),
+]
+CASES = FAILURES + HEALTHY
+BY_NAME = {case.name: case for case in CASES}
+
+
+# Detection: fit with the callback at its default settings.
+
+
+class Recorder(keras.callbacks.Callback):
+    """Placed after `GradientDiagnostics`: notes each new finding with the step
+    at which it was reported (the last optimizer step run when it appeared)."""
+
+    def __init__(self, diag):
+        super().__init__()
+        self.diag = diag
+        self.reported: list[tuple] = []  # (Finding, reported step)
+
+    def _note(self):
+        step = int(self.model.optimizer.iterations) - 1
+        for finding in self.diag.findings[len(self.reported) :]:
+            self.reported.append((finding, step))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._note()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._note()
+
+    def on_train_end(self, logs=None):
+        self._note()
+
+
+@dataclasses.dataclass
+class Detection:
+    """What `detect` saw: every finding with its reported step, and the loss."""
+
+    reported: list[tuple]  # (Finding, reported step), in order of appearance
+    losses: list[float]
+
+    @property
+    def training(self) -> list[tuple]:
+        """The training-failure findings (mode in TRAINING_MODES, severity
+        "failure"), with their reported steps."""
+        return [
+            (f, s)
+            for f, s in self.reported
+            if f.mode in TRAINING_MODES and f.severity == "failure"
+        ]
+
+    @property
+    def modes(self) -> set[str]:
+        return {f.mode for f, _ in self.training}
+
+    def first(self, mode: str) -> tuple | None:
+        """The first reported finding of `mode` and its reported step."""
+        hits = [(f, s) for f, s in self.training if f.mode == mode]
+        return min(hits, key=lambda fs: (fs[1], fs[0].step)) if hits else None
+
+
+def detect(case: Case, **options) -> Detection:
+    """Fits `case` with `GradientDiagnostics(check_model=False)` at default
+    settings (warnings silenced) and a `Recorder` after it. `options` are
+    passed on to `GradientDiagnostics` (for exploration: the tests and the
+    benchmark use none)."""
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    setup = case.build()
+    diag = GradientDiagnostics(check_model=False, **options)
+    recorder = Recorder(diag)
+    kwargs = setup.fit_kwargs()
+    kwargs["callbacks"] = [diag, recorder, *kwargs["callbacks"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        history = setup.model.fit(setup.x, setup.y, **kwargs)
+    return Detection(recorder.reported, [float(v) for v in history.history["loss"]])
+
+
+@dataclasses.dataclass
+class ModeScore:
+    mode: str
+    onset: int
+    finding_step: int | None
+    reported_step: int | None
+
+    @property
+    def delay(self) -> int | None:
+        return None if self.reported_step is None else self.reported_step - self.onset
+
+    @property
+    def detected(self) -> bool:
+        """Reported within the window, with a finding step not before onset
+        (non-finite: found and reported at the very step)."""
+        if self.reported_step is None:
+            return False
+        if self.mode == NON_FINITE:
+            return self.finding_step == self.onset == self.reported_step
+        if self.finding_step is None:
+            return False
+        return self.onset <= self.finding_step and self.delay <= WINDOW
+
+
+def score(case: Case, detection: Detection) -> tuple[list[ModeScore], list]:
+    """Per expected mode its `ModeScore`; and the false alarms: findings of an
+    unexpected training mode, or of an expected one placed before its onset."""
+    scores = []
+    for mode, onset in case.onsets.items():
+        hit = detection.first(mode)
+        scores.append(
+            ModeScore(mode, onset, *(hit[0].step, hit[1]) if hit else (None, None))
+        )
+    false = [
+        (f, s)
+        for f, s in detection.training
+        if f.mode not in case.onsets
+        or (f.step is not None and f.step < case.onsets[f.mode])
+    ]
+    return scores, false
+
+
+# Confirmation: the same training in a plain GradientTape loop.
+
+
+def _activation(layer) -> str | None:
+    """The name of the activation a layer applies to its output, if any."""
+    if isinstance(layer, keras.layers.RNN):
+        return None
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu"
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return "leaky_relu"
+    fn = getattr(layer, "activation", None)
+    name = getattr(fn, "__name__", None) or getattr(fn, "name", None)
+    if name is None and fn is not None:
+        name = type(fn).__name__.lower()
+    return name
+
+
+@dataclasses.dataclass
+class Confirmation:
+    """Per-step measurements of a plain GradientTape run (index = step).
+
+    `dead` and `saturated` are measured on the whole training set with the
+    weights the step starts from; `layer_rms` is the RMS over all gradient
+    elements of a layer's trainable weights.
+    """
+
+    losses: list[float]
+    global_norm: list[float]
+    non_finite: list[bool]
+    layer_rms: dict[str, list[float]]
+    dead: dict[str, list[float]]
+    saturated: dict[str, list[float]]
+    learning_rate: list[float]
+    initial_loss: float
+    final_loss: float
+    final_accuracy: float | None
+
+    @property
+    def weighted(self) -> list[str]:
+        return list(self.layer_rms)
+
+    def first_non_finite(self) -> int | None:
+        return next((i for i, bad in enumerate(self.non_finite) if bad), None)
+
+    def rms_ratio(self, step: int) -> float:
+        """First weighted layer's gradient RMS over the last one's."""
+        first, last = self.weighted[0], self.weighted[-1]
+        return self.layer_rms[first][step] / self.layer_rms[last][step]
+
+    def max_dead(self, step: int) -> float:
+        return max((v[step] for v in self.dead.values()), default=0.0)
+
+    def max_saturated(self, step: int) -> float:
+        return max((v[step] for v in self.saturated.values()), default=0.0)
+
+
+def _unit_fractions(layer, outputs) -> tuple[str, float]:
+    """("dead", fraction of units zero on every sample) for a ReLU layer, or
+    ("saturated", fraction of saturated outputs) for a sigmoid/tanh one."""
+    a = np.asarray(outputs, dtype="float64")
+    with np.errstate(invalid="ignore"):
+        if _activation(layer) == "relu":
+            # NaN outputs compare False: a NaN unit is broken, not dead.
+            return "dead", float(np.all(a.reshape(-1, a.shape[-1]) <= 0, axis=0).mean())
+        if _activation(layer) == "tanh":
+            return "saturated", float((np.abs(a) > 0.99).mean())
+        return "saturated", float(((a < 0.01) | (a > 0.99)).mean())
+
+
+def confirm(case: Case) -> Confirmation:
+    """Trains `case` without the callback in a plain `tf.GradientTape` loop
+    (same seed, model, batches and learning rates) and measures it."""
+    setup = case.build()
+    model = setup.model
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [layer.output for layer in layers])
+    weighted = [layer for layer in layers if layer.trainable_weights]
+    owner = {id(v): layer.name for layer in weighted for v in layer.trainable_weights}
+    watched = [
+        (i, layer)
+        for i, layer in enumerate(layers)
+        if _activation(layer) in ("relu", "sigmoid", "tanh") and i < len(layers) - 1
+    ]  # The output layer's confidence is neither dead units nor saturation.
+    x, y, bs = setup.x, setup.y, setup.batch_size
+    variables = model.trainable_variables
+    x_all = tf.convert_to_tensor(x)
+
+    def forward(inputs, training):
+        outs = probe(inputs, training=training)  # A lone output is not a list.
+        return list(outs) if isinstance(outs, list | tuple) else [outs]
+
+    @tf.function
+    def whole_set():
+        outs = forward(x_all, training=False)
+        return [outs[i] for i, _ in watched], outs[-1]
+
+    @tf.function(reduce_retracing=True)
+    def gradients(xb, yb):
+        with tf.GradientTape() as tape:
+            y_pred = forward(xb, training=True)[-1]
+            loss = model.compute_loss(x=xb, y=yb, y_pred=y_pred, training=True)
+        grads = tape.gradient(loss, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    model.optimizer.build(variables)
+    apply = tf.function(lambda grads: model.optimizer.apply(grads, variables))
+    watched_outs, y_pred = whole_set()
+    result = Confirmation(
+        losses=[],
+        global_norm=[],
+        non_finite=[],
+        layer_rms={layer.name: [] for layer in weighted},
+        dead={},
+        saturated={},
+        learning_rate=[],
+        initial_loss=_full_loss(model, x, y, y_pred),
+        final_loss=math.nan,
+        final_accuracy=None,
+    )
+    for epoch in range(setup.epochs):
+        if setup.schedule is not None:
+            model.optimizer.learning_rate.assign(setup.schedule(epoch))
+        for start in range(0, len(x), bs):
+            for (_, layer), outs in zip(watched, watched_outs):
+                kind, value = _unit_fractions(layer, outs)
+                getattr(result, kind).setdefault(layer.name, []).append(value)
+            loss, grads = gradients(x[start : start + bs], y[start : start + bs])
+            sums = {name: [0.0, 0] for name in result.layer_rms}
+            total, finite = 0.0, bool(np.isfinite(float(loss)))
+            for g, v in zip(grads, variables):
+                g = np.asarray(g, dtype="float64")
+                finite = finite and bool(np.all(np.isfinite(g)))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    sq = float(np.sum(g * g))
+                total += sq
+                if id(v) in owner:
+                    sums[owner[id(v)]][0] += sq
+                    sums[owner[id(v)]][1] += g.size
+            for name, (sq, size) in sums.items():
+                result.layer_rms[name].append(math.sqrt(sq / max(size, 1)))
+            result.losses.append(float(loss))
+            result.global_norm.append(math.sqrt(total))
+            result.non_finite.append(not finite)
+            result.learning_rate.append(float(model.optimizer.learning_rate))
+            apply(grads)
+            watched_outs, y_pred = whole_set()
+    result.final_loss = _full_loss(model, x, y, y_pred)
+    pred = np.asarray(y_pred)
+    if pred.ndim == 2 and y.ndim == 1:
+        labels = pred.argmax(axis=1) if pred.shape[1] > 1 else pred[:, 0] > 0.5
+        result.final_accuracy = float(np.mean(labels == y))
+    return result
+
+
+def _full_loss(model, x, y, y_pred) -> float:
+    """The compiled loss on the whole training set."""
+    return float(model.compute_loss(x=x, y=y, y_pred=y_pred, training=False))

@@ -1,0 +1,143 @@
+"""The scenarios of `cases.py` really are what they claim, without the callback.
+
+`cases.confirm` trains each scenario in a plain `tf.GradientTape` loop (same
+seed, model, batches and learning rates as `fit`) and measures it; these tests
+check, per failure scenario, that the named mode is there from the named onset
+and that the other training failure modes are not, and that every healthy
+control trains (its loss on the training set falls well below the initial
+one) with none of them.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.scenarios import cases  # noqa: E402
+
+
+def finite(c, steps) -> bool:
+    return not any(c.non_finite[s] for s in steps)
+
+
+def test_dead_relu():
+    c = cases.confirm(cases.BY_NAME["dead_relu"])
+    steps = range(len(c.losses))
+    # The ReLU layer outputs 0 for every unit and every training sample, from
+    # step 0 to the end; no gradient reaches its weights.
+    (relu,) = c.dead
+    assert c.dead[relu] == [1.0] * 16
+    assert all(c.layer_rms[relu][s] == 0.0 for s in steps)
+    assert finite(c, steps)
+    assert c.final_loss > 0.98 * c.initial_loss  # Nothing is learnt.
+
+
+def test_vanishing_sigmoid():
+    c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
+    steps = range(len(c.losses))
+    # First layer's gradient RMS ~3e-7 of the output layer's, at every step.
+    assert max(c.rms_ratio(s) for s in steps) < 1e-5
+    # Not saturation: no sigmoid output of the hidden layers is near 0 or 1.
+    assert max(c.max_saturated(s) for s in steps) < 0.01
+    assert finite(c, steps)
+    assert c.final_loss > 0.7 * c.initial_loss
+
+
+def test_saturated_tanh():
+    c = cases.confirm(cases.BY_NAME["saturated_tanh"])
+    steps = range(len(c.losses))
+    (tanh,) = c.saturated
+    # ~97% of the hidden tanh layer's outputs are +-1 on the training set.
+    assert min(c.saturated[tanh][s] for s in steps) > 0.95
+    # Its gradient is ~20-60x below the output layer's: weakened by the
+    # saturation, but 1e4x more than in the vanishing scenario (not vanishing).
+    ratios = [c.rms_ratio(s) for s in steps]
+    assert min(ratios) > 1e-3 and max(ratios) < 0.1
+    # The ReLU layer after it is alive, and nothing explodes.
+    assert max(c.max_dead(s) for s in steps) < 0.1
+    assert max(c.global_norm) < 3 * c.global_norm[0]
+    assert finite(c, steps)
+
+
+def test_nan_batch():
+    c = cases.confirm(cases.BY_NAME["nan_batch"])
+    assert c.first_non_finite() == cases.NAN_STEP == 7
+    assert all(c.non_finite[7:])  # NaN weights from then on.
+    # Healthy until then: no growth of the gradient norm, no dead units.
+    assert max(c.global_norm[:7]) < 2 * c.global_norm[0] < 4
+    assert max(c.max_dead(s) for s in range(7)) == 0.0
+
+
+def test_explode_to_nan():
+    c = cases.confirm(cases.BY_NAME["explode_to_nan"])
+    g = c.global_norm
+    # Huge from step 0 (~1.5e6), ~1e9x larger at step 1, NaN at step 2.
+    assert g[0] > 1e5 and g[1] > 1e8 * g[0]
+    assert c.first_non_finite() == 2
+    assert math.isnan(g[2]) and not math.isfinite(c.losses[2])
+    # Not dead units: every ReLU unit is active on some sample while finite.
+    assert max(c.max_dead(s) for s in range(3)) == 0.0
+
+
+def test_explode_finite():
+    c = cases.confirm(cases.BY_NAME["explode_finite"])
+    g = np.array(c.global_norm)
+    # Grows 3.4-7.1x every step from step 0, by ~5e9 over 16 steps; finite.
+    growth = g[1:] / g[:-1]
+    assert growth.min() > 3 and growth.max() < 8
+    assert g[-1] > 1e9 * g[0]
+    assert finite(c, range(16)) and math.isfinite(c.final_loss)
+
+
+def test_lr_jump():
+    case = cases.BY_NAME["lr_jump"]
+    c = cases.confirm(case)
+    g = np.array(c.global_norm)
+    dead = [c.max_dead(s) for s in range(250)]
+    assert c.learning_rate[149] == pytest.approx(0.05)
+    assert c.learning_rate[150] == pytest.approx(50.0)
+    # Healthy before the jump: loss halved, norms ~1, no dead unit.
+    assert np.mean(c.losses[125:150]) < 0.5 * np.mean(c.losses[:25])
+    assert g[:151].max() < 2 and max(dead[:151]) == 0.0
+    # Explosion: each of steps 151-154 has a ~1e3-1e10x larger norm (~1e21).
+    assert all(g[s] > 100 * g[s - 1] for s in range(151, 155))
+    assert g[154] > 1e20
+    # Its square overflows float32, though every gradient element is finite.
+    assert g[154] ** 2 > np.finfo("float32").max
+    # The second ReLU layer dies: >= 50% dead from step 152, all from 155.
+    assert dead[151] < 0.5 <= dead[152]
+    assert dead[155:] == [1.0] * 95
+    # Afterwards the norm is back to ~1 (only the output bias learns), the
+    # loss stays ~10x its value at the jump, and nothing is NaN.
+    assert g[155:].max() < 2
+    assert np.mean(c.losses[200:]) > 10 * c.losses[150]
+    assert finite(c, range(250))
+
+
+@pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
+def test_healthy_control_trains(case):
+    c = cases.confirm(case)
+    steps = range(len(c.losses))
+    assert finite(c, steps)
+    assert c.final_loss < 0.3 * c.initial_loss
+    if c.final_accuracy is not None:
+        assert c.final_accuracy > 0.9
+    # None of the failure mechanisms: no layer has >= 50% dead units, the
+    # first layer's gradient is within 100x of the last's, and the gradient
+    # norm grows less than 10x over its first steps' (recurrent nets: ~4-6x
+    # as they start to fit).
+    assert max(c.max_dead(s) for s in steps) < 0.5
+    assert min(c.rms_ratio(s) for s in steps) > 1e-2
+    assert max(c.global_norm) < 10 * max(c.global_norm[:8])
+    saturated = max(c.max_saturated(s) for s in steps)
+    if case.name == "healthy_unstandardized_tanh":
+        # Raw features put about half the tanh outputs at +-1, yet it trains.
+        assert 0.3 < saturated < 0.7
+    else:
+        assert saturated < 0.05
