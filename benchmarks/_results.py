@@ -11,6 +11,7 @@ import datetime
 import os
 import platform
 import re
+import subprocess
 import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
@@ -22,8 +23,21 @@ HEADER = (
 )
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", os.path.dirname(RESULTS), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def environment() -> str:
-    """One line: date, Python, TensorFlow, Keras, NumPy, CPUs, platform."""
+    """One line: date, commit, Python, TensorFlow, Keras, NumPy, CPUs and
+    platform."""
     import keras
     import numpy as np
 
@@ -35,7 +49,8 @@ def environment() -> str:
         tf_version = "not installed"
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{date}; Python {sys.version.split()[0]}, TensorFlow {tf_version}, "
+        f"{date}, commit {_commit()}; Python {sys.version.split()[0]}, "
+        f"TensorFlow {tf_version}, "
         f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy "
         f"{np.__version__}; {os.cpu_count()} CPUs, {platform.platform()}"
     )

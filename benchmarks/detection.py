@@ -27,10 +27,7 @@ python benchmarks/detection.py [--only NAME ...] [--no-write]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,17 +37,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import keras_actloss  # noqa: E402
+from benchmarks._results import write_section  # noqa: E402
 from tests.scenarios import cases  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- detection:start -->", "<!-- detection:end -->"
-HEADER = (
-    "# Benchmark results\n\nSections are written by the scripts in `benchmarks/`.\n"
-)
 COLUMNS = (
     "scenario",
     "expected",
@@ -134,60 +124,18 @@ def summary(totals: dict) -> str:
     )
 
 
-def _nproc() -> int:
-    """CPUs this process may run on, as `nproc` counts them."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def environment() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return (
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"commit {commit} (keras_actloss from "
-        f"`{Path(keras_actloss.__file__).parent}`); Python "
-        f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
-        f"{keras.__version__}, NumPy {np.__version__}; `nproc` {_nproc()}, "
-        f"{platform.platform()}."
-    )
-
-
 def section(rows, totals, names) -> str:
     scope = f" (only {', '.join(names)})" if names else ""
     return "\n".join(
         [
-            START,
-            "## Detection at default settings (`benchmarks/detection.py`)",
-            "",
             f"`GradientDiagnostics(check_model=False)` on the scenarios of "
-            f"`tests/scenarios/cases.py`{scope}. {environment()}",
+            f"`tests/scenarios/cases.py`{scope}.",
             "",
             table(rows),
             "",
             summary(totals),
-            END,
         ]
     )
-
-
-def write(text: str) -> None:
-    """Replaces this benchmark's section of RESULTS.md, or appends it."""
-    old = RESULTS.read_text() if RESULTS.exists() else HEADER
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(new)
 
 
 def main() -> None:
@@ -201,8 +149,9 @@ def main() -> None:
     print()
     print(summary(totals))
     if not args.no_write:
-        write(section(rows, totals, args.only))
-        print(f"Wrote {RESULTS.relative_to(ROOT)}")
+        title = "Detection at default settings (`benchmarks/detection.py`)"
+        write_section("detection", title, section(rows, totals, args.only))
+        print("Wrote benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="overhead-")
     rows = []
     try:
-        for name in args.models.split(","):
+        for name in args.models.split(",") if args.pairs else ():
             times, first = measure(builders[name], args, root)
             rows += report(name, times, first, args.steps * args.epochs)
             keras.backend.clear_session()

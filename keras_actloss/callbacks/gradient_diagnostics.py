@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -24,6 +25,8 @@ from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 ON_FAILURE = ("warn", "stop", "raise")
+# The instance whose hooks are installed on a model (by `id(model)`).
+_ACTIVE: dict[int, weakref.ref] = {}
 
 
 class GradientHealthWarning(UserWarning):
@@ -137,7 +140,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
       activation the fraction of zero (inactive) outputs, of dead units
       (channels inactive for every sample of the batch) and of saturated
       outputs. They are dense when failures start: every step for the
-      first 16 steps, then at gaps growing by one step every 8 steps up to
+      first 8 steps, then at gaps growing by one step every 4 steps up to
       `every_n_steps`; the same again from the step after a jump (a global
       gradient norm 10x above its recent level, or 10x below it for 3 steps
       in a row, or a learning rate changed 10x).
@@ -211,7 +214,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
     HISTOGRAM_SIZE = 4096
     # Recordings are every step for twice this many steps at the start and
     # after a jump, then back off (`recording_gap`).
-    DENSE_STEPS = 8
+    DENSE_STEPS = 4
 
     def __init__(
         self,
@@ -263,12 +266,20 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._last_histogram = None
         self._labels_checked = False
         self._input_scale = None
+        self._warned_no_gradients = False
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
         self._cleanup()
-        self._check_log_dir()
         model = self.model
+        other = _ACTIVE.get(id(model))
+        if other is not None and other() not in (None, self):
+            raise ValueError(
+                "Expected one GradientDiagnostics per model: each would wrap "
+                "the same optimizer and only one would see the gradients. "
+                "Received: a second GradientDiagnostics in `fit(callbacks=...)`."
+            )
+        self._check_log_dir()
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
         spe = int(getattr(model, "steps_per_execution", 1) or 1)
         # The ring of per-step norms holds the steps of one execution; the
@@ -281,6 +292,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
             or hooks.histogram_size != size
             or hooks.ring_rows != rows
         )
+        if fresh and (hooks is None or hooks.model is not model):
+            # Another model: nothing of the last one carries over.
+            self.findings, self.history = [], []
+            self._labels_checked, self._last_histogram = False, None
         if fresh:
             plans = _keras_hooks.plan_layers(model)
             if not self.record_activations:
@@ -295,22 +310,31 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._input_scale = None
         self._hooks = hooks
         hooks.install()
-        self._step = int(_scalar(model.optimizer.iterations))
+        _ACTIVE[id(model)] = weakref.ref(self)
         if fresh:
-            # Dense recording from the first step this callback sees.
-            self._origin = self._next = self._step
-        self._next = max(self._next, self._step)
+            self._origin = self._next = None
+        # Read at the first batch, after every callback's `on_train_begin`
+        # (`BackupAndRestore` restores the step count in its own).
+        self._step = None
         self._spe = spe
         self._mode = None
         self._peak = None
         if self._writer is not None:
-            self._writer.write_layers(self.layers, self._step)
+            step = int(_scalar(model.optimizer.iterations))
+            self._writer.write_layers(self.layers, step)
             self._writer.write_layout(self.layers)
         if self.check_model:
             self._static_checks()
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._step is None:
+            self._step = int(_scalar(self.model.optimizer.iterations))
+            self._hooks.reset_sentinel()
+            if self._next is None:
+                # Dense recording from the first step this callback sees.
+                self._origin = self._next = self._step
+            self._next = max(self._next, self._step)
         last = self._step + self._spe - 1
         mode = FULL if self._next <= last else SENTINEL
         if mode != self._mode:
@@ -329,7 +353,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._hooks is not None and self._hooks.installed:
+        if self._hooks is not None and self._hooks.installed and self._step is not None:
             self._observe_steps(self._hooks.read_steps())
             self._write_peak(None)
             self._flush()
@@ -338,7 +362,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if self._hooks is None or not self._hooks.installed:
             return
         try:
-            self._observe_steps(self._hooks.read_steps())
+            if self._step is not None:
+                self._observe_steps(self._hooks.read_steps())
             self._write_peak(None)
             if self._writer is not None and self.heatmap_image and self.history:
                 self._write_heatmap()
@@ -369,6 +394,21 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 self._next = min(self._next, step + 1)
         self._handle(new)
 
+    def _no_gradients(self) -> None:
+        """Warns once that a recording found no gradients to record."""
+        if self._warned_no_gradients:
+            return
+        self._warned_no_gradients = True
+        warnings.warn(
+            "GradientDiagnostics saw no gradients at step "
+            f"{self._step - 1}: the model's `train_step` did not pass any to "
+            "`model.optimizer` (a custom `train_step` with optimizers of its "
+            "own, as in a GAN, or a model without trainable weights), so "
+            "nothing is recorded for it.",
+            GradientHealthWarning,
+            stacklevel=2,
+        )
+
     def _write_peak(self, recorded: int | None) -> None:
         """Writes the largest global norm of the steps since the last write,
         unless it is the step just recorded in full."""
@@ -380,7 +420,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         """Reads the full statistics of the last step; False if skipped."""
         data = self._hooks.read_full()
         if data is None:
-            return False  # No gradients were applied: nothing to record.
+            self._no_gradients()
+            return True  # Nothing to record; keep to the schedule.
         self._observe_steps(data["steps"])
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
@@ -493,6 +534,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
         """Removes the hooks and flushes the logs (safe to call twice)."""
         if self._hooks is not None:
             self._hooks.remove()
+            ref = _ACTIVE.get(id(self._hooks.model))
+            if ref is not None and ref() in (None, self):
+                del _ACTIVE[id(self._hooks.model)]
         self._flush()
         if close and self._writer is not None:
             self._writer.close()

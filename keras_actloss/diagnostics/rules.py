@@ -114,9 +114,11 @@ def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def _layer_stats_finite(ls: LayerStats) -> bool:
+def _layer_stats_nan(ls: LayerStats) -> bool:
+    """Whether a layer's gradient statistics hold a NaN (an infinite norm
+    alone can be a square beyond float32's range)."""
     values = (ls.grad_norm, ls.grad_rms, ls.grad_max)
-    return all(v is None or math.isfinite(v) for v in values)
+    return any(v is not None and math.isnan(v) for v in values)
 
 
 def can_die(activation: str | None) -> bool:
@@ -375,8 +377,8 @@ class HealthRules:
         if self._broken():
             return new
         loss_bad = stats.loss is not None and not math.isfinite(stats.loss)
-        bad_layers = [ls.layer for ls in stats.layers if not _layer_stats_finite(ls)]
-        if stats.non_finite or loss_bad or bad_layers or not _finite(stats.global_norm):
+        bad_layers = [ls.layer for ls in stats.layers if _layer_stats_nan(ls)]
+        if stats.non_finite or loss_bad or bad_layers or math.isnan(stats.global_norm):
             layer = bad_layers[0] if bad_layers else None
             event = SentinelEvent(stats.step, stats.global_norm, True, layer)
             self._last_step = max(self._last_step or 0, stats.step)

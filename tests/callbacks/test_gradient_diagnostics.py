@@ -655,3 +655,102 @@ def test_non_tensorflow_backend_is_refused(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match="TensorFlow backend.*backend='jax'"):
         GradientDiagnostics()
+
+
+# State across fits, other callbacks and models the hooks cannot see into.
+
+
+def test_second_instance_on_one_model_is_refused(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    with pytest.raises(ValueError, match="Expected one GradientDiagnostics per model"):
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[_diag(), _diag()])
+    # The first instance's hooks are gone: the model trains normally again.
+    model.fit(x, y, batch_size=8, verbose=0)
+    assert "apply" not in model.optimizer.__dict__
+
+
+def test_instance_reused_for_another_model_starts_afresh(data):
+    x, y = data
+    diag = GradientDiagnostics()  # With check_model.
+    sigmoid_softmax = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="softmax")]
+    )
+    sigmoid_softmax.compile("sgd", "binary_crossentropy")
+    labels = (y > 0).astype("float32")
+    with pytest.warns(GradientHealthWarning):
+        sigmoid_softmax.fit(x, labels, batch_size=8, verbose=0, callbacks=[diag])
+    first = {f.mode for f in diag.findings}
+    assert "softmax_with_binary_crossentropy" in first
+    model = _compile(build_model("sequential"))
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[diag])
+    # Findings, history and the label check belong to the new model only.
+    assert {f.mode for f in diag.findings} & first == set()
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    assert diag._labels_checked
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.at:
+            raise RuntimeError("crash")
+
+
+def test_step_count_is_read_after_backup_and_restore(data, tmp_path):
+    x, y = data
+    backup = str(tmp_path / "backup")
+
+    def run(*extra):
+        keras.utils.set_random_seed(0)
+        model = _compile(build_model("sequential"))
+        diag = _diag(every_n_steps=2)
+        diag.DENSE_STEPS = 0
+        restore = keras.callbacks.BackupAndRestore(backup)
+        # Ours first: it must not read the step count before the restore.
+        model.fit(
+            x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag, restore, *extra]
+        )
+        return diag
+
+    with pytest.raises(RuntimeError, match="crash"):
+        run(_Crash(at=6))  # Backed up at the end of epoch 1 (step 4).
+    diag = run()
+    # Resumed at step 4: recordings at 4, 6, 8, 10 (every 2 steps).
+    assert [s.step for s in diag.history] == [4, 6, 8, 10]
+
+
+class _OwnOptimizer(keras.Model):
+    """A `train_step` that updates the weights with an optimizer of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+        self.own = keras.optimizers.SGD(0.1)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x) - y))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.own.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def test_no_gradients_seen_warns_once(data):
+    x, y = data
+    model = _OwnOptimizer()
+    model.compile()
+    diag = _diag()
+    with pytest.warns(
+        GradientHealthWarning, match="saw no gradients at step 0"
+    ) as seen:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
+    assert len([w for w in seen if "saw no gradients" in str(w.message)]) == 1
+    assert diag.history == [] and diag.findings == []

@@ -8,8 +8,8 @@ from keras_actloss.callbacks._graph_stats import (
     _NORM_MIN_ELEMENTS,
     RING_HEAD,
     RowLayout,
-    _norm_row,
     _additive_updates,
+    _norm_row,
     fold_rows,
     layer_sums,
 )

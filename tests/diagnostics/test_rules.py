@@ -1,8 +1,16 @@
-"""Tests of the health rules on synthetic sequences of recordings.
+"""Tests of the health rules on synthetic sequences of steps and recordings.
 
 Each failure mode is checked with its gating cases: the healthy or harmless
 look-alikes that crude rules (per-element zero counts, ungated first/last
-ratios, single-spike thresholds) get wrong.
+ratios, single-spike thresholds) get wrong. Every condition of
+`keras_actloss/diagnostics/rules.py` has a test here that fails when the
+condition is removed; the expected values are worked out by hand in the
+comments, from the defaults of `Thresholds` (patience 3, patience_steps 5,
+vanishing_ratio 1e-2, vanishing_rms 3e-4, exploding_growth 100,
+exploding_spike_growth 1e4, exploding_norm 1e6, exploding_patience 2,
+baseline_steps 5, jump_factor 10, dead_fraction 0.5, min_samples 128,
+saturation 0.75, input_saturation 0.5, raw_input_saturation 0.95,
+input_scale 2).
 """
 
 import math
@@ -10,52 +18,107 @@ import math
 import pytest
 
 from keras_actloss import findings as F
+from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
     SentinelEvent,
     StepStats,
 )
-from keras_actloss.diagnostics.rules import FIXES, HealthRules, Thresholds
+from keras_actloss.diagnostics.rules import (
+    FIXES,
+    HealthRules,
+    Thresholds,
+    UnitActivity,
+    can_die,
+    vanishing_layers,
+)
+
+_STEP_FIELDS = ("learning_rate", "batch_size", "input_scale", "non_finite")
 
 
-def mlp(activations, output="softmax"):
+def mlp(activations, output="softmax", distances=None):
     """LayerInfo for Dense layers with these hidden activations + an output."""
-    names = [f"dense_{i}" for i in range(len(activations) + 1)]
     acts = [*activations, output]
+    distances = distances or [None] * len(acts)
     return [
-        LayerInfo(n, "Dense", a, True, i) for i, (n, a) in enumerate(zip(names, acts))
+        LayerInfo(f"dense_{i}", "Dense", a, True, i, d)
+        for i, (a, d) in enumerate(zip(acts, distances))
     ]
 
 
-def recording(step, rms, maxes=None, loss=1.0, global_norm=1.0, **per_layer):
-    """StepStats with the given per-layer grad RMS (and max-abs, default 4x)."""
+def recording(step, rms, maxes=None, *, loss=1.0, global_norm=1.0, names=None, **kw):
+    """StepStats with the given per-layer grad RMS (and max-abs, default 4x).
+
+    `learning_rate`, `batch_size`, `input_scale` and `non_finite` go to the
+    StepStats; any other keyword is a list of one LayerStats field per layer.
+    """
+    names = names or [f"dense_{i}" for i in range(len(rms))]
     maxes = maxes or [None if r is None else 4 * r for r in rms]
-    layers = []
-    for i, (r, m) in enumerate(zip(rms, maxes)):
-        extra = {k: v[i] for k, v in per_layer.items() if v is not None}
-        layers.append(LayerStats(f"dense_{i}", grad_rms=r, grad_max=m, **extra))
-    return StepStats(step=step, global_norm=global_norm, loss=loss, layers=layers)
+    step_fields = {k: kw.pop(k) for k in _STEP_FIELDS if k in kw}
+    layers = [
+        LayerStats(name, grad_rms=r, grad_max=m, **{k: v[i] for k, v in kw.items()})
+        for i, (name, r, m) in enumerate(zip(names, rms, maxes))
+    ]
+    return StepStats(
+        step=step, global_norm=global_norm, loss=loss, layers=layers, **step_fields
+    )
+
+
+def event(step, norm, lr=None, non_finite=False, layer=None):
+    return SentinelEvent(step, norm, non_finite, layer, lr)
+
+
+def events(norms, start=0, lr=None):
+    """One SentinelEvent per step from `start`, with these global norms."""
+    return [event(start + i, n, lr) for i, n in enumerate(norms)]
 
 
 def run(rules, sequence):
     out = []
     for item in sequence:
         if isinstance(item, SentinelEvent):
-            out += rules.observe_sentinel(item)
+            out += rules.observe_step(item)
         else:
             out += rules.observe(item)
     return out
+
+
+def jumps(rules, sequence):
+    """`rules.jumped` after each item of the sequence."""
+    flags = []
+    for item in sequence:
+        run(rules, [item])
+        flags.append(rules.jumped)
+    return flags
 
 
 def modes(found):
     return sorted((f.mode, f.layer, f.step) for f in found)
 
 
+def vanishing(rms, maxes=None, layers=None, **thresholds):
+    """`vanishing_layers` of one recording of an MLP (or of `layers`)."""
+    layers = layers or mlp(["relu"] * (len(rms) - 1))
+    stats = recording(0, rms, maxes, names=[info.name for info in layers])
+    return vanishing_layers(stats, layers, Thresholds(**thresholds))
+
+
 # A deep sigmoid net as measured on a 6-hidden-layer MLP with SGD: RMS shrinks
 # about 4x per layer towards the input, the output layer 10x above the last
 # hidden one.
 SIGMOID_RMS = [4e-6, 8e-6, 3.5e-5, 1.7e-4, 7e-4, 3.5e-3, 3.3e-2]
+# 7 weighted layers: reference = the last max(2, 7 // 4) = 2 layers, RMS
+# median(3.5e-3, 3.3e-2) = 1.825e-2, max-abs median(1.4e-2, 0.132) = 7.3e-2;
+# candidates = the first 7 // 2 = 3. Ratios: 4e-6 / 1.825e-2 = 2.19e-4,
+# 8e-6 / 1.825e-2 = 4.38e-4, 3.5e-5 / 1.825e-2 = 1.92e-3, all < 1e-2, with
+# RMS < 3e-4 and max-abs < 1e-2 * 7.3e-2; the next layers' ratios (4.38e-4,
+# 1.92e-3, 1.7e-4 / 1.825e-2 = 9.3e-3) are all < sqrt(1e-2) = 0.1.
+SIGMOID_FOUND = {
+    "dense_0": (4e-6, 4e-6 / 1.825e-2),
+    "dense_1": (8e-6, 8e-6 / 1.825e-2),
+    "dense_2": (3.5e-5, 3.5e-5 / 1.825e-2),
+}
 # A healthy ReLU MLP (measured): all layers within ~10x, early ones larger.
 RELU_RMS = [1.0e-2, 4.7e-3, 3.6e-3, 1.8e-2]
 
@@ -67,6 +130,14 @@ class TestThresholds:
         assert Thresholds.from_value(t) is t
         assert Thresholds.from_value({"patience": 5}).patience == 5
         assert Thresholds.from_value({"patience": 5}).dead_fraction == 0.5
+        assert (t.patience, t.patience_steps, t.baseline_steps) == (3, 5, 5)
+        assert (t.saturation, t.input_saturation, t.raw_input_saturation) == (
+            0.75,
+            0.5,
+            0.95,
+        )
+        assert t.input_scale == 2.0
+        assert (t.jump_factor, t.exploding_spike_growth) == (10.0, 1e4)
 
     def test_unknown_key(self):
         with pytest.raises(ValueError, match="Unknown keys.*'dead_frac'"):
@@ -78,11 +149,19 @@ class TestThresholds:
             ("patience", 0),
             ("patience", 1.5),
             ("patience", True),
+            ("patience_steps", 0),
+            ("baseline_steps", 0),
+            ("min_samples", 0),
             ("dead_fraction", 1.5),
             ("saturation", 0.0),
+            ("input_saturation", 1.5),
+            ("raw_input_saturation", 0.0),
+            ("input_scale", -1.0),
             ("vanishing_rms", -1e-4),
             ("exploding_norm", math.inf),
             ("exploding_growth", 1.0),
+            ("exploding_spike_growth", 0.5),
+            ("jump_factor", 1.0),
             ("vanishing_ratio", "small"),
         ],
     )
@@ -102,46 +181,365 @@ class TestNonFinite:
         nan = recording(10, [1e-2, math.nan, math.nan], global_norm=math.nan)
         later = recording(20, [math.nan] * 3, global_norm=math.nan)
         found = run(rules, [healthy, nan, later])
+        # The first layer (model order) with a non-finite statistic.
         assert modes(found) == [(F.NON_FINITE, "dense_1", 10)]
-        assert found[0].fix == FIXES[F.NON_FINITE]
-        assert "dense_1" in found[0].message
-        assert "learning rate" in found[0].fix and "clip" in found[0].fix
+        assert "in layer 'dense_1' at step 10" in found[0].message
+        # Step 0's norm 1 is the last finite one; 1 is not over the limit
+        # (no early baseline yet at step 0: the ceiling 1e6), nor >= 10x the
+        # recent median 1: a data or loss problem.
+        assert found[0].fix == rules_module._DATA_FIX
+        assert "normal (last finite norm 1)" in found[0].message
+        assert math.isnan(found[0].value)
+
+    @pytest.mark.parametrize(
+        "kwargs, layer",
+        [
+            # Each condition of `observe`'s non-finite test alone.
+            ({"non_finite": True}, None),
+            ({"loss": math.nan}, None),
+            ({"global_norm": math.nan}, None),
+            ({"rms": [1e-2, math.inf, 1e-2]}, "dense_1"),
+            ({"maxes": [1e-2, 1e-2, math.nan]}, "dense_2"),
+        ],
+    )
+    def test_each_non_finite_source(self, kwargs, layer):
+        rules = HealthRules(mlp(["relu", "relu"]))
+        kwargs = {"rms": [1e-2] * 3, **kwargs}
+        found = rules.observe(recording(3, **kwargs))
+        assert modes(found) == [(F.NON_FINITE, layer, 3)]
+        assert found[0].severity == F.FAILURE
+
+    def test_nan_loss_in_message(self):
+        rules = HealthRules(mlp(["relu"]))
+        found = rules.observe(recording(3, [1e-2, 1e-2], loss=math.nan))
+        assert "(global gradient norm 1.0, loss nan)" in found[0].message
 
     def test_sentinel_between_recordings(self):
         rules = HealthRules(mlp(["relu"]))
-        event = SentinelEvent(step=7, global_norm=math.inf, non_finite=True)
-        assert modes(rules.observe_sentinel(event)) == [(F.NON_FINITE, None, 7)]
+        found = rules.observe_step(event(7, math.inf, non_finite=True, layer="dense_1"))
+        assert modes(found) == [(F.NON_FINITE, "dense_1", 7)]
+        # Nothing before it: no "last finite norm".
+        assert "normal: the cause is likely in the data" in found[0].message
+        assert found[0].fix == rules_module._DATA_FIX
+
+    def test_recording_of_a_step_already_seen(self):
+        # The step's finite norm was judged; its recording is not finite.
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, events([1, 1, 1, 1]))
+        found = rules.observe(recording(3, [1e-2, 1e-2], global_norm=math.nan))
+        assert modes(found) == [(F.NON_FINITE, None, 3)]
+        assert found[0].fix == rules_module._DATA_FIX
+
+    def test_overflowing_norm_is_an_explosion(self):
+        # An infinite global norm from finite gradients (float32 overflow of
+        # the norm) is a norm: inf >= 1e4 * early 1, a spike.
+        rules = HealthRules(mlp(["relu"]))
+        found = run(rules, events([1, 1, 1, 1, 1, math.inf]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+        assert found[0].value == math.inf
+        assert "at step 5, infx its early 1 (beyond float32's range)" in (
+            found[0].message
+        )
+        assert rules.jumped
+        # The NaN that follows ends it (last norm inf > ceiling 1e6).
+        found = rules.observe_step(event(6, math.nan, non_finite=True))
+        assert modes(found) == [(F.NON_FINITE, None, 6)]
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_non_finite_flag_with_finite_norm(self):
+        rules = HealthRules(mlp(["relu"]))
+        found = rules.observe_step(event(2, 3.0, non_finite=True))
+        assert modes(found) == [(F.NON_FINITE, None, 2)]
+        assert found[0].value == 3.0
 
     def test_nothing_is_judged_after_non_finite(self):
         # A NaN kernel makes a ReLU layer output zeros: consequences, not causes.
         rules = HealthRules(mlp(["relu", "relu"]))
         found = rules.observe(recording(0, [1e-2] * 3, global_norm=math.nan))
         seq = [
-            recording(s, [0.0, 1e-2, 1e-2], dead_fraction=[1.0, 1.0, None])
-            for s in range(1, 9)
+            recording(s, [0.0, 1e-2, 1e-2], batch_size=64, unit_activity=[[0] * 4] * 3)
+            for s in range(1, 20)
         ]
+        seq += events([1e7, 1e7, math.nan], start=20)
         assert modes(found + run(rules, seq)) == [(F.NON_FINITE, None, 0)]
 
-    def test_nan_loss(self):
+    def test_steps_after_non_finite_are_not_judged(self):
         rules = HealthRules(mlp(["relu"]))
-        found = rules.observe(recording(3, [1e-2, 1e-2], loss=math.nan))
-        assert modes(found) == [(F.NON_FINITE, None, 3)]
+        found = run(rules, [event(0, math.nan), *events([2e6, 3e6], start=1)])
+        # Two steps over the ceiling 1e6 would be an explosion.
+        assert modes(found) == [(F.NON_FINITE, None, 0)]
+
+
+class TestNonFiniteCause:
+    """A NaN right after a grown norm is the end of an explosion."""
+
+    def test_after_a_step_over_the_limit(self):
+        rules = HealthRules(mlp(["relu"]))
+        seq = events([1, 1, 1, 1, 1, 500, math.nan])
+        found = run(rules, seq)
+        # Early = median of 5 ones = 1; 500 > limit 100 * 1 (and >= 10 * the
+        # recent median 1): one step over is not yet an explosion, the NaN
+        # after it ends one that started at the step before it.
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 5),
+            (F.NON_FINITE, None, 6),
+        ]
+        exploding, non_finite = found
+        assert exploding.value == 500.0
+        assert exploding.message == (
+            "The global gradient norm grew to 500 by step 5, 500x its early 1, "
+            "and the next step was not finite: the gradients exploded."
+        )
+        assert non_finite.fix == FIXES[F.EXPLODING_GRADIENTS]
+        assert non_finite.message.endswith(
+            "It follows the explosion of the gradient norm."
+        )
+
+    def test_after_growth_over_the_early_baseline_only(self):
+        rules = HealthRules(mlp(["relu"]))
+        # Early 1, then the norm drifts to 50 for 36 steps (50 <= limit 100:
+        # normal), so the recent median is 50; 300 at step 41 is over the
+        # early limit 100 but not 100x recent (5000), and not >= 10 * 50:
+        # only `last > exploding_growth * early` names the explosion.
+        seq = events([1] * 5 + [50] * 36 + [300, math.nan])
+        found = run(rules, seq)
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 41),
+            (F.NON_FINITE, None, 42),
+        ]
+        assert found[0].value == 300.0
+        assert found[1].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_after_a_jump_over_the_recent_level_only(self):
+        rules = HealthRules(mlp(["relu"]))
+        # 20 is below the limit 100 * 1 but >= 10 * recent median
+        # median(1, 1, 1, 1, 1, 20) = 1: only the jump names the explosion.
+        found = run(rules, events([1, 1, 1, 1, 1, 20, math.nan]))
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 5),
+            (F.NON_FINITE, None, 6),
+        ]
+        assert found[0].value == 20.0
+        assert found[1].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_after_a_step_over_the_ceiling_only(self):
+        rules = HealthRules(mlp(["relu"]))
+        # No early baseline (the first step was over the ceiling 1e6, so not
+        # normal) and no recent level: only the ceiling names the explosion.
+        found = run(rules, events([2e6, math.nan]))
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 0),
+            (F.NON_FINITE, None, 1),
+        ]
+        assert found[0].value == 2e6
+        assert "grew to 2e+06 by step 0, and the next step" in found[0].message
+
+    def test_after_normal_norms_is_data_or_loss(self):
+        rules = HealthRules(mlp(["relu"]))
+        # 9 < 10 * median(1, 1, 1, 1, 1, 9) = 10 and < 100: normal.
+        found = run(rules, events([1, 1, 1, 1, 1, 9, math.nan]))
+        assert modes(found) == [(F.NON_FINITE, None, 6)]
+        assert found[0].fix == rules_module._DATA_FIX
+        assert "normal (last finite norm 9)" in found[0].message
+        assert "data or the loss, not the step size" in found[0].message
+
+    def test_from_a_recording(self):
+        # `observe` judges a non-finite recording's cause the same way.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [*events([1, 1, 1, 1, 1, 500]), recording(6, [1e-2, 1e-2], loss=math.nan)]
+        found = run(rules, seq)
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 5),
+            (F.NON_FINITE, None, 6),
+        ]
+        assert found[1].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+
+class TestVanishingLayers:
+    """`vanishing_layers` at one recording: each condition alone."""
+
+    def test_deep_sigmoid(self):
+        found = vanishing(SIGMOID_RMS)
+        assert found.keys() == SIGMOID_FOUND.keys()
+        for layer, (rms, ratio) in SIGMOID_FOUND.items():
+            assert found[layer] == pytest.approx((rms, ratio))
+
+    def test_zero_gradient_is_a_cut_not_vanishing(self):
+        # Reference median(1e-2, 2e-2) = 1.5e-2; dense_0 would pass every
+        # other condition (ratio 0, next layer dense_1 also 0 < 0.1).
+        assert vanishing([0.0, 0.0, 1e-2, 1e-2, 1e-2, 2e-2]) == {}
+
+    def test_rms_ratio(self):
+        # Reference 1e-2, max-abs 4e-2. dense_0: ratio 2e-4 / 1e-2 = 2e-2 is
+        # not < 1e-2, though its max-abs 1e-5 < 4e-4, its RMS < 3e-4 and the
+        # next layer's ratio 5e-4 / 1e-2 = 5e-2 < 0.1.
+        rms = [2e-4, 5e-4, 1e-2, 1e-2, 1e-2, 1e-2]
+        maxes = [1e-5, 2e-3, 4e-2, 4e-2, 4e-2, 4e-2]
+        assert vanishing(rms, maxes) == {}
+        # With vanishing_ratio 3e-2, dense_0 (2e-2) is flagged: the next
+        # layer's 5e-2 < sqrt(3e-2) = 0.17, max-abs 1e-5 < 3e-2 * 4e-2.
+        found = vanishing(rms, maxes, vanishing_ratio=3e-2)
+        assert found == {"dense_0": pytest.approx((2e-4, 2e-2))}
+
+    def test_sparse_gradients_are_not_vanishing(self):
+        # An embedding-like first layer: tiny RMS (few rows used) but a
+        # normal max-abs 5e-2 >= 1e-2 * median(4e-2, 8e-2) = 6e-4. Its RMS
+        # ratio 1e-6 / 1.5e-2 and the next layer's 1e-4 / 1.5e-2 = 6.7e-3
+        # pass; dense_1 itself is stopped by its loud next layer.
+        rms = [1e-6, 1e-4, 1e-2, 1e-2, 1e-2, 2e-2]
+        maxes = [5e-2, 4e-4, 4e-2, 4e-2, 4e-2, 8e-2]
+        assert vanishing(rms, maxes) == {}
+
+    def test_absolute_rms(self):
+        # A loud output layer: reference median(8e-4, 0.3) = 0.1504. dense_1:
+        # ratio 1e-3 / 0.1504 = 6.6e-3 < 1e-2, max-abs 4e-3 < 1e-2 *
+        # median(3.2e-3, 1.2) = 6.0e-3, next ratio 8e-4 / 0.1504 = 5.3e-3 <
+        # 0.1, but its RMS 1e-3 is not < 3e-4. dense_0: ratio 1.3e-2.
+        rms = [2e-3, 1e-3, 8e-4, 3e-1]
+        assert vanishing(rms) == {}
+        found = vanishing(rms, vanishing_rms=2e-3)
+        assert found == {"dense_1": pytest.approx((1e-3, 1e-3 / 0.1504))}
+
+    def test_lone_quiet_first_layer_is_not_vanishing(self):
+        # Inputs scaled 1e-4: the first layer's gradients (x^T delta) are
+        # tiny, the next layer's are normal (ratio 1e-2 / 1.5e-2 = 0.67 is
+        # not < 0.1): no progressive decay with depth.
+        assert vanishing([1e-6, 1e-2, 1e-2, 1e-2, 1e-2, 2e-2]) == {}
+
+    def test_too_few_layers(self):
+        # 3 weighted layers < vanishing_min_layers 4: a first/last ratio of
+        # 1e-5 is input scaling or noise, not depth. (Judged, dense_0 would
+        # pass: reference median(1e-4, 1e-2) = 5.05e-3, next ratio 0.0198.)
+        assert vanishing([1e-7, 1e-4, 1e-2]) is None
+        assert vanishing([1e-7, 1e-4, 1e-2], vanishing_min_layers=3) == {
+            "dense_0": pytest.approx((1e-7, 1e-7 / 5.05e-3))
+        }
+
+    def test_four_layers_are_enough(self):
+        # Reference median(1e-2, 1e-2) = 1e-2; candidates dense_0, dense_1:
+        # dense_0 (next 1e-3 < 0.1) flagged, dense_1 (next 1.0) not.
+        assert vanishing([1e-7, 1e-5, 1e-2, 1e-2]) == {
+            "dense_0": pytest.approx((1e-7, 1e-5))
+        }
+
+    def test_quiet_output_layers(self):
+        # Reference median(5e-8, 5e-8) = 5e-8 < vanishing_reference_rms 1e-7:
+        # everything is quiet, nothing vanishes relative to anything.
+        rms = [1e-12, 1e-12, 1e-12, 1e-10, 1e-10, 5e-8, 5e-8]
+        assert vanishing(rms) is None
+        found = vanishing(rms, vanishing_reference_rms=1e-8)
+        assert sorted(found) == ["dense_0", "dense_1", "dense_2"]
+
+    def test_layers_without_gradients_are_left_out(self):
+        # An Activation layer (no weights) and a layer whose gradient is
+        # unknown do not count towards the 4 layers.
+        layers = [*mlp(["relu"] * 2)]
+        layers.insert(1, LayerInfo("act", "Activation", "relu", False, 1))
+        stats = recording(
+            0, [1e-7, 1e-2, 1e-5, 1e-2], names=["dense_0", "act", "dense_1", "dense_2"]
+        )
+        assert vanishing_layers(stats, layers, Thresholds()) is None
+
+
+# An attention block as a graph: the query, key and value projections are
+# parallel branches at the same distance from the output (3).
+ATTENTION = [
+    ("embed", 4),
+    ("query", 3),
+    ("key", 3),
+    ("value", 3),
+    ("attn_out", 2),
+    ("ffn", 1),
+    ("head", 0),
+]
+# Query and key get small gradients (through the softmax scores), the value
+# projection a loud one.
+ATTENTION_RMS = [1e-5, 2e-5, 2e-5, 1e-2, 1e-2, 1e-2, 1e-2]
+
+
+def attention(graph=True):
+    return [
+        LayerInfo(name, "EinsumDense", None, True, i, d if graph else None)
+        for i, (name, d) in enumerate(ATTENTION)
+    ]
+
+
+class TestVanishingDistance:
+    def test_attention_siblings_are_not_a_deep_chain(self):
+        # Rows farthest first: embed, query, key, value, attn_out, ffn, head;
+        # reference = ffn, head (RMS 1e-2, max-abs 4e-2); candidates = the
+        # first 7 // 2 = 3: embed, query, key, all with ratio < 1e-2, max-abs
+        # < 4e-4 and RMS < 3e-4. Next level of query and key: distance 2
+        # (attn_out, ratio 1: not progressive); of embed: distance 3, whose
+        # loudest layer is value (ratio 1), not the quiet query (2e-3).
+        stats = recording(0, ATTENTION_RMS, names=[n for n, _ in ATTENTION])
+        assert vanishing_layers(stats, attention(), Thresholds()) == {}
+
+    def test_same_layers_in_model_order_are_a_chain(self):
+        # Without a graph, model order stands in: embed (6) -> query (5) ->
+        # key (4) -> value (3). embed's next layer is query (ratio 2e-3 <
+        # 0.1), query's is key (2e-3): both flagged; key's is value (1.0).
+        stats = recording(0, ATTENTION_RMS, names=[n for n, _ in ATTENTION])
+        found = vanishing_layers(stats, attention(graph=False), Thresholds())
+        assert found == {
+            "embed": pytest.approx((1e-5, 1e-3)),
+            "query": pytest.approx((2e-5, 2e-3)),
+        }
+
+    def test_one_unknown_distance_falls_back_to_model_order(self):
+        layers = attention()
+        layers[-1].distance = None
+        stats = recording(0, ATTENTION_RMS, names=[n for n, _ in ATTENTION])
+        assert sorted(vanishing_layers(stats, layers, Thresholds())) == [
+            "embed",
+            "query",
+        ]
+
+    def test_attention_through_health_rules(self):
+        names = [n for n, _ in ATTENTION]
+        seq = [recording(s, ATTENTION_RMS, names=names) for s in (0, 5, 10)]
+        assert run(HealthRules(attention()), seq) == []
+        found = run(HealthRules(attention(graph=False)), seq)
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, "embed", 0),
+            (F.VANISHING_GRADIENTS, "query", 0),
+        ]
+        # No saturating activation between them and the output.
+        assert "check the weight initialisation" in found[0].message
 
 
 class TestVanishing:
     def test_deep_sigmoid_persisting(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
         found = run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5, 10, 15)])
-        # 7 weighted layers: reference = median of the last max(2, 7 // 4) = 2
-        # layers = (3.5e-3 + 3.3e-2) / 2 = 1.8e-2; candidates = first 7 // 2 = 3.
-        # Ratios: 2.2e-4, 4.4e-4, 1.9e-3, all < 1e-2 with RMS < 1e-4.
+        # Confirmed at step 10: 3 recordings spanning steps 0-10 (11 >= 5).
         expected = [(F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)]
         assert modes(found) == expected
-        assert found[0].value == pytest.approx(4e-6)
-        assert "ReLU" in found[0].fix and "batch normalization" in found[0].fix
+        assert [f.value for f in found] == pytest.approx([4e-6, 8e-6, 3.5e-5])
         assert all(f.severity == F.FAILURE for f in found)
+        assert all(f.fix == FIXES[F.VANISHING_GRADIENTS] for f in found)
+        assert found[0].message == (
+            "Layer 'dense_0' gets gradients with RMS 4e-06, 0.00022 times those "
+            "of the layers near the output, for 3 recordings in a row (steps "
+            "0-10): it has almost stopped learning (the saturating activations "
+            "of 'dense_0', 'dense_1', 'dense_2', ... shrink the gradient at "
+            "every layer it passes back through)."
+        )
+        # dense_2 (distance 4) is behind the sigmoids dense_2 .. dense_5.
+        assert "of 'dense_2', 'dense_3', 'dense_4', ..." in found[2].message
+
+    def test_confirmed_when_the_span_is_reached(self):
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        # Steps 0-3: 4 recordings but a span of 4 steps < patience_steps 5.
+        assert run(rules, [recording(s, SIGMOID_RMS) for s in range(4)]) == []
+        found = rules.observe(recording(4, SIGMOID_RMS))
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
+        ]
+        assert "for 5 recordings in a row (steps 0-4)" in found[0].message
 
     def test_not_reported_before_patience(self):
+        # 2 recordings spanning 6 steps: fewer than patience 3.
         rules = HealthRules(mlp(["sigmoid"] * 6))
         assert run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5)]) == []
 
@@ -153,6 +551,15 @@ class TestVanishing:
         ]
         assert run(rules, seq) == []
 
+    def test_unjudged_recording_breaks_the_streak(self):
+        # A recording with quiet output layers (None: cannot be judged) ends
+        # the streak: steps 0, 5 and then 15 alone.
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        quiet = [1e-12] * 7
+        rms = [SIGMOID_RMS, SIGMOID_RMS, quiet, SIGMOID_RMS]
+        seq = [recording(s, r) for s, r in zip((0, 5, 10, 15), rms)]
+        assert run(rules, seq) == []
+
     def test_converged_tiny_everywhere(self):
         # Converged: every layer has tiny gradients, none tiny relative to others.
         rules = HealthRules(mlp(["relu"] * 6))
@@ -161,247 +568,514 @@ class TestVanishing:
 
     def test_converged_loss(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
+        # The first recorded loss is 2.3; 1e-3 <= 1e-3 * 2.3: converged.
         first = recording(0, RELU_RMS[:1] * 7, loss=2.3)
-        seq = [recording(s, SIGMOID_RMS, loss=1e-4) for s in range(1, 6)]
+        seq = [recording(s, SIGMOID_RMS, loss=1e-3) for s in range(1, 10)]
         assert run(rules, [first, *seq]) == []
 
-    def test_quiet_output_layers(self):
+    def test_not_converged_above_the_ratio(self):
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        # 1e-2 > 1e-3 * 2.3: still learning, the vanishing is reported.
+        first = recording(0, RELU_RMS[:1] * 7, loss=2.3)
+        seq = [recording(s, SIGMOID_RMS, loss=1e-2) for s in range(1, 10)]
+        assert modes(run(rules, [first, *seq])) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 1) for i in range(3)
+        ]
+
+    def test_converged_uses_the_first_recorded_loss(self):
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        # No loss at step 0; the first recorded one is 2.0 (step 1), and
+        # 1.5e-3 <= 1e-3 * 2.0: converged, although 1.5e-3 is not below
+        # 1e-3 times any later loss.
+        seq = [recording(0, RELU_RMS[:1] * 7, loss=None)]
+        seq += [recording(1, RELU_RMS[:1] * 7, loss=2.0)]
+        seq += [recording(s, SIGMOID_RMS, loss=1.5e-3) for s in range(2, 20)]
+        assert run(rules, seq) == []
+
+    def test_message_without_saturating_activations(self):
         rules = HealthRules(mlp(["relu"] * 6))
-        rms = [1e-12, 1e-12, 1e-12, 1e-10, 1e-10, 5e-8, 5e-8]
-        assert run(rules, [recording(s, rms) for s in range(10)]) == []
+        found = run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5, 10)])
+        assert len(found) == 3
+        assert found[0].message.endswith(
+            "(the gradient shrinks at every layer it passes back through: check "
+            "the weight initialisation, and add normalization or skip "
+            "connections)."
+        )
+
+    def test_message_ignores_saturating_layers_before_it(self):
+        # A sigmoid first layer is not between dense_1 and the output.
+        # Reference 1e-2: dense_1 (ratio 4e-4, next dense_2 8e-4) is flagged,
+        # dense_0 (ratio 1) and dense_2 (next dense_3 ratio 1) are not.
+        rules = HealthRules(mlp(["sigmoid"] + ["relu"] * 5))
+        rms = [1e-2, 4e-6, 8e-6, 1e-2, 1e-2, 1e-2, 1e-2]
+        found = run(rules, [recording(s, rms) for s in (0, 5, 10)])
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_1", 0)]
+        assert "saturating" not in found[0].message
+        assert "check the weight initialisation" in found[0].message
 
     def test_few_layers_first_last_ratio_is_not_vanishing(self):
-        # 3 weighted layers with a 1e-5 first/last ratio: input scaling or
-        # noise, not a depth effect.
         rules = HealthRules(mlp(["sigmoid"] * 2))
         rms = [1e-7, 1e-4, 1e-2]
         assert run(rules, [recording(s, rms) for s in range(10)]) == []
 
-    def test_sparse_gradients_are_not_vanishing(self):
-        # An embedding-like first layer: tiny RMS (few rows used) but a normal
-        # max-abs.
-        rules = HealthRules(mlp(["relu"] * 5))
-        rms = [1e-6, 1e-2, 1e-2, 1e-2, 1e-2, 2e-2]
-        maxes = [5e-2, 4e-2, 4e-2, 4e-2, 4e-2, 8e-2]
-        assert run(rules, [recording(s, rms, maxes) for s in range(10)]) == []
-
-    def test_lone_quiet_first_layer_is_not_vanishing(self):
-        # Inputs scaled 1e-4: the first layer's gradients (x^T delta) are
-        # tiny, the next layer's are normal: no progressive decay with depth.
-        rules = HealthRules(mlp(["relu"] * 5))
-        rms = [1e-6, 1e-2, 1e-2, 1e-2, 1e-2, 2e-2]
-        assert run(rules, [recording(s, rms) for s in range(10)]) == []
-
-    def test_zero_gradient_is_a_cut_not_vanishing(self):
-        rules = HealthRules(mlp(["relu"] * 5))
-        rms = [0.0, 0.0, 1e-2, 1e-2, 1e-2, 2e-2]
-        assert run(rules, [recording(s, rms) for s in range(10)]) == []
-
     def test_healthy_relu_and_loud_output(self):
         rules = HealthRules(mlp(["relu"] * 3))
-        rms = [2e-3, 1e-3, 8e-4, 3e-1]  # A loud output layer.
-        # Reference = median(8e-4, 3e-1) = 0.15: dense_0's ratio 1.3e-2 is not
-        # below 1e-2; dense_1's (6.7e-3) is, but its RMS 1e-3 is not small in
-        # absolute terms (>= 3e-4): not vanishing.
+        rms = [2e-3, 1e-3, 8e-4, 3e-1]  # See TestVanishingLayers.test_absolute_rms.
         assert run(rules, [recording(s, rms) for s in range(10)]) == []
 
     def test_threshold_override(self):
         rules = HealthRules(
-            mlp(["sigmoid"] * 6), {"patience": 1, "vanishing_ratio": 3e-4}
+            mlp(["sigmoid"] * 6),
+            {"patience": 1, "patience_steps": 1, "vanishing_ratio": 3e-4},
         )
         found = rules.observe(recording(0, SIGMOID_RMS))
-        # Only dense_0 (ratio 2.2e-4) is below 3e-4.
+        # Only dense_0 (ratio 2.2e-4) is below 3e-4; the next layer's 4.4e-4
+        # is below sqrt(3e-4) = 1.7e-2.
         assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
 
 
 class TestExploding:
     def test_growth_over_baseline_persisting(self):
         rules = HealthRules(mlp(["tanh"]))
-        norms = [1.0, 2.0, 1.5, 3.0, 500.0, 800.0, 1e4]
-        seq = [
-            recording(5 * i, [1e-2, 1e-2], global_norm=n) for i, n in enumerate(norms)
-        ]
-        found = run(rules, seq)
-        # Baseline = median(1, 2, 1.5) = 1.5; limit 150; 500 at step 20 and
-        # 800 at step 25 persist -> reported at step 20.
-        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 20)]
+        found = run(rules, events([1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0, 1e4]))
+        # Early = median(1, 2, 1.5, 3, 2.5) = 2; limit = min(100 * 2, 1e6) =
+        # 200; recent = 2, 100 * 2 = 200 too. 500 (step 5) and 800 (step 6):
+        # exploding_patience 2 steps over -> reported at step 5.
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
         assert found[0].value == 800.0
-        assert "learning rate" in found[0].fix and "clip" in found[0].fix
+        assert found[0].message == (
+            "The global gradient norm reached 800 at step 6, 400x its early 2: "
+            "the gradients are exploding and training diverges."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+        assert found[0].severity == F.FAILURE
+
+    def test_recorded_steps_are_judged_too(self):
+        # `observe` judges the norm of a step `observe_step` has not seen.
+        rules = HealthRules(mlp(["tanh"]))
+        norms = [1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0]
+        seq = [recording(s, [1e-2, 1e-2], global_norm=n) for s, n in enumerate(norms)]
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
+
+    def test_steps_and_recordings_mixed(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [recording(s, [1e-2, 1e-2]) for s in range(5)]
+        seq += [event(5, 400.0), recording(6, [1e-2, 1e-2], global_norm=600.0)]
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
+
+    def test_a_recorded_step_is_not_judged_twice(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = events([1, 1, 1, 1, 1, 500])
+        seq += [recording(5, [1e-2, 1e-2], global_norm=500.0), event(5, 500.0)]
+        # Step 5 counts once: one step over the limit, no explosion.
+        assert run(rules, seq) == []
+        assert modes(rules.observe_step(event(6, 500.0))) == [
+            (F.EXPLODING_GRADIENTS, None, 5)
+        ]
 
     def test_single_spike_is_not_exploding(self):
         rules = HealthRules(mlp(["tanh"]))
-        norms = [1.0, 1.0, 1.0, 500.0, 1.0, 1.2, 900.0, 1.1]
-        seq = [recording(i, [1e-2, 1e-2], global_norm=n) for i, n in enumerate(norms)]
-        assert run(rules, seq) == []
+        # Early 1, limit 100: 500 and 900 are single steps over it.
+        found = run(
+            rules, events([1.0, 1.0, 1.0, 1.0, 1.0, 500.0, 1.0, 1.2, 900.0, 1.1])
+        )
+        assert found == []
+
+    def test_patience_override(self):
+        rules = HealthRules(mlp(["tanh"]), {"exploding_patience": 3})
+        assert run(rules, events([1, 1, 1, 1, 1, 500, 500])) == []
+        assert modes(rules.observe_step(event(7, 500))) == [
+            (F.EXPLODING_GRADIENTS, None, 5)
+        ]
 
     def test_huge_spike_reported_at_once(self):
         rules = HealthRules(mlp(["tanh"]))
-        norms = [1.0, 1.0, 1.0, 2e4]
-        seq = [recording(i, [1e-2, 1e-2], global_norm=n) for i, n in enumerate(norms)]
-        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 3)]
+        # 1e4 >= exploding_spike_growth 1e4 * early 1.
+        found = run(rules, events([1.0, 1.0, 1.0, 1.0, 1.0, 1e4]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+        assert found[0].value == 1e4
+
+    def test_spike_below_spike_growth(self):
+        rules = HealthRules(mlp(["tanh"]))
+        assert run(rules, events([1.0, 1.0, 1.0, 1.0, 1.0, 9999.0, 1.0])) == []
 
     def test_absolute_ceiling_without_baseline(self):
         rules = HealthRules(mlp(["tanh"]))
-        seq = [
-            recording(i, [1.0, 1.0], global_norm=n) for i, n in enumerate([2e6, 3e6])
-        ]
-        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 0)]
+        # No normal step yet: the limit is the ceiling 1e6.
+        found = run(rules, events([2e6, 3e6]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 0)]
+        assert found[0].value == 3e6
+        assert found[0].message == (
+            "The global gradient norm reached 3e+06 at step 1: the gradients "
+            "are exploding and training diverges."
+        )
+
+    def test_ceiling_over_a_high_recent_level(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # Steady 5e4 (unscaled targets): early 5e4, limit min(100 * 5e4,
+        # 1e6) = 1e6. 2e6 is over the ceiling, so the recent level (100 *
+        # 5e4 = 5e6, which 2e6 is below) is not consulted.
+        found = run(rules, events([5e4] * 10 + [2e6, 2e6]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 10)]
+        assert found[0].value == 2e6
+
+    def test_recent_level_absorbs_healthy_drift(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # Early 1 (limit 100); the norm settles at 50 for 36 steps (normal:
+        # recent median 50). 300 is over the early limit but not over 100 *
+        # 50 = 5000: drift, not an explosion.
+        seq = events([1] * 5 + [50] * 36 + [300, 300])
+        assert run(rules, seq) == []
+        # 6000 > 5000 twice (recent still median 50): exploding.
+        found = run(rules, events([6000, 6000], start=43))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 43)]
+        assert "reached 6e+03 at step 44, 6e+03x its early 1" in found[0].message
 
     def test_large_but_steady_norm(self):
         # Unscaled regression targets: large norms from the start, no growth.
         rules = HealthRules(mlp(["relu"]))
-        seq = [
-            recording(i, [1.0, 1.0], global_norm=5e3 * (1 + 0.1 * (i % 3)))
-            for i in range(20)
-        ]
-        assert run(rules, seq) == []
+        norms = [5e3 * (1 + 0.1 * (i % 3)) for i in range(40)]
+        assert run(rules, events(norms)) == []
 
     def test_healthy_drift(self):
         rules = HealthRules(mlp(["relu"]))
-        seq = [recording(i, [1e-2, 1e-2], global_norm=0.5 * 1.1**i) for i in range(30)]
-        # 0.5 * 1.1^29 = 7.9, 16x the baseline: drift, not an explosion.
-        assert run(rules, seq) == []
+        # 0.5 * 1.1^59 = 138, 250x the early median(0.5 * 1.1^0..4) = 0.6,
+        # but never 100x its recent median.
+        assert run(rules, events([0.5 * 1.1**i for i in range(60)])) == []
 
-    def test_sentinel_events_count_towards_persistence(self):
+    def test_early_baseline_is_the_first_five_normal_steps(self):
         rules = HealthRules(mlp(["tanh"]))
-        seq = [recording(s, [1e-2, 1e-2], global_norm=1.0) for s in (0, 10, 20)]
-        seq += [
-            SentinelEvent(27, 400.0, False),
-            recording(30, [1e-2, 1e-2], global_norm=600.0),
-        ]
-        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 27)]
+        # Early = median of steps 0-4 = 1, not of all 11 normal steps (50):
+        # 1e4 >= 1e4 * 1 is a spike.
+        found = run(rules, events([1] * 5 + [50] * 6 + [1e4]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 11)]
+
+    def test_baseline_steps_override(self):
+        rules = HealthRules(mlp(["tanh"]), {"baseline_steps": 8})
+        # Early = median(1 x 5, 50 x 3) = 1: 1e4 >= 1e4 * 1 is a spike.
+        assert len(run(rules, events([1] * 5 + [50] * 6 + [1e4]))) == 1
+        # Early = median(1 x 5, 50 x 6) = 50: 1e4 < 1e4 * 50 is no spike, and
+        # over the limit 100 * 50 = 5000 (and 100x the recent 50) once only.
+        rules = HealthRules(mlp(["tanh"]), {"baseline_steps": 11})
+        assert run(rules, events([1] * 5 + [50] * 6 + [1e4])) == []
+
+    def test_steps_over_the_limit_are_left_out_of_the_baseline(self):
+        rules = HealthRules(mlp(["tanh"]), {"exploding_patience": 3})
+        # Steps 1, 2 and 4 are over 100 * 1 (and 100x the recent 1) but never
+        # 3 in a row. Early = median of steps 0, 3, 5, 6, 7 = 1 (with the
+        # 500s it would be median(1, 500, 500, 1, 500) = 500, and 1e4 no
+        # spike).
+        found = run(rules, events([1, 500, 500, 1, 500, 1, 1, 1, 1e4]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 8)]
 
     def test_zero_norms_are_no_baseline(self):
         # No gradient at first (e.g. a zero-initialised model), then normal.
         rules = HealthRules(mlp(["tanh"]))
-        norms = [0.0, 0.0, 0.0, 1.0, 1.2, 0.9, 1.1]
-        seq = [recording(i, [1e-2, 1e-2], global_norm=n) for i, n in enumerate(norms)]
-        assert run(rules, seq) == []
-        assert rules.norm_limit() == 100.0  # 100 x median(1.0, 1.2, 0.9)
-
-    def test_norm_limit(self):
-        rules = HealthRules(mlp(["tanh"]))
-        assert rules.norm_limit() == 1e6
-        run(
-            rules,
-            [
-                recording(s, [1e-2, 1e-2], global_norm=n)
-                for s, n in enumerate([2, 4, 3])
-            ],
-        )
-        assert rules.norm_limit() == 300.0  # 100 x median(2, 4, 3)
+        assert run(rules, events([0.0, 0.0, 0.0, 1.0, 1.2, 0.9, 1.1, 1.0])) == []
+        # Early = median(1, 1.2, 0.9, 1.1, 1.0) = 1, not 0: limit 100.
+        found = run(rules, events([150, 150], start=8))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 8)]
+        assert "1.5x its early 1" not in found[0].message
+        assert "150x its early 1" in found[0].message
 
     def test_update_ratio_persisting(self):
         rules = HealthRules(mlp(["tanh"]))
-        seq = [recording(s, [1e-2, 1e-2], update_ratio=[2.0, 1e-3]) for s in range(4)]
-        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
+        seq = [
+            recording(s, [1e-2, 1e-2], update_ratio=[r, 1e-3])
+            for s, r in ((0, 2.0), (2, 3.0), (4, 4.0))
+        ]
+        found = run(rules, seq[:2])
+        assert found == []
+        # 3 recordings over 1.0, steps 0-4 (span 5).
+        found = run(rules, seq[2:])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
+        assert found[0].value == 4.0
+        assert found[0].message == (
+            "Each update changes the weights of layer 'dense_0' by 4 times "
+            "their own norm (3 recordings in a row, steps 0-4): the steps are "
+            "far too large and training is unstable."
+        )
+
+    def test_update_ratio_at_the_threshold(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [recording(s, [1e-2, 1e-2], update_ratio=[1.0, 0.5]) for s in range(10)]
+        assert run(rules, seq) == []
 
     def test_zero_initialised_layer_update_ratio(self):
-        # Zero-init layer: infinite, then large, then shrinking ratios.
+        # Zero-init layer: an infinite ratio (||w|| = 0) is skipped, then
+        # 1.5 and 1.2 (2 recordings) and shrinking ratios.
         rules = HealthRules(mlp(["tanh"]))
-        ratios = [math.inf, 1.5, 0.4, 0.2, 0.1]
+        ratios = [math.inf, 1.5, 1.2, 0.4, 0.2]
         seq = [
-            recording(s, [1e-2, 1e-2], update_ratio=[1e-3, r])
+            recording(5 * s, [1e-2, 1e-2], update_ratio=[1e-3, r])
             for s, r in enumerate(ratios)
         ]
         assert run(rules, seq) == []
 
 
+class TestJumps:
+    def test_norm_up(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # 20 >= 10 * recent 1 (and <= limit 100); then 1 is back at the
+        # recent median(1, 1, 1, 1, 1, 20) = 1.
+        assert jumps(rules, events([1, 1, 1, 1, 1, 20, 1])) == [False] * 5 + [
+            True,
+            False,
+        ]
+
+    def test_norm_down_for_three_steps(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # 0.05 * 10 = 0.5 <= the recent median 1 (the 0.05s stay a minority
+        # of median(1 x 5, 0.05 x 3) = 1): one quiet batch is no jump, the
+        # third in a row is (once; the fourth is not a new jump).
+        seq = events([1, 1, 1, 1, 1, 0.05, 0.05, 0.05, 0.05])
+        assert jumps(rules, seq) == [False] * 7 + [True, False]
+
+    def test_interrupted_drop_is_no_jump(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = events([1, 1, 1, 1, 1, 0.05, 0.05, 1, 0.05, 0.05, 1])
+        assert jumps(rules, seq) == [False] * 11
+
+    def test_small_changes_are_no_jump(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # 5 < 10 * 1; then 0.2 * 10 = 2 > median(1, 1, 1, 1, 1, 5) = 1.
+        assert jumps(rules, events([1, 1, 1, 1, 1, 5, 0.2])) == [False] * 7
+
+    def test_start_of_an_explosion(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # 500 starts a streak over the limit (count 1); the second is not a
+        # new jump.
+        assert jumps(rules, events([1, 1, 1, 1, 1, 500, 500])) == [False] * 5 + [
+            True,
+            False,
+        ]
+
+    def test_learning_rate_from_steps(self):
+        rules = HealthRules(mlp(["tanh"]))
+        rates = [1e-3, 1e-3, 2e-2, 2e-2, 1e-3, 5e-3, 4e-3]
+        seq = [event(s, 1.0, lr) for s, lr in enumerate(rates)]
+        # 2e-2 >= 10 * 1e-3 (up); 1e-3 * 10 <= 2e-2 (down); 5e-3 is 5x.
+        assert jumps(rules, seq) == [False, False, True, False, True, False, False]
+
+    def test_learning_rate_from_recordings(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [
+            recording(s, [1e-2, 1e-2], learning_rate=lr)
+            for s, lr in enumerate([1e-3, 1e-2, 1e-2])
+        ]
+        assert jumps(rules, seq) == [False, True, False]
+
+    def test_learning_rate_from_zero_or_unknown(self):
+        # A warm-up from 0 has no factor; an unknown rate is no change.
+        rules = HealthRules(mlp(["tanh"]))
+        rates = [0.0, 1e-3, 0.0, None, 1e-3, 1e-3]
+        seq = [event(s, 1.0, lr) for s, lr in enumerate(rates)]
+        assert jumps(rules, seq) == [False] * 6
+
+    def test_jump_survives_the_recording_of_its_step(self):
+        rules = HealthRules(mlp(["tanh"]))
+        run(rules, events([1, 1, 1, 1, 1, 20]))
+        assert rules.jumped
+        rules.observe(recording(5, [1e-2, 1e-2], global_norm=20.0))
+        assert rules.jumped
+
+
+def dead_run(activity, steps, batch_size=32, activations=("relu", "relu")):
+    """Recordings of an MLP whose hidden layers have this unit activity (a
+    pair of per-unit lists, or a function of the step giving the pair)."""
+    seq = []
+    for s in steps:
+        pair = activity(s) if callable(activity) else activity
+        seq.append(
+            recording(
+                s,
+                RELU_RMS[:3],
+                batch_size=batch_size,
+                unit_activity=[*pair, None],
+            )
+        )
+    return HealthRules(mlp(list(activations))), seq
+
+
+# dense_0: 1 of 4 units dead (0.25 < 0.5); dense_1: 3 of 4 dead (0.75).
+ACTIVITY = ([5, 9, 3, 0], [0, 0, 0, 7])
+
+
 class TestDeadRelu:
+    def test_dead_units_persisting(self):
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
+        # Steps 0-20: 96 samples < min_samples 128; at step 30 the window is
+        # 4 recordings (128 samples) from step 0.
+        assert run(rules, seq[:3]) == []
+        found = run(rules, seq[3:])
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
+        assert found[0].value == 0.75
+        assert found[0].message == (
+            "75% of the units of layer 'dense_1' output zero for every one of "
+            "the 128 samples of the last 4 recorded batches (steps 0-30): these "
+            "ReLU units are dead and get no gradient; they only come back if the "
+            "layers before them change their inputs."
+        )
+        assert found[0].fix == FIXES[F.DEAD_RELU]
+
+    def test_dead_fraction_at_the_threshold(self):
+        # 2 of 4 units = 0.5 >= dead_fraction 0.5.
+        rules, seq = dead_run(([5, 9, 0, 0], [1, 1, 1, 1]), (0, 10, 20, 30))
+        found = run(rules, seq)
+        assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
+        assert found[0].value == 0.5
+
+    def test_active_on_one_sample_is_alive(self):
+        # dense_1's units 0-2 are inactive except at step 10, where they are
+        # active (on at least one sample): no window holding step 10 has a
+        # dead unit.
+        def activity(step):
+            return ([1, 1, 1, 1], [1, 1, 1, 0] if step == 10 else [0, 0, 0, 5])
+
+        rules, seq = dead_run(activity, range(0, 80, 10))
+        found = run(rules, seq)
+        # Windows (4 recordings): 0-30 and 10-40 hold step 10; the first
+        # without it, 20-50, is confirmed at once (span 31).
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 20)]
+        assert "(steps 20-50)" in found[0].message
+
+    def test_two_recordings_are_not_persistence(self):
+        # Batches of 64: the window is 2 recordings (128 samples) < patience 3.
+        rules, seq = dead_run(([0, 0, 0, 0], [0, 0, 0, 0]), (0, 10), batch_size=64)
+        assert run(rules, seq) == []
+
+    def test_span_of_the_streak(self):
+        rules, seq = dead_run(ACTIVITY, range(5))
+        # Step 3: window steps 0-3, span 4 < patience_steps 5. Step 4: window
+        # steps 1-4, but the streak started with the window of step 0.
+        assert run(rules, seq[:4]) == []
+        assert modes(run(rules, seq[4:])) == [(F.DEAD_RELU, "dense_1", 0)]
+
+    def test_small_batches_wait_for_enough_samples(self):
+        # Batches of 8: 16 recordings hold 128 samples.
+        rules, seq = dead_run(ACTIVITY, range(0, 80, 5), batch_size=8)
+        assert run(rules, seq[:15]) == []
+        found = run(rules, seq[15:])
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
+        assert "128 samples of the last 16 recorded batches (steps 0-75)" in (
+            found[0].message
+        )
+
+    def test_min_samples_override(self):
+        rules = HealthRules(mlp(["relu", "relu"]), {"min_samples": 64})
+        seq = [
+            recording(s, RELU_RMS[:3], batch_size=16, unit_activity=[*ACTIVITY, None])
+            for s in range(0, 40, 10)
+        ]
+        # 4 recordings of 16 hold 64 samples at step 30.
+        assert modes(run(rules, seq)) == [(F.DEAD_RELU, "dense_1", 0)]
+
     def test_healthy_sparsity_is_not_dead(self):
         # Half the elements zero, no unit zero for every sample: healthy ReLU.
-        rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            recording(
-                s,
-                RELU_RMS[:3],
-                zero_fraction=[0.5, 0.55, None],
-                dead_fraction=[0.0, 0.02, None],
-            )
-            for s in range(20)
-        ]
-        assert run(rules, seq) == []
-
-    def test_many_zero_elements_few_dead_units(self):
-        # 90% zeros per element, but only 10% of units dead: a crude zero count
-        # would flag it, the dead-unit fraction does not.
-        rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            recording(
-                s,
-                RELU_RMS[:3],
-                zero_fraction=[0.9, 0.9, None],
-                dead_fraction=[0.1, 0.1, None],
-            )
-            for s in range(20)
-        ]
-        assert run(rules, seq) == []
-
-    def test_dead_units_persisting(self):
-        rules = HealthRules(mlp(["relu", "relu"]))
-        dead = [[0.0, 0.8, None], [0.0, 0.85, None], [0.0, 0.9, None], [0.0, 0.9, None]]
-        seq = [
-            recording(s, RELU_RMS[:3], dead_fraction=d, zero_fraction=[0.5, 0.95, None])
-            for s, d in zip((0, 10, 20, 30), dead)
-        ]
+        # The per-element and per-batch fractions are not judged.
+        rules, seq = dead_run(([3, 9, 1, 2], [16, 1, 4, 2]), range(20))
         for stats in seq:
-            stats.batch_size = 32
-        found = run(rules, seq)
-        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
-        assert found[0].value == 0.9  # At the recording that confirmed it.
-        assert "Leaky ReLU" in found[0].fix and "learning rate" in found[0].fix
-
-    def test_small_batches_are_not_judged(self):
-        rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            recording(s, RELU_RMS[:3], dead_fraction=[0.6, 0.6, None])
-            for s in range(10)
-        ]
-        for stats in seq:
-            stats.batch_size = 2
-        assert run(rules, seq) == []
-
-    def test_leaky_relu_cannot_die(self):
-        rules = HealthRules(mlp(["leaky_relu", "elu"]))
-        seq = [
-            recording(s, RELU_RMS[:3], dead_fraction=[1.0, 1.0, None])
-            for s in range(10)
-        ]
+            for ls, z, d in zip(stats.layers, (0.9, 0.9, None), (1.0, 1.0, None)):
+                ls.zero_fraction, ls.dead_fraction = z, d
         assert run(rules, seq) == []
 
     def test_intermittent(self):
+        # Units inactive on some batches but never on 4 in a row.
+        def activity(step):
+            return ([0, 0, 0, 4], [1, 1, 1, 1]) if step % 3 else ([1] * 4, [1] * 4)
+
+        rules, seq = dead_run(activity, range(20))
+        assert run(rules, seq) == []
+
+    def test_leaky_relu_and_elu_cannot_die(self):
+        rules, seq = dead_run(
+            ([0] * 4, [0] * 4), range(10), activations=("leaky_relu", "elu")
+        )
+        assert run(rules, seq) == []
+
+    def test_unknown_activation_is_trusted(self):
+        # An activation without a profile that the callback measured dead
+        # units for is trusted to be ReLU-like.
+        rules, seq = dead_run(
+            ([0] * 4, [1] * 4), range(10), activations=("my_act", "tanh")
+        )
+        assert modes(run(rules, seq)) == [(F.DEAD_RELU, "dense_0", 0)]
+
+    def test_needs_unit_activity_and_batch_size(self):
+        rules, seq = dead_run(([0] * 4, [0] * 4), range(10), batch_size=None)
+        assert run(rules, seq) == []
         rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            recording(s, RELU_RMS[:3], dead_fraction=[0.7 if s % 3 else 0.1, 0.0, None])
-            for s in range(12)
-        ]
+        seq = [recording(s, RELU_RMS[:3], batch_size=32) for s in range(10)]
         assert run(rules, seq) == []
 
     def test_one_finding_per_layer(self):
-        rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            recording(s, RELU_RMS[:3], dead_fraction=[1.0, 1.0, None])
-            for s in range(30)
-        ]
+        rules, seq = dead_run(([0] * 4, [0] * 4), range(30))
         found = run(rules, seq)
         assert modes(found) == [
             (F.DEAD_RELU, "dense_0", 0),
             (F.DEAD_RELU, "dense_1", 0),
         ]
+        assert [f.value for f in found] == [1.0, 1.0]
         assert rules.findings == found
+
+    def test_can_die(self):
+        assert can_die("relu") and can_die("relu6") and can_die("unknown_act")
+        assert not any(map(can_die, (None, "leaky_relu", "elu", "sigmoid", "tanh")))
+
+
+class TestUnitActivity:
+    def test_window(self):
+        window = UnitActivity(min_samples=100)
+        window.add(0, 60, [0, 2, 0])
+        assert window.dead() is None  # 60 < 100 samples.
+        window.add(1, 60, [0, 0, 0])
+        # Window steps 0-1: units 0 and 2 inactive on all 120 samples.
+        assert window.dead() == (pytest.approx(2 / 3), 120, 2, 0)
+        window.add(2, 100, [0, 0, 0])
+        # The last recording alone holds 100 samples.
+        assert window.dead() == (1.0, 100, 1, 2)
+
+    def test_shape_change_starts_again(self):
+        window = UnitActivity(min_samples=100)
+        window.add(0, 60, [0, 0, 0])
+        window.add(1, 60, [0, 0, 0, 0])
+        assert window.dead() is None
+
+
+def saturation_run(saturation, steps=(0, 5, 10), output="sigmoid", **kw):
+    """Recordings of a two-tanh-layer MLP with this saturation per layer."""
+    rules = HealthRules(mlp(["tanh", "tanh"], output=output))
+    seq = [recording(s, RELU_RMS[:3], saturation=saturation, **kw) for s in steps]
+    return rules, seq
 
 
 class TestSaturation:
     def test_hidden_layer_saturated(self):
-        rules = HealthRules(mlp(["tanh", "tanh"], output="sigmoid"))
-        seq = [
-            recording(s, RELU_RMS[:3], saturation=[0.9, 0.3, 0.99])
-            for s in range(0, 50, 10)
-        ]
+        rules, seq = saturation_run([0.3, 0.9, 0.99])
         found = run(rules, seq)
-        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "dense_0", 0)]
-        assert "ReLU" in found[0].fix and "batch normalization" in found[0].fix
-        assert "input scaling" in found[0].fix
+        # dense_1: 0.9 >= saturation 0.75 for 3 recordings, steps 0-10; the
+        # sigmoid output (0.99) is exempt.
+        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
+        assert found[0].value == 0.9
+        assert found[0].severity == F.FAILURE
+        assert found[0].fix == FIXES[F.SATURATED_ACTIVATIONS]
+        assert found[0].message == (
+            "90% of the outputs of hidden layer 'dense_1' (tanh) are in the flat "
+            "tails (3 recordings in a row, steps 0-10): its gradient is nearly "
+            "zero there, so it and the layers before it have almost stopped "
+            "learning."
+        )
+
+    def test_at_and_below_the_threshold(self):
+        # 0.74 < 0.75 (dense_1); the first layer's 0.75 >= 0.75 with no input
+        # scale to blame.
+        rules, seq = saturation_run([0.75, 0.74, 1.0], steps=range(20))
+        assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_0", 0)]
+
+    def test_not_before_the_span(self):
+        rules, seq = saturation_run([0.3, 0.9, 0.99], steps=range(5))
+        assert run(rules, seq[:4]) == []  # Steps 0-3: span 4 < 5.
+        assert modes(run(rules, seq[4:])) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
 
     def test_confident_sigmoid_output_is_fine(self):
         rules = HealthRules(mlp(["relu"], output="sigmoid"))
@@ -419,26 +1093,116 @@ class TestSaturation:
         ]
         # The last layer with weights and everything after it are outputs.
         assert rules.output_layers == {"dense_1", "dense_2"}
+        assert rules.input_layers == {"dense_0"}
         assert run(rules, seq) == []
 
     def test_output_layers_override(self):
         rules = HealthRules(mlp(["tanh"], output="sigmoid"), output_layers=["dense_0"])
-        seq = [recording(s, [1e-2, 1e-2], saturation=[1.0, 1.0]) for s in range(3)]
+        # The first weighted layer is an output: no input layer.
+        assert rules.input_layers == frozenset()
+        seq = [
+            recording(s, [1e-2, 1e-2], saturation=[1.0, 0.8], input_scale=10.0)
+            for s in (0, 5, 10)
+        ]
+        # dense_1 is judged as any hidden layer (0.8 >= 0.75, not 0.95).
         assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
 
     def test_converged_model(self):
-        rules = HealthRules(mlp(["tanh", "tanh"]))
+        rules, seq = saturation_run([0.9, 0.9, None], steps=range(1, 10), loss=1e-4)
         first = recording(0, RELU_RMS[:3], loss=1.0, saturation=[0.0, 0.0, None])
-        seq = [
-            recording(s, RELU_RMS[:3], loss=1e-4, saturation=[0.8, 0.8, None])
-            for s in range(1, 9)
-        ]
+        # 1e-4 <= 1e-3 * 1.0 (the first recorded loss): converged.
         assert run(rules, [first, *seq]) == []
+
+    def test_not_converged(self):
+        rules, seq = saturation_run([0.9, 0.9, None], steps=range(1, 10), loss=1e-2)
+        first = recording(0, RELU_RMS[:3], loss=1.0, saturation=[0.0, 0.0, None])
+        # 1e-2 > 1e-3 * 1.0: both hidden layers, from step 1.
+        assert modes(run(rules, [first, *seq])) == [
+            (F.SATURATED_ACTIVATIONS, "dense_0", 1),
+            (F.SATURATED_ACTIVATIONS, "dense_1", 1),
+        ]
+
+    def test_not_judged_after_an_explosion(self):
+        # Saturation once the weights blew up is a consequence.
+        rules, seq = saturation_run([0.3, 0.9, None], steps=range(7, 20))
+        found = run(rules, [*events([1, 1, 1, 1, 1, 500, 500]), *seq])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+
+    def test_unstandardized_inputs(self):
+        rules, seq = saturation_run([0.6, 0.2, None], input_scale=10.0)
+        found = run(rules, seq)
+        # First weighted layer, 0.6 >= input_saturation 0.5 and 10 > 2; with
+        # raw inputs it needs raw_input_saturation 0.95 to be saturated.
+        assert modes(found) == [(F.UNSTANDARDIZED_INPUTS, "dense_0", 0)]
+        assert found[0].severity == F.WARNING
+        assert found[0].value == 10.0
+        assert found[0].fix == FIXES[F.UNSTANDARDIZED_INPUTS]
+        assert found[0].message == (
+            "60% of the outputs of hidden layer 'dense_0' (tanh) are in the flat "
+            "tails (3 recordings in a row, steps 0-10), and the inputs are not "
+            "standardized (a feature's mean or spread is 10, against about 1): "
+            "large inputs push the first layer into its flat tails, where it "
+            "learns slowly."
+        )
+
+    @pytest.mark.parametrize("scale", [None, 1.5, 2.0])
+    def test_standardized_inputs(self, scale):
+        # input_scale not > 2: no unstandardized_inputs; 0.6 < 0.75.
+        rules, seq = saturation_run([0.6, 0.2, None], input_scale=scale)
+        assert run(rules, seq) == []
+
+    @pytest.mark.parametrize("scale", [None, 1.5])
+    def test_first_layer_saturated_with_standardized_inputs(self, scale):
+        # 0.8 >= 0.75: the raw-input limit 0.95 does not apply.
+        rules, seq = saturation_run([0.8, 0.2, None], input_scale=scale)
+        assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_0", 0)]
+
+    def test_first_layer_below_input_saturation(self):
+        rules, seq = saturation_run([0.4, 0.2, None], input_scale=10.0)
+        assert run(rules, seq) == []
+
+    def test_raw_inputs_only_excuse_the_first_layer(self):
+        # dense_1 is no input layer: no unstandardized_inputs at 0.6, and
+        # saturated at 0.8 >= 0.75 (not the raw-input 0.95).
+        rules, seq = saturation_run([0.2, 0.6, None], input_scale=10.0)
+        assert run(rules, seq) == []
+        rules, seq = saturation_run([0.2, 0.8, None], input_scale=10.0)
+        assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
+
+    def test_first_layer_partly_saturated_by_raw_inputs(self):
+        # 0.9 < raw_input_saturation 0.95: only the cause is reported.
+        rules, seq = saturation_run([0.9, 0.2, None], input_scale=10.0)
+        assert modes(run(rules, seq)) == [(F.UNSTANDARDIZED_INPUTS, "dense_0", 0)]
+
+    def test_first_layer_saturated_and_unstandardized(self):
+        # 0.96 >= 0.95 and >= 0.5: both.
+        rules, seq = saturation_run([0.96, 0.2, None], input_scale=10.0)
+        found = run(rules, seq)
+        assert modes(found) == [
+            (F.SATURATED_ACTIVATIONS, "dense_0", 0),
+            (F.UNSTANDARDIZED_INPUTS, "dense_0", 0),
+        ]
+        assert [(f.severity, f.value) for f in found] == [
+            (F.FAILURE, 0.96),
+            (F.WARNING, 10.0),
+        ]
+
+    def test_first_weighted_layer_is_the_input_layer(self):
+        layers = [
+            LayerInfo("rescale", "Rescaling", None, False, 0),
+            *[
+                LayerInfo(f"dense_{i}", "Dense", a, True, i + 1)
+                for i, a in enumerate(["tanh", "tanh", "sigmoid"])
+            ],
+        ]
+        rules = HealthRules(layers)
+        assert rules.input_layers == {"dense_0"}
+        assert rules.output_layers == {"dense_2"}
 
 
 def test_healthy_training_has_no_findings():
     # A healthy ReLU MLP as measured over 400 Adam steps: gradients shrink as
-    # the loss falls, normal sparsity, a few dead units.
+    # the loss falls, normal sparsity, a few dead units (never half).
     rules = HealthRules(mlp(["relu"] * 3))
     seq = []
     for i in range(40):
@@ -449,9 +1213,12 @@ def test_healthy_training_has_no_findings():
                 [r * decay for r in RELU_RMS],
                 loss=1.1 * decay**2,
                 global_norm=0.5 * decay,
-                zero_fraction=[0.48, 0.33, 0.36, None],
-                dead_fraction=[0.0, 0.02, 0.08, None],
+                learning_rate=1e-3,
+                batch_size=32,
+                input_scale=1.0,
+                unit_activity=[[5, 0, 7, 3], [0, 2, 9, 1], [4, 0, 1, 6], None],
                 update_ratio=[1e-3, 2e-3, 2e-3, 3e-3],
             )
         )
     assert run(rules, seq) == []
+    assert rules.findings == []
