@@ -158,7 +158,7 @@ def test_get_resolves_names_and_callables():
     assert get("swish") is keras_actloss.activations.swish
     assert get("keras_actloss>elu") is keras_actloss.activations.elu
     assert get(keras.activations.relu) is keras.activations.relu
-    assert get(None) is None
+    assert get(None) is keras_actloss.activations.linear  # as keras.activations.get
     config = keras.saving.serialize_keras_object(keras_actloss.activations.tanh)
     assert get(config) is keras_actloss.activations.tanh
     with pytest.raises(ValueError, match="Received: identifier='nope'"):
