@@ -126,3 +126,30 @@ for _module, _test in _LAYER_TESTS.items():
 # `keras.src.layers.activations.activation_test` tests `keras.layers.Activation`,
 # which keras_actloss does not provide (it has `Sigmoid` and `Tanh` layers,
 # which Keras has not): not run.
+
+
+# --- losses ----------------------------------------------------------------
+
+_LOSSES = types.SimpleNamespace(
+    **{
+        name: getattr(keras_actloss.losses, name)
+        for name in keras_actloss.losses.__all__
+        if name not in ("get", "profile", "ALIASES")
+    }
+)
+_losses_test = _load_copy("keras.src.losses.losses_test", losses=_LOSSES)
+# Deliberate differences: test class -> {test name: reason}.
+LOSS_DIFFERENCES: dict[str, dict[str, str]] = {
+    "HuberLossTest": {
+        "test_config": "our config records every constructor argument "
+        "(`delta`, `dtype`) so it round-trips; Keras's Huber config drops "
+        "`delta`",
+    },
+}
+for _name, _value in vars(_losses_test).items():
+    if isinstance(_value, type) and issubclass(_value, unittest.TestCase):
+        globals()[f"TestKeras{_name}"] = _conformant(
+            _value, "losses", set(vars(_LOSSES)), LOSS_DIFFERENCES.get(_name, {})
+        )
+# Keras's classes must not be collected a second time, unchanged.
+del _name, _value, _copy

@@ -123,8 +123,8 @@ def check_one_hot_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
     )
     if sparse_like:
         raise ValueError(
-            "Expected one-hot `y_true` of the same shape as `y_pred` for "
-            "`categorical_crossentropy`; integer class labels need "
+            "Expected one-hot labels for `categorical_crossentropy`: `y_true` "
+            "must have the same shape as `y_pred`; integer class labels need "
             "`SparseCategoricalCrossentropy` (or `keras.utils.to_categorical`). "
             f"Received: y_true.shape={tuple(y_true.shape)}, "
             f"y_pred.shape={tuple(y_pred.shape)}"
@@ -134,8 +134,8 @@ def check_one_hot_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
         for t, p in zip(y_true.shape, y_pred.shape)
     ):
         raise ValueError(
-            "Expected `y_true` and `y_pred` of the same shape for "
-            f"`categorical_crossentropy`. Received: y_true.shape="
+            "Expected one-hot labels for `categorical_crossentropy`: `y_true` "
+            f"must have the same shape as `y_pred`. Received: y_true.shape="
             f"{tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
         )
 
