@@ -189,6 +189,9 @@ class LeakyReLU(_Elementwise):
     >>> np.round(keras_actloss.layers.LeakyReLU(0.5)(np.array([-2.0, 2.0])), 4)
     array([-1.,  2.], dtype=float32)
 
+    Stricter than Keras: `negative_slope` must be a finite number (Keras
+    accepts `nan` and `inf`).
+
     Args:
         negative_slope: Finite float >= 0. Defaults to `0.2`, as
             `keras.activations.leaky_relu` (Keras's `LeakyReLU` layer uses
@@ -224,7 +227,8 @@ class LeakyReLU(_Elementwise):
 class ELU(_Elementwise):
     """Exponential linear unit layer; negative outputs saturate at `-alpha`.
 
-    See `keras_actloss.activations.elu`.
+    See `keras_actloss.activations.elu`. Stricter than Keras: `alpha` must
+    be a finite number > 0 (Keras does not check it).
 
     Args:
         alpha: Finite float > 0. Defaults to `1.0`.
@@ -253,7 +257,8 @@ class Softmax(_Elementwise):
 
     Called with a mask (or after a masking layer), masked positions get
     probability 0 and the rest renormalise, as Keras's `Softmax` does.
-    See `keras_actloss.activations.softmax`.
+    See `keras_actloss.activations.softmax`. Stricter than Keras: `axis` is
+    checked at construction (Keras fails at the first call).
 
     Examples:
 
