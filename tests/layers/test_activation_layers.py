@@ -209,10 +209,26 @@ def test_built_at_init_unless_build_is_overridden(cls):
     assert layer.built and layer.seen_shape == (2, 3)
 
 
-def test_keras_relu_config_loads_into_ours(rng):
-    keras_layer = keras.layers.ReLU(max_value=5.0, negative_slope=0.2, threshold=1.0)
-    ours = layers.ReLU.from_config(keras_layer.get_config())
+KERAS_CONFIGS = [
+    keras.layers.ReLU(max_value=5.0, negative_slope=0.2, threshold=1.0),
+    keras.layers.LeakyReLU(0.3),
+    keras.layers.ELU(alpha=0.7),
+    keras.layers.Softmax(axis=(1, 2)),
+    keras.layers.PReLU(alpha_initializer="ones", shared_axes=[1]),
+]
+
+
+@pytest.mark.parametrize("keras_layer", KERAS_CONFIGS, ids=lambda x: type(x).__name__)
+def test_keras_config_loads_into_ours(keras_layer, rng):
+    ours = getattr(layers, type(keras_layer).__name__).from_config(
+        keras_layer.get_config()
+    )
     assert ours.get_config() == keras_layer.get_config()
-    x = rng.normal(scale=4.0, size=(3, 7)).astype("float32")
-    np.testing.assert_allclose(ours(x), keras_layer(x), rtol=1e-6)
-    assert ours.activation_profile().saturation_bounds == (-np.inf, 5.0)
+    x = rng.normal(scale=4.0, size=(2, 3, 7)).astype("float32")
+    np.testing.assert_allclose(ours(x), keras_layer(x), rtol=1e-6, atol=1e-7)
+
+
+def test_relu_profile_follows_its_cap():
+    layer = layers.ReLU(max_value=5.0, negative_slope=0.2, threshold=1.0)
+    assert layer.activation_profile().saturation_bounds == (-np.inf, 5.0)
+    assert layer.activation_profile().inactive_gradient == 0.2
