@@ -20,8 +20,21 @@ SIGMOID = "sigmoid"
 TANH = "tanh"
 SOFTMAX = "softmax"
 LINEAR = "linear"
-SWISH = "swish"
-ACTIVATION_FAMILIES = (RELU_FAMILY, SIGMOID, TANH, SOFTMAX, LINEAR, SWISH)
+SWISH = "swish"  # swish, silu, gelu, mish, hard_silu, glu: smooth gates
+SHRINK = "shrink"  # hard_shrink, soft_shrink, tanh_shrink
+LOG = "log"  # log_sigmoid, log_softmax: log-probabilities
+EXPONENTIAL = "exponential"
+ACTIVATION_FAMILIES = (
+    RELU_FAMILY,
+    SIGMOID,
+    TANH,
+    SOFTMAX,
+    LINEAR,
+    SWISH,
+    SHRINK,
+    LOG,
+    EXPONENTIAL,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +48,23 @@ class ActivationProfile:
         zero_centred: Whether outputs are centred on zero.
         produces_probabilities: Whether outputs are probabilities (sigmoid,
             softmax).
-        inactive_below: ReLU family only: outputs `<= inactive_below` are in
-            the zero / negative region ("zero activations"). None otherwise.
+        inactive_below: Outputs in `[inactive_from, inactive_below]` are in
+            the zero / negative region ("zero activations"): ReLU family,
+            shrink functions, hard SiLU, threshold. None when there is none.
         inactive_gradient: Derivative in that region: `0.0` for ReLU (units
             there learn nothing and can die), the slope for Leaky ReLU, None
             when it varies (PReLU, ELU).
-        saturation_bounds: Sigmoid/tanh only: outputs outside the open
-            interval `(low, high)` are saturated. None otherwise.
+        saturation_bounds: Outputs outside the open interval `(low, high)`
+            are saturated (sigmoid, tanh, hard tanh, softsign, capped ReLU,
+            ...). None when the activation has no flat tail.
         saturation_gradient: Derivative at the saturation bounds, as a
-            fraction of the activation's largest derivative (documents the
-            threshold: 0.04 for sigmoid at 0.01/0.99).
+            fraction of the activation's largest derivative, or of 1 where
+            that is larger or unbounded (documents the threshold: 0.04 for
+            sigmoid at 0.01/0.99; 0.0 where the tail is exactly flat).
+        inactive_from: Lower end of the inactive region. `-inf` (every output
+            up to `inactive_below`) except where negative outputs are live:
+            `0.0` for `hard_shrink`, `soft_shrink` and `hard_silu`, whose
+            dead region is the output 0 alone.
         description: One sentence for reports.
     """
 
@@ -58,6 +78,7 @@ class ActivationProfile:
     saturation_bounds: tuple[float, float] | None = None
     saturation_gradient: float | None = None
     description: str = ""
+    inactive_from: float = -math.inf
 
     @property
     def can_die(self) -> bool:

@@ -25,7 +25,7 @@ from keras_actloss.activations.functions import (
 from keras_actloss.activations.profiles import profile
 
 
-def get(identifier: Any) -> Callable | None:
+def get(identifier: Any) -> Callable:
     """Returns the activation function for a name, config or callable.
 
     Keras does not resolve third-party names in `Dense(activation="...")`;
@@ -35,19 +35,22 @@ def get(identifier: Any) -> Callable | None:
 
     >>> keras_actloss.activations.get("keras_actloss>swish").__name__
     'swish'
-    >>> keras_actloss.activations.get(None) is None
+    >>> keras_actloss.activations.get(None) is keras_actloss.activations.linear
     True
 
     Args:
         identifier: A registered name (`"swish"`, `"keras_actloss>swish"`), a
-            serialized config, a callable (returned as is) or None.
+            serialized config, a callable (returned as is) or None (no
+            activation).
 
     Returns:
-        The function, or None if `identifier` is None.
+        The function; `linear` for None, as `keras.activations.get`.
 
     Raises:
         ValueError: For unknown names and for anything else.
     """
+    if identifier is None:
+        return linear
     return registry.resolve("activation", identifier, "activation")
 
 

@@ -14,6 +14,13 @@ from keras_actloss.registry import register
 from keras_actloss.tensor_types import Tensor
 
 
+def _floating(x: Tensor) -> Tensor:
+    """`x` as is when floating, else cast to `keras.config.floatx()`."""
+    if "float" in keras.backend.standardize_dtype(x.dtype):
+        return x
+    return ops.cast(x, keras.config.floatx())
+
+
 def _like(value: float | Tensor, x: Tensor) -> float | Tensor:
     """A Python number as is (full precision); a tensor cast to `x.dtype`."""
     if isinstance(value, (int, float)):
@@ -77,30 +84,62 @@ def tanh(x: Tensor) -> Tensor:
 
 
 @register("activation", profile=BUILTIN_PROFILES["relu"])
-def relu(x: Tensor) -> Tensor:
-    """Rectified linear unit, `max(x, 0)`.
+def relu(
+    x: Tensor,
+    negative_slope: float = 0.0,
+    max_value: float | None = None,
+    threshold: float = 0.0,
+) -> Tensor:
+    """Rectified linear unit, `max(x, 0)`, with Keras's optional variants.
 
     The default for hidden layers: cheap and non-saturating for positive
     inputs. Units whose inputs stay negative get no gradient and can die.
+    The arguments are those of `keras.activations.relu` and give the same
+    numbers: a slope below the threshold (leaky), a cap (`max_value=6` is
+    ReLU6) and a threshold below which inputs are damped.
 
     Formula:
 
     ```
-    relu(x) = x if x > 0 else 0
+    relu(x) = min(x, max_value)                 if x > threshold
+            = negative_slope * (x - threshold)  otherwise
     ```
 
     Examples:
 
     >>> np.round(keras_actloss.activations.relu(np.array([-1.0, 0.0, 2.0])), 4)
     array([0., 0., 2.])
+    >>> x = np.array([-10.0, -5.0, 0.0, 5.0, 10.0])
+    >>> # hand computed: 0.5 * (x - 5) for x <= 5, capped at 5 above.
+    >>> np.round(keras_actloss.activations.relu(
+    ...     x, negative_slope=0.5, max_value=5.0, threshold=5.0), 4)
+    array([-7.5, -5. , -2.5,  0. ,  5. ])
 
     Args:
         x: Input tensor.
+        negative_slope: Float, slope below `threshold`. Defaults to `0.0`.
+        max_value: Float or None, the largest output (None: no cap).
+            Defaults to `None`.
+        threshold: Float, inputs at or below it are damped (or zeroed).
+            Defaults to `0.0`.
 
     Returns:
-        A tensor of the same shape and dtype as `x`.
+        A tensor of the same shape as `x`; of `x`'s dtype, except that
+        integer inputs give floats when `negative_slope` is not 0 (as Keras).
     """
-    return ops.relu(x)
+    x = ops.convert_to_tensor(x)
+    if negative_slope != 0:
+        x = _floating(x)
+    if threshold == 0 and max_value is None:
+        positive = ops.relu(x)
+    else:
+        kept = ops.greater(x, ops.cast(threshold, x.dtype))
+        positive = ops.where(kept, x, ops.zeros_like(x))
+        if max_value is not None:
+            positive = ops.clip(positive, 0, ops.cast(max_value, x.dtype))
+    if negative_slope == 0:
+        return positive
+    return positive - negative_slope * ops.relu(ops.cast(threshold, x.dtype) - x)
 
 
 @register("activation", profile=BUILTIN_PROFILES["leaky_relu"])
@@ -128,12 +167,13 @@ def leaky_relu(x: Tensor, negative_slope: float | Tensor = 0.2) -> Tensor:
             `0.2`, as `keras.activations.leaky_relu`.
 
     Returns:
-        A tensor of the same shape and dtype as `x`.
+        A tensor of the same shape and dtype as `x` (floats for integer
+        inputs, as Keras).
 
     Reference:
     - [Maas et al., 2013](https://ai.stanford.edu/~amaas/papers/relu_hybrid_icml2013_final.pdf)
     """
-    x = ops.convert_to_tensor(x)
+    x = _floating(ops.convert_to_tensor(x))
     slope = _like(negative_slope, x)
     return ops.relu(x) + slope * ops.minimum(x, ops.zeros_like(x))
 
@@ -208,12 +248,16 @@ def swish(x: Tensor, beta: float | Tensor = 1.0) -> Tensor:
     return x * ops.sigmoid(_like(beta, x) * x)
 
 
+Axis = int | tuple[int, ...] | list[int]
+
+
 @register("activation", profile=BUILTIN_PROFILES["softmax"])
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
+def softmax(x: Tensor, axis: Axis = -1) -> Tensor:
     """Softmax: turns logits into a probability distribution along `axis`.
 
     The output layer for single-label multi-class classification. Computed
-    as `exp(x - max(x))` so large logits do not overflow.
+    as `exp(x - max(x))` so large logits do not overflow. With several axes
+    the probabilities sum to 1 over all of them together.
 
     Formula:
 
@@ -228,21 +272,43 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 
     Args:
         x: Input tensor.
-        axis: Integer, the axis the probabilities sum to 1 along. Defaults to
-            `-1`.
+        axis: Integer, or tuple / list of integers, the axes the
+            probabilities sum to 1 along. Defaults to `-1`.
 
     Returns:
         A tensor of the same shape and dtype as `x`.
     """
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    if isinstance(axis, tuple) and len(axis) == 1:
+        axis = axis[0]
     return ops.softmax(x, axis=axis)
 
 
-def masked_softmax(x: Tensor, mask: Tensor | None = None, axis: int = -1) -> Tensor:
+def _check_mask_shape(x: Tensor, mask: Tensor) -> None:
+    """Raises unless `mask` broadcasts to `x` NumPy-style, as Keras's `Softmax`."""
+    if len(mask.shape) > len(x.shape):
+        raise ValueError(
+            "The `mask` must be broadcastable to `inputs` and must not have "
+            f"more dimensions. Received: inputs.shape={tuple(x.shape)}, "
+            f"mask.shape={tuple(mask.shape)}"
+        )
+    for m_dim, x_dim in zip(mask.shape[::-1], x.shape[::-1]):
+        if None not in (m_dim, x_dim) and m_dim not in (1, x_dim):
+            raise ValueError(
+                "The `mask` must be broadcastable to `inputs`. Each mask "
+                "dimension must be 1 or match the corresponding input "
+                f"dimension. Received: inputs.shape={tuple(x.shape)}, "
+                f"mask.shape={tuple(mask.shape)}"
+            )
+
+
+def masked_softmax(x: Tensor, mask: Tensor | None = None, axis: Axis = -1) -> Tensor:
     """Softmax in which masked positions (mask False or <= 0.5) get 0.
 
-    A fully masked slice returns all zeros. A mask with fewer dimensions than
-    `x` (a per-timestep mask from `Embedding(mask_zero=True)`) masks whole
-    trailing slices.
+    The math of Keras's `Softmax` layer called with a mask: the mask
+    broadcasts NumPy-style (trailing dimensions aligned, each of size 1 or
+    equal to the input's), and a fully masked slice returns all zeros.
 
     Examples:
 
@@ -254,19 +320,23 @@ def masked_softmax(x: Tensor, mask: Tensor | None = None, axis: int = -1) -> Ten
     Args:
         x: Input tensor.
         mask: Boolean or numeric tensor broadcastable to `x`, or None.
-        axis: Integer, the softmax axis. Defaults to `-1`.
+        axis: Integer, or tuple / list of integers, the softmax axes.
+            Defaults to `-1`.
 
     Returns:
         A tensor of the same shape and dtype as `x`.
+
+    Raises:
+        ValueError: If `mask` has more dimensions than `x`, or a dimension
+            that is neither 1 nor the input's (as Keras's `Softmax`).
     """
     if mask is None:
         return softmax(x, axis=axis)
     x = ops.convert_to_tensor(x)
     mask = ops.convert_to_tensor(mask)
+    _check_mask_shape(x, mask)
     if keras.backend.standardize_dtype(mask.dtype) != "bool":
-        mask = ops.greater(mask, 0.5)
-    for _ in range(len(x.shape) - len(mask.shape)):
-        mask = ops.expand_dims(mask, -1)
+        mask = ops.greater(mask, ops.cast(0.5, mask.dtype))
     # The most negative finite value would overflow `x - max`; this one is
     # far below any logit yet safe in float16 too.
     float16 = keras.backend.standardize_dtype(x.dtype) == "float16"

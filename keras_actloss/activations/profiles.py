@@ -19,6 +19,7 @@ Thresholds (hand computed):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -26,6 +27,7 @@ import keras
 
 from keras_actloss import profiles as _p
 from keras_actloss import registry
+from keras_actloss.activations import keras_profiles
 from keras_actloss.profiles import ActivationProfile
 
 SWISH_MIN = -0.2784645428
@@ -176,7 +178,10 @@ def _profiles() -> dict[str, ActivationProfile]:
             family=_p.RELU_FAMILY,
             output_range=(0.0, inf),
             zero_centred=False,
-            description="Softplus: smooth ReLU; derivative is sigmoid(x).",
+            # softplus'(x) = sigmoid(x) = 1 - exp(-y): 0.01 at y = -log(0.99).
+            saturation_bounds=(-keras_profiles.LOG_099, inf),
+            saturation_gradient=keras_profiles.FLAT,
+            description="Softplus: smooth ReLU; flat for large negative inputs.",
         ),
         "selu": ActivationProfile(
             name="selu",
@@ -186,6 +191,7 @@ def _profiles() -> dict[str, ActivationProfile]:
             inactive_below=0.0,
             description="SELU: self-normalising scaled ELU.",
         ),
+        **keras_profiles.keras_only_profiles(),
     }
 
 
@@ -206,8 +212,9 @@ def _keras_function_names() -> dict[int, str]:
         _KERAS_FUNCTIONS = {
             id(keras.activations.get(name)): name for name in KERAS_NAMES
         }
-        # `swish` and `silu` are the same Keras function; prefer `swish`.
-        _KERAS_FUNCTIONS[id(keras.activations.get("swish"))] = "swish"
+        # Keras's aliases share one function; prefer these names.
+        for name in ("swish", "hard_silu"):
+            _KERAS_FUNCTIONS[id(keras.activations.get(name))] = name
     return _KERAS_FUNCTIONS
 
 
@@ -242,6 +249,38 @@ def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
     return profile(activation)
 
 
+def _relu_with_arguments(negative_slope=0.0, max_value=None, threshold=0.0):
+    # A threshold moves the inactive region's start, not its outputs.
+    return relu_profile(negative_slope, max_value)
+
+
+# Profiles that depend on an activation's arguments, for `functools.partial`.
+_PARAMETRIC = {
+    "relu": _relu_with_arguments,
+    "leaky_relu": leaky_relu_profile,
+    "elu": elu_profile,
+    "celu": keras_profiles.celu_profile,
+    "hard_shrink": functools.partial(keras_profiles.shrink_profile, "hard_shrink"),
+    "soft_shrink": functools.partial(keras_profiles.shrink_profile, "soft_shrink"),
+    "squareplus": keras_profiles.squareplus_profile,
+    "threshold": keras_profiles.threshold_profile,
+}
+
+
+def _from_partial(x: functools.partial) -> ActivationProfile | None:
+    """The profile of `partial(activation, **arguments)`, given its arguments."""
+    base = profile(x.func)
+    if base is None or x.args:
+        return None
+    factory = _PARAMETRIC.get(base.name)
+    if factory is None:
+        return base if not x.keywords else None
+    try:
+        return factory(**x.keywords)
+    except TypeError:  # an argument the profile does not know
+        return None
+
+
 def profile(x: Any) -> ActivationProfile | None:
     """Returns the `ActivationProfile` of an activation or activation layer.
 
@@ -268,8 +307,11 @@ def profile(x: Any) -> ActivationProfile | None:
             (`keras.activations.relu`); one of our layers (the profile
             reflects its configuration) or a Keras activation layer (`ReLU`,
             `LeakyReLU`, `PReLU`, `ELU`, `Softmax`, `Activation`); any layer
-            with an `activation` attribute (`Dense`, `Conv2D`); or None (no
-            activation, i.e. linear).
+            with an `activation` attribute (`Dense`, `Conv2D`); a
+            `functools.partial` of an activation (the profile reflects its
+            arguments, e.g. `partial(keras.activations.threshold,
+            threshold=1.0, default_value=0.0)`); or None (no activation,
+            i.e. linear).
 
     Returns:
         The `ActivationProfile`, or None for unknown names, custom callables
@@ -287,6 +329,8 @@ def profile(x: Any) -> ActivationProfile | None:
         if callable(own):
             return own()
         return _from_keras_layer(x)
+    if isinstance(x, functools.partial):
+        return _from_partial(x)
     if callable(x):
         ours = registry.name_of("activation", x)
         if ours is not None and not isinstance(x, type):

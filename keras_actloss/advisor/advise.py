@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_actloss import profiles
+from keras_actloss.advisor import imbalance
 from keras_actloss.advisor import labels as _labels
 
 # Huber's tuning constant: delta = 1.345 robust standard deviations keeps 95%
@@ -126,6 +127,8 @@ class Recommendation:
             args.append(f"from_logits={self.from_logits}")
         if "delta" in config:
             args.append(f"delta={config['delta']:g}")
+        if config.get("class_weights") is not None:
+            args.append(f"class_weights={config['class_weights']}")
         lines = [
             f"Task:         {self.task} (labels: {self.label_kind})",
             f"Output layer: keras.layers.Dense({self.output_units}, "
@@ -294,7 +297,10 @@ def advise(y: Any, task: str | None = None) -> Recommendation:
     that are distributions, continuous, continuous with heavy outliers,
     -1/+1) and applies the guide from the source notes. Where the labels fit
     more than one reading (0/1 integers could be binary or two classes), the
-    recommendation says what it assumed; pass `task=` to decide.
+    recommendation says what it assumed; pass `task=` to decide. Strongly
+    imbalanced class labels (10:1 or more) get a class-weighted
+    cross-entropy, and from 100:1 a focal loss; `why` says which and why
+    (see `keras_actloss.advisor.imbalance`).
 
     Examples:
 
@@ -303,6 +309,10 @@ def advise(y: Any, task: str | None = None) -> Recommendation:
     ('binary', 1, 'sigmoid', 'BinaryCrossentropy')
     >>> keras_actloss.advisor.advise(np.array([0, 3, 1, 2])).loss_name
     'SparseCategoricalCrossentropy'
+    >>> # 2 positives in 40: ratio 19:1, weights 40 / (2 * 38) and 40 / (2 * 2).
+    >>> rec = keras_actloss.advisor.advise(np.array([1, 1] + [0] * 38))
+    >>> rec.loss_name, rec.loss.class_weights
+    ('BinaryCrossentropy', [0.526, 10.0])
 
     Args:
         y: Labels, shape `(N,)` or `(N, k)`: an array, list or tensor.
@@ -325,6 +335,5 @@ def advise(y: Any, task: str | None = None) -> Recommendation:
         )
     array = _labels.as_label_array(y)
     info = _labels.describe_labels(array)
-    if task is None:
-        return _by_kind(info, array)
-    return _forced(task, info, array)
+    rec = _by_kind(info, array) if task is None else _forced(task, info, array)
+    return imbalance.adjust(rec, info, array)

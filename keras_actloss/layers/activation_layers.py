@@ -32,15 +32,29 @@ def _check_float(name: str, value: Any, *, minimum: float, strict: bool) -> floa
     return float(value)
 
 
+def build_at_init(layer: keras.layers.Layer, base: type) -> None:
+    """Marks a weightless layer built, unless a subclass overrides `build`.
+
+    As Keras's layers: building at `__init__` is only safe when `build` is
+    `base`'s, otherwise the subclass's `build` would never run.
+    """
+    if type(layer).build is base.build:
+        layer.built = True
+
+
 class _Elementwise(keras.layers.Layer):
-    """Base of the weightless element-wise layers: masking, shape, profile."""
+    """Base of the weightless element-wise layers: masking, shape, profile.
+
+    Built at construction (they have no weights), except in a subclass that
+    overrides `build`, which then runs on first call as usual.
+    """
 
     _profile_name = ""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
-        self.built = True
+        build_at_init(self, keras.layers.Layer)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -50,25 +64,85 @@ class _Elementwise(keras.layers.Layer):
         return profiles.BUILTIN_PROFILES[self._profile_name]
 
 
+def _check_relu_argument(name: str, value: Any, allow_none: bool = False) -> Any:
+    """Keras's `ReLU` checks and messages, plus: a finite number, not a bool."""
+    if value is None and allow_none:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None or (number and value < 0):
+        what = "a negative value" if allow_none else "None or a negative value"
+        raise ValueError(
+            f"{name} of a ReLU layer cannot be {what}. Received: {name}={value}"
+        )
+    if not number or not math.isfinite(value):
+        raise ValueError(
+            f"Argument `{name}` must be a finite float >= 0. Received: {name}={value!r}"
+        )
+    return value
+
+
 @register("layer", profile=profiles.BUILTIN_PROFILES["relu"])
 class ReLU(_Elementwise):
-    """Rectified linear unit layer, `max(x, 0)`.
+    """Rectified linear unit layer, `max(x, 0)`, with Keras's variants.
 
-    The default for hidden layers. See `keras_actloss.activations.relu`.
+    The default for hidden layers. Same arguments, numbers, errors and
+    config as `keras.layers.ReLU`; see `keras_actloss.activations.relu`.
+    Stricter than Keras: arguments must be finite numbers (not bools or
+    strings).
 
     Examples:
 
     >>> np.round(keras_actloss.layers.ReLU()(np.array([-1.0, 2.0])), 4)
     array([0., 2.], dtype=float32)
+    >>> layer = keras_actloss.layers.ReLU(max_value=8, threshold=5)
+    >>> np.round(layer(np.array([6.0, 5.0, 10.0])), 4)
+    array([6., 0., 8.], dtype=float32)
 
     Args:
+        max_value: Float >= 0 or None, the largest output. Defaults to
+            `None` (no cap).
+        negative_slope: Float >= 0, slope below `threshold`. Defaults to
+            `0.0`.
+        threshold: Float >= 0, inputs at or below it are damped. Defaults to
+            `0.0`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
     """
 
-    _profile_name = "relu"
+    def __init__(
+        self,
+        max_value: float | None = None,
+        negative_slope: float = 0.0,
+        threshold: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.max_value = _check_relu_argument("max_value", max_value, True)
+        self.negative_slope = _check_relu_argument("negative_slope", negative_slope)
+        self.threshold = _check_relu_argument("threshold", threshold)
 
     def call(self, inputs: Tensor) -> Tensor:
-        return activations.relu(inputs)
+        return activations.relu(
+            inputs,
+            negative_slope=self.negative_slope,
+            max_value=self.max_value,
+            threshold=self.threshold,
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "max_value": self.max_value,
+                "negative_slope": self.negative_slope,
+                "threshold": self.threshold,
+            }
+        )
+        return config
+
+    def activation_profile(self) -> ActivationProfile:
+        # A threshold moves where the inactive region starts, not its outputs
+        # (0, or negative with a slope), so the profile does not depend on it.
+        return profiles.relu_profile(self.negative_slope, self.max_value)
 
 
 @register("layer", profile=profiles.BUILTIN_PROFILES["sigmoid"])
@@ -115,6 +189,9 @@ class LeakyReLU(_Elementwise):
     >>> np.round(keras_actloss.layers.LeakyReLU(0.5)(np.array([-2.0, 2.0])), 4)
     array([-1.,  2.], dtype=float32)
 
+    Stricter than Keras: `negative_slope` must be a finite number (Keras
+    accepts `nan` and `inf`).
+
     Args:
         negative_slope: Finite float >= 0. Defaults to `0.2`, as
             `keras.activations.leaky_relu` (Keras's `LeakyReLU` layer uses
@@ -124,6 +201,12 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.2, **kwargs):
         super().__init__(**kwargs)
+        if negative_slope is None:
+            raise ValueError(
+                "The negative_slope value of a Leaky ReLU layer cannot be None "
+                "or negative value. Expected a float. Received: "
+                "negative_slope=None"
+            )
         self.negative_slope = _check_float(
             "negative_slope", negative_slope, minimum=0.0, strict=False
         )
@@ -144,7 +227,8 @@ class LeakyReLU(_Elementwise):
 class ELU(_Elementwise):
     """Exponential linear unit layer; negative outputs saturate at `-alpha`.
 
-    See `keras_actloss.activations.elu`.
+    See `keras_actloss.activations.elu`. Stricter than Keras: `alpha` must
+    be a finite number > 0 (Keras does not check it).
 
     Args:
         alpha: Finite float > 0. Defaults to `1.0`.
@@ -173,7 +257,8 @@ class Softmax(_Elementwise):
 
     Called with a mask (or after a masking layer), masked positions get
     probability 0 and the rest renormalise, as Keras's `Softmax` does.
-    See `keras_actloss.activations.softmax`.
+    See `keras_actloss.activations.softmax`. Stricter than Keras: `axis` is
+    checked at construction (Keras fails at the first call).
 
     Examples:
 
@@ -182,23 +267,27 @@ class Softmax(_Elementwise):
     array([0.2689, 0.7311, 0.    ], dtype=float32)
 
     Args:
-        axis: Integer, the axis the probabilities sum to 1 along. Defaults to
-            `-1`.
+        axis: Integer, or tuple / list of integers, the axes the
+            probabilities sum to 1 along. Defaults to `-1`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
         inputs: Logits.
-        mask: Optional boolean (or 0/1) tensor broadcastable to `inputs`;
-            False / 0 marks positions to exclude.
+        mask: Optional boolean (or 0/1) tensor broadcastable to `inputs`
+            NumPy-style (each dimension 1 or the input's; not more
+            dimensions); False / 0 marks positions to exclude. Other masks
+            raise a `ValueError`, as in Keras.
     """
 
     _profile_name = "softmax"
 
-    def __init__(self, axis: int = -1, **kwargs):
+    def __init__(self, axis: int | tuple[int, ...] | list[int] = -1, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(axis, int) or isinstance(axis, bool):
+        axes = list(axis) if isinstance(axis, (tuple, list)) else [axis]
+        if not axes or any(not isinstance(a, int) or isinstance(a, bool) for a in axes):
             raise ValueError(
-                f"Argument `axis` must be an integer. Received: axis={axis!r}"
+                "Argument `axis` must be an integer or a non-empty tuple / list "
+                f"of integers. Received: axis={axis!r}"
             )
         self.axis = axis
 

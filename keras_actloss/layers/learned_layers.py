@@ -6,7 +6,7 @@ import keras
 
 from keras_actloss import activations
 from keras_actloss.activations import profiles
-from keras_actloss.layers.activation_layers import _check_float
+from keras_actloss.layers.activation_layers import _check_float, build_at_init
 from keras_actloss.profiles import ActivationProfile
 from keras_actloss.registry import register
 from keras_actloss.tensor_types import Tensor
@@ -155,7 +155,7 @@ class Swish(keras.layers.Layer):
         self.trainable_beta = trainable_beta
         self.beta_weight = None
         if not trainable_beta:
-            self.built = True
+            build_at_init(self, Swish)
 
     def build(self, input_shape):
         if self.trainable_beta:

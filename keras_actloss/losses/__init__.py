@@ -29,6 +29,16 @@ from keras_actloss.losses.classes import (
     MeanSquaredError,
     SparseCategoricalCrossentropy,
 )
+from keras_actloss.losses.focal import (
+    binary_focal_crossentropy,
+    categorical_focal_crossentropy,
+    sparse_categorical_focal_crossentropy,
+)
+from keras_actloss.losses.focal_classes import (
+    BinaryFocalCrossentropy,
+    CategoricalFocalCrossentropy,
+    SparseCategoricalFocalCrossentropy,
+)
 from keras_actloss.losses.probabilistic import (
     binary_crossentropy,
     categorical_crossentropy,
@@ -107,7 +117,9 @@ def _from_name(name: str) -> Any:
 __all__ = [
     "ALIASES",
     "BinaryCrossentropy",
+    "BinaryFocalCrossentropy",
     "CategoricalCrossentropy",
+    "CategoricalFocalCrossentropy",
     "Hinge",
     "Huber",
     "KLDivergence",
@@ -115,8 +127,11 @@ __all__ = [
     "MeanAbsoluteError",
     "MeanSquaredError",
     "SparseCategoricalCrossentropy",
+    "SparseCategoricalFocalCrossentropy",
     "binary_crossentropy",
+    "binary_focal_crossentropy",
     "categorical_crossentropy",
+    "categorical_focal_crossentropy",
     "get",
     "hinge",
     "huber",
@@ -125,4 +140,5 @@ __all__ = [
     "mean_squared_error",
     "profile",
     "sparse_categorical_crossentropy",
+    "sparse_categorical_focal_crossentropy",
 ]

@@ -7,6 +7,7 @@ calls the function; `get_config` records every constructor argument.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,9 @@ from keras_actloss.losses import validation
 from keras_actloss.tensor_types import Tensor
 
 
+# Registered with Keras only (not in our registry's loss table, which lists
+# named losses with profiles), so a wrapper in a `.keras` file loads.
+@keras.saving.register_keras_serializable(package="keras_actloss")
 class LossFunctionWrapper(keras.losses.Loss):
     """A `keras.losses.Loss` that applies a per-sample loss function.
 
@@ -26,6 +30,22 @@ class LossFunctionWrapper(keras.losses.Loss):
     per-sample losses with the function, multiplies them by `sample_weight`
     (a scalar, or a tensor broadcastable to the per-sample losses, e.g. one
     weight per sample) and reduces them.
+
+    A wrapper built directly saves its function in its config (serialized
+    with `keras.saving.serialize_keras_object`), so `from_config(get_config())`
+    and `.keras` files round-trip when the function is registered (ours are,
+    and Keras's built-ins are known by name).
+
+    Examples:
+
+    >>> loss = keras_actloss.losses.LossFunctionWrapper(
+    ...     keras_actloss.losses.huber, delta=2.0)
+    >>> restored = keras_actloss.losses.LossFunctionWrapper.from_config(
+    ...     loss.get_config())
+    >>> restored.fn is keras_actloss.losses.huber
+    True
+    >>> restored.get_config() == loss.get_config()
+    True
 
     Args:
         fn: The per-sample loss function, `fn(y_true, y_pred, **kwargs)`.
@@ -65,9 +85,46 @@ class LossFunctionWrapper(keras.losses.Loss):
         if isinstance(dtype, keras.DTypePolicy):
             dtype = keras.dtype_policies.serialize(dtype)
         config["dtype"] = dtype
+        if "fn" in inspect.signature(type(self).__init__).parameters:
+            config["fn"] = keras.saving.serialize_keras_object(self.fn)
         config.update(self._fn_kwargs)
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LossFunctionWrapper:
+        if "fn" in config:
+            config = {**config, "fn": _deserialize_fn(config["fn"])}
+        return cls(**config)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._fn_kwargs.items())
         return f"<{type(self).__name__}({args})>"
+
+
+def _deserialize_fn(fn: Any) -> Callable[..., Tensor]:
+    """The loss function of a wrapper's config.
+
+    Keras serializes a plain function by name, so a name may also be one of
+    our loss functions or a Keras built-in (`"mean_squared_error"`).
+    """
+    if isinstance(fn, dict):
+        try:
+            return keras.saving.deserialize_keras_object(fn)
+        except (TypeError, ValueError):
+            fn = fn.get("config")
+    if isinstance(fn, str):
+        from keras_actloss import losses
+
+        for get in (losses.get, keras.losses.get):
+            try:
+                found = get(fn)
+            except ValueError:
+                continue
+            if callable(found) and not isinstance(found, keras.losses.Loss):
+                return found
+    if callable(fn):
+        return fn
+    raise ValueError(
+        "Expected `fn` in a `LossFunctionWrapper` config to be a serialized "
+        f"loss function, registered or known by name. Received: fn={fn!r}"
+    )

@@ -92,11 +92,12 @@ def binary_crossentropy(
     weights = validation.validate_class_weights(class_weights, length=2)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
-    validation.check_label_range(y_true, "binary_crossentropy")
     targets = y_true
     if label_smoothing:
         targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    # Keras's shape check (in the op) comes before our label check.
     loss = ops.binary_crossentropy(targets, y_pred, from_logits=from_logits)
+    validation.check_label_range(y_true, "binary_crossentropy")
     if weights is not None:
         loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
     return ops.mean(loss, axis=axis)

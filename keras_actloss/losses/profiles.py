@@ -73,6 +73,21 @@ SCCE = dataclasses.replace(
     label_format="sparse",
     description="Cross-entropy for one class out of many, integer labels.",
 )
+BFCE = dataclasses.replace(
+    BCE,
+    name="binary_focal_crossentropy",
+    description="Focal cross-entropy for 0/1 targets; focuses on hard samples.",
+)
+CFCE = dataclasses.replace(
+    CCE,
+    name="categorical_focal_crossentropy",
+    description="Focal cross-entropy for one-hot labels; focuses on hard samples.",
+)
+SFCE = dataclasses.replace(
+    SCCE,
+    name="sparse_categorical_focal_crossentropy",
+    description="Focal cross-entropy for integer labels; focuses on hard samples.",
+)
 KLD = LossProfile(
     name="kl_divergence",
     task="distribution",
@@ -92,6 +107,8 @@ KERAS_NAMES = {
     BCE: ("binary_crossentropy", "bce", "BCE", "BinaryCrossentropy"),
     CCE: ("categorical_crossentropy", "CategoricalCrossentropy"),
     SCCE: ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"),
+    BFCE: ("binary_focal_crossentropy", "BinaryFocalCrossentropy"),
+    CFCE: ("categorical_focal_crossentropy", "CategoricalFocalCrossentropy"),
     KLD: (
         "kl_divergence",
         "kld",
@@ -123,7 +140,9 @@ def with_logits(base: LossProfile, from_logits: bool | None) -> LossProfile:
     )
 
 
-_PROBABILITY_OUTPUTS = {p.name: p.output_activations for p in (BCE, CCE, SCCE)}
+_PROBABILITY_OUTPUTS = {
+    p.name: p.output_activations for p in (BCE, CCE, SCCE, BFCE, CFCE, SFCE)
+}
 
 
 def _by_name(name: str) -> LossProfile | None:

@@ -108,24 +108,38 @@ def num_classes(y_pred: Tensor, axis: int) -> int | None:
     return y_pred.shape[axis]
 
 
-def check_one_hot_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
-    """Static: labels for categorical cross-entropy must be one-hot."""
-    classes = num_classes(y_pred, axis)
-    if classes == 1:
+# The loss to use instead when the labels have the other format.
+_OTHER_FORMAT = {
+    "categorical_crossentropy": "SparseCategoricalCrossentropy",
+    "sparse_categorical_crossentropy": "CategoricalCrossentropy",
+    "categorical_focal_crossentropy": "SparseCategoricalFocalCrossentropy",
+    "sparse_categorical_focal_crossentropy": "CategoricalFocalCrossentropy",
+}
+
+
+def _check_several_classes(y_pred: Tensor, axis: int, loss: str) -> None:
+    if num_classes(y_pred, axis) == 1:
         raise ValueError(
-            "Expected `y_pred` for `categorical_crossentropy` to have more "
-            "than one class along `axis`; with one class the loss is always 0. "
-            "Use `BinaryCrossentropy` for two classes. Received: "
+            f"Expected `y_pred` for `{loss}` to have more than one class along "
+            "`axis`; with one class the loss is always 0. Use "
+            "`BinaryCrossentropy` for two classes. Received: "
             f"y_pred.shape={tuple(y_pred.shape)}, axis={axis}"
         )
+
+
+def check_one_hot_shapes(
+    y_true: Tensor, y_pred: Tensor, axis: int, loss: str = "categorical_crossentropy"
+) -> None:
+    """Static: labels for categorical cross-entropy must be one-hot."""
+    _check_several_classes(y_pred, axis, loss)
     sparse_like = len(y_true.shape) == len(y_pred.shape) - 1 or (
         len(y_true.shape) == len(y_pred.shape) and y_true.shape[axis] == 1
     )
     if sparse_like:
         raise ValueError(
-            "Expected one-hot `y_true` of the same shape as `y_pred` for "
-            "`categorical_crossentropy`; integer class labels need "
-            "`SparseCategoricalCrossentropy` (or `keras.utils.to_categorical`). "
+            f"Expected one-hot labels for `{loss}`: `y_true` must have the same "
+            f"shape as `y_pred`; integer class labels need `{_OTHER_FORMAT[loss]}` "
+            "(or `keras.utils.to_categorical`). "
             f"Received: y_true.shape={tuple(y_true.shape)}, "
             f"y_pred.shape={tuple(y_pred.shape)}"
         )
@@ -134,35 +148,36 @@ def check_one_hot_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
         for t, p in zip(y_true.shape, y_pred.shape)
     ):
         raise ValueError(
-            "Expected `y_true` and `y_pred` of the same shape for "
-            f"`categorical_crossentropy`. Received: y_true.shape="
-            f"{tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+            f"Expected one-hot labels for `{loss}`: `y_true` must have the same "
+            f"shape as `y_pred`. Received: y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}"
         )
 
 
-def check_sparse_shapes(y_true: Tensor, y_pred: Tensor, axis: int) -> None:
+def check_sparse_shapes(
+    y_true: Tensor,
+    y_pred: Tensor,
+    axis: int,
+    loss: str = "sparse_categorical_crossentropy",
+) -> None:
     """Static: labels for the sparse loss must be integer ids, not one-hot."""
-    classes = num_classes(y_pred, axis)
-    if classes == 1:
-        raise ValueError(
-            "Expected `y_pred` for `sparse_categorical_crossentropy` to have "
-            "more than one class along `axis`; with one class the loss is "
-            "always 0. Use `BinaryCrossentropy` for two classes. Received: "
-            f"y_pred.shape={tuple(y_pred.shape)}, axis={axis}"
-        )
+    _check_several_classes(y_pred, axis, loss)
     same_rank = len(y_true.shape) == len(y_pred.shape)
     if same_rank and y_true.shape[axis] not in (1, None):
         raise ValueError(
             "Expected integer class ids in `y_true` (shape of `y_pred` without "
-            "the class axis) for `sparse_categorical_crossentropy`; one-hot "
-            "labels need `CategoricalCrossentropy`. Received: "
+            f"the class axis) for `{loss}`; one-hot labels need "
+            f"`{_OTHER_FORMAT[loss]}`. Received: "
             f"y_true.shape={tuple(y_true.shape)}, "
             f"y_pred.shape={tuple(y_pred.shape)}"
         )
 
 
 def check_sparse_values(
-    y_true: Tensor, classes: int | None, ignore_class: int | None
+    y_true: Tensor,
+    classes: int | None,
+    ignore_class: int | None,
+    loss: str = "sparse_categorical_crossentropy",
 ) -> None:
     """Eager-only: class ids must be integers in `[0, classes)`."""
     values = concrete_values(y_true)
@@ -176,10 +191,23 @@ def check_sparse_values(
     if bad.size:
         upper = classes if classes is not None else "num_classes"
         raise ValueError(
-            "Expected `y_true` for `sparse_categorical_crossentropy` to hold "
-            f"integer class ids in [0, {upper}). Received: y_true with values "
-            f"{_quote(bad)}"
+            f"Expected `y_true` for `{loss}` to hold integer class ids in "
+            f"[0, {upper}). Received: y_true with values {_quote(bad)}"
         )
+
+
+def validate_focal(alpha: float, gamma: float, alpha_max: float | None) -> tuple:
+    """Checks focal `alpha` (in [0, alpha_max]) and `gamma` (>= 0)."""
+    for name, value, high in (("alpha", alpha, alpha_max), ("gamma", gamma, None)):
+        number = isinstance(value, (int, float, np.floating))
+        ok = number and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (high is not None and value > high):
+            bound = f"in [0, {high:g}]" if high is not None else ">= 0"
+            raise ValueError(
+                f"Argument `{name}` must be a finite float {bound}. "
+                f"Received: {name}={value!r}"
+            )
+    return float(alpha), float(gamma)
 
 
 def validate_class_weights(
@@ -259,12 +287,11 @@ def validate_delta(delta: float) -> float:
     return float(delta)
 
 
-def validate_from_logits(from_logits: bool) -> bool:
-    """Checks `from_logits` is a bool."""
+def validate_from_logits(from_logits: bool, name: str = "from_logits") -> bool:
+    """Checks `from_logits` (or another flag, named `name`) is a bool."""
     if not isinstance(from_logits, (bool, np.bool_)):
         raise ValueError(
-            "Argument `from_logits` must be a bool. "
-            f"Received: from_logits={from_logits!r}"
+            f"Argument `{name}` must be a bool. Received: {name}={from_logits!r}"
         )
     return bool(from_logits)
 

@@ -220,12 +220,28 @@ def test_masked_softmax_matches_keras_softmax_layer(rng):
     assert np.all(got[0, [2, 4]] == 0) and np.all(got[1] == 0)
 
 
-def test_masked_softmax_timestep_mask_broadcasts():
-    x = np.zeros((1, 2, 4), dtype="float32")
-    mask = np.array([[True, False]])
+def test_masked_softmax_mask_broadcasts_numpy_style():
+    x = np.zeros((2, 3), dtype="float32")
+    mask = np.array([True, False, True])  # trailing axis aligned, as NumPy
     got = keras.ops.convert_to_numpy(activations.masked_softmax(x, mask))
-    # hand computed: uniform 1/4 on the kept step, zeros on the masked one.
-    np.testing.assert_allclose(got, [[[0.25] * 4, [0.0] * 4]])
+    # hand computed: 1/2 on the two kept columns of each row, 0 on the other.
+    np.testing.assert_allclose(got, [[0.5, 0.0, 0.5]] * 2)
+    want = keras.layers.Softmax()(x, mask=mask)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(want))
+
+
+@pytest.mark.parametrize(
+    "mask_shape, message",
+    [((1, 2), "Each mask dimension must be 1"), ((1, 1, 2, 4), "more dimensions")],
+)
+def test_masked_softmax_mask_that_does_not_fit_raises_as_keras(mask_shape, message):
+    # A per-timestep mask (1, 2) on (1, 2, 4) does not broadcast NumPy-style.
+    x = np.zeros((1, 2, 4), dtype="float32")
+    mask = np.ones(mask_shape, dtype=bool)
+    with pytest.raises(ValueError, match=message):
+        activations.masked_softmax(x, mask)
+    with pytest.raises(ValueError, match=message):
+        keras.layers.Softmax()(x, mask=mask)
 
 
 def test_masked_softmax_without_mask_is_softmax(rng):
@@ -248,3 +264,45 @@ def test_masked_softmax_float16_with_numeric_mask():
     got = keras.ops.convert_to_numpy(activations.masked_softmax(x, mask))
     # hand computed: the huge logit is masked, the rest is softmax([2, -1e4]).
     np.testing.assert_allclose(got, [[1.0, 0.0, 0.0]], atol=1e-3)
+
+
+def np_relu_full(x, negative_slope, max_value, threshold):
+    """Keras's formula (keras.activations.relu), for threshold >= 0.
+
+    Inputs above the threshold pass, capped; the rest get the slope. (At
+    x == threshold == max_value Keras gives 0, not the cap.)
+    """
+    cap = np.inf if max_value is None else max_value
+    return np.where(x > threshold, np.minimum(x, cap), negative_slope * (x - threshold))
+
+
+RELU_VARIANTS = [
+    (0.0, None, 0.0),
+    (0.5, None, 0.0),
+    (0.0, 6.0, 0.0),
+    (0.0, None, 5.0),
+    (0.5, 5.0, 5.0),
+    (0.1, 8.0, 2.0),
+]
+
+
+@pytest.mark.parametrize("negative_slope, max_value, threshold", RELU_VARIANTS)
+def test_relu_arguments_match_keras_and_numpy(negative_slope, max_value, threshold):
+    x = np.concatenate([np.linspace(-12.0, 12.0, 49), EXTREMES])
+    kwargs = dict(
+        negative_slope=negative_slope, max_value=max_value, threshold=threshold
+    )
+    got = keras.ops.convert_to_numpy(activations.relu(x, **kwargs))
+    np.testing.assert_allclose(got, np_relu_full(x, **kwargs), rtol=1e-12)
+    want = keras.ops.convert_to_numpy(keras.activations.relu(x, **kwargs))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", ["relu", "leaky_relu"])
+def test_integer_inputs_give_keras_dtype(fn):
+    x = np.array([-2, 0, 3])
+    for kwargs in ({}, {"negative_slope": 0.5}):
+        got = getattr(activations, fn)(x, **kwargs)
+        want = getattr(keras.activations, fn)(x, **kwargs)
+        assert got.dtype == want.dtype, kwargs
+        np.testing.assert_array_equal(got, want)

@@ -1,5 +1,6 @@
 """Activation profiles: values checked numerically, and `profile()` inputs."""
 
+import functools
 import math
 
 import keras
@@ -12,10 +13,38 @@ from keras_actloss.activations import profile
 from keras_actloss.profiles import ACTIVATION_FAMILIES, ActivationProfile
 
 X = np.linspace(-20.0, 20.0, 400_001)
+# Keras's activations that take no element-wise input, or need arguments.
+NOT_ELEMENTWISE = ("softmax", "log_softmax", "sparsemax", "glu")
+# Names whose finite lower bound is only approached (not reached on the grid).
+ASYMPTOTIC = ("sigmoid", "tanh", "softsign", "squareplus")
+KERAS_ACTIVATIONS = sorted(
+    name
+    for name in dir(keras.activations)
+    if not name.startswith("_")
+    and name not in ("get", "serialize", "deserialize")
+    and callable(getattr(keras.activations, name))
+)
 
 
-def _values(name):
-    return keras.ops.convert_to_numpy(keras.activations.get(name)(X))
+def _keras_fn(name):
+    if name == "threshold":  # no defaults in Keras; the name's profile is this
+        return functools.partial(
+            keras.activations.threshold, threshold=0.0, default_value=0.0
+        )
+    return keras.activations.get(name)
+
+
+def _values(name, x=X):
+    return keras.ops.convert_to_numpy(_keras_fn(name)(x))
+
+
+def test_every_keras_activation_has_a_profile():
+    assert len(KERAS_ACTIVATIONS) >= 30  # Keras 3.15 has 32
+    missing = set(KERAS_ACTIVATIONS) - set(registry.profiles("activation"))
+    assert not missing
+    for name in KERAS_ACTIVATIONS:
+        assert profile(getattr(keras.activations, name)) is not None, name
+        assert profile(keras.layers.Dense(2, activation=name)) is not None, name
 
 
 @pytest.mark.parametrize("name", sorted(registry.profiles("activation")))
@@ -25,16 +54,99 @@ def test_every_profile_is_consistent(name):
     assert p.family in ACTIVATION_FAMILIES
     low, high = p.output_range
     assert low < high
-    if p.name in ("softmax", "prelu"):  # not element-wise / no function
-        return
-    y = _values(name)
-    # The declared range holds, and finite bounds are tight (within 1e-3 on a
-    # grid from -20 to 20).
-    assert y.min() >= low - 1e-9 and y.max() <= high + 1e-9
-    if math.isfinite(low) and name not in ("sigmoid", "tanh"):
-        assert y.min() - low < 1e-3
     if p.inactive_below is not None:
-        assert p.family == "relu"
+        assert p.inactive_from <= p.inactive_below
+    if p.name == "prelu":  # a layer, no function
+        return
+    if p.name in NOT_ELEMENTWISE:
+        x = np.random.default_rng(0).normal(scale=5.0, size=(64, 8))
+        y = _values(name, x)
+    else:
+        y = _values(name)
+    # The declared range holds, and finite lower bounds are tight (within
+    # 1e-3 on a grid from -20 to 20) unless only approached.
+    assert y.min() >= low - 1e-9 and y.max() <= high + 1e-9
+    if math.isfinite(low) and name not in ASYMPTOTIC + NOT_ELEMENTWISE:
+        assert y.min() - low < 1e-3
+
+
+# Off-grid by a third of a step so no sample sits on a kink (0, +-0.5, +-1,
+# -3, 6) and central differences never straddle one.
+GRID = np.linspace(-20.0, 20.0, 40_001) + 3.3e-4
+STEP = 1e-6
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in KERAS_ACTIVATIONS if n not in NOT_ELEMENTWISE],
+)
+def test_profile_regions_match_the_numeric_derivative(name):
+    p = profile(name)
+    fn = _keras_fn(name)
+    y = keras.ops.convert_to_numpy(fn(GRID))
+    # Central differences in float64.
+    upper = keras.ops.convert_to_numpy(fn(GRID + STEP))
+    lower = keras.ops.convert_to_numpy(fn(GRID - STEP))
+    slope = np.abs((upper - lower) / (2 * STEP))
+    allowed_zero = np.zeros_like(y, dtype=bool)
+    if p.inactive_below is not None:
+        region = (y >= p.inactive_from) & (y <= p.inactive_below)
+        assert region.any(), "the inactive region is reached"
+        if p.inactive_gradient is not None:
+            np.testing.assert_allclose(slope[region], p.inactive_gradient, atol=1e-6)
+        if p.can_die:
+            allowed_zero |= region
+    if p.saturation_bounds is not None:
+        low, high = p.saturation_bounds
+        flat = (y <= low) | (y >= high)
+        assert flat.any(), "the saturated region is reached"
+        largest = min(slope.max(), 1.0)
+        threshold = p.saturation_gradient * largest
+        # Flat where the profile says so, and only there (2% slack for the
+        # rounded fractions: sigmoid's is 0.0396, documented as 0.04).
+        assert slope[flat].max() <= threshold * 1.02 + 1e-9
+        assert slope[~flat].min() >= threshold * 0.98
+        if p.saturation_gradient == 0.0:
+            allowed_zero |= flat
+    # A zero derivative outside the declared regions is a missing region.
+    # (|x| <= 5: gelu's far tail is flat to 1e-22, see keras_profiles.)
+    near = np.abs(GRID) <= 5.0
+    assert not ((slope <= 1e-12) & ~allowed_zero & near).any()
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("threshold", {"threshold": 1.0, "default_value": -2.0}),
+        ("threshold", {"threshold": -1.0, "default_value": 3.0}),
+        ("hard_shrink", {"threshold": 2.0}),
+        ("relu", {"max_value": 3.0, "negative_slope": 0.1}),
+        ("squareplus", {"b": 9.0}),
+        ("celu", {"alpha": 2.0}),
+    ],
+)
+def test_profile_of_partial_follows_its_arguments(name, kwargs):
+    fn = functools.partial(getattr(keras.activations, name), **kwargs)
+    p = profile(fn)
+    y = keras.ops.convert_to_numpy(fn(GRID))
+    slope = np.abs(keras.ops.convert_to_numpy(fn(GRID + STEP) - fn(GRID - STEP)))
+    slope /= 2 * STEP
+    assert y.min() >= p.output_range[0] - 1e-9 and y.max() <= p.output_range[1]
+    if p.inactive_below is not None:
+        region = (y >= p.inactive_from) & (y <= p.inactive_below)
+        assert region.any()
+        if p.can_die:
+            assert slope[region].max() < 1e-9
+            cap = p.saturation_bounds[1] if p.saturation_bounds else np.inf
+            assert slope[~region & (y < cap)].min() > 0
+    if p.saturation_bounds is not None and p.saturation_gradient:
+        low, high = p.saturation_bounds
+        flat = (y <= low) | (y >= high)
+        threshold = p.saturation_gradient * min(slope.max(), 1.0)
+        assert slope[flat].max() <= threshold * 1.02
+        assert slope[~flat].min() >= threshold * 0.98
+    assert profile(functools.partial(keras.activations.sigmoid)).name == "sigmoid"
+    assert profile(functools.partial(keras.activations.gelu, approximate=True)) is None
 
 
 def test_saturation_gradients_are_the_documented_fraction():
@@ -158,7 +270,7 @@ def test_get_resolves_names_and_callables():
     assert get("swish") is keras_actloss.activations.swish
     assert get("keras_actloss>elu") is keras_actloss.activations.elu
     assert get(keras.activations.relu) is keras.activations.relu
-    assert get(None) is None
+    assert get(None) is keras_actloss.activations.linear  # as keras.activations.get
     config = keras.saving.serialize_keras_object(keras_actloss.activations.tanh)
     assert get(config) is keras_actloss.activations.tanh
     with pytest.raises(ValueError, match="Received: identifier='nope'"):

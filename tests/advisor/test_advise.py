@@ -221,3 +221,73 @@ def test_str_for_the_cli():
     assert lines[3] == "Metrics:      ['sparse_categorical_accuracy']"
     assert lines[4].startswith("Why:          One class out of several")
     assert lines[5].startswith("Assumed:      Whole numbers 0..2")
+
+
+def _imbalanced_sparse(rng, rare=5):
+    # 4 classes: class 3 appears `rare` times in 400.
+    y = rng.integers(0, 3, 400)
+    y[rng.choice(400, rare, replace=False)] = 3
+    return y
+
+
+@pytest.mark.parametrize(
+    "make, loss_cls",
+    [
+        (lambda rng: np.array([1] * 20 + [0] * 380), losses.BinaryCrossentropy),
+        (
+            lambda rng: np.eye(4)[_imbalanced_sparse(rng)],
+            losses.CategoricalCrossentropy,
+        ),
+        (_imbalanced_sparse, losses.SparseCategoricalCrossentropy),
+    ],
+    ids=["binary", "one_hot", "sparse"],
+)
+def test_imbalanced_labels_get_balanced_class_weights(make, loss_cls, rng):
+    y = make(rng)
+    rec = advise(y)
+    assert type(rec.loss) is loss_cls
+    ids = y.argmax(-1) if y.ndim == 2 else y
+    counts = np.bincount(ids.astype(int))
+    # NumPy reference: n / (k * count), to 3 significant figures.
+    want = len(ids) / (len(counts) * counts)
+    np.testing.assert_allclose(rec.loss.class_weights, want, rtol=5e-3)
+    assert "strongly imbalanced" in rec.why and "Class weights" in rec.why
+    assert f"{counts.min() / len(ids):.1%}" in rec.why
+    assert "class_weights=" in str(rec)
+
+
+RARE_THIRD = [0] * 300 + [1] * 97 + [2] * 3  # 100:1
+
+
+@pytest.mark.parametrize(
+    "y, loss_cls",
+    [
+        (np.array([1] * 2 + [0] * 398), losses.BinaryFocalCrossentropy),
+        (
+            np.array([0] * 300 + [1] * 97 + [2] * 3),
+            losses.SparseCategoricalFocalCrossentropy,
+        ),
+        (
+            np.eye(3)[[0] * 300 + [1] * 97 + [2] * 3],
+            losses.CategoricalFocalCrossentropy,
+        ),
+    ],
+    ids=["binary", "sparse", "one_hot"],
+)
+def test_extremely_imbalanced_labels_get_a_focal_loss(y, loss_cls, rng):
+    rec = advise(y)
+    assert type(rec.loss) is loss_cls and rec.loss.gamma == 2.0
+    assert "focal loss" in rec.why and "strongly imbalanced" in rec.why
+    model = keras.Sequential([keras.Input((3,)), rec.output_layer()])
+    model.compile(loss=rec.loss, metrics=list(rec.metrics))
+    assert check_model(model, y) == []
+    prediction = model(rng.normal(size=(len(y), 3)).astype("float32"))
+    assert np.isfinite(float(rec.loss(y.astype("float32"), prediction)))
+
+
+def test_mildly_imbalanced_and_soft_labels_are_left_alone(rng):
+    y = np.array([1] * 10 + [0] * 90)  # 9:1
+    assert advise(y).loss.class_weights is None
+    assert "imbalanced" not in advise(y).why
+    soft = np.array([0.01] * 99 + [0.9])  # probabilities: classes not counted
+    assert advise(soft, task="binary").loss.class_weights is None

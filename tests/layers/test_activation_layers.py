@@ -106,7 +106,28 @@ ELEMENTWISE = [
 ]
 
 
-@pytest.mark.parametrize("cls", ELEMENTWISE, ids=lambda c: c.__name__)
+KERAS_ERRORS = [
+    (layers.ReLU, {"max_value": -1}, "max_value of a ReLU layer cannot be a neg"),
+    (layers.ReLU, {"negative_slope": None}, "negative_slope of a ReLU layer cannot"),
+    (layers.ReLU, {"threshold": -1.0}, "threshold of a ReLU layer cannot be None"),
+    (layers.LeakyReLU, {"negative_slope": None}, "negative_slope value of a Leaky"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, message", KERAS_ERRORS, ids=str)
+def test_keras_argument_errors_are_keras_messages(cls, kwargs, message):
+    keras_cls = getattr(keras.layers, cls.__name__)
+    with pytest.raises(ValueError, match=message):
+        keras_cls(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in ELEMENTWISE if c is not layers.Softmax],
+    ids=lambda c: c.__name__,
+)
 def test_mask_propagates(cls):
     # Keras 3 carries masks on `_keras_mask`; it has no public accessor.
     embedding = keras.layers.Embedding(5, 2, mask_zero=True)
@@ -117,6 +138,14 @@ def test_mask_propagates(cls):
     np.testing.assert_array_equal(out._keras_mask, [[True, False, True]])
     mask = layer.compute_mask(embedded, embedded._keras_mask)
     np.testing.assert_array_equal(mask, [[True, False, True]])
+
+
+def test_softmax_rejects_a_timestep_mask_as_keras():
+    # (1, 3) does not broadcast to (1, 3, 2) NumPy-style; Keras raises too.
+    embedded = keras.layers.Embedding(5, 2, mask_zero=True)(np.array([[1, 0, 2]]))
+    for cls in (keras.layers.Softmax, layers.Softmax):
+        with pytest.raises(ValueError, match="must be broadcastable to `inputs`"):
+            cls()(embedded)
 
 
 def test_softmax_mask_gives_zero_probability(rng):
@@ -139,14 +168,17 @@ BAD = [
     (layers.LeakyReLU, {"negative_slope": -0.1}, "negative_slope=-0.1"),
     (layers.LeakyReLU, {"negative_slope": float("nan")}, "negative_slope=nan"),
     (layers.LeakyReLU, {"negative_slope": "0.1"}, "negative_slope='0.1'"),
-    (layers.LeakyReLU, {"negative_slope": None}, "negative_slope=None"),
     (layers.ELU, {"alpha": 0.0}, "alpha=0.0"),
     (layers.ELU, {"alpha": float("inf")}, "alpha=inf"),
     (layers.Swish, {"beta": -1.0}, "beta=-1.0"),
     (layers.Swish, {"beta": True}, "beta=True"),
     (layers.Swish, {"trainable_beta": "yes"}, "trainable_beta='yes'"),
     (layers.Softmax, {"axis": 1.0}, "axis=1.0"),
-    (layers.Softmax, {"axis": [1]}, r"axis=\[1\]"),
+    (layers.Softmax, {"axis": []}, r"axis=\[\]"),
+    (layers.Softmax, {"axis": (1, 1.0)}, r"axis=\(1, 1.0\)"),
+    (layers.ReLU, {"max_value": float("inf")}, "max_value=inf"),
+    (layers.ReLU, {"negative_slope": True}, "negative_slope=True"),
+    (layers.ReLU, {"threshold": "1"}, "threshold='1'"),
     (layers.PReLU, {"shared_axes": [0]}, r"shared_axes=\[0\]"),
     (layers.PReLU, {"shared_axes": "1"}, "shared_axes='1'"),
     (layers.PReLU, {"shared_axes": [1.5]}, r"shared_axes=\[1.5\]"),
@@ -160,3 +192,43 @@ def test_bad_arguments_raise(cls, kwargs, received):
         ValueError, match=rf"Argument `{arg}` must .*Received: {received}"
     ):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("cls", ELEMENTWISE + [layers.ReLU], ids=lambda c: c.__name__)
+def test_built_at_init_unless_build_is_overridden(cls):
+    assert cls().built == (cls is not layers.PReLU)
+
+    class Overriding(cls):
+        def build(self, input_shape):
+            self.seen_shape = tuple(input_shape)
+            super().build(input_shape)
+
+    layer = Overriding()
+    assert not layer.built
+    layer(np.zeros((2, 3), dtype="float32"))
+    assert layer.built and layer.seen_shape == (2, 3)
+
+
+KERAS_CONFIGS = [
+    keras.layers.ReLU(max_value=5.0, negative_slope=0.2, threshold=1.0),
+    keras.layers.LeakyReLU(0.3),
+    keras.layers.ELU(alpha=0.7),
+    keras.layers.Softmax(axis=(1, 2)),
+    keras.layers.PReLU(alpha_initializer="ones", shared_axes=[1]),
+]
+
+
+@pytest.mark.parametrize("keras_layer", KERAS_CONFIGS, ids=lambda x: type(x).__name__)
+def test_keras_config_loads_into_ours(keras_layer, rng):
+    ours = getattr(layers, type(keras_layer).__name__).from_config(
+        keras_layer.get_config()
+    )
+    assert ours.get_config() == keras_layer.get_config()
+    x = rng.normal(scale=4.0, size=(2, 3, 7)).astype("float32")
+    np.testing.assert_allclose(ours(x), keras_layer(x), rtol=1e-6, atol=1e-7)
+
+
+def test_relu_profile_follows_its_cap():
+    layer = layers.ReLU(max_value=5.0, negative_slope=0.2, threshold=1.0)
+    assert layer.activation_profile().saturation_bounds == (-np.inf, 5.0)
+    assert layer.activation_profile().inactive_gradient == 0.2

@@ -165,3 +165,41 @@ def test_training_with_class_weights_lowers_the_loss(rng):
     before = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=5, batch_size=16, verbose=0)
     assert model.evaluate(x, y, verbose=0) < before
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs",
+    [
+        (losses.huber, {"delta": 2.0}),
+        (losses.binary_crossentropy, {"from_logits": True}),
+        (keras.losses.mean_squared_error, {}),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_loss_function_wrapper_round_trips(fn, kwargs, rng, tmp_path):
+    loss = losses.LossFunctionWrapper(fn, reduction="sum", name="wrapped", **kwargs)
+    config = loss.get_config()
+    restored = losses.LossFunctionWrapper.from_config(config)
+    assert restored.fn is fn and restored.get_config() == config
+    serialized = keras.saving.serialize_keras_object(loss)
+    assert serialized["registered_name"] == "keras_actloss>LossFunctionWrapper"
+    assert keras.saving.deserialize_keras_object(serialized).fn is fn
+    # Inside a compiled model saved to `.keras` (no custom_objects on load).
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.integers(0, 2, (8, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=loss, jit_compile=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.loss.fn is fn
+    want = model.evaluate(x, y, verbose=0)
+    assert loaded.evaluate(x, y, verbose=0) == want
+    # The number itself: the function summed over the batch ("sum").
+    np.testing.assert_allclose(want, np.sum(fn(y, model(x), **kwargs)), rtol=1e-5)
+
+
+def test_loss_function_wrapper_with_unknown_function_raises():
+    config = losses.LossFunctionWrapper(losses.huber).get_config()
+    config["fn"] = "no_such_loss"
+    with pytest.raises(ValueError, match="Received: fn='no_such_loss'"):
+        losses.LossFunctionWrapper.from_config(config)

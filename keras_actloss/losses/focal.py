@@ -1,0 +1,263 @@
+"""Per-sample focal cross-entropies: binary, categorical and sparse.
+
+Focal loss multiplies each cross-entropy term by `(1 - p)^gamma`, the
+probability the model gives to the wrong answer, so easy, well-classified
+samples (most of the majority class) count little and the rare, hard ones
+drive the gradient. The binary and categorical functions give Keras's
+numbers (same arguments and formulas); Keras has no sparse one. On top of
+Keras: `class_weights` and our label-format errors (see
+`keras_actloss.losses.validation`).
+
+Reference:
+- [Lin et al., 2018](https://arxiv.org/abs/1708.02002)
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_actloss.losses import keras_mask, validation
+from keras_actloss.losses.probabilistic import ClassWeights, _smoothing, _weights_along
+from keras_actloss.losses.profiles import BFCE, CFCE, SFCE
+from keras_actloss.registry import register
+from keras_actloss.tensor_types import Tensor
+
+
+@register("loss_function", profile=BFCE)
+def binary_focal_crossentropy(
+    y_true: Tensor,
+    y_pred: Tensor,
+    apply_class_balancing: bool = False,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    class_weights: ClassWeights = None,
+) -> Tensor:
+    """Binary focal cross-entropy per sample, for 0/1 (or multi-label) targets.
+
+    Use instead of binary cross-entropy when positives are rare: the focal
+    factor `(1 - p_t)^gamma` down-weights the many easy negatives. Labels
+    outside [0, 1] raise a `ValueError` in eager calls.
+
+    Formula:
+
+    ```
+    t = y_true * (1 - label_smoothing) + 0.5 * label_smoothing
+    p = sigmoid(y_pred) if from_logits else y_pred
+    p_t = t * p + (1 - t) * (1 - p)
+    loss = (1 - p_t)^gamma * bce(t, p)
+    loss *= alpha * y_true + (1 - alpha) * (1 - y_true)   if apply_class_balancing
+    loss *= class_weights[1] * y_true + class_weights[0] * (1 - y_true)
+    loss = mean(loss, axis=axis)
+    ```
+
+    Examples:
+
+    >>> y_true = np.array([[0.0, 1.0]])
+    >>> y_pred = np.array([[0.2, 0.6]])
+    >>> # hand computed: (0.2**2 * -log(0.8) + 0.4**2 * -log(0.6)) / 2 = 0.0453
+    >>> np.round(keras_actloss.losses.binary_focal_crossentropy(y_true, y_pred), 4)
+    array([0.0453])
+
+    Args:
+        y_true: Labels in [0, 1], shape `(batch_size, d0, ..., dN)`.
+        y_pred: Probabilities, or logits if `from_logits`, same shape.
+        apply_class_balancing: Whether to weight positives by `alpha` and
+            negatives by `1 - alpha`. Defaults to `False`.
+        alpha: Float in [0, 1], the positives' weight when balancing.
+            Defaults to `0.25`.
+        gamma: Float >= 0, the focusing strength (0 is cross-entropy).
+            Defaults to `2.0`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        label_smoothing: Float in [0, 1]. Defaults to `0.0`.
+        axis: Axis the mean is taken over. Defaults to `-1`.
+        class_weights: Optional `[weight_of_0, weight_of_1]` (labels before
+            smoothing). Defaults to `None`.
+
+    Returns:
+        Loss per sample, `y_pred`'s shape without `axis`.
+    """
+    label_smoothing = _smoothing(label_smoothing)
+    weights = validation.validate_class_weights(class_weights, length=2)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    targets = y_true
+    if label_smoothing:
+        targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    probs = ops.sigmoid(y_pred) if from_logits else y_pred
+    bce = ops.binary_crossentropy(targets, probs, from_logits=False)
+    validation.check_label_range(y_true, "binary_focal_crossentropy")
+    p_t = targets * probs + (1.0 - targets) * (1.0 - probs)
+    loss = ops.power(1.0 - p_t, gamma) * bce
+    if apply_class_balancing:
+        loss = loss * (targets * alpha + (1.0 - targets) * (1.0 - alpha))
+    if weights is not None:
+        loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
+    return ops.mean(loss, axis=axis)
+
+
+def _focal_terms(
+    targets: Tensor, y_pred: Tensor, alpha: float, gamma: float, from_logits: bool, axis
+) -> Tensor:
+    """Keras's categorical focal terms, summed over `axis`."""
+    if from_logits:
+        y_pred = ops.softmax(y_pred, axis=axis)
+    output = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    epsilon = keras.config.epsilon()
+    output = ops.clip(output, epsilon, 1.0 - epsilon)
+    terms = ops.power(1.0 - output, gamma) * alpha * (-targets * ops.log(output))
+    return ops.sum(terms, axis=axis)
+
+
+@register("loss_function", profile=CFCE)
+def categorical_focal_crossentropy(
+    y_true: Tensor,
+    y_pred: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    class_weights: ClassWeights = None,
+) -> Tensor:
+    """Categorical focal cross-entropy per sample, for one-hot labels.
+
+    Use instead of categorical cross-entropy when some classes are rare.
+    Integer labels raise a `ValueError` naming
+    `SparseCategoricalFocalCrossentropy` (static check); a single class
+    raises where Keras only warns.
+
+    Formula:
+
+    ```
+    t = y_true * (1 - label_smoothing) + label_smoothing / num_classes
+    p = softmax(y_pred) if from_logits else y_pred / sum(y_pred)
+    loss = sum(alpha * (1 - p)^gamma * -t * log(p), axis=axis)
+    loss *= sum(y_true * class_weights, axis=axis)
+    ```
+
+    Examples:
+
+    >>> y_true = np.array([[0.0, 1.0, 0.0]])
+    >>> y_pred = np.array([[0.1, 0.7, 0.2]])
+    >>> # hand computed: 0.25 * 0.3**2 * -log(0.7) = 0.0080
+    >>> np.round(keras_actloss.losses.categorical_focal_crossentropy(
+    ...     y_true, y_pred), 4)
+    array([0.008])
+
+    Args:
+        y_true: One-hot labels, same shape as `y_pred`.
+        y_pred: Probabilities, or logits if `from_logits`, shape
+            `(batch_size, ..., num_classes)`.
+        alpha: Float >= 0, a constant factor on every term. Defaults to
+            `0.25`.
+        gamma: Float >= 0, the focusing strength (0 with `alpha=1` is
+            cross-entropy). Defaults to `2.0`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        label_smoothing: Float in [0, 1]. Defaults to `0.0`.
+        axis: The class axis. Defaults to `-1`.
+        class_weights: Optional weight per class; each sample's loss is
+            multiplied by the weight of its label. Defaults to `None`.
+
+    Returns:
+        Loss per sample, `y_pred`'s shape without `axis`.
+    """
+    axis = validation.validate_axis(axis)
+    label_smoothing = _smoothing(label_smoothing)
+    weights = validation.validate_class_weights(class_weights)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    validation.check_one_hot_shapes(
+        y_true, y_pred, axis, "categorical_focal_crossentropy"
+    )
+    validation.check_label_range(y_true, "categorical_focal_crossentropy")
+    targets = y_true
+    if label_smoothing:
+        classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
+        targets = y_true * (1.0 - label_smoothing) + label_smoothing / classes
+    loss = _focal_terms(targets, y_pred, alpha, gamma, from_logits, axis)
+    if weights is not None:
+        validation.check_class_weights_length(weights, y_pred.shape[axis])
+        loss = loss * ops.sum(y_true * _weights_along(weights, y_true, axis), axis)
+    return loss
+
+
+@register("loss_function", profile=SFCE)
+def sparse_categorical_focal_crossentropy(
+    y_true: Tensor,
+    y_pred: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    from_logits: bool = False,
+    ignore_class: int | None = None,
+    axis: int = -1,
+    class_weights: ClassWeights = None,
+) -> Tensor:
+    """Categorical focal cross-entropy per sample, for integer class labels.
+
+    Equals `categorical_focal_crossentropy` on the one-hot labels (Keras has
+    no sparse focal loss). One-hot labels raise a `ValueError` naming
+    `CategoricalFocalCrossentropy` (static check); ids outside
+    `[0, num_classes)` raise in eager calls.
+
+    Formula:
+
+    ```
+    p = softmax(y_pred) if from_logits else y_pred / sum(y_pred)
+    loss = alpha * (1 - p[y_true])^gamma * -log(p[y_true])
+    loss *= class_weights[y_true]   (0 where ignore_class)
+    ```
+
+    Examples:
+
+    >>> y_pred = np.array([[0.1, 0.7, 0.2]])
+    >>> # hand computed: 0.25 * 0.3**2 * -log(0.7) = 0.0080
+    >>> np.round(keras_actloss.losses.sparse_categorical_focal_crossentropy(
+    ...     np.array([1]), y_pred), 4)
+    array([0.008])
+
+    Args:
+        y_true: Integer class ids, shape `(batch_size, ...)` or with a
+            trailing axis of size 1.
+        y_pred: Probabilities, or logits if `from_logits`, shape
+            `(batch_size, ..., num_classes)`.
+        alpha: Float >= 0, a constant factor. Defaults to `0.25`.
+        gamma: Float >= 0, the focusing strength. Defaults to `2.0`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        ignore_class: Optional class id whose positions get a loss of 0 and
+            are left out of the mean. Defaults to `None`.
+        axis: The class axis; the last axis only. Defaults to `-1`.
+        class_weights: Optional weight per class, multiplying each sample's
+            loss by `class_weights[y_true]`. Defaults to `None`.
+
+    Returns:
+        Loss per sample, `y_pred`'s shape without `axis`.
+    """
+    axis = validation.validate_axis(axis)
+    weights = validation.validate_class_weights(class_weights)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    name = "sparse_categorical_focal_crossentropy"
+    validation.check_sparse_shapes(y_true, y_pred, axis, name)
+    classes = y_pred.shape[axis]
+    validation.check_sparse_values(y_true, classes, ignore_class, name)
+    if weights is not None:
+        validation.check_class_weights_length(weights, classes)
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=axis)
+    y_true = ops.cast(y_true, "int32")
+    if ignore_class is not None:
+        valid = ops.not_equal(y_true, ignore_class)
+        y_true = ops.where(valid, y_true, 0)
+    one_hot = ops.one_hot(y_true, ops.shape(y_pred)[axis], dtype=y_pred.dtype)
+    loss = _focal_terms(one_hot, y_pred, alpha, gamma, from_logits, axis)
+    if weights is not None:
+        table = ops.convert_to_tensor(weights, dtype=loss.dtype)
+        loss = loss * ops.take(table, y_true)
+    if ignore_class is not None:
+        loss = ops.where(valid, loss, ops.zeros_like(loss))
+        keras_mask.attach_mask(loss, valid)
+    return loss
