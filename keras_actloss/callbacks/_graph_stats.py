@@ -444,8 +444,9 @@ class GraphStats:
         """Activation counts of the kept layer outputs, one `[k]` vector.
 
         Per layer, in `_act_layout` order: the active elements of each unit
-        (ReLU family; `x > inactive_below`, summed over the batch and
-        positions), the saturated elements (sigmoid/tanh), and the element
+        (ReLU family; outside `[inactive_from, inactive_below]`, summed over
+        the batch and positions), the saturated elements (sigmoid/tanh), and
+        the element
         count when it is not static. Three graph ops per ReLU layer; the
         fractions are taken on the host (`_activation_fields`). This
         replica's counts (the caller sums them across replicas). A layer
@@ -463,7 +464,11 @@ class GraphStats:
             if units is None:
                 continue
             if units:
-                active = tf.cast(x > profile.inactive_below, "float32")
+                active = x > profile.inactive_below
+                if math.isfinite(profile.inactive_from):
+                    # Only `[inactive_from, inactive_below]` is dead (shrink).
+                    active = tf.logical_or(active, x < profile.inactive_from)
+                active = tf.cast(active, "float32")
                 other = [a for a in range(x.shape.rank) if a != axis]
                 parts.append(tf.reshape(tf.reduce_sum(active, axis=other), [-1]))
             saturation = profile.saturation_bounds is not None

@@ -170,9 +170,15 @@ def inactive_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
     """Elements of an activation output in the profile's inactive region.
 
     For the ReLU family that is `x <= profile.inactive_below` (zero for ReLU,
-    negative for Leaky ReLU and ELU).
+    negative for Leaky ReLU and ELU); for the shrink family only
+    `[inactive_from, inactive_below]` (the outputs of exactly zero).
     """
-    return ops.less_equal(x, profile.inactive_below)
+    inactive = ops.less_equal(x, profile.inactive_below)
+    if math.isfinite(profile.inactive_from):
+        inactive = ops.logical_and(
+            inactive, ops.greater_equal(x, profile.inactive_from)
+        )
+    return inactive
 
 
 def saturated_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
@@ -202,7 +208,7 @@ def activation_counts(
     elements = ops.cast(ops.size(x), "float32")
     counts = {"elements": elements}
     if profile.inactive_below is not None:
-        active = ops.cast(ops.greater(x, profile.inactive_below), "float32")
+        active = ops.cast(ops.logical_not(inactive_mask(x, profile)), "float32")
         axis = _channel_axis(x, channel_axis)
         other = tuple(a for a in range(len(ops.shape(x))) if a != axis)
         counts["active_per_unit"] = ops.sum(active, axis=other)
