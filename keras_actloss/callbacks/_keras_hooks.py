@@ -115,6 +115,18 @@ def check_internals() -> None:
         )
 
 
+def is_chief(strategy) -> bool:
+    """Whether this process writes the logs under `strategy`: always, but
+    under multi-worker training only the chief (the `"chief"` task, or
+    worker 0 when the cluster has none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None or task_type == "chief":
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    return task_type == "worker" and "chief" not in jobs and resolver.task_id == 0
+
+
 @dataclasses.dataclass
 class LayerPlan:
     """One monitored layer: its variables and the profile of its output."""

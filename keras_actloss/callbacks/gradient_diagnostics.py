@@ -504,6 +504,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _check_log_dir(self) -> None:
         if self.log_dir is None:
             return
+        if not _keras_hooks.is_chief(self.model.distribute_strategy):
+            # Multi-worker training: the chief writes the logs (as Keras's
+            # TensorBoard callback did); the other workers keep findings.
+            return
         try:
             if self._writer is None:
                 self._writer = DiagnosticsWriter(self.log_dir)

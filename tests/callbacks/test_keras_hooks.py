@@ -5,6 +5,7 @@ import inspect
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from callback_models import build_model, weights
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.optimizers.base_optimizer import BaseOptimizer
@@ -150,3 +151,35 @@ def test_model_saves_and_loads_during_and_after_fit(data, tmp_path):
     model.save(tmp_path / "after.keras")
     again = keras.models.load_model(tmp_path / "after.keras")
     again.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+class _Resolver:
+    def __init__(self, task_type, task_id, jobs):
+        self.task_type, self.task_id, self._jobs = task_type, task_id, jobs
+
+    def cluster_spec(self):
+        return tf.train.ClusterSpec(self._jobs)
+
+
+class _Strategy:
+    def __init__(self, resolver):
+        self.cluster_resolver = resolver
+
+
+@pytest.mark.parametrize(
+    "task_type, task_id, chief_job, expected",
+    [
+        ("worker", 0, False, True),  # Worker 0 of a cluster without a chief.
+        ("worker", 1, False, False),
+        ("worker", 0, True, False),  # A cluster with a chief task.
+        ("chief", 0, True, True),
+        (None, None, False, True),  # No cluster.
+    ],
+)
+def test_only_the_chief_writes_logs(task_type, task_id, chief_job, expected):
+    jobs = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    if chief_job:
+        jobs["chief"] = ["127.0.0.1:3"]
+    resolver = _Resolver(task_type, task_id, jobs)
+    assert _keras_hooks.is_chief(_Strategy(resolver)) is expected
+    assert _keras_hooks.is_chief(tf.distribute.get_strategy()) is True
