@@ -754,3 +754,25 @@ def test_no_gradients_seen_warns_once(data):
         model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
     assert len([w for w in seen if "saw no gradients" in str(w.message)]) == 1
     assert diag.history == [] and diag.findings == []
+
+
+def test_recorded_loss_and_learning_rate_are_the_steps_own(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    # The loss of step 0 from the weights before it (mean squared error).
+    first = np.mean((model.predict(x[:8], verbose=0) - y[:8]) ** 2)
+    diag = _diag(every_n_steps=1)
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: 0.1 / (1 + epoch))
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[schedule, diag],
+    )
+    np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
+    # Epoch 0 runs steps 0-3 at 0.1, epoch 1 steps 4-7 at 0.05.
+    rates = [s.learning_rate for s in diag.history]
+    np.testing.assert_allclose(rates, [0.1] * 4 + [0.05] * 4, rtol=1e-6)
