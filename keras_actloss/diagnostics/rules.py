@@ -180,7 +180,9 @@ def vanishing_layers(
         # one step closer to the loss is well below the output layers too,
         # unlike a lone quiet first layer fed with tiny inputs, or a query
         # projection beside a loud value projection.
-        closer = [d for d in distance.values() if d < distance[ls.layer]]
+        closer = [
+            distance[r.layer] for r in rows if distance[r.layer] < distance[ls.layer]
+        ]
         level = max(closer, default=None)
         nearest = max(
             (ratios[r.layer] for r in rows if distance[r.layer] == level),
@@ -226,12 +228,15 @@ class UnitActivity:
     """Per-unit activity of one layer over its most recent recordings.
 
     A unit is dead when it was inactive on every sample of the window: the
-    most recent recordings that together hold at least `min_samples`
-    samples (at most `max_recordings` of them).
+    fewest most recent recordings (at least `min_recordings`, at most
+    `max_recordings`) that together hold at least `min_samples` samples.
     """
 
-    def __init__(self, min_samples: int, max_recordings: int = 32):
+    def __init__(
+        self, min_samples: int, min_recordings: int = 1, max_recordings: int = 32
+    ):
         self.min_samples = min_samples
+        self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
 
     def add(self, step: int, samples: int, activity: list[float]) -> None:
@@ -248,7 +253,7 @@ class UnitActivity:
             active = [a > 0 for a in activity]
             alive = active if alive is None else [a or b for a, b in zip(alive, active)]
             total += samples
-            if total >= self.min_samples:
+            if total >= self.min_samples and k + 1 >= self.min_recordings:
                 dead = (units - sum(alive)) / units if units else 0.0
                 return dead, total, k + 1, step
         return None
@@ -267,7 +272,23 @@ class NormSeries:
         self._early: list[float] = []
         self._early_median: float | None = None
         self._recent = collections.deque(maxlen=window)
-        self.last: float | None = None  # The last finite norm, over or not.
+        # The last finite norm (over the limit or not) and its step, and
+        # the one before them.
+        self.last: float | None = None
+        self.last_step: int | None = None
+        self._previous: tuple[float | None, int | None] = (None, None)
+
+    def add(self, step: int, norm: float) -> None:
+        """Notes a finite step's norm (normal or not) as the last one."""
+        if step != self.last_step:
+            self._previous = (self.last, self.last_step)
+        self.last, self.last_step = norm, step
+
+    def before(self, step: int) -> tuple[float | None, int | None]:
+        """The last finite norm of a step before `step`, and that step."""
+        if self.last_step is None or self.last_step < step:
+            return self.last, self.last_step
+        return self._previous
 
     def early(self) -> float | None:
         if self._early_median is None and self._early:
@@ -335,7 +356,7 @@ class HealthRules:
         self._info = {info.name: info for info in self.layers}
         self._distance = _distances(self.layers)
         self._activity = {
-            i.name: UnitActivity(t.min_samples)
+            i.name: UnitActivity(t.min_samples, t.patience)
             for i in self.layers
             if can_die(i.activation)
         }
@@ -456,7 +477,7 @@ class HealthRules:
             series.add_normal(norm)
         elif count == 1:
             self.jumped = True
-        series.last = norm
+        series.add(step, norm)
 
     def _norm_jump(self, norm: float, recent: float | None) -> None:
         """Flags a norm `jump_factor` above its recent level (a bad batch or
@@ -474,7 +495,7 @@ class HealthRules:
         t = self.thresholds
         key = (F.EXPLODING_GRADIENTS, None)
         count, start = self._streaks.update(key, False, event.step)
-        last, early = self._norms.last, self._norms.early()
+        (last, last_step), early = self._norms.before(event.step), self._norms.early()
         recent = self._norms.recent()
         grew = last is not None and (
             last > t.exploding_norm
@@ -490,10 +511,10 @@ class HealthRules:
                 new,
                 F.EXPLODING_GRADIENTS,
                 None,
-                event.step - 1,
+                last_step,
                 last,
                 f"The global gradient norm grew to {last:.3g} by step "
-                f"{event.step - 1}{growth}, and the next step was not finite: "
+                f"{last_step}{growth}, and step {event.step} was not finite: "
                 "the gradients exploded.",
             )
             message += " It follows the explosion of the gradient norm."

@@ -37,14 +37,11 @@ from keras_actloss.diagnostics.rules import (
 _STEP_FIELDS = ("learning_rate", "batch_size", "input_scale", "non_finite")
 
 
-def mlp(activations, output="softmax", distances=None):
-    """LayerInfo for Dense layers with these hidden activations + an output."""
+def mlp(activations, output="softmax"):
+    """LayerInfo for Dense layers with these hidden activations + an output
+    (no graph distances: model order stands in)."""
     acts = [*activations, output]
-    distances = distances or [None] * len(acts)
-    return [
-        LayerInfo(f"dense_{i}", "Dense", a, True, i, d)
-        for i, (a, d) in enumerate(zip(acts, distances))
-    ]
+    return [LayerInfo(f"dense_{i}", "Dense", a, True, i) for i, a in enumerate(acts)]
 
 
 def recording(step, rms, maxes=None, *, loss=1.0, global_norm=1.0, names=None, **kw):
@@ -69,9 +66,9 @@ def event(step, norm, lr=None, non_finite=False, layer=None):
     return SentinelEvent(step, norm, non_finite, layer, lr)
 
 
-def events(norms, start=0, lr=None):
+def events(norms, start=0):
     """One SentinelEvent per step from `start`, with these global norms."""
-    return [event(start + i, n, lr) for i, n in enumerate(norms)]
+    return [event(start + i, n) for i, n in enumerate(norms)]
 
 
 def run(rules, sequence):
@@ -198,7 +195,7 @@ class TestNonFinite:
             ({"non_finite": True}, None),
             ({"loss": math.nan}, None),
             ({"global_norm": math.nan}, None),
-            ({"rms": [1e-2, math.inf, 1e-2]}, "dense_1"),
+            ({"rms": [1e-2, math.nan, 1e-2]}, "dense_1"),
             ({"maxes": [1e-2, 1e-2, math.nan]}, "dense_2"),
         ],
     )
@@ -229,6 +226,22 @@ class TestNonFinite:
         found = rules.observe(recording(3, [1e-2, 1e-2], global_norm=math.nan))
         assert modes(found) == [(F.NON_FINITE, None, 3)]
         assert found[0].fix == rules_module._DATA_FIX
+
+    def test_infinite_layer_norm_alone_is_no_nan(self):
+        # A layer's squared norm beyond float32's range (finite RMS, no NaN)
+        # is an overflow, not a non-finite gradient.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        seq = [
+            recording(s, [1e-2] * 3, grad_norm=[1.0, math.inf, 1.0]) for s in range(10)
+        ]
+        assert run(rules, seq) == []
+
+    def test_overflowing_recorded_norm_is_an_explosion(self):
+        rules = HealthRules(mlp(["relu"]))
+        seq = [recording(s, [1e-2, 1e-2]) for s in range(5)]
+        seq.append(recording(5, [1e-2, 1e-2], global_norm=math.inf))
+        # inf >= 1e4 * early 1: a spike, not a NaN.
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
 
     def test_overflowing_norm_is_an_explosion(self):
         # An infinite global norm from finite gradients (float32 overflow of
@@ -288,7 +301,7 @@ class TestNonFiniteCause:
         assert exploding.value == 500.0
         assert exploding.message == (
             "The global gradient norm grew to 500 by step 5, 500x its early 1, "
-            "and the next step was not finite: the gradients exploded."
+            "and step 6 was not finite: the gradients exploded."
         )
         assert non_finite.fix == FIXES[F.EXPLODING_GRADIENTS]
         assert non_finite.message.endswith(
@@ -332,7 +345,7 @@ class TestNonFiniteCause:
             (F.NON_FINITE, None, 1),
         ]
         assert found[0].value == 2e6
-        assert "grew to 2e+06 by step 0, and the next step" in found[0].message
+        assert "grew to 2e+06 by step 0, and step 1 was not finite" in found[0].message
 
     def test_after_normal_norms_is_data_or_loss(self):
         rules = HealthRules(mlp(["relu"]))
@@ -940,9 +953,20 @@ class TestDeadRelu:
         assert "(steps 20-50)" in found[0].message
 
     def test_two_recordings_are_not_persistence(self):
-        # Batches of 64: the window is 2 recordings (128 samples) < patience 3.
+        # Batches of 64: 2 recordings hold 128 samples, but patience is 3.
         rules, seq = dead_run(([0, 0, 0, 0], [0, 0, 0, 0]), (0, 10), batch_size=64)
         assert run(rules, seq) == []
+
+    @pytest.mark.parametrize("batch_size", [64, 128, 256])
+    def test_large_batches_take_patience_recordings(self, batch_size):
+        # One or two recordings already hold 128 samples: the window grows to
+        # patience = 3 recordings (steps 0-20 at step 20; span 21 >= 5).
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20), batch_size=batch_size)
+        found = run(rules, seq)
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
+        assert (
+            f"the {3 * batch_size} samples of the last 3 recorded batches (steps 0-20)"
+        ) in found[0].message
 
     def test_span_of_the_streak(self):
         rules, seq = dead_run(ACTIVITY, range(5))
@@ -1222,3 +1246,30 @@ def test_healthy_training_has_no_findings():
         )
     assert run(rules, seq) == []
     assert rules.findings == []
+
+
+def test_separate_activation_layers_do_not_hide_vanishing():
+    # Dense -> Activation("sigmoid") pairs: the activation layers have no
+    # weights; the next level closer to the loss is the next Dense layer.
+    layers, rms = [], []
+    for i, r in enumerate(SIGMOID_RMS[:-1]):
+        layers.append(LayerInfo(f"dense_{i}", "Dense", None, True, 2 * i))
+        layers.append(LayerInfo(f"act_{i}", "Activation", "sigmoid", False, 2 * i + 1))
+        rms += [r, None]
+    layers.append(LayerInfo("dense_6", "Dense", "softmax", True, 12))
+    rms.append(SIGMOID_RMS[-1])
+    found = vanishing(rms, layers=layers)
+    assert found.keys() == SIGMOID_FOUND.keys()
+    for name, (r, ratio) in SIGMOID_FOUND.items():
+        assert found[name] == (r, pytest.approx(ratio, rel=1e-12))
+
+
+def test_nan_recording_of_a_seen_step_blames_the_step_before():
+    # Steps 0-4 at norm 1 and step 5 at 500 (a jump: 500 >= 10 * 1, but not
+    # over the limit 100 * 1 ... for two steps); then the recording of step 5
+    # has a NaN loss: the norm before step 5 was 1, so no explosion.
+    rules = HealthRules(mlp(["relu", "relu"]))
+    run(rules, events([1.0] * 5 + [500.0]))
+    found = run(rules, [recording(5, [1e-2] * 3, loss=math.nan, global_norm=500.0)])
+    assert modes(found) == [(F.NON_FINITE, None, 5)]
+    assert "normal (last finite norm 1)" in found[0].message
