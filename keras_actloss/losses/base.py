@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from keras_actloss import registry
 from keras_actloss.losses import validation
 from keras_actloss.tensor_types import Tensor
 
@@ -113,15 +114,15 @@ def _deserialize_fn(fn: Any) -> Callable[..., Tensor]:
         except (TypeError, ValueError):
             fn = fn.get("config")
     if isinstance(fn, str):
-        from keras_actloss import losses
-
-        for get in (losses.get, keras.losses.get):
+        found = registry.lookup("loss", fn)
+        if found is None:
             try:
-                found = get(fn)
+                found = keras.losses.get(fn)
             except ValueError:
-                continue
-            if callable(found) and not isinstance(found, keras.losses.Loss):
-                return found
+                found = None
+        loss_object = inspect.isclass(found) or isinstance(found, keras.losses.Loss)
+        if callable(found) and not loss_object:
+            return found
     if callable(fn):
         return fn
     raise ValueError(

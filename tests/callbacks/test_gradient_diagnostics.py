@@ -515,7 +515,7 @@ def test_frozen_layer_and_layer_without_gradient(data):
             self.out.build((None, 8))
 
     model = Unused()
-    model.build((None, 6))
+    model(x[:1])  # Builds the Dense layer.
     _compile(model)
     diag = _diag(every_n_steps=1)
     with pytest.warns(UserWarning, match="Gradients do not exist"):
@@ -673,13 +673,13 @@ def test_second_instance_on_one_model_is_refused(data):
 def test_instance_reused_for_another_model_starts_afresh(data):
     x, y = data
     diag = GradientDiagnostics()  # With check_model.
-    sigmoid_softmax = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(3, activation="softmax")]
+    softmax_bce = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(2, activation="softmax")]
     )
-    sigmoid_softmax.compile("sgd", "binary_crossentropy")
-    labels = (y > 0).astype("float32")
+    softmax_bce.compile("sgd", "binary_crossentropy")
+    labels = keras.utils.to_categorical((y[:, 0] > 0).astype("int32"), 2)
     with pytest.warns(GradientHealthWarning):
-        sigmoid_softmax.fit(x, labels, batch_size=8, verbose=0, callbacks=[diag])
+        softmax_bce.fit(x, labels, batch_size=8, verbose=0, callbacks=[diag])
     first = {f.mode for f in diag.findings}
     assert "softmax_with_binary_crossentropy" in first
     model = _compile(build_model("sequential"))
@@ -723,13 +723,14 @@ def test_step_count_is_read_after_backup_and_restore(data, tmp_path):
     assert [s.step for s in diag.history] == [4, 6, 8, 10]
 
 
-class _OwnOptimizer(keras.Model):
-    """A `train_step` that updates the weights with an optimizer of its own."""
+class OwnOptimizerModel(keras.Model):
+    """A `train_step` that updates the weights with an optimizer of its own
+    (kept out of the model's attributes, as a GAN keeps two)."""
 
-    def __init__(self):
+    def __init__(self, own):
         super().__init__()
         self.dense = keras.layers.Dense(1)
-        self.own = keras.optimizers.SGD(0.1)
+        self._own = [own]
 
     def call(self, x):
         return self.dense(x)
@@ -739,13 +740,16 @@ class _OwnOptimizer(keras.Model):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(self(x) - y))
         grads = tape.gradient(loss, self.trainable_variables)
-        self.own.apply_gradients(zip(grads, self.trainable_variables))
+        self._own[0].apply_gradients(zip(grads, self.trainable_variables))
         return {"loss": loss}
 
 
 def test_no_gradients_seen_warns_once(data):
     x, y = data
-    model = _OwnOptimizer()
+    own = keras.optimizers.SGD(0.1)
+    model = OwnOptimizerModel(own)
+    model(x[:1])  # Builds the Dense layer.
+    own.build(model.trainable_variables)
     model.compile()
     diag = _diag()
     with pytest.warns(
