@@ -12,15 +12,16 @@ by a first `fit` (tracing) and `--warmup` more. Then `--pairs` rounds; in
 each round every setting runs one timed `fit` of `--steps` steps, in an
 order rotated from round to round, with the garbage collector run before
 and disabled during the `fit`. Printed per loss: the median over rounds of
-`time(on) / time(off)` from the same round, with min and max, and the
-ratio of the fastest `fit` of each (the least disturbed by other work on a
-shared machine).
+`time(on) / time(off)` from the same round, with min and max, of wall
+time and of the process's CPU time (all threads): on a shared machine,
+other work stretches wall time far more than it changes the CPU time the
+checks cost.
 
-A noisy machine blurs whole-`fit` ratios, so the cost of the checks alone
-is measured too: a `tf.function` of the loss on one batch, called
-`--calls` times per repeat, best of `--repeats` (as `timeit` advises),
-with and without the checks; the difference is the checks' cost per step,
-printed next to the fastest `fit` step time.
+The cost of the checks alone is measured too: a `tf.function` of the loss
+on one batch, called `--calls` times per repeat, best CPU time of
+`--repeats` (as `timeit` advises), with and without the checks,
+interleaved; the difference is their cost per step, to compare with the
+step time printed.
 
 With `--append`, a section with the date, versions, machine and results is
 appended to `benchmarks/RESULTS.md` (created with a header if missing).
@@ -104,19 +105,20 @@ def _model(name: str, check_labels: bool) -> keras.Model:
     return model
 
 
-def _timed_fit(model, x, y) -> float:
+def _timed_fit(model, x, y) -> tuple[float, float]:
+    """Wall and CPU (process, all threads) seconds of one `fit`."""
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
     finally:
         gc.enable()
 
 
-def loss_call_us(calls: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Best time of one traced loss call on a batch, `(checks on, off)`, us."""
+def loss_call_us(calls: int, repeats: int) -> dict[tuple[str, bool], float]:
+    """Best CPU time of one traced loss call on a batch, in us."""
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
@@ -126,24 +128,25 @@ def loss_call_us(calls: int, repeats: int) -> dict[str, tuple[float, float]]:
         probs = tf.nn.softmax(tf.constant(rng.normal(size=(BATCH, units)), "float32"))
         if units == 1:
             probs = tf.sigmoid(probs)
-        best = []
-        for on in (True, False):
-            call = tf.function(loss_class(check_labels=on))
+        calls_of = {
+            on: tf.function(loss_class(check_labels=on)) for on in (True, False)
+        }
+        times = {on: [] for on in calls_of}
+        for call in calls_of.values():
             call(labels, probs)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
+        for _ in range(repeats):  # Interleaved, best of `repeats`.
+            for on, call in calls_of.items():
+                start = time.process_time()
                 for _ in range(calls):
                     call(labels, probs)
-                times.append((time.perf_counter() - start) / calls * 1e6)
-            best.append(min(times))
-        out[name] = (best[0], best[1])
+                times[on].append((time.process_time() - start) / calls * 1e6)
+        for on in calls_of:
+            out[(name, on)] = min(times[on])
     return out
 
 
-def run(
-    pairs: int, steps: int, warmup: int
-) -> tuple[dict[str, list[float]], dict[tuple[str, bool], list[float]]]:
+def run(pairs: int, steps: int, warmup: int) -> dict[tuple[str, bool], list]:
+    """`{(loss, checks on): [(wall, cpu) of each round]}`."""
     rng = np.random.default_rng(0)
     n = steps * BATCH
     x = rng.normal(size=(n, 784)).astype("float32")
@@ -153,37 +156,41 @@ def run(
     for (name, _), model in models.items():
         for _ in range(1 + warmup):
             _timed_fit(model, x, data[name])
-    ratios: dict[str, list[float]] = {name: [] for name in LOSSES}
-    all_times: dict[tuple[str, bool], list[float]] = {s: [] for s in settings}
+    times: dict[tuple[str, bool], list] = {s: [] for s in settings}
     for round_ in range(pairs):
         order = settings[round_ % len(settings) :] + settings[: round_ % len(settings)]
-        times = {s: _timed_fit(models[s], x, data[s[0]]) for s in order}
-        for s, t in times.items():
-            all_times[s].append(t)
-        for name in LOSSES:
-            ratios[name].append(times[(name, True)] / times[(name, False)])
-    return ratios, all_times
+        for s in order:
+            times[s].append(_timed_fit(models[s], x, data[s[0]]))
+    return times
 
 
-def _report(ratios, times, calls, args) -> str:
+def _ratios(times, name: str, index: int) -> str:
+    on, off = times[(name, True)], times[(name, False)]
+    values = [a[index] / b[index] for a, b in zip(on, off)]
+    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+def _report(times, calls, args) -> str:
     lines = [
         f"pairs={args.pairs}, steps={args.steps} of batch {BATCH}, "
-        f"warmup={args.warmup}; ratios are time(check_labels=True) / "
-        "time(check_labels=False). Loss call: best of "
+        f"warmup={args.warmup}. Fit ratios: time(check_labels=True) / "
+        "time(check_labels=False) in the same round, median [min, max], of "
+        "wall time and of process CPU time (all threads; less disturbed by "
+        "other work on a shared machine). Loss call: best CPU time of "
         f"{args.repeats} x {args.calls} calls of a `tf.function` of the loss.",
         "",
-        "| loss | fit ratio median | min | max | ratio of fastest fits "
-        "| fastest step off (us) | loss call on / off (us) | checks per step (us) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| loss | fit wall ratio | fit CPU ratio | fit step, checks off "
+        "(wall / CPU us) | loss call on / off (CPU us) |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    for name, values in ratios.items():
-        fastest_on, fastest_off = min(times[(name, True)]), min(times[(name, False)])
-        on, off = calls[name]
+    for name in LOSSES:
+        off = times[(name, False)]
+        wall = statistics.median(t[0] for t in off) / args.steps * 1e6
+        cpu = statistics.median(t[1] for t in off) / args.steps * 1e6
         lines.append(
-            f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | "
-            f"{max(values):.3f} | {fastest_on / fastest_off:.3f} | "
-            f"{fastest_off / args.steps * 1e6:.0f} | {on:.0f} / {off:.0f} | "
-            f"{on - off:.0f} |"
+            f"| {name} | {_ratios(times, name, 0)} | {_ratios(times, name, 1)} | "
+            f"{wall:.0f} / {cpu:.0f} | {calls[(name, True)]:.0f} / "
+            f"{calls[(name, False)]:.0f} |"
         )
     return "\n".join(lines)
 
@@ -220,9 +227,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--append", action="store_true")
     args = parser.parse_args()
-    ratios, times = run(args.pairs, args.steps, args.warmup)
+    load = os.getloadavg()[0]
+    times = run(args.pairs, args.steps, args.warmup)
     calls = loss_call_us(args.calls, args.repeats)
-    report = _report(ratios, times, calls, args)
+    report = _report(times, calls, args)
+    report += f"\n\nLoad average (1 min) at the start: {load:.1f}."
     print(report)
     if args.append:
         _append(report, args)
