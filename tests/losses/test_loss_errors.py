@@ -187,6 +187,23 @@ def test_check_labels_false_skips_the_value_checks(name):
         call(labels.astype("float32"), preds.astype("float32"))
 
 
+def test_check_labels_false_adds_no_op_to_the_graph():
+    def op_types(loss):
+        graph = (
+            tf.function(loss)
+            .get_concrete_function(
+                tf.TensorSpec((None,), "int32"), tf.TensorSpec((None, 3), "float32")
+            )
+            .graph
+        )
+        return {op.type for op in graph.get_operations()}
+
+    checked = op_types(losses.SparseCategoricalCrossentropy())
+    unchecked = op_types(losses.SparseCategoricalCrossentropy(check_labels=False))
+    assert "If" in checked or "StatelessIf" in checked
+    assert not unchecked & {"If", "StatelessIf", "Assert", "All"}
+
+
 def test_valid_labels_traced_give_kerass_numbers():
     cases = [
         (losses.BinaryCrossentropy(), keras.losses.BinaryCrossentropy(),
