@@ -23,6 +23,14 @@ all of severity `"failure"` (definite mistakes):
 - `class_count_mismatch` (needs y): sparse labels above the last unit;
   one-hot/multi-hot/distribution/-1+1 label columns different from the
   units; integer classes (3+) with binary cross-entropy.
+- `labels_outside_unit_interval` (needs y): labels outside [0, 1] (such as
+  -1/+1) with a loss that expects labels in [0, 1] (binary or categorical
+  cross-entropy, KL divergence); integer classes are left to the rules
+  above.
+- `multi_hot_labels_categorical_loss` (needs y): multi-hot rows (some row
+  with several 1s) with (sparse) categorical cross-entropy, which treats
+  the classes as mutually exclusive; `advise` recommends sigmoid with binary
+  cross-entropy for such labels.
 - `bounded_output_regression` (needs y): a regression loss with targets
   outside the output activation's range (sigmoid, tanh, ReLU, ...).
 
@@ -47,9 +55,11 @@ objects and functions; a dict (by output name) or a list (one per output)
 for multi-output models is checked per output, a list of another length is
 skipped. Labels `y` for a multi-output model are used when they are a dict
 by output name or a list with one entry per output, else skipped. Labels of
-rank 3 or more (per-position labels such as segmentation masks) are read
-position by position: rows of the last axis when it equals the output units,
-else one value per position. Unknown
+rank 3 or more (per-position labels such as segmentation masks), and labels
+of the output's rank minus one for an output of rank 3 or more (`(batch, T)`
+token tags for a `(batch, T, 1)` output), are read position by position:
+rows of the last axis when it equals the output units, else one value per
+position. Unknown
 custom losses and activations are skipped, never guessed. For subclassed
 models the output layer is the last one in `model.layers` (see `walk`); an
 output made by a bare op (`keras.ops.softmax(x)`) has no layer to read.
@@ -105,16 +115,22 @@ def _per_output(value: Any, outputs: list, what: str) -> list:
     return list(value) if many and len(value) == len(outputs) else [None] * len(outputs)
 
 
-def _per_position(target: Any, units: int | None) -> Any:
-    """Per-position labels (rank 3+, e.g. segmentation) as rows or a column.
+def _per_position(target: Any, units: int | None, rank: int | None) -> Any:
+    """Per-position labels (e.g. segmentation, token tagging) as rows or a column.
 
-    Rows of the last axis when it matches the output units (one-hot maps,
-    image targets), else one value per position (integer class maps).
+    For labels of rank 3+, or of the output's rank minus one when the output
+    has rank 3+ (`(batch, T)` labels for a `(batch, T, units)` output):
+    rows of the last axis when it matches the output units (one-hot maps,
+    image targets), else one value per position (integer class maps, one
+    0/1 tag per token).
     """
     if hasattr(target, "numpy") and not isinstance(target, np.ndarray):
         target = target.numpy()
     array = np.asarray(target) if isinstance(target, (list, tuple)) else target
-    if getattr(array, "ndim", 0) < 3:
+    ndim = getattr(array, "ndim", 0)
+    if rank is not None and rank >= 3 and ndim == rank - 1:
+        return array.reshape(-1)
+    if ndim < 3:
         return target
     if array.shape[-1] == units:
         return array.reshape(-1, units)
@@ -140,7 +156,7 @@ def _heads(model: keras.Model, y: Any) -> list[Head]:
     for out, loss, target in zip(outputs, losses, labels, strict=True):
         array = info = None
         if target is not None:
-            array = _labels.as_label_array(_per_position(target, out.units))
+            array = _labels.as_label_array(_per_position(target, out.units, out.rank))
             info = _labels.describe_labels(array)
         act = None if out.layer is None else walk.activation_of(out.layer)
         if not out.from_graph and act is not None and act.family == LINEAR:

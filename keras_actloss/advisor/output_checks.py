@@ -23,6 +23,8 @@ PROBABILITY_OUTPUT_FROM_LOGITS = "probability_output_from_logits"
 INTEGER_LABELS_CATEGORICAL_LOSS = "integer_labels_categorical_loss"
 ONE_HOT_LABELS_SPARSE_LOSS = "one_hot_labels_sparse_loss"
 CLASS_COUNT_MISMATCH = "class_count_mismatch"
+LABELS_OUTSIDE_UNIT_INTERVAL = "labels_outside_unit_interval"
+MULTI_HOT_LABELS_CATEGORICAL_LOSS = "multi_hot_labels_categorical_loss"
 BOUNDED_OUTPUT_REGRESSION = "bounded_output_regression"
 OUTPUT_MODES = (
     SOFTMAX_WITH_BINARY_CROSSENTROPY,
@@ -34,10 +36,14 @@ OUTPUT_MODES = (
     INTEGER_LABELS_CATEGORICAL_LOSS,
     ONE_HOT_LABELS_SPARSE_LOSS,
     CLASS_COUNT_MISMATCH,
+    LABELS_OUTSIDE_UNIT_INTERVAL,
+    MULTI_HOT_LABELS_CATEGORICAL_LOSS,
     BOUNDED_OUTPUT_REGRESSION,
 )
 
 _CATEGORICAL = ("one_hot", "sparse")
+# Label formats of the losses whose labels must lie in [0, 1].
+_UNIT_INTERVAL = ("binary", "one_hot", "distribution")
 _BINARY_FIX = (
     "For two classes use Dense(1, activation='sigmoid') with "
     "BinaryCrossentropy, or Dense(2, activation='softmax') with "
@@ -238,6 +244,51 @@ def _class_count(h: Head):
     )
 
 
+def _labels_outside_unit_interval(h: Head):
+    info = h.labels
+    if info is None or h.format not in _UNIT_INTERVAL:
+        return None
+    # Integer classes are reported by the class-count and format rules.
+    if info.kind == _labels.INTEGER or (info.low >= 0 and info.high <= 1):
+        return None
+    if info.kind == _labels.SIGNED:
+        return finding(
+            LABELS_OUTSIDE_UNIT_INTERVAL,
+            h,
+            f"Labels are -1/+1 but {h.loss.name} expects labels in [0, 1]: "
+            "a -1 label asks for an impossible probability, so the loss is "
+            "wrong (Keras's losses train on it silently).",
+            "Map the labels to 0/1 with (y + 1) / 2, or keep -1/+1 and use "
+            "Hinge with a linear or tanh output.",
+        )
+    return finding(
+        LABELS_OUTSIDE_UNIT_INTERVAL,
+        h,
+        f"Labels range over [{info.low:g}, {info.high:g}] but {h.loss.name} "
+        "expects labels in [0, 1].",
+        "Rescale the labels into [0, 1], or use a regression loss with a "
+        "linear output.",
+    )
+
+
+def _multi_hot_categorical(h: Head):
+    info = h.labels
+    if info is None or info.kind != _labels.MULTI_HOT or h.format not in _CATEGORICAL:
+        return None
+    if not np.any(h.y.sum(axis=-1) > 1):  # Only rows with at most one 1.
+        return None
+    return finding(
+        MULTI_HOT_LABELS_CATEGORICAL_LOSS,
+        h,
+        f"Labels are multi-hot rows (several 1s in a row, shape "
+        f"{info.shape}) but {h.loss.name} treats the classes as mutually "
+        "exclusive: a softmax cannot give several classes a high probability.",
+        f"For several labels per sample use Dense({info.n_columns}, "
+        "activation='sigmoid') with BinaryCrossentropy (what `advise` "
+        "recommends for multi-hot labels).",
+    )
+
+
 def _bounded_regression(h: Head):
     if h.act is None or h.y is None or h.loss is None or h.loss.task != "regression":
         return None
@@ -267,5 +318,7 @@ OUTPUT_RULES = (
     _integer_labels_cce,
     _one_hot_sparse,
     _class_count,
+    _labels_outside_unit_interval,
+    _multi_hot_categorical,
     _bounded_regression,
 )

@@ -69,13 +69,16 @@ class Output:
     """One model output: its name, the layer giving its activation, its units.
 
     `from_graph` is False for subclassed models, whose `call` may apply more
-    after the last layer (an inline `keras.ops.softmax`, say).
+    after the last layer (an inline `keras.ops.softmax`, say). `rank` is the
+    rank of the output tensor, batch axis included (3 for `(batch, T,
+    units)`), or None when unknown (subclassed models).
     """
 
     name: str | None
     layer: Any
     units: int | None
     from_graph: bool = True
+    rank: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +197,8 @@ def outputs(model: keras.Model) -> list[Output]:
     found = []
     for name, layer, tensor in zip(names, layers, tensors, strict=False):
         units = tensor.shape[-1] if tensor.shape else None
-        found.append(Output(name, _walk_back(model, layer), units))
+        rank = len(tensor.shape) if tensor.shape is not None else None
+        found.append(Output(name, _walk_back(model, layer), units, rank=rank))
     return found
 
 

@@ -10,15 +10,19 @@ no TensorFlow op per value or per call. Scalar values after a tag's first
 are joined from cached wire bytes, so a recording of 3 layers costs about
 40 us and one of 50 layers x 7 statistics about 0.25 ms on a 2-core CPU.
 Every public write flushes, so a crash loses nothing that was already
-written. The writer computes no statistics.
+written. Writes never raise: log-dir faults during training (directory
+deleted, disk full, permissions) are handled by `keras_actloss.logs.sink`
+(recreate, warn once, keep in memory, retry). The writer computes no
+statistics.
 
-TensorFlow and TensorBoard are imported inside the methods that write: the
-XX
-optional dependency (the `[cpu]` / `[tensorflow]` extras).
+TensorFlow and TensorBoard are imported inside the methods that write: they
+are an optional dependency (the `[cpu]` / `[tensorflow]` extras).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -38,6 +42,7 @@ from keras_actloss.findings import Finding
 from keras_actloss.logs import events, tags
 from keras_actloss.logs.heatmap import heatmap_description, render_heatmap
 from keras_actloss.logs.layout import layout_summary
+from keras_actloss.logs.sink import MAX_PENDING_BYTES, RETRY_AFTER_S, EventSink
 from keras_actloss.logs.tables import findings_table, layers_table, unique_findings
 
 HISTOGRAM_BUCKETS = 30
@@ -69,7 +74,9 @@ class EventFile:
     on a 2-core CPU, this about 10 us. The name follows TensorFlow's
     (`events.out.tfevents.<time>.<host>.<pid>.<n>`) with a `keras_actloss`
     part, so it never collides with the files of `keras.callbacks.TensorBoard`
-    in the same directory.
+    in the same directory; `<n>` is zero-padded, so that files opened in the
+    same second (a new file after a log-dir fault) sort, and are read, in
+    the order they were written.
 
     Args:
         directory: Existing directory to create the file in.
@@ -86,23 +93,38 @@ class EventFile:
                 str(int(time.time())),
                 socket.gethostname(),
                 str(os.getpid()),
-                str(next(self._serial)),
+                f"{next(self._serial):06d}",  # Padded: files sort in order.
                 "keras_actloss",
                 "v2",
             ]
         )
         self.path = os.path.join(directory, name)
+        self.events = 0  # Events written after the `file_version` header.
         self._records = tf.io.TFRecordWriter(self.path)
-        self._append(_event_pb2().Event(file_version="brain.Event:2"))
+        try:
+            self._append(_event_pb2().Event(file_version="brain.Event:2"))
+        except Exception:  # Leave no file behind that cannot be written.
+            with contextlib.suppress(Exception):
+                self.close()
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+            raise
 
     def write(self, summary, step: int) -> None:
         """Appends the `Summary` protobuf as one event at `step` and flushes."""
         self.write_serialized(summary.SerializeToString(), step)
 
-    def write_serialized(self, summary: bytes, step: int) -> None:
-        """Appends a serialized `Summary` as one event at `step` and flushes."""
-        self._records.write(event_bytes(summary, step, time.time()))
+    def write_serialized(
+        self, summary: bytes, step: int, wall_time: float | None = None
+    ) -> None:
+        """Appends a serialized `Summary` as one event at `step` and flushes.
+
+        `wall_time` defaults to now.
+        """
+        wall_time = time.time() if wall_time is None else wall_time
+        self._records.write(event_bytes(summary, step, wall_time))
         self.flush()
+        self.events += 1
 
     def _append(self, event) -> None:
         self._records.write(event.SerializeToString())
@@ -192,9 +214,19 @@ class DiagnosticsWriter:
     Args:
         log_dir: Run directory. Event files go to its `train` subdirectory,
             which it can share with `keras.callbacks.TensorBoard`.
+        max_pending_bytes: Bound on the logs kept in memory while `log_dir`
+            cannot be written (see `keras_actloss.logs.sink`). Defaults to
+            16 MiB.
+        retry_after_s: Seconds after a write error before a write tries the
+            disk again; `flush()` and `close()` always try. Defaults to `5.0`.
     """
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+        retry_after_s: float = RETRY_AFTER_S,
+    ):
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(
                 "Argument `log_dir` must be a non-empty path. "
@@ -202,10 +234,13 @@ class DiagnosticsWriter:
             )
         self.log_dir = os.fspath(log_dir)
         self.train_dir = os.path.join(self.log_dir, tags.TRAIN_SUBDIR)
-        self._writer = None
+        self._sink = EventSink(
+            self.train_dir, EventFile, max_pending_bytes, retry_after_s
+        )
         self._findings: dict[int, list[Finding]] | None = None  # By step.
         self._scalar_meta = None  # Scalars plugin metadata, built once.
         self._described: set[str] = set()  # Scalar tags with metadata in the file.
+        self._described_in = 0  # The sink's file generation `_described` is of.
         self._prefixes: dict[str, bytes] = {}  # `scalar_value_prefix` by tag.
         self._layer_tags: dict[str, list] = {}  # (attribute, tag) by layer.
 
@@ -223,20 +258,24 @@ class DiagnosticsWriter:
     def open(self) -> DiagnosticsWriter:
         """Creates the directory and the file writer now (idempotent).
 
-        Raises `OSError` for an unwritable `log_dir` (see `check_writable`).
+        Raises `OSError` for an unwritable `log_dir` (see `check_writable`);
+        call it before training. The write methods never raise.
         """
-        if self._writer is None:
+        if self._sink.file is None:
             self.check_writable()
-            self._writer = EventFile(self.train_dir)
-            self._described = set()
+            self._sink.open()
         return self
 
-    def _write(self, summary, step: int) -> None:
-        """Writes one `Summary` protobuf at `step` and flushes."""
+    @property
+    def pending(self) -> int:
+        """Events waiting in memory for a writable `log_dir` (0 normally)."""
+        return self._sink.pending
+
+    def _write(self, summary, step: int, droppable: bool = False) -> None:
+        """Writes one `Summary` protobuf at `step` and flushes (never raises)."""
         if not summary.value:
             return
-        self.open()
-        self._writer.write(summary, step)
+        self._sink.append(summary.SerializeToString(), step, droppable=droppable)
 
     def write_layers(self, layers: Sequence[LayerInfo], step: int = 0) -> None:
         """Writes the `diagnostics/layers` table at `step`."""
@@ -264,15 +303,26 @@ class DiagnosticsWriter:
         self._write_scalars({tag: event.global_norm}, event.step)
 
     def _write_scalars(self, values: Mapping[str, float | None], step: int) -> None:
-        # The protobuf `scalar_pb` makes (float32 scalar tensor, scalars
-        # plugin metadata). Like TensorFlow's summary writer, the metadata
-        # goes with a tag's first value in the file only: TensorBoard keeps
-        # it from there. Later values are joined from cached wire bytes.
-        self.open()  # A new file starts without described tags.
+        present = {tag: value for tag, value in values.items() if value is not None}
+        if present:
+            size = 64 * len(present)  # About the wire bytes of a value.
+            render = functools.partial(self._scalar_bytes, present)
+            self._sink.append(render, step, size=size, droppable=True)
+
+    def _scalar_bytes(self, values: Mapping[str, float]) -> bytes:
+        """The serialized `Summary` of scalar values, for the current file.
+
+        The protobuf `scalar_pb` makes (float32 scalar tensor, scalars plugin
+        metadata). Like TensorFlow's summary writer, the metadata goes with
+        a tag's first value in the file only: TensorBoard keeps it from
+        there. Later values are joined from cached wire bytes. Called by the
+        sink when it writes the event, so a new file (after a log-dir fault)
+        gets the metadata again.
+        """
+        if self._described_in != self._sink.generation:
+            self._described, self._described_in = set(), self._sink.generation
         new, prefixes, floats = [], [], []
         for tag, value in values.items():
-            if value is None:
-                continue
             if tag in self._described:
                 prefix = self._prefixes.get(tag)
                 if prefix is None:
@@ -281,13 +331,11 @@ class DiagnosticsWriter:
                 floats.append(value)
             else:
                 new.append((tag, value))
-        if not (new or prefixes):
-            return
         first = self._described_scalars(new)
         packed = float32_bytes(floats)
         later = b"".join(p + packed[4 * i : 4 * i + 4] for i, p in enumerate(prefixes))
-        self._writer.write_serialized(first + later, step)
         self._described.update(tag for tag, _ in new)
+        return first + later
 
     def _described_scalars(self, values: list[tuple[str, float]]) -> bytes:
         """Serialized `Summary` values of tags new to the file, with metadata."""
@@ -325,7 +373,7 @@ class DiagnosticsWriter:
                     histogram_buckets(data), dtype=np.float64
                 ),
             )
-        self._write(summary, step)
+        self._write(summary, step, droppable=True)
 
     def write_findings(self, findings: Iterable[Finding]) -> None:
         """Writes findings at their steps (None: step 0).
@@ -396,15 +444,17 @@ class DiagnosticsWriter:
         self._write(summary, step)
 
     def flush(self) -> None:
-        """Flushes the event file (every write already does)."""
-        if self._writer is not None:
-            self._writer.flush()
+        """Writes what a log-dir fault held back, then flushes (never raises).
+
+        Every write already flushes; after a fault, call it (e.g. at each
+        epoch's end) to retry the events kept in memory.
+        """
+        self._sink.flush()
 
     def close(self) -> None:
-        """Closes the event file (idempotent)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Writes what it can and closes the event file (idempotent; never
+        raises, warns if events are left unwritten)."""
+        self._sink.close()
 
     def __enter__(self) -> DiagnosticsWriter:
         return self

@@ -60,7 +60,13 @@ class LossFunctionWrapper(keras.losses.Loss):
         dtype: Dtype of the loss computation (inputs are cast to it). Defaults
             to `None`, meaning `keras.config.floatx()`; a
             `keras.DTypePolicy` uses its compute dtype.
-        **kwargs: Keyword arguments passed on to `fn`.
+        **kwargs: Keyword arguments passed on to `fn`. The losses that check
+            label values (cross-entropies, KL divergence, hinge) take
+            `check_labels`: whether to check them (ranges, class ids, -1/1
+            vs 0/1), in eager calls with a `ValueError` and inside
+            `model.fit` with a graph assertion (a NaN loss under XLA); see
+            `keras_actloss.losses.validation`. Their cost is measured in
+            `benchmarks/label_checks.py`. Defaults to `True`.
     """
 
     def __init__(

@@ -103,7 +103,7 @@ class Huber(LossFunctionWrapper):
 class Hinge(LossFunctionWrapper):
     """Hinge loss on -1/1 (or 0/1) labels; see `hinge`.
 
-    Label values are checked only in eager calls (see `hinge`).
+    Label values are checked in eager calls and in `model.fit` (see `hinge`).
 
     Examples:
 
@@ -118,8 +118,10 @@ class Hinge(LossFunctionWrapper):
         reduction: str | None = DEFAULT_REDUCTION,
         name: str = "hinge",
         dtype: Any = None,
+        check_labels: bool = True,
     ):
-        super().__init__(hinge, reduction, name, dtype)
+        self.check_labels = validation.validate_check_labels(check_labels)
+        super().__init__(hinge, reduction, name, dtype, check_labels=self.check_labels)
 
 
 @register("loss", profile=profiles.KLD)
@@ -139,16 +141,20 @@ class KLDivergence(LossFunctionWrapper):
         reduction: str | None = DEFAULT_REDUCTION,
         name: str = "kl_divergence",
         dtype: Any = None,
+        check_labels: bool = True,
     ):
-        super().__init__(kl_divergence, reduction, name, dtype)
+        self.check_labels = validation.validate_check_labels(check_labels)
+        super().__init__(
+            kl_divergence, reduction, name, dtype, check_labels=self.check_labels
+        )
 
 
 @register("loss", profile=profiles.BCE)
 class BinaryCrossentropy(LossFunctionWrapper):
     """Binary cross-entropy for 0/1 or multi-label targets.
 
-    See `binary_crossentropy` for the formula and for which label checks run
-    only eagerly. Prefer `from_logits=True` with a linear output.
+    See `binary_crossentropy` for the formula and for how the labels are
+    checked. Prefer `from_logits=True` with a linear output.
 
     Examples:
 
@@ -175,11 +181,13 @@ class BinaryCrossentropy(LossFunctionWrapper):
         name: str = "binary_crossentropy",
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
+        check_labels: bool = True,
     ):
         self.from_logits = validation.validate_from_logits(from_logits)
         self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
         self.axis = validation.validate_axis(axis)
         self.class_weights = validation.validate_class_weights(class_weights, 2)
+        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             binary_crossentropy,
             reduction,
@@ -189,6 +197,7 @@ class BinaryCrossentropy(LossFunctionWrapper):
             label_smoothing=self.label_smoothing,
             axis=self.axis,
             class_weights=self.class_weights,
+            check_labels=self.check_labels,
         )
 
 
@@ -198,7 +207,8 @@ class CategoricalCrossentropy(LossFunctionWrapper):
 
     See `categorical_crossentropy`. Integer labels raise a `ValueError` that
     points to `SparseCategoricalCrossentropy` (static shape check, also in
-    `model.fit`); the label range is checked in eager calls only.
+    `model.fit`); the label range is checked in eager calls and in
+    `model.fit`.
 
     Examples:
 
@@ -227,11 +237,13 @@ class CategoricalCrossentropy(LossFunctionWrapper):
         name: str = "categorical_crossentropy",
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
+        check_labels: bool = True,
     ):
         self.from_logits = validation.validate_from_logits(from_logits)
         self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
         self.axis = validation.validate_axis(axis)
         self.class_weights = validation.validate_class_weights(class_weights)
+        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             categorical_crossentropy,
             reduction,
@@ -241,6 +253,7 @@ class CategoricalCrossentropy(LossFunctionWrapper):
             label_smoothing=self.label_smoothing,
             axis=self.axis,
             class_weights=self.class_weights,
+            check_labels=self.check_labels,
         )
 
 
@@ -251,7 +264,8 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
     See `sparse_categorical_crossentropy`. One-hot labels raise a
     `ValueError` that points to `CategoricalCrossentropy` (static shape
     check, also in `model.fit`); class ids are range-checked in eager calls
-    only. With `ignore_class`, the mean is over the positions not ignored.
+    and in `model.fit`. With `ignore_class`, the mean is over the positions
+    not ignored.
 
     Examples:
 
@@ -280,11 +294,13 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         name: str = "sparse_categorical_crossentropy",
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
+        check_labels: bool = True,
     ):
         self.from_logits = validation.validate_from_logits(from_logits)
         self.ignore_class = validation.validate_ignore_class(ignore_class)
         self.axis = validation.validate_axis(axis)
         self.class_weights = validation.validate_class_weights(class_weights)
+        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             sparse_categorical_crossentropy,
             reduction,
@@ -294,4 +310,5 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
             ignore_class=self.ignore_class,
             axis=self.axis,
             class_weights=self.class_weights,
+            check_labels=self.check_labels,
         )

@@ -84,12 +84,14 @@ def binary_focal_crossentropy(
     weights = validation.validate_class_weights(class_weights, length=2)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
+    # Keras's shape check comes before our label check.
+    validation.check_same_shape(y_true, y_pred)
+    y_true = validation.check_label_range(y_true, "binary_focal_crossentropy")
     targets = y_true
     if label_smoothing:
         targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     probs = ops.sigmoid(y_pred) if from_logits else y_pred
     bce = ops.binary_crossentropy(targets, probs, from_logits=False)
-    validation.check_label_range(y_true, "binary_focal_crossentropy")
     p_t = targets * probs + (1.0 - targets) * (1.0 - probs)
     loss = ops.power(1.0 - p_t, gamma) * bce
     if apply_class_balancing:
@@ -173,7 +175,7 @@ def categorical_focal_crossentropy(
     validation.check_one_hot_shapes(
         y_true, y_pred, axis, "categorical_focal_crossentropy"
     )
-    validation.check_label_range(y_true, "categorical_focal_crossentropy")
+    y_true = validation.check_label_range(y_true, "categorical_focal_crossentropy")
     targets = y_true
     if label_smoothing:
         classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
@@ -243,7 +245,7 @@ def sparse_categorical_focal_crossentropy(
     name = "sparse_categorical_focal_crossentropy"
     validation.check_sparse_shapes(y_true, y_pred, axis, name)
     classes = y_pred.shape[axis]
-    validation.check_sparse_values(y_true, classes, ignore_class, name)
+    y_true = validation.check_sparse_values(y_true, classes, ignore_class, name)
     if weights is not None:
         validation.check_class_weights_length(weights, classes)
     if len(y_true.shape) == len(y_pred.shape):

@@ -4,8 +4,8 @@ Same semantics and numbers as the Keras functions of the same name; the
 cross-entropy cores are `keras.ops`'s numerically stable ones (stable
 log-sigmoid / log-softmax for logits, probabilities clipped to
 `[epsilon, 1 - epsilon]`). On top of Keras: `class_weights` for imbalanced
-data and clear errors on the classic label mistakes (see
-`keras_actloss.losses.validation` for which checks run only eagerly).
+data and clear errors on the classic label mistakes, also inside `model.fit`
+(see `keras_actloss.losses.validation` for what runs where).
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ def binary_crossentropy(
     label_smoothing: float = 0.0,
     axis: int = -1,
     class_weights: ClassWeights = None,
+    check_labels: bool = True,
 ) -> Tensor:
     """Binary cross-entropy per sample, for 0/1 (or multi-label) targets.
 
     Use with one sigmoid output per label, or with raw scores and
-    `from_logits=True` (more stable). Labels outside [0, 1] raise a
-    `ValueError` when the labels are concrete (eager calls); inside a traced
-    function (`model.fit`) that check is skipped.
+    `from_logits=True` (more stable). Labels outside [0, 1] (such as -1/+1)
+    raise a `ValueError` in eager calls, fail a graph assertion with the same
+    message in `model.fit` and make the loss NaN under XLA (see
+    `keras_actloss.losses.validation`).
 
     Formula:
 
@@ -84,6 +86,7 @@ def binary_crossentropy(
             loss is multiplied by the weight of its label (soft labels
             interpolate; weights use the labels before smoothing). Defaults to
             `None` (no weighting).
+        check_labels: Whether to check the label values. Defaults to `True`.
 
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
@@ -92,12 +95,14 @@ def binary_crossentropy(
     weights = validation.validate_class_weights(class_weights, length=2)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
+    if check_labels:
+        # Keras's shape check comes before our label check.
+        validation.check_same_shape(y_true, y_pred)
+        y_true = validation.check_label_range(y_true, "binary_crossentropy")
     targets = y_true
     if label_smoothing:
         targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    # Keras's shape check (in the op) comes before our label check.
     loss = ops.binary_crossentropy(targets, y_pred, from_logits=from_logits)
-    validation.check_label_range(y_true, "binary_crossentropy")
     if weights is not None:
         loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
     return ops.mean(loss, axis=axis)
@@ -111,14 +116,15 @@ def categorical_crossentropy(
     label_smoothing: float = 0.0,
     axis: int = -1,
     class_weights: ClassWeights = None,
+    check_labels: bool = True,
 ) -> Tensor:
     """Categorical cross-entropy per sample, for one-hot (or soft) labels.
 
     Use with a softmax output over the classes, or with raw scores and
     `from_logits=True`. Integer labels raise a `ValueError` naming
     `SparseCategoricalCrossentropy` (a static shape check, so it also runs in
-    `model.fit`); labels outside [0, 1] raise when the labels are concrete
-    (eager calls only).
+    `model.fit`); labels outside [0, 1] raise in eager calls, fail a graph
+    assertion in `model.fit` and make the loss NaN under XLA.
 
     Formula:
 
@@ -148,6 +154,7 @@ def categorical_crossentropy(
             sample's loss is multiplied by the weight of its label,
             `sum(y_true * class_weights)` (labels before smoothing). Defaults
             to `None`.
+        check_labels: Whether to check the label values. Defaults to `True`.
 
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
@@ -158,7 +165,8 @@ def categorical_crossentropy(
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
     validation.check_one_hot_shapes(y_true, y_pred, axis)
-    validation.check_label_range(y_true, "categorical_crossentropy")
+    if check_labels:
+        y_true = validation.check_label_range(y_true, "categorical_crossentropy")
     targets = y_true
     if label_smoothing:
         classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
@@ -180,15 +188,16 @@ def sparse_categorical_crossentropy(
     ignore_class: int | None = None,
     axis: int = -1,
     class_weights: ClassWeights = None,
+    check_labels: bool = True,
 ) -> Tensor:
     """Categorical cross-entropy per sample, for integer class labels.
 
     Same loss as `categorical_crossentropy` without building one-hot labels.
     One-hot labels raise a `ValueError` naming `CategoricalCrossentropy` (a
     static shape check, also in `model.fit`); class ids that are not integers
-    in `[0, num_classes)` raise when the labels are concrete (eager calls
-    only). Inside a traced function TensorFlow's own kernel raises on CPU,
-    but under XLA (or on GPU) an out-of-range id gives a NaN loss.
+    in `[0, num_classes)` raise a `ValueError` in eager calls, fail a graph
+    assertion with the same message (before TensorFlow's own kernel sees
+    them) in `model.fit`, and give a NaN loss under XLA.
 
     Formula:
 
@@ -220,6 +229,7 @@ def sparse_categorical_crossentropy(
         class_weights: Optional weight per class (length `num_classes`); each
             sample's loss is multiplied by `class_weights[y_true]`. Defaults to
             `None`.
+        check_labels: Whether to check the label values. Defaults to `True`.
 
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
@@ -230,7 +240,8 @@ def sparse_categorical_crossentropy(
     y_true = ops.convert_to_tensor(y_true)
     validation.check_sparse_shapes(y_true, y_pred, axis)
     classes = y_pred.shape[axis]
-    validation.check_sparse_values(y_true, classes, ignore_class)
+    if check_labels:
+        y_true = validation.check_sparse_values(y_true, classes, ignore_class)
     if weights is not None:
         validation.check_class_weights_length(weights, classes)
     if len(y_true.shape) == len(y_pred.shape):
@@ -252,14 +263,14 @@ def sparse_categorical_crossentropy(
 
 
 @register("loss_function", profile=KLD)
-def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
+def kl_divergence(y_true: Tensor, y_pred: Tensor, check_labels: bool = True) -> Tensor:
     """Kullback-Leibler divergence per sample, from `y_true` to `y_pred`.
 
     Measures how far the predicted distribution is from the target one; use
     with a softmax output when the targets are distributions (distillation,
     soft labels). Both arguments are clipped to `[epsilon, 1]`, as in Keras.
-    Labels outside [0, 1] raise when the labels are concrete (eager calls
-    only).
+    Labels outside [0, 1] raise in eager calls, fail a graph assertion in
+    `model.fit` and make the loss NaN under XLA.
 
     Formula:
 
@@ -278,6 +289,7 @@ def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
     Args:
         y_true: Target distributions, shape `(batch_size, ..., num_classes)`.
         y_pred: Predicted distributions of the same shape.
+        check_labels: Whether to check the label values. Defaults to `True`.
 
     Returns:
         Loss per sample, shape `(batch_size, ...)`.
@@ -287,7 +299,8 @@ def kl_divergence(y_true: Tensor, y_pred: Tensor) -> Tensor:
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
-    validation.check_label_range(y_true, "kl_divergence")
+    if check_labels:
+        y_true = validation.check_label_range(y_true, "kl_divergence")
     epsilon = keras.config.epsilon()
     y_true = ops.clip(y_true, epsilon, 1.0)
     y_pred = ops.clip(y_pred, epsilon, 1.0)

@@ -131,7 +131,7 @@ def huber(y_true: Tensor, y_pred: Tensor, delta: float = 1.0) -> Tensor:
 
 
 @register("loss_function", profile=HINGE)
-def hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
+def hinge(y_true: Tensor, y_pred: Tensor, check_labels: bool = True) -> Tensor:
     """Hinge loss per sample, for maximum-margin binary classification.
 
     Penalises predictions on the wrong side of the margin; correct predictions
@@ -139,9 +139,9 @@ def hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
     producing a score, not a probability.
 
     Labels must be -1/1; 0/1 labels are converted to -1/1 (when every label
-    is 0 or 1, as in Keras). Other label values raise a `ValueError` when the
-    labels are concrete (eager calls); inside a traced function (`model.fit`)
-    that check is skipped.
+    is 0 or 1, as in Keras). Other label values raise a `ValueError` in
+    eager calls, fail a graph assertion with the same message in `model.fit`
+    and make the loss NaN under XLA (see `keras_actloss.losses.validation`).
 
     Formula:
 
@@ -160,13 +160,15 @@ def hinge(y_true: Tensor, y_pred: Tensor) -> Tensor:
     Args:
         y_true: Labels -1/1 (or 0/1), shape `(batch_size, d0, ..., dN)`.
         y_pred: Scores of the same shape.
+        check_labels: Whether to check the label values. Defaults to `True`.
 
     Returns:
         Loss per sample, shape `(batch_size, d0, ..., dN-1)`.
     """
-    validation.check_hinge_labels(y_true)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
+    if check_labels:
+        y_true = validation.check_hinge_labels(y_true)
     is_binary = ops.all(ops.logical_or(ops.equal(y_true, 0), ops.equal(y_true, 1)))
     y_true = ops.cond(is_binary, lambda: 2.0 * y_true - 1.0, lambda: y_true)
     return ops.mean(ops.maximum(1.0 - y_true * y_pred, 0.0), axis=-1)

@@ -4,12 +4,25 @@ Two kinds of check live here:
 
 - **Shape checks** read static shapes only, so they run wherever the loss is
   traced: eagerly, inside `tf.function` and in `model.fit`.
-- **Value checks** (label ranges, integer class ids) need concrete values.
-  They run only when the labels are concrete (eager execution or NumPy
-  input) and are skipped silently inside a traced function (`model.fit`,
-  `tf.function`), where they would cost a device-to-host copy per step and
-  are not supported under XLA. Call a loss once eagerly on a batch (or fit
-  with `run_eagerly=True`) to have the labels checked.
+- **Value checks** (label ranges, integer class ids, label formats) run
+  wherever the loss runs, in one of three ways:
+
+  - *Concrete labels* (eager calls, NumPy input, `run_eagerly=True`, the
+    torch backend): a `ValueError` with the message below.
+  - *Traced on TensorFlow without XLA* (`model.fit` on CPU, `tf.function`):
+    a graph assertion ordered before the loss reads the labels. It fails
+    with TensorFlow's `InvalidArgumentError`, whose message ends with
+    `assertion failed: [<the same message>]`, offending values quoted the
+    same way. It costs a reduction over the labels and a branch per step.
+  - *Traced under XLA* (`jit_compile=True`, Keras's default on GPU) or
+    *JAX's `jit`*: no error can leave the compiled step, so invalid labels
+    make the loss of the whole batch NaN instead of a silently wrong
+    number (`loss: nan` in the progress bar; `keras.callbacks.TerminateOnNaN`
+    or `GradientDiagnostics` stop there). Call the loss eagerly on a batch
+    for the message.
+
+  Every loss with value checks takes `check_labels=False` to skip them (the
+  shape checks still run).
 
 Errors follow Keras's style: what was expected, then `Received: ...`.
 """
@@ -21,11 +34,13 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+from keras import ops
 
+from keras_actloss.losses import graph_asserts
 from keras_actloss.tensor_types import Tensor
 
 # At most this many offending values are quoted in an error message.
-_MAX_QUOTED = 5
+_MAX_QUOTED = graph_asserts.MAX_QUOTED
 
 
 def concrete_values(x: Tensor) -> np.ndarray | None:
@@ -76,31 +91,82 @@ def match_ranks(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
     return y_true, y_pred
 
 
-def check_label_range(y_true: Tensor, loss: str, low=0.0, high=1.0) -> None:
-    """Eager-only: raises unless every label lies in `[low, high]`."""
-    values = concrete_values(y_true)
-    if values is None:
-        return
-    bad = values[(values < low) | (values > high) | ~np.isfinite(values)]
+def _raise_if_any(bad: np.ndarray, message: str) -> None:
     if bad.size:
+        raise ValueError(message + _quote(bad))
+
+
+def _checked(y_true: Tensor, ok: Tensor, bad: Tensor, message: str, poison) -> Tensor:
+    """Traced labels: a graph assertion on TensorFlow, else a NaN poison.
+
+    Returns `y_true` behind an assertion that `ok` (a scalar) holds, or under
+    XLA and JAX's `jit` `y_true` replaced by `poison` (a value that makes the
+    loss NaN) everywhere when `ok` is false. `bad` marks the values to quote.
+    """
+    if keras.backend.backend() == "tensorflow" and not graph_asserts.in_xla():
+        return graph_asserts.assert_labels(y_true, ok, bad, message)
+    return ops.where(ok, y_true, ops.cast(poison, y_true.dtype))
+
+
+def check_same_shape(target: Tensor, output: Tensor) -> None:
+    """Keras's own shape check of `binary_crossentropy`, with its messages,
+    run before our label checks so a shape mistake is reported as such."""
+    if len(target.shape) != len(output.shape):
         raise ValueError(
-            f"Expected `y_true` for `{loss}` to hold labels in [{low:g}, "
-            f"{high:g}]. Received: y_true with values {_quote(bad)}"
+            "Arguments `target` and `output` must have the same rank "
+            f"(ndim). Received: target.shape={target.shape}, "
+            f"output.shape={output.shape}"
         )
+    for e1, e2 in zip(target.shape, output.shape):
+        if e1 is not None and e2 is not None and e1 != e2:
+            raise ValueError(
+                "Arguments `target` and `output` must have the same shape. "
+                f"Received: target.shape={target.shape}, "
+                f"output.shape={output.shape}"
+            )
 
 
-def check_hinge_labels(y_true: Tensor) -> None:
-    """Eager-only: raises unless labels are all in {-1, 1} or all in {0, 1}."""
-    values = concrete_values(y_true)
-    if values is None:
-        return
-    if np.isin(values, (-1.0, 1.0)).all() or np.isin(values, (0.0, 1.0)).all():
-        return
-    bad = values[~np.isin(values, (-1.0, 1.0))]
-    raise ValueError(
-        "Expected `y_true` for `hinge` to hold labels -1/1 (or 0/1, converted "
-        f"to -1/1). Received: y_true with values {_quote(bad)}"
+def check_label_range(y_true: Tensor, loss: str, low=0.0, high=1.0) -> Tensor:
+    """Checks every label lies in `[low, high]` (NaN does not).
+
+    Raises a `ValueError` for concrete labels; traced, see the module
+    docstring. Returns `y_true`, to be used in place of the argument.
+    """
+    message = (
+        f"Expected `y_true` for `{loss}` to hold labels in [{low:g}, "
+        f"{high:g}]. Received: y_true with values "
     )
+    values = concrete_values(y_true)
+    if values is not None:
+        _raise_if_any(
+            values[(values < low) | (values > high) | ~np.isfinite(values)], message
+        )
+        return y_true
+    valid = ops.logical_and(
+        ops.greater_equal(y_true, low), ops.less_equal(y_true, high)
+    )
+    return _checked(y_true, ops.all(valid), ops.logical_not(valid), message, np.nan)
+
+
+def check_hinge_labels(y_true: Tensor) -> Tensor:
+    """Checks labels are all in {-1, 1} or all in {0, 1}.
+
+    Raises a `ValueError` for concrete labels; traced, see the module
+    docstring. Returns `y_true`, to be used in place of the argument.
+    """
+    message = (
+        "Expected `y_true` for `hinge` to hold labels -1/1 (or 0/1, converted "
+        "to -1/1). Received: y_true with values "
+    )
+    values = concrete_values(y_true)
+    if values is not None:
+        if not np.isin(values, (0.0, 1.0)).all():
+            _raise_if_any(values[~np.isin(values, (-1.0, 1.0))], message)
+        return y_true
+    signed = ops.logical_or(ops.equal(y_true, -1), ops.equal(y_true, 1))
+    binary = ops.logical_or(ops.equal(y_true, 0), ops.equal(y_true, 1))
+    ok = ops.logical_or(ops.all(signed), ops.all(binary))
+    return _checked(y_true, ok, ops.logical_not(signed), message, np.nan)
 
 
 def num_classes(y_pred: Tensor, axis: int) -> int | None:
@@ -178,22 +244,36 @@ def check_sparse_values(
     classes: int | None,
     ignore_class: int | None,
     loss: str = "sparse_categorical_crossentropy",
-) -> None:
-    """Eager-only: class ids must be integers in `[0, classes)`."""
+) -> Tensor:
+    """Checks class ids are integers in `[0, classes)` (or `ignore_class`).
+
+    Raises a `ValueError` for concrete labels; traced, see the module
+    docstring (under XLA an invalid id is replaced by `classes`, which makes
+    the loss NaN). Returns `y_true`, to be used in place of the argument.
+    """
+    upper = classes if classes is not None else "num_classes"
+    message = (
+        f"Expected `y_true` for `{loss}` to hold "
+        f"integer class ids in [0, {upper}). Received: y_true with values "
+    )
     values = concrete_values(y_true)
-    if values is None:
-        return
-    if ignore_class is not None:
-        values = values[values != ignore_class]
-    bad = values[(values != np.round(values)) | (values < 0)]
+    if values is not None:
+        if ignore_class is not None:
+            values = values[values != ignore_class]
+        bad = (values != np.round(values)) | (values < 0)
+        if classes is not None:
+            bad |= values >= classes
+        _raise_if_any(values[bad], message)
+        return y_true
+    valid = ops.greater_equal(y_true, 0)
     if classes is not None:
-        bad = np.concatenate([bad, values[values >= classes]])
-    if bad.size:
-        upper = classes if classes is not None else "num_classes"
-        raise ValueError(
-            f"Expected `y_true` for `{loss}` to hold integer class ids in "
-            f"[0, {upper}). Received: y_true with values {_quote(bad)}"
-        )
+        valid = ops.logical_and(valid, ops.less(y_true, classes))
+    if keras.backend.is_float_dtype(y_true.dtype):
+        valid = ops.logical_and(valid, ops.equal(y_true, ops.round(y_true)))
+    if ignore_class is not None:
+        valid = ops.logical_or(valid, ops.equal(y_true, ignore_class))
+    poison = -1 if classes is None else classes
+    return _checked(y_true, ops.all(valid), ops.logical_not(valid), message, poison)
 
 
 def validate_focal(alpha: float, gamma: float, alpha_max: float | None) -> tuple:
@@ -294,6 +374,16 @@ def validate_from_logits(from_logits: bool, name: str = "from_logits") -> bool:
             f"Argument `{name}` must be a bool. Received: {name}={from_logits!r}"
         )
     return bool(from_logits)
+
+
+def validate_check_labels(check_labels: bool) -> bool:
+    """Checks `check_labels` is a bool."""
+    if not isinstance(check_labels, (bool, np.bool_)):
+        raise ValueError(
+            "Argument `check_labels` must be a bool. "
+            f"Received: check_labels={check_labels!r}"
+        )
+    return bool(check_labels)
 
 
 def validate_ignore_class(ignore_class: int | None) -> int | None:

@@ -113,6 +113,29 @@ MISTAKES = {
         lambda: seq(L.Dense(2, activation="sigmoid")), lambda: "binary_crossentropy",
         np.array([[1, 0, 1], [0, 1, 1]]), ["class_count_mismatch"],
     ),
+    "signed_labels_sigmoid_bce": (
+        lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "binary_crossentropy",
+        np.array([-1, 1, 1, -1]), ["labels_outside_unit_interval"],
+    ),
+    "signed_labels_sigmoid_bce_ours": (
+        lambda: seq(L.Dense(2, activation="sigmoid")),
+        lambda: losses.BinaryCrossentropy(), np.array([[-1, 1], [1, 1]]),
+        ["labels_outside_unit_interval"],
+    ),
+    "bce_labels_above_one": (
+        lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "binary_crossentropy",
+        np.array([0.0, 0.5, 2.5, 1.0]), ["labels_outside_unit_interval"],
+    ),
+    "multi_hot_softmax_cce": (
+        lambda: seq(L.Dense(3, activation="softmax")),
+        lambda: "categorical_crossentropy", np.array([[1, 0, 1], [0, 1, 0]]),
+        ["multi_hot_labels_categorical_loss"],
+    ),
+    "multi_hot_logits_cce_ours": (
+        lambda: seq(L.Dense(3)),
+        lambda: losses.CategoricalCrossentropy(from_logits=True),
+        np.array([[1, 1, 1], [0, 1, 0]]), ["multi_hot_labels_categorical_loss"],
+    ),
     "sigmoid_regression": (
         lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "mse",
         np.array([0.5, 3.0, -1.0, 0.2]), ["bounded_output_regression"],
@@ -142,6 +165,76 @@ def test_each_mistake(name):
         assert finding.layer == model.layers[-1].name
         assert finding.message and finding.fix
         assert finding.mode in check.CHECK_MODES
+
+
+def test_signed_labels_finding_text():
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), losses.BinaryCrossentropy())
+    (finding,) = check_model(model, np.array([-1, 1, 1, -1]))
+    assert finding.message == (
+        "Labels are -1/+1 but binary_crossentropy expects labels in [0, 1]: a -1 "
+        "label asks for an impossible probability, so the loss is wrong "
+        "(Keras's losses train on it silently)."
+    )
+    assert finding.fix == (
+        "Map the labels to 0/1 with (y + 1) / 2, or keep -1/+1 and use Hinge "
+        "with a linear or tanh output."
+    )
+
+
+def test_multi_hot_finding_points_to_sigmoid_bce_like_advise():
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    model = compiled(seq(L.Dense(3, activation="softmax")), "categorical_crossentropy")
+    (finding,) = check_model(model, y)
+    assert finding.fix.startswith(
+        "For several labels per sample use Dense(3, activation='sigmoid') with "
+        "BinaryCrossentropy"
+    )
+    recommendation = keras_actloss.advise(y)
+    assert (recommendation.output_activation, recommendation.loss_name) == (
+        "sigmoid",
+        "BinaryCrossentropy",
+    )
+
+
+def test_one_hot_rows_with_empty_rows_are_not_multi_hot_mistakes():
+    # No row with two 1s: a softmax can fit every labelled row.
+    y = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1]])
+    model = compiled(seq(L.Dense(3, activation="softmax")), "categorical_crossentropy")
+    assert check_model(model, y) == []
+
+
+def sequence_model(*layers, steps=5, features=4):
+    return keras.Sequential([keras.Input((steps, features)), *layers])
+
+
+TAGS = np.array([[0, 1, 1, 0, 0], [1, 0, 0, 0, 1]])  # (batch, T) 0/1 per token
+
+
+def test_token_tagging_labels_per_position():
+    # (batch, T) labels with a (batch, T, 1) sigmoid output: one 0/1 tag per
+    # token, a correct model (was a `class_count_mismatch` failure).
+    model = sequence_model(L.Dense(8, activation="relu"), L.Dense(1, "sigmoid"))
+    assert check_model(compiled(model, "binary_crossentropy"), TAGS) == []
+    assert check_model(compiled(model, losses.BinaryCrossentropy()), TAGS) == []
+    # The (batch, T, 1) form of the same labels is read the same way.
+    assert check_model(compiled(model, "binary_crossentropy"), TAGS[..., None]) == []
+    # Integer tags per token with a softmax over 3 tags per token.
+    model = sequence_model(L.Dense(3, activation="softmax"))
+    tags = np.array([[0, 2, 1, 0, 0], [1, 2, 0, 0, 1]])
+    assert check_model(compiled(model, "sparse_categorical_crossentropy"), tags) == []
+
+
+def test_token_tagging_mistakes_still_found():
+    model = sequence_model(L.Dense(1, activation="sigmoid"))
+    found = modes(compiled(model, "binary_crossentropy"), 2 * TAGS - 1)
+    assert found == ["labels_outside_unit_interval"]
+    model = sequence_model(L.Dense(3, activation="softmax"))
+    tags = np.array([[0, 4, 1, 0, 0], [1, 2, 0, 0, 1]])
+    (finding,) = check_model(compiled(model, "sparse_categorical_crossentropy"), tags)
+    assert finding.mode == "class_count_mismatch"
+    assert finding.message == (
+        "Labels go up to class 4 (5 classes) but the output has 3 units."
+    )
 
 
 def test_bounded_regression_value_is_fraction_outside():

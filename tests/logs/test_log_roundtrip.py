@@ -343,10 +343,17 @@ def test_writer_is_lazy(tmp_path):
     writer.close()
     assert writer.open() is writer and writer.open() is writer
     assert os.path.isdir(str(tmp_path / "run" / "train"))
+    writer.write_sentinel(SentinelEvent(3, 1.5, False))
     writer.close()
-    # Opened once: one event file, holding only its `file_version` event.
+    # Opened once: one event file, its `file_version` event and the scalar.
     (path,) = events.event_files(str(tmp_path / "run" / "train"))
-    assert [e.file_version for e in events.read_events(path)] == ["brain.Event:2"]
+    written = list(events.read_events(path))
+    assert [e.file_version for e in written] == ["brain.Event:2", ""]
+    assert written[1].step == 3
+    # Opened and closed without a write: no empty event file is left.
+    again = DiagnosticsWriter(str(tmp_path / "again")).open()
+    again.close()
+    assert events.event_files(str(tmp_path / "again" / "train")) == []
 
 
 def test_event_file_format(tmp_path):

@@ -98,14 +98,185 @@ def test_hinge_labels_must_be_signed_or_binary():
         losses.hinge(np.array([[-1.0, 0.0, 1.0]]), np.zeros((1, 3)))
 
 
-def test_value_checks_are_skipped_inside_traced_functions():
-    # Documented: range checks need concrete values; in graph mode they are
-    # skipped and the loss computes Keras's number.
-    labels = np.array([[0.0, 2.0]], dtype="float32")
-    preds = np.array([[0.3, 0.6]], dtype="float32")
-    actual = tf.function(losses.BinaryCrossentropy())(labels, preds)
-    expected = keras.losses.BinaryCrossentropy()(labels, preds)
-    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+# --------------------------------------------- value checks in traced code
+# name: (loss, labels, predictions, the message the eager call raises)
+TRACED_MISTAKES = {
+    "binary_signed": (
+        losses.BinaryCrossentropy(), np.array([[-1.0, 1.0], [1.0, -1.0]]),
+        np.full((2, 2), 0.5),
+        "Expected `y_true` for `binary_crossentropy` to hold labels in [0, 1]. "
+        "Received: y_true with values [-1]",
+    ),
+    "binary_nan": (
+        losses.BinaryCrossentropy(from_logits=True), np.array([[0.0, np.nan]]),
+        np.zeros((1, 2)),
+        "Expected `y_true` for `binary_crossentropy` to hold labels in [0, 1]. "
+        "Received: y_true with values [nan]",
+    ),
+    "categorical": (
+        losses.CategoricalCrossentropy(), ONE_HOT * 2, PROBS,
+        "Expected `y_true` for `categorical_crossentropy` to hold labels in "
+        "[0, 1]. Received: y_true with values [2]",
+    ),
+    "kl": (
+        losses.KLDivergence(), -ONE_HOT, PROBS,
+        "Expected `y_true` for `kl_divergence` to hold labels in [0, 1]. "
+        "Received: y_true with values [-1]",
+    ),
+    "sparse_above": (
+        losses.SparseCategoricalCrossentropy(), np.array([1.0, 3.0]), PROBS,
+        "Expected `y_true` for `sparse_categorical_crossentropy` to hold integer "
+        "class ids in [0, 3). Received: y_true with values [3]",
+    ),
+    "sparse_int_negative": (
+        losses.SparseCategoricalCrossentropy(), np.array([-1, 7]), PROBS,
+        "Expected `y_true` for `sparse_categorical_crossentropy` to hold integer "
+        "class ids in [0, 3). Received: y_true with values [-1, 7]",
+    ),
+    "sparse_fraction": (
+        losses.SparseCategoricalCrossentropy(), np.array([[1.5], [0.0]]), PROBS,
+        "Expected `y_true` for `sparse_categorical_crossentropy` to hold integer "
+        "class ids in [0, 3). Received: y_true with values [1.5]",
+    ),
+    "hinge_mixed": (
+        losses.Hinge(), np.array([[-1.0, 0.0, 1.0]]), np.zeros((1, 3)),
+        "Expected `y_true` for `hinge` to hold labels -1/1 (or 0/1, converted "
+        "to -1/1). Received: y_true with values [0]",
+    ),
+    "many_values": (
+        losses.BinaryCrossentropy(), np.arange(2.0, 9.0)[None], np.full((1, 7), 0.5),
+        "Expected `y_true` for `binary_crossentropy` to hold labels in [0, 1]. "
+        "Received: y_true with values [2, 3, 4, 5, 6, ...]",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
+def test_traced_label_checks_raise_the_eager_message(name):
+    loss, labels, preds, message = TRACED_MISTAKES[name]
+    dtype = "int32" if labels.dtype.kind == "i" else "float32"
+    labels, preds = labels.astype(dtype), preds.astype("float32")
+    with raises(message):
+        loss(labels, preds)
+    # Traced: TensorFlow's assertion error ends with the same message.
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(f"assertion failed: [{message}]"),
+    ):
+        tf.function(loss)(labels, preds)
+
+
+@pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
+def test_traced_label_checks_give_nan_under_xla(name):
+    # XLA drops assertions: an invalid batch gets a NaN loss, not a wrong one.
+    loss, labels, preds, _ = TRACED_MISTAKES[name]
+    dtype = "int32" if labels.dtype.kind == "i" else "float32"
+    value = tf.function(loss, jit_compile=True)(
+        labels.astype(dtype), preds.astype("float32")
+    )
+    assert np.isnan(float(value))
+
+
+@pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
+def test_check_labels_false_skips_the_value_checks(name):
+    loss, labels, preds, _ = TRACED_MISTAKES[name]
+    if "sparse" in name:  # TensorFlow's kernel rejects invalid ids itself.
+        return
+    unchecked = type(loss).from_config({**loss.get_config(), "check_labels": False})
+    for call in (unchecked, tf.function(unchecked)):
+        call(labels.astype("float32"), preds.astype("float32"))
+
+
+def test_check_labels_false_adds_no_op_to_the_graph():
+    def op_types(loss):
+        graph = (
+            tf.function(loss)
+            .get_concrete_function(
+                tf.TensorSpec((None,), "int32"), tf.TensorSpec((None, 3), "float32")
+            )
+            .graph
+        )
+        return {op.type for op in graph.get_operations()}
+
+    checked = op_types(losses.SparseCategoricalCrossentropy())
+    unchecked = op_types(losses.SparseCategoricalCrossentropy(check_labels=False))
+    assert "If" in checked or "StatelessIf" in checked
+    assert not unchecked & {"If", "StatelessIf", "Assert", "All"}
+
+
+def test_valid_labels_traced_give_kerass_numbers():
+    cases = [
+        (losses.BinaryCrossentropy(), keras.losses.BinaryCrossentropy(),
+         np.array([[0.0, 1.0]]), np.array([[0.3, 0.6]])),
+        (losses.SparseCategoricalCrossentropy(),
+         keras.losses.SparseCategoricalCrossentropy(), SPARSE, PROBS),
+        (losses.CategoricalCrossentropy(), keras.losses.CategoricalCrossentropy(),
+         ONE_HOT, PROBS),
+        (losses.Hinge(), keras.losses.Hinge(), np.array([[0.0, 1.0]]),
+         np.array([[0.3, -0.6]])),
+    ]  # fmt: skip
+    for ours, theirs, labels, preds in cases:
+        labels, preds = labels.astype("float32"), preds.astype("float32")
+        expected = theirs(labels, preds)
+        for jit in (False, True):
+            actual = tf.function(ours, jit_compile=jit)(labels, preds)
+            np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+def test_ignored_class_is_exempt_from_the_traced_check():
+    loss = tf.function(losses.SparseCategoricalCrossentropy(ignore_class=255))
+    # hand computed: only row 0 counts: -log(0.5)
+    value = loss(np.array([1, 255], dtype="int32"), PROBS)
+    np.testing.assert_allclose(value, np.log(2.0), rtol=1e-6)
+
+
+def _fit(output, loss, labels, jit_compile=False):
+    model = keras.Sequential([keras.Input((2,)), output])
+    model.compile(optimizer="sgd", loss=loss, jit_compile=jit_compile)
+    return model.fit(np.ones((4, 2)), labels, batch_size=4, verbose=0)
+
+
+def test_signed_labels_to_sigmoid_bce_fail_in_model_fit():
+    # Used to train silently on a wrong loss (issue 13).
+    sigmoid = keras.layers.Dense(1, activation="sigmoid")
+    labels = np.array([-1.0, 1.0, 1.0, -1.0])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
+            "assertion failed: [Expected `y_true` for `binary_crossentropy` to "
+            "hold labels in [0, 1]. Received: y_true with values [-1]]"
+        ),
+    ):
+        _fit(sigmoid, losses.BinaryCrossentropy(), labels)
+
+
+def test_sparse_ids_out_of_range_fail_in_model_fit_with_our_message():
+    # Used to fail with TensorFlow's kernel message (issue 13): ours comes
+    # first because the kernel's input waits on the assertion.
+    softmax = keras.layers.Dense(3, activation="softmax")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
+            "assertion failed: [Expected `y_true` for "
+            "`sparse_categorical_crossentropy` to hold integer class ids in "
+            "[0, 3). Received: y_true with values [5]]"
+        ),
+    ):
+        _fit(softmax, losses.SparseCategoricalCrossentropy(), np.array([0, 1, 5, 2]))
+
+
+def test_bad_labels_in_model_fit_under_xla_give_nan_loss():
+    sigmoid = keras.layers.Dense(1, activation="sigmoid")
+    labels = np.array([-1.0, 1.0, 1.0, -1.0])
+    history = _fit(sigmoid, losses.BinaryCrossentropy(), labels, jit_compile=True)
+    assert np.isnan(history.history["loss"][0])
+    good = _fit(
+        keras.layers.Dense(1, activation="sigmoid"),
+        losses.BinaryCrossentropy(),
+        (labels + 1) / 2,
+        jit_compile=True,
+    )
+    assert np.isfinite(good.history["loss"][0])
 
 
 # ---------------------------------------------------------------- arguments
@@ -152,6 +323,8 @@ def test_bad_axis_from_logits_ignore_class_and_reduction():
         losses.BinaryCrossentropy(from_logits="yes")
     with raises("Argument `ignore_class` must be an int or None"):
         losses.SparseCategoricalCrossentropy(ignore_class=1.5)
+    with raises("Argument `check_labels` must be a bool. Received: check_labels=1"):
+        losses.BinaryCrossentropy(check_labels=1)
     with raises("Invalid value for argument `reduction`"):
         losses.MeanSquaredError(reduction="average")
 
