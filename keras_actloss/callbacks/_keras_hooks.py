@@ -30,7 +30,9 @@ gradient norms leave the graph through a non-trainable `tf.Variable` (a
 ring, created under the model's distribution strategy) that the host reads
 between recordings; a full step's statistics are an extra output of the
 train function, which the wrapper takes out of the logs before Keras sees
-them (`train_step` must return a dict, as Keras documents).
+them (`train_step` must return a dict, as Keras documents); under
+multi-worker training they carry a leading axis of 1, as Keras reduces the
+step's outputs with a mean over axis 0 across workers.
 `check_internals()` fails loudly when the Keras internals used here change.
 """
 
@@ -125,6 +127,17 @@ def is_chief(strategy) -> bool:
         return True
     jobs = resolver.cluster_spec().as_dict()
     return task_type == "worker" and "chief" not in jobs and resolver.task_id == 0
+
+
+def multi_worker(strategy) -> bool:
+    """Whether Keras reduces the step's outputs across workers under
+    `strategy` (`MultiWorkerMirroredStrategy` with a cluster)."""
+    import tensorflow as tf
+
+    # The test Keras 3.15 makes in `reduce_per_replica`.
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        strategy.extended._in_multi_worker_mode()
+    )
 
 
 @dataclasses.dataclass
@@ -400,6 +413,14 @@ class TrainHooks(GraphStats):
         model = self.model
         train_step = model.train_step
         tf = self._tf
+        # Under multi-worker training Keras reduces every output of the step
+        # with `strategy.reduce("MEAN", value, axis=0)`, which would average
+        # the statistics vectors away: a leading axis of 1 makes that a mean
+        # across replicas. The host flattens them back.
+        lead = multi_worker(self.strategy)
+
+        def extra(value):
+            return value[None] if lead and value is not None else value
 
         def step(data):
             self._local.active = True
@@ -425,8 +446,8 @@ class TrainHooks(GraphStats):
                         )
                     logs = {
                         **logs,
-                        FULL_LOGS_KEY: self._local.full,
-                        SAMPLE_LOGS_KEY: self._local.sample,
+                        FULL_LOGS_KEY: extra(self._local.full),
+                        SAMPLE_LOGS_KEY: extra(self._local.sample),
                     }
                 return logs
             finally:
@@ -442,8 +463,13 @@ class TrainHooks(GraphStats):
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            self._last_full = logs.pop(FULL_LOGS_KEY, None)
-            self._last_sample = logs.pop(SAMPLE_LOGS_KEY, None)
+            self._last_full, self._last_sample = (
+                None if value is None else tf.reshape(value, [-1])
+                for value in (
+                    logs.pop(FULL_LOGS_KEY, None),
+                    logs.pop(SAMPLE_LOGS_KEY, None),
+                )
+            )
             return logs
 
         return train_function

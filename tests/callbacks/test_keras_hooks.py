@@ -183,3 +183,16 @@ def test_only_the_chief_writes_logs(task_type, task_id, chief_job, expected):
     resolver = _Resolver(task_type, task_id, jobs)
     assert _keras_hooks.is_chief(_Strategy(resolver)) is expected
     assert _keras_hooks.is_chief(tf.distribute.get_strategy()) is True
+
+
+def test_multi_worker_is_the_test_keras_reduces_outputs_by():
+    # `reduce_per_replica` means each step output over axis 0 across workers
+    # when Keras's own check holds (tests/callbacks/test_multi_worker.py).
+    from keras.src.backend.tensorflow import trainer
+
+    for strategy in (
+        tf.distribute.get_strategy(),
+        tf.distribute.MirroredStrategy(["/cpu:0"]),
+    ):
+        expected = trainer._collective_all_reduce_multi_worker(strategy)
+        assert _keras_hooks.multi_worker(strategy) is expected is False
