@@ -371,11 +371,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._cleanup(close=True)
 
     # ------------------------------------------------------------- recording
-    def _observe_steps(self, steps: list[tuple]) -> None:
+    def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
         """Judges every step's global gradient norm as soon as it ran.
 
         A jump in the norm or the learning rate restarts dense recording
-        from the next step.
+        from the next step. A non-finite step is written at once, unless it
+        is the step `recorded` in full (written with its statistics).
         """
         new = []
         for step, norm, counted, skipped, layer, rate in steps:
@@ -385,7 +386,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             event = SentinelEvent(step, norm, counted, name, rate)
             new += self._rules.observe_step(event)
             if counted:
-                if self._writer is not None:
+                if self._writer is not None and step != recorded:
                     self._writer.write_sentinel(event)
             elif self._peak is None or norm > self._peak.global_norm:
                 self._peak = event
@@ -422,7 +423,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if data is None:
             self._no_gradients()
             return True  # Nothing to record; keep to the schedule.
-        self._observe_steps(data["steps"])
+        self._observe_steps(data["steps"], recorded=int(data["step"]))
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
