@@ -194,9 +194,13 @@ class GradientDiagnostics(keras.callbacks.Callback):
         thresholds: Rule thresholds: None, a dict of
             `keras_actloss.diagnostics.rules.Thresholds` fields, or a
             `Thresholds`. Defaults to `None`.
-        on_failure: `"warn"` (a `GradientHealthWarning` per finding),
-            `"stop"` (stop training after writing the logs) or `"raise"`
-            (raise `keras_actloss.TrainingFailure`). Defaults to `"warn"`.
+        on_failure: What to do on a finding of severity `"failure"` (a
+            training failure mode, or a `check_model` mistake that breaks
+            training; the findings that make `keras-actloss report` exit 1):
+            `"warn"` (a `GradientHealthWarning` per finding), `"stop"` (stop
+            training after writing the logs) or `"raise"` (raise
+            `keras_actloss.TrainingFailure`). Warnings are only warned.
+            Defaults to `"warn"`.
         record_activations: Whether to record activation statistics.
             Defaults to `True`.
         heatmap_image: Whether to write a layer-by-step gradient-norm heatmap
@@ -459,7 +463,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self.findings.extend(new)
         if self._writer is not None:
             self._writer.write_findings(new)
-        failures = [f for f in new if f.mode in F.TRAINING_MODES]
+        # One meaning of "failure": what makes `keras-actloss report` exit 1.
+        failures = [f for f in new if f.severity == F.FAILURE]
         if self.on_failure == "warn" or not failures:
             for finding in new:
                 warnings.warn(str(finding), GradientHealthWarning, stacklevel=2)

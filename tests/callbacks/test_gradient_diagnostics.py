@@ -606,10 +606,17 @@ def test_check_model_sees_the_labels_of_a_recorded_batch(rng):
     model.compile(keras.optimizers.SGD(0.01), "mse")
     x = rng.normal(size=(32, 4)).astype("float32")
     y = (10 * rng.random(size=(32, 1))).astype("float32")
-    diag = GradientDiagnostics(every_n_steps=50, on_failure="raise")
+    diag = GradientDiagnostics(every_n_steps=50)
     with pytest.warns(GradientHealthWarning, match="bounded_output_regression"):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag])
     assert [f.mode for f in diag.findings] == ["bounded_output_regression"]
+    # A check_model finding of severity "failure" is a failure for
+    # `on_failure` too (as for `keras-actloss report`): raised at step 0.
+    assert diag.findings[0].severity == "failure"
+    raising = GradientDiagnostics(every_n_steps=50, on_failure="raise")
+    with pytest.raises(keras_actloss.TrainingFailure, match="bounded_output"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[raising])
+    assert int(model.optimizer.iterations.numpy()) == 3  # 2 steps + 1 step.
 
 
 def test_heatmap_image_is_written(data, tmp_path):
