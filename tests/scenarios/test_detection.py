@@ -31,11 +31,33 @@ def describe(detection) -> list[tuple]:
     return [(f.mode, f.layer, f.step, s) for f, s in detection.training]
 
 
+# The step each mode is reported at with the default settings (all seeded):
+# every step is judged right after it ran; full recordings are dense at the
+# start of training and after a jump, and a condition needs 3 recordings over
+# 5 steps (steps 0-4), dead units 128 samples (4 batches of 32).
+REPORTED = {
+    "dead_relu": {"dead_relu": 4},
+    "vanishing_sigmoid": {"vanishing_gradients": 4},
+    "saturated_tanh": {"saturated_activations": 4},
+    "nan_batch": {"non_finite": 7},
+    # Norm 1.5e6 at step 0 (over the 1e6 ceiling), 1.7e15 at step 1 (a
+    # spike); NaN at step 2.
+    "explode_to_nan": {"exploding_gradients": 1, "non_finite": 2},
+    # Update ratios above 1 for steps 0-4 (the first layer-level finding).
+    "explode_finite": {"exploding_gradients": 4},
+    # Norm 194 at step 151 and 4.1e5 at 152 (2 steps over the limit; the
+    # jump at 151 makes recordings dense again); dead units over 153-156.
+    "lr_jump": {"exploding_gradients": 152, "dead_relu": 156},
+}
+
+
 @pytest.mark.parametrize("case", cases.FAILURES, ids=lambda case: case.name)
 def test_failure_is_reported_in_time(case):
     detection = cases.detect(case)
     found = describe(detection)
     assert detection.modes == case.expected, found
+    reported = {mode: detection.first(mode)[1] for mode in case.expected}
+    assert reported == REPORTED[case.name], found
     for mode, onset in case.onsets.items():
         steps = [f.step for f, _ in detection.training if f.mode == mode]
         assert min(steps) >= onset, (mode, found)
@@ -52,3 +74,18 @@ def test_healthy_control_is_silent(case):
     assert describe(detection) == []
     # The callback does not change training: the loss still falls.
     assert detection.losses[-1] < 0.5 * detection.losses[0]
+
+
+@pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
+def test_healthy_control_is_silent_with_dense_recording(case):
+    # Full statistics every step: every rule gets many more chances.
+    detection = cases.detect(case, every_n_steps=1)
+    assert describe(detection) == []
+
+
+def test_unstandardized_inputs_are_named_as_a_warning():
+    # The first tanh layer of raw features spanning about -14..8 saturates
+    # partly, yet the model learns: the cause is named, as a warning.
+    detection = cases.detect(cases.BY_NAME["healthy_unstandardized_tanh"])
+    found = [(f.mode, f.severity) for f, _ in detection.reported]
+    assert found == [("unstandardized_inputs", "warning")]
