@@ -15,22 +15,24 @@ duration of `fit`:
   being traced, the output tensor is kept so the `apply` wrapper can compute
   activation statistics from it. Symbolic (KerasTensor) calls, evaluation and
   prediction are not touched.
-- `model.train_function`: train functions are built with
-  `model._make_function` from the model's own `train_step`: a "sentinel" one
-  (per-variable gradient norms and the learning rate, every step) and a
-  "full" one (plus per-layer statistics and, when histograms are on, the
-  gradient samples); the callback swaps them in per batch.
+- `model.train_function`: one train function, built with
+  `model._make_function` from the model's own `train_step`. Every step it
+  computes the per-variable gradient norms, the learning rate and the loss;
+  the full per-layer statistics (and, when histograms are on, the gradient
+  samples) are `tf.cond` branches that run while the `_full` flag variable
+  is set, which the callback sets per batch: no second trace.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end` (Keras 3
   does not call it on exceptions).
 
 The statistics themselves are built by the `GraphStats` mixin
 (`_graph_stats`, plain TensorFlow ops, no Keras internals). Every step's
-gradient norms leave the graph through a non-trainable `tf.Variable` (a
-ring, created under the model's distribution strategy) that the host reads
-between recordings; a full step's statistics are an extra output of the
-train function, which the wrapper takes out of the logs before Keras sees
-them (`train_step` must return a dict, as Keras documents); under
+statistics vector (its gradient norms first, then the full statistics, zero
+on other steps) is an extra output of the train function, which the wrapper
+takes out of the logs before Keras sees them; the norms are also written
+into a non-trainable `tf.Variable` ring (created under the model's
+distribution strategy), read after `steps_per_execution` steps ran in one
+call (`train_step` must return a dict, as Keras documents); under
 multi-worker training they carry a leading axis of 1, as Keras reduces the
 step's outputs with a mean over axis 0 across workers.
 `check_internals()` fails loudly when the Keras internals used here change.
