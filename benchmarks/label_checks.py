@@ -30,7 +30,7 @@ Usage:
 
 ```
 python benchmarks/label_checks.py [--pairs 15] [--steps 100] [--warmup 2]
-    [--calls 200] [--repeats 15] [--append]
+    [--calls 200] [--repeats 15] [--write]
 ```
 """
 

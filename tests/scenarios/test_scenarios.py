@@ -263,32 +263,6 @@ def test_healthy_binary_classifier_with_confident_sigmoid_output(train):
     assert diag.findings == []
 
 
-def test_healthy_cnn_with_batch_norm(train):
-    # Is the top half of the image brighter than the bottom half?
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 8, 8, 1)).astype("float32")
-    y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype("int32")
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(8, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(8, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2, activation="softmax"),
-        ]
-    )
-    diag, losses = train(
-        model, x, y, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", 10
-    )
-    assert losses[-1] < 0.3 * losses[0]
-    assert diag.findings == []
-
-
 def test_healthy_regression(train):
     x, y = regression()
     model = mlp(["relu"] * 2, inputs=8, outputs=1, output_activation=None, width=64)
