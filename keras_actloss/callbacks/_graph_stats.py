@@ -59,9 +59,9 @@ RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
 # Head of the full-statistics vector, after its ring row and the gradients'
 # max and min (see `GraphStats._full_reader`).
 FULL_HEAD = ("loss", "batch_size", "learning_rate")
-# The logs keys the statistics vector (the ring row, then the full
-# statistics, zero on other steps) and the gradient samples leave the train
-# function under (taken out before Keras sees the logs).
+# The logs keys the statistics vector (the ring row, then on full steps the
+# full statistics) and the gradient samples leave the train function under
+# (taken out before Keras sees the logs).
 FULL_LOGS_KEY = "_keras_actloss_full"
 SAMPLE_LOGS_KEY = "_keras_actloss_sample"
 
@@ -159,44 +159,46 @@ def _concat_row(parts: list):
 
 
 def fold_rows(
-    rows: np.ndarray, layout: RowLayout, layers, streak: float, patience=None
+    rows, layout: RowLayout, layers, streak: float, patience=None
 ) -> tuple[list[tuple], float]:
     """Judges ring rows (in step order) one step at a time.
 
-    `layers[i]` is the layer index of gradient `i` (tensor order of
-    `layout`), -1 if unmonitored. Returns one `(step, norm, counted,
-    skipped, layer, learning_rate)` per row and the new non-finite
-    `streak`. With `patience` (loss scaling) a non-finite step only counts
-    once it is the `patience`-th in a row; earlier ones are skipped
-    overflow steps. `layer` is the first layer with non-finite gradients of
-    a counted step, else -1.
+    `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
+    index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
+    Returns one `(step, norm, counted, skipped, layer, learning_rate)` per
+    row and the new non-finite `streak`. With `patience` (loss scaling) a
+    non-finite step only counts once it is the `patience`-th in a row;
+    earlier ones are skipped overflow steps. `layer` is the first layer with
+    non-finite gradients of a counted step, else -1.
 
     Without loss scaling an infinite norm with no NaN and a finite loss is
     a norm beyond float32's range (its square overflows), not a non-finite
     gradient: its norm is `inf` and it is not counted.
+
+    Plain Python on a few dozen values a row: it runs after every step,
+    where NumPy's per-call cost is more than the arithmetic.
     """
-    values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
-    norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
-    bad = ~np.isfinite(values).all(axis=1)
-    if patience is None:
-        huge = ~np.isnan(values).any(axis=1) & np.isfinite(rows[:, RING_LOSS])
-        bad &= ~huge
-    bad = bad.tolist()
+    m, norms = len(layout.order), layout.norms
     out = []
-    columns = zip(
-        rows[:, RING_STEP].tolist(), norms.tolist(), bad, rows[:, RING_LR].tolist()
-    )
-    for k, (step, norm, b, rate) in enumerate(columns):
-        counted, skipped = b, False
+    for row in rows.tolist() if isinstance(rows, np.ndarray) else rows:
+        values = row[RING_HEAD : RING_HEAD + m]
+        # Norms and sums of squares are >= 0: the total is NaN if any value
+        # is, else infinite if any value is.
+        total = math.fsum(v * v if n else v for v, n in zip(values, norms))
+        norm = math.sqrt(total) / row[RING_SCALE]
+        bad = not math.isfinite(total)
+        if bad and patience is None:
+            bad = math.isnan(total) or not math.isfinite(row[RING_LOSS])
+        counted, skipped = bad, False
         if patience is not None:
-            streak = streak + 1.0 if b else 0.0
-            counted = b and streak >= patience
-            skipped = b and not counted
+            streak = streak + 1.0 if bad else 0.0
+            counted = bad and streak >= patience
+            skipped = bad and not counted
         layer = -1
         if counted:
-            at = layout.first_non_finite(values[k])
+            at = layout.first_non_finite(np.array(values))
             layer = layers[at] if at >= 0 else -1
-        out.append((int(step), norm, counted, skipped, layer, rate))
+        out.append((int(row[RING_STEP]), norm, counted, skipped, layer, row[RING_LR]))
     return out, streak
 
 
@@ -266,9 +268,8 @@ class GraphStats:
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
     `replicas`, `loss_scaled`, `ring_rows`, `_local`, `_present`,
-    `_var_layer`, `_sample_sizes`, `_sample_total`, `_last_full`,
-    `_last_sample` and the variables `_ring`, `_tick`, `_full`, `_labels`,
-    `_inputs`.
+    `_var_layer`, `_sample_sizes`, `_last_full`, `_last_sample` and the
+    variables `_ring`, `_tick`, `_labels`, `_inputs`.
     """
 
     def _reduce(self, grads: list) -> list:
@@ -285,56 +286,41 @@ class GraphStats:
         )
         return [None if g is None else next(summed) for g in dense]
 
-    def _instrumented_apply(self, original, grads, variables, passed):
+    def _instrumented_apply(self, original, mode, grads, variables, passed):
         """The optimizer's `apply` with the statistics of one step.
 
-        One traced function serves every step: the ring row is written on
-        every step, and the full statistics are computed in two `tf.cond`
-        branches (before and after the update) that run only while the
-        `_full` flag variable is set, so switching between the every-step
-        check and full recordings needs no second trace.
+        Every step writes its ring row and returns it with the logs; a
+        `FULL` step adds the per-layer statistics. Two train functions (one
+        per mode) rather than one with a `tf.cond`: measured, the branches
+        cost about a third of a small model's step even when not taken.
         """
         tf = self._tf
         scale = self._scale()
         reduced = self._reduce(grads)
         row, present = self._write_ring(reduced, variables, scale)
+        self._local.full, self._local.sample = row[0], None
+        if mode != FULL:
+            return original(grads, passed)
         layer_grads = self._group(reduced, variables)
         for i, g in enumerate(layer_grads):
             self._present[(i, "grad")] = bool(g)
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        full = tf.convert_to_tensor(self._full)
-        sizes = {}
-
-        def measure():
-            _, _, extremes = _norm_row(present, extremes=True)
-            weights, self._weight_layout, _ = _norm_row(before)
-            counts = self._activation_counts()
-            pair = self._loss_and_batch()
-            summed = tf.concat([pair] + ([] if counts is None else [counts]), 0)
-            same = tf.concat([extremes[0], weights[0]], 0)
-            sample = self._sample_vector(layer_grads, scale)
-            sizes.update(same=same.shape[0], summed=summed.shape[0])
-            return same, summed, sample
-
-        def skip():
-            return (
-                tf.zeros([sizes["same"]]),
-                tf.zeros([sizes["summed"]]),
-                tf.zeros([self._sample_total]),
-            )
-
-        same, summed, sample = tf.cond(full, measure, skip)
+        _, _, extremes = _norm_row(present, extremes=True)
+        weights, self._weight_layout, _ = _norm_row(before)
+        counts = self._activation_counts()
+        summed = tf.concat(
+            [self._loss_and_batch()] + ([] if counts is None else [counts]), 0
+        )
         if self.replicas > 1:
-            # Outside the branches: every replica takes part in it.
             summed = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, summed
             )
-        self._local.sample = sample
-        # The optimizer waits for the statistics before it updates, so the
-        # weights are no longer read when it updates them: no copy-on-write
-        # of every weight. (Through the gradients: measured faster than a
-        # control dependency on every op of `apply`.)
-        with tf.control_dependencies([same]):
+        self._local.sample = self._sample_vector(layer_grads, scale)
+        # The optimizer waits for the weight norms, so the weights are no
+        # longer read when it updates them: no copy-on-write of every weight.
+        # (Through the gradients: measured faster than a control dependency
+        # on every op of `apply`.)
+        with tf.control_dependencies([weights]):
             grads = [None if g is None else tf.identity(g) for g in grads]
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
             result = original(grads, passed)
@@ -346,15 +332,14 @@ class GraphStats:
             updates = _additive_updates(before, graph.get_operations()[start:])
         # Variables changed other than by additive updates are compared with
         # their reads from before the update (kept alive, so copied).
-        changes = [
-            u if u is not None else _f32(tf.convert_to_tensor(v)) - _f32(b)
-            for v, b, u in zip(self._plan_vars(), before, updates)
-        ]
-        nw = len(before)
-        deltas = tf.cond(full, lambda: _norm_row(changes)[0][0], lambda: tf.zeros([nw]))
-        m = len(present)
+        deltas, _, _ = _norm_row(
+            [
+                u if u is not None else _f32(tf.convert_to_tensor(v)) - _f32(b)
+                for v, b, u in zip(self._plan_vars(), before, updates)
+            ]
+        )
         head = [summed[:2], tf.reshape(tf.cast(row[0, RING_LR], "float32"), [1])]
-        vector = tf.concat([same[: 2 * m], *head, same[2 * m :], deltas, summed[2:]], 0)
+        vector = tf.concat([extremes[0], *head, weights[0], deltas[0], summed[2:]], 0)
         # Leaves the graph as an output of the train function (no variable
         # read on the host); `TrainHooks._make` adds it to the step's logs.
         self._local.full = tf.concat([row[0], tf.cast(vector, "float64")], 0)
@@ -444,11 +429,10 @@ class GraphStats:
         """Activation counts of the kept layer outputs, one `[k]` vector.
 
         Per layer, in `_act_layout` order: the active elements of each unit
-        (ReLU family; outside `[inactive_from, inactive_below]`, summed over
-        the batch and positions), the saturated elements (sigmoid/tanh), and
-        the element
-        count when it is not static. Three graph ops per ReLU layer; the
-        fractions are taken on the host (`_activation_fields`). This
+        (ReLU family), the saturated elements (sigmoid/tanh), and the element
+        count when it is not static, from `diagnostics.stats.activation_counts`
+        (`keras.ops`). The fractions are taken on the host
+        (`_activation_fields`). This
         replica's counts (the caller sums them across replicas). A layer
         whose unit count is not static is left out.
         """
@@ -463,21 +447,15 @@ class GraphStats:
             units = x.shape[axis] if profile.inactive_below is not None else 0
             if units is None:
                 continue
+            counts = stats.activation_counts(x, profile, axis)
             if units:
-                active = x > profile.inactive_below
-                if math.isfinite(profile.inactive_from):
-                    # Only `[inactive_from, inactive_below]` is dead (shrink).
-                    active = tf.logical_or(active, x < profile.inactive_from)
-                active = tf.cast(active, "float32")
-                other = [a for a in range(x.shape.rank) if a != axis]
-                parts.append(tf.reshape(tf.reduce_sum(active, axis=other), [-1]))
-            saturation = profile.saturation_bounds is not None
+                parts.append(tf.reshape(counts["active_per_unit"], [-1]))
+            saturation = "saturated" in counts
             if saturation:
-                mask = tf.cast(stats.saturated_mask(x, profile), "float32")
-                parts.append(tf.reshape(tf.reduce_sum(mask), [1]))
+                parts.append(tf.reshape(counts["saturated"], [1]))
             per_sample = x.shape[1:].num_elements()
             if per_sample is None:
-                parts.append(tf.reshape(tf.cast(tf.size(x), "float32"), [1]))
+                parts.append(tf.reshape(counts["elements"], [1]))
             layout.append((i, units, saturation, per_sample))
         seen = {entry[0] for entry in layout}
         for i in range(len(self.plans)):
@@ -551,15 +529,15 @@ class GraphStats:
     def _ring_key(self) -> int:
         return RING_TICK if self.loss_scaled else RING_STEP
 
-    def _fold(self, rows: np.ndarray) -> list[tuple]:
+    def _fold(self, rows: list[list[float]]) -> list[tuple]:
         """Judges the rows not seen yet, in key order (see `fold_rows`)."""
         key = self._ring_key()
-        rows = rows[rows[:, key] > self._consumed]
-        if not len(rows):
+        rows = sorted(
+            (r for r in rows if r[key] > self._consumed), key=lambda r: r[key]
+        )
+        if not rows:
             return []
-        if len(rows) > 1:
-            rows = rows[np.argsort(rows[:, key], kind="stable")]
-        self._consumed = int(rows[-1, key])
+        self._consumed = int(rows[-1][key])
         out, self._streak = fold_rows(
             rows,
             self._grad_layout,
@@ -578,10 +556,10 @@ class GraphStats:
         """
         vector, self._last_full = self._last_full, None
         if vector is not None:
-            row = vector.numpy()[None, : int(self._ring.shape[1])]
-            if row[0, self._ring_key()] == self._consumed + 1:
-                return self._fold(row)
-        return self._fold(self._ring.value().numpy())
+            row = vector.numpy()[: int(self._ring.shape[1])].tolist()
+            if row[self._ring_key()] == self._consumed + 1:
+                return self._fold([row])
+        return self._fold(self._ring.value().numpy().tolist())
 
     def _full_reader(self) -> dict:
         """Positions of `read_full`'s values for the traced layouts (cached).
@@ -661,8 +639,8 @@ class GraphStats:
         steps = []
         if values[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            steps = self._fold(ring[ring[:, key] < values[key]])
-        steps += self._fold(np.array([values[:width]]))
+            steps = self._fold([r for r in ring.tolist() if r[key] < values[key]])
+        steps += self._fold([values[:width]])
         reader, n = self._full_reader(), len(self.plans)
         sums = [0.0] * (3 * n + 1)
         for c, norm, bucket in reader["columns"]:

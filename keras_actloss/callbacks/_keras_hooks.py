@@ -15,20 +15,19 @@ duration of `fit`:
   being traced, the output tensor is kept so the `apply` wrapper can compute
   activation statistics from it. Symbolic (KerasTensor) calls, evaluation and
   prediction are not touched.
-- `model.train_function`: one train function, built with
-  `model._make_function` from the model's own `train_step`. Every step it
-  computes the per-variable gradient norms, the learning rate and the loss;
-  the full per-layer statistics (and, when histograms are on, the gradient
-  samples) are `tf.cond` branches that run while the `_full` flag variable
-  is set, which the callback sets per batch: no second trace.
+- `model.train_function`: train functions are built with
+  `model._make_function` from the model's own `train_step`: a "sentinel" one
+  (per-variable gradient norms, the learning rate and the loss, every step)
+  and a "full" one (plus per-layer statistics and, when histograms are on,
+  the gradient samples); the callback swaps them in per batch.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end` (Keras 3
   does not call it on exceptions).
 
 The statistics themselves are built by the `GraphStats` mixin
 (`_graph_stats`, plain TensorFlow ops, no Keras internals). Every step's
-statistics vector (its gradient norms first, then the full statistics, zero
-on other steps) is an extra output of the train function, which the wrapper
+statistics vector (its gradient norms first, then on full steps the full
+statistics) is an extra output of the train function, which the wrapper
 takes out of the logs before Keras sees them; the norms are also written
 into a non-trainable `tf.Variable` ring (created under the model's
 distribution strategy), read after `steps_per_execution` steps ran in one
@@ -273,8 +272,7 @@ class TrainHooks(GraphStats):
         self.strategy = model.distribute_strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self._local = threading.local()
-        self._function = None
-        self._mode = None
+        self._functions: dict[str, Any] = {}
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
         self.signature = self.signature_of(model)
@@ -339,20 +337,12 @@ class TrainHooks(GraphStats):
             self._tick = None
             if self.loss_scaled:
                 self._tick = self._variable(np.zeros((), "int64"))
-            # Read in-graph every step: full statistics while it is set.
-            self._full = self._tf.Variable(
-                False,
-                trainable=False,
-                synchronization=self._tf.VariableSynchronization.ON_WRITE,
-                aggregation=self._tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
         self._sample_sizes = {}
         if self.histogram_size:
             for i, plan in enumerate(self.plans):
                 size = self._sample_size(plan.variables)
                 if size:
                     self._sample_sizes[i] = size
-        self._sample_total = sum(self._sample_sizes.values())
         self._grad_layout = self._weight_layout = RowLayout()
         self._grad_layers, self._grad_counts, self._act_layout = [], [], []
         self._var_layer = {}
@@ -401,17 +391,13 @@ class TrainHooks(GraphStats):
 
     # --------------------------------------------------------- train function
     def use(self, mode: str) -> None:
-        """Makes the next steps compute `mode`'s statistics (`FULL` or the
-        every-step check): one train function, traced on first use, reads
-        the `_full` flag."""
-        if self._function is None:
-            self._function = self._make()
-        self.model.train_function = self._function
-        if mode != self._mode:
-            self._full.assign(mode == FULL)
-            self._mode = mode
+        """Makes `fit` run the `mode` train function (`FULL` or the
+        every-step check), traced on first use."""
+        if mode not in self._functions:
+            self._functions[mode] = self._make(mode)
+        self.model.train_function = self._functions[mode]
 
-    def _make(self):
+    def _make(self, mode: str):
         model = self.model
         train_step = model.train_step
         tf = self._tf
@@ -422,20 +408,16 @@ class TrainHooks(GraphStats):
         lead = multi_worker(self.strategy)
 
         def extra(value):
-            return value[None] if lead and value is not None else value
+            return value[None] if lead else value
 
         def step(data):
-            self._local.active = True
+            self._local.mode = mode
             self._local.outputs = {}
             self._local.loss = None
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
-            if self._labels is not None:
-                tf.cond(
-                    tf.convert_to_tensor(self._full),
-                    lambda: self._keep_batch(data),
-                    lambda: tf.constant(False),
-                )
+            if mode == FULL and self._labels is not None:
+                self._keep_batch(data)
             self._local.full = self._local.sample = None
             try:
                 logs = train_step(data)
@@ -446,14 +428,12 @@ class TrainHooks(GraphStats):
                             "return a dict of logs, as Keras documents. "
                             f"Received: {type(logs).__name__}"
                         )
-                    logs = {
-                        **logs,
-                        FULL_LOGS_KEY: extra(self._local.full),
-                        SAMPLE_LOGS_KEY: extra(self._local.sample),
-                    }
+                    logs = {**logs, FULL_LOGS_KEY: extra(self._local.full)}
+                    if self._local.sample is not None:
+                        logs[SAMPLE_LOGS_KEY] = extra(self._local.sample)
                 return logs
             finally:
-                self._local.active = False
+                self._local.mode = None
                 self._local.outputs = {}
                 self._local.full = self._local.sample = None
 
@@ -465,27 +445,26 @@ class TrainHooks(GraphStats):
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            self._last_full, self._last_sample = (
-                None if value is None else tf.reshape(value, [-1])
-                for value in (
-                    logs.pop(FULL_LOGS_KEY, None),
-                    logs.pop(SAMPLE_LOGS_KEY, None),
+            full = logs.pop(FULL_LOGS_KEY, None)
+            sample = logs.pop(SAMPLE_LOGS_KEY, None)
+            if lead:
+                full, sample = (
+                    None if v is None else tf.reshape(v, [-1]) for v in (full, sample)
                 )
-            )
+            self._last_full, self._last_sample = full, sample
             return logs
 
         return train_function
 
-    def _keep_batch(self, data):
+    def _keep_batch(self, data) -> None:
         """Copies the first rows of a single label tensor into `_labels`
-        and of a single input tensor into `_inputs` (a `tf.cond` branch)."""
+        and of a single input tensor into `_inputs`."""
         tf = self._tf
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         for value, variable in ((y, self._labels), (x, self._inputs)):
             flat = tf.nest.flatten(value)
             if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
                 variable.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
-        return tf.constant(True)
 
     def _call_wrapper(self, original, index: int):
         tf = self._tf
@@ -493,7 +472,7 @@ class TrainHooks(GraphStats):
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            if getattr(self._local, "active", False) and tf.is_tensor(outputs):
+            if getattr(self._local, "mode", None) == FULL and tf.is_tensor(outputs):
                 self._local.outputs[index] = outputs
             return outputs
 
@@ -504,7 +483,7 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(original)
         def scale_loss(loss):
-            if getattr(self._local, "active", False):
+            if getattr(self._local, "mode", None) is not None:
                 self._local.loss = loss
             return original(loss)
 
@@ -513,7 +492,8 @@ class TrainHooks(GraphStats):
     def _apply_wrapper(self, original):
         @functools.wraps(original)
         def apply(grads, trainable_variables=None):
-            if not getattr(self._local, "active", False):
+            mode = getattr(self._local, "mode", None)
+            if mode is None:
                 return original(grads, trainable_variables)
             grads = list(grads)
             if trainable_variables is None:
@@ -522,7 +502,7 @@ class TrainHooks(GraphStats):
                 trainable_variables = list(trainable_variables)
                 variables = trainable_variables
             return self._instrumented_apply(
-                original, grads, variables, trainable_variables
+                original, mode, grads, variables, trainable_variables
             )
 
         return apply

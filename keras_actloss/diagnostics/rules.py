@@ -296,7 +296,12 @@ class NormSeries:
         return self._early_median
 
     def recent(self) -> float | None:
-        return float(np.median(self._recent)) if self._recent else None
+        # Plain Python: it runs after every step, on at most `window` values.
+        if not self._recent:
+            return None
+        values = sorted(self._recent)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
     def add_normal(self, norm: float) -> None:
         if norm > 0:

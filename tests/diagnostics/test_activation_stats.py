@@ -1,6 +1,5 @@
-"""Tests for keras_actloss.diagnostics.stats against NumPy references."""
-
-import math
+"""Tests for keras_actloss.diagnostics.stats (the activation counts the
+callback computes in its train step) against NumPy references."""
 
 import numpy as np
 import pytest
@@ -12,59 +11,6 @@ from keras_actloss.diagnostics import stats
 
 def _np(x):
     return ops.convert_to_numpy(x)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_norms_match_numpy(rng, dtype):
-    a = rng.normal(size=(3, 4)).astype(dtype)
-    b = rng.normal(size=(5,)).astype(dtype)
-    # Reference: one concatenated vector, norms by np.linalg.norm.
-    flat = np.concatenate([a.ravel(), b.ravel()]).astype("float64")
-    np.testing.assert_allclose(
-        _np(stats.l2_norm([a, None, b])), np.linalg.norm(flat), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        _np(stats.rms([a, b])), np.linalg.norm(flat) / math.sqrt(flat.size), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        _np(stats.max_abs([a, b])), np.abs(flat).max(), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        _np(stats.sum_of_squares([a, b])), np.dot(flat, flat), rtol=1e-6
-    )
-    assert stats.element_count([a, None, b]) == 17
-
-
-def test_empty_and_extreme_inputs():
-    assert float(_np(stats.l2_norm([None]))) == 0.0
-    assert float(_np(stats.max_abs([]))) == 0.0
-    # 1e4 squared stays finite in float32: sqrt(2 * 1e8).
-    big = np.array([1e4, -1e4], "float32")
-    np.testing.assert_allclose(_np(stats.l2_norm([big])), math.sqrt(2e8), rtol=1e-6)
-
-
-def test_non_finite_values_are_visible():
-    nan = np.array([1.0, np.nan], "float32")
-    inf = np.array([1.0, -np.inf], "float32")
-    assert not bool(_np(stats.all_finite([np.ones(2), nan])))
-    assert not bool(_np(stats.all_finite([inf])))
-    assert bool(_np(stats.all_finite([np.ones(2), None])))
-    assert math.isnan(float(_np(stats.max_abs([np.ones(2), nan]))))
-    assert math.isinf(float(_np(stats.l2_norm([inf]))))
-
-
-def test_update_ratio_matches_numpy(rng):
-    before = [rng.normal(size=(4, 3)), rng.normal(size=(3,))]
-    after = [w + 0.01 * rng.normal(size=w.shape) for w in before]
-    diff = np.concatenate([(a - b).ravel() for a, b in zip(after, before)])
-    weight = np.concatenate([b.ravel() for b in before])
-    expected = np.sqrt((diff**2).sum()) / np.sqrt((weight**2).sum())
-    np.testing.assert_allclose(
-        _np(stats.update_ratio(before, after)), expected, rtol=1e-5
-    )
-    # All-zero weights that do not move: 0, not NaN.
-    zeros = [np.zeros(3, "float32")]
-    assert float(_np(stats.update_ratio(zeros, zeros))) == 0.0
 
 
 def test_relu_zero_and_dead_fractions(rng):
