@@ -64,6 +64,11 @@ FULL_HEAD = ("loss", "batch_size", "learning_rate")
 # (taken out before Keras sees the logs).
 FULL_LOGS_KEY = "_keras_actloss_full"
 SAMPLE_LOGS_KEY = "_keras_actloss_sample"
+# ...and the every-step alarm: 1 when the step needs judging at once.
+ALARM_LOGS_KEY = "_keras_actloss_alarm"
+# Alarm bounds the host sets (`set_bounds`): the unscaled squared global
+# norm must stay in [low, high] and the learning rate in [low, high].
+BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high")
 
 
 def _f32(tensor):
@@ -300,6 +305,7 @@ class GraphStats:
         row, present = self._write_ring(reduced, variables, scale)
         self._local.full, self._local.sample = row[0], None
         if mode != FULL:
+            self._local.alarm = self._alarm(row, scale)
             return original(grads, passed)
         layer_grads = self._group(reduced, variables)
         for i, g in enumerate(layer_grads):
@@ -393,6 +399,34 @@ class GraphStats:
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
         return row, [g for g, _ in present]
+
+    def _alarm(self, row, scale):
+        """`[1]` float32: 1 when this step needs judging on the host now.
+
+        The step's squared global norm and learning rate against the bounds
+        the host set (`set_bounds`); a NaN or infinity fails every
+        comparison, so it raises the alarm too. Two comparisons and a sum
+        on the row: the host reads one number after a quiet step.
+        """
+        tf = self._tf
+        layout = self._grad_layout
+        m = len(layout.order)
+        values = row[0, RING_HEAD : RING_HEAD + m]
+        squares = tf.where(tf.constant(layout.norms, tf.bool), values * values, values)
+        total = tf.reduce_sum(squares) / tf.square(row[0, RING_SCALE])
+        bounds = tf.convert_to_tensor(self._bounds)
+        rate = row[0, RING_LR]
+        quiet = tf.reduce_all(
+            tf.stack(
+                [
+                    total >= bounds[0],
+                    total <= bounds[1],
+                    rate >= bounds[2],
+                    rate <= bounds[3],
+                ]
+            )
+        )
+        return tf.reshape(tf.cast(tf.logical_not(quiet), "float32"), [1])
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""
@@ -522,7 +556,7 @@ class GraphStats:
     def reset_sentinel(self) -> None:
         """Starts judging steps after the ones run so far."""
         self._streak = 0.0
-        self._last_full = self._last_sample = None
+        self._last_full = self._last_sample = self._last_alarm = None
         key = self._tick if self.loss_scaled else self.optimizer.iterations
         self._consumed = int(key.numpy()) - (0 if self.loss_scaled else 1)
 
@@ -546,6 +580,47 @@ class GraphStats:
             LOSS_SCALE_PATIENCE if self.loss_scaled else None,
         )
         return out
+
+    def quiet(self) -> bool:
+        """Whether the last execution was a single step that raised no
+        alarm: it can wait for `read_quiet`."""
+        alarm, self._last_alarm = self._last_alarm, None
+        # `.numpy()` first: indexing an eager tensor is an op of its own.
+        return alarm is not None and alarm.numpy()[0] == 0.0
+
+    def read_quiet(self) -> list[tuple[int, float, float]]:
+        """`(step, global norm, learning rate)` of the quiet steps not read
+        yet, from the ring, in step order (all at once, in NumPy)."""
+        self._last_full = None
+        rows = self._ring.value().numpy()
+        key = self._ring_key()
+        rows = rows[rows[:, key] > self._consumed]
+        if not len(rows):
+            return []
+        rows = rows[np.argsort(rows[:, key], kind="stable")]
+        self._consumed = int(rows[-1, key])
+        values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
+        norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))
+        norms /= rows[:, RING_SCALE]
+        return list(
+            zip(
+                rows[:, RING_STEP].astype(int).tolist(),
+                norms.tolist(),
+                rows[:, RING_LR].tolist(),
+            )
+        )
+
+    def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
+        """Sets the alarm bounds (`BOUND_FIELDS`) when they moved by more
+        than a fifth: a bound a little stale only makes a step near it
+        raise the alarm, or wait for the next read (the rules judge it then
+        all the same)."""
+        old = self._bounds_set
+        if old is None or any(
+            not (b / 1.2 <= a <= b * 1.2) for a, b in zip(bounds, old) if a or b
+        ):
+            self._bounds.assign(np.array(bounds, "float64"))
+            self._bounds_set = bounds
 
     def read_steps(self) -> list[tuple]:
         """Every step run since the last read, judged (see `fold_rows`).

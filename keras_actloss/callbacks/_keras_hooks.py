@@ -51,6 +51,7 @@ import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.callbacks._graph_stats import (
+    ALARM_LOGS_KEY,
     FULL,
     FULL_LOGS_KEY,
     LABEL_ROWS,
@@ -334,6 +335,9 @@ class TrainHooks(GraphStats):
                 optimizer.build(model.trainable_variables)
             ring = RING_HEAD + len(model.trainable_variables)
             self._ring = self._variable(np.full((self.ring_rows, ring), -1.0))
+            # Always alarm until the host sets the bounds.
+            self._bounds = self._variable(np.zeros(4))
+            self._bounds_set = None
             self._tick = None
             if self.loss_scaled:
                 self._tick = self._variable(np.zeros((), "int64"))
@@ -390,6 +394,10 @@ class TrainHooks(GraphStats):
         return make_train_function
 
     # --------------------------------------------------------- train function
+    def traced(self, mode: str) -> bool:
+        """Whether the `mode` train function was built already."""
+        return mode in self._functions
+
     def use(self, mode: str) -> None:
         """Makes `fit` run the `mode` train function (`FULL` or the
         every-step check), traced on first use."""
@@ -418,7 +426,7 @@ class TrainHooks(GraphStats):
             self._local.batch = tf.shape(first)[0]
             if mode == FULL and self._labels is not None:
                 self._keep_batch(data)
-            self._local.full = self._local.sample = None
+            self._local.full = self._local.sample = self._local.alarm = None
             try:
                 logs = train_step(data)
                 if self._local.full is not None:
@@ -429,13 +437,17 @@ class TrainHooks(GraphStats):
                             f"Received: {type(logs).__name__}"
                         )
                     logs = {**logs, FULL_LOGS_KEY: extra(self._local.full)}
-                    if self._local.sample is not None:
-                        logs[SAMPLE_LOGS_KEY] = extra(self._local.sample)
+                    for key, value in (
+                        (SAMPLE_LOGS_KEY, self._local.sample),
+                        (ALARM_LOGS_KEY, self._local.alarm),
+                    ):
+                        if value is not None:
+                            logs[key] = extra(value)
                 return logs
             finally:
                 self._local.mode = None
                 self._local.outputs = {}
-                self._local.full = self._local.sample = None
+                self._local.full = self._local.sample = self._local.alarm = None
 
         function = model._make_function(step)
 
@@ -445,13 +457,11 @@ class TrainHooks(GraphStats):
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            full = logs.pop(FULL_LOGS_KEY, None)
-            sample = logs.pop(SAMPLE_LOGS_KEY, None)
+            out = [logs.pop(k, None) for k in (FULL_LOGS_KEY, SAMPLE_LOGS_KEY)]
+            out.append(logs.pop(ALARM_LOGS_KEY, None))
             if lead:
-                full, sample = (
-                    None if v is None else tf.reshape(v, [-1]) for v in (full, sample)
-                )
-            self._last_full, self._last_sample = full, sample
+                out = [None if v is None else tf.reshape(v, [-1]) for v in out]
+            self._last_full, self._last_sample, self._last_alarm = out
             return logs
 
         return train_function

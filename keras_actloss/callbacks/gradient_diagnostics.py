@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 import weakref
 
@@ -219,6 +220,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
     # Recordings are every step for twice this many steps at the start and
     # after a jump, then back off (`recording_gap`).
     DENSE_STEPS = 4
+    # Share of a full step's time the every-step train function saves.
+    SENTINEL_SAVING = 0.2
+    # Most quiet steps (no alarm) left unread in the ring.
+    QUIET_READ = 16
 
     def __init__(
         self,
@@ -271,6 +276,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._labels_checked = False
         self._input_scale = None
         self._warned_no_gradients = False
+        self._first_batch = self._full_batch = None
+        self._paid = 0.0
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -286,9 +293,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._check_log_dir()
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
         spe = int(getattr(model, "steps_per_execution", 1) or 1)
-        # The ring of per-step norms holds the steps of one execution; the
-        # host reads the rows after every batch.
-        rows = 2 * spe + 2
+        # The ring of per-step norms holds the quiet steps between two reads
+        # (or one execution of several steps).
+        rows = max(2 * spe, self.QUIET_READ) + 2
         hooks = self._hooks
         fresh = (
             hooks is None
@@ -323,6 +330,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._spe = spe
         self._mode = None
         self._peak = None
+        self._batches = self._quiet = 0
+        if fresh:  # Timings of the full train function's first use.
+            self._first_batch = self._full_batch = None
+            self._paid = 0.0
         if self._writer is not None:
             step = int(_scalar(model.optimizer.iterations))
             self._writer.write_layers(self.layers, step)
@@ -340,16 +351,20 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 self._origin = self._next = self._step
             self._next = max(self._next, self._step)
         last = self._step + self._spe - 1
-        mode = FULL if self._next <= last else SENTINEL
+        self._recording = self._next <= last
+        mode = FULL if self._recording or not self._sentinel_pays() else SENTINEL
         if mode != self._mode:
             self._hooks.use(mode)
             self._mode = mode
+        self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         last = self._step + self._spe - 1
         self._step += self._spe
-        if self._mode != FULL:
-            self._observe_steps(self._hooks.read_steps())
+        self._batches += 1
+        self._time_batch()
+        if not self._recording:
+            self._check_steps()
         elif self._record():
             # After a jump in this step, `_origin` is the next step: dense.
             self._next = last + recording_gap(
@@ -358,7 +373,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed and self._step is not None:
-            self._observe_steps(self._hooks.read_steps())
+            self._read_all()
             self._write_peak(None)
             self._flush()
 
@@ -367,7 +382,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             return
         try:
             if self._step is not None:
-                self._observe_steps(self._hooks.read_steps())
+                self._read_all()
             self._write_peak(None)
             if self._writer is not None and self.heatmap_image and self.history:
                 self._write_heatmap()
@@ -375,6 +390,76 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._cleanup(close=True)
 
     # ------------------------------------------------------------- recording
+    def _time_batch(self) -> None:
+        """Notes the first full batch (tracing included) and the latest."""
+        if self._mode != FULL or self._hooks.traced(SENTINEL):
+            return
+        seconds = time.perf_counter() - self._batch_start
+        if self._first_batch is None:
+            self._first_batch = seconds
+        else:
+            self._full_batch = seconds
+
+    def _sentinel_pays(self) -> bool:
+        """Whether tracing the every-step train function saves time.
+
+        Until it is traced, steps off the recording schedule can run the
+        full train function (and read only its every-step part). Tracing a
+        second function costs about as much as the first took beyond a
+        step; a full step costs about a fifth more than the cheap one. It
+        is traced once the steps left in this `fit` would save more than
+        that, or once the full steps off the schedule cost as much as it
+        (so a run of many short fits pays at most twice the trace). In a
+        short first `fit` (of a large model, say) it is left out.
+        """
+        if self._hooks.traced(SENTINEL):
+            return True
+        if self._first_batch is None or self._full_batch is None:
+            return False  # Not measured yet: one more full step.
+        steps = (self.params or {}).get("steps")
+        epochs = (self.params or {}).get("epochs")
+        if not steps or not epochs:
+            return True  # A run of unknown length: assume a long one.
+        saving = self.SENTINEL_SAVING * self._full_batch
+        remaining = steps * epochs - self._batches * self._spe
+        trace = max(self._first_batch - self._full_batch, 0.0)
+        self._paid += saving
+        return remaining * saving > trace or self._paid >= trace
+
+    def _check_steps(self) -> None:
+        """Judges the steps of the batch that just ran (not recorded).
+
+        A quiet step (its norm and learning rate within the rules' alarm
+        bounds, checked in the graph) waits in the ring, read every
+        `QUIET_READ` steps; any other step is judged at once, with the
+        steps before it (a full step off the schedule has no alarm: its
+        row, the vector's prefix, is judged at once).
+        """
+        hooks = self._hooks
+        if self._spe == 1 and hooks.quiet():
+            self._quiet += 1
+            if self._quiet >= self.QUIET_READ:
+                self._read_quiet()
+            return
+        self._read_all()
+
+    def _read_all(self) -> None:
+        """Judges every step not read yet, one by one."""
+        self._quiet = 0
+        self._observe_steps(self._hooks.read_steps())
+        self._hooks.set_bounds(self._rules.alarm_bounds())
+
+    def _read_quiet(self) -> None:
+        """Hands the quiet steps waiting in the ring to the rules."""
+        self._quiet = 0
+        steps = self._hooks.read_quiet()
+        self._rules.observe_quiet(steps)
+        if steps:
+            step, norm, rate = max(steps, key=lambda s: s[1])
+            if self._peak is None or norm > self._peak.global_norm:
+                self._peak = SentinelEvent(step, norm, False, None, rate)
+        self._hooks.set_bounds(self._rules.alarm_bounds())
+
     def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
         """Judges every step's global gradient norm as soon as it ran.
 
@@ -428,6 +513,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._no_gradients()
             return True  # Nothing to record; keep to the schedule.
         self._observe_steps(data["steps"], recorded=int(data["step"]))
+        self._quiet = 0
+        self._hooks.set_bounds(self._rules.alarm_bounds())
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])

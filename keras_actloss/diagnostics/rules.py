@@ -393,6 +393,46 @@ class HealthRules:
             self._exploding_norm(new, event.step, event.global_norm)
         return self._emit(new)
 
+    def observe_quiet(self, steps: Iterable[tuple[int, float, float]]) -> None:
+        """Takes in steps that stayed within `alarm_bounds`: `(step, global
+        norm, learning rate)` in step order. Such a step is normal: it ends
+        any streak over the limit or far below the recent level, and joins
+        the baseline and the recent level. Nothing to report.
+        """
+        if self._broken():
+            return
+        key = (F.EXPLODING_GRADIENTS, None)
+        for step, norm, rate in steps:
+            if self._last_step is not None and step <= self._last_step:
+                continue
+            self._last_step, self._last_rate, self._low = step, rate, 0
+            self._streaks.update(key, False, step)
+            self._norms.add_normal(norm)
+            self._norms.add(step, norm)
+
+    def alarm_bounds(self) -> tuple[float, float, float, float]:
+        """Bounds within which a step needs no judging at once: the squared
+        global norm (low, high) and the learning rate (low, high).
+
+        A step outside them may start an explosion or a jump
+        (`observe_step` decides); one inside would be judged normal. Before
+        the baseline and the recent level exist, every step is outside.
+        """
+        t = self.thresholds
+        early, recent = self._norms.early(), self._norms.recent()
+        if early is None or recent is None or self._broken():
+            return (0.0, 0.0, 0.0, 0.0)
+        high = min(t.jump_factor * recent, t.exploding_growth * early, t.exploding_norm)
+        low = recent / t.jump_factor
+        rate = self._last_rate
+        if rate is None or not math.isfinite(rate) or rate <= 0:
+            rates = (0.0, math.inf) if rate == 0 else (0.0, 0.0)
+        else:
+            # Just inside the jump (a factor of exactly jump_factor jumps).
+            rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
+        # Just inside the norm bounds too, so a borderline step is judged.
+        return (low * low * 1.001, high * high / 1.001, *rates)
+
     def observe(self, stats: StepStats) -> list[Finding]:
         """Judges one full recording; returns the new findings.
 

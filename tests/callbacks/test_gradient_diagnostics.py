@@ -787,3 +787,47 @@ def test_recorded_loss_and_learning_rate_are_the_steps_own(data):
     # Epoch 0 runs steps 0-3 at 0.1, epoch 1 steps 4-7 at 0.05.
     rates = [s.learning_rate for s in diag.history]
     np.testing.assert_allclose(rates, [0.1] * 4 + [0.05] * 4, rtol=1e-6)
+
+
+class _Hooks:
+    def traced(self, mode):
+        return False
+
+
+def test_sentinel_function_is_traced_only_when_it_pays():
+    diag = _diag()
+    diag._hooks, diag._spe, diag._batches = _Hooks(), 1, 8
+    # The first full batch took 20 s (tracing), later ones 0.5 s: a second
+    # trace costs about 19.5 s; switching saves 0.2 * 0.5 = 0.1 s a step.
+    diag._first_batch, diag._full_batch = 20.0, 0.5
+    diag.params = {"epochs": 1, "steps": 30}
+    assert not diag._sentinel_pays()  # 22 steps left: 2.2 s < 19.5 s.
+    diag.params = {"epochs": 2, "steps": 200}
+    assert diag._sentinel_pays()  # 392 steps left: 39.2 s > 19.5 s.
+    diag.params = {"epochs": 1, "steps": None}
+    assert diag._sentinel_pays()  # Unknown length: assume a long run.
+    diag._full_batch = None
+    assert not diag._sentinel_pays()  # Not measured yet.
+
+
+def test_full_function_off_schedule_judges_every_step_the_same(data):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=100)
+    diag.DENSE_STEPS = 0
+    diag.SENTINEL_SAVING = 0.0  # Never trace the every-step function.
+    seen = []
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(
+            _nan_batch(x, 13, size=1),
+            y,
+            batch_size=1,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag, _Reported(diag, seen)],
+        )
+    assert not diag._hooks.traced("sentinel")
+    # Recorded on schedule only; the NaN judged from the full step's row.
+    assert [s.step for s in diag.history] == [0]
+    assert seen == [(NON_FINITE, 13, 13)]
