@@ -26,6 +26,18 @@ from keras_actloss.registry import register
 DEFAULT_REDUCTION = "sum_over_batch_size"
 
 
+def _focal_arguments(
+    alpha: float, gamma: float, alpha_max: float | None, from_logits: bool
+) -> dict[str, Any]:
+    """`alpha`, `gamma` (`alpha` at most `alpha_max`) and `from_logits`, checked."""
+    alpha, gamma = validation.validate_focal(alpha, gamma, alpha_max)
+    return {
+        "alpha": alpha,
+        "gamma": gamma,
+        "from_logits": validation.validate_from_logits(from_logits),
+    }
+
+
 @register("loss", profile=profiles.BFCE)
 class BinaryFocalCrossentropy(ArgumentsWrapper):
     """Binary focal cross-entropy: BCE that down-weights easy samples.
@@ -66,19 +78,15 @@ class BinaryFocalCrossentropy(ArgumentsWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        balancing = validation.validate_from_logits(
-            apply_class_balancing, "apply_class_balancing"
-        )
-        alpha, gamma = validation.validate_focal(alpha, gamma, 1.0)
         super().__init__(
             binary_focal_crossentropy,
             reduction,
             name,
             dtype,
-            apply_class_balancing=balancing,
-            alpha=alpha,
-            gamma=gamma,
-            from_logits=validation.validate_from_logits(from_logits),
+            apply_class_balancing=validation.validate_from_logits(
+                apply_class_balancing, "apply_class_balancing"
+            ),
+            **_focal_arguments(alpha, gamma, 1.0, from_logits),
             label_smoothing=validation.validate_label_smoothing(label_smoothing),
             axis=validation.validate_axis(axis),
             class_weights=validation.validate_class_weights(class_weights, 2),
@@ -121,15 +129,12 @@ class CategoricalFocalCrossentropy(ArgumentsWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        alpha, gamma = validation.validate_focal(alpha, gamma, None)
         super().__init__(
             categorical_focal_crossentropy,
             reduction,
             name,
             dtype,
-            alpha=alpha,
-            gamma=gamma,
-            from_logits=validation.validate_from_logits(from_logits),
+            **_focal_arguments(alpha, gamma, None, from_logits),
             label_smoothing=validation.validate_label_smoothing(label_smoothing),
             axis=validation.validate_axis(axis),
             class_weights=validation.validate_class_weights(class_weights),
@@ -173,15 +178,12 @@ class SparseCategoricalFocalCrossentropy(ArgumentsWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        alpha, gamma = validation.validate_focal(alpha, gamma, None)
         super().__init__(
             sparse_categorical_focal_crossentropy,
             reduction,
             name,
             dtype,
-            alpha=alpha,
-            gamma=gamma,
-            from_logits=validation.validate_from_logits(from_logits),
+            **_focal_arguments(alpha, gamma, None, from_logits),
             ignore_class=validation.validate_ignore_class(ignore_class),
             axis=validation.validate_axis(axis),
             class_weights=validation.validate_class_weights(class_weights),
