@@ -108,6 +108,28 @@ class LossFunctionWrapper(keras.losses.Loss):
         return f"<{type(self).__name__}({args})>"
 
 
+class ArgumentsWrapper(LossFunctionWrapper):
+    """A named loss class: its function's arguments are also its attributes.
+
+    The loss classes check their arguments (`keras_actloss.losses.validation`)
+    and pass them here by keyword, in the order of their signature; each is
+    kept as an attribute of the same name (`loss.from_logits`) and passed on
+    to `fn`, so `get_config` lists it.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        reduction: str | None,
+        name: str | None,
+        dtype: Any,
+        **arguments: Any,
+    ):
+        for key, value in arguments.items():
+            setattr(self, key, value)
+        super().__init__(fn, reduction, name, dtype, **arguments)
+
+
 def _deserialize_fn(fn: Any) -> Callable[..., Tensor]:
     """The loss function of a wrapper's config.
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_actloss.losses import profiles, validation
-from keras_actloss.losses.base import LossFunctionWrapper
+from keras_actloss.losses.base import ArgumentsWrapper, LossFunctionWrapper
 from keras_actloss.losses.probabilistic import (
     binary_crossentropy,
     categorical_crossentropy,
@@ -74,7 +74,7 @@ class MeanAbsoluteError(LossFunctionWrapper):
 
 
 @register("loss", profile=profiles.HUBER)
-class Huber(LossFunctionWrapper):
+class Huber(ArgumentsWrapper):
     """Huber loss, quadratic below `delta` and linear above; see `huber`.
 
     Examples:
@@ -95,12 +95,13 @@ class Huber(LossFunctionWrapper):
         name: str = "huber_loss",
         dtype: Any = None,
     ):
-        self.delta = validation.validate_delta(delta)
-        super().__init__(huber, reduction, name, dtype, delta=self.delta)
+        super().__init__(
+            huber, reduction, name, dtype, delta=validation.validate_delta(delta)
+        )
 
 
 @register("loss", profile=profiles.HINGE)
-class Hinge(LossFunctionWrapper):
+class Hinge(ArgumentsWrapper):
     """Hinge loss on -1/1 (or 0/1) labels; see `hinge`.
 
     Label values are checked in eager calls and in `model.fit` (see `hinge`).
@@ -120,12 +121,17 @@ class Hinge(LossFunctionWrapper):
         dtype: Any = None,
         check_labels: bool = True,
     ):
-        self.check_labels = validation.validate_check_labels(check_labels)
-        super().__init__(hinge, reduction, name, dtype, check_labels=self.check_labels)
+        super().__init__(
+            hinge,
+            reduction,
+            name,
+            dtype,
+            check_labels=validation.validate_check_labels(check_labels),
+        )
 
 
 @register("loss", profile=profiles.KLD)
-class KLDivergence(LossFunctionWrapper):
+class KLDivergence(ArgumentsWrapper):
     """Kullback-Leibler divergence between distributions; see `kl_divergence`.
 
     Examples:
@@ -143,14 +149,17 @@ class KLDivergence(LossFunctionWrapper):
         dtype: Any = None,
         check_labels: bool = True,
     ):
-        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
-            kl_divergence, reduction, name, dtype, check_labels=self.check_labels
+            kl_divergence,
+            reduction,
+            name,
+            dtype,
+            check_labels=validation.validate_check_labels(check_labels),
         )
 
 
 @register("loss", profile=profiles.BCE)
-class BinaryCrossentropy(LossFunctionWrapper):
+class BinaryCrossentropy(ArgumentsWrapper):
     """Binary cross-entropy for 0/1 or multi-label targets.
 
     See `binary_crossentropy` for the formula and for how the labels are
@@ -183,26 +192,21 @@ class BinaryCrossentropy(LossFunctionWrapper):
         class_weights: Sequence[float] | None = None,
         check_labels: bool = True,
     ):
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights, 2)
-        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             binary_crossentropy,
             reduction,
             name,
             dtype,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            axis=self.axis,
-            class_weights=self.class_weights,
-            check_labels=self.check_labels,
+            from_logits=validation.validate_from_logits(from_logits),
+            label_smoothing=validation.validate_label_smoothing(label_smoothing),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights, 2),
+            check_labels=validation.validate_check_labels(check_labels),
         )
 
 
 @register("loss", profile=profiles.CCE)
-class CategoricalCrossentropy(LossFunctionWrapper):
+class CategoricalCrossentropy(ArgumentsWrapper):
     """Categorical cross-entropy for one-hot labels.
 
     See `categorical_crossentropy`. Integer labels raise a `ValueError` that
@@ -239,26 +243,21 @@ class CategoricalCrossentropy(LossFunctionWrapper):
         class_weights: Sequence[float] | None = None,
         check_labels: bool = True,
     ):
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights)
-        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             categorical_crossentropy,
             reduction,
             name,
             dtype,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            axis=self.axis,
-            class_weights=self.class_weights,
-            check_labels=self.check_labels,
+            from_logits=validation.validate_from_logits(from_logits),
+            label_smoothing=validation.validate_label_smoothing(label_smoothing),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights),
+            check_labels=validation.validate_check_labels(check_labels),
         )
 
 
 @register("loss", profile=profiles.SCCE)
-class SparseCategoricalCrossentropy(LossFunctionWrapper):
+class SparseCategoricalCrossentropy(ArgumentsWrapper):
     """Categorical cross-entropy for integer class labels.
 
     See `sparse_categorical_crossentropy`. One-hot labels raise a
@@ -296,19 +295,14 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         class_weights: Sequence[float] | None = None,
         check_labels: bool = True,
     ):
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.ignore_class = validation.validate_ignore_class(ignore_class)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights)
-        self.check_labels = validation.validate_check_labels(check_labels)
         super().__init__(
             sparse_categorical_crossentropy,
             reduction,
             name,
             dtype,
-            from_logits=self.from_logits,
-            ignore_class=self.ignore_class,
-            axis=self.axis,
-            class_weights=self.class_weights,
-            check_labels=self.check_labels,
+            from_logits=validation.validate_from_logits(from_logits),
+            ignore_class=validation.validate_ignore_class(ignore_class),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights),
+            check_labels=validation.validate_check_labels(check_labels),
         )

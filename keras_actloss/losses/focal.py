@@ -14,11 +14,17 @@ Reference:
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
-from keras_actloss.losses import keras_mask, validation
-from keras_actloss.losses.probabilistic import ClassWeights, _smoothing, _weights_along
+from keras_actloss.losses.probabilistic import (
+    ClassWeights,
+    _binary_loss,
+    _categorical_loss,
+    _sparse_loss,
+)
 from keras_actloss.losses.profiles import BFCE, CFCE, SFCE
 from keras_actloss.registry import register
 from keras_actloss.tensor_types import Tensor
@@ -80,29 +86,49 @@ def binary_focal_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    label_smoothing = _smoothing(label_smoothing)
-    weights = validation.validate_class_weights(class_weights, length=2)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    # Keras's shape check comes before our label check.
-    validation.check_same_shape(y_true, y_pred)
-    y_true = validation.check_label_range(y_true, "binary_focal_crossentropy")
-    targets = y_true
-    if label_smoothing:
-        targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    core = functools.partial(
+        _binary_focal_terms,
+        apply_class_balancing=apply_class_balancing,
+        alpha=alpha,
+        gamma=gamma,
+        from_logits=from_logits,
+    )
+    return _binary_loss(
+        core,
+        y_true,
+        y_pred,
+        label_smoothing,
+        axis,
+        class_weights,
+        "binary_focal_crossentropy",
+    )
+
+
+def _binary_focal_terms(
+    targets: Tensor,
+    y_pred: Tensor,
+    apply_class_balancing: bool,
+    alpha: float,
+    gamma: float,
+    from_logits: bool,
+) -> Tensor:
+    """Keras's binary focal terms, elementwise."""
     probs = ops.sigmoid(y_pred) if from_logits else y_pred
     bce = ops.binary_crossentropy(targets, probs, from_logits=False)
     p_t = targets * probs + (1.0 - targets) * (1.0 - probs)
     loss = ops.power(1.0 - p_t, gamma) * bce
     if apply_class_balancing:
         loss = loss * (targets * alpha + (1.0 - targets) * (1.0 - alpha))
-    if weights is not None:
-        loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
-    return ops.mean(loss, axis=axis)
+    return loss
 
 
 def _focal_terms(
-    targets: Tensor, y_pred: Tensor, alpha: float, gamma: float, from_logits: bool, axis
+    targets: Tensor,
+    y_pred: Tensor,
+    alpha: float,
+    gamma: float,
+    from_logits: bool,
+    axis: int,
 ) -> Tensor:
     """Keras's categorical focal terms, summed over `axis`."""
     if from_logits:
@@ -167,24 +193,18 @@ def categorical_focal_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    axis = validation.validate_axis(axis)
-    label_smoothing = _smoothing(label_smoothing)
-    weights = validation.validate_class_weights(class_weights)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    validation.check_one_hot_shapes(
-        y_true, y_pred, axis, "categorical_focal_crossentropy"
+    core = functools.partial(
+        _focal_terms, alpha=alpha, gamma=gamma, from_logits=from_logits
     )
-    y_true = validation.check_label_range(y_true, "categorical_focal_crossentropy")
-    targets = y_true
-    if label_smoothing:
-        classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
-        targets = y_true * (1.0 - label_smoothing) + label_smoothing / classes
-    loss = _focal_terms(targets, y_pred, alpha, gamma, from_logits, axis)
-    if weights is not None:
-        validation.check_class_weights_length(weights, y_pred.shape[axis])
-        loss = loss * ops.sum(y_true * _weights_along(weights, y_true, axis), axis)
-    return loss
+    return _categorical_loss(
+        core,
+        y_true,
+        y_pred,
+        label_smoothing,
+        axis,
+        class_weights,
+        "categorical_focal_crossentropy",
+    )
 
 
 @register("loss_function", profile=SFCE)
@@ -238,28 +258,29 @@ def sparse_categorical_focal_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    axis = validation.validate_axis(axis)
-    weights = validation.validate_class_weights(class_weights)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.convert_to_tensor(y_true)
-    name = "sparse_categorical_focal_crossentropy"
-    validation.check_sparse_shapes(y_true, y_pred, axis, name)
-    classes = y_pred.shape[axis]
-    y_true = validation.check_sparse_values(y_true, classes, ignore_class, name)
-    if weights is not None:
-        validation.check_class_weights_length(weights, classes)
-    if len(y_true.shape) == len(y_pred.shape):
-        y_true = ops.squeeze(y_true, axis=axis)
-    y_true = ops.cast(y_true, "int32")
-    if ignore_class is not None:
-        valid = ops.not_equal(y_true, ignore_class)
-        y_true = ops.where(valid, y_true, 0)
-    one_hot = ops.one_hot(y_true, ops.shape(y_pred)[axis], dtype=y_pred.dtype)
-    loss = _focal_terms(one_hot, y_pred, alpha, gamma, from_logits, axis)
-    if weights is not None:
-        table = ops.convert_to_tensor(weights, dtype=loss.dtype)
-        loss = loss * ops.take(table, y_true)
-    if ignore_class is not None:
-        loss = ops.where(valid, loss, ops.zeros_like(loss))
-        keras_mask.attach_mask(loss, valid)
-    return loss
+    core = functools.partial(
+        _sparse_focal_terms, alpha=alpha, gamma=gamma, from_logits=from_logits
+    )
+    return _sparse_loss(
+        core,
+        y_true,
+        y_pred,
+        ignore_class,
+        axis,
+        class_weights,
+        "sparse_categorical_focal_crossentropy",
+    )
+
+
+def _sparse_focal_terms(
+    ids: Tensor,
+    y_pred: Tensor,
+    alpha: float,
+    gamma: float,
+    from_logits: bool,
+    axis: int,
+) -> Tensor:
+    """`_focal_terms` of the one-hot labels of the class ids `ids`."""
+    ids = ops.cast(ids, "int32")
+    one_hot = ops.one_hot(ids, ops.shape(y_pred)[axis], dtype=y_pred.dtype)
+    return _focal_terms(one_hot, y_pred, alpha, gamma, from_logits, axis)

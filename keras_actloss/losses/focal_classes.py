@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_actloss.losses import profiles, validation
-from keras_actloss.losses.base import LossFunctionWrapper
+from keras_actloss.losses.base import ArgumentsWrapper
 from keras_actloss.losses.focal import (
     binary_focal_crossentropy,
     categorical_focal_crossentropy,
@@ -26,8 +26,20 @@ from keras_actloss.registry import register
 DEFAULT_REDUCTION = "sum_over_batch_size"
 
 
+def _focal_arguments(
+    alpha: float, gamma: float, alpha_max: float | None, from_logits: bool
+) -> dict[str, Any]:
+    """`alpha`, `gamma` (`alpha` at most `alpha_max`) and `from_logits`, checked."""
+    alpha, gamma = validation.validate_focal(alpha, gamma, alpha_max)
+    return {
+        "alpha": alpha,
+        "gamma": gamma,
+        "from_logits": validation.validate_from_logits(from_logits),
+    }
+
+
 @register("loss", profile=profiles.BFCE)
-class BinaryFocalCrossentropy(LossFunctionWrapper):
+class BinaryFocalCrossentropy(ArgumentsWrapper):
     """Binary focal cross-entropy: BCE that down-weights easy samples.
 
     For imbalanced binary or multi-label data; see
@@ -66,31 +78,23 @@ class BinaryFocalCrossentropy(LossFunctionWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        self.apply_class_balancing = validation.validate_from_logits(
-            apply_class_balancing, "apply_class_balancing"
-        )
-        self.alpha, self.gamma = validation.validate_focal(alpha, gamma, 1.0)
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights, 2)
         super().__init__(
             binary_focal_crossentropy,
             reduction,
             name,
             dtype,
-            apply_class_balancing=self.apply_class_balancing,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            axis=self.axis,
-            class_weights=self.class_weights,
+            apply_class_balancing=validation.validate_from_logits(
+                apply_class_balancing, "apply_class_balancing"
+            ),
+            **_focal_arguments(alpha, gamma, 1.0, from_logits),
+            label_smoothing=validation.validate_label_smoothing(label_smoothing),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights, 2),
         )
 
 
 @register("loss", profile=profiles.CFCE)
-class CategoricalFocalCrossentropy(LossFunctionWrapper):
+class CategoricalFocalCrossentropy(ArgumentsWrapper):
     """Categorical focal cross-entropy for one-hot labels of rare classes.
 
     See `categorical_focal_crossentropy`. Integer labels raise a
@@ -125,27 +129,20 @@ class CategoricalFocalCrossentropy(LossFunctionWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        self.alpha, self.gamma = validation.validate_focal(alpha, gamma, None)
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.label_smoothing = validation.validate_label_smoothing(label_smoothing)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights)
         super().__init__(
             categorical_focal_crossentropy,
             reduction,
             name,
             dtype,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            axis=self.axis,
-            class_weights=self.class_weights,
+            **_focal_arguments(alpha, gamma, None, from_logits),
+            label_smoothing=validation.validate_label_smoothing(label_smoothing),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights),
         )
 
 
 @register("loss", profile=profiles.SFCE)
-class SparseCategoricalFocalCrossentropy(LossFunctionWrapper):
+class SparseCategoricalFocalCrossentropy(ArgumentsWrapper):
     """Categorical focal cross-entropy for integer labels of rare classes.
 
     Keras has no sparse focal loss; this equals `CategoricalFocalCrossentropy`
@@ -181,20 +178,13 @@ class SparseCategoricalFocalCrossentropy(LossFunctionWrapper):
         dtype: Any = None,
         class_weights: Sequence[float] | None = None,
     ):
-        self.alpha, self.gamma = validation.validate_focal(alpha, gamma, None)
-        self.from_logits = validation.validate_from_logits(from_logits)
-        self.ignore_class = validation.validate_ignore_class(ignore_class)
-        self.axis = validation.validate_axis(axis)
-        self.class_weights = validation.validate_class_weights(class_weights)
         super().__init__(
             sparse_categorical_focal_crossentropy,
             reduction,
             name,
             dtype,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            from_logits=self.from_logits,
-            ignore_class=self.ignore_class,
-            axis=self.axis,
-            class_weights=self.class_weights,
+            **_focal_arguments(alpha, gamma, None, from_logits),
+            ignore_class=validation.validate_ignore_class(ignore_class),
+            axis=validation.validate_axis(axis),
+            class_weights=validation.validate_class_weights(class_weights),
         )

@@ -10,7 +10,8 @@ data and clear errors on the classic label mistakes, also inside `model.fit`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
@@ -34,6 +35,120 @@ def _weights_along(weights: list[float], like: Tensor, axis: int) -> Tensor:
     shape = [1] * len(like.shape)
     shape[axis] = len(weights)
     return ops.reshape(ops.convert_to_tensor(weights, dtype=like.dtype), shape)
+
+
+def _binary_loss(
+    core: Callable[[Tensor, Tensor], Tensor],
+    y_true: Tensor,
+    y_pred: Tensor,
+    label_smoothing: float,
+    axis: int,
+    class_weights: ClassWeights,
+    name: str,
+    check_labels: bool = True,
+) -> Tensor:
+    """The labels of a binary loss around `core(targets, y_pred)`, elementwise.
+
+    Checks the arguments and the labels (errors name `name`), smooths the
+    labels towards 0.5, weights each element by its label's class weight
+    (labels before smoothing) and takes the mean over `axis`.
+    """
+    label_smoothing = _smoothing(label_smoothing)
+    weights = validation.validate_class_weights(class_weights, length=2)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    if check_labels:
+        # Keras's shape check comes before our label check.
+        validation.check_same_shape(y_true, y_pred)
+        y_true = validation.check_label_range(y_true, name)
+    targets = y_true
+    if label_smoothing:
+        targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = core(targets, y_pred)
+    if weights is not None:
+        loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
+    return ops.mean(loss, axis=axis)
+
+
+def _categorical_loss(
+    core: Callable[..., Tensor],
+    y_true: Tensor,
+    y_pred: Tensor,
+    label_smoothing: float,
+    axis: int,
+    class_weights: ClassWeights,
+    name: str,
+    check_labels: bool = True,
+) -> Tensor:
+    """The one-hot labels of a loss around `core(targets, y_pred, axis=axis)`.
+
+    Checks the arguments, the label shapes and values (errors name `name`),
+    mixes the labels with the uniform distribution and multiplies each
+    sample's loss by the weight of its label (labels before smoothing).
+    """
+    axis = validation.validate_axis(axis)
+    label_smoothing = _smoothing(label_smoothing)
+    weights = validation.validate_class_weights(class_weights)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    validation.check_one_hot_shapes(y_true, y_pred, axis, name)
+    if check_labels:
+        y_true = validation.check_label_range(y_true, name)
+    targets = y_true
+    if label_smoothing:
+        classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
+        targets = y_true * (1.0 - label_smoothing) + label_smoothing / classes
+    loss = core(targets, y_pred, axis=axis)
+    if weights is not None:
+        validation.check_class_weights_length(weights, y_pred.shape[axis])
+        loss = loss * ops.sum(y_true * _weights_along(weights, y_true, axis), axis)
+    return loss
+
+
+def _sparse_loss(
+    core: Callable[..., Tensor],
+    y_true: Tensor,
+    y_pred: Tensor,
+    ignore_class: int | None,
+    axis: int,
+    class_weights: ClassWeights,
+    name: str,
+    check_labels: bool = True,
+    zero_ignored_pred: bool = False,
+) -> Tensor:
+    """The class ids of a loss around `core(ids, y_pred, axis=axis)`.
+
+    Checks the arguments, the label shapes and ids (errors name `name`),
+    multiplies each sample's loss by `class_weights[y_true]` and gives the
+    positions of `ignore_class` a loss of 0 and a Keras mask, so the mean
+    leaves them out. `zero_ignored_pred` also zeroes `y_pred` there first
+    (as Keras's sparse cross-entropy does); `core` sees ignored ids as 0.
+    """
+    axis = validation.validate_axis(axis)
+    weights = validation.validate_class_weights(class_weights)
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    validation.check_sparse_shapes(y_true, y_pred, axis, name)
+    classes = y_pred.shape[axis]
+    if check_labels:
+        y_true = validation.check_sparse_values(y_true, classes, ignore_class, name)
+    if weights is not None:
+        validation.check_class_weights_length(weights, classes)
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=axis)
+    if ignore_class is not None:
+        valid = ops.not_equal(y_true, ops.cast(ignore_class, y_true.dtype))
+        y_true = ops.where(valid, y_true, 0)
+        if zero_ignored_pred:
+            y_pred = ops.where(ops.expand_dims(valid, axis), y_pred, 0)
+    loss = core(y_true, y_pred, axis=axis)
+    if weights is not None:
+        weight_table = ops.convert_to_tensor(weights, dtype=loss.dtype)
+        loss = loss * ops.take(weight_table, ops.cast(y_true, "int32"))
+    if ignore_class is not None:
+        loss = ops.where(valid, loss, ops.zeros_like(loss))
+        keras_mask.attach_mask(loss, valid)
+    return loss
 
 
 @register("loss_function", profile=BCE)
@@ -91,21 +206,16 @@ def binary_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    label_smoothing = _smoothing(label_smoothing)
-    weights = validation.validate_class_weights(class_weights, length=2)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    if check_labels:
-        # Keras's shape check comes before our label check.
-        validation.check_same_shape(y_true, y_pred)
-        y_true = validation.check_label_range(y_true, "binary_crossentropy")
-    targets = y_true
-    if label_smoothing:
-        targets = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    loss = ops.binary_crossentropy(targets, y_pred, from_logits=from_logits)
-    if weights is not None:
-        loss = loss * (weights[1] * y_true + weights[0] * (1.0 - y_true))
-    return ops.mean(loss, axis=axis)
+    return _binary_loss(
+        functools.partial(ops.binary_crossentropy, from_logits=from_logits),
+        y_true,
+        y_pred,
+        label_smoothing,
+        axis,
+        class_weights,
+        "binary_crossentropy",
+        check_labels,
+    )
 
 
 @register("loss_function", profile=CCE)
@@ -159,25 +269,16 @@ def categorical_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    axis = validation.validate_axis(axis)
-    label_smoothing = _smoothing(label_smoothing)
-    weights = validation.validate_class_weights(class_weights)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    validation.check_one_hot_shapes(y_true, y_pred, axis)
-    if check_labels:
-        y_true = validation.check_label_range(y_true, "categorical_crossentropy")
-    targets = y_true
-    if label_smoothing:
-        classes = ops.cast(ops.shape(y_true)[axis], y_pred.dtype)
-        targets = y_true * (1.0 - label_smoothing) + label_smoothing / classes
-    loss = ops.categorical_crossentropy(
-        targets, y_pred, from_logits=from_logits, axis=axis
+    return _categorical_loss(
+        functools.partial(ops.categorical_crossentropy, from_logits=from_logits),
+        y_true,
+        y_pred,
+        label_smoothing,
+        axis,
+        class_weights,
+        "categorical_crossentropy",
+        check_labels,
     )
-    if weights is not None:
-        validation.check_class_weights_length(weights, y_pred.shape[axis])
-        loss = loss * ops.sum(y_true * _weights_along(weights, y_true, axis), axis)
-    return loss
 
 
 @register("loss_function", profile=SCCE)
@@ -234,32 +335,17 @@ def sparse_categorical_crossentropy(
     Returns:
         Loss per sample, `y_pred`'s shape without `axis`.
     """
-    axis = validation.validate_axis(axis)
-    weights = validation.validate_class_weights(class_weights)
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.convert_to_tensor(y_true)
-    validation.check_sparse_shapes(y_true, y_pred, axis)
-    classes = y_pred.shape[axis]
-    if check_labels:
-        y_true = validation.check_sparse_values(y_true, classes, ignore_class)
-    if weights is not None:
-        validation.check_class_weights_length(weights, classes)
-    if len(y_true.shape) == len(y_pred.shape):
-        y_true = ops.squeeze(y_true, axis=axis)
-    if ignore_class is not None:
-        valid = ops.not_equal(y_true, ops.cast(ignore_class, y_true.dtype))
-        y_true = ops.where(valid, y_true, 0)
-        y_pred = ops.where(ops.expand_dims(valid, axis), y_pred, 0)
-    loss = ops.sparse_categorical_crossentropy(
-        y_true, y_pred, from_logits=from_logits, axis=axis
+    return _sparse_loss(
+        functools.partial(ops.sparse_categorical_crossentropy, from_logits=from_logits),
+        y_true,
+        y_pred,
+        ignore_class,
+        axis,
+        class_weights,
+        "sparse_categorical_crossentropy",
+        check_labels,
+        zero_ignored_pred=True,
     )
-    if weights is not None:
-        weight_table = ops.convert_to_tensor(weights, dtype=loss.dtype)
-        loss = loss * ops.take(weight_table, ops.cast(y_true, "int32"))
-    if ignore_class is not None:
-        loss = ops.where(valid, loss, ops.zeros_like(loss))
-        keras_mask.attach_mask(loss, valid)
-    return loss
 
 
 @register("loss_function", profile=KLD)

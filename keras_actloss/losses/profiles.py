@@ -73,21 +73,20 @@ SCCE = dataclasses.replace(
     label_format="sparse",
     description="Cross-entropy for one class out of many, integer labels.",
 )
-BFCE = dataclasses.replace(
-    BCE,
-    name="binary_focal_crossentropy",
-    description="Focal cross-entropy for 0/1 targets; focuses on hard samples.",
-)
-CFCE = dataclasses.replace(
-    CCE,
-    name="categorical_focal_crossentropy",
-    description="Focal cross-entropy for one-hot labels; focuses on hard samples.",
-)
-SFCE = dataclasses.replace(
-    SCCE,
-    name="sparse_categorical_focal_crossentropy",
-    description="Focal cross-entropy for integer labels; focuses on hard samples.",
-)
+
+
+def _focal(base: LossProfile, name: str, labels: str) -> LossProfile:
+    """The profile of the focal variant of the cross-entropy `base`."""
+    return dataclasses.replace(
+        base,
+        name=name,
+        description=f"Focal cross-entropy for {labels}; focuses on hard samples.",
+    )
+
+
+BFCE = _focal(BCE, "binary_focal_crossentropy", "0/1 targets")
+CFCE = _focal(CCE, "categorical_focal_crossentropy", "one-hot labels")
+SFCE = _focal(SCCE, "sparse_categorical_focal_crossentropy", "integer labels")
 KLD = LossProfile(
     name="kl_divergence",
     task="distribution",
