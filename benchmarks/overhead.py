@@ -104,10 +104,9 @@ def data(model_name: str, steps: int):
     """Random MNIST-shaped batches, as a cached in-memory `tf.data.Dataset`.
 
     Not NumPy arrays: `fit` would reshuffle 40 MB per epoch in background
-    threads, which on 2 cores makes epoch times vary by 2x. tf.data's
+    threads, which on 2 cores makes epoch times vary widely. tf.data's
     injected prefetch and autotuning are off for the same reason: with them
-    a whole `fit` ran at either 3.1 or 6.1 ms/step at random (measured on
-    the plain MLP; without them, 90 fits in a row at 2.5-4.5 ms/step).
+    whole `fit`s of the plain MLP ran at one of two speeds at random.
     """
     import tensorflow as tf
 

@@ -7,8 +7,7 @@ call builds one `Summary` protobuf (with TensorBoard's own `*_pb` helpers and
 plugin metadata, so every tab reads it as its own) and appends it as one
 event to the run's own event file (`EventFile`, a `tf.io.TFRecordWriter`):
 no TensorFlow op per value or per call. Scalar values after a tag's first
-are joined from cached wire bytes, so a recording of 3 layers costs about
-40 us and one of 50 layers x 7 statistics about 0.25 ms on a 2-core CPU.
+are joined from cached wire bytes (cheaper than a protobuf call per value).
 Every public write flushes, so a crash loses nothing that was already
 written. Writes never raise: log-dir faults during training (directory
 deleted, disk full, permissions) are handled by `keras_actloss.logs.sink`
@@ -70,8 +69,8 @@ class EventFile:
 
     The format `tf.summary.create_file_writer` writes (TFRecords of `Event`
     protobufs, opened by a `file_version` event), without a TensorFlow op per
-    write: `tf.summary.experimental.write_raw_pb` costs about 250 us a call
-    on a 2-core CPU, this about 10 us. The name follows TensorFlow's
+    write (`tf.summary.experimental.write_raw_pb` is an op call per write,
+    many times slower). The name follows TensorFlow's
     (`events.out.tfevents.<time>.<host>.<pid>.<n>`) with a `keras_actloss`
     part, so it never collides with the files of `keras.callbacks.TensorBoard`
     in the same directory; `<n>` is zero-padded, so that files opened in the
