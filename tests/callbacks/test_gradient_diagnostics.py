@@ -404,15 +404,9 @@ class _Reported(keras.callbacks.Callback):
             self.seen.append((f.mode, f.step, last))
 
 
-@pytest.mark.parametrize("steps_per_execution, reported", [(1, 13), (4, 15)])
-def test_nan_is_reported_after_the_batch_it_ran_in(data, steps_per_execution, reported):
-    x, y = data
-    model = _compile(build_model("sequential"))
-    model.compile(
-        keras.optimizers.SGD(0.01), "mse", steps_per_execution=steps_per_execution
-    )
-    diag = _diag(every_n_steps=100)
-    diag.DENSE_STEPS = 0  # Only the sentinel after step 0.
+def _fit_with_nan_at_13(model, diag, x, y) -> list[tuple]:
+    """Fits batches of one sample, NaN at step 13; returns what `_Reported`
+    saw: `(mode, finding step, reported step)`."""
     seen = []
     with pytest.warns(GradientHealthWarning, match="non_finite"):
         model.fit(
@@ -424,6 +418,19 @@ def test_nan_is_reported_after_the_batch_it_ran_in(data, steps_per_execution, re
             verbose=0,
             callbacks=[diag, _Reported(diag, seen)],
         )
+    return seen
+
+
+@pytest.mark.parametrize("steps_per_execution, reported", [(1, 13), (4, 15)])
+def test_nan_is_reported_after_the_batch_it_ran_in(data, steps_per_execution, reported):
+    x, y = data
+    model = _compile(build_model("sequential"))
+    model.compile(
+        keras.optimizers.SGD(0.01), "mse", steps_per_execution=steps_per_execution
+    )
+    diag = _diag(every_n_steps=100)
+    diag.DENSE_STEPS = 0  # Only the sentinel after step 0.
+    seen = _fit_with_nan_at_13(model, diag, x, y)
     # Found at its step; reported right after the execution holding step 13
     # (steps 12-15 with 4 steps per execution, from the ring).
     assert seen == [(NON_FINITE, 13, reported)]
@@ -816,17 +823,7 @@ def test_full_function_off_schedule_judges_every_step_the_same(data):
     diag = _diag(every_n_steps=100)
     diag.DENSE_STEPS = 0
     diag.SENTINEL_SAVING = 0.0  # Never trace the every-step function.
-    seen = []
-    with pytest.warns(GradientHealthWarning, match="non_finite"):
-        model.fit(
-            _nan_batch(x, 13, size=1),
-            y,
-            batch_size=1,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-            callbacks=[diag, _Reported(diag, seen)],
-        )
+    seen = _fit_with_nan_at_13(model, diag, x, y)
     assert not diag._hooks.traced("sentinel")
     # Recorded on schedule only; the NaN judged from the full step's row.
     assert [s.step for s in diag.history] == [0]
