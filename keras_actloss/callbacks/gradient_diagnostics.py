@@ -220,8 +220,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
     # Recordings are every step for twice this many steps at the start and
     # after a jump, then back off (`recording_gap`).
     DENSE_STEPS = 4
-    # Share of a full step's time the every-step train function saves.
-    SENTINEL_SAVING = 0.2
+    # Share of a full step's time the every-step train function saves, and
+    # most full steps off the schedule before it is traced.
+    SENTINEL_SAVING = 0.3
+    RENT_STEPS = 200
     # Most quiet steps (no alarm) left unread in the ring.
     QUIET_READ = 16
 
@@ -277,7 +279,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._input_scale = None
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
-        self._paid = 0.0
+        self._paid, self._rented = 0.0, 0
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -333,7 +335,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._batches = self._quiet = 0
         if fresh:  # Timings of the full train function's first use.
             self._first_batch = self._full_batch = None
-            self._paid = 0.0
+            self._paid, self._rented = 0.0, 0
         if self._writer is not None:
             step = int(_scalar(model.optimizer.iterations))
             self._writer.write_layers(self.layers, step)
@@ -406,11 +408,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
         Until it is traced, steps off the recording schedule can run the
         full train function (and read only its every-step part). Tracing a
         second function costs about as much as the first took beyond a
-        step; a full step costs about a fifth more than the cheap one. It
-        is traced once the steps left in this `fit` would save more than
+        step; the cheap step saves about `SENTINEL_SAVING` of a full one.
+        It is traced once the steps left in this `fit` would save more than
         that, or once the full steps off the schedule cost as much as it
-        (so a run of many short fits pays at most twice the trace). In a
-        short first `fit` (of a large model, say) it is left out.
+        (so a run of many short fits pays at most twice the trace), or
+        after `RENT_STEPS` of them. In a short first `fit` (of a large
+        model, say) it is left out.
         """
         if self._hooks.traced(SENTINEL):
             return True
@@ -424,7 +427,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
         remaining = steps * epochs - self._batches * self._spe
         trace = max(self._first_batch - self._full_batch, 0.0)
         self._paid += saving
-        return remaining * saving > trace or self._paid >= trace
+        self._rented += 1
+        return (
+            remaining * saving > trace
+            or self._paid >= trace
+            or self._rented >= self.RENT_STEPS
+        )
 
     def _check_steps(self) -> None:
         """Judges the steps of the batch that just ran (not recorded).

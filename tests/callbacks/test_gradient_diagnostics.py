@@ -804,17 +804,29 @@ class _Hooks:
 def test_sentinel_function_is_traced_only_when_it_pays():
     diag = _diag()
     diag._hooks, diag._spe, diag._batches = _Hooks(), 1, 8
+    diag.SENTINEL_SAVING = 0.25  # Exact in binary, for the sums below.
     # The first full batch took 20 s (tracing), later ones 0.5 s: a second
-    # trace costs about 19.5 s; switching saves 0.2 * 0.5 = 0.1 s a step.
+    # trace costs about 19.5 s; switching saves 0.25 * 0.5 = 0.125 s a step.
     diag._first_batch, diag._full_batch = 20.0, 0.5
     diag.params = {"epochs": 1, "steps": 30}
-    assert not diag._sentinel_pays()  # 22 steps left: 2.2 s < 19.5 s.
-    diag.params = {"epochs": 2, "steps": 200}
-    assert diag._sentinel_pays()  # 392 steps left: 39.2 s > 19.5 s.
+    assert not diag._sentinel_pays()  # 22 steps left: 2.75 s < 19.5 s.
+    diag.params = {"epochs": 2, "steps": 100}
+    assert diag._sentinel_pays()  # 192 steps left: 24 s > 19.5 s.
     diag.params = {"epochs": 1, "steps": None}
     assert diag._sentinel_pays()  # Unknown length: assume a long run.
     diag._full_batch = None
     assert not diag._sentinel_pays()  # Not measured yet.
+    # Short fits, one after another: the full steps off the schedule have
+    # cost as much as the trace after 19.5 / 0.125 = 156 of them.
+    diag._full_batch, diag.params = 0.5, {"epochs": 1, "steps": 30}
+    diag._paid, diag._rented = 0.0, 0
+    calls = [diag._sentinel_pays() for _ in range(160)]
+    assert calls.index(True) == 155  # The 156th call: 156 * 0.125 = 19.5.
+    # A trace too costly to pay back: traced after RENT_STEPS at the most.
+    diag._first_batch, diag._full_batch = 1e9, 0.5
+    diag._paid, diag._rented = 0.0, 0
+    calls = [diag._sentinel_pays() for _ in range(diag.RENT_STEPS)]
+    assert calls.index(True) == diag.RENT_STEPS - 1
 
 
 def test_full_function_off_schedule_judges_every_step_the_same(data):
