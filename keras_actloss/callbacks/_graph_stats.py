@@ -563,15 +563,21 @@ class GraphStats:
     def _ring_key(self) -> int:
         return RING_TICK if self.loss_scaled else RING_STEP
 
-    def _fold(self, rows: list[list[float]]) -> list[tuple]:
-        """Judges the rows not seen yet, in key order (see `fold_rows`)."""
+    def _take_unread(self, rows: list[list[float]]) -> list[list[float]]:
+        """The rows not seen yet, in key order; they count as seen now."""
         key = self._ring_key()
         rows = sorted(
             (r for r in rows if r[key] > self._consumed), key=lambda r: r[key]
         )
+        if rows:
+            self._consumed = int(rows[-1][key])
+        return rows
+
+    def _fold(self, rows: list[list[float]]) -> list[tuple]:
+        """Judges the rows not seen yet, in key order (see `fold_rows`)."""
+        rows = self._take_unread(rows)
         if not rows:
             return []
-        self._consumed = int(rows[-1][key])
         out, self._streak = fold_rows(
             rows,
             self._grad_layout,
@@ -592,13 +598,10 @@ class GraphStats:
         """`(step, global norm, learning rate)` of the quiet steps not read
         yet, from the ring, in step order (all at once, in NumPy)."""
         self._last_full = None
-        rows = self._ring.value().numpy()
-        key = self._ring_key()
-        rows = rows[rows[:, key] > self._consumed]
-        if not len(rows):
+        rows = self._take_unread(self._ring.value().numpy().tolist())
+        if not rows:
             return []
-        rows = rows[np.argsort(rows[:, key], kind="stable")]
-        self._consumed = int(rows[-1, key])
+        rows = np.array(rows)
         values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
         norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))
         norms /= rows[:, RING_SCALE]
