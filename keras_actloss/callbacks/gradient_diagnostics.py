@@ -453,20 +453,28 @@ class GradientDiagnostics(keras.callbacks.Callback):
 
     def _read_all(self) -> None:
         """Judges every step not read yet, one by one."""
-        self._quiet = 0
         self._observe_steps(self._hooks.read_steps())
-        self._hooks.set_bounds(self._rules.alarm_bounds())
+        self._all_read()
 
     def _read_quiet(self) -> None:
         """Hands the quiet steps waiting in the ring to the rules."""
-        self._quiet = 0
         steps = self._hooks.read_quiet()
         self._rules.observe_quiet(steps)
         if steps:
             step, norm, rate = max(steps, key=lambda s: s[1])
-            if self._peak is None or norm > self._peak.global_norm:
-                self._peak = SentinelEvent(step, norm, False, None, rate)
+            self._note_peak(SentinelEvent(step, norm, False, None, rate))
+        self._all_read()
+
+    def _all_read(self) -> None:
+        """After a read of the ring: no quiet step waits; the alarm bounds
+        follow the rules' new state."""
+        self._quiet = 0
         self._hooks.set_bounds(self._rules.alarm_bounds())
+
+    def _note_peak(self, event: SentinelEvent) -> None:
+        """Keeps the finite step with the largest norm since the last write."""
+        if self._peak is None or event.global_norm > self._peak.global_norm:
+            self._peak = event
 
     def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
         """Judges every step's global gradient norm as soon as it ran.
@@ -485,8 +493,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
             if counted:
                 if self._writer is not None and step != recorded:
                     self._writer.write_sentinel(event)
-            elif self._peak is None or norm > self._peak.global_norm:
-                self._peak = event
+            else:
+                self._note_peak(event)
             if self._rules.jumped:
                 self._origin = step + 1
                 self._next = min(self._next, step + 1)
@@ -521,8 +529,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._no_gradients()
             return True  # Nothing to record; keep to the schedule.
         self._observe_steps(data["steps"], recorded=int(data["step"]))
-        self._quiet = 0
-        self._hooks.set_bounds(self._rules.alarm_bounds())
+        self._all_read()
         if data["skipped"]:
             return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
