@@ -170,8 +170,8 @@ def fold_rows(
 
     `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
     index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
-    Returns one `(step, norm, counted, skipped, layer, learning_rate)` per
-    row and the new non-finite `streak`. With `patience` (loss scaling) a
+    Returns one `(step, norm, counted, skipped, layer, learning_rate, loss)`
+    per row and the new non-finite `streak`. With `patience` (loss scaling) a
     non-finite step only counts once it is the `patience`-th in a row;
     earlier ones are skipped overflow steps. `layer` is the first layer with
     non-finite gradients of a counted step, else -1.
@@ -203,7 +203,17 @@ def fold_rows(
         if counted:
             at = layout.first_non_finite(np.array(values))
             layer = layers[at] if at >= 0 else -1
-        out.append((int(row[RING_STEP]), norm, counted, skipped, layer, row[RING_LR]))
+        out.append(
+            (
+                int(row[RING_STEP]),
+                norm,
+                counted,
+                skipped,
+                layer,
+                row[RING_LR],
+                row[RING_LOSS],
+            )
+        )
     return out, streak
 
 
@@ -594,8 +604,8 @@ class GraphStats:
         # `.numpy()` first: indexing an eager tensor is an op of its own.
         return alarm is not None and alarm.numpy()[0] == 0.0
 
-    def read_quiet(self) -> list[tuple[int, float, float]]:
-        """`(step, global norm, learning rate)` of the quiet steps not read
+    def read_quiet(self) -> list[tuple[int, float, float, float]]:
+        """`(step, global norm, learning rate, loss)` of the quiet steps not read
         yet, from the ring, in step order (all at once, in NumPy)."""
         self._last_full = None
         rows = self._take_unread(self._ring.value().numpy().tolist())
@@ -610,6 +620,7 @@ class GraphStats:
                 rows[:, RING_STEP].astype(int).tolist(),
                 norms.tolist(),
                 rows[:, RING_LR].tolist(),
+                rows[:, RING_LOSS].tolist(),
             )
         )
 

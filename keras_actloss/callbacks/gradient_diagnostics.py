@@ -461,8 +461,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         steps = self._hooks.read_quiet()
         self._rules.observe_quiet(steps)
         if steps:
-            step, norm, rate = max(steps, key=lambda s: s[1])
-            self._note_peak(SentinelEvent(step, norm, False, None, rate))
+            step, norm, rate, loss = max(steps, key=lambda s: s[1])
+            self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
         self._all_read()
 
     def _all_read(self) -> None:
@@ -484,11 +484,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         is the step `recorded` in full (written with its statistics).
         """
         new = []
-        for step, norm, counted, skipped, layer, rate in steps:
+        for step, norm, counted, skipped, layer, rate, loss in steps:
             if skipped:
                 continue  # A loss-scale overflow the optimizer skipped.
             name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate)
+            event = SentinelEvent(step, norm, counted, name, rate, loss)
             new += self._rules.observe_step(event)
             if counted:
                 if self._writer is not None and step != recorded:

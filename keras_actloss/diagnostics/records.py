@@ -119,6 +119,7 @@ class SentinelEvent:
         layer: The first layer (model order) with a non-finite gradient, when
             known.
         learning_rate: The optimizer's learning rate at that step, if known.
+        loss: The step's loss (of the batch the gradients are of), if known.
     """
 
     step: int
@@ -126,3 +127,4 @@ class SentinelEvent:
     non_finite: bool
     layer: str | None = None
     learning_rate: float | None = None
+    loss: float | None = None

@@ -259,6 +259,15 @@ class UnitActivity:
         return None
 
 
+def _median(values) -> float | None:
+    # Plain Python: it runs after every step, on at most a few dozen values.
+    if not values:
+        return None
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 class NormSeries:
     """The recent history of the global gradient norm, for the explosion rule.
 
@@ -272,6 +281,7 @@ class NormSeries:
         self._early: list[float] = []
         self._early_median: float | None = None
         self._recent = collections.deque(maxlen=window)
+        self._losses = collections.deque(maxlen=window)
         # The last finite norm (over the limit or not) and its step, and
         # the one before them.
         self.last: float | None = None
@@ -296,14 +306,15 @@ class NormSeries:
         return self._early_median
 
     def recent(self) -> float | None:
-        # Plain Python: it runs after every step, on at most `window` values.
-        if not self._recent:
-            return None
-        values = sorted(self._recent)
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        return _median(self._recent)
 
-    def add_normal(self, norm: float) -> None:
+    def recent_loss(self) -> float | None:
+        """Median loss of the last `window` normal steps with a loss."""
+        return _median(self._losses)
+
+    def add_normal(self, norm: float, loss: float | None = None) -> None:
+        if loss is not None and math.isfinite(loss):
+            self._losses.append(loss)
         if norm > 0:
             self._recent.append(norm)
             if len(self._early) < self._baseline_size:
@@ -390,24 +401,26 @@ class HealthRules:
         if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
         else:
-            self._exploding_norm(new, event.step, event.global_norm)
+            self._exploding_norm(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 
-    def observe_quiet(self, steps: Iterable[tuple[int, float, float]]) -> None:
+    def observe_quiet(
+        self, steps: Iterable[tuple[int, float, float, float | None]]
+    ) -> None:
         """Takes in steps that stayed within `alarm_bounds`: `(step, global
-        norm, learning rate)` in step order. Such a step is normal: it ends
+        norm, learning rate, loss)` in step order. Such a step is normal: it ends
         any streak over the limit or far below the recent level, and joins
         the baseline and the recent level. Nothing to report.
         """
         if self._broken():
             return
         key = (F.EXPLODING_GRADIENTS, None)
-        for step, norm, rate in steps:
+        for step, norm, rate, loss in steps:
             if self._last_step is not None and step <= self._last_step:
                 continue
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._streaks.update(key, False, step)
-            self._norms.add_normal(norm)
+            self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)
 
     def alarm_bounds(self) -> tuple[float, float, float, float]:
@@ -452,7 +465,12 @@ class HealthRules:
             return self._emit(new)
         if self._last_step is None or stats.step > self._last_step:
             event = SentinelEvent(
-                stats.step, stats.global_norm, False, None, stats.learning_rate
+                stats.step,
+                stats.global_norm,
+                False,
+                None,
+                stats.learning_rate,
+                stats.loss,
             )
             new += self.observe_step(event)
         if stats.loss is not None and self._first_loss is None:
@@ -492,20 +510,26 @@ class HealthRules:
             return t.exploding_norm
         return min(t.exploding_growth * early, t.exploding_norm)
 
-    def _exploding_norm(self, new, step: int, norm: float) -> None:
+    def _exploding_norm(self, new, step: int, norm: float, loss=None) -> None:
         t = self.thresholds
         series = self._norms
         over = norm > self._limit()
         recent = None
+        rising = self._loss_rising(loss)
         if over and norm <= t.exploding_norm:
             # Beyond the early baseline: the norm may have drifted up with
-            # healthy training; an explosion is beyond its recent level too.
+            # healthy training; an explosion is beyond its recent level too,
+            # and the loss goes up with it.
             recent = series.recent()
-            over = recent is None or norm > t.exploding_growth * recent
+            over = rising and (recent is None or norm > t.exploding_growth * recent)
         key = (F.EXPLODING_GRADIENTS, None)
         count, start = self._streaks.update(key, over, step)
         early = series.early()
-        spike = early is not None and norm >= t.exploding_spike_growth * early
+        spike = (
+            early is not None
+            and norm >= t.exploding_spike_growth * early
+            and (rising or norm > t.exploding_norm)
+        )
         if spike or count >= t.exploding_patience:
             growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
             if norm == math.inf:
@@ -519,10 +543,19 @@ class HealthRules:
             if recent is None:
                 recent = series.recent() if series.last is not None else None
             self._norm_jump(norm, recent)
-            series.add_normal(norm)
+            series.add_normal(norm, loss)
         elif count == 1:
             self.jumped = True
         series.add(step, norm)
+
+    def _loss_rising(self, loss: float | None) -> bool:
+        """Whether `loss` is `exploding_loss_rise` times its recent level or
+        more (or not finite); True when either is unknown."""
+        recent = self._norms.recent_loss()
+        if loss is None or recent is None or not math.isfinite(loss):
+            return True
+        # Relative to the level's size, so a negative loss rises too.
+        return loss - recent >= (self.thresholds.exploding_loss_rise - 1) * abs(recent)
 
     def _norm_jump(self, norm: float, recent: float | None) -> None:
         """Flags a norm `jump_factor` above its recent level (a bad batch or

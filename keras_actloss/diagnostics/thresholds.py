@@ -67,6 +67,13 @@ class Thresholds:
             is reported as the explosion's end. Defaults to `100.0`.
         exploding_spike_growth: A single step this many times the early
             baseline is reported at once. Defaults to `1e4`.
+        exploding_loss_rise: A step counts towards an explosion by growth
+            (`exploding_growth`, `exploding_spike_growth`; not the absolute
+            ceiling) only when its loss is at least this many times the
+            recent loss level (median of the last 32 normal steps), or not
+            finite: gradients that grow by orders of magnitude while the
+            loss falls are a model leaving a plateau (a deep sigmoid stack
+            waking up), not training diverging. Defaults to `1.1`.
         exploding_norm: Absolute ceiling on the global gradient norm
             (persisting like `exploding_growth`); high enough that unscaled
             regression targets in the hundreds do not trip it. Defaults to
@@ -122,6 +129,7 @@ class Thresholds:
     converged_loss_ratio: float = 1e-3
     exploding_growth: float = 100.0
     exploding_spike_growth: float = 1e4
+    exploding_loss_rise: float = 1.1
     exploding_norm: float = 1e6
     exploding_update_ratio: float = 1.0
     exploding_patience: int = 2

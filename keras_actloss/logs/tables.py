@@ -202,7 +202,7 @@ def decode_layers(array, where: str = "") -> list[LayerInfo]:
     ]
 
 
-def _key(finding: Finding) -> tuple:
+def finding_key(finding: Finding) -> tuple:
     """Identity of a finding; NaN values compare equal (`nan != nan`)."""
     return tuple(cell(getattr(finding, c)) for c in tags.FINDING_COLUMNS)
 
@@ -211,7 +211,7 @@ def unique_findings(findings: Iterable[Finding]) -> list[Finding]:
     """`findings` without repeats (a NaN value equals a NaN value), in order."""
     seen, out = set(), []
     for finding in findings:
-        key = _key(finding)
+        key = finding_key(finding)
         if key not in seen:
             seen.add(key)
             out.append(finding)

@@ -42,7 +42,7 @@ from keras_actloss.logs import events, tags
 from keras_actloss.logs.heatmap import heatmap_description, render_heatmap
 from keras_actloss.logs.layout import layout_summary
 from keras_actloss.logs.sink import MAX_PENDING_BYTES, RETRY_AFTER_S, EventSink
-from keras_actloss.logs.tables import findings_table, layers_table, unique_findings
+from keras_actloss.logs.tables import finding_key, findings_table, layers_table
 
 HISTOGRAM_BUCKETS = 30
 
@@ -375,26 +375,33 @@ class DiagnosticsWriter:
         self._write(summary, step, droppable=True)
 
     def write_findings(self, findings: Iterable[Finding]) -> None:
-        """Writes findings at their steps (None: step 0).
+        """Writes findings at their steps (None: step 0), never at a step
+        before one already written.
 
-        Each write of a step holds *every* finding known at that step, this
-        run's earlier ones included (read back once from the event files
-        already in `train/`): TensorBoard's data server shows only the last
-        event of a step, and the reader drops the repeats. A finding already
-        written is not written again.
+        A finding is often confirmed after later steps were logged (a streak
+        is reported from its first step); TensorBoard's data server takes a
+        tag's step going backwards for a restarted run and drops the later
+        events, so such a finding joins the table of the latest step written
+        (its own step is a column of the table). Each write of a step holds
+        *every* finding known at that step, this run's earlier ones included
+        (read back once from the event files already in `train/`): the data
+        server shows only the last event of a step, and the reader drops the
+        repeats. A finding already written is not written again.
         """
         from tensorboard.plugins.text import summary_v2 as text
 
         if self._findings is None:
             self._findings = events.findings_by_step(self.train_dir)
+        written = {finding_key(f) for known in self._findings.values() for f in known}
+        floor = max(self._findings, default=0)
         touched = set()
         for finding in findings:
-            step = 0 if finding.step is None else int(finding.step)
-            known = self._findings.setdefault(step, [])
-            extended = unique_findings([*known, finding])  # NaN equals NaN
-            if len(extended) > len(known):
-                known.append(finding)
-                touched.add(step)
+            if finding_key(finding) in written:
+                continue
+            written.add(finding_key(finding))
+            step = max(0 if finding.step is None else int(finding.step), floor)
+            self._findings.setdefault(step, []).append(finding)
+            touched.add(step)
         for step in sorted(touched):
             table = findings_table(self._findings[step])
             self._write(text.text_pb(tags.FINDINGS_TAG, table), step)

@@ -116,6 +116,7 @@ def test_fold_rows_judges_every_step():
     )
     assert [o[0] for o in out] == [10, 11, 12, 13, 14]
     assert [o[5] for o in out] == rates
+    np.testing.assert_array_equal([o[6] for o in out], losses)
     # Non-finite steps count at once without loss scaling; the layer is that
     # of the first non-finite gradient (gradient 0 -> layer 0, then 2 -> 1).
     assert [o[2:5] for o in out] == [

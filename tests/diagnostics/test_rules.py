@@ -62,8 +62,8 @@ def recording(step, rms, maxes=None, *, loss=1.0, global_norm=1.0, names=None, *
     )
 
 
-def event(step, norm, lr=None, non_finite=False, layer=None):
-    return SentinelEvent(step, norm, non_finite, layer, lr)
+def event(step, norm, lr=None, non_finite=False, layer=None, loss=None):
+    return SentinelEvent(step, norm, non_finite, layer, lr, loss)
 
 
 def events(norms, start=0):
@@ -240,7 +240,8 @@ class TestNonFinite:
         rules = HealthRules(mlp(["relu"]))
         seq = [recording(s, [1e-2, 1e-2]) for s in range(5)]
         seq.append(recording(5, [1e-2, 1e-2], global_norm=math.inf))
-        # inf >= 1e4 * early 1: a spike, not a NaN.
+        # inf >= 1e4 * early 1 and over the ceiling 1e6: a spike (the loss,
+        # 1.0 throughout, need not rise), not a NaN.
         assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
 
     def test_overflowing_norm_is_an_explosion(self):
@@ -667,13 +668,20 @@ class TestExploding:
         # `observe` judges the norm of a step `observe_step` has not seen.
         rules = HealthRules(mlp(["tanh"]))
         norms = [1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0]
-        seq = [recording(s, [1e-2, 1e-2], global_norm=n) for s, n in enumerate(norms)]
+        losses = [1.0] * 5 + [3.0, 9.0]  # Rising with the norm.
+        seq = [
+            recording(s, [1e-2, 1e-2], global_norm=n, loss=v)
+            for s, (n, v) in enumerate(zip(norms, losses))
+        ]
         assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
 
     def test_steps_and_recordings_mixed(self):
         rules = HealthRules(mlp(["tanh"]))
         seq = [recording(s, [1e-2, 1e-2]) for s in range(5)]
-        seq += [event(5, 400.0), recording(6, [1e-2, 1e-2], global_norm=600.0)]
+        seq += [
+            event(5, 400.0),
+            recording(6, [1e-2, 1e-2], global_norm=600.0, loss=3.0),
+        ]
         assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 5)]
 
     def test_a_recorded_step_is_not_judged_twice(self):
@@ -790,6 +798,55 @@ class TestExploding:
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 8)]
         assert "1.5x its early 1" not in found[0].message
         assert "150x its early 1" in found[0].message
+
+    def test_growth_while_the_loss_falls_is_no_explosion(self):
+        # The steps of a deep sigmoid stack leaving its plateau (a real run,
+        # tests/tensorboard_plugin/gh_logs.train_run): the norm grows ~400x
+        # its early 3.5e-4 while the loss stays at ln 2 and then falls.
+        rules = HealthRules(mlp(["sigmoid"]))
+        norms = [4.08e-4, 3.5e-4, 3.19e-4, 0.126, 0.0472, 0.104, 0.028]
+        losses = [0.6931, 0.6931, 0.6931, 0.6933, 0.6897, 0.6833, 0.6869]
+        seq = [event(s, n, loss=v) for s, (n, v) in enumerate(zip(norms, losses))]
+        # Recent loss level 0.6931: 0.6933 < 1.1 * 0.6931 = 0.762, so no step
+        # counts towards an explosion.
+        assert run(rules, seq) == []
+
+    def test_growth_with_the_loss_rising_is_an_explosion(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [event(s, 1.0, loss=2.0) for s in range(5)]
+        # 500 > 100 * 1 with the loss 2.3 >= 1.1 * 2 = 2.2 (counts), 800 with
+        # 2.1 < 2.2 (ends the streak), then two steps with 5.0 and 9.0.
+        seq += [event(5, 500.0, loss=2.3), event(6, 800.0, loss=2.1)]
+        assert run(rules, seq) == []
+        found = run(rules, [event(7, 900.0, loss=5.0), event(8, 1e3, loss=9.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 7)]
+
+    def test_spike_needs_the_loss_rising_but_the_ceiling_does_not(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [event(s, 1.0, loss=1.0) for s in range(5)]
+        # 1e4x the early 1 with the loss falling: no spike.
+        assert run(rules, seq + [event(5, 1e4, loss=0.5)]) == []
+        # Over the ceiling 1e6 twice: exploding whatever the loss.
+        found = run(rules, [event(6, 2e6, loss=0.5), event(7, 3e6, loss=0.4)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 6)]
+
+    def test_quiet_steps_set_the_loss_level(self):
+        rules = HealthRules(mlp(["tanh"]))
+        rules.observe_quiet([(s, 1.0, 0.1, 10.0) for s in range(5)])
+        # Recent loss 10: 10.5 < 1.1 * 10 = 11 does not rise, 11.5 does.
+        assert (
+            run(rules, [event(5, 500.0, loss=10.5), event(6, 500.0, loss=11.5)]) == []
+        )
+        found = run(rules, [event(7, 500.0, loss=12.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 6)]
+
+    def test_a_negative_loss_rises_too(self):
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [event(s, 1.0, loss=-10.0) for s in range(5)]
+        # Level -10: a rise of 0.1 * |-10| = 1 is needed; -9.5 is not, -8 is.
+        assert run(rules, seq + [event(5, 500.0, loss=-9.5)]) == []
+        found = run(rules, [event(6, 500.0, loss=-8.0), event(7, 500.0, loss=-7.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 6)]
 
     def test_update_ratio_persisting(self):
         rules = HealthRules(mlp(["tanh"]))

@@ -518,6 +518,27 @@ def test_findings_of_one_step_written_in_several_calls(tmp_path):
     assert reader.read_run(str(tmp_path)).findings == [before, vanishing, dead]
 
 
+def test_a_finding_confirmed_late_joins_the_latest_step_written(tmp_path):
+    # An explosion reported from step 3 after the dead units found at step 7
+    # were written: TensorBoard's data server takes a step going backwards
+    # for a restart and drops the later events, so the finding is written at
+    # step 7, its own step kept in the table's step column.
+    dead = Finding("dead_relu", "dense_1", 7, 0.75, "m", "f")
+    exploding = Finding("exploding_gradients", None, 3, 1e3, "m", "f")
+    vanishing = Finding("vanishing_gradients", "dense", 12, 1e-6, "m", "f")
+    with DiagnosticsWriter(str(tmp_path)) as writer:
+        writer.write_findings([dead])
+        writer.write_findings([exploding])
+        writer.write_findings([vanishing, dead])
+    steps = [e.step for e in accumulator(str(tmp_path)).Tensors("diagnostics/findings")]
+    assert steps == [7, 7, 12]
+    assert _last_table_per_step(str(tmp_path)) == {
+        7: ["dead_relu", "exploding_gradients"],
+        12: ["vanishing_gradients"],
+    }
+    assert reader.read_run(str(tmp_path)).findings == [dead, exploding, vanishing]
+
+
 def test_second_writer_extends_the_run(tmp_path):
     # A second `fit`: a new writer (new event file) in the same run.
     first = Finding("dead_relu", "dense", 0, 1.0, "m", "f")

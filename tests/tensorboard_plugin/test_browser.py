@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from gh_logs import train_run, write_plain_run, write_run
 
+from keras_actloss.logs import tags
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # The README's screenshot: regenerate it with
@@ -213,7 +215,8 @@ def test_tab_renders_heatmaps_findings_and_hover_values(tensorboard_url, driver)
     # Switching the run switches the view; a run without our data says so.
     _select(driver, wait, "plain")
     empty = (By.CSS_SELECTOR, "#gh-view .gh-empty")
-    wait.until(ec.text_to_be_present_in_element(empty, "no Gradient Health data"))
+    # The same message as `keras-actloss report` prints for such a run.
+    wait.until(ec.text_to_be_present_in_element(empty, tags.NO_DATA_MESSAGE))
     assert driver.find_elements(By.CSS_SELECTOR, "#gh-view canvas") == []
 
 
