@@ -268,6 +268,24 @@ def _additive_updates(reads: list, ops: list) -> list:
     return updates
 
 
+def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:
+    """Positions of a strided sample of `size` elements across tensors of
+    `counts` elements (flattened, one after the other), per tensor.
+
+    The stride is `max(1, sum(counts) // size)`; the sample holds the first
+    `min(size, sum(counts))` elements at multiples of it.
+    """
+    total = sum(counts)
+    stride = max(1, total // size) if size else 1
+    taken = np.arange(min(size, total), dtype="int64") * stride
+    out, start = [], 0
+    for n in counts:
+        inside = taken[(taken >= start) & (taken < start + n)]
+        out.append((inside - start).astype("int32"))
+        start += n
+    return out
+
+
 class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
@@ -541,26 +559,29 @@ class GraphStats:
     def _sample_vector(self, layer_grads, scale):
         """A strided sample of each layer's gradients, joined (`[S]`).
 
-        Sliced per tensor before joining, so no copy of a whole gradient is
-        made: cheap enough for every full step. Layer `i`'s sample is
-        `_sample_sizes[i]` long; a layer without gradients gets zeros.
+        One gather of constant positions per gradient (`sample_positions`)
+        and one concat: no copy of a whole gradient, and few graph ops to
+        trace (strided slices of every gradient made a large model's first
+        full step take seconds longer to trace and compile). Layer `i`'s
+        sample is `_sample_sizes[i]` long; a layer without gradients gets
+        zeros.
         """
         tf = self._tf
         parts = []
         for i, size in self._sample_sizes.items():
             g = layer_grads[i]
-            if not g:
-                parts.append(tf.zeros([size]))
-                continue
-            total = sum(int(np.prod(x.shape)) for x in g)
-            stride = max(1, total // size)
-            # sum(ceil(n_i / stride)) >= total / stride >= size: no padding.
-            flat = tf.concat([tf.reshape(_f32(x), [-1])[::stride] for x in g], 0)
-            sample = flat[:size]
-            parts.append(sample if scale is None else sample / scale)
+            counts = [x.shape.num_elements() for x in g]
+            taken = 0
+            for x, at in zip(g, sample_positions(counts, size)):
+                if len(at):
+                    parts.append(_f32(tf.gather(tf.reshape(x, [-1]), at)))
+                    taken += len(at)
+            if taken < size:
+                parts.append(tf.zeros([size - taken]))
         if not parts:
             return tf.zeros([0])
-        return tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+        sample = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+        return sample if scale is None else sample / scale
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:

@@ -26,19 +26,17 @@ def _channel_axis(x: Tensor, channel_axis: int) -> int:
     return channel_axis % len(ops.shape(x))
 
 
-def inactive_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
-    """Elements of an activation output in the profile's inactive region.
+def active_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
+    """Elements of an activation output outside the profile's inactive region.
 
-    For the ReLU family that is `x <= profile.inactive_below` (zero for ReLU,
-    negative for Leaky ReLU and ELU); for the shrink family only
-    `[inactive_from, inactive_below]` (the outputs of exactly zero).
+    For the ReLU family the inactive region is `x <= profile.inactive_below`
+    (zero for ReLU, negative for Leaky ReLU and ELU); for the shrink family
+    only `[inactive_from, inactive_below]` (the outputs of exactly zero).
     """
-    inactive = ops.less_equal(x, profile.inactive_below)
+    active = ops.greater(x, profile.inactive_below)
     if math.isfinite(profile.inactive_from):
-        inactive = ops.logical_and(
-            inactive, ops.greater_equal(x, profile.inactive_from)
-        )
-    return inactive
+        active = ops.logical_or(active, ops.less(x, profile.inactive_from))
+    return active
 
 
 def saturated_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
@@ -60,19 +58,22 @@ def activation_counts(
 
     Returns:
         A dict of float32 tensors: `"elements"` (scalar), and where the
-        profile applies, `"inactive"` (scalar count of inactive elements),
-        `"active_per_unit"` (vector: active elements per unit, over the batch
-        and positions) and `"saturated"` (scalar).
+        profile applies, `"active_per_unit"` (vector: active elements per
+        unit, over the batch and positions) and `"saturated"` (scalar).
+        Written for few graph ops: it runs in every full training step.
     """
     x = ops.convert_to_tensor(x)
-    elements = ops.cast(ops.size(x), "float32")
+    shape = tuple(x.shape)
+    if all(isinstance(d, int) for d in shape):
+        elements = ops.convert_to_tensor(float(math.prod(shape)), "float32")
+    else:
+        elements = ops.cast(ops.size(x), "float32")
     counts = {"elements": elements}
     if profile.inactive_below is not None:
-        active = ops.cast(ops.logical_not(inactive_mask(x, profile)), "float32")
+        active = ops.cast(active_mask(x, profile), "float32")
         axis = _channel_axis(x, channel_axis)
-        other = tuple(a for a in range(len(ops.shape(x))) if a != axis)
+        other = tuple(a for a in range(len(shape)) if a != axis)
         counts["active_per_unit"] = ops.sum(active, axis=other)
-        counts["inactive"] = elements - ops.sum(counts["active_per_unit"])
     if profile.saturation_bounds is not None:
         saturated = ops.cast(saturated_mask(x, profile), "float32")
         counts["saturated"] = ops.sum(saturated)
@@ -97,7 +98,7 @@ def zero_fraction(x: Tensor, profile: ActivationProfile) -> Tensor:
     0.75
     """
     counts = activation_counts(x, profile)
-    return counts["inactive"] / counts["elements"]
+    return 1.0 - ops.sum(counts["active_per_unit"]) / counts["elements"]
 
 
 def dead_fraction(

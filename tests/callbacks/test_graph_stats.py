@@ -12,6 +12,7 @@ from keras_actloss.callbacks._graph_stats import (
     _norm_row,
     fold_rows,
     layer_sums,
+    sample_positions,
 )
 
 # Two shapes below the norm threshold (one segment sum), two above (one
@@ -224,3 +225,24 @@ def test_additive_updates_ignores_updates_it_cannot_see_into():
             v.assign(tf.clip_by_value(v, -1.0, 1.0))
 
     assert _updates_of(write)[:3] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    "counts, size, expected",
+    [
+        # 5 elements, 5 wanted: stride 1, all of them.
+        ([4, 1], 5, [[0, 1, 2, 3], [0]]),
+        # 16 elements, 4 wanted: stride 4, global positions 0, 4, 8, 12;
+        # 12 is the second tensor's element 12 - 10 = 2.
+        ([10, 6], 4, [[0, 4, 8], [2]]),
+        # Fewer elements than wanted: all of them.
+        ([3], 64, [[0, 1, 2]]),
+        # 100 elements, 8 wanted: stride 12, positions 0, 12, ..., 84; the
+        # 2-element middle tensor (positions 50-51) holds none of them.
+        ([50, 2, 48], 8, [[0, 12, 24, 36, 48], [], [8, 20, 32]]),
+    ],
+)
+def test_sample_positions(counts, size, expected):
+    out = sample_positions(counts, size)
+    assert [a.tolist() for a in out] == expected
+    assert all(a.dtype == np.int32 for a in out)
