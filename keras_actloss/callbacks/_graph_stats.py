@@ -107,7 +107,7 @@ class RowLayout:
         return min((self.order[k] for k in np.flatnonzero(bad)), default=-1)
 
 
-def _norm_row(tensors: list, extremes: bool = False):
+def _norm_row(tensors: list, extremes: bool = False, joined: bool = False):
     """`[1, m]` float32 norms of `tensors`, their `RowLayout`, and extremes.
 
     Written for few graph ops on every step. A large tensor gets one L2 norm
@@ -119,10 +119,14 @@ def _norm_row(tensors: list, extremes: bool = False):
     With `extremes`, the third value is a `[1, 2m]` row of each tensor's max
     then min, in the same column order (None otherwise). A NaN in a tensor
     does not always reach its extremes: take the norm's.
+
+    With `joined`, a fourth value: every element of `tensors` in one `[n]`
+    vector, tensor after tensor in the layout's column order (from the
+    views the norms read: one concat and no op per tensor).
     """
     import tensorflow as tf
 
-    norms, highs, lows, large_at, small, small_at = [], [], [], [], [], []
+    norms, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
     for i, tensor in enumerate(tensors):
         x = _f32(tensor)
         size = x.shape.num_elements()
@@ -131,6 +135,7 @@ def _norm_row(tensors: list, extremes: bool = False):
             small_at.append(i)
             continue
         view = tf.reshape(x, [1, -1])
+        large.append(view)
         norms.append(tf.raw_ops.EuclideanNorm(input=view, axis=[1], keep_dims=True))
         if extremes:
             highs.append(tf.raw_ops.Max(input=view, axis=[1], keep_dims=True))
@@ -152,7 +157,14 @@ def _norm_row(tensors: list, extremes: bool = False):
         tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
     )
     row = _concat_row(norms)
-    return row, layout, (_concat_row(highs + lows) if extremes else None)
+    out = row, layout, (_concat_row(highs + lows) if extremes else None)
+    if not joined:
+        return out
+    views = [tf.reshape(flat, [1, -1])] if small else []
+    views = large + views
+    if not views:
+        return (*out, tf.zeros([0]))
+    return (*out, tf.reshape(tf.concat(views, 1) if len(views) > 1 else views[0], [-1]))
 
 
 def _concat_row(parts: list):
@@ -339,7 +351,7 @@ class GraphStats:
         for i, g in enumerate(layer_grads):
             self._present[(i, "grad")] = bool(g)
         before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
-        _, _, extremes = _norm_row(present, extremes=True)
+        _, layout, extremes, joined = _norm_row(present, extremes=True, joined=True)
         weights, self._weight_layout, _ = _norm_row(before)
         counts = self._activation_counts()
         summed = tf.concat(
@@ -349,7 +361,7 @@ class GraphStats:
             summed = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, summed
             )
-        self._local.sample = self._sample_vector(layer_grads, scale)
+        self._local.sample = self._sample_vector(joined, layout, scale)
         # The optimizer waits for the weight norms, so the weights are no
         # longer read when it updates them: no copy-on-write of every weight.
         # (Through the gradients: measured faster than a control dependency
@@ -556,31 +568,36 @@ class GraphStats:
             fields[i] = (zero, dead, sat, mortal)
         return fields
 
-    def _sample_vector(self, layer_grads, scale):
+    def _sample_vector(self, joined, layout: RowLayout, scale):
         """A strided sample of each layer's gradients, joined (`[S]`).
 
-        One gather of constant positions per gradient (`sample_positions`)
-        and one concat: no copy of a whole gradient, and few graph ops to
-        trace (strided slices of every gradient made a large model's first
-        full step take seconds longer to trace and compile). Layer `i`'s
-        sample is `_sample_sizes[i]` long; a layer without gradients gets
-        zeros.
+        One gather of constant positions (`sample_positions`) from `joined`,
+        every gradient element in `layout`'s column order (`_norm_row`):
+        few graph ops to trace, where a slice of every gradient made a large
+        model's first full step take seconds longer to trace and compile.
+        Layer `i`'s sample is `_sample_sizes[i]` long; positions a layer's
+        gradients do not fill (no gradient) read a zero appended to `joined`.
         """
         tf = self._tf
-        parts = []
-        for i, size in self._sample_sizes.items():
-            g = layer_grads[i]
-            counts = [x.shape.num_elements() for x in g]
-            taken = 0
-            for x, at in zip(g, sample_positions(counts, size)):
-                if len(at):
-                    parts.append(_f32(tf.gather(tf.reshape(x, [-1]), at)))
-                    taken += len(at)
-            if taken < size:
-                parts.append(tf.zeros([size - taken]))
-        if not parts:
+        if not self._sample_sizes:
             return tf.zeros([0])
-        sample = tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+        counts = self._grad_counts
+        start, at = {}, 0
+        for k in layout.order:
+            start[k], at = at, at + counts[k]
+        mine: dict[int, list[int]] = {}
+        for k, layer in enumerate(self._grad_layers):
+            mine.setdefault(layer, []).append(k)
+        pieces = []
+        for i, size in self._sample_sizes.items():
+            ks = mine.get(i, [])
+            found = sample_positions([counts[k] for k in ks], size)
+            pieces += [p + start[k] for k, p in zip(ks, found)]
+            taken = sum(len(p) for p in found)
+            pieces.append(np.full(size - taken, at))  # The appended zero.
+        index = np.concatenate(pieces).astype("int32")
+        padded = tf.concat([_f32(joined), tf.zeros([1])], 0)
+        sample = tf.gather(padded, index)
         return sample if scale is None else sample / scale
 
     # ------------------------------------------------------------- host side

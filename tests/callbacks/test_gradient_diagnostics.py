@@ -840,3 +840,48 @@ def test_full_function_off_schedule_judges_every_step_the_same(data):
     # Recorded on schedule only; the NaN judged from the full step's row.
     assert [s.step for s in diag.history] == [0]
     assert seen == [(NON_FINITE, 13, 13)]
+
+
+def test_gradient_samples_are_the_strided_sgd_gradient(rng, tmp_path, monkeypatch):
+    # The histogram of a layer is of a strided sample of its gradients
+    # (kernel then bias, flattened), `HISTOGRAM_SIZE` = 6 kept per layer:
+    # - hidden: 4x5 kernel + 5 bias = 25 elements, stride 25 // 6 = 4:
+    #   positions 0, 4, ..., 20 (20 is the bias's first element);
+    # - wide: 5x1000 + 1000 = 6000, stride 1000: 0, 1000, ..., 5000 (bias);
+    # - out: 1000 + 1 = 1001, stride 166: 0, 166, ..., 830.
+    # The wide kernel is read as one large tensor, the others together.
+    from keras_actloss.logs.writer import DiagnosticsWriter
+
+    written = []
+    original = DiagnosticsWriter.write_histograms
+
+    def capture(self, step, values):
+        written.append((step, {k: np.array(v) for k, v in values.items()}))
+        return original(self, step, values)
+
+    monkeypatch.setattr(DiagnosticsWriter, "write_histograms", capture)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    names = ["hidden", "wide", "out"]
+    model = _compile(
+        keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(5, activation="tanh", name="hidden"),
+                keras.layers.Dense(1000, activation="tanh", name="wide"),
+                keras.layers.Dense(1, name="out"),
+            ]
+        )
+    )
+    before = weights(model)
+    diag = _diag(log_dir=tmp_path, every_n_steps=1, histogram_every_n_steps=1)
+    diag.HISTOGRAM_SIZE = 6
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag])
+    grads = _layer_grads(before, weights(model), model, names)
+    ((step, samples),) = written
+    assert step == 0 and sorted(samples) == sorted(names)
+    for name, stride in (("hidden", 4), ("wide", 1000), ("out", 166)):
+        # atol: the float32 rounding of `w - lr * g` (|w| < 1) over lr.
+        np.testing.assert_allclose(
+            samples[name], grads[name][::stride][:6], rtol=1e-5, atol=1e-6
+        )
