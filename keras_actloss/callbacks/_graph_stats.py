@@ -127,19 +127,21 @@ def _norm_row(tensors: list, extremes: bool = False, joined: bool = False):
     import tensorflow as tf
 
     norms, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
+    # One constant each, shared by every tensor: fewer ops to trace.
+    flat_shape, row_shape, axis = (tf.constant(v) for v in ([-1], [1, -1], [1]))
     for i, tensor in enumerate(tensors):
         x = _f32(tensor)
         size = x.shape.num_elements()
         if size is not None and size < _NORM_MIN_ELEMENTS:
-            small.append(x if x.shape.rank == 1 else tf.reshape(x, [-1]))
+            small.append(x if x.shape.rank == 1 else tf.reshape(x, flat_shape))
             small_at.append(i)
             continue
-        view = tf.reshape(x, [1, -1])
+        view = tf.reshape(x, row_shape)
         large.append(view)
-        norms.append(tf.raw_ops.EuclideanNorm(input=view, axis=[1], keep_dims=True))
+        norms.append(tf.raw_ops.EuclideanNorm(input=view, axis=axis, keep_dims=True))
         if extremes:
-            highs.append(tf.raw_ops.Max(input=view, axis=[1], keep_dims=True))
-            lows.append(tf.raw_ops.Min(input=view, axis=[1], keep_dims=True))
+            highs.append(tf.raw_ops.Max(input=view, axis=axis, keep_dims=True))
+            lows.append(tf.raw_ops.Min(input=view, axis=axis, keep_dims=True))
         large_at.append(i)
     if small:
         k = len(small)
@@ -521,13 +523,13 @@ class GraphStats:
             units = x.shape[axis] if profile.inactive_below is not None else 0
             if units is None:
                 continue
-            counts = stats.activation_counts(x, profile, axis)
+            per_sample = x.shape[1:].num_elements()
+            counts = stats.activation_counts(x, profile, axis, per_sample is None)
             if units:
-                parts.append(tf.reshape(counts["active_per_unit"], [-1]))
+                parts.append(counts["active_per_unit"])
             saturation = "saturated" in counts
             if saturation:
                 parts.append(tf.reshape(counts["saturated"], [1]))
-            per_sample = x.shape[1:].num_elements()
             if per_sample is None:
                 parts.append(tf.reshape(counts["elements"], [1]))
             layout.append((i, units, saturation, per_sample))

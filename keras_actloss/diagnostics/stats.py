@@ -23,7 +23,8 @@ from keras_actloss.tensor_types import Tensor
 
 
 def _channel_axis(x: Tensor, channel_axis: int) -> int:
-    return channel_axis % len(ops.shape(x))
+    # The static rank: `ops.shape` adds graph ops for unknown dimensions.
+    return channel_axis % len(x.shape)
 
 
 def active_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
@@ -46,7 +47,10 @@ def saturated_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
 
 
 def activation_counts(
-    x: Tensor, profile: ActivationProfile, channel_axis: int = -1
+    x: Tensor,
+    profile: ActivationProfile,
+    channel_axis: int = -1,
+    elements: bool = True,
 ) -> dict[str, Tensor]:
     """Counts behind the activation statistics, summable across replicas.
 
@@ -55,20 +59,25 @@ def activation_counts(
         profile: The activation's profile.
         channel_axis: Axis of the units (last axis for Dense and channels-last
             convolutions). Defaults to `-1`.
+        elements: Whether to count the elements too (a caller that knows
+            them from static shapes saves the graph ops). Defaults to `True`.
 
     Returns:
-        A dict of float32 tensors: `"elements"` (scalar), and where the
+        A dict of float32 tensors: `"elements"` (scalar, with `elements`),
+        and where the
         profile applies, `"active_per_unit"` (vector: active elements per
         unit, over the batch and positions) and `"saturated"` (scalar).
         Written for few graph ops: it runs in every full training step.
     """
     x = ops.convert_to_tensor(x)
     shape = tuple(x.shape)
-    if all(isinstance(d, int) for d in shape):
-        elements = ops.convert_to_tensor(float(math.prod(shape)), "float32")
+    counts = {}
+    if not elements:
+        pass
+    elif all(isinstance(d, int) for d in shape):
+        counts["elements"] = ops.convert_to_tensor(float(math.prod(shape)), "float32")
     else:
-        elements = ops.cast(ops.size(x), "float32")
-    counts = {"elements": elements}
+        counts["elements"] = ops.cast(ops.size(x), "float32")
     if profile.inactive_below is not None:
         active = ops.cast(active_mask(x, profile), "float32")
         axis = _channel_axis(x, channel_axis)
