@@ -1,9 +1,11 @@
 """In-graph statistics of the instrumented training step.
 
 `TrainHooks` (in `_keras_hooks`, the module that touches Keras internals)
-calls these methods from its `optimizer.apply` wrapper while `fit`'s train
-function is traced. They build TensorFlow ops on the gradients the optimizer
-receives and on the kept layer outputs: a ring of per-step gradient norms
+calls these methods from its `optimizer.apply` wrappers and at the end of
+the traced step while `fit`'s train function is traced. They build
+TensorFlow ops on the gradients the optimizers receive in the step (all
+their `apply` calls together) and on the kept layer outputs: a ring of
+per-step gradient norms
 in a non-trainable variable, and a vector of full statistics that the train
 function returns. The layouts below are the contract between the graph and
 the host readers `read_steps`/`read_full`, which finish the arithmetic

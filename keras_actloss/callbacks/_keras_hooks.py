@@ -268,8 +268,12 @@ def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:
         for layer in model._flatten_layers(include_self=False, recursive=True)
     ]
     for prefix, owner in owners:
-        for attr, value in vars(owner).items():
+        attributes = vars(owner).items()
+        for attr, value in attributes:
             add(f"{prefix}.{attr}", value)
+        # Then in containers (TensorFlow's tracking keeps a dict of every
+        # tracked attribute: found above under its own name).
+        for attr, value in attributes:
             if isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
                     add(f"{prefix}.{attr}[{i}]", item)

@@ -245,6 +245,43 @@ def test_two_stage_model_records_both_stages(data):
     np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
 
 
+class Shared(keras.Model):
+    """One layer updated twice in a step, by two optimizers with the same
+    learning rate on two losses: its gradient is the sum of both."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = _dense(1, "dense")
+        self.first = keras.optimizers.SGD(D_LR)
+        self.second = keras.optimizers.SGD(D_LR)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, data):
+        x, y = data
+        variables = self.trainable_variables
+        for optimizer, power in ((self.first, 2.0), (self.second, 4.0)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self(x) - y) ** power)
+            grads = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(grads, variables))
+        return {"loss": loss}
+
+
+def test_variable_updated_by_two_optimizers_gets_the_sum(data):
+    x, y = data
+    model = Shared()
+    model(x[:1])
+    model.compile()
+    diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+    weights = _Weights({"dense": model.dense})
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
+    # `w1 = w0 - lr * g1 - lr * g2`: `dw / lr` is the sum of both gradients,
+    # and the update ratio compares the weights before and after the step.
+    _assert_grad_norms(diag, weights, {"dense": D_LR})
+
+
 class Hidden(keras.Model):
     """A `train_step` whose optimizer the model holds only through a bound
     method: no attribute holds the optimizer itself."""
