@@ -385,10 +385,12 @@ class TrainHooks(GraphStats):
     def step_count(self) -> int:
         """The step counter: the iterations of the first optimizer that
         applies gradients in the step. Until a step is traced with several
-        optimizers hooked, the largest of their counts (a guess)."""
+        optimizers hooked, the smallest of their counts: a guess (the
+        callback moves to the real count after the first batch), never
+        ahead of the real count, so nothing is written at a later step."""
         if self._counter is not None:
             return int(self._counter.numpy())
-        return max((int(o.iterations.numpy()) for o in self.optimizers), default=0)
+        return min((int(o.iterations.numpy()) for o in self.optimizers), default=0)
 
     def hooked_names(self) -> str:
         """The hooked optimizers, for messages: `model.optimizer (SGD)`."""

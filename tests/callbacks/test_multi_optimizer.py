@@ -181,9 +181,8 @@ def test_gan_second_fit_with_a_new_callback_continues_the_steps(rng):
     model = _gan()
     real, z = _gan_data(rng)
     model.fit(real, z, batch_size=4, epochs=1, verbose=0)
-    # Until a step is traced the step counter is a guess, the largest count
-    # of the hooked optimizers: the unused RMSprop's 100 here, not 4.
-    model.optimizer.iterations.assign(100)
+    # Until a step is traced the step counter is a guess, the smallest count
+    # of the hooked optimizers: the unused RMSprop's 0 here, not 4.
     diag = GradientDiagnostics(every_n_steps=2, check_model=False)
     diag.DENSE_STEPS = 0
     model.fit(real, z, batch_size=4, epochs=2, verbose=0, callbacks=[diag])
