@@ -6,6 +6,11 @@ with `w_after = w_before - lr * g`, the gradient an optimizer applied is
 so each layer's gradient is its weight change over its optimizer's rate.
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -279,6 +284,89 @@ def test_variable_updated_by_two_optimizers_gets_the_sum(data):
     # `w1 = w0 - lr * g1 - lr * g2`: `dw / lr` is the sum of both gradients,
     # and the update ratio compares the weights before and after the step.
     _assert_grad_norms(diag, weights, {"dense": D_LR})
+
+
+# Logical devices must be configured before TensorFlow initialises them: a
+# process of its own. The head's optimizer is built under the strategy, as
+# Keras builds `model.optimizer` (it cannot create variables per replica).
+_MIRRORED_TWO_STAGE = """
+import json, os
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from keras_actloss.callbacks import GradientDiagnostics
+
+
+class TwoStage(keras.Model):
+    def __init__(self, head_optimizer):
+        super().__init__()
+        self.body = keras.layers.Dense(8, activation="relu", name="body")
+        self.head = keras.layers.Dense(1, name="head")
+        self.head_optimizer = head_optimizer
+
+    def call(self, x):
+        return self.head(self.body(x))
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x) - y))
+        body = self.body.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, body), body))
+        features = tf.stop_gradient(self.body(x))
+        with tf.GradientTape() as tape:
+            head_loss = tf.reduce_mean(tf.square(self.head(features) - y))
+        head = self.head.trainable_variables
+        self.head_optimizer.apply_gradients(zip(tape.gradient(head_loss, head), head))
+        return {"loss": loss}
+
+
+keras.utils.set_random_seed(1)
+rng = np.random.default_rng(1)
+x = rng.normal(size=(32, 6)).astype("float32")
+y = rng.normal(size=(32, 1)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = TwoStage(keras.optimizers.SGD(0.05))
+    model(x[:1])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.head_optimizer.build(model.head.trainable_variables)
+before = [v.numpy() for v in model.trainable_variables]
+diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+after = [v.numpy() for v in model.trainable_variables]
+rates = [0.1, 0.1, 0.05, 0.05]
+g = [((b - a) / r).ravel() for b, a, r in zip(before, after, rates)]
+s = diag.history[0]
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "reference": [float(np.linalg.norm(np.concatenate(g[:2]))),
+                  float(np.linalg.norm(np.concatenate(g[2:])))],
+    "recorded": [ls.grad_norm for ls in s.layers],
+    "names": [ls.layer for ls in s.layers],
+    "steps": [h.step for h in diag.history],
+}))
+"""
+
+
+def test_mirrored_strategy_two_optimizers_are_summed_across_replicas():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_TWO_STAGE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["names"] == ["body", "head"] and result["steps"] == [0]
+    # `dw / lr` is the gradient summed over the replicas (SGD).
+    np.testing.assert_allclose(result["recorded"], result["reference"], rtol=1e-5)
 
 
 class Hidden(keras.Model):
