@@ -1,9 +1,11 @@
 """In-graph statistics of the instrumented training step.
 
 `TrainHooks` (in `_keras_hooks`, the module that touches Keras internals)
-calls these methods from its `optimizer.apply` wrapper while `fit`'s train
-function is traced. They build TensorFlow ops on the gradients the optimizer
-receives and on the kept layer outputs: a ring of per-step gradient norms
+calls these methods from its `optimizer.apply` wrappers and at the end of
+the traced step while `fit`'s train function is traced. They build
+TensorFlow ops on the gradients the optimizers receive in the step (all
+their `apply` calls together) and on the kept layer outputs: a ring of
+per-step gradient norms
 in a non-trainable variable, and a vector of full statistics that the train
 function returns. The layouts below are the contract between the graph and
 the host readers `read_steps`/`read_full`, which finish the arithmetic
@@ -313,10 +315,12 @@ class GraphStats:
     ratios and activation fractions by layer are computed on the host, so
     the graph keeps few ops.
 
-    Relies on the attributes `TrainHooks` sets: `_tf`, `optimizer`, `plans`,
-    `replicas`, `loss_scaled`, `ring_rows`, `_local`, `_present`,
-    `_var_layer`, `_sample_sizes`, `_last_full`, `_last_sample` and the
-    variables `_ring`, `_tick`, `_labels`, `_inputs`.
+    Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
+    `loss_scaled`, `ring_rows`, `_local`, `_present`, `_var_layer`,
+    `_sample_sizes`, `_last_full`, `_last_sample`, `counter_known`,
+    `step_count()` and the variables `_ring`, `_tick`, `_labels`, `_inputs`;
+    it sets `_counter` (the step's first optimizer's iterations) and
+    `loss_scaled` (whether a step's optimizer scales the loss).
     """
 
     def _reduce(self, grads: list) -> list:
@@ -333,28 +337,97 @@ class GraphStats:
         )
         return [None if g is None else next(summed) for g in dense]
 
-    def _instrumented_apply(self, original, mode, grads, variables, passed):
-        """The optimizer's `apply` with the statistics of one step.
+    def _instrumented_apply(self, original, mode, call, grads, passed):
+        """The optimizer's `apply`, noting `call` (an `AppliedCall`) for the
+        statistics of the step (`_finish_step`).
+
+        On a `FULL` step the first call of the step reads every monitored
+        weight before the update, and the update ops of every call are kept
+        for `_additive_updates`.
+        """
+        tf = self._tf
+        applied = self._local.applied
+        first = not applied
+        applied.append(call)
+        if mode != FULL:
+            return original(grads, passed)
+        if first:
+            before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
+            self._local.before = before
+            self._local.weights, self._weight_layout, _ = _norm_row(before)
+        # The optimizer waits for the weight norms, so the weights are no
+        # longer read when it updates them: no copy-on-write of every weight.
+        # (Through the gradients: measured faster than a control dependency
+        # on every op of `apply`.)
+        with tf.control_dependencies([self._local.weights]):
+            grads = [None if g is None else tf.identity(g) for g in grads]
+        if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
+            self._local.span = None
+            return original(grads, passed)
+        graph = tf.compat.v1.get_default_graph()
+        start = len(graph.get_operations())
+        result = original(grads, passed)
+        if not first:
+            start = self._local.span[0]
+        self._local.span = (start, len(graph.get_operations()))
+        return result
+
+    def _finish_step(self, mode) -> None:
+        """The statistics of the step, from every `apply` call it made.
 
         Every step writes its ring row and returns it with the logs; a
         `FULL` step adds the per-layer statistics. Two train functions (one
         per mode) rather than one with a `tf.cond`: measured, the branches
         cost about a third of a small model's step even when not taken.
+        Nothing when no optimizer received gradients.
+
+        With one call, its gradients go in as they are (the host divides by
+        the loss scale); with several, they are unscaled here and a variable
+        updated by more than one gets the sum of its gradients. The step
+        counter is the first call's optimizer's.
         """
-        tf = self._tf
-        scale = self._scale()
-        reduced = self._reduce(grads)
-        row, present = self._write_ring(reduced, variables, scale)
+        calls = getattr(self._local, "applied", [])
+        if not calls:
+            return
+        self._counter = calls[0].optimizer.iterations
+        self.loss_scaled = any(call.dynamic for call in calls)
+        if len(calls) == 1:
+            (call,) = calls
+            grads, variables, scale = call.grads, call.variables, call.scale
+        else:
+            grads, variables = self._merge(calls)
+            scale = None
+        row, present = self._write_ring(grads, variables, scale, calls[0])
         self._local.full, self._local.sample = row[0], None
         if mode != FULL:
             self._local.alarm = self._alarm(row, scale)
-            return original(grads, passed)
-        layer_grads = self._group(reduced, variables)
+            return
+        self._full_statistics(row, present, grads, variables, scale)
+
+    def _merge(self, calls) -> tuple[list, list]:
+        """The unscaled gradients of several `apply` calls and their
+        variables, in call order; one sum per variable."""
+        merged: dict[int, list] = {}
+        for call in calls:
+            for g, v in zip(call.grads, call.variables):
+                if g is None:
+                    continue
+                if call.scale is not None:
+                    g = _f32(g) / call.scale
+                if id(v) in merged:
+                    merged[id(v)][0] = _f32(merged[id(v)][0]) + _f32(g)
+                else:
+                    merged[id(v)] = [g, v]
+        return [g for g, _ in merged.values()], [v for _, v in merged.values()]
+
+    def _full_statistics(self, row, present, grads, variables, scale) -> None:
+        """The full-statistics vector of the step (see `_full_reader`)."""
+        tf = self._tf
+        layer_grads = self._group(grads, variables)
         for i, g in enumerate(layer_grads):
             self._present[(i, "grad")] = bool(g)
-        before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
+        before = self._local.before
         _, layout, extremes, joined = _norm_row(present, extremes=True, joined=True)
-        weights, self._weight_layout, _ = _norm_row(before)
         counts = self._activation_counts()
         summed = tf.concat(
             [self._loss_and_batch()] + ([] if counts is None else [counts]), 0
@@ -364,20 +437,12 @@ class GraphStats:
                 tf.distribute.ReduceOp.SUM, summed
             )
         self._local.sample = self._sample_vector(joined, layout, scale)
-        # The optimizer waits for the weight norms, so the weights are no
-        # longer read when it updates them: no copy-on-write of every weight.
-        # (Through the gradients: measured faster than a control dependency
-        # on every op of `apply`.)
-        with tf.control_dependencies([weights]):
-            grads = [None if g is None else tf.identity(g) for g in grads]
-        if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
-            result = original(grads, passed)
+        span = self._local.span
+        if span is None:
             updates = [None] * len(before)
         else:
-            graph = tf.compat.v1.get_default_graph()
-            start = len(graph.get_operations())
-            result = original(grads, passed)
-            updates = _additive_updates(before, graph.get_operations()[start:])
+            ops = tf.compat.v1.get_default_graph().get_operations()
+            updates = _additive_updates(before, ops[span[0] : span[1]])
         # Variables changed other than by additive updates are compared with
         # their reads from before the update (kept alive, so copied).
         deltas, _, _ = _norm_row(
@@ -387,14 +452,15 @@ class GraphStats:
             ]
         )
         head = [summed[:2], tf.reshape(tf.cast(row[0, RING_LR], "float32"), [1])]
+        weights = self._local.weights
         vector = tf.concat([extremes[0], *head, weights[0], deltas[0], summed[2:]], 0)
         # Leaves the graph as an output of the train function (no variable
         # read on the host); `TrainHooks._make` adds it to the step's logs.
         self._local.full = tf.concat([row[0], tf.cast(vector, "float64")], 0)
-        return result
 
-    def _write_ring(self, grads, variables, scale):
-        """Writes this step's ring row (`RING_*` layout).
+    def _write_ring(self, grads, variables, scale, call):
+        """Writes this step's ring row (`RING_*` layout), with the step and
+        learning rate `call` (the step's first `AppliedCall`) read.
 
         Runs on every step, so it is written for few graph ops: the norms
         of `_norm_row`, one concat, one scatter into the row of this step.
@@ -406,7 +472,7 @@ class GraphStats:
         width = int(self._ring.shape[1])
         if RING_HEAD + len(present) > width:
             raise RuntimeError(
-                "GradientDiagnostics: the optimizer received gradients for "
+                "GradientDiagnostics: the optimizers received gradients for "
                 f"{len(present)} variables, more than the model's "
                 f"{width - RING_HEAD} trainable variables."
             )
@@ -414,9 +480,9 @@ class GraphStats:
         self._grad_layers = [self._var_layer.get(id(v), -1) for _, v in present]
         # The variables' static shapes: a gradient's may be unknown.
         self._grad_counts = [int(np.prod(v.shape)) for _, v in present]
-        iterations = tf.convert_to_tensor(self.optimizer.iterations)
+        iterations = call.step
         head = [tf.reshape(tf.cast(iterations, "float64"), [1, 1])]
-        if self.loss_scaled:
+        if self._tick is not None:
             # A skipped overflow step repeats the step: count our own ticks.
             tick = self._tick.assign_add(1)
             head.append(tf.reshape(tf.cast(tick, "float64"), [1, 1]))
@@ -428,8 +494,7 @@ class GraphStats:
             head.append(tf.constant([[1.0]], "float64"))
         else:
             head.append(tf.reshape(tf.cast(scale, "float64"), [1, 1]))
-        rate = tf.convert_to_tensor(self.optimizer.learning_rate)
-        head.append(tf.reshape(tf.cast(rate, "float64"), [1, 1]))
+        head.append(tf.reshape(tf.cast(call.rate, "float64"), [1, 1]))
         loss = getattr(self._local, "loss", None)
         loss = tf.constant(float("nan")) if loss is None else loss
         head.append(tf.reshape(tf.cast(loss, "float64"), [1, 1]))
@@ -607,11 +672,15 @@ class GraphStats:
         """Starts judging steps after the ones run so far."""
         self._streak = 0.0
         self._last_full = self._last_sample = self._last_alarm = None
-        key = self._tick if self.loss_scaled else self.optimizer.iterations
-        self._consumed = int(key.numpy()) - (0 if self.loss_scaled else 1)
+        if self._tick is not None:
+            self._consumed = int(self._tick.numpy())
+        elif self.counter_known:
+            self._consumed = self.step_count() - 1
+        else:  # Nothing was written yet: the ring holds no step.
+            self._consumed = -1
 
     def _ring_key(self) -> int:
-        return RING_TICK if self.loss_scaled else RING_STEP
+        return RING_TICK if self._tick is not None else RING_STEP
 
     def _take_unread(self, rows: list[list[float]]) -> list[list[float]]:
         """The rows not seen yet, in key order; they count as seen now."""

@@ -5,12 +5,18 @@ the layer outputs of the same step, without a second forward or backward
 pass. This module gets them by wrapping, on the instances only and for the
 duration of `fit`:
 
-- `optimizer.apply`: every training step funnels its gradients through it
-  (`apply_gradients` calls it). The wrapper all-reduces them across replicas
-  under `tf.distribute` (Keras does that later, inside the TF optimizer),
-  divides by the loss scale (`LossScaleOptimizer.dynamic_scale`, read before
-  the original `apply` changes it, or the static `loss_scale_factor`) and
-  computes statistics in-graph. Gradients are seen before clipping.
+- `optimizer.apply` of every optimizer that may update the model's weights
+  (`find_optimizers`: `model.optimizer`, the optimizers held by the model's
+  attributes, as in a GAN, and those passed to the callback): every training
+  step funnels its gradients through it (`apply_gradients` calls it). The
+  wrapper all-reduces them across replicas under `tf.distribute` (Keras does
+  that later, inside the TF optimizer), notes the loss scale
+  (`LossScaleOptimizer.dynamic_scale`, read before the original `apply`
+  changes it, or the static `loss_scale_factor`), the step and the learning
+  rate, and on full steps reads the weights before the first update. The
+  statistics of the step are computed in-graph once `train_step` returned,
+  from the gradients of every `apply` call of the step. Gradients are seen
+  before clipping.
 - the `call` of every monitored leaf layer: while a train function of ours is
   being traced, the output tensor is kept so the `apply` wrapper can compute
   activation statistics from it. Symbolic (KerasTensor) calls, evaluation and
@@ -240,6 +246,65 @@ def plan_layers(model) -> list[LayerPlan]:
     return plans
 
 
+def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:
+    """The optimizers to hook on `model`, each with where it was found.
+
+    `model.optimizer`, then every optimizer held by an attribute of the model
+    or of one of its layers, directly or in a list, tuple or dict (as Keras
+    saves them with the model: a GAN's `self.d_optimizer`), then `extra` (the
+    callback's `optimizers=`), without repeats. An optimizer wrapped by a
+    `LossScaleOptimizer` among them is left out: the outer `apply` receives
+    the gradients (scaled) and calls it.
+    """
+    found: dict[int, tuple[str, Any]] = {}
+
+    def add(path: str, value) -> None:
+        if isinstance(value, keras.optimizers.Optimizer) and id(value) not in found:
+            found[id(value)] = (path, value)
+
+    add("model.optimizer", getattr(model, "optimizer", None))
+    owners = [("model", model)] + [
+        (f"model.{layer.name}", layer)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    ]
+    for prefix, owner in owners:
+        attributes = vars(owner).items()
+        for attr, value in attributes:
+            add(f"{prefix}.{attr}", value)
+        # Then in containers (TensorFlow's tracking keeps a dict of every
+        # tracked attribute: found above under its own name).
+        for attr, value in attributes:
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    add(f"{prefix}.{attr}[{i}]", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    add(f"{prefix}.{attr}[{key!r}]", item)
+    for i, optimizer in enumerate(extra):
+        add(f"optimizers[{i}]", optimizer)
+    inner = {
+        id(o.inner_optimizer)
+        for _, o in found.values()
+        if isinstance(o, keras.optimizers.LossScaleOptimizer)
+    }
+    return [entry for key, entry in found.items() if key not in inner]
+
+
+@dataclasses.dataclass
+class AppliedCall:
+    """One `apply` call of a traced step: its optimizer, its gradients
+    (summed across replicas), their variables, and what was read before
+    the update: the loss scale (None without), the step and the rate."""
+
+    optimizer: Any
+    grads: list
+    variables: list
+    scale: Any
+    dynamic: bool
+    step: Any
+    rate: Any
+
+
 class TrainHooks(GraphStats):
     """Installs, runs and removes the instrumentation of one `fit`.
 
@@ -250,6 +315,12 @@ class TrainHooks(GraphStats):
             strided sample), or 0 for none.
         ring_rows: Steps the ring of per-step gradient norms holds: the host
             must read it (`read_steps`/`read_full`) before it wraps.
+        optimizers: Optimizers to hook besides those `find_optimizers`
+            finds on the model.
+
+    The step of a recording is the iteration count of the first optimizer
+    whose `apply` runs in the traced step (`model.optimizer` in a plain
+    `fit`): `step_count()`.
     """
 
     def __init__(
@@ -258,34 +329,40 @@ class TrainHooks(GraphStats):
         plans: list[LayerPlan],
         histogram_size: int = 0,
         ring_rows: int = 256,
+        optimizers=(),
     ):
         import tensorflow as tf
 
         self._tf = tf
         self.model = model
-        self.optimizer = model.optimizer
+        self.extra = tuple(optimizers)
+        self.hooked = find_optimizers(model, self.extra)
+        self.optimizers = [o for _, o in self.hooked]
         self.plans = plans
         self.histogram_size = histogram_size
         self.ring_rows = ring_rows
-        self.loss_scaled = isinstance(
-            self.optimizer, keras.optimizers.LossScaleOptimizer
+        # Until a step is traced: whether any hooked optimizer scales the
+        # loss (then the step's own optimizers decide, `_finish_step`).
+        self.loss_scaled = any(
+            isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
         )
+        self._counter = None
         self.strategy = model.distribute_strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self._local = threading.local()
         self._functions: dict[str, Any] = {}
         self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
-        self.signature = self.signature_of(model)
+        self.signature = self.signature_of(model, self.extra)
         self._last_full = None
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
     @staticmethod
-    def signature_of(model) -> tuple:
+    def signature_of(model, optimizers=()) -> tuple:
         """What the traced train functions depend on; equal means reusable."""
         return (
-            id(model.optimizer),
+            tuple(id(o) for _, o in find_optimizers(model, optimizers)),
             id(getattr(model, "_compile_loss", None)),
             model.steps_per_execution,
             model.jit_compile,
@@ -295,7 +372,32 @@ class TrainHooks(GraphStats):
 
     def reusable_for(self, model) -> bool:
         """Whether this fit can run the train functions traced last time."""
-        return model is self.model and self.signature == self.signature_of(model)
+        return model is self.model and self.signature == self.signature_of(
+            model, self.extra
+        )
+
+    @property
+    def counter_known(self) -> bool:
+        """Whether the step counter is known: one optimizer is hooked, or a
+        traced step applied gradients."""
+        return self._counter is not None or len(self.optimizers) == 1
+
+    def step_count(self) -> int:
+        """The step counter: the iterations of the first optimizer that
+        applies gradients in the step. Until a step is traced with several
+        optimizers hooked, the smallest of their counts: a guess (the
+        callback moves to the real count after the first batch), never
+        ahead of the real count, so nothing is written at a later step."""
+        if self._counter is not None:
+            return int(self._counter.numpy())
+        return min((int(o.iterations.numpy()) for o in self.optimizers), default=0)
+
+    def hooked_names(self) -> str:
+        """The hooked optimizers, for messages: `model.optimizer (SGD)`."""
+        return (
+            ", ".join(f"`{path}` ({type(o).__name__})" for path, o in self.hooked)
+            or "none"
+        )
 
     def install(self) -> None:
         """Creates the variables and wraps the optimizer, layers and model.
@@ -303,15 +405,16 @@ class TrainHooks(GraphStats):
         Called again for a later `fit` of the same compiled model, it keeps
         the variables and the train functions already traced.
         """
-        model, optimizer = self.model, self.optimizer
+        model = self.model
         if not hasattr(self, "_ring"):
             check_internals()  # Once: Keras does not change between fits.
             self._create_variables()
         # Steps of an earlier fit that died unread are not reported.
         self.reset_sentinel()
         self._saved["train_function"] = model.train_function
-        self._wrap(optimizer, "apply", self._apply_wrapper(optimizer.apply))
-        self._wrap(optimizer, "scale_loss", self._scale_loss_wrapper(optimizer))
+        for optimizer in self.optimizers:
+            self._wrap(optimizer, "apply", self._apply_wrapper(optimizer))
+            self._wrap(optimizer, "scale_loss", self._scale_loss_wrapper(optimizer))
         self._wrap(model, "make_train_function", self._guard(model))
         for i, plan in enumerate(self.plans):
             if plan.profile is not None:
@@ -319,7 +422,7 @@ class TrainHooks(GraphStats):
         self.installed = True
 
     def _create_variables(self) -> None:
-        model, optimizer = self.model, self.optimizer
+        model, optimizer = self.model, self.model.optimizer
         self._labels = self._inputs = None
         if self.replicas == 1 and not model.jit_compile:
             self._labels, self._inputs = (
@@ -331,7 +434,7 @@ class TrainHooks(GraphStats):
                 for _ in range(2)
             )
         with self.strategy.scope():
-            if not optimizer.built:
+            if optimizer is not None and not optimizer.built:
                 optimizer.build(model.trainable_variables)
             ring = RING_HEAD + len(model.trainable_variables)
             self._ring = self._variable(np.full((self.ring_rows, ring), -1.0))
@@ -339,7 +442,7 @@ class TrainHooks(GraphStats):
             self._bounds = self._variable(np.zeros(4))
             self._bounds_set = None
             self._tick = None
-            if self.loss_scaled:
+            if self.loss_scaled:  # Keyed by our own step count (`_ring_key`).
                 self._tick = self._variable(np.zeros((), "int64"))
         self._sample_sizes = {}
         if self.histogram_size:
@@ -422,6 +525,7 @@ class TrainHooks(GraphStats):
             self._local.mode = mode
             self._local.outputs = {}
             self._local.loss = None
+            self._local.applied = []
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
             if mode == FULL and self._labels is not None:
@@ -429,6 +533,7 @@ class TrainHooks(GraphStats):
             self._local.full = self._local.sample = self._local.alarm = None
             try:
                 logs = train_step(data)
+                self._finish_step(mode)
                 if self._local.full is not None:
                     if not isinstance(logs, dict):
                         raise ValueError(
@@ -447,6 +552,7 @@ class TrainHooks(GraphStats):
             finally:
                 self._local.mode = None
                 self._local.outputs = {}
+                self._local.applied = []
                 self._local.full = self._local.sample = self._local.alarm = None
 
         function = model._make_function(step)
@@ -493,37 +599,62 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(original)
         def scale_loss(loss):
-            if getattr(self._local, "mode", None) is not None:
-                self._local.loss = loss
+            # The first loss of the step (the model's, in a plain `fit`).
+            local = self._local
+            if getattr(local, "mode", None) is not None and local.loss is None:
+                local.loss = loss
             return original(loss)
 
         return scale_loss
 
-    def _apply_wrapper(self, original):
+    def _apply_wrapper(self, optimizer):
+        original = optimizer.apply
+
         @functools.wraps(original)
         def apply(grads, trainable_variables=None):
             mode = getattr(self._local, "mode", None)
-            if mode is None:
+            # An `apply` that another hooked one calls (a wrapper optimizer
+            # of the user's) was seen by the outer one.
+            if mode is None or getattr(self._local, "applying", False):
                 return original(grads, trainable_variables)
             grads = list(grads)
             if trainable_variables is None:
-                variables = list(self.optimizer._trainable_variables)
+                variables = list(optimizer._trainable_variables)
             else:
                 trainable_variables = list(trainable_variables)
                 variables = trainable_variables
-            return self._instrumented_apply(
-                original, mode, grads, variables, trainable_variables
-            )
+            call = self._applied_call(optimizer, grads, variables)
+            self._local.applying = True
+            try:
+                return self._instrumented_apply(
+                    original, mode, call, grads, trainable_variables
+                )
+            finally:
+                self._local.applying = False
 
         return apply
 
     # ------------------------------------------------------------ in-graph
-    def _scale(self):
+    def _applied_call(self, optimizer, grads, variables) -> AppliedCall:
+        """What `GraphStats` needs of one `apply` call, read before it runs."""
         tf = self._tf
-        if self.loss_scaled:
-            return tf.cast(
-                tf.convert_to_tensor(self.optimizer.dynamic_scale), "float32"
-            )
-        if self.optimizer.loss_scale_factor is not None:
-            return tf.constant(float(self.optimizer.loss_scale_factor))
-        return None
+        if not optimizer.built:  # As `apply` would, first: reads its scale.
+            with keras.name_scope(optimizer.name, caller=optimizer):
+                optimizer.build(variables)
+            optimizer.built = True
+        dynamic = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        if dynamic:
+            scale = tf.cast(tf.convert_to_tensor(optimizer.dynamic_scale), "float32")
+        elif optimizer.loss_scale_factor is not None:
+            scale = tf.constant(float(optimizer.loss_scale_factor))
+        else:
+            scale = None
+        return AppliedCall(
+            optimizer=optimizer,
+            grads=self._reduce(grads),
+            variables=variables,
+            scale=scale,
+            dynamic=dynamic,
+            step=tf.convert_to_tensor(optimizer.iterations),
+            rate=tf.convert_to_tensor(optimizer.learning_rate),
+        )

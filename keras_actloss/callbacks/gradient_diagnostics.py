@@ -51,6 +51,19 @@ def _bool(name: str, value) -> None:
         )
 
 
+def _optimizer_list(value) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(o, keras.optimizers.Optimizer) for o in value
+    ):
+        raise ValueError(
+            "Argument `optimizers` must be a list of "
+            "`keras.optimizers.Optimizer` instances or None. "
+            f"Received: optimizers={value!r}"
+        )
+
+
 def _scalar(value) -> float:
     """A Python number from a variable, tensor or number."""
     value = value.numpy() if hasattr(value, "numpy") else value
@@ -129,6 +142,16 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
+      Every optimizer that may update the model's weights is watched:
+      `model.optimizer`, every optimizer held by an attribute of the model
+      or of one of its layers (directly or in a list or dict, as a GAN's
+      `train_step` keeps `self.d_optimizer` and `self.g_optimizer`), and
+      those passed as `optimizers`. A step's statistics cover the gradients
+      of every `apply` call in it; a variable updated by two optimizers in
+      one step gets the sum of its gradients, and its update-to-weight
+      ratio compares the weights before the step's first update and after
+      its last. Only the outer optimizer of a `LossScaleOptimizer` is
+      watched.
     - Every step: each gradient's norm and the learning rate, returned with
       the step's logs and judged on the host right after the step (with
       `steps_per_execution=k`, after each execution of `k` steps, from a
@@ -145,8 +168,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
       `every_n_steps`; the same again from the step after a jump (a global
       gradient norm 10x above its recent level, or 10x below it for 3 steps
       in a row, or a learning rate changed 10x).
-    - `step` is the optimizer iteration, so a second `fit` continues the
-      count.
+    - `step` is the iteration count (before the update) of the first
+      optimizer whose `apply` runs in the step: `model.optimizer` in a
+      plain `fit`, the first one a custom `train_step` uses otherwise. A
+      second `fit` continues the count.
 
     When each failure can first be reported (default thresholds; step
     counts from the onset, with the finding's `step` at the onset):
@@ -209,6 +234,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         check_model: Whether to run `keras_actloss.advisor.check_model` on
             the model before training and report its findings. Defaults to
             `True`.
+        optimizers: A list of further `keras.optimizers.Optimizer`s whose
+            gradients to record: ones a custom `train_step` reaches other
+            than through the model's attributes. None for only those found
+            on the model. Defaults to `None`.
 
     Attributes:
         findings: The `Finding`s so far, in the order they appeared.
@@ -237,6 +266,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         record_activations: bool = True,
         heatmap_image: bool = False,
         check_model: bool = True,
+        optimizers: list | None = None,
     ):
         super().__init__()
         if keras.backend.backend() != "tensorflow":
@@ -260,6 +290,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         _bool("record_activations", record_activations)
         _bool("heatmap_image", heatmap_image)
         _bool("check_model", check_model)
+        _optimizer_list(optimizers)
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps
@@ -268,6 +299,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self.record_activations = record_activations
         self.heatmap_image = heatmap_image
         self.check_model = check_model
+        self.optimizers = None if optimizers is None else list(optimizers)
         self.findings: list[Finding] = []
         self.history: list[StepStats] = []
         self.layers: list[LayerInfo] = []
@@ -289,7 +321,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if other is not None and other() not in (None, self):
             raise ValueError(
                 "Expected one GradientDiagnostics per model: each would wrap "
-                "the same optimizer and only one would see the gradients. "
+                "the same optimizers and only one would see the gradients. "
                 "Received: a second GradientDiagnostics in `fit(callbacks=...)`."
             )
         self._check_log_dir()
@@ -315,7 +347,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 for plan in plans:
                     plan.profile = None
             hooks = _keras_hooks.TrainHooks(
-                model, plans, histogram_size=size, ring_rows=rows
+                model,
+                plans,
+                histogram_size=size,
+                ring_rows=rows,
+                optimizers=self.optimizers or (),
             )
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
@@ -329,6 +365,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         # Read at the first batch, after every callback's `on_train_begin`
         # (`BackupAndRestore` restores the step count in its own).
         self._step = None
+        self._guessed = False
         self._spe = spe
         self._mode = None
         self._peak = None
@@ -337,7 +374,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._first_batch = self._full_batch = None
             self._paid, self._rented = 0.0, 0
         if self._writer is not None:
-            step = int(_scalar(model.optimizer.iterations))
+            step = hooks.step_count()
             self._writer.write_layers(self.layers, step)
             self._writer.write_layout(self.layers)
         if self.check_model:
@@ -346,7 +383,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._step is None:
-            self._step = int(_scalar(self.model.optimizer.iterations))
+            self._step = self._hooks.step_count()
+            # With several optimizers, the one that counts the steps is
+            # known once a step is traced (`_resync_step`).
+            self._guessed = not self._hooks.counter_known
             self._hooks.reset_sentinel()
             if self._next is None:
                 # Dense recording from the first step this callback sees.
@@ -361,6 +401,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._guessed:
+            self._resync_step()
         last = self._step + self._spe - 1
         self._step += self._spe
         self._batches += 1
@@ -392,6 +434,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._cleanup(close=True)
 
     # ------------------------------------------------------------- recording
+    def _resync_step(self) -> None:
+        """Moves the step count and schedule to the step counter found when
+        the first batch was traced (several optimizers hooked)."""
+        if not self._hooks.counter_known:
+            return  # No optimizer applied gradients yet.
+        self._guessed = False
+        shift = self._hooks.step_count() - (self._step + self._spe)
+        self._step += shift
+        self._origin += shift
+        self._next += shift
+
     def _time_batch(self) -> None:
         """Notes the first full batch (tracing included) and the latest."""
         if self._mode != FULL or self._hooks.traced(SENTINEL):
@@ -507,10 +560,12 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._warned_no_gradients = True
         warnings.warn(
             "GradientDiagnostics saw no gradients at step "
-            f"{self._step - 1}: the model's `train_step` did not pass any to "
-            "`model.optimizer` (a custom `train_step` with optimizers of its "
-            "own, as in a GAN, or a model without trainable weights), so "
-            "nothing is recorded for it.",
+            f"{self._step - 1}: the model's `train_step` passed none to the "
+            f"optimizers it watches ({self._hooks.hooked_names()}), so nothing "
+            "is recorded for it. A custom `train_step` that updates the "
+            "weights with an optimizer held elsewhere needs it in "
+            "`GradientDiagnostics(optimizers=[...])`; a model without "
+            "trainable weights has no gradients to record.",
             GradientHealthWarning,
             stacklevel=2,
         )

@@ -737,43 +737,6 @@ def test_step_count_is_read_after_backup_and_restore(data, tmp_path):
     assert [s.step for s in diag.history] == [4, 6, 8, 10]
 
 
-class OwnOptimizerModel(keras.Model):
-    """A `train_step` that updates the weights with an optimizer of its own
-    (kept out of the model's attributes, as a GAN keeps two)."""
-
-    def __init__(self, own):
-        super().__init__()
-        self.dense = keras.layers.Dense(1)
-        self._own = [own]
-
-    def call(self, x):
-        return self.dense(x)
-
-    def train_step(self, data):
-        x, y = data
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(self(x) - y))
-        grads = tape.gradient(loss, self.trainable_variables)
-        self._own[0].apply_gradients(zip(grads, self.trainable_variables))
-        return {"loss": loss}
-
-
-def test_no_gradients_seen_warns_once(data):
-    x, y = data
-    own = keras.optimizers.SGD(0.1)
-    model = OwnOptimizerModel(own)
-    model(x[:1])  # Builds the Dense layer.
-    own.build(model.trainable_variables)
-    model.compile()
-    diag = _diag()
-    with pytest.warns(
-        GradientHealthWarning, match="saw no gradients at step 0"
-    ) as seen:
-        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
-    assert len([w for w in seen if "saw no gradients" in str(w.message)]) == 1
-    assert diag.history == [] and diag.findings == []
-
-
 def test_recorded_loss_and_learning_rate_are_the_steps_own(data):
     x, y = data
     model = _compile(build_model("sequential"))
