@@ -1,6 +1,7 @@
 """Test set-up shared by the suite and the doctests."""
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,3 +31,17 @@ def _doctest_namespace(doctest_namespace):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def no_tensorflow(monkeypatch):
+    """`import tensorflow` raises `ImportError` during the test, as where
+    TensorFlow is not installed, so the logs take their TensorFlow-free path.
+
+    TensorBoard's lazy choice of TensorFlow or its stub is made first, so the
+    other tests of the session keep the reader they had.
+    """
+    from tensorboard.compat import tf
+
+    assert tf.__version__  # Resolves TensorBoard's lazy `tf` now.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
