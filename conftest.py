@@ -1,5 +1,6 @@
 """Test set-up shared by the suite and the doctests."""
 
+import importlib.util
 import os
 import sys
 
@@ -9,6 +10,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the `without_tensorflow` tests where TensorFlow is installed."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    skip = pytest.mark.skip(
+        reason="TensorFlow is installed; this runs where it is not (.ci/run's "
+        "JAX stage: jax, keras, tensorboard, `pip install -e . --no-deps`)"
+    )
+    for item in items:
+        if "without_tensorflow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

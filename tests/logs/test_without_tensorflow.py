@@ -10,7 +10,8 @@ Two kinds of test:
 - In an environment without TensorFlow (`.ci/run`'s JAX stage: `jax`,
   `keras`, `tensorboard` and this package with `--no-deps`,
   `KERAS_BACKEND=jax`), the same round trip runs for real and must leave
-  `tensorflow` out of `sys.modules`. Elsewhere those tests skip.
+  `tensorflow` out of `sys.modules`. Elsewhere those tests
+  (`without_tensorflow`) skip.
 
 The run is `test_log_roundtrip.write_run`'s, with its heatmap image.
 """
@@ -38,12 +39,6 @@ from keras_actloss.logs.heatmap import render_heatmap
 from keras_actloss.logs.writer import EventFile
 from keras_actloss.tensorboard_plugin import plugin as plugin_lib
 
-HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
-needs_no_tensorflow = pytest.mark.skipif(
-    HAS_TENSORFLOW,
-    reason="TensorFlow is installed; this runs where it is not (.ci/run's JAX "
-    "stage: jax, keras, tensorboard, `pip install -e . --no-deps`)",
-)
 HEATMAP = [[0, 1.25, 2.5], [2, 2, 2]]  # `write_run(heatmap=True)`'s norms.
 
 # `keras-actloss report` on `write_run`'s run: the per-layer table (first,
@@ -180,14 +175,14 @@ def test_event_file_bytes_equal_tensorflows(tmp_path, request):
 
 
 # ------------------------------------------------ environment without TensorFlow
-@needs_no_tensorflow
+@pytest.mark.without_tensorflow
 def test_environment_has_no_tensorflow():
     assert importlib.util.find_spec("tensorflow") is None
     assert keras.backend.backend() != "tensorflow"
     assert "tensorflow" not in sys.modules
 
 
-@needs_no_tensorflow
+@pytest.mark.without_tensorflow
 def test_round_trip_imports_no_tensorflow(tmp_path):
     check_round_trip(str(tmp_path))
     result = report(str(tmp_path))
