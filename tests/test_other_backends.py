@@ -17,7 +17,7 @@ from keras_actloss.callbacks import GradientDiagnostics
 pytestmark = pytest.mark.without_tensorflow
 
 
-def test_activations_layers_losses_advise_and_check_model():
+def test_activations_layers_losses_advise_and_check_model(tmp_path):
     assert keras.backend.backend() != "tensorflow"
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = (x[:, :1] > 0).astype("float32")
@@ -35,6 +35,14 @@ def test_activations_layers_losses_advise_and_check_model():
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert keras_actloss.check_model(model, y) == []
+    # Saved and loaded by name, no `custom_objects`.
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    assert type(loaded.loss) is type(model.loss)
     # Eager label checks give their message on this backend too.
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         keras_actloss.losses.BinaryCrossentropy()(np.array([[2.0]]), np.array([[0.5]]))
