@@ -13,6 +13,8 @@ TensorBoard is imported inside the functions that use it, as in the rest of
 place that decides whether it is used, and it never imports it. Without it,
 records are written by TensorBoard's own `RecordWriter` and checked here,
 with TensorBoard's CRC32C, to the same bytes and the same verdicts.
+TensorBoard's readers (`read_events`, the reader's `EventAccumulator`) make
+their own choice: TensorFlow where it is installed, their stub where not.
 """
 
 from __future__ import annotations
@@ -151,12 +153,14 @@ def check_records(path: str) -> tuple[int, int, str | None]:
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
     records = offset = 0
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         while len(header := f.read(12)) == 12:
             (length,) = struct.unpack("<Q", header[:8])
             if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
                 return records, offset, _corrupted(offset)
-            data = f.read(length + 4) if length < os.path.getsize(path) else b""
+            # A length past the end is a truncated record: not read.
+            data = f.read(length + 4) if length < size else b""
             if len(data) < length + 4:
                 return records, offset, "truncated record"
             if struct.unpack("<I", data[length:])[0] != masked_crc32c(data[:length]):
