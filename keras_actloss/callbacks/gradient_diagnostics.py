@@ -26,12 +26,27 @@ from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 ON_FAILURE = ("warn", "stop", "raise")
+# Keras backends the callback runs on; JAX is planned (issue 15), PyTorch later.
+SUPPORTED_BACKENDS = ("tensorflow",)
 # The instance whose hooks are installed on a model (by `id(model)`).
 _ACTIVE: dict[int, weakref.ref] = {}
 
 
 class GradientHealthWarning(UserWarning):
     """Warning issued by `GradientDiagnostics(on_failure="warn")`, one per finding."""
+
+
+def _check_backend() -> None:
+    """Raises `ValueError` on a Keras backend the callback does not support."""
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            "GradientDiagnostics supports the TensorFlow backend only "
+            "(KERAS_BACKEND=tensorflow); JAX support is planned and PyTorch "
+            "is not supported yet. The activations, layers, losses, logs and "
+            "`keras-actloss report` work on every backend. Received: "
+            f"backend={backend!r}"
+        )
 
 
 def _positive_int(name: str, value, allow_none: bool = False) -> None:
@@ -269,12 +284,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         optimizers: list | None = None,
     ):
         super().__init__()
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                "GradientDiagnostics only supports the TensorFlow backend. Set "
-                "KERAS_BACKEND=tensorflow. Received: "
-                f"backend={keras.backend.backend()!r}"
-            )
+        _check_backend()
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(
                 "Argument `log_dir` must be a path or None. "

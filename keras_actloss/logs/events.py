@@ -6,10 +6,15 @@ bytes named like an event file) stops TensorBoard's readers at the first bad
 record, silently. `check_file` finds that record, so the CLI can say which
 file stopped where while it reads the part before it, as TensorBoard does.
 
-TensorBoard and TensorFlow are imported inside the functions that use them,
-as in the rest of `keras_actloss.logs`: `import keras_actloss` and the CLI's
-`list` and `advise` stay free of TensorBoard, and TensorFlow is an optional
-dependency (the `[cpu]` / `[tensorflow]` extras).
+TensorBoard is imported inside the functions that use it, as in the rest of
+`keras_actloss.logs`: `import keras_actloss` and the CLI's `list` and
+`advise` stay free of TensorBoard. TensorFlow is optional (the `[cpu]` /
+`[tensorflow]` extras; `[jax]` has none): `loaded_tensorflow()` is the one
+place that decides whether it is used, and it never imports it. Without it,
+records are written by TensorBoard's own `RecordWriter` and checked here,
+with TensorBoard's CRC32C, to the same bytes and the same verdicts.
+TensorBoard's readers (`read_events`, the reader's `EventAccumulator`) make
+their own choice: TensorFlow where it is installed, their stub where not.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import dataclasses
 import logging
 import os
 import re
+import struct
+import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 from keras_actloss.findings import Finding
 from keras_actloss.logs import tables, tags
@@ -70,16 +78,51 @@ class Damage:
         )
 
 
+def loaded_tensorflow() -> ModuleType | None:
+    """TensorFlow if this process has already imported it, else None.
+
+    The logs use TensorFlow's C++ record reader and writer only then (as on
+    the TensorFlow backend, where Keras imported it): they are faster than
+    the pure-Python CRC32C, and their bytes and verdicts are the same. The
+    logs never import TensorFlow themselves, so they work without it and
+    cost no TensorFlow import on the other backends.
+    """
+    tf = sys.modules.get("tensorflow")
+    return tf if getattr(tf, "io", None) is not None else None
+
+
+def open_records(path: str):
+    """A TFRecord writer on a new file at `path` (`write`, `flush`, `close`).
+
+    `tf.io.TFRecordWriter` when TensorFlow is loaded, else TensorBoard's
+    `RecordWriter` over a plain file: the same bytes (TFRecord framing,
+    masked CRC32C).
+    """
+    tf = loaded_tensorflow()
+    if tf is not None:
+        return tf.io.TFRecordWriter(path)
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    return RecordWriter(open(path, "wb"))  # noqa: SIM115 (closed by `close`)
+
+
 def check_file(path: str) -> Damage | None:
     """Reads every record of the event file at `path`, checking lengths and
-    checksums (TensorFlow's record reader); the first bad record, or None.
+    checksums as TensorFlow's record reader does; the first bad record, or
+    None.
     """
-    try:
-        import tensorflow as tf
-    except ImportError:  # TensorBoard reads with its own stub: no check.
-        return None
-
     size = os.path.getsize(path)
+    tf = loaded_tensorflow()
+    records, offset, reason = (_check_tf if tf else check_records)(path)
+    if reason is None and offset < size:
+        # Too short for a record header: TF's reader takes it for the end.
+        reason = "truncated record"
+    return None if reason is None else Damage(path, records, offset, size, reason)
+
+
+def _check_tf(path: str) -> tuple[int, int, str | None]:
+    """`check_records` with TensorFlow's C++ record reader."""
+    tf = loaded_tensorflow()
     records = offset = 0
     tf_logger = logging.getLogger("tensorflow")
     level = tf_logger.level
@@ -91,13 +134,46 @@ def check_file(path: str) -> Damage | None:
     except tf.errors.DataLossError as e:
         # "truncated record at 312' failed with ...": keep the kind only; TF's
         # offset is of the record's data, ours of the record.
-        reason = re.sub(r" at \d+", "", e.message.split("'")[0]).strip()
-        return Damage(path, records, offset, size, reason)
+        return records, offset, re.sub(r" at \d+", "", e.message.split("'")[0]).strip()
     finally:
         tf_logger.setLevel(level)
-    if offset < size:  # Too short for a record header: TF reads it as the end.
-        return Damage(path, records, offset, size, "truncated record")
-    return None
+    return records, offset, None
+
+
+def check_records(path: str) -> tuple[int, int, str | None]:
+    """Checks the TFRecords of `path` without TensorFlow.
+
+    Returns `(records, offset, reason)`: the intact records before the first
+    bad one, its byte offset (the end of the last whole record when there is
+    none) and TensorFlow's name for what is wrong (None when nothing is).
+    As TensorFlow's reader: fewer bytes than a record header are the end of
+    the file; a short record is `"truncated record"`; a checksum that does
+    not match, `"corrupted record"`, with a hint when it is the first.
+    """
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    records = offset = 0
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while len(header := f.read(12)) == 12:
+            (length,) = struct.unpack("<Q", header[:8])
+            if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
+                return records, offset, _corrupted(offset)
+            # A length past the end is a truncated record: not read.
+            data = f.read(length + 4) if length < size else b""
+            if len(data) < length + 4:
+                return records, offset, "truncated record"
+            if struct.unpack("<I", data[length:])[0] != masked_crc32c(data[:length]):
+                return records, offset, "corrupted record"
+            records += 1
+            offset += length + _RECORD_OVERHEAD
+    return records, offset, None
+
+
+def _corrupted(offset: int) -> str:
+    if offset == 0:  # TensorFlow's hint for a bad first header.
+        return "corrupted record (Is this even a TFRecord file?)"
+    return "corrupted record"
 
 
 def read_events(path: str) -> Iterator:

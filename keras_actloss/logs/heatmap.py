@@ -8,11 +8,14 @@ gradient norm on a viridis-like scale (dark = small), with a colour bar on the
 right. Missing values are grey, infinite ones red. A long run is drawn with
 at most `MAX_COLUMNS` columns, each the largest norm of its group of steps,
 as in the Gradient Health dashboard (`keras_actloss.logs.downsample`). No
-matplotlib, no fonts: the text goes into the summary's description.
+matplotlib, no fonts: the text goes into the summary's description; no
+TensorFlow: `encode_png` writes the PNG with `zlib`.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -125,4 +128,55 @@ def heatmap_description(
         f"(columns, steps {first} to {last}). Colour: log10(norm) from "
         f"{low:.2f} (dark purple) to {high:.2f} (yellow), bar on the right; "
         f"grey = not recorded, red = infinite.\n\nLayers:\n\n{layers}"
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: length, type, data, CRC-32 of type and data."""
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def encode_png(image) -> bytes:
+    """The PNG file of a uint8 RGB image, without TensorFlow.
+
+    8-bit truecolour, no interlacing, every row unfiltered (filter type 0)
+    and the rows deflated with `zlib`: what any PNG decoder reads back as the
+    same pixels (`tf.io.decode_png` included), a little larger than
+    libpng's output.
+
+    Examples:
+
+    >>> png = keras_actloss.logs.heatmap.encode_png(np.zeros((2, 3, 3), np.uint8))
+    >>> png[1:4], png[12:16]  # the signature's name; the first chunk
+    (b'PNG', b'IHDR')
+    >>> int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # w, h
+    (3, 2)
+
+    Args:
+        image: Array-like of shape `[height, width, 3]` and dtype uint8.
+
+    Returns:
+        The PNG file's bytes.
+
+    Reference:
+    - [PNG specification](https://www.w3.org/TR/png-3/)
+    """
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(
+            "Expected a uint8 image of shape [height, width, 3]. Received: "
+            f"image with dtype {pixels.dtype} and shape {pixels.shape}"
+        )
+    height, width = pixels.shape[:2]
+    rows = np.zeros((height, 1 + 3 * width), np.uint8)  # Filter byte 0 first.
+    rows[:, 1:] = pixels.reshape(height, 3 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+            _chunk(b"IEND", b""),
+        ]
     )

@@ -10,7 +10,8 @@ the faults of a log directory during training:
   written since the last check (they went to the deleted file) and warns
   once. What the deleted file held before is lost; nothing after.
 - **Write errors** (disk full, permission denied, a read-only or vanished
-  mount: `OSError` or TensorFlow's `OpError`, e.g. `ResourceExhaustedError`).
+  mount: `OSError`, or TensorFlow's `OpError`, e.g. `ResourceExhaustedError`,
+  when TensorFlow's record writer is in use).
   The sink warns once and never raises: events it could not write are kept
   in memory, at most `max_pending_bytes` (the oldest droppable ones, scalar
   and histogram recordings, go first), and written in order, to a new event
@@ -35,6 +36,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from keras_actloss.logs import events
+
 # In-memory bound on events waiting for a writable log directory.
 MAX_PENDING_BYTES = 16 * 2**20
 # Seconds after a write error before a write tries the disk again.
@@ -57,9 +60,9 @@ class _Pending:
 
 
 def _write_errors() -> tuple[type[BaseException], ...]:
-    import tensorflow as tf
-
-    return (OSError, tf.errors.OpError)
+    """`OSError`, and TensorFlow's errors when its record writer is in use."""
+    tf = events.loaded_tensorflow()
+    return (OSError,) if tf is None else (OSError, tf.errors.OpError)
 
 
 def _reason(error: BaseException) -> str:

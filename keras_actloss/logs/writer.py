@@ -5,8 +5,9 @@
 call inside a traced function would capture one step at trace time). Each
 call builds one `Summary` protobuf (with TensorBoard's own `*_pb` helpers and
 plugin metadata, so every tab reads it as its own) and appends it as one
-event to the run's own event file (`EventFile`, a `tf.io.TFRecordWriter`):
-no TensorFlow op per value or per call. Scalar values after a tag's first
+event to the run's own event file (`EventFile`, TFRecords written by
+`keras_actloss.logs.events.open_records`): no TensorFlow op per value or per
+call. Scalar values after a tag's first
 are joined from cached wire bytes (cheaper than a protobuf call per value).
 Every public write flushes, so a crash loses nothing that was already
 written. Writes never raise: log-dir faults during training (directory
@@ -14,8 +15,10 @@ deleted, disk full, permissions) are handled by `keras_actloss.logs.sink`
 (recreate, warn once, keep in memory, retry). The writer computes no
 statistics.
 
-TensorFlow and TensorBoard are imported inside the methods that write: they
-are an optional dependency (the `[cpu]` / `[tensorflow]` extras).
+TensorBoard is imported inside the methods that write. TensorFlow is not
+needed: without it (the `[jax]` extra) the same events are written with
+TensorBoard's protobufs and record writer, and the heatmap PNG is encoded in
+NumPy (`keras_actloss.logs.heatmap.encode_png`) either way.
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ from keras_actloss.diagnostics.records import (
 )
 from keras_actloss.findings import Finding
 from keras_actloss.logs import events, tags
-from keras_actloss.logs.heatmap import heatmap_description, render_heatmap
+from keras_actloss.logs.heatmap import (
+    encode_png,
+    heatmap_description,
+    render_heatmap,
+)
 from keras_actloss.logs.layout import layout_summary
 from keras_actloss.logs.sink import MAX_PENDING_BYTES, RETRY_AFTER_S, EventSink
 from keras_actloss.logs.tables import finding_key, findings_table, layers_table
@@ -65,12 +72,13 @@ def histogram_buckets(values: np.ndarray, buckets: int = HISTOGRAM_BUCKETS):
 
 
 class EventFile:
-    """One TensorBoard event file, appended to with `tf.io.TFRecordWriter`.
+    """One TensorBoard event file, appended to with `events.open_records`.
 
     The format `tf.summary.create_file_writer` writes (TFRecords of `Event`
-    protobufs, opened by a `file_version` event), without a TensorFlow op per
-    write (`tf.summary.experimental.write_raw_pb` is an op call per write,
-    many times slower). The name follows TensorFlow's
+    protobufs, opened by a `file_version` event), with TensorFlow's record
+    writer when it is loaded and TensorBoard's otherwise, without a
+    TensorFlow op per write (`tf.summary.experimental.write_raw_pb` is an op
+    call per write, many times slower). The name follows TensorFlow's
     (`events.out.tfevents.<time>.<host>.<pid>.<n>`) with a `keras_actloss`
     part, so it never collides with the files of `keras.callbacks.TensorBoard`
     in the same directory; `<n>` is zero-padded, so that files opened in the
@@ -84,8 +92,6 @@ class EventFile:
     _serial = itertools.count()
 
     def __init__(self, directory: str):
-        import tensorflow as tf
-
         name = ".".join(
             [
                 "events.out.tfevents",
@@ -99,7 +105,7 @@ class EventFile:
         )
         self.path = os.path.join(directory, name)
         self.events = 0  # Events written after the `file_version` header.
-        self._records = tf.io.TFRecordWriter(self.path)
+        self._records = events.open_records(self.path)
         try:
             self._append(_event_pb2().Event(file_version="brain.Event:2"))
         except Exception:  # Leave no file behind that cannot be written.
@@ -426,7 +432,6 @@ class DiagnosticsWriter:
             norms: `[len(layer_names), len(steps)]` gradient norms (NaN for
                 missing values).
         """
-        import tensorflow as tf
         from tensorboard.compat.proto import summary_pb2
         from tensorboard.plugins.image import metadata
         from tensorboard.util import tensor_util
@@ -434,7 +439,7 @@ class DiagnosticsWriter:
         image, (low, high) = render_heatmap(norms)
         description = heatmap_description(layer_names, steps, low, high)
         height, width = image.shape[:2]
-        png = tf.io.encode_png(image).numpy()
+        png = encode_png(image)
         summary = summary_pb2.Summary()
         # The layout `tf.summary.image` writes: width, height, PNG bytes.
         summary.value.add(

@@ -126,6 +126,8 @@ def test_a_damaged_file_does_not_hide_the_next_one(tmp_path):
 def test_keras_tensorboard_logs_hold_no_keras_actloss_data(tmp_path):
     import keras
 
+    pytest.importorskip("tensorflow")  # `keras.callbacks.TensorBoard` needs it.
+
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -160,3 +162,44 @@ def test_a_nan_finding_is_written_and_read_once(tmp_path, calls):
     assert len(written) == 1
     # A second writer has nothing new to write, so it opens no file.
     assert len(os.listdir(tmp_path / "train")) == 1
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] ^= 0xFF
+    return bytes(out)
+
+
+# Damaged copies of `_write`'s file, from its bytes and record ends.
+DAMAGE = {
+    "intact": lambda d, e: d,
+    "empty": lambda d, e: b"",
+    "short_header": lambda d, e: d[:11],
+    "header_only": lambda d, e: d[:12],
+    "cut_in_first": lambda d, e: d[: e[0] - 1],
+    "cut_after_first": lambda d, e: d[: e[0] + 3],
+    "cut_in_second_header": lambda d, e: d[: e[0] + 12],
+    "cut_in_last": lambda d, e: d[: e[-1] - 4],
+    "length_flipped": lambda d, e: _flip(d, 3),
+    "length_crc_flipped": lambda d, e: _flip(d, 10),
+    "first_data_flipped": lambda d, e: _flip(d, 20),
+    "first_data_crc_flipped": lambda d, e: _flip(d, e[0] - 1),
+    "second_length_flipped": lambda d, e: _flip(d, e[0]),
+    "third_data_flipped": lambda d, e: _flip(d, e[2] + 20),
+    "last_crc_flipped": lambda d, e: _flip(d, e[-1] - 1),
+    "zeros_appended": lambda d, e: d + b"\x00" * 20,
+    "random": lambda d, e: np.random.default_rng(0).bytes(400),
+    "zeros": lambda d, e: b"\x00" * 40,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_check_without_tensorflow_agrees_with_tensorflows_reader(tmp_path, damage):
+    # `check_file` checks with TensorFlow's record reader when TensorFlow is
+    # loaded and with `check_records` (TensorBoard's CRC32C) when it is not:
+    # the same records, offset and reason on every kind of damage.
+    pytest.importorskip("tensorflow")
+    path = _write(tmp_path)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(DAMAGE[damage](data, _record_ends(data)))
+    assert events.check_records(path) == events._check_tf(path)

@@ -1,7 +1,10 @@
-"""The NumPy heatmap renderer."""
+"""The NumPy heatmap renderer and its PNG encoder."""
+
+import re
 
 import numpy as np
 import pytest
+from test_without_tensorflow import decode_png
 
 from keras_actloss.logs import heatmap
 
@@ -64,3 +67,26 @@ def test_description_names_layers_in_order():
     text = heatmap.heatmap_description(["in", "out"], [0, 10, 20], -4.0, 0.0)
     assert "1. `in`\n2. `out`" in text
     assert "steps 0 to 20" in text and "-4.00" in text
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 5, 3), (300, 530, 3)])
+def test_png_decodes_to_the_same_pixels(rng, shape):
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    png = heatmap.encode_png(image)
+    np.testing.assert_array_equal(decode_png(png), image)
+    # libpng's decoder too (TensorFlow's), where TensorFlow is installed.
+    tf = pytest.importorskip("tensorflow")
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), image)
+
+
+@pytest.mark.parametrize(
+    ("image", "received"),
+    [
+        (np.zeros((2, 2, 3)), "dtype float64 and shape (2, 2, 3)"),
+        (np.zeros((2, 2), np.uint8), "dtype uint8 and shape (2, 2)"),
+        (np.zeros((2, 2, 4), np.uint8), "dtype uint8 and shape (2, 2, 4)"),
+    ],
+)
+def test_png_of_anything_but_a_uint8_rgb_image_is_refused(image, received):
+    with pytest.raises(ValueError, match=re.escape(f"Received: image with {received}")):
+        heatmap.encode_png(image)

@@ -1,10 +1,12 @@
 """Log-dir faults during training: deleted directory, write errors, bounds.
 
 Tests run as root, where `chmod` stops nothing, so write failures are
-simulated by replacing `tf.io.TFRecordWriter` (what `EventFile` writes
-through) with one that raises like a full disk or a denied permission while
+simulated by wrapping the record writer `EventFile` writes through
+(`events.open_records`: TensorFlow's when it is loaded, else TensorBoard's)
+in one that raises like a full disk or a denied permission while
 `Faults.active` is set. What was retried is read back from disk with
-TensorBoard's own `EventAccumulator`.
+TensorBoard's own `EventAccumulator`. Without TensorFlow (`.ci/run`'s JAX
+stage) the `OSError` cases run; TensorFlow's errors and `fit` need it.
 """
 
 import errno
@@ -15,27 +17,35 @@ import shutil
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.util import tensor_util
 
 from keras_actloss.callbacks import GradientDiagnostics
 from keras_actloss.diagnostics.records import LayerInfo, SentinelEvent
 from keras_actloss.findings import Finding
-from keras_actloss.logs import sink, tags
+from keras_actloss.logs import events, sink, tags
 from keras_actloss.logs.sink import LogWriteWarning
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 LAYERS = [LayerInfo("dense", "Dense", "relu", True, 0)]
 GLOBAL = "grad_norm/global"
 FINDING = Finding("dead_relu", "dense", 10, 0.5, "Dead.", "Use Leaky ReLU.")
-DISK_FULL = tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+try:
+    import tensorflow as tf
+except ImportError:  # .ci/run's JAX stage.
+    tf = None
 ERRORS = {
-    "disk_full_tf": DISK_FULL,
     "disk_full_os": OSError(errno.ENOSPC, "No space left on device"),
-    "permission_tf": tf.errors.PermissionDeniedError(None, None, "Permission denied"),
     "permission_os": PermissionError(errno.EACCES, "Permission denied"),
 }
+if tf is not None:
+    ERRORS["disk_full_tf"] = tf.errors.ResourceExhaustedError(
+        None, None, "No space left on device"
+    )
+    ERRORS["permission_tf"] = tf.errors.PermissionDeniedError(
+        None, None, "Permission denied"
+    )
+DISK_FULL = ERRORS["disk_full_tf" if tf is not None else "disk_full_os"]
 REASONS = {
     "disk_full_tf": "ResourceExhaustedError: No space left on device",
     "disk_full_os": "OSError: No space left on device",
@@ -45,11 +55,11 @@ REASONS = {
 
 
 class Faults:
-    """Makes every `tf.io.TFRecordWriter` write and flush raise `error`."""
+    """Makes every record writer's write and flush raise `error`."""
 
     def __init__(self, monkeypatch, error=DISK_FULL):
         self.active, self.error = False, error
-        real, faults = tf.io.TFRecordWriter, self
+        real, faults = events.open_records, self
 
         class FaultyRecords:
             def __init__(self, path):
@@ -68,7 +78,7 @@ class Faults:
             def close(self):
                 self._records.close()
 
-        monkeypatch.setattr(tf.io, "TFRecordWriter", FaultyRecords)
+        monkeypatch.setattr(events, "open_records", FaultyRecords)
 
 
 def event_files(log_dir):
@@ -155,8 +165,19 @@ def test_writes_to_a_deleted_file_since_the_last_check_are_written_again(
 
 
 # ---------------------------------------------------------------- write errors
-@pytest.mark.parametrize("name", sorted(ERRORS))
-def test_write_errors_warn_once_and_are_retried(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [(name, "tensorflow") for name in sorted(ERRORS) if tf is not None]
+    + [("disk_full_os", "tensorboard"), ("permission_os", "tensorboard")],
+)
+def test_write_errors_warn_once_and_are_retried(
+    tmp_path, monkeypatch, request, name, records
+):
+    # `records`: the record writer, TensorFlow's (when it is loaded) or
+    # TensorBoard's (as without TensorFlow).
+    if records == "tensorboard":
+        request.getfixturevalue("no_tensorflow")
+    assert events.loaded_tensorflow() is (tf if records == "tensorflow" else None)
     faults = Faults(monkeypatch, ERRORS[name])
     log_dir = str(tmp_path)
     writer = DiagnosticsWriter(log_dir, retry_after_s=0).open()
@@ -270,6 +291,10 @@ class _FaultWindow(keras.callbacks.Callback):
             self.faults.active = False
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="GradientDiagnostics runs on the TensorFlow backend only",
+)
 def test_fit_survives_a_full_disk_and_the_logs_are_complete(tmp_path, monkeypatch):
     # Used to abort fit with ResourceExhaustedError from the writer (issue 13).
     faults = Faults(monkeypatch)

@@ -218,8 +218,9 @@ def test_heatmap_only_when_written(tmp_path):
     }
     (event,) = acc.Tensors("diagnostics/grad_norm_heatmap")
     width, height, png = tensor_util.make_ndarray(event.tensor_proto)
-    import tensorflow as tf
-
+    # Decoded by TensorFlow's (libpng's) decoder; test_without_tensorflow.py
+    # decodes it without TensorFlow.
+    tf = pytest.importorskip("tensorflow")
     decoded = tf.io.decode_png(png).numpy()
     expected, _ = render_heatmap([[0, 1.25, 2.5], [2, 2, 2]])
     assert (int(width), int(height)) == (expected.shape[1], expected.shape[0])
@@ -458,7 +459,7 @@ def test_event_wire_bytes_match_protobuf(tmp_path):
 def test_several_event_files_in_one_run(tmp_path):
     # A second `fit` (or keras.callbacks.TensorBoard sharing `train/`) adds
     # event files; the reader sees all of them.
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")  # The file Keras's callback writes.
 
     write_run(str(tmp_path))
     with DiagnosticsWriter(str(tmp_path)) as writer:

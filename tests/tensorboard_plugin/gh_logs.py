@@ -131,13 +131,17 @@ def train_run(run_dir: str, epochs: int = 3):
 
 
 def write_plain_run(run_dir: str) -> None:
-    """A run with only a loss curve: no Gradient Health data."""
-    import tensorflow as tf
+    """A run with only a loss curve: no Gradient Health data.
 
-    writer = tf.summary.create_file_writer(run_dir)
-    with writer.as_default():
-        for step in range(3):
-            tf.summary.scalar("epoch_loss", 1.0 / (step + 1), step=step)
+    The `Summary` that `tf.summary.scalar` writes (`scalar_pb`, TensorBoard's
+    TensorFlow-free twin), so it needs no TensorFlow.
+    """
+    writer = EventFileWriter(run_dir)
+    for step in range(3):
+        summary = scalar_summary.scalar_pb("epoch_loss", 1.0 / (step + 1))
+        writer.add_event(
+            event_pb2.Event(step=step, wall_time=time.time(), summary=summary)
+        )
     writer.close()
 
 
