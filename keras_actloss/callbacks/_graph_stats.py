@@ -84,6 +84,12 @@ def _f32(tensor):
 _NORM_MIN_ELEMENTS = 4096
 
 
+def _large(variable) -> bool:
+    """Whether `_norm_row` gives `variable`'s values a norm of their own."""
+    shape = tuple(variable.shape)
+    return None in shape or math.prod(shape) >= _NORM_MIN_ELEMENTS
+
+
 @dataclasses.dataclass(frozen=True)
 class RowLayout:
     """Where `_norm_row` put each tensor.
@@ -355,12 +361,17 @@ class GraphStats:
             before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
             self._local.before = before
             self._local.weights, self._weight_layout, _ = _norm_row(before)
-        # The optimizer waits for the weight norms, so the weights are no
-        # longer read when it updates them: no copy-on-write of every weight.
+        # The optimizer waits for the weight norms, so the large weights are
+        # no longer read when it updates them: no copy-on-write of them.
         # (Through the gradients: measured faster than a control dependency
-        # on every op of `apply`.)
+        # on every op of `apply`.) A small weight is copied at worst; its
+        # read still comes before its update (TensorFlow orders the ops on
+        # a variable as written).
         with tf.control_dependencies([self._local.weights]):
-            grads = [None if g is None else tf.identity(g) for g in grads]
+            grads = [
+                tf.identity(g) if g is not None and _large(v) else g
+                for g, v in zip(grads, call.variables)
+            ]
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
             self._local.span = None
             return original(grads, passed)
