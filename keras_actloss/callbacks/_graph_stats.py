@@ -312,9 +312,10 @@ class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
     Every step writes one row into the ring variable `_ring` (the step, the
-    learning rate and the gradient norms of `_norm_row`) and returns it with
-    its logs; the host judges every step from it (`fold_rows`), and reads
-    the ring only after several steps ran unread. A full step instead
+    learning rate, the loss and the gradient norms of `_norm_row`) and
+    returns its alarm (`_alarm`) with its logs; the host reads the ring, and
+    judges the steps in it (`fold_rows`), after an alarm and every
+    `GradientDiagnostics.QUIET_READ` steps otherwise. A full step instead
     returns, with its logs, a vector of its ring row, the gradients' max and
     min, the loss, batch size and learning rate, per-variable weight and
     update norms, and per-unit activation counts. Norms, RMS, max-abs,
@@ -386,8 +387,9 @@ class GraphStats:
     def _finish_step(self, mode) -> None:
         """The statistics of the step, from every `apply` call it made.
 
-        Every step writes its ring row and returns it with the logs; a
-        `FULL` step adds the per-layer statistics. Two train functions (one
+        Every step writes its ring row; an every-step (sentinel) step
+        returns only its alarm with the logs, a `FULL` step the row and the
+        per-layer statistics. Two train functions (one
         per mode) rather than one with a `tf.cond`: measured, the branches
         cost about a third of a small model's step even when not taken.
         Nothing when no optimizer received gradients.
@@ -409,10 +411,14 @@ class GraphStats:
             grads, variables = self._merge(calls)
             scale = None
         row, present = self._write_ring(grads, variables, scale, calls[0])
-        self._local.full, self._local.sample = row[0], None
+        self._local.sample = None
         if mode != FULL:
+            # Only the alarm leaves the step: a step that raises it is read
+            # from the ring (`read_steps`).
+            self._local.full = None
             self._local.alarm = self._alarm(row, scale)
             return
+        self._local.full = row[0]
         self._full_statistics(row, present, grads, variables, scale)
 
     def _merge(self, calls) -> tuple[list, list]:

@@ -534,21 +534,22 @@ class TrainHooks(GraphStats):
             try:
                 logs = train_step(data)
                 self._finish_step(mode)
-                if self._local.full is not None:
-                    if not isinstance(logs, dict):
-                        raise ValueError(
-                            "GradientDiagnostics expects `train_step` to "
-                            "return a dict of logs, as Keras documents. "
-                            f"Received: {type(logs).__name__}"
-                        )
-                    logs = {**logs, FULL_LOGS_KEY: extra(self._local.full)}
+                outputs = {
+                    key: extra(value)
                     for key, value in (
+                        (FULL_LOGS_KEY, self._local.full),
                         (SAMPLE_LOGS_KEY, self._local.sample),
                         (ALARM_LOGS_KEY, self._local.alarm),
-                    ):
-                        if value is not None:
-                            logs[key] = extra(value)
-                return logs
+                    )
+                    if value is not None
+                }
+                if outputs and not isinstance(logs, dict):
+                    raise ValueError(
+                        "GradientDiagnostics expects `train_step` to "
+                        "return a dict of logs, as Keras documents. "
+                        f"Received: {type(logs).__name__}"
+                    )
+                return {**logs, **outputs} if outputs else logs
             finally:
                 self._local.mode = None
                 self._local.outputs = {}
