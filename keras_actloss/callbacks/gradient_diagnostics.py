@@ -196,9 +196,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
       loss scaling after 10 overflows in a row. With `on_failure="stop"` or
       `"raise"` training stops there.
     - `exploding_gradients`: after 2 steps over the limit (100x the early
-      and the recent norm, or 1e6), after 1 step at 1e4x the early norm, or
-      together with the NaN that ends it, when the step before it was over
-      the limit or 10x its recent level.
+      and the recent norm with the loss 1.1x its recent level, or 1e6),
+      after 1 step at 1e4x the early norm (the loss risen too, or over
+      1e6), or together with the NaN that ends it, when the step before it
+      was over the limit or 10x its recent level.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
