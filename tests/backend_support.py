@@ -35,6 +35,20 @@ FLOAT64 = pytest.param("float64", marks=needs_float64)
 FLOAT_DTYPES = ["float16", "float32", FLOAT64]
 
 
+def traced(fn, jit_compile=False):
+    """`fn` traced as `model.fit` traces the loss: `tf.function` (with XLA if
+    `jit_compile`) on TensorFlow, `jax.jit` (always compiled) on JAX."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=jit_compile)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    pytest.skip(f"no tracing helper for backend={BACKEND}")
+
+
 def grad_of_sum(fn, *args, **kwargs):
     """Returns `fn(*args, **kwargs)` and the gradients of its sum w.r.t. `args`.
 
@@ -96,5 +110,6 @@ __all__ = [
     "grad_of_sum",
     "needs_float64",
     "tensorflow_only",
+    "traced",
     "weight_grads",
 ]
