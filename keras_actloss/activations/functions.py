@@ -175,7 +175,9 @@ def leaky_relu(x: Tensor, negative_slope: float | Tensor = 0.2) -> Tensor:
     """
     x = _floating(ops.convert_to_tensor(x))
     slope = _like(negative_slope, x)
-    return ops.relu(x) + slope * ops.minimum(x, ops.zeros_like(x))
+    # `where`, not `minimum`: the kink's gradient is the slope on every backend
+    # (JAX's `minimum` splits a tie's gradient between its arguments).
+    return ops.relu(x) + slope * ops.where(x > 0, ops.zeros_like(x), x)
 
 
 @register("activation", profile=BUILTIN_PROFILES["elu"])
@@ -209,8 +211,10 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     """
     x = ops.convert_to_tensor(x)
     # Where-safe: exp only ever sees x <= 0, so the unused branch cannot
-    # overflow and its (masked) gradient stays finite.
-    negative = _like(alpha, x) * ops.expm1(ops.minimum(x, ops.zeros_like(x)))
+    # overflow and its (masked) gradient stays finite. `where`, not `minimum`:
+    # at the kink the gradient is `alpha` on every backend (JAX's `minimum`
+    # halves a tie's gradient).
+    negative = _like(alpha, x) * ops.expm1(ops.where(x > 0, ops.zeros_like(x), x))
     return ops.where(x > 0, x, negative)
 
 

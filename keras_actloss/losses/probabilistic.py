@@ -142,6 +142,11 @@ def _sparse_loss(
         if zero_ignored_pred:
             y_pred = ops.where(ops.expand_dims(valid, axis), y_pred, 0)
     loss = core(y_true, y_pred, axis=axis)
+    if check_labels:
+        # A traced invalid batch holds poisoned ids (`check_sparse_values`):
+        # NaN on every backend (TensorFlow's kernel gives NaN, JAX's one-hot 0).
+        known = ops.logical_and(ops.greater_equal(y_true, 0), ops.less(y_true, classes))
+        loss = ops.where(known, loss, ops.full_like(loss, float("nan")))
     if weights is not None:
         weight_table = ops.convert_to_tensor(weights, dtype=loss.dtype)
         loss = loss * ops.take(weight_table, ops.cast(y_true, "int32"))

@@ -248,8 +248,9 @@ def check_sparse_values(
     """Checks class ids are integers in `[0, classes)` (or `ignore_class`).
 
     Raises a `ValueError` for concrete labels; traced, see the module
-    docstring (under XLA an invalid id is replaced by `classes`, which makes
-    the loss NaN). Returns `y_true`, to be used in place of the argument.
+    docstring (under XLA and JAX's `jit` an invalid batch's ids are replaced
+    by `classes`, out of range, where the sparse losses give NaN). Returns
+    `y_true`, to be used in place of the argument.
     """
     upper = classes if classes is not None else "num_classes"
     message = (

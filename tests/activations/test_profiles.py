@@ -11,6 +11,7 @@ import keras_actloss
 from keras_actloss import registry
 from keras_actloss.activations import profile
 from keras_actloss.profiles import ACTIVATION_FAMILIES, ActivationProfile
+from tests.backend_support import needs_float64
 
 X = np.linspace(-20.0, 20.0, 400_001)
 # Keras's activations that take no element-wise input, or need arguments.
@@ -47,7 +48,18 @@ def test_every_keras_activation_has_a_profile():
         assert profile(keras.layers.Dense(2, activation=name)) is not None, name
 
 
-@pytest.mark.parametrize("name", sorted(registry.profiles("activation")))
+# The float64 grid meets these bounds exactly; in float32 (JAX without x64)
+# the minimum rounds past them by more than the 1e-9 slack (-0.37500003).
+ON_THEIR_BOUND = ("hard_silu", "hard_swish")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=needs_float64) if n in ON_THEIR_BOUND else n
+        for n in sorted(registry.profiles("activation"))
+    ],
+)
 def test_every_profile_is_consistent(name):
     p = profile(name)
     assert isinstance(p, ActivationProfile) and p.name == name
@@ -76,6 +88,7 @@ GRID = np.linspace(-20.0, 20.0, 40_001) + 3.3e-4
 STEP = 1e-6
 
 
+@needs_float64
 @pytest.mark.parametrize(
     "name",
     [n for n in KERAS_ACTIVATIONS if n not in NOT_ELEMENTWISE],
@@ -114,6 +127,7 @@ def test_profile_regions_match_the_numeric_derivative(name):
     assert not ((slope <= 1e-12) & ~allowed_zero & near).any()
 
 
+@needs_float64  # central differences over a float64 grid, as above
 @pytest.mark.parametrize(
     "name, kwargs",
     [

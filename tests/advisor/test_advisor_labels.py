@@ -1,8 +1,8 @@
 """Label-kind detection: every kind, ambiguous and unusable labels."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_actloss.advisor import labels
 from keras_actloss.advisor.labels import describe_labels, robust_outliers
@@ -52,7 +52,10 @@ def test_kinds(y, kind, n_classes, n_columns):
 
 def test_lists_and_tensors_are_read_like_arrays():
     assert describe_labels([0, 2, 1]).kind == labels.INTEGER
-    assert describe_labels(tf.constant([[0.0, 1.0], [1.0, 0.0]])).kind == labels.ONE_HOT
+    assert (
+        describe_labels(keras.ops.convert_to_tensor([[0.0, 1.0], [1.0, 0.0]])).kind
+        == labels.ONE_HOT
+    )
 
 
 def test_value_range_and_integer_flag():

@@ -5,9 +5,9 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_actloss import losses
+from tests.backend_support import tensorflow_only, traced
 
 PROBS = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]], dtype="float32")
 ONE_HOT = np.array([[0, 1, 0], [1, 0, 0]], dtype="float32")
@@ -29,9 +29,8 @@ def test_integer_labels_to_categorical_point_to_sparse():
 
 def test_integer_labels_to_categorical_fail_in_graph_mode_too():
     loss = losses.CategoricalCrossentropy()
-    traced = tf.function(lambda y, p: loss(y, p))
     with raises("SparseCategoricalCrossentropy"):
-        traced(SPARSE, PROBS)
+        traced(lambda y, p: loss(y, p))(SPARSE, PROBS)
 
 
 def test_integer_labels_to_categorical_fail_in_model_fit():
@@ -44,9 +43,8 @@ def test_integer_labels_to_categorical_fail_in_model_fit():
 def test_one_hot_labels_to_sparse_point_to_categorical():
     with raises("one-hot labels need `CategoricalCrossentropy`"):
         losses.SparseCategoricalCrossentropy()(ONE_HOT, PROBS)
-    traced = tf.function(losses.SparseCategoricalCrossentropy())
     with raises("CategoricalCrossentropy"):
-        traced(ONE_HOT, PROBS)
+        traced(losses.SparseCategoricalCrossentropy())(ONE_HOT, PROBS)
 
 
 def test_sparse_labels_out_of_range_name_the_value():
@@ -152,7 +150,18 @@ TRACED_MISTAKES = {
 
 
 @pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
+def test_eager_label_checks_raise_the_message(name):
+    loss, labels, preds, message = TRACED_MISTAKES[name]
+    dtype = "int32" if labels.dtype.kind == "i" else "float32"
+    with raises(message):
+        loss(labels.astype(dtype), preds.astype("float32"))
+
+
+@tensorflow_only
+@pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
 def test_traced_label_checks_raise_the_eager_message(name):
+    import tensorflow as tf
+
     loss, labels, preds, message = TRACED_MISTAKES[name]
     dtype = "int32" if labels.dtype.kind == "i" else "float32"
     labels, preds = labels.astype(dtype), preds.astype("float32")
@@ -168,10 +177,11 @@ def test_traced_label_checks_raise_the_eager_message(name):
 
 @pytest.mark.parametrize("name", sorted(TRACED_MISTAKES))
 def test_traced_label_checks_give_nan_under_xla(name):
-    # XLA drops assertions: an invalid batch gets a NaN loss, not a wrong one.
+    # XLA (and JAX's jit) drops assertions: an invalid batch gets a NaN loss,
+    # not a wrong one.
     loss, labels, preds, _ = TRACED_MISTAKES[name]
     dtype = "int32" if labels.dtype.kind == "i" else "float32"
-    value = tf.function(loss, jit_compile=True)(
+    value = traced(loss, jit_compile=True)(
         labels.astype(dtype), preds.astype("float32")
     )
     assert np.isnan(float(value))
@@ -189,11 +199,14 @@ def test_check_labels_false_skips_the_value_checks(name):
     keras_loss = getattr(keras.losses, type(loss).__name__).from_config(config)
     y_true, y_pred = labels.astype("float32"), preds.astype("float32")
     expected = keras_loss(y_true, y_pred)
-    for call in (unchecked, tf.function(unchecked)):
+    for call in (unchecked, traced(unchecked)):
         np.testing.assert_allclose(call(y_true, y_pred), expected, rtol=1e-6)
 
 
+@tensorflow_only
 def test_check_labels_false_adds_no_op_to_the_graph():
+    import tensorflow as tf
+
     def op_types(loss):
         graph = (
             tf.function(loss)
@@ -225,12 +238,12 @@ def test_valid_labels_traced_give_kerass_numbers():
         labels, preds = labels.astype("float32"), preds.astype("float32")
         expected = theirs(labels, preds)
         for jit in (False, True):
-            actual = tf.function(ours, jit_compile=jit)(labels, preds)
+            actual = traced(ours, jit_compile=jit)(labels, preds)
             np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
 def test_ignored_class_is_exempt_from_the_traced_check():
-    loss = tf.function(losses.SparseCategoricalCrossentropy(ignore_class=255))
+    loss = traced(losses.SparseCategoricalCrossentropy(ignore_class=255))
     # hand computed: only row 0 counts: -log(0.5)
     value = loss(np.array([1, 255], dtype="int32"), PROBS)
     np.testing.assert_allclose(value, np.log(2.0), rtol=1e-6)
@@ -242,8 +255,12 @@ def _fit(output, loss, labels, jit_compile=False):
     return model.fit(np.ones((4, 2)), labels, batch_size=4, verbose=0)
 
 
+@tensorflow_only
 def test_signed_labels_to_sigmoid_bce_fail_in_model_fit():
-    # Used to train silently on a wrong loss (issue 13).
+    # Used to train silently on a wrong loss (issue 13). (On JAX the step is
+    # always compiled: a NaN loss, as under XLA below.)
+    import tensorflow as tf
+
     sigmoid = keras.layers.Dense(1, activation="sigmoid")
     labels = np.array([-1.0, 1.0, 1.0, -1.0])
     with pytest.raises(
@@ -256,9 +273,12 @@ def test_signed_labels_to_sigmoid_bce_fail_in_model_fit():
         _fit(sigmoid, losses.BinaryCrossentropy(), labels)
 
 
+@tensorflow_only
 def test_sparse_ids_out_of_range_fail_in_model_fit_with_our_message():
     # Used to fail with TensorFlow's kernel message (issue 13): ours comes
     # first because the kernel's input waits on the assertion.
+    import tensorflow as tf
+
     softmax = keras.layers.Dense(3, activation="softmax")
     with pytest.raises(
         tf.errors.InvalidArgumentError,
@@ -272,6 +292,7 @@ def test_sparse_ids_out_of_range_fail_in_model_fit_with_our_message():
 
 
 def test_bad_labels_in_model_fit_under_xla_give_nan_loss():
+    # jit_compile=True: XLA on TensorFlow; JAX's train step is always jitted.
     sigmoid = keras.layers.Dense(1, activation="sigmoid")
     labels = np.array([-1.0, 1.0, 1.0, -1.0])
     history = _fit(sigmoid, losses.BinaryCrossentropy(), labels, jit_compile=True)
