@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
+from collections.abc import Sequence
 
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.findings import Finding
@@ -119,15 +121,27 @@ def _event_dir(run_dir: str) -> str:
     )
 
 
-def load(path: str):
+def load(path: str, damaged: Sequence[events.Damage] = ()):
     """An `EventAccumulator` over `path` with every event kept, loaded.
 
     Like TensorBoard, it reads each event file up to its first bad record.
+    A `damaged` file is read from a copy of its intact records only:
+    TensorFlow's record reader ends the process on some damage (a header
+    that claims more bytes than the file holds).
     """
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     guidance = {ea.TENSORS: 0, ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0}
-    return ea.EventAccumulator(path, size_guidance=guidance).Reload()
+    if not damaged:
+        return ea.EventAccumulator(path, size_guidance=guidance).Reload()
+    intact = {os.path.abspath(d.path): d.offset for d in damaged}
+    with tempfile.TemporaryDirectory(prefix="keras-actloss-read-") as copy:
+        for name in events.event_files(path):
+            with open(name, "rb") as f:
+                data = f.read(intact.get(os.path.abspath(name), -1))
+            with open(os.path.join(copy, os.path.basename(name)), "wb") as f:
+                f.write(data)
+        return ea.EventAccumulator(copy, size_guidance=guidance).Reload()
 
 
 def _plugin_tags(acc, plugin: str) -> set[str]:
@@ -176,7 +190,7 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
     run_dir = os.fspath(run_dir)
     path = _event_dir(run_dir)
     damaged = [d for d in map(events.check_file, events.event_files(path)) if d]
-    acc = load(path)
+    acc = load(path, damaged)
     tensor_tags = acc.Tags()["tensors"]  # TF2 summaries are tensors.
     scalar_tags = _plugin_tags(acc, "scalars")
     scalars = {}

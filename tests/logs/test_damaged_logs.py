@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +205,47 @@ def test_check_without_tensorflow_agrees_with_tensorflows_reader(tmp_path, damag
     data = Path(path).read_bytes()
     Path(path).write_bytes(DAMAGE[damage](data, _record_ends(data)))
     assert events.check_records(path) == events._check_tf(path)
+
+
+def test_a_header_claiming_more_than_the_file_is_read_without_tensorflow(
+    tmp_path,
+):
+    # The last record's header, with a valid checksum, claims 1e12 bytes:
+    # TensorFlow's record reader ends the process on it (no Python error),
+    # so `check_file` checks such a file in pure Python (the records before
+    # it intact, then a truncated one) and the run is read from a copy of
+    # its intact records. In a subprocess with TensorFlow loaded, so a
+    # regression cannot take the test run down.
+    pytest.importorskip("tensorflow")
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    path = _write(tmp_path)
+    data = Path(path).read_bytes()
+    ends = _record_ends(data)
+    last = ends[-2]  # Where the last record (the second findings table) starts.
+    length = struct.pack("<Q", 10**12)
+    header = length + struct.pack("<I", masked_crc32c(length))
+    Path(path).write_bytes(data[:last] + header + data[last + 12 :])
+    script = (
+        "import os, sys, tensorflow\n"
+        "from keras_actloss.logs import events, reader\n"
+        "d = events.check_file(sys.argv[1])\n"
+        "print(d.records, d.offset, d.reason)\n"
+        "run = reader.read_run(os.path.dirname(os.path.dirname(sys.argv[1])))\n"
+        "print(len(run.damaged), run.scalars['grad_norm/dense'], len(run.findings))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    # The writes before the last: the layers, the 3 recordings, 1 finding.
+    assert out.stdout.split("\n")[-3:] == [
+        f"{len(ends) - 1} {last} truncated record",
+        "1 [(0, 1.0), (2, 3.0), (4, 5.0)] 1",
+        "",
+    ]
+    assert events.check_records(path) == (len(ends) - 1, last, "truncated record")
