@@ -115,30 +115,14 @@ def check_file(path: str) -> Damage | None:
     # TensorFlow's reader is faster, but a header that claims more bytes
     # than the file holds ends the process inside it (no Python error):
     # such a file gets the pure-Python check (the same verdicts).
-    fast = loaded_tensorflow() is not None and _headers_fit(path, size)
+    fast = (
+        loaded_tensorflow() is not None and check_records(path, data=False)[2] is None
+    )
     records, offset, reason = (_check_tf if fast else check_records)(path)
     if reason is None and offset < size:
         # Too short for a record header: TF's reader takes it for the end.
         reason = "truncated record"
     return None if reason is None else Damage(path, records, offset, size, reason)
-
-
-def _headers_fit(path: str, size: int) -> bool:
-    """Whether every record header of `path` is intact and its record fits
-    in the file (the data is not read)."""
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-
-    offset = 0
-    with open(path, "rb") as f:
-        while len(header := f.read(12)) == 12:
-            (length,) = struct.unpack("<Q", header[:8])
-            if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
-                return False
-            offset += length + _RECORD_OVERHEAD
-            if offset > size:
-                return False
-            f.seek(offset)
-    return True
 
 
 def _check_tf(path: str) -> tuple[int, int, str | None]:
@@ -161,7 +145,7 @@ def _check_tf(path: str) -> tuple[int, int, str | None]:
     return records, offset, None
 
 
-def check_records(path: str) -> tuple[int, int, str | None]:
+def check_records(path: str, data: bool = True) -> tuple[int, int, str | None]:
     """Checks the TFRecords of `path` without TensorFlow.
 
     Returns `(records, offset, reason)`: the intact records before the first
@@ -170,6 +154,8 @@ def check_records(path: str) -> tuple[int, int, str | None]:
     As TensorFlow's reader: fewer bytes than a record header are the end of
     the file; a short record is `"truncated record"`; a checksum that does
     not match, `"corrupted record"`, with a hint when it is the first.
+    Without `data`, only the headers are checked (and that each record fits
+    in the file): the records' data is skipped, not read.
     """
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
@@ -181,13 +167,17 @@ def check_records(path: str) -> tuple[int, int, str | None]:
             if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
                 return records, offset, _corrupted(offset)
             # A length past the end is a truncated record: not read.
-            data = f.read(length + 4) if length < size else b""
-            if len(data) < length + 4:
+            if offset + length + _RECORD_OVERHEAD > size:
                 return records, offset, "truncated record"
-            if struct.unpack("<I", data[length:])[0] != masked_crc32c(data[:length]):
-                return records, offset, "corrupted record"
+            if data:
+                body = f.read(length + 4)
+                if struct.unpack("<I", body[length:])[0] != masked_crc32c(
+                    body[:length]
+                ):
+                    return records, offset, "corrupted record"
             records += 1
             offset += length + _RECORD_OVERHEAD
+            f.seek(offset)
     return records, offset, None
 
 
