@@ -1,5 +1,10 @@
 """Small models of every kind for the callback tests (imported by them)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 
@@ -71,3 +76,19 @@ def kernels(model, names):
 
 def weights(model) -> list[np.ndarray]:
     return [v.numpy().astype("float64") for v in model.trainable_variables]
+
+
+def run_script(source: str) -> dict:
+    """Runs `source` in a fresh TensorFlow process (for settings, such as
+    logical devices, that must come before TensorFlow initialises); returns
+    the JSON object its last output line prints."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", source],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,17 +4,21 @@ Reference gradients come from plain SGD: with `w_after = w_before - lr * g`,
 the gradient the optimizer applied is `(w_before - w_after) / lr`.
 """
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from callback_models import LAYER_NAMES, MODEL_KINDS, build_model, kernels, weights
+from callback_models import (
+    LAYER_NAMES,
+    MODEL_KINDS,
+    build_model,
+    kernels,
+    run_script,
+    weights,
+)
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar
 
@@ -269,16 +273,7 @@ _MIRRORED = textwrap.dedent(
 
 def test_mirrored_strategy_gradients_are_summed_across_replicas():
     # Logical devices must be configured before TensorFlow initialises them.
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_script(_MIRRORED)
     assert result["replicas"] == 2
     np.testing.assert_allclose(result["recorded"], result["reference"], rtol=1e-5)
     np.testing.assert_allclose(

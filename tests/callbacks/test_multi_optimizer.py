@@ -6,15 +6,11 @@ with `w_after = w_before - lr * g`, the gradient an optimizer applied is
 so each layer's gradient is its weight change over its optimizer's rate.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from callback_models import run_script
 
 from keras_actloss.callbacks import (
     GradientDiagnostics,
@@ -353,16 +349,7 @@ print(json.dumps({
 
 
 def test_mirrored_strategy_two_optimizers_are_summed_across_replicas():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_TWO_STAGE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_script(_MIRRORED_TWO_STAGE)
     assert result["replicas"] == 2
     assert result["names"] == ["body", "head"] and result["steps"] == [0]
     # `dw / lr` is the gradient summed over the replicas (SGD).
