@@ -410,16 +410,17 @@ class GraphStats:
         else:
             grads, variables = self._merge(calls)
             scale = None
-        row, present = self._write_ring(grads, variables, scale, calls[0])
+        full = mode == FULL
+        row, gradients = self._write_ring(grads, variables, scale, calls[0], full)
         self._local.sample = None
-        if mode != FULL:
+        if not full:
             # Only the alarm leaves the step: a step that raises it is read
             # from the ring (`read_steps`).
             self._local.full = None
             self._local.alarm = self._alarm(row, scale)
             return
         self._local.full = row[0]
-        self._full_statistics(row, present, grads, variables, scale)
+        self._full_statistics(row, gradients, grads, variables, scale)
 
     def _merge(self, calls) -> tuple[list, list]:
         """The unscaled gradients of several `apply` calls and their
@@ -437,14 +438,19 @@ class GraphStats:
                     merged[id(v)] = [g, v]
         return [g for g, _ in merged.values()], [v for _, v in merged.values()]
 
-    def _full_statistics(self, row, present, grads, variables, scale) -> None:
-        """The full-statistics vector of the step (see `_full_reader`)."""
+    def _full_statistics(self, row, gradients, grads, variables, scale) -> None:
+        """The full-statistics vector of the step (see `_full_reader`).
+
+        `gradients`: the extremes and joined elements of the gradients in
+        the ring row, from its `_norm_row` (`_write_ring`).
+        """
         tf = self._tf
         layer_grads = self._group(grads, variables)
         for i, g in enumerate(layer_grads):
             self._present[(i, "grad")] = bool(g)
         before = self._local.before
-        _, layout, extremes, joined = _norm_row(present, extremes=True, joined=True)
+        extremes, joined = gradients
+        layout = self._grad_layout
         counts = self._activation_counts()
         summed = tf.concat(
             [self._loss_and_batch()] + ([] if counts is None else [counts]), 0
@@ -475,17 +481,20 @@ class GraphStats:
         # read on the host); `TrainHooks._make` adds it to the step's logs.
         self._local.full = tf.concat([row[0], tf.cast(vector, "float64")], 0)
 
-    def _write_ring(self, grads, variables, scale, call):
+    def _write_ring(self, grads, variables, scale, call, full: bool = False):
         """Writes this step's ring row (`RING_*` layout), with the step and
         learning rate `call` (the step's first `AppliedCall`) read.
 
         Runs on every step, so it is written for few graph ops: the norms
         of `_norm_row`, one concat, one scatter into the row of this step.
-        Returns the row `[1, w]` and the gradients it holds, in order.
+        Returns the row `[1, w]` and, with `full`, the extremes and joined
+        elements of its gradients from the same `_norm_row` (else None).
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        norms, layout, _ = _norm_row([g for g, _ in present])
+        norms, layout, extremes, *joined = _norm_row(
+            [g for g, _ in present], extremes=full, joined=full
+        )
         width = int(self._ring.shape[1])
         if RING_HEAD + len(present) > width:
             raise RuntimeError(
@@ -522,7 +531,7 @@ class GraphStats:
         row = tf.concat(parts, 1)
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
-        return row, [g for g, _ in present]
+        return row, ((extremes, joined[0]) if full else None)
 
     def _alarm(self, row, scale):
         """`[1]` float32: 1 when this step needs judging on the host now.

@@ -41,9 +41,20 @@ def active_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
 
 
 def saturated_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
-    """Elements outside the open interval `profile.saturation_bounds`."""
+    """Elements outside the open interval `profile.saturation_bounds`.
+
+    An infinite bound has no tail (ReLU6 saturates above 6 only): no
+    comparison is made for it.
+    """
     low, high = profile.saturation_bounds
-    return ops.logical_or(ops.less_equal(x, low), ops.greater_equal(x, high))
+    tails = []
+    if low > -math.inf:
+        tails.append(ops.less_equal(x, low))
+    if high < math.inf:
+        tails.append(ops.greater_equal(x, high))
+    if not tails:
+        return ops.zeros_like(x, "bool")
+    return tails[0] if len(tails) == 1 else ops.logical_or(*tails)
 
 
 def activation_counts(

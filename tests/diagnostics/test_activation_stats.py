@@ -1,6 +1,8 @@
 """Tests for keras_actloss.diagnostics.stats (the activation counts the
 callback computes in its train step) against NumPy references."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from keras import ops
@@ -61,3 +63,24 @@ def test_saturation_fraction_uses_profile_bounds(rng, name):
     assert 0.0 < expected < 1.0
     np.testing.assert_allclose(_np(stats.saturation_fraction(x, profile)), expected)
     assert "inactive" not in stats.activation_counts(x, profile)
+
+
+def test_relu6_saturates_above_six_only():
+    profile = activations.profile("relu6")
+    assert profile.saturation_bounds == (-np.inf, 6.0)
+    # Outputs of ReLU6: 0 (inactive, not saturated), 6 (saturated).
+    x = np.array([[0.0, 6.0, 3.0], [6.0, 0.0, 5.9]], "float32")
+    np.testing.assert_array_equal(
+        _np(stats.saturated_mask(x, profile)),
+        [[False, True, False], [True, False, False]],
+    )
+    # 2 of 6 elements at 6.
+    np.testing.assert_allclose(_np(stats.saturation_fraction(x, profile)), 2 / 6)
+
+
+def test_bounds_infinite_on_both_sides_saturate_nothing():
+    profile = dataclasses.replace(
+        activations.profile("sigmoid"), saturation_bounds=(-np.inf, np.inf)
+    )
+    x = np.array([[-1e30, 0.0, 1e30]], "float32")
+    np.testing.assert_array_equal(_np(stats.saturated_mask(x, profile)), [[False] * 3])
