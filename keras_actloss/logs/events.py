@@ -25,11 +25,11 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from types import ModuleType
 
 from keras_actloss.findings import Finding
-from keras_actloss.logs import tables, tags
+from keras_actloss.logs import protos, tables, tags
 
 EVENTS_PREFIX = "events.out.tfevents"
 # A TFRecord: length (uint64), its masked CRC32C (uint32), the data, the
@@ -194,26 +194,32 @@ def read_events(path: str) -> Iterator:
     return event_file_loader.EventFileLoader(path).Load()
 
 
-def findings_by_step(path: str | os.PathLike) -> dict[int, list[Finding]]:
+def findings_by_step(
+    path: str | os.PathLike, skip: Collection[str] = ()
+) -> dict[int, list[Finding]]:
     """Findings already written to the event files in `path`, by event step.
 
     Reads only the `diagnostics/findings` values, event by event; `{}` when
-    `path` holds no event files. The writer uses it to extend, not replace, a
+    `path` holds no event files but those in `skip` (paths known to hold no
+    findings, left unread). The writer uses it to extend, not replace, a
     step's findings table when it writes to a run again (a second `fit`).
 
     Raises:
         tables.TableError: If a findings table breaks the layout.
     """
-    from tensorboard.util import tensor_util
-
     out: dict[int, list[Finding]] = {}
     for name in event_files(path):
+        if name in skip:
+            continue
         for event in read_events(name):
             for value in event.summary.value:
                 if value.tag != tags.FINDINGS_TAG:
                     continue
-                array = tensor_util.make_ndarray(value.tensor)
                 where = f"at step {event.step} of {name}"
+                try:
+                    array = protos.string_array(value.tensor)
+                except ValueError as error:
+                    raise tables.TableError(f"{error} {where}") from None
                 known = out.setdefault(event.step, [])
                 known[:] = tables.unique_findings(
                     known + tables.decode_findings(array, where)

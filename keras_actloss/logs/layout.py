@@ -15,11 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.logs import tags
+from keras_actloss.logs.protos import string_tensor
 
 CATEGORY_TITLE = "Gradient diagnostics"
 
@@ -75,11 +74,8 @@ def layout_summary(layers: Sequence[LayerInfo]):
     reads it (tag `custom_scalars__config__`)."""
     from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.custom_scalar import metadata
-    from tensorboard.util import tensor_util
 
-    tensor = tensor_util.make_tensor_proto(
-        layout_proto(layers).SerializeToString(), dtype=np.object_
-    )
+    tensor = string_tensor(layout_proto(layers).SerializeToString())
     summary = summary_pb2.Summary()
     summary.value.add(
         tag=metadata.CONFIG_SUMMARY_TAG,

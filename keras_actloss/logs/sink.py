@@ -98,6 +98,7 @@ class EventSink:
         self.retry_after_s = retry_after_s
         self.file = None
         self.generation = 0  # Counts the files opened; a new one starts bare.
+        self.created: set[str] = set()  # Paths of the files it opened.
         self.dropped = 0  # Events dropped from memory, unwritten.
         self._pending: collections.deque[_Pending] = collections.deque()
         self._pending_bytes = 0
@@ -181,6 +182,7 @@ class EventSink:
         os.makedirs(self.directory, exist_ok=True)
         self.file = self._open_file(self.directory)
         self.generation += 1
+        self.created.add(self.file.path)
         self._checked()
 
     def _checked(self) -> None:

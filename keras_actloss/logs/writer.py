@@ -48,6 +48,7 @@ from keras_actloss.logs.heatmap import (
     render_heatmap,
 )
 from keras_actloss.logs.layout import layout_summary
+from keras_actloss.logs.protos import float64_tensor, string_tensor, text_summary
 from keras_actloss.logs.sink import MAX_PENDING_BYTES, RETRY_AFTER_S, EventSink
 from keras_actloss.logs.tables import finding_key, findings_table, layers_table
 
@@ -284,9 +285,7 @@ class DiagnosticsWriter:
 
     def write_layers(self, layers: Sequence[LayerInfo], step: int = 0) -> None:
         """Writes the `diagnostics/layers` table at `step`."""
-        from tensorboard.plugins.text import summary_v2 as text
-
-        self._write(text.text_pb(tags.LAYERS_TAG, layers_table(layers)), step)
+        self._write(text_summary(tags.LAYERS_TAG, layers_table(layers)), step)
 
     def write_stats(self, stats: StepStats) -> None:
         """Writes the scalars of one recording (None values are skipped)."""
@@ -365,7 +364,6 @@ class DiagnosticsWriter:
         """Writes `grad_hist/<layer>` for each `{layer: gradient values}`."""
         from tensorboard.compat.proto import summary_pb2
         from tensorboard.plugins.histogram import metadata
-        from tensorboard.util import tensor_util
 
         summary = summary_pb2.Summary()
         for layer, data in values.items():
@@ -374,9 +372,7 @@ class DiagnosticsWriter:
             summary.value.add(
                 tag=tags.scalar_tag(tags.GRAD_HIST, layer),
                 metadata=metadata.create_summary_metadata(None, None),
-                tensor=tensor_util.make_tensor_proto(
-                    histogram_buckets(data), dtype=np.float64
-                ),
+                tensor=float64_tensor(histogram_buckets(data)),
             )
         self._write(summary, step, droppable=True)
 
@@ -390,14 +386,15 @@ class DiagnosticsWriter:
         events, so such a finding joins the table of the latest step written
         (its own step is a column of the table). Each write of a step holds
         *every* finding known at that step, this run's earlier ones included
-        (read back once from the event files already in `train/`): the data
+        (read back once from the event files in `train/` that other writers
+        made; this one's hold no findings before the first call): the data
         server shows only the last event of a step, and the reader drops the
         repeats. A finding already written is not written again.
         """
-        from tensorboard.plugins.text import summary_v2 as text
-
         if self._findings is None:
-            self._findings = events.findings_by_step(self.train_dir)
+            self._findings = events.findings_by_step(
+                self.train_dir, skip=self._sink.created
+            )
         written = {finding_key(f) for known in self._findings.values() for f in known}
         floor = max(self._findings, default=0)
         touched = set()
@@ -410,7 +407,7 @@ class DiagnosticsWriter:
             touched.add(step)
         for step in sorted(touched):
             table = findings_table(self._findings[step])
-            self._write(text.text_pb(tags.FINDINGS_TAG, table), step)
+            self._write(text_summary(tags.FINDINGS_TAG, table), step)
 
     def write_layout(self, layers: Sequence[LayerInfo]) -> None:
         """Writes the Custom Scalars layout: one chart per section."""
@@ -434,7 +431,6 @@ class DiagnosticsWriter:
         """
         from tensorboard.compat.proto import summary_pb2
         from tensorboard.plugins.image import metadata
-        from tensorboard.util import tensor_util
 
         image, (low, high) = render_heatmap(norms)
         description = heatmap_description(layer_names, steps, low, high)
@@ -447,10 +443,7 @@ class DiagnosticsWriter:
             metadata=metadata.create_summary_metadata(
                 display_name=None, description=description
             ),
-            tensor=tensor_util.make_tensor_proto(
-                [str(width).encode(), str(height).encode(), png],
-                dtype=np.object_,
-            ),
+            tensor=string_tensor([str(width), str(height), png]),
         )
         self._write(summary, step)
 
