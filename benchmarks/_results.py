@@ -36,8 +36,8 @@ def _commit() -> str:
 
 
 def environment() -> str:
-    """One line: date, commit, Python, TensorFlow, Keras, NumPy, CPUs and
-    platform."""
+    """One line: date, commit, Python, TensorFlow, JAX (on that backend),
+    Keras, NumPy, CPUs and platform."""
     import keras
     import numpy as np
 
@@ -47,10 +47,15 @@ def environment() -> str:
         tf_version = tf.__version__
     except ImportError:
         tf_version = "not installed"
+    jax_version = ""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax_version = f"JAX {jax.__version__}, "
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"{date}, commit {_commit()}; Python {sys.version.split()[0]}, "
-        f"TensorFlow {tf_version}, "
+        f"TensorFlow {tf_version}, {jax_version}"
         f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy "
         f"{np.__version__}; {os.cpu_count()} CPUs, {platform.platform()}"
     )

@@ -31,7 +31,13 @@ default settings alternated in `--long-pairs` rounds:
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
   includes tracing the train functions.
 
-Results are printed and written to `benchmarks/RESULTS.md`.
+Results are printed and written to `benchmarks/RESULTS.md` (section
+`overhead`, or `overhead-jax` with `--backend jax`).
+
+`--backend jax` runs the same table on Keras's JAX backend (no TensorFlow
+needed): the data are NumPy arrays instead of a `tf.data.Dataset`, and the
+`keras.callbacks.TensorBoard` setting is left out (it needs TensorFlow on
+every backend).
 
 TensorFlow's thread pools are left at their defaults (the same for all
 settings) unless `--threads N` pins both to N.
@@ -39,8 +45,9 @@ settings) unless `--threads N` pins both to N.
 Usage:
 
 ```
-python benchmarks/overhead.py [--pairs 15] [--steps 100] [--epochs 2] [--warmup 2]
-    [--long-steps 2000] [--long-pairs 3] [--first-steps 30]
+python benchmarks/overhead.py [--backend tensorflow|jax] [--pairs 15] [--steps 100]
+    [--epochs 2] [--warmup 2] [--long-steps 2000] [--long-pairs 3] [--first-steps 30]
+    [--no-write]
 ```
 """
 
@@ -55,8 +62,18 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+def _backend() -> str:
+    """`--backend` (before Keras is imported, which fixes the backend)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
+    chosen = parser.parse_known_args()[0].backend
+    return chosen or os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+os.environ["KERAS_BACKEND"] = _backend()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+JAX = os.environ["KERAS_BACKEND"] == "jax"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -69,7 +86,8 @@ except ImportError:  # Run as `python benchmarks/overhead.py`.
     from _results import write_section  # noqa: E402
 
 BATCH = 128
-SETTINGS = ("plain", "default", "every_step", "tensorboard")
+# Keras's TensorBoard callback needs TensorFlow, on every backend.
+SETTINGS = ("plain", "default", "every_step") + (() if JAX else ("tensorboard",))
 
 
 def mlp() -> keras.Model:
@@ -101,19 +119,23 @@ def cnn() -> keras.Model:
 
 
 def data(model_name: str, steps: int):
-    """Random MNIST-shaped batches, as a cached in-memory `tf.data.Dataset`.
+    """Random MNIST-shaped batches, as a cached in-memory `tf.data.Dataset`
+    (on JAX: the NumPy arrays, fitted unshuffled).
 
-    Not NumPy arrays: `fit` would reshuffle 40 MB per epoch in background
-    threads, which on 2 cores makes epoch times vary widely. tf.data's
-    injected prefetch and autotuning are off for the same reason: with them
-    whole `fit`s of the plain MLP ran at one of two speeds at random.
+    Not NumPy arrays on TensorFlow: `fit` would reshuffle 40 MB per epoch in
+    background threads, which on 2 cores makes epoch times vary widely.
+    tf.data's injected prefetch and autotuning are off for the same reason:
+    with them whole `fit`s of the plain MLP ran at one of two speeds at
+    random.
     """
-    import tensorflow as tf
-
     rng = np.random.default_rng(0)
     shape = (784,) if model_name == "mlp" else (28, 28, 1)
     x = rng.random((steps * BATCH, *shape), dtype="float32")
     y = rng.integers(0, 10, size=steps * BATCH)
+    if JAX:
+        return x, y
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.experimental_optimization.inject_prefetch = False
     options.autotune.enabled = False
@@ -139,7 +161,19 @@ def timed_fit(model, dataset, epochs: int, cbs: list) -> float:
     gc.disable()
     try:
         start = time.perf_counter()
-        model.fit(dataset, epochs=epochs, verbose=0, callbacks=cbs, shuffle=False)
+        if isinstance(dataset, tuple):  # JAX: NumPy arrays.
+            x, y = dataset
+            model.fit(
+                x,
+                y,
+                batch_size=BATCH,
+                epochs=epochs,
+                verbose=0,
+                callbacks=cbs,
+                shuffle=False,
+            )
+        else:
+            model.fit(dataset, epochs=epochs, verbose=0, callbacks=cbs, shuffle=False)
         return time.perf_counter() - start
     finally:
         gc.enable()
@@ -249,17 +283,23 @@ def main() -> None:
     parser.add_argument("--long-pairs", type=int, default=3, help="0: skip")
     parser.add_argument("--first-steps", type=int, default=30)
     parser.add_argument("--first-pairs", type=int, default=3, help="0: skip")
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    if args.threads and JAX:
+        parser.error("--threads pins TensorFlow's thread pools: not with --backend jax")
     if args.threads:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     print(
-        f"keras {keras.__version__}, batch {BATCH}, {args.steps} steps x "
+        f"keras {keras.__version__} ({keras.backend.backend()}), batch {BATCH}, "
+        f"{args.steps} steps x "
         f"{args.epochs} epochs per timed fit, {args.warmup} warm-up and "
         f"{args.pairs} timed rounds (order rotated), gc off in timed fits, "
-        f"TF threads {args.threads or 'default'}, {os.cpu_count()} CPUs"
+        + ("" if JAX else f"TF threads {args.threads or 'default'}, ")
+        + f"{os.cpu_count()} CPUs"
     )
     builders = {"mlp": mlp, "cnn": cnn}
     root = tempfile.mkdtemp(prefix="overhead-")
@@ -304,7 +344,12 @@ def main() -> None:
         "| run | plain | ratio | min-max |\n| --- | --- | --- | --- |\n"
         + "\n".join(fresh)
     )
-    write_section("overhead", "Overhead of GradientDiagnostics", body)
+    if args.no_write:
+        return
+    if JAX:
+        write_section("overhead-jax", "Overhead of GradientDiagnostics on JAX", body)
+    else:
+        write_section("overhead", "Overhead of GradientDiagnostics", body)
 
 
 if __name__ == "__main__":
