@@ -598,31 +598,43 @@ class GraphStats:
         Per layer, in `_act_layout` order: the active elements of each unit
         (ReLU family), the saturated elements (sigmoid/tanh), and the element
         count when it is not static, from `diagnostics.stats.activation_counts`
-        (`keras.ops`). The fractions are taken on the host
-        (`_activation_fields`). This
-        replica's counts (the caller sums them across replicas). A layer
-        whose unit count is not static is left out.
+        (`keras.ops`), summed over the layer's calls in the step (a shared
+        layer's every use). The fractions are taken on the host
+        (`_activation_fields`). This replica's counts (the caller sums them
+        across replicas). A layer whose unit count is not static, or not the
+        same in every call, is left out.
         """
         tf = self._tf
         outputs = getattr(self._local, "outputs", {})
         parts, layout = [], []
         for i, plan in enumerate(self.plans):
-            x, profile = outputs.get(i), plan.profile
-            if x is None or x.shape.rank is None or x.shape.rank < 1:
+            profile = plan.profile
+            calls = [x for x in outputs.get(i, ()) if x.shape.rank]
+            if not calls:
                 continue
-            axis = plan.channel_axis % x.shape.rank
-            units = x.shape[axis] if profile.inactive_below is not None else 0
-            if units is None:
+            axes = [plan.channel_axis % x.shape.rank for x in calls]
+            units = {x.shape[a] for x, a in zip(calls, axes)}
+            if profile.inactive_below is None:
+                units = {0}
+            if len(units) != 1 or None in units:
                 continue
-            per_sample = x.shape[1:].num_elements()
-            counts = stats.activation_counts(x, profile, axis, per_sample is None)
+            (units,) = units
+            sizes = [x.shape[1:].num_elements() for x in calls]
+            per_sample = None if None in sizes else sum(sizes)
+            counts = [
+                stats.activation_counts(x, profile, a, per_sample is None)
+                for x, a in zip(calls, axes)
+            ]
+            summed = counts[0]
+            if len(counts) > 1:
+                summed = {k: tf.add_n([c[k] for c in counts]) for k in summed}
             if units:
-                parts.append(counts["active_per_unit"])
-            saturation = "saturated" in counts
+                parts.append(summed["active_per_unit"])
+            saturation = "saturated" in summed
             if saturation:
-                parts.append(tf.reshape(counts["saturated"], [1]))
+                parts.append(tf.reshape(summed["saturated"], [1]))
             if per_sample is None:
-                parts.append(tf.reshape(counts["elements"], [1]))
+                parts.append(tf.reshape(summed["elements"], [1]))
             layout.append((i, units, saturation, per_sample))
         seen = {entry[0] for entry in layout}
         for i in range(len(self.plans)):

@@ -590,7 +590,7 @@ class TrainHooks(GraphStats):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             if getattr(self._local, "mode", None) == FULL and tf.is_tensor(outputs):
-                self._local.outputs[index] = outputs
+                self._local.outputs.setdefault(index, []).append(outputs)
             return outputs
 
         return call

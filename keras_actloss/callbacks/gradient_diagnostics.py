@@ -187,6 +187,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
       second `fit` continues the count.
+    - A model that is not built when `fit` starts (no `Input`: subclassed,
+      or a `Sequential` given none) is built by TensorFlow in its first
+      step, which runs Keras's own train function unrecorded; recording
+      (and `check_model`) starts with the second step.
 
     When each failure can first be reported (default thresholds; step
     counts from the onset, with the finding's `step` at the onset):
@@ -323,6 +327,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
+        self._deferred = False
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -336,6 +341,19 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 "Received: a second GradientDiagnostics in `fit(callbacks=...)`."
             )
         self._check_log_dir()
+        _ACTIVE[id(model)] = weakref.ref(self)
+        # On TensorFlow a model without an `Input` (subclassed, or a
+        # Sequential given none) is built when `fit` first traces its train
+        # function, after this call: its weights and the optimizer's do not
+        # exist yet. Such a model's first batch runs Keras's own train
+        # function; the hooks go in before the second (`_begin`).
+        self._deferred = not model.built
+        if not self._deferred:
+            self._begin()
+
+    def _begin(self) -> None:
+        """Plans the monitored layers and installs the hooks (a built model)."""
+        model = self.model
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
         spe = int(getattr(model, "steps_per_execution", 1) or 1)
         # The ring of per-step norms holds the quiet steps between two reads
@@ -370,7 +388,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._input_scale = None
         self._hooks = hooks
         hooks.install()
-        _ACTIVE[id(model)] = weakref.ref(self)
         if fresh:
             self._origin = self._next = None
         # Read at the first batch, after every callback's `on_train_begin`
@@ -393,6 +410,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._deferred:
+            if not self.model.built:
+                return  # Keras's train function builds it in this batch.
+            self._deferred = False
+            self._begin()
         if self._step is None:
             self._step = self._hooks.step_count()
             # With several optimizers, the one that counts the steps is
@@ -412,6 +434,8 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._deferred:
+            return
         if self._guessed:
             self._resync_step()
         last = self._step + self._spe - 1
@@ -433,6 +457,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._flush()
 
     def on_train_end(self, logs=None):
+        if self._deferred:  # No batch ran: only the logs to close.
+            self._deferred = False
+            self._cleanup(close=True)
+            return
         if self._hooks is None or not self._hooks.installed:
             return
         try:

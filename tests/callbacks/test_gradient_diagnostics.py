@@ -14,6 +14,7 @@ import tensorflow as tf
 from callback_models import (
     LAYER_NAMES,
     MODEL_KINDS,
+    ThreeLayers,
     build_model,
     kernels,
     run_script,
@@ -836,3 +837,86 @@ def test_gradient_samples_are_the_strided_sgd_gradient(rng, tmp_path, monkeypatc
         np.testing.assert_allclose(
             samples[name], grads[name][::stride][:6], rtol=1e-5, atol=1e-6
         )
+
+
+class _WeightsAfterBatch(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.after = [weights(self.model)]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after.append(weights(self.model))
+
+
+def _unbuilt(kind):
+    """A model without an `Input`: TensorFlow builds it in `fit`'s first
+    trace, after `on_train_begin`."""
+    if kind == "subclassed":
+        return ThreeLayers()
+    return keras.Sequential(
+        [
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(4, activation="tanh", name="squash"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["subclassed", "sequential"])
+def test_a_model_built_in_fit_is_recorded_from_its_second_step(kind, rng, tmp_path):
+    x = rng.normal(size=(96, 6)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+    model = _compile(_unbuilt(kind))
+    assert not model.built
+    seen = _WeightsAfterBatch()
+    # Defaults otherwise: `check_model` runs once the model is built.
+    diag = GradientDiagnostics(log_dir=str(tmp_path), every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag, seen])
+    # Step 0 ran Keras's own train function (it built the model).
+    assert [s.step for s in diag.history] == [1, 2]
+    assert [info.name for info in diag.layers] == LAYER_NAMES["subclassed"]
+    assert diag.findings == []
+    for stats, (w0, w1) in zip(diag.history, zip(seen.after[1:], seen.after[2:])):
+        grads = _layer_grads(w0, w1, model, LAYER_NAMES["subclassed"])
+        for ls in stats.layers:
+            np.testing.assert_allclose(
+                ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
+            )
+    # The hooks are gone after `fit`.
+    hidden = kernels(model, LAYER_NAMES["subclassed"])[0]
+    assert "call" not in hidden.__dict__ and "apply" not in model.optimizer.__dict__
+    assert {"grad_norm/hidden", "diagnostics/layers"} <= set(
+        _tags(str(tmp_path)).Tags()["tensors"]
+    )
+
+
+def test_a_model_built_in_a_one_batch_fit_records_nothing(rng, tmp_path):
+    x = rng.normal(size=(32, 6)).astype("float32")
+    model = _compile(ThreeLayers())
+    diag = GradientDiagnostics(log_dir=str(tmp_path))
+    model.fit(x, x[:, :1], batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert model.built and diag.history == [] and diag.findings == []
+    # A second fit of the built model is recorded from its first step.
+    model.fit(x, x[:, :1], batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [s.step for s in diag.history] == [1]
+
+
+def test_a_shared_layer_is_measured_over_all_its_calls(rng):
+    # One Dense(4, relu) on two inputs: every unit is active on the positive
+    # input and on no sample of the negative one. Over both calls no unit is
+    # dead and half of the outputs are zero.
+    shared = keras.layers.Dense(4, activation="relu", use_bias=False, name="shared")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    joined = keras.layers.Concatenate()([shared(a), shared(b)])
+    model = _compile(keras.Model([a, b], keras.layers.Dense(1, name="out")(joined)))
+    shared.kernel.assign(np.eye(4, dtype="float32"))
+    xa = np.abs(rng.normal(size=(32, 4))).astype("float32") + 0.1
+    xb = -xa
+    y = rng.normal(size=(32, 1)).astype("float32")
+    diag = _diag(every_n_steps=1)
+    model.fit([xa, xb], y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    (stats,) = diag.history
+    layer = {ls.layer: ls for ls in stats.layers}["shared"]
+    outputs = np.concatenate([np.maximum(xa, 0.0), np.maximum(xb, 0.0)])  # x @ I
+    np.testing.assert_allclose(layer.zero_fraction, np.mean(outputs <= 0.0))
+    assert layer.zero_fraction == 0.5
+    assert layer.dead_fraction == np.mean(np.all(outputs <= 0.0, axis=0)) == 0.0
