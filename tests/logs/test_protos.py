@@ -1,6 +1,7 @@
 """The writer's `TensorProto`s against TensorBoard's own builders, and a
 run written without TensorBoard's `tensor_util` (and its TensorFlow stub)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,6 +69,11 @@ def test_text_summary_is_text_pb():
     )
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="without TensorFlow, TensorBoard's own record writer imports its "
+    "summary package, and with it tensor_util",
+)
 def test_a_run_is_written_without_tensor_util(tmp_path):
     """Writing every kind of summary (the round-trip run, heatmap included)
     next to TensorFlow, as in a `fit`, imports neither `tensor_util` nor
