@@ -66,7 +66,8 @@ FULL_HEAD = ("loss", "batch_size", "learning_rate")
 # (taken out before Keras sees the logs).
 FULL_LOGS_KEY = "_keras_actloss_full"
 SAMPLE_LOGS_KEY = "_keras_actloss_sample"
-# ...and the every-step alarm: 1 when the step needs judging at once.
+# ...and what every step's alarm is judged on: `[2]` float32, the unscaled
+# squared global norm and the learning rate.
 ALARM_LOGS_KEY = "_keras_actloss_alarm"
 # Alarm bounds the host sets (`set_bounds`): the unscaled squared global
 # norm must stay in [low, high] and the learning rate in [low, high].
@@ -313,8 +314,10 @@ class GraphStats:
 
     Every step writes one row into the ring variable `_ring` (the step, the
     learning rate, the loss and the gradient norms of `_norm_row`) and
-    returns its alarm (`_alarm`) with its logs; the host reads the ring, and
-    judges the steps in it (`fold_rows`), after an alarm and every
+    returns its alarm values (`_alarm`: squared global norm, learning rate)
+    with its logs, which the host checks against the rules' bounds
+    (`quiet`); the host reads the ring, and judges the steps in it
+    (`fold_rows`), after an alarm and every
     `GradientDiagnostics.QUIET_READ` steps otherwise. A full step instead
     returns, with its logs, a vector of its ring row, the gradients' max and
     min, the loss, batch size and learning rate, per-variable weight and
@@ -414,10 +417,10 @@ class GraphStats:
         row, gradients = self._write_ring(grads, variables, scale, calls[0], full)
         self._local.sample = None
         if not full:
-            # Only the alarm leaves the step: a step that raises it is read
-            # from the ring (`read_steps`).
+            # Only the alarm's two values leave the step: a step that raises
+            # it is read from the ring (`read_steps`).
             self._local.full = None
-            self._local.alarm = self._alarm(row, scale)
+            self._local.alarm = gradients
             return
         self._local.full = row[0]
         self._full_statistics(row, gradients, grads, variables, scale)
@@ -488,7 +491,8 @@ class GraphStats:
         Runs on every step, so it is written for few graph ops: the norms
         of `_norm_row`, one concat, one scatter into the row of this step.
         Returns the row `[1, w]` and, with `full`, the extremes and joined
-        elements of its gradients from the same `_norm_row` (else None).
+        elements of its gradients from the same `_norm_row`, else the
+        step's alarm values (`_alarm`).
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
@@ -531,35 +535,31 @@ class GraphStats:
         row = tf.concat(parts, 1)
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
-        return row, ((extremes, joined[0]) if full else None)
+        if full:
+            return row, (extremes, joined[0])
+        return row, self._alarm(norms, layout, scale, call.rate)
 
-    def _alarm(self, row, scale):
-        """`[1]` float32: 1 when this step needs judging on the host now.
-
-        The step's squared global norm and learning rate against the bounds
-        the host set (`set_bounds`); a NaN or infinity fails every
-        comparison, so it raises the alarm too. Two comparisons and a sum
-        on the row: the host reads one number after a quiet step.
+    def _alarm(self, norms, layout: RowLayout, scale, rate):
+        """`[2]` float32: the step's unscaled squared global norm and its
+        learning rate, which the host checks against the rules' bounds
+        (`quiet`). A few ops on the row's float32 norms: comparing in the
+        graph against bounds held in a variable cost several times more
+        on a small model's step. A NaN or infinity fails the host's
+        comparisons, so it raises the alarm; a step that does is judged
+        from its float64 ring row.
         """
         tf = self._tf
-        layout = self._grad_layout
-        m = len(layout.order)
-        values = row[0, RING_HEAD : RING_HEAD + m]
-        squares = tf.where(tf.constant(layout.norms, tf.bool), values * values, values)
-        total = tf.reduce_sum(squares) / tf.square(row[0, RING_SCALE])
-        bounds = tf.convert_to_tensor(self._bounds)
-        rate = row[0, RING_LR]
-        quiet = tf.reduce_all(
-            tf.stack(
-                [
-                    total >= bounds[0],
-                    total <= bounds[1],
-                    rate >= bounds[2],
-                    rate <= bounds[3],
-                ]
-            )
-        )
-        return tf.reshape(tf.cast(tf.logical_not(quiet), "float32"), [1])
+        values = norms[0]
+        if any(layout.norms):
+            squares = values * values
+            if not all(layout.norms):
+                squares = tf.where(tf.constant(layout.norms), squares, values)
+        else:
+            squares = values
+        total = tf.reduce_sum(squares)
+        if scale is not None:
+            total = total / tf.square(_f32(scale))
+        return tf.stack([total, _f32(rate)])
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""
@@ -745,11 +745,15 @@ class GraphStats:
         return out
 
     def quiet(self) -> bool:
-        """Whether the last execution was a single step that raised no
-        alarm: it can wait for `read_quiet`."""
+        """Whether the last execution was a single step whose squared global
+        norm and learning rate stayed within the bounds (`set_bounds`): it
+        can wait for `read_quiet`. False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
-        # `.numpy()` first: indexing an eager tensor is an op of its own.
-        return alarm is not None and alarm.numpy()[0] == 0.0
+        if alarm is None or self._bounds is None:
+            return False
+        total, rate = alarm.numpy().tolist()
+        low, high, rate_low, rate_high = self._bounds
+        return low <= total <= high and rate_low <= rate <= rate_high
 
     def read_quiet(self) -> list[tuple[int, float, float, float]]:
         """`(step, global norm, learning rate, loss)` of the quiet steps not read
@@ -772,16 +776,8 @@ class GraphStats:
         )
 
     def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
-        """Sets the alarm bounds (`BOUND_FIELDS`) when they moved by more
-        than a fifth: a bound a little stale only makes a step near it
-        raise the alarm, or wait for the next read (the rules judge it then
-        all the same)."""
-        old = self._bounds_set
-        if old is None or any(
-            not (b / 1.2 <= a <= b * 1.2) for a, b in zip(bounds, old) if a or b
-        ):
-            self._bounds.assign(np.array(bounds, "float64"))
-            self._bounds_set = bounds
+        """Sets the alarm bounds (`BOUND_FIELDS`), checked on the host."""
+        self._bounds = tuple(float(b) for b in bounds)
 
     def read_steps(self) -> list[tuple]:
         """Every step run since the last read, judged (see `fold_rows`).

@@ -439,8 +439,7 @@ class TrainHooks(GraphStats):
             ring = RING_HEAD + len(model.trainable_variables)
             self._ring = self._variable(np.full((self.ring_rows, ring), -1.0))
             # Always alarm until the host sets the bounds.
-            self._bounds = self._variable(np.zeros(4))
-            self._bounds_set = None
+            self._bounds = None
             self._tick = None
             if self.loss_scaled:  # Keyed by our own step count (`_ring_key`).
                 self._tick = self._variable(np.zeros((), "int64"))

@@ -530,7 +530,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         """Judges the steps of the batch that just ran (not recorded).
 
         A quiet step (its norm and learning rate within the rules' alarm
-        bounds, checked in the graph) waits in the ring, read every
+        bounds, checked on the host) waits in the ring, read every
         `QUIET_READ` steps; any other step is judged at once, with the
         steps before it (a full step off the schedule has no alarm: its
         row, the vector's prefix, is judged at once).

@@ -196,3 +196,45 @@ def test_multi_worker_is_the_test_keras_reduces_outputs_by():
     ):
         expected = trainer._collective_all_reduce_multi_worker(strategy)
         assert _keras_hooks.multi_worker(strategy) is expected is False
+
+
+def _sentinel_step(lr, x, y, bounds=None):
+    """One every-step train step of a fresh `build_model("sequential")` with
+    SGD(lr); its hooks and the SGD gradient `(w_before - w_after) / lr`."""
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    hooks = _keras_hooks.TrainHooks(model, _keras_hooks.plan_layers(model))
+    hooks.install()
+    try:
+        if bounds is not None:
+            hooks.set_bounds(bounds)
+        hooks.use("sentinel")
+        before = weights(model)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+        model.train_function(iter(dataset))
+        grads = [(b - a) / lr for b, a in zip(before, weights(model))]
+        return hooks, sum(float(np.sum(g**2)) for g in grads)
+    finally:
+        hooks.remove()
+
+
+def test_a_step_is_quiet_within_the_bounds_only(data):
+    x, y = data
+    # The squared global norm of the SGD step, 1e-3 relative error at most.
+    hooks, squared = _sentinel_step(0.1, x, y)
+    alarm = hooks._last_alarm.numpy()
+    np.testing.assert_allclose(alarm, [squared, 0.1], rtol=1e-4)
+    assert not hooks.quiet()  # No bounds set yet: always judged.
+    cases = [
+        ((0.9 * squared, 1.1 * squared, 0.05, 0.2), True),
+        ((1.1 * squared, 2.0 * squared, 0.05, 0.2), False),  # Norm too low.
+        ((0.0, 0.9 * squared, 0.05, 0.2), False),  # Too high.
+        ((0.0, 2.0 * squared, 0.2, 1.0), False),  # Learning rate jumped down.
+    ]
+    for bounds, quiet in cases:
+        hooks.set_bounds(bounds)
+        hooks._last_alarm = tf.constant(alarm)
+        assert hooks.quiet() is quiet, bounds
+    hooks._last_alarm = tf.constant([np.nan, 0.1], "float32")
+    assert not hooks.quiet()  # A NaN fails every comparison.
+    assert not hooks.quiet()  # The alarm is read once.
