@@ -81,7 +81,6 @@ def test_further_optimizers_are_refused_on_jax(data):
 
 
 def test_statistics_leave_the_logs_and_the_hooks_leave_the_model(data):
-    from keras_actloss.callbacks._graph_stats import FULL_LOGS_KEY
 
     x, y = data
     model = build_model("sequential")
