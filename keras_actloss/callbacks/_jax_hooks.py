@@ -188,6 +188,12 @@ class JaxTrainHooks:
     """
 
     def __init__(self, model, plans, histogram_size=0, ring_rows=256, optimizers=()):
+        if keras.config.is_nnx_enabled():
+            raise ValueError(
+                "GradientDiagnostics does not support Keras's Flax NNX mode on "
+                "the JAX backend yet (its train step is `nnx.jit`ed). "
+                "Received: keras.config.is_nnx_enabled()=True"
+            )
         if optimizers:
             raise ValueError(
                 "Argument `optimizers` is not supported on the JAX backend: "

@@ -174,6 +174,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
+      On the JAX backend, those `model.optimizer.stateless_apply` receives
+      in the jitted step (the global batch's under
+      `keras.distribution.DataParallel`); only `model.optimizer` is watched
+      there (`optimizers` is not supported), and a weight the loss does not
+      depend on gets a zero gradient rather than none.
       Every optimizer that may update the model's weights is watched:
       `model.optimizer`, every optimizer held by an attribute of the model
       or of one of its layers (directly or in a list or dict, as a GAN's

@@ -80,6 +80,16 @@ def test_further_optimizers_are_refused_on_jax(data):
         _fit(model, x, y, diag)
 
 
+def test_flax_nnx_mode_is_refused(data, monkeypatch):
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    monkeypatch.setattr(keras.config, "is_nnx_enabled", lambda: True)
+    received = r"Received: keras\.config\.is_nnx_enabled\(\)=True$"
+    with pytest.raises(ValueError, match=r"Flax NNX .*" + received):
+        _fit(model, x, y, _diag())
+
+
 def test_statistics_leave_the_logs_and_the_hooks_leave_the_model(data):
 
     x, y = data
