@@ -186,7 +186,8 @@ class JaxStats:
         return out
 
     def _host_rows(self) -> list[list[float]]:
-        """Like `_rows`, for pending entries some of which are already rows."""
+        """The every-step rows not read yet, in step order, as host rows
+        (`_read_row`; those `quiet` read are rows already); read now."""
         pending, self._pending = self._pending, []
         devices = [out for out in pending if isinstance(out, dict)]
         host = iter(
