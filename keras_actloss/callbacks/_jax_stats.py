@@ -5,10 +5,11 @@ trainer) calls these methods while its train step is traced: they build the
 step's statistics with `keras.ops` as a named structure (a dict) that leaves
 the jitted step with its logs:
 
-- every step: `"step"` (the optimizer's iterations before the update),
-  `"scale"` (the loss scale, 1 without), `"rate"` (the learning rate),
-  `"loss"` and `"norms"` (each of the optimizer's variables' gradient L2
-  norm, scaled);
+- every step: `"row"`, one float32 vector (one transfer to the host after
+  every step) of the fields `ROW_FIELDS`: the optimizer's iterations before
+  the update (as `step // 2**20` and `step % 2**20`, both exact in
+  float32), the loss scale (1 without), the learning rate, the loss, then
+  each of the optimizer's variables' gradient L2 norm (scaled);
 - full steps also: `"batch"`, `"grad_max"` (per-variable max-abs),
   `"weights"` and `"updates"` (per-variable norms of the weights before the
   update and of their change), `"activations"` (layer index ->
@@ -47,7 +48,10 @@ from keras_actloss.callbacks._graph_stats import (
 from keras_actloss.diagnostics import stats
 
 # The every-step part of a step's statistics (a ring row, see `_read_row`).
-ROW_KEYS = ("step", "scale", "rate", "loss", "norms")
+ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss")
+_STEP_SPLIT = 2**20
+_ROW_SCALE, _ROW_RATE, _ROW_LOSS = 2, 3, 4
+_ROW_NORMS = len(ROW_FIELDS)
 
 
 def _norm(x):
@@ -84,13 +88,17 @@ class JaxStats:
         applied = trace.applied
         grads = [ops.cast(g, "float32") for g in applied["grads"]]
         nan = ops.convert_to_tensor(float("nan"), "float32")
-        out = {
-            "step": applied["step"],
-            "scale": applied["scale"],
-            "rate": applied["rate"],
-            "loss": nan if extra is None else extra["loss"],
-            "norms": ops.stack([_norm(g) for g in grads]),
-        }
+        step = applied["step"]
+        head = [
+            step // _STEP_SPLIT,
+            step % _STEP_SPLIT,
+            applied["scale"],
+            applied["rate"],
+            nan if extra is None else extra["loss"],
+        ]
+        head = ops.stack([ops.cast(v, "float32") for v in head])
+        norms = ops.stack([_norm(g) for g in grads])
+        out = {"row": ops.concatenate([head, norms], 0)}
         if trace.mode != FULL:
             return out
         before, after = applied["before"], applied["after"]
@@ -147,15 +155,20 @@ class JaxStats:
         return out
 
     def quiet(self) -> bool:
-        """Whether the last execution was a single sentinel step within the
-        alarm bounds: it can wait for `read_quiet`."""
-        if len(self._pending) != 1 or self._last_full is not None:
+        """Whether the last execution was a single step within the alarm
+        bounds: it can wait for `read_quiet` (after the quiet steps before
+        it, already read into rows). A full step off the recording schedule
+        is judged the same, from its every-step part (on TensorFlow, where
+        the bounds are checked in the graph, it is judged at once)."""
+        pending = self._pending
+        self._last_full = None  # Not a recording: its statistics are not read.
+        if not pending:
             return False
-        (out,) = self._pending
-        if "grad_max" in out:
-            return False  # A full step off the schedule: judged at once.
-        row = _read_row(jax.device_get({k: out[k] for k in ROW_KEYS}))
-        self._pending = [row]
+        *earlier, out = pending
+        if not isinstance(out, dict) or any(isinstance(o, dict) for o in earlier):
+            return False
+        row = _read_row(np.asarray(out["row"]))
+        pending[-1] = row
         return self._within_bounds(row)
 
     def _within_bounds(self, row) -> bool:
@@ -190,10 +203,7 @@ class JaxStats:
         (`_read_row`; those `quiet` read are rows already); read now."""
         pending, self._pending = self._pending, []
         devices = [out for out in pending if isinstance(out, dict)]
-        host = iter(
-            _read_row(o)
-            for o in jax.device_get([{k: d[k] for k in ROW_KEYS} for d in devices])
-        )
+        host = iter(_read_row(o) for o in jax.device_get([d["row"] for d in devices]))
         return [next(host) if isinstance(out, dict) else out for out in pending]
 
     def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
@@ -215,11 +225,12 @@ class JaxStats:
             return None
         steps = self._fold(self._host_rows())
         full = jax.device_get({k: v for k, v in full.items() if k != "sample"})
+        row = full["row"]
         step, norm, counted, skipped = steps[-1][:4]
         head = {
-            "loss": float(full["loss"]) if self._loss_known else None,
+            "loss": float(row[_ROW_LOSS]) if self._loss_known else None,
             "batch_size": float(full["batch"]),
-            "learning_rate": float(full["rate"]),
+            "learning_rate": float(row[_ROW_RATE]),
             "step": step,
             "global_norm": norm,
             "non_finite": float(counted),
@@ -232,12 +243,13 @@ class JaxStats:
     def _layer_fields(self, full: dict) -> list[dict]:
         n = len(self.plans)
         layers = self._grad_layers()
-        grads = layer_sums(np.square(full["norms"].astype("float64")), layers, n)
+        norms = full["row"][_ROW_NORMS:]
+        grads = layer_sums(np.square(norms.astype("float64")), layers, n)
         weights = layer_sums(np.square(full["weights"].astype("float64")), layers, n)
         deltas = layer_sums(np.square(full["updates"].astype("float64")), layers, n)
         sizes = self._var_sizes()
         counts = np.maximum(layer_sums(sizes, layers, n), 1)
-        scale = float(full["scale"])
+        scale = float(full["row"][_ROW_SCALE])
         activations = self._activation_fields(full["activations"])
         out = []
         for i in range(n):
@@ -249,7 +261,7 @@ class JaxStats:
                 fields.update(
                     grad_norm=math.sqrt(grads[i]) / scale,
                     grad_rms=math.sqrt(grads[i] / counts[i]) / scale,
-                    grad_max=_peak(full, mine) / scale,
+                    grad_max=_peak(norms, full["grad_max"], mine) / scale,
                     weight_norm=weight,
                     update_ratio=math.sqrt(deltas[i]) / weight if weight > 0 else 0.0,
                 )
@@ -308,22 +320,17 @@ class JaxStats:
         return value if value.size else None
 
 
-def _read_row(out: dict) -> list[float]:
-    """A host row in the `_graph_stats` ring layout (`fold_rows`): the step,
-    no tick, the loss scale, the learning rate, the loss, then each
-    variable's gradient norm (scaled)."""
-    return [
-        float(out["step"]),
-        -1.0,
-        float(out["scale"]),
-        float(out["rate"]),
-        float(out["loss"]),
-        *np.asarray(out["norms"], "float64").tolist(),
-    ]
+def _read_row(values) -> list[float]:
+    """A host row in the `_graph_stats` ring layout (`fold_rows`) from a
+    `"row"` vector: the step, no tick, the loss scale, the learning rate,
+    the loss, then each variable's gradient norm (scaled)."""
+    values = np.asarray(values, "float64").tolist()
+    step = values[0] * _STEP_SPLIT + values[1]
+    return [step, -1.0, *values[_ROW_SCALE:]]
 
 
-def _peak(full: dict, ks: list[int]) -> float:
+def _peak(norms, peaks, ks: list[int]) -> float:
     """Max-abs over the gradients `ks`; NaN if any norm is NaN."""
-    if any(math.isnan(float(full["norms"][k])) for k in ks):
+    if any(math.isnan(float(norms[k])) for k in ks):
         return math.nan
-    return max(float(full["grad_max"][k]) for k in ks)
+    return max(float(peaks[k]) for k in ks)

@@ -206,3 +206,55 @@ def test_data_parallel_statistics_equal_a_single_device_run():
         np.testing.assert_allclose(b["norms"], a["norms"], rtol=1e-5)
         np.testing.assert_allclose(b["global"], a["global"], rtol=1e-5)
         np.testing.assert_allclose(b["zero"], a["zero"], rtol=1e-6)
+
+
+def _hooks_of_a_line():
+    """`JaxTrainHooks` of a compiled `Dense(1)` on one input: two variables
+    (kernel, bias), both of the layer "line"."""
+    from keras_actloss.callbacks._jax_hooks import JaxTrainHooks
+    from keras_actloss.callbacks._keras_hooks import plan_layers
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.optimizer.build(model.trainable_variables)
+    return JaxTrainHooks(model, plan_layers(model))
+
+
+def _row(step, norms, rate=0.1, loss=0.3, scale=1.0):
+    """A step's every-step vector as the jitted step returns it."""
+    head = [step // 2**20, step % 2**20, scale, rate, loss]
+    return {"row": np.array(head + list(norms), "float32")}
+
+
+def test_quiet_steps_wait_and_alarms_are_judged_at_once():
+    hooks = _hooks_of_a_line()
+    # Gradient norms 3 and 4: squared global norm 25 (global norm 5).
+    hooks.set_bounds((24.0, 26.0, 0.05, 0.2))
+    hooks._pending = [_row(5, [3.0, 4.0])]
+    assert hooks.quiet()
+    hooks._pending.append(_row(6, [3.0, 4.0], rate=0.3))  # Rate out of bounds.
+    assert not hooks.quiet()
+    hooks._pending.append(_row(7, [float("nan"), 4.0]))  # Not after an alarm.
+    assert not hooks.quiet()
+    steps = hooks.read_steps()
+    # (step, norm, counted, skipped, layer, rate, loss), float32 inputs.
+    assert [s[:5] for s in steps[:2]] == [
+        (5, 5.0, False, False, -1),
+        (6, 5.0, False, False, -1),
+    ]
+    assert steps[2][0] == 7 and steps[2][2] and steps[2][4] == 0  # NaN in "line".
+    assert hooks._pending == []
+
+
+def test_read_quiet_gives_each_waiting_step_and_exact_large_steps():
+    hooks = _hooks_of_a_line()
+    hooks.set_bounds((0.0, 100.0, 0.0, 1.0))
+    big = 2**20 * 40 + 7  # Beyond float32's exact integers (2**24).
+    for step, norms in ((big, [3.0, 4.0]), (big + 1, [6.0, 8.0])):
+        hooks._pending.append(_row(step, norms))
+        assert hooks.quiet()
+    quiet = hooks.read_quiet()
+    np.testing.assert_allclose(
+        quiet, [(big, 5.0, 0.1, 0.3), (big + 1, 10.0, 0.1, 0.3)], rtol=1e-7
+    )
+    assert [int(q[0]) for q in quiet] == [big, big + 1]
