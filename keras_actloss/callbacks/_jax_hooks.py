@@ -139,6 +139,17 @@ def is_chief() -> bool:
     return jax.process_index() == 0
 
 
+def check_optimizers(optimizers) -> None:
+    """Raises `ValueError` for further optimizers: on JAX only
+    `model.optimizer` is watched."""
+    if optimizers:
+        raise ValueError(
+            "Argument `optimizers` is not supported on the JAX backend: "
+            "GradientDiagnostics watches `model.optimizer` only there. "
+            f"Received: optimizers={list(optimizers)!r}"
+        )
+
+
 class _Trace:
     """What the wrappers note while one step is traced (or run eagerly)."""
 
@@ -172,12 +183,7 @@ class JaxTrainHooks(JaxStats):
                 "the JAX backend yet (its train step is `nnx.jit`ed). "
                 "Received: keras.config.is_nnx_enabled()=True"
             )
-        if optimizers:
-            raise ValueError(
-                "Argument `optimizers` is not supported on the JAX backend: "
-                "GradientDiagnostics watches `model.optimizer` only there. "
-                f"Received: optimizers={list(optimizers)!r}"
-            )
+        check_optimizers(optimizers)
         self.model = model
         self.optimizer = model.optimizer
         self.plans = plans

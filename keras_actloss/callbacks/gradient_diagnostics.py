@@ -324,6 +324,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         _bool("heatmap_image", heatmap_image)
         _bool("check_model", check_model)
         _optimizer_list(optimizers)
+        if keras.backend.backend() == "jax":
+            from keras_actloss.callbacks import _jax_hooks
+
+            _jax_hooks.check_optimizers(optimizers)
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps
