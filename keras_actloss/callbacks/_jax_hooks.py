@@ -56,6 +56,7 @@ from keras import ops
 
 from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
+from keras_actloss.callbacks._keras_hooks import TrainHooks
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -192,6 +193,7 @@ class JaxTrainHooks(JaxStats):
         self.loss_scaled = isinstance(
             self.optimizer, keras.optimizers.LossScaleOptimizer
         )
+        self.extra = ()  # No further optimizers (`check_optimizers`).
         self.signature = self.signature_of(model)
         self._var_layer = {
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
@@ -208,21 +210,9 @@ class JaxTrainHooks(JaxStats):
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
-    @staticmethod
-    def signature_of(model) -> tuple:
-        """What the train functions depend on; equal means reusable."""
-        return (
-            id(model.optimizer),
-            id(getattr(model, "_compile_loss", None)),
-            model.steps_per_execution,
-            model.jit_compile,
-            model.run_eagerly,
-            tuple(id(v) for v in model.trainable_variables),
-        )
-
-    def reusable_for(self, model) -> bool:
-        """Whether this fit can run the train functions built last time."""
-        return model is self.model and self.signature == self.signature_of(model)
+    # What the train functions depend on, as on TensorFlow.
+    signature_of = staticmethod(TrainHooks.signature_of)
+    reusable_for = TrainHooks.reusable_for
 
     counter_known = True  # One optimizer: its iterations count the steps.
 
@@ -263,31 +253,11 @@ class JaxTrainHooks(JaxStats):
                 self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
         self.installed = True
 
-    def _wrap(self, obj, name: str, wrapper) -> None:
-        self._saved.setdefault("wrapped", []).append((obj, name))
-        setattr(obj, name, wrapper)
-
-    def remove(self) -> None:
-        """Undoes every hook; the model trains, saves and loads normally."""
-        if not self.installed:
-            return
-        for obj, name in reversed(self._saved.pop("wrapped", [])):
-            if name in obj.__dict__:
-                delattr(obj, name)
-        self.model.train_function = self._saved.pop("train_function", None)
-        self.installed = False
-
-    def _guard(self, model):
-        original = model.make_train_function
-
-        @functools.wraps(original)
-        def make_train_function(force=False):
-            # Only called when the model is trained outside our `fit`: a
-            # previous `fit` died without `on_train_end`. Clean up first.
-            self.remove()
-            return model.make_train_function(force=force)
-
-        return make_train_function
+    # Wrapping on the instances and undoing it is backend-neutral: the same
+    # as TensorFlow's (`_wrap`, `remove`, the `make_train_function` guard).
+    _wrap = TrainHooks._wrap
+    remove = TrainHooks.remove
+    _guard = TrainHooks._guard
 
     # -------------------------------------------------------------- wrappers
     def _call_wrapper(self, original, index: int):
@@ -409,16 +379,10 @@ class JaxTrainHooks(JaxStats):
         ]
 
     # --------------------------------------------------------- train function
-    def traced(self, mode: str) -> bool:
-        """Whether the `mode` train function was built already."""
-        return mode in self._functions
-
-    def use(self, mode: str) -> None:
-        """Makes `fit` run the `mode` train function (`FULL` or the
-        every-step check), built on first use."""
-        if mode not in self._functions:
-            self._functions[mode] = self._make(mode)
-        self.model.train_function = self._functions[mode]
+    # The mode's train function, built on first use (`_make`), as on
+    # TensorFlow.
+    traced = TrainHooks.traced
+    use = TrainHooks.use
 
     def _make(self, mode: str):
         model = self.model

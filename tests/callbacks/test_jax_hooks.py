@@ -5,16 +5,12 @@ backends. The recorded figures themselves are checked on both backends by
 `test_gradient_diagnostics.py` and the scenario suite.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
-from callback_models import build_model, weights
+from callback_models import build_model, run_script, weights
 
 from tests.backend_support import BACKEND
 
@@ -179,20 +175,9 @@ _DATA_PARALLEL = textwrap.dedent(
 
 
 def test_data_parallel_statistics_equal_a_single_device_run():
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    result = run_script(
+        _DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", _DATA_PARALLEL],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 2
     single, parallel = result["single"], result["parallel"]
     assert len(single) == len(parallel) == 2
