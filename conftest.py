@@ -11,6 +11,18 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# The JAX hooks of `GradientDiagnostics` import jax: where it is not
+# installed (the TensorFlow environment) their modules have no doctests to
+# collect.
+collect_ignore = (
+    [
+        "keras_actloss/callbacks/_jax_hooks.py",
+        "keras_actloss/callbacks/_jax_stats.py",
+    ]
+    if importlib.util.find_spec("jax") is None
+    else []
+)
+
 
 def pytest_collection_modifyitems(config, items):
     """Skips the `without_tensorflow` tests where TensorFlow is installed."""

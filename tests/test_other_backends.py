@@ -49,7 +49,27 @@ def test_activations_layers_losses_advise_and_check_model(tmp_path):
     assert "tensorflow" not in sys.modules
 
 
-def test_gradient_diagnostics_says_it_needs_tensorflow():
-    with pytest.raises(ValueError, match="Received: backend="):
-        GradientDiagnostics()
+def test_gradient_diagnostics_trains_and_logs_without_tensorflow(tmp_path):
+    from keras_actloss.callbacks import GradientHealthWarning
+    from keras_actloss.logs import reader
+
+    # Bias -5 with unit-scale inputs: every ReLU pre-activation is negative
+    # (|x @ w| stays far below 5 for a glorot kernel of 4 inputs).
+    x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    dead = keras.layers.Dense(
+        8, activation="relu", bias_initializer=keras.initializers.Constant(-5.0)
+    )
+    model = keras.Sequential([keras.Input((4,)), dead, keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    diag = GradientDiagnostics(log_dir=tmp_path, every_n_steps=1, check_model=False)
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [(f.mode, f.layer, f.value) for f in diag.findings] == [
+        ("dead_relu", dead.name, 1.0)
+    ]
+    # The event files read back the same, without TensorFlow.
+    run = reader.read_run(reader.find_runs(str(tmp_path))[0])
+    assert run.findings == diag.findings
+    assert [s for s, _ in run.series("grad_norm", "global")] == list(range(8))
     assert "tensorflow" not in sys.modules

@@ -26,8 +26,8 @@ from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 ON_FAILURE = ("warn", "stop", "raise")
-# Keras backends the callback runs on; JAX is planned (issue 15), PyTorch later.
-SUPPORTED_BACKENDS = ("tensorflow",)
+# Keras backends the callback runs on; PyTorch is not supported yet.
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
 # The instance whose hooks are installed on a model (by `id(model)`).
 _ACTIVE: dict[int, weakref.ref] = {}
 
@@ -41,12 +41,29 @@ def _check_backend() -> None:
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
-            "GradientDiagnostics supports the TensorFlow backend only "
-            "(KERAS_BACKEND=tensorflow); JAX support is planned and PyTorch "
-            "is not supported yet. The activations, layers, losses, logs and "
-            "`keras-actloss report` work on every backend. Received: "
-            f"backend={backend!r}"
+            "GradientDiagnostics supports the TensorFlow and JAX backends "
+            "(KERAS_BACKEND=tensorflow or jax); PyTorch is not supported yet. "
+            "The activations, layers, losses, logs and `keras-actloss report` "
+            f"work on every backend. Received: backend={backend!r}"
         )
+
+
+def _hooks_class():
+    """The hooks of the current backend (checked by `_check_backend`)."""
+    if keras.backend.backend() == "jax":
+        from keras_actloss.callbacks import _jax_hooks
+
+        return _jax_hooks.JaxTrainHooks
+    return _keras_hooks.TrainHooks
+
+
+def _is_chief(model) -> bool:
+    """Whether this process writes the logs."""
+    if keras.backend.backend() == "jax":
+        from keras_actloss.callbacks import _jax_hooks
+
+        return _jax_hooks.is_chief()
+    return _keras_hooks.is_chief(model.distribute_strategy)
 
 
 def _positive_int(name: str, value, allow_none: bool = False) -> None:
@@ -157,6 +174,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
+      On the JAX backend, those `model.optimizer.stateless_apply` receives
+      in the jitted step (the global batch's under
+      `keras.distribution.DataParallel`); only `model.optimizer` is watched
+      there (`optimizers` is not supported), and a weight the loss does not
+      depend on gets a zero gradient rather than none.
       Every optimizer that may update the model's weights is watched:
       `model.optimizer`, every optimizer held by an attribute of the model
       or of one of its layers (directly or in a list or dict, as a GAN's
@@ -306,6 +328,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         _bool("heatmap_image", heatmap_image)
         _bool("check_model", check_model)
         _optimizer_list(optimizers)
+        if keras.backend.backend() == "jax":
+            from keras_actloss.callbacks import _jax_hooks
+
+            _jax_hooks.check_optimizers(optimizers)
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps
@@ -375,7 +401,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             if not self.record_activations:
                 for plan in plans:
                     plan.profile = None
-            hooks = _keras_hooks.TrainHooks(
+            hooks = _hooks_class()(
                 model,
                 plans,
                 histogram_size=size,
@@ -706,7 +732,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _check_log_dir(self) -> None:
         if self.log_dir is None:
             return
-        if not _keras_hooks.is_chief(self.model.distribute_strategy):
+        if not _is_chief(self.model):
             # Multi-worker training: the chief writes the logs (as Keras's
             # TensorBoard callback did); the other workers keep findings.
             return

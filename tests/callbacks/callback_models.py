@@ -78,11 +78,12 @@ def weights(model) -> list[np.ndarray]:
     return [v.numpy().astype("float64") for v in model.trainable_variables]
 
 
-def run_script(source: str) -> dict:
-    """Runs `source` in a fresh TensorFlow process (for settings, such as
-    logical devices, that must come before TensorFlow initialises); returns
-    the JSON object its last output line prints."""
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+def run_script(source: str, backend: str = "tensorflow", **env: str) -> dict:
+    """Runs `source` in a fresh process of `backend` (for settings, such as
+    logical devices, that must come before the backend initialises), with
+    the environment variables `env` added; returns the JSON object its last
+    output line prints."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **env)
     done = subprocess.run(
         [sys.executable, "-c", source],
         capture_output=True,

@@ -2,6 +2,10 @@
 
 Reference gradients come from plain SGD: with `w_after = w_before - lr * g`,
 the gradient the optimizer applied is `(w_before - w_after) / lr`.
+
+No TensorFlow import at the top: this module also runs in `.ci/run`'s JAX
+stage (TensorFlow not installed); the tests about TensorFlow itself import
+it themselves and are marked `tensorflow_only`.
 """
 
 import os
@@ -10,7 +14,6 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from callback_models import (
     LAYER_NAMES,
     MODEL_KINDS,
@@ -22,11 +25,13 @@ from callback_models import (
 )
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar
+from tensorboard.util import tensor_util
 
 import keras_actloss
 from keras_actloss import activations
 from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 from keras_actloss.findings import NON_FINITE
+from tests.backend_support import BACKEND, tensorflow_only
 
 LR = 0.1
 
@@ -56,6 +61,20 @@ def _assert_norms_match_sgd_step(diag, before, model, kind, rtol):
         np.testing.assert_allclose(
             ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=rtol
         )
+
+
+def _iterations(model) -> int:
+    """The optimizer's step count, also in the middle of a `fit` on JAX
+    (where the variables wait in the training state until the epoch ends:
+    `jax_state_sync` puts them back, as Keras lets callbacks do)."""
+    if BACKEND == "jax":
+        model.jax_state_sync()
+    return int(model.optimizer.iterations.numpy())
+
+
+def _hooked(optimizer) -> set[str]:
+    """The optimizer methods wrapped on the instance (none outside `fit`)."""
+    return {"apply", "stateless_apply"} & set(vars(optimizer))
 
 
 def _diag(**kwargs):
@@ -160,7 +179,10 @@ def test_gradients_and_activations_match_references(kind, data):
     assert diag.findings == []
 
 
+@tensorflow_only
 def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
+    import tensorflow as tf
+
     # Dense on (batch, time, features) with an unknown time length: the
     # element count is not static, so the graph passes it to the host.
     x = rng.normal(size=(16, 7, 3)).astype("float32")
@@ -208,8 +230,11 @@ def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
 
 
 class _ListLogs(keras.Sequential):
-    def train_step(self, data):
-        return list(super().train_step(data).values())
+    def train_step(self, *args):
+        if BACKEND == "jax":  # train_step(state, data) -> (logs, state)
+            logs, state = super().train_step(*args)
+            return list(logs.values()), state
+        return list(super().train_step(*args).values())
 
 
 def test_train_step_that_returns_no_dict_is_refused(data):
@@ -272,6 +297,7 @@ _MIRRORED = textwrap.dedent(
 )
 
 
+@tensorflow_only
 def test_mirrored_strategy_gradients_are_summed_across_replicas():
     # Logical devices must be configured before TensorFlow initialises them.
     result = run_script(_MIRRORED)
@@ -293,6 +319,42 @@ def test_jit_compile_records_the_applied_gradients(data):
     diag = _diag(every_n_steps=1)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
     _assert_norms_match_sgd_step(diag, before, model, "functional", rtol=1e-5)
+
+
+class _WeightsPerStep(keras.callbacks.Callback):
+    """The trainable weights before every step (NumPy, float64)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if BACKEND == "jax":
+            self.model.jax_state_sync()  # The weights wait in the fit's state.
+        self.seen.append(weights(self.model))
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_every_recorded_step_equals_the_sgd_weight_change(data, jit_compile):
+    # Six steps of 8 samples over two epochs, each recorded (dense start):
+    # recording k holds ||w_k - w_{k+1}|| / lr per layer and over all layers.
+    x, y = data
+    model = _compile(build_model("sequential"), jit_compile=jit_compile)
+    names = LAYER_NAMES["sequential"]
+    diag, seen = _diag(every_n_steps=1), _WeightsPerStep()
+    model.fit(x[:24], y[:24], batch_size=8, epochs=2, verbose=0, callbacks=[diag, seen])
+    seen.seen.append(weights(model))
+    assert [s.step for s in diag.history] == [0, 1, 2, 3, 4, 5]
+    for stats in diag.history:
+        grads = _layer_grads(
+            seen.seen[stats.step], seen.seen[stats.step + 1], model, names
+        )
+        for ls in stats.layers:
+            np.testing.assert_allclose(
+                ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
+            )
+        every = np.concatenate(list(grads.values()))
+        np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
 
 
 def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
@@ -321,7 +383,7 @@ def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
         validation_data=(x, y),
     )
     assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10]
-    assert int(model.optimizer.iterations.numpy()) == 12
+    assert _iterations(model) == 12
     assert all(s.batch_size == 8 for s in diag.history)
 
 
@@ -384,7 +446,7 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     modes = [(f.mode, f.layer, f.step) for f in diag.findings]
     # Step 2 (third batch); the NaN input reaches the first layer's kernel first.
     assert modes == [(NON_FINITE, "hidden", 2)]
-    assert int(model.optimizer.iterations.numpy()) == 8  # "warn" keeps training
+    assert _iterations(model) == 8  # "warn" keeps training
 
 
 class _Reported(keras.callbacks.Callback):
@@ -395,7 +457,7 @@ class _Reported(keras.callbacks.Callback):
         self.diag, self.seen = diag, seen
 
     def on_train_batch_end(self, batch, logs=None):
-        last = int(self.model.optimizer.iterations.numpy()) - 1
+        last = _iterations(self.model) - 1
         for f in self.diag.findings[len(self.seen) :]:
             self.seen.append((f.mode, f.step, last))
 
@@ -447,7 +509,7 @@ def test_nan_stops_training_with_on_failure_stop(data):
         callbacks=[diag],
     )
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 1)]
-    assert int(model.optimizer.iterations.numpy()) == 2
+    assert _iterations(model) == 2
 
 
 def test_nan_raises_training_failure_and_restores_model(data):
@@ -466,7 +528,7 @@ def test_nan_raises_training_failure_and_restores_model(data):
         )
     assert caught.value.finding.mode == NON_FINITE
     assert caught.value.finding.step == 1
-    assert "apply" not in model.optimizer.__dict__
+    assert not _hooked(model.optimizer)
 
 
 def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
@@ -486,7 +548,7 @@ def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
         callbacks=[diag],
     )
     assert diag.findings == []
-    assert int(model.optimizer.iterations.numpy()) == 15
+    assert _iterations(model) == 15
     # NaN from batch 4 on: 12 overflows in a row is not an overflow any more.
     bad = x.copy()
     bad[32:] = np.nan
@@ -521,8 +583,12 @@ def test_frozen_layer_and_layer_without_gradient(data):
     model(x[:1])  # Builds the Dense layer.
     _compile(model)
     diag = _diag(every_n_steps=1)
-    with pytest.warns(UserWarning, match="Gradients do not exist"):
+    if BACKEND == "jax":
+        # `jax.grad` gives every weight a gradient: zeros for an unused one.
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    else:
+        with pytest.warns(UserWarning, match="Gradients do not exist"):
+            model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
     info = {i.name: i for i in diag.layers}
     assert set(info) == {"frozen", "unused", "out"}
     assert not info["frozen"].has_trainable_weights
@@ -530,7 +596,11 @@ def test_frozen_layer_and_layer_without_gradient(data):
     assert (
         stats["frozen"].grad_norm is None and stats["frozen"].zero_fraction is not None
     )
-    assert stats["unused"].grad_norm is None and stats["unused"].update_ratio is None
+    unused = stats["unused"]
+    if BACKEND == "jax":
+        assert unused.grad_norm == 0.0 and unused.update_ratio == 0.0
+    else:
+        assert unused.grad_norm is None and unused.update_ratio is None
     assert stats["out"].grad_norm > 0
 
 
@@ -576,12 +646,12 @@ def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
     steps = [e.step for e in acc.Tensors("grad_norm/hidden")]
     assert steps == [0, 2]  # recordings at steps 0 and 2, before the crash
     # The histogram holds every gradient element of `out`: 4x1 kernel + 1 bias.
-    hist = tf.make_ndarray(acc.Tensors("grad_hist/out")[0].tensor_proto)
+    hist = tensor_util.make_ndarray(acc.Tensors("grad_hist/out")[0].tensor_proto)
     assert hist[:, 2].sum() == 5
     # The model trains normally afterwards: hooks are undone by the next fit.
     before = weights(model)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    assert "apply" not in model.optimizer.__dict__
+    assert not _hooked(model.optimizer)
     assert "make_train_function" not in model.__dict__
     assert not np.allclose(before[0], weights(model)[0])
 
@@ -619,7 +689,7 @@ def test_check_model_sees_the_labels_of_a_recorded_batch(rng):
     raising = GradientDiagnostics(every_n_steps=50, on_failure="raise")
     with pytest.raises(keras_actloss.TrainingFailure, match="bounded_output"):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[raising])
-    assert int(model.optimizer.iterations.numpy()) == 3  # 2 steps + 1 step.
+    assert _iterations(model) == 3  # 2 steps + 1 step.
 
 
 def test_heatmap_image_is_written(data, tmp_path):
@@ -638,7 +708,7 @@ def test_unwritable_log_dir_fails_before_training(data, tmp_path):
     diag = _diag(log_dir=blocker / "run")
     with pytest.raises(ValueError, match="log_dir"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
-    assert int(model.optimizer.iterations.numpy()) == 0
+    assert _iterations(model) == 0
 
 
 @pytest.mark.parametrize(
@@ -670,7 +740,7 @@ def test_second_instance_on_one_model_is_refused(data):
         model.fit(x, y, batch_size=8, verbose=0, callbacks=[_diag(), _diag()])
     # The first instance's hooks are gone: the model trains normally again.
     model.fit(x, y, batch_size=8, verbose=0)
-    assert "apply" not in model.optimizer.__dict__
+    assert not _hooked(model.optimizer)
 
 
 def test_instance_reused_for_another_model_starts_afresh(data):
@@ -699,7 +769,7 @@ class _Crash(keras.callbacks.Callback):
         self.at = at
 
     def on_train_batch_begin(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.at:
+        if _iterations(self.model) == self.at:
             raise RuntimeError("crash")
 
 

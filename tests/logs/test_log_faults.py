@@ -291,10 +291,6 @@ class _FaultWindow(keras.callbacks.Callback):
             self.faults.active = False
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="GradientDiagnostics runs on the TensorFlow backend only",
-)
 def test_fit_survives_a_full_disk_and_the_logs_are_complete(tmp_path, monkeypatch):
     # Used to abort fit with ResourceExhaustedError from the writer (issue 13).
     faults = Faults(monkeypatch)

@@ -34,7 +34,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 VANISHING = "vanishing_gradients"
 EXPLODING = "exploding_gradients"
@@ -547,14 +546,29 @@ class Detection:
         return min(hits, key=lambda fs: (fs[1], fs[0].step)) if hits else None
 
 
-def detect(case: Case, **options) -> Detection:
+# Initial weights saved from TensorFlow's build of a case (`initial_weights`).
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "initial_weights")
+
+
+def tensorflow_weights(case: Case) -> list[np.ndarray]:
+    """The weights `case.build()` starts from on TensorFlow, saved with
+    `np.savez(path, *model.get_weights())`: Keras's seeded initializers draw
+    other weights on JAX, so a run there starts from these to be the same."""
+    with np.load(os.path.join(WEIGHTS_DIR, f"{case.name}.npz")) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def detect(case: Case, initial_weights=None, **options) -> Detection:
     """Fits `case` with `GradientDiagnostics(check_model=False)` at default
-    settings (warnings silenced) and a `Recorder` after it. `options` are
-    passed on to `GradientDiagnostics` (for exploration: the tests and the
-    benchmark use none)."""
+    settings (warnings silenced) and a `Recorder` after it, from
+    `initial_weights` if given (a list for `model.set_weights`). `options`
+    are passed on to `GradientDiagnostics` (for exploration: the tests and
+    the benchmark use none)."""
     from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 
     setup = case.build()
+    if initial_weights is not None:
+        setup.model.set_weights(initial_weights)
     diag = GradientDiagnostics(check_model=False, **options)
     recorder = Recorder(diag)
     kwargs = setup.fit_kwargs()
@@ -679,7 +693,10 @@ def _unit_fractions(layer, outputs) -> tuple[str, float]:
 
 def confirm(case: Case) -> Confirmation:
     """Trains `case` without the callback in a plain `tf.GradientTape` loop
-    (same seed, model, batches and learning rates) and measures it."""
+    (same seed, model, batches and learning rates) and measures it.
+    TensorFlow only (imported here: `detect` runs on JAX too)."""
+    import tensorflow as tf
+
     setup = case.build()
     model = setup.model
     layers = [

@@ -17,6 +17,7 @@ a training mode and severity "failure" count: a pre-training warning such as
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,27 @@ REPORTED = {
 }
 
 
-@pytest.mark.parametrize("case", cases.FAILURES, ids=lambda case: case.name)
+BACKEND = keras.backend.backend()
+# On JAX, Keras's sparse categorical cross-entropy of a softmax output clips
+# the probabilities (TensorFlow's backend takes the logits the softmax
+# kept): with the same weights, the step at lr 50 saturates the softmax, and
+# the loss sticks at -log(1e-7) ~ 16 on most samples with gradients of
+# exactly 0 from step 151, instead of the explosion and dead units.
+JAX_OTHER_RUN = pytest.mark.skipif(
+    BACKEND == "jax",
+    reason="another training run on JAX: the clipped cross-entropy of a "
+    "saturated softmax gives zero gradients, no explosion (see JAX_OTHER_RUN)",
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=JAX_OTHER_RUN) if case.name == "lr_jump" else case
+        for case in cases.FAILURES
+    ],
+    ids=lambda case: case.name,
+)
 def test_failure_is_reported_in_time(case):
     detection = cases.detect(case)
     found = describe(detection)
@@ -86,6 +107,11 @@ def test_healthy_control_is_silent_with_dense_recording(case):
 def test_unstandardized_inputs_are_named_as_a_warning():
     # The first tanh layer of raw features spanning about -14..8 saturates
     # partly, yet the model learns: the cause is named, as a warning.
-    detection = cases.detect(cases.BY_NAME["healthy_unstandardized_tanh"])
-    found = [(f.mode, f.severity) for f, _ in detection.reported]
-    assert found == [("unstandardized_inputs", "warning")]
+    case = cases.BY_NAME["healthy_unstandardized_tanh"]
+    # From TensorFlow's initial weights on every backend: JAX's draw saturates
+    # about 40% of the tanh outputs, TensorFlow's the 50% that names it.
+    detection = cases.detect(case, initial_weights=cases.tensorflow_weights(case))
+    found = [(f.mode, f.severity, f.step, s) for f, s in detection.reported]
+    # Over 50% saturated in every recording from step 3 on (step 2 was at
+    # 46%); confirmed after 3 recordings over 5 steps, so at step 7.
+    assert found == [("unstandardized_inputs", "warning", 3, 7)]

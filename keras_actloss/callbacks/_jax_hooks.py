@@ -1,0 +1,406 @@
+"""The one module that touches Keras's JAX trainer internals.
+
+`GradientDiagnostics` needs the gradients the optimizer really applies and
+the layer outputs of the same step, without a second forward or backward
+pass. On the JAX backend `fit` runs `model.train_function(state, iterator)`,
+built by `model._make_function` from a jitted `train_step(state, data)`; the
+step is stateless: it calls `jax.value_and_grad(model.compute_loss_and_updates,
+has_aux=True)`, then `model.optimizer.stateless_apply(optimizer_variables,
+grads, trainable_variables)`. This module wraps, on the instances only and
+for the duration of `fit`:
+
+- `optimizer.stateless_apply` of `model.optimizer`: it notes the gradients
+  it receives (scaled under loss scaling), the weights before and after the
+  update, and, read from the optimizer variables it is passed, the step
+  (`iterations`), the learning rate and the loss scale
+  (`LossScaleOptimizer.dynamic_scale`, or the static `loss_scale_factor`).
+- `model.compute_loss_and_updates`: while a train function of ours is
+  traced, it lets the monitored layers keep their outputs, then computes
+  their activation counts (`diagnostics.stats.activation_counts` on
+  `jax.lax.stop_gradient`ed outputs) and the step's loss *inside* the
+  `jax.value_and_grad` trace and carries them out through the auxiliary
+  outputs Keras already returns: appended to its `non_trainable_variables`,
+  which `train_step` passes into the new state untouched. The train step
+  takes them off again before Keras sees the state. No tracer leaves the
+  trace it was made in.
+- the `call` of every monitored leaf layer (kept only while recording).
+- `model.train_function`: two train functions built with
+  `model._make_function` from our own jitted step around the model's
+  `train_step`, a "sentinel" one (the step, learning rate, loss, loss scale
+  and per-variable gradient norms: a small dict) and a "full" one (plus
+  gradient max-abs, weight and update norms, activation counts and
+  gradient samples). The statistics leave the jitted step in its logs dict
+  under `FULL_LOGS_KEY`; a wrapper takes them out before `fit` sees the
+  logs and keeps the device arrays, converted only when the host reads them.
+- `model.make_train_function`: a guard that undoes every hook if the model
+  is trained again after a `fit` that died without `on_train_end`.
+
+The statistics and the host readers (`_jax_stats.JaxStats`, a mixin) return
+the same structures as the TensorFlow ones
+(`_graph_stats.GraphStats`) and judge the steps with the same `fold_rows`,
+so the callback, the rules and the writer are shared. Only `model.optimizer`
+is watched (not the further optimizers of a custom `train_step`).
+`check_internals()` fails loudly when the Keras internals used here change.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+
+import jax
+import keras
+import numpy as np
+from keras import ops
+
+from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
+from keras_actloss.callbacks._jax_stats import JaxStats
+from keras_actloss.callbacks._keras_hooks import TrainHooks
+
+# Where the loss and activation counts ride in `non_trainable_variables`.
+_EXTRA_KEY = "_keras_actloss_extra"
+_COMPUTE_LOSS_ARGS = [
+    "self",
+    "trainable_variables",
+    "non_trainable_variables",
+    "metrics_variables",
+    "x",
+    "y",
+    "sample_weight",
+    "training",
+    "optimizer_variables",
+]
+# Source fragments of the JAX trainer this module relies on.
+_TRAIN_STEP_SOURCE = (
+    "jax.value_and_grad(\n            self.compute_loss_and_updates, has_aux=True",
+    "(unscaled_loss, y_pred, non_trainable_variables, metrics_variables) = (",
+    "self.optimizer.stateless_apply(\n            optimizer_variables, grads, "
+    "trainable_variables",
+    "non_trainable_variables,\n            optimizer_variables,",
+)
+
+
+def check_internals() -> None:
+    """Raises `RuntimeError` if a Keras JAX internal the hooks use changed.
+
+    Checks the attributes, signatures and the shape of `train_step` the
+    hooks rely on, so a Keras upgrade that moves them fails here, loudly,
+    instead of silently recording nothing (or the wrong gradients).
+    """
+    from keras.src.backend.jax.trainer import JAXTrainer
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    missing = [
+        f"JAXTrainer.{name}"
+        for name in (
+            "train_step",
+            "compute_loss_and_updates",
+            "_make_function",
+            "make_train_function",
+            "_get_state_sharding_spec",
+            "jax_state_sync",
+        )
+        if not hasattr(JAXTrainer, name)
+    ]
+    if not missing:
+        params = list(inspect.signature(JAXTrainer.compute_loss_and_updates).parameters)
+        if params != _COMPUTE_LOSS_ARGS:
+            missing.append("JAXTrainer.compute_loss_and_updates(...)")
+        source = inspect.getsource(JAXTrainer.train_step)
+        missing += [
+            f"JAXTrainer.train_step: {fragment.split()[0]}..."
+            for fragment in _TRAIN_STEP_SOURCE
+            if fragment not in source
+        ]
+        make = list(inspect.signature(JAXTrainer._make_function).parameters)
+        if make[:2] != ["self", "step_function"]:
+            missing.append("JAXTrainer._make_function(step_function)")
+        fit = inspect.getsource(JAXTrainer.fit)
+        if "self._jax_state = {" not in fit or "_jax_state_synced" not in fit:
+            missing.append("JAXTrainer.fit: _jax_state")
+    apply = list(inspect.signature(BaseOptimizer.stateless_apply).parameters)
+    if apply != ["self", "optimizer_variables", "grads", "trainable_variables"]:
+        missing.append("Optimizer.stateless_apply(optimizer_variables, grads, ...)")
+    lso = keras.optimizers.LossScaleOptimizer
+    if "dynamic_scale" not in inspect.getsource(lso.build):
+        missing.append("LossScaleOptimizer.dynamic_scale")
+    if "loss_scale_factor" not in inspect.signature(BaseOptimizer.__init__).parameters:
+        missing.append("Optimizer.loss_scale_factor")
+    if missing:
+        raise RuntimeError(
+            "keras_actloss.callbacks.GradientDiagnostics relies on Keras "
+            f"JAX internals that changed in Keras {keras.__version__}: "
+            f"{', '.join(missing)}."
+        )
+
+
+def is_chief() -> bool:
+    """Whether this process writes the logs: JAX process 0."""
+    return jax.process_index() == 0
+
+
+def check_optimizers(optimizers) -> None:
+    """Raises `ValueError` for further optimizers: on JAX only
+    `model.optimizer` is watched."""
+    if optimizers:
+        raise ValueError(
+            "Argument `optimizers` is not supported on the JAX backend: "
+            "GradientDiagnostics watches `model.optimizer` only there. "
+            f"Received: optimizers={list(optimizers)!r}"
+        )
+
+
+class _Trace:
+    """What the wrappers note while one step is traced (or run eagerly)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.recording = False
+        self.loss_seen = False
+        self.outputs: dict[int, object] = {}
+        self.applied = None
+
+
+class JaxTrainHooks(JaxStats):
+    """Installs, runs and removes the instrumentation of one `fit` on JAX.
+
+    Same host interface as `_keras_hooks.TrainHooks`.
+
+    Args:
+        model: The compiled Keras model.
+        plans: The monitored layers (from `_keras_hooks.plan_layers`).
+        histogram_size: Gradient elements kept per layer for histograms (a
+            strided sample), or 0 for none.
+        ring_rows: Kept for the interface: the every-step rows wait on the
+            host in a list, not in a ring.
+        optimizers: Must be empty: only `model.optimizer` is watched on JAX.
+    """
+
+    def __init__(self, model, plans, histogram_size=0, ring_rows=256, optimizers=()):
+        if keras.config.is_nnx_enabled():
+            raise ValueError(
+                "GradientDiagnostics does not support Keras's Flax NNX mode on "
+                "the JAX backend yet (its train step is `nnx.jit`ed). "
+                "Received: keras.config.is_nnx_enabled()=True"
+            )
+        check_optimizers(optimizers)
+        self.model = model
+        self.optimizer = model.optimizer
+        self.plans = plans
+        self.histogram_size = histogram_size
+        self.ring_rows = ring_rows
+        self.loss_scaled = isinstance(
+            self.optimizer, keras.optimizers.LossScaleOptimizer
+        )
+        self.extra = ()  # No further optimizers (`check_optimizers`).
+        self.signature = self.signature_of(model)
+        self._var_layer = {
+            id(v): i for i, plan in enumerate(plans) for v in plan.variables
+        }
+        self._functions: dict[str, object] = {}
+        self._saved: dict[str, object] = {}
+        self._trace: _Trace | None = None
+        self._pending: list = []
+        self._last_full = self._kept = self._kept_full = None
+        self._loss_known = False
+        self._bounds = (0.0, 0.0, 0.0, 0.0)  # Always alarm until set.
+        self._streak = 0.0
+        self._checked = False
+        self.installed = False
+
+    # ---------------------------------------------------------------- set-up
+    # What the train functions depend on, as on TensorFlow.
+    signature_of = staticmethod(TrainHooks.signature_of)
+    reusable_for = TrainHooks.reusable_for
+
+    counter_known = True  # One optimizer: its iterations count the steps.
+
+    def step_count(self) -> int:
+        """The iterations of `model.optimizer` (from the training state
+        while `fit` keeps the variables purged)."""
+        return int(np.asarray(self._value(self.optimizer.iterations)))
+
+    def _value(self, variable):
+        state = getattr(self.model, "_jax_state", None)
+        if variable._value is None and state:
+            ids = [id(v) for v in self.optimizer.variables]
+            return state["optimizer_variables"][ids.index(id(variable))]
+        return variable.value
+
+    def hooked_names(self) -> str:
+        """The watched optimizer, for messages."""
+        return f"`model.optimizer` ({type(self.optimizer).__name__})"
+
+    def install(self) -> None:
+        """Wraps the optimizer, the loss function, the layers and the model."""
+        model = self.model
+        if not self._checked:
+            check_internals()  # Once: Keras does not change between fits.
+            self._checked = True
+        self.reset_sentinel()
+        self._saved["train_function"] = model.train_function
+        optimizer = self.optimizer
+        self._wrap(optimizer, "stateless_apply", self._apply_wrapper(optimizer))
+        self._wrap(
+            model,
+            "compute_loss_and_updates",
+            self._loss_wrapper(model.compute_loss_and_updates),
+        )
+        self._wrap(model, "make_train_function", self._guard(model))
+        for i, plan in enumerate(self.plans):
+            if plan.profile is not None:
+                self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
+        self.installed = True
+
+    # Wrapping on the instances and undoing it is backend-neutral: the same
+    # as TensorFlow's (`_wrap`, `remove`, the `make_train_function` guard).
+    _wrap = TrainHooks._wrap
+    remove = TrainHooks.remove
+    _guard = TrainHooks._guard
+
+    # -------------------------------------------------------------- wrappers
+    def _call_wrapper(self, original, index: int):
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            outputs = original(*args, **kwargs)
+            trace = self._trace
+            if trace is not None and trace.recording and isinstance(outputs, jax.Array):
+                trace.outputs[index] = outputs
+            return outputs
+
+        return call
+
+    def _loss_wrapper(self, original):
+        @functools.wraps(original)
+        def compute_loss_and_updates(*args, **kwargs):
+            trace = self._trace
+            if trace is None or trace.loss_seen or not kwargs.get("training"):
+                return original(*args, **kwargs)
+            trace.loss_seen = True  # The first training call of the step.
+            trace.recording = trace.mode == FULL
+            try:
+                loss, aux = original(*args, **kwargs)
+            finally:
+                trace.recording = False
+            outputs, trace.outputs = trace.outputs, {}
+            unscaled, y_pred, non_trainable, metrics = aux
+            # Still inside `jax.value_and_grad`: computed here, carried out
+            # as auxiliary outputs (see the module docstring).
+            extra = {
+                "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
+                "activations": self._activation_counts(outputs),
+            }
+            non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
+            return loss, (unscaled, y_pred, non_trainable, metrics)
+
+        return compute_loss_and_updates
+
+    def _apply_wrapper(self, optimizer):
+        original = optimizer.stateless_apply
+
+        @functools.wraps(original)
+        def stateless_apply(optimizer_variables, grads, trainable_variables):
+            trace = self._trace
+            if trace is None or trace.applied is not None:
+                return original(optimizer_variables, grads, trainable_variables)
+            mapping = list(zip(optimizer.variables, optimizer_variables))
+            with keras.StatelessScope(state_mapping=mapping):
+                step = ops.convert_to_tensor(optimizer.iterations)
+                rate = ops.cast(optimizer.learning_rate, "float32")
+                scale = self._scale(optimizer)
+            new_trainable, new_optimizer = original(
+                optimizer_variables, grads, trainable_variables
+            )
+            trace.applied = {
+                "grads": list(grads),
+                "before": list(trainable_variables),
+                "after": list(new_trainable),
+                "step": step,
+                "rate": rate,
+                "scale": scale,
+            }
+            return new_trainable, new_optimizer
+
+        return stateless_apply
+
+    @staticmethod
+    def _scale(optimizer):
+        """The loss scale the gradients carry (read before the update)."""
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return ops.cast(optimizer.dynamic_scale, "float32")
+        if optimizer.loss_scale_factor is not None:
+            return ops.convert_to_tensor(float(optimizer.loss_scale_factor), "float32")
+        return ops.convert_to_tensor(1.0, "float32")
+
+    # --------------------------------------------------------- in the trace
+    def _step(self, mode, state, data):
+        """The model's `train_step` with the statistics added to its logs."""
+        trace = self._trace = _Trace(mode)
+        try:
+            logs, state = self.model.train_step(state, data)
+            extra, state = self._take_extra(state)
+            self._loss_known = extra is not None
+            out = None
+            if trace.applied is not None:
+                out = self._statistics(trace, extra, data)
+        finally:
+            self._trace = None
+        if out is None:
+            return logs, state
+        if not isinstance(logs, dict):
+            raise ValueError(
+                "GradientDiagnostics expects `train_step` to return a dict of "
+                f"logs, as Keras documents. Received: {type(logs).__name__}"
+            )
+        return {**logs, FULL_LOGS_KEY: out}, state
+
+    @staticmethod
+    def _take_extra(state):
+        """Our loss and counts off the end of the new non-trainable state."""
+        non_trainable = state[1]
+        if (
+            non_trainable
+            and isinstance(non_trainable[-1], dict)
+            and _EXTRA_KEY in non_trainable[-1]
+        ):
+            extra = non_trainable[-1][_EXTRA_KEY]
+            return extra, (state[0], list(non_trainable[:-1]), *state[2:])
+        return None, state
+
+    def _var_sizes(self) -> list[int]:
+        """Element count of each of the optimizer's variables."""
+        return [math.prod(v.shape) for v in self.optimizer._trainable_variables]
+
+    def _grad_layers(self) -> list[int]:
+        """Layer index of each of the optimizer's variables (-1: none)."""
+        return [
+            self._var_layer.get(id(v), -1) for v in self.optimizer._trainable_variables
+        ]
+
+    # --------------------------------------------------------- train function
+    # The mode's train function, built on first use (`_make`), as on
+    # TensorFlow.
+    traced = TrainHooks.traced
+    use = TrainHooks.use
+
+    def _make(self, mode: str):
+        model = self.model
+        step = functools.partial(self._step, mode)
+        if not model.run_eagerly and model.jit_compile:
+            out_shardings = None
+            if keras.distribution.distribution() is not None:
+                out_shardings = (None, model._get_state_sharding_spec())
+            step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
+
+        def run(state, data):
+            logs, state = step(state, data)
+            out = logs.pop(FULL_LOGS_KEY, None)
+            if out is not None:
+                # Device arrays: converted when the host reads them.
+                self._pending.append(out)
+                if mode == FULL:
+                    self._last_full, self._kept = out, data
+            return logs, state
+
+        return model._make_function(run)

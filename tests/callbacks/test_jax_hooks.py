@@ -1,0 +1,241 @@
+"""`GradientDiagnostics` internals on the JAX backend (`_jax_hooks`).
+
+Runs in `.ci/run`'s JAX stage (no TensorFlow installed); skipped on other
+backends. The recorded figures themselves are checked on both backends by
+`test_gradient_diagnostics.py` and the scenario suite.
+"""
+
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from callback_models import build_model, run_script, weights
+
+from tests.backend_support import BACKEND
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "jax", reason=f"about the JAX trainer; backend={BACKEND}"
+)
+
+
+def _fit(model, x, y, diag, **kwargs):
+    kwargs.setdefault("batch_size", 8)
+    return model.fit(x, y, epochs=1, verbose=0, callbacks=[diag], **kwargs)
+
+
+def _diag(**kwargs):
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    kwargs.setdefault("check_model", False)
+    return GradientDiagnostics(**kwargs)
+
+
+def test_check_internals_passes_on_this_keras():
+    from keras_actloss.callbacks import _jax_hooks
+
+    _jax_hooks.check_internals()
+
+
+def test_check_internals_fails_loudly_when_the_trainer_changes(monkeypatch):
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    from keras_actloss.callbacks import _jax_hooks
+
+    def train_step(self, state, data):  # Gradients taken some other way.
+        return {}, state
+
+    monkeypatch.setattr(JAXTrainer, "train_step", train_step)
+    with pytest.raises(RuntimeError, match=r"JAXTrainer\.train_step: jax\.value"):
+        _jax_hooks.check_internals()
+    monkeypatch.delattr(JAXTrainer, "_make_function")
+    with pytest.raises(RuntimeError, match=r"changed in Keras .*_make_function"):
+        _jax_hooks.check_internals()
+
+
+def test_check_internals_names_a_changed_optimizer_signature(monkeypatch):
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    from keras_actloss.callbacks import _jax_hooks
+
+    def stateless_apply(self, grads, trainable_variables, optimizer_variables):
+        raise AssertionError
+
+    monkeypatch.setattr(BaseOptimizer, "stateless_apply", stateless_apply)
+    with pytest.raises(RuntimeError, match=r"Optimizer\.stateless_apply"):
+        _jax_hooks.check_internals()
+
+
+def test_further_optimizers_are_refused_on_jax():
+    extra = keras.optimizers.Adam()
+    with pytest.raises(ValueError, match=r"^Argument `optimizers` is not supported"):
+        _diag(optimizers=[extra])
+
+
+def test_flax_nnx_mode_is_refused(data, monkeypatch):
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    monkeypatch.setattr(keras.config, "is_nnx_enabled", lambda: True)
+    received = r"Received: keras\.config\.is_nnx_enabled\(\)=True$"
+    with pytest.raises(ValueError, match=r"Flax NNX .*" + received):
+        _fit(model, x, y, _diag())
+
+
+def test_statistics_leave_the_logs_and_the_hooks_leave_the_model(data):
+
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse", metrics=["mae"])
+    seen = []
+    logger = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            (sorted(logs), "stateless_apply" in vars(model.optimizer))
+        )
+    )
+    diag = _diag(every_n_steps=2)
+    diag.DENSE_STEPS = 0  # Full statistics at steps 0, 2, 4, 6 only.
+    diag.RENT_STEPS = 1  # The every-step function from the first step off.
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag, logger])
+    # No statistics in the logs other callbacks see, after full steps and
+    # every-step ones alike.
+    assert diag._hooks.traced("sentinel")
+    assert seen == [(["loss", "mae"], True)] * 8  # Hooked while it trains.
+    assert [s.step for s in diag.history] == [0, 2, 4, 6]
+    hooked = {"stateless_apply", "compute_loss_and_updates", "make_train_function"}
+    assert not hooked & (set(vars(model.optimizer)) | set(vars(model)))
+    assert all("call" not in vars(layer) for layer in model.layers)
+    # Training state of the variables is whole: a later fit trains as usual.
+    before = weights(model)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    after = weights(model)
+    assert len(after) == len(before) and not np.allclose(before[0], after[0])
+    assert len(model.non_trainable_variables) == 0  # Nothing of ours left.
+
+
+def test_batch_norm_state_is_updated_as_without_the_callback(rng):
+    # Our counts ride at the end of the non-trainable state inside the step:
+    # the moving statistics must come out exactly as without the callback.
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+
+    def run(callbacks):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(5, activation="relu"),
+                keras.layers.BatchNormalization(),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+        return [v.numpy() for v in model.non_trainable_variables] + weights(model)
+
+    plain, watched = run([]), run([_diag(every_n_steps=1)])
+    assert len(plain) == len(watched)
+    for a, b in zip(plain, watched):
+        np.testing.assert_array_equal(a, b)
+
+
+_DATA_PARALLEL = textwrap.dedent(
+    """
+    import json
+    import jax
+    import keras
+    import numpy as np
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+
+    def run():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, name="out")])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[diag])
+        return [{"global": s.global_norm, "batch": s.batch_size,
+                 "norms": [ls.grad_norm for ls in s.layers],
+                 "zero": s.layers[0].zero_fraction} for s in diag.history]
+
+    single = run()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices()))
+    parallel = run()
+    print(json.dumps({"devices": len(jax.devices()), "single": single,
+                      "parallel": parallel}))
+    """
+)
+
+
+def test_data_parallel_statistics_equal_a_single_device_run():
+    result = run_script(
+        _DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
+    assert result["devices"] == 2
+    single, parallel = result["single"], result["parallel"]
+    assert len(single) == len(parallel) == 2
+    for a, b in zip(single, parallel):
+        # The global batch of 16 (8 per device), its gradients and counts.
+        assert a["batch"] == b["batch"] == 16
+        np.testing.assert_allclose(b["norms"], a["norms"], rtol=1e-5)
+        np.testing.assert_allclose(b["global"], a["global"], rtol=1e-5)
+        np.testing.assert_allclose(b["zero"], a["zero"], rtol=1e-6)
+
+
+def _hooks_of_a_line():
+    """`JaxTrainHooks` of a compiled `Dense(1)` on one input: two variables
+    (kernel, bias), both of the layer "line"."""
+    from keras_actloss.callbacks._jax_hooks import JaxTrainHooks
+    from keras_actloss.callbacks._keras_hooks import plan_layers
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.optimizer.build(model.trainable_variables)
+    return JaxTrainHooks(model, plan_layers(model))
+
+
+def _row(step, norms, rate=0.1, loss=0.3, scale=1.0):
+    """A step's every-step vector as the jitted step returns it."""
+    head = [step // 2**20, step % 2**20, scale, rate, loss]
+    return {"row": np.array(head + list(norms), "float32")}
+
+
+def test_quiet_steps_wait_and_alarms_are_judged_at_once():
+    hooks = _hooks_of_a_line()
+    # Gradient norms 3 and 4: squared global norm 25 (global norm 5).
+    hooks.set_bounds((24.0, 26.0, 0.05, 0.2))
+    hooks._pending = [_row(5, [3.0, 4.0])]
+    assert hooks.quiet()
+    hooks._pending.append(_row(6, [3.0, 4.0], rate=0.3))  # Rate out of bounds.
+    assert not hooks.quiet()
+    hooks._pending.append(_row(7, [float("nan"), 4.0]))  # Not after an alarm.
+    assert not hooks.quiet()
+    steps = hooks.read_steps()
+    # (step, norm, counted, skipped, layer, rate, loss), float32 inputs.
+    assert [s[:5] for s in steps[:2]] == [
+        (5, 5.0, False, False, -1),
+        (6, 5.0, False, False, -1),
+    ]
+    assert steps[2][0] == 7 and steps[2][2] and steps[2][4] == 0  # NaN in "line".
+    assert hooks._pending == []
+
+
+def test_read_quiet_gives_each_waiting_step_and_exact_large_steps():
+    hooks = _hooks_of_a_line()
+    hooks.set_bounds((0.0, 100.0, 0.0, 1.0))
+    big = 2**20 * 40 + 7  # Beyond float32's exact integers (2**24).
+    for step, norms in ((big, [3.0, 4.0]), (big + 1, [6.0, 8.0])):
+        hooks._pending.append(_row(step, norms))
+        assert hooks.quiet()
+    quiet = hooks.read_quiet()
+    np.testing.assert_allclose(
+        quiet, [(big, 5.0, 0.1, 0.3), (big + 1, 10.0, 0.1, 0.3)], rtol=1e-7
+    )
+    assert [int(q[0]) for q in quiet] == [big, big + 1]
