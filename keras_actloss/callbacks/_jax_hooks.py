@@ -158,7 +158,7 @@ class _Trace:
         self.mode = mode
         self.recording = False
         self.loss_seen = False
-        self.outputs: dict[int, object] = {}
+        self.outputs: dict[int, list] = {}
         self.applied = None
 
 
@@ -266,7 +266,7 @@ class JaxTrainHooks(JaxStats):
             outputs = original(*args, **kwargs)
             trace = self._trace
             if trace is not None and trace.recording and isinstance(outputs, jax.Array):
-                trace.outputs[index] = outputs
+                trace.outputs.setdefault(index, []).append(outputs)
             return outputs
 
         return call

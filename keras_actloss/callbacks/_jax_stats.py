@@ -71,16 +71,25 @@ class JaxStats:
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict) -> dict:
-        """`activation_counts` of the kept outputs, by layer index (str)."""
+        """`activation_counts` of the kept outputs (a list per layer: every
+        call in the step, a shared layer's uses summed), by layer index
+        (str). A layer whose unit count differs between calls is left out."""
         out = {}
-        for i, x in outputs.items():
-            if x.ndim < 1:
+        for i, calls in outputs.items():
+            calls = [x for x in calls if x.ndim >= 1]
+            if not calls:
                 continue
             plan = self.plans[i]
-            x = jax.lax.stop_gradient(x)
-            out[str(i)] = stats.activation_counts(
-                x, plan.profile, plan.channel_axis % x.ndim
-            )
+            counts = [
+                stats.activation_counts(
+                    jax.lax.stop_gradient(x), plan.profile, plan.channel_axis % x.ndim
+                )
+                for x in calls
+            ]
+            shapes = {k: {tuple(c[k].shape) for c in counts} for k in counts[0]}
+            if any(len(v) > 1 for v in shapes.values()):
+                continue
+            out[str(i)] = {k: sum(c[k] for c in counts) for k in counts[0]}
         return out
 
     def _statistics(self, trace, extra, data) -> dict:

@@ -931,6 +931,9 @@ def _unbuilt(kind):
     )
 
 
+# TensorFlow builds such a model in `fit`'s first trace; Keras's JAX trainer
+# builds it before the callbacks start.
+@tensorflow_only
 @pytest.mark.parametrize("kind", ["subclassed", "sequential"])
 def test_a_model_built_in_fit_is_recorded_from_its_second_step(kind, rng, tmp_path):
     x = rng.normal(size=(96, 6)).astype("float32")
@@ -959,6 +962,7 @@ def test_a_model_built_in_fit_is_recorded_from_its_second_step(kind, rng, tmp_pa
     )
 
 
+@tensorflow_only
 def test_a_model_built_in_a_one_batch_fit_records_nothing(rng, tmp_path):
     x = rng.normal(size=(32, 6)).astype("float32")
     model = _compile(ThreeLayers())
