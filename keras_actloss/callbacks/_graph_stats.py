@@ -762,6 +762,8 @@ class GraphStats:
         rows = self._take_unread(self._ring.value().numpy().tolist())
         if not rows:
             return []
+        # Quiet steps are finite: they end a streak of loss-scale overflows.
+        self._streak = 0.0
         rows = np.array(rows)
         values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
         norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))

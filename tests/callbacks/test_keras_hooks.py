@@ -238,3 +238,37 @@ def test_a_step_is_quiet_within_the_bounds_only(data):
     hooks._last_alarm = tf.constant([np.nan, 0.1], "float32")
     assert not hooks.quiet()  # A NaN fails every comparison.
     assert not hooks.quiet()  # The alarm is read once.
+
+
+def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
+    # Twelve single overflow steps, each followed by finite steps read as
+    # quiet ones (`read_quiet`): no overflow is ever the 10th in a row
+    # (`LOSS_SCALE_PATIENCE`), so none counts as a real non-finite step.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("sequential")
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        hooks = _keras_hooks.TrainHooks(model, _keras_hooks.plan_layers(model))
+        hooks.install()
+        hooks.set_bounds((0.0, 1e30, 0.0, 1.0))
+        hooks.use("sentinel")
+        x = rng.normal(size=(8, 6)).astype("float32")
+        y = rng.normal(size=(8, 1)).astype("float32")
+        nan = np.full_like(x, np.nan)
+
+        def step(inputs):
+            data = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(8)
+            model.train_function(iter(data))
+
+        for _ in range(12):
+            step(nan)
+            assert not hooks.quiet()
+            ((*_, counted, skipped, _, _, _),) = [s[:7] for s in hooks.read_steps()]
+            assert skipped and not counted
+            for _ in range(3):
+                step(x)
+                assert hooks.quiet()
+            assert len(hooks.read_quiet()) == 3
+    finally:
+        hooks.remove()
+        keras.mixed_precision.set_global_policy("float32")
