@@ -763,12 +763,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self._writer.flush()
 
     def _cleanup(self, close: bool = False) -> None:
-        """Removes the hooks and flushes the logs (safe to call twice)."""
+        """Removes the hooks, lets go of the model and flushes the logs (safe
+        to call twice)."""
         if self._hooks is not None:
             self._hooks.remove()
-            ref = _ACTIVE.get(id(self._hooks.model))
+        # The hooked model, and the one this instance was registered for at
+        # `on_train_begin` (no hooks yet when its build was deferred). Not
+        # `self.model`: on JAX reading it syncs the training state.
+        for model in (getattr(self._hooks, "model", None), self._model):
+            ref = None if model is None else _ACTIVE.get(id(model))
             if ref is not None and ref() in (None, self):
-                del _ACTIVE[id(self._hooks.model)]
+                del _ACTIVE[id(model)]
         self._flush()
         if close and self._writer is not None:
             self._writer.close()

@@ -969,9 +969,14 @@ def test_a_model_built_in_a_one_batch_fit_records_nothing(rng, tmp_path):
     diag = GradientDiagnostics(log_dir=str(tmp_path))
     model.fit(x, x[:, :1], batch_size=32, epochs=1, verbose=0, callbacks=[diag])
     assert model.built and diag.history == [] and diag.findings == []
-    # A second fit of the built model is recorded from its first step.
+    # A second fit of the built model is recorded from its first step, by
+    # another instance (the first one no longer holds the model) or by the
+    # same.
+    other = GradientDiagnostics()
+    model.fit(x, x[:, :1], batch_size=32, epochs=1, verbose=0, callbacks=[other])
+    assert [s.step for s in other.history] == [1]
     model.fit(x, x[:, :1], batch_size=32, epochs=1, verbose=0, callbacks=[diag])
-    assert [s.step for s in diag.history] == [1]
+    assert [s.step for s in diag.history] == [2]
 
 
 def test_a_shared_layer_is_measured_over_all_its_calls(rng):
