@@ -74,6 +74,16 @@ ALARM_LOGS_KEY = "_keras_actloss_alarm"
 BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high")
 
 
+def within_bounds(total: float, rate: float, bounds) -> bool:
+    """Whether a step's unscaled squared global norm `total` and learning
+    `rate` lie within the alarm `bounds` (`BOUND_FIELDS`); False for None
+    bounds (not set yet) and for a NaN, which fails every comparison."""
+    if bounds is None:
+        return False
+    low, high, rate_low, rate_high = bounds
+    return low <= total <= high and rate_low <= rate <= rate_high
+
+
 def _f32(tensor):
     import tensorflow as tf
 
@@ -749,11 +759,9 @@ class GraphStats:
         norm and learning rate stayed within the bounds (`set_bounds`): it
         can wait for `read_quiet`. False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
-        if alarm is None or self._bounds is None:
+        if alarm is None:
             return False
-        total, rate = alarm.numpy().tolist()
-        low, high, rate_low, rate_high = self._bounds
-        return low <= total <= high and rate_low <= rate <= rate_high
+        return within_bounds(*alarm.numpy().tolist(), self._bounds)
 
     def read_quiet(self) -> list[tuple[int, float, float, float]]:
         """`(step, global norm, learning rate, loss)` of the quiet steps not read

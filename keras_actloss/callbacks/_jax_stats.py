@@ -44,6 +44,7 @@ from keras_actloss.callbacks._graph_stats import (
     fold_rows,
     layer_sums,
     sample_positions,
+    within_bounds,
 )
 from keras_actloss.diagnostics import stats
 
@@ -167,8 +168,8 @@ class JaxStats:
         """Whether the last execution was a single step within the alarm
         bounds: it can wait for `read_quiet` (after the quiet steps before
         it, already read into rows). A full step off the recording schedule
-        is judged the same, from its every-step part (on TensorFlow, where
-        the bounds are checked in the graph, it is judged at once)."""
+        is judged the same, from its every-step part (on TensorFlow, which
+        returns no alarm values from a full step, it is judged at once)."""
         pending = self._pending
         self._last_full = None  # Not a recording: its statistics are not read.
         if not pending:
@@ -183,10 +184,7 @@ class JaxStats:
     def _within_bounds(self, row) -> bool:
         squares = sum(v * v for v in row[RING_HEAD:])
         total = squares / (row[RING_SCALE] * row[RING_SCALE])
-        rate = row[RING_LR]
-        low, high, rate_low, rate_high = self._bounds
-        # NaN fails every comparison: it raises the alarm.
-        return low <= total <= high and rate_low <= rate <= rate_high
+        return within_bounds(total, row[RING_LR], self._bounds)
 
     def read_quiet(self) -> list[tuple[int, float, float, float]]:
         """`(step, global norm, learning rate, loss)` of the quiet steps not
