@@ -1,25 +1,31 @@
-"""In-graph statistics of the instrumented training step.
+"""In-graph statistics of the instrumented training step (TensorFlow).
 
 `TrainHooks` (in `_keras_hooks`, the module that touches Keras internals)
 calls these methods from its `optimizer.apply` wrappers and at the end of
-the traced step while `fit`'s train function is traced. They build
-TensorFlow ops on the gradients the optimizers receive in the step (all
-their `apply` calls together) and on the kept layer outputs: a ring of
-per-step gradient norms
-in a non-trainable variable, and a vector of full statistics that the train
-function returns. The layouts below are the contract between the graph and
-the host readers `read_steps`/`read_full`, which finish the arithmetic
-in NumPy.
+the traced step while `fit`'s train function is traced. The statistics
+themselves are `diagnostics.step_stats` (`keras.ops`, shared with JAX) on
+the gradients the optimizers receive in the step (all their `apply` calls
+together) and on the kept layer outputs; what is TensorFlow's own is here:
+the replica all-reduce, the ring of every-step rows in a non-trainable
+variable (with its tick under loss scaling), and reading the optimizer's
+update ops (`_additive_updates`).
+
+Every step writes one ring row (`RING_*` layout, float64: the step, tick,
+loss scale, learning rate, loss, then the gradients' `norm_row`,
+zero-padded) and returns the `[2]` alarm values under `ALARM_LOGS_KEY`; a
+full step instead returns under `FULL_LOGS_KEY` the dict of
+`step_stats.FULL_KEYS` (its `"row"` the ring row). The host reads them with
+`diagnostics.step_reader` (and judges the ring rows with `fold_rows`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from keras_actloss.diagnostics import stats
+from keras_actloss.diagnostics import step_reader, step_stats
+from keras_actloss.diagnostics.step_stats import RowLayout
 
 SENTINEL = "sentinel"
 FULL = "full"
@@ -33,39 +39,14 @@ LOSS_SCALE_PATIENCE = 10
 # Label rows kept from a recorded batch for `check_model(model, y=...)`.
 LABEL_ROWS = 64
 
-# Per-layer slots of a recording, in order. The host derives them from
-# per-variable norms and extremes and per-unit activation counts.
-LAYER_FIELDS = (
-    "grad_norm",
-    "grad_rms",
-    "grad_max",
-    "weight_norm",
-    "update_ratio",
-    "zero_fraction",
-    "dead_fraction",
-    "saturation",
-)
-ACTIVATION_FIELDS = ("zero_fraction", "dead_fraction", "saturation")
-_HOST_LAYER_FIELDS = (
-    "grad_norm",
-    "grad_rms",
-    "grad_max",
-    "weight_norm",
-    "update_ratio",
-)
 # A ring row, written on every step: the step, a tick (our own step count,
 # only under loss scaling, where a skipped step repeats the step), the loss
 # scale (1 without), the learning rate, the loss (this replica's; NaN when
-# unknown), then `_norm_row` of the gradients, zero-padded.
+# unknown), then `norm_row` of the gradients, zero-padded.
 RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
-# Head of the full-statistics vector, after its ring row and the gradients'
-# max and min (see `GraphStats._full_reader`).
-FULL_HEAD = ("loss", "batch_size", "learning_rate")
-# The logs keys the statistics vector (the ring row, then on full steps the
-# full statistics) and the gradient samples leave the train function under
-# (taken out before Keras sees the logs).
+# The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
+# leave the train function under (taken out before Keras sees the logs)...
 FULL_LOGS_KEY = "_keras_actloss_full"
-SAMPLE_LOGS_KEY = "_keras_actloss_sample"
 # ...and what every step's alarm is judged on: `[2]` float32, the unscaled
 # squared global norm and the learning rate.
 ALARM_LOGS_KEY = "_keras_actloss_alarm"
@@ -90,110 +71,32 @@ def _f32(tensor):
     return tf.cast(tensor, "float32")
 
 
-# Below this many elements a tensor's sum of squares is taken with the other
-# small ones in one segment sum; from here on it gets its own L2 norm.
-_NORM_MIN_ELEMENTS = 4096
+def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
+    """`read_full`'s record of a full step (both backends): its head, the
+    steps judged up to it and `"layers"` (`step_reader.read_layers`).
 
-
-def _large(variable) -> bool:
-    """Whether `_norm_row` gives `variable`'s values a norm of their own."""
-    shape = tuple(variable.shape)
-    return None in shape or math.prod(shape) >= _NORM_MIN_ELEMENTS
-
-
-@dataclasses.dataclass(frozen=True)
-class RowLayout:
-    """Where `_norm_row` put each tensor.
-
-    Column `k` holds tensor `order[k]`: its L2 norm if `norms[k]`, else its
-    sum of squares.
+    `values`: the step's `step_stats.FULL_KEYS` as Python lists, with
+    `"row"` a host ring row (`RING_*`).
     """
-
-    order: tuple[int, ...] = ()
-    norms: tuple[bool, ...] = ()
-
-    def squares(self, values: np.ndarray) -> np.ndarray:
-        """Sums of squares `[..., len(order)]` in tensor order, float64."""
-        values = np.asarray(values, "float64")[..., : len(self.order)]
-        squares = np.where(self.norms, values * values, values)
-        out = np.empty_like(squares)
-        out[..., list(self.order)] = squares
-        return out
-
-    def first_non_finite(self, values: np.ndarray) -> int:
-        """The first tensor (in tensor order) whose column is not finite."""
-        bad = ~np.isfinite(np.asarray(values)[: len(self.order)])
-        return min((self.order[k] for k in np.flatnonzero(bad)), default=-1)
-
-
-def _norm_row(tensors: list, extremes: bool = False, joined: bool = False):
-    """`[1, m]` float32 norms of `tensors`, their `RowLayout`, and extremes.
-
-    Written for few graph ops on every step. A large tensor gets one L2 norm
-    (`EuclideanNorm` of a `[1, n]` view: one vectorized read, faster than
-    `tf.nn.l2_loss` or a reduction of `tf.square` in a running train step on
-    a 2-core CPU). The small ones are concatenated and squared once, and a
-    segment sum gives each its sum of squares. NaN and infinity propagate.
-
-    With `extremes`, the third value is a `[1, 2m]` row of each tensor's max
-    then min, in the same column order (None otherwise). A NaN in a tensor
-    does not always reach its extremes: take the norm's.
-
-    With `joined`, a fourth value: every element of `tensors` in one `[n]`
-    vector, tensor after tensor in the layout's column order (from the
-    views the norms read: one concat and no op per tensor).
-    """
-    import tensorflow as tf
-
-    norms, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
-    # One constant each, shared by every tensor: fewer ops to trace.
-    flat_shape, row_shape, axis = (tf.constant(v) for v in ([-1], [1, -1], [1]))
-    for i, tensor in enumerate(tensors):
-        x = _f32(tensor)
-        size = x.shape.num_elements()
-        if size is not None and size < _NORM_MIN_ELEMENTS:
-            small.append(x if x.shape.rank == 1 else tf.reshape(x, flat_shape))
-            small_at.append(i)
-            continue
-        view = tf.reshape(x, row_shape)
-        large.append(view)
-        norms.append(tf.raw_ops.EuclideanNorm(input=view, axis=axis, keep_dims=True))
-        if extremes:
-            highs.append(tf.raw_ops.Max(input=view, axis=axis, keep_dims=True))
-            lows.append(tf.raw_ops.Min(input=view, axis=axis, keep_dims=True))
-        large_at.append(i)
-    if small:
-        k = len(small)
-        sizes = [x.shape.num_elements() for x in small]
-        flat = tf.concat(small, 0) if k > 1 else small[0]
-        # Unsorted: XLA (`jit_compile=True`) has no sorted segment ops.
-        ids = np.repeat(np.arange(k, dtype="int32"), sizes)
-        norms.append(
-            tf.reshape(tf.math.unsorted_segment_sum(tf.square(flat), ids, k), [1, k])
-        )
-        if extremes:
-            highs.append(tf.reshape(tf.math.unsorted_segment_max(flat, ids, k), [1, k]))
-            lows.append(tf.reshape(tf.math.unsorted_segment_min(flat, ids, k), [1, k]))
-    layout = RowLayout(
-        tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
-    )
-    row = _concat_row(norms)
-    out = row, layout, (_concat_row(highs + lows) if extremes else None)
-    if not joined:
-        return out
-    views = [tf.reshape(flat, [1, -1])] if small else []
-    views = large + views
-    if not views:
-        return (*out, tf.zeros([0]))
-    return (*out, tf.reshape(tf.concat(views, 1) if len(views) > 1 else views[0], [-1]))
-
-
-def _concat_row(parts: list):
-    import tensorflow as tf
-
-    if not parts:
-        return tf.zeros([1, 0], "float32")
-    return tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+    row, (loss, batch) = values["row"], values["head"]
+    step, norm, counted, skipped = steps[-1][:4]
+    head = {
+        "loss": loss if loss_known else None,
+        "batch_size": batch,
+        "learning_rate": row[RING_LR],
+        "step": step,
+        "global_norm": norm,
+        "non_finite": float(counted),
+        "skipped": float(skipped),
+        "steps": steps,
+    }
+    values = {
+        **values,
+        "norms": row[RING_HEAD : RING_HEAD + len(layout.grads.order)],
+        "batch_size": batch,
+    }
+    head["layers"] = step_reader.read_layers(layout, values, row[RING_SCALE])
+    return head
 
 
 def fold_rows(
@@ -216,13 +119,13 @@ def fold_rows(
     Plain Python on a few dozen values a row: it runs after every step,
     where NumPy's per-call cost is more than the arithmetic.
     """
-    m, norms = len(layout.order), layout.norms
+    m = len(layout.order)
     out = []
     for row in rows.tolist() if isinstance(rows, np.ndarray) else rows:
         values = row[RING_HEAD : RING_HEAD + m]
         # Norms and sums of squares are >= 0: the total is NaN if any value
         # is, else infinite if any value is.
-        total = math.fsum(v * v if n else v for v, n in zip(values, norms))
+        total = layout.total(values)
         norm = math.sqrt(total) / row[RING_SCALE]
         bad = not math.isfinite(total)
         if bad and patience is None:
@@ -248,13 +151,6 @@ def fold_rows(
             )
         )
     return out, streak
-
-
-def layer_sums(values, layers, n: int) -> np.ndarray:
-    """`[n]` sums of per-tensor `values` by layer index (-1: dropped)."""
-    layers = np.asarray(layers, "int64")
-    keep = layers >= 0
-    return np.bincount(layers[keep], np.asarray(values)[keep], minlength=n)
 
 
 def _handle_of(read):
@@ -301,46 +197,27 @@ def _additive_updates(reads: list, ops: list) -> list:
     return updates
 
 
-def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:
-    """Positions of a strided sample of `size` elements across tensors of
-    `counts` elements (flattened, one after the other), per tensor.
-
-    The stride is `max(1, sum(counts) // size)`; the sample holds the first
-    `min(size, sum(counts))` elements at multiples of it.
-    """
-    total = sum(counts)
-    stride = max(1, total // size) if size else 1
-    taken = np.arange(min(size, total), dtype="int64") * stride
-    out, start = [], 0
-    for n in counts:
-        inside = taken[(taken >= start) & (taken < start + n)]
-        out.append((inside - start).astype("int32"))
-        start += n
-    return out
-
-
 class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
     Every step writes one row into the ring variable `_ring` (the step, the
-    learning rate, the loss and the gradient norms of `_norm_row`) and
-    returns its alarm values (`_alarm`: squared global norm, learning rate)
-    with its logs, which the host checks against the rules' bounds
-    (`quiet`); the host reads the ring, and judges the steps in it
-    (`fold_rows`), after an alarm and every
-    `GradientDiagnostics.QUIET_READ` steps otherwise. A full step instead
-    returns, with its logs, a vector of its ring row, the gradients' max and
-    min, the loss, batch size and learning rate, per-variable weight and
-    update norms, and per-unit activation counts. Norms, RMS, max-abs,
-    ratios and activation fractions by layer are computed on the host, so
-    the graph keeps few ops.
+    learning rate, the loss and the gradient norms of `norm_row`) and
+    returns its alarm values (`step_stats.alarm`: squared global norm,
+    learning rate) with its logs, which the host checks against the rules'
+    bounds (`quiet`); the host reads the ring, and judges the steps in it
+    (`fold_rows`), after an alarm and every `GradientDiagnostics.QUIET_READ`
+    steps otherwise. A full step instead returns, with its logs, the named
+    tensors of `step_stats.FULL_KEYS`. Norms, RMS, max-abs, ratios and
+    activation fractions by layer are computed on the host
+    (`step_reader`), so the graph keeps few ops.
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
-    `loss_scaled`, `ring_rows`, `_local`, `_present`, `_var_layer`,
-    `_sample_sizes`, `_last_full`, `_last_sample`, `counter_known`,
-    `step_count()` and the variables `_ring`, `_tick`, `_labels`, `_inputs`;
-    it sets `_counter` (the step's first optimizer's iterations) and
-    `loss_scaled` (whether a step's optimizer scales the loss).
+    `loss_scaled`, `ring_rows`, `_local`, `_var_layer`, `_sample_sizes`,
+    `_last_full`, `_last_alarm`, `counter_known`, `step_count()` and the
+    variables `_ring`, `_tick`, `_labels`, `_inputs`; it sets `_counter`
+    (the step's first optimizer's iterations), `loss_scaled` (whether a
+    step's optimizer scales the loss), `_loss_known` and `_layout` (the
+    traced full step's `step_reader.StepLayout`).
     """
 
     def _reduce(self, grads: list) -> list:
@@ -374,7 +251,8 @@ class GraphStats:
         if first:
             before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
             self._local.before = before
-            self._local.weights, self._weight_layout, _ = _norm_row(before)
+            weights = step_stats.norm_row(before)
+            self._local.weights, self._weight_layout = weights.row, weights.layout
         # The optimizer waits for the weight norms, so the large weights are
         # no longer read when it updates them: no copy-on-write of them.
         # (Through the gradients: measured faster than a control dependency
@@ -383,7 +261,7 @@ class GraphStats:
         # a variable as written).
         with tf.control_dependencies([self._local.weights]):
             grads = [
-                tf.identity(g) if g is not None and _large(v) else g
+                tf.identity(g) if g is not None and step_stats.is_large(v.shape) else g
                 for g, v in zip(grads, call.variables)
             ]
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
@@ -401,8 +279,8 @@ class GraphStats:
         """The statistics of the step, from every `apply` call it made.
 
         Every step writes its ring row; an every-step (sentinel) step
-        returns only its alarm with the logs, a `FULL` step the row and the
-        per-layer statistics. Two train functions (one
+        returns only its alarm with the logs, a `FULL` step the named full
+        statistics. Two train functions (one
         per mode) rather than one with a `tf.cond`: measured, the branches
         cost about a third of a small model's step even when not taken.
         Nothing when no optimizer received gradients.
@@ -425,15 +303,15 @@ class GraphStats:
             scale = None
         full = mode == FULL
         row, gradients = self._write_ring(grads, variables, scale, calls[0], full)
-        self._local.sample = None
         if not full:
             # Only the alarm's two values leave the step: a step that raises
             # it is read from the ring (`read_steps`).
             self._local.full = None
             self._local.alarm = gradients
             return
-        self._local.full = row[0]
-        self._full_statistics(row, gradients, grads, variables, scale)
+        # Leaves the graph as outputs of the train function (no variable
+        # read on the host); `TrainHooks._make` adds them to the step's logs.
+        self._local.full = self._full_statistics(row, gradients, scale)
 
     def _merge(self, calls) -> tuple[list, list]:
         """The unscaled gradients of several `apply` calls and their
@@ -451,64 +329,87 @@ class GraphStats:
                     merged[id(v)] = [g, v]
         return [g for g, _ in merged.values()], [v for _, v in merged.values()]
 
-    def _full_statistics(self, row, gradients, grads, variables, scale) -> None:
-        """The full-statistics vector of the step (see `_full_reader`).
+    def _full_statistics(self, row, gradients, scale) -> dict:
+        """The full statistics of the step (`step_stats.FULL_KEYS`).
 
-        `gradients`: the extremes and joined elements of the gradients in
-        the ring row, from its `_norm_row` (`_write_ring`).
+        `row` is the step's ring row, `gradients` the `NormRow` of its
+        gradients (`_write_ring`). The loss, batch size and activation
+        counts are summed across replicas here (the gradients already are).
         """
         tf = self._tf
-        layer_grads = self._group(grads, variables)
-        for i, g in enumerate(layer_grads):
-            self._present[(i, "grad")] = bool(g)
-        before = self._local.before
-        extremes, joined = gradients
-        layout = self._grad_layout
-        counts = self._activation_counts()
-        summed = tf.concat(
-            [self._loss_and_batch()] + ([] if counts is None else [counts]), 0
+        counts, activations = step_stats.activation_vector(
+            getattr(self._local, "outputs", {}), self.plans
         )
+        head = self._loss_and_batch()
         if self.replicas > 1:
+            summed = head if counts is None else tf.concat([head, counts], 0)
             summed = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, summed
             )
-        self._local.sample = self._sample_vector(joined, layout, scale)
+            head = summed[:2]
+            counts = None if counts is None else summed[2:]
+        before = self._local.before
         span = self._local.span
         if span is None:
             updates = [None] * len(before)
         else:
-            ops = tf.compat.v1.get_default_graph().get_operations()
-            updates = _additive_updates(before, ops[span[0] : span[1]])
+            graph_ops = tf.compat.v1.get_default_graph().get_operations()
+            updates = _additive_updates(before, graph_ops[span[0] : span[1]])
         # Variables changed other than by additive updates are compared with
         # their reads from before the update (kept alive, so copied).
-        deltas, _, _ = _norm_row(
+        deltas = step_stats.norm_row(
             [
                 u if u is not None else _f32(tf.convert_to_tensor(v)) - _f32(b)
                 for v, b, u in zip(self._plan_vars(), before, updates)
             ]
         )
-        head = [summed[:2], tf.reshape(tf.cast(row[0, RING_LR], "float32"), [1])]
-        weights = self._local.weights
-        vector = tf.concat([extremes[0], *head, weights[0], deltas[0], summed[2:]], 0)
-        # Leaves the graph as an output of the train function (no variable
-        # read on the host); `TrainHooks._make` adds it to the step's logs.
-        self._local.full = tf.concat([row[0], tf.cast(vector, "float64")], 0)
+        self._layout = step_reader.StepLayout(
+            can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
+            grads=self._grad_layout,
+            grad_layers=tuple(self._grad_layers),
+            grad_counts=tuple(self._grad_counts),
+            weights=self._weight_layout,
+            weight_layers=tuple(
+                i for i, p in enumerate(self.plans) for _ in p.variables
+            ),
+            activations=activations,
+            samples=tuple(self._sample_sizes.items()),
+        )
+        out = {
+            "row": row[0],
+            "extremes": gradients.extremes[0],
+            "head": head,
+            "weights": self._local.weights[0],
+            "updates": deltas.row[0],
+        }
+        if counts is not None:
+            out["activations"] = counts
+        if self._sample_sizes:
+            index = step_stats.sample_index(
+                self._grad_counts,
+                self._grad_layers,
+                gradients.layout,
+                self._sample_sizes,
+            )
+            out["sample"] = step_stats.gradient_sample(gradients.joined, index, scale)
+        return out
 
     def _write_ring(self, grads, variables, scale, call, full: bool = False):
         """Writes this step's ring row (`RING_*` layout), with the step and
         learning rate `call` (the step's first `AppliedCall`) read.
 
         Runs on every step, so it is written for few graph ops: the norms
-        of `_norm_row`, one concat, one scatter into the row of this step.
-        Returns the row `[1, w]` and, with `full`, the extremes and joined
-        elements of its gradients from the same `_norm_row`, else the
-        step's alarm values (`_alarm`).
+        of `norm_row`, one concat, one scatter into the row of this step.
+        Returns the row `[1, w]` and, with `full`, the `NormRow` of its
+        gradients with their extremes and joined elements, else the step's
+        alarm values (`step_stats.alarm`).
         """
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        norms, layout, extremes, *joined = _norm_row(
+        gradients = step_stats.norm_row(
             [g for g, _ in present], extremes=full, joined=full
         )
+        norms, layout = gradients.row, gradients.layout
         width = int(self._ring.shape[1])
         if RING_HEAD + len(present) > width:
             raise RuntimeError(
@@ -546,30 +447,12 @@ class GraphStats:
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
         if full:
-            return row, (extremes, joined[0])
-        return row, self._alarm(norms, layout, scale, call.rate)
-
-    def _alarm(self, norms, layout: RowLayout, scale, rate):
-        """`[2]` float32: the step's unscaled squared global norm and its
-        learning rate, which the host checks against the rules' bounds
-        (`quiet`). A few ops on the row's float32 norms: comparing in the
-        graph against bounds held in a variable cost several times more
-        on a small model's step. A NaN or infinity fails the host's
-        comparisons, so it raises the alarm; a step that does is judged
-        from its float64 ring row.
-        """
-        tf = self._tf
-        values = norms[0]
-        if any(layout.norms):
-            squares = values * values
-            if not all(layout.norms):
-                squares = tf.where(tf.constant(layout.norms), squares, values)
-        else:
-            squares = values
-        total = tf.reduce_sum(squares)
-        if scale is not None:
-            total = total / tf.square(_f32(scale))
-        return tf.stack([total, _f32(rate)])
+            return row, gradients
+        # A few ops on the row's float32 norms: comparing in the graph
+        # against bounds held in a variable cost several times more on a
+        # small model's step. A step that raises the alarm is judged from
+        # its float64 ring row.
+        return row, step_stats.alarm(norms, layout, scale, call.rate)
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""
@@ -580,7 +463,7 @@ class GraphStats:
         by the caller: Keras already divided the loss by their number)."""
         tf = self._tf
         loss = getattr(self._local, "loss", None)
-        self._present[(-1, "loss")] = loss is not None
+        self._loss_known = loss is not None
         loss = tf.constant(float("nan")) if loss is None else loss
         return tf.stack(
             [
@@ -588,132 +471,6 @@ class GraphStats:
                 tf.cast(self._local.batch, "float32"),
             ]
         )
-
-    def _group(self, grads, variables) -> list[list]:
-        """Each monitored layer's gradients, with the static shapes of their
-        variables (a gradient's own shape may be unknown)."""
-        tf = self._tf
-        groups = [[] for _ in self.plans]
-        for g, v in zip(grads, variables):
-            index = self._var_layer.get(id(v))
-            if index is not None and g is not None:
-                if not g.shape.is_fully_defined():
-                    g = tf.ensure_shape(g, v.shape)
-                groups[index].append(g)
-        return groups
-
-    def _activation_counts(self):
-        """Activation counts of the kept layer outputs, one `[k]` vector.
-
-        Per layer, in `_act_layout` order: the active elements of each unit
-        (ReLU family), the saturated elements (sigmoid/tanh), and the element
-        count when it is not static, from `diagnostics.stats.activation_counts`
-        (`keras.ops`), summed over the layer's calls in the step (a shared
-        layer's every use). The fractions are taken on the host
-        (`_activation_fields`). This replica's counts (the caller sums them
-        across replicas). A layer whose unit count is not static, or not the
-        same in every call, is left out.
-        """
-        tf = self._tf
-        outputs = getattr(self._local, "outputs", {})
-        parts, layout = [], []
-        for i, plan in enumerate(self.plans):
-            profile = plan.profile
-            calls = [x for x in outputs.get(i, ()) if x.shape.rank]
-            if not calls:
-                continue
-            axes = [plan.channel_axis % x.shape.rank for x in calls]
-            units = {x.shape[a] for x, a in zip(calls, axes)}
-            if profile.inactive_below is None:
-                units = {0}
-            if len(units) != 1 or None in units:
-                continue
-            (units,) = units
-            sizes = [x.shape[1:].num_elements() for x in calls]
-            per_sample = None if None in sizes else sum(sizes)
-            counts = [
-                stats.activation_counts(x, profile, a, per_sample is None)
-                for x, a in zip(calls, axes)
-            ]
-            summed = counts[0]
-            if len(counts) > 1:
-                summed = {k: tf.add_n([c[k] for c in counts]) for k in summed}
-            if units:
-                parts.append(summed["active_per_unit"])
-            saturation = "saturated" in summed
-            if saturation:
-                parts.append(tf.reshape(summed["saturated"], [1]))
-            if per_sample is None:
-                parts.append(tf.reshape(summed["elements"], [1]))
-            layout.append((i, units, saturation, per_sample))
-        seen = {entry[0] for entry in layout}
-        for i in range(len(self.plans)):
-            self._present[(i, "act")] = i in seen
-        self._act_layout = layout
-        if not parts:
-            return None
-        return tf.concat(parts, 0) if len(parts) > 1 else parts[0]
-
-    def _activation_fields(self, counts: list, batch: float) -> dict[int, tuple]:
-        """Zero, dead and saturated fractions and, for layers whose units can
-        die, the per-unit activity counts, by layer index (host side).
-
-        `counts` is the `_activation_counts` vector as a Python list: plain
-        sums and counts over it are faster than NumPy calls right after a
-        training step, when the host's caches are cold.
-        """
-        fields, at = {}, 0
-        for i, units, saturation, per_sample in self._act_layout:
-            active = counts[at : at + units]
-            at += units
-            sat = None
-            if saturation:
-                sat, at = counts[at], at + 1
-            if per_sample is None:
-                elements, at = counts[at], at + 1
-            else:
-                elements = batch * per_sample
-            zero = dead = mortal = None
-            if units:
-                zero = 1.0 - sum(active) / elements
-                if self.plans[i].profile.can_die:
-                    dead, mortal = active.count(0.0) / units, active
-            if sat is not None:
-                sat /= elements
-            fields[i] = (zero, dead, sat, mortal)
-        return fields
-
-    def _sample_vector(self, joined, layout: RowLayout, scale):
-        """A strided sample of each layer's gradients, joined (`[S]`).
-
-        One gather of constant positions (`sample_positions`) from `joined`,
-        every gradient element in `layout`'s column order (`_norm_row`):
-        few graph ops to trace, where a slice of every gradient made a large
-        model's first full step take seconds longer to trace and compile.
-        Layer `i`'s sample is `_sample_sizes[i]` long; positions a layer's
-        gradients do not fill (no gradient) read a zero appended to `joined`.
-        """
-        tf = self._tf
-        if not self._sample_sizes:
-            return tf.zeros([0])
-        counts = self._grad_counts
-        start, at = {}, 0
-        for k in layout.order:
-            start[k], at = at, at + counts[k]
-        mine: dict[int, list[int]] = {}
-        for k, layer in enumerate(self._grad_layers):
-            mine.setdefault(layer, []).append(k)
-        pieces = []
-        for i, size in self._sample_sizes.items():
-            ks = mine.get(i, [])
-            found = sample_positions([counts[k] for k in ks], size)
-            pieces += [p + start[k] for k, p in zip(ks, found)]
-            taken = sum(len(p) for p in found)
-            pieces.append(np.full(size - taken, at))  # The appended zero.
-        index = np.concatenate(pieces).astype("int32")
-        padded = tf.concat([_f32(joined), tf.zeros([1])], 0)
-        sample = tf.gather(padded, index)
-        return sample if scale is None else sample / scale
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:
@@ -796,148 +553,40 @@ class GraphStats:
         after several (`steps_per_execution`, or rows left unread) the ring
         is read.
         """
-        vector, self._last_full = self._last_full, None
-        if vector is not None:
-            row = vector.numpy()[: int(self._ring.shape[1])].tolist()
+        full, self._last_full = self._last_full, None
+        if full is not None:
+            row = full["row"].numpy().tolist()
             if row[self._ring_key()] == self._consumed + 1:
                 return self._fold([row])
         return self._fold(self._ring.value().numpy().tolist())
-
-    def _full_reader(self) -> dict:
-        """Positions of `read_full`'s values for the traced layouts (cached).
-
-        The full vector is: the ring row (`w` values), the gradients' max
-        and min (`2m`), `FULL_HEAD`, the weight and update norms (`nw`
-        each), the activation counts (`_activation_counts`). Each gradient,
-        weight and update column is squared if it holds a norm and summed
-        into a bucket: layer `i`'s are buckets `i`, `n + i`, `2n + i`;
-        unmonitored variables go to bucket `3n`.
-        """
-        key = (self._grad_layout, self._weight_layout)
-        if getattr(self, "_reader_key", None) == key:
-            return self._reader
-        n, width = len(self.plans), int(self._ring.shape[1])
-        grads, weights = self._grad_layout, self._weight_layout
-        m, nw = len(grads.order), len(weights.order)
-        head = width + 2 * m
-        at = head + len(FULL_HEAD)
-        plan_layers = [i for i, p in enumerate(self.plans) for _ in p.variables]
-        grad_layers = [self._grad_layers[k] for k in grads.order]
-        weight_layers = [plan_layers[k] for k in weights.order]
-        columns = [
-            (RING_HEAD + c, norm, 3 * n if i < 0 else i)
-            for c, (norm, i) in enumerate(zip(grads.norms, grad_layers))
-        ]
-        for shift, offset in ((at, n), (at + nw, 2 * n)):
-            columns += [
-                (shift + c, norm, offset + i)
-                for c, (norm, i) in enumerate(zip(weights.norms, weight_layers))
-            ]
-        peaks = {}
-        for c, i in enumerate(grad_layers):
-            if i >= 0:
-                # (norm column, max column, min column) of each gradient.
-                peaks.setdefault(i, []).append(
-                    (RING_HEAD + c, width + c, width + m + c)
-                )
-        self._reader = {
-            "columns": columns,
-            "peaks": peaks,
-            "counts": np.maximum(
-                layer_sums(self._grad_counts, self._grad_layers, n), 1
-            ).tolist(),
-            "head": head,
-            "activations": at + 2 * nw,
-        }
-        self._reader_key = key
-        return self._reader
-
-    @staticmethod
-    def _peak(values: list, columns: list) -> float:
-        """Max-abs over gradients from their max and min; NaN if any has a
-        NaN (which the extremes may miss, the norm does not)."""
-        peak = -math.inf
-        for norm, high, low in columns:
-            if math.isnan(values[norm]):
-                return math.nan
-            peak = max(peak, values[high], -values[low])
-        return peak
 
     def read_full(self) -> dict | None:
         """The last full-statistics step, as Python values (None = n/a).
 
         The steps before it that were not read yet (from the ring) and the
         step itself are judged as by `read_steps` and returned under
-        `"steps"`. Each layer's `"units"` holds its per-unit activity counts
-        (ReLU family). None when the step applied no gradients.
+        `"steps"`; `full_record` gives the rest. None when the step applied
+        no gradients.
         """
-        if self._last_full is None:
+        full, self._last_full = self._last_full, None
+        if full is None:
             return None
-        # One conversion to Python floats: the arithmetic below is on a few
-        # dozen values, where NumPy calls cost more than they save.
-        values = self._last_full.numpy().tolist()
-        self._last_full = None
-        width, key = int(self._ring.shape[1]), self._ring_key()
+        self._last_sample = full.get("sample")
+        values = {k: v.numpy().tolist() for k, v in full.items() if k != "sample"}
+        values.setdefault("activations", [])
+        row, key = values["row"], self._ring_key()
         steps = []
-        if values[key] > self._consumed + 1:
+        if row[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            steps = self._fold([r for r in ring.tolist() if r[key] < values[key]])
-        steps += self._fold([values[:width]])
-        reader, n = self._full_reader(), len(self.plans)
-        sums = [0.0] * (3 * n + 1)
-        for c, norm, bucket in reader["columns"]:
-            sums[bucket] += values[c] * values[c] if norm else values[c]
-        scale = values[RING_SCALE]
-        step, norm, counted, skipped = steps[-1][:4]
-        head = reader["head"]
-        head = dict(zip(FULL_HEAD, values[head : head + len(FULL_HEAD)]))
-        head.update(
-            step=step,
-            global_norm=norm,
-            non_finite=float(counted),
-            skipped=float(skipped),
-            steps=steps,
-        )
-        if not self._present.get((-1, "loss")):
-            head["loss"] = None
-        activations = self._activation_fields(
-            values[reader["activations"] :], head["batch_size"]
-        )
-        peaks, counts = reader["peaks"], reader["counts"]
-        layers = []
-        for i in range(n):
-            *fractions, units = activations.get(i, (None,) * 4)
-            fields = dict(zip(ACTIVATION_FIELDS, fractions))
-            if self._present.get((i, "grad")):
-                grads, weights, deltas = sums[i], sums[n + i], sums[2 * n + i]
-                weight = math.sqrt(weights)
-                fields.update(
-                    grad_norm=math.sqrt(grads) / scale,
-                    grad_rms=math.sqrt(grads / counts[i]) / scale,
-                    grad_max=self._peak(values, peaks[i]) / scale,
-                    weight_norm=weight,
-                    update_ratio=math.sqrt(deltas) / weight if weight > 0 else 0.0,
-                )
-            else:
-                fields.update(dict.fromkeys(_HOST_LAYER_FIELDS))
-            for name in ACTIVATION_FIELDS:
-                if fields[name] is not None and math.isnan(fields[name]):
-                    fields[name] = None
-            layers.append({name: fields[name] for name in LAYER_FIELDS})
-            layers[-1]["unit_activity"] = units
-        head["layers"] = layers
-        return head
+            steps = self._fold([r for r in ring.tolist() if r[key] < row[key]])
+        steps += self._fold([row])
+        return full_record(self._layout, values, steps, self._loss_known)
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""
         if self._last_sample is None:
             return {}
-        values, out, at = self._last_sample.numpy(), {}, 0
-        for i, size in self._sample_sizes.items():
-            if self._present.get((i, "grad")):
-                out[i] = values[at : at + size]
-            at += size
-        return out
+        return step_reader.split_samples(self._layout, self._last_sample.numpy())
 
     def read_labels(self):
         """Labels of a recorded batch (float32, up to 64 rows), or None.

@@ -16,7 +16,7 @@ for the duration of `fit`:
   (`LossScaleOptimizer.dynamic_scale`, or the static `loss_scale_factor`).
 - `model.compute_loss_and_updates`: while a train function of ours is
   traced, it lets the monitored layers keep their outputs, then computes
-  their activation counts (`diagnostics.stats.activation_counts` on
+  their activation counts (`diagnostics.step_stats.activation_vector` on
   `jax.lax.stop_gradient`ed outputs) and the step's loss *inside* the
   `jax.value_and_grad` trace and carries them out through the auxiliary
   outputs Keras already returns: appended to its `non_trainable_variables`,
@@ -27,19 +27,21 @@ for the duration of `fit`:
 - `model.train_function`: two train functions built with
   `model._make_function` from our own jitted step around the model's
   `train_step`, a "sentinel" one (the step, learning rate, loss, loss scale
-  and per-variable gradient norms: a small dict) and a "full" one (plus
-  gradient max-abs, weight and update norms, activation counts and
-  gradient samples). The statistics leave the jitted step in its logs dict
-  under `FULL_LOGS_KEY`; a wrapper takes them out before `fit` sees the
-  logs and keeps the device arrays, converted only when the host reads them.
+  and gradient norms: one row) and a "full" one (plus the rest of
+  `diagnostics.step_stats.FULL_KEYS`: gradient extremes, weight and update
+  norms, activation counts and gradient samples). The statistics leave the
+  jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper takes them
+  out before `fit` sees the logs and keeps the device arrays, converted
+  only when the host reads them.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end`.
 
-The statistics and the host readers (`_jax_stats.JaxStats`, a mixin) return
-the same structures as the TensorFlow ones
-(`_graph_stats.GraphStats`) and judge the steps with the same `fold_rows`,
-so the callback, the rules and the writer are shared. Only `model.optimizer`
-is watched (not the further optimizers of a custom `train_step`).
+The statistics are `diagnostics.step_stats`, as on TensorFlow; the host
+readers (`_jax_stats.JaxStats`, a mixin) return the same structures as the
+TensorFlow ones (`_graph_stats.GraphStats`), through the same `fold_rows`
+and `full_record`, so the callback, the rules and the writer are shared.
+Only `model.optimizer` is watched (not the further optimizers of a custom
+`train_step`).
 `check_internals()` fails loudly when the Keras internals used here change.
 """
 
@@ -159,6 +161,7 @@ class _Trace:
         self.recording = False
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
+        self.activation_layout = ()
         self.applied = None
 
 
@@ -287,9 +290,10 @@ class JaxTrainHooks(JaxStats):
             unscaled, y_pred, non_trainable, metrics = aux
             # Still inside `jax.value_and_grad`: computed here, carried out
             # as auxiliary outputs (see the module docstring).
+            counts, trace.activation_layout = self._activation_counts(outputs)
             extra = {
                 "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
-                "activations": self._activation_counts(outputs),
+                "activations": counts,
             }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)

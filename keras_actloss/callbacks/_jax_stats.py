@@ -1,23 +1,22 @@
 """Statistics of the instrumented JAX training step and their host readers.
 
 `JaxTrainHooks` (in `_jax_hooks`, the module that touches Keras's JAX
-trainer) calls these methods while its train step is traced: they build the
-step's statistics with `keras.ops` as a named structure (a dict) that leaves
+trainer) calls these methods while its train step is traced. The statistics
+are `diagnostics.step_stats` (`keras.ops`, shared with TensorFlow); what is
+JAX's own is the plumbing: the weights before and after
+`optimizer.stateless_apply`, and the step's statistics as a dict that leaves
 the jitted step with its logs:
 
 - every step: `"row"`, one float32 vector (one transfer to the host after
   every step) of the fields `ROW_FIELDS`: the optimizer's iterations before
   the update (as `step // 2**20` and `step % 2**20`, both exact in
   float32), the loss scale (1 without), the learning rate, the loss, then
-  each of the optimizer's variables' gradient L2 norm (scaled);
-- full steps also: `"batch"`, `"grad_max"` (per-variable max-abs),
-  `"weights"` and `"updates"` (per-variable norms of the weights before the
-  update and of their change), `"activations"` (layer index ->
-  `diagnostics.stats.activation_counts`) and `"sample"` (layer index -> a
-  strided sample of its gradients, unscaled).
+  the gradients' `step_stats.norm_row` (scaled);
+- full steps also the rest of `step_stats.FULL_KEYS`.
 
-The host readers turn them into the structures of the TensorFlow readers
-(`_graph_stats.GraphStats`), judging every step with the same `fold_rows`.
+The host turns `"row"` into a row of the TensorFlow ring
+(`_graph_stats.RING_*`, `_read_row`), judges the steps with the same
+`fold_rows` and reads a full step with the same `full_record`.
 """
 
 from __future__ import annotations
@@ -30,34 +29,24 @@ import numpy as np
 from keras import ops
 
 from keras_actloss.callbacks._graph_stats import (
-    ACTIVATION_FIELDS,
     FULL,
     LABEL_ROWS,
-    LAYER_FIELDS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
     RING_LOSS,
     RING_LR,
     RING_SCALE,
     RING_STEP,
-    RowLayout,
     fold_rows,
-    layer_sums,
-    sample_positions,
+    full_record,
     within_bounds,
 )
-from keras_actloss.diagnostics import stats
+from keras_actloss.diagnostics import step_reader, step_stats
 
 # The every-step part of a step's statistics (a ring row, see `_read_row`).
 ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss")
 _STEP_SPLIT = 2**20
-_ROW_SCALE, _ROW_RATE, _ROW_LOSS = 2, 3, 4
-_ROW_NORMS = len(ROW_FIELDS)
-
-
-def _norm(x):
-    x = ops.cast(x, "float32")
-    return ops.sqrt(ops.sum(ops.square(x)))
+_ROW_SCALE = 2
 
 
 class JaxStats:
@@ -67,86 +56,92 @@ class JaxStats:
     `histogram_size`, `loss_scaled`, `_grad_layers()`, `_var_sizes()`, and
     the host state `_pending` (each step's statistics, device arrays or
     already read rows, not judged yet), `_last_full`, `_kept` (the last full
-    step's batch), `_loss_known` and `_bounds`.
+    step's batch), `_loss_known` and `_bounds`; it sets, while tracing,
+    `_grad_layout` (the gradients' `RowLayout`) and `_layout` (the full
+    step's `step_reader.StepLayout`).
     """
 
+    _grad_layout = step_stats.RowLayout()
+    _layout = step_reader.StepLayout()
+
     # ---------------------------------------------------------- in the trace
-    def _activation_counts(self, outputs: dict) -> dict:
-        """`activation_counts` of the kept outputs (a list per layer: every
-        call in the step, a shared layer's uses summed), by layer index
-        (str). A layer whose unit count differs between calls is left out."""
-        out = {}
-        for i, calls in outputs.items():
-            calls = [x for x in calls if x.ndim >= 1]
-            if not calls:
-                continue
-            plan = self.plans[i]
-            counts = [
-                stats.activation_counts(
-                    jax.lax.stop_gradient(x), plan.profile, plan.channel_axis % x.ndim
-                )
-                for x in calls
-            ]
-            shapes = {k: {tuple(c[k].shape) for c in counts} for k in counts[0]}
-            if any(len(v) > 1 for v in shapes.values()):
-                continue
-            out[str(i)] = {k: sum(c[k] for c in counts) for k in counts[0]}
-        return out
+    def _activation_counts(self, outputs: dict) -> tuple:
+        """`step_stats.activation_vector` of the kept outputs (every call
+        of a layer in the step), outside the gradient: the vector (or None)
+        and its layout."""
+        outputs = {
+            i: [jax.lax.stop_gradient(x) for x in calls] for i, calls in outputs.items()
+        }
+        return step_stats.activation_vector(outputs, self.plans)
 
     def _statistics(self, trace, extra, data) -> dict:
-        """The named statistics of the step (see `_read_row`, `read_full`)."""
+        """The named statistics of the step (see the module docstring)."""
         applied = trace.applied
-        grads = [ops.cast(g, "float32") for g in applied["grads"]]
+        full = trace.mode == FULL
+        gradients = step_stats.norm_row(applied["grads"], extremes=full, joined=full)
+        self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
+        loss = nan if extra is None else extra["loss"]
         step = applied["step"]
         head = [
             step // _STEP_SPLIT,
             step % _STEP_SPLIT,
             applied["scale"],
             applied["rate"],
-            nan if extra is None else extra["loss"],
+            loss,
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
-        norms = ops.stack([_norm(g) for g in grads])
-        out = {"row": ops.concatenate([head, norms], 0)}
-        if trace.mode != FULL:
+        out = {"row": ops.concatenate([head, gradients.row[0]], 0)}
+        if not full:
             return out
         before, after = applied["before"], applied["after"]
-        first = jax.tree_util.tree_leaves(data)[0]
-        out.update(
-            batch=ops.convert_to_tensor(float(first.shape[0]), "float32"),
-            grad_max=ops.stack([ops.max(ops.abs(g)) for g in grads]),
-            weights=ops.stack([_norm(w) for w in before]),
-            updates=ops.stack(
-                [
-                    _norm(ops.cast(a, "float32") - ops.cast(b, "float32"))
-                    for a, b in zip(after, before)
-                ]
-            ),
-            activations={} if extra is None else extra["activations"],
-            sample=self._samples(grads, applied["scale"]),
+        weights = step_stats.norm_row(before)
+        updates = step_stats.norm_row(
+            [
+                ops.cast(a, "float32") - ops.cast(b, "float32")
+                for a, b in zip(after, before)
+            ]
         )
+        layers, counts = self._grad_layers(), self._var_sizes()
+        samples = self._sample_sizes()
+        counted = None if extra is None else extra["activations"]
+        self._layout = step_reader.StepLayout(
+            can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
+            grads=gradients.layout,
+            grad_layers=tuple(layers),
+            grad_counts=tuple(counts),
+            weights=weights.layout,
+            weight_layers=tuple(layers),
+            activations=trace.activation_layout if extra is not None else (),
+            samples=tuple(samples.items()),
+        )
+        batch = float(jax.tree_util.tree_leaves(data)[0].shape[0])
+        out.update(
+            extremes=gradients.extremes[0],
+            head=ops.stack([ops.cast(loss, "float32"), ops.cast(batch, "float32")]),
+            weights=weights.row[0],
+            updates=updates.row[0],
+        )
+        if counted is not None:
+            out["activations"] = counted
+        if samples:
+            index = step_stats.sample_index(counts, layers, gradients.layout, samples)
+            out["sample"] = step_stats.gradient_sample(
+                gradients.joined, index, applied["scale"]
+            )
         return out
 
-    def _samples(self, grads, scale) -> dict:
-        """A strided sample of each layer's (unscaled) gradients, by layer
-        index (str), from its variables' gradients in variable order."""
+    def _sample_sizes(self) -> dict[int, int]:
+        """Gradient elements sampled per monitored layer with weights, as on
+        TensorFlow (`TrainHooks._sample_size`)."""
         if not self.histogram_size:
             return {}
-        layers = self._grad_layers()
-        out = {}
-        for i in range(len(self.plans)):
-            ks = [k for k, layer in enumerate(layers) if layer == i]
-            if not ks:
-                continue
-            sizes = [math.prod(grads[k].shape) for k in ks]
-            found = sample_positions(sizes, self.histogram_size)
-            pieces = [
-                ops.take(ops.reshape(grads[k], [-1]), p.astype("int32"))
-                for k, p in zip(ks, found)
-            ]
-            out[str(i)] = ops.concatenate(pieces, 0) / scale
-        return out
+        sizes = {}
+        for i, plan in enumerate(self.plans):
+            total = sum(math.prod(v.shape) for v in plan.variables)
+            if min(total, self.histogram_size):
+                sizes[i] = min(total, self.histogram_size)
+        return sizes
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:
@@ -158,10 +153,10 @@ class JaxStats:
     def _fold(self, rows) -> list[tuple]:
         if not rows:
             return []
-        layers = self._grad_layers()
-        layout = RowLayout(tuple(range(len(layers))), (True,) * len(layers))
         patience = LOSS_SCALE_PATIENCE if self.loss_scaled else None
-        out, self._streak = fold_rows(rows, layout, layers, self._streak, patience)
+        out, self._streak = fold_rows(
+            rows, self._grad_layout, self._grad_layers(), self._streak, patience
+        )
         return out
 
     def quiet(self) -> bool:
@@ -182,7 +177,7 @@ class JaxStats:
         return self._within_bounds(row)
 
     def _within_bounds(self, row) -> bool:
-        squares = sum(v * v for v in row[RING_HEAD:])
+        squares = self._grad_layout.total(row[RING_HEAD:])
         total = squares / (row[RING_SCALE] * row[RING_SCALE])
         return within_bounds(total, row[RING_LR], self._bounds)
 
@@ -194,7 +189,7 @@ class JaxStats:
         self._streak = 0.0  # Quiet steps are finite.
         out = []
         for row in rows:
-            norm = math.sqrt(sum(v * v for v in row[RING_HEAD:]))
+            norm = math.sqrt(self._grad_layout.total(row[RING_HEAD:]))
             out.append(
                 (
                     int(row[RING_STEP]),
@@ -225,87 +220,24 @@ class JaxStats:
 
     def read_full(self) -> dict | None:
         """The last full-statistics step, as Python values (None = n/a), in
-        the structure of `GraphStats.read_full`."""
+        the structure of `GraphStats.read_full` (`full_record`)."""
         full, self._last_full = self._last_full, None
         self._kept_full = full
         if full is None:
             return None
         steps = self._fold(self._host_rows())
-        full = jax.device_get({k: v for k, v in full.items() if k != "sample"})
-        row = full["row"]
-        step, norm, counted, skipped = steps[-1][:4]
-        head = {
-            "loss": float(row[_ROW_LOSS]) if self._loss_known else None,
-            "batch_size": float(full["batch"]),
-            "learning_rate": float(row[_ROW_RATE]),
-            "step": step,
-            "global_norm": norm,
-            "non_finite": float(counted),
-            "skipped": float(skipped),
-            "steps": steps,
-        }
-        head["layers"] = self._layer_fields(full)
-        return head
-
-    def _layer_fields(self, full: dict) -> list[dict]:
-        n = len(self.plans)
-        layers = self._grad_layers()
-        norms = full["row"][_ROW_NORMS:]
-        grads = layer_sums(np.square(norms.astype("float64")), layers, n)
-        weights = layer_sums(np.square(full["weights"].astype("float64")), layers, n)
-        deltas = layer_sums(np.square(full["updates"].astype("float64")), layers, n)
-        sizes = self._var_sizes()
-        counts = np.maximum(layer_sums(sizes, layers, n), 1)
-        scale = float(full["row"][_ROW_SCALE])
-        activations = self._activation_fields(full["activations"])
-        out = []
-        for i in range(n):
-            *fractions, units = activations.get(i, (None,) * 4)
-            fields = dict(zip(ACTIVATION_FIELDS, fractions))
-            mine = [k for k, layer in enumerate(layers) if layer == i]
-            if mine:
-                weight = math.sqrt(weights[i])
-                fields.update(
-                    grad_norm=math.sqrt(grads[i]) / scale,
-                    grad_rms=math.sqrt(grads[i] / counts[i]) / scale,
-                    grad_max=_peak(norms, full["grad_max"], mine) / scale,
-                    weight_norm=weight,
-                    update_ratio=math.sqrt(deltas[i]) / weight if weight > 0 else 0.0,
-                )
-            else:
-                fields.update(dict.fromkeys(LAYER_FIELDS[:5]))
-            for name in ACTIVATION_FIELDS:
-                if fields[name] is not None and math.isnan(fields[name]):
-                    fields[name] = None
-            out.append({name: fields[name] for name in LAYER_FIELDS})
-            out[-1]["unit_activity"] = units
-        return out
-
-    def _activation_fields(self, counts: dict) -> dict[int, tuple]:
-        """Zero, dead and saturated fractions and the per-unit activity
-        counts of layers whose units can die, by layer index."""
-        fields = {}
-        for key, c in counts.items():
-            i = int(key)
-            profile = self.plans[i].profile
-            elements = float(c["elements"])
-            zero = dead = mortal = sat = None
-            if "active_per_unit" in c:
-                active = np.asarray(c["active_per_unit"], "float64").tolist()
-                zero = 1.0 - sum(active) / elements
-                if profile.can_die:
-                    dead, mortal = active.count(0.0) / len(active), active
-            if "saturated" in c:
-                sat = float(c["saturated"]) / elements
-            fields[i] = (zero, dead, sat, mortal)
-        return fields
+        host = jax.device_get({k: v for k, v in full.items() if k != "sample"})
+        values = {k: np.asarray(v, "float64").tolist() for k, v in host.items()}
+        values["row"] = _read_row(host["row"])
+        values.setdefault("activations", [])
+        return full_record(self._layout, values, steps, self._loss_known)
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""
         full = self._kept_full
-        if full is None:
+        if full is None or "sample" not in full:
             return {}
-        return {int(k): np.asarray(v) for k, v in full["sample"].items()}
+        return step_reader.split_samples(self._layout, np.asarray(full["sample"]))
 
     def read_labels(self):
         """Labels of the last full step's batch (float32, up to 64 rows) for
@@ -334,10 +266,3 @@ def _read_row(values) -> list[float]:
     values = np.asarray(values, "float64").tolist()
     step = values[0] * _STEP_SPLIT + values[1]
     return [step, -1.0, *values[_ROW_SCALE:]]
-
-
-def _peak(norms, peaks, ks: list[int]) -> float:
-    """Max-abs over the gradients `ks`; NaN if any norm is NaN."""
-    if any(math.isnan(float(norms[k])) for k in ks):
-        return math.nan
-    return max(float(peaks[k]) for k in ks)

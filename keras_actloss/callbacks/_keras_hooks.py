@@ -31,10 +31,10 @@ duration of `fit`:
   does not call it on exceptions).
 
 The statistics themselves are built by the `GraphStats` mixin
-(`_graph_stats`, plain TensorFlow ops, no Keras internals). Every step's
-statistics vector (its gradient norms first, then on full steps the full
-statistics) is an extra output of the train function, which the wrapper
-takes out of the logs before Keras sees them; the norms are also written
+(`_graph_stats`, on the shared `diagnostics.step_stats`, no Keras
+internals). Every step's statistics (its alarm values, or on full steps the
+named full statistics) are extra outputs of the train function, which the
+wrapper takes out of the logs before Keras sees them; the norms are also written
 into a non-trainable `tf.Variable` ring (created under the model's
 distribution strategy), read after `steps_per_execution` steps ran in one
 call (`train_step` must return a dict, as Keras documents); under
@@ -62,11 +62,11 @@ from keras_actloss.callbacks._graph_stats import (
     FULL_LOGS_KEY,
     LABEL_ROWS,
     RING_HEAD,
-    SAMPLE_LOGS_KEY,
     GraphStats,
-    RowLayout,
 )
 from keras_actloss.diagnostics.records import LayerInfo
+from keras_actloss.diagnostics.step_reader import StepLayout
+from keras_actloss.diagnostics.step_stats import RowLayout
 from keras_actloss.profiles import ActivationProfile
 
 # What this module relies on: (object, attribute). Checked by
@@ -351,7 +351,6 @@ class TrainHooks(GraphStats):
         self.replicas = self.strategy.num_replicas_in_sync
         self._local = threading.local()
         self._functions: dict[str, Any] = {}
-        self._present: dict[tuple[int, str], bool] = {}
         self._saved: dict[str, Any] = {}
         self.signature = self.signature_of(model, self.extra)
         self._last_full = None
@@ -450,7 +449,8 @@ class TrainHooks(GraphStats):
                 if size:
                     self._sample_sizes[i] = size
         self._grad_layout = self._weight_layout = RowLayout()
-        self._grad_layers, self._grad_counts, self._act_layout = [], [], []
+        self._grad_layers, self._grad_counts = [], []
+        self._layout, self._loss_known = StepLayout(), False
         self._var_layer = {}
         for i, plan in enumerate(self.plans):
             for v in plan.variables:
@@ -513,12 +513,14 @@ class TrainHooks(GraphStats):
         tf = self._tf
         # Under multi-worker training Keras reduces every output of the step
         # with `strategy.reduce("MEAN", value, axis=0)`, which would average
-        # the statistics vectors away: a leading axis of 1 makes that a mean
+        # the statistics away: a leading axis of 1 on each makes that a mean
         # across replicas. The host flattens them back.
         lead = multi_worker(self.strategy)
 
         def extra(value):
-            return value[None] if lead else value
+            if not lead:
+                return value
+            return tf.nest.map_structure(lambda v: v[None], value)
 
         def step(data):
             self._local.mode = mode
@@ -529,7 +531,7 @@ class TrainHooks(GraphStats):
             self._local.batch = tf.shape(first)[0]
             if mode == FULL and self._labels is not None:
                 self._keep_batch(data)
-            self._local.full = self._local.sample = self._local.alarm = None
+            self._local.full = self._local.alarm = None
             try:
                 logs = train_step(data)
                 self._finish_step(mode)
@@ -537,7 +539,6 @@ class TrainHooks(GraphStats):
                     key: extra(value)
                     for key, value in (
                         (FULL_LOGS_KEY, self._local.full),
-                        (SAMPLE_LOGS_KEY, self._local.sample),
                         (ALARM_LOGS_KEY, self._local.alarm),
                     )
                     if value is not None
@@ -553,7 +554,7 @@ class TrainHooks(GraphStats):
                 self._local.mode = None
                 self._local.outputs = {}
                 self._local.applied = []
-                self._local.full = self._local.sample = self._local.alarm = None
+                self._local.full = self._local.alarm = None
 
         function = model._make_function(step)
 
@@ -563,11 +564,15 @@ class TrainHooks(GraphStats):
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).
             logs = function(iterator)
-            out = [logs.pop(k, None) for k in (FULL_LOGS_KEY, SAMPLE_LOGS_KEY)]
-            out.append(logs.pop(ALARM_LOGS_KEY, None))
+            out = [logs.pop(k, None) for k in (FULL_LOGS_KEY, ALARM_LOGS_KEY)]
             if lead:
-                out = [None if v is None else tf.reshape(v, [-1]) for v in out]
-            self._last_full, self._last_sample, self._last_alarm = out
+                out = [
+                    None
+                    if v is None
+                    else tf.nest.map_structure(lambda t: tf.reshape(t, [-1]), v)
+                    for v in out
+                ]
+            self._last_full, self._last_alarm = out
             return logs
 
         return train_function

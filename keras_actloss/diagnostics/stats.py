@@ -7,9 +7,10 @@ real layer outputs) and on NumPy arrays in tests. They never touch Keras
 internals or TensorBoard.
 
 Counts add up across replicas (`activation_counts`); the fractions are
-taken from them. The gradient statistics are per-variable norms and
-extremes computed in the callback's train step (`callbacks._graph_stats`)
-and combined by layer on the host.
+taken from them. The statistics of a whole training step (gradient norms
+and extremes, activation counts of every monitored layer) are in
+`diagnostics.step_stats`, combined by layer on the host by
+`diagnostics.step_reader`.
 """
 
 from __future__ import annotations

@@ -1,93 +1,15 @@
-"""Tests for the graph-level helpers of keras_actloss.callbacks._graph_stats."""
+"""Tests for the TensorFlow-side helpers of keras_actloss.callbacks._graph_stats
+(the shared statistics are tested in tests/diagnostics/test_step_stats.py)."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from keras_actloss.callbacks._graph_stats import (
-    _NORM_MIN_ELEMENTS,
     RING_HEAD,
-    RowLayout,
     _additive_updates,
-    _norm_row,
     fold_rows,
-    layer_sums,
-    sample_positions,
 )
-
-# Two shapes below the norm threshold (one segment sum), two above (one
-# L2 norm each), interleaved so the row's column order differs from theirs.
-SHAPES = [(3, 4), (_NORM_MIN_ELEMENTS,), (7,), (300, 70)]
-
-
-def _squares(tensors, traced=False):
-    """Per-tensor sums of squares through `_norm_row` and its layout."""
-    found = {}
-
-    def row_of(ts):
-        row, found["layout"], _ = _norm_row(ts)
-        return row
-
-    fn = tf.function(row_of) if traced else row_of
-    row = fn([tf.constant(t) for t in tensors])
-    layout = found["layout"]
-    assert row.dtype == tf.float32 and row.shape == (1, len(tensors))
-    return layout.squares(row.numpy()[0])
-
-
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_norm_row_gives_numpy_sums_of_squares(rng, dtype):
-    xs = [rng.normal(size=shape).astype(dtype) for shape in SHAPES]
-    expected = [np.sum(x.astype("float64") ** 2) for x in xs]
-    rtol = 1e-3 if dtype == "float16" else 1e-5
-    np.testing.assert_allclose(_squares(xs), expected, rtol=rtol)
-    np.testing.assert_allclose(_squares(xs, traced=True), expected, rtol=rtol)
-    # Large tensors first (as norms), then the small ones (as squares).
-    row, layout, _ = _norm_row([tf.constant(x) for x in xs])
-    assert layout == RowLayout((1, 3, 0, 2), (True, True, False, False))
-    np.testing.assert_allclose(row.numpy()[0, 0], np.sqrt(expected[1]), rtol=rtol)
-    # Only large tensors, only one small one, none.
-    np.testing.assert_allclose(_squares(xs[1::2]), expected[1::2], rtol=rtol)
-    np.testing.assert_allclose(_squares(xs[:1]), expected[:1], rtol=rtol)
-    row, layout, _ = _norm_row([])
-    assert row.shape == (1, 0) and layout == RowLayout()
-
-
-def test_norm_row_extremes_match_numpy(rng):
-    xs = [rng.normal(size=shape).astype("float32") for shape in SHAPES]
-    row, layout, ends = _norm_row([tf.constant(x) for x in xs], extremes=True)
-    m = len(xs)
-    assert ends.shape == (1, 2 * m)
-    highs, lows = ends.numpy()[0, :m], ends.numpy()[0, m:]
-    # Columns follow the layout's order, as the norms do.
-    np.testing.assert_array_equal(highs, [xs[i].max() for i in layout.order])
-    np.testing.assert_array_equal(lows, [xs[i].min() for i in layout.order])
-    assert _norm_row(xs[:1])[2] is None
-
-
-def test_norm_row_unknown_shape(rng):
-    x = rng.normal(size=(50, 100)).astype("float32")
-    spec = tf.TensorSpec([None, None], "float32")
-    traced = tf.function(lambda t: _norm_row([t])[0], input_signature=[spec])
-    # An unknown size is treated as large: its column is the norm.
-    np.testing.assert_allclose(
-        traced(x).numpy(), [[np.sqrt(np.sum(x.astype("float64") ** 2))]], rtol=1e-5
-    )
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_norm_row_propagates_non_finite(rng, shape):
-    xs = [rng.normal(size=s).astype("float32") for s in SHAPES]
-    at = SHAPES.index(shape)
-    flat = xs[at].reshape(-1)
-    flat[1] = np.inf
-    squares = _squares(xs)
-    assert squares[at] == np.inf
-    assert np.isfinite(np.delete(squares, at)).all()
-    flat[2] = np.nan
-    row, layout, _ = _norm_row([tf.constant(x) for x in xs])
-    assert np.isnan(layout.squares(row.numpy()[0])[at])
-    assert layout.first_non_finite(row.numpy()[0]) == at
+from keras_actloss.diagnostics.step_stats import RowLayout
 
 
 def _ring_rows(steps, squares, scale=1.0, rates=None, losses=None):
@@ -163,12 +85,6 @@ def test_fold_rows_loss_scaling_counts_only_a_streak():
     assert out[0][2:4] == (True, False) and streak == 3.0
 
 
-def test_layer_sums_drops_unmonitored():
-    np.testing.assert_array_equal(
-        layer_sums([1.0, 2.0, 4.0, 8.0], [1, -1, 1, 0], 3), [8.0, 5.0, 0.0]
-    )
-
-
 def _updates_of(write):
     """`_additive_updates` for five variables, each written by `write(i, v)`.
 
@@ -225,24 +141,3 @@ def test_additive_updates_ignores_updates_it_cannot_see_into():
             v.assign(tf.clip_by_value(v, -1.0, 1.0))
 
     assert _updates_of(write)[:3] == [None, None, None]
-
-
-@pytest.mark.parametrize(
-    "counts, size, expected",
-    [
-        # 5 elements, 5 wanted: stride 1, all of them.
-        ([4, 1], 5, [[0, 1, 2, 3], [0]]),
-        # 16 elements, 4 wanted: stride 4, global positions 0, 4, 8, 12;
-        # 12 is the second tensor's element 12 - 10 = 2.
-        ([10, 6], 4, [[0, 4, 8], [2]]),
-        # Fewer elements than wanted: all of them.
-        ([3], 64, [[0, 1, 2]]),
-        # 100 elements, 8 wanted: stride 12, positions 0, 12, ..., 84; the
-        # 2-element middle tensor (positions 50-51) holds none of them.
-        ([50, 2, 48], 8, [[0, 12, 24, 36, 48], [], [8, 20, 32]]),
-    ],
-)
-def test_sample_positions(counts, size, expected):
-    out = sample_positions(counts, size)
-    assert [a.tolist() for a in out] == expected
-    assert all(a.dtype == np.int32 for a in out)

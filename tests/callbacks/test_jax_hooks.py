@@ -194,11 +194,16 @@ def _hooks_of_a_line():
     (kernel, bias), both of the layer "line"."""
     from keras_actloss.callbacks._jax_hooks import JaxTrainHooks
     from keras_actloss.callbacks._keras_hooks import plan_layers
+    from keras_actloss.diagnostics.step_stats import RowLayout
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
     model.compile(keras.optimizers.SGD(0.1), "mse")
     model.optimizer.build(model.trainable_variables)
-    return JaxTrainHooks(model, plan_layers(model))
+    hooks = JaxTrainHooks(model, plan_layers(model))
+    # As if traced, with the rows below holding the kernel's and the bias's
+    # gradient norms (a traced step gives these small ones sums of squares).
+    hooks._grad_layout = RowLayout((0, 1), (True, True))
+    return hooks
 
 
 def _row(step, norms, rate=0.1, loss=0.3, scale=1.0):

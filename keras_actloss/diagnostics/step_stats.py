@@ -1,0 +1,362 @@
+"""Statistics of one training step, as small pure functions on `keras.ops`.
+
+`GradientDiagnostics` computes these inside the real training step, on every
+backend: the TensorFlow hooks (`callbacks._graph_stats`) and the JAX ones
+(`callbacks._jax_stats`) pass them the gradients the optimizer receives, the
+weights and their updates and the monitored layers' outputs, and return
+the results from the step as named tensors. The host finishes the
+arithmetic (`diagnostics.step_reader`).
+
+- `norm_row`: a `[1, m]` row of per-tensor norms (an L2 norm for a large
+  tensor, a sum of squares for a small one, placed by a `RowLayout`), with
+  the tensors' max and min and every element joined, on request;
+- `alarm`: the every-step alarm values (unscaled squared global norm,
+  learning rate);
+- `gradient_sample`: a strided sample of each layer's gradients, one gather
+  of positions fixed at trace time (`sample_index`);
+- `activation_vector`: the activation counts of the monitored layers in one
+  vector, placed by `ActivationEntry`s.
+
+A full step returns the dict `FULL_KEYS`: `"row"` (the every-step row,
+its layout backend-specific), `"extremes"` (`[2m]`: the gradients' max,
+then min, in row order), `"head"` (`[2]`: loss, batch size), `"weights"`
+and `"updates"` (`norm_row`s of the weights before the update and of
+their change), `"activations"` (`activation_vector`), `"sample"`
+(`gradient_sample`).
+
+Written for few graph ops: they run on every step on TensorFlow, where each
+small op costs several microseconds. Only `_backend_primitives` knows the
+backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_actloss.diagnostics import stats
+from keras_actloss.tensor_types import Tensor
+
+FULL_KEYS = ("row", "extremes", "head", "weights", "updates", "activations", "sample")
+HEAD_FIELDS = ("loss", "batch_size")
+
+# Below this many elements a tensor's sum of squares is taken with the other
+# small ones in one segment sum; from here on it gets its own L2 norm.
+NORM_MIN_ELEMENTS = 4096
+
+
+def is_large(shape) -> bool:
+    """Whether `norm_row` gives a tensor of static `shape` a norm of its own."""
+    if _rank(shape) is None:
+        return True
+    shape = tuple(shape)
+    return None in shape or math.prod(shape) >= NORM_MIN_ELEMENTS
+
+
+def _rank(shape) -> int | None:
+    """The rank of a static shape (a tuple, or TensorFlow's `TensorShape`,
+    whose rank may be unknown)."""
+    return shape.rank if hasattr(shape, "rank") else len(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowLayout:
+    """Where `norm_row` put each tensor.
+
+    Column `k` holds tensor `order[k]`: its L2 norm if `norms[k]`, else its
+    sum of squares.
+    """
+
+    order: tuple[int, ...] = ()
+    norms: tuple[bool, ...] = ()
+
+    def squares(self, values: np.ndarray) -> np.ndarray:
+        """Sums of squares `[..., len(order)]` in tensor order, float64."""
+        values = np.asarray(values, "float64")[..., : len(self.order)]
+        squares = np.where(self.norms, values * values, values)
+        out = np.empty_like(squares)
+        out[..., list(self.order)] = squares
+        return out
+
+    def total(self, values: list[float]) -> float:
+        """The sum of squares of every tensor from a row's columns (Python
+        floats). NaN if any column is, else infinite if any is."""
+        return math.fsum(v * v if n else v for v, n in zip(values, self.norms))
+
+    def first_non_finite(self, values: np.ndarray) -> int:
+        """The first tensor (in tensor order) whose column is not finite."""
+        bad = ~np.isfinite(np.asarray(values)[: len(self.order)])
+        return min((self.order[k] for k in np.flatnonzero(bad)), default=-1)
+
+
+class _Primitives(NamedTuple):
+    row: Callable  # `[1, n]` view
+    flat: Callable  # `[n]` view
+    l2: Callable  # `[1, 1]` L2 norm of a `[1, n]` view
+    max: Callable  # `[1, 1]` max of a `[1, n]` view
+    min: Callable
+    gather: Callable  # `x[index]` of a vector and constant in-range positions
+
+
+def _backend_primitives() -> _Primitives:
+    """The reshapes, reductions and gather of `norm_row` and
+    `gradient_sample`: `keras.ops`, except on TensorFlow.
+
+    There `keras.ops` costs graph ops on every step. Counted in a traced
+    graph (TensorFlow 2.21, Keras 3.15): `ops.reshape(x, (1, -1))` and
+    `ops.max(x, axis=1)` are two ops each, a shape or axis constant and the
+    op (the constants are shared here: one per `norm_row`); the L2 norm is
+    four (`Square`, an axis constant, `Sum`, `Sqrt`) where `EuclideanNorm` is
+    one vectorized read (also faster than `tf.nn.l2_loss` in a running step
+    on a 2-core CPU); `ops.take` is twelve where `tf.gather` is three (it
+    wraps negative positions). Called once per `norm_row`: TensorFlow
+    constants belong to the graph being traced.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return _Primitives(
+            row=lambda x: ops.reshape(x, (1, -1)),
+            flat=lambda x: ops.reshape(x, (-1,)),
+            l2=lambda v: ops.sqrt(ops.sum(ops.square(v), axis=1, keepdims=True)),
+            max=lambda v: ops.max(v, axis=1, keepdims=True),
+            min=lambda v: ops.min(v, axis=1, keepdims=True),
+            gather=lambda x, index: ops.take(x, index, axis=0),
+        )
+    import tensorflow as tf
+
+    flat_shape, row_shape, axis = (tf.constant(v) for v in ([-1], [1, -1], [1]))
+    raw = tf.raw_ops
+    return _Primitives(
+        row=lambda x: tf.reshape(x, row_shape),
+        flat=lambda x: tf.reshape(x, flat_shape),
+        l2=lambda v: raw.EuclideanNorm(input=v, axis=axis, keep_dims=True),
+        max=lambda v: raw.Max(input=v, axis=axis, keep_dims=True),
+        min=lambda v: raw.Min(input=v, axis=axis, keep_dims=True),
+        gather=tf.gather,
+    )
+
+
+class NormRow(NamedTuple):
+    """What `norm_row` returns."""
+
+    row: Tensor  # `[1, m]` float32
+    layout: RowLayout
+    extremes: Tensor | None  # `[1, 2m]`: maxima, then minima (row order)
+    joined: Tensor | None  # `[n]`: every element, in row order
+
+
+def norm_row(tensors: list, extremes: bool = False, joined: bool = False) -> NormRow:
+    """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
+
+    A large tensor (`is_large`) gets one L2 norm of a `[1, n]` view. The
+    small ones are concatenated and squared once, and a segment sum gives
+    each its sum of squares. NaN and infinity propagate.
+
+    Args:
+        tensors: Tensors of any shape and float dtype (read as float32).
+        extremes: Whether to return each tensor's max and min too. A NaN in
+            a tensor does not always reach its extremes: take the norm's.
+            Defaults to `False`.
+        joined: Whether to return every element of `tensors` in one vector,
+            tensor after tensor in the layout's column order (from the views
+            the norms read: one concat, no op per tensor). Defaults to
+            `False`.
+
+    Returns:
+        A `NormRow`: the `[1, m]` float32 row, its layout, the `[1, 2m]`
+        maxima then minima (or None) and the `[n]` joined elements (or None).
+    """
+    prim = _backend_primitives()
+    norms, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
+    for i, tensor in enumerate(tensors):
+        x = ops.cast(tensor, "float32")
+        if not is_large(x.shape):
+            small.append(x if _rank(x.shape) == 1 else prim.flat(x))
+            small_at.append(i)
+            continue
+        view = prim.row(x)
+        large.append(view)
+        norms.append(prim.l2(view))
+        if extremes:
+            highs.append(prim.max(view))
+            lows.append(prim.min(view))
+        large_at.append(i)
+    if small:
+        k = len(small)
+        flat = ops.concatenate(small, 0) if k > 1 else small[0]
+        # Unsorted (`num_segments` given): XLA has no sorted segment ops.
+        ids = np.repeat(
+            np.arange(k, dtype="int32"), [math.prod(x.shape) for x in small]
+        )
+        norms.append(ops.reshape(ops.segment_sum(ops.square(flat), ids, k), (1, k)))
+        if extremes:
+            highs.append(ops.reshape(ops.segment_max(flat, ids, k), (1, k)))
+            lows.append(ops.reshape(ops.segment_min(flat, ids, k), (1, k)))
+    layout = RowLayout(
+        tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
+    )
+    out = NormRow(_concat_row(norms), layout, None, None)
+    if extremes:
+        out = out._replace(extremes=_concat_row(highs + lows))
+    if joined:
+        views = large + ([ops.reshape(flat, (1, -1))] if small else [])
+        if not views:
+            return out._replace(joined=ops.zeros((0,), "float32"))
+        views = ops.concatenate(views, 1) if len(views) > 1 else views[0]
+        out = out._replace(joined=ops.reshape(views, (-1,)))
+    return out
+
+
+def _concat_row(parts: list) -> Tensor:
+    if not parts:
+        return ops.zeros((1, 0), "float32")
+    return ops.concatenate(parts, 1) if len(parts) > 1 else parts[0]
+
+
+def alarm(row: Tensor, layout: RowLayout, scale: Tensor | None, rate: Tensor) -> Tensor:
+    """`[2]` float32: the unscaled squared global norm and the learning rate.
+
+    From a `norm_row` row (`[1, m]`) of gradients that carry the loss scale
+    `scale` (None: unscaled). A NaN or infinity in the gradients reaches the
+    norm. The host compares both values with the alarm bounds.
+    """
+    values = row[0]
+    if any(layout.norms):
+        squares = values * values
+        if not all(layout.norms):
+            squares = ops.where(np.array(layout.norms), squares, values)
+    else:
+        squares = values
+    total = ops.sum(squares)
+    if scale is not None:
+        total = total / ops.square(ops.cast(scale, "float32"))
+    return ops.stack([total, ops.cast(rate, "float32")])
+
+
+def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:
+    """Positions of a strided sample of `size` elements across tensors of
+    `counts` elements (flattened, one after the other), per tensor.
+
+    The stride is `max(1, sum(counts) // size)`; the sample holds the first
+    `min(size, sum(counts))` elements at multiples of it.
+    """
+    total = sum(counts)
+    stride = max(1, total // size) if size else 1
+    taken = np.arange(min(size, total), dtype="int64") * stride
+    out, start = [], 0
+    for n in counts:
+        inside = taken[(taken >= start) & (taken < start + n)]
+        out.append((inside - start).astype("int32"))
+        start += n
+    return out
+
+
+def sample_index(
+    counts: list[int], layers: list[int], layout: RowLayout, sizes: dict[int, int]
+) -> np.ndarray:
+    """Positions in `norm_row(..., joined=True).joined` (plus one zero
+    appended) of each layer's gradient sample, joined (trace time).
+
+    Layer `i`'s sample is `sizes[i]` long: `sample_positions` over its
+    tensors (`layers[k] == i`, `counts[k]` elements each) in tensor order;
+    positions its tensors do not fill read the appended zero.
+    """
+    start, at = {}, 0
+    for k in layout.order:
+        start[k], at = at, at + counts[k]
+    mine: dict[int, list[int]] = {}
+    for k, layer in enumerate(layers):
+        mine.setdefault(layer, []).append(k)
+    pieces = [np.zeros(0, "int64")]
+    for i, size in sizes.items():
+        ks = mine.get(i, [])
+        found = sample_positions([counts[k] for k in ks], size)
+        pieces += [p + start[k] for k, p in zip(ks, found)]
+        pieces.append(np.full(size - sum(len(p) for p in found), at))
+    return np.concatenate(pieces).astype("int32")
+
+
+def gradient_sample(joined: Tensor, index: np.ndarray, scale: Tensor | None) -> Tensor:
+    """`[len(index)]` float32: the joined gradients at `index`
+    (`sample_index`), divided by the loss scale `scale` (None: unscaled).
+
+    One gather of constant positions: a slice of every gradient made a
+    large model's first full step take seconds longer to trace on
+    TensorFlow.
+    """
+    if not len(index):
+        return ops.zeros((0,), "float32")
+    padded = ops.concatenate([ops.cast(joined, "float32"), ops.zeros((1,))], 0)
+    sample = _backend_primitives().gather(padded, index)
+    return sample if scale is None else sample / scale
+
+
+class ActivationEntry(NamedTuple):
+    """A layer's part of `activation_vector`, in order: `units` active
+    counts (one per unit; 0 when the profile has no inactive region), the
+    saturated count if `saturation`, and the element count unless
+    `per_sample` (the elements per sample, when static) gives it."""
+
+    layer: int
+    units: int
+    saturation: bool
+    per_sample: int | None
+
+
+def activation_vector(outputs: dict[int, list], plans) -> tuple:
+    """The activation counts of the kept layer outputs, in one vector.
+
+    Per layer, `stats.activation_counts` summed over its calls in the step
+    (a shared layer's every use). A layer whose unit count is not static,
+    or not the same in every call, is left out. The counts add up across
+    replicas; the host takes the fractions (`step_reader`).
+
+    Args:
+        outputs: Layer index -> its outputs in the step.
+        plans: The monitored layers, with `profile` and `channel_axis`.
+
+    Returns:
+        The `[k]` float32 vector (None when empty) and its layout, a tuple
+        of `ActivationEntry`.
+    """
+    parts, layout = [], []
+    for i, plan in enumerate(plans):
+        calls = [x for x in outputs.get(i, ()) if _rank(x.shape)]
+        if not calls:
+            continue
+        profile = plan.profile
+        axes = [plan.channel_axis % len(x.shape) for x in calls]
+        units = {x.shape[a] for x, a in zip(calls, axes)}
+        if profile.inactive_below is None:
+            units = {0}
+        if len(units) != 1 or None in units:
+            continue
+        (units,) = units
+        sizes = [x.shape[1:] for x in calls]
+        per_sample = None
+        if all(None not in s for s in sizes):
+            per_sample = sum(math.prod(s) for s in sizes)
+        counts = [
+            stats.activation_counts(x, profile, a, per_sample is None)
+            for x, a in zip(calls, axes)
+        ]
+        summed = {
+            k: functools.reduce(ops.add, [c[k] for c in counts]) for k in counts[0]
+        }
+        if units:
+            parts.append(summed["active_per_unit"])
+        saturation = "saturated" in summed
+        if saturation:
+            parts.append(ops.reshape(summed["saturated"], (1,)))
+        if per_sample is None:
+            parts.append(ops.reshape(summed["elements"], (1,)))
+        layout.append(ActivationEntry(i, units, saturation, per_sample))
+    if not parts:
+        return None, tuple(layout)
+    return (ops.concatenate(parts, 0) if len(parts) > 1 else parts[0]), tuple(layout)

@@ -1,0 +1,99 @@
+"""Tests for keras_actloss.diagnostics.step_reader (plain Python, no backend)."""
+
+import math
+
+import pytest
+
+from keras_actloss.diagnostics import step_reader
+from keras_actloss.diagnostics.step_reader import LAYER_FIELDS, StepLayout
+from keras_actloss.diagnostics.step_stats import ActivationEntry, RowLayout
+
+# Three monitored layers: 0 (ReLU: units can die), 1 (sigmoid), 2 (no
+# gradient, no activation counts). Gradient tensors: 0 and 3 are layer 0's,
+# 1 layer 1's, 2 is not monitored; the row holds tensor 0's norm first, then
+# the others' sums of squares. Weight tensors: 0 and 2 are layer 0's, 1
+# layer 1's.
+LAYOUT = StepLayout(
+    can_die=(True, False, False),
+    grads=RowLayout((0, 3, 1, 2), (True, False, False, False)),
+    grad_layers=(0, 1, -1, 0),
+    grad_counts=(10, 20, 30, 15),
+    weights=RowLayout((0, 2, 1), (True, False, False)),
+    weight_layers=(0, 1, 0),
+    activations=(ActivationEntry(0, 3, False, 2), ActivationEntry(1, 0, True, None)),
+    samples=((0, 3), (1, 2)),
+)
+VALUES = {
+    # Columns: tensor 0's norm 3, tensor 3's square 16, tensor 1's 9,
+    # tensor 2's (unmonitored) 100.
+    "norms": [3.0, 16.0, 9.0, 100.0],
+    # Maxima, then minima, in the same column order.
+    "extremes": [0.5, 0.2, 0.1, 9.0, -0.7, -0.1, -0.3, -9.0],
+    # Weight tensor 0's norm 3, tensor 2's square 16, tensor 1's square 4.
+    "weights": [3.0, 16.0, 4.0],
+    "updates": [0.3, 0.16, 0.04],
+    # Layer 0: active counts of its 3 units; layer 1: saturated, elements.
+    "activations": [4.0, 0.0, 2.0, 5.0, 20.0],
+    "batch_size": 4.0,
+}
+
+
+def test_read_layers_by_hand():
+    first, second, third = step_reader.read_layers(LAYOUT, VALUES, 2.0)
+    # Hand computed, loss scale 2. Layer 0: gradient squares 3^2 + 16 = 25
+    # over 10 + 15 elements; max-abs max(0.5, 0.7, 0.2, 0.1); weights
+    # 3^2 + 16 = 25, updates 0.3^2 + 0.16 = 0.25; 4 samples x 2 elements
+    # per sample, 6 active of 8; unit 1 never active.
+    assert {k: v for k, v in first.items() if k != "unit_activity"} == pytest.approx(
+        {
+            "grad_norm": 5.0 / 2,
+            "grad_rms": 1.0 / 2,
+            "grad_max": 0.7 / 2,
+            "weight_norm": 5.0,
+            "update_ratio": 0.5 / 5.0,
+            "zero_fraction": 0.25,
+            "dead_fraction": 1 / 3,
+            "saturation": None,
+        }
+    )
+    assert first["unit_activity"] == [4.0, 0.0, 2.0]
+    # Layer 1: gradient square 9 over 20 elements; weight square 4, update
+    # square 0.04; 5 of 20 elements saturated; no units (sigmoid).
+    assert second == pytest.approx(
+        {
+            "grad_norm": 3.0 / 2,
+            "grad_rms": math.sqrt(9.0 / 20) / 2,
+            "grad_max": 0.3 / 2,
+            "weight_norm": 2.0,
+            "update_ratio": 0.2 / 2.0,
+            "zero_fraction": None,
+            "dead_fraction": None,
+            "saturation": 0.25,
+            "unit_activity": None,
+        }
+    )
+    assert third == {**dict.fromkeys(LAYER_FIELDS), "unit_activity": None}
+    assert list(first) == [*LAYER_FIELDS, "unit_activity"]
+
+
+def test_read_layers_non_finite():
+    values = {**VALUES, "norms": [math.nan, 16.0, 9.0, 100.0]}
+    values["activations"] = [math.nan, 0.0, 2.0, 5.0, 20.0]
+    first, second, _ = step_reader.read_layers(LAYOUT, values, 1.0)
+    # A NaN gradient norm reaches the max-abs even where the extremes miss it.
+    assert math.isnan(first["grad_norm"]) and math.isnan(first["grad_max"])
+    assert first["zero_fraction"] is None  # A NaN fraction is not reported.
+    assert second["grad_max"] == 0.3
+    # A zero weight norm gives a zero update ratio.
+    values = {**VALUES, "weights": [0.0, 0.0, 0.0]}
+    assert step_reader.read_layers(LAYOUT, values, 1.0)[0]["update_ratio"] == 0.0
+
+
+def test_split_samples_leaves_out_layers_without_gradients():
+    sample = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert step_reader.split_samples(LAYOUT, sample) == {
+        0: [1.0, 2.0, 3.0],
+        1: [4.0, 5.0],
+    }
+    layout = StepLayout(grad_layers=(1,), samples=((0, 3), (1, 2)))
+    assert step_reader.split_samples(layout, sample) == {1: [4.0, 5.0]}

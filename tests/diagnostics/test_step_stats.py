@@ -1,0 +1,237 @@
+"""Tests for keras_actloss.diagnostics.step_stats, on the test's backend."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_actloss import activations
+from keras_actloss.diagnostics import step_stats
+from keras_actloss.diagnostics.step_stats import NORM_MIN_ELEMENTS, RowLayout
+from tests.backend_support import FLOAT_DTYPES, tensorflow_only, traced
+
+# Two shapes below the norm threshold (one segment sum), two above (one
+# L2 norm each), interleaved so the row's column order differs from theirs.
+SHAPES = [(3, 4), (NORM_MIN_ELEMENTS,), (7,), (300, 70)]
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+def _row(tensors, jit=False, **kwargs):
+    """`norm_row` of NumPy `tensors`, eager or traced, as NumPy (its layout
+    from an eager call: the same tensors give the same layout)."""
+    layout = step_stats.norm_row(tensors, **kwargs).layout
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts), **kwargs)
+        return [x for x in (out.row, out.extremes, out.joined) if x is not None]
+
+    fn = traced(run) if jit else run
+    return [_np(x) for x in fn(*[ops.convert_to_tensor(t) for t in tensors])], layout
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_norm_row_gives_numpy_sums_of_squares(rng, dtype, jit):
+    xs = [rng.normal(size=shape).astype(dtype) for shape in SHAPES]
+    expected = [np.sum(x.astype("float64") ** 2) for x in xs]
+    rtol = 1e-3 if dtype == "float16" else 1e-5
+    (row,), layout = _row(xs, jit)
+    assert row.dtype == np.float32 and row.shape == (1, len(xs))
+    # Large tensors first (as norms), then the small ones (as squares).
+    assert layout == RowLayout((1, 3, 0, 2), (True, True, False, False))
+    np.testing.assert_allclose(row[0, 0], np.sqrt(expected[1]), rtol=rtol)
+    np.testing.assert_allclose(layout.squares(row[0]), expected, rtol=rtol)
+    np.testing.assert_allclose(layout.total(row[0].tolist()), sum(expected), rtol=rtol)
+    # Only large tensors, only one small one.
+    for part in (slice(1, None, 2), slice(0, 1)):
+        (row,), layout = _row(xs[part], jit)
+        np.testing.assert_allclose(layout.squares(row[0]), expected[part], rtol=rtol)
+
+
+def test_norm_row_of_nothing():
+    out = step_stats.norm_row([], extremes=True, joined=True)
+    assert tuple(out.row.shape) == (1, 0) and out.layout == RowLayout()
+    assert tuple(out.extremes.shape) == (1, 0) and tuple(out.joined.shape) == (0,)
+
+
+def test_norm_row_extremes_and_joined_follow_the_columns(rng):
+    xs = [rng.normal(size=shape).astype("float32") for shape in SHAPES]
+    (_, ends, joined), layout = _row(xs, jit=True, extremes=True, joined=True)
+    m = len(xs)
+    assert ends.shape == (1, 2 * m)
+    np.testing.assert_array_equal(ends[0, :m], [xs[i].max() for i in layout.order])
+    np.testing.assert_array_equal(ends[0, m:], [xs[i].min() for i in layout.order])
+    np.testing.assert_array_equal(
+        joined, np.concatenate([xs[i].reshape(-1) for i in layout.order])
+    )
+    out = step_stats.norm_row(xs[:1])
+    assert out.extremes is None and out.joined is None
+
+
+@tensorflow_only
+def test_norm_row_unknown_shape(rng):
+    import tensorflow as tf
+
+    x = rng.normal(size=(50, 100)).astype("float32")
+    spec = tf.TensorSpec([None, None], "float32")
+    fn = tf.function(lambda t: step_stats.norm_row([t]).row, input_signature=[spec])
+    # An unknown size is treated as large: its column is the norm.
+    np.testing.assert_allclose(
+        fn(x).numpy(), [[np.sqrt(np.sum(x.astype("float64") ** 2))]], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_norm_row_propagates_non_finite(rng, shape):
+    xs = [rng.normal(size=s).astype("float32") for s in SHAPES]
+    at = SHAPES.index(shape)
+    flat = xs[at].reshape(-1)
+    flat[1] = np.inf
+    (row,), layout = _row(xs, jit=True)
+    squares = layout.squares(row[0])
+    assert squares[at] == np.inf
+    assert np.isfinite(np.delete(squares, at)).all()
+    flat[2] = np.nan
+    (row,), layout = _row(xs, jit=True)
+    assert np.isnan(layout.squares(row[0])[at])
+    assert layout.first_non_finite(row[0]) == at
+    assert np.isnan(layout.total(row[0].tolist()))
+
+
+@pytest.mark.parametrize("scale", [None, 4.0])
+@pytest.mark.parametrize("shapes", [SHAPES, SHAPES[1::2], SHAPES[::2]])
+def test_alarm_is_the_unscaled_squared_norm_and_rate(rng, scale, shapes):
+    xs = [rng.normal(size=s).astype("float32") for s in shapes]
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts))
+        return step_stats.alarm(out.row, out.layout, scale, 0.25)
+
+    total, rate = _np(traced(run)(*xs))
+    expected = sum(np.sum(x.astype("float64") ** 2) for x in xs) / (scale or 1) ** 2
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    assert rate == 0.25
+
+
+@pytest.mark.parametrize(
+    "counts, size, expected",
+    [
+        # 5 elements, 5 wanted: stride 1, all of them.
+        ([4, 1], 5, [[0, 1, 2, 3], [0]]),
+        # 16 elements, 4 wanted: stride 4, global positions 0, 4, 8, 12;
+        # 12 is the second tensor's element 12 - 10 = 2.
+        ([10, 6], 4, [[0, 4, 8], [2]]),
+        # Fewer elements than wanted: all of them.
+        ([3], 64, [[0, 1, 2]]),
+        # 100 elements, 8 wanted: stride 12, positions 0, 12, ..., 84; the
+        # 2-element middle tensor (positions 50-51) holds none of them.
+        ([50, 2, 48], 8, [[0, 12, 24, 36, 48], [], [8, 20, 32]]),
+    ],
+)
+def test_sample_positions(counts, size, expected):
+    out = step_stats.sample_positions(counts, size)
+    assert [a.tolist() for a in out] == expected
+    assert all(a.dtype == np.int32 for a in out)
+
+
+@pytest.mark.parametrize("scale", [None, 2.0])
+def test_gradient_sample_is_each_layers_strided_sample(rng, scale):
+    # Tensors 0 and 2 are layer 1's, tensor 1 layer 0's, tensor 3 is not
+    # monitored; layer 2 has no gradient in the step (its sample is zeros).
+    shapes = [(NORM_MIN_ELEMENTS + 4,), (30, 3), (9,), (5,)]
+    layers = [1, 0, 1, -1]
+    sizes = {0: 40, 1: 100, 2: 3}
+    xs = [rng.normal(size=s).astype("float32") for s in shapes]
+    counts = [x.size for x in xs]
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts), joined=True)
+        index = step_stats.sample_index(counts, layers, out.layout, sizes)
+        return step_stats.gradient_sample(out.joined, index, scale)
+
+    sample = _np(traced(run)(*xs))
+    # Reference: each layer's tensors flattened in tensor order, every
+    # (total // size)-th element, then zeros up to the size.
+    expected = []
+    for i, size in sizes.items():
+        flat = np.concatenate(
+            [np.zeros(0)] + [x.reshape(-1) for x, n in zip(xs, layers) if n == i]
+        )
+        taken = flat[:: max(1, flat.size // size)][:size]
+        expected.append(np.pad(taken, (0, size - taken.size)))
+    expected = np.concatenate(expected) / (scale or 1.0)
+    np.testing.assert_allclose(sample, expected, rtol=1e-6)
+    assert _np(step_stats.gradient_sample(xs[0], np.zeros(0, "int32"), None)).size == 0
+
+
+class _Plan:
+    def __init__(self, name, channel_axis=-1):
+        self.profile = activations.profile(name)
+        self.channel_axis = channel_axis
+
+
+def test_activation_vector_matches_numpy(rng):
+    plans = [_Plan("relu"), _Plan("sigmoid"), _Plan("relu", 1), _Plan("relu")]
+    relu = [np.maximum(rng.normal(size=(4, 3, 5)), 0.0).astype("float32")]
+    relu[0][:, :, 2] = 0.0  # Unit 2 is dead.
+    shared = [rng.random((4, 6)).astype("float32") for _ in range(2)]
+    first = [np.maximum(rng.normal(size=(4, 2, 7)), 0.0).astype("float32")]
+    # Layer 3's two calls disagree on their unit count: left out.
+    mixed = [np.ones((4, 2), "float32"), np.ones((4, 3), "float32")]
+    outputs = {0: relu, 1: shared, 2: first, 3: mixed}
+
+    def run(outs):
+        return step_stats.activation_vector(outs, plans)[0]
+
+    _, layout = step_stats.activation_vector(outputs, plans)
+    vector = _np(traced(run)(outputs))
+    assert layout == (
+        step_stats.ActivationEntry(0, 5, False, 15),
+        step_stats.ActivationEntry(1, 0, True, 12),
+        step_stats.ActivationEntry(2, 2, False, 14),
+    )
+    # Sigmoid saturates outside (0.01, 0.99) (its profile).
+    low, high = plans[1].profile.saturation_bounds
+    assert (low, high) == (0.01, 0.99)
+    s = np.concatenate(shared)
+    expected = np.concatenate(
+        [
+            np.sum(relu[0] > 0, axis=(0, 1)),
+            # Both calls of the shared layer, summed.
+            [np.sum((s <= 0.01) | (s >= 0.99))],
+            # Units on axis 1 (channels first).
+            np.sum(first[0] > 0, axis=(0, 2)),
+        ]
+    )
+    np.testing.assert_array_equal(vector, expected)
+    assert step_stats.activation_vector({}, plans) == (None, ())
+
+
+@tensorflow_only
+def test_activation_vector_counts_elements_of_unknown_shape(rng):
+    import tensorflow as tf
+
+    x = np.maximum(rng.normal(size=(4, 6, 3)), 0.0).astype("float32")
+    spec = tf.TensorSpec([None, None, 3], "float32")
+    found = {}
+
+    def run(t):
+        vector, found["layout"] = step_stats.activation_vector(
+            {0: [t]}, [_Plan("relu")]
+        )
+        return vector
+
+    vector = tf.function(run, input_signature=[spec])(x).numpy()
+    assert found["layout"] == (step_stats.ActivationEntry(0, 3, False, None),)
+    np.testing.assert_array_equal(vector, [*np.sum(x > 0, axis=(0, 1)), x.size])
+
+
+def test_keras_backend_is_the_one_under_test():
+    # The module picks its primitives by backend: the test runs them there.
+    prim = step_stats._backend_primitives()
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    np.testing.assert_allclose(_np(prim.l2(prim.row(x))), [[np.sqrt(55.0)]])
+    assert keras.backend.backend() in ("tensorflow", "jax")
