@@ -10,11 +10,12 @@ the jitted step with its logs:
   the update (as `step // 2**20` and `step % 2**20`, both exact in
   float32), the loss scale (1 without), the learning rate, the loss, then
   each of the optimizer's variables' gradient L2 norm (scaled);
-- full steps also: `"batch"`, `"grad_max"` (per-variable max-abs),
-  `"weights"` and `"updates"` (per-variable norms of the weights before the
-  update and of their change), `"activations"` (layer index ->
-  `diagnostics.stats.activation_counts`) and `"sample"` (layer index -> a
-  strided sample of its gradients, unscaled).
+- and the full statistics, computed on full steps only (zeros on the
+  others, see `_jax_hooks._Trace.when_full`): `"batch"`, `"grad_max"`
+  (per-variable max-abs), `"weights"` and `"updates"` (per-variable norms
+  of the weights before the update and of their change), `"activations"`
+  (layer index -> `diagnostics.stats.activation_counts`) and `"sample"`
+  (layer index -> a strided sample of its gradients, unscaled).
 
 The host readers turn them into the structures of the TensorFlow readers
 (`_graph_stats.GraphStats`), judging every step with the same `fold_rows`.
@@ -31,7 +32,6 @@ from keras import ops
 
 from keras_actloss.callbacks._graph_stats import (
     ACTIVATION_FIELDS,
-    FULL,
     LABEL_ROWS,
     LAYER_FIELDS,
     LOSS_SCALE_PATIENCE,
@@ -108,25 +108,29 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         norms = ops.stack([_norm(g) for g in grads])
-        out = {"row": ops.concatenate([head, norms], 0)}
-        if trace.mode != FULL:
-            return out
         before, after = applied["before"], applied["after"]
         first = jax.tree_util.tree_leaves(data)[0]
-        out.update(
-            batch=ops.convert_to_tensor(float(first.shape[0]), "float32"),
-            grad_max=ops.stack([ops.max(ops.abs(g)) for g in grads]),
-            weights=ops.stack([_norm(w) for w in before]),
-            updates=ops.stack(
-                [
-                    _norm(ops.cast(a, "float32") - ops.cast(b, "float32"))
-                    for a, b in zip(after, before)
-                ]
-            ),
-            activations={} if extra is None else extra["activations"],
-            sample=self._samples(grads, applied["scale"]),
-        )
-        return out
+
+        def full():
+            return dict(
+                batch=ops.convert_to_tensor(float(first.shape[0]), "float32"),
+                grad_max=ops.stack([ops.max(ops.abs(g)) for g in grads]),
+                weights=ops.stack([_norm(w) for w in before]),
+                updates=ops.stack(
+                    [
+                        _norm(ops.cast(a, "float32") - ops.cast(b, "float32"))
+                        for a, b in zip(after, before)
+                    ]
+                ),
+                sample=self._samples(grads, applied["scale"]),
+            )
+
+        return {
+            "row": ops.concatenate([head, norms], 0),
+            # Zeros on an every-step check (see `_Trace.when_full`).
+            "activations": {} if extra is None else extra["activations"],
+            **trace.when_full(full),
+        }
 
     def _samples(self, grads, scale) -> dict:
         """A strided sample of each layer's (unscaled) gradients, by layer
