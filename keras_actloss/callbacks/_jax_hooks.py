@@ -24,15 +24,18 @@ for the duration of `fit`:
   takes them off again before Keras sees the state. No tracer leaves the
   trace it was made in.
 - the `call` of every monitored leaf layer (kept only while recording).
-- `model.train_function`: two train functions built with
+- `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
-  `train_step`, a "sentinel" one (the step, learning rate, loss, loss scale
-  and gradient norms: one row) and a "full" one (plus the rest of
-  `diagnostics.step_stats.FULL_KEYS`: gradient extremes, weight and update
-  norms, activation counts and gradient samples). The statistics leave the
-  jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper takes them
-  out before `fit` sees the logs and keeps the device arrays, converted
-  only when the host reads them.
+  `train_step`. A boolean argument of the step says whether it records in
+  full: every step returns its step, learning rate, loss, loss scale and
+  gradient norms (one row); a full step adds the rest of
+  `diagnostics.step_stats.FULL_KEYS` (gradient extremes, weight and update
+  norms, activation counts and gradient samples), computed under a
+  `jax.lax.cond` (zeros on the other steps: XLA runs only the branch taken,
+  and one program is compiled, not one per kind of step). The statistics
+  leave the jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper
+  takes them out before `fit` sees the logs and keeps the device arrays,
+  converted only when the host reads them.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end`.
 
@@ -154,15 +157,36 @@ def check_optimizers(optimizers) -> None:
 
 
 class _Trace:
-    """What the wrappers note while one step is traced (or run eagerly)."""
+    """What the wrappers note while one step is traced (or run eagerly).
 
-    def __init__(self, mode: str):
-        self.mode = mode
+    `full` says whether the step records its full statistics: a Python bool
+    when the step runs eagerly, else a traced boolean scalar, the argument
+    of the one jitted program that serves every step (`when_full`).
+    """
+
+    def __init__(self, full):
+        self.full = full
         self.recording = False
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
         self.activation_layout = ()
         self.applied = None
+
+    def when_full(self, compute):
+        """`compute()` on a full step, zeros of its structure otherwise.
+
+        Under `jit` a `jax.lax.cond`: XLA runs only the branch taken, so an
+        every-step check does not pay for the full statistics, and one
+        compiled program serves both kinds of step (a second program cost a
+        second XLA compilation, longer than many short runs).
+        """
+        if isinstance(self.full, bool):
+            return compute() if self.full else _zeros(jax.eval_shape(compute))
+        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+
+
+def _zeros(shapes):
+    return jax.tree_util.tree_map(lambda s: ops.zeros(s.shape, s.dtype), shapes)
 
 
 class JaxTrainHooks(JaxStats):
@@ -201,7 +225,8 @@ class JaxTrainHooks(JaxStats):
         self._var_layer = {
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
         }
-        self._functions: dict[str, object] = {}
+        self._function = None
+        self._full = True
         self._saved: dict[str, object] = {}
         self._trace: _Trace | None = None
         self._pending: list = []
@@ -281,7 +306,7 @@ class JaxTrainHooks(JaxStats):
             if trace is None or trace.loss_seen or not kwargs.get("training"):
                 return original(*args, **kwargs)
             trace.loss_seen = True  # The first training call of the step.
-            trace.recording = trace.mode == FULL
+            trace.recording = True
             try:
                 loss, aux = original(*args, **kwargs)
             finally:
@@ -290,10 +315,15 @@ class JaxTrainHooks(JaxStats):
             unscaled, y_pred, non_trainable, metrics = aux
             # Still inside `jax.value_and_grad`: computed here, carried out
             # as auxiliary outputs (see the module docstring).
-            counts, trace.activation_layout = self._activation_counts(outputs)
+
+            def counts():
+                # Traced with the cond's branches: the layout is static.
+                vector, trace.activation_layout = self._activation_counts(outputs)
+                return vector
+
             extra = {
                 "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
-                "activations": counts,
+                "activations": trace.when_full(counts),
             }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)
@@ -338,9 +368,10 @@ class JaxTrainHooks(JaxStats):
         return ops.convert_to_tensor(1.0, "float32")
 
     # --------------------------------------------------------- in the trace
-    def _step(self, mode, state, data):
-        """The model's `train_step` with the statistics added to its logs."""
-        trace = self._trace = _Trace(mode)
+    def _step(self, state, data, full):
+        """The model's `train_step` with the statistics added to its logs
+        (the full ones when `full`, see `_Trace`)."""
+        trace = self._trace = _Trace(full)
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
@@ -383,27 +414,38 @@ class JaxTrainHooks(JaxStats):
         ]
 
     # --------------------------------------------------------- train function
-    # The mode's train function, built on first use (`_make`), as on
-    # TensorFlow.
-    traced = TrainHooks.traced
-    use = TrainHooks.use
+    def traced(self, mode: str) -> bool:
+        """Whether the train function that runs `mode` steps was built: one
+        function serves both modes (`use`)."""
+        return self._function is not None
 
-    def _make(self, mode: str):
+    def use(self, mode: str) -> None:
+        """Makes the next steps record full statistics (`FULL`) or only the
+        every-step check: an argument of the one train function, built on
+        first use (`_make`; no second compilation)."""
+        self._full = mode == FULL
+        if self._function is None:
+            self._function = self._make()
+        self.model.train_function = self._function
+
+    def _make(self):
         model = self.model
-        step = functools.partial(self._step, mode)
-        if not model.run_eagerly and model.jit_compile:
+        step = self._step
+        jitted = not model.run_eagerly and model.jit_compile
+        if jitted:
             out_shardings = None
             if keras.distribution.distribution() is not None:
                 out_shardings = (None, model._get_state_sharding_spec())
             step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
         def run(state, data):
-            logs, state = step(state, data)
+            full = self._full
+            logs, state = step(state, data, np.bool_(full) if jitted else full)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None:
                 # Device arrays: converted when the host reads them.
                 self._pending.append(out)
-                if mode == FULL:
+                if full:
                     self._last_full, self._kept = out, data
             return logs, state
 

@@ -12,7 +12,8 @@ the jitted step with its logs:
   the update (as `step // 2**20` and `step % 2**20`, both exact in
   float32), the loss scale (1 without), the learning rate, the loss, then
   the gradients' `step_stats.norm_row` (scaled);
-- full steps also the rest of `step_stats.FULL_KEYS`.
+- and the rest of `step_stats.FULL_KEYS`, computed on full steps only
+  (zeros on the others, see `_jax_hooks._Trace.when_full`).
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_graph_stats.RING_*`, `_read_row`), judges the steps with the same
@@ -29,7 +30,6 @@ import numpy as np
 from keras import ops
 
 from keras_actloss.callbacks._graph_stats import (
-    FULL,
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
@@ -77,8 +77,7 @@ class JaxStats:
     def _statistics(self, trace, extra, data) -> dict:
         """The named statistics of the step (see the module docstring)."""
         applied = trace.applied
-        full = trace.mode == FULL
-        gradients = step_stats.norm_row(applied["grads"], extremes=full, joined=full)
+        gradients = step_stats.norm_row(applied["grads"])
         self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
         loss = nan if extra is None else extra["loss"]
@@ -91,9 +90,17 @@ class JaxStats:
             loss,
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
-        out = {"row": ops.concatenate([head, gradients.row[0]], 0)}
-        if not full:
-            return out
+        row = ops.concatenate([head, gradients.row[0]], 0)
+        return {
+            "row": row,
+            **trace.when_full(lambda: self._full_statistics(trace, extra, data)),
+        }
+
+    def _full_statistics(self, trace, extra, data) -> dict:
+        """The rest of `step_stats.FULL_KEYS` (on full steps, see
+        `_jax_hooks._Trace.when_full`); notes the full step's layout."""
+        applied = trace.applied
+        gradients = step_stats.norm_row(applied["grads"], extremes=True, joined=True)
         before, after = applied["before"], applied["after"]
         weights = step_stats.norm_row(before)
         updates = step_stats.norm_row(
@@ -115,8 +122,9 @@ class JaxStats:
             activations=trace.activation_layout if extra is not None else (),
             samples=tuple(samples.items()),
         )
+        loss = extra["loss"] if extra is not None else float("nan")
         batch = float(jax.tree_util.tree_leaves(data)[0].shape[0])
-        out.update(
+        out = dict(
             extremes=gradients.extremes[0],
             head=ops.stack([ops.cast(loss, "float32"), ops.cast(batch, "float32")]),
             weights=weights.row[0],

@@ -113,6 +113,31 @@ def test_statistics_leave_the_logs_and_the_hooks_leave_the_model(data):
     assert len(model.non_trainable_variables) == 0  # Nothing of ours left.
 
 
+def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
+    import jax
+
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    diag = _diag(every_n_steps=2)
+    diag.DENSE_STEPS = 0  # Full statistics at steps 0, 2, 4, 6 only.
+    diag.RENT_STEPS = 1  # Every-step checks from step 1 (two programs once).
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
+    compiled = [
+        r.getMessage()
+        for r in caplog.records
+        if "Finished XLA compilation of jit(_step)" in r.getMessage()
+    ]
+    assert len(compiled) == 1, compiled
+    assert [s.step for s in diag.history] == [0, 2, 4, 6]
+    # The every-step checks in between were judged too, up to the last
+    # step (7, not recorded in full).
+    assert diag._rules._last_step == 7
+    layer = diag.history[-1].layers[0]
+    assert layer.grad_norm > 0 and layer.weight_norm > 0
+
+
 def test_batch_norm_state_is_updated_as_without_the_callback(rng):
     # Our counts ride at the end of the non-trainable state inside the step:
     # the moving statistics must come out exactly as without the callback.
