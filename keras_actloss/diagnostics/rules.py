@@ -16,7 +16,10 @@ because the crude versions misfire on healthy models:
   and key are siblings, not a deeper chain), its RMS is small in absolute
   terms, the layers near the output are still learning (and the loss has
   not converged), the model has enough layers for a depth effect, and all of
-  this persists.
+  this persists. A quiet ReLU branch whose layers behind it get a loud
+  gradient through another path (a U-Net's bottleneck beside its skip
+  connections) is a branch the gradient goes around, not vanishing, unless
+  saturating hidden activations lie between it and the output.
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
   early baseline and its recent level (or passes an absolute ceiling), step
@@ -146,6 +149,17 @@ def _distances(layers: list[LayerInfo]) -> dict[str, int]:
     return {info.name: len(layers) - 1 - i for i, info in enumerate(layers)}
 
 
+def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> list:
+    """The hidden layers with a saturating activation (sigmoid, tanh) from
+    distance `far` to the output, exclusive: the output layer's own
+    activation scales every layer's gradient alike."""
+    return [
+        info.name
+        for info in layers
+        if _saturates(info.activation) and 0 < distance[info.name] <= far
+    ]
+
+
 def vanishing_layers(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> dict[str, tuple[float, float]] | None:
@@ -194,9 +208,29 @@ def vanishing_layers(
             and ls.grad_max < t.vanishing_ratio * ref_max
             and ls.grad_rms < t.vanishing_rms
             and nearest < math.sqrt(t.vanishing_ratio)
+            and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found
+
+
+def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
+    """Whether a quiet `layer` is a branch the gradient goes around rather
+    than one it cannot reach.
+
+    Vanishing by depth starves every layer behind the one it starves. When
+    a layer farther from the loss (behind it, in a chain) gets a loud
+    gradient, the gradient reaches the far end of the model by another path
+    (a skip connection, a U-Net's concatenation) and this layer's branch is
+    just little used: not a failure, unless saturating hidden activations
+    between it and the output shrink the gradient on the way (that is the
+    mechanism, whatever other paths exist).
+    """
+    far = distance[layer]
+    if _squashing(layers, distance, far):
+        return False
+    loud = math.sqrt(t.vanishing_ratio)
+    return any(ratios[r.layer] >= loud for r in rows if distance[r.layer] > far)
 
 
 class _Streaks:
@@ -676,12 +710,7 @@ class HealthRules:
 
     def _shrinks(self, layer: str) -> str:
         """Why the gradient shrinks between `layer` and the output."""
-        far = self._distance[layer]
-        squashing = [
-            info.name
-            for info in self.layers
-            if _saturates(info.activation) and self._distance[info.name] <= far
-        ]
+        squashing = _squashing(self.layers, self._distance, self._distance[layer])
         if squashing:
             return (
                 "the saturating activations of "
