@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 import weakref
@@ -232,6 +233,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
       recordings), so within about 5 steps of the start of training or of
       a jump with batches of 32 or more; later in a long run without a jump,
       after 3 recordings `every_n_steps` apart.
+    - `vanishing_gradients` for the whole model (every gradient exactly 0,
+      the global norm below float32's smallest normal number, while the
+      loss is finite, above 1e-6 and above 1e-3 of its early level): after
+      5 such steps in a row, judged on every step (a saturated
+      softmax/sigmoid output under a loss that clips its probabilities).
 
     Steps that are not recorded run a train function with only the
     every-step check; the model's own train function is restored after
@@ -354,6 +360,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
         self._deferred = False
+        self._synced = None
 
     # -------------------------------------------------------------- training
     def on_train_begin(self, logs=None):
@@ -368,6 +375,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             )
         self._check_log_dir()
         _ACTIVE[id(model)] = weakref.ref(self)
+        self._watch_fit_end(model)
         # On TensorFlow a model without an `Input` (subclassed, or a
         # Sequential given none) is built when `fit` first traces its train
         # function, after this call: its weights and the optimizer's do not
@@ -497,6 +505,38 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 self._write_heatmap()
         finally:
             self._cleanup(close=True)
+
+    def _watch_fit_end(self, model) -> None:
+        """Closes the logs when an exception ends `fit` (JAX backend).
+
+        Keras calls `on_train_end` only when `fit` ends normally. On JAX
+        its `finally` block still calls `model.jax_state_sync()`: a wrapper
+        there cleans up (hooks, then the event file, closed) when an
+        exception is leaving `fit`, i.e. the one in flight was raised since
+        `on_train_begin` and has reached a frame that was on the stack then
+        (not one a callback raised and handled itself). Keras's TensorFlow
+        `fit` runs no code after an exception: there the event file
+        (flushed after every event) stays open until this callback's next
+        `fit` ends, or the process exits.
+        """
+        sync = getattr(model, "jax_state_sync", None)
+        if keras.backend.backend() != "jax" or sync is None:
+            return
+        stack, frame = set(), sys._getframe(1)
+        while frame is not None:
+            stack.add(frame)
+            frame = frame.f_back
+        before = sys.exc_info()[1]
+
+        def jax_state_sync():
+            sync()
+            error = sys.exc_info()[1]
+            trace = getattr(error, "__traceback__", None)
+            if error is not before and trace is not None and trace.tb_frame in stack:
+                self._cleanup(close=True)
+
+        model.jax_state_sync = jax_state_sync
+        self._synced = (model, jax_state_sync)
 
     # ------------------------------------------------------------- recording
     def _resync_step(self) -> None:
@@ -774,6 +814,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
             ref = None if model is None else _ACTIVE.get(id(model))
             if ref is not None and ref() in (None, self):
                 del _ACTIVE[id(model)]
+        # The `jax_state_sync` wrapper of `_watch_fit_end`, and the frames of
+        # the `fit` it watched.
+        synced, self._synced = self._synced, None
+        if synced is not None and synced[0].__dict__.get("jax_state_sync") is synced[1]:
+            del synced[0].jax_state_sync
         self._flush()
         if close and self._writer is not None:
             self._writer.close()

@@ -19,7 +19,20 @@ because the crude versions misfire on healthy models:
   this persists. A quiet ReLU branch whose layers behind it get a loud
   gradient through another path (a U-Net's bottleneck beside its skip
   connections) is a branch the gradient goes around, not vanishing, unless
-  saturating hidden activations lie between it and the output.
+  saturating hidden activations lie between it and the output. At the
+  extreme, every gradient is exactly zero while the loss is still high: the
+  global norm is 0 (or below float32's smallest normal number) for
+  `patience_steps` steps in a row, judged on every step, and the loss is
+  finite, above 1e-6 and above `converged_loss_ratio` of its early level
+  (median of the first `baseline_steps` steps). Nothing learns any more;
+  typically a softmax/sigmoid output saturated to
+  probabilities of exactly 0 and 1 in float32 (derivative 0) under a loss
+  that takes the probabilities and clips them (to [1e-7, 1 - 1e-7]: the
+  loss stays finite, ~16 per wrong sample), often after a jump of the
+  learning rate. Reported as the model's (layer None) `vanishing_gradients`,
+  with that fix. A loss that reached 0 (a hinge whose margins all hold) or
+  converged to a tiny value has zero gradients legitimately and is not
+  reported; neither is a model without trainable weights.
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
   early baseline and its recent level (or passes an absolute ceiling), step
@@ -104,6 +117,21 @@ FIXES = {
         "with a `keras.layers.Normalization` layer adapted to the training data."
     ),
 }
+# A global norm at or below this is no gradient at all: float32's smallest
+# normal number (a float32 sum of squares underflows to 0 well above it).
+_ZERO_NORM = float(np.finfo("float32").tiny)
+# A loss at or below this has converged, whatever its early level: a clipped
+# cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
+_CONVERGED_LOSS = 1e-6
+_ZERO_FIX = (
+    "If the loss takes probabilities from a softmax or sigmoid output, use a "
+    "linear output layer and the loss with `from_logits=True` (e.g. "
+    "`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`): a "
+    "saturated output gives probabilities of exactly 0 and 1 in float32, whose "
+    "gradient is exactly zero (the loss clips them, so it stays finite), while "
+    "from logits the gradient is never zero while the loss is high. Lower the "
+    "learning rate: a step too large saturates the output."
+)
 # Steps in a row a norm must stay far below its recent level to be a jump.
 _DROP_STEPS = 3
 # A NaN after normal gradient norms: the data or the loss, not the step size.
@@ -416,6 +444,12 @@ class HealthRules:
         self._last_step: int | None = None
         self._last_rate: float | None = None
         self._first_loss: float | None = None
+        self._trainable = any(info.has_trainable_weights for info in self.layers)
+        self._early_losses: list[float] = []
+        self._zero_losses = collections.deque(maxlen=32)
+        self._zero_peak = 0.0
+        # The last jump of the learning rate: (step, rate before, rate after).
+        self._rate_change: tuple[int, float, float] | None = None
         self.jumped = False
         self._low = 0
         self.findings: list[Finding] = []
@@ -430,12 +464,13 @@ class HealthRules:
         ):
             return new
         self._last_step = event.step
-        self._rate_jump(event.learning_rate)
+        self._rate_jump(event.step, event.learning_rate)
         overflow = event.global_norm == math.inf and not event.non_finite
         if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
+            self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 
     def observe_quiet(
@@ -454,6 +489,7 @@ class HealthRules:
                 continue
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._streaks.update(key, False, step)
+            self._zero_streak(step, norm, loss)
             self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)
 
@@ -528,12 +564,62 @@ class HealthRules:
 
     # Every step.
 
-    def _rate_jump(self, rate: float | None) -> None:
+    def _rate_jump(self, step: int, rate: float | None) -> None:
         """Flags a learning rate that changed by `jump_factor` in one step."""
         last, self._last_rate = self._last_rate, rate
         if _finite(rate, last) and rate > 0 and last > 0:
             factor = self.thresholds.jump_factor
             self.jumped = rate >= factor * last or last >= factor * rate
+            if self.jumped:
+                self._rate_change = (step, last, rate)
+
+    def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
+        """Counts a step towards a run of zero gradients while the loss is
+        high; returns (streak length, streak start)."""
+        if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
+            self._early_losses.append(loss)
+        early = _median(self._early_losses)
+        hit = (
+            self._trainable
+            and norm <= _ZERO_NORM
+            and _finite(loss, early)
+            and loss > _CONVERGED_LOSS
+            and loss > self.thresholds.converged_loss_ratio * early
+        )
+        # Its own key: the per-layer vanishing rule resets its streaks.
+        count, start = self._streaks.update(("zero_gradients", None), hit, step)
+        if not hit:
+            self._zero_losses.clear()
+            self._zero_peak = 0.0
+        else:
+            self._zero_losses.append(loss)
+            self._zero_peak = max(self._zero_peak, norm)
+        return count, start
+
+    def _zero_gradients(self, new, step: int, norm: float, loss=None) -> None:
+        """Reports every gradient zero for `patience_steps` steps in a row
+        while the loss stays high: training has stopped."""
+        count, start = self._zero_streak(step, norm, loss)
+        reported = (F.VANISHING_GRADIENTS, None) in self._reported
+        if count < self.thresholds.patience_steps or reported:
+            return
+        zero = "exactly 0" if self._zero_peak == 0 else f"below {_ZERO_NORM:.2g}"
+        message = (
+            f"The global gradient norm was {zero} for {count} steps in a row "
+            f"(steps {start}-{step}) while the loss stayed at about "
+            f"{_median(self._zero_losses):.3g} (against "
+            f"{_median(self._early_losses):.3g} in the first steps): no "
+            "gradient reaches any weight, so training has stopped."
+        )
+        change = self._rate_change
+        if change is not None and start - self.thresholds.patience_steps <= change[0]:
+            message += (
+                f" The learning rate jumped from {change[1]:.3g} to "
+                f"{change[2]:.3g} at step {change[0]}."
+            )
+        self._add(
+            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, _ZERO_FIX
+        )
 
     def _limit(self) -> float:
         """Global norm above which a step counts towards an explosion, from

@@ -34,7 +34,9 @@ class Thresholds:
             to last, inclusive). While recordings are dense (every step at
             the start of training and after a jump) this keeps a bad batch
             and the few steps it disturbs from being enough; at one
-            recording in `every_n_steps` it always holds. Defaults to `5`.
+            recording in `every_n_steps` it always holds. Every gradient
+            exactly zero is judged on every step: it must last this many
+            steps in a row. Defaults to `5`.
         vanishing_ratio: An early layer is vanishing when its gradient RMS and
             max-abs are below this fraction of those of the layers near the
             output (median of the last quarter, at least two), and the next
@@ -57,7 +59,11 @@ class Thresholds:
         converged_loss_ratio: No vanishing or saturation is reported while
             the loss is below this fraction of the first recorded loss: the
             model has converged, small gradients are expected and saturated
-            hidden units are doing their job. Defaults to `1e-3`.
+            hidden units are doing their job. Every gradient exactly zero
+            is only reported while the loss is above this fraction of its
+            early level (median of the first `baseline_steps` steps) and
+            above 1e-6: a loss that reached 0 or converged has zero
+            gradients legitimately. Defaults to `1e-3`.
         exploding_growth: The global gradient norm is exploding when it is
             this many times both its early baseline (median of the first
             `baseline_steps` steps) and its recent level (median of the

@@ -684,6 +684,150 @@ class TestVanishing:
         assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
 
 
+def zero_run(norms, losses, lrs=None, layers=None, start=0):
+    """`observe_step` over steps with these norms, losses (and rates)."""
+    rules = HealthRules(layers or mlp(["relu"] * 2))
+    lrs = lrs or [0.05] * len(norms)
+    found = []
+    for i, (n, loss, lr) in enumerate(zip(norms, losses, lrs)):
+        found += [
+            (f, start + i)
+            for f in rules.observe_step(event(start + i, n, lr, loss=loss))
+        ]
+    return found
+
+
+class TestZeroGradients:
+    # 5 healthy steps (norm 1, loss 1: early loss median 1), then the norm
+    # is exactly 0 with a loss of 10 from step 5: 5 steps in a row
+    # (patience_steps) are steps 5-9, reported at 9.
+    def test_reported_after_patience_steps(self):
+        found = zero_run([1.0] * 5 + [0.0] * 10, [1.0] * 5 + [10.0] * 10)
+        ((finding, reported),) = found
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.VANISHING_GRADIENTS,
+            None,
+            5,
+            9,
+        )
+        assert finding.value == 0.0 and finding.severity == F.FAILURE
+        assert finding.message.startswith(
+            "The global gradient norm was exactly 0 for 5 steps in a row "
+            "(steps 5-9) while the loss stayed at about 10 (against 1 in the "
+            "first steps)"
+        )
+        assert "learning rate" not in finding.message  # It did not change.
+        assert "from_logits=True" in finding.fix
+        assert finding.fix == rules_module._ZERO_FIX
+
+    def test_names_a_recent_learning_rate_jump(self):
+        # Lr x1000 at step 5 (its gradient still 1), zeros from step 6.
+        found = zero_run(
+            [1.0] * 6 + [0.0] * 5, [1.0] * 6 + [10.0] * 5, [0.05] * 5 + [50.0] * 6
+        )
+        ((finding, reported),) = found
+        assert (finding.step, reported) == (6, 10)
+        assert "The learning rate jumped from 0.05 to 50 at step 5." in finding.message
+
+    def test_old_learning_rate_jump_is_not_named(self):
+        # Jump at step 1; zeros from step 10: more than patience_steps (5)
+        # steps before the streak began.
+        found = zero_run(
+            [1.0] * 10 + [0.0] * 5, [1.0] * 10 + [10.0] * 5, [0.05] + [50.0] * 14
+        )
+        ((finding, _),) = found
+        assert "learning rate" not in finding.message
+
+    def test_zero_from_the_first_step(self):
+        # Frozen from step 0: the early loss is the stuck loss itself (10),
+        # and 10 > 1e-3 * 10: still high. Reported at step 4.
+        found = zero_run([0.0] * 8, [10.0] * 8)
+        assert [(f.step, s) for f, s in found] == [(0, 4)]
+
+    def test_below_float32_tiny_counts_as_zero(self):
+        # 1e-39 is subnormal in float32 (tiny = 1.18e-38); 1e-30 is not zero.
+        found = zero_run([1.0] * 5 + [1e-39] * 5, [1.0] * 5 + [10.0] * 5)
+        ((finding, _),) = found
+        assert "was below 1.2e-38 for 5 steps" in finding.message
+        assert finding.value == 1e-39
+        assert zero_run([1.0] * 5 + [1e-30] * 10, [1.0] * 5 + [10.0] * 10) == []
+
+    def test_not_before_patience_steps(self):
+        # 4 zero steps, a normal one, 4 zero steps: no 5 in a row.
+        norms = [1.0] * 5 + [0.0] * 4 + [1.0] + [0.0] * 4
+        assert zero_run(norms, [1.0] * 5 + [10.0] * 9) == []
+
+    def test_single_zero_steps_are_not_enough(self):
+        norms = [1.0, 0.0] * 10
+        assert zero_run(norms, [1.0] * 20) == []
+
+    def test_loss_of_exactly_zero(self):
+        # A hinge loss whose margins all hold: zero loss, zero gradients.
+        assert zero_run([1.0] * 5 + [0.0] * 20, [1.0] * 5 + [0.0] * 20) == []
+        assert zero_run([0.0] * 20, [0.0] * 20) == []
+
+    def test_converged_tiny_loss(self):
+        # Early loss 1; 9e-4 <= converged_loss_ratio (1e-3) * 1: converged.
+        assert zero_run([1.0] * 5 + [0.0] * 20, [1.0] * 5 + [9e-4] * 20) == []
+        # Just above the ratio (2e-3 > 1e-3): not converged, reported.
+        found = zero_run([1.0] * 5 + [0.0] * 5, [1.0] * 5 + [2e-3] * 5)
+        assert [(f.step, s) for f, s in found] == [(5, 9)]
+
+    def test_tiny_loss_from_the_start(self):
+        # A clipped cross-entropy of confident right answers, -log(1 - 1e-7)
+        # = 1e-7 from step 0: at or below 1e-6 the loss has converged,
+        # whatever its early level.
+        assert zero_run([0.0] * 20, [1e-7] * 20) == []
+        assert [s for _, s in zero_run([0.0] * 5, [2e-6] * 5)] == [4]
+
+    def test_unknown_or_nan_loss(self):
+        assert zero_run([1.0] * 5 + [0.0] * 10, [1.0] * 5 + [None] * 10) == []
+        nan = float("nan")
+        assert zero_run([1.0] * 5 + [0.0] * 10, [1.0] * 5 + [nan] * 10) == []
+
+    def test_nan_norm_is_non_finite_not_zero(self):
+        nan = float("nan")
+        found = zero_run([1.0] * 5 + [0.0] * 3 + [nan] + [0.0] * 10, [1.0] * 19)
+        assert [(f.mode, f.step) for f, _ in found] == [(F.NON_FINITE, 8)]
+
+    def test_no_trainable_weights(self):
+        layers = [LayerInfo("dense_0", "Dense", "relu", False, 0)]
+        assert zero_run([0.0] * 20, [10.0] * 20, layers=layers) == []
+
+    def test_quiet_steps_count_and_break_the_streak(self):
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.observe_quiet([(s, 1.0, 0.05, 1.0) for s in range(5)])
+        rules.observe_quiet([(s, 0.0, 0.05, 10.0) for s in range(5, 8)])
+        # Steps 5-7 (quiet) and 8-9: 5 in a row, reported at step 9.
+        found = run(rules, [event(8, 0.0, 0.05, loss=10.0)])
+        assert found == []
+        ((finding),) = run(rules, [event(9, 0.0, 0.05, loss=10.0)])
+        assert finding.step == 5
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.observe_quiet([(s, 1.0, 0.05, 1.0) for s in range(5)])
+        rules.observe_quiet([(5, 0.0, 0.05, 10.0), (6, 0.0, 0.05, 10.0)])
+        rules.observe_quiet([(7, 1.0, 0.05, 10.0)])  # Breaks the streak.
+        found = run(rules, [event(s, 0.0, 0.05, loss=10.0) for s in range(8, 12)])
+        assert found == []
+
+    def test_recordings_do_not_reset_it(self):
+        # The per-layer vanishing rule resets its streaks at a recording it
+        # cannot judge (every layer quiet); the zero-gradient run goes on.
+        rules = HealthRules(mlp(["relu"] * 3))
+        run(rules, [event(s, 1.0, 0.05, loss=1.0) for s in range(5)])
+        quiet = [0.0] * 4
+        found = []
+        for s in range(5, 10):
+            found += run(rules, [recording(s, quiet, loss=10.0, global_norm=0.0)])
+        assert [(f.mode, f.layer, f.step) for f in found] == [
+            (F.VANISHING_GRADIENTS, None, 5)
+        ]
+
+    def test_reported_once(self):
+        found = zero_run([1.0] * 5 + [0.0] * 5 + [1.0] + [0.0] * 10, [10.0] * 21)
+        assert len(found) == 1
+
+
 class TestExploding:
     def test_growth_over_baseline_persisting(self):
         rules = HealthRules(mlp(["tanh"]))

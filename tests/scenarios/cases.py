@@ -264,6 +264,35 @@ def lr_jump() -> Setup:
     return Setup(model, x, y, epochs=10, schedule=_jump_schedule)
 
 
+ZERO_EPOCH = 2
+
+
+def _zero_schedule(epoch, lr=None):
+    return 0.05 if epoch < ZERO_EPOCH else 50.0
+
+
+def zero_gradients() -> Setup:
+    """An ensemble of two softmax heads on a shared ReLU trunk, averaged by
+    `keras.layers.Average` and trained on the probabilities with sparse
+    categorical cross-entropy (SGD, lr 0.05): the averaged output is no
+    softmax op whose logits a backend can take, so on TensorFlow as on JAX
+    the loss takes the probabilities and clips them to [1e-7, 1 - 1e-7]. A
+    `LearningRateScheduler` sets lr 50 at epoch 2 = step 16 of 48: the step
+    16 update saturates both heads (every probability exactly 0 or 1 in
+    float32, the softmax's derivative 0), so from step 17 on every gradient
+    is exactly 0 and the loss sticks at ~9-14 (it was ~1.1): -log(1e-7) =
+    16 on each wrong sample."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    inputs = keras.Input((16,))
+    h = keras.layers.Dense(64, activation="relu")(inputs)
+    h = keras.layers.Dense(64, activation="relu")(h)
+    heads = [keras.layers.Dense(3, activation="softmax")(h) for _ in range(2)]
+    model = keras.Model(inputs, keras.layers.Average()(heads))
+    _compiled(model, keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=6, schedule=_zero_schedule)
+
+
 # Healthy controls.
 
 
@@ -466,6 +495,14 @@ def healthy_bottleneck() -> Setup:
     return Setup(model, x, y, epochs=8)
 
 
+BACKEND = keras.backend.backend()
+# On JAX, Keras's sparse categorical cross-entropy of a softmax output takes
+# the probabilities and clips them (TensorFlow's backend takes the logits the
+# softmax kept): the lr 50 step saturates the softmax (probabilities exactly
+# 0 or 1, derivative 0), every gradient is exactly 0 from step 151 and the
+# loss sticks at ~10; no explosion, no dead units: training has stopped
+# (vanishing gradients at their extreme).
+LR_JUMP_ONSETS = {VANISHING: 150} if BACKEND == "jax" else {EXPLODING: 150, DEAD: 150}
 FAILURES = [
     Case("dead_relu", dead_relu, {DEAD: 0}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
@@ -473,7 +510,8 @@ FAILURES = [
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
-    Case("lr_jump", lr_jump, {EXPLODING: 150, DEAD: 150}),
+    Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
+    Case("zero_gradients", zero_gradients, {VANISHING: 16}),
 ]
 HEALTHY = [
     Case("healthy_converges", healthy_converges, {}),

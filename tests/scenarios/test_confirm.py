@@ -5,7 +5,10 @@ seed, model, batches and learning rates as `fit`) and measures it; these tests
 check, per failure scenario, that the named mode is there from the named onset
 and that the other training failure modes are not, and that every healthy
 control trains (its loss on the training set falls well below the initial
-one) with none of them.
+one) with none of them. `cases.confirm` needs TensorFlow; the zero-gradient
+scenario is checked on every backend by `sgd_by_hand` (the backend's own
+autodiff), since it is the one scenario that must fail the same way on
+both.
 """
 
 import math
@@ -21,11 +24,19 @@ if str(ROOT) not in sys.path:
 
 from tests.scenarios import cases  # noqa: E402
 
+# `cases.confirm` trains in a `tf.GradientTape` loop (`sgd_by_hand`, below,
+# runs on every backend).
+confirm_on_tensorflow = pytest.mark.skipif(
+    cases.BACKEND != "tensorflow",
+    reason=f"cases.confirm is a tf.GradientTape loop; backend={cases.BACKEND}",
+)
+
 
 def finite(c, steps) -> bool:
     return not any(c.non_finite[s] for s in steps)
 
 
+@confirm_on_tensorflow
 def test_dead_relu():
     c = cases.confirm(cases.BY_NAME["dead_relu"])
     steps = range(len(c.losses))
@@ -38,6 +49,7 @@ def test_dead_relu():
     assert c.final_loss > 0.98 * c.initial_loss  # Nothing is learnt.
 
 
+@confirm_on_tensorflow
 def test_vanishing_sigmoid():
     c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
     steps = range(len(c.losses))
@@ -49,6 +61,7 @@ def test_vanishing_sigmoid():
     assert c.final_loss > 0.7 * c.initial_loss
 
 
+@confirm_on_tensorflow
 def test_saturated_tanh():
     c = cases.confirm(cases.BY_NAME["saturated_tanh"])
     steps = range(len(c.losses))
@@ -65,6 +78,7 @@ def test_saturated_tanh():
     assert finite(c, steps)
 
 
+@confirm_on_tensorflow
 def test_nan_batch():
     c = cases.confirm(cases.BY_NAME["nan_batch"])
     assert c.first_non_finite() == cases.NAN_STEP == 7
@@ -74,6 +88,7 @@ def test_nan_batch():
     assert max(c.max_dead(s) for s in range(7)) == 0.0
 
 
+@confirm_on_tensorflow
 def test_explode_to_nan():
     c = cases.confirm(cases.BY_NAME["explode_to_nan"])
     g = c.global_norm
@@ -85,6 +100,7 @@ def test_explode_to_nan():
     assert max(c.max_dead(s) for s in range(3)) == 0.0
 
 
+@confirm_on_tensorflow
 def test_explode_finite():
     c = cases.confirm(cases.BY_NAME["explode_finite"])
     g = np.array(c.global_norm)
@@ -95,6 +111,7 @@ def test_explode_finite():
     assert finite(c, range(16)) and math.isfinite(c.final_loss)
 
 
+@confirm_on_tensorflow
 def test_lr_jump():
     case = cases.BY_NAME["lr_jump"]
     c = cases.confirm(case)
@@ -120,6 +137,7 @@ def test_lr_jump():
     assert finite(c, range(250))
 
 
+@confirm_on_tensorflow
 @pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
 def test_healthy_control_trains(case):
     c = cases.confirm(case)
@@ -141,3 +159,71 @@ def test_healthy_control_trains(case):
         assert 0.3 < saturated < 0.7
     else:
         assert saturated < 0.05
+
+
+def sgd_by_hand(case):
+    """Trains `case` (plain SGD, no momentum) by hand on the backend's own
+    autodiff (`tf.GradientTape` or `jax.value_and_grad`), with the compiled
+    loss function, the same batches and learning rates: per step the
+    global gradient norm (float64) and the loss, and the model's
+    probabilities on the training set at the end. Runs on both backends
+    (`cases.confirm` is TensorFlow only)."""
+    import keras
+
+    setup = case.build()
+    model, bs = setup.model, setup.batch_size
+    loss_fn = keras.losses.get(model.loss)
+    variables = model.trainable_variables
+    norms, losses = [], []
+    for epoch in range(setup.epochs):
+        lr = setup.schedule(epoch)
+        for start in range(0, len(setup.x), bs):
+            xb, yb = setup.x[start : start + bs], setup.y[start : start + bs]
+            loss, grads = _loss_and_grads(model, loss_fn, xb, yb)
+            grads = [np.asarray(g, dtype="float64") for g in grads]
+            norms.append(math.sqrt(sum(float(np.sum(g * g)) for g in grads)))
+            losses.append(float(loss))
+            for v, g in zip(variables, grads):
+                v.assign(np.asarray(v.numpy()) - lr * g.astype("float32"))
+    return norms, losses, np.asarray(model.predict(setup.x, verbose=0))
+
+
+def _loss_and_grads(model, loss_fn, xb, yb):
+    from keras import ops
+
+    from tests.backend_support import BACKEND
+
+    if BACKEND == "jax":
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):
+            y_pred, _ = model.stateless_call(
+                trainable, non_trainable, xb, training=True
+            )
+            return ops.mean(loss_fn(yb, y_pred))
+
+        trainable = [v.value for v in model.trainable_variables]
+        return jax.value_and_grad(loss)(trainable)
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = ops.mean(loss_fn(yb, model(xb, training=True)))
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
+def test_zero_gradients():
+    # Both backends: the averaged softmax heads are no softmax op whose
+    # logits the loss could take, so it clips the probabilities.
+    norms, losses, probs = sgd_by_hand(cases.BY_NAME["zero_gradients"])
+    # Learning at lr 0.05 (steps 0-15) and at the step 16 of lr 50 itself.
+    assert min(norms[:17]) > 0.1 and max(losses[:17]) < 1.5
+    # From step 17 to the end (48 steps) every gradient is exactly 0, and
+    # the loss stays high (~9-14, -log(1e-7) = 16 on a wrong sample).
+    assert norms[17:] == [0.0] * 31
+    assert min(losses[17:]) > 5
+    # Every averaged probability is in the clipped tails [0, 1e-7] or
+    # [1 - 1e-7, 1], where the clip has no gradient.
+    eps = 1e-7
+    assert np.all((probs <= eps) | (probs >= 1 - eps))
