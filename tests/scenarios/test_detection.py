@@ -163,14 +163,6 @@ def _frozen():
     return cases.Setup(model, x, y, epochs=2)
 
 
-@pytest.mark.xfail(
-    cases.BACKEND == "jax",
-    raises=ValueError,
-    strict=True,
-    reason="JAX statistics stack no per-variable norms for a model without "
-    "trainable weights (`_jax_stats._statistics`: 'Need at least one array "
-    "to stack')",
-)
 @pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
 def test_frozen_model_is_not_zero_gradients():
     # Nothing to train: no gradient at all, not a failure to report.
