@@ -495,6 +495,40 @@ def healthy_bottleneck() -> Setup:
     return Setup(model, x, y, epochs=8)
 
 
+def healthy_unet() -> Setup:
+    """A small U-Net (ReLU convolutions, a pooled 8-channel bottleneck, skip
+    connections by concatenation, sigmoid output, binary cross-entropy)
+    segmenting smooth random images by sign. The task is solved mostly
+    through the full-resolution skip, so the bottleneck and its decoder get
+    gradients hundreds of times smaller than the output layer: a branch the
+    gradient goes around, not vanishing gradients."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(256, 16, 16, 1))
+    kernel = np.ones(5) / 5  # A 5-pixel box blur along each axis.
+    for axis in (1, 2):
+        noise = np.apply_along_axis(np.convolve, axis, noise, kernel, "same")
+    x = (noise / noise.std()).astype("float32")
+    y = (x > 0).astype("float32")
+    layers = keras.layers
+    inputs = keras.Input((16, 16, 1))
+    e1 = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    e2 = layers.Conv2D(32, 3, padding="same", activation="relu")(
+        layers.MaxPooling2D()(e1)
+    )
+    b = layers.Conv2D(8, 3, padding="same", activation="relu")(
+        layers.MaxPooling2D()(e2)
+    )
+    d2 = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(b)
+    d2 = layers.Concatenate()([d2, e2])
+    d1 = layers.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu")(d2)
+    d1 = layers.Concatenate()([d1, e1])
+    outputs = layers.Conv2D(1, 1, activation="sigmoid")(d1)
+    model = keras.Model(inputs, outputs)
+    _compiled(model, keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    return Setup(model, x, y, epochs=10)
+
+
 BACKEND = keras.backend.backend()
 # On JAX, Keras's sparse categorical cross-entropy of a softmax output takes
 # the probabilities and clips them (TensorFlow's backend takes the logits the
@@ -525,6 +559,7 @@ HEALTHY = [
     Case("healthy_autoencoder", healthy_autoencoder, {}),
     Case("healthy_unstandardized_tanh", healthy_unstandardized_tanh, {}),
     Case("healthy_bottleneck", healthy_bottleneck, {}),
+    Case("healthy_unet", healthy_unet, {}),
 ]
 CASES = FAILURES + HEALTHY
 BY_NAME = {case.name: case for case in CASES}
