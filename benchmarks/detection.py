@@ -15,12 +15,13 @@ was reported, the delay (reported - onset) and the false alarms. Then:
 Only findings with a training mode and severity "failure" count. The results
 replace this benchmark's own section of `benchmarks/RESULTS.md` (between
 `<!-- detection:start -->` and `<!-- detection:end -->`), with the date,
-versions and machine.
+versions and machine; under `KERAS_BACKEND=jax` its own section
+(`detection-jax`).
 
 Usage:
 
 ```
-python benchmarks/detection.py [--only NAME ...] [--no-write]
+[KERAS_BACKEND=jax] python benchmarks/detection.py [--only NAME ...] [--no-write]
 ```
 """
 
@@ -150,7 +151,11 @@ def main() -> None:
     print(summary(totals))
     if not args.no_write:
         title = "Detection at default settings (`benchmarks/detection.py`)"
-        write_section("detection", title, section(rows, totals, args.only))
+        name = "detection"
+        if keras.backend.backend() != "tensorflow":
+            title += f" on {keras.backend.backend().upper()}"
+            name += f"-{keras.backend.backend()}"
+        write_section(name, title, section(rows, totals, args.only))
         print("Wrote benchmarks/RESULTS.md")
 
 
