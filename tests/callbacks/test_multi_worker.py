@@ -55,6 +55,9 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+# The workers run TensorFlow's MultiWorkerMirroredStrategy in subprocesses.
+pytest.importorskip("tensorflow", reason="multi-worker training is TensorFlow's")
+
 import keras_actloss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(keras_actloss.__file__)))
