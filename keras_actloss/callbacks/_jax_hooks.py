@@ -9,11 +9,18 @@ has_aux=True)`, then `model.optimizer.stateless_apply(optimizer_variables,
 grads, trainable_variables)`. This module wraps, on the instances only and
 for the duration of `fit`:
 
-- `optimizer.stateless_apply` of `model.optimizer`: it notes the gradients
-  it receives (scaled under loss scaling), the weights before and after the
-  update, and, read from the optimizer variables it is passed, the step
-  (`iterations`), the learning rate and the loss scale
-  (`LossScaleOptimizer.dynamic_scale`, or the static `loss_scale_factor`).
+- `optimizer.stateless_apply` of every optimizer that may update the
+  model's weights (`_keras_hooks.find_optimizers`, as on TensorFlow:
+  `model.optimizer`, the optimizers held by the model's attributes, as a
+  GAN's `d_optimizer` and `g_optimizer`, and those passed to the callback;
+  the outer one of a `LossScaleOptimizer`). Each call of the step notes the
+  gradients it receives (scaled under loss scaling), their variables (the
+  optimizer's `_trainable_variables`, which `stateless_apply` maps its
+  arguments to), the weights before and after the update, and, read from
+  the optimizer variables it is passed, the step (`iterations`), the
+  learning rate and the loss scale (`LossScaleOptimizer.dynamic_scale`, or
+  the static `loss_scale_factor`). The calls are merged as on TensorFlow
+  (`_jax_stats.JaxStats._merge`); the step is the first call's optimizer's.
 - `model.compute_loss_and_updates`: while a train function of ours is
   traced, it lets the monitored layers keep their outputs, then computes
   their activation counts (`diagnostics.step_stats.activation_vector` on
@@ -43,8 +50,19 @@ The statistics are `diagnostics.step_stats`, as on TensorFlow; the host
 readers (`_jax_stats.JaxStats`, a mixin) return the same structures as the
 TensorFlow ones (`_graph_stats.GraphStats`), through the same `fold_rows`
 and `full_record`, so the callback, the rules and the writer are shared.
-Only `model.optimizer` is watched (not the further optimizers of a custom
-`train_step`).
+
+Keras's JAX `fit` passes a custom `train_step(state, data)` only
+`model.optimizer.variables` as optimizer state. A GAN whose `d_optimizer`
+and `g_optimizer` must keep their own state through `fit` compiles with
+`optimizer=keras.optimizers.MultiOptimizer(...)` over them (its `variables`
+are every sub-optimizer's, so `fit` carries, syncs and saves them) and
+calls each one's `stateless_apply` on its slice of `optimizer_variables`
+(see `tests/callbacks/test_jax_multi_optimizer.py`). What differs from
+TensorFlow: the loss and the activation counts are only known for the
+layers that run inside `model.compute_loss_and_updates` (its tracers
+cannot leave a `jax.value_and_grad` of the model's own); a GAN whose own
+loss functions call its sub-models records gradients, weights and updates,
+with no loss and no activation statistics, rather than failing.
 `check_internals()` fails loudly when the Keras internals used here change.
 """
 
@@ -61,7 +79,7 @@ from keras import ops
 
 from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
-from keras_actloss.callbacks._keras_hooks import TrainHooks
+from keras_actloss.callbacks._keras_hooks import TrainHooks, find_optimizers
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -84,6 +102,8 @@ _TRAIN_STEP_SOURCE = (
     "trainable_variables",
     "non_trainable_variables,\n            optimizer_variables,",
 )
+
+_APPLY_MAPPING = "zip(self._trainable_variables, trainable_variables)"
 
 
 def check_internals() -> None:
@@ -127,6 +147,10 @@ def check_internals() -> None:
     apply = list(inspect.signature(BaseOptimizer.stateless_apply).parameters)
     if apply != ["self", "optimizer_variables", "grads", "trainable_variables"]:
         missing.append("Optimizer.stateless_apply(optimizer_variables, grads, ...)")
+    # Each call's gradients belong to the variables the optimizer was built
+    # with, in order (`_apply_wrapper`).
+    if _APPLY_MAPPING not in inspect.getsource(BaseOptimizer.stateless_apply):
+        missing.append("Optimizer.stateless_apply: _trainable_variables")
     lso = keras.optimizers.LossScaleOptimizer
     if "dynamic_scale" not in inspect.getsource(lso.build):
         missing.append("LossScaleOptimizer.dynamic_scale")
@@ -145,17 +169,6 @@ def is_chief() -> bool:
     return jax.process_index() == 0
 
 
-def check_optimizers(optimizers) -> None:
-    """Raises `ValueError` for further optimizers: on JAX only
-    `model.optimizer` is watched."""
-    if optimizers:
-        raise ValueError(
-            "Argument `optimizers` is not supported on the JAX backend: "
-            "GradientDiagnostics watches `model.optimizer` only there. "
-            f"Received: optimizers={list(optimizers)!r}"
-        )
-
-
 class _Trace:
     """What the wrappers note while one step is traced (or run eagerly).
 
@@ -170,7 +183,8 @@ class _Trace:
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
         self.activation_layout = ()
-        self.applied = None
+        self.applied: list[dict] = []
+        self.applying = False
 
     def when_full(self, compute):
         """`compute()` on a full step, zeros of its structure otherwise.
@@ -201,7 +215,11 @@ class JaxTrainHooks(JaxStats):
             strided sample), or 0 for none.
         ring_rows: Kept for the interface: the every-step rows wait on the
             host in a list, not in a ring.
-        optimizers: Must be empty: only `model.optimizer` is watched on JAX.
+        optimizers: Optimizers to hook besides those `find_optimizers`
+            finds on the model.
+
+    The step of a recording is the iteration count of the first optimizer
+    whose `stateless_apply` runs in the traced step: `step_count()`.
     """
 
     def __init__(self, model, plans, histogram_size=0, ring_rows=256, optimizers=()):
@@ -211,17 +229,25 @@ class JaxTrainHooks(JaxStats):
                 "the JAX backend yet (its train step is `nnx.jit`ed). "
                 "Received: keras.config.is_nnx_enabled()=True"
             )
-        check_optimizers(optimizers)
         self.model = model
-        self.optimizer = model.optimizer
+        self.extra = tuple(optimizers)
+        self.hooked = find_optimizers(model, self.extra)
+        self.optimizers = [o for _, o in self.hooked]
         self.plans = plans
         self.histogram_size = histogram_size
         self.ring_rows = ring_rows
-        self.loss_scaled = isinstance(
-            self.optimizer, keras.optimizers.LossScaleOptimizer
+        # Until a step is traced: whether any hooked optimizer scales the
+        # loss (then the step's own optimizers decide, `_merge`).
+        self.loss_scaled = any(
+            isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
         )
-        self.extra = ()  # No further optimizers (`check_optimizers`).
-        self.signature = self.signature_of(model)
+        self._counter = None  # The optimizer that counts the steps.
+        # The merged gradients' variables (`_merge`); `model.optimizer`'s
+        # until a step is traced.
+        self._grad_variables = list(
+            getattr(model.optimizer, "_trainable_variables", None) or []
+        )
+        self.signature = self.signature_of(model, self.extra)
         self._var_layer = {
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
         }
@@ -242,23 +268,38 @@ class JaxTrainHooks(JaxStats):
     signature_of = staticmethod(TrainHooks.signature_of)
     reusable_for = TrainHooks.reusable_for
 
-    counter_known = True  # One optimizer: its iterations count the steps.
+    counter_known = TrainHooks.counter_known
+    hooked_names = TrainHooks.hooked_names
 
     def step_count(self) -> int:
-        """The iterations of `model.optimizer` (from the training state
-        while `fit` keeps the variables purged)."""
-        return int(np.asarray(self._value(self.optimizer.iterations)))
+        """The iterations of the first optimizer that applies gradients in
+        the step; until a step is traced with several optimizers hooked,
+        the smallest of their counts (as `TrainHooks.step_count`). Read
+        from the training state while `fit` keeps the variables purged."""
+        counter = self._counter
+        if counter is None and len(self.optimizers) == 1:
+            counter = self.optimizers[0]
+        if counter is not None:
+            return int(np.asarray(self._value(counter.iterations)))
+        counts = (int(np.asarray(self._value(o.iterations))) for o in self.optimizers)
+        return min(counts, default=0)
 
     def _value(self, variable):
+        """`variable`'s value, from `fit`'s state when it was purged there
+        (as `model.optimizer`'s variables, or the model's non-trainable
+        ones)."""
         state = getattr(self.model, "_jax_state", None)
-        if variable._value is None and state:
-            ids = [id(v) for v in self.optimizer.variables]
-            return state["optimizer_variables"][ids.index(id(variable))]
+        if variable._value is not None or not state:
+            return variable.value
+        model = self.model
+        for key, refs in (
+            ("optimizer_variables", model.optimizer.variables),
+            ("non_trainable_variables", model.non_trainable_variables),
+        ):
+            ids = [id(v) for v in refs]
+            if id(variable) in ids and state.get(key):
+                return state[key][ids.index(id(variable))]
         return variable.value
-
-    def hooked_names(self) -> str:
-        """The watched optimizer, for messages."""
-        return f"`model.optimizer` ({type(self.optimizer).__name__})"
 
     def install(self) -> None:
         """Wraps the optimizer, the loss function, the layers and the model."""
@@ -268,8 +309,8 @@ class JaxTrainHooks(JaxStats):
             self._checked = True
         self.reset_sentinel()
         self._saved["train_function"] = model.train_function
-        optimizer = self.optimizer
-        self._wrap(optimizer, "stateless_apply", self._apply_wrapper(optimizer))
+        for optimizer in self.optimizers:
+            self._wrap(optimizer, "stateless_apply", self._apply_wrapper(optimizer))
         self._wrap(
             model,
             "compute_loss_and_updates",
@@ -336,24 +377,37 @@ class JaxTrainHooks(JaxStats):
         @functools.wraps(original)
         def stateless_apply(optimizer_variables, grads, trainable_variables):
             trace = self._trace
-            if trace is None or trace.applied is not None:
+            # A `stateless_apply` that another hooked one calls (a wrapper
+            # optimizer of the user's) was seen by the outer one.
+            if trace is None or trace.applying:
                 return original(optimizer_variables, grads, trainable_variables)
             mapping = list(zip(optimizer.variables, optimizer_variables))
             with keras.StatelessScope(state_mapping=mapping):
                 step = ops.convert_to_tensor(optimizer.iterations)
                 rate = ops.cast(optimizer.learning_rate, "float32")
                 scale = self._scale(optimizer)
-            new_trainable, new_optimizer = original(
-                optimizer_variables, grads, trainable_variables
+            trace.applying = True
+            try:
+                new_trainable, new_optimizer = original(
+                    optimizer_variables, grads, trainable_variables
+                )
+            finally:
+                trace.applying = False
+            dynamic = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+            trace.applied.append(
+                {
+                    "optimizer": optimizer,
+                    "grads": list(grads),
+                    "variables": list(optimizer._trainable_variables),
+                    "before": list(trainable_variables),
+                    "after": list(new_trainable),
+                    "step": step,
+                    "rate": rate,
+                    "scale": scale,
+                    "dynamic": dynamic,
+                    "scaled": dynamic or optimizer.loss_scale_factor is not None,
+                }
             )
-            trace.applied = {
-                "grads": list(grads),
-                "before": list(trainable_variables),
-                "after": list(new_trainable),
-                "step": step,
-                "rate": rate,
-                "scale": scale,
-            }
             return new_trainable, new_optimizer
 
         return stateless_apply
@@ -377,8 +431,9 @@ class JaxTrainHooks(JaxStats):
             extra, state = self._take_extra(state)
             self._loss_known = extra is not None
             out = None
-            if trace.applied is not None:
-                out = self._statistics(trace, extra, data)
+            if trace.applied:
+                applied = self._merge(trace.applied)
+                out = self._statistics(trace, applied, extra, data)
         finally:
             self._trace = None
         if out is None:
@@ -404,14 +459,12 @@ class JaxTrainHooks(JaxStats):
         return None, state
 
     def _var_sizes(self) -> list[int]:
-        """Element count of each of the optimizer's variables."""
-        return [math.prod(v.shape) for v in self.optimizer._trainable_variables]
+        """Element count of each gradient's variable (`_merge`)."""
+        return [math.prod(v.shape) for v in self._grad_variables]
 
     def _grad_layers(self) -> list[int]:
-        """Layer index of each of the optimizer's variables (-1: none)."""
-        return [
-            self._var_layer.get(id(v), -1) for v in self.optimizer._trainable_variables
-        ]
+        """Layer index of each gradient's variable (-1: none)."""
+        return [self._var_layer.get(id(v), -1) for v in self._grad_variables]
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:

@@ -46,6 +46,8 @@ from keras_actloss.diagnostics import step_reader, step_stats
 # The every-step part of a step's statistics (a ring row, see `_read_row`).
 ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss")
 _STEP_SPLIT = 2**20
+# What `JaxStats._merge` joins per variable, in a call's record.
+MERGED = ("grads", "variables", "before", "after")
 _ROW_SCALE = 2
 
 
@@ -57,8 +59,9 @@ class JaxStats:
     the host state `_pending` (each step's statistics, device arrays or
     already read rows, not judged yet), `_last_full`, `_kept` (the last full
     step's batch), `_loss_known` and `_bounds`; it sets, while tracing,
-    `_grad_layout` (the gradients' `RowLayout`) and `_layout` (the full
-    step's `step_reader.StepLayout`).
+    `_grad_layout` (the gradients' `RowLayout`), `_layout` (the full
+    step's `step_reader.StepLayout`), `_counter` (the step's first
+    optimizer), `_grad_variables` and `loss_scaled` (`_merge`).
     """
 
     _grad_layout = step_stats.RowLayout()
@@ -74,9 +77,39 @@ class JaxStats:
         }
         return step_stats.activation_vector(outputs, self.plans)
 
-    def _statistics(self, trace, extra, data) -> dict:
-        """The named statistics of the step (see the module docstring)."""
-        applied = trace.applied
+    def _merge(self, calls: list[dict]) -> dict:
+        """The step's `stateless_apply` calls as one, as TensorFlow's
+        `GraphStats._merge`: one call as it is (the host divides by its loss
+        scale); several unscaled each, in call order, a variable updated by
+        more than one with the sum of its gradients, the weights before its
+        first update and after its last (scale 1). The step, learning rate
+        and step counter are the first call's. Notes the merged variables
+        (`_grad_variables`) and whether the step scales the loss."""
+        first = calls[0]
+        self._counter = first["optimizer"]
+        self.loss_scaled = any(call["dynamic"] for call in calls)
+        if len(calls) == 1:
+            self._grad_variables = first["variables"]
+            return first
+        merged: dict[int, list] = {}
+        for call in calls:
+            for g, v, b, a in zip(*(call[k] for k in MERGED)):
+                g = ops.cast(g, "float32")
+                if call["scaled"]:
+                    g = g / call["scale"]
+                if id(v) in merged:
+                    merged[id(v)][0] = merged[id(v)][0] + g
+                    merged[id(v)][3] = a
+                else:
+                    merged[id(v)] = [g, v, b, a]
+        columns = list(zip(*merged.values()))
+        self._grad_variables = list(columns[1])
+        one = ops.convert_to_tensor(1.0, "float32")
+        return {**first, **dict(zip(MERGED, map(list, columns))), "scale": one}
+
+    def _statistics(self, trace, applied, extra, data) -> dict:
+        """The named statistics of the step (see the module docstring) from
+        its merged `stateless_apply` calls (`_merge`)."""
         gradients = step_stats.norm_row(applied["grads"])
         self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
@@ -93,13 +126,14 @@ class JaxStats:
         row = ops.concatenate([head, gradients.row[0]], 0)
         return {
             "row": row,
-            **trace.when_full(lambda: self._full_statistics(trace, extra, data)),
+            **trace.when_full(
+                lambda: self._full_statistics(trace, applied, extra, data)
+            ),
         }
 
-    def _full_statistics(self, trace, extra, data) -> dict:
+    def _full_statistics(self, trace, applied, extra, data) -> dict:
         """The rest of `step_stats.FULL_KEYS` (on full steps, see
         `_jax_hooks._Trace.when_full`); notes the full step's layout."""
-        applied = trace.applied
         gradients = step_stats.norm_row(applied["grads"], extremes=True, joined=True)
         before, after = applied["before"], applied["after"]
         weights = step_stats.norm_row(before)

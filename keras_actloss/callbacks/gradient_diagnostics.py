@@ -175,21 +175,22 @@ class GradientDiagnostics(keras.callbacks.Callback):
     - The exact gradients `optimizer.apply` receives in `fit`'s own training
       step (no second pass), before clipping; unscaled under
       `LossScaleOptimizer`; summed across replicas under `tf.distribute`.
-      On the JAX backend, those `model.optimizer.stateless_apply` receives
-      in the jitted step (the global batch's under
-      `keras.distribution.DataParallel`); only `model.optimizer` is watched
-      there (`optimizers` is not supported), and a weight the loss does not
-      depend on gets a zero gradient rather than none.
+      On the JAX backend, those `optimizer.stateless_apply` receives in
+      the jitted step (the global batch's under
+      `keras.distribution.DataParallel`); a weight the loss does not depend
+      on gets a zero gradient rather than none, and the loss and activation
+      statistics come from `model.compute_loss_and_updates` only (none for
+      a GAN's own loss functions).
       Every optimizer that may update the model's weights is watched:
       `model.optimizer`, every optimizer held by an attribute of the model
       or of one of its layers (directly or in a list or dict, as a GAN's
       `train_step` keeps `self.d_optimizer` and `self.g_optimizer`), and
       those passed as `optimizers`. A step's statistics cover the gradients
-      of every `apply` call in it; a variable updated by two optimizers in
-      one step gets the sum of its gradients, and its update-to-weight
-      ratio compares the weights before the step's first update and after
-      its last. Only the outer optimizer of a `LossScaleOptimizer` is
-      watched.
+      of every `apply` (`stateless_apply`) call in it; a variable updated
+      by two optimizers in one step gets the sum of its gradients, and its
+      update-to-weight ratio compares the weights before the step's first
+      update and after its last. Only the outer optimizer of a
+      `LossScaleOptimizer` is watched.
     - Every step: each gradient's norm and the learning rate, returned with
       the step's logs and judged on the host right after the step (with
       `steps_per_execution=k`, after each execution of `k` steps, from a
@@ -334,10 +335,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
         _bool("heatmap_image", heatmap_image)
         _bool("check_model", check_model)
         _optimizer_list(optimizers)
-        if keras.backend.backend() == "jax":
-            from keras_actloss.callbacks import _jax_hooks
-
-            _jax_hooks.check_optimizers(optimizers)
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps

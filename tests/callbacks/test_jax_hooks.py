@@ -66,12 +66,6 @@ def test_check_internals_names_a_changed_optimizer_signature(monkeypatch):
         _jax_hooks.check_internals()
 
 
-def test_further_optimizers_are_refused_on_jax():
-    extra = keras.optimizers.Adam()
-    with pytest.raises(ValueError, match=r"^Argument `optimizers` is not supported"):
-        _diag(optimizers=[extra])
-
-
 def test_flax_nnx_mode_is_refused(data, monkeypatch):
     x, y = data
     model = build_model("sequential")

@@ -1,0 +1,461 @@
+"""GradientDiagnostics with optimizers other than `model.optimizer`, on JAX.
+
+The JAX counterpart of `test_multi_optimizer.py` (runs in `.ci/run`'s JAX
+stage, without TensorFlow; skipped on other backends). Keras's JAX `fit`
+passes a custom `train_step(state, data)` only `model.optimizer.variables`
+as optimizer state, so these models compile with
+`keras.optimizers.MultiOptimizer` over their optimizers (its `variables`
+are every sub-optimizer's: `fit` carries, syncs and saves them) and call
+each one's `stateless_apply` on its slice (`_OptimizerState`).
+
+Reference gradients come from plain SGD: with `w_after = w_before - lr * g`,
+the gradient an optimizer applied is `(w_before - w_after) / lr`, each
+layer's over its own optimizer's rate.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.backend_support import BACKEND
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "jax", reason=f"about the JAX trainer; backend={BACKEND}"
+)
+
+D_LR, G_LR, LATENT = 0.1, 0.05, 3
+
+
+def _dense(units, name, activation=None):
+    return keras.layers.Dense(units, activation=activation, name=name)
+
+
+def _diag(**kwargs):
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    kwargs.setdefault("check_model", False)
+    kwargs.setdefault("every_n_steps", 1)
+    return GradientDiagnostics(**kwargs)
+
+
+class _OptimizerState:
+    """Mixin: the values of `fit`'s state by variable, and one optimizer's
+    `stateless_apply` on its own slice of them."""
+
+    def _values(self, state) -> dict:
+        trainable, _, optimizer_variables, _ = state
+        refs = self.trainable_variables + self.optimizer.variables
+        return dict(zip(map(id, refs), [*trainable, *optimizer_variables]))
+
+    @staticmethod
+    def _apply(optimizer, values, grads, variables) -> None:
+        own = optimizer.variables
+        new, new_own = optimizer.stateless_apply(
+            [values[id(v)] for v in own], grads, [values[id(v)] for v in variables]
+        )
+        values.update(zip(map(id, variables), new))
+        values.update(zip(map(id, own), new_own))
+
+    def _state(self, values, state):
+        trainable, non_trainable, optimizer_variables, metrics = state
+        return (
+            [values[id(v)] for v in self.trainable_variables],
+            non_trainable,
+            [values[id(v)] for v in self.optimizer.variables],
+            metrics,
+        )
+
+
+def _read(values, variables):
+    return [values[id(v)] for v in variables]
+
+
+class GAN(_OptimizerState, keras.Model):
+    """A generator and a discriminator, each updated by its own optimizer
+    (attributes of the model), written for Keras's JAX trainer."""
+
+    def __init__(self):
+        super().__init__()
+        self.generator = keras.Sequential(
+            [keras.Input((LATENT,)), _dense(8, "g_hidden", "relu"), _dense(4, "g_out")],
+            name="generator",
+        )
+        self.discriminator = keras.Sequential(
+            [keras.Input((4,)), _dense(8, "d_hidden", "tanh"), _dense(1, "d_out")],
+            name="discriminator",
+        )
+
+    def compile(self, d_optimizer, g_optimizer):
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+        def owner(variable):
+            generated = variable.path.startswith("generator/")
+            return g_optimizer if generated else d_optimizer
+
+        super().compile(optimizer=keras.optimizers.MultiOptimizer(owner))
+
+    def call(self, z):
+        return self.discriminator(self.generator(z))
+
+    def _d_loss(self, d_weights, g_weights, real, z):
+        fake, _ = self.generator.stateless_call(g_weights, [], z)
+        d_real, _ = self.discriminator.stateless_call(d_weights, [], real)
+        d_fake, _ = self.discriminator.stateless_call(d_weights, [], fake)
+        return ops.mean(ops.square(d_real - 1.0)) + ops.mean(ops.square(d_fake))
+
+    def _g_loss(self, g_weights, d_weights, z):
+        fake, _ = self.generator.stateless_call(g_weights, [], z)
+        d_fake, _ = self.discriminator.stateless_call(d_weights, [], fake)
+        return ops.mean(ops.square(d_fake - 1.0))
+
+    def train_step(self, state, data):
+        import jax
+
+        real, z = data
+        values = self._values(state)
+        d_vars = self.discriminator.trainable_variables
+        g_vars = self.generator.trainable_variables
+        d_loss, d_grads = jax.value_and_grad(self._d_loss)(
+            _read(values, d_vars), _read(values, g_vars), real, z
+        )
+        self._apply(self.d_optimizer, values, d_grads, d_vars)
+        g_loss, g_grads = jax.value_and_grad(self._g_loss)(
+            _read(values, g_vars), _read(values, d_vars), z
+        )
+        self._apply(self.g_optimizer, values, g_grads, g_vars)
+        return {"d_loss": d_loss, "g_loss": g_loss}, self._state(values, state)
+
+
+GAN_RATES = {
+    "generator/g_hidden": G_LR,
+    "generator/g_out": G_LR,
+    "discriminator/d_hidden": D_LR,
+    "discriminator/d_out": D_LR,
+}
+
+
+def _gan():
+    model = GAN()
+    model(np.zeros((1, LATENT), "float32"))
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    return model
+
+
+def _gan_data(rng):
+    real = rng.normal(size=(16, 4)).astype("float32")
+    z = rng.normal(size=(16, LATENT)).astype("float32")
+    return real, z
+
+
+class _Weights(keras.callbacks.Callback):
+    """Each named layer's [kernel, bias] before each batch and at the end."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers, self.seen = layers, []
+
+    def _keep(self):
+        self.model.jax_state_sync()  # The weights wait in the fit's state.
+        self.seen.append(
+            {
+                name: np.concatenate([np.ravel(v.numpy()) for v in layer.weights])
+                for name, layer in self.layers.items()
+            }
+        )
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._keep()
+
+    def on_train_end(self, logs=None):
+        self._keep()
+
+
+def _assert_grad_norms(diag, weights, rates):
+    """Each recorded step's per-layer gradient norm is `||dw / lr||` of
+    that step, for every layer in `rates` (name -> learning rate)."""
+    assert len(diag.history) == len(weights.seen) - 1
+    for stats, w0, w1 in zip(diag.history, weights.seen, weights.seen[1:]):
+        layers = {ls.layer: ls for ls in stats.layers}
+        for name, rate in rates.items():
+            grad = (w0[name] - w1[name]) / rate
+            np.testing.assert_allclose(
+                layers[name].grad_norm, np.linalg.norm(grad), rtol=1e-5
+            )
+            np.testing.assert_allclose(
+                layers[name].grad_max, np.max(np.abs(grad)), rtol=1e-5
+            )
+            np.testing.assert_allclose(
+                layers[name].update_ratio,
+                np.linalg.norm(w1[name] - w0[name]) / np.linalg.norm(w0[name]),
+                rtol=1e-4,
+            )
+
+
+def _named_layers(model, names):
+    return {
+        name: model.get_layer(name.split("/")[0]).get_layer(name.split("/")[1])
+        for name in names
+    }
+
+
+def test_gan_records_both_optimizers_gradients(rng):
+    model = _gan()
+    real, z = _gan_data(rng)
+    diag = _diag()
+    weights = _Weights(_named_layers(model, GAN_RATES))
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
+    assert [info.name for info in diag.layers] == list(GAN_RATES)
+    # The step is the discriminator's optimizer's count (it applies first).
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    assert int(model.d_optimizer.iterations.numpy()) == 4
+    assert int(model.g_optimizer.iterations.numpy()) == 4
+    # The MultiOptimizer only carries their state: it never applied.
+    assert int(model.optimizer.iterations.numpy()) == 0
+    _assert_grad_norms(diag, weights, GAN_RATES)
+    # The global norm is over both sub-models' gradients.
+    for stats, w0, w1 in zip(diag.history, weights.seen, weights.seen[1:]):
+        every = np.concatenate([(w0[n] - w1[n]) / r for n, r in GAN_RATES.items()])
+        np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
+    # The GAN's own losses run outside `model.compute_loss_and_updates`: no
+    # loss and no activation statistics on JAX (TensorFlow has both).
+    assert all(s.loss is None for s in diag.history)
+    assert all(
+        ls.dead_fraction is None and ls.saturation is None
+        for s in diag.history
+        for ls in s.layers
+    )
+    assert diag.findings == []
+    # The hooks are gone after fit.
+    for optimizer in (model.d_optimizer, model.g_optimizer, model.optimizer):
+        assert "stateless_apply" not in vars(optimizer)
+
+
+def test_gan_second_fit_continues_the_steps(rng):
+    model = _gan()
+    real, z = _gan_data(rng)
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0)
+    # Until a step is traced the step counter is the smallest count of the
+    # hooked optimizers (the MultiOptimizer's 0): a guess, moved to the
+    # discriminator's 4 after the first batch.
+    diag = _diag(every_n_steps=2)
+    diag.DENSE_STEPS = 0
+    model.fit(real, z, batch_size=4, epochs=2, verbose=0, callbacks=[diag])
+    assert [s.step for s in diag.history] == [4, 6, 8, 10]
+    assert diag._step == 12
+    assert diag.findings == []
+
+
+def test_gan_gradients_are_unscaled_before_they_are_joined(rng):
+    # Both optimizers scale the loss by 2**6 (a MultiOptimizer sets its
+    # `loss_scale_factor` on them): each call's gradients carry it, and the
+    # joined row must not.
+    model = GAN()
+    model(np.zeros((1, LATENT), "float32"))
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    model.optimizer.loss_scale_factor = 2.0**6
+    plain = GAN._d_loss, GAN._g_loss
+
+    def scaled(loss):
+        return lambda self, *args: loss(self, *args) * 2.0**6
+
+    model._d_loss = scaled(plain[0]).__get__(model)
+    model._g_loss = scaled(plain[1]).__get__(model)
+    real, z = _gan_data(rng)
+    diag = _diag()
+    weights = _Weights(_named_layers(model, GAN_RATES))
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
+    assert model.d_optimizer.loss_scale_factor == 2.0**6
+    _assert_grad_norms(diag, weights, GAN_RATES)
+
+
+class Hidden(_OptimizerState, keras.Model):
+    """A `train_step` whose optimizer the model reaches only through a
+    closure: no attribute holds the optimizer itself."""
+
+    def __init__(self, optimizer):
+        super().__init__()
+        self.dense = _dense(1, "dense")
+        self._own = lambda: optimizer
+
+    def call(self, x):
+        return self.dense(x)
+
+    def _loss(self, weights, x, y):
+        y_pred, _ = self.stateless_call(weights, [], x)
+        return ops.mean(ops.square(y_pred - y))
+
+    def train_step(self, state, data):
+        import jax
+
+        x, y = data
+        values = self._values(state)
+        variables = self.trainable_variables
+        loss, grads = jax.value_and_grad(self._loss)(_read(values, variables), x, y)
+        self._apply(self._own(), values, grads, variables)
+        return {"loss": loss}, self._state(values, state)
+
+
+def _hidden(optimizer):
+    model = Hidden(optimizer)
+    model(np.zeros((1, 6), "float32"))
+    # Its state rides in `fit`'s: the one sub-optimizer of a MultiOptimizer.
+    model.compile(keras.optimizers.MultiOptimizer(lambda variable: optimizer))
+    return model
+
+
+def test_explicit_optimizers_are_recorded(data):
+    x, y = data
+    own = keras.optimizers.SGD(D_LR)
+    model = _hidden(own)
+    diag = _diag(optimizers=[own])
+    weights = _Weights({"dense": model.dense})
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    _assert_grad_norms(diag, weights, {"dense": D_LR})
+
+
+def test_nothing_applied_warns_once_naming_the_hooked_optimizers(data):
+    from keras_actloss.callbacks import GradientHealthWarning
+
+    x, y = data
+    model = _hidden(keras.optimizers.SGD(D_LR))
+    diag = _diag(every_n_steps=100)
+    with pytest.warns(GradientHealthWarning, match="saw no gradients") as seen:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
+    messages = [str(w.message) for w in seen if "saw no gradients" in str(w.message)]
+    assert len(messages) == 1
+    assert "at step 0" in messages[0]
+    assert "(`model.optimizer` (MultiOptimizer))" in messages[0]
+    assert "optimizers=[...]" in messages[0]
+    assert diag.history == [] and diag.findings == []
+
+
+class Shared(_OptimizerState, keras.Model):
+    """One layer updated twice in a step, by two optimizers with the same
+    learning rate on two losses: its gradient is the sum of both."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = _dense(1, "dense")
+        self.first = keras.optimizers.SGD(D_LR)
+        self.second = keras.optimizers.SGD(D_LR)
+
+    def compile(self):
+        # `first` is built on every weight by the MultiOptimizer, `second`
+        # here; a key no variable path matches keeps `second` in its state.
+        self.second.build(self.trainable_variables)
+        optimizers = keras.optimizers.OptimizerMap(self.first, {"-": self.second})
+        super().compile(optimizer=keras.optimizers.MultiOptimizer(optimizers))
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, state, data):
+        import jax
+
+        x, y = data
+        values = self._values(state)
+        variables = self.trainable_variables
+        for optimizer, power in ((self.first, 2.0), (self.second, 4.0)):
+
+            def loss_of(weights, power=power):
+                y_pred, _ = self.stateless_call(weights, [], x)
+                return ops.mean((y_pred - y) ** power)
+
+            loss, grads = jax.value_and_grad(loss_of)(_read(values, variables))
+            self._apply(optimizer, values, grads, variables)
+        return {"loss": loss}, self._state(values, state)
+
+
+def test_variable_updated_by_two_optimizers_gets_the_sum(data):
+    x, y = data
+    model = Shared()
+    model(x[:1])
+    model.compile()
+    diag = _diag()
+    weights = _Weights({"dense": model.dense})
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
+    # `w1 = w0 - lr * g1 - lr * g2`: `dw / lr` is the sum of both gradients,
+    # and the update ratio compares the weights before and after the step.
+    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+
+
+class TwoStage(_OptimizerState, keras.Model):
+    """A body trained by its optimizer on the model's compiled loss, through
+    Keras's own `compute_loss_and_updates`, then a head trained by a second
+    optimizer on the body's detached output."""
+
+    def __init__(self, body_optimizer, head_optimizer):
+        super().__init__()
+        self.body = _dense(8, "body", "relu")
+        self.head = _dense(1, "head")
+        self.body_optimizer, self.head_optimizer = body_optimizer, head_optimizer
+
+    def call(self, x):
+        return self.head(self.body(x))
+
+    def _head_loss(self, weights, features, y):
+        y_pred, _ = self.head.stateless_call(weights, [], features)
+        return ops.mean(ops.square(y_pred - y))
+
+    def train_step(self, state, data):
+        import jax
+
+        x, y = data
+        trainable, non_trainable, optimizer_variables, metrics = state
+        values = self._values(state)
+        (_, (loss, _, non_trainable, metrics)), grads = jax.value_and_grad(
+            self.compute_loss_and_updates, has_aux=True
+        )(
+            trainable,
+            non_trainable,
+            metrics,
+            x,
+            y,
+            None,
+            training=True,
+            optimizer_variables=optimizer_variables,
+        )
+        body = self.body.trainable_variables
+        grads = dict(zip(map(id, self.trainable_variables), grads))
+        body_grads = [grads[id(v)] for v in body]
+        self._apply(self.body_optimizer, values, body_grads, body)
+        head = self.head.trainable_variables
+        features, _ = self.body.stateless_call(_read(values, body), [], x)
+        features = jax.lax.stop_gradient(features)
+        head_grads = jax.grad(self._head_loss)(_read(values, head), features, y)
+        self._apply(self.head_optimizer, values, head_grads, head)
+        state = self._state(values, (trainable, non_trainable, None, metrics))
+        return {"loss": loss}, state
+
+
+def test_activations_of_layers_run_in_compute_loss_and_updates(data):
+    x, y = data
+    body, head = keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR)
+    model = TwoStage(body, head)
+    model(x[:1])
+
+    def owner(variable):
+        return head if "/head/" in variable.path else body
+
+    model.compile(keras.optimizers.MultiOptimizer(owner), "mse")
+    diag = _diag()
+    weights = _Weights({"body": model.body, "head": model.head})
+    first = np.mean((model.predict(x[:8], verbose=0) - y[:8]) ** 2)
+    callbacks = [diag, weights]
+    model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    _assert_grad_norms(diag, weights, {"body": D_LR, "head": G_LR})
+    # The loss and the body's ReLU counts come from Keras's own loss function.
+    np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
+    assert all(s.layers[0].dead_fraction is not None for s in diag.history)
+
+
+@pytest.mark.parametrize(
+    "value", [keras.optimizers.SGD(), ["sgd"], "adam", [keras.optimizers.SGD(), 3]]
+)
+def test_bad_optimizers_raise_value_error(value):
+    with pytest.raises(ValueError, match="Received: optimizers="):
+        _diag(optimizers=value)
