@@ -79,7 +79,11 @@ from keras import ops
 
 from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
-from keras_actloss.callbacks._keras_hooks import TrainHooks, find_optimizers
+from keras_actloss.callbacks._keras_hooks import (
+    TrainHooks,
+    find_optimizers,
+    learning_rate,
+)
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -384,7 +388,7 @@ class JaxTrainHooks(JaxStats):
             mapping = list(zip(optimizer.variables, optimizer_variables))
             with keras.StatelessScope(state_mapping=mapping):
                 step = ops.convert_to_tensor(optimizer.iterations)
-                rate = ops.cast(optimizer.learning_rate, "float32")
+                rate = ops.cast(learning_rate(optimizer), "float32")
                 scale = self._scale(optimizer)
             trace.applying = True
             try:

@@ -54,6 +54,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_actloss import activations
 from keras_actloss.callbacks._graph_stats import (
@@ -244,6 +245,23 @@ def plan_layers(model) -> list[LayerPlan]:
         )
         plans.append(LayerPlan(info, layer, variables, profile, axis, leaf))
     return plans
+
+
+def learning_rate(optimizer):
+    """What the statistics note as `optimizer`'s learning rate.
+
+    A `keras.optimizers.MultiOptimizer` has none of its own (reading it
+    raises): the largest of its optimizers' rates stands for it (behind a
+    `LossScaleOptimizer` too), so a jump of the largest is seen.
+    """
+    inner = optimizer
+    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        inner = inner.inner_optimizer
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is None or not isinstance(inner, multi):
+        return optimizer.learning_rate
+    rates = [ops.cast(learning_rate(o), "float32") for o in inner.optimizers]
+    return ops.max(ops.stack(rates)) if rates else ops.zeros((), "float32")
 
 
 def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:
@@ -661,5 +679,5 @@ class TrainHooks(GraphStats):
             scale=scale,
             dynamic=dynamic,
             step=tf.convert_to_tensor(optimizer.iterations),
-            rate=tf.convert_to_tensor(optimizer.learning_rate),
+            rate=tf.convert_to_tensor(learning_rate(optimizer)),
         )

@@ -357,6 +357,39 @@ def test_every_recorded_step_equals_the_sgd_weight_change(data, jit_compile):
         np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
 
 
+@pytest.mark.skipif(
+    not hasattr(keras.optimizers, "MultiOptimizer"), reason="Keras < 3.15"
+)
+def test_multi_optimizer_layers_each_equal_their_sgd_weight_change(data):
+    # `keras.optimizers.MultiOptimizer` (a rate per group of layers, as in
+    # fine-tuning) has no learning rate of its own: "hidden" trains at 0.01,
+    # the others at LR. Each layer's norm is ||dw|| / its own rate; the
+    # noted learning rate is the largest.
+    from keras.optimizers import MultiOptimizer, OptimizerMap
+
+    x, y = data
+    rates = {"hidden": 0.01, "squash": LR, "out": LR}
+    optimizer = MultiOptimizer(
+        OptimizerMap(
+            keras.optimizers.SGD(LR), {".*hidden/.*": keras.optimizers.SGD(0.01)}
+        )
+    )
+    model = _compile(build_model("sequential"), optimizer)
+    names = LAYER_NAMES["sequential"]
+    diag, seen = _diag(every_n_steps=1), _WeightsPerStep()
+    model.fit(x[:24], y[:24], batch_size=8, epochs=1, verbose=0, callbacks=[diag, seen])
+    seen.seen.append(weights(model))
+    assert [s.step for s in diag.history] == [0, 1, 2]
+    for stats in diag.history:
+        before, after = seen.seen[stats.step], seen.seen[stats.step + 1]
+        for ls in stats.layers:
+            grads = _layer_grads(before, after, model, names, rates[ls.layer])
+            np.testing.assert_allclose(
+                ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
+            )
+        assert stats.learning_rate == pytest.approx(max(0.01, LR))
+
+
 def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
     x, y = data
     model = _compile(build_model("sequential"))
