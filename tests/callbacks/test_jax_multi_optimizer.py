@@ -17,18 +17,23 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from multi_optimizer_support import (
+    D_LR,
+    G_LR,
+    GAN_RATES,
+    LATENT,
+    Weights,
+    assert_grad_norms,
+    dense,
+    gan_data,
+    named_layers,
+)
 
 from tests.backend_support import BACKEND
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "jax", reason=f"about the JAX trainer; backend={BACKEND}"
 )
-
-D_LR, G_LR, LATENT = 0.1, 0.05, 3
-
-
-def _dense(units, name, activation=None):
-    return keras.layers.Dense(units, activation=activation, name=name)
 
 
 def _diag(**kwargs):
@@ -78,11 +83,11 @@ class GAN(_OptimizerState, keras.Model):
     def __init__(self):
         super().__init__()
         self.generator = keras.Sequential(
-            [keras.Input((LATENT,)), _dense(8, "g_hidden", "relu"), _dense(4, "g_out")],
+            [keras.Input((LATENT,)), dense(8, "g_hidden", "relu"), dense(4, "g_out")],
             name="generator",
         )
         self.discriminator = keras.Sequential(
-            [keras.Input((4,)), _dense(8, "d_hidden", "tanh"), _dense(1, "d_out")],
+            [keras.Input((4,)), dense(8, "d_hidden", "tanh"), dense(1, "d_out")],
             name="discriminator",
         )
 
@@ -127,14 +132,6 @@ class GAN(_OptimizerState, keras.Model):
         return {"d_loss": d_loss, "g_loss": g_loss}, self._state(values, state)
 
 
-GAN_RATES = {
-    "generator/g_hidden": G_LR,
-    "generator/g_out": G_LR,
-    "discriminator/d_hidden": D_LR,
-    "discriminator/d_out": D_LR,
-}
-
-
 def _gan():
     model = GAN()
     model(np.zeros((1, LATENT), "float32"))
@@ -142,68 +139,11 @@ def _gan():
     return model
 
 
-def _gan_data(rng):
-    real = rng.normal(size=(16, 4)).astype("float32")
-    z = rng.normal(size=(16, LATENT)).astype("float32")
-    return real, z
-
-
-class _Weights(keras.callbacks.Callback):
-    """Each named layer's [kernel, bias] before each batch and at the end."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.layers, self.seen = layers, []
-
-    def _keep(self):
-        self.model.jax_state_sync()  # The weights wait in the fit's state.
-        self.seen.append(
-            {
-                name: np.concatenate([np.ravel(v.numpy()) for v in layer.weights])
-                for name, layer in self.layers.items()
-            }
-        )
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._keep()
-
-    def on_train_end(self, logs=None):
-        self._keep()
-
-
-def _assert_grad_norms(diag, weights, rates):
-    """Each recorded step's per-layer gradient norm is `||dw / lr||` of
-    that step, for every layer in `rates` (name -> learning rate)."""
-    assert len(diag.history) == len(weights.seen) - 1
-    for stats, w0, w1 in zip(diag.history, weights.seen, weights.seen[1:]):
-        layers = {ls.layer: ls for ls in stats.layers}
-        for name, rate in rates.items():
-            grad = (w0[name] - w1[name]) / rate
-            np.testing.assert_allclose(
-                layers[name].grad_norm, np.linalg.norm(grad), rtol=1e-5
-            )
-            np.testing.assert_allclose(
-                layers[name].grad_max, np.max(np.abs(grad)), rtol=1e-5
-            )
-            np.testing.assert_allclose(
-                layers[name].update_ratio,
-                np.linalg.norm(w1[name] - w0[name]) / np.linalg.norm(w0[name]),
-                rtol=1e-4,
-            )
-
-
-def _named_layers(model, names):
-    return {
-        name: model.get_layer(name.split("/")[0]).get_layer(name.split("/")[1])
-        for name in names
-    }
-
-
 def test_gan_records_both_optimizers_gradients(rng):
     model = _gan()
-    real, z = _gan_data(rng)
+    real, z = gan_data(rng)
     diag = _diag()
-    weights = _Weights(_named_layers(model, GAN_RATES))
+    weights = Weights(named_layers(model, GAN_RATES))
     model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
     assert [info.name for info in diag.layers] == list(GAN_RATES)
     # The step is the discriminator's optimizer's count (it applies first).
@@ -212,7 +152,7 @@ def test_gan_records_both_optimizers_gradients(rng):
     assert int(model.g_optimizer.iterations.numpy()) == 4
     # The MultiOptimizer only carries their state: it never applied.
     assert int(model.optimizer.iterations.numpy()) == 0
-    _assert_grad_norms(diag, weights, GAN_RATES)
+    assert_grad_norms(diag, weights, GAN_RATES)
     # The global norm is over both sub-models' gradients.
     for stats, w0, w1 in zip(diag.history, weights.seen, weights.seen[1:]):
         every = np.concatenate([(w0[n] - w1[n]) / r for n, r in GAN_RATES.items()])
@@ -233,7 +173,7 @@ def test_gan_records_both_optimizers_gradients(rng):
 
 def test_gan_second_fit_continues_the_steps(rng):
     model = _gan()
-    real, z = _gan_data(rng)
+    real, z = gan_data(rng)
     model.fit(real, z, batch_size=4, epochs=1, verbose=0)
     # Until a step is traced the step counter is the smallest count of the
     # hooked optimizers (the MultiOptimizer's 0): a guess, moved to the
@@ -261,12 +201,12 @@ def test_gan_gradients_are_unscaled_before_they_are_joined(rng):
 
     model._d_loss = scaled(plain[0]).__get__(model)
     model._g_loss = scaled(plain[1]).__get__(model)
-    real, z = _gan_data(rng)
+    real, z = gan_data(rng)
     diag = _diag()
-    weights = _Weights(_named_layers(model, GAN_RATES))
+    weights = Weights(named_layers(model, GAN_RATES))
     model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
     assert model.d_optimizer.loss_scale_factor == 2.0**6
-    _assert_grad_norms(diag, weights, GAN_RATES)
+    assert_grad_norms(diag, weights, GAN_RATES)
 
 
 class Hidden(_OptimizerState, keras.Model):
@@ -275,7 +215,7 @@ class Hidden(_OptimizerState, keras.Model):
 
     def __init__(self, optimizer):
         super().__init__()
-        self.dense = _dense(1, "dense")
+        self.dense = dense(1, "dense")
         self._own = lambda: optimizer
 
     def call(self, x):
@@ -309,10 +249,10 @@ def test_explicit_optimizers_are_recorded(data):
     own = keras.optimizers.SGD(D_LR)
     model = _hidden(own)
     diag = _diag(optimizers=[own])
-    weights = _Weights({"dense": model.dense})
+    weights = Weights({"dense": model.dense})
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
-    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert_grad_norms(diag, weights, {"dense": D_LR})
 
 
 def test_nothing_applied_warns_once_naming_the_hooked_optimizers(data):
@@ -337,7 +277,7 @@ class Shared(_OptimizerState, keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.dense = _dense(1, "dense")
+        self.dense = dense(1, "dense")
         self.first = keras.optimizers.SGD(D_LR)
         self.second = keras.optimizers.SGD(D_LR)
 
@@ -374,11 +314,11 @@ def test_variable_updated_by_two_optimizers_gets_the_sum(data):
     model(x[:1])
     model.compile()
     diag = _diag()
-    weights = _Weights({"dense": model.dense})
+    weights = Weights({"dense": model.dense})
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
     # `w1 = w0 - lr * g1 - lr * g2`: `dw / lr` is the sum of both gradients,
     # and the update ratio compares the weights before and after the step.
-    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert_grad_norms(diag, weights, {"dense": D_LR})
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
 
 
@@ -389,8 +329,8 @@ class TwoStage(_OptimizerState, keras.Model):
 
     def __init__(self, body_optimizer, head_optimizer):
         super().__init__()
-        self.body = _dense(8, "body", "relu")
-        self.head = _dense(1, "head")
+        self.body = dense(8, "body", "relu")
+        self.head = dense(1, "head")
         self.body_optimizer, self.head_optimizer = body_optimizer, head_optimizer
 
     def call(self, x):
@@ -442,12 +382,12 @@ def test_activations_of_layers_run_in_compute_loss_and_updates(data):
 
     model.compile(keras.optimizers.MultiOptimizer(owner), "mse")
     diag = _diag()
-    weights = _Weights({"body": model.body, "head": model.head})
+    weights = Weights({"body": model.body, "head": model.head})
     first = np.mean((model.predict(x[:8], verbose=0) - y[:8]) ** 2)
     callbacks = [diag, weights]
     model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
-    _assert_grad_norms(diag, weights, {"body": D_LR, "head": G_LR})
+    assert_grad_norms(diag, weights, {"body": D_LR, "head": G_LR})
     # The loss and the body's ReLU counts come from Keras's own loss function.
     np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
     assert all(s.layers[0].dead_fraction is not None for s in diag.history)

@@ -11,18 +11,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from callback_models import run_script
+from multi_optimizer_support import (
+    D_LR,
+    G_LR,
+    GAN_RATES,
+    LATENT,
+    Weights,
+    assert_grad_norms,
+    dense,
+    gan_data,
+    named_layers,
+)
 
 from keras_actloss.callbacks import (
     GradientDiagnostics,
     GradientHealthWarning,
     _keras_hooks,
 )
-
-D_LR, G_LR, LATENT = 0.1, 0.05, 3
-
-
-def _dense(units, name, activation=None):
-    return keras.layers.Dense(units, activation=activation, name=name)
 
 
 class GAN(keras.Model):
@@ -32,11 +37,11 @@ class GAN(keras.Model):
     def __init__(self):
         super().__init__()
         self.generator = keras.Sequential(
-            [keras.Input((LATENT,)), _dense(8, "g_hidden", "relu"), _dense(4, "g_out")],
+            [keras.Input((LATENT,)), dense(8, "g_hidden", "relu"), dense(4, "g_out")],
             name="generator",
         )
         self.discriminator = keras.Sequential(
-            [keras.Input((4,)), _dense(8, "d_hidden", "tanh"), _dense(1, "d_out")],
+            [keras.Input((4,)), dense(8, "d_hidden", "tanh"), dense(1, "d_out")],
             name="discriminator",
         )
 
@@ -82,76 +87,12 @@ def _gan(scaled=False):
     return model
 
 
-def _gan_data(rng):
-    real = rng.normal(size=(16, 4)).astype("float32")
-    z = rng.normal(size=(16, LATENT)).astype("float32")
-    return real, z
-
-
-class _Weights(keras.callbacks.Callback):
-    """Every Dense layer's [kernel, bias] before each batch and at the end."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.layers, self.seen = layers, []
-
-    def _keep(self):
-        self.seen.append(
-            {
-                name: np.concatenate([v.numpy().ravel() for v in layer.weights])
-                for name, layer in self.layers.items()
-            }
-        )
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._keep()
-
-    def on_train_end(self, logs=None):
-        self._keep()
-
-
-def _assert_grad_norms(diag, weights, rates):
-    """Each recorded step's per-layer gradient norm equals `||dw / lr||`
-    of that step, for every layer in `rates` (name -> learning rate)."""
-    assert len(diag.history) == len(weights.seen) - 1
-    for stats, w0, w1 in zip(diag.history, weights.seen, weights.seen[1:]):
-        layers = {ls.layer: ls for ls in stats.layers}
-        for name, rate in rates.items():
-            grad = (w0[name] - w1[name]) / rate
-            np.testing.assert_allclose(
-                layers[name].grad_norm, np.linalg.norm(grad), rtol=1e-5
-            )
-            np.testing.assert_allclose(
-                layers[name].grad_max, np.max(np.abs(grad)), rtol=1e-5
-            )
-            np.testing.assert_allclose(
-                layers[name].update_ratio,
-                np.linalg.norm(w1[name] - w0[name]) / np.linalg.norm(w0[name]),
-                rtol=1e-4,
-            )
-
-
-GAN_RATES = {
-    "generator/g_hidden": G_LR,
-    "generator/g_out": G_LR,
-    "discriminator/d_hidden": D_LR,
-    "discriminator/d_out": D_LR,
-}
-
-
-def _named_layers(model, names):
-    return {
-        name: model.get_layer(name.split("/")[0]).get_layer(name.split("/")[1])
-        for name in names
-    }
-
-
 @pytest.mark.parametrize("scaled", [False, True], ids=["sgd", "loss_scaled"])
 def test_gan_records_both_optimizers_gradients(rng, scaled):
     model = _gan(scaled)
-    real, z = _gan_data(rng)
+    real, z = gan_data(rng)
     diag = GradientDiagnostics(every_n_steps=1, check_model=False)
-    weights = _Weights(_named_layers(model, GAN_RATES))
+    weights = Weights(named_layers(model, GAN_RATES))
     model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
     assert [info.name for info in diag.layers] == list(GAN_RATES)
     # The step is the discriminator's optimizer's count (it applies first).
@@ -159,7 +100,7 @@ def test_gan_records_both_optimizers_gradients(rng, scaled):
     assert int(model.d_optimizer.iterations.numpy()) == 4
     # The bare `compile()`'s RMSprop never applied: it only counts nothing.
     assert int(model.optimizer.iterations.numpy()) == 0
-    _assert_grad_norms(diag, weights, GAN_RATES)
+    assert_grad_norms(diag, weights, GAN_RATES)
     # The global norm is over both sub-models' gradients.
     w0, w1 = weights.seen[:2]
     every = np.concatenate([(w0[n] - w1[n]) / r for n, r in GAN_RATES.items()])
@@ -180,7 +121,7 @@ def test_gan_records_both_optimizers_gradients(rng, scaled):
 
 def test_gan_second_fit_with_a_new_callback_continues_the_steps(rng):
     model = _gan()
-    real, z = _gan_data(rng)
+    real, z = gan_data(rng)
     model.fit(real, z, batch_size=4, epochs=1, verbose=0)
     # Until a step is traced the step counter is a guess, the smallest count
     # of the hooked optimizers: the unused RMSprop's 0 here, not 4.
@@ -199,8 +140,8 @@ class TwoStage(keras.Model):
 
     def __init__(self, head_optimizer):
         super().__init__()
-        self.body = _dense(8, "body", "relu")
-        self.head = _dense(1, "head")
+        self.body = dense(8, "body", "relu")
+        self.head = dense(1, "head")
         self.head_optimizer = head_optimizer
 
     def call(self, x):
@@ -227,7 +168,7 @@ def test_two_stage_model_records_both_stages(data):
     model(x[:1])
     model.compile(keras.optimizers.SGD(D_LR), "mse")
     diag = GradientDiagnostics(every_n_steps=1, check_model=False)
-    weights = _Weights({"body": model.body, "head": model.head})
+    weights = Weights({"body": model.body, "head": model.head})
     # The loss of step 0 from the weights before it (mean squared error).
     first = np.mean((model.predict(x[:8], verbose=0) - y[:8]) ** 2)
     model.fit(
@@ -241,7 +182,7 @@ def test_two_stage_model_records_both_stages(data):
     )
     # `model.optimizer` applies first: its count is the step.
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
-    _assert_grad_norms(diag, weights, {"body": D_LR, "head": G_LR})
+    assert_grad_norms(diag, weights, {"body": D_LR, "head": G_LR})
     np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
 
 
@@ -251,7 +192,7 @@ class Shared(keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.dense = _dense(1, "dense")
+        self.dense = dense(1, "dense")
         self.first = keras.optimizers.SGD(D_LR)
         self.second = keras.optimizers.SGD(D_LR)
 
@@ -275,11 +216,11 @@ def test_variable_updated_by_two_optimizers_gets_the_sum(data):
     model(x[:1])
     model.compile()
     diag = GradientDiagnostics(every_n_steps=1, check_model=False)
-    weights = _Weights({"dense": model.dense})
+    weights = Weights({"dense": model.dense})
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
     # `w1 = w0 - lr * g1 - lr * g2`: `dw / lr` is the sum of both gradients,
     # and the update ratio compares the weights before and after the step.
-    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert_grad_norms(diag, weights, {"dense": D_LR})
 
 
 # Logical devices must be configured before TensorFlow initialises them: a
@@ -362,7 +303,7 @@ class Hidden(keras.Model):
 
     def __init__(self, optimizer):
         super().__init__()
-        self.dense = _dense(1, "dense")
+        self.dense = dense(1, "dense")
         self._apply = optimizer.apply_gradients
 
     def call(self, x):
@@ -384,10 +325,10 @@ def test_explicit_optimizers_are_recorded(data):
     model(x[:1])
     model.compile()
     diag = GradientDiagnostics(every_n_steps=1, check_model=False, optimizers=[own])
-    weights = _Weights({"dense": model.dense})
+    weights = Weights({"dense": model.dense})
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
-    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert_grad_norms(diag, weights, {"dense": D_LR})
 
 
 class Listed(Hidden):
@@ -405,10 +346,10 @@ def test_optimizer_in_a_list_attribute_is_recorded(data):
     model(x[:1])
     model.compile()
     diag = GradientDiagnostics(every_n_steps=1, check_model=False)
-    weights = _Weights({"dense": model.dense})
+    weights = Weights({"dense": model.dense})
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag, weights])
     assert [s.step for s in diag.history] == [0, 1, 2, 3]
-    _assert_grad_norms(diag, weights, {"dense": D_LR})
+    assert_grad_norms(diag, weights, {"dense": D_LR})
 
 
 def test_nothing_applied_warns_once_naming_the_hooked_optimizers(data):
@@ -439,7 +380,7 @@ def test_find_optimizers_hooks_the_outer_loss_scale_optimizer():
     inner = keras.optimizers.SGD(0.1)
     outer = keras.optimizers.LossScaleOptimizer(inner)
     extra = keras.optimizers.Adam()
-    model = keras.Sequential([keras.Input((2,)), _dense(1, "out")])
+    model = keras.Sequential([keras.Input((2,)), dense(1, "out")])
     model.compile(keras.optimizers.SGD(), "mse")
     model.stages = {"scaled": outer}
     model.inner = inner
