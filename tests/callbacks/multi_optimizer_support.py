@@ -19,6 +19,19 @@ def dense(units, name, activation=None):
     return keras.layers.Dense(units, activation=activation, name=name)
 
 
+def gan_networks():
+    """The generator and the discriminator of the test GANs."""
+    generator = keras.Sequential(
+        [keras.Input((LATENT,)), dense(8, "g_hidden", "relu"), dense(4, "g_out")],
+        name="generator",
+    )
+    discriminator = keras.Sequential(
+        [keras.Input((4,)), dense(8, "d_hidden", "tanh"), dense(1, "d_out")],
+        name="discriminator",
+    )
+    return generator, discriminator
+
+
 def gan_data(rng):
     real = rng.normal(size=(16, 4)).astype("float32")
     z = rng.normal(size=(16, LATENT)).astype("float32")

@@ -26,6 +26,7 @@ from multi_optimizer_support import (
     assert_grad_norms,
     dense,
     gan_data,
+    gan_networks,
     named_layers,
 )
 
@@ -82,14 +83,7 @@ class GAN(_OptimizerState, keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.generator = keras.Sequential(
-            [keras.Input((LATENT,)), dense(8, "g_hidden", "relu"), dense(4, "g_out")],
-            name="generator",
-        )
-        self.discriminator = keras.Sequential(
-            [keras.Input((4,)), dense(8, "d_hidden", "tanh"), dense(1, "d_out")],
-            name="discriminator",
-        )
+        self.generator, self.discriminator = gan_networks()
 
     def compile(self, d_optimizer, g_optimizer):
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
