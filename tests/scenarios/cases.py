@@ -525,7 +525,7 @@ def healthy_unet() -> Setup:
     d1 = layers.Concatenate()([d1, e1])
     outputs = layers.Conv2D(1, 1, activation="sigmoid")(d1)
     model = keras.Model(inputs, outputs)
-    _compiled(model, keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    _compiled(model, keras.optimizers.Adam(3e-3), "binary_crossentropy")
     return Setup(model, x, y, epochs=10)
 
 
