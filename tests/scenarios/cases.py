@@ -525,8 +525,8 @@ def healthy_unet() -> Setup:
     d1 = layers.Concatenate()([d1, e1])
     outputs = layers.Conv2D(1, 1, activation="sigmoid")(d1)
     model = keras.Model(inputs, outputs)
-    _compiled(model, keras.optimizers.Adam(3e-3), "binary_crossentropy")
-    return Setup(model, x, y, epochs=10)
+    _compiled(model, keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    return Setup(model, x, y, epochs=24)
 
 
 BACKEND = keras.backend.backend()
