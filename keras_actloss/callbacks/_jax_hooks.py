@@ -45,6 +45,9 @@ for the duration of `fit`:
   converted only when the host reads them.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end`.
+- `model.jax_state_sync`, which Keras's JAX `fit` calls in its `finally`:
+  `watch_fit_end` sees an exception leave `fit` there (the callback then
+  closes its logs).
 
 The statistics are `diagnostics.step_stats`, as on TensorFlow; the host
 readers (`_jax_stats.JaxStats`, a mixin) return the same structures as the
@@ -71,6 +74,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
+from collections.abc import Callable
 
 import jax
 import keras
@@ -166,6 +171,41 @@ def check_internals() -> None:
             f"JAX internals that changed in Keras {keras.__version__}: "
             f"{', '.join(missing)}."
         )
+
+
+def watch_fit_end(model, on_exit: Callable[[], None]) -> Callable[[], None] | None:
+    """Calls `on_exit` when an exception ends the `fit` being started.
+
+    Keras calls `on_train_end` only when `fit` ends normally; its JAX `fit`
+    still calls `model.jax_state_sync()` in its `finally` block. A wrapper
+    there calls `on_exit` when an exception is leaving `fit`: the one in
+    flight was raised since this call and has reached a frame that was on
+    the stack then (not one a callback raised and handled itself). Returns
+    the function that removes the wrapper (None without one).
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is None:
+        return None
+    stack, frame = set(), sys._getframe(1)
+    while frame is not None:
+        stack.add(frame)
+        frame = frame.f_back
+    before = sys.exc_info()[1]
+
+    def jax_state_sync():
+        sync()
+        error = sys.exc_info()[1]
+        trace = getattr(error, "__traceback__", None)
+        if error is not before and trace is not None and trace.tb_frame in stack:
+            on_exit()
+
+    model.jax_state_sync = jax_state_sync
+
+    def undo():
+        if model.__dict__.get("jax_state_sync") is jax_state_sync:
+            del model.jax_state_sync
+
+    return undo
 
 
 def is_chief() -> bool:

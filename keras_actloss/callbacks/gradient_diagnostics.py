@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 import weakref
@@ -506,34 +505,19 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _watch_fit_end(self, model) -> None:
         """Closes the logs when an exception ends `fit` (JAX backend).
 
-        Keras calls `on_train_end` only when `fit` ends normally. On JAX
-        its `finally` block still calls `model.jax_state_sync()`: a wrapper
-        there cleans up (hooks, then the event file, closed) when an
-        exception is leaving `fit`, i.e. the one in flight was raised since
-        `on_train_begin` and has reached a frame that was on the stack then
-        (not one a callback raised and handled itself). Keras's TensorFlow
-        `fit` runs no code after an exception: there the event file
-        (flushed after every event) stays open until this callback's next
-        `fit` ends, or the process exits.
+        Keras calls `on_train_end` only when `fit` ends normally; on JAX
+        `_jax_hooks.watch_fit_end` sees an exception leave `fit` and cleans
+        up (hooks, then the event file, closed). Keras's TensorFlow `fit`
+        runs no code after an exception: there the event file (flushed
+        after every event) stays open until this callback's next `fit`
+        ends, or the process exits.
         """
-        sync = getattr(model, "jax_state_sync", None)
-        if keras.backend.backend() != "jax" or sync is None:
-            return
-        stack, frame = set(), sys._getframe(1)
-        while frame is not None:
-            stack.add(frame)
-            frame = frame.f_back
-        before = sys.exc_info()[1]
+        if keras.backend.backend() == "jax":
+            from keras_actloss.callbacks import _jax_hooks
 
-        def jax_state_sync():
-            sync()
-            error = sys.exc_info()[1]
-            trace = getattr(error, "__traceback__", None)
-            if error is not before and trace is not None and trace.tb_frame in stack:
-                self._cleanup(close=True)
-
-        model.jax_state_sync = jax_state_sync
-        self._synced = (model, jax_state_sync)
+            self._synced = _jax_hooks.watch_fit_end(
+                model, lambda: self._cleanup(close=True)
+            )
 
     # ------------------------------------------------------------- recording
     def _resync_step(self) -> None:
@@ -812,11 +796,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
             ref = None if model is None else _ACTIVE.get(id(model))
             if ref is not None and ref() in (None, self):
                 del _ACTIVE[id(model)]
-        # The `jax_state_sync` wrapper of `_watch_fit_end`, and the frames of
-        # the `fit` it watched.
+        # Undoes `_watch_fit_end`'s watch.
         synced, self._synced = self._synced, None
-        if synced is not None and synced[0].__dict__.get("jax_state_sync") is synced[1]:
-            del synced[0].jax_state_sync
+        if synced is not None:
+            synced()
         self._flush()
         if close and self._writer is not None:
             self._writer.close()
