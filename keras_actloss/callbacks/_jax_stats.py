@@ -134,7 +134,10 @@ class JaxStats:
     def _full_statistics(self, trace, applied, extra, data) -> dict:
         """The rest of `step_stats.FULL_KEYS` (on full steps, see
         `_jax_hooks._Trace.when_full`); notes the full step's layout."""
-        gradients = step_stats.norm_row(applied["grads"], extremes=True, joined=True)
+        # The norms are in the row already (`_statistics`).
+        gradients = step_stats.norm_row(
+            applied["grads"], extremes=True, joined=True, norms=False
+        )
         before, after = applied["before"], applied["after"]
         weights = step_stats.norm_row(before)
         updates = step_stats.norm_row(

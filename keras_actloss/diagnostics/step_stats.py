@@ -151,7 +151,9 @@ class NormRow(NamedTuple):
     joined: Tensor | None  # `[n]`: every element, in row order
 
 
-def norm_row(tensors: list, extremes: bool = False, joined: bool = False) -> NormRow:
+def norm_row(
+    tensors: list, extremes: bool = False, joined: bool = False, norms: bool = True
+) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
 
     A large tensor (`is_large`) gets one L2 norm of a `[1, n]` view. The
@@ -167,13 +169,17 @@ def norm_row(tensors: list, extremes: bool = False, joined: bool = False) -> Nor
             tensor after tensor in the layout's column order (from the views
             the norms read: one concat, no op per tensor). Defaults to
             `False`.
+        norms: Whether to compute the norms (`False`: only the layout and
+            what `extremes` and `joined` ask for, for a caller that has the
+            row already). Defaults to `True`.
 
     Returns:
-        A `NormRow`: the `[1, m]` float32 row, its layout, the `[1, 2m]`
-        maxima then minima (or None) and the `[n]` joined elements (or None).
+        A `NormRow`: the `[1, m]` float32 row (None without `norms`), its
+        layout, the `[1, 2m]` maxima then minima (or None) and the `[n]`
+        joined elements (or None).
     """
     prim = _backend_primitives()
-    norms, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
+    rows, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
     for i, tensor in enumerate(tensors):
         x = ops.cast(tensor, "float32")
         if not is_large(x.shape):
@@ -182,7 +188,8 @@ def norm_row(tensors: list, extremes: bool = False, joined: bool = False) -> Nor
             continue
         view = prim.row(x)
         large.append(view)
-        norms.append(prim.l2(view))
+        if norms:
+            rows.append(prim.l2(view))
         if extremes:
             highs.append(prim.max(view))
             lows.append(prim.min(view))
@@ -194,14 +201,16 @@ def norm_row(tensors: list, extremes: bool = False, joined: bool = False) -> Nor
         ids = np.repeat(
             np.arange(k, dtype="int32"), [math.prod(x.shape) for x in small]
         )
-        norms.append(ops.reshape(ops.segment_sum(ops.square(flat), ids, k), (1, k)))
+        if norms:
+            squares = ops.segment_sum(ops.square(flat), ids, k)
+            rows.append(ops.reshape(squares, (1, k)))
         if extremes:
             highs.append(ops.reshape(ops.segment_max(flat, ids, k), (1, k)))
             lows.append(ops.reshape(ops.segment_min(flat, ids, k), (1, k)))
     layout = RowLayout(
         tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
     )
-    out = NormRow(_concat_row(norms), layout, None, None)
+    out = NormRow(_concat_row(rows) if norms else None, layout, None, None)
     if extremes:
         out = out._replace(extremes=_concat_row(highs + lows))
     if joined:

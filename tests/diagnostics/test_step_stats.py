@@ -69,6 +69,15 @@ def test_norm_row_extremes_and_joined_follow_the_columns(rng):
     )
     out = step_stats.norm_row(xs[:1])
     assert out.extremes is None and out.joined is None
+    # Without the norms (a caller that has the row): the same layout,
+    # extremes and joined elements, no row.
+    (ends_only, joined_only), same = _row(
+        xs, jit=True, extremes=True, joined=True, norms=False
+    )
+    assert same == layout
+    np.testing.assert_array_equal(ends_only, ends)
+    np.testing.assert_array_equal(joined_only, joined)
+    assert step_stats.norm_row(xs, norms=False).row is None
 
 
 @tensorflow_only
