@@ -86,7 +86,6 @@ from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
 from keras_actloss.callbacks._keras_hooks import (
     TrainHooks,
-    find_optimizers,
     learning_rate,
 )
 
@@ -273,19 +272,7 @@ class JaxTrainHooks(JaxStats):
                 "the JAX backend yet (its train step is `nnx.jit`ed). "
                 "Received: keras.config.is_nnx_enabled()=True"
             )
-        self.model = model
-        self.extra = tuple(optimizers)
-        self.hooked = find_optimizers(model, self.extra)
-        self.optimizers = [o for _, o in self.hooked]
-        self.plans = plans
-        self.histogram_size = histogram_size
-        self.ring_rows = ring_rows
-        # Until a step is traced: whether any hooked optimizer scales the
-        # loss (then the step's own optimizers decide, `_merge`).
-        self.loss_scaled = any(
-            isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
-        )
-        self._counter = None  # The optimizer that counts the steps.
+        self._set_up(model, plans, histogram_size, ring_rows, optimizers)
         # The merged gradients' variables (`_merge`); `model.optimizer`'s
         # until a step is traced.
         self._grad_variables = list(
@@ -309,6 +296,7 @@ class JaxTrainHooks(JaxStats):
 
     # ---------------------------------------------------------------- set-up
     # What the train functions depend on, as on TensorFlow.
+    _set_up = TrainHooks._set_up
     signature_of = staticmethod(TrainHooks.signature_of)
     reusable_for = TrainHooks.reusable_for
 

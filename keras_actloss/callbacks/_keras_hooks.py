@@ -352,19 +352,7 @@ class TrainHooks(GraphStats):
         import tensorflow as tf
 
         self._tf = tf
-        self.model = model
-        self.extra = tuple(optimizers)
-        self.hooked = find_optimizers(model, self.extra)
-        self.optimizers = [o for _, o in self.hooked]
-        self.plans = plans
-        self.histogram_size = histogram_size
-        self.ring_rows = ring_rows
-        # Until a step is traced: whether any hooked optimizer scales the
-        # loss (then the step's own optimizers decide, `_finish_step`).
-        self.loss_scaled = any(
-            isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
-        )
-        self._counter = None
+        self._set_up(model, plans, histogram_size, ring_rows, optimizers)
         self.strategy = model.distribute_strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self._local = threading.local()
@@ -375,6 +363,23 @@ class TrainHooks(GraphStats):
         self.installed = False
 
     # ---------------------------------------------------------------- set-up
+    def _set_up(self, model, plans, histogram_size, ring_rows, optimizers) -> None:
+        """What every backend's hooks note first: the model, the monitored
+        layers, the optimizers to hook (`find_optimizers`) and whether one
+        scales the loss, until a step is traced (then the step's own
+        optimizers decide)."""
+        self.model = model
+        self.extra = tuple(optimizers)
+        self.hooked = find_optimizers(model, self.extra)
+        self.optimizers = [o for _, o in self.hooked]
+        self.plans = plans
+        self.histogram_size = histogram_size
+        self.ring_rows = ring_rows
+        self.loss_scaled = any(
+            isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
+        )
+        self._counter = None  # The optimizer that counts the steps.
+
     @staticmethod
     def signature_of(model, optimizers=()) -> tuple:
         """What the traced train functions depend on; equal means reusable."""
