@@ -26,7 +26,9 @@ default settings alternated in `--long-pairs` rounds:
 
 - A long run: one `fit` of `--long-steps` steps (default 2000) of the MLP,
   so the dense recordings at the start of training (and the tracing of
-  both train functions) are part of the cost.
+  both train functions) are part of the cost; and, from the same fits, the
+  time of its second half (from the start of its middle batch to the end
+  of the `fit`): what the callback costs once those one-off costs are paid.
 - Time to first step: the first `fit` (1 epoch of `--first-steps` steps at
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
   includes tracing the train functions.
@@ -37,7 +39,9 @@ Results are printed and written to `benchmarks/RESULTS.md` (section
 `--backend jax` runs the same table on Keras's JAX backend (no TensorFlow
 needed): the data are NumPy arrays instead of a `tf.data.Dataset`, and the
 `keras.callbacks.TensorBoard` setting is left out (it needs TensorFlow on
-every backend).
+every backend); the `batch_end` setting, a callback that does nothing after
+each batch, shows what any callback with a batch-end hook costs there
+(Keras then waits for each step's logs before it dispatches the next).
 
 TensorFlow's thread pools are left at their defaults (the same for all
 settings) unless `--threads N` pins both to N.
@@ -46,7 +50,7 @@ Usage:
 
 ```
 python benchmarks/overhead.py [--backend tensorflow|jax] [--pairs 15] [--steps 100]
-    [--epochs 2] [--warmup 2] [--long-steps 2000] [--long-pairs 3] [--first-steps 30]
+    [--epochs 2] [--warmup 2] [--long-steps 2000] [--long-pairs 5] [--first-steps 30]
     [--no-write]
 ```
 """
@@ -86,8 +90,40 @@ except ImportError:  # Run as `python benchmarks/overhead.py`.
     from _results import write_section  # noqa: E402
 
 BATCH = 128
-# Keras's TensorBoard callback needs TensorFlow, on every backend.
-SETTINGS = ("plain", "default", "every_step") + (() if JAX else ("tensorboard",))
+# Keras's TensorBoard callback needs TensorFlow, on every backend. On JAX,
+# `batch_end` (a callback that does nothing after each batch) shows what
+# any such callback costs there: Keras then waits for every step's logs
+# instead of dispatching the next step while one runs.
+SETTINGS = ("plain", "default", "every_step") + (
+    ("batch_end",) if JAX else ("tensorboard",)
+)
+
+
+class BatchEnd(keras.callbacks.Callback):
+    """Does nothing after each batch (the `batch_end` setting)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class LaterSteps(keras.callbacks.Callback):
+    """Seconds from the start of batch `start` to the end of training
+    (`seconds`, None if that batch did not run).
+
+    No batch-end hook: on JAX Keras still dispatches steps ahead.
+    """
+
+    def __init__(self, start: int):
+        super().__init__()
+        self.start, self.at, self.seconds = start, None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.start:
+            self.at = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        if self.at is not None:
+            self.seconds = time.perf_counter() - self.at
 
 
 def mlp() -> keras.Model:
@@ -152,6 +188,8 @@ def callbacks(setting: str, log_dir: str) -> list:
         return [
             GradientDiagnostics(log_dir=log_dir, every_n_steps=1, check_model=False)
         ]
+    if setting == "batch_end":
+        return [BatchEnd()]
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1)]
 
 
@@ -231,10 +269,15 @@ def mobilenet() -> keras.Model:
     )
 
 
-def fresh_pairs(build, x, y, pairs: int, **fit) -> dict[str, list[float]]:
+def fresh_pairs(
+    build, x, y, pairs: int, later: int | None = None, **fit
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Seconds of a first `fit` of a fresh model, plain and with the default
-    callback, alternating which runs first."""
+    callback, alternating which runs first; and, with `later`, the seconds
+    from the start of batch `later` to the end of the `fit` (the steps after
+    the tracing and the dense recordings at the start)."""
     times = {"plain": [], "default": []}
+    tails = {"plain": [], "default": []}
     for r in range(pairs):
         order = ("plain", "default") if r % 2 == 0 else ("default", "plain")
         for setting in order:
@@ -244,9 +287,12 @@ def fresh_pairs(build, x, y, pairs: int, **fit) -> dict[str, list[float]]:
             model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
             log_dir = tempfile.mkdtemp(prefix="overhead-fresh-")
             cbs = callbacks(setting, log_dir)
-            times[setting].append(timed_fit_arrays(model, x, y, cbs, **fit))
+            mark = LaterSteps(later if later is not None else -1)
+            times[setting].append(timed_fit_arrays(model, x, y, cbs + [mark], **fit))
+            if mark.seconds is not None:
+                tails[setting].append(mark.seconds)
             shutil.rmtree(log_dir, ignore_errors=True)
-    return times
+    return times, tails
 
 
 def timed_fit_arrays(model, x, y, cbs: list, **fit) -> float:
@@ -280,7 +326,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: TF default")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--long-steps", type=int, default=2000)
-    parser.add_argument("--long-pairs", type=int, default=3, help="0: skip")
+    parser.add_argument("--long-pairs", type=int, default=5, help="0: skip")
     parser.add_argument("--first-steps", type=int, default=30)
     parser.add_argument("--first-pairs", type=int, default=3, help="0: skip")
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
@@ -317,12 +363,13 @@ def main() -> None:
         n = args.long_steps * BATCH
         x = rng.random((n, 784), dtype="float32")
         y = rng.integers(0, 10, size=n)
-        fresh.append(
-            ratio_row(
-                f"MLP, one fit of {args.long_steps} steps (batch {BATCH})",
-                fresh_pairs(mlp, x, y, args.long_pairs, batch_size=BATCH, epochs=1),
-            )
+        half = args.long_steps // 2
+        whole, tail = fresh_pairs(
+            mlp, x, y, args.long_pairs, later=half, batch_size=BATCH, epochs=1
         )
+        label = f"MLP, one fit of {args.long_steps} steps (batch {BATCH})"
+        fresh.append(ratio_row(label, whole))
+        fresh.append(ratio_row(f"{label}: its steps from {half} on", tail))
     if args.first_pairs:
         n = args.first_steps * 32
         x = rng.random((n, 32, 32, 3), dtype="float32")
@@ -331,7 +378,9 @@ def main() -> None:
             ratio_row(
                 f"MobileNetV2 (alpha 0.35, 32x32), first fit of {args.first_steps} "
                 "steps (batch 32)",
-                fresh_pairs(mobilenet, x, y, args.first_pairs, batch_size=32, epochs=1),
+                fresh_pairs(mobilenet, x, y, args.first_pairs, batch_size=32, epochs=1)[
+                    0
+                ],
             )
         )
     body = (
