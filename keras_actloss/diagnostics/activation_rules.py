@@ -1,0 +1,145 @@
+"""Health rules judged on the activations of full recordings.
+
+Dead units (`UnitActivity`: units inactive on every sample of the last
+recorded batches, for activations that `can_die`) and saturated hidden
+sigmoid/tanh layers, or a first layer saturated by unstandardized inputs.
+The rule family `ActivationRules` is mixed into `HealthRules`, whose state
+it uses.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from keras_actloss import findings as F
+from keras_actloss import registry
+from keras_actloss.diagnostics.records import StepStats
+from keras_actloss.diagnostics.rule_support import RuleFamily
+
+
+def can_die(activation: str | None) -> bool:
+    """Whether units of this activation can die (zero gradient when inactive).
+
+    Uses the registered activation profile; an unknown name the callback
+    still measured dead units for is trusted to be ReLU-like.
+    """
+    if activation is None:
+        return False
+    profile = registry.get_profile("activation", activation)
+    return True if profile is None else profile.can_die
+
+
+class UnitActivity:
+    """Per-unit activity of one layer over its most recent recordings.
+
+    A unit is dead when it was inactive on every sample of the window: the
+    fewest most recent recordings (at least `min_recordings`, at most
+    `max_recordings`) that together hold at least `min_samples` samples.
+    """
+
+    def __init__(
+        self, min_samples: int, min_recordings: int = 1, max_recordings: int = 32
+    ):
+        self.min_samples = min_samples
+        self.min_recordings = min_recordings
+        self._recent = collections.deque(maxlen=max_recordings)
+
+    def add(self, step: int, samples: int, activity: list[float]) -> None:
+        if self._recent and len(self._recent[-1][2]) != len(activity):
+            self._recent.clear()  # The layer changed shape: start again.
+        self._recent.append((step, samples, activity))
+
+    def dead(self) -> tuple[float, int, int, int] | None:
+        """`(dead fraction, samples, recordings, first step)` of the window,
+        or None while the recordings hold fewer than `min_samples`."""
+        total, alive, units = 0, None, 0
+        for k, (step, samples, activity) in enumerate(reversed(self._recent)):
+            units = len(activity)
+            active = [a > 0 for a in activity]
+            alive = active if alive is None else [a or b for a, b in zip(alive, active)]
+            total += samples
+            if total >= self.min_samples and k + 1 >= self.min_recordings:
+                dead = (units - sum(alive)) / units if units else 0.0
+                return dead, total, k + 1, step
+        return None
+
+
+class ActivationRules(RuleFamily):
+    """Dead units and saturated activations, judged on each recording.
+
+    Mixed into `HealthRules`, which keeps a `UnitActivity` window per layer
+    that can die, and the input and output layers of the model.
+    """
+
+    def _dead_units(self, new, stats: StepStats) -> None:
+        t = self.thresholds
+        for ls in stats.layers:
+            window = self._activity.get(ls.layer)
+            if window is None or ls.unit_activity is None or not stats.batch_size:
+                continue
+            window.add(stats.step, stats.batch_size, ls.unit_activity)
+            measured = window.dead()
+            if measured is None:
+                continue
+            dead, samples, recordings, first = measured
+            # The streak starts with the first step of its first window.
+            key = (F.DEAD_RELU, ls.layer)
+            hit = dead >= t.dead_fraction and recordings >= t.patience
+            _, start = self._streaks.update(key, hit, first)
+            if hit and stats.step - start + 1 >= t.patience_steps:
+                message = (
+                    f"{dead:.0%} of the units of layer '{ls.layer}' output zero for "
+                    f"every one of the {samples} samples of the last {recordings} "
+                    f"recorded batches (steps {first}-{stats.step}): these ReLU "
+                    "units are dead and get no gradient; they only come back if "
+                    "the layers before them change their inputs."
+                )
+                self._add(new, F.DEAD_RELU, ls.layer, start, dead, message)
+
+    def _saturation(self, new, stats: StepStats) -> None:
+        t = self.thresholds
+        # Saturation once the weights blew up is a consequence, not news;
+        # and a converged model's saturated units are doing their job.
+        if self._converged(stats) or self._exploded():
+            return
+        raw = stats.input_scale is not None and stats.input_scale > t.input_scale
+        for ls in stats.layers:
+            if ls.saturation is None or ls.layer in self.output_layers:
+                continue
+            # Large raw inputs still pass a gradient through the outputs left.
+            raw_first = raw and ls.layer in self.input_layers
+            limits = {
+                F.SATURATED_ACTIVATIONS: (
+                    t.raw_input_saturation if raw_first else t.saturation
+                ),
+                F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
+            }
+            for mode, limit in limits.items():
+                key = (mode, ls.layer)
+                hit = limit is not None and ls.saturation >= limit
+                count, start = self._streaks.update(key, hit, stats.step)
+                if self._confirmed(count, start, stats.step):
+                    self._add_saturation(new, mode, ls, stats, count, start)
+
+    def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
+        activation = getattr(self._info.get(ls.layer), "activation", None)
+        where = (
+            f"{ls.saturation:.0%} of the outputs of hidden layer '{ls.layer}'"
+            f" ({activation or 'saturating activation'}) are in the flat tails "
+            f"({count} recordings in a row, steps {start}-{stats.step})"
+        )
+        if mode == F.SATURATED_ACTIVATIONS:
+            message = (
+                f"{where}: its gradient is nearly zero there, so it and the layers "
+                "before it have almost stopped learning."
+            )
+            value, severity = ls.saturation, F.FAILURE
+        else:
+            message = (
+                f"{where}, and the inputs are not standardized (a feature's mean "
+                f"or spread is {stats.input_scale:.3g}, against about 1): large "
+                "inputs push the first layer into its flat tails, where it learns "
+                "slowly."
+            )
+            value, severity = stats.input_scale, F.WARNING
+        self._add(new, mode, ls.layer, start, value, message, severity=severity)

@@ -1,0 +1,180 @@
+"""Health rules judged on the gradients of full recordings.
+
+Vanishing gradients (`vanishing_layers`: far layers whose gradients are tiny
+next to the layers near the output, progressively and not because a branch
+is bypassed) and updates too large for the weights they change. The rule
+family `RecordedGradientRules` is mixed into `HealthRules`, whose state it
+uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_actloss import findings as F
+from keras_actloss import registry
+from keras_actloss.diagnostics.records import LayerInfo, StepStats
+from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
+from keras_actloss.diagnostics.thresholds import Thresholds
+
+
+def _saturates(activation: str | None) -> bool:
+    profile = activation and registry.get_profile("activation", activation)
+    return bool(profile) and profile.saturates
+
+
+def _distances(layers: list[LayerInfo]) -> dict[str, int]:
+    """Each layer's distance from the outputs: from the layer graph when
+    every layer has one, else from model order (the last layer is 0)."""
+    if layers and all(info.distance is not None for info in layers):
+        return {info.name: info.distance for info in layers}
+    return {info.name: len(layers) - 1 - i for i, info in enumerate(layers)}
+
+
+def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> list:
+    """The hidden layers with a saturating activation (sigmoid, tanh) from
+    distance `far` to the output, exclusive: the output layer's own
+    activation scales every layer's gradient alike."""
+    return [
+        info.name
+        for info in layers
+        if _saturates(info.activation) and 0 < distance[info.name] <= far
+    ]
+
+
+def vanishing_layers(
+    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+) -> dict[str, tuple[float, float]] | None:
+    """Layers far from the loss whose gradients vanish at one recording.
+
+    Returns `{layer: (grad_rms, ratio_to_reference)}` for the layers meeting
+    the condition, or None when the recording cannot be judged (too few
+    layers with gradients, or the layers near the output are quiet).
+    """
+    weighted = {info.name for info in layers if info.has_trainable_weights}
+    distance = _distances(layers)
+    rows = [
+        ls
+        for ls in stats.layers
+        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
+    ]
+    n = len(rows)
+    if n < t.vanishing_min_layers:
+        return None
+    # Farthest from the loss first; ties (parallel branches) keep model order.
+    rows.sort(key=lambda ls: -distance[ls.layer])
+    reference = rows[-max(2, n // 4) :]
+    ref_rms = float(np.median([ls.grad_rms for ls in reference]))
+    ref_max = float(np.median([ls.grad_max for ls in reference]))
+    if ref_rms < t.vanishing_reference_rms:
+        return None
+    ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
+    found = {}
+    for ls in rows[: n // 2]:
+        # Exactly zero is a cut (dead units upstream, unused branch), not a
+        # shrinking signal. A depth effect is progressive: the loudest layer
+        # one step closer to the loss is well below the output layers too,
+        # unlike a lone quiet first layer fed with tiny inputs, or a query
+        # projection beside a loud value projection.
+        closer = [
+            distance[r.layer] for r in rows if distance[r.layer] < distance[ls.layer]
+        ]
+        level = max(closer, default=None)
+        nearest = max(
+            (ratios[r.layer] for r in rows if distance[r.layer] == level),
+            default=math.inf,
+        )
+        if (
+            ls.grad_rms > 0
+            and ratios[ls.layer] < t.vanishing_ratio
+            and ls.grad_max < t.vanishing_ratio * ref_max
+            and ls.grad_rms < t.vanishing_rms
+            and nearest < math.sqrt(t.vanishing_ratio)
+            and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
+        ):
+            found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
+    return found
+
+
+def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
+    """Whether a quiet `layer` is a branch the gradient goes around rather
+    than one it cannot reach.
+
+    Vanishing by depth starves every layer behind the one it starves. When
+    a layer farther from the loss (behind it, in a chain) gets a loud
+    gradient, the gradient reaches the far end of the model by another path
+    (a skip connection, a U-Net's concatenation) and this layer's branch is
+    just little used: not a failure, unless saturating hidden activations
+    between it and the output shrink the gradient on the way (that is the
+    mechanism, whatever other paths exist).
+    """
+    far = distance[layer]
+    if _squashing(layers, distance, far):
+        return False
+    loud = math.sqrt(t.vanishing_ratio)
+    return any(ratios[r.layer] >= loud for r in rows if distance[r.layer] > far)
+
+
+class RecordedGradientRules(RuleFamily):
+    """Vanishing gradients and oversized updates, judged on each recording.
+
+    Mixed into `HealthRules`; a condition is reported once it holds for
+    `patience` recordings spanning `patience_steps` steps (`_confirmed`).
+    """
+
+    def _update_ratios(self, new, stats: StepStats) -> None:
+        t = self.thresholds
+        for ls in stats.layers:
+            ratio = ls.update_ratio
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            key = (F.EXPLODING_GRADIENTS, ls.layer)
+            count, start = self._streaks.update(
+                key, ratio > t.exploding_update_ratio, stats.step
+            )
+            if self._confirmed(count, start, stats.step):
+                message = (
+                    f"Each update changes the weights of layer '{ls.layer}' by "
+                    f"{ratio:.3g} times their own norm ({count} recordings in a row, "
+                    f"steps {start}-{stats.step}): the steps are far too large and "
+                    "training is unstable."
+                )
+                self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
+
+    def _vanishing(self, new, stats: StepStats) -> None:
+        t = self.thresholds
+        converged = self._converged(stats)
+        found = None if converged else vanishing_layers(stats, self.layers, t)
+        if found is None:
+            self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
+            return
+        for ls in stats.layers:
+            hit = ls.layer in found
+            key = (F.VANISHING_GRADIENTS, ls.layer)
+            count, start = self._streaks.update(key, hit, stats.step)
+            if hit and self._confirmed(count, start, stats.step):
+                rms, ratio = found[ls.layer]
+                message = (
+                    f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
+                    f"{ratio:.2g} times those of the layers near the output, for "
+                    f"{count} recordings in a row (steps {start}-{stats.step}): "
+                    f"it has almost stopped learning ({self._shrinks(ls.layer)})."
+                )
+                self._add(new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message)
+
+    def _shrinks(self, layer: str) -> str:
+        """Why the gradient shrinks between `layer` and the output."""
+        squashing = _squashing(self.layers, self._distance, self._distance[layer])
+        if squashing:
+            return (
+                "the saturating activations of "
+                + ", ".join(f"'{n}'" for n in squashing[:3])
+                + (", ..." if len(squashing) > 3 else "")
+                + " shrink the gradient at every layer it passes back through"
+            )
+        return (
+            "the gradient shrinks at every layer it passes back through: check "
+            "the weight initialisation, and add normalization or skip connections"
+        )

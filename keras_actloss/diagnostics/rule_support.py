@@ -1,0 +1,143 @@
+"""Pieces the health-rule families share: the fix of each failure mode,
+streak counters, their common bookkeeping and small numeric helpers.
+
+`keras_actloss.diagnostics.rules.HealthRules` reports each finding with a fix
+from here; its rule families (`step_rules`, `gradient_rules`,
+`activation_rules`) derive from `RuleFamily` and count their streaks with
+`_Streaks`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import StepStats
+from keras_actloss.findings import Finding
+
+FIXES = {
+    F.VANISHING_GRADIENTS: (
+        "Use ReLU (or another non-saturating activation) instead of "
+        "sigmoid/tanh in the hidden layers, and add batch normalization."
+    ),
+    F.EXPLODING_GRADIENTS: (
+        "Lower the learning rate, clip gradients (e.g. `clipnorm=1.0` in the "
+        "optimizer), and add batch normalization."
+    ),
+    F.DEAD_RELU: (
+        "Use Leaky ReLU (or ELU) instead of ReLU, lower the learning rate, and "
+        "avoid large negative bias initialisation."
+    ),
+    F.SATURATED_ACTIVATIONS: (
+        "Use ReLU instead of sigmoid/tanh in hidden layers, add batch "
+        "normalization, and check the input scaling and weight initialisation."
+    ),
+    F.NON_FINITE: (
+        "Lower the learning rate, clip gradients (`clipnorm=1.0`), and check the "
+        "data (NaN/inf inputs or labels) and the loss (log of 0, division by 0)."
+    ),
+    F.UNSTANDARDIZED_INPUTS: (
+        "Standardize the inputs (zero mean, unit variance per feature), e.g. "
+        "with a `keras.layers.Normalization` layer adapted to the training data."
+    ),
+}
+# Every gradient zero while the loss is high: a saturated probability output.
+_ZERO_FIX = (
+    "If the loss takes probabilities from a softmax or sigmoid output, use a "
+    "linear output layer and the loss with `from_logits=True` (e.g. "
+    "`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`): a "
+    "saturated output gives probabilities of exactly 0 and 1 in float32, whose "
+    "gradient is exactly zero (the loss clips them, so it stays finite), while "
+    "from logits the gradient is never zero while the loss is high. Lower the "
+    "learning rate: a step too large saturates the output."
+)
+# A NaN after normal gradient norms: the data or the loss, not the step size.
+_DATA_FIX = (
+    "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "
+    "loss (log of 0, division by 0); clip gradients (`clipnorm=1.0`)."
+)
+
+
+def _finite(*values) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def _median(values) -> float | None:
+    # Plain Python: it runs after every step, on at most a few dozen values.
+    if not values:
+        return None
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+class _Streaks:
+    """Consecutive-recording counters keyed by (mode, layer)."""
+
+    def __init__(self):
+        self._start: dict[tuple, int] = {}
+        self._count: dict[tuple, int] = {}
+
+    def update(self, key: tuple, hit: bool, step: int) -> tuple[int, int]:
+        """Records one observation; returns (streak length, streak start)."""
+        if not hit:
+            self._count.pop(key, None)
+            self._start.pop(key, None)
+            return 0, step
+        self._start.setdefault(key, step)
+        self._count[key] = self._count.get(key, 0) + 1
+        return self._count[key], self._start[key]
+
+    def reset(self, keys: Iterable[tuple]) -> None:
+        for key in list(keys):
+            self.update(key, False, 0)
+
+    def keys(self, mode: str) -> list[tuple]:
+        return [key for key in self._count if key[0] == mode]
+
+
+class RuleFamily:
+    """Base of the rule families mixed into `HealthRules`: the bookkeeping
+    they share.
+
+    Uses the state `HealthRules.__init__` sets up: `thresholds`, `_streaks`,
+    `_reported`, `_first_loss` and `findings`.
+    """
+
+    def _exploded(self) -> bool:
+        return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
+
+    def _broken(self) -> bool:
+        """Whether a non-finite value was reported: the weights are (or soon
+        will be) NaN, so every later statistic describes a broken model, and
+        judging it would only add consequences (a NaN kernel outputs zeros
+        that look like dead units) to the cause."""
+        return any(key[0] == F.NON_FINITE for key in self._reported)
+
+    def _confirmed(self, count: int, start: int, step: int) -> bool:
+        """Whether a streak holds for `patience` recordings and steps."""
+        t = self.thresholds
+        return count >= t.patience and step - start + 1 >= t.patience_steps
+
+    def _converged(self, stats: StepStats) -> bool:
+        """Whether the loss fell below `converged_loss_ratio` of its first value."""
+        return (
+            stats.loss is not None
+            and self._first_loss is not None
+            and stats.loss <= self.thresholds.converged_loss_ratio * self._first_loss
+        )
+
+    def _add(
+        self, new, mode, layer, step, value, message, fix=None, severity=F.FAILURE
+    ) -> None:
+        if (mode, layer) in self._reported:
+            return
+        self._reported.add((mode, layer))
+        value = None if value is None else float(value)
+        fix = FIXES[mode] if fix is None else fix
+        new.append(Finding(mode, layer, int(step), value, message, fix, severity))
+
+    def _emit(self, new: list[Finding]) -> list[Finding]:
+        self.findings.extend(new)
+        return new

@@ -1,0 +1,315 @@
+"""Health rules judged on every training step's global gradient norm.
+
+The callback hands `HealthRules` each step's `SentinelEvent` (and the quiet
+steps within its `alarm_bounds`); the rule families here judge that series:
+exploding gradients and jumps of the norm or the learning rate
+(`NormRules`, on a `NormSeries`), non-finite steps (`NonFiniteRules`), and
+gradients that are all zero while the loss stays high
+(`ZeroGradientRules`). They derive from `RuleFamily` and are mixed into
+`HealthRules`, whose state (`thresholds`, `_streaks`, `_norms`, ...) they
+use.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import SentinelEvent
+from keras_actloss.diagnostics.rule_support import (
+    _DATA_FIX,
+    _ZERO_FIX,
+    FIXES,
+    RuleFamily,
+    _finite,
+    _median,
+)
+
+# A global norm at or below this is no gradient at all: float32's smallest
+# normal number (a float32 sum of squares underflows to 0 well above it).
+_ZERO_NORM = float(np.finfo("float32").tiny)
+# A loss at or below this has converged, whatever its early level: a clipped
+# cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
+_CONVERGED_LOSS = 1e-6
+# Steps in a row a norm must stay far below its recent level to be a jump.
+_DROP_STEPS = 3
+
+
+class NormSeries:
+    """The recent history of the global gradient norm, for the explosion rule.
+
+    Keeps the early baseline (median of the first `baseline` normal steps)
+    and the median of the last `window` normal steps, where a normal step is
+    one that was not over the explosion limit.
+    """
+
+    def __init__(self, baseline: int, window: int = 32):
+        self._baseline_size = baseline
+        self._early: list[float] = []
+        self._early_median: float | None = None
+        self._recent = collections.deque(maxlen=window)
+        self._losses = collections.deque(maxlen=window)
+        # The last finite norm (over the limit or not) and its step, and
+        # the one before them.
+        self.last: float | None = None
+        self.last_step: int | None = None
+        self._previous: tuple[float | None, int | None] = (None, None)
+
+    def add(self, step: int, norm: float) -> None:
+        """Notes a finite step's norm (normal or not) as the last one."""
+        if step != self.last_step:
+            self._previous = (self.last, self.last_step)
+        self.last, self.last_step = norm, step
+
+    def before(self, step: int) -> tuple[float | None, int | None]:
+        """The last finite norm of a step before `step`, and that step."""
+        if self.last_step is None or self.last_step < step:
+            return self.last, self.last_step
+        return self._previous
+
+    def early(self) -> float | None:
+        if self._early_median is None and self._early:
+            self._early_median = float(np.median(self._early))
+        return self._early_median
+
+    def recent(self) -> float | None:
+        return _median(self._recent)
+
+    def recent_loss(self) -> float | None:
+        """Median loss of the last `window` normal steps with a loss."""
+        return _median(self._losses)
+
+    def add_normal(self, norm: float, loss: float | None = None) -> None:
+        if loss is not None and math.isfinite(loss):
+            self._losses.append(loss)
+        if norm > 0:
+            self._recent.append(norm)
+            if len(self._early) < self._baseline_size:
+                self._early.append(norm)
+                self._early_median = None
+
+
+class NormRules(RuleFamily):
+    """Exploding gradients and jumps, judged on every step's global norm.
+
+    A norm far over its early baseline and its recent level (with the loss
+    rising), or over an absolute ceiling, for `exploding_patience` steps in
+    a row, or one huge spike, is an explosion; a norm or learning rate that
+    jumps by `jump_factor` sets `jumped`. Mixed into `HealthRules`.
+    """
+
+    def alarm_bounds(self) -> tuple[float, float, float, float]:
+        """Bounds within which a step needs no judging at once: the squared
+        global norm (low, high) and the learning rate (low, high).
+
+        A step outside them may start an explosion or a jump
+        (`observe_step` decides); one inside would be judged normal. Before
+        the baseline and the recent level exist, every step is outside.
+        """
+        t = self.thresholds
+        early, recent = self._norms.early(), self._norms.recent()
+        if early is None or recent is None or self._broken():
+            return (0.0, 0.0, 0.0, 0.0)
+        high = min(t.jump_factor * recent, t.exploding_growth * early, t.exploding_norm)
+        low = recent / t.jump_factor
+        rate = self._last_rate
+        if rate is None or not math.isfinite(rate) or rate <= 0:
+            rates = (0.0, math.inf) if rate == 0 else (0.0, 0.0)
+        else:
+            # Just inside the jump (a factor of exactly jump_factor jumps).
+            rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
+        # Just inside the norm bounds too, so a borderline step is judged.
+        return (low * low * 1.001, high * high / 1.001, *rates)
+
+    def _rate_jump(self, step: int, rate: float | None) -> None:
+        """Flags a learning rate that changed by `jump_factor` in one step."""
+        last, self._last_rate = self._last_rate, rate
+        if _finite(rate, last) and rate > 0 and last > 0:
+            factor = self.thresholds.jump_factor
+            self.jumped = rate >= factor * last or last >= factor * rate
+            if self.jumped:
+                self._rate_change = (step, last, rate)
+
+    def _limit(self) -> float:
+        """Global norm above which a step counts towards an explosion, from
+        the early baseline (before the recent level is consulted)."""
+        t = self.thresholds
+        early = self._norms.early()
+        if early is None:
+            return t.exploding_norm
+        return min(t.exploding_growth * early, t.exploding_norm)
+
+    def _exploding_norm(self, new, step: int, norm: float, loss=None) -> None:
+        t = self.thresholds
+        series = self._norms
+        over = norm > self._limit()
+        recent = None
+        rising = self._loss_rising(loss)
+        if over and norm <= t.exploding_norm:
+            # Beyond the early baseline: the norm may have drifted up with
+            # healthy training; an explosion is beyond its recent level too,
+            # and the loss goes up with it.
+            recent = series.recent()
+            over = rising and (recent is None or norm > t.exploding_growth * recent)
+        key = (F.EXPLODING_GRADIENTS, None)
+        count, start = self._streaks.update(key, over, step)
+        early = series.early()
+        spike = (
+            early is not None
+            and norm >= t.exploding_spike_growth * early
+            and (rising or norm > t.exploding_norm)
+        )
+        if spike or count >= t.exploding_patience:
+            growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
+            if norm == math.inf:
+                growth += " (beyond float32's range)"
+            message = (
+                f"The global gradient norm reached {norm:.3g} at step {step}"
+                f"{growth}: the gradients are exploding and training diverges."
+            )
+            self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message)
+        if not over:
+            if recent is None:
+                recent = series.recent() if series.last is not None else None
+            self._norm_jump(norm, recent)
+            series.add_normal(norm, loss)
+        elif count == 1:
+            self.jumped = True
+        series.add(step, norm)
+
+    def _loss_rising(self, loss: float | None) -> bool:
+        """Whether `loss` is `exploding_loss_rise` times its recent level or
+        more (or not finite); True when either is unknown."""
+        recent = self._norms.recent_loss()
+        if loss is None or recent is None or not math.isfinite(loss):
+            return True
+        # Relative to the level's size, so a negative loss rises too.
+        return loss - recent >= (self.thresholds.exploding_loss_rise - 1) * abs(recent)
+
+    def _norm_jump(self, norm: float, recent: float | None) -> None:
+        """Flags a norm `jump_factor` above its recent level (a bad batch or
+        the start of a blow-up), or below it for `_DROP_STEPS` steps in a
+        row (a collapse; one quiet batch is common with small batches)."""
+        jump = self.thresholds.jump_factor
+        low = bool(recent) and norm * jump <= recent
+        self._low = self._low + 1 if low else 0
+        if (recent and norm >= jump * recent) or self._low == _DROP_STEPS:
+            self.jumped = True
+
+
+class NonFiniteRules(RuleFamily):
+    """A NaN or infinite step, reported with its likely cause.
+
+    Mixed into `HealthRules`: an explosion when the norm before the step
+    was over the limit or had just jumped, else the data or the loss.
+    """
+
+    def _non_finite_step(self, new, event: SentinelEvent, loss=None) -> None:
+        """A non-finite step: reported with its cause, an explosion when the
+        norm before it was over the limit or had just jumped."""
+        t = self.thresholds
+        key = (F.EXPLODING_GRADIENTS, None)
+        count, start = self._streaks.update(key, False, event.step)
+        (last, last_step), early = self._norms.before(event.step), self._norms.early()
+        recent = self._norms.recent()
+        grew = last is not None and (
+            last > t.exploding_norm
+            or (early is not None and last > t.exploding_growth * early)
+            or (recent is not None and last >= t.jump_factor * recent)
+        )
+        message = self._non_finite_message(
+            event.step, event.layer, event.global_norm, loss
+        )
+        if grew:
+            growth = "" if not early else f", {last / early:.3g}x its early {early:.3g}"
+            self._add(
+                new,
+                F.EXPLODING_GRADIENTS,
+                None,
+                last_step,
+                last,
+                f"The global gradient norm grew to {last:.3g} by step "
+                f"{last_step}{growth}, and step {event.step} was not finite: "
+                "the gradients exploded.",
+            )
+            message += " It follows the explosion of the gradient norm."
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        else:
+            before = "" if last is None else f" (last finite norm {last:.3g})"
+            message += (
+                f" The gradient norms before it were normal{before}: the cause "
+                "is likely in the data or the loss, not the step size."
+            )
+            fix = _DATA_FIX
+        self._add(
+            new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    @staticmethod
+    def _non_finite_message(step, layer, norm, loss) -> str:
+        where = f"in layer '{layer}'" if layer else "in the model"
+        what = f"global gradient norm {norm}" + (
+            "" if loss is None else f", loss {loss}"
+        )
+        return (
+            f"Non-finite gradients {where} at step {step} ({what}): the weights "
+            "will become NaN and training cannot recover."
+        )
+
+
+class ZeroGradientRules(RuleFamily):
+    """Every gradient zero for `patience_steps` steps while the loss is high.
+
+    Mixed into `HealthRules`; reported as the model's vanishing gradients.
+    """
+
+    def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
+        """Counts a step towards a run of zero gradients while the loss is
+        high; returns (streak length, streak start)."""
+        if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
+            self._early_losses.append(loss)
+        early = _median(self._early_losses)
+        hit = (
+            self._trainable
+            and norm <= _ZERO_NORM
+            and _finite(loss, early)
+            and loss > _CONVERGED_LOSS
+            and loss > self.thresholds.converged_loss_ratio * early
+        )
+        # Its own key: the per-layer vanishing rule resets its streaks.
+        count, start = self._streaks.update(("zero_gradients", None), hit, step)
+        if not hit:
+            self._zero_losses.clear()
+            self._zero_peak = 0.0
+        else:
+            self._zero_losses.append(loss)
+            self._zero_peak = max(self._zero_peak, norm)
+        return count, start
+
+    def _zero_gradients(self, new, step: int, norm: float, loss=None) -> None:
+        """Reports every gradient zero for `patience_steps` steps in a row
+        while the loss stays high: training has stopped."""
+        count, start = self._zero_streak(step, norm, loss)
+        reported = (F.VANISHING_GRADIENTS, None) in self._reported
+        if count < self.thresholds.patience_steps or reported:
+            return
+        zero = "exactly 0" if self._zero_peak == 0 else f"below {_ZERO_NORM:.2g}"
+        message = (
+            f"The global gradient norm was {zero} for {count} steps in a row "
+            f"(steps {start}-{step}) while the loss stayed at about "
+            f"{_median(self._zero_losses):.3g} (against "
+            f"{_median(self._early_losses):.3g} in the first steps): no "
+            "gradient reaches any weight, so training has stopped."
+        )
+        change = self._rate_change
+        if change is not None and start - self.thresholds.patience_steps <= change[0]:
+            message += (
+                f" The learning rate jumped from {change[1]:.3g} to "
+                f"{change[2]:.3g} at step {change[0]}."
+            )
+        self._add(
+            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, _ZERO_FIX
+        )
