@@ -10,7 +10,7 @@ grads, trainable_variables)`. This module wraps, on the instances only and
 for the duration of `fit`:
 
 - `optimizer.stateless_apply` of every optimizer that may update the
-  model's weights (`_keras_hooks.find_optimizers`, as on TensorFlow:
+  model's weights (`_model_plan.find_optimizers`, as on TensorFlow:
   `model.optimizer`, the optimizers held by the model's attributes, as a
   GAN's `d_optimizer` and `g_optimizer`, and those passed to the callback;
   the outer one of a `LossScaleOptimizer`). Each call of the step notes the
@@ -84,10 +84,8 @@ from keras import ops
 
 from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
-from keras_actloss.callbacks._keras_hooks import (
-    TrainHooks,
-    learning_rate,
-)
+from keras_actloss.callbacks._keras_hooks import TrainHooks
+from keras_actloss.callbacks._model_plan import learning_rate
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -253,7 +251,7 @@ class JaxTrainHooks(JaxStats):
 
     Args:
         model: The compiled Keras model.
-        plans: The monitored layers (from `_keras_hooks.plan_layers`).
+        plans: The monitored layers (from `_model_plan.plan_layers`).
         histogram_size: Gradient elements kept per layer for histograms (a
             strided sample), or 0 for none.
         ring_rows: Kept for the interface: the every-step rows wait on the

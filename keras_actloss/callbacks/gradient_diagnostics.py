@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
-from keras_actloss.callbacks import _keras_hooks
+from keras_actloss.callbacks import _keras_hooks, _model_plan
 from keras_actloss.callbacks._graph_stats import FULL, SENTINEL
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -401,7 +401,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             self.findings, self.history = [], []
             self._labels_checked, self._last_histogram = False, None
         if fresh:
-            plans = _keras_hooks.plan_layers(model)
+            plans = _model_plan.plan_layers(model)
             if not self.record_activations:
                 for plan in plans:
                     plan.profile = None
