@@ -82,10 +82,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
 from keras_actloss.callbacks._jax_stats import JaxStats
 from keras_actloss.callbacks._keras_hooks import TrainHooks
 from keras_actloss.callbacks._model_plan import learning_rate
+from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"

@@ -16,7 +16,7 @@ the jitted step with its logs:
   (zeros on the others, see `_jax_hooks._Trace.when_full`).
 
 The host turns `"row"` into a row of the TensorFlow ring
-(`_graph_stats.RING_*`, `_read_row`), judges the steps with the same
+(`_step_rows.RING_*`, `_read_row`), judges the steps with the same
 `fold_rows` and reads a full step with the same `full_record`.
 """
 
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._graph_stats import (
+from keras_actloss.callbacks._step_rows import (
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
@@ -254,7 +254,7 @@ class JaxStats:
         return [next(host) if isinstance(out, dict) else out for out in pending]
 
     def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
-        """Sets the alarm bounds (`_graph_stats.BOUND_FIELDS`), checked on
+        """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
         the host after each quiet step."""
         self._bounds = tuple(float(b) for b in bounds)
 
@@ -305,7 +305,7 @@ class JaxStats:
 
 
 def _read_row(values) -> list[float]:
-    """A host row in the `_graph_stats` ring layout (`fold_rows`) from a
+    """A host row in the `_step_rows` ring layout (`fold_rows`) from a
     `"row"` vector: the step, no tick, the loss scale, the learning rate,
     the loss, then each variable's gradient norm (scaled)."""
     values = np.asarray(values, "float64").tolist()

@@ -57,18 +57,18 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_actloss.callbacks._graph_stats import (
+from keras_actloss.callbacks._graph_stats import GraphStats
+from keras_actloss.callbacks._model_plan import (
+    LayerPlan,
+    find_optimizers,
+    learning_rate,
+)
+from keras_actloss.callbacks._step_rows import (
     ALARM_LOGS_KEY,
     FULL,
     FULL_LOGS_KEY,
     LABEL_ROWS,
     RING_HEAD,
-    GraphStats,
-)
-from keras_actloss.callbacks._model_plan import (
-    LayerPlan,
-    find_optimizers,
-    learning_rate,
 )
 from keras_actloss.diagnostics.step_reader import StepLayout
 from keras_actloss.diagnostics.step_stats import RowLayout

@@ -14,7 +14,7 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
 from keras_actloss.callbacks import _keras_hooks, _model_plan
-from keras_actloss.callbacks._graph_stats import FULL, SENTINEL
+from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
