@@ -10,7 +10,7 @@ grads, trainable_variables)`. This module wraps, on the instances only and
 for the duration of `fit`:
 
 - `optimizer.stateless_apply` of every optimizer that may update the
-  model's weights (`_keras_hooks.find_optimizers`, as on TensorFlow:
+  model's weights (`_model_plan.find_optimizers`, as on TensorFlow:
   `model.optimizer`, the optimizers held by the model's attributes, as a
   GAN's `d_optimizer` and `g_optimizer`, and those passed to the callback;
   the outer one of a `LossScaleOptimizer`). Each call of the step notes the
@@ -82,12 +82,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._graph_stats import FULL, FULL_LOGS_KEY
-from keras_actloss.callbacks._jax_stats import JaxStats
-from keras_actloss.callbacks._keras_hooks import (
-    TrainHooks,
-    learning_rate,
-)
+from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
+from keras_actloss.callbacks._keras_hooks import TrainHooks
+from keras_actloss.callbacks._model_plan import learning_rate
+from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -212,40 +210,6 @@ def is_chief() -> bool:
     return jax.process_index() == 0
 
 
-class _Trace:
-    """What the wrappers note while one step is traced (or run eagerly).
-
-    `full` says whether the step records its full statistics: a Python bool
-    when the step runs eagerly, else a traced boolean scalar, the argument
-    of the one jitted program that serves every step (`when_full`).
-    """
-
-    def __init__(self, full):
-        self.full = full
-        self.recording = False
-        self.loss_seen = False
-        self.outputs: dict[int, list] = {}
-        self.activation_layout = ()
-        self.applied: list[dict] = []
-        self.applying = False
-
-    def when_full(self, compute):
-        """`compute()` on a full step, zeros of its structure otherwise.
-
-        Under `jit` a `jax.lax.cond`: XLA runs only the branch taken, so an
-        every-step check does not pay for the full statistics, and one
-        compiled program serves both kinds of step (a second program cost a
-        second XLA compilation, longer than many short runs).
-        """
-        if isinstance(self.full, bool):
-            return compute() if self.full else _zeros(jax.eval_shape(compute))
-        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
-
-
-def _zeros(shapes):
-    return jax.tree_util.tree_map(lambda s: ops.zeros(s.shape, s.dtype), shapes)
-
-
 class JaxTrainHooks(JaxStats):
     """Installs, runs and removes the instrumentation of one `fit` on JAX.
 
@@ -253,7 +217,7 @@ class JaxTrainHooks(JaxStats):
 
     Args:
         model: The compiled Keras model.
-        plans: The monitored layers (from `_keras_hooks.plan_layers`).
+        plans: The monitored layers (from `_model_plan.plan_layers`).
         histogram_size: Gradient elements kept per layer for histograms (a
             strided sample), or 0 for none.
         ring_rows: Kept for the interface: the every-step rows wait on the
@@ -456,7 +420,7 @@ class JaxTrainHooks(JaxStats):
     # --------------------------------------------------------- in the trace
     def _step(self, state, data, full):
         """The model's `train_step` with the statistics added to its logs
-        (the full ones when `full`, see `_Trace`)."""
+        (the full ones when `full`, see `_jax_stats._Trace`)."""
         trace = self._trace = _Trace(full)
         try:
             logs, state = self.model.train_step(state, data)

@@ -13,11 +13,14 @@ the jitted step with its logs:
   float32), the loss scale (1 without), the learning rate, the loss, then
   the gradients' `step_stats.norm_row` (scaled);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
-  (zeros on the others, see `_jax_hooks._Trace.when_full`).
+  (zeros on the others, see `_Trace.when_full`).
 
 The host turns `"row"` into a row of the TensorFlow ring
-(`_graph_stats.RING_*`, `_read_row`), judges the steps with the same
+(`_step_rows.RING_*`, `_read_row`), judges the steps with the same
 `fold_rows` and reads a full step with the same `full_record`.
+
+`_Trace` is what the wrappers of `_jax_hooks` note while one step is
+traced, and what these statistics read of it (`when_full`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._graph_stats import (
+from keras_actloss.callbacks._step_rows import (
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
@@ -49,6 +52,40 @@ _STEP_SPLIT = 2**20
 # What `JaxStats._merge` joins per variable, in a call's record.
 MERGED = ("grads", "variables", "before", "after")
 _ROW_SCALE = 2
+
+
+class _Trace:
+    """What the wrappers note while one step is traced (or run eagerly).
+
+    `full` says whether the step records its full statistics: a Python bool
+    when the step runs eagerly, else a traced boolean scalar, the argument
+    of the one jitted program that serves every step (`when_full`).
+    """
+
+    def __init__(self, full):
+        self.full = full
+        self.recording = False
+        self.loss_seen = False
+        self.outputs: dict[int, list] = {}
+        self.activation_layout = ()
+        self.applied: list[dict] = []
+        self.applying = False
+
+    def when_full(self, compute):
+        """`compute()` on a full step, zeros of its structure otherwise.
+
+        Under `jit` a `jax.lax.cond`: XLA runs only the branch taken, so an
+        every-step check does not pay for the full statistics, and one
+        compiled program serves both kinds of step (a second program cost a
+        second XLA compilation, longer than many short runs).
+        """
+        if isinstance(self.full, bool):
+            return compute() if self.full else _zeros(jax.eval_shape(compute))
+        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+
+
+def _zeros(shapes):
+    return jax.tree_util.tree_map(lambda s: ops.zeros(s.shape, s.dtype), shapes)
 
 
 class JaxStats:
@@ -133,7 +170,7 @@ class JaxStats:
 
     def _full_statistics(self, trace, applied, extra, data) -> dict:
         """The rest of `step_stats.FULL_KEYS` (on full steps, see
-        `_jax_hooks._Trace.when_full`); notes the full step's layout."""
+        `_Trace.when_full`); notes the full step's layout."""
         # The norms are in the row already (`_statistics`).
         gradients = step_stats.norm_row(
             applied["grads"], extremes=True, joined=True, norms=False
@@ -254,7 +291,7 @@ class JaxStats:
         return [next(host) if isinstance(out, dict) else out for out in pending]
 
     def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
-        """Sets the alarm bounds (`_graph_stats.BOUND_FIELDS`), checked on
+        """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
         the host after each quiet step."""
         self._bounds = tuple(float(b) for b in bounds)
 
@@ -305,7 +342,7 @@ class JaxStats:
 
 
 def _read_row(values) -> list[float]:
-    """A host row in the `_graph_stats` ring layout (`fold_rows`) from a
+    """A host row in the `_step_rows` ring layout (`fold_rows`) from a
     `"row"` vector: the step, no tick, the loss scale, the learning rate,
     the loss, then each variable's gradient norm (scaled)."""
     values = np.asarray(values, "float64").tolist()

@@ -212,7 +212,7 @@ def _hooks_of_a_line():
     """`JaxTrainHooks` of a compiled `Dense(1)` on one input: two variables
     (kernel, bias), both of the layer "line"."""
     from keras_actloss.callbacks._jax_hooks import JaxTrainHooks
-    from keras_actloss.callbacks._keras_hooks import plan_layers
+    from keras_actloss.callbacks._model_plan import plan_layers
     from keras_actloss.diagnostics.step_stats import RowLayout
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])

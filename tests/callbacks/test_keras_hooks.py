@@ -10,7 +10,7 @@ from callback_models import build_model, weights
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 
-from keras_actloss.callbacks import GradientDiagnostics, _keras_hooks
+from keras_actloss.callbacks import GradientDiagnostics, _keras_hooks, _model_plan
 
 
 def test_keras_internals_we_rely_on_exist():
@@ -75,7 +75,7 @@ def test_plan_layers_names_profiles_and_channel_axis():
     x = keras.layers.Activation("sigmoid", name="act")(x)
     x = Block(name="block")(x)
     model = keras.Model(inp, x)
-    plans = _keras_hooks.plan_layers(model)
+    plans = _model_plan.plan_layers(model)
     got = [
         (p.info.name, p.info.activation, p.info.has_trainable_weights) for p in plans
     ]
@@ -203,7 +203,7 @@ def _sentinel_step(lr, x, y, bounds=None):
     SGD(lr); its hooks and the SGD gradient `(w_before - w_after) / lr`."""
     model = build_model("sequential")
     model.compile(keras.optimizers.SGD(lr), "mse")
-    hooks = _keras_hooks.TrainHooks(model, _keras_hooks.plan_layers(model))
+    hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
     hooks.install()
     try:
         if bounds is not None:
@@ -248,7 +248,7 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
     try:
         model = build_model("sequential")
         model.compile(keras.optimizers.SGD(0.01), "mse")
-        hooks = _keras_hooks.TrainHooks(model, _keras_hooks.plan_layers(model))
+        hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
         hooks.install()
         hooks.set_bounds((0.0, 1e30, 0.0, 1.0))
         hooks.use("sentinel")

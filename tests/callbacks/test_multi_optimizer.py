@@ -27,7 +27,7 @@ from multi_optimizer_support import (
 from keras_actloss.callbacks import (
     GradientDiagnostics,
     GradientHealthWarning,
-    _keras_hooks,
+    _model_plan,
 )
 
 
@@ -379,7 +379,7 @@ def test_find_optimizers_hooks_the_outer_loss_scale_optimizer():
     model.stages = {"scaled": outer}
     model.inner = inner
     model.pair = [model.optimizer, extra]
-    found = _keras_hooks.find_optimizers(model, [extra, inner])
+    found = _model_plan.find_optimizers(model, [extra, inner])
     assert [(path, o) for path, o in found] == [
         ("model.optimizer", model.optimizer),
         ("model.stages['scaled']", outer),

@@ -1,0 +1,145 @@
+"""What `GradientDiagnostics` relies on besides its hooks.
+
+The backend's hooks and who writes the logs (`_check_backend`,
+`_hooks_class`, `_is_chief`), the checks of the constructor's arguments,
+and the conversion of the hooks' read-out of a recording into the
+`StepStats` the rules and the writer take (`step_stats`, `input_scale`),
+with the schedule of recordings (`recording_gap`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from keras_actloss.callbacks import _keras_hooks
+from keras_actloss.diagnostics.records import LayerStats, StepStats
+
+# Keras backends the callback runs on; PyTorch is not supported yet.
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def _check_backend() -> None:
+    """Raises `ValueError` on a Keras backend the callback does not support."""
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            "GradientDiagnostics supports the TensorFlow and JAX backends "
+            "(KERAS_BACKEND=tensorflow or jax); PyTorch is not supported yet. "
+            "The activations, layers, losses, logs and `keras-actloss report` "
+            f"work on every backend. Received: backend={backend!r}"
+        )
+
+
+def _hooks_class():
+    """The hooks of the current backend (checked by `_check_backend`)."""
+    if keras.backend.backend() == "jax":
+        from keras_actloss.callbacks import _jax_hooks
+
+        return _jax_hooks.JaxTrainHooks
+    return _keras_hooks.TrainHooks
+
+
+def _is_chief(model) -> bool:
+    """Whether this process writes the logs."""
+    if keras.backend.backend() == "jax":
+        from keras_actloss.callbacks import _jax_hooks
+
+        return _jax_hooks.is_chief()
+    return _keras_hooks.is_chief(model.distribute_strategy)
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be a positive integer"
+            f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
+        )
+
+
+def _bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Argument `{name}` must be a bool. Received: {name}={value!r}"
+        )
+
+
+def _optimizer_list(value) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(o, keras.optimizers.Optimizer) for o in value
+    ):
+        raise ValueError(
+            "Argument `optimizers` must be a list of "
+            "`keras.optimizers.Optimizer` instances or None. "
+            f"Received: optimizers={value!r}"
+        )
+
+
+def _scalar(value) -> float:
+    """A Python number from a variable, tensor or number."""
+    value = value.numpy() if hasattr(value, "numpy") else value
+    return float(value)
+
+
+def _float_or_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def step_stats(
+    data: dict, names: list[str], samples: dict, input_scale: float | None = None
+) -> StepStats:
+    """Builds the `StepStats` of one recording from the hooks' read-out."""
+    layers = []
+    for i, (name, fields) in enumerate(zip(names, data["layers"])):
+        values = {
+            k: _float_or_none(v) for k, v in fields.items() if k != "unit_activity"
+        }
+        layers.append(
+            LayerStats(
+                layer=name,
+                grad_values=samples.get(i),
+                unit_activity=fields.get("unit_activity"),
+                **values,
+            )
+        )
+    return StepStats(
+        step=int(data["step"]),
+        global_norm=float(data["global_norm"]),
+        non_finite=bool(data["non_finite"]),
+        loss=None if data["loss"] is None else float(data["loss"]),
+        learning_rate=float(data["learning_rate"]),
+        layers=layers,
+        batch_size=int(data["batch_size"]),
+        input_scale=input_scale,
+    )
+
+
+def input_scale(x: np.ndarray | None) -> float | None:
+    """The largest `max(|mean|, std)` over the features (last axis) of a
+    batch of inputs: about 1 when they are standardized. None without
+    finite float inputs of rank 2 or more."""
+    if x is None or x.ndim < 2 or not np.isfinite(x).all():
+        return None
+    features = x.reshape(-1, x.shape[-1]).astype("float64")
+    return float(np.maximum(np.abs(features.mean(axis=0)), features.std(axis=0)).max())
+
+
+def recording_gap(step: int, origin: int, every_n_steps: int, dense: int) -> int:
+    """Steps from a recording at `step` to the next one.
+
+    Every step for the first `2 * dense` steps after `origin` (the start of
+    training, or a jump), then a gap that grows by one step every `dense`
+    steps, up to `every_n_steps`. `dense=0`: always `every_n_steps`.
+
+    >>> [recording_gap(s, 0, 100, 8) for s in (0, 15, 16, 40, 5000)]
+    [1, 1, 2, 5, 100]
+    """
+    if not dense:
+        return every_n_steps
+    return max(1, min(every_n_steps, (step - origin) // dense))

@@ -1,0 +1,182 @@
+"""What `GradientDiagnostics` monitors on a model, found by walking it.
+
+`plan_layers` lists the monitored layers in model order (`LayerPlan`: their
+variables, the profile of their output activation and their distance from
+the outputs in the layer graph); `find_optimizers` finds the optimizers that
+may update the model's weights, and `learning_rate` what is noted as an
+optimizer's rate. Both backends' hooks use them (`_keras_hooks`,
+`_jax_hooks`). Nothing is wrapped or changed here; the walk reads the layer
+tracking and the functional graph Keras keeps (`_flatten_layers`,
+`_operations_by_depth`), which `_keras_hooks.check_internals()` checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_actloss import activations
+from keras_actloss.diagnostics.records import LayerInfo
+from keras_actloss.profiles import ActivationProfile
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """One monitored layer: its variables and the profile of its output."""
+
+    info: LayerInfo
+    layer: Any
+    variables: list
+    profile: ActivationProfile | None
+    channel_axis: int = -1
+    leaf: bool = True
+
+
+def _children(layer) -> list:
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _watched_profile(layer) -> ActivationProfile | None:
+    try:
+        profile = activations.profile(layer)
+    except ValueError:
+        return None
+    if profile is None:
+        return None
+    if profile.inactive_below is None and profile.saturation_bounds is None:
+        return None
+    return profile
+
+
+def graph_depths(container) -> dict[int, int] | None:
+    """`id(layer)` -> depth in `container`'s layer graph (0 = its outputs),
+    or None for a container without one (a subclassed model or layer).
+
+    Reads the graph Keras keeps for functional models (and a built
+    `Sequential`'s functional twin).
+    """
+    graph = getattr(container, "_functional", None) or container
+    by_depth = getattr(graph, "_operations_by_depth", None)
+    if not isinstance(by_depth, dict):
+        return None
+    return {id(op): depth for depth, ops in by_depth.items() for op in ops}
+
+
+def _walk(layer, prefix: str, seen: set, base: int | None):
+    """Yields `(name, layer, variables, leaf, distance)` in model order.
+
+    `distance` is the layer's depth in the layer graph from the model's
+    outputs, summed over nested graphs; the sublayers of a layer without a
+    graph share its distance (they are siblings); None below a container
+    without a graph.
+    """
+    depths = None if base is None else graph_depths(layer)
+    for child in _children(layer):
+        if id(child) in seen or isinstance(child, keras.layers.InputLayer):
+            continue
+        seen.add(id(child))
+        name = prefix + child.name
+        distance = base if depths is None else base + depths.get(id(child), 0)
+        kids = _children(child)
+        if not kids:
+            yield name, child, list(child.trainable_variables), True, distance
+            continue
+        inner = {id(v) for k in kids for v in k.trainable_variables}
+        own = [v for v in child.trainable_variables if id(v) not in inner]
+        if own:
+            yield name, child, own, False, distance
+        yield from _walk(child, name + "/", seen, distance)
+
+
+def plan_layers(model) -> list[LayerPlan]:
+    """Lists the monitored layers of `model` in model order.
+
+    Leaf layers (no sublayers) are monitored when they have trainable
+    variables or an output activation from the ReLU family, sigmoid or tanh;
+    nested models and composite layers are walked and named `outer/inner`.
+    Each gets its distance from the outputs in the layer graph (None in a
+    subclassed model).
+    A composite layer's own variables (outside its sublayers) form an entry
+    of their own, without activation statistics.
+    """
+    plans = []
+    base = None if graph_depths(model) is None else 0
+    for name, layer, variables, leaf, distance in _walk(model, "", set(), base):
+        profile = _watched_profile(layer) if leaf else None
+        if not variables and profile is None:
+            continue
+        axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+        info = LayerInfo(
+            name=name,
+            class_name=type(layer).__name__,
+            activation=None if profile is None else profile.name,
+            has_trainable_weights=bool(variables),
+            depth=len(plans),
+            distance=distance,
+        )
+        plans.append(LayerPlan(info, layer, variables, profile, axis, leaf))
+    return plans
+
+
+def learning_rate(optimizer):
+    """What the statistics note as `optimizer`'s learning rate.
+
+    A `keras.optimizers.MultiOptimizer` has none of its own (reading it
+    raises): the largest of its optimizers' rates stands for it (behind a
+    `LossScaleOptimizer` too), so a jump of the largest is seen.
+    """
+    inner = optimizer
+    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        inner = inner.inner_optimizer
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is None or not isinstance(inner, multi):
+        return optimizer.learning_rate
+    rates = [ops.cast(learning_rate(o), "float32") for o in inner.optimizers]
+    return ops.max(ops.stack(rates)) if rates else ops.zeros((), "float32")
+
+
+def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:
+    """The optimizers to hook on `model`, each with where it was found.
+
+    `model.optimizer`, then every optimizer held by an attribute of the model
+    or of one of its layers, directly or in a list, tuple or dict (as Keras
+    saves them with the model: a GAN's `self.d_optimizer`), then `extra` (the
+    callback's `optimizers=`), without repeats. An optimizer wrapped by a
+    `LossScaleOptimizer` among them is left out: the outer `apply` receives
+    the gradients (scaled) and calls it.
+    """
+    found: dict[int, tuple[str, Any]] = {}
+
+    def add(path: str, value) -> None:
+        if isinstance(value, keras.optimizers.Optimizer) and id(value) not in found:
+            found[id(value)] = (path, value)
+
+    add("model.optimizer", getattr(model, "optimizer", None))
+    owners = [("model", model)] + [
+        (f"model.{layer.name}", layer)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    ]
+    for prefix, owner in owners:
+        attributes = vars(owner).items()
+        for attr, value in attributes:
+            add(f"{prefix}.{attr}", value)
+        # Then in containers (TensorFlow's tracking keeps a dict of every
+        # tracked attribute: found above under its own name).
+        for attr, value in attributes:
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    add(f"{prefix}.{attr}[{i}]", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    add(f"{prefix}.{attr}[{key!r}]", item)
+    for i, optimizer in enumerate(extra):
+        add(f"optimizers[{i}]", optimizer)
+    inner = {
+        id(o.inner_optimizer)
+        for _, o in found.values()
+        if isinstance(o, keras.optimizers.LossScaleOptimizer)
+    }
+    return [entry for key, entry in found.items() if key not in inner]

@@ -1,0 +1,139 @@
+"""The rows every instrumented step leaves, and how the host judges them.
+
+Backend-neutral (no TensorFlow, no JAX): the layout of a step's row
+(`RING_*`), the logs keys the step's statistics leave the train function
+under, the kinds of step (`SENTINEL`, `FULL`), the alarm bounds
+(`BOUND_FIELDS`, `within_bounds`), and the host functions both backends'
+readers share: `fold_rows` judges the every-step rows, `full_record` builds
+the record of a full step. The TensorFlow hooks write the rows in-graph
+(`_graph_stats.GraphStats`), the JAX ones return them from the jitted step
+(`_jax_stats.JaxStats`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_actloss.diagnostics import step_reader
+from keras_actloss.diagnostics.step_stats import RowLayout
+
+SENTINEL = "sentinel"
+FULL = "full"
+
+# Under dynamic loss scaling a non-finite step is an overflow that the
+# optimizer skips (and halves the scale). It only counts as a real non-finite
+# gradient once this many consecutive steps were non-finite: by then the
+# scale has been cut by 2**10, far beyond any normal overflow streak.
+LOSS_SCALE_PATIENCE = 10
+
+# Label rows kept from a recorded batch for `check_model(model, y=...)`.
+LABEL_ROWS = 64
+
+# A ring row, written on every step: the step, a tick (our own step count,
+# only under loss scaling, where a skipped step repeats the step), the loss
+# scale (1 without), the learning rate, the loss (this replica's; NaN when
+# unknown), then `norm_row` of the gradients, zero-padded.
+RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
+# The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
+# leave the train function under (taken out before Keras sees the logs)...
+FULL_LOGS_KEY = "_keras_actloss_full"
+# ...and what every step's alarm is judged on: `[2]` float32, the unscaled
+# squared global norm and the learning rate.
+ALARM_LOGS_KEY = "_keras_actloss_alarm"
+# Alarm bounds the host sets (`set_bounds`): the unscaled squared global
+# norm must stay in [low, high] and the learning rate in [low, high].
+BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high")
+
+
+def within_bounds(total: float, rate: float, bounds) -> bool:
+    """Whether a step's unscaled squared global norm `total` and learning
+    `rate` lie within the alarm `bounds` (`BOUND_FIELDS`); False for None
+    bounds (not set yet) and for a NaN, which fails every comparison."""
+    if bounds is None:
+        return False
+    low, high, rate_low, rate_high = bounds
+    return low <= total <= high and rate_low <= rate <= rate_high
+
+
+def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
+    """`read_full`'s record of a full step (both backends): its head, the
+    steps judged up to it and `"layers"` (`step_reader.read_layers`).
+
+    `values`: the step's `step_stats.FULL_KEYS` as Python lists, with
+    `"row"` a host ring row (`RING_*`).
+    """
+    row, (loss, batch) = values["row"], values["head"]
+    step, norm, counted, skipped = steps[-1][:4]
+    head = {
+        "loss": loss if loss_known else None,
+        "batch_size": batch,
+        "learning_rate": row[RING_LR],
+        "step": step,
+        "global_norm": norm,
+        "non_finite": float(counted),
+        "skipped": float(skipped),
+        "steps": steps,
+    }
+    values = {
+        **values,
+        "norms": row[RING_HEAD : RING_HEAD + len(layout.grads.order)],
+        "batch_size": batch,
+    }
+    head["layers"] = step_reader.read_layers(layout, values, row[RING_SCALE])
+    return head
+
+
+def fold_rows(
+    rows, layout: RowLayout, layers, streak: float, patience=None
+) -> tuple[list[tuple], float]:
+    """Judges ring rows (in step order) one step at a time.
+
+    `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
+    index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
+    Returns one `(step, norm, counted, skipped, layer, learning_rate, loss)`
+    per row and the new non-finite `streak`. With `patience` (loss scaling) a
+    non-finite step only counts once it is the `patience`-th in a row;
+    earlier ones are skipped overflow steps. `layer` is the first layer with
+    non-finite gradients of a counted step, else -1.
+
+    Without loss scaling an infinite norm with no NaN and a finite loss is
+    a norm beyond float32's range (its square overflows), not a non-finite
+    gradient: its norm is `inf` and it is not counted.
+
+    Plain Python on a few dozen values a row: it runs after every step,
+    where NumPy's per-call cost is more than the arithmetic.
+    """
+    m = len(layout.order)
+    out = []
+    for row in rows.tolist() if isinstance(rows, np.ndarray) else rows:
+        values = row[RING_HEAD : RING_HEAD + m]
+        # Norms and sums of squares are >= 0: the total is NaN if any value
+        # is, else infinite if any value is.
+        total = layout.total(values)
+        norm = math.sqrt(total) / row[RING_SCALE]
+        bad = not math.isfinite(total)
+        if bad and patience is None:
+            bad = math.isnan(total) or not math.isfinite(row[RING_LOSS])
+        counted, skipped = bad, False
+        if patience is not None:
+            streak = streak + 1.0 if bad else 0.0
+            counted = bad and streak >= patience
+            skipped = bad and not counted
+        layer = -1
+        if counted:
+            at = layout.first_non_finite(np.array(values))
+            layer = layers[at] if at >= 0 else -1
+        out.append(
+            (
+                int(row[RING_STEP]),
+                norm,
+                counted,
+                skipped,
+                layer,
+                row[RING_LR],
+                row[RING_LOSS],
+            )
+        )
+    return out, streak

@@ -1,0 +1,80 @@
+"""Tests for the host functions of keras_actloss.callbacks._step_rows, shared
+by the TensorFlow and JAX hooks."""
+
+import numpy as np
+
+from keras_actloss.callbacks._step_rows import RING_HEAD, fold_rows
+from keras_actloss.diagnostics.step_stats import RowLayout
+
+
+def _ring_rows(steps, squares, scale=1.0, rates=None, losses=None):
+    """Ring rows for per-step, per-gradient sums of squares (layout: all
+    small, in order)."""
+    squares = np.asarray(squares, "float64")
+    n = len(steps)
+    rates = np.full(n, 0.01) if rates is None else np.asarray(rates, "float64")
+    losses = np.full(n, 1.0) if losses is None else np.asarray(losses, "float64")
+    head = np.stack([steps, np.full(n, -1.0), np.full(n, scale), rates, losses], axis=1)
+    assert head.shape[1] == RING_HEAD
+    return np.concatenate([head, squares], axis=1)
+
+
+def test_fold_rows_judges_every_step():
+    layout = RowLayout((0, 1, 2), (False, False, False))
+    layers = [0, 0, 1]  # Gradients 0 and 1 belong to layer 0, 2 to layer 1.
+    squares = [[1, 0, 3], [9, 16, 0], [np.nan, 1, np.inf], [0, 1, np.inf], [1, 1, 1]]
+    rates = [0.1, 0.1, 0.2, 0.2, 0.3]
+    # Step 13's only bad column is infinite: non-finite with a NaN loss.
+    losses = [1.0, 1.0, 1.0, np.nan, 1.0]
+    rows = _ring_rows([10, 11, 12, 13, 14], squares, 2.0, rates, losses)
+    out, streak = fold_rows(rows, layout, layers, 0.0)
+    # Norms: sqrt(sum of squares) / scale: sqrt(4) / 2, sqrt(25) / 2, ...
+    np.testing.assert_allclose(
+        [o[1] for o in out], [1.0, 2.5, np.nan, np.inf, 0.866], rtol=1e-3
+    )
+    assert [o[0] for o in out] == [10, 11, 12, 13, 14]
+    assert [o[5] for o in out] == rates
+    np.testing.assert_array_equal([o[6] for o in out], losses)
+    # Non-finite steps count at once without loss scaling; the layer is that
+    # of the first non-finite gradient (gradient 0 -> layer 0, then 2 -> 1).
+    assert [o[2:5] for o in out] == [
+        (False, False, -1),
+        (False, False, -1),
+        (True, False, 0),
+        (True, False, 1),
+        (False, False, -1),
+    ]
+    assert streak == 0.0
+
+
+def test_fold_rows_infinite_norm_with_a_finite_loss_is_an_overflow():
+    layout = RowLayout((0,), (True,))
+    # Norm columns: finite, inf with a finite loss (the norm's square
+    # overflowed float32), inf with a NaN loss, NaN with a finite loss.
+    rows = _ring_rows(
+        range(4), [[3.0], [np.inf], [np.inf], [np.nan]], losses=[1, 2, np.nan, 3]
+    )
+    out, _ = fold_rows(rows, layout, [0], 0.0)
+    assert [o[1] for o in out][:3] == [3.0, np.inf, np.inf]
+    assert [o[2] for o in out] == [False, False, True, True]
+    # Under loss scaling any infinity is an overflow step to skip.
+    out, _ = fold_rows(rows, layout, [0], 0.0, patience=1)
+    assert [o[2] for o in out] == [False, True, True, True]
+
+
+def test_fold_rows_loss_scaling_counts_only_a_streak():
+    layout = RowLayout((0,), (True,))
+    rows = _ring_rows(range(5), [[3.0], [np.inf], [np.inf], [np.inf], [np.inf]])
+    out, streak = fold_rows(rows, layout, [0], 0.0, patience=3)
+    # Overflows in a row: the first two are skipped, the third counts.
+    assert [o[2:4] for o in out] == [
+        (False, False),
+        (False, True),
+        (False, True),
+        (True, False),
+        (True, False),
+    ]
+    assert streak == 4.0
+    # A streak carried over from the previous read counts on.
+    out, streak = fold_rows(rows[1:2], layout, [0], 2.0, patience=3)
+    assert out[0][2:4] == (True, False) and streak == 3.0
