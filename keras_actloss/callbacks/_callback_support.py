@@ -81,12 +81,6 @@ def _optimizer_list(value) -> None:
         )
 
 
-def _scalar(value) -> float:
-    """A Python number from a variable, tensor or number."""
-    value = value.numpy() if hasattr(value, "numpy") else value
-    return float(value)
-
-
 def _float_or_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
