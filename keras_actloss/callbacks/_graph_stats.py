@@ -404,17 +404,19 @@ class GraphStats:
         return out
 
     def quiet(self) -> bool:
-        """Whether the last execution was a single step whose squared global
-        norm and learning rate stayed within the bounds (`set_bounds`): it
-        can wait for `read_quiet`. False until bounds are set."""
+        """Whether the last execution was a single step whose alarm values
+        (squared global norm, learning rate, zero gradient norms) stayed
+        within the bounds (`set_bounds`): it can wait for `read_quiet`.
+        False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
         if alarm is None:
             return False
         return within_bounds(*alarm.numpy().tolist(), self._bounds)
 
-    def read_quiet(self) -> list[tuple[int, float, float, float]]:
-        """`(step, global norm, learning rate, loss)` of the quiet steps not read
-        yet, from the ring, in step order (all at once, in NumPy)."""
+    def read_quiet(self) -> list[tuple[int, float, float, float, int]]:
+        """`(step, global norm, learning rate, loss, zeros)` of the quiet
+        steps not read yet, from the ring, in step order (all at once, in
+        NumPy; `zeros`: the count of exactly-zero gradient norms)."""
         self._last_full = None
         rows = self._take_unread(self._ring.value().numpy().tolist())
         if not rows:
@@ -431,10 +433,11 @@ class GraphStats:
                 norms.tolist(),
                 rows[:, RING_LR].tolist(),
                 rows[:, RING_LOSS].tolist(),
+                (values == 0).sum(axis=1).tolist(),
             )
         )
 
-    def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
+    def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
         the host."""
         self._bounds = tuple(float(b) for b in bounds)

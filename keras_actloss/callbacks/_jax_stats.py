@@ -261,11 +261,13 @@ class JaxStats:
     def _within_bounds(self, row) -> bool:
         squares = self._grad_layout.total(row[RING_HEAD:])
         total = squares / (row[RING_SCALE] * row[RING_SCALE])
-        return within_bounds(total, row[RING_LR], self._bounds)
+        zeros = self._grad_layout.zeros(row[RING_HEAD:])
+        return within_bounds(total, row[RING_LR], zeros, self._bounds)
 
-    def read_quiet(self) -> list[tuple[int, float, float, float]]:
-        """`(step, global norm, learning rate, loss)` of the quiet steps not
-        read yet, in step order."""
+    def read_quiet(self) -> list[tuple[int, float, float, float, int]]:
+        """`(step, global norm, learning rate, loss, zeros)` of the quiet
+        steps not read yet, in step order (`zeros`: the count of
+        exactly-zero gradient norms)."""
         self._last_full = None
         rows = self._host_rows()
         self._streak = 0.0  # Quiet steps are finite.
@@ -278,6 +280,7 @@ class JaxStats:
                     norm / row[RING_SCALE],
                     row[RING_LR],
                     row[RING_LOSS],
+                    self._grad_layout.zeros(row[RING_HEAD:]),
                 )
             )
         return out
@@ -290,7 +293,7 @@ class JaxStats:
         host = iter(_read_row(o) for o in jax.device_get([d["row"] for d in devices]))
         return [next(host) if isinstance(out, dict) else out for out in pending]
 
-    def set_bounds(self, bounds: tuple[float, float, float, float]) -> None:
+    def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
         the host after each quiet step."""
         self._bounds = tuple(float(b) for b in bounds)

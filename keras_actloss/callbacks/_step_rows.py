@@ -39,22 +39,27 @@ RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
 # The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
 # leave the train function under (taken out before Keras sees the logs)...
 FULL_LOGS_KEY = "_keras_actloss_full"
-# ...and what every step's alarm is judged on: `[2]` float32, the unscaled
-# squared global norm and the learning rate.
+# ...and what every step's alarm is judged on: `[3]` float32, the unscaled
+# squared global norm, the learning rate and the count of exactly-zero
+# gradient norms (`step_stats.alarm`).
 ALARM_LOGS_KEY = "_keras_actloss_alarm"
 # Alarm bounds the host sets (`set_bounds`): the unscaled squared global
-# norm must stay in [low, high] and the learning rate in [low, high].
-BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high")
+# norm must stay in [low, high], the learning rate in [low, high] and the
+# count of zero gradient norms at most `zeros_high`.
+BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high", "zeros_high")
 
 
-def within_bounds(total: float, rate: float, bounds) -> bool:
-    """Whether a step's unscaled squared global norm `total` and learning
-    `rate` lie within the alarm `bounds` (`BOUND_FIELDS`); False for None
-    bounds (not set yet) and for a NaN, which fails every comparison."""
+def within_bounds(total: float, rate: float, zeros: float, bounds) -> bool:
+    """Whether a step's unscaled squared global norm `total`, learning
+    `rate` and count of zero gradient norms `zeros` lie within the alarm
+    `bounds` (`BOUND_FIELDS`); False for None bounds (not set yet) and for
+    a NaN, which fails every comparison."""
     if bounds is None:
         return False
-    low, high, rate_low, rate_high = bounds
-    return low <= total <= high and rate_low <= rate <= rate_high
+    low, high, rate_low, rate_high, zeros_high = bounds
+    return (
+        low <= total <= high and rate_low <= rate <= rate_high and zeros <= zeros_high
+    )
 
 
 def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
@@ -92,8 +97,9 @@ def fold_rows(
 
     `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
     index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
-    Returns one `(step, norm, counted, skipped, layer, learning_rate, loss)`
-    per row and the new non-finite `streak`. With `patience` (loss scaling) a
+    Returns one `(step, norm, counted, skipped, layer, learning_rate, loss,
+    zeros)` per row (`zeros`: its count of exactly-zero gradient norms,
+    `RowLayout.zeros`) and the new non-finite `streak`. With `patience` (loss scaling) a
     non-finite step only counts once it is the `patience`-th in a row;
     earlier ones are skipped overflow steps. `layer` is the first layer with
     non-finite gradients of a counted step, else -1.
@@ -134,6 +140,7 @@ def fold_rows(
                 layer,
                 row[RING_LR],
                 row[RING_LOSS],
+                layout.zeros(values),
             )
         )
     return out, streak

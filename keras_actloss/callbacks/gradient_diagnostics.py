@@ -98,8 +98,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
       outputs. They are dense when failures start: every step for the
       first 8 steps, then at gaps growing by one step every 4 steps up to
       `every_n_steps`; the same again from the step after a jump (a global
-      gradient norm 10x above its recent level, or 10x below it for 3 steps
-      in a row, or a learning rate changed 10x).
+      gradient norm 10x above that of every one of the last 32 steps, or
+      10x below their median for 3 steps in a row, a learning rate
+      changed 10x, or more gradient tensors entirely 0 than in any of the
+      last 32 steps: a layer fell silent).
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
@@ -125,8 +127,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
       recordings), so within about 5 steps of the start of training or of
-      a jump with batches of 32 or more; later in a long run without a jump,
-      after 3 recordings `every_n_steps` apart.
+      a jump with batches of 32 or more (a layer that dies whole is such a
+      jump: its gradients become exactly 0); later in a long run without a
+      jump (units dying a few at a time), after 3 recordings
+      `every_n_steps` apart.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
@@ -495,7 +499,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         steps = self._hooks.read_quiet()
         self._rules.observe_quiet(steps)
         if steps:
-            step, norm, rate, loss = max(steps, key=lambda s: s[1])
+            step, norm, rate, loss, _ = max(steps, key=lambda s: s[1])
             self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
         self._all_read()
 
@@ -513,16 +517,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
     def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
         """Judges every step's global gradient norm as soon as it ran.
 
-        A jump in the norm or the learning rate restarts dense recording
-        from the next step. A non-finite step is written at once, unless it
-        is the step `recorded` in full (written with its statistics).
+        A jump in the norm or the learning rate, or a gradient falling to
+        exactly 0, restarts dense recording from the next step. A
+        non-finite step is written at once, unless it is the step
+        `recorded` in full (written with its statistics).
         """
         new = []
-        for step, norm, counted, skipped, layer, rate, loss in steps:
+        for step, norm, counted, skipped, layer, rate, loss, zeros in steps:
             if skipped:
                 continue  # A loss-scale overflow the optimizer skipped.
             name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate, loss)
+            event = SentinelEvent(step, norm, counted, name, rate, loss, zeros)
             new += self._rules.observe_step(event)
             if counted:
                 if self._writer is not None and step != recorded:

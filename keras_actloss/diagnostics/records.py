@@ -120,6 +120,8 @@ class SentinelEvent:
             known.
         learning_rate: The optimizer's learning rate at that step, if known.
         loss: The step's loss (of the batch the gradients are of), if known.
+        zero_gradients: How many of the step's gradient tensors were
+            entirely zero.
     """
 
     step: int
@@ -128,3 +130,4 @@ class SentinelEvent:
     layer: str | None = None
     learning_rate: float | None = None
     loss: float | None = None
+    zero_gradients: int = 0

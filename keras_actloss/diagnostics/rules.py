@@ -134,7 +134,8 @@ class HealthRules(
     full `StepStats` (`observe`) in step order; each call returns only the
     findings that are new, one per (mode, layer), with `step` = the first
     step of the streak that confirmed it. `jumped` tells whether the last
-    step's gradient norm or learning rate jumped (the callback then records
+    step's gradient norm or learning rate jumped, or one of its gradient
+    norms fell to exactly 0 (the callback then records
     densely for a while).
 
     Examples:
@@ -191,6 +192,8 @@ class HealthRules(
         self._early_losses: list[float] = []
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
+        # Zero gradient norms of the recent steps (a layer falling silent).
+        self._zero_counts = collections.deque(maxlen=32)
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         self.jumped = False
@@ -208,6 +211,7 @@ class HealthRules(
             return new
         self._last_step = event.step
         self._rate_jump(event.step, event.learning_rate)
+        self._zeros_jump(event.zero_gradients)
         overflow = event.global_norm == math.inf and not event.non_finite
         if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
@@ -216,20 +220,20 @@ class HealthRules(
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 
-    def observe_quiet(
-        self, steps: Iterable[tuple[int, float, float, float | None]]
-    ) -> None:
+    def observe_quiet(self, steps: Iterable[tuple]) -> None:
         """Takes in steps that stayed within `alarm_bounds`: `(step, global
-        norm, learning rate, loss)` in step order. Such a step is normal: it ends
-        any streak over the limit or far below the recent level, and joins
-        the baseline and the recent level. Nothing to report.
+        norm, learning rate, loss[, zero gradient norms])` in step order.
+        Such a step is normal: it ends any streak over the limit or far
+        below the recent level, and joins the baseline and the recent level.
+        Nothing to report.
         """
         if self._broken():
             return
         key = (F.EXPLODING_GRADIENTS, None)
-        for step, norm, rate, loss in steps:
+        for step, norm, rate, loss, *zeros in steps:
             if self._last_step is not None and step <= self._last_step:
                 continue
+            self._zero_counts.append(zeros[0] if zeros else 0)
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)

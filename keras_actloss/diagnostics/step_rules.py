@@ -78,6 +78,10 @@ class NormSeries:
     def recent(self) -> float | None:
         return _median(self._recent)
 
+    def recent_peak(self) -> float | None:
+        """The largest of the last `window` normal steps' norms."""
+        return max(self._recent, default=None)
+
     def recent_loss(self) -> float | None:
         """Median loss of the last `window` normal steps with a loss."""
         return _median(self._losses)
@@ -98,12 +102,14 @@ class NormRules(RuleFamily):
     A norm far over its early baseline and its recent level (with the loss
     rising), or over an absolute ceiling, for `exploding_patience` steps in
     a row, or one huge spike, is an explosion; a norm or learning rate that
-    jumps by `jump_factor` sets `jumped`. Mixed into `HealthRules`.
+    jumps by `jump_factor`, or a gradient norm falling to exactly 0, sets
+    `jumped`. Mixed into `HealthRules`.
     """
 
-    def alarm_bounds(self) -> tuple[float, float, float, float]:
+    def alarm_bounds(self) -> tuple[float, float, float, float, float]:
         """Bounds within which a step needs no judging at once: the squared
-        global norm (low, high) and the learning rate (low, high).
+        global norm (low, high), the learning rate (low, high) and the
+        count of exactly-zero gradient norms (high).
 
         A step outside them may start an explosion or a jump
         (`observe_step` decides); one inside would be judged normal. Before
@@ -112,8 +118,9 @@ class NormRules(RuleFamily):
         t = self.thresholds
         early, recent = self._norms.early(), self._norms.recent()
         if early is None or recent is None or self._broken():
-            return (0.0, 0.0, 0.0, 0.0)
-        high = min(t.jump_factor * recent, t.exploding_growth * early, t.exploding_norm)
+            return (0.0, 0.0, 0.0, 0.0, 0.0)
+        peak = self._norms.recent_peak()
+        high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
         low = recent / t.jump_factor
         rate = self._last_rate
         if rate is None or not math.isfinite(rate) or rate <= 0:
@@ -122,7 +129,18 @@ class NormRules(RuleFamily):
             # Just inside the jump (a factor of exactly jump_factor jumps).
             rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
         # Just inside the norm bounds too, so a borderline step is judged.
-        return (low * low * 1.001, high * high / 1.001, *rates)
+        zeros = max(self._zero_counts, default=0)
+        return (low * low * 1.001, high * high / 1.001, *rates, zeros)
+
+    def _zeros_jump(self, zeros: int) -> None:
+        """Flags a step with more exactly-zero gradient norms than any of
+        the recent steps: a layer fell silent (its units died, or a layer
+        before it stopped passing a signal), whatever the global norm does,
+        since the layers still learning can keep it level."""
+        counts = self._zero_counts
+        if counts and zeros > max(counts):
+            self.jumped = True
+        counts.append(zeros)
 
     def _rate_jump(self, step: int, rate: float | None) -> None:
         """Flags a learning rate that changed by `jump_factor` in one step."""
@@ -174,7 +192,7 @@ class NormRules(RuleFamily):
         if not over:
             if recent is None:
                 recent = series.recent() if series.last is not None else None
-            self._norm_jump(norm, recent)
+            self._norm_jump(norm, recent, series.recent_peak())
             series.add_normal(norm, loss)
         elif count == 1:
             self.jumped = True
@@ -189,14 +207,16 @@ class NormRules(RuleFamily):
         # Relative to the level's size, so a negative loss rises too.
         return loss - recent >= (self.thresholds.exploding_loss_rise - 1) * abs(recent)
 
-    def _norm_jump(self, norm: float, recent: float | None) -> None:
-        """Flags a norm `jump_factor` above its recent level (a bad batch or
-        the start of a blow-up), or below it for `_DROP_STEPS` steps in a
-        row (a collapse; one quiet batch is common with small batches)."""
+    def _norm_jump(self, norm: float, recent: float | None, peak: float | None) -> None:
+        """Flags a norm `jump_factor` above every recent one (`peak`: a bad
+        batch or the start of a blow-up; near convergence single batches
+        often reach 10x the median), or below the recent median for
+        `_DROP_STEPS` steps in a row (a collapse; one quiet batch is common
+        with small batches)."""
         jump = self.thresholds.jump_factor
         low = bool(recent) and norm * jump <= recent
         self._low = self._low + 1 if low else 0
-        if (recent and norm >= jump * recent) or self._low == _DROP_STEPS:
+        if (peak and norm >= jump * peak) or self._low == _DROP_STEPS:
             self.jumped = True
 
 

@@ -90,6 +90,11 @@ class RowLayout:
         floats). NaN if any column is, else infinite if any is."""
         return math.fsum(v * v if n else v for v, n in zip(values, self.norms))
 
+    def zeros(self, values: list[float]) -> int:
+        """How many of a row's columns are exactly 0: tensors that were
+        entirely zero."""
+        return sum(1 for v in values[: len(self.order)] if v == 0.0)
+
     def first_non_finite(self, values: np.ndarray) -> int:
         """The first tensor (in tensor order) whose column is not finite."""
         bad = ~np.isfinite(np.asarray(values)[: len(self.order)])
@@ -229,13 +234,15 @@ def _concat_row(parts: list) -> Tensor:
 
 
 def alarm(row: Tensor, layout: RowLayout, scale: Tensor | None, rate: Tensor) -> Tensor:
-    """`[2]` float32: the unscaled squared global norm and the learning rate.
+    """`[3]` float32: the unscaled squared global norm, the learning rate
+    and how many of the row's columns are exactly 0 (`RowLayout.zeros`).
 
     From a `norm_row` row (`[1, m]`) of gradients that carry the loss scale
     `scale` (None: unscaled). A NaN or infinity in the gradients reaches the
-    norm. The host compares both values with the alarm bounds.
+    norm. The host compares the values with the alarm bounds.
     """
     values = row[0]
+    zeros = ops.sum(ops.cast(ops.equal(values, 0.0), "float32"))
     if any(layout.norms):
         squares = values * values
         if not all(layout.norms):
@@ -245,7 +252,7 @@ def alarm(row: Tensor, layout: RowLayout, scale: Tensor | None, rate: Tensor) ->
     total = ops.sum(squares)
     if scale is not None:
         total = total / ops.square(ops.cast(scale, "float32"))
-    return ops.stack([total, ops.cast(rate, "float32")])
+    return ops.stack([total, ops.cast(rate, "float32"), zeros])
 
 
 def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:

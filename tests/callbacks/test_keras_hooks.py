@@ -223,19 +223,27 @@ def test_a_step_is_quiet_within_the_bounds_only(data):
     # The squared global norm of the SGD step, 1e-3 relative error at most.
     hooks, squared = _sentinel_step(0.1, x, y)
     alarm = hooks._last_alarm.numpy()
-    np.testing.assert_allclose(alarm, [squared, 0.1], rtol=1e-4)
+    # No gradient tensor of the step is entirely zero.
+    np.testing.assert_allclose(alarm, [squared, 0.1, 0.0], rtol=1e-4)
     assert not hooks.quiet()  # No bounds set yet: always judged.
     cases = [
-        ((0.9 * squared, 1.1 * squared, 0.05, 0.2), True),
-        ((1.1 * squared, 2.0 * squared, 0.05, 0.2), False),  # Norm too low.
-        ((0.0, 0.9 * squared, 0.05, 0.2), False),  # Too high.
-        ((0.0, 2.0 * squared, 0.2, 1.0), False),  # Learning rate jumped down.
+        ((0.9 * squared, 1.1 * squared, 0.05, 0.2, 0.0), True),
+        ((1.1 * squared, 2.0 * squared, 0.05, 0.2, 0.0), False),  # Norm too low.
+        ((0.0, 0.9 * squared, 0.05, 0.2, 0.0), False),  # Too high.
+        ((0.0, 2.0 * squared, 0.2, 1.0, 0.0), False),  # Learning rate jumped down.
     ]
     for bounds, quiet in cases:
         hooks.set_bounds(bounds)
         hooks._last_alarm = tf.constant(alarm)
         assert hooks.quiet() is quiet, bounds
-    hooks._last_alarm = tf.constant([np.nan, 0.1], "float32")
+    # One more zero gradient tensor than the bound allows.
+    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 0.0))
+    hooks._last_alarm = tf.constant([squared, 0.1, 1.0], "float32")
+    assert not hooks.quiet()
+    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 1.0))
+    hooks._last_alarm = tf.constant([squared, 0.1, 1.0], "float32")
+    assert hooks.quiet()
+    hooks._last_alarm = tf.constant([np.nan, 0.1, 0.0], "float32")
     assert not hooks.quiet()  # A NaN fails every comparison.
     assert not hooks.quiet()  # The alarm is read once.
 
@@ -250,7 +258,7 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
         model.compile(keras.optimizers.SGD(0.01), "mse")
         hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
         hooks.install()
-        hooks.set_bounds((0.0, 1e30, 0.0, 1.0))
+        hooks.set_bounds((0.0, 1e30, 0.0, 1.0, 0.0))
         hooks.use("sentinel")
         x = rng.normal(size=(8, 6)).astype("float32")
         y = rng.normal(size=(8, 1)).astype("float32")

@@ -3,7 +3,7 @@ by the TensorFlow and JAX hooks."""
 
 import numpy as np
 
-from keras_actloss.callbacks._step_rows import RING_HEAD, fold_rows
+from keras_actloss.callbacks._step_rows import RING_HEAD, fold_rows, within_bounds
 from keras_actloss.diagnostics.step_stats import RowLayout
 
 
@@ -35,6 +35,8 @@ def test_fold_rows_judges_every_step():
     assert [o[0] for o in out] == [10, 11, 12, 13, 14]
     assert [o[5] for o in out] == rates
     np.testing.assert_array_equal([o[6] for o in out], losses)
+    # Gradients entirely zero per step (a NaN or infinity is not zero).
+    assert [o[7] for o in out] == [1, 1, 0, 1, 0]
     # Non-finite steps count at once without loss scaling; the layer is that
     # of the first non-finite gradient (gradient 0 -> layer 0, then 2 -> 1).
     assert [o[2:5] for o in out] == [
@@ -78,3 +80,14 @@ def test_fold_rows_loss_scaling_counts_only_a_streak():
     # A streak carried over from the previous read counts on.
     out, streak = fold_rows(rows[1:2], layout, [0], 2.0, patience=3)
     assert out[0][2:4] == (True, False) and streak == 3.0
+
+
+def test_within_bounds_checks_every_alarm_value():
+    bounds = (1.0, 4.0, 0.01, 0.1, 2.0)  # norm^2, rate, zero gradients
+    assert within_bounds(2.0, 0.05, 2.0, bounds)
+    assert not within_bounds(0.5, 0.05, 0.0, bounds)  # Norm fell.
+    assert not within_bounds(5.0, 0.05, 0.0, bounds)  # Norm rose.
+    assert not within_bounds(2.0, 0.2, 0.0, bounds)  # Rate jumped.
+    assert not within_bounds(2.0, 0.05, 3.0, bounds)  # A gradient fell to 0.
+    assert not within_bounds(float("nan"), 0.05, 0.0, bounds)
+    assert not within_bounds(2.0, 0.05, 0.0, None)  # Not set yet.

@@ -1066,12 +1066,46 @@ class TestExploding:
 class TestJumps:
     def test_norm_up(self):
         rules = HealthRules(mlp(["tanh"]))
-        # 20 >= 10 * recent 1 (and <= limit 100); then 1 is back at the
-        # recent median(1, 1, 1, 1, 1, 20) = 1.
+        # 20 >= 10 * every recent norm (1; and <= limit 100); then 1 is back
+        # at the recent median(1, 1, 1, 1, 1, 20) = 1.
         assert jumps(rules, events([1, 1, 1, 1, 1, 20, 1])) == [False] * 5 + [
             True,
             False,
         ]
+
+    def test_norm_up_over_every_recent_norm_only(self):
+        # Near convergence single batches often reach 10x the median: 8 is
+        # 8x every recent norm (no jump); 50 is 50x the median but 6.25x
+        # the recent peak 8 (no jump); 85 >= 10 * 8 is. All stay under the
+        # explosion limit 100 x the early 1.
+        rules = HealthRules(mlp(["tanh"]))
+        assert jumps(rules, events([1, 1, 1, 1, 1, 8])) == [False] * 6
+        # The alarm's high bound follows: squared, 10 x the peak 8.
+        assert rules.alarm_bounds()[1] == pytest.approx(80.0**2 / 1.001)
+        assert jumps(rules, events([1, 50], start=6)) == [False, False]
+        rules = HealthRules(mlp(["tanh"]))
+        seq = events([1, 1, 1, 1, 1, 8, 1, 85])
+        assert jumps(rules, seq) == [False] * 7 + [True]
+        assert rules.findings == []
+
+    def test_gradient_falling_to_zero(self):
+        # A layer whose gradients become exactly 0 (its units died whole)
+        # while the global norm stays level: a jump once, when more tensors
+        # are zero than in any of the last 32 steps; a count seen recently
+        # (one bias already silent) is none.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        zeros = [0, 1, 1, 0, 1, 3, 3, 3, 2]
+        seq = [
+            SentinelEvent(s, 1.0, False, zero_gradients=z) for s, z in enumerate(zeros)
+        ]
+        assert jumps(rules, seq) == [False, True] + [False] * 3 + [True] + [False] * 3
+        assert rules.findings == []
+        assert rules.alarm_bounds()[4] == 3  # Quiet up to 3 zero tensors.
+        # Quiet steps (`observe_quiet`) join the window: after 32 of them
+        # with none zero, 1 is more than any recent count again.
+        rules.observe_quiet([(s, 1.0, None, None, 0) for s in range(9, 41)])
+        assert rules.alarm_bounds()[4] == 0
+        assert jumps(rules, [SentinelEvent(41, 1.0, False, zero_gradients=1)]) == [True]
 
     def test_norm_down_for_three_steps(self):
         rules = HealthRules(mlp(["tanh"]))

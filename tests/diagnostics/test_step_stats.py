@@ -119,10 +119,32 @@ def test_alarm_is_the_unscaled_squared_norm_and_rate(rng, scale, shapes):
         out = step_stats.norm_row(list(ts))
         return step_stats.alarm(out.row, out.layout, scale, 0.25)
 
-    total, rate = _np(traced(run)(*xs))
+    total, rate, zeros = _np(traced(run)(*xs))
     expected = sum(np.sum(x.astype("float64") ** 2) for x in xs) / (scale or 1) ** 2
     np.testing.assert_allclose(total, expected, rtol=1e-5)
     assert rate == 0.25
+    assert zeros == 0
+
+
+def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
+    # The first and the last tensor entirely zero (a layer that fell
+    # silent), one small (a sum-of-squares column) and one large (a norm
+    # column); the others random.
+    xs = [rng.normal(size=s).astype("float32") for s in SHAPES]
+    xs[0][...] = 0.0
+    xs[-1][...] = 0.0
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts))
+        return step_stats.alarm(out.row, out.layout, None, 0.25), out.row
+
+    (alarm, row) = traced(run)(*xs)
+    total, _, zeros = _np(alarm)
+    assert zeros == 2
+    expected = sum(np.sum(x.astype("float64") ** 2) for x in xs)
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+    layout = step_stats.norm_row([keras.ops.convert_to_tensor(x) for x in xs]).layout
+    assert layout.zeros(_np(row)[0].tolist()) == 2
 
 
 @pytest.mark.parametrize(

@@ -46,12 +46,28 @@ WINDOW = 10
 SEED = 7
 
 
+class Perturb(keras.callbacks.Callback):
+    """Calls `change(model)` before optimizer step `step` runs."""
+
+    def __init__(self, step: int, change: Callable[[keras.Model], None]):
+        super().__init__()
+        self.step, self.change = step, change
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            self.change(self.model)
+
+
 @dataclasses.dataclass
 class Setup:
     """What `Case.build` returns: a compiled model, data and `fit` arguments.
 
     `schedule` (epoch -> learning rate), when set, is applied by `fit` through
     a `LearningRateScheduler` in `callbacks` and by `confirm` directly.
+    `perturb` (step, function of the model), when set, changes the weights
+    from outside before that optimizer step runs (as a weight edit or a bad
+    restore would): in `fit` through a `Perturb` callback, in `confirm`
+    directly.
     """
 
     model: keras.Model
@@ -60,6 +76,7 @@ class Setup:
     epochs: int
     batch_size: int = 32
     schedule: Callable[[int], float] | None = None
+    perturb: tuple[int, Callable[[keras.Model], None]] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -70,9 +87,12 @@ class Setup:
         return self.epochs * self.steps_per_epoch
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
-        if self.schedule is None:
-            return []
-        return [keras.callbacks.LearningRateScheduler(self.schedule)]
+        out: list[keras.callbacks.Callback] = []
+        if self.schedule is not None:
+            out.append(keras.callbacks.LearningRateScheduler(self.schedule))
+        if self.perturb is not None:
+            out.append(Perturb(*self.perturb))
+        return out
 
     def fit_kwargs(self) -> dict:
         return {
@@ -291,6 +311,30 @@ def zero_gradients() -> Setup:
     model = keras.Model(inputs, keras.layers.Average()(heads))
     _compiled(model, keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
     return Setup(model, x, y, epochs=6, schedule=_zero_schedule)
+
+
+DIE_STEP = 500
+
+
+def _silence_last_hidden(model):
+    bias = model.layers[-2].bias
+    bias.assign(np.full(bias.shape, -50.0, "float32"))
+
+
+def layer_dies_late() -> Setup:
+    """A healthy ReLU MLP (Adam 1e-3, 640 steps) whose last hidden layer dies
+    whole at step 500, late in the run, when recordings are 100 steps apart:
+    an outside change (a weight edit, a bad restore) sets its biases to -50,
+    below every pre-activation's reach on the training set, so the layer
+    outputs 0 and neither it nor any layer before it gets a gradient from
+    then on. The output layer's bias alone still learns, and the global
+    gradient norm stays level (no 10x jump, no learning-rate change): only
+    the gradient tensors falling to exactly 0 show it."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification(n=1024)
+    model = dense_stack(16, ["relu"] * 3, 3, "softmax", width=64)
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=20, perturb=(DIE_STEP, _silence_last_hidden))
 
 
 # Healthy controls.
@@ -546,6 +590,7 @@ FAILURES = [
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case("zero_gradients", zero_gradients, {VANISHING: 16}),
+    Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
 ]
 HEALTHY = [
     Case("healthy_converges", healthy_converges, {}),
@@ -827,6 +872,9 @@ def confirm(case: Case) -> Confirmation:
         if setup.schedule is not None:
             model.optimizer.learning_rate.assign(setup.schedule(epoch))
         for start in range(0, len(x), bs):
+            if setup.perturb is not None and setup.perturb[0] == len(result.losses):
+                setup.perturb[1](model)
+                watched_outs, y_pred = whole_set()
             for (_, layer), outs in zip(watched, watched_outs):
                 kind, value = _unit_fractions(layer, outs)
                 getattr(result, kind).setdefault(layer.name, []).append(value)

@@ -138,6 +138,31 @@ def test_lr_jump():
 
 
 @confirm_on_tensorflow
+def test_layer_dies_late():
+    c = cases.confirm(cases.BY_NAME["layer_dies_late"])
+    g = np.array(c.global_norm)
+    at = cases.DIE_STEP  # 500 of 640
+    first, second, last = c.dead  # The three ReLU layers, in order.
+    # Healthy until then: loss < 5% of its start, under 10% dead units.
+    assert np.mean(c.losses[at - 10 : at]) < 0.05 * c.initial_loss
+    assert max(c.max_dead(s) for s in range(at)) < 0.1
+    # From the step on, the last ReLU layer is dead on every training
+    # sample to the end, and no layer before it gets a gradient.
+    assert c.dead[last][at:] == [1.0] * (640 - at)
+    for name in (first, second, last):
+        assert c.layer_rms[name][at:] == [0.0] * (640 - at)
+    assert max(c.dead[first][at:] + c.dead[second][at:]) < 0.1
+    # The global norm stays level: within 10x of every norm of the 32 steps
+    # before, and not 10x below their median (no jump), the output layer
+    # still learning; the loss goes back to its start.
+    before = g[at - 32 : at]
+    assert g[at : at + 10].max() < 10 * before.max()
+    assert g[at : at + 10].min() > np.median(before) / 10
+    assert np.mean(c.losses[at:]) > 0.9 * c.initial_loss
+    assert finite(c, range(640))
+
+
+@confirm_on_tensorflow
 @pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
 def test_healthy_control_trains(case):
     c = cases.confirm(case)
