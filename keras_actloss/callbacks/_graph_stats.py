@@ -30,6 +30,7 @@ from keras_actloss.callbacks._step_rows import (
     RING_LOSS,
     RING_LR,
     RING_SCALE,
+    RING_SILENT,
     RING_STEP,
     RING_TICK,
     fold_rows,
@@ -299,7 +300,7 @@ class GraphStats:
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
         gradients = step_stats.norm_row(
-            [g for g, _ in present], extremes=full, joined=full
+            [g for g, _ in present], extremes=full, joined=full, silent=True
         )
         norms, layout = gradients.row, gradients.layout
         width = int(self._ring.shape[1])
@@ -331,6 +332,7 @@ class GraphStats:
         loss = getattr(self._local, "loss", None)
         loss = tf.constant(float("nan")) if loss is None else loss
         head.append(tf.reshape(tf.cast(loss, "float64"), [1, 1]))
+        head.append(tf.reshape(tf.cast(gradients.silent, "float64"), [1, 1]))
         pad = width - RING_HEAD - len(present)
         parts = head + [tf.cast(norms, "float64")]
         if pad:
@@ -344,7 +346,7 @@ class GraphStats:
         # against bounds held in a variable cost several times more on a
         # small model's step. A step that raises the alarm is judged from
         # its float64 ring row.
-        return row, step_stats.alarm(norms, layout, scale, call.rate)
+        return row, step_stats.alarm(norms, layout, scale, call.rate, gradients.silent)
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""
@@ -405,7 +407,8 @@ class GraphStats:
 
     def quiet(self) -> bool:
         """Whether the last execution was a single step whose alarm values
-        (squared global norm, learning rate, zero gradient norms) stayed
+        (squared global norm, learning rate, zero gradient norms, silent
+        units) stayed
         within the bounds (`set_bounds`): it can wait for `read_quiet`.
         False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
@@ -413,10 +416,11 @@ class GraphStats:
             return False
         return within_bounds(*alarm.numpy().tolist(), self._bounds)
 
-    def read_quiet(self) -> list[tuple[int, float, float, float, int]]:
-        """`(step, global norm, learning rate, loss, zeros)` of the quiet
-        steps not read yet, from the ring, in step order (all at once, in
-        NumPy; `zeros`: the count of exactly-zero gradient norms)."""
+    def read_quiet(self) -> list[tuple[int, float, float, float, int, int]]:
+        """`(step, global norm, learning rate, loss, zeros, silent)` of the
+        quiet steps not read yet, from the ring, in step order (all at
+        once, in NumPy; `zeros`: the count of exactly-zero gradient norms,
+        `silent`: the silent units)."""
         self._last_full = None
         rows = self._take_unread(self._ring.value().numpy().tolist())
         if not rows:
@@ -434,6 +438,7 @@ class GraphStats:
                 rows[:, RING_LR].tolist(),
                 rows[:, RING_LOSS].tolist(),
                 (values == 0).sum(axis=1).tolist(),
+                rows[:, RING_SILENT].astype(int).tolist(),
             )
         )
 

@@ -10,8 +10,9 @@ the jitted step with its logs:
 - every step: `"row"`, one float32 vector (one transfer to the host after
   every step) of the fields `ROW_FIELDS`: the optimizer's iterations before
   the update (as `step // 2**20` and `step % 2**20`, both exact in
-  float32), the loss scale (1 without), the learning rate, the loss, then
-  the gradients' `step_stats.norm_row` (scaled);
+  float32), the loss scale (1 without), the learning rate, the loss, the
+  silent units (`step_stats.NormRow.silent`), then the gradients'
+  `step_stats.norm_row` (scaled);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
   (zeros on the others, see `_Trace.when_full`).
 
@@ -39,6 +40,7 @@ from keras_actloss.callbacks._step_rows import (
     RING_LOSS,
     RING_LR,
     RING_SCALE,
+    RING_SILENT,
     RING_STEP,
     fold_rows,
     full_record,
@@ -47,7 +49,7 @@ from keras_actloss.callbacks._step_rows import (
 from keras_actloss.diagnostics import step_reader, step_stats
 
 # The every-step part of a step's statistics (a ring row, see `_read_row`).
-ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss")
+ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss", "silent")
 _STEP_SPLIT = 2**20
 # What `JaxStats._merge` joins per variable, in a call's record.
 MERGED = ("grads", "variables", "before", "after")
@@ -147,7 +149,7 @@ class JaxStats:
     def _statistics(self, trace, applied, extra, data) -> dict:
         """The named statistics of the step (see the module docstring) from
         its merged `stateless_apply` calls (`_merge`)."""
-        gradients = step_stats.norm_row(applied["grads"])
+        gradients = step_stats.norm_row(applied["grads"], silent=True)
         self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
         loss = nan if extra is None else extra["loss"]
@@ -158,6 +160,7 @@ class JaxStats:
             applied["scale"],
             applied["rate"],
             loss,
+            gradients.silent,
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
@@ -262,12 +265,13 @@ class JaxStats:
         squares = self._grad_layout.total(row[RING_HEAD:])
         total = squares / (row[RING_SCALE] * row[RING_SCALE])
         zeros = self._grad_layout.zeros(row[RING_HEAD:])
-        return within_bounds(total, row[RING_LR], zeros, self._bounds)
+        silent = row[RING_SILENT]
+        return within_bounds(total, row[RING_LR], zeros, silent, self._bounds)
 
-    def read_quiet(self) -> list[tuple[int, float, float, float, int]]:
-        """`(step, global norm, learning rate, loss, zeros)` of the quiet
-        steps not read yet, in step order (`zeros`: the count of
-        exactly-zero gradient norms)."""
+    def read_quiet(self) -> list[tuple[int, float, float, float, int, int]]:
+        """`(step, global norm, learning rate, loss, zeros, silent)` of the
+        quiet steps not read yet, in step order (`zeros`: the count of
+        exactly-zero gradient norms, `silent`: the silent units)."""
         self._last_full = None
         rows = self._host_rows()
         self._streak = 0.0  # Quiet steps are finite.
@@ -281,6 +285,7 @@ class JaxStats:
                     row[RING_LR],
                     row[RING_LOSS],
                     self._grad_layout.zeros(row[RING_HEAD:]),
+                    int(row[RING_SILENT]),
                 )
             )
         return out
@@ -347,7 +352,8 @@ class JaxStats:
 def _read_row(values) -> list[float]:
     """A host row in the `_step_rows` ring layout (`fold_rows`) from a
     `"row"` vector: the step, no tick, the loss scale, the learning rate,
-    the loss, then each variable's gradient norm (scaled)."""
+    the loss, the silent units, then each variable's gradient norm
+    (scaled)."""
     values = np.asarray(values, "float64").tolist()
     step = values[0] * _STEP_SPLIT + values[1]
     return [step, -1.0, *values[_ROW_SCALE:]]

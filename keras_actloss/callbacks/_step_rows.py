@@ -34,31 +34,45 @@ LABEL_ROWS = 64
 # A ring row, written on every step: the step, a tick (our own step count,
 # only under loss scaling, where a skipped step repeats the step), the loss
 # scale (1 without), the learning rate, the loss (this replica's; NaN when
-# unknown), then `norm_row` of the gradients, zero-padded.
-RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_HEAD = range(6)
+# unknown), the silent units (`step_stats.NormRow.silent`), then `norm_row`
+# of the gradients, zero-padded.
+RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_SILENT, RING_HEAD = range(7)
 # The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
 # leave the train function under (taken out before Keras sees the logs)...
 FULL_LOGS_KEY = "_keras_actloss_full"
-# ...and what every step's alarm is judged on: `[3]` float32, the unscaled
-# squared global norm, the learning rate and the count of exactly-zero
-# gradient norms (`step_stats.alarm`).
+# ...and what every step's alarm is judged on: `[4]` float32, the unscaled
+# squared global norm, the learning rate, the count of exactly-zero
+# gradient norms and the silent units (`step_stats.alarm`).
 ALARM_LOGS_KEY = "_keras_actloss_alarm"
 # Alarm bounds the host sets (`set_bounds`): the unscaled squared global
-# norm must stay in [low, high], the learning rate in [low, high] and the
-# count of zero gradient norms at most `zeros_high`.
-BOUND_FIELDS = ("norm_low", "norm_high", "rate_low", "rate_high", "zeros_high")
+# norm must stay in [low, high], the learning rate in [low, high], the
+# count of zero gradient norms at most `zeros_high` and the silent units at
+# most `silent_high`.
+BOUND_FIELDS = (
+    "norm_low",
+    "norm_high",
+    "rate_low",
+    "rate_high",
+    "zeros_high",
+    "silent_high",
+)
 
 
-def within_bounds(total: float, rate: float, zeros: float, bounds) -> bool:
+def within_bounds(
+    total: float, rate: float, zeros: float, silent: float, bounds
+) -> bool:
     """Whether a step's unscaled squared global norm `total`, learning
-    `rate` and count of zero gradient norms `zeros` lie within the alarm
-    `bounds` (`BOUND_FIELDS`); False for None bounds (not set yet) and for
-    a NaN, which fails every comparison."""
+    `rate`, count of zero gradient norms `zeros` and silent units `silent`
+    lie within the alarm `bounds` (`BOUND_FIELDS`); False for None bounds
+    (not set yet) and for a NaN, which fails every comparison."""
     if bounds is None:
         return False
-    low, high, rate_low, rate_high, zeros_high = bounds
+    low, high, rate_low, rate_high, zeros_high, silent_high = bounds
     return (
-        low <= total <= high and rate_low <= rate <= rate_high and zeros <= zeros_high
+        low <= total <= high
+        and rate_low <= rate <= rate_high
+        and zeros <= zeros_high
+        and silent <= silent_high
     )
 
 
@@ -98,11 +112,13 @@ def fold_rows(
     `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
     index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
     Returns one `(step, norm, counted, skipped, layer, learning_rate, loss,
-    zeros)` per row (`zeros`: its count of exactly-zero gradient norms,
-    `RowLayout.zeros`) and the new non-finite `streak`. With `patience` (loss scaling) a
-    non-finite step only counts once it is the `patience`-th in a row;
-    earlier ones are skipped overflow steps. `layer` is the first layer with
-    non-finite gradients of a counted step, else -1.
+    zeros, silent)` per row (`zeros`: its count of exactly-zero gradient
+    norms, `RowLayout.zeros`; `silent`: its silent units,
+    `step_stats.NormRow.silent`) and the new non-finite `streak`. With
+    `patience` (loss scaling) a non-finite step only counts once it is the
+    `patience`-th in a row; earlier ones are skipped overflow steps.
+    `layer` is the first layer with non-finite gradients of a counted
+    step, else -1.
 
     Without loss scaling an infinite norm with no NaN and a finite loss is
     a norm beyond float32's range (its square overflows), not a non-finite
@@ -141,6 +157,7 @@ def fold_rows(
                 row[RING_LR],
                 row[RING_LOSS],
                 layout.zeros(values),
+                int(row[RING_SILENT]),
             )
         )
     return out, streak

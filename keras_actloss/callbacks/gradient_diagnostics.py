@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -97,11 +98,17 @@ class GradientDiagnostics(keras.callbacks.Callback):
       (channels inactive for every sample of the batch) and of saturated
       outputs. They are dense when failures start: every step for the
       first 8 steps, then at gaps growing by one step every 4 steps up to
-      `every_n_steps`; the same again from the step after a jump (a global
-      gradient norm 10x above that of every one of the last 32 steps, or
-      10x below their median for 3 steps in a row, a learning rate
-      changed 10x, or more gradient tensors entirely 0 than in any of the
-      last 32 steps: a layer fell silent).
+      `every_n_steps`; and every step for a burst of 8 steps (or as many
+      as 128 samples take, at small batch sizes) from the step after a
+      jump: a learning rate changed 10x, the start of an explosion, more
+      gradient tensors entirely 0 than in any of the last 32 steps (a
+      layer fell silent), or, read from noisy series, a global gradient
+      norm 10x above that of every one of the last 32 steps or 10x below
+      their median for 3 steps in a row, or a quarter more units with no
+      gradient from the batch (exactly 0 in their bias or normalization
+      offset) than the most of those steps. A noisy jump starts a burst at
+      most once in `every_n_steps` steps, twice as rarely after each burst
+      that found nothing.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
@@ -127,9 +134,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
       recordings), so within about 5 steps of the start of training or of
-      a jump with batches of 32 or more (a layer that dies whole is such a
-      jump: its gradients become exactly 0); later in a long run without a
-      jump (units dying a few at a time), after 3 recordings
+      a jump with batches of 32 or more (units dying at once, whole layers
+      or many of their units, are such a jump); later in a long run
+      without a jump (units dying a few at a time), after 3 recordings
       `every_n_steps` apart.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
@@ -318,6 +325,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         hooks.install()
         if fresh:
             self._origin = self._next = None
+            # Dense recording after a jump (`_burst`): until `_burst_end`;
+            # a noisy jump starts none before `_calm_until`.
+            self._burst_end = self._calm_until = None
+            self._calm = self.every_n_steps
+            self._found_at_burst = len(self.findings)
         # Read at the first batch, after every callback's `on_train_begin`
         # (`BackupAndRestore` restores the step count in its own).
         self._step = None
@@ -373,10 +385,48 @@ class GradientDiagnostics(keras.callbacks.Callback):
         if not self._recording:
             self._check_steps()
         elif self._record():
-            # After a jump in this step, `_origin` is the next step: dense.
-            self._next = last + recording_gap(
-                last, self._origin, self.every_n_steps, self.DENSE_STEPS
-            )
+            self._next = last + self._gap(last)
+
+    def _gap(self, last: int) -> int:
+        """Steps from a recording at `last` to the next: 1 within a burst
+        (after a jump in this step too), else `recording_gap` from the start
+        of training."""
+        if self._burst_end is not None and last + 1 < self._burst_end:
+            return 1
+        return recording_gap(last, self._origin, self.every_n_steps, self.DENSE_STEPS)
+
+    def _burst(self, start: int, noisy: bool) -> None:
+        """Records every step from `start` for as long as the rules need to
+        confirm a failure (`patience_steps`, and `min_samples` samples for
+        dead units at the last recorded batch size, up to 32 steps), after
+        a jump.
+
+        A noisy jump (`HealthRules.jump_noisy`: the global norm's level or
+        the silent units, which small batches make spiky) starts a burst
+        only `every_n_steps` after the last noisy one, and twice as long
+        after each that found nothing (at most 16 times): a healthy run
+        with spiky norms does not record most of its steps. The learning
+        rate, an explosion and a gradient tensor falling to 0 always do.
+        """
+        if noisy:
+            if self._calm_until is not None and start < self._calm_until:
+                return
+            fruitless = len(self.findings) == self._found_at_burst
+            if self._calm_until is not None and fruitless:
+                self._calm = min(2 * self._calm, 16 * self.every_n_steps)
+            elif not fruitless:
+                self._calm = self.every_n_steps
+            self._calm_until = start + self._calm
+        self._found_at_burst = len(self.findings)
+        t = self._rules.thresholds
+        batch = self.history[-1].batch_size if self.history else None
+        steps = max(2 * self.DENSE_STEPS, t.patience_steps)
+        if batch:
+            # At most 4 times the dense start: a batch of 1 would need 128.
+            needed = math.ceil(t.min_samples / batch)
+            steps = max(steps, min(needed, 8 * self.DENSE_STEPS))
+        self._burst_end = max(self._burst_end or 0, start + steps)
+        self._next = min(self._next, start)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed and self._step is not None:
@@ -428,6 +478,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self._step += shift
         self._origin += shift
         self._next += shift
+        if self._burst_end is not None:
+            self._burst_end += shift
+        if self._calm_until is not None:
+            self._calm_until += shift
 
     def _time_batch(self) -> None:
         """Notes the first full batch (tracing included) and the latest."""
@@ -499,7 +553,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
         steps = self._hooks.read_quiet()
         self._rules.observe_quiet(steps)
         if steps:
-            step, norm, rate, loss, _ = max(steps, key=lambda s: s[1])
+            step, norm, rate, loss = max(steps, key=lambda s: s[1])[:4]
             self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
         self._all_read()
 
@@ -523,11 +577,11 @@ class GradientDiagnostics(keras.callbacks.Callback):
         `recorded` in full (written with its statistics).
         """
         new = []
-        for step, norm, counted, skipped, layer, rate, loss, zeros in steps:
+        for step, norm, counted, skipped, layer, rate, loss, *units in steps:
             if skipped:
                 continue  # A loss-scale overflow the optimizer skipped.
             name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate, loss, zeros)
+            event = SentinelEvent(step, norm, counted, name, rate, loss, *units)
             new += self._rules.observe_step(event)
             if counted:
                 if self._writer is not None and step != recorded:
@@ -535,8 +589,7 @@ class GradientDiagnostics(keras.callbacks.Callback):
             else:
                 self._note_peak(event)
             if self._rules.jumped:
-                self._origin = step + 1
-                self._next = min(self._next, step + 1)
+                self._burst(step + 1, self._rules.jump_noisy)
         self._handle(new)
 
     def _no_gradients(self) -> None:

@@ -122,6 +122,9 @@ class SentinelEvent:
         loss: The step's loss (of the batch the gradients are of), if known.
         zero_gradients: How many of the step's gradient tensors were
             entirely zero.
+        silent_units: How many elements of the step's small gradient
+            vectors (biases, normalization scales and offsets: one per unit
+            or channel) were exactly 0: units inactive on the whole batch.
     """
 
     step: int
@@ -131,3 +134,4 @@ class SentinelEvent:
     learning_rate: float | None = None
     loss: float | None = None
     zero_gradients: int = 0
+    silent_units: int = 0

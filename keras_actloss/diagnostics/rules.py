@@ -135,7 +135,9 @@ class HealthRules(
     findings that are new, one per (mode, layer), with `step` = the first
     step of the streak that confirmed it. `jumped` tells whether the last
     step's gradient norm or learning rate jumped, or one of its gradient
-    norms fell to exactly 0 (the callback then records
+    norms fell to exactly 0, or many more units than lately got none, and
+    `jump_noisy` whether only a statistical test on a noisy series said so
+    (the callback then records
     densely for a while).
 
     Examples:
@@ -194,9 +196,11 @@ class HealthRules(
         self._zero_peak = 0.0
         # Zero gradient norms of the recent steps (a layer falling silent).
         self._zero_counts = collections.deque(maxlen=32)
+        self._silent_counts = collections.deque(maxlen=32)
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         self.jumped = False
+        self._jump_hard = False
         self._low = 0
         self.findings: list[Finding] = []
 
@@ -204,14 +208,14 @@ class HealthRules(
         """Judges one training step's global gradient norm; returns the new
         findings."""
         new: list[Finding] = []
-        self.jumped = False
+        self.jumped = self._jump_hard = False
         if self._broken() or (
             self._last_step is not None and event.step <= self._last_step
         ):
             return new
         self._last_step = event.step
         self._rate_jump(event.step, event.learning_rate)
-        self._zeros_jump(event.zero_gradients)
+        self._zeros_jump(event.global_norm, event.zero_gradients, event.silent_units)
         overflow = event.global_norm == math.inf and not event.non_finite
         if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
@@ -222,7 +226,8 @@ class HealthRules(
 
     def observe_quiet(self, steps: Iterable[tuple]) -> None:
         """Takes in steps that stayed within `alarm_bounds`: `(step, global
-        norm, learning rate, loss[, zero gradient norms])` in step order.
+        norm, learning rate, loss[, zero gradient norms[, silent units]])`
+        in step order.
         Such a step is normal: it ends any streak over the limit or far
         below the recent level, and joins the baseline and the recent level.
         Nothing to report.
@@ -233,7 +238,9 @@ class HealthRules(
         for step, norm, rate, loss, *zeros in steps:
             if self._last_step is not None and step <= self._last_step:
                 continue
-            self._zero_counts.append(zeros[0] if zeros else 0)
+            zeros = [*zeros, 0, 0]
+            self._zero_counts.append(zeros[0])
+            self._silent_counts.append(zeros[1])
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)

@@ -102,14 +102,22 @@ class NormRules(RuleFamily):
     A norm far over its early baseline and its recent level (with the loss
     rising), or over an absolute ceiling, for `exploding_patience` steps in
     a row, or one huge spike, is an explosion; a norm or learning rate that
-    jumps by `jump_factor`, or a gradient norm falling to exactly 0, sets
-    `jumped`. Mixed into `HealthRules`.
+    jumps by `jump_factor`, a gradient norm falling to exactly 0, or many
+    more units than lately getting no gradient, sets `jumped`. Mixed into
+    `HealthRules`.
     """
 
-    def alarm_bounds(self) -> tuple[float, float, float, float, float]:
+    @property
+    def jump_noisy(self) -> bool:
+        """Whether the last step's jump came only from a noisy series (the
+        global norm's level, the silent units), not from the learning rate,
+        the start of an explosion or a gradient tensor falling to 0."""
+        return self.jumped and not self._jump_hard
+
+    def alarm_bounds(self) -> tuple[float, ...]:
         """Bounds within which a step needs no judging at once: the squared
-        global norm (low, high), the learning rate (low, high) and the
-        count of exactly-zero gradient norms (high).
+        global norm (low, high), the learning rate (low, high), the count
+        of exactly-zero gradient norms (high) and the silent units (high).
 
         A step outside them may start an explosion or a jump
         (`observe_step` decides); one inside would be judged normal. Before
@@ -118,7 +126,7 @@ class NormRules(RuleFamily):
         t = self.thresholds
         early, recent = self._norms.early(), self._norms.recent()
         if early is None or recent is None or self._broken():
-            return (0.0, 0.0, 0.0, 0.0, 0.0)
+            return (0.0,) * 6
         peak = self._norms.recent_peak()
         high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
         low = recent / t.jump_factor
@@ -130,25 +138,48 @@ class NormRules(RuleFamily):
             rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
         # Just inside the norm bounds too, so a borderline step is judged.
         zeros = max(self._zero_counts, default=0)
-        return (low * low * 1.001, high * high / 1.001, *rates, zeros)
+        return (
+            low * low * 1.001,
+            high * high / 1.001,
+            *rates,
+            zeros,
+            self._silent_limit(),
+        )
 
-    def _zeros_jump(self, zeros: int) -> None:
+    def _silent_limit(self) -> float:
+        """Silent units a step may have without a jump: a quarter more than
+        the most of the recent steps (at least 2 more)."""
+        peak = max(self._silent_counts, default=0)
+        return peak + max(2.0, 0.25 * peak)
+
+    def _zeros_jump(self, norm: float, zeros: int, silent: int = 0) -> None:
         """Flags a step with more exactly-zero gradient norms than any of
-        the recent steps: a layer fell silent (its units died, or a layer
-        before it stopped passing a signal), whatever the global norm does,
-        since the layers still learning can keep it level."""
-        counts = self._zero_counts
+        the recent steps, or many more silent units: a layer, or many of
+        its units, fell silent (they died, or a layer before them stopped
+        passing a signal), whatever the global norm does, since the layers
+        still learning can keep it level. A step with no gradient, or one
+        far below its recent level (a batch the model gets right, whose
+        small gradients underflow; or a NaN), says nothing of its layers:
+        it is left out."""
+        recent = self._norms.recent()
+        quiet = recent is not None and norm * self.thresholds.jump_factor <= recent
+        if quiet or not (norm > 0 and math.isfinite(norm)):
+            return
+        counts, silents = self._zero_counts, self._silent_counts
         if counts and zeros > max(counts):
+            self.jumped = self._jump_hard = True
+        if silents and silent > self._silent_limit():
             self.jumped = True
         counts.append(zeros)
+        silents.append(silent)
 
     def _rate_jump(self, step: int, rate: float | None) -> None:
         """Flags a learning rate that changed by `jump_factor` in one step."""
         last, self._last_rate = self._last_rate, rate
         if _finite(rate, last) and rate > 0 and last > 0:
             factor = self.thresholds.jump_factor
-            self.jumped = rate >= factor * last or last >= factor * rate
-            if self.jumped:
+            if rate >= factor * last or last >= factor * rate:
+                self.jumped = self._jump_hard = True
                 self._rate_change = (step, last, rate)
 
     def _limit(self) -> float:
@@ -195,7 +226,7 @@ class NormRules(RuleFamily):
             self._norm_jump(norm, recent, series.recent_peak())
             series.add_normal(norm, loss)
         elif count == 1:
-            self.jumped = True
+            self.jumped = self._jump_hard = True
         series.add(step, norm)
 
     def _loss_rising(self, loss: float | None) -> bool:

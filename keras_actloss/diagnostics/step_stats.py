@@ -154,10 +154,15 @@ class NormRow(NamedTuple):
     layout: RowLayout
     extremes: Tensor | None  # `[1, 2m]`: maxima, then minima (row order)
     joined: Tensor | None  # `[n]`: every element, in row order
+    silent: Tensor | None = None  # `[]`: zero elements of small vectors
 
 
 def norm_row(
-    tensors: list, extremes: bool = False, joined: bool = False, norms: bool = True
+    tensors: list,
+    extremes: bool = False,
+    joined: bool = False,
+    norms: bool = True,
+    silent: bool = False,
 ) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
 
@@ -177,11 +182,17 @@ def norm_row(
         norms: Whether to compute the norms (`False`: only the layout and
             what `extremes` and `joined` ask for, for a caller that has the
             row already). Defaults to `True`.
+        silent: Whether to count the elements that are exactly 0 in the
+            small vectors (rank 1: biases, normalization scales and
+            offsets, one element per unit or channel): a unit inactive on
+            every sample of the batch gets exactly 0 there. Defaults to
+            `False`.
 
     Returns:
         A `NormRow`: the `[1, m]` float32 row (None without `norms`), its
-        layout, the `[1, 2m]` maxima then minima (or None) and the `[n]`
-        joined elements (or None).
+        layout, the `[1, 2m]` maxima then minima (or None), the `[n]`
+        joined elements (or None) and the float32 count of silent elements
+        (or None).
     """
     prim = _backend_primitives()
     rows, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
@@ -216,6 +227,10 @@ def norm_row(
         tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
     )
     out = NormRow(_concat_row(rows) if norms else None, layout, None, None)
+    if silent:
+        out = out._replace(
+            silent=_silent_count(tensors, small_at, flat if small else None)
+        )
     if extremes:
         out = out._replace(extremes=_concat_row(highs + lows))
     if joined:
@@ -227,15 +242,38 @@ def norm_row(
     return out
 
 
+def _silent_count(tensors: list, small_at: list[int], flat) -> Tensor:
+    """Elements exactly 0 of the rank-1 tensors among the small ones
+    (`flat`, their concatenation), as float32."""
+    vectors = [_rank(tensors[i].shape) == 1 for i in small_at]
+    if not any(vectors):
+        return ops.convert_to_tensor(0.0, "float32")
+    zero = ops.cast(ops.equal(flat, 0.0), "float32")
+    if not all(vectors):
+        mask = np.repeat(
+            np.array(vectors, "float32"),
+            [math.prod(tensors[i].shape) for i in small_at],
+        )
+        zero = zero * mask
+    return ops.sum(zero)
+
+
 def _concat_row(parts: list) -> Tensor:
     if not parts:
         return ops.zeros((1, 0), "float32")
     return ops.concatenate(parts, 1) if len(parts) > 1 else parts[0]
 
 
-def alarm(row: Tensor, layout: RowLayout, scale: Tensor | None, rate: Tensor) -> Tensor:
-    """`[3]` float32: the unscaled squared global norm, the learning rate
-    and how many of the row's columns are exactly 0 (`RowLayout.zeros`).
+def alarm(
+    row: Tensor,
+    layout: RowLayout,
+    scale: Tensor | None,
+    rate: Tensor,
+    silent: Tensor | None = None,
+) -> Tensor:
+    """`[4]` float32: the unscaled squared global norm, the learning rate,
+    how many of the row's columns are exactly 0 (`RowLayout.zeros`) and
+    `silent` (`NormRow.silent`; 0 when None).
 
     From a `norm_row` row (`[1, m]`) of gradients that carry the loss scale
     `scale` (None: unscaled). A NaN or infinity in the gradients reaches the
@@ -252,7 +290,9 @@ def alarm(row: Tensor, layout: RowLayout, scale: Tensor | None, rate: Tensor) ->
     total = ops.sum(squares)
     if scale is not None:
         total = total / ops.square(ops.cast(scale, "float32"))
-    return ops.stack([total, ops.cast(rate, "float32"), zeros])
+    silent = 0.0 if silent is None else silent
+    silent = ops.cast(silent, "float32")
+    return ops.stack([total, ops.cast(rate, "float32"), zeros, silent])
 
 
 def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:

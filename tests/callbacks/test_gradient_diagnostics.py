@@ -425,6 +425,9 @@ def test_default_schedule_is_dense_at_the_start(data):
     model = _compile(build_model("sequential"))
     diag = _diag()
     diag.DENSE_STEPS = 2
+    # The schedule alone: no burst after a jump (single-sample batches make
+    # the norms spiky; bursts have their own tests below).
+    diag._burst = lambda start, noisy: None
     model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[diag])
     # recording_gap(s, 0, 100, 2) = max(1, s // 2): every step up to 3, then
     # 4 -> 6 (gap 2) -> 9 (gap 3) -> 13 (4) -> 19 (6) -> 28 (9).
@@ -1090,3 +1093,51 @@ def test_a_shared_layer_is_measured_over_all_its_calls(rng):
     np.testing.assert_allclose(layer.zero_fraction, np.mean(outputs <= 0.0))
     assert layer.zero_fraction == 0.5
     assert layer.dead_fraction == np.mean(np.all(outputs <= 0.0, axis=0)) == 0.0
+
+
+def _bursting(batch_size=None):
+    """A `GradientDiagnostics` set up as after its first recordings, to call
+    `_burst` directly (the schedule's state only)."""
+    from keras_actloss.diagnostics.records import LayerInfo, StepStats
+    from keras_actloss.diagnostics.rules import HealthRules
+
+    diag = _diag()
+    diag._rules = HealthRules([LayerInfo("dense", "Dense", "relu", True, 0)])
+    diag.history = [StepStats(step=0, global_norm=1.0, batch_size=batch_size)]
+    diag._origin, diag._next, diag._burst_end, diag._calm_until = 0, 1000, None, None
+    diag._calm, diag._found_at_burst = diag.every_n_steps, 0
+    return diag
+
+
+def test_a_burst_records_every_step_for_what_the_rules_need():
+    # patience_steps 5 < 2 x DENSE_STEPS 8: 8 steps at batch 32 (128
+    # samples in 4 batches); at batch 4, 128 / 4 = 32 steps.
+    diag = _bursting(batch_size=32)
+    diag._burst(10, noisy=False)
+    assert (diag._next, diag._burst_end) == (10, 18)
+    # Then back to the schedule from the start of training (origin 0):
+    # a gap of 17 // 4 = 4 steps (`recording_gap`).
+    assert [diag._gap(s) for s in (10, 16, 17)] == [1, 1, 4]
+    diag = _bursting(batch_size=4)
+    diag._burst(10, noisy=False)
+    assert diag._burst_end == 42
+    diag = _bursting(batch_size=1)  # 128 steps wanted, 32 at most.
+    diag._burst(10, noisy=False)
+    assert diag._burst_end == 42
+
+
+def test_noisy_jumps_back_off_when_their_bursts_find_nothing():
+    diag = _bursting(batch_size=32)
+    diag._burst(10, noisy=True)  # Calm for every_n_steps (100) after.
+    assert (diag._burst_end, diag._calm_until) == (18, 110)
+    diag._burst(50, noisy=True)  # Within the calm: no burst.
+    assert diag._burst_end == 18
+    diag._burst(60, noisy=False)  # A hard jump always bursts.
+    assert (diag._burst_end, diag._calm_until) == (68, 110)
+    diag._burst(120, noisy=True)  # The last burst found nothing: 200.
+    assert (diag._burst_end, diag._calm_until) == (128, 320)
+    diag._burst(330, noisy=True)  # Again nothing: 400.
+    assert diag._calm_until == 730
+    diag.findings.append("a finding")  # This burst found something: 100.
+    diag._burst(800, noisy=True)
+    assert (diag._burst_end, diag._calm_until) == (808, 900)

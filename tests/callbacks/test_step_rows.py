@@ -7,14 +7,17 @@ from keras_actloss.callbacks._step_rows import RING_HEAD, fold_rows, within_boun
 from keras_actloss.diagnostics.step_stats import RowLayout
 
 
-def _ring_rows(steps, squares, scale=1.0, rates=None, losses=None):
+def _ring_rows(steps, squares, scale=1.0, rates=None, losses=None, silent=None):
     """Ring rows for per-step, per-gradient sums of squares (layout: all
     small, in order)."""
     squares = np.asarray(squares, "float64")
     n = len(steps)
     rates = np.full(n, 0.01) if rates is None else np.asarray(rates, "float64")
     losses = np.full(n, 1.0) if losses is None else np.asarray(losses, "float64")
-    head = np.stack([steps, np.full(n, -1.0), np.full(n, scale), rates, losses], axis=1)
+    silent = np.zeros(n) if silent is None else np.asarray(silent, "float64")
+    head = np.stack(
+        [steps, np.full(n, -1.0), np.full(n, scale), rates, losses, silent], axis=1
+    )
     assert head.shape[1] == RING_HEAD
     return np.concatenate([head, squares], axis=1)
 
@@ -26,7 +29,7 @@ def test_fold_rows_judges_every_step():
     rates = [0.1, 0.1, 0.2, 0.2, 0.3]
     # Step 13's only bad column is infinite: non-finite with a NaN loss.
     losses = [1.0, 1.0, 1.0, np.nan, 1.0]
-    rows = _ring_rows([10, 11, 12, 13, 14], squares, 2.0, rates, losses)
+    rows = _ring_rows([10, 11, 12, 13, 14], squares, 2.0, rates, losses, range(5))
     out, streak = fold_rows(rows, layout, layers, 0.0)
     # Norms: sqrt(sum of squares) / scale: sqrt(4) / 2, sqrt(25) / 2, ...
     np.testing.assert_allclose(
@@ -37,6 +40,7 @@ def test_fold_rows_judges_every_step():
     np.testing.assert_array_equal([o[6] for o in out], losses)
     # Gradients entirely zero per step (a NaN or infinity is not zero).
     assert [o[7] for o in out] == [1, 1, 0, 1, 0]
+    assert [o[8] for o in out] == [0, 1, 2, 3, 4]  # Silent units, as written.
     # Non-finite steps count at once without loss scaling; the layer is that
     # of the first non-finite gradient (gradient 0 -> layer 0, then 2 -> 1).
     assert [o[2:5] for o in out] == [
@@ -83,11 +87,13 @@ def test_fold_rows_loss_scaling_counts_only_a_streak():
 
 
 def test_within_bounds_checks_every_alarm_value():
-    bounds = (1.0, 4.0, 0.01, 0.1, 2.0)  # norm^2, rate, zero gradients
-    assert within_bounds(2.0, 0.05, 2.0, bounds)
-    assert not within_bounds(0.5, 0.05, 0.0, bounds)  # Norm fell.
-    assert not within_bounds(5.0, 0.05, 0.0, bounds)  # Norm rose.
-    assert not within_bounds(2.0, 0.2, 0.0, bounds)  # Rate jumped.
-    assert not within_bounds(2.0, 0.05, 3.0, bounds)  # A gradient fell to 0.
-    assert not within_bounds(float("nan"), 0.05, 0.0, bounds)
-    assert not within_bounds(2.0, 0.05, 0.0, None)  # Not set yet.
+    # norm^2, rate, zero gradient tensors, silent units
+    bounds = (1.0, 4.0, 0.01, 0.1, 2.0, 10.0)
+    assert within_bounds(2.0, 0.05, 2.0, 10.0, bounds)
+    assert not within_bounds(0.5, 0.05, 0.0, 0.0, bounds)  # Norm fell.
+    assert not within_bounds(5.0, 0.05, 0.0, 0.0, bounds)  # Norm rose.
+    assert not within_bounds(2.0, 0.2, 0.0, 0.0, bounds)  # Rate jumped.
+    assert not within_bounds(2.0, 0.05, 3.0, 0.0, bounds)  # A gradient fell to 0.
+    assert not within_bounds(2.0, 0.05, 0.0, 11.0, bounds)  # Units fell silent.
+    assert not within_bounds(float("nan"), 0.05, 0.0, 0.0, bounds)
+    assert not within_bounds(2.0, 0.05, 0.0, 0.0, None)  # Not set yet.

@@ -1107,6 +1107,48 @@ class TestJumps:
         assert rules.alarm_bounds()[4] == 0
         assert jumps(rules, [SentinelEvent(41, 1.0, False, zero_gradients=1)]) == [True]
 
+    def test_units_falling_silent(self):
+        # Silent units (bias elements exactly 0): a jump when a step has a
+        # quarter more than the most of the recent steps, and at least 2
+        # more: the most is 5, so up to 7 is no jump, 8 is (a noisy one:
+        # small batches make the count spiky).
+        rules = HealthRules(mlp(["relu", "relu"]))
+        seq = [
+            SentinelEvent(s, 1.0, False, silent_units=n)
+            for s, n in enumerate([3, 4, 2, 5, 3, 7])
+        ]
+        assert jumps(rules, seq) == [False] * 6
+        assert rules.alarm_bounds()[5] == 9.0  # 7 + max(2, 7 / 4)
+        assert jumps(rules, [SentinelEvent(6, 1.0, False, silent_units=10)]) == [True]
+        assert rules.jump_noisy
+        assert rules.findings == []
+
+    def test_hard_and_noisy_jumps(self):
+        # The learning rate, the start of an explosion and a gradient
+        # tensor falling to 0 are hard jumps; the norm's level is noisy.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        run(rules, events([1, 1, 1, 1, 1]))
+        run(rules, [event(5, 20.0)])  # 20 >= 10 x every recent norm.
+        assert rules.jumped and rules.jump_noisy
+        run(rules, [event(6, 1.0, 1e-3), event(7, 1.0, 1e-2)])  # Rate x10.
+        assert rules.jumped and not rules.jump_noisy
+        run(rules, [SentinelEvent(8, 1.0, False, zero_gradients=1)])
+        assert rules.jumped and not rules.jump_noisy
+        run(rules, [event(9, 500.0)])  # Over the limit (100 x early 1).
+        assert rules.jumped and not rules.jump_noisy
+
+    def test_a_quiet_step_says_nothing_of_its_layers(self):
+        # A step far below the recent norm (a batch the model gets right:
+        # its small gradients underflow to 0 in float16) leaves the zero
+        # and silent counts alone; a level step with the same counts jumps.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        run(rules, events([1, 1, 1, 1, 1]))
+        quiet = SentinelEvent(5, 0.05, False, zero_gradients=4, silent_units=128)
+        assert jumps(rules, [quiet]) == [False]
+        assert rules.alarm_bounds()[4:] == (0, 2.0)
+        level = SentinelEvent(6, 1.0, False, zero_gradients=4, silent_units=128)
+        assert jumps(rules, [level]) == [True]
+
     def test_norm_down_for_three_steps(self):
         rules = HealthRules(mlp(["tanh"]))
         # 0.05 * 10 = 0.5 <= the recent median 1 (the 0.05s stay a minority

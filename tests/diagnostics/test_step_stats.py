@@ -119,11 +119,11 @@ def test_alarm_is_the_unscaled_squared_norm_and_rate(rng, scale, shapes):
         out = step_stats.norm_row(list(ts))
         return step_stats.alarm(out.row, out.layout, scale, 0.25)
 
-    total, rate, zeros = _np(traced(run)(*xs))
+    total, rate, zeros, silent = _np(traced(run)(*xs))
     expected = sum(np.sum(x.astype("float64") ** 2) for x in xs) / (scale or 1) ** 2
     np.testing.assert_allclose(total, expected, rtol=1e-5)
     assert rate == 0.25
-    assert zeros == 0
+    assert zeros == silent == 0  # Not asked for: 0.
 
 
 def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
@@ -139,7 +139,7 @@ def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
         return step_stats.alarm(out.row, out.layout, None, 0.25), out.row
 
     (alarm, row) = traced(run)(*xs)
-    total, _, zeros = _np(alarm)
+    total, _, zeros, _ = _np(alarm)
     assert zeros == 2
     expected = sum(np.sum(x.astype("float64") ** 2) for x in xs)
     np.testing.assert_allclose(total, expected, rtol=1e-5)
@@ -266,3 +266,29 @@ def test_keras_backend_is_the_one_under_test():
     x = np.arange(6, dtype="float32").reshape(2, 3)
     np.testing.assert_allclose(_np(prim.l2(prim.row(x))), [[np.sqrt(55.0)]])
     assert keras.backend.backend() in ("tensorflow", "jax")
+
+
+def test_silent_counts_zero_elements_of_the_small_vectors_only(rng):
+    # A bias of 8 with units 1 and 5 at exactly 0 (inactive on the whole
+    # batch), a small matrix with 3 zeros (not a vector: not counted), a
+    # large vector with zeros (not small: not counted) and a small vector
+    # with one zero: 2 + 1 = 3 silent elements.
+    bias = rng.normal(size=8).astype("float32")
+    bias[[1, 5]] = 0.0
+    matrix = rng.normal(size=(3, 4)).astype("float32")
+    matrix[0, :3] = 0.0
+    large = np.zeros(NORM_MIN_ELEMENTS, "float32")
+    vector = np.array([0.0, 2.0, -1.0], "float32")
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts), silent=True)
+        return out.silent, step_stats.alarm(out.row, out.layout, None, 0.1, out.silent)
+
+    silent, alarm = traced(run)(bias, matrix, large, vector)
+    assert float(_np(silent)) == 3.0
+    # The alarm carries it as its fourth value; the large zero tensor is
+    # its one zero column.
+    np.testing.assert_array_equal(_np(alarm)[2:], [1.0, 3.0])
+    # No small vector: 0.
+    only = traced(lambda t: step_stats.norm_row([t], silent=True).silent)(matrix)
+    assert float(_np(only)) == 0.0

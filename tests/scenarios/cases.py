@@ -316,9 +316,20 @@ def zero_gradients() -> Setup:
 DIE_STEP = 500
 
 
-def _silence_last_hidden(model):
+def _silence_last_hidden(model, units=None):
+    """Biases -50 for the first `units` units (all when None) of the last
+    hidden layer."""
     bias = model.layers[-2].bias
-    bias.assign(np.full(bias.shape, -50.0, "float32"))
+    value = np.asarray(bias.numpy())
+    value[:units] = -50.0
+    bias.assign(value)
+
+
+SILENCED_UNITS = 40  # Of 64.
+
+
+def _silence_most_units(model):
+    _silence_last_hidden(model, SILENCED_UNITS)
 
 
 def layer_dies_late() -> Setup:
@@ -335,6 +346,17 @@ def layer_dies_late() -> Setup:
     model = dense_stack(16, ["relu"] * 3, 3, "softmax", width=64)
     _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     return Setup(model, x, y, epochs=20, perturb=(DIE_STEP, _silence_last_hidden))
+
+
+def units_die_late() -> Setup:
+    """`layer_dies_late`, but the change silences only 40 of the last hidden
+    layer's 64 units (62%): they output 0 on every training sample from
+    step 500 and get no gradient, while the other units and every layer
+    still learn, so no gradient tensor falls to 0 and the global norm stays
+    level: only the count of bias elements with no gradient shows it."""
+    setup = layer_dies_late()
+    setup.perturb = (DIE_STEP, _silence_most_units)
+    return setup
 
 
 # Healthy controls.
@@ -591,6 +613,7 @@ FAILURES = [
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case("zero_gradients", zero_gradients, {VANISHING: 16}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
+    Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),
 ]
 HEALTHY = [
     Case("healthy_converges", healthy_converges, {}),

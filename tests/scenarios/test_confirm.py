@@ -163,6 +163,29 @@ def test_layer_dies_late():
 
 
 @confirm_on_tensorflow
+def test_units_die_late():
+    c = cases.confirm(cases.BY_NAME["units_die_late"])
+    g = np.array(c.global_norm)
+    at = cases.DIE_STEP
+    first, second, last = c.dead
+    assert max(c.max_dead(s) for s in range(at)) < 0.1
+    # From the step on, 40 of the last ReLU layer's 64 units (and the few
+    # already dead) are dead on every training sample to the end; every
+    # layer still gets a gradient.
+    assert min(c.dead[last][at:]) >= cases.SILENCED_UNITS / 64
+    for name in c.layer_rms:
+        assert min(c.layer_rms[name][at:]) > 0
+    assert max(c.dead[first][at:] + c.dead[second][at:]) < 0.1
+    # The global norm stays level (no jump of 10x either way), and the
+    # model still learns: the loss ends within 2x of its level before.
+    before = g[at - 32 : at]
+    assert g[at : at + 10].max() < 10 * before.max()
+    assert g[at : at + 10].min() > np.median(before) / 10
+    assert c.final_loss < 2 * np.mean(c.losses[at - 10 : at]) + 0.01
+    assert finite(c, range(640))
+
+
+@confirm_on_tensorflow
 @pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
 def test_healthy_control_trains(case):
     c = cases.confirm(case)
