@@ -407,7 +407,10 @@ class GradientDiagnostics(keras.callbacks.Callback):
         after each that found nothing (at most 16 times): a healthy run
         with spiky norms does not record most of its steps. The learning
         rate, an explosion and a gradient tensor falling to 0 always do.
+        `DENSE_STEPS = 0` (recordings every `every_n_steps` only): none.
         """
+        if not self.DENSE_STEPS:
+            return
         if noisy:
             if self._calm_until is not None and start < self._calm_until:
                 return
