@@ -8,22 +8,23 @@ import warnings
 import weakref
 
 import keras
-import numpy as np
 
-from keras_actloss import findings as F
-from keras_actloss.advisor import check_model as run_check_model
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     SUPPORTED_BACKENDS,
     _bool,
     _check_backend,
     _hooks_class,
-    _is_chief,
     _optimizer_list,
     _positive_int,
     input_scale,
     recording_gap,
     step_stats,
+)
+from keras_actloss.callbacks._reporting import (
+    _ACTIVE,
+    GradientHealthWarning,
+    Reporting,
 )
 from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import (
@@ -32,8 +33,7 @@ from keras_actloss.diagnostics.records import (
     StepStats,
 )
 from keras_actloss.diagnostics.rules import HealthRules, Thresholds
-from keras_actloss.findings import Finding, TrainingFailure
-from keras_actloss.logs.writer import DiagnosticsWriter
+from keras_actloss.findings import Finding
 
 __all__ = [
     "ON_FAILURE",
@@ -46,15 +46,9 @@ __all__ = [
 ]
 
 ON_FAILURE = ("warn", "stop", "raise")
-# The instance whose hooks are installed on a model (by `id(model)`).
-_ACTIVE: dict[int, weakref.ref] = {}
 
 
-class GradientHealthWarning(UserWarning):
-    """Warning issued by `GradientDiagnostics(on_failure="warn")`, one per finding."""
-
-
-class GradientDiagnostics(keras.callbacks.Callback):
+class GradientDiagnostics(Reporting, keras.callbacks.Callback):
     """Records per-layer gradient and activation health while a model trains.
 
     Add it to `model.fit` to see, per layer, how large the gradients the
@@ -400,23 +394,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
         finally:
             self._cleanup(close=True)
 
-    def _watch_fit_end(self, model) -> None:
-        """Closes the logs when an exception ends `fit` (JAX backend).
-
-        Keras calls `on_train_end` only when `fit` ends normally; on JAX
-        `_jax_hooks.watch_fit_end` sees an exception leave `fit` and cleans
-        up (hooks, then the event file, closed). Keras's TensorFlow `fit`
-        runs no code after an exception: there the event file (flushed
-        after every event) stays open until this callback's next `fit`
-        ends, or the process exits.
-        """
-        if keras.backend.backend() == "jax":
-            from keras_actloss.callbacks import _jax_hooks
-
-            self._synced = _jax_hooks.watch_fit_end(
-                model, lambda: self._cleanup(close=True)
-            )
-
     # ------------------------------------------------------------- recording
     def _resync_step(self) -> None:
         """Moves the step count and schedule to the step counter found when
@@ -594,112 +571,3 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self.history.append(stats)
         self._handle(new)
         return True
-
-    def _handle(self, new: list[Finding]) -> None:
-        """Logs new findings, then warns, stops or raises per `on_failure`.
-
-        The writer flushes after every write, so everything recorded so far
-        is on disk before training is stopped or the exception is raised.
-        """
-        if not new:
-            return
-        self.findings.extend(new)
-        if self._writer is not None:
-            self._writer.write_findings(new)
-        # One meaning of "failure": what makes `keras-actloss report` exit 1.
-        failures = [f for f in new if f.severity == F.FAILURE]
-        if self.on_failure == "warn" or not failures:
-            for finding in new:
-                warnings.warn(str(finding), GradientHealthWarning, stacklevel=2)
-        elif self.on_failure == "stop":
-            self.model.stop_training = True
-        else:
-            self._cleanup(close=True)
-            raise TrainingFailure(failures[0])
-
-    def _static_checks(self) -> None:
-        self._handle(self._unseen(run_check_model(self.model)))
-
-    def _label_checks(self) -> list[Finding]:
-        """`check_model` with labels of the first recorded batch, once."""
-        if not self.check_model or self._labels_checked:
-            return []
-        labels = self._hooks.read_labels()
-        if labels is None:
-            return []
-        self._labels_checked = True
-        try:
-            found = run_check_model(self.model, y=labels)
-        except ValueError:
-            return []  # Labels it cannot read (NaN, ...): nothing to add.
-        return self._unseen(found)
-
-    def _unseen(self, found) -> list[Finding]:
-        """Findings whose (mode, layer) was not reported before."""
-        seen = {(f.mode, f.layer) for f in self.findings}
-        return [f for f in found if (f.mode, f.layer) not in seen]
-
-    # ------------------------------------------------------------------- I/O
-    def _histograms_on(self) -> bool:
-        return self.log_dir is not None and self.histogram_every_n_steps is not None
-
-    def _histogram_due(self, step: int) -> bool:
-        if not self._histograms_on():
-            return False
-        every = self.histogram_every_n_steps
-        last = self._last_histogram
-        return last is None or step // every > last // every
-
-    def _check_log_dir(self) -> None:
-        if self.log_dir is None:
-            return
-        if not _is_chief(self.model):
-            # Multi-worker training: the chief writes the logs (as Keras's
-            # TensorBoard callback did); the other workers keep findings.
-            return
-        try:
-            if self._writer is None:
-                self._writer = DiagnosticsWriter(self.log_dir)
-            self._writer.check_writable()  # Also when reused by a later fit.
-            self._writer.open()
-        except OSError as error:
-            raise ValueError(
-                "Argument `log_dir` must be a writable directory "
-                f"({error.strerror or error}). Received: log_dir={self.log_dir!r}"
-            ) from None
-
-    def _write_heatmap(self) -> None:
-        steps = [s.step for s in self.history]
-        norms = np.array(
-            [
-                [np.nan if v.grad_norm is None else v.grad_norm for v in s.layers]
-                for s in self.history
-            ],
-            dtype="float64",
-        ).T
-        self._writer.write_heatmap(steps[-1], self._names, steps, norms)
-
-    def _flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
-    def _cleanup(self, close: bool = False) -> None:
-        """Removes the hooks, lets go of the model and flushes the logs (safe
-        to call twice)."""
-        if self._hooks is not None:
-            self._hooks.remove()
-        # The hooked model, and the one this instance was registered for at
-        # `on_train_begin` (no hooks yet when its build was deferred). Not
-        # `self.model`: on JAX reading it syncs the training state.
-        for model in (getattr(self._hooks, "model", None), self._model):
-            ref = None if model is None else _ACTIVE.get(id(model))
-            if ref is not None and ref() in (None, self):
-                del _ACTIVE[id(model)]
-        # Undoes `_watch_fit_end`'s watch.
-        synced, self._synced = self._synced, None
-        if synced is not None:
-            synced()
-        self._flush()
-        if close and self._writer is not None:
-            self._writer.close()
-            self._writer = None
