@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 import weakref
 
 import keras
@@ -26,12 +25,9 @@ from keras_actloss.callbacks._reporting import (
     GradientHealthWarning,
     Reporting,
 )
+from keras_actloss.callbacks._step_judging import StepJudging, StepSchedule
 from keras_actloss.callbacks._step_rows import FULL, SENTINEL
-from keras_actloss.diagnostics.records import (
-    LayerInfo,
-    SentinelEvent,
-    StepStats,
-)
+from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rules import HealthRules, Thresholds
 from keras_actloss.findings import Finding
 
@@ -48,7 +44,9 @@ __all__ = [
 ON_FAILURE = ("warn", "stop", "raise")
 
 
-class GradientDiagnostics(Reporting, keras.callbacks.Callback):
+class GradientDiagnostics(
+    StepSchedule, StepJudging, Reporting, keras.callbacks.Callback
+):
     """Records per-layer gradient and activation health while a model trains.
 
     Add it to `model.fit` to see, per layer, how large the gradients the
@@ -393,181 +391,3 @@ class GradientDiagnostics(Reporting, keras.callbacks.Callback):
                 self._write_heatmap()
         finally:
             self._cleanup(close=True)
-
-    # ------------------------------------------------------------- recording
-    def _resync_step(self) -> None:
-        """Moves the step count and schedule to the step counter found when
-        the first batch was traced (several optimizers hooked)."""
-        if not self._hooks.counter_known:
-            return  # No optimizer applied gradients yet.
-        self._guessed = False
-        shift = self._hooks.step_count() - (self._step + self._spe)
-        self._step += shift
-        self._origin += shift
-        self._next += shift
-
-    def _time_batch(self) -> None:
-        """Notes the first full batch (tracing included) and the latest."""
-        if self._mode != FULL or self._hooks.traced(SENTINEL):
-            return
-        seconds = time.perf_counter() - self._batch_start
-        if self._first_batch is None:
-            self._first_batch = seconds
-        else:
-            self._full_batch = seconds
-
-    def _sentinel_pays(self) -> bool:
-        """Whether tracing the every-step train function saves time.
-
-        Until it is traced, steps off the recording schedule can run the
-        full train function (and read only its every-step part). Tracing a
-        second function costs about as much as the first took beyond a
-        step; the cheap step saves about `SENTINEL_SAVING` of a full one.
-        It is traced once the steps left in this `fit` would save more than
-        that, or once the full steps off the schedule cost as much as it
-        (so a run of many short fits pays at most twice the trace), or
-        after `RENT_STEPS` of them. In a short first `fit` (of a large
-        model, say) it is left out. (On JAX one compiled function serves
-        both kinds of step: it counts as traced from the first step.)
-        """
-        if self._hooks.traced(SENTINEL):
-            return True
-        if self._first_batch is None or self._full_batch is None:
-            return False  # Not measured yet: one more full step.
-        steps = (self.params or {}).get("steps")
-        epochs = (self.params or {}).get("epochs")
-        if not steps or not epochs:
-            return True  # A run of unknown length: assume a long one.
-        saving = self.SENTINEL_SAVING * self._full_batch
-        remaining = steps * epochs - self._batches * self._spe
-        trace = max(self._first_batch - self._full_batch, 0.0)
-        self._paid += saving
-        self._rented += 1
-        return (
-            remaining * saving > trace
-            or self._paid >= trace
-            or self._rented >= self.RENT_STEPS
-        )
-
-    def _check_steps(self) -> None:
-        """Judges the steps of the batch that just ran (not recorded).
-
-        A quiet step (its norm and learning rate within the rules' alarm
-        bounds, checked on the host) waits in the ring, read every
-        `QUIET_READ` steps; any other step is judged at once, with the
-        steps before it (a full step off the schedule has no alarm: its
-        row, the vector's prefix, is judged at once).
-        """
-        hooks = self._hooks
-        if self._spe == 1 and hooks.quiet():
-            self._quiet += 1
-            if self._quiet >= self.QUIET_READ:
-                self._read_quiet()
-            return
-        self._read_all()
-
-    def _read_all(self) -> None:
-        """Judges every step not read yet, one by one."""
-        self._observe_steps(self._hooks.read_steps())
-        self._all_read()
-
-    def _read_quiet(self) -> None:
-        """Hands the quiet steps waiting in the ring to the rules."""
-        steps = self._hooks.read_quiet()
-        self._rules.observe_quiet(steps)
-        if steps:
-            step, norm, rate, loss, _ = max(steps, key=lambda s: s[1])
-            self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
-        self._all_read()
-
-    def _all_read(self) -> None:
-        """After a read of the ring: no quiet step waits; the alarm bounds
-        follow the rules' new state."""
-        self._quiet = 0
-        self._hooks.set_bounds(self._rules.alarm_bounds())
-
-    def _note_peak(self, event: SentinelEvent) -> None:
-        """Keeps the finite step with the largest norm since the last write."""
-        if self._peak is None or event.global_norm > self._peak.global_norm:
-            self._peak = event
-
-    def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
-        """Judges every step's global gradient norm as soon as it ran.
-
-        A jump in the norm or the learning rate, or a gradient falling to
-        exactly 0, restarts dense recording from the next step. A
-        non-finite step is written at once, unless it is the step
-        `recorded` in full (written with its statistics).
-        """
-        new = []
-        for step, norm, counted, skipped, layer, rate, loss, zeros in steps:
-            if skipped:
-                continue  # A loss-scale overflow the optimizer skipped.
-            name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate, loss, zeros)
-            new += self._rules.observe_step(event)
-            if counted:
-                if self._writer is not None and step != recorded:
-                    self._writer.write_sentinel(event)
-            else:
-                self._note_peak(event)
-            if self._rules.jumped:
-                self._origin = step + 1
-                self._next = min(self._next, step + 1)
-        self._handle(new)
-
-    def _no_gradients(self) -> None:
-        """Warns once that a recording found no gradients to record."""
-        if self._warned_no_gradients:
-            return
-        self._warned_no_gradients = True
-        warnings.warn(
-            "GradientDiagnostics saw no gradients at step "
-            f"{self._step - 1}: the model's `train_step` passed none to the "
-            f"optimizers it watches ({self._hooks.hooked_names()}), so nothing "
-            "is recorded for it. A custom `train_step` that updates the "
-            "weights with an optimizer held elsewhere needs it in "
-            "`GradientDiagnostics(optimizers=[...])`; a model without "
-            "trainable weights has no gradients to record.",
-            GradientHealthWarning,
-            stacklevel=2,
-        )
-
-    def _write_peak(self, recorded: int | None) -> None:
-        """Writes the largest global norm of the steps since the last write,
-        unless it is the step just recorded in full."""
-        peak, self._peak = self._peak, None
-        if self._writer is not None and peak is not None and peak.step != recorded:
-            self._writer.write_sentinel(peak)
-
-    def _record(self) -> bool:
-        """Reads the full statistics of the last step; False if skipped."""
-        data = self._hooks.read_full()
-        if data is None:
-            self._no_gradients()
-            return True  # Nothing to record; keep to the schedule.
-        self._observe_steps(data["steps"], recorded=int(data["step"]))
-        self._all_read()
-        if data["skipped"]:
-            return False  # A loss-scale overflow: record the next step.
-        step = int(data["step"])
-        due = self._histogram_due(step)
-        samples = self._hooks.read_samples() if due else {}
-        if self._input_scale is None:
-            self._input_scale = input_scale(self._hooks.read_inputs())
-        stats = step_stats(data, self._names, samples, self._input_scale)
-        new = self._rules.observe(stats)
-        new += self._label_checks()
-        if self._writer is not None:
-            self._write_peak(step)
-            self._writer.write_stats(stats)
-            if samples:
-                self._writer.write_histograms(
-                    step, {self._names[i]: v for i, v in samples.items()}
-                )
-                self._last_histogram = step
-        for layer in stats.layers:
-            layer.grad_values = layer.unit_activity = None
-        self.history.append(stats)
-        self._handle(new)
-        return True
