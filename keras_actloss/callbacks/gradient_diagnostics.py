@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
-import warnings
 import weakref
 
 import keras
-import numpy as np
 
-from keras_actloss import findings as F
-from keras_actloss.advisor import check_model as run_check_model
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     SUPPORTED_BACKENDS,
     _bool,
     _check_backend,
     _hooks_class,
-    _is_chief,
     _optimizer_list,
     _positive_int,
     input_scale,
     recording_gap,
     step_stats,
 )
-from keras_actloss.callbacks._step_rows import FULL, SENTINEL
-from keras_actloss.diagnostics.records import (
-    LayerInfo,
-    SentinelEvent,
-    StepStats,
+from keras_actloss.callbacks._reporting import (
+    _ACTIVE,
+    GradientHealthWarning,
+    Reporting,
 )
+from keras_actloss.callbacks._step_judging import StepJudging, StepSchedule
+from keras_actloss.callbacks._step_rows import FULL, SENTINEL
+from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rules import HealthRules, Thresholds
-from keras_actloss.findings import Finding, TrainingFailure
-from keras_actloss.logs.writer import DiagnosticsWriter
+from keras_actloss.findings import Finding
 
 __all__ = [
     "ON_FAILURE",
@@ -47,15 +42,11 @@ __all__ = [
 ]
 
 ON_FAILURE = ("warn", "stop", "raise")
-# The instance whose hooks are installed on a model (by `id(model)`).
-_ACTIVE: dict[int, weakref.ref] = {}
 
 
-class GradientHealthWarning(UserWarning):
-    """Warning issued by `GradientDiagnostics(on_failure="warn")`, one per finding."""
-
-
-class GradientDiagnostics(keras.callbacks.Callback):
+class GradientDiagnostics(
+    StepSchedule, StepJudging, Reporting, keras.callbacks.Callback
+):
     """Records per-layer gradient and activation health while a model trains.
 
     Add it to `model.fit` to see, per layer, how large the gradients the
@@ -387,50 +378,6 @@ class GradientDiagnostics(keras.callbacks.Callback):
         elif self._record():
             self._next = last + self._gap(last)
 
-    def _gap(self, last: int) -> int:
-        """Steps from a recording at `last` to the next: 1 within a burst
-        (after a jump in this step too), else `recording_gap` from the start
-        of training."""
-        if self._burst_end is not None and last + 1 < self._burst_end:
-            return 1
-        return recording_gap(last, self._origin, self.every_n_steps, self.DENSE_STEPS)
-
-    def _burst(self, start: int, noisy: bool) -> None:
-        """Records every step from `start` for as long as the rules need to
-        confirm a failure (`patience_steps`, and `min_samples` samples for
-        dead units at the last recorded batch size, up to 32 steps), after
-        a jump.
-
-        A noisy jump (`HealthRules.jump_noisy`: the global norm's level or
-        the silent units, which small batches make spiky) starts a burst
-        only `every_n_steps` after the last noisy one, and twice as long
-        after each that found nothing (at most 16 times): a healthy run
-        with spiky norms does not record most of its steps. The learning
-        rate, an explosion and a gradient tensor falling to 0 always do.
-        `DENSE_STEPS = 0` (recordings every `every_n_steps` only): none.
-        """
-        if not self.DENSE_STEPS:
-            return
-        if noisy:
-            if self._calm_until is not None and start < self._calm_until:
-                return
-            fruitless = len(self.findings) == self._found_at_burst
-            if self._calm_until is not None and fruitless:
-                self._calm = min(2 * self._calm, 16 * self.every_n_steps)
-            elif not fruitless:
-                self._calm = self.every_n_steps
-            self._calm_until = start + self._calm
-        self._found_at_burst = len(self.findings)
-        t = self._rules.thresholds
-        batch = self.history[-1].batch_size if self.history else None
-        steps = max(2 * self.DENSE_STEPS, t.patience_steps)
-        if batch:
-            # At most 4 times the dense start: a batch of 1 would need 128.
-            needed = math.ceil(t.min_samples / batch)
-            steps = max(steps, min(needed, 8 * self.DENSE_STEPS))
-        self._burst_end = max(self._burst_end or 0, start + steps)
-        self._next = min(self._next, start)
-
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed and self._step is not None:
             self._read_all()
@@ -452,310 +399,3 @@ class GradientDiagnostics(keras.callbacks.Callback):
                 self._write_heatmap()
         finally:
             self._cleanup(close=True)
-
-    def _watch_fit_end(self, model) -> None:
-        """Closes the logs when an exception ends `fit` (JAX backend).
-
-        Keras calls `on_train_end` only when `fit` ends normally; on JAX
-        `_jax_hooks.watch_fit_end` sees an exception leave `fit` and cleans
-        up (hooks, then the event file, closed). Keras's TensorFlow `fit`
-        runs no code after an exception: there the event file (flushed
-        after every event) stays open until this callback's next `fit`
-        ends, or the process exits.
-        """
-        if keras.backend.backend() == "jax":
-            from keras_actloss.callbacks import _jax_hooks
-
-            self._synced = _jax_hooks.watch_fit_end(
-                model, lambda: self._cleanup(close=True)
-            )
-
-    # ------------------------------------------------------------- recording
-    def _resync_step(self) -> None:
-        """Moves the step count and schedule to the step counter found when
-        the first batch was traced (several optimizers hooked)."""
-        if not self._hooks.counter_known:
-            return  # No optimizer applied gradients yet.
-        self._guessed = False
-        shift = self._hooks.step_count() - (self._step + self._spe)
-        self._step += shift
-        self._origin += shift
-        self._next += shift
-        if self._burst_end is not None:
-            self._burst_end += shift
-        if self._calm_until is not None:
-            self._calm_until += shift
-
-    def _time_batch(self) -> None:
-        """Notes the first full batch (tracing included) and the latest."""
-        if self._mode != FULL or self._hooks.traced(SENTINEL):
-            return
-        seconds = time.perf_counter() - self._batch_start
-        if self._first_batch is None:
-            self._first_batch = seconds
-        else:
-            self._full_batch = seconds
-
-    def _sentinel_pays(self) -> bool:
-        """Whether tracing the every-step train function saves time.
-
-        Until it is traced, steps off the recording schedule can run the
-        full train function (and read only its every-step part). Tracing a
-        second function costs about as much as the first took beyond a
-        step; the cheap step saves about `SENTINEL_SAVING` of a full one.
-        It is traced once the steps left in this `fit` would save more than
-        that, or once the full steps off the schedule cost as much as it
-        (so a run of many short fits pays at most twice the trace), or
-        after `RENT_STEPS` of them. In a short first `fit` (of a large
-        model, say) it is left out. (On JAX one compiled function serves
-        both kinds of step: it counts as traced from the first step.)
-        """
-        if self._hooks.traced(SENTINEL):
-            return True
-        if self._first_batch is None or self._full_batch is None:
-            return False  # Not measured yet: one more full step.
-        steps = (self.params or {}).get("steps")
-        epochs = (self.params or {}).get("epochs")
-        if not steps or not epochs:
-            return True  # A run of unknown length: assume a long one.
-        saving = self.SENTINEL_SAVING * self._full_batch
-        remaining = steps * epochs - self._batches * self._spe
-        trace = max(self._first_batch - self._full_batch, 0.0)
-        self._paid += saving
-        self._rented += 1
-        return (
-            remaining * saving > trace
-            or self._paid >= trace
-            or self._rented >= self.RENT_STEPS
-        )
-
-    def _check_steps(self) -> None:
-        """Judges the steps of the batch that just ran (not recorded).
-
-        A quiet step (its norm and learning rate within the rules' alarm
-        bounds, checked on the host) waits in the ring, read every
-        `QUIET_READ` steps; any other step is judged at once, with the
-        steps before it (a full step off the schedule has no alarm: its
-        row, the vector's prefix, is judged at once).
-        """
-        hooks = self._hooks
-        if self._spe == 1 and hooks.quiet():
-            self._quiet += 1
-            if self._quiet >= self.QUIET_READ:
-                self._read_quiet()
-            return
-        self._read_all()
-
-    def _read_all(self) -> None:
-        """Judges every step not read yet, one by one."""
-        self._observe_steps(self._hooks.read_steps())
-        self._all_read()
-
-    def _read_quiet(self) -> None:
-        """Hands the quiet steps waiting in the ring to the rules."""
-        steps = self._hooks.read_quiet()
-        self._rules.observe_quiet(steps)
-        if steps:
-            step, norm, rate, loss = max(steps, key=lambda s: s[1])[:4]
-            self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
-        self._all_read()
-
-    def _all_read(self) -> None:
-        """After a read of the ring: no quiet step waits; the alarm bounds
-        follow the rules' new state."""
-        self._quiet = 0
-        self._hooks.set_bounds(self._rules.alarm_bounds())
-
-    def _note_peak(self, event: SentinelEvent) -> None:
-        """Keeps the finite step with the largest norm since the last write."""
-        if self._peak is None or event.global_norm > self._peak.global_norm:
-            self._peak = event
-
-    def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
-        """Judges every step's global gradient norm as soon as it ran.
-
-        A jump in the norm or the learning rate, or a gradient falling to
-        exactly 0, restarts dense recording from the next step. A
-        non-finite step is written at once, unless it is the step
-        `recorded` in full (written with its statistics).
-        """
-        new = []
-        for step, norm, counted, skipped, layer, rate, loss, *units in steps:
-            if skipped:
-                continue  # A loss-scale overflow the optimizer skipped.
-            name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate, loss, *units)
-            new += self._rules.observe_step(event)
-            if counted:
-                if self._writer is not None and step != recorded:
-                    self._writer.write_sentinel(event)
-            else:
-                self._note_peak(event)
-            if self._rules.jumped:
-                self._burst(step + 1, self._rules.jump_noisy)
-        self._handle(new)
-
-    def _no_gradients(self) -> None:
-        """Warns once that a recording found no gradients to record."""
-        if self._warned_no_gradients:
-            return
-        self._warned_no_gradients = True
-        warnings.warn(
-            "GradientDiagnostics saw no gradients at step "
-            f"{self._step - 1}: the model's `train_step` passed none to the "
-            f"optimizers it watches ({self._hooks.hooked_names()}), so nothing "
-            "is recorded for it. A custom `train_step` that updates the "
-            "weights with an optimizer held elsewhere needs it in "
-            "`GradientDiagnostics(optimizers=[...])`; a model without "
-            "trainable weights has no gradients to record.",
-            GradientHealthWarning,
-            stacklevel=2,
-        )
-
-    def _write_peak(self, recorded: int | None) -> None:
-        """Writes the largest global norm of the steps since the last write,
-        unless it is the step just recorded in full."""
-        peak, self._peak = self._peak, None
-        if self._writer is not None and peak is not None and peak.step != recorded:
-            self._writer.write_sentinel(peak)
-
-    def _record(self) -> bool:
-        """Reads the full statistics of the last step; False if skipped."""
-        data = self._hooks.read_full()
-        if data is None:
-            self._no_gradients()
-            return True  # Nothing to record; keep to the schedule.
-        self._observe_steps(data["steps"], recorded=int(data["step"]))
-        self._all_read()
-        if data["skipped"]:
-            return False  # A loss-scale overflow: record the next step.
-        step = int(data["step"])
-        due = self._histogram_due(step)
-        samples = self._hooks.read_samples() if due else {}
-        if self._input_scale is None:
-            self._input_scale = input_scale(self._hooks.read_inputs())
-        stats = step_stats(data, self._names, samples, self._input_scale)
-        new = self._rules.observe(stats)
-        new += self._label_checks()
-        if self._writer is not None:
-            self._write_peak(step)
-            self._writer.write_stats(stats)
-            if samples:
-                self._writer.write_histograms(
-                    step, {self._names[i]: v for i, v in samples.items()}
-                )
-                self._last_histogram = step
-        for layer in stats.layers:
-            layer.grad_values = layer.unit_activity = None
-        self.history.append(stats)
-        self._handle(new)
-        return True
-
-    def _handle(self, new: list[Finding]) -> None:
-        """Logs new findings, then warns, stops or raises per `on_failure`.
-
-        The writer flushes after every write, so everything recorded so far
-        is on disk before training is stopped or the exception is raised.
-        """
-        if not new:
-            return
-        self.findings.extend(new)
-        if self._writer is not None:
-            self._writer.write_findings(new)
-        # One meaning of "failure": what makes `keras-actloss report` exit 1.
-        failures = [f for f in new if f.severity == F.FAILURE]
-        if self.on_failure == "warn" or not failures:
-            for finding in new:
-                warnings.warn(str(finding), GradientHealthWarning, stacklevel=2)
-        elif self.on_failure == "stop":
-            self.model.stop_training = True
-        else:
-            self._cleanup(close=True)
-            raise TrainingFailure(failures[0])
-
-    def _static_checks(self) -> None:
-        self._handle(self._unseen(run_check_model(self.model)))
-
-    def _label_checks(self) -> list[Finding]:
-        """`check_model` with labels of the first recorded batch, once."""
-        if not self.check_model or self._labels_checked:
-            return []
-        labels = self._hooks.read_labels()
-        if labels is None:
-            return []
-        self._labels_checked = True
-        try:
-            found = run_check_model(self.model, y=labels)
-        except ValueError:
-            return []  # Labels it cannot read (NaN, ...): nothing to add.
-        return self._unseen(found)
-
-    def _unseen(self, found) -> list[Finding]:
-        """Findings whose (mode, layer) was not reported before."""
-        seen = {(f.mode, f.layer) for f in self.findings}
-        return [f for f in found if (f.mode, f.layer) not in seen]
-
-    # ------------------------------------------------------------------- I/O
-    def _histograms_on(self) -> bool:
-        return self.log_dir is not None and self.histogram_every_n_steps is not None
-
-    def _histogram_due(self, step: int) -> bool:
-        if not self._histograms_on():
-            return False
-        every = self.histogram_every_n_steps
-        last = self._last_histogram
-        return last is None or step // every > last // every
-
-    def _check_log_dir(self) -> None:
-        if self.log_dir is None:
-            return
-        if not _is_chief(self.model):
-            # Multi-worker training: the chief writes the logs (as Keras's
-            # TensorBoard callback did); the other workers keep findings.
-            return
-        try:
-            if self._writer is None:
-                self._writer = DiagnosticsWriter(self.log_dir)
-            self._writer.check_writable()  # Also when reused by a later fit.
-            self._writer.open()
-        except OSError as error:
-            raise ValueError(
-                "Argument `log_dir` must be a writable directory "
-                f"({error.strerror or error}). Received: log_dir={self.log_dir!r}"
-            ) from None
-
-    def _write_heatmap(self) -> None:
-        steps = [s.step for s in self.history]
-        norms = np.array(
-            [
-                [np.nan if v.grad_norm is None else v.grad_norm for v in s.layers]
-                for s in self.history
-            ],
-            dtype="float64",
-        ).T
-        self._writer.write_heatmap(steps[-1], self._names, steps, norms)
-
-    def _flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
-    def _cleanup(self, close: bool = False) -> None:
-        """Removes the hooks, lets go of the model and flushes the logs (safe
-        to call twice)."""
-        if self._hooks is not None:
-            self._hooks.remove()
-        # The hooked model, and the one this instance was registered for at
-        # `on_train_begin` (no hooks yet when its build was deferred). Not
-        # `self.model`: on JAX reading it syncs the training state.
-        for model in (getattr(self._hooks, "model", None), self._model):
-            ref = None if model is None else _ACTIVE.get(id(model))
-            if ref is not None and ref() in (None, self):
-                del _ACTIVE[id(model)]
-        # Undoes `_watch_fit_end`'s watch.
-        synced, self._synced = self._synced, None
-        if synced is not None:
-            synced()
-        self._flush()
-        if close and self._writer is not None:
-            self._writer.close()
-            self._writer = None

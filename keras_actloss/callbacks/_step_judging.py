@@ -1,0 +1,275 @@
+"""Every-step judging and full recordings of `GradientDiagnostics`.
+
+Two mixins of the callback. `StepSchedule` keeps the step count (moved to
+the optimizer that really counts the steps once a step is traced) and
+decides whether a batch off the recording schedule may run the cheap
+every-step train function yet (`_sentinel_pays`, from the timings of the
+full one). `StepJudging` reads what the batch that just ran left in the
+hooks and hands it to the rules: the ring of every-step rows, read at an
+alarm and every `QUIET_READ` quiet steps otherwise, and a full recording's
+statistics, written to the logs with the step of the largest global norm
+since the last write; a jump starts a burst of dense recording
+(`StepSchedule._burst`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+from keras_actloss.callbacks._callback_support import (
+    input_scale,
+    recording_gap,
+    step_stats,
+)
+from keras_actloss.callbacks._reporting import GradientHealthWarning
+from keras_actloss.callbacks._step_rows import FULL, SENTINEL
+from keras_actloss.diagnostics.records import SentinelEvent
+
+
+class StepSchedule:
+    """Mixin of `GradientDiagnostics`: the step count and the train function.
+
+    Relies on the attributes `GradientDiagnostics` sets: `params`,
+    `every_n_steps`, `findings`, `history`, `_rules`, the class attributes
+    `SENTINEL_SAVING`, `RENT_STEPS` and `DENSE_STEPS`, and `_hooks`,
+    `_step`, `_spe`, `_origin`, `_next`, `_burst_end`, `_calm`,
+    `_calm_until`, `_found_at_burst`, `_guessed`, `_mode`, `_batches`,
+    `_batch_start`, `_first_batch`, `_full_batch`, `_paid` and `_rented`.
+    """
+
+    def _resync_step(self) -> None:
+        """Moves the step count and schedule to the step counter found when
+        the first batch was traced (several optimizers hooked)."""
+        if not self._hooks.counter_known:
+            return  # No optimizer applied gradients yet.
+        self._guessed = False
+        shift = self._hooks.step_count() - (self._step + self._spe)
+        self._step += shift
+        self._origin += shift
+        self._next += shift
+        if self._burst_end is not None:
+            self._burst_end += shift
+        if self._calm_until is not None:
+            self._calm_until += shift
+
+    def _gap(self, last: int) -> int:
+        """Steps from a recording at `last` to the next: 1 within a burst
+        (after a jump in this step too), else `recording_gap` from the start
+        of training."""
+        if self._burst_end is not None and last + 1 < self._burst_end:
+            return 1
+        return recording_gap(last, self._origin, self.every_n_steps, self.DENSE_STEPS)
+
+    def _burst(self, start: int, noisy: bool) -> None:
+        """Records every step from `start` for as long as the rules need to
+        confirm a failure (`patience_steps`, and `min_samples` samples for
+        dead units at the last recorded batch size, up to 32 steps), after
+        a jump.
+
+        A noisy jump (`HealthRules.jump_noisy`: the global norm's level or
+        the silent units, which small batches make spiky) starts a burst
+        only `every_n_steps` after the last noisy one, and twice as long
+        after each that found nothing (at most 16 times): a healthy run
+        with spiky norms does not record most of its steps. The learning
+        rate, an explosion and a gradient tensor falling to 0 always do.
+        `DENSE_STEPS = 0` (recordings every `every_n_steps` only): none.
+        """
+        if not self.DENSE_STEPS:
+            return
+        if noisy:
+            if self._calm_until is not None and start < self._calm_until:
+                return
+            fruitless = len(self.findings) == self._found_at_burst
+            if self._calm_until is not None and fruitless:
+                self._calm = min(2 * self._calm, 16 * self.every_n_steps)
+            elif not fruitless:
+                self._calm = self.every_n_steps
+            self._calm_until = start + self._calm
+        self._found_at_burst = len(self.findings)
+        t = self._rules.thresholds
+        batch = self.history[-1].batch_size if self.history else None
+        steps = max(2 * self.DENSE_STEPS, t.patience_steps)
+        if batch:
+            # At most 4 times the dense start: a batch of 1 would need 128.
+            needed = math.ceil(t.min_samples / batch)
+            steps = max(steps, min(needed, 8 * self.DENSE_STEPS))
+        self._burst_end = max(self._burst_end or 0, start + steps)
+        self._next = min(self._next, start)
+
+    def _time_batch(self) -> None:
+        """Notes the first full batch (tracing included) and the latest."""
+        if self._mode != FULL or self._hooks.traced(SENTINEL):
+            return
+        seconds = time.perf_counter() - self._batch_start
+        if self._first_batch is None:
+            self._first_batch = seconds
+        else:
+            self._full_batch = seconds
+
+    def _sentinel_pays(self) -> bool:
+        """Whether tracing the every-step train function saves time.
+
+        Until it is traced, steps off the recording schedule can run the
+        full train function (and read only its every-step part). Tracing a
+        second function costs about as much as the first took beyond a
+        step; the cheap step saves about `SENTINEL_SAVING` of a full one.
+        It is traced once the steps left in this `fit` would save more than
+        that, or once the full steps off the schedule cost as much as it
+        (so a run of many short fits pays at most twice the trace), or
+        after `RENT_STEPS` of them. In a short first `fit` (of a large
+        model, say) it is left out. (On JAX one compiled function serves
+        both kinds of step: it counts as traced from the first step.)
+        """
+        if self._hooks.traced(SENTINEL):
+            return True
+        if self._first_batch is None or self._full_batch is None:
+            return False  # Not measured yet: one more full step.
+        steps = (self.params or {}).get("steps")
+        epochs = (self.params or {}).get("epochs")
+        if not steps or not epochs:
+            return True  # A run of unknown length: assume a long one.
+        saving = self.SENTINEL_SAVING * self._full_batch
+        remaining = steps * epochs - self._batches * self._spe
+        trace = max(self._first_batch - self._full_batch, 0.0)
+        self._paid += saving
+        self._rented += 1
+        return (
+            remaining * saving > trace
+            or self._paid >= trace
+            or self._rented >= self.RENT_STEPS
+        )
+
+
+class StepJudging:
+    """Mixin of `GradientDiagnostics`: judges the steps that ran, records.
+
+    Relies on the attributes `GradientDiagnostics` sets: `history`, the
+    class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
+    `_names`, `_step`, `_spe`, `_origin`, `_next`, `_quiet`, `_peak`,
+    `_input_scale`, `_last_histogram` and `_warned_no_gradients`; and on
+    `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`.
+    """
+
+    def _check_steps(self) -> None:
+        """Judges the steps of the batch that just ran (not recorded).
+
+        A quiet step (its norm and learning rate within the rules' alarm
+        bounds, checked on the host) waits in the ring, read every
+        `QUIET_READ` steps; any other step is judged at once, with the
+        steps before it (a full step off the schedule has no alarm: its
+        row, the vector's prefix, is judged at once).
+        """
+        hooks = self._hooks
+        if self._spe == 1 and hooks.quiet():
+            self._quiet += 1
+            if self._quiet >= self.QUIET_READ:
+                self._read_quiet()
+            return
+        self._read_all()
+
+    def _read_all(self) -> None:
+        """Judges every step not read yet, one by one."""
+        self._observe_steps(self._hooks.read_steps())
+        self._all_read()
+
+    def _read_quiet(self) -> None:
+        """Hands the quiet steps waiting in the ring to the rules."""
+        steps = self._hooks.read_quiet()
+        self._rules.observe_quiet(steps)
+        if steps:
+            step, norm, rate, loss = max(steps, key=lambda s: s[1])[:4]
+            self._note_peak(SentinelEvent(step, norm, False, None, rate, loss))
+        self._all_read()
+
+    def _all_read(self) -> None:
+        """After a read of the ring: no quiet step waits; the alarm bounds
+        follow the rules' new state."""
+        self._quiet = 0
+        self._hooks.set_bounds(self._rules.alarm_bounds())
+
+    def _note_peak(self, event: SentinelEvent) -> None:
+        """Keeps the finite step with the largest norm since the last write."""
+        if self._peak is None or event.global_norm > self._peak.global_norm:
+            self._peak = event
+
+    def _observe_steps(self, steps: list[tuple], recorded: int | None = None) -> None:
+        """Judges every step's global gradient norm as soon as it ran.
+
+        A jump (`HealthRules.jumped`) starts a burst of dense recording
+        from the next step (`_burst`). A non-finite step is written at
+        once, unless it is the step `recorded` in full (written with its
+        statistics).
+        """
+        new = []
+        for step, norm, counted, skipped, layer, rate, loss, *units in steps:
+            if skipped:
+                continue  # A loss-scale overflow the optimizer skipped.
+            name = self._names[layer] if 0 <= layer < len(self._names) else None
+            event = SentinelEvent(step, norm, counted, name, rate, loss, *units)
+            new += self._rules.observe_step(event)
+            if counted:
+                if self._writer is not None and step != recorded:
+                    self._writer.write_sentinel(event)
+            else:
+                self._note_peak(event)
+            if self._rules.jumped:
+                self._burst(step + 1, self._rules.jump_noisy)
+        self._handle(new)
+
+    def _no_gradients(self) -> None:
+        """Warns once that a recording found no gradients to record."""
+        if self._warned_no_gradients:
+            return
+        self._warned_no_gradients = True
+        warnings.warn(
+            "GradientDiagnostics saw no gradients at step "
+            f"{self._step - 1}: the model's `train_step` passed none to the "
+            f"optimizers it watches ({self._hooks.hooked_names()}), so nothing "
+            "is recorded for it. A custom `train_step` that updates the "
+            "weights with an optimizer held elsewhere needs it in "
+            "`GradientDiagnostics(optimizers=[...])`; a model without "
+            "trainable weights has no gradients to record.",
+            GradientHealthWarning,
+            stacklevel=2,
+        )
+
+    def _write_peak(self, recorded: int | None) -> None:
+        """Writes the largest global norm of the steps since the last write,
+        unless it is the step just recorded in full."""
+        peak, self._peak = self._peak, None
+        if self._writer is not None and peak is not None and peak.step != recorded:
+            self._writer.write_sentinel(peak)
+
+    def _record(self) -> bool:
+        """Reads the full statistics of the last step; False if skipped."""
+        data = self._hooks.read_full()
+        if data is None:
+            self._no_gradients()
+            return True  # Nothing to record; keep to the schedule.
+        self._observe_steps(data["steps"], recorded=int(data["step"]))
+        self._all_read()
+        if data["skipped"]:
+            return False  # A loss-scale overflow: record the next step.
+        step = int(data["step"])
+        due = self._histogram_due(step)
+        samples = self._hooks.read_samples() if due else {}
+        if self._input_scale is None:
+            self._input_scale = input_scale(self._hooks.read_inputs())
+        stats = step_stats(data, self._names, samples, self._input_scale)
+        new = self._rules.observe(stats)
+        new += self._label_checks()
+        if self._writer is not None:
+            self._write_peak(step)
+            self._writer.write_stats(stats)
+            if samples:
+                self._writer.write_histograms(
+                    step, {self._names[i]: v for i, v in samples.items()}
+                )
+                self._last_histogram = step
+        for layer in stats.layers:
+            layer.grad_values = layer.unit_activity = None
+        self.history.append(stats)
+        self._handle(new)
+        return True
