@@ -11,9 +11,9 @@ variable (with its tick under loss scaling), and reading the optimizer's
 update ops (`_additive_updates`).
 
 Every step writes one ring row (`_step_rows.RING_*` layout, float64: the
-step, tick, loss scale, learning rate, loss, then the gradients'
-`norm_row`, zero-padded) and returns the `[2]` alarm values under
-`ALARM_LOGS_KEY`; a full step instead returns under `FULL_LOGS_KEY` the dict
+step, tick, loss scale, learning rate, loss, silent units, then the
+gradients' `norm_row`, zero-padded) and returns the `[4]` alarm values
+under `ALARM_LOGS_KEY`; a full step instead returns under `FULL_LOGS_KEY` the dict
 of `step_stats.FULL_KEYS` (its `"row"` the ring row). The host reads them
 with `diagnostics.step_reader` (and judges the ring rows with
 `_step_rows.fold_rows`, shared with JAX).
@@ -94,10 +94,11 @@ class GraphStats:
     """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
 
     Every step writes one row into the ring variable `_ring` (the step, the
-    learning rate, the loss and the gradient norms of `norm_row`) and
-    returns its alarm values (`step_stats.alarm`: squared global norm,
-    learning rate) with its logs, which the host checks against the rules'
-    bounds (`quiet`); the host reads the ring, and judges the steps in it
+    learning rate, the loss, the silent units and the gradient norms of
+    `norm_row`) and returns its alarm values (`step_stats.alarm`: squared
+    global norm, learning rate, zero gradient norms, silent units) with
+    its logs, which the host checks against the rules' bounds (`quiet`);
+    the host reads the ring, and judges the steps in it
     (`fold_rows`), after an alarm and every `GradientDiagnostics.QUIET_READ`
     steps otherwise. A full step instead returns, with its logs, the named
     tensors of `step_stats.FULL_KEYS`. Norms, RMS, max-abs, ratios and
@@ -408,9 +409,8 @@ class GraphStats:
     def quiet(self) -> bool:
         """Whether the last execution was a single step whose alarm values
         (squared global norm, learning rate, zero gradient norms, silent
-        units) stayed
-        within the bounds (`set_bounds`): it can wait for `read_quiet`.
-        False until bounds are set."""
+        units) stayed within the bounds (`set_bounds`): it can wait for
+        `read_quiet`. False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
         if alarm is None:
             return False

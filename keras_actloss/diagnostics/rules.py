@@ -135,10 +135,9 @@ class HealthRules(
     findings that are new, one per (mode, layer), with `step` = the first
     step of the streak that confirmed it. `jumped` tells whether the last
     step's gradient norm or learning rate jumped, or one of its gradient
-    norms fell to exactly 0, or many more units than lately got none, and
-    `jump_noisy` whether only a statistical test on a noisy series said so
-    (the callback then records
-    densely for a while).
+    norms fell to exactly 0, or many more units than lately got none (the
+    callback then records densely for a while), and `jump_noisy` whether
+    only a test on a noisy series (the norm's level, the units) said so.
 
     Examples:
 
@@ -227,10 +226,9 @@ class HealthRules(
     def observe_quiet(self, steps: Iterable[tuple]) -> None:
         """Takes in steps that stayed within `alarm_bounds`: `(step, global
         norm, learning rate, loss[, zero gradient norms[, silent units]])`
-        in step order.
-        Such a step is normal: it ends any streak over the limit or far
-        below the recent level, and joins the baseline and the recent level.
-        Nothing to report.
+        in step order. Such a step is normal: it ends any streak over the
+        limit or far below the recent level, and joins the baseline and the
+        recent level. Nothing to report.
         """
         if self._broken():
             return
