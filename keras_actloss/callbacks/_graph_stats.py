@@ -437,7 +437,7 @@ class GraphStats:
                 norms.tolist(),
                 rows[:, RING_LR].tolist(),
                 rows[:, RING_LOSS].tolist(),
-                (values == 0).sum(axis=1).tolist(),
+                [self._grad_layout.zeros(v) for v in values.tolist()],
                 rows[:, RING_SILENT].astype(int).tolist(),
             )
         )

@@ -147,9 +147,10 @@ class StepJudging:
 
     Relies on the attributes `GradientDiagnostics` sets: `history`, the
     class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
-    `_names`, `_step`, `_spe`, `_origin`, `_next`, `_quiet`, `_peak`,
+    `_names`, `_step`, `_spe`, `_quiet`, `_peak`,
     `_input_scale`, `_last_histogram` and `_warned_no_gradients`; and on
-    `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`.
+    `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`, and
+    `StepSchedule`'s `_burst`.
     """
 
     def _check_steps(self) -> None:

@@ -233,12 +233,12 @@ class HealthRules(
         if self._broken():
             return
         key = (F.EXPLODING_GRADIENTS, None)
-        for step, norm, rate, loss, *zeros in steps:
+        for step, norm, rate, loss, *counts in steps:
             if self._last_step is not None and step <= self._last_step:
                 continue
-            zeros = [*zeros, 0, 0]
-            self._zero_counts.append(zeros[0])
-            self._silent_counts.append(zeros[1])
+            zeros, silent = (*counts, 0, 0)[:2]  # Older callers give neither.
+            self._zero_counts.append(zeros)
+            self._silent_counts.append(silent)
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)
