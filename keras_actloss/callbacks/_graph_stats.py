@@ -382,20 +382,23 @@ class GraphStats:
     def _ring_key(self) -> int:
         return RING_TICK if self._tick is not None else RING_STEP
 
-    def _take_unread(self, rows: list[list[float]]) -> list[list[float]]:
-        """The rows not seen yet, in key order; they count as seen now."""
+    def _take_unread(self, rows) -> np.ndarray:
+        """The rows (lists or a 2-D array) not seen yet, in key order, as a
+        2-D array; they count as seen now."""
         key = self._ring_key()
-        rows = sorted(
-            (r for r in rows if r[key] > self._consumed), key=lambda r: r[key]
-        )
-        if rows:
-            self._consumed = int(rows[-1][key])
+        rows = np.asarray(rows, "float64")
+        if rows.ndim != 2:  # No row.
+            return rows.reshape(0, 0)
+        rows = rows[rows[:, key] > self._consumed]
+        rows = rows[np.argsort(rows[:, key], kind="stable")]
+        if len(rows):
+            self._consumed = int(rows[-1, key])
         return rows
 
     def _fold(self, rows: list[list[float]]) -> list[tuple]:
         """Judges the rows not seen yet, in key order (see `fold_rows`)."""
         rows = self._take_unread(rows)
-        if not rows:
+        if not len(rows):
             return []
         out, self._streak = fold_rows(
             rows,
@@ -422,12 +425,11 @@ class GraphStats:
         once, in NumPy; `zeros`: the count of exactly-zero gradient norms,
         `silent`: the silent units)."""
         self._last_full = None
-        rows = self._take_unread(self._ring.value().numpy().tolist())
-        if not rows:
+        rows = self._take_unread(self._ring.value().numpy())
+        if not len(rows):
             return []
         # Quiet steps are finite: they end a streak of loss-scale overflows.
         self._streak = 0.0
-        rows = np.array(rows)
         values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
         norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))
         norms /= rows[:, RING_SCALE]
@@ -437,7 +439,7 @@ class GraphStats:
                 norms.tolist(),
                 rows[:, RING_LR].tolist(),
                 rows[:, RING_LOSS].tolist(),
-                [self._grad_layout.zeros(v) for v in values.tolist()],
+                self._grad_layout.zeros(values).tolist(),
                 rows[:, RING_SILENT].astype(int).tolist(),
             )
         )
@@ -459,7 +461,7 @@ class GraphStats:
             row = full["row"].numpy().tolist()
             if row[self._ring_key()] == self._consumed + 1:
                 return self._fold([row])
-        return self._fold(self._ring.value().numpy().tolist())
+        return self._fold(self._ring.value().numpy())
 
     def read_full(self) -> dict | None:
         """The last full-statistics step, as Python values (None = n/a).
@@ -479,7 +481,7 @@ class GraphStats:
         steps = []
         if row[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            steps = self._fold([r for r in ring.tolist() if r[key] < row[key]])
+            steps = self._fold(ring[ring[:, key] < row[key]])
         steps += self._fold([row])
         return full_record(self._layout, values, steps, self._loss_known)
 

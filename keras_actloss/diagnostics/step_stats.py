@@ -90,9 +90,11 @@ class RowLayout:
         floats). NaN if any column is, else infinite if any is."""
         return math.fsum(v * v if n else v for v, n in zip(values, self.norms))
 
-    def zeros(self, values: list[float]) -> int:
+    def zeros(self, values: list[float] | np.ndarray) -> int | np.ndarray:
         """How many of a row's columns are exactly 0: tensors that were
-        entirely zero."""
+        entirely zero (an array of rows: one count per row)."""
+        if isinstance(values, np.ndarray):
+            return (values[..., : len(self.order)] == 0.0).sum(axis=-1)
         return sum(1 for v in values[: len(self.order)] if v == 0.0)
 
     def first_non_finite(self, values: np.ndarray) -> int:
