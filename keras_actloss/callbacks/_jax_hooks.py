@@ -33,12 +33,13 @@ for the duration of `fit`:
 - the `call` of every monitored leaf layer (kept only while recording).
 - `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
-  `train_step`. A static boolean argument of the step says whether it
-  records in full (two programs, each compiled on first use, see
-  `_jax_stats._Trace`): every step returns its step, learning rate, loss,
-  loss scale and gradient norms (one row); a full step adds the rest of
+  `train_step`. A boolean argument of the step says whether it records in
+  full: every step returns its step, learning rate, loss, loss scale and
+  gradient norms (one row); a full step adds the rest of
   `diagnostics.step_stats.FULL_KEYS` (gradient extremes, weight and update
-  norms, activation counts and gradient samples). The statistics
+  norms, activation counts and gradient samples), computed under a
+  `jax.lax.cond` (zeros on the other steps: XLA runs only the branch taken,
+  and one program is compiled, not one per kind of step). The statistics
   leave the jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper
   takes them out before `fit` sees the logs and keeps the device arrays,
   converted only when the host reads them.
@@ -246,7 +247,6 @@ class JaxTrainHooks(JaxStats):
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
         }
         self._function = None
-        self._used: set[str] = set()
         self._full = True
         self._saved: dict[str, object] = {}
         self._trace: _Trace | None = None
@@ -330,8 +330,7 @@ class JaxTrainHooks(JaxStats):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             trace = self._trace
-            kept = trace is not None and trace.recording and trace.full
-            if kept and isinstance(outputs, jax.Array):
+            if trace is not None and trace.recording and isinstance(outputs, jax.Array):
                 trace.outputs.setdefault(index, []).append(outputs)
             return outputs
 
@@ -354,10 +353,15 @@ class JaxTrainHooks(JaxStats):
             # Still inside `jax.value_and_grad`: computed here, carried out
             # as auxiliary outputs (see the module docstring).
 
-            extra = {"loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32"))}
-            if trace.full:
-                counts, trace.activation_layout = self._activation_counts(outputs)
-                extra["activations"] = counts
+            def counts():
+                # Traced with the cond's branches: the layout is static.
+                vector, trace.activation_layout = self._activation_counts(outputs)
+                return vector
+
+            extra = {
+                "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
+                "activations": trace.when_full(counts),
+            }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)
 
@@ -460,16 +464,15 @@ class JaxTrainHooks(JaxStats):
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:
-        """Whether `mode` steps ran through `use` already (their program is
-        compiled then, on its first step)."""
-        return mode in self._used
+        """Whether the train function that runs `mode` steps was built: one
+        function serves both modes (`use`)."""
+        return self._function is not None
 
     def use(self, mode: str) -> None:
         """Makes the next steps record full statistics (`FULL`) or only the
-        every-step check: a static argument of the one train function
-        (`_make`), so one compiled program per mode."""
+        every-step check: an argument of the one train function, built on
+        first use (`_make`; no second compilation)."""
         self._full = mode == FULL
-        self._used.add(mode)
         if self._function is None:
             self._function = self._make()
         self.model.train_function = self._function
@@ -482,13 +485,11 @@ class JaxTrainHooks(JaxStats):
             out_shardings = None
             if keras.distribution.distribution() is not None:
                 out_shardings = (None, model._get_state_sharding_spec())
-            step = jax.jit(
-                step, donate_argnums=0, static_argnums=2, out_shardings=out_shardings
-            )
+            step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
         def run(state, data):
             full = self._full
-            logs, state = step(state, data, full)
+            logs, state = step(state, data, np.bool_(full) if jitted else full)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None:
                 # Device arrays: converted when the host reads them.

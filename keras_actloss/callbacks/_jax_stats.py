@@ -13,15 +13,15 @@ the jitted step with its logs:
   float32), the loss scale (1 without), the learning rate, the loss, the
   silent units (`step_stats.NormRow.silent`), then the gradients'
   `step_stats.norm_row` (scaled);
-- and, on full steps only, the rest of `step_stats.FULL_KEYS` (`_Trace`:
-  full and every-step steps are two compiled programs).
+- and the rest of `step_stats.FULL_KEYS`, computed on full steps only
+  (zeros on the others, see `_Trace.when_full`).
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
 `fold_rows` and reads a full step with the same `full_record`.
 
 `_Trace` is what the wrappers of `_jax_hooks` note while one step is
-traced, and what these statistics read of it.
+traced, and what these statistics read of it (`when_full`).
 """
 
 from __future__ import annotations
@@ -59,16 +59,12 @@ _ROW_SCALE = 2
 class _Trace:
     """What the wrappers note while one step is traced (or run eagerly).
 
-    `full` (a Python bool, a static argument under `jit`) says whether the
-    step records its full statistics: full steps and every-step checks are
-    two programs, each compiled on first use. (One program switching with a
-    `jax.lax.cond` compiles once, but its conditional and the zeros it
-    returns on every other step cost a large share of a small model's step
-    on a CPU; the callback compiles the every-step program only once it
-    pays, as on TensorFlow.)
+    `full` says whether the step records its full statistics: a Python bool
+    when the step runs eagerly, else a traced boolean scalar, the argument
+    of the one jitted program that serves every step (`when_full`).
     """
 
-    def __init__(self, full: bool):
+    def __init__(self, full):
         self.full = full
         self.recording = False
         self.loss_seen = False
@@ -76,6 +72,22 @@ class _Trace:
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
+
+    def when_full(self, compute):
+        """`compute()` on a full step, zeros of its structure otherwise.
+
+        Under `jit` a `jax.lax.cond`: XLA runs only the branch taken, so an
+        every-step check does not pay for the full statistics, and one
+        compiled program serves both kinds of step (a second program cost a
+        second XLA compilation, longer than many short runs).
+        """
+        if isinstance(self.full, bool):
+            return compute() if self.full else _zeros(jax.eval_shape(compute))
+        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+
+
+def _zeros(shapes):
+    return jax.tree_util.tree_map(lambda s: ops.zeros(s.shape, s.dtype), shapes)
 
 
 class JaxStats:
@@ -152,13 +164,16 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
-        if not trace.full:
-            return {"row": row}
-        return {"row": row, **self._full_statistics(trace, applied, extra, data)}
+        return {
+            "row": row,
+            **trace.when_full(
+                lambda: self._full_statistics(trace, applied, extra, data)
+            ),
+        }
 
     def _full_statistics(self, trace, applied, extra, data) -> dict:
-        """The rest of `step_stats.FULL_KEYS` (on full steps); notes the full
-        step's layout."""
+        """The rest of `step_stats.FULL_KEYS` (on full steps, see
+        `_Trace.when_full`); notes the full step's layout."""
         # The norms are in the row already (`_statistics`).
         gradients = step_stats.norm_row(
             applied["grads"], extremes=True, joined=True, norms=False

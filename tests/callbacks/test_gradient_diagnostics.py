@@ -949,7 +949,10 @@ def test_full_function_off_schedule_judges_every_step_the_same(data):
     diag.DENSE_STEPS = 0
     diag.SENTINEL_SAVING = 0.0  # Never trace the every-step function.
     seen = _fit_with_nan_at_13(model, diag, x, y)
-    assert not diag._hooks.traced("sentinel")
+    # On JAX one compiled function serves both kinds of step (an argument
+    # switches the full statistics on): nothing is left to trace.
+    jax = keras.backend.backend() == "jax"
+    assert diag._hooks.traced("sentinel") == jax
     # Recorded on schedule only; the NaN judged from the full step's row.
     assert [s.step for s in diag.history] == [0]
     assert seen == [(NON_FINITE, 13, 13)]
