@@ -99,7 +99,10 @@ class GradientDiagnostics(
       gradient from the batch (exactly 0 in their bias or normalization
       offset) than the most of those steps. A noisy jump starts a burst at
       most once in `every_n_steps` steps, twice as rarely after each burst
-      that found nothing.
+      that found nothing. Units with no gradient reaching a new record, an
+      eighth (at least 2) over the last one, are a jump too, never held
+      back: they keep setting records when units die a few at a time, and
+      records come rarely to a healthy run, however spiky its counts.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
@@ -125,10 +128,10 @@ class GradientDiagnostics(
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
       recordings), so within about 5 steps of the start of training or of
-      a jump with batches of 32 or more (units dying at once, whole layers
-      or many of their units, are such a jump); later in a long run
-      without a jump (units dying a few at a time), after 3 recordings
-      `every_n_steps` apart.
+      a jump with batches of 32 or more (units dying, whole layers or many
+      of their units at once, or a few at a time, which sets records, are
+      such a jump); later in a long run without a jump, after 3
+      recordings `every_n_steps` apart.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after

@@ -196,6 +196,8 @@ class HealthRules(
         # Zero gradient norms of the recent steps (a layer falling silent).
         self._zero_counts = collections.deque(maxlen=32)
         self._silent_counts = collections.deque(maxlen=32)
+        # The silent units of the last step that set a record by a margin.
+        self._silent_mark = 0.0
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         self.jumped = False

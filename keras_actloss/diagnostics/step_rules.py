@@ -38,6 +38,17 @@ _CONVERGED_LOSS = 1e-6
 _DROP_STEPS = 3
 
 
+def _beyond(silent: float, share: float = 0.25) -> float:
+    """The silent units a step must exceed to jump from `silent`: `share`
+    more (a quarter), at least 2 more."""
+    return silent + max(2.0, share * silent)
+
+
+# How far over the last record silent units set a new one: an eighth, so
+# units dying a few at a time set one every few steps near half a layer.
+_RECORD_SHARE = 0.125
+
+
 class NormSeries:
     """The recent history of the global gradient norm, for the explosion rule.
 
@@ -147,10 +158,13 @@ class NormRules(RuleFamily):
         )
 
     def _silent_limit(self) -> float:
-        """Silent units a step may have without a jump: a quarter more than
-        the most of the recent steps (at least 2 more)."""
+        """Silent units a step may have without a jump: a quarter more (at
+        least 2 more) than the most of the recent steps, or an eighth more
+        (at least 2) than the last record (`_silent_mark`): units falling
+        silent a few at a time, too slowly for the recent steps to show a
+        jump, set a new record every few steps."""
         peak = max(self._silent_counts, default=0)
-        return peak + max(2.0, 0.25 * peak)
+        return min(_beyond(peak), _beyond(self._silent_mark, _RECORD_SHARE))
 
     def _zeros_jump(self, norm: float, zeros: int, silent: int = 0) -> None:
         """Flags a step with more exactly-zero gradient norms than any of
@@ -168,8 +182,15 @@ class NormRules(RuleFamily):
         counts, silents = self._zero_counts, self._silent_counts
         if counts and zeros > max(counts):
             self.jumped = self._jump_hard = True
-        if silents and silent > self._silent_limit():
+        limit = self._silent_limit()
+        # A new record (by an eighth): a few dozen at most in a run, however
+        # spiky the counts, so never rate-limited (a hard jump).
+        record = silent > _beyond(self._silent_mark, _RECORD_SHARE)
+        if record:
+            self._silent_mark = silent
+        if silents and silent > limit:
             self.jumped = True
+            self._jump_hard = self._jump_hard or record
         counts.append(zeros)
         silents.append(silent)
 

@@ -145,6 +145,13 @@ def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
     np.testing.assert_allclose(total, expected, rtol=1e-5)
     layout = step_stats.norm_row([keras.ops.convert_to_tensor(x) for x in xs]).layout
     assert layout.zeros(_np(row)[0].tolist()) == 2
+    # Rows of a ring at once (padding columns past the layout not counted):
+    # this row, the same with its first tensor non-zero, and no zero.
+    rows = np.zeros((3, len(SHAPES) + 2))
+    rows[:, : len(SHAPES)] = _np(row)[0]
+    rows[1, layout.order.index(0)] = 1.0
+    rows[2, : len(SHAPES)] = 1.0
+    np.testing.assert_array_equal(layout.zeros(rows), [2, 1, 0])
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,14 +47,14 @@ SEED = 7
 
 
 class Perturb(keras.callbacks.Callback):
-    """Calls `change(model)` before optimizer step `step` runs."""
+    """Calls `change(model)` before each optimizer step in `steps` runs."""
 
-    def __init__(self, step: int, change: Callable[[keras.Model], None]):
+    def __init__(self, steps: Collection[int], change: Callable[[keras.Model], None]):
         super().__init__()
-        self.step, self.change = step, change
+        self.steps, self.change = steps, change
 
     def on_train_batch_begin(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) == self.step:
+        if int(self.model.optimizer.iterations) in self.steps:
             self.change(self.model)
 
 
@@ -64,8 +64,8 @@ class Setup:
 
     `schedule` (epoch -> learning rate), when set, is applied by `fit` through
     a `LearningRateScheduler` in `callbacks` and by `confirm` directly.
-    `perturb` (step, function of the model), when set, changes the weights
-    from outside before that optimizer step runs (as a weight edit or a bad
+    `perturb` (steps, function of the model), when set, changes the weights
+    from outside before each of those optimizer steps runs (as a weight edit or a bad
     restore would): in `fit` through a `Perturb` callback, in `confirm`
     directly.
     """
@@ -76,7 +76,7 @@ class Setup:
     epochs: int
     batch_size: int = 32
     schedule: Callable[[int], float] | None = None
-    perturb: tuple[int, Callable[[keras.Model], None]] | None = None
+    perturb: tuple[Collection[int], Callable[[keras.Model], None]] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -107,11 +107,20 @@ class Setup:
 @dataclasses.dataclass(frozen=True)
 class Case:
     """A scenario: `build` sets it up, `onsets` says which training failure
-    modes it has and from which step (empty for a healthy control)."""
+    modes it has and from which step (empty for a healthy control).
+
+    `lead`: how many steps before its onset a finding may name, for a
+    failure that sets in gradually: a finding names the first step of the
+    recorded batches that show it, and a layer whose units die a few at a
+    time shows half of them dead on a few recorded batches (its rarely
+    active units look dead on 128 samples) a few steps before half are
+    dead on the whole training set.
+    """
 
     name: str
     build: Callable[[], Setup]
     onsets: dict[str, int]
+    lead: int = 0
 
     @property
     def expected(self) -> set[str]:
@@ -345,7 +354,7 @@ def layer_dies_late() -> Setup:
     x, y = classification(n=1024)
     model = dense_stack(16, ["relu"] * 3, 3, "softmax", width=64)
     _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=20, perturb=(DIE_STEP, _silence_last_hidden))
+    return Setup(model, x, y, epochs=20, perturb=((DIE_STEP,), _silence_last_hidden))
 
 
 def units_die_late() -> Setup:
@@ -355,7 +364,29 @@ def units_die_late() -> Setup:
     still learn, so no gradient tensor falls to 0 and the global norm stays
     level: only the count of bias elements with no gradient shows it."""
     setup = layer_dies_late()
-    setup.perturb = (DIE_STEP, _silence_most_units)
+    setup.perturb = ((DIE_STEP,), _silence_most_units)
+    return setup
+
+
+# Two more of the last hidden layer's units silenced every 4 steps from
+# DIE_STEP, up to SILENCED_UNITS: half of its 64 units at the 16th change.
+GRADUAL_STEPS = range(DIE_STEP, DIE_STEP + 4 * SILENCED_UNITS // 2, 4)
+HALF_SILENCED_STEP = GRADUAL_STEPS[64 // 2 // 2 - 1]  # 560
+
+
+def _silence_two_more_units(model):
+    # Those silenced drift from -50 only by the optimizer's momentum.
+    silenced = int(np.sum(model.layers[-2].bias.numpy() < -25.0))
+    _silence_last_hidden(model, silenced + 2)
+
+
+def units_die_gradually() -> Setup:
+    """`units_die_late`, but the units die a few at a time: two more every
+    4 steps from step 500 (40 by step 576, half of the 64 at step 560), so
+    no step has many more silent units than the steps just before it: only
+    their count reaching a new high, again and again, shows it."""
+    setup = layer_dies_late()
+    setup.perturb = (GRADUAL_STEPS, _silence_two_more_units)
     return setup
 
 
@@ -614,6 +645,9 @@ FAILURES = [
     Case("zero_gradients", zero_gradients, {VANISHING: 16}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
     Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),
+    Case(
+        "units_die_gradually", units_die_gradually, {DEAD: HALF_SILENCED_STEP}, lead=4
+    ),
 ]
 HEALTHY = [
     Case("healthy_converges", healthy_converges, {}),
@@ -726,6 +760,7 @@ class ModeScore:
     onset: int
     finding_step: int | None
     reported_step: int | None
+    lead: int = 0  # `Case.lead`
 
     @property
     def delay(self) -> int | None:
@@ -734,30 +769,30 @@ class ModeScore:
     @property
     def detected(self) -> bool:
         """Reported within the window, with a finding step not before onset
-        (non-finite: found and reported at the very step)."""
+        (less `lead`; non-finite: found and reported at the very step)."""
         if self.reported_step is None:
             return False
         if self.mode == NON_FINITE:
             return self.finding_step == self.onset == self.reported_step
         if self.finding_step is None:
             return False
-        return self.onset <= self.finding_step and self.delay <= WINDOW
+        return self.onset - self.lead <= self.finding_step and self.delay <= WINDOW
 
 
 def score(case: Case, detection: Detection) -> tuple[list[ModeScore], list]:
     """Per expected mode its `ModeScore`; and the false alarms: findings of an
-    unexpected training mode, or of an expected one placed before its onset."""
+    unexpected training mode, or of an expected one placed before its onset
+    (less `Case.lead`)."""
     scores = []
     for mode, onset in case.onsets.items():
         hit = detection.first(mode)
-        scores.append(
-            ModeScore(mode, onset, *(hit[0].step, hit[1]) if hit else (None, None))
-        )
+        found = (hit[0].step, hit[1]) if hit else (None, None)
+        scores.append(ModeScore(mode, onset, *found, case.lead))
     false = [
         (f, s)
         for f, s in detection.training
         if f.mode not in case.onsets
-        or (f.step is not None and f.step < case.onsets[f.mode])
+        or (f.step is not None and f.step < case.onsets[f.mode] - case.lead)
     ]
     return scores, false
 
@@ -895,7 +930,7 @@ def confirm(case: Case) -> Confirmation:
         if setup.schedule is not None:
             model.optimizer.learning_rate.assign(setup.schedule(epoch))
         for start in range(0, len(x), bs):
-            if setup.perturb is not None and setup.perturb[0] == len(result.losses):
+            if setup.perturb is not None and len(result.losses) in setup.perturb[0]:
                 setup.perturb[1](model)
                 watched_outs, y_pred = whole_set()
             for (_, layer), outs in zip(watched, watched_outs):

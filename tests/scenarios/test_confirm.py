@@ -186,6 +186,30 @@ def test_units_die_late():
 
 
 @confirm_on_tensorflow
+def test_units_die_gradually():
+    c = cases.confirm(cases.BY_NAME["units_die_gradually"])
+    g = np.array(c.global_norm)
+    at, half = cases.DIE_STEP, cases.HALF_SILENCED_STEP
+    first, second, last = c.dead
+    assert max(c.max_dead(s) for s in range(at)) < 0.1
+    # The last ReLU layer's dead units (on the whole training set) rise a
+    # few at a time: never more than 3 more than the step before; under
+    # half of its 64 units until step 560, at least half from then on.
+    dead = np.round(np.array(c.dead[last]) * 64)
+    assert np.diff(dead).max() <= 3
+    assert dead[:half].max() < 32 <= dead[half:].min()
+    assert dead[-1] >= cases.SILENCED_UNITS
+    for name in c.layer_rms:
+        assert min(c.layer_rms[name][at:]) > 0
+    assert max(c.dead[first][at:] + c.dead[second][at:]) < 0.1
+    # The global norm stays level (no jump of 10x either way).
+    before = g[at - 32 : at]
+    assert g[at:].max() < 10 * before.max()
+    assert g[at:].min() > np.median(before) / 10
+    assert finite(c, range(640))
+
+
+@confirm_on_tensorflow
 @pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
 def test_healthy_control_trains(case):
     c = cases.confirm(case)

@@ -5,7 +5,8 @@ False)` (no other argument) and a recorder after it that notes the step at
 which each finding was reported. For a failure scenario the training failure
 modes found must be exactly the expected ones, and for each mode:
 
-- no finding of it is placed before its onset (`finding.step >= onset`);
+- no finding of it is placed before its onset (`finding.step >= onset`, less
+  `case.lead` for a failure that sets in gradually);
 - it is reported at most `cases.WINDOW` (10) steps after its onset;
 - non-finite values are found and reported at the very step they appear.
 
@@ -70,6 +71,16 @@ REPORTED = {
     # but 40 more bias elements get none (silent units) than the most of
     # the 32 steps before: dense from 501, reported at 505 likewise.
     "units_die_late": {"dead_relu": 505},
+    # Two more of them die every 4 steps from step 500; half of the 64 are
+    # dead on the training set from step 560. The silent units never jump
+    # a quarter over the most of the 32 steps before, but each time their
+    # count (all layers') sets a new record by an eighth (on TensorFlow 25
+    # at 538, 29 at 547, 33 at 554, 39 at 564) recordings are dense for 8 steps:
+    # half the units dead on the 4 batches of 556-559 (128 samples, rarely
+    # active ones look dead: `case.lead`), reported at 560. On JAX (other
+    # initial weights) on 560-569, reported at 569. Never in the 640 steps
+    # without the records: scheduled recordings are 100 steps apart.
+    "units_die_gradually": {"dead_relu": 569 if cases.BACKEND == "jax" else 560},
 }
 
 
@@ -82,7 +93,7 @@ def test_failure_is_reported_in_time(case):
     assert reported == REPORTED[case.name], found
     for mode, onset in case.onsets.items():
         steps = [f.step for f, _ in detection.training if f.mode == mode]
-        assert min(steps) >= onset, (mode, found)
+        assert min(steps) >= onset - case.lead, (mode, found)
         finding, reported = detection.first(mode)
         if mode == cases.NON_FINITE:
             assert (finding.step, reported) == (onset, onset), found
