@@ -99,10 +99,8 @@ class GradientDiagnostics(
       gradient from the batch (exactly 0 in their bias or normalization
       offset) than the most of those steps. A noisy jump starts a burst at
       most once in `every_n_steps` steps, twice as rarely after each burst
-      that found nothing. Units with no gradient reaching a new record, an
-      eighth (at least 2) over the last one, are a jump too, never held
-      back: they keep setting records when units die a few at a time, and
-      records come rarely to a healthy run, however spiky its counts.
+      that found nothing; a new record of such units (an eighth, at least
+      2, over the last: units dying a few at a time) always does.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
