@@ -12,6 +12,10 @@ was reported, the delay (reported - onset) and the false alarms. Then:
 - false alarms: findings of an unexpected training mode, or of an expected
   mode placed before its onset, on healthy and on failing runs.
 
+A failure that sets in gradually (`Case.lead`: units dying a few at a time)
+may have its finding placed up to `lead` steps before its onset: the
+finding names the first of the recorded batches that show it.
+
 Only findings with a training mode and severity "failure" count. The results
 replace this benchmark's own section of `benchmarks/RESULTS.md` (between
 `<!-- detection:start -->` and `<!-- detection:end -->`), with the date,
@@ -135,8 +139,26 @@ def section(rows, totals, names) -> str:
             table(rows),
             "",
             summary(totals),
+            *leads(names),
         ]
     )
+
+
+def leads(names) -> list[str]:
+    """A note on the cases whose findings may precede onset (`Case.lead`)."""
+    gradual = [
+        f"{c.name} ({c.lead} steps)"
+        for c in cases.FAILURES
+        if c.lead and (not names or c.name in names)
+    ]
+    if not gradual:
+        return []
+    return [
+        "",
+        "Findings may be placed before onset by the case's lead, for failures "
+        "that set in gradually (the finding names the first of the recorded "
+        f"batches that show it): {', '.join(gradual)}.",
+    ]
 
 
 def main() -> None:
