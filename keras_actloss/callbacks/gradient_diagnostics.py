@@ -99,8 +99,9 @@ class GradientDiagnostics(
       gradient from the batch (exactly 0 in their bias or normalization
       offset) than the most of those steps. A noisy jump starts a burst at
       most once in `every_n_steps` steps, twice as rarely after each burst
-      that found nothing; a new record of such units (an eighth, at least
-      2, over the last: units dying a few at a time) always does.
+      that found nothing; after the first 32 steps, a new record of such
+      units (an eighth, at least 2, over the last: units dying a few at a
+      time) always does.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A

@@ -182,13 +182,16 @@ class NormRules(RuleFamily):
         counts, silents = self._zero_counts, self._silent_counts
         if counts and zeros > max(counts):
             self.jumped = self._jump_hard = True
-        limit = self._silent_limit()
-        # A new record (by an eighth): a few dozen at most in a run, however
-        # spiky the counts, so never rate-limited (a hard jump).
+        spike = silents and silent > _beyond(max(silents))
         record = silent > _beyond(self._silent_mark, _RECORD_SHARE)
         if record:
             self._silent_mark = silent
-        if silents and silent > limit:
+        # A new record (by an eighth) once 32 steps set the level (the
+        # counts rise at first, as training finds its sparsity): a few dozen
+        # at most in a run, however spiky the counts, so never rate-limited
+        # (a hard jump).
+        record = record and len(silents) == silents.maxlen
+        if spike or record:
             self.jumped = True
             self._jump_hard = self._jump_hard or record
         counts.append(zeros)

@@ -1109,41 +1109,41 @@ class TestJumps:
 
     def test_units_falling_silent(self):
         # Silent units (bias elements exactly 0): a jump when a step has a
-        # quarter more than the most of the recent steps, and at least 2
-        # more; or an eighth (at least 2) more than the last record. The
-        # first count, 3, is the first record: 7 is more than 3 + 2, a jump
-        # and a new record (a hard jump).
+        # quarter more than the most of the last 32 steps, and at least 2
+        # more; or, once 32 steps set the level, an eighth (at least 2) more
+        # than the last record. 32 steps of 3 to 5 (3, the first, is the
+        # first record); then 7: no quarter over 5, but over 3 + 2, a new
+        # record (a hard jump).
         rules = HealthRules(mlp(["relu", "relu"]))
-        seq = [
-            SentinelEvent(s, 1.0, False, silent_units=n)
-            for s, n in enumerate([3, 4, 2, 5, 3, 7])
-        ]
-        assert jumps(rules, seq) == [False] * 5 + [True]
+        seq = [SentinelEvent(s, 1.0, False, silent_units=3 + s % 3) for s in range(32)]
+        assert jumps(rules, seq) == [False] * 32
+        assert jumps(rules, [SentinelEvent(32, 1.0, False, silent_units=7)]) == [True]
         assert not rules.jump_noisy
         assert rules.alarm_bounds()[5] == 9.0  # 7 + max(2, 7 / 4)
         # A spike of 20 (a record), then 32 steps of 3 to 5: the window
         # forgets the spike. 8 is over 5 + 2 but no record (over 20 + 2.5
         # is): a noisy jump (small batches make the count spiky).
-        run(rules, [SentinelEvent(6, 1.0, False, silent_units=20)])
-        rules.observe_quiet([(s, 1.0, None, None, 0, 3 + s % 3) for s in range(7, 39)])
+        run(rules, [SentinelEvent(33, 1.0, False, silent_units=20)])
+        rules.observe_quiet([(s, 1.0, None, None, 0, 3 + s % 3) for s in range(34, 66)])
         assert rules.alarm_bounds()[5] == 7.0  # 5 + 2, under 20 + 2.5
-        assert jumps(rules, [SentinelEvent(39, 1.0, False, silent_units=8)]) == [True]
+        assert jumps(rules, [SentinelEvent(66, 1.0, False, silent_units=8)]) == [True]
         assert rules.jump_noisy
         assert rules.findings == []
 
     def test_units_falling_silent_a_few_at_a_time(self):
-        # One more silent unit every step, 0 to 40: never 2 more than the
-        # most of the recent steps, but each new record by an eighth (at
-        # least 2 more) jumps: 3 > 0 + 2, 6 > 3 + 2, 9, ..., 18 > 15 + 2,
-        # 21 > 18 + 2.25, 24 > 21 + 2.625, 28 > 24 + 3, 32 > 28 + 3.5,
-        # 37 > 32 + 4; hard jumps all.
+        # One more silent unit every step, 0 to 60: never 2 more than the
+        # most of the recent steps. Records by an eighth (at least 2) are
+        # set at 3, 6, ..., 24, 28 but are no jump in the first 32 steps
+        # (the counts rise as training starts); then each jumps: 32 > 28 +
+        # 3.5, 37 > 32 + 4, 42 > 37 + 4.625, 48 > 42 + 5.25, 55 > 48 + 6;
+        # hard jumps all.
         rules = HealthRules(mlp(["relu", "relu"]))
         hard = []
-        for n in range(41):
+        for n in range(61):
             run(rules, [SentinelEvent(n, 1.0, False, silent_units=n)])
             if rules.jumped:
                 hard.append((n, not rules.jump_noisy))
-        assert hard == [(n, True) for n in (3, 6, 9, 12, 15, 18, 21, 24, 28, 32, 37)]
+        assert hard == [(n, True) for n in (32, 37, 42, 48, 55)]
         assert rules.findings == []
 
     def test_hard_and_noisy_jumps(self):
