@@ -395,8 +395,9 @@ class GraphStats:
             self._consumed = int(rows[-1, key])
         return rows
 
-    def _fold(self, rows: list[list[float]]) -> list[tuple]:
-        """Judges the rows not seen yet, in key order (see `fold_rows`)."""
+    def _fold(self, rows) -> list[tuple]:
+        """Judges the rows (lists or a 2-D array) not seen yet, in key
+        order (see `fold_rows`)."""
         rows = self._take_unread(rows)
         if not len(rows):
             return []

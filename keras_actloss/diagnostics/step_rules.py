@@ -158,11 +158,12 @@ class NormRules(RuleFamily):
         )
 
     def _silent_limit(self) -> float:
-        """Silent units a step may have without a jump: a quarter more (at
-        least 2 more) than the most of the recent steps, or an eighth more
-        (at least 2) than the last record (`_silent_mark`): units falling
-        silent a few at a time, too slowly for the recent steps to show a
-        jump, set a new record every few steps."""
+        """Silent units a step may have and wait (`alarm_bounds`): up to a
+        quarter more (at least 2 more) than the most of the recent steps,
+        and up to an eighth more (at least 2) than the last record
+        (`_silent_mark`): units falling silent a few at a time, too slowly
+        for the recent steps to show a jump, set a new record every few
+        steps (a jump after the first 32 steps; `_zeros_jump`)."""
         peak = max(self._silent_counts, default=0)
         return min(_beyond(peak), _beyond(self._silent_mark, _RECORD_SHARE))
 
@@ -182,7 +183,7 @@ class NormRules(RuleFamily):
         counts, silents = self._zero_counts, self._silent_counts
         if counts and zeros > max(counts):
             self.jumped = self._jump_hard = True
-        spike = silents and silent > _beyond(max(silents))
+        spike = bool(silents) and silent > _beyond(max(silents))
         record = silent > _beyond(self._silent_mark, _RECORD_SHARE)
         if record:
             self._silent_mark = silent

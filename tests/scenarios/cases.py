@@ -65,9 +65,9 @@ class Setup:
     `schedule` (epoch -> learning rate), when set, is applied by `fit` through
     a `LearningRateScheduler` in `callbacks` and by `confirm` directly.
     `perturb` (steps, function of the model), when set, changes the weights
-    from outside before each of those optimizer steps runs (as a weight edit or a bad
-    restore would): in `fit` through a `Perturb` callback, in `confirm`
-    directly.
+    from outside before each of those optimizer steps runs (as a weight
+    edit or a bad restore would): in `fit` through a `Perturb` callback, in
+    `confirm` directly.
     """
 
     model: keras.Model
