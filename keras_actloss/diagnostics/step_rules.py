@@ -164,8 +164,17 @@ class NormRules(RuleFamily):
         (`_silent_mark`): units falling silent a few at a time, too slowly
         for the recent steps to show a jump, set a new record every few
         steps (a jump after the first 32 steps; `_zeros_jump`)."""
-        peak = max(self._silent_counts, default=0)
-        return min(_beyond(peak), _beyond(self._silent_mark, _RECORD_SHARE))
+        return min(self._spike_limit(), self._record_limit())
+
+    def _spike_limit(self) -> float:
+        """Silent units over this are a spike: a quarter (at least 2) over
+        the most of the recent steps."""
+        return _beyond(max(self._silent_counts, default=0))
+
+    def _record_limit(self) -> float:
+        """Silent units over this set a new record: an eighth (at least 2)
+        over the last one."""
+        return _beyond(self._silent_mark, _RECORD_SHARE)
 
     def _zeros_jump(self, norm: float, zeros: int, silent: int = 0) -> None:
         """Flags a step with more exactly-zero gradient norms than any of
@@ -183,8 +192,8 @@ class NormRules(RuleFamily):
         counts, silents = self._zero_counts, self._silent_counts
         if counts and zeros > max(counts):
             self.jumped = self._jump_hard = True
-        spike = bool(silents) and silent > _beyond(max(silents))
-        record = silent > _beyond(self._silent_mark, _RECORD_SHARE)
+        spike = bool(silents) and silent > self._spike_limit()
+        record = silent > self._record_limit()
         if record:
             self._silent_mark = silent
         # A new record (by an eighth) once 32 steps set the level (the
