@@ -269,12 +269,13 @@ class GraphStats:
             activations=activations,
             samples=tuple(self._sample_sizes.items()),
         )
+        flat = tf.constant([-1])  # One shape for the `[1, m]` rows' views.
         out = {
-            "row": row[0],
-            "extremes": gradients.extremes[0],
+            "row": tf.reshape(row, flat),
+            "extremes": tf.reshape(gradients.extremes, flat),
             "head": head,
-            "weights": self._local.weights[0],
-            "updates": deltas.row[0],
+            "weights": tf.reshape(self._local.weights, flat),
+            "updates": tf.reshape(deltas.row, flat),
         }
         if counts is not None:
             out["activations"] = counts
@@ -316,24 +317,23 @@ class GraphStats:
         # The variables' static shapes: a gradient's may be unknown.
         self._grad_counts = [int(np.prod(v.shape)) for _, v in present]
         iterations = call.step
-        head = [tf.reshape(tf.cast(iterations, "float64"), [1, 1])]
+        # One stack of the head's scalars (`RING_*` order), one reshape.
+        head = [tf.cast(iterations, "float64")]
         if self._tick is not None:
             # A skipped overflow step repeats the step: count our own ticks.
             tick = self._tick.assign_add(1)
-            head.append(tf.reshape(tf.cast(tick, "float64"), [1, 1]))
+            head.append(tf.cast(tick, "float64"))
             index = tick
         else:
-            head.append(tf.constant([[-1.0]], "float64"))
+            head.append(tf.constant(-1.0, "float64"))
             index = iterations
-        if scale is None:
-            head.append(tf.constant([[1.0]], "float64"))
-        else:
-            head.append(tf.reshape(tf.cast(scale, "float64"), [1, 1]))
-        head.append(tf.reshape(tf.cast(call.rate, "float64"), [1, 1]))
+        head.append(tf.constant(1.0, "float64") if scale is None else scale)
+        head.append(call.rate)
         loss = getattr(self._local, "loss", None)
-        loss = tf.constant(float("nan")) if loss is None else loss
-        head.append(tf.reshape(tf.cast(loss, "float64"), [1, 1]))
-        head.append(tf.reshape(tf.cast(gradients.silent, "float64"), [1, 1]))
+        head.append(tf.constant(float("nan")) if loss is None else tf.reshape(loss, []))
+        head.append(gradients.silent)
+        head = [tf.cast(value, "float64") for value in head]
+        head = [tf.reshape(tf.stack(head), [1, RING_HEAD])]
         pad = width - RING_HEAD - len(present)
         parts = head + [tf.cast(norms, "float64")]
         if pad:

@@ -28,31 +28,37 @@ def _channel_axis(x: Tensor, channel_axis: int) -> int:
     return channel_axis % len(x.shape)
 
 
-def active_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
+def active_mask(x: Tensor, profile: ActivationProfile, threshold=None) -> Tensor:
     """Elements of an activation output outside the profile's inactive region.
 
     For the ReLU family the inactive region is `x <= profile.inactive_below`
     (zero for ReLU, negative for Leaky ReLU and ELU); for the shrink family
     only `[inactive_from, inactive_below]` (the outputs of exactly zero).
+    `threshold(value, dtype)`, when given, makes each bound the tensor to
+    compare with (a caller that shares them across layers saves graph
+    ops).
     """
-    active = ops.greater(x, profile.inactive_below)
+    bound = threshold or (lambda value, dtype: value)
+    active = ops.greater(x, bound(profile.inactive_below, x.dtype))
     if math.isfinite(profile.inactive_from):
-        active = ops.logical_or(active, ops.less(x, profile.inactive_from))
+        below = ops.less(x, bound(profile.inactive_from, x.dtype))
+        active = ops.logical_or(active, below)
     return active
 
 
-def saturated_mask(x: Tensor, profile: ActivationProfile) -> Tensor:
+def saturated_mask(x: Tensor, profile: ActivationProfile, threshold=None) -> Tensor:
     """Elements outside the open interval `profile.saturation_bounds`.
 
     An infinite bound has no tail (ReLU6 saturates above 6 only): no
-    comparison is made for it.
+    comparison is made for it. `threshold` as in `active_mask`.
     """
+    bound = threshold or (lambda value, dtype: value)
     low, high = profile.saturation_bounds
     tails = []
     if low > -math.inf:
-        tails.append(ops.less_equal(x, low))
+        tails.append(ops.less_equal(x, bound(low, x.dtype)))
     if high < math.inf:
-        tails.append(ops.greater_equal(x, high))
+        tails.append(ops.greater_equal(x, bound(high, x.dtype)))
     if not tails:
         return ops.zeros_like(x, "bool")
     return tails[0] if len(tails) == 1 else ops.logical_or(*tails)

@@ -107,16 +107,12 @@ def activation_fields(
     the zero, dead and saturated fractions (None where they do not apply)
     and, for layers whose units can die, the per-unit activity counts."""
     fields, at = {}, 0
+    scalars = iter(counts[sum(entry.units for entry in layout.activations) :])
     for i, units, saturation, per_sample in layout.activations:
         active = counts[at : at + units]
         at += units
-        sat = None
-        if saturation:
-            sat, at = counts[at], at + 1
-        if per_sample is None:
-            elements, at = counts[at], at + 1
-        else:
-            elements = batch * per_sample
+        sat = next(scalars) if saturation else None
+        elements = next(scalars) if per_sample is None else batch * per_sample
         zero = dead = mortal = None
         if units:
             zero = 1.0 - sum(active) / elements

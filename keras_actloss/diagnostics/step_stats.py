@@ -110,21 +110,28 @@ class _Primitives(NamedTuple):
     max: Callable  # `[1, 1]` max of a `[1, n]` view
     min: Callable
     gather: Callable  # `x[index]` of a vector and constant in-range positions
+    count: Callable  # float32 count of a boolean mask's True along `axes`
+    constant: Callable  # `(value, dtype)`: a scalar to compare with
 
 
 def _backend_primitives() -> _Primitives:
-    """The reshapes, reductions and gather of `norm_row` and
-    `gradient_sample`: `keras.ops`, except on TensorFlow.
+    """The reshapes, reductions, gather and counts of `norm_row`,
+    `gradient_sample` and `activation_vector`: `keras.ops`, except on
+    TensorFlow.
 
-    There `keras.ops` costs graph ops on every step. Counted in a traced
-    graph (TensorFlow 2.21, Keras 3.15): `ops.reshape(x, (1, -1))` and
-    `ops.max(x, axis=1)` are two ops each, a shape or axis constant and the
-    op (the constants are shared here: one per `norm_row`); the L2 norm is
-    four (`Square`, an axis constant, `Sum`, `Sqrt`) where `EuclideanNorm` is
-    one vectorized read (also faster than `tf.nn.l2_loss` in a running step
-    on a 2-core CPU); `ops.take` is twelve where `tf.gather` is three (it
-    wraps negative positions). Called once per `norm_row`: TensorFlow
-    constants belong to the graph being traced.
+    There `keras.ops` costs graph ops on every step, and every graph op
+    costs tracing time (about half a millisecond each on a 2-core CPU,
+    constants included). Counted in a traced graph (TensorFlow 2.21, Keras
+    3.15): `ops.reshape(x, (1, -1))`, `ops.max(x, axis=1)` and
+    `ops.sum(x, axis=(0, 1))` are two ops each, a shape or axis constant and
+    the op, and `ops.greater(x, 0.0)` two, a constant and the comparison
+    (the constants are shared here: one per value and dtype, axis or shape
+    per call); the L2 norm is four (`Square`, an axis constant, `Sum`,
+    `Sqrt`) where `EuclideanNorm` is one vectorized read (also faster than
+    `tf.nn.l2_loss` in a running step on a 2-core CPU); `ops.take` is twelve
+    where `tf.gather` is three (it wraps negative positions). Called once
+    per function that uses them: TensorFlow constants belong to the graph
+    being traced.
     """
     if keras.backend.backend() != "tensorflow":
         return _Primitives(
@@ -134,11 +141,22 @@ def _backend_primitives() -> _Primitives:
             max=lambda v: ops.max(v, axis=1, keepdims=True),
             min=lambda v: ops.min(v, axis=1, keepdims=True),
             gather=lambda x, index: ops.take(x, index, axis=0),
+            count=lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axis=axes),
+            constant=lambda value, dtype: value,
         )
     import tensorflow as tf
 
     flat_shape, row_shape, axis = (tf.constant(v) for v in ([-1], [1, -1], [1]))
     raw = tf.raw_ops
+
+    @functools.cache
+    def constant(value, dtype):
+        return tf.constant(value, dtype)
+
+    def count(mask, axes):
+        ones = tf.cast(mask, "float32")
+        return raw.Sum(input=ones, axis=constant(tuple(axes), "int32"))
+
     return _Primitives(
         row=lambda x: tf.reshape(x, row_shape),
         flat=lambda x: tf.reshape(x, flat_shape),
@@ -146,6 +164,8 @@ def _backend_primitives() -> _Primitives:
         max=lambda v: raw.Max(input=v, axis=axis, keep_dims=True),
         min=lambda v: raw.Min(input=v, axis=axis, keep_dims=True),
         gather=tf.gather,
+        count=count,
+        constant=lambda value, dtype: constant(value, tf.as_dtype(dtype)),
     )
 
 
@@ -281,14 +301,14 @@ def alarm(
     `scale` (None: unscaled). A NaN or infinity in the gradients reaches the
     norm. The host compares the values with the alarm bounds.
     """
-    values = row[0]
-    zeros = ops.sum(ops.cast(ops.equal(values, 0.0), "float32"))
+    # On the `[1, m]` row itself: no slice of it.
+    zeros = ops.sum(ops.cast(ops.equal(row, 0.0), "float32"))
     if any(layout.norms):
-        squares = values * values
+        squares = row * row
         if not all(layout.norms):
-            squares = ops.where(np.array(layout.norms), squares, values)
+            squares = ops.where(np.array([layout.norms]), squares, row)
     else:
-        squares = values
+        squares = row
     total = ops.sum(squares)
     if scale is not None:
         total = total / ops.square(ops.cast(scale, "float32"))
@@ -356,10 +376,11 @@ def gradient_sample(joined: Tensor, index: np.ndarray, scale: Tensor | None) -> 
 
 
 class ActivationEntry(NamedTuple):
-    """A layer's part of `activation_vector`, in order: `units` active
-    counts (one per unit; 0 when the profile has no inactive region), the
-    saturated count if `saturation`, and the element count unless
-    `per_sample` (the elements per sample, when static) gives it."""
+    """A layer's part of `activation_vector`: `units` active counts (one
+    per unit; 0 when the profile has no inactive region) among the
+    vectors, and among the scalars after them the saturated count if
+    `saturation`, then the element count unless `per_sample` (the
+    elements per sample, when static) gives it."""
 
     layer: int
     units: int
@@ -370,10 +391,13 @@ class ActivationEntry(NamedTuple):
 def activation_vector(outputs: dict[int, list], plans) -> tuple:
     """The activation counts of the kept layer outputs, in one vector.
 
-    Per layer, `stats.activation_counts` summed over its calls in the step
-    (a shared layer's every use). A layer whose unit count is not static,
-    or not the same in every call, is left out. The counts add up across
-    replicas; the host takes the fractions (`step_reader`).
+    Per layer, the active elements per unit (`stats.active_mask`) and the
+    saturated elements (`stats.saturated_mask`), summed over its calls in
+    the step (a shared layer's every use). The per-unit counts of every
+    layer come first, then one stack of the layers' scalars: no reshape
+    per layer. A layer whose unit count is not static, or not the same in
+    every call, is left out. The counts add up across replicas; the host
+    takes the fractions (`step_reader.activation_fields`).
 
     Args:
         outputs: Layer index -> its outputs in the step.
@@ -383,7 +407,8 @@ def activation_vector(outputs: dict[int, list], plans) -> tuple:
         The `[k]` float32 vector (None when empty) and its layout, a tuple
         of `ActivationEntry`.
     """
-    parts, layout = [], []
+    prim = _backend_primitives()
+    vectors, scalars, layout = [], [], []
     for i, plan in enumerate(plans):
         calls = [x for x in outputs.get(i, ()) if _rank(x.shape)]
         if not calls:
@@ -400,21 +425,39 @@ def activation_vector(outputs: dict[int, list], plans) -> tuple:
         per_sample = None
         if all(None not in s for s in sizes):
             per_sample = sum(math.prod(s) for s in sizes)
-        counts = [
-            stats.activation_counts(x, profile, a, per_sample is None)
-            for x, a in zip(calls, axes)
-        ]
-        summed = {
-            k: functools.reduce(ops.add, [c[k] for c in counts]) for k in counts[0]
-        }
         if units:
-            parts.append(summed["active_per_unit"])
-        saturation = "saturated" in summed
+            vectors.append(
+                _summed(
+                    prim.count(
+                        stats.active_mask(x, profile, prim.constant),
+                        [d for d in range(len(x.shape)) if d != a],
+                    )
+                    for x, a in zip(calls, axes)
+                )
+            )
+        saturation = profile.saturation_bounds is not None
         if saturation:
-            parts.append(ops.reshape(summed["saturated"], (1,)))
+            scalars.append(
+                _summed(
+                    prim.count(
+                        stats.saturated_mask(x, profile, prim.constant),
+                        list(range(len(x.shape))),
+                    )
+                    for x in calls
+                )
+            )
         if per_sample is None:
-            parts.append(ops.reshape(summed["elements"], (1,)))
+            scalars.append(_summed(ops.cast(ops.size(x), "float32") for x in calls))
         layout.append(ActivationEntry(i, units, saturation, per_sample))
-    if not parts:
+    if scalars:
+        vectors.append(
+            ops.stack(scalars) if len(scalars) > 1 else prim.flat(scalars[0])
+        )
+    if not vectors:
         return None, tuple(layout)
-    return (ops.concatenate(parts, 0) if len(parts) > 1 else parts[0]), tuple(layout)
+    vector = ops.concatenate(vectors, 0) if len(vectors) > 1 else vectors[0]
+    return vector, tuple(layout)
+
+
+def _summed(counts) -> Tensor:
+    return functools.reduce(ops.add, counts)

@@ -97,3 +97,28 @@ def test_split_samples_leaves_out_layers_without_gradients():
     }
     layout = StepLayout(grad_layers=(1,), samples=((0, 3), (1, 2)))
     assert step_reader.split_samples(layout, sample) == {1: [4.0, 5.0]}
+
+
+def test_activation_fields_reads_the_scalars_after_every_layers_units():
+    # Layer 0: a ReLU6 of 2 units and unknown elements per sample (its
+    # saturated and element counts are scalars); layer 1: 3 units, 2
+    # elements per sample. The vector holds every layer's per-unit counts,
+    # then the scalars in layer order: [2, 0 | 1, 1, 6 | 3, 12].
+    layout = StepLayout(
+        can_die=(True, True),
+        activations=(
+            ActivationEntry(0, 2, True, None),
+            ActivationEntry(1, 3, False, 2),
+        ),
+    )
+    fields = step_reader.activation_fields(
+        layout, [2.0, 0.0, 1.0, 1.0, 6.0, 3.0, 12.0], 4.0
+    )
+    # Layer 0: 2 active of 12 elements, unit 1 never active, 3 of 12
+    # saturated. Layer 1: 8 active of 4 samples x 2 elements, none dead.
+    zero, dead, saturated, units = fields[0]
+    assert (zero, dead, saturated) == pytest.approx((1 - 2 / 12, 0.5, 0.25))
+    assert units == [2.0, 0.0]
+    zero, dead, saturated, units = fields[1]
+    assert (zero, dead, saturated) == (0.0, 0.0, None)
+    assert units == [1.0, 1.0, 6.0]

@@ -237,11 +237,12 @@ def test_activation_vector_matches_numpy(rng):
     s = np.concatenate(shared)
     expected = np.concatenate(
         [
+            # The per-unit counts first, layer after layer.
             np.sum(relu[0] > 0, axis=(0, 1)),
-            # Both calls of the shared layer, summed.
-            [np.sum((s <= 0.01) | (s >= 0.99))],
             # Units on axis 1 (channels first).
             np.sum(first[0] > 0, axis=(0, 2)),
+            # Then the scalars: both calls of the shared layer, summed.
+            [np.sum((s <= 0.01) | (s >= 0.99))],
         ]
     )
     np.testing.assert_array_equal(vector, expected)
