@@ -260,6 +260,8 @@ class StepJudging:
             self._input_scale = input_scale(self._hooks.read_inputs())
         stats = step_stats(data, self._names, samples, self._input_scale)
         new = self._rules.observe(stats)
+        if self._rules.suspected:
+            self._burst(step + 1, noisy=True)
         new += self._label_checks()
         if self._writer is not None:
             self._write_peak(step)

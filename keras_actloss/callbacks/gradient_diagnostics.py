@@ -101,7 +101,11 @@ class GradientDiagnostics(
       most once in `every_n_steps` steps, twice as rarely after each burst
       that found nothing; after the first 32 steps, a new record of such
       units (an eighth, at least 2, over the last: units dying a few at a
-      time) always does.
+      time) always does. A recording on which a ReLU-family layer not yet
+      reported dead has at least `dead_fraction` of its units inactive
+      for the whole batch (or on its recent recordings together) starts a
+      burst as a noisy jump does (`dead_relu` is confirmed on fresh
+      batches rather than on recordings far apart while units die).
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A

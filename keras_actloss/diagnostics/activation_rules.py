@@ -77,24 +77,38 @@ class ActivationRules(RuleFamily):
             window = self._activity.get(ls.layer)
             if window is None or ls.unit_activity is None or not stats.batch_size:
                 continue
-            window.add(stats.step, stats.batch_size, ls.unit_activity)
+            activity = ls.unit_activity
+            window.add(stats.step, stats.batch_size, activity)
             measured = window.dead()
-            if measured is None:
-                continue
-            dead, samples, recordings, first = measured
-            # The streak starts with the first step of its first window.
-            key = (F.DEAD_RELU, ls.layer)
-            hit = dead >= t.dead_fraction and recordings >= t.patience
-            _, start = self._streaks.update(key, hit, first)
-            if hit and stats.step - start + 1 >= t.patience_steps:
-                message = (
-                    f"{dead:.0%} of the units of layer '{ls.layer}' output zero for "
-                    f"every one of the {samples} samples of the last {recordings} "
-                    f"recorded batches (steps {first}-{stats.step}): these ReLU "
-                    "units are dead and get no gradient; they only come back if "
-                    "the layers before them change their inputs."
-                )
-                self._add(new, F.DEAD_RELU, ls.layer, start, dead, message)
+            hit = measured is not None and measured[0] >= t.dead_fraction
+            if measured is not None:
+                self._judge_dead(new, ls.layer, stats.step, measured, hit)
+            # Most units inactive on this batch, or on the window, and not
+            # reported yet: dense recordings tell soon (`suspected`).
+            latest = sum(a <= 0 for a in activity) / max(len(activity), 1)
+            if (hit or latest >= t.dead_fraction) and (
+                (F.DEAD_RELU, ls.layer) not in self._reported
+            ):
+                self.suspected = True
+
+    def _judge_dead(self, new, layer: str, step: int, measured, hit: bool) -> None:
+        """Reports a layer's dead units once the window (`UnitActivity.dead`:
+        `measured`, over `dead_fraction` when `hit`) held them so for
+        `patience` recordings over `patience_steps` steps."""
+        t = self.thresholds
+        dead, samples, recordings, first = measured
+        hit = hit and recordings >= t.patience
+        # The streak starts with the first step of its first window.
+        _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
+        if hit and step - start + 1 >= t.patience_steps:
+            message = (
+                f"{dead:.0%} of the units of layer '{layer}' output zero for "
+                f"every one of the {samples} samples of the last {recordings} "
+                f"recorded batches (steps {first}-{step}): these ReLU "
+                "units are dead and get no gradient; they only come back if "
+                "the layers before them change their inputs."
+            )
+            self._add(new, F.DEAD_RELU, layer, start, dead, message)
 
     def _saturation(self, new, stats: StepStats) -> None:
         t = self.thresholds

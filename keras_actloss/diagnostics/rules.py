@@ -138,6 +138,10 @@ class HealthRules(
     norms fell to exactly 0, or many more units than lately got none (the
     callback then records densely for a while), and `jump_noisy` whether
     only a test on a noisy series (the norm's level, the units) said so.
+    `suspected` tells whether the last recording left most units of a
+    ReLU-like layer inactive (on its batch, or on the recent recordings
+    together) and the rules have not reported them dead yet: the callback
+    then records densely too, as after a noisy jump.
 
     Examples:
 
@@ -202,6 +206,7 @@ class HealthRules(
         self._rate_change: tuple[int, float, float] | None = None
         self.jumped = False
         self._jump_hard = False
+        self.suspected = False
         self._low = 0
         self.findings: list[Finding] = []
 
@@ -254,6 +259,7 @@ class HealthRules(
         seen that step.
         """
         new: list[Finding] = []
+        self.suspected = False
         if self._broken():
             return new
         loss_bad = stats.loss is not None and not math.isfinite(stats.loss)

@@ -1267,6 +1267,34 @@ class TestDeadRelu:
         )
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
+    def test_units_inactive_on_one_batch_are_suspected(self):
+        # Step 0: dense_1 has 3 of 4 units inactive on its 32 samples (too
+        # few to say dead): suspected, so the callback records densely.
+        rules, seq = dead_run(ACTIVITY, (0, 1, 2, 3, 4))
+        assert run(rules, seq[:1]) == [] and rules.suspected
+        # Steps 1-3: still suspected; at step 3 the window (128 samples)
+        # holds them dead, confirmed at step 4 (span 5).
+        assert run(rules, seq[1:4]) == [] and rules.suspected
+        assert modes(run(rules, seq[4:])) == [(F.DEAD_RELU, "dense_1", 0)]
+        # Reported: no longer suspected.
+        assert not rules.suspected
+
+    def test_healthy_sparsity_is_not_suspected(self):
+        # 1 of 4 units inactive on the batch in each layer (0.25 < 0.5).
+        rules, seq = dead_run(([5, 9, 3, 0], [0, 1, 1, 1]), (0, 1))
+        run(rules, seq)
+        assert not rules.suspected
+        # A suspicious recording, then a healthy one: the flag follows the
+        # last.
+        rules, seq = dead_run(
+            lambda s: ([5, 9, 3, 0], [0, 0, 0, 1] if s == 0 else [1, 1, 1, 1]),
+            (0, 1),
+        )
+        run(rules, seq[:1])
+        assert rules.suspected
+        run(rules, seq[1:])
+        assert not rules.suspected
+
     def test_dead_fraction_at_the_threshold(self):
         # 2 of 4 units = 0.5 >= dead_fraction 0.5.
         rules, seq = dead_run(([5, 9, 0, 0], [1, 1, 1, 1]), (0, 10, 20, 30))
