@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
+
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
@@ -44,22 +46,28 @@ class UnitActivity:
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
 
-    def add(self, step: int, samples: int, activity: list[float]) -> None:
-        if self._recent and len(self._recent[-1][2]) != len(activity):
+    def add(self, step: int, samples: int, activity) -> None:
+        """Adds a recording's per-unit active counts (a list or array)."""
+        active = np.asarray(activity) > 0
+        if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
-        self._recent.append((step, samples, activity))
+        self._recent.append((step, samples, active))
+
+    def latest(self) -> float:
+        """Share of the units inactive on the last recording's batch."""
+        active = self._recent[-1][2]
+        return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 
     def dead(self) -> tuple[float, int, int, int] | None:
         """`(dead fraction, samples, recordings, first step)` of the window,
         or None while the recordings hold fewer than `min_samples`."""
-        total, alive, units = 0, None, 0
-        for k, (step, samples, activity) in enumerate(reversed(self._recent)):
-            units = len(activity)
-            active = [a > 0 for a in activity]
-            alive = active if alive is None else [a or b for a, b in zip(alive, active)]
+        total, alive = 0, None
+        for k, (step, samples, active) in enumerate(reversed(self._recent)):
+            alive = active if alive is None else alive | active
             total += samples
             if total >= self.min_samples and k + 1 >= self.min_recordings:
-                dead = (units - sum(alive)) / units if units else 0.0
+                units = len(alive)
+                dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 return dead, total, k + 1, step
         return None
 
@@ -77,16 +85,14 @@ class ActivationRules(RuleFamily):
             window = self._activity.get(ls.layer)
             if window is None or ls.unit_activity is None or not stats.batch_size:
                 continue
-            activity = ls.unit_activity
-            window.add(stats.step, stats.batch_size, activity)
+            window.add(stats.step, stats.batch_size, ls.unit_activity)
             measured = window.dead()
             hit = measured is not None and measured[0] >= t.dead_fraction
             if measured is not None:
                 self._judge_dead(new, ls.layer, stats.step, measured, hit)
             # Most units inactive on this batch, or on the window, and not
             # reported yet: dense recordings tell soon (`suspected`).
-            latest = sum(a <= 0 for a in activity) / max(len(activity), 1)
-            if (hit or latest >= t.dead_fraction) and (
+            if (hit or window.latest() >= t.dead_fraction) and (
                 (F.DEAD_RELU, ls.layer) not in self._reported
             ):
                 self.suspected = True

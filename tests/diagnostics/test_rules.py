@@ -15,6 +15,7 @@ input_scale 2).
 
 import math
 
+import numpy as np
 import pytest
 
 from keras_actloss import findings as F
@@ -1422,6 +1423,19 @@ class TestUnitActivity:
         window.add(2, 100, [0, 0, 0])
         # The last recording alone holds 100 samples.
         assert window.dead() == (1.0, 100, 1, 2)
+
+    def test_latest_batch(self):
+        window = UnitActivity(min_samples=100)
+        # 3 of 4 units inactive on the batch (counts, as a list or array).
+        window.add(0, 32, [0.0, 5.0, 0.0, 0.0])
+        assert window.latest() == 0.75
+        window.add(1, 32, np.array([1.0, 1.0, 0.0, 2.0]))
+        assert window.latest() == 0.25
+        # 64 samples: fewer than 100.
+        assert window.dead() is None
+        window.add(2, 64, [0.0, 3.0, 0.0, 0.0])
+        # Steps 0-2 (128 samples): only unit 2 inactive on every one.
+        assert window.dead() == (0.25, 128, 3, 0)
 
     def test_shape_change_starts_again(self):
         window = UnitActivity(min_samples=100)
