@@ -37,7 +37,7 @@ from keras_actloss.callbacks._step_rows import (
     full_record,
     within_bounds,
 )
-from keras_actloss.diagnostics import step_reader, step_stats
+from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 
 
 def _f32(tensor):
@@ -231,7 +231,7 @@ class GraphStats:
         counts are summed across replicas here (the gradients already are).
         """
         tf = self._tf
-        counts, activations = step_stats.activation_vector(
+        counts, activations = step_activations.activation_vector(
             getattr(self._local, "outputs", {}), self.plans
         )
         head = self._loss_and_batch()

@@ -23,7 +23,7 @@ for the duration of `fit`:
   (`_jax_stats.JaxStats._merge`); the step is the first call's optimizer's.
 - `model.compute_loss_and_updates`: while a train function of ours is
   traced, it lets the monitored layers keep their outputs, then computes
-  their activation counts (`diagnostics.step_stats.activation_vector` on
+  their activation counts (`diagnostics.step_activations.activation_vector` on
   `jax.lax.stop_gradient`ed outputs) and the step's loss *inside* the
   `jax.value_and_grad` trace and carries them out through the auxiliary
   outputs Keras already returns: appended to its `non_trainable_variables`,

@@ -46,7 +46,7 @@ from keras_actloss.callbacks._step_rows import (
     full_record,
     within_bounds,
 )
-from keras_actloss.diagnostics import step_reader, step_stats
+from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 
 # The every-step part of a step's statistics (a ring row, see `_read_row`).
 ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss", "silent")
@@ -108,13 +108,13 @@ class JaxStats:
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict) -> tuple:
-        """`step_stats.activation_vector` of the kept outputs (every call
+        """`step_activations.activation_vector` of the kept outputs (every call
         of a layer in the step), outside the gradient: the vector (or None)
         and its layout."""
         outputs = {
             i: [jax.lax.stop_gradient(x) for x in calls] for i, calls in outputs.items()
         }
-        return step_stats.activation_vector(outputs, self.plans)
+        return step_activations.activation_vector(outputs, self.plans)
 
     def _merge(self, calls: list[dict]) -> dict:
         """The step's `stateless_apply` calls as one, as TensorFlow's

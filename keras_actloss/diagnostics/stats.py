@@ -2,15 +2,15 @@
 
 These functions take tensors (or NumPy arrays) and return scalars or small
 vectors built with `keras.ops`, so the same code runs inside the traced
-training step (where `GradientDiagnostics` calls `activation_counts` on the
-real layer outputs) and on NumPy arrays in tests. They never touch Keras
-internals or TensorBoard.
+training step (where `GradientDiagnostics` counts the real layer outputs
+with `active_mask` and `saturated_mask`) and on NumPy arrays in tests. They
+never touch Keras internals or TensorBoard.
 
 Counts add up across replicas (`activation_counts`); the fractions are
 taken from them. The statistics of a whole training step (gradient norms
-and extremes, activation counts of every monitored layer) are in
-`diagnostics.step_stats`, combined by layer on the host by
-`diagnostics.step_reader`.
+and extremes in `diagnostics.step_stats`, the activation counts of every
+monitored layer in `diagnostics.step_activations`) are combined by layer
+on the host by `diagnostics.step_reader`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,6 @@ def activation_counts(
         and where the
         profile applies, `"active_per_unit"` (vector: active elements per
         unit, over the batch and positions) and `"saturated"` (scalar).
-        Written for few graph ops: it runs in every full training step.
     """
     x = ops.convert_to_tensor(x)
     shape = tuple(x.shape)

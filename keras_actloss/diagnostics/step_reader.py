@@ -16,7 +16,8 @@ import dataclasses
 import functools
 import math
 
-from keras_actloss.diagnostics.step_stats import ActivationEntry, RowLayout
+from keras_actloss.diagnostics.step_activations import ActivationEntry
+from keras_actloss.diagnostics.step_stats import RowLayout
 
 # Per-layer slots of a recording, in order.
 LAYER_FIELDS = (

@@ -5,8 +5,9 @@ import math
 import pytest
 
 from keras_actloss.diagnostics import step_reader
+from keras_actloss.diagnostics.step_activations import ActivationEntry
 from keras_actloss.diagnostics.step_reader import LAYER_FIELDS, StepLayout
-from keras_actloss.diagnostics.step_stats import ActivationEntry, RowLayout
+from keras_actloss.diagnostics.step_stats import RowLayout
 
 # Three monitored layers: 0 (ReLU: units can die), 1 (sigmoid), 2 (no
 # gradient, no activation counts). Gradient tensors: 0 and 3 are layer 0's,

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from keras_actloss import activations
-from keras_actloss.diagnostics import step_stats
+from keras_actloss.diagnostics import step_activations, step_stats
 from keras_actloss.diagnostics.step_stats import NORM_MIN_ELEMENTS, RowLayout
 from tests.backend_support import FLOAT_DTYPES, tensorflow_only, traced
 
@@ -222,14 +222,14 @@ def test_activation_vector_matches_numpy(rng):
     outputs = {0: relu, 1: shared, 2: first, 3: mixed}
 
     def run(outs):
-        return step_stats.activation_vector(outs, plans)[0]
+        return step_activations.activation_vector(outs, plans)[0]
 
-    _, layout = step_stats.activation_vector(outputs, plans)
+    _, layout = step_activations.activation_vector(outputs, plans)
     vector = _np(traced(run)(outputs))
     assert layout == (
-        step_stats.ActivationEntry(0, 5, False, 15),
-        step_stats.ActivationEntry(1, 0, True, 12),
-        step_stats.ActivationEntry(2, 2, False, 14),
+        step_activations.ActivationEntry(0, 5, False, 15),
+        step_activations.ActivationEntry(1, 0, True, 12),
+        step_activations.ActivationEntry(2, 2, False, 14),
     )
     # Sigmoid saturates outside (0.01, 0.99) (its profile).
     low, high = plans[1].profile.saturation_bounds
@@ -246,7 +246,7 @@ def test_activation_vector_matches_numpy(rng):
         ]
     )
     np.testing.assert_array_equal(vector, expected)
-    assert step_stats.activation_vector({}, plans) == (None, ())
+    assert step_activations.activation_vector({}, plans) == (None, ())
 
 
 @tensorflow_only
@@ -258,13 +258,13 @@ def test_activation_vector_counts_elements_of_unknown_shape(rng):
     found = {}
 
     def run(t):
-        vector, found["layout"] = step_stats.activation_vector(
+        vector, found["layout"] = step_activations.activation_vector(
             {0: [t]}, [_Plan("relu")]
         )
         return vector
 
     vector = tf.function(run, input_signature=[spec])(x).numpy()
-    assert found["layout"] == (step_stats.ActivationEntry(0, 3, False, None),)
+    assert found["layout"] == (step_activations.ActivationEntry(0, 3, False, None),)
     np.testing.assert_array_equal(vector, [*np.sum(x > 0, axis=(0, 1)), x.size])
 
 

@@ -1,0 +1,109 @@
+"""The activation counts of one training step, in one vector.
+
+`GradientDiagnostics` calls `activation_vector` inside the real training
+step on every backend (the TensorFlow hooks and the JAX ones) on the kept
+outputs of the monitored layers, with the primitives of
+`diagnostics.step_stats` (shared constants on TensorFlow, where every graph
+op costs tracing time). The host takes the fractions
+(`diagnostics.step_reader.activation_fields`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+from keras import ops
+
+from keras_actloss.diagnostics import stats
+from keras_actloss.diagnostics.step_stats import _backend_primitives, _rank
+from keras_actloss.tensor_types import Tensor
+
+
+class ActivationEntry(NamedTuple):
+    """A layer's part of `activation_vector`: `units` active counts (one
+    per unit; 0 when the profile has no inactive region) among the
+    vectors, and among the scalars after them the saturated count if
+    `saturation`, then the element count unless `per_sample` (the
+    elements per sample, when static) gives it."""
+
+    layer: int
+    units: int
+    saturation: bool
+    per_sample: int | None
+
+
+def activation_vector(outputs: dict[int, list], plans) -> tuple:
+    """The activation counts of the kept layer outputs, in one vector.
+
+    Per layer, the active elements per unit (`stats.active_mask`) and the
+    saturated elements (`stats.saturated_mask`), summed over its calls in
+    the step (a shared layer's every use). The per-unit counts of every
+    layer come first, then one stack of the layers' scalars: no reshape
+    per layer. A layer whose unit count is not static, or not the same in
+    every call, is left out. The counts add up across replicas; the host
+    takes the fractions (`step_reader.activation_fields`).
+
+    Args:
+        outputs: Layer index -> its outputs in the step.
+        plans: The monitored layers, with `profile` and `channel_axis`.
+
+    Returns:
+        The `[k]` float32 vector (None when empty) and its layout, a tuple
+        of `ActivationEntry`.
+    """
+    prim = _backend_primitives()
+    vectors, scalars, layout = [], [], []
+    for i, plan in enumerate(plans):
+        calls = [x for x in outputs.get(i, ()) if _rank(x.shape)]
+        if not calls:
+            continue
+        profile = plan.profile
+        axes = [plan.channel_axis % len(x.shape) for x in calls]
+        units = {x.shape[a] for x, a in zip(calls, axes)}
+        if profile.inactive_below is None:
+            units = {0}
+        if len(units) != 1 or None in units:
+            continue
+        (units,) = units
+        sizes = [x.shape[1:] for x in calls]
+        per_sample = None
+        if all(None not in s for s in sizes):
+            per_sample = sum(math.prod(s) for s in sizes)
+        if units:
+            vectors.append(
+                _summed(
+                    prim.count(
+                        stats.active_mask(x, profile, prim.constant),
+                        [d for d in range(len(x.shape)) if d != a],
+                    )
+                    for x, a in zip(calls, axes)
+                )
+            )
+        saturation = profile.saturation_bounds is not None
+        if saturation:
+            scalars.append(
+                _summed(
+                    prim.count(
+                        stats.saturated_mask(x, profile, prim.constant),
+                        list(range(len(x.shape))),
+                    )
+                    for x in calls
+                )
+            )
+        if per_sample is None:
+            scalars.append(_summed(ops.cast(ops.size(x), "float32") for x in calls))
+        layout.append(ActivationEntry(i, units, saturation, per_sample))
+    if scalars:
+        vectors.append(
+            ops.stack(scalars) if len(scalars) > 1 else prim.flat(scalars[0])
+        )
+    if not vectors:
+        return None, tuple(layout)
+    vector = ops.concatenate(vectors, 0) if len(vectors) > 1 else vectors[0]
+    return vector, tuple(layout)
+
+
+def _summed(counts) -> Tensor:
+    return functools.reduce(ops.add, counts)
