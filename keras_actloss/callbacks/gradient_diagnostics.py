@@ -101,11 +101,10 @@ class GradientDiagnostics(
       most once in `every_n_steps` steps, twice as rarely after each burst
       that found nothing; after the first 32 steps, a new record of such
       units (an eighth, at least 2, over the last: units dying a few at a
-      time) always does. A recording on which a ReLU-family layer not yet
-      reported dead has at least `dead_fraction` of its units inactive
-      for the whole batch (or on its recent recordings together) starts a
-      burst as a noisy jump does (`dead_relu` is confirmed on fresh
-      batches rather than on recordings far apart while units die).
+      time) always does. So does, as a noisy jump, a recording on which
+      at least `dead_fraction` of a ReLU-family layer's units (not yet
+      reported dead) were inactive for its whole batch or for its recent
+      recordings together: dying units are confirmed on fresh batches.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
@@ -134,7 +133,8 @@ class GradientDiagnostics(
       a jump with batches of 32 or more (units dying, whole layers or many
       of their units at once, or a few at a time, which sets records, are
       such a jump); later in a long run without a jump, after 3
-      recordings `every_n_steps` apart.
+      recordings `every_n_steps` apart (dead units: within about 5 steps
+      of a recording that finds most of a layer's units inactive).
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
