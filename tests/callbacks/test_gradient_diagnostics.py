@@ -1141,3 +1141,27 @@ def test_noisy_jumps_back_off_when_their_bursts_find_nothing():
     diag.findings.append("a finding")  # This burst found something: 100.
     diag._burst(800, noisy=True)
     assert (diag._burst_end, diag._calm_until) == (808, 900)
+
+
+@pytest.mark.parametrize("suspected_at", [None, 2])
+def test_a_suspicious_recording_starts_a_noisy_burst(data, monkeypatch, suspected_at):
+    # The rules flag a recording (`HealthRules.suspected`: most of a ReLU
+    # layer's units inactive, not yet reported): the callback starts a
+    # noisy burst from the next step, as after a noisy jump.
+    from keras_actloss.diagnostics.rules import HealthRules
+
+    observe = HealthRules.observe
+
+    def flagging(self, stats):
+        new = observe(self, stats)
+        self.suspected = stats.step == suspected_at
+        return new
+
+    monkeypatch.setattr(HealthRules, "observe", flagging)
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag()
+    bursts = []
+    diag._burst = lambda start, noisy: bursts.append((start, noisy))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
+    assert ((3, True) in bursts) == (suspected_at == 2)
