@@ -14,7 +14,9 @@ the jitted step with its logs:
   silent units (`step_stats.NormRow.silent`), then the gradients'
   `step_stats.norm_row` (scaled);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
-  (zeros on the others, see `_Trace.when_full`).
+  (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
+  of the weights and their update: those two rows are reduced on every
+  step, so that the weights before the update are not kept past it.
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
@@ -164,20 +166,11 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
-        return {
-            "row": row,
-            **trace.when_full(
-                lambda: self._full_statistics(trace, applied, extra, data)
-            ),
-        }
-
-    def _full_statistics(self, trace, applied, extra, data) -> dict:
-        """The rest of `step_stats.FULL_KEYS` (on full steps, see
-        `_Trace.when_full`); notes the full step's layout."""
-        # The norms are in the row already (`_statistics`).
-        gradients = step_stats.norm_row(
-            applied["grads"], extremes=True, joined=True, norms=False
-        )
+        # The weights before the update and their change, reduced to two
+        # rows on every step, outside the cond: as operands of the cond the
+        # weights before the update would have to outlive it on every step,
+        # taken or not, which costs more than the two rows (measured, see
+        # benchmarks/RESULTS.md).
         before, after = applied["before"], applied["after"]
         weights = step_stats.norm_row(before)
         updates = step_stats.norm_row(
@@ -185,6 +178,23 @@ class JaxStats:
                 ops.cast(a, "float32") - ops.cast(b, "float32")
                 for a, b in zip(after, before)
             ]
+        )
+        return {
+            "row": row,
+            **trace.when_full(
+                lambda: self._full_statistics(
+                    trace, applied, extra, data, weights, updates
+                )
+            ),
+        }
+
+    def _full_statistics(self, trace, applied, extra, data, weights, updates) -> dict:
+        """The rest of `step_stats.FULL_KEYS` (on full steps, see
+        `_Trace.when_full`) with the `norm_row`s of the weights and their
+        update (`_statistics`); notes the full step's layout."""
+        # The norms are in the row already (`_statistics`).
+        gradients = step_stats.norm_row(
+            applied["grads"], extremes=True, joined=True, norms=False
         )
         layers, counts = self._grad_layers(), self._var_sizes()
         samples = self._sample_sizes()
