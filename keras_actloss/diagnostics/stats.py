@@ -69,6 +69,8 @@ def activation_counts(
     profile: ActivationProfile,
     channel_axis: int = -1,
     elements: bool = True,
+    threshold=None,
+    count=None,
 ) -> dict[str, Tensor]:
     """Counts behind the activation statistics, summable across replicas.
 
@@ -79,6 +81,10 @@ def activation_counts(
             convolutions). Defaults to `-1`.
         elements: Whether to count the elements too (a caller that knows
             them from static shapes saves the graph ops). Defaults to `True`.
+        threshold: As in `active_mask`. Defaults to `None`.
+        count: `count(mask, axes)`, the float32 count of a boolean mask's
+            True elements along `axes` (a caller in a traced step passes one
+            with fewer graph ops). Defaults to `None`: `keras.ops`.
 
     Returns:
         A dict of float32 tensors: `"elements"` (scalar, with `elements`),
@@ -88,6 +94,7 @@ def activation_counts(
     """
     x = ops.convert_to_tensor(x)
     shape = tuple(x.shape)
+    count = count or (lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axes))
     counts = {}
     if not elements:
         pass
@@ -96,13 +103,13 @@ def activation_counts(
     else:
         counts["elements"] = ops.cast(ops.size(x), "float32")
     if profile.inactive_below is not None:
-        active = ops.cast(active_mask(x, profile), "float32")
         axis = _channel_axis(x, channel_axis)
         other = tuple(a for a in range(len(shape)) if a != axis)
-        counts["active_per_unit"] = ops.sum(active, axis=other)
+        active = active_mask(x, profile, threshold)
+        counts["active_per_unit"] = count(active, other)
     if profile.saturation_bounds is not None:
-        saturated = ops.cast(saturated_mask(x, profile), "float32")
-        counts["saturated"] = ops.sum(saturated)
+        saturated = saturated_mask(x, profile, threshold)
+        counts["saturated"] = count(saturated, tuple(range(len(shape))))
     return counts
 
 

@@ -37,12 +37,12 @@ class ActivationEntry(NamedTuple):
 def activation_vector(outputs: dict[int, list], plans) -> tuple:
     """The activation counts of the kept layer outputs, in one vector.
 
-    Per layer, the active elements per unit (`stats.active_mask`) and the
-    saturated elements (`stats.saturated_mask`), summed over its calls in
-    the step (a shared layer's every use). The per-unit counts of every
-    layer come first, then one stack of the layers' scalars: no reshape
-    per layer. A layer whose unit count is not static, or not the same in
-    every call, is left out. The counts add up across replicas; the host
+    Per layer, `stats.activation_counts` (with the shared constants and
+    counts of `step_stats`' primitives), summed over its calls in the step
+    (a shared layer's every use). The per-unit counts of every layer come
+    first, then one stack of the layers' scalars: no reshape per layer. A
+    layer whose unit count is not static, or not the same in every call,
+    is left out. The counts add up across replicas; the host
     takes the fractions (`step_reader.activation_fields`).
 
     Args:
@@ -71,29 +71,20 @@ def activation_vector(outputs: dict[int, list], plans) -> tuple:
         per_sample = None
         if all(None not in s for s in sizes):
             per_sample = sum(math.prod(s) for s in sizes)
+        counts = [
+            stats.activation_counts(
+                x, profile, a, per_sample is None, prim.constant, prim.count
+            )
+            for x, a in zip(calls, axes)
+        ]
+        summed = {k: _summed(c[k] for c in counts) for k in counts[0]}
         if units:
-            vectors.append(
-                _summed(
-                    prim.count(
-                        stats.active_mask(x, profile, prim.constant),
-                        [d for d in range(len(x.shape)) if d != a],
-                    )
-                    for x, a in zip(calls, axes)
-                )
-            )
-        saturation = profile.saturation_bounds is not None
+            vectors.append(summed["active_per_unit"])
+        saturation = "saturated" in summed
         if saturation:
-            scalars.append(
-                _summed(
-                    prim.count(
-                        stats.saturated_mask(x, profile, prim.constant),
-                        list(range(len(x.shape))),
-                    )
-                    for x in calls
-                )
-            )
+            scalars.append(summed["saturated"])
         if per_sample is None:
-            scalars.append(_summed(ops.cast(ops.size(x), "float32") for x in calls))
+            scalars.append(summed["elements"])
         layout.append(ActivationEntry(i, units, saturation, per_sample))
     if scalars:
         vectors.append(
