@@ -216,8 +216,12 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     assert {f[0] for f in chief["findings"]} == {"non_finite"}
     steps = [h[0] for h in chief["history"]]
     assert steps == [h[0] for h in other["history"]] == [0, 1, 2, 3]
-    assert [h[2] for h in chief["history"]] == [False, False, True, True]
-    assert [h[2] for h in other["history"]] == [False, False, True, True]
+    flags = [h[2] for h in chief["history"]]
+    assert flags == [h[2] for h in other["history"]]
+    # Step 3 runs on the weights step 2 made NaN: its gradients are NaN,
+    # or finite where the traced step's fused MatMul+BiasAdd+ReLU maps NaN
+    # to 0 (oneDNN on some CPUs; eager ReLU keeps NaN on the same machine).
+    assert flags[: NAN_STEP + 1] == [False, False, True]
     norms = np.array([h[1] for h in chief["history"]], "float64")
     assert np.isfinite(norms[:NAN_STEP]).all() and (norms[:NAN_STEP] > 0).all()
     np.testing.assert_allclose(

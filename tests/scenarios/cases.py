@@ -827,6 +827,7 @@ class Confirmation:
     losses: list[float]
     global_norm: list[float]
     non_finite: list[bool]
+    weights_finite: list[bool]  # every weight finite after the step's update
     layer_rms: dict[str, list[float]]
     dead: dict[str, list[float]]
     saturated: dict[str, list[float]]
@@ -918,6 +919,7 @@ def confirm(case: Case) -> Confirmation:
         losses=[],
         global_norm=[],
         non_finite=[],
+        weights_finite=[],
         layer_rms={layer.name: [] for layer in weighted},
         dead={},
         saturated={},
@@ -955,6 +957,9 @@ def confirm(case: Case) -> Confirmation:
             result.non_finite.append(not finite)
             result.learning_rate.append(float(model.optimizer.learning_rate))
             apply(grads)
+            result.weights_finite.append(
+                all(bool(np.all(np.isfinite(np.asarray(v)))) for v in variables)
+            )
             watched_outs, y_pred = whole_set()
     result.final_loss = _full_loss(model, x, y, y_pred)
     pred = np.asarray(y_pred)

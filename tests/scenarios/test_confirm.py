@@ -82,7 +82,10 @@ def test_saturated_tanh():
 def test_nan_batch():
     c = cases.confirm(cases.BY_NAME["nan_batch"])
     assert c.first_non_finite() == cases.NAN_STEP == 7
-    assert all(c.non_finite[7:])  # NaN weights from then on.
+    # NaN weights from then on. Their gradients are NaN, or finite where the
+    # traced step's fused MatMul+BiasAdd+ReLU maps NaN to 0 (oneDNN on some
+    # CPUs): the layer then outputs 0 everywhere.
+    assert all(c.weights_finite[:7]) and not any(c.weights_finite[7:])
     # Healthy until then: no growth of the gradient norm, no dead units.
     assert max(c.global_norm[:7]) < 2 * c.global_norm[0] < 4
     assert max(c.max_dead(s) for s in range(7)) == 0.0
