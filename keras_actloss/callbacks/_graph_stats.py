@@ -54,6 +54,23 @@ def _handle_of(read):
     return op.inputs[0] if op.type == "ReadVariableOp" else None
 
 
+def _read_in(graph, variable):
+    """The output of a `ReadVariableOp` of `variable` that `graph` (a
+    `FuncGraph` being traced) holds already, or None."""
+    import tensorflow as tf
+
+    handle = getattr(variable, "handle", None)
+    if not tf.is_tensor(handle):
+        return None
+    # Captured once per graph: this finds the placeholder the layers' reads
+    # take (or adds one that nothing reads yet).
+    placeholder = graph.capture(handle)
+    for op in placeholder.consumers():
+        if op.type == "ReadVariableOp":
+            return op.outputs[0]
+    return None
+
+
 _ADDITIVE_UPDATES = {"AssignSubVariableOp": -1.0, "AssignAddVariableOp": 1.0}
 
 
@@ -143,7 +160,7 @@ class GraphStats:
         if mode != FULL:
             return original(grads, passed)
         if first:
-            before = [tf.convert_to_tensor(v) for v in self._plan_vars()]
+            before = self._reads_before()
             self._local.before = before
             weights = step_stats.norm_row(before)
             self._local.weights, self._weight_layout = weights.row, weights.layout
@@ -348,6 +365,27 @@ class GraphStats:
         # small model's step. A step that raises the alarm is judged from
         # its float64 ring row.
         return row, step_stats.alarm(norms, layout, scale, call.rate, gradients.silent)
+
+    def _reads_before(self) -> list:
+        """Each monitored weight as the step read it before any update.
+
+        A read the step made already (the forward pass's, found among the
+        consumers of the variable's captured handle in the graph being
+        traced) serves, instead of a read of our own: a graph op less per
+        weight, and TensorFlow orders every read of a variable before a
+        later update of it as written. Under `tf.distribute` replicas, when
+        executing eagerly or when the step made no read of a weight (a
+        layer that reads it inside a loop or cond), a read of our own.
+        """
+        tf = self._tf
+        graph = tf.compat.v1.get_default_graph()
+        find = self.replicas == 1 and not tf.executing_eagerly()
+        find = find and hasattr(graph, "capture")
+        reads = []
+        for v in self._plan_vars():
+            read = _read_in(graph, v) if find else None
+            reads.append(tf.convert_to_tensor(v) if read is None else read)
+        return reads
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""

@@ -106,8 +106,8 @@ class RowLayout:
 class _Primitives(NamedTuple):
     row: Callable  # `[1, n]` view
     flat: Callable  # `[n]` view
-    l2: Callable  # `[1, 1]` L2 norm of a `[1, n]` view
-    max: Callable  # `[1, 1]` max of a `[1, n]` view
+    l2: Callable  # `[]` L2 norm of a tensor of static rank (all its axes)
+    max: Callable  # `[]` max of a tensor of static rank
     min: Callable
     gather: Callable  # `x[index]` of a vector and constant in-range positions
     count: Callable  # float32 count of a boolean mask's True along `axes`
@@ -121,48 +121,53 @@ def _backend_primitives() -> _Primitives:
 
     There `keras.ops` costs graph ops on every step, and every graph op
     costs tracing time (about half a millisecond each on a 2-core CPU,
-    constants included). Counted in a traced graph (TensorFlow 2.21, Keras
-    3.15): `ops.reshape(x, (1, -1))`, `ops.max(x, axis=1)` and
-    `ops.sum(x, axis=(0, 1))` are two ops each, a shape or axis constant and
-    the op, and `ops.greater(x, 0.0)` two, a constant and the comparison
-    (the constants are shared here: one per value and dtype, axis or shape
-    per call); the L2 norm is four (`Square`, an axis constant, `Sum`,
-    `Sqrt`) where `EuclideanNorm` is one vectorized read (also faster than
-    `tf.nn.l2_loss` in a running step on a 2-core CPU); `ops.take` is twelve
-    where `tf.gather` is three (it wraps negative positions). Called once
-    per function that uses them: TensorFlow constants belong to the graph
-    being traced.
+    constants included) and graph optimization time when the function
+    first runs. Counted in a traced graph (TensorFlow 2.21, Keras 3.15):
+    `ops.reshape(x, (1, -1))`, `ops.max(x, axis=1)` and `ops.sum(x,
+    axis=(0, 1))` are two ops each, a shape or axis constant and the op,
+    and `ops.greater(x, 0.0)` two, a constant and the comparison (the
+    constants are shared here: one per value and dtype, axis or shape per
+    call); the L2 norm is four (`Square`, an axis constant, `Sum`, `Sqrt`)
+    where `EuclideanNorm` is one vectorized read (also faster than
+    `tf.nn.l2_loss` in a running step on a 2-core CPU), and a reduction
+    over all the axes of a tensor needs no reshape of it first; `ops.take`
+    is twelve where `tf.gather` is three (it wraps negative positions).
+    Called once per function that uses them: TensorFlow constants belong
+    to the graph being traced.
     """
     if keras.backend.backend() != "tensorflow":
         return _Primitives(
             row=lambda x: ops.reshape(x, (1, -1)),
             flat=lambda x: ops.reshape(x, (-1,)),
-            l2=lambda v: ops.sqrt(ops.sum(ops.square(v), axis=1, keepdims=True)),
-            max=lambda v: ops.max(v, axis=1, keepdims=True),
-            min=lambda v: ops.min(v, axis=1, keepdims=True),
+            l2=lambda x: ops.sqrt(ops.sum(ops.square(x))),
+            max=ops.max,
+            min=ops.min,
             gather=lambda x, index: ops.take(x, index, axis=0),
             count=lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axis=axes),
             constant=lambda value, dtype: value,
         )
     import tensorflow as tf
 
-    flat_shape, row_shape, axis = (tf.constant(v) for v in ([-1], [1, -1], [1]))
+    flat_shape, row_shape = (tf.constant(v) for v in ([-1], [1, -1]))
     raw = tf.raw_ops
 
     @functools.cache
     def constant(value, dtype):
         return tf.constant(value, dtype)
 
+    def every_axis(x):
+        return constant(tuple(range(len(x.shape))), tf.int32)
+
     def count(mask, axes):
         ones = tf.cast(mask, "float32")
-        return raw.Sum(input=ones, axis=constant(tuple(axes), "int32"))
+        return raw.Sum(input=ones, axis=constant(tuple(axes), tf.int32))
 
     return _Primitives(
         row=lambda x: tf.reshape(x, row_shape),
         flat=lambda x: tf.reshape(x, flat_shape),
-        l2=lambda v: raw.EuclideanNorm(input=v, axis=axis, keep_dims=True),
-        max=lambda v: raw.Max(input=v, axis=axis, keep_dims=True),
-        min=lambda v: raw.Min(input=v, axis=axis, keep_dims=True),
+        l2=lambda x: raw.EuclideanNorm(input=x, axis=every_axis(x)),
+        max=lambda x: raw.Max(input=x, axis=every_axis(x)),
+        min=lambda x: raw.Min(input=x, axis=every_axis(x)),
         gather=tf.gather,
         count=count,
         constant=lambda value, dtype: constant(value, tf.as_dtype(dtype)),
@@ -198,9 +203,8 @@ def norm_row(
             a tensor does not always reach its extremes: take the norm's.
             Defaults to `False`.
         joined: Whether to return every element of `tensors` in one vector,
-            tensor after tensor in the layout's column order (from the views
-            the norms read: one concat, no op per tensor). Defaults to
-            `False`.
+            tensor after tensor in the layout's column order (a flat view
+            of each large tensor, and one concat). Defaults to `False`.
         norms: Whether to compute the norms (`False`: only the layout and
             what `extremes` and `joined` ask for, for a caller that has the
             row already). Defaults to `True`.
@@ -217,21 +221,27 @@ def norm_row(
         (or None).
     """
     prim = _backend_primitives()
-    rows, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
+    l2s, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
     for i, tensor in enumerate(tensors):
         x = ops.cast(tensor, "float32")
         if not is_large(x.shape):
             small.append(x if _rank(x.shape) == 1 else prim.flat(x))
             small_at.append(i)
             continue
-        view = prim.row(x)
-        large.append(view)
+        if _rank(x.shape) is None:
+            x = prim.flat(x)
+        # Reduced over all its axes: no view of it, unless `joined`.
+        if joined:
+            large.append(prim.flat(x))
         if norms:
-            rows.append(prim.l2(view))
+            l2s.append(prim.l2(x))
         if extremes:
-            highs.append(prim.max(view))
-            lows.append(prim.min(view))
+            highs.append(prim.max(x))
+            lows.append(prim.min(x))
         large_at.append(i)
+    # Each part a vector: the large tensors' scalars stacked, the small
+    # ones' segment reductions; one concat and one `[1, m]` view per row.
+    rows, highs, lows = ([ops.stack(p)] if p else [] for p in (l2s, highs, lows))
     if small:
         k = len(small)
         flat = ops.concatenate(small, 0) if k > 1 else small[0]
@@ -240,27 +250,27 @@ def norm_row(
             np.arange(k, dtype="int32"), [math.prod(x.shape) for x in small]
         )
         if norms:
-            squares = ops.segment_sum(ops.square(flat), ids, k)
-            rows.append(ops.reshape(squares, (1, k)))
+            rows.append(ops.segment_sum(ops.square(flat), ids, k))
         if extremes:
-            highs.append(ops.reshape(ops.segment_max(flat, ids, k), (1, k)))
-            lows.append(ops.reshape(ops.segment_min(flat, ids, k), (1, k)))
+            highs.append(ops.segment_max(flat, ids, k))
+            lows.append(ops.segment_min(flat, ids, k))
     layout = RowLayout(
         tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
     )
-    out = NormRow(_concat_row(rows) if norms else None, layout, None, None)
+    out = NormRow(_joined_row(rows, prim) if norms else None, layout, None, None)
     if silent:
         out = out._replace(
             silent=_silent_count(tensors, small_at, flat if small else None)
         )
     if extremes:
-        out = out._replace(extremes=_concat_row(highs + lows))
+        out = out._replace(extremes=_joined_row(highs + lows, prim))
     if joined:
-        views = large + ([ops.reshape(flat, (1, -1))] if small else [])
+        views = large + ([flat] if small else [])
         if not views:
             return out._replace(joined=ops.zeros((0,), "float32"))
-        views = ops.concatenate(views, 1) if len(views) > 1 else views[0]
-        out = out._replace(joined=ops.reshape(views, (-1,)))
+        out = out._replace(
+            joined=ops.concatenate(views, 0) if len(views) > 1 else views[0]
+        )
     return out
 
 
@@ -280,10 +290,11 @@ def _silent_count(tensors: list, small_at: list[int], flat) -> Tensor:
     return ops.sum(zero)
 
 
-def _concat_row(parts: list) -> Tensor:
+def _joined_row(parts: list, prim: _Primitives) -> Tensor:
+    """The `[1, n]` row of the vectors `parts`, one after the other."""
     if not parts:
         return ops.zeros((1, 0), "float32")
-    return ops.concatenate(parts, 1) if len(parts) > 1 else parts[0]
+    return prim.row(ops.concatenate(parts, 0) if len(parts) > 1 else parts[0])
 
 
 def alarm(

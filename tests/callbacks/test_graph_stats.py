@@ -2,10 +2,11 @@
 (the shared statistics are tested in tests/diagnostics/test_step_stats.py, the
 shared host functions in test_step_rows.py)."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_actloss.callbacks._graph_stats import _additive_updates
+from keras_actloss.callbacks._graph_stats import _additive_updates, _read_in
 
 
 def _updates_of(write):
@@ -64,3 +65,29 @@ def test_additive_updates_ignores_updates_it_cannot_see_into():
             v.assign(tf.clip_by_value(v, -1.0, 1.0))
 
     assert _updates_of(write)[:3] == [None, None, None]
+
+
+def test_read_in_finds_the_forward_pass_read_of_a_variable():
+    """The weights before the update are the layers' own reads (no graph op
+    of ours): this fails when TensorFlow's capture of a variable handle or
+    `Tensor.consumers` change, instead of silently adding the reads back."""
+    dense = keras.layers.Dense(3)
+    dense.build((None, 2))
+    unread = keras.Variable(np.ones((2, 2), "float32"))
+    found = {}
+
+    @tf.function
+    def step(x):
+        y = dense(x)
+        graph = tf.compat.v1.get_default_graph()
+        ops = len(graph.get_operations())
+        kernel, bias = (_read_in(graph, v) for v in (dense.kernel, dense.bias))
+        found["new ops"] = len(graph.get_operations()) - ops
+        found["unread"] = _read_in(graph, unread)
+        found["types"] = {t.op.type for t in (kernel, bias)}
+        return y, kernel, bias
+
+    _, kernel, bias = step(tf.ones((4, 2)))
+    assert found == {"new ops": 0, "unread": None, "types": {"ReadVariableOp"}}
+    np.testing.assert_array_equal(kernel, dense.kernel.numpy())
+    np.testing.assert_array_equal(bias, dense.bias.numpy())
