@@ -33,17 +33,16 @@ for the duration of `fit`:
 - the `call` of every monitored leaf layer (kept only while recording).
 - `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
-  `train_step`. A static boolean argument of the step says whether it
-  records in full: every step returns its step, learning rate, loss, loss
-  scale and gradient norms (one row); a full step adds the rest of
+  `train_step`. A boolean argument of the step says whether it records in
+  full: every step returns its step, learning rate, loss, loss scale and
+  gradient norms (one row); a full step adds the rest of
   `diagnostics.step_stats.FULL_KEYS` (gradient extremes, weight and update
-  norms, activation counts and gradient samples). Each kind of step is its
-  own compiled program, compiled on its first use: the callback runs the
-  full one off its recording schedule too (reading only its row) until
-  the every-step program pays for its compilation (`traced`). The
-  statistics leave the jitted step in its logs dict under `FULL_LOGS_KEY`;
-  a wrapper takes them out before `fit` sees the logs and keeps the device
-  arrays, converted only when the host reads them.
+  norms, activation counts and gradient samples), computed under a
+  `jax.lax.cond` (zeros on the other steps: XLA runs only the branch taken,
+  and one program is compiled, not one per kind of step). The statistics
+  leave the jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper
+  takes them out before `fit` sees the logs and keeps the device arrays,
+  converted only when the host reads them.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end`.
 - `model.jax_state_sync`, which Keras's JAX `fit` calls in its `finally`:
@@ -249,7 +248,6 @@ class JaxTrainHooks(JaxStats):
         }
         self._function = None
         self._full = True
-        self._used: set[str] = set()  # The kinds of step run (compiled).
         self._saved: dict[str, object] = {}
         self._trace: _Trace | None = None
         self._pending: list = []
@@ -355,10 +353,15 @@ class JaxTrainHooks(JaxStats):
             # Still inside `jax.value_and_grad`: computed here, carried out
             # as auxiliary outputs (see the module docstring).
 
-            extra = {"loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32"))}
-            if trace.full:
+            def counts():
+                # Traced with the cond's branches: the layout is static.
                 vector, trace.activation_layout = self._activation_counts(outputs)
-                extra["activations"] = vector
+                return vector
+
+            extra = {
+                "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
+                "activations": trace.when_full(counts),
+            }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)
 
@@ -461,17 +464,15 @@ class JaxTrainHooks(JaxStats):
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:
-        """Whether the program that runs `mode` steps was compiled (it ran
-        once); always, when the step runs eagerly (nothing to compile)."""
-        model = self.model
-        return mode in self._used or model.run_eagerly or not model.jit_compile
+        """Whether the train function that runs `mode` steps was built: one
+        function serves both modes (`use`)."""
+        return self._function is not None
 
     def use(self, mode: str) -> None:
         """Makes the next steps record full statistics (`FULL`) or only the
-        every-step check: the static argument of the one jitted step (a
-        program each, compiled on first use)."""
+        every-step check: an argument of the one train function, built on
+        first use (`_make`; no second compilation)."""
         self._full = mode == FULL
-        self._used.add(mode)
         if self._function is None:
             self._function = self._make()
         self.model.train_function = self._function
@@ -484,16 +485,11 @@ class JaxTrainHooks(JaxStats):
             out_shardings = None
             if keras.distribution.distribution() is not None:
                 out_shardings = (None, model._get_state_sharding_spec())
-            step = jax.jit(
-                step,
-                static_argnums=2,
-                donate_argnums=0,
-                out_shardings=out_shardings,
-            )
+            step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
         def run(state, data):
             full = self._full
-            logs, state = step(state, data, full)
+            logs, state = step(state, data, np.bool_(full) if jitted else full)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None:
                 # Device arrays: converted when the host reads them.

@@ -13,17 +13,17 @@ the jitted step with its logs:
   float32), the loss scale (1 without), the learning rate, the loss, the
   silent units (`step_stats.NormRow.silent`), then the gradients'
   `step_stats.norm_row` (scaled);
-- and on full steps the rest of `step_stats.FULL_KEYS` (`_Trace.full`:
-  whether the step being traced is one; a static argument of the jitted
-  step, so a full step and an every-step check are two programs, each
-  compiled on its first use).
+- and the rest of `step_stats.FULL_KEYS`, computed on full steps only
+  (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
+  of the weights and their update: those two rows are reduced on every
+  step, so that the weights before the update are not kept past it.
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
 `fold_rows` and reads a full step with the same `full_record`.
 
 `_Trace` is what the wrappers of `_jax_hooks` note while one step is
-traced, and what these statistics read of it.
+traced, and what these statistics read of it (`when_full`).
 """
 
 from __future__ import annotations
@@ -61,17 +61,12 @@ _ROW_SCALE = 2
 class _Trace:
     """What the wrappers note while one step is traced (or run eagerly).
 
-    `full` (a Python bool: a static argument of the jitted step) says
-    whether the step records its full statistics or only its every-step
-    row: two programs, not one with a `jax.lax.cond` between them. The
-    untaken branch of a cond still cost every step (its operands, the
-    zeros it returns: about a tenth of a small model's step, measured),
-    and the program with only the row is compiled once the steps left
-    make it pay (`GradientDiagnostics._sentinel_pays`, as the second
-    TensorFlow train function): a short run compiles one program.
+    `full` says whether the step records its full statistics: a Python bool
+    when the step runs eagerly, else a traced boolean scalar, the argument
+    of the one jitted program that serves every step (`when_full`).
     """
 
-    def __init__(self, full: bool):
+    def __init__(self, full):
         self.full = full
         self.recording = False
         self.loss_seen = False
@@ -79,6 +74,22 @@ class _Trace:
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
+
+    def when_full(self, compute):
+        """`compute()` on a full step, zeros of its structure otherwise.
+
+        Under `jit` a `jax.lax.cond`: XLA runs only the branch taken, so an
+        every-step check does not pay for the full statistics, and one
+        compiled program serves both kinds of step (a second program cost a
+        second XLA compilation, longer than many short runs).
+        """
+        if isinstance(self.full, bool):
+            return compute() if self.full else _zeros(jax.eval_shape(compute))
+        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+
+
+def _zeros(shapes):
+    return jax.tree_util.tree_map(lambda s: ops.zeros(s.shape, s.dtype), shapes)
 
 
 class JaxStats:
@@ -155,17 +166,11 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
-        if not trace.full:
-            return {"row": row}
-        return {"row": row, **self._full_statistics(trace, applied, extra, data)}
-
-    def _full_statistics(self, trace, applied, extra, data) -> dict:
-        """The rest of `step_stats.FULL_KEYS` (on full steps, `_Trace.full`);
-        notes the full step's layout."""
-        # The norms are in the row already (`_statistics`).
-        gradients = step_stats.norm_row(
-            applied["grads"], extremes=True, joined=True, norms=False
-        )
+        # The weights before the update and their change, reduced to two
+        # rows on every step, outside the cond: as operands of the cond the
+        # weights before the update would have to outlive it on every step,
+        # taken or not, which costs more than the two rows (measured, see
+        # benchmarks/RESULTS.md).
         before, after = applied["before"], applied["after"]
         weights = step_stats.norm_row(before)
         updates = step_stats.norm_row(
@@ -174,9 +179,26 @@ class JaxStats:
                 for a, b in zip(after, before)
             ]
         )
+        return {
+            "row": row,
+            **trace.when_full(
+                lambda: self._full_statistics(
+                    trace, applied, extra, data, weights, updates
+                )
+            ),
+        }
+
+    def _full_statistics(self, trace, applied, extra, data, weights, updates) -> dict:
+        """The rest of `step_stats.FULL_KEYS` (on full steps, see
+        `_Trace.when_full`) with the `norm_row`s of the weights and their
+        update (`_statistics`); notes the full step's layout."""
+        # The norms are in the row already (`_statistics`).
+        gradients = step_stats.norm_row(
+            applied["grads"], extremes=True, joined=True, norms=False
+        )
         layers, counts = self._grad_layers(), self._var_sizes()
         samples = self._sample_sizes()
-        counted = None if extra is None else extra.get("activations")
+        counted = None if extra is None else extra["activations"]
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
             grads=gradients.layout,

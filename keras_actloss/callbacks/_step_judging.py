@@ -119,8 +119,8 @@ class StepSchedule:
         that, or once the full steps off the schedule cost as much as it
         (so a run of many short fits pays at most twice the trace), or
         after `RENT_STEPS` of them. In a short first `fit` (of a large
-        model, say) it is left out. (On JAX the same: the every-step program
-        is a second compilation of the jitted step.)
+        model, say) it is left out. (On JAX one compiled function serves
+        both kinds of step: it counts as traced from the first step.)
         """
         if self._hooks.traced(SENTINEL):
             return True
