@@ -242,7 +242,7 @@ class JaxTrainHooks(JaxStats):
         self._grad_variables = list(
             getattr(model.optimizer, "_trainable_variables", None) or []
         )
-        self.signature = self.signature_of(model, self.extra)
+        self.signature = self.signature_of(model, self.extra, self.hooked)
         self._var_layer = {
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
         }

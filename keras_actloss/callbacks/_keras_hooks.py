@@ -202,7 +202,7 @@ class TrainHooks(GraphStats):
         self._local = threading.local()
         self._functions: dict[str, Any] = {}
         self._saved: dict[str, Any] = {}
-        self.signature = self.signature_of(model, self.extra)
+        self.signature = self.signature_of(model, self.extra, self.hooked)
         self._last_full = None
         self.installed = False
 
@@ -225,10 +225,12 @@ class TrainHooks(GraphStats):
         self._counter = None  # The optimizer that counts the steps.
 
     @staticmethod
-    def signature_of(model, optimizers=()) -> tuple:
-        """What the traced train functions depend on; equal means reusable."""
+    def signature_of(model, optimizers=(), found=None) -> tuple:
+        """What the traced train functions depend on; equal means reusable.
+        `found`: `find_optimizers(model, optimizers)`, when known."""
+        found = find_optimizers(model, optimizers) if found is None else found
         return (
-            tuple(id(o) for _, o in find_optimizers(model, optimizers)),
+            tuple(id(o) for _, o in found),
             id(getattr(model, "_compile_loss", None)),
             model.steps_per_execution,
             model.jit_compile,

@@ -149,31 +149,42 @@ def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:
     the gradients (scaled) and calls it.
     """
     found: dict[int, tuple[str, Any]] = {}
+    optimizer_type = keras.optimizers.Optimizer
 
     def add(path: str, value) -> None:
-        if isinstance(value, keras.optimizers.Optimizer) and id(value) not in found:
+        if id(value) not in found:
             found[id(value)] = (path, value)
 
-    add("model.optimizer", getattr(model, "optimizer", None))
+    model_optimizer = getattr(model, "optimizer", None)
+    if isinstance(model_optimizer, optimizer_type):
+        add("model.optimizer", model_optimizer)
     owners = [("model", model)] + [
         (f"model.{layer.name}", layer)
         for layer in model._flatten_layers(include_self=False, recursive=True)
     ]
+    # The type is checked before a path is made: a large model's layers
+    # hold tens of thousands of attributes and items.
     for prefix, owner in owners:
         attributes = vars(owner).items()
         for attr, value in attributes:
-            add(f"{prefix}.{attr}", value)
+            if isinstance(value, optimizer_type):
+                add(f"{prefix}.{attr}", value)
         # Then in containers (TensorFlow's tracking keeps a dict of every
         # tracked attribute: found above under its own name).
         for attr, value in attributes:
             if isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    add(f"{prefix}.{attr}[{i}]", item)
+                items = enumerate(value)
             elif isinstance(value, dict):
-                for key, item in value.items():
-                    add(f"{prefix}.{attr}[{key!r}]", item)
+                items = value.items()
+            else:
+                continue
+            for key, item in items:
+                if isinstance(item, optimizer_type):
+                    index = key if isinstance(value, (list, tuple)) else repr(key)
+                    add(f"{prefix}.{attr}[{index}]", item)
     for i, optimizer in enumerate(extra):
-        add(f"optimizers[{i}]", optimizer)
+        if isinstance(optimizer, optimizer_type):
+            add(f"optimizers[{i}]", optimizer)
     inner = {
         id(o.inner_optimizer)
         for _, o in found.values()

@@ -74,10 +74,18 @@ def vanishing_layers(
     found = {}
     for ls in rows[: n // 2]:
         # Exactly zero is a cut (dead units upstream, unused branch), not a
-        # shrinking signal. A depth effect is progressive: the loudest layer
-        # one step closer to the loss is well below the output layers too,
-        # unlike a lone quiet first layer fed with tiny inputs, or a query
-        # projection beside a loud value projection.
+        # shrinking signal.
+        if not (
+            ls.grad_rms > 0
+            and ratios[ls.layer] < t.vanishing_ratio
+            and ls.grad_max < t.vanishing_ratio * ref_max
+            and ls.grad_rms < t.vanishing_rms
+        ):
+            continue
+        # A depth effect is progressive: the loudest layer one step closer
+        # to the loss is well below the output layers too, unlike a lone
+        # quiet first layer fed with tiny inputs, or a query projection
+        # beside a loud value projection.
         closer = [
             distance[r.layer] for r in rows if distance[r.layer] < distance[ls.layer]
         ]
@@ -86,13 +94,8 @@ def vanishing_layers(
             (ratios[r.layer] for r in rows if distance[r.layer] == level),
             default=math.inf,
         )
-        if (
-            ls.grad_rms > 0
-            and ratios[ls.layer] < t.vanishing_ratio
-            and ls.grad_max < t.vanishing_ratio * ref_max
-            and ls.grad_rms < t.vanishing_rms
-            and nearest < math.sqrt(t.vanishing_ratio)
-            and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
+        if nearest < math.sqrt(t.vanishing_ratio) and not _bypassed(
+            ls.layer, rows, ratios, distance, layers, t
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found
