@@ -56,7 +56,9 @@ def _handle_of(read):
 
 def _read_in(graph, variable):
     """The output of a `ReadVariableOp` of `variable` that `graph` (a
-    `FuncGraph` being traced) holds already, or None."""
+    `FuncGraph` being traced) holds already, or None: also when something
+    else takes the variable's handle in `graph` (an assign, a gather, a
+    cond or loop), whose value a read of its own sees in program order."""
     import tensorflow as tf
 
     handle = getattr(variable, "handle", None)
@@ -64,11 +66,14 @@ def _read_in(graph, variable):
         return None
     # Captured once per graph: this finds the placeholder the layers' reads
     # take (or adds one that nothing reads yet).
-    placeholder = graph.capture(handle)
-    for op in placeholder.consumers():
-        if op.type == "ReadVariableOp":
-            return op.outputs[0]
-    return None
+    reads = []
+    for op in graph.capture(handle).consumers():
+        if op.type != "ReadVariableOp":
+            # Written already, or handed to a cond, loop or function that
+            # may write it: a read of our own comes after all that.
+            return None
+        reads.append(op)
+    return reads[0].outputs[0] if reads else None
 
 
 _ADDITIVE_UPDATES = {"AssignSubVariableOp": -1.0, "AssignAddVariableOp": 1.0}

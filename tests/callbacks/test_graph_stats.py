@@ -74,20 +74,28 @@ def test_read_in_finds_the_forward_pass_read_of_a_variable():
     dense = keras.layers.Dense(3)
     dense.build((None, 2))
     unread = keras.Variable(np.ones((2, 2), "float32"))
+    written = keras.Variable(np.ones((3,), "float32"))
     found = {}
 
     @tf.function
     def step(x):
-        y = dense(x)
+        y = dense(x) + written
+        written.assign_add(tf.ones((3,)))  # Its read precedes a write.
         graph = tf.compat.v1.get_default_graph()
         ops = len(graph.get_operations())
         kernel, bias = (_read_in(graph, v) for v in (dense.kernel, dense.bias))
         found["new ops"] = len(graph.get_operations()) - ops
         found["unread"] = _read_in(graph, unread)
+        found["written"] = _read_in(graph, written)
         found["types"] = {t.op.type for t in (kernel, bias)}
         return y, kernel, bias
 
     _, kernel, bias = step(tf.ones((4, 2)))
-    assert found == {"new ops": 0, "unread": None, "types": {"ReadVariableOp"}}
+    assert found == {
+        "new ops": 0,
+        "unread": None,
+        "written": None,
+        "types": {"ReadVariableOp"},
+    }
     np.testing.assert_array_equal(kernel, dense.kernel.numpy())
     np.testing.assert_array_equal(bias, dense.bias.numpy())
