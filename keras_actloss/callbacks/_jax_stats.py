@@ -63,11 +63,14 @@ class _Trace:
 
     `full` says whether the step records its full statistics: a Python bool
     when the step runs eagerly, else a traced boolean scalar, the argument
-    of the one jitted program that serves every step (`when_full`).
+    of the one jitted program that serves every step (`when_full`). With
+    `check` (a static argument: a program of its own) the step is only the
+    every-step check, with no full statistics to skip.
     """
 
-    def __init__(self, full):
+    def __init__(self, full, check: bool = False):
         self.full = full
+        self.check = check
         self.recording = False
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
@@ -166,6 +169,8 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
+        if trace.check:
+            return {"row": row}
         # The weights before the update and their change, reduced to two
         # rows on every step, outside the cond: as operands of the cond the
         # weights before the update would have to outlive it on every step,

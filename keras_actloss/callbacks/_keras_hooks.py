@@ -267,11 +267,14 @@ class TrainHooks(GraphStats):
             or "none"
         )
 
-    def install(self) -> None:
+    def install(self, steps: int | None = None) -> None:
         """Creates the variables and wraps the optimizer, layers and model.
 
         Called again for a later `fit` of the same compiled model, it keeps
-        the variables and the train functions already traced.
+        the variables and the train functions already traced. `steps` (the
+        steps the `fit` will run, when known) is for the JAX hooks: here the
+        callback decides when the every-step function pays
+        (`_sentinel_pays`).
         """
         model = self.model
         if not hasattr(self, "_ring"):

@@ -319,7 +319,9 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._input_scale = None
         self._hooks = hooks
-        hooks.install()
+        params = self.params or {}
+        steps, epochs = params.get("steps"), params.get("epochs")
+        hooks.install(steps * epochs if steps and epochs else None)
         if fresh:
             self._origin = self._next = None
             # Dense recording after a jump (`_burst`): until `_burst_end`;

@@ -132,6 +132,63 @@ def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
     assert layer.grad_norm > 0 and layer.weight_norm > 0
 
 
+def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
+    import jax
+
+    from keras_actloss.callbacks import _jax_hooks
+
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    # Any check pays at once: the second check step compiles the check
+    # program (the first one's time since the step before is not a step).
+    monkeypatch.setattr(_jax_hooks.JaxTrainHooks, "CHECK_SAVING", 1e9)
+    diag = _diag(every_n_steps=4)
+    diag.DENSE_STEPS = 0  # Full statistics at steps 0, 4 only.
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[diag])
+    compiled = [
+        r.getMessage()
+        for r in caplog.records
+        if "Finished XLA compilation of jit(_step)" in r.getMessage()
+    ]
+    assert len(compiled) == 2, compiled
+    assert diag._hooks._check
+    assert [s.step for s in diag.history] == [0, 4]
+    # Every step judged, the check program's too (steps 3 and 5-7).
+    assert diag._rules._last_step == 7
+    layer = diag.history[-1].layers[0]
+    assert layer.grad_norm > 0 and layer.weight_norm > 0
+
+
+@pytest.mark.parametrize(
+    "steps_left, switch_at",
+    [
+        # 9 checks of 2 ms (after the first) set the step: 9990 steps x 2 ms
+        # x CHECK_SAVING 0.1 = 2 s >= the 0.5 s compilation.
+        (10_000, 10),
+        # 990 steps left would save 0.2 s: the rent pays it at 0.5 s / 0.1 /
+        # 2 ms = 2500 intervals.
+        (1_000, 2501),
+        (None, 2501),  # Steps unknown: the rent alone.
+    ],
+)
+def test_the_check_program_is_compiled_when_it_pays(monkeypatch, steps_left, switch_at):
+    from keras_actloss.callbacks import _jax_hooks
+
+    hooks = _hooks_of_a_line()
+    hooks._steps_left = steps_left
+    clock = iter(np.arange(0.0, 100.0, 0.002).tolist())
+    monkeypatch.setattr(_jax_hooks.time, "perf_counter", lambda: next(clock))
+    hooks._rent_check(-0.5, True)  # The first call: compiled in 0.5 s.
+    assert hooks._compilation == pytest.approx(0.5)
+    calls = 0
+    while not hooks._check and calls < 5000:
+        hooks._rent_check(0.0, False)  # A check, 2 ms after the last call.
+        calls += 1
+    assert calls == switch_at
+
+
 def test_batch_norm_state_is_updated_as_without_the_callback(rng):
     # Our counts ride at the end of the non-trainable state inside the step:
     # the moving statistics must come out exactly as without the callback.
