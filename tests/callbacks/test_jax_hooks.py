@@ -107,22 +107,27 @@ def test_statistics_leave_the_logs_and_the_hooks_leave_the_model(data):
     assert len(model.non_trainable_variables) == 0  # Nothing of ours left.
 
 
-def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
+def _compilations(model, x, y, diag, caplog, **fit) -> list[str]:
+    """JAX's messages for each compilation of our jitted step in a `fit`."""
     import jax
 
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        model.fit(x, y, verbose=0, callbacks=[diag], **fit)
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if "Finished XLA compilation of jit(_step)" in r.getMessage()
+    ]
+
+
+def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
     x, y = data
     model = build_model("sequential")
     model.compile(keras.optimizers.SGD(0.1), "mse")
     diag = _diag(every_n_steps=2)
     diag.DENSE_STEPS = 0  # Full statistics at steps 0, 2, 4, 6 only.
     diag.RENT_STEPS = 1  # Every-step checks from step 1 (two programs once).
-    with caplog.at_level("WARNING"), jax.log_compiles(True):
-        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
-    compiled = [
-        r.getMessage()
-        for r in caplog.records
-        if "Finished XLA compilation of jit(_step)" in r.getMessage()
-    ]
+    compiled = _compilations(model, x, y, diag, caplog, batch_size=8, epochs=2)
     assert len(compiled) == 1, compiled
     assert [s.step for s in diag.history] == [0, 2, 4, 6]
     # The every-step checks in between were judged too, up to the last
@@ -133,8 +138,6 @@ def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
 
 
 def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
-    import jax
-
     from keras_actloss.callbacks import _jax_hooks
 
     x, y = data
@@ -145,13 +148,7 @@ def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
     monkeypatch.setattr(_jax_hooks.JaxTrainHooks, "CHECK_SAVING", 1e9)
     diag = _diag(every_n_steps=4)
     diag.DENSE_STEPS = 0  # Full statistics at steps 0, 4 only.
-    with caplog.at_level("WARNING"), jax.log_compiles(True):
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[diag])
-    compiled = [
-        r.getMessage()
-        for r in caplog.records
-        if "Finished XLA compilation of jit(_step)" in r.getMessage()
-    ]
+    compiled = _compilations(model, x, y, diag, caplog, batch_size=4, epochs=1)
     assert len(compiled) == 2, compiled
     assert diag._hooks._check
     assert [s.step for s in diag.history] == [0, 4]
