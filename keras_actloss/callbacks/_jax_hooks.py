@@ -321,7 +321,8 @@ class JaxTrainHooks(JaxStats):
         `steps`: the steps the `fit` will run, when known (`_rent_check`).
         """
         model = self.model
-        self._steps_left = steps
+        # No interval across fits: the time between them is not a step.
+        self._steps_left, self._last_check = steps, None
         if not self._checked:
             check_internals()  # Once: Keras does not change between fits.
             self._checked = True
