@@ -513,7 +513,8 @@ class JaxTrainHooks(JaxStats):
         steps left in the `fit` (when known) would save its compilation,
         or once the extra paid so far adds up to it (a run of unknown or
         many short fits pays at most twice the compilation). A short run
-        compiles one program.
+        compiles one program. `start`: when the call began; `other`:
+        whether it ran a full step or a check in its own program.
         """
         now = time.perf_counter()
         last, self._last_check = self._last_check, None if other else now
