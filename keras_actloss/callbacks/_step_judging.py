@@ -108,6 +108,13 @@ class StepSchedule:
         else:
             self._full_batch = seconds
 
+    def _planned_steps(self) -> int | None:
+        """The steps this `fit` runs (`steps` x `epochs` of `params`), or
+        None when Keras does not know them."""
+        params = self.params or {}
+        steps, epochs = params.get("steps"), params.get("epochs")
+        return steps * epochs if steps and epochs else None
+
     def _sentinel_pays(self) -> bool:
         """Whether tracing the every-step train function saves time.
 
@@ -126,12 +133,11 @@ class StepSchedule:
             return True
         if self._first_batch is None or self._full_batch is None:
             return False  # Not measured yet: one more full step.
-        steps = (self.params or {}).get("steps")
-        epochs = (self.params or {}).get("epochs")
-        if not steps or not epochs:
+        planned = self._planned_steps()
+        if planned is None:
             return True  # A run of unknown length: assume a long one.
         saving = self.SENTINEL_SAVING * self._full_batch
-        remaining = steps * epochs - self._batches * self._spe
+        remaining = planned - self._batches * self._spe
         trace = max(self._first_batch - self._full_batch, 0.0)
         self._paid += saving
         self._rented += 1

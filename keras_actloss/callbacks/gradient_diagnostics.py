@@ -319,9 +319,7 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._input_scale = None
         self._hooks = hooks
-        params = self.params or {}
-        steps, epochs = params.get("steps"), params.get("epochs")
-        hooks.install(steps * epochs if steps and epochs else None)
+        hooks.install(self._planned_steps())
         if fresh:
             self._origin = self._next = None
             # Dense recording after a jump (`_burst`): until `_burst_end`;

@@ -2,9 +2,9 @@
 
 These functions take tensors (or NumPy arrays) and return scalars or small
 vectors built with `keras.ops`, so the same code runs inside the traced
-training step (where `GradientDiagnostics` counts the real layer outputs
-with `active_mask` and `saturated_mask`) and on NumPy arrays in tests. They
-never touch Keras internals or TensorBoard.
+training step (where `GradientDiagnostics` calls `activation_counts` on
+the real layer outputs) and on NumPy arrays in tests. They never touch
+Keras internals or TensorBoard.
 
 Counts add up across replicas (`activation_counts`); the fractions are
 taken from them. The statistics of a whole training step (gradient norms

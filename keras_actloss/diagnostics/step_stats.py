@@ -232,7 +232,7 @@ def norm_row(
             x = prim.flat(x)
         # Reduced over all its axes: no view of it, unless `joined`.
         if joined:
-            large.append(prim.flat(x))
+            large.append(x if _rank(x.shape) == 1 else prim.flat(x))
         if norms:
             l2s.append(prim.l2(x))
         if extremes:
