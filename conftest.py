@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 collect_ignore = (
     [
         "keras_actloss/callbacks/_jax_hooks.py",
+        "keras_actloss/callbacks/_jax_programs.py",
         "keras_actloss/callbacks/_jax_stats.py",
     ]
     if importlib.util.find_spec("jax") is None

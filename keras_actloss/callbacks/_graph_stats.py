@@ -15,28 +15,15 @@ step, tick, loss scale, learning rate, loss, silent units, then the
 gradients' `norm_row`, zero-padded) and returns the `[4]` alarm values
 under `ALARM_LOGS_KEY`; a full step instead returns under `FULL_LOGS_KEY` the dict
 of `step_stats.FULL_KEYS` (its `"row"` the ring row). The host reads them
-with `diagnostics.step_reader` (and judges the ring rows with
-`_step_rows.fold_rows`, shared with JAX).
+with the readers `GraphStats` inherits (`_ring_reading.RingReader`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from keras_actloss.callbacks._step_rows import (
-    FULL,
-    LOSS_SCALE_PATIENCE,
-    RING_HEAD,
-    RING_LOSS,
-    RING_LR,
-    RING_SCALE,
-    RING_SILENT,
-    RING_STEP,
-    RING_TICK,
-    fold_rows,
-    full_record,
-    within_bounds,
-)
+from keras_actloss.callbacks._ring_reading import RingReader
+from keras_actloss.callbacks._step_rows import FULL, RING_HEAD
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 
 
@@ -112,28 +99,27 @@ def _additive_updates(reads: list, ops: list) -> list:
     return updates
 
 
-class GraphStats:
-    """Mixin of `TrainHooks`: the in-graph statistics and their host readers.
+class GraphStats(RingReader):
+    """Mixin of `TrainHooks`: the in-graph statistics and, from
+    `RingReader`, their host readers.
 
     Every step writes one row into the ring variable `_ring` (the step, the
     learning rate, the loss, the silent units and the gradient norms of
     `norm_row`) and returns its alarm values (`step_stats.alarm`: squared
     global norm, learning rate, zero gradient norms, silent units) with
-    its logs, which the host checks against the rules' bounds (`quiet`);
-    the host reads the ring, and judges the steps in it
-    (`fold_rows`), after an alarm and every `GradientDiagnostics.QUIET_READ`
-    steps otherwise. A full step instead returns, with its logs, the named
-    tensors of `step_stats.FULL_KEYS`. Norms, RMS, max-abs, ratios and
-    activation fractions by layer are computed on the host
-    (`step_reader`), so the graph keeps few ops.
+    its logs, which the host checks against the rules' bounds (`quiet`).
+    A full step instead returns, with its logs, the named tensors of
+    `step_stats.FULL_KEYS`. Norms, RMS, max-abs, ratios and activation
+    fractions by layer are computed on the host (`step_reader`), so the
+    graph keeps few ops.
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
-    `loss_scaled`, `ring_rows`, `_local`, `_var_layer`, `_sample_sizes`,
-    `_last_full`, `_last_alarm`, `counter_known`, `step_count()` and the
-    variables `_ring`, `_tick`, `_labels`, `_inputs`; it sets `_counter`
-    (the step's first optimizer's iterations), `loss_scaled` (whether a
-    step's optimizer scales the loss), `_loss_known` and `_layout` (the
-    traced full step's `step_reader.StepLayout`).
+    `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
+    variables `_ring`, `_tick`; it sets `_counter` (the step's
+    first optimizer's iterations), `loss_scaled` (whether a step's
+    optimizer scales the loss), `_loss_known`, `_layout` (the traced full
+    step's `step_reader.StepLayout`), and `_grad_layout`, `_grad_layers`
+    (the host readers' too).
     """
 
     def _reduce(self, grads: list) -> list:
@@ -409,148 +395,3 @@ class GraphStats:
                 tf.cast(self._local.batch, "float32"),
             ]
         )
-
-    # ------------------------------------------------------------- host side
-    def reset_sentinel(self) -> None:
-        """Starts judging steps after the ones run so far."""
-        self._streak = 0.0
-        self._last_full = self._last_sample = self._last_alarm = None
-        if self._tick is not None:
-            self._consumed = int(self._tick.numpy())
-        elif self.counter_known:
-            self._consumed = self.step_count() - 1
-        else:  # Nothing was written yet: the ring holds no step.
-            self._consumed = -1
-
-    def _ring_key(self) -> int:
-        return RING_TICK if self._tick is not None else RING_STEP
-
-    def _take_unread(self, rows) -> np.ndarray:
-        """The rows (lists or a 2-D array) not seen yet, in key order, as a
-        2-D array; they count as seen now."""
-        key = self._ring_key()
-        rows = np.asarray(rows, "float64")
-        if rows.ndim != 2:  # No row.
-            return rows.reshape(0, 0)
-        rows = rows[rows[:, key] > self._consumed]
-        rows = rows[np.argsort(rows[:, key], kind="stable")]
-        if len(rows):
-            self._consumed = int(rows[-1, key])
-        return rows
-
-    def _fold(self, rows) -> list[tuple]:
-        """Judges the rows (lists or a 2-D array) not seen yet, in key
-        order (see `fold_rows`)."""
-        rows = self._take_unread(rows)
-        if not len(rows):
-            return []
-        out, self._streak = fold_rows(
-            rows,
-            self._grad_layout,
-            self._grad_layers,
-            self._streak,
-            LOSS_SCALE_PATIENCE if self.loss_scaled else None,
-        )
-        return out
-
-    def quiet(self) -> bool:
-        """Whether the last execution was a single step whose alarm values
-        (squared global norm, learning rate, zero gradient norms, silent
-        units) stayed within the bounds (`set_bounds`): it can wait for
-        `read_quiet`. False until bounds are set."""
-        alarm, self._last_alarm = self._last_alarm, None
-        if alarm is None:
-            return False
-        return within_bounds(*alarm.numpy().tolist(), self._bounds)
-
-    def read_quiet(self) -> list[tuple[int, float, float, float, int, int]]:
-        """`(step, global norm, learning rate, loss, zeros, silent)` of the
-        quiet steps not read yet, from the ring, in step order (all at
-        once, in NumPy; `zeros`: the count of exactly-zero gradient norms,
-        `silent`: the silent units)."""
-        self._last_full = None
-        rows = self._take_unread(self._ring.value().numpy())
-        if not len(rows):
-            return []
-        # Quiet steps are finite: they end a streak of loss-scale overflows.
-        self._streak = 0.0
-        values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
-        norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))
-        norms /= rows[:, RING_SCALE]
-        return list(
-            zip(
-                rows[:, RING_STEP].astype(int).tolist(),
-                norms.tolist(),
-                rows[:, RING_LR].tolist(),
-                rows[:, RING_LOSS].tolist(),
-                self._grad_layout.zeros(values).tolist(),
-                rows[:, RING_SILENT].astype(int).tolist(),
-            )
-        )
-
-    def set_bounds(self, bounds: tuple[float, ...]) -> None:
-        """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
-        the host."""
-        self._bounds = tuple(float(b) for b in bounds)
-
-    def read_steps(self) -> list[tuple]:
-        """Every step run since the last read, judged (see `fold_rows`).
-
-        After a single step the row the train function returned is enough;
-        after several (`steps_per_execution`, or rows left unread) the ring
-        is read.
-        """
-        full, self._last_full = self._last_full, None
-        if full is not None:
-            row = full["row"].numpy().tolist()
-            if row[self._ring_key()] == self._consumed + 1:
-                return self._fold([row])
-        return self._fold(self._ring.value().numpy())
-
-    def read_full(self) -> dict | None:
-        """The last full-statistics step, as Python values (None = n/a).
-
-        The steps before it that were not read yet (from the ring) and the
-        step itself are judged as by `read_steps` and returned under
-        `"steps"`; `full_record` gives the rest. None when the step applied
-        no gradients.
-        """
-        full, self._last_full = self._last_full, None
-        if full is None:
-            return None
-        self._last_sample = full.get("sample")
-        values = {k: v.numpy().tolist() for k, v in full.items() if k != "sample"}
-        values.setdefault("activations", [])
-        row, key = values["row"], self._ring_key()
-        steps = []
-        if row[key] > self._consumed + 1:
-            ring = self._ring.value().numpy()
-            steps = self._fold(ring[ring[:, key] < row[key]])
-        steps += self._fold([row])
-        return full_record(self._layout, values, steps, self._loss_known)
-
-    def read_samples(self) -> dict[int, np.ndarray]:
-        """Gradient samples of the last full step, by layer index."""
-        if self._last_sample is None:
-            return {}
-        return step_reader.split_samples(self._layout, self._last_sample.numpy())
-
-    def read_labels(self):
-        """Labels of a recorded batch (float32, up to 64 rows), or None.
-
-        Only kept for a single label tensor, without `tf.distribute`
-        replicas and without `jit_compile`.
-        """
-        return self._read_kept(self._labels)
-
-    def read_inputs(self):
-        """Inputs of a recorded batch (float32, up to 64 rows), or None;
-        kept like the labels, for a single input tensor."""
-        return self._read_kept(self._inputs)
-
-    @staticmethod
-    def _read_kept(variable):
-        if variable is None:
-            return None
-        value = variable.numpy()
-        return value if value.size else None

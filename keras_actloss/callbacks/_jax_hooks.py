@@ -33,19 +33,11 @@ for the duration of `fit`:
 - the `call` of every monitored leaf layer (kept only while recording).
 - `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
-  `train_step`. A boolean argument of the step says whether it records in
-  full: every step returns its step, learning rate, loss, loss scale and
-  gradient norms (one row); a full step adds the rest of
-  `diagnostics.step_stats.FULL_KEYS` (gradient extremes, weight and update
-  norms, activation counts and gradient samples), computed under a
-  `jax.lax.cond` (zeros on the other steps: XLA runs only the branch taken,
-  and one program is compiled, not one per kind of step). Once the
-  every-step checks have run in it long enough to pay for a second
-  compilation (`_rent_check`), they get a program of their own with no
-  full statistics (a static argument of the step). The statistics
-  leave the jitted step in its logs dict under `FULL_LOGS_KEY`; a wrapper
-  takes them out before `fit` sees the logs and keeps the device arrays,
-  converted only when the host reads them.
+  `train_step` (`_jax_programs.JaxPrograms`, a mixin: the step, its full
+  and every-step kinds, and when the every-step checks get a program of
+  their own). The statistics leave the jitted step in its logs dict under
+  `FULL_LOGS_KEY`; a wrapper takes them out before `fit` sees the logs and
+  keeps the device arrays, converted only when the host reads them.
 - `model.make_train_function`: a guard that undoes every hook if the model
   is trained again after a `fit` that died without `on_train_end`.
 - `model.jax_state_sync`, which Keras's JAX `fit` calls in its `finally`:
@@ -54,7 +46,7 @@ for the duration of `fit`:
 
 The statistics are `diagnostics.step_stats`, as on TensorFlow; the host
 readers (`_jax_stats.JaxStats`, a mixin) return the same structures as the
-TensorFlow ones (`_graph_stats.GraphStats`), through the same `fold_rows`
+TensorFlow ones (`_ring_reading.RingReader`), through the same `fold_rows`
 and `full_record`, so the callback, the rules and the writer are shared.
 
 Keras's JAX `fit` passes a custom `train_step(state, data)` only
@@ -78,7 +70,6 @@ import collections
 import functools
 import inspect
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -88,10 +79,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_actloss.callbacks._jax_programs import JaxPrograms
 from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
 from keras_actloss.callbacks._keras_hooks import TrainHooks
 from keras_actloss.callbacks._model_plan import learning_rate
-from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
+from keras_actloss.callbacks._step_rows import FULL_LOGS_KEY
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
 _EXTRA_KEY = "_keras_actloss_extra"
@@ -216,7 +208,7 @@ def is_chief() -> bool:
     return jax.process_index() == 0
 
 
-class JaxTrainHooks(JaxStats):
+class JaxTrainHooks(JaxStats, JaxPrograms):
     """Installs, runs and removes the instrumentation of one `fit` on JAX.
 
     Same host interface as `_keras_hooks.TrainHooks`.
@@ -234,11 +226,6 @@ class JaxTrainHooks(JaxStats):
     The step of a recording is the iteration count of the first optimizer
     whose `stateless_apply` runs in the traced step: `step_count()`.
     """
-
-    # What an every-step check saves, as a share of a step, in a program of
-    # its own rather than the one program's untaken cond: measured on a
-    # warmed-up MLP, 1.011x a plain step against 1.134x (RESULTS.md).
-    CHECK_SAVING = 0.1
 
     def __init__(self, model, plans, histogram_size=0, ring_rows=256, optimizers=()):
         if keras.config.is_nnx_enabled():
@@ -440,33 +427,10 @@ class JaxTrainHooks(JaxStats):
         return ops.convert_to_tensor(1.0, "float32")
 
     # --------------------------------------------------------- in the trace
-    def _step(self, state, data, full, check=False):
-        """The model's `train_step` with the statistics added to its logs
-        (the full ones when `full`, none but the row with `check`, see
-        `_jax_stats._Trace`)."""
-        trace = self._trace = _Trace(full, check)
-        try:
-            logs, state = self.model.train_step(state, data)
-            extra, state = self._take_extra(state)
-            self._loss_known = extra is not None
-            out = None
-            if trace.applied:
-                applied = self._merge(trace.applied)
-                out = self._statistics(trace, applied, extra, data)
-        finally:
-            self._trace = None
-        if out is None:
-            return logs, state
-        if not isinstance(logs, dict):
-            raise ValueError(
-                "GradientDiagnostics expects `train_step` to return a dict of "
-                f"logs, as Keras documents. Received: {type(logs).__name__}"
-            )
-        return {**logs, FULL_LOGS_KEY: out}, state
-
     @staticmethod
     def _take_extra(state):
-        """Our loss and counts off the end of the new non-trainable state."""
+        """Our loss and counts (`_loss_wrapper`) off the end of the new
+        non-trainable state (`JaxPrograms._step`)."""
         non_trainable = state[1]
         if (
             non_trainable
@@ -486,54 +450,10 @@ class JaxTrainHooks(JaxStats):
         return [self._var_layer.get(id(v), -1) for v in self._grad_variables]
 
     # --------------------------------------------------------- train function
-    def traced(self, mode: str) -> bool:
-        """Whether the train function that runs `mode` steps was built: one
-        function serves both modes (`use`)."""
-        return self._function is not None
-
-    def use(self, mode: str) -> None:
-        """Makes the next steps record full statistics (`FULL`) or only the
-        every-step check: an argument of the one train function, built on
-        first use (`_make`; no second compilation)."""
-        self._full = mode == FULL
-        if self._function is None:
-            self._function = self._make()
-        self.model.train_function = self._function
-
-    def _rent_check(self, start: float, other: bool) -> None:
-        """Switches every-step checks to a program of their own when it
-        pays for its compilation.
-
-        The first call of the jitted step waits for its compilation: its
-        time stands for the check program's (a smaller one). A check run by
-        the one program costs about `CHECK_SAVING` of a step more than one
-        with no full statistics (the cond's untaken branch: its operands,
-        the zeros it returns); the wall time from one such check to the
-        next counts as the step. The check gets its own program once the
-        steps left in the `fit` (when known) would save its compilation,
-        or once the extra paid so far adds up to it (a run of unknown or
-        many short fits pays at most twice the compilation). A short run
-        compiles one program. `start`: when the call began; `other`:
-        whether it ran a full step or a check in its own program.
-        """
-        now = time.perf_counter()
-        last, self._last_check = self._last_check, None if other else now
-        if self._steps_left is not None:
-            self._steps_left -= 1
-        if self._compilation is None:
-            self._compilation = now - start
-        elif last is not None and not other:
-            steps = self._intervals
-            steps.append(now - last)
-            self._rent += steps[-1]
-            # The median of the last few: one check can wait for the host.
-            left = 0.0
-            if self._steps_left and len(steps) == steps.maxlen:
-                left = self._steps_left * statistics.median(steps)
-            if max(self._rent, left) * self.CHECK_SAVING >= self._compilation:
-                self._check = True
-
     def _make(self):
+        """The train function `use` installs: `_step`, jitted with the
+        model's `jit_compile` unless it runs eagerly, in Keras's
+        `model._make_function`."""
         model = self.model
         step = self._step
         jitted = not model.run_eagerly and model.jit_compile

@@ -325,7 +325,7 @@ class JaxStats:
 
     def read_full(self) -> dict | None:
         """The last full-statistics step, as Python values (None = n/a), in
-        the structure of `GraphStats.read_full` (`full_record`)."""
+        the structure of `RingReader.read_full` (`full_record`)."""
         full, self._last_full = self._last_full, None
         self._kept_full = full
         if full is None:

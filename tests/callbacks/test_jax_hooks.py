@@ -1,4 +1,5 @@
-"""`GradientDiagnostics` internals on the JAX backend (`_jax_hooks`).
+"""`GradientDiagnostics` internals on the JAX backend (`_jax_hooks`,
+`_jax_programs`).
 
 Runs in `.ci/run`'s JAX stage (no TensorFlow installed); skipped on other
 backends. The recorded figures themselves are checked on both backends by
@@ -138,14 +139,14 @@ def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
 
 
 def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
-    from keras_actloss.callbacks import _jax_hooks
+    from keras_actloss.callbacks import _jax_programs
 
     x, y = data
     model = build_model("sequential")
     model.compile(keras.optimizers.SGD(0.1), "mse")
     # Any check pays at once: the second check step compiles the check
     # program (the first one's time since the step before is not a step).
-    monkeypatch.setattr(_jax_hooks.JaxTrainHooks, "CHECK_SAVING", 1e9)
+    monkeypatch.setattr(_jax_programs.JaxPrograms, "CHECK_SAVING", 1e9)
     diag = _diag(every_n_steps=4)
     diag.DENSE_STEPS = 0  # Full statistics at steps 0, 4 only.
     compiled = _compilations(model, x, y, diag, caplog, batch_size=4, epochs=1)
@@ -171,12 +172,12 @@ def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
     ],
 )
 def test_the_check_program_is_compiled_when_it_pays(monkeypatch, steps_left, switch_at):
-    from keras_actloss.callbacks import _jax_hooks
+    from keras_actloss.callbacks import _jax_programs
 
     hooks = _hooks_of_a_line()
     hooks._steps_left = steps_left
     clock = iter(np.arange(0.0, 100.0, 0.002).tolist())
-    monkeypatch.setattr(_jax_hooks.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(_jax_programs.time, "perf_counter", lambda: next(clock))
     hooks._rent_check(-0.5, True)  # The first call: compiled in 0.5 s.
     assert hooks._compilation == pytest.approx(0.5)
     calls = 0

@@ -1,0 +1,120 @@
+"""The train step of the JAX hooks and the choice of its compiled program.
+
+`JaxTrainHooks` (in `_jax_hooks`, the module that touches Keras's JAX
+trainer) extends `JaxPrograms`. Its train function (`JaxTrainHooks._make`,
+built with Keras's `model._make_function`) runs `_step`: the model's own
+`train_step`, traced with the hooks' wrappers noting into a `_Trace`, with
+the step's statistics (`_jax_stats.JaxStats`) added to its logs under
+`FULL_LOGS_KEY`. The callback picks the kind of the next steps with `use`
+(`_step_judging` asks `traced` whether the train function was built).
+
+A boolean argument of the step says whether it records in full: every step
+returns its step, learning rate, loss, loss scale and gradient norms (one
+row); a full step adds the rest of `diagnostics.step_stats.FULL_KEYS`
+(gradient extremes, weight and update norms, activation counts and
+gradient samples), computed under a `jax.lax.cond` (zeros on the other
+steps: XLA runs only the branch taken, and one program is compiled, not
+one per kind of step). Once the every-step checks have run in it long
+enough to pay for a second compilation (`_rent_check`, after every jitted
+call), they get a program of their own with no full statistics (a static
+argument of the step).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from keras_actloss.callbacks._jax_stats import _Trace
+from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
+
+
+class JaxPrograms:
+    """Mixin of `JaxTrainHooks`: the traced step and the choice of program.
+
+    Relies on what `JaxTrainHooks` sets: `model`, `_make()` (the train
+    function around `_step`), `_take_extra()`, `_function`, `_full`,
+    `_check`, `_compilation`, `_rent`, `_last_check`, `_intervals` (the
+    last wall times between checks), `_steps_left`; and on `JaxStats`'s
+    `_merge` and `_statistics`. It sets `_trace` (while a step is traced),
+    `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
+    their own program) and the other attributes of `_rent_check`.
+    """
+
+    # What an every-step check saves, as a share of a step, in a program of
+    # its own rather than the one program's untaken cond: measured on a
+    # warmed-up MLP, 1.011x a plain step against 1.134x (RESULTS.md).
+    CHECK_SAVING = 0.1
+
+    # --------------------------------------------------------- in the trace
+    def _step(self, state, data, full, check=False):
+        """The model's `train_step` with the statistics added to its logs
+        (the full ones when `full`, none but the row with `check`, see
+        `_jax_stats._Trace`)."""
+        trace = self._trace = _Trace(full, check)
+        try:
+            logs, state = self.model.train_step(state, data)
+            extra, state = self._take_extra(state)
+            self._loss_known = extra is not None
+            out = None
+            if trace.applied:
+                applied = self._merge(trace.applied)
+                out = self._statistics(trace, applied, extra, data)
+        finally:
+            self._trace = None
+        if out is None:
+            return logs, state
+        if not isinstance(logs, dict):
+            raise ValueError(
+                "GradientDiagnostics expects `train_step` to return a dict of "
+                f"logs, as Keras documents. Received: {type(logs).__name__}"
+            )
+        return {**logs, FULL_LOGS_KEY: out}, state
+
+    # --------------------------------------------------------- train function
+    def traced(self, mode: str) -> bool:
+        """Whether the train function that runs `mode` steps was built: one
+        function serves both modes (`use`)."""
+        return self._function is not None
+
+    def use(self, mode: str) -> None:
+        """Makes the next steps record full statistics (`FULL`) or only the
+        every-step check: an argument of the one train function, built on
+        first use (`_make`; no second compilation)."""
+        self._full = mode == FULL
+        if self._function is None:
+            self._function = self._make()
+        self.model.train_function = self._function
+
+    def _rent_check(self, start: float, other: bool) -> None:
+        """Switches every-step checks to a program of their own when it
+        pays for its compilation.
+
+        The first call of the jitted step waits for its compilation: its
+        time stands for the check program's (a smaller one). A check run by
+        the one program costs about `CHECK_SAVING` of a step more than one
+        with no full statistics (the cond's untaken branch: its operands,
+        the zeros it returns); the wall time from one such check to the
+        next counts as the step. The check gets its own program once the
+        steps left in the `fit` (when known) would save its compilation,
+        or once the extra paid so far adds up to it (a run of unknown or
+        many short fits pays at most twice the compilation). A short run
+        compiles one program. `start`: when the call began; `other`:
+        whether it ran a full step or a check in its own program.
+        """
+        now = time.perf_counter()
+        last, self._last_check = self._last_check, None if other else now
+        if self._steps_left is not None:
+            self._steps_left -= 1
+        if self._compilation is None:
+            self._compilation = now - start
+        elif last is not None and not other:
+            steps = self._intervals
+            steps.append(now - last)
+            self._rent += steps[-1]
+            # The median of the last few: one check can wait for the host.
+            left = 0.0
+            if self._steps_left and len(steps) == steps.maxlen:
+                left = self._steps_left * statistics.median(steps)
+            if max(self._rent, left) * self.CHECK_SAVING >= self._compilation:
+                self._check = True
