@@ -33,6 +33,7 @@ import numpy as np
 from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
 from keras_actloss.findings import WARNING, Finding
+from keras_actloss.losses.validation import concrete_values
 from keras_actloss.profiles import SIGMOID, TANH
 
 DEEP_SATURATING_STACK = "deep_saturating_stack"
@@ -94,8 +95,9 @@ def dead_bias_fraction(kernel: np.ndarray, bias: np.ndarray) -> float | None:
 
 
 def _numpy(variable: Any) -> np.ndarray:
-    # `Variable.numpy()`: `np.asarray(variable)` warns under NumPy 2 (Keras 3.15).
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+    # Through a backend tensor: under NumPy 2 (Keras 3.15) `np.asarray` of a
+    # variable warns on every backend, and so does `Variable.numpy()` on JAX.
+    return concrete_values(keras.ops.convert_to_tensor(variable))
 
 
 def negative_bias_relu(model: keras.Model) -> list[Finding]:
