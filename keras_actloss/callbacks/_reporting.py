@@ -68,7 +68,11 @@ class Reporting:
             raise TrainingFailure(failures[0])
 
     def _static_checks(self) -> None:
-        self._handle(self._unseen(run_check_model(self.model)))
+        # A model its own training step never calls (a GAN's `train_step`
+        # calls its generator and discriminator) stays unbuilt: `check_model`
+        # has no graph of it to read.
+        if self.model.built:
+            self._handle(self._unseen(run_check_model(self.model)))
 
     def _label_checks(self) -> list[Finding]:
         """`check_model` with labels of the first recorded batch, once."""

@@ -112,7 +112,10 @@ class GradientDiagnostics(
     - A model that is not built when `fit` starts (no `Input`: subclassed,
       or a `Sequential` given none) is built by TensorFlow in its first
       step, which runs Keras's own train function unrecorded; recording
-      (and `check_model`) starts with the second step.
+      (and `check_model`) starts with the second step. So it does for a
+      model that its `train_step` never calls, which stays unbuilt (a GAN
+      that calls only its generator and discriminator, as the Keras DCGAN
+      example's), without `check_model`: it has no graph of the model.
 
     When each failure can first be reported (default thresholds; step
     counts from the onset, with the finding's `step` at the onset):
@@ -278,8 +281,11 @@ class GradientDiagnostics(
         # Sequential given none) is built when `fit` first traces its train
         # function, after this call: its weights and the optimizer's do not
         # exist yet. Such a model's first batch runs Keras's own train
-        # function; the hooks go in before the second (`_begin`).
+        # function; the hooks go in before the second (`_begin`), also when
+        # that batch left the model unbuilt: a GAN whose `train_step` calls
+        # its generator and discriminator, never the model itself.
         self._deferred = not model.built
+        self._deferred_ran = False
         if not self._deferred:
             self._begin()
 
@@ -348,7 +354,7 @@ class GradientDiagnostics(
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._deferred:
-            if not self.model.built:
+            if not (self.model.built or self._deferred_ran):
                 return  # Keras's train function builds it in this batch.
             self._deferred = False
             self._begin()
@@ -372,6 +378,7 @@ class GradientDiagnostics(
 
     def on_train_batch_end(self, batch, logs=None):
         if self._deferred:
+            self._deferred_ran = True
             return
         if self._guessed:
             self._resync_step()

@@ -31,9 +31,10 @@ from keras_actloss.callbacks import (
 )
 
 
-class GAN(keras.Model):
+class UnbuiltGAN(keras.Model):
     """A generator and a discriminator, each updated by its own optimizer
-    (attributes of the model), as in the Keras GAN examples."""
+    (attributes of the model), as in the Keras DCGAN example: no `call`, so
+    the model itself is never built."""
 
     def __init__(self):
         super().__init__()
@@ -43,9 +44,6 @@ class GAN(keras.Model):
         super().compile()
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-
-    def call(self, z):
-        return self.discriminator(self.generator(z))
 
     def train_step(self, data):
         real, z = data
@@ -68,6 +66,13 @@ class GAN(keras.Model):
         g_grads = tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+class GAN(UnbuiltGAN):
+    """`UnbuiltGAN` with a `call`, built before `fit`."""
+
+    def call(self, z):
+        return self.discriminator(self.generator(z))
 
 
 def _gan(scaled=False):
@@ -110,6 +115,26 @@ def test_gan_records_both_optimizers_gradients(rng, scaled):
         )
     # The hooks are gone after fit.
     for optimizer in (model.d_optimizer, model.g_optimizer, model.optimizer):
+        assert "apply" not in vars(optimizer)
+
+
+def test_a_gan_that_is_never_built_is_recorded_from_its_second_step(rng):
+    # Neither `fit` nor the GAN's `train_step` builds the model (no `call`):
+    # the first step, Keras's own train function, builds its networks and
+    # optimizers. `check_model` (on by default) has no graph to read.
+    model = UnbuiltGAN()
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    real, z = gan_data(rng)
+    diag = GradientDiagnostics(every_n_steps=1)
+    weights = Weights(named_layers(model, GAN_RATES))
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
+    assert not model.built
+    assert [info.name for info in diag.layers] == list(GAN_RATES)
+    assert [s.step for s in diag.history] == [1, 2, 3]
+    assert diag.findings == []
+    weights.seen = weights.seen[1:]  # The weights before steps 1, 2, 3 and after.
+    assert_grad_norms(diag, weights, GAN_RATES)
+    for optimizer in (model.d_optimizer, model.g_optimizer):
         assert "apply" not in vars(optimizer)
 
 
