@@ -128,7 +128,8 @@ class GradientDiagnostics(
       and the recent norm with the loss 1.1x its recent level, or 1e6),
       after 1 step at 1e4x the early norm (the loss risen too, or over
       1e6), or together with the NaN that ends it, when the step before it
-      was over the limit or 10x its recent level.
+      was over the limit or 10x its recent level, or its recorded update
+      changed a layer's weights by more than their own norm.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest

@@ -133,6 +133,11 @@ class RecordedGradientRules(RuleFamily):
             ratio = ls.update_ratio
             if ratio is None or not math.isfinite(ratio):
                 continue
+            # The recording's largest update, for the cause of a non-finite
+            # step that follows (`NonFiniteRules`).
+            last = self._last_update
+            if last is None or last[0] != stats.step or ratio > last[2]:
+                self._last_update = (stats.step, ls.layer, ratio)
             key = (F.EXPLODING_GRADIENTS, ls.layer)
             count, start = self._streaks.update(
                 key, ratio > t.exploding_update_ratio, stats.step

@@ -62,10 +62,11 @@ spanning at least `patience_steps` steps, so neither one unlucky batch nor a
 burst of dense recordings around one bad step is enough.
 
 The families live in their own modules, mixed into `HealthRules`:
-`step_rules` (every step's norm: explosions, jumps, non-finite steps, zero
-gradients), `gradient_rules` (vanishing gradients, oversized updates) and
-`activation_rules` (dead units, saturation); `rule_support` holds the fixes,
-the streak counters and the bookkeeping they share.
+`step_rules` (every step's norm: explosions, jumps), `stop_rules`
+(non-finite steps, zero gradients), `gradient_rules` (vanishing gradients,
+oversized updates) and `activation_rules` (dead units, saturation);
+`rule_support` holds the fixes, the streak counters and the bookkeeping
+they share.
 """
 
 from __future__ import annotations
@@ -94,12 +95,8 @@ from keras_actloss.diagnostics.records import (
 from keras_actloss.diagnostics.rule_support import _DATA_FIX as _DATA_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Streaks
-from keras_actloss.diagnostics.step_rules import (
-    NonFiniteRules,
-    NormRules,
-    NormSeries,
-    ZeroGradientRules,
-)
+from keras_actloss.diagnostics.step_rules import NormRules, NormSeries
+from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.findings import Finding
 
@@ -204,6 +201,8 @@ class HealthRules(
         self._silent_mark = 0.0
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
+        # The largest update ratio of the last recording: (step, layer, ratio).
+        self._last_update: tuple[int, str, float] | None = None
         self.jumped = False
         self._jump_hard = False
         self.suspected = False

@@ -358,6 +358,44 @@ class TestNonFiniteCause:
         assert "normal (last finite norm 9)" in found[0].message
         assert "data or the loss, not the step size" in found[0].message
 
+    def test_after_an_update_larger_than_the_weights(self):
+        # A step size far too large with normal norms before (under loss
+        # scaling the next step overflows instead of growing: mixed precision
+        # with a learning rate of 1e3): the update recorded at step 5 moved
+        # dense_1 by 40x its norm > exploding_update_ratio 1 (dense_0's 3 is
+        # over it too, but smaller: the largest names the layer).
+        rules = HealthRules(mlp(["relu"]))
+        step5 = recording(5, [1e-2, 1e-2], update_ratio=[3.0, 40.0])
+        found = run(rules, [*events([1, 1, 1, 1, 1]), step5, event(6, math.nan)])
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, "dense_1", 5),
+            (F.NON_FINITE, None, 6),
+        ]
+        exploding, non_finite = sorted(found, key=lambda f: f.mode)
+        assert exploding.value == 40.0
+        assert exploding.message == (
+            "The update of step 5 changed the weights of layer 'dense_1' by 40 "
+            "times their own norm, and step 6 was not finite: the steps are far "
+            "too large and training diverged."
+        )
+        assert non_finite.fix == FIXES[F.EXPLODING_GRADIENTS]
+        assert non_finite.message.endswith(
+            "It follows an update larger than the weights (step 5)."
+        )
+
+    @pytest.mark.parametrize(
+        "ratios, at", [([0.5, 0.9], 5), ([3.0, 40.0], 4)], ids=["small", "earlier"]
+    )
+    def test_after_small_or_earlier_updates_is_data_or_loss(self, ratios, at):
+        # Updates below their weights' norm (0.9 <= 1), or recorded a step
+        # before the last finite one (step 4, then 5): not the cause.
+        rules = HealthRules(mlp(["relu"]))
+        update = recording(at, [1e-2, 1e-2], update_ratio=ratios)
+        seq = [*events([1] * at), update, *events([1] * (6 - at - 1), at + 1)]
+        found = run(rules, [*seq, event(6, math.nan)])
+        assert modes(found) == [(F.NON_FINITE, None, 6)]
+        assert found[0].fix == rules_module._DATA_FIX
+
     def test_from_a_recording(self):
         # `observe` judges a non-finite recording's cause the same way.
         rules = HealthRules(mlp(["relu"]))

@@ -1,0 +1,174 @@
+"""Health rules for the steps on which training stops.
+
+Judged on every training step's `SentinelEvent`, as the norm rules of
+`diagnostics.step_rules`: a non-finite step, reported with its likely cause
+(`NonFiniteRules`), and every gradient zero while the loss stays high
+(`ZeroGradientRules`). They derive from `RuleFamily` and are mixed into
+`HealthRules`, whose state (`thresholds`, `_streaks`, `_norms`, ...) they
+use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import SentinelEvent
+from keras_actloss.diagnostics.rule_support import (
+    _DATA_FIX,
+    _ZERO_FIX,
+    FIXES,
+    RuleFamily,
+    _finite,
+    _median,
+)
+
+# A global norm at or below this is no gradient at all: float32's smallest
+# normal number (a float32 sum of squares underflows to 0 well above it).
+_ZERO_NORM = float(np.finfo("float32").tiny)
+# A loss at or below this has converged, whatever its early level: a clipped
+# cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
+_CONVERGED_LOSS = 1e-6
+
+
+class NonFiniteRules(RuleFamily):
+    """A NaN or infinite step, reported with its likely cause.
+
+    Mixed into `HealthRules`: an explosion when the norm before the step
+    was over the limit or had just jumped, or when the recorded update of
+    the step before changed a layer's weights by more than
+    `exploding_update_ratio` times their norm; else the data or the loss.
+    """
+
+    def _non_finite_step(self, new, event: SentinelEvent, loss=None) -> None:
+        """A non-finite step: reported with its cause (see the class)."""
+        t = self.thresholds
+        key = (F.EXPLODING_GRADIENTS, None)
+        count, start = self._streaks.update(key, False, event.step)
+        (last, last_step), early = self._norms.before(event.step), self._norms.early()
+        recent = self._norms.recent()
+        grew = last is not None and (
+            last > t.exploding_norm
+            or (early is not None and last > t.exploding_growth * early)
+            or (recent is not None and last >= t.jump_factor * recent)
+        )
+        message = self._non_finite_message(
+            event.step, event.layer, event.global_norm, loss
+        )
+        # The update just before: larger than the weights, it diverges
+        # whatever the norm (under loss scaling the next step overflows).
+        update = self._last_update
+        oversized = (
+            not grew
+            and last is not None
+            and update is not None
+            and update[0] == last_step
+            and update[2] > t.exploding_update_ratio
+        )
+        if grew:
+            growth = "" if not early else f", {last / early:.3g}x its early {early:.3g}"
+            self._add(
+                new,
+                F.EXPLODING_GRADIENTS,
+                None,
+                last_step,
+                last,
+                f"The global gradient norm grew to {last:.3g} by step "
+                f"{last_step}{growth}, and step {event.step} was not finite: "
+                "the gradients exploded.",
+            )
+            message += " It follows the explosion of the gradient norm."
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        elif oversized:
+            _, layer, ratio = update
+            self._add(
+                new,
+                F.EXPLODING_GRADIENTS,
+                layer,
+                last_step,
+                ratio,
+                f"The update of step {last_step} changed the weights of layer "
+                f"'{layer}' by {ratio:.3g} times their own norm, and step "
+                f"{event.step} was not finite: the steps are far too large and "
+                "training diverged.",
+            )
+            message += (
+                f" It follows an update larger than the weights (step {last_step})."
+            )
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        else:
+            before = "" if last is None else f" (last finite norm {last:.3g})"
+            message += (
+                f" The gradient norms before it were normal{before}: the cause "
+                "is likely in the data or the loss, not the step size."
+            )
+            fix = _DATA_FIX
+        self._add(
+            new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    @staticmethod
+    def _non_finite_message(step, layer, norm, loss) -> str:
+        where = f"in layer '{layer}'" if layer else "in the model"
+        what = f"global gradient norm {norm}" + (
+            "" if loss is None else f", loss {loss}"
+        )
+        return (
+            f"Non-finite gradients {where} at step {step} ({what}): the weights "
+            "will become NaN and training cannot recover."
+        )
+
+
+class ZeroGradientRules(RuleFamily):
+    """Every gradient zero for `patience_steps` steps while the loss is high.
+
+    Mixed into `HealthRules`; reported as the model's vanishing gradients.
+    """
+
+    def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
+        """Counts a step towards a run of zero gradients while the loss is
+        high; returns (streak length, streak start)."""
+        if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
+            self._early_losses.append(loss)
+        early = _median(self._early_losses)
+        hit = (
+            self._trainable
+            and norm <= _ZERO_NORM
+            and _finite(loss, early)
+            and loss > _CONVERGED_LOSS
+            and loss > self.thresholds.converged_loss_ratio * early
+        )
+        # Its own key: the per-layer vanishing rule resets its streaks.
+        count, start = self._streaks.update(("zero_gradients", None), hit, step)
+        if not hit:
+            self._zero_losses.clear()
+            self._zero_peak = 0.0
+        else:
+            self._zero_losses.append(loss)
+            self._zero_peak = max(self._zero_peak, norm)
+        return count, start
+
+    def _zero_gradients(self, new, step: int, norm: float, loss=None) -> None:
+        """Reports every gradient zero for `patience_steps` steps in a row
+        while the loss stays high: training has stopped."""
+        count, start = self._zero_streak(step, norm, loss)
+        reported = (F.VANISHING_GRADIENTS, None) in self._reported
+        if count < self.thresholds.patience_steps or reported:
+            return
+        zero = "exactly 0" if self._zero_peak == 0 else f"below {_ZERO_NORM:.2g}"
+        message = (
+            f"The global gradient norm was {zero} for {count} steps in a row "
+            f"(steps {start}-{step}) while the loss stayed at about "
+            f"{_median(self._zero_losses):.3g} (against "
+            f"{_median(self._early_losses):.3g} in the first steps): no "
+            "gradient reaches any weight, so training has stopped."
+        )
+        change = self._rate_change
+        if change is not None and start - self.thresholds.patience_steps <= change[0]:
+            message += (
+                f" The learning rate jumped from {change[1]:.3g} to "
+                f"{change[2]:.3g} at step {change[0]}."
+            )
+        self._add(
+            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, _ZERO_FIX
+        )
