@@ -10,6 +10,7 @@ with the schedule of recordings (`recording_gap`).
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from keras_actloss.diagnostics.records import LayerStats, StepStats
 
 # Keras backends the callback runs on; PyTorch is not supported yet.
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
+ON_FAILURE = ("warn", "stop", "raise")
 
 
 def _check_backend() -> None:
@@ -79,6 +81,35 @@ def _optimizer_list(value) -> None:
             "`keras.optimizers.Optimizer` instances or None. "
             f"Received: optimizers={value!r}"
         )
+
+
+def check_arguments(
+    log_dir,
+    every_n_steps,
+    histogram_every_n_steps,
+    on_failure,
+    record_activations,
+    heatmap_image,
+    check_model,
+    optimizers,
+) -> None:
+    """Raises `ValueError` naming the first argument of `GradientDiagnostics`
+    that is not what it takes."""
+    if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+        raise ValueError(
+            f"Argument `log_dir` must be a path or None. Received: log_dir={log_dir!r}"
+        )
+    _positive_int("every_n_steps", every_n_steps)
+    _positive_int("histogram_every_n_steps", histogram_every_n_steps, True)
+    if on_failure not in ON_FAILURE:
+        raise ValueError(
+            f"Argument `on_failure` must be one of {ON_FAILURE}. "
+            f"Received: on_failure={on_failure!r}"
+        )
+    _bool("record_activations", record_activations)
+    _bool("heatmap_image", heatmap_image)
+    _bool("check_model", check_model)
+    _optimizer_list(optimizers)
 
 
 def _float_or_none(value: float) -> float | None:

@@ -39,6 +39,18 @@ class StepSchedule:
     `_batch_start`, `_first_batch`, `_full_batch`, `_paid` and `_rented`.
     """
 
+    def _start_schedule(self) -> None:
+        """A schedule with nothing recorded yet (hooks set up afresh)."""
+        self._origin = self._next = None
+        # Dense recording after a jump (`_burst`): until `_burst_end`; a
+        # noisy jump starts none before `_calm_until`.
+        self._burst_end = self._calm_until = None
+        self._calm = self.every_n_steps
+        self._found_at_burst = len(self.findings)
+        # Timings of the full train function's first use.
+        self._first_batch = self._full_batch = None
+        self._paid, self._rented = 0.0, 0
+
     def _resync_step(self) -> None:
         """Moves the step count and schedule to the step counter found when
         the first batch was traced (several optimizers hooked)."""

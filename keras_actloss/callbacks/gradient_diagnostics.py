@@ -10,12 +10,11 @@ import keras
 
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
+    ON_FAILURE,
     SUPPORTED_BACKENDS,
-    _bool,
     _check_backend,
     _hooks_class,
-    _optimizer_list,
-    _positive_int,
+    check_arguments,
     input_scale,
     recording_gap,
     step_stats,
@@ -40,8 +39,6 @@ __all__ = [
     "recording_gap",
     "step_stats",
 ]
-
-ON_FAILURE = ("warn", "stop", "raise")
 
 
 class GradientDiagnostics(
@@ -224,22 +221,16 @@ class GradientDiagnostics(
     ):
         super().__init__()
         _check_backend()
-        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
-            raise ValueError(
-                "Argument `log_dir` must be a path or None. "
-                f"Received: log_dir={log_dir!r}"
-            )
-        _positive_int("every_n_steps", every_n_steps)
-        _positive_int("histogram_every_n_steps", histogram_every_n_steps, True)
-        if on_failure not in ON_FAILURE:
-            raise ValueError(
-                f"Argument `on_failure` must be one of {ON_FAILURE}. "
-                f"Received: on_failure={on_failure!r}"
-            )
-        _bool("record_activations", record_activations)
-        _bool("heatmap_image", heatmap_image)
-        _bool("check_model", check_model)
-        _optimizer_list(optimizers)
+        check_arguments(
+            log_dir,
+            every_n_steps,
+            histogram_every_n_steps,
+            on_failure,
+            record_activations,
+            heatmap_image,
+            check_model,
+            optimizers,
+        )
         self.thresholds = Thresholds.from_value(thresholds)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.every_n_steps = every_n_steps
@@ -328,12 +319,7 @@ class GradientDiagnostics(
         self._hooks = hooks
         hooks.install(self._planned_steps())
         if fresh:
-            self._origin = self._next = None
-            # Dense recording after a jump (`_burst`): until `_burst_end`;
-            # a noisy jump starts none before `_calm_until`.
-            self._burst_end = self._calm_until = None
-            self._calm = self.every_n_steps
-            self._found_at_burst = len(self.findings)
+            self._start_schedule()
         # Read at the first batch, after every callback's `on_train_begin`
         # (`BackupAndRestore` restores the step count in its own).
         self._step = None
@@ -342,9 +328,6 @@ class GradientDiagnostics(
         self._mode = None
         self._peak = None
         self._batches = self._quiet = 0
-        if fresh:  # Timings of the full train function's first use.
-            self._first_batch = self._full_batch = None
-            self._paid, self._rented = 0.0, 0
         if self._writer is not None:
             step = hooks.step_count()
             self._writer.write_layers(self.layers, step)
