@@ -105,7 +105,8 @@ class GradientDiagnostics(
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
-      second `fit` continues the count.
+      second `fit` continues it (a new optimizer's, after `compile`, starts
+      at 0, as in Keras's `TensorBoard`; the rules then start afresh).
     - A model that is not built when `fit` starts (no `Input`: subclassed,
       or a `Sequential` given none) is built by TensorFlow in its first
       step, which runs Keras's own train function unrecorded; recording
@@ -122,11 +123,13 @@ class GradientDiagnostics(
       loss scaling after 10 overflows in a row. With `on_failure="stop"` or
       `"raise"` training stops there.
     - `exploding_gradients`: after 2 steps over the limit (100x the early
-      and the recent norm with the loss 1.1x its recent level, or 1e6),
-      after 1 step at 1e4x the early norm (the loss risen too, or over
-      1e6), or together with the NaN that ends it, when the step before it
-      was over the limit or 10x its recent level, or its recorded update
-      changed a layer's weights by more than their own norm.
+      and the recent norm with the loss 1.1x its recent level, or 1e6; the
+      second 1.5x the first, else after 3; beyond any step over it that the
+      norm came back down from), after 1 step at 1e4x the early norm (the
+      loss risen too, or over 1e6), or together with the NaN that ends it,
+      when the step before it was over the limit or 10x its recent level,
+      or its recorded update changed a layer's weights by more than their
+      own norm.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
@@ -271,11 +274,10 @@ class GradientDiagnostics(
         self._watch_fit_end(model)
         # On TensorFlow a model without an `Input` (subclassed, or a
         # Sequential given none) is built when `fit` first traces its train
-        # function, after this call: its weights and the optimizer's do not
-        # exist yet. Such a model's first batch runs Keras's own train
-        # function; the hooks go in before the second (`_begin`), also when
-        # that batch left the model unbuilt: a GAN whose `train_step` calls
-        # its generator and discriminator, never the model itself.
+        # function, after this call, with the optimizer's weights. Its first
+        # batch runs Keras's own train function; the hooks go in before the
+        # second (`_begin`), also if the model is still unbuilt then (a GAN
+        # whose `train_step` calls its generator and discriminator only).
         self._deferred = not model.built
         self._deferred_ran = False
         if not self._deferred:

@@ -21,6 +21,9 @@ from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
 
 # Steps in a row a norm must stay far below its recent level to be a jump.
 _DROP_STEPS = 3
+# How much a step over the explosion limit must exceed the one before it for
+# `exploding_patience` such steps to be an explosion (one more otherwise).
+_GROWTH = 1.5
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:
@@ -53,6 +56,10 @@ class NormSeries:
         self.last: float | None = None
         self.last_step: int | None = None
         self._previous: tuple[float | None, int | None] = (None, None)
+        # The highest norm of the steps over the limit that the series came
+        # back from (`add_over`, then `add_normal`), and of the current ones.
+        self.recovered = 0.0
+        self._over_peak = 0.0
 
     def add(self, step: int, norm: float) -> None:
         """Notes a finite step's norm (normal or not) as the last one."""
@@ -82,7 +89,13 @@ class NormSeries:
         """Median loss of the last `window` normal steps with a loss."""
         return _median(self._losses)
 
+    def add_over(self, norm: float) -> None:
+        """Notes a step over the explosion limit."""
+        self._over_peak = max(self._over_peak, norm)
+
     def add_normal(self, norm: float, loss: float | None = None) -> None:
+        self.recovered = max(self.recovered, self._over_peak)
+        self._over_peak = 0.0
         if loss is not None and math.isfinite(loss):
             self._losses.append(loss)
         if norm > 0:
@@ -97,10 +110,11 @@ class NormRules(RuleFamily):
 
     A norm far over its early baseline and its recent level (with the loss
     rising), or over an absolute ceiling, for `exploding_patience` steps in
-    a row, or one huge spike, is an explosion; a norm or learning rate that
-    jumps by `jump_factor`, a gradient norm falling to exactly 0, or many
-    more units than lately getting no gradient, sets `jumped`. Mixed into
-    `HealthRules`.
+    a row (growing, else one more) and beyond any such step the norm came
+    back down from, or one huge spike, is an explosion; a norm or learning
+    rate that jumps by `jump_factor`, a gradient norm falling to exactly 0,
+    or many more units than lately getting no gradient, sets `jumped`.
+    Mixed into `HealthRules`.
     """
 
     @property
@@ -222,6 +236,10 @@ class NormRules(RuleFamily):
             # and the loss goes up with it.
             recent = series.recent()
             over = rising and (recent is None or norm > t.exploding_growth * recent)
+        # No higher than steps the norm came back down from: heavy-tailed
+        # batches (a rare class weighted 100x in batches of 4), until it
+        # goes beyond them.
+        over = over and norm > series.recovered
         key = (F.EXPLODING_GRADIENTS, None)
         count, start = self._streaks.update(key, over, step)
         early = series.early()
@@ -230,7 +248,11 @@ class NormRules(RuleFamily):
             and norm >= t.exploding_spike_growth * early
             and (rising or norm > t.exploding_norm)
         )
-        if spike or count >= t.exploding_patience:
+        # Heavy-tailed batches also come two in a row by chance, at about
+        # the same norm: `exploding_patience` steps over the limit are an
+        # explosion when the last one grew (`_GROWTH`), one more otherwise.
+        grew = count < 2 or norm >= _GROWTH * series.last
+        if spike or count >= t.exploding_patience + (not grew):
             growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
             if norm == math.inf:
                 growth += " (beyond float32's range)"
@@ -244,8 +266,10 @@ class NormRules(RuleFamily):
                 recent = series.recent() if series.last is not None else None
             self._norm_jump(norm, recent, series.recent_peak())
             series.add_normal(norm, loss)
-        elif count == 1:
-            self.jumped = self._jump_hard = True
+        else:
+            series.add_over(norm)
+            if count == 1:
+                self.jumped = self._jump_hard = True
         series.add(step, norm)
 
     def _loss_rising(self, loss: float | None) -> bool:

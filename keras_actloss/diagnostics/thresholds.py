@@ -89,7 +89,11 @@ class Thresholds:
             entirely: the learning rate is too high. Healthy training is
             around `1e-3`. Defaults to `1.0`.
         exploding_patience: Consecutive steps above the growth or norm
-            limit. Defaults to `2`.
+            limit, the last 1.5x the one before it; one more step when the
+            norm did not grow so (heavy-tailed batches, such as a rare
+            class weighted 100x in small batches, come two in a row by
+            chance). Steps no higher than a step over the limit that the
+            norm came back down from do not count. Defaults to `2`.
         baseline_steps: Steps whose global gradient norm forms the early
             baseline (steps over the limit are left out). Defaults to `5`.
         jump_factor: A step whose global gradient norm is this many times
