@@ -67,7 +67,8 @@ class Setup:
     `perturb` (steps, function of the model), when set, changes the weights
     from outside before each of those optimizer steps runs (as a weight
     edit or a bad restore would): in `fit` through a `Perturb` callback, in
-    `confirm` directly.
+    `confirm` directly. `sample_weight`, when set, weights the loss of each
+    sample in both.
     """
 
     model: keras.Model
@@ -77,6 +78,7 @@ class Setup:
     batch_size: int = 32
     schedule: Callable[[int], float] | None = None
     perturb: tuple[Collection[int], Callable[[keras.Model], None]] | None = None
+    sample_weight: np.ndarray | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -95,13 +97,16 @@ class Setup:
         return out
 
     def fit_kwargs(self) -> dict:
-        return {
+        kwargs = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "shuffle": False,
             "verbose": 0,
             "callbacks": self.callbacks(),
         }
+        if self.sample_weight is not None:
+            kwargs["sample_weight"] = self.sample_weight
+        return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -592,6 +597,27 @@ def healthy_bottleneck() -> Setup:
     return Setup(model, x, y, epochs=8)
 
 
+RARE_BATCHES = (3, 40, 41, 90, 120, 121, 150, 151, 152, 180, 200, 201, 230, 231)
+
+
+def healthy_rare_class_weighted() -> Setup:
+    """A rare class (14 of 1024 samples) weighted 99x, in batches of 4 (shuffle
+    off): a batch holding one of its samples has a gradient norm 60-145x the
+    early level, and such batches come two and three in a row (batches
+    40-41, 150-152), but the weighted loss falls 7x in 2 epochs."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1024, 16)).astype("float32")
+    y = np.zeros(1024, "int32")
+    rows = [b * 4 + 1 for b in RARE_BATCHES]
+    y[rows] = 1
+    x[rows, :3] += 2.0
+    model = dense_stack(16, ["relu"] * 2, 2, "softmax")
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    weights = np.where(y == 1, 99.0, 1.0).astype("float32")
+    return Setup(model, x, y, epochs=2, batch_size=4, sample_weight=weights)
+
+
 def healthy_unet() -> Setup:
     """A small U-Net (ReLU convolutions, a pooled 8-channel bottleneck, skip
     connections by concatenation, sigmoid output, binary cross-entropy)
@@ -661,6 +687,7 @@ HEALTHY = [
     Case("healthy_autoencoder", healthy_autoencoder, {}),
     Case("healthy_unstandardized_tanh", healthy_unstandardized_tanh, {}),
     Case("healthy_bottleneck", healthy_bottleneck, {}),
+    Case("healthy_rare_class_weighted", healthy_rare_class_weighted, {}),
     Case("healthy_unet", healthy_unet, {}),
 ]
 CASES = FAILURES + HEALTHY
@@ -904,10 +931,12 @@ def confirm(case: Case) -> Confirmation:
         return [outs[i] for i, _ in watched], outs[-1]
 
     @tf.function(reduce_retracing=True)
-    def gradients(xb, yb):
+    def gradients(xb, yb, wb):
         with tf.GradientTape() as tape:
             y_pred = forward(xb, training=True)[-1]
-            loss = model.compute_loss(x=xb, y=yb, y_pred=y_pred, training=True)
+            loss = model.compute_loss(
+                x=xb, y=yb, y_pred=y_pred, sample_weight=wb, training=True
+            )
         grads = tape.gradient(loss, variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
         return loss, [tf.convert_to_tensor(g) for g in grads]
@@ -924,7 +953,7 @@ def confirm(case: Case) -> Confirmation:
         dead={},
         saturated={},
         learning_rate=[],
-        initial_loss=_full_loss(model, x, y, y_pred),
+        initial_loss=_full_loss(model, setup, y_pred),
         final_loss=math.nan,
         final_accuracy=None,
     )
@@ -938,7 +967,9 @@ def confirm(case: Case) -> Confirmation:
             for (_, layer), outs in zip(watched, watched_outs):
                 kind, value = _unit_fractions(layer, outs)
                 getattr(result, kind).setdefault(layer.name, []).append(value)
-            loss, grads = gradients(x[start : start + bs], y[start : start + bs])
+            batch = slice(start, start + bs)
+            wb = None if setup.sample_weight is None else setup.sample_weight[batch]
+            loss, grads = gradients(x[batch], y[batch], wb)
             sums = {name: [0.0, 0] for name in result.layer_rms}
             total, finite = 0.0, bool(np.isfinite(float(loss)))
             for g, v in zip(grads, variables):
@@ -961,7 +992,7 @@ def confirm(case: Case) -> Confirmation:
                 all(bool(np.all(np.isfinite(np.asarray(v)))) for v in variables)
             )
             watched_outs, y_pred = whole_set()
-    result.final_loss = _full_loss(model, x, y, y_pred)
+    result.final_loss = _full_loss(model, setup, y_pred)
     pred = np.asarray(y_pred)
     if pred.ndim == 2 and y.ndim == 1:
         labels = pred.argmax(axis=1) if pred.shape[1] > 1 else pred[:, 0] > 0.5
@@ -969,6 +1000,14 @@ def confirm(case: Case) -> Confirmation:
     return result
 
 
-def _full_loss(model, x, y, y_pred) -> float:
-    """The compiled loss on the whole training set."""
-    return float(model.compute_loss(x=x, y=y, y_pred=y_pred, training=False))
+def _full_loss(model, setup: Setup, y_pred) -> float:
+    """The compiled loss on the whole training set (weighted as trained)."""
+    return float(
+        model.compute_loss(
+            x=setup.x,
+            y=setup.y,
+            y_pred=y_pred,
+            sample_weight=setup.sample_weight,
+            training=False,
+        )
+    )
