@@ -83,33 +83,25 @@ def _optimizer_list(value) -> None:
         )
 
 
-def check_arguments(
-    log_dir,
-    every_n_steps,
-    histogram_every_n_steps,
-    on_failure,
-    record_activations,
-    heatmap_image,
-    check_model,
-    optimizers,
-) -> None:
-    """Raises `ValueError` naming the first argument of `GradientDiagnostics`
-    that is not what it takes."""
+def check_arguments(callback) -> None:
+    """Raises `ValueError` naming the first constructor argument of
+    `GradientDiagnostics` (as `callback` holds it) that is not what it
+    takes."""
+    log_dir = callback.log_dir
     if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
         raise ValueError(
             f"Argument `log_dir` must be a path or None. Received: log_dir={log_dir!r}"
         )
-    _positive_int("every_n_steps", every_n_steps)
-    _positive_int("histogram_every_n_steps", histogram_every_n_steps, True)
-    if on_failure not in ON_FAILURE:
+    _positive_int("every_n_steps", callback.every_n_steps)
+    _positive_int("histogram_every_n_steps", callback.histogram_every_n_steps, True)
+    if callback.on_failure not in ON_FAILURE:
         raise ValueError(
             f"Argument `on_failure` must be one of {ON_FAILURE}. "
-            f"Received: on_failure={on_failure!r}"
+            f"Received: on_failure={callback.on_failure!r}"
         )
-    _bool("record_activations", record_activations)
-    _bool("heatmap_image", heatmap_image)
-    _bool("check_model", check_model)
-    _optimizer_list(optimizers)
+    for name in ("record_activations", "heatmap_image", "check_model"):
+        _bool(name, getattr(callback, name))
+    _optimizer_list(callback.optimizers)
 
 
 def _float_or_none(value: float) -> float | None:

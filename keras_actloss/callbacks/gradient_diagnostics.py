@@ -224,24 +224,17 @@ class GradientDiagnostics(
     ):
         super().__init__()
         _check_backend()
-        check_arguments(
-            log_dir,
-            every_n_steps,
-            histogram_every_n_steps,
-            on_failure,
-            record_activations,
-            heatmap_image,
-            check_model,
-            optimizers,
-        )
-        self.thresholds = Thresholds.from_value(thresholds)
-        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.log_dir = log_dir
         self.every_n_steps = every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
         self.on_failure = on_failure
         self.record_activations = record_activations
         self.heatmap_image = heatmap_image
         self.check_model = check_model
+        self.optimizers = optimizers
+        check_arguments(self)
+        self.thresholds = Thresholds.from_value(thresholds)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.optimizers = None if optimizers is None else list(optimizers)
         self.findings: list[Finding] = []
         self.history: list[StepStats] = []
