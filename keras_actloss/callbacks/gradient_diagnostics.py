@@ -129,7 +129,9 @@ class GradientDiagnostics(
       loss risen too, or over 1e6), or together with the NaN that ends it,
       when the step before it was over the limit or 10x its recent level,
       or its recorded update changed a layer's weights by more than their
-      own norm.
+      own norm; within 10 steps of a learning rate jumping 10x up, after 3
+      steps with the loss 3x its level and above where training began,
+      once the norm rose 3x (normalization can hold it under the limit).
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest

@@ -201,6 +201,8 @@ class HealthRules(
         self._silent_mark = 0.0
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
+        # The steps after a learning-rate jump up (`NormRules._diverging`).
+        self._watch = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
         self.jumped = False
@@ -226,6 +228,7 @@ class HealthRules(
             self._non_finite_step(new, event)
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
+            self._diverging(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 

@@ -12,6 +12,7 @@ derive from `RuleFamily` and are mixed into `HealthRules`, whose state
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 
 import numpy as np
@@ -24,6 +25,25 @@ _DROP_STEPS = 3
 # How much a step over the explosion limit must exceed the one before it for
 # `exploding_patience` such steps to be an explosion (one more otherwise).
 _GROWTH = 1.5
+# After the learning rate jumps up: the steps watched for a diverging loss,
+# how many times their levels before the jump the loss must reach (for how
+# many steps in a row) and the gradient norm once (`NormRules._diverging`).
+_WATCH_STEPS = 10
+_DIVERGE_RISE = 3.0
+_DIVERGE_STEPS = 3
+
+
+@dataclasses.dataclass
+class RateWatch:
+    """The steps after a learning-rate jump up, watched by `_diverging`."""
+
+    step: int  # The first step at the new rate.
+    rates: tuple[float, float]  # Before and after.
+    norm: float | None  # The recent norm and loss levels before the jump.
+    loss: float | None
+    norm_up: bool = False  # The norm reached `_DIVERGE_RISE` x `norm` since.
+    run: int = 0  # Steps in a row with the loss `_DIVERGE_RISE` x `loss`.
+    start: int = 0
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:
@@ -135,7 +155,7 @@ class NormRules(RuleFamily):
         """
         t = self.thresholds
         early, recent = self._norms.early(), self._norms.recent()
-        if early is None or recent is None or self._broken():
+        if early is None or recent is None or self._broken() or self._watch:
             return (0.0,) * 6
         peak = self._norms.recent_peak()
         high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
@@ -214,6 +234,49 @@ class NormRules(RuleFamily):
             if rate >= factor * last or last >= factor * rate:
                 self.jumped = self._jump_hard = True
                 self._rate_change = (step, last, rate)
+                if rate > last:
+                    series = self._norms
+                    levels = (series.recent(), series.recent_loss())
+                    self._watch = RateWatch(step, (last, rate), *levels)
+
+    def _diverging(self, new, step: int, norm: float, loss=None) -> None:
+        """Reports a loss that stays `_DIVERGE_RISE` times its level, and
+        above its level in the first steps of training, for `_DIVERGE_STEPS`
+        steps in a row within `_WATCH_STEPS` steps of a learning-rate jump
+        up, once the gradient norm reached `_DIVERGE_RISE` times its level
+        since: training diverges with the new step size (normalization can
+        hold the norm below the explosion limit). A warm restart raises a
+        trained model's loss for a while, not above where training began;
+        every gradient 0 after the jump is `ZeroGradientRules`'."""
+        watch = self._watch
+        if watch is None or step <= watch.step:
+            return
+        if step > watch.step + _WATCH_STEPS or watch.loss is None:
+            self._watch = None
+            return
+        watch.norm_up = watch.norm_up or (
+            watch.norm is not None and norm >= _DIVERGE_RISE * watch.norm
+        )
+        early = _median(self._early_losses)
+        high = _finite(loss, early) and (
+            loss - watch.loss >= (_DIVERGE_RISE - 1) * abs(watch.loss) and loss > early
+        )
+        watch.run = watch.run + 1 if high else 0
+        if watch.run == 1:
+            watch.start = step
+        if watch.run < _DIVERGE_STEPS or not watch.norm_up:
+            return
+        before, after = watch.rates
+        message = (
+            f"The loss stayed at {_DIVERGE_RISE:g}x or more its level of "
+            f"{watch.loss:.3g} for {watch.run} steps (steps {watch.start}-{step}, "
+            f"now {loss:.3g}) after the learning rate jumped from {before:.3g} "
+            f"to {after:.3g} at step {watch.step} (above its {early:.3g} at the "
+            f"start of training, with the gradient norm up {_DIVERGE_RISE:g}x): "
+            "the steps are too large and training diverges."
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
+        self._watch = None
 
     def _limit(self) -> float:
         """Global norm above which a step counts towards an explosion, from

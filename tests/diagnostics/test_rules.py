@@ -1123,6 +1123,72 @@ class TestExploding:
         assert run(rules, seq) == []
 
 
+def after_a_rate_jump(losses, norms, rate=10.0):
+    """Steps 0-5 at lr 0.01 (norm 1, loss 1), step 6 the first at `rate`,
+    then steps 7.. with these losses and norms."""
+    seq = [event(s, 1.0, lr=0.01, loss=1.0) for s in range(6)]
+    seq.append(event(6, 1.0, lr=rate, loss=1.0))
+    return seq + [
+        event(7 + i, n, lr=rate, loss=v) for i, (v, n) in enumerate(zip(losses, norms))
+    ]
+
+
+class TestDivergingAfterARateJump:
+    """A loss far over its level, and over where training began, after the
+    learning rate jumped up, with the gradient norm up 3x: an explosion that
+    normalization keeps below the limit (a BatchNorm CNN whose lr jumped
+    1000x: loss 1.07 -> 4-25, norm 5-20x)."""
+
+    def test_three_steps_at_3x_the_loss_with_the_norm_10x(self):
+        rules = HealthRules(mlp(["relu"]))
+        # Levels before the jump: loss 1 (also in the first steps), norm 1.
+        # Steps 7-9: loss 4, 5, 7 >= 1 + (3 - 1) * 1 = 3 and > 1; the norm
+        # 6 >= 3 * 1 (6, 12 and 8 are under the explosion limit 100).
+        seq = after_a_rate_jump([4.0, 5.0, 7.0], [6.0, 12.0, 8.0])
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 7)]
+        assert found[0].value == 7.0
+        assert found[0].message == (
+            "The loss stayed at 3x or more its level of 1 for 3 steps (steps "
+            "7-9, now 7) after the learning rate jumped from 0.01 to 10 at "
+            "step 6 (above its 1 at the start of training, with the gradient "
+            "norm up 3x): the steps are too large and training diverges."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "losses, norms, rate",
+        [
+            ([4.0, 5.0, 7.0], [2.0, 2.9, 0.0], 10.0),  # norm never 3x
+            ([4.0, 2.0, 7.0, 5.0], [12.0] * 4, 10.0),  # 2 < 3: no 3 in a row
+            ([4.0, 5.0, 7.0], [6.0, 12.0, 8.0], 1e-4),  # the rate fell
+            ([1.0] * 9 + [4.0, 5.0, 7.0], [1.0] * 9 + [12.0] * 3, 10.0),  # late
+        ],
+        ids=["norm_not_up", "not_in_a_row", "rate_down", "after_the_window"],
+    )
+    def test_not_an_explosion(self, losses, norms, rate):
+        # The last: steps 16-18 are past the 10 steps watched after step 6.
+        rules = HealthRules(mlp(["relu"]))
+        assert run(rules, after_a_rate_jump(losses, norms, rate)) == []
+
+    def test_not_above_the_start_of_training(self):
+        # A warm restart of a trained model: the loss was 10 in the first 5
+        # steps and 0.5 before the jump; 2, 3, 4 are 3x 0.5 and more, with
+        # the norm 5x, but below 10.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=10.0 if s < 5 else 0.5) for s in range(40)]
+        seq.append(event(40, 1.0, lr=10.0, loss=0.5))
+        seq += [event(41 + i, 5.0, lr=10.0, loss=v) for i, v in enumerate([2, 3, 4])]
+        assert run(rules, seq) == []
+
+    def test_every_step_is_judged_at_once_while_watched(self):
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, after_a_rate_jump([1.0] * 3, [1.0] * 3))
+        assert rules.alarm_bounds() == (0.0,) * 6
+        run(rules, events([1.0] * 8, start=10))  # Step 17 ends the watch.
+        assert rules.alarm_bounds() != (0.0,) * 6
+
+
 class TestJumps:
     def test_norm_up(self):
         rules = HealthRules(mlp(["tanh"]))
