@@ -314,6 +314,7 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._input_scale = None
         self._hooks = hooks
+        self._rules.execution_steps = spe
         hooks.install(self._planned_steps())
         if fresh:
             self._start_schedule()

@@ -103,7 +103,7 @@ class ActivationRules(RuleFamily):
         `patience` recordings over `patience_steps` steps."""
         t = self.thresholds
         dead, samples, recordings, first = measured
-        hit = hit and recordings >= t.patience
+        hit = hit and recordings >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
         if hit and step - start + 1 >= t.patience_steps:

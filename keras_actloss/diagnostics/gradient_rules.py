@@ -16,8 +16,13 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
-from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
+from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
+
+# Within the steps watched after a learning-rate jump up, with the loss up:
+# the median layer's update ratio that is an explosion (100x a healthy 1e-3).
+_WATCH_RATIO = 0.1
 
 
 def _saturates(activation: str | None) -> bool:
@@ -129,6 +134,7 @@ class RecordedGradientRules(RuleFamily):
 
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds
+        self._watched_update(new, stats)
         for ls in stats.layers:
             ratio = ls.update_ratio
             if ratio is None or not math.isfinite(ratio):
@@ -150,6 +156,59 @@ class RecordedGradientRules(RuleFamily):
                     "training is unstable."
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
+
+    def _watched_update(self, new, stats: StepStats) -> None:
+        """Reports at once, within the steps watched after a learning-rate
+        jump up (`RateWatch`), a recording whose update of some layer
+        exceeds `exploding_update_ratio`, or whose median layer's update
+        is `_WATCH_RATIO` of its weights with the loss `_DIVERGE_RISE`
+        times its level before the jump and above where training began.
+        The jump explains it, so one recording is enough: Adam and
+        BatchNorm bring the loss and the norm back within a step or two
+        while the updates stay far too large. Names the layer with the
+        largest update and ends the watch."""
+        watch = self._watch
+        if watch is None or not 0 <= stats.step - watch.step <= _WATCH_STEPS:
+            return
+        limit = self.thresholds.exploding_update_ratio
+        ratios = sorted(
+            (ls.update_ratio, ls.layer)
+            for ls in stats.layers
+            if _finite(ls.update_ratio)
+        )
+        if not ratios:
+            return
+        ratio, layer = ratios[-1]
+        before, after = watch.rates
+        over = sum(1 for r, _ in ratios if r > limit)
+        jumped = (
+            f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
+            f"{watch.step}, and "
+        )
+        if over:
+            message = jumped + (
+                f"the update of step {stats.step} changed the weights of layer "
+                f"'{layer}' by {ratio:.3g} times their own norm ({over} of "
+                f"{len(ratios)} layers over {limit:g}x)"
+            )
+        else:
+            median = float(np.median([r for r, _ in ratios]))
+            early = _median(self._early_losses)
+            loss = stats.loss
+            if not (median >= _WATCH_RATIO and _finite(loss, watch.loss, early)):
+                return
+            rise = loss - watch.loss >= (_DIVERGE_RISE - 1) * abs(watch.loss)
+            if not (rise and loss > early):
+                return
+            message = jumped + (
+                f"at step {stats.step} the loss was {loss:.3g} (its level before "
+                f"the jump {watch.loss:.3g}) while the median layer's update "
+                f"changed its weights by {median:.2g} of their norm (up to "
+                f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
+            )
+        message += ": the steps are far too large and training is unstable."
+        self._add(new, F.EXPLODING_GRADIENTS, layer, stats.step, ratio, message)
+        self._watch = None
 
     def _vanishing(self, new, stats: StepStats) -> None:
         t = self.thresholds

@@ -101,8 +101,9 @@ class RuleFamily:
     """Base of the rule families mixed into `HealthRules`: the bookkeeping
     they share.
 
-    Uses the state `HealthRules.__init__` sets up: `thresholds`, `_streaks`,
-    `_reported`, `_first_loss` and `findings`.
+    Uses the state `HealthRules.__init__` sets up: `thresholds`,
+    `execution_steps`, `_streaks`, `_reported`, `_first_loss` and
+    `findings`.
     """
 
     def _exploded(self) -> bool:
@@ -118,7 +119,16 @@ class RuleFamily:
     def _confirmed(self, count: int, start: int, step: int) -> bool:
         """Whether a streak holds for `patience` recordings and steps."""
         t = self.thresholds
-        return count >= t.patience and step - start + 1 >= t.patience_steps
+        return count >= self._patience() and step - start + 1 >= t.patience_steps
+
+    def _patience(self) -> int:
+        """The recordings a streak needs: `patience`, or as many as
+        `patience_steps` steps can hold at one recording per execution of
+        `execution_steps` steps (`steps_per_execution`), never fewer than
+        two. Four steps per execution: two recordings, four steps apart."""
+        t = self.thresholds
+        per = max(1, self.execution_steps)
+        return min(t.patience, max(2, math.ceil(t.patience_steps / per)))
 
     def _converged(self, stats: StepStats) -> bool:
         """Whether the loss fell below `converged_loss_ratio` of its first value."""

@@ -59,7 +59,9 @@ because the crude versions misfire on healthy models:
 
 Conditions that need persistence hold for `patience` recordings in a row
 spanning at least `patience_steps` steps, so neither one unlucky batch nor a
-burst of dense recordings around one bad step is enough.
+burst of dense recordings around one bad step is enough. A model that runs
+several steps per execution is recorded at most once per execution: there
+two recordings spanning `patience_steps` are enough.
 
 The families live in their own modules, mixed into `HealthRules`:
 `step_rules` (every step's norm: explosions, jumps), `stop_rules`
@@ -138,7 +140,9 @@ class HealthRules(
     `suspected` tells whether the last recording left most units of a
     ReLU-like layer inactive (on its batch, or on the recent recordings
     together) and the rules have not reported them dead yet: the callback
-    then records densely too, as after a noisy jump.
+    then records densely too, as after a noisy jump. Set
+    `execution_steps` to the model's `steps_per_execution`: at one
+    recording per execution a streak needs fewer recordings (`_patience`).
 
     Examples:
 
@@ -165,6 +169,7 @@ class HealthRules(
     ):
         self.layers = list(layers)
         self.thresholds = t = Thresholds.from_value(thresholds)
+        self.execution_steps = 1
         weighted = [
             i for i, info in enumerate(self.layers) if info.has_trainable_weights
         ]

@@ -35,7 +35,8 @@ _DIVERGE_STEPS = 3
 
 @dataclasses.dataclass
 class RateWatch:
-    """The steps after a learning-rate jump up, watched by `_diverging`."""
+    """The steps after a learning-rate jump up, watched by `_diverging` (the
+    loss) and `RecordedGradientRules._watched_update` (the updates)."""
 
     step: int  # The first step at the new rate.
     rates: tuple[float, float]  # Before and after.
@@ -251,8 +252,10 @@ class NormRules(RuleFamily):
         watch = self._watch
         if watch is None or step <= watch.step:
             return
-        if step > watch.step + _WATCH_STEPS or watch.loss is None:
+        if step > watch.step + _WATCH_STEPS:
             self._watch = None
+            return
+        if watch.loss is None:  # Still watched for its updates.
             return
         watch.norm_up = watch.norm_up or (
             watch.norm is not None and norm >= _DIVERGE_RISE * watch.norm

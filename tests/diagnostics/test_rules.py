@@ -596,6 +596,26 @@ class TestVanishing:
         rules = HealthRules(mlp(["sigmoid"] * 6))
         assert run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5)]) == []
 
+    @pytest.mark.parametrize(
+        "per, steps, reported",
+        [
+            (4, (3, 7), True),  # 2 recordings, steps 3-7: span 5
+            (4, (3, 6), False),  # span 4 < patience_steps 5
+            (2, (1, 3, 5), True),  # ceil(5 / 2) = 3 recordings, span 5
+            (2, (1, 5), False),
+            (1, (3, 7), False),  # one step per execution: patience 3
+        ],
+    )
+    def test_one_recording_per_execution(self, per, steps, reported):
+        # `steps_per_execution` 4: a recording per execution of 4 steps at
+        # most; patience_steps 5 hold 2 of them (ceil(5 / 4) = 2), at least 2.
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        rules.execution_steps = per
+        found = run(rules, [recording(s, SIGMOID_RMS) for s in steps])
+        expected = [(F.VANISHING_GRADIENTS, f"dense_{i}", steps[0]) for i in range(3)]
+        assert modes(found) == (expected if reported else [])
+        assert rules._patience() == {1: 3, 2: 3, 4: 2}[per]
+
     def test_interrupted_streak_is_not_persistence(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
         healthy = [1e-2] * 7
@@ -1187,6 +1207,51 @@ class TestDivergingAfterARateJump:
         assert rules.alarm_bounds() == (0.0,) * 6
         run(rules, events([1.0] * 8, start=10))  # Step 17 ends the watch.
         assert rules.alarm_bounds() != (0.0,) * 6
+
+
+class TestUpdatesAfterARateJump:
+    """An update larger than the weights within the steps watched after a
+    learning-rate jump up is reported on its first recording: Adam and
+    BatchNorm bring the loss and the norm back within a step (a BN CNN whose
+    Adam lr jumped 1000x: loss 10x for one step, update ratios 1.19 at once
+    and 0.1-0.5 for ten steps), so neither the norm nor the loss rule sees
+    it."""
+
+    @pytest.mark.parametrize("loss", [1.0, None], ids=["loss", "no_loss"])
+    def test_one_recording_over_the_limit(self, loss):
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=loss) for s in range(6)]
+        seq.append(event(6, 1.0, lr=10.0, loss=loss))
+        # Step 8: dense_0 moved 3x its norm > exploding_update_ratio 1,
+        # dense_1 0.5x; step 7 (0.9x) is under it.
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.9, 0.2], loss=loss))
+        seq.append(recording(8, [1e-2, 1e-2], update_ratio=[3.0, 0.5], loss=loss))
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 8)]
+        assert found[0].value == 3.0
+        assert found[0].message == (
+            "The learning rate jumped from 0.01 to 10 at step 6, and the update "
+            "of step 8 changed the weights of layer 'dense_0' by 3 times their "
+            "own norm (1 of 2 layers over 1x): the steps are far too large and "
+            "training is unstable."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+        # The watch ended: the loss diverging next is not a second finding.
+        assert run(rules, after_a_rate_jump([5.0] * 3, [9.0] * 3)[9:]) == []
+
+    @pytest.mark.parametrize(
+        "rate, at, ratio",
+        [(10.0, 17, 3.0), (1e-4, 8, 3.0), (10.0, 8, 1.0)],
+        ids=["after_the_window", "rate_down", "at_the_limit"],
+    )
+    def test_not_reported_at_once(self, rate, at, ratio):
+        # Step 17 is past the 10 steps watched after step 6.
+        rules = HealthRules(mlp(["relu"]))
+        seq = after_a_rate_jump([1.0] * (at - 7), [1.0] * (at - 7), rate)
+        seq.append(
+            recording(at, [1e-2, 1e-2], update_ratio=[ratio, 0.5], learning_rate=rate)
+        )
+        assert run(rules, seq) == []
 
 
 class TestJumps:

@@ -170,8 +170,8 @@ def dense_stack(inputs, hidden, outputs, output_activation, width=32, **kwargs):
     return keras.Sequential([keras.Input((inputs,)), *layers, out])
 
 
-def _compiled(model, optimizer, loss):
-    model.compile(optimizer=optimizer, loss=loss)
+def _compiled(model, optimizer, loss, **kwargs):
+    model.compile(optimizer=optimizer, loss=loss, **kwargs)
     return model
 
 
@@ -207,6 +207,19 @@ def vanishing_sigmoid() -> Setup:
     model = dense_stack(16, ["sigmoid"] * 10, 3, "softmax")
     _compiled(model, keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
     return Setup(model, x, y, epochs=4)
+
+
+def vanishing_sigmoid_spe4() -> Setup:
+    """`vanishing_sigmoid` compiled with `steps_per_execution=4`: Keras runs
+    four steps per call of its train function, so a full recording can be
+    taken once per four steps at most (the last of each execution)."""
+    setup = vanishing_sigmoid()
+    setup.model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="sparse_categorical_crossentropy",
+        steps_per_execution=4,
+    )
+    return setup
 
 
 def saturated_tanh() -> Setup:
@@ -296,6 +309,38 @@ def lr_jump() -> Setup:
     model = dense_stack(16, ["relu"] * 2, 3, "softmax", width=64)
     _compiled(model, keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
     return Setup(model, x, y, epochs=10, schedule=_jump_schedule)
+
+
+def _adam_jump_schedule(epoch, lr=None):
+    return 1e-3 if epoch < JUMP_EPOCH else 1.0
+
+
+def lr_jump_adam_bn() -> Setup:
+    """A CNN with BatchNormalization trained with Adam (lr 1e-3) whose
+    learning rate a `LearningRateScheduler` multiplies by 1e3 at epoch 6 =
+    step 150 of 175: Adam's first steps at lr 1 move every weight by about
+    1, more than some layers' whole weight norm, and the loss of the next
+    step is several times its level. BatchNorm keeps the gradient norm
+    within a few times its level and Adam's second moments catch up, so
+    neither the norm nor the loss stays up, but every later update still
+    rewrites a large share of the weights."""
+    keras.utils.set_random_seed(SEED)
+    x, y = _images(n=JUMP_STEPS_PER_EPOCH * 32)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(16, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=7, schedule=_adam_jump_schedule)
 
 
 ZERO_EPOCH = 2
@@ -663,11 +708,17 @@ LR_JUMP_ONSETS = {VANISHING: 150} if BACKEND == "jax" else {EXPLODING: 150, DEAD
 FAILURES = [
     Case("dead_relu", dead_relu, {DEAD: 0}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
+    Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
+    Case(
+        "lr_jump_adam_bn",
+        lr_jump_adam_bn,
+        {EXPLODING: JUMP_EPOCH * JUMP_STEPS_PER_EPOCH},
+    ),
     Case("zero_gradients", zero_gradients, {VANISHING: 16}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
     Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),
@@ -856,6 +907,8 @@ class Confirmation:
     non_finite: list[bool]
     weights_finite: list[bool]  # every weight finite after the step's update
     layer_rms: dict[str, list[float]]
+    # ||w_after - w_before|| / ||w_before|| of a layer's trainable weights.
+    update_ratio: dict[str, list[float]]
     dead: dict[str, list[float]]
     saturated: dict[str, list[float]]
     learning_rate: list[float]
@@ -950,6 +1003,7 @@ def confirm(case: Case) -> Confirmation:
         non_finite=[],
         weights_finite=[],
         layer_rms={layer.name: [] for layer in weighted},
+        update_ratio={layer.name: [] for layer in weighted},
         dead={},
         saturated={},
         learning_rate=[],
@@ -987,10 +1041,13 @@ def confirm(case: Case) -> Confirmation:
             result.global_norm.append(math.sqrt(total))
             result.non_finite.append(not finite)
             result.learning_rate.append(float(model.optimizer.learning_rate))
+            before = [np.asarray(v, dtype="float64") for v in variables]
             apply(grads)
+            after = [np.asarray(v, dtype="float64") for v in variables]
             result.weights_finite.append(
-                all(bool(np.all(np.isfinite(np.asarray(v)))) for v in variables)
+                all(bool(np.all(np.isfinite(v))) for v in after)
             )
+            _update_ratios(result.update_ratio, owner, variables, before, after)
             watched_outs, y_pred = whole_set()
     result.final_loss = _full_loss(model, setup, y_pred)
     pred = np.asarray(y_pred)
@@ -998,6 +1055,18 @@ def confirm(case: Case) -> Confirmation:
         labels = pred.argmax(axis=1) if pred.shape[1] > 1 else pred[:, 0] > 0.5
         result.final_accuracy = float(np.mean(labels == y))
     return result
+
+
+def _update_ratios(out, owner, variables, before, after) -> None:
+    """Appends each layer's `||w_after - w_before|| / ||w_before||`."""
+    sums = {name: [0.0, 0.0] for name in out}
+    for v, b, a in zip(variables, before, after):
+        if id(v) in owner:
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums[owner[id(v)]][0] += float(np.sum((a - b) ** 2))
+                sums[owner[id(v)]][1] += float(np.sum(b * b))
+    for name, (delta, weight) in sums.items():
+        out[name].append(math.sqrt(delta / weight) if weight > 0 else math.inf)
 
 
 def _full_loss(model, setup: Setup, y_pred) -> float:

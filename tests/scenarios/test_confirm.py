@@ -62,6 +62,17 @@ def test_vanishing_sigmoid():
 
 
 @confirm_on_tensorflow
+def test_vanishing_sigmoid_spe4_trains_as_without():
+    # The same steps as `vanishing_sigmoid`: `steps_per_execution` changes
+    # only how often Keras returns to Python.
+    a = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
+    b = cases.confirm(cases.BY_NAME["vanishing_sigmoid_spe4"])
+    assert b.losses == a.losses
+    spe4 = cases.BY_NAME["vanishing_sigmoid_spe4"].build().model
+    assert spe4.steps_per_execution == 4
+
+
+@confirm_on_tensorflow
 def test_saturated_tanh():
     c = cases.confirm(cases.BY_NAME["saturated_tanh"])
     steps = range(len(c.losses))
@@ -138,6 +149,28 @@ def test_lr_jump():
     assert g[155:].max() < 2
     assert np.mean(c.losses[200:]) > 10 * c.losses[150]
     assert finite(c, range(250))
+
+
+@confirm_on_tensorflow
+def test_lr_jump_adam_bn():
+    c = cases.confirm(cases.BY_NAME["lr_jump_adam_bn"])
+    ratios = np.array(list(c.update_ratio.values()))  # [layers, steps]
+    level = np.mean(c.losses[140:150])
+    assert c.learning_rate[149] == pytest.approx(1e-3)
+    assert c.learning_rate[150] == pytest.approx(1.0)
+    # Healthy before the jump: the loss fell, updates under 2% of the weights.
+    assert level < 0.9 * c.initial_loss and ratios[:, :150].max() < 0.02
+    # Step 150 moves two layers by more than their weights' norm, and the
+    # next steps' median update is still over 10% of the weights ...
+    assert (ratios[:, 150] > 1).sum() >= 2
+    assert np.median(ratios[:, 151:156], axis=0).min() > 0.1
+    # ... while the loss is over 3x its level only at steps 151-152, the
+    # norm under 3x its level: neither the norm rule nor the loss rule sees it.
+    assert [s for s in range(150, 175) if c.losses[s] > 3 * level] == [151, 152]
+    assert max(c.global_norm[150:175]) < 3 * np.mean(c.global_norm[140:150])
+    # Nothing learnt is kept: the loss ends above where training began.
+    assert c.final_loss > c.initial_loss
+    assert finite(c, range(175))
 
 
 @confirm_on_tensorflow

@@ -40,6 +40,9 @@ def describe(detection) -> list[tuple]:
 REPORTED = {
     "dead_relu": {"dead_relu": 4},
     "vanishing_sigmoid": {"vanishing_gradients": 4},
+    # One recording per execution of 4 steps (steps 3, 7, ...): two of
+    # them span patience_steps (5), so steps 3-7, reported at 7.
+    "vanishing_sigmoid_spe4": {"vanishing_gradients": 7},
     "saturated_tanh": {"saturated_activations": 4},
     "nan_batch": {"non_finite": 7},
     # Norm 1.5e6 at step 0 (over the 1e6 ceiling), 1.7e15 at step 1 (a
@@ -47,16 +50,21 @@ REPORTED = {
     "explode_to_nan": {"exploding_gradients": 1, "non_finite": 2},
     # Update ratios above 1 for steps 0-4 (the first layer-level finding).
     "explode_finite": {"exploding_gradients": 4},
-    # Norm 194 at step 151 and 4.1e5 at 152 (2 steps over the limit; the
-    # jump at 151 makes recordings dense again); dead units over 153-156.
+    # The recording of step 151 (dense again from the jump at 150) has an
+    # update larger than the weights (the norm is 194 there and 4.1e5 at
+    # 152, 2 steps over the limit); dead units over 153-156.
     # On JAX (`cases.LR_JUMP_ONSETS`): the clipped cross-entropy of the
     # saturated softmax gives a global norm of exactly 0 with a loss ~10
     # from step 151; 5 such steps in a row (151-155) are reported at 155.
     "lr_jump": (
         {"vanishing_gradients": 155}
         if cases.BACKEND == "jax"
-        else {"exploding_gradients": 152, "dead_relu": 156}
+        else {"exploding_gradients": 151, "dead_relu": 156}
     ),
+    # Adam lr 1 from step 150: the recording of step 151 (dense from the
+    # jump) has a loss of about 4x its level before the jump and the median
+    # layer's update about half its weights' norm.
+    "lr_jump_adam_bn": {"exploding_gradients": 151},
     # Lr 50 from step 16: every gradient exactly 0 from step 17 on both
     # backends (no logits behind the averaged softmax heads), loss ~11;
     # 5 steps in a row (17-21) reported at 21.
