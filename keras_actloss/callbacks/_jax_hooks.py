@@ -30,7 +30,14 @@ for the duration of `fit`:
   which `train_step` passes into the new state untouched. The train step
   takes them off again before Keras sees the state. No tracer leaves the
   trace it was made in.
-- the `call` of every monitored leaf layer (kept only while recording).
+- the `call` of every monitored leaf layer: its outputs are kept inside
+  `compute_loss_and_updates`; outside it (a custom `train_step`'s own loss
+  functions, as a GAN's) with the gradient stopped where they are made,
+  when they belong to the step's own trace (`_made_in`): under
+  `jax.value_and_grad` such values are the jitted step's own tracers, so
+  their counts can be taken after the `train_step` (`JaxPrograms._step`);
+  outputs made inside a `lax.scan`, a nested `jit` or the like cannot
+  leave it and are not counted.
 - `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
   `train_step` (`_jax_programs.JaxPrograms`, a mixin: the step, its full
@@ -56,11 +63,9 @@ and `g_optimizer` must keep their own state through `fit` compiles with
 are every sub-optimizer's, so `fit` carries, syncs and saves them) and
 calls each one's `stateless_apply` on its slice of `optimizer_variables`
 (see `tests/callbacks/test_jax_multi_optimizer.py`). What differs from
-TensorFlow: the loss and the activation counts are only known for the
-layers that run inside `model.compute_loss_and_updates` (its tracers
-cannot leave a `jax.value_and_grad` of the model's own); a GAN whose own
-loss functions call its sub-models records gradients, weights and updates,
-with no loss and no activation statistics, rather than failing.
+TensorFlow: the loss is only known from `model.compute_loss_and_updates`;
+a GAN whose own loss functions call its sub-models records gradients,
+weights, updates and activation statistics, with no loss.
 `check_internals()` fails loudly when the Keras internals used here change.
 """
 
@@ -166,6 +171,58 @@ def check_internals() -> None:
             f"JAX internals that changed in Keras {keras.__version__}: "
             f"{', '.join(missing)}."
         )
+
+
+def _made_in(value, home) -> bool:
+    """Whether `value` belongs to the trace `home` (the jitted step's, from
+    `trace_home`; None when the step runs eagerly): a concrete array in an
+    eager step, else a tracer of that very trace (JAX internals:
+    `Tracer._trace`; `_homes_known` checks them)."""
+    if not isinstance(value, jax.core.Tracer):
+        return home is None
+    return getattr(value, "_trace", None) is home
+
+
+def trace_home(data):
+    """The trace a step's argument `data` belongs to (None: eager)."""
+    leaves = jax.tree_util.tree_leaves(data)
+    return getattr(leaves[0], "_trace", None) if leaves else None
+
+
+@functools.cache
+def _homes_known() -> bool:
+    """Whether `_made_in` tells, on this JAX, a value made under
+    `jax.value_and_grad` in a jitted step (with the gradient stopped: the
+    step's own) from one made in a `lax.scan` body (which cannot leave it).
+    Checked once on a tiny step; when not, outputs outside
+    `compute_loss_and_updates` are not counted."""
+    seen, kept = [], {}
+
+    def loss(w, x):
+        kept["grad"] = jax.lax.stop_gradient(x * w)
+        return ops.sum(x * w)
+
+    def body(carry, x):
+        kept["scan"] = jax.lax.stop_gradient(x * carry)
+        return carry, x
+
+    @jax.jit
+    def step(w, x):
+        home = trace_home(x)
+        jax.grad(loss)(w, x)
+        jax.lax.scan(body, w, x)
+        seen.append(
+            home is not None
+            and _made_in(kept["grad"], home)
+            and not _made_in(kept["scan"], home)
+        )
+        return w
+
+    try:
+        step(np.float32(1.0), np.ones(2, "float32"))
+    except Exception:  # noqa: BLE001 - any failure means: not known.
+        return False
+    return seen == [True]
 
 
 def watch_fit_end(model, on_exit: Callable[[], None]) -> Callable[[], None] | None:
@@ -340,8 +397,14 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             trace = self._trace
-            if trace is not None and trace.recording and isinstance(outputs, jax.Array):
+            if trace is None or trace.check or not isinstance(outputs, jax.Array):
+                return outputs
+            if trace.recording:
                 trace.outputs.setdefault(index, []).append(outputs)
+            elif _homes_known():
+                kept = jax.lax.stop_gradient(outputs)
+                if _made_in(kept, trace.home):
+                    trace.loose.setdefault(index, []).append(kept)
             return outputs
 
         return call
@@ -427,6 +490,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         return ops.convert_to_tensor(1.0, "float32")
 
     # --------------------------------------------------------- in the trace
+    _trace_home = staticmethod(trace_home)
+
     @staticmethod
     def _take_extra(state):
         """Our loss and counts (`_loss_wrapper`) off the end of the new

@@ -33,7 +33,7 @@ class JaxPrograms:
     """Mixin of `JaxTrainHooks`: the traced step and the choice of program.
 
     Relies on what `JaxTrainHooks` sets: `model`, `_make()` (the train
-    function around `_step`), `_take_extra()`, `_function`, `_full`,
+    function around `_step`), `_take_extra()`, `_trace_home()`, `_function`, `_full`,
     `_check`, `_compilation`, `_rent`, `_last_check`, `_intervals` (the
     last wall times between checks), `_steps_left`; and on `JaxStats`'s
     `_merge` and `_statistics`. It sets `_trace` (while a step is traced),
@@ -52,10 +52,13 @@ class JaxPrograms:
         (the full ones when `full`, none but the row with `check`, see
         `_jax_stats._Trace`)."""
         trace = self._trace = _Trace(full, check)
+        trace.home = self._trace_home(data)
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
             self._loss_known = extra is not None
+            if extra is None and trace.loose:
+                extra = {"activations": trace.when_full(lambda: self._loose(trace))}
             out = None
             if trace.applied:
                 applied = self._merge(trace.applied)
@@ -70,6 +73,13 @@ class JaxPrograms:
                 f"logs, as Keras documents. Received: {type(logs).__name__}"
             )
         return {**logs, FULL_LOGS_KEY: out}, state
+
+    def _loose(self, trace):
+        """The activation counts of the layers that ran outside
+        `compute_loss_and_updates` (a custom `train_step`'s own losses);
+        their elements counted in the step."""
+        vector, trace.activation_layout = self._activation_counts(trace.loose, True)
+        return vector
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:

@@ -74,6 +74,10 @@ class _Trace:
         self.recording = False
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
+        # Outputs outside `compute_loss_and_updates`, gradient stopped, that
+        # belong to the step's trace `home` (`_jax_hooks._made_in`).
+        self.loose: dict[int, list] = {}
+        self.home = None
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
@@ -112,14 +116,15 @@ class JaxStats:
     _layout = step_reader.StepLayout()
 
     # ---------------------------------------------------------- in the trace
-    def _activation_counts(self, outputs: dict) -> tuple:
+    def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
         """`step_activations.activation_vector` of the kept outputs (every call
         of a layer in the step), outside the gradient: the vector (or None)
-        and its layout."""
+        and its layout. `elements`: count the elements in the step (calls
+        whose batches differ, as a GAN's)."""
         outputs = {
             i: [jax.lax.stop_gradient(x) for x in calls] for i, calls in outputs.items()
         }
-        return step_activations.activation_vector(outputs, self.plans)
+        return step_activations.activation_vector(outputs, self.plans, elements)
 
     def _merge(self, calls: list[dict]) -> dict:
         """The step's `stateless_apply` calls as one, as TensorFlow's
@@ -157,7 +162,7 @@ class JaxStats:
         gradients = step_stats.norm_row(applied["grads"], silent=True)
         self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
-        loss = nan if extra is None else extra["loss"]
+        loss = (extra or {}).get("loss", nan)
         step = applied["step"]
         head = [
             step // _STEP_SPLIT,
@@ -214,7 +219,7 @@ class JaxStats:
             activations=trace.activation_layout if extra is not None else (),
             samples=tuple(samples.items()),
         )
-        loss = extra["loss"] if extra is not None else float("nan")
+        loss = (extra or {}).get("loss", float("nan"))
         batch = float(jax.tree_util.tree_leaves(data)[0].shape[0])
         out = dict(
             extremes=gradients.extremes[0],

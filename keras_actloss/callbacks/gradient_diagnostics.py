@@ -60,9 +60,9 @@ class GradientDiagnostics(
       On the JAX backend, those `optimizer.stateless_apply` receives in
       the jitted step (the global batch's under
       `keras.distribution.DataParallel`); a weight the loss does not depend
-      on gets a zero gradient rather than none, and the loss and activation
-      statistics come from `model.compute_loss_and_updates` only (none for
-      a GAN's own loss functions).
+      on gets a zero gradient rather than none, and the loss comes from
+      `model.compute_loss_and_updates` only (not from a GAN's own losses;
+      activations are, but not in a `lax.scan` or nested `jit`).
       Every optimizer that may update the model's weights is watched:
       `model.optimizer`, every optimizer held by an attribute of the model
       or of one of its layers (directly or in a list or dict, as a GAN's
@@ -131,11 +131,15 @@ class GradientDiagnostics(
       or its recorded update changed a layer's weights by more than their
       own norm; within 10 steps of a learning rate jumping 10x up, after 3
       steps with the loss 3x its level and above where training began,
-      once the norm rose 3x (normalization can hold it under the limit).
+      once the norm rose 3x (normalization can hold it under the limit),
+      or at the first recording whose update changed a layer's weights by
+      more than their norm, or the median layer's by a tenth with the loss
+      so high (Adam and normalization can bring both back at once).
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
-      recordings), so within about 5 steps of the start of training or of
+      recordings; 2 recordings at one per execution of `k` >= 3 steps),
+      so within about 5 steps of the start of training or of
       a jump with batches of 32 or more (units dying, whole layers or many
       of their units at once, or a few at a time, which sets records, are
       such a jump); later in a long run without a jump, after 3

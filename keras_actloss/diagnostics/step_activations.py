@@ -34,7 +34,7 @@ class ActivationEntry(NamedTuple):
     per_sample: int | None
 
 
-def activation_vector(outputs: dict[int, list], plans) -> tuple:
+def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -> tuple:
     """The activation counts of the kept layer outputs, in one vector.
 
     Per layer, `stats.activation_counts` (with the shared constants and
@@ -48,6 +48,9 @@ def activation_vector(outputs: dict[int, list], plans) -> tuple:
     Args:
         outputs: Layer index -> its outputs in the step.
         plans: The monitored layers, with `profile` and `channel_axis`.
+        elements: Whether to count every layer's elements in the step even
+            when static shapes give them per sample (calls of a layer on
+            batches of different sizes). Defaults to `False`.
 
     Returns:
         The `[k]` float32 vector (None when empty) and its layout, a tuple
@@ -69,7 +72,7 @@ def activation_vector(outputs: dict[int, list], plans) -> tuple:
         (units,) = units
         sizes = [x.shape[1:] for x in calls]
         per_sample = None
-        if all(None not in s for s in sizes):
+        if not elements and all(None not in s for s in sizes):
             per_sample = sum(math.prod(s) for s in sizes)
         counts = [
             stats.activation_counts(

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 from callback_models import build_model, run_script, weights
+from keras import ops
 
 from tests.backend_support import BACKEND
 
@@ -65,6 +66,66 @@ def test_check_internals_names_a_changed_optimizer_signature(monkeypatch):
     monkeypatch.setattr(BaseOptimizer, "stateless_apply", stateless_apply)
     with pytest.raises(RuntimeError, match=r"Optimizer\.stateless_apply"):
         _jax_hooks.check_internals()
+
+
+def test_tracer_homes_are_known_on_this_jax():
+    # The layers a custom `train_step` runs under its own `jax.value_and_grad`
+    # are counted only while `_made_in` tells the step's own values from a
+    # `lax.scan` body's (JAX internals: `Tracer._trace`).
+    from keras_actloss.callbacks import _jax_hooks
+
+    _jax_hooks._homes_known.cache_clear()
+    assert _jax_hooks._homes_known()
+
+
+class _Accumulating(keras.Model):
+    """A ReLU MLP whose custom `train_step` sums the gradients of two
+    micro-batches in a `jax.lax.scan` (its layers run inside the scan)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(1, name="out")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def train_step(self, state, data):
+        import jax
+
+        x, y = data
+        trainable, non_trainable, optimizer_variables, metrics = state
+
+        def loss(weights, xb, yb):
+            y_pred, _ = self.stateless_call(weights, non_trainable, xb)
+            return ops.mean(ops.square(y_pred - yb))
+
+        def body(total, batch):
+            grads = jax.grad(loss)(trainable, *batch)
+            return [t + g for t, g in zip(total, grads)], None
+
+        halves = (ops.reshape(x, (2, -1, 4)), ops.reshape(y, (2, -1, 1)))
+        zeros = [ops.zeros_like(v) for v in trainable]
+        grads, _ = jax.lax.scan(body, zeros, halves)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, grads, trainable
+        )
+        return {}, (trainable, non_trainable, optimizer_variables, metrics)
+
+
+def test_layers_run_inside_a_scan_of_a_custom_step_are_not_counted(rng):
+    # Their outputs cannot leave the scan: counting them would fail the
+    # trace (an escaped tracer). Gradients are recorded; activations not.
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = _Accumulating()
+    model(x[:1])
+    model.compile(keras.optimizers.SGD(0.01))
+    diag = _diag(every_n_steps=1)
+    _fit(model, x, y, diag)
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    hidden = [{ls.layer: ls for ls in s.layers}["hidden"] for s in diag.history]
+    assert all(ls.grad_norm > 0 and ls.zero_fraction is None for ls in hidden)
 
 
 def test_flax_nnx_mode_is_refused(data, monkeypatch):

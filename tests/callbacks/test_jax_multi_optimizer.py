@@ -152,17 +152,95 @@ def test_gan_records_both_optimizers_gradients(rng):
         every = np.concatenate([(w0[n] - w1[n]) / r for n, r in GAN_RATES.items()])
         np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
     # The GAN's own losses run outside `model.compute_loss_and_updates`: no
-    # loss and no activation statistics on JAX (TensorFlow has both).
+    # loss on JAX (TensorFlow has it).
     assert all(s.loss is None for s in diag.history)
-    assert all(
-        ls.dead_fraction is None and ls.saturation is None
-        for s in diag.history
-        for ls in s.layers
-    )
     assert diag.findings == []
     # The hooks are gone after fit.
     for optimizer in (model.d_optimizer, model.g_optimizer, model.optimizer):
         assert "stateless_apply" not in vars(optimizer)
+
+
+def _unpack(flat, fan_in, units):
+    """A Dense layer's kernel and bias from `Weights`' flat vector."""
+    return flat[: fan_in * units].reshape(fan_in, units), flat[fan_in * units :]
+
+
+def test_gan_own_losses_record_activation_statistics(rng):
+    # The layers run in the GAN's own loss functions (under its own
+    # `jax.value_and_grad`) are counted, on every call of the step.
+    from keras_actloss.activations import profile
+
+    model = _gan()
+    real, z = gan_data(rng)
+    diag = _diag()
+    weights = Weights(named_layers(model, GAN_RATES))
+    model.fit(
+        real, z, batch_size=4, shuffle=False, verbose=0, callbacks=[diag, weights]
+    )
+    low, high = profile("tanh").saturation_bounds
+    assert len(diag.history) == 4
+    for step, stats in enumerate(diag.history):
+        w0, w1 = weights.seen[step], weights.seen[step + 1]
+        batch = slice(4 * step, 4 * step + 4)
+        # The generator runs twice (for each optimizer) with the same
+        # weights and latents: the fractions of one call.
+        kernel, bias = _unpack(w0["generator/g_hidden"], LATENT, 8)
+        hidden = np.maximum(z[batch] @ kernel + bias, 0.0)
+        kernel, bias = _unpack(w0["generator/g_out"], 8, 4)
+        fake = hidden @ kernel + bias
+
+        def d_hidden(x, w):
+            kernel, bias = _unpack(w["discriminator/d_hidden"], 4, 8)
+            return np.tanh(x @ kernel + bias)
+
+        # The discriminator sees the real and the fake batch, then the fake
+        # one again after its own update.
+        tanh = np.concatenate(
+            [d_hidden(real[batch], w0), d_hidden(fake, w0), d_hidden(fake, w1)]
+        )
+        layers = {ls.layer: ls for ls in stats.layers}
+        g = layers["generator/g_hidden"]
+        np.testing.assert_allclose(g.zero_fraction, np.mean(hidden <= 0.0), rtol=1e-6)
+        dead = np.mean(np.all(hidden <= 0.0, axis=0))
+        np.testing.assert_allclose(g.dead_fraction, dead, rtol=1e-6)
+        np.testing.assert_allclose(
+            layers["discriminator/d_hidden"].saturation,
+            np.mean((tanh <= low) | (tanh >= high)),
+            rtol=1e-6,
+        )
+        assert layers["generator/g_out"].zero_fraction is None
+
+
+class _Reported(keras.callbacks.Callback):
+    """The batch at which the callback before it had its first finding."""
+
+    def __init__(self, diag):
+        super().__init__()
+        self.diag, self.at = diag, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.at is None and self.diag.findings:
+            self.at = batch
+
+
+def test_dead_generator_layer_is_reported(rng):
+    from keras_actloss.callbacks import GradientHealthWarning
+
+    # The generator's hidden ReLU layer is dead from step 0 (bias -50 with
+    # latents ~N(0, 1)): dead units need 128 samples, 4 batches of 32
+    # (steps 0-3), over patience_steps 5 steps: reported at step 4.
+    model = _gan()
+    layer = model.generator.get_layer("g_hidden")
+    layer.bias.assign(np.full(8, -50.0, "float32"))
+    real = rng.normal(size=(256, 4)).astype("float32")
+    z = rng.normal(size=(256, LATENT)).astype("float32")
+    diag = _diag(every_n_steps=100)
+    reported = _Reported(diag)
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(real, z, batch_size=32, verbose=0, callbacks=[diag, reported])
+    found = [(f.mode, f.layer, f.step) for f in diag.findings]
+    assert found == [("dead_relu", "generator/g_hidden", 0)]
+    assert reported.at == 4
 
 
 def test_gan_second_fit_continues_the_steps(rng):
