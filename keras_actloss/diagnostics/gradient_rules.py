@@ -160,9 +160,10 @@ class RecordedGradientRules(RuleFamily):
     def _watched_update(self, new, stats: StepStats) -> None:
         """Reports at once, within the steps watched after a learning-rate
         jump up (`RateWatch`), a recording whose update of some layer
-        exceeds `exploding_update_ratio`, or whose median layer's update
-        is `_WATCH_RATIO` of its weights with the loss `_DIVERGE_RISE`
-        times its level before the jump and above where training began.
+        exceeds `exploding_update_ratio` with the loss `exploding_loss_rise`
+        times its level before the jump (or unknown), or whose median
+        layer's update is `_WATCH_RATIO` of its weights with the loss
+        `_DIVERGE_RISE` times that level and above where training began.
         The jump explains it, so one recording is enough: Adam and
         BatchNorm bring the loss and the norm back within a step or two
         while the updates stay far too large. Names the layer with the
@@ -180,7 +181,14 @@ class RecordedGradientRules(RuleFamily):
             return
         ratio, layer = ratios[-1]
         before, after = watch.rates
-        over = sum(1 for r, _ in ratios if r > limit)
+        loss, level = stats.loss, watch.loss
+        # A layer whose weights were still near 0 (zero-initialised, as a
+        # residual block's last normalization scale) can move by more than
+        # their norm in healthy training: only with the loss up as well.
+        rising = not _finite(loss, level) or (
+            loss - level >= (self.thresholds.exploding_loss_rise - 1) * abs(level)
+        )
+        over = sum(1 for r, _ in ratios if r > limit) if rising else 0
         jumped = (
             f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
             f"{watch.step}, and "
@@ -194,15 +202,14 @@ class RecordedGradientRules(RuleFamily):
         else:
             median = float(np.median([r for r, _ in ratios]))
             early = _median(self._early_losses)
-            loss = stats.loss
-            if not (median >= _WATCH_RATIO and _finite(loss, watch.loss, early)):
+            if not (median >= _WATCH_RATIO and _finite(loss, level, early)):
                 return
-            rise = loss - watch.loss >= (_DIVERGE_RISE - 1) * abs(watch.loss)
+            rise = loss - level >= (_DIVERGE_RISE - 1) * abs(level)
             if not (rise and loss > early):
                 return
             message = jumped + (
                 f"at step {stats.step} the loss was {loss:.3g} (its level before "
-                f"the jump {watch.loss:.3g}) while the median layer's update "
+                f"the jump {level:.3g}) while the median layer's update "
                 f"changed its weights by {median:.2g} of their norm (up to "
                 f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
             )

@@ -1223,9 +1223,11 @@ class TestUpdatesAfterARateJump:
         seq = [event(s, 1.0, lr=0.01, loss=loss) for s in range(6)]
         seq.append(event(6, 1.0, lr=10.0, loss=loss))
         # Step 8: dense_0 moved 3x its norm > exploding_update_ratio 1,
-        # dense_1 0.5x; step 7 (0.9x) is under it.
+        # dense_1 0.5x, with the loss 1.2 >= 1.1 x its level of 1 before the
+        # jump (or unknown); step 7 (0.9x) is under it.
+        high = None if loss is None else 1.2
         seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.9, 0.2], loss=loss))
-        seq.append(recording(8, [1e-2, 1e-2], update_ratio=[3.0, 0.5], loss=loss))
+        seq.append(recording(8, [1e-2, 1e-2], update_ratio=[3.0, 0.5], loss=high))
         found = run(rules, seq)
         assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 8)]
         assert found[0].value == 3.0
@@ -1240,16 +1242,27 @@ class TestUpdatesAfterARateJump:
         assert run(rules, after_a_rate_jump([5.0] * 3, [9.0] * 3)[9:]) == []
 
     @pytest.mark.parametrize(
-        "rate, at, ratio",
-        [(10.0, 17, 3.0), (1e-4, 8, 3.0), (10.0, 8, 1.0)],
-        ids=["after_the_window", "rate_down", "at_the_limit"],
+        "rate, at, ratio, loss",
+        [
+            (10.0, 17, 3.0, 1.0),
+            (1e-4, 8, 3.0, 1.0),
+            (10.0, 8, 1.0, 1.0),
+            (10.0, 8, 20.0, 1.05),
+        ],
+        ids=["after_the_window", "rate_down", "at_the_limit", "loss_not_up"],
     )
-    def test_not_reported_at_once(self, rate, at, ratio):
-        # Step 17 is past the 10 steps watched after step 6.
+    def test_not_reported_at_once(self, rate, at, ratio, loss):
+        # Step 17 is past the 10 steps watched after step 6. The last: a
+        # layer whose weights were near 0 (a zero-initialised normalization
+        # scale) moved 20x their norm, but the loss is 1.05 < 1.1 x its
+        # level of 1 before the jump: healthy.
         rules = HealthRules(mlp(["relu"]))
         seq = after_a_rate_jump([1.0] * (at - 7), [1.0] * (at - 7), rate)
+        ratios = [ratio, 0.05]
         seq.append(
-            recording(at, [1e-2, 1e-2], update_ratio=[ratio, 0.5], learning_rate=rate)
+            recording(
+                at, [1e-2, 1e-2], update_ratio=ratios, learning_rate=rate, loss=loss
+            )
         )
         assert run(rules, seq) == []
 
