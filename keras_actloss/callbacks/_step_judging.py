@@ -58,8 +58,19 @@ class StepSchedule:
             return  # No optimizer applied gradients yet.
         self._guessed = False
         shift = self._hooks.step_count() - (self._step + self._spe)
-        self._step += shift
         self._origin += shift
+        self._shift(shift)
+
+    def _realign(self) -> None:
+        """Moves the step count, and the steps planned from it, to the
+        optimizer's at an epoch end: Keras counts `steps_per_execution`
+        steps for every batch callback, also for an epoch's last execution
+        that ran fewer (an epoch of 25 steps in executions of 4)."""
+        if self._spe > 1 and self._step is not None and not self._guessed:
+            self._shift(self._hooks.step_count() - self._step)
+
+    def _shift(self, shift: int) -> None:
+        self._step += shift
         self._next += shift
         if self._burst_end is not None:
             self._burst_end += shift
@@ -77,8 +88,8 @@ class StepSchedule:
     def _burst(self, start: int, noisy: bool) -> None:
         """Records every step from `start` for as long as the rules need to
         confirm a failure (`patience_steps`, and `min_samples` samples for
-        dead units at the last recorded batch size, up to 32 steps), after
-        a jump.
+        dead units at the last recorded batch size, up to 32 recordings,
+        one per execution of `steps_per_execution` steps), after a jump.
 
         A noisy jump (`HealthRules.jump_noisy`: the global norm's level or
         the silent units, which small batches make spiky) starts a burst
@@ -105,8 +116,9 @@ class StepSchedule:
         steps = max(2 * self.DENSE_STEPS, t.patience_steps)
         if batch:
             # At most 4 times the dense start: a batch of 1 would need 128.
-            needed = math.ceil(t.min_samples / batch)
-            steps = max(steps, min(needed, 8 * self.DENSE_STEPS))
+            # One recording per execution of `_spe` steps, from the next.
+            needed = min(math.ceil(t.min_samples / batch), 8 * self.DENSE_STEPS)
+            steps = max(steps, (needed + 1) * self._spe - 1)
         self._burst_end = max(self._burst_end or 0, start + steps)
         self._next = min(self._next, start)
 

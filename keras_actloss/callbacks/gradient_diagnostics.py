@@ -138,13 +138,14 @@ class GradientDiagnostics(
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
-      recordings; 2 recordings at one per execution of `k` >= 3 steps),
-      so within about 5 steps of the start of training or of
-      a jump with batches of 32 or more (units dying, whole layers or many
-      of their units at once, or a few at a time, which sets records, are
-      such a jump); later in a long run without a jump, after 3
-      recordings `every_n_steps` apart (dead units: within about 5 steps
-      of a recording that finds most of a layer's units inactive).
+      recordings; 2 recordings at one per execution of `k` >= 3 steps, but
+      128 samples at batch 32 take 4), so within about 5 steps of the start
+      of training or of a jump with batches of 32 or more (units dying,
+      whole layers or many of their units at once, or a few at a time,
+      which sets records, are such a jump); later in a long run without a
+      jump, after 3 recordings `every_n_steps` apart (dead units: within
+      about 5 steps of a recording that finds most of a layer's units
+      inactive).
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
@@ -175,8 +176,7 @@ class GradientDiagnostics(
             arithmetic; `benchmarks/RESULTS.md` has the measured overhead.
             Defaults to `100`.
         histogram_every_n_steps: Steps between gradient histograms (a strided
-            sample of at most 4096 gradient elements per layer), or None for
-            none. Defaults to `1000`.
+            sample of up to 4096 elements per layer), or None. Defaults to `1000`.
         thresholds: Rule thresholds: None, a dict of
             `keras_actloss.diagnostics.rules.Thresholds` fields, or a
             `Thresholds`. Defaults to `None`.
@@ -191,9 +191,8 @@ class GradientDiagnostics(
             Defaults to `True`.
         heatmap_image: Whether to write a layer-by-step gradient-norm heatmap
             image at the end of training. Defaults to `False`.
-        check_model: Whether to run `keras_actloss.advisor.check_model` on
-            the model before training and report its findings. Defaults to
-            `True`.
+        check_model: Whether to run `keras_actloss.advisor.check_model` before
+            training and report its findings. Defaults to `True`.
         optimizers: A list of further `keras.optimizers.Optimizer`s whose
             gradients to record: ones a custom `train_step` reaches other
             than through the model's attributes. None for only those found
@@ -379,6 +378,7 @@ class GradientDiagnostics(
 
     def on_epoch_end(self, epoch, logs=None):
         if self._hooks is not None and self._hooks.installed and self._step is not None:
+            self._realign()
             self._read_all()
             self._write_peak(None)
             self._flush()

@@ -444,6 +444,20 @@ def test_steps_per_execution_records_last_step_of_execution(data):
     assert all(np.isfinite(s.global_norm) and s.global_norm > 0 for s in diag.history)
 
 
+def test_steps_per_execution_count_follows_short_last_executions(data):
+    # 4 steps per epoch in executions of 3: steps (0-2) and (3), though
+    # Keras's batch callbacks count 3 for each (18 steps in 3 epochs). The
+    # count moves back to the optimizer's at each epoch end; every
+    # execution of these 12 steps is recorded (the dense start), at its
+    # last step.
+    x, y = data
+    model = _compile(build_model("sequential"), steps_per_execution=3)
+    diag = _diag()
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[diag])
+    assert [s.step for s in diag.history] == [2, 3, 6, 7, 10, 11]
+    assert diag._step == 12 == int(model.optimizer.iterations.numpy())
+
+
 def test_steps_per_execution_sentinel_sees_every_step(data):
     x, y = data
     x = x.copy()
@@ -1095,13 +1109,14 @@ def test_a_shared_layer_is_measured_over_all_its_calls(rng):
     assert layer.dead_fraction == np.mean(np.all(outputs <= 0.0, axis=0)) == 0.0
 
 
-def _bursting(batch_size=None):
+def _bursting(batch_size=None, steps_per_execution=1):
     """A `GradientDiagnostics` set up as after its first recordings, to call
     `_burst` directly (the schedule's state only)."""
     from keras_actloss.diagnostics.records import LayerInfo, StepStats
     from keras_actloss.diagnostics.rules import HealthRules
 
     diag = _diag()
+    diag._spe = steps_per_execution
     diag._rules = HealthRules([LayerInfo("dense", "Dense", "relu", True, 0)])
     diag.history = [StepStats(step=0, global_norm=1.0, batch_size=batch_size)]
     diag._origin, diag._next, diag._burst_end, diag._calm_until = 0, 1000, None, None
@@ -1124,6 +1139,12 @@ def test_a_burst_records_every_step_for_what_the_rules_need():
     diag = _bursting(batch_size=1)  # 128 steps wanted, 32 at most.
     diag._burst(10, noisy=False)
     assert diag._burst_end == 42
+    # One recording per execution of 4 steps: 4 batches of 32 take the 4
+    # executions after the one the jump was seen in, (4 + 1) * 4 - 1 = 19
+    # steps from step 10 (executions 12-15, ..., 24-27).
+    diag = _bursting(batch_size=32, steps_per_execution=4)
+    diag._burst(10, noisy=False)
+    assert diag._burst_end == 29
 
 
 def test_noisy_jumps_back_off_when_their_bursts_find_nothing():
