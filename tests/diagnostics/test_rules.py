@@ -1241,6 +1241,34 @@ class TestUpdatesAfterARateJump:
         # The watch ended: the loss diverging next is not a second finding.
         assert run(rules, after_a_rate_jump([5.0] * 3, [9.0] * 3)[9:]) == []
 
+    def test_large_updates_with_the_loss_up(self):
+        # Step 7: no layer over 1x, but the median update is 0.35 of the
+        # weights (>= 0.1) with the loss 4 >= 1 + (3 - 1) * 1 (its level
+        # before the jump) and > 1 (where training began).
+        rules = HealthRules(mlp(["relu"]))
+        seq = after_a_rate_jump([], [])
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 0.2], loss=4.0))
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 7)]
+        assert found[0].value == 0.5
+        assert found[0].message == (
+            "The learning rate jumped from 0.01 to 10 at step 6, and at step 7 "
+            "the loss was 4 (its level before the jump 1) while the median "
+            "layer's update changed its weights by 0.35 of their norm (up to "
+            "0.5, layer 'dense_0'; healthy steps change about 0.001): the "
+            "steps are far too large and training is unstable."
+        )
+
+    @pytest.mark.parametrize(
+        "ratios, loss", [([0.5, 0.2], 2.9), ([0.08, 0.05], 4.0)], ids=["loss", "median"]
+    )
+    def test_large_updates_need_the_loss_up_and_most_layers(self, ratios, loss):
+        # 2.9 < 1 + (3 - 1) * 1; a median update of 0.065 < 0.1.
+        rules = HealthRules(mlp(["relu"]))
+        seq = after_a_rate_jump([], [])
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=ratios, loss=loss))
+        assert run(rules, seq) == []
+
     @pytest.mark.parametrize(
         "rate, at, ratio, loss",
         [
