@@ -7,8 +7,9 @@ themselves are `diagnostics.step_stats` (`keras.ops`, shared with JAX) on
 the gradients the optimizers receive in the step (all their `apply` calls
 together) and on the kept layer outputs; what is TensorFlow's own is here:
 the replica all-reduce, the ring of every-step rows in a non-trainable
-variable (with its tick under loss scaling), and reading the optimizer's
-update ops (`_additive_updates`).
+variable (with its tick under loss scaling), and what `_graph_reads` finds
+in the traced graph (the forward pass's reads, the optimizer's update
+ops).
 
 Every step writes one ring row (`_step_rows.RING_*` layout, float64: the
 step, tick, loss scale, learning rate, loss, silent units, then the
@@ -22,81 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
 from keras_actloss.callbacks._ring_reading import RingReader
 from keras_actloss.callbacks._step_rows import FULL, RING_HEAD
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
-
-
-def _f32(tensor):
-    import tensorflow as tf
-
-    return tf.cast(tensor, "float32")
-
-
-def _handle_of(read):
-    """The resource handle a variable read came from, or None."""
-    op = read.op
-    while op.type == "Identity":
-        op = op.inputs[0].op
-    return op.inputs[0] if op.type == "ReadVariableOp" else None
-
-
-def _read_in(graph, variable):
-    """The output of a `ReadVariableOp` of `variable` that `graph` (a
-    `FuncGraph` being traced) holds already, or None: also when something
-    else takes the variable's handle in `graph` (an assign, a gather, a
-    cond or loop), whose value a read of its own sees in program order."""
-    import tensorflow as tf
-
-    handle = getattr(variable, "handle", None)
-    if not tf.is_tensor(handle):
-        return None
-    # Captured once per graph: this finds the placeholder the layers' reads
-    # take (or adds one that nothing reads yet).
-    reads = []
-    for op in graph.capture(handle).consumers():
-        if op.type != "ReadVariableOp":
-            # Written already, or handed to a cond, loop or function that
-            # may write it: a read of our own comes after all that.
-            return None
-        reads.append(op)
-    return reads[0].outputs[0] if reads else None
-
-
-_ADDITIVE_UPDATES = {"AssignSubVariableOp": -1.0, "AssignAddVariableOp": 1.0}
-
-
-def _additive_updates(reads: list, ops: list) -> list:
-    """The tensor each variable was changed by in `ops`, or None.
-
-    `reads` are reads of the variables taken before `ops` (the optimizer's
-    `apply`) were traced. When the only ops of `ops` that take a variable's
-    handle, besides reads, are `AssignSubVariableOp`s and
-    `AssignAddVariableOp`s (an update, and weight decay with AdamW), their
-    signed sum is the change, and its norm is `||w_after - w_before||`
-    without keeping a copy of the weights. Any other use (an assign, a
-    constraint, a scatter, the handle passed into a cond or a function)
-    gives None: the caller then compares the weights after `ops` with
-    `reads`.
-    """
-    users: dict[str, list] = {}
-    for op in ops:
-        if op.type != "ReadVariableOp":
-            for t in op.inputs:
-                users.setdefault(t.name, []).append(op)
-    updates = []
-    for read in reads:
-        handle = _handle_of(read)
-        found = [] if handle is None else users.get(handle.name, [])
-        if not found or any(op.type not in _ADDITIVE_UPDATES for op in found):
-            updates.append(None)
-            continue
-        if len(found) == 1:  # Its sign does not change the norm.
-            updates.append(found[0].inputs[1])
-            continue
-        signed = [_ADDITIVE_UPDATES[op.type] * _f32(op.inputs[1]) for op in found]
-        updates.append(sum(signed[1:], signed[0]))
-    return updates
 
 
 class GraphStats(RingReader):
@@ -115,7 +45,7 @@ class GraphStats(RingReader):
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
-    variables `_ring`, `_tick`; it sets `_counter` (the step's
+    variables `_ring`, `_tick`, `_summed`, `_fresh`; it sets `_counter` (the step's
     first optimizer's iterations), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
     step's `step_reader.StepLayout`), and `_grad_layout`, `_grad_layers`
@@ -250,6 +180,7 @@ class GraphStats(RingReader):
             )
             head = summed[:2]
             counts = None if counts is None else summed[2:]
+        counts, head = self._over_execution(counts, head)
         before = self._local.before
         span = self._local.span
         if span is None:
@@ -296,6 +227,29 @@ class GraphStats(RingReader):
             )
             out["sample"] = step_stats.gradient_sample(gradients.joined, index, scale)
         return out
+
+    def _over_execution(self, counts, head):
+        """The activation counts and batch size summed over the steps of
+        the execution so far, with several steps per execution (`_summed`;
+        `_fresh` until its first step: the host sets it after each,
+        `end_execution`): a recording then counts every batch of its
+        execution. (No `tf.size` of the sum's read: grappler may read the
+        variable's shape again, after the update.)"""
+        tf, summed, fresh = self._tf, self._summed, self._fresh
+        if summed is None or counts is None:
+            return counts, head
+        now = tf.concat([head[1:], counts], 0)
+        total = tf.cond(
+            fresh.read_value(), lambda: now, lambda: now + summed.read_value()
+        )
+        summed.assign(total)
+        fresh.assign(False)
+        return total[1:], tf.stack([head[0], total[0]])
+
+    def end_execution(self) -> None:
+        """After a full execution: the next starts its own sums."""
+        if self._summed is not None:
+            self._fresh.assign(True)
 
     def _write_ring(self, grads, variables, scale, call, full: bool = False):
         """Writes this step's ring row (`RING_*` layout), with the step and

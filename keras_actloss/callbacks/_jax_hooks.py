@@ -313,7 +313,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._saved: dict[str, object] = {}
         self._trace: _Trace | None = None
         self._pending: list = []
-        self._last_full = self._kept = self._kept_full = None
+        self._last_full = self._kept = self._kept_full = self._summed = None
         self._loss_known = False
         self._bounds = (0.0, 0.0, 0.0, 0.0)  # Always alarm until set.
         self._streak = 0.0
@@ -538,6 +538,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
             if jitted:
                 self._rent_check(start, full or check)
             out = logs.pop(FULL_LOGS_KEY, None)
+            if out is not None and full:
+                out = self._over_execution(out)
             if out is not None:
                 # Device arrays: converted when the host reads them.
                 self._pending.append(out)

@@ -33,9 +33,10 @@ class JaxPrograms:
     """Mixin of `JaxTrainHooks`: the traced step and the choice of program.
 
     Relies on what `JaxTrainHooks` sets: `model`, `_make()` (the train
-    function around `_step`), `_take_extra()`, `_trace_home()`, `_function`, `_full`,
-    `_check`, `_compilation`, `_rent`, `_last_check`, `_intervals` (the
-    last wall times between checks), `_steps_left`; and on `JaxStats`'s
+    function around `_step`), `_take_extra()`, `_trace_home()`,
+    `_function`, `_full`, `_check`, `_compilation`, `_rent`, `_last_check`,
+    `_intervals` (the last wall times between checks), `_steps_left`; and
+    on `JaxStats`'s
     `_merge` and `_statistics`. It sets `_trace` (while a step is traced),
     `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
     their own program) and the other attributes of `_rent_check`.

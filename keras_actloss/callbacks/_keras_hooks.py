@@ -294,16 +294,22 @@ class TrainHooks(GraphStats):
 
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.model.optimizer
-        self._labels = self._inputs = None
+        self._labels = self._inputs = self._summed = self._fresh = None
         if self.replicas == 1 and not model.jit_compile:
-            self._labels, self._inputs = (
+            # `_summed`: activation counts over an execution's steps so far
+            # (`GraphStats._over_execution`).
+            spe = int(model.steps_per_execution or 1)
+            self._labels, self._inputs, self._summed = (
                 self._tf.Variable(
                     np.zeros((0,), "float32"),
                     shape=self._tf.TensorShape(None),
                     trainable=False,
                 )
-                for _ in range(2)
+                if k < 2 or spe > 1
+                else None
+                for k in range(3)
             )
+            self._fresh = self._tf.Variable(True, trainable=False)
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:
                 optimizer.build(model.trainable_variables)

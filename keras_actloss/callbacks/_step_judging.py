@@ -123,8 +123,13 @@ class StepSchedule:
         self._next = min(self._next, start)
 
     def _time_batch(self) -> None:
-        """Notes the first full batch (tracing included) and the latest."""
-        if self._mode != FULL or self._hooks.traced(SENTINEL):
+        """Notes the first full batch (tracing included) and the latest.
+        After a full execution the hooks start their sums over the next
+        one's steps afresh (`end_execution`)."""
+        if self._mode != FULL:
+            return
+        self._hooks.end_execution()
+        if self._hooks.traced(SENTINEL):
             return
         seconds = time.perf_counter() - self._batch_start
         if self._first_batch is None:

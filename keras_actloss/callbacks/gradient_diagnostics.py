@@ -138,14 +138,14 @@ class GradientDiagnostics(
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
-      recordings; 2 recordings at one per execution of `k` >= 3 steps, but
-      128 samples at batch 32 take 4), so within about 5 steps of the start
-      of training or of a jump with batches of 32 or more (units dying,
-      whole layers or many of their units at once, or a few at a time,
-      which sets records, are such a jump); later in a long run without a
-      jump, after 3 recordings `every_n_steps` apart (dead units: within
-      about 5 steps of a recording that finds most of a layer's units
-      inactive).
+      recordings; with `steps_per_execution=k` >= 3, 2 recordings, one per
+      execution, its activations over its k batches), so within about 5
+      steps of the start of training or of a jump with batches of 32 or
+      more (units dying, whole layers or many of their units at once, or a
+      few at a time, which sets records, are such a jump); later in a long
+      run without a jump, after 3 recordings `every_n_steps` apart (dead
+      units: within about 5 steps of a recording that finds most of a
+      layer's units inactive).
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after

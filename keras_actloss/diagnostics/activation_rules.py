@@ -58,14 +58,16 @@ class UnitActivity:
         active = self._recent[-1][2]
         return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 
-    def dead(self) -> tuple[float, int, int, int] | None:
+    def dead(self, min_recordings: int | None = None) -> tuple | None:
         """`(dead fraction, samples, recordings, first step)` of the window,
-        or None while the recordings hold fewer than `min_samples`."""
+        or None while the recordings hold fewer than `min_samples`.
+        `min_recordings`: instead of the window's own."""
         total, alive = 0, None
+        least = self.min_recordings if min_recordings is None else min_recordings
         for k, (step, samples, active) in enumerate(reversed(self._recent)):
             alive = active if alive is None else alive | active
             total += samples
-            if total >= self.min_samples and k + 1 >= self.min_recordings:
+            if total >= self.min_samples and k + 1 >= least:
                 units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 return dead, total, k + 1, step
@@ -86,7 +88,7 @@ class ActivationRules(RuleFamily):
             if window is None or ls.unit_activity is None or not stats.batch_size:
                 continue
             window.add(stats.step, stats.batch_size, ls.unit_activity)
-            measured = window.dead()
+            measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
             if measured is not None:
                 self._judge_dead(new, ls.layer, stats.step, measured, hit)

@@ -90,9 +90,11 @@ class StepStats:
         loss: Training loss of the step, if known.
         learning_rate: Current learning rate, if known.
         layers: One `LayerStats` per monitored layer, in model order.
-        batch_size: Number of samples in the recorded batch, if known. Dead
-            units are only judged over enough samples to tell a dead unit
-            from a sparse one.
+        batch_size: Number of samples in the recorded batch, if known (with
+            several steps per execution, in the execution's batches, over
+            which the activation statistics are). Dead units are only
+            judged over enough samples to tell a dead unit from a sparse
+            one.
         input_scale: How far the model's inputs are from standardized: the
             largest `max(|mean|, std)` over input features of the recorded
             batch (about 1 when standardized), if known.

@@ -458,6 +458,28 @@ def test_steps_per_execution_count_follows_short_last_executions(data):
     assert diag._step == 12 == int(model.optimizer.iterations.numpy())
 
 
+def test_steps_per_execution_activations_count_every_batch_of_the_execution(rng):
+    # With 4 steps per execution a recording counts the activations of all
+    # 4 batches (128 samples), not only the last: lr 0 keeps the weights, so
+    # the reference is one forward pass of the hidden ReLU layer over them.
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = _compile(
+        build_model("sequential"), keras.optimizers.SGD(0.0), steps_per_execution=4
+    )
+    diag = _diag()
+    model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag])
+    (stats,) = diag.history
+    assert (stats.step, stats.batch_size) == (3, 128)
+    (hidden_layer,) = kernels(model, ["hidden"])
+    kernel, bias = (np.asarray(v.numpy()) for v in hidden_layer.weights)
+    hidden = np.maximum(x @ kernel + bias, 0.0)
+    layer = {ls.layer: ls for ls in stats.layers}["hidden"]
+    np.testing.assert_allclose(layer.zero_fraction, np.mean(hidden <= 0.0), rtol=1e-6)
+    dead = np.mean(np.all(hidden <= 0.0, axis=0))
+    np.testing.assert_allclose(layer.dead_fraction, dead, rtol=1e-6)
+
+
 def test_steps_per_execution_sentinel_sees_every_step(data):
     x, y = data
     x = x.copy()

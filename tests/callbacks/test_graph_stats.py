@@ -1,4 +1,4 @@
-"""Tests for the TensorFlow-side helpers of keras_actloss.callbacks._graph_stats
+"""Tests for the TensorFlow-side helpers of keras_actloss.callbacks._graph_reads
 (the shared statistics are tested in tests/diagnostics/test_step_stats.py, the
 shared host functions in test_step_rows.py)."""
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_actloss.callbacks._graph_stats import _additive_updates, _read_in
+from keras_actloss.callbacks._graph_reads import _additive_updates, _read_in
 
 
 def _updates_of(write):

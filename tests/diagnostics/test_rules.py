@@ -1499,6 +1499,19 @@ class TestDeadRelu:
         )
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
+    def test_one_recording_per_execution(self):
+        # steps_per_execution 4: each recording counts its execution's 4
+        # batches (128 samples); 2 recordings (steps 3 and 7, span 5) make
+        # the window (`_patience`), where 3 are needed one step at a time.
+        rules, seq = dead_run(ACTIVITY, (3, 7), batch_size=128)
+        rules.execution_steps = 4
+        assert run(rules, seq[:1]) == []
+        found = run(rules, seq[1:])
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 3)]
+        assert "of the 256 samples of the last 2 recorded batches" in found[0].message
+        rules, seq = dead_run(ACTIVITY, (3, 7), batch_size=128)
+        assert run(rules, seq) == []
+
     def test_units_inactive_on_one_batch_are_suspected(self):
         # Step 0: dense_1 has 3 of 4 units inactive on its 32 samples (too
         # few to say dead): suspected, so the callback records densely.
