@@ -311,6 +311,15 @@ def lr_jump() -> Setup:
     return Setup(model, x, y, epochs=10, schedule=_jump_schedule)
 
 
+def _conv_bn_relu(filters: int) -> list:
+    """A 3x3 convolution, BatchNormalization and a standalone ReLU."""
+    return [
+        keras.layers.Conv2D(filters, 3, padding="same"),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+    ]
+
+
 def _adam_jump_schedule(epoch, lr=None):
     return 1e-3 if epoch < JUMP_EPOCH else 1.0
 
@@ -329,12 +338,8 @@ def lr_jump_adam_bn() -> Setup:
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(16, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(16, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
+            *_conv_bn_relu(16),
+            *_conv_bn_relu(16),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(2, activation="softmax"),
         ]
@@ -470,13 +475,9 @@ def healthy_cnn_bn_dropout() -> Setup:
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(8, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
+            *_conv_bn_relu(8),
             keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(8, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
+            *_conv_bn_relu(8),
             keras.layers.Flatten(),
             keras.layers.Dropout(0.2),
             keras.layers.Dense(2, activation="softmax"),
