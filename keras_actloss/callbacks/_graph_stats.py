@@ -126,6 +126,7 @@ class GraphStats(RingReader):
         if not calls:
             return
         self._counter = calls[0].optimizer.iterations
+        self.counter_applies = sum(c.optimizer is calls[0].optimizer for c in calls)
         self.loss_scaled = any(call.dynamic for call in calls)
         if len(calls) == 1:
             (call,) = calls

@@ -137,6 +137,7 @@ class JaxStats:
         (`_grad_variables`) and whether the step scales the loss."""
         first = calls[0]
         self._counter = first["optimizer"]
+        self.counter_applies = sum(c["optimizer"] is first["optimizer"] for c in calls)
         self.loss_scaled = any(call["dynamic"] for call in calls)
         if len(calls) == 1:
             self._grad_variables = first["variables"]

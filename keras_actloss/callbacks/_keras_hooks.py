@@ -223,6 +223,8 @@ class TrainHooks(GraphStats):
             isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.optimizers
         )
         self._counter = None  # The optimizer that counts the steps.
+        # How many times it applies in one step (a WGAN's critic: n_critic).
+        self.counter_applies = 1
 
     @staticmethod
     def signature_of(model, optimizers=(), found=None) -> tuple:

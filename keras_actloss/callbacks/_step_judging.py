@@ -34,7 +34,7 @@ class StepSchedule:
     Relies on the attributes `GradientDiagnostics` sets: `params`,
     `every_n_steps`, `findings`, `history`, `_rules`, the class attributes
     `SENTINEL_SAVING`, `RENT_STEPS` and `DENSE_STEPS`, and `_hooks`,
-    `_step`, `_spe`, `_origin`, `_next`, `_burst_end`, `_calm`,
+    `_step`, `_spe`, `_stride`, `_origin`, `_next`, `_burst_end`, `_calm`,
     `_calm_until`, `_found_at_burst`, `_guessed`, `_mode`, `_batches`,
     `_batch_start`, `_first_batch`, `_full_batch`, `_paid` and `_rented`.
     """
@@ -57,7 +57,11 @@ class StepSchedule:
         if not self._hooks.counter_known:
             return  # No optimizer applied gradients yet.
         self._guessed = False
-        shift = self._hooks.step_count() - (self._step + self._spe)
+        # The counter's optimizer may apply several times a step (a WGAN's
+        # critic): its count then moves that many steps per batch.
+        self._stride = self._spe * max(1, self._hooks.counter_applies)
+        self._rules.execution_steps = self._stride
+        shift = self._hooks.step_count() - (self._step + self._stride)
         self._origin += shift
         self._shift(shift)
 
@@ -66,7 +70,7 @@ class StepSchedule:
         optimizer's at an epoch end: Keras counts `steps_per_execution`
         steps for every batch callback, also for an epoch's last execution
         that ran fewer (an epoch of 25 steps in executions of 4)."""
-        if self._spe > 1 and self._step is not None and not self._guessed:
+        if self._stride > 1 and self._step is not None and not self._guessed:
             self._shift(self._hooks.step_count() - self._step)
 
     def _shift(self, shift: int) -> None:
@@ -116,9 +120,10 @@ class StepSchedule:
         steps = max(2 * self.DENSE_STEPS, t.patience_steps)
         if batch:
             # At most 4 times the dense start: a batch of 1 would need 128.
-            # One recording per execution of `_spe` steps, from the next.
+            # One recording per batch callback of `_stride` steps, from the
+            # next.
             needed = min(math.ceil(t.min_samples / batch), 8 * self.DENSE_STEPS)
-            steps = max(steps, (needed + 1) * self._spe - 1)
+            steps = max(steps, (needed + 1) * self._stride - 1)
         self._burst_end = max(self._burst_end or 0, start + steps)
         self._next = min(self._next, start)
 

@@ -317,7 +317,8 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._input_scale = None
         self._hooks = hooks
-        self._rules.execution_steps = spe
+        self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
+        self._rules.execution_steps = self._stride
         hooks.install(self._planned_steps())
         if fresh:
             self._start_schedule()
@@ -325,7 +326,6 @@ class GradientDiagnostics(
         # (`BackupAndRestore` restores the step count in its own).
         self._step = None
         self._guessed = False
-        self._spe = spe
         self._mode = None
         self._peak = None
         self._batches = self._quiet = 0
@@ -353,7 +353,7 @@ class GradientDiagnostics(
                 # Dense recording from the first step this callback sees.
                 self._origin = self._next = self._step
             self._next = max(self._next, self._step)
-        last = self._step + self._spe - 1
+        last = self._step + self._stride - 1
         self._recording = self._next <= last
         mode = FULL if self._recording or not self._sentinel_pays() else SENTINEL
         if mode != self._mode:
@@ -367,8 +367,8 @@ class GradientDiagnostics(
             return
         if self._guessed:
             self._resync_step()
-        last = self._step + self._spe - 1
-        self._step += self._spe
+        last = self._step + self._stride - 1
+        self._step += self._stride
         self._batches += 1
         self._time_batch()
         if not self._recording:

@@ -1138,7 +1138,7 @@ def _bursting(batch_size=None, steps_per_execution=1):
     from keras_actloss.diagnostics.rules import HealthRules
 
     diag = _diag()
-    diag._spe = steps_per_execution
+    diag._spe = diag._stride = steps_per_execution
     diag._rules = HealthRules([LayerInfo("dense", "Dense", "relu", True, 0)])
     diag.history = [StepStats(step=0, global_norm=1.0, batch_size=batch_size)]
     diag._origin, diag._next, diag._burst_end, diag._calm_until = 0, 1000, None, None

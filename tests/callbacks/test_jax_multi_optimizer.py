@@ -160,6 +160,30 @@ def test_gan_records_both_optimizers_gradients(rng):
         assert "stateless_apply" not in vars(optimizer)
 
 
+class TwiceGAN(GAN):
+    """`GAN` whose step trains both networks twice (as a WGAN trains its
+    critic n_critic times a step)."""
+
+    def train_step(self, state, data):
+        _, state = super().train_step(state, data)
+        return super().train_step(state, data)
+
+
+def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
+    # The step is the discriminator's count, 2 per batch: the callback's
+    # count and schedule move with it. Every step is recorded up to step
+    # 7 (the dense start); the batch of steps 12-13 is recorded, then the
+    # next recording is due at 13 + 13 // 4 = 16 (`recording_gap`).
+    model = TwiceGAN()
+    model(np.zeros((1, LATENT), "float32"))
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    real, z = gan_data(rng)
+    diag = _diag(every_n_steps=100)
+    model.fit(real, z, batch_size=4, epochs=2, verbose=0, callbacks=[diag])
+    assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10, 12]
+    assert diag._step == 16 == int(model.d_optimizer.iterations.numpy())
+
+
 def _unpack(flat, fan_in, units):
     """A Dense layer's kernel and bias from `Weights`' flat vector."""
     return flat[: fan_in * units].reshape(fan_in, units), flat[fan_in * units :]
