@@ -114,14 +114,14 @@ def step_stats(
     """Builds the `StepStats` of one recording from the hooks' read-out."""
     layers = []
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
-        values = {
-            k: _float_or_none(v) for k, v in fields.items() if k != "unit_activity"
-        }
+        units = ("unit_activity", "unit_samples")
+        values = {k: _float_or_none(v) for k, v in fields.items() if k not in units}
         layers.append(
             LayerStats(
                 layer=name,
                 grad_values=samples.get(i),
                 unit_activity=fields.get("unit_activity"),
+                unit_samples=fields.get("unit_samples"),
                 **values,
             )
         )

@@ -35,9 +35,10 @@ for the duration of `fit`:
   functions, as a GAN's) with the gradient stopped where they are made,
   when they belong to the step's own trace (`_made_in`): under
   `jax.value_and_grad` such values are the jitted step's own tracers, so
-  their counts can be taken after the `train_step` (`JaxPrograms._step`);
-  outputs made inside a `lax.scan`, a nested `jit` or the like cannot
-  leave it and are not counted.
+  their counts can be taken after the `train_step` (`JaxPrograms._step`:
+  the layers not counted inside are joined to those that are); outputs made
+  inside a `lax.scan`, `vmap`, `checkpoint` or nested `jit` cannot leave it
+  and are not counted.
 - `model.train_function`: one train function built with
   `model._make_function` from our own jitted step around the model's
   `train_step` (`_jax_programs.JaxPrograms`, a mixin: the step, its full

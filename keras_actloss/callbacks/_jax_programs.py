@@ -27,6 +27,7 @@ import time
 
 from keras_actloss.callbacks._jax_stats import _Trace
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
+from keras_actloss.diagnostics import step_activations
 
 
 class JaxPrograms:
@@ -58,8 +59,7 @@ class JaxPrograms:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
             self._loss_known = extra is not None
-            if extra is None and trace.loose:
-                extra = {"activations": trace.when_full(lambda: self._loose(trace))}
+            extra = self._with_loose(trace, extra)
             out = None
             if trace.applied:
                 applied = self._merge(trace.applied)
@@ -75,12 +75,30 @@ class JaxPrograms:
             )
         return {**logs, FULL_LOGS_KEY: out}, state
 
-    def _loose(self, trace):
-        """The activation counts of the layers that ran outside
-        `compute_loss_and_updates` (a custom `train_step`'s own losses);
-        their elements counted in the step."""
-        vector, trace.activation_layout = self._activation_counts(trace.loose, True)
-        return vector
+    def _with_loose(self, trace, extra):
+        """`extra` (or a new dict) with the activation counts of the layers
+        that ran only outside `compute_loss_and_updates` (a custom
+        `train_step`'s own losses) joined to those counted inside, their
+        elements and samples counted in the step (`activation_vector`'s
+        `elements`)."""
+        inside = {entry.layer for entry in trace.activation_layout}
+        loose = {i: x for i, x in trace.loose.items() if i not in inside}
+        if not loose or trace.check:
+            return extra
+
+        def counts():
+            vector, trace.loose_layout = self._activation_counts(loose, True)
+            return vector
+
+        second = trace.when_full(counts)
+        extra = dict(extra or {})
+        extra["activations"], trace.activation_layout = step_activations.joined(
+            extra.get("activations"),
+            trace.activation_layout,
+            second,
+            trace.loose_layout,
+        )
+        return extra
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:

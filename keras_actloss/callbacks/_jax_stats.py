@@ -78,6 +78,7 @@ class _Trace:
         # belong to the step's trace `home` (`_jax_hooks._made_in`).
         self.loose: dict[int, list] = {}
         self.home = None
+        self.loose_layout = ()
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False

@@ -62,7 +62,7 @@ class GradientDiagnostics(
       `keras.distribution.DataParallel`); a weight the loss does not depend
       on gets a zero gradient rather than none, and the loss comes from
       `model.compute_loss_and_updates` only (not from a GAN's own losses;
-      activations are, but not in a `lax.scan` or nested `jit`).
+      activations are, but not in a `scan`, `vmap`, remat or nested `jit`).
       Every optimizer that may update the model's weights is watched:
       `model.optimizer`, every optimizer held by an attribute of the model
       or of one of its layers (directly or in a list or dict, as a GAN's

@@ -85,9 +85,10 @@ class ActivationRules(RuleFamily):
         t = self.thresholds
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
-            if window is None or ls.unit_activity is None or not stats.batch_size:
+            samples = ls.unit_samples or stats.batch_size
+            if window is None or ls.unit_activity is None or not samples:
                 continue
-            window.add(stats.step, stats.batch_size, ls.unit_activity)
+            window.add(stats.step, samples, ls.unit_activity)
             measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
             if measured is not None:

@@ -63,6 +63,9 @@ class LayerStats:
         unit_activity: For layers whose units can die, the number of active
             output elements of each unit over the recorded batch (not
             written to the logs).
+        unit_samples: The samples `unit_activity` covers when not the
+            recorded batch's (a layer a custom `train_step` runs on other
+            inputs, as a GAN's generator on its latents), else None.
     """
 
     layer: str
@@ -76,6 +79,7 @@ class LayerStats:
     saturation: float | None = None
     grad_values: np.ndarray | None = dataclasses.field(default=None, repr=False)
     unit_activity: list[float] | None = dataclasses.field(default=None, repr=False)
+    unit_samples: int | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass

@@ -26,12 +26,15 @@ class ActivationEntry(NamedTuple):
     per unit; 0 when the profile has no inactive region) among the
     vectors, and among the scalars after them the saturated count if
     `saturation`, then the element count unless `per_sample` (the
-    elements per sample, when static) gives it."""
+    elements per sample, when static) gives it. `samples`: the samples
+    its units saw in the step, when counted apart from the step's batch
+    (its largest call's, static), else None."""
 
     layer: int
     units: int
     saturation: bool
     per_sample: int | None
+    samples: int | None = None
 
 
 def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -> tuple:
@@ -49,8 +52,10 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
         outputs: Layer index -> its outputs in the step.
         plans: The monitored layers, with `profile` and `channel_axis`.
         elements: Whether to count every layer's elements in the step even
-            when static shapes give them per sample (calls of a layer on
-            batches of different sizes). Defaults to `False`.
+            when static shapes give them per sample, and note the samples
+            of its largest call (calls of a layer on batches other than the
+            step's, as a GAN's generator on its latents). Defaults to
+            `False`.
 
     Returns:
         The `[k]` float32 vector (None when empty) and its layout, a tuple
@@ -88,7 +93,9 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
             scalars.append(summed["saturated"])
         if per_sample is None:
             scalars.append(summed["elements"])
-        layout.append(ActivationEntry(i, units, saturation, per_sample))
+        batches = {x.shape[0] for x in calls}
+        samples = max(batches) if elements and None not in batches else None
+        layout.append(ActivationEntry(i, units, saturation, per_sample, samples))
     if scalars:
         vectors.append(
             ops.stack(scalars) if len(scalars) > 1 else prim.flat(scalars[0])
@@ -101,3 +108,16 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
 
 def _summed(counts) -> Tensor:
     return functools.reduce(ops.add, counts)
+
+
+def joined(first, first_layout: tuple, second, second_layout: tuple) -> tuple:
+    """Two `activation_vector` results (vector or None, layout) as one: the
+    per-unit counts of both, then the scalars of both, in `activation_vector`'s
+    layout."""
+    if second is None:
+        return first, first_layout
+    if first is None:
+        return second, second_layout
+    n, m = (sum(entry.units for entry in lay) for lay in (first_layout, second_layout))
+    parts = [first[:n], second[:m], first[n:], second[m:]]
+    return ops.concatenate(parts, 0), (*first_layout, *second_layout)

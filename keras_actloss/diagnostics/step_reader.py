@@ -103,13 +103,14 @@ def peak(norms: list, extremes: list, columns: list) -> float:
 def activation_fields(
     layout: StepLayout, counts: list, batch: float
 ) -> dict[int, tuple]:
-    """`(zero, dead, saturated, units)` by layer index, from the
+    """`(zero, dead, saturated, units, samples)` by layer index, from the
     `"activations"` counts (a Python list) of a batch of `batch` samples:
     the zero, dead and saturated fractions (None where they do not apply)
-    and, for layers whose units can die, the per-unit activity counts."""
+    and, for layers whose units can die, the per-unit activity counts (over
+    `samples` samples when not the batch's, `ActivationEntry.samples`)."""
     fields, at = {}, 0
     scalars = iter(counts[sum(entry.units for entry in layout.activations) :])
-    for i, units, saturation, per_sample in layout.activations:
+    for i, units, saturation, per_sample, samples in layout.activations:
         active = counts[at : at + units]
         at += units
         sat = next(scalars) if saturation else None
@@ -121,12 +122,13 @@ def activation_fields(
                 dead, mortal = active.count(0.0) / units, active
         if sat is not None:
             sat /= elements
-        fields[i] = (zero, dead, sat, mortal)
+        fields[i] = (zero, dead, sat, mortal, samples)
     return fields
 
 
 def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
-    """The per-layer fields (`LAYER_FIELDS` and `"unit_activity"`) of a full
+    """The per-layer fields (`LAYER_FIELDS`, `"unit_activity"` and
+    `"unit_samples"`) of a full
     step, None where they do not apply.
 
     Args:
@@ -141,7 +143,7 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
     activations = activation_fields(layout, values["activations"], values["batch_size"])
     layers = []
     for i in range(len(layout.can_die)):
-        *fractions, units = activations.get(i, (None,) * 4)
+        *fractions, units, samples = activations.get(i, (None,) * 5)
         fields = dict(zip(ACTIVATION_FIELDS, fractions))
         fields.update(dict.fromkeys(GRADIENT_FIELDS))
         if plan["grads"][i]:
@@ -160,6 +162,7 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
                 fields[name] = None
         layers.append({name: fields[name] for name in LAYER_FIELDS})
         layers[-1]["unit_activity"] = units
+        layers[-1]["unit_samples"] = samples
     return layers
 
 

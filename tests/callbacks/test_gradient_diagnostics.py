@@ -216,7 +216,7 @@ def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
         shuffle=False,
         callbacks=[diag],
     )
-    ((_, _, _, per_sample),) = diag._hooks._layout.activations
+    ((_, _, _, per_sample, _),) = diag._hooks._layout.activations
     assert per_sample is None  # The dynamic path of the element count.
     (stats,) = diag.history
     ls = next(ls for ls in stats.layers if ls.layer == "hidden")

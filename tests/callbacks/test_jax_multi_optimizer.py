@@ -184,6 +184,31 @@ def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
     assert diag._step == 16 == int(model.d_optimizer.iterations.numpy())
 
 
+class SmallLatentGAN(GAN):
+    """`GAN` whose generator gets 2 latents a step whatever the batch."""
+
+    def train_step(self, state, data):
+        real, z = data
+        return super().train_step(state, (real, z[:2]))
+
+
+def test_samples_of_layers_run_on_other_batches(rng):
+    # The generator sees 2 latents a step (twice), the discriminator the 4
+    # real samples and the 2 fakes: its dead units are judged on the
+    # samples its largest call saw, not on the data's batch of 4.
+    model = SmallLatentGAN()
+    model(np.zeros((1, LATENT), "float32"))
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    real, z = gan_data(rng)
+    diag = _diag()
+    model.fit(real, z, batch_size=4, shuffle=False, verbose=0, callbacks=[diag])
+    for stats in diag.history:
+        layers = {ls.layer: ls for ls in stats.layers}
+        assert stats.batch_size == 4
+        assert layers["generator/g_hidden"].unit_samples == 2
+        assert layers["discriminator/d_hidden"].unit_samples == 4
+
+
 def _unpack(flat, fan_in, units):
     """A Dense layer's kernel and bias from `Weights`' flat vector."""
     return flat[: fan_in * units].reshape(fan_in, units), flat[fan_in * units :]
@@ -487,6 +512,55 @@ def test_activations_of_layers_run_in_compute_loss_and_updates(data):
     # The loss and the body's ReLU counts come from Keras's own loss function.
     np.testing.assert_allclose(diag.history[0].loss, first, rtol=1e-5)
     assert all(s.layers[0].dead_fraction is not None for s in diag.history)
+
+
+class AuxHead(TwoStage):
+    """`TwoStage` whose head is an auxiliary ReLU network that the model's
+    own call, and so `compute_loss_and_updates`, never runs."""
+
+    def __init__(self, body_optimizer, head_optimizer):
+        keras.Model.__init__(self)  # Not TwoStage's: another head.
+        self.body = dense(8, "body", "relu")
+        self.head = keras.Sequential(
+            [keras.Input((8,)), dense(4, "aux_relu", "relu"), dense(1, "aux_out")],
+            name="aux",
+        )
+        self.body_optimizer, self.head_optimizer = body_optimizer, head_optimizer
+
+    def call(self, x):
+        return ops.mean(self.body(x), axis=-1, keepdims=True)
+
+
+def test_layers_run_only_outside_compute_loss_and_updates_are_counted(data):
+    # The body's ReLU is counted inside Keras's loss path, the auxiliary
+    # head's outside it (on the body's features after the body's update),
+    # in one step.
+    x, y = data
+    body, head = keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR)
+    model = AuxHead(body, head)
+    model(x[:1])
+
+    def owner(variable):
+        return head if variable.path.startswith("aux/") else body
+
+    model.compile(keras.optimizers.MultiOptimizer(owner), "mse")
+    diag = _diag()
+    aux = model.head.get_layer("aux_relu")
+    weights = Weights({"body": model.body, "aux_relu": aux})
+    model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[diag, weights])
+    assert len(diag.history) == 4
+    for step, stats in enumerate(diag.history):
+        batch = x[8 * step : 8 * step + 8]
+        kernel, bias = _unpack(weights.seen[step + 1]["body"], 6, 8)
+        features = np.maximum(batch @ kernel + bias, 0.0)
+        kernel, bias = _unpack(weights.seen[step]["aux_relu"], 8, 4)
+        hidden = np.maximum(features @ kernel + bias, 0.0)
+        layers = {ls.layer: ls for ls in stats.layers}
+        np.testing.assert_allclose(
+            layers["aux/aux_relu"].zero_fraction, np.mean(hidden <= 0.0), rtol=1e-6
+        )
+        assert layers["body"].zero_fraction is not None
+        assert stats.loss is not None
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,8 @@ def test_read_layers_by_hand():
     # over 10 + 15 elements; max-abs max(0.5, 0.7, 0.2, 0.1); weights
     # 3^2 + 16 = 25, updates 0.3^2 + 0.16 = 0.25; 4 samples x 2 elements
     # per sample, 6 active of 8; unit 1 never active.
-    assert {k: v for k, v in first.items() if k != "unit_activity"} == pytest.approx(
+    units = ("unit_activity", "unit_samples")
+    assert {k: v for k, v in first.items() if k not in units} == pytest.approx(
         {
             "grad_norm": 5.0 / 2,
             "grad_rms": 1.0 / 2,
@@ -58,6 +59,7 @@ def test_read_layers_by_hand():
         }
     )
     assert first["unit_activity"] == [4.0, 0.0, 2.0]
+    assert first["unit_samples"] is None  # The batch's (4).
     # Layer 1: gradient square 9 over 20 elements; weight square 4, update
     # square 0.04; 5 of 20 elements saturated; no units (sigmoid).
     assert second == pytest.approx(
@@ -71,10 +73,11 @@ def test_read_layers_by_hand():
             "dead_fraction": None,
             "saturation": 0.25,
             "unit_activity": None,
+            "unit_samples": None,
         }
     )
-    assert third == {**dict.fromkeys(LAYER_FIELDS), "unit_activity": None}
-    assert list(first) == [*LAYER_FIELDS, "unit_activity"]
+    assert third == {**dict.fromkeys(LAYER_FIELDS), **dict.fromkeys(units)}
+    assert list(first) == [*LAYER_FIELDS, *units]
 
 
 def test_read_layers_non_finite():
@@ -117,9 +120,10 @@ def test_activation_fields_reads_the_scalars_after_every_layers_units():
     )
     # Layer 0: 2 active of 12 elements, unit 1 never active, 3 of 12
     # saturated. Layer 1: 8 active of 4 samples x 2 elements, none dead.
-    zero, dead, saturated, units = fields[0]
+    zero, dead, saturated, units, samples = fields[0]
     assert (zero, dead, saturated) == pytest.approx((1 - 2 / 12, 0.5, 0.25))
     assert units == [2.0, 0.0]
-    zero, dead, saturated, units = fields[1]
+    zero, dead, saturated, units, samples = fields[1]
+    assert samples is None  # The batch's.
     assert (zero, dead, saturated) == (0.0, 0.0, None)
     assert units == [1.0, 1.0, 6.0]
