@@ -52,8 +52,10 @@ class StepSchedule:
         self._paid, self._rented = 0.0, 0
 
     def _resync_step(self) -> None:
-        """Moves the step count and schedule to the step counter found when
-        the first batch was traced (several optimizers hooked)."""
+        """Moves the step count and schedule to the step counter after a
+        fit's first batch: with several optimizers hooked, the first traced
+        batch tells which one counts the steps, and how many times it
+        applies in one."""
         if not self._hooks.counter_known:
             return  # No optimizer applied gradients yet.
         self._guessed = False

@@ -365,7 +365,7 @@ class GradientDiagnostics(
         if self._deferred:
             self._deferred_ran = True
             return
-        if self._guessed:
+        if self._guessed or (not self._batches and self._hooks.counter_applies > 1):
             self._resync_step()
         last = self._step + self._stride - 1
         self._step += self._stride

@@ -110,6 +110,40 @@ def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
     assert diag._step == 16 == int(model.d_optimizer.iterations.numpy())
 
 
+class TwiceTrained(keras.Model):
+    """A ReLU MLP whose step applies its one optimizer twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = dense(8, "hidden", "relu")
+        self.out = dense(1, "out")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def train_step(self, data):
+        x, y = data
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def test_steps_follow_the_one_optimizer_applied_twice_a_step(data):
+    # One optimizer (its count known from the start), 2 updates a batch:
+    # the count moves 2 a batch from the first (as in the GAN above).
+    x, y = data
+    model = TwiceTrained()
+    model(x[:1])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[diag])
+    assert [s.step for s in diag.history] == [0, 2, 4, 6, 8, 10, 12]
+    assert diag._step == 16 == int(model.optimizer.iterations.numpy())
+
+
 @pytest.mark.parametrize("scaled", [False, True], ids=["sgd", "loss_scaled"])
 def test_gan_records_both_optimizers_gradients(rng, scaled):
     model = _gan(scaled)
