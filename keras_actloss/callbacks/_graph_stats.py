@@ -171,7 +171,9 @@ class GraphStats(RingReader):
         """
         tf = self._tf
         counts, activations = step_activations.activation_vector(
-            getattr(self._local, "outputs", {}), self.plans
+            getattr(self._local, "outputs", {}),
+            self.plans,
+            batch=getattr(self._local, "static_batch", None),
         )
         head = self._loss_and_batch()
         if self.replicas > 1:
@@ -181,6 +183,7 @@ class GraphStats(RingReader):
             )
             head = summed[:2]
             counts = None if counts is None else summed[2:]
+        head = tf.concat([head, tf.ones([1])], 0)  # One step so far.
         counts, head = self._over_execution(counts, head)
         before = self._local.before
         span = self._local.span
@@ -230,8 +233,8 @@ class GraphStats(RingReader):
         return out
 
     def _over_execution(self, counts, head):
-        """The activation counts and batch size summed over the steps of
-        the execution so far, with several steps per execution (`_summed`;
+        """The activation counts, batch size and steps summed over the
+        steps of the execution so far, with several per execution (`_summed`;
         `_fresh` until its first step: the host sets it after each,
         `end_execution`): a recording then counts every batch of its
         execution. (No `tf.size` of the sum's read: grappler may read the
@@ -245,7 +248,7 @@ class GraphStats(RingReader):
         )
         summed.assign(total)
         fresh.assign(False)
-        return total[1:], tf.stack([head[0], total[0]])
+        return total[2:], tf.concat([head[:1], total[:2]], 0)
 
     def end_execution(self) -> None:
         """After a full execution: the next starts its own sums."""

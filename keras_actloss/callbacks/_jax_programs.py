@@ -25,6 +25,8 @@ from __future__ import annotations
 import statistics
 import time
 
+import jax
+
 from keras_actloss.callbacks._jax_stats import _Trace
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 from keras_actloss.diagnostics import step_activations
@@ -55,6 +57,8 @@ class JaxPrograms:
         `_jax_stats._Trace`)."""
         trace = self._trace = _Trace(full, check)
         trace.home = self._trace_home(data)
+        trace.batch = next(iter(jax.tree_util.tree_leaves(data)), None)
+        trace.batch = None if trace.batch is None else trace.batch.shape[0]
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)

@@ -79,6 +79,7 @@ class _Trace:
         self.loose: dict[int, list] = {}
         self.home = None
         self.loose_layout = ()
+        self.batch: int | None = None  # The data's (static) batch size.
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
@@ -126,7 +127,8 @@ class JaxStats:
         outputs = {
             i: [jax.lax.stop_gradient(x) for x in calls] for i, calls in outputs.items()
         }
-        return step_activations.activation_vector(outputs, self.plans, elements)
+        batch = getattr(self._trace, "batch", None)
+        return step_activations.activation_vector(outputs, self.plans, elements, batch)
 
     def _merge(self, calls: list[dict]) -> dict:
         """The step's `stateless_apply` calls as one, as TensorFlow's
@@ -226,7 +228,9 @@ class JaxStats:
         batch = float(jax.tree_util.tree_leaves(data)[0].shape[0])
         out = dict(
             extremes=gradients.extremes[0],
-            head=ops.stack([ops.cast(loss, "float32"), ops.cast(batch, "float32")]),
+            head=ops.stack(
+                [ops.cast(loss, "float32"), ops.cast(batch, "float32"), ops.ones(())]
+            ),
             weights=weights.row[0],
             updates=updates.row[0],
         )
@@ -252,14 +256,14 @@ class JaxStats:
         return sizes
 
     def _over_execution(self, out: dict) -> dict:
-        """A full step's statistics with its activation counts and batch
-        size summed over the full steps of the execution so far (device
+        """A full step's statistics with its activation counts, batch size
+        and steps summed over the full steps of the execution so far (device
         arrays), as TensorFlow's `GraphStats._over_execution`: with several
         steps per execution a recording counts all their batches."""
         before, self._summed = self._summed, out
         if before is None or "activations" not in out:
             return out
-        head = out["head"].at[1].add(before["head"][1])
+        head = out["head"].at[1:].add(before["head"][1:])
         self._summed = {
             **out,
             "activations": before["activations"] + out["activations"],

@@ -409,6 +409,7 @@ class TrainHooks(GraphStats):
             self._local.applied = []
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
+            self._local.static_batch = first.shape[0] if first.shape.rank else None
             if mode == FULL and self._labels is not None:
                 self._keep_batch(data)
             self._local.full = self._local.alarm = None

@@ -83,7 +83,7 @@ def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
     `values`: the step's `step_stats.FULL_KEYS` as Python lists, with
     `"row"` a host ring row (`RING_*`).
     """
-    row, (loss, batch) = values["row"], values["head"]
+    row, (loss, batch, summed) = values["row"], values["head"]
     step, norm, counted, skipped = steps[-1][:4]
     head = {
         "loss": loss if loss_known else None,
@@ -99,6 +99,7 @@ def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
         **values,
         "norms": row[RING_HEAD : RING_HEAD + len(layout.grads.order)],
         "batch_size": batch,
+        "summed_steps": summed,
     }
     head["layers"] = step_reader.read_layers(layout, values, row[RING_SCALE])
     return head

@@ -37,7 +37,9 @@ class ActivationEntry(NamedTuple):
     samples: int | None = None
 
 
-def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -> tuple:
+def activation_vector(
+    outputs: dict[int, list], plans, elements: bool = False, batch: int | None = None
+) -> tuple:
     """The activation counts of the kept layer outputs, in one vector.
 
     Per layer, `stats.activation_counts` (with the shared constants and
@@ -55,7 +57,11 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
             when static shapes give them per sample, and note the samples
             of its largest call (calls of a layer on batches other than the
             step's, as a GAN's generator on its latents). Defaults to
-            `False`.
+            `False`: so only for a layer whose calls all have a static
+            batch size other than `batch`.
+        batch: The static batch size of the step's data (None: unknown, as
+            in a TensorFlow step, where a layer's outputs from the data have
+            none either). Defaults to `None`.
 
     Returns:
         The `[k]` float32 vector (None when empty) and its layout, a tuple
@@ -76,8 +82,10 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
             continue
         (units,) = units
         sizes = [x.shape[1:] for x in calls]
+        batches = {x.shape[0] for x in calls}
+        apart = None not in batches and (elements or batches != {batch})
         per_sample = None
-        if not elements and all(None not in s for s in sizes):
+        if not apart and all(None not in s for s in sizes):
             per_sample = sum(math.prod(s) for s in sizes)
         counts = [
             stats.activation_counts(
@@ -93,8 +101,7 @@ def activation_vector(outputs: dict[int, list], plans, elements: bool = False) -
             scalars.append(summed["saturated"])
         if per_sample is None:
             scalars.append(summed["elements"])
-        batches = {x.shape[0] for x in calls}
-        samples = max(batches) if elements and None not in batches else None
+        samples = max(batches) if apart else None
         layout.append(ActivationEntry(i, units, saturation, per_sample, samples))
     if scalars:
         vectors.append(

@@ -101,13 +101,14 @@ def peak(norms: list, extremes: list, columns: list) -> float:
 
 
 def activation_fields(
-    layout: StepLayout, counts: list, batch: float
+    layout: StepLayout, counts: list, batch: float, summed: float = 1.0
 ) -> dict[int, tuple]:
     """`(zero, dead, saturated, units, samples)` by layer index, from the
     `"activations"` counts (a Python list) of a batch of `batch` samples:
     the zero, dead and saturated fractions (None where they do not apply)
     and, for layers whose units can die, the per-unit activity counts (over
-    `samples` samples when not the batch's, `ActivationEntry.samples`)."""
+    `samples` samples when not the batch's, `ActivationEntry.samples` in
+    each of the `summed` steps the counts add up)."""
     fields, at = {}, 0
     scalars = iter(counts[sum(entry.units for entry in layout.activations) :])
     for i, units, saturation, per_sample, samples in layout.activations:
@@ -122,6 +123,8 @@ def activation_fields(
                 dead, mortal = active.count(0.0) / units, active
         if sat is not None:
             sat /= elements
+        if samples is not None:
+            samples = int(round(samples * summed))
         fields[i] = (zero, dead, sat, mortal, samples)
     return fields
 
@@ -135,12 +138,19 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
         layout: The traced step's `StepLayout`.
         values: Python lists: `"norms"` (the gradient columns of the
             every-step row), `"extremes"`, `"weights"`, `"updates"`,
-            `"activations"`, and the float `"batch_size"`.
+            `"activations"`, and the floats `"batch_size"` and
+            `"summed_steps"` (the steps the activations add up, 1 when
+            absent).
         scale: The loss scale the gradients carry (1 without).
     """
     plan = _plan(layout)
     norms, extremes = values["norms"], values["extremes"]
-    activations = activation_fields(layout, values["activations"], values["batch_size"])
+    activations = activation_fields(
+        layout,
+        values["activations"],
+        values["batch_size"],
+        values.get("summed_steps", 1.0),
+    )
     layers = []
     for i in range(len(layout.can_die)):
         *fractions, units, samples = activations.get(i, (None,) * 5)

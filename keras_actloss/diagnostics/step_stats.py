@@ -20,7 +20,8 @@ arithmetic (`diagnostics.step_reader`).
 
 A full step returns the dict `FULL_KEYS`: `"row"` (the every-step row,
 its layout backend-specific), `"extremes"` (`[2m]`: the gradients' max,
-then min, in row order), `"head"` (`[2]`: loss, batch size), `"weights"`
+then min, in row order), `"head"` (`[3]`: loss, batch size, the steps
+whose activations are summed, 1 but with several steps per execution), `"weights"`
 and `"updates"` (`norm_row`s of the weights before the update and of
 their change), `"activations"` (`activation_vector`), `"sample"`
 (`gradient_sample`).
@@ -45,7 +46,7 @@ from keras import ops
 from keras_actloss.tensor_types import Tensor
 
 FULL_KEYS = ("row", "extremes", "head", "weights", "updates", "activations", "sample")
-HEAD_FIELDS = ("loss", "batch_size")
+HEAD_FIELDS = ("loss", "batch_size", "summed_steps")
 
 # Below this many elements a tensor's sum of squares is taken with the other
 # small ones in one segment sum; from here on it gets its own L2 norm.

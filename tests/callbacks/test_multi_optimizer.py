@@ -110,6 +110,32 @@ def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
     assert diag._step == 16 == int(model.d_optimizer.iterations.numpy())
 
 
+class SmallLatentGAN(GAN):
+    """`GAN` whose generator gets 2 new latents a step whatever the batch."""
+
+    def train_step(self, data):
+        real, _ = data
+        return super().train_step((real, tf.random.normal((2, LATENT))))
+
+
+def test_samples_of_layers_run_on_other_batches(rng):
+    # The generator's calls have a static batch of 2, the data's 4: its
+    # dead units are judged on the 2 latents, not on the batch of 4; the
+    # discriminator's on its largest call's 4 (the data; then 2 fakes).
+    model = SmallLatentGAN()
+    model(np.zeros((1, LATENT), "float32"))
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    real, z = gan_data(rng)
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(real, z, batch_size=4, verbose=0, callbacks=[diag])
+    assert len(diag.history) == 4
+    for stats in diag.history:
+        layers = {ls.layer: ls for ls in stats.layers}
+        assert stats.batch_size == 4
+        assert layers["generator/g_hidden"].unit_samples == 2
+        assert layers["discriminator/d_hidden"].unit_samples == 4
+
+
 class TwiceTrained(keras.Model):
     """A ReLU MLP whose step applies its one optimizer twice."""
 

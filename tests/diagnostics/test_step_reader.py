@@ -127,3 +127,13 @@ def test_activation_fields_reads_the_scalars_after_every_layers_units():
     assert samples is None  # The batch's.
     assert (zero, dead, saturated) == (0.0, 0.0, None)
     assert units == [1.0, 1.0, 6.0]
+    # Layer 0 on 3 samples of its own a step (`ActivationEntry.samples`),
+    # its counts summed over an execution of 2 steps: 6 samples.
+    layout = StepLayout(
+        can_die=(True, True),
+        activations=(ActivationEntry(0, 2, True, None, 3), layout.activations[1]),
+    )
+    fields = step_reader.activation_fields(
+        layout, [2.0, 0.0, 1.0, 1.0, 6.0, 3.0, 12.0], 4.0, 2.0
+    )
+    assert fields[0][4] == 6 and fields[1][4] is None

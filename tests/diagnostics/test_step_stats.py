@@ -222,9 +222,9 @@ def test_activation_vector_matches_numpy(rng):
     outputs = {0: relu, 1: shared, 2: first, 3: mixed}
 
     def run(outs):
-        return step_activations.activation_vector(outs, plans)[0]
+        return step_activations.activation_vector(outs, plans, batch=4)[0]
 
-    _, layout = step_activations.activation_vector(outputs, plans)
+    _, layout = step_activations.activation_vector(outputs, plans, batch=4)
     vector = _np(traced(run)(outputs))
     assert layout == (
         step_activations.ActivationEntry(0, 5, False, 15),
@@ -247,6 +247,24 @@ def test_activation_vector_matches_numpy(rng):
     )
     np.testing.assert_array_equal(vector, expected)
     assert step_activations.activation_vector({}, plans) == (None, ())
+
+
+def test_activation_vector_counts_layers_on_other_batches_apart(rng):
+    # A ReLU layer run on 2 samples in a step whose data batch is 4 (a
+    # GAN's generator on its latents): its elements are counted in the
+    # step (2 x 3 x 5 = 30, after its per-unit counts) and its samples
+    # noted; the same with the data's batch unknown.
+    plans = [_Plan("relu")]
+    relu = np.maximum(rng.normal(size=(2, 3, 5)), 0.0).astype("float32")
+    for batch in (4, None):
+
+        def run(outs, batch=batch):
+            return step_activations.activation_vector(outs, plans, batch=batch)[0]
+
+        _, layout = step_activations.activation_vector({0: [relu]}, plans, batch=batch)
+        assert layout == (step_activations.ActivationEntry(0, 5, False, None, 2),)
+        expected = [*np.sum(relu > 0, axis=(0, 1)), 30]
+        np.testing.assert_array_equal(_np(traced(run)({0: [relu]})), expected)
 
 
 @tensorflow_only
