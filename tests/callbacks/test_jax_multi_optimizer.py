@@ -126,8 +126,8 @@ class GAN(_OptimizerState, keras.Model):
         return {"d_loss": d_loss, "g_loss": g_loss}, self._state(values, state)
 
 
-def _gan():
-    model = GAN()
+def _gan(cls=None):
+    model = (cls or GAN)()
     model(np.zeros((1, LATENT), "float32"))
     model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
     return model
@@ -174,9 +174,7 @@ def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
     # count and schedule move with it. Every step is recorded up to step
     # 7 (the dense start); the batch of steps 12-13 is recorded, then the
     # next recording is due at 13 + 13 // 4 = 16 (`recording_gap`).
-    model = TwiceGAN()
-    model(np.zeros((1, LATENT), "float32"))
-    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    model = _gan(cls=TwiceGAN)
     real, z = gan_data(rng)
     diag = _diag(every_n_steps=100)
     model.fit(real, z, batch_size=4, epochs=2, verbose=0, callbacks=[diag])
@@ -196,9 +194,7 @@ def test_samples_of_layers_run_on_other_batches(rng):
     # The generator sees 2 latents a step (twice), the discriminator the 4
     # real samples and the 2 fakes: its dead units are judged on the
     # samples its largest call saw, not on the data's batch of 4.
-    model = SmallLatentGAN()
-    model(np.zeros((1, LATENT), "float32"))
-    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    model = _gan(cls=SmallLatentGAN)
     real, z = gan_data(rng)
     diag = _diag()
     model.fit(real, z, batch_size=4, shuffle=False, verbose=0, callbacks=[diag])
@@ -492,16 +488,24 @@ class TwoStage(_OptimizerState, keras.Model):
         return {"loss": loss}, state
 
 
-def test_activations_of_layers_run_in_compute_loss_and_updates(data):
-    x, y = data
+def _two_stage(cls, x, head_path: str):
+    """A built `cls(body optimizer, head optimizer)` compiled with a
+    `MultiOptimizer` giving the variables whose path holds `head_path` to
+    the head's."""
     body, head = keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR)
-    model = TwoStage(body, head)
+    model = cls(body, head)
     model(x[:1])
 
     def owner(variable):
-        return head if "/head/" in variable.path else body
+        return head if head_path in variable.path else body
 
     model.compile(keras.optimizers.MultiOptimizer(owner), "mse")
+    return model
+
+
+def test_activations_of_layers_run_in_compute_loss_and_updates(data):
+    x, y = data
+    model = _two_stage(TwoStage, x, "/head/")
     diag = _diag()
     weights = Weights({"body": model.body, "head": model.head})
     first = np.mean((model.predict(x[:8], verbose=0) - y[:8]) ** 2)
@@ -536,14 +540,7 @@ def test_layers_run_only_outside_compute_loss_and_updates_are_counted(data):
     # head's outside it (on the body's features after the body's update),
     # in one step.
     x, y = data
-    body, head = keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR)
-    model = AuxHead(body, head)
-    model(x[:1])
-
-    def owner(variable):
-        return head if variable.path.startswith("aux/") else body
-
-    model.compile(keras.optimizers.MultiOptimizer(owner), "mse")
+    model = _two_stage(AuxHead, x, "aux/")
     diag = _diag()
     aux = model.head.get_layer("aux_relu")
     weights = Weights({"body": model.body, "aux_relu": aux})

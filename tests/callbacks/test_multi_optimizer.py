@@ -75,8 +75,8 @@ class GAN(UnbuiltGAN):
         return self.discriminator(self.generator(z))
 
 
-def _gan(scaled=False):
-    model = GAN()
+def _gan(scaled=False, cls=None):
+    model = (cls or GAN)()
     model(np.zeros((1, LATENT), "float32"))
     d, g = keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR)
     if scaled:  # Scales of 2**15 and 2**10: unscaled before they are joined.
@@ -100,9 +100,7 @@ def test_steps_follow_an_optimizer_that_applies_twice_a_step(rng):
     # count and schedule move with it. Every step is recorded up to step
     # 7 (the dense start); the batch of steps 12-13 is recorded, then the
     # next recording is due at 13 + 13 // 4 = 16 (`recording_gap`).
-    model = TwiceGAN()
-    model(np.zeros((1, LATENT), "float32"))
-    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    model = _gan(cls=TwiceGAN)
     real, z = gan_data(rng)
     diag = GradientDiagnostics(check_model=False)
     model.fit(real, z, batch_size=4, epochs=2, verbose=0, callbacks=[diag])
@@ -122,9 +120,7 @@ def test_samples_of_layers_run_on_other_batches(rng):
     # The generator's calls have a static batch of 2, the data's 4: its
     # dead units are judged on the 2 latents, not on the batch of 4; the
     # discriminator's on its largest call's 4 (the data; then 2 fakes).
-    model = SmallLatentGAN()
-    model(np.zeros((1, LATENT), "float32"))
-    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
+    model = _gan(cls=SmallLatentGAN)
     real, z = gan_data(rng)
     diag = GradientDiagnostics(check_model=False)
     model.fit(real, z, batch_size=4, verbose=0, callbacks=[diag])
