@@ -57,8 +57,8 @@ class JaxPrograms:
         `_jax_stats._Trace`)."""
         trace = self._trace = _Trace(full, check)
         trace.home = self._trace_home(data)
-        trace.batch = next(iter(jax.tree_util.tree_leaves(data)), None)
-        trace.batch = None if trace.batch is None else trace.batch.shape[0]
+        leaves = jax.tree_util.tree_leaves(data)
+        trace.batch = leaves[0].shape[0] if leaves and leaves[0].ndim else None
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
