@@ -38,9 +38,9 @@ class JaxPrograms:
     Relies on what `JaxTrainHooks` sets: `model`, `_make()` (the train
     function around `_step`), `_take_extra()`, `_trace_home()`,
     `_function`, `_full`, `_check`, `_compilation`, `_rent`, `_last_check`,
-    `_intervals` (the last wall times between checks), `_steps_left`; and
-    on `JaxStats`'s
-    `_merge` and `_statistics`. It sets `_trace` (while a step is traced),
+    `_intervals` (the last wall times between checks), `_steps_left`,
+    `_summed` (`_over_execution`); and on `JaxStats`'s `_merge` and
+    `_statistics`. It sets `_trace` (while a step is traced),
     `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
     their own program) and the other attributes of `_rent_check`.
     """
@@ -103,6 +103,26 @@ class JaxPrograms:
             trace.loose_layout,
         )
         return extra
+
+    def _over_execution(self, out: dict) -> dict:
+        """A full step's statistics with its activation counts, batch size
+        and steps summed over the full steps of the execution so far (device
+        arrays), as TensorFlow's `GraphStats._over_execution`: with several
+        steps per execution a recording counts all their batches."""
+        before, self._summed = self._summed, out
+        if before is None or "activations" not in out:
+            return out
+        head = out["head"].at[1:].add(before["head"][1:])
+        self._summed = {
+            **out,
+            "activations": before["activations"] + out["activations"],
+            "head": head,
+        }
+        return self._summed
+
+    def end_execution(self) -> None:
+        """After a full execution: the next starts its own sums."""
+        self._summed = None
 
     # --------------------------------------------------------- train function
     def traced(self, mode: str) -> bool:

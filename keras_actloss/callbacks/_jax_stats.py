@@ -106,8 +106,8 @@ class JaxStats:
 
     Relies on the attributes `JaxTrainHooks` sets: `plans`,
     `histogram_size`, `loss_scaled`, `_grad_layers()`, `_var_sizes()`, and
-    the host state `_summed` (`_over_execution`), `_pending` (each step's
-    statistics, device arrays or already read rows, not judged yet),
+    the host state `_pending` (each step's statistics, device arrays or
+    already read rows, not judged yet),
     `_last_full`, `_kept` (the last full step's batch), `_loss_known` and
     `_bounds`; it sets, while tracing,
     `_grad_layout` (the gradients' `RowLayout`), `_layout` (the full
@@ -254,26 +254,6 @@ class JaxStats:
             if min(total, self.histogram_size):
                 sizes[i] = min(total, self.histogram_size)
         return sizes
-
-    def _over_execution(self, out: dict) -> dict:
-        """A full step's statistics with its activation counts, batch size
-        and steps summed over the full steps of the execution so far (device
-        arrays), as TensorFlow's `GraphStats._over_execution`: with several
-        steps per execution a recording counts all their batches."""
-        before, self._summed = self._summed, out
-        if before is None or "activations" not in out:
-            return out
-        head = out["head"].at[1:].add(before["head"][1:])
-        self._summed = {
-            **out,
-            "activations": before["activations"] + out["activations"],
-            "head": head,
-        }
-        return self._summed
-
-    def end_execution(self) -> None:
-        """After a full execution: the next starts its own sums."""
-        self._summed = None
 
     # ------------------------------------------------------------- host side
     def reset_sentinel(self) -> None:
