@@ -16,8 +16,8 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
-from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
-from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
+from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
+from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
 
 # Within the steps watched after a learning-rate jump up, with the loss up:
@@ -162,8 +162,8 @@ class RecordedGradientRules(RuleFamily):
         jump up (`RateWatch`), a recording whose update of some layer
         exceeds `exploding_update_ratio` with the loss `exploding_loss_rise`
         times its level before the jump (or unknown), or whose median
-        layer's update is `_WATCH_RATIO` of its weights with the loss
-        `_DIVERGE_RISE` times that level and above where training began.
+        layer's update is `_WATCH_RATIO` of its weights with the loss 3
+        times that level and above where training began (`_diverged`).
         The jump explains it, so one recording is enough: Adam and
         BatchNorm bring the loss and the norm back within a step or two
         while the updates stay far too large. Names the layer with the
@@ -201,11 +201,7 @@ class RecordedGradientRules(RuleFamily):
             )
         else:
             median = float(np.median([r for r, _ in ratios]))
-            early = _median(self._early_losses)
-            if not (median >= _WATCH_RATIO and _finite(loss, level, early)):
-                return
-            rise = loss - level >= (_DIVERGE_RISE - 1) * abs(level)
-            if not (rise and loss > early):
+            if not (median >= _WATCH_RATIO and self._diverged(loss)):
                 return
             message = jumped + (
                 f"at step {stats.step} the loss was {loss:.3g} (its level before "

@@ -260,16 +260,13 @@ class NormRules(RuleFamily):
         watch.norm_up = watch.norm_up or (
             watch.norm is not None and norm >= _DIVERGE_RISE * watch.norm
         )
-        early = _median(self._early_losses)
-        high = _finite(loss, early) and (
-            loss - watch.loss >= (_DIVERGE_RISE - 1) * abs(watch.loss) and loss > early
-        )
-        watch.run = watch.run + 1 if high else 0
+        watch.run = watch.run + 1 if self._diverged(loss) else 0
         if watch.run == 1:
             watch.start = step
         if watch.run < _DIVERGE_STEPS or not watch.norm_up:
             return
         before, after = watch.rates
+        early = _median(self._early_losses)
         message = (
             f"The loss stayed at {_DIVERGE_RISE:g}x or more its level of "
             f"{watch.loss:.3g} for {watch.run} steps (steps {watch.start}-{step}, "
@@ -280,6 +277,14 @@ class NormRules(RuleFamily):
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
         self._watch = None
+
+    def _diverged(self, loss) -> bool:
+        """Whether `loss` is `_DIVERGE_RISE` times its level before the
+        watched jump (`_watch`) and above where training began."""
+        level, early = self._watch.loss, _median(self._early_losses)
+        return _finite(loss, level, early) and (
+            loss - level >= (_DIVERGE_RISE - 1) * abs(level) and loss > early
+        )
 
     def _limit(self) -> float:
         """Global norm above which a step counts towards an explosion, from
