@@ -185,9 +185,7 @@ class RecordedGradientRules(RuleFamily):
         # A layer whose weights were still near 0 (zero-initialised, as a
         # residual block's last normalization scale) can move by more than
         # their norm in healthy training: only with the loss up as well.
-        rising = not _finite(loss, level) or (
-            loss - level >= (self.thresholds.exploding_loss_rise - 1) * abs(level)
-        )
+        rising = level is None or self._loss_rising(loss, level)
         over = sum(1 for r, _ in ratios if r > limit) if rising else 0
         jumped = (
             f"The learning rate jumped from {before:.3g} to {after:.3g} at step "

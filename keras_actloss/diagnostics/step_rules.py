@@ -343,10 +343,10 @@ class NormRules(RuleFamily):
                 self.jumped = self._jump_hard = True
         series.add(step, norm)
 
-    def _loss_rising(self, loss: float | None) -> bool:
-        """Whether `loss` is `exploding_loss_rise` times its recent level or
-        more (or not finite); True when either is unknown."""
-        recent = self._norms.recent_loss()
+    def _loss_rising(self, loss: float | None, level: float | None = None) -> bool:
+        """Whether `loss` is `exploding_loss_rise` times its recent level
+        (or `level`) or more (or not finite); True when either is unknown."""
+        recent = self._norms.recent_loss() if level is None else level
         if loss is None or recent is None or not math.isfinite(loss):
             return True
         # Relative to the level's size, so a negative loss rises too.
