@@ -39,13 +39,12 @@ from keras_actloss.callbacks._step_rows import (
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
-    RING_LOSS,
     RING_LR,
     RING_SCALE,
     RING_SILENT,
-    RING_STEP,
     fold_rows,
     full_record,
+    quiet_steps,
     within_bounds,
 )
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
@@ -302,20 +301,7 @@ class JaxStats:
         self._last_full = None
         rows = self._host_rows()
         self._streak = 0.0  # Quiet steps are finite.
-        out = []
-        for row in rows:
-            norm = math.sqrt(self._grad_layout.total(row[RING_HEAD:]))
-            out.append(
-                (
-                    int(row[RING_STEP]),
-                    norm / row[RING_SCALE],
-                    row[RING_LR],
-                    row[RING_LOSS],
-                    self._grad_layout.zeros(row[RING_HEAD:]),
-                    int(row[RING_SILENT]),
-                )
-            )
-        return out
+        return quiet_steps(rows, self._grad_layout)
 
     def _host_rows(self) -> list[list[float]]:
         """The every-step rows not read yet, in step order, as host rows

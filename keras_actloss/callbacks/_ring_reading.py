@@ -16,15 +16,11 @@ import numpy as np
 
 from keras_actloss.callbacks._step_rows import (
     LOSS_SCALE_PATIENCE,
-    RING_HEAD,
-    RING_LOSS,
-    RING_LR,
-    RING_SCALE,
-    RING_SILENT,
     RING_STEP,
     RING_TICK,
     fold_rows,
     full_record,
+    quiet_steps,
     within_bounds,
 )
 from keras_actloss.diagnostics import step_reader
@@ -109,19 +105,7 @@ class RingReader:
             return []
         # Quiet steps are finite: they end a streak of loss-scale overflows.
         self._streak = 0.0
-        values = rows[:, RING_HEAD : RING_HEAD + len(self._grad_layout.order)]
-        norms = np.sqrt(self._grad_layout.squares(values).sum(axis=1))
-        norms /= rows[:, RING_SCALE]
-        return list(
-            zip(
-                rows[:, RING_STEP].astype(int).tolist(),
-                norms.tolist(),
-                rows[:, RING_LR].tolist(),
-                rows[:, RING_LOSS].tolist(),
-                self._grad_layout.zeros(values).tolist(),
-                rows[:, RING_SILENT].astype(int).tolist(),
-            )
-        )
+        return quiet_steps(rows, self._grad_layout)
 
     def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on

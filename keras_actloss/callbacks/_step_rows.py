@@ -76,6 +76,28 @@ def within_bounds(
     )
 
 
+def quiet_steps(rows, layout: RowLayout) -> list[tuple]:
+    """`(step, global norm, learning rate, loss, zeros, silent)` of ring
+    rows (a 2-D array, or lists) of quiet steps, in their order: each
+    backend's `read_quiet`, in NumPy (`zeros`: the count of exactly-zero
+    gradient norms, `silent`: the silent units)."""
+    rows = np.asarray(rows, "float64")
+    if not len(rows):
+        return []
+    values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
+    norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
+    return list(
+        zip(
+            rows[:, RING_STEP].astype(int).tolist(),
+            norms.tolist(),
+            rows[:, RING_LR].tolist(),
+            rows[:, RING_LOSS].tolist(),
+            layout.zeros(values).tolist(),
+            rows[:, RING_SILENT].astype(int).tolist(),
+        )
+    )
+
+
 def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
     """`read_full`'s record of a full step (both backends): its head, the
     steps judged up to it and `"layers"` (`step_reader.read_layers`).
