@@ -296,6 +296,7 @@ class GraphStats(RingReader):
         head.append(tf.constant(1.0, "float64") if scale is None else scale)
         head.append(call.rate)
         loss = getattr(self._local, "loss", None)
+        self._loss_known = loss is not None
         head.append(tf.constant(float("nan")) if loss is None else tf.reshape(loss, []))
         head.append(gradients.silent)
         head = [tf.cast(value, "float64") for value in head]
@@ -345,7 +346,6 @@ class GraphStats(RingReader):
         by the caller: Keras already divided the loss by their number)."""
         tf = self._tf
         loss = getattr(self._local, "loss", None)
-        self._loss_known = loss is not None
         loss = tf.constant(float("nan")) if loss is None else loss
         return tf.stack(
             [

@@ -266,7 +266,12 @@ class JaxStats:
             return []
         patience = LOSS_SCALE_PATIENCE if self.loss_scaled else None
         out, self._streak = fold_rows(
-            rows, self._grad_layout, self._grad_layers(), self._streak, patience
+            rows,
+            self._grad_layout,
+            self._grad_layers(),
+            self._streak,
+            patience,
+            self._loss_known,
         )
         return out
 

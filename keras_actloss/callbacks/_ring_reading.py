@@ -81,6 +81,7 @@ class RingReader:
             self._grad_layers,
             self._streak,
             LOSS_SCALE_PATIENCE if self.loss_scaled else None,
+            self._loss_known,
         )
         return out
 

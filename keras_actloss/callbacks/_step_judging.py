@@ -250,7 +250,11 @@ class StepJudging:
             if skipped:
                 continue  # A loss-scale overflow the optimizer skipped.
             name = self._names[layer] if 0 <= layer < len(self._names) else None
-            event = SentinelEvent(step, norm, counted, name, rate, loss, *units)
+            # Dynamic loss scaling skips a non-finite step's update.
+            skips = counted and self._hooks.loss_scaled
+            event = SentinelEvent(
+                step, norm, counted, name, rate, loss, *units, update_skipped=skips
+            )
             new += self._rules.observe_step(event)
             if counted:
                 if self._writer is not None and step != recorded:
@@ -291,11 +295,14 @@ class StepJudging:
         if data is None:
             self._no_gradients()
             return True  # Nothing to record; keep to the schedule.
-        self._observe_steps(data["steps"], recorded=int(data["step"]))
-        self._all_read()
-        if data["skipped"]:
-            return False  # A loss-scale overflow: record the next step.
         step = int(data["step"])
+        # A loss-scale overflow, or a non-finite step whose update loss
+        # scaling skipped (written as an event): record the next step.
+        skipped = data["skipped"] or (self._hooks.loss_scaled and data["non_finite"])
+        self._observe_steps(data["steps"], recorded=None if skipped else step)
+        self._all_read()
+        if skipped:
+            return False
         due = self._histogram_due(step)
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:

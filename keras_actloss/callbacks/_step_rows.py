@@ -128,7 +128,12 @@ def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
 
 
 def fold_rows(
-    rows, layout: RowLayout, layers, streak: float, patience=None
+    rows,
+    layout: RowLayout,
+    layers,
+    streak: float,
+    patience=None,
+    loss_known: bool = False,
 ) -> tuple[list[tuple], float]:
     """Judges ring rows (in step order) one step at a time.
 
@@ -139,7 +144,11 @@ def fold_rows(
     norms, `RowLayout.zeros`; `silent`: its silent units,
     `step_stats.NormRow.silent`) and the new non-finite `streak`. With
     `patience` (loss scaling) a non-finite step only counts once it is the
-    `patience`-th in a row; earlier ones are skipped overflow steps.
+    `patience`-th in a row; earlier ones are skipped overflow steps. But
+    when the loss is known (`loss_known`; a row's loss is NaN when it is
+    not) and is itself not finite, the step counts at once: the loss scale
+    scales only the backward pass, so a NaN or infinite loss came from the
+    batch or the forward pass, not from an overflow of the scale.
     `layer` is the first layer with non-finite gradients of a counted
     step, else -1.
 
@@ -164,7 +173,8 @@ def fold_rows(
         counted, skipped = bad, False
         if patience is not None:
             streak = streak + 1.0 if bad else 0.0
-            counted = bad and streak >= patience
+            lost = loss_known and not math.isfinite(row[RING_LOSS])
+            counted = bad and (lost or streak >= patience)
             skipped = bad and not counted
         layer = -1
         if counted:

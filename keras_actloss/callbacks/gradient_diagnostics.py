@@ -77,8 +77,10 @@ class GradientDiagnostics(
       the step's logs and judged on the host right after the step (with
       `steps_per_execution=k`, after each execution of `k` steps, from a
       ring of rows in a variable). Under dynamic loss scaling a non-finite
-      step is an overflow that the optimizer skips; it only counts as
-      non-finite once it persists for 10 steps in a row.
+      step whose loss is finite is an overflow that the optimizer skips;
+      it only counts as non-finite once it persists for 10 steps in a row.
+      A non-finite loss counts at once (no loss scale causes it), though
+      the optimizer skipped its update.
     - Full recordings: per layer with trainable weights the gradient L2
       norm, RMS and max-abs and the update-to-weight ratio `||dw|| / ||w||`;
       per layer whose output goes through a ReLU-family, sigmoid or tanh
@@ -120,7 +122,8 @@ class GradientDiagnostics(
 
     - `non_finite`: after the step it happens in, before the next step
       runs (after the execution, with `steps_per_execution`); under dynamic
-      loss scaling after 10 overflows in a row. With `on_failure="stop"` or
+      loss scaling, when only the gradients overflowed (a finite loss),
+      after 10 such steps in a row. With `on_failure="stop"` or
       `"raise"` training stops there.
     - `exploding_gradients`: after 2 steps over the limit (100x the early
       and the recent norm with the loss 1.1x its recent level, or 1e6; the

@@ -131,6 +131,9 @@ class SentinelEvent:
         silent_units: How many elements of the step's small gradient
             vectors (biases, normalization scales and offsets: one per unit
             or channel) were exactly 0: units inactive on the whole batch.
+        update_skipped: Whether the optimizer skipped the step's update, as
+            dynamic loss scaling does for a non-finite step: the weights
+            are unchanged.
     """
 
     step: int
@@ -141,3 +144,4 @@ class SentinelEvent:
     loss: float | None = None
     zero_gradients: int = 0
     silent_units: int = 0
+    update_skipped: bool = False

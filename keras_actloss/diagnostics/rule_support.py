@@ -102,7 +102,7 @@ class RuleFamily:
     they share.
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
-    `execution_steps`, `_streaks`, `_reported`, `_first_loss` and
+    `execution_steps`, `_streaks`, `_reported`, `_lost`, `_first_loss` and
     `findings`.
     """
 
@@ -110,11 +110,13 @@ class RuleFamily:
         return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
 
     def _broken(self) -> bool:
-        """Whether a non-finite value was reported: the weights are (or soon
+        """Whether a non-finite step reached the weights: they are (or soon
         will be) NaN, so every later statistic describes a broken model, and
         judging it would only add consequences (a NaN kernel outputs zeros
-        that look like dead units) to the cause."""
-        return any(key[0] == F.NON_FINITE for key in self._reported)
+        that look like dead units) to the cause. (A NaN loss whose update
+        loss scaling skipped leaves them as they were: `_lost` stays
+        False.)"""
+        return self._lost
 
     def _confirmed(self, count: int, start: int, step: int) -> bool:
         """Whether a streak holds for `patience` recordings and steps."""

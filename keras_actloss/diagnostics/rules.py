@@ -191,6 +191,8 @@ class HealthRules(
         }
         self._streaks = _Streaks()
         self._reported: set[tuple[str, str | None]] = set()
+        # Whether a non-finite step reached the weights (`_broken`).
+        self._lost = False
         self._norms = NormSeries(t.baseline_steps)
         self._last_step: int | None = None
         self._last_rate: float | None = None

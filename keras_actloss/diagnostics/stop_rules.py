@@ -52,9 +52,9 @@ class NonFiniteRules(RuleFamily):
             or (early is not None and last > t.exploding_growth * early)
             or (recent is not None and last >= t.jump_factor * recent)
         )
-        message = self._non_finite_message(
-            event.step, event.layer, event.global_norm, loss
-        )
+        message = self._non_finite_message(event, loss)
+        # Only a NaN loss whose update loss scaling skipped spares them.
+        self._lost |= not (event.update_skipped and not _finite(event.loss))
         # The update just before: larger than the weights, it diverges
         # whatever the norm (under loss scaling the next step overflows).
         update = self._last_update
@@ -108,14 +108,25 @@ class NonFiniteRules(RuleFamily):
         )
 
     @staticmethod
-    def _non_finite_message(step, layer, norm, loss) -> str:
-        where = f"in layer '{layer}'" if layer else "in the model"
-        what = f"global gradient norm {norm}" + (
+    def _non_finite_message(event: SentinelEvent, loss=None) -> str:
+        """What happened at the non-finite step `event` (with the loss of
+        its recording, `loss`, when known); the caller adds the likely
+        cause."""
+        where = f"in layer '{event.layer}'" if event.layer else "in the model"
+        what = f"global gradient norm {event.global_norm}" + (
             "" if loss is None else f", loss {loss}"
         )
-        return (
-            f"Non-finite gradients {where} at step {step} ({what}): the weights "
-            "will become NaN and training cannot recover."
+        start = f"Non-finite gradients {where} at step {event.step} ({what}): "
+        if not event.update_skipped:
+            return start + "the weights will become NaN and training cannot recover."
+        if event.loss is not None and not np.isfinite(event.loss):
+            return start + (
+                "loss scaling skipped the update, so the weights are unchanged, "
+                f"but the loss itself was {event.loss}, which no loss scale causes."
+            )
+        return start + (
+            "loss scaling has skipped every update for many steps in a row and "
+            "cut its scale each time: training has stopped."
         )
 
 

@@ -603,33 +603,65 @@ def test_nan_raises_training_failure_and_restores_model(data):
     assert not _hooked(model.optimizer)
 
 
+def _targets_times(y, start, factor, stop=None, size=8):
+    """`y` with the targets of batches `start` to `stop` (one batch when
+    None) times `factor`."""
+    y = y.copy()
+    y[start * size : (start + 1 if stop is None else stop) * size] *= factor
+    return y
+
+
 def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
     keras.mixed_precision.set_global_policy("mixed_float16")
     x = rng.normal(size=(128, 6)).astype("float32")
     y = rng.normal(size=(128, 1)).astype("float32")
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=1)
-    # One NaN batch: the optimizer skips it; not a finding.
-    model.fit(
-        _nan_batch(x, 3),
-        y,
-        batch_size=8,
-        epochs=1,
-        shuffle=False,
-        verbose=0,
-        callbacks=[diag],
-    )
+    # Batch 3's targets 1e4 times larger: the loss stays finite, but its
+    # float16 gradient at the output, 2 * 1e4 / 8 times the loss scale of
+    # 2**15, is beyond float16's 65504. The optimizer skips the step and
+    # halves the scale: not a finding.
+    fit = dict(batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+    model.fit(x, _targets_times(y, 3, 1e4), **fit)
     assert diag.findings == []
     assert _iterations(model) == 15
-    # NaN from batch 4 on: 12 overflows in a row is not an overflow any more.
-    bad = x.copy()
-    bad[32:] = np.nan
+    # Targets 1e8 times larger from batch 4 on: every step overflows, and
+    # the 10th in a row is not an overflow any more.
     with pytest.warns(GradientHealthWarning, match="non_finite"):
-        model.fit(
-            bad, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
-        )
+        model.fit(x, _targets_times(y, 4, 1e8, stop=16), **fit)
     # Skipped steps do not advance the optimizer: 15 + 4 updates.
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 19)]
+    assert "skipped every update" in diag.findings[0].message
+
+
+def test_a_nan_loss_under_loss_scaling_is_reported_at_its_step(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = _compile(build_model("sequential"))
+    diag = _diag(every_n_steps=1)
+    # One NaN input: its loss is NaN, which no loss scale causes. Reported
+    # at once, though the optimizer skips the update.
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(
+            _nan_batch(x, 3),
+            y,
+            batch_size=8,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag],
+        )
+    ((mode, step, message),) = [(f.mode, f.step, f.message) for f in diag.findings]
+    assert (mode, step) == (NON_FINITE, 3)
+    assert "loss scaling skipped the update" in message
+    assert "in the data or the loss" in message
+    # The weights are unchanged by it: 15 updates, all finite.
+    assert _iterations(model) == 15
+    assert all(np.isfinite(w).all() for w in weights(model))
+    # The rules still judge the steps after it (they stop after a NaN that
+    # reached the weights).
+    assert not diag._rules._broken()
 
 
 def test_frozen_layer_and_layer_without_gradient(data):

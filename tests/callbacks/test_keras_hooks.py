@@ -269,21 +269,31 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
         hooks.use("sentinel")
         x = rng.normal(size=(8, 6)).astype("float32")
         y = rng.normal(size=(8, 1)).astype("float32")
-        nan = np.full_like(x, np.nan)
 
-        def step(inputs):
-            data = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(8)
+        def step(targets):
+            data = tf.data.Dataset.from_tensor_slices((x, targets)).batch(8)
             model.train_function(iter(data))
 
         for _ in range(12):
-            step(nan)
+            # Targets 1e4 times larger: a finite loss, but the float16
+            # gradient at the output (2 * 1e4 / 8 times the loss scale)
+            # overflows. The scale is set back after it.
+            scale = model.optimizer.dynamic_scale.numpy()
+            step(y * 1e4)
             assert not hooks.quiet()
-            ((*_, counted, skipped, _, _, _),) = [s[:7] for s in hooks.read_steps()]
-            assert skipped and not counted
+            ((*_, counted, skipped, _, _, loss),) = [s[:7] for s in hooks.read_steps()]
+            assert skipped and not counted and np.isfinite(loss)
+            model.optimizer.dynamic_scale.assign(scale)
             for _ in range(3):
-                step(x)
+                step(y)
                 assert hooks.quiet()
             assert len(hooks.read_quiet()) == 3
+        # A NaN input is no overflow: its loss is NaN. It counts at once.
+        nan = np.full_like(x, np.nan)
+        data = tf.data.Dataset.from_tensor_slices((nan, y)).batch(8)
+        model.train_function(iter(data))
+        ((*_, counted, skipped, _, _, loss),) = [s[:7] for s in hooks.read_steps()]
+        assert counted and not skipped and np.isnan(loss)
     finally:
         hooks.remove()
         keras.mixed_precision.set_global_policy("float32")

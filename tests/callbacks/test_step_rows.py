@@ -86,6 +86,28 @@ def test_fold_rows_loss_scaling_counts_only_a_streak():
     assert out[0][2:4] == (True, False) and streak == 3.0
 
 
+def test_fold_rows_loss_scaling_counts_a_non_finite_loss_at_once():
+    layout = RowLayout((0,), (True,))
+    # Step 1 overflowed (finite loss), step 2's loss is NaN, step 3's loss
+    # unknown would be NaN too.
+    rows = _ring_rows(
+        range(4), [[3.0], [np.inf], [np.nan], [3.0]], losses=[1, 2, np.nan, 1]
+    )
+    out, streak = fold_rows(rows, layout, [0], 0.0, patience=10, loss_known=True)
+    # The loss scale only scales the backward pass: a NaN loss is no
+    # overflow, and counts though it is only the 2nd bad step in a row.
+    assert [o[2:4] for o in out] == [
+        (False, False),
+        (False, True),
+        (True, False),
+        (False, False),
+    ]
+    assert streak == 0.0
+    # With the loss unknown (its column NaN), only the streak counts.
+    out, _ = fold_rows(rows, layout, [0], 0.0, patience=10)
+    assert [o[2:4] for o in out][2] == (False, True)
+
+
 def test_within_bounds_checks_every_alarm_value():
     # norm^2, rate, zero gradient tensors, silent units
     bounds = (1.0, 4.0, 0.01, 0.1, 2.0, 10.0)
