@@ -40,6 +40,7 @@ def relu_profile(
     negative_slope: float = 0.0,
     max_value: float | None = None,
     name: str | None = None,
+    threshold: float = 0.0,
 ) -> ActivationProfile:
     """Profile of a (leaky, optionally capped) ReLU.
 
@@ -47,11 +48,13 @@ def relu_profile(
     `negative_slope`. A cap `max_value` saturates: outputs `>= max_value` have
     a zero derivative. The name defaults to `"leaky_relu"` for a positive
     slope and `"relu"` otherwise, so code that only keeps the name (e.g.
-    `LayerInfo.activation`) still knows whether units can die.
+    `LayerInfo.activation`) still knows whether units can die. A negative
+    `threshold` (Keras's `relu(x, threshold=t)`: `x` from `t` on) lets
+    outputs down to `t` through.
     """
     if name is None:
         name = "leaky_relu" if negative_slope > 0 else "relu"
-    low = -math.inf if negative_slope > 0 else 0.0
+    low = -math.inf if negative_slope > 0 else min(0.0, float(threshold))
     high = math.inf if max_value is None else float(max_value)
     kind = "ReLU" if negative_slope == 0 else f"Leaky ReLU (slope {negative_slope})"
     return ActivationProfile(
@@ -250,8 +253,9 @@ def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
 
 
 def _relu_with_arguments(negative_slope=0.0, max_value=None, threshold=0.0):
-    # A threshold moves the inactive region's start, not its outputs.
-    return relu_profile(negative_slope, max_value)
+    # A threshold moves the inactive region's start; a negative one lets
+    # negative outputs through.
+    return relu_profile(negative_slope, max_value, threshold=threshold)
 
 
 # Profiles that depend on an activation's arguments, for `functools.partial`.

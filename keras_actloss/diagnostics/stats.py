@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 from keras import ops
 
 from keras_actloss.profiles import ActivationProfile
@@ -44,6 +45,29 @@ def active_mask(x: Tensor, profile: ActivationProfile, threshold=None) -> Tensor
         below = ops.less(x, bound(profile.inactive_from, x.dtype))
         active = ops.logical_or(active, below)
     return active
+
+
+def _counted_by_sign(x: Tensor, profile: ActivationProfile) -> bool:
+    """Whether `x`'s active elements are those of sign 1: float32 outputs
+    that are never negative, inactive at 0 (ReLU, capped or not)."""
+    return (
+        keras.backend.standardize_dtype(x.dtype) == "float32"
+        and profile.inactive_below == 0.0
+        and profile.output_range[0] >= 0.0
+    )
+
+
+def _capped_at(x: Tensor, profile: ActivationProfile) -> float | None:
+    """The cap of `x` whose outputs `profile.saturation_bounds` call
+    saturated when they reach it (ReLU6's 6) when every output lies in
+    `[0, cap]` and `x` is float32: there `floor(x / cap)` is 1 on the
+    saturated elements and 0 elsewhere. Else None."""
+    low, high = profile.saturation_bounds or (0.0, math.inf)
+    inside = profile.output_range[0] >= 0.0 and profile.output_range[1] == high
+    capped = low == -math.inf and 0.0 < high < math.inf and inside
+    if capped and keras.backend.standardize_dtype(x.dtype) == "float32":
+        return high
+    return None
 
 
 def saturated_mask(x: Tensor, profile: ActivationProfile, threshold=None) -> Tensor:
@@ -83,7 +107,8 @@ def activation_counts(
             them from static shapes saves the graph ops). Defaults to `True`.
         threshold: As in `active_mask`. Defaults to `None`.
         count: `count(mask, axes)`, the float32 count of a boolean mask's
-            True elements along `axes` (a caller in a traced step passes one
+            True elements along `axes`, and the float32 sum of a float32
+            tensor of 0 and 1 (a caller in a traced step passes one
             with fewer graph ops). Defaults to `None`: `keras.ops`.
 
     Returns:
@@ -102,13 +127,26 @@ def activation_counts(
         counts["elements"] = ops.convert_to_tensor(float(math.prod(shape)), "float32")
     else:
         counts["elements"] = ops.cast(ops.size(x), "float32")
+    bound = threshold or (lambda value, dtype: value)
+    # For outputs in `[0, cap]` (float32) the sign and `floor(x / cap)` are
+    # the active and saturated elements as 1 and 0: one graph op each where
+    # a comparison needs a cast too. A NaN output makes its unit's count
+    # NaN: the host then reports no fraction for the layer and takes no
+    # unit for dead.
     if profile.inactive_below is not None:
         axis = _channel_axis(x, channel_axis)
         other = tuple(a for a in range(len(shape)) if a != axis)
-        active = active_mask(x, profile, threshold)
+        if _counted_by_sign(x, profile):
+            active = ops.sign(x)
+        else:
+            active = active_mask(x, profile, threshold)
         counts["active_per_unit"] = count(active, other)
     if profile.saturation_bounds is not None:
-        saturated = saturated_mask(x, profile, threshold)
+        cap = _capped_at(x, profile)
+        if cap is not None:
+            saturated = ops.floor_divide(x, bound(cap, x.dtype))
+        else:
+            saturated = saturated_mask(x, profile, threshold)
         counts["saturated"] = count(saturated, tuple(range(len(shape))))
     return counts
 

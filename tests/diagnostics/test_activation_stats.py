@@ -2,7 +2,9 @@
 callback computes in its train step) against NumPy references."""
 
 import dataclasses
+import functools
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -76,6 +78,41 @@ def test_relu6_saturates_above_six_only():
     )
     # 2 of 6 elements at 6.
     np.testing.assert_allclose(_np(stats.saturation_fraction(x, profile)), 2 / 6)
+
+
+def test_relu6_counts_by_sign_and_cap_match_comparisons(rng):
+    # float32 outputs in [0, 6]: counted as sums of sign(x) and
+    # floor(x / 6), which must equal the comparisons x > 0 and x >= 6,
+    # also just below the cap and at 0.
+    profile = activations.profile("relu6")
+    x = np.clip(rng.normal(scale=4.0, size=(8, 3, 3, 5)), 0.0, 6.0).astype("float32")
+    x[0, 0, 0, :] = np.nextafter(np.float32(6.0), np.float32(0.0))
+    x[1, 0, 0, :] = np.float32(1e-30)
+    x[..., 4] = 0.0  # A unit with no active element.
+    counts = stats.activation_counts(x, profile)
+    np.testing.assert_array_equal(
+        _np(counts["active_per_unit"]), (x > 0).sum(axis=(0, 1, 2))
+    )
+    assert _np(counts["saturated"]) == (x >= 6.0).sum()
+    assert 0 < (x >= 6.0).sum() < x.size
+    # The same counts from float64 outputs (compared, not counted by sign).
+    counts64 = stats.activation_counts(x.astype("float64"), profile)
+    np.testing.assert_array_equal(
+        _np(counts64["active_per_unit"]), _np(counts["active_per_unit"])
+    )
+
+
+def test_a_relu_with_a_negative_threshold_is_not_counted_by_sign():
+    # keras.activations.relu(x, threshold=-1) outputs x on [-1, 0):
+    # negative outputs, inactive as the comparison x > 0 says, not of
+    # sign -1.
+    relu = functools.partial(keras.activations.relu, threshold=-1.0)
+    profile = activations.profile(relu)
+    assert profile.output_range[0] == -1.0
+    x = _np(relu(np.array([[-2.0, -0.5, 0.0, 2.0]], "float32")))
+    np.testing.assert_array_equal(x, [[0.0, -0.5, 0.0, 2.0]])
+    counts = stats.activation_counts(x, profile)
+    np.testing.assert_array_equal(_np(counts["active_per_unit"]), [0, 0, 0, 1])
 
 
 def test_bounds_infinite_on_both_sides_saturate_nothing():
