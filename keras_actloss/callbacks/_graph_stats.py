@@ -44,6 +44,7 @@ class GraphStats(RingReader):
     graph keeps few ops.
 
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
+    `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
     variables `_ring`, `_tick`, `_summed`, `_fresh`; it sets `_counter` (the step's
     first optimizer's iterations), `loss_scaled` (whether a step's
@@ -83,7 +84,7 @@ class GraphStats(RingReader):
         if first:
             before = self._reads_before()
             self._local.before = before
-            weights = step_stats.norm_row(before)
+            weights = step_stats.norm_row(before, xla=self.xla)
             self._local.weights, self._weight_layout = weights.row, weights.layout
         # The optimizer waits for the weight norms, so the large weights are
         # no longer read when it updates them: no copy-on-write of them.
@@ -198,7 +199,8 @@ class GraphStats(RingReader):
             [
                 u if u is not None else _f32(tf.convert_to_tensor(v)) - _f32(b)
                 for v, b, u in zip(self._plan_vars(), before, updates)
-            ]
+            ],
+            xla=self.xla,
         )
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
@@ -268,7 +270,11 @@ class GraphStats(RingReader):
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
         gradients = step_stats.norm_row(
-            [g for g, _ in present], extremes=full, joined=full, silent=True
+            [g for g, _ in present],
+            extremes=full,
+            joined=full,
+            silent=True,
+            xla=self.xla,
         )
         norms, layout = gradients.row, gradients.layout
         width = int(self._ring.shape[1])

@@ -199,6 +199,10 @@ class TrainHooks(GraphStats):
         self._set_up(model, plans, histogram_size, ring_rows, optimizers)
         self.strategy = model.distribute_strategy
         self.replicas = self.strategy.num_replicas_in_sync
+        # Compiled with XLA: `jit_compile`, or a TPU's strategy (every step).
+        self.xla = bool(model.jit_compile and not model.run_eagerly) or (
+            "TPU" in type(self.strategy).__name__
+        )
         self._local = threading.local()
         self._functions: dict[str, Any] = {}
         self._saved: dict[str, Any] = {}

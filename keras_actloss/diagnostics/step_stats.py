@@ -115,7 +115,7 @@ class _Primitives(NamedTuple):
     constant: Callable  # `(value, dtype)`: a scalar to compare with
 
 
-def _backend_primitives() -> _Primitives:
+def _backend_primitives(xla: bool = False) -> _Primitives:
     """The reshapes, reductions, gather and counts of `norm_row`,
     `gradient_sample` and `activation_vector`: `keras.ops`, except on
     TensorFlow.
@@ -134,7 +134,9 @@ def _backend_primitives() -> _Primitives:
     over all the axes of a tensor needs no reshape of it first; `ops.take`
     is twelve where `tf.gather` is three (it wraps negative positions).
     Called once per function that uses them: TensorFlow constants belong
-    to the graph being traced.
+    to the graph being traced. With `xla` (a TensorFlow step compiled with
+    XLA, which has no `EuclideanNorm`) the L2 norm is `Square`, `Sum` and
+    `Sqrt`.
     """
     if keras.backend.backend() != "tensorflow":
         return _Primitives(
@@ -163,10 +165,15 @@ def _backend_primitives() -> _Primitives:
         ones = tf.cast(mask, "float32")
         return raw.Sum(input=ones, axis=constant(tuple(axes), tf.int32))
 
+    def l2(x):
+        if not xla:
+            return raw.EuclideanNorm(input=x, axis=every_axis(x))
+        return raw.Sqrt(x=raw.Sum(input=raw.Square(x=x), axis=every_axis(x)))
+
     return _Primitives(
         row=lambda x: tf.reshape(x, row_shape),
         flat=lambda x: tf.reshape(x, flat_shape),
-        l2=lambda x: raw.EuclideanNorm(input=x, axis=every_axis(x)),
+        l2=l2,
         max=lambda x: raw.Max(input=x, axis=every_axis(x)),
         min=lambda x: raw.Min(input=x, axis=every_axis(x)),
         gather=tf.gather,
@@ -191,6 +198,7 @@ def norm_row(
     joined: bool = False,
     norms: bool = True,
     silent: bool = False,
+    xla: bool = False,
 ) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
 
@@ -214,6 +222,8 @@ def norm_row(
             offsets, one element per unit or channel): a unit inactive on
             every sample of the batch gets exactly 0 there. Defaults to
             `False`.
+        xla: Whether the step is compiled with XLA (TensorFlow's
+            `jit_compile=True`): ops XLA has. Defaults to `False`.
 
     Returns:
         A `NormRow`: the `[1, m]` float32 row (None without `norms`), its
@@ -221,7 +231,7 @@ def norm_row(
         joined elements (or None) and the float32 count of silent elements
         (or None).
     """
-    prim = _backend_primitives()
+    prim = _backend_primitives(xla)
     l2s, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
     for i, tensor in enumerate(tensors):
         x = ops.cast(tensor, "float32")

@@ -321,6 +321,37 @@ def test_jit_compile_records_the_applied_gradients(data):
     _assert_norms_match_sgd_step(diag, before, model, "functional", rtol=1e-5)
 
 
+def test_jit_compile_records_a_model_with_large_tensors(rng):
+    # A kernel of 64 x 128 = 8192 elements gets a norm of its own
+    # (`step_stats.NORM_MIN_ELEMENTS` is 4096), which XLA must compile (it
+    # has no `EuclideanNorm`): the gradients, weights and updates.
+    x = rng.normal(size=(64, 64)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(128, activation="relu", name="wide"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _compile(model, jit_compile=True)
+    before = weights(model)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[diag])
+    # The one step, recorded: ||dw / lr|| layer by layer, and the update
+    # ratio ||dw|| / ||w||.
+    grads = _layer_grads(before, weights(model), model, ["wide", "out"])
+    ((stats),) = diag.history
+    for ls, (kernel, bias) in zip(stats.layers, (before[:2], before[2:])):
+        np.testing.assert_allclose(
+            ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
+        )
+        w = np.sqrt(np.sum(kernel**2) + np.sum(bias**2))
+        np.testing.assert_allclose(
+            ls.update_ratio, LR * np.linalg.norm(grads[ls.layer]) / w, rtol=1e-4
+        )
+
+
 class _WeightsPerStep(keras.callbacks.Callback):
     """The trainable weights before every step (NumPy, float64)."""
 

@@ -255,6 +255,29 @@ def test_a_step_is_quiet_within_the_bounds_only(data):
     assert not hooks.quiet()  # The alarm is read once.
 
 
+def test_the_every_step_function_compiles_with_xla_on_large_tensors(rng):
+    # The every-step (sentinel) function under `jit_compile=True`, with a
+    # kernel of 8192 elements (a norm of its own, which XLA must compile):
+    # its alarm holds the squared global norm of the SGD gradient.
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128)])
+    model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=True)
+    hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
+    hooks.install()
+    try:
+        assert hooks.xla
+        hooks.use("sentinel")
+        x = rng.normal(size=(16, 64)).astype("float32")
+        y = rng.normal(size=(16, 128)).astype("float32")
+        before = weights(model)
+        model.train_function(iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(16)))
+        squared = sum(
+            float(np.sum(((b - a) / 0.1) ** 2)) for b, a in zip(before, weights(model))
+        )
+        np.testing.assert_allclose(hooks._last_alarm.numpy()[0], squared, rtol=1e-4)
+    finally:
+        hooks.remove()
+
+
 def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
     # Twelve single overflow steps, each followed by finite steps read as
     # quiet ones (`read_quiet`): no overflow is ever the 10th in a row
