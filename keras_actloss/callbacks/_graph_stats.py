@@ -21,11 +21,12 @@ with the readers `GraphStats` inherits (`_ring_reading.RingReader`).
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
-from keras_actloss.callbacks._ring_reading import RingReader
-from keras_actloss.callbacks._step_rows import FULL, RING_HEAD
+from keras_actloss.callbacks._ring_reading import PaddedRows, RingReader
+from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 
 
@@ -46,7 +47,9 @@ class GraphStats(RingReader):
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
     `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
-    variables `_ring`, `_tick`, `_summed`, `_fresh`; it sets `_counter` (the step's
+    variables `_ring`, `_tick`, `_fresh`, `_labels` and `_inputs` (None
+    under XLA until traced), the flags `_keeps` and `_sums`; it sets
+    `_summed` (when traced), `_counter` (the step's
     first optimizer's iterations), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
     step's `step_reader.StepLayout`), and `_grad_layout`, `_grad_layers`
@@ -242,15 +245,43 @@ class GraphStats(RingReader):
         execution. (No `tf.size` of the sum's read: grappler may read the
         variable's shape again, after the update.)"""
         tf, summed, fresh = self._tf, self._summed, self._fresh
-        if summed is None or counts is None:
+        if not self._sums or counts is None:
             return counts, head
         now = tf.concat([head[1:], counts], 0)
+        if summed is None or summed.shape != now.shape:
+            # Of the traced step's static length (which XLA needs).
+            with tf.init_scope():
+                summed = tf.Variable(tf.zeros(now.shape), trainable=False)
+            self._summed = summed
         total = tf.cond(
             fresh.read_value(), lambda: now, lambda: now + summed.read_value()
         )
         summed.assign(total)
         fresh.assign(False)
         return total[2:], tf.concat([head[:1], total[:2]], 0)
+
+    def _keep_batch(self, data) -> None:
+        """Copies the first rows (up to `LABEL_ROWS`) of a single label
+        tensor into `_labels` and of a single input tensor into `_inputs`.
+
+        Under XLA, whose variables keep their shape, into a `PaddedRows`
+        made when the step is traced (for a static shape past the batch).
+        """
+        tf = self._tf
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        for name, value in (("_labels", y), ("_inputs", x)):
+            flat = tf.nest.flatten(value)
+            if len(flat) != 1 or not tf.is_tensor(flat[0]) or not flat[0].shape.rank:
+                continue
+            rows = tf.cast(flat[0][:LABEL_ROWS], "float32")
+            kept = getattr(self, name)
+            if kept is None:
+                if not rows.shape[1:].is_fully_defined():
+                    continue
+                with tf.init_scope():
+                    kept = PaddedRows(tf, [LABEL_ROWS, *rows.shape[1:]])
+                setattr(self, name, kept)
+            kept.assign(rows)
 
     def end_execution(self) -> None:
         """After a full execution: the next starts its own sums."""

@@ -67,7 +67,6 @@ from keras_actloss.callbacks._step_rows import (
     ALARM_LOGS_KEY,
     FULL,
     FULL_LOGS_KEY,
-    LABEL_ROWS,
     RING_HEAD,
 )
 from keras_actloss.diagnostics.step_reader import StepLayout
@@ -301,20 +300,21 @@ class TrainHooks(GraphStats):
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.model.optimizer
         self._labels = self._inputs = self._summed = self._fresh = None
-        if self.replicas == 1 and not model.jit_compile:
-            # `_summed`: activation counts over an execution's steps so far
-            # (`GraphStats._over_execution`).
-            spe = int(model.steps_per_execution or 1)
-            self._labels, self._inputs, self._summed = (
-                self._tf.Variable(
-                    np.zeros((0,), "float32"),
-                    shape=self._tf.TensorShape(None),
-                    trainable=False,
+        # Rows of a batch kept (`GraphStats._keep_batch`) and activation
+        # counts summed over an execution's steps (`_over_execution`, whose
+        # `_summed` is made when the step is traced): one replica only.
+        self._keeps = self.replicas == 1
+        self._sums = self._keeps and int(model.steps_per_execution or 1) > 1
+        if self._keeps:
+            if not self.xla:  # Under XLA made with a static shape when traced.
+                self._labels, self._inputs = (
+                    self._tf.Variable(
+                        np.zeros((0,), "float32"),
+                        shape=self._tf.TensorShape(None),
+                        trainable=False,
+                    )
+                    for _ in range(2)
                 )
-                if k < 2 or spe > 1
-                else None
-                for k in range(3)
-            )
             self._fresh = self._tf.Variable(True, trainable=False)
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:
@@ -414,7 +414,7 @@ class TrainHooks(GraphStats):
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
             self._local.static_batch = first.shape[0] if first.shape.rank else None
-            if mode == FULL and self._labels is not None:
+            if mode == FULL and self._keeps:
                 self._keep_batch(data)
             self._local.full = self._local.alarm = None
             try:
@@ -461,16 +461,6 @@ class TrainHooks(GraphStats):
             return logs
 
         return train_function
-
-    def _keep_batch(self, data) -> None:
-        """Copies the first rows of a single label tensor into `_labels`
-        and of a single input tensor into `_inputs`."""
-        tf = self._tf
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        for value, variable in ((y, self._labels), (x, self._inputs)):
-            flat = tf.nest.flatten(value)
-            if len(flat) == 1 and tf.is_tensor(flat[0]) and flat[0].shape.rank:
-                variable.assign(tf.cast(flat[0][:LABEL_ROWS], "float32"))
 
     def _call_wrapper(self, original, index: int):
         tf = self._tf

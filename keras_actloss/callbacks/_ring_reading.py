@@ -8,6 +8,7 @@ callback (`_step_judging`, `_reporting`, `GradientDiagnostics`) calls them
 through `TrainHooks`. The ring rows are judged with `_step_rows.fold_rows`
 and a full step is read with `_step_rows.full_record` and
 `diagnostics.step_reader`, shared with JAX (`_jax_stats.JaxStats`).
+`PaddedRows` keeps the rows of a batch under XLA, read like a variable.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class RingReader:
         """Labels of a recorded batch (float32, up to 64 rows), or None.
 
         Only kept for a single label tensor, without `tf.distribute`
-        replicas and without `jit_compile`.
+        replicas (under `jit_compile`, for static shapes past the batch).
         """
         return self._read_kept(self._labels)
 
@@ -174,3 +175,24 @@ class RingReader:
             return None
         value = variable.numpy()
         return value if value.size else None
+
+
+class PaddedRows:
+    """Up to `shape[0]` rows in a variable of fixed `shape` (zero-padded)
+    and their count: what XLA can assign rows of a batch of any size to.
+    `numpy()` gives the rows."""
+
+    def __init__(self, tf, shape):
+        self._tf = tf
+        self._rows = tf.Variable(tf.zeros(shape), trainable=False)
+        self._count = tf.Variable(0, trainable=False)
+
+    def assign(self, rows) -> None:
+        tf = self._tf
+        n = tf.shape(rows)[0]
+        pad = [[0, self._rows.shape[0] - n]] + [[0, 0]] * (rows.shape.rank - 1)
+        self._rows.assign(tf.pad(rows, pad))
+        self._count.assign(n)
+
+    def numpy(self) -> np.ndarray:
+        return self._rows.numpy()[: int(self._count.numpy())]

@@ -489,14 +489,21 @@ def test_steps_per_execution_count_follows_short_last_executions(data):
     assert diag._step == 12 == int(model.optimizer.iterations.numpy())
 
 
-def test_steps_per_execution_activations_count_every_batch_of_the_execution(rng):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_steps_per_execution_activations_count_every_batch_of_the_execution(
+    rng, jit_compile
+):
     # With 4 steps per execution a recording counts the activations of all
     # 4 batches (128 samples), not only the last: lr 0 keeps the weights, so
     # the reference is one forward pass of the hidden ReLU layer over them.
+    # (Under XLA too: the sums' variable has a static shape.)
     x = rng.normal(size=(128, 6)).astype("float32")
     y = rng.normal(size=(128, 1)).astype("float32")
     model = _compile(
-        build_model("sequential"), keras.optimizers.SGD(0.0), steps_per_execution=4
+        build_model("sequential"),
+        keras.optimizers.SGD(0.0),
+        steps_per_execution=4,
+        jit_compile=jit_compile,
     )
     diag = _diag()
     model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag])
@@ -860,13 +867,15 @@ def test_check_model_findings_are_reported(tmp_path, rng):
     assert "diagnostics/findings" in _tags(tmp_path).Tags()["tensors"]
 
 
-def test_check_model_sees_the_labels_of_a_recorded_batch(rng):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_check_model_sees_the_labels_of_a_recorded_batch(rng, jit_compile):
     # A sigmoid output cannot reach regression targets in [0, 10]; only the
     # labels tell, and the callback hands a batch of them to check_model.
+    # (Under XLA too: kept in a variable of 64 rows, zero-padded.)
     model = keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")]
     )
-    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
     x = rng.normal(size=(32, 4)).astype("float32")
     y = (10 * rng.random(size=(32, 1))).astype("float32")
     diag = GradientDiagnostics(every_n_steps=50)
