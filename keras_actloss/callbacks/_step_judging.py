@@ -247,20 +247,21 @@ class StepJudging:
         """
         new = []
         for step, norm, counted, skipped, layer, rate, loss, *units in steps:
-            if skipped:
-                continue  # A loss-scale overflow the optimizer skipped.
-            name = self._names[layer] if 0 <= layer < len(self._names) else None
-            # Dynamic loss scaling skips a non-finite step's update.
-            skips = counted and self._hooks.loss_scaled
-            event = SentinelEvent(
-                step, norm, counted, name, rate, loss, *units, update_skipped=skips
-            )
-            new += self._rules.observe_step(event)
-            if counted:
-                if self._writer is not None and step != recorded:
-                    self._writer.write_sentinel(event)
+            if skipped:  # A loss-scale overflow the optimizer skipped.
+                new += self._rules.observe_overflow(step, rate)
             else:
-                self._note_peak(event)
+                name = self._names[layer] if 0 <= layer < len(self._names) else None
+                # Dynamic loss scaling skips a non-finite step's update.
+                skips = counted and self._hooks.loss_scaled
+                event = SentinelEvent(
+                    step, norm, counted, name, rate, loss, *units, update_skipped=skips
+                )
+                new += self._rules.observe_step(event)
+                if counted:
+                    if self._writer is not None and step != recorded:
+                        self._writer.write_sentinel(event)
+                else:
+                    self._note_peak(event)
             if self._rules.jumped:
                 self._burst(step + 1, self._rules.jump_noisy)
         self._handle(new)

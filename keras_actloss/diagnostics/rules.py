@@ -191,8 +191,10 @@ class HealthRules(
         }
         self._streaks = _Streaks()
         self._reported: set[tuple[str, str | None]] = set()
-        # Whether a non-finite step reached the weights (`_broken`).
+        # Whether a non-finite step reached the weights (`_broken`), and the
+        # loss-scale overflows in a row (`observe_overflow`).
         self._lost = False
+        self._overflows = 0
         self._norms = NormSeries(t.baseline_steps)
         self._last_step: int | None = None
         self._last_rate: float | None = None
@@ -228,6 +230,7 @@ class HealthRules(
         ):
             return new
         self._last_step = event.step
+        self._overflows = 0
         self._rate_jump(event.step, event.learning_rate)
         self._zeros_jump(event.global_norm, event.zero_gradients, event.silent_units)
         overflow = event.global_norm == math.inf and not event.non_finite
@@ -237,6 +240,20 @@ class HealthRules(
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
+        return self._emit(new)
+
+    def observe_overflow(self, step: int, rate: float | None) -> list[Finding]:
+        """Judges a step whose loss-scale overflow the optimizer skipped
+        (no finite norm; the step count stays at `step`); returns the new
+        findings (`_overflowing`)."""
+        new: list[Finding] = []
+        self.jumped = self._jump_hard = False
+        if self._broken():
+            return new
+        self._overflows += 1
+        if self._last_rate != rate:
+            self._rate_jump(step, rate)
+        self._overflowing(new, step)
         return self._emit(new)
 
     def observe_quiet(self, steps: Iterable[tuple]) -> None:

@@ -29,6 +29,10 @@ _GROWTH = 1.5
 # how many times their levels before the jump the loss must reach (for how
 # many steps in a row) and the gradient norm once (`NormRules._diverging`).
 _WATCH_STEPS = 10
+# Loss-scale overflows in a row within `_WATCH_STEPS` of a learning-rate
+# jump up that are an explosion: each halves the scale, so the third means
+# gradients 4x past float16's range at the scale that fit before.
+_OVERFLOW_RUN = 3
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
 
@@ -276,6 +280,28 @@ class NormRules(RuleFamily):
             "the steps are too large and training diverges."
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
+        self._watch = None
+
+    def _overflowing(self, new, step: int) -> None:
+        """Reports `_OVERFLOW_RUN` loss-scale overflows in a row (steps
+        whose update the optimizer skipped, counted in `_overflows`) within
+        `_WATCH_STEPS` steps of a learning-rate jump up: under mixed
+        precision the diverging gradients leave float16's range before any
+        norm can grow."""
+        watch = self._watch
+        if watch is None or not watch.step <= step <= watch.step + _WATCH_STEPS:
+            return
+        if self._overflows < _OVERFLOW_RUN:
+            return
+        before, after = watch.rates
+        message = (
+            f"The {self._overflows} steps from step {step} overflowed float16 "
+            f"under loss scaling (each update skipped, the scale halved each "
+            f"time) after the learning rate jumped from {before:.3g} to "
+            f"{after:.3g} at step {watch.step}: the gradients exploded with "
+            "the new step size."
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, None, watch.step, math.inf, message)
         self._watch = None
 
     def _diverged(self, loss) -> bool:

@@ -1153,6 +1153,59 @@ def after_a_rate_jump(losses, norms, rate=10.0):
     ]
 
 
+class TestOverflowsAfterARateJump:
+    """Under mixed precision a step whose gradients leave float16's range is
+    skipped by loss scaling (`observe_overflow`): no norm to grow. Three in a
+    row within 10 steps of a learning-rate jump up are an explosion (a
+    BatchNorm CNN whose Adam lr jumped 1e-3 -> 1 under mixed_float16
+    overflowed from the jump on)."""
+
+    @staticmethod
+    def _overflows(rules, step, rate, n):
+        out = []
+        for _ in range(n):  # Skipped: the step count stays.
+            out += rules.observe_overflow(step, rate)
+        return out
+
+    def test_three_overflows_after_the_jump(self):
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 1.0, lr=0.01, loss=1.0) for s in range(6)])
+        # Step 6, the first at lr 10, and the next two overflow.
+        assert self._overflows(rules, 6, 10.0, 2) == []
+        (found,) = self._overflows(rules, 6, 10.0, 1)
+        assert (found.mode, found.layer, found.step) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            6,
+        )
+        assert found.value == np.inf
+        assert found.message == (
+            "The 3 steps from step 6 overflowed float16 under loss scaling (each "
+            "update skipped, the scale halved each time) after the learning "
+            "rate jumped from 0.01 to 10 at step 6: the gradients exploded with "
+            "the new step size."
+        )
+
+    @pytest.mark.parametrize(
+        "rate, before, between",
+        [(0.01, 6, False), (10.0, 6, True), (10.0, 20, False), (1e-4, 6, False)],
+        ids=["no_jump", "not_in_a_row", "after_the_window", "rate_down"],
+    )
+    def test_not_an_explosion(self, rate, before, between):
+        # Overflows at the same rate (a scale grown too high), two then a
+        # finite step, or from step 20 (past the 10 steps watched after the
+        # jump at step 6), or after a jump down.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=1.0) for s in range(6)]
+        seq += [event(s, 1.0, lr=rate, loss=1.0) for s in range(6, before)]
+        run(rules, seq)
+        found = self._overflows(rules, before, rate, 2)
+        if between:
+            found += run(rules, [event(before, 1.0, lr=rate, loss=1.0)])
+        found += self._overflows(rules, before + 1, rate, 2 if between else 3)
+        assert found == []
+
+
 class TestDivergingAfterARateJump:
     """A loss far over its level, and over where training began, after the
     learning rate jumped up, with the gradient norm up 3x: an explosion that

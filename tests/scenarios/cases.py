@@ -757,13 +757,20 @@ class Recorder(keras.callbacks.Callback):
         super().__init__()
         self.diag = diag
         self.reported: list[tuple] = []  # (Finding, reported step)
+        self._batches = 0
 
     def _note(self):
         step = int(self.model.optimizer.iterations) - 1
+        if isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):
+            # A step whose update loss scaling skipped does not advance the
+            # optimizer's count: count the batches (a short last execution
+            # of an epoch counts in full).
+            step = self._batches - 1
         for finding in self.diag.findings[len(self.reported) :]:
             self.reported.append((finding, step))
 
     def on_train_batch_end(self, batch, logs=None):
+        self._batches += self.model.steps_per_execution or 1
         self._note()
 
     def on_epoch_end(self, epoch, logs=None):

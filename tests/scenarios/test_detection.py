@@ -15,6 +15,7 @@ a training mode and severity "failure" count: a pre-training warning such as
 "unstandardized_inputs" is not a training failure.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -107,6 +108,57 @@ def test_failure_is_reported_in_time(case):
             assert (finding.step, reported) == (onset, onset), found
         else:
             assert reported <= onset + cases.WINDOW, (mode, found)
+
+
+def _configured(case, policy, jit_compile):
+    """`case` built under the dtype policy `policy`, compiled with
+    `jit_compile` (XLA on TensorFlow)."""
+
+    def build():
+        keras.mixed_precision.set_global_policy(policy)
+        setup = case.build()
+        setup.model.jit_compile = jit_compile
+        return setup
+
+    return dataclasses.replace(case, build=build)
+
+
+@pytest.mark.parametrize(
+    "name, policy, jit_compile, reported",
+    [
+        # Under dynamic loss scaling the NaN batch's update is skipped: its
+        # NaN loss still counts at once.
+        ("nan_batch", "mixed_float16", False, None),
+        # The jump makes every step overflow float16 (each update skipped):
+        # three in a row after it are the explosion; ten in a row, training
+        # has stopped (non_finite).
+        (
+            "lr_jump_adam_bn",
+            "mixed_float16",
+            False,
+            {cases.EXPLODING: 153, cases.NON_FINITE: 160},
+        ),
+        # Under XLA: tensors of 4096 elements and more, kept rows, dense
+        # recording after the jump.
+        ("lr_jump_adam_bn", "float32", True, None),
+        ("dead_relu", "mixed_float16", True, None),
+    ],
+)
+def test_failures_under_mixed_precision_and_xla(name, policy, jit_compile, reported):
+    # `reported`: the step each mode is reported at, when not as in float32
+    # without XLA (`REPORTED`), which the failure is then judged against.
+    case = cases.BY_NAME[name]
+    try:
+        detection = cases.detect(_configured(case, policy, jit_compile))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    found = describe(detection)
+    if reported is None:
+        scores, false = cases.score(case, detection)
+        assert detection.modes == case.expected and not false, found
+        assert all(score.detected for score in scores), found
+        reported = REPORTED[name]
+    assert {mode: detection.first(mode)[1] for mode in detection.modes} == reported
 
 
 @pytest.mark.parametrize(
