@@ -96,11 +96,17 @@ class NonFiniteRules(RuleFamily):
                 f" It follows an update larger than the weights (step {last_step})."
             )
             fix = FIXES[F.EXPLODING_GRADIENTS]
-        else:
-            before = "" if last is None else f" (last finite norm {last:.3g})"
+        elif last is None:
             message += (
-                f" The gradient norms before it were normal{before}: the cause "
-                "is likely in the data or the loss, not the step size."
+                " No step before it had finite gradients: the cause is likely "
+                "in the data, the loss or the initial weights, not the step size."
+            )
+            fix = _DATA_FIX
+        else:
+            message += (
+                f" The gradient norms before it were normal (last finite norm "
+                f"{last:.3g}): the cause is likely in the data or the loss, not "
+                "the step size."
             )
             fix = _DATA_FIX
         self._add(

@@ -216,9 +216,19 @@ class TestNonFinite:
         rules = HealthRules(mlp(["relu"]))
         found = rules.observe_step(event(7, math.inf, non_finite=True, layer="dense_1"))
         assert modes(found) == [(F.NON_FINITE, "dense_1", 7)]
-        # Nothing before it: no "last finite norm".
-        assert "normal: the cause is likely in the data" in found[0].message
+        # Nothing before it: no norm to call normal.
+        assert found[0].message.endswith(
+            "No step before it had finite gradients: the cause is likely in the "
+            "data, the loss or the initial weights, not the step size."
+        )
         assert found[0].fix == rules_module._DATA_FIX
+        # After finite steps: their last norm.
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, loss=1.0) for s in range(3)])
+        found = rules.observe_step(event(3, math.nan, non_finite=True))
+        assert "normal (last finite norm 2): the cause is likely in the data" in (
+            found[0].message
+        )
 
     def test_recording_of_a_step_already_seen(self):
         # The step's finite norm was judged; its recording is not finite.
