@@ -137,7 +137,8 @@ class GradientDiagnostics(
       once the norm rose 3x (normalization can hold it under the limit),
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
-      so high (Adam and normalization can bring both back at once).
+      so high (Adam and normalization can bring both back at once), or
+      under dynamic loss scaling after 3 overflows in a row.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest

@@ -649,17 +649,24 @@ def _targets_times(y, start, factor, stop=None, size=8):
     return y
 
 
-def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
+def _mixed_float16_fit(rng):
+    """A `mixed_float16` model on 16 batches of 8, a callback recording
+    every step, and the `fit` arguments."""
     keras.mixed_precision.set_global_policy("mixed_float16")
     x = rng.normal(size=(128, 6)).astype("float32")
     y = rng.normal(size=(128, 1)).astype("float32")
     model = _compile(build_model("sequential"))
     diag = _diag(every_n_steps=1)
+    fit = dict(batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
+    return x, y, model, diag, fit
+
+
+def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
+    x, y, model, diag, fit = _mixed_float16_fit(rng)
     # Batch 3's targets 1e4 times larger: the loss stays finite, but its
     # float16 gradient at the output, 2 * 1e4 / 8 times the loss scale of
     # 2**15, is beyond float16's 65504. The optimizer skips the step and
     # halves the scale: not a finding.
-    fit = dict(batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[diag])
     model.fit(x, _targets_times(y, 3, 1e4), **fit)
     assert diag.findings == []
     assert _iterations(model) == 15
@@ -673,23 +680,11 @@ def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
 
 
 def test_a_nan_loss_under_loss_scaling_is_reported_at_its_step(rng):
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    x = rng.normal(size=(128, 6)).astype("float32")
-    y = rng.normal(size=(128, 1)).astype("float32")
-    model = _compile(build_model("sequential"))
-    diag = _diag(every_n_steps=1)
+    x, y, model, diag, fit = _mixed_float16_fit(rng)
     # One NaN input: its loss is NaN, which no loss scale causes. Reported
     # at once, though the optimizer skips the update.
     with pytest.warns(GradientHealthWarning, match="non_finite"):
-        model.fit(
-            _nan_batch(x, 3),
-            y,
-            batch_size=8,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-            callbacks=[diag],
-        )
+        model.fit(_nan_batch(x, 3), y, **fit)
     ((mode, step, message),) = [(f.mode, f.step, f.message) for f in diag.findings]
     assert (mode, step) == (NON_FINITE, 3)
     assert "loss scaling skipped the update" in message
