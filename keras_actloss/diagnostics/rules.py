@@ -251,8 +251,7 @@ class HealthRules(
         if self._broken():
             return new
         self._overflows += 1
-        if self._last_rate != rate:
-            self._rate_jump(step, rate)
+        self._rate_jump(step, rate)
         self._overflowing(new, step)
         return self._emit(new)
 

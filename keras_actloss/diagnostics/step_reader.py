@@ -131,8 +131,7 @@ def activation_fields(
 
 def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
     """The per-layer fields (`LAYER_FIELDS`, `"unit_activity"` and
-    `"unit_samples"`) of a full
-    step, None where they do not apply.
+    `"unit_samples"`) of a full step, None where they do not apply.
 
     Args:
         layout: The traced step's `StepLayout`.
