@@ -306,6 +306,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._full = True
         # The every-step check's own program (`_rent_check`).
         self._check = False
+        self._check_job = None  # Its compilation (`_check_program`).
+        self._state_compared = False
         self._compilation: float | None = None
         self._rent = 0.0
         self._last_check: float | None = None
@@ -368,6 +370,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         model = self.model
         # No interval across fits: the time between them is not a step.
         self._steps_left, self._last_check = steps, None
+        self._state_compared = False
         if not self._checked:
             check_internals()  # Once: Keras does not change between fits.
             self._checked = True
@@ -523,21 +526,34 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         model = self.model
         step = self._step
         jitted = not model.run_eagerly and model.jit_compile
+        out_shardings = None
         if jitted:
-            out_shardings = None
             if keras.distribution.distribution() is not None:
                 out_shardings = (None, model._get_state_sharding_spec())
             step = jax.jit(
                 step, static_argnums=3, donate_argnums=0, out_shardings=out_shardings
             )
 
+        # Under a distribution the check program is compiled in line, by
+        # `jax.jit` (it places the data as the distribution says; a program
+        # compiled ahead of time takes them only as they were lowered).
+        ahead = jitted and out_shardings is None
+
         def run(state, data):
             full = self._full
-            check = jitted and not full and self._check
             start = time.perf_counter()
-            logs, state = step(state, data, np.bool_(full) if jitted else full, check)
+            program = None
+            check = jitted and not full and self._check
+            if check and ahead:
+                # None while it compiles: the one program runs the check.
+                program, check = self._check_program(step, state, data), False
+            if program is not None:
+                logs, state = program(state, data, np.bool_(False))
+            else:
+                flag = np.bool_(full) if jitted else full
+                logs, state = step(state, data, flag, check)
             if jitted:
-                self._rent_check(start, full or check)
+                self._rent_check(start, full or check or program is not None)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None and full:
                 out = self._over_execution(out)

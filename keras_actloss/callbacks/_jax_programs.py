@@ -17,15 +17,19 @@ steps: XLA runs only the branch taken, and one program is compiled, not
 one per kind of step). Once the every-step checks have run in it long
 enough to pay for a second compilation (`_rent_check`, after every jitted
 call), they get a program of their own with no full statistics (a static
-argument of the step).
+argument of the step), compiled on a thread of its own (`CompileJob`)
+while the one program runs them: no pause in the middle of training.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 
 import jax
+import numpy as np
 
 from keras_actloss.callbacks._jax_stats import _Trace
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
@@ -39,7 +43,8 @@ class JaxPrograms:
     function around `_step`), `_take_extra()`, `_trace_home()`,
     `_function`, `_full`, `_check`, `_compilation`, `_rent`, `_last_check`,
     `_intervals` (the last wall times between checks), `_steps_left`,
-    `_summed` (`_over_execution`); and on `JaxStats`'s `_merge` and
+    `_summed` (`_over_execution`), `_check_job` and `_state_compared`
+    (`_check_program`); and on `JaxStats`'s `_merge` and
     `_statistics`. It sets `_trace` (while a step is traced),
     `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
     their own program) and the other attributes of `_rent_check`.
@@ -144,16 +149,18 @@ class JaxPrograms:
         pays for its compilation.
 
         The first call of the jitted step waits for its compilation: its
-        time stands for the check program's (a smaller one). A check run by
-        the one program costs about `CHECK_SAVING` of a step more than one
-        with no full statistics (the cond's untaken branch: its operands,
-        the zeros it returns); the wall time from one such check to the
-        next counts as the step. The check gets its own program once the
-        steps left in the `fit` (when known) would save its compilation,
-        or once the extra paid so far adds up to it (a run of unknown or
-        many short fits pays at most twice the compilation). A short run
-        compiles one program. `start`: when the call began; `other`:
-        whether it ran a full step or a check in its own program.
+        time stands for the check program's (a smaller one), and its
+        `compile_share` for what compiling that on another thread costs
+        the training. A check run by the one program costs about
+        `CHECK_SAVING` of a step more than one with no full statistics (the
+        cond's untaken branch: its operands, the zeros it returns); the
+        wall time from one such check to the next counts as the step. The
+        check gets its own program once the steps left in the `fit` (when
+        known) would save that cost, or once the extra paid so far adds up
+        to it (a run of unknown or many short fits pays at most twice the
+        cost). A short run compiles one program. `start`: when the call
+        began; `other`: whether it ran a full step or a check in its own
+        program.
         """
         now = time.perf_counter()
         last, self._last_check = self._last_check, None if other else now
@@ -169,5 +176,84 @@ class JaxPrograms:
             left = 0.0
             if self._steps_left and len(steps) == steps.maxlen:
                 left = self._steps_left * statistics.median(steps)
-            if max(self._rent, left) * self.CHECK_SAVING >= self._compilation:
+            price = self._compilation * compile_share()
+            if max(self._rent, left) * self.CHECK_SAVING >= price:
                 self._check = True
+
+    def _check_program(self, step, state, data):
+        """The check program for `data`, or None while it compiles (or for
+        data of another shape than it was compiled for: an epoch's last
+        batch, which the one program runs).
+
+        Lowered here, on the training thread, the first time it is asked
+        for (a trace, a small part of the compilation), and compiled on a
+        thread of its own (`CompileJob`): training goes on in the one
+        program meanwhile instead of waiting for the compilation. Kept for
+        later fits while their training state is as the one it was lowered
+        with (compared at each fit's first check).
+        """
+        job = self._check_job
+        if job is not None and not self._state_compared:
+            if _signature(state) != job.state:
+                job = None
+        self._state_compared = True
+        if job is None:
+            lowered = step.lower(state, data, np.bool_(False), True)
+            job = self._check_job = CompileJob(lowered, state, data)
+        return job.program_for(data)
+
+
+def _signature(data) -> tuple:
+    """The tree structure and the leaves' shapes and dtypes of `data`."""
+    leaves, tree = jax.tree_util.tree_flatten(data)
+    return tree, [(np.shape(x), getattr(x, "dtype", None)) for x in leaves]
+
+
+def compile_share() -> float:
+    """The share of a compilation's time that compiling it on another
+    thread costs the training: all of it with one core besides the
+    training's (measured on two cores: the MLP of `benchmarks/overhead.py`
+    lost 0.6-0.85 of an inline compilation's time to it), 1 / n with n
+    others."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not on Linux.
+        cores = os.cpu_count() or 1
+    return 1.0 / max(1, cores - 1)
+
+
+class CompileJob:
+    """An XLA compilation of a lowered program on a thread of its own.
+
+    XLA releases the GIL while it compiles, so the training thread runs
+    on. `program_for` gives the compiled program once it is done, for data
+    of the shapes it was lowered with; an error of the compilation is
+    raised there, on the training thread.
+    """
+
+    def __init__(self, lowered, state, data):
+        self.state, self.signature = _signature(state), _signature(data)
+        self.program = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        thread = threading.Thread(
+            target=self._compile, args=(lowered,), name="keras_actloss-compile"
+        )
+        thread.daemon = True  # A fit that ends first does not wait for it.
+        thread.start()
+
+    def _compile(self, lowered) -> None:
+        try:
+            self.program = lowered.compile()
+        except BaseException as error:  # noqa: BLE001 - raised on the training thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def program_for(self, data):
+        """The compiled program, if done and lowered for data like `data`."""
+        if not self.done.is_set():
+            return None
+        if self.error is not None:
+            raise self.error
+        return self.program if _signature(data) == self.signature else None

@@ -7,6 +7,7 @@ backends. The recorded figures themselves are checked on both backends by
 """
 
 import textwrap
+import threading
 
 import keras
 import numpy as np
@@ -205,36 +206,133 @@ def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
     x, y = data
     model = build_model("sequential")
     model.compile(keras.optimizers.SGD(0.1), "mse")
-    # Any check pays at once: the second check step compiles the check
-    # program (the first one's time since the step before is not a step).
+    # Any check pays at once: the second check step has the check program
+    # lowered and compiling on its own thread (the first one's time since
+    # the step before is not a step).
     monkeypatch.setattr(_jax_programs.JaxPrograms, "CHECK_SAVING", 1e9)
     diag = _diag(every_n_steps=4)
-    diag.DENSE_STEPS = 0  # Full statistics at steps 0, 4 only.
+    diag.DENSE_STEPS = 0  # Full statistics at steps 0, 4, 8, 12 only.
     compiled = _compilations(model, x, y, diag, caplog, batch_size=4, epochs=1)
-    assert len(compiled) == 2, compiled
-    assert diag._hooks._check
-    assert [s.step for s in diag.history] == [0, 4]
-    # Every step judged, the check program's too (steps 3 and 5-7).
-    assert diag._rules._last_step == 7
+    hooks = diag._hooks
+    assert hooks._check
+    job = hooks._check_job
+    assert job.done.wait(120) and job.error is None
+    assert len(compiled) == 1  # The one program; the check program's
+    # compilation is not this thread's, nor logged.
+
+    # The second fit (8 steps of batch 4, as the first) runs its checks in
+    # that program, once each: steps 9-11 and 13-15.
+    calls = []
+    program = job.program
+
+    def counted(*args):
+        calls.append(1)
+        return program(*args)
+
+    job.program = counted
+    caplog.clear()
+    assert not _compilations(model, x, y, diag, caplog, batch_size=4, epochs=1)
+    assert [s.step for s in diag.history] == [0, 4, 8, 12]
+    assert len(calls) == 6
+    assert diag._rules._last_step == 15  # Every check judged.
     layer = diag.history[-1].layers[0]
     assert layer.grad_norm > 0 and layer.weight_norm > 0
 
 
+class _Lowered:
+    """Stands for a `jax.stages.Lowered`: its `compile` waits for `go`."""
+
+    def __init__(self, result=None, error=None):
+        self.go = threading.Event()
+        self.result, self.error = result, error
+
+    def compile(self):
+        self.go.wait(60)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def test_the_compiled_check_program_serves_only_the_batches_it_was_lowered_for():
+    from keras_actloss.callbacks._jax_programs import CompileJob
+
+    batch = {"x": np.zeros((4, 3), "float32"), "y": np.zeros((4,), "int32")}
+    lowered = _Lowered(result="program")
+    job = CompileJob(lowered, [np.zeros((3, 1), "float32")], batch)
+    assert job.program_for(batch) is None  # Still compiling.
+    lowered.go.set()
+    assert job.done.wait(60)
+    assert job.program_for(batch) == "program"
+    last = {"x": np.zeros((3, 3), "float32"), "y": np.zeros((3,), "int32")}
+    assert job.program_for(last) is None  # An epoch's shorter last batch.
+    assert job.program_for({**batch, "y": batch["y"].astype("int64")}) is None
+    assert job.program_for((batch["x"], batch["y"])) is None  # Another tree.
+
+
+def test_a_failed_compilation_of_the_check_program_raises_on_the_training_thread():
+    from keras_actloss.callbacks._jax_programs import CompileJob
+
+    lowered = _Lowered(error=RuntimeError("XLA ran out of memory"))
+    lowered.go.set()
+    job = CompileJob(lowered, [], np.zeros((2, 2)))
+    assert job.done.wait(60)
+    with pytest.raises(RuntimeError, match="XLA ran out of memory"):
+        job.program_for(np.zeros((2, 2)))
+
+
+def test_a_check_program_is_lowered_again_for_another_training_state():
+    hooks = _hooks_of_a_line()
+    lowered = []
+
+    class Step:  # Stands for the jitted step.
+        def lower(self, *args):
+            lowered.append(args)
+            result = _Lowered(result=f"program {len(lowered)}")
+            result.go.set()
+            return result
+
+    state, batch = [np.zeros((1, 1), "float32")], np.zeros((4, 1), "float32")
+    hooks._check_program(Step(), state, batch)
+    assert hooks._check_job.done.wait(60)
+    assert hooks._check_program(Step(), state, batch) == "program 1"
+    hooks.install()  # A later fit, with the same training state: kept.
+    assert hooks._check_program(Step(), state, batch) == "program 1"
+    assert len(lowered) == 1
+    hooks.remove()
+    hooks.install()  # One with another (a variable more).
+    other = [*state, np.zeros((2,), "float32")]
+    hooks._check_program(Step(), other, batch)
+    assert len(lowered) == 2 and lowered[1][0] is other
+    hooks.remove()
+
+
 @pytest.mark.parametrize(
-    "steps_left, switch_at",
+    "cores, steps_left, switch_at",
     [
-        # 9 checks of 2 ms (after the first) set the step: 9990 steps x 2 ms
-        # x CHECK_SAVING 0.1 = 2 s >= the 0.5 s compilation.
-        (10_000, 10),
+        # Two cores: compiling beside the training costs it the whole 0.5 s
+        # compilation. 9 checks of 2 ms (after the first) set the step:
+        # 9990 steps x 2 ms x CHECK_SAVING 0.1 = 2 s >= 0.5 s.
+        (2, 10_000, 10),
         # 990 steps left would save 0.2 s: the rent pays it at 0.5 s / 0.1 /
         # 2 ms = 2500 intervals.
-        (1_000, 2501),
-        (None, 2501),  # Steps unknown: the rent alone.
+        (2, 1_000, 2501),
+        (2, None, 2501),  # Steps unknown: the rent alone.
+        # 16 cores: a fifteenth of it, 0.5 s / 15 = 33 ms. 990 steps left
+        # save 0.198 s; the rent alone pays 33.3 ms at 167 intervals.
+        (16, 1_000, 10),
+        (16, None, 168),
+        (1, None, 2501),
     ],
 )
-def test_the_check_program_is_compiled_when_it_pays(monkeypatch, steps_left, switch_at):
+def test_the_check_program_is_compiled_when_it_pays(
+    monkeypatch, cores, steps_left, switch_at
+):
     from keras_actloss.callbacks import _jax_programs
 
+    affinity = set(range(cores))
+    monkeypatch.setattr(
+        _jax_programs.os, "sched_getaffinity", lambda pid: affinity, raising=False
+    )
     hooks = _hooks_of_a_line()
     hooks._steps_left = steps_left
     clock = iter(np.arange(0.0, 100.0, 0.002).tolist())
