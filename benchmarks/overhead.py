@@ -33,6 +33,10 @@ default settings alternated in `--long-pairs` rounds:
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
   includes tracing the train functions.
 
+Both as wall time and as the process's CPU time (all its threads: on a
+shared machine other work stretches the wall time of a fit far more than
+its CPU time; a compilation on a thread of its own counts in full).
+
 Results are printed and written to `benchmarks/RESULTS.md` (section
 `overhead`, or `overhead-jax` with `--backend jax`).
 
@@ -106,9 +110,20 @@ class BatchEnd(keras.callbacks.Callback):
         pass
 
 
+def clock() -> tuple[float, float]:
+    """Wall and process CPU seconds (all threads: the callback's, Keras's,
+    TensorFlow's or XLA's) now."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """Wall and CPU seconds since `start` (a `clock()`)."""
+    return tuple(now - then for now, then in zip(clock(), start))
+
+
 class LaterSteps(keras.callbacks.Callback):
-    """Seconds from the start of batch `start` to the end of training
-    (`seconds`, None if that batch did not run).
+    """Wall and CPU seconds from the start of batch `start` to the end of
+    training (`seconds`, None if that batch did not run).
 
     No batch-end hook: on JAX Keras still dispatches steps ahead.
     """
@@ -119,11 +134,11 @@ class LaterSteps(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.start:
-            self.at = time.perf_counter()
+            self.at = clock()
 
     def on_train_end(self, logs=None):
         if self.at is not None:
-            self.seconds = time.perf_counter() - self.at
+            self.seconds = since(self.at)
 
 
 def mlp() -> keras.Model:
@@ -271,11 +286,11 @@ def mobilenet() -> keras.Model:
 
 def fresh_pairs(
     build, x, y, pairs: int, later: int | None = None, **fit
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Seconds of a first `fit` of a fresh model, plain and with the default
-    callback, alternating which runs first; and, with `later`, the seconds
-    from the start of batch `later` to the end of the `fit` (the steps after
-    the tracing and the dense recordings at the start)."""
+) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]]]:
+    """Wall and CPU seconds of a first `fit` of a fresh model, plain and
+    with the default callback, alternating which runs first; and, with
+    `later`, those from the start of batch `later` to the end of the `fit`
+    (the steps after the tracing and the dense recordings at the start)."""
     times = {"plain": [], "default": []}
     tails = {"plain": [], "default": []}
     for r in range(pairs):
@@ -295,24 +310,29 @@ def fresh_pairs(
     return times, tails
 
 
-def timed_fit_arrays(model, x, y, cbs: list, **fit) -> float:
+def timed_fit_arrays(model, x, y, cbs: list, **fit) -> tuple[float, float]:
+    """Wall and CPU seconds of one `fit`, the garbage collector off."""
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        start = clock()
         model.fit(x, y, verbose=0, callbacks=cbs, shuffle=False, **fit)
-        return time.perf_counter() - start
+        return since(start)
     finally:
         gc.enable()
 
 
 def ratio_row(label: str, times: dict) -> str:
-    ratios = [d / p for d, p in zip(times["default"], times["plain"])]
-    plain = statistics.median(times["plain"])
-    line = (
-        f"| {label} | plain {plain:.1f} s | {statistics.median(ratios):.3f}x | "
-        f"{min(ratios):.3f}-{max(ratios):.3f} |"
-    )
+    """The table row of `times` (wall and CPU seconds per setting): the
+    median of the paired ratios default / plain, with min and max, of each."""
+    cells = []
+    for i in (0, 1):
+        ratios = [d[i] / p[i] for d, p in zip(times["default"], times["plain"])]
+        cells.append(
+            f"{statistics.median(ratios):.3f}x | {min(ratios):.3f}-{max(ratios):.3f}"
+        )
+    plain = statistics.median(t[0] for t in times["plain"])
+    line = f"| {label} | plain {plain:.1f} s | {cells[0]} | {cells[1]} |"
     print(line)
     return line
 
@@ -389,9 +409,11 @@ def main() -> None:
         "`fit` in the same round):\n\n"
         "| model | setting | plain step | ratio | min-max |\n"
         "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
-        "Fresh models and callbacks (default settings against a plain `fit`):\n\n"
-        "| run | plain | ratio | min-max |\n| --- | --- | --- | --- |\n"
-        + "\n".join(fresh)
+        "Fresh models and callbacks (default settings against a plain `fit`; "
+        "wall time, and the process's CPU time over all its threads, less "
+        "disturbed by other work on a shared machine):\n\n"
+        "| run | plain | wall ratio | min-max | CPU ratio | min-max |\n"
+        "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(fresh)
     )
     if args.no_write:
         return
