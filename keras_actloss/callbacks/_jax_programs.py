@@ -193,9 +193,8 @@ class JaxPrograms:
         with (compared at each fit's first check).
         """
         job = self._check_job
-        if job is not None and not self._state_compared:
-            if _signature(state) != job.state:
-                job = None
+        if job and not self._state_compared and _signature(state) != job.state:
+            job = None
         self._state_compared = True
         if job is None:
             lowered = step.lower(state, data, np.bool_(False), True)
@@ -226,7 +225,8 @@ class CompileJob:
     """An XLA compilation of a lowered program on a thread of its own.
 
     XLA releases the GIL while it compiles, so the training thread runs
-    on. `program_for` gives the compiled program once it is done, for data
+    on (and a `fit` that ends first does not wait for it; the process
+    does, at exit). `program_for` gives the compiled program once it is done, for data
     of the shapes it was lowered with; an error of the compilation is
     raised there, on the training thread.
     """
@@ -236,10 +236,13 @@ class CompileJob:
         self.program = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+        # Not a daemon: Python waits for it before it exits. A daemon thread
+        # still in XLA when the interpreter finalizes aborts the process
+        # (`FATAL: exception not rethrown`), as a script whose fit ends
+        # while it compiles would.
         thread = threading.Thread(
             target=self._compile, args=(lowered,), name="keras_actloss-compile"
         )
-        thread.daemon = True  # A fit that ends first does not wait for it.
         thread.start()
 
     def _compile(self, lowered) -> None:

@@ -422,6 +422,42 @@ def test_data_parallel_statistics_equal_a_single_device_run():
         np.testing.assert_allclose(b["zero"], a["zero"], rtol=1e-6)
 
 
+_EXIT_WHILE_COMPILING = textwrap.dedent(
+    """
+    import json
+    import keras, numpy as np
+    from keras_actloss.callbacks import GradientDiagnostics, _jax_programs
+    _jax_programs.JaxPrograms.CHECK_SAVING = 1e9  # Any check pays at once.
+    rng = np.random.default_rng(0)
+    # 4 steps, full statistics at step 0 only: the checks of steps 1 and 2
+    # pay (the rent needs the time between two in a row), so step 3, the
+    # last, starts the check program's compilation.
+    x = rng.normal(size=(4 * 16, 8)).astype("float32")
+    y = rng.normal(size=(4 * 16, 1)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((8,))]
+        + [keras.layers.Dense(128, activation="relu") for _ in range(4)]
+        + [keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    diag = GradientDiagnostics(check_model=False, every_n_steps=4)
+    diag.DENSE_STEPS = 0
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[diag])
+    job = diag._hooks._check_job
+    print(json.dumps({"started": job is not None,
+                      "compiling": job is not None and not job.done.is_set()}))
+    """
+)
+
+
+def test_a_process_that_exits_while_the_check_program_compiles_exits_cleanly():
+    # The compilation outlives the fit; the interpreter must wait for it
+    # (with a daemon thread it aborted: `FATAL: exception not rethrown`).
+    # `run_script` asserts the exit status 0.
+    result = run_script(_EXIT_WHILE_COMPILING, "jax")
+    assert result == {"started": True, "compiling": True}
+
+
 def _hooks_of_a_line():
     """`JaxTrainHooks` of a compiled `Dense(1)` on one input: two variables
     (kernel, bias), both of the layer "line"."""
