@@ -193,7 +193,8 @@ class JaxPrograms:
         with (compared at each fit's first check).
         """
         job = self._check_job
-        if job and not self._state_compared and _signature(state) != job.state:
+        compare = job is not None and not self._state_compared
+        if compare and _signature(state) != job.state:
             job = None
         self._state_compared = True
         if job is None:
@@ -211,9 +212,9 @@ def _signature(data) -> tuple:
 def compile_share() -> float:
     """The share of a compilation's time that compiling it on another
     thread costs the training: all of it with one core besides the
-    training's (measured on two cores: the MLP of `benchmarks/overhead.py`
-    lost 0.6-0.85 of an inline compilation's time to it), 1 / n with n
-    others."""
+    training's (on two cores the steps of the MLP of
+    `benchmarks/overhead.py` slowed by most of it, see RESULTS.md), 1 / n
+    with n others."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # Not on Linux.
@@ -225,9 +226,9 @@ class CompileJob:
     """An XLA compilation of a lowered program on a thread of its own.
 
     XLA releases the GIL while it compiles, so the training thread runs
-    on (and a `fit` that ends first does not wait for it; the process
-    does, at exit). `program_for` gives the compiled program once it is done, for data
-    of the shapes it was lowered with; an error of the compilation is
+    on (a `fit` that ends first does not wait for it; the process does, at
+    exit). `program_for` gives the compiled program once it is done, for
+    data of the shapes it was lowered with; an error of the compilation is
     raised there, on the training thread.
     """
 

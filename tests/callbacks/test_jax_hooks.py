@@ -317,11 +317,12 @@ def test_a_check_program_is_lowered_again_for_another_training_state():
         # 2 ms = 2500 intervals.
         (2, 1_000, 2501),
         (2, None, 2501),  # Steps unknown: the rent alone.
-        # 16 cores: a fifteenth of it, 0.5 s / 15 = 33 ms. 990 steps left
-        # save 0.198 s; the rent alone pays 33.3 ms at 167 intervals.
+        # 16 cores: a fifteenth of it, 0.5 s / 15 = 33.3 ms. 990 steps left
+        # save 0.198 s; the rent alone pays 33.3 ms at 167 intervals (the
+        # 168th check, as 2500 intervals are the 2501st above).
         (16, 1_000, 10),
         (16, None, 168),
-        (1, None, 2501),
+        (1, None, 2501),  # One core: no other to compile on, all of it.
     ],
 )
 def test_the_check_program_is_compiled_when_it_pays(
