@@ -307,7 +307,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         # The every-step check's own program (`_rent_check`).
         self._check = False
         self._check_job = None  # Its compilation (`_check_program`).
-        self._state_compared = False
+        self._job_compared = False
         self._compilation: float | None = None
         self._rent = 0.0
         self._last_check: float | None = None
@@ -370,7 +370,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         model = self.model
         # No interval across fits: the time between them is not a step.
         self._steps_left, self._last_check = steps, None
-        self._state_compared = False
+        self._job_compared = False
         if not self._checked:
             check_internals()  # Once: Keras does not change between fits.
             self._checked = True

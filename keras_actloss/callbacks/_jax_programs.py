@@ -43,7 +43,7 @@ class JaxPrograms:
     function around `_step`), `_take_extra()`, `_trace_home()`,
     `_function`, `_full`, `_check`, `_compilation`, `_rent`, `_last_check`,
     `_intervals` (the last wall times between checks), `_steps_left`,
-    `_summed` (`_over_execution`), `_check_job` and `_state_compared`
+    `_summed` (`_over_execution`), `_check_job` and `_job_compared`
     (`_check_program`); and on `JaxStats`'s `_merge` and
     `_statistics`. It sets `_trace` (while a step is traced),
     `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
@@ -189,14 +189,14 @@ class JaxPrograms:
         for (a trace, a small part of the compilation), and compiled on a
         thread of its own (`CompileJob`): training goes on in the one
         program meanwhile instead of waiting for the compilation. Kept for
-        later fits while their training state is as the one it was lowered
-        with (compared at each fit's first check).
+        later fits while their training state and batches are as the ones
+        it was lowered with (compared at each fit's first check: a fit with
+        another batch size has it lowered again).
         """
         job = self._check_job
-        compare = job is not None and not self._state_compared
-        if compare and _signature(state) != job.state:
+        if job is not None and not self._job_compared and not job.fits(state, data):
             job = None
-        self._state_compared = True
+        self._job_compared = True
         if job is None:
             lowered = step.lower(state, data, np.bool_(False), True)
             job = self._check_job = CompileJob(lowered, state, data)
@@ -253,6 +253,10 @@ class CompileJob:
             self.error = error
         finally:
             self.done.set()
+
+    def fits(self, state, data) -> bool:
+        """Whether it was lowered for this training state and batches."""
+        return (_signature(state), _signature(data)) == (self.state, self.signature)
 
     def program_for(self, data):
         """The compiled program, if done and lowered for data like `data`."""

@@ -280,7 +280,7 @@ def test_a_failed_compilation_of_the_check_program_raises_on_the_training_thread
         job.program_for(np.zeros((2, 2)))
 
 
-def test_a_check_program_is_lowered_again_for_another_training_state():
+def test_a_check_program_is_lowered_again_for_another_state_or_batch_size():
     hooks = _hooks_of_a_line()
     lowered = []
 
@@ -303,6 +303,16 @@ def test_a_check_program_is_lowered_again_for_another_training_state():
     other = [*state, np.zeros((2,), "float32")]
     hooks._check_program(Step(), other, batch)
     assert len(lowered) == 2 and lowered[1][0] is other
+    hooks.remove()
+    hooks.install()  # One with another batch size, from its first check.
+    assert hooks._check_job.done.wait(60)
+    larger = np.zeros((8, 1), "float32")
+    hooks._check_program(Step(), other, larger)
+    assert len(lowered) == 3 and lowered[2][1] is larger
+    assert hooks._check_job.done.wait(60)
+    # Its shorter last batch, later in that fit: the one program runs it.
+    assert hooks._check_program(Step(), other, batch) is None
+    assert len(lowered) == 3
     hooks.remove()
 
 
