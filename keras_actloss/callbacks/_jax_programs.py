@@ -27,6 +27,7 @@ import os
 import statistics
 import threading
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -228,14 +229,18 @@ class CompileJob:
     XLA releases the GIL while it compiles, so the training thread runs
     on (a `fit` that ends first does not wait for it; the process does, at
     exit). `program_for` gives the compiled program once it is done, for
-    data of the shapes it was lowered with; an error of the compilation is
-    raised there, on the training thread.
+    data of the shapes it was lowered with. A compilation that fails (such
+    as an accelerator short of memory for its autotuning while training
+    runs beside it) is warned there, on the training thread, and the
+    checks stay in the one program: an optimization that failed does not
+    stop the training.
     """
 
     def __init__(self, lowered, state, data):
         self.state, self.signature = _signature(state), _signature(data)
         self.program = None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
+        self._warned = False
         self.done = threading.Event()
         # Not a daemon: Python waits for it before it exits. A daemon thread
         # still in XLA when the interpreter finalizes aborts the process
@@ -249,7 +254,7 @@ class CompileJob:
     def _compile(self, lowered) -> None:
         try:
             self.program = lowered.compile()
-        except BaseException as error:  # noqa: BLE001 - raised on the training thread
+        except Exception as error:  # noqa: BLE001 - warned on the training thread
             self.error = error
         finally:
             self.done.set()
@@ -259,9 +264,20 @@ class CompileJob:
         return (_signature(state), _signature(data)) == (self.state, self.signature)
 
     def program_for(self, data):
-        """The compiled program, if done and lowered for data like `data`."""
+        """The compiled program, if done and lowered for data like `data`;
+        else None (also after a failed compilation, warned once)."""
         if not self.done.is_set():
             return None
         if self.error is not None:
-            raise self.error
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    "GradientDiagnostics could not compile the program of its "
+                    f"every-step checks ({type(self.error).__name__}: "
+                    f"{self.error}); they go on in the train step's one "
+                    "program, at a higher cost per step.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return None
         return self.program if _signature(data) == self.signature else None
