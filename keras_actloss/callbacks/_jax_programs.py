@@ -169,6 +169,7 @@ class JaxPrograms:
             self._steps_left -= 1
         if self._compilation is None:
             self._compilation = now - start
+            self._share = compile_share()  # Once: not a system call a step.
         elif last is not None and not other:
             steps = self._intervals
             steps.append(now - last)
@@ -177,7 +178,7 @@ class JaxPrograms:
             left = 0.0
             if self._steps_left and len(steps) == steps.maxlen:
                 left = self._steps_left * statistics.median(steps)
-            price = self._compilation * compile_share()
+            price = self._compilation * self._share
             if max(self._rent, left) * self.CHECK_SAVING >= price:
                 self._check = True
 
