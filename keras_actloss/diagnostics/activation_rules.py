@@ -104,12 +104,11 @@ class ActivationRules(RuleFamily):
         """Reports a layer's dead units once the window (`UnitActivity.dead`:
         `measured`, over `dead_fraction` when `hit`) held them so for
         `patience` recordings over `patience_steps` steps."""
-        t = self.thresholds
         dead, samples, recordings, first = measured
         hit = hit and recordings >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
-        if hit and step - start + 1 >= t.patience_steps:
+        if hit and self._lasted(start, step):
             message = (
                 f"{dead:.0%} of the units of layer '{layer}' output zero for "
                 f"every one of the {samples} samples of the last {recordings} "

@@ -9,6 +9,7 @@ their streaks with `_Streaks`.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable
 
@@ -97,13 +98,35 @@ class _Streaks:
         return [key for key in self._count if key[0] == mode]
 
 
+class _Skipped:
+    """Batches whose update loss scaling skipped, by the step they came
+    before (the optimizer's step count does not advance on them). Keeps the
+    last `size` steps that had any: a healthy run skips one batch every few
+    thousand steps."""
+
+    def __init__(self, size: int = 256):
+        self._at: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._size = size
+
+    def add(self, step: int) -> None:
+        """Notes a skipped batch before step `step` runs."""
+        self._at[step] = self._at.get(step, 0) + 1
+        self._at.move_to_end(step)
+        if len(self._at) > self._size:
+            self._at.popitem(last=False)
+
+    def between(self, start: int, step: int) -> int:
+        """Skipped batches after step `start` ran, up to step `step`."""
+        return sum(n for s, n in self._at.items() if start < s <= step)
+
+
 class RuleFamily:
     """Base of the rule families mixed into `HealthRules`: the bookkeeping
     they share.
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
-    `execution_steps`, `_streaks`, `_reported`, `_lost`, `_first_loss` and
-    `findings`.
+    `execution_steps`, `_streaks`, `_skipped`, `_reported`, `_lost`,
+    `_first_loss` and `findings`.
     """
 
     def _exploded(self) -> bool:
@@ -120,8 +143,16 @@ class RuleFamily:
 
     def _confirmed(self, count: int, start: int, step: int) -> bool:
         """Whether a streak holds for `patience` recordings and steps."""
-        t = self.thresholds
-        return count >= self._patience() and step - start + 1 >= t.patience_steps
+        return count >= self._patience() and self._lasted(start, step)
+
+    def _lasted(self, start: int, step: int) -> bool:
+        """Whether a streak from step `start` to `step` spans
+        `patience_steps` batches: its steps, and the batches whose update
+        loss scaling skipped in between (the step count stays where it was
+        on those, so under float16 a streak would otherwise need twice the
+        batches or more when every other update overflows)."""
+        skipped = self._skipped.between(start, step)
+        return step - start + 1 + skipped >= self.thresholds.patience_steps
 
     def _patience(self) -> int:
         """The recordings a streak needs: `patience`, or as many as

@@ -59,7 +59,9 @@ because the crude versions misfire on healthy models:
 
 Conditions that need persistence hold for `patience` recordings in a row
 spanning at least `patience_steps` steps, so neither one unlucky batch nor a
-burst of dense recordings around one bad step is enough. A model that runs
+burst of dense recordings around one bad step is enough. Under loss scaling
+the batches whose update was skipped (an overflow) count towards the span:
+the optimizer's step count does not advance on them. A model that runs
 several steps per execution is recorded at most once per execution: there
 two recordings spanning `patience_steps` are enough.
 
@@ -96,7 +98,7 @@ from keras_actloss.diagnostics.records import (
 )
 from keras_actloss.diagnostics.rule_support import _DATA_FIX as _DATA_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
-from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Streaks
+from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
 from keras_actloss.diagnostics.step_rules import NormRules, NormSeries
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
@@ -190,6 +192,7 @@ class HealthRules(
             if can_die(i.activation)
         }
         self._streaks = _Streaks()
+        self._skipped = _Skipped()
         self._reported: set[tuple[str, str | None]] = set()
         # Whether a non-finite step reached the weights (`_broken`), and the
         # loss-scale overflows in a row (`observe_overflow`).
@@ -251,6 +254,7 @@ class HealthRules(
         if self._broken():
             return new
         self._overflows += 1
+        self._skipped.add(step)
         self._rate_jump(step, rate)
         self._overflowing(new, step)
         return self._emit(new)

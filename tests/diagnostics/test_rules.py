@@ -1216,6 +1216,63 @@ class TestOverflowsAfterARateJump:
         assert found == []
 
 
+class TestSkippedBatchesCountTowardsPatience:
+    """Under loss scaling the optimizer's step count does not advance on a
+    batch whose update was skipped (an overflow), so a streak's steps can
+    span twice the batches: a float16 linear regression diverging from step
+    0 (SGD far above its stability limit) overflowed one to three batches
+    between each of its updates. The skipped batches count towards
+    `patience_steps` (5) with the recordings' steps."""
+
+    @staticmethod
+    def _updates(rules, steps, overflows):
+        # Recordings whose dense_0 update is 4.9x its weights (over
+        # exploding_update_ratio 1), `overflows[k]` skipped batches before
+        # step `steps[k]`.
+        out = []
+        for s, n in zip(steps, overflows):
+            for _ in range(n):
+                out += rules.observe_overflow(s, 2.5)
+            out += rules.observe(
+                recording(s, [1e-2, 1e-2], learning_rate=2.5, update_ratio=[4.9, 1e-3])
+            )
+        return out
+
+    def test_update_ratio_over_steps_and_skipped_batches(self):
+        rules = HealthRules(mlp(["tanh"]))
+        # Steps 0, 1: 2 recordings (patience 3).
+        assert self._updates(rules, [0, 1], [0, 2]) == []
+        # Step 2, after 1 more skipped batch: 3 recordings, steps 0-2 (3) and
+        # the 3 batches skipped after step 0 ran: 6 batches >= 5.
+        found = self._updates(rules, [2], [1])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
+
+    @pytest.mark.parametrize(
+        "overflows", [[0, 0, 0], [1, 0, 0]], ids=["none_skipped", "before_the_start"]
+    )
+    def test_not_yet(self, overflows):
+        # Steps 0-2 alone span 3 batches < 5; a batch skipped before step 0
+        # (the loss scale's first search) is not within the streak.
+        rules = HealthRules(mlp(["tanh"]))
+        assert self._updates(rules, [0, 1, 2], overflows) == []
+        found = self._updates(rules, [3, 4], [0, 0])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
+
+    def test_dead_units(self):
+        # 4 dead units of 4 on batches of 64: 3 recordings (128 samples from
+        # the 2nd), steps 0-2 with 2 skipped batches: the window from step 0
+        # spans 5 batches.
+        rules = HealthRules(mlp(["relu"]))
+        found = []
+        for s, n in zip(range(3), [0, 1, 1]):
+            for _ in range(n):
+                found += rules.observe_overflow(s, 0.01)
+            found += rules.observe(
+                recording(s, [1e-2, 1e-2], batch_size=64, unit_activity=[[0] * 4, None])
+            )
+        assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
+
+
 class TestDivergingAfterARateJump:
     """A loss far over its level, and over where training began, after the
     learning rate jumped up, with the gradient norm up 3x: an explosion that
