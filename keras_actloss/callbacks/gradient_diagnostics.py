@@ -143,9 +143,10 @@ class GradientDiagnostics(
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
       recordings; with `steps_per_execution=k` >= 3, 2 recordings, one per
-      execution, its activations over its k batches), so within about 5
-      steps of the start of training or of a jump with batches of 32 or
-      more (units dying, whole layers or many of their units at once, or a
+      execution, its activations over its k batches; under dynamic loss
+      scaling the batches whose update was skipped count as steps), so
+      within about 5 steps of the start of training or of a jump with
+      batches of 32 or more (units dying, whole layers or many of their units at once, or a
       few at a time, which sets records, are such a jump); later in a long
       run without a jump, after 3 recordings `every_n_steps` apart (dead
       units: within about 5 steps of a recording that finds most of a
