@@ -146,11 +146,11 @@ class GradientDiagnostics(
       execution, its activations over its k batches; under dynamic loss
       scaling the batches whose update was skipped count as steps), so
       within about 5 steps of the start of training or of a jump with
-      batches of 32 or more (units dying, whole layers or many of their units at once, or a
-      few at a time, which sets records, are such a jump); later in a long
-      run without a jump, after 3 recordings `every_n_steps` apart (dead
-      units: within about 5 steps of a recording that finds most of a
-      layer's units inactive).
+      batches of 32 or more (units dying, whole layers or many of their
+      units at once, or a few at a time, which sets records, are such a
+      jump); later in a long run without a jump, after 3 recordings
+      `every_n_steps` apart (dead units: within about 5 steps of a
+      recording that finds most of a layer's units inactive).
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
