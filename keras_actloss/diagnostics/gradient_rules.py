@@ -19,15 +19,35 @@ from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
+from keras_actloss.profiles import SIGMOID
 
 # Within the steps watched after a learning-rate jump up, with the loss up:
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
 _WATCH_RATIO = 0.1
+# A tanh-like layer (derivative 1 at 0) between a vanishing layer and the
+# output is named as a cause when at least this share of its outputs was
+# in the flat tails; a sigmoid-like one always is (`_shrinks_by_nature`).
+_SQUASHED_SHARE = 0.25
+# The fix of vanishing gradients whose layers in between are not saturated:
+# the weights shrink the gradient (such as an initialisation too small).
+_WEIGHTS_FIX = (
+    "Initialise the weights for the activation (Glorot for tanh and "
+    "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
+    "`'he_normal'`), and add batch normalization or skip connections."
+)
 
 
 def _saturates(activation: str | None) -> bool:
     profile = activation and registry.get_profile("activation", activation)
     return bool(profile) and profile.saturates
+
+
+def _shrinks_by_nature(activation: str | None) -> bool:
+    """Whether the activation scales every gradient down, saturated or not:
+    the sigmoid family, whose largest derivative is 1/4 (hard sigmoid's
+    1/6). Tanh's is 1, at 0: it shrinks the gradient only in its tails."""
+    profile = activation and registry.get_profile("activation", activation)
+    return bool(profile) and profile.family == SIGMOID
 
 
 def _distances(layers: list[LayerInfo]) -> dict[str, int]:
@@ -224,25 +244,47 @@ class RecordedGradientRules(RuleFamily):
             count, start = self._streaks.update(key, hit, stats.step)
             if hit and self._confirmed(count, start, stats.step):
                 rms, ratio = found[ls.layer]
+                why, fix = self._shrinks(ls.layer, stats)
                 message = (
                     f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
                     f"{ratio:.2g} times those of the layers near the output, for "
                     f"{count} recordings in a row (steps {start}-{stats.step}): "
-                    f"it has almost stopped learning ({self._shrinks(ls.layer)})."
+                    f"it has almost stopped learning ({why})."
                 )
-                self._add(new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message)
+                self._add(
+                    new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix
+                )
 
-    def _shrinks(self, layer: str) -> str:
-        """Why the gradient shrinks between `layer` and the output."""
+    def _shrinks(self, layer: str, stats: StepStats) -> tuple[str, str | None]:
+        """Why the gradient shrinks between `layer` and the output, and the
+        fix (None: the mode's own). Saturating activations are named only
+        where they shrink it: the sigmoid family everywhere, a tanh-like
+        layer when `_SQUASHED_SHARE` of its outputs were in the flat tails
+        on this recording (or its saturation was not measured)."""
         squashing = _squashing(self.layers, self._distance, self._distance[layer])
-        if squashing:
-            return (
+        saturation = {ls.layer: ls.saturation for ls in stats.layers}
+        named = [
+            name
+            for name in squashing
+            if _shrinks_by_nature(self._info[name].activation)
+            or saturation.get(name) is None
+            or saturation[name] >= _SQUASHED_SHARE
+        ]
+        if named:
+            why = (
                 "the saturating activations of "
-                + ", ".join(f"'{n}'" for n in squashing[:3])
-                + (", ..." if len(squashing) > 3 else "")
+                + ", ".join(f"'{n}'" for n in named[:3])
+                + (", ..." if len(named) > 3 else "")
                 + " shrink the gradient at every layer it passes back through"
             )
-        return (
-            "the gradient shrinks at every layer it passes back through: check "
-            "the weight initialisation, and add normalization or skip connections"
-        )
+            return why, None
+        why = "the gradient shrinks at every layer it passes back through"
+        if squashing:
+            top = max(saturation.get(name) or 0.0 for name in squashing)
+            kinds = "/".join(sorted({self._info[n].activation for n in squashing}))
+            why = (
+                f"its {kinds} layers are not saturated (at most {top:.0%} of "
+                "their outputs in the flat tails), so the weights shrink the "
+                "gradient at every layer it passes back through"
+            )
+        return why + ": check the weight initialisation", _WEIGHTS_FIX

@@ -681,9 +681,54 @@ class TestVanishing:
         assert len(found) == 3
         assert found[0].message.endswith(
             "(the gradient shrinks at every layer it passes back through: check "
-            "the weight initialisation, and add normalization or skip "
-            "connections)."
+            "the weight initialisation)."
         )
+        assert found[0].fix == (
+            "Initialise the weights for the activation (Glorot for tanh and "
+            "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
+            "`'he_normal'`), and add batch normalization or skip connections."
+        )
+
+    @pytest.mark.parametrize(
+        "activation, saturation, blamed",
+        [
+            # Tanh's derivative is 1 at 0: unsaturated (at most 20% of the
+            # outputs in the tails, < 25%), the weights shrink the gradient
+            # (a deep tanh stack initialised with stddev 0.05: 0% saturated,
+            # first layer 4e-7 of the output's RMS).
+            ("tanh", 0.2, None),
+            # At 25%, all but dense_3 (12.5%), and dense_0 itself (0%).
+            ("tanh", 0.25, "'dense_1', 'dense_2', 'dense_4', ..."),
+            # Sigmoid's largest derivative is 1/4: it shrinks the gradient
+            # at every layer, saturated or not, dense_0's own included.
+            ("sigmoid", 0.0, "'dense_0', 'dense_1', 'dense_2', ..."),
+        ],
+    )
+    def test_message_names_activations_where_they_shrink_it(
+        self, activation, saturation, blamed
+    ):
+        rules = HealthRules(mlp([activation] * 6))
+        # dense_0 unsaturated, dense_1..dense_5 (between it and the output)
+        # at `saturation`, dense_3 at half of it.
+        shares = [0.0] + [saturation] * 5 + [None]
+        shares[3] = saturation / 2
+        seq = [recording(s, SIGMOID_RMS, saturation=shares) for s in (0, 5, 10)]
+        found = run(rules, seq)
+        assert len(found) == 3
+        if blamed:
+            assert found[0].message.endswith(
+                f"(the saturating activations of {blamed} shrink the gradient at "
+                "every layer it passes back through)."
+            )
+            assert found[0].fix == FIXES[F.VANISHING_GRADIENTS]
+        else:
+            assert found[0].message.endswith(
+                "(its tanh layers are not saturated (at most 20% of their "
+                "outputs in the flat tails), so the weights shrink the gradient "
+                "at every layer it passes back through: check the weight "
+                "initialisation)."
+            )
+            assert "Glorot for tanh" in found[0].fix
 
     def test_message_ignores_saturating_layers_before_it(self):
         # A sigmoid first layer is not between dense_1 and the output.
