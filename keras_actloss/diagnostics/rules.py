@@ -43,7 +43,9 @@ because the crude versions misfire on healthy models:
   after step, usually ending in NaN; or each update changes a layer's
   weights by more than their own size. Judged on every step's norm. A single
   spike is not an explosion unless it is huge; a NaN right after such growth
-  is reported as the explosion it ended.
+  is reported as the explosion it ended. Norms over the ceiling from the
+  first step on were never healthy: the message and fix name the scale of
+  the data or of the initial weights, not the step size.
 - **Dead ReLU**: a unit that is zero for every sample gets no gradient.
   Judged on the units that were inactive on *every* sample of the last
   recorded batches together (enough samples to tell a dead unit from a rare

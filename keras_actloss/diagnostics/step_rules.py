@@ -35,6 +35,13 @@ _WATCH_STEPS = 10
 _OVERFLOW_RUN = 3
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
+# The fix of an explosion over the ceiling from the first step on: no step
+# size was ever healthy, so the scale of the data or weights is the cause.
+_SCALE_FIX = (
+    "Standardize the inputs and the regression targets (a `Normalization` "
+    "layer; targets divided by their standard deviation), check the weight "
+    "initialisation, and clip gradients (`clipnorm=1.0` in the optimizer)."
+)
 
 
 @dataclasses.dataclass
@@ -85,9 +92,13 @@ class NormSeries:
         # back from (`add_over`, then `add_normal`), and of the current ones.
         self.recovered = 0.0
         self._over_peak = 0.0
+        # The first finite step's (step, norm).
+        self.first: tuple[int, float] | None = None
 
     def add(self, step: int, norm: float) -> None:
         """Notes a finite step's norm (normal or not) as the last one."""
+        if self.first is None:
+            self.first = (step, norm)
         if step != self.last_step:
             self._previous = (self.last, self.last_step)
         self.last, self.last_step = norm, step
@@ -357,7 +368,20 @@ class NormRules(RuleFamily):
                 f"The global gradient norm reached {norm:.3g} at step {step}"
                 f"{growth}: the gradients are exploding and training diverges."
             )
-            self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message)
+            fix = None
+            if early is None and (series.first or (0, 0.0))[1] > t.exploding_norm:
+                # Over the ceiling from the first step seen: never healthy.
+                first_step, first = series.first
+                message = (
+                    f"The global gradient norm was already {first:.3g} at the "
+                    f"first step (step {first_step}), beyond any healthy "
+                    f"model's, and reached {norm:.3g} at step {step}: the "
+                    "gradients explode from the start, so the scale of the data "
+                    "or of the initial weights is the likely cause (unscaled "
+                    "inputs or regression targets), not the step size alone."
+                )
+                fix = _SCALE_FIX
+            self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:
                 recent = series.recent() if series.last is not None else None

@@ -1041,10 +1041,30 @@ class TestExploding:
         found = run(rules, events([2e6, 3e6]))
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 0)]
         assert found[0].value == 3e6
+        # Over the ceiling from the first step: the scale, not the step size.
         assert found[0].message == (
-            "The global gradient norm reached 3e+06 at step 1: the gradients "
-            "are exploding and training diverges."
+            "The global gradient norm was already 2e+06 at the first step (step "
+            "0), beyond any healthy model's, and reached 3e+06 at step 1: the "
+            "gradients explode from the start, so the scale of the data or of "
+            "the initial weights is the likely cause (unscaled inputs or "
+            "regression targets), not the step size alone."
         )
+        assert found[0].fix.startswith("Standardize the inputs and the regression")
+
+    @pytest.mark.parametrize(
+        "norms, step, norm",
+        [([0.0, 2e6, 3e6], 2, "3e+06"), ([1.0, 2e6, 3e6], 1, "2e+06")],
+        ids=["zero_first_step", "normal_first_step"],
+    )
+    def test_explosion_after_a_first_step_under_the_ceiling(self, norms, step, norm):
+        # A zero first step (no baseline: norms 0 are left out) is not a huge
+        # one; after a normal one (early 1) 2e6 is a spike (>= 1e4 x 1). The
+        # step size's message and fix.
+        (found,) = run(HealthRules(mlp(["tanh"])), events(norms))
+        assert found.message.startswith(
+            f"The global gradient norm reached {norm} at step {step}"
+        )
+        assert found.fix == FIXES[F.EXPLODING_GRADIENTS]
 
     def test_ceiling_over_a_high_recent_level(self):
         rules = HealthRules(mlp(["tanh"]))
