@@ -53,6 +53,13 @@ _ZERO_FIX = (
     "from logits the gradient is never zero while the loss is high. Lower the "
     "learning rate: a step too large saturates the output."
 )
+# An explosion over the ceiling from the first step on: no step size was ever
+# healthy, so the scale of the data or of the weights is the cause.
+_SCALE_FIX = (
+    "Standardize the inputs and the regression targets (a `Normalization` "
+    "layer; targets divided by their standard deviation), check the weight "
+    "initialisation, and clip gradients (`clipnorm=1.0` in the optimizer)."
+)
 # A NaN after normal gradient norms: the data or the loss, not the step size.
 _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "

@@ -18,7 +18,12 @@ import math
 import numpy as np
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
+from keras_actloss.diagnostics.rule_support import (
+    _SCALE_FIX,
+    RuleFamily,
+    _finite,
+    _median,
+)
 
 # Steps in a row a norm must stay far below its recent level to be a jump.
 _DROP_STEPS = 3
@@ -35,13 +40,6 @@ _WATCH_STEPS = 10
 _OVERFLOW_RUN = 3
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
-# The fix of an explosion over the ceiling from the first step on: no step
-# size was ever healthy, so the scale of the data or weights is the cause.
-_SCALE_FIX = (
-    "Standardize the inputs and the regression targets (a `Normalization` "
-    "layer; targets divided by their standard deviation), check the weight "
-    "initialisation, and clip gradients (`clipnorm=1.0` in the optimizer)."
-)
 
 
 @dataclasses.dataclass
@@ -94,6 +92,11 @@ class NormSeries:
         self._over_peak = 0.0
         # The first finite step's (step, norm).
         self.first: tuple[int, float] | None = None
+
+    def huge_from_start(self, ceiling: float) -> bool:
+        """Whether no normal step has been seen and the first finite one
+        was over `ceiling` (the absolute limit): never a healthy step."""
+        return self.early() is None and (self.first or (0, 0.0))[1] > ceiling
 
     def add(self, step: int, norm: float) -> None:
         """Notes a finite step's norm (normal or not) as the last one."""
@@ -369,7 +372,7 @@ class NormRules(RuleFamily):
                 f"{growth}: the gradients are exploding and training diverges."
             )
             fix = None
-            if early is None and (series.first or (0, 0.0))[1] > t.exploding_norm:
+            if series.huge_from_start(t.exploding_norm):
                 # Over the ceiling from the first step seen: never healthy.
                 first_step, first = series.first
                 message = (

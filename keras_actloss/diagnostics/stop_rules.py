@@ -16,6 +16,7 @@ from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
+    _SCALE_FIX,
     _ZERO_FIX,
     FIXES,
     RuleFamily,
@@ -67,6 +68,9 @@ class NonFiniteRules(RuleFamily):
         )
         if grew:
             growth = "" if not early else f", {last / early:.3g}x its early {early:.3g}"
+            # Over the ceiling from the first step: the scale, not the step.
+            scale = self._norms.huge_from_start(t.exploding_norm)
+            fix = _SCALE_FIX if scale else FIXES[F.EXPLODING_GRADIENTS]
             self._add(
                 new,
                 F.EXPLODING_GRADIENTS,
@@ -75,10 +79,16 @@ class NonFiniteRules(RuleFamily):
                 last,
                 f"The global gradient norm grew to {last:.3g} by step "
                 f"{last_step}{growth}, and step {event.step} was not finite: "
-                "the gradients exploded.",
+                "the gradients exploded"
+                + (
+                    " from the first step on (the scale of the data or of the "
+                    "initial weights)."
+                    if scale
+                    else "."
+                ),
+                fix,
             )
             message += " It follows the explosion of the gradient norm."
-            fix = FIXES[F.EXPLODING_GRADIENTS]
         elif oversized:
             _, layer, ratio = update
             self._add(

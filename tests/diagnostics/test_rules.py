@@ -357,7 +357,13 @@ class TestNonFiniteCause:
             (F.NON_FINITE, None, 1),
         ]
         assert found[0].value == 2e6
-        assert "grew to 2e+06 by step 0, and step 1 was not finite" in found[0].message
+        # Over the ceiling from the first step on: the scale's fix for both.
+        assert found[0].message == (
+            "The global gradient norm grew to 2e+06 by step 0, and step 1 was "
+            "not finite: the gradients exploded from the first step on (the "
+            "scale of the data or of the initial weights)."
+        )
+        assert found[0].fix == found[1].fix == rules_module._SCALE_FIX
 
     def test_after_normal_norms_is_data_or_loss(self):
         rules = HealthRules(mlp(["relu"]))
