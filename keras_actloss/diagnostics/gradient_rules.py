@@ -283,8 +283,9 @@ class RecordedGradientRules(RuleFamily):
             top = max(saturation.get(name) or 0.0 for name in squashing)
             kinds = "/".join(sorted({self._info[n].activation for n in squashing}))
             why = (
-                f"its {kinds} layers are not saturated (at most {top:.0%} of "
-                "their outputs in the flat tails), so the weights shrink the "
-                "gradient at every layer it passes back through"
+                f"the {kinds} layers from it to the output are not saturated "
+                f"(at most {top:.0%} of their outputs in the flat tails), so the "
+                "weights shrink the gradient at every layer it passes back "
+                "through"
             )
         return why + ": check the weight initialisation", _WEIGHTS_FIX

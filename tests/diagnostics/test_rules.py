@@ -729,10 +729,10 @@ class TestVanishing:
             assert found[0].fix == FIXES[F.VANISHING_GRADIENTS]
         else:
             assert found[0].message.endswith(
-                "(its tanh layers are not saturated (at most 20% of their "
-                "outputs in the flat tails), so the weights shrink the gradient "
-                "at every layer it passes back through: check the weight "
-                "initialisation)."
+                "(the tanh layers from it to the output are not saturated (at "
+                "most 20% of their outputs in the flat tails), so the weights "
+                "shrink the gradient at every layer it passes back through: "
+                "check the weight initialisation)."
             )
             assert "Glorot for tanh" in found[0].fix
 
