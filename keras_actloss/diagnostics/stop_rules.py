@@ -30,6 +30,16 @@ _ZERO_NORM = float(np.finfo("float32").tiny)
 # A loss at or below this has converged, whatever its early level: a clipped
 # cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
 _CONVERGED_LOSS = 1e-6
+# An explosion reported at most this many steps before a non-finite step is
+# its cause (the steps after a learning-rate jump that are watched, twice).
+_EXPLOSION_STEPS = 20
+# Gradients that overflow float16 at every loss scale tried, the loss finite.
+_OVERFLOW_FIX = (
+    "Standardize the inputs and the regression targets (a `Normalization` "
+    "layer; targets divided by their standard deviation) and check the weight "
+    "initialisation; or keep the layers whose gradients overflow in float32 "
+    "(`dtype='float32'`)."
+)
 
 
 class NonFiniteRules(RuleFamily):
@@ -38,7 +48,11 @@ class NonFiniteRules(RuleFamily):
     Mixed into `HealthRules`: an explosion when the norm before the step
     was over the limit or had just jumped, or when the recorded update of
     the step before changed a layer's weights by more than
-    `exploding_update_ratio` times their norm; else the data or the loss.
+    `exploding_update_ratio` times their norm, or when an explosion was
+    reported within `_EXPLOSION_STEPS` steps before it; under loss scaling,
+    gradients that overflowed float16 at every scale with the loss finite
+    are the scale of the data (or of the initial weights); else the data or
+    the loss.
     """
 
     def _non_finite_step(self, new, event: SentinelEvent, loss=None) -> None:
@@ -106,6 +120,24 @@ class NonFiniteRules(RuleFamily):
                 f" It follows an update larger than the weights (step {last_step})."
             )
             fix = FIXES[F.EXPLODING_GRADIENTS]
+        elif self._explosion_before(event.step):
+            message += " It follows the explosion reported before it."
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        elif event.update_skipped and _finite(event.loss):
+            before = (
+                "no step before it had finite gradients"
+                if last is None
+                else f"the gradient norms before it were normal (last finite "
+                f"norm {last:.3g})"
+            )
+            message += (
+                f" The loss is finite ({event.loss:.3g}) and {before}: the "
+                "gradients are beyond float16's range at every loss scale "
+                "tried, so the scale of the data"
+                + (" or of the initial weights" if last is None else "")
+                + " is the likely cause (unscaled inputs or regression targets)."
+            )
+            fix = _OVERFLOW_FIX
         elif last is None:
             message += (
                 " No step before it had finite gradients: the cause is likely "
@@ -121,6 +153,14 @@ class NonFiniteRules(RuleFamily):
             fix = _DATA_FIX
         self._add(
             new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    def _explosion_before(self, step: int) -> bool:
+        """Whether an explosion was reported within `_EXPLOSION_STEPS`
+        steps before `step` (its finding's step)."""
+        return any(
+            f.mode == F.EXPLODING_GRADIENTS and 0 <= step - f.step <= _EXPLOSION_STEPS
+            for f in self.findings
         )
 
     @staticmethod

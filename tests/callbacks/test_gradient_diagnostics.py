@@ -677,6 +677,11 @@ def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
     # Skipped steps do not advance the optimizer: 15 + 4 updates.
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 19)]
     assert "skipped every update" in diag.findings[0].message
+    # The loss stayed finite: the targets' scale, not NaN data.
+    assert "beyond float16's range at every loss scale tried" in (
+        diag.findings[0].message
+    )
+    assert diag.findings[0].fix.startswith("Standardize the inputs")
 
 
 def test_a_nan_loss_under_loss_scaling_is_reported_at_its_step(rng):

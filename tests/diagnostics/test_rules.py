@@ -1344,6 +1344,60 @@ class TestSkippedBatchesCountTowardsPatience:
         assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
 
 
+class TestLossScalingStopped:
+    """The non-finite step that ends a run of loss-scale overflows (the
+    callback's 10th in a row, `update_skipped`): its cause."""
+
+    @staticmethod
+    def _stopped(rules, step, loss):
+        event = SentinelEvent(
+            step, math.nan, True, "dense_0", 0.01, loss, update_skipped=True
+        )
+        (found,) = rules.observe_step(event)
+        assert (found.mode, found.step) == (F.NON_FINITE, step)
+        return found
+
+    def test_overflowing_from_the_first_step_with_a_finite_loss(self):
+        # Regression targets of ~1e6 in float16: every update skipped from
+        # step 0, the loss finite (7e11).
+        found = self._stopped(HealthRules(mlp(["relu"])), 0, 7.2e11)
+        assert found.message.endswith(
+            "The loss is finite (7.2e+11) and no step before it had finite "
+            "gradients: the gradients are beyond float16's range at every loss "
+            "scale tried, so the scale of the data or of the initial weights is "
+            "the likely cause (unscaled inputs or regression targets)."
+        )
+        assert found.fix == rules_module._OVERFLOW_FIX
+
+    def test_overflowing_after_normal_steps_with_a_finite_loss(self):
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, lr=0.01, loss=1.0) for s in range(6)])
+        found = self._stopped(rules, 6, 3e9)
+        assert "(last finite norm 2): the gradients are beyond float16's" in (
+            found.message
+        )
+        assert "the scale of the data is the likely cause" in found.message
+        assert found.fix == rules_module._OVERFLOW_FIX
+
+    def test_after_an_explosion_it_follows_it(self):
+        # The learning rate jumped 1000x at step 6 and 3 overflows followed
+        # (an explosion, reported at step 6); training stopped at step 6.
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, lr=0.01, loss=1.0) for s in range(6)])
+        for _ in range(3):
+            rules.observe_overflow(6, 10.0)
+        assert modes(rules.findings) == [(F.EXPLODING_GRADIENTS, None, 6)]
+        found = self._stopped(rules, 6, 5.0)
+        assert found.message.endswith(" It follows the explosion reported before it.")
+        assert found.fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_a_nan_loss_is_the_data_or_the_loss(self):
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, lr=0.01, loss=1.0) for s in range(6)])
+        found = self._stopped(rules, 6, math.nan)
+        assert found.fix == rules_module._DATA_FIX
+
+
 class TestDivergingAfterARateJump:
     """A loss far over its level, and over where training began, after the
     learning rate jumped up, with the gradient norm up 3x: an explosion that
