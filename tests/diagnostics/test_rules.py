@@ -701,7 +701,7 @@ class TestVanishing:
             # Tanh's derivative is 1 at 0: unsaturated (at most 20% of the
             # outputs in the tails, < 25%), the weights shrink the gradient
             # (a deep tanh stack initialised with stddev 0.05: 0% saturated,
-            # first layer 4e-7 of the output's RMS).
+            # its first layer's RMS 4e-7, 3e-5 of the output layers').
             ("tanh", 0.2, None),
             # At 25%, all but dense_3 (12.5%), and dense_0 itself (0%).
             ("tanh", 0.25, "'dense_1', 'dense_2', 'dense_4', ..."),
@@ -1330,9 +1330,9 @@ class TestSkippedBatchesCountTowardsPatience:
         assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
 
     def test_dead_units(self):
-        # 4 dead units of 4 on batches of 64: 3 recordings (128 samples from
-        # the 2nd), steps 0-2 with 2 skipped batches: the window from step 0
-        # spans 5 batches.
+        # 4 dead units of 4 on batches of 64: 3 recordings (patience 3; 192
+        # samples >= 128), steps 0-2 with 2 skipped batches: the window from
+        # step 0 spans 5 batches.
         rules = HealthRules(mlp(["relu"]))
         found = []
         for s, n in zip(range(3), [0, 1, 1]):
