@@ -25,9 +25,11 @@ from keras_actloss.profiles import SIGMOID
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
 _WATCH_RATIO = 0.1
 # A tanh-like layer (derivative 1 at 0) between a vanishing layer and the
-# output is named as a cause when at least this share of its outputs was
-# in the flat tails; a sigmoid-like one always is (`_shrinks_by_nature`).
-_SQUASHED_SHARE = 0.25
+# output is named as a cause unless fewer than this share of its outputs were
+# in the flat tails: its pre-activations then spread less than about N(0,
+# 0.8), where tanh's mean derivative is 0.7 or more (0.6 at 1% in the tails,
+# 0.37 at 19%); a sigmoid-like one always is (`_shrinks_by_nature`).
+_SQUASHED_SHARE = 0.001
 # The fix of vanishing gradients whose layers in between are not saturated:
 # the weights shrink the gradient (such as an initialisation too small).
 _WEIGHTS_FIX = (
@@ -259,8 +261,9 @@ class RecordedGradientRules(RuleFamily):
         """Why the gradient shrinks between `layer` and the output, and the
         fix (None: the mode's own). Saturating activations are named only
         where they shrink it: the sigmoid family everywhere, a tanh-like
-        layer when `_SQUASHED_SHARE` of its outputs were in the flat tails
-        on this recording (or its saturation was not measured)."""
+        layer unless it is near-linear (under `_SQUASHED_SHARE` of its
+        outputs in the flat tails on this recording; named when its
+        saturation was not measured)."""
         squashing = _squashing(self.layers, self._distance, self._distance[layer])
         saturation = {ls.layer: ls.saturation for ls in stats.layers}
         named = [
@@ -283,8 +286,8 @@ class RecordedGradientRules(RuleFamily):
             top = max(saturation.get(name) or 0.0 for name in squashing)
             kinds = "/".join(sorted({self._info[n].activation for n in squashing}))
             why = (
-                f"the {kinds} layers from it to the output are not saturated "
-                f"(at most {top:.0%} of their outputs in the flat tails), so the "
+                f"the {kinds} layers from it to the output are near-linear (at "
+                f"most {top:.2%} of their outputs in the flat tails), so the "
                 "weights shrink the gradient at every layer it passes back "
                 "through"
             )

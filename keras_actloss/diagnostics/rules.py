@@ -21,9 +21,9 @@ because the crude versions misfire on healthy models:
   connections) is a branch the gradient goes around, not vanishing, unless
   saturating hidden activations lie between it and the output. The message
   names those activations as the cause only where they shrink the gradient
-  (sigmoid always; tanh when a quarter of its outputs sit in the flat
-  tails); otherwise the weights do (an initialisation too small), and the
-  fix says so. At the
+  (sigmoid always; tanh unless it is near-linear, with fewer than 1 in
+  1000 outputs in the flat tails); otherwise the weights do (an
+  initialisation too small), and the fix says so. At the
   extreme, every gradient is exactly zero while the loss is still high: the
   global norm is 0 (or below float32's smallest normal number) for
   `patience_steps` steps in a row, judged on every step, and the loss is
