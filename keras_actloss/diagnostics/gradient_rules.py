@@ -19,7 +19,7 @@ from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
-from keras_actloss.profiles import SIGMOID
+from keras_actloss.profiles import SIGMOID, TANH
 
 # Within the steps watched after a learning-rate jump up, with the loss up:
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
@@ -44,12 +44,16 @@ def _saturates(activation: str | None) -> bool:
     return bool(profile) and profile.saturates
 
 
+def _family(activation: str | None) -> str | None:
+    profile = activation and registry.get_profile("activation", activation)
+    return profile.family if profile else None
+
+
 def _shrinks_by_nature(activation: str | None) -> bool:
     """Whether the activation scales every gradient down, saturated or not:
     the sigmoid family, whose largest derivative is 1/4 (hard sigmoid's
     1/6). Tanh's is 1, at 0: it shrinks the gradient only in its tails."""
-    profile = activation and registry.get_profile("activation", activation)
-    return bool(profile) and profile.family == SIGMOID
+    return _family(activation) == SIGMOID
 
 
 def _distances(layers: list[LayerInfo]) -> dict[str, int]:
@@ -282,9 +286,12 @@ class RecordedGradientRules(RuleFamily):
             )
             return why, None
         why = "the gradient shrinks at every layer it passes back through"
-        if squashing:
-            top = max(saturation.get(name) or 0.0 for name in squashing)
-            kinds = "/".join(sorted({self._info[n].activation for n in squashing}))
+        # Tanh-like layers left out are near-linear; a capped ReLU that never
+        # reached its cap is a ReLU, not named.
+        linear = [n for n in squashing if _family(self._info[n].activation) == TANH]
+        if linear:
+            top = max(saturation.get(name) or 0.0 for name in linear)
+            kinds = "/".join(sorted({self._info[n].activation for n in linear}))
             why = (
                 f"the {kinds} layers from it to the output are near-linear (at "
                 f"most {top:.2%} of their outputs in the flat tails), so the "

@@ -737,6 +737,19 @@ class TestVanishing:
             )
             assert "Glorot for tanh" in found[0].fix
 
+    def test_message_for_a_capped_relu_below_its_cap(self):
+        # ReLU6 layers whose outputs never reached 6: ReLUs, not near-linear
+        # squashing layers; the weights' message.
+        rules = HealthRules(mlp(["relu6"] * 6))
+        shares = [0.0] * 6 + [None]
+        seq = [recording(s, SIGMOID_RMS, saturation=shares) for s in (0, 5, 10)]
+        found = run(rules, seq)
+        assert found[0].message.endswith(
+            "(the gradient shrinks at every layer it passes back through: check "
+            "the weight initialisation)."
+        )
+        assert "Glorot for tanh" in found[0].fix
+
     def test_message_ignores_saturating_layers_before_it(self):
         # A sigmoid first layer is not between dense_1 and the output.
         # Reference 1e-2: dense_0 (ratio 2e-4, next dense_1 4e-4) and
