@@ -16,7 +16,7 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
-from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import _WEIGHTS_FIX, RuleFamily, _finite
 from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
@@ -30,13 +30,6 @@ _WATCH_RATIO = 0.1
 # 0.8), where tanh's mean derivative is 0.7 or more (0.6 at 1% in the tails,
 # 0.37 at 19%); a sigmoid-like one always is (`_shrinks_by_nature`).
 _SQUASHED_SHARE = 0.001
-# The fix of vanishing gradients whose layers in between are not saturated:
-# the weights shrink the gradient (such as an initialisation too small).
-_WEIGHTS_FIX = (
-    "Initialise the weights for the activation (Glorot for tanh and "
-    "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
-    "`'he_normal'`), and add batch normalization or skip connections."
-)
 
 
 def _saturates(activation: str | None) -> bool:

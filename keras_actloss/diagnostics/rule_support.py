@@ -60,6 +60,20 @@ _SCALE_FIX = (
     "layer; targets divided by their standard deviation), check the weight "
     "initialisation, and clip gradients (`clipnorm=1.0` in the optimizer)."
 )
+# Gradients that overflow float16 at every loss scale tried, the loss finite.
+_OVERFLOW_FIX = (
+    "Standardize the inputs and the regression targets (a `Normalization` "
+    "layer; targets divided by their standard deviation) and check the weight "
+    "initialisation; or keep the layers whose gradients overflow in float32 "
+    "(`dtype='float32'`)."
+)
+# The fix of vanishing gradients whose layers in between are not saturated:
+# the weights shrink the gradient (such as an initialisation too small).
+_WEIGHTS_FIX = (
+    "Initialise the weights for the activation (Glorot for tanh and "
+    "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
+    "`'he_normal'`), and add batch normalization or skip connections."
+)
 # A NaN after normal gradient norms: the data or the loss, not the step size.
 _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "

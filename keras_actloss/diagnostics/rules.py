@@ -103,11 +103,11 @@ from keras_actloss.diagnostics.records import (
     StepStats,
 )
 from keras_actloss.diagnostics.rule_support import _DATA_FIX as _DATA_FIX
+from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FIX
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
 from keras_actloss.diagnostics.step_rules import NormRules, NormSeries
-from keras_actloss.diagnostics.stop_rules import _OVERFLOW_FIX as _OVERFLOW_FIX
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.findings import Finding

@@ -16,6 +16,7 @@ from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
+    _OVERFLOW_FIX,
     _SCALE_FIX,
     _ZERO_FIX,
     FIXES,
@@ -33,13 +34,6 @@ _CONVERGED_LOSS = 1e-6
 # An explosion reported at most this many steps before a non-finite step is
 # its cause (the steps after a learning-rate jump that are watched, twice).
 _EXPLOSION_STEPS = 20
-# Gradients that overflow float16 at every loss scale tried, the loss finite.
-_OVERFLOW_FIX = (
-    "Standardize the inputs and the regression targets (a `Normalization` "
-    "layer; targets divided by their standard deviation) and check the weight "
-    "initialisation; or keep the layers whose gradients overflow in float32 "
-    "(`dtype='float32'`)."
-)
 
 
 class NonFiniteRules(RuleFamily):
