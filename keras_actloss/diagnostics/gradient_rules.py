@@ -32,14 +32,19 @@ _WATCH_RATIO = 0.1
 _SQUASHED_SHARE = 0.001
 
 
+def _profile(activation: str | None):
+    """The registered profile of an activation name, or None."""
+    return registry.get_profile("activation", activation) if activation else None
+
+
 def _saturates(activation: str | None) -> bool:
-    profile = activation and registry.get_profile("activation", activation)
-    return bool(profile) and profile.saturates
+    profile = _profile(activation)
+    return profile is not None and profile.saturates
 
 
 def _family(activation: str | None) -> str | None:
-    profile = activation and registry.get_profile("activation", activation)
-    return profile.family if profile else None
+    profile = _profile(activation)
+    return None if profile is None else profile.family
 
 
 def _shrinks_by_nature(activation: str | None) -> bool:
