@@ -1,7 +1,7 @@
 """What the multi-optimizer tests share on both backends
 (`test_multi_optimizer.py` on TensorFlow, `test_jax_multi_optimizer.py` on
-JAX): rates, data, a weight recorder and the SGD reference check. No
-TensorFlow import."""
+JAX): rates, data, a weight recorder, the SGD reference check and a fit
+at the callback's default settings. No TensorFlow import."""
 
 import keras
 import numpy as np
@@ -90,3 +90,46 @@ def named_layers(model, names):
         name: model.get_layer(name.split("/")[0]).get_layer(name.split("/")[1])
         for name in names
     }
+
+
+def default_settings_fit(model, rng, dead: bool = False) -> list[tuple]:
+    """Fits a GAN of `gan_networks` (compiled) for 64 steps, 4 epochs of
+    16 batches of 16, with `GradientDiagnostics()` at its default settings;
+    with `dead`, the generator's ReLU layer `g_hidden` starts with bias -20,
+    below every pre-activation of its standard normal latents (checked
+    here: it outputs 0 for every one of them).
+
+    Returns `(mode, layer, finding step, reported step)` of each training
+    failure, the reported step being the last step run when it appeared.
+    """
+    import warnings
+
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    real = rng.normal(size=(256, 4)).astype("float32")
+    z = rng.normal(size=(256, LATENT)).astype("float32")
+    if dead:
+        hidden = model.generator.get_layer("g_hidden")
+        hidden.bias.assign(np.full(hidden.bias.shape, -20.0, "float32"))
+        assert not np.any(keras.ops.convert_to_numpy(hidden(z)))
+    diag = GradientDiagnostics(check_model=False)
+    reported = []
+
+    class Reported(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            reported.extend((f, self.steps) for f in diag.findings[len(reported) :])
+            self.steps += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(
+            real, z, batch_size=16, epochs=4, verbose=0, callbacks=[diag, Reported()]
+        )
+    return [
+        (f.mode, f.layer, f.step, step)
+        for f, step in reported
+        if f.severity == "failure"
+    ]

@@ -24,6 +24,7 @@ from multi_optimizer_support import (
     LATENT,
     Weights,
     assert_grad_norms,
+    default_settings_fit,
     dense,
     gan_data,
     gan_networks,
@@ -566,3 +567,12 @@ def test_layers_run_only_outside_compute_loss_and_updates_are_counted(data):
 def test_bad_optimizers_raise_value_error(value):
     with pytest.raises(ValueError, match="Received: optimizers="):
         _diag(optimizers=value)
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["healthy", "dead_generator"])
+def test_gan_at_default_settings(rng, dead):
+    # Healthy: no training failure in 64 steps. With the generator's ReLU
+    # layer dead from step 0: reported by its path once 128 samples show it
+    # (8 batches of 16, steps 0-7), from the discriminator's step count.
+    found = default_settings_fit(_gan(), rng, dead)
+    assert found == ([("dead_relu", "generator/g_hidden", 0, 7)] if dead else [])

@@ -1,0 +1,169 @@
+"""Detection scenarios on architectures beyond a stack of layers.
+
+`Case`s in the form of `cases.py` (`cases.detect` and `cases.score` run and
+judge them), on models whose structure the callback has to follow: a
+variational autoencoder whose loss is its own `compute_loss` (two nested
+models, a sampling layer, no labels), a siamese model whose encoder is a
+nested model shared by its two inputs, and a model with two inputs and two
+outputs, each with its own loss. Healthy ones, and the siamese model with
+its shared encoder's ReLU layer dead from step 0.
+
+They are not in `cases.CASES`: `cases.confirm` trains a plain
+`tf.GradientTape` loop on one input and one loss. Each test confirms its
+own case instead (the healthy ones learn; the dead layer outputs zero for
+every training sample), on every backend.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from tests.scenarios.cases import DEAD, SEED, Case, Setup, _compiled
+
+LATENT = 4
+
+
+class Sampling(keras.layers.Layer):
+    """`mean + exp(log_var / 2) * noise`, seeded (as JAX needs in a trace)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = keras.random.SeedGenerator(SEED)
+
+    def call(self, inputs):
+        mean, log_var = inputs
+        noise = keras.random.normal(ops.shape(mean), seed=self.seed)
+        return mean + ops.exp(0.5 * log_var) * noise
+
+
+class VAE(keras.Model):
+    """An encoder and a decoder (functional models) trained on the
+    reconstruction's binary cross-entropy plus the latent's KL divergence
+    from N(0, 1), in `compute_loss`."""
+
+    def __init__(self, encoder, decoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.decoder = encoder, decoder
+
+    def call(self, x):
+        return self.decoder(self.encoder(x)[2])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        mean, log_var, z = self.encoder(x)
+        p = ops.clip(self.decoder(z), 1e-7, 1.0 - 1e-7)
+        bce = -(x * ops.log(p) + (1.0 - x) * ops.log(1.0 - p))
+        kl = -0.5 * (1.0 + log_var - ops.square(mean) - ops.exp(log_var))
+        return ops.mean(ops.sum(bce, axis=1) + ops.sum(kl, axis=1))
+
+
+def healthy_vae() -> Setup:
+    """A VAE (32 -> 32 ReLU -> 4 + 4, sampled; 4 -> 32 ReLU -> 32 sigmoid)
+    on 8 binary prototypes with 5% of their bits flipped."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((8, 32)) < 0.5
+    flips = rng.random((512, 32)) < 0.05
+    x = (prototypes[rng.integers(0, 8, 512)] ^ flips).astype("float32")
+    inputs = keras.Input((32,))
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    mean = keras.layers.Dense(LATENT, name="mean")(hidden)
+    log_var = keras.layers.Dense(LATENT, name="log_var")(hidden)
+    z = Sampling()([mean, log_var])
+    encoder = keras.Model(inputs, [mean, log_var, z], name="encoder")
+    latent = keras.Input((LATENT,))
+    hidden = keras.layers.Dense(32, activation="relu")(latent)
+    outputs = keras.layers.Dense(32, activation="sigmoid")(hidden)
+    decoder = keras.Model(latent, outputs, name="decoder")
+    model = VAE(encoder, decoder)
+    model(x[:1])  # Built before `fit`: recorded from its first step.
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return Setup(model, x, None, epochs=6)
+
+
+def pairs(n=1024, d=16, seed=0):
+    """Two standard normal inputs; label 1 where their first 4 features
+    agree in sign on the whole (a positive dot product)."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.normal(size=(n, d)).astype("float32") for _ in range(2))
+    y = (np.sum(a[:, :4] * b[:, :4], axis=1) > 0).astype("float32")
+    return a, b, y
+
+
+def siamese(bias: float = 0.0) -> keras.Model:
+    """A nested encoder (16 -> 32 ReLU -> 16) applied to both inputs, the
+    product of the two codes, a sigmoid of a weighted sum of it (a learned
+    dot product); the ReLU layer's bias starts at `bias`. (No cosine: on
+    JAX the gradient of a normalized zero code is NaN.)"""
+    start = keras.initializers.Constant(bias)
+    encoder = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(
+                32, activation="relu", bias_initializer=start, name="hidden"
+            ),
+            keras.layers.Dense(16, name="code"),
+        ],
+        name="encoder",
+    )
+    a, b = keras.Input((16,)), keras.Input((16,))
+    product = keras.layers.Multiply()([encoder(a), encoder(b)])
+    return keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid")(product))
+
+
+def healthy_siamese() -> Setup:
+    """The siamese model trained with Adam."""
+    keras.utils.set_random_seed(SEED)
+    a, b, y = pairs()
+    model = _compiled(siamese(), keras.optimizers.Adam(3e-3), "binary_crossentropy")
+    return Setup(model, [a, b], y, epochs=4)
+
+
+def dead_shared_encoder() -> Setup:
+    """The siamese model with bias -20 in its shared encoder's ReLU layer:
+    on standardized inputs every pre-activation is far below zero (their std
+    is about 1), for both inputs, so the layer outputs 0 for every sample
+    from step 0 and gets no gradient."""
+    keras.utils.set_random_seed(SEED)
+    a, b, y = pairs()
+    model = _compiled(
+        siamese(bias=-20.0), keras.optimizers.Adam(3e-3), "binary_crossentropy"
+    )
+    return Setup(model, [a, b], y, epochs=1)
+
+
+def healthy_two_in_two_out() -> Setup:
+    """Two inputs joined into one ReLU trunk, and two heads: a softmax
+    class (`argmax` of a linear map of the first input) with
+    sparse categorical cross-entropy and a regression (a smooth function
+    of both inputs) with MSE."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(512, 12)).astype("float32")
+    b = rng.normal(size=(512, 4)).astype("float32")
+    label = np.argmax(a @ rng.normal(size=(12, 3)), axis=1)
+    target = (np.sin(b[:, :1]) + 0.5 * a[:, 1:2]).astype("float32")
+    first, second = keras.Input((12,)), keras.Input((4,))
+    trunk = keras.layers.Concatenate()([first, second])
+    trunk = keras.layers.Dense(32, activation="relu")(trunk)
+    trunk = keras.layers.Dense(32, activation="relu")(trunk)
+    outputs = [
+        keras.layers.Dense(3, activation="softmax", name="label")(trunk),
+        keras.layers.Dense(1, name="target")(trunk),
+    ]
+    model = _compiled(
+        keras.Model([first, second], outputs),
+        keras.optimizers.Adam(3e-3),
+        {"label": "sparse_categorical_crossentropy", "target": "mse"},
+    )
+    return Setup(model, [a, b], {"label": label, "target": target}, epochs=4)
+
+
+ARCHITECTURES = [
+    Case("healthy_vae", healthy_vae, {}),
+    Case("healthy_siamese", healthy_siamese, {}),
+    Case("dead_shared_encoder", dead_shared_encoder, {DEAD: 0}),
+    Case("healthy_two_in_two_out", healthy_two_in_two_out, {}),
+]
+BY_NAME = {case.name: case for case in ARCHITECTURES}
