@@ -24,6 +24,14 @@ from keras_actloss.profiles import SIGMOID, TANH
 # Within the steps watched after a learning-rate jump up, with the loss up:
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
 _WATCH_RATIO = 0.1
+# A recording whose layers near the output get less than this share of their
+# gradient RMS at the last `_LEVELS` judged recordings (median) is no
+# evidence against vanishing: the loss gradient cancelled at the output on
+# that batch (as a model that predicts about the same for every sample gets
+# on a batch whose labels average to its prediction), not that the far
+# layers caught up. It neither extends nor breaks a streak there.
+_QUIET_REFERENCE = 0.1
+_LEVELS = 8
 # A tanh-like layer (derivative 1 at 0) between a vanishing layer and the
 # output is named as a cause unless fewer than this share of its outputs were
 # in the flat tails: its pre-activations then spread less than about N(0,
@@ -73,6 +81,42 @@ def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> l
     ]
 
 
+def _ranked(stats: StepStats, layers: list[LayerInfo], t: Thresholds) -> list | None:
+    """The recorded layers with trainable weights and finite gradient
+    statistics, farthest from the loss first (ties, as parallel branches,
+    keep model order); None when fewer than `vanishing_min_layers`."""
+    weighted = {info.name for info in layers if info.has_trainable_weights}
+    distance = _distances(layers)
+    rows = [
+        ls
+        for ls in stats.layers
+        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
+    ]
+    if len(rows) < t.vanishing_min_layers:
+        return None
+    return sorted(rows, key=lambda ls: -distance[ls.layer])
+
+
+def _reference(rows: list) -> tuple[float, float]:
+    """The median gradient RMS and max-abs of the layers nearest the loss:
+    the last quarter of `_ranked` rows, at least two."""
+    near = rows[-max(2, len(rows) // 4) :]
+    return (
+        float(np.median([ls.grad_rms for ls in near])),
+        float(np.median([ls.grad_max for ls in near])),
+    )
+
+
+def reference_rms(
+    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+) -> float | None:
+    """The gradient RMS of the layers near the output at one recording, the
+    level `vanishing_layers` compares the far layers with; None when too few
+    layers have gradients to judge depth."""
+    rows = _ranked(stats, layers, t)
+    return None if rows is None else _reference(rows)[0]
+
+
 def vanishing_layers(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> dict[str, tuple[float, float]] | None:
@@ -82,21 +126,12 @@ def vanishing_layers(
     the condition, or None when the recording cannot be judged (too few
     layers with gradients, or the layers near the output are quiet).
     """
-    weighted = {info.name for info in layers if info.has_trainable_weights}
-    distance = _distances(layers)
-    rows = [
-        ls
-        for ls in stats.layers
-        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
-    ]
-    n = len(rows)
-    if n < t.vanishing_min_layers:
+    rows = _ranked(stats, layers, t)
+    if rows is None:
         return None
-    # Farthest from the loss first; ties (parallel branches) keep model order.
-    rows.sort(key=lambda ls: -distance[ls.layer])
-    reference = rows[-max(2, n // 4) :]
-    ref_rms = float(np.median([ls.grad_rms for ls in reference]))
-    ref_max = float(np.median([ls.grad_max for ls in reference]))
+    distance = _distances(layers)
+    n = len(rows)
+    ref_rms, ref_max = _reference(rows)
     if ref_rms < t.vanishing_reference_rms:
         return None
     ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
@@ -154,6 +189,9 @@ class RecordedGradientRules(RuleFamily):
 
     Mixed into `HealthRules`; a condition is reported once it holds for
     `patience` recordings spanning `patience_steps` steps (`_confirmed`).
+    A recording whose layers near the output are far quieter than at the
+    recent ones (`_quiet_reference`, on `HealthRules._levels`) counts for
+    the far layers that still vanish against it and breaks no streak.
     """
 
     def _update_ratios(self, new, stats: StepStats) -> None:
@@ -242,8 +280,11 @@ class RecordedGradientRules(RuleFamily):
         if found is None:
             self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
             return
+        quiet = self._quiet_reference(reference_rms(stats, self.layers, t))
         for ls in stats.layers:
             hit = ls.layer in found
+            if quiet and not hit:
+                continue
             key = (F.VANISHING_GRADIENTS, ls.layer)
             count, start = self._streaks.update(key, hit, stats.step)
             if hit and self._confirmed(count, start, stats.step):
@@ -258,6 +299,14 @@ class RecordedGradientRules(RuleFamily):
                 self._add(
                     new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix
                 )
+
+    def _quiet_reference(self, level: float) -> bool:
+        """Whether the layers near the output got under `_QUIET_REFERENCE`
+        of their median level at the last `_LEVELS` judged recordings (at
+        least two); each judged level is kept."""
+        recent = list(self._levels)
+        self._levels.append(level)
+        return len(recent) >= 2 and level < _QUIET_REFERENCE * float(np.median(recent))
 
     def _shrinks(self, layer: str, stats: StepStats) -> tuple[str, str | None]:
         """Why the gradient shrinks between `layer` and the output, and the

@@ -92,6 +92,7 @@ from keras_actloss.diagnostics.activation_rules import (
     can_die,
 )
 from keras_actloss.diagnostics.gradient_rules import (
+    _LEVELS,
     RecordedGradientRules,
     _distances,
     vanishing_layers,
@@ -201,6 +202,9 @@ class HealthRules(
         }
         self._streaks = _Streaks()
         self._skipped = _Skipped()
+        # The reference gradient levels of the last judged recordings
+        # (`RecordedGradientRules._quiet_reference`).
+        self._levels: collections.deque[float] = collections.deque(maxlen=_LEVELS)
         self._reported: set[tuple[str, str | None]] = set()
         # Whether a non-finite step reached the weights (`_broken`), and the
         # loss-scale overflows in a row (`observe_overflow`).

@@ -649,6 +649,44 @@ class TestVanishing:
         seq = [recording(s, r) for s, r in zip((0, 5, 10, 15), rms)]
         assert run(rules, seq) == []
 
+    def test_batch_quiet_at_the_output_does_not_break_the_streak(self):
+        # Step 3: the far layers as before, the last two 50x quieter (a loss
+        # gradient that cancelled at the output). Reference median(3.5e-3,
+        # 3.3e-2) / 50 = 3.65e-4, under 0.1 x the median 1.825e-2 of the
+        # recordings before it: not judged, so 0, 1, 2 and 4 make the streak
+        # (4 recordings, steps 0-4). (Judged, dense_0's ratio there, 4e-6 /
+        # 3.65e-4 = 0.011 > 1e-2, would break it.)
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        quiet = [*SIGMOID_RMS[:5], *(r / 50 for r in SIGMOID_RMS[5:])]
+        assert run(rules, [recording(s, SIGMOID_RMS) for s in range(3)]) == []
+        assert rules.observe(recording(3, quiet)) == []
+        found = rules.observe(recording(4, SIGMOID_RMS))
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
+        ]
+        assert "for 4 recordings in a row (steps 0-4)" in found[0].message
+
+    @pytest.mark.parametrize("factor, reported", [(5, False), (50, True)])
+    def test_only_a_far_quieter_output_is_left_unjudged(self, factor, reported):
+        # Step 3: the far layers 30x louder (dense_0 1.2e-4), the last two
+        # `factor` times quieter. 5x: reference 3.65e-3, over 0.1 x 1.825e-2,
+        # so judged; dense_0's ratio 1.2e-4 / 3.65e-3 = 0.033 > 1e-2 breaks
+        # the streak (nothing at step 4). 50x: reference 3.65e-4, not judged;
+        # reported at step 4 as above.
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        step3 = [
+            *(30 * r for r in SIGMOID_RMS[:5]),
+            *(r / factor for r in SIGMOID_RMS[5:]),
+        ]
+        seq = [*(recording(s, SIGMOID_RMS) for s in range(3)), recording(3, step3)]
+        assert run(rules, seq) == []
+        found = rules.observe(recording(4, SIGMOID_RMS))
+        assert [f.step for f in found] == ([0, 0, 0] if reported else [])
+        # Every judged recording's reference level is kept.
+        assert list(rules._levels) == pytest.approx(
+            [1.825e-2] * 3 + [1.825e-2 / factor, 1.825e-2]
+        )
+
     def test_converged_tiny_everywhere(self):
         # Converged: every layer has tiny gradients, none tiny relative to others.
         rules = HealthRules(mlp(["relu"] * 6))

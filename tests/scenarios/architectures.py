@@ -20,7 +20,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from tests.scenarios.cases import DEAD, SEED, Case, Setup, _compiled
+from tests.scenarios.cases import (
+    DEAD,
+    EXPLODING,
+    SEED,
+    VANISHING,
+    Case,
+    Setup,
+    _compiled,
+)
 
 LATENT = 4
 
@@ -160,10 +168,88 @@ def healthy_two_in_two_out() -> Setup:
     return Setup(model, [a, b], {"label": label, "target": target}, epochs=4)
 
 
+def vanishing_rnn() -> Setup:
+    """Four stacked sigmoid `SimpleRNN` layers over 20 steps: each layer's
+    backward signal passes sigmoid derivatives (at most 1/4) and, within a
+    layer, one more per time step, so the first layer's gradient is a tiny
+    fraction of the last one's from step 0."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 20, 8)).astype("float32")
+    y = (x[:, :1, 0] > 0).astype("float32")
+    recurrent = [
+        keras.layers.SimpleRNN(
+            32, activation="sigmoid", return_sequences=i < 3, name=f"rnn_{i}"
+        )
+        for i in range(4)
+    ]
+    out = keras.layers.Dense(1, activation="sigmoid", name="out")
+    model = keras.Sequential([keras.Input((20, 8)), *recurrent, out])
+    _compiled(model, keras.optimizers.SGD(0.05), "binary_crossentropy")
+    return Setup(model, x, y, epochs=1)
+
+
+def exploding_attention() -> Setup:
+    """A self-attention block (4 heads, a residual `LayerNormalization`,
+    pooling, a linear head) trained with SGD at learning rate 50: the
+    first updates are many times the weights, the logits and gradients
+    grow by orders of magnitude each step and reach NaN."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16, 32)).astype("float32")
+    y = rng.integers(0, 4, 512)
+    inputs = keras.Input((16, 32))
+    attention = keras.layers.MultiHeadAttention(4, 8, name="attention")
+    hidden = keras.layers.LayerNormalization(name="norm")(
+        attention(inputs, inputs) + inputs
+    )
+    hidden = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(hidden))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _compiled(model, keras.optimizers.SGD(50.0), loss)
+    return Setup(model, x, y, epochs=1)
+
+
+def kernel_gradient_rms(setup: Setup, samples: int = 32) -> list[float]:
+    """The RMS of each layer's input-kernel gradient (`kernel` variables, in
+    model order) for the loss of the first `samples` samples, computed
+    outside the callback: a `tf.GradientTape` on TensorFlow, `jax.grad` of
+    the model's `stateless_call` on JAX."""
+    model = setup.model
+    x, y = setup.x[:samples], setup.y[:samples]
+    loss = keras.losses.get(model.loss)
+
+    def value(trainable, non_trainable):
+        pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        return ops.mean(loss(y, pred))
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grads = jax.grad(value)(trainable, non_trainable)
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            out = value(trainable, non_trainable)
+        grads = tape.gradient(out, trainable)
+    return [
+        float(np.sqrt(np.mean(np.square(keras.ops.convert_to_numpy(g)))))
+        for v, g in zip(model.trainable_variables, grads)
+        if v.path.endswith("/kernel")
+    ]
+
+
 ARCHITECTURES = [
     Case("healthy_vae", healthy_vae, {}),
     Case("healthy_siamese", healthy_siamese, {}),
     Case("dead_shared_encoder", dead_shared_encoder, {DEAD: 0}),
     Case("healthy_two_in_two_out", healthy_two_in_two_out, {}),
+    Case("vanishing_rnn", vanishing_rnn, {VANISHING: 0}),
+    # Its NaN step, which differs by backend, is checked by its test.
+    Case("exploding_attention", exploding_attention, {EXPLODING: 0}),
 ]
 BY_NAME = {case.name: case for case in ARCHITECTURES}
