@@ -4,14 +4,19 @@
 judge them), on models whose structure the callback has to follow: a
 variational autoencoder whose loss is its own `compute_loss` (two nested
 models, a sampling layer, no labels), a siamese model whose encoder is a
-nested model shared by its two inputs, and a model with two inputs and two
-outputs, each with its own loss. Healthy ones, and the siamese model with
-its shared encoder's ReLU layer dead from step 0.
+nested model shared by its two inputs, a model with two inputs and two
+outputs, each with its own loss, stacked recurrent layers and a
+self-attention block. Healthy ones, and failures: the siamese model's
+shared ReLU layer dead from step 0, vanishing gradients through stacked
+sigmoid `SimpleRNN`s, the attention block exploding to NaN.
 
 They are not in `cases.CASES`: `cases.confirm` trains a plain
 `tf.GradientTape` loop on one input and one loss. Each test confirms its
-own case instead (the healthy ones learn; the dead layer outputs zero for
-every training sample), on every backend.
+own case instead, on every backend: the healthy ones learn, the dead
+layer outputs zero for every training sample, the first recurrent layer's
+gradient is under 1% of the output layer's (`kernel_gradient_rms`), the
+attention block's weights turn non-finite at the step its NaN is
+reported.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """`GradientDiagnostics` at its default settings on architectures beyond a
 stack of layers (`architectures.py`): a VAE with its own `compute_loss`, a
-siamese model with a nested shared encoder, two inputs and two outputs.
+siamese model with a nested shared encoder, two inputs and two outputs,
+stacked sigmoid RNNs, a self-attention block.
 
 Judged as `test_detection.py` judges `cases.py`: the healthy ones report no
-training failure and the failing one exactly its mode, in time, here also
-on the right layer. Each case is confirmed here, since `cases.confirm`
+training failure and the failing ones exactly their modes, in time, here
+also on the right layer. Each case is confirmed here, since `cases.confirm`
 trains one input on one loss: the healthy ones learn (their loss falls),
-and the dead layer outputs zero for every training sample of both inputs.
+the dead layer outputs zero for every training sample of both inputs, the
+first RNN's gradient is tiny next to the output layer's, and the attention
+block's weights turn non-finite at the step its NaN is reported.
 """
 
 import sys
@@ -50,9 +53,8 @@ def test_dead_layer_of_a_shared_nested_encoder_is_reported_in_time():
     for x in setup.x:
         assert not np.any(keras.ops.convert_to_numpy(hidden(x)))
     detection = cases.detect(case)
-    # Dense recording from step 0; dead units need 128 samples, 4 batches
-    # of 32 (steps 0-3, the first 4 of them the finding names), so
-    # reported at step 4, by its path in the nested model.
+    # Dense recording from step 0; dead units need 128 samples, 4 recorded
+    # batches of 32: reported at step 4, by its path in the nested model.
     assert describe(detection) == [("dead_relu", "encoder/hidden", 0, 4)]
     scores, false = cases.score(case, detection)
     assert [s.detected for s in scores] == [True] and false == []
@@ -77,7 +79,7 @@ def test_vanishing_through_stacked_sigmoid_rnns_is_reported_in_time():
 
 
 class _Finite(keras.callbacks.Callback):
-    """After each batch, whether every weight is finite (the batches run)."""
+    """Whether every weight is finite after each batch, in batch order."""
 
     def on_train_begin(self, logs=None):
         self.finite = []
