@@ -95,8 +95,11 @@ def plan_layers(model) -> list[LayerPlan]:
     """Lists the monitored layers of `model` in model order.
 
     Leaf layers (no sublayers) are monitored when they have trainable
-    variables or an output activation from the ReLU family, sigmoid or tanh;
-    nested models and composite layers are walked and named `outer/inner`.
+    variables or, unless frozen (`trainable=False`, as every layer of a
+    frozen pretrained base is), an output activation from the ReLU family,
+    sigmoid or tanh: a frozen layer's dead or saturated units are fixed
+    features, not something training does or can undo. Nested models and
+    composite layers are walked and named `outer/inner`.
     Each gets its distance from the outputs in the layer graph (None in a
     subclassed model).
     A composite layer's own variables (outside its sublayers) form an entry
@@ -105,7 +108,7 @@ def plan_layers(model) -> list[LayerPlan]:
     plans = []
     base = None if graph_depths(model) is None else 0
     for name, layer, variables, leaf, distance in _walk(model, "", set(), base):
-        profile = _watched_profile(layer) if leaf else None
+        profile = _watched_profile(layer) if leaf and layer.trainable else None
         if not variables and profile is None:
             continue
         axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1

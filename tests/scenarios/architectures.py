@@ -5,10 +5,11 @@ judge them), on models whose structure the callback has to follow: a
 variational autoencoder whose loss is its own `compute_loss` (two nested
 models, a sampling layer, no labels), a siamese model whose encoder is a
 nested model shared by its two inputs, a model with two inputs and two
-outputs, each with its own loss, stacked recurrent layers and a
-self-attention block. Healthy ones, and failures: the siamese model's
-shared ReLU layer dead from step 0, vanishing gradients through stacked
-sigmoid `SimpleRNN`s, the attention block exploding to NaN.
+outputs, each with its own loss, stacked recurrent layers, a
+self-attention block and a head on a frozen base. Healthy ones, and
+failures: the siamese model's shared ReLU layer dead from step 0,
+vanishing gradients through stacked sigmoid `SimpleRNN`s, the attention
+block exploding to NaN, the base's dead half when it is trained.
 
 They are not in `cases.CASES`: `cases.confirm` trains a plain
 `tf.GradientTape` loop on one input and one loss. Each test confirms its
@@ -16,7 +17,7 @@ own case instead, on every backend: the healthy ones learn, the dead
 layer outputs zero for every training sample, the first recurrent layer's
 gradient is under 1% of the output layer's (`kernel_gradient_rms`), the
 attention block's weights turn non-finite at the step its NaN is
-reported.
+reported, half the base's units output zero for every sample.
 """
 
 from __future__ import annotations
@@ -215,6 +216,34 @@ def exploding_attention() -> Setup:
     return Setup(model, x, y, epochs=1)
 
 
+def half_dead_base(frozen: bool) -> Setup:
+    """A feature extractor (16 -> 64 ReLU, half of its units with bias -20:
+    on standardized inputs they output 0 for every sample) under a
+    trainable head (32 ReLU units, a softmax over 3 classes), the extractor
+    frozen (`trainable=False`, as a pretrained base is) or trained."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(16, 3)), axis=1)
+    base = keras.Sequential(
+        [keras.Input((16,)), keras.layers.Dense(64, activation="relu", name="wide")],
+        name="base",
+    )
+    bias = np.concatenate([np.zeros(32), np.full(32, -20.0)]).astype("float32")
+    base.get_layer("wide").bias.assign(bias)
+    base.trainable = not frozen
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            base,
+            keras.layers.Dense(32, activation="relu", name="head"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
 def kernel_gradient_rms(setup: Setup, samples: int = 32) -> list[float]:
     """The RMS of each layer's input-kernel gradient (`kernel` variables, in
     model order) for the loss of the first `samples` samples, computed
@@ -256,5 +285,7 @@ ARCHITECTURES = [
     Case("vanishing_rnn", vanishing_rnn, {VANISHING: 0}),
     # Its NaN step, which differs by backend, is checked by its test.
     Case("exploding_attention", exploding_attention, {EXPLODING: 0}),
+    Case("healthy_frozen_base", lambda: half_dead_base(frozen=True), {}),
+    Case("half_dead_base", lambda: half_dead_base(frozen=False), {DEAD: 0}),
 ]
 BY_NAME = {case.name: case for case in ARCHITECTURES}

@@ -1,15 +1,16 @@
 """`GradientDiagnostics` at its default settings on architectures beyond a
 stack of layers (`architectures.py`): a VAE with its own `compute_loss`, a
 siamese model with a nested shared encoder, two inputs and two outputs,
-stacked sigmoid RNNs, a self-attention block.
+stacked sigmoid RNNs, a self-attention block, a head on a frozen base.
 
 Judged as `test_detection.py` judges `cases.py`: the healthy ones report no
 training failure and the failing ones exactly their modes, in time, here
 also on the right layer. Each case is confirmed here, since `cases.confirm`
 trains one input on one loss: the healthy ones learn (their loss falls),
 the dead layer outputs zero for every training sample of both inputs, the
-first RNN's gradient is tiny next to the output layer's, and the attention
-block's weights turn non-finite at the step its NaN is reported.
+first RNN's gradient is tiny next to the output layer's, the attention
+block's weights turn non-finite at the step its NaN is reported, and half
+the base's units output zero for every sample.
 """
 
 import sys
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from keras_actloss.callbacks import _model_plan  # noqa: E402
 from tests.scenarios import architectures, cases  # noqa: E402
 
 # The last epoch's mean loss over the first's, at most: each healthy case
@@ -118,3 +120,23 @@ def test_exploding_attention_is_reported_before_its_nan():
     assert (first_nan[0].step, first_nan[1]) == (nan_step, nan_step)
     assert detection.first("exploding_gradients")[1] < nan_step
     assert "It follows the explosion" in first_nan[0].message
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "trained"])
+def test_dead_units_of_a_frozen_base_are_not_a_training_failure(frozen):
+    name = "healthy_frozen_base" if frozen else "half_dead_base"
+    case = architectures.BY_NAME[name]
+    setup = case.build()
+    # Confirmed on the build: 32 of the base's 64 units output 0 for every
+    # training sample (the other 32 for none).
+    wide = keras.ops.convert_to_numpy(setup.model.get_layer("base")(setup.x))
+    assert (wide > 0).any(axis=0).sum() == 32
+    # Frozen, the base is not monitored (its units are fixed features, not
+    # something training does or can undo) and the head learns; trained, its
+    # dead half is reported as any other dead layer, at step 4.
+    plans = [p.info.name for p in _model_plan.plan_layers(setup.model)]
+    assert plans == (["head", "out"] if frozen else ["base/wide", "head", "out"])
+    detection = cases.detect(case)
+    expected = [] if frozen else [("dead_relu", "base/wide", 0, 4)]
+    assert describe(detection) == expected
+    assert detection.losses[-1] <= 0.7 * detection.losses[0]
