@@ -731,13 +731,12 @@ def test_frozen_layer_and_layer_without_gradient(data):
     else:
         with pytest.warns(UserWarning, match="Gradients do not exist"):
             model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    # A frozen layer is not monitored, its activation included: its units
+    # are fixed features, not something training does.
     info = {i.name: i for i in diag.layers}
-    assert set(info) == {"frozen", "unused", "out"}
-    assert not info["frozen"].has_trainable_weights
+    assert set(info) == {"unused", "out"}
     stats = {ls.layer: ls for ls in diag.history[0].layers}
-    assert (
-        stats["frozen"].grad_norm is None and stats["frozen"].zero_fraction is not None
-    )
+    assert set(stats) == {"unused", "out"}
     unused = stats["unused"]
     if BACKEND == "jax":
         assert unused.grad_norm == 0.0 and unused.update_ratio == 0.0
