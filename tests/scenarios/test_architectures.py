@@ -128,7 +128,7 @@ def test_dead_units_of_a_frozen_base_are_not_a_training_failure(frozen):
     case = architectures.BY_NAME[name]
     setup = case.build()
     # Confirmed on the build: 32 of the base's 64 units output 0 for every
-    # training sample (the other 32 for none).
+    # training sample; the other 32 are active on some.
     wide = keras.ops.convert_to_numpy(setup.model.get_layer("base")(setup.x))
     assert (wide > 0).any(axis=0).sum() == 32
     # Frozen, the base is not monitored (its units are fixed features, not
