@@ -81,42 +81,6 @@ def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> l
     ]
 
 
-def _ranked(stats: StepStats, layers: list[LayerInfo], t: Thresholds) -> list | None:
-    """The recorded layers with trainable weights and finite gradient
-    statistics, farthest from the loss first (ties, as parallel branches,
-    keep model order); None when fewer than `vanishing_min_layers`."""
-    weighted = {info.name for info in layers if info.has_trainable_weights}
-    distance = _distances(layers)
-    rows = [
-        ls
-        for ls in stats.layers
-        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
-    ]
-    if len(rows) < t.vanishing_min_layers:
-        return None
-    return sorted(rows, key=lambda ls: -distance[ls.layer])
-
-
-def _reference(rows: list) -> tuple[float, float]:
-    """The median gradient RMS and max-abs of the layers nearest the loss:
-    the last quarter of `_ranked` rows, at least two."""
-    near = rows[-max(2, len(rows) // 4) :]
-    return (
-        float(np.median([ls.grad_rms for ls in near])),
-        float(np.median([ls.grad_max for ls in near])),
-    )
-
-
-def reference_rms(
-    stats: StepStats, layers: list[LayerInfo], t: Thresholds
-) -> float | None:
-    """The gradient RMS of the layers near the output at one recording, the
-    level `vanishing_layers` compares the far layers with; None when too few
-    layers have gradients to judge depth."""
-    rows = _ranked(stats, layers, t)
-    return None if rows is None else _reference(rows)[0]
-
-
 def vanishing_layers(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> dict[str, tuple[float, float]] | None:
@@ -126,12 +90,30 @@ def vanishing_layers(
     the condition, or None when the recording cannot be judged (too few
     layers with gradients, or the layers near the output are quiet).
     """
-    rows = _ranked(stats, layers, t)
-    if rows is None:
-        return None
+    judged = _judged(stats, layers, t)
+    return None if judged is None else judged[0]
+
+
+def _judged(
+    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+) -> tuple[dict[str, tuple[float, float]], float] | None:
+    """`vanishing_layers`, with the reference level it judged against (the
+    median gradient RMS of the layers near the output)."""
+    weighted = {info.name for info in layers if info.has_trainable_weights}
     distance = _distances(layers)
+    rows = [
+        ls
+        for ls in stats.layers
+        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
+    ]
     n = len(rows)
-    ref_rms, ref_max = _reference(rows)
+    if n < t.vanishing_min_layers:
+        return None
+    # Farthest from the loss first; ties (parallel branches) keep model order.
+    rows.sort(key=lambda ls: -distance[ls.layer])
+    reference = rows[-max(2, n // 4) :]
+    ref_rms = float(np.median([ls.grad_rms for ls in reference]))
+    ref_max = float(np.median([ls.grad_max for ls in reference]))
     if ref_rms < t.vanishing_reference_rms:
         return None
     ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
@@ -162,7 +144,7 @@ def vanishing_layers(
             ls.layer, rows, ratios, distance, layers, t
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
-    return found
+    return found, ref_rms
 
 
 def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
@@ -276,11 +258,12 @@ class RecordedGradientRules(RuleFamily):
     def _vanishing(self, new, stats: StepStats) -> None:
         t = self.thresholds
         converged = self._converged(stats)
-        found = None if converged else vanishing_layers(stats, self.layers, t)
-        if found is None:
+        judged = None if converged else _judged(stats, self.layers, t)
+        if judged is None:
             self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
             return
-        quiet = self._quiet_reference(reference_rms(stats, self.layers, t))
+        found, level = judged
+        quiet = self._quiet_reference(level)
         for ls in stats.layers:
             hit = ls.layer in found
             if quiet and not hit:
