@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
+from keras_actloss.callbacks._model_plan import step_counter
 from keras_actloss.callbacks._ring_reading import PaddedRows, RingReader
 from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
@@ -129,7 +130,7 @@ class GraphStats(RingReader):
         calls = getattr(self._local, "applied", [])
         if not calls:
             return
-        self._counter = calls[0].optimizer.iterations
+        self._counter = step_counter(calls[0].optimizer)
         self.counter_applies = sum(c.optimizer is calls[0].optimizer for c in calls)
         self.loss_scaled = any(call.dynamic for call in calls)
         if len(calls) == 1:

@@ -88,7 +88,11 @@ from keras import ops
 from keras_actloss.callbacks._jax_programs import JaxPrograms
 from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
 from keras_actloss.callbacks._keras_hooks import TrainHooks
-from keras_actloss.callbacks._model_plan import learning_rate
+from keras_actloss.callbacks._model_plan import (
+    learning_rate,
+    missing_internals,
+    step_counter,
+)
 from keras_actloss.callbacks._step_rows import FULL_LOGS_KEY
 
 # Where the loss and activation counts ride in `non_trainable_variables`.
@@ -166,6 +170,7 @@ def check_internals() -> None:
         missing.append("LossScaleOptimizer.dynamic_scale")
     if "loss_scale_factor" not in inspect.signature(BaseOptimizer.__init__).parameters:
         missing.append("Optimizer.loss_scale_factor")
+    missing += missing_internals()
     if missing:
         raise RuntimeError(
             "keras_actloss.callbacks.GradientDiagnostics relies on Keras "
@@ -341,8 +346,10 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         if counter is None and len(self.optimizers) == 1:
             counter = self.optimizers[0]
         if counter is not None:
-            return int(np.asarray(self._value(counter.iterations)))
-        counts = (int(np.asarray(self._value(o.iterations))) for o in self.optimizers)
+            return int(np.asarray(self._value(step_counter(counter))))
+        counts = (
+            int(np.asarray(self._value(step_counter(o)))) for o in self.optimizers
+        )
         return min(counts, default=0)
 
     def _value(self, variable):
@@ -455,7 +462,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 return original(optimizer_variables, grads, trainable_variables)
             mapping = list(zip(optimizer.variables, optimizer_variables))
             with keras.StatelessScope(state_mapping=mapping):
-                step = ops.convert_to_tensor(optimizer.iterations)
+                step = ops.convert_to_tensor(step_counter(optimizer))
                 rate = ops.cast(learning_rate(optimizer), "float32")
                 scale = self._scale(optimizer)
             trace.applying = True

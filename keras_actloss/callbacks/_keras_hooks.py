@@ -62,6 +62,8 @@ from keras_actloss.callbacks._model_plan import (
     LayerPlan,
     find_optimizers,
     learning_rate,
+    missing_internals,
+    step_counter,
 )
 from keras_actloss.callbacks._step_rows import (
     ALARM_LOGS_KEY,
@@ -120,6 +122,7 @@ def check_internals() -> None:
         make = inspect.signature(TensorFlowTrainer._make_function).parameters
         if list(make) != ["self", "step_function"]:
             missing.append("TensorFlowTrainer._make_function(step_function)")
+    missing += missing_internals()
     if missing:
         raise RuntimeError(
             "keras_actloss.callbacks.GradientDiagnostics relies on Keras "
@@ -263,7 +266,8 @@ class TrainHooks(GraphStats):
         ahead of the real count, so nothing is written at a later step."""
         if self._counter is not None:
             return int(self._counter.numpy())
-        return min((int(o.iterations.numpy()) for o in self.optimizers), default=0)
+        counts = (int(step_counter(o).numpy()) for o in self.optimizers)
+        return min(counts, default=0)
 
     def hooked_names(self) -> str:
         """The hooked optimizers, for messages: `model.optimizer (SGD)`."""
@@ -535,6 +539,6 @@ class TrainHooks(GraphStats):
             variables=variables,
             scale=scale,
             dynamic=dynamic,
-            step=tf.convert_to_tensor(optimizer.iterations),
+            step=tf.convert_to_tensor(step_counter(optimizer)),
             rate=tf.convert_to_tensor(learning_rate(optimizer)),
         )

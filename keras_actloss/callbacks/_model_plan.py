@@ -3,11 +3,14 @@
 `plan_layers` lists the monitored layers in model order (`LayerPlan`: their
 variables, the profile of their output activation and their distance from
 the outputs in the layer graph); `find_optimizers` finds the optimizers that
-may update the model's weights, and `learning_rate` what is noted as an
-optimizer's rate. Both backends' hooks use them (`_keras_hooks`,
-`_jax_hooks`). Nothing is wrapped or changed here; the walk reads the layer
-tracking and the functional graph Keras keeps (`_flatten_layers`,
-`_operations_by_depth`), which `_keras_hooks.check_internals()` checks.
+may update the model's weights, `learning_rate` what is noted as an
+optimizer's rate and `step_counter` its step. Both backends' hooks use them
+(`_keras_hooks`, `_jax_hooks`). Nothing is wrapped or changed here; the walk
+reads the layer tracking and the functional graph Keras keeps
+(`_flatten_layers`, `_operations_by_depth`), which
+`_keras_hooks.check_internals()` checks, and `step_counter` an optimizer's
+own count of its calls (`_iterations`), which both backends' checks test
+(`missing_internals`).
 """
 
 from __future__ import annotations
@@ -139,6 +142,39 @@ def learning_rate(optimizer):
         return optimizer.learning_rate
     rates = [ops.cast(learning_rate(o), "float32") for o in inner.optimizers]
     return ops.max(ops.stack(rates)) if rates else ops.zeros((), "float32")
+
+
+def step_counter(optimizer):
+    """The variable that counts `optimizer`'s `apply` calls: the step the
+    statistics note.
+
+    `optimizer.iterations`, except under gradient accumulation
+    (`gradient_accumulation_steps=n`), where `iterations` counts the updates
+    (one per `n` calls, a tensor computed from the calls): there the count
+    of calls itself, the step the optimizer's learning-rate schedule reads.
+    Every batch is a step then, its gradients its own; the weights change
+    on every `n`-th.
+    """
+    inner = optimizer
+    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
+        inner = inner.inner_optimizer
+    if getattr(inner, "gradient_accumulation_steps", None):
+        return inner._iterations
+    return optimizer.iterations
+
+
+def missing_internals() -> list[str]:
+    """The Keras internals of this module (beyond the walk's) that are
+    missing: `step_counter`'s count of calls."""
+    import inspect
+
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    init = inspect.getsource(BaseOptimizer.__init__)
+    iterations = inspect.getsource(BaseOptimizer.iterations.fget)
+    if "self._iterations = " in init and "self._iterations" in iterations:
+        return []
+    return ["Optimizer._iterations"]
 
 
 def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:

@@ -9,6 +9,7 @@ it themselves and are marked `tensorflow_only`.
 """
 
 import os
+import sys
 import textwrap
 
 import keras
@@ -531,6 +532,101 @@ def test_steps_per_execution_sentinel_sees_every_step(data):
     assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
         (NON_FINITE, "hidden", 2)
     ]
+
+
+def test_gradient_accumulation_records_every_batch_at_its_step(data):
+    # With `gradient_accumulation_steps=2` the optimizer updates on every
+    # second `apply` (with the mean of the two batches' gradients) and its
+    # `iterations` counts updates: the callback's step is the batch, and
+    # each batch's gradient its own.
+    x, y = data
+
+    def fitted(optimizer, n):
+        model = build_model("sequential")
+        model.set_weights(start)
+        _compile(model, optimizer)
+        diag = _diag(every_n_steps=1)
+        model.fit(
+            x[: 8 * n],
+            y[: 8 * n],
+            batch_size=8,
+            shuffle=False,
+            verbose=0,
+            callbacks=[diag],
+        )
+        return model, diag
+
+    start = build_model("sequential").get_weights()
+    single, _ = fitted(keras.optimizers.SGD(LR), 1)
+    model, diag = fitted(keras.optimizers.SGD(LR, gradient_accumulation_steps=2), 2)
+    assert [s.step for s in diag.history] == [0, 1]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1  # Updates.
+    names = LAYER_NAMES["sequential"]
+    index = {id(v): i for i, v in enumerate(model.weights)}  # `start`'s order.
+    # Batch 0's gradient from a plain SGD step on it; batch 1's from the
+    # accumulated update, w0 - w1 = LR * (g0 + g1) / 2.
+    first = _layer_grads(start, weights(single), single, names)
+    both = _layer_grads(start, weights(model), model, names, lr=LR / 2)
+    for name in names:
+        variables = model.get_layer(name).trainable_variables
+        w0 = np.concatenate([start[index[id(v)]].ravel() for v in variables])
+        recorded = [
+            next(ls for ls in stats.layers if ls.layer == name)
+            for stats in diag.history
+        ]
+        np.testing.assert_allclose(
+            [ls.grad_norm for ls in recorded],
+            [np.linalg.norm(first[name]), np.linalg.norm(both[name] - first[name])],
+            rtol=1e-4,
+        )
+        # The weights change at the second batch only.
+        assert recorded[0].update_ratio == 0.0
+        np.testing.assert_allclose(
+            recorded[1].update_ratio,
+            LR * np.linalg.norm(both[name]) / 2 / np.linalg.norm(w0),
+            rtol=1e-4,
+        )
+
+
+def test_check_internals_notices_a_changed_step_counter(monkeypatch):
+    # Under gradient accumulation the step is the optimizer's own count of
+    # its calls (`_model_plan.step_counter`), which each backend's check of
+    # the Keras internals covers.
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    from keras_actloss.callbacks._callback_support import _hooks_class
+
+    hooks = sys.modules[_hooks_class().__module__]
+    hooks.check_internals()
+    calls = property(lambda self: self._calls)
+    monkeypatch.setattr(BaseOptimizer, "iterations", calls)
+    with pytest.raises(
+        RuntimeError, match=r"changed in Keras .*Optimizer\._iterations"
+    ):
+        hooks.check_internals()
+
+
+def test_gradient_accumulation_reports_a_dead_layer_in_time(rng):
+    # At the defaults: dense recording from step 0 counts batches, not
+    # updates (4 batches per update here).
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    model = build_model("sequential")
+    model.get_layer("hidden").bias.assign(np.full(8, -100.0, "float32"))
+    _compile(model, keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4))
+    diag = GradientDiagnostics(check_model=False)
+    seen = []
+
+    class Reported(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.extend(
+                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
+            )
+
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, Reported()])
+    # 128 samples, 4 recorded batches of 32, as without accumulation.
+    assert seen == [("dead_relu", "hidden", 0, 4)]
 
 
 def _nan_batch(x, batch, size=8):
