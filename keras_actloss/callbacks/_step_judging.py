@@ -14,6 +14,7 @@ since the last write; a jump starts a burst of dense recording
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -27,6 +28,22 @@ from keras_actloss.callbacks._reporting import GradientHealthWarning
 from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import SentinelEvent
 
+# The kinds of noisy burst, each with its own back-off (`StepSchedule._burst`):
+# a noisy jump of the every-step norms, and a recording that leaves most of
+# a ReLU layer's units inactive (`HealthRules.suspected`).
+JUMP, UNITS = "jump", "units"
+
+
+@dataclasses.dataclass
+class _Calm:
+    """The back-off of one kind of noisy burst: none starts before `until`,
+    and `gap` steps of calm follow the next; `found` is the number of
+    findings when its last burst started."""
+
+    gap: int
+    until: int | None = None
+    found: int = 0
+
 
 class StepSchedule:
     """Mixin of `GradientDiagnostics`: the step count and the train function.
@@ -34,8 +51,8 @@ class StepSchedule:
     Relies on the attributes `GradientDiagnostics` sets: `params`,
     `every_n_steps`, `findings`, `history`, `_rules`, the class attributes
     `SENTINEL_SAVING`, `RENT_STEPS` and `DENSE_STEPS`, and `_hooks`,
-    `_step`, `_spe`, `_stride`, `_origin`, `_next`, `_burst_end`, `_calm`,
-    `_calm_until`, `_found_at_burst`, `_guessed`, `_mode`, `_batches`,
+    `_step`, `_spe`, `_stride`, `_origin`, `_next`, `_burst_end`, `_calms`,
+    `_guessed`, `_mode`, `_batches`,
     `_batch_start`, `_first_batch`, `_full_batch`, `_paid` and `_rented`.
     """
 
@@ -43,10 +60,12 @@ class StepSchedule:
         """A schedule with nothing recorded yet (hooks set up afresh)."""
         self._origin = self._next = None
         # Dense recording after a jump (`_burst`): until `_burst_end`; a
-        # noisy jump starts none before `_calm_until`.
-        self._burst_end = self._calm_until = None
-        self._calm = self.every_n_steps
-        self._found_at_burst = len(self.findings)
+        # noisy one starts none before the `until` of its kind's `_Calm`.
+        self._burst_end = None
+        found = len(self.findings)
+        self._calms = {
+            kind: _Calm(self.every_n_steps, found=found) for kind in (JUMP, UNITS)
+        }
         # Timings of the full train function's first use.
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
@@ -80,8 +99,9 @@ class StepSchedule:
         self._next += shift
         if self._burst_end is not None:
             self._burst_end += shift
-        if self._calm_until is not None:
-            self._calm_until += shift
+        for calm in self._calms.values():
+            if calm.until is not None:
+                calm.until += shift
 
     def _gap(self, last: int) -> int:
         """Steps from a recording at `last` to the next: 1 within a burst
@@ -91,32 +111,37 @@ class StepSchedule:
             return 1
         return recording_gap(last, self._origin, self.every_n_steps, self.DENSE_STEPS)
 
-    def _burst(self, start: int, noisy: bool) -> None:
+    def _burst(self, start: int, noisy: bool, kind: str = JUMP) -> None:
         """Records every step from `start` for as long as the rules need to
         confirm a failure (`patience_steps`, and `min_samples` samples for
         dead units at the last recorded batch size, up to 32 recordings,
         one per execution of `steps_per_execution` steps), after a jump.
 
-        A noisy jump (`HealthRules.jump_noisy`: the global norm's level or
-        the silent units, which small batches make spiky) starts a burst
-        only `every_n_steps` after the last noisy one, and twice as long
-        after each that found nothing (at most 16 times): a healthy run
-        with spiky norms does not record most of its steps. The learning
-        rate, an explosion and a gradient tensor falling to 0 always do.
-        `DENSE_STEPS = 0` (recordings every `every_n_steps` only): none.
+        A noisy one (`HealthRules.jump_noisy`: the global norm's level or
+        the silent units, which small batches make spiky; `kind` `UNITS`:
+        a recording with most of a ReLU layer's units inactive) starts a
+        burst only `every_n_steps` after the last noisy one of its kind,
+        and twice as long after each that found nothing (at most 16
+        times): a healthy run with spiky norms or sparse layers does not
+        record most of its steps, and a fruitless burst of one kind holds
+        back no burst of the other (units dying after a spike of the
+        norms). The learning rate, an explosion and a gradient tensor
+        falling to 0 always start one. `DENSE_STEPS = 0` (recordings every
+        `every_n_steps` only): none.
         """
         if not self.DENSE_STEPS:
             return
+        calm = self._calms[kind]
         if noisy:
-            if self._calm_until is not None and start < self._calm_until:
+            if calm.until is not None and start < calm.until:
                 return
-            fruitless = len(self.findings) == self._found_at_burst
-            if self._calm_until is not None and fruitless:
-                self._calm = min(2 * self._calm, 16 * self.every_n_steps)
+            fruitless = len(self.findings) == calm.found
+            if calm.until is not None and fruitless:
+                calm.gap = min(2 * calm.gap, 16 * self.every_n_steps)
             elif not fruitless:
-                self._calm = self.every_n_steps
-            self._calm_until = start + self._calm
-        self._found_at_burst = len(self.findings)
+                calm.gap = self.every_n_steps
+            calm.until = start + calm.gap
+        calm.found = len(self.findings)
         t = self._rules.thresholds
         batch = self.history[-1].batch_size if self.history else None
         steps = max(2 * self.DENSE_STEPS, t.patience_steps)
@@ -311,7 +336,7 @@ class StepJudging:
         stats = step_stats(data, self._names, samples, self._input_scale)
         new = self._rules.observe(stats)
         if self._rules.suspected:
-            self._burst(step + 1, noisy=True)
+            self._burst(step + 1, noisy=True, kind=UNITS)
         new += self._label_checks()
         if self._writer is not None:
             self._write_peak(step)

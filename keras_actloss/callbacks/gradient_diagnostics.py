@@ -100,10 +100,11 @@ class GradientDiagnostics(
       most once in `every_n_steps` steps, twice as rarely after each burst
       that found nothing; after the first 32 steps, a new record of such
       units (an eighth, at least 2, over the last: units dying a few at a
-      time) always does. So does, as a noisy jump, a recording on which
-      at least `dead_fraction` of a ReLU-family layer's units (not yet
-      reported dead) were inactive for its whole batch or for its recent
-      recordings together: dying units are confirmed on fresh batches.
+      time) always does. So does, as a noisy jump (with a back-off of
+      its own), a recording on which at least `dead_fraction` of a
+      ReLU-family layer's units (not yet reported dead) were inactive for
+      its whole batch or for its recent recordings together: dying units
+      are confirmed on fresh batches.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise. A
