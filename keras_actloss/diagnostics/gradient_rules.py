@@ -179,10 +179,12 @@ class RecordedGradientRules(RuleFamily):
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds
         self._watched_update(new, stats)
+        blown, judged = [], 0
         for ls in stats.layers:
             ratio = ls.update_ratio
             if ratio is None or not math.isfinite(ratio):
                 continue
+            judged += 1
             # The recording's largest update, for the cause of a non-finite
             # step that follows (`NonFiniteRules`).
             last = self._last_update
@@ -192,7 +194,12 @@ class RecordedGradientRules(RuleFamily):
             count, start = self._streaks.update(
                 key, ratio > t.exploding_update_ratio, stats.step
             )
-            if self._confirmed(count, start, stats.step):
+            if count == 1:
+                self._update_losses[ls.layer] = stats.loss
+            level = self._update_losses.get(ls.layer) if count > 1 else None
+            if level is not None and self._risen(stats.loss, level):
+                blown.append((ratio, ls.layer, start, count, level))
+            elif self._confirmed(count, start, stats.step):
                 message = (
                     f"Each update changes the weights of layer '{ls.layer}' by "
                     f"{ratio:.3g} times their own norm ({count} recordings in a row, "
@@ -200,6 +207,28 @@ class RecordedGradientRules(RuleFamily):
                     "training is unstable."
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
+        if blown:
+            self._blown_up(new, stats, blown, judged)
+
+    def _blown_up(self, new, stats: StepStats, blown: list, judged: int) -> None:
+        """Reports, without waiting for `patience`, updates over
+        `exploding_update_ratio` for 2 recordings in a row while the loss
+        rose `_DIVERGE_RISE` times its level where they began (and above
+        where training began): the step size blows the model up (from the
+        first step, SGD far too fast even with `clipnorm`). One finding, on
+        the layer with the largest update; the others over the limit are
+        not reported again."""
+        ratio, layer, start, count, level = max(blown)
+        message = (
+            f"Each update changes the weights of layer '{layer}' by {ratio:.3g} "
+            f"times their own norm ({len(blown)} of {judged} layers over "
+            f"{self.thresholds.exploding_update_ratio:g}x, {count} recordings in a "
+            f"row, steps {start}-{stats.step}) and the loss rose from {level:.3g} "
+            f"to {stats.loss:.3g}: the steps are far too large and training is "
+            "unstable."
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, layer, start, ratio, message)
+        self._reported.update((F.EXPLODING_GRADIENTS, b[1]) for b in blown)
 
     def _watched_update(self, new, stats: StepStats) -> None:
         """Reports at once, within the steps watched after a learning-rate

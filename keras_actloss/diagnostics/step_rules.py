@@ -321,7 +321,12 @@ class NormRules(RuleFamily):
     def _diverged(self, loss) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times its level before the
         watched jump (`_watch`) and above where training began."""
-        level, early = self._watch.loss, _median(self._early_losses)
+        return self._risen(loss, self._watch.loss)
+
+    def _risen(self, loss, level) -> bool:
+        """Whether `loss` is `_DIVERGE_RISE` times `level` and above where
+        training began (the median loss of its first steps)."""
+        early = _median(self._early_losses)
         return _finite(loss, level, early) and (
             loss - level >= (_DIVERGE_RISE - 1) * abs(level) and loss > early
         )

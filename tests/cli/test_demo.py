@@ -8,7 +8,8 @@ from keras_actloss.logs import reader
 
 
 def _key(finding):
-    return (finding.mode, finding.layer, finding.step)
+    # A mode's model-wide finding (layer None) sorts first.
+    return (finding.mode, finding.layer or "", finding.step)
 
 
 def _value(finding):

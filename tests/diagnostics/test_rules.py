@@ -1259,6 +1259,76 @@ class TestExploding:
             "far too large and training is unstable."
         )
 
+    @staticmethod
+    def _blowing_up(losses, ratios=None):
+        # Each step's every-step event (its loss) before its recording,
+        # whose dense_0 update is `ratios` (default 4.6x) its weights: SGD
+        # at lr 50 with clipnorm 1 on a 64-32 ReLU MLP (measured: update
+        # ratios 4.64 and 2.74 at steps 0 and 1, losses 1.37, 90.9, 1377).
+        rules = HealthRules(mlp(["relu"]))
+        out = []
+        for step, loss in enumerate(losses):
+            ratio = 4.6 if ratios is None else ratios[step]
+            out += run(
+                rules,
+                [
+                    event(step, 1.0, loss=loss),
+                    recording(step, [1e-2, 1e-2], loss=loss, update_ratio=[ratio, 0.5]),
+                ],
+            )
+            if out:
+                return out, step
+        return out, None
+
+    def test_two_oversized_updates_while_the_loss_blows_up(self):
+        found, step = self._blowing_up([1.37, 90.9, 1377.0])
+        assert step == 1
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", 0)]
+        assert found[0].message == (
+            "Each update changes the weights of layer 'dense_0' by 4.6 times "
+            "their own norm (1 of 2 layers over 1x, 2 recordings in a row, steps "
+            "0-1) and the loss rose from 1.37 to 90.9: the steps are far too "
+            "large and training is unstable."
+        )
+
+    def test_a_blow_up_is_one_finding_on_the_largest_update(self):
+        # Two of three layers over the limit: one finding, on the larger,
+        # and neither reported again when their streaks reach `patience`.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        found = []
+        for step, loss in enumerate([1.0, 5.0, 9.0, 9.0, 9.0, 9.0]):
+            found += run(
+                rules,
+                [
+                    event(step, 1.0, loss=loss),
+                    recording(
+                        step, [1e-2] * 3, loss=loss, update_ratio=[4.6, 9.0, 0.5]
+                    ),
+                ],
+            )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 0)]
+        assert "(2 of 3 layers over 1x, 2 recordings" in found[0].message
+
+    @pytest.mark.parametrize(
+        "losses, ratios, start",
+        [
+            # 2.9x the streak's first loss: not 3x.
+            ([1.0] + [2.9] * 4, None, 0),
+            # 3.2x the streak's first loss (0.5, at step 4), but below the
+            # median of the first steps' losses (9): not a blow-up.
+            ([9.0] * 4 + [0.5] + [1.6] * 4, [0.5] * 4 + [4.6] * 5, 4),
+        ],
+        ids=["rose_less", "below_the_start"],
+    )
+    def test_oversized_updates_without_a_blow_up_wait_for_patience(
+        self, losses, ratios, start
+    ):
+        found, step = self._blowing_up(losses, ratios)
+        # Reported by patience: 3 recordings spanning 5 steps.
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_0", start)]
+        assert step == start + 4
+        assert "the loss rose" not in found[0].message
+
     def test_update_ratio_at_the_threshold(self):
         rules = HealthRules(mlp(["tanh"]))
         seq = [recording(s, [1e-2, 1e-2], update_ratio=[1.0, 0.5]) for s in range(10)]
