@@ -58,9 +58,13 @@ class GraphStats(RingReader):
     """
 
     def _reduce(self, grads: list) -> list:
-        """Dense gradients summed across replicas (None kept in place)."""
+        """Gradients summed across replicas (None kept in place), dense but
+        for an embedding's `IndexedSlices` in a single replica without XLA
+        (`_for_norms` reads it)."""
         tf = self._tf
-        dense = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        if self.replicas == 1 and not self.xla:
+            return [g if _sparse(tf, g) else _dense(tf, g) for g in grads]
+        dense = [_dense(tf, g) for g in grads]
         if self.replicas == 1:
             return dense
         present = [g for g in dense if g is not None]
@@ -159,6 +163,7 @@ class GraphStats(RingReader):
             for g, v in zip(call.grads, call.variables):
                 if g is None:
                     continue
+                g = _dense(self._tf, g)
                 if call.scale is not None:
                     g = _f32(g) / call.scale
                 if id(v) in merged:
@@ -302,7 +307,7 @@ class GraphStats(RingReader):
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
         gradients = step_stats.norm_row(
-            [g for g, _ in present],
+            [self._for_norms(g, full) for g, _ in present],
             extremes=full,
             joined=full,
             silent=True,
@@ -354,6 +359,22 @@ class GraphStats(RingReader):
         # its float64 ring row.
         return row, step_stats.alarm(norms, layout, scale, call.rate, gradients.silent)
 
+    def _for_norms(self, grad, full: bool):
+        """A gradient as `norm_row` reads it. An `IndexedSlices` (an
+        embedding's: the rows of a large table that the batch looked up) is
+        made dense on a full step (its extremes and samples are of every
+        element, zeros included); on the others its rows are summed by index
+        (`unique`, `unsorted_segment_sum`): the same norm, zero and
+        non-finite as the dense gradient's, without writing the whole table
+        on every step."""
+        tf = self._tf
+        if not _sparse(tf, grad):
+            return grad
+        if full:
+            return tf.convert_to_tensor(grad)
+        rows, at = tf.unique(grad.indices)
+        return tf.math.unsorted_segment_sum(grad.values, at, tf.size(rows))
+
     def _reads_before(self) -> list:
         """Each monitored weight as the step read it before any update.
 
@@ -391,3 +412,12 @@ class GraphStats(RingReader):
                 tf.cast(self._local.batch, "float32"),
             ]
         )
+
+
+def _sparse(tf, grad) -> bool:
+    return isinstance(grad, tf.IndexedSlices)
+
+
+def _dense(tf, grad):
+    """`grad` as a dense tensor (None kept)."""
+    return None if grad is None else tf.convert_to_tensor(grad)

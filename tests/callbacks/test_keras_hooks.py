@@ -320,3 +320,83 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
     finally:
         hooks.remove()
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_sparse_gradient_rows_are_summed_by_index():
+    # An embedding's gradient (`IndexedSlices`): on an every-step check its
+    # rows summed by index, not the dense table; dense on a full step.
+    from types import SimpleNamespace
+
+    from keras_actloss.callbacks._graph_stats import GraphStats
+
+    grad = tf.IndexedSlices(
+        values=tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        indices=tf.constant([7, 2, 7]),
+        dense_shape=tf.constant([50, 2]),
+    )
+    hooks = SimpleNamespace(_tf=tf)
+    rows = GraphStats._for_norms(hooks, grad, full=False)
+    # Row 7 looked up twice: [1 + 5, 2 + 6]; row 2 once.
+    assert sorted(rows.numpy().tolist()) == [[3.0, 4.0], [6.0, 8.0]]
+    dense = GraphStats._for_norms(hooks, grad, full=True).numpy()
+    assert dense.shape == (50, 2)
+    np.testing.assert_array_equal(dense[[2, 7]], [[3.0, 4.0], [6.0, 8.0]])
+    assert not dense[[i for i in range(50) if i not in (2, 7)]].any()
+
+
+def test_embedding_gradient_norms_equal_the_dense_gradients(rng, monkeypatch):
+    # A batch that looks up rows 0-4 of 50, each several times: the norms
+    # of an every-step check (rows summed by index) and of a full step
+    # (dense) equal those of the SGD weight change, ||dw|| / lr.
+    from keras_actloss.callbacks._graph_stats import GraphStats
+
+    read = GraphStats._for_norms
+    seen = []
+
+    def for_norms(self, grad, full):
+        seen.append((type(grad).__name__, full))
+        return read(self, grad, full)
+
+    monkeypatch.setattr(GraphStats, "_for_norms", for_norms)
+    tokens = rng.integers(0, 5, size=(16, 6))
+    y = rng.normal(size=(16, 1)).astype("float32")
+    lr = 0.1
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((6,), dtype="int32"),
+                keras.layers.Embedding(50, 4, name="embed"),
+                keras.layers.GlobalAveragePooling1D(),
+                keras.layers.Dense(1, name="out"),
+            ]
+        )
+        model.compile(keras.optimizers.SGD(lr), "mse")
+        return model
+
+    def changes(before, model):
+        return [np.linalg.norm(b - a) / lr for b, a in zip(before, weights(model))]
+
+    model = compiled()
+    before = weights(model)
+    hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
+    hooks.install()
+    try:
+        hooks.use("sentinel")
+        data = tf.data.Dataset.from_tensor_slices((tokens, y)).batch(16)
+        model.train_function(iter(data))
+        ((_, norm, *_),) = hooks.read_steps()
+    finally:
+        hooks.remove()
+    np.testing.assert_allclose(norm, np.linalg.norm(changes(before, model)), rtol=1e-5)
+    assert ("IndexedSlices", False) in seen  # Not made dense.
+
+    model = compiled()
+    before = weights(model)
+    diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+    model.fit(tokens, y, batch_size=16, verbose=0, callbacks=[diag])
+    (stats,) = diag.history
+    assert ("IndexedSlices", True) in seen
+    (embed,) = [ls for ls in stats.layers if ls.layer == "embed"]
+    np.testing.assert_allclose(embed.grad_norm, changes(before, model)[0], rtol=1e-5)
