@@ -221,6 +221,29 @@ def _keras_function_names() -> dict[int, str]:
     return _KERAS_FUNCTIONS
 
 
+# The backends' own activation functions (`tf.nn.relu`, `jax.nn.relu`,
+# `keras.ops.relu`), by the module they come from and their name, where it
+# differs from the Keras activation of the same function.
+_FOREIGN_MODULES = ("tensorflow.", "jax.", "keras.src.ops.")
+_FOREIGN_NAMES = {"softmax_v2": "softmax", "soft_sign": "softsign"}
+# `jax.nn.leaky_relu`'s default slope (Keras's and TensorFlow's is 0.2).
+_JAX_LEAKY_SLOPE = 0.01
+
+
+def _from_foreign_function(function) -> ActivationProfile | None:
+    """The profile of a backend's own activation function passed as a
+    layer's activation (`Dense(64, activation=tf.nn.relu)`), found by its
+    module and name; None for any other callable."""
+    module = getattr(function, "__module__", None) or ""
+    if not module.startswith(_FOREIGN_MODULES):
+        return None
+    name = getattr(function, "__name__", "")
+    name = _FOREIGN_NAMES.get(name, name)
+    if name == "leaky_relu" and module.startswith("jax."):
+        return leaky_relu_profile(_JAX_LEAKY_SLOPE)
+    return BUILTIN_PROFILES.get(name)
+
+
 def _from_name(name: str) -> ActivationProfile | None:
     key = (
         name[len(registry.PACKAGE) + 1 :] if name.startswith("keras_actloss>") else name
@@ -307,8 +330,9 @@ def profile(x: Any) -> ActivationProfile | None:
 
     Args:
         x: One of: a name (`"relu"`, `"keras_actloss>swish"`, `"ReLU"`); one
-            of our activation functions or a Keras one
-            (`keras.activations.relu`); one of our layers (the profile
+            of our activation functions, a Keras one
+            (`keras.activations.relu`) or a backend's own (`keras.ops.relu`,
+            `tf.nn.relu`, `jax.nn.relu`); one of our layers (the profile
             reflects its configuration) or a Keras activation layer (`ReLU`,
             `LeakyReLU`, `PReLU`, `ELU`, `Softmax`, `Activation`); any layer
             with an `activation` attribute (`Dense`, `Conv2D`); a
@@ -340,7 +364,9 @@ def profile(x: Any) -> ActivationProfile | None:
         if ours is not None and not isinstance(x, type):
             return registry.get_profile("activation", ours)
         name = _keras_function_names().get(id(x))
-        return None if name is None else BUILTIN_PROFILES[name]
+        if name is None:
+            return _from_foreign_function(x)
+        return BUILTIN_PROFILES[name]
     raise ValueError(
         "Expected an activation name, an activation function or a Keras layer. "
         f"Received: x={x!r} of type {type(x).__name__}"

@@ -231,6 +231,57 @@ def test_profile_of_functions():
     assert profile(lambda x: x) is None
 
 
+def test_profile_of_the_backends_own_functions():
+    # `Dense(64, activation=tf.nn.relu)` and the like: found by module and
+    # name, with the backend's own defaults.
+    ops = keras.ops
+    assert profile(ops.relu).name == "relu" and profile(ops.relu).can_die
+    assert profile(ops.relu6).output_range == (0.0, 6.0)
+    assert profile(ops.sigmoid).name == "sigmoid"
+    assert profile(ops.tanh).name == "tanh"
+    assert profile(ops.leaky_relu).inactive_gradient == 0.2
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        native = {
+            tf.nn.relu: "relu",
+            tf.nn.relu6: "relu6",
+            tf.sigmoid: "sigmoid",
+            tf.math.tanh: "tanh",
+            tf.nn.elu: "elu",
+            tf.nn.selu: "selu",
+            tf.nn.softmax: "softmax",  # Named softmax_v2.
+            tf.nn.softsign: "softsign",
+            tf.nn.swish: "swish",
+        }
+        assert profile(tf.nn.leaky_relu).inactive_gradient == 0.2
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        native = {
+            jax.nn.relu: "relu",
+            jax.nn.relu6: "relu6",
+            jax.nn.sigmoid: "sigmoid",
+            jax.numpy.tanh: "tanh",
+            jax.nn.elu: "elu",
+            jax.nn.softmax: "softmax",
+            jax.nn.soft_sign: "softsign",
+            jax.nn.hard_tanh: "hard_tanh",
+            jax.nn.silu: "silu",
+        }
+        assert profile(jax.nn.leaky_relu).inactive_gradient == 0.01
+    else:
+        native = {}
+    for function, name in native.items():
+        assert profile(function).name == name, function
+
+    # A function of another module is not taken for one by its name.
+    def relu(x):
+        return x
+
+    assert profile(relu) is None
+
+
 def test_profile_of_our_layers_reflects_config():
     layers = keras_actloss.layers
     assert profile(layers.ReLU()).can_die

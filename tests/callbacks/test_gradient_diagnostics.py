@@ -629,6 +629,46 @@ def test_gradient_accumulation_reports_a_dead_layer_in_time(rng):
     assert seen == [("dead_relu", "hidden", 0, 4)]
 
 
+def _native_relu():
+    """The backend's own ReLU function (`tf.nn.relu`, `jax.nn.relu`)."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.nn.relu
+    import tensorflow as tf
+
+    return tf.nn.relu
+
+
+@pytest.mark.parametrize("which", ["keras_ops", "native"])
+def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
+    # `Dense(8, activation=tf.nn.relu)` (or `keras.ops.relu`) is watched as
+    # a ReLU layer: dead from step 0 and reported, at the defaults.
+    relu = keras.ops.relu if which == "keras_ops" else _native_relu()
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(
+                8,
+                activation=relu,
+                bias_initializer=keras.initializers.Constant(-100.0),
+                name="hidden",
+            ),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [info.activation for info in diag.layers] == ["relu", None]
+    assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
+        ("dead_relu", "hidden", 0)
+    ]
+
+
 def _nan_batch(x, batch, size=8):
     x = x.copy()
     x[batch * size] = np.nan
