@@ -107,7 +107,9 @@ class GradientDiagnostics(
       are confirmed on fresh batches.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
-      plain `fit`, the first one a custom `train_step` uses otherwise. A
+      plain `fit`, the first one a custom `train_step` uses otherwise
+      (under gradient accumulation, where `iterations` counts updates, its
+      count of `apply` calls: one step per batch). A
       second `fit` continues it (a new optimizer's, after `compile`, starts
       at 0, as in Keras's `TensorBoard`; the rules then start afresh).
     - A model that is not built when `fit` starts (no `Input`: subclassed,

@@ -41,8 +41,8 @@ because the crude versions misfire on healthy models:
   itself, so the global gradient norm grows by orders of magnitude over its
   early baseline and its recent level (or passes an absolute ceiling), step
   after step, usually ending in NaN; or each update changes a layer's
-  weights by more than their own size (for 2 recordings in a row enough
-  while the loss rises 3x with them). Judged on every step's norm. A single
+  weights by more than their own size (2 recordings in a row are enough
+  when the loss rises 3x with them). Judged on every step's norm. A single
   spike is not an explosion unless it is huge; a NaN right after such growth
   is reported as the explosion it ended. Norms over the ceiling from the
   first step on were never healthy: the message and fix name the scale of
