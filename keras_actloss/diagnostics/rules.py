@@ -230,6 +230,8 @@ class HealthRules(
         self._watch = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
+        # The last recorded update larger than the weights: (step, layer, ratio).
+        self._last_oversized: tuple[int, str, float] | None = None
         # The loss where each layer's streak of oversized updates began.
         self._update_losses: dict[str, float | None] = {}
         self.jumped = False

@@ -224,11 +224,19 @@ class ZeroGradientRules(RuleFamily):
             f"{_median(self._early_losses):.3g} in the first steps): no "
             "gradient reaches any weight, so training has stopped."
         )
+        since = start - self.thresholds.patience_steps
         change = self._rate_change
-        if change is not None and start - self.thresholds.patience_steps <= change[0]:
+        if change is not None and since <= change[0]:
             message += (
                 f" The learning rate jumped from {change[1]:.3g} to "
                 f"{change[2]:.3g} at step {change[0]}."
+            )
+        big = self._last_oversized
+        if big is not None and since <= big[0] < start:
+            message += (
+                f" It follows the update of step {big[0]}, which changed the "
+                f"weights of layer '{big[1]}' by {big[2]:.3g} times their own "
+                "norm: a step far too large."
             )
         self._add(
             new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, _ZERO_FIX

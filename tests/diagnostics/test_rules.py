@@ -901,6 +901,33 @@ class TestZeroGradients:
         assert (finding.step, reported) == (6, 10)
         assert "The learning rate jumped from 0.05 to 50 at step 5." in finding.message
 
+    @pytest.mark.parametrize("zeros_from, named", [(1, True), (7, False)])
+    def test_names_an_oversized_update_just_before(self, zeros_from, named):
+        # SGD at lr 50 with clipnorm 1 (JAX probe): the update of step 0
+        # changed the output layer's weights by 14x their norm, and from
+        # step 1 every gradient is exactly 0 (a saturated softmax). An
+        # oversized update more than patience_steps (5) before the streak
+        # began is not named.
+        rules = HealthRules(mlp(["relu"]))
+        found = []
+        for step in range(zeros_from + 6):
+            zero = step >= zeros_from
+            loss = 10.6 if zero else 1.67
+            found += rules.observe_step(event(step, 0.0 if zero else 1.0, loss=loss))
+            ratio = 14.0 if step == 0 else 0.0
+            found += rules.observe(
+                recording(step, [1e-2, 1e-2], loss=loss, update_ratio=[1e-3, ratio])
+            )
+        (finding,) = [f for f in found if f.mode == F.VANISHING_GRADIENTS]
+        assert finding.step == zeros_from
+        assert (
+            finding.message.endswith(
+                "It follows the update of step 0, which changed the weights of layer "
+                "'dense_1' by 14 times their own norm: a step far too large."
+            )
+            == named
+        )
+
     def test_old_learning_rate_jump_is_not_named(self):
         # Jump at step 1; zeros from step 10: more than patience_steps (5)
         # steps before the streak began.
