@@ -46,7 +46,10 @@ because the crude versions misfire on healthy models:
   spike is not an explosion unless it is huge; a NaN right after such growth
   is reported as the explosion it ended. Norms over the ceiling from the
   first step on were never healthy: the message and fix name the scale of
-  the data or of the initial weights, not the step size.
+  the data or of the initial weights, not the step size; so do norms that
+  pass the ceiling while the loss stays under 3x its recent level (Adam's
+  bounded steps fitting unscaled regression targets: the norm grows with
+  the weights).
 - **Dead ReLU**: a unit that is zero for every sample gets no gradient.
   Judged on the units that were inactive on *every* sample of the last
   recorded batches together (enough samples to tell a dead unit from a rare

@@ -389,6 +389,23 @@ class NormRules(RuleFamily):
                     "inputs or regression targets), not the step size alone."
                 )
                 fix = _SCALE_FIX
+            elif (
+                norm > t.exploding_norm
+                and _finite(loss, series.recent_loss())
+                and not (self._risen(loss, series.recent_loss()))
+            ):
+                # Over the ceiling with the loss under 3x its recent level:
+                # Adam's bounded steps fitting unscaled targets (the norm
+                # grows with the weights), not a divergence.
+                message = (
+                    f"The global gradient norm reached {norm:.3g} at step {step}"
+                    f"{growth}, beyond any healthy model's, while the loss did "
+                    f"not blow up ({loss:.3g}, against {series.recent_loss():.3g} "
+                    "lately): gradients this large come from the scale of the "
+                    "data (unscaled regression targets or inputs), not from a "
+                    "step size that diverges."
+                )
+                fix = _SCALE_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:

@@ -1043,6 +1043,35 @@ class TestExploding:
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
         assert found[0].severity == F.FAILURE
 
+    @pytest.mark.parametrize("blown_up", [False, True])
+    def test_over_the_ceiling_without_the_loss_blowing_up_names_the_scale(
+        self, blown_up
+    ):
+        # Adam fitting targets of about 1e4 (probe): early norm 7e4, the norm
+        # grows with the weights past the ceiling 1e6 while the loss stays
+        # about 1e9. With the loss 3x its recent level (and above the early
+        # one) it is the step size's divergence instead.
+        rules = HealthRules(mlp(["relu"]))
+        losses = [1e9] * 5 + ([3.5e9, 5e9, 8e9] if blown_up else [1.05e9, 1.1e9, 9e8])
+        norms = [7e4] * 5 + [1.2e6, 1.5e6, 1.6e6]
+        found = run(
+            rules, [event(s, n, loss=v) for s, (n, v) in enumerate(zip(norms, losses))]
+        )
+        # 1.5e6 < 1.5 x 1.2e6: reported at the third step over, step 7.
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+        if blown_up:
+            assert found[0].message.endswith("training diverges.")
+            assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+        else:
+            assert found[0].message == (
+                "The global gradient norm reached 1.6e+06 at step 7, 22.9x its "
+                "early 7e+04, beyond any healthy model's, while the loss did not "
+                "blow up (9e+08, against 1e+09 lately): gradients this large come "
+                "from the scale of the data (unscaled regression targets or "
+                "inputs), not from a step size that diverges."
+            )
+            assert found[0].fix == rules_module._SCALE_FIX
+
     def test_recorded_steps_are_judged_too(self):
         # `observe` judges the norm of a step `observe_step` has not seen.
         rules = HealthRules(mlp(["tanh"]))
