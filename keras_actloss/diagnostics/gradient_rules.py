@@ -302,18 +302,28 @@ class RecordedGradientRules(RuleFamily):
         quiet = self._quiet_reference(level)
         for ls in stats.layers:
             hit = ls.layer in found
-            if quiet and not hit:
-                continue
             key = (F.VANISHING_GRADIENTS, ls.layer)
+            if quiet and not hit:
+                if self._streaks.count(key):
+                    self._unjudged[ls.layer] += 1
+                continue
             count, start = self._streaks.update(key, hit, stats.step)
+            if count == 1:
+                self._unjudged[ls.layer] = 0
             if hit and self._confirmed(count, start, stats.step):
                 rms, ratio = found[ls.layer]
                 why, fix = self._shrinks(ls.layer, stats)
+                span = f"{count} recordings in a row (steps {start}-{stats.step})"
+                if self._unjudged[ls.layer]:
+                    span = (
+                        f"{count} recordings (steps {start}-{stats.step}; "
+                        f"{self._unjudged[ls.layer]} more between them not "
+                        "judged, quiet at the output)"
+                    )
                 message = (
                     f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
                     f"{ratio:.2g} times those of the layers near the output, for "
-                    f"{count} recordings in a row (steps {start}-{stats.step}): "
-                    f"it has almost stopped learning ({why})."
+                    f"{span}: it has almost stopped learning ({why})."
                 )
                 self._add(
                     new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix

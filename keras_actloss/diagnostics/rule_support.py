@@ -111,6 +111,10 @@ class _Streaks:
         self._count[key] = self._count.get(key, 0) + 1
         return self._count[key], self._start[key]
 
+    def count(self, key: tuple) -> int:
+        """The length of `key`'s current streak (0: none)."""
+        return self._count.get(key, 0)
+
     def reset(self, keys: Iterable[tuple]) -> None:
         for key in list(keys):
             self.update(key, False, 0)

@@ -235,6 +235,9 @@ class HealthRules(
         self._last_update: tuple[int, str, float] | None = None
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
+        # Recordings left unjudged (quiet at the output) within each layer's
+        # vanishing streak (`RecordedGradientRules._vanishing`).
+        self._unjudged: collections.Counter[str] = collections.Counter()
         # The loss where each layer's streak of oversized updates began.
         self._update_losses: dict[str, float | None] = {}
         self.jumped = False

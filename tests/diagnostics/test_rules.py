@@ -664,7 +664,10 @@ class TestVanishing:
         assert modes(found) == [
             (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
         ]
-        assert "for 4 recordings in a row (steps 0-4)" in found[0].message
+        assert (
+            "for 4 recordings (steps 0-4; 1 more between them not judged, quiet "
+            "at the output): it has almost stopped learning"
+        ) in found[0].message
 
     @pytest.mark.parametrize("factor, reported", [(5, False), (50, True)])
     def test_only_a_far_quieter_output_is_left_unjudged(self, factor, reported):
