@@ -323,6 +323,16 @@ class NormRules(RuleFamily):
         watched jump (`_watch`) and above where training began."""
         return self._risen(loss, self._watch.loss)
 
+    def _ceiling_only(self, norm: float, loss) -> bool:
+        """Whether `norm` is over the absolute ceiling while `loss` (known)
+        stays under `_DIVERGE_RISE` times its recent level (`_risen`)."""
+        recent = self._norms.recent_loss()
+        return (
+            norm > self.thresholds.exploding_norm
+            and _finite(loss, recent)
+            and not self._risen(loss, recent)
+        )
+
     def _risen(self, loss, level) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times `level` and above where
         training began (the median loss of its first steps)."""
@@ -389,11 +399,7 @@ class NormRules(RuleFamily):
                     "inputs or regression targets), not the step size alone."
                 )
                 fix = _SCALE_FIX
-            elif (
-                norm > t.exploding_norm
-                and _finite(loss, series.recent_loss())
-                and not (self._risen(loss, series.recent_loss()))
-            ):
+            elif self._ceiling_only(norm, loss):
                 # Over the ceiling with the loss under 3x its recent level:
                 # Adam's bounded steps fitting unscaled targets (the norm
                 # grows with the weights), not a divergence.
