@@ -40,6 +40,13 @@ def mlp(hidden, inputs=16, outputs=3, output_activation="softmax", width=32, **k
     return keras.Sequential([keras.Input((inputs,)), *layers, out])
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test builds its model and shuffles its batches from seed 0, so
+    its findings do not depend on the tests that ran before it."""
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture
 def train(tmp_path):
     """Compiles and fits with `GradientDiagnostics(every_n_steps=5)`.
@@ -143,10 +150,11 @@ def test_negative_bias_kills_relu(train):
 
 
 def test_huge_learning_rate_kills_relu(train):
-    # SGD with lr=3: the first large steps overshoot (updates larger than
-    # the weights, the loss up from about 1.1 to 5.7 within 3 steps: the
-    # step size, reported as exploding) and push most of a ReLU layer's
-    # units into the negative region, where they get no gradient and stay.
+    # SGD with lr=3: one large step pushes most of a ReLU layer's units into
+    # the negative region, where they get no gradient and stay. (From other
+    # initial weights the first steps can also overshoot, the loss up 5x in
+    # 3 steps with updates larger than the weights: then the step size is
+    # reported as exploding too.)
     x, y = classification()
     diag, _ = train(
         mlp(["relu"] * 2),
@@ -156,12 +164,8 @@ def test_huge_learning_rate_kills_relu(train):
         "sparse_categorical_crossentropy",
         4,
     )
-    assert modes(diag) <= {"dead_relu", "exploding_gradients"}
-    dead = [f for f in diag.findings if f.mode == "dead_relu"]
-    assert dead and min(f.value for f in dead) >= 0.5
-    for f in diag.findings:
-        if f.mode == "exploding_gradients":
-            assert "and the loss rose from" in f.message
+    assert modes(diag) == {"dead_relu"}
+    assert min(f.value for f in diag.findings) >= 0.5
 
 
 def test_huge_weights_saturate_tanh(train):
