@@ -371,7 +371,7 @@ class GraphStats(RingReader):
         if not _sparse(tf, grad):
             return grad
         if full:
-            return tf.convert_to_tensor(grad)
+            return _dense(tf, grad)
         rows, at = tf.unique(grad.indices)
         return tf.math.unsorted_segment_sum(grad.values, at, tf.size(rows))
 

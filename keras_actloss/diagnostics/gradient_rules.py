@@ -190,13 +190,6 @@ class RecordedGradientRules(RuleFamily):
             last = self._last_update
             if last is None or last[0] != stats.step or ratio > last[2]:
                 self._last_update = (stats.step, ls.layer, ratio)
-            # And the last update larger than the weights, for the cause of
-            # gradients that fall to 0 after it (`ZeroGradientRules`).
-            big = self._last_oversized
-            if ratio > t.exploding_update_ratio and (
-                big is None or big[0] != stats.step or ratio > big[2]
-            ):
-                self._last_oversized = (stats.step, ls.layer, ratio)
             key = (F.EXPLODING_GRADIENTS, ls.layer)
             count, start = self._streaks.update(
                 key, ratio > t.exploding_update_ratio, stats.step
@@ -214,6 +207,11 @@ class RecordedGradientRules(RuleFamily):
                     "training is unstable."
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
+        # The last update larger than the weights, for the cause of gradients
+        # that fall to 0 after it (`ZeroGradientRules`).
+        last = self._last_update
+        if last and last[0] == stats.step and last[2] > t.exploding_update_ratio:
+            self._last_oversized = last
         if blown:
             self._blown_up(new, stats, blown, judged)
 
