@@ -101,6 +101,7 @@ from keras_actloss.diagnostics.gradient_rules import (
     _distances,
     vanishing_layers,
 )
+from keras_actloss.diagnostics.norm_series import NormSeries
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
@@ -112,7 +113,7 @@ from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FI
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
-from keras_actloss.diagnostics.step_rules import NormRules, NormSeries
+from keras_actloss.diagnostics.step_rules import NormRules
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.findings import Finding

@@ -1,0 +1,106 @@
+"""The series `diagnostics.step_rules` judges: the recent history of the
+global gradient norm (`NormSeries`) and the steps watched after a
+learning-rate jump up (`RateWatch`). Plain records, no rules."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_actloss.diagnostics.rule_support import _median
+
+
+@dataclasses.dataclass
+class RateWatch:
+    """The steps after a learning-rate jump up, watched by `_diverging` (the
+    loss) and `RecordedGradientRules._watched_update` (the updates)."""
+
+    step: int  # The first step at the new rate.
+    rates: tuple[float, float]  # Before and after.
+    norm: float | None  # The recent norm and loss levels before the jump.
+    loss: float | None
+    # The norm reached `step_rules._DIVERGE_RISE` x `norm` since; the steps
+    # in a row with the loss `_DIVERGE_RISE` x `loss`.
+    norm_up: bool = False
+    run: int = 0
+    start: int = 0
+
+
+class NormSeries:
+    """The recent history of the global gradient norm, for the explosion rule.
+
+    Keeps the early baseline (median of the first `baseline` normal steps)
+    and the median of the last `window` normal steps, where a normal step is
+    one that was not over the explosion limit.
+    """
+
+    def __init__(self, baseline: int, window: int = 32):
+        self._baseline_size = baseline
+        self._early: list[float] = []
+        self._early_median: float | None = None
+        self._recent = collections.deque(maxlen=window)
+        self._losses = collections.deque(maxlen=window)
+        # The last finite norm (over the limit or not) and its step, and
+        # the one before them.
+        self.last: float | None = None
+        self.last_step: int | None = None
+        self._previous: tuple[float | None, int | None] = (None, None)
+        # The highest norm of the steps over the limit that the series came
+        # back from (`add_over`, then `add_normal`), and of the current ones.
+        self.recovered = 0.0
+        self._over_peak = 0.0
+        # The first finite step's (step, norm).
+        self.first: tuple[int, float] | None = None
+
+    def huge_from_start(self, ceiling: float) -> bool:
+        """Whether no normal step has been seen and the first finite one
+        was over `ceiling` (the absolute limit): never a healthy step."""
+        return self.early() is None and (self.first or (0, 0.0))[1] > ceiling
+
+    def add(self, step: int, norm: float) -> None:
+        """Notes a finite step's norm (normal or not) as the last one."""
+        if self.first is None:
+            self.first = (step, norm)
+        if step != self.last_step:
+            self._previous = (self.last, self.last_step)
+        self.last, self.last_step = norm, step
+
+    def before(self, step: int) -> tuple[float | None, int | None]:
+        """The last finite norm of a step before `step`, and that step."""
+        if self.last_step is None or self.last_step < step:
+            return self.last, self.last_step
+        return self._previous
+
+    def early(self) -> float | None:
+        if self._early_median is None and self._early:
+            self._early_median = float(np.median(self._early))
+        return self._early_median
+
+    def recent(self) -> float | None:
+        return _median(self._recent)
+
+    def recent_peak(self) -> float | None:
+        """The largest of the last `window` normal steps' norms."""
+        return max(self._recent, default=None)
+
+    def recent_loss(self) -> float | None:
+        """Median loss of the last `window` normal steps with a loss."""
+        return _median(self._losses)
+
+    def add_over(self, norm: float) -> None:
+        """Notes a step over the explosion limit."""
+        self._over_peak = max(self._over_peak, norm)
+
+    def add_normal(self, norm: float, loss: float | None = None) -> None:
+        self.recovered = max(self.recovered, self._over_peak)
+        self._over_peak = 0.0
+        if loss is not None and math.isfinite(loss):
+            self._losses.append(loss)
+        if norm > 0:
+            self._recent.append(norm)
+            if len(self._early) < self._baseline_size:
+                self._early.append(norm)
+                self._early_median = None
