@@ -85,7 +85,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._jax_programs import JaxPrograms
+from keras_actloss.callbacks._jax_programs import (
+    UNTRACED,
+    JaxPrograms,
+    weights_before,
+    with_weight_rows,
+)
 from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
 from keras_actloss.callbacks._keras_hooks import TrainHooks
 from keras_actloss.callbacks._model_plan import (
@@ -309,6 +314,9 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         }
         self._function = None
         self._full = True
+        # Where the weights of a full step's two rows sit in the state
+        # (`_jax_stats._state_positions`; `with_weight_rows`).
+        self._weight_positions = UNTRACED
         # The every-step check's own program (`_rent_check`).
         self._check = False
         self._check_job = None  # Its compilation (`_check_program`).
@@ -548,6 +556,9 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
 
         def run(state, data):
             full = self._full
+            snapshot = None
+            if full:
+                snapshot = weights_before(self._weight_positions, state)
             start = time.perf_counter()
             program = None
             check = jitted and not full and self._check
@@ -563,6 +574,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 self._rent_check(start, full or check or program is not None)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None and full:
+                positions = self._weight_positions
+                out = with_weight_rows(out, positions, snapshot, state)
                 out = self._over_execution(out)
             if out is not None:
                 # Device arrays: converted when the host reads them.

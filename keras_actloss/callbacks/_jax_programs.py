@@ -11,10 +11,11 @@ the step's statistics (`_jax_stats.JaxStats`) added to its logs under
 A boolean argument of the step says whether it records in full: every step
 returns its step, learning rate, loss, loss scale and gradient norms (one
 row); a full step adds the rest of `diagnostics.step_stats.FULL_KEYS`
-(gradient extremes, weight and update norms, activation counts and
-gradient samples), computed under a `jax.lax.cond` (zeros on the other
-steps: XLA runs only the branch taken, and one program is compiled, not
-one per kind of step). Once the every-step checks have run in it long
+(gradient extremes, activation counts and gradient samples), computed
+under a `jax.lax.cond` (zeros on the other steps: XLA runs only the branch
+taken, and one program is compiled, not one per kind of step), and the
+weight and update norms, which the host reduces from the training state
+around the step (`with_weight_rows`). Once the every-step checks have run in it long
 enough to pay for a second compilation (`_rent_check`, after every jitted
 call), they get a program of their own with no full statistics (a static
 argument of the step), compiled on a thread of its own (`CompileJob`)
@@ -32,7 +33,7 @@ import warnings
 import jax
 import numpy as np
 
-from keras_actloss.callbacks._jax_stats import _Trace
+from keras_actloss.callbacks._jax_stats import _Trace, weight_rows
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 from keras_actloss.diagnostics import step_activations
 
@@ -65,9 +66,11 @@ class JaxPrograms:
         trace.home = self._trace_home(data)
         leaves = jax.tree_util.tree_leaves(data)
         trace.batch = leaves[0].shape[0] if leaves and leaves[0].ndim else None
+        trace.state_in = _trainable(state)
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
+            trace.state_out = _trainable(state)
             self._loss_known = extra is not None
             extra = self._with_loose(trace, extra)
             out = None
@@ -203,6 +206,61 @@ class JaxPrograms:
             lowered = step.lower(state, data, np.bool_(False), True)
             job = self._check_job = CompileJob(lowered, state, data)
         return job.program_for(data)
+
+
+def _trainable(state) -> list:
+    """The trainable values of a training state (its first part)."""
+    first = state[0] if isinstance(state, (tuple, list)) and state else None
+    return list(first) if isinstance(first, (tuple, list)) else []
+
+
+# `_weight_positions` before the step is traced.
+UNTRACED = "untraced"
+
+
+# A full step's weight and update rows (`_jax_stats.weight_rows`) are
+# reduced from the training state that goes into and out of the step, in
+# two small jitted programs of their own: in the step, XLA would copy every
+# weight on every step to keep the values from before the update. The step
+# donates its state, so `weights_before` copies the weights it will update
+# (all trainable ones until the step is traced and their positions are
+# known) before it runs, and `with_weight_rows` reduces them with the state
+# that came out: a copy of the weights and two small dispatches per full
+# step, nothing on the others.
+
+
+def weights_before(positions, state):
+    """`(positions, copies)` of the weights before a full step, or None
+    when the step reduces them itself (`positions` None)."""
+    values = _trainable(state)
+    if positions is None or not values:
+        return None
+    if positions == UNTRACED:
+        positions = list(range(len(values)))
+    return positions, _copies([values[j] for j in positions])
+
+
+def with_weight_rows(out: dict, positions, snapshot, state) -> dict:
+    """The full step's statistics `out` with the two rows of the weights at
+    `positions` (the traced step's), from `snapshot` (`weights_before`)."""
+    if snapshot is None or not isinstance(positions, list):
+        return out
+    taken, copies = snapshot
+    at = {j: i for i, j in enumerate(taken)}
+    before = [copies[at[j]] for j in positions]
+    after = _trainable(state)
+    weights, updates = _rows(before, [after[j] for j in positions])
+    return {**out, "weights": weights, "updates": updates}
+
+
+@jax.jit
+def _copies(values: list) -> list:
+    return [jax.numpy.copy(v) for v in values]
+
+
+@jax.jit
+def _rows(before: list, after: list) -> tuple:
+    return tuple(row.row[0] for row in weight_rows(before, after))
 
 
 def _signature(data) -> tuple:

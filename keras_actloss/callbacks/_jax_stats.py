@@ -15,8 +15,10 @@ the jitted step with its logs:
   `step_stats.norm_row` (scaled);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
   (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
-  of the weights and their update: those two rows are reduced on every
-  step, so that the weights before the update are not kept past it.
+  of the weights and their update (`weight_rows`), which the host reduces
+  from the training state around a full step (`_jax_programs`), or, where
+  the weights are not the state's own values (`_state_positions`), the
+  step reduces on every step.
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
@@ -82,6 +84,9 @@ class _Trace:
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
+        # The state's trainable values into and out of the step.
+        self.state_in: list = []
+        self.state_out: list = []
 
     def when_full(self, compute):
         """`compute()` on a full step, zeros of its structure otherwise.
@@ -94,6 +99,30 @@ class _Trace:
         if isinstance(self.full, bool):
             return compute() if self.full else _zeros(jax.eval_shape(compute))
         return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+
+
+def weight_rows(before: list, after: list) -> tuple:
+    """The `norm_row`s of the weights `before` and of their change."""
+    updates = [
+        ops.cast(a, "float32") - ops.cast(b, "float32") for a, b in zip(after, before)
+    ]
+    return step_stats.norm_row(before), step_stats.norm_row(updates)
+
+
+def _state_positions(trace, before: list, after: list) -> list[int] | None:
+    """Where the weights `before` and `after` the step's updates sit in the
+    trainable part of the training state that goes in and out of the step
+    (`_Trace.state_in`, `state_out`): the same values, as in Keras's own
+    `train_step`. None when any is not (a custom `train_step` that hands
+    the optimizer values of its own): the step then reduces them itself."""
+    positions = {id(value): j for j, value in enumerate(trace.state_in)}
+    found = [positions.get(id(value)) for value in before]
+    if None in found:
+        return None
+    out = trace.state_out
+    if any(j >= len(out) or out[j] is not a for j, a in zip(found, after)):
+        return None
+    return found
 
 
 def _zeros(shapes):
@@ -111,7 +140,8 @@ class JaxStats:
     `_bounds`; it sets, while tracing,
     `_grad_layout` (the gradients' `RowLayout`), `_layout` (the full
     step's `step_reader.StepLayout`), `_counter` (the step's first
-    optimizer), `_grad_variables` and `loss_scaled` (`_merge`).
+    optimizer), `_grad_variables` and `loss_scaled` (`_merge`), and
+    `_weight_positions` (`_state_positions`).
     """
 
     _grad_layout = step_stats.RowLayout()
@@ -180,19 +210,14 @@ class JaxStats:
         row = ops.concatenate([head, gradients.row[0]], 0)
         if trace.check:
             return {"row": row}
-        # The weights before the update and their change, reduced to two
-        # rows on every step, outside the cond: as operands of the cond the
-        # weights before the update would have to outlive it on every step,
-        # taken or not, which costs more than the two rows (measured, see
-        # benchmarks/RESULTS.md).
         before, after = applied["before"], applied["after"]
-        weights = step_stats.norm_row(before)
-        updates = step_stats.norm_row(
-            [
-                ops.cast(a, "float32") - ops.cast(b, "float32")
-                for a, b in zip(after, before)
-            ]
-        )
+        self._weight_positions = _state_positions(trace, before, after)
+        if self._weight_positions is None:
+            # Reduced on every step, outside the cond: as its operands the
+            # weights before the update would be kept past it all the same.
+            weights, updates = weight_rows(before, after)
+        else:
+            weights, updates = step_stats.norm_row(before, norms=False), None
         return {
             "row": row,
             **trace.when_full(
@@ -230,9 +255,9 @@ class JaxStats:
             head=ops.stack(
                 [ops.cast(loss, "float32"), ops.cast(batch, "float32"), ops.ones(())]
             ),
-            weights=weights.row[0],
-            updates=updates.row[0],
         )
+        if updates is not None:
+            out["weights"], out["updates"] = weights.row[0], updates.row[0]
         if counted is not None:
             out["activations"] = counted
         if samples:

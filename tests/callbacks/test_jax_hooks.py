@@ -389,6 +389,98 @@ def test_batch_norm_state_is_updated_as_without_the_callback(rng):
         np.testing.assert_array_equal(a, b)
 
 
+class _OwnValues(keras.Sequential):
+    """Hands the optimizer values of its own (`v * 1.0`), not the training
+    state's: the step reduces its weights itself."""
+
+    def train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_vars, metrics = state
+        x, y = data[0], data[1]
+
+        def loss(values):
+            y_pred, new = self.stateless_call(values, non_trainable, x, training=True)
+            return ops.mean(ops.square(y_pred - y)), new
+
+        (value, non_trainable), grads = jax.value_and_grad(loss, has_aux=True)(
+            trainable
+        )
+        own = [v * 1.0 for v in trainable]
+        trainable, optimizer_vars = self.optimizer.stateless_apply(
+            optimizer_vars, grads, own
+        )
+        return {"loss": value}, (trainable, non_trainable, optimizer_vars, metrics)
+
+
+def _weights_per_step(model, x, y, diag) -> list[list[np.ndarray]]:
+    """The trainable weights before every step of a 3-step fit, and after
+    the last."""
+    seen = []
+
+    class Before(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.jax_state_sync()  # The weights wait in the fit's state.
+            seen.append(weights(self.model))
+
+    model.fit(
+        x[:24], y[:24], batch_size=8, epochs=1, verbose=0, callbacks=[diag, Before()]
+    )
+    return seen + [weights(model)]
+
+
+@pytest.mark.parametrize(
+    "kind", ["sequential", "own_values"], ids=["state_values", "own_values"]
+)
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_weight_and_update_norms_equal_the_weights_each_step(data, kind, jit_compile):
+    # Every step recorded (dense start): each layer's weight norm is
+    # ||w_k|| and its update ratio ||w_{k+1} - w_k|| / ||w_k||. Keras's own
+    # train step hands the optimizer the training state's values: the host
+    # reduces them from the state around the step (positions 0-5). A step
+    # that hands it values of its own reduces them itself (None).
+    x, y = data
+    model = build_model("sequential")
+    if kind == "own_values":
+        model = _OwnValues(model.layers)
+    model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+    diag = _diag(every_n_steps=1)
+    seen = _weights_per_step(model, x, y, diag)
+    expected = None if kind == "own_values" else list(range(6))
+    assert diag._hooks._weight_positions == expected
+    assert [s.step for s in diag.history] == [0, 1, 2]
+    for stats in diag.history:
+        before, after = seen[stats.step], seen[stats.step + 1]
+        for i, ls in enumerate(stats.layers):  # Kernel and bias per layer.
+            w = np.concatenate([v.ravel() for v in before[2 * i : 2 * i + 2]])
+            dw = np.concatenate(
+                [
+                    (a - b).ravel()
+                    for a, b in zip(after[2 * i : 2 * i + 2], before[2 * i : 2 * i + 2])
+                ]
+            )
+            np.testing.assert_allclose(ls.weight_norm, np.linalg.norm(w), rtol=1e-5)
+            np.testing.assert_allclose(
+                ls.update_ratio, np.linalg.norm(dw) / np.linalg.norm(w), rtol=1e-4
+            )
+
+
+def test_the_weights_copied_before_a_full_step_outlive_its_donation(rng):
+    # The step donates the state it is given: the copies taken before it
+    # still read the weights from before the update.
+    import jax
+
+    from keras_actloss.callbacks._jax_programs import weights_before
+
+    values = [jax.numpy.asarray(rng.normal(size=(5, 3)).astype("float32"))]
+    expected = np.asarray(values[0])
+    positions, copies = weights_before("untraced", (values, [], [], []))
+    assert positions == [0]
+    step = jax.jit(lambda v: [v[0] * 2.0], donate_argnums=0)
+    step(values)
+    np.testing.assert_array_equal(np.asarray(copies[0]), expected)
+
+
 _DATA_PARALLEL = textwrap.dedent(
     """
     import json
@@ -412,6 +504,8 @@ _DATA_PARALLEL = textwrap.dedent(
                   callbacks=[diag])
         return [{"global": s.global_norm, "batch": s.batch_size,
                  "norms": [ls.grad_norm for ls in s.layers],
+                 "weights": [ls.weight_norm for ls in s.layers],
+                 "updates": [ls.update_ratio for ls in s.layers],
                  "zero": s.layers[0].zero_fraction} for s in diag.history]
 
     single = run()
@@ -437,6 +531,9 @@ def test_data_parallel_statistics_equal_a_single_device_run():
         np.testing.assert_allclose(b["norms"], a["norms"], rtol=1e-5)
         np.testing.assert_allclose(b["global"], a["global"], rtol=1e-5)
         np.testing.assert_allclose(b["zero"], a["zero"], rtol=1e-6)
+        # The weights and their update, read from the sharded state.
+        np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-5)
+        np.testing.assert_allclose(b["updates"], a["updates"], rtol=1e-5)
 
 
 _EXIT_WHILE_COMPILING = textwrap.dedent(
