@@ -17,8 +17,8 @@ the jitted step with its logs:
   (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
   of the weights and their update (`weight_rows`), which the host reduces
   from the training state around a full step (`_jax_programs`), or, where
-  the weights are not the state's own values (`_state_positions`), the
-  step reduces on every step.
+  the weights are not the state's own values (`_state_positions`) or every
+  step is full (`weights_in_step`), the step reduces on every step.
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
@@ -110,11 +110,9 @@ def weight_rows(before: list, after: list) -> tuple:
 
 
 def _state_positions(trace, before: list, after: list) -> list[int] | None:
-    """Where the weights `before` and `after` the step's updates sit in the
-    trainable part of the training state that goes in and out of the step
-    (`_Trace.state_in`, `state_out`): the same values, as in Keras's own
-    `train_step`. None when any is not (a custom `train_step` that hands
-    the optimizer values of its own): the step then reduces them itself."""
+    """The positions of the weights `before` and `after` the update in the
+    trainable state into and out of the step (`_Trace.state_in`,
+    `state_out`), or None unless all are those very values."""
     positions = {id(value): j for j, value in enumerate(trace.state_in)}
     found = [positions.get(id(value)) for value in before]
     if None in found:
@@ -146,6 +144,8 @@ class JaxStats:
 
     _grad_layout = step_stats.RowLayout()
     _layout = step_reader.StepLayout()
+    # The step reduces the weights itself (every step full: cheaper).
+    weights_in_step = False
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
@@ -211,7 +211,9 @@ class JaxStats:
         if trace.check:
             return {"row": row}
         before, after = applied["before"], applied["after"]
-        self._weight_positions = _state_positions(trace, before, after)
+        self._weight_positions = None
+        if not self.weights_in_step:
+            self._weight_positions = _state_positions(trace, before, after)
         if self._weight_positions is None:
             # Reduced on every step, outside the cond: as its operands the
             # weights before the update would be kept past it all the same.

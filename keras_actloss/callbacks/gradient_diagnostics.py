@@ -323,6 +323,8 @@ class GradientDiagnostics(
                 ring_rows=rows,
                 optimizers=self.optimizers or (),
             )
+            if hasattr(hooks, "weights_in_step"):  # JAX: see `_jax_stats`.
+                hooks.weights_in_step = self.every_n_steps == 1
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)

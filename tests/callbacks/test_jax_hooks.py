@@ -430,24 +430,29 @@ def _weights_per_step(model, x, y, diag) -> list[list[np.ndarray]]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["sequential", "own_values"], ids=["state_values", "own_values"]
+    "kind,every",
+    [("sequential", 100), ("own_values", 100), ("sequential", 1)],
+    ids=["state_values", "own_values", "every_step"],
 )
 @pytest.mark.parametrize("jit_compile", [True, False])
-def test_weight_and_update_norms_equal_the_weights_each_step(data, kind, jit_compile):
-    # Every step recorded (dense start): each layer's weight norm is
+def test_weight_and_update_norms_equal_the_weights_each_step(
+    data, kind, every, jit_compile
+):
+    # Every step recorded (the dense start): each layer's weight norm is
     # ||w_k|| and its update ratio ||w_{k+1} - w_k|| / ||w_k||. Keras's own
     # train step hands the optimizer the training state's values: the host
-    # reduces them from the state around the step (positions 0-5). A step
-    # that hands it values of its own reduces them itself (None).
+    # reduces them from the state around a full step (positions 0-5). The
+    # step reduces them itself (None) when it hands the optimizer values
+    # of its own, or when every step is recorded in full.
     x, y = data
     model = build_model("sequential")
     if kind == "own_values":
         model = _OwnValues(model.layers)
     model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
-    diag = _diag(every_n_steps=1)
+    diag = _diag(every_n_steps=every)
     seen = _weights_per_step(model, x, y, diag)
-    expected = None if kind == "own_values" else list(range(6))
-    assert diag._hooks._weight_positions == expected
+    host = kind == "sequential" and every > 1
+    assert diag._hooks._weight_positions == (list(range(6)) if host else None)
     assert [s.step for s in diag.history] == [0, 1, 2]
     for stats in diag.history:
         before, after = seen[stats.step], seen[stats.step + 1]
@@ -499,9 +504,13 @@ _DATA_PARALLEL = textwrap.dedent(
             keras.layers.Dense(8, activation="relu", name="hidden"),
             keras.layers.Dense(1, name="out")])
         model.compile(keras.optimizers.SGD(0.1), "mse")
-        diag = GradientDiagnostics(every_n_steps=1, check_model=False)
+        # Both steps recorded in full (the dense start), their weights read
+        # by the host from the (sharded) training state.
+        diag = GradientDiagnostics(check_model=False)
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
                   callbacks=[diag])
+        global last
+        last = diag
         return [{"global": s.global_norm, "batch": s.batch_size,
                  "norms": [ls.grad_norm for ls in s.layers],
                  "weights": [ls.weight_norm for ls in s.layers],
@@ -513,7 +522,8 @@ _DATA_PARALLEL = textwrap.dedent(
         keras.distribution.DataParallel(devices=jax.devices()))
     parallel = run()
     print(json.dumps({"devices": len(jax.devices()), "single": single,
-                      "parallel": parallel}))
+                      "parallel": parallel,
+                      "host": last._hooks._weight_positions == [0, 1, 2, 3]}))
     """
 )
 
@@ -522,7 +532,7 @@ def test_data_parallel_statistics_equal_a_single_device_run():
     result = run_script(
         _DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"
     )
-    assert result["devices"] == 2
+    assert result["devices"] == 2 and result["host"]
     single, parallel = result["single"], result["parallel"]
     assert len(single) == len(parallel) == 2
     for a, b in zip(single, parallel):
