@@ -214,7 +214,7 @@ def _trainable(state) -> list:
     return list(first) if isinstance(first, (tuple, list)) else []
 
 
-# `_weight_positions` before the step is traced.
+# `_weight_positions` until the step is traced (its weights are copied).
 UNTRACED = "untraced"
 
 
@@ -222,34 +222,30 @@ UNTRACED = "untraced"
 # reduced from the training state that goes into and out of the step, in
 # two small jitted programs of their own: in the step, XLA would copy every
 # weight on every step to keep the values from before the update. The step
-# donates its state, so `weights_before` copies the weights it will update
-# (all trainable ones until the step is traced and their positions are
-# known) before it runs, and `with_weight_rows` reduces them with the state
-# that came out: a copy of the weights and two small dispatches per full
-# step, nothing on the others.
+# donates its state, so `weights_before` copies its trainable values before
+# it runs, and `with_weight_rows` reduces those at the traced step's
+# positions with the state that came out: a copy of the weights and two
+# small dispatches per full step, nothing on the others.
 
 
-def weights_before(positions, state):
-    """`(positions, copies)` of the weights before a full step, or None
-    when the step reduces them itself (`positions` None)."""
+def weights_before(positions, state) -> list | None:
+    """Copies of the trainable values of `state` before a full step, or
+    None when the step reduces its weights itself (`positions` None)."""
     values = _trainable(state)
     if positions is None or not values:
         return None
-    if positions == UNTRACED:
-        positions = list(range(len(values)))
-    return positions, _copies([values[j] for j in positions])
+    return _copies(values)
 
 
-def with_weight_rows(out: dict, positions, snapshot, state) -> dict:
+def with_weight_rows(out: dict, positions, before: list | None, state) -> dict:
     """The full step's statistics `out` with the two rows of the weights at
-    `positions` (the traced step's), from `snapshot` (`weights_before`)."""
-    if snapshot is None or not isinstance(positions, list):
+    `positions` (the traced step's), from `before` (`weights_before`)."""
+    if before is None or not isinstance(positions, list):
         return out
-    taken, copies = snapshot
-    at = {j: i for i, j in enumerate(taken)}
-    before = [copies[at[j]] for j in positions]
     after = _trainable(state)
-    weights, updates = _rows(before, [after[j] for j in positions])
+    weights, updates = _rows(
+        [before[j] for j in positions], [after[j] for j in positions]
+    )
     return {**out, "weights": weights, "updates": updates}
 
 
