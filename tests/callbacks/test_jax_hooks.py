@@ -475,11 +475,11 @@ def test_the_weights_copied_before_a_full_step_outlive_its_donation(rng):
     # still read the weights from before the update.
     import jax
 
-    from keras_actloss.callbacks._jax_programs import weights_before
+    from keras_actloss.callbacks._jax_programs import UNTRACED, weights_before
 
     values = [jax.numpy.asarray(rng.normal(size=(5, 3)).astype("float32"))]
     expected = np.asarray(values[0])
-    copies = weights_before("untraced", (values, [], [], []))
+    copies = weights_before(UNTRACED, (values, [], [], []))
     assert weights_before(None, (values, [], [], [])) is None
     step = jax.jit(lambda v: [v[0] * 2.0], donate_argnums=0)
     step(values)
