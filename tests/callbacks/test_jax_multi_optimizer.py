@@ -161,6 +161,22 @@ def test_gan_records_both_optimizers_gradients(rng):
         assert "stateless_apply" not in vars(optimizer)
 
 
+def test_gan_weight_rows_at_default_settings_are_read_by_the_host(rng):
+    # At the default schedule (the dense start records these 4 steps in
+    # full; `_diag` records every step, where the step keeps the rows) the
+    # GAN hands its optimizers the training state's own values: the host
+    # reduces the weights and updates from the state around each step, the
+    # discriminator's first (it applies first), with the step's values.
+    model = _gan()
+    real, z = gan_data(rng)
+    diag = _diag(every_n_steps=100)
+    weights = Weights(named_layers(model, GAN_RATES))
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag, weights])
+    assert diag._hooks._weight_positions == [4, 5, 6, 7, 0, 1, 2, 3]
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+    assert_grad_norms(diag, weights, GAN_RATES)
+
+
 class TwiceGAN(GAN):
     """`GAN` whose step trains both networks twice (as a WGAN trains its
     critic n_critic times a step)."""
