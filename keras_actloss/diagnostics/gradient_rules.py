@@ -40,6 +40,19 @@ _LEVELS = 8
 _SQUASHED_SHARE = 0.001
 
 
+# How every finding of oversized updates ends.
+_UNSTABLE = ": the steps are far too large and training is unstable."
+
+
+def _oversized(layer: str, ratio: float, detail: str) -> str:
+    """The head of a finding of updates over the limit: layer, ratio and
+    (in brackets) how many recordings and layers."""
+    return (
+        f"Each update changes the weights of layer '{layer}' by {ratio:.3g} "
+        f"times their own norm ({detail})"
+    )
+
+
 def _profile(activation: str | None):
     """The registered profile of an activation name, or None."""
     return registry.get_profile("activation", activation) if activation else None
@@ -201,10 +214,12 @@ class RecordedGradientRules(RuleFamily):
                 blown.append((ratio, ls.layer, start, count, level))
             elif self._confirmed(count, start, stats.step):
                 message = (
-                    f"Each update changes the weights of layer '{ls.layer}' by "
-                    f"{ratio:.3g} times their own norm ({count} recordings in a row, "
-                    f"steps {start}-{stats.step}): the steps are far too large and "
-                    "training is unstable."
+                    _oversized(
+                        ls.layer,
+                        ratio,
+                        f"{count} recordings in a row, steps {start}-{stats.step}",
+                    )
+                    + _UNSTABLE
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
         # The last update larger than the weights, for the cause of gradients
@@ -224,13 +239,15 @@ class RecordedGradientRules(RuleFamily):
         the layer with the largest update; the others over the limit are
         not reported again."""
         ratio, layer, start, count, level = max(blown)
-        message = (
-            f"Each update changes the weights of layer '{layer}' by {ratio:.3g} "
-            f"times their own norm ({len(blown)} of {judged} layers over "
+        detail = (
+            f"{len(blown)} of {judged} layers over "
             f"{self.thresholds.exploding_update_ratio:g}x, {count} recordings in a "
-            f"row, steps {start}-{stats.step}) and the loss rose from {level:.3g} "
-            f"to {stats.loss:.3g}: the steps are far too large and training is "
-            "unstable."
+            f"row, steps {start}-{stats.step}"
+        )
+        message = (
+            _oversized(layer, ratio, detail)
+            + f" and the loss rose from {level:.3g} to {stats.loss:.3g}"
+            + _UNSTABLE
         )
         self._add(new, F.EXPLODING_GRADIENTS, layer, start, ratio, message)
         self._reported.update((F.EXPLODING_GRADIENTS, b[1]) for b in blown)
@@ -285,7 +302,7 @@ class RecordedGradientRules(RuleFamily):
                 f"changed its weights by {median:.2g} of their norm (up to "
                 f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
             )
-        message += ": the steps are far too large and training is unstable."
+        message += _UNSTABLE
         self._add(new, F.EXPLODING_GRADIENTS, layer, stats.step, ratio, message)
         self._watch = None
 
