@@ -78,6 +78,20 @@ def weights(model) -> list[np.ndarray]:
     return [v.numpy().astype("float64") for v in model.trainable_variables]
 
 
+class WeightsPerStep(keras.callbacks.Callback):
+    """The trainable weights before every step (NumPy, float64)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()  # On JAX the weights wait in the fit's state.
+        self.seen.append(weights(self.model))
+
+
 def run_script(source: str, backend: str = "tensorflow", **env: str) -> dict:
     """Runs `source` in a fresh process of `backend` (for settings, such as
     logical devices, that must come before the backend initialises), with

@@ -19,6 +19,7 @@ from callback_models import (
     LAYER_NAMES,
     MODEL_KINDS,
     ThreeLayers,
+    WeightsPerStep,
     build_model,
     kernels,
     run_script,
@@ -353,19 +354,6 @@ def test_jit_compile_records_a_model_with_large_tensors(rng):
         )
 
 
-class _WeightsPerStep(keras.callbacks.Callback):
-    """The trainable weights before every step (NumPy, float64)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if BACKEND == "jax":
-            self.model.jax_state_sync()  # The weights wait in the fit's state.
-        self.seen.append(weights(self.model))
-
-
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_every_recorded_step_equals_the_sgd_weight_change(data, jit_compile):
     # Six steps of 8 samples over two epochs, each recorded (dense start):
@@ -373,7 +361,7 @@ def test_every_recorded_step_equals_the_sgd_weight_change(data, jit_compile):
     x, y = data
     model = _compile(build_model("sequential"), jit_compile=jit_compile)
     names = LAYER_NAMES["sequential"]
-    diag, seen = _diag(every_n_steps=1), _WeightsPerStep()
+    diag, seen = _diag(every_n_steps=1), WeightsPerStep()
     model.fit(x[:24], y[:24], batch_size=8, epochs=2, verbose=0, callbacks=[diag, seen])
     seen.seen.append(weights(model))
     assert [s.step for s in diag.history] == [0, 1, 2, 3, 4, 5]
@@ -408,7 +396,7 @@ def test_multi_optimizer_layers_each_equal_their_sgd_weight_change(data):
     )
     model = _compile(build_model("sequential"), optimizer)
     names = LAYER_NAMES["sequential"]
-    diag, seen = _diag(every_n_steps=1), _WeightsPerStep()
+    diag, seen = _diag(every_n_steps=1), WeightsPerStep()
     model.fit(x[:24], y[:24], batch_size=8, epochs=1, verbose=0, callbacks=[diag, seen])
     seen.seen.append(weights(model))
     assert [s.step for s in diag.history] == [0, 1, 2]

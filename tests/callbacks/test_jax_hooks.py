@@ -13,7 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from callback_models import build_model, run_script, weights
+from callback_models import WeightsPerStep, build_model, run_script, weights
 from keras import ops
 
 from tests.backend_support import BACKEND
@@ -413,22 +413,6 @@ class _OwnValues(keras.Sequential):
         return {"loss": value}, (trainable, non_trainable, optimizer_vars, metrics)
 
 
-def _weights_per_step(model, x, y, diag) -> list[list[np.ndarray]]:
-    """The trainable weights before every step of a 3-step fit, and after
-    the last."""
-    seen = []
-
-    class Before(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.model.jax_state_sync()  # The weights wait in the fit's state.
-            seen.append(weights(self.model))
-
-    model.fit(
-        x[:24], y[:24], batch_size=8, epochs=1, verbose=0, callbacks=[diag, Before()]
-    )
-    return seen + [weights(model)]
-
-
 @pytest.mark.parametrize(
     "kind,every",
     [("sequential", 100), ("own_values", 100), ("sequential", 1)],
@@ -449,8 +433,9 @@ def test_weight_and_update_norms_equal_the_weights_each_step(
     if kind == "own_values":
         model = _OwnValues(model.layers)
     model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
-    diag = _diag(every_n_steps=every)
-    seen = _weights_per_step(model, x, y, diag)
+    diag, per_step = _diag(every_n_steps=every), WeightsPerStep()
+    model.fit(x[:24], y[:24], batch_size=8, verbose=0, callbacks=[diag, per_step])
+    seen = per_step.seen + [weights(model)]
     host = kind == "sequential" and every > 1
     assert diag._hooks._weight_positions == (list(range(6)) if host else None)
     assert [s.step for s in diag.history] == [0, 1, 2]
