@@ -377,12 +377,15 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 return state[key][ids.index(id(variable))]
         return variable.value
 
-    def install(self, steps: int | None = None) -> None:
+    def install(self, steps: int | None = None, all_full: bool = False) -> None:
         """Wraps the optimizer, the loss function, the layers and the model.
 
         `steps`: the steps the `fit` will run, when known (`_rent_check`).
+        `all_full`: every step records in full (`every_n_steps=1`), and the
+        step reduces the weights' rows itself (`JaxStats.all_full`).
         """
         model = self.model
+        self.all_full = all_full
         # No interval across fits: the time between them is not a step.
         self._steps_left, self._last_check = steps, None
         self._job_compared = False
@@ -416,7 +419,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             trace = self._trace
-            if trace is None or trace.check or not isinstance(outputs, jax.Array):
+            if trace is None or not isinstance(outputs, jax.Array):
                 return outputs
             if trace.recording:
                 trace.outputs.setdefault(index, []).append(outputs)
@@ -450,9 +453,10 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 vector, trace.activation_layout = self._activation_counts(outputs)
                 return vector
 
-            extra = {"loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32"))}
-            if not trace.check:
-                extra["activations"] = trace.when_full(counts)
+            extra = {
+                "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
+                "activations": trace.when_full(counts),
+            }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)
 
@@ -545,14 +549,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         if jitted:
             if keras.distribution.distribution() is not None:
                 out_shardings = (None, model._get_state_sharding_spec())
-            step = jax.jit(
-                step, static_argnums=3, donate_argnums=0, out_shardings=out_shardings
-            )
-
-        # Under a distribution the check program is compiled in line, by
-        # `jax.jit` (it places the data as the distribution says; a program
-        # compiled ahead of time takes them only as they were lowered).
-        ahead = jitted and out_shardings is None
+            step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
         def run(state, data):
             full = self._full
@@ -561,17 +558,15 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 snapshot = weights_before(self._weight_positions, state)
             start = time.perf_counter()
             program = None
-            check = jitted and not full and self._check
-            if check and ahead:
+            if jitted and not full and self._check:
                 # None while it compiles: the one program runs the check.
-                program, check = self._check_program(step, state, data), False
+                program = self._check_program(step, state, data, out_shardings)
             if program is not None:
-                logs, state = program(state, data, np.bool_(False))
+                logs, state = program(state, data)
             else:
-                flag = np.bool_(full) if jitted else full
-                logs, state = step(state, data, flag, check)
+                logs, state = step(state, data, np.bool_(full) if jitted else full)
             if jitted:
-                self._rent_check(start, full or check or program is not None)
+                self._rent_check(start, full or program is not None)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None and full:
                 positions = self._weight_positions

@@ -15,11 +15,13 @@ row); a full step adds the rest of `diagnostics.step_stats.FULL_KEYS`
 under a `jax.lax.cond` (zeros on the other steps: XLA runs only the branch
 taken, and one program is compiled, not one per kind of step), and the
 weight and update norms, which the host reduces from the training state
-around the step (`with_weight_rows`). Once the every-step checks have run in it long
-enough to pay for a second compilation (`_rent_check`, after every jitted
-call), they get a program of their own with no full statistics (a static
-argument of the step), compiled on a thread of its own (`CompileJob`)
-while the one program runs them: no pause in the middle of training.
+around the step (`with_weight_rows`). Once the every-step checks have
+run in it long enough to pay for a second compilation (`_rent_check`,
+after every jitted call), they get a program of their own with no full
+statistics: the one program's trace with `full` fixed to False
+(`_checks_only`, XLA drops the cond), lowered and compiled on a thread of
+its own (`CompileJob`) while the one program runs them: no pause in the
+middle of training.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 import warnings
 
 import jax
+import jax.extend
 import numpy as np
 
 from keras_actloss.callbacks._jax_stats import _Trace, weight_rows
@@ -58,11 +61,10 @@ class JaxPrograms:
     CHECK_SAVING = 0.1
 
     # --------------------------------------------------------- in the trace
-    def _step(self, state, data, full, check=False):
+    def _step(self, state, data, full):
         """The model's `train_step` with the statistics added to its logs
-        (the full ones when `full`, none but the row with `check`, see
-        `_jax_stats._Trace`)."""
-        trace = self._trace = _Trace(full, check)
+        (the full ones when `full`, see `_jax_stats._Trace`)."""
+        trace = self._trace = _Trace(full)
         trace.home = self._trace_home(data)
         leaves = jax.tree_util.tree_leaves(data)
         trace.batch = leaves[0].shape[0] if leaves and leaves[0].ndim else None
@@ -96,7 +98,7 @@ class JaxPrograms:
         `elements`)."""
         inside = {entry.layer for entry in trace.activation_layout}
         loose = {i: x for i, x in trace.loose.items() if i not in inside}
-        if not loose or trace.check:
+        if not loose:
             return extra
 
         def counts():
@@ -185,27 +187,70 @@ class JaxPrograms:
             if max(self._rent, left) * self.CHECK_SAVING >= price:
                 self._check = True
 
-    def _check_program(self, step, state, data):
+    def _check_program(self, step, state, data, out_shardings):
         """The check program for `data`, or None while it compiles (or for
         data of another shape than it was compiled for: an epoch's last
         batch, which the one program runs).
 
-        Lowered here, on the training thread, the first time it is asked
-        for (a trace, a small part of the compilation), and compiled on a
-        thread of its own (`CompileJob`): training goes on in the one
-        program meanwhile instead of waiting for the compilation. Kept for
-        later fits while their training state and batches are as the ones
-        it was lowered with (compared at each fit's first check: a fit with
-        another batch size has it lowered again).
+        Made the first time it is asked for from the one program's trace
+        (`jax.jit`'s own, cached: no second trace of the model's
+        `train_step`) with its `full` argument fixed to False
+        (`_checks_only`): XLA drops the cond of the full statistics and
+        all that only they read. It is lowered and compiled on a thread of
+        its own (`CompileJob`): training goes on in the one program
+        meanwhile. Kept for later fits while their training state and
+        batches (and their shardings, under a distribution) are as the
+        ones it was made for (compared at each fit's first check: a fit
+        with another batch size gets a new one).
         """
         job = self._check_job
         if job is not None and not self._job_compared and not job.fits(state, data):
             job = None
         self._job_compared = True
         if job is None:
-            lowered = step.lower(state, data, np.bool_(False), True)
-            job = self._check_job = CompileJob(lowered, state, data)
+            try:
+                traced = step.trace(state, data, np.bool_(False))
+            except Exception as error:  # noqa: BLE001 - warned by the job
+                traced = error  # Such as a JAX without this API.
+            sharded = out_shardings is not None
+            shapes = jax.tree_util.tree_map(
+                lambda x: _shape_of(x, sharded), (state, data)
+            )
+
+            def lower():
+                if isinstance(traced, Exception):
+                    raise traced
+                checks = jax.jit(
+                    _checks_only(traced), donate_argnums=0, out_shardings=out_shardings
+                )
+                return checks.lower(*shapes)
+
+            job = self._check_job = CompileJob(lower, state, data, sharded)
         return job.program_for(data)
+
+
+def _checks_only(traced):
+    """The traced step (`jax.stages.Traced` of the one program) as a
+    function of `(state, data)` with its `full` argument False."""
+    run = jax.extend.core.jaxpr_as_fun(traced.jaxpr)
+
+    def checks(state, data):
+        args, tree = jax.tree_util.tree_flatten(((state, data, np.bool_(False)), {}))
+        if tree != traced.in_tree:
+            raise ValueError(f"Expected arguments {traced.in_tree}. Received: {tree}")
+        return jax.tree_util.tree_unflatten(traced.out_tree, run(*args))
+
+    return checks
+
+
+def _shape_of(value, sharded: bool):
+    """`value`'s shape and dtype (and sharding, for a distributed step)."""
+    value = value if hasattr(value, "dtype") else np.asarray(value)
+    sharding = getattr(value, "sharding", None) if sharded else None
+    weak = bool(getattr(value, "weak_type", False))
+    return jax.ShapeDtypeStruct(
+        value.shape, value.dtype, sharding=sharding, weak_type=weak
+    )
 
 
 def _trainable(state) -> list:
@@ -259,10 +304,15 @@ def _rows(before: list, after: list) -> tuple:
     return tuple(row.row[0] for row in weight_rows(before, after))
 
 
-def _signature(data) -> tuple:
-    """The tree structure and the leaves' shapes and dtypes of `data`."""
+def _signature(data, sharded: bool = False) -> tuple:
+    """The tree structure and the leaves' shapes and dtypes (and shardings,
+    `sharded`) of `data`."""
     leaves, tree = jax.tree_util.tree_flatten(data)
-    return tree, [(np.shape(x), getattr(x, "dtype", None)) for x in leaves]
+    return tree, [
+        (np.shape(x), getattr(x, "dtype", None))
+        + ((getattr(x, "sharding", None),) if sharded else ())
+        for x in leaves
+    ]
 
 
 def compile_share() -> float:
@@ -279,7 +329,8 @@ def compile_share() -> float:
 
 
 class CompileJob:
-    """An XLA compilation of a lowered program on a thread of its own.
+    """The lowering (`lower()`) and XLA compilation of a program on a
+    thread of its own.
 
     XLA releases the GIL while it compiles, so the training thread runs
     on (a `fit` that ends first does not wait for it; the process does, at
@@ -291,8 +342,10 @@ class CompileJob:
     stop the training.
     """
 
-    def __init__(self, lowered, state, data):
-        self.state, self.signature = _signature(state), _signature(data)
+    def __init__(self, lower, state, data, sharded: bool = False):
+        self.sharded = sharded
+        self.state = _signature(state, sharded)
+        self.signature = _signature(data, sharded)
         self.program = None
         self.error: Exception | None = None
         self._warned = False
@@ -302,13 +355,13 @@ class CompileJob:
         # (`FATAL: exception not rethrown`), as a script whose fit ends
         # while it compiles would.
         thread = threading.Thread(
-            target=self._compile, args=(lowered,), name="keras_actloss-compile"
+            target=self._compile, args=(lower,), name="keras_actloss-compile"
         )
         thread.start()
 
-    def _compile(self, lowered) -> None:
+    def _compile(self, lower) -> None:
         try:
-            self.program = lowered.compile()
+            self.program = lower().compile()
         except Exception as error:  # noqa: BLE001 - warned on the training thread
             self.error = error
         finally:
@@ -316,7 +369,11 @@ class CompileJob:
 
     def fits(self, state, data) -> bool:
         """Whether it was lowered for this training state and batches."""
-        return (_signature(state), _signature(data)) == (self.state, self.signature)
+        sharded = self.sharded
+        return (_signature(state, sharded), _signature(data, sharded)) == (
+            self.state,
+            self.signature,
+        )
 
     def program_for(self, data):
         """The compiled program, if done and lowered for data like `data`;
@@ -335,4 +392,5 @@ class CompileJob:
                     stacklevel=2,
                 )
             return None
-        return self.program if _signature(data) == self.signature else None
+        same = _signature(data, self.sharded) == self.signature
+        return self.program if same else None

@@ -18,7 +18,7 @@ the jitted step with its logs:
   of the weights and their update (`weight_rows`), which the host reduces
   from the training state around a full step (`_jax_programs`), or, where
   the weights are not the state's own values (`_state_positions`) or every
-  step is full (`weights_in_step`), the step reduces on every step.
+  step is full (`all_full`), the step reduces on every step.
 
 The host turns `"row"` into a row of the TensorFlow ring
 (`_step_rows.RING_*`, `_read_row`), judges the steps with the same
@@ -64,14 +64,12 @@ class _Trace:
 
     `full` says whether the step records its full statistics: a Python bool
     when the step runs eagerly, else a traced boolean scalar, the argument
-    of the one jitted program that serves every step (`when_full`). With
-    `check` (a static argument: a program of its own) the step is only the
-    every-step check, with no full statistics to skip.
+    of the one jitted program that serves every step (`when_full`; the
+    checks' own program fixes it to False, `_jax_programs._checks_only`).
     """
 
-    def __init__(self, full, check: bool = False):
+    def __init__(self, full):
         self.full = full
-        self.check = check
         self.recording = False
         self.loss_seen = False
         self.outputs: dict[int, list] = {}
@@ -144,8 +142,8 @@ class JaxStats:
 
     _grad_layout = step_stats.RowLayout()
     _layout = step_reader.StepLayout()
-    # The step reduces the weights itself (every step full: cheaper).
-    weights_in_step = False
+    # Every step full (`every_n_steps=1`): the step reduces the weights.
+    all_full = False
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
@@ -208,11 +206,9 @@ class JaxStats:
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
         row = ops.concatenate([head, gradients.row[0]], 0)
-        if trace.check:
-            return {"row": row}
         before, after = applied["before"], applied["after"]
         self._weight_positions = None
-        if not self.weights_in_step:
+        if not self.all_full:
             self._weight_positions = _state_positions(trace, before, after)
         if self._weight_positions is None:
             # Reduced on every step, outside the cond: as its operands the

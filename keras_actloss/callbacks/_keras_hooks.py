@@ -276,14 +276,14 @@ class TrainHooks(GraphStats):
             or "none"
         )
 
-    def install(self, steps: int | None = None) -> None:
+    def install(self, steps: int | None = None, all_full: bool = False) -> None:
         """Creates the variables and wraps the optimizer, layers and model.
 
         Called again for a later `fit` of the same compiled model, it keeps
         the variables and the train functions already traced. `steps` (the
-        steps the `fit` will run, when known) is for the JAX hooks: here the
-        callback decides when the every-step function pays
-        (`_sentinel_pays`).
+        steps the `fit` will run, when known) and `all_full` (every step
+        records in full) are for the JAX hooks: here the callback decides
+        when the every-step function pays (`_sentinel_pays`).
         """
         model = self.model
         if not hasattr(self, "_ring"):

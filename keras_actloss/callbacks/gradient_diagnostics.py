@@ -323,8 +323,6 @@ class GradientDiagnostics(
                 ring_rows=rows,
                 optimizers=self.optimizers or (),
             )
-            if hasattr(hooks, "weights_in_step"):  # JAX: see `_jax_stats`.
-                hooks.weights_in_step = self.every_n_steps == 1
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
@@ -332,7 +330,7 @@ class GradientDiagnostics(
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
         self._rules.execution_steps = self._stride
-        hooks.install(self._planned_steps())
+        hooks.install(self._planned_steps(), all_full=self.every_n_steps == 1)
         if fresh:
             self._start_schedule()
         # Read at the first batch, after every callback's `on_train_begin`

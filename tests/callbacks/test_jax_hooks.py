@@ -240,12 +240,67 @@ def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
     assert layer.grad_norm > 0 and layer.weight_norm > 0
 
 
+def test_the_check_program_judges_and_trains_as_the_one_program(data, monkeypatch):
+    from keras_actloss.callbacks import _jax_programs, _jax_stats
+
+    x, y = data
+    rows = []
+    read = _jax_stats.JaxStats._host_rows
+    monkeypatch.setattr(
+        _jax_stats.JaxStats, "_host_rows", lambda self: _kept(rows, read(self))
+    )
+    ran = []
+    program_for = _jax_programs.CompileJob.program_for
+
+    def waited(job, batch):
+        # The check program from the first check on: its compilation waited for.
+        job.done.wait(120)
+        program = program_for(job, batch)
+        if program is None:
+            return None
+        return lambda *args: ran.append(1) or program(*args)
+
+    def fit(own_program: bool):
+        keras.utils.set_random_seed(5)
+        model = build_model("sequential")
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        saving = 1e9 if own_program else 0.0
+        monkeypatch.setattr(_jax_programs.JaxPrograms, "CHECK_SAVING", saving)
+        monkeypatch.setattr(_jax_programs.CompileJob, "program_for", waited)
+        diag = _diag(every_n_steps=4)
+        diag.DENSE_STEPS = 0  # Full statistics at steps 0 and 4 only.
+        rows.clear()
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[diag])
+        return [list(r) for r in rows], weights(model)
+
+    one_rows, one_weights = fit(own_program=False)
+    assert not ran
+    own_rows, own_weights = fit(own_program=True)
+    # 8 steps, full at 0 and 4: the check program ran steps 3, 5, 6 and 7
+    # (the rent needs the time between two checks in a row: steps 1-2).
+    assert len(ran) == 4
+    assert [r[0] for r in own_rows] == [r[0] for r in one_rows] == list(range(8))
+    np.testing.assert_allclose(own_rows, one_rows, rtol=1e-6)
+    for a, b in zip(own_weights, one_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def _kept(rows: list, new: list) -> list:
+    """`new` (host rows read by the hooks), noted in `rows`."""
+    rows.extend(new)
+    return new
+
+
 class _Lowered:
-    """Stands for a `jax.stages.Lowered`: its `compile` waits for `go`."""
+    """Stands for a `jax.stages.Lowered` (and, called, for the function
+    that lowers the program): its `compile` waits for `go`."""
 
     def __init__(self, result=None, error=None):
         self.go = threading.Event()
         self.result, self.error = result, error
+
+    def __call__(self):
+        return self
 
     def compile(self):
         self.go.wait(60)
@@ -286,40 +341,71 @@ def test_a_failed_compilation_of_the_check_program_is_warned_once_and_skipped():
         assert job.program_for(batch) is None
 
 
-def test_a_check_program_is_lowered_again_for_another_state_or_batch_size():
+def test_a_check_program_is_made_again_for_another_state_or_batch_size():
+    import jax
+
     hooks = _hooks_of_a_line()
-    lowered = []
+    traced = []
 
-    class Step:  # Stands for the jitted step.
-        def lower(self, *args):
-            lowered.append(args)
-            result = _Lowered(result=f"program {len(lowered)}")
-            result.go.set()
-            return result
+    def body(state, data, full):
+        traced.append(len(state))  # One per trace of the step.
+        loss = jax.numpy.sum(data)
+        extra = jax.lax.cond(full, lambda: loss * 2, lambda: loss * 0)
+        return {"loss": loss, "extra": extra}, [s + loss for s in state]
 
-    state, batch = [np.zeros((1, 1), "float32")], np.zeros((4, 1), "float32")
-    hooks._check_program(Step(), state, batch)
-    assert hooks._check_job.done.wait(60)
-    assert hooks._check_program(Step(), state, batch) == "program 1"
+    step = jax.jit(body, donate_argnums=0)
+
+    def made(state, batch):
+        """The check program for `state` and `batch` once compiled, after
+        the one program ran them (as `run` does)."""
+        state = [jax.numpy.asarray(s) for s in state]
+        step([jax.numpy.asarray(s) for s in state], batch, np.bool_(True))
+        hooks._check_program(step, state, batch, None)
+        job = hooks._check_job
+        assert job.done.wait(60) and job.error is None
+        return job.fits(state, batch) and hooks._check_program(step, state, batch, None)
+
+    state, batch = [np.ones((1, 1), "float32")], np.ones((4, 1), "float32")
+    first = made(state, batch)
+    # The one program's trace serves the check program: no second one.
+    assert len(traced) == 1
+    # Its `full` fixed to False: the cond's untaken branch only.
+    logs, out = first([jax.numpy.asarray(s) for s in state], batch)
+    assert float(logs["loss"]) == 4.0 and float(logs["extra"]) == 0.0
+    np.testing.assert_array_equal(out[0], [[5.0]])
     hooks.install()  # A later fit, with the same training state: kept.
-    assert hooks._check_program(Step(), state, batch) == "program 1"
-    assert len(lowered) == 1
+    assert hooks._check_program(step, state, batch, None) is first
     hooks.remove()
     hooks.install()  # One with another (a variable more).
     other = [*state, np.zeros((2,), "float32")]
-    hooks._check_program(Step(), other, batch)
-    assert len(lowered) == 2 and lowered[1][0] is other
+    second = made(other, batch)
+    assert second is not first and len(traced) == 2
     hooks.remove()
     hooks.install()  # One with another batch size, from its first check.
-    assert hooks._check_job.done.wait(60)
-    larger = np.zeros((8, 1), "float32")
-    hooks._check_program(Step(), other, larger)
-    assert len(lowered) == 3 and lowered[2][1] is larger
-    assert hooks._check_job.done.wait(60)
+    larger = np.ones((8, 1), "float32")
+    third = made(other, larger)
+    assert third not in (first, second) and len(traced) == 3
     # Its shorter last batch, later in that fit: the one program runs it.
-    assert hooks._check_program(Step(), other, batch) is None
-    assert len(lowered) == 3
+    assert hooks._check_program(step, other, batch, None) is None
+    assert hooks._check_job.program is third
     hooks.remove()
+
+
+def test_a_step_that_cannot_be_traced_ahead_keeps_its_checks_in_the_one_program():
+    hooks = _hooks_of_a_line()
+
+    class Step:  # Stands for a jitted step of a JAX without `trace`.
+        def trace(self, *args):
+            raise AttributeError("'PjitFunction' object has no attribute 'trace'")
+
+    state, batch = [np.zeros((1, 1), "float32")], np.zeros((4, 1), "float32")
+    with pytest.warns(RuntimeWarning, match="AttributeError: 'PjitFunction'"):
+        assert hooks._check_program(Step(), state, batch, None) is None
+        assert hooks._check_job.done.wait(60)
+        assert hooks._check_program(Step(), state, batch, None) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Once only.
+        assert hooks._check_program(Step(), state, batch, None) is None
 
 
 @pytest.mark.parametrize(
@@ -529,6 +615,77 @@ def test_data_parallel_statistics_equal_a_single_device_run():
         # The weights and their update, read from the sharded state.
         np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-5)
         np.testing.assert_allclose(b["updates"], a["updates"], rtol=1e-5)
+
+
+_DATA_PARALLEL_CHECKS = textwrap.dedent(
+    """
+    import json
+    import jax
+    import keras
+    import numpy as np
+    from keras_actloss.callbacks import GradientDiagnostics, _jax_programs
+    from keras_actloss.callbacks import _jax_stats
+
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=jax.devices()))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    rows, ran = [], []
+    read = _jax_stats.JaxStats._host_rows
+    def noted(self):
+        new = read(self)
+        rows.extend(list(r) for r in new)
+        return new
+    _jax_stats.JaxStats._host_rows = noted
+    program_for = _jax_programs.CompileJob.program_for
+    def waited(job, batch):  # The check program from the first check on.
+        job.done.wait(120)
+        program = program_for(job, batch)
+        return program and (lambda *a: ran.append(1) or program(*a))
+    _jax_programs.CompileJob.program_for = waited
+
+    def run(saving):
+        _jax_programs.JaxPrograms.CHECK_SAVING = saving
+        keras.utils.set_random_seed(2)
+        model = keras.Sequential([keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, name="out")])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        diag = GradientDiagnostics(check_model=False, every_n_steps=4)
+        diag.DENSE_STEPS = 0
+        rows.clear()
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[diag])
+        job = diag._hooks._check_job
+        return {"rows": list(rows), "ran": len(ran),
+                "sharded": job is not None and job.sharded,
+                "error": None if job is None else repr(job.error),
+                "weights": [np.asarray(w).tolist() for w in model.get_weights()]}
+
+    one = run(0.0)
+    own = run(1e9)
+    print(json.dumps({"devices": len(jax.devices()), "one": one, "own": own}))
+    """
+)
+
+
+def test_data_parallel_checks_run_in_their_own_sharded_program():
+    result = run_script(
+        _DATA_PARALLEL_CHECKS,
+        "jax",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+    one, own = result["one"], result["own"]
+    assert result["devices"] == 2
+    assert one["ran"] == 0 and not one["sharded"]
+    # 8 steps, full at 0 and 4: the check program (lowered with the data's
+    # and the state's shardings) ran steps 3, 5, 6 and 7.
+    assert own["sharded"] and own["error"] == "None" and own["ran"] == 4
+    assert [r[0] for r in own["rows"]] == [r[0] for r in one["rows"]] == [*range(8)]
+    np.testing.assert_allclose(own["rows"], one["rows"], rtol=1e-6)
+    for a, b in zip(own["weights"], one["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 _EXIT_WHILE_COMPILING = textwrap.dedent(
