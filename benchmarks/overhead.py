@@ -29,6 +29,8 @@ default settings alternated in `--long-pairs` rounds:
   both train functions) are part of the cost; and, from the same fits, the
   time of its second half (from the start of its middle batch to the end
   of the `fit`): what the callback costs once those one-off costs are paid.
+  Also in absolute terms (seconds added to the fit, milliseconds added to
+  a step of its second half): what it adds to a model of any step time.
 - Time to first step: the first `fit` (1 epoch of `--first-steps` steps at
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
   includes tracing the train functions.
@@ -337,6 +339,25 @@ def ratio_row(label: str, times: dict) -> str:
     return line
 
 
+def absolute_line(whole: dict, tail: dict, tail_steps: int) -> str:
+    """The callback's cost in seconds (medians of the paired wall-time
+    differences, default - plain) of the long fit and, from its second
+    half, of a step: what it adds to a run of any step time."""
+    added = statistics.median(
+        d[0] - p[0] for d, p in zip(whole["default"], whole["plain"])
+    )
+    per_step = statistics.median(
+        (d[0] - p[0]) / tail_steps for d, p in zip(tail["default"], tail["plain"])
+    )
+    line = (
+        f"In absolute terms (medians of the paired wall-time differences): the "
+        f"callback added {added:.2f} s to the long fit, and "
+        f"{per_step * 1e3:.3f} ms a step to its second half."
+    )
+    print(line)
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=15, help="timed rounds")
@@ -377,7 +398,7 @@ def main() -> None:
             keras.backend.clear_session()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    fresh = []
+    fresh, absolute = [], ""
     rng = np.random.default_rng(0)
     if args.long_pairs:
         n = args.long_steps * BATCH
@@ -390,6 +411,7 @@ def main() -> None:
         label = f"MLP, one fit of {args.long_steps} steps (batch {BATCH})"
         fresh.append(ratio_row(label, whole))
         fresh.append(ratio_row(f"{label}: its steps from {half} on", tail))
+        absolute = absolute_line(whole, tail, args.long_steps - half)
     if args.first_pairs:
         n = args.first_steps * 32
         x = rng.random((n, 32, 32, 3), dtype="float32")
@@ -413,7 +435,9 @@ def main() -> None:
         "wall time, and the process's CPU time over all its threads, less "
         "disturbed by other work on a shared machine):\n\n"
         "| run | plain | wall ratio | min-max | CPU ratio | min-max |\n"
-        "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(fresh)
+        "| --- | --- | --- | --- | --- | --- |\n"
+        + "\n".join(fresh)
+        + (f"\n\n{absolute}" if absolute else "")
     )
     if args.no_write:
         return
