@@ -85,13 +85,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_actloss.callbacks._jax_programs import (
+from keras_actloss.callbacks._jax_programs import JaxPrograms
+from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
+from keras_actloss.callbacks._jax_weights import (
     UNTRACED,
-    JaxPrograms,
     weights_before,
     with_weight_rows,
 )
-from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
 from keras_actloss.callbacks._keras_hooks import TrainHooks
 from keras_actloss.callbacks._model_plan import (
     learning_rate,

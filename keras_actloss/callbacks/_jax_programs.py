@@ -15,7 +15,7 @@ row); a full step adds the rest of `diagnostics.step_stats.FULL_KEYS`
 under a `jax.lax.cond` (zeros on the other steps: XLA runs only the branch
 taken, and one program is compiled, not one per kind of step), and the
 weight and update norms, which the host reduces from the training state
-around the step (`with_weight_rows`). Once the every-step checks have
+around the step (`_jax_weights`). Once the every-step checks have
 run in it long enough to pay for a second compilation (`_rent_check`,
 after every jitted call), they get a program of their own with no full
 statistics: the one program's trace with `full` fixed to False
@@ -36,7 +36,8 @@ import jax
 import jax.extend
 import numpy as np
 
-from keras_actloss.callbacks._jax_stats import _Trace, weight_rows
+from keras_actloss.callbacks._jax_stats import _Trace
+from keras_actloss.callbacks._jax_weights import trainable
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 from keras_actloss.diagnostics import step_activations
 
@@ -68,11 +69,11 @@ class JaxPrograms:
         trace.home = self._trace_home(data)
         leaves = jax.tree_util.tree_leaves(data)
         trace.batch = leaves[0].shape[0] if leaves and leaves[0].ndim else None
-        trace.state_in = _trainable(state)
+        trace.state_in = trainable(state)
         try:
             logs, state = self.model.train_step(state, data)
             extra, state = self._take_extra(state)
-            trace.state_out = _trainable(state)
+            trace.state_out = trainable(state)
             self._loss_known = extra is not None
             extra = self._with_loose(trace, extra)
             out = None
@@ -251,57 +252,6 @@ def _shape_of(value, sharded: bool):
     return jax.ShapeDtypeStruct(
         value.shape, value.dtype, sharding=sharding, weak_type=weak
     )
-
-
-def _trainable(state) -> list:
-    """The trainable values of a training state (its first part)."""
-    first = state[0] if isinstance(state, (tuple, list)) and state else None
-    return list(first) if isinstance(first, (tuple, list)) else []
-
-
-# `_weight_positions` until the step is traced (its weights are copied).
-UNTRACED = "untraced"
-
-
-# A full step's weight and update rows (`_jax_stats.weight_rows`) are
-# reduced from the training state that goes into and out of the step, in
-# two small jitted programs of their own: in the step, XLA would copy every
-# weight on every step to keep the values from before the update. The step
-# donates its state, so `weights_before` copies its trainable values before
-# it runs, and `with_weight_rows` reduces those at the traced step's
-# positions with the state that came out: a copy of the weights and two
-# small dispatches per full step, nothing on the others.
-
-
-def weights_before(positions, state) -> list | None:
-    """Copies of the trainable values of `state` before a full step, or
-    None when the step reduces its weights itself (`positions` None)."""
-    values = _trainable(state)
-    if positions is None or not values:
-        return None
-    return _copies(values)
-
-
-def with_weight_rows(out: dict, positions, before: list | None, state) -> dict:
-    """The full step's statistics `out` with the two rows of the weights at
-    `positions` (the traced step's), from `before` (`weights_before`)."""
-    if before is None or not isinstance(positions, list):
-        return out
-    after = _trainable(state)
-    weights, updates = _rows(
-        [before[j] for j in positions], [after[j] for j in positions]
-    )
-    return {**out, "weights": weights, "updates": updates}
-
-
-@jax.jit
-def _copies(values: list) -> list:
-    return [jax.numpy.copy(v) for v in values]
-
-
-@jax.jit
-def _rows(before: list, after: list) -> tuple:
-    return tuple(row.row[0] for row in weight_rows(before, after))
 
 
 def _signature(data, sharded: bool = False) -> tuple:

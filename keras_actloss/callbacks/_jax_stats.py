@@ -16,7 +16,7 @@ the jitted step with its logs:
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
   (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
   of the weights and their update (`weight_rows`), which the host reduces
-  from the training state around a full step (`_jax_programs`), or, where
+  from the training state around a full step (`_jax_weights`), or, where
   the weights are not the state's own values (`_state_positions`) or every
   step is full (`all_full`), the step reduces on every step.
 
