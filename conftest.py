@@ -19,6 +19,7 @@ collect_ignore = (
         "keras_actloss/callbacks/_jax_hooks.py",
         "keras_actloss/callbacks/_jax_programs.py",
         "keras_actloss/callbacks/_jax_stats.py",
+        "keras_actloss/callbacks/_jax_weights.py",
     ]
     if importlib.util.find_spec("jax") is None
     else []
