@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from keras_actloss.callbacks._jax_stats import weight_rows
 from keras_actloss.diagnostics import step_stats
 
 
@@ -59,51 +58,62 @@ def _copies(values: list) -> list:
     return [jax.numpy.copy(v) for v in values]
 
 
-# Most weight elements `_rows` joins in one vector (a transient float32 copy
-# of the weights before and after, and their segment ids, kept for the last
-# model): a larger model reduces each weight on its own.
-FLAT_ROWS_MAX = 2**22
+# The segment ids of the last model's small weights (`_rows`).
 _segment_ids: dict[tuple, object] = {}
 
 
 def _rows(before: list, after: list) -> tuple:
     """`weight_rows(before, after)`'s two rows (`_reduce_rows`)."""
-    sizes = tuple(math.prod(value.shape) for value in before)
-    if not sizes or sum(sizes) > FLAT_ROWS_MAX:
-        return _reduce_rows(before, after, None)
-    ids = _segment_ids.get(sizes)
-    if ids is None:
+    small = tuple(
+        math.prod(value.shape)
+        for value in before
+        if not step_stats.is_large(value.shape)
+    )
+    ids = _segment_ids.get(small)
+    if ids is None and small:
         # An argument, made once (for the last model only): as a constant
-        # of the program XLA would fold it for seconds.
-        ids = np.repeat(np.arange(len(sizes), dtype="int32"), sizes)
+        # of the program XLA would fold it, slowly for many weights.
+        ids = np.repeat(np.arange(len(small), dtype="int32"), small)
         _segment_ids.clear()
-        ids = _segment_ids[sizes] = jax.device_put(ids)
+        ids = _segment_ids[small] = jax.device_put(ids)
     return _reduce_rows(before, after, ids)
 
 
 @jax.jit
 def _reduce_rows(before: list, after: list, ids) -> tuple:
     """`weight_rows(before, after)`'s two rows, in the columns of
-    `step_stats.norm_row`'s layout (a large weight's column its norm, a
-    small one's its sum of squares).
+    `step_stats.norm_row`'s layout: a large weight's column its norm, one
+    reduction of its own; a small one's its sum of squares, all of them
+    joined in one vector with one segment sum per row (`ids`: each
+    element's weight among the small ones).
 
-    With `ids` (each element's weight) all the weights go in one vector,
-    with one segment sum per row: XLA compiles a handful of operations,
-    once a process, where `norm_row` has several per weight (a CNN's
-    hundreds of weights take seconds to compile). A segment's sum adds its
-    squares in order, in float32: a relative error of about 1e-5 on the
-    sum of a hundred thousand squares, against about 1e-6.
+    Not `weight_rows` itself: its several operations per small weight took
+    seconds to compile for a CNN's hundreds of weights, once a process.
+    Nor one segment sum of every weight: XLA's CPU scatter adds a segment's
+    elements one after the other, and a full step of an MLP with a large
+    weight took about seven times its own time.
     """
-    if ids is None:
-        return tuple(row.row[0] for row in weight_rows(before, after))
     layout = step_stats.norm_row(before, norms=False).layout
-    b, a = (
-        jnp.concatenate([jnp.ravel(value).astype("float32") for value in values])
-        for values in (before, after)
-    )
-    columns, norms = np.array(layout.order), np.array(layout.norms)
+    large = [i for i, norm in zip(layout.order, layout.norms) if norm]
+    small = layout.order[len(large) :]
+    joined = small and [
+        jnp.concatenate([jnp.ravel(v[i]).astype("float32") for i in small])
+        for v in (before, after)
+    ]
     rows = []
-    for squares in (b * b, jnp.square(a - b)):
-        sums = jax.ops.segment_sum(squares, ids, len(before))[columns]
-        rows.append(jnp.where(norms, jnp.sqrt(sums), sums))
+    for update in (False, True):
+        parts = []
+        if large:
+            sums = [jnp.sum(_squares(before[i], after[i], update)) for i in large]
+            parts.append(jnp.sqrt(jnp.stack(sums)))
+        if small:
+            squares = _squares(*joined, update)
+            parts.append(jax.ops.segment_sum(squares, ids, len(small)))
+        rows.append(jnp.concatenate(parts) if parts else jnp.zeros((0,), "float32"))
     return tuple(rows)
+
+
+def _squares(before, after, update: bool):
+    """The squares of `before` (float32), or of its change to `after`."""
+    b = before.astype("float32")
+    return jnp.square(after.astype("float32") - b) if update else b * b

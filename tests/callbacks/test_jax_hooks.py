@@ -557,20 +557,26 @@ def test_the_weights_copied_before_a_full_step_outlive_its_donation(rng):
     np.testing.assert_array_equal(np.asarray(copies[0]), expected)
 
 
-@pytest.mark.parametrize("flat", [True, False])
-def test_weight_rows_of_a_full_step_equal_numpys(flat, monkeypatch):
+# Small weights and two large ones (norm_row's norm columns, first in its
+# layout: 4096 elements or more), a scalar and a float16 weight; only large
+# ones; only small ones.
+_WEIGHT_SETS = {
+    "mixed": [(30,), (80, 64), (40, 30), (3, 3, 4, 8), (80, 64), (), (16, 16)],
+    "large": [(80, 64), (64, 70)],
+    "small": [(30,), (3, 3)],
+}
+
+
+@pytest.mark.parametrize("kind", list(_WEIGHT_SETS))
+def test_weight_rows_of_a_full_step_equal_numpys(kind, monkeypatch):
     import jax
 
     from keras_actloss.callbacks import _jax_weights
     from keras_actloss.diagnostics.step_stats import norm_row
 
-    # Reduced in one vector (`flat`), or weight by weight (a larger model).
-    monkeypatch.setattr(_jax_weights, "FLAT_ROWS_MAX", 10**9 if flat else 0)
     monkeypatch.setattr(_jax_weights, "_segment_ids", {})
     rng = np.random.default_rng(4)
-    # Small weights and two large ones (norm_row's norm columns, first in
-    # its layout: 4096 elements or more), a scalar and a float16 weight.
-    shapes = [(30,), (80, 64), (40, 30), (3, 3, 4, 8), (80, 64), (), (16, 16)]
+    shapes = _WEIGHT_SETS[kind]
     dtypes = ["float32"] * 6 + ["float16"]
     before = [rng.normal(size=s).astype(d) for s, d in zip(shapes, dtypes)]
     after = [(b + 0.01 * rng.normal(size=b.shape)).astype(b.dtype) for b in before]
@@ -578,7 +584,8 @@ def test_weight_rows_of_a_full_step_equal_numpys(flat, monkeypatch):
         [jax.numpy.asarray(b) for b in before], [jax.numpy.asarray(a) for a in after]
     )
     layout = norm_row(before, norms=False).layout
-    assert layout.order[:2] == (1, 4) and layout.norms[:3] == (True, True, False)
+    if kind == "mixed":
+        assert layout.order[:2] == (1, 4) and layout.norms[:3] == (True, True, False)
     b64 = [np.asarray(b, "float64") for b in before]
     d64 = [np.asarray(a, "float64") - b for a, b in zip(after, b64)]
     for row, tensors in ((weights, b64), (updates, d64)):
@@ -589,7 +596,8 @@ def test_weight_rows_of_a_full_step_equal_numpys(flat, monkeypatch):
             for i, norm in zip(layout.order, layout.norms)
         ]
         np.testing.assert_allclose(np.asarray(row), expected, rtol=2e-6)
-    assert len(_jax_weights._segment_ids) == int(flat)  # Its segment ids.
+    # The small weights' segment ids, made once.
+    assert len(_jax_weights._segment_ids) == int(kind != "large")
 
 
 _DATA_PARALLEL = textwrap.dedent(
