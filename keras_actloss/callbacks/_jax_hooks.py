@@ -565,7 +565,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 logs, state = program(state, data)
             else:
                 logs, state = step(state, data, np.bool_(full) if jitted else full)
-            if jitted:
+            if jitted and not self._check:  # Rented: nothing left to decide.
                 self._rent_check(start, full or program is not None)
             out = logs.pop(FULL_LOGS_KEY, None)
             if out is not None and full:

@@ -144,6 +144,8 @@ class JaxStats:
     _layout = step_reader.StepLayout()
     # Every step full (`every_n_steps=1`): the step reduces the weights.
     all_full = False
+    # How many of `_pending`'s first entries `quiet` read into host rows.
+    _rows_read = 0
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
@@ -282,6 +284,7 @@ class JaxStats:
         """Starts judging steps after the ones run so far."""
         self._streak = 0.0
         self._pending = []
+        self._rows_read = 0
         self._last_full = None
 
     def _fold(self, rows) -> list[tuple]:
@@ -308,11 +311,14 @@ class JaxStats:
         self._last_full = None  # Not a recording: its statistics are not read.
         if not pending:
             return False
-        *earlier, out = pending
-        if not isinstance(out, dict) or any(isinstance(o, dict) for o in earlier):
+        # A step's entry is its device arrays until `quiet` reads it: the
+        # steps before the last were all read if the one before it was.
+        out, last = pending[-1], len(pending) - 1
+        if not isinstance(out, dict) or self._rows_read < last:
             return False
         row = _read_row(np.asarray(out["row"]))
         pending[-1] = row
+        self._rows_read = last + 1
         return self._within_bounds(row)
 
     def _within_bounds(self, row) -> bool:
@@ -335,6 +341,7 @@ class JaxStats:
         """The every-step rows not read yet, in step order, as host rows
         (`_read_row`; those `quiet` read are rows already); read now."""
         pending, self._pending = self._pending, []
+        self._rows_read = 0
         devices = [out for out in pending if isinstance(out, dict)]
         host = iter(_read_row(o) for o in jax.device_get([d["row"] for d in devices]))
         return [next(host) if isinstance(out, dict) else out for out in pending]
@@ -395,6 +402,6 @@ def _read_row(values) -> list[float]:
     `"row"` vector: the step, no tick, the loss scale, the learning rate,
     the loss, the silent units, then each variable's gradient norm
     (scaled)."""
-    values = np.asarray(values, "float64").tolist()
+    values = np.asarray(values).tolist()  # float32: exact as Python floats.
     step = values[0] * _STEP_SPLIT + values[1]
     return [step, -1.0, *values[_ROW_SCALE:]]

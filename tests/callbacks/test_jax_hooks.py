@@ -819,6 +819,12 @@ def test_quiet_steps_wait_and_alarms_are_judged_at_once():
     hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 1.0, 3.0))
     hooks._pending = [_row(10, [0.0, 5.0], silent=3)]
     assert hooks.quiet()
+    hooks.read_steps()
+    # Step 11 not read by `quiet` (as a full step's): 12, quiet itself, is
+    # judged at once with it.
+    hooks._pending = [_row(11, [3.0, 4.0]), _row(12, [3.0, 4.0])]
+    assert not hooks.quiet()
+    assert [s[0] for s in hooks.read_steps()] == [11, 12]
 
 
 def test_read_quiet_gives_each_waiting_step_and_exact_large_steps():
