@@ -90,15 +90,16 @@ def _reduce_rows(before: list, after: list, ids) -> tuple:
     Not `weight_rows` itself: its several operations per small weight took
     seconds to compile for a CNN's hundreds of weights, once a process.
     Nor one segment sum of every weight: XLA's CPU scatter adds a segment's
-    elements one after the other, and a full step of an MLP with a large
-    weight took about seven times its own time.
+    elements one after the other, and for an MLP with one large weight
+    these rows took longer than its training step.
     """
     layout = step_stats.norm_row(before, norms=False).layout
     large = [i for i, norm in zip(layout.order, layout.norms) if norm]
     small = layout.order[len(large) :]
-    joined = small and [
+    joined = [
         jnp.concatenate([jnp.ravel(v[i]).astype("float32") for i in small])
         for v in (before, after)
+        if small
     ]
     rows = []
     for update in (False, True):

@@ -596,7 +596,7 @@ def test_weight_rows_of_a_full_step_equal_numpys(kind, monkeypatch):
             for i, norm in zip(layout.order, layout.norms)
         ]
         np.testing.assert_allclose(np.asarray(row), expected, rtol=2e-6)
-    # The small weights' segment ids, made once.
+    # The small weights' segment ids, kept for the next full step.
     assert len(_jax_weights._segment_ids) == int(kind != "large")
 
 
