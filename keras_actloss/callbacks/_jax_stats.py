@@ -144,8 +144,6 @@ class JaxStats:
     _layout = step_reader.StepLayout()
     # Every step full (`every_n_steps=1`): the step reduces the weights.
     all_full = False
-    # How many of `_pending`'s first entries `quiet` read into host rows.
-    _rows_read = 0
 
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
@@ -284,7 +282,6 @@ class JaxStats:
         """Starts judging steps after the ones run so far."""
         self._streak = 0.0
         self._pending = []
-        self._rows_read = 0
         self._last_full = None
 
     def _fold(self, rows) -> list[tuple]:
@@ -311,14 +308,16 @@ class JaxStats:
         self._last_full = None  # Not a recording: its statistics are not read.
         if not pending:
             return False
-        # A step's entry is its device arrays until `quiet` reads it: the
-        # steps before the last were all read if the one before it was.
-        out, last = pending[-1], len(pending) - 1
-        if not isinstance(out, dict) or self._rows_read < last:
+        # A step's entry is its device arrays until `quiet` reads it, and
+        # a step it does not pass has all read: the steps before the last
+        # were all read if the one before it was (no scan a step).
+        out = pending[-1]
+        if not isinstance(out, dict) or (
+            len(pending) > 1 and isinstance(pending[-2], dict)
+        ):
             return False
         row = _read_row(np.asarray(out["row"]))
         pending[-1] = row
-        self._rows_read = last + 1
         return self._within_bounds(row)
 
     def _within_bounds(self, row) -> bool:
@@ -341,7 +340,6 @@ class JaxStats:
         """The every-step rows not read yet, in step order, as host rows
         (`_read_row`; those `quiet` read are rows already); read now."""
         pending, self._pending = self._pending, []
-        self._rows_read = 0
         devices = [out for out in pending if isinstance(out, dict)]
         host = iter(_read_row(o) for o in jax.device_get([d["row"] for d in devices]))
         return [next(host) if isinstance(out, dict) else out for out in pending]
