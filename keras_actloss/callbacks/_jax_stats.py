@@ -12,7 +12,9 @@ the jitted step with its logs:
   the update (as `step // 2**20` and `step % 2**20`, both exact in
   float32), the loss scale (1 without), the learning rate, the loss, the
   silent units (`step_stats.NormRow.silent`), then the gradients'
-  `step_stats.norm_row` (scaled);
+  `step_stats.norm_row` (scaled), and last the step's `step_stats.alarm`
+  values, which the host compares with its bounds after each step
+  (`quiet`: no sum over the row in Python);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
   (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
   of the weights and their update (`weight_rows`), which the host reduces
@@ -21,7 +23,7 @@ the jitted step with its logs:
   step is full (`all_full`), the step reduces on every step.
 
 The host turns `"row"` into a row of the TensorFlow ring
-(`_step_rows.RING_*`, `_read_row`), judges the steps with the same
+(`_step_rows.RING_*`, `_read_rows`), judges the steps with the same
 `fold_rows` and reads a full step with the same `full_record`.
 
 `_Trace` is what the wrappers of `_jax_hooks` note while one step is
@@ -41,9 +43,9 @@ from keras_actloss.callbacks._step_rows import (
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
     RING_HEAD,
-    RING_LR,
     RING_SCALE,
-    RING_SILENT,
+    RING_STEP,
+    RING_TICK,
     fold_rows,
     full_record,
     quiet_steps,
@@ -51,8 +53,11 @@ from keras_actloss.callbacks._step_rows import (
 )
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 
-# The every-step part of a step's statistics (a ring row, see `_read_row`).
+# The every-step part of a step's statistics (a ring row, see `_read_rows`),
+# before the gradients' norms; the row ends with `step_stats.alarm`'s
+# `_ALARM` values.
 ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss", "silent")
+_ALARM = 4
 _STEP_SPLIT = 2**20
 # What `JaxStats._merge` joins per variable, in a call's record.
 MERGED = ("grads", "variables", "before", "after")
@@ -205,7 +210,14 @@ class JaxStats:
             gradients.silent,
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
-        row = ops.concatenate([head, gradients.row[0]], 0)
+        alarm = step_stats.alarm(
+            gradients.row,
+            gradients.layout,
+            applied["scale"],
+            applied["rate"],
+            gradients.silent,
+        )
+        row = ops.concatenate([head, gradients.row[0], alarm], 0)
         before, after = applied["before"], applied["after"]
         self._weight_positions = None
         if not self.all_full:
@@ -230,9 +242,7 @@ class JaxStats:
         `_Trace.when_full`) with the `norm_row`s of the weights and their
         update (`_statistics`); notes the full step's layout."""
         # The norms are in the row already (`_statistics`).
-        gradients = step_stats.norm_row(
-            applied["grads"], extremes=True, joined=True, norms=False
-        )
+        gradients = step_stats.norm_row(applied["grads"], extremes=True, norms=False)
         layers, counts = self._grad_layers(), self._var_sizes()
         samples = self._sample_sizes()
         counted = None if extra is None else extra["activations"]
@@ -259,9 +269,8 @@ class JaxStats:
         if counted is not None:
             out["activations"] = counted
         if samples:
-            index = step_stats.sample_index(counts, layers, gradients.layout, samples)
-            out["sample"] = step_stats.gradient_sample(
-                gradients.joined, index, applied["scale"]
+            out["sample"] = step_stats.sliced_sample(
+                applied["grads"], layers, samples, applied["scale"]
             )
         return out
 
@@ -284,8 +293,8 @@ class JaxStats:
         self._pending = []
         self._last_full = None
 
-    def _fold(self, rows) -> list[tuple]:
-        if not rows:
+    def _fold(self, rows: np.ndarray) -> list[tuple]:
+        if not len(rows):
             return []
         patience = LOSS_SCALE_PATIENCE if self.loss_scaled else None
         out, self._streak = fold_rows(
@@ -316,16 +325,8 @@ class JaxStats:
             len(pending) > 1 and isinstance(pending[-2], dict)
         ):
             return False
-        row = _read_row(np.asarray(out["row"]))
-        pending[-1] = row
-        return self._within_bounds(row)
-
-    def _within_bounds(self, row) -> bool:
-        squares = self._grad_layout.total(row[RING_HEAD:])
-        total = squares / (row[RING_SCALE] * row[RING_SCALE])
-        zeros = self._grad_layout.zeros(row[RING_HEAD:])
-        silent = row[RING_SILENT]
-        return within_bounds(total, row[RING_LR], zeros, silent, self._bounds)
+        vector = pending[-1] = np.asarray(out["row"])
+        return within_bounds(*vector[-_ALARM:].tolist(), self._bounds)
 
     def read_quiet(self) -> list[tuple[int, float, float, float, int, int]]:
         """`(step, global norm, learning rate, loss, zeros, silent)` of the
@@ -336,13 +337,16 @@ class JaxStats:
         self._streak = 0.0  # Quiet steps are finite.
         return quiet_steps(rows, self._grad_layout)
 
-    def _host_rows(self) -> list[list[float]]:
+    def _host_rows(self) -> np.ndarray:
         """The every-step rows not read yet, in step order, as host rows
-        (`_read_row`; those `quiet` read are rows already); read now."""
+        (`_read_rows`; those `quiet` read are host vectors already); read
+        now."""
         pending, self._pending = self._pending, []
-        devices = [out for out in pending if isinstance(out, dict)]
-        host = iter(_read_row(o) for o in jax.device_get([d["row"] for d in devices]))
-        return [next(host) if isinstance(out, dict) else out for out in pending]
+        rows = [out["row"] for out in pending if isinstance(out, dict)]
+        fetched = iter(jax.device_get(rows))
+        return _read_rows(
+            [next(fetched) if isinstance(out, dict) else out for out in pending]
+        )
 
     def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
@@ -364,7 +368,7 @@ class JaxStats:
         steps = self._fold(self._host_rows())
         host = jax.device_get({k: v for k, v in full.items() if k != "sample"})
         values = {k: np.asarray(v, "float64").tolist() for k, v in host.items()}
-        values["row"] = _read_row(host["row"])
+        values["row"] = _read_rows([host["row"]])[0].tolist()
         values.setdefault("activations", [])
         return full_record(self._layout, values, steps, self._loss_known)
 
@@ -395,11 +399,16 @@ class JaxStats:
         return value if value.size else None
 
 
-def _read_row(values) -> list[float]:
-    """A host row in the `_step_rows` ring layout (`fold_rows`) from a
-    `"row"` vector: the step, no tick, the loss scale, the learning rate,
-    the loss, the silent units, then each variable's gradient norm
-    (scaled)."""
-    values = np.asarray(values).tolist()  # float32: exact as Python floats.
-    step = values[0] * _STEP_SPLIT + values[1]
-    return [step, -1.0, *values[_ROW_SCALE:]]
+def _read_rows(vectors: list) -> np.ndarray:
+    """Host rows in the `_step_rows` ring layout (`fold_rows`), float64,
+    from `"row"` vectors of one length: the step, no tick, the loss scale,
+    the learning rate, the loss, the silent units, then each variable's
+    gradient norm (scaled); not the alarm values."""
+    if not vectors:
+        return np.zeros((0, RING_HEAD))
+    values = np.stack(vectors).astype("float64")  # float32: exact in float64.
+    rows = np.empty((len(values), values.shape[1] - _ALARM))
+    rows[:, RING_STEP] = values[:, 0] * _STEP_SPLIT + values[:, 1]
+    rows[:, RING_TICK] = -1.0
+    rows[:, RING_SCALE:] = values[:, _ROW_SCALE:-_ALARM]
+    return rows

@@ -785,9 +785,16 @@ def _hooks_of_a_line():
 
 
 def _row(step, norms, rate=0.1, loss=0.3, scale=1.0, silent=0):
-    """A step's every-step vector as the jitted step returns it."""
+    """A step's every-step vector as the jitted step returns it, ending
+    with the alarm values the step computes (`step_stats.alarm`, of the
+    layout of `_hooks_of_a_line`)."""
+    from keras_actloss.diagnostics import step_stats
+
     head = [step // 2**20, step % 2**20, scale, rate, loss, silent]
-    return {"row": np.array(head + list(norms), "float32")}
+    layout = step_stats.RowLayout((0, 1), (True, True))
+    values = np.array([norms], "float32")
+    alarm = step_stats.alarm(values, layout, np.float32(scale), rate, silent)
+    return {"row": np.array(head + list(norms) + list(np.asarray(alarm)), "float32")}
 
 
 def test_quiet_steps_wait_and_alarms_are_judged_at_once():
@@ -795,6 +802,8 @@ def test_quiet_steps_wait_and_alarms_are_judged_at_once():
     # Gradient norms 3 and 4: squared global norm 25 (global norm 5).
     hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 0.0, 2.0))
     hooks._pending = [_row(5, [3.0, 4.0])]
+    # The row ends with the squared global norm, rate, zero norms, silent.
+    np.testing.assert_allclose(hooks._pending[0]["row"][-4:], [25.0, 0.1, 0, 0])
     assert hooks.quiet()
     hooks._pending.append(_row(6, [3.0, 4.0], rate=0.3))  # Rate out of bounds.
     assert not hooks.quiet()

@@ -175,17 +175,22 @@ def test_sample_positions(counts, size, expected):
     assert all(a.dtype == np.int32 for a in out)
 
 
+@pytest.mark.parametrize("sliced", [False, True], ids=["gather", "sliced"])
 @pytest.mark.parametrize("scale", [None, 2.0])
-def test_gradient_sample_is_each_layers_strided_sample(rng, scale):
+def test_gradient_sample_is_each_layers_strided_sample(rng, scale, sliced):
     # Tensors 0 and 2 are layer 1's, tensor 1 layer 0's, tensor 3 is not
     # monitored; layer 2 has no gradient in the step (its sample is zeros).
-    shapes = [(NORM_MIN_ELEMENTS + 4,), (30, 3), (9,), (5,)]
-    layers = [1, 0, 1, -1]
-    sizes = {0: 40, 1: 100, 2: 3}
-    xs = [rng.normal(size=s).astype("float32") for s in shapes]
+    # Tensor 4 (float16, 2x2x3) is layer 3's: all 12 of its elements.
+    shapes = [(NORM_MIN_ELEMENTS + 4,), (30, 3), (9,), (5,), (2, 2, 3)]
+    layers = [1, 0, 1, -1, 3]
+    sizes = {0: 40, 1: 100, 2: 3, 3: 12}
+    dtypes = ["float32"] * 4 + ["float16"]
+    xs = [rng.normal(size=s).astype(d) for s, d in zip(shapes, dtypes)]
     counts = [x.size for x in xs]
 
     def run(*ts):
+        if sliced:
+            return step_stats.sliced_sample(list(ts), layers, sizes, scale)
         out = step_stats.norm_row(list(ts), joined=True)
         index = step_stats.sample_index(counts, layers, out.layout, sizes)
         return step_stats.gradient_sample(out.joined, index, scale)
@@ -201,8 +206,10 @@ def test_gradient_sample_is_each_layers_strided_sample(rng, scale):
         taken = flat[:: max(1, flat.size // size)][:size]
         expected.append(np.pad(taken, (0, size - taken.size)))
     expected = np.concatenate(expected) / (scale or 1.0)
+    assert sample.dtype == np.float32
     np.testing.assert_allclose(sample, expected, rtol=1e-6)
     assert _np(step_stats.gradient_sample(xs[0], np.zeros(0, "int32"), None)).size == 0
+    assert _np(step_stats.sliced_sample(xs, layers, {}, None)).size == 0
 
 
 class _Plan:

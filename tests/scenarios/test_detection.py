@@ -145,9 +145,16 @@ def _configured(case, policy, jit_compile):
         ("lr_jump_adam_bn", "float32", True, None),
         # Diverging from step 0, one to three batches overflow between each
         # update (the step count stays on those): two recorded updates over
-        # the weights' norm, with the loss blown up, reported at batch 3 of
-        # 16 (at step 1 in float32).
-        ("explode_finite", "mixed_float16", False, {cases.EXPLODING: 3}),
+        # the weights' norm (steps 0-1), with the loss blown up, reported at
+        # batch 3 of 16 (at step 1 in float32); on JAX, whose seeded
+        # initializers draw other weights, the second update comes a batch
+        # earlier: reported at batch 2.
+        (
+            "explode_finite",
+            "mixed_float16",
+            False,
+            {cases.EXPLODING: 2 if cases.BACKEND == "jax" else 3},
+        ),
         ("dead_relu", "mixed_float16", True, None),
     ],
 )
