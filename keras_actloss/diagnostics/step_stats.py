@@ -391,11 +391,10 @@ def sliced_sample(
     static strided slice of its flat view, then zeros pad each layer's
     sample to its size; divided by the loss scale `scale` (None: unscaled).
 
-    For XLA backends: no copy of every gradient into one vector and no
-    gather (on JAX's CPU that joined copy and gather took about a third of
-    a second of MobileNetV2's compilation, and the copy ran on every full
-    step). TensorFlow keeps the gather, whose tracing costs a few ops
-    where a slice per tensor costs several.
+    For XLA backends (JAX): a full step makes no copy of every gradient
+    into one vector (as large as the model) and no gather. TensorFlow keeps
+    the gather, whose tracing costs a few graph ops where a slice per
+    tensor costs several.
     """
     counts = [math.prod(x.shape) for x in tensors]
     mine: dict[int, list[int]] = {}
