@@ -181,10 +181,12 @@ def test_gradient_sample_is_each_layers_strided_sample(rng, scale, sliced):
     # Tensors 0 and 2 are layer 1's, tensor 1 layer 0's, tensor 3 is not
     # monitored; layer 2 has no gradient in the step (its sample is zeros).
     # Tensor 4 (float16, 2x2x3) is layer 3's: all 12 of its elements.
-    shapes = [(NORM_MIN_ELEMENTS + 4,), (30, 3), (9,), (5,), (2, 2, 3)]
-    layers = [1, 0, 1, -1, 3]
-    sizes = {0: 40, 1: 100, 2: 3, 3: 12}
-    dtypes = ["float32"] * 4 + ["float16"]
+    # Tensors 5 and 6 (10 and 9 elements) are layer 4's: stride 19 // 6 =
+    # 3, positions 0, 3, 6, 9 of the first and 12 - 10 = 2, 5 of the second.
+    shapes = [(NORM_MIN_ELEMENTS + 4,), (30, 3), (9,), (5,), (2, 2, 3), (10,), (9,)]
+    layers = [1, 0, 1, -1, 3, 4, 4]
+    sizes = {0: 40, 1: 100, 2: 3, 3: 12, 4: 6}
+    dtypes = ["float32"] * 4 + ["float16"] + ["float32"] * 2
     xs = [rng.normal(size=s).astype(d) for s, d in zip(shapes, dtypes)]
     counts = [x.size for x in xs]
 
