@@ -371,16 +371,23 @@ def sample_index(
     start, at = {}, 0
     for k in layout.order:
         start[k], at = at, at + counts[k]
+    pieces = [np.zeros(0, "int64")]
+    for size, found in _layer_samples(counts, layers, sizes):
+        pieces += [p + start[k] for k, p in found]
+        pieces.append(np.full(size - sum(len(p) for _, p in found), at))
+    return np.concatenate(pieces).astype("int32")
+
+
+def _layer_samples(counts: list[int], layers: list[int], sizes: dict[int, int]):
+    """Per layer `i` of `sizes`, in order: its sample size and, for each of
+    its tensors (`layers[k] == i`, in tensor order), `(k, positions)` of its
+    part of the layer's strided sample (`sample_positions`)."""
     mine: dict[int, list[int]] = {}
     for k, layer in enumerate(layers):
         mine.setdefault(layer, []).append(k)
-    pieces = [np.zeros(0, "int64")]
     for i, size in sizes.items():
         ks = mine.get(i, [])
-        found = sample_positions([counts[k] for k in ks], size)
-        pieces += [p + start[k] for k, p in zip(ks, found)]
-        pieces.append(np.full(size - sum(len(p) for p in found), at))
-    return np.concatenate(pieces).astype("int32")
+        yield size, list(zip(ks, sample_positions([counts[k] for k in ks], size)))
 
 
 def sliced_sample(
@@ -397,14 +404,10 @@ def sliced_sample(
     tensor costs several.
     """
     counts = [math.prod(x.shape) for x in tensors]
-    mine: dict[int, list[int]] = {}
-    for k, layer in enumerate(layers):
-        mine.setdefault(layer, []).append(k)
     pieces = []
-    for i, size in sizes.items():
-        ks = mine.get(i, [])
+    for size, found in _layer_samples(counts, layers, sizes):
         taken = 0
-        for k, at in zip(ks, sample_positions([counts[k] for k in ks], size)):
+        for k, at in found:
             if not len(at):
                 continue
             step = int(at[1] - at[0]) if len(at) > 1 else 1

@@ -16,6 +16,7 @@ import pytest
 from callback_models import WeightsPerStep, build_model, run_script, weights
 from keras import ops
 
+from keras_actloss.diagnostics.step_stats import RowLayout
 from tests.backend_support import BACKEND
 
 pytestmark = pytest.mark.skipif(
@@ -767,12 +768,15 @@ def test_a_process_that_exits_while_the_check_program_compiles_exits_cleanly():
     assert result == {"started": True, "compiling": True}
 
 
+# The gradients' layout of `_hooks_of_a_line`: kernel then bias, L2 norms.
+_LINE_LAYOUT = RowLayout((0, 1), (True, True))
+
+
 def _hooks_of_a_line():
     """`JaxTrainHooks` of a compiled `Dense(1)` on one input: two variables
     (kernel, bias), both of the layer "line"."""
     from keras_actloss.callbacks._jax_hooks import JaxTrainHooks
     from keras_actloss.callbacks._model_plan import plan_layers
-    from keras_actloss.diagnostics.step_stats import RowLayout
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
     model.compile(keras.optimizers.SGD(0.1), "mse")
@@ -780,7 +784,7 @@ def _hooks_of_a_line():
     hooks = JaxTrainHooks(model, plan_layers(model))
     # As if traced, with the rows below holding the kernel's and the bias's
     # gradient norms (a traced step gives these small ones sums of squares).
-    hooks._grad_layout = RowLayout((0, 1), (True, True))
+    hooks._grad_layout = _LINE_LAYOUT
     return hooks
 
 
@@ -791,9 +795,8 @@ def _row(step, norms, rate=0.1, loss=0.3, scale=1.0, silent=0):
     from keras_actloss.diagnostics import step_stats
 
     head = [step // 2**20, step % 2**20, scale, rate, loss, silent]
-    layout = step_stats.RowLayout((0, 1), (True, True))
     values = np.array([norms], "float32")
-    alarm = step_stats.alarm(values, layout, np.float32(scale), rate, silent)
+    alarm = step_stats.alarm(values, _LINE_LAYOUT, np.float32(scale), rate, silent)
     return {"row": np.array(head + list(norms) + list(np.asarray(alarm)), "float32")}
 
 
