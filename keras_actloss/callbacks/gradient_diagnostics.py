@@ -141,7 +141,10 @@ class GradientDiagnostics(
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
-      under dynamic loss scaling after 3 overflows in a row; after 2
+      under dynamic loss scaling after 3 overflows in a row, or, when
+      every step from the first one overflowed with the loss finite (no
+      update ever applied), with the `non_finite` step that ends them;
+      after 2
       recordings in a row whose update changed a layer's weights by more
       than their norm while the loss rose 3x from the first (and above
       where training began): a step size that blows the model up.

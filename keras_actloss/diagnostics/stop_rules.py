@@ -10,6 +10,8 @@ use.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from keras_actloss import findings as F
@@ -45,8 +47,9 @@ class NonFiniteRules(RuleFamily):
     `exploding_update_ratio` times their norm, or when an explosion was
     reported within `_EXPLOSION_STEPS` steps before it; under loss scaling,
     gradients that overflowed float16 at every scale with the loss finite
-    are the scale of the data (or of the initial weights); else the data or
-    the loss.
+    are the scale of the data (or of the initial weights), and an explosion
+    as well when they did from the first step on; else the data or the
+    loss.
     """
 
     def _non_finite_step(self, new, event: SentinelEvent, loss=None) -> None:
@@ -131,6 +134,10 @@ class NonFiniteRules(RuleFamily):
                 + (" or of the initial weights" if last is None else "")
                 + " is the likely cause (unscaled inputs or regression targets)."
             )
+            if last is None:
+                # No update was ever applied: the gradients exploded.
+                self._overflowed_from_start(new, event)
+                message += " It follows the explosion of the gradients."
             fix = _OVERFLOW_FIX
         elif last is None:
             message += (
@@ -147,6 +154,26 @@ class NonFiniteRules(RuleFamily):
             fix = _DATA_FIX
         self._add(
             new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    def _overflowed_from_start(self, new, event: SentinelEvent) -> None:
+        """Reports the explosion behind a run of loss-scale overflows from
+        the first step on that stopped training (`event`) with the loss
+        finite: no finite gradient at any scale tried, while a loss of
+        float16's range would have been inf or NaN."""
+        self._add(
+            new,
+            F.EXPLODING_GRADIENTS,
+            None,
+            event.step,
+            math.inf,
+            f"Every step from the first one (step {event.step}) overflowed "
+            "float16 under loss scaling, the update skipped and the scale "
+            f"halved each time, while the loss stayed finite ({event.loss:.3g}): "
+            "the gradients are beyond float16's range at every scale tried, "
+            "they exploded from the first step on (the scale of the data or "
+            "of the initial weights).",
+            _OVERFLOW_FIX,
         )
 
     def _explosion_before(self, step: int) -> bool:

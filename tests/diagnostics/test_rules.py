@@ -1540,15 +1540,48 @@ class TestLossScalingStopped:
 
     def test_overflowing_from_the_first_step_with_a_finite_loss(self):
         # Regression targets of ~1e6 in float16: every update skipped from
-        # step 0, the loss finite (7e11).
-        found = self._stopped(HealthRules(mlp(["relu"])), 0, 7.2e11)
+        # step 0, the loss finite (7e11). No update was ever applied: the
+        # explosion (the cause), then the non-finite step (training stopped).
+        rules = HealthRules(mlp(["relu"]))
+        for _ in range(9):
+            assert rules.observe_overflow(0, 0.01) == []
+        event = SentinelEvent(
+            0, math.nan, True, "dense_0", 0.01, 7.2e11, update_skipped=True
+        )
+        exploding, found = rules.observe_step(event)
+        assert (exploding.mode, exploding.layer, exploding.step) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            0,
+        )
+        assert exploding.value == math.inf
+        assert exploding.message == (
+            "Every step from the first one (step 0) overflowed float16 under "
+            "loss scaling, the update skipped and the scale halved each time, "
+            "while the loss stayed finite (7.2e+11): the gradients are beyond "
+            "float16's range at every scale tried, they exploded from the "
+            "first step on (the scale of the data or of the initial weights)."
+        )
+        assert exploding.fix == rules_module._OVERFLOW_FIX
+        assert (found.mode, found.layer, found.step) == (F.NON_FINITE, "dense_0", 0)
         assert found.message.endswith(
             "The loss is finite (7.2e+11) and no step before it had finite "
             "gradients: the gradients are beyond float16's range at every loss "
             "scale tried, so the scale of the data or of the initial weights is "
-            "the likely cause (unscaled inputs or regression targets)."
+            "the likely cause (unscaled inputs or regression targets). It "
+            "follows the explosion of the gradients."
         )
         assert found.fix == rules_module._OVERFLOW_FIX
+
+    def test_a_nan_loss_from_the_first_step_is_no_explosion(self):
+        # Skipped updates from step 0 whose loss is NaN: the data or the
+        # loss, not an explosion.
+        event = SentinelEvent(
+            0, math.nan, True, "dense_0", 0.01, math.nan, update_skipped=True
+        )
+        (found,) = HealthRules(mlp(["relu"])).observe_step(event)
+        assert (found.mode, found.step) == (F.NON_FINITE, 0)
+        assert found.fix == rules_module._DATA_FIX
 
     def test_overflowing_after_normal_steps_with_a_finite_loss(self):
         rules = HealthRules(mlp(["relu"]))

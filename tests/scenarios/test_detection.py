@@ -156,6 +156,17 @@ def _configured(case, policy, jit_compile):
             {cases.EXPLODING: 2 if cases.BACKEND == "jax" else 3},
         ),
         ("dead_relu", "mixed_float16", True, None),
+        # Targets of ~1e6: the gradients overflow float16 at every loss
+        # scale from step 0 on, the loss finite (7e11), so no update is ever
+        # applied (the step count stays at 0). The 10th overflow in a row
+        # stops training: the explosion (the cause) and the non-finite step,
+        # both at batch 9.
+        (
+            "explode_to_nan",
+            "mixed_float16",
+            False,
+            {cases.EXPLODING: 9, cases.NON_FINITE: 9},
+        ),
     ],
 )
 def test_failures_under_mixed_precision_and_xla(name, policy, jit_compile, reported):
