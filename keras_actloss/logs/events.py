@@ -11,8 +11,10 @@ TensorBoard is imported inside the functions that use it, as in the rest of
 `advise` stay free of TensorBoard. TensorFlow is optional (the `[cpu]` /
 `[tensorflow]` extras; `[jax]` has none): `loaded_tensorflow()` is the one
 place that decides whether it is used, and it never imports it. Without it,
-records are written by TensorBoard's own `RecordWriter` and checked here,
-with TensorBoard's CRC32C, to the same bytes and the same verdicts.
+records are written (`RecordFile`) and checked here with `masked_crc32c`,
+to the same bytes and the same verdicts: the C CRC-32C of `google-crc32c`
+where it is installed (the `[jax]` extra has it), else TensorBoard's own
+pure-Python one, which takes milliseconds a recording on a large model.
 TensorBoard's readers (`read_events`, the reader's `EventAccumulator`) make
 their own choice: TensorFlow where it is installed, their stub where not.
 """
@@ -20,12 +22,13 @@ their own choice: TensorFlow where it is installed, their stub where not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
 import struct
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from types import ModuleType
 
 from keras_actloss.findings import Finding
@@ -94,16 +97,61 @@ def loaded_tensorflow() -> ModuleType | None:
 def open_records(path: str):
     """A TFRecord writer on a new file at `path` (`write`, `flush`, `close`).
 
-    `tf.io.TFRecordWriter` when TensorFlow is loaded, else TensorBoard's
-    `RecordWriter` over a plain file: the same bytes (TFRecord framing,
-    masked CRC32C).
+    `tf.io.TFRecordWriter` when TensorFlow is loaded, else a `RecordFile`:
+    the same bytes (TFRecord framing, masked CRC32C).
     """
     tf = loaded_tensorflow()
     if tf is not None:
         return tf.io.TFRecordWriter(path)
-    from tensorboard.summary.writer.record_writer import RecordWriter
+    return RecordFile(path)
 
-    return RecordWriter(open(path, "wb"))  # noqa: SIM115 (closed by `close`)
+
+class RecordFile:
+    """TFRecords appended to a new file at `path`, with `masked_crc32c`."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by `close`)
+
+    def write(self, data: bytes) -> None:
+        header = struct.pack("<Q", len(data))
+        self._file.write(
+            b"".join(
+                (
+                    header,
+                    struct.pack("<I", masked_crc32c(header)),
+                    data,
+                    struct.pack("<I", masked_crc32c(data)),
+                )
+            )
+        )
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@functools.cache
+def _crc32c() -> Callable[[bytes], int]:
+    """The CRC-32C of bytes: `google_crc32c`'s C implementation when it is
+    installed, else TensorBoard's pure-Python one (the same values)."""
+    try:
+        import google_crc32c
+    except ImportError:
+        google_crc32c = None
+    if google_crc32c is not None and google_crc32c.implementation == "c":
+        return google_crc32c.value
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c
+
+    return crc32c
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of `data` (as TensorFlow's `crc32c::Mask`:
+    rotated right by 15 bits, plus 0xa282ead8, modulo 2**32)."""
+    crc = _crc32c()(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def check_file(path: str) -> Damage | None:
@@ -157,8 +205,6 @@ def check_records(path: str, data: bool = True) -> tuple[int, int, str | None]:
     Without `data`, only the headers are checked (and that each record fits
     in the file): the records' data is skipped, not read.
     """
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-
     records = offset = 0
     size = os.path.getsize(path)
     with open(path, "rb") as f:

@@ -17,7 +17,8 @@ statistics.
 
 TensorBoard is imported inside the methods that write. TensorFlow is not
 needed: without it (the `[jax]` extra) the same events are written with
-TensorBoard's protobufs and record writer, and the heatmap PNG is encoded in
+TensorBoard's protobufs and our own TFRecord framing
+(`keras_actloss.logs.events.RecordFile`), and the heatmap PNG is encoded in
 NumPy (`keras_actloss.logs.heatmap.encode_png`) either way.
 """
 

@@ -152,9 +152,63 @@ def test_report_exit_code_and_output(tmp_path, no_tensorflow):
     assert "keras-actloss report:" not in result.stderr  # no warning, no error
 
 
-def test_event_file_bytes_equal_tensorflows(tmp_path, request):
-    # The same events through TensorFlow's record writer and through
-    # TensorBoard's: the same bytes (framing and masked CRC32C).
+@pytest.fixture(params=["google_crc32c", "tensorboard"])
+def crc_implementation(request, monkeypatch):
+    """`events.masked_crc32c` on each CRC-32C: `google_crc32c`'s C one
+    (skipped where it is not installed) and TensorBoard's pure-Python one
+    (as where `google_crc32c` is not installed: its import fails)."""
+    if request.param == "google_crc32c":
+        crc = pytest.importorskip("google_crc32c")
+        if crc.implementation != "c":
+            pytest.skip("google_crc32c without its C extension")
+    else:
+        monkeypatch.setitem(sys.modules, "google_crc32c", None)
+    events._crc32c.cache_clear()
+    yield request.param
+    events._crc32c.cache_clear()
+
+
+def test_masked_crc32c_of_the_check_string(crc_implementation):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+
+    implementation = events._crc32c()
+    assert (implementation is pywrap_tensorflow.crc32c) == (
+        crc_implementation == "tensorboard"
+    )
+    # CRC-32C's check value: 0xE3069283 for b"123456789" (RFC 3720, B.4's
+    # polynomial; the catalogue's CRC-32/ISCSI). Masked as TensorFlow's
+    # crc32c::Mask: rotated right by 15 bits, plus 0xA282EAD8 mod 2**32.
+    assert implementation(b"123456789") == 0xE3069283
+    rotated = (0xE3069283 >> 15) | ((0xE3069283 << 17) & 0xFFFFFFFF)
+    assert events.masked_crc32c(b"123456789") == (rotated + 0xA282EAD8) % 2**32
+    # And TensorBoard's own masked CRC on empty, short and long data.
+    for data in (b"", b"\x00", bytes(range(256)) * 41):
+        assert events.masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
+
+
+def test_record_file_bytes_equal_tensorboards(tmp_path, crc_implementation):
+    # TensorBoard's own record writer is the reference for the framing.
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    records = [b"", b"\x0a\x03\x0a\x01a", bytes(range(256)) * 40]
+    ours = events.RecordFile(str(tmp_path / "ours"))
+    with open(tmp_path / "tensorboard", "wb") as f:
+        theirs = RecordWriter(f)
+        for record in records:
+            ours.write(record)
+            theirs.write(record)
+        ours.close()
+    assert (tmp_path / "ours").read_bytes() == (tmp_path / "tensorboard").read_bytes()
+    assert events.check_records(str(tmp_path / "ours")) == (
+        3,
+        sum(len(r) + 16 for r in records),
+        None,
+    )
+
+
+def test_event_file_bytes_equal_tensorflows(tmp_path, request, crc_implementation):
+    # The same events through TensorFlow's record writer and through ours
+    # (`events.RecordFile`): the same bytes (framing and masked CRC32C).
     tf = pytest.importorskip("tensorflow")
     summaries = [b"", b"\x0a\x03\x0a\x01a", bytes(range(256)) * 40]
 
