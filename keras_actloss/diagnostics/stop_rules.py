@@ -159,8 +159,8 @@ class NonFiniteRules(RuleFamily):
     def _overflowed_from_start(self, new, event: SentinelEvent) -> None:
         """Reports the explosion behind a run of loss-scale overflows from
         the first step on that stopped training (`event`) with the loss
-        finite: no finite gradient at any scale tried, while a loss of
-        float16's range would have been inf or NaN."""
+        finite: the forward pass fit float16 (a loss past it is inf or
+        NaN), the backward pass did not at any scale tried."""
         self._add(
             new,
             F.EXPLODING_GRADIENTS,
