@@ -404,7 +404,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._wrap(model, "make_train_function", self._guard(model))
         for i, plan in enumerate(self.plans):
             if plan.profile is not None:
-                self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
+                self._wrap(plan.hooked, "call", self._call_wrapper(plan.hooked.call, i))
         self.installed = True
 
     # Wrapping on the instances and undoing it is backend-neutral: the same
@@ -419,12 +419,13 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             trace = self._trace
-            if trace is None or not isinstance(outputs, jax.Array):
+            watched = self.plans[index].activation(outputs)
+            if trace is None or not isinstance(watched, jax.Array):
                 return outputs
             if trace.recording:
-                trace.outputs.setdefault(index, []).append(outputs)
+                trace.outputs.setdefault(index, []).append(watched)
             elif _homes_known():
-                kept = jax.lax.stop_gradient(outputs)
+                kept = jax.lax.stop_gradient(watched)
                 if _made_in(kept, trace.home):
                     trace.loose.setdefault(index, []).append(kept)
             return outputs

@@ -298,7 +298,7 @@ class TrainHooks(GraphStats):
         self._wrap(model, "make_train_function", self._guard(model))
         for i, plan in enumerate(self.plans):
             if plan.profile is not None:
-                self._wrap(plan.layer, "call", self._call_wrapper(plan.layer.call, i))
+                self._wrap(plan.hooked, "call", self._call_wrapper(plan.hooked.call, i))
         self.installed = True
 
     def _create_variables(self) -> None:
@@ -472,8 +472,9 @@ class TrainHooks(GraphStats):
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            if getattr(self._local, "mode", None) == FULL and tf.is_tensor(outputs):
-                self._local.outputs.setdefault(index, []).append(outputs)
+            watched = self.plans[index].activation(outputs)
+            if getattr(self._local, "mode", None) == FULL and tf.is_tensor(watched):
+                self._local.outputs.setdefault(index, []).append(watched)
             return outputs
 
         return call

@@ -28,7 +28,14 @@ from keras_actloss.profiles import ActivationProfile
 
 @dataclasses.dataclass
 class LayerPlan:
-    """One monitored layer: its variables and the profile of its output."""
+    """One monitored layer: its variables and the profile of its output.
+
+    `runner` is the layer whose `call` returns the layer's activation
+    output, when that is not the layer itself: a `SimpleRNNCell` runs
+    inside its RNN's loop, whose output sequence (outside the loop, the
+    first of its outputs with `return_state`) is the cell's activation at
+    each step (`_runs_simple_cell`).
+    """
 
     info: LayerInfo
     layer: Any
@@ -36,6 +43,18 @@ class LayerPlan:
     profile: ActivationProfile | None
     channel_axis: int = -1
     leaf: bool = True
+    runner: Any = None
+
+    @property
+    def hooked(self) -> Any:
+        """The layer whose `call` outputs are the activation statistics'."""
+        return self.layer if self.runner is None else self.runner
+
+    def activation(self, outputs):
+        """The activation output among the `hooked` layer's `outputs`."""
+        if self.runner is not None and isinstance(outputs, (list, tuple)):
+            return outputs[0]
+        return outputs
 
 
 def _children(layer) -> list:
@@ -69,7 +88,8 @@ def graph_depths(container) -> dict[int, int] | None:
 
 
 def _walk(layer, prefix: str, seen: set, base: int | None):
-    """Yields `(name, layer, variables, leaf, distance)` in model order.
+    """Yields `(name, layer, variables, leaf, distance, parent)` in model
+    order (`parent`: the layer `layer` it was found in).
 
     `distance` is the layer's depth in the layer graph from the model's
     outputs, summed over nested graphs; the sublayers of a layer without a
@@ -85,12 +105,12 @@ def _walk(layer, prefix: str, seen: set, base: int | None):
         distance = base if depths is None else base + depths.get(id(child), 0)
         kids = _children(child)
         if not kids:
-            yield name, child, list(child.trainable_variables), True, distance
+            yield name, child, list(child.trainable_variables), True, distance, layer
             continue
         inner = {id(v) for k in kids for v in k.trainable_variables}
         own = [v for v in child.trainable_variables if id(v) not in inner]
         if own:
-            yield name, child, own, False, distance
+            yield name, child, own, False, distance, layer
         yield from _walk(child, name + "/", seen, distance)
 
 
@@ -110,8 +130,11 @@ def plan_layers(model) -> list[LayerPlan]:
     """
     plans = []
     base = None if graph_depths(model) is None else 0
-    for name, layer, variables, leaf, distance in _walk(model, "", set(), base):
+    for name, layer, variables, leaf, distance, parent in _walk(model, "", set(), base):
         profile = _watched_profile(layer) if leaf and layer.trainable else None
+        runner = None
+        if profile is not None and _runs_simple_cell(parent, layer):
+            runner = parent
         if not variables and profile is None:
             continue
         axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
@@ -123,8 +146,22 @@ def plan_layers(model) -> list[LayerPlan]:
             depth=len(plans),
             distance=distance,
         )
-        plans.append(LayerPlan(info, layer, variables, profile, axis, leaf))
+        plans.append(LayerPlan(info, layer, variables, profile, axis, leaf, runner))
     return plans
+
+
+def _runs_simple_cell(parent, cell) -> bool:
+    """Whether `parent` is the RNN that runs `cell`, a `SimpleRNNCell`,
+    and returns its output at every step (`return_sequences`): the cell's
+    activation at each step (an LSTM's or a GRU's output mixes gates and
+    states). The last step's alone would not do: a unit inactive there
+    for the whole batch may be active at the steps before it."""
+    return (
+        isinstance(parent, keras.layers.RNN)
+        and getattr(parent, "cell", None) is cell
+        and isinstance(cell, keras.layers.SimpleRNNCell)
+        and bool(getattr(parent, "return_sequences", False))
+    )
 
 
 def learning_rate(optimizer):

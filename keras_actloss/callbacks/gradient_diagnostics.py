@@ -84,7 +84,8 @@ class GradientDiagnostics(
     - Full recordings: per layer with trainable weights the gradient L2
       norm, RMS and max-abs and the update-to-weight ratio `||dw|| / ||w||`;
       per layer whose output goes through a ReLU-family, sigmoid or tanh
-      activation the fraction of zero (inactive) outputs, of dead units
+      activation (a `SimpleRNN` that returns sequences: its output at every
+      step) the fraction of zero (inactive) outputs, of dead units
       (channels inactive for every sample of the batch) and of saturated
       outputs. They are dense when failures start: every step for the
       first 8 steps, then at gaps growing by one step every 4 steps up to

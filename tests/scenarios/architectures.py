@@ -5,9 +5,10 @@ judge them), on models whose structure the callback has to follow: a
 variational autoencoder whose loss is its own `compute_loss` (two nested
 models, a sampling layer, no labels), a siamese model whose encoder is a
 nested model shared by its two inputs, a model with two inputs and two
-outputs, each with its own loss, stacked recurrent layers, a
-self-attention block and a head on a frozen base. Healthy ones, and
-failures: the siamese model's shared ReLU layer dead from step 0,
+outputs, each with its own loss, stacked recurrent layers (sigmoid, and
+ReLU), a self-attention block and a head on a frozen base. Healthy ones,
+and failures: the siamese model's shared ReLU layer dead from step 0, a
+ReLU `SimpleRNN` dead from step 0 (its cell runs inside the RNN's loop),
 vanishing gradients through stacked sigmoid `SimpleRNN`s, the attention
 block exploding to NaN, the base's dead half when it is trained.
 
@@ -195,6 +196,34 @@ def vanishing_rnn() -> Setup:
     return Setup(model, x, y, epochs=1)
 
 
+def simple_rnn_relu(bias: float = 0.0) -> Setup:
+    """Two stacked ReLU `SimpleRNN`s (16 units over 12 steps, all of them;
+    then 8, the last step) and a softmax: whether the sum of the first
+    feature over the last 3 steps is positive. With `bias` -20 in the
+    first one, its units output 0 at every step of every sample (inputs
+    are standardized) from step 0."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 12, 4)).astype("float32")
+    y = (x[:, -3:, 0].sum(axis=1) > 0).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((12, 4)),
+            keras.layers.SimpleRNN(
+                16,
+                activation="relu",
+                return_sequences=True,
+                bias_initializer=keras.initializers.Constant(bias),
+                name="rnn",
+            ),
+            keras.layers.SimpleRNN(8, activation="relu", name="last"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
 def exploding_attention() -> Setup:
     """A self-attention block (4 heads, a residual `LayerNormalization`,
     pooling, a linear head) trained with SGD at learning rate 50: the
@@ -283,6 +312,8 @@ ARCHITECTURES = [
     Case("dead_shared_encoder", dead_shared_encoder, {DEAD: 0}),
     Case("healthy_two_in_two_out", healthy_two_in_two_out, {}),
     Case("vanishing_rnn", vanishing_rnn, {VANISHING: 0}),
+    Case("healthy_simple_rnn", simple_rnn_relu, {}),
+    Case("dead_simple_rnn", lambda: simple_rnn_relu(bias=-20.0), {DEAD: 0}),
     # Its NaN step, which differs by backend, is checked by its test.
     Case("exploding_attention", exploding_attention, {EXPLODING: 0}),
     Case("healthy_frozen_base", lambda: half_dead_base(frozen=True), {}),

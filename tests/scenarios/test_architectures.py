@@ -29,8 +29,13 @@ from tests.scenarios import architectures, cases  # noqa: E402
 
 # The last epoch's mean loss over the first's, at most: each healthy case
 # learns (measured on both backends: VAE 0.84-0.86, siamese 0.64,
-# two-in-two-out 0.42-0.44).
-LEARNS = {"healthy_vae": 0.9, "healthy_siamese": 0.75, "healthy_two_in_two_out": 0.6}
+# two-in-two-out 0.42-0.44, ReLU SimpleRNNs 0.50-0.64).
+LEARNS = {
+    "healthy_vae": 0.9,
+    "healthy_siamese": 0.75,
+    "healthy_two_in_two_out": 0.6,
+    "healthy_simple_rnn": 0.75,  # 0.64 on TensorFlow, 0.50 on JAX
+}
 
 
 def describe(detection) -> list[tuple]:
@@ -76,6 +81,44 @@ def test_vanishing_through_stacked_sigmoid_rnns_is_reported_in_time():
     assert [(m, layer) for m, layer, _, _ in describe(detection)] == [
         ("vanishing_gradients", "rnn_0/simple_rnn_cell")
     ]
+    scores, false = cases.score(case, detection)
+    assert [s.detected for s in scores] == [True] and false == []
+
+
+def test_simple_rnn_activations_are_read_from_the_rnn_outputs():
+    setup = architectures.BY_NAME["healthy_simple_rnn"].build()
+    plans = {p.info.name: p for p in _model_plan.plan_layers(setup.model)}
+    rnn, last = setup.model.get_layer("rnn"), setup.model.get_layer("last")
+    # The cell runs inside the RNN's loop: its activation is read from the
+    # RNN's output sequence. Not from an RNN that returns its last step
+    # only (a unit inactive there may be active before it).
+    assert plans["rnn/simple_rnn_cell"].hooked is rnn
+    assert plans["rnn/simple_rnn_cell"].profile.name == "relu"
+    assert plans["last/simple_rnn_cell"].runner is None
+    assert plans["last/simple_rnn_cell"].hooked is last.cell
+    # With `return_state`, the first output (the sequence) is the one read.
+    sequence, state = keras.ops.ones((2, 3, 4)), keras.ops.zeros((2, 4))
+    assert plans["rnn/simple_rnn_cell"].activation([sequence, state]) is sequence
+    assert plans["out"].activation([sequence, state]) == [sequence, state]
+    # An LSTM's output mixes its gates and state: not read as an activation.
+    lstm = keras.Sequential(
+        [keras.Input((3, 2)), keras.layers.LSTM(4, return_sequences=True)]
+    )
+    (plan,) = _model_plan.plan_layers(lstm)
+    assert plan.runner is None
+
+
+def test_dead_simple_rnn_is_reported_in_time():
+    case = architectures.BY_NAME["dead_simple_rnn"]
+    # Confirmed on the case's own build: the first RNN outputs exactly 0 at
+    # every step of every training sample from step 0.
+    setup = case.build()
+    assert not np.any(keras.ops.convert_to_numpy(setup.model.get_layer("rnn")(setup.x)))
+    detection = cases.detect(case)
+    # Dense recording from step 0; dead units need 128 samples, 4 recorded
+    # batches of 32: reported at step 4, every unit dead.
+    assert describe(detection) == [("dead_relu", "rnn/simple_rnn_cell", 0, 4)]
+    assert detection.training[0][0].value == 1.0
     scores, false = cases.score(case, detection)
     assert [s.detected for s in scores] == [True] and false == []
 
