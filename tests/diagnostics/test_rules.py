@@ -1549,12 +1549,8 @@ class TestLossScalingStopped:
             0, math.nan, True, "dense_0", 0.01, 7.2e11, update_skipped=True
         )
         exploding, found = rules.observe_step(event)
-        assert (exploding.mode, exploding.layer, exploding.step) == (
-            F.EXPLODING_GRADIENTS,
-            None,
-            0,
-        )
-        assert exploding.value == math.inf
+        where = (exploding.mode, exploding.layer, exploding.step, exploding.value)
+        assert where == (F.EXPLODING_GRADIENTS, None, 0, math.inf)
         assert exploding.message == (
             "Every step from the first one (step 0) overflowed float16 under "
             "loss scaling, the update skipped and the scale halved each time, "
