@@ -22,13 +22,15 @@ for the duration of `fit`:
   the static `loss_scale_factor`). The calls are merged as on TensorFlow
   (`_jax_stats.JaxStats._merge`); the step is the first call's optimizer's.
 - `model.compute_loss_and_updates`: while a train function of ours is
-  traced, it lets the monitored layers keep their outputs, then computes
-  their activation counts (`diagnostics.step_activations.activation_vector` on
-  `jax.lax.stop_gradient`ed outputs) and the step's loss *inside* the
-  `jax.value_and_grad` trace and carries them out through the auxiliary
-  outputs Keras already returns: appended to its `non_trainable_variables`,
-  which `train_step` passes into the new state untouched. The train step
-  takes them off again before Keras sees the state. No tracer leaves the
+  traced, it lets the monitored layers keep their outputs and carries
+  them (`jax.lax.stop_gradient`ed) and the step's loss out of the
+  `jax.value_and_grad` trace through the auxiliary outputs Keras already
+  returns: appended to its `non_trainable_variables`, which `train_step`
+  passes into the new state untouched. The train step takes them off
+  again before Keras sees the state, and counts them
+  (`diagnostics.step_activations.activation_vector`) in the full
+  statistics' one conditional at the end of the step (a conditional in
+  the forward pass cost every quiet step more). No tracer leaves the
   trace it was made in.
 - the `call` of every monitored leaf layer: its outputs are kept inside
   `compute_loss_and_updates`; outside it (a custom `train_step`'s own loss
@@ -36,7 +38,7 @@ for the duration of `fit`:
   when they belong to the step's own trace (`_made_in`): under
   `jax.value_and_grad` such values are the jitted step's own tracers, so
   their counts can be taken after the `train_step` (`JaxPrograms._step`:
-  the layers not counted inside are joined to those that are); outputs made
+  the layers not kept inside are joined to those that are); outputs made
   inside a `lax.scan`, `vmap`, `checkpoint` or nested `jit` cannot leave it
   and are not counted.
 - `model.train_function`: one train function built with
@@ -446,17 +448,15 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
                 trace.recording = False
             outputs, trace.outputs = trace.outputs, {}
             unscaled, y_pred, non_trainable, metrics = aux
-            # Still inside `jax.value_and_grad`: computed here, carried out
-            # as auxiliary outputs (see the module docstring).
-
-            def counts():
-                # Traced with the cond's branches: the layout is static.
-                vector, trace.activation_layout = self._activation_counts(outputs)
-                return vector
-
+            # Still inside `jax.value_and_grad`: the outputs leave it as
+            # auxiliary values, counted at the end of the step, in the
+            # full statistics' one conditional (see the module docstring).
             extra = {
                 "loss": jax.lax.stop_gradient(ops.cast(unscaled, "float32")),
-                "activations": trace.when_full(counts),
+                "outputs": {
+                    i: [jax.lax.stop_gradient(x) for x in calls]
+                    for i, calls in outputs.items()
+                },
             }
             non_trainable = [*non_trainable, {_EXTRA_KEY: extra}]
             return loss, (unscaled, y_pred, non_trainable, metrics)

@@ -91,28 +91,38 @@ class JaxPrograms:
         return {**logs, FULL_LOGS_KEY: out}, state
 
     def _with_loose(self, trace, extra):
-        """`extra` (or a new dict) with the activation counts of the layers
-        that ran only outside `compute_loss_and_updates` (a custom
-        `train_step`'s own losses) joined to those counted inside, their
+        """Sets `trace.count_activations`: the activation counts of the
+        layer outputs kept inside `compute_loss_and_updates` (`extra`'s
+        `"outputs"`, taken out of it) joined to those of the layers that
+        ran only outside it (a custom `train_step`'s own losses), their
         elements and samples counted in the step (`activation_vector`'s
-        `elements`)."""
-        inside = {entry.layer for entry in trace.activation_layout}
-        loose = {i: x for i, x in trace.loose.items() if i not in inside}
-        if not loose:
-            return extra
+        `elements`). `_full_statistics` calls it inside the full
+        statistics' conditional: one in the forward pass, where the
+        outputs are made, cost every quiet step more than the counts do on
+        a full one. Returns `extra`."""
+        inside = {} if extra is None else extra.pop("outputs", {})
+        layouts = []
 
-        def counts():
-            vector, trace.loose_layout = self._activation_counts(loose, True)
+        def layout_only():
+            vector, layout = self._activation_counts(inside)
+            layouts.append(layout)
             return vector
 
-        second = trace.when_full(counts)
-        extra = dict(extra or {})
-        extra["activations"], trace.activation_layout = step_activations.joined(
-            extra.get("activations"),
-            trace.activation_layout,
-            second,
-            trace.loose_layout,
-        )
+        jax.eval_shape(layout_only)  # The layout is static: nothing computed.
+        counted = {entry.layer for entry in layouts[0]}
+        loose = {i: x for i, x in trace.loose.items() if i not in counted}
+
+        def count_activations():
+            vector, layout = self._activation_counts(inside)
+            second, second_layout = None, ()
+            if loose:
+                second, second_layout = self._activation_counts(loose, True)
+            vector, trace.activation_layout = step_activations.joined(
+                vector, layout, second, second_layout
+            )
+            return vector
+
+        trace.count_activations = count_activations
         return extra
 
     def _over_execution(self, out: dict) -> dict:

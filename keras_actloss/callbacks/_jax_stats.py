@@ -82,8 +82,10 @@ class _Trace:
         # belong to the step's trace `home` (`_jax_hooks._made_in`).
         self.loose: dict[int, list] = {}
         self.home = None
-        self.loose_layout = ()
         self.batch: int | None = None  # The data's (static) batch size.
+        # The step's activation counts, made while the step is traced
+        # (`JaxPrograms._with_loose`), and their layout once called.
+        self.count_activations = None
         self.activation_layout = ()
         self.applied: list[dict] = []
         self.applying = False
@@ -245,7 +247,9 @@ class JaxStats:
         gradients = step_stats.norm_row(applied["grads"], extremes=True, norms=False)
         layers, counts = self._grad_layers(), self._var_sizes()
         samples = self._sample_sizes()
-        counted = None if extra is None else extra["activations"]
+        counted = None
+        if trace.count_activations is not None:
+            counted = trace.count_activations()
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
             grads=gradients.layout,
@@ -253,7 +257,7 @@ class JaxStats:
             grad_counts=tuple(counts),
             weights=weights.layout,
             weight_layers=tuple(layers),
-            activations=trace.activation_layout if extra is not None else (),
+            activations=trace.activation_layout if counted is not None else (),
             samples=tuple(samples.items()),
         )
         loss = (extra or {}).get("loss", float("nan"))
