@@ -74,7 +74,7 @@ class JaxPrograms:
             extra, state = self._take_extra(state)
             trace.state_out = trainable(state)
             self._loss_known = extra is not None
-            extra = self._with_loose(trace, extra)
+            self._prepare_counts(trace, extra)
             out = None
             if trace.applied:
                 applied = self._merge(trace.applied)
@@ -90,16 +90,15 @@ class JaxPrograms:
             )
         return {**logs, FULL_LOGS_KEY: out}, state
 
-    def _with_loose(self, trace, extra):
+    def _prepare_counts(self, trace, extra) -> None:
         """Sets `trace.count_activations`: the activation counts of the
         layer outputs kept inside `compute_loss_and_updates` (`extra`'s
         `"outputs"`, taken out of it) joined to those of the layers that
         ran only outside it (a custom `train_step`'s own losses), their
         elements and samples counted in the step (`activation_vector`'s
         `elements`). `_full_statistics` calls it inside the full
-        statistics' conditional: one in the forward pass, where the
-        outputs are made, cost every quiet step more than the counts do on
-        a full one. Returns `extra`."""
+        statistics' conditional (a conditional of their own in the forward
+        pass, where the outputs are made, cost every quiet step more)."""
         inside = {} if extra is None else extra.pop("outputs", {})
         layouts = []
 
@@ -123,7 +122,6 @@ class JaxPrograms:
             return vector
 
         trace.count_activations = count_activations
-        return extra
 
     def _over_execution(self, out: dict) -> dict:
         """A full step's statistics with its activation counts, batch size

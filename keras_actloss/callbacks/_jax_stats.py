@@ -84,7 +84,7 @@ class _Trace:
         self.home = None
         self.batch: int | None = None  # The data's (static) batch size.
         # The step's activation counts, made while the step is traced
-        # (`JaxPrograms._with_loose`), and their layout once called.
+        # (`JaxPrograms._prepare_counts`), and their layout once called.
         self.count_activations = None
         self.activation_layout = ()
         self.applied: list[dict] = []
