@@ -97,9 +97,9 @@ def test_simple_rnn_activations_are_read_from_the_rnn_outputs():
     assert plans["last/simple_rnn_cell"].runner is None
     assert plans["last/simple_rnn_cell"].hooked is last.cell
     # With `return_state`, the first output (the sequence) is the one read.
-    sequence, state = keras.ops.ones((2, 3, 4)), keras.ops.zeros((2, 4))
-    assert plans["rnn/simple_rnn_cell"].activation([sequence, state]) is sequence
-    assert plans["out"].activation([sequence, state]) == [sequence, state]
+    pair = [keras.ops.ones((2, 3, 4)), keras.ops.zeros((2, 4))]
+    assert plans["rnn/simple_rnn_cell"].activation(pair) is pair[0]
+    assert plans["out"].activation(pair) is pair  # Its own outputs, as they are.
     # An LSTM's output mixes its gates and state: not read as an activation.
     lstm = keras.Sequential(
         [keras.Input((3, 2)), keras.layers.LSTM(4, return_sequences=True)]
