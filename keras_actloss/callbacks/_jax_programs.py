@@ -100,19 +100,11 @@ class JaxPrograms:
         statistics' conditional (a conditional of their own in the forward
         pass, where the outputs are made, cost every quiet step more)."""
         inside = {} if extra is None else extra.pop("outputs", {})
-        layouts = []
-
-        def layout_only():
-            vector, layout = self._activation_counts(inside)
-            layouts.append(layout)
-            return vector
-
-        jax.eval_shape(layout_only)  # The layout is static: nothing computed.
-        counted = {entry.layer for entry in layouts[0]}
-        loose = {i: x for i, x in trace.loose.items() if i not in counted}
 
         def count_activations():
             vector, layout = self._activation_counts(inside)
+            counted = {entry.layer for entry in layout}
+            loose = {i: x for i, x in trace.loose.items() if i not in counted}
             second, second_layout = None, ()
             if loose:
                 second, second_layout = self._activation_counts(loose, True)

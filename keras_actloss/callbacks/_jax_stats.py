@@ -155,12 +155,9 @@ class JaxStats:
     # ---------------------------------------------------------- in the trace
     def _activation_counts(self, outputs: dict, elements: bool = False) -> tuple:
         """`step_activations.activation_vector` of the kept outputs (every call
-        of a layer in the step), outside the gradient: the vector (or None)
-        and its layout. `elements`: count the elements in the step (calls
-        whose batches differ, as a GAN's)."""
-        outputs = {
-            i: [jax.lax.stop_gradient(x) for x in calls] for i, calls in outputs.items()
-        }
+        of a layer in the step, gradient stopped where they were kept): the
+        vector (or None) and its layout. `elements`: count the elements in
+        the step (calls whose batches differ, as a GAN's)."""
         batch = getattr(self._trace, "batch", None)
         return step_activations.activation_vector(outputs, self.plans, elements, batch)
 
