@@ -2,13 +2,19 @@
 
 `JaxTrainHooks` (`_jax_hooks`) records a full step's two rows of the
 weights (`_jax_stats.weight_rows`: the weights' norms and their update's)
-from the training state that goes into and out of the step, in two small
-jitted programs of their own: in the step, XLA would copy every weight on
-every step to keep the values from before the update. The step donates
-its state, so `weights_before` copies its trainable values before it runs,
-and `with_weight_rows` reduces those at the traced step's positions with
-the state that came out (`_rows`): a copy of the weights and two small
-dispatches per full step, nothing on the others.
+from the training state that goes into and out of the step, outside it: in
+the step, XLA would copy every weight on every step to keep the values
+from before the update. The step donates its state, so `weights_before`
+copies its trainable values before it runs, and `with_weight_rows` reduces
+those at the traced step's positions with the state that came out: a copy
+of the weights and their reduction per full step, nothing on the others.
+
+Weights on one CPU device (JAX's CPU backend: they are host memory) are
+copied and reduced by NumPy (`_host_rows`), which compiles nothing; others
+(an accelerator's, or sharded over several devices) by two small jitted
+programs on their devices (`_copies`, `_rows`), compiled once a process:
+a MobileNet-size model's reduction took longer to compile than NumPy
+takes for all the full steps of a run.
 """
 
 from __future__ import annotations
@@ -34,23 +40,59 @@ UNTRACED = "untraced"
 
 def weights_before(positions, state) -> list | None:
     """Copies of the trainable values of `state` before a full step, or
-    None when the step reduces its weights itself (`positions` None)."""
+    None when the step reduces its weights itself (`positions` None):
+    NumPy arrays for values on one CPU device (`on_host`), else device
+    arrays."""
     values = trainable(state)
     if positions is None or not values:
         return None
+    if on_host(values):
+        return [np.array(v) for v in values]
     return _copies(values)
+
+
+def on_host(values: list) -> bool:
+    """Whether every value is a JAX array on one CPU device."""
+    for value in values:
+        devices = value.devices() if isinstance(value, jax.Array) else ()
+        if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+            return False
+    return True
 
 
 def with_weight_rows(out: dict, positions, before: list | None, state) -> dict:
     """The full step's statistics `out` with the two rows of the weights at
-    `positions` (the traced step's), from `before` (`weights_before`)."""
+    `positions` (the traced step's), from `before` (`weights_before`);
+    reduced at once, before the next step donates the state that came
+    out."""
     if before is None or not isinstance(positions, list):
         return out
     after = trainable(state)
-    weights, updates = _rows(
-        [before[j] for j in positions], [after[j] for j in positions]
-    )
+    before, after = [before[j] for j in positions], [after[j] for j in positions]
+    if all(isinstance(b, np.ndarray) for b in before):
+        weights, updates = _host_rows(before, after)
+    else:
+        weights, updates = _rows(before, after)
     return {**out, "weights": weights, "updates": updates}
+
+
+def _host_rows(before: list[np.ndarray], after: list) -> tuple[np.ndarray, ...]:
+    """`_rows` by NumPy: `before` host copies, `after` arrays on the CPU
+    (read where they are). float32, as the step computes; infinities and
+    NaN propagate, as there, without NumPy's warnings."""
+    layout = step_stats.row_layout([b.shape for b in before])
+    rows = []
+    with np.errstate(all="ignore"):
+        for update in (False, True):
+            row = []
+            for i, norm in zip(layout.order, layout.norms):
+                x = np.asarray(before[i], "float32").ravel()
+                if update:
+                    x = np.asarray(after[i], "float32").ravel() - x
+                square = np.dot(x, x)
+                row.append(np.sqrt(square) if norm else square)
+            rows.append(np.array(row, "float32"))
+    return tuple(rows)
 
 
 @jax.jit
@@ -93,7 +135,7 @@ def _reduce_rows(before: list, after: list, ids) -> tuple:
     elements one after the other, and for an MLP with one large weight
     these rows took longer than its training step.
     """
-    layout = step_stats.norm_row(before, norms=False).layout
+    layout = step_stats.row_layout([v.shape for v in before])
     large = [i for i, norm in zip(layout.order, layout.norms) if norm]
     small = layout.order[len(large) :]
     joined = [

@@ -542,20 +542,40 @@ def test_weight_and_update_norms_equal_the_weights_each_step(
             )
 
 
-def test_the_weights_copied_before_a_full_step_outlive_its_donation(rng):
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_the_weights_copied_before_a_full_step_outlive_its_donation(
+    rng, where, monkeypatch
+):
     # The step donates the state it is given: the copies taken before it
-    # still read the weights from before the update.
+    # still read the weights from before the update. On JAX's CPU backend
+    # they are NumPy copies; on other devices, device arrays.
     import jax
 
-    from keras_actloss.callbacks._jax_weights import UNTRACED, weights_before
+    from keras_actloss.callbacks import _jax_weights
 
     values = [jax.numpy.asarray(rng.normal(size=(5, 3)).astype("float32"))]
+    assert _jax_weights.on_host(values)  # This suite's backend: the CPU.
+    if where == "device":
+        monkeypatch.setattr(_jax_weights, "on_host", lambda values: False)
     expected = np.asarray(values[0])
-    copies = weights_before(UNTRACED, (values, [], [], []))
-    assert weights_before(None, (values, [], [], [])) is None
+    copies = _jax_weights.weights_before(_jax_weights.UNTRACED, (values, [], [], []))
+    assert isinstance(copies[0], np.ndarray) == (where == "host")
+    assert _jax_weights.weights_before(None, (values, [], [], [])) is None
     step = jax.jit(lambda v: [v[0] * 2.0], donate_argnums=0)
     step(values)
     np.testing.assert_array_equal(np.asarray(copies[0]), expected)
+
+
+def test_only_single_cpu_device_arrays_are_reduced_on_the_host():
+    import jax
+
+    from keras_actloss.callbacks._jax_weights import on_host
+
+    one = jax.numpy.ones((2, 3))
+    assert on_host([one, jax.numpy.zeros(())])
+    assert on_host([])
+    # NumPy values are not the training state's arrays.
+    assert not on_host([one, np.ones(3)])
 
 
 # Small weights and two large ones (norm_row's norm columns, first in its
@@ -568,12 +588,13 @@ _WEIGHT_SETS = {
 }
 
 
+@pytest.mark.parametrize("where", ["host", "device"])
 @pytest.mark.parametrize("kind", list(_WEIGHT_SETS))
-def test_weight_rows_of_a_full_step_equal_numpys(kind, monkeypatch):
+def test_weight_rows_of_a_full_step_equal_numpys(kind, where, monkeypatch):
     import jax
 
     from keras_actloss.callbacks import _jax_weights
-    from keras_actloss.diagnostics.step_stats import norm_row
+    from keras_actloss.diagnostics.step_stats import norm_row, row_layout
 
     monkeypatch.setattr(_jax_weights, "_segment_ids", {})
     rng = np.random.default_rng(4)
@@ -581,10 +602,18 @@ def test_weight_rows_of_a_full_step_equal_numpys(kind, monkeypatch):
     dtypes = ["float32"] * 6 + ["float16"]
     before = [rng.normal(size=s).astype(d) for s, d in zip(shapes, dtypes)]
     after = [(b + 0.01 * rng.normal(size=b.shape)).astype(b.dtype) for b in before]
-    weights, updates = _jax_weights._rows(
-        [jax.numpy.asarray(b) for b in before], [jax.numpy.asarray(a) for a in after]
+    state = [jax.numpy.asarray(b) for b in before]
+    if where == "device":
+        monkeypatch.setattr(_jax_weights, "on_host", lambda values: False)
+    # The rows of the weights at positions 0..n-1 of the state, as the hooks
+    # take them around a full step.
+    copies = _jax_weights.weights_before(list(range(len(state))), (state, [], [], []))
+    out = _jax_weights.with_weight_rows(
+        {}, list(range(len(state))), copies, ([jax.numpy.asarray(a) for a in after],)
     )
+    weights, updates = out["weights"], out["updates"]
     layout = norm_row(before, norms=False).layout
+    assert row_layout(shapes) == layout
     if kind == "mixed":
         assert layout.order[:2] == (1, 4) and layout.norms[:3] == (True, True, False)
     b64 = [np.asarray(b, "float64") for b in before]
@@ -597,8 +626,16 @@ def test_weight_rows_of_a_full_step_equal_numpys(kind, monkeypatch):
             for i, norm in zip(layout.order, layout.norms)
         ]
         np.testing.assert_allclose(np.asarray(row), expected, rtol=2e-6)
-    # The small weights' segment ids, kept for the next full step.
-    assert len(_jax_weights._segment_ids) == int(kind != "large")
+    # An infinite weight: its columns are infinite, with no warning.
+    before[0][0] = np.inf
+    copies = _jax_weights.weights_before([0, 1], ([jax.numpy.asarray(before[0])] * 2,))
+    out = _jax_weights.with_weight_rows({}, [0, 1], copies, ([state[0]] * 2,))
+    assert np.all(np.isinf(np.asarray(out["weights"])))
+    assert not np.any(np.isfinite(np.asarray(out["updates"])))
+    # The small weights' segment ids, kept for the next full step (the
+    # device's program only).
+    kept = int(kind != "large" and where == "device")
+    assert len(_jax_weights._segment_ids) == kept
 
 
 _DATA_PARALLEL = textwrap.dedent(
