@@ -106,9 +106,9 @@ class RowLayout:
 
 
 def row_layout(shapes: list) -> RowLayout:
-    """The `RowLayout` `norm_row` gives tensors of static `shapes`: the
-    large ones (`is_large`) first, each a norm, then the small ones, each a
-    sum of squares, in their order."""
+    """The `RowLayout` `norm_row` gives tensors of static `shapes` (without
+    making the tensors): the large ones (`is_large`) first, each a norm,
+    then the small ones, each a sum of squares, in their order."""
     large = [i for i, shape in enumerate(shapes) if is_large(shape)]
     small = [i for i, shape in enumerate(shapes) if not is_large(shape)]
     return RowLayout(tuple(large + small), (True,) * len(large) + (False,) * len(small))
@@ -275,7 +275,9 @@ def norm_row(
         if extremes:
             highs.append(ops.segment_max(flat, ids, k))
             lows.append(ops.segment_min(flat, ids, k))
-    layout = row_layout([x.shape for x in tensors])
+    layout = RowLayout(
+        tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
+    )
     out = NormRow(_joined_row(rows, prim) if norms else None, layout, None, None)
     if silent:
         out = out._replace(

@@ -51,6 +51,14 @@ def test_norm_row_gives_numpy_sums_of_squares(rng, dtype, jit):
         np.testing.assert_allclose(layout.squares(row[0]), expected[part], rtol=rtol)
 
 
+def test_row_layout_is_norm_rows_from_shapes(rng):
+    xs = [rng.normal(size=shape).astype("float32") for shape in SHAPES]
+    layout = step_stats.row_layout(SHAPES)
+    assert layout == RowLayout((1, 3, 0, 2), (True, True, False, False))
+    assert layout == step_stats.norm_row(xs).layout
+    assert step_stats.row_layout([]) == RowLayout()
+
+
 def test_norm_row_of_nothing():
     out = step_stats.norm_row([], extremes=True, joined=True)
     assert tuple(out.row.shape) == (1, 0) and out.layout == RowLayout()
