@@ -74,11 +74,24 @@ class UnitActivity:
         return None
 
 
+def _gradient_activity(norm: float | None) -> list[float] | None:
+    """A layer's activity as its gradients tell it, for a layer whose
+    outputs are not measured: one pseudo-unit, inactive when every gradient
+    of the layer is exactly 0 (ReLU units inactive on every sample pass no
+    gradient to their weights), else active; None without a finite norm."""
+    if norm is None or not np.isfinite(norm):
+        return None
+    return [1.0 if norm > 0 else 0.0]
+
+
 class ActivationRules(RuleFamily):
     """Dead units and saturated activations, judged on each recording.
 
     Mixed into `HealthRules`, which keeps a `UnitActivity` window per layer
-    that can die, and the input and output layers of the model.
+    that can die, the layers whose activity was measured (`_measured`; a
+    layer that can die but never is, as a `SimpleRNN` that returns only its
+    last step, is judged on its gradients: `_gradient_activity`), and the
+    input and output layers of the model.
     """
 
     def _dead_units(self, new, stats: StepStats) -> None:
@@ -86,9 +99,14 @@ class ActivationRules(RuleFamily):
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
             samples = ls.unit_samples or stats.batch_size
-            if window is None or ls.unit_activity is None or not samples:
+            activity = ls.unit_activity
+            if activity is not None:
+                self._measured.add(ls.layer)
+            elif ls.layer not in self._measured:
+                activity = _gradient_activity(ls.grad_norm)
+            if window is None or activity is None or not samples:
                 continue
-            window.add(stats.step, samples, ls.unit_activity)
+            window.add(stats.step, samples, activity)
             measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
             if measured is not None:
@@ -116,6 +134,17 @@ class ActivationRules(RuleFamily):
                 "units are dead and get no gradient; they only come back if "
                 "the layers before them change their inputs."
             )
+            if layer not in self._measured:
+                message = (
+                    f"Every gradient of layer '{layer}' is exactly 0 on each of "
+                    f"the last {recordings} recorded batches ({samples} samples, "
+                    f"steps {first}-{step}), whose outputs are not measured "
+                    "here (as those of a recurrent layer that returns only its "
+                    "last step): its ReLU units output zero on every sample "
+                    "and step, dead, or no layer after it passes a gradient "
+                    "back. Dead units only come back if the layers before them "
+                    "change their inputs."
+                )
             self._add(new, F.DEAD_RELU, layer, start, dead, message)
 
     def _saturation(self, new, stats: StepStats) -> None:

@@ -205,6 +205,7 @@ class HealthRules(
             for i in self.layers
             if can_die(i.activation)
         }
+        self._measured: set[str] = set()
         self._streaks = _Streaks()
         self._skipped = _Skipped()
         # The reference gradient levels of the last judged recordings

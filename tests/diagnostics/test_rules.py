@@ -1995,6 +1995,48 @@ class TestDeadRelu:
         run(rules, seq[1:])
         assert not rules.suspected
 
+    def test_an_unmeasured_layer_is_judged_on_its_gradients(self):
+        # dense_0's outputs are never measured (as a recurrent layer's that
+        # returns its last step only): every gradient of its weights exactly
+        # 0 on 4 recorded batches of 32 (128 samples) makes its units dead,
+        # reported once that held over 5 steps (patience_steps).
+        def seq(norms, activity=None):
+            return [
+                recording(
+                    s,
+                    RELU_RMS[:3],
+                    batch_size=32,
+                    grad_norm=[n, 1.0, 1.0],
+                    unit_activity=[activity, [1, 1, 1, 1], None],
+                )
+                for s, n in zip(range(5), norms)
+            ]
+
+        rules = HealthRules(mlp(["relu", "relu"]))
+        found = run(rules, seq([0.0] * 5))
+        assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
+        assert found[0].value == 1.0
+        assert found[0].message == (
+            "Every gradient of layer 'dense_0' is exactly 0 on each of the last "
+            "4 recorded batches (128 samples, steps 1-4), whose outputs are not "
+            "measured here (as those of a recurrent layer that returns only its "
+            "last step): its ReLU units output zero on every sample and step, "
+            "dead, or no layer after it passes a gradient back. Dead units only "
+            "come back if the layers before them change their inputs."
+        )
+        # One batch with a gradient among them: not dead.
+        gap = [0.0, 0.0, 1e-9, 0.0, 0.0]
+        assert run(HealthRules(mlp(["relu", "relu"])), seq(gap)) == []
+        # A non-finite norm (reported as such) says nothing of the units.
+        gap = [0.0, float("nan"), 0.0, 0.0, 0.0]
+        found = run(HealthRules(mlp(["relu", "relu"])), seq(gap))
+        assert [f.mode for f in found] == [F.NON_FINITE]
+        # A layer whose outputs were measured once is judged on them only:
+        # its gradients alone (a layer after it cut) do not make it dead.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        run(rules, seq([1.0], activity=[1, 1, 1, 1]))
+        assert run(rules, seq([0.0] * 5)) == []
+
     def test_dead_fraction_at_the_threshold(self):
         # 2 of 4 units = 0.5 >= dead_fraction 0.5.
         rules, seq = dead_run(([5, 9, 0, 0], [1, 1, 1, 1]), (0, 10, 20, 30))

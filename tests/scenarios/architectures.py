@@ -224,6 +224,29 @@ def simple_rnn_relu(bias: float = 0.0) -> Setup:
     return Setup(model, x, y, epochs=4)
 
 
+def last_step_rnn(bias: float) -> Setup:
+    """One ReLU `SimpleRNN` (16 units over 12 steps) that returns only its
+    last step, and a softmax, on `simple_rnn_relu`'s task. Its outputs at
+    the steps before the last are not measured; with `bias` -20 its units
+    output 0 at every step of every sample from step 0, so every gradient
+    of its weights is exactly 0."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 12, 4)).astype("float32")
+    y = (x[:, -3:, 0].sum(axis=1) > 0).astype("int32")
+    rnn = keras.layers.SimpleRNN(
+        16,
+        activation="relu",
+        bias_initializer=keras.initializers.Constant(bias),
+        name="rnn",
+    )
+    model = keras.Sequential(
+        [keras.Input((12, 4)), rnn, keras.layers.Dense(2, "softmax", name="out")]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
 def exploding_attention() -> Setup:
     """A self-attention block (4 heads, a residual `LayerNormalization`,
     pooling, a linear head) trained with SGD at learning rate 50: the
@@ -314,6 +337,7 @@ ARCHITECTURES = [
     Case("vanishing_rnn", vanishing_rnn, {VANISHING: 0}),
     Case("healthy_simple_rnn", simple_rnn_relu, {}),
     Case("dead_simple_rnn", lambda: simple_rnn_relu(bias=-20.0), {DEAD: 0}),
+    Case("dead_last_step_rnn", lambda: last_step_rnn(bias=-20.0), {DEAD: 0}),
     # Its NaN step, which differs by backend, is checked by its test.
     Case("exploding_attention", exploding_attention, {EXPLODING: 0}),
     Case("healthy_frozen_base", lambda: half_dead_base(frozen=True), {}),

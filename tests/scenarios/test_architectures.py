@@ -113,14 +113,50 @@ def test_dead_simple_rnn_is_reported_in_time():
     # Confirmed on the case's own build: the first RNN outputs exactly 0 at
     # every step of every training sample from step 0.
     setup = case.build()
-    assert not np.any(keras.ops.convert_to_numpy(setup.model.get_layer("rnn")(setup.x)))
+    rnn, last = setup.model.get_layer("rnn"), setup.model.get_layer("last")
+    assert not np.any(keras.ops.convert_to_numpy(rnn(setup.x)))
+    # So does the second one, fed zeros (its bias starts at 0): it passes
+    # no gradient to its weights either, and returns its last step only.
+    assert not np.any(keras.ops.convert_to_numpy(last(rnn(setup.x))))
     detection = cases.detect(case)
     # Dense recording from step 0; dead units need 128 samples, 4 recorded
-    # batches of 32: reported at step 4, every unit dead.
+    # batches of 32: reported at step 4, every unit dead; the second by its
+    # gradients, exactly 0 on those batches.
+    assert describe(detection) == [
+        ("dead_relu", "rnn/simple_rnn_cell", 0, 4),
+        ("dead_relu", "last/simple_rnn_cell", 0, 4),
+    ]
+    assert [f.value for f, _ in detection.training] == [1.0, 1.0]
+    assert "Every gradient of layer 'last/simple_rnn_cell'" in (
+        detection.training[1][0].message
+    )
+    scores, false = cases.score(case, detection)
+    assert [s.detected for s in scores] == [True] and false == []
+
+
+def test_dead_rnn_that_returns_its_last_step_is_reported_by_its_gradients():
+    case = architectures.BY_NAME["dead_last_step_rnn"]
+    # Confirmed on the case's own build: the RNN outputs exactly 0 at every
+    # step of every training sample from step 0 (its sequence, asked of the
+    # same cell and weights).
+    setup = case.build()
+    rnn = setup.model.get_layer("rnn")
+    steps = keras.layers.RNN(rnn.cell, return_sequences=True)
+    assert not np.any(keras.ops.convert_to_numpy(steps(setup.x)))
+    detection = cases.detect(case)
+    # Its outputs are not measured: every gradient of its weights is exactly
+    # 0 on the 4 recorded batches of 32 samples: reported at step 4.
     assert describe(detection) == [("dead_relu", "rnn/simple_rnn_cell", 0, 4)]
     assert detection.training[0][0].value == 1.0
     scores, false = cases.score(case, detection)
     assert [s.detected for s in scores] == [True] and false == []
+    # The same model with its bias at 0 learns and is silent.
+    healthy = cases.Case(
+        "healthy_last_step_rnn", lambda: architectures.last_step_rnn(0.0), {}
+    )
+    detection = cases.detect(healthy)
+    assert describe(detection) == []
+    assert detection.losses[-1] <= 0.75 * detection.losses[0]
 
 
 class _Finite(keras.callbacks.Callback):
