@@ -2012,11 +2012,14 @@ class TestDeadRelu:
                 for s, n in zip(range(5), norms)
             ]
 
-        rules = HealthRules(mlp(["relu", "relu"]))
-        found = run(rules, seq([0.0] * 5))
-        assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
-        assert found[0].value == 1.0
-        assert found[0].message == (
+        (found,) = run(HealthRules(mlp(["relu", "relu"])), seq([0.0] * 5))
+        assert (found.mode, found.layer, found.step, found.value) == (
+            F.DEAD_RELU,
+            "dense_0",
+            0,
+            1.0,
+        )
+        assert found.message == (
             "Every gradient of layer 'dense_0' is exactly 0 on each of the last "
             "4 recorded batches (128 samples, steps 1-4), whose outputs are not "
             "measured here (as those of a recurrent layer that returns only its "
