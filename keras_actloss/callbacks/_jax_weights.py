@@ -81,18 +81,15 @@ def _host_rows(before: list[np.ndarray], after: list) -> tuple[np.ndarray, ...]:
     (read where they are). float32, as the step computes; infinities and
     NaN propagate, as there, without NumPy's warnings."""
     layout = step_stats.row_layout([b.shape for b in before])
-    rows = []
+    weights, updates = [], []
     with np.errstate(all="ignore"):
-        for update in (False, True):
-            row = []
-            for i, norm in zip(layout.order, layout.norms):
-                x = np.asarray(before[i], "float32").ravel()
-                if update:
-                    x = np.asarray(after[i], "float32").ravel() - x
+        for i, norm in zip(layout.order, layout.norms):
+            b = np.asarray(before[i], "float32").ravel()
+            d = np.asarray(after[i], "float32").ravel() - b
+            for row, x in ((weights, b), (updates, d)):
                 square = np.dot(x, x)
                 row.append(np.sqrt(square) if norm else square)
-            rows.append(np.array(row, "float32"))
-    return tuple(rows)
+    return np.array(weights, "float32"), np.array(updates, "float32")
 
 
 @jax.jit

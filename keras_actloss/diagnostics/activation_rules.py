@@ -127,14 +127,15 @@ class ActivationRules(RuleFamily):
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
         if hit and self._lasted(start, step):
-            message = (
-                f"{dead:.0%} of the units of layer '{layer}' output zero for "
-                f"every one of the {samples} samples of the last {recordings} "
-                f"recorded batches (steps {first}-{step}): these ReLU "
-                "units are dead and get no gradient; they only come back if "
-                "the layers before them change their inputs."
-            )
-            if layer not in self._measured:
+            if layer in self._measured:
+                message = (
+                    f"{dead:.0%} of the units of layer '{layer}' output zero "
+                    f"for every one of the {samples} samples of the last "
+                    f"{recordings} recorded batches (steps {first}-{step}): "
+                    "these ReLU units are dead and get no gradient; they only "
+                    "come back if the layers before them change their inputs."
+                )
+            else:
                 message = (
                     f"Every gradient of layer '{layer}' is exactly 0 on each of "
                     f"the last {recordings} recorded batches ({samples} samples, "

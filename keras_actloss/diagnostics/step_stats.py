@@ -106,9 +106,9 @@ class RowLayout:
 
 
 def row_layout(shapes: list) -> RowLayout:
-    """The `RowLayout` `norm_row` gives tensors of static `shapes` (without
-    making the tensors): the large ones (`is_large`) first, each a norm,
-    then the small ones, each a sum of squares, in their order."""
+    """The `RowLayout` of `norm_row`'s columns for tensors of `shapes` (it
+    needs no tensors): the large ones (`is_large`) first, each a norm, then
+    the small ones, each a sum of squares, in their order."""
     large = [i for i, shape in enumerate(shapes) if is_large(shape)]
     small = [i for i, shape in enumerate(shapes) if not is_large(shape)]
     return RowLayout(tuple(large + small), (True,) * len(large) + (False,) * len(small))
@@ -242,7 +242,7 @@ def norm_row(
         (or None).
     """
     prim = _backend_primitives(xla)
-    l2s, highs, lows, large, large_at, small, small_at = [], [], [], [], [], [], []
+    l2s, highs, lows, large, small, small_at = [], [], [], [], [], []
     for i, tensor in enumerate(tensors):
         x = ops.cast(tensor, "float32")
         if not is_large(x.shape):
@@ -259,7 +259,6 @@ def norm_row(
         if extremes:
             highs.append(prim.max(x))
             lows.append(prim.min(x))
-        large_at.append(i)
     # Each part a vector: the large tensors' scalars stacked, the small
     # ones' segment reductions; one concat and one `[1, m]` view per row.
     rows, highs, lows = ([ops.stack(p)] if p else [] for p in (l2s, highs, lows))
@@ -275,9 +274,7 @@ def norm_row(
         if extremes:
             highs.append(ops.segment_max(flat, ids, k))
             lows.append(ops.segment_min(flat, ids, k))
-    layout = RowLayout(
-        tuple(large_at + small_at), (True,) * len(large_at) + (False,) * len(small)
-    )
+    layout = row_layout([x.shape for x in tensors])
     out = NormRow(_joined_row(rows, prim) if norms else None, layout, None, None)
     if silent:
         out = out._replace(
