@@ -196,12 +196,10 @@ def vanishing_rnn() -> Setup:
     return Setup(model, x, y, epochs=1)
 
 
-def simple_rnn_relu(bias: float = 0.0) -> Setup:
-    """Two stacked ReLU `SimpleRNN`s (16 units over 12 steps, all of them;
-    then 8, the last step) and a softmax: whether the sum of the first
-    feature over the last 3 steps is positive. With `bias` -20 in the
-    first one, its units output 0 at every step of every sample (inputs
-    are standardized) from step 0."""
+def _relu_rnns(recurrent) -> Setup:
+    """ReLU `SimpleRNN`s (`recurrent()`, made after the seed is set) and a
+    softmax, over 12 steps of 4 standardized features: whether the sum of
+    the first feature over the last 3 steps is positive."""
     keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 12, 4)).astype("float32")
@@ -209,14 +207,7 @@ def simple_rnn_relu(bias: float = 0.0) -> Setup:
     model = keras.Sequential(
         [
             keras.Input((12, 4)),
-            keras.layers.SimpleRNN(
-                16,
-                activation="relu",
-                return_sequences=True,
-                bias_initializer=keras.initializers.Constant(bias),
-                name="rnn",
-            ),
-            keras.layers.SimpleRNN(8, activation="relu", name="last"),
+            *recurrent(),
             keras.layers.Dense(2, activation="softmax", name="out"),
         ]
     )
@@ -224,27 +215,34 @@ def simple_rnn_relu(bias: float = 0.0) -> Setup:
     return Setup(model, x, y, epochs=4)
 
 
-def last_step_rnn(bias: float) -> Setup:
-    """One ReLU `SimpleRNN` (16 units over 12 steps) that returns only its
-    last step, and a softmax, on `simple_rnn_relu`'s task. Its outputs at
-    the steps before the last are not measured; with `bias` -20 its units
-    output 0 at every step of every sample from step 0, so every gradient
-    of its weights is exactly 0."""
-    keras.utils.set_random_seed(SEED)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(512, 12, 4)).astype("float32")
-    y = (x[:, -3:, 0].sum(axis=1) > 0).astype("int32")
-    rnn = keras.layers.SimpleRNN(
-        16,
+def _relu_rnn(units: int, bias: float, **kwargs):
+    return keras.layers.SimpleRNN(
+        units,
         activation="relu",
         bias_initializer=keras.initializers.Constant(bias),
-        name="rnn",
+        **kwargs,
     )
-    model = keras.Sequential(
-        [keras.Input((12, 4)), rnn, keras.layers.Dense(2, "softmax", name="out")]
+
+
+def simple_rnn_relu(bias: float = 0.0) -> Setup:
+    """Two stacked ReLU `SimpleRNN`s (`_relu_rnns`: 16 units, all the steps;
+    then 8, the last step). With `bias` -20 in the first one, its units
+    output 0 at every step of every sample (inputs are standardized) from
+    step 0."""
+    return _relu_rnns(
+        lambda: [
+            _relu_rnn(16, bias, return_sequences=True, name="rnn"),
+            _relu_rnn(8, 0.0, name="last"),
+        ]
     )
-    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=4)
+
+
+def last_step_rnn(bias: float) -> Setup:
+    """One ReLU `SimpleRNN` (`_relu_rnns`: 16 units) that returns only its
+    last step. Its outputs at the steps before the last are not measured;
+    with `bias` -20 its units output 0 at every step of every sample from
+    step 0, so every gradient of its weights is exactly 0."""
+    return _relu_rnns(lambda: [_relu_rnn(16, bias, name="rnn")])
 
 
 def exploding_attention() -> Setup:
