@@ -59,6 +59,11 @@ class JaxPrograms:
     # its own rather than the one program's untaken cond: measured on a
     # warmed-up MLP, 1.011x a plain step against 1.134x (RESULTS.md).
     CHECK_SAVING = 0.1
+    # ...of a step counted at most this long (seconds): the cond costs
+    # about as much in a longer step (the MLP's steps were 0.55-0.73 ms; a
+    # CNN's check program saved nothing measurable on steps of 28 ms,
+    # RESULTS.md).
+    SAVING_STEP = 0.7e-3
 
     # --------------------------------------------------------- in the trace
     def _step(self, state, data, full):
@@ -159,8 +164,10 @@ class JaxPrograms:
         `compile_share` for what compiling that on another thread costs
         the training. A check run by the one program costs about
         `CHECK_SAVING` of a step more than one with no full statistics (the
-        cond's untaken branch: its operands, the zeros it returns); the
-        wall time from one such check to the next counts as the step. The
+        cond's untaken branch: its operands, the zeros it returns), of a
+        step of at most `SAVING_STEP`: a longer step spends its time on the
+        model, not on the cond. The wall time from one such check to the
+        next counts as the step. The
         check gets its own program once the steps left in the `fit` (when
         known) would save that cost, or once the extra paid so far adds up
         to it (a run of unknown or many short fits pays at most twice the
@@ -178,13 +185,15 @@ class JaxPrograms:
         elif last is not None and not other:
             steps = self._intervals
             steps.append(now - last)
-            self._rent += steps[-1]
+            counted = self.SAVING_STEP
+            self._rent += min(steps[-1], counted)
             # The median of the last few: one check can wait for the host.
             left = 0.0
             if self._steps_left and len(steps) == steps.maxlen:
                 # The median of an odd count (`statistics.median` took more
                 # time a step than the rest of this check).
-                left = self._steps_left * sorted(steps)[len(steps) // 2]
+                median = sorted(steps)[len(steps) // 2]
+                left = self._steps_left * min(median, counted)
             price = self._compilation * self._share
             if max(self._rent, left) * self.CHECK_SAVING >= price:
                 self._check = True

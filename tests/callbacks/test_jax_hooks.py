@@ -410,26 +410,30 @@ def test_a_step_that_cannot_be_traced_ahead_keeps_its_checks_in_the_one_program(
 
 
 @pytest.mark.parametrize(
-    "cores, steps_left, switch_at",
+    "cores, steps_left, step, switch_at",
     [
         # Two cores: compiling beside the training costs it the whole 0.5 s
-        # compilation. 9 checks of 2 ms (after the first) set the step:
-        # 9990 steps x 2 ms x CHECK_SAVING 0.1 = 2 s >= 0.5 s.
-        (2, 10_000, 10),
-        # 990 steps left would save 0.2 s: the rent pays it at 0.5 s / 0.1 /
-        # 2 ms = 2500 intervals.
-        (2, 1_000, 2501),
-        (2, None, 2501),  # Steps unknown: the rent alone.
+        # compilation. 9 checks of 2 ms (after the first) set the step, of
+        # which SAVING_STEP 0.7 ms counts: 9990 steps x 0.7 ms x
+        # CHECK_SAVING 0.1 = 0.699 s >= 0.5 s.
+        (2, 10_000, 2e-3, 10),
+        # 990 steps left would save 0.069 s: the rent pays it at 0.5 s / 0.1
+        # / 0.7 ms = 7142.9, 7143 intervals (the 7144th check: the first
+        # one's time since the compiling call is not a step).
+        (2, 1_000, 2e-3, 7144),
+        (2, None, 2e-3, 7144),  # Steps unknown: the rent alone.
         # 16 cores: a fifteenth of it, 0.5 s / 15 = 33.3 ms. 990 steps left
-        # save 0.198 s; the rent alone pays 33.3 ms at 167 intervals (the
-        # 168th check, as 2500 intervals are the 2501st above).
-        (16, 1_000, 10),
-        (16, None, 168),
-        (1, None, 2501),  # One core: no other to compile on, all of it.
+        # save 0.069 s; the rent alone pays 33.3 ms at 476.2, 477 intervals.
+        (16, 1_000, 2e-3, 10),
+        (16, None, 2e-3, 478),
+        # Steps shorter than SAVING_STEP count whole: 33.3 ms / 0.1 / 0.2 ms
+        # = 1666.7, 1667 intervals.
+        (16, None, 0.2e-3, 1668),
+        (1, None, 2e-3, 7144),  # One core: no other to compile on, all of it.
     ],
 )
 def test_the_check_program_is_compiled_when_it_pays(
-    monkeypatch, cores, steps_left, switch_at
+    monkeypatch, cores, steps_left, step, switch_at
 ):
     from keras_actloss.callbacks import _jax_programs
 
@@ -439,13 +443,13 @@ def test_the_check_program_is_compiled_when_it_pays(
     )
     hooks = _hooks_of_a_line()
     hooks._steps_left = steps_left
-    clock = iter(np.arange(0.0, 100.0, 0.002).tolist())
+    clock = iter((np.arange(20_000) * step).tolist())
     monkeypatch.setattr(_jax_programs.time, "perf_counter", lambda: next(clock))
     hooks._rent_check(-0.5, True)  # The first call: compiled in 0.5 s.
     assert hooks._compilation == pytest.approx(0.5)
     calls = 0
-    while not hooks._check and calls < 5000:
-        hooks._rent_check(0.0, False)  # A check, 2 ms after the last call.
+    while not hooks._check and calls < 10_000:
+        hooks._rent_check(0.0, False)  # A check, `step` after the last call.
         calls += 1
     assert calls == switch_at
 
