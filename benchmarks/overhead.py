@@ -24,13 +24,15 @@ giving every setting the same work:
 Two more measurements, each on fresh models and callbacks, plain and
 default settings alternated in `--long-pairs` rounds:
 
-- A long run: one `fit` of `--long-steps` steps (default 2000) of the MLP,
-  so the dense recordings at the start of training (and the tracing of
-  both train functions) are part of the cost; and, from the same fits, the
-  time of its second half (from the start of its middle batch to the end
-  of the `fit`): what the callback costs once those one-off costs are paid.
-  Also in absolute terms (seconds added to the fit, milliseconds added to
-  a step of its second half): what it adds to a model of any step time.
+- A long run: one `fit` of `--long-steps` steps (default 2000) of each of
+  `--long-models` (default the MLP and the CNN: steps of well under a
+  millisecond and of tens of milliseconds on JAX's CPU backend), so the
+  dense recordings at the start of training (and the tracing of both train
+  functions) are part of the cost; and, from the same fits, the time of
+  its second half (from the start of its middle batch to the end of the
+  `fit`): what the callback costs once those one-off costs are paid. Also
+  in absolute terms (seconds added to the fit, milliseconds added to a
+  step of its second half): what it adds to a model of any step time.
 - Time to first step: the first `fit` (1 epoch of `--first-steps` steps at
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
   includes tracing the train functions.
@@ -56,7 +58,8 @@ Usage:
 
 ```
 python benchmarks/overhead.py [--backend tensorflow|jax] [--pairs 15] [--steps 100]
-    [--epochs 2] [--warmup 2] [--long-steps 2000] [--long-pairs 5] [--first-steps 30]
+    [--epochs 2] [--warmup 2] [--long-steps 2000] [--long-models mlp,cnn]
+    [--long-pairs 5] [--first-steps 30]
     [--no-write]
 ```
 """
@@ -96,6 +99,7 @@ except ImportError:  # Run as `python benchmarks/overhead.py`.
     from _results import write_section  # noqa: E402
 
 BATCH = 128
+INPUT_SHAPES = {"mlp": (784,), "cnn": (28, 28, 1)}
 # Keras's TensorBoard callback needs TensorFlow, on every backend. On JAX,
 # `batch_end` (a callback that does nothing after each batch) shows what
 # any such callback costs there: Keras then waits for every step's logs
@@ -182,8 +186,7 @@ def data(model_name: str, steps: int):
     random.
     """
     rng = np.random.default_rng(0)
-    shape = (784,) if model_name == "mlp" else (28, 28, 1)
-    x = rng.random((steps * BATCH, *shape), dtype="float32")
+    x = rng.random((steps * BATCH, *INPUT_SHAPES[model_name]), dtype="float32")
     y = rng.integers(0, 10, size=steps * BATCH)
     if JAX:
         return x, y
@@ -339,10 +342,10 @@ def ratio_row(label: str, times: dict) -> str:
     return line
 
 
-def absolute_line(whole: dict, tail: dict, tail_steps: int) -> str:
+def absolute_line(label: str, whole: dict, tail: dict, tail_steps: int) -> str:
     """The callback's cost in seconds (medians of the paired wall-time
-    differences, default - plain) of the long fit and, from its second
-    half, of a step: what it adds to a run of any step time."""
+    differences, default - plain) of the long fit of `label` and, from its
+    second half, of a step: what it adds to a run of any step time."""
     added = statistics.median(
         d[0] - p[0] for d, p in zip(whole["default"], whole["plain"])
     )
@@ -351,7 +354,7 @@ def absolute_line(whole: dict, tail: dict, tail_steps: int) -> str:
     )
     line = (
         f"In absolute terms (medians of the paired wall-time differences): the "
-        f"callback added {added:.2f} s to the long fit, and "
+        f"callback added {added:.2f} s to the long fit of the {label}, and "
         f"{per_step * 1e3:.3f} ms a step to its second half."
     )
     print(line)
@@ -367,6 +370,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: TF default")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--long-steps", type=int, default=2000)
+    parser.add_argument("--long-models", default="mlp,cnn")
     parser.add_argument("--long-pairs", type=int, default=5, help="0: skip")
     parser.add_argument("--first-steps", type=int, default=30)
     parser.add_argument("--first-pairs", type=int, default=3, help="0: skip")
@@ -398,20 +402,23 @@ def main() -> None:
             keras.backend.clear_session()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    fresh, absolute = [], ""
+    fresh, absolute = [], []
     rng = np.random.default_rng(0)
-    if args.long_pairs:
+    for name in args.long_models.split(",") if args.long_pairs else ():
         n = args.long_steps * BATCH
-        x = rng.random((n, 784), dtype="float32")
+        x = rng.random((n, *INPUT_SHAPES[name]), dtype="float32")
         y = rng.integers(0, 10, size=n)
         half = args.long_steps // 2
+        fit = {"batch_size": BATCH, "epochs": 1}
         whole, tail = fresh_pairs(
-            mlp, x, y, args.long_pairs, later=half, batch_size=BATCH, epochs=1
+            builders[name], x, y, args.long_pairs, later=half, **fit
         )
-        label = f"MLP, one fit of {args.long_steps} steps (batch {BATCH})"
+        label = f"{name.upper()}, one fit of {args.long_steps} steps (batch {BATCH})"
         fresh.append(ratio_row(label, whole))
         fresh.append(ratio_row(f"{label}: its steps from {half} on", tail))
-        absolute = absolute_line(whole, tail, args.long_steps - half)
+        absolute.append(
+            absolute_line(name.upper(), whole, tail, args.long_steps - half)
+        )
     if args.first_pairs:
         n = args.first_steps * 32
         x = rng.random((n, 32, 32, 3), dtype="float32")
@@ -437,7 +444,7 @@ def main() -> None:
         "| run | plain | wall ratio | min-max | CPU ratio | min-max |\n"
         "| --- | --- | --- | --- | --- | --- |\n"
         + "\n".join(fresh)
-        + (f"\n\n{absolute}" if absolute else "")
+        + "".join(f"\n\n{line}" for line in absolute)
     )
     if args.no_write:
         return
