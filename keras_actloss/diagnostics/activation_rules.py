@@ -155,6 +155,9 @@ class ActivationRules(RuleFamily):
         if self._converged(stats) or self._exploded():
             return
         raw = stats.input_scale is not None and stats.input_scale > t.input_scale
+        # A model that has learned was not stopped by its saturated units
+        # (weights that keep growing push them into the tails): no hit.
+        fitted = self._fitted()
         for ls in stats.layers:
             if ls.saturation is None or ls.layer in self.output_layers:
                 continue
@@ -168,7 +171,7 @@ class ActivationRules(RuleFamily):
             }
             for mode, limit in limits.items():
                 key = (mode, ls.layer)
-                hit = limit is not None and ls.saturation >= limit
+                hit = limit is not None and ls.saturation >= limit and not fitted
                 count, start = self._streaks.update(key, hit, stats.step)
                 if self._confirmed(count, start, stats.step):
                     self._add_saturation(new, mode, ls, stats, count, start)

@@ -151,7 +151,7 @@ class RuleFamily:
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `_streaks`, `_skipped`, `_reported`, `_lost`,
-    `_first_loss` and `findings`.
+    `_first_loss`, `_early_losses`, `_norms` and `findings`.
     """
 
     def _exploded(self) -> bool:
@@ -194,6 +194,18 @@ class RuleFamily:
             stats.loss is not None
             and self._first_loss is not None
             and stats.loss <= self.thresholds.converged_loss_ratio * self._first_loss
+        )
+
+    def _fitted(self) -> bool:
+        """Whether the recent loss (median of the last normal steps') fell
+        to `fitted_loss_ratio` of the early loss (median of the first
+        `baseline_steps`'): the model has learned."""
+        early, recent = _median(self._early_losses), self._norms.recent_loss()
+        return (
+            early is not None
+            and recent is not None
+            and early > 0
+            and recent <= self.thresholds.fitted_loss_ratio * early
         )
 
     def _add(

@@ -129,6 +129,15 @@ class Thresholds:
             standard deviation (over the recorded batch) is above this in
             absolute value; standardized features sit near 0 and 1.
             Defaults to `2.0`.
+        fitted_loss_ratio: No saturation (nor `unstandardized_inputs`) is
+            reported while the recent loss (median of the last 32 normal
+            steps) is at most this fraction of the early loss (median of the
+            first `baseline_steps` steps): the model has learned, and units
+            pushed into the tails as its weights keep growing did not stop
+            it. A tanh regression MLP trained at batch 8 for 6000 steps had
+            78% of its second layer's outputs in the flat tails by step
+            5500, its loss at 3-11% of the early loss (epoch means) from
+            step 320 on. Defaults to `0.1`.
     """
 
     patience: int = 3
@@ -152,6 +161,7 @@ class Thresholds:
     input_saturation: float = 0.5
     raw_input_saturation: float = 0.95
     input_scale: float = 2.0
+    fitted_loss_ratio: float = 0.1
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -187,6 +197,7 @@ _FRACTIONS = (
     "saturation",
     "input_saturation",
     "raw_input_saturation",
+    "fitted_loss_ratio",
 )
 _GROWTHS = ("exploding_growth", "exploding_spike_growth", "jump_factor")
 

@@ -2268,6 +2268,21 @@ class TestSaturation:
             (F.SATURATED_ACTIVATIONS, "dense_1", 1),
         ]
 
+    @pytest.mark.parametrize("loss, reported", [(0.1, False), (0.11, True)])
+    def test_not_judged_once_the_model_has_learned(self, loss, reported):
+        # A model trained long (a tanh MLP at batch 8: 78% of its second
+        # layer's outputs in the tails by step 5500 of 6000, its loss at
+        # 3-11% of the early loss since step 320): the early loss is the
+        # median of the first 5 steps' (1.0), the recent one of the last 32
+        # (`loss`); fitted at 0.1 * 1.0 and below.
+        rules, seq = saturation_run([0.3, 0.9, None], steps=(100, 105, 110), loss=loss)
+        steps = [(s, 1.0, 1e-3, 1.0 if s < 5 else loss) for s in range(100)]
+        rules.observe_quiet(steps)
+        found = run(rules, seq)
+        assert modes(found) == (
+            [(F.SATURATED_ACTIVATIONS, "dense_1", 100)] if reported else []
+        )
+
     def test_not_judged_after_an_explosion(self):
         # Saturation once the weights blew up is a consequence.
         rules, seq = saturation_run([0.3, 0.9, None], steps=range(7, 20))
