@@ -92,21 +92,22 @@ class GradientDiagnostics(
       batches. They are dense when failures start: every step for the first 8
       steps, then at gaps growing by one step every 4 steps up to
       `every_n_steps`; and every step for a burst of 8 steps (or as many as 128
-      samples take, at small batch sizes) from the step after a jump: a
-      learning rate changed 10x, the start of an explosion, more gradient
-      tensors entirely 0 than in any of the last 32 steps (a layer fell
-      silent), or, read from noisy series, a global gradient norm 10x above
-      that of every one of the last 32 steps or 10x below their median for 3
-      steps in a row, or a quarter more units with no gradient from the batch
-      (exactly 0 in their bias or normalization offset) than the most of those
-      steps. A noisy jump starts a burst at most once in `every_n_steps` steps,
-      twice as rarely after each burst that found nothing; after the first 32
-      steps, a new record of such units (an eighth, at least 2, over the last:
-      units dying a few at a time) always does. So does, as a noisy jump (with
-      a back-off of its own), a recording on which at least `dead_fraction` of
-      a ReLU-family layer's units (not yet reported dead) were inactive for its
-      whole batch or for its recent recordings together: dying units are
-      confirmed on fresh batches.
+      samples take, at small batch sizes) from the step after a jump: a learning
+      rate changed 10x, the start of an explosion, more gradient tensors
+      entirely 0 in two steps in a row than in any two in a row of the last 32
+      steps (a layer fell silent; an output head whose batch's loss is exactly 0
+      has zero gradients for one step), or, read from noisy series, a global
+      gradient norm 10x above that of every one of the last 32 steps or 10x
+      below their median for 3 steps in a row, or a quarter more units with no
+      gradient from the batch (exactly 0 in their bias or normalization offset)
+      than the most of those steps. A noisy jump starts a burst at most once in
+      `every_n_steps` steps, twice as rarely after each burst that found
+      nothing; after the first 32 steps, a new record of such units (an eighth,
+      at least 2, over the last: units dying a few at a time) always does. So
+      does, as a noisy jump (with a back-off of its own), a recording on which
+      at least `dead_fraction` of a ReLU-family layer's units (not yet reported
+      dead) were inactive for its whole batch or for its recent recordings
+      together: dying units are confirmed on fresh batches.
     - `step` is the iteration count (before the update) of the first
       optimizer whose `apply` runs in the step: `model.optimizer` in a
       plain `fit`, the first one a custom `train_step` uses otherwise

@@ -151,10 +151,10 @@ class HealthRules(
     Stateful: feed it every step's `SentinelEvent` (`observe_step`) and every
     full `StepStats` (`observe`) in step order; each call returns only the
     findings that are new, one per (mode, layer), with `step` = the first
-    step of the streak that confirmed it. `jumped` tells whether the last
-    step's gradient norm or learning rate jumped, or one of its gradient
-    norms fell to exactly 0, or many more units than lately got none (the
-    callback then records densely for a while), and `jump_noisy` whether
+    step of the streak that confirmed it. `jumped` tells whether the last step's
+    gradient norm or learning rate jumped, or one of its gradient norms fell to
+    exactly 0 (for two steps in a row), or many more units than lately got none
+    (the callback then records densely for a while), and `jump_noisy` whether
     only a test on a noisy series (the norm's level, the units) said so.
     `suspected` tells whether the last recording left most units of a
     ReLU-like layer inactive (on its batch, or on the recent recordings

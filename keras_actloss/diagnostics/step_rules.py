@@ -12,6 +12,7 @@ use.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from keras_actloss import findings as F
@@ -58,9 +59,9 @@ class NormRules(RuleFamily):
     rising), or over an absolute ceiling, for `exploding_patience` steps in
     a row (growing, else one more) and beyond any such step the norm came
     back down from, or one huge spike, is an explosion; a norm or learning
-    rate that jumps by `jump_factor`, a gradient norm falling to exactly 0,
-    or many more units than lately getting no gradient, sets `jumped`.
-    Mixed into `HealthRules`.
+    rate that jumps by `jump_factor`, a gradient norm falling to exactly 0
+    for two steps, or many more units than lately getting no gradient, sets
+    `jumped`. Mixed into `HealthRules`.
     """
 
     @property
@@ -93,12 +94,11 @@ class NormRules(RuleFamily):
             # Just inside the jump (a factor of exactly jump_factor jumps).
             rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
         # Just inside the norm bounds too, so a borderline step is judged.
-        zeros = max(self._zero_counts, default=0)
         return (
             low * low * 1.001,
             high * high / 1.001,
             *rates,
-            zeros,
+            self._zero_level(),
             self._silent_limit(),
         )
 
@@ -121,21 +121,32 @@ class NormRules(RuleFamily):
         over the last one."""
         return _beyond(self._silent_mark, _RECORD_SHARE)
 
+    def _zero_level(self) -> int:
+        """The most exactly-zero gradient norms that two recent steps in a
+        row both had (0 before two steps). One step's zeros can be a batch
+        that an output head fits exactly (its loss, and so its gradients,
+        exactly 0 where its probabilities round to 1); a layer that died
+        stays at 0."""
+        counts = self._zero_counts
+        pairs = zip(counts, itertools.islice(counts, 1, None))
+        return max(map(min, pairs), default=0)
+
     def _zeros_jump(self, norm: float, zeros: int, silent: int = 0) -> None:
-        """Flags a step with more exactly-zero gradient norms than any of
-        the recent steps, or many more silent units: a layer, or many of
-        its units, fell silent (they died, or a layer before them stopped
-        passing a signal), whatever the global norm does, since the layers
-        still learning can keep it level. A step with no gradient, or one
-        far below its recent level (a batch the model gets right, whose
-        small gradients underflow; or a NaN), says nothing of its layers:
-        it is left out."""
+        """Flags a step that, like the step before it, has more exactly-zero
+        gradient norms than two recent steps in a row had (`_zero_level`),
+        or many more silent units: a layer, or many of its units, fell
+        silent (they died, or a layer before them stopped passing a
+        signal), whatever the global norm does, since the layers still
+        learning can keep it level. A step with no gradient, or one far
+        below its recent level (a batch the model gets right, whose small
+        gradients underflow; or a NaN), says nothing of its layers: it is
+        left out."""
         recent = self._norms.recent()
         quiet = recent is not None and norm * self.thresholds.jump_factor <= recent
         if quiet or not (norm > 0 and math.isfinite(norm)):
             return
         counts, silents = self._zero_counts, self._silent_counts
-        if counts and zeros > max(counts):
+        if counts and min(zeros, counts[-1]) > self._zero_level():
             self.jumped = self._jump_hard = True
         spike = bool(silents) and silent > self._spike_limit()
         record = silent > self._record_limit()

@@ -1777,22 +1777,43 @@ class TestJumps:
 
     def test_gradient_falling_to_zero(self):
         # A layer whose gradients become exactly 0 (its units died whole)
-        # while the global norm stays level: a jump once, when more tensors
-        # are zero than in any of the last 32 steps; a count seen recently
-        # (one bias already silent) is none.
+        # while the global norm stays level: a jump once, at the second
+        # step in a row with more zero tensors than any two steps in a row
+        # of the last 32 had. Pairs' smaller counts: 0 (steps 0-1), 1
+        # (1-2): a jump at 2; 0, 0, 1 (4-5) no more than 1; 3 (5-6) a jump
+        # at 6; 3, 2 none.
         rules = HealthRules(mlp(["relu", "relu"]))
         zeros = [0, 1, 1, 0, 1, 3, 3, 3, 2]
         seq = [
             SentinelEvent(s, 1.0, False, zero_gradients=z) for s, z in enumerate(zeros)
         ]
-        assert jumps(rules, seq) == [False, True] + [False] * 3 + [True] + [False] * 3
+        expected = [False] * 9
+        expected[2] = expected[6] = True
+        assert jumps(rules, seq) == expected
         assert rules.findings == []
         assert rules.alarm_bounds()[4] == 3  # Quiet up to 3 zero tensors.
         # Quiet steps (`observe_quiet`) join the window: after 32 of them
-        # with none zero, 1 is more than any recent count again.
+        # with none zero, two steps with 1 are more than any recent pair.
         rules.observe_quiet([(s, 1.0, None, None, 0) for s in range(9, 41)])
         assert rules.alarm_bounds()[4] == 0
-        assert jumps(rules, [SentinelEvent(41, 1.0, False, zero_gradients=1)]) == [True]
+        seq = [SentinelEvent(s, 1.0, False, zero_gradients=1) for s in (41, 42)]
+        assert jumps(rules, seq) == [False, True]
+
+    def test_one_step_of_zero_gradients_is_no_jump(self):
+        # An output head that fits a batch exactly (probabilities rounding
+        # to 1) has exactly-zero gradients for that step only, every few
+        # hundred steps late in a long run: no jump, however often (each
+        # step alone is judged, the bound staying at 0); two such steps in
+        # a row are (the count 2 then joins the level).
+        rules = HealthRules(mlp(["relu", "relu"]))
+        zeros = [0, 0, 2, 0, 0, 2, 0, 2, 0, 2, 2, 0, 2, 2]
+        seq = [
+            SentinelEvent(s, 1.0, False, zero_gradients=z) for s, z in enumerate(zeros)
+        ]
+        assert jumps(rules, seq[:10]) == [False] * 10
+        assert rules.alarm_bounds()[4] == 0
+        assert jumps(rules, seq[10:]) == [True, False, False, False]
+        assert rules.alarm_bounds()[4] == 2
 
     def test_units_falling_silent(self):
         # Silent units (bias elements exactly 0): a jump when a step has a
@@ -1842,9 +1863,10 @@ class TestJumps:
         assert rules.jumped and rules.jump_noisy
         run(rules, [event(6, 1.0, 1e-3), event(7, 1.0, 1e-2)])  # Rate x10.
         assert rules.jumped and not rules.jump_noisy
-        run(rules, [SentinelEvent(8, 1.0, False, zero_gradients=1)])
+        zeros = [SentinelEvent(s, 1.0, False, zero_gradients=1) for s in (8, 9)]
+        run(rules, zeros)  # Two steps in a row.
         assert rules.jumped and not rules.jump_noisy
-        run(rules, [event(9, 500.0)])  # Over the limit (100 x early 1).
+        run(rules, [event(10, 500.0)])  # Over the limit (100 x early 1).
         assert rules.jumped and not rules.jump_noisy
 
     def test_a_quiet_step_says_nothing_of_its_layers(self):
@@ -1856,8 +1878,13 @@ class TestJumps:
         quiet = SentinelEvent(5, 0.05, False, zero_gradients=4, silent_units=128)
         assert jumps(rules, [quiet]) == [False]
         assert rules.alarm_bounds()[4:] == (0, 2.0)
-        level = SentinelEvent(6, 1.0, False, zero_gradients=4, silent_units=128)
-        assert jumps(rules, [level]) == [True]
+        level = [
+            SentinelEvent(s, 1.0, False, zero_gradients=4, silent_units=128)
+            for s in (6, 7)
+        ]
+        # The silent units jump at once; the zero tensors on the second step.
+        assert jumps(rules, level) == [True, True]
+        assert rules.alarm_bounds()[4] == 4
 
     def test_norm_down_for_three_steps(self):
         rules = HealthRules(mlp(["tanh"]))
