@@ -18,6 +18,13 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily
 
+# Units found dead in the first steps of training, in a layer active at
+# first, without a learning-rate change or a loss risen by `_SETTLE_RISE` of
+# its first value, are reported only once they stay dead past this step
+# (`ActivationRules._settling`).
+_SETTLE_STEPS = 64
+_SETTLE_RISE = 0.1
+
 
 def can_die(activation: str | None) -> bool:
     """Whether units of this activation can die (zero gradient when inactive).
@@ -45,6 +52,8 @@ class UnitActivity:
         self.min_samples = min_samples
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
+        # The share of units inactive on the first recording's batch.
+        self.first: float | None = None
 
     def add(self, step: int, samples: int, activity) -> None:
         """Adds a recording's per-unit active counts (a list or array)."""
@@ -52,6 +61,8 @@ class UnitActivity:
         if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
         self._recent.append((step, samples, active))
+        if self.first is None:
+            self.first = self.latest()
 
     def latest(self) -> float:
         """Share of the units inactive on the last recording's batch."""
@@ -126,7 +137,7 @@ class ActivationRules(RuleFamily):
         hit = hit and recordings >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
-        if hit and self._lasted(start, step):
+        if hit and self._lasted(start, step) and not self._settling(layer, step):
             if layer in self._measured:
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
@@ -147,6 +158,33 @@ class ActivationRules(RuleFamily):
                     "change their inputs."
                 )
             self._add(new, F.DEAD_RELU, layer, start, dead, message)
+
+    def _settling(self, layer: str, step: int) -> bool:
+        """Whether units of `layer` found dead at `step` may still be
+        settling: within the first `_SETTLE_STEPS` steps of training, in a
+        layer mostly active on its first recorded batch, with the learning
+        rate unchanged and the loss not risen a tenth over its first value.
+
+        A small layer fed small inputs (an `Embedding` initialized within
+        +-0.05, averaged) sees its biases move by about the learning rate
+        each step under Adam, more than its pre-activations spread: half
+        its units can be inactive on every sample of the first dozens of
+        steps and come back as the layers before them grow. Units killed
+        by too large a step come with a rising loss; units dead from the
+        start show on the first batch; both are judged at once. Settling
+        units are reported only if they stay dead past the first
+        `_SETTLE_STEPS` steps.
+        """
+        window = self._activity[layer]
+        if step >= _SETTLE_STEPS or self._rate_change is not None:
+            return False
+        if window.first is None or window.first >= self.thresholds.dead_fraction:
+            return False
+        first, recent = self._first_loss, self._norms.recent_loss()
+        if first is None or recent is None:
+            return False
+        # Relative to the loss's size, so a negative loss rises too.
+        return recent - first < _SETTLE_RISE * abs(first)
 
     def _saturation(self, new, stats: StepStats) -> None:
         t = self.thresholds

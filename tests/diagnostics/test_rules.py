@@ -1964,7 +1964,75 @@ def dead_run(activity, steps, batch_size=32, activations=("relu", "relu")):
 ACTIVITY = ([5, 9, 3, 0], [0, 0, 0, 7])
 
 
+def settling_run(loss, rate=lambda s: None, first=None, back=40):
+    """Steps 0-69 of an MLP, each a step event (norm 1, learning rate
+    `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
+    layers all active on step 0's batch (or as `first`), then as `ACTIVITY`
+    (3 of dense_1's 4 units inactive) until step `back` (None: to the end),
+    all active after. Returns (mode, layer, finding step, step at which it
+    was reported) for each finding."""
+    rules = HealthRules(mlp(["relu", "relu"]))
+    alive = ([1] * 4, [1] * 4)
+    found = []
+    for s in range(70):
+        if s == 0:
+            pair = first or alive
+        else:
+            pair = ACTIVITY if back is None or s < back else alive
+        items = [
+            event(s, 1.0, rate(s), loss=loss(s)),
+            recording(
+                s,
+                RELU_RMS[:3],
+                loss=loss(s),
+                learning_rate=rate(s),
+                batch_size=32,
+                unit_activity=[*pair, None],
+            ),
+        ]
+        found += [(f.mode, f.layer, f.step, s) for f in run(rules, items)]
+    return found
+
+
+def level(step):
+    return 1.0
+
+
 class TestDeadRelu:
+    def test_units_dying_in_the_first_steps_may_settle(self):
+        # dense_1 active on step 0's batch, then 3 of its 4 units inactive
+        # on every batch of steps 1-39 (windows of 4 batches from step 4),
+        # the loss level: not reported within the first 64 steps; they
+        # come back at step 40.
+        assert settling_run(level) == []
+
+    def test_settling_units_still_dead_after_64_steps(self):
+        # The same units staying dead: the streak from step 1 is reported
+        # once it passes the first 64 steps.
+        assert settling_run(level, back=None) == [(F.DEAD_RELU, "dense_1", 1, 64)]
+
+    @pytest.mark.parametrize(
+        "loss, rate",
+        [
+            # The loss 1.2 from step 1: its recent median is over 1.1 x the
+            # first loss 1.0 (too large a step kills units).
+            (lambda s: 1.0 if s == 0 else 1.2, lambda s: None),
+            # The learning rate changed 10x at step 2.
+            (level, lambda s: 1e-3 if s < 2 else 1e-2),
+        ],
+        ids=["loss_rising", "rate_changed"],
+    )
+    def test_units_killed_early_are_reported_at_once(self, loss, rate):
+        # The streak from step 1 (the window of steps 1-4), reported once it
+        # spans 5 steps (patience_steps): at step 5.
+        assert settling_run(loss, rate) == [(F.DEAD_RELU, "dense_1", 1, 5)]
+
+    def test_units_dead_from_the_first_batch_are_reported_at_once(self):
+        # Inactive on step 0's batch already: the window of steps 0-3,
+        # reported at step 4 though the loss stays level.
+        found = settling_run(level, first=ACTIVITY)
+        assert found == [(F.DEAD_RELU, "dense_1", 0, 4)]
+
     def test_dead_units_persisting(self):
         rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
         # Steps 0-20: 96 samples < min_samples 128; at step 30 the window is

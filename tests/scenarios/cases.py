@@ -580,6 +580,33 @@ def healthy_embedding() -> Setup:
     return Setup(model, x, y, epochs=8)
 
 
+def healthy_small_embedding() -> Setup:
+    """Token ids from a vocabulary of 1000 -> Embedding(1000, 8) -> average
+    pooling -> Dense(16, ReLU) -> softmax, Adam lr 1e-2: the pooled
+    embeddings (initialized within +-0.05) spread about 0.01, less than
+    Adam's first steps move the Dense biases (about the learning rate
+    each), so in its first steps up to a quarter of the ReLU units
+    (TensorFlow) are inactive on every training sample and about half on
+    every recorded batch (rarely active ones look dead on 128 samples);
+    they come back as the embeddings grow, and the model fits (accuracy
+    1.0)."""
+    keras.utils.set_random_seed(1)  # One of the seeds that showed it.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 1000, size=(512, 10)).astype("int32")
+    y = ((x < 500).sum(axis=1) > 5).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            keras.layers.Embedding(1000, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=6)
+
+
 def healthy_autoencoder() -> Setup:
     """A dense autoencoder (16 -> 8 -> 4 -> 8 -> 16, ReLU) reconstructing
     inputs that lie near a 4-dimensional subspace."""
@@ -736,6 +763,7 @@ HEALTHY = [
     Case("healthy_gru", healthy_gru, {}),
     Case("healthy_attention", healthy_attention, {}),
     Case("healthy_embedding", healthy_embedding, {}),
+    Case("healthy_small_embedding", healthy_small_embedding, {}),
     Case("healthy_autoencoder", healthy_autoencoder, {}),
     Case("healthy_unstandardized_tanh", healthy_unstandardized_tanh, {}),
     Case("healthy_bottleneck", healthy_bottleneck, {}),

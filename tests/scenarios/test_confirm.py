@@ -259,7 +259,14 @@ def test_healthy_control_trains(case):
     # norm grows less than 10x over its first steps' (recurrent nets: ~4-6x
     # as they start to fit).
     assert max(c.max_dead(s) for s in steps) < 0.5
-    assert min(c.rms_ratio(s) for s in steps) > 1e-2
+    if case.name == "healthy_small_embedding":
+        # Its first layer is a table of 1000 rows: a batch's gradient reaches
+        # only the rows of its 320 tokens, each through a mean over 10
+        # positions, so the table's RMS is about 4e-3 of the output layer's
+        # at its lowest: a lookup's sparsity, not depth.
+        assert min(c.rms_ratio(s) for s in steps) > 1e-3
+    else:
+        assert min(c.rms_ratio(s) for s in steps) > 1e-2
     assert max(c.global_norm) < 10 * max(c.global_norm[:8])
     saturated = max(c.max_saturated(s) for s in steps)
     if case.name == "healthy_unstandardized_tanh":

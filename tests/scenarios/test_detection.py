@@ -73,8 +73,10 @@ REPORTED = {
     # 5 steps in a row (17-21) reported at 21.
     "zero_gradients": {"vanishing_gradients": 21},
     # The last ReLU layer dies whole at step 500, when recordings are 100
-    # steps apart, with the global norm level: the step's gradient tensors
-    # falling to exactly 0 make recordings dense from 501; dead units over
+    # steps apart, with the global norm level: its 64 units falling silent
+    # (a new record of bias elements with no gradient; its gradient tensors
+    # at exactly 0 too, a jump once a second step shows them) make
+    # recordings dense from 501; dead units over
     # the 4 batches of 501-504 (128 samples), reported at 505 (about 300
     # steps later without that jump: 4 recordings 100 steps apart).
     "layer_dies_late": {"dead_relu": 505},
