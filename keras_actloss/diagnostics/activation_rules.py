@@ -19,11 +19,13 @@ from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily
 
 # Units found dead in the first steps of training, in a layer active at
-# first, without a learning-rate change or a loss risen by `_SETTLE_RISE` of
-# its first value, are reported only once they stay dead past this step
+# first, without a learning-rate change, a recent loss risen by
+# `_SETTLE_RISE` of its first value or a recorded one by `_SETTLE_JUMP`, are
+# reported only once they stay dead past this step
 # (`ActivationRules._settling`).
 _SETTLE_STEPS = 64
 _SETTLE_RISE = 0.1
+_SETTLE_JUMP = 0.5
 
 
 def can_die(activation: str | None) -> bool:
@@ -107,6 +109,10 @@ class ActivationRules(RuleFamily):
 
     def _dead_units(self, new, stats: StepStats) -> None:
         t = self.thresholds
+        loss = stats.loss
+        if loss is not None and np.isfinite(loss) and stats.step < _SETTLE_STEPS:
+            peak = self._early_peak
+            self._early_peak = loss if peak is None else max(peak, loss)
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
             samples = ls.unit_samples or stats.batch_size
@@ -163,17 +169,19 @@ class ActivationRules(RuleFamily):
         """Whether units of `layer` found dead at `step` may still be
         settling: within the first `_SETTLE_STEPS` steps of training, in a
         layer mostly active on its first recorded batch, with the learning
-        rate unchanged and the loss not risen a tenth over its first value.
+        rate unchanged, the recent loss (median of the last steps') not
+        risen a tenth over the first recorded one and no recorded loss by
+        half.
 
         A small layer fed small inputs (an `Embedding` initialized within
         +-0.05, averaged) sees its biases move by about the learning rate
         each step under Adam, more than its pre-activations spread: half
         its units can be inactive on every sample of the first dozens of
         steps and come back as the layers before them grow. Units killed
-        by too large a step come with a rising loss; units dead from the
-        start show on the first batch; both are judged at once. Settling
-        units are reported only if they stay dead past the first
-        `_SETTLE_STEPS` steps.
+        by too large a step come with a loss that jumps or rises; units
+        dead from the start show on the first batch; both are judged at
+        once. Settling units are reported only if they stay dead past the
+        first `_SETTLE_STEPS` steps.
         """
         window = self._activity[layer]
         if step >= _SETTLE_STEPS or self._rate_change is not None:
@@ -181,10 +189,13 @@ class ActivationRules(RuleFamily):
         if window.first is None or window.first >= self.thresholds.dead_fraction:
             return False
         first, recent = self._first_loss, self._norms.recent_loss()
-        if first is None or recent is None:
+        peak = self._early_peak
+        if first is None or recent is None or peak is None:
             return False
         # Relative to the loss's size, so a negative loss rises too.
-        return recent - first < _SETTLE_RISE * abs(first)
+        rose = recent - first >= _SETTLE_RISE * abs(first)
+        jumped = peak - first >= _SETTLE_JUMP * abs(first)
+        return not (rose or jumped)
 
     def _saturation(self, new, stats: StepStats) -> None:
         t = self.thresholds

@@ -232,6 +232,8 @@ class HealthRules(
         self._silent_counts = collections.deque(maxlen=32)
         # The silent units of the last step that set a record by a margin.
         self._silent_mark = 0.0
+        # The highest loss recorded in the first steps (`_settling`).
+        self._early_peak: float | None = None
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         # The steps after a learning-rate jump up (`NormRules._diverging`).

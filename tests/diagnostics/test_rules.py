@@ -2017,10 +2017,13 @@ class TestDeadRelu:
             # The loss 1.2 from step 1: its recent median is over 1.1 x the
             # first loss 1.0 (too large a step kills units).
             (lambda s: 1.0 if s == 0 else 1.2, lambda s: None),
+            # One recorded loss of 1.5 (step 2), back to 1.0 after: over 1.5
+            # x the first (an overshoot), though the median stays level.
+            (lambda s: 1.5 if s == 2 else 1.0, lambda s: None),
             # The learning rate changed 10x at step 2.
             (level, lambda s: 1e-3 if s < 2 else 1e-2),
         ],
-        ids=["loss_rising", "rate_changed"],
+        ids=["loss_rising", "loss_jumped", "rate_changed"],
     )
     def test_units_killed_early_are_reported_at_once(self, loss, rate):
         # The streak from step 1 (the window of steps 1-4), reported once it
