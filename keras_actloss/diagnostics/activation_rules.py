@@ -16,7 +16,7 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
-from keras_actloss.diagnostics.rule_support import RuleFamily
+from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
@@ -110,7 +110,7 @@ class ActivationRules(RuleFamily):
     def _dead_units(self, new, stats: StepStats) -> None:
         t = self.thresholds
         loss = stats.loss
-        if loss is not None and np.isfinite(loss) and stats.step < _SETTLE_STEPS:
+        if _finite(loss) and stats.step < _SETTLE_STEPS:
             peak = self._early_peak
             self._early_peak = loss if peak is None else max(peak, loss)
         for ls in stats.layers:
