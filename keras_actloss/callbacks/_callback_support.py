@@ -3,7 +3,8 @@
 The backend's hooks and who writes the logs (`_check_backend`,
 `_hooks_class`, `_is_chief`), the checks of the constructor's arguments,
 and the conversion of the hooks' read-out of a recording into the
-`StepStats` the rules and the writer take (`step_stats`, `input_scale`),
+`StepStats` the rules and the writer take (`step_stats`, `input_scale`,
+`data_saturations`),
 with the schedule of recordings (`recording_gap`).
 """
 
@@ -15,7 +16,8 @@ import os
 import keras
 import numpy as np
 
-from keras_actloss.callbacks import _keras_hooks
+from keras_actloss.callbacks import _keras_hooks, _model_plan
+from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
 
 # Keras backends the callback runs on; PyTorch is not supported yet.
@@ -109,9 +111,15 @@ def _float_or_none(value: float) -> float | None:
 
 
 def step_stats(
-    data: dict, names: list[str], samples: dict, input_scale: float | None = None
+    data: dict,
+    names: list[str],
+    samples: dict,
+    input_scale: float | None = None,
+    data_saturation: dict | None = None,
+    apply_groups: dict | None = None,
 ) -> StepStats:
-    """Builds the `StepStats` of one recording from the hooks' read-out."""
+    """Builds the `StepStats` of one recording from the hooks' read-out
+    (`apply_groups` by layer index, `_model_plan.apply_groups`)."""
     layers = []
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
         units = ("unit_activity", "unit_samples")
@@ -134,6 +142,8 @@ def step_stats(
         layers=layers,
         batch_size=int(data["batch_size"]),
         input_scale=input_scale,
+        data_saturation=dict(data_saturation or {}),
+        apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
     )
 
 
@@ -145,6 +155,31 @@ def input_scale(x: np.ndarray | None) -> float | None:
         return None
     features = x.reshape(-1, x.shape[-1]).astype("float64")
     return float(np.maximum(np.abs(features.mean(axis=0)), features.std(axis=0)).max())
+
+
+def data_saturations(plans, batches: list) -> dict[str, float]:
+    """`StepStats.data_saturation`: for each monitored layer with a
+    saturating activation whose sample has the shape of a sample of one of
+    `batches` (the kept inputs and labels, None when not kept) and whose
+    range holds that batch, the fraction of the batch's elements in the
+    layer's saturating tails (`stats.data_saturation`; the largest over
+    such batches)."""
+    out = {}
+    for plan in plans:
+        profile = plan.profile
+        if profile is None or profile.saturation_bounds is None:
+            continue
+        shape = None
+        for batch in batches:
+            if batch is None or batch.ndim < 2:
+                continue
+            shape = shape or _model_plan.sample_shape(plan.layer)
+            if shape != batch.shape[1:]:
+                continue
+            fraction = stats.data_saturation(batch, profile)
+            if fraction is not None:
+                out[plan.info.name] = max(fraction, out.get(plan.info.name, 0.0))
+    return out
 
 
 def recording_gap(step: int, origin: int, every_n_steps: int, dense: int) -> int:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
-from keras_actloss.callbacks._model_plan import step_counter
+from keras_actloss.callbacks._model_plan import apply_groups, step_counter
 from keras_actloss.callbacks._ring_reading import PaddedRows, RingReader
 from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
@@ -51,11 +51,14 @@ class GraphStats(RingReader):
     variables `_ring`, `_tick`, `_fresh`, `_labels` and `_inputs` (None
     under XLA until traced), the flags `_keeps` and `_sums`; it sets
     `_summed` (when traced), `_counter` (the step's
-    first optimizer's iterations), `loss_scaled` (whether a step's
+    first optimizer's iterations), `apply_groups`
+    (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
     step's `step_reader.StepLayout`), and `_grad_layout`, `_grad_layers`
     (the host readers' too).
     """
+
+    apply_groups: dict[int, int] = {}
 
     def _reduce(self, grads: list) -> list:
         """Gradients summed across replicas (None kept in place), dense but
@@ -135,6 +138,7 @@ class GraphStats(RingReader):
         if not calls:
             return
         self._counter = step_counter(calls[0].optimizer)
+        self.apply_groups = apply_groups(self._var_layer, [c.variables for c in calls])
         self.counter_applies = sum(c.optimizer is calls[0].optimizer for c in calls)
         self.loss_scaled = any(call.dynamic for call in calls)
         if len(calls) == 1:

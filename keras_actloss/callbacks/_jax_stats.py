@@ -39,6 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_actloss.callbacks._model_plan import apply_groups
 from keras_actloss.callbacks._step_rows import (
     LABEL_ROWS,
     LOSS_SCALE_PATIENCE,
@@ -136,19 +137,22 @@ class JaxStats:
     """Mixin of `JaxTrainHooks`: the in-trace statistics and host readers.
 
     Relies on the attributes `JaxTrainHooks` sets: `plans`,
-    `histogram_size`, `loss_scaled`, `_grad_layers()`, `_var_sizes()`, and
+    `histogram_size`, `loss_scaled`, `_var_layer`, `_grad_layers()`,
+    `_var_sizes()`, and
     the host state `_pending` (each step's statistics, device arrays or
     already read rows, not judged yet),
     `_last_full`, `_kept` (the last full step's batch), `_loss_known` and
     `_bounds`; it sets, while tracing,
     `_grad_layout` (the gradients' `RowLayout`), `_layout` (the full
     step's `step_reader.StepLayout`), `_counter` (the step's first
-    optimizer), `_grad_variables` and `loss_scaled` (`_merge`), and
+    optimizer), `_grad_variables`, `apply_groups` and `loss_scaled`
+    (`_merge`), and
     `_weight_positions` (`_state_positions`).
     """
 
     _grad_layout = step_stats.RowLayout()
     _layout = step_reader.StepLayout()
+    apply_groups: dict[int, int] = {}
     # Every step full (`every_n_steps=1`): the step reduces the weights.
     all_full = False
 
@@ -171,6 +175,8 @@ class JaxStats:
         (`_grad_variables`) and whether the step scales the loss."""
         first = calls[0]
         self._counter = first["optimizer"]
+        variables = [call["variables"] for call in calls]
+        self.apply_groups = apply_groups(self._var_layer, variables)
         self.counter_applies = sum(c["optimizer"] is first["optimizer"] for c in calls)
         self.loss_scaled = any(call["dynamic"] for call in calls)
         if len(calls) == 1:

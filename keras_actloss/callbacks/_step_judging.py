@@ -20,6 +20,7 @@ import time
 import warnings
 
 from keras_actloss.callbacks._callback_support import (
+    data_saturations,
     input_scale,
     recording_gap,
     step_stats,
@@ -215,7 +216,8 @@ class StepJudging:
     Relies on the attributes `GradientDiagnostics` sets: `history`, the
     class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
     `_names`, `_step`, `_spe`, `_quiet`, `_peak`,
-    `_input_scale`, `_last_histogram` and `_warned_no_gradients`; and on
+    `_input_scale`, `_data_saturation`, `_last_histogram` and
+    `_warned_no_gradients`; and on
     `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`, and
     `StepSchedule`'s `_burst`.
     """
@@ -332,8 +334,19 @@ class StepJudging:
         due = self._histogram_due(step)
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:
-            self._input_scale = input_scale(self._hooks.read_inputs())
-        stats = step_stats(data, self._names, samples, self._input_scale)
+            inputs = self._hooks.read_inputs()
+            self._input_scale = input_scale(inputs)
+            self._data_saturation = data_saturations(
+                self._hooks.plans, [inputs, self._hooks.read_labels()]
+            )
+        stats = step_stats(
+            data,
+            self._names,
+            samples,
+            self._input_scale,
+            self._data_saturation,
+            self._hooks.apply_groups,
+        )
         new = self._rules.observe(stats)
         if self._rules.suspected:
             self._burst(step + 1, noisy=True, kind=UNITS)

@@ -274,7 +274,7 @@ class GradientDiagnostics(
         self._rules = None
         self._last_histogram = None
         self._labels_checked = False
-        self._input_scale = None
+        self._input_scale, self._data_saturation = None, {}
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
@@ -340,7 +340,7 @@ class GradientDiagnostics(
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
-            self._input_scale = None
+            self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
         self._rules.execution_steps = self._stride

@@ -97,6 +97,17 @@ def _gradient_activity(norm: float | None) -> list[float] | None:
     return [1.0 if norm > 0 else 0.0]
 
 
+def _data_like(saturation: float, data: float | None) -> bool:
+    """Whether a layer whose outputs could be the data (`data`:
+    `StepStats.data_saturation`, None otherwise) is no more saturated than
+    data-like outputs are: outside the tails at least half as often as the
+    data. A GAN's generator ending in tanh for images in `[-1, 1]`, or a
+    decoder ending in sigmoid for binary images, is a hidden layer of its
+    model (the discriminator follows it) whose outputs belong in the tails
+    where the data are."""
+    return data is not None and 1.0 - saturation >= (1.0 - data) / 2
+
+
 class ActivationRules(RuleFamily):
     """Dead units and saturated activations, judged on each recording.
 
@@ -209,6 +220,8 @@ class ActivationRules(RuleFamily):
         fitted = self._fitted()
         for ls in stats.layers:
             if ls.saturation is None or ls.layer in self.output_layers:
+                continue
+            if _data_like(ls.saturation, stats.data_saturation.get(ls.layer)):
                 continue
             # Large raw inputs still pass a gradient through the outputs left.
             raw_first = raw and ls.layer in self.input_layers

@@ -111,14 +111,34 @@ def _judged(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> tuple[dict[str, tuple[float, float]], float] | None:
     """`vanishing_layers`, with the reference level it judged against (the
-    median gradient RMS of the layers near the output)."""
+    median gradient RMS of the layers near the output; the largest such
+    level when the layers are judged in groups).
+
+    The layers updated by each `apply` call of the step
+    (`StepStats.apply_groups`: a GAN's generator and discriminator) are
+    judged apart: each call's gradients come from its own loss, so a
+    generator's first layer is compared with the generator's last ones,
+    not with the discriminator's output layer.
+    """
     weighted = {info.name for info in layers if info.has_trainable_weights}
     distance = _distances(layers)
-    rows = [
-        ls
-        for ls in stats.layers
-        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max)
-    ]
+    groups: dict[int, list] = {}
+    for ls in stats.layers:
+        if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max):
+            groups.setdefault(stats.apply_groups.get(ls.layer, 0), []).append(ls)
+    found, levels = {}, []
+    for rows in groups.values():
+        judged = _judged_rows(rows, distance, layers, t)
+        if judged is not None:
+            found.update(judged[0])
+            levels.append(judged[1])
+    return (found, max(levels)) if levels else None
+
+
+def _judged_rows(
+    rows: list, distance: dict[str, int], layers: list[LayerInfo], t: Thresholds
+) -> tuple[dict[str, tuple[float, float]], float] | None:
+    """`_judged` on the rows of one group of layers."""
     n = len(rows)
     if n < t.vanishing_min_layers:
         return None

@@ -102,6 +102,18 @@ class StepStats:
         input_scale: How far the model's inputs are from standardized: the
             largest `max(|mean|, std)` over input features of the recorded
             batch (about 1 when standardized), if known.
+        data_saturation: The layers whose outputs could be the data: a
+            sample of theirs has the shape of a sample of the model's
+            inputs or labels, and the data lie in their activation's
+            output range (a generator's or a decoder's last layer, as
+            images in `[-1, 1]` after tanh). Layer name -> the fraction of
+            the data's elements in that activation's saturating tails: as
+            saturated as that, the layer makes data-like outputs.
+        apply_groups: When the step updates the layers in several `apply`
+            calls (a GAN's discriminator and generator, each by its own
+            loss): layer name -> the index of the call that updates it.
+            Gradients from different losses are not compared. Empty with
+            one call.
     """
 
     step: int
@@ -112,6 +124,8 @@ class StepStats:
     layers: list[LayerStats] = dataclasses.field(default_factory=list)
     batch_size: int | None = None
     input_scale: float | None = None
+    data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
+    apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

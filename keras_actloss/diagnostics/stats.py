@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_actloss.profiles import ActivationProfile
@@ -203,3 +204,34 @@ def saturation_fraction(x: Tensor, profile: ActivationProfile) -> Tensor:
     """
     counts = activation_counts(x, profile)
     return counts["saturated"] / counts["elements"]
+
+
+def data_saturation(data: np.ndarray, profile: ActivationProfile) -> float | None:
+    """The fraction of `data`'s elements in `profile`'s saturating tails,
+    when all of them lie in its output range: data the activation could
+    have produced (images in `[-1, 1]` for tanh, in `[0, 1]` for sigmoid),
+    as the last layer of a generator or a decoder does. None otherwise,
+    for data without finite elements, or a profile that does not saturate.
+
+    A host-side check on a kept batch (NumPy).
+
+    Examples:
+
+    >>> tanh = keras_actloss.activations.profile("tanh")
+    >>> keras_actloss.diagnostics.stats.data_saturation(
+    ...     np.array([[-1.0, -1.0], [0.5, 1.0]]), tanh)
+    0.75
+    >>> keras_actloss.diagnostics.stats.data_saturation(
+    ...     np.array([[-3.0, 1.0]]), tanh) is None
+    True
+    """
+    if profile.saturation_bounds is None:
+        return None
+    data = np.asarray(data, "float64")
+    low, high = profile.output_range
+    if not data.size or not np.isfinite(data).all():
+        return None
+    if data.min() < low or data.max() > high:
+        return None
+    tail_low, tail_high = profile.saturation_bounds
+    return float(np.mean((data <= tail_low) | (data >= tail_high)))

@@ -133,3 +133,27 @@ def default_settings_fit(model, rng, dead: bool = False) -> list[tuple]:
         for f, step in reported
         if f.severity == "failure"
     ]
+
+
+def assert_gan_groups(model, diag, rng) -> None:
+    """Fits a GAN of `gan_networks` (compiled), its generator made to end
+    in tanh, on data of +-1 (4 batches of 4) with `diag`, and checks what
+    each recording tells the rules of it: the `apply` call that updates
+    each layer (the discriminator's optimizer applies first), and that the
+    generator's last layer could make the data, every element of which is
+    in tanh's tails (`StepStats.apply_groups`, `data_saturation`)."""
+    model.generator.get_layer("g_out").activation = keras.activations.tanh
+    real = np.sign(rng.normal(size=(16, 4))).astype("float32")
+    z = rng.normal(size=(16, LATENT)).astype("float32")
+    model.fit(real, z, batch_size=4, epochs=1, verbose=0, callbacks=[diag])
+    assert len(diag.history) == 4
+    for stats in diag.history:
+        assert stats.apply_groups == {
+            "discriminator/d_hidden": 0,
+            "discriminator/d_out": 0,
+            "generator/g_hidden": 1,
+            "generator/g_out": 1,
+        }
+        # `d_hidden` (tanh) has 8 features, the data 4; the latents are
+        # the labels: `g_hidden`'s 8 ReLU features do not saturate.
+        assert stats.data_saturation == {"generator/g_out": 1.0}

@@ -23,6 +23,7 @@ from multi_optimizer_support import (
     GAN_RATES,
     LATENT,
     Weights,
+    assert_gan_groups,
     assert_grad_norms,
     default_settings_fit,
     dense,
@@ -132,6 +133,10 @@ def _gan(cls=None):
     model(np.zeros((1, LATENT), "float32"))
     model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(G_LR))
     return model
+
+
+def test_gan_layers_are_judged_by_their_own_loss_and_data(rng):
+    assert_gan_groups(_gan(), _diag(), rng)
 
 
 def test_gan_records_both_optimizers_gradients(rng):

@@ -17,6 +17,7 @@ from multi_optimizer_support import (
     GAN_RATES,
     LATENT,
     Weights,
+    assert_gan_groups,
     assert_grad_norms,
     default_settings_fit,
     dense,
@@ -85,6 +86,10 @@ def _gan(scaled=False, cls=None):
         g = keras.optimizers.LossScaleOptimizer(g, initial_scale=2.0**10)
     model.compile(d, g)
     return model
+
+
+def test_gan_layers_are_judged_by_their_own_loss_and_data(rng):
+    assert_gan_groups(_gan(), GradientDiagnostics(check_model=False), rng)
 
 
 class TwiceGAN(GAN):

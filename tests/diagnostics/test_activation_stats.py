@@ -121,3 +121,31 @@ def test_bounds_infinite_on_both_sides_saturate_nothing():
     )
     x = np.array([[-1e30, 0.0, 1e30]], "float32")
     np.testing.assert_array_equal(_np(stats.saturated_mask(x, profile)), [[False] * 3])
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_data_saturation_counts_data_in_the_tails(rng, name):
+    # Images in the activation's output range, half of the pixels at its
+    # bounds: binary pixels as a generator ending in `name` should make.
+    profile = activations.profile(name)
+    low, high = profile.output_range
+    x = rng.uniform(low, high, size=(8, 4, 4, 1))
+    x[:4] = np.where(x[:4] > (low + high) / 2, high, low)
+    tail_low, tail_high = profile.saturation_bounds
+    expected = np.mean((x <= tail_low) | (x >= tail_high))
+    assert 0.5 <= expected < 0.6  # The binary half, a few of the others.
+    assert stats.data_saturation(x, profile) == pytest.approx(expected)
+
+
+def test_data_saturation_needs_data_the_activation_could_make():
+    sigmoid, tanh, relu = (activations.profile(n) for n in ("sigmoid", "tanh", "relu"))
+    # Standardized features leave [0, 1]: no sigmoid or tanh could make them.
+    features = np.array([[-0.7, 0.2], [1.3, 0.4]])
+    assert stats.data_saturation(features, sigmoid) is None
+    assert stats.data_saturation(features, tanh) is None
+    # -1 and 1 are in tanh's range, in its tails (|x| >= 0.99); 0.5 is not.
+    assert stats.data_saturation(np.array([[-1.0, 1.0, 0.5, 0.5]]), tanh) == 0.5
+    # Not finite, empty, or an activation without saturation: no answer.
+    assert stats.data_saturation(np.array([[0.0, np.nan]]), sigmoid) is None
+    assert stats.data_saturation(np.zeros((0, 2)), sigmoid) is None
+    assert stats.data_saturation(np.array([[0.0, 1.0]]), relu) is None

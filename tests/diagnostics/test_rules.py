@@ -35,7 +35,14 @@ from keras_actloss.diagnostics.rules import (
     vanishing_layers,
 )
 
-_STEP_FIELDS = ("learning_rate", "batch_size", "input_scale", "non_finite")
+_STEP_FIELDS = (
+    "learning_rate",
+    "batch_size",
+    "input_scale",
+    "non_finite",
+    "data_saturation",
+    "apply_groups",
+)
 
 
 def mlp(activations, output="softmax"):
@@ -432,6 +439,33 @@ class TestVanishingLayers:
         assert found.keys() == SIGMOID_FOUND.keys()
         for layer, (rms, ratio) in SIGMOID_FOUND.items():
             assert found[layer] == pytest.approx((rms, ratio))
+
+    def test_layers_of_each_apply_call_are_judged_apart(self):
+        # A GAN in model order: generator dense_0-3, applied second (call
+        # 1), discriminator dense_4-7 (call 0); RMS as a DCGAN's first steps.
+        rms = [7e-5, 1.2e-4, 5e-4, 1.1e-3, 2.9e-2, 7.5e-3, 1e-2, 3.5e-2]
+        layers = mlp(["relu"] * 7)
+        groups = {f"dense_{i}": int(i < 4) for i in range(8)}
+        # As one model: reference median(1e-2, 3.5e-2) = 2.25e-2, max-abs
+        # median(4e-2, 0.14) = 9e-2. dense_0: ratio 7e-5 / 2.25e-2 = 3.1e-3,
+        # max-abs 2.8e-4 < 9e-4, dense_1 next at 5.3e-3 < 0.1; dense_1:
+        # 5.3e-3, max-abs 4.8e-4, dense_2 next at 2.2e-2 < 0.1; dense_2's
+        # own 2.2e-2 is not < 1e-2.
+        found = vanishing_layers(recording(0, rms), layers, Thresholds())
+        assert found.keys() == {"dense_0", "dense_1"}
+        # Apart: the generator's reference is median(5e-4, 1.1e-3) = 8e-4,
+        # dense_0's ratio 7e-5 / 8e-4 = 8.75e-2 and dense_1's 0.15; the
+        # discriminator's first layers are louder than its last.
+        stats = recording(0, rms, apply_groups=groups)
+        assert vanishing_layers(stats, layers, Thresholds()) == {}
+        # A generator whose gradient vanishes still is: dense_0 at 1e-6 has
+        # a ratio of 1.25e-3 to the generator's reference (max-abs 4e-6 <
+        # 1e-2 * median(2e-3, 4.4e-3)), dense_1 next at 1e-5 / 8e-4 =
+        # 1.25e-2 < 0.1 (and not < 1e-2 itself).
+        rms[:2] = [1e-6, 1e-5]
+        stats = recording(0, rms, apply_groups=groups)
+        found = vanishing_layers(stats, layers, Thresholds())
+        assert found == {"dense_0": pytest.approx((1e-6, 1e-6 / 8e-4))}
 
     def test_zero_gradient_is_a_cut_not_vanishing(self):
         # Reference median(1e-2, 2e-2) = 1.5e-2; dense_0 would pass every
@@ -2309,6 +2343,26 @@ class TestSaturation:
             "zero there, so it and the layers before it have almost stopped "
             "learning."
         )
+
+    @pytest.mark.parametrize(
+        "data, found",
+        [
+            # Outside the tails 1 - 0.875 = 0.125 of the time, at least half
+            # the data's (1 - 1.0) / 2 = 0 and (1 - 0.75) / 2 = 0.125:
+            # data-like outputs (a generator's tanh for images of +-1).
+            (1.0, []),
+            (0.75, []),
+            # (1 - 0.625) / 2 = 0.1875 > 0.125: more saturated than the data.
+            (0.625, [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]),
+        ],
+    )
+    def test_layer_that_could_make_the_data(self, data, found):
+        # dense_0 (0.875 too) could not make the data: reported whatever.
+        rules, seq = saturation_run(
+            [0.875, 0.875, 0.99], data_saturation={"dense_1": data}
+        )
+        expected = [(F.SATURATED_ACTIVATIONS, "dense_0", 0), *found]
+        assert modes(run(rules, seq)) == expected
 
     def test_at_and_below_the_threshold(self):
         # 0.74 < 0.75 (dense_1); the first layer's 0.75 >= 0.75 with no input

@@ -1,0 +1,89 @@
+"""What `GradientDiagnostics` reads off a model to judge its layers: the
+shape of a layer's sample (`_model_plan.sample_shape`), the `apply` call
+that updates each layer (`_model_plan.apply_groups`), and the layers whose
+outputs could be the data (`_callback_support.data_saturations`).
+
+No TensorFlow import: this module also runs in `.ci/run`'s JAX stage.
+"""
+
+import keras
+import numpy as np
+
+from keras_actloss.callbacks import _callback_support, _model_plan
+
+
+def generator_model():
+    """A generator ending in tanh on 4 features, nested in a model whose
+    discriminator follows it: the generator's last layer is hidden."""
+    generator = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(8, activation="relu", name="g_hidden"),
+            keras.layers.Dense(4, activation="tanh", name="g_out"),
+        ],
+        name="generator",
+    )
+    z = keras.Input((3,))
+    score = keras.layers.Dense(1, activation="sigmoid", name="d_out")(generator(z))
+    return keras.Model(z, score)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(16)
+        self.up = keras.layers.Conv2DTranspose(
+            1, 4, strides=2, padding="same", activation="tanh"
+        )
+
+    def call(self, z):
+        return self.up(keras.ops.reshape(self.dense(z), (-1, 4, 4, 1)))
+
+
+def test_sample_shape_of_a_functional_layer():
+    model = generator_model()
+    layer = model.get_layer("generator").get_layer("g_out")
+    assert _model_plan.sample_shape(layer) == (4,)
+    assert _model_plan.sample_shape(model.get_layer("d_out")) == (1,)
+
+
+def test_sample_shape_of_a_subclassed_models_layer_once_it_ran():
+    model = Subclassed()
+    assert _model_plan.sample_shape(model.up) is None  # Never called.
+    model(np.zeros((2, 5), "float32"))
+    # From the shape it was built with, (2, 4, 4, 1): stride 2 doubles it.
+    assert _model_plan.sample_shape(model.up) == (8, 8, 1)
+    assert _model_plan.sample_shape(model.dense) == (16,)
+
+
+def test_sample_shape_of_a_layer_built_on_several_inputs_is_unknown():
+    attention = keras.layers.MultiHeadAttention(2, 4)
+    x = np.zeros((1, 3, 8), "float32")
+    attention(x, x)
+    assert _model_plan.sample_shape(attention) is None
+
+
+def test_apply_groups_name_each_layers_first_call():
+    a, b, c, unwatched = (object() for _ in range(4))
+    var_layer = {id(a): 0, id(b): 1, id(c): 1}
+    # One call: a single group, nothing to tell apart.
+    assert _model_plan.apply_groups(var_layer, [[a, b, c]]) == {}
+    # Layer 1's variables in both calls: the first call that updates it.
+    calls = [[unwatched, b], [a, c]]
+    assert _model_plan.apply_groups(var_layer, calls) == {0: 1, 1: 0}
+
+
+def test_data_saturations_of_the_layers_that_could_make_the_data(rng):
+    plans = _model_plan.plan_layers(generator_model())
+    signs = np.sign(rng.normal(size=(8, 4)))
+    signs[0, :2] = 0.5  # 2 of 32 elements inside tanh's range, not its tails
+    # `g_out` (tanh, 4 features) could make data of 4 features in [-1, 1];
+    # `d_out` (sigmoid, 1 feature) labels in [0, 1]; `g_hidden` (ReLU) does
+    # not saturate.
+    labels = np.array([[0.0], [1.0], [0.5], [1.0]])
+    found = _callback_support.data_saturations(plans, [signs, labels])
+    assert found == {"generator/g_out": 30 / 32, "d_out": 3 / 4}
+    # Data out of tanh's range, of another shape, or not kept: none.
+    assert _callback_support.data_saturations(plans, [3 * signs, None]) == {}
+    assert _callback_support.data_saturations(plans, [signs[:, :3], None]) == {}
+    assert _callback_support.data_saturations(plans, [None, None]) == {}
