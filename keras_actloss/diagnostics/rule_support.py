@@ -199,14 +199,14 @@ class RuleFamily:
     def _fitted(self) -> bool:
         """Whether the recent loss (median of the last normal steps') fell
         to `fitted_loss_ratio` of the early loss (median of the first
-        `baseline_steps`'): the model has learned."""
+        `baseline_steps`') and of the first of those: the model has
+        learned. (A step size far too large can raise the loss of the
+        first steps tenfold: falling back from there is no learning.)"""
         early, recent = _median(self._early_losses), self._norms.recent_loss()
-        return (
-            early is not None
-            and recent is not None
-            and early > 0
-            and recent <= self.thresholds.fitted_loss_ratio * early
-        )
+        if early is None or recent is None:
+            return False
+        early = min(early, self._early_losses[0])
+        return early > 0 and recent <= self.thresholds.fitted_loss_ratio * early
 
     def _add(
         self, new, mode, layer, step, value, message, fix=None, severity=F.FAILURE

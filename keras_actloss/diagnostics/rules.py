@@ -62,7 +62,7 @@ because the crude versions misfire on healthy models:
   A first layer that saturates partly because the inputs are not
   standardized is reported as that cause (`unstandardized_inputs`, a
   warning): such models still learn. Nothing is reported once the recent
-  loss is a tenth of the early loss or less (`fitted_loss_ratio`): a model
+  loss is half the early loss or less (`fitted_loss_ratio`): a model
   that has learned was not stopped, though its units drift into the tails
   as its weights keep growing over a long run.
 - **Non-finite**: a NaN or infinite gradient or loss, reported at its step.

@@ -2420,13 +2420,13 @@ class TestSaturation:
             (F.SATURATED_ACTIVATIONS, "dense_1", 1),
         ]
 
-    @pytest.mark.parametrize("loss, reported", [(0.1, False), (0.11, True)])
+    @pytest.mark.parametrize("loss, reported", [(0.5, False), (0.51, True)])
     def test_not_judged_once_the_model_has_learned(self, loss, reported):
         # A model trained long (a tanh MLP at batch 8: 78% of its second
         # layer's outputs in the tails by step 5500 of 6000, its loss at
         # 3-11% of the early loss since step 320): the early loss is the
         # median of the first 5 steps' (1.0), the recent one of the last 32
-        # (`loss`); fitted at 0.1 * 1.0 and below.
+        # (`loss`); fitted at 0.5 * 1.0 and below.
         rules, seq = saturation_run([0.3, 0.9, None], steps=(100, 105, 110), loss=loss)
         steps = [(s, 1.0, 1e-3, 1.0 if s < 5 else loss) for s in range(100)]
         rules.observe_quiet(steps)
@@ -2434,6 +2434,16 @@ class TestSaturation:
         assert modes(found) == (
             [(F.SATURATED_ACTIVATIONS, "dense_1", 100)] if reported else []
         )
+
+    def test_falling_from_a_first_spike_is_not_learning(self):
+        # Far too large a step: the loss of the first 5 steps 1.0, 10, 12,
+        # 12, 12 (median 12), the last 32 at 2.0 <= 0.5 * 12 but above
+        # 0.5 * 1.0, the first step's: not fitted, reported.
+        rules, seq = saturation_run([0.3, 0.9, None], steps=(100, 105, 110), loss=2.0)
+        early = [1.0, 10.0, 12.0, 12.0, 12.0]
+        steps = [(s, 1.0, 1e-3, early[s] if s < 5 else 2.0) for s in range(100)]
+        rules.observe_quiet(steps)
+        assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_1", 100)]
 
     def test_not_judged_after_an_explosion(self):
         # Saturation once the weights blew up is a consequence.
