@@ -408,6 +408,9 @@ def test_multi_optimizer_layers_each_equal_their_sgd_weight_change(data):
                 ls.grad_norm, np.linalg.norm(grads[ls.layer]), rtol=1e-5
             )
         assert stats.learning_rate == pytest.approx(max(0.01, LR))
+        # One loss, one `apply` of the MultiOptimizer: the layers are judged
+        # together (`StepStats.apply_groups`).
+        assert stats.apply_groups == {}
 
 
 def test_steps_continue_across_fits_and_validation_is_not_recorded(data):
