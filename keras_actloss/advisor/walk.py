@@ -2,7 +2,8 @@
 
 Uses public Keras APIs only (`model.outputs`, `model.output_names`,
 `model.get_layer`, `model.layers`, `layer.input`, `layer.output`,
-`layer.kernel`, `layer.bias`).
+`layer.kernel`, `layer.bias`, `get_build_config`, `compute_output_shape`,
+`compute_output_spec`).
 
 - **Outputs.** Sequential: the last layer. Functional: each output's layer by
   name (`model.output_names`); an output made by a bare op such as
@@ -11,9 +12,13 @@ Uses public Keras APIs only (`model.outputs`, `model.output_names`,
   Subclassed: the last layer in `model.layers` order (the order attributes
   were set in `__init__`), which is the output layer only when the model is
   written in order; its units are read from the last layer with `units` or
-  `filters`. A linear last layer there counts as unknown, since `call` may
-  apply an activation inline. Dropout, noise, reshaping and identity layers
-  after the output layer are walked back through.
+  `filters`. When the shape of a sample of its output is not that of the
+  model's (its `call` run symbolically on the shape it was built with, as
+  a decoder set before its encoder), the last layer with the model's
+  output shape stands for it, or none does. A linear last layer there
+  counts as unknown, since `call` may apply an activation inline. Dropout,
+  noise, reshaping and identity layers after the output layer are walked
+  back through.
 - **Units.** Every layer with a kernel (Dense, Conv, EinsumDense) is paired
   with its activation: its own, or, when its own is linear, the activation
   layer that follows it in `model.layers` order (after any dropout, pooling or
@@ -172,6 +177,47 @@ def _units_of_last(layers: list) -> int | None:
     return None
 
 
+def sample_shape(layer) -> tuple[int, ...] | None:
+    """The static shape of one sample of `layer`'s output (no batch axis),
+    or None when unknown: from its output in a functional graph, else from
+    the shapes it was built with (`get_build_config`, public since it
+    serializes a layer), as a subclassed model's layers once they ran."""
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        shape = None
+    if shape is None:
+        config = layer.get_build_config() or {}
+        if len(config) != 1 or not isinstance(config.get("input_shape"), tuple):
+            return None
+        try:
+            shape = layer.compute_output_shape(config["input_shape"])
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+    return _static_sample(shape)
+
+
+def _static_sample(shape) -> tuple[int, ...] | None:
+    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
+        return None
+    shape = tuple(shape[1:])
+    return shape if all(isinstance(d, int) for d in shape) else None
+
+
+def _call_sample_shape(model: keras.Model) -> tuple[int, ...] | None:
+    """The shape of one sample of a subclassed model's single output: its
+    `call` run symbolically (`compute_output_spec`) on the input shape it
+    was built with; None when unknown."""
+    config = model.get_build_config() or {}
+    if len(config) != 1 or not isinstance(config.get("input_shape"), tuple):
+        return None
+    try:
+        spec = model.compute_output_spec(keras.KerasTensor(config["input_shape"]))
+    except Exception:  # noqa: BLE001 - a `call` that cannot run symbolically
+        return None
+    return _static_sample(spec.shape) if isinstance(spec, keras.KerasTensor) else None
+
+
 def outputs(model: keras.Model) -> list[Output]:
     """The model's outputs (see the module docstring for how each is found)."""
     try:
@@ -182,8 +228,16 @@ def outputs(model: keras.Model) -> list[Output]:
         layers = leaves(model)
         if not layers:
             return []
-        last = _walk_back(model, layers[-1])
-        return [Output(None, last, _units_of_last(layers), from_graph=False)]
+        last, units = _walk_back(model, layers[-1]), _units_of_last(layers)
+        shape = _call_sample_shape(model)
+        if shape is not None and sample_shape(last) not in (None, shape):
+            # `call` runs its layers in another order than they were set:
+            # the last layer whose outputs have the model's shape, if any.
+            fitting = [layer for layer in layers if sample_shape(layer) == shape]
+            if not fitting:
+                return []
+            last, units = fitting[-1], shape[-1]
+        return [Output(None, last, units, from_graph=False)]
     if isinstance(model, keras.Sequential):
         names, layers = [model.layers[-1].name], [model.layers[-1]]
     else:

@@ -16,7 +16,8 @@ import os
 import keras
 import numpy as np
 
-from keras_actloss.callbacks import _keras_hooks, _model_plan
+from keras_actloss.advisor.walk import sample_shape
+from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
 
@@ -173,7 +174,7 @@ def data_saturations(plans, batches: list) -> dict[str, float]:
         for batch in batches:
             if batch is None or batch.ndim < 2:
                 continue
-            shape = shape or _model_plan.sample_shape(plan.layer)
+            shape = shape or sample_shape(plan.layer)
             if shape != batch.shape[1:]:
                 continue
             fraction = stats.data_saturation(batch, profile)

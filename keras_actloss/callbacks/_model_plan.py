@@ -150,29 +150,6 @@ def plan_layers(model) -> list[LayerPlan]:
     return plans
 
 
-def sample_shape(layer) -> tuple[int, ...] | None:
-    """The static shape of one sample of `layer`'s output (no batch axis),
-    or None when unknown: from its output in a functional graph, else from
-    the shapes it was built with (`get_build_config`, public since it
-    serializes a layer), as a subclassed model's layers once they ran."""
-    try:
-        shape = layer.output.shape
-    except (AttributeError, ValueError):
-        shape = None
-    if shape is None:
-        config = layer.get_build_config() or {}
-        if len(config) != 1 or not isinstance(config.get("input_shape"), tuple):
-            return None
-        try:
-            shape = layer.compute_output_shape(config["input_shape"])
-        except (NotImplementedError, ValueError, TypeError):
-            return None
-    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
-        return None
-    shape = tuple(shape[1:])
-    return shape if all(isinstance(d, int) for d in shape) else None
-
-
 def _runs_simple_cell(parent, cell) -> bool:
     """Whether `parent` is the RNN that runs `cell`, a `SimpleRNNCell`,
     and returns its output at every step (`return_sequences`): the cell's

@@ -8,7 +8,7 @@ import pytest
 
 import keras_actloss
 from keras_actloss import losses
-from keras_actloss.advisor import check, check_model
+from keras_actloss.advisor import check, check_model, walk
 from keras_actloss.findings import FAILURE, WARNING
 
 L = keras.layers
@@ -399,6 +399,55 @@ def test_subclassed_units_from_last_layer_with_units():
     assert finding.mode == "class_count_mismatch"
     assert finding.layer == "out_activation"
     assert "6 classes" in finding.message and "3 units" in finding.message
+
+
+class DecoderFirst(keras.Model):
+    """An autoencoder whose decoder is set before its encoder: its last
+    layer in `model.layers` order is the encoder's 2-unit code."""
+
+    def __init__(self, out_units=6):
+        super().__init__()
+        self.decoder = keras.Sequential(
+            [L.Dense(8, activation="relu"), L.Dense(out_units, activation="sigmoid")],
+            name="decoder",
+        )
+        self.encoder = keras.Sequential(
+            [L.Dense(8, activation="relu"), L.Dense(2)], name="encoder"
+        )
+
+    def call(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def test_subclassed_output_found_by_its_shape():
+    model = DecoderFirst()
+    model(np.zeros((1, 6), "float32"))
+    (out,) = walk.outputs(model)
+    # The symbolic call gives (batch, 6): the decoder's last layer, not the
+    # encoder's (batch, 2) code.
+    assert (out.layer.name, out.units) == (model.decoder.layers[-1].name, 6)
+    # Its labels: the inputs, 6 columns in [0, 1] for a sigmoid with binary
+    # cross-entropy, a correct model (the encoder's 2 units would mismatch).
+    x = np.array([[0.0, 1.0, 1.0, 0.0, 0.5, 1.0]] * 4, "float32")
+    assert check_model(compiled(model, "binary_crossentropy"), x) == []
+    # With sigmoid outputs under categorical cross-entropy, the decoder's.
+    found = check_model(compiled(model, "categorical_crossentropy"))
+    assert [(f.mode, f.layer) for f in found] == [
+        ("sigmoid_with_categorical_crossentropy", out.layer.name)
+    ]
+
+
+def test_subclassed_output_shape_no_layer_has():
+    # The decoder's 6 units summed to one per sample by `call`: no layer
+    # makes the (batch, 1) output, so no output layer is checked.
+    class Summed(DecoderFirst):
+        def call(self, x):
+            return keras.ops.sum(super().call(x), axis=-1, keepdims=True)
+
+    model = Summed()
+    model(np.zeros((1, 6), "float32"))
+    assert walk.outputs(model) == []
+    assert check_model(compiled(model, "binary_crossentropy"), np.ones((4, 1))) == []
 
 
 def _two_outputs():

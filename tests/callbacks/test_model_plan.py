@@ -1,5 +1,5 @@
 """What `GradientDiagnostics` reads off a model to judge its layers: the
-shape of a layer's sample (`_model_plan.sample_shape`), the `apply` call
+shape of a layer's sample (`advisor.walk.sample_shape`), the `apply` call
 that updates each layer (`_model_plan.apply_groups`), and the layers whose
 outputs could be the data (`_callback_support.data_saturations`).
 
@@ -9,6 +9,7 @@ No TensorFlow import: this module also runs in `.ci/run`'s JAX stage.
 import keras
 import numpy as np
 
+from keras_actloss.advisor import walk
 from keras_actloss.callbacks import _callback_support, _model_plan
 
 
@@ -43,24 +44,24 @@ class Subclassed(keras.Model):
 def test_sample_shape_of_a_functional_layer():
     model = generator_model()
     layer = model.get_layer("generator").get_layer("g_out")
-    assert _model_plan.sample_shape(layer) == (4,)
-    assert _model_plan.sample_shape(model.get_layer("d_out")) == (1,)
+    assert walk.sample_shape(layer) == (4,)
+    assert walk.sample_shape(model.get_layer("d_out")) == (1,)
 
 
 def test_sample_shape_of_a_subclassed_models_layer_once_it_ran():
     model = Subclassed()
-    assert _model_plan.sample_shape(model.up) is None  # Never called.
+    assert walk.sample_shape(model.up) is None  # Never called.
     model(np.zeros((2, 5), "float32"))
     # From the shape it was built with, (2, 4, 4, 1): stride 2 doubles it.
-    assert _model_plan.sample_shape(model.up) == (8, 8, 1)
-    assert _model_plan.sample_shape(model.dense) == (16,)
+    assert walk.sample_shape(model.up) == (8, 8, 1)
+    assert walk.sample_shape(model.dense) == (16,)
 
 
 def test_sample_shape_of_a_layer_built_on_several_inputs_is_unknown():
     attention = keras.layers.MultiHeadAttention(2, 4)
     x = np.zeros((1, 3, 8), "float32")
     attention(x, x)
-    assert _model_plan.sample_shape(attention) is None
+    assert walk.sample_shape(attention) is None
 
 
 def test_apply_groups_name_each_layers_first_call():
