@@ -32,6 +32,7 @@ Uses public Keras APIs only (`model.outputs`, `model.output_names`,
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import keras
@@ -204,18 +205,29 @@ def _static_sample(shape) -> tuple[int, ...] | None:
     return shape if all(isinstance(d, int) for d in shape) else None
 
 
+# Model -> (the input shape it was built with, `_call_sample_shape`): a
+# symbolic call of a large model takes a few tenths of a second.
+_CALL_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _call_sample_shape(model: keras.Model) -> tuple[int, ...] | None:
     """The shape of one sample of a subclassed model's single output: its
     `call` run symbolically (`compute_output_spec`) on the input shape it
-    was built with; None when unknown."""
+    was built with (once per model and shape); None when unknown."""
     config = model.get_build_config() or {}
-    if len(config) != 1 or not isinstance(config.get("input_shape"), tuple):
+    built = config.get("input_shape")
+    if len(config) != 1 or not isinstance(built, tuple):
         return None
+    known = _CALL_SHAPES.get(model)
+    if known is not None and known[0] == built:
+        return known[1]
     try:
-        spec = model.compute_output_spec(keras.KerasTensor(config["input_shape"]))
+        spec = model.compute_output_spec(keras.KerasTensor(built))
     except Exception:  # noqa: BLE001 - a `call` that cannot run symbolically
-        return None
-    return _static_sample(spec.shape) if isinstance(spec, keras.KerasTensor) else None
+        spec = None
+    shape = _static_sample(spec.shape) if isinstance(spec, keras.KerasTensor) else None
+    _CALL_SHAPES[model] = (built, shape)
+    return shape
 
 
 def outputs(model: keras.Model) -> list[Output]:

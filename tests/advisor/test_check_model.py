@@ -437,6 +437,22 @@ def test_subclassed_output_found_by_its_shape():
     ]
 
 
+def test_subclassed_output_shape_is_found_once_per_model():
+    class Counted(DecoderFirst):
+        calls = 0
+
+        def compute_output_spec(self, *args, **kwargs):
+            Counted.calls += 1
+            return super().compute_output_spec(*args, **kwargs)
+
+    model = Counted()
+    model(np.zeros((1, 6), "float32"))
+    before = Counted.calls
+    first, second = walk.outputs(model), walk.outputs(model)
+    assert first == second and first[0].units == 6
+    assert Counted.calls == before + 1
+
+
 def test_subclassed_output_shape_no_layer_has():
     # The decoder's 6 units summed to one per sample by `call`: no layer
     # makes the (batch, 1) output, so no output layer is checked.
