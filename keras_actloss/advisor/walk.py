@@ -188,14 +188,22 @@ def sample_shape(layer) -> tuple[int, ...] | None:
     except (AttributeError, ValueError):
         shape = None
     if shape is None:
-        config = layer.get_build_config() or {}
-        if len(config) != 1 or not isinstance(config.get("input_shape"), tuple):
+        built = _built_shape(layer)
+        if built is None:
             return None
         try:
-            shape = layer.compute_output_shape(config["input_shape"])
+            shape = layer.compute_output_shape(built)
         except (NotImplementedError, ValueError, TypeError):
             return None
     return _static_sample(shape)
+
+
+def _built_shape(layer) -> tuple | None:
+    """The one input shape `layer` was built with (`get_build_config`), or
+    None (not built, or built on several inputs)."""
+    config = layer.get_build_config() or {}
+    shape = config.get("input_shape")
+    return shape if len(config) == 1 and isinstance(shape, tuple) else None
 
 
 def _static_sample(shape) -> tuple[int, ...] | None:
@@ -214,9 +222,8 @@ def _call_sample_shape(model: keras.Model) -> tuple[int, ...] | None:
     """The shape of one sample of a subclassed model's single output: its
     `call` run symbolically (`compute_output_spec`) on the input shape it
     was built with (once per model and shape); None when unknown."""
-    config = model.get_build_config() or {}
-    built = config.get("input_shape")
-    if len(config) != 1 or not isinstance(built, tuple):
+    built = _built_shape(model)
+    if built is None:
         return None
     known = _CALL_SHAPES.get(model)
     if known is not None and known[0] == built:

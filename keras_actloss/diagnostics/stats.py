@@ -233,5 +233,4 @@ def data_saturation(data: np.ndarray, profile: ActivationProfile) -> float | Non
         return None
     if data.min() < low or data.max() > high:
         return None
-    tail_low, tail_high = profile.saturation_bounds
-    return float(np.mean((data <= tail_low) | (data >= tail_high)))
+    return float(saturation_fraction(data, profile))
