@@ -162,15 +162,19 @@ class GradientDiagnostics(
       units at once, or a few at a time, which sets records, are such a
       jump); later in a long run without a jump, after 3 recordings
       `every_n_steps` apart (dead units: within about 5 steps of a
-      recording that finds most of a layer's units inactive). Units of a layer
-      active on the first recorded batch that die within the first 64 steps of
-      training, with the learning rate unchanged and the loss neither risen a
-      tenth over its first value lately nor by half on a recorded step, are
-      reported only once they stay dead past step 64: a small layer fed small
-      inputs (an averaged `Embedding`) can lose half its units for dozens of
-      steps under Adam and get them back as the layers before it grow; units
-      dead from the first batch, or killed with a rising or jumping loss, are
-      reported as above.
+      recording that finds most of a layer's units inactive). Units
+      of a layer active on the first recorded batch that die within the
+      first 64 steps of training, with the learning rate unchanged and the
+      loss neither risen a tenth over its first value lately nor by half on
+      a recorded step, are not reported within those steps, and after them
+      (as later deaths in that layer) only once the model stops learning:
+      its recent loss fell less than 5% over the last 64 steps and it has
+      not fitted (half its early loss), or, for later deaths, the loss rose
+      a tenth of its first value. A layer fed inputs that barely differ
+      between samples (an averaged `Embedding`) can lose half its units for
+      a hundred steps under Adam, while the model learns, and get them back
+      as the layers before it grow; units dead from the first batch, or
+      killed with a rising or jumping loss, are reported as above.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after

@@ -21,11 +21,14 @@ from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
 # `_SETTLE_RISE` of its first value or a recorded one by `_SETTLE_JUMP`, are
-# reported only once they stay dead past this step
-# (`ActivationRules._settling`).
+# not reported within this many steps (`ActivationRules._settling`); after
+# them, units of such a layer only once the model stops learning: its
+# recent loss fell less than `_SETTLE_FALL` over the last `_SETTLE_STEPS`
+# steps short of fitted, or rose by `_SETTLE_RISE` of the first.
 _SETTLE_STEPS = 64
 _SETTLE_RISE = 0.1
 _SETTLE_JUMP = 0.5
+_SETTLE_FALL = 0.05
 
 
 def can_die(activation: str | None) -> bool:
@@ -154,7 +157,7 @@ class ActivationRules(RuleFamily):
         hit = hit and recordings >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
-        if hit and self._lasted(start, step) and not self._settling(layer, step):
+        if hit and self._lasted(start, step) and not self._settling(layer, step, start):
             if layer in self._measured:
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
@@ -176,26 +179,32 @@ class ActivationRules(RuleFamily):
                 )
             self._add(new, F.DEAD_RELU, layer, start, dead, message)
 
-    def _settling(self, layer: str, step: int) -> bool:
-        """Whether units of `layer` found dead at `step` may still be
-        settling: within the first `_SETTLE_STEPS` steps of training, in a
-        layer mostly active on its first recorded batch, with the learning
-        rate unchanged, the recent loss (median of the last steps') not
-        risen a tenth over the first recorded one and no recorded loss by
-        half.
+    def _settling(self, layer: str, step: int, start: int) -> bool:
+        """Whether units of `layer` found dead at `step` (a streak from
+        `start`) may still be settling: within the first `_SETTLE_STEPS`
+        steps of training, in a layer mostly active on its first recorded
+        batch, with the learning rate unchanged, the recent loss (median of
+        the last steps') not risen a tenth over the first recorded one and
+        no recorded loss by half; after those steps, in a layer whose units
+        settled so, for as long as the model goes on learning
+        (`_still_learning`).
 
-        A small layer fed small inputs (an `Embedding` initialized within
-        +-0.05, averaged) sees its biases move by about the learning rate
-        each step under Adam, more than its pre-activations spread: half
-        its units can be inactive on every sample of the first dozens of
-        steps and come back as the layers before them grow. Units killed
-        by too large a step come with a loss that jumps or rises; units
-        dead from the start show on the first batch; both are judged at
-        once. Settling units are reported only if they stay dead past the
-        first `_SETTLE_STEPS` steps.
+        A layer fed inputs that barely differ between samples (pooled
+        embeddings initialized within +-0.05) has pre-activations that
+        spread less than Adam moves its biases in a step (about the
+        learning rate): a unit is active on every sample or on none, and
+        the descent switches off, for every sample at once, the units whose
+        outputs raise the loss. Half the units can stay so for a hundred
+        steps, and go and come back again later, as the layers before them
+        grow, while the loss falls and the model fits. Units killed by too
+        large a step come with a loss that jumps or rises; units dead from
+        the start show on the first batch; units of other layers that die
+        later, or while the model stops learning, are judged at once.
         """
         window = self._activity[layer]
-        if step >= _SETTLE_STEPS or self._rate_change is not None:
+        if self._rate_change is not None:
+            return False
+        if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
         if window.first is None or window.first >= self.thresholds.dead_fraction:
             return False
@@ -206,7 +215,34 @@ class ActivationRules(RuleFamily):
         # Relative to the loss's size, so a negative loss rises too.
         rose = recent - first >= _SETTLE_RISE * abs(first)
         jumped = peak - first >= _SETTLE_JUMP * abs(first)
-        return not (rose or jumped)
+        if rose or jumped:
+            return False
+        if step < _SETTLE_STEPS:
+            self._settle_marks.setdefault(layer, (0, first))
+            return True
+        return self._still_learning(layer, step, start, recent, first)
+
+    def _still_learning(
+        self, layer: str, step: int, start: int, recent: float, first: float
+    ) -> bool:
+        """Whether the model learns on past its first steps, in which units
+        of `layer` settled: its recent loss, checked each time
+        `_SETTLE_STEPS` steps have passed since the last check (the first
+        against the first recorded loss), fell `_SETTLE_FALL` since, or
+        the model has fitted (`_fitted`); and, for units that died after
+        the first steps (a streak from `start`), it has not risen
+        `_SETTLE_RISE` of the first loss over the last checked one since
+        (units killed late, as by a bad batch, with the model fitted)."""
+        checked, level = self._settle_marks[layer]
+        late = start >= _SETTLE_STEPS
+        if late and recent - level >= _SETTLE_RISE * abs(first):
+            return False
+        if step - checked < _SETTLE_STEPS:
+            return True
+        if level - recent < _SETTLE_FALL * abs(level) and not self._fitted():
+            return False
+        self._settle_marks[layer] = (step, recent)
+        return True
 
     def _saturation(self, new, stats: StepStats) -> None:
         t = self.thresholds

@@ -173,11 +173,37 @@ def _judged_rows(
             (ratios[r.layer] for r in rows if distance[r.layer] == level),
             default=math.inf,
         )
-        if nearest < math.sqrt(t.vanishing_ratio) and not _bypassed(
-            ls.layer, rows, ratios, distance, layers, t
+        if (
+            nearest < math.sqrt(t.vanishing_ratio)
+            and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
+            and not _keeps_pace(ls, reference, distance, layers, t)
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found, ref_rms
+
+
+def _keeps_pace(ls, reference, distance, layers, t: Thresholds) -> bool:
+    """Whether a layer with small gradients still learns about as fast as
+    the layers near the output: its update ratio (`||delta w|| / ||w||`) at
+    least `sqrt(vanishing_ratio)` of theirs (median), with no saturating
+    hidden activation between it and the output.
+
+    An adaptive optimizer (Adam, RMSprop) scales each weight's step by its
+    own gradient history, so gradients made small by the architecture (an
+    `Embedding` whose rows are averaged over a sequence, weights shared over
+    many positions) still move the weights at the pace of the rest: the
+    layer is learning. Behind sigmoid or tanh layers the small gradients
+    are the classic failure even when Adam's steps keep their size (a deep
+    sigmoid stack stays on its plateau), so the gradients alone decide
+    there, as they do under SGD, whose steps shrink with them.
+    """
+    if _squashing(layers, distance, distance[ls.layer]):
+        return False
+    paces = [r.update_ratio for r in reference if _finite(r.update_ratio)]
+    if not paces or not _finite(ls.update_ratio):
+        return False
+    pace = float(np.median(paces))
+    return pace > 0 and ls.update_ratio >= math.sqrt(t.vanishing_ratio) * pace
 
 
 def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:

@@ -234,6 +234,9 @@ class HealthRules(
         self._silent_mark = 0.0
         # The highest loss recorded in the first steps (`_settling`).
         self._early_peak: float | None = None
+        # Per layer whose units settled, the last step whose recent loss was
+        # checked and that loss (`_still_learning`).
+        self._settle_marks: dict[str, tuple[int, float]] = {}
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         # The steps after a learning-rate jump up (`NormRules._diverging`).

@@ -503,6 +503,31 @@ class TestVanishingLayers:
         found = vanishing(rms, vanishing_rms=2e-3)
         assert found == {"dense_1": pytest.approx((1e-3, 1e-3 / 0.1504))}
 
+    def test_adaptive_steps_that_keep_pace_are_not_vanishing(self):
+        # A text CNN's first step under Adam 1e-3 (measured: Embedding(1000,
+        # 32) -> Conv1D relu -> average pooling -> Dense relu -> sigmoid).
+        # Reference median(2.6e-3, 2.2e-2) = 1.23e-2: the embedding's ratio
+        # 4.5e-5 / 1.23e-2 = 3.7e-3 < 1e-2, max-abs 1.8e-4 < 1e-2 *
+        # median(1.04e-2, 8.8e-2) = 4.9e-4, RMS < 3e-4, the conv layer next
+        # at 5.6e-4 / 1.23e-2 = 4.6e-2 < 0.1: its gradients vanish.
+        rms = [4.5e-5, 5.6e-4, 2.6e-3, 2.2e-2]
+        expected = {"dense_0": pytest.approx((4.5e-5, 4.5e-5 / 1.23e-2))}
+        assert vanishing(rms) == expected
+        layers = mlp(["relu"] * 3, output="sigmoid")
+
+        def judged(pace, layers=layers):
+            stats = recording(0, rms, update_ratio=[pace, 1.2e-2, 5.5e-3, 3.3e-3])
+            return vanishing_layers(stats, layers, Thresholds())
+
+        # Its update ratio 2.8e-2 (measured) >= 0.1 * median(5.5e-3, 3.3e-3)
+        # = 4.4e-4: Adam moves it at the pace of the output layers.
+        assert judged(2.8e-2) == {}
+        # Below a tenth of their pace (4.3e-4 < 4.4e-4) it is vanishing.
+        assert judged(4.3e-4) == expected
+        # Behind a sigmoid layer the gradients alone decide: a deep sigmoid
+        # stack under Adam keeps its step sizes and stays on its plateau.
+        assert judged(2.8e-2, mlp(["relu", "sigmoid", "relu"], "sigmoid")) == expected
+
     def test_lone_quiet_first_layer_is_not_vanishing(self):
         # Inputs scaled 1e-4: the first layer's gradients (x^T delta) are
         # tiny, the next layer's are normal (ratio 1e-2 / 1.5e-2 = 0.67 is
@@ -1998,21 +2023,23 @@ def dead_run(activity, steps, batch_size=32, activations=("relu", "relu")):
 ACTIVITY = ([5, 9, 3, 0], [0, 0, 0, 7])
 
 
-def settling_run(loss, rate=lambda s: None, first=None, back=40):
-    """Steps 0-69 of an MLP, each a step event (norm 1, learning rate
+def settling_run(loss, rate=lambda s: None, first=None, back=40, steps=70, again=None):
+    """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
     layers all active on step 0's batch (or as `first`), then as `ACTIVITY`
     (3 of dense_1's 4 units inactive) until step `back` (None: to the end),
-    all active after. Returns (mode, layer, finding step, step at which it
-    was reported) for each finding."""
+    all active after, and as `ACTIVITY` again from step `again` (if any).
+    Returns (mode, layer, finding step, step at which it was reported) for
+    each finding."""
     rules = HealthRules(mlp(["relu", "relu"]))
     alive = ([1] * 4, [1] * 4)
     found = []
-    for s in range(70):
+    for s in range(steps):
         if s == 0:
             pair = first or alive
         else:
-            pair = ACTIVITY if back is None or s < back else alive
+            dead = back is None or s < back or (again is not None and s >= again)
+            pair = ACTIVITY if dead else alive
         items = [
             event(s, 1.0, rate(s), loss=loss(s)),
             recording(
@@ -2044,6 +2071,47 @@ class TestDeadRelu:
         # The same units staying dead: the streak from step 1 is reported
         # once it passes the first 64 steps.
         assert settling_run(level, back=None) == [(F.DEAD_RELU, "dense_1", 1, 64)]
+
+    def test_settled_units_wait_while_the_model_learns(self):
+        # The same units staying dead to step 299 while the loss falls 1% a
+        # step from 1.0 to 0.6 at step 40, then stays there. At step 64 the
+        # recent loss (median of the last 32 steps: 0.6) fell 40% from the
+        # first (1.0) >= 5%: still learning, not fitted (0.6 > 0.5 x the
+        # early loss, median of steps 0-4 = 0.98). At step 128 it fell 0%
+        # from 0.6 < 5%: reported then, with the streak from step 1.
+        def falling(step):
+            return 1.0 - 0.01 * min(step, 40)
+
+        found = settling_run(falling, back=None, steps=300)
+        assert found == [(F.DEAD_RELU, "dense_1", 1, 128)]
+
+    def test_settled_units_of_a_fitted_model_are_not_reported(self):
+        # The loss falls to 0.2 by step 40 (<= 0.5 x the early 0.98): the
+        # model fitted with those units off; they are never reported.
+        def fitting(step):
+            return 1.0 - 0.02 * min(step, 40)
+
+        assert settling_run(fitting, back=None, steps=300) == []
+
+    def test_units_dying_late_in_a_settled_layer_as_the_loss_rises(self):
+        # `fitting`'s model, whose settled units come back at step 100 and
+        # die again at step 150 with the loss up to 0.5 (a bad batch that
+        # harmed the model). The streak from step 150 (the window of steps
+        # 150-153) passes patience at step 154, when the recent loss (median
+        # of the last 32 steps) is still 0.2 (checked: fitted, the level
+        # 0.2); at step 165 (16 at 0.2, 16 at 0.5) it is 0.35, 0.15 over the
+        # level of that check >= 0.1 x the first loss: reported.
+        def harmed(step):
+            return 0.5 if step >= 150 else 1.0 - 0.02 * min(step, 40)
+
+        found = settling_run(harmed, back=100, again=150, steps=200)
+        assert found == [(F.DEAD_RELU, "dense_1", 150, 165)]
+        # Units that settled and stayed dead died before the loss rose: they
+        # are reported at the next check (step 192, 64 after the last), the
+        # model neither learning (0.5 against 0.2) nor fitted any more (0.5 >
+        # 0.5 x the early loss 0.98).
+        found = settling_run(harmed, back=None, steps=200)
+        assert found == [(F.DEAD_RELU, "dense_1", 1, 192)]
 
     @pytest.mark.parametrize(
         "loss, rate",
