@@ -127,8 +127,9 @@ def _judged(
         if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max):
             groups.setdefault(stats.apply_groups.get(ls.layer, 0), []).append(ls)
     found, levels = {}, []
+    saturation = {ls.layer: ls.saturation for ls in stats.layers}
     for rows in groups.values():
-        judged = _judged_rows(rows, distance, layers, t)
+        judged = _judged_rows(rows, distance, layers, saturation, t)
         if judged is not None:
             found.update(judged[0])
             levels.append(judged[1])
@@ -136,9 +137,14 @@ def _judged(
 
 
 def _judged_rows(
-    rows: list, distance: dict[str, int], layers: list[LayerInfo], t: Thresholds
+    rows: list,
+    distance: dict[str, int],
+    layers: list[LayerInfo],
+    saturation: dict[str, float | None],
+    t: Thresholds,
 ) -> tuple[dict[str, tuple[float, float]], float] | None:
-    """`_judged` on the rows of one group of layers."""
+    """`_judged` on the rows of one group of layers (`saturation`: each
+    measured layer's share of outputs in the flat tails)."""
     n = len(rows)
     if n < t.vanishing_min_layers:
         return None
@@ -176,28 +182,38 @@ def _judged_rows(
         if (
             nearest < math.sqrt(t.vanishing_ratio)
             and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
-            and not _keeps_pace(ls, reference, distance, layers, t)
+            and not _keeps_pace(ls, reference, distance, layers, saturation, t)
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found, ref_rms
 
 
-def _keeps_pace(ls, reference, distance, layers, t: Thresholds) -> bool:
+def _keeps_pace(ls, reference, distance, layers, saturation, t: Thresholds) -> bool:
     """Whether a layer with small gradients still learns about as fast as
     the layers near the output: its update ratio (`||delta w|| / ||w||`) at
-    least `sqrt(vanishing_ratio)` of theirs (median), with no saturating
-    hidden activation between it and the output.
+    least `sqrt(vanishing_ratio)` of theirs (median), with no hidden layer
+    between it and the output whose activation shrinks the gradient: of the
+    sigmoid family, or tanh-like with at least `_SQUASHED_SHARE` of its
+    outputs measured in the flat tails.
 
     An adaptive optimizer (Adam, RMSprop) scales each weight's step by its
     own gradient history, so gradients made small by the architecture (an
-    `Embedding` whose rows are averaged over a sequence, weights shared over
-    many positions) still move the weights at the pace of the rest: the
-    layer is learning. Behind sigmoid or tanh layers the small gradients
-    are the classic failure even when Adam's steps keep their size (a deep
-    sigmoid stack stays on its plateau), so the gradients alone decide
-    there, as they do under SGD, whose steps shrink with them.
+    `Embedding` whose rows are averaged over a sequence or few of whose rows
+    a batch uses, weights shared over many positions) still move the
+    weights at the pace of the rest: the layer is learning. Behind such
+    sigmoid or tanh layers the small gradients are the classic failure even
+    when Adam's steps keep their size (a deep sigmoid stack stays on its
+    plateau), so the gradients alone decide there, as they do under SGD,
+    whose steps shrink with them. (A recurrent layer's tanh, whose outputs
+    are not measured, does not decide it.)
     """
-    if _squashing(layers, distance, distance[ls.layer]):
+    squashing = _squashing(layers, distance, distance[ls.layer])
+    info = {i.name: i for i in layers}
+    if any(
+        _shrinks_by_nature(info[name].activation)
+        or (saturation.get(name) or 0.0) >= _SQUASHED_SHARE
+        for name in squashing
+    ):
         return False
     paces = [r.update_ratio for r in reference if _finite(r.update_ratio)]
     if not paces or not _finite(ls.update_ratio):

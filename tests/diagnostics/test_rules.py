@@ -527,6 +527,18 @@ class TestVanishingLayers:
         # Behind a sigmoid layer the gradients alone decide: a deep sigmoid
         # stack under Adam keeps its step sizes and stays on its plateau.
         assert judged(2.8e-2, mlp(["relu", "sigmoid", "relu"], "sigmoid")) == expected
+        # Behind a tanh layer, so when 1% of its outputs are measured in the
+        # tails (>= _SQUASHED_SHARE 0.1%); one whose outputs are not
+        # measured (a recurrent layer's) does not decide it.
+        tanh = mlp(["relu", "tanh", "relu"], "sigmoid")
+        for share, found in [(1e-2, expected), (None, {})]:
+            stats = recording(
+                0,
+                rms,
+                update_ratio=[2.8e-2, 1.2e-2, 5.5e-3, 3.3e-3],
+                saturation=[None, share, None, None],
+            )
+            assert vanishing_layers(stats, tanh, Thresholds()) == found
 
     def test_lone_quiet_first_layer_is_not_vanishing(self):
         # Inputs scaled 1e-4: the first layer's gradients (x^T delta) are
