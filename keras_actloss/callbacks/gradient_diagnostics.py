@@ -162,11 +162,11 @@ class GradientDiagnostics(
       units at once, or a few at a time, which sets records, are such a
       jump); later in a long run without a jump, after 3 recordings
       `every_n_steps` apart (dead units: within about 5 steps of a
-      recording that finds most of a layer's units inactive). Units
-      of a layer active on the first recorded batch that die within the
-      first 64 steps of training, with the learning rate unchanged and the
-      loss neither risen a tenth over its first value lately nor by half on
-      a recorded step, are not reported within those steps, and after them
+      recording that finds most of a layer's units inactive). Units of a
+      layer active on the first recorded batch that die within the first
+      64 steps of training, with the learning rate unchanged and the loss
+      neither risen a tenth over its first value lately nor by half on a
+      recorded step, are not reported within those steps, and after them
       (as later deaths in that layer) only once the model stops learning:
       its recent loss fell less than 5% over the last 64 steps and it has
       not fitted (half its early loss), or, for later deaths, the loss rose
