@@ -94,6 +94,29 @@ def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> l
     ]
 
 
+def _shrinking(
+    names: list[str],
+    layers: list[LayerInfo],
+    saturation: dict[str, float | None],
+    unmeasured: bool,
+) -> list[str]:
+    """The layers among `names` (`_squashing`'s) whose activation shrinks
+    the gradient: the sigmoid family always, a tanh-like one with at least
+    `_SQUASHED_SHARE` of its outputs measured in the flat tails, and one
+    whose outputs are not measured when `unmeasured`."""
+    activation = {info.name: info.activation for info in layers}
+    shrinking = []
+    for name in names:
+        share = saturation.get(name)
+        if (
+            _shrinks_by_nature(activation[name])
+            or (share is None and unmeasured)
+            or (share is not None and share >= _SQUASHED_SHARE)
+        ):
+            shrinking.append(name)
+    return shrinking
+
+
 def vanishing_layers(
     stats: StepStats, layers: list[LayerInfo], t: Thresholds
 ) -> dict[str, tuple[float, float]] | None:
@@ -208,12 +231,7 @@ def _keeps_pace(ls, reference, distance, layers, saturation, t: Thresholds) -> b
     are not measured, does not decide it.)
     """
     squashing = _squashing(layers, distance, distance[ls.layer])
-    info = {i.name: i for i in layers}
-    if any(
-        _shrinks_by_nature(info[name].activation)
-        or (saturation.get(name) or 0.0) >= _SQUASHED_SHARE
-        for name in squashing
-    ):
+    if _shrinking(squashing, layers, saturation, unmeasured=False):
         return False
     paces = [r.update_ratio for r in reference if _finite(r.update_ratio)]
     if not paces or not _finite(ls.update_ratio):
@@ -423,13 +441,7 @@ class RecordedGradientRules(RuleFamily):
         saturation was not measured)."""
         squashing = _squashing(self.layers, self._distance, self._distance[layer])
         saturation = {ls.layer: ls.saturation for ls in stats.layers}
-        named = [
-            name
-            for name in squashing
-            if _shrinks_by_nature(self._info[name].activation)
-            or saturation.get(name) is None
-            or saturation[name] >= _SQUASHED_SHARE
-        ]
+        named = _shrinking(squashing, self.layers, saturation, unmeasured=True)
         if named:
             why = (
                 "the saturating activations of "

@@ -132,9 +132,11 @@ class Thresholds:
         fitted_loss_ratio: No saturation (nor `unstandardized_inputs`) is
             reported while the recent loss (median of the last 32 normal
             steps) is at most this fraction of the early loss (median of the
-            first `baseline_steps` steps, and their first): the model has
-            learned, and units pushed into the tails as its weights keep
-            growing did not stop it. A tanh regression MLP trained at batch
+            first `baseline_steps` steps, and their first), nor are dead
+            units of a layer whose units died settling in the first steps:
+            the model has learned, and units pushed into the tails as its
+            weights keep growing, or switched off as it fitted, did not stop
+            it. A tanh regression MLP trained at batch
             8 for 6000 steps had 78% of its second layer's outputs in the
             flat tails by step 5500, its loss at 3-11% of the early loss
             (epoch means) from step 320 on; a 3-class tanh MLP under Adam
