@@ -89,8 +89,9 @@ class GradientDiagnostics(
       every sample of the batch) and of saturated outputs. A ReLU layer whose
       outputs are not measured (a `SimpleRNN` that returns only its last step)
       counts as dead when every gradient of its weights is exactly 0 on those
-      batches. They are dense when failures start: every step for the first 8
-      steps, then at gaps growing by one step every 4 steps up to
+      batches while a layer nearer the outputs gets a gradient. They are
+      dense when failures start: every step for the first 8 steps, then at
+      gaps growing by one step every 4 steps up to
       `every_n_steps`; and every step for a burst of 8 steps (or as many as 128
       samples take, at small batch sizes) from the step after a jump: a learning
       rate changed 10x, the start of an explosion, more gradient tensors
@@ -154,7 +155,8 @@ class GradientDiagnostics(
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
-      recordings; with `steps_per_execution=k` >= 3, 2 recordings, one per
+      recordings, 64 when not one unit of a layer of 8 or more was active;
+      with `steps_per_execution=k` >= 3, 2 recordings, one per
       execution, its activations over its k batches; under dynamic loss
       scaling the batches whose update was skipped count as steps), so
       within about 5 steps of the start of training or of a jump with

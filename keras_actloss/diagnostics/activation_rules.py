@@ -48,8 +48,15 @@ class UnitActivity:
 
     A unit is dead when it was inactive on every sample of the window: the
     fewest most recent recordings (at least `min_recordings`, at most
-    `max_recordings`) that together hold at least `min_samples` samples.
+    `max_recordings`) that together hold at least `min_samples` samples,
+    or half of them when not one of the layer's units (at least
+    `WHOLE_UNITS`) was active: a healthy unit active on a tenth of the
+    samples is zero on 64 of them with probability 0.9^64 = 1e-3, eight
+    such units at once 1e-23 (with batches of 8, a layer dead from the
+    start is told at step 7, not 15).
     """
+
+    WHOLE_UNITS = 8
 
     def __init__(
         self, min_samples: int, min_recordings: int = 1, max_recordings: int = 32
@@ -83,21 +90,45 @@ class UnitActivity:
         for k, (step, samples, active) in enumerate(reversed(self._recent)):
             alive = active if alive is None else alive | active
             total += samples
-            if total >= self.min_samples and k + 1 >= least:
+            whole = len(alive) >= self.WHOLE_UNITS and not alive.any()
+            enough = total >= (self.min_samples / 2 if whole else self.min_samples)
+            if enough and k + 1 >= least:
                 units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 return dead, total, k + 1, step
         return None
 
 
-def _gradient_activity(norm: float | None) -> list[float] | None:
+def _gradient_activity(norm: float | None, passed: bool) -> list[float] | None:
     """A layer's activity as its gradients tell it, for a layer whose
     outputs are not measured: one pseudo-unit, inactive when every gradient
     of the layer is exactly 0 (ReLU units inactive on every sample pass no
-    gradient to their weights), else active; None without a finite norm."""
+    gradient to their weights), else active; None without a finite norm,
+    or when no layer nearer the outputs got a gradient either (`passed`
+    False: a saturated output or a loss with no gradient stops it there,
+    and the layer's own units are not what the zeros tell of)."""
     if norm is None or not np.isfinite(norm):
         return None
-    return [1.0 if norm > 0 else 0.0]
+    if norm > 0:
+        return [1.0]
+    return [0.0] if passed else None
+
+
+def _passing(stats: StepStats, distance: dict[str, int]) -> dict[str, bool]:
+    """For each layer of `stats`, whether a layer nearer the outputs
+    (`distance`) got a finite gradient other than 0 in the step."""
+    flowing = [
+        distance.get(ls.layer)
+        for ls in stats.layers
+        if _finite(ls.grad_norm) and ls.grad_norm > 0
+    ]
+    nearest = min((d for d in flowing if d is not None), default=None)
+    return {
+        ls.layer: nearest is not None
+        and distance.get(ls.layer) is not None
+        and nearest < distance[ls.layer]
+        for ls in stats.layers
+    }
 
 
 def _data_like(saturation: float, data: float | None) -> bool:
@@ -127,6 +158,7 @@ class ActivationRules(RuleFamily):
         if _finite(loss) and stats.step < _SETTLE_STEPS:
             peak = self._early_peak
             self._early_peak = loss if peak is None else max(peak, loss)
+        passing = None
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
             samples = ls.unit_samples or stats.batch_size
@@ -134,7 +166,9 @@ class ActivationRules(RuleFamily):
             if activity is not None:
                 self._measured.add(ls.layer)
             elif ls.layer not in self._measured:
-                activity = _gradient_activity(ls.grad_norm)
+                if passing is None:
+                    passing = _passing(stats, self._distance)
+                activity = _gradient_activity(ls.grad_norm, passing[ls.layer])
             if window is None or activity is None or not samples:
                 continue
             window.add(stats.step, samples, activity)

@@ -2212,13 +2212,13 @@ class TestDeadRelu:
         # returns its last step only): every gradient of its weights exactly
         # 0 on 4 recorded batches of 32 (128 samples) makes its units dead,
         # reported once that held over 5 steps (patience_steps).
-        def seq(norms, activity=None):
+        def seq(norms, activity=None, after=1.0):
             return [
                 recording(
                     s,
                     RELU_RMS[:3],
                     batch_size=32,
-                    grad_norm=[n, 1.0, 1.0],
+                    grad_norm=[n, after, after],
                     unit_activity=[activity, [1, 1, 1, 1], None],
                 )
                 for s, n in zip(range(5), norms)
@@ -2239,6 +2239,11 @@ class TestDeadRelu:
             "dead, or no layer after it passes a gradient back. Dead units only "
             "come back if the layers before them change their inputs."
         )
+        # No layer after it gets a gradient either (every gradient 0, as
+        # behind a saturated softmax): its zeros tell nothing of its units.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        found = run(rules, seq([0.0] * 5, after=0.0))
+        assert F.DEAD_RELU not in [f.mode for f in found]
         # One batch with a gradient among them: not dead.
         gap = [0.0, 0.0, 1e-9, 0.0, 0.0]
         assert run(HealthRules(mlp(["relu", "relu"])), seq(gap)) == []
@@ -2392,6 +2397,30 @@ class TestUnitActivity:
         window.add(2, 64, [0.0, 3.0, 0.0, 0.0])
         # Steps 0-2 (128 samples): only unit 2 inactive on every one.
         assert window.dead() == (0.25, 128, 3, 0)
+
+    def test_a_whole_layer_inactive_needs_half_the_samples(self):
+        window = UnitActivity(min_samples=128)
+        # 8 units (WHOLE_UNITS), none active on 8 batches of 8: 64 samples,
+        # half of min_samples, are enough for a layer with no active unit.
+        for step in range(7):
+            window.add(step, 8, [0] * 8)
+            assert window.dead() is None  # 8-56 samples.
+        window.add(7, 8, [0] * 8)
+        assert window.dead() == (1.0, 64, 8, 0)
+        # One unit active once among them: 128 samples as for any unit.
+        window = UnitActivity(min_samples=128)
+        for step in range(8):
+            window.add(step, 8, [0] * 7 + [int(step == 3)])
+        assert window.dead() is None
+        for step in range(8, 16):
+            window.add(step, 8, [0] * 8)
+        # Steps 8-15 alone have no active unit: dead on those 64 samples.
+        assert window.dead() == (1.0, 64, 8, 8)
+        # Fewer than 8 units: a small layer needs all 128 samples.
+        window = UnitActivity(min_samples=128)
+        for step in range(8):
+            window.add(step, 8, [0] * 7)
+        assert window.dead() is None
 
     def test_shape_change_starts_again(self):
         window = UnitActivity(min_samples=100)

@@ -197,6 +197,14 @@ def dead_relu() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def dead_relu_batch8() -> Setup:
+    """`dead_relu` on batches of 8 (32 steps): a layer none of whose units
+    was active is told on 64 samples (8 batches) instead of 128."""
+    setup = dead_relu()
+    setup.batch_size, setup.epochs = 8, 1
+    return setup
+
+
 def vanishing_sigmoid() -> Setup:
     """Ten sigmoid Dense layers trained with SGD: each multiplies the backward
     signal by at most 0.25 times its weights' gain, so the first layer's
@@ -728,6 +736,7 @@ BACKEND = keras.backend.backend()
 LR_JUMP_ONSETS = {VANISHING: 150} if BACKEND == "jax" else {EXPLODING: 150, DEAD: 150}
 FAILURES = [
     Case("dead_relu", dead_relu, {DEAD: 0}),
+    Case("dead_relu_batch8", dead_relu_batch8, {DEAD: 0}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
     Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),

@@ -50,6 +50,19 @@ def test_dead_relu():
 
 
 @confirm_on_tensorflow
+def test_dead_relu_batch8():
+    c = cases.confirm(cases.BY_NAME["dead_relu_batch8"])
+    steps = range(len(c.losses))
+    # As dead_relu, on batches of 8: dead on every training sample at each
+    # of the 32 steps, and no gradient reaches its weights.
+    (relu,) = c.dead
+    assert c.dead[relu] == [1.0] * 32
+    assert all(c.layer_rms[relu][s] == 0.0 for s in steps)
+    assert finite(c, steps)
+    assert c.final_loss > 0.98 * c.initial_loss
+
+
+@confirm_on_tensorflow
 def test_vanishing_sigmoid():
     c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
     steps = range(len(c.losses))

@@ -40,6 +40,8 @@ def describe(detection) -> list[tuple]:
 # 5 steps (steps 0-4), dead units 128 samples (4 batches of 32).
 REPORTED = {
     "dead_relu": {"dead_relu": 4},
+    # Batches of 8, no unit active: 64 samples over steps 0-7.
+    "dead_relu_batch8": {"dead_relu": 7},
     "vanishing_sigmoid": {"vanishing_gradients": 4},
     # One recording per execution of 4 steps (steps 3, 7, ...): two of
     # them span patience_steps (5), so steps 3-7, reported at 7.
