@@ -175,8 +175,10 @@ class GradientDiagnostics(
       a tenth of its first value. A layer fed inputs that barely differ
       between samples (an averaged `Embedding`) can lose half its units for
       a hundred steps under Adam, while the model learns, and get them back
-      as the layers before it grow; units dead from the first batch, or
-      killed with a rising or jumping loss, are reported as above.
+      as the layers before it grow (as can one unit of a two-unit layer
+      inactive from the start, which is treated so too); units dead from
+      the first batch, or killed with a rising or jumping loss, are
+      reported as above.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after

@@ -64,8 +64,10 @@ class UnitActivity:
         self.min_samples = min_samples
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
-        # The share of units inactive on the first recording's batch.
+        # The share of units inactive on the first recording's batch, and
+        # how many they were.
         self.first: float | None = None
+        self.first_units = 0
 
     def add(self, step: int, samples: int, activity) -> None:
         """Adds a recording's per-unit active counts (a list or array)."""
@@ -75,6 +77,18 @@ class UnitActivity:
         self._recent.append((step, samples, active))
         if self.first is None:
             self.first = self.latest()
+            self.first_units = len(active) - np.count_nonzero(active)
+
+    def started_dead(self, fraction: float) -> bool:
+        """Whether at least `fraction` of the units were inactive on the
+        first recording's batch: two or more of them, or the whole layer.
+        One unit of a two-unit layer that initialization left inactive
+        often comes back as the layers before it learn (an autoencoder's
+        two-unit code: inactive on all 2048 samples at first, active on a
+        third of them after an epoch, measured)."""
+        if self.first is None or self.first < fraction:
+            return False
+        return self.first_units >= 2 or self.first >= 1.0
 
     def latest(self) -> float:
         """Share of the units inactive on the last recording's batch."""
@@ -217,9 +231,10 @@ class ActivationRules(RuleFamily):
         """Whether units of `layer` found dead at `step` (a streak from
         `start`) may still be settling: within the first `_SETTLE_STEPS`
         steps of training, in a layer mostly active on its first recorded
-        batch, with the learning rate unchanged, the recent loss (median of
-        the last steps') not risen a tenth over the first recorded one and
-        no recorded loss by half; after those steps, in a layer whose units
+        batch (or with one unit of it inactive), with the learning rate
+        unchanged, the recent loss (median of the last steps') not risen a
+        tenth over the first recorded one and no recorded loss by half;
+        after those steps, in a layer whose units
         settled so, for as long as the model goes on learning
         (`_still_learning`).
 
@@ -233,14 +248,16 @@ class ActivationRules(RuleFamily):
         grow, while the loss falls and the model fits. Units killed by too
         large a step come with a loss that jumps or rises; units dead from
         the start show on the first batch; units of other layers that die
-        later, or while the model stops learning, are judged at once.
+        later, or while the model stops learning, are judged at once
+        (`UnitActivity.started_dead`: a single unit of a small layer dead
+        from the start settles too).
         """
         window = self._activity[layer]
         if self._rate_change is not None:
             return False
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
-        if window.first is None or window.first >= self.thresholds.dead_fraction:
+        if window.first is None or window.started_dead(self.thresholds.dead_fraction):
             return False
         first, recent = self._first_loss, self._norms.recent_loss()
         peak = self._early_peak

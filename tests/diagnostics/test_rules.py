@@ -2097,6 +2097,39 @@ class TestDeadRelu:
         found = settling_run(falling, back=None, steps=300)
         assert found == [(F.DEAD_RELU, "dense_1", 1, 128)]
 
+    def test_one_unit_of_a_small_layer_dead_from_the_start_may_settle(self):
+        # dense_1's units inactive from the first batch on, as `pair`, each
+        # step a step event and a recording of 32 samples.
+        def run_from_start(pair, loss, steps=70):
+            rules, found = HealthRules(mlp(["relu", "relu"])), []
+            for s in range(steps):
+                items = [
+                    event(s, 1.0, loss=loss(s)),
+                    recording(
+                        s,
+                        RELU_RMS[:3],
+                        loss=loss(s),
+                        batch_size=32,
+                        unit_activity=[[1] * 4, pair, None],
+                    ),
+                ]
+                found += [(f.mode, f.layer, f.step, s) for f in run(rules, items)]
+            return found
+
+        def fitting(step):
+            return 1.0 - 0.02 * min(step, 40)
+
+        # One of two units (0.5 >= dead_fraction): it may come back as the
+        # layer before it learns; with the loss level, reported at step 64
+        # (the streak from step 0); with the model fitting, never.
+        assert run_from_start([0, 5], level) == [(F.DEAD_RELU, "dense_1", 0, 64)]
+        assert run_from_start([0, 5], fitting, steps=200) == []
+        # Two of four units, or the whole layer: dead from the start,
+        # reported at step 4 (4 batches of 32, over 5 steps).
+        expected = [(F.DEAD_RELU, "dense_1", 0, 4)]
+        assert run_from_start([0, 0, 5, 5], fitting) == expected
+        assert run_from_start([0], fitting) == expected
+
     def test_settled_units_of_a_fitted_model_are_not_reported(self):
         # The loss falls to 0.2 by step 40 (<= 0.5 x the early 0.98): the
         # model fitted with those units off; they are never reported.
