@@ -71,6 +71,14 @@ def _capped_at(x: Tensor, profile: ActivationProfile) -> float | None:
     return None
 
 
+def floor_ratio(x: Tensor, cap) -> Tensor:
+    """`floor(x / cap)`, a division and a floor. Not `ops.floor_divide`:
+    on JAX, that of floats also computes Python's remainder, element by
+    element, slower to run and to compile (TensorFlow's `FloorDiv` is one
+    graph op, which its step primitives use instead)."""
+    return ops.floor(ops.divide(x, cap))
+
+
 def saturated_mask(x: Tensor, profile: ActivationProfile, threshold=None) -> Tensor:
     """Elements outside the open interval `profile.saturation_bounds`.
 
@@ -96,6 +104,7 @@ def activation_counts(
     elements: bool = True,
     threshold=None,
     count=None,
+    ratio=None,
 ) -> dict[str, Tensor]:
     """Counts behind the activation statistics, summable across replicas.
 
@@ -111,6 +120,8 @@ def activation_counts(
             True elements along `axes`, and the float32 sum of a float32
             tensor of 0 and 1 (a caller in a traced step passes one
             with fewer graph ops). Defaults to `None`: `keras.ops`.
+        ratio: `ratio(x, cap)`, `floor(x / cap)` (the same caller passes
+            one graph op). Defaults to `None`: `floor_ratio`.
 
     Returns:
         A dict of float32 tensors: `"elements"` (scalar, with `elements`),
@@ -145,7 +156,7 @@ def activation_counts(
     if profile.saturation_bounds is not None:
         cap = _capped_at(x, profile)
         if cap is not None:
-            saturated = ops.floor_divide(x, bound(cap, x.dtype))
+            saturated = (ratio or floor_ratio)(x, bound(cap, x.dtype))
         else:
             saturated = saturated_mask(x, profile, threshold)
         counts["saturated"] = count(saturated, tuple(range(len(shape))))

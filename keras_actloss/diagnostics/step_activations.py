@@ -89,7 +89,13 @@ def activation_vector(
             per_sample = sum(math.prod(s) for s in sizes)
         counts = [
             stats.activation_counts(
-                x, profile, a, per_sample is None, prim.constant, prim.count
+                x,
+                profile,
+                a,
+                per_sample is None,
+                prim.constant,
+                prim.count,
+                prim.floor_ratio,
             )
             for x, a in zip(calls, axes)
         ]

@@ -44,6 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_actloss.diagnostics import stats
 from keras_actloss.tensor_types import Tensor
 
 FULL_KEYS = ("row", "extremes", "head", "weights", "updates", "activations", "sample")
@@ -123,6 +124,7 @@ class _Primitives(NamedTuple):
     gather: Callable  # `x[index]` of a vector and constant in-range positions
     count: Callable  # float32 count of a boolean mask's True along `axes`
     constant: Callable  # `(value, dtype)`: a scalar to compare with
+    floor_ratio: Callable  # `(x, cap)`: `floor(x / cap)`
 
 
 def _backend_primitives(xla: bool = False) -> _Primitives:
@@ -158,6 +160,7 @@ def _backend_primitives(xla: bool = False) -> _Primitives:
             gather=lambda x, index: ops.take(x, index, axis=0),
             count=lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axis=axes),
             constant=lambda value, dtype: value,
+            floor_ratio=stats.floor_ratio,
         )
     import tensorflow as tf
 
@@ -189,6 +192,7 @@ def _backend_primitives(xla: bool = False) -> _Primitives:
         gather=tf.gather,
         count=count,
         constant=lambda value, dtype: constant(value, tf.as_dtype(dtype)),
+        floor_ratio=lambda x, cap: raw.FloorDiv(x=x, y=cap),
     )
 
 

@@ -181,6 +181,39 @@ def test_gradients_and_activations_match_references(kind, data):
     assert diag.findings == []
 
 
+def test_relu6_activations_in_the_step_match_numpy(rng):
+    # ReLU6 outputs are counted in the step by sign and floor(x / 6)
+    # (TensorFlow's FloorDiv op, a division and a floor elsewhere): the
+    # recorded fractions equal NumPy's on the step's batch. Unit 0 is never
+    # active (bias -100), unit 1 always at the cap (bias 100), the others
+    # spread over [0, 6] and beyond it (weights of scale 4).
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu6", name="capped"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _compile(model)
+    capped = model.get_layer("capped")
+    capped.kernel.assign(4.0 * rng.normal(size=(6, 8)).astype("float32"))
+    capped.bias.assign(np.array([-100, 100, 0, 0, 0, 0, 0, 0], "float32"))
+    h = np.clip(x @ capped.kernel.numpy() + capped.bias.numpy(), 0.0, 6.0)
+    diag = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+
+    (stats,) = diag.history
+    (ls,) = [ls for ls in stats.layers if ls.layer == "capped"]
+    assert 0 < np.mean(h >= 6.0) < 1 and 0 < np.mean(h <= 0.0) < 1
+    np.testing.assert_allclose(ls.zero_fraction, np.mean(h <= 0.0), rtol=1e-6)
+    np.testing.assert_allclose(ls.saturation, np.mean(h >= 6.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        ls.dead_fraction, np.mean(np.all(h <= 0.0, axis=0)), rtol=1e-6
+    )
+
+
 @tensorflow_only
 def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
     import tensorflow as tf
