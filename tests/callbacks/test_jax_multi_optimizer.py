@@ -593,7 +593,8 @@ def test_bad_optimizers_raise_value_error(value):
 @pytest.mark.parametrize("dead", [False, True], ids=["healthy", "dead_generator"])
 def test_gan_at_default_settings(rng, dead):
     # Healthy: no training failure in 64 steps. With the generator's ReLU
-    # layer dead from step 0: reported by its path once 128 samples show it
-    # (8 batches of 16, steps 0-7), from the discriminator's step count.
+    # layer dead from step 0: reported by its path once 64 samples show no
+    # unit of it active (4 batches of 16) over 5 steps (patience_steps:
+    # steps 0-4), from the discriminator's step count.
     found = default_settings_fit(_gan(), rng, dead)
-    assert found == ([("dead_relu", "generator/g_hidden", 0, 7)] if dead else [])
+    assert found == ([("dead_relu", "generator/g_hidden", 0, 4)] if dead else [])
