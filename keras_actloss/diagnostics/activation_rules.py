@@ -234,9 +234,8 @@ class ActivationRules(RuleFamily):
         batch (or with one unit of it inactive), with the learning rate
         unchanged, the recent loss (median of the last steps') not risen a
         tenth over the first recorded one and no recorded loss by half;
-        after those steps, in a layer whose units
-        settled so, for as long as the model goes on learning
-        (`_still_learning`).
+        after those steps, in a layer whose units settled so, for as long
+        as the model goes on learning (`_still_learning`).
 
         A layer fed inputs that barely differ between samples (pooled
         embeddings initialized within +-0.05) has pre-activations that

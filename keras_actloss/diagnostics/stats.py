@@ -141,10 +141,10 @@ def activation_counts(
         counts["elements"] = ops.cast(ops.size(x), "float32")
     bound = threshold or (lambda value, dtype: value)
     # For outputs in `[0, cap]` (float32) the sign and `floor(x / cap)` are
-    # the active and saturated elements as 1 and 0: one graph op each where
-    # a comparison needs a cast too. A NaN output makes its unit's count
-    # NaN: the host then reports no fraction for the layer and takes no
-    # unit for dead.
+    # the active and saturated elements as 1 and 0: one TensorFlow graph op
+    # each (`ratio`: `FloorDiv`) where a comparison needs a cast too. A NaN
+    # output makes its unit's count NaN: the host then reports no fraction
+    # for the layer and takes no unit for dead.
     if profile.inactive_below is not None:
         axis = _channel_axis(x, channel_axis)
         other = tuple(a for a in range(len(shape)) if a != axis)
