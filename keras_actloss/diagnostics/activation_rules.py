@@ -64,10 +64,8 @@ class UnitActivity:
         self.min_samples = min_samples
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
-        # The share of units inactive on the first recording's batch, and
-        # how many they were.
-        self.first: float | None = None
-        self.first_units = 0
+        # The units inactive on the first recording's batch, and the units.
+        self.first: tuple[int, int] | None = None
 
     def add(self, step: int, samples: int, activity) -> None:
         """Adds a recording's per-unit active counts (a list or array)."""
@@ -76,8 +74,7 @@ class UnitActivity:
             self._recent.clear()  # The layer changed shape: start again.
         self._recent.append((step, samples, active))
         if self.first is None:
-            self.first = self.latest()
-            self.first_units = len(active) - np.count_nonzero(active)
+            self.first = (len(active) - np.count_nonzero(active), len(active))
 
     def started_dead(self, fraction: float) -> bool:
         """Whether at least `fraction` of the units were inactive on the
@@ -86,9 +83,12 @@ class UnitActivity:
         often comes back as the layers before it learn (an autoencoder's
         two-unit code: inactive on all 2048 samples at first, active on a
         third of them after an epoch, measured)."""
-        if self.first is None or self.first < fraction:
+        if self.first is None:
             return False
-        return self.first_units >= 2 or self.first >= 1.0
+        inactive, units = self.first
+        if not units or inactive < fraction * units:
+            return False
+        return inactive >= 2 or inactive == units
 
     def latest(self) -> float:
         """Share of the units inactive on the last recording's batch."""

@@ -37,29 +37,17 @@ def finite(c, steps) -> bool:
 
 
 @confirm_on_tensorflow
-def test_dead_relu():
-    c = cases.confirm(cases.BY_NAME["dead_relu"])
-    steps = range(len(c.losses))
+@pytest.mark.parametrize("name, steps", [("dead_relu", 16), ("dead_relu_batch8", 32)])
+def test_dead_relu(name, steps):
+    c = cases.confirm(cases.BY_NAME[name])
     # The ReLU layer outputs 0 for every unit and every training sample, from
-    # step 0 to the end; no gradient reaches its weights.
+    # step 0 to the end (16 steps; 32 on batches of 8); no gradient reaches
+    # its weights.
     (relu,) = c.dead
-    assert c.dead[relu] == [1.0] * 16
-    assert all(c.layer_rms[relu][s] == 0.0 for s in steps)
-    assert finite(c, steps)
+    assert c.dead[relu] == [1.0] * steps
+    assert all(c.layer_rms[relu][s] == 0.0 for s in range(len(c.losses)))
+    assert finite(c, range(len(c.losses)))
     assert c.final_loss > 0.98 * c.initial_loss  # Nothing is learnt.
-
-
-@confirm_on_tensorflow
-def test_dead_relu_batch8():
-    c = cases.confirm(cases.BY_NAME["dead_relu_batch8"])
-    steps = range(len(c.losses))
-    # As dead_relu, on batches of 8: dead on every training sample at each
-    # of the 32 steps, and no gradient reaches its weights.
-    (relu,) = c.dead
-    assert c.dead[relu] == [1.0] * 32
-    assert all(c.layer_rms[relu][s] == 0.0 for s in steps)
-    assert finite(c, steps)
-    assert c.final_loss > 0.98 * c.initial_loss
 
 
 @confirm_on_tensorflow
