@@ -275,7 +275,7 @@ class StepJudging:
         new = []
         for step, norm, counted, skipped, layer, rate, loss, *units in steps:
             if skipped:  # A loss-scale overflow the optimizer skipped.
-                new += self._rules.observe_overflow(step, rate)
+                new += self._rules.observe_overflow(step, rate, loss)
             else:
                 name = self._names[layer] if 0 <= layer < len(self._names) else None
                 # Dynamic loss scaling skips a non-finite step's update.

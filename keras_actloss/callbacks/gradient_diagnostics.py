@@ -145,10 +145,12 @@ class GradientDiagnostics(
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
-      under dynamic loss scaling after 3 overflows in a row, or, when
-      every step from the first one overflowed with the loss finite (no
-      update ever applied), with the `non_finite` step that ends them;
-      after 2
+      under dynamic loss scaling after 3 overflows in a row; under dynamic
+      loss scaling, once an update was applied, after 4 overflows in a row
+      with the loss 3x its level and above where training began, or after
+      5 whatever the loss, or, when every step from the first one
+      overflowed with the loss finite (no update ever applied), with the
+      `non_finite` step that ends them; after 2
       recordings in a row whose update changed a layer's weights by more
       than their norm while the loss rose 3x from the first (and above
       where training began): a step size that blows the model up.

@@ -67,6 +67,14 @@ _OVERFLOW_FIX = (
     "initialisation; or keep the layers whose gradients overflow in float32 "
     "(`dtype='float32'`)."
 )
+# Loss-scale overflows in a row after normal updates: too large a step, or
+# batches of another scale.
+_OVERFLOW_RUN_FIX = (
+    "Lower the learning rate and clip gradients (`clipnorm=1.0` in the "
+    "optimizer); if the inputs or regression targets of these batches are of "
+    "a larger scale than the earlier ones, standardize them (a `Normalization` "
+    "layer; targets divided by their standard deviation)."
+)
 # The fix of vanishing gradients whose layers in between are not saturated:
 # the weights shrink the gradient (such as an initialisation too small).
 _WEIGHTS_FIX = (

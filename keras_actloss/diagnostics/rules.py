@@ -278,10 +278,12 @@ class HealthRules(
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 
-    def observe_overflow(self, step: int, rate: float | None) -> list[Finding]:
+    def observe_overflow(
+        self, step: int, rate: float | None, loss: float | None = None
+    ) -> list[Finding]:
         """Judges a step whose loss-scale overflow the optimizer skipped
-        (no finite norm; the step count stays at `step`); returns the new
-        findings (`_overflowing`)."""
+        (no finite norm; the step count stays at `step`; `loss`, its loss,
+        when known); returns the new findings (`_overflowing`)."""
         new: list[Finding] = []
         self.jumped = self._jump_hard = False
         if self._broken():
@@ -289,7 +291,7 @@ class HealthRules(
         self._overflows += 1
         self._skipped.add(step)
         self._rate_jump(step, rate)
-        self._overflowing(new, step)
+        self._overflowing(new, step, loss)
         return self._emit(new)
 
     def observe_quiet(self, steps: Iterable[tuple]) -> None:
@@ -309,6 +311,7 @@ class HealthRules(
             self._zero_counts.append(zeros)
             self._silent_counts.append(silent)
             self._last_step, self._last_rate, self._low = step, rate, 0
+            self._overflows = 0
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)
             self._norms.add_normal(norm, loss)

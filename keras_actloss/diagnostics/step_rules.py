@@ -18,7 +18,9 @@ import math
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.norm_series import RateWatch
 from keras_actloss.diagnostics.rule_support import (
+    _OVERFLOW_RUN_FIX,
     _SCALE_FIX,
+    FIXES,
     RuleFamily,
     _finite,
     _median,
@@ -37,6 +39,16 @@ _WATCH_STEPS = 10
 # jump up that are an explosion: each halves the scale, so the third means
 # gradients 4x past float16's range at the scale that fit before.
 _OVERFLOW_RUN = 3
+# Once an update was applied, overflows in a row that are an explosion with
+# the loss of the last `_DIVERGE_RISE` times its level, and whatever the
+# loss. Healthy float16 runs (MLPs with Adam or SGD, a BatchNorm CNN, an
+# LSTM, an attention block; batches of 2 to 32) overflowed at most twice in
+# a row after their first update (measured, both backends); a rare class
+# weighted 99x in batches of 4 overflowed three in a row, its loss 1.5e4x
+# its level on each (`healthy_rare_class_weighted`): one more, as the
+# explosion rule of the norms asks one more step that does not grow.
+_OVERFLOW_RISEN_RUN = 4
+_OVERFLOW_GROWTH_RUN = 5
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
 
@@ -214,27 +226,84 @@ class NormRules(RuleFamily):
         self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
         self._watch = None
 
-    def _overflowing(self, new, step: int) -> None:
-        """Reports `_OVERFLOW_RUN` loss-scale overflows in a row (steps
-        whose update the optimizer skipped, counted in `_overflows`) within
-        `_WATCH_STEPS` steps of a learning-rate jump up: under mixed
-        precision the diverging gradients leave float16's range before any
-        norm can grow."""
-        watch = self._watch
-        if watch is None or not watch.step <= step <= watch.step + _WATCH_STEPS:
+    def _overflowing(self, new, step: int, loss=None) -> None:
+        """Reports loss-scale overflows in a row (steps whose update the
+        optimizer skipped, counted in `_overflows`; the step count stays at
+        `step`) as an explosion: under mixed precision the diverging
+        gradients leave float16's range before any norm can grow.
+
+        `_OVERFLOW_RUN` of them within `_WATCH_STEPS` steps of a
+        learning-rate jump up; `_OVERFLOW_RISEN_RUN` with the loss of the
+        last (`loss`, of the forward pass, which loss scaling does not
+        touch) `_DIVERGE_RISE` times its recent level;
+        `_OVERFLOW_GROWTH_RUN` whatever the loss. Only once an update was
+        applied: before it the scale is still searching down from its
+        initial value (a run that never ends there is
+        `_overflowed_from_start`'s); and not within `_EXPLOSION_STEPS` of an
+        explosion reported already (its consequence).
+        """
+        count = self._overflows
+        if count < _OVERFLOW_RUN:
             return
-        if self._overflows < _OVERFLOW_RUN:
-            return
-        before, after = watch.rates
-        message = (
-            f"The {self._overflows} steps from step {step} overflowed float16 "
-            f"under loss scaling (each update skipped, the scale halved each "
-            f"time) after the learning rate jumped from {before:.3g} to "
-            f"{after:.3g} at step {watch.step}: the gradients exploded with "
-            "the new step size."
+        skipped = (
+            f"The {count} batches in a row from step {step} overflowed float16 "
+            "under loss scaling (each update skipped, the scale halved each time)"
         )
-        self._add(new, F.EXPLODING_GRADIENTS, None, watch.step, math.inf, message)
-        self._watch = None
+        watch = self._watch
+        if watch is not None and watch.step <= step <= watch.step + _WATCH_STEPS:
+            before, after = watch.rates
+            message = (
+                f"{skipped} after the learning rate jumped from {before:.3g} to "
+                f"{after:.3g} at step {watch.step}: the gradients exploded with "
+                "the new step size."
+            )
+            self._add(new, F.EXPLODING_GRADIENTS, None, watch.step, math.inf, message)
+            self._watch = None
+            return
+        if self._norms.first is None or self._explosion_before(step):
+            return
+        level = self._norms.recent_loss()
+        if level is None:
+            level = _median(self._early_losses)
+        if count >= _OVERFLOW_RISEN_RUN and self._risen(loss, level):
+            what = (
+                f"while the loss rose to {loss:.3g}, {loss / level:.3g}x its "
+                f"recent level of {level:.3g}"
+            )
+        elif count >= _OVERFLOW_GROWTH_RUN:
+            what = f"after updates had been applied at a scale {2**count:g}x larger"
+        else:
+            return
+        # The update of the last step applied, when recorded larger than
+        # the weights, is the cause; else the step or the batches' scale.
+        update = self._last_update
+        last = self._norms.last_step
+        if (
+            update
+            and update[0] == last
+            and update[2] > self.thresholds.exploding_update_ratio
+        ):
+            cause = (
+                f", after the update of step {last} changed the weights of layer "
+                f"'{update[1]}' by {update[2]:.3g} times their own norm: the "
+                "gradients exploded."
+            )
+            fix = FIXES[F.EXPLODING_GRADIENTS]
+        else:
+            cause = (
+                ": the gradients exploded (too large a step, or batches of a "
+                "larger scale than the earlier ones)."
+            )
+            fix = _OVERFLOW_RUN_FIX
+        self._add(
+            new,
+            F.EXPLODING_GRADIENTS,
+            None,
+            step,
+            math.inf,
+            f"{skipped} {what}{cause}",
+            fix,
+        )
 
     def _diverged(self, loss) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times its level before the

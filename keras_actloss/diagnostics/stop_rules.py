@@ -42,10 +42,10 @@ class NonFiniteRules(RuleFamily):
     """A NaN or infinite step, reported with its likely cause.
 
     Mixed into `HealthRules`: an explosion when the norm before the step
-    was over the limit or had just jumped, or when the recorded update of
-    the step before changed a layer's weights by more than
-    `exploding_update_ratio` times their norm, or when an explosion was
-    reported within `_EXPLOSION_STEPS` steps before it; under loss scaling,
+    was over the limit or had just jumped, or when an explosion was
+    reported within `_EXPLOSION_STEPS` steps before it, or else when the
+    recorded update of the step before changed a layer's weights by more
+    than `exploding_update_ratio` times their norm; under loss scaling,
     gradients that overflowed float16 at every scale with the loss finite
     are the scale of the data (or of the initial weights), and an explosion
     as well when they did from the first step on; else the data or the
@@ -68,10 +68,13 @@ class NonFiniteRules(RuleFamily):
         # Only a NaN loss whose update loss scaling skipped spares them.
         self._lost |= not (event.update_skipped and not _finite(event.loss))
         # The update just before: larger than the weights, it diverges
-        # whatever the norm (under loss scaling the next step overflows).
+        # whatever the norm (under loss scaling the next step overflows);
+        # unless an explosion was reported already (then the cause).
         update = self._last_update
+        known = self._explosion_before(event.step)
         oversized = (
             not grew
+            and not known
             and last is not None
             and update is not None
             and update[0] == last_step
@@ -117,9 +120,9 @@ class NonFiniteRules(RuleFamily):
                 f" It follows an update larger than the weights (step {last_step})."
             )
             fix = FIXES[F.EXPLODING_GRADIENTS]
-        elif self._explosion_before(event.step):
+        elif known:
             message += " It follows the explosion reported before it."
-            fix = FIXES[F.EXPLODING_GRADIENTS]
+            fix = known.fix
         elif event.update_skipped and _finite(event.loss):
             before = (
                 "no step before it had finite gradients"
@@ -176,13 +179,13 @@ class NonFiniteRules(RuleFamily):
             _OVERFLOW_FIX,
         )
 
-    def _explosion_before(self, step: int) -> bool:
-        """Whether an explosion was reported within `_EXPLOSION_STEPS`
-        steps before `step` (its finding's step)."""
-        return any(
-            f.mode == F.EXPLODING_GRADIENTS and 0 <= step - f.step <= _EXPLOSION_STEPS
-            for f in self.findings
-        )
+    def _explosion_before(self, step: int) -> F.Finding | None:
+        """The last explosion reported within `_EXPLOSION_STEPS` steps
+        before `step` (its finding's step), if any."""
+        near = range(step - _EXPLOSION_STEPS, step + 1)
+        found = [f for f in self.findings if f.mode == F.EXPLODING_GRADIENTS]
+        found = [f for f in found if f.step in near]
+        return found[-1] if found else None
 
     @staticmethod
     def _non_finite_message(event: SentinelEvent, loss=None) -> str:

@@ -32,7 +32,7 @@ from tensorboard.util import tensor_util
 import keras_actloss
 from keras_actloss import activations
 from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
-from keras_actloss.findings import NON_FINITE
+from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE
 from tests.backend_support import BACKEND, tensorflow_only
 
 LR = 0.1
@@ -830,18 +830,28 @@ def test_loss_scale_overflow_is_skipped_unless_it_persists(rng):
     model.fit(x, _targets_times(y, 3, 1e4), **fit)
     assert diag.findings == []
     assert _iterations(model) == 15
-    # Targets 1e8 times larger from batch 4 on: every step overflows, and
-    # the 10th in a row is not an overflow any more.
-    with pytest.warns(GradientHealthWarning, match="non_finite"):
+    # Targets 1e8 times larger from batch 4 on: every step overflows, its
+    # loss (finite) about 1e15x its level. The 4th in a row is an explosion
+    # (the batches' scale, or the step: the fix names both); the 10th in a
+    # row is not an overflow any more.
+    with pytest.warns(GradientHealthWarning, match="exploding_gradients|non_finite"):
         model.fit(x, _targets_times(y, 4, 1e8, stop=16), **fit)
     # Skipped steps do not advance the optimizer: 15 + 4 updates.
-    assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 19)]
-    assert "skipped every update" in diag.findings[0].message
-    # The loss stayed finite: the targets' scale, not NaN data.
-    assert "beyond float16's range at every loss scale tried" in (
-        diag.findings[0].message
+    exploding, stopped = diag.findings
+    assert [(f.mode, f.step) for f in diag.findings] == [
+        (EXPLODING_GRADIENTS, 19),
+        (NON_FINITE, 19),
+    ]
+    assert exploding.message.startswith(
+        "The 4 batches in a row from step 19 overflowed float16 under loss scaling"
     )
-    assert diag.findings[0].fix.startswith("Standardize the inputs")
+    assert exploding.message.endswith(
+        "(too large a step, or batches of a larger scale than the earlier ones)."
+    )
+    assert "skipped every update" in stopped.message
+    assert stopped.message.endswith("It follows the explosion reported before it.")
+    assert exploding.fix == stopped.fix
+    assert "standardize them" in exploding.fix
 
 
 def test_a_nan_loss_under_loss_scaling_is_reported_at_its_step(rng):

@@ -13,6 +13,7 @@ saturation 0.75, input_saturation 0.5, raw_input_saturation 0.95,
 input_scale 2).
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from keras_actloss.diagnostics.records import (
     SentinelEvent,
     StepStats,
 )
+from keras_actloss.diagnostics.rule_support import _OVERFLOW_RUN_FIX
 from keras_actloss.diagnostics.rules import (
     FIXES,
     HealthRules,
@@ -1513,10 +1515,10 @@ class TestOverflowsAfterARateJump:
         )
         assert found.value == np.inf
         assert found.message == (
-            "The 3 steps from step 6 overflowed float16 under loss scaling (each "
-            "update skipped, the scale halved each time) after the learning "
-            "rate jumped from 0.01 to 10 at step 6: the gradients exploded with "
-            "the new step size."
+            "The 3 batches in a row from step 6 overflowed float16 under loss "
+            "scaling (each update skipped, the scale halved each time) after the "
+            "learning rate jumped from 0.01 to 10 at step 6: the gradients "
+            "exploded with the new step size."
         )
 
     @pytest.mark.parametrize(
@@ -1525,9 +1527,10 @@ class TestOverflowsAfterARateJump:
         ids=["no_jump", "not_in_a_row", "after_the_window", "rate_down"],
     )
     def test_not_an_explosion(self, rate, before, between):
-        # Overflows at the same rate (a scale grown too high), two then a
-        # finite step, or from step 20 (past the 10 steps watched after the
-        # jump at step 6), or after a jump down.
+        # Three overflows in a row at the same rate (a scale grown too high,
+        # the loss level), two then a finite step, or three from step 20
+        # (past the 10 steps watched after the jump at step 6), or after a
+        # jump down.
         rules = HealthRules(mlp(["relu"]))
         seq = [event(s, 1.0, lr=0.01, loss=1.0) for s in range(6)]
         seq += [event(s, 1.0, lr=rate, loss=1.0) for s in range(6, before)]
@@ -1535,8 +1538,117 @@ class TestOverflowsAfterARateJump:
         found = self._overflows(rules, before, rate, 2)
         if between:
             found += run(rules, [event(before, 1.0, lr=rate, loss=1.0)])
-        found += self._overflows(rules, before + 1, rate, 2 if between else 3)
+        found += self._overflows(rules, before + 1, rate, 2 if between else 1)
         assert found == []
+
+
+class TestOverflowsAfterUpdates:
+    """Loss-scale overflows in a row once updates were applied, at a steady
+    learning rate: five are an explosion whatever the loss (the scale cut
+    32x below where the gradients last fit), four with the loss risen 3x
+    its recent level. A float16 regression on targets of ~1e3 with SGD
+    (lr 0.01) overflowed batches 8-13 after its first update, the loss
+    level (1.3e6-1.6e6), then 15 on with the loss at 5.7e9 and rising: it
+    was told only at the 10th overflow of the second run (batch 24), as
+    the non-finite step that stopped training. A rare class weighted 99x
+    in batches of 4 overflows three batches in a row, each loss 1.5e4x its
+    level (`healthy_rare_class_weighted`): not an explosion."""
+
+    @staticmethod
+    def _rules():
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, lr=0.01, loss=1.0) for s in range(6)])
+        return rules
+
+    @staticmethod
+    def _overflows(rules, losses, step=6):
+        out = []
+        for loss in losses:  # Skipped: the step count stays.
+            out += rules.observe_overflow(step, 0.01, loss)
+        return out
+
+    def test_five_in_a_row_at_a_level_loss(self):
+        rules = self._rules()
+        assert self._overflows(rules, [1.1] * 4) == []
+        (found,) = self._overflows(rules, [1.2])
+        assert (found.mode, found.layer, found.step, found.value) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            6,
+            math.inf,
+        )
+        assert found.message == (
+            "The 5 batches in a row from step 6 overflowed float16 under loss "
+            "scaling (each update skipped, the scale halved each time) after "
+            "updates had been applied at a scale 32x larger: the gradients "
+            "exploded (too large a step, or batches of a larger scale than the "
+            "earlier ones)."
+        )
+        assert found.fix == _OVERFLOW_RUN_FIX
+
+    def test_four_in_a_row_with_the_loss_risen(self):
+        # Recent level 1 (steps 0-5): 3.5 >= 1 + (3 - 1) * 1 and > 1 at the
+        # start; 2.9 is not; three in a row are not, however high the loss.
+        rules = self._rules()
+        assert self._overflows(rules, [2.9, 1e4, 1e4]) == []
+        (found,) = self._overflows(rules, [3.5])
+        assert (found.mode, found.step) == (F.EXPLODING_GRADIENTS, 6)
+        assert found.message == (
+            "The 4 batches in a row from step 6 overflowed float16 under loss "
+            "scaling (each update skipped, the scale halved each time) while "
+            "the loss rose to 3.5, 3.5x its recent level of 1: the gradients "
+            "exploded (too large a step, or batches of a larger scale than the "
+            "earlier ones)."
+        )
+
+    def test_after_an_update_larger_than_the_weights(self):
+        # The recording of step 5 (the last applied) changed dense_0's weights
+        # by 4.9x their norm (over exploding_update_ratio 1, one recording:
+        # not yet an explosion of its own): the cause, with its fix. The
+        # non-finite step that ends the run (the 10th) follows it.
+        rules = self._rules()
+        run(rules, [recording(5, [1e-2, 1e-2], update_ratio=[4.9, 1e-3])])
+        (found,) = self._overflows(rules, [1.0] * 5)
+        assert found.message == (
+            "The 5 batches in a row from step 6 overflowed float16 under loss "
+            "scaling (each update skipped, the scale halved each time) after "
+            "updates had been applied at a scale 32x larger, after the update of "
+            "step 5 changed the weights of layer 'dense_0' by 4.9 times their "
+            "own norm: the gradients exploded."
+        )
+        assert found.fix == FIXES[F.EXPLODING_GRADIENTS]
+        assert self._overflows(rules, [1.0] * 4) == []
+        event = SentinelEvent(6, math.inf, True, "dense_0", 0.01, 1.0)
+        (stopped,) = rules.observe_step(dataclasses.replace(event, update_skipped=True))
+        assert stopped.mode == F.NON_FINITE
+        assert stopped.message.endswith(" It follows the explosion reported before it.")
+        assert stopped.fix == found.fix
+
+    @pytest.mark.parametrize(
+        "losses",
+        [[2.9] * 4, [None] * 4, [math.nan] * 4],
+        ids=["below", "unknown", "nan"],
+    )
+    def test_four_without_the_rise_are_not(self, losses):
+        assert self._overflows(self._rules(), losses) == []
+
+    def test_a_finite_step_ends_the_run(self):
+        # Two healthy overflows (the scale grown too high), an applied step,
+        # three more; then two quiet steps read later, three more.
+        rules = self._rules()
+        found = self._overflows(rules, [1.0, 1.0])
+        found += run(rules, [event(6, 2.0, lr=0.01, loss=1.0)])
+        found += self._overflows(rules, [1.0] * 3, step=7)
+        rules.observe_quiet([(7, 2.0, 0.01, 1.0), (8, 2.0, 0.01, 1.0)])
+        found += self._overflows(rules, [1.0] * 4, step=9)
+        assert found == []
+
+    def test_not_while_the_scale_is_first_searched(self):
+        # No update applied yet: the initial scale is still halving down to
+        # one that fits (a run that never ends is `_overflowed_from_start`'s
+        # at the 10th).
+        rules = HealthRules(mlp(["relu"]))
+        assert self._overflows(rules, [5.0] * 9, step=0) == []
 
 
 class TestSkippedBatchesCountTowardsPatience:

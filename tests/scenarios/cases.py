@@ -293,6 +293,22 @@ def explode_finite() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def explode_float16() -> Setup:
+    """For mixed_float16 (`test_detection`): regression targets of ~1e3 with
+    SGD(0.01) on a two-hidden-layer ReLU MLP. The gradients overflow
+    float16 at the first loss scales; each update that fits changes the
+    weights by many times their norm, and the batches after it overflow at
+    every scale the optimizer halves down to (the step count stays)."""
+    keras.utils.set_random_seed(0)
+    x, y = regression(n=2048)
+    layers = [keras.layers.Dense(64, activation="relu") for _ in range(2)]
+    # The output in float32, as Keras's mixed-precision guide advises.
+    out = keras.layers.Dense(1, dtype="float32")
+    model = keras.Sequential([keras.Input((8,)), *layers, out])
+    _compiled(model, keras.optimizers.SGD(0.01), "mse")
+    return Setup(model, x, 1e3 * y, epochs=1)
+
+
 JUMP_EPOCH = 6
 JUMP_STEPS_PER_EPOCH = 25
 

@@ -160,6 +160,9 @@ def _configured(case, policy, jit_compile):
             {cases.EXPLODING: 2 if cases.BACKEND == "jax" else 3},
         ),
         ("dead_relu", "mixed_float16", True, None),
+        # The rare class's batches overflow float16 (up to three in a row,
+        # batches 150-152, each loss 1.5e4x its level): no explosion.
+        ("healthy_rare_class_weighted", "mixed_float16", False, {}),
         # Targets of ~1e6: the gradients overflow float16 at every loss
         # scale from step 0 on, the loss finite (7e11), so no update is ever
         # applied (the step count stays at 0). The 10th overflow in a row
@@ -188,6 +191,67 @@ def test_failures_under_mixed_precision_and_xla(name, policy, jit_compile, repor
         assert all(score.detected for score in scores), found
         reported = REPORTED[name]
     assert {mode: detection.first(mode)[1] for mode in detection.modes} == reported
+
+
+class _Batches(keras.callbacks.Callback):
+    """Notes, after each batch, the optimizer's step count and the loss of
+    the batch (from Keras's running mean of the epoch)."""
+
+    def on_train_begin(self, logs=None):
+        self.steps, self.losses, self._sum = [], [], 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(int(self.model.optimizer.iterations))
+        total = float(logs["loss"]) * (batch + 1)
+        self.losses.append(total - self._sum)
+        self._sum = total
+
+
+def test_explosion_under_loss_scaling_is_told_before_training_stops():
+    # `cases.explode_float16` under mixed_float16, checked first without the
+    # callback: batches 0-7 overflow (the scale's first search), batch 8 is
+    # the first update, 9-12 overflow, 13 updates, and from batch 14 on every
+    # batch overflows (the step count stays at 2) while the loss, finite,
+    # rose from 0.5e6-2.3e6 to 5e8-2.5e9.
+    case = cases.Case("explode_float16", cases.explode_float16, {})
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        setup = case.build()
+        batches = _Batches()
+        setup.model.fit(
+            setup.x,
+            setup.y,
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[batches],
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert batches.steps[:24] == [0] * 8 + [1] * 5 + [2] * 11
+    assert min(batches.losses[14:24]) > 100 * max(batches.losses[:14])
+    # With the callback: the fourth overflow in a row with the loss far over
+    # its level (batch 17) is the explosion; the tenth (batch 23) stops
+    # training. (Four in a row at the loss level, batches 9-12, are not.)
+    try:
+        detection = cases.detect(_configured(case, "mixed_float16", False))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    found = describe(detection)
+    # (The non-finite step names its first layer with non-finite gradients.)
+    assert [(mode, step, at) for mode, _, step, at in found] == [
+        (cases.EXPLODING, 2, 17),
+        (cases.NON_FINITE, 2, 23),
+    ]
+    assert found[0][1] is None
+    exploding, non_finite = (f for f, _ in detection.training)
+    assert exploding.message.startswith(
+        "The 4 batches in a row from step 2 overflowed float16 under loss "
+        "scaling (each update skipped, the scale halved each time) while the "
+        "loss rose to "
+    )
+    assert non_finite.message.endswith("It follows the explosion reported before it.")
 
 
 @pytest.mark.parametrize(
