@@ -136,14 +136,13 @@ class Thresholds:
             units of a layer whose units died settling in the first steps:
             the model has learned, and units pushed into the tails as its
             weights keep growing, or switched off as it fitted, did not stop
-            it. A tanh regression MLP trained at batch
-            8 for 6000 steps had 78% of its second layer's outputs in the
-            flat tails by step 5500, its loss at 3-11% of the early loss
-            (epoch means) from step 320 on; a 3-class tanh MLP under Adam
-            at 0.05 had 85% of its second layer's outputs there from step
-            121, its loss at about a third of the early loss and falling,
-            to a better accuracy than at Adam's default rate. Defaults to
-            `0.5`.
+            it. A tanh regression MLP trained at batch 8 for 6000 steps
+            had 78% of its second layer's outputs in the flat tails by step
+            5500, its loss at 3-11% of the early loss (epoch means) from
+            step 320 on; a 3-class tanh MLP under Adam at 0.05 had 85% of
+            its second layer's outputs there from step 121, its loss at
+            about a third of the early loss and falling, to a better
+            accuracy than at Adam's default rate. Defaults to `0.5`.
     """
 
     patience: int = 3
