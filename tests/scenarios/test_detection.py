@@ -251,6 +251,11 @@ def test_explosion_under_loss_scaling_is_told_before_training_stops():
         "scaling (each update skipped, the scale halved each time) while the "
         "loss rose to "
     )
+    # Step 1's update, recorded (dense at the start), is named as the cause.
+    assert "after the update of step 1 changed the weights of layer" in (
+        exploding.message
+    )
+    assert exploding.fix.startswith("Lower the learning rate, clip gradients")
     assert non_finite.message.endswith("It follows the explosion reported before it.")
 
 
