@@ -96,20 +96,25 @@ UPDATE_CASES = {
 }
 
 
+def _with_out(input_shape, *hidden) -> keras.Sequential:
+    """`keras.Sequential`: an `Input` of `input_shape`, the `hidden` layers,
+    then a linear `Dense(1, name="out")`."""
+    return keras.Sequential(
+        [keras.Input(input_shape), *hidden, keras.layers.Dense(1, name="out")]
+    )
+
+
 @pytest.mark.parametrize("case", sorted(UPDATE_CASES))
 def test_weight_norm_and_update_ratio_match_numpy(case, rng):
     # A 80x64 kernel takes the matrix-product path of the sums of squares.
     x = rng.normal(size=(32, 80)).astype("float32")
     y = rng.normal(size=(32, 1)).astype("float32")
     constraint = keras.constraints.MaxNorm(0.5) if case == "constraint" else None
-    model = keras.Sequential(
-        [
-            keras.Input((80,)),
-            keras.layers.Dense(
-                64, activation="relu", name="wide", kernel_constraint=constraint
-            ),
-            keras.layers.Dense(1, name="out"),
-        ]
+    model = _with_out(
+        (80,),
+        keras.layers.Dense(
+            64, activation="relu", name="wide", kernel_constraint=constraint
+        ),
     )
     model.compile(UPDATE_CASES[case](), "mse")
     before = weights(model)
@@ -189,12 +194,9 @@ def test_relu6_activations_in_the_step_match_numpy(rng):
     # spread over [0, 6] and beyond it (weights of scale 4).
     x = rng.normal(size=(32, 6)).astype("float32")
     y = rng.normal(size=(32, 1)).astype("float32")
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(8, activation="relu6", name="capped"),
-            keras.layers.Dense(1, name="out"),
-        ]
+    model = _with_out(
+        (6,),
+        keras.layers.Dense(8, activation="relu6", name="capped"),
     )
     _compile(model)
     capped = model.get_layer("capped")
@@ -222,13 +224,10 @@ def test_activations_with_a_dynamic_dimension_match_numpy(rng, tmp_path):
     # element count is not static, so the graph passes it to the host.
     x = rng.normal(size=(16, 7, 3)).astype("float32")
     y = rng.normal(size=(16, 1)).astype("float32")
-    model = keras.Sequential(
-        [
-            keras.Input((None, 3)),
-            keras.layers.Dense(5, activation="relu", name="hidden"),
-            keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(1, name="out"),
-        ]
+    model = _with_out(
+        (None, 3),
+        keras.layers.Dense(5, activation="relu", name="hidden"),
+        keras.layers.GlobalAveragePooling1D(),
     )
     _compile(model)
     hidden = model.get_layer("hidden")
@@ -362,12 +361,9 @@ def test_jit_compile_records_a_model_with_large_tensors(rng):
     # has no `EuclideanNorm`): the gradients, weights and updates.
     x = rng.normal(size=(64, 64)).astype("float32")
     y = rng.normal(size=(64, 1)).astype("float32")
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(128, activation="relu", name="wide"),
-            keras.layers.Dense(1, name="out"),
-        ]
+    model = _with_out(
+        (64,),
+        keras.layers.Dense(128, activation="relu", name="wide"),
     )
     _compile(model, jit_compile=True)
     before = weights(model)
@@ -671,17 +667,14 @@ def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
     relu = keras.ops.relu if which == "keras_ops" else _native_relu()
     x = rng.normal(size=(256, 6)).astype("float32")
     y = rng.normal(size=(256, 1)).astype("float32")
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(
-                8,
-                activation=relu,
-                bias_initializer=keras.initializers.Constant(-100.0),
-                name="hidden",
-            ),
-            keras.layers.Dense(1, name="out"),
-        ]
+    model = _with_out(
+        (6,),
+        keras.layers.Dense(
+            8,
+            activation=relu,
+            bias_initializer=keras.initializers.Constant(-100.0),
+            name="hidden",
+        ),
     )
     _compile(model, keras.optimizers.Adam(1e-3))
     diag = GradientDiagnostics(check_model=False)
