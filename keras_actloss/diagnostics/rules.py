@@ -64,7 +64,12 @@ because the crude versions misfire on healthy models:
   warning): such models still learn. Nothing is reported once the recent
   loss is half the early loss or less (`fitted_loss_ratio`): a model
   that has learned was not stopped, though its units drift into the tails
-  as its weights keep growing over a long run.
+  as its weights keep growing over a long run. A stack of at least three
+  hidden sigmoid/tanh layers (the first layer left out) with a quarter or
+  more of their outputs in the tails is saturated too when the gradient
+  grows at every one of them back towards the input, by 1.4x a layer and
+  10x in all (`chain_rules`): weights too large for the activation, which
+  amplify every change of the early weights (the model hardly learns).
 - **Non-finite**: a NaN or infinite gradient or loss, reported at its step.
   It is the last finding of a run: afterwards the weights are NaN and every
   statistic describes a broken model (a NaN kernel makes a ReLU layer output
@@ -98,6 +103,7 @@ from keras_actloss.diagnostics.activation_rules import (
     UnitActivity,
     can_die,
 )
+from keras_actloss.diagnostics.chain_rules import ChainRules
 from keras_actloss.diagnostics.gradient_rules import (
     _LEVELS,
     RecordedGradientRules,
@@ -145,6 +151,7 @@ class HealthRules(
     ZeroGradientRules,
     RecordedGradientRules,
     ActivationRules,
+    ChainRules,
 ):
     """Judges a training run's steps and recordings and reports new findings.
 
@@ -352,4 +359,5 @@ class HealthRules(
         self._vanishing(mine, stats)
         self._dead_units(mine, stats)
         self._saturation(mine, stats)
+        self._amplified(mine, stats)
         return new + self._emit(mine)

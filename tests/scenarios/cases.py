@@ -254,6 +254,29 @@ def saturated_tanh() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def saturated_tanh_stack() -> Setup:
+    """Eight hidden tanh layers whose kernels are drawn with stddev 1 (8x
+    Glorot's for 64 inputs and outputs): their pre-activations spread about
+    N(0, 8^2), so about 70% of their outputs sit in the flat tails (too
+    few for the saturation limit of 75%), and the weights multiply the
+    backward signal by more than the tails take away: the gradient grows
+    about 2x at each layer back to the input (the chaotic regime). The
+    model learns almost nothing; the same stack with Keras's default
+    initialisation is `healthy_deep_tanh`."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(
+        16,
+        ["tanh"] * 8,
+        3,
+        "softmax",
+        width=64,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
 NAN_STEP = 7
 
 
@@ -520,6 +543,17 @@ def healthy_tanh_regression() -> Setup:
     return Setup(model, x, y, epochs=10)
 
 
+def healthy_deep_tanh() -> Setup:
+    """`saturated_tanh_stack` with Keras's default (Glorot) initialisation:
+    eight tanh layers near-linear at the start, whose gradient neither
+    grows nor shrinks much from layer to layer."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(16, ["tanh"] * 8, 3, "softmax", width=64)
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=8)
+
+
 def healthy_deep_leaky_relu() -> Setup:
     """Seven Leaky ReLU layers (slope 0.2, He init, Adam): deep, but the
     backward gain per layer stays ~1, so gradients neither vanish nor
@@ -756,6 +790,7 @@ FAILURES = [
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
     Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),
+    Case("saturated_tanh_stack", saturated_tanh_stack, {SATURATED: 0}),
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
@@ -776,6 +811,7 @@ HEALTHY = [
     Case("healthy_converges", healthy_converges, {}),
     Case("healthy_cnn_bn_dropout", healthy_cnn_bn_dropout, {}),
     Case("healthy_tanh_regression", healthy_tanh_regression, {}),
+    Case("healthy_deep_tanh", healthy_deep_tanh, {}),
     Case("healthy_deep_leaky_relu", healthy_deep_leaky_relu, {}),
     Case("healthy_lstm", healthy_lstm, {}),
     Case("healthy_gru", healthy_gru, {}),

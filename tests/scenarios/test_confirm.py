@@ -91,6 +91,35 @@ def test_saturated_tanh():
 
 
 @confirm_on_tensorflow
+def test_saturated_tanh_stack():
+    c = cases.confirm(cases.BY_NAME["saturated_tanh_stack"])
+    twin = cases.confirm(cases.BY_NAME["healthy_deep_tanh"])
+    steps = range(len(c.losses))
+    # The seven tanh layers after the first: 70-75% of their outputs are
+    # +-1 on the training set at every step (71.5-74.5%), under the
+    # saturation limit (75%); Keras's default initialisation leaves none.
+    hidden = list(c.saturated)[1:]
+    assert len(hidden) == 7
+    assert all(0.7 < c.saturated[n][s] < 0.75 for n in hidden for s in steps)
+    assert max(twin.max_saturated(s) for s in range(len(twin.losses))) < 0.01
+    # Their gradient RMS grows at every one of them back to the input, over
+    # 20x from the last to the first of them at every step (34-135x: six
+    # layers, about 2x each).
+    for s in steps:
+        rms = [c.layer_rms[n][s] for n in hidden]
+        assert all(far > near for far, near in zip(rms, rms[1:])), (s, rms)
+        assert rms[0] > 20 * rms[-1], (s, rms)
+    # Not an explosion over time, nor dead units, nor NaN...
+    assert max(c.global_norm) < 3 * c.global_norm[0]
+    assert finite(c, steps)
+    # ...but it learns far less: after the same 64 steps its loss on the
+    # training set is over 10x its twin's.
+    assert len(c.losses) == len(twin.losses) == 64
+    assert c.final_loss > 10 * twin.final_loss
+    assert c.final_accuracy < 0.8 < 0.95 < twin.final_accuracy
+
+
+@confirm_on_tensorflow
 def test_nan_batch():
     c = cases.confirm(cases.BY_NAME["nan_batch"])
     assert c.first_non_finite() == cases.NAN_STEP == 7
