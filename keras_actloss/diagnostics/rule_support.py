@@ -53,6 +53,15 @@ _ZERO_FIX = (
     "from logits the gradient is never zero while the loss is high. Lower the "
     "learning rate: a step too large saturates the output."
 )
+# Every gradient zero from the first step: the model as initialised.
+_ZERO_START_FIX = (
+    "Standardize the inputs and check the weight initialisation (Keras's "
+    "defaults: `glorot_uniform`, or `he_normal` for ReLU); if the loss takes "
+    "probabilities from a softmax or sigmoid output, use a linear output layer "
+    "and the loss with `from_logits=True`, whose gradient is never zero while "
+    "the loss is high; and check that the loss is differentiable in the "
+    "predictions (no rounding, `argmax` or thresholds)."
+)
 # An explosion over the ceiling from the first step on: no step size was ever
 # healthy, so the scale of the data or of the weights is the cause.
 _SCALE_FIX = (

@@ -234,6 +234,7 @@ class HealthRules(
         self._early_losses: list[float] = []
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
+        self._zero_from_start = False
         # Zero gradient norms of the recent steps (a layer falling silent).
         self._zero_counts = collections.deque(maxlen=32)
         self._silent_counts = collections.deque(maxlen=32)

@@ -21,6 +21,7 @@ from keras_actloss.diagnostics.rule_support import (
     _OVERFLOW_FIX,
     _SCALE_FIX,
     _ZERO_FIX,
+    _ZERO_START_FIX,
     FIXES,
     RuleFamily,
     _finite,
@@ -219,6 +220,7 @@ class ZeroGradientRules(RuleFamily):
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
         """Counts a step towards a run of zero gradients while the loss is
         high; returns (streak length, streak start)."""
+        first = not self._early_losses
         if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
             self._early_losses.append(loss)
         early = _median(self._early_losses)
@@ -231,6 +233,9 @@ class ZeroGradientRules(RuleFamily):
         )
         # Its own key: the per-layer vanishing rule resets its streaks.
         count, start = self._streaks.update(("zero_gradients", None), hit, step)
+        if count == 1:
+            # From the first step seen: before any update of this training.
+            self._zero_from_start = first
         if not hit:
             self._zero_losses.clear()
             self._zero_peak = 0.0
@@ -268,6 +273,16 @@ class ZeroGradientRules(RuleFamily):
                 f"weights of layer '{big[1]}' by {big[2]:.3g} times their own "
                 "norm: a step far too large."
             )
+        fix = _ZERO_FIX
+        if self._zero_from_start:
+            message += (
+                " This was so from the first step, before any update: the model "
+                "as initialised passes no gradient (an output saturated by "
+                "large initial weights or unscaled inputs, or a loss that is "
+                "not differentiable in the predictions, such as one that "
+                "rounds them)."
+            )
+            fix = _ZERO_START_FIX
         self._add(
-            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, _ZERO_FIX
+            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, fix
         )

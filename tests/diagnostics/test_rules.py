@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from keras_actloss import findings as F
+from keras_actloss.diagnostics import rule_support
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -967,6 +968,29 @@ class TestZeroGradients:
         assert "learning rate" not in finding.message  # It did not change.
         assert "from_logits=True" in finding.fix
         assert finding.fix == rules_module._ZERO_FIX
+
+        assert "before any update" not in finding.message
+
+    def test_from_the_first_step(self):
+        # Every gradient 0 with a loss of 6.55 from step 0 (a JAX probe: ten
+        # ReLU layers whose kernels have stddev 1 saturate the softmax at
+        # initialisation): before any update, so neither the learning rate
+        # nor an update is the cause; reported at step 4.
+        found = zero_run([0.0] * 8, [6.55] * 8)
+        ((finding, reported),) = found
+        assert (finding.step, reported) == (0, 4)
+        assert finding.message == (
+            "The global gradient norm was exactly 0 for 5 steps in a row "
+            "(steps 0-4) while the loss stayed at about 6.55 (against 6.55 in "
+            "the first steps): no gradient reaches any weight, so training has "
+            "stopped. This was so from the first step, before any update: the "
+            "model as initialised passes no gradient (an output saturated by "
+            "large initial weights or unscaled inputs, or a loss that is not "
+            "differentiable in the predictions, such as one that rounds them)."
+        )
+        assert finding.fix == rule_support._ZERO_START_FIX
+        assert "from_logits=True" in finding.fix
+        assert "weight initialisation" in finding.fix
 
     def test_names_a_recent_learning_rate_jump(self):
         # Lr x1000 at step 5 (its gradient still 1), zeros from step 6.
