@@ -4,7 +4,8 @@ The backend's hooks and who writes the logs (`_check_backend`,
 `_hooks_class`, `_is_chief`), the checks of the constructor's arguments,
 and the conversion of the hooks' read-out of a recording into the
 `StepStats` the rules and the writer take (`step_stats`, `input_scale`,
-`data_saturations`),
+`data_saturations`), the uninformed loss level the rules compare the first
+steps' loss with (`uninformed_loss`),
 with the schedule of recordings (`recording_gap`).
 """
 
@@ -146,6 +147,38 @@ def step_stats(
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
     )
+
+
+# Cross-entropies over a softmax (or logits) of C classes: ln(C) uninformed.
+_CROSS_ENTROPIES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+
+
+def uninformed_loss(model) -> tuple[float, str] | None:
+    """The loss of a prediction that knows nothing, and what it is, for
+    `HealthRules.uninformed_loss`: for a model with one output under
+    cross-entropy (unweighted by class), ln(C) for C classes, ln 2 under
+    binary cross-entropy; None for other losses (a regression loss's
+    depends on the targets) and models."""
+    from keras_actloss.advisor import walk
+    from keras_actloss.losses import profile
+
+    loss = getattr(model, "loss", None)
+    if loss is None or isinstance(loss, (list, tuple, dict)):
+        return None
+    if getattr(loss, "class_weights", None) is not None:
+        return None
+    try:
+        found, outputs = profile(loss), walk.outputs(model)
+    except (TypeError, ValueError):
+        return None
+    if found is None or len(outputs) != 1:
+        return None
+    units = outputs[0].units
+    if found.name in _CROSS_ENTROPIES and units is not None and units >= 2:
+        return math.log(units), f"cross-entropy over {units} classes"
+    if found.name == "binary_crossentropy":
+        return math.log(2), "binary cross-entropy, probability 0.5"
+    return None
 
 
 def input_scale(x: np.ndarray | None) -> float | None:

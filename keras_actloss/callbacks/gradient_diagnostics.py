@@ -18,6 +18,7 @@ from keras_actloss.callbacks._callback_support import (
     input_scale,
     recording_gap,
     step_stats,
+    uninformed_loss,
 )
 from keras_actloss.callbacks._reporting import (
     _ACTIVE,
@@ -153,7 +154,12 @@ class GradientDiagnostics(
       `non_finite` step that ends them; after 2
       recordings in a row whose update changed a layer's weights by more
       than their norm while the loss rose 3x from the first (and above
-      where training began): a step size that blows the model up.
+      where training began): a step size that blows the model up; for a
+      one-output classifier under cross-entropy, after the first 5 steps
+      when the loss of each was at least 5x that of a prediction that
+      knows nothing (ln C for C classes, ln 2 for binary): outputs extreme
+      from the start, from initial weights far too large (from inputs not
+      standardized instead: `unstandardized_inputs`, a warning).
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
@@ -350,6 +356,7 @@ class GradientDiagnostics(
             self.layers = [plan.info for plan in plans]
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
+            self._rules.uninformed_loss = uninformed_loss(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)

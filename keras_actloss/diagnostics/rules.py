@@ -49,7 +49,12 @@ because the crude versions misfire on healthy models:
   the data or of the initial weights, not the step size; so do norms that
   pass the ceiling while the loss stays under 3x its recent level (Adam's
   bounded steps fitting unscaled regression targets: the norm grows with
-  the weights).
+  the weights). A classifier under cross-entropy whose loss at each of the
+  first `baseline_steps` steps is at least 5x that of knowing nothing
+  (`uninformed_loss`: ln C) has outputs blown up by initial weights far
+  too large (`start_rules`; Adam's steps are too small to move such
+  weights, so nothing grows); with inputs not standardized, they are
+  named instead (`unstandardized_inputs`, a warning).
 - **Dead ReLU**: a unit that is zero for every sample gets no gradient.
   Judged on the units that were inactive on *every* sample of the last
   recorded batches together (enough samples to tell a dead unit from a rare
@@ -122,6 +127,7 @@ from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FI
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
+from keras_actloss.diagnostics.start_rules import StartRules
 from keras_actloss.diagnostics.step_rules import NormRules
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
@@ -152,6 +158,7 @@ class HealthRules(
     RecordedGradientRules,
     ActivationRules,
     ChainRules,
+    StartRules,
 ):
     """Judges a training run's steps and recordings and reports new findings.
 
@@ -235,6 +242,13 @@ class HealthRules(
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
         self._zero_from_start = False
+        # The loss of a prediction that knows nothing, and what it is
+        # (`StartRules`; set by the callback), the first steps' (step,
+        # norm, loss) and the last recorded input scale.
+        self.uninformed_loss: tuple[float, str] | None = None
+        self._start_steps: list[tuple] = []
+        self._input_scale: float | None = None
+        self._extreme_loss: float | None = None
         # Zero gradient norms of the recent steps (a layer falling silent).
         self._zero_counts = collections.deque(maxlen=32)
         self._silent_counts = collections.deque(maxlen=32)
@@ -283,6 +297,7 @@ class HealthRules(
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
+            self._extreme_start(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
 
@@ -335,6 +350,8 @@ class HealthRules(
         self.suspected = False
         if self._broken():
             return new
+        if stats.input_scale is not None:
+            self._input_scale = stats.input_scale
         loss_bad = stats.loss is not None and not math.isfinite(stats.loss)
         bad_layers = [ls.layer for ls in stats.layers if _layer_stats_nan(ls)]
         if stats.non_finite or loss_bad or bad_layers or math.isnan(stats.global_norm):

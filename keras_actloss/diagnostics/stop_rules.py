@@ -251,6 +251,11 @@ class ZeroGradientRules(RuleFamily):
         reported = (F.VANISHING_GRADIENTS, None) in self._reported
         if count < self.thresholds.patience_steps or reported:
             return
+        # Outputs found extreme from the start (`StartRules`) whose loss
+        # stays that high: the saturated output they cause.
+        extreme = self._extreme_loss
+        if extreme is not None and _median(self._zero_losses) >= extreme:
+            return
         zero = "exactly 0" if self._zero_peak == 0 else f"below {_ZERO_NORM:.2g}"
         message = (
             f"The global gradient norm was {zero} for {count} steps in a row "

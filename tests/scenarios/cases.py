@@ -316,6 +316,28 @@ def explode_finite() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def huge_init_adam() -> Setup:
+    """Four ReLU layers whose kernels are drawn with stddev 1 (about 6x He's
+    for 64 inputs) under Adam: each layer multiplies the signal by about
+    6, so the outputs are extreme and mostly wrong from step 0 (a loss
+    hundreds of times ln(3), the loss of knowing nothing). The gradients
+    are large but steady, and Adam's steps of about 1e-3 barely move weights
+    of that size: no norm grows, no update outgrows its weights, and the
+    loss stays at 90x ln(3) or more over its 32 steps."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(
+        16,
+        ["relu"] * 4,
+        3,
+        "softmax",
+        width=64,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
 def explode_float16() -> Setup:
     """For mixed_float16 (`test_detection`): regression targets of ~1e3 with
     SGD(0.01) on a two-hidden-layer ReLU MLP. The gradients overflow
@@ -794,6 +816,7 @@ FAILURES = [
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
+    Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case(
         "lr_jump_adam_bn",

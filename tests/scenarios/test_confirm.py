@@ -156,6 +156,24 @@ def test_explode_finite():
 
 
 @confirm_on_tensorflow
+def test_huge_init_adam():
+    c = cases.confirm(cases.BY_NAME["huge_init_adam"])
+    steps = range(len(c.losses))
+    uninformed = math.log(3)  # Cross-entropy of knowing nothing, 3 classes.
+    # The loss of every step is over 90x that (326-782x at steps 0-4):
+    # outputs extreme and wrong from the start, and they stay so.
+    assert min(c.losses[:5]) > 300 * uninformed
+    assert min(c.losses) > 90 * uninformed
+    # Not an explosion over time: the norm stays within 2x of step 0's, and
+    # no update changes a layer's weights by even 1% of their norm.
+    assert max(c.global_norm) < 2 * c.global_norm[0]
+    assert max(max(r) for r in c.update_ratio.values()) < 0.01
+    # No dead units, nothing saturates (ReLU), nothing is NaN.
+    assert max(c.max_dead(s) for s in steps) == 0.0
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_lr_jump():
     case = cases.BY_NAME["lr_jump"]
     c = cases.confirm(case)

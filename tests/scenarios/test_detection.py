@@ -58,6 +58,10 @@ REPORTED = {
     # that of step 0: two recordings are enough while the loss blows up
     # (five steps otherwise, reported at 4).
     "explode_finite": {"exploding_gradients": 1},
+    # The loss of each of the first 5 steps (0-4) at least 5x ln(3), the
+    # loss of knowing nothing (326x on TensorFlow; on JAX, whose
+    # cross-entropy clips the probabilities, 9.7x), reported at step 4.
+    "huge_init_adam": {"exploding_gradients": 4},
     # The recording of step 151 (dense again from the jump at 150) has an
     # update larger than the weights (the norm is 194 there and 4.1e5 at
     # 152, 2 steps over the limit); dead units over 153-156.

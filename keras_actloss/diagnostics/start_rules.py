@@ -1,0 +1,108 @@
+"""Health rule for a classifier whose outputs are extreme from the first step.
+
+A freshly initialised classifier knows nothing: its cross-entropy is about
+that of a prediction giving every class the same probability, ln(C) for C
+classes (ln 2 per output under binary cross-entropy). Initial weights far
+too large (or inputs of a far larger scale than the initialisation
+assumes) blow the signal up through the layers instead, so the outputs are
+extreme and mostly wrong from step 0, and the loss is many times that
+level. Under an adaptive optimizer (Adam, RMSprop) the gradients are large
+but steady and each step is as small as usual: no norm grows, no update
+outgrows its weights, and the model barely moves off its start. Where the
+loss takes probabilities and clips them (Keras's JAX cross-entropy), every
+gradient is exactly 0 there instead.
+
+`StartRules` (mixed into `HealthRules`) judges the first `baseline_steps`
+steps against `HealthRules.uninformed_loss`, which the callback sets from
+the model's loss and output.
+"""
+
+from __future__ import annotations
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.rule_support import (
+    _SCALE_FIX,
+    FIXES,
+    RuleFamily,
+    _finite,
+    _median,
+)
+
+# The first steps' loss, at least this many times the uninformed one at
+# every one of them: outputs extreme from the start (a fresh classifier
+# is at about 1x; Keras's clipped cross-entropy of a wrong answer is
+# -log(1e-7) = 16.1, which is 10x ln(5)).
+_EXTREME_START = 5.0
+
+
+class StartRules(RuleFamily):
+    """Outputs extreme from the first step, judged on every step's loss.
+
+    Uses `uninformed_loss` (`(level, what)`, or None where unknown: a
+    regression loss, several outputs), the first steps' losses and global
+    norms, and the input scale of the last recording (`_input_scale`).
+    Sets `_extreme_loss` when it reports an explosion: every gradient zero
+    at that loss or above is not reported again (`ZeroGradientRules`).
+    """
+
+    def _extreme_start(self, new, step: int, norm: float, loss) -> None:
+        """Reports, at the last of the first `baseline_steps` steps, a loss
+        `_EXTREME_START` times the uninformed one at each of them: as
+        `unstandardized_inputs` (a warning) when the inputs are not
+        standardized, else as `exploding_gradients` (initial weights far
+        too large)."""
+        uninformed = self.uninformed_loss
+        n = self.thresholds.baseline_steps
+        start = self._start_steps
+        if uninformed is None or len(start) >= n:
+            return
+        start.append((step, norm, loss))
+        if len(start) < n:
+            return
+        level, what = uninformed
+        losses = [s[2] for s in start]
+        if not all(_finite(v) and v >= _EXTREME_START * level for v in losses):
+            return
+        low, high = min(s[1] for s in start), max(s[1] for s in start)
+        first = start[0][0]
+        times = min(losses) / level
+        head = (
+            f"The loss of the first {n} steps (steps {first}-{step}) was "
+            f"{min(losses):.3g}-{max(losses):.3g}, at least {times:.3g}x that of a "
+            f"prediction that knows nothing ({level:.3g}: {what})"
+        )
+        scale = self._input_scale
+        if scale is not None and scale > self.thresholds.input_scale:
+            message = head + (
+                f", and the inputs are not standardized (a feature's mean or "
+                f"spread is {scale:.3g}, against about 1): large inputs make the "
+                "outputs extreme and wrong from the start."
+            )
+            mode, fix, value, severity = (
+                F.UNSTANDARDIZED_INPUTS,
+                FIXES[F.UNSTANDARDIZED_INPUTS],
+                scale,
+                F.WARNING,
+            )
+        else:
+            if high == 0:
+                norms = (
+                    "every gradient exactly 0 (a saturated output whose "
+                    "probabilities the loss clips)"
+                )
+            else:
+                norms = f"the global gradient norm at {low:.3g}-{high:.3g}"
+            message = head + (
+                f", with {norms}: the outputs are extreme and wrong from the "
+                "start, the signal blown up through the layers by initial "
+                "weights far too large, and the model barely moves off them."
+            )
+            # Zero gradients at such a loss later are its consequence.
+            self._extreme_loss = _EXTREME_START * level
+            mode, fix, value, severity = (
+                F.EXPLODING_GRADIENTS,
+                _SCALE_FIX,
+                _median(losses) / level,
+                F.FAILURE,
+            )
+        self._add(new, mode, None, first, value, message, fix, severity=severity)

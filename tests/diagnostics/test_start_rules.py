@@ -1,0 +1,157 @@
+"""Tests for `start_rules`: a classifier's outputs extreme from the first step.
+
+Step sequences are built by hand; the numbers of `HUGE` are those of
+`tests/scenarios/cases.py`'s `huge_init_adam` on TensorFlow (`cases.confirm`,
+a plain `tf.GradientTape` loop), and each expected value is computed in the
+comment beside it.
+"""
+
+import math
+
+import pytest
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
+from keras_actloss.diagnostics.rule_support import _SCALE_FIX, FIXES
+from keras_actloss.diagnostics.rules import HealthRules, SentinelEvent
+
+LN3 = math.log(3)
+UNINFORMED = (LN3, "cross-entropy over 3 classes")
+# (global norm, loss) of steps 0-4 of four ReLU layers with kernels of
+# stddev 1 under Adam: the loss 326-782x ln(3).
+HUGE = [(1690.0, 602.0), (1200.0, 358.4), (2630.0, 858.6), (2600.0, 831.6)]
+HUGE.append((2890.0, 740.4))
+
+
+def rules_for(uninformed=UNINFORMED):
+    layers = [
+        LayerInfo("dense_0", "Dense", "relu", True, 0),
+        LayerInfo("dense_1", "Dense", "softmax", True, 1),
+    ]
+    rules = HealthRules(layers)
+    rules.uninformed_loss = uninformed
+    return rules
+
+
+def steps(rules, pairs, start=0):
+    """`observe_step` over (norm, loss) pairs; (finding, step) in order."""
+    found = []
+    for i, (norm, loss) in enumerate(pairs):
+        event = SentinelEvent(start + i, norm, False, None, 1e-3, loss)
+        found += [(f, start + i) for f in rules.observe_step(event)]
+    return found
+
+
+class TestExtremeStart:
+    def test_reported_at_the_fifth_step(self):
+        rules = rules_for()
+        assert steps(rules, HUGE[:4]) == []
+        ((finding, reported),) = steps(rules, HUGE[4:], start=4)
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            0,
+            4,
+        )
+        assert finding.severity == F.FAILURE
+        assert finding.fix == _SCALE_FIX
+        # The median loss 740.4 over ln(3) = 673.9; the least, 358.4, is
+        # 326.2x it.
+        assert finding.value == pytest.approx(740.4 / LN3)
+        assert f"{358.4 / LN3:.3g}" == "326"
+        assert finding.message == (
+            "The loss of the first 5 steps (steps 0-4) was 358-859, at least "
+            "326x that of a prediction that knows nothing (1.1: cross-entropy "
+            "over 3 classes), with the global gradient norm at 1.2e+03-2.89e+03: "
+            "the outputs are extreme and wrong from the start, the signal blown "
+            "up through the layers by initial weights far too large, and the "
+            "model barely moves off them."
+        )
+
+    @pytest.mark.parametrize(
+        "loss, found",
+        # 5 * ln(3) = 5.493: the limit, at each of the first 5 steps.
+        [(5.49, False), (5.50, True)],
+    )
+    def test_limit(self, loss, found):
+        rules = rules_for()
+        pairs = [(1.0, 100.0)] * 4 + [(1.0, loss)]
+        assert bool(steps(rules, pairs)) == found
+
+    def test_a_fresh_classifier_is_not(self):
+        # About ln(3) at the start, as Keras's default initialisation gives.
+        rules = rules_for()
+        assert steps(rules, [(1.0, 1.1)] * 20) == []
+
+    def test_only_the_first_steps(self):
+        # Extreme from step 5 on (a learning-rate jump): other rules' case.
+        rules = rules_for()
+        assert steps(rules, [(1.0, 1.1)] * 5 + [(1.0, 600.0)] * 5) == []
+
+    def test_not_without_an_uninformed_level(self):
+        # A regression loss, or several outputs: the callback sets None.
+        rules = rules_for(None)
+        assert steps(rules, HUGE) == []
+
+    def test_non_finite_losses_are_not_counted(self):
+        rules = rules_for()
+        pairs = [*HUGE[:4], (2890.0, math.inf)]
+        found = steps(rules, pairs)
+        assert F.EXPLODING_GRADIENTS not in {f.mode for f, _ in found}
+
+    def test_unstandardized_inputs_are_named(self):
+        # A recording with inputs of scale 255 (> input_scale 2) before step
+        # 4: the inputs are the cause, a warning (such models still learn
+        # under Adam on TensorFlow: a CNN on raw pixels, 0.99 accuracy).
+        rules = rules_for()
+        found = steps(rules, HUGE[:4])
+        stats = StepStats(
+            step=3,
+            global_norm=2600.0,
+            loss=831.6,
+            layers=[LayerStats("dense_0", grad_rms=1.0, grad_max=4.0)],
+            input_scale=255.0,
+        )
+        found += [(f, 3) for f in rules.observe(stats)]
+        found += steps(rules, HUGE[4:], start=4)
+        ((finding, reported),) = found
+        assert (finding.mode, finding.severity, finding.step, reported) == (
+            F.UNSTANDARDIZED_INPUTS,
+            F.WARNING,
+            0,
+            4,
+        )
+        assert finding.value == 255.0
+        assert finding.fix == FIXES[F.UNSTANDARDIZED_INPUTS]
+        assert finding.message.endswith(
+            "and the inputs are not standardized (a feature's mean or spread "
+            "is 255, against about 1): large inputs make the outputs extreme "
+            "and wrong from the start."
+        )
+
+
+class TestZeroGradientsAfterAnExtremeStart:
+    # Keras's JAX cross-entropy clips the probabilities: the saturated
+    # outputs give every gradient exactly 0 (measured on `huge_init_adam`:
+    # the loss 10.6-11.2, 9.7x ln(3)).
+
+    def test_not_reported_again(self):
+        rules = rules_for()
+        found = steps(rules, [(0.0, 10.6)] * 12)
+        assert [(f.mode, f.step, s) for f, s in found] == [
+            (F.EXPLODING_GRADIENTS, 0, 4)
+        ]
+        assert "every gradient exactly 0 (a saturated output whose " in (
+            found[0][0].message
+        )
+
+    def test_reported_once_the_loss_is_below_the_extreme(self):
+        # Zero gradients later at a loss of 3 (2.7x ln(3), under 5x): not the
+        # extreme start's; 5 in a row (steps 10-14) are reported.
+        rules = rules_for()
+        pairs = HUGE + [(1.0, 3.0)] * 5 + [(0.0, 3.0)] * 5
+        found = steps(rules, pairs)
+        assert [(f.mode, f.step, s) for f, s in found] == [
+            (F.EXPLODING_GRADIENTS, 0, 4),
+            (F.VANISHING_GRADIENTS, 10, 14),
+        ]
