@@ -158,18 +158,19 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     `HealthRules.uninformed_loss`: for a model with one output under
     cross-entropy (unweighted by class), ln(C) for C classes, ln 2 under
     binary cross-entropy; None for other losses (a regression loss's
-    depends on the targets) and models."""
+    depends on the targets) and models, and where regularizers add to the
+    loss (`_regularized`)."""
     from keras_actloss.advisor import walk
     from keras_actloss.losses import profile
 
     loss = getattr(model, "loss", None)
-    if loss is None or isinstance(loss, (list, tuple, dict)):
+    if loss is None or isinstance(loss, (list, tuple, dict)) or _regularized(model):
         return None
     if getattr(loss, "class_weights", None) is not None:
         return None
     try:
         found, outputs = profile(loss), walk.outputs(model)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a model not walked: the level is unknown.
         return None
     if found is None or len(outputs) != 1:
         return None
@@ -179,6 +180,19 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     if found.name == "binary_crossentropy":
         return math.log(2), "binary cross-entropy, probability 0.5"
     return None
+
+
+def _regularized(model) -> bool:
+    """Whether a weight or activity regularizer adds to the model's loss
+    (an L2 penalty of 1e-2 on a few wide layers can be several times ln(C)
+    at the start)."""
+    from keras_actloss.advisor import walk
+
+    if any(getattr(v, "regularizer", None) for v in model.trainable_variables):
+        return True
+    return any(
+        getattr(layer, "activity_regularizer", None) for layer in walk.leaves(model)
+    )
 
 
 def input_scale(x: np.ndarray | None) -> float | None:

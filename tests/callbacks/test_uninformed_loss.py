@@ -79,6 +79,23 @@ def test_unknown(units, activation, loss):
     assert uninformed_loss(model(units, activation, loss)) is None
 
 
+@pytest.mark.parametrize(
+    "regularizer",
+    [
+        {"kernel_regularizer": keras.regularizers.L2(1e-2)},
+        {"bias_regularizer": "l1"},
+        {"activity_regularizer": "l2"},
+    ],
+)
+def test_regularized(regularizer):
+    # The penalty adds to the loss the rules compare with ln(C).
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu", **regularizer)(inputs)
+    m = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert uninformed_loss(m) is None
+
+
 def test_several_outputs():
     m = model(3, "softmax", "sparse_categorical_crossentropy", outputs=2)
     assert uninformed_loss(m) is None

@@ -254,6 +254,20 @@ def saturated_tanh() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def _wide_classifier(hidden: list[str], epochs: int, stddev=None) -> Setup:
+    """`classification()` under Adam through `Dense(64)` layers of these
+    activations, their kernels drawn with `stddev` (None: Keras's default
+    initialisation)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    init = {}
+    if stddev is not None:
+        init["kernel_initializer"] = keras.initializers.RandomNormal(stddev=stddev)
+    model = dense_stack(16, hidden, 3, "softmax", width=64, **init)
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=epochs)
+
+
 def saturated_tanh_stack() -> Setup:
     """Eight hidden tanh layers whose kernels are drawn with stddev 1 (8x
     Glorot's for 64 inputs and outputs): their pre-activations spread about
@@ -263,18 +277,7 @@ def saturated_tanh_stack() -> Setup:
     about 2x at each layer back to the input (the chaotic regime). The
     model learns almost nothing; the same stack with Keras's default
     initialisation is `healthy_deep_tanh`."""
-    keras.utils.set_random_seed(SEED)
-    x, y = classification()
-    model = dense_stack(
-        16,
-        ["tanh"] * 8,
-        3,
-        "softmax",
-        width=64,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
-    )
-    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=8)
+    return _wide_classifier(["tanh"] * 8, epochs=8, stddev=1.0)
 
 
 NAN_STEP = 7
@@ -324,18 +327,7 @@ def huge_init_adam() -> Setup:
     are large but steady, and Adam's steps of about 1e-3 barely move weights
     of that size: no norm grows, no update outgrows its weights, and the
     loss stays at 90x ln(3) or more over its 32 steps."""
-    keras.utils.set_random_seed(SEED)
-    x, y = classification()
-    model = dense_stack(
-        16,
-        ["relu"] * 4,
-        3,
-        "softmax",
-        width=64,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
-    )
-    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=4)
+    return _wide_classifier(["relu"] * 4, epochs=4, stddev=1.0)
 
 
 def explode_float16() -> Setup:
@@ -569,11 +561,7 @@ def healthy_deep_tanh() -> Setup:
     """`saturated_tanh_stack` with Keras's default (Glorot) initialisation:
     eight tanh layers near-linear at the start, whose gradient neither
     grows nor shrinks much from layer to layer."""
-    keras.utils.set_random_seed(SEED)
-    x, y = classification()
-    model = dense_stack(16, ["tanh"] * 8, 3, "softmax", width=64)
-    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=8)
+    return _wide_classifier(["tanh"] * 8, epochs=8)
 
 
 def healthy_deep_leaky_relu() -> Setup:
