@@ -67,7 +67,7 @@ class StartRules(RuleFamily):
         first = start[0][0]
         times = min(losses) / level
         head = (
-            f"The loss of the first {n} steps (steps {first}-{step}) was "
+            f"The loss of {n} steps from the start (steps {first}-{step}) was "
             f"{min(losses):.3g}-{max(losses):.3g}, at least {times:.3g}x that of a "
             f"prediction that knows nothing ({level:.3g}: {what})"
         )

@@ -60,7 +60,7 @@ class TestExtremeStart:
         assert finding.value == pytest.approx(740.4 / LN3)
         assert f"{358.4 / LN3:.3g}" == "326"
         assert finding.message == (
-            "The loss of the first 5 steps (steps 0-4) was 358-859, at least "
+            "The loss of 5 steps from the start (steps 0-4) was 358-859, at least "
             "326x that of a prediction that knows nothing (1.1: cross-entropy "
             "over 3 classes), with the global gradient norm at 1.2e+03-2.89e+03: "
             "the outputs are extreme and wrong from the start, the signal blown "
