@@ -968,7 +968,6 @@ class TestZeroGradients:
         assert "learning rate" not in finding.message  # It did not change.
         assert "from_logits=True" in finding.fix
         assert finding.fix == rules_module._ZERO_FIX
-
         assert "before any update" not in finding.message
 
     def test_from_the_first_step(self):
