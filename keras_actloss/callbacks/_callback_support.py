@@ -151,15 +151,17 @@ def step_stats(
 
 # Cross-entropies over a softmax (or logits) of C classes: ln(C) uninformed.
 _CROSS_ENTROPIES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+# Keras's reductions that average over the samples (the first: its default).
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 
 def uninformed_loss(model) -> tuple[float, str] | None:
     """The loss of a prediction that knows nothing, and what it is, for
     `HealthRules.uninformed_loss`: for a model with one output under
-    cross-entropy (unweighted by class), ln(C) for C classes, ln 2 under
-    binary cross-entropy; None for other losses (a regression loss's
-    depends on the targets) and models, and where regularizers add to the
-    loss (`_regularized`)."""
+    cross-entropy (unweighted by class, averaged over the samples), ln(C)
+    for C classes, ln 2 under binary cross-entropy; None for other losses
+    (a regression loss's depends on the targets) and models, and where
+    regularizers add to the loss (`_regularized`)."""
     from keras_actloss.advisor import walk
     from keras_actloss.losses import profile
 
@@ -167,6 +169,9 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     if loss is None or isinstance(loss, (list, tuple, dict)) or _regularized(model):
         return None
     if getattr(loss, "class_weights", None) is not None:
+        return None
+    # A loss summed over the batch (or not reduced) is not the mean's level.
+    if getattr(loss, "reduction", _MEAN_REDUCTIONS[0]) not in _MEAN_REDUCTIONS:
         return None
     try:
         found, outputs = profile(loss), walk.outputs(model)

@@ -51,6 +51,13 @@ BINARY = "binary cross-entropy, probability 0.5"
         # ln 2 for each binary output, whatever their number (the mean).
         (1, "sigmoid", "binary_crossentropy", math.log(2), BINARY),
         (6, "sigmoid", keras.losses.BinaryCrossentropy(), math.log(2), BINARY),
+        (
+            3,
+            "softmax",
+            keras.losses.CategoricalCrossentropy(reduction="mean"),
+            math.log(3),
+            CLASSES,
+        ),
     ],
 )
 def test_cross_entropies(units, activation, loss, expected, what):
@@ -73,6 +80,9 @@ def test_cross_entropies(units, activation, loss, expected, what):
         ),
         # Another loss than cross-entropy.
         (3, "softmax", keras.losses.KLDivergence()),
+        # Summed over the batch, or not reduced: not the mean's level.
+        (3, "softmax", keras.losses.SparseCategoricalCrossentropy(reduction="sum")),
+        (1, "sigmoid", keras.losses.BinaryCrossentropy(reduction="none")),
     ],
 )
 def test_unknown(units, activation, loss):
