@@ -17,7 +17,7 @@ import os
 import keras
 import numpy as np
 
-from keras_actloss.advisor.walk import sample_shape
+from keras_actloss.advisor import walk
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
@@ -162,7 +162,6 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     for C classes, ln 2 under binary cross-entropy; None for other losses
     (a regression loss's depends on the targets) and models, and where
     regularizers add to the loss (`_regularized`)."""
-    from keras_actloss.advisor import walk
     from keras_actloss.losses import profile
 
     loss = getattr(model, "loss", None)
@@ -191,8 +190,6 @@ def _regularized(model) -> bool:
     """Whether a weight or activity regularizer adds to the model's loss
     (an L2 penalty of 1e-2 on a few wide layers can be several times ln(C)
     at the start)."""
-    from keras_actloss.advisor import walk
-
     if any(getattr(v, "regularizer", None) for v in model.trainable_variables):
         return True
     return any(
@@ -226,7 +223,7 @@ def data_saturations(plans, batches: list) -> dict[str, float]:
         for batch in batches:
             if batch is None or batch.ndim < 2:
                 continue
-            shape = shape or sample_shape(plan.layer)
+            shape = shape or walk.sample_shape(plan.layer)
             if shape != batch.shape[1:]:
                 continue
             fraction = stats.data_saturation(batch, profile)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_actloss import findings as F
-from keras_actloss import registry
+from keras_actloss.diagnostics.gradient_rules import _saturates
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 
@@ -56,11 +56,6 @@ class Chain(NamedTuple):
     growth: float  # The gradient RMS's growth a layer (geometric mean).
     total: float  # ...and from the nearest layer to the farthest.
     saturation: float  # The median share of their outputs in the flat tails.
-
-
-def _saturates(activation: str | None) -> bool:
-    profile = registry.get_profile("activation", activation) if activation else None
-    return profile is not None and profile.saturates
 
 
 def _squashed(layers: list[LayerInfo], stats: StepStats) -> dict[str, tuple]:

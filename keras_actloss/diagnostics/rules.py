@@ -241,7 +241,6 @@ class HealthRules(
         self._early_losses: list[float] = []
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
-        self._zero_from_start = False
         # The loss of a prediction that knows nothing, and what it is
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.

@@ -220,7 +220,6 @@ class ZeroGradientRules(RuleFamily):
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
         """Counts a step towards a run of zero gradients while the loss is
         high; returns (streak length, streak start)."""
-        first = not self._early_losses
         if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
             self._early_losses.append(loss)
         early = _median(self._early_losses)
@@ -233,9 +232,6 @@ class ZeroGradientRules(RuleFamily):
         )
         # Its own key: the per-layer vanishing rule resets its streaks.
         count, start = self._streaks.update(("zero_gradients", None), hit, step)
-        if count == 1:
-            # From the first step seen: before any update of this training.
-            self._zero_from_start = first
         if not hit:
             self._zero_losses.clear()
             self._zero_peak = 0.0
@@ -279,7 +275,8 @@ class ZeroGradientRules(RuleFamily):
                 "norm: a step far too large."
             )
         fix = _ZERO_FIX
-        if self._zero_from_start:
+        # From the first finite step seen: before any update of this training.
+        if start == self._norms.first[0]:
             message += (
                 " This was so from the first step, before any update: the model "
                 "as initialised passes no gradient (an output saturated by "
