@@ -186,6 +186,28 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     return None
 
 
+def target_scale(model, labels: np.ndarray | None) -> float | None:
+    """`HealthRules.target_scale`: `input_scale` of a batch of `labels` of
+    a model with one output under a regression loss (mean squared or
+    absolute error, Huber: continuous labels); None for other losses and
+    models, and labels that are not finite numbers."""
+    from keras_actloss.losses import profile
+
+    loss = getattr(model, "loss", None)
+    if labels is None or loss is None or isinstance(loss, (list, tuple, dict)):
+        return None
+    try:
+        found, outputs = profile(loss), walk.outputs(model)
+    except Exception:  # noqa: BLE001 - a loss or model not read: not judged.
+        return None
+    if found is None or found.label_format != "continuous" or len(outputs) != 1:
+        return None
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iuf":
+        return None
+    return input_scale(labels.reshape(-1, 1) if labels.ndim < 2 else labels)
+
+
 def _regularized(model) -> bool:
     """Whether a weight or activity regularizer adds to the model's loss
     (an L2 penalty of 1e-2 on a few wide layers can be several times ln(C)

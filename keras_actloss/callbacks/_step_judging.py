@@ -24,15 +24,17 @@ from keras_actloss.callbacks._callback_support import (
     input_scale,
     recording_gap,
     step_stats,
+    target_scale,
 )
 from keras_actloss.callbacks._reporting import GradientHealthWarning
 from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import SentinelEvent
 
 # The kinds of noisy burst, each with its own back-off (`StepSchedule._burst`):
-# a noisy jump of the every-step norms, and a recording that leaves most of
-# a ReLU layer's units inactive (`HealthRules.suspected`).
-JUMP, UNITS = "jump", "units"
+# a noisy jump of the every-step norms, and a recording that shows a failure
+# not confirmed yet, such as most of a ReLU layer's units inactive
+# (`HealthRules.suspected`).
+JUMP, SUSPECTED = "jump", "suspected"
 
 
 @dataclasses.dataclass
@@ -65,7 +67,7 @@ class StepSchedule:
         self._burst_end = None
         found = len(self.findings)
         self._calms = {
-            kind: _Calm(self.every_n_steps, found=found) for kind in (JUMP, UNITS)
+            kind: _Calm(self.every_n_steps, found=found) for kind in (JUMP, SUSPECTED)
         }
         # Timings of the full train function's first use.
         self._first_batch = self._full_batch = None
@@ -119,8 +121,9 @@ class StepSchedule:
         one per execution of `steps_per_execution` steps), after a jump.
 
         A noisy one (`HealthRules.jump_noisy`: the global norm's level or
-        the silent units, which small batches make spiky; `kind` `UNITS`:
-        a recording with most of a ReLU layer's units inactive) starts a
+        the silent units, which small batches make spiky; `kind`
+        `SUSPECTED`: a recording with most of a ReLU layer's units
+        inactive, or every optimizer group's gradients collapsed) starts a
         burst only `every_n_steps` after the last noisy one of its kind,
         and twice as long after each that found nothing (at most 16
         times): a healthy run with spiky norms or sparse layers does not
@@ -334,11 +337,12 @@ class StepJudging:
         due = self._histogram_due(step)
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:
-            inputs = self._hooks.read_inputs()
+            inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
             self._input_scale = input_scale(inputs)
             self._data_saturation = data_saturations(
-                self._hooks.plans, [inputs, self._hooks.read_labels()]
+                self._hooks.plans, [inputs, labels]
             )
+            self._rules.target_scale = target_scale(self.model, labels)
         stats = step_stats(
             data,
             self._names,
@@ -349,7 +353,7 @@ class StepJudging:
         )
         new = self._rules.observe(stats)
         if self._rules.suspected:
-            self._burst(step + 1, noisy=True, kind=UNITS)
+            self._burst(step + 1, noisy=True, kind=SUSPECTED)
         new += self._label_checks()
         if self._writer is not None:
             self._write_peak(step)

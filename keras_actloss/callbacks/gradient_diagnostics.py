@@ -159,7 +159,11 @@ class GradientDiagnostics(
       when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary): outputs extreme
       from the start, from initial weights far too large (from inputs not
-      standardized instead: `unstandardized_inputs`, a warning).
+      standardized instead: `unstandardized_inputs`, a warning; not judged
+      when a normalization layer feeds the classifier, as in
+      `keras.applications`' EfficientNet or ResNet). Under a regression
+      loss whose targets are far from unit scale (10 or more), the
+      explosion and the NaN it ends in name the targets and their fix.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
@@ -191,7 +195,13 @@ class GradientDiagnostics(
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
       5 such steps in a row, judged on every step (a saturated
-      softmax/sigmoid output under a loss that clips its probabilities).
+      softmax/sigmoid output under a loss that clips its probabilities);
+      for a step of several optimizers' `apply` calls (a GAN), when the
+      gradient norm of each one's layers fell to 1e-2 of its first 5
+      recordings' or less, the loss, when known, neither converged nor
+      fitted: after 3 recordings over 5 steps, densely recorded from the
+      first (a discriminator that saturates under the generator's
+      saturating loss).
 
     Steps that are not recorded run a train function with only the
     every-step check; the model's own train function is restored after

@@ -69,6 +69,19 @@ _SCALE_FIX = (
     "layer; targets divided by their standard deviation), check the weight "
     "initialisation, and clip gradients (`clipnorm=1.0` in the optimizer)."
 )
+# An explosion under a regression loss whose targets are far from unit scale
+# (`HealthRules.target_scale`): the loss and its gradients grow with them.
+_TARGETS_FIX = (
+    "Standardize the regression targets (subtract their mean and divide by "
+    "their standard deviation, and undo it on the predictions), and the "
+    "inputs (a `Normalization` layer); if it still explodes, lower the "
+    "learning rate and clip gradients (`clipnorm=1.0` in the optimizer)."
+)
+# Regression targets are unscaled from this `target_scale` on (the largest
+# mean or spread of a column; 1 when standardized): named as the likely
+# cause of an explosion (under mean squared error their gradients grow
+# with them).
+_TARGET_SCALE = 10.0
 # Gradients that overflow float16 at every loss scale tried, the loss finite.
 _OVERFLOW_FIX = (
     "Standardize the inputs and the regression targets (a `Normalization` "
@@ -96,6 +109,10 @@ _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "
     "loss (log of 0, division by 0); clip gradients (`clipnorm=1.0`)."
 )
+
+
+# The fixes of an explosion, which unscaled regression targets replace.
+_EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
 
 def _finite(*values) -> bool:
@@ -167,8 +184,8 @@ class RuleFamily:
     they share.
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
-    `execution_steps`, `_streaks`, `_skipped`, `_reported`, `_lost`,
-    `_first_loss`, `_early_losses`, `_norms` and `findings`.
+    `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
+    `_lost`, `_first_loss`, `_early_losses`, `_norms` and `findings`.
     """
 
     def _exploded(self) -> bool:
@@ -233,6 +250,17 @@ class RuleFamily:
         self._reported.add((mode, layer))
         value = None if value is None else float(value)
         fix = FIXES[mode] if fix is None else fix
+        scale = self.target_scale
+        if fix in _EXPLOSION_FIXES and scale is not None and scale >= _TARGET_SCALE:
+            # An explosion (or the NaN it ended in) with unscaled targets.
+            if mode == F.EXPLODING_GRADIENTS:
+                message += (
+                    f" The regression targets are far from unit scale (a "
+                    f"column's mean or spread is {scale:.3g}, against about 1 "
+                    "when standardized): the loss and its gradients grow with "
+                    "them."
+                )
+            fix = _TARGETS_FIX
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
 
     def _emit(self, new: list[Finding]) -> list[Finding]:

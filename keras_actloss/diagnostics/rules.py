@@ -36,7 +36,12 @@ because the crude versions misfire on healthy models:
   learning rate. Reported as the model's (layer None) `vanishing_gradients`,
   with that fix. A loss that reached 0 (a hinge whose margins all hold) or
   converged to a tiny value has zero gradients legitimately and is not
-  reported; neither is a model without trainable weights.
+  reported; neither is a model without trainable weights. A step of
+  several optimizers' `apply` calls whose layers' gradients all collapse
+  (each call's norm at 1e-2 of its first recordings' or less) while the
+  loss, when known, does not fall is a GAN whose discriminator saturates
+  under the generator's saturating loss (`collapse_rules`), reported as
+  the model's `vanishing_gradients` with the GAN fix.
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
   early baseline and its recent level (or passes an absolute ceiling), step
@@ -54,7 +59,10 @@ because the crude versions misfire on healthy models:
   (`uninformed_loss`: ln C) has outputs blown up by initial weights far
   too large (`start_rules`; Adam's steps are too small to move such
   weights, so nothing grows); with inputs not standardized, they are
-  named instead (`unstandardized_inputs`, a warning).
+  named instead (`unstandardized_inputs`, a warning); a classifier fed by
+  a normalization layer is not judged so (only its own weights set the
+  outputs' scale). Under a regression loss whose targets are far from unit
+  scale (`target_scale`), an explosion names them, with their fix.
 - **Dead ReLU**: a unit that is zero for every sample gets no gradient.
   Judged on the units that were inactive on *every* sample of the last
   recorded batches together (enough samples to tell a dead unit from a rare
@@ -109,6 +117,7 @@ from keras_actloss.diagnostics.activation_rules import (
     can_die,
 )
 from keras_actloss.diagnostics.chain_rules import ChainRules
+from keras_actloss.diagnostics.collapse_rules import CollapseRules
 from keras_actloss.diagnostics.gradient_rules import (
     _LEVELS,
     RecordedGradientRules,
@@ -127,7 +136,7 @@ from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FI
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
-from keras_actloss.diagnostics.start_rules import StartRules
+from keras_actloss.diagnostics.start_rules import StartRules, normalized_head
 from keras_actloss.diagnostics.step_rules import NormRules
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
@@ -159,6 +168,7 @@ class HealthRules(
     ActivationRules,
     ChainRules,
     StartRules,
+    CollapseRules,
 ):
     """Judges a training run's steps and recordings and reports new findings.
 
@@ -172,8 +182,10 @@ class HealthRules(
     only a test on a noisy series (the norm's level, the units) said so.
     `suspected` tells whether the last recording left most units of a
     ReLU-like layer inactive (on its batch, or on the recent recordings
-    together) and the rules have not reported them dead yet: the callback
-    then records densely too, as after a noisy jump. Set
+    together) and the rules have not reported them dead yet, or showed
+    every optimizer group's gradients collapsed (`collapse_rules`) before
+    it is confirmed: the callback then records densely too, as after a
+    noisy jump. Set
     `execution_steps` to the model's `steps_per_execution`: at one
     recording per execution a streak needs fewer recordings (`_patience`).
 
@@ -241,10 +253,17 @@ class HealthRules(
         self._early_losses: list[float] = []
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
+        # The scale of the regression targets (set by the callback from its
+        # first recorded batch; None for other losses): an explosion with
+        # targets far from unit scale names them (`RuleFamily._add`).
+        self.target_scale: float | None = None
         # The loss of a prediction that knows nothing, and what it is
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
+        self._normalized_head = normalized_head(self.layers)
+        # Each optimizer group's gradient norms of the first recordings.
+        self._group_early: dict[int, list[float]] = {}
         self._start_steps: list[tuple] = []
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None
@@ -377,4 +396,5 @@ class HealthRules(
         self._dead_units(mine, stats)
         self._saturation(mine, stats)
         self._amplified(mine, stats)
+        self._collapsed(mine, stats)
         return new + self._emit(mine)

@@ -12,6 +12,13 @@ outgrows its weights, and the model barely moves off its start. Where the
 loss takes probabilities and clips them (Keras's JAX cross-entropy), every
 gradient is exactly 0 there instead.
 
+A classifier whose one head (the layer with weights nearest the outputs)
+takes its inputs from a normalization layer is not judged: no initial
+weights before it can blow its inputs up, and a head too large on its own
+(as `keras.applications.EfficientNetB0`'s, whose initialisation is scaled
+by its few outputs: a loss 6-12x ln 2 over its first steps on two
+classes, measured) is moved off its start by Adam in tens of steps.
+
 `StartRules` (mixed into `HealthRules`) judges the first `baseline_steps`
 steps against `HealthRules.uninformed_loss`, which the callback sets from
 the model's loss and output.
@@ -20,6 +27,7 @@ the model's loss and output.
 from __future__ import annotations
 
 from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.diagnostics.rule_support import (
     _SCALE_FIX,
     FIXES,
@@ -33,6 +41,33 @@ from keras_actloss.diagnostics.rule_support import (
 # is at about 1x; Keras's clipped cross-entropy of a wrong answer is
 # -log(1e-7) = 16.1, which is 10x ln(5)).
 _EXTREME_START = 5.0
+# Layers that set the scale of their outputs whatever that of their inputs.
+_NORMALIZATIONS = frozenset(
+    {
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+    }
+)
+
+
+def normalized_head(layers: list[LayerInfo]) -> bool:
+    """Whether the monitored layer with weights nearest the outputs in the
+    layer graph (the head) is the only one at its distance and the next
+    nearest are normalization layers only, as in `keras.applications`'
+    EfficientNet, MobileNetV2, ResNet and ConvNeXt classifiers (the last
+    normalization, pooling, then the classifier). False where the graph is
+    not known (a subclassed model)."""
+    weighted = [info for info in layers if info.has_trainable_weights]
+    if len(weighted) < 2 or any(info.distance is None for info in weighted):
+        return False
+    weighted.sort(key=lambda info: info.distance)
+    head, nearest = weighted[0].distance, weighted[1].distance
+    if nearest == head:
+        return False
+    after = [info for info in weighted[1:] if info.distance == nearest]
+    return all(info.class_name in _NORMALIZATIONS for info in after)
 
 
 class StartRules(RuleFamily):
@@ -40,9 +75,10 @@ class StartRules(RuleFamily):
 
     Uses `uninformed_loss` (`(level, what)`, or None where unknown: a
     regression loss, several outputs), the first steps' losses and global
-    norms, and the input scale of the last recording (`_input_scale`).
-    Sets `_extreme_loss` when it reports an explosion: every gradient zero
-    at that loss or above is not reported again (`ZeroGradientRules`).
+    norms, the input scale of the last recording (`_input_scale`) and
+    whether a normalization feeds the head (`_normalized_head`). Sets
+    `_extreme_loss` when it reports an explosion: every gradient zero at
+    that loss or above is not reported again (`ZeroGradientRules`).
     """
 
     def _extreme_start(self, new, step: int, norm: float, loss) -> None:
@@ -54,7 +90,7 @@ class StartRules(RuleFamily):
         uninformed = self.uninformed_loss
         n = self.thresholds.baseline_steps
         start = self._start_steps
-        if uninformed is None or len(start) >= n:
+        if uninformed is None or len(start) >= n or self._normalized_head:
             return
         start.append((step, norm, loss))
         if len(start) < n:

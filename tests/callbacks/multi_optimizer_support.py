@@ -157,3 +157,84 @@ def assert_gan_groups(model, diag, rng) -> None:
         # `d_hidden` (tanh) has 8 features, the data 4; the latents are
         # the labels: `g_hidden`'s 8 ReLU features do not saturate.
         assert stats.data_saturation == {"generator/g_out": 1.0}
+
+
+def minimax_networks():
+    """The generator (4 latents -> 2-D samples) and the discriminator
+    (logits) of the minimax GANs (`assert_saturated_discriminator_reported`)."""
+    generator = keras.Sequential(
+        [keras.Input((4,)), dense(32, "g0", "relu"), dense(32, "g1", "relu")]
+        + [dense(2, "g_out")],
+        name="generator",
+    )
+    discriminator = keras.Sequential(
+        [keras.Input((2,)), dense(64, "d0", "relu"), dense(64, "d1", "relu")]
+        + [dense(1, "d_out")],
+        name="discriminator",
+    )
+    return generator, discriminator
+
+
+def minimax_optimizers():
+    """The discriminator's (Adam 1e-2: it wins at once) and the
+    generator's (SGD 1e-3)."""
+    return keras.optimizers.Adam(1e-2), keras.optimizers.SGD(1e-3)
+
+
+def minimax_d_loss(real_logits, fake_logits):
+    """Binary cross-entropy of real (label 1) against generated samples."""
+    softplus = keras.ops.softplus
+    return keras.ops.mean(softplus(-real_logits)) + keras.ops.mean(
+        softplus(fake_logits)
+    )
+
+
+def minimax_g_loss(logits, saturating: bool):
+    """log(1 - D(G(z))) = -softplus(l) when `saturating`, else
+    -log D(G(z)) = softplus(-l) (the non-saturating loss)."""
+    if saturating:
+        return -keras.ops.mean(keras.ops.softplus(logits))
+    return keras.ops.mean(keras.ops.softplus(-logits))
+
+
+def assert_saturated_discriminator_reported(model, saturating, steps) -> None:
+    """Fits a minimax GAN (compiled) for 96 steps of 64 samples of a 2-D
+    Gaussian at (4, 4) with `GradientDiagnostics()` at its defaults.
+
+    With the saturating generator loss the discriminator saturates and
+    every gradient collapses: reported once, as the model's
+    `vanishing_gradients` over `steps` (its first step and the step it
+    was reported at), and the generated samples stay near the start. With
+    the non-saturating loss the discriminator's norm falls as far but the
+    generator's does not: nothing reported, and its samples move towards
+    the data.
+    """
+    import warnings
+
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    real = (rng.normal(size=(6144, 2)) * 0.5 + 4.0).astype("float32")
+    z = rng.normal(size=(6144, 4)).astype("float32")
+    diag = GradientDiagnostics(check_model=False)
+    seen = []
+
+    class Reported(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.extend((f, batch) for f in diag.findings[len(seen) :])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(real, z, batch_size=64, verbose=0, callbacks=[diag, Reported()])
+    found = [(f.mode, f.layer, f.step, at) for f, at in seen]
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+    fake = keras.ops.convert_to_numpy(model.generator(z[:512])).mean(axis=0)
+    if saturating:
+        assert found == [("vanishing_gradients", None, *steps)], found
+        assert np.all(np.abs(fake) < 0.5)
+    else:
+        assert found == []
+        assert np.all(fake > 0.5)

@@ -1419,7 +1419,7 @@ def test_noisy_jumps_back_off_when_their_bursts_find_nothing():
     diag.findings.append("a finding")  # This burst found something: 100.
     diag._burst(800, noisy=True)
     assert (diag._burst_end, calm.until) == (808, 900)
-    assert diag._calms["units"].until is None
+    assert diag._calms["suspected"].until is None
 
 
 def test_units_burst_is_not_held_back_by_a_calm_after_norm_jumps():
@@ -1431,9 +1431,9 @@ def test_units_burst_is_not_held_back_by_a_calm_after_norm_jumps():
     diag = _bursting(batch_size=32)
     diag._burst(7, noisy=True)
     assert (diag._burst_end, diag._calms["jump"].until) == (15, 107)
-    diag._burst(15, noisy=True, kind="units")
-    assert (diag._burst_end, diag._calms["units"].until) == (23, 115)
-    diag._burst(30, noisy=True, kind="units")  # Within its own calm.
+    diag._burst(15, noisy=True, kind="suspected")
+    assert (diag._burst_end, diag._calms["suspected"].until) == (23, 115)
+    diag._burst(30, noisy=True, kind="suspected")  # Within its own calm.
     diag._burst(40, noisy=True)  # Within the jumps' calm.
     assert diag._burst_end == 23
 
@@ -1459,4 +1459,4 @@ def test_a_suspicious_recording_starts_a_noisy_burst(data, monkeypatch, suspecte
     bursts = []
     diag._burst = lambda start, noisy, kind="jump": bursts.append((start, noisy, kind))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
-    assert ((3, True, "units") in bursts) == (suspected_at == 2)
+    assert ((3, True, "suspected") in bursts) == (suspected_at == 2)

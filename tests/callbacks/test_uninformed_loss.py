@@ -1,5 +1,7 @@
 """`_callback_support.uninformed_loss`: the loss of a prediction that knows
-nothing, which `HealthRules` compares the first steps' loss with.
+nothing, which `HealthRules` compares the first steps' loss with; and
+`target_scale`, the scale of a regression model's targets, which it names
+as the cause of an explosion.
 
 No TensorFlow import here: this module also runs in `.ci/run`'s JAX stage.
 """
@@ -7,10 +9,11 @@ No TensorFlow import here: this module also runs in `.ci/run`'s JAX stage.
 import math
 
 import keras
+import numpy as np
 import pytest
 
 import keras_actloss
-from keras_actloss.callbacks._callback_support import uninformed_loss
+from keras_actloss.callbacks._callback_support import target_scale, uninformed_loss
 
 
 def model(units, activation, loss, outputs=1):
@@ -114,3 +117,57 @@ def test_several_outputs():
 def test_not_compiled():
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     assert uninformed_loss(m) is None
+
+
+# Targets of about 300 +- 100 (the probe whose SGD run exploded), one column.
+_TARGETS = np.array([[200.0], [300.0], [400.0], [300.0]], "float32")
+# Hand calculation: mean 300, population std sqrt((100^2 + 0 + 100^2 + 0) / 4)
+# = 70.7; the larger of |mean| and std.
+_TARGETS_SCALE = 300.0
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "mse",
+        "mean_absolute_error",
+        keras.losses.Huber(),
+        keras_actloss.losses.MeanSquaredError(),
+        keras_actloss.losses.get("huber"),
+    ],
+)
+def test_target_scale_of_a_regression(loss):
+    m = model(1, None, loss)
+    assert target_scale(m, _TARGETS) == pytest.approx(_TARGETS_SCALE)
+    # Labels of shape (batch,), as `fit(x, y)` with a 1-D `y` passes them.
+    assert target_scale(m, _TARGETS[:, 0]) == pytest.approx(_TARGETS_SCALE)
+
+
+def test_target_scale_is_the_largest_column():
+    # Column 0: mean 0, std 1 -> 1; column 1: mean -5, std 20 -> 20.
+    labels = np.array([[1.0, 15.0], [-1.0, -25.0]], "float32")
+    m = model(2, None, "mse")
+    assert target_scale(m, labels) == pytest.approx(20.0)
+    assert np.max(np.maximum(np.abs(labels.mean(0)), labels.std(0))) == 20.0
+
+
+@pytest.mark.parametrize(
+    "units, activation, loss, labels",
+    [
+        # Classification losses: labels are classes, not targets to scale.
+        (5, "softmax", "sparse_categorical_crossentropy", [[3.0], [4.0]]),
+        (1, "sigmoid", "binary_crossentropy", [[0.0], [1.0]]),
+        # A loss not profiled (no label format known).
+        (1, None, keras.losses.LogCosh(), _TARGETS),
+        # Not finite, or no labels kept.
+        (1, None, "mse", [[np.nan], [300.0]]),
+        (1, None, "mse", None),
+    ],
+)
+def test_no_target_scale(units, activation, loss, labels):
+    labels = None if labels is None else np.asarray(labels, "float32")
+    assert target_scale(model(units, activation, loss), labels) is None
+
+
+def test_no_target_scale_for_several_outputs():
+    assert target_scale(model(1, None, "mse", outputs=2), _TARGETS) is None

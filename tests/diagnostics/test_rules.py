@@ -434,6 +434,70 @@ class TestNonFiniteCause:
         assert found[1].fix == FIXES[F.EXPLODING_GRADIENTS]
 
 
+class TestUnscaledTargets:
+    """An explosion under a regression loss whose targets are far from unit
+    scale (`HealthRules.target_scale`, set by the callback) names them and
+    takes their fix; `_TARGET_SCALE` is 10."""
+
+    TARGETS = (
+        " The regression targets are far from unit scale (a column's mean or "
+        "spread is 315, against about 1 when standardized): the loss and its "
+        "gradients grow with them."
+    )
+
+    def explode(self, scale, norms=(1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0)):
+        rules = HealthRules(mlp(["relu"]))
+        rules.target_scale = scale
+        return run(rules, events(list(norms)))
+
+    def test_an_explosion_names_the_targets(self):
+        # As `TestExploding.test_growth_over_baseline_persisting` (reported
+        # at step 5), with targets of scale 315 (a probe: SGD 1e-3 on
+        # targets of about 300 +- 100 exploded by step 4, then NaN).
+        found = self.explode(315.0)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+        assert found[0].message == (
+            "The global gradient norm reached 800 at step 6, 400x its early 2: "
+            "the gradients are exploding and training diverges." + self.TARGETS
+        )
+        assert found[0].fix == rule_support._TARGETS_FIX
+
+    @pytest.mark.parametrize("scale", [None, 9.99])
+    def test_targets_near_unit_scale_are_not_named(self, scale):
+        found = self.explode(scale)
+        assert found[0].message.endswith("training diverges.")
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_at_the_limit_they_are(self):
+        found = self.explode(10.0)
+        assert "(a column's mean or spread is 10, " in found[0].message
+        assert found[0].fix == rule_support._TARGETS_FIX
+
+    def test_the_nan_that_ends_the_explosion_takes_their_fix(self):
+        # As `TestNonFiniteCause`'s growth case: 500 at step 5, NaN at 6.
+        found = self.explode(315.0, [1.0] * 5 + [500.0, math.nan])
+        exploding, non_finite = found
+        assert exploding.message.endswith(self.TARGETS)
+        assert exploding.fix == non_finite.fix == rule_support._TARGETS_FIX
+        # Said once, in the explosion's finding.
+        assert non_finite.message.endswith(
+            "It follows the explosion of the gradient norm."
+        )
+
+    def test_over_the_ceiling_from_the_start_too(self):
+        # The scale's fix (`_SCALE_FIX`) becomes the measured targets'.
+        found = self.explode(4.6e4, [2e6, math.nan])
+        assert [f.fix for f in found] == [rule_support._TARGETS_FIX] * 2
+        assert "a column's mean or spread is 4.6e+04," in found[0].message
+
+    def test_a_nan_after_normal_norms_keeps_the_data_fix(self):
+        # Not an explosion: the data or the loss, as without targets.
+        found = self.explode(315.0, [1.0] * 6 + [math.nan])
+        assert modes(found) == [(F.NON_FINITE, None, 6)]
+        assert found[0].fix == rules_module._DATA_FIX
+        assert "regression targets" not in found[0].message
+
+
 class TestVanishingLayers:
     """`vanishing_layers` at one recording: each condition alone."""
 

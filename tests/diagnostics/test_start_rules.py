@@ -8,12 +8,15 @@ comment beside it.
 
 import math
 
+import keras
 import pytest
 
 from keras_actloss import findings as F
+from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX, FIXES
 from keras_actloss.diagnostics.rules import HealthRules, SentinelEvent
+from keras_actloss.diagnostics.start_rules import normalized_head
 
 LN3 = math.log(3)
 UNINFORMED = (LN3, "cross-entropy over 3 classes")
@@ -23,8 +26,8 @@ HUGE = [(1690.0, 602.0), (1200.0, 358.4), (2630.0, 858.6), (2600.0, 831.6)]
 HUGE.append((2890.0, 740.4))
 
 
-def rules_for(uninformed=UNINFORMED):
-    layers = [
+def rules_for(uninformed=UNINFORMED, layers=None):
+    layers = layers or [
         LayerInfo("dense_0", "Dense", "relu", True, 0),
         LayerInfo("dense_1", "Dense", "softmax", True, 1),
     ]
@@ -155,3 +158,158 @@ class TestZeroGradientsAfterAnExtremeStart:
             (F.EXPLODING_GRADIENTS, 0, 4),
             (F.VANISHING_GRADIENTS, 10, 14),
         ]
+
+
+def info(name, class_name, distance, weights=True, activation=None):
+    return LayerInfo(name, class_name, activation, weights, 0, distance)
+
+
+# The top of `keras.applications.EfficientNetB0` as planned: the classifier
+# (distance 0) after dropout (1), pooling (2), swish (3), the last batch
+# normalization (4) and the 1x1 convolution before it (5).
+EFFICIENT_TOP = [
+    info("top_conv", "Conv2D", 5),
+    info("top_bn", "BatchNormalization", 4),
+    info("predictions", "Dense", 0, activation="softmax"),
+]
+
+
+class TestNormalizedHead:
+    def test_a_head_after_the_last_normalization(self):
+        assert normalized_head(EFFICIENT_TOP)
+
+    def test_the_order_of_the_list_does_not_matter(self):
+        assert normalized_head(EFFICIENT_TOP[::-1])
+
+    def test_a_softmax_layer_after_the_head(self):
+        # `Dense` (1) then `Activation("softmax")` (0, no weights: left out).
+        layers = [
+            info("bn", "BatchNormalization", 3),
+            info("logits", "Dense", 1),
+            info("softmax", "Activation", 0, weights=False, activation="softmax"),
+        ]
+        assert normalized_head(layers)
+
+    @pytest.mark.parametrize(
+        "layers",
+        [
+            # A second layer with weights between the normalization and the
+            # head: weights before the head can blow its inputs up.
+            [
+                info("bn", "BatchNormalization", 2),
+                info("d1", "Dense", 1),
+                info("out", "Dense", 0),
+            ],
+            # A branch with weights beside the normalization at its distance.
+            [
+                info("bn", "BatchNormalization", 2),
+                info("side", "Dense", 2),
+                info("out", "Dense", 0),
+            ],
+            # Two layers nearest the outputs (two heads, or siblings).
+            [
+                info("bn", "BatchNormalization", 2),
+                info("a", "Dense", 0),
+                info("b", "Dense", 0),
+            ],
+            # No normalization, or the graph unknown (a subclassed model).
+            [info("d0", "Dense", 1), info("out", "Dense", 0)],
+            [info("bn", "BatchNormalization", None), info("out", "Dense", None)],
+            [info("out", "Dense", 0)],
+        ],
+    )
+    def test_not_normalized(self, layers):
+        assert not normalized_head(layers)
+
+
+def _plans(model):
+    return [plan.info for plan in plan_layers(model)]
+
+
+def _resnet_v1_top():
+    # Two normalized branches added, ReLU, pooling, then the classifier.
+    inputs = keras.Input((8, 8, 4))
+    a = keras.layers.BatchNormalization()(
+        keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    )
+    b = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 1)(inputs))
+    h = keras.layers.Activation("relu")(keras.layers.Add()([a, b]))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _nested_base():
+    # A convolutional base ending in normalization, ReLU and pooling, nested
+    # in a `Sequential` with a classifier (the transfer-learning shape).
+    base = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
+        name="base",
+    )
+    return keras.Sequential([keras.Input((8, 8, 3)), base, keras.layers.Dense(2)])
+
+
+def _sequential(*layers):
+    return keras.Sequential([keras.Input((6,)), *layers])
+
+
+D, BN, LN = (
+    keras.layers.Dense,
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+)
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (_resnet_v1_top, True),
+        (_nested_base, True),
+        (
+            lambda: _sequential(
+                D(8), BN(), keras.layers.ReLU(), D(3, activation="softmax")
+            ),
+            True,
+        ),
+        (lambda: _sequential(D(8), LN(), keras.layers.Dropout(0.1), D(3)), True),
+        (
+            lambda: _sequential(
+                D(8),
+                keras.layers.Activation("swish"),
+                D(3),
+                keras.layers.Activation("softmax"),
+            ),
+            False,
+        ),
+        (
+            lambda: _sequential(
+                D(8), BN(), D(8, activation="relu"), D(3, activation="softmax")
+            ),
+            False,
+        ),
+    ],
+    ids=[
+        "resnet_v1_top",
+        "nested_base",
+        "bn_relu",
+        "layer_norm",
+        "no_norm",
+        "dense_after_bn",
+    ],
+)
+def test_normalized_head_of_a_model(build, expected):
+    assert normalized_head(_plans(build())) is expected
+
+
+class TestExtremeStartOfANormalizedHead:
+    def test_not_judged(self):
+        # The steps of `TestExtremeStart` (326x ln(3) and more), a head fed by
+        # a normalization: no finding (`healthy_normalized_head` measures one
+        # that learns from a loss 13-20x ln 2).
+        rules = rules_for(layers=EFFICIENT_TOP)
+        assert steps(rules, HUGE) == []

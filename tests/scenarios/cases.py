@@ -629,6 +629,39 @@ def healthy_attention() -> Setup:
     return Setup(model, x, y, epochs=8)
 
 
+def healthy_normalized_head() -> Setup:
+    """A wide `Dense(5120)` behind batch normalization and swish, as the
+    top of `keras.applications.EfficientNetB0`, feeding a linear head
+    initialised as that one's (`VarianceScaling(1/3, "fan_out",
+    "uniform")`: scaled by its 2 outputs, not its 5120 inputs), with
+    logits, under Adam. The outputs are confident and often wrong from the
+    start (a loss over 5x ln 2 at each of the first 5 steps), yet the head,
+    which alone sets their scale, moves off its start in a few dozen
+    steps: the model learns (about 0.95 accuracy after 64 steps)."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(16, 2)), axis=1).astype("int32")
+    layers = keras.layers
+    head_init = keras.initializers.VarianceScaling(1 / 3, "fan_out", "uniform")
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            layers.Dense(64, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("swish"),
+            layers.Dense(5120, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("swish"),
+            layers.Dropout(0.2),
+            layers.Dense(2, kernel_initializer=head_init),
+        ]
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _compiled(model, keras.optimizers.Adam(1e-3), loss)
+    return Setup(model, x, y, epochs=4)
+
+
 def _token_classifier(vocab: int, samples: int, seed: int, epochs: int) -> Setup:
     """Token ids (10 a sample from a vocabulary of `vocab`) -> Embedding(vocab,
     8) -> average pooling -> Dense(16, ReLU) -> softmax, Adam lr 1e-2; the
@@ -828,6 +861,7 @@ HEALTHY = [
     Case("healthy_lstm", healthy_lstm, {}),
     Case("healthy_gru", healthy_gru, {}),
     Case("healthy_attention", healthy_attention, {}),
+    Case("healthy_normalized_head", healthy_normalized_head, {}),
     Case("healthy_embedding", healthy_embedding, {}),
     Case("healthy_small_embedding", healthy_small_embedding, {}),
     Case("healthy_autoencoder", healthy_autoencoder, {}),

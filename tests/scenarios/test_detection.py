@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from keras_actloss.diagnostics import rule_support  # noqa: E402
 from tests.scenarios import cases  # noqa: E402
 
 
@@ -262,7 +263,9 @@ def test_explosion_under_loss_scaling_is_told_before_training_stops():
     assert "after the update of step 1 changed the weights of layer" in (
         exploding.message
     )
-    assert exploding.fix.startswith("Lower the learning rate, clip gradients")
+    # Targets of about 1e3: named, with their fix (which lowers the rate too).
+    assert "The regression targets are far from unit scale" in exploding.message
+    assert exploding.fix == non_finite.fix == rule_support._TARGETS_FIX
     assert non_finite.message.endswith("It follows the explosion reported before it.")
 
 
@@ -335,6 +338,24 @@ def test_unstandardized_inputs_are_named_as_a_warning():
     # Over 50% saturated in every recording from step 3 on (step 2 was at
     # 46%); confirmed after 3 recordings over 5 steps, so at step 7.
     assert found == [("unstandardized_inputs", "warning", 3, 7)]
+
+
+def test_unscaled_targets_are_named_as_the_cause():
+    # explode_to_nan fits targets of about 1e6 with SGD: the explosion and
+    # the NaN it ends in name the targets, measured on the first recorded
+    # batch (step 0's, unshuffled: the first rows, at most the 64 kept).
+    case = cases.BY_NAME["explode_to_nan"]
+    setup = case.build()
+    labels = setup.y[: min(setup.batch_size, 64)].astype("float64")
+    scale = max(abs(labels.mean()), labels.std())
+    assert scale > 1e5
+    detection = cases.detect(case)
+    found = {f.mode: f for f, _ in detection.reported}
+    assert set(found) == {cases.EXPLODING, cases.NON_FINITE}
+    said = f"a column's mean or spread is {scale:.3g},"
+    assert said in found[cases.EXPLODING].message
+    fixes = {f.fix for f in found.values()}
+    assert fixes == {rule_support._TARGETS_FIX}
 
 
 def _frozen():
