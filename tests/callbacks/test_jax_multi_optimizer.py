@@ -88,9 +88,9 @@ class GAN(_OptimizerState, keras.Model):
     """A generator and a discriminator, each updated by its own optimizer
     (attributes of the model), written for Keras's JAX trainer."""
 
-    def __init__(self):
+    def __init__(self, networks=None):
         super().__init__()
-        self.generator, self.discriminator = gan_networks()
+        self.generator, self.discriminator = networks or gan_networks()
 
     def compile(self, d_optimizer, g_optimizer):
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
@@ -605,26 +605,16 @@ def test_gan_at_default_settings(rng, dead):
     assert found == ([("dead_relu", "generator/g_hidden", 0, 4)] if dead else [])
 
 
-class MinimaxGAN(_OptimizerState, keras.Model):
+class MinimaxGAN(GAN):
     """`minimax_networks` trained as Goodfellow et al. (2014) state it, for
     Keras's JAX trainer (`assert_saturated_discriminator_reported`)."""
 
     def __init__(self, saturating):
-        super().__init__()
-        self.generator, self.discriminator = minimax_networks()
+        super().__init__(minimax_networks())
         self.saturating = saturating
 
     def compile(self):
-        self.d_optimizer, self.g_optimizer = minimax_optimizers()
-
-        def owner(variable):
-            generated = variable.path.startswith("generator/")
-            return self.g_optimizer if generated else self.d_optimizer
-
-        super().compile(optimizer=keras.optimizers.MultiOptimizer(owner))
-
-    def call(self, z):
-        return self.discriminator(self.generator(z))
+        super().compile(*minimax_optimizers())
 
     def _logits(self, d_weights, samples):
         return self.discriminator.stateless_call(d_weights, [], samples)[0]
@@ -638,23 +628,6 @@ class MinimaxGAN(_OptimizerState, keras.Model):
     def _g_loss(self, g_weights, d_weights, z):
         fake, _ = self.generator.stateless_call(g_weights, [], z)
         return minimax_g_loss(self._logits(d_weights, fake), self.saturating)
-
-    def train_step(self, state, data):
-        import jax
-
-        real, z = data
-        values = self._values(state)
-        d_vars = self.discriminator.trainable_variables
-        g_vars = self.generator.trainable_variables
-        d_loss, d_grads = jax.value_and_grad(self._d_loss)(
-            _read(values, d_vars), _read(values, g_vars), real, z
-        )
-        self._apply(self.d_optimizer, values, d_grads, d_vars)
-        g_loss, g_grads = jax.value_and_grad(self._g_loss)(
-            _read(values, g_vars), _read(values, d_vars), z
-        )
-        self._apply(self.g_optimizer, values, g_grads, g_vars)
-        return {"d_loss": d_loss, "g_loss": g_loss}, self._state(values, state)
 
 
 @pytest.mark.parametrize(
