@@ -10,14 +10,14 @@ others (the depth rule of `gradient_rules` sees nothing) and no gradient is
 exactly zero (nor does the zero-gradient rule). The discriminator, right
 about every sample, gets almost no gradient either. Measured (a probe: a
 2-D Gaussian, a discriminator under Adam 1e-2, a generator under SGD 1e-3):
-the gradient norms of both optimizers' layers fell 1e4-1e5x below those of
-the first steps within 25 steps, and the generated samples stayed where
-they started.
+the gradient norms of both optimizers' layers fell 100x below those of the
+first steps within about 30 steps and 4000x by step 60, and the generated
+samples stayed where they started.
 
 When only the discriminator's gradients collapse (it wins for a while under
 the non-saturating loss, -log D(G(z))), the generator's stay large and it
-catches up (the same probe: its gradient RMS rose 10x while the
-discriminator's fell 1e4x, and its samples reached the data): not
+catches up (the same probe: its gradient RMS rose about 20x while the
+discriminator's fell about 3000x, and its samples reached the data): not
 reported. So `CollapseRules` (mixed into `HealthRules`) judges a step of two
 or more `apply` calls (`StepStats.apply_groups`) only when the gradients of
 every one of them collapsed, and never once the loss converged or fell
@@ -34,9 +34,9 @@ from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
 
 # Every group's gradient norm at most this share of its level in the first
 # recordings: collapsed by two orders of magnitude (the measured GANs fell
-# through 1e-2 about 20 steps after their start, to 1e-3-1e-4 by step 40-60;
-# with the non-saturating loss the generator's norm never fell below its
-# first steps').
+# through 1e-2 at about step 25, to 1e-3-1e-4 by steps 40-60; with the
+# non-saturating loss the generator's norm never fell below its first
+# steps').
 _COLLAPSE = 1e-2
 
 _FIX = (
