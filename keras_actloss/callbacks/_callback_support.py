@@ -162,23 +162,16 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     for C classes, ln 2 under binary cross-entropy; None for other losses
     (a regression loss's depends on the targets) and models, and where
     regularizers add to the loss (`_regularized`)."""
-    from keras_actloss.losses import profile
-
-    loss = getattr(model, "loss", None)
-    if loss is None or isinstance(loss, (list, tuple, dict)) or _regularized(model):
+    known = _one_output_loss(model)
+    if known is None or _regularized(model):
         return None
+    (found, output), loss = known, model.loss
     if getattr(loss, "class_weights", None) is not None:
         return None
     # A loss summed over the batch (or not reduced) is not the mean's level.
     if getattr(loss, "reduction", _MEAN_REDUCTIONS[0]) not in _MEAN_REDUCTIONS:
         return None
-    try:
-        found, outputs = profile(loss), walk.outputs(model)
-    except Exception:  # noqa: BLE001 - a model not walked: the level is unknown.
-        return None
-    if found is None or len(outputs) != 1:
-        return None
-    units = outputs[0].units
+    units = output.units
     if found.name in _CROSS_ENTROPIES and units is not None and units >= 2:
         return math.log(units), f"cross-entropy over {units} classes"
     if found.name == "binary_crossentropy":
@@ -191,21 +184,31 @@ def target_scale(model, labels: np.ndarray | None) -> float | None:
     a model with one output under a regression loss (mean squared or
     absolute error, Huber: continuous labels); None for other losses and
     models, and labels that are not finite numbers."""
-    from keras_actloss.losses import profile
-
-    loss = getattr(model, "loss", None)
-    if labels is None or loss is None or isinstance(loss, (list, tuple, dict)):
-        return None
-    try:
-        found, outputs = profile(loss), walk.outputs(model)
-    except Exception:  # noqa: BLE001 - a loss or model not read: not judged.
-        return None
-    if found is None or found.label_format != "continuous" or len(outputs) != 1:
+    known = None if labels is None else _one_output_loss(model)
+    if known is None or known[0].label_format != "continuous":
         return None
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iuf":
         return None
     return input_scale(labels.reshape(-1, 1) if labels.ndim < 2 else labels)
+
+
+def _one_output_loss(model):
+    """`(loss profile, walk.Output)` of a model compiled with one loss that
+    `keras_actloss.losses.profile` knows, for its one output; None for
+    several losses or outputs, a loss not profiled, or a model not walked."""
+    from keras_actloss.losses import profile
+
+    loss = getattr(model, "loss", None)
+    if loss is None or isinstance(loss, (list, tuple, dict)):
+        return None
+    try:
+        found, outputs = profile(loss), walk.outputs(model)
+    except Exception:  # noqa: BLE001 - a loss or model not read: not judged.
+        return None
+    if found is None or len(outputs) != 1:
+        return None
+    return found, outputs[0]
 
 
 def _regularized(model) -> bool:

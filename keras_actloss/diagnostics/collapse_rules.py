@@ -81,9 +81,10 @@ class CollapseRules(RuleFamily):
                     early[group].append(norm)
             return
         levels = {g: _median(early[g]) for g in norms}
-        ratios = {g: norms[g] / levels[g] for g in norms}
+        # The least collapsed group's share of its early level.
+        worst = max(norms[g] / levels[g] for g in norms)
         hit = (
-            max(ratios.values()) <= _COLLAPSE
+            worst <= _COLLAPSE
             and not self._converged(stats)
             and not self._fitted()
             and not self._exploded()
@@ -97,7 +98,6 @@ class CollapseRules(RuleFamily):
                 hit and (F.VANISHING_GRADIENTS, None) not in self._reported
             )
             return
-        worst = max(ratios.values())
         each = ", ".join(
             f"{norms[g]:.3g} against {levels[g]:.3g}" for g in sorted(norms)
         )

@@ -261,12 +261,14 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
-        self._normalized_head = normalized_head(self.layers)
-        # Each optimizer group's gradient norms of the first recordings.
-        self._group_early: dict[int, list[float]] = {}
         self._start_steps: list[tuple] = []
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None
+        # Whether a normalization feeds the classifier's head (`StartRules`
+        # does not judge it then).
+        self._normalized_head = normalized_head(self.layers)
+        # Each optimizer group's gradient norms of the first recordings.
+        self._group_early: dict[int, list[float]] = {}
         # Zero gradient norms of the recent steps (a layer falling silent).
         self._zero_counts = collections.deque(maxlen=32)
         self._silent_counts = collections.deque(maxlen=32)
