@@ -146,6 +146,9 @@ class GradientDiagnostics(
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
+      whose weights grew by more than their norm since the last recording
+      before the jump with the loss that high (an update that saturated
+      the output, every gradient 0 after it), or
       under dynamic loss scaling after 3 overflows in a row; under dynamic
       loss scaling, once an update was applied, after 4 overflows in a row
       with the loss 3x its level and above where training began, or after

@@ -16,7 +16,12 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
-from keras_actloss.diagnostics.rule_support import _WEIGHTS_FIX, RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import (
+    _UNSTABLE,
+    _WEIGHTS_FIX,
+    RuleFamily,
+    _finite,
+)
 from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
@@ -38,10 +43,6 @@ _LEVELS = 8
 # 0.8), where tanh's mean derivative is 0.7 or more (0.6 at 1% in the tails,
 # 0.37 at 19%); a sigmoid-like one always is (`_shrinks_by_nature`).
 _SQUASHED_SHARE = 0.001
-
-
-# How every finding of oversized updates ends.
-_UNSTABLE = ": the steps are far too large and training is unstable."
 
 
 def _oversized(layer: str, ratio: float, detail: str) -> str:
@@ -272,6 +273,9 @@ class RecordedGradientRules(RuleFamily):
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds
         self._watched_update(new, stats)
+        for ls in stats.layers:
+            if _finite(ls.weight_norm):
+                self._weight_marks[ls.layer] = (stats.step, ls.weight_norm)
         blown, judged = [], 0
         for ls in stats.layers:
             ratio = ls.update_ratio
@@ -366,11 +370,24 @@ class RecordedGradientRules(RuleFamily):
             f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
             f"{watch.step}, and "
         )
+        # Only with the loss diverged as well: the weights' growth alone is
+        # no explosion (a zero-initialised layer grows from nearly nothing).
+        grown = None
+        if not over and _finite(loss, level) and self._diverged(loss):
+            grown = self._grown_weights(stats)
         if over:
             message = jumped + (
                 f"the update of step {stats.step} changed the weights of layer "
                 f"'{layer}' by {ratio:.3g} times their own norm ({over} of "
                 f"{len(ratios)} layers over {limit:g}x)"
+            )
+        elif grown is not None:
+            ratio, layer, (mark, before_norm), now = grown
+            message = jumped + (
+                f"the weights of layer '{layer}' grew from norm {before_norm:.3g} "
+                f"(step {mark}) to {now:.3g} (step {stats.step}): the update "
+                f"at the new rate changed them by at least {ratio:.3g} times "
+                f"their own norm, and the loss rose from {level:.3g} to {loss:.3g}"
             )
         else:
             median = float(np.median([r for r, _ in ratios]))
@@ -383,8 +400,35 @@ class RecordedGradientRules(RuleFamily):
                 f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
             )
         message += _UNSTABLE
-        self._add(new, F.EXPLODING_GRADIENTS, layer, stats.step, ratio, message)
+        step = watch.step if grown is not None else stats.step
+        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
         self._watch = None
+
+    def _grown_weights(self, stats: StepStats) -> tuple | None:
+        """The layer whose weights grew the most, relative to their norm,
+        between the last recording before the watched jump and this one,
+        when more than `exploding_update_ratio`: (growth, layer, (step,
+        norm) before, norm now), else None.
+
+        The recordings need not include the jumped step itself: its update
+        is at least the growth of the weights' norm across it (triangle
+        inequality), so a step that throws the weights far out is seen
+        even when every gradient after it is exactly 0 (an output it
+        saturated), with no update left to measure.
+        """
+        marks, watch = self._weight_marks, self._watch
+        found = None
+        for ls in stats.layers:
+            mark = marks.get(ls.layer)
+            if mark is None or mark[0] > watch.step or not _finite(ls.weight_norm):
+                continue
+            before = mark[1]
+            growth = (ls.weight_norm - before) / before if before > 0 else 0.0
+            if growth > self.thresholds.exploding_update_ratio and (
+                found is None or growth > found[0]
+            ):
+                found = (growth, ls.layer, mark, ls.weight_norm)
+        return found
 
     def _vanishing(self, new, stats: StepStats) -> None:
         t = self.thresholds

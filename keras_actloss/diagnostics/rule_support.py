@@ -109,6 +109,8 @@ _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "
     "loss (log of 0, division by 0); clip gradients (`clipnorm=1.0`)."
 )
+# How every finding of oversized updates ends.
+_UNSTABLE = ": the steps are far too large and training is unstable."
 
 
 # The fixes of an explosion, which unscaled regression targets replace.

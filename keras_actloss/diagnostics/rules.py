@@ -285,6 +285,9 @@ class HealthRules(
         self._watch = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
+        # Each layer's weight norm at its last recording: (step, norm), for
+        # the growth across a learning-rate jump (`_grown_weights`).
+        self._weight_marks: dict[str, tuple[int, float]] = {}
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
         # Recordings left unjudged (quiet at the output) within each layer's

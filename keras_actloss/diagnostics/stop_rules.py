@@ -20,6 +20,7 @@ from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
+    _UNSTABLE,
     _ZERO_FIX,
     _ZERO_START_FIX,
     FIXES,
@@ -27,6 +28,7 @@ from keras_actloss.diagnostics.rule_support import (
     _finite,
     _median,
 )
+from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE
 
 # A global norm at or below this is no gradient at all: float32's smallest
 # normal number (a float32 sum of squares underflows to 0 well above it).
@@ -180,6 +182,30 @@ class NonFiniteRules(RuleFamily):
             _OVERFLOW_FIX,
         )
 
+    def _blown_before_zero(self, new, big: tuple, start: int) -> None:
+        """Reports the oversized update `big` (step, layer, ratio) that a
+        run of zero gradients from `start` follows as the explosion it is,
+        as a NaN that follows one is (`NonFiniteRules`), when the loss of
+        the zero steps is `_DIVERGE_RISE` times the first loss of training
+        and no explosion was reported since shortly before: one step threw
+        the weights so far out that the output saturated (a learning rate
+        far too large from the start, as SGD at 3 on a small transformer).
+        """
+        first, level = self._first_loss, _median(self._zero_losses)
+        if not _finite(first, level) or self._explosion_before(start):
+            return
+        if level - first < (_DIVERGE_RISE - 1) * abs(first):
+            return
+        step, layer, ratio = big[:3]
+        message = (
+            f"The update of step {step} changed the weights of layer '{layer}' "
+            f"by {ratio:.3g} times their own norm, and the loss rose from "
+            f"{first:.3g} at the first step to about {level:.3g}, where every "
+            f"gradient has been exactly 0 since step {start} (a saturated "
+            "output)" + _UNSTABLE
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
+
     def _explosion_before(self, step: int) -> F.Finding | None:
         """The last explosion reported within `_EXPLOSION_STEPS` steps
         before `step` (its finding's step), if any."""
@@ -274,6 +300,7 @@ class ZeroGradientRules(RuleFamily):
                 f"weights of layer '{big[1]}' by {big[2]:.3g} times their own "
                 "norm: a step far too large."
             )
+            self._blown_before_zero(new, big, start)
         fix = _ZERO_FIX
         # From the first finite step seen: before any update of this training.
         if start == self._norms.first[0]:

@@ -1064,6 +1064,22 @@ class TestZeroGradients:
         assert (finding.step, reported) == (6, 10)
         assert "The learning rate jumped from 0.05 to 50 at step 5." in finding.message
 
+    @staticmethod
+    def _oversized_then_zero(zeros_from, stuck=10.6):
+        """Step 0's update 14x the output layer's norm (loss 1.67), every
+        gradient exactly 0 from `zeros_from` with the loss at `stuck`."""
+        rules = HealthRules(mlp(["relu"]))
+        found = []
+        for step in range(zeros_from + 6):
+            zero = step >= zeros_from
+            loss = stuck if zero else 1.67
+            found += rules.observe_step(event(step, 0.0 if zero else 1.0, loss=loss))
+            ratio = 14.0 if step == 0 else 0.0
+            found += rules.observe(
+                recording(step, [1e-2, 1e-2], loss=loss, update_ratio=[1e-3, ratio])
+            )
+        return found
+
     @pytest.mark.parametrize("zeros_from, named", [(1, True), (7, False)])
     def test_names_an_oversized_update_just_before(self, zeros_from, named):
         # SGD at lr 50 with clipnorm 1 (JAX probe): the update of step 0
@@ -1071,16 +1087,7 @@ class TestZeroGradients:
         # step 1 every gradient is exactly 0 (a saturated softmax). An
         # oversized update more than patience_steps (5) before the streak
         # began is not named.
-        rules = HealthRules(mlp(["relu"]))
-        found = []
-        for step in range(zeros_from + 6):
-            zero = step >= zeros_from
-            loss = 10.6 if zero else 1.67
-            found += rules.observe_step(event(step, 0.0 if zero else 1.0, loss=loss))
-            ratio = 14.0 if step == 0 else 0.0
-            found += rules.observe(
-                recording(step, [1e-2, 1e-2], loss=loss, update_ratio=[1e-3, ratio])
-            )
+        found = self._oversized_then_zero(zeros_from)
         (finding,) = [f for f in found if f.mode == F.VANISHING_GRADIENTS]
         assert finding.step == zeros_from
         assert (
@@ -1090,6 +1097,60 @@ class TestZeroGradients:
             )
             == named
         )
+        # The update it names is the explosion that stopped training, the
+        # cause (the loss 10.6 >= 1.67 + (3 - 1) * 1.67): reported with it,
+        # before it.
+        explosions = [f for f in found if f.mode == F.EXPLODING_GRADIENTS]
+        assert [f.mode for f in found] == (
+            [F.EXPLODING_GRADIENTS, F.VANISHING_GRADIENTS]
+            if named
+            else [F.VANISHING_GRADIENTS]
+        )
+        if named:
+            (explosion,) = explosions
+            assert (explosion.layer, explosion.step, explosion.value) == (
+                "dense_1",
+                0,
+                14.0,
+            )
+            assert explosion.message == (
+                "The update of step 0 changed the weights of layer 'dense_1' by 14 "
+                "times their own norm, and the loss rose from 1.67 at the first "
+                "step to about 10.6, where every gradient has been exactly 0 since "
+                "step 1 (a saturated output): the steps are far too large and "
+                "training is unstable."
+            )
+            assert explosion.fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_an_explosion_reported_already_is_not_reported_again(self):
+        # dense_0's updates 14x its norm at steps 0 and 1 with the loss up 6x
+        # at step 1: the explosion is reported there (`_blown_up`). The
+        # zeros from step 2 follow step 1's largest update (dense_1's, 20x):
+        # only the vanishing gradients.
+        rules = HealthRules(mlp(["relu"]))
+        ratios = [[14.0, 1e-3], [14.0, 20.0]] + [[0.0, 0.0]] * 6
+        found = []
+        for step, update_ratio in enumerate(ratios):
+            zero = step >= 2
+            loss = 1.67 if step == 0 else 10.6
+            found += rules.observe_step(event(step, 0.0 if zero else 1.0, loss=loss))
+            found += rules.observe(
+                recording(step, [1e-2, 1e-2], loss=loss, update_ratio=update_ratio)
+            )
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, "dense_0", 0),
+            (F.VANISHING_GRADIENTS, None, 2),
+        ]
+        assert (
+            "It follows the update of step 1, which changed the weights of "
+            "layer 'dense_1' by 20 times" in found[1].message
+        )
+
+    def test_an_oversized_update_is_no_explosion_without_the_loss_up(self):
+        # 4.9 < 1.67 + (3 - 1) * 1.67 = 5.01: the zero gradients alone.
+        found = self._oversized_then_zero(1, stuck=4.9)
+        assert [f.mode for f in found] == [F.VANISHING_GRADIENTS]
+        assert "It follows the update of step 0" in found[0].message
 
     def test_old_learning_rate_jump_is_not_named(self):
         # Jump at step 1; zeros from step 10: more than patience_steps (5)
@@ -2018,6 +2079,87 @@ class TestUpdatesAfterARateJump:
             )
         )
         assert run(rules, seq) == []
+
+
+class TestWeightsGrownAcrossARateJump:
+    """The jumped step itself need not be recorded: when the update at the
+    new rate saturated the output, every gradient after it is exactly 0
+    (JAX's cross-entropy of probabilities) and no later update is over the
+    limit, but the weights' norm grew across it (`tests/scenarios/cases.py`
+    `zero_gradients` on JAX: recordings at steps 15 and 17 around the jump
+    to lr 50 at 16, the last hidden layer's norm 2.32 -> 9.66, the loss 1.09
+    -> 11.1)."""
+
+    def _seq(self, before, after, loss, mark_step=5):
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=1.0) for s in range(mark_step)]
+        seq.append(
+            recording(
+                mark_step,
+                [1e-2, 1e-2],
+                update_ratio=[0.01, 0.01],
+                weight_norm=before,
+                learning_rate=0.01,
+            )
+        )
+        seq += [event(s, 1.0, lr=0.01, loss=1.0) for s in range(mark_step + 1, 6)]
+        seq.append(event(6, 1.0, lr=10.0, loss=1.0))
+        seq.append(
+            recording(
+                7,
+                [0.0, 0.0],
+                update_ratio=[0.0, 0.0],
+                weight_norm=after,
+                learning_rate=10.0,
+                loss=loss,
+            )
+        )
+        return rules, seq
+
+    def test_reported_at_the_first_recording_after_the_jump(self):
+        # dense_1 grew (9.66 - 2.32) / 2.32 = 3.16 times its norm > 1; dense_0
+        # (13.8 - 5.1) / 5.1 = 1.71; the loss 11.1 >= 1 + (3 - 1) * 1 (its
+        # level before the jump) and > 1 (where training began).
+        rules, seq = self._seq([5.1, 2.32], [13.8, 9.66], 11.1)
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 6)]
+        assert found[0].value == pytest.approx((9.66 - 2.32) / 2.32)
+        assert found[0].message == (
+            "The learning rate jumped from 0.01 to 10 at step 6, and the weights "
+            "of layer 'dense_1' grew from norm 2.32 (step 5) to 9.66 (step 7): "
+            "the update at the new rate changed them by at least 3.16 times "
+            "their own norm, and the loss rose from 1 to 11.1: the steps are far "
+            "too large and training is unstable."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "after, loss",
+        [([10.0, 4.6], 11.1), ([13.8, 9.66], 2.9), ([13.8, 9.66], None)],
+        ids=["at_the_limit", "loss_not_up", "loss_unknown"],
+    )
+    def test_not_reported(self, after, loss):
+        # (10 - 5) / 5 = 1 and (4.6 - 2.3) / 2.3 = 1: not over the limit of 1x;
+        # the weights grown with the loss 2.9 < 3 x its level (a layer that
+        # starts near 0, as a zero-initialised scale, grows so), or with no
+        # loss to tell.
+        rules, seq = self._seq([5.0, 2.3], after, loss)
+        assert run(rules, seq) == []
+
+    def test_only_against_a_recording_before_the_jump(self):
+        # The last recording before this one is at step 7, after the jump:
+        # its norms already include the jumped update.
+        rules, seq = self._seq([5.1, 2.32], [13.8, 9.66], 1.0)
+        assert run(rules, seq) == []
+        later = recording(
+            8,
+            [0.0, 0.0],
+            update_ratio=[0.0, 0.0],
+            weight_norm=[60.0, 40.0],
+            learning_rate=10.0,
+            loss=11.1,
+        )
+        assert run(rules, [later]) == []
 
 
 class TestJumps:

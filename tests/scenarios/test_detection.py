@@ -16,6 +16,7 @@ a training mode and severity "failure" count: a pre-training warning such as
 """
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -69,8 +70,11 @@ REPORTED = {
     # On JAX (`cases.LR_JUMP_ONSETS`): the clipped cross-entropy of the
     # saturated softmax gives a global norm of exactly 0 with a loss ~10
     # from step 151; 5 such steps in a row (151-155) are reported at 155.
+    # The recording of step 151 has no update to measure, but the last
+    # hidden layer's weights grew 3.7x their norm since the recording
+    # before the jump (step 121), with the loss up 30x: reported at 151.
     "lr_jump": (
-        {"vanishing_gradients": 155}
+        {"exploding_gradients": 151, "vanishing_gradients": 155}
         if cases.BACKEND == "jax"
         else {"exploding_gradients": 151, "dead_relu": 156}
     ),
@@ -80,8 +84,10 @@ REPORTED = {
     "lr_jump_adam_bn": {"exploding_gradients": 151},
     # Lr 50 from step 16: every gradient exactly 0 from step 17 on both
     # backends (no logits behind the averaged softmax heads), loss ~11;
-    # 5 steps in a row (17-21) reported at 21.
-    "zero_gradients": {"vanishing_gradients": 21},
+    # 5 steps in a row (17-21) reported at 21. The update of step 16 is not
+    # recorded (recordings at 15 and 17), but it grew the weights 2-6x
+    # their norm, seen at 17 with the loss up 10x.
+    "zero_gradients": {"exploding_gradients": 17, "vanishing_gradients": 21},
     # The last ReLU layer dies whole at step 500, when recordings are 100
     # steps apart, with the global norm level: its 64 units falling silent
     # (a new record of bias elements with no gradient; its gradient tensors
@@ -299,7 +305,7 @@ def test_zero_gradients_message_says_what_was_measured(
 ):
     # Measured with the callback's own norms and losses (see REPORTED).
     detection = cases.detect(cases.BY_NAME[name])
-    (finding, reported), *_ = detection.training
+    finding, reported = detection.first("vanishing_gradients")
     assert (finding.layer, finding.step, reported, finding.value) == (
         None,
         start,
@@ -385,6 +391,58 @@ def test_zero_gradients_finding_round_trips_through_tensorboard(tmp_path):
     detection = cases.detect(cases.BY_NAME["zero_gradients"], log_dir=str(tmp_path))
     run = reader.read_run(reader.find_runs(str(tmp_path))[0])
     assert run.findings == [f for f, _ in detection.reported]
-    assert [(f.mode, f.layer, f.step) for f in run.findings] == [
-        ("vanishing_gradients", None, 17)
+    assert [(f.mode, f.step) for f in run.findings] == [
+        ("exploding_gradients", 16),
+        ("vanishing_gradients", 17),
     ]
+
+
+class _NormsBefore(keras.callbacks.Callback):
+    """Each weighted layer's weight norm before the given steps
+    (`get_weights`, in float64), into `norms[step]`."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.norms, self.step = steps, {}, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step in self.steps:
+            self.norms[self.step] = {
+                layer.name: math.sqrt(
+                    sum((w.astype("float64") ** 2).sum() for w in layer.get_weights())
+                )
+                for layer in self.model.layers
+                if layer.weights
+            }
+        self.step += 1
+
+
+def test_an_update_that_saturates_the_output_is_an_explosion():
+    # zero_gradients: the update at lr 50 (step 16) saturates the softmax
+    # heads, and every gradient is exactly 0 after it. Recordings at steps
+    # 15 and 17 (dense at the start): step 17's weights against step 15's,
+    # the loss up 10x since the jump.
+    case = cases.BY_NAME["zero_gradients"]
+    detection = cases.detect(case)
+    finding, reported = detection.first(cases.EXPLODING)
+    assert (finding.step, reported) == (16, 17)
+    # The same fit without the callback, its weights read before steps 15
+    # and 17: the named layer is the one that grew the most, by the value
+    # (the session cleared first, for the same layer names).
+    keras.backend.clear_session()
+    setup = case.build()
+    norms = _NormsBefore({15, 17})
+    kwargs = setup.fit_kwargs()
+    setup.model.fit(
+        setup.x, setup.y, **{**kwargs, "callbacks": [*kwargs["callbacks"], norms]}
+    )
+    before, after = norms.norms[15], norms.norms[17]
+    growth = {name: (after[name] - before[name]) / before[name] for name in before}
+    assert finding.layer == max(growth, key=growth.get)
+    assert growth[finding.layer] > 1
+    assert finding.value == pytest.approx(growth[finding.layer], rel=1e-4)
+    assert finding.message.startswith(
+        "The learning rate jumped from 0.05 to 50 at step 16, and the weights of "
+        f"layer '{finding.layer}' grew from norm {before[finding.layer]:.3g} (step "
+        f"15) to {after[finding.layer]:.3g} (step 17)"
+    )
