@@ -98,8 +98,9 @@ two recordings spanning `patience_steps` are enough.
 
 The families live in their own modules, mixed into `HealthRules`:
 `step_rules` (every step's norm: explosions, jumps), `stop_rules`
-(non-finite steps, zero gradients), `gradient_rules` (vanishing gradients,
-oversized updates) and `activation_rules` (dead units, saturation);
+(non-finite steps, zero gradients), `gradient_rules` (vanishing gradients),
+`update_rules` (oversized updates) and `activation_rules` (dead units,
+saturation);
 `rule_support` holds the fixes, the streak counters and the bookkeeping
 they share.
 """
@@ -140,6 +141,7 @@ from keras_actloss.diagnostics.start_rules import StartRules, normalized_head
 from keras_actloss.diagnostics.step_rules import NormRules
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
+from keras_actloss.diagnostics.update_rules import UpdateRules
 from keras_actloss.findings import Finding
 
 __all__ = [
@@ -165,6 +167,7 @@ class HealthRules(
     NonFiniteRules,
     ZeroGradientRules,
     RecordedGradientRules,
+    UpdateRules,
     ActivationRules,
     ChainRules,
     StartRules,

@@ -1,0 +1,201 @@
+"""Health rules judged on the updates of full recordings.
+
+An update that changes a layer's weights by more than their own norm
+(`exploding_update_ratio`) is a step far too large: reported after
+`patience` recordings, after two with the loss risen (`_blown_up`), or at
+once within the steps watched after a learning-rate jump up
+(`_watched_update`). The rule family `UpdateRules` is mixed into
+`HealthRules`, whose state it uses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.records import StepStats
+from keras_actloss.diagnostics.rule_support import _UNSTABLE, RuleFamily, _finite
+from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
+
+# Within the steps watched after a learning-rate jump up, with the loss up:
+# the median layer's update ratio that is an explosion (100x a healthy 1e-3).
+_WATCH_RATIO = 0.1
+
+
+def _oversized(layer: str, ratio: float, detail: str) -> str:
+    """The head of a finding of updates over the limit: layer, ratio and
+    (in brackets) how many recordings and layers."""
+    return (
+        f"Each update changes the weights of layer '{layer}' by {ratio:.3g} "
+        f"times their own norm ({detail})"
+    )
+
+
+class UpdateRules(RuleFamily):
+    """Updates too large for the weights they change, judged on each
+    recording (`_update_ratios`). Mixed into `HealthRules`; a condition is
+    reported once it holds for `patience` recordings spanning
+    `patience_steps` steps (`_confirmed`), or sooner (see the module).
+    """
+
+    def _update_ratios(self, new, stats: StepStats) -> None:
+        t = self.thresholds
+        self._watched_update(new, stats)
+        for ls in stats.layers:
+            if _finite(ls.weight_norm):
+                self._weight_marks[ls.layer] = (stats.step, ls.weight_norm)
+        blown, judged = [], 0
+        for ls in stats.layers:
+            ratio = ls.update_ratio
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            judged += 1
+            # The recording's largest update, for the cause of a non-finite
+            # step that follows (`NonFiniteRules`).
+            last = self._last_update
+            if last is None or last[0] != stats.step or ratio > last[2]:
+                self._last_update = (stats.step, ls.layer, ratio)
+            key = (F.EXPLODING_GRADIENTS, ls.layer)
+            count, start = self._streaks.update(
+                key, ratio > t.exploding_update_ratio, stats.step
+            )
+            if count == 1:
+                self._update_losses[ls.layer] = stats.loss
+            level = self._update_losses.get(ls.layer) if count > 1 else None
+            if level is not None and self._risen(stats.loss, level):
+                blown.append((ratio, ls.layer, start, count, level))
+            elif self._confirmed(count, start, stats.step):
+                message = (
+                    _oversized(
+                        ls.layer,
+                        ratio,
+                        f"{count} recordings in a row, steps {start}-{stats.step}",
+                    )
+                    + _UNSTABLE
+                )
+                self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
+        # The last update larger than the weights, for the cause of gradients
+        # that fall to 0 after it (`ZeroGradientRules`).
+        last = self._last_update
+        if last and last[0] == stats.step and last[2] > t.exploding_update_ratio:
+            self._last_oversized = last
+        if blown:
+            self._blown_up(new, stats, blown, judged)
+
+    def _blown_up(self, new, stats: StepStats, blown: list, judged: int) -> None:
+        """Reports, without waiting for `patience`, updates over
+        `exploding_update_ratio` for 2 recordings in a row while the loss
+        rose `_DIVERGE_RISE` times its level where they began (and above
+        where training began): the step size blows the model up (from the
+        first step, SGD far too fast even with `clipnorm`). One finding, on
+        the layer with the largest update; the others over the limit are
+        not reported again."""
+        ratio, layer, start, count, level = max(blown)
+        detail = (
+            f"{len(blown)} of {judged} layers over "
+            f"{self.thresholds.exploding_update_ratio:g}x, {count} recordings in a "
+            f"row, steps {start}-{stats.step}"
+        )
+        message = (
+            _oversized(layer, ratio, detail)
+            + f" and the loss rose from {level:.3g} to {stats.loss:.3g}"
+            + _UNSTABLE
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, layer, start, ratio, message)
+        self._reported.update((F.EXPLODING_GRADIENTS, b[1]) for b in blown)
+
+    def _watched_update(self, new, stats: StepStats) -> None:
+        """Reports at once, within the steps watched after a learning-rate
+        jump up (`RateWatch`), a recording whose update of some layer
+        exceeds `exploding_update_ratio` with the loss `exploding_loss_rise`
+        times its level before the jump (or unknown), or whose median
+        layer's update is `_WATCH_RATIO` of its weights with the loss 3
+        times that level and above where training began (`_diverged`).
+        The jump explains it, so one recording is enough: Adam and
+        BatchNorm bring the loss and the norm back within a step or two
+        while the updates stay far too large. Names the layer with the
+        largest update and ends the watch."""
+        watch = self._watch
+        if watch is None or not 0 <= stats.step - watch.step <= _WATCH_STEPS:
+            return
+        limit = self.thresholds.exploding_update_ratio
+        ratios = sorted(
+            (ls.update_ratio, ls.layer)
+            for ls in stats.layers
+            if _finite(ls.update_ratio)
+        )
+        if not ratios:
+            return
+        ratio, layer = ratios[-1]
+        before, after = watch.rates
+        loss, level = stats.loss, watch.loss
+        # A layer whose weights were still near 0 (zero-initialised, as a
+        # residual block's last normalization scale) can move by more than
+        # their norm in healthy training: only with the loss up as well.
+        rising = level is None or self._loss_rising(loss, level)
+        over = sum(1 for r, _ in ratios if r > limit) if rising else 0
+        jumped = (
+            f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
+            f"{watch.step}, and "
+        )
+        # Only with the loss diverged as well: the weights' growth alone is
+        # no explosion (a zero-initialised layer grows from nearly nothing).
+        grown = None
+        if not over and _finite(loss, level) and self._diverged(loss):
+            grown = self._grown_weights(stats)
+        if over:
+            message = jumped + (
+                f"the update of step {stats.step} changed the weights of layer "
+                f"'{layer}' by {ratio:.3g} times their own norm ({over} of "
+                f"{len(ratios)} layers over {limit:g}x)"
+            )
+        elif grown is not None:
+            ratio, layer, (mark, before_norm), now = grown
+            message = jumped + (
+                f"the weights of layer '{layer}' grew from norm {before_norm:.3g} "
+                f"(step {mark}) to {now:.3g} (step {stats.step}): the update "
+                f"at the new rate changed them by at least {ratio:.3g} times "
+                f"their own norm, and the loss rose from {level:.3g} to {loss:.3g}"
+            )
+        else:
+            median = float(np.median([r for r, _ in ratios]))
+            if not (median >= _WATCH_RATIO and self._diverged(loss)):
+                return
+            message = jumped + (
+                f"at step {stats.step} the loss was {loss:.3g} (its level before "
+                f"the jump {level:.3g}) while the median layer's update "
+                f"changed its weights by {median:.2g} of their norm (up to "
+                f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
+            )
+        message += _UNSTABLE
+        step = watch.step if grown is not None else stats.step
+        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
+        self._watch = None
+
+    def _grown_weights(self, stats: StepStats) -> tuple | None:
+        """The layer whose weights grew the most, relative to their norm,
+        between the last recording before the watched jump and this one,
+        when more than `exploding_update_ratio`: (growth, layer, (step,
+        norm) before, norm now), else None.
+
+        The recordings need not include the jumped step itself: its update
+        is at least the growth of the weights' norm across it (triangle
+        inequality), so a step that throws the weights far out is seen
+        even when every gradient after it is exactly 0 (an output it
+        saturated), with no update left to measure.
+        """
+        marks, watch = self._weight_marks, self._watch
+        found = None
+        for ls in stats.layers:
+            mark = marks.get(ls.layer)
+            if mark is None or mark[0] > watch.step or not _finite(ls.weight_norm):
+                continue
+            before = mark[1]
+            growth = (ls.weight_norm - before) / before if before > 0 else 0.0
+            if growth > self.thresholds.exploding_update_ratio and (
+                found is None or growth > found[0]
+            ):
+                found = (growth, ls.layer, mark, ls.weight_norm)
+        return found
