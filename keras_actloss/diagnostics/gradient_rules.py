@@ -16,7 +16,12 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
-from keras_actloss.diagnostics.rule_support import _WEIGHTS_FIX, RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import (
+    _FALLEN_FIX,
+    _WEIGHTS_FIX,
+    RuleFamily,
+    _finite,
+)
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
 
@@ -28,6 +33,15 @@ from keras_actloss.profiles import SIGMOID, TANH
 # layers caught up. It neither extends nor breaks a streak there.
 _QUIET_REFERENCE = 0.1
 _LEVELS = 8
+# A layer whose gradient RMS fell to this share of its level in its first
+# `_EARLY_RECORDINGS` recordings (their largest) while the loss stayed at
+# `_STILL_LOSS` of its first value or more has collapsed, not kept small by
+# nature: Adam's steps keeping their size do not make it a learning layer
+# (`_keeps_pace`). A transformer under Adam at lr 0.1: its lower layers'
+# gradients fell 180-310x within 5 steps, the loss at chance from then on.
+_FALLEN = 1e-2
+_EARLY_RECORDINGS = 3
+_STILL_LOSS = 0.9
 # A tanh-like layer (derivative 1 at 0) between a vanishing layer and the
 # output is named as a cause unless fewer than this share of its outputs were
 # in the flat tails: its pre-activations then spread less than about N(0,
@@ -114,11 +128,16 @@ def vanishing_layers(
 
 
 def _judged(
-    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+    stats: StepStats,
+    layers: list[LayerInfo],
+    t: Thresholds,
+    fallen: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, tuple[float, float]], float] | None:
     """`vanishing_layers`, with the reference level it judged against (the
     median gradient RMS of the layers near the output; the largest such
-    level when the layers are judged in groups).
+    level when the layers are judged in groups). The layers in `fallen`
+    collapsed from their own early level (`_FALLEN`): judged on their
+    gradients alone.
 
     The layers updated by each `apply` call of the step
     (`StepStats.apply_groups`: a GAN's generator and discriminator) are
@@ -135,7 +154,7 @@ def _judged(
     found, levels = {}, []
     saturation = {ls.layer: ls.saturation for ls in stats.layers}
     for rows in groups.values():
-        judged = _judged_rows(rows, distance, layers, saturation, t)
+        judged = _judged_rows(rows, distance, layers, saturation, t, fallen)
         if judged is not None:
             found.update(judged[0])
             levels.append(judged[1])
@@ -148,6 +167,7 @@ def _judged_rows(
     layers: list[LayerInfo],
     saturation: dict[str, float | None],
     t: Thresholds,
+    fallen: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, tuple[float, float]], float] | None:
     """`_judged` on the rows of one group of layers (`saturation`: each
     measured layer's share of outputs in the flat tails)."""
@@ -188,7 +208,10 @@ def _judged_rows(
         if (
             nearest < math.sqrt(t.vanishing_ratio)
             and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
-            and not _keeps_pace(ls, reference, distance, layers, saturation, t)
+            and (
+                ls.layer in fallen
+                or not _keeps_pace(ls, reference, distance, layers, saturation, t)
+            )
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
     return found, ref_rms
@@ -255,7 +278,8 @@ class RecordedGradientRules(RuleFamily):
     def _vanishing(self, new, stats: StepStats) -> None:
         t = self.thresholds
         converged = self._converged(stats)
-        judged = None if converged else _judged(stats, self.layers, t)
+        fallen = self._fallen(stats)
+        judged = None if converged else _judged(stats, self.layers, t, fallen)
         if judged is None:
             self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
             return
@@ -274,6 +298,8 @@ class RecordedGradientRules(RuleFamily):
             if hit and self._confirmed(count, start, stats.step):
                 rms, ratio = found[ls.layer]
                 why, fix = self._shrinks(ls.layer, stats)
+                if fix == _WEIGHTS_FIX and ls.layer in fallen:
+                    why, fix = self._fell(ls.layer, rms, stats.loss), _FALLEN_FIX
                 span = f"{count} recordings in a row (steps {start}-{stats.step})"
                 if self._unjudged[ls.layer]:
                     span = (
@@ -289,6 +315,37 @@ class RecordedGradientRules(RuleFamily):
                 self._add(
                     new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix
                 )
+
+    def _fallen(self, stats: StepStats) -> frozenset[str]:
+        """The layers whose gradient RMS fell to `_FALLEN` of their level
+        in their first `_EARLY_RECORDINGS` recordings (the largest, kept in
+        `_early_rms`) while the loss of this recording is at least
+        `_STILL_LOSS` of the first one: a collapse, not learning."""
+        early = self._early_rms
+        for ls in stats.layers:
+            seen = early.setdefault(ls.layer, [])
+            if len(seen) < _EARLY_RECORDINGS and _finite(ls.grad_rms):
+                seen.append(ls.grad_rms)
+        first, loss = self._first_loss, stats.loss
+        if not _finite(first, loss) or loss - first < (_STILL_LOSS - 1) * abs(first):
+            return frozenset()
+        return frozenset(
+            ls.layer
+            for ls in stats.layers
+            if len(early[ls.layer]) == _EARLY_RECORDINGS
+            and _finite(ls.grad_rms)
+            and ls.grad_rms <= _FALLEN * max(early[ls.layer])
+        )
+
+    def _fell(self, layer: str, rms: float, loss: float) -> str:
+        """Why a fallen layer's gradients vanish (`_fallen`)."""
+        level = max(self._early_rms[layer])
+        return (
+            f"its gradient RMS fell {level / rms:.3g}x from {level:.3g} in the "
+            f"first steps while the loss stayed at {loss:.3g} against "
+            f"{self._first_loss:.3g} at first: the first updates took the model "
+            "where the gradient no longer reaches it, as steps far too large do"
+        )
 
     def _quiet_reference(self, level: float) -> bool:
         """Whether the layers near the output got under `_QUIET_REFERENCE`

@@ -104,6 +104,13 @@ _WEIGHTS_FIX = (
     "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
     "`'he_normal'`), and add batch normalization or skip connections."
 )
+# The fix of vanishing gradients that fell from their own early level while
+# the loss did not fall: the first steps were too large.
+_FALLEN_FIX = (
+    "Lower the learning rate (Adam: 1e-3 or less) or warm it up over the first "
+    "few hundred steps, and clip gradients (e.g. `clipnorm=1.0` in the "
+    "optimizer)."
+)
 # A NaN after normal gradient norms: the data or the loss, not the step size.
 _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "

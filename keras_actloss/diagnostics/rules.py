@@ -288,6 +288,8 @@ class HealthRules(
         self._watch = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
+        # Each layer's gradient RMS at its first recordings (`_fallen`).
+        self._early_rms: dict[str, list[float]] = {}
         # Each layer's weight norm at its last recording: (step, norm), for
         # the growth across a learning-rate jump (`_grown_weights`).
         self._weight_marks: dict[str, tuple[int, float]] = {}

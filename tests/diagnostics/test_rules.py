@@ -434,6 +434,62 @@ class TestNonFiniteCause:
         assert found[1].fix == FIXES[F.EXPLODING_GRADIENTS]
 
 
+class TestFallenLayers:
+    """Layers whose gradients fell 100x from their own first recordings
+    while the loss did not fall are judged on their gradients alone: Adam's
+    steps keeping their size (`_keeps_pace`) do not make them learn. A small
+    transformer under Adam at lr 0.1 (`/tmp` probe): the loss 1.37 -> 4.2
+    -> 4.9 in the first steps, then at chance; its lower layers' gradient
+    RMS fell 180-310x by step 5 while the head's stayed; accuracy at chance
+    after 192 steps (0.69 at lr 1e-3)."""
+
+    EARLY = [1.3e-2, 2e-2, 3e-2, 8e-2]
+    # dense_0: 7e-5 / median(5e-3, 0.14) = 9.7e-4 < 1e-2, max 2.8e-4 < 1e-2 *
+    # median(2e-2, 0.56) = 2.9e-3, RMS < 3e-4, dense_1 next at 1.7e-3 < 0.1;
+    # dense_1 likewise (dense_2 next at 0.069). Update ratios all 0.1: each
+    # keeps pace (0.1 >= 0.1 * 0.1).
+    LATE = [7e-5, 1.2e-4, 5e-3, 1.4e-1]
+
+    def _run(self, late=LATE, loss=1.46):
+        rules = HealthRules(mlp(["relu"] * 3))
+        seq = [
+            recording(s, self.EARLY, update_ratio=[0.3] * 4, loss=v)
+            for s, v in enumerate([1.37, 4.2, 4.9])
+        ]
+        seq += [
+            recording(s, late, update_ratio=[0.1] * 4, loss=loss) for s in range(3, 9)
+        ]
+        return run(rules, seq)
+
+    def test_reported_with_its_fall_and_the_step_size_fix(self):
+        # dense_0 7e-5 <= 1e-2 * 1.3e-2 and dense_1 1.2e-4 <= 1e-2 * 2e-2,
+        # the loss 1.46 >= 0.9 * 1.37: 3 recordings over 5 steps (3-7).
+        found = self._run()
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, "dense_0", 3),
+            (F.VANISHING_GRADIENTS, "dense_1", 3),
+        ]
+        assert found[0].message == (
+            "Layer 'dense_0' gets gradients with RMS 7e-05, 0.00097 times those "
+            "of the layers near the output, for 5 recordings in a row (steps "
+            "3-7): it has almost stopped learning (its gradient RMS fell 186x "
+            "from 0.013 in the first steps while the loss stayed at 1.46 "
+            "against 1.37 at first: the first updates took the model where the "
+            "gradient no longer reaches it, as steps far too large do)."
+        )
+        assert {f.fix for f in found} == {rule_support._FALLEN_FIX}
+
+    @pytest.mark.parametrize(
+        "late, loss",
+        [(LATE, 1.2), ([1.4e-4, 2.1e-4, 5e-3, 1.4e-1], 1.46)],
+        ids=["loss_fell", "fell_less"],
+    )
+    def test_not_reported_while_it_keeps_pace(self, late, loss):
+        # The loss 1.2 < 0.9 * 1.37 = 1.233: the model learns. Or dense_0
+        # 1.4e-4 > 1.3e-4 and dense_1 2.1e-4 > 2e-4: fell less than 100x.
+        assert self._run(late, loss) == []
+
+
 class TestUnscaledTargets:
     """An explosion under a regression loss whose targets are far from unit
     scale (`HealthRules.target_scale`, set by the callback) names them and

@@ -347,6 +347,41 @@ def explode_float16() -> Setup:
     return Setup(model, x, 1e3 * y, epochs=1)
 
 
+def _encoder_block(h, name: str):
+    """A post-norm transformer block: self-attention and a ReLU feed-forward
+    layer, each with a residual connection and LayerNormalization."""
+    attention = keras.layers.MultiHeadAttention(4, 8, name=f"{name}_attention")
+    h = keras.layers.LayerNormalization(name=f"{name}_norm_1")(h + attention(h, h))
+    f = keras.layers.Dense(64, activation="relu", name=f"{name}_ff_1")(h)
+    f = keras.layers.Dense(32, name=f"{name}_ff_2")(f)
+    return keras.layers.LayerNormalization(name=f"{name}_norm_2")(h + f)
+
+
+def attention_adam_high(rate: float = 0.1) -> Setup:
+    """A two-block transformer encoder classifying sequences of 20 steps (4
+    classes) under Adam at lr 0.1 (`rate`), where lr 1e-3 learns: the first
+    updates change the weights of the layers by 15-60% of their norm and
+    raise the loss 7x; from step 5 the gradients of the first block are
+    about 100-1000x smaller than in the first steps while the head's are
+    not, and the loss is back at chance and stays there: the first block
+    has stopped learning (vanishing gradients, from a step size far too
+    large)."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1024, 20, 8)).astype("float32")
+    w = rng.normal(size=(8, 4))
+    noise = 0.3 * rng.normal(size=(1024, 4))
+    y = np.argmax(np.tanh(3 * x.mean(axis=1) @ w) + noise, axis=1).astype("int32")
+    inputs = keras.Input((20, 8))
+    h = keras.layers.Dense(32, name="embed")(inputs)
+    h = _encoder_block(_encoder_block(h, "block_1"), "block_2")
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    outputs = keras.layers.Dense(4, activation="softmax", name="out")(h)
+    model = keras.Model(inputs, outputs)
+    _compiled(model, keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=1)
+
+
 JUMP_EPOCH = 6
 JUMP_STEPS_PER_EPOCH = 25
 
@@ -845,6 +880,7 @@ FAILURES = [
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
+    Case("attention_adam_high", attention_adam_high, {VANISHING: 5}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case(
         "lr_jump_adam_bn",

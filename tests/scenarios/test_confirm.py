@@ -174,6 +174,43 @@ def test_huge_init_adam():
 
 
 @confirm_on_tensorflow
+def test_attention_adam_high():
+    c = cases.confirm(cases.BY_NAME["attention_adam_high"])
+    # The same model and batches at lr 1e-3: it learns.
+    twin = cases.confirm(
+        cases.Case("twin", lambda: cases.attention_adam_high(1e-3), {})
+    )
+    uninformed = math.log(4)  # Cross-entropy of knowing nothing, 4 classes.
+    # Adam's first update changes every layer's weights by a tenth of their
+    # norm or more (0.14-0.70; the twin's at most 0.01), and the next loss
+    # is over 5x the first.
+    assert min(r[0] for r in c.update_ratio.values()) > 0.1
+    assert max(r[0] for r in twin.update_ratio.values()) <= 0.01
+    assert c.losses[1] > 5 * c.losses[0]
+    # From step 5 the first block's gradients (and the embedding's) are at
+    # most 1e-2 of their level in the first 3 steps (median over the steps
+    # left), the output layer's not: the lower layers stopped learning.
+    steps = slice(5, None)
+
+    def fallen(result, name):
+        rms = result.layer_rms[name]
+        return float(np.median(rms[steps])) / max(rms[:3])
+
+    first = [n for n in c.weighted if n == "embed" or n.startswith("block_1")]
+    assert len(first) == 6
+    assert max(fallen(c, n) for n in first) <= 1e-2
+    assert fallen(c, "out") > 5e-2
+    assert min(fallen(twin, n) for n in twin.weighted) > 0.1
+    # The loss is back at chance and stays there; the twin's falls.
+    assert 0.9 < np.median(c.losses[steps]) / uninformed < 1.2
+    assert c.final_accuracy < 0.4 and twin.final_accuracy > 0.55
+    assert twin.final_loss < 0.75 * uninformed
+    # Not dead units (at most 48% of a layer) nor NaN.
+    assert max(c.max_dead(s) for s in range(len(c.losses))) < 0.5
+    assert finite(c, range(len(c.losses)))
+
+
+@confirm_on_tensorflow
 def test_lr_jump():
     case = cases.BY_NAME["lr_jump"]
     c = cases.confirm(case)
