@@ -3,8 +3,8 @@ streak counters, their common bookkeeping and small numeric helpers.
 
 `keras_actloss.diagnostics.rules.HealthRules` reports each finding with a fix
 from here; its rule families (`step_rules`, `stop_rules`,
-`gradient_rules`, `activation_rules`) derive from `RuleFamily` and count
-their streaks with `_Streaks`.
+`gradient_rules`, `update_rules`, `activation_rules`, ...) derive from
+`RuleFamily` and count their streaks with `_Streaks`.
 """
 
 from __future__ import annotations

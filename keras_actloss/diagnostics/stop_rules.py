@@ -182,30 +182,6 @@ class NonFiniteRules(RuleFamily):
             _OVERFLOW_FIX,
         )
 
-    def _blown_before_zero(self, new, big: tuple, start: int) -> None:
-        """Reports the oversized update `big` (step, layer, ratio) that a
-        run of zero gradients from `start` follows as the explosion it is,
-        as a NaN that follows one is (`NonFiniteRules`), when the loss of
-        the zero steps is `_DIVERGE_RISE` times the first loss of training
-        and no explosion was reported since shortly before: one step threw
-        the weights so far out that the output saturated (a learning rate
-        far too large from the start, as SGD at 3 on a small transformer).
-        """
-        first, level = self._first_loss, _median(self._zero_losses)
-        if not _finite(first, level) or self._explosion_before(start):
-            return
-        if level - first < (_DIVERGE_RISE - 1) * abs(first):
-            return
-        step, layer, ratio = big[:3]
-        message = (
-            f"The update of step {step} changed the weights of layer '{layer}' "
-            f"by {ratio:.3g} times their own norm, and the loss rose from "
-            f"{first:.3g} at the first step to about {level:.3g}, where every "
-            f"gradient has been exactly 0 since step {start} (a saturated "
-            "output)" + _UNSTABLE
-        )
-        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
-
     def _explosion_before(self, step: int) -> F.Finding | None:
         """The last explosion reported within `_EXPLOSION_STEPS` steps
         before `step` (its finding's step), if any."""
@@ -240,7 +216,9 @@ class NonFiniteRules(RuleFamily):
 class ZeroGradientRules(RuleFamily):
     """Every gradient zero for `patience_steps` steps while the loss is high.
 
-    Mixed into `HealthRules`; reported as the model's vanishing gradients.
+    Mixed into `HealthRules`; reported as the model's vanishing gradients,
+    and the oversized update just before them, if recorded, as the
+    explosion that saturated the output (`_blown_before_zero`).
     """
 
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
@@ -315,3 +293,27 @@ class ZeroGradientRules(RuleFamily):
         self._add(
             new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, fix
         )
+
+    def _blown_before_zero(self, new, big: tuple, start: int) -> None:
+        """Reports the oversized update `big` (step, layer, ratio) that a
+        run of zero gradients from `start` follows as the explosion it is,
+        as a NaN that follows one is (`NonFiniteRules`), when the loss of
+        the zero steps is `_DIVERGE_RISE` times the first loss of training
+        and no explosion was reported since shortly before: one step threw
+        the weights so far out that the output saturated (a learning rate
+        far too large from the start, as SGD at 3 on a small transformer).
+        """
+        first, level = self._first_loss, _median(self._zero_losses)
+        if not _finite(first, level) or self._explosion_before(start):
+            return
+        if level - first < (_DIVERGE_RISE - 1) * abs(first):
+            return
+        step, layer, ratio = big[:3]
+        message = (
+            f"The update of step {step} changed the weights of layer '{layer}' "
+            f"by {ratio:.3g} times their own norm, and the loss rose from "
+            f"{first:.3g} at the first step to about {level:.3g}, where every "
+            f"gradient has been exactly 0 since step {start} (a saturated "
+            "output)" + _UNSTABLE
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)

@@ -111,12 +111,14 @@ class UpdateRules(RuleFamily):
         jump up (`RateWatch`), a recording whose update of some layer
         exceeds `exploding_update_ratio` with the loss `exploding_loss_rise`
         times its level before the jump (or unknown), or whose median
-        layer's update is `_WATCH_RATIO` of its weights with the loss 3
-        times that level and above where training began (`_diverged`).
-        The jump explains it, so one recording is enough: Adam and
-        BatchNorm bring the loss and the norm back within a step or two
-        while the updates stay far too large. Names the layer with the
-        largest update and ends the watch."""
+        layer's update is `_WATCH_RATIO` of its weights, or whose weights
+        grew by more than `exploding_update_ratio` times their norm since
+        the last recording before the jump (`_grown_weights`), with the
+        loss 3 times that level and above where training began
+        (`_diverged`). The jump explains it, so one recording is enough:
+        Adam and BatchNorm bring the loss and the norm back within a step
+        or two while the updates stay far too large. Names the layer with
+        the largest update (or growth) and ends the watch."""
         watch = self._watch
         if watch is None or not 0 <= stats.step - watch.step <= _WATCH_STEPS:
             return
