@@ -157,7 +157,7 @@ class UpdateRules(RuleFamily):
             ratio, layer, (mark, before_norm), now = grown
             message = jumped + (
                 f"the weights of layer '{layer}' grew from norm {before_norm:.3g} "
-                f"(step {mark}) to {now:.3g} (step {stats.step}): the update "
+                f"(step {mark}) to {now:.3g} (step {stats.step}): the updates "
                 f"at the new rate changed them by at least {ratio:.3g} times "
                 f"their own norm, and the loss rose from {level:.3g} to {loss:.3g}"
             )

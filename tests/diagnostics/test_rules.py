@@ -2183,7 +2183,7 @@ class TestWeightsGrownAcrossARateJump:
         assert found[0].message == (
             "The learning rate jumped from 0.01 to 10 at step 6, and the weights "
             "of layer 'dense_1' grew from norm 2.32 (step 5) to 9.66 (step 7): "
-            "the update at the new rate changed them by at least 3.16 times "
+            "the updates at the new rate changed them by at least 3.16 times "
             "their own norm, and the loss rose from 1 to 11.1: the steps are far "
             "too large and training is unstable."
         )

@@ -66,7 +66,8 @@ REPORTED = {
     "huge_init_adam": {"exploding_gradients": 4},
     # The first block's gradients at 1e-2 of their first recordings' from
     # step 5 with the loss at chance, while Adam's steps keep their size:
-    # 3 recordings over 5 steps (5-9), reported at 9 on both backends.
+    # recordings dense from the start, 3 or more over 5 steps (5-9),
+    # reported at 9 on both backends.
     "attention_adam_high": {"vanishing_gradients": 9},
     # The recording of step 151 (dense again from the jump at 150) has an
     # update larger than the weights (the norm is 194 there and 4.1e5 at
