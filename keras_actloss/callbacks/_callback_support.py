@@ -5,7 +5,7 @@ The backend's hooks and who writes the logs (`_check_backend`,
 and the conversion of the hooks' read-out of a recording into the
 `StepStats` the rules and the writer take (`step_stats`, `input_scale`,
 `data_saturations`), the uninformed loss level the rules compare the first
-steps' loss with (`uninformed_loss`),
+steps' loss with (`uninformed_loss`), the optimizer's clipping (`clipping`),
 with the schedule of recordings (`recording_gap`).
 """
 
@@ -176,6 +176,19 @@ def uninformed_loss(model) -> tuple[float, str] | None:
         return math.log(units), f"cross-entropy over {units} classes"
     if found.name == "binary_crossentropy":
         return math.log(2), "binary cross-entropy, probability 0.5"
+    return None
+
+
+def clipping(model) -> str | None:
+    """`HealthRules.clipping`: the gradient clipping of the model's optimizer
+    (under loss scaling, of the optimizer it wraps) as it is set, e.g.
+    `"global_clipnorm=1.0"`; None where it does not clip."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    for name in ("global_clipnorm", "clipnorm", "clipvalue"):
+        value = getattr(optimizer, name, None)
+        if value is not None:
+            return f"{name}={value:g}"
     return None
 
 

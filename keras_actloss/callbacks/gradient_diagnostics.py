@@ -15,6 +15,7 @@ from keras_actloss.callbacks._callback_support import (
     _check_backend,
     _hooks_class,
     check_arguments,
+    clipping,
     input_scale,
     recording_gap,
     step_stats,
@@ -199,6 +200,9 @@ class GradientDiagnostics(
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
       5 such steps in a row, judged on every step (a saturated
       softmax/sigmoid output under a loss that clips its probabilities);
+      when every output layer has a ReLU-like activation, the same 5
+      steps are `dead_relu` on the output layer instead (its gradient is
+      0 only where it outputs 0, so it did for every sample);
       for a step of several optimizers' `apply` calls (a GAN), when the
       gradient norm of each one's layers fell to 1e-2 of its first 5
       recordings' or less, the loss, when known, neither converged nor
@@ -370,6 +374,7 @@ class GradientDiagnostics(
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
+            self._rules.clipping = clipping(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from collections.abc import Iterable
 
 from keras_actloss import findings as F
@@ -61,6 +62,14 @@ _ZERO_START_FIX = (
     "and the loss with `from_logits=True`, whose gradient is never zero while "
     "the loss is high; and check that the loss is differentiable in the "
     "predictions (no rounding, `argmax` or thresholds)."
+)
+# Every gradient zero under an output whose activation is 0 with no gradient
+# below a threshold (ReLU): that output is off for every sample.
+_DEAD_OUTPUT_FIX = (
+    "Use a linear output layer (no activation) for regression, or `softplus` "
+    "where the predictions must be positive: a ReLU output passes no gradient "
+    "for any sample whose prediction it holds at 0, and cannot reach targets "
+    "below 0. Lower the learning rate if a large step pushed it there."
 )
 # An explosion over the ceiling from the first step on: no step size was ever
 # healthy, so the scale of the data or of the weights is the cause.
@@ -120,6 +129,8 @@ _DATA_FIX = (
 _UNSTABLE = ": the steps are far too large and training is unstable."
 
 
+# A fix's advice to clip gradients, reworded where the optimizer clips.
+_CLIP_ADVICE = re.compile(r"clip gradients \([^)]*\)")
 # The fixes of an explosion, which unscaled regression targets replace.
 _EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
@@ -270,6 +281,13 @@ class RuleFamily:
                     "them."
                 )
             fix = _TARGETS_FIX
+        if self.clipping is not None:
+            # Every fix that advises clipping says "clip gradients (...)".
+            fix = _CLIP_ADVICE.sub(
+                "keep clipping gradients (the optimizer's "
+                f"`{self.clipping}` bounds each update, not the gradients)",
+                fix,
+            )
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
 
     def _emit(self, new: list[Finding]) -> list[Finding]:

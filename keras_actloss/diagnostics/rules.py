@@ -232,6 +232,12 @@ class HealthRules(
         )
         self._info = {info.name: info for info in self.layers}
         self._distance = _distances(self.layers)
+        # The output layers when each has an activation whose units can die
+        # (a ReLU output): every gradient zero is then their outputs at 0
+        # on every sample (`ZeroGradientRules`).
+        outputs = [i for i in self.layers if self._distance[i.name] == 0]
+        floored = outputs and all(can_die(i.activation) for i in outputs)
+        self._floored_outputs = tuple(i.name for i in outputs) if floored else ()
         self._activity = {
             i.name: UnitActivity(t.min_samples, t.patience)
             for i in self.layers
@@ -260,6 +266,9 @@ class HealthRules(
         # first recorded batch; None for other losses): an explosion with
         # targets far from unit scale names them (`RuleFamily._add`).
         self.target_scale: float | None = None
+        # The optimizer's gradient clipping as set (`"clipnorm=1.0"`; set by
+        # the callback): a fix that advises clipping says it is there.
+        self.clipping: str | None = None
         # The loss of a prediction that knows nothing, and what it is
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.

@@ -18,6 +18,7 @@ from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
+    _DEAD_OUTPUT_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
     _UNSTABLE,
@@ -217,8 +218,11 @@ class ZeroGradientRules(RuleFamily):
     """Every gradient zero for `patience_steps` steps while the loss is high.
 
     Mixed into `HealthRules`; reported as the model's vanishing gradients,
-    and the oversized update just before them, if recorded, as the
-    explosion that saturated the output (`_blown_before_zero`).
+    or as the output layer's dead units where every output has a ReLU-like
+    activation (`_floored_outputs`: the gradient is then zero only where
+    each output is 0 on every sample), and the oversized update just before
+    them, if recorded, as the explosion that saturated the output
+    (`_blown_before_zero`).
     """
 
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
@@ -248,8 +252,11 @@ class ZeroGradientRules(RuleFamily):
         """Reports every gradient zero for `patience_steps` steps in a row
         while the loss stays high: training has stopped."""
         count, start = self._zero_streak(step, norm, loss)
-        reported = (F.VANISHING_GRADIENTS, None) in self._reported
-        if count < self.thresholds.patience_steps or reported:
+        floored = self._floored_outputs
+        mode, layer = F.VANISHING_GRADIENTS, None
+        if floored:
+            mode, layer = F.DEAD_RELU, floored[0]
+        if count < self.thresholds.patience_steps or (mode, layer) in self._reported:
             return
         # Outputs found extreme from the start (`StartRules`) whose loss
         # stays that high: the saturated output they cause.
@@ -264,6 +271,18 @@ class ZeroGradientRules(RuleFamily):
             f"{_median(self._early_losses):.3g} in the first steps): no "
             "gradient reaches any weight, so training has stopped."
         )
+        if floored:
+            names = ", ".join(
+                f"'{name}' ({self._info[name].activation})" for name in floored
+            )
+            one = len(floored) == 1
+            message += (
+                f" The output layer{'' if one else 's'} {names} "
+                f"{'is' if one else 'are'} 0, with no gradient, wherever "
+                f"{'its' if one else 'their'} input is negative, and "
+                f"{'was' if one else 'were'} so for every sample of these "
+                f"batches: {'its' if one else 'their'} units are dead."
+            )
         since = start - self.thresholds.patience_steps
         change = self._rate_change
         if change is not None and since <= change[0]:
@@ -279,9 +298,11 @@ class ZeroGradientRules(RuleFamily):
                 "norm: a step far too large."
             )
             self._blown_before_zero(new, big, start)
-        fix = _ZERO_FIX
+        fix = _DEAD_OUTPUT_FIX if floored else _ZERO_FIX
         # From the first finite step seen: before any update of this training.
-        if start == self._norms.first[0]:
+        if floored and start == self._norms.first[0]:
+            message += " This was so from the first step, before any update."
+        elif start == self._norms.first[0]:
             message += (
                 " This was so from the first step, before any update: the model "
                 "as initialised passes no gradient (an output saturated by "
@@ -290,9 +311,8 @@ class ZeroGradientRules(RuleFamily):
                 "rounds them)."
             )
             fix = _ZERO_START_FIX
-        self._add(
-            new, F.VANISHING_GRADIENTS, None, start, self._zero_peak, message, fix
-        )
+        value = 1.0 if floored else self._zero_peak
+        self._add(new, mode, layer, start, value, message, fix)
 
     def _blown_before_zero(self, new, big: tuple, start: int) -> None:
         """Reports the oversized update `big` (step, layer, ratio) that a

@@ -1,7 +1,8 @@
 """`_callback_support.uninformed_loss`: the loss of a prediction that knows
 nothing, which `HealthRules` compares the first steps' loss with; and
 `target_scale`, the scale of a regression model's targets, which it names
-as the cause of an explosion.
+as the cause of an explosion; and `clipping`, the optimizer's gradient
+clipping, which a fix that advises clipping names.
 
 No TensorFlow import here: this module also runs in `.ci/run`'s JAX stage.
 """
@@ -13,7 +14,11 @@ import numpy as np
 import pytest
 
 import keras_actloss
-from keras_actloss.callbacks._callback_support import target_scale, uninformed_loss
+from keras_actloss.callbacks._callback_support import (
+    clipping,
+    target_scale,
+    uninformed_loss,
+)
 
 
 def model(units, activation, loss, outputs=1):
@@ -171,3 +176,38 @@ def test_no_target_scale(units, activation, loss, labels):
 
 def test_no_target_scale_for_several_outputs():
     assert target_scale(model(1, None, "mse", outputs=2), _TARGETS) is None
+
+
+@pytest.mark.parametrize(
+    "optimizer, expected",
+    [
+        (keras.optimizers.Adam(global_clipnorm=1.0), "global_clipnorm=1"),
+        (keras.optimizers.SGD(clipnorm=0.5), "clipnorm=0.5"),
+        (keras.optimizers.RMSprop(clipvalue=2.0), "clipvalue=2"),
+        (keras.optimizers.Adam(), None),
+        # Under loss scaling: the clipping of the optimizer it wraps.
+        (
+            keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(clipnorm=1.0)),
+            "clipnorm=1",
+        ),
+    ],
+)
+def test_clipping(optimizer, expected):
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    m.compile(optimizer=optimizer, loss="mse")
+    assert clipping(m) == expected
+
+
+def test_no_clipping_when_not_compiled():
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    assert clipping(m) is None
+
+
+def test_the_fit_gives_the_rules_the_clipping():
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    m.compile(optimizer=keras.optimizers.SGD(clipnorm=0.25), loss="mse")
+    diag = GradientDiagnostics(check_model=False)
+    m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
+    assert diag._rules.clipping == "clipnorm=0.25"

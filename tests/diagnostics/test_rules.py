@@ -554,6 +554,52 @@ class TestUnscaledTargets:
         assert "regression targets" not in found[0].message
 
 
+class TestClipping:
+    """Where the optimizer clips (`HealthRules.clipping`, set by the
+    callback), a fix that advises clipping says it is there."""
+
+    def test_an_explosion_with_clipping(self):
+        # As `TestUnscaledTargets.test_targets_near_unit_scale_are_not_named`.
+        rules = HealthRules(mlp(["relu"]))
+        rules.clipping = "global_clipnorm=1"
+        (finding,) = run(rules, events([1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0]))
+        assert finding.mode == F.EXPLODING_GRADIENTS
+        assert finding.fix == (
+            "Lower the learning rate, keep clipping gradients (the optimizer's "
+            "`global_clipnorm=1` bounds each update, not the gradients), and add "
+            "batch normalization."
+        )
+
+    def test_the_nan_and_unscaled_targets_too(self):
+        rules = HealthRules(mlp(["relu"]))
+        rules.clipping, rules.target_scale = "clipnorm=0.5", 315.0
+        exploding, non_finite = run(rules, events([1.0] * 5 + [500.0, math.nan]))
+        assert (
+            exploding.fix
+            == non_finite.fix
+            == (
+                rule_support._TARGETS_FIX.replace(
+                    "clip gradients (`clipnorm=1.0` in the optimizer)",
+                    "keep clipping gradients (the optimizer's `clipnorm=0.5` bounds "
+                    "each update, not the gradients)",
+                )
+            )
+        )
+        assert "clipnorm=1.0" not in exploding.fix
+
+    def test_every_fix_that_advises_clipping_is_reworded(self):
+        # Each fix of the rules that says "clip" says "clip gradients (...)".
+        fixes = [
+            value
+            for name, value in vars(rule_support).items()
+            if name.endswith("FIX") and isinstance(value, str)
+        ] + list(FIXES.values())
+        advising = [fix for fix in fixes if "clip gradients" in fix]
+        assert len(advising) >= 6
+        for fix in advising:
+            assert rule_support._CLIP_ADVICE.search(fix), fix
+
+
 class TestVanishingLayers:
     """`vanishing_layers` at one recording: each condition alone."""
 
@@ -1110,6 +1156,83 @@ class TestZeroGradients:
         assert finding.fix == rule_support._ZERO_START_FIX
         assert "from_logits=True" in finding.fix
         assert "weight initialisation" in finding.fix
+
+    def test_a_relu_output_is_its_dead_units(self):
+        # The run of test_reported_after_patience_steps under a ReLU output:
+        # its gradient is 0 only where it outputs 0, so every gradient 0 is
+        # that output at 0 on every sample: its units dead, on that layer.
+        found = zero_run(
+            [1.0] * 5 + [0.0] * 10,
+            [1.0] * 5 + [10.0] * 10,
+            layers=mlp(["relu"], output="relu"),
+        )
+        ((finding, reported),) = found
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.DEAD_RELU,
+            "dense_1",
+            5,
+            9,
+        )
+        assert finding.value == 1.0 and finding.severity == F.FAILURE
+        assert finding.message == (
+            "The global gradient norm was exactly 0 for 5 steps in a row "
+            "(steps 5-9) while the loss stayed at about 10 (against 1 in the "
+            "first steps): no gradient reaches any weight, so training has "
+            "stopped. The output layer 'dense_1' (relu) is 0, with no gradient, "
+            "wherever its input is negative, and was so for every sample of these "
+            "batches: its units are dead."
+        )
+        assert finding.fix == rule_support._DEAD_OUTPUT_FIX
+
+    def test_a_relu_output_dead_from_the_first_step(self):
+        found = zero_run([0.0] * 8, [6.55] * 8, layers=mlp(["relu"], output="relu6"))
+        ((finding, reported),) = found
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.DEAD_RELU,
+            "dense_1",
+            0,
+            4,
+        )
+        assert finding.message.endswith(
+            "The output layer 'dense_1' (relu6) is 0, with no gradient, wherever "
+            "its input is negative, and was so for every sample of these batches: "
+            "its units are dead. This was so from the first step, before any update."
+        )
+        assert finding.fix == rule_support._DEAD_OUTPUT_FIX
+
+    @pytest.mark.parametrize(
+        "outputs, expected",
+        [
+            # A Dense without activation, then a ReLU layer: the output.
+            ([("dense_1", None, 1), ("act", "relu", 0)], (F.DEAD_RELU, "act")),
+            # Two outputs, each a ReLU: the first named, both in the message.
+            (
+                [("head_a", "relu", 0), ("head_b", "relu", 0)],
+                (F.DEAD_RELU, "head_a"),
+            ),
+            # One of two outputs linear: its gradient is not 0 from the ReLU.
+            (
+                [("head_a", "relu", 0), ("head_b", None, 0)],
+                (F.VANISHING_GRADIENTS, None),
+            ),
+            # Leaky ReLU passes a gradient below 0: no unit of it can die.
+            ([("head_a", "leaky_relu", 0)], (F.VANISHING_GRADIENTS, None)),
+        ],
+    )
+    def test_outputs_by_the_layer_graph(self, outputs, expected):
+        layers = [LayerInfo("dense_0", "Dense", "relu", True, 0, 2)] + [
+            LayerInfo(name, "Dense", act, name != "act", i + 1, distance)
+            for i, (name, act, distance) in enumerate(outputs)
+        ]
+        found = zero_run([1.0] * 5 + [0.0] * 10, [1.0] * 5 + [10.0] * 10, layers=layers)
+        ((finding, _),) = found
+        assert (finding.mode, finding.layer) == expected
+        if expected == (F.DEAD_RELU, "head_a"):
+            assert (
+                "The output layers 'head_a' (relu), 'head_b' (relu) are 0, with no "
+                "gradient, wherever their input is negative, and were so for every "
+                "sample of these batches: their units are dead."
+            ) in finding.message
 
     def test_names_a_recent_learning_rate_jump(self):
         # Lr x1000 at step 5 (its gradient still 1), zeros from step 6.

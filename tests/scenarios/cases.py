@@ -205,6 +205,30 @@ def dead_relu_batch8() -> Setup:
     return setup
 
 
+def dead_relu_output() -> Setup:
+    """A regression MLP whose output layer is a ReLU (targets clipped at 0,
+    so within its range), under SGD at lr 1: the update of step 0 pushes the
+    output's pre-activation below zero for every training sample, and from
+    step 1 the output is 0 everywhere and passes no gradient: every gradient
+    of the model is exactly 0 and training has stopped."""
+    x, y = regression()
+    model = dense_stack(8, ["relu"], 1, "relu")
+    # Glorot-uniform kernels drawn by NumPy, zero biases: the same start on
+    # every backend (Keras's seeded initializers draw differently per
+    # backend, and on JAX's draw the first step also blows up the weights).
+    rng = np.random.default_rng(SEED)
+    model.set_weights(
+        [
+            rng.uniform(-1, 1, w.shape) * math.sqrt(6 / sum(w.shape))
+            if w.ndim == 2
+            else np.zeros(w.shape)
+            for w in model.get_weights()
+        ]
+    )
+    _compiled(model, keras.optimizers.SGD(0.5), "mean_squared_error")
+    return Setup(model, x, np.maximum(y + 2.0, 0.0), epochs=2)
+
+
 def vanishing_sigmoid() -> Setup:
     """Ten sigmoid Dense layers trained with SGD: each multiplies the backward
     signal by at most 0.25 times its weights' gain, so the first layer's
@@ -872,6 +896,7 @@ LR_JUMP_ONSETS = (
 FAILURES = [
     Case("dead_relu", dead_relu, {DEAD: 0}),
     Case("dead_relu_batch8", dead_relu_batch8, {DEAD: 0}),
+    Case("dead_relu_output", dead_relu_output, {DEAD: 1}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
     Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),

@@ -51,6 +51,22 @@ def test_dead_relu(name, steps):
 
 
 @confirm_on_tensorflow
+def test_dead_relu_output():
+    case = cases.BY_NAME["dead_relu_output"]
+    c = cases.confirm(case)
+    # Gradients until step 2; after its update the output is 0 for every
+    # sample: every gradient exactly 0 from step 3 to the end (16 steps).
+    assert all(norm > 0 for norm in c.global_norm[:3])
+    assert c.global_norm[3:] == [0.0] * 13
+    # Predictions of 0 everywhere: the mean squared error is the mean of
+    # the squared targets, and more than at the start.
+    y = case.build().y
+    assert c.final_loss == pytest.approx(float(np.mean(np.square(y))), rel=1e-6)
+    assert c.final_loss > c.initial_loss
+    assert finite(c, range(len(c.losses)))
+
+
+@confirm_on_tensorflow
 def test_vanishing_sigmoid():
     c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
     steps = range(len(c.losses))

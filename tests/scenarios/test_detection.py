@@ -44,6 +44,9 @@ REPORTED = {
     "dead_relu": {"dead_relu": 4},
     # Batches of 8, no unit active: 64 samples over steps 0-7.
     "dead_relu_batch8": {"dead_relu": 7},
+    # Every gradient exactly 0 from step 3 (the ReLU output 0 for every
+    # sample after step 2's update): steps 3-7, reported at 7.
+    "dead_relu_output": {"dead_relu": 7},
     "vanishing_sigmoid": {"vanishing_gradients": 4},
     # One recording per execution of 4 steps (steps 3, 7, ...): two of
     # them span patience_steps (5), so steps 3-7, reported at 7.
