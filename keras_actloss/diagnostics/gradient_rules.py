@@ -380,9 +380,10 @@ class RecordedGradientRules(RuleFamily):
         if linear:
             top = max(saturation.get(name) or 0.0 for name in linear)
             kinds = "/".join(sorted({self._info[n].activation for n in linear}))
+            share = f"at most {top:.2%}" if top > 0 else "none"
             why = (
-                f"the {kinds} layers from it to the output are near-linear (at "
-                f"most {top:.2%} of their outputs in the flat tails), so the "
+                f"the {kinds} layers from it to the output are near-linear "
+                f"({share} of their outputs in the flat tails), so the "
                 "weights shrink the gradient at every layer it passes back "
                 "through"
             )

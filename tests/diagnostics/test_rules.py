@@ -984,6 +984,8 @@ class TestVanishing:
             # (a deep tanh stack initialised with stddev 0.05: 0% saturated,
             # its first layer's RMS 4e-7, 3e-5 of the output layers').
             ("tanh", 0.0008, None),
+            # None of them in the tails: said so, not "at most 0.00%".
+            ("tanh", 0.0, None),
             # At 0.2%, all but dense_3 (0.1%, not under 0.1%: named too) and
             # dense_0 itself (0%).
             ("tanh", 0.002, "'dense_1', 'dense_2', 'dense_3', ..."),
@@ -1010,11 +1012,12 @@ class TestVanishing:
             )
             assert found[0].fix == FIXES[F.VANISHING_GRADIENTS]
         else:
+            share = "at most 0.08%" if saturation else "none"
             assert found[0].message.endswith(
-                "(the tanh layers from it to the output are near-linear (at most "
-                "0.08% of their outputs in the flat tails), so the weights "
-                "shrink the gradient at every layer it passes back through: "
-                "check the weight initialisation)."
+                f"(the tanh layers from it to the output are near-linear ({share} "
+                "of their outputs in the flat tails), so the weights shrink the "
+                "gradient at every layer it passes back through: check the weight "
+                "initialisation)."
             )
             assert "Glorot for tanh" in found[0].fix
 
