@@ -200,9 +200,10 @@ class GradientDiagnostics(
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
       5 such steps in a row, judged on every step (a saturated
       softmax/sigmoid output under a loss that clips its probabilities);
-      when every output layer has a ReLU-like activation, the same 5
-      steps are `dead_relu` on the output layer instead (its gradient is
-      0 only where it outputs 0, so it did for every sample);
+      when every output layer has a ReLU activation (not a capped one,
+      as ReLU6), the same 5 steps are `dead_relu` on the output layer
+      instead (its gradient is 0 only where it outputs 0, so it did for
+      every sample);
       for a step of several optimizers' `apply` calls (a GAN), when the
       gradient norm of each one's layers fell to 1e-2 of its first 5
       recordings' or less, the loss, when known, neither converged nor

@@ -112,6 +112,7 @@ import math
 from collections.abc import Iterable
 
 from keras_actloss import findings as F
+from keras_actloss import registry
 from keras_actloss.diagnostics.activation_rules import (
     ActivationRules,
     UnitActivity,
@@ -160,6 +161,17 @@ def _layer_stats_nan(ls: LayerStats) -> bool:
     alone can be a square beyond float32's range)."""
     values = (ls.grad_norm, ls.grad_rms, ls.grad_max)
     return any(v is not None and math.isnan(v) for v in values)
+
+
+def _floored(activation: str | None) -> bool:
+    """Whether an activation's only flat region is its dead one: its units
+    can die and it has no cap (ReLU; not ReLU6, whose cap is flat too)."""
+    profile = registry.get_profile("activation", activation) if activation else None
+    return (
+        can_die(activation)
+        and profile is not None
+        and profile.saturation_bounds is None
+    )
 
 
 class HealthRules(
@@ -233,10 +245,11 @@ class HealthRules(
         self._info = {info.name: info for info in self.layers}
         self._distance = _distances(self.layers)
         # The output layers when each has an activation whose units can die
-        # (a ReLU output): every gradient zero is then their outputs at 0
-        # on every sample (`ZeroGradientRules`).
+        # and that has no cap (a ReLU output, not ReLU6): every gradient
+        # zero is then their outputs at 0 on every sample
+        # (`ZeroGradientRules`).
         outputs = [i for i in self.layers if self._distance[i.name] == 0]
-        floored = outputs and all(can_die(i.activation) for i in outputs)
+        floored = outputs and all(_floored(i.activation) for i in outputs)
         self._floored_outputs = tuple(i.name for i in outputs) if floored else ()
         self._activity = {
             i.name: UnitActivity(t.min_samples, t.patience)

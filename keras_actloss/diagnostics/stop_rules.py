@@ -218,11 +218,11 @@ class ZeroGradientRules(RuleFamily):
     """Every gradient zero for `patience_steps` steps while the loss is high.
 
     Mixed into `HealthRules`; reported as the model's vanishing gradients,
-    or as the output layer's dead units where every output has a ReLU-like
-    activation (`_floored_outputs`: the gradient is then zero only where
-    each output is 0 on every sample), and the oversized update just before
-    them, if recorded, as the explosion that saturated the output
-    (`_blown_before_zero`).
+    or as the output layer's dead units where every output has a ReLU
+    activation without a cap (`_floored_outputs`: the gradient is then zero
+    only where each output is 0 on every sample), and the oversized update
+    just before them, if recorded, as the explosion that saturated the
+    output (`_blown_before_zero`).
     """
 
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:

@@ -1188,7 +1188,7 @@ class TestZeroGradients:
         assert finding.fix == rule_support._DEAD_OUTPUT_FIX
 
     def test_a_relu_output_dead_from_the_first_step(self):
-        found = zero_run([0.0] * 8, [6.55] * 8, layers=mlp(["relu"], output="relu6"))
+        found = zero_run([0.0] * 8, [6.55] * 8, layers=mlp(["relu"], output="relu"))
         ((finding, reported),) = found
         assert (finding.mode, finding.layer, finding.step, reported) == (
             F.DEAD_RELU,
@@ -1197,7 +1197,7 @@ class TestZeroGradients:
             4,
         )
         assert finding.message.endswith(
-            "The output layer 'dense_1' (relu6) is 0, with no gradient, wherever "
+            "The output layer 'dense_1' (relu) is 0, with no gradient, wherever "
             "its input is negative, and was so for every sample of these batches: "
             "its units are dead. This was so from the first step, before any update."
         )
@@ -1220,6 +1220,8 @@ class TestZeroGradients:
             ),
             # Leaky ReLU passes a gradient below 0: no unit of it can die.
             ([("head_a", "leaky_relu", 0)], (F.VANISHING_GRADIENTS, None)),
+            # ReLU6 is flat above its cap too: not necessarily dead units.
+            ([("head_a", "relu6", 0)], (F.VANISHING_GRADIENTS, None)),
         ],
     )
     def test_outputs_by_the_layer_graph(self, outputs, expected):
