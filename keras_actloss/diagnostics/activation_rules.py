@@ -20,7 +20,8 @@ from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
-# `_SETTLE_RISE` of its first value or a recorded one by `_SETTLE_JUMP`, are
+# `_SETTLE_RISE` of its first value or a recorded one by `_SETTLE_JUMP`
+# (each also by `_SETTLE_RISE_SPREADS` or `_SETTLE_JUMP_SPREADS`), are
 # not reported within this many steps (`ActivationRules._settling`); after
 # them, units of such a layer only once the model stops learning: its
 # recent loss fell less than `_SETTLE_FALL` over the last `_SETTLE_STEPS`
@@ -29,6 +30,15 @@ _SETTLE_STEPS = 64
 _SETTLE_RISE = 0.1
 _SETTLE_JUMP = 0.5
 _SETTLE_FALL = 0.05
+# The rise and the jump must also pass these many times the spread (median
+# absolute deviation) of the losses recorded in those steps: the loss of a
+# batch of a few samples varies by more than half its level from batch to
+# batch (batches of 4: the first loss 0.69, a later one 1.14, the model
+# learning), and one such batch is no overshoot. The highest of about 64
+# noisy losses lies some 3.5 deviations over their median, and the first
+# may lie 2 under it; a loss as level as in the rules' tests spreads 0.
+_SETTLE_JUMP_SPREADS = 6.0
+_SETTLE_RISE_SPREADS = 3.0
 
 
 def can_die(activation: str | None) -> bool:
@@ -170,8 +180,7 @@ class ActivationRules(RuleFamily):
         t = self.thresholds
         loss = stats.loss
         if _finite(loss) and stats.step < _SETTLE_STEPS:
-            peak = self._early_peak
-            self._early_peak = loss if peak is None else max(peak, loss)
+            self._early_recorded.append(loss)
         passing = None
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
@@ -232,8 +241,10 @@ class ActivationRules(RuleFamily):
         `start`) may still be settling: within the first `_SETTLE_STEPS`
         steps of training, in a layer mostly active on its first recorded
         batch (or with one unit of it inactive), with the learning rate
-        unchanged, the recent loss (median of the last steps') not risen a
-        tenth over the first recorded one and no recorded loss by half;
+        unchanged, the recent loss (median of the last steps') not risen
+        over the first recorded one by both a tenth of it and 3 times the
+        spread of the recorded losses, and no recorded loss by both half of
+        it and 6 times that spread (the noise of small batches);
         after those steps, in a layer whose units settled so, for as long
         as the model goes on learning (`_still_learning`).
 
@@ -259,12 +270,18 @@ class ActivationRules(RuleFamily):
         if window.first is None or window.started_dead(self.thresholds.dead_fraction):
             return False
         first, recent = self._first_loss, self._norms.recent_loss()
-        peak = self._early_peak
-        if first is None or recent is None or peak is None:
+        early = self._early_recorded
+        if first is None or recent is None or not early:
             return False
+        centre = float(np.median(early))
+        spread = float(np.median(np.abs(np.asarray(early) - centre)))
         # Relative to the loss's size, so a negative loss rises too.
-        rose = recent - first >= _SETTLE_RISE * abs(first)
-        jumped = peak - first >= _SETTLE_JUMP * abs(first)
+        rose = recent - first >= max(
+            _SETTLE_RISE * abs(first), _SETTLE_RISE_SPREADS * spread
+        )
+        jumped = max(early) - first >= max(
+            _SETTLE_JUMP * abs(first), _SETTLE_JUMP_SPREADS * spread
+        )
         if rose or jumped:
             return False
         if step < _SETTLE_STEPS:

@@ -299,8 +299,8 @@ class HealthRules(
         self._silent_counts = collections.deque(maxlen=32)
         # The silent units of the last step that set a record by a margin.
         self._silent_mark = 0.0
-        # The highest loss recorded in the first steps (`_settling`).
-        self._early_peak: float | None = None
+        # The losses recorded in the first steps (`_settling`).
+        self._early_recorded: list[float] = []
         # Per layer whose units settled, the last step whose recent loss was
         # checked and that loss (`_still_learning`).
         self._settle_marks: dict[str, tuple[int, float]] = {}

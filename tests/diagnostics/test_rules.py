@@ -2702,6 +2702,24 @@ class TestDeadRelu:
         # spans 5 steps (patience_steps): at step 5.
         assert settling_run(loss, rate) == [(F.DEAD_RELU, "dense_1", 1, 5)]
 
+    def test_a_noisy_loss_is_no_jump(self):
+        # Batches of a few samples (a probe: batches of 4, the first loss
+        # 0.69, one of 1.14 among the first 64 steps while the model
+        # learned): the recorded losses cycle through 0.5, 0.65, 0.8 and
+        # 0.95 (median 0.725, median absolute deviation 0.15) with one of
+        # 1.14 at step 10, 1.65x the first, but 0.45 over it < 6 x 0.15:
+        # noise, not an overshoot; the recent median (0.725) is not 3 x 0.15
+        # over the first either. The units settle as under a level loss.
+        def noisy(step):
+            if step == 0:
+                return 0.69
+            return 1.14 if step == 10 else (0.5, 0.65, 0.8, 0.95)[step % 4]
+
+        assert settling_run(noisy) == []
+        # The same spike over a level loss is an overshoot (`loss_jumped`).
+        spiked = settling_run(lambda s: 1.14 if s == 10 else 0.69)
+        assert spiked == [(F.DEAD_RELU, "dense_1", 1, 10)]
+
     def test_units_dead_from_the_first_batch_are_reported_at_once(self):
         # Inactive on step 0's batch already: the window of steps 0-3,
         # reported at step 4 though the loss stays level.
