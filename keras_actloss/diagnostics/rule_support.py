@@ -129,6 +129,10 @@ _DATA_FIX = (
 _UNSTABLE = ": the steps are far too large and training is unstable."
 
 
+# The loss where training began is the median of the first steps' losses
+# over this many samples: the loss of a batch of a few samples is noise
+# (batches of 2: 0.08 on the first, 0.43-1.7 on the next four).
+_START_SAMPLES = 32
 # A fix's advice to clip gradients, reworded where the optimizer clips.
 _CLIP_ADVICE = re.compile(r"clip gradients \([^)]*\)")
 # The fixes of an explosion, which unscaled regression targets replace.
@@ -253,14 +257,25 @@ class RuleFamily:
     def _fitted(self) -> bool:
         """Whether the recent loss (median of the last normal steps') fell
         to `fitted_loss_ratio` of the early loss (median of the first
-        `baseline_steps`') and of the first of those: the model has
-        learned. (A step size far too large can raise the loss of the
-        first steps tenfold: falling back from there is no learning.)"""
+        `baseline_steps`') and of the loss where training began (`_start`):
+        the model has learned. (A step size far too large can raise the
+        loss of the first steps tenfold: falling back from there is no
+        learning.)"""
         early, recent = _median(self._early_losses), self._norms.recent_loss()
         if early is None or recent is None:
             return False
-        early = min(early, self._early_losses[0])
+        start = self._start()
+        early = early if start is None else min(early, start)
         return early > 0 and recent <= self.thresholds.fitted_loss_ratio * early
+
+    def _start(self) -> float | None:
+        """The loss where training began: the median of the first steps'
+        losses over `_START_SAMPLES` samples (of the first step alone for
+        batches of 32 or more, or before a recording told the batch size;
+        the loss of a batch of a few samples is noise)."""
+        batch = self._start_batch
+        count = 1 if not batch else math.ceil(_START_SAMPLES / batch)
+        return _median(self._start_losses[:count])
 
     def _add(
         self, new, mode, layer, step, value, message, fix=None, severity=F.FAILURE

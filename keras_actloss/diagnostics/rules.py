@@ -299,6 +299,10 @@ class HealthRules(
         self._silent_counts = collections.deque(maxlen=32)
         # The silent units of the last step that set a record by a margin.
         self._silent_mark = 0.0
+        # The losses of the first steps (at most `_START_SAMPLES`) and the
+        # batch size of the first recording (`RuleFamily._fitted`).
+        self._start_losses: list[float] = []
+        self._start_batch: int | None = None
         # The losses recorded in the first steps (`_settling`).
         self._early_recorded: list[float] = []
         # Per layer whose units settled, the last step whose recent loss was
@@ -422,6 +426,8 @@ class HealthRules(
             new += self.observe_step(event)
         if stats.loss is not None and self._first_loss is None:
             self._first_loss = stats.loss
+        if self._start_batch is None and stats.batch_size:
+            self._start_batch = stats.batch_size
         mine: list[Finding] = []
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)

@@ -21,6 +21,7 @@ from keras_actloss.diagnostics.rule_support import (
     _DEAD_OUTPUT_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
+    _START_SAMPLES,
     _UNSTABLE,
     _ZERO_FIX,
     _ZERO_START_FIX,
@@ -230,6 +231,8 @@ class ZeroGradientRules(RuleFamily):
         high; returns (streak length, streak start)."""
         if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
             self._early_losses.append(loss)
+        if len(self._start_losses) < _START_SAMPLES and _finite(loss):
+            self._start_losses.append(loss)
         early = _median(self._early_losses)
         hit = (
             self._trainable

@@ -3130,6 +3130,28 @@ class TestSaturation:
         rules.observe_quiet(steps)
         assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_1", 100)]
 
+    @pytest.mark.parametrize("batch_size, reported", [(2, False), (32, True)])
+    def test_the_start_of_training_over_32_samples(self, batch_size, reported):
+        # A tanh regression on batches of 2 (a JAX probe: its second layer
+        # 78% in the tails from step 3242 of 4000 while it fitted): the
+        # first 5 losses 0.082, 1.699, 0.43, 0.591, 1.429 (median 0.591),
+        # then to step 15 cycling 0.4-1.0 (the median of the first 16 steps,
+        # 32 samples: 0.7), the last 32 at 0.11. On batches of 2 training
+        # began at 0.7: 0.11 <= 0.5 x min(0.591, 0.7), fitted. Were the
+        # batches of 32, the first step alone (0.082): not fitted, reported.
+        early = [0.082, 1.699, 0.43, 0.591, 1.429]
+        cycle = [0.4, 0.6, 0.8, 1.0]
+        losses = early + [cycle[s % 4] for s in range(5, 16)]
+        steps = [(s, 1.0, 1e-3, losses[s] if s < 16 else 0.11) for s in range(100)]
+        rules, seq = saturation_run(
+            [0.3, 0.9, None], steps=(100, 105, 110), loss=0.11, batch_size=batch_size
+        )
+        rules.observe_quiet(steps)
+        found = run(rules, seq)
+        assert modes(found) == (
+            [(F.SATURATED_ACTIVATIONS, "dense_1", 100)] if reported else []
+        )
+
     def test_not_judged_after_an_explosion(self):
         # Saturation once the weights blew up is a consequence.
         rules, seq = saturation_run([0.3, 0.9, None], steps=range(7, 20))
