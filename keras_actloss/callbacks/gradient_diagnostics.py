@@ -184,8 +184,9 @@ class GradientDiagnostics(
       layer active on the first recorded batch that die within the first
       64 steps of training, with the learning rate unchanged and the loss
       neither risen a tenth over its first value lately nor by half on a
-      recorded step (each also by 3 and 6 times the spread of the
-      recorded losses: the noise of small batches), are not reported
+      step recorded up to the one after they died (each also by 3 and 6
+      times the spread of the recorded losses: the noise of small
+      batches), are not reported
       within those steps, and after them (as later deaths in that layer)
       only once the model stops learning:
       its recent loss fell less than 5% over the last 64 steps and it has

@@ -180,7 +180,7 @@ class ActivationRules(RuleFamily):
         t = self.thresholds
         loss = stats.loss
         if _finite(loss) and stats.step < _SETTLE_STEPS:
-            self._early_recorded.append(loss)
+            self._early_recorded.append((stats.step, loss))
         passing = None
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
@@ -243,8 +243,9 @@ class ActivationRules(RuleFamily):
         batch (or with one unit of it inactive), with the learning rate
         unchanged, the recent loss (median of the last steps') not risen
         over the first recorded one by both a tenth of it and 3 times the
-        spread of the recorded losses, and no recorded loss by both half of
-        it and 6 times that spread (the noise of small batches);
+        spread of the recorded losses, and no loss recorded up to the step
+        after the streak's first by both half of it and 6 times that spread
+        (the noise of small batches);
         after those steps, in a layer whose units settled so, for as long
         as the model goes on learning (`_still_learning`).
 
@@ -270,16 +271,18 @@ class ActivationRules(RuleFamily):
         if window.first is None or window.started_dead(self.thresholds.dead_fraction):
             return False
         first, recent = self._first_loss, self._norms.recent_loss()
-        early = self._early_recorded
-        if first is None or recent is None or not early:
+        early = np.asarray([loss for _, loss in self._early_recorded])
+        if first is None or recent is None or not early.size:
             return False
-        centre = float(np.median(early))
-        spread = float(np.median(np.abs(np.asarray(early) - centre)))
+        spread = float(np.median(np.abs(early - np.median(early))))
+        # A step that overshoots kills units at once: the jump that killed
+        # them is recorded by the step after the streak's first at most.
+        peak = max(loss for s, loss in self._early_recorded if s <= start + 1)
         # Relative to the loss's size, so a negative loss rises too.
         rose = recent - first >= max(
             _SETTLE_RISE * abs(first), _SETTLE_RISE_SPREADS * spread
         )
-        jumped = max(early) - first >= max(
+        jumped = peak - first >= max(
             _SETTLE_JUMP * abs(first), _SETTLE_JUMP_SPREADS * spread
         )
         if rose or jumped:

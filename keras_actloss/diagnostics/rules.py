@@ -303,8 +303,8 @@ class HealthRules(
         # batch size of the first recording (`RuleFamily._fitted`).
         self._start_losses: list[float] = []
         self._start_batch: int | None = None
-        # The losses recorded in the first steps (`_settling`).
-        self._early_recorded: list[float] = []
+        # The (step, loss) recorded in the first steps (`_settling`).
+        self._early_recorded: list[tuple[int, float]] = []
         # Per layer whose units settled, the last step whose recent loss was
         # checked and that loss (`_still_learning`).
         self._settle_marks: dict[str, tuple[int, float]] = {}

@@ -2707,18 +2707,27 @@ class TestDeadRelu:
         # 0.69, one of 1.14 among the first 64 steps while the model
         # learned): the recorded losses cycle through 0.5, 0.65, 0.8 and
         # 0.95 (median 0.725, median absolute deviation 0.15) with one of
-        # 1.14 at step 10, 1.65x the first, but 0.45 over it < 6 x 0.15:
-        # noise, not an overshoot; the recent median (0.725) is not 3 x 0.15
-        # over the first either. The units settle as under a level loss.
+        # 1.14 at step 2, as the units die (from step 1), 1.65x the first,
+        # but 0.45 over it < 6 x 0.15: noise, not an overshoot; the recent
+        # median (0.725) is not 3 x 0.15 over the first either. The units
+        # settle as under a level loss.
         def noisy(step):
             if step == 0:
                 return 0.69
-            return 1.14 if step == 10 else (0.5, 0.65, 0.8, 0.95)[step % 4]
+            return 1.14 if step == 2 else (0.5, 0.65, 0.8, 0.95)[step % 4]
 
         assert settling_run(noisy) == []
         # The same spike over a level loss is an overshoot (`loss_jumped`).
-        spiked = settling_run(lambda s: 1.14 if s == 10 else 0.69)
-        assert spiked == [(F.DEAD_RELU, "dense_1", 1, 10)]
+        spiked = settling_run(lambda s: 1.14 if s == 2 else 0.69)
+        assert spiked == [(F.DEAD_RELU, "dense_1", 1, 5)]
+
+    def test_a_jump_after_the_units_died_did_not_kill_them(self):
+        # A probe on batches of 8: half a layer's units off from step 4, one
+        # batch's loss 1.115 at step 20 against 0.69 at the first (the
+        # losses around it 0.36-0.78), the model fitting. A step that
+        # overshoots kills units at once, so only losses recorded up to the
+        # step after the streak's first (1) count: the units settle.
+        assert settling_run(lambda s: 1.14 if s == 10 else 0.69) == []
 
     def test_units_dead_from_the_first_batch_are_reported_at_once(self):
         # Inactive on step 0's batch already: the window of steps 0-3,
