@@ -207,10 +207,10 @@ def dead_relu_batch8() -> Setup:
 
 def dead_relu_output() -> Setup:
     """A regression MLP whose output layer is a ReLU (targets clipped at 0,
-    so within its range), under SGD at lr 1: the update of step 0 pushes the
-    output's pre-activation below zero for every training sample, and from
-    step 1 the output is 0 everywhere and passes no gradient: every gradient
-    of the model is exactly 0 and training has stopped."""
+    so within its range), under SGD at lr 0.5: the update of step 2 pushes
+    the output's pre-activation below zero for every training sample, and
+    from step 3 the output is 0 everywhere and passes no gradient: every
+    gradient of the model is exactly 0 and training has stopped."""
     x, y = regression()
     model = dense_stack(8, ["relu"], 1, "relu")
     # Glorot-uniform kernels drawn by NumPy, zero biases: the same start on
