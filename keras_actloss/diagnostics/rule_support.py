@@ -209,8 +209,14 @@ class RuleFamily:
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
-    `_lost`, `_first_loss`, `_early_losses`, `_norms` and `findings`.
+    `_lost`, `_first_loss`, `_start_losses`, `_start_batch`, `_norms` and
+    `findings`.
     """
+
+    @property
+    def _early_losses(self) -> list[float]:
+        """The losses of the first `baseline_steps` steps with one."""
+        return self._start_losses[: self.thresholds.baseline_steps]
 
     def _exploded(self) -> bool:
         return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
@@ -264,15 +270,15 @@ class RuleFamily:
         early, recent = _median(self._early_losses), self._norms.recent_loss()
         if early is None or recent is None:
             return False
-        start = self._start()
-        early = early if start is None else min(early, start)
+        early = min(early, self._start())
         return early > 0 and recent <= self.thresholds.fitted_loss_ratio * early
 
-    def _start(self) -> float | None:
+    def _start(self) -> float:
         """The loss where training began: the median of the first steps'
         losses over `_START_SAMPLES` samples (of the first step alone for
         batches of 32 or more, or before a recording told the batch size;
-        the loss of a batch of a few samples is noise)."""
+        the loss of a batch of a few samples is noise). Known once the
+        early loss is."""
         batch = self._start_batch
         count = 1 if not batch else math.ceil(_START_SAMPLES / batch)
         return _median(self._start_losses[:count])

@@ -166,12 +166,10 @@ def _layer_stats_nan(ls: LayerStats) -> bool:
 def _floored(activation: str | None) -> bool:
     """Whether an activation's only flat region is its dead one: its units
     can die and it has no cap (ReLU; not ReLU6, whose cap is flat too)."""
-    profile = registry.get_profile("activation", activation) if activation else None
-    return (
-        can_die(activation)
-        and profile is not None
-        and profile.saturation_bounds is None
-    )
+    if not can_die(activation):
+        return False
+    profile = registry.get_profile("activation", activation)
+    return profile is not None and profile.saturation_bounds is None
 
 
 class HealthRules(
@@ -272,7 +270,6 @@ class HealthRules(
         self._last_rate: float | None = None
         self._first_loss: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)
-        self._early_losses: list[float] = []
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
         # The scale of the regression targets (set by the callback from its
@@ -299,8 +296,9 @@ class HealthRules(
         self._silent_counts = collections.deque(maxlen=32)
         # The silent units of the last step that set a record by a margin.
         self._silent_mark = 0.0
-        # The losses of the first steps (at most `_START_SAMPLES`) and the
-        # batch size of the first recording (`RuleFamily._fitted`).
+        # The losses of the first steps (`_START_SAMPLES`, or
+        # `baseline_steps` if more; `RuleFamily._early_losses` and `_start`)
+        # and the batch size of the first recording (`_start`).
         self._start_losses: list[float] = []
         self._start_batch: int | None = None
         # The (step, loss) recorded in the first steps (`_settling`).

@@ -229,9 +229,8 @@ class ZeroGradientRules(RuleFamily):
     def _zero_streak(self, step: int, norm: float, loss: float | None) -> tuple:
         """Counts a step towards a run of zero gradients while the loss is
         high; returns (streak length, streak start)."""
-        if len(self._early_losses) < self.thresholds.baseline_steps and _finite(loss):
-            self._early_losses.append(loss)
-        if len(self._start_losses) < _START_SAMPLES and _finite(loss):
+        kept = max(_START_SAMPLES, self.thresholds.baseline_steps)
+        if len(self._start_losses) < kept and _finite(loss):
             self._start_losses.append(loss)
         early = _median(self._early_losses)
         hit = (
