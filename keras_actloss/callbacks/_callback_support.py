@@ -17,7 +17,8 @@ import os
 import keras
 import numpy as np
 
-from keras_actloss.advisor import walk
+from keras_actloss.advisor import check_model, walk
+from keras_actloss.advisor.output_checks import OUTPUT_MODES
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
@@ -160,12 +161,15 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     `HealthRules.uninformed_loss`: for a model with one output under
     cross-entropy (unweighted by class, averaged over the samples), ln(C)
     for C classes, ln 2 under binary cross-entropy; None for other losses
-    (a regression loss's depends on the targets) and models, and where
-    regularizers add to the loss (`_regularized`)."""
+    (a regression loss's depends on the targets) and models, where
+    regularizers add to the loss (`_regularized`), and where `check_model`
+    finds the output and its loss mismatched (`_mismatched`)."""
     known = _one_output_loss(model)
     if known is None or _regularized(model):
         return None
     (found, output), loss = known, model.loss
+    if _mismatched(model):
+        return None
     if getattr(loss, "class_weights", None) is not None:
         return None
     # A loss summed over the batch (or not reduced) is not the mean's level.
@@ -222,6 +226,19 @@ def _one_output_loss(model):
     if found is None or len(outputs) != 1:
         return None
     return found, outputs[0]
+
+
+def _mismatched(model) -> bool:
+    """Whether `check_model` (without labels) finds a failure of the output
+    and its loss: a linear output under a loss that expects probabilities,
+    which clips it (-ln 1e-7 = 16 for a sample on the wrong side), or a
+    softmax over one unit, always 1. The loss then says nothing of how far
+    the weights are from a prediction that knows nothing."""
+    try:
+        found = check_model(model)
+    except ValueError:
+        return False
+    return any(f.mode in OUTPUT_MODES and f.severity == "failure" for f in found)
 
 
 def _regularized(model) -> bool:

@@ -91,10 +91,47 @@ def test_cross_entropies(units, activation, loss, expected, what):
         # Summed over the batch, or not reduced: not the mean's level.
         (3, "softmax", keras.losses.SparseCategoricalCrossentropy(reduction="sum")),
         (1, "sigmoid", keras.losses.BinaryCrossentropy(reduction="none")),
+        # A loss that expects probabilities from an output not in [0, 1]
+        # (`linear_output_probability_loss`): it clips the outputs.
+        (1, None, "binary_crossentropy"),
+        (1, "tanh", keras.losses.BinaryCrossentropy()),
+        (1, "relu", "binary_crossentropy"),
+        (3, None, "categorical_crossentropy"),
+        (3, "linear", keras.losses.SparseCategoricalCrossentropy()),
+        # A softmax over one unit: always 1 (`softmax_single_unit`).
+        (1, "softmax", "binary_crossentropy"),
     ],
 )
 def test_unknown(units, activation, loss):
     assert uninformed_loss(model(units, activation, loss)) is None
+
+
+def test_a_clipped_output_is_not_an_explosion():
+    # A linear output under binary cross-entropy on probabilities: the loss
+    # clips the outputs outside [0, 1] (to 1e-7 from either end, a loss of
+    # up to -ln(1e-7) = 16.1), so from the first step it is several times
+    # ln 2 with the gradient norm at about 1-5: `check_model` names the
+    # cause, and the extreme-start rule, which would read that loss as
+    # weights far too large, does not judge it.
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(256, 8)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    m = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    m.compile(optimizer="adam", loss="binary_crossentropy")
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning):
+        m.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[diag])
+    losses = [s.loss for s in diag.history[:5]]
+    assert len(losses) == 5 and min(losses) > 5 * math.log(2)
+    assert {f.mode for f in diag.findings} == {"linear_output_probability_loss"}
 
 
 @pytest.mark.parametrize(
