@@ -143,6 +143,16 @@ def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
+def _growth(norm: float, early: float | None) -> str:
+    """How a gradient norm compares with its early level, for a message:
+    ", 40x its early 2.5"; an infinite norm (its square overflowed float32)
+    has no ratio."""
+    if norm == math.inf:
+        was = "" if not early else f", up from its early {early:.3g}"
+        return f" (beyond float32's range){was}"
+    return "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
+
+
 def _median(values) -> float | None:
     # Plain Python: it runs after every step, on at most a few dozen values.
     if not values:

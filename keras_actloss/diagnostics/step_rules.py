@@ -23,6 +23,7 @@ from keras_actloss.diagnostics.rule_support import (
     FIXES,
     RuleFamily,
     _finite,
+    _growth,
     _median,
 )
 
@@ -366,12 +367,10 @@ class NormRules(RuleFamily):
         # explosion when the last one grew (`_GROWTH`), one more otherwise.
         grew = count < 2 or norm >= _GROWTH * series.last
         if spike or count >= t.exploding_patience + (not grew):
-            growth = "" if not early else f", {norm / early:.3g}x its early {early:.3g}"
-            if norm == math.inf:
-                growth += " (beyond float32's range)"
             message = (
                 f"The global gradient norm reached {norm:.3g} at step {step}"
-                f"{growth}: the gradients are exploding and training diverges."
+                f"{_growth(norm, early)}: the gradients are exploding and "
+                "training diverges."
             )
             fix = None
             if series.huge_from_start(t.exploding_norm):
@@ -392,11 +391,11 @@ class NormRules(RuleFamily):
                 # grows with the weights), not a divergence.
                 message = (
                     f"The global gradient norm reached {norm:.3g} at step {step}"
-                    f"{growth}, beyond any healthy model's, while the loss did "
-                    f"not blow up ({loss:.3g}, against {series.recent_loss():.3g} "
-                    "lately): gradients this large come from the scale of the "
-                    "data (unscaled regression targets or inputs), not from a "
-                    "step size that diverges."
+                    f"{_growth(norm, early)}, beyond any healthy model's, while "
+                    f"the loss did not blow up ({loss:.3g}, against "
+                    f"{series.recent_loss():.3g} lately): gradients this large "
+                    "come from the scale of the data (unscaled regression "
+                    "targets or inputs), not from a step size that diverges."
                 )
                 fix = _SCALE_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)

@@ -28,6 +28,7 @@ from keras_actloss.diagnostics.rule_support import (
     FIXES,
     RuleFamily,
     _finite,
+    _growth,
     _median,
 )
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE
@@ -86,7 +87,6 @@ class NonFiniteRules(RuleFamily):
             and update[2] > t.exploding_update_ratio
         )
         if grew:
-            growth = "" if not early else f", {last / early:.3g}x its early {early:.3g}"
             # Over the ceiling from the first step: the scale, not the step.
             scale = self._norms.huge_from_start(t.exploding_norm)
             fix = _SCALE_FIX if scale else FIXES[F.EXPLODING_GRADIENTS]
@@ -97,7 +97,8 @@ class NonFiniteRules(RuleFamily):
                 last_step,
                 last,
                 f"The global gradient norm grew to {last:.3g} by step "
-                f"{last_step}{growth}, and step {event.step} was not finite: "
+                f"{last_step}{_growth(last, early)}, and step {event.step} was "
+                "not finite: "
                 "the gradients exploded"
                 + (
                     " from the first step on (the scale of the data or of the "

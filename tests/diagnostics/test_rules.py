@@ -272,14 +272,28 @@ class TestNonFinite:
         found = run(rules, events([1, 1, 1, 1, 1, math.inf]))
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
         assert found[0].value == math.inf
-        assert "at step 5, infx its early 1 (beyond float32's range)" in (
-            found[0].message
+        assert (
+            "reached inf at step 5 (beyond float32's range), up from its early 1:"
+            in (found[0].message)
         )
         assert rules.jumped
         # The NaN that follows ends it (last norm inf > ceiling 1e6).
         found = rules.observe_step(event(6, math.nan, non_finite=True))
         assert modes(found) == [(F.NON_FINITE, None, 6)]
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "norm, early, said",
+        [
+            (80.0, 2.0, ", 40x its early 2"),
+            # An overflowed square: no ratio ("infx" before).
+            (math.inf, 2.0, " (beyond float32's range), up from its early 2"),
+            (math.inf, None, " (beyond float32's range)"),
+            (80.0, None, ""),
+        ],
+    )
+    def test_growth_in_messages(self, norm, early, said):
+        assert rule_support._growth(norm, early) == said
 
     def test_non_finite_flag_with_finite_norm(self):
         rules = HealthRules(mlp(["relu"]))
