@@ -20,12 +20,13 @@ from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
-# `_SETTLE_RISE` of its first value or a recorded one by `_SETTLE_JUMP`
-# (each also by `_SETTLE_RISE_SPREADS` or `_SETTLE_JUMP_SPREADS`), are
-# not reported within this many steps (`ActivationRules._settling`); after
-# them, units of such a layer only once the model stops learning: its
-# recent loss fell less than `_SETTLE_FALL` over the last `_SETTLE_STEPS`
-# steps short of fitted, or rose by `_SETTLE_RISE` of the first.
+# `_SETTLE_RISE` of where training began (`RuleFamily._start`) or a
+# recorded one by `_SETTLE_JUMP` (each also by `_SETTLE_RISE_SPREADS` or
+# `_SETTLE_JUMP_SPREADS`), are not reported within this many steps
+# (`ActivationRules._settling`); after them, units of such a layer only
+# once the model stops learning: its recent loss fell less than
+# `_SETTLE_FALL` over the last `_SETTLE_STEPS` steps short of fitted, or
+# rose by `_SETTLE_RISE` of where training began.
 _SETTLE_STEPS = 64
 _SETTLE_RISE = 0.1
 _SETTLE_JUMP = 0.5
@@ -270,7 +271,7 @@ class ActivationRules(RuleFamily):
             return False
         if window.first is None or window.started_dead(self.thresholds.dead_fraction):
             return False
-        first, recent = self._first_loss, self._norms.recent_loss()
+        first, recent = self._start(), self._norms.recent_loss()
         early = np.asarray([loss for _, loss in self._early_recorded])
         if first is None or recent is None or not early.size:
             return False
@@ -301,8 +302,9 @@ class ActivationRules(RuleFamily):
         against the first recorded loss), fell `_SETTLE_FALL` since, or
         the model has fitted (`_fitted`); and, for units that died after
         the first steps (a streak from `start`), it has not risen
-        `_SETTLE_RISE` of the first loss over the last checked one since
-        (units killed late, as by a bad batch, with the model fitted)."""
+        `_SETTLE_RISE` of the loss where training began over the last
+        checked one since (units killed late, as by a bad batch, with the
+        model fitted)."""
         checked, level = self._settle_marks[layer]
         late = start >= _SETTLE_STEPS
         if late and recent - level >= _SETTLE_RISE * abs(first):

@@ -320,13 +320,14 @@ class RecordedGradientRules(RuleFamily):
         """The layers whose gradient RMS fell to `_FALLEN` of their level
         in their first `_EARLY_RECORDINGS` recordings (the largest, kept in
         `_early_rms`) while the loss of this recording is at least
-        `_STILL_LOSS` of the first one: a collapse, not learning."""
+        `_STILL_LOSS` of the loss where training began (`_start`): a
+        collapse, not learning."""
         early = self._early_rms
         for ls in stats.layers:
             seen = early.setdefault(ls.layer, [])
             if len(seen) < _EARLY_RECORDINGS and _finite(ls.grad_rms):
                 seen.append(ls.grad_rms)
-        first, loss = self._first_loss, stats.loss
+        first, loss = self._start(), stats.loss
         if not _finite(first, loss) or loss - first < (_STILL_LOSS - 1) * abs(first):
             return frozenset()
         return frozenset(
@@ -343,8 +344,9 @@ class RecordedGradientRules(RuleFamily):
         return (
             f"its gradient RMS fell {level / rms:.3g}x from {level:.3g} in the "
             f"first steps while the loss stayed at {loss:.3g} against "
-            f"{self._first_loss:.3g} at first: the first updates took the model "
-            "where the gradient no longer reaches it, as steps far too large do"
+            f"{self._start():.3g} where training began: the first updates took "
+            "the model where the gradient no longer reaches it, as steps far "
+            "too large do"
         )
 
     def _quiet_reference(self, level: float) -> bool:

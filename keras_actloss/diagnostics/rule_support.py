@@ -219,7 +219,7 @@ class RuleFamily:
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
-    `_lost`, `_first_loss`, `_start_losses`, `_start_batch`, `_norms` and
+    `_lost`, `_start_losses`, `_start_batch`, `_norms` and
     `findings`.
     """
 
@@ -263,11 +263,11 @@ class RuleFamily:
         return min(t.patience, max(2, math.ceil(t.patience_steps / per)))
 
     def _converged(self, stats: StepStats) -> bool:
-        """Whether the loss fell below `converged_loss_ratio` of its first value."""
-        return (
-            stats.loss is not None
-            and self._first_loss is not None
-            and stats.loss <= self.thresholds.converged_loss_ratio * self._first_loss
+        """Whether this recording's loss fell below `converged_loss_ratio`
+        of the loss where training began (`_start`)."""
+        start = self._start()
+        return _finite(stats.loss, start) and (
+            stats.loss <= self.thresholds.converged_loss_ratio * start
         )
 
     def _fitted(self) -> bool:
@@ -288,7 +288,7 @@ class RuleFamily:
         losses over `_START_SAMPLES` samples (of the first step alone for
         batches of 32 or more, or before a recording told the batch size;
         the loss of a batch of a few samples is noise). Known once the
-        early loss is."""
+        early loss is; None before the first step with a finite loss."""
         batch = self._start_batch
         count = 1 if not batch else math.ceil(_START_SAMPLES / batch)
         return _median(self._start_losses[:count])

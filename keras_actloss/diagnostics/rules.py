@@ -268,7 +268,6 @@ class HealthRules(
         self._norms = NormSeries(t.baseline_steps)
         self._last_step: int | None = None
         self._last_rate: float | None = None
-        self._first_loss: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
@@ -422,8 +421,6 @@ class HealthRules(
                 stats.loss,
             )
             new += self.observe_step(event)
-        if stats.loss is not None and self._first_loss is None:
-            self._first_loss = stats.loss
         if self._start_batch is None and stats.batch_size:
             self._start_batch = stats.batch_size
         mine: list[Finding] = []

@@ -321,12 +321,13 @@ class ZeroGradientRules(RuleFamily):
         """Reports the oversized update `big` (step, layer, ratio) that a
         run of zero gradients from `start` follows as the explosion it is,
         as a NaN that follows one is (`NonFiniteRules`), when the loss of
-        the zero steps is `_DIVERGE_RISE` times the first loss of training
-        and no explosion was reported since shortly before: one step threw
-        the weights so far out that the output saturated (a learning rate
-        far too large from the start, as SGD at 3 on a small transformer).
+        the zero steps is `_DIVERGE_RISE` times the loss where training
+        began (`_start`) and no explosion was reported since shortly
+        before: one step threw the weights so far out that the output
+        saturated (a learning rate far too large from the start, as SGD at
+        3 on a small transformer).
         """
-        first, level = self._first_loss, _median(self._zero_losses)
+        first, level = self._start(), _median(self._zero_losses)
         if not _finite(first, level) or self._explosion_before(start):
             return
         if level - first < (_DIVERGE_RISE - 1) * abs(first):
@@ -335,7 +336,7 @@ class ZeroGradientRules(RuleFamily):
         message = (
             f"The update of step {step} changed the weights of layer '{layer}' "
             f"by {ratio:.3g} times their own norm, and the loss rose from "
-            f"{first:.3g} at the first step to about {level:.3g}, where every "
+            f"{first:.3g} where training began to about {level:.3g}, where every "
             f"gradient has been exactly 0 since step {start} (a saturated "
             "output)" + _UNSTABLE
         )

@@ -57,7 +57,9 @@ class Thresholds:
             every layer is quiet and nothing is vanishing relative to
             anything. Defaults to `1e-7`.
         converged_loss_ratio: No vanishing or saturation is reported while
-            the loss is below this fraction of the first recorded loss: the
+            the loss is below this fraction of the loss where training
+            began (the first step's, or on batches of fewer than 32
+            samples the median of the first steps' over 32 samples): the
             model has converged, small gradients are expected and saturated
             hidden units are doing their job. Every gradient exactly zero
             is only reported while the loss is above this fraction of its

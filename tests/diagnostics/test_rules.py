@@ -488,8 +488,9 @@ class TestFallenLayers:
             "of the layers near the output, for 5 recordings in a row (steps "
             "3-7): it has almost stopped learning (its gradient RMS fell 186x "
             "from 0.013 in the first steps while the loss stayed at 1.46 "
-            "against 1.37 at first: the first updates took the model where the "
-            "gradient no longer reaches it, as steps far too large do)."
+            "against 1.37 where training began: the first updates took the "
+            "model where the gradient no longer reaches it, as steps far too "
+            "large do)."
         )
         assert {f.fix for f in found} == {rule_support._FALLEN_FIX}
 
@@ -502,6 +503,31 @@ class TestFallenLayers:
         # The loss 1.2 < 0.9 * 1.37 = 1.233: the model learns. Or dense_0
         # 1.4e-4 > 1.3e-4 and dense_1 2.1e-4 > 2e-4: fell less than 100x.
         assert self._run(late, loss) == []
+
+    @pytest.mark.parametrize("batch, reported", [(4, True), (32, False)])
+    def test_the_loss_where_training_began(self, batch, reported):
+        # The first batch was a hard one (3.0, the next two 1.3 and 1.4),
+        # the loss 1.46 after. On batches of 4 the start is the median of
+        # the first 8 steps' losses (32 samples): 1.46 of (3.0, 1.3, 1.4,
+        # 1.46 x 5), and 1.46 >= 0.9 * 1.46: not fallen from it, reported.
+        # On batches of 32 the first step's 3.0: 1.46 < 0.9 * 3.0, the
+        # model learns.
+        rules = HealthRules(mlp(["relu"] * 3))
+        seq = [
+            recording(s, self.EARLY, update_ratio=[0.3] * 4, loss=v, batch_size=batch)
+            for s, v in enumerate([3.0, 1.3, 1.4])
+        ]
+        seq += [
+            recording(s, self.LATE, update_ratio=[0.1] * 4, loss=1.46, batch_size=batch)
+            for s in range(3, 9)
+        ]
+        found = run(rules, seq)
+        expected = [(F.VANISHING_GRADIENTS, f"dense_{i}", 3) for i in range(2)]
+        assert modes(found) == (expected if reported else [])
+        if reported:
+            assert (
+                "stayed at 1.46 against 1.46 where training began" in found[0].message
+            )
 
 
 class TestUnscaledTargets:
@@ -976,6 +1002,28 @@ class TestVanishing:
         seq += [recording(s, SIGMOID_RMS, loss=1.5e-3) for s in range(2, 20)]
         assert run(rules, seq) == []
 
+    @pytest.mark.parametrize("batch, reported", [(2, False), (32, True)])
+    def test_converged_against_where_training_began(self, batch, reported):
+        # Step 0's batch happened to be easy (loss 2e-3), the next 15 at
+        # 2.0, then 1.5e-3. On batches of 2 the start is the median of the
+        # first 16 steps' losses (32 samples, `_START_SAMPLES`): 2.0, and
+        # 1.5e-3 <= 1e-3 * 2.0: converged, silent. On batches of 32 the
+        # first step's loss is the start: 1.5e-3 > 1e-3 * 2e-3, reported.
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        healthy = RELU_RMS[:1] * 7
+        seq = [recording(0, healthy, loss=2e-3, batch_size=batch)]
+        seq += [recording(s, healthy, loss=2.0, batch_size=batch) for s in range(1, 16)]
+        seq += [
+            recording(s, SIGMOID_RMS, loss=1.5e-3, batch_size=batch)
+            for s in range(16, 30)
+        ]
+        found = run(rules, seq)
+        assert modes(found) == (
+            [(F.VANISHING_GRADIENTS, f"dense_{i}", 16) for i in range(3)]
+            if reported
+            else []
+        )
+
     def test_message_without_saturating_activations(self):
         rules = HealthRules(mlp(["relu"] * 6))
         found = run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5, 10)])
@@ -1313,8 +1361,8 @@ class TestZeroGradients:
             )
             assert explosion.message == (
                 "The update of step 0 changed the weights of layer 'dense_1' by 14 "
-                "times their own norm, and the loss rose from 1.67 at the first "
-                "step to about 10.6, where every gradient has been exactly 0 since "
+                "times their own norm, and the loss rose from 1.67 where training "
+                "began to about 10.6, where every gradient has been exactly 0 since "
                 "step 1 (a saturated output): the steps are far too large and "
                 "training is unstable."
             )
