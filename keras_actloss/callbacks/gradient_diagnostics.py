@@ -155,19 +155,21 @@ class GradientDiagnostics(
       with the loss 3x its level and above where training began, or after
       5 whatever the loss, or, when every step from the first one
       overflowed with the loss finite (no update ever applied), with the
-      `non_finite` step that ends them; after 2
-      recordings in a row whose update changed a layer's weights by more
-      than their norm while the loss rose 3x from the first (and above
-      where training began): a step size that blows the model up; for a
-      one-output classifier under cross-entropy, after the first 5 steps
-      when the loss of each was at least 5x that of a prediction that
+      `non_finite` step that ends them; after 2 recordings in a row whose
+      update changed a layer's weights by more than their norm while the
+      loss rose 3x from the first (and above where training began): a step
+      size that blows the model up; after 3 recordings over the 5 steps
+      after one such update with the loss 3x where training began at each
+      (one step that threw the model off, as Adam's first at a rate of 1);
+      for a one-output classifier under cross-entropy, after the first 5
+      steps when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary): outputs extreme
       from the start, from initial weights far too large (from inputs not
       standardized instead: `unstandardized_inputs`, a warning; not judged
       when a normalization layer feeds the classifier, as in
-      `keras.applications`' EfficientNet or ResNet). Under a regression
-      loss whose targets are far from unit scale (10 or more), the
-      explosion and the NaN it ends in name the targets and their fix.
+      `keras.applications`' EfficientNet or ResNet). Under a regression loss
+      whose targets are far from unit scale (10 or more), the explosion and
+      the NaN it ends in name the targets and their fix.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest

@@ -318,6 +318,10 @@ class HealthRules(
         self._weight_marks: dict[str, tuple[int, float]] = {}
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
+        # An update larger than the weights whose effect is watched, and the
+        # recorded losses since (`UpdateRules._thrown`).
+        self._throw: tuple[int, str, float] | None = None
+        self._thrown_losses: list[float] = []
         # Recordings left unjudged (quiet at the output) within each layer's
         # vanishing streak (`RecordedGradientRules._vanishing`).
         self._unjudged: collections.Counter[str] = collections.Counter()

@@ -2,10 +2,10 @@
 
 An update that changes a layer's weights by more than their own norm
 (`exploding_update_ratio`) is a step far too large: reported after
-`patience` recordings, after two with the loss risen (`_blown_up`), or at
-once within the steps watched after a learning-rate jump up
-(`_watched_update`). The rule family `UpdateRules` is mixed into
-`HealthRules`, whose state it uses.
+`patience` recordings, after two with the loss risen (`_blown_up`), after
+one that threw the loss up for good (`_thrown`), or at once within the
+steps watched after a learning-rate jump up (`_watched_update`). The rule
+family `UpdateRules` is mixed into `HealthRules`, whose state it uses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import _UNSTABLE, RuleFamily, _finite
-from keras_actloss.diagnostics.step_rules import _WATCH_STEPS
+from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 
 # Within the steps watched after a learning-rate jump up, with the loss up:
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
@@ -78,11 +78,49 @@ class UpdateRules(RuleFamily):
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
         # The last update larger than the weights, for the cause of gradients
         # that fall to 0 after it (`ZeroGradientRules`).
+        self._thrown(new, stats)
         last = self._last_update
         if last and last[0] == stats.step and last[2] > t.exploding_update_ratio:
             self._last_oversized = last
+            if self._throw is None:
+                self._throw, self._thrown_losses = last, []
         if blown:
             self._blown_up(new, stats, blown, judged)
+
+    def _thrown(self, new, stats: StepStats) -> None:
+        """Reports one update larger than the weights (`_throw`, the first
+        of a run of recordings with one) after which the recorded loss
+        stayed `_DIVERGE_RISE` times where training began (`_start`) for
+        `patience` recordings over `patience_steps` steps: that step threw
+        the model off, as Adam's first step at a rate of 1 does to a tanh
+        MLP (every weight moved by about the rate: updates of 6-8 times the
+        weights, then under 1x; the loss from 1.8 to 7-18 and its hidden
+        units in the flat tails). A single bad batch's update, after which
+        the loss comes back, is not reported; nor one whose explosion is
+        (any layer's)."""
+        throw = self._throw
+        if throw is None or stats.step <= throw[0]:
+            return
+        start, loss = self._start(), stats.loss
+        risen = _finite(start, loss) and (
+            loss - start >= (_DIVERGE_RISE - 1) * abs(start)
+        )
+        if self._exploded() or not risen:
+            self._throw = None
+            return
+        losses = self._thrown_losses
+        losses.append(stats.loss)
+        step, layer, ratio = throw
+        if not self._confirmed(len(losses), step + 1, stats.step):
+            return
+        message = (
+            f"The update of step {step} changed the weights of layer '{layer}' "
+            f"by {ratio:.3g} times their own norm, and the loss has stayed at "
+            f"{min(losses):.3g}-{max(losses):.3g} since (steps {step + 1}-"
+            f"{stats.step}; {start:.3g} where training began)" + _UNSTABLE
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
+        self._throw = None
 
     def _blown_up(self, new, stats: StepStats, blown: list, judged: int) -> None:
         """Reports, without waiting for `patience`, updates over

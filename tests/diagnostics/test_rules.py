@@ -2327,6 +2327,73 @@ class TestUpdatesAfterARateJump:
         assert run(rules, seq) == []
 
 
+class TestThrownByOneUpdate:
+    """One update larger than the weights after which the loss stays 3x
+    where training began (`UpdateRules._thrown`). Measured (`/tmp` probe,
+    TensorFlow): a tanh MLP (two `Dense(64)`, 4 classes, batch 32) under
+    Adam at lr 1.0: the first update moved every weight by about the rate,
+    6.8x, 8.0x and 5.7x the layers' norms, the next ones under 1x; the
+    loss 1.79 at step 0, then 7.45, 14.9, 15.5, 10.6, 18.4, 11.7; the
+    hidden units 84-95% in the flat tails; accuracy 0.54 after 256 steps
+    (0.87 at lr 0.05). Nothing named the step size before."""
+
+    RATIOS = [[6.77, 7.99, 5.69], [0.72, 0.72, 0.71], [0.43, 0.41, 0.36]]
+    RATIOS += [[0.3, 0.27, 0.3], [0.23, 0.2, 0.24], [0.18, 0.16, 0.19]]
+    RATIOS += [[0.16, 0.14, 0.18]]
+    LOSSES = [1.79, 7.45, 14.9, 15.5, 10.6, 18.4, 11.7]
+
+    def _run(self, losses=LOSSES, ratios=RATIOS):
+        rules = HealthRules(mlp(["tanh", "tanh"]))
+        out = []
+        for step, (loss, ratio) in enumerate(zip(losses, ratios)):
+            stats = recording(step, [1e-2] * 3, update_ratio=ratio, loss=loss)
+            out.append([(f.mode, f.layer, f.step) for f in rules.observe(stats)])
+        return out, rules
+
+    def test_the_measured_run(self):
+        # Step 0's largest update, dense_1's 7.99 > 1; the losses of steps
+        # 1-5 each >= 1.79 + (3 - 1) * 1.79 = 5.37: 5 recordings over the 5
+        # steps after it (`patience` 3, `patience_steps` 5), reported at 5.
+        out, rules = self._run()
+        assert out == [[]] * 5 + [[(F.EXPLODING_GRADIENTS, "dense_1", 0)]] + [[]]
+        (finding,) = rules.findings
+        assert finding.value == 7.99
+        assert finding.message == (
+            "The update of step 0 changed the weights of layer 'dense_1' by "
+            "7.99 times their own norm, and the loss has stayed at 7.45-18.4 "
+            "since (steps 1-5; 1.79 where training began): the steps are far "
+            "too large and training is unstable."
+        )
+        assert finding.fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "losses",
+        [
+            # Back at step 3: one bad batch's update, not a model thrown off.
+            [1.79, 7.45, 14.9, 1.6, 10.6, 18.4, 11.7],
+            # Up 2.9x at step 4: 5.2 - 1.79 = 3.41 < 3.58.
+            [1.79, 7.45, 14.9, 15.5, 5.2, 18.4, 11.7],
+        ],
+        ids=["came_back", "under_3x"],
+    )
+    def test_not_while_the_loss_does_not_stay_up(self, losses):
+        out, _ = self._run(losses)
+        assert out == [[]] * 7
+
+    def test_not_without_an_update_over_the_weights(self):
+        # The largest update 0.99x: a loss this high is not told by it.
+        ratios = [[0.99, 0.9, 0.9], *self.RATIOS[1:]]
+        out, _ = self._run(ratios=ratios)
+        assert out == [[]] * 7
+
+    def test_a_later_update_starts_the_watch_again(self):
+        # Step 1's update is the one over 1x: the losses of steps 2-6 stay
+        # up; reported at 6, naming step 1.
+        ratios = [[0.5, 0.5, 0.5], [1.5, 2.5, 0.5], *self.RATIOS[2:]]
+        out, _ = self._run(ratios=ratios)
+        assert out == [[]] * 6 + [[(F.EXPLODING_GRADIENTS, "dense_1", 1)]]
+
+
 class TestWeightsGrownAcrossARateJump:
     """The jumped step itself need not be recorded: when the update at the
     new rate saturated the output, every gradient after it is exactly 0

@@ -305,6 +305,19 @@ def saturated_tanh_stack() -> Setup:
     return _wide_classifier(["tanh"] * 8, epochs=8, stddev=1.0)
 
 
+def thrown_tanh_adam(rate: float = 1.0) -> Setup:
+    """`classification()` through two tanh `Dense(64)` layers under Adam at
+    lr 1.0: Adam's first update moves every weight by about the rate,
+    several times the layers' norms, and throws the hidden units into the
+    flat tails; the loss jumps from about ln 3 to several times it and
+    stays there, while the later updates are under the weights' norms."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(16, ["tanh", "tanh"], 3, "softmax", width=64)
+    _compiled(model, keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=4)
+
+
 NAN_STEP = 7
 
 
@@ -905,6 +918,7 @@ FAILURES = [
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
+    Case("thrown_tanh_adam", thrown_tanh_adam, {EXPLODING: 0}),
     Case("attention_adam_high", attention_adam_high, {VANISHING: 5}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case(

@@ -190,6 +190,33 @@ def test_huge_init_adam():
 
 
 @confirm_on_tensorflow
+def test_thrown_tanh_adam():
+    c = cases.confirm(cases.BY_NAME["thrown_tanh_adam"])
+    # The same model and batches at lr 1e-3: it learns.
+    twin = cases.confirm(cases.Case("twin", lambda: cases.thrown_tanh_adam(1e-3), {}))
+    steps = range(len(c.losses))
+    # Adam's first update changes every layer's weights by over 5x their
+    # norm (5.7-8.1; the twin's at most 0.01), every later one by less
+    # than their norm.
+    assert min(r[0] for r in c.update_ratio.values()) > 5
+    assert max(max(r[1:]) for r in c.update_ratio.values()) < 1
+    assert max(r[0] for r in twin.update_ratio.values()) <= 0.01
+    # The loss of each of steps 1-5 is over 3x step 0's (1.14: 4.85-25.9),
+    # and after 32 steps the training set's loss is over twice its first
+    # (2.98 against 1.29) while the twin's fell under half (0.55).
+    assert min(c.losses[1:6]) > 3 * c.losses[0]
+    assert c.final_loss > 2 * c.initial_loss
+    assert twin.final_loss < 0.5 * twin.initial_loss
+    # From step 1 on, most of a hidden layer's outputs sit in the flat
+    # tails (77-96% of the second's), almost none at step 0 (0.006%) nor
+    # in the twin.
+    assert c.max_saturated(0) < 1e-3
+    assert min(c.max_saturated(s) for s in steps[1:]) > 0.75
+    assert max(twin.max_saturated(s) for s in steps) < 1e-3
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_attention_adam_high():
     c = cases.confirm(cases.BY_NAME["attention_adam_high"])
     # The same model and batches at lr 1e-3: it learns.

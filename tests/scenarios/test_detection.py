@@ -67,6 +67,10 @@ REPORTED = {
     # loss of knowing nothing (326x on TensorFlow; on JAX, whose
     # cross-entropy clips the probabilities, 9.7x), reported at step 4.
     "huge_init_adam": {"exploding_gradients": 4},
+    # Adam's first update, 5.7-8.1x the weights' norms, threw the loss from
+    # 1.14 to 4.85-25.9 (6.63-9.99 on JAX): it stays 3x for the recordings
+    # of steps 1-5, reported at 5.
+    "thrown_tanh_adam": {"exploding_gradients": 5},
     # The first block's gradients at 1e-2 of their first recordings' from
     # step 5 with the loss at chance, while Adam's steps keep their size:
     # recordings dense from the start, 3 or more over 5 steps (5-9),
