@@ -98,8 +98,7 @@ class NonFiniteRules(RuleFamily):
                 last,
                 f"The global gradient norm grew to {last:.3g} by step "
                 f"{last_step}{_growth(last, early)}, and step {event.step} was "
-                "not finite: "
-                "the gradients exploded"
+                "not finite: the gradients exploded"
                 + (
                     " from the first step on (the scale of the data or of the "
                     "initial weights)."
@@ -327,16 +326,16 @@ class ZeroGradientRules(RuleFamily):
         saturated (a learning rate far too large from the start, as SGD at
         3 on a small transformer).
         """
-        first, level = self._start(), _median(self._zero_losses)
-        if not _finite(first, level) or self._explosion_before(start):
+        began, level = self._start(), _median(self._zero_losses)
+        if not _finite(began, level) or self._explosion_before(start):
             return
-        if level - first < (_DIVERGE_RISE - 1) * abs(first):
+        if level - began < (_DIVERGE_RISE - 1) * abs(began):
             return
         step, layer, ratio = big[:3]
         message = (
             f"The update of step {step} changed the weights of layer '{layer}' "
             f"by {ratio:.3g} times their own norm, and the loss rose from "
-            f"{first:.3g} where training began to about {level:.3g}, where every "
+            f"{began:.3g} where training began to about {level:.3g}, where every "
             f"gradient has been exactly 0 since step {start} (a saturated "
             "output)" + _UNSTABLE
         )

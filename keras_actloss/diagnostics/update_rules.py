@@ -76,9 +76,10 @@ class UpdateRules(RuleFamily):
                     + _UNSTABLE
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
-        # The last update larger than the weights, for the cause of gradients
-        # that fall to 0 after it (`ZeroGradientRules`).
         self._thrown(new, stats)
+        # The last update larger than the weights, for the cause of gradients
+        # that fall to 0 after it (`ZeroGradientRules`); the first of a run,
+        # for the loss after it (`_thrown`).
         last = self._last_update
         if last and last[0] == stats.step and last[2] > t.exploding_update_ratio:
             self._last_oversized = last
