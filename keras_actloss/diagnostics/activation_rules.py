@@ -16,7 +16,11 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
-from keras_actloss.diagnostics.rule_support import RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import (
+    _THROWN_SATURATION_FIX,
+    RuleFamily,
+    _finite,
+)
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
@@ -353,11 +357,16 @@ class ActivationRules(RuleFamily):
             f" ({activation or 'saturating activation'}) are in the flat tails "
             f"({count} recordings in a row, steps {start}-{stats.step})"
         )
+        fix = None
         if mode == F.SATURATED_ACTIVATIONS:
             message = (
                 f"{where}: its gradient is nearly zero there, so it and the layers "
                 "before it have almost stopped learning."
             )
+            after = self._oversized_before(start)
+            if after:
+                message += after
+                fix = _THROWN_SATURATION_FIX
             value, severity = ls.saturation, F.FAILURE
         else:
             message = (
@@ -367,4 +376,4 @@ class ActivationRules(RuleFamily):
                 "slowly."
             )
             value, severity = stats.input_scale, F.WARNING
-        self._add(new, mode, ls.layer, start, value, message, severity=severity)
+        self._add(new, mode, ls.layer, start, value, message, fix, severity)

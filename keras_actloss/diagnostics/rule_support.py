@@ -115,6 +115,13 @@ _WEIGHTS_FIX = (
 )
 # The fix of vanishing gradients that fell from their own early level while
 # the loss did not fall: the first steps were too large.
+# Hidden units saturated right after an update larger than their weights.
+_THROWN_SATURATION_FIX = (
+    "Lower the learning rate (Adam: 1e-3 or less) or warm it up over the first "
+    "few hundred steps: one step larger than the weights pushed these units "
+    "into the tails. Then, if they stay there, use ReLU instead of "
+    "sigmoid/tanh in hidden layers and add batch normalization."
+)
 _FALLEN_FIX = (
     "Lower the learning rate (Adam: 1e-3 or less) or warm it up over the first "
     "few hundred steps, and clip gradients (e.g. `clipnorm=1.0` in the "
@@ -261,6 +268,19 @@ class RuleFamily:
         t = self.thresholds
         per = max(1, self.execution_steps)
         return min(t.patience, max(2, math.ceil(t.patience_steps / per)))
+
+    def _oversized_before(self, start: int) -> str:
+        """A sentence naming the last recorded update larger than the
+        weights (`_last_oversized`) when it came within `patience_steps`
+        before a streak that began at `start`: its cause; "" otherwise."""
+        big = self._last_oversized
+        if big is None or not start - self.thresholds.patience_steps <= big[0] < start:
+            return ""
+        return (
+            f" It follows the update of step {big[0]}, which changed the weights "
+            f"of layer '{big[1]}' by {big[2]:.3g} times their own norm: a step far "
+            "too large."
+        )
 
     def _converged(self, stats: StepStats) -> bool:
         """Whether this recording's loss fell below `converged_loss_ratio`

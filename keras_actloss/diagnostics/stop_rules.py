@@ -292,14 +292,10 @@ class ZeroGradientRules(RuleFamily):
                 f" The learning rate jumped from {change[1]:.3g} to "
                 f"{change[2]:.3g} at step {change[0]}."
             )
-        big = self._last_oversized
-        if big is not None and since <= big[0] < start:
-            message += (
-                f" It follows the update of step {big[0]}, which changed the "
-                f"weights of layer '{big[1]}' by {big[2]:.3g} times their own "
-                "norm: a step far too large."
-            )
-            self._blown_before_zero(new, big, start)
+        after = self._oversized_before(start)
+        if after:
+            message += after
+            self._blown_before_zero(new, self._last_oversized, start)
         fix = _DEAD_OUTPUT_FIX if floored else _ZERO_FIX
         # From the first finite step seen: before any update of this training.
         if floored and start == self._norms.first[0]:

@@ -3167,6 +3167,35 @@ class TestSaturation:
             "learning."
         )
 
+    @pytest.mark.parametrize("oversized_at, named", [(0, True), (None, False)])
+    def test_saturated_right_after_an_oversized_update(self, oversized_at, named):
+        # A tanh MLP under Adam at lr 0.2 (`/tmp` probe): the first update
+        # moved dense_1's weights by 1.6x their norm, its outputs 85% in the
+        # tails from step 5 with the loss 1-3x where training began (so no
+        # explosion). The streak begins at 1 here, within `patience_steps`
+        # (5) of step 0's update: named as the cause, with the fix that
+        # lowers the learning rate first.
+        rules = HealthRules(mlp(["tanh", "tanh"]))
+        ratios = [0.5, 1.6, 0.5] if oversized_at == 0 else [0.5, 0.9, 0.5]
+        seq = [
+            recording(0, [1e-2] * 3, update_ratio=ratios, saturation=[0.0, 0.0, None])
+        ]
+        seq += [
+            recording(
+                s, [1e-2] * 3, update_ratio=[0.3] * 3, saturation=[0.1, 0.85, None]
+            )
+            for s in range(1, 6)
+        ]
+        found = run(rules, seq)
+        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "dense_1", 1)]
+        cause = (
+            " It follows the update of step 0, which changed the weights of layer "
+            "'dense_1' by 1.6 times their own norm: a step far too large."
+        )
+        assert found[0].message.endswith(cause) == named
+        expected_fix = rule_support._THROWN_SATURATION_FIX if named else None
+        assert found[0].fix == (expected_fix or FIXES[F.SATURATED_ACTIVATIONS])
+
     @pytest.mark.parametrize(
         "data, found",
         [
