@@ -239,6 +239,7 @@ class ActivationRules(RuleFamily):
                     "back. Dead units only come back if the layers before them "
                     "change their inputs."
                 )
+            message += self._oversized_before(start)
             self._add(new, F.DEAD_RELU, layer, start, dead, message)
 
     def _settling(self, layer: str, step: int, start: int) -> bool:

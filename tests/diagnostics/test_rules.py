@@ -2726,6 +2726,47 @@ def level(step):
 
 
 class TestDeadRelu:
+    @pytest.mark.parametrize("ratio, named", [(1.6, True), (0.9, False)])
+    def test_dead_right_after_an_oversized_update(self, ratio, named):
+        # All of dense_1's units active on step 0's batch, whose update
+        # changes its weights by `ratio` times their norm; 3 of its 4 units
+        # inactive on every batch after, the loss up from 1.0 to 2.0 (a
+        # jump, so not settling). Over 1x, within `patience_steps` (5) of
+        # the streak that begins at 1: named as the cause.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        alive = [[1] * 4, [1] * 4, None]
+        seq = [
+            recording(
+                0,
+                RELU_RMS[:3],
+                loss=1.0,
+                batch_size=32,
+                unit_activity=alive,
+                update_ratio=[0.5, ratio, 0.5],
+            )
+        ]
+        seq += [
+            recording(
+                s,
+                RELU_RMS[:3],
+                loss=2.0,
+                batch_size=32,
+                unit_activity=[*ACTIVITY, None],
+                update_ratio=[0.1] * 3,
+            )
+            for s in range(1, 9)
+        ]
+        found = [f for f in run(rules, seq) if f.mode == F.DEAD_RELU]
+        assert [(f.layer, f.step) for f in found] == [("dense_1", 1)]
+        assert (
+            found[0].message.endswith(
+                " It follows the update of step 0, which changed the weights of layer "
+                "'dense_1' by 1.6 times their own norm: a step far too large."
+            )
+            == named
+        )
+        assert found[0].fix == FIXES[F.DEAD_RELU]
+
     def test_units_dying_in_the_first_steps_may_settle(self):
         # dense_1 active on step 0's batch, then 3 of its 4 units inactive
         # on every batch of steps 1-39 (windows of 4 batches from step 4),
