@@ -144,6 +144,7 @@ def step_stats(
         learning_rate=float(data["learning_rate"]),
         layers=layers,
         batch_size=int(data["batch_size"]),
+        activation_steps=max(1, int(round(data.get("activation_steps", 1)))),
         input_scale=input_scale,
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},

@@ -110,6 +110,7 @@ def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
     head = {
         "loss": loss if loss_known else None,
         "batch_size": batch,
+        "activation_steps": summed,
         "learning_rate": row[RING_LR],
         "step": step,
         "global_norm": norm,

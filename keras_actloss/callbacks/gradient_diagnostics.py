@@ -175,7 +175,10 @@ class GradientDiagnostics(
       steps (dead units: over at least 128 samples of the latest
       recordings, 64 when not one unit of a layer of 8 or more was active;
       with `steps_per_execution=k` >= 3, 2 recordings, one per
-      execution, its activations over its k batches; under dynamic loss
+      execution; its activations are over the batches of the execution's
+      steps recorded in full, each a recording's worth for dead units and
+      saturation, so that one execution of 5 or more steps recorded in
+      full (as the first ones are) is enough for them; under dynamic loss
       scaling the batches whose update was skipped count as steps), so
       within about 5 steps of the start of training or of a jump with
       batches of 32 or more (units dying, whole layers or many of their

@@ -62,8 +62,10 @@ class UnitActivity:
     """Per-unit activity of one layer over its most recent recordings.
 
     A unit is dead when it was inactive on every sample of the window: the
-    fewest most recent recordings (at least `min_recordings`, at most
-    `max_recordings`) that together hold at least `min_samples` samples,
+    fewest most recent recordings (holding at least `min_recordings`
+    batches, at most `max_recordings` recordings; a recording of an
+    execution of several steps holds each of its steps' batches) that
+    together hold at least `min_samples` samples,
     or half of them when not one of the layer's units (at least
     `WHOLE_UNITS`) was active: a healthy unit active on a tenth of the
     samples is zero on 64 of them with probability 0.9^64 = 1e-3, eight
@@ -82,12 +84,13 @@ class UnitActivity:
         # The units inactive on the first recording's batch, and the units.
         self.first: tuple[int, int] | None = None
 
-    def add(self, step: int, samples: int, activity) -> None:
-        """Adds a recording's per-unit active counts (a list or array)."""
+    def add(self, step: int, samples: int, activity, batches: int = 1) -> None:
+        """Adds a recording's per-unit active counts (a list or array) over
+        `samples` samples of `batches` batches, the last of step `step`."""
         active = np.asarray(activity) > 0
         if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
-        self._recent.append((step, samples, active))
+        self._recent.append((step - batches + 1, samples, active, batches))
         if self.first is None:
             self.first = (len(active) - np.count_nonzero(active), len(active))
 
@@ -111,20 +114,21 @@ class UnitActivity:
         return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 
     def dead(self, min_recordings: int | None = None) -> tuple | None:
-        """`(dead fraction, samples, recordings, first step)` of the window,
-        or None while the recordings hold fewer than `min_samples`.
+        """`(dead fraction, samples, batches, first step)` of the window, or
+        None while the recordings hold fewer than `min_samples`.
         `min_recordings`: instead of the window's own."""
-        total, alive = 0, None
+        total, batches, alive = 0, 0, None
         least = self.min_recordings if min_recordings is None else min_recordings
-        for k, (step, samples, active) in enumerate(reversed(self._recent)):
+        for first, samples, active, held in reversed(self._recent):
             alive = active if alive is None else alive | active
             total += samples
+            batches += held
             whole = len(alive) >= self.WHOLE_UNITS and not alive.any()
             enough = total >= (self.min_samples / 2 if whole else self.min_samples)
-            if enough and k + 1 >= least:
+            if enough and batches >= least:
                 units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
-                return dead, total, k + 1, step
+                return dead, total, batches, first
         return None
 
 
@@ -191,15 +195,21 @@ class ActivationRules(RuleFamily):
             window = self._activity.get(ls.layer)
             samples = ls.unit_samples or stats.batch_size
             activity = ls.unit_activity
+            # The counts cover the recorded execution's full steps; a
+            # gradient, the recorded step alone.
+            batches = stats.activation_steps
             if activity is not None:
                 self._measured.add(ls.layer)
             elif ls.layer not in self._measured:
                 if passing is None:
                     passing = _passing(stats, self._distance)
                 activity = _gradient_activity(ls.grad_norm, passing[ls.layer])
+                if samples:
+                    samples //= stats.activation_steps
+                batches = 1
             if window is None or activity is None or not samples:
                 continue
-            window.add(stats.step, samples, activity)
+            window.add(stats.step, samples, activity, batches)
             measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
             if measured is not None:
@@ -213,10 +223,11 @@ class ActivationRules(RuleFamily):
 
     def _judge_dead(self, new, layer: str, step: int, measured, hit: bool) -> None:
         """Reports a layer's dead units once the window (`UnitActivity.dead`:
-        `measured`, over `dead_fraction` when `hit`) held them so for
-        `patience` recordings over `patience_steps` steps."""
-        dead, samples, recordings, first = measured
-        hit = hit and recordings >= self._patience()
+        `measured`, over `dead_fraction` when `hit`) held them so on the
+        batches of `patience` recordings (as many batches of a recording of
+        several steps) over `patience_steps` steps."""
+        dead, samples, batches, first = measured
+        hit = hit and batches >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
         if hit and self._lasted(start, step) and not self._settling(layer, step, start):
@@ -224,14 +235,14 @@ class ActivationRules(RuleFamily):
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
                     f"for every one of the {samples} samples of the last "
-                    f"{recordings} recorded batches (steps {first}-{step}): "
+                    f"{batches} recorded batches (steps {first}-{step}): "
                     "these ReLU units are dead and get no gradient; they only "
                     "come back if the layers before them change their inputs."
                 )
             else:
                 message = (
                     f"Every gradient of layer '{layer}' is exactly 0 on each of "
-                    f"the last {recordings} recorded batches ({samples} samples, "
+                    f"the last {batches} recorded batches ({samples} samples, "
                     f"steps {first}-{step}), whose outputs are not measured "
                     "here (as those of a recurrent layer that returns only its "
                     "last step): its ReLU units output zero on every sample "
@@ -344,19 +355,24 @@ class ActivationRules(RuleFamily):
                 ),
                 F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
             }
+            # Over every batch of the recorded execution's full steps.
+            batches = stats.activation_steps
+            first = stats.step - batches + 1
             for mode, limit in limits.items():
                 key = (mode, ls.layer)
                 hit = limit is not None and ls.saturation >= limit and not fitted
-                count, start = self._streaks.update(key, hit, stats.step)
+                count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
                     self._add_saturation(new, mode, ls, stats, count, start)
 
     def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
         activation = getattr(self._info.get(ls.layer), "activation", None)
+        # With several steps per execution a recording holds their batches.
+        held = "recordings" if self.execution_steps <= 1 else "recorded batches"
         where = (
             f"{ls.saturation:.0%} of the outputs of hidden layer '{ls.layer}'"
             f" ({activation or 'saturating activation'}) are in the flat tails "
-            f"({count} recordings in a row, steps {start}-{stats.step})"
+            f"({count} {held} in a row, steps {start}-{stats.step})"
         )
         fix = None
         if mode == F.SATURATED_ACTIVATIONS:

@@ -99,6 +99,11 @@ class StepStats:
             which the activation statistics are). Dead units are only
             judged over enough samples to tell a dead unit from a sparse
             one.
+        activation_steps: The steps (batches) the activation statistics
+            cover: with several steps per execution, those of its steps
+            that recorded in full (every one of them while recordings are
+            dense), the recorded one last; 1 otherwise. The gradient
+            statistics are the recorded step's alone.
         input_scale: How far the model's inputs are from standardized: the
             largest `max(|mean|, std)` over input features of the recorded
             batch (about 1 when standardized), if known.
@@ -123,6 +128,7 @@ class StepStats:
     learning_rate: float | None = None
     layers: list[LayerStats] = dataclasses.field(default_factory=list)
     batch_size: int | None = None
+    activation_steps: int = 1
     input_scale: float | None = None
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)

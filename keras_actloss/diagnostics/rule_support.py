@@ -170,20 +170,24 @@ def _median(values) -> float | None:
 
 
 class _Streaks:
-    """Consecutive-recording counters keyed by (mode, layer)."""
+    """Consecutive-recording counters keyed by (mode, layer): of recordings,
+    or of the batches they hold (`weight`)."""
 
     def __init__(self):
         self._start: dict[tuple, int] = {}
         self._count: dict[tuple, int] = {}
 
-    def update(self, key: tuple, hit: bool, step: int) -> tuple[int, int]:
-        """Records one observation; returns (streak length, streak start)."""
+    def update(
+        self, key: tuple, hit: bool, step: int, weight: int = 1
+    ) -> tuple[int, int]:
+        """Records one observation (of `weight` batches, the first at
+        `step`); returns (streak length, streak start)."""
         if not hit:
             self._count.pop(key, None)
             self._start.pop(key, None)
             return 0, step
         self._start.setdefault(key, step)
-        self._count[key] = self._count.get(key, 0) + 1
+        self._count[key] = self._count.get(key, 0) + weight
         return self._count[key], self._start[key]
 
     def count(self, key: tuple) -> int:

@@ -41,6 +41,7 @@ from keras_actloss.diagnostics.rules import (
 _STEP_FIELDS = (
     "learning_rate",
     "batch_size",
+    "activation_steps",
     "input_scale",
     "non_finite",
     "data_saturation",
@@ -2668,7 +2669,9 @@ class TestJumps:
         assert rules.jumped
 
 
-def dead_run(activity, steps, batch_size=32, activations=("relu", "relu")):
+def dead_run(
+    activity, steps, batch_size=32, activations=("relu", "relu"), activation_steps=1
+):
     """Recordings of an MLP whose hidden layers have this unit activity (a
     pair of per-unit lists, or a function of the step giving the pair)."""
     seq = []
@@ -2679,6 +2682,7 @@ def dead_run(activity, steps, batch_size=32, activations=("relu", "relu")):
                 s,
                 RELU_RMS[:3],
                 batch_size=batch_size,
+                activation_steps=activation_steps,
                 unit_activity=[*pair, None],
             )
         )
@@ -2933,6 +2937,23 @@ class TestDeadRelu:
         assert "of the 256 samples of the last 2 recorded batches" in found[0].message
         rules, seq = dead_run(ACTIVITY, (3, 7), batch_size=128)
         assert run(rules, seq) == []
+
+    @pytest.mark.parametrize("per, reported", [(8, True), (4, False)])
+    def test_one_recording_holds_its_executions_batches(self, per, reported):
+        # steps_per_execution 8, every step of the first execution recorded
+        # in full: the recording of step 7 counts the activations of its 8
+        # batches (256 samples of steps 0-7), over `patience_steps` (5) by
+        # itself: reported at 7, not at the next execution's 15. With 4
+        # steps an execution (steps 4-7) it is too short alone.
+        rules, seq = dead_run(ACTIVITY, (7,), batch_size=32 * per, activation_steps=per)
+        rules.execution_steps = per
+        found = run(rules, seq)
+        assert modes(found) == ([(F.DEAD_RELU, "dense_1", 0)] if reported else [])
+        if reported:
+            assert found[0].message.startswith(
+                "75% of the units of layer 'dense_1' output zero for every one "
+                "of the 256 samples of the last 8 recorded batches (steps 0-7)"
+            )
 
     def test_units_inactive_on_one_batch_are_suspected(self):
         # Step 0: dense_1 has 3 of 4 units inactive on its 32 samples (too
@@ -3192,6 +3213,24 @@ def saturation_run(saturation, steps=(0, 5, 10), output="sigmoid", **kw):
 
 
 class TestSaturation:
+    @pytest.mark.parametrize("per, reported", [(8, True), (4, False)])
+    def test_one_recording_holds_its_executions_batches(self, per, reported):
+        # steps_per_execution 8: the saturation of step 7's recording is
+        # over its execution's 8 batches (steps 0-7), as many as `patience`
+        # recordings need and over `patience_steps`: reported at 7. An
+        # execution of 4 (steps 4-7) is too short alone.
+        rules, seq = saturation_run(
+            [0.3, 0.9, 0.99], steps=(7,), batch_size=32 * per, activation_steps=per
+        )
+        rules.execution_steps = per
+        found = run(rules, seq)
+        expected = [(F.SATURATED_ACTIVATIONS, "dense_1", 0)] if reported else []
+        assert modes(found) == expected
+        if reported:
+            assert "in the flat tails (8 recorded batches in a row, steps 0-7)" in (
+                found[0].message
+            )
+
     def test_hidden_layer_saturated(self):
         rules, seq = saturation_run([0.3, 0.9, 0.99])
         found = run(rules, seq)

@@ -197,6 +197,19 @@ def dead_relu() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def dead_relu_spe8() -> Setup:
+    """`dead_relu` compiled with `steps_per_execution=8`: Keras returns to
+    Python once per 8 steps, so the first recording comes at step 7, with
+    the activations of all 8 batches of its execution."""
+    setup = dead_relu()
+    setup.model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        steps_per_execution=8,
+    )
+    return setup
+
+
 def dead_relu_batch8() -> Setup:
     """`dead_relu` on batches of 8 (32 steps): a layer none of whose units
     was active is told on 64 samples (8 batches) instead of 128."""
@@ -909,6 +922,7 @@ LR_JUMP_ONSETS = (
 FAILURES = [
     Case("dead_relu", dead_relu, {DEAD: 0}),
     Case("dead_relu_batch8", dead_relu_batch8, {DEAD: 0}),
+    Case("dead_relu_spe8", dead_relu_spe8, {DEAD: 0}),
     Case("dead_relu_output", dead_relu_output, {DEAD: 3}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
     Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),

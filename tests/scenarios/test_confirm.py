@@ -90,6 +90,16 @@ def test_vanishing_sigmoid_spe4_trains_as_without():
 
 
 @confirm_on_tensorflow
+def test_dead_relu_spe8_trains_as_without():
+    a = cases.confirm(cases.BY_NAME["dead_relu"])
+    b = cases.confirm(cases.BY_NAME["dead_relu_spe8"])
+    # The same steps (its layers get other names).
+    assert b.losses == a.losses
+    assert list(b.dead.values()) == list(a.dead.values())
+    assert cases.BY_NAME["dead_relu_spe8"].build().model.steps_per_execution == 8
+
+
+@confirm_on_tensorflow
 def test_saturated_tanh():
     c = cases.confirm(cases.BY_NAME["saturated_tanh"])
     steps = range(len(c.losses))

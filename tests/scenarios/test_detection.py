@@ -47,6 +47,10 @@ REPORTED = {
     # Every gradient exactly 0 from step 3 (the ReLU output 0 for every
     # sample after step 2's update): steps 3-7, reported at 7.
     "dead_relu_output": {"dead_relu": 7},
+    # One recording per execution of 8 steps, at step 7, with the
+    # activations of its 8 batches (256 samples over steps 0-7): enough by
+    # itself, reported at 7 (at 15 when a recording counted as one batch).
+    "dead_relu_spe8": {"dead_relu": 7},
     "vanishing_sigmoid": {"vanishing_gradients": 4},
     # One recording per execution of 4 steps (steps 3, 7, ...): two of
     # them span patience_steps (5), so steps 3-7, reported at 7.
