@@ -113,8 +113,6 @@ _WEIGHTS_FIX = (
     "sigmoid, He for ReLU: `kernel_initializer='glorot_uniform'` or "
     "`'he_normal'`), and add batch normalization or skip connections."
 )
-# The fix of vanishing gradients that fell from their own early level while
-# the loss did not fall: the first steps were too large.
 # Hidden units saturated right after an update larger than their weights.
 _THROWN_SATURATION_FIX = (
     "Lower the learning rate (Adam: 1e-3 or less) or warm it up over the first "
@@ -122,6 +120,8 @@ _THROWN_SATURATION_FIX = (
     "into the tails. Then, if they stay there, use ReLU instead of "
     "sigmoid/tanh in hidden layers and add batch normalization."
 )
+# The fix of vanishing gradients that fell from their own early level while
+# the loss did not fall: the first steps were too large.
 _FALLEN_FIX = (
     "Lower the learning rate (Adam: 1e-3 or less) or warm it up over the first "
     "few hundred steps, and clip gradients (e.g. `clipnorm=1.0` in the "
@@ -230,8 +230,8 @@ class RuleFamily:
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
-    `_lost`, `_start_losses`, `_start_batch`, `_norms` and
-    `findings`.
+    `_lost`, `_start_losses`, `_start_batch`, `_last_oversized`, `_norms`
+    and `findings`.
     """
 
     @property

@@ -426,7 +426,8 @@ class HealthRules(
             )
             new += self.observe_step(event)
         if self._start_batch is None and stats.batch_size:
-            self._start_batch = stats.batch_size
+            # One step's batch (a recording of an execution holds several).
+            self._start_batch = max(1, stats.batch_size // stats.activation_steps)
         mine: list[Finding] = []
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)

@@ -1003,6 +1003,17 @@ class TestVanishing:
         seq += [recording(s, SIGMOID_RMS, loss=1.5e-3) for s in range(2, 20)]
         assert run(rules, seq) == []
 
+    @pytest.mark.parametrize("per, expected", [(8, 1.0), (1, 5.0)])
+    def test_where_training_began_with_several_steps_an_execution(self, per, expected):
+        # Batches of 4: the start is the median of the first 8 steps' losses
+        # (32 samples). A recording of an execution of 8 steps holds 32
+        # samples but is 8 batches of 4: the start is the median of (5, 1 x
+        # 7), 1.0. Read as one batch of 32 (`per` 1), the first step's 5.0.
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 1.0, loss=5.0 if s == 0 else 1.0) for s in range(8)])
+        rules.observe(recording(7, [1e-2, 1e-2], batch_size=32, activation_steps=per))
+        assert rules._start() == expected
+
     @pytest.mark.parametrize("batch, reported", [(2, False), (32, True)])
     def test_converged_against_where_training_began(self, batch, reported):
         # Step 0's batch happened to be easy (loss 2e-3), the next 15 at
