@@ -102,10 +102,10 @@ class UpdateRules(RuleFamily):
         throw = self._throw
         if throw is None or stats.step <= throw[0]:
             return
+        # A multiple of the start means nothing for a loss that starts at or
+        # under 0 (a cosine similarity, a log-density).
         start, loss = self._start(), stats.loss
-        risen = _finite(start, loss) and (
-            loss - start >= (_DIVERGE_RISE - 1) * abs(start)
-        )
+        risen = _finite(start, loss) and start > 0 and loss >= _DIVERGE_RISE * start
         if self._exploded() or not risen:
             self._throw = None
             return

@@ -2392,6 +2392,12 @@ class TestThrownByOneUpdate:
         out, _ = self._run(losses)
         assert out == [[]] * 7
 
+    def test_not_for_a_loss_that_starts_at_or_under_zero(self):
+        # A loss of -0.1 at first and 0.5-3 after: 3x nothing.
+        losses = [-0.1, 0.5, 1.0, 2.0, 3.0, 1.5, 1.0]
+        out, _ = self._run(losses)
+        assert out == [[]] * 7
+
     def test_not_without_an_update_over_the_weights(self):
         # The largest update 0.99x: a loss this high is not told by it.
         ratios = [[0.99, 0.9, 0.9], *self.RATIOS[1:]]
