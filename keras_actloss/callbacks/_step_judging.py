@@ -19,6 +19,9 @@ import math
 import time
 import warnings
 
+import keras
+import numpy as np
+
 from keras_actloss.callbacks._callback_support import (
     data_saturations,
     input_scale,
@@ -294,6 +297,28 @@ class StepJudging:
                     self._note_peak(event)
             if self._rules.jumped:
                 self._burst(step + 1, self._rules.jump_noisy)
+        self._handle(new)
+
+    def _judge_unseen(self, loss) -> None:
+        """Judges the first execution of a model that was built in it (on
+        TensorFlow: Keras's own train function ran it, before the hooks
+        could go in), from what it left: a non-finite `loss` in its logs,
+        or on TensorFlow trainable weights it made non-finite, is reported
+        as a non-finite step at the first of its steps, as the sentinel
+        would have, and the later consequences (a layer of NaN weights
+        outputs zeros that look like dead units) are then not judged."""
+        finite = loss is None or math.isfinite(float(np.asarray(loss)))
+        if finite and keras.backend.backend() == "tensorflow":
+            weights = self.model.trainable_variables
+            finite = all(np.isfinite(w.numpy()).all() for w in weights)
+        if finite:
+            return
+        step = max(0, self._hooks.step_count() - self._stride)
+        loss = None if loss is None else float(np.asarray(loss))
+        event = SentinelEvent(step, math.nan, True, None, None, loss)
+        new = self._rules.observe_step(event)
+        if self._writer is not None:
+            self._writer.write_sentinel(event)
         self._handle(new)
 
     def _no_gradients(self) -> None:

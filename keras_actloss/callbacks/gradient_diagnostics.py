@@ -121,7 +121,9 @@ class GradientDiagnostics(
     - A model that is not built when `fit` starts (no `Input`: subclassed,
       or a `Sequential` given none) is built by TensorFlow in its first
       step, which runs Keras's own train function unrecorded; recording
-      (and `check_model`) starts with the second step. So it does for a
+      (and `check_model`) starts with the second step, and a non-finite
+      loss in the first step's logs (or weights it left non-finite) is
+      reported as a non-finite step right after it. So it does for a
       model that its `train_step` never calls, which stays unbuilt (a GAN
       that calls only its generator and discriminator, as the Keras DCGAN
       example's), without `check_model`: it has no graph of the model.
@@ -345,6 +347,7 @@ class GradientDiagnostics(
         # whose `train_step` calls its generator and discriminator only).
         self._deferred = not model.built
         self._deferred_ran = False
+        self._deferred_loss = None
         if not self._deferred:
             self._begin()
 
@@ -406,12 +409,18 @@ class GradientDiagnostics(
             self._static_checks()
         self._flush()
 
+    def _end_deferral(self) -> None:
+        """Installs the hooks after the first execution, which built the
+        model unseen, and judges what it left (`_judge_unseen`)."""
+        self._deferred = False
+        self._begin()
+        self._judge_unseen(self._deferred_loss)
+
     def on_train_batch_begin(self, batch, logs=None):
         if self._deferred:
             if not (self.model.built or self._deferred_ran):
                 return  # Keras's train function builds it in this batch.
-            self._deferred = False
-            self._begin()
+            self._end_deferral()
         if self._step is None:
             self._step = self._hooks.step_count()
             # With several optimizers, the one that counts the steps is
@@ -433,6 +442,10 @@ class GradientDiagnostics(
     def on_train_batch_end(self, batch, logs=None):
         if self._deferred:
             self._deferred_ran = True
+            self._deferred_loss = (logs or {}).get("loss")
+            if self.model.built:
+                # Judged now, so `on_failure` acts before the next step runs.
+                self._end_deferral()
             return
         if self._guessed or (not self._batches and self._hooks.counter_applies > 1):
             self._resync_step()

@@ -11,6 +11,7 @@ it themselves and are marked `tensorflow_only`.
 import os
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -1324,6 +1325,49 @@ def test_a_model_built_in_fit_is_recorded_from_its_second_step(kind, rng, tmp_pa
     assert {"grad_norm/hidden", "diagnostics/layers"} <= set(
         _tags(str(tmp_path)).Tags()["tensors"]
     )
+
+
+class _Batches(keras.callbacks.Callback):
+    """Counts the batches that ran."""
+
+    def on_train_begin(self, logs=None):
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+# A subclassed ReLU MLP whose first batch holds a NaN: its step ran before
+# the hooks (it built the model). Its first kernel is NaN after it, and on
+# TensorFlow relu(NaN) is 0: the layer then outputs zeros on every sample,
+# which were told as dead units from step 1 while the NaN went unseen.
+@tensorflow_only
+@pytest.mark.parametrize("on_failure", ["warn", "stop"])
+def test_a_nan_in_the_step_that_built_the_model_is_reported(on_failure, rng):
+    x = rng.normal(size=(128, 6)).astype("float32")
+    x[0, 0] = np.nan
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = _compile(_unbuilt("subclassed"))
+    diag = GradientDiagnostics(on_failure=on_failure)
+    batches = _Batches()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            callbacks=[diag, batches],
+        )
+    assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 0)]
+    assert diag.findings[0].message.startswith(
+        "Non-finite gradients in the model at step 0 (global gradient norm nan)"
+    )
+    assert "No step before it had finite gradients" in diag.findings[0].message
+    # "stop" ends training before the next step runs.
+    assert batches.count == (1 if on_failure == "stop" else 4)
 
 
 @tensorflow_only
