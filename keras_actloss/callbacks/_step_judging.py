@@ -307,14 +307,14 @@ class StepJudging:
         as a non-finite step at the first of its steps, as the sentinel
         would have, and the later consequences (a layer of NaN weights
         outputs zeros that look like dead units) are then not judged."""
-        finite = loss is None or math.isfinite(float(np.asarray(loss)))
+        loss = None if loss is None else float(np.asarray(loss))
+        finite = loss is None or math.isfinite(loss)
         if finite and keras.backend.backend() == "tensorflow":
             weights = self.model.trainable_variables
             finite = all(np.isfinite(w.numpy()).all() for w in weights)
         if finite:
             return
         step = max(0, self._hooks.step_count() - self._stride)
-        loss = None if loss is None else float(np.asarray(loss))
         event = SentinelEvent(step, math.nan, True, None, None, loss)
         new = self._rules.observe_step(event)
         if self._writer is not None:

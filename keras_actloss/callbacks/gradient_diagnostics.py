@@ -188,17 +188,16 @@ class GradientDiagnostics(
       jump); later in a long run without a jump, after 3 recordings
       `every_n_steps` apart (dead units: within about 5 steps of a
       recording that finds most of a layer's units inactive). Units of a
-      layer active on the first recorded batch that die within the first
-      64 steps of training, with the learning rate unchanged and the loss
-      neither risen a tenth over its first value lately nor by half on a
-      step recorded up to the one after they died (each also by 3 and 6
-      times the spread of the recorded losses: the noise of small
-      batches), are not reported
-      within those steps, and after them (as later deaths in that layer)
-      only once the model stops learning:
-      its recent loss fell less than 5% over the last 64 steps and it has
-      not fitted (half its early loss), or, for later deaths, the loss rose
-      a tenth of its first value. A layer fed inputs that barely differ
+      layer active on the first recorded batch that die within the first 64
+      steps of training, with the learning rate unchanged and the loss
+      neither risen a tenth over where training began lately nor by half on
+      a step recorded up to the one after they died (each also by 3 and 6
+      times the spread of the recorded losses: the noise of small batches),
+      are not reported within those steps, and after them (as later deaths
+      in that layer) only once the model stops learning: its recent loss
+      fell less than 5% over the last 64 steps and it has not fitted (half
+      its early loss), or, for later deaths, the loss rose a tenth of where
+      training began. A layer fed inputs that barely differ
       between samples (an averaged `Embedding`) can lose half its units for
       a hundred steps under Adam, while the model learns, and get them back
       as the layers before it grow (as can one unit of a two-unit layer
