@@ -259,9 +259,10 @@ class ActivationRules(RuleFamily):
         steps of training, in a layer mostly active on its first recorded
         batch (or with one unit of it inactive), with the learning rate
         unchanged, the recent loss (median of the last steps') not risen
-        over the first recorded one by both a tenth of it and 3 times the
-        spread of the recorded losses, and no loss recorded up to the step
-        after the streak's first by both half of it and 6 times that spread
+        over the loss where training began (`_start`) by both a tenth of it
+        and 3 times the spread of the recorded losses, and no loss recorded
+        up to the step after the streak's first by both half of it and 6
+        times that spread
         (the noise of small batches);
         after those steps, in a layer whose units settled so, for as long
         as the model goes on learning (`_still_learning`).
@@ -287,35 +288,35 @@ class ActivationRules(RuleFamily):
             return False
         if window.first is None or window.started_dead(self.thresholds.dead_fraction):
             return False
-        first, recent = self._start(), self._norms.recent_loss()
+        began, recent = self._start(), self._norms.recent_loss()
         early = np.asarray([loss for _, loss in self._early_recorded])
-        if first is None or recent is None or not early.size:
+        if began is None or recent is None or not early.size:
             return False
         spread = float(np.median(np.abs(early - np.median(early))))
         # A step that overshoots kills units at once: the jump that killed
         # them is recorded by the step after the streak's first at most.
         peak = max(loss for s, loss in self._early_recorded if s <= start + 1)
         # Relative to the loss's size, so a negative loss rises too.
-        rose = recent - first >= max(
-            _SETTLE_RISE * abs(first), _SETTLE_RISE_SPREADS * spread
+        rose = recent - began >= max(
+            _SETTLE_RISE * abs(began), _SETTLE_RISE_SPREADS * spread
         )
-        jumped = peak - first >= max(
-            _SETTLE_JUMP * abs(first), _SETTLE_JUMP_SPREADS * spread
+        jumped = peak - began >= max(
+            _SETTLE_JUMP * abs(began), _SETTLE_JUMP_SPREADS * spread
         )
         if rose or jumped:
             return False
         if step < _SETTLE_STEPS:
-            self._settle_marks.setdefault(layer, (0, first))
+            self._settle_marks.setdefault(layer, (0, began))
             return True
-        return self._still_learning(layer, step, start, recent, first)
+        return self._still_learning(layer, step, start, recent, began)
 
     def _still_learning(
-        self, layer: str, step: int, start: int, recent: float, first: float
+        self, layer: str, step: int, start: int, recent: float, began: float
     ) -> bool:
         """Whether the model learns on past its first steps, in which units
         of `layer` settled: its recent loss, checked each time
         `_SETTLE_STEPS` steps have passed since the last check (the first
-        against the first recorded loss), fell `_SETTLE_FALL` since, or
+        against the loss where training began), fell `_SETTLE_FALL` since, or
         the model has fitted (`_fitted`); and, for units that died after
         the first steps (a streak from `start`), it has not risen
         `_SETTLE_RISE` of the loss where training began over the last
@@ -323,7 +324,7 @@ class ActivationRules(RuleFamily):
         model fitted)."""
         checked, level = self._settle_marks[layer]
         late = start >= _SETTLE_STEPS
-        if late and recent - level >= _SETTLE_RISE * abs(first):
+        if late and recent - level >= _SETTLE_RISE * abs(began):
             return False
         if step - checked < _SETTLE_STEPS:
             return True

@@ -327,8 +327,8 @@ class RecordedGradientRules(RuleFamily):
             seen = early.setdefault(ls.layer, [])
             if len(seen) < _EARLY_RECORDINGS and _finite(ls.grad_rms):
                 seen.append(ls.grad_rms)
-        first, loss = self._start(), stats.loss
-        if not _finite(first, loss) or loss - first < (_STILL_LOSS - 1) * abs(first):
+        began, loss = self._start(), stats.loss
+        if not _finite(began, loss) or loss - began < (_STILL_LOSS - 1) * abs(began):
             return frozenset()
         return frozenset(
             ls.layer
