@@ -147,7 +147,59 @@ def plan_layers(model) -> list[LayerPlan]:
             distance=distance,
         )
         plans.append(LayerPlan(info, layer, variables, profile, axis, leaf, runner))
+    _set_upstream(model, plans)
     return plans
+
+
+def _set_upstream(model, plans: list[LayerPlan]) -> None:
+    """Sets `LayerInfo.upstream` of the layers of `model`'s own layer graph
+    (the layers of a nested model or a subclassed one keep none).
+
+    Walks each layer's inbound nodes back to the nearest layers whose units
+    can die (`ActivationProfile.can_die`); a path that reaches the
+    model's inputs, or a nested model or composite layer (whose insides are
+    not walked), first leaves the layer with none.
+    """
+    graph = getattr(model, "_functional", None) or model
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if not isinstance(by_depth, dict):
+        return
+    dying = {
+        id(plan.hooked): plan.info.name
+        for plan in plans
+        if plan.profile is not None and plan.profile.can_die
+    }
+    cuts: dict[int, frozenset | None] = {}
+
+    def cut(node) -> frozenset | None:
+        """The nearest dying layers on every path into `node` (None: a
+        path from the inputs avoids them)."""
+        if id(node) not in cuts:
+            parents = node.parent_nodes
+            found: frozenset | None = frozenset() if parents else None
+            for parent in parents:
+                op = parent.operation
+                if id(op) in dying:
+                    below = frozenset([dying[id(op)]])
+                elif isinstance(op, keras.layers.InputLayer) or (
+                    isinstance(op, keras.layers.Layer) and _children(op)
+                ):
+                    below = None
+                else:
+                    below = cut(parent)
+                if below is None:
+                    found = None
+                    break
+                found |= below
+            cuts[id(node)] = found
+        return cuts[id(node)]
+
+    nodes = [node for level in by_depth.values() for node in level]
+    for plan in plans:
+        own = [node for node in nodes if node.operation is plan.hooked]
+        found = [cut(node) for node in own]
+        if own and all(f is not None for f in found):
+            plan.info.upstream = tuple(sorted(frozenset().union(*found)))
 
 
 def _runs_simple_cell(parent, cell) -> bool:
@@ -226,16 +278,26 @@ def step_counter(optimizer):
 
 def missing_internals() -> list[str]:
     """The Keras internals of this module (beyond the walk's) that are
-    missing: `step_counter`'s count of calls."""
+    missing: `step_counter`'s count of calls, and the graph's nodes that
+    `_set_upstream` walks."""
     import inspect
 
+    from keras.src.ops.function import Function
+    from keras.src.ops.node import Node
     from keras.src.optimizers.base_optimizer import BaseOptimizer
 
+    missing = []
     init = inspect.getsource(BaseOptimizer.__init__)
     iterations = inspect.getsource(BaseOptimizer.iterations.fget)
-    if "self._iterations = " in init and "self._iterations" in iterations:
-        return []
-    return ["Optimizer._iterations"]
+    if "self._iterations = " not in init or "self._iterations" not in iterations:
+        missing.append("Optimizer._iterations")
+    if "self._nodes_by_depth = " not in inspect.getsource(Function.__init__):
+        missing.append("Function._nodes_by_depth")
+    if not isinstance(getattr(Node, "parent_nodes", None), property):
+        missing.append("Node.parent_nodes")
+    if "self.operation = " not in inspect.getsource(Node.__init__):
+        missing.append("Node.operation")
+    return missing
 
 
 def find_optimizers(model, extra=()) -> list[tuple[str, Any]]:

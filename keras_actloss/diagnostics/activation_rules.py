@@ -18,6 +18,7 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _THROWN_SATURATION_FIX,
+    FIXES,
     RuleFamily,
     _finite,
 )
@@ -44,6 +45,18 @@ _SETTLE_FALL = 0.05
 # may lie 2 under it; a loss as level as in the rules' tests spreads 0.
 _SETTLE_JUMP_SPREADS = 6.0
 _SETTLE_RISE_SPREADS = 3.0
+
+
+def _named(layers: tuple[str, ...]) -> str:
+    """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
+    quoted = [f"'{name}'" for name in layers]
+    if len(quoted) == 1:
+        return f"layer {quoted[0]}"
+    return f"layers {', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 def can_die(activation: str | None) -> bool:
@@ -212,6 +225,14 @@ class ActivationRules(RuleFamily):
             window.add(stats.step, samples, activity, batches)
             measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
+            if (
+                measured is not None
+                and measured[0] >= 1.0
+                and ls.layer in self._measured
+            ):
+                self._silenced.add(ls.layer)
+            else:
+                self._silenced.discard(ls.layer)
             if measured is not None:
                 self._judge_dead(new, ls.layer, stats.step, measured, hit)
             # Most units inactive on this batch, or on the window, and not
@@ -231,13 +252,13 @@ class ActivationRules(RuleFamily):
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
         if hit and self._lasted(start, step) and not self._settling(layer, step, start):
+            roots = self._cut_off(layer) if layer in self._measured else None
+            fix = None
             if layer in self._measured:
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
                     f"for every one of the {samples} samples of the last "
-                    f"{batches} recorded batches (steps {first}-{step}): "
-                    "these ReLU units are dead and get no gradient; they only "
-                    "come back if the layers before them change their inputs."
+                    f"{batches} recorded batches (steps {first}-{step})"
                 )
             else:
                 message = (
@@ -250,8 +271,46 @@ class ActivationRules(RuleFamily):
                     "back. Dead units only come back if the layers before them "
                     "change their inputs."
                 )
-            message += self._oversized_before(start)
-            self._add(new, F.DEAD_RELU, layer, start, dead, message)
+            if roots is not None:
+                through = _named(self._info[layer].upstream)
+                named = _named(roots)
+                because = ""
+                if named != through:
+                    because = f" (because every unit of {named} is)"
+                message += (
+                    f", and its inputs all come through {through}, every unit "
+                    f"of which is dead{because}: it gets no signal from the "
+                    "data, and its units are dead as a consequence; they can "
+                    f"only come back once those of {named} do."
+                )
+                own = "its own finding" if len(roots) == 1 else "their own findings"
+                fix = (
+                    f"Fix {named} first (see {own}): this layer gets its "
+                    "inputs only through the dead units. If it is still dead "
+                    "after that: " + _lower_first(FIXES[F.DEAD_RELU])
+                )
+            else:
+                if layer in self._measured:
+                    message += (
+                        ": these ReLU units are dead and get no gradient; they "
+                        "only come back if the layers before them change their "
+                        "inputs."
+                    )
+                message += self._oversized_before(start)
+            self._add(new, F.DEAD_RELU, layer, start, dead, message, fix)
+
+    def _cut_off(self, layer: str) -> tuple[str, ...] | None:
+        """When every unit of each layer that all inputs of `layer` come
+        through (`LayerInfo.upstream`) is dead (`_silenced`): the first
+        such layers up the graph (those layers, or the ones they are cut
+        off by in turn); else None."""
+        upstream = self._info[layer].upstream
+        if not upstream or not all(u in self._silenced for u in upstream):
+            return None
+        roots: dict[str, None] = {}
+        for name in upstream:
+            roots.update(dict.fromkeys(self._cut_off(name) or (name,)))
+        return tuple(roots)
 
     def _settling(self, layer: str, step: int, start: int) -> bool:
         """Whether units of `layer` found dead at `step` (a streak from

@@ -30,6 +30,12 @@ class LayerInfo:
             an attention block's query, key and value projections, share
             one), or None when the graph is not known (subclassed models):
             then model order stands in for it.
+        upstream: The monitored layers whose units can die (the ReLU
+            family) that every path from the model's inputs to this layer
+            passes through, the nearest ones; empty when a path reaches it
+            from the inputs through no such layer, or when the graph is not
+            known. When every unit of each of them is dead, this layer gets
+            no signal from the data.
     """
 
     name: str
@@ -38,6 +44,7 @@ class LayerInfo:
     has_trainable_weights: bool
     depth: int
     distance: int | None = None
+    upstream: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """What `GradientDiagnostics` reads off a model to judge its layers: the
 shape of a layer's sample (`advisor.walk.sample_shape`), the `apply` call
-that updates each layer (`_model_plan.apply_groups`), and the layers whose
-outputs could be the data (`_callback_support.data_saturations`).
+that updates each layer (`_model_plan.apply_groups`), the layers whose
+outputs could be the data (`_callback_support.data_saturations`), and the
+ReLU layers all of a layer's inputs come through (`LayerInfo.upstream`).
 
 No TensorFlow import: this module also runs in `.ci/run`'s JAX stage.
 """
@@ -88,3 +89,71 @@ def test_data_saturations_of_the_layers_that_could_make_the_data(rng):
     assert _callback_support.data_saturations(plans, [3 * signs, None]) == {}
     assert _callback_support.data_saturations(plans, [signs[:, :3], None]) == {}
     assert _callback_support.data_saturations(plans, [None, None]) == {}
+
+
+def _upstream(model) -> dict:
+    return {p.info.name: p.info.upstream for p in _model_plan.plan_layers(model)}
+
+
+def test_upstream_through_layers_that_cannot_die():
+    # dense_b takes dense_a's ReLU outputs through Dropout; batch_norm and
+    # the ReLU layer after it take them through dense_b (linear); out
+    # takes the ReLU layer's. dense_a takes the inputs.
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            layers.Dense(8, activation="relu", name="dense_a"),
+            layers.Dropout(0.1),
+            layers.Dense(8, name="dense_b"),
+            layers.BatchNormalization(name="batch_norm"),
+            layers.ReLU(name="relu"),
+            layers.Dense(2, name="out"),
+        ]
+    )
+    assert _upstream(model) == {
+        "dense_a": (),
+        "dense_b": ("dense_a",),
+        "batch_norm": ("dense_a",),
+        "relu": ("dense_a",),
+        "out": ("relu",),
+    }
+
+
+def test_upstream_of_branches_skips_and_shared_layers():
+    # d joins the branches a and b (each behind its own input); e takes d
+    # and, by a skip connection, input x: the data reach it past d. The
+    # shared layer s is called on a and on b: both are its upstream (and
+    # a Keras operation, `+`, takes its outputs to f).
+    layers = keras.layers
+    x, y = keras.Input((4,)), keras.Input((4,))
+    a = layers.Dense(4, activation="relu", name="a")(x)
+    b = layers.Dense(4, activation="relu", name="b")(y)
+    d = layers.Dense(4, activation="relu", name="d")(layers.Concatenate()([a, b]))
+    e = layers.Dense(4, activation="relu", name="e")(layers.Concatenate()([d, x]))
+    shared = layers.Dense(4, name="s")
+    joined = shared(a) + shared(b)  # An operation, not a layer.
+    f = layers.Dense(1, name="f")(joined)
+    model = keras.Model([x, y], [layers.Dense(1, name="out")(e), f])
+    assert _upstream(model) == {
+        "a": (),
+        "b": (),
+        "d": ("a", "b"),
+        "e": (),
+        "s": ("a", "b"),
+        "f": ("a", "b"),
+        "out": ("e",),
+    }
+
+
+def test_no_upstream_past_a_nested_model_or_without_a_graph():
+    # d_out takes the nested generator's outputs: its insides are not
+    # walked. A subclassed model has no graph.
+    assert _upstream(generator_model()) == {
+        "generator/g_hidden": (),
+        "generator/g_out": (),
+        "d_out": (),
+    }
+    model = Subclassed()
+    model(np.zeros((1, 3), "float32"))
+    assert set(_upstream(model).values()) == {()}

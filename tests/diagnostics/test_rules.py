@@ -2788,6 +2788,90 @@ class TestDeadRelu:
         )
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
+    @staticmethod
+    def _chain(first_dead: int, upstream: dict):
+        """dense_0 (`first_dead` of its 4 units inactive on each batch of
+        steps 0-4), dense_1 and dense_2 (all 4 inactive), each ReLU, with
+        `LayerInfo.upstream` from `upstream`: the dead-unit findings by
+        layer."""
+        layers = [
+            dataclasses.replace(info, upstream=upstream.get(info.name, ()))
+            for info in mlp(["relu", "relu", "relu"])
+        ]
+        rules = HealthRules(layers)
+        first = [0] * first_dead + [3] * (4 - first_dead)
+        seq = [
+            recording(
+                s,
+                RELU_RMS,
+                batch_size=32,
+                unit_activity=[first, [0] * 4, [0] * 4, None],
+            )
+            for s in range(5)
+        ]
+        return {f.layer: f for f in run(rules, seq) if f.mode == F.DEAD_RELU}
+
+    def test_a_layer_cut_off_by_a_dead_one_names_it(self):
+        # dense_1's inputs all come through dense_0, every unit of which is
+        # dead: its dead units are told as that layer's consequence, and
+        # the fix names dense_0. dense_2 (no upstream known) as usual.
+        found = self._chain(4, {"dense_1": ("dense_0",)})
+        assert sorted(found) == ["dense_0", "dense_1", "dense_2"]
+        assert found["dense_1"].message == (
+            "100% of the units of layer 'dense_1' output zero for every one of "
+            "the 128 samples of the last 4 recorded batches (steps 1-4), and its "
+            "inputs all come through layer 'dense_0', every unit of which is "
+            "dead: it gets no signal from the data, and its units are dead as a "
+            "consequence; they can only come back once those of layer "
+            "'dense_0' do."
+        )
+        assert found["dense_1"].fix == (
+            "Fix layer 'dense_0' first (see its own finding): this layer gets its "
+            "inputs only through the dead units. If it is still dead after that: "
+            "use Leaky ReLU (or ELU) instead of ReLU, lower the learning rate, "
+            "and avoid large negative bias initialisation."
+        )
+        for layer in ("dense_0", "dense_2"):
+            assert found[layer].fix == FIXES[F.DEAD_RELU]
+            assert found[layer].message.endswith(
+                ": these ReLU units are dead and get no gradient; they only "
+                "come back if the layers before them change their inputs."
+            )
+
+    def test_a_chain_names_its_first_dead_layer(self):
+        # dense_2 behind dense_1 behind dense_0, all dead: dense_2's
+        # finding names dense_1 and, as the cause, dense_0.
+        found = self._chain(4, {"dense_1": ("dense_0",), "dense_2": ("dense_1",)})
+        assert found["dense_2"].message.endswith(
+            "(steps 1-4), and its inputs all come through layer 'dense_1', every "
+            "unit of which is dead (because every unit of layer 'dense_0' is): it "
+            "gets no signal from the data, and its units are dead as a "
+            "consequence; they can only come back once those of layer 'dense_0' "
+            "do."
+        )
+        assert found["dense_2"].fix.startswith("Fix layer 'dense_0' first")
+
+    def test_a_partly_dead_layer_cuts_nothing_off(self):
+        # 3 of dense_0's 4 units dead (reported, 75%): its live unit still
+        # carries the data, so dense_1, dead behind it, is told on its own.
+        found = self._chain(3, {"dense_1": ("dense_0",)})
+        assert found["dense_0"].value == 0.75
+        assert found["dense_1"].fix == FIXES[F.DEAD_RELU]
+        assert "come through" not in found["dense_1"].message
+
+    def test_several_dead_layers_cut_one_off(self):
+        # dense_2's inputs come through dense_0 and dense_1 (two branches),
+        # both dead: both named; with dense_0 partly dead, neither.
+        both = {"dense_2": ("dense_0", "dense_1")}
+        found = self._chain(4, both)
+        assert "come through layers 'dense_0' and 'dense_1', every unit" in (
+            found["dense_2"].message
+        )
+        assert found["dense_2"].fix.startswith(
+            "Fix layers 'dense_0' and 'dense_1' first (see their own findings)"
+        )
+        assert "come through" not in self._chain(3, both)["dense_2"].message
+
     def test_units_dying_in_the_first_steps_may_settle(self):
         # dense_1 active on step 0's batch, then 3 of its 4 units inactive
         # on every batch of steps 1-39 (windows of 4 batches from step 4),
