@@ -194,9 +194,12 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
             cuts[id(node)] = found
         return cuts[id(node)]
 
-    nodes = [node for level in by_depth.values() for node in level]
+    calls: dict[int, list] = {}
+    for level in by_depth.values():
+        for node in level:
+            calls.setdefault(id(node.operation), []).append(node)
     for plan in plans:
-        own = [node for node in nodes if node.operation is plan.hooked]
+        own = calls.get(id(plan.hooked), [])
         found = [cut(node) for node in own]
         if own and all(f is not None for f in found):
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
