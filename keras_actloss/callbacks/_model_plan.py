@@ -169,39 +169,39 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
         for plan in plans
         if plan.profile is not None and plan.profile.can_die
     }
-    cuts: dict[int, frozenset | None] = {}
-
-    def cut(node) -> frozenset | None:
-        """The nearest dying layers on every path into `node` (None: a
-        path from the inputs avoids them)."""
-        if id(node) not in cuts:
+    # Per node, in the graph's order from the inputs (a node's parents are
+    # deeper than it): the nearest dying layers on every path into it
+    # (`into`; None: a path from the inputs avoids them), and those its
+    # outputs carry (`out`).
+    into: dict[int, frozenset | None] = {}
+    out: dict[int, frozenset | None] = {}
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
             parents = node.parent_nodes
             found: frozenset | None = frozenset() if parents else None
             for parent in parents:
-                op = parent.operation
-                if id(op) in dying:
-                    below = frozenset([dying[id(op)]])
-                elif isinstance(op, keras.layers.InputLayer) or (
-                    isinstance(op, keras.layers.Layer) and _children(op)
-                ):
-                    below = None
-                else:
-                    below = cut(parent)
+                below = out.get(id(parent))
                 if below is None:
                     found = None
                     break
                 found |= below
-            cuts[id(node)] = found
-        return cuts[id(node)]
-
+            into[id(node)] = found
+            op = node.operation
+            if id(op) in dying:
+                out[id(node)] = frozenset([dying[id(op)]])
+            elif isinstance(op, keras.layers.InputLayer) or (
+                isinstance(op, keras.layers.Layer) and _children(op)
+            ):
+                out[id(node)] = None
+            else:
+                out[id(node)] = found
     calls: dict[int, list] = {}
     for level in by_depth.values():
         for node in level:
-            calls.setdefault(id(node.operation), []).append(node)
+            calls.setdefault(id(node.operation), []).append(into[id(node)])
     for plan in plans:
-        own = calls.get(id(plan.hooked), [])
-        found = [cut(node) for node in own]
-        if own and all(f is not None for f in found):
+        found = calls.get(id(plan.hooked), [])
+        if found and all(f is not None for f in found):
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
 
 

@@ -7,6 +7,9 @@ ReLU layers all of a layer's inputs come through (`LayerInfo.upstream`).
 No TensorFlow import: this module also runs in `.ci/run`'s JAX stage.
 """
 
+import inspect
+import sys
+
 import keras
 import numpy as np
 
@@ -157,3 +160,21 @@ def test_no_upstream_past_a_nested_model_or_without_a_graph():
     model = Subclassed()
     model(np.zeros((1, 3), "float32"))
     assert set(_upstream(model).values()) == {()}
+
+
+def test_upstream_through_a_long_chain_of_operations():
+    # 900 operations between the ReLU layer and the output layer, walked
+    # with 200 frames to spare (the callback plans a model deep inside
+    # `fit`): the walk does not take a frame per node.
+    x = keras.Input((4,))
+    h = keras.layers.Dense(4, activation="relu", name="relu")(x)
+    for _ in range(900):
+        h = h * 1.0
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(h))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + 200)
+    try:
+        upstream = _upstream(model)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert upstream == {"relu": (), "out": ("relu",)}
