@@ -204,6 +204,7 @@ class ActivationRules(RuleFamily):
         if _finite(loss) and stats.step < _SETTLE_STEPS:
             self._early_recorded.append((stats.step, loss))
         passing = None
+        judged = []
         for ls in stats.layers:
             window = self._activity.get(ls.layer)
             samples = ls.unit_samples or stats.batch_size
@@ -233,12 +234,16 @@ class ActivationRules(RuleFamily):
                 self._silenced.add(ls.layer)
             else:
                 self._silenced.discard(ls.layer)
+            judged.append((ls.layer, window, measured, hit))
+        # Judged once every layer's window is in: a layer cut off by dead
+        # ones (`_cut_off`) is told so whatever their order.
+        for layer, window, measured, hit in judged:
             if measured is not None:
-                self._judge_dead(new, ls.layer, stats.step, measured, hit)
+                self._judge_dead(new, layer, stats.step, measured, hit)
             # Most units inactive on this batch, or on the window, and not
             # reported yet: dense recordings tell soon (`suspected`).
             if (hit or window.latest() >= t.dead_fraction) and (
-                (F.DEAD_RELU, ls.layer) not in self._reported
+                (F.DEAD_RELU, layer) not in self._reported
             ):
                 self.suspected = True
 

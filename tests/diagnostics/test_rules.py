@@ -2789,25 +2789,29 @@ class TestDeadRelu:
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
     @staticmethod
-    def _chain(first_dead: int, upstream: dict):
-        """dense_0 (`first_dead` of its 4 units inactive on each batch of
-        steps 0-4), dense_1 and dense_2 (all 4 inactive), each ReLU, with
-        `LayerInfo.upstream` from `upstream`: the dead-unit findings by
-        layer."""
+    def _chain(first_dead: int, upstream: dict, per: int = 1):
+        """dense_0 (`first_dead` of its 4 units inactive on each batch),
+        dense_1 and dense_2 (all 4 inactive), each ReLU, with
+        `LayerInfo.upstream` from `upstream`, recorded at steps 0-4 (or,
+        with `per` steps an execution, once at its last step, with its
+        batches): the dead-unit findings by layer."""
         layers = [
             dataclasses.replace(info, upstream=upstream.get(info.name, ()))
             for info in mlp(["relu", "relu", "relu"])
         ]
         rules = HealthRules(layers)
+        rules.execution_steps = per
         first = [0] * first_dead + [3] * (4 - first_dead)
+        steps = range(5) if per == 1 else [per - 1]
         seq = [
             recording(
                 s,
                 RELU_RMS,
-                batch_size=32,
+                batch_size=32 * per,
+                activation_steps=per,
                 unit_activity=[first, [0] * 4, [0] * 4, None],
             )
-            for s in range(5)
+            for s in steps
         ]
         return {f.layer: f for f in run(rules, seq) if f.mode == F.DEAD_RELU}
 
@@ -2850,6 +2854,18 @@ class TestDeadRelu:
             "do."
         )
         assert found["dense_2"].fix.startswith("Fix layer 'dense_0' first")
+
+    def test_cut_off_by_a_layer_after_it_in_model_order(self):
+        # dense_0's inputs all come through dense_1 (a graph whose layers
+        # were made in another order than they run), both dead on the one
+        # recording of an execution of 8 steps that reports them: named,
+        # though dense_1 comes after dense_0 in model order.
+        found = self._chain(4, {"dense_0": ("dense_1",)}, per=8)
+        assert sorted(found) == ["dense_0", "dense_1", "dense_2"]
+        assert "its inputs all come through layer 'dense_1', every unit" in (
+            found["dense_0"].message
+        )
+        assert found["dense_0"].fix.startswith("Fix layer 'dense_1' first")
 
     def test_a_partly_dead_layer_cuts_nothing_off(self):
         # 3 of dense_0's 4 units dead (reported, 75%): its live unit still
