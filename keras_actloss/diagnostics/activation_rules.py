@@ -281,10 +281,10 @@ class ActivationRules(RuleFamily):
                 named = _named(roots)
                 because = ""
                 if named != through:
-                    because = f" (because every unit of {named} is)"
+                    because = f" (because those of {named} are)"
                 message += (
-                    f", and its inputs all come through {through}, every unit "
-                    f"of which is dead{because}: it gets no signal from the "
+                    f", and its inputs all come through {through}, whose "
+                    f"units are all dead{because}: it gets no signal from the "
                     "data, and its units are dead as a consequence; they can "
                     f"only come back once those of {named} do."
                 )

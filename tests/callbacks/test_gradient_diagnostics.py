@@ -734,13 +734,12 @@ def test_layers_behind_a_dead_one_name_it(rng):
         ("dead_relu", "third", 0),
     ]
     assert "come through" not in found["first"].message
-    assert (
-        "its inputs all come through layer 'first', every unit of which is dead:"
-        in (found["second"].message)
+    assert "its inputs all come through layer 'first', whose units are all dead:" in (
+        found["second"].message
     )
     assert (
-        "its inputs all come through layer 'second', every unit of which is dead "
-        "(because every unit of layer 'first' is)"
+        "its inputs all come through layer 'second', whose units are all dead "
+        "(because those of layer 'first' are)"
     ) in found["third"].message
     for layer in ("second", "third"):
         assert found[layer].fix.startswith("Fix layer 'first' first")

@@ -2816,7 +2816,7 @@ class TestDeadRelu:
         return {f.layer: f for f in run(rules, seq) if f.mode == F.DEAD_RELU}
 
     def test_a_layer_cut_off_by_a_dead_one_names_it(self):
-        # dense_1's inputs all come through dense_0, every unit of which is
+        # dense_1's inputs all come through dense_0, whose units are all
         # dead: its dead units are told as that layer's consequence, and
         # the fix names dense_0. dense_2 (no upstream known) as usual.
         found = self._chain(4, {"dense_1": ("dense_0",)})
@@ -2824,7 +2824,7 @@ class TestDeadRelu:
         assert found["dense_1"].message == (
             "100% of the units of layer 'dense_1' output zero for every one of "
             "the 128 samples of the last 4 recorded batches (steps 1-4), and its "
-            "inputs all come through layer 'dense_0', every unit of which is "
+            "inputs all come through layer 'dense_0', whose units are all "
             "dead: it gets no signal from the data, and its units are dead as a "
             "consequence; they can only come back once those of layer "
             "'dense_0' do."
@@ -2847,8 +2847,8 @@ class TestDeadRelu:
         # finding names dense_1 and, as the cause, dense_0.
         found = self._chain(4, {"dense_1": ("dense_0",), "dense_2": ("dense_1",)})
         assert found["dense_2"].message.endswith(
-            "(steps 1-4), and its inputs all come through layer 'dense_1', every "
-            "unit of which is dead (because every unit of layer 'dense_0' is): it "
+            "(steps 1-4), and its inputs all come through layer 'dense_1', whose "
+            "units are all dead (because those of layer 'dense_0' are): it "
             "gets no signal from the data, and its units are dead as a "
             "consequence; they can only come back once those of layer 'dense_0' "
             "do."
@@ -2862,7 +2862,7 @@ class TestDeadRelu:
         # though dense_1 comes after dense_0 in model order.
         found = self._chain(4, {"dense_0": ("dense_1",)}, per=8)
         assert sorted(found) == ["dense_0", "dense_1", "dense_2"]
-        assert "its inputs all come through layer 'dense_1', every unit" in (
+        assert "its inputs all come through layer 'dense_1', whose units" in (
             found["dense_0"].message
         )
         assert found["dense_0"].fix.startswith("Fix layer 'dense_1' first")
@@ -2880,7 +2880,7 @@ class TestDeadRelu:
         # both dead: both named; with dense_0 partly dead, neither.
         both = {"dense_2": ("dense_0", "dense_1")}
         found = self._chain(4, both)
-        assert "come through layers 'dense_0' and 'dense_1', every unit" in (
+        assert "come through layers 'dense_0' and 'dense_1', whose units" in (
             found["dense_2"].message
         )
         assert found["dense_2"].fix.startswith(
