@@ -148,6 +148,10 @@ def step_stats(
         input_scale=input_scale,
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
+        execution_rms={
+            step: {name: rms for name, rms in zip(names, row) if rms is not None}
+            for step, row in data.get("execution_rms", ())
+        },
     )
 
 

@@ -372,12 +372,13 @@ class JaxStats:
         self._kept_full = full
         if full is None:
             return None
-        steps = self._fold(self._host_rows())
+        rows = self._host_rows()
+        steps = self._fold(rows)
         host = jax.device_get({k: v for k, v in full.items() if k != "sample"})
         values = {k: np.asarray(v, "float64").tolist() for k, v in host.items()}
         values["row"] = _read_rows([host["row"]])[0].tolist()
         values.setdefault("activations", [])
-        return full_record(self._layout, values, steps, self._loss_known)
+        return full_record(self._layout, values, steps, self._loss_known, rows)
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""

@@ -143,12 +143,13 @@ class RingReader:
         values = {k: v.numpy().tolist() for k, v in full.items() if k != "sample"}
         values.setdefault("activations", [])
         row, key = values["row"], self._ring_key()
-        steps = []
+        steps, before = [], []
         if row[key] > self._consumed + 1:
             ring = self._ring.value().numpy()
-            steps = self._fold(ring[ring[:, key] < row[key]])
+            before = ring[ring[:, key] < row[key]]
+            steps = self._fold(before)
         steps += self._fold([row])
-        return full_record(self._layout, values, steps, self._loss_known)
+        return full_record(self._layout, values, steps, self._loss_known, before)
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""

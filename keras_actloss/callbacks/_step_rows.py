@@ -98,15 +98,36 @@ def quiet_steps(rows, layout: RowLayout) -> list[tuple]:
     )
 
 
-def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
+def full_record(layout, values: dict, steps: list, loss_known: bool, rows=()) -> dict:
     """`read_full`'s record of a full step (both backends): its head, the
-    steps judged up to it and `"layers"` (`step_reader.read_layers`).
+    steps judged up to it, `"layers"` (`step_reader.read_layers`) and
+    `"execution_rms"`.
 
     `values`: the step's `step_stats.FULL_KEYS` as Python lists, with
-    `"row"` a host ring row (`RING_*`).
+    `"row"` a host ring row (`RING_*`). `rows`: the ring rows `steps`
+    judged before it. The full steps of its execution before it (all of
+    them while recordings are dense, with several steps an execution: the
+    activation counts' `summed` steps) give `"execution_rms"`, one
+    `(step, grad RMS of each layer)` each (`step_reader.grad_rms`): their
+    gradients, of which the full step's statistics hold none.
     """
     row, (loss, batch, summed) = values["row"], values["head"]
     step, norm, counted, skipped = steps[-1][:4]
+    execution = []
+    if summed > 1 and len(rows):
+        rows = np.asarray(rows, "float64")
+        first = step - round(summed) + 1
+        rows = rows[(rows[:, RING_STEP] >= first) & (rows[:, RING_STEP] < step)]
+        m = len(layout.grads.order)
+        execution = [
+            (
+                int(r[RING_STEP]),
+                step_reader.grad_rms(
+                    layout, r[RING_HEAD : RING_HEAD + m], r[RING_SCALE]
+                ),
+            )
+            for r in rows.tolist()
+        ]
     head = {
         "loss": loss if loss_known else None,
         "batch_size": batch,
@@ -117,6 +138,7 @@ def full_record(layout, values: dict, steps: list, loss_known: bool) -> dict:
         "non_finite": float(counted),
         "skipped": float(skipped),
         "steps": steps,
+        "execution_rms": execution,
     }
     values = {
         **values,

@@ -180,7 +180,9 @@ class GradientDiagnostics(
       execution; its activations are over the batches of the execution's
       steps recorded in full, each a recording's worth for dead units and
       saturation, so that one execution of 5 or more steps recorded in
-      full (as the first ones are) is enough for them; under dynamic loss
+      full (as the first ones are) is enough for them, and for vanishing
+      gradients, whose steps before the recorded one are read from their
+      every-step rows of gradient norms; under dynamic loss
       scaling the batches whose update was skipped count as steps), so
       within about 5 steps of the start of training or of a jump with
       batches of 32 or more (units dying, whole layers or many of their

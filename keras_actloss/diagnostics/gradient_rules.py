@@ -132,10 +132,11 @@ def _judged(
     layers: list[LayerInfo],
     t: Thresholds,
     fallen: frozenset[str] = frozenset(),
-) -> tuple[dict[str, tuple[float, float]], float] | None:
+) -> tuple[dict[str, tuple[float, float]], float, dict[str, tuple]] | None:
     """`vanishing_layers`, with the reference level it judged against (the
     median gradient RMS of the layers near the output; the largest such
-    level when the layers are judged in groups). The layers in `fallen`
+    level when the layers are judged in groups) and, for each layer found,
+    the layers of its reference. The layers in `fallen`
     collapsed from their own early level (`_FALLEN`): judged on their
     gradients alone.
 
@@ -151,14 +152,15 @@ def _judged(
     for ls in stats.layers:
         if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max):
             groups.setdefault(stats.apply_groups.get(ls.layer, 0), []).append(ls)
-    found, levels = {}, []
+    found, levels, references = {}, [], {}
     saturation = {ls.layer: ls.saturation for ls in stats.layers}
     for rows in groups.values():
         judged = _judged_rows(rows, distance, layers, saturation, t, fallen)
         if judged is not None:
             found.update(judged[0])
             levels.append(judged[1])
-    return (found, max(levels)) if levels else None
+            references.update(dict.fromkeys(judged[0], judged[2]))
+    return (found, max(levels), references) if levels else None
 
 
 def _judged_rows(
@@ -168,9 +170,10 @@ def _judged_rows(
     saturation: dict[str, float | None],
     t: Thresholds,
     fallen: frozenset[str] = frozenset(),
-) -> tuple[dict[str, tuple[float, float]], float] | None:
+) -> tuple[dict[str, tuple[float, float]], float, tuple[str, ...]] | None:
     """`_judged` on the rows of one group of layers (`saturation`: each
-    measured layer's share of outputs in the flat tails)."""
+    measured layer's share of outputs in the flat tails), with the names
+    of the reference layers (those near the output)."""
     n = len(rows)
     if n < t.vanishing_min_layers:
         return None
@@ -214,7 +217,7 @@ def _judged_rows(
             )
         ):
             found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
-    return found, ref_rms
+    return found, ref_rms, tuple(ls.layer for ls in reference)
 
 
 def _keeps_pace(ls, reference, distance, layers, saturation, t: Thresholds) -> bool:
@@ -269,7 +272,9 @@ class RecordedGradientRules(RuleFamily):
     """Vanishing gradients, judged on each recording.
 
     Mixed into `HealthRules`; a condition is reported once it holds for
-    `patience` recordings spanning `patience_steps` steps (`_confirmed`).
+    `patience` recordings spanning `patience_steps` steps (`_confirmed`),
+    or, with several steps per execution, on the recorded step and every
+    step of its execution before it, spanning them (`_through_execution`).
     A recording whose layers near the output are far quieter than at the
     recent ones (`_quiet_reference`, on `HealthRules._levels`) counts for
     the far layers that still vanish against it and breaks no streak.
@@ -283,7 +288,7 @@ class RecordedGradientRules(RuleFamily):
         if judged is None:
             self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
             return
-        found, level = judged
+        found, level, references = judged
         quiet = self._quiet_reference(level)
         for ls in stats.layers:
             hit = ls.layer in found
@@ -295,13 +300,24 @@ class RecordedGradientRules(RuleFamily):
             count, start = self._streaks.update(key, hit, stats.step)
             if count == 1:
                 self._unjudged[ls.layer] = 0
-            if hit and self._confirmed(count, start, stats.step):
+            if not hit:
+                continue
+            through = None
+            if count == 1:
+                through = self._through_execution(ls.layer, references, stats)
+            if through is not None or self._confirmed(count, start, stats.step):
                 rms, ratio = found[ls.layer]
                 why, fix = self._shrinks(ls.layer, stats)
                 if fix == _WEIGHTS_FIX and ls.layer in fallen:
                     why, fix = self._fell(ls.layer, rms, stats.loss), _FALLEN_FIX
                 span = f"{count} recordings in a row (steps {start}-{stats.step})"
-                if self._unjudged[ls.layer]:
+                if through is not None:
+                    start = through
+                    span = (
+                        f"each of the {stats.step - start + 1} steps of its "
+                        f"execution (steps {start}-{stats.step})"
+                    )
+                elif self._unjudged[ls.layer]:
                     span = (
                         f"{count} recordings (steps {start}-{stats.step}; "
                         f"{self._unjudged[ls.layer]} more between them not "
@@ -315,6 +331,40 @@ class RecordedGradientRules(RuleFamily):
                 self._add(
                     new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix
                 )
+
+    def _through_execution(
+        self, layer: str, references: dict, stats: StepStats
+    ) -> int | None:
+        """The first step of the recorded execution when `layer`, found
+        vanishing on the recorded step, vanished on every step of the
+        execution before it too (`StepStats.execution_rms`: its gradient
+        RMS under `vanishing_ratio` of the median of its reference layers',
+        and under `vanishing_rms`, with that median at least
+        `vanishing_reference_rms`), and the execution spans
+        `patience_steps`; else None. With several steps per execution a
+        recording holds one step's gradients, and the steps before it are
+        read from their every-step rows: one execution of 8 steps confirms
+        at its last step (7), not the next execution's (15)."""
+        t = self.thresholds
+        earlier = stats.execution_rms
+        if not earlier:
+            return None
+        first = min(earlier)
+        if sorted(earlier) != list(range(first, stats.step)):
+            return None
+        if not self._lasted(first, stats.step):
+            return None
+        for rms in earlier.values():
+            reference = [rms[r] for r in references[layer] if r in rms]
+            if layer not in rms or not reference:
+                return None
+            level = float(np.median(reference))
+            if not (
+                level >= t.vanishing_reference_rms
+                and 0 < rms[layer] < min(t.vanishing_rms, t.vanishing_ratio * level)
+            ):
+                return None
+        return first
 
     def _fallen(self, stats: StepStats) -> frozenset[str]:
         """The layers whose gradient RMS fell to `_FALLEN` of their level

@@ -126,6 +126,10 @@ class StepStats:
             loss): layer name -> the index of the call that updates it.
             Gradients from different losses are not compared. Empty with
             one call.
+        execution_rms: With several steps per execution, the steps of the
+            recorded execution before the recorded one that recorded in
+            full: step -> layer name -> gradient RMS (from the every-step
+            row; the layers with gradients in that step). Empty otherwise.
     """
 
     step: int
@@ -139,6 +143,7 @@ class StepStats:
     input_scale: float | None = None
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)
+    execution_rms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

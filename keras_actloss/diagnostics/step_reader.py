@@ -175,6 +175,18 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
     return layers
 
 
+def grad_rms(layout: StepLayout, norms: list, scale: float) -> list[float | None]:
+    """Each layer's gradient RMS from one step's gradient columns of the
+    every-step row (`norms`, carrying the loss scale `scale`), None for a
+    layer without gradients in the step: a full step's `grad_rms`
+    (`read_layers`) for any step."""
+    plan = _plan(layout)
+    return [
+        math.sqrt(_squares(norms, columns) / count) / scale if columns else None
+        for columns, count in zip(plan["grads"], plan["counts"])
+    ]
+
+
 def split_samples(layout: StepLayout, values) -> dict:
     """The `"sample"` vector cut into each layer's gradient sample, by
     layer index (layers without gradients in the step left out)."""

@@ -540,6 +540,92 @@ def test_steps_per_execution_activations_count_every_batch_of_the_execution(
     np.testing.assert_allclose(layer.dead_fraction, dead, rtol=1e-6)
 
 
+def _mlp_grad_rms(x, y, params) -> list[float]:
+    """Per-layer gradient RMS of `build_model`'s MLP (relu, tanh, linear)
+    under mean squared error on the batch `(x, y)`: backpropagation by
+    hand in NumPy."""
+    (w1, b1), (w2, b2), (w3, b3) = params
+    z1 = x @ w1 + b1
+    h1 = np.maximum(z1, 0.0)
+    h2 = np.tanh(h1 @ w2 + b2)
+    d3 = 2.0 * (h2 @ w3 + b3 - y) / len(x)
+    d2 = (d3 @ w3.T) * (1.0 - h2**2)
+    d1 = (d2 @ w2.T) * (z1 > 0.0)
+    grads = [(x, d1), (h1, d2), (h2, d3)]
+    return [
+        float(np.sqrt(np.mean(np.concatenate([(a.T @ d).ravel(), d.sum(0)]) ** 2)))
+        for a, d in grads
+    ]
+
+
+def test_steps_per_execution_gradients_of_every_step_of_the_execution(rng):
+    # With 4 steps per execution, recorded densely, the recording of step 3
+    # carries the gradient RMS of steps 0-2 too (`execution_rms`, from
+    # their every-step rows). lr 0 keeps the weights: each step's reference
+    # is its batch's gradients by hand.
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = _compile(
+        build_model("sequential"), keras.optimizers.SGD(0.0), steps_per_execution=4
+    )
+    names = LAYER_NAMES["sequential"]
+    params = [
+        tuple(np.asarray(v.numpy(), "float64") for v in layer.weights)
+        for layer in kernels(model, names)
+    ]
+    diag = _diag()
+    model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag])
+    (stats,) = diag.history
+    assert stats.step == 3 and sorted(stats.execution_rms) == [0, 1, 2]
+    for step, rms in stats.execution_rms.items():
+        batch = slice(32 * step, 32 * step + 32)
+        expected = _mlp_grad_rms(x[batch], y[batch], params)
+        np.testing.assert_allclose([rms[n] for n in names], expected, rtol=1e-4)
+    recorded = _mlp_grad_rms(x[96:], y[96:], params)
+    np.testing.assert_allclose(
+        [ls.grad_rms for ls in stats.layers], recorded, rtol=1e-4
+    )
+
+
+def test_vanishing_is_reported_within_one_execution_of_8_steps(rng):
+    # Ten sigmoid layers under SGD (their first layers' gradients ~1e-7 of
+    # the output layer's from step 0) with 8 steps per execution: the
+    # recording of step 7 and the rows of steps 0-6 confirm it at 7 (the
+    # second execution's recording, at 15, did before).
+    x = rng.normal(size=(512, 16)).astype("float32")
+    y = rng.integers(0, 3, size=512)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((16,))]
+        + [keras.layers.Dense(32, activation="sigmoid") for _ in range(10)]
+        + [keras.layers.Dense(3, activation="softmax")]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        "sparse_categorical_crossentropy",
+        steps_per_execution=8,
+    )
+    diag = GradientDiagnostics(check_model=False)
+    seen = []
+    with pytest.warns(GradientHealthWarning, match="vanishing_gradients"):
+        model.fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=1,
+            verbose=0,
+            callbacks=[diag, _Reported(diag, seen)],
+        )
+    vanishing = [f for f in diag.findings if f.mode == "vanishing_gradients"]
+    assert vanishing and all(f.step == 0 for f in vanishing)
+    assert "for each of the 8 steps of its execution (steps 0-7)" in (
+        vanishing[0].message
+    )
+    assert {
+        reported for mode, _, reported in seen if mode == "vanishing_gradients"
+    } == {7}
+
+
 def test_steps_per_execution_sentinel_sees_every_step(data):
     x, y = data
     x = x.copy()

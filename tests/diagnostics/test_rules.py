@@ -913,6 +913,52 @@ class TestVanishing:
         assert modes(found) == (expected if reported else [])
         assert rules._patience() == {1: 3, 2: 3, 4: 2}[per]
 
+    @staticmethod
+    def _execution(per: int, earlier: dict) -> list:
+        """The findings of one recording at step `per - 1` of a sigmoid MLP
+        (`SIGMOID_RMS`) with `per` steps an execution, whose earlier steps'
+        gradient RMS (`StepStats.execution_rms`) are `earlier`."""
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        rules.execution_steps = per
+        stats = recording(per - 1, SIGMOID_RMS)
+        stats.execution_rms = earlier
+        return rules.observe(stats)
+
+    @staticmethod
+    def _rms(rms) -> dict:
+        return {f"dense_{i}": r for i, r in enumerate(rms)}
+
+    def test_one_execution_of_8_steps_confirms_at_its_last(self):
+        # Steps 0-6 of the execution vanish as step 7 does (their rows):
+        # 8 steps >= patience_steps 5, reported at 7 from step 0 (was 15).
+        found = self._execution(8, {s: self._rms(SIGMOID_RMS) for s in range(7)})
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
+        ]
+        assert found[0].message.startswith(
+            "Layer 'dense_0' gets gradients with RMS 4e-06, 0.00022 times those "
+            "of the layers near the output, for each of the 8 steps of its "
+            "execution (steps 0-7): it has almost stopped learning"
+        )
+
+    def test_one_execution_needs_every_step_and_the_span(self):
+        vanishing = self._rms(SIGMOID_RMS)
+        healthy = self._rms([1e-2] * 7)
+        # Step 3 healthy; a step missing from the rows; 4 steps < 5; the
+        # reference layers quiet on step 2 (under vanishing_reference_rms).
+        quiet = self._rms([*SIGMOID_RMS[:5], 1e-12, 1e-12])
+        for per, earlier in [
+            (8, {s: healthy if s == 3 else vanishing for s in range(7)}),
+            (8, {s: vanishing for s in range(7) if s != 4}),
+            (4, {s: vanishing for s in range(3)}),
+            (8, {s: quiet if s == 2 else vanishing for s in range(7)}),
+        ]:
+            assert self._execution(per, earlier) == []
+        # dense_2 back to 1e-2 on step 5: dense_0 and dense_1 still told.
+        earlier = {s: vanishing for s in range(7)}
+        earlier[5] = {**vanishing, "dense_2": 1e-2}
+        assert [f.layer for f in self._execution(8, earlier)] == ["dense_0", "dense_1"]
+
     def test_interrupted_streak_is_not_persistence(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
         healthy = [1e-2] * 7

@@ -137,3 +137,41 @@ def test_activation_fields_reads_the_scalars_after_every_layers_units():
         layout, [2.0, 0.0, 1.0, 1.0, 6.0, 3.0, 12.0], 4.0, 2.0
     )
     assert fields[0][4] == 6 and fields[1][4] is None
+
+
+def test_grad_rms_of_a_row_is_read_layers_grad_rms():
+    # The same columns as `VALUES` at loss scale 2: layer 0 1.0 / 2, layer 1
+    # sqrt(9 / 20) / 2 (hand computed above); layer 2 has no gradient.
+    assert step_reader.grad_rms(LAYOUT, VALUES["norms"], 2.0) == pytest.approx(
+        [0.5, math.sqrt(9.0 / 20) / 2, None]
+    )
+
+
+def test_full_record_reads_its_executions_earlier_steps():
+    # A full step 7 whose activation counts sum 3 steps (5-7): the rows of
+    # steps 5 and 6 give their per-layer gradient RMS; those of step 4 (an
+    # earlier execution) and of step 7 itself do not.
+    from keras_actloss.callbacks import _step_rows
+
+    def row(step, norms, scale=1.0):
+        return [step, 0.0, scale, 0.1, 1.0, 0.0, *norms]
+
+    rows = [row(4, [1.0] * 4), row(5, VALUES["norms"], 2.0), row(6, [0.0] * 4)]
+    values = {
+        **VALUES,
+        "row": row(7, VALUES["norms"]),
+        "head": [1.0, 4.0, 3.0],
+    }
+    steps = [(s, 1.0, False, False) for s in (4, 5, 6, 7)]
+    record = _step_rows.full_record(LAYOUT, values, steps, True, rows)
+    assert record["step"] == 7 and record["activation_steps"] == 3.0
+    assert [step for step, _ in record["execution_rms"]] == [5, 6]
+    assert record["execution_rms"][0][1] == pytest.approx(
+        [0.5, math.sqrt(9.0 / 20) / 2, None]
+    )
+    assert record["execution_rms"][1][1] == [0.0, 0.0, None]
+    # One step (no sum): none.
+    values["head"] = [1.0, 4.0, 1.0]
+    assert (
+        _step_rows.full_record(LAYOUT, values, steps, True, rows)["execution_rms"] == []
+    )

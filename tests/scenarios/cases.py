@@ -267,6 +267,19 @@ def vanishing_sigmoid_spe4() -> Setup:
     return setup
 
 
+def vanishing_sigmoid_spe8() -> Setup:
+    """`vanishing_sigmoid` compiled with `steps_per_execution=8`: one
+    recording per 8 steps, at the last of each execution; the steps before
+    it are read from their every-step rows."""
+    setup = vanishing_sigmoid()
+    setup.model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="sparse_categorical_crossentropy",
+        steps_per_execution=8,
+    )
+    return setup
+
+
 def saturated_tanh() -> Setup:
     """A hidden tanh layer saturated from step 0: kernel stddev 20 makes its
     pre-activations ~N(0, 80^2), so ~97% of its outputs are +-1; a ReLU layer
@@ -926,6 +939,7 @@ FAILURES = [
     Case("dead_relu_output", dead_relu_output, {DEAD: 3}),
     Case("vanishing_sigmoid", vanishing_sigmoid, {VANISHING: 0}),
     Case("vanishing_sigmoid_spe4", vanishing_sigmoid_spe4, {VANISHING: 0}),
+    Case("vanishing_sigmoid_spe8", vanishing_sigmoid_spe8, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),
     Case("saturated_tanh_stack", saturated_tanh_stack, {SATURATED: 0}),
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),

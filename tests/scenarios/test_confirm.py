@@ -90,6 +90,15 @@ def test_vanishing_sigmoid_spe4_trains_as_without():
 
 
 @confirm_on_tensorflow
+def test_vanishing_sigmoid_spe8_trains_as_without():
+    a = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
+    b = cases.confirm(cases.BY_NAME["vanishing_sigmoid_spe8"])
+    assert b.losses == a.losses
+    spe8 = cases.BY_NAME["vanishing_sigmoid_spe8"].build().model
+    assert spe8.steps_per_execution == 8
+
+
+@confirm_on_tensorflow
 def test_dead_relu_spe8_trains_as_without():
     a = cases.confirm(cases.BY_NAME["dead_relu"])
     b = cases.confirm(cases.BY_NAME["dead_relu_spe8"])

@@ -55,6 +55,10 @@ REPORTED = {
     # One recording per execution of 4 steps (steps 3, 7, ...): two of
     # them span patience_steps (5), so steps 3-7, reported at 7.
     "vanishing_sigmoid_spe4": {"vanishing_gradients": 7},
+    # 8 steps an execution: the recording of step 7 and the every-step rows
+    # of steps 0-6 (8 steps >= patience_steps) confirm it at 7, not at the
+    # next execution's recording (15).
+    "vanishing_sigmoid_spe8": {"vanishing_gradients": 7},
     "saturated_tanh": {"saturated_activations": 4},
     # Its gradient grows about 2x a layer back to the input from step 0,
     # with about 70% of the outputs in the tails: steps 0-4.
