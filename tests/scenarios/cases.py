@@ -201,13 +201,7 @@ def dead_relu_spe8() -> Setup:
     """`dead_relu` compiled with `steps_per_execution=8`: Keras returns to
     Python once per 8 steps, so the first recording comes at step 7, with
     the activations of all 8 batches of its execution."""
-    setup = dead_relu()
-    setup.model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        steps_per_execution=8,
-    )
-    return setup
+    return _in_executions(dead_relu(), keras.optimizers.Adam(1e-3), 8)
 
 
 def dead_relu_batch8() -> Setup:
@@ -254,30 +248,29 @@ def vanishing_sigmoid() -> Setup:
     return Setup(model, x, y, epochs=4)
 
 
+def _in_executions(setup: Setup, optimizer, steps: int) -> Setup:
+    """`setup` compiled again (`optimizer`, sparse categorical
+    cross-entropy) with `steps_per_execution=steps`."""
+    setup.model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        steps_per_execution=steps,
+    )
+    return setup
+
+
 def vanishing_sigmoid_spe4() -> Setup:
     """`vanishing_sigmoid` compiled with `steps_per_execution=4`: Keras runs
     four steps per call of its train function, so a full recording can be
     taken once per four steps at most (the last of each execution)."""
-    setup = vanishing_sigmoid()
-    setup.model.compile(
-        optimizer=keras.optimizers.SGD(0.1),
-        loss="sparse_categorical_crossentropy",
-        steps_per_execution=4,
-    )
-    return setup
+    return _in_executions(vanishing_sigmoid(), keras.optimizers.SGD(0.1), 4)
 
 
 def vanishing_sigmoid_spe8() -> Setup:
     """`vanishing_sigmoid` compiled with `steps_per_execution=8`: one
     recording per 8 steps, at the last of each execution; the steps before
     it are read from their every-step rows."""
-    setup = vanishing_sigmoid()
-    setup.model.compile(
-        optimizer=keras.optimizers.SGD(0.1),
-        loss="sparse_categorical_crossentropy",
-        steps_per_execution=8,
-    )
-    return setup
+    return _in_executions(vanishing_sigmoid(), keras.optimizers.SGD(0.1), 8)
 
 
 def saturated_tanh() -> Setup:

@@ -79,23 +79,15 @@ def test_vanishing_sigmoid():
 
 
 @confirm_on_tensorflow
-def test_vanishing_sigmoid_spe4_trains_as_without():
+@pytest.mark.parametrize("steps", [4, 8])
+def test_vanishing_sigmoid_in_executions_trains_as_without(steps):
     # The same steps as `vanishing_sigmoid`: `steps_per_execution` changes
     # only how often Keras returns to Python.
+    name = f"vanishing_sigmoid_spe{steps}"
     a = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
-    b = cases.confirm(cases.BY_NAME["vanishing_sigmoid_spe4"])
+    b = cases.confirm(cases.BY_NAME[name])
     assert b.losses == a.losses
-    spe4 = cases.BY_NAME["vanishing_sigmoid_spe4"].build().model
-    assert spe4.steps_per_execution == 4
-
-
-@confirm_on_tensorflow
-def test_vanishing_sigmoid_spe8_trains_as_without():
-    a = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
-    b = cases.confirm(cases.BY_NAME["vanishing_sigmoid_spe8"])
-    assert b.losses == a.losses
-    spe8 = cases.BY_NAME["vanishing_sigmoid_spe8"].build().model
-    assert spe8.steps_per_execution == 8
+    assert cases.BY_NAME[name].build().model.steps_per_execution == steps
 
 
 @confirm_on_tensorflow
