@@ -388,8 +388,11 @@ class StepJudging:
                     step, {self._names[i]: v for i, v in samples.items()}
                 )
                 self._last_histogram = step
+        # What only the rules and the writer read is not kept in `history`
+        # (a long run holds thousands of recordings).
         for layer in stats.layers:
             layer.grad_values = layer.unit_activity = None
+        stats.execution_rms = {}
         self.history.append(stats)
         self._handle(new)
         return True

@@ -129,7 +129,8 @@ class StepStats:
         execution_rms: With several steps per execution, the steps of the
             recorded execution before the recorded one that recorded in
             full: step -> layer name -> gradient RMS (from the every-step
-            row; the layers with gradients in that step). Empty otherwise.
+            row; the layers with gradients in that step). Empty otherwise,
+            and in `GradientDiagnostics.history` (read by the rules only).
     """
 
     step: int
