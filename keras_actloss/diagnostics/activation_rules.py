@@ -226,17 +226,10 @@ class ActivationRules(RuleFamily):
             window.add(stats.step, samples, activity, batches)
             measured = window.dead(self._patience())
             hit = measured is not None and measured[0] >= t.dead_fraction
-            if (
-                measured is not None
-                and measured[0] >= 1.0
-                and ls.layer in self._measured
-            ):
-                self._silenced.add(ls.layer)
-            else:
-                self._silenced.discard(ls.layer)
             judged.append((ls.layer, window, measured, hit))
         # Judged once every layer's window is in: a layer cut off by dead
-        # ones (`_cut_off`) is told so whatever their order.
+        # ones (`_cut_off`, on their windows) is told so whatever their
+        # order.
         for layer, window, measured, hit in judged:
             if measured is not None:
                 self._judge_dead(new, layer, stats.step, measured, hit)
@@ -306,16 +299,25 @@ class ActivationRules(RuleFamily):
 
     def _cut_off(self, layer: str) -> tuple[str, ...] | None:
         """When every unit of each layer that all inputs of `layer` come
-        through (`LayerInfo.upstream`) is dead (`_silenced`): the first
+        through (`LayerInfo.upstream`) is dead (`_all_dead`): the first
         such layers up the graph (those layers, or the ones they are cut
         off by in turn); else None."""
         upstream = self._info[layer].upstream
-        if not upstream or not all(u in self._silenced for u in upstream):
+        if not upstream or not all(self._all_dead(u) for u in upstream):
             return None
         roots: dict[str, None] = {}
         for name in upstream:
             roots.update(dict.fromkeys(self._cut_off(name) or (name,)))
         return tuple(roots)
+
+    def _all_dead(self, layer: str) -> bool:
+        """Whether every unit of `layer`, whose outputs are measured, is
+        dead on its latest window (`UnitActivity.dead`)."""
+        window = self._activity.get(layer)
+        if window is None or layer not in self._measured:
+            return False
+        measured = window.dead(self._patience())
+        return measured is not None and measured[0] >= 1.0
 
     def _settling(self, layer: str, step: int, start: int) -> bool:
         """Whether units of `layer` found dead at `step` (a streak from

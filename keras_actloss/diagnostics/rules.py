@@ -255,9 +255,6 @@ class HealthRules(
             if can_die(i.activation)
         }
         self._measured: set[str] = set()
-        # The layers every unit of which is dead on their latest window
-        # (`ActivationRules._cut_off`).
-        self._silenced: set[str] = set()
         self._streaks = _Streaks()
         self._skipped = _Skipped()
         # The reference gradient levels of the last judged recordings
