@@ -152,57 +152,116 @@ def plan_layers(model) -> list[LayerPlan]:
 
 
 def _set_upstream(model, plans: list[LayerPlan]) -> None:
-    """Sets `LayerInfo.upstream` of the layers of `model`'s own layer graph
-    (the layers of a nested model or a subclassed one keep none).
+    """Sets `LayerInfo.upstream` of the layers of `model`'s layer graph,
+    those of the functional models nested in it and of their
+    `TimeDistributed` and `Bidirectional` wrappers (the layers of a
+    subclassed model, or inside any other composite layer, keep none).
 
-    Walks each layer's inbound nodes back to the nearest layers whose units
-    can die (`ActivationProfile.can_die`); a path that reaches the
-    model's inputs, or a nested model or composite layer (whose insides are
-    not walked), first leaves the layer with none.
+    Follows each tensor of the graph from the model's inputs to the
+    nearest layers whose units can die (`ActivationProfile.can_die`) that
+    it comes through (`_Flow`); a path from the inputs that avoids them
+    leaves the layers it reaches with none.
     """
-    graph = getattr(model, "_functional", None) or model
-    by_depth = getattr(graph, "_nodes_by_depth", None)
-    if not isinstance(by_depth, dict):
+    if _graph(model) is None:
         return
-    dying = {
-        id(plan.hooked): plan.info.name
-        for plan in plans
-        if plan.profile is not None and plan.profile.can_die
-    }
-    # Per node, in the graph's order from the inputs (a node's parents are
-    # deeper than it): the nearest dying layers on every path into it
-    # (`into`; None: a path from the inputs avoids them), and those its
-    # outputs carry (`out`).
-    into: dict[int, frozenset | None] = {}
-    out: dict[int, frozenset | None] = {}
-    for depth in sorted(by_depth, reverse=True):
-        for node in by_depth[depth]:
-            parents = node.parent_nodes
-            found: frozenset | None = frozenset() if parents else None
-            for parent in parents:
-                below = out.get(id(parent))
-                if below is None:
-                    found = None
-                    break
-                found |= below
-            into[id(node)] = found
-            op = node.operation
-            if id(op) in dying:
-                out[id(node)] = frozenset([dying[id(op)]])
-            elif isinstance(op, keras.layers.InputLayer) or (
-                isinstance(op, keras.layers.Layer) and _children(op)
-            ):
-                out[id(node)] = None
-            else:
-                out[id(node)] = found
-    calls: dict[int, list] = {}
-    for level in by_depth.values():
-        for node in level:
-            calls.setdefault(id(node.operation), []).append(into[id(node)])
+    flow = _Flow(
+        {
+            id(plan.hooked): plan.info.name
+            for plan in plans
+            if plan.profile is not None and plan.profile.can_die
+        }
+    )
+    flow.through(_graph(model), None)
     for plan in plans:
-        found = calls.get(id(plan.hooked), [])
+        found = flow.calls.get(id(plan.hooked), [])
         if found and all(f is not None for f in found):
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
+
+
+def _graph(layer):
+    """The graph of a functional model (a built `Sequential`'s functional
+    twin), or None."""
+    graph = getattr(layer, "_functional", None) or layer
+    if isinstance(getattr(graph, "_nodes_by_depth", None), dict):
+        return graph
+    return None
+
+
+def _joined(flows) -> frozenset | None:
+    """The dying layers that all of `flows` come through (None: one of
+    them avoids them)."""
+    joined = frozenset()
+    for flow in flows:
+        if flow is None:
+            return None
+        joined |= flow
+    return joined
+
+
+class _Flow:
+    """What each tensor of a layer graph comes through: the nearest layers
+    whose units can die (`dying`, `id(layer)` -> its name) on every path
+    from the model's inputs to it, or None when a path avoids them.
+
+    `calls` collects, for each layer, what its inputs come through at each
+    of its calls (a shared layer, or the layers of a nested model called
+    twice, have several).
+    """
+
+    def __init__(self, dying: dict[int, str]):
+        self.dying = dying
+        self.calls: dict[int, list] = {}
+
+    def through(self, graph, entering: list | None) -> list:
+        """Follows `graph` (its inputs coming through `entering`, None for
+        the model's own inputs), node by node in its order from the inputs
+        (a node's parents are deeper than it); returns what its outputs
+        come through. A nested graph is followed at each of its calls, one
+        level of recursion per level of nesting."""
+        flows: dict[int, frozenset | None] = {}
+        if entering is not None:
+            for tensor, flow in zip(graph.inputs, entering):
+                flows[id(tensor)] = flow
+        by_depth = graph._nodes_by_depth
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
+                tensors = node.input_tensors
+                if not tensors:  # an input of the graph
+                    continue
+                entering = [flows.get(id(t)) for t in tensors]
+                outputs = self._call(node.operation, entering)
+                if len(outputs) != len(node.outputs):
+                    outputs = [_joined(outputs)] * len(node.outputs)
+                for tensor, flow in zip(node.outputs, outputs):
+                    flows[id(tensor)] = flow
+        return [flows.get(id(t)) for t in graph.outputs]
+
+    def _call(self, op, entering: list) -> list:
+        """What the outputs of one call of `op` come through, each of its
+        inputs coming through `entering`."""
+        into = _joined(entering)
+        self.calls.setdefault(id(op), []).append(into)
+        if id(op) in self.dying:
+            return [frozenset([self.dying[id(op)]])]
+        nested = _graph(op) if isinstance(op, keras.layers.Layer) else None
+        if nested is not None:
+            if len(nested.inputs) != len(entering):
+                # Else both flat lists follow the structure of its inputs.
+                entering = [into] * len(nested.inputs)
+            return self.through(nested, entering)
+        if isinstance(op, keras.layers.TimeDistributed):
+            return self._call(op.layer, [into])
+        if isinstance(op, keras.layers.Bidirectional):
+            return [
+                _joined(
+                    _joined(self._call(inner, [into]))
+                    for inner in (op.forward_layer, op.backward_layer)
+                )
+            ]
+        # Any other layer or operation, a composite layer whose insides are
+        # not followed too, computes its outputs from its inputs: they come
+        # through what those come through (not always the nearest).
+        return [into]
 
 
 def _runs_simple_cell(parent, cell) -> bool:
@@ -281,8 +340,8 @@ def step_counter(optimizer):
 
 def missing_internals() -> list[str]:
     """The Keras internals of this module (beyond the walk's) that are
-    missing: `step_counter`'s count of calls, and the graph's nodes that
-    `_set_upstream` walks."""
+    missing: `step_counter`'s count of calls, and the graphs' nodes and
+    tensors that `_Flow` follows."""
     import inspect
 
     from keras.src.ops.function import Function
@@ -296,10 +355,17 @@ def missing_internals() -> list[str]:
         missing.append("Optimizer._iterations")
     if "self._nodes_by_depth = " not in inspect.getsource(Function.__init__):
         missing.append("Function._nodes_by_depth")
-    if not isinstance(getattr(Node, "parent_nodes", None), property):
-        missing.append("Node.parent_nodes")
-    if "self.operation = " not in inspect.getsource(Node.__init__):
-        missing.append("Node.operation")
+    for owner, name in (
+        (Function, "inputs"),
+        (Function, "outputs"),
+        (Node, "input_tensors"),
+    ):
+        if not isinstance(getattr(owner, name, None), property):
+            missing.append(f"{owner.__name__}.{name}")
+    node_init = inspect.getsource(Node.__init__)
+    for name in ("operation", "outputs"):
+        if f"self.{name} = " not in node_init:
+            missing.append(f"Node.{name}")
     return missing
 
 

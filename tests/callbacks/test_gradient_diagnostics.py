@@ -726,15 +726,15 @@ def test_check_internals_notices_a_changed_step_counter(monkeypatch):
 
 
 def test_check_internals_notices_a_changed_layer_graph(monkeypatch):
-    # `LayerInfo.upstream` walks the functional graph's nodes
-    # (`_model_plan._set_upstream`), which each backend's check covers.
+    # `LayerInfo.upstream` follows the functional graphs' nodes
+    # (`_model_plan._Flow`), which each backend's check covers.
     from keras.src.ops.node import Node
 
     from keras_actloss.callbacks._callback_support import _hooks_class
 
     hooks = sys.modules[_hooks_class().__module__]
-    monkeypatch.delattr(Node, "parent_nodes")
-    with pytest.raises(RuntimeError, match=r"changed in Keras .*Node\.parent_nodes"):
+    monkeypatch.delattr(Node, "input_tensors")
+    with pytest.raises(RuntimeError, match=r"changed in Keras .*Node\.input_tensors"):
         hooks.check_internals()
 
 
@@ -798,49 +798,58 @@ def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
     ]
 
 
-def test_layers_behind_a_dead_one_name_it(rng):
+@pytest.mark.parametrize("nested", [False, True])
+def test_layers_behind_a_dead_one_name_it(rng, nested):
     # A ReLU MLP whose first layer is dead from step 0 (bias -100): the two
     # ReLU layers behind it (one past a Dropout) get zeros on every sample
     # and output zero too. All three are reported at step 0; the two
-    # behind name 'first' as the cause, and the fix starts with it.
+    # behind name 'first' as the cause, and the fix starts with it. Nested:
+    # the first two layers are an encoder model's, the third the outer
+    # model's.
     x = rng.normal(size=(256, 6)).astype("float32")
     y = rng.normal(size=(256, 1)).astype("float32")
     layers = keras.layers
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            layers.Dense(
-                8,
-                activation="relu",
-                bias_initializer=keras.initializers.Constant(-100.0),
-                name="first",
-            ),
-            layers.Dropout(0.2),
-            layers.Dense(8, activation="relu", name="second"),
-            layers.Dense(8, activation="relu", name="third"),
-            layers.Dense(1, name="out"),
-        ]
-    )
+    front = [
+        keras.Input((6,)),
+        layers.Dense(
+            8,
+            activation="relu",
+            bias_initializer=keras.initializers.Constant(-100.0),
+            name="first",
+        ),
+        layers.Dropout(0.2),
+        layers.Dense(8, activation="relu", name="second"),
+    ]
+    back = [
+        layers.Dense(8, activation="relu", name="third"),
+        layers.Dense(1, name="out"),
+    ]
+    if nested:
+        encoder = keras.Sequential(front, name="encoder")
+        model = keras.Sequential([keras.Input((6,)), encoder, *back])
+    else:
+        model = keras.Sequential(front + back)
     _compile(model, keras.optimizers.Adam(1e-3))
     diag = GradientDiagnostics(check_model=False)
     with pytest.warns(GradientHealthWarning, match="dead_relu"):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    inner = "encoder/" if nested else ""
     found = {f.layer: f for f in diag.findings}
     assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
-        ("dead_relu", "first", 0),
-        ("dead_relu", "second", 0),
+        ("dead_relu", f"{inner}first", 0),
+        ("dead_relu", f"{inner}second", 0),
         ("dead_relu", "third", 0),
     ]
-    assert "come through" not in found["first"].message
-    assert "its inputs all come through layer 'first', whose units are all dead:" in (
-        found["second"].message
-    )
+    assert "come through" not in found[f"{inner}first"].message
     assert (
-        "its inputs all come through layer 'second', whose units are all dead "
-        "(because those of layer 'first' are)"
+        f"its inputs all come through layer '{inner}first', whose units are all dead:"
+    ) in found[f"{inner}second"].message
+    assert (
+        f"its inputs all come through layer '{inner}second', whose units are all "
+        f"dead (because those of layer '{inner}first' are)"
     ) in found["third"].message
-    for layer in ("second", "third"):
-        assert found[layer].fix.startswith("Fix layer 'first' first")
+    for layer in (f"{inner}second", "third"):
+        assert found[layer].fix.startswith(f"Fix layer '{inner}first' first")
 
 
 def _nan_batch(x, batch, size=8):

@@ -149,14 +149,100 @@ def test_upstream_of_branches_skips_and_shared_layers():
     }
 
 
-def test_no_upstream_past_a_nested_model_or_without_a_graph():
-    # d_out takes the nested generator's outputs: its insides are not
-    # walked. A subclassed model has no graph.
+def test_upstream_into_a_nested_model():
+    # The generator (a nested Sequential) is followed: g_out takes
+    # g_hidden's ReLU outputs, and d_out the generator's, which come
+    # through g_hidden too.
     assert _upstream(generator_model()) == {
         "generator/g_hidden": (),
-        "generator/g_out": (),
-        "d_out": (),
+        "generator/g_out": ("generator/g_hidden",),
+        "d_out": ("generator/g_hidden",),
     }
+
+
+def test_upstream_of_a_nested_model_called_twice_and_of_its_inputs():
+    # The encoder (two inputs, its own ReLU layer r behind the first) is
+    # called on (a, b) and on (b, x): each of its inputs comes through
+    # what its call gives it. p, behind the first input only, takes a at
+    # the first call and b at the second: both; q, behind the second,
+    # takes b and then the data (x): none. r's outputs go out of the
+    # encoder: head takes them at both calls.
+    layers = keras.layers
+    u, v = keras.Input((4,)), keras.Input((4,))
+    joined = layers.Concatenate()(
+        [layers.Dense(4, name="p")(u), layers.Dense(4, name="q")(v)]
+    )
+    encoder = keras.Model([u, v], layers.Dense(4, activation="relu", name="r")(joined))
+    x = keras.Input((4,))
+    a = layers.Dense(4, activation="relu", name="a")(x)
+    b = layers.Dense(4, activation="relu", name="b")(x)
+    joined = layers.Concatenate()([encoder([a, b]), encoder([b, x])])
+    model = keras.Model(x, layers.Dense(1, name="head")(joined))
+    name = encoder.name
+    assert _upstream(model) == {
+        "a": (),
+        "b": (),
+        f"{name}/p": ("a", "b"),
+        f"{name}/q": (),
+        f"{name}/r": (),
+        "head": (f"{name}/r",),
+    }
+
+
+def test_upstream_through_time_distributed_and_bidirectional_layers():
+    # The wrapped Dense layer takes the data; each direction's ReLU
+    # SimpleRNN (its cell, whose outputs are the RNN's sequence) takes its
+    # outputs, and out both directions' (concatenated). A tanh direction
+    # passes what it takes on: out comes through the wrapped layer and the
+    # ReLU direction.
+    layers = keras.layers
+
+    def model(backward_activation):
+        x = keras.Input((5, 3))
+        h = layers.TimeDistributed(
+            layers.Dense(4, activation="relu", name="td"), name="wrap"
+        )(x)
+        h = layers.Bidirectional(
+            layers.SimpleRNN(4, "relu", return_sequences=True, name="rnn"),
+            backward_layer=layers.SimpleRNN(
+                4,
+                backward_activation,
+                return_sequences=True,
+                go_backwards=True,
+                name="back",
+            ),
+            name="bi",
+        )(h)
+        return keras.Model(x, layers.Dense(1, name="out")(h))
+
+    cell = "simple_rnn_cell"
+    assert _upstream(model("relu")) == {
+        "wrap/td": (),
+        f"bi/forward_rnn/{cell}": ("wrap/td",),
+        f"bi/back/{cell}": ("wrap/td",),
+        "out": (f"bi/back/{cell}", f"bi/forward_rnn/{cell}"),
+    }
+    found = _upstream(model("tanh"))
+    assert found["out"] == (f"bi/forward_rnn/{cell}", "wrap/td")
+
+
+def test_upstream_past_a_composite_layer_and_without_a_graph():
+    # A layer of sublayers (not a functional model) is not followed inside:
+    # its ReLU layer has none, and out comes through what the block takes
+    # (a), not the nearest. A subclassed model has no graph.
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(4, activation="relu", name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    x = keras.Input((4,))
+    h = keras.layers.Dense(4, activation="relu", name="a")(x)
+    h = Block(name="block")(h)
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(h))
+    assert _upstream(model) == {"a": (), "block/inner": (), "out": ("a",)}
     model = Subclassed()
     model(np.zeros((1, 3), "float32"))
     assert set(_upstream(model).values()) == {()}
