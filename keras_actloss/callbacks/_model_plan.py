@@ -319,6 +319,31 @@ def learning_rate(optimizer):
     return ops.max(ops.stack(rates)) if rates else ops.zeros((), "float32")
 
 
+def rate_variables(optimizers) -> list:
+    """The variables that hold the learning rates of `optimizers` (those
+    behind a `LossScaleOptimizer`, each of a `MultiOptimizer`'s), where a
+    rate is one: set by the user or a callback, read by the host. A
+    learning-rate schedule, computed from the step in the train function,
+    has none."""
+    found = []
+    for optimizer in optimizers:
+        while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = optimizer.inner_optimizer
+        inner = getattr(optimizer, "optimizers", None)
+        if isinstance(inner, (list, tuple)):
+            found += rate_variables(inner)
+        elif isinstance(optimizer.learning_rate, keras.Variable):
+            found.append(optimizer.learning_rate)
+    return found
+
+
+def host_rate(variables: list) -> float | None:
+    """The largest value of `variables` (`rate_variables`), or None."""
+    if not variables:
+        return None
+    return max(float(ops.convert_to_numpy(v)) for v in variables)
+
+
 def step_counter(optimizer):
     """The variable that counts `optimizer`'s `apply` calls: the step the
     statistics note.

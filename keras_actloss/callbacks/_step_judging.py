@@ -29,6 +29,7 @@ from keras_actloss.callbacks._callback_support import (
     step_stats,
     target_scale,
 )
+from keras_actloss.callbacks._model_plan import host_rate
 from keras_actloss.callbacks._reporting import GradientHealthWarning
 from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import SentinelEvent
@@ -160,6 +161,18 @@ class StepSchedule:
             steps = max(steps, (needed + 1) * self._stride - 1)
         self._burst_end = max(self._burst_end or 0, start + steps)
         self._next = min(self._next, start)
+
+    def _watch_rate(self) -> None:
+        """Records the coming execution in full (`_burst`) when the learning
+        rate (`_rate_variables`, read by the host) rose `jump_factor` times
+        since the last execution: a callback raised it at its start. The
+        every-step rows show the jump only after the execution, and the
+        steps that blow up under the new rate are its first."""
+        rate = host_rate(self._rate_variables)
+        before, self._host_rate = self._host_rate, rate
+        factor = self._rules.thresholds.jump_factor
+        if before is not None and 0 < factor * before <= rate < math.inf:
+            self._burst(self._step, noisy=False)
 
     def _time_batch(self) -> None:
         """Notes the first full batch (tracing included) and the latest.

@@ -150,8 +150,10 @@ class GradientDiagnostics(
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
       whose weights grew by more than their norm since the last recording
-      before the jump with the loss that high (an update that saturated
-      the output, every gradient 0 after it), or
+      before the jump with the loss that high at it or at a step since (an
+      update that saturated the output, every gradient 0 after it; with
+      `steps_per_execution`, an execution recorded in full from its first
+      step when a callback raised the learning rate 10x before it), or
       under dynamic loss scaling after 3 overflows in a row; under dynamic
       loss scaling, once an update was applied, after 4 overflows in a row
       with the loss 3x its level and above where training began, or after
@@ -392,6 +394,12 @@ class GradientDiagnostics(
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
         self._rules.execution_steps = self._stride
+        # With several steps per execution, a learning rate that a callback
+        # raises is seen before the execution runs (`_watch_rate`).
+        self._rate_variables = (
+            _model_plan.rate_variables(hooks.optimizers) if spe > 1 else []
+        )
+        self._host_rate = None
         hooks.install(self._planned_steps(), all_full=self.every_n_steps == 1)
         if fresh:
             self._start_schedule()
@@ -432,6 +440,8 @@ class GradientDiagnostics(
                 # Dense recording from the first step this callback sees.
                 self._origin = self._next = self._step
             self._next = max(self._next, self._step)
+        if self._rate_variables:
+            self._watch_rate()
         last = self._step + self._stride - 1
         self._recording = self._next <= last
         mode = FULL if self._recording or not self._sentinel_pays() else SENTINEL

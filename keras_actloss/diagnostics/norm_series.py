@@ -27,6 +27,10 @@ class RateWatch:
     norm_up: bool = False
     run: int = 0
     start: int = 0
+    # The highest loss of a step at the new rate so far, and its step (an
+    # update at the new rate is recorded later with several steps per
+    # execution, when Adam may have brought the loss back).
+    peak: tuple[float, int] | None = None
 
 
 class NormSeries:

@@ -204,6 +204,8 @@ class NormRules(RuleFamily):
         if step > watch.step + _WATCH_STEPS:
             self._watch = None
             return
+        if _finite(loss) and (watch.peak is None or loss > watch.peak[0]):
+            watch.peak = (loss, step)
         if watch.loss is None:  # Still watched for its updates.
             return
         watch.norm_up = watch.norm_up or (

@@ -181,10 +181,15 @@ class UpdateRules(RuleFamily):
             f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
             f"{watch.step}, and "
         )
-        # Only with the loss diverged as well: the weights' growth alone is
-        # no explosion (a zero-initialised layer grows from nearly nothing).
+        # Only with the loss diverged as well, at this step or one since the
+        # jump (a recording of an execution of several steps may come after
+        # Adam brought it back): the weights' growth alone is no explosion
+        # (a zero-initialised layer grows from nearly nothing).
+        risen, risen_at = loss, ""
+        if watch.peak is not None and _finite(loss) and watch.peak[0] > loss:
+            risen, risen_at = watch.peak[0], f" (step {watch.peak[1]})"
         grown = None
-        if not over and _finite(loss, level) and self._diverged(loss):
+        if not over and _finite(risen, level) and self._diverged(risen):
             grown = self._grown_weights(stats)
         if over:
             message = jumped + (
@@ -198,7 +203,8 @@ class UpdateRules(RuleFamily):
                 f"the weights of layer '{layer}' grew from norm {before_norm:.3g} "
                 f"(step {mark}) to {now:.3g} (step {stats.step}): the updates "
                 f"at the new rate changed them by at least {ratio:.3g} times "
-                f"their own norm, and the loss rose from {level:.3g} to {loss:.3g}"
+                f"their own norm, and the loss rose from {level:.3g} to {risen:.3g}"
+                f"{risen_at}"
             )
         else:
             median = float(np.median([r for r, _ in ratios]))

@@ -12,6 +12,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from keras_actloss.advisor import walk
 from keras_actloss.callbacks import _callback_support, _model_plan
@@ -264,3 +265,21 @@ def test_upstream_through_a_long_chain_of_operations():
     finally:
         sys.setrecursionlimit(limit)
     assert upstream == {"relu": (), "out": ("relu",)}
+
+
+def test_rate_variables_are_the_rates_a_callback_can_set():
+    # A rate given as a number is a variable (a LossScaleOptimizer's is its
+    # inner optimizer's); a schedule's rate is computed from the step in
+    # the train function: none. The host reads the largest.
+    sgd = keras.optimizers.SGD(0.05)
+    adam = keras.optimizers.Adam(2e-3)
+    scaled = keras.optimizers.LossScaleOptimizer(adam)
+    decay = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    scheduled = keras.optimizers.SGD(decay)
+    found = _model_plan.rate_variables([sgd, scaled, scheduled])
+    assert [id(v) for v in found] == [id(sgd.learning_rate), id(adam.learning_rate)]
+    assert _model_plan.host_rate(found) == pytest.approx(0.05)
+    adam.learning_rate.assign(1.0)
+    assert _model_plan.host_rate(found) == pytest.approx(1.0)
+    assert _model_plan.rate_variables([scheduled]) == []
+    assert _model_plan.host_rate([]) is None

@@ -2538,6 +2538,32 @@ class TestWeightsGrownAcrossARateJump:
         )
         assert run(rules, [later]) == []
 
+    @pytest.mark.parametrize("peak", [11.1, 2.9], ids=["risen", "not_risen"])
+    def test_the_loss_of_a_step_since_the_jump(self, peak):
+        # Several steps per execution: the recording (step 9) comes after
+        # Adam brought the loss back (1.2, under 3x its level 1), but the
+        # every-step rows hold step 7's 11.1 (3 and 11.1 > 1 where training
+        # began): reported at this recording, naming that step's loss. A
+        # peak of 2.9 < 3 x 1 is no rise.
+        rules, seq = self._seq([5.1, 2.32], [13.8, 9.66], 1.2)
+        last = seq.pop()
+        seq += [
+            event(7, 1.0, lr=10.0, loss=peak),
+            event(8, 1.0, lr=10.0, loss=1.5),
+            dataclasses.replace(last, step=9),
+        ]
+        found = run(rules, seq)
+        if peak < 3:
+            assert found == []
+            return
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 6)]
+        assert (
+            "the weights of layer 'dense_1' grew from norm 2.32 (step 5) to 9.66 "
+            "(step 9): the updates at the new rate changed them by at least 3.16 "
+            "times their own norm, and the loss rose from 1 to 11.1 (step 7): the "
+            "steps are far too large"
+        ) in found[0].message
+
 
 class TestJumps:
     def test_norm_up(self):

@@ -501,6 +501,14 @@ def lr_jump_adam_bn() -> Setup:
     return Setup(model, x, y, epochs=7, schedule=_adam_jump_schedule)
 
 
+def lr_jump_adam_bn_spe4() -> Setup:
+    """`lr_jump_adam_bn` compiled with `steps_per_execution=4`: the jump
+    at step 150 starts an execution of steps 150-153; by its recording
+    (step 153) the loss is back near its level (over 3x it at steps 151-152
+    only) while the weights have grown many times over."""
+    return _in_executions(lr_jump_adam_bn(), keras.optimizers.Adam(1e-3), 4)
+
+
 ZERO_EPOCH = 2
 
 
@@ -945,6 +953,11 @@ FAILURES = [
     Case(
         "lr_jump_adam_bn",
         lr_jump_adam_bn,
+        {EXPLODING: JUMP_EPOCH * JUMP_STEPS_PER_EPOCH},
+    ),
+    Case(
+        "lr_jump_adam_bn_spe4",
+        lr_jump_adam_bn_spe4,
         {EXPLODING: JUMP_EPOCH * JUMP_STEPS_PER_EPOCH},
     ),
     Case("zero_gradients", zero_gradients, {EXPLODING: 16, VANISHING: 16}),

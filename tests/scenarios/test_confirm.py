@@ -313,6 +313,18 @@ def test_lr_jump_adam_bn():
 
 
 @confirm_on_tensorflow
+def test_lr_jump_adam_bn_spe4_trains_as_without():
+    a = cases.confirm(cases.BY_NAME["lr_jump_adam_bn"])
+    b = cases.confirm(cases.BY_NAME["lr_jump_adam_bn_spe4"])
+    # The same steps (the scheduler sets the rate at the epoch's start,
+    # where an execution starts: 25 steps an epoch, 4 an execution).
+    assert b.losses == a.losses
+    assert b.learning_rate == a.learning_rate
+    name = "lr_jump_adam_bn_spe4"
+    assert cases.BY_NAME[name].build().model.steps_per_execution == 4
+
+
+@confirm_on_tensorflow
 def test_layer_dies_late():
     c = cases.confirm(cases.BY_NAME["layer_dies_late"])
     g = np.array(c.global_norm)

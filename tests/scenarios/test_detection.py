@@ -102,6 +102,12 @@ REPORTED = {
     # jump) has a loss of about 4x its level before the jump and the median
     # layer's update about half its weights' norm.
     "lr_jump_adam_bn": {"exploding_gradients": 151},
+    # 4 steps an execution: the callback reads the learning rate that the
+    # scheduler raised before the execution of steps 150-153 and records
+    # it in full; by step 153 the loss is back near its level, but the
+    # every-step rows hold its 3x rise at step 151, and the weights grew
+    # over 10x their norm since the jump.
+    "lr_jump_adam_bn_spe4": {"exploding_gradients": 153},
     # Lr 50 from step 16: every gradient exactly 0 from step 17 on both
     # backends (no logits behind the averaged softmax heads), loss ~11;
     # 5 steps in a row (17-21) reported at 21. The update of step 16 is not
