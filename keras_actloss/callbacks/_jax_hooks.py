@@ -356,13 +356,11 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         if counter is None and len(self.optimizers) == 1:
             counter = self.optimizers[0]
         if counter is not None:
-            return int(np.asarray(self._value(step_counter(counter))))
-        counts = (
-            int(np.asarray(self._value(step_counter(o)))) for o in self.optimizers
-        )
+            return int(np.asarray(self.value(step_counter(counter))))
+        counts = (int(np.asarray(self.value(step_counter(o)))) for o in self.optimizers)
         return min(counts, default=0)
 
-    def _value(self, variable):
+    def value(self, variable):
         """`variable`'s value, from `fit`'s state when it was purged there
         (as `model.optimizer`'s variables, or the model's non-trainable
         ones)."""

@@ -252,6 +252,12 @@ class TrainHooks(GraphStats):
             model, self.extra
         )
 
+    @staticmethod
+    def value(variable):
+        """`variable`'s value (on JAX, from `fit`'s training state while
+        `fit` keeps it purged)."""
+        return variable.value
+
     @property
     def counter_known(self) -> bool:
         """Whether the step counter is known: one optimizer is hooked, or a

@@ -337,11 +337,14 @@ def rate_variables(optimizers) -> list:
     return found
 
 
-def host_rate(variables: list) -> float | None:
-    """The largest value of `variables` (`rate_variables`), or None."""
+def host_rate(variables: list, value=None) -> float | None:
+    """The largest value of `variables` (`rate_variables`), or None.
+    `value`: reads a variable (the hooks' `value`, which on JAX reads one
+    that `fit` purged from its training state); by default its own."""
     if not variables:
         return None
-    return max(float(ops.convert_to_numpy(v)) for v in variables)
+    read = value or (lambda v: v.value)
+    return max(float(ops.convert_to_numpy(read(v))) for v in variables)
 
 
 def step_counter(optimizer):

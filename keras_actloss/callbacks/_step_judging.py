@@ -59,7 +59,7 @@ class StepSchedule:
     `every_n_steps`, `findings`, `history`, `_rules`, the class attributes
     `SENTINEL_SAVING`, `RENT_STEPS` and `DENSE_STEPS`, and `_hooks`,
     `_step`, `_spe`, `_stride`, `_origin`, `_next`, `_burst_end`, `_calms`,
-    `_guessed`, `_mode`, `_batches`,
+    `_guessed`, `_mode`, `_batches`, `_rate_variables`, `_host_rate`,
     `_batch_start`, `_first_batch`, `_full_batch`, `_paid` and `_rented`.
     """
 
@@ -168,7 +168,7 @@ class StepSchedule:
         since the last execution: a callback raised it at its start. The
         every-step rows show the jump only after the execution, and the
         steps that blow up under the new rate are its first."""
-        rate = host_rate(self._rate_variables)
+        rate = host_rate(self._rate_variables, self._hooks.value)
         before, self._host_rate = self._host_rate, rate
         factor = self._rules.thresholds.jump_factor
         if before is not None and 0 < factor * before <= rate < math.inf:

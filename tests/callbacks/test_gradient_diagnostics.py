@@ -497,6 +497,32 @@ def test_steps_per_execution_records_last_step_of_execution(data):
     assert all(np.isfinite(s.global_norm) and s.global_norm > 0 for s in diag.history)
 
 
+def test_steps_per_execution_reads_the_learning_rate_before_each_execution(data):
+    # 8 steps an epoch in executions of 2; a LearningRateScheduler sets lr
+    # 0.01, then 0.02 from epoch 1: read before each of the 8 executions,
+    # mid-epoch too (where JAX's fit keeps the optimizer's variables
+    # purged: read from its training state).
+    x, y = data
+    model = _compile(build_model("sequential"), steps_per_execution=2)
+    diag = _diag()
+    seen = []
+
+    class Rates(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(diag._host_rate)
+
+    scheduler = keras.callbacks.LearningRateScheduler(lambda e: 0.01 if e < 1 else 0.02)
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[scheduler, diag, Rates()],
+    )
+    assert seen == pytest.approx([0.01] * 4 + [0.02] * 4)
+
+
 def test_steps_per_execution_count_follows_short_last_executions(data):
     # 4 steps per epoch in executions of 3: steps (0-2) and (3), though
     # Keras's batch callbacks count 3 for each (18 steps in 3 epochs). The
