@@ -273,12 +273,14 @@ class RuleFamily:
         per = max(1, self.execution_steps)
         return min(t.patience, max(2, math.ceil(t.patience_steps / per)))
 
-    def _oversized_before(self, start: int) -> str:
+    def _oversized_before(self, start: int, within: int | None = None) -> str:
         """A sentence naming the last recorded update larger than the
-        weights (`_last_oversized`) when it came within `patience_steps`
-        before a streak that began at `start`: its cause; "" otherwise."""
+        weights (`_last_oversized`) when it came within `within` steps
+        (`patience_steps` by default) before a streak that began at
+        `start`: its cause; "" otherwise."""
         big = self._last_oversized
-        if big is None or not start - self.thresholds.patience_steps <= big[0] < start:
+        within = self.thresholds.patience_steps if within is None else within
+        if big is None or not start - within <= big[0] < start:
             return ""
         return (
             f" It follows the update of step {big[0]}, which changed the weights "

@@ -3465,6 +3465,34 @@ class TestSaturation:
         expected_fix = rule_support._THROWN_SATURATION_FIX if named else None
         assert found[0].fix == (expected_fix or FIXES[F.SATURATED_ACTIVATIONS])
 
+    @pytest.mark.parametrize("begins, named", [(6, True), (10, True), (11, False)])
+    def test_saturation_setting_in_after_an_oversized_update(self, begins, named):
+        # The same MLP on other batches: the updates after step 0's stay a
+        # fifth to half of the weights, and the outputs reach the tails over
+        # the next steps (77% from step 5 or 6). A streak beginning within
+        # 2 x patience_steps (10) of the update names it; one beginning 11
+        # steps after does not.
+        rules = HealthRules(mlp(["tanh", "tanh"]))
+        seq = [
+            recording(
+                s,
+                [1e-2] * 3,
+                update_ratio=[0.5, 1.6, 0.5] if s == 0 else [0.3] * 3,
+                saturation=[0.0, 0.5, None],
+            )
+            for s in range(begins)
+        ]
+        seq += [
+            recording(
+                s, [1e-2] * 3, update_ratio=[0.1] * 3, saturation=[0.1, 0.85, None]
+            )
+            for s in range(begins, begins + 5)
+        ]
+        found = run(rules, seq)
+        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "dense_1", begins)]
+        assert ("It follows the update of step 0" in found[0].message) == named
+        assert (found[0].fix == rule_support._THROWN_SATURATION_FIX) == named
+
     @pytest.mark.parametrize(
         "data, found",
         [
