@@ -162,7 +162,8 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
     it comes through (`_Flow`); a path from the inputs that avoids them
     leaves the layers it reaches with none.
     """
-    if _graph(model) is None:
+    graph = _graph(model)
+    if graph is None:
         return
     flow = _Flow(
         {
@@ -171,7 +172,7 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
             if plan.profile is not None and plan.profile.can_die
         }
     )
-    flow.through(_graph(model), None)
+    flow.through(graph, None)
     for plan in plans:
         found = flow.calls.get(id(plan.hooked), [])
         if found and all(f is not None for f in found):
@@ -309,14 +310,26 @@ def learning_rate(optimizer):
     raises): the largest of its optimizers' rates stands for it (behind a
     `LossScaleOptimizer` too), so a jump of the largest is seen.
     """
-    inner = optimizer
-    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
-        inner = inner.inner_optimizer
-    multi = getattr(keras.optimizers, "MultiOptimizer", None)
-    if multi is None or not isinstance(inner, multi):
+    inner = _multi(optimizer)
+    if inner is None:
         return optimizer.learning_rate
-    rates = [ops.cast(learning_rate(o), "float32") for o in inner.optimizers]
+    rates = [ops.cast(learning_rate(o), "float32") for o in inner]
     return ops.max(ops.stack(rates)) if rates else ops.zeros((), "float32")
+
+
+def _unscaled(optimizer):
+    """`optimizer`, or the one behind its `LossScaleOptimizer` wrappers."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def _multi(optimizer) -> list | None:
+    """The optimizers of a `keras.optimizers.MultiOptimizer` (behind a
+    `LossScaleOptimizer` too), else None."""
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    inner = _unscaled(optimizer)
+    return None if multi is None or not isinstance(inner, multi) else inner.optimizers
 
 
 def rate_variables(optimizers) -> list:
@@ -327,12 +340,11 @@ def rate_variables(optimizers) -> list:
     has none."""
     found = []
     for optimizer in optimizers:
-        while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            optimizer = optimizer.inner_optimizer
-        inner = getattr(optimizer, "optimizers", None)
-        if isinstance(inner, (list, tuple)):
+        inner = _multi(optimizer)
+        if inner is not None:
             found += rate_variables(inner)
         elif isinstance(optimizer.learning_rate, keras.Variable):
+            # A `LossScaleOptimizer`'s is its inner optimizer's.
             found.append(optimizer.learning_rate)
     return found
 
@@ -358,9 +370,7 @@ def step_counter(optimizer):
     Every batch is a step then, its gradients its own; the weights change
     on every `n`-th.
     """
-    inner = optimizer
-    while isinstance(inner, keras.optimizers.LossScaleOptimizer):
-        inner = inner.inner_optimizer
+    inner = _unscaled(optimizer)
     if getattr(inner, "gradient_accumulation_steps", None):
         return inner._iterations
     return optimizer.iterations
