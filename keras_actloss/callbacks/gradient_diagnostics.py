@@ -143,9 +143,15 @@ class GradientDiagnostics(
       loss risen too, or over 1e6), or together with the NaN that ends it,
       when the step before it was over the limit or 10x its recent level,
       or its recorded update changed a layer's weights by more than their
-      own norm; within 10 steps of a learning rate jumping 10x up, after 3
-      steps with the loss 3x its level and above where training began,
-      once the norm rose 3x (normalization can hold it under the limit),
+      own norm; 3 steps after one step over the limit when the loss of each
+      of those 3 stayed 3x its level before it and above where training
+      began (one batch far off the others' scale threw the weights off,
+      the norm back under the limit at once); after 10 steps in a row with
+      the loss 3x where training began while the gradients still flow
+      (training diverges with bounded gradients, such as a softmax output
+      fed probabilities); within 10 steps of a learning rate jumping 10x
+      up, after 3 steps with the loss 3x its level and above where training
+      began, once the norm rose 3x (normalization can hold it under the limit),
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or

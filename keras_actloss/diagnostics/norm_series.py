@@ -1,6 +1,7 @@
 """The series `diagnostics.step_rules` judges: the recent history of the
-global gradient norm (`NormSeries`) and the steps watched after a
-learning-rate jump up (`RateWatch`). Plain records, no rules."""
+global gradient norm (`NormSeries`), the steps watched after a
+learning-rate jump up (`RateWatch`) and after a step over the explosion
+limit (`Spike`). Plain records, no rules."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ class RateWatch:
     # update at the new rate is recorded later with several steps per
     # execution, when Adam may have brought the loss back).
     peak: tuple[float, int] | None = None
+
+
+@dataclasses.dataclass
+class Spike:
+    """A step over the explosion limit, and the steps after it whose loss
+    `step_rules.NormRules._spike_thrown` watches."""
+
+    step: int
+    norm: float
+    # The recent norm and loss levels before it.
+    recent: float
+    loss: float
+    # (loss, step) of each step since with the loss risen.
+    risen: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
 
 class NormSeries:

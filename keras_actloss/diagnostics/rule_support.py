@@ -98,6 +98,14 @@ _OVERFLOW_FIX = (
     "initialisation; or keep the layers whose gradients overflow in float32 "
     "(`dtype='float32'`)."
 )
+# One step whose gradient norm spiked threw the weights off (`_spike_thrown`):
+# its batch, or a step too large for it.
+_SPIKE_FIX = (
+    "Check the batch of that step for outliers or values on another scale than "
+    "the others (standardize the inputs, e.g. with a `Normalization` layer), "
+    "clip gradients (`clipnorm=1.0` in the optimizer) so that one batch cannot "
+    "throw the weights off, and lower the learning rate."
+)
 # Loss-scale overflows in a row after normal updates: too large a step, or
 # batches of another scale.
 _OVERFLOW_RUN_FIX = (
@@ -342,7 +350,8 @@ class RuleFamily:
             # Every fix that advises clipping says "clip gradients (...)".
             fix = _CLIP_ADVICE.sub(
                 "keep clipping gradients (the optimizer's "
-                f"`{self.clipping}` bounds each update, not the gradients)",
+                f"`{self.clipping}` clips the gradients it applies, not the ones "
+                "measured here, before it)",
                 fix,
             )
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))

@@ -126,7 +126,7 @@ from keras_actloss.diagnostics.gradient_rules import (
     _distances,
     vanishing_layers,
 )
-from keras_actloss.diagnostics.norm_series import NormSeries
+from keras_actloss.diagnostics.norm_series import NormSeries, Spike
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
@@ -309,6 +309,12 @@ class HealthRules(
         self._rate_change: tuple[int, float, float] | None = None
         # The steps after a learning-rate jump up (`NormRules._diverging`).
         self._watch = None
+        # A step over the explosion limit whose effect on the loss of the
+        # next steps is watched (`NormRules._spike_thrown`).
+        self._spike: Spike | None = None
+        # The (step, loss) of the last steps in a row with the loss far over
+        # where training began (`NormRules._climbing`).
+        self._climb: list[tuple[int, float]] = []
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
         # Each layer's gradient RMS at its first recordings (`_fallen`).
@@ -352,6 +358,8 @@ class HealthRules(
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
+            self._spike_thrown(new, event.step, event.loss)
+            self._climbing(new, event.step, event.global_norm, event.loss)
             self._extreme_start(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
         return self._emit(new)
@@ -390,8 +398,10 @@ class HealthRules(
             self._silent_counts.append(silent)
             self._last_step, self._last_rate, self._low = step, rate, 0
             self._overflows = 0
+            self._spike = None  # Its steps are judged one by one (bounds).
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)
+            self._climb_step(step, norm, loss)  # Judged with the next step.
             self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)
 

@@ -16,10 +16,11 @@ import itertools
 import math
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics.norm_series import RateWatch
+from keras_actloss.diagnostics.norm_series import RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
     _OVERFLOW_RUN_FIX,
     _SCALE_FIX,
+    _SPIKE_FIX,
     FIXES,
     RuleFamily,
     _finite,
@@ -52,6 +53,10 @@ _OVERFLOW_RISEN_RUN = 4
 _OVERFLOW_GROWTH_RUN = 5
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
+# Steps in a row with the loss `_DIVERGE_RISE` times where training began
+# that are a divergence with no learning-rate jump and no norm over the
+# limit (`NormRules._climbing`).
+_CLIMB_STEPS = 10
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:
@@ -95,8 +100,10 @@ class NormRules(RuleFamily):
         """
         t = self.thresholds
         early, recent = self._norms.early(), self._norms.recent()
-        if early is None or recent is None or self._broken() or self._watch:
+        if early is None or recent is None or self._broken():
             return (0.0,) * 6
+        if self._watch or self._spike or self._climb:
+            return (0.0,) * 6  # Their steps' losses are watched.
         peak = self._norms.recent_peak()
         high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
         low = recent / t.jump_factor
@@ -228,6 +235,100 @@ class NormRules(RuleFamily):
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
         self._watch = None
+
+    def _spike_thrown(self, new, step: int, loss) -> None:
+        """Reports a step over the explosion limit (`_spike`, the first of
+        its streak) after which the loss of each of the next
+        `_DIVERGE_STEPS` steps stayed `_DIVERGE_RISE` times its level
+        before it and above where training began (`_risen`): that one
+        step's update threw the weights off, however soon the norm came
+        back under the limit. One batch of inputs 1000x the others' scale
+        at step 150 of an SGD MLP: the norm 1e3x its level at that step,
+        3e2x at the next, then 60-70x (under the limit, 100x); the loss of
+        the next batches 1.9e3, 96, 88 against 0.45, still 10x 20 steps on,
+        and a fifth of a layer's units dead. A heavy batch of a healthy run
+        (a rare class weighted 99x) leaves the loss of the next ones where
+        it was."""
+        spike = self._spike
+        if spike is None or step <= spike.step:
+            return
+        if not self._risen(loss, spike.loss):
+            self._spike = None
+            return
+        spike.risen.append((loss, step))
+        if len(spike.risen) < _DIVERGE_STEPS:
+            return
+        self._spike = None
+        peak, at = max(spike.risen)
+        early = _median(self._early_losses)
+        message = (
+            f"The global gradient norm jumped to {spike.norm:.3g} at step "
+            f"{spike.step}, {spike.norm / spike.recent:.3g}x its recent level "
+            f"of {spike.recent:.3g}, and the loss of each of the "
+            f"{len(spike.risen)} steps after it stayed at {_DIVERGE_RISE:g}x or "
+            f"more its level of {spike.loss:.3g} before it (up to {peak:.3g} at "
+            f"step {at}; {early:.3g} where training began): the update of that "
+            "one step threw the weights off, as a batch far from the others' "
+            "scale (outliers, corrupted or unscaled values) or a step too large "
+            "for it does."
+        )
+        norm, fix = spike.norm, _SPIKE_FIX
+        self._add(new, F.EXPLODING_GRADIENTS, None, spike.step, norm, message, fix)
+
+    def _climb_step(self, step: int, norm: float, loss) -> bool:
+        """Counts a step towards a run of losses `_DIVERGE_RISE` times the
+        loss where training began (`_climb`; a loss that starts at or under
+        0 has no such multiple) with gradients still flowing; returns
+        whether the run is `_CLIMB_STEPS` long.
+
+        Not while the median of the first `baseline_steps` losses is that
+        multiple of the start: the start (one batch of 32 or more) was then
+        an easy batch, or the loss rose at once (an explosion's, judged by
+        the other rules), no level to climb from. A step whose norm fell
+        `jump_factor` times under the early baseline ends the run: a loss
+        stuck high with (almost) no gradient is `ZeroGradientRules`' (a
+        saturated or dead output), or vanishing gradients.
+        """
+        start, early = self._start(), _median(self._early_losses)
+        baseline = self._norms.early()
+        flowing = baseline is None or norm * self.thresholds.jump_factor >= baseline
+        high = (
+            flowing
+            and _finite(start, loss, early)
+            and start > 0
+            and early < _DIVERGE_RISE * start <= loss
+        )
+        if not high:
+            self._climb = []
+            return False
+        self._climb.append((step, loss))
+        return len(self._climb) >= _CLIMB_STEPS
+
+    def _climbing(self, new, step: int, norm: float, loss) -> None:
+        """Reports a loss that stayed `_DIVERGE_RISE` times where training
+        began for `_CLIMB_STEPS` steps in a row (`_climb_step`), when no
+        explosion was reported: training diverges with a step size too
+        large, though no gradient norm grew over the limit (a softmax
+        output fed probabilities, under SGD at 5: the loss from 2.4 to 7-12
+        from step 17, the norm at 1-3 throughout, the logits in the
+        thousands, until its gradients are exactly 0). A healthy run's loss
+        falls below where it began; one batch's loss far over it does not
+        last (a rare class weighted 99x)."""
+        if not self._climb_step(step, norm, loss) or self._exploded():
+            return
+        first = self._climb[0][0]
+        losses = [value for _, value in self._climb]
+        start, early = self._start(), self._norms.early()
+        level = "" if early is None else f", against {early:.3g} at first"
+        message = (
+            f"The loss stayed at {_DIVERGE_RISE:g}x or more where training began "
+            f"({start:.3g}) for {len(losses)} steps in a row (steps {first}-{step}, "
+            f"{min(losses):.3g}-{max(losses):.3g}), while the gradient norm did "
+            f"not explode ({norm:.3g}{level}): training diverges, the steps are "
+            "too large."
+        )
+        self._add(new, F.EXPLODING_GRADIENTS, None, first, max(losses), message)
+        self._climb = []
 
     def _overflowing(self, new, step: int, loss=None) -> None:
         """Reports loss-scale overflows in a row (steps whose update the
@@ -407,6 +508,9 @@ class NormRules(RuleFamily):
             self._norm_jump(norm, recent, series.recent_peak())
             series.add_normal(norm, loss)
         else:
+            level = series.recent_loss()
+            if count == 1 and _finite(level) and series.recent() is not None:
+                self._spike = Spike(step, norm, series.recent(), level)
             series.add_over(norm)
             if count == 1:
                 self.jumped = self._jump_hard = True

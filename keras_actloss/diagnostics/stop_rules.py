@@ -198,8 +198,26 @@ class NonFiniteRules(RuleFamily):
         its recording, `loss`, when known); the caller adds the likely
         cause."""
         where = f"in layer '{event.layer}'" if event.layer else "in the model"
-        what = f"global gradient norm {event.global_norm}" + (
-            "" if loss is None else f", loss {loss}"
+        norm = event.global_norm
+        shown = event.loss if loss is None else loss
+        if (
+            not event.layer
+            and _finite(norm)
+            and shown is not None
+            and not _finite(shown)
+        ):
+            # Only the loss: a sample's infinite loss whose gradient is
+            # finite (the log of a ReLU output of 0) leaves the weights be.
+            return (
+                f"The loss was not finite at step {event.step} ({shown:.3g}) "
+                f"while every gradient was (global gradient norm {norm:.3g}): the "
+                "loss of some samples is infinite or NaN (such as the log of 0) "
+                "with a finite gradient, so the weights stay finite, but the loss "
+                "no longer measures training (nor can anything that watches it, "
+                "such as early stopping)."
+            )
+        what = f"global gradient norm {norm:.3g}" + (
+            "" if loss is None else f", loss {loss:.3g}"
         )
         start = f"Non-finite gradients {where} at step {event.step} ({what}): "
         if not event.update_skipped:
@@ -207,7 +225,8 @@ class NonFiniteRules(RuleFamily):
         if event.loss is not None and not np.isfinite(event.loss):
             return start + (
                 "loss scaling skipped the update, so the weights are unchanged, "
-                f"but the loss itself was {event.loss}, which no loss scale causes."
+                f"but the loss itself was {event.loss:.3g}, which no loss scale "
+                "causes."
             )
         return start + (
             "loss scaling has skipped every update for many steps in a row and "

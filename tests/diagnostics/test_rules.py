@@ -220,8 +220,29 @@ class TestNonFinite:
 
     def test_nan_loss_in_message(self):
         rules = HealthRules(mlp(["relu"]))
-        found = rules.observe(recording(3, [1e-2, 1e-2], loss=math.nan))
-        assert "(global gradient norm 1.0, loss nan)" in found[0].message
+        nan = recording(3, [1e-2, math.nan], loss=math.nan, global_norm=math.nan)
+        (found,) = rules.observe(nan)
+        assert found.message.startswith(
+            "Non-finite gradients in layer 'dense_1' at step 3 (global gradient "
+            "norm nan, loss nan): the weights will become NaN"
+        )
+
+    @pytest.mark.parametrize("loss", [math.inf, math.nan])
+    def test_a_loss_not_finite_with_every_gradient_finite(self, loss):
+        # On JAX the log of a ReLU output of 0 is -inf and its gradient
+        # through the ReLU 0: the loss is not finite, the gradients and so
+        # the weights are (probed: 148 of 192 steps, the weights finite).
+        rules = HealthRules(mlp(["relu"]))
+        (found,) = rules.observe(recording(3, [1e-2, 1e-2], loss=loss))
+        assert (found.mode, found.step) == (F.NON_FINITE, 3)
+        assert found.message.startswith(
+            f"The loss was not finite at step 3 ({loss}) while every gradient "
+            "was (global gradient norm 1): the loss of some samples is infinite "
+            "or NaN (such as the log of 0) with a finite gradient, so the "
+            "weights stay finite"
+        )
+        assert "will become NaN" not in found.message
+        assert found.fix == rules_module._DATA_FIX
 
     def test_sentinel_between_recordings(self):
         rules = HealthRules(mlp(["relu"]))
@@ -607,8 +628,8 @@ class TestClipping:
         assert finding.mode == F.EXPLODING_GRADIENTS
         assert finding.fix == (
             "Lower the learning rate, keep clipping gradients (the optimizer's "
-            "`global_clipnorm=1` bounds each update, not the gradients), and add "
-            "batch normalization."
+            "`global_clipnorm=1` clips the gradients it applies, not the ones "
+            "measured here, before it), and add batch normalization."
         )
 
     def test_the_nan_and_unscaled_targets_too(self):
@@ -621,8 +642,8 @@ class TestClipping:
             == (
                 rule_support._TARGETS_FIX.replace(
                     "clip gradients (`clipnorm=1.0` in the optimizer)",
-                    "keep clipping gradients (the optimizer's `clipnorm=0.5` bounds "
-                    "each update, not the gradients)",
+                    "keep clipping gradients (the optimizer's `clipnorm=0.5` clips "
+                    "the gradients it applies, not the ones measured here, before it)",
                 )
             )
         )
@@ -2297,6 +2318,143 @@ class TestDivergingAfterARateJump:
         assert rules.alarm_bounds() == (0.0,) * 6
         run(rules, events([1.0] * 8, start=10))  # Step 17 ends the watch.
         assert rules.alarm_bounds() != (0.0,) * 6
+
+
+def after_a_spike(norms, losses, level=0.5):
+    """Steps 0-39 at norm 1 and loss 1.5 (the first 5) then `level`, a
+    step 40 at norm 1000 on a batch of loss 100, then these steps."""
+    seq = [event(s, 1.0, loss=1.5 if s < 5 else level) for s in range(40)]
+    seq.append(event(40, 1000.0, loss=100.0))
+    return seq + [
+        event(41 + i, n, loss=v) for i, (n, v) in enumerate(zip(norms, losses))
+    ]
+
+
+class TestOneStepThrowsTheWeights:
+    """A step over the explosion limit after which the loss of the next
+    steps stayed 3x its level, and over where training began: that step's
+    update threw the weights off, whatever the norm did after it (an SGD MLP
+    with one batch of inputs 1000x the others': the norm 1e3x, then 3e2x,
+    then 60-70x; the loss of the next batches 1.9e3, 96, 88 against 0.45)."""
+
+    def test_the_loss_of_three_steps_after_it(self):
+        rules = HealthRules(mlp(["relu"]))
+        # Step 40: 1000 > the limit 100 x the early 1 (and 100 x the recent
+        # 1, its loss 100 >= 1.1 x 0.5); one step over, 41 under it, is no
+        # streak of 2. Steps 41-43: losses 1900, 96, 88 >= 0.5 + (3 - 1) x
+        # 0.5 = 1.5 and > 1.5 where training began (the median loss of the
+        # first `baseline_steps`, 5).
+        found = run(rules, after_a_spike([60.0, 70.0, 65.0], [1900.0, 96.0, 88.0]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 40)]
+        assert found[0].value == 1000.0
+        assert found[0].message == (
+            "The global gradient norm jumped to 1e+03 at step 40, 1e+03x its "
+            "recent level of 1, and the loss of each of the 3 steps after it "
+            "stayed at 3x or more its level of 0.5 before it (up to 1.9e+03 at "
+            "step 41; 1.5 where training began): the update of that one step "
+            "threw the weights off, as a batch far from the others' scale "
+            "(outliers, corrupted or unscaled values) or a step too large for "
+            "it does."
+        )
+        assert found[0].fix == rule_support._SPIKE_FIX
+
+    @pytest.mark.parametrize(
+        "losses",
+        [
+            [0.6, 0.5, 0.55],  # The next batches' loss where it was.
+            [1900.0, 96.0, 1.2],  # 1.2 < 1.5: not three steps in a row.
+            [1900.0, 96.0],  # Only two steps so far.
+        ],
+        ids=["back", "not_three", "two"],
+    )
+    def test_not_thrown(self, losses):
+        # A heavy batch of a healthy run (a rare class weighted 99x): the
+        # loss of the next ones stays at its level.
+        rules = HealthRules(mlp(["relu"]))
+        norms = [1.0] * len(losses)
+        assert run(rules, after_a_spike(norms, losses)) == []
+
+    def test_not_above_where_training_began(self):
+        # The loss was 10 in the first steps: 1.9, 1.8 and 1.7 are 3x the
+        # level 0.5 before the spike, but under 10.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, loss=10.0 if s < 32 else 0.5) for s in range(40)]
+        seq.append(event(40, 1000.0, loss=100.0))
+        seq += [event(41 + i, 1.0, loss=v) for i, v in enumerate([1.9, 1.8, 1.7])]
+        assert run(rules, seq) == []
+
+    def test_its_steps_are_judged_at_once(self):
+        # The steps after it are watched one by one: a quiet step (within
+        # the bounds on the norm, which say nothing of the loss) would not
+        # be seen.
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, after_a_spike([1.0], [1900.0]))
+        assert rules.alarm_bounds() == (0.0,) * 6
+        run(rules, [event(42, 1.0, loss=0.5)])
+        assert rules.alarm_bounds() != (0.0,) * 6
+
+
+def climbing(losses, norms=None, first=(2.4,) * 5):
+    """Steps at norm 2 with the losses `first`, then these losses (at these
+    norms, 2.5 by default)."""
+    norms = norms or [2.5] * len(losses)
+    seq = [event(s, 2.0, loss=v) for s, v in enumerate(first)]
+    return seq + [
+        event(len(first) + i, n, loss=v) for i, (n, v) in enumerate(zip(norms, losses))
+    ]
+
+
+class TestLossClimbingOverTheStart:
+    """A loss that stays 3x where training began for 10 steps in a row is a
+    divergence, with no norm over the limit and no rate jump (a softmax
+    output fed probabilities under SGD at 5, on JAX: the loss from 2.4 to
+    7-12 from step 17 on, the norm at 1-3, until the gradients are 0)."""
+
+    def test_ten_steps_at_3x(self):
+        rules = HealthRules(mlp(["relu"]))
+        # The start: the first step's loss, 2.4 (no recording told the
+        # batch size); the first 5 steps' median 2.4 < 3 x 2.4 = 7.2.
+        # Steps 5-14 at 7.5-12 >= 7.2, their norm 2.5 >= the early 2 / 10.
+        losses = [8.0, 7.5, 9.0, 10.0, 12.0, 8.0, 9.0, 11.0, 10.0, 9.5]
+        found = run(rules, climbing(losses))
+        assert [(f.mode, f.layer, f.step) for f in found] == [
+            (F.EXPLODING_GRADIENTS, None, 5)
+        ]
+        assert found[0].value == 12.0
+        assert found[0].message == (
+            "The loss stayed at 3x or more where training began (2.4) for 10 "
+            "steps in a row (steps 5-14, 7.5-12), while the gradient norm did "
+            "not explode (2.5, against 2 at first): training diverges, the steps "
+            "are too large."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "losses, norms, first",
+        [
+            ([8.0] * 9 + [7.0] + [8.0] * 9, None, (2.4,) * 5),  # 7 < 7.2
+            ([8.0] * 10, [2.5] * 5 + [0.1] + [2.5] * 4, (2.4,) * 5),  # 0.1 < 0.2
+            ([8.0] * 10, None, (2.4, 8.0, 8.0, 8.0, 2.0)),  # early median 8
+            ([8.0] * 10, None, (-1.0,) * 5),  # a loss under 0 at first
+        ],
+        ids=["not_ten_in_a_row", "no_gradient", "an_easy_first_batch", "negative"],
+    )
+    def test_not_a_divergence(self, losses, norms, first):
+        # A step whose gradient norm fell 10x under the early baseline ends
+        # the run: a loss stuck high with no gradient is the zero-gradient
+        # rule's (a saturated or dead output).
+        rules = HealthRules(mlp(["relu"]))
+        assert run(rules, climbing(losses, norms, first)) == []
+
+    def test_quiet_steps_count_and_the_next_ones_are_judged(self):
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, climbing([]))
+        # 8 steps within the bounds on the norm, read together, whose loss
+        # the bounds do not check.
+        rules.observe_quiet([(5 + i, 2.5, None, 9.0) for i in range(8)])
+        assert rules.alarm_bounds() == (0.0,) * 6
+        found = run(rules, [event(13, 2.5, loss=9.0), event(14, 2.5, loss=9.0)])
+        assert [(f.mode, f.step) for f in found] == [(F.EXPLODING_GRADIENTS, 5)]
 
 
 class TestUpdatesAfterARateJump:

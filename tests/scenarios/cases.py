@@ -376,6 +376,25 @@ def explode_finite() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+BAD_BATCH_STEP = 150
+
+
+def bad_batch() -> Setup:
+    """One batch of inputs 1000x the others' scale (corrupted or unscaled
+    records) at step 150 of a healthy SGD ReLU MLP (shuffle off, one epoch
+    of 200 steps): its gradient norm is about 800x the steps' before it and
+    its update changes every layer's weights by 3-6 times their norm; the
+    loss of the next batches is 75-380x its level before it, still 10x ten
+    steps later, and training ends worse than it began. No NaN."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification(n=32 * 200)
+    x[BAD_BATCH_STEP * 32 : (BAD_BATCH_STEP + 1) * 32] *= 1000.0
+    model = dense_stack(16, ["relu"] * 2, 3, None)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _compiled(model, keras.optimizers.SGD(0.05), loss)
+    return Setup(model, x, y, epochs=1)
+
+
 def huge_init_adam() -> Setup:
     """Four ReLU layers whose kernels are drawn with stddev 1 (about 6x He's
     for 64 inputs) under Adam: each layer multiplies the signal by about
@@ -946,6 +965,7 @@ FAILURES = [
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
+    Case("bad_batch", bad_batch, {EXPLODING: BAD_BATCH_STEP}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
     Case("thrown_tanh_adam", thrown_tanh_adam, {EXPLODING: 0}),
     Case("attention_adam_high", attention_adam_high, {VANISHING: 5}),

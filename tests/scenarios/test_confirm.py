@@ -183,6 +183,32 @@ def test_explode_finite():
 
 
 @confirm_on_tensorflow
+def test_bad_batch():
+    c = cases.confirm(cases.BY_NAME["bad_batch"])
+    step = cases.BAD_BATCH_STEP
+    g, losses = np.array(c.global_norm), np.array(c.losses)
+    norm_level, loss_level = np.median(g[120:step]), np.median(losses[120:step])
+    # The batch's gradient 500x and more the level of the 30 steps before;
+    # its update changed every layer's weights by more than their norm
+    # (3.3-5.6x), the steps before and after it by under a third.
+    assert g[step] > 500 * norm_level
+    ratios = np.array(list(c.update_ratio.values()))
+    assert ratios[:, step].min() > 3
+    assert ratios[:, :step].max() < 0.3 and ratios[:, step + 1 :].max() < 1
+    # The loss of each of the next 3 batches 50x its level and more, over
+    # where training began; still 10x ten steps on, and the training set's
+    # loss at the end over its initial one: thrown off by one step.
+    assert losses[step + 1 : step + 4].min() > 50 * loss_level
+    assert losses[step + 1 : step + 4].min() > c.initial_loss
+    assert np.median(losses[step + 6 : step + 16]) > 10 * loss_level
+    assert c.final_loss > c.initial_loss
+    # Not dead units (at most 4 of a layer's 32 on the training set, under
+    # half), nothing non-finite.
+    assert max(c.max_dead(s) for s in range(len(losses))) <= 4 / 32
+    assert finite(c, range(len(losses)))
+
+
+@confirm_on_tensorflow
 def test_huge_init_adam():
     c = cases.confirm(cases.BY_NAME["huge_init_adam"])
     steps = range(len(c.losses))

@@ -71,6 +71,11 @@ REPORTED = {
     # that of step 0: two recordings are enough while the loss blows up
     # (five steps otherwise, reported at 4).
     "explode_finite": {"exploding_gradients": 1},
+    # The norm of step 150 (the batch 1000x the others' scale) is over the
+    # limit, the next steps' under it from step 151 or 152: no streak of
+    # steps over it, but the loss of each of steps 151-153 stayed over 3x
+    # its level before 150, reported at 153.
+    "bad_batch": {"exploding_gradients": 153},
     # The loss of each of the first 5 steps (0-4) at least 5x ln(3), the
     # loss of knowing nothing (326x on TensorFlow; on JAX, whose
     # cross-entropy clips the probabilities, 9.7x), reported at step 4.
