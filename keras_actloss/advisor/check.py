@@ -15,7 +15,8 @@ all of severity `"failure"` (definite mistakes):
   (linear, ReLU, tanh, ...) with a loss that expects probabilities
   (`from_logits=False`, or KL divergence).
 - `probability_output_from_logits`: sigmoid/softmax output with
-  `from_logits=True`.
+  `from_logits=True` (a warning on TensorFlow for a float32 output, whose
+  cross-entropies take the logits from before the activation).
 - `integer_labels_categorical_loss` (needs y): integer class labels with
   categorical cross-entropy on 2+ units.
 - `one_hot_labels_sparse_loss` (needs y): one-hot labels with sparse
@@ -161,8 +162,20 @@ def _heads(model: keras.Model, y: Any) -> list[Head]:
         act = None if out.layer is None else walk.activation_of(out.layer)
         if not out.from_graph and act is not None and act.family == LINEAR:
             act = None  # a subclassed `call` may apply an activation inline
-        heads.append(Head(out.layer, act, out.units, _loss_profile(loss), info, array))
+        kept = _logits_kept(out.layer)
+        heads.append(
+            Head(out.layer, act, out.units, _loss_profile(loss), info, array, kept)
+        )
     return heads
+
+
+def _logits_kept(layer) -> bool:
+    """`Head.logits_kept`: on TensorFlow, Keras's sigmoid and softmax keep
+    their logits on the output tensor, and its cross-entropies use them,
+    unless a float16 output is cast on its way to the loss."""
+    if keras.backend.backend() != "tensorflow" or layer is None:
+        return False
+    return getattr(layer, "compute_dtype", None) == "float32"
 
 
 def check_model(model: keras.Model, y: Any = None) -> list[Finding]:

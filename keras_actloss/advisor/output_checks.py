@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from keras_actloss.advisor import labels as _labels
-from keras_actloss.findings import FAILURE, Finding
+from keras_actloss.findings import FAILURE, WARNING, Finding
 from keras_actloss.profiles import SIGMOID, SOFTMAX, ActivationProfile, LossProfile
 
 SOFTMAX_WITH_BINARY_CROSSENTROPY = "softmax_with_binary_crossentropy"
@@ -62,6 +62,11 @@ class Head:
         loss: Profile of its loss, or None (uncompiled or custom loss).
         labels: What its labels are, or None without labels.
         y: The labels as a float array, or None.
+        logits_kept: Whether the backend's cross-entropy takes the logits
+            from before a sigmoid or softmax output whatever `from_logits`
+            says: TensorFlow's does when it gets the output tensor itself
+            (a float32 output; a float16 one is cast first, and the logits
+            are lost).
     """
 
     layer: str | None
@@ -70,6 +75,7 @@ class Head:
     loss: LossProfile | None
     labels: _labels.LabelInfo | None
     y: np.ndarray | None
+    logits_kept: bool = False
 
     @property
     def family(self) -> str | None:
@@ -165,17 +171,35 @@ def _linear_probability_loss(h: Head):
 
 def _probability_from_logits(h: Head):
     probabilities = h.act is not None and h.act.produces_probabilities
-    if probabilities and h.loss is not None and h.loss.from_logits is True:
+    if not (probabilities and h.loss is not None and h.loss.from_logits is True):
+        return None
+    fix = (
+        f"Use a linear output with from_logits=True, or keep {h.act.name} "
+        "and set from_logits=False."
+    )
+    if h.logits_kept:
+        # Measured: the same losses either way on TensorFlow; on JAX, or
+        # with a float16 output, the probabilities are squashed again.
         return finding(
             PROBABILITY_OUTPUT_FROM_LOGITS,
             h,
-            f"The output already applies {h.act.name}, but {h.loss.name} "
-            "has from_logits=True and squashes it again: the loss reads "
-            "probabilities as logits, so gradients are weak.",
-            f"Use a linear output with from_logits=True, or keep "
-            f"{h.act.name} and set from_logits=False.",
+            f"The output already applies {h.act.name}, but {h.loss.name} has "
+            "from_logits=True. TensorFlow's cross-entropy takes the logits "
+            f"from before the {h.act.name} here (Keras warns 'Was this "
+            "intended?'), so the probabilities are not squashed twice; on JAX "
+            "or PyTorch, or with a float16 output under mixed precision, the "
+            "loss would squash them again and gradients would be weak.",
+            fix,
+            severity=WARNING,
         )
-    return None
+    return finding(
+        PROBABILITY_OUTPUT_FROM_LOGITS,
+        h,
+        f"The output already applies {h.act.name}, but {h.loss.name} "
+        "has from_logits=True and squashes it again: the loss reads "
+        "probabilities as logits, so gradients are weak.",
+        fix,
+    )
 
 
 def _integer_labels_cce(h: Head):

@@ -161,11 +161,78 @@ def test_each_mistake(name):
     findings = check_model(model, y)
     assert sorted(f.mode for f in findings) == expected
     for finding in findings:
-        assert finding.severity == FAILURE
+        assert finding.severity == (WARNING if _logits_kept(finding.mode) else FAILURE)
         assert finding.step is None
         assert finding.layer == model.layers[-1].name
         assert finding.message and finding.fix
         assert finding.mode in check.CHECK_MODES
+
+
+def _logits_kept(mode: str) -> bool:
+    """Whether `mode` is a probability output under a loss from logits whose
+    logits TensorFlow's cross-entropy takes from before the activation
+    (float32 outputs: the models here)."""
+    tensorflow = keras.backend.backend() == "tensorflow"
+    return tensorflow and mode == "probability_output_from_logits"
+
+
+@pytest.mark.parametrize(
+    "activation, loss, y",
+    [
+        ("sigmoid", keras.losses.BinaryCrossentropy, BINARY[:, None]),
+        ("softmax", keras.losses.SparseCategoricalCrossentropy, SPARSE),
+        ("sigmoid", losses.BinaryCrossentropy, BINARY[:, None]),
+    ],
+)
+def test_a_probability_output_under_a_loss_from_logits(activation, loss, y):
+    # What the finding's severity rests on: on TensorFlow, Keras's sigmoid
+    # and softmax keep their logits on the output tensor and its
+    # cross-entropies take them whatever `from_logits` says (the same loss
+    # both ways: a warning); on JAX the loss squashes the probabilities
+    # again (another loss: a failure). Fails loudly if Keras changes this.
+    units = 1 if activation == "sigmoid" else 3
+    x = np.random.default_rng(0).normal(size=(len(y), 4)).astype("float32")
+    values = []
+    for from_logits in (True, False):
+        keras.utils.set_random_seed(1)
+        model = compiled(seq(L.Dense(units, activation=activation)), loss(from_logits))
+        with warnings.catch_warnings():
+            # Keras's "Was this intended?" on TensorFlow.
+            warnings.simplefilter("ignore", UserWarning)
+            values.append(model.evaluate(x, y, verbose=0))
+        if from_logits:
+            (finding,) = check_model(model, y)
+    tensorflow = keras.backend.backend() == "tensorflow"
+    assert (values[0] == values[1]) == tensorflow
+    assert finding.mode == "probability_output_from_logits"
+    assert finding.severity == (WARNING if tensorflow else FAILURE)
+    if tensorflow:
+        assert "TensorFlow's cross-entropy takes the logits" in finding.message
+
+
+def test_a_float16_probability_output_under_a_loss_from_logits():
+    # Under mixed precision the float16 output is cast on its way to the
+    # loss, and TensorFlow's cross-entropy no longer sees its logits: the
+    # probabilities are squashed again there too.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+        values = []
+        for from_logits in (True, False):
+            keras.utils.set_random_seed(1)
+            model = seq(L.Dense(1, activation="sigmoid"))
+            compiled(model, keras.losses.BinaryCrossentropy(from_logits=from_logits))
+            values.append(model.evaluate(x, BINARY[:, None], verbose=0))
+        (finding,) = check_model(
+            compiled(model, keras.losses.BinaryCrossentropy(from_logits=True)), BINARY
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert values[0] != values[1]
+    assert (finding.mode, finding.severity) == (
+        "probability_output_from_logits",
+        FAILURE,
+    )
 
 
 def test_signed_labels_finding_text():
