@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_actloss import activations
@@ -356,7 +357,9 @@ def host_rate(variables: list, value=None) -> float | None:
     if not variables:
         return None
     read = value or (lambda v: v.value)
-    return max(float(ops.convert_to_numpy(read(v))) for v in variables)
+    # Not `convert_to_numpy`: it passes `copy=False` to the `__array__` of
+    # TensorFlow's variable, which takes no `copy` (NumPy 2 warns).
+    return max(float(np.asarray(read(v))) for v in variables)
 
 
 def step_counter(optimizer):

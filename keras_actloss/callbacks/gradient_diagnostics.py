@@ -199,7 +199,8 @@ class GradientDiagnostics(
       `every_n_steps` apart (dead units: within about 5 steps of a
       recording that finds most of a layer's units inactive). Units of a
       layer active on the first recorded batch that die within the first 64
-      steps of training, with the learning rate unchanged and the loss
+      steps of training, with the learning rate unchanged (no 10x jump,
+      and not warmed up 10x over its first value) and the loss
       neither risen a tenth over where training began lately nor by half on
       a step recorded up to the one after they died (each also by 3 and 6
       times the spread of the recorded losses: the noise of small batches),

@@ -324,7 +324,10 @@ class ActivationRules(RuleFamily):
         `start`) may still be settling: within the first `_SETTLE_STEPS`
         steps of training, in a layer mostly active on its first recorded
         batch (or with one unit of it inactive), with the learning rate
-        unchanged, the recent loss (median of the last steps') not risen
+        unchanged (no jump, and not warmed up 10x since the first step:
+        Adam warmed up from 0 to 0.5 over 200 steps killed half a layer's
+        units by step 42, a warm-up's slow rise leaves the loss level), the
+        recent loss (median of the last steps') not risen
         over the loss where training began (`_start`) by both a tenth of it
         and 3 times the spread of the recorded losses, and no loss recorded
         up to the step after the streak's first by both half of it and 6
@@ -348,8 +351,8 @@ class ActivationRules(RuleFamily):
         from the start settles too).
         """
         window = self._activity[layer]
-        if self._rate_change is not None:
-            return False
+        if self._rate_change is not None or self._warmed_up():
+            return False  # The steps grew: units killed by them are no noise.
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
         if window.first is None or window.started_dead(self.thresholds.dead_fraction):

@@ -268,6 +268,8 @@ class HealthRules(
         self._norms = NormSeries(t.baseline_steps)
         self._last_step: int | None = None
         self._last_rate: float | None = None
+        # The first positive learning rate (`NormRules._note_rate`).
+        self._first_rate: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
@@ -396,7 +398,8 @@ class HealthRules(
             zeros, silent = (*counts, 0, 0)[:2]  # Older callers give neither.
             self._zero_counts.append(zeros)
             self._silent_counts.append(silent)
-            self._last_step, self._last_rate, self._low = step, rate, 0
+            self._last_step, self._low = step, 0
+            self._note_rate(rate)
             self._overflows = 0
             self._spike = None  # Its steps are judged one by one (bounds).
             self._streaks.update(key, False, step)

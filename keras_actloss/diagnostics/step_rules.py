@@ -183,9 +183,23 @@ class NormRules(RuleFamily):
         counts.append(zeros)
         silents.append(silent)
 
+    def _note_rate(self, rate: float | None) -> None:
+        """Notes a step's learning rate: the last, and the first positive
+        one (`_warmed_up`)."""
+        self._last_rate = rate
+        if self._first_rate is None and _finite(rate) and rate > 0:
+            self._first_rate = rate
+
+    def _warmed_up(self) -> bool:
+        """Whether the learning rate has risen `jump_factor` times over its
+        first positive value, at once or step by step (a warm-up)."""
+        first, rate = self._first_rate, self._last_rate
+        return _finite(first, rate) and rate >= self.thresholds.jump_factor * first
+
     def _rate_jump(self, step: int, rate: float | None) -> None:
         """Flags a learning rate that changed by `jump_factor` in one step."""
-        last, self._last_rate = self._last_rate, rate
+        last = self._last_rate
+        self._note_rate(rate)
         if _finite(rate, last) and rate > 0 and last > 0:
             factor = self.thresholds.jump_factor
             if rate >= factor * last or last >= factor * rate:

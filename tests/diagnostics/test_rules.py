@@ -3125,6 +3125,23 @@ class TestDeadRelu:
         # come back at step 40.
         assert settling_run(level) == []
 
+    @pytest.mark.parametrize(
+        "rise, reported",
+        [(10.0, [(F.DEAD_RELU, "dense_1", 1, 5)]), (9.0, [])],
+        ids=["warmed_up_10x", "9x"],
+    )
+    def test_units_dying_while_the_rate_warms_up(self, rise, reported):
+        # The rate rises step by step from 1e-3 (never 10x in one step, no
+        # jump) to `rise` times that by step 4: units dying as the steps
+        # grow are no noise, reported at once (3 of dense_1's 4 units dead
+        # from step 1, over `patience_steps`: steps 1-5). Adam warmed up
+        # from 0 to 0.5 over 200 steps killed half a layer's units by step
+        # 42, reported at 128 when they settled. Under 10x they may settle.
+        def rate(step):
+            return 1e-3 * rise ** (min(step, 4) / 4)
+
+        assert settling_run(level, rate) == reported
+
     def test_settling_units_still_dead_after_64_steps(self):
         # The same units staying dead: the streak from step 1 is reported
         # once it passes the first 64 steps.
