@@ -98,6 +98,15 @@ _OVERFLOW_FIX = (
     "initialisation; or keep the layers whose gradients overflow in float32 "
     "(`dtype='float32'`)."
 )
+# An explosion from the first step with standardized inputs and no regression
+# targets (`NormRules._weights_cause`): the initial weights.
+_INIT_FIX = (
+    "Check the weight initialisation: Keras's defaults (Glorot for dense "
+    "kernels, orthogonal for recurrent ones) keep each layer's outputs at the "
+    "scale of its inputs, while a large custom `stddev` or gain multiplies them "
+    "layer after layer (or step after step in a recurrent layer); and clip "
+    "gradients (`clipnorm=1.0` in the optimizer)."
+)
 # One step whose gradient norm spiked threw the weights off (`_spike_thrown`):
 # its batch, or a step too large for it.
 _SPIKE_FIX = (

@@ -18,6 +18,7 @@ import math
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.norm_series import RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
+    _INIT_FIX,
     _OVERFLOW_RUN_FIX,
     _SCALE_FIX,
     _SPIKE_FIX,
@@ -497,11 +498,19 @@ class NormRules(RuleFamily):
                     f"The global gradient norm was already {first:.3g} at the "
                     f"first step (step {first_step}), beyond any healthy "
                     f"model's, and reached {norm:.3g} at step {step}: the "
-                    "gradients explode from the start, so the scale of the data "
-                    "or of the initial weights is the likely cause (unscaled "
-                    "inputs or regression targets), not the step size alone."
+                    "gradients explode from the start, so "
                 )
-                fix = _SCALE_FIX
+                weights = self._weights_cause()
+                if weights:
+                    message += weights
+                    fix = _INIT_FIX
+                else:
+                    message += (
+                        "the scale of the data or of the initial weights is the "
+                        "likely cause (unscaled inputs or regression targets), "
+                        "not the step size alone."
+                    )
+                    fix = _SCALE_FIX
             elif self._ceiling_only(norm, loss):
                 # Over the ceiling with the loss under 3x its recent level:
                 # Adam's bounded steps fitting unscaled targets (the norm
@@ -529,6 +538,24 @@ class NormRules(RuleFamily):
             if count == 1:
                 self.jumped = self._jump_hard = True
         series.add(step, norm)
+
+    def _weights_cause(self) -> str:
+        """The end of the message of an explosion from the first step when
+        the data is not its cause: the recorded inputs standardized (within
+        `input_scale`) and the model a one-output classifier under
+        cross-entropy (`uninformed_loss` known: no regression targets);
+        else "". A SimpleRNN classifier on standardized inputs whose
+        recurrent kernel is drawn with stddev 1: norm 8.9e17 at step 0."""
+        scale = self._input_scale
+        if scale is None or scale > self.thresholds.input_scale:
+            return ""
+        if self.uninformed_loss is None:
+            return ""
+        return (
+            "the initial weights are the likely cause: the inputs are "
+            f"standardized (their largest feature mean or spread {scale:.3g}) "
+            "and a classifier has no regression targets."
+        )
 
     def _loss_rising(self, loss: float | None, level: float | None = None) -> bool:
         """Whether `loss` is `exploding_loss_rise` times its recent level

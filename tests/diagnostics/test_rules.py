@@ -1715,6 +1715,41 @@ class TestExploding:
         assert found[0].fix.startswith("Standardize the inputs and the regression")
 
     @pytest.mark.parametrize(
+        "scale, classifier, weights",
+        [(1.0, True, True), (5.0, True, False), (1.0, False, False)],
+        ids=["standardized_classifier", "unscaled_inputs", "not_a_classifier"],
+    )
+    def test_explosion_from_the_start_with_the_data_standardized(
+        self, scale, classifier, weights
+    ):
+        # The recording of step 0 measured the inputs' largest feature mean
+        # or spread (`input_scale`); a one-output classifier under
+        # cross-entropy has no regression targets (`uninformed_loss`, set
+        # by the callback). Standardized inputs (1 <= 2) of a classifier
+        # leave the initial weights (a SimpleRNN classifier whose recurrent
+        # kernel is drawn with stddev 1: norm 8.9e17 at step 0).
+        rules = HealthRules(mlp(["tanh"]))
+        if classifier:
+            rules.uninformed_loss = (math.log(3), "cross-entropy over 3 classes")
+        first = recording(0, [1e-2, 1e-2], global_norm=2e6, input_scale=scale)
+        (found,) = run(rules, [first, event(1, 3e6)])
+        assert found.message.startswith(
+            "The global gradient norm was already 2e+06 at the first step (step "
+            "0), beyond any healthy model's, and reached 3e+06 at step 1: the "
+            "gradients explode from the start, so "
+        )
+        if weights:
+            assert found.message.endswith(
+                "so the initial weights are the likely cause: the inputs are "
+                "standardized (their largest feature mean or spread 1) and a "
+                "classifier has no regression targets."
+            )
+            assert found.fix == rule_support._INIT_FIX
+        else:
+            assert "(unscaled inputs or regression targets)" in found.message
+            assert found.fix == rule_support._SCALE_FIX
+
+    @pytest.mark.parametrize(
         "norms, step, norm",
         [([0.0, 2e6, 3e6], 2, "3e+06"), ([1.0, 2e6, 3e6], 1, "2e+06")],
         ids=["zero_first_step", "normal_first_step"],
