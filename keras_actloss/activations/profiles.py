@@ -269,6 +269,11 @@ def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
         return elu_profile(layer.alpha)
     if isinstance(layer, keras.layers.Softmax):
         return BUILTIN_PROFILES["softmax"]
+    if isinstance(layer, keras.layers.Lambda):
+        # `Lambda(keras.ops.relu)`: its function, when it is an activation
+        # (a function of its own, `lambda t: ops.relu(t)`, is not known).
+        function = getattr(layer, "function", None)
+        return None if function is None else profile(function)
     activation = getattr(layer, "activation", None)
     if activation is None or not (isinstance(activation, str) or callable(activation)):
         return None
@@ -334,7 +339,8 @@ def profile(x: Any) -> ActivationProfile | None:
             (`keras.activations.relu`) or a backend's own (`keras.ops.relu`,
             `tf.nn.relu`, `jax.nn.relu`); one of our layers (the profile
             reflects its configuration) or a Keras activation layer (`ReLU`,
-            `LeakyReLU`, `PReLU`, `ELU`, `Softmax`, `Activation`); any layer
+            `LeakyReLU`, `PReLU`, `ELU`, `Softmax`, `Activation`, a
+            `Lambda` whose function is one of those functions); any layer
             with an `activation` attribute (`Dense`, `Conv2D`); a
             `functools.partial` of an activation (the profile reflects its
             arguments, e.g. `partial(keras.activations.threshold,

@@ -231,6 +231,17 @@ def test_profile_of_functions():
     assert profile(lambda x: x) is None
 
 
+def test_profile_of_a_lambda_layer():
+    # `Lambda(keras.ops.relu)` is a ReLU layer; a function of its own (even
+    # one that calls a ReLU) and a Lambda of no activation are unknown.
+    assert profile(keras.layers.Lambda(keras.ops.relu)).can_die
+    assert profile(keras.layers.Lambda(keras.activations.sigmoid)).name == "sigmoid"
+    named = keras.layers.Lambda(keras_actloss.activations.leaky_relu)
+    assert profile(named).name == "leaky_relu"
+    assert profile(keras.layers.Lambda(lambda t: keras.ops.relu(t))) is None
+    assert profile(keras.layers.Lambda(keras.ops.flip)) is None
+
+
 def test_profile_of_the_backends_own_functions():
     # `Dense(64, activation=tf.nn.relu)` and the like: found by module and
     # name, with the backend's own defaults.

@@ -824,6 +824,31 @@ def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
     ]
 
 
+def test_a_dead_lambda_relu_layer_is_reported(rng):
+    # `Lambda(keras.ops.relu)` after a linear Dense with bias -100: its
+    # outputs are counted as a ReLU layer's (probed: it was never reported,
+    # the layers before it got exactly 0 gradient on every step), dead from
+    # step 0 and reported at the defaults; the ReLU layer after it names it.
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    model = _with_out(
+        (6,),
+        keras.layers.Dense(
+            8, bias_initializer=keras.initializers.Constant(-100.0), name="pre"
+        ),
+        keras.layers.Lambda(keras.ops.relu, name="lam"),
+        keras.layers.Dense(8, activation="relu", name="after"),
+    )
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [info.activation for info in diag.layers] == [None, "relu", "relu", None]
+    found = [(f.mode, f.layer, f.step) for f in diag.findings]
+    assert found == [("dead_relu", "lam", 0), ("dead_relu", "after", 0)]
+    assert diag.findings[1].fix.startswith("Fix layer 'lam' first")
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_layers_behind_a_dead_one_name_it(rng, nested):
     # A ReLU MLP whose first layer is dead from step 0 (bias -100): the two
