@@ -531,12 +531,13 @@ class NormRules(RuleFamily):
             self._norm_jump(norm, recent, series.recent_peak())
             series.add_normal(norm, loss)
         else:
-            level = series.recent_loss()
-            if count == 1 and _finite(level) and series.recent() is not None:
-                self._spike = Spike(step, norm, series.recent(), level)
             series.add_over(norm)
             if count == 1:
                 self.jumped = self._jump_hard = True
+                # The next steps' loss is watched (`_spike_thrown`).
+                level, before = series.recent_loss(), series.recent()
+                if _finite(level, before):
+                    self._spike = Spike(step, norm, before, level)
         series.add(step, norm)
 
     def _weights_cause(self) -> str:
