@@ -20,6 +20,7 @@ Thresholds (hand computed):
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any
 
@@ -280,6 +281,38 @@ def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
     return profile(activation)
 
 
+def _from_operation(op: keras.Operation) -> ActivationProfile | None:
+    """The profile of an operation of a functional model's graph that is an
+    activation: `keras.ops.relu(x)` on a symbolic tensor makes a `Relu`,
+    `keras.ops.leaky_relu(x, 0.1)` a `LeakyRelu` whose `negative_slope` is
+    0.1, `keras.activations.relu(x, max_value=6)` a `ReLU` with the same
+    arguments. Its class names the function (`LeakyRelu`: `leaky_relu`);
+    the function's arguments that its factory takes are its attributes.
+    Any other operation (`Add`, `Matmul`): None."""
+    module = type(op).__module__
+    if not module.startswith(("keras.src.ops.", "keras.src.activations.")):
+        return None
+    name = _operation_names().get(type(op).__name__.lower())
+    if name is None:
+        return None
+    factory = _PARAMETRIC.get(name)
+    if factory is None:
+        return BUILTIN_PROFILES[name]
+    names = inspect.signature(factory).parameters
+    arguments = {k: getattr(op, k) for k in names if hasattr(op, k)}
+    try:
+        return factory(**arguments)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.cache
+def _operation_names() -> dict[str, str]:
+    """Activation names by the lowercase class name of their operation
+    (`leaky_relu` by `leakyrelu`)."""
+    return {name.replace("_", ""): name for name in BUILTIN_PROFILES}
+
+
 def _relu_with_arguments(negative_slope=0.0, max_value=None, threshold=0.0):
     # A threshold moves the inactive region's start; a negative one lets
     # negative outputs through.
@@ -363,6 +396,8 @@ def profile(x: Any) -> ActivationProfile | None:
         if callable(own):
             return own()
         return _from_keras_layer(x)
+    if isinstance(x, keras.Operation):
+        return _from_operation(x)
     if isinstance(x, functools.partial):
         return _from_partial(x)
     if callable(x):

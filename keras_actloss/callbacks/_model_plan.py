@@ -62,6 +62,33 @@ def _children(layer) -> list:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def _members(layer) -> list:
+    """The sublayers of `layer` and, in its layer graph (a functional
+    model's), the operations that are not layers but activations
+    (`keras.ops.relu(x)` or `keras.activations.relu(x)` on a functional
+    model's tensors is an operation of its graph, `Relu`): each after the
+    last layer before it in the graph's order from the inputs."""
+    children = _children(layer)
+    graph = getattr(layer, "_functional", None) or layer
+    by_depth = getattr(graph, "_operations_by_depth", None)
+    if not isinstance(by_depth, dict):
+        return children
+    after: dict[int, list] = {}
+    anchor = None
+    for depth in sorted(by_depth, reverse=True):
+        for op in by_depth[depth]:
+            if isinstance(op, keras.layers.Layer):
+                anchor = id(op)
+            elif _watched_profile(op) is not None:
+                after.setdefault(anchor, []).append(op)
+    if not after:
+        return children
+    members = list(after.get(None, []))
+    for child in children:
+        members += [child, *after.get(id(child), [])]
+    return members
+
+
 def _watched_profile(layer) -> ActivationProfile | None:
     try:
         profile = activations.profile(layer)
@@ -98,12 +125,15 @@ def _walk(layer, prefix: str, seen: set, base: int | None):
     without a graph.
     """
     depths = None if base is None else graph_depths(layer)
-    for child in _children(layer):
+    for child in _members(layer):
         if id(child) in seen or isinstance(child, keras.layers.InputLayer):
             continue
         seen.add(id(child))
         name = prefix + child.name
         distance = base if depths is None else base + depths.get(id(child), 0)
+        if not isinstance(child, keras.layers.Layer):  # an activation op
+            yield name, child, [], True, distance, layer
+            continue
         kids = _children(child)
         if not kids:
             yield name, child, list(child.trainable_variables), True, distance, layer
@@ -123,16 +153,20 @@ def plan_layers(model) -> list[LayerPlan]:
     frozen pretrained base is), an output activation from the ReLU family,
     sigmoid or tanh: a frozen layer's dead or saturated units are fixed
     features, not something training does or can undo. Nested models and
-    composite layers are walked and named `outer/inner`.
-    Each gets its distance from the outputs in the layer graph (None in a
-    subclassed model).
+    composite layers are walked and named `outer/inner`. So are the
+    activations a functional model applies as operations of its graph
+    (`keras.ops.relu(x)`, `keras.activations.sigmoid(x)`), named as Keras
+    names them (`relu`, `sigmoid_1`). Each gets its distance from the
+    outputs in the layer graph (None in a subclassed model).
     A composite layer's own variables (outside its sublayers) form an entry
     of their own, without activation statistics.
     """
     plans = []
     base = None if graph_depths(model) is None else 0
     for name, layer, variables, leaf, distance, parent in _walk(model, "", set(), base):
-        profile = _watched_profile(layer) if leaf and layer.trainable else None
+        # An operation (not a layer) trains as the model it is in.
+        trainable = getattr(layer, "trainable", parent.trainable)
+        profile = _watched_profile(layer) if leaf and trainable else None
         runner = None
         if profile is not None and _runs_simple_cell(parent, layer):
             runner = parent

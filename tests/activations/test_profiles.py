@@ -242,6 +242,29 @@ def test_profile_of_a_lambda_layer():
     assert profile(keras.layers.Lambda(keras.ops.flip)) is None
 
 
+def test_profile_of_a_functional_graphs_activation_operations():
+    # An activation applied to a functional model's tensor is an operation
+    # of its graph: its class names the function, its attributes hold the
+    # arguments. Other operations are no activation.
+    x = keras.Input((4,))
+
+    def op_of(tensor):
+        return tensor._keras_history.operation
+
+    assert profile(op_of(keras.ops.relu(x))).can_die
+    assert profile(op_of(keras.ops.tanh(x))).saturation_bounds == (-0.99, 0.99)
+    assert profile(op_of(keras.ops.sigmoid(x))).name == "sigmoid"
+    assert profile(op_of(keras.ops.silu(x))).name in ("silu", "swish")
+    leaky = profile(op_of(keras.ops.leaky_relu(x, negative_slope=0.3)))
+    assert (leaky.name, leaky.inactive_gradient) == ("leaky_relu", 0.3)
+    assert profile(op_of(keras.ops.elu(x, alpha=0.5))).output_range == (-0.5, math.inf)
+    capped = profile(op_of(keras.activations.relu(x, max_value=6.0)))
+    assert capped.output_range == (0.0, 6.0) and capped.can_die
+    assert profile(op_of(keras.activations.relu(x))).can_die
+    assert profile(op_of(keras.ops.add(x, x))) is None
+    assert profile(op_of(keras.ops.exp(x))) is None
+
+
 def test_profile_of_the_backends_own_functions():
     # `Dense(64, activation=tf.nn.relu)` and the like: found by module and
     # name, with the backend's own defaults.

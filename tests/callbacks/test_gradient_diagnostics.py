@@ -849,6 +849,37 @@ def test_a_dead_lambda_relu_layer_is_reported(rng):
     assert diag.findings[1].fix.startswith("Fix layer 'lam' first")
 
 
+def test_a_dead_relu_operation_of_a_functional_model_is_reported(rng):
+    # `keras.ops.relu(x)` on a functional model's tensor, after a linear
+    # Dense with bias -100: an operation of the graph, not a layer (probed:
+    # never reported, as a function of the user's own). Its outputs are
+    # counted as a ReLU layer's, dead from step 0 and reported at the
+    # defaults; the ReLU Dense after it names it.
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    inputs = keras.Input((6,))
+    pre = keras.layers.Dense(
+        8, bias_initializer=keras.initializers.Constant(-100.0), name="pre"
+    )(inputs)
+    relu = keras.ops.relu(pre)
+    after = keras.layers.Dense(8, activation="relu", name="after")(relu)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(after))
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    name = relu._keras_history.operation.name
+    assert [(i.name, i.activation) for i in diag.layers] == [
+        ("pre", None),
+        (name, "relu"),
+        ("after", "relu"),
+        ("out", None),
+    ]
+    found = [(f.mode, f.layer, f.step) for f in diag.findings]
+    assert found == [("dead_relu", name, 0), ("dead_relu", "after", 0)]
+    assert diag.findings[1].fix.startswith(f"Fix layer '{name}' first")
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_layers_behind_a_dead_one_name_it(rng, nested):
     # A ReLU MLP whose first layer is dead from step 0 (bias -100): the two

@@ -268,6 +268,74 @@ def test_upstream_through_a_long_chain_of_operations():
     assert upstream == {"relu": (), "out": ("relu",)}
 
 
+def test_activation_operations_of_a_functional_graph_are_planned():
+    # `keras.ops.relu(x)` and `keras.activations.*(x)` on a functional
+    # model's tensors are operations of its graph, not layers: each is
+    # planned after the layer before it with its activation's profile (its
+    # arguments included), and the layers after it take their inputs
+    # through it when its units can die; other operations (the addition)
+    # are not planned.
+    x = keras.Input((6,))
+    a = keras.layers.Dense(8, name="a")(x)
+    r = keras.ops.relu(a)
+    b = keras.layers.Dense(8, name="b")(r)
+    s = keras.ops.sigmoid(b) + keras.activations.relu(b, max_value=6.0)
+    leaky = keras.ops.leaky_relu(s, negative_slope=0.1)
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(leaky))
+    ops_of = {type(op).__name__: op.name for op in model.operations}
+    plans = _model_plan.plan_layers(model)
+    relu, sigmoid, capped, leaky_name = (
+        ops_of[k] for k in ("Relu", "Sigmoid", "ReLU", "LeakyRelu")
+    )
+    names = [p.info.name for p in plans]
+    assert names[:3] == ["a", relu, "b"]
+    assert set(names[3:5]) == {sigmoid, capped}
+    assert names[5:] == [leaky_name, "out"]
+    by_name = {p.info.name: p for p in plans}
+    assert [by_name[n].info.activation for n in names] == [
+        None,
+        "relu",
+        None,
+        *(by_name[n].info.activation for n in names[3:5]),
+        "leaky_relu",
+        None,
+    ]
+    assert by_name[sigmoid].profile.saturation_bounds == (0.01, 0.99)
+    # relu(max_value=6) saturates at 6; leaky_relu passes 0.1 of the gradient.
+    assert by_name[capped].profile.saturation_bounds[1] == 6.0
+    assert by_name[leaky_name].profile.inactive_gradient == 0.1
+    assert not by_name[relu].variables and by_name[relu].hooked is model.operations[2]
+    assert _upstream(model) == {
+        "a": (),
+        relu: (),
+        "b": (relu,),
+        sigmoid: (relu,),
+        capped: (relu,),
+        # Leaky ReLU units cannot die: the sum comes through both ReLUs.
+        leaky_name: tuple(sorted((relu, capped))),
+        "out": tuple(sorted((relu, capped))),
+    }
+
+
+def test_activation_operations_of_a_frozen_model_are_not_planned():
+    # A frozen nested model's ReLU operation is a fixed feature, as its
+    # layers' activations are; the trainable model's own one is planned.
+    x = keras.Input((6,))
+    inner = keras.Model(x, keras.ops.relu(keras.layers.Dense(8, name="d")(x)))
+    inner.trainable = False
+    y = keras.Input((6,))
+    model = keras.Model(y, keras.ops.relu(inner(y)))
+    planned = {p.info.name: p.profile for p in _model_plan.plan_layers(model)}
+    (outer_relu,) = planned
+    assert outer_relu == model.operations[-1].name
+    assert planned[outer_relu].name == "relu"
+    # Unfrozen, the inner model's Dense and ReLU are planned too.
+    inner.trainable = True
+    planned = [p.info.name for p in _model_plan.plan_layers(model)]
+    inner_relu = f"{inner.name}/{inner.operations[-1].name}"
+    assert planned == [f"{inner.name}/d", inner_relu, outer_relu]
+
+
 def test_rate_variables_are_the_rates_a_callback_can_set():
     # A rate given as a number is a variable (a LossScaleOptimizer's is its
     # inner optimizer's); a schedule's rate is computed from the step in
