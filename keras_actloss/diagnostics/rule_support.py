@@ -107,6 +107,31 @@ _INIT_FIX = (
     "layer after layer (or step after step in a recurrent layer); and clip "
     "gradients (`clipnorm=1.0` in the optimizer)."
 )
+# A non-finite step after an update that made finite weights non-finite
+# from finite gradients (`NonFiniteRules`): the optimizer's step.
+_OPTIMIZER_FIX = (
+    "Check the optimizer: its learning rate and settings (an `epsilon` too "
+    "small for the dtype, a custom update rule); the same batch under another "
+    "optimizer (Adam, SGD) tells whether the optimizer is the cause."
+)
+# Updates far too large that begin in a recurrent layer (`_blown_up`): its
+# gradient multiplies through the time steps; normalization is no remedy.
+_RECURRENT_FIX = (
+    "Clip gradients (`clipnorm=1.0` in the optimizer, the usual remedy for a "
+    "recurrent layer, whose gradient multiplies through its time steps), lower "
+    "the learning rate, and check the recurrent weights' initialisation "
+    "(Keras's default, orthogonal, keeps their scale)."
+)
+
+
+def recurrent(class_name: str) -> bool:
+    """Whether a layer of this class runs a recurrence (an RNN layer, or the
+    cell whose weights it holds)."""
+    return class_name.endswith("Cell") or any(
+        kind in class_name for kind in ("RNN", "LSTM", "GRU")
+    )
+
+
 # One step whose gradient norm spiked threw the weights off (`_spike_thrown`):
 # its batch, or a step too large for it.
 _SPIKE_FIX = (

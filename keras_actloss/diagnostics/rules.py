@@ -319,6 +319,9 @@ class HealthRules(
         self._climb: list[tuple[int, float]] = []
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
+        # The first recorded update that made a layer's weights non-finite
+        # from finite gradients: (step, layer) (`UpdateRules._update_ratios`).
+        self._broken_update: tuple[int, str] | None = None
         # Each layer's gradient RMS at its first recordings (`_fallen`).
         self._early_rms: dict[str, list[float]] = {}
         # Each layer's weight norm at its last recording: (step, norm), for

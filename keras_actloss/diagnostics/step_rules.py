@@ -542,15 +542,30 @@ class NormRules(RuleFamily):
 
     def _weights_cause(self) -> str:
         """The end of the message of an explosion from the first step when
-        the data is not its cause: the recorded inputs standardized (within
-        `input_scale`) and the model a one-output classifier under
-        cross-entropy (`uninformed_loss` known: no regression targets);
-        else "". A SimpleRNN classifier on standardized inputs whose
-        recurrent kernel is drawn with stddev 1: norm 8.9e17 at step 0."""
+        the data is not its cause: the model a one-output classifier under
+        cross-entropy (`uninformed_loss` known: no regression targets) and
+        its inputs standardized (the recorded ones within `input_scale`) or
+        ids that an embedding looks up (its first layer's class an
+        `Embedding`: their scale does not reach the model); else "". A
+        SimpleRNN classifier on standardized inputs whose recurrent kernel
+        is drawn with stddev 1: norm 8.9e17 at step 0; an LSTM classifier
+        on token ids whose kernels are drawn with stddev 3 and 5: 3.1e7."""
+        if self.uninformed_loss is None:
+            return ""
+        embedded = sorted(
+            name
+            for name in self.input_layers
+            if "Embedding" in self._info[name].class_name
+        )
+        if embedded and len(embedded) == len(self.input_layers):
+            return (
+                "the initial weights are the likely cause: the model's first "
+                f"layer '{embedded[0]}' is an embedding (its inputs are ids "
+                "looked up, whose scale does not reach the layers after it) "
+                "and a classifier has no regression targets."
+            )
         scale = self._input_scale
         if scale is None or scale > self.thresholds.input_scale:
-            return ""
-        if self.uninformed_loss is None:
             return ""
         return (
             "the initial weights are the likely cause: the inputs are "

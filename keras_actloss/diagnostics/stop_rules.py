@@ -19,6 +19,7 @@ from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
     _DEAD_OUTPUT_FIX,
+    _OPTIMIZER_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
     _START_SAMPLES,
@@ -78,6 +79,11 @@ class NonFiniteRules(RuleFamily):
         # unless an explosion was reported already (then the cause).
         update = self._last_update
         known = self._explosion_before(event.step)
+        # An update that broke finite weights, recorded since the last
+        # finite step's recording.
+        broken = self._broken_update
+        if broken is not None and (last is None or broken[0] < last_step):
+            broken = None
         oversized = (
             not grew
             and not known
@@ -147,6 +153,15 @@ class NonFiniteRules(RuleFamily):
                 self._overflowed_from_start(new, event)
                 message += " It follows the explosion of the gradients."
             fix = _OVERFLOW_FIX
+        elif broken is not None:
+            at, layer = broken
+            message += (
+                f" The update of step {at} made the weights of layer '{layer}' "
+                "non-finite from finite gradients (global gradient norm "
+                f"{last:.3g} at step {last_step}): the optimizer's step broke "
+                "them, not the data or the loss."
+            )
+            fix = _OPTIMIZER_FIX
         elif last is None:
             message += (
                 " No step before it had finite gradients: the cause is likely "

@@ -16,7 +16,13 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import StepStats
-from keras_actloss.diagnostics.rule_support import _UNSTABLE, RuleFamily, _finite
+from keras_actloss.diagnostics.rule_support import (
+    _RECURRENT_FIX,
+    _UNSTABLE,
+    RuleFamily,
+    _finite,
+    recurrent,
+)
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 
 # Within the steps watched after a learning-rate jump up, with the loss up:
@@ -50,6 +56,11 @@ class UpdateRules(RuleFamily):
         for ls in stats.layers:
             ratio = ls.update_ratio
             if ratio is None or not math.isfinite(ratio):
+                # Finite weights and gradients whose update is not: the
+                # optimizer's step broke them (`NonFiniteRules`).
+                broken = _finite(ls.grad_norm, ls.weight_norm) and ls.weight_norm > 0
+                if broken and self._broken_update is None:
+                    self._broken_update = (stats.step, ls.layer)
                 continue
             judged += 1
             # The recording's largest update, for the cause of a non-finite
@@ -142,7 +153,23 @@ class UpdateRules(RuleFamily):
             + f" and the loss rose from {level:.3g} to {stats.loss:.3g}"
             + _UNSTABLE
         )
-        self._add(new, F.EXPLODING_GRADIENTS, layer, start, ratio, message)
+        at, value = start, ratio
+        throw = self._throw
+        if throw is not None and start <= throw[0] and throw[2] > ratio:
+            # The run began with a larger update of a layer whose streak it
+            # ended (its gradients fell to 0 after it): that layer first.
+            # An SGD GRU with recurrent stddev 2: 1.5e7x its weights at step
+            # 0, then exactly 0 gradient; the output layer's 5-9x.
+            at, layer, value = throw
+            message = (
+                f"The update of step {at} changed the weights of layer "
+                f"'{layer}' by {value:.3g} times their own norm; since, "
+                + message[0].lower()
+                + message[1:]
+            )
+        info = self._info.get(layer)
+        fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+        self._add(new, F.EXPLODING_GRADIENTS, layer, at, value, message, fix)
         self._reported.update((F.EXPLODING_GRADIENTS, b[1]) for b in blown)
 
     def _watched_update(self, new, stats: StepStats) -> None:

@@ -411,6 +411,40 @@ class TestNonFiniteCause:
         )
         assert found[0].fix == found[1].fix == rules_module._SCALE_FIX
 
+    @pytest.mark.parametrize("broken", [True, False])
+    def test_after_an_update_that_broke_finite_weights(self, broken):
+        # Keras's JAX Adafactor at 1e-2 on a ReLU MLP (probed, the same
+        # without the callback): the update of step 0 made layer dense_1's
+        # weights non-finite from gradients of norm 0.48 (the recording's
+        # update ratio None: not finite, the weights 7.9), and step 1 was
+        # NaN. Told before: "the data or the loss". An update ratio that is
+        # finite everywhere leaves that message.
+        rules = HealthRules(mlp(["relu"]))
+        ratio = None if broken else 0.01
+        first = recording(
+            0,
+            [1e-2, 1e-2],
+            global_norm=0.823,
+            grad_norm=[0.3, 0.48],
+            weight_norm=[5.5, 7.9],
+            update_ratio=[0.01, ratio],
+        )
+        found = run(
+            rules, [event(0, 0.823), first, event(1, math.nan, non_finite=True)]
+        )
+        assert modes(found) == [(F.NON_FINITE, None, 1)]
+        if broken:
+            assert found[0].message.endswith(
+                "The update of step 0 made the weights of layer 'dense_1' "
+                "non-finite from finite gradients (global gradient norm 0.823 "
+                "at step 0): the optimizer's step broke them, not the data or "
+                "the loss."
+            )
+            assert found[0].fix == rule_support._OPTIMIZER_FIX
+        else:
+            assert "the cause is likely in the data or the loss" in found[0].message
+            assert found[0].fix == rules_module._DATA_FIX
+
     def test_after_normal_norms_is_data_or_loss(self):
         rules = HealthRules(mlp(["relu"]))
         # 9 < 10 * median(1, 1, 1, 1, 1, 9) = 10 and < 100: normal.
@@ -1749,6 +1783,42 @@ class TestExploding:
             assert "(unscaled inputs or regression targets)" in found.message
             assert found.fix == rule_support._SCALE_FIX
 
+    @pytest.mark.parametrize("classifier", [True, False])
+    def test_explosion_from_the_start_of_an_embedding_model(self, classifier):
+        # Token ids (largest feature mean 25) looked up by the first layer,
+        # an Embedding: their scale does not reach the LSTM after it, so a
+        # classifier's explosion from the first step is its initial weights
+        # (probed: an LSTM classifier whose kernels are drawn with stddev 3
+        # and 5, norm 3.1e7 at step 0, was told "unscaled inputs"). A
+        # regression model's targets may still be unscaled.
+        layers = [
+            LayerInfo("emb", "Embedding", None, True, 0),
+            LayerInfo("lstm", "LSTM", None, True, 1),
+            LayerInfo("out", "Dense", "sigmoid", True, 2),
+        ]
+        rules = HealthRules(layers)
+        if classifier:
+            rules.uninformed_loss = (math.log(2), "binary cross-entropy")
+        first = recording(
+            0,
+            [1e-2] * 3,
+            global_norm=2e6,
+            input_scale=25.0,
+            names=["emb", "lstm", "out"],
+        )
+        (found,) = run(rules, [first, event(1, 3e6)])
+        if classifier:
+            assert found.message.endswith(
+                "so the initial weights are the likely cause: the model's first "
+                "layer 'emb' is an embedding (its inputs are ids looked up, whose "
+                "scale does not reach the layers after it) and a classifier has "
+                "no regression targets."
+            )
+            assert found.fix == rule_support._INIT_FIX
+        else:
+            assert "(unscaled inputs or regression targets)" in found.message
+            assert found.fix == rule_support._SCALE_FIX
+
     @pytest.mark.parametrize(
         "norms, step, norm",
         [([0.0, 2e6, 3e6], 2, "3e+06"), ([1.0, 2e6, 3e6], 1, "2e+06")],
@@ -1930,6 +2000,50 @@ class TestExploding:
             "0-1) and the loss rose from 1.37 to 90.9: the steps are far too "
             "large and training is unstable."
         )
+
+    @pytest.mark.parametrize("cell", ["GRUCell", "Dense"])
+    def test_a_blow_up_names_the_larger_update_its_run_began_with(self, cell):
+        # An SGD GRU at lr 1 whose recurrent kernel is drawn with stddev 2
+        # (probed): step 0 changed its weights by 1.5e7 times their norm,
+        # then its gradients were exactly 0 (its streak ended); the output
+        # layer's updates were 4.9x and 9x with the loss from 14.6 to 79.8.
+        # Named before: the output layer only. A recurrent layer gets the
+        # clipping fix, not normalization.
+        layers = [
+            LayerInfo("rnn", cell, None, True, 0),
+            LayerInfo("out", "Dense", None, True, 1),
+        ]
+        rules = HealthRules(layers)
+        found = []
+        for step, (loss, ratios) in enumerate(
+            [(14.6, [1.5e7, 4.85]), (79.8, [0.0, 9.0])]
+        ):
+            found += run(
+                rules,
+                [
+                    event(step, 1.0, loss=loss),
+                    recording(
+                        step,
+                        [1e-2, 1e-2],
+                        loss=loss,
+                        update_ratio=ratios,
+                        names=["rnn", "out"],
+                    ),
+                ],
+            )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn", 0)]
+        assert found[0].value == 1.5e7
+        assert found[0].message == (
+            "The update of step 0 changed the weights of layer 'rnn' by 1.5e+07 "
+            "times their own norm; since, each update changes the weights of "
+            "layer 'out' by 9 times their own norm (1 of 2 layers over 1x, 2 "
+            "recordings in a row, steps 0-1) and the loss rose from 14.6 to "
+            "79.8: the steps are far too large and training is unstable."
+        )
+        if cell == "GRUCell":
+            assert found[0].fix == rule_support._RECURRENT_FIX
+        else:
+            assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
 
     def test_a_blow_up_is_one_finding_on_the_largest_update(self):
         # Two of three layers over the limit: one finding, on the larger,
