@@ -41,6 +41,9 @@ activations), of severity `"warning"` (risks):
 - `deep_saturating_stack`: sigmoid/tanh hidden layers in a row worth
   `SATURATING_DEPTH` (4) sigmoid layers, a tanh layer counting half: 4
   sigmoid, 8 tanh, or a mix.
+- `long_saturating_rnn`: a `SimpleRNN` with sigmoid or tanh over at
+  least `LONG_RNN_STEPS` (50) time steps: the gradient vanishes through
+  time.
 - `negative_bias_relu`: a ReLU layer where at least `DEAD_BIAS_FRACTION`
   (half) of the units have `bias < -DEAD_BIAS_Z * ||w_j||` (`DEAD_BIAS_Z`
   is 1).
@@ -82,6 +85,7 @@ from keras_actloss.advisor.layer_checks import (
     SATURATING_DEPTH,
     dead_bias_fraction,
     deep_saturating_stacks,
+    long_saturating_rnns,
     negative_bias_relu,
 )
 from keras_actloss.advisor.output_checks import OUTPUT_MODES, OUTPUT_RULES, Head
@@ -225,5 +229,6 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found = [f for h in heads for rule in OUTPUT_RULES if (f := rule(h))]
     head_ids = {id(out.layer) for out in walk.outputs(model)}
     found += deep_saturating_stacks(model, head_ids)
+    found += long_saturating_rnns(model)
     found += negative_bias_relu(model)
     return found

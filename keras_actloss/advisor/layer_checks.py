@@ -1,4 +1,5 @@
-"""The hidden-layer checks of `check_model`: saturating stacks, dead biases.
+"""The hidden-layer checks of `check_model`: saturating stacks and long
+saturating recurrences, dead biases.
 
 Why a depth of 4 sigmoid layers (or 8 tanh): backpropagation through a
 sigmoid multiplies the gradient by its derivative, at most 0.25 (about 0.21
@@ -11,6 +12,17 @@ stacks with Glorot initialisation (designed for tanh) train well. Normalization 
 between them do not break a run (they do not raise sigmoid's 0.25 ceiling);
 any layer other than a kernel layer, its activation, dropout, pooling or
 normalization does (a residual `Add` gives the gradient a path around).
+
+Why 50 time steps for a SimpleRNN with tanh or sigmoid: backpropagation
+through time multiplies the gradient, at every step, by the recurrent kernel
+and the activation's derivative. Measured on a 32-unit SimpleRNN with Keras's
+initialisation (orthogonal recurrent kernel) over 100 steps of standard
+normal inputs: the loss's gradient for the inputs fell by about 0.89 a step
+(1e-5 from the last step to the first), so over 50 steps it shrinks by about
+1/300, over two orders of magnitude as in a saturating stack, and a
+dependency that long gets a vanishing share of the gradient. Gated cells
+(LSTM, GRU) keep a path through their cell state. Shorter sequences, and a
+SimpleRNN with ReLU (whose risk is the opposite), are not flagged.
 
 Why the bias rule: for standardized, independent inputs, unit j's
 pre-activation `x . w_j + b_j` has mean `b_j` and standard deviation
@@ -30,6 +42,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_actloss import activations
 from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
 from keras_actloss.findings import WARNING, Finding
@@ -37,12 +50,14 @@ from keras_actloss.losses.validation import concrete_values
 from keras_actloss.profiles import SIGMOID, TANH
 
 DEEP_SATURATING_STACK = "deep_saturating_stack"
+LONG_SATURATING_RNN = "long_saturating_rnn"
 NEGATIVE_BIAS_RELU = "negative_bias_relu"
-LAYER_MODES = (DEEP_SATURATING_STACK, NEGATIVE_BIAS_RELU)
+LAYER_MODES = (DEEP_SATURATING_STACK, LONG_SATURATING_RNN, NEGATIVE_BIAS_RELU)
 
 SATURATING_DEPTH = 4
 # Depth each activation adds towards SATURATING_DEPTH (see the module doc).
 DEPTH_WEIGHT = {SIGMOID: 1.0, TANH: 0.5}
+LONG_RNN_STEPS = 50
 DEAD_BIAS_Z = 1.0
 DEAD_BIAS_FRACTION = 0.5
 
@@ -76,6 +91,50 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
             )
         run = []
     return found
+
+
+def long_saturating_rnns(model: keras.Model) -> list[Finding]:
+    """A `SimpleRNN` (alone or in a `Bidirectional`) with a sigmoid or tanh
+    activation over at least `LONG_RNN_STEPS` time steps (static)."""
+    found = []
+    for layer in walk.leaves(model):
+        rnn = getattr(layer, "forward_layer", layer)  # Bidirectional
+        if not isinstance(rnn, keras.layers.SimpleRNN):
+            continue
+        profile = activations.profile(rnn.activation)
+        steps = _time_steps(layer)
+        if profile is None or profile.family not in (SIGMOID, TANH) or steps is None:
+            continue
+        if steps < LONG_RNN_STEPS:
+            continue
+        found.append(
+            finding(
+                LONG_SATURATING_RNN,
+                layer,
+                f"This SimpleRNN ({profile.name}) runs {steps} time steps: "
+                "backpropagation through time multiplies the gradient by the "
+                "recurrent kernel and the activation's derivative at every "
+                "step, so the gradient that reaches the first steps vanishes "
+                "and dependencies across dozens of steps are hardly learned.",
+                "Use an LSTM or a GRU (their gates keep a path for the "
+                "gradient through time), or shorter sequences.",
+                value=float(steps),
+                severity=WARNING,
+            )
+        )
+    return found
+
+
+def _time_steps(layer) -> int | None:
+    """The static number of time steps of `layer`'s input (its axis 1),
+    from the functional graph or the shape it was built with."""
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):
+        shape = walk.built_shape(layer)
+    if not isinstance(shape, (tuple, list)) or len(shape) < 3:
+        return None
+    return shape[1] if isinstance(shape[1], int) else None
 
 
 def dead_bias_fraction(kernel: np.ndarray, bias: np.ndarray) -> float | None:

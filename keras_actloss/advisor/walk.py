@@ -188,7 +188,7 @@ def sample_shape(layer) -> tuple[int, ...] | None:
     except (AttributeError, ValueError):
         shape = None
     if shape is None:
-        built = _built_shape(layer)
+        built = built_shape(layer)
         if built is None:
             return None
         try:
@@ -198,7 +198,7 @@ def sample_shape(layer) -> tuple[int, ...] | None:
     return _static_sample(shape)
 
 
-def _built_shape(layer) -> tuple | None:
+def built_shape(layer) -> tuple | None:
     """The one input shape `layer` was built with (`get_build_config`), or
     None (not built, or built on several inputs)."""
     config = layer.get_build_config() or {}
@@ -222,7 +222,7 @@ def _call_sample_shape(model: keras.Model) -> tuple[int, ...] | None:
     """The shape of one sample of a subclassed model's single output: its
     `call` run symbolically (`compute_output_spec`) on the input shape it
     was built with (once per model and shape); None when unknown."""
-    built = _built_shape(model)
+    built = built_shape(model)
     if built is None:
         return None
     known = _CALL_SHAPES.get(model)

@@ -617,6 +617,64 @@ def test_deep_saturating_stack(hidden, expected):
     assert finding.layer == model.layers[0].name
 
 
+@pytest.mark.parametrize(
+    "rnn, steps, expected",
+    [
+        (lambda: L.SimpleRNN(8), 100, 100.0),
+        (lambda: L.SimpleRNN(8, activation="sigmoid"), 50, 50.0),
+        (lambda: L.SimpleRNN(8), 49, None),
+        (lambda: L.SimpleRNN(8, activation="relu"), 100, None),
+        (lambda: L.LSTM(8), 100, None),
+        (lambda: L.GRU(8), 100, None),
+        (lambda: L.Bidirectional(L.SimpleRNN(8)), 60, 60.0),
+        (lambda: L.SimpleRNN(8), None, None),
+    ],
+    ids=[
+        "tanh100", "sigmoid50", "tanh49", "relu", "lstm", "gru",
+        "bidirectional60", "unknown_length",
+    ],
+)  # fmt: skip
+def test_long_saturating_rnn(rnn, steps, expected):
+    # A SimpleRNN with tanh or sigmoid over 50 steps or more: the gradient
+    # vanishes through time (measured on a 32-unit tanh SimpleRNN over 100
+    # steps: 0.89 a step, see `layer_checks`); gated cells, ReLU and shorter
+    # or unknown lengths are not flagged.
+    layer = rnn()
+    model = compiled(
+        sequence_model(layer, L.Dense(1, activation="sigmoid"), steps=steps),
+        "bce",
+    )
+    findings = check_model(model, BINARY)
+    if expected is None:
+        assert findings == []
+        return
+    (finding,) = findings
+    assert (finding.mode, finding.severity) == ("long_saturating_rnn", WARNING)
+    assert (finding.layer, finding.value) == (layer.name, expected)
+    assert (
+        finding.message.startswith("This SimpleRNN (")
+        and f"runs {steps} time" in finding.message
+    )
+    assert finding.fix.startswith("Use an LSTM or a GRU")
+
+
+def test_long_saturating_rnn_of_a_subclassed_model_once_built():
+    # No graph: the length is the one the layer was built with.
+    class Reader(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = L.SimpleRNN(4)
+            self.out = L.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            return self.out(self.rnn(x))
+
+    model = Reader()
+    model(np.zeros((2, 80, 3), "float32"))
+    found = check_model(compiled(model, "bce"))
+    assert [(f.mode, f.value) for f in found] == [("long_saturating_rnn", 80.0)]
+
+
 def test_deep_stack_in_two_runs_gives_two_findings():
     block = [L.Dense(4, activation="sigmoid") for _ in range(4)]
     other = [L.Dense(4, activation="tanh") for _ in range(8)]
