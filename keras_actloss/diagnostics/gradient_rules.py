@@ -268,6 +268,13 @@ def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
     return any(ratios[r.layer] >= loud for r in rows if distance[r.layer] > far)
 
 
+# Layers confirmed vanishing on one recording with one fix: one finding from
+# this many on (`_add_vanishing`; a list of findings past a handful of one
+# cause is not read at a glance), naming this many of them after the first.
+_GROUPED = 5
+_NAMED = 5
+
+
 class RecordedGradientRules(RuleFamily):
     """Vanishing gradients, judged on each recording.
 
@@ -290,6 +297,7 @@ class RecordedGradientRules(RuleFamily):
             return
         found, level, references = judged
         quiet = self._quiet_reference(level)
+        confirmed = []
         for ls in stats.layers:
             hit = ls.layer in found
             key = (F.VANISHING_GRADIENTS, ls.layer)
@@ -323,14 +331,47 @@ class RecordedGradientRules(RuleFamily):
                         f"{self._unjudged[ls.layer]} more between them not "
                         "judged, quiet at the output)"
                     )
-                message = (
-                    f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
-                    f"{ratio:.2g} times those of the layers near the output, for "
-                    f"{span}: it has almost stopped learning ({why})."
-                )
-                self._add(
-                    new, F.VANISHING_GRADIENTS, ls.layer, start, rms, message, fix
-                )
+                confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
+        self._add_vanishing(new, confirmed)
+
+    def _add_vanishing(self, new, confirmed: list) -> None:
+        """Reports the layers confirmed vanishing on one recording: one
+        finding each, or one for `_GROUPED` or more with the same fix, on
+        the first of them in model order (a 12-block post-LN Transformer
+        under SGD far too fast had 47 layers fall at once: 47 findings of
+        one cause)."""
+        groups: dict[str, list] = {}
+        for entry in confirmed:
+            groups.setdefault(entry[5], []).append(entry)
+        for fix, entries in groups.items():
+            if len(entries) < _GROUPED:
+                for layer, start, rms, ratio, why, _, span in entries:
+                    message = (
+                        f"Layer '{layer}' gets gradients with RMS {rms:.3g}, "
+                        f"{ratio:.2g} times those of the layers near the output, "
+                        f"for {span}: it has almost stopped learning ({why})."
+                    )
+                    self._add(
+                        new, F.VANISHING_GRADIENTS, layer, start, rms, message, fix
+                    )
+                continue
+            layer, start, rms, _, why, _, span = entries[0]
+            rmss = [e[2] for e in entries]
+            ratios = [e[3] for e in entries]
+            others = [e[0] for e in entries[1:]]
+            named = ", ".join(f"'{o}'" for o in others[:_NAMED])
+            if len(others) > _NAMED:
+                named += f" and {len(others) - _NAMED} more"
+            message = (
+                f"{len(entries)} layers get gradients with RMS {min(rmss):.3g} to "
+                f"{max(rmss):.3g}, {min(ratios):.2g} to {max(ratios):.2g} times "
+                f"those of the layers near the output, for {span}: they have "
+                f"almost stopped learning. Layer '{layer}' first ({why}); then "
+                f"{named}."
+            )
+            start = min(e[1] for e in entries)
+            self._add(new, F.VANISHING_GRADIENTS, layer, start, rms, message, fix)
+            self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
 
     def _through_execution(
         self, layer: str, references: dict, stats: StepStats

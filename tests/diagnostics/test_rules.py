@@ -914,6 +914,30 @@ class TestVanishingDistance:
 
 
 class TestVanishing:
+    def test_many_layers_vanishing_at_once_are_one_finding(self):
+        # 14 weighted layers (13 sigmoid): the first 7 are candidates, the
+        # last 3 the reference (RMS 2e-2). All 7 fall under 1e-3 of it on
+        # each recording: one finding on the first, naming five of the six
+        # others (a 12-block post-LN Transformer under SGD far too fast had
+        # 47 findings of one cause, one per layer).
+        rules = HealthRules(mlp(["sigmoid"] * 13))
+        rms = [1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 7e-6] + [1e-3] * 4 + [2e-2] * 3
+        found = run(rules, [recording(s, rms) for s in (0, 5, 10, 15)])
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
+        assert found[0].value == 1e-6
+        assert found[0].message.startswith(
+            "7 layers get gradients with RMS 1e-06 to 7e-06, 5e-05 to 0.00035 "
+            "times those of the layers near the output, for 3 recordings in a "
+            "row (steps 0-10): they have almost stopped learning. Layer "
+            "'dense_0' first (the saturating activations of "
+        )
+        assert found[0].message.endswith(
+            "then 'dense_1', 'dense_2', 'dense_3', 'dense_4', 'dense_5' and 1 more."
+        )
+        assert found[0].fix == FIXES[F.VANISHING_GRADIENTS]
+        # None of the seven is reported again.
+        assert run(rules, [recording(s, rms) for s in (20, 25, 30)]) == []
+
     def test_deep_sigmoid_persisting(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
         found = run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5, 10, 15)])
