@@ -122,7 +122,10 @@ class UnitActivity:
         return inactive >= 2 or inactive == units
 
     def latest(self) -> float:
-        """Share of the units inactive on the last recording's batch."""
+        """Share of the units inactive on the last recording's batch (0
+        before any)."""
+        if not self._recent:
+            return 0.0
         active = self._recent[-1][2]
         return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 

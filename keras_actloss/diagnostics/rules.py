@@ -41,7 +41,12 @@ because the crude versions misfire on healthy models:
   (each call's norm at 1e-2 of its first recordings' or less) while the
   loss, when known, does not fall is a GAN whose discriminator saturates
   under the generator's saturating loss (`collapse_rules`), reported as
-  the model's `vanishing_gradients` with the GAN fix.
+  the model's `vanishing_gradients` with the GAN fix. Layers with weights
+  whose every gradient is exactly 0 while a layer nearer the outputs gets
+  one are cut off from the loss by what follows them (dead ReLUs in a layer
+  or function of the user's own, whose outputs are not watched; a
+  `stop_gradient`), reported as `vanishing_gradients` on the one nearest
+  the outputs (`cut_rules`).
 - **Exploding gradients**: a learning rate that is too high feeds back into
   itself, so the global gradient norm grows by orders of magnitude over its
   early baseline and its recent level (or passes an absolute ceiling), step
@@ -99,8 +104,8 @@ two recordings spanning `patience_steps` are enough.
 The families live in their own modules, mixed into `HealthRules`:
 `step_rules` (every step's norm: explosions, jumps), `stop_rules`
 (non-finite steps, zero gradients), `gradient_rules` (vanishing gradients),
-`update_rules` (oversized updates) and `activation_rules` (dead units,
-saturation);
+`update_rules` (oversized updates), `activation_rules` (dead units,
+saturation) and `cut_rules` (layers no gradient reaches);
 `rule_support` holds the fixes, the streak counters and the bookkeeping
 they share.
 """
@@ -120,6 +125,7 @@ from keras_actloss.diagnostics.activation_rules import (
 )
 from keras_actloss.diagnostics.chain_rules import ChainRules
 from keras_actloss.diagnostics.collapse_rules import CollapseRules
+from keras_actloss.diagnostics.cut_rules import CutRules
 from keras_actloss.diagnostics.gradient_rules import (
     _LEVELS,
     RecordedGradientRules,
@@ -179,6 +185,7 @@ class HealthRules(
     RecordedGradientRules,
     UpdateRules,
     ActivationRules,
+    CutRules,
     ChainRules,
     StartRules,
     CollapseRules,
@@ -333,6 +340,9 @@ class HealthRules(
         # recorded losses since (`UpdateRules._thrown`).
         self._throw: tuple[int, str, float] | None = None
         self._thrown_losses: list[float] = []
+        # The largest update larger than the weights of the recordings in a
+        # row with one: (step, layer, ratio) (`UpdateRules._blown_up`).
+        self._run_peak: tuple[int, str, float] | None = None
         # Recordings left unjudged (quiet at the output) within each layer's
         # vanishing streak (`RecordedGradientRules._vanishing`).
         self._unjudged: collections.Counter[str] = collections.Counter()
@@ -448,6 +458,7 @@ class HealthRules(
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)
         self._dead_units(mine, stats)
+        self._cut_off_layers(mine, stats)
         self._saturation(mine, stats)
         self._amplified(mine, stats)
         self._collapsed(mine, stats)

@@ -96,6 +96,11 @@ class UpdateRules(RuleFamily):
             self._last_oversized = last
             if self._throw is None:
                 self._throw, self._thrown_losses = last, []
+            peak = self._run_peak
+            if peak is None or last[2] > peak[2]:
+                self._run_peak = last
+        elif judged:
+            self._run_peak = None
         if blown:
             self._blown_up(new, stats, blown, judged)
 
@@ -154,8 +159,9 @@ class UpdateRules(RuleFamily):
             + _UNSTABLE
         )
         at, value = start, ratio
-        throw = self._throw
-        if throw is not None and start <= throw[0] and throw[2] > ratio:
+        throw = self._run_peak
+        earlier = throw is not None and start <= throw[0] < stats.step
+        if earlier and throw[2] > ratio and throw[1] not in {b[1] for b in blown}:
             # The run began with a larger update of a layer whose streak it
             # ended (its gradients fell to 0 after it): that layer first.
             # An SGD GRU with recurrent stddev 2: 1.5e7x its weights at step

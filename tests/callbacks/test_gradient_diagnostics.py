@@ -880,6 +880,49 @@ def test_a_dead_relu_operation_of_a_functional_model_is_reported(rng):
     assert diag.findings[1].fix.startswith(f"Fix layer '{name}' first")
 
 
+class _DenseRelu(keras.layers.Layer):
+    """A layer of the user's own: a Dense with bias -100 through ReLU."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(
+            8, bias_initializer=keras.initializers.Constant(-100.0), name="inner"
+        )
+
+    def call(self, x):
+        return keras.ops.relu(self.dense(x))
+
+
+def test_layers_cut_off_by_a_dead_relu_of_the_users_own_are_reported(rng):
+    # The ReLU inside `_DenseRelu.call` is not watched, its units dead from
+    # step 0: every gradient of its Dense and of the ReLU Dense before it
+    # is exactly 0 while the output layer gets one (probed: no finding).
+    # Reported at the defaults on the inner Dense (nearest the outputs),
+    # naming the one before it, 5 recordings over steps 0-4.
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="h1")(inputs)
+    h = _DenseRelu(name="block")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(h))
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    with pytest.warns(GradientHealthWarning, match="vanishing_gradients"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
+        ("vanishing_gradients", "block/inner", 0)
+    ]
+    assert [r.grad_norm for r in diag.history[0].layers] == [
+        0.0,
+        0.0,
+        pytest.approx(diag.history[0].global_norm),
+    ]
+    assert diag.findings[0].message.startswith(
+        "Every gradient of layer 'block/inner', and of the 1 layer before it "
+        "('h1'), was exactly 0 on each of the last 5 recordings (steps 0-4)"
+    )
+
+
 @pytest.mark.parametrize("nested", [False, True])
 def test_layers_behind_a_dead_one_name_it(rng, nested):
     # A ReLU MLP whose first layer is dead from step 0 (bias -100): the two

@@ -2069,6 +2069,41 @@ class TestExploding:
         else:
             assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
 
+    def test_a_blow_up_names_its_runs_largest_earlier_update(self):
+        # The SimpleRNN of the same probe: 4.6e7x at step 0, then 0; the
+        # output layer's 3.5x, 5x, 31x with the loss from 13.8 to 20 (not
+        # risen 3x) and 1.18e4 at step 2. The largest update of the run,
+        # not the first one whose loss is watched, is named.
+        layers = [
+            LayerInfo("rnn", "SimpleRNNCell", None, True, 0),
+            LayerInfo("out", "Dense", None, True, 1),
+        ]
+        rules = HealthRules(layers)
+        found = []
+        steps = [(13.8, [4.6e7, 3.5]), (20.0, [0.0, 5.0]), (1.18e4, [0.0, 31.0])]
+        for step, (loss, ratios) in enumerate(steps):
+            found += run(
+                rules,
+                [
+                    event(step, 1.0, loss=loss),
+                    recording(
+                        step,
+                        [1e-2, 1e-2],
+                        loss=loss,
+                        update_ratio=ratios,
+                        names=["rnn", "out"],
+                    ),
+                ],
+            )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn", 0)]
+        assert found[0].message.startswith(
+            "The update of step 0 changed the weights of layer 'rnn' by 4.6e+07 "
+            "times their own norm; since, each update changes the weights of "
+            "layer 'out' by 31 times their own norm (1 of 2 layers over 1x, 3 "
+            "recordings in a row, steps 0-2)"
+        )
+        assert found[0].fix == rule_support._RECURRENT_FIX
+
     def test_a_blow_up_is_one_finding_on_the_largest_update(self):
         # Two of three layers over the limit: one finding, on the larger,
         # and neither reported again when their streaks reach `patience`.
@@ -2352,6 +2387,108 @@ class TestSkippedBatchesCountTowardsPatience:
                 recording(s, [1e-2, 1e-2], batch_size=64, unit_activity=[[0] * 4, None])
             )
         assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
+
+
+class TestCutOff:
+    """Layers no gradient reaches while the layers after them get one
+    (`cut_rules`). Probed: a Dense with bias -10 whose outputs a layer
+    subclass passes through `keras.ops.relu`, after a ReLU Dense 'h1': both
+    got exactly 0 gradient on every step, the output layer 0.1-0.3, and
+    there was no finding."""
+
+    LAYERS = [
+        LayerInfo("h1", "Dense", "relu", True, 0, distance=2),
+        LayerInfo("block/dense", "Dense", None, True, 1, distance=1),
+        LayerInfo("out", "Dense", None, True, 2, distance=0),
+    ]
+
+    def _run(self, norms, activity=None, steps=range(5)):
+        rules = HealthRules(self.LAYERS)
+        found = []
+        for s in steps:
+            found += rules.observe(
+                recording(
+                    s,
+                    [1e-2] * 3,
+                    names=["h1", "block/dense", "out"],
+                    batch_size=64,
+                    grad_norm=norms(s),
+                    unit_activity=[activity or [1] * 4, None, None],
+                )
+            )
+        return found
+
+    def test_not_after_an_explosion(self):
+        # Exploding first (norm 2e6 then 3e6, over the ceiling): the zeros
+        # after it are saturated units, its consequences.
+        rules = HealthRules(self.LAYERS)
+        found = run(rules, events([2e6, 3e6]))
+        assert [f.mode for f in found] == [F.EXPLODING_GRADIENTS]
+        seq = [
+            recording(
+                s,
+                [1e-2] * 3,
+                names=[i.name for i in self.LAYERS],
+                grad_norm=[0.0, 0.0, 0.2],
+            )
+            for s in range(2, 9)
+        ]
+        assert run(rules, seq) == []
+
+    def test_not_behind_an_output_without_a_gradient(self):
+        # Two heads: 'b' (an output that no loss reads; on JAX its variables
+        # get zeros) and 'b_hidden' before it get exactly 0, head 'a' some:
+        # the zeros may be the output's, not a cut.
+        layers = [
+            LayerInfo("shared", "Dense", "relu", True, 0, distance=2),
+            LayerInfo("a", "Dense", None, True, 1, distance=0),
+            LayerInfo("b_hidden", "Dense", "tanh", True, 2, distance=1),
+            LayerInfo("b", "Dense", None, True, 3, distance=0),
+        ]
+        rules = HealthRules(layers)
+        names = [i.name for i in layers]
+        seq = [
+            recording(s, [1e-2] * 4, names=names, grad_norm=[0.1, 0.2, 0.0, 0.0])
+            for s in range(6)
+        ]
+        assert run(rules, seq) == []
+
+    def test_reported_on_the_layer_nearest_the_outputs(self):
+        found = self._run(lambda s: [0.0, 0.0, 0.2])
+        # 5 recordings: patience 3 over patience_steps 5 (steps 0-4).
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "block/dense", 0)]
+        assert found[0].value == 0.0
+        assert found[0].message == (
+            "Every gradient of layer 'block/dense', and of the 1 layer before "
+            "it ('h1'), was exactly 0 on each of the last 5 recordings (steps "
+            "0-4) while the layers nearer the outputs got gradients: no "
+            "gradient passes back to it through what follows it, so it does "
+            "not learn. Units that output zero on every sample do this (dead "
+            "ReLUs in a layer or a function of your own, as in layer 'block', "
+            "whose own computations are not watched), and so do a "
+            "`stop_gradient` and operations without a gradient (rounding, "
+            "`argmax`, a cast to integers)."
+        )
+        assert found[0].fix.startswith(
+            "Find what follows layer 'block/dense' and passes no gradient"
+        )
+
+    @pytest.mark.parametrize(
+        "norms, activity",
+        [
+            # A gradient in between breaks the streaks.
+            (lambda s: [0.0, 0.0, 0.2] if s != 2 else [1e-3, 1e-3, 0.2], None),
+            # No layer nearer the outputs gets one: the global zero's rule.
+            (lambda s: [0.0, 0.0, 0.0], None),
+            # A measured ReLU layer dead on its window: dead_relu's.
+            (lambda s: [0.0, 0.0, 0.2], [0] * 4),
+        ],
+        ids=["streak_broken", "nothing_passes", "measured_dead"],
+    )
+    def test_not_reported(self, norms, activity):
+        found = self._run(norms, activity)
+        assert (F.VANISHING_GRADIENTS, "block/dense", 0) not in modes(found)
+        assert not any("exactly 0 on each of the last" in f.message for f in found)
 
 
 class TestLossScalingStopped:
@@ -3565,10 +3702,15 @@ class TestDeadRelu:
         found = run(HealthRules(mlp(["relu", "relu"])), seq(gap))
         assert [f.mode for f in found] == [F.NON_FINITE]
         # A layer whose outputs were measured once is judged on them only:
-        # its gradients alone (a layer after it cut) do not make it dead.
+        # its gradients alone (a layer after it cut) do not make it dead;
+        # they make it cut off (`cut_rules`).
         rules = HealthRules(mlp(["relu", "relu"]))
         run(rules, seq([1.0], activity=[1, 1, 1, 1]))
-        assert run(rules, seq([0.0] * 5)) == []
+        found = run(rules, seq([0.0] * 5))
+        assert [(f.mode, f.layer) for f in found] == [
+            (F.VANISHING_GRADIENTS, "dense_0")
+        ]
+        assert "was exactly 0 on each of the last 5 recordings" in found[0].message
 
     def test_dead_fraction_at_the_threshold(self):
         # 2 of 4 units = 0.5 >= dead_fraction 0.5.

@@ -1,0 +1,123 @@
+"""Layers that no gradient reaches while the layers after them get one.
+
+A layer with weights whose every gradient is exactly 0, recording after
+recording, while a layer nearer the outputs gets a finite gradient other than
+0, is cut off from the loss: nothing passes a gradient back to it through
+what follows it, so it and the layers before it do not learn. What cuts it
+off is outside what is measured: units that output zero on every sample (a
+ReLU in a layer or a function of the user's own, whose outputs are not
+watched: a `Dense` with bias -10 whose outputs a layer subclass passes
+through `keras.ops.relu` got exactly 0 on every step, and so did the ReLU
+layer before it, with no finding), a `stop_gradient`, or an operation
+without a gradient (rounding, `argmax`, a cast to integers).
+
+The rule stays out where the zeros have another explanation: a measured
+ReLU-family layer with most of its units inactive (it cuts off the layers
+before it, and `dead_relu` names them), an explosion reported before (its
+updates leave saturated units with exactly 0 gradient: an SGD GRU whose
+first update was 1.5e7 times its weights got none from the next step on),
+or an output layer without a gradient (one that no loss reads: on JAX its
+variables get zeros, TensorFlow leaves them out). The rule family
+`CutRules` is mixed into `HealthRules`, whose state it uses.
+"""
+
+from __future__ import annotations
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.activation_rules import _passing
+from keras_actloss.diagnostics.records import StepStats
+from keras_actloss.diagnostics.rule_support import RuleFamily
+
+# The streaks of this rule, apart from the vanishing ones of the same layers.
+_CUT = "no_gradient"
+
+
+def _inside(layer: str) -> str:
+    """`layer`'s composite layer, named in the message, when it is one's
+    sublayer (`outer/inner`)."""
+    if "/" not in layer:
+        return ""
+    outer = layer.rsplit("/", 1)[0]
+    return f", as in layer '{outer}', whose own computations are not watched"
+
+
+class CutRules(RuleFamily):
+    """Layers cut off from the loss, judged on each recording.
+
+    Relies on what `HealthRules` and `ActivationRules` keep: `_distance`
+    (each layer's distance from the outputs), `_activity` and `_measured`
+    (the windows of the layers whose units can die), and `thresholds`.
+    """
+
+    def _cut_off_layers(self, new, stats: StepStats) -> None:
+        """Reports, once, the layers with exactly 0 gradient on `patience`
+        recordings in a row over `patience_steps` steps while a layer nearer
+        the outputs got one (`_passing`), unless the zeros are explained
+        otherwise (see the module): one finding, on the one of them nearest
+        the outputs, naming the others."""
+        passing = _passing(stats, self._distance)
+        explained = (
+            self._exploded()
+            or self._dying_measured()
+            or any(
+                ls.grad_norm == 0.0 and self._distance[ls.layer] == 0
+                for ls in stats.layers
+            )
+        )
+        confirmed = []
+        for ls in stats.layers:
+            hit = (
+                ls.grad_norm == 0.0
+                and passing[ls.layer]
+                and not explained
+                and (F.VANISHING_GRADIENTS, ls.layer) not in self._reported
+            )
+            count, start = self._streaks.update((_CUT, ls.layer), hit, stats.step)
+            if hit and self._confirmed(count, start, stats.step):
+                confirmed.append((self._distance[ls.layer], ls.layer, start, count))
+        if not confirmed:
+            return
+        # The nearest the outputs (the last in model order among equals).
+        order = {ls.layer: i for i, ls in enumerate(stats.layers)}
+        confirmed.sort(key=lambda c: (c[0], -order[c[1]]))
+        _, layer, start, count = confirmed[0]
+        others = [c[1] for c in sorted(confirmed[1:], key=lambda c: order[c[1]])]
+        before = ""
+        if others:
+            names = ", ".join(f"'{o}'" for o in others)
+            word = "layer" if len(others) == 1 else "layers"
+            before = f", and of the {len(others)} {word} before it ({names}),"
+        message = (
+            f"Every gradient of layer '{layer}'{before} was exactly 0 on each of "
+            f"the last {count} recordings (steps {start}-{stats.step}) while the "
+            "layers nearer the outputs got gradients: no gradient passes back "
+            "to it through what follows it, so it does not learn. Units that "
+            "output zero on every sample do this (dead ReLUs in a layer or a "
+            f"function of your own{_inside(layer)}), and so do a `stop_gradient` "
+            "and operations without a gradient (rounding, `argmax`, a cast to "
+            "integers)."
+        )
+        fix = (
+            f"Find what follows layer '{layer}' and passes no gradient: dead "
+            "ReLUs come back with Leaky ReLU or ELU, a lower learning rate or "
+            "biases that start at 0; a `stop_gradient` that is meant is better "
+            "a frozen layer (`trainable=False`)."
+        )
+        start = min(c[2] for c in confirmed)
+        self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)
+        self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
+
+    def _dying_measured(self) -> bool:
+        """Whether a measured layer whose units can die has most of its units
+        inactive on its last recorded batch (`UnitActivity.latest`; dead
+        ones are, before its window holds enough samples to tell them), or
+        one was reported dead: its `dead_relu` explains the zeros before it
+        and its own (a ReLU layer dead from the start under batches of 8:
+        every gradient 0 at step 0, `dead_relu` at step 7)."""
+        if any(key[0] == F.DEAD_RELU for key in self._reported):
+            return True
+        fraction = self.thresholds.dead_fraction
+        return any(
+            layer in self._activity and self._activity[layer].latest() >= fraction
+            for layer in self._measured
+        )
