@@ -2025,23 +2025,18 @@ class TestExploding:
             "large and training is unstable."
         )
 
-    @pytest.mark.parametrize("cell", ["GRUCell", "Dense"])
-    def test_a_blow_up_names_the_larger_update_its_run_began_with(self, cell):
-        # An SGD GRU at lr 1 whose recurrent kernel is drawn with stddev 2
-        # (probed): step 0 changed its weights by 1.5e7 times their norm,
-        # then its gradients were exactly 0 (its streak ended); the output
-        # layer's updates were 4.9x and 9x with the loss from 14.6 to 79.8.
-        # Named before: the output layer only. A recurrent layer gets the
-        # clipping fix, not normalization.
-        layers = [
-            LayerInfo("rnn", cell, None, True, 0),
-            LayerInfo("out", "Dense", None, True, 1),
-        ]
-        rules = HealthRules(layers)
+    @staticmethod
+    def _rnn_updates(cell: str, steps: list) -> list:
+        """Findings of a layer of class `cell` ('rnn') and an output Dense
+        ('out') over recordings of (loss, [update ratios]), one a step."""
+        rules = HealthRules(
+            [
+                LayerInfo("rnn", cell, None, True, 0),
+                LayerInfo("out", "Dense", None, True, 1),
+            ]
+        )
         found = []
-        for step, (loss, ratios) in enumerate(
-            [(14.6, [1.5e7, 4.85]), (79.8, [0.0, 9.0])]
-        ):
+        for step, (loss, ratios) in enumerate(steps):
             found += run(
                 rules,
                 [
@@ -2055,6 +2050,17 @@ class TestExploding:
                     ),
                 ],
             )
+        return found
+
+    @pytest.mark.parametrize("cell", ["GRUCell", "Dense"])
+    def test_a_blow_up_names_the_larger_update_its_run_began_with(self, cell):
+        # An SGD GRU at lr 1 whose recurrent kernel is drawn with stddev 2
+        # (probed): step 0 changed its weights by 1.5e7 times their norm,
+        # then its gradients were exactly 0 (its streak ended); the output
+        # layer's updates were 4.9x and 9x with the loss from 14.6 to 79.8.
+        # Named before: the output layer only. A recurrent layer gets the
+        # clipping fix, not normalization.
+        found = self._rnn_updates(cell, [(14.6, [1.5e7, 4.85]), (79.8, [0.0, 9.0])])
         assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn", 0)]
         assert found[0].value == 1.5e7
         assert found[0].message == (
@@ -2074,27 +2080,8 @@ class TestExploding:
         # output layer's 3.5x, 5x, 31x with the loss from 13.8 to 20 (not
         # risen 3x) and 1.18e4 at step 2. The largest update of the run,
         # not the first one whose loss is watched, is named.
-        layers = [
-            LayerInfo("rnn", "SimpleRNNCell", None, True, 0),
-            LayerInfo("out", "Dense", None, True, 1),
-        ]
-        rules = HealthRules(layers)
-        found = []
         steps = [(13.8, [4.6e7, 3.5]), (20.0, [0.0, 5.0]), (1.18e4, [0.0, 31.0])]
-        for step, (loss, ratios) in enumerate(steps):
-            found += run(
-                rules,
-                [
-                    event(step, 1.0, loss=loss),
-                    recording(
-                        step,
-                        [1e-2, 1e-2],
-                        loss=loss,
-                        update_ratio=ratios,
-                        names=["rnn", "out"],
-                    ),
-                ],
-            )
+        found = self._rnn_updates("SimpleRNNCell", steps)
         assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn", 0)]
         assert found[0].message.startswith(
             "The update of step 0 changed the weights of layer 'rnn' by 4.6e+07 "
