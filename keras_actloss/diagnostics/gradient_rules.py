@@ -342,7 +342,9 @@ class RecordedGradientRules(RuleFamily):
         one cause)."""
         groups: dict[str, list] = {}
         for entry in confirmed:
-            groups.setdefault(entry[5], []).append(entry)
+            # A layer reported before stays confirmed while its streak lasts.
+            if (F.VANISHING_GRADIENTS, entry[0]) not in self._reported:
+                groups.setdefault(entry[5], []).append(entry)
         for fix, entries in groups.items():
             if len(entries) < _GROUPED:
                 for layer, start, rms, ratio, why, _, span in entries:

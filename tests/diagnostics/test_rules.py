@@ -938,6 +938,21 @@ class TestVanishing:
         # None of the seven is reported again.
         assert run(rules, [recording(s, rms) for s in (20, 25, 30)]) == []
 
+    def test_layers_reported_before_are_not_grouped_again(self):
+        # dense_0-2 confirmed at step 10 (one finding each); dense_3-6 fall
+        # from step 15 on, while dense_0-2 stay down: the four new ones are
+        # reported, one finding each (fewer than 5), not swallowed by a
+        # group whose first layer was reported already.
+        rules = HealthRules(mlp(["sigmoid"] * 13))
+        first = [1e-6, 2e-6, 3e-6] + [1e-3] * 8 + [2e-2] * 3
+        later = [1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6, 7e-6] + [1e-3] * 4 + [2e-2] * 3
+        found = run(rules, [recording(s, first) for s in (0, 5, 10)])
+        assert [f.layer for f in found] == ["dense_0", "dense_1", "dense_2"]
+        found = run(rules, [recording(s, later) for s in (15, 20, 25)])
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 15) for i in range(3, 7)
+        ]
+
     def test_deep_sigmoid_persisting(self):
         rules = HealthRules(mlp(["sigmoid"] * 6))
         found = run(rules, [recording(s, SIGMOID_RMS) for s in (0, 5, 10, 15)])
