@@ -161,7 +161,12 @@ class UpdateRules(RuleFamily):
         at, value = start, ratio
         throw = self._run_peak
         earlier = throw is not None and start <= throw[0] < stats.step
-        if earlier and throw[2] > ratio and throw[1] not in {b[1] for b in blown}:
+        if (
+            earlier
+            and throw[2] > ratio
+            and throw[1] not in {b[1] for b in blown}
+            and (F.EXPLODING_GRADIENTS, throw[1]) not in self._reported
+        ):
             # The run began with a larger update of a layer whose streak it
             # ended (its gradients fell to 0 after it): that layer first.
             # An SGD GRU with recurrent stddev 2: 1.5e7x its weights at step
