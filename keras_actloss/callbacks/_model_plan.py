@@ -67,7 +67,8 @@ def _members(layer) -> list:
     model's), the operations that are not layers but activations
     (`keras.ops.relu(x)` or `keras.activations.relu(x)` on a functional
     model's tensors is an operation of its graph, `Relu`): each after the
-    last layer before it in the graph's order from the inputs."""
+    last layer before it in the graph's order from the inputs; not one
+    applied to the inputs themselves (`_on_inputs`)."""
     children = _children(layer)
     graph = getattr(layer, "_functional", None) or layer
     by_depth = getattr(graph, "_operations_by_depth", None)
@@ -79,7 +80,7 @@ def _members(layer) -> list:
         for op in by_depth[depth]:
             if isinstance(op, keras.layers.Layer):
                 anchor = id(op)
-            elif _watched_profile(op) is not None:
+            elif _watched_profile(op) is not None and not _on_inputs(graph, op):
                 after.setdefault(anchor, []).append(op)
     if not after:
         return children
@@ -87,6 +88,28 @@ def _members(layer) -> list:
     for child in children:
         members += [child, *after.get(id(child), [])]
     return members
+
+
+def _on_inputs(graph, op) -> bool:
+    """Whether every call of `op` in `graph` takes the graph's inputs
+    themselves: no weights before it, so units it leaves at 0 are the data's
+    (features that are never positive), not units training killed (probed:
+    `keras.ops.relu(inputs)` whose inputs had 10 negative columns was a
+    `dead_relu` failure)."""
+    inputs = {id(t) for t in graph.inputs}
+    nodes = [n for n in op._inbound_nodes if n.input_tensors]
+    return bool(nodes) and all(
+        all(id(t) in inputs for t in n.input_tensors) for n in nodes
+    )
+
+
+def _users_own(parent, name: str) -> str | None:
+    """The name of `parent`, the layer a layer named `name` was found in,
+    when it is a layer of the user's own (its class outside Keras: what its
+    `call` computes is not watched), else None (`LayerInfo.inside`)."""
+    if type(parent).__module__.split(".")[0] in ("keras", "keras_actloss"):
+        return None
+    return name.rsplit("/", 1)[0] if "/" in name else getattr(parent, "name", None)
 
 
 def _watched_profile(layer) -> ActivationProfile | None:
@@ -180,6 +203,7 @@ def plan_layers(model) -> list[LayerPlan]:
             has_trainable_weights=bool(variables),
             depth=len(plans),
             distance=distance,
+            inside=_users_own(parent, name),
         )
         plans.append(LayerPlan(info, layer, variables, profile, axis, leaf, runner))
     _set_upstream(model, plans)
@@ -437,6 +461,10 @@ def missing_internals() -> list[str]:
     ):
         if not isinstance(getattr(owner, name, None), property):
             missing.append(f"{owner.__name__}.{name}")
+    from keras.src.ops.operation import Operation
+
+    if "self._inbound_nodes = " not in inspect.getsource(Operation.__init__):
+        missing.append("Operation._inbound_nodes")
     node_init = inspect.getsource(Node.__init__)
     for name in ("operation", "outputs"):
         if f"self.{name} = " not in node_init:

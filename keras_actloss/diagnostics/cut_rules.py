@@ -11,7 +11,14 @@ through `keras.ops.relu` got exactly 0 on every step, and so did the ReLU
 layer before it, with no finding), a `stop_gradient`, or an operation
 without a gradient (rounding, `argmax`, a cast to integers).
 
-The rule stays out where the zeros have another explanation: a measured
+The cut must be where nothing is watched: the layer nearest the outputs
+among those cut off is a sublayer of a layer (or model) of the user's own
+(`LayerInfo.inside`). In a functional model's graph every activation is
+watched, and a cut there is by design (probed: a branch that `ops.where`
+never takes, the heads of tasks absent from the batches masked out, a
+target network behind `stop_gradient`, a side path through `ops.round` or
+`argmax`, a Dense on an optional input of zeros: each a failure before).
+It also stays out where the zeros have another explanation: a measured
 ReLU-family layer with most of its units inactive (it cuts off the layers
 before it, and `dead_relu` names them), an explosion reported before (its
 updates leave saturated units with exactly 0 gradient: an SGD GRU whose
@@ -30,15 +37,6 @@ from keras_actloss.diagnostics.rule_support import RuleFamily
 
 # The streaks of this rule, apart from the vanishing ones of the same layers.
 _CUT = "no_gradient"
-
-
-def _inside(layer: str) -> str:
-    """`layer`'s composite layer, named in the message, when it is one's
-    sublayer (`outer/inner`)."""
-    if "/" not in layer:
-        return ""
-    outer = layer.rsplit("/", 1)[0]
-    return f", as in layer '{outer}', whose own computations are not watched"
 
 
 class CutRules(RuleFamily):
@@ -81,6 +79,12 @@ class CutRules(RuleFamily):
         order = {ls.layer: i for i, ls in enumerate(stats.layers)}
         confirmed.sort(key=lambda c: (c[0], -order[c[1]]))
         _, layer, start, count = confirmed[0]
+        inside = self._info[layer].inside
+        if inside is None:
+            # Cut in the model's graph, where every activation is watched:
+            # by design (a branch `ops.where` never takes, a task's head
+            # masked out, a `stop_gradient`ed target network).
+            return
         others = [c[1] for c in sorted(confirmed[1:], key=lambda c: order[c[1]])]
         before = ""
         if others:
@@ -92,10 +96,10 @@ class CutRules(RuleFamily):
             f"the last {count} recordings (steps {start}-{stats.step}) while the "
             "layers nearer the outputs got gradients: no gradient passes back "
             "to it through what follows it, so it does not learn. Units that "
-            "output zero on every sample do this (dead ReLUs in a layer or a "
-            f"function of your own{_inside(layer)}), and so do a `stop_gradient` "
-            "and operations without a gradient (rounding, `argmax`, a cast to "
-            "integers)."
+            "output zero on every sample do this (dead ReLUs in what the `call` "
+            f"of layer '{inside}' computes from it, which is not watched), and "
+            "so do a `stop_gradient` and operations without a gradient "
+            "(rounding, `argmax`, a cast to integers)."
         )
         fix = (
             f"Find what follows layer '{layer}' and passes no gradient: dead "

@@ -36,6 +36,12 @@ class LayerInfo:
             from the inputs through no such layer, or when the graph is not
             known. When every unit of each of them is dead, this layer gets
             no signal from the data.
+        inside: The layer of the user's own (a class outside Keras: a
+            subclassed layer or model) whose `call` uses this one, when
+            it is such a layer's sublayer: what that `call` computes
+            around it is not watched. None in a functional or sequential
+            model, or a Keras layer (an RNN's cell, an attention's
+            projections).
     """
 
     name: str
@@ -45,6 +51,7 @@ class LayerInfo:
     depth: int
     distance: int | None = None
     upstream: tuple[str, ...] = ()
+    inside: str | None = None
 
 
 @dataclasses.dataclass

@@ -317,6 +317,20 @@ def test_activation_operations_of_a_functional_graph_are_planned():
     }
 
 
+def test_an_activation_operation_on_the_inputs_is_not_planned():
+    # `keras.ops.relu(inputs)`: no weights before it, so inputs that are
+    # never positive leave units at 0 that no training made (probed: 10
+    # negative columns were a dead_relu failure). One after a Dense is.
+    x = keras.Input((6,))
+    on_inputs = keras.ops.relu(x)
+    after = keras.ops.relu(keras.layers.Dense(6, name="d")(x))
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(on_inputs + after))
+    planned = [p.info.name for p in _model_plan.plan_layers(model)]
+    assert planned == ["d", after._keras_history.operation.name, "out"]
+    assert on_inputs._keras_history.operation.name not in planned
+    assert _model_plan.missing_internals() == []
+
+
 def test_activation_operations_of_a_frozen_model_are_not_planned():
     # A frozen nested model's ReLU operation is a fixed feature, as its
     # layers' activations are; the trainable model's own one is planned.
@@ -334,6 +348,50 @@ def test_activation_operations_of_a_frozen_model_are_not_planned():
     planned = [p.info.name for p in _model_plan.plan_layers(model)]
     inner_relu = f"{inner.name}/{inner.operations[-1].name}"
     assert planned == [f"{inner.name}/d", inner_relu, outer_relu]
+
+
+class _Block(keras.layers.Layer):
+    """A layer of the user's own around a Dense."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4, name="inner")
+
+    def call(self, x):
+        return keras.ops.relu(self.dense(x))
+
+
+def test_layers_inside_a_layer_of_the_users_own_are_marked():
+    # What a user's layer (or subclassed model) computes around its
+    # sublayers is not watched (`LayerInfo.inside`); a functional model's
+    # layers, a nested Sequential's and a Keras layer's sublayers (the
+    # attention's projections) are watched.
+    x = keras.Input((3, 4))
+    h = _Block(name="block")(x)
+    h = keras.layers.MultiHeadAttention(1, 2, name="mha")(h, h)
+    inner = keras.Sequential([keras.layers.Dense(2, name="seq_dense")], name="seq")
+    model = keras.Model(x, inner(h))
+    inside = {p.info.name: p.info.inside for p in _model_plan.plan_layers(model)}
+    assert inside["block/inner"] == "block"
+    assert inside["seq/seq_dense"] is None
+    assert {k: v for k, v in inside.items() if k.startswith("mha/")} == {
+        k: None for k in inside if k.startswith("mha/")
+    }
+    assert len([k for k in inside if k.startswith("mha/")]) == 4
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="sub")
+            self.first = keras.layers.Dense(4, name="first")
+            self.out = keras.layers.Dense(1, name="out")
+
+        def call(self, x):
+            return self.out(keras.ops.relu(self.first(x)))
+
+    sub = Subclassed()
+    sub(np.zeros((2, 3), "float32"))
+    planned = {p.info.name: p.info.inside for p in _model_plan.plan_layers(sub)}
+    assert planned == {"first": "sub", "out": "sub"}
 
 
 def test_rate_variables_are_the_rates_a_callback_can_set():
