@@ -217,11 +217,13 @@ class GradientDiagnostics(
       reported as above.
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
-      outputs gets one, as behind dead ReLUs in a layer or function of the
-      user's own, whose outputs are not watched): as the above, on the
-      layer of them nearest the outputs, naming the others; not while a
-      watched ReLU-family layer has most of its units dead (`dead_relu`
-      names the layers it cuts off).
+      outputs gets one, as behind dead ReLUs in a layer or subclassed
+      model of the user's own, whose `call` is not watched): as the
+      above, on the layer of them nearest the outputs, when that one is
+      such a layer's sublayer, naming the others; not while a watched
+      ReLU-family layer has most of its units dead (`dead_relu` names the
+      layers it cuts off), after an explosion, or behind an output layer
+      without a gradient.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
       the global norm below float32's smallest normal number, while the
       loss is finite, above 1e-6 and above 1e-3 of its early level): after
