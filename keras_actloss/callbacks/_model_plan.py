@@ -62,13 +62,14 @@ def _children(layer) -> list:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
-def _members(layer) -> list:
+def _members(layer, top: bool = False) -> list:
     """The sublayers of `layer` and, in its layer graph (a functional
     model's), the operations that are not layers but activations
     (`keras.ops.relu(x)` or `keras.activations.relu(x)` on a functional
     model's tensors is an operation of its graph, `Relu`): each after the
     last layer before it in the graph's order from the inputs; not one
-    applied to the inputs themselves (`_on_inputs`)."""
+    applied to the inputs themselves of the model (`top`) (`_on_inputs`:
+    a nested model's inputs may come from layers before it)."""
     children = _children(layer)
     graph = getattr(layer, "_functional", None) or layer
     by_depth = getattr(graph, "_operations_by_depth", None)
@@ -80,7 +81,9 @@ def _members(layer) -> list:
         for op in by_depth[depth]:
             if isinstance(op, keras.layers.Layer):
                 anchor = id(op)
-            elif _watched_profile(op) is not None and not _on_inputs(graph, op):
+            elif _watched_profile(op) is None or (top and _on_inputs(graph, op)):
+                continue
+            else:
                 after.setdefault(anchor, []).append(op)
     if not after:
         return children
@@ -148,7 +151,7 @@ def _walk(layer, prefix: str, seen: set, base: int | None):
     without a graph.
     """
     depths = None if base is None else graph_depths(layer)
-    for child in _members(layer):
+    for child in _members(layer, top=not prefix):
         if id(child) in seen or isinstance(child, keras.layers.InputLayer):
             continue
         seen.add(id(child))

@@ -329,6 +329,16 @@ def test_an_activation_operation_on_the_inputs_is_not_planned():
     assert planned == ["d", after._keras_history.operation.name, "out"]
     assert on_inputs._keras_history.operation.name not in planned
     assert _model_plan.missing_internals() == []
+    # A nested model's inputs may come from layers before it: its ReLU on
+    # them is planned.
+    y = keras.Input((6,))
+    nested = keras.Model(y, keras.ops.relu(y), name="nested")
+    outer_in = keras.Input((6,))
+    outer = keras.Model(
+        outer_in, nested(keras.layers.Dense(6, name="before")(outer_in))
+    )
+    names = [p.info.name for p in _model_plan.plan_layers(outer)]
+    assert names == ["before", f"nested/{nested.operations[-1].name}"]
 
 
 def test_activation_operations_of_a_frozen_model_are_not_planned():
