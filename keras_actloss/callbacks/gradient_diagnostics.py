@@ -219,8 +219,9 @@ class GradientDiagnostics(
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed
       model of the user's own, whose `call` is not watched): as the
-      above, on the layer of them nearest the outputs, when that one is
-      such a layer's sublayer, naming the others; not while a watched
+      above, on the layer of them nearest the outputs, when that one and
+      every other sublayer with weights of such a layer are cut, naming
+      the others; not while a watched
       ReLU-family layer has most of its units dead (`dead_relu` names the
       layers it cuts off), after an explosion, or behind an output layer
       without a gradient.

@@ -11,13 +11,17 @@ through `keras.ops.relu` got exactly 0 on every step, and so did the ReLU
 layer before it, with no finding), a `stop_gradient`, or an operation
 without a gradient (rounding, `argmax`, a cast to integers).
 
-The cut must be where nothing is watched: the layer nearest the outputs
-among those cut off is a sublayer of a layer (or model) of the user's own
-(`LayerInfo.inside`). In a functional model's graph every activation is
-watched, and a cut there is by design (probed: a branch that `ops.where`
-never takes, the heads of tasks absent from the batches masked out, a
-target network behind `stop_gradient`, a side path through `ops.round` or
-`argmax`, a Dense on an optional input of zeros: each a failure before).
+The cut must be where nothing is watched, and whole: the layer nearest the
+outputs among those cut off is a sublayer of a layer (or model) of the
+user's own (`LayerInfo.inside`), and so is every other sublayer with weights
+of that layer (an expert of a mixture of experts that its router sent no
+sample to gets exactly 0 while the router learns: probed, 16 experts, top-1
+routing, batches of 8, a failure for each expert in turn). In a functional
+model's graph every activation is watched, and a cut there is by design
+(probed: a branch that `ops.where` never takes, the heads of tasks absent
+from the batches masked out, a target network behind `stop_gradient`, a
+side path through `ops.round` or `argmax`, a Dense on an optional input of
+zeros: each a failure before).
 It also stays out where the zeros have another explanation: a measured
 ReLU-family layer with most of its units inactive (it cuts off the layers
 before it, and `dead_relu` names them), an explosion reported before (its
@@ -84,6 +88,17 @@ class CutRules(RuleFamily):
             # Cut in the model's graph, where every activation is watched:
             # by design (a branch `ops.where` never takes, a task's head
             # masked out, a `stop_gradient`ed target network).
+            return
+        cut = {c[1] for c in confirmed}
+        if any(
+            info.inside == inside
+            and info.has_trainable_weights
+            and info.name not in cut
+            for info in self.layers
+        ):
+            # Part of that layer learns: the cut is one of its paths, which
+            # may be meant (an expert of a mixture its router sent no
+            # sample to: 16 experts, top-1, batches of 8).
             return
         others = [c[1] for c in sorted(confirmed[1:], key=lambda c: order[c[1]])]
         before = ""

@@ -2429,6 +2429,25 @@ class TestCutOff:
         layers = [dataclasses.replace(i, inside=None) for i in self.LAYERS]
         assert self._run(lambda s: [0.0, 0.0, 0.2], layers=layers) == []
 
+    def test_not_for_a_path_of_a_layer_that_learns(self):
+        # 'block' also holds a router that gets gradients: the cut Dense is
+        # one path of it (probed: the experts of a mixture its router sent
+        # no sample to, 16 experts, top-1, batches of 8: a failure for each
+        # in turn).
+        layers = [
+            self.LAYERS[0],
+            LayerInfo("block/router", "Dense", None, True, 1, 1, inside="block"),
+            dataclasses.replace(self.LAYERS[1], depth=2),
+            dataclasses.replace(self.LAYERS[2], depth=3),
+        ]
+        rules = HealthRules(layers)
+        names = [i.name for i in layers]
+        seq = [
+            recording(s, [1e-2] * 4, names=names, grad_norm=[0.0, 0.1, 0.0, 0.2])
+            for s in range(6)
+        ]
+        assert run(rules, seq) == []
+
     def test_not_after_an_explosion(self):
         # Exploding first (norm 2e6 then 3e6, over the ceiling): the zeros
         # after it are saturated units, its consequences.
