@@ -2404,6 +2404,17 @@ class TestCutOff:
         LayerInfo("out", "Dense", None, True, 2, distance=0),
     ]
 
+    @staticmethod
+    def _norms_run(rules, norms, steps=range(6)) -> list:
+        """The findings of recordings at `steps` whose layers' gradient
+        norms are `norms`."""
+        names = [i.name for i in rules.layers]
+        seq = [
+            recording(s, [1e-2] * len(names), names=names, grad_norm=norms)
+            for s in steps
+        ]
+        return run(rules, seq)
+
     def _run(self, norms, activity=None, steps=range(5), layers=None):
         rules = HealthRules(layers or self.LAYERS)
         found = []
@@ -2440,13 +2451,7 @@ class TestCutOff:
             dataclasses.replace(self.LAYERS[1], depth=2),
             dataclasses.replace(self.LAYERS[2], depth=3),
         ]
-        rules = HealthRules(layers)
-        names = [i.name for i in layers]
-        seq = [
-            recording(s, [1e-2] * 4, names=names, grad_norm=[0.0, 0.1, 0.0, 0.2])
-            for s in range(6)
-        ]
-        assert run(rules, seq) == []
+        assert self._norms_run(HealthRules(layers), [0.0, 0.1, 0.0, 0.2]) == []
 
     def test_not_after_an_explosion(self):
         # Exploding first (norm 2e6 then 3e6, over the ceiling): the zeros
@@ -2454,16 +2459,7 @@ class TestCutOff:
         rules = HealthRules(self.LAYERS)
         found = run(rules, events([2e6, 3e6]))
         assert [f.mode for f in found] == [F.EXPLODING_GRADIENTS]
-        seq = [
-            recording(
-                s,
-                [1e-2] * 3,
-                names=[i.name for i in self.LAYERS],
-                grad_norm=[0.0, 0.0, 0.2],
-            )
-            for s in range(2, 9)
-        ]
-        assert run(rules, seq) == []
+        assert self._norms_run(rules, [0.0, 0.0, 0.2], range(2, 9)) == []
 
     def test_not_behind_an_output_without_a_gradient(self):
         # Two heads: 'b' (an output that no loss reads; on JAX its variables
@@ -2475,13 +2471,7 @@ class TestCutOff:
             LayerInfo("b_hidden", "Dense", "tanh", True, 2, distance=1),
             LayerInfo("b", "Dense", None, True, 3, distance=0),
         ]
-        rules = HealthRules(layers)
-        names = [i.name for i in layers]
-        seq = [
-            recording(s, [1e-2] * 4, names=names, grad_norm=[0.1, 0.2, 0.0, 0.0])
-            for s in range(6)
-        ]
-        assert run(rules, seq) == []
+        assert self._norms_run(HealthRules(layers), [0.1, 0.2, 0.0, 0.0]) == []
 
     def test_reported_on_the_layer_nearest_the_outputs(self):
         found = self._run(lambda s: [0.0, 0.0, 0.2])
