@@ -552,15 +552,12 @@ class NormRules(RuleFamily):
         on token ids whose kernels are drawn with stddev 3 and 5: 3.1e7."""
         if self.uninformed_loss is None:
             return ""
-        embedded = sorted(
-            name
-            for name in self.input_layers
-            if "Embedding" in self._info[name].class_name
-        )
-        if embedded and len(embedded) == len(self.input_layers):
+        # The one layer the inputs reach first (`HealthRules.input_layers`).
+        first = next(iter(self.input_layers), None)
+        if first is not None and "Embedding" in self._info[first].class_name:
             return (
                 "the initial weights are the likely cause: the model's first "
-                f"layer '{embedded[0]}' is an embedding (its inputs are ids "
+                f"layer '{first}' is an embedding (its inputs are ids "
                 "looked up, whose scale does not reach the layers after it) "
                 "and a classifier has no regression targets."
             )
