@@ -17,6 +17,7 @@ import os
 import keras
 import numpy as np
 
+from keras_actloss import activations
 from keras_actloss.advisor import check_model, walk
 from keras_actloss.advisor.output_checks import OUTPUT_MODES
 from keras_actloss.callbacks import _keras_hooks
@@ -186,6 +187,45 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     if found.name == "binary_crossentropy":
         return math.log(2), "binary cross-entropy, probability 0.5"
     return None
+
+
+# An output bias at least this large (sigmoid, tanh) or spread this widely
+# over the classes (softmax) sets the output in its flat tails for any
+# input a fresh model gives it: sigmoid(-10) = 4.5e-5, its tail from 0.01.
+SATURATING_BIAS = 10.0
+_SATURATING = ("sigmoid", "tanh", "softmax")
+
+
+def output_bias(model, plans) -> tuple[str, str, float] | None:
+    """`HealthRules.output_bias`: `(layer name, activation, bias)` of a
+    model's one output layer whose own sigmoid, tanh or softmax its bias
+    saturates (`SATURATING_BIAS`: the largest in size, or for softmax the
+    spread between classes, signed as the smallest is), else None."""
+    try:
+        outputs = walk.outputs(model)
+    except Exception:  # noqa: BLE001 - a model not walked: not judged.
+        return None
+    if len(outputs) != 1:
+        return None
+    layer = outputs[0].layer
+    plan = next((p for p in plans if p.layer is layer), None)
+    bias = getattr(layer, "bias", None)
+    try:
+        activation = getattr(activations.profile(layer), "name", None)
+    except ValueError:
+        return None
+    if plan is None or bias is None or activation not in _SATURATING:
+        return None
+    values = np.asarray(keras.ops.convert_to_numpy(bias), "float64").ravel()
+    if not values.size or not np.isfinite(values).all():
+        return None
+    if activation == "softmax":
+        value = float(values.min() - values.max())
+    else:
+        value = float(values[np.argmax(np.abs(values))])
+    if abs(value) < SATURATING_BIAS:
+        return None
+    return plan.info.name, activation, value
 
 
 def clipping(model) -> str | None:

@@ -157,7 +157,8 @@ class GraphStats(RingReader):
             return
         # Leaves the graph as outputs of the train function (no variable
         # read on the host); `TrainHooks._make` adds them to the step's logs.
-        self._local.full = self._full_statistics(row, gradients, scale)
+        units = step_activations.unit_gradients(self.plans, grads, variables)
+        self._local.full = self._full_statistics(row, gradients, scale, units)
 
     def _merge(self, calls) -> tuple[list, list]:
         """The unscaled gradients of several `apply` calls and their
@@ -176,18 +177,21 @@ class GraphStats(RingReader):
                     merged[id(v)] = [g, v]
         return [g for g, _ in merged.values()], [v for _, v in merged.values()]
 
-    def _full_statistics(self, row, gradients, scale) -> dict:
+    def _full_statistics(self, row, gradients, scale, unit_grads) -> dict:
         """The full statistics of the step (`step_stats.FULL_KEYS`).
 
         `row` is the step's ring row, `gradients` the `NormRow` of its
-        gradients (`_write_ring`). The loss, batch size and activation
-        counts are summed across replicas here (the gradients already are).
+        gradients (`_write_ring`), `unit_grads` the gradients of the layers
+        judged by sign (`step_activations.unit_gradients`). The loss, batch
+        size and activation counts are summed across replicas here (the
+        gradients already are).
         """
         tf = self._tf
         counts, activations = step_activations.activation_vector(
             getattr(self._local, "outputs", {}),
             self.plans,
             batch=getattr(self._local, "static_batch", None),
+            unit_grads=unit_grads,
         )
         head = self._loss_and_batch()
         if self.replicas > 1:
@@ -217,6 +221,7 @@ class GraphStats(RingReader):
         )
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
+            by_sign=tuple(p.unit_variable is not None for p in self.plans),
             grads=self._grad_layout,
             grad_layers=tuple(self._grad_layers),
             grad_counts=tuple(self._grad_counts),

@@ -196,6 +196,19 @@ def _made_in(value, home) -> bool:
     return getattr(value, "_trace", None) is home
 
 
+def _in_forward(value, trace) -> bool:
+    """Whether `value`, an output made while `compute_loss_and_updates`
+    runs, belongs to its forward pass (`_Trace.loss_home`, or the step's
+    trace for a value that no weight reaches), not to the body of a
+    `lax.scan` or a `lax.cond` branch, which it cannot leave (probed: a
+    `Dense(relu)` of an RNN cell of the user's own made `fit` fail with
+    `UnexpectedTracerError`). Every value counts where JAX hides the
+    traces (`_homes_known`)."""
+    if not _homes_known():
+        return True
+    return _made_in(value, trace.loss_home) or _made_in(value, trace.home)
+
+
 def trace_home(data):
     """The trace a step's argument `data` belongs to (None: eager)."""
     leaves = jax.tree_util.tree_leaves(data)
@@ -423,7 +436,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
             if trace is None or not isinstance(watched, jax.Array):
                 return outputs
             if trace.recording:
-                trace.outputs.setdefault(index, []).append(watched)
+                if _in_forward(watched, trace):
+                    trace.outputs.setdefault(index, []).append(watched)
             elif _homes_known():
                 kept = jax.lax.stop_gradient(watched)
                 if _made_in(kept, trace.home):
@@ -439,6 +453,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
             if trace is None or trace.loss_seen or not kwargs.get("training"):
                 return original(*args, **kwargs)
             trace.loss_seen = True  # The first training call of the step.
+            trace.loss_home = trace_home(args[:1] or kwargs.get("trainable_variables"))
             trace.recording = True
             try:
                 loss, aux = original(*args, **kwargs)

@@ -83,6 +83,12 @@ class _Trace:
         # belong to the step's trace `home` (`_jax_hooks._made_in`).
         self.loose: dict[int, list] = {}
         self.home = None
+        # The trace of `compute_loss_and_updates`'s weights (a value of the
+        # forward pass under `jax.value_and_grad` belongs to it).
+        self.loss_home = None
+        # The gradients of the layers judged by sign, for their counts
+        # (`step_activations.unit_gradients`).
+        self.unit_grads: dict = {}
         self.batch: int | None = None  # The data's (static) batch size.
         # The step's activation counts, made while the step is traced
         # (`JaxPrograms._prepare_counts`), and their layout once called.
@@ -162,8 +168,14 @@ class JaxStats:
         of a layer in the step, gradient stopped where they were kept): the
         vector (or None) and its layout. `elements`: count the elements in
         the step (calls whose batches differ, as a GAN's)."""
-        batch = getattr(self._trace, "batch", None)
-        return step_activations.activation_vector(outputs, self.plans, elements, batch)
+        trace = self._trace
+        return step_activations.activation_vector(
+            outputs,
+            self.plans,
+            elements,
+            getattr(trace, "batch", None),
+            getattr(trace, "unit_grads", None),
+        )
 
     def _merge(self, calls: list[dict]) -> dict:
         """The step's `stateless_apply` calls as one, as TensorFlow's
@@ -252,9 +264,13 @@ class JaxStats:
         samples = self._sample_sizes()
         counted = None
         if trace.count_activations is not None:
+            trace.unit_grads = step_activations.unit_gradients(
+                self.plans, applied["grads"], self._grad_variables
+            )
             counted = trace.count_activations()
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
+            by_sign=tuple(p.unit_variable is not None for p in self.plans),
             grads=gradients.layout,
             grad_layers=tuple(layers),
             grad_counts=tuple(counts),

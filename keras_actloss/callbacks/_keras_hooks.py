@@ -154,6 +154,18 @@ def multi_worker(strategy) -> bool:
     )
 
 
+def _of_step(tf, tensor, local) -> bool:
+    """Whether `tensor` is made in the step's own graph (`local.graph`),
+    where its statistics can read it: not in the body of a loop or a
+    branch of a conditional (a `FuncGraph` of its own), as a layer of a
+    custom RNN cell that `keras.layers.RNN` runs in a `tf.while_loop`,
+    which no op outside the loop may read (probed: a `Dense(relu)` of a
+    cell of the user's own made `fit` fail)."""
+    if not tf.is_tensor(tensor):
+        return False
+    return tf.executing_eagerly() or tensor.graph is local.graph
+
+
 @dataclasses.dataclass
 class AppliedCall:
     """One `apply` call of a traced step: its optimizer, its gradients
@@ -419,6 +431,7 @@ class TrainHooks(GraphStats):
         def step(data):
             self._local.mode = mode
             self._local.outputs = {}
+            self._local.graph = tf.compat.v1.get_default_graph()
             self._local.loss = None
             self._local.applied = []
             first = tf.nest.flatten(data)[0]
@@ -479,8 +492,9 @@ class TrainHooks(GraphStats):
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             watched = self.plans[index].activation(outputs)
-            if getattr(self._local, "mode", None) == FULL and tf.is_tensor(watched):
-                self._local.outputs.setdefault(index, []).append(watched)
+            local = self._local
+            if getattr(local, "mode", None) == FULL and _of_step(tf, watched, local):
+                local.outputs.setdefault(index, []).append(watched)
             return outputs
 
         return call

@@ -16,6 +16,7 @@ own count of its calls (`_iterations`), which both backends' checks test
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
@@ -24,7 +25,38 @@ from keras import ops
 
 from keras_actloss import activations
 from keras_actloss.diagnostics.records import LayerInfo
-from keras_actloss.profiles import ActivationProfile
+from keras_actloss.profiles import LINEAR, ActivationProfile
+
+# The outputs of a layer whose units are judged by sign and gradient
+# (`LayerInfo.units_by_sign`): a unit is active on an element above 0, as a
+# ReLU after it would be.
+BY_SIGN = ActivationProfile(
+    name=LINEAR,
+    family=LINEAR,
+    output_range=(-math.inf, math.inf),
+    zero_centred=False,
+    inactive_below=0.0,
+    inactive_gradient=0.0,
+    description="A linear layer's outputs, active above 0.",
+)
+# The layers whose units are one per output channel, each with one element
+# of a vector weight (a bias, a normalization's scale): `_unit_variable`.
+_PER_UNIT = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
 
 
 @dataclasses.dataclass
@@ -35,7 +67,9 @@ class LayerPlan:
     output, when that is not the layer itself: a `SimpleRNNCell` runs
     inside its RNN's loop, whose output sequence (outside the loop, the
     first of its outputs with `return_state`) is the cell's activation at
-    each step (`_runs_simple_cell`).
+    each step (`_runs_simple_cell`). `unit_variable` is the vector weight
+    (one element per unit) whose gradient tells, unit by unit, whether a
+    layer judged by sign (`LayerInfo.units_by_sign`) passed any back.
     """
 
     info: LayerInfo
@@ -45,6 +79,7 @@ class LayerPlan:
     channel_axis: int = -1
     leaf: bool = True
     runner: Any = None
+    unit_variable: Any = None
 
     @property
     def hooked(self) -> Any:
@@ -199,6 +234,8 @@ def plan_layers(model) -> list[LayerPlan]:
         if not variables and profile is None:
             continue
         axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+        if isinstance(getattr(layer, "axis", None), int):
+            axis = layer.axis  # A normalization's.
         info = LayerInfo(
             name=name,
             class_name=type(layer).__name__,
@@ -208,9 +245,34 @@ def plan_layers(model) -> list[LayerPlan]:
             distance=distance,
             inside=_users_own(parent, name),
         )
-        plans.append(LayerPlan(info, layer, variables, profile, axis, leaf, runner))
+        plan = LayerPlan(info, layer, variables, profile, axis, leaf, runner)
+        if profile is None and trainable and info.inside is not None:
+            plan.unit_variable = _unit_variable(layer, variables)
+            if plan.unit_variable is not None:
+                plan.profile, info.units_by_sign = BY_SIGN, True
+        plans.append(plan)
+    last = max((p for p in plans if p.variables), key=plans.index, default=None)
+    if last is not None and last.unit_variable is not None:
+        # The last layer with weights, the model's output (as the rules take
+        # it): its outputs go to the loss, not through a ReLU.
+        last.profile = last.unit_variable = None
+        last.info.units_by_sign = False
     _set_upstream(model, plans)
     return plans
+
+
+def _unit_variable(layer, variables: list):
+    """The first vector weight of a `_PER_UNIT` layer (a bias, a
+    normalization's scale) among its trainable `variables`, else None.
+
+    Its gradient is 0 for a unit exactly when the loss's gradient reaches
+    none of that unit's outputs: such a layer of a layer (or model) of the
+    user's own is judged by the sign of its outputs and that gradient
+    (`LayerInfo.units_by_sign`), where a ReLU that the user's `call`
+    applies to it would output 0 and pass nothing back."""
+    if not isinstance(layer, _PER_UNIT):
+        return None
+    return next((v for v in variables if len(v.shape) == 1), None)
 
 
 def _set_upstream(model, plans: list[LayerPlan]) -> None:

@@ -17,6 +17,7 @@ from keras_actloss.callbacks._callback_support import (
     check_arguments,
     clipping,
     input_scale,
+    output_bias,
     recording_gap,
     step_stats,
     uninformed_loss,
@@ -91,7 +92,13 @@ class GradientDiagnostics(
       every sample of the batch) and of saturated outputs. A ReLU layer whose
       outputs are not measured (a `SimpleRNN` that returns only its last step)
       counts as dead when every gradient of its weights is exactly 0 on those
-      batches while a layer nearer the outputs gets a gradient. They are
+      batches while a layer nearer the outputs gets a gradient. Inside a
+      layer or subclassed model of the user's own, whose `call` may apply
+      a ReLU itself (`keras.ops.relu`, unseen), a linear layer with a bias
+      or a normalization's scale other than the model's last layer is
+      judged by sign: its dead units are those at most 0 on every sample
+      whose weights got no gradient, and only where a layer nearer the
+      outputs got one (no zero fraction is recorded for it). They are
       dense when failures start: every step for the first 8 steps, then at
       gaps growing by one step every 4 steps up to
       `every_n_steps`; and every step for a burst of 8 steps (or as many as 128
@@ -218,7 +225,8 @@ class GradientDiagnostics(
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed
-      model of the user's own, whose `call` is not watched): as the
+      model of the user's own, whose `call` is not watched, after a layer
+      without a bias or a normalization, which is not judged by sign): as the
       above, on the layer of them nearest the outputs, when that one and
       every other sublayer with weights of such a layer are cut, naming
       the others; not while a watched
@@ -226,10 +234,15 @@ class GradientDiagnostics(
       layers it cuts off), after an explosion, or behind an output layer
       without a gradient.
     - `vanishing_gradients` for the whole model (every gradient exactly 0,
-      the global norm below float32's smallest normal number, while the
-      loss is finite, above 1e-6 and above 1e-3 of its early level): after
-      5 such steps in a row, judged on every step (a saturated
-      softmax/sigmoid output under a loss that clips its probabilities);
+      the global norm below float32's smallest normal number or 1e-9 of
+      the loss's square root, while the loss is finite, above 1e-6 and
+      above 1e-3 of its early level): after 5 such steps in a row, judged
+      on every step (a saturated softmax/sigmoid output under a loss that
+      clips its probabilities, or under mean squared error); an output
+      layer whose own bias saturates it (10 or more from 0, or spread over
+      the classes of a softmax), found by the loss of the first 5 steps
+      5x that of a prediction that knows nothing, is
+      `saturated_activations` of that layer;
       when every output layer has a ReLU activation (not a capped one,
       as ReLU6), the same 5 steps are `dead_relu` on the output layer
       instead (its gradient is 0 only where it outputs 0, so it did for
@@ -394,7 +407,8 @@ class GradientDiagnostics(
             plans = _model_plan.plan_layers(model)
             if not self.record_activations:
                 for plan in plans:
-                    plan.profile = None
+                    plan.profile = plan.unit_variable = None
+                    plan.info.units_by_sign = False
             hooks = _hooks_class()(
                 model,
                 plans,
@@ -406,6 +420,7 @@ class GradientDiagnostics(
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
+            self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks

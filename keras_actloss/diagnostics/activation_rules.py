@@ -215,8 +215,19 @@ class ActivationRules(RuleFamily):
             # The counts cover the recorded execution's full steps; a
             # gradient, the recorded step alone.
             batches = stats.activation_steps
+            by_sign = ls.layer in self._info and self._info[ls.layer].units_by_sign
+            if by_sign:
+                if passing is None:
+                    passing = _passing(stats, self._distance)
+                # Judged on its units alone (a linear layer), and only where
+                # a gradient reaches the layers after it: an output layer's
+                # outputs go to the loss, not through a ReLU.
+                if not passing[ls.layer] or ls.layer in self.output_layers:
+                    continue
             if activity is not None:
                 self._measured.add(ls.layer)
+            elif by_sign:
+                continue
             elif ls.layer not in self._measured:
                 if passing is None:
                     passing = _passing(stats, self._distance)
@@ -255,7 +266,17 @@ class ActivationRules(RuleFamily):
         if hit and self._lasted(start, step) and not self._settling(layer, step, start):
             roots = self._cut_off(layer) if layer in self._measured else None
             fix = None
-            if layer in self._measured:
+            info = self._info[layer]
+            if info.units_by_sign:
+                message = (
+                    f"{dead:.0%} of the units of layer '{layer}' were at most 0 "
+                    f"on every one of the {samples} samples of the last "
+                    f"{batches} recorded batches (steps {first}-{step}) and got "
+                    "no gradient: the ReLU that the `call` of layer "
+                    f"'{info.inside}' applies to them (not watched here) outputs "
+                    "zero there and passes nothing back, so these units are dead"
+                )
+            elif layer in self._measured:
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
                     f"for every one of the {samples} samples of the last "
@@ -291,7 +312,12 @@ class ActivationRules(RuleFamily):
                     "after that: " + _lower_first(FIXES[F.DEAD_RELU])
                 )
             else:
-                if layer in self._measured:
+                if info.units_by_sign:
+                    message += (
+                        "; they only come back if the layers before them "
+                        "change their inputs."
+                    )
+                elif layer in self._measured:
                     message += (
                         ": these ReLU units are dead and get no gradient; they "
                         "only come back if the layers before them change their "

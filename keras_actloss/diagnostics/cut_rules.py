@@ -9,7 +9,10 @@ ReLU in a layer or a function of the user's own, whose outputs are not
 watched: a `Dense` with bias -10 whose outputs a layer subclass passes
 through `keras.ops.relu` got exactly 0 on every step, and so did the ReLU
 layer before it, with no finding), a `stop_gradient`, or an operation
-without a gradient (rounding, `argmax`, a cast to integers).
+without a gradient (rounding, `argmax`, a cast to integers). Such a Dense,
+with its bias, is now judged by sign (`LayerInfo.units_by_sign`) and its
+dead units reported as `dead_relu`, which explains the zeros here; this
+rule finds the cut behind layers that are not (no bias, an `Embedding`).
 
 The cut must be where nothing is watched, and whole: the layer nearest the
 outputs among those cut off is a sublayer of a layer (or model) of the

@@ -42,6 +42,12 @@ class LayerInfo:
             around it is not watched. None in a functional or sequential
             model, or a Keras layer (an RNN's cell, an attention's
             projections).
+        units_by_sign: Whether the layer, a linear one inside a layer of
+            the user's own (`inside`), has its units judged by the sign of
+            its outputs and their gradient: a unit at most 0 on every
+            sample whose weights get no gradient is dead behind a ReLU that
+            the user's `call` applies to it, unseen (`keras.ops.relu`
+            outputs 0 there and passes nothing back).
     """
 
     name: str
@@ -52,6 +58,7 @@ class LayerInfo:
     distance: int | None = None
     upstream: tuple[str, ...] = ()
     inside: str | None = None
+    units_by_sign: bool = False
 
 
 @dataclasses.dataclass

@@ -25,10 +25,11 @@ because the crude versions misfire on healthy models:
   1000 outputs in the flat tails); otherwise the weights do (an
   initialisation too small), and the fix says so. At the
   extreme, every gradient is exactly zero while the loss is still high: the
-  global norm is 0 (or below float32's smallest normal number) for
-  `patience_steps` steps in a row, judged on every step, and the loss is
-  finite, above 1e-6 and above `converged_loss_ratio` of its early level
-  (median of the first `baseline_steps` steps). Nothing learns any more;
+  global norm is 0 (or below float32's smallest normal number, or 1e-9 of
+  the loss's square root) for `patience_steps` steps in a row, judged on
+  every step, and the loss is finite, above 1e-6 and above
+  `converged_loss_ratio` of its early level (median of the first
+  `baseline_steps` steps). Nothing learns any more;
   typically a softmax/sigmoid output saturated to
   probabilities of exactly 0 and 1 in float32 (derivative 0) under a loss
   that takes the probabilities and clips them (to [1e-7, 1 - 1e-7]: the
@@ -259,7 +260,7 @@ class HealthRules(
         self._activity = {
             i.name: UnitActivity(t.min_samples, t.patience)
             for i in self.layers
-            if can_die(i.activation)
+            if can_die(i.activation) or i.units_by_sign
         }
         self._measured: set[str] = set()
         self._streaks = _Streaks()
@@ -291,6 +292,9 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
+        # `(layer, activation, bias)`: a model's one output layer whose
+        # bias saturates its activation (`StartRules`), set by the callback.
+        self.output_bias: tuple[str, str, float] | None = None
         self._start_steps: list[tuple] = []
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None

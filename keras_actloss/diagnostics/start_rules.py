@@ -41,6 +41,14 @@ from keras_actloss.diagnostics.rule_support import (
 # is at about 1x; Keras's clipped cross-entropy of a wrong answer is
 # -log(1e-7) = 16.1, which is 10x ln(5)).
 _EXTREME_START = 5.0
+# An output bias that saturates the output's activation from the start.
+_BIAS_FIX = (
+    "Initialise the output layer's bias at 0 (Keras's default), or, for "
+    "imbalanced classes, at the log-odds of their frequencies (log(p / (1 - "
+    "p)) for a class of frequency p under sigmoid); and train on logits: a "
+    "linear output layer and the loss with `from_logits=True`, whose "
+    "gradient does not vanish where the output saturates."
+)
 # Layers that set the scale of their outputs whatever that of their inputs.
 _NORMALIZATIONS = frozenset(
     {
@@ -78,7 +86,11 @@ class StartRules(RuleFamily):
     norms, the input scale of the last recording (`_input_scale`) and
     whether a normalization feeds the head (`_normalized_head`). Sets
     `_extreme_loss` when it reports an explosion: every gradient zero at
-    that loss or above is not reported again (`ZeroGradientRules`).
+    that loss or above is not reported again (`ZeroGradientRules`). Where
+    the output layer's own bias saturates it (`output_bias`: a sigmoid
+    output with bias -30, probed, was told "initial weights far too large"
+    and to clip gradients), that is the cause: `saturated_activations` on
+    the output layer.
     """
 
     def _extreme_start(self, new, step: int, norm: float, loss) -> None:
@@ -86,7 +98,8 @@ class StartRules(RuleFamily):
         `_EXTREME_START` times the uninformed one at each of them: as
         `unstandardized_inputs` (a warning) when the inputs are not
         standardized, else as `exploding_gradients` (initial weights far
-        too large)."""
+        too large), or `saturated_activations` of the output layer whose
+        bias saturates it (`output_bias`)."""
         uninformed = self.uninformed_loss
         n = self.thresholds.baseline_steps
         start = self._start_steps
@@ -107,7 +120,7 @@ class StartRules(RuleFamily):
             f"{min(losses):.3g}-{max(losses):.3g}, at least {times:.3g}x that of a "
             f"prediction that knows nothing ({level:.3g}: {what})"
         )
-        scale = self._input_scale
+        scale, layer = self._input_scale, None
         if scale is not None and scale > self.thresholds.input_scale:
             message = head + (
                 f", and the inputs are not standardized (a feature's mean or "
@@ -128,11 +141,6 @@ class StartRules(RuleFamily):
                 )
             else:
                 norms = f"the global gradient norm at {low:.3g}-{high:.3g}"
-            message = head + (
-                f", with {norms}: the outputs are extreme and wrong from the "
-                "start, the signal blown up through the layers by initial "
-                "weights far too large, and the model barely moves off them."
-            )
             # Zero gradients at such a loss later are its consequence.
             self._extreme_loss = _EXTREME_START * level
             mode, fix, value, severity = (
@@ -141,4 +149,21 @@ class StartRules(RuleFamily):
                 _median(losses) / level,
                 F.FAILURE,
             )
-        self._add(new, mode, None, first, value, message, fix, severity=severity)
+            if self.output_bias is not None:
+                # Its own bias, not the signal, set the output in its tails.
+                layer, activation, bias = self.output_bias
+                message = head + (
+                    f", with {norms}: the bias of the output layer '{layer}' "
+                    f"({bias:.3g}) sets its {activation} in the flat tail for "
+                    "every sample from the start: its outputs are extreme and "
+                    "wrong, and the model barely moves off them."
+                )
+                mode, fix = F.SATURATED_ACTIVATIONS, _BIAS_FIX
+            else:
+                message = head + (
+                    f", with {norms}: the outputs are extreme and wrong from "
+                    "the start, the signal blown up through the layers by "
+                    "initial weights far too large, and the model barely "
+                    "moves off them."
+                )
+        self._add(new, mode, layer, first, value, message, fix, severity=severity)

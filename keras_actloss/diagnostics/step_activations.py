@@ -37,8 +37,29 @@ class ActivationEntry(NamedTuple):
     samples: int | None = None
 
 
+def unit_gradients(plans, grads: list, variables: list) -> dict[int, Tensor]:
+    """Layer index -> the gradient of its `unit_variable` (one element per
+    unit), for the layers judged by sign (`LayerInfo.units_by_sign`) among
+    `plans`, from a step's `grads` of `variables` (None where a variable
+    got none)."""
+    wanted = {
+        id(plan.unit_variable): i
+        for i, plan in enumerate(plans)
+        if plan.unit_variable is not None
+    }
+    return {
+        wanted[id(v)]: g
+        for g, v in zip(grads, variables)
+        if id(v) in wanted and g is not None and _rank(g.shape) == 1
+    }
+
+
 def activation_vector(
-    outputs: dict[int, list], plans, elements: bool = False, batch: int | None = None
+    outputs: dict[int, list],
+    plans,
+    elements: bool = False,
+    batch: int | None = None,
+    unit_grads: dict | None = None,
 ) -> tuple:
     """The activation counts of the kept layer outputs, in one vector.
 
@@ -62,6 +83,11 @@ def activation_vector(
         batch: The static batch size of the step's data (None: unknown, as
             in a TensorFlow step, where a layer's outputs from the data have
             none either). Defaults to `None`.
+        unit_grads: `unit_gradients` of the step. A layer judged by sign
+            counts, per unit, its elements above 0 plus 1 when its gradient
+            is not 0 there: 0 for a unit both at most 0 on every element and
+            without gradient (dead behind a ReLU). Left out without its
+            gradient. Defaults to `None`.
 
     Returns:
         The `[k]` float32 vector (None when empty) and its layout, a tuple
@@ -81,6 +107,11 @@ def activation_vector(
         if len(units) != 1 or None in units:
             continue
         (units,) = units
+        passed = None
+        if plan.unit_variable is not None:
+            passed = (unit_grads or {}).get(i)
+            if passed is None or passed.shape[0] != units:
+                continue
         sizes = [x.shape[1:] for x in calls]
         batches = {x.shape[0] for x in calls}
         apart = None not in batches and (elements or batches != {batch})
@@ -100,6 +131,9 @@ def activation_vector(
             for x, a in zip(calls, axes)
         ]
         summed = {k: _summed(c[k] for c in counts) for k in counts[0]}
+        if passed is not None:
+            flowing = ops.cast(ops.not_equal(passed, 0.0), "float32")
+            summed["active_per_unit"] = summed["active_per_unit"] + flowing
         if units:
             vectors.append(summed["active_per_unit"])
         saturation = "saturated" in summed

@@ -40,6 +40,9 @@ class StepLayout:
 
     Attributes:
         can_die: Per monitored layer: whether its units can die.
+        by_sign: Per monitored layer: whether it is judged by sign
+            (`LayerInfo.units_by_sign`): its units' counts tell dead ones,
+            not zero outputs (empty: none is).
         grads: The gradients' `RowLayout` (in the every-step row too).
         grad_layers: Per gradient tensor: its layer (-1: not monitored).
         grad_counts: Per gradient tensor: its element count.
@@ -50,6 +53,7 @@ class StepLayout:
     """
 
     can_die: tuple[bool, ...] = ()
+    by_sign: tuple[bool, ...] = ()
     grads: RowLayout = RowLayout()
     grad_layers: tuple[int, ...] = ()
     grad_counts: tuple[int, ...] = ()
@@ -105,7 +109,8 @@ def activation_fields(
 ) -> dict[int, tuple]:
     """`(zero, dead, saturated, units, samples)` by layer index, from the
     `"activations"` counts (a Python list) of a batch of `batch` samples:
-    the zero, dead and saturated fractions (None where they do not apply)
+    the zero, dead and saturated fractions (None where they do not apply;
+    no zero fraction for a layer judged by sign, whose outputs are linear)
     and, for layers whose units can die, the per-unit activity counts (over
     `samples` samples when not the batch's, `ActivationEntry.samples` in
     each of the `summed` steps the counts add up)."""
@@ -118,7 +123,8 @@ def activation_fields(
         elements = next(scalars) if per_sample is None else batch * per_sample
         zero = dead = mortal = None
         if units:
-            zero = 1.0 - sum(active) / elements
+            if not (layout.by_sign and layout.by_sign[i]):
+                zero = 1.0 - sum(active) / elements
             if layout.can_die[i]:
                 dead, mortal = active.count(0.0) / units, active
         if sat is not None:

@@ -71,6 +71,23 @@ def _beyond(silent: float, share: float = 0.25) -> float:
 _RECORD_SHARE = 0.125
 
 
+# A global norm at or below this times the square root of the loss is no
+# gradient (`negligible`): too small for any step to change the loss within
+# float32's precision (a sigmoid output with bias -30 under mean squared
+# error: 5e-13 on a loss of 0.5, flat for 192 steps, was not reported). Of
+# the root: under mean squared error the gradient grows as the root of the
+# loss does (a diverging regression's, whose loss grew 1e12x, fell to
+# 1e-9 of the loss itself). Such a step is never quiet (`alarm_bounds`);
+# `ZeroGradientRules` judges it.
+_NEGLIGIBLE_NORM = 1e-9
+
+
+def negligible(norm: float, loss: float) -> float:
+    """Whether the global norm `norm` is negligible for the loss `loss`
+    (`_NEGLIGIBLE_NORM`)."""
+    return norm <= _NEGLIGIBLE_NORM * math.sqrt(abs(loss))
+
+
 class NormRules(RuleFamily):
     """Exploding gradients and jumps, judged on every step's global norm.
 
@@ -108,6 +125,11 @@ class NormRules(RuleFamily):
         peak = self._norms.recent_peak()
         high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
         low = recent / t.jump_factor
+        loss = self._norms.recent_loss()
+        if loss is not None and math.isfinite(loss):
+            # Twice the negligible norm of the recent loss: one of a loss
+            # that fell since is judged too.
+            low = max(low, 2 * _NEGLIGIBLE_NORM * math.sqrt(abs(loss)))
         rate = self._last_rate
         if rate is None or not math.isfinite(rate) or rate <= 0:
             rates = (0.0, math.inf) if rate == 0 else (0.0, 0.0)

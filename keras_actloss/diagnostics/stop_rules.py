@@ -32,11 +32,13 @@ from keras_actloss.diagnostics.rule_support import (
     _growth,
     _median,
 )
-from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE
+from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, negligible
 
 # A global norm at or below this is no gradient at all: float32's smallest
 # normal number (a float32 sum of squares underflows to 0 well above it).
 _ZERO_NORM = float(np.finfo("float32").tiny)
+# ...or negligible for the loss (`step_rules.negligible`), before any
+# explosion (a diverging model's loss outgrows its gradient's root).
 # A loss at or below this has converged, whatever its early level: a clipped
 # cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
 _CONVERGED_LOSS = 1e-6
@@ -269,8 +271,10 @@ class ZeroGradientRules(RuleFamily):
         early = _median(self._early_losses)
         hit = (
             self._trainable
-            and norm <= _ZERO_NORM
             and _finite(loss, early)
+            and (
+                norm <= _ZERO_NORM or (negligible(norm, loss) and not self._exploded())
+            )
             and loss > _CONVERGED_LOSS
             and loss > self.thresholds.converged_loss_ratio * early
         )
@@ -299,11 +303,17 @@ class ZeroGradientRules(RuleFamily):
         extreme = self._extreme_loss
         if extreme is not None and _median(self._zero_losses) >= extreme:
             return
+        level = _median(self._zero_losses)
         zero = "exactly 0" if self._zero_peak == 0 else f"below {_ZERO_NORM:.2g}"
+        if self._zero_peak > _ZERO_NORM:
+            zero = (
+                f"at most {self._zero_peak:.2g}, below a billionth of the "
+                "square root of the loss (too small for any update to change it),"
+            )
         message = (
             f"The global gradient norm was {zero} for {count} steps in a row "
             f"(steps {start}-{step}) while the loss stayed at about "
-            f"{_median(self._zero_losses):.3g} (against "
+            f"{level:.3g} (against "
             f"{_median(self._early_losses):.3g} in the first steps): no "
             "gradient reaches any weight, so training has stopped."
         )
@@ -338,9 +348,9 @@ class ZeroGradientRules(RuleFamily):
             message += (
                 " This was so from the first step, before any update: the model "
                 "as initialised passes no gradient (an output saturated by "
-                "large initial weights or unscaled inputs, or a loss that is "
-                "not differentiable in the predictions, such as one that "
-                "rounds them)."
+                "large initial weights, a large output bias or unscaled "
+                "inputs, or a loss that is not differentiable in the "
+                "predictions, such as one that rounds them)."
             )
             fix = _ZERO_START_FIX
         value = 1.0 if floored else self._zero_peak

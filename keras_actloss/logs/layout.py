@@ -42,7 +42,8 @@ def sections(layers: Sequence[LayerInfo]) -> list[str]:
     for info in layers:
         z, s = _family(info.activation)
         zeros, saturating = zeros or z, saturating or s
-    wanted = {tags.ZERO_FRACTION: zeros, tags.DEAD_FRACTION: zeros}
+    by_sign = any(info.units_by_sign for info in layers)
+    wanted = {tags.ZERO_FRACTION: zeros, tags.DEAD_FRACTION: zeros or by_sign}
     wanted[tags.SATURATION] = saturating
     wanted.update(dict.fromkeys(_GRADIENT_SECTIONS, weights))
     return [s for s in tags.SCALAR_SECTIONS.values() if wanted[s]]

@@ -12,7 +12,9 @@ step where the every-step sentinel saw an explosion or a non-finite value):
 - `grad_norm/<layer>`, `grad_rms/<layer>`, `grad_max/<layer>`,
   `update_ratio/<layer>`: for layers with trainable weights.
 - `zero_fraction/<layer>`, `dead_fraction/<layer>`: for layers whose output
-  goes through a ReLU-family activation.
+  goes through a ReLU-family activation; `dead_fraction/<layer>` also for a
+  linear layer inside a layer of the user's own, judged by sign (its units
+  at most 0 on every sample of the batch and without gradient).
 - `saturation/<layer>`: for layers whose output goes through sigmoid or tanh.
 
 Histograms: `grad_hist/<layer>` every `histogram_every_n_steps` steps.

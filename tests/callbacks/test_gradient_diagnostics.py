@@ -881,46 +881,188 @@ def test_a_dead_relu_operation_of_a_functional_model_is_reported(rng):
 
 
 class _DenseRelu(keras.layers.Layer):
-    """A layer of the user's own: a Dense with bias -100 through ReLU."""
+    """A layer of the user's own: a Dense through ReLU, dead from the start
+    (bias -100; without a bias, kernel -1 on inputs at least 0)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, use_bias=True, **kwargs):
         super().__init__(**kwargs)
+        init = keras.initializers.Constant
         self.dense = keras.layers.Dense(
-            8, bias_initializer=keras.initializers.Constant(-100.0), name="inner"
+            8,
+            use_bias=use_bias,
+            kernel_initializer="glorot_uniform" if use_bias else init(-1.0),
+            bias_initializer=init(-100.0),
+            name="inner",
         )
 
     def call(self, x):
         return keras.ops.relu(self.dense(x))
 
 
-def test_layers_cut_off_by_a_dead_relu_of_the_users_own_are_reported(rng):
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_layers_cut_off_by_a_dead_relu_of_the_users_own_are_reported(rng, use_bias):
     # The ReLU inside `_DenseRelu.call` is not watched, its units dead from
     # step 0: every gradient of its Dense and of the ReLU Dense before it
     # is exactly 0 while the output layer gets one (probed: no finding).
-    # Reported at the defaults on the inner Dense (nearest the outputs),
-    # naming the one before it, 5 recordings over steps 0-4.
+    # With a bias, the inner Dense is judged by sign (`units_by_sign`): its
+    # units at most 0 on every sample and without gradient are dead,
+    # reported at the defaults from step 0, over half of 128 samples as
+    # the whole layer is (3 batches of 32, steps 2-4). Without one, it is
+    # found cut off: on the inner Dense (nearest the outputs), naming the
+    # one before it, 5 recordings over steps 0-4.
     x = rng.normal(size=(256, 6)).astype("float32")
     y = rng.normal(size=(256, 1)).astype("float32")
     inputs = keras.Input((6,))
     h = keras.layers.Dense(8, activation="relu", name="h1")(inputs)
-    h = _DenseRelu(name="block")(h)
+    h = _DenseRelu(use_bias, name="block")(h)
     model = keras.Model(inputs, keras.layers.Dense(1, name="out")(h))
     _compile(model, keras.optimizers.Adam(1e-3))
     diag = GradientDiagnostics(check_model=False)
-    with pytest.warns(GradientHealthWarning, match="vanishing_gradients"):
+    mode = "dead_relu" if use_bias else "vanishing_gradients"
+    with pytest.warns(GradientHealthWarning, match=mode):
         model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [i.units_by_sign for i in diag.layers] == [False, use_bias, False]
     assert [(f.mode, f.layer, f.step) for f in diag.findings] == [
-        ("vanishing_gradients", "block/inner", 0)
+        (mode, "block/inner", 0)
     ]
     assert [r.grad_norm for r in diag.history[0].layers] == [
         0.0,
         0.0,
         pytest.approx(diag.history[0].global_norm),
     ]
+    if use_bias:
+        assert diag.history[0].layers[1].dead_fraction == 1.0
+        assert diag.findings[0].message.startswith(
+            "100% of the units of layer 'block/inner' were at most 0 on every "
+            "one of the 96 samples of the last 3 recorded batches (steps 2-4) "
+            "and got no gradient: the ReLU that the `call` of layer 'block' "
+            "applies to them"
+        )
+    else:
+        assert diag.findings[0].message.startswith(
+            "Every gradient of layer 'block/inner', and of the 1 layer before "
+            "it ('h1'), was exactly 0 on each of the last 5 recordings (steps 0-4)"
+        )
+
+
+class _ReluNet(keras.Model):
+    """A subclassed model whose `call` applies its activations itself:
+    `keras.ops.relu` (or, `squash`, `keras.ops.sigmoid` on the second)."""
+
+    def __init__(self, squash=False, **kwargs):
+        super().__init__(**kwargs)
+        self.squash = squash
+        self.d0 = keras.layers.Dense(16, name="d0")
+        self.d1 = keras.layers.Dense(16, name="d1")
+        self.out = keras.layers.Dense(1, name="out")
+
+    def call(self, x):
+        h = self.d1(keras.ops.relu(self.d0(x)))
+        return self.out(keras.ops.sigmoid(h) if self.squash else keras.ops.relu(h))
+
+
+@pytest.mark.parametrize("kind", ["healthy", "part", "negative"])
+def test_dead_units_of_a_subclassed_models_own_relu_are_reported(rng, kind):
+    # `keras.ops.relu` in a subclassed model's `call`: not watched, and the
+    # model's last layer learns, so nothing was reported (probed: a ReLU
+    # whose Dense had bias -10, every unit dead, the loss flat, no finding;
+    # so with 12 of 16 dead). Its Dense layers are judged by sign: a unit
+    # at most 0 on every sample and without gradient is dead. 'part': 12
+    # of d1's 16 units get bias -100, dead from step 0; reported at the
+    # defaults once 128 samples of 4 recordings held them so (steps 1-4).
+    # 'negative': every bias -3 and a sigmoid instead of the ReLU, every
+    # output below 0 but each unit with a gradient: not dead. 'healthy':
+    # nothing.
+    x = rng.normal(size=(256, 6)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    model = _ReluNet(squash=kind == "negative", name="net")
+    model(x[:2])
+    bias = np.zeros(16, "float32")
+    if kind == "part":
+        bias[:12] = -100.0
+    elif kind == "negative":
+        bias[:] = -3.0
+    model.d1.bias.assign(bias)
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [(i.name, i.inside, i.units_by_sign) for i in diag.layers] == [
+        ("d0", "net", True),
+        ("d1", "net", True),
+        ("out", "net", False),
+    ]
+    assert [r.zero_fraction for r in diag.history[0].layers] == [None] * 3
+    if kind != "part":
+        assert diag.findings == [] and not caught
+        if kind == "negative":
+            h = model.d1(keras.ops.relu(model.d0(x)))
+            assert np.all(keras.ops.convert_to_numpy(h) < 0.0)
+        return
+    assert [(f.mode, f.layer, f.step, f.value) for f in diag.findings] == [
+        ("dead_relu", "d1", 0, 0.75)
+    ]
     assert diag.findings[0].message.startswith(
-        "Every gradient of layer 'block/inner', and of the 1 layer before it "
-        "('h1'), was exactly 0 on each of the last 5 recordings (steps 0-4)"
+        "75% of the units of layer 'd1' were at most 0 on every one of the 128 "
+        "samples of the last 4 recorded batches (steps 1-4) and got no "
+        "gradient: the ReLU that the `call` of layer 'net' applies"
     )
+    # Each recording held the 12 units so on its batch alone too (and on
+    # one batch of 32 a live unit may be at most 0 as well).
+    assert all(r.layers[1].dead_fraction >= 0.75 for r in diag.history[:5])
+
+
+class _Cell(keras.layers.Layer):
+    """An RNN cell of the user's own with a ReLU Dense of its own."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = self.state_size = units
+        self.dense = keras.layers.Dense(units, activation="relu", name="inner")
+        self.carry = keras.layers.Dense(units, name="carry")
+
+    def build(self, shape):
+        self.dense.build(shape)
+        self.carry.build((shape[0], self.units))
+
+    def call(self, x, states):
+        h = self.dense(x) + self.carry(states[0])
+        return h, [h]
+
+
+def test_an_rnn_cell_of_the_users_own_with_a_relu_layer_trains(rng):
+    # `keras.layers.RNN` runs the cell in a loop (`tf.while_loop`,
+    # `lax.scan`): its ReLU Dense's outputs are made in the loop's body,
+    # which nothing outside it may read (probed: `fit` failed, TensorFlow
+    # "cannot be accessed ... out of scope", JAX `UnexpectedTracerError`).
+    # They are not counted; the layer's gradients are recorded. (Keras's
+    # TensorFlow loop runs the cell's first time step once before it, in
+    # the step's graph: that call's outputs are counted.)
+    x = rng.normal(size=(128, 5, 4)).astype("float32")
+    y = rng.normal(size=(128, 1)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((5, 4)),
+            keras.layers.RNN(_Cell(6, name="cell"), name="rnn"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert [(i.name, i.activation) for i in diag.layers] == [
+        ("rnn/cell/inner", "relu"),
+        ("rnn/cell/carry", None),
+        ("out", None),
+    ]
+    assert diag.findings == []
+    first = diag.history[0].layers[0]
+    assert first.grad_norm > 0
+    if keras.backend.backend() == "tensorflow":
+        assert 0.0 <= first.zero_fraction <= 1.0 and first.dead_fraction is not None
+    else:
+        assert first.zero_fraction is None and first.dead_fraction is None
 
 
 @pytest.mark.parametrize("nested", [False, True])

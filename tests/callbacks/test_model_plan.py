@@ -404,6 +404,69 @@ def test_layers_inside_a_layer_of_the_users_own_are_marked():
     assert planned == {"first": "sub", "out": "sub"}
 
 
+def test_linear_layers_inside_a_layer_of_the_users_own_are_judged_by_sign():
+    # A linear layer with one weight per unit (a bias, a normalization's
+    # scale) inside a layer of the user's own gets its outputs counted by
+    # sign with that weight's gradient (`units_by_sign`, `BY_SIGN`): a ReLU
+    # the user's `call` applies to it is not watched. Not: a layer with an
+    # activation of its own (watched), one without such a weight (no bias,
+    # an Embedding), the model's last layer with weights (its output), a
+    # layer of a functional or nested Keras model.
+
+    class Towers(keras.Model):
+        def __init__(self):
+            super().__init__(name="towers")
+            self.embed = keras.layers.Embedding(10, 4, name="embed")
+            self.conv = keras.layers.Conv1D(
+                3, 2, data_format="channels_first", name="conv"
+            )
+            self.norm = keras.layers.BatchNormalization(axis=1, name="norm")
+            self.relu = keras.layers.Dense(4, activation="relu", name="relu")
+            self.plain = keras.layers.Dense(4, use_bias=False, name="plain")
+            self.block = _Block(name="block")
+            self.out = keras.layers.Dense(1, name="out")
+
+        def call(self, ids):
+            h = keras.ops.relu(self.norm(self.conv(self.embed(ids))))
+            h = self.plain(self.relu(keras.ops.mean(h, axis=1)))
+            return self.out(self.block(keras.ops.relu(h)))
+
+    model = Towers()
+    model(np.zeros((2, 5), "int32"))
+    plans = _model_plan.plan_layers(model)
+    judged = {p.info.name: p.info.units_by_sign for p in plans}
+    assert judged == {
+        "embed": False,
+        "conv": True,
+        "norm": True,
+        "relu": False,
+        "plain": False,
+        "block/inner": True,
+        "out": False,
+    }
+    by_name = {p.info.name: p for p in plans}
+    for name, weight, axis in (
+        ("conv", "bias", 1),
+        ("norm", "gamma", 1),
+        ("block/inner", "bias", -1),
+    ):
+        plan = by_name[name]
+        assert plan.profile is _model_plan.BY_SIGN and plan.info.activation is None
+        assert plan.unit_variable.path.endswith(weight)
+        assert plan.channel_axis == axis
+    assert by_name["relu"].info.activation == "relu"
+    assert by_name["out"].profile is None and by_name["out"].unit_variable is None
+    # In a functional model, a layer of the user's own is the only place.
+    x = keras.Input((4,))
+    h = keras.layers.Dense(4, name="first")(x)
+    head = keras.layers.Dense(1, name="head")
+    functional = keras.Model(x, head(_Block(name="block")(h)))
+    judged = {
+        p.info.name: p.info.units_by_sign for p in _model_plan.plan_layers(functional)
+    }
+    assert judged == {"first": False, "block/inner": True, "head": False}
+
+
 def test_rate_variables_are_the_rates_a_callback_can_set():
     # A rate given as a number is a variable (a LossScaleOptimizer's is its
     # inner optimizer's); a schedule's rate is computed from the step in

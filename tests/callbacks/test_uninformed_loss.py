@@ -2,7 +2,8 @@
 nothing, which `HealthRules` compares the first steps' loss with; and
 `target_scale`, the scale of a regression model's targets, which it names
 as the cause of an explosion; and `clipping`, the optimizer's gradient
-clipping, which a fix that advises clipping names.
+clipping, which a fix that advises clipping names; and `output_bias`, an
+output layer's bias that saturates it from the start.
 
 No TensorFlow import here: this module also runs in `.ci/run`'s JAX stage.
 """
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 import keras_actloss
+from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     clipping,
+    output_bias,
     target_scale,
     uninformed_loss,
 )
@@ -248,3 +251,34 @@ def test_the_fit_gives_the_rules_the_clipping():
     diag = GradientDiagnostics(check_model=False)
     m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
     assert diag._rules.clipping == "clipnorm=0.25"
+
+
+@pytest.mark.parametrize(
+    "activation, bias, expected",
+    [
+        # The largest in size, signed; at least 10 (sigmoid(-10) = 4.5e-5).
+        ("sigmoid", [-30.0], -30.0),
+        ("tanh", [2.0, -12.0, 11.0], -12.0),
+        ("sigmoid", [-9.9], None),
+        # Softmax: the spread between classes (a shift changes nothing).
+        ("softmax", [30.0, 0.0, 0.0], -30.0),
+        ("softmax", [100.0, 95.0, 99.0], None),
+        # No activation to saturate.
+        (None, [-30.0], None),
+        ("relu", [-30.0], None),
+    ],
+)
+def test_output_bias(activation, bias, expected):
+    m = model(len(bias), activation, "mse")
+    m.get_layer("out_0").bias.assign(np.array(bias, "float32"))
+    found = output_bias(m, _model_plan.plan_layers(m))
+    if expected is None:
+        assert found is None
+    else:
+        assert found == ("out_0", activation, pytest.approx(expected))
+
+
+def test_no_output_bias_of_several_outputs():
+    m = model(2, "sigmoid", "mse", outputs=2)
+    m.get_layer("out_0").bias.assign(np.array([-30.0, 0.0], "float32"))
+    assert output_bias(m, _model_plan.plan_layers(m)) is None

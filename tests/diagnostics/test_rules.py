@@ -1367,8 +1367,9 @@ class TestZeroGradients:
             "the first steps): no gradient reaches any weight, so training has "
             "stopped. This was so from the first step, before any update: the "
             "model as initialised passes no gradient (an output saturated by "
-            "large initial weights or unscaled inputs, or a loss that is not "
-            "differentiable in the predictions, such as one that rounds them)."
+            "large initial weights, a large output bias or unscaled inputs, or "
+            "a loss that is not differentiable in the predictions, such as one "
+            "that rounds them)."
         )
         assert finding.fix == rule_support._ZERO_START_FIX
         assert "from_logits=True" in finding.fix
@@ -1566,12 +1567,24 @@ class TestZeroGradients:
         assert [(f.step, s) for f, s in found] == [(0, 4)]
 
     def test_below_float32_tiny_counts_as_zero(self):
-        # 1e-39 is subnormal in float32 (tiny = 1.18e-38); 1e-30 is not zero.
+        # 1e-39 is subnormal in float32 (tiny = 1.18e-38).
         found = zero_run([1.0] * 5 + [1e-39] * 5, [1.0] * 5 + [10.0] * 5)
         ((finding, _),) = found
         assert "was below 1.2e-38 for 5 steps" in finding.message
         assert finding.value == 1e-39
-        assert zero_run([1.0] * 5 + [1e-30] * 10, [1.0] * 5 + [10.0] * 10) == []
+
+    def test_negligible_for_the_loss_counts_as_zero(self):
+        # 3e-9 on a loss of 10 is below 1e-9 of its square root (3.16e-9):
+        # no update changes the loss (a sigmoid output with bias -30 under
+        # mean squared error: 5e-13 on 0.5, probed); 4e-9 is not.
+        found = zero_run([1.0] * 5 + [3e-9] * 5, [1.0] * 5 + [10.0] * 5)
+        ((finding, _),) = found
+        assert finding.message.startswith(
+            "The global gradient norm was at most 3e-09, below a billionth of "
+            "the square root of the loss (too small for any update to change "
+            "it), for 5 steps in a row (steps 5-9)"
+        )
+        assert zero_run([1.0] * 5 + [4e-9] * 10, [1.0] * 5 + [10.0] * 10) == []
 
     def test_not_before_patience_steps(self):
         # 4 zero steps, a normal one, 4 zero steps: no 5 in a row.
@@ -2508,6 +2521,71 @@ class TestCutOff:
         found = self._run(norms, activity)
         assert (F.VANISHING_GRADIENTS, "block/dense", 0) not in modes(found)
         assert not any("exactly 0 on each of the last" in f.message for f in found)
+
+
+class TestUnitsBySign:
+    """Linear layers inside a layer of the user's own, judged by sign
+    (`LayerInfo.units_by_sign`): a unit's count is its elements above 0 plus
+    1 when its gradient is not 0, so 0 is a unit dead behind the user's
+    ReLU."""
+
+    LAYERS = [
+        LayerInfo("net/d0", "Dense", None, True, 0, inside="net", units_by_sign=True),
+        LayerInfo("net/d1", "Dense", None, True, 1, inside="net", units_by_sign=True),
+        LayerInfo("net/out", "Dense", None, True, 2, inside="net", units_by_sign=True),
+    ]
+
+    def _run(self, activity, norms=(1e-2, 1e-2, 1e-2), steps=range(5)):
+        rules = HealthRules(self.LAYERS)
+        names = [i.name for i in self.LAYERS]
+        seq = [
+            recording(
+                s,
+                [1e-2] * 3,
+                names=names,
+                batch_size=32,
+                grad_norm=list(norms),
+                unit_activity=activity,
+            )
+            for s in steps
+        ]
+        return run(rules, seq)
+
+    def test_dead_units_are_reported(self):
+        # 6 of d1's 8 units with count 0 on every batch of 32 from step 0:
+        # reported at step 4 (`patience_steps`), over the last 4 batches
+        # (128 samples, `min_samples`): 75%, by sign.
+        d1 = [0, 0, 0, 0, 0, 0, 3, 1]
+        found = self._run([[5] * 8, d1, None])
+        assert [(f.mode, f.layer, f.step, f.value) for f in found] == [
+            (F.DEAD_RELU, "net/d1", 0, 0.75)
+        ]
+        assert found[0].message == (
+            "75% of the units of layer 'net/d1' were at most 0 on every one of "
+            "the 128 samples of the last 4 recorded batches (steps 1-4) and got "
+            "no gradient: the ReLU that the `call` of layer 'net' applies to "
+            "them (not watched here) outputs zero there and passes nothing "
+            "back, so these units are dead; they only come back if the layers "
+            "before them change their inputs."
+        )
+        # Steps 0-3 do not span `patience_steps`: not yet.
+        assert self._run([[5] * 8, d1, None], steps=range(4)) == []
+
+    def test_not_the_output_layer(self):
+        # The last layer's outputs go to the loss (`output_layers`), not
+        # through a ReLU: its counts of 0 tell nothing.
+        assert self._run([[5] * 8, [5] * 8, [0] * 8]) == []
+
+    def test_not_without_a_gradient_after_it(self):
+        # No layer nearer the outputs gets a gradient (a loss without one):
+        # its units' zeros are not theirs.
+        assert self._run([[5] * 8, [0] * 8, None], norms=(0.0, 0.0, 0.0)) == []
+
+    def test_not_judged_on_its_gradient_alone(self):
+        # Without counts (outputs not kept) a layer judged by sign is not
+        # judged on its gradients as a ReLU layer would be.
+        found = self._run([[5] * 8, None, None], norms=(0.0, 0.0, 1e-2))
+        assert F.DEAD_RELU not in [f.mode for f in found]
 
 
 class TestLossScalingStopped:

@@ -71,6 +71,30 @@ class TestExtremeStart:
             "model barely moves off them."
         )
 
+    def test_an_output_bias_that_saturates_it_is_named(self):
+        # The output layer's own bias saturates its softmax (set by the
+        # callback, `output_bias`; probed: a sigmoid output with bias -30
+        # was told "initial weights far too large" and to clip gradients):
+        # `saturated_activations` of that layer, with the bias fix.
+        rules = rules_for()
+        rules.output_bias = ("dense_1", "softmax", -30.0)
+        ((finding, reported),) = steps(rules, HUGE)
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.SATURATED_ACTIVATIONS,
+            "dense_1",
+            0,
+            4,
+        )
+        assert finding.severity == F.FAILURE
+        assert finding.fix.startswith("Initialise the output layer's bias at 0")
+        assert finding.value == pytest.approx(740.4 / LN3)
+        assert finding.message.endswith(
+            "over 3 classes), with the global gradient norm at 1.2e+03-2.89e+03: "
+            "the bias of the output layer 'dense_1' (-30) sets its softmax in "
+            "the flat tail for every sample from the start: its outputs are "
+            "extreme and wrong, and the model barely moves off them."
+        )
+
     @pytest.mark.parametrize(
         "loss, found",
         # 5 * ln(3) = 5.493: the limit, at each of the first 5 steps.

@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from keras_actloss import activations
+from keras_actloss.callbacks import _model_plan
 from keras_actloss.diagnostics import step_activations, step_stats
 from keras_actloss.diagnostics.step_stats import NORM_MIN_ELEMENTS, RowLayout
 from tests.backend_support import FLOAT_DTYPES, tensorflow_only, traced
@@ -223,9 +224,10 @@ def test_gradient_sample_is_each_layers_strided_sample(rng, scale, sliced):
 
 
 class _Plan:
-    def __init__(self, name, channel_axis=-1):
+    def __init__(self, name, channel_axis=-1, unit_variable=None):
         self.profile = activations.profile(name)
         self.channel_axis = channel_axis
+        self.unit_variable = unit_variable
 
 
 def test_activation_vector_matches_numpy(rng):
@@ -264,6 +266,43 @@ def test_activation_vector_matches_numpy(rng):
     )
     np.testing.assert_array_equal(vector, expected)
     assert step_activations.activation_vector({}, plans) == (None, ())
+
+
+def test_activation_vector_counts_layers_judged_by_sign_with_their_gradient(rng):
+    # Two linear layers judged by sign (`units_by_sign`), 4 units each: a
+    # unit counts its elements above 0, plus 1 where its vector weight's
+    # gradient is not 0. Layer 0: unit 1 at most 0 everywhere without
+    # gradient (0: dead), unit 2 at most 0 everywhere with a gradient (1),
+    # unit 3 with no gradient but positive elements. Layer 1's gradient is
+    # missing (TensorFlow leaves a variable no gradient reaches out): the
+    # layer is left out. A variable of another layer is not taken.
+    b0, b1, other = object(), object(), object()
+    plans = [_Plan("relu", unit_variable=b0), _Plan("relu", unit_variable=b1)]
+    for plan in plans:
+        plan.profile = _model_plan.BY_SIGN
+    x = rng.normal(size=(6, 2, 4)).astype("float32")
+    x[:, :, 1] = -np.abs(x[:, :, 1])
+    x[:, :, 2] = -np.abs(x[:, :, 2])
+    x[0, 0, 3] = 1.0
+    grad = np.array([0.5, 0.0, -2.0, 0.0], "float32")
+    units = step_activations.unit_gradients(
+        plans, [grad, np.ones(3, "float32")], [b0, other]
+    )
+    assert list(units) == [0]
+
+    def run(outs, g):
+        return step_activations.activation_vector(
+            outs, plans, batch=6, unit_grads={0: g}
+        )[0]
+
+    outputs = {0: [x], 1: [x]}
+    _, layout = step_activations.activation_vector(
+        outputs, plans, batch=6, unit_grads=units
+    )
+    assert layout == (step_activations.ActivationEntry(0, 4, False, 8),)
+    expected = np.sum(x > 0, axis=(0, 1)) + (grad != 0)
+    np.testing.assert_array_equal(_np(traced(run)(outputs, grad)), expected)
+    assert list(_np(traced(run)(outputs, grad))).count(0.0) == 1
 
 
 def test_activation_vector_counts_layers_on_other_batches_apart(rng):

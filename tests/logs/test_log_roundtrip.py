@@ -128,16 +128,30 @@ def test_custom_scalars_layout(tmp_path):
         assert matched == [tag.split("/")[0]]
 
 
-def test_layout_sections_follow_the_layers(tmp_path):
+@pytest.mark.parametrize("by_sign", [False, True])
+def test_layout_sections_follow_the_layers(tmp_path, by_sign):
+    # A linear layer judged by sign (`units_by_sign`) has dead units, not
+    # zero outputs: its section is `dead_fraction`'s alone.
+    layers = [LayerInfo("d", "Dense", "sigmoid", True, 0)]
+    if by_sign:
+        layers.append(LayerInfo("b/d", "Dense", None, True, 1, units_by_sign=True))
     with DiagnosticsWriter(str(tmp_path)) as writer:
-        writer.write_layout([LayerInfo("d", "Dense", "sigmoid", True, 0)])
+        writer.write_layout(layers)
     acc = accumulator(str(tmp_path))
     (event,) = acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(
         tensor_util.make_ndarray(event.tensor_proto).item()
     )
     titles = [c.title for c in layout.category[0].chart]
-    assert titles == ["grad_norm", "grad_rms", "grad_max", "update_ratio", "saturation"]
+    dead = ["dead_fraction"] if by_sign else []
+    assert titles == [
+        "grad_norm",
+        "grad_rms",
+        "grad_max",
+        "update_ratio",
+        *dead,
+        "saturation",
+    ]
 
 
 def test_heatmap_only_when_written(tmp_path):

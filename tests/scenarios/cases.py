@@ -558,6 +558,31 @@ def zero_gradients() -> Setup:
     return Setup(model, x, y, epochs=6, schedule=_zero_schedule)
 
 
+def saturated_output_mse() -> Setup:
+    """A binary classifier whose sigmoid output has bias -30, under mean
+    squared error (Adam, lr 1e-3): every output is about 1e-13 from step 0,
+    in the sigmoid's flat tail, whose derivative (1e-13) is all the
+    gradient that mean squared error passes back (no logits to take). The
+    global gradient norm is about 1e-13 on a loss of about 0.5, no step
+    changes the loss, and the model never learns: no gradient is exactly 0,
+    but every one is below a billionth of the loss's square root."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification(classes=2)
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(
+                1,
+                activation="sigmoid",
+                bias_initializer=keras.initializers.Constant(-30.0),
+            ),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "mean_squared_error")
+    return Setup(model, x, y[:, None].astype("float32"), epochs=2)
+
+
 DIE_STEP = 500
 
 
@@ -981,6 +1006,7 @@ FAILURES = [
         {EXPLODING: JUMP_EPOCH * JUMP_STEPS_PER_EPOCH},
     ),
     Case("zero_gradients", zero_gradients, {EXPLODING: 16, VANISHING: 16}),
+    Case("saturated_output_mse", saturated_output_mse, {VANISHING: 0}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
     Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),
     Case(

@@ -67,6 +67,24 @@ def test_dead_relu_output():
 
 
 @confirm_on_tensorflow
+def test_saturated_output_mse():
+    c = cases.confirm(cases.BY_NAME["saturated_output_mse"])
+    steps = range(len(c.losses))
+    # No gradient exactly 0, but every global norm below 1e-9 of the loss's
+    # square root
+    # (sigmoid(-30) = 9.4e-14 is the output and its derivative), at every
+    # step; the loss never moves: the half of the samples labelled 1 cost 1
+    # each, to float32 precision.
+    assert min(c.global_norm) > 0.0
+    ratios = [n / np.sqrt(loss) for n, loss in zip(c.global_norm, c.losses)]
+    assert max(ratios) < 1e-9
+    y = cases.BY_NAME["saturated_output_mse"].build().y
+    assert c.final_loss == pytest.approx(float(np.mean(y)), rel=1e-6)
+    assert c.initial_loss == pytest.approx(c.final_loss, rel=1e-6)
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_vanishing_sigmoid():
     c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
     steps = range(len(c.losses))

@@ -119,6 +119,10 @@ REPORTED = {
     # recorded (recordings at 15 and 17), but it grew the weights 2-6x
     # their norm, seen at 17 with the loss up 10x.
     "zero_gradients": {"exploding_gradients": 17, "vanishing_gradients": 21},
+    # The global norm about 1e-13 on a loss of about 0.5 from step 0 (below
+    # 1e-9 of its square root: no gradient): 5 steps in a row (0-4),
+    # reported at 4.
+    "saturated_output_mse": {"vanishing_gradients": 4},
     # The last ReLU layer dies whole at step 500, when recordings are 100
     # steps apart, with the global norm level: its 64 units falling silent
     # (a new record of bias elements with no gradient; its gradient tensors
