@@ -42,6 +42,26 @@ _LEVELS = 8
 _FALLEN = 1e-2
 _EARLY_RECORDINGS = 3
 _STILL_LOSS = 0.9
+# A layer whose gradient RMS, or its ratio to the layers near the output,
+# grew this many times over its streak (the RMS at its highest) is catching
+# up, not vanishing: its streak starts again from there (`_catching_up`). A CNN
+# whose classifier head starts at zero under SGD with momentum: every
+# gradient behind the head is scaled by the head's weights, which grow from
+# 0: the last convolution's grew 7.6x over 5 steps (0.0092x the head's at
+# step 5), reported as vanishing, and the model fitted (accuracy 0.99).
+_CATCHING_UP = 2.0
+# Weights with an RMS under this (Glorot's for a layer of 16,384 inputs and
+# outputs is 0.0078): a layer nearer the output initialised at or near 0 (a
+# classifier head of zeros, or of stddev 1e-3), which scales every gradient
+# behind it by them: named as the cause (`_tiny_weights`). Under SGD its
+# weights grow from there, and the gradients with them.
+_TINY_WEIGHTS = 3e-3
+_TINY_WEIGHTS_FIX = (
+    "If that layer starts at or near zero on purpose (a zero-initialised "
+    "head), the gradients behind it grow with its weights: under SGD that "
+    "takes many steps, under Adam a few. Otherwise initialise it with "
+    "Keras's defaults (`glorot_uniform`)."
+)
 # A tanh-like layer (derivative 1 at 0) between a vanishing layer and the
 # output is named as a cause unless fewer than this share of its outputs were
 # in the flat tails: its pre-activations then spread less than about N(0,
@@ -310,6 +330,8 @@ class RecordedGradientRules(RuleFamily):
                 self._unjudged[ls.layer] = 0
             if not hit:
                 continue
+            if ls.layer not in fallen and self._catching_up(ls.layer, count, found):
+                count, start = self._streaks.update(key, True, stats.step)
             through = None
             if count == 1:
                 through = self._through_execution(ls.layer, references, stats)
@@ -333,6 +355,27 @@ class RecordedGradientRules(RuleFamily):
                     )
                 confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
         self._add_vanishing(new, confirmed)
+
+    def _catching_up(self, layer: str, count: int, found: dict) -> bool:
+        """Whether `layer`'s gradient RMS or its ratio to the layers near
+        the output (`found`) grew `_CATCHING_UP` times since the first
+        recording of its streak (`count` long), neither below it, and the
+        RMS is its highest yet: then its streak is restarted (reset here;
+        the caller counts this recording as its first). (Behind a small
+        head the layers near the output are small too: the ratio alone
+        grew less than the RMS.)"""
+        rms, ratio = found[layer]
+        if count == 1 or layer not in self._vanish_first:
+            self._vanish_first[layer] = (rms, ratio, rms)
+            return False
+        first_rms, first_ratio, top = self._vanish_first[layer]
+        self._vanish_first[layer] = (first_rms, first_ratio, max(top, rms))
+        grew = max(rms / first_rms, ratio / first_ratio)
+        if rms < top or ratio < first_ratio or grew < _CATCHING_UP:
+            return False
+        self._streaks.reset([(F.VANISHING_GRADIENTS, layer)])
+        self._vanish_first[layer] = (rms, ratio, rms)
+        return True
 
     def _add_vanishing(self, new, confirmed: list) -> None:
         """Reports the layers confirmed vanishing on one recording: one
@@ -450,6 +493,29 @@ class RecordedGradientRules(RuleFamily):
         self._levels.append(level)
         return len(recent) >= 2 and level < _QUIET_REFERENCE * float(np.median(recent))
 
+    def _tiny_weights(self, layer: str, stats: StepStats) -> tuple | None:
+        """`(name, weight RMS)` of the layer with weights nearest the output
+        among those nearer it than `layer` whose weights' RMS is under
+        `_TINY_WEIGHTS` (its weight norm over the root of its element
+        count, `(grad_norm / grad_rms)^2`), else None."""
+        far = self._distance[layer]
+        found = []
+        for ls in stats.layers:
+            near = self._distance.get(ls.layer)
+            if near is None or near >= far:
+                continue
+            if not _finite(ls.weight_norm, ls.grad_norm, ls.grad_rms):
+                continue
+            if ls.grad_rms <= 0:
+                continue
+            rms = ls.weight_norm / (ls.grad_norm / ls.grad_rms)
+            if rms < _TINY_WEIGHTS:
+                found.append((near, ls.layer, rms))
+        if not found:
+            return None
+        _, name, rms = min(found)
+        return name, rms
+
     def _shrinks(self, layer: str, stats: StepStats) -> tuple[str, str | None]:
         """Why the gradient shrinks between `layer` and the output, and the
         fix (None: the mode's own). Saturating activations are named only
@@ -468,6 +534,15 @@ class RecordedGradientRules(RuleFamily):
                 + " shrink the gradient at every layer it passes back through"
             )
             return why, None
+        small = self._tiny_weights(layer, stats)
+        if small is not None:
+            name, rms = small
+            why = (
+                f"the weights of layer '{name}', nearer the output, are tiny "
+                f"(RMS {rms:.2g}): every gradient passing back through it is "
+                "scaled by them"
+            )
+            return why, _TINY_WEIGHTS_FIX
         why = "the gradient shrinks at every layer it passes back through"
         # Tanh-like layers left out are near-linear; a capped ReLU that never
         # reached its cap is a ReLU, not named.

@@ -350,6 +350,10 @@ class HealthRules(
         # Recordings left unjudged (quiet at the output) within each layer's
         # vanishing streak (`RecordedGradientRules._vanishing`).
         self._unjudged: collections.Counter[str] = collections.Counter()
+        # Per layer, its gradient RMS and ratio to the layers near the
+        # output at the first recording of its vanishing streak, and its
+        # highest RMS since (`RecordedGradientRules._catching_up`).
+        self._vanish_first: dict[str, tuple[float, float, float]] = {}
         # The loss where each layer's streak of oversized updates began.
         self._update_losses: dict[str, float | None] = {}
         self.jumped = False

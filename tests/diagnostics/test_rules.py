@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics import rule_support
+from keras_actloss.diagnostics import gradient_rules, rule_support
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -981,6 +981,43 @@ class TestVanishing:
             (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
         ]
         assert "for 5 recordings in a row (steps 0-4)" in found[0].message
+
+    @pytest.mark.parametrize("head, named", [(1e-3, True), (5e-3, False)])
+    def test_a_tiny_head_is_named_as_the_cause(self, head, named):
+        # ReLU layers of 100 weights each (grad_norm = 10 x RMS): the output
+        # layer's weights of RMS `head` (norm 10 x head). Under 3e-3 (a
+        # classifier head of zeros or stddev 1e-3 under SGD: the gradients
+        # behind it are scaled by it) it is the cause, with its own fix;
+        # else the weights in general.
+        rules = HealthRules(mlp(["relu"] * 6))
+        norms = [10 * r for r in SIGMOID_RMS]
+        weights = [10 * 0.1] * 6 + [10 * head]
+        seq = [
+            recording(s, SIGMOID_RMS, grad_norm=norms, weight_norm=weights)
+            for s in range(5)
+        ]
+        found = run(rules, seq)
+        assert [f.layer for f in found] == ["dense_0", "dense_1", "dense_2"]
+        tiny = "the weights of layer 'dense_6', nearer the output, are tiny (RMS"
+        assert (tiny in found[0].message) == named
+        assert (found[0].fix == gradient_rules._TINY_WEIGHTS_FIX) == named
+
+    @pytest.mark.parametrize("growth, reported", [(1.15, True), (1.2, False)])
+    def test_not_while_catching_up(self, growth, reported):
+        # The far layers' RMS grows `growth` times a step (a CNN behind a
+        # classifier head that starts at zero under SGD: its gradients grow
+        # with the head's weights, 7.6x over 5 steps, and it fitted). At
+        # 1.2x, 2.07x over steps 0-4 (`_CATCHING_UP` 2): the streak starts
+        # again at step 4, before it spans 5 steps; at 1.15x, 1.75x: it is
+        # reported at step 4 as before.
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        found = []
+        for s in range(5):
+            rms = [r * growth**s for r in SIGMOID_RMS[:3]] + SIGMOID_RMS[3:]
+            found += rules.observe(recording(s, rms))
+        assert bool(found) == reported
+        if reported:
+            assert "for 5 recordings in a row (steps 0-4)" in found[0].message
 
     def test_not_reported_before_patience(self):
         # 2 recordings spanning 6 steps: fewer than patience 3.
