@@ -216,7 +216,9 @@ def output_bias(model, plans) -> tuple[str, str, float] | None:
         return None
     if plan is None or bias is None or activation not in _SATURATING:
         return None
-    values = np.asarray(keras.ops.convert_to_numpy(bias), "float64").ravel()
+    # Not `convert_to_numpy`: NumPy 2 warns on TensorFlow's variable
+    # (`_model_plan.host_rate`).
+    values = np.asarray(bias.value, "float64").ravel()
     if not values.size or not np.isfinite(values).all():
         return None
     if activation == "softmax":
