@@ -263,7 +263,11 @@ class ActivationRules(RuleFamily):
         hit = hit and batches >= self._patience()
         # The streak starts with the first step of its first window.
         _, start = self._streaks.update((F.DEAD_RELU, layer), hit, first)
-        if hit and self._lasted(start, step) and not self._settling(layer, step, start):
+        if (
+            hit
+            and self._lasted(start, step)
+            and not self._settling(layer, step, start, dead)
+        ):
             roots = self._cut_off(layer) if layer in self._measured else None
             fix = None
             info = self._info[layer]
@@ -348,11 +352,14 @@ class ActivationRules(RuleFamily):
         measured = window.dead(self._patience())
         return measured is not None and measured[0] >= 1.0
 
-    def _settling(self, layer: str, step: int, start: int) -> bool:
-        """Whether units of `layer` found dead at `step` (a streak from
-        `start`) may still be settling: within the first `_SETTLE_STEPS`
-        steps of training, in a layer mostly active on its first recorded
-        batch (or with one unit of it inactive), with the learning rate
+    def _settling(self, layer: str, step: int, start: int, dead: float) -> bool:
+        """Whether units of `layer` found dead at `step` (a share `dead` of
+        them, a streak from `start`) may still be settling: within the
+        first `_SETTLE_STEPS` steps of training, in a layer mostly active
+        on its first recorded batch (or with one unit of it inactive, or
+        part of it inactive while the loss falls `_SETTLE_FALL` below
+        where training began, and 3 times the spread of the recorded
+        losses), with the learning rate
         unchanged (no jump, and not warmed up 10x since the first step:
         Adam warmed up from 0 to 0.5 over 200 steps killed half a layer's
         units by step 42, a warm-up's slow rise leaves the loss level), the
@@ -384,13 +391,29 @@ class ActivationRules(RuleFamily):
             return False  # The steps grew: units killed by them are no noise.
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
-        if window.first is None or window.started_dead(self.thresholds.dead_fraction):
+        if window.first is None:
             return False
         began, recent = self._start(), self._norms.recent_loss()
         early = np.asarray([loss for _, loss in self._early_recorded])
         if began is None or recent is None or not early.size:
             return False
         spread = float(np.median(np.abs(early - np.median(early))))
+        fell = began - recent >= max(
+            _SETTLE_FALL * abs(began), _SETTLE_RISE_SPREADS * spread
+        )
+        if window.started_dead(self.thresholds.dead_fraction) and (
+            dead >= 1.0 or not fell
+        ):
+            # Dead from the start: reported at once, unless part of the
+            # layer while the loss falls (beyond the noise of its batches),
+            # the lottery of inputs that barely differ between samples,
+            # which the layer learns around through its live units.
+            # Probed: a stock MobileNetV3Small's first squeeze-excitation
+            # ReLU (8 units behind a global average pooling, zero biases)
+            # had 5 inactive on every sample from the start in 3 seeds of
+            # 6, and a Dense head after a global average pooling 31 of 64
+            # (33% by step 100); both models fitted.
+            return False
         # A step that overshoots kills units at once: the jump that killed
         # them is recorded by the step after the streak's first at most.
         peak = max(loss for s, loss in self._early_recorded if s <= start + 1)

@@ -3637,6 +3637,17 @@ class TestDeadRelu:
         assert run_from_start([0, 0, 5, 5], fitting) == expected
         assert run_from_start([0], fitting) == expected
 
+        def halved(step):
+            return 1.0 if step == 0 else 0.5
+
+        # With the loss halved from the first step (beyond 5% and 3 times
+        # the spread of the recorded losses, 0), part of a layer dead from
+        # the start may settle (a squeeze-excitation's 8 units behind a
+        # global average pooling, 5 inactive from the start, the model
+        # fitting); the whole layer is still reported at once.
+        assert run_from_start([0, 0, 5, 5], halved) == []
+        assert run_from_start([0], halved) == expected
+
     def test_settled_units_of_a_fitted_model_are_not_reported(self):
         # The loss falls to 0.2 by step 40 (<= 0.5 x the early 0.98): the
         # model fitted with those units off; they are never reported.
