@@ -204,7 +204,12 @@ class GradientDiagnostics(
       units at once, or a few at a time, which sets records, are such a
       jump); later in a long run without a jump, after 3 recordings
       `every_n_steps` apart (dead units: within about 5 steps of a
-      recording that finds most of a layer's units inactive). Units of a
+      recording that finds most of a layer's units inactive). A layer
+      whose gradient RMS (or its ratio to the layers near the output) grew
+      2x over its vanishing streak is catching up, and its streak starts
+      again (a body behind a classifier head that starts at zero under
+      SGD); a layer nearer the output with weights of RMS under 3e-3 is
+      named as the cause. Units of a
       layer active on the first recorded batch that die within the first 64
       steps of training, with the learning rate unchanged (no 10x jump,
       and not warmed up 10x over its first value) and the loss
@@ -219,8 +224,12 @@ class GradientDiagnostics(
       between samples (an averaged `Embedding`) can lose half its units for
       a hundred steps under Adam, while the model learns, and get them back
       as the layers before it grow (as can one unit of a two-unit layer
-      inactive from the start, which is treated so too); units dead from
-      the first batch, or killed with a rising or jumping loss, are
+      inactive from the start, which is treated so too, as is part of a
+      layer inactive from the first batch while the loss falls 5% below
+      where training began and 3 times the spread of the recorded losses:
+      the lottery of inputs that barely differ, as behind a global average
+      pooling); units dead from the first batch (a whole layer, or part of
+      one with the loss level), or killed with a rising or jumping loss, are
       reported as above.
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the

@@ -82,7 +82,7 @@ _RECORD_SHARE = 0.125
 _NEGLIGIBLE_NORM = 1e-9
 
 
-def negligible(norm: float, loss: float) -> float:
+def negligible(norm: float, loss: float) -> bool:
     """Whether the global norm `norm` is negligible for the loss `loss`
     (`_NEGLIGIBLE_NORM`)."""
     return norm <= _NEGLIGIBLE_NORM * math.sqrt(abs(loss))
