@@ -251,7 +251,7 @@ def plan_layers(model) -> list[LayerPlan]:
             if plan.unit_variable is not None:
                 plan.profile, info.units_by_sign = BY_SIGN, True
         plans.append(plan)
-    last = max((p for p in plans if p.variables), key=plans.index, default=None)
+    last = next((p for p in reversed(plans) if p.variables), None)
     if last is not None and last.unit_variable is not None:
         # The last layer with weights, the model's output (as the rules take
         # it): its outputs go to the loss, not through a ReLU.

@@ -222,12 +222,11 @@ class ActivationRules(RuleFamily):
                 # Judged on its units alone (a linear layer), and only where
                 # a gradient reaches the layers after it: an output layer's
                 # outputs go to the loss, not through a ReLU.
-                if not passing[ls.layer] or ls.layer in self.output_layers:
+                out = ls.layer in self.output_layers
+                if activity is None or out or not passing[ls.layer]:
                     continue
             if activity is not None:
                 self._measured.add(ls.layer)
-            elif by_sign:
-                continue
             elif ls.layer not in self._measured:
                 if passing is None:
                     passing = _passing(stats, self._distance)
