@@ -141,7 +141,8 @@ def dead_bias_fraction(kernel: np.ndarray, bias: np.ndarray) -> float | None:
     """Fraction of units with `bias < -DEAD_BIAS_Z * ||kernel column||`.
 
     Args:
-        kernel: Kernel whose last axis is the units (Dense, Conv).
+        kernel: Kernel whose last axis is the units (Dense, Conv; others
+            through `unit_kernel`).
         bias: Bias, shape `(units,)`.
 
     Returns:
@@ -151,6 +152,47 @@ def dead_bias_fraction(kernel: np.ndarray, bias: np.ndarray) -> float | None:
         return None
     scale = np.sqrt(np.sum(np.square(kernel.reshape(-1, bias.shape[0])), axis=0))
     return float(np.mean((bias < 0) & (bias < -DEAD_BIAS_Z * scale)))
+
+
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_TRANSPOSED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def unit_kernel(layer: Any) -> np.ndarray | None:
+    """The weights of each output unit of `layer` as the columns of a
+    `(fan_in, units)` matrix, so that a unit's pre-activation spread is its
+    column's norm (`dead_bias_fraction`); None without a kernel.
+
+    A Dense or Conv kernel has its units last. A depthwise kernel
+    `(*window, channels, multiplier)` has unit `c * multiplier + m` (the
+    order of its bias and outputs) in its last two axes. A transposed
+    convolution's kernel is `(*window, units, input channels)`. A separable
+    convolution's unit is linear in its inputs through both kernels: unit
+    f's weight for input channel c at a window position is
+    `sum_m depthwise[..., c, m] * pointwise[c * multiplier + m, f]`.
+    """
+    if isinstance(layer, _SEPARABLE):
+        depthwise = _numpy(layer.depthwise_kernel)
+        *_, channels, multiplier = depthwise.shape
+        pointwise = _numpy(layer.pointwise_kernel).reshape(channels, multiplier, -1)
+        taps = depthwise.reshape(-1, channels, multiplier)
+        return np.einsum("kcm,cmf->kcf", taps, pointwise).reshape(
+            -1, pointwise.shape[-1]
+        )
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None:
+        return None
+    kernel = _numpy(kernel)
+    if isinstance(layer, _DEPTHWISE):
+        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
+    if isinstance(layer, _TRANSPOSED):
+        kernel = np.swapaxes(kernel, -1, -2)
+    return kernel.reshape(-1, kernel.shape[-1])
 
 
 def _numpy(variable: Any) -> np.ndarray:
@@ -167,7 +209,10 @@ def negative_bias_relu(model: keras.Model) -> list[Finding]:
         bias = getattr(unit.layer, "bias", None)
         if bias is None:
             continue
-        fraction = dead_bias_fraction(_numpy(unit.layer.kernel), _numpy(bias))
+        kernel = unit_kernel(unit.layer)
+        if kernel is None:
+            continue
+        fraction = dead_bias_fraction(kernel, _numpy(bias))
         if fraction is not None and fraction >= DEAD_BIAS_FRACTION:
             found.append(
                 finding(

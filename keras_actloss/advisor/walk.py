@@ -19,14 +19,15 @@ Uses public Keras APIs only (`model.outputs`, `model.output_names`,
   counts as unknown, since `call` may apply an activation inline. Dropout,
   noise, reshaping and identity layers after the output layer are walked
   back through.
-- **Units.** Every layer with a kernel (Dense, Conv, EinsumDense) is paired
-  with its activation: its own, or, when its own is linear, the activation
-  layer that follows it in `model.layers` order (after any dropout, pooling or
-  normalization layer). `model.layers` is in graph order for Sequential and
-  Functional chains; for branching Functional graphs and subclassed models it
-  is a best effort. Any other layer (Add, Concatenate, attention, recurrent,
-  custom) ends a pairing. Nested models are flattened; custom layers that hold
-  sub-layers are treated as one opaque layer.
+- **Units.** Every layer with a kernel (Dense, Conv, depthwise and separable
+  Conv, EinsumDense) is paired with its activation: its own, or, when its
+  own is linear, the activation layer that follows it in `model.layers`
+  order (after any dropout, pooling or normalization layer). `model.layers`
+  is in graph order for Sequential and Functional chains; for branching
+  Functional graphs and subclassed models it is a best effort. Any other
+  layer (Add, Concatenate, attention, recurrent, custom) ends a pairing.
+  Nested models are flattened; custom layers that hold sub-layers are
+  treated as one opaque layer.
 """
 
 from __future__ import annotations
@@ -117,10 +118,15 @@ def leaves(model: keras.Model) -> list:
 
 
 def has_kernel(layer: Any) -> bool:
+    """Whether `layer` has a kernel (a separable convolution's are its
+    depthwise and pointwise kernels); a recurrent layer counts as none."""
     if isinstance(layer, keras.layers.RNN):
         return False
     try:
-        return getattr(layer, "kernel", None) is not None
+        return any(
+            getattr(layer, name, None) is not None
+            for name in ("kernel", "pointwise_kernel")
+        )
     except Exception:  # noqa: BLE001 - a property of an unusual layer
         return False
 

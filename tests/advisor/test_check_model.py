@@ -8,7 +8,7 @@ import pytest
 
 import keras_actloss
 from keras_actloss import losses
-from keras_actloss.advisor import check, check_model, walk
+from keras_actloss.advisor import check, check_model, layer_checks, walk
 from keras_actloss.findings import FAILURE, WARNING
 
 L = keras.layers
@@ -742,6 +742,80 @@ def test_negative_bias_relu_conv_and_trailing_relu_layer():
     )
     (finding,) = check_model(compiled(model, "mse"))
     assert (finding.mode, finding.layer) == ("negative_bias_relu", "c")
+
+
+# Layers whose kernel is not `(fan_in, units)` as it is: each is built with
+# stride 1 and "valid" padding on an input of 5 positions a side, so the
+# output position `centre` sees the whole window.
+UNIT_KERNEL_LAYERS = {
+    "dense": (lambda: L.Dense(4), (3,), ()),
+    "conv2d": (lambda: L.Conv2D(4, 3), (5, 5, 3), (1, 1)),
+    "depthwise1d": (lambda: L.DepthwiseConv1D(3, depth_multiplier=2), (5, 3), (1,)),
+    "depthwise2d": (
+        lambda: L.DepthwiseConv2D(3, depth_multiplier=2),
+        (5, 5, 3),
+        (1, 1),
+    ),
+    "separable1d": (lambda: L.SeparableConv1D(4, 3, depth_multiplier=2), (5, 3), (1,)),
+    "separable2d": (
+        lambda: L.SeparableConv2D(4, 3, depth_multiplier=2),
+        (5, 5, 3),
+        (1, 1),
+    ),
+    # Output 7 a side: position 3 gets all 3 taps from inputs 1-3.
+    "transpose2d": (lambda: L.Conv2DTranspose(4, 3), (5, 5, 3), (3, 3)),
+    "transpose1d": (lambda: L.Conv1DTranspose(4, 3), (5, 3), (3,)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNIT_KERNEL_LAYERS))
+def test_unit_kernel_columns_are_each_units_weights(kind):
+    # The layer itself, linear and without bias, applied to every basis input
+    # (one element 1, the rest 0) gives, at an output position that sees its
+    # whole window, each unit's weight for that input element: the Jacobian.
+    # Its rows' norms are the units' pre-activation spread for standardized
+    # inputs, which `unit_kernel`'s column norms must match.
+    make, shape, centre = UNIT_KERNEL_LAYERS[kind]
+    layer = make()
+    layer.use_bias = False
+    keras.utils.set_random_seed(3)
+    layer.build((None, *shape))
+    size = int(np.prod(shape))
+    basis = np.eye(size, dtype="float32").reshape(size, *shape)
+    out = keras.ops.convert_to_numpy(layer(basis))
+    jacobian = out[(slice(None), *centre)].T  # (units, fan_in)
+    kernel = layer_checks.unit_kernel(layer)
+    np.testing.assert_allclose(
+        np.linalg.norm(kernel, axis=0), np.linalg.norm(jacobian, axis=1), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda bias: L.DepthwiseConv2D(3, bias_initializer=bias, name="c"),
+        lambda bias: L.SeparableConv2D(4, 3, bias_initializer=bias, name="c"),
+        lambda bias: L.Conv2DTranspose(4, 3, bias_initializer=bias, name="c"),
+    ],
+    ids=["depthwise", "separable", "transpose"],
+)
+def test_negative_bias_relu_on_depthwise_separable_and_transposed_convs(layer):
+    # Keras's default initialisers give these columns norms of about 1 or less
+    # (Glorot uniform over 27 or more inputs and outputs; a separable unit's
+    # column is a sum of products of two such kernels): a bias of -5 is below
+    # minus every one of them.
+    conv = layer(keras.initializers.Constant(-5.0))
+    model = keras.Sequential(
+        [keras.Input((6, 6, 3)), conv, L.ReLU(), L.Flatten(), L.Dense(1)]
+    )
+    kernel = layer_checks.unit_kernel(conv)
+    assert np.linalg.norm(kernel, axis=0).max() < 5.0
+    (finding,) = check_model(compiled(model, "mse"))
+    assert (finding.mode, finding.layer, finding.value) == (
+        "negative_bias_relu",
+        "c",
+        1.0,
+    )
 
 
 @pytest.mark.parametrize(
