@@ -110,7 +110,20 @@ class _Trace:
         """
         if isinstance(self.full, bool):
             return compute() if self.full else _zeros(jax.eval_shape(compute))
-        return jax.lax.cond(self.full, compute, lambda: _zeros(jax.eval_shape(compute)))
+        made = []
+
+        def taken():
+            out = compute()
+            made.append(jax.tree_util.tree_map(_shape, out))
+            return out
+
+        def untaken():
+            # The taken branch's shapes when it was traced first (as JAX
+            # 0.10 traces a cond's true branch first): the statistics are
+            # traced once, not once more for their shapes.
+            return _zeros(made[0] if made else jax.eval_shape(compute))
+
+        return jax.lax.cond(self.full, taken, untaken)
 
 
 def weight_rows(before: list, after: list) -> tuple:
@@ -133,6 +146,10 @@ def _state_positions(trace, before: list, after: list) -> list[int] | None:
     if any(j >= len(out) or out[j] is not a for j, a in zip(found, after)):
         return None
     return found
+
+
+def _shape(x) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
 def _zeros(shapes):

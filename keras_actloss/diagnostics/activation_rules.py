@@ -2,7 +2,8 @@
 
 Dead units (`UnitActivity`: units inactive on every sample of the last
 recorded batches, for activations that `can_die`) and saturated hidden
-sigmoid/tanh layers, or a first layer saturated by unstandardized inputs.
+sigmoid/tanh layers, or a first layer saturated by unstandardized inputs;
+and one saturated output of several, told by its gradient.
 The rule family `ActivationRules` is mixed into `HealthRules`, whose state
 it uses.
 """
@@ -22,6 +23,9 @@ from keras_actloss.diagnostics.rule_support import (
     RuleFamily,
     _finite,
 )
+from keras_actloss.diagnostics.start_rules import _BIAS_FIX
+from keras_actloss.diagnostics.step_rules import negligible
+from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
@@ -485,6 +489,74 @@ class ActivationRules(RuleFamily):
                 count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
                     self._add_saturation(new, mode, ls, stats, count, start)
+
+    def _silent_outputs(self, new, stats: StepStats) -> None:
+        """One output of several, with a sigmoid, tanh or softmax, whose
+        gradient is negligible for the loss (`step_rules.negligible`: under a
+        billionth of its square root) while another output's is not, for
+        `patience` recordings over `patience_steps` steps: reported as that
+        output's saturated activation.
+
+        With one output the global norm tells it (`ZeroGradientRules`);
+        with several, the others' gradients hide it. Such a gradient is no
+        learning at all: a sigmoid output with bias -30 under MSE got 1e-13
+        (its loss flat at 0.494) while the other output's layers got 0.2-0.4
+        (probed). A sigmoid's gradient under MSE is `2 (p - y) p (1 - p)`
+        times its input, and the loss's root `|p - y|`: their ratio is the
+        saturation `p (1 - p)` alone, however wrong or right the outputs.
+        A gradient exactly 0 is not judged: an output whose loss weight is 0,
+        or that no loss reads, gets one by design."""
+        heads = self._heads()
+        if len(heads) < 2 or self._exploded() or self._converged(stats):
+            return
+        loss = stats.loss
+        outputs = [
+            ls
+            for ls in stats.layers
+            if ls.layer in heads and _finite(ls.grad_norm, loss)
+        ]
+        flowing = [ls.grad_norm for ls in outputs if not negligible(ls.grad_norm, loss)]
+        for ls in outputs:
+            activation = heads[ls.layer]
+            profile = registry.get_profile("activation", activation or "linear")
+            family = getattr(profile, "family", None)
+            hit = (
+                bool(flowing)
+                and family in (SIGMOID, TANH, SOFTMAX)
+                and ls.grad_norm > 0
+                and negligible(ls.grad_norm, loss)
+            )
+            key = (F.SATURATED_ACTIVATIONS, ls.layer)
+            count, start = self._streaks.update(key, hit, stats.step)
+            if not self._confirmed(count, start, stats.step):
+                continue
+            message = (
+                f"The gradient norm of output layer '{ls.layer}' ({activation}) "
+                f"was {ls.grad_norm:.2g} at step {stats.step}, below a billionth "
+                f"of the square root of the loss ({loss:.3g}), for {count} "
+                f"recordings in a row (steps {start}-{stats.step}), while the "
+                f"model's other outputs got up to {max(flowing):.3g}: its "
+                f"{activation} is in the flat tail for every sample, so this "
+                "output learns nothing, nor do the layers that serve only it."
+            )
+            self._add(new, *key, start, ls.grad_norm, message, _BIAS_FIX)
+
+    def _heads(self) -> dict[str, str | None]:
+        """The layer with weights of each of the model's outputs in the
+        layer graph, with the output's activation: a layer with weights at
+        distance 0, or the one such layer that all inputs of an output
+        layer without weights (an `Activation`) come through."""
+        heads: dict[str, str | None] = {}
+        if not all(info.distance is not None for info in self.layers):
+            return heads  # Not known from the graph (a subclassed model).
+        for info in self.layers:
+            if info.distance != 0:
+                continue
+            if info.has_trainable_weights:
+                heads[info.name] = info.activation
+            elif len(info.upstream) == 1 and info.upstream[0] in self._info:
+                heads[info.upstream[0]] = info.activation
+        return heads
 
     def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
         activation = getattr(self._info.get(ls.layer), "activation", None)

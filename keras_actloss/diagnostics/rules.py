@@ -468,6 +468,7 @@ class HealthRules(
         self._dead_units(mine, stats)
         self._cut_off_layers(mine, stats)
         self._saturation(mine, stats)
+        self._silent_outputs(mine, stats)
         self._amplified(mine, stats)
         self._collapsed(mine, stats)
         return new + self._emit(mine)

@@ -202,6 +202,30 @@ def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
     assert layer.grad_norm > 0 and layer.weight_norm > 0
 
 
+def test_the_full_statistics_are_traced_once(data, monkeypatch):
+    # One trace of the step traces them in the cond's taken branch only; the
+    # untaken branch takes its zeros' shapes from it (`_Trace.when_full`),
+    # not from a second trace (`jax.eval_shape`), as long as JAX traces a
+    # cond's true branch first. Two traces here: the shapes were traced again.
+    from keras_actloss.callbacks._jax_stats import JaxStats
+
+    traced = []
+    full_statistics = JaxStats._full_statistics
+
+    def counted(self, *args):
+        traced.append(1)
+        return full_statistics(self, *args)
+
+    monkeypatch.setattr(JaxStats, "_full_statistics", counted)
+    x, y = data
+    model = build_model("sequential")
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    diag = _diag()
+    _fit(model, x, y, diag)
+    assert len(traced) == 1
+    assert [s.step for s in diag.history] == [0, 1, 2, 3]
+
+
 def test_checks_get_their_own_program_once_it_pays(data, caplog, monkeypatch):
     from keras_actloss.callbacks import _jax_programs
 

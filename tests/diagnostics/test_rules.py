@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics import gradient_rules, rule_support
+from keras_actloss.diagnostics import gradient_rules, rule_support, start_rules
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -4323,6 +4323,130 @@ class TestSaturation:
         rules = HealthRules(layers)
         assert rules.input_layers == {"dense_0"}
         assert rules.output_layers == {"dense_2"}
+
+
+def two_heads(flag="sigmoid", activation_layer=False):
+    """LayerInfo of `cases.saturated_head_of_two`'s model: a ReLU trunk and
+    a classifier head `cls` on logits, a ReLU branch and a `flag` head, with
+    graph distances (or `flag` linear, then an activation layer)."""
+    layers = [
+        LayerInfo("trunk", "Dense", "relu", True, 0, distance=1),
+        LayerInfo("flag_hidden", "Dense", "relu", True, 1, distance=1),
+        LayerInfo("cls", "Dense", None, True, 2, distance=0, upstream=("trunk",)),
+    ]
+    if not activation_layer:
+        return layers + [
+            LayerInfo(
+                "flag", "Dense", flag, True, 3, distance=0, upstream=("flag_hidden",)
+            )
+        ]
+    return layers + [
+        LayerInfo(
+            "flag", "Dense", None, True, 3, distance=1, upstream=("flag_hidden",)
+        ),
+        LayerInfo(
+            "flag_act", "Activation", flag, False, 4, distance=0, upstream=("flag",)
+        ),
+    ]
+
+
+NAMES_OF_TWO = ["trunk", "flag_hidden", "cls", "flag"]
+
+
+def two_heads_run(rules, flag_norms, loss=1.6, names=NAMES_OF_TWO, cls=0.4):
+    """One recording a step from 0, with the flag head's gradient norm from
+    `flag_norms` (its branch's a quarter of it), the classifier's `cls`
+    and the trunk's 0.5 (`cases.saturated_head_of_two` measured 0.02-0.09
+    RMS): (finding, step reported) pairs."""
+    found = []
+    for step, norm in enumerate(flag_norms):
+        norms = {"trunk": 0.5, "flag_hidden": norm / 4, "cls": cls, "flag": norm}
+        rms = [None if norms.get(n) is None else norms[n] / 10 for n in names]
+        stats = recording(
+            step, rms, names=names, loss=loss, grad_norm=[norms.get(n) for n in names]
+        )
+        found += [(f, step) for f in rules.observe(stats)]
+    return found
+
+
+class TestSilentOutputs:
+    def test_one_saturated_head_of_two(self):
+        # Probed: the flag head's gradient 4.4e-13 on a loss of 2.27 (a
+        # billionth of its root is 1.5e-9), the classifier's 1.07: five
+        # recordings in a row (steps 0-4: `patience` 3 and `patience_steps`
+        # 5), reported at step 4 as the flag's saturation, with the bias fix.
+        ((finding, reported),) = two_heads_run(HealthRules(two_heads()), [4e-13] * 8)
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.SATURATED_ACTIVATIONS,
+            "flag",
+            0,
+            4,
+        )
+        assert finding.severity == F.FAILURE
+        assert finding.value == pytest.approx(4e-13)
+        assert finding.fix == start_rules._BIAS_FIX
+        assert finding.message == (
+            "The gradient norm of output layer 'flag' (sigmoid) was 4e-13 at "
+            "step 4, below a billionth of the square root of the loss (1.6), "
+            "for 5 recordings in a row (steps 0-4), while the model's other "
+            "outputs got up to 0.4: its sigmoid is in the flat tail for every "
+            "sample, so this output learns nothing, nor do the layers that "
+            "serve only it."
+        )
+
+    def test_an_activation_layer_after_the_head(self):
+        # `Dense(1)` then `Activation("sigmoid")`: the gradient is the Dense
+        # layer's, the activation the output's.
+        names = ["trunk", "flag_hidden", "cls", "flag", "flag_act"]
+        rules = HealthRules(two_heads(activation_layer=True))
+        found = two_heads_run(rules, [4e-13] * 8, names=names)
+        assert [(f.mode, f.layer, f.step, at) for f, at in found] == [
+            (F.SATURATED_ACTIVATIONS, "flag", 0, 4)
+        ]
+
+    @pytest.mark.parametrize(
+        "flag, norms, cls",
+        [
+            # A billionth of the root of 1.6 is 1.26e-9: just over it.
+            ("sigmoid", [1.3e-9] * 8, 0.4),
+            # Exactly 0: a loss weight of 0, or an output no loss reads.
+            ("sigmoid", [0.0] * 8, 0.4),
+            # No saturating activation: a linear head's gradient is its error.
+            (None, [4e-13] * 8, 0.4),
+            ("relu", [4e-13] * 8, 0.4),
+            # Every output's gradient negligible: the global norm tells it.
+            ("sigmoid", [4e-13] * 8, 1e-12),
+            # A step with a gradient in between: never 5 steps in a row.
+            ("sigmoid", [4e-13] * 4 + [1e-3] + [4e-13] * 3, 0.4),
+        ],
+        ids=["over", "zero", "linear", "relu", "all", "broken"],
+    )
+    def test_not(self, flag, norms, cls):
+        rules = HealthRules(two_heads(flag))
+        found = two_heads_run(rules, norms, cls=cls)
+        assert [f for f, _ in found if f.mode == F.SATURATED_ACTIVATIONS] == []
+
+    def test_not_with_one_output(self):
+        # The global norm's rule (`ZeroGradientRules`) is the one-output case
+        # (here the branch's gradient, 1e-14 RMS against the trunk's 0.05, is
+        # reported as vanishing).
+        layers = two_heads()
+        rules = HealthRules(
+            [
+                dataclasses.replace(info, distance=1) if info.name == "cls" else info
+                for info in layers
+            ]
+        )
+        found = two_heads_run(rules, [4e-13] * 8)
+        assert [(f.mode, f.layer) for f, _ in found] == [
+            (F.VANISHING_GRADIENTS, "flag_hidden")
+        ]
+
+    def test_not_without_the_layer_graph(self):
+        # A subclassed model: which layers are outputs is not known.
+        layers = [dataclasses.replace(info, distance=None) for info in two_heads()]
+        found = two_heads_run(HealthRules(layers), [4e-13] * 8)
+        assert [f for f, _ in found if f.mode == F.SATURATED_ACTIVATIONS] == []
 
 
 def test_healthy_training_has_no_findings():

@@ -583,6 +583,41 @@ def saturated_output_mse() -> Setup:
     return Setup(model, x, y[:, None].astype("float32"), epochs=2)
 
 
+def _two_heads(flag_bias: float, flag_loss: str, epochs: int) -> Setup:
+    """Two outputs of one input: `cls`, a 3-class classifier on logits
+    through a ReLU trunk, and `flag` (is the first feature positive?), a
+    sigmoid through a ReLU branch of its own with bias `flag_bias`, under
+    `flag_loss` (Adam, lr 1e-2)."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    flag = (x[:, 0] > 0).astype("float32")[:, None]
+    dense = keras.layers.Dense
+    inputs = keras.Input((16,))
+    trunk = dense(32, activation="relu", name="trunk")(inputs)
+    classes = dense(3, name="cls")(trunk)
+    branch = dense(16, activation="relu", name="flag_hidden")(inputs)
+    bias = keras.initializers.Constant(flag_bias)
+    flagged = dense(1, activation="sigmoid", name="flag", bias_initializer=bias)(branch)
+    model = keras.Model(inputs, {"cls": classes, "flag": flagged})
+    loss = {
+        "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "flag": flag_loss,
+    }
+    _compiled(model, keras.optimizers.Adam(1e-2), loss)
+    return Setup(model, x, {"cls": y, "flag": flag}, epochs=epochs)
+
+
+def saturated_head_of_two() -> Setup:
+    """`saturated_output_mse`'s output as one head of two (`_two_heads`):
+    the `flag` head's sigmoid has bias -30 under mean squared error, so its
+    outputs are about 1e-13 from step 0 and its branch's gradients about
+    1e-13 (no logits to take), while the classifier head learns with
+    gradients of order 0.1-1. The global norm is the classifier's: only
+    the flag head's own gradient tells that it never learns (its loss stays
+    at the share of samples flagged 1)."""
+    return _two_heads(-30.0, "mean_squared_error", epochs=2)
+
+
 DIE_STEP = 500
 
 
@@ -930,6 +965,12 @@ def healthy_rare_class_weighted() -> Setup:
     return Setup(model, x, y, epochs=2, batch_size=4, sample_weight=weights)
 
 
+def healthy_two_heads() -> Setup:
+    """`saturated_head_of_two` with the flag head as Keras initialises it
+    (bias 0) under binary cross-entropy, for 160 steps: both heads learn."""
+    return _two_heads(0.0, "binary_crossentropy", epochs=20)
+
+
 def healthy_unet() -> Setup:
     """A small U-Net (ReLU convolutions, a pooled 8-channel bottleneck, skip
     connections by concatenation, sigmoid output, binary cross-entropy)
@@ -1007,6 +1048,7 @@ FAILURES = [
     ),
     Case("zero_gradients", zero_gradients, {EXPLODING: 16, VANISHING: 16}),
     Case("saturated_output_mse", saturated_output_mse, {VANISHING: 0}),
+    Case("saturated_head_of_two", saturated_head_of_two, {SATURATED: 0}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
     Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),
     Case(
@@ -1030,6 +1072,7 @@ HEALTHY = [
     Case("healthy_bottleneck", healthy_bottleneck, {}),
     Case("healthy_rare_class_weighted", healthy_rare_class_weighted, {}),
     Case("healthy_unet", healthy_unet, {}),
+    Case("healthy_two_heads", healthy_two_heads, {}),
 ]
 CASES = FAILURES + HEALTHY
 BY_NAME = {case.name: case for case in CASES}
@@ -1260,6 +1303,8 @@ def confirm(case: Case) -> Confirmation:
     ]
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     probe = keras.Model(inputs, [layer.output for layer in layers])
+    # Several outputs: the model's own (a dict or list), not the last layer's.
+    several = len(model.outputs) > 1
     weighted = [layer for layer in layers if layer.trainable_weights]
     owner = {id(v): layer.name for layer in weighted for v in layer.trainable_weights}
     watched = [
@@ -1278,12 +1323,16 @@ def confirm(case: Case) -> Confirmation:
     @tf.function
     def whole_set():
         outs = forward(x_all, training=False)
-        return [outs[i] for i, _ in watched], outs[-1]
+        y_pred = model(x_all, training=False) if several else outs[-1]
+        return [outs[i] for i, _ in watched], y_pred
 
     @tf.function(reduce_retracing=True)
     def gradients(xb, yb, wb):
         with tf.GradientTape() as tape:
-            y_pred = forward(xb, training=True)[-1]
+            if several:
+                y_pred = model(xb, training=True)
+            else:
+                y_pred = forward(xb, training=True)[-1]
             loss = model.compute_loss(
                 x=xb, y=yb, y_pred=y_pred, sample_weight=wb, training=True
             )
@@ -1320,7 +1369,8 @@ def confirm(case: Case) -> Confirmation:
                 getattr(result, kind).setdefault(layer.name, []).append(value)
             batch = slice(start, start + bs)
             wb = None if setup.sample_weight is None else setup.sample_weight[batch]
-            loss, grads = gradients(x[batch], y[batch], wb)
+            yb = {k: v[batch] for k, v in y.items()} if several else y[batch]
+            loss, grads = gradients(x[batch], yb, wb)
             sums = {name: [0.0, 0] for name in result.layer_rms}
             total, finite = 0.0, bool(np.isfinite(float(loss)))
             for g, v in zip(grads, variables):
@@ -1347,8 +1397,8 @@ def confirm(case: Case) -> Confirmation:
             _update_ratios(result.update_ratio, owner, variables, before, after)
             watched_outs, y_pred = whole_set()
     result.final_loss = _full_loss(model, setup, y_pred)
-    pred = np.asarray(y_pred)
-    if pred.ndim == 2 and y.ndim == 1:
+    pred = None if several else np.asarray(y_pred)
+    if pred is not None and pred.ndim == 2 and y.ndim == 1:
         labels = pred.argmax(axis=1) if pred.shape[1] > 1 else pred[:, 0] > 0.5
         result.final_accuracy = float(np.mean(labels == y))
     return result

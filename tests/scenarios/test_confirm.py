@@ -85,6 +85,32 @@ def test_saturated_output_mse():
 
 
 @confirm_on_tensorflow
+def test_saturated_head_of_two():
+    c = cases.confirm(cases.BY_NAME["saturated_head_of_two"])
+    steps = range(len(c.losses))
+    # The flag head's layers: gradients under 1e-9 of the loss's square root
+    # at every step (sigmoid(-30) = 9.4e-14 is its output and its
+    # derivative), and none exactly 0; Adam moves their weights by under a
+    # millionth of their norm (its epsilon, 1e-7, dwarfs such a gradient).
+    for name in ("flag", "flag_hidden"):
+        rms = np.array(c.layer_rms[name])
+        assert rms.min() > 0.0
+        assert (rms / np.sqrt(c.losses)).max() < 1e-9
+        assert max(c.update_ratio[name]) < 1e-6
+    # The classifier head learns: gradients of order 0.01 and more, weights
+    # moving by over a percent of their norm a step, and the loss falls by
+    # a third of its initial level, all of it the classifier's (the flag's
+    # mean squared error stays the share of samples flagged 1).
+    for name in ("cls", "trunk"):
+        assert min(c.layer_rms[name]) > 1e-3
+        assert min(c.update_ratio[name]) > 1e-2
+    flagged = float(np.mean(cases.BY_NAME["saturated_head_of_two"].build().y["flag"]))
+    assert c.initial_loss - c.final_loss > 0.3 * (c.initial_loss - flagged)
+    assert c.final_loss > flagged
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_vanishing_sigmoid():
     c = cases.confirm(cases.BY_NAME["vanishing_sigmoid"])
     steps = range(len(c.losses))

@@ -123,6 +123,10 @@ REPORTED = {
     # 1e-9 of its square root: no gradient): 5 steps in a row (0-4),
     # reported at 4.
     "saturated_output_mse": {"vanishing_gradients": 4},
+    # The flag head's gradient about 1e-13 on a loss of about 1.6 from step
+    # 0, the classifier's about 0.1-1: recorded at every one of the first
+    # steps, 5 recordings in a row (0-4), reported at 4.
+    "saturated_head_of_two": {"saturated_activations": 4},
     # The last ReLU layer dies whole at step 500, when recordings are 100
     # steps apart, with the global norm level: its 64 units falling silent
     # (a new record of bias elements with no gradient; its gradient tensors
