@@ -169,7 +169,10 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     for C classes, ln 2 under binary cross-entropy; None for other losses
     (a regression loss's depends on the targets) and models, where
     regularizers add to the loss (`_regularized`), and where `check_model`
-    finds the output and its loss mismatched (`_mismatched`)."""
+    finds the output and its loss mismatched (`_mismatched`). Times the
+    output's `loss_weights`, when `compile` sets one. (`fit`'s sample and
+    class weights scale it too, by their mean over the batch: the callback
+    drops it on seeing them in the step.)"""
     known = _one_output_loss(model)
     if known is None or _regularized(model):
         return None
@@ -182,10 +185,36 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     if getattr(loss, "reduction", _MEAN_REDUCTIONS[0]) not in _MEAN_REDUCTIONS:
         return None
     units = output.units
+    level = None
     if found.name in _CROSS_ENTROPIES and units is not None and units >= 2:
-        return math.log(units), f"cross-entropy over {units} classes"
-    if found.name == "binary_crossentropy":
-        return math.log(2), "binary cross-entropy, probability 0.5"
+        level = math.log(units), f"cross-entropy over {units} classes"
+    elif found.name == "binary_crossentropy":
+        level = math.log(2), "binary cross-entropy, probability 0.5"
+    weight = _loss_weight(model)
+    if level is None or weight is None:
+        return None
+    if weight == 1.0:
+        return level
+    return level[0] * weight, f"{level[1]}, weighted {weight:.3g}"
+
+
+def _loss_weight(model) -> float | None:
+    """The one output's `loss_weights` in `compile` (1 without), or None
+    when it is not one positive number."""
+    try:
+        weights = model.get_compile_config().get("loss_weights")
+    except Exception:  # noqa: BLE001 - a model compiled in some other way
+        return None
+    if weights is None:
+        return 1.0
+    if isinstance(weights, dict):
+        weights = list(weights.values())
+    if isinstance(weights, (list, tuple)):
+        if len(weights) != 1:
+            return None
+        weights = weights[0]
+    if isinstance(weights, (int, float)) and math.isfinite(weights) and weights > 0:
+        return float(weights)
     return None
 
 

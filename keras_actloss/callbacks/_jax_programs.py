@@ -37,6 +37,7 @@ import numpy as np
 
 from keras_actloss.callbacks._jax_stats import _Trace
 from keras_actloss.callbacks._jax_weights import trainable
+from keras_actloss.callbacks._model_plan import sample_weighted
 from keras_actloss.callbacks._step_rows import FULL, FULL_LOGS_KEY
 from keras_actloss.diagnostics import step_activations
 
@@ -51,6 +52,7 @@ class JaxPrograms:
     `_summed` (`_over_execution`), `_check_job` and `_job_compared`
     (`_check_program`); and on `JaxStats`'s `_merge` and
     `_statistics`. It sets `_trace` (while a step is traced),
+    `sample_weighted`,
     `_loss_known`, `_function`, `_full`, `_check` (whether the checks run in
     their own program) and the other attributes of `_rent_check`.
     """
@@ -71,6 +73,7 @@ class JaxPrograms:
         (the full ones when `full`, see `_jax_stats._Trace`)."""
         trace = self._trace = _Trace(full)
         trace.home = self._trace_home(data)
+        self.sample_weighted = sample_weighted(data)
         leaves = jax.tree_util.tree_leaves(data)
         trace.batch = leaves[0].shape[0] if leaves and leaves[0].ndim else None
         trace.state_in = trainable(state)

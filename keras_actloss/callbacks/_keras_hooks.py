@@ -63,6 +63,7 @@ from keras_actloss.callbacks._model_plan import (
     find_optimizers,
     learning_rate,
     missing_internals,
+    sample_weighted,
     step_counter,
 )
 from keras_actloss.callbacks._step_rows import (
@@ -243,6 +244,8 @@ class TrainHooks(GraphStats):
         self._counter = None  # The optimizer that counts the steps.
         # How many times it applies in one step (a WGAN's critic: n_critic).
         self.counter_applies = 1
+        # Whether the last step traced had sample weights (`sample_weighted`).
+        self.sample_weighted = False
 
     @staticmethod
     def signature_of(model, optimizers=(), found=None) -> tuple:
@@ -439,6 +442,7 @@ class TrainHooks(GraphStats):
             self._local.static_batch = first.shape[0] if first.shape.rank else None
             if mode == FULL and self._keeps:
                 self._keep_batch(data)
+            self.sample_weighted = sample_weighted(data)
             self._local.full = self._local.alarm = None
             try:
                 logs = train_step(data)

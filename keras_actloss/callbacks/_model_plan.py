@@ -403,6 +403,13 @@ def _runs_simple_cell(parent, cell) -> bool:
     )
 
 
+def sample_weighted(data) -> bool:
+    """Whether a train step's `data` carries sample weights: `fit`'s
+    `sample_weight`, or its `class_weight`, which Keras turns into them.
+    Noted by both backends' hooks as they trace the step."""
+    return keras.utils.unpack_x_y_sample_weight(data)[2] is not None
+
+
 def apply_groups(var_layer: dict, calls: list) -> dict[int, int]:
     """The `apply` call of a step that updates each monitored layer, when
     the step makes several (a GAN's discriminator and generator, each by

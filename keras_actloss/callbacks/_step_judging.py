@@ -292,6 +292,10 @@ class StepJudging:
         statistics).
         """
         new = []
+        if self._hooks.sample_weighted:
+            # `fit`'s sample or class weights scale the loss by their mean:
+            # no level of a prediction that knows nothing is known.
+            self._rules.uninformed_loss = None
         for step, norm, counted, skipped, layer, rate, loss, *units in steps:
             if skipped:  # A loss-scale overflow the optimizer skipped.
                 new += self._rules.observe_overflow(step, rate, loss)

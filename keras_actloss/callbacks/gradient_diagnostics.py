@@ -180,7 +180,9 @@ class GradientDiagnostics(
       (one step that threw the model off, as Adam's first at a rate of 1);
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
-      knows nothing (ln C for C classes, ln 2 for binary): outputs extreme
+      knows nothing (ln C for C classes, ln 2 for binary, times the
+      output's `loss_weights`; not judged when `fit` has sample or class
+      weights, which scale it by their mean): outputs extreme
       from the start, from initial weights far too large (from inputs not
       standardized instead: `unstandardized_inputs`, a warning; not judged
       when a normalization layer feeds the classifier, as in

@@ -362,7 +362,9 @@ class ActivationRules(RuleFamily):
         on its first recorded batch (or with one unit of it inactive, or
         part of it inactive while the loss falls `_SETTLE_FALL` below
         where training began, and 3 times the spread of the recorded
-        losses), with the learning rate
+        losses; a whole layer only while the losses recorded since it
+        died are that far below those before, `_fell_since`), with the
+        learning rate
         unchanged (no jump, and not warmed up 10x since the first step:
         Adam warmed up from 0 to 0.5 over 200 steps killed half a layer's
         units by step 42, a warm-up's slow rise leaves the loss level), the
@@ -417,6 +419,14 @@ class ActivationRules(RuleFamily):
             # 6, and a Dense head after a global average pooling 31 of 64
             # (33% by step 100); both models fitted.
             return False
+        if dead >= 1.0 and not self._fell_since(start, began, spread):
+            # A whole layer dead, the loss no lower since it died: nothing
+            # passes it, and the model learns nothing through it. Probed:
+            # a layer killed whole at step 40 (its bias set to -10), the
+            # loss back up from 1.1 to ln 4 and level (the first step's
+            # was 1.49), was told at step 150, once the model had stopped
+            # learning.
+            return False
         # A step that overshoots kills units at once: the jump that killed
         # them is recorded by the step after the streak's first at most.
         peak = max(loss for s, loss in self._early_recorded if s <= start + 1)
@@ -433,6 +443,20 @@ class ActivationRules(RuleFamily):
             self._settle_marks.setdefault(layer, (0, began))
             return True
         return self._still_learning(layer, step, start, recent, began)
+
+    def _fell_since(self, start: int, began: float, spread: float) -> bool:
+        """Whether the losses recorded from step `start` on (median) fell
+        below those of the last 4 recordings before it (where training
+        began, for none) by `_SETTLE_FALL` of them and
+        `_SETTLE_RISE_SPREADS` times `spread`."""
+        before = [loss for s, loss in self._early_recorded if s < start][-4:]
+        since = [loss for s, loss in self._early_recorded if s >= start]
+        if not since:
+            return False
+        level = float(np.median(before)) if before else began
+        return level - float(np.median(since)) >= max(
+            _SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread
+        )
 
     def _still_learning(
         self, layer: str, step: int, start: int, recent: float, began: float

@@ -110,6 +110,79 @@ def test_unknown(units, activation, loss):
     assert uninformed_loss(model(units, activation, loss)) is None
 
 
+@pytest.mark.parametrize(
+    "weights, expected",
+    [
+        # `compile(loss_weights=...)` multiplies the one output's loss.
+        ([10.0], 10 * math.log(4)),
+        (0.5, 0.5 * math.log(4)),
+        ({"out_0": 2.0}, 2 * math.log(4)),
+        (None, math.log(4)),
+        ([0.0], None),
+    ],
+)
+def test_loss_weights(weights, expected):
+    m = model(4, "softmax", "sparse_categorical_crossentropy")
+    m.compile(optimizer="adam", loss=m.loss, loss_weights=weights)
+    found = uninformed_loss(m)
+    if expected is None:
+        assert found is None
+        return
+    level, said = found
+    assert level == pytest.approx(expected)
+    weighted = f", weighted {expected / math.log(4):.3g}"
+    assert said == CLASSES.format(4) + ("" if weights is None else weighted)
+
+
+@pytest.mark.parametrize(
+    "weighting",
+    [
+        {"loss_weights": [10.0]},
+        {"sample_weight": 10.0},
+        {"class_weight": {3: 100.0}},
+    ],
+    ids=["loss_weights", "sample_weight", "class_weight"],
+)
+def test_a_weighted_loss_is_not_an_extreme_start(weighting):
+    # Probed: a healthy 4-class classifier whose loss Keras weights 10x (or
+    # whose class 3 weighs 100 on balanced classes) starts at about 10x
+    # ln 4 (14.5-15.9) and learns (accuracy 0.84-0.88); it was reported as
+    # "outputs extreme and wrong from the start" at step 4. The weights
+    # scale the level of a prediction that knows nothing: `loss_weights`
+    # by its value (known when compiled), sample and class weights by their
+    # mean over the batch (seen in the step: not judged).
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = np.argmax(x[:, :4], axis=1)
+    m = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    m.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="sparse_categorical_crossentropy",
+        loss_weights=weighting.get("loss_weights"),
+    )
+    fit = {}
+    if "sample_weight" in weighting:
+        fit["sample_weight"] = np.full(len(x), weighting["sample_weight"], "float32")
+    if "class_weight" in weighting:
+        fit["class_weight"] = {0: 1.0, 1: 1.0, 2: 1.0, **weighting["class_weight"]}
+    diag = GradientDiagnostics(check_model=False)
+    history = m.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[diag], **fit)
+    # Weighted 10x or more from the start: over 5x ln 4 on every first step.
+    assert min(s.loss for s in diag.history[:5]) > 5 * math.log(4)
+    assert diag.findings == []
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+
+
 def test_a_clipped_output_is_not_an_explosion():
     # A linear output under binary cross-entropy on probabilities: the loss
     # clips the outputs outside [0, 1] (to 1e-7 from either end, a loss of

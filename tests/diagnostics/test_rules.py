@@ -3384,12 +3384,22 @@ def dead_run(
 ACTIVITY = ([5, 9, 3, 0], [0, 0, 0, 7])
 
 
-def settling_run(loss, rate=lambda s: None, first=None, back=40, steps=70, again=None):
+def settling_run(
+    loss,
+    rate=lambda s: None,
+    first=None,
+    back=40,
+    steps=70,
+    again=None,
+    dying=ACTIVITY,
+    dies=1,
+):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
-    layers all active on step 0's batch (or as `first`), then as `ACTIVITY`
-    (3 of dense_1's 4 units inactive) until step `back` (None: to the end),
-    all active after, and as `ACTIVITY` again from step `again` (if any).
+    layers all active on step 0's batch (or as `first`) and to step
+    `dies`, then as `dying` (`ACTIVITY`: 3 of dense_1's 4 units inactive)
+    until step `back` (None: to the end), all active after, and as `dying`
+    again from step `again` (if any).
     Returns (mode, layer, finding step, step at which it was reported) for
     each finding."""
     rules = HealthRules(mlp(["relu", "relu"]))
@@ -3399,8 +3409,9 @@ def settling_run(loss, rate=lambda s: None, first=None, back=40, steps=70, again
         if s == 0:
             pair = first or alive
         else:
-            dead = back is None or s < back or (again is not None and s >= again)
-            pair = ACTIVITY if dead else alive
+            dead = s >= dies and (back is None or s < back)
+            dead = dead or (again is not None and s >= again)
+            pair = dying if dead else alive
         items = [
             event(s, 1.0, rate(s), loss=loss(s)),
             recording(
@@ -3568,6 +3579,37 @@ class TestDeadRelu:
         # the loss level: not reported within the first 64 steps; they
         # come back at step 40.
         assert settling_run(level) == []
+
+    @pytest.mark.parametrize(
+        "loss, reported",
+        [(level, [(F.DEAD_RELU, "dense_1", 1, 5)]), ("falling", [])],
+    )
+    def test_a_whole_layer_dying_in_the_first_steps(self, loss, reported):
+        # All 4 of dense_1's units inactive from step 1 to 39: with the loss
+        # level, nothing passes the layer and nothing is learnt through it,
+        # reported at once (steps 1-5); with the loss down from 1.0 to 0.8
+        # from step 1 (20% below where training began, as through another
+        # path), it may settle, as part of a layer does.
+        if loss == "falling":
+
+            def loss(step):
+                return 1.0 if step == 0 else 0.8
+
+        whole = ([1] * 4, [0] * 4)
+        assert settling_run(loss, dying=whole) == reported
+
+    def test_a_whole_layer_killed_after_the_loss_fell(self):
+        # Probed: the loss 1.49 at the first step, down to 1.1 by step 39;
+        # dense_1 killed whole at step 40 (its bias set to -10), the loss
+        # back up to ln 4 (1.386), under where training began: the losses
+        # since it died (1.386) are no lower than before (1.1), reported at
+        # once (steps 40-44), not when the model stopped learning (150).
+        def loss(step):
+            return 1.49 - 0.01 * step if step < 40 else 1.386
+
+        whole = ([1] * 4, [0] * 4)
+        found = settling_run(loss, dying=whole, dies=40, back=None, steps=100)
+        assert found == [(F.DEAD_RELU, "dense_1", 40, 44)]
 
     @pytest.mark.parametrize(
         "rise, reported",
