@@ -89,14 +89,18 @@ def threshold_profile(threshold: float = 0.0, default_value: float = 0.0):
 
 def celu_profile(alpha: float = 1.0) -> ActivationProfile:
     """Profile of CELU: ELU with the exponent scaled by `1 / alpha`."""
+    alpha = float(alpha)
     return ActivationProfile(
         name="celu",
         family=_p.RELU_FAMILY,
-        output_range=(-float(alpha), INF),
+        output_range=(-alpha, INF),
         zero_centred=True,
         inactive_below=0.0,
         inactive_gradient=None,
-        description=f"CELU: smooth negative part saturating at {-float(alpha)}.",
+        # celu'(x) = e^(x / alpha) = y / alpha + 1: 0.01 at y = -0.99 alpha.
+        saturation_bounds=(-(1.0 - FLAT) * alpha, INF),
+        saturation_gradient=FLAT,
+        description=f"CELU: smooth negative part saturating at {-alpha}.",
     )
 
 

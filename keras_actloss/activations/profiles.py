@@ -12,6 +12,11 @@ Thresholds (hand computed):
   0.04 of its largest derivative (0.25 at 0).
 - tanh saturates outside `(-0.99, 0.99)`: there `1 - t^2 = 0.0199`, 0.02 of its
   largest derivative (1 at 0).
+- ELU's negative part `y = alpha (e^x - 1)` has derivative `y + alpha`:
+  0.01 (1% of 1, its largest for `alpha <= 1`) at `y = 0.01 - alpha`; SELU's,
+  `lambda alpha e^x = y + lambda alpha`, likewise at `y = 0.01 - lambda alpha`
+  (1% of 1; its largest, `lambda alpha` = 1.76 at 0, is over 1). Outputs below
+  are the flat tail a large negative bias or input sets a unit in.
 - swish's minimum is `-0.2784645/beta` (at `beta * x = -1.2784645`, where
   `1 + u * (1 - sigmoid(u)) = 0`); GELU's is `-0.16997` (`-0.17004` for the tanh
   approximation, the bound used).
@@ -94,14 +99,18 @@ def prelu_profile() -> ActivationProfile:
 
 def elu_profile(alpha: float = 1.0) -> ActivationProfile:
     """Profile of ELU: outputs in `(-alpha, inf)`, derivative `y + alpha` below 0."""
+    alpha = float(alpha)
+    flat = keras_profiles.FLAT
     return ActivationProfile(
         name="elu",
         family=_p.RELU_FAMILY,
-        output_range=(-float(alpha), math.inf),
+        output_range=(-alpha, math.inf),
         zero_centred=True,
         inactive_below=0.0,
         inactive_gradient=None,
-        description=f"ELU: smooth negative part saturating at {-float(alpha)}.",
+        saturation_bounds=(flat - alpha, math.inf) if alpha > flat else None,
+        saturation_gradient=flat if alpha > flat else None,
+        description=f"ELU: smooth negative part saturating at {-alpha}.",
     )
 
 
@@ -193,6 +202,8 @@ def _profiles() -> dict[str, ActivationProfile]:
             output_range=(-SELU_SCALE * SELU_ALPHA, inf),
             zero_centred=True,
             inactive_below=0.0,
+            saturation_bounds=(keras_profiles.FLAT - SELU_SCALE * SELU_ALPHA, inf),
+            saturation_gradient=keras_profiles.FLAT,
             description="SELU: self-normalising scaled ELU.",
         ),
         **keras_profiles.keras_only_profiles(),

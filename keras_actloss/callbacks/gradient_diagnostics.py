@@ -53,7 +53,8 @@ class GradientDiagnostics(
     optimizer really applies are and how many activations are zero or
     saturated, written to TensorBoard, and to be told when training fails:
     vanishing or exploding gradients, dead ReLUs, saturated sigmoid/tanh
-    units, or non-finite values (see `keras_actloss.diagnostics.rules`).
+    units (or ELU, SELU and softplus units in their flat negative tail), or
+    non-finite values (see `keras_actloss.diagnostics.rules`).
 
     What is recorded:
 

@@ -18,6 +18,7 @@ from keras_actloss import findings as F
 from keras_actloss import registry
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
+    _FLAT_TAIL_FIX,
     _THROWN_SATURATION_FIX,
     FIXES,
     RuleFamily,
@@ -597,6 +598,9 @@ class ActivationRules(RuleFamily):
                 f"{where}: its gradient is nearly zero there, so it and the layers "
                 "before it have almost stopped learning."
             )
+            profile = registry.get_profile("activation", activation or "linear")
+            if getattr(profile, "family", None) not in (SIGMOID, TANH, None):
+                fix = _FLAT_TAIL_FIX  # Not an activation to swap for ReLU.
             # Saturation sets in over the steps after the update that threw
             # the weights (a tanh MLP under Adam at 0.2: 1.6x at step 0, the
             # next updates still a fifth to half of the weights, 77% in the

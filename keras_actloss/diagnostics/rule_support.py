@@ -162,6 +162,15 @@ _THROWN_SATURATION_FIX = (
     "into the tails. Then, if they stay there, use ReLU instead of "
     "sigmoid/tanh in hidden layers and add batch normalization."
 )
+# Saturation of an activation whose hidden use is no mistake (ELU's, SELU's
+# or softplus's flat negative tail, ReLU6's cap): its pre-activations sit
+# far out, from a bias, the inputs or a step that threw them there.
+_FLAT_TAIL_FIX = (
+    "Keep the pre-activations out of the flat tail: initialise the biases at "
+    "zero (Keras's default), standardize the inputs, add batch normalization "
+    "before the activation, and lower the learning rate (one step too large "
+    "can throw the units there)."
+)
 # The fix of vanishing gradients that fell from their own early level while
 # the loss did not fall: the first steps were too large.
 _FALLEN_FIX = (

@@ -182,6 +182,20 @@ def test_relu_and_leaky_profiles():
     assert profile("elu").inactive_gradient is None
     assert profile("sigmoid").saturation_bounds == (0.01, 0.99)
     assert profile("tanh").saturation_bounds == (-0.99, 0.99)
+    # ELU's negative part has derivative y + 1: 0.01 at y = -0.99; SELU's
+    # y + 1.7581 (lambda alpha) likewise at y = 0.01 - 1.7581; CELU's
+    # (alpha 2) y / 2 + 1 at y = -1.98. Each flat below, a saturating
+    # activation that cannot die.
+    assert profile("elu").saturation_bounds == pytest.approx((-0.99, math.inf))
+    assert profile("selu").saturation_bounds == pytest.approx(
+        (-1.7481, math.inf), abs=1e-4
+    )
+    celu = profile(functools.partial(keras.activations.celu, alpha=2.0))
+    assert celu.saturation_bounds == pytest.approx((-1.98, math.inf))
+    assert all(
+        profile(name).saturates and not profile(name).can_die
+        for name in ("elu", "selu")
+    )
     assert profile("softmax").produces_probabilities
     assert profile("sigmoid").produces_probabilities
     assert not profile("tanh").produces_probabilities

@@ -4075,6 +4075,31 @@ def saturation_run(saturation, steps=(0, 5, 10), output="sigmoid", **kw):
 
 
 class TestSaturation:
+    @pytest.mark.parametrize(
+        "activation, fix",
+        [
+            ("tanh", FIXES[F.SATURATED_ACTIVATIONS]),
+            ("sigmoid", FIXES[F.SATURATED_ACTIVATIONS]),
+            ("elu", rule_support._FLAT_TAIL_FIX),
+            ("selu", rule_support._FLAT_TAIL_FIX),
+            ("softplus", rule_support._FLAT_TAIL_FIX),
+        ],
+    )
+    def test_the_fix_follows_the_activation(self, activation, fix):
+        # Swapping a hidden sigmoid or tanh for ReLU is the fix; an ELU,
+        # SELU or softplus in its flat negative tail (or a ReLU6 at its cap)
+        # was put there by a bias, the inputs or a step.
+        rules = HealthRules(mlp(["relu", activation], output="softmax"))
+        seq = [
+            recording(s, RELU_RMS[:3], saturation=[None, 0.9, None]) for s in (0, 5, 10)
+        ]
+        (finding,) = run(rules, seq)
+        assert (finding.mode, finding.layer, finding.fix) == (
+            F.SATURATED_ACTIVATIONS,
+            "dense_1",
+            fix,
+        )
+
     @pytest.mark.parametrize("per, reported", [(8, True), (4, False)])
     def test_one_recording_holds_its_executions_batches(self, per, reported):
         # steps_per_execution 8: the saturation of step 7's recording is

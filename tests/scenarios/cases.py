@@ -297,6 +297,28 @@ def saturated_tanh() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def saturated_elu() -> Setup:
+    """A hidden ELU layer in its flat negative tail from step 0: bias -30 on
+    standardized inputs puts every pre-activation near -30, where ELU is
+    -1 + e^-30 with derivative e^-30 (9e-14; exactly 0 on TensorFlow, whose
+    gradient is `y + 1`, and `y` rounds to -1 in float32). The output layer
+    gets the same input (-1) for every sample: the model can learn no more
+    than the classes' frequencies."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(
+                32, activation="elu", bias_initializer=keras.initializers.Constant(-30)
+            ),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
 def _wide_classifier(hidden: list[str], epochs: int, stddev=None) -> Setup:
     """`classification()` under Adam through `Dense(64)` layers of these
     activations, their kernels drawn with `stddev` (None: Keras's default
@@ -1028,6 +1050,7 @@ FAILURES = [
     Case("vanishing_sigmoid_spe8", vanishing_sigmoid_spe8, {VANISHING: 0}),
     Case("saturated_tanh", saturated_tanh, {SATURATED: 0}),
     Case("saturated_tanh_stack", saturated_tanh_stack, {SATURATED: 0}),
+    Case("saturated_elu", saturated_elu, {SATURATED: 0}),
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),

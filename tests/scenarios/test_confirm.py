@@ -162,6 +162,25 @@ def test_saturated_tanh():
 
 
 @confirm_on_tensorflow
+def test_saturated_elu():
+    c = cases.confirm(cases.BY_NAME["saturated_elu"])
+    steps = range(len(c.losses))
+    first, _ = c.weighted
+    # The ELU layer's gradient is at most e^-30 = 9e-14 of the output
+    # layer's (its derivative at the pre-activations, all near -30; exactly
+    # 0 here, see the scenario), and its weights do not move.
+    ratios = [c.rms_ratio(s) for s in steps]
+    assert max(ratios) < 1e-9
+    assert max(c.update_ratio[first]) < 1e-6
+    # The output layer gets one input for every sample (-1 from each unit):
+    # the model learns the classes' frequencies at best; the loss stays
+    # above 0.9 (ln 3 = 1.10 knows nothing).
+    assert c.final_loss > 0.9
+    assert c.final_accuracy < 0.5
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_saturated_tanh_stack():
     c = cases.confirm(cases.BY_NAME["saturated_tanh_stack"])
     twin = cases.confirm(cases.BY_NAME["healthy_deep_tanh"])

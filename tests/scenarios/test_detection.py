@@ -60,6 +60,9 @@ REPORTED = {
     # next execution's recording (15).
     "vanishing_sigmoid_spe8": {"vanishing_gradients": 7},
     "saturated_tanh": {"saturated_activations": 4},
+    # Every output of the ELU layer in its flat tail (below -0.99) from step
+    # 0: 5 recordings in a row (0-4), reported at 4.
+    "saturated_elu": {"saturated_activations": 4},
     # Its gradient grows about 2x a layer back to the input from step 0,
     # with about 70% of the outputs in the tails: steps 0-4.
     "saturated_tanh_stack": {"saturated_activations": 4},
