@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -190,8 +191,10 @@ def uninformed_loss(model) -> tuple[float, str] | None:
         level = math.log(units), f"cross-entropy over {units} classes"
     elif found.name == "binary_crossentropy":
         level = math.log(2), "binary cross-entropy, probability 0.5"
+    if level is None:
+        return None
     weight = _loss_weight(model)
-    if level is None or weight is None:
+    if weight is None:
         return None
     if weight == 1.0:
         return level
@@ -202,7 +205,11 @@ def _loss_weight(model) -> float | None:
     """The one output's `loss_weights` in `compile` (1 without), or None
     when it is not one positive number."""
     try:
-        weights = model.get_compile_config().get("loss_weights")
+        with warnings.catch_warnings():
+            # Keras serializes the optimizer too, whose variables' `__array__`
+            # NumPy 2 warns about on JAX (Keras 3.15).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            weights = model.get_compile_config().get("loss_weights")
     except Exception:  # noqa: BLE001 - a model compiled in some other way
         return None
     if weights is None:

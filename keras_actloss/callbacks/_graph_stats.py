@@ -316,7 +316,7 @@ class GraphStats(RingReader):
         tf = self._tf
         present = [(g, v) for g, v in zip(grads, variables) if g is not None]
         gradients = step_stats.norm_row(
-            [self._for_norms(g, full) for g, _ in present],
+            [self._for_norms(g, v, full) for g, v in present],
             extremes=full,
             joined=full,
             silent=True,
@@ -368,18 +368,22 @@ class GraphStats(RingReader):
         # its float64 ring row.
         return row, step_stats.alarm(norms, layout, scale, call.rate, gradients.silent)
 
-    def _for_norms(self, grad, full: bool):
+    def _for_norms(self, grad, variable, full: bool):
         """A gradient as `norm_row` reads it. An `IndexedSlices` (an
         embedding's: the rows of a large table that the batch looked up) is
         made dense on a full step (its extremes and samples are of every
         element, zeros included); on the others its rows are summed by index
         (`unique`, `unsorted_segment_sum`): the same norm, zero and
         non-finite as the dense gradient's, without writing the whole table
-        on every step."""
+        on every step. Not for a table too small for a norm of its own
+        (`step_stats.is_large`): its rows, of a size known only when the
+        step runs, would get one, and the full and the other steps' rows
+        must hold it alike (one `RowLayout` reads both); it is made dense.
+        """
         tf = self._tf
         if not _sparse(tf, grad):
             return grad
-        if full:
+        if full or not step_stats.is_large(variable.shape):
             return _dense(tf, grad)
         rows, at = tf.unique(grad.indices)
         return tf.math.unsorted_segment_sum(grad.values, at, tf.size(rows))

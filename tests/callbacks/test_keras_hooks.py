@@ -1,6 +1,7 @@
 """Tests for the Keras-internals module behind GradientDiagnostics."""
 
 import inspect
+import math
 
 import keras
 import numpy as np
@@ -324,28 +325,74 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
 
 def test_sparse_gradient_rows_are_summed_by_index():
     # An embedding's gradient (`IndexedSlices`): on an every-step check its
-    # rows summed by index, not the dense table; dense on a full step.
+    # rows summed by index, not the dense table; dense on a full step. A
+    # table of under 4096 elements (`step_stats.NORM_MIN_ELEMENTS`) is
+    # dense on both: its rows' count is known only as the step runs.
     from types import SimpleNamespace
 
     from keras_actloss.callbacks._graph_stats import GraphStats
 
-    grad = tf.IndexedSlices(
-        values=tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
-        indices=tf.constant([7, 2, 7]),
-        dense_shape=tf.constant([50, 2]),
-    )
+    def grad(rows):
+        return tf.IndexedSlices(
+            values=tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+            indices=tf.constant([7, 2, 7]),
+            dense_shape=tf.constant([rows, 2]),
+        )
+
     hooks = SimpleNamespace(_tf=tf)
-    rows = GraphStats._for_norms(hooks, grad, full=False)
+    large = tf.Variable(tf.zeros([5000, 2]))
+    rows = GraphStats._for_norms(hooks, grad(5000), large, full=False)
     # Row 7 looked up twice: [1 + 5, 2 + 6]; row 2 once.
     assert sorted(rows.numpy().tolist()) == [[3.0, 4.0], [6.0, 8.0]]
-    dense = GraphStats._for_norms(hooks, grad, full=True).numpy()
-    assert dense.shape == (50, 2)
-    np.testing.assert_array_equal(dense[[2, 7]], [[3.0, 4.0], [6.0, 8.0]])
-    assert not dense[[i for i in range(50) if i not in (2, 7)]].any()
+    small = tf.Variable(tf.zeros([50, 2]))
+    for variable, full in ((large, True), (small, True), (small, False)):
+        rows = int(variable.shape[0])
+        dense = GraphStats._for_norms(hooks, grad(rows), variable, full=full).numpy()
+        assert dense.shape == (rows, 2)
+        np.testing.assert_array_equal(dense[[2, 7]], [[3.0, 4.0], [6.0, 8.0]])
+        assert not dense[[i for i in range(rows) if i not in (2, 7)]].any()
+
+
+@pytest.mark.parametrize("rows", [50, 1000])
+def test_embedding_norms_read_alike_from_both_train_functions(rows):
+    # Probed: an Embedding(50, 16) model whose every-step function came in at
+    # step 41 (it pays for its trace on a long run): the full steps' rows
+    # held the table's sum of squares (800 elements: small), the other
+    # steps' its summed rows' norm (rows known only as the step runs: a
+    # norm of its own), and one layout read both, so the recorded global
+    # norm was 0.57-1.03x (float32) or 1e4x (mixed_float16, whose loss
+    # scale it squared) that of the layers: a false explosion. Both
+    # functions from the first quiet step here (`RENT_STEPS`): every
+    # recording's global norm is that of its layers' norms. A table of
+    # 16000 elements gets a norm of its own in both.
+    keras.utils.set_random_seed(1)
+    x = np.random.default_rng(0).integers(0, rows, size=(256, 20))
+    y = (x[:, 0] % 2).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((20,), dtype="int32"),
+            keras.layers.Embedding(rows, 16),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(2e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    diag = GradientDiagnostics(check_model=False)
+    diag.RENT_STEPS = 1
+    model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[diag])
+    assert diag._hooks.traced("sentinel")
+    assert len(diag.history) > 12  # Dense at first, then backing off.
+    for stats in diag.history:
+        layers = math.sqrt(sum(ls.grad_norm**2 for ls in stats.layers))
+        assert stats.global_norm == pytest.approx(layers, rel=1e-5), stats.step
 
 
 def test_embedding_gradient_norms_equal_the_dense_gradients(rng, monkeypatch):
-    # A batch that looks up rows 0-4 of 50, each several times: the norms
+    # A batch that looks up rows 0-4 of 2000 (8000 elements: a norm of its
+    # own, `step_stats.NORM_MIN_ELEMENTS`), each several times: the norms
     # of an every-step check (rows summed by index) and of a full step
     # (dense) equal those of the SGD weight change, ||dw|| / lr.
     from keras_actloss.callbacks._graph_stats import GraphStats
@@ -353,9 +400,9 @@ def test_embedding_gradient_norms_equal_the_dense_gradients(rng, monkeypatch):
     read = GraphStats._for_norms
     seen = []
 
-    def for_norms(self, grad, full):
+    def for_norms(self, grad, variable, full):
         seen.append((type(grad).__name__, full))
-        return read(self, grad, full)
+        return read(self, grad, variable, full)
 
     monkeypatch.setattr(GraphStats, "_for_norms", for_norms)
     tokens = rng.integers(0, 5, size=(16, 6))
@@ -367,7 +414,7 @@ def test_embedding_gradient_norms_equal_the_dense_gradients(rng, monkeypatch):
         model = keras.Sequential(
             [
                 keras.Input((6,), dtype="int32"),
-                keras.layers.Embedding(50, 4, name="embed"),
+                keras.layers.Embedding(2000, 4, name="embed"),
                 keras.layers.GlobalAveragePooling1D(),
                 keras.layers.Dense(1, name="out"),
             ]
