@@ -233,7 +233,10 @@ class GradientDiagnostics(
       the lottery of inputs that barely differ, as behind a global average
       pooling); units dead from the first batch (a whole layer, or part of
       one with the loss level), or killed with a rising or jumping loss, are
-      reported as above.
+      reported as above; as a warning where they are at most two thirds of
+      the layer and, but for fewer than a quarter of its units, were
+      inactive on the first recorded batch already (initialisation left
+      them off; the layer learns through the rest).
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed

@@ -52,6 +52,24 @@ _SETTLE_JUMP_SPREADS = 6.0
 _SETTLE_RISE_SPREADS = 3.0
 
 
+# Part of a layer dead, most of it inactive from the first recorded batch:
+# reported as a warning (initialisation's doing, the layer learning through
+# the rest) unless training killed this share of its units beyond those.
+# Probed: a Dense(64, relu) head on a pretrained body's pooled features,
+# 30-32 of its units inactive on the first batch and 32-34 dead later, the
+# model fitting (accuracy 0.99); a stock MobileNetV3Small's first
+# squeeze-excitation ReLU, 5 of 8 inactive from the start.
+_KILLED_SHARE = 0.25
+# ...and of at most this share of the layer's units: with more dead (14 of
+# 16 units behind a bias of -100, the loss level) the layer has too few left.
+_OFF_SHARE = 2 / 3
+_OFF_FROM_START_FIX = (
+    "If the layer needs these units: use Leaky ReLU (or ELU), or add batch "
+    "normalization before the activation, so that each unit starts active "
+    "for some samples; a smaller learning rate does not bring them back."
+)
+
+
 def _named(layers: tuple[str, ...]) -> str:
     """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
     quoted = [f"'{name}'" for name in layers]
@@ -331,8 +349,45 @@ class ActivationRules(RuleFamily):
                         "only come back if the layers before them change their "
                         "inputs."
                     )
-                message += self._oversized_before(start)
+                after = self._oversized_before(start)
+                message += after
+                at_start = None if after else self._off_from_start(layer, dead)
+                if at_start is not None:
+                    inactive, units = at_start
+                    message += (
+                        f" {inactive} of its {units} units were inactive on the "
+                        "first recorded batch already, before any update: "
+                        "initialisation left them off (as it often does where "
+                        "a layer's inputs barely differ between samples, such "
+                        "as features pooled over an image), and the layer "
+                        "learns through its other units."
+                    )
+                    self._add(
+                        new,
+                        F.DEAD_RELU,
+                        layer,
+                        start,
+                        dead,
+                        message,
+                        _OFF_FROM_START_FIX,
+                        severity=F.WARNING,
+                    )
+                    return
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix)
+
+    def _off_from_start(self, layer: str, dead: float) -> tuple[int, int] | None:
+        """`(inactive, units)` on the first recorded batch of `layer`, when
+        its dead units (a share `dead`) are mostly those: at most
+        `_OFF_SHARE` of the layer, with fewer than `_KILLED_SHARE` of its
+        units dead beyond them (killed by training); else None."""
+        first = self._activity[layer].first
+        if first is None or dead > _OFF_SHARE:
+            return None
+        inactive, units = first
+        if not inactive:
+            return None
+        killed = round(dead * units) - inactive
+        return (inactive, units) if killed < _KILLED_SHARE * units else None
 
     def _cut_off(self, layer: str) -> tuple[str, ...] | None:
         """When every unit of each layer that all inputs of `layer` come

@@ -3770,6 +3770,57 @@ class TestDeadRelu:
         found = settling_run(level, first=ACTIVITY)
         assert found == [(F.DEAD_RELU, "dense_1", 0, 4)]
 
+    @pytest.mark.parametrize(
+        "first, later, severity, reported",
+        [
+            # 2 of 4 inactive from the first batch, no more since: a warning
+            # (a head on pooled features, a squeeze-excitation reduction).
+            ([0, 0, 5, 5], [0, 0, 5, 5], F.WARNING, 4),
+            # 3 of 4 (over two thirds): too few left, a failure.
+            ([0, 0, 0, 5], [0, 0, 0, 5], F.FAILURE, 4),
+            # 1 of 4 at first, 3 of 4 later: training killed 2 (a quarter or
+            # more), a failure (after settling, as units dying in the first
+            # steps do: the streak from step 1, reported at 64).
+            ([0, 5, 5, 5], [0, 0, 0, 5], F.FAILURE, 64),
+        ],
+        ids=["half_from_start", "most_from_start", "killed_after"],
+    )
+    def test_units_off_from_the_start_are_a_warning(
+        self, first, later, severity, reported
+    ):
+        found = []
+        rules = HealthRules(mlp(["relu", "relu"]))
+        for s in range(70):
+            pair = ([1] * 4, first if s == 0 else later)
+            items = [
+                event(s, 1.0, loss=1.0),
+                recording(
+                    s,
+                    RELU_RMS[:3],
+                    loss=1.0,
+                    batch_size=32,
+                    unit_activity=[*pair, None],
+                ),
+            ]
+            found += [(f, s) for f in run(rules, items)]
+        ((finding, at),) = found
+        assert (finding.mode, finding.layer, finding.severity, at) == (
+            F.DEAD_RELU,
+            "dense_1",
+            severity,
+            reported,
+        )
+        start = (
+            " 2 of its 4 units were inactive on the first recorded batch already, "
+            "before any update: initialisation left them off"
+        )
+        if severity == F.WARNING:
+            assert start in finding.message
+            assert finding.fix.startswith("If the layer needs these units")
+        else:
+            assert "initialisation left them off" not in finding.message
+            assert finding.fix == FIXES[F.DEAD_RELU]
+
     def test_dead_units_persisting(self):
         rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
         # Steps 0-20: 96 samples < min_samples 128; at step 30 the window is
