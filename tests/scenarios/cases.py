@@ -182,13 +182,21 @@ def dead_relu() -> Setup:
     """A ReLU layer dead from step 0: bias -10 on standardized inputs puts
     every pre-activation below zero (their std is about 1), so every unit
     outputs 0 for every sample and gets no gradient; Adam cannot revive it."""
+    return _biased_hidden("relu", -10.0)
+
+
+def _biased_hidden(activation: str, bias: float) -> Setup:
+    """`classification()` through one `Dense(32)` layer of `activation`
+    with every bias at `bias`, then a softmax (Adam, lr 1e-3, 2 epochs)."""
     keras.utils.set_random_seed(SEED)
     x, y = classification()
     model = keras.Sequential(
         [
             keras.Input((16,)),
             keras.layers.Dense(
-                32, activation="relu", bias_initializer=keras.initializers.Constant(-10)
+                32,
+                activation=activation,
+                bias_initializer=keras.initializers.Constant(bias),
             ),
             keras.layers.Dense(3, activation="softmax"),
         ]
@@ -304,19 +312,7 @@ def saturated_elu() -> Setup:
     gradient is `y + 1`, and `y` rounds to -1 in float32). The output layer
     gets the same input (-1) for every sample: the model can learn no more
     than the classes' frequencies."""
-    keras.utils.set_random_seed(SEED)
-    x, y = classification()
-    model = keras.Sequential(
-        [
-            keras.Input((16,)),
-            keras.layers.Dense(
-                32, activation="elu", bias_initializer=keras.initializers.Constant(-30)
-            ),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return Setup(model, x, y, epochs=2)
+    return _biased_hidden("elu", -30.0)
 
 
 def _wide_classifier(hidden: list[str], epochs: int, stddev=None) -> Setup:
