@@ -117,8 +117,11 @@ class UnitActivity:
         self.min_samples = min_samples
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
-        # The units inactive on the first recording's batch, and the units.
+        # The units inactive on the first recording's batch, and the units;
+        # which were active there; which were alive in the last `dead` window.
         self.first: tuple[int, int] | None = None
+        self.first_active: np.ndarray | None = None
+        self.alive: np.ndarray | None = None
 
     def add(self, step: int, samples: int, activity, batches: int = 1) -> None:
         """Adds a recording's per-unit active counts (a list or array) over
@@ -129,6 +132,7 @@ class UnitActivity:
         self._recent.append((step - batches + 1, samples, active, batches))
         if self.first is None:
             self.first = (len(active) - np.count_nonzero(active), len(active))
+            self.first_active = active
 
     def started_dead(self, fraction: float) -> bool:
         """Whether at least `fraction` of the units were inactive on the
@@ -167,6 +171,7 @@ class UnitActivity:
             if enough and batches >= least:
                 units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
+                self.alive = alive
                 return dead, total, batches, first
         return None
 
@@ -379,15 +384,18 @@ class ActivationRules(RuleFamily):
         """`(inactive, units)` on the first recorded batch of `layer`, when
         its dead units (a share `dead`) are mostly those: at most
         `_OFF_SHARE` of the layer, with fewer than `_KILLED_SHARE` of its
-        units dead beyond them (killed by training); else None."""
-        first = self._activity[layer].first
-        if first is None or dead > _OFF_SHARE:
+        units dead that were active there (killed by training); else
+        None."""
+        window = self._activity[layer]
+        first, alive = window.first_active, window.alive
+        if first is None or alive is None or dead > _OFF_SHARE:
             return None
-        inactive, units = first
-        if not inactive:
+        if len(first) != len(alive) or first.all():
             return None
-        killed = round(dead * units) - inactive
-        return (inactive, units) if killed < _KILLED_SHARE * units else None
+        killed = np.count_nonzero(first & ~alive)
+        if killed >= _KILLED_SHARE * len(alive):
+            return None
+        return len(first) - int(np.count_nonzero(first)), len(first)
 
     def _cut_off(self, layer: str) -> tuple[str, ...] | None:
         """When every unit of each layer that all inputs of `layer` come

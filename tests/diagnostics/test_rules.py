@@ -3782,8 +3782,11 @@ class TestDeadRelu:
             # more), a failure (after settling, as units dying in the first
             # steps do: the streak from step 1, reported at 64).
             ([0, 5, 5, 5], [0, 0, 0, 5], F.FAILURE, 64),
+            # 2 of 4 inactive at first, then those 2 active and the other 2
+            # dead: as many dead, but killed by training, a failure.
+            ([0, 0, 5, 5], [5, 5, 0, 0], F.FAILURE, 5),
         ],
-        ids=["half_from_start", "most_from_start", "killed_after"],
+        ids=["half_from_start", "most_from_start", "killed_after", "others_killed"],
     )
     def test_units_off_from_the_start_are_a_warning(
         self, first, later, severity, reported
