@@ -339,6 +339,7 @@ ARCHITECTURES = [
     # Its NaN step, which differs by backend, is checked by its test.
     Case("exploding_attention", exploding_attention, {EXPLODING: 0}),
     Case("healthy_frozen_base", lambda: half_dead_base(frozen=True), {}),
-    Case("half_dead_base", lambda: half_dead_base(frozen=False), {DEAD: 0}),
+    # Half its units dead from initialisation: a warning, no training failure.
+    Case("half_dead_base", lambda: half_dead_base(frozen=False), {}),
 ]
 BY_NAME = {case.name: case for case in ARCHITECTURES}
