@@ -11,11 +11,13 @@ it uses.
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss import registry
+from keras_actloss.diagnostics.gradient_rules import _profile
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FLAT_TAIL_FIX,
@@ -70,6 +72,12 @@ _OFF_FROM_START_FIX = (
 )
 
 
+def _fell(level: float, now: float, spread: float) -> bool:
+    """Whether a loss fell from `level` to `now` by `_SETTLE_FALL` of it and
+    `_SETTLE_RISE_SPREADS` times `spread` (the noise of small batches)."""
+    return level - now >= max(_SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread)
+
+
 def _named(layers: tuple[str, ...]) -> str:
     """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
     quoted = [f"'{name}'" for name in layers]
@@ -117,9 +125,8 @@ class UnitActivity:
         self.min_samples = min_samples
         self.min_recordings = min_recordings
         self._recent = collections.deque(maxlen=max_recordings)
-        # The units inactive on the first recording's batch, and the units;
-        # which were active there; which were alive in the last `dead` window.
-        self.first: tuple[int, int] | None = None
+        # The units active on the first recording's batch, and those alive
+        # in the last `dead` window.
         self.first_active: np.ndarray | None = None
         self.alive: np.ndarray | None = None
 
@@ -130,9 +137,17 @@ class UnitActivity:
         if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
         self._recent.append((step - batches + 1, samples, active, batches))
-        if self.first is None:
-            self.first = (len(active) - np.count_nonzero(active), len(active))
+        if self.first_active is None:
             self.first_active = active
+
+    @property
+    def first(self) -> tuple[int, int] | None:
+        """`(inactive, units)` on the first recording's batch (None before
+        any)."""
+        active = self.first_active
+        if active is None:
+            return None
+        return len(active) - int(np.count_nonzero(active)), len(active)
 
     def started_dead(self, fraction: float) -> bool:
         """Whether at least `fraction` of the units were inactive on the
@@ -296,7 +311,7 @@ class ActivationRules(RuleFamily):
             and not self._settling(layer, step, start, dead)
         ):
             roots = self._cut_off(layer) if layer in self._measured else None
-            fix = None
+            fix, severity = None, F.FAILURE
             info = self._info[layer]
             if info.units_by_sign:
                 message = (
@@ -367,18 +382,8 @@ class ActivationRules(RuleFamily):
                         "as features pooled over an image), and the layer "
                         "learns through its other units."
                     )
-                    self._add(
-                        new,
-                        F.DEAD_RELU,
-                        layer,
-                        start,
-                        dead,
-                        message,
-                        _OFF_FROM_START_FIX,
-                        severity=F.WARNING,
-                    )
-                    return
-            self._add(new, F.DEAD_RELU, layer, start, dead, message, fix)
+                    fix, severity = _OFF_FROM_START_FIX, F.WARNING
+            self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
 
     def _off_from_start(self, layer: str, dead: float) -> tuple[int, int] | None:
         """`(inactive, units)` on the first recorded batch of `layer`, when
@@ -393,9 +398,7 @@ class ActivationRules(RuleFamily):
         if len(first) != len(alive) or first.all():
             return None
         killed = np.count_nonzero(first & ~alive)
-        if killed >= _KILLED_SHARE * len(alive):
-            return None
-        return len(first) - int(np.count_nonzero(first)), len(first)
+        return None if killed >= _KILLED_SHARE * len(alive) else window.first
 
     def _cut_off(self, layer: str) -> tuple[str, ...] | None:
         """When every unit of each layer that all inputs of `layer` come
@@ -467,9 +470,7 @@ class ActivationRules(RuleFamily):
         if began is None or recent is None or not early.size:
             return False
         spread = float(np.median(np.abs(early - np.median(early))))
-        fell = began - recent >= max(
-            _SETTLE_FALL * abs(began), _SETTLE_RISE_SPREADS * spread
-        )
+        fell = _fell(began, recent, spread)
         if window.started_dead(self.thresholds.dead_fraction) and (
             dead >= 1.0 or not fell
         ):
@@ -518,9 +519,7 @@ class ActivationRules(RuleFamily):
         if not since:
             return False
         level = float(np.median(before)) if before else began
-        return level - float(np.median(since)) >= max(
-            _SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread
-        )
+        return _fell(level, float(np.median(since)), spread)
 
     def _still_learning(
         self, layer: str, step: int, start: int, recent: float, began: float
@@ -594,7 +593,7 @@ class ActivationRules(RuleFamily):
         saturation `p (1 - p)` alone, however wrong or right the outputs.
         A gradient exactly 0 is not judged: an output whose loss weight is 0,
         or that no loss reads, gets one by design."""
-        heads = self._heads()
+        heads = self._heads
         if len(heads) < 2 or self._exploded() or self._converged(stats):
             return
         loss = stats.loss
@@ -606,11 +605,10 @@ class ActivationRules(RuleFamily):
         flowing = [ls.grad_norm for ls in outputs if not negligible(ls.grad_norm, loss)]
         for ls in outputs:
             activation = heads[ls.layer]
-            profile = registry.get_profile("activation", activation or "linear")
-            family = getattr(profile, "family", None)
             hit = (
                 bool(flowing)
-                and family in (SIGMOID, TANH, SOFTMAX)
+                and getattr(_profile(activation), "family", None)
+                in (SIGMOID, TANH, SOFTMAX)
                 and ls.grad_norm > 0
                 and negligible(ls.grad_norm, loss)
             )
@@ -629,11 +627,13 @@ class ActivationRules(RuleFamily):
             )
             self._add(new, *key, start, ls.grad_norm, message, _BIAS_FIX)
 
+    @functools.cached_property
     def _heads(self) -> dict[str, str | None]:
         """The layer with weights of each of the model's outputs in the
         layer graph, with the output's activation: a layer with weights at
         distance 0, or the one such layer that all inputs of an output
-        layer without weights (an `Activation`) come through."""
+        layer without weights (an `Activation`) come through (the layers
+        are the rules' own, fixed: found once)."""
         heads: dict[str, str | None] = {}
         if not all(info.distance is not None for info in self.layers):
             return heads  # Not known from the graph (a subclassed model).
@@ -661,8 +661,8 @@ class ActivationRules(RuleFamily):
                 f"{where}: its gradient is nearly zero there, so it and the layers "
                 "before it have almost stopped learning."
             )
-            profile = registry.get_profile("activation", activation or "linear")
-            if getattr(profile, "family", None) not in (SIGMOID, TANH, None):
+            family = getattr(_profile(activation), "family", None)
+            if family not in (SIGMOID, TANH, None):
                 fix = _FLAT_TAIL_FIX  # Not an activation to swap for ReLU.
             # Saturation sets in over the steps after the update that threw
             # the weights (a tanh MLP under Adam at 0.2: 1.6x at step 0, the
