@@ -58,6 +58,14 @@ _DIVERGE_STEPS = 3
 # that are a divergence with no learning-rate jump and no norm over the
 # limit (`NormRules._climbing`).
 _CLIMB_STEPS = 10
+# ...once the last recording's largest update moved its layer's weights by
+# at least this share of their norm: steps too small to throw the weights
+# off leave a loss that rose with the data (time-ordered batches that get
+# noisier, unshuffled: 0.001-0.003 under Adam at 1e-3, the loss 3-6x where
+# training began for 10 steps while the model fitted the signal). The
+# divergences it is for moved the weights 0.8-3.6x their norm a step
+# (SGD at 5 on a softmax classifier).
+_CLIMB_UPDATE = 0.05
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:
@@ -348,10 +356,16 @@ class NormRules(RuleFamily):
         large, though no gradient norm grew over the limit (a softmax
         output fed probabilities, under SGD at 5: the loss from 2.4 to 7-12
         from step 17, the norm at 1-3 throughout, the logits in the
-        thousands, until its gradients are exactly 0). A healthy run's loss
-        falls below where it began; one batch's loss far over it does not
-        last (a rare class weighted 99x)."""
+        thousands, until its gradients are exactly 0). Not when the last
+        recorded updates were small (`_CLIMB_UPDATE`): the loss rose with
+        the batches, not with the steps. A healthy run's loss falls below
+        where it began; one batch's loss far over it does not last (a rare
+        class weighted 99x)."""
         if not self._climb_step(step, norm, loss) or self._exploded():
+            return
+        update = self._last_update
+        if update is not None and update[2] < _CLIMB_UPDATE:
+            self._climb = []
             return
         first = self._climb[0][0]
         losses = [value for _, value in self._climb]

@@ -2890,6 +2890,21 @@ class TestLossClimbingOverTheStart:
         rules = HealthRules(mlp(["relu"]))
         assert run(rules, climbing(losses, norms, first)) == []
 
+    @pytest.mark.parametrize(
+        "ratio, reported", [(0.003, False), (0.049, False), (0.05, True), (0.8, True)]
+    )
+    def test_only_with_steps_large_enough_to_throw_the_weights(self, ratio, reported):
+        # The recording of step 4, before the climb: its largest update
+        # moved dense_0 by `ratio` of its norm (dense_1 by half that). Under
+        # `step_rules._CLIMB_UPDATE` (0.05) the steps are too small for the
+        # loss's rise to be theirs (a probe: unshuffled batches that get
+        # noisier, under Adam at 1e-3, 0.001-0.003): the data rose.
+        rules = HealthRules(mlp(["relu"]))
+        seq = climbing([8.0] * 10)
+        first = recording(4, [0.1, 0.1], update_ratio=[ratio, ratio / 2], loss=2.4)
+        found = run(rules, seq[:5] + [first] + seq[5:])
+        assert modes(found) == ([(F.EXPLODING_GRADIENTS, None, 5)] if reported else [])
+
     def test_quiet_steps_count_and_the_next_ones_are_judged(self):
         rules = HealthRules(mlp(["relu"]))
         run(rules, climbing([]))

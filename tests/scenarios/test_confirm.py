@@ -498,7 +498,12 @@ def test_healthy_control_trains(case):
         # initial loss (inference) is near ln 2 (0.86): judged against the
         # first batch's in training (9.4), which the outputs start from.
         initial = c.losses[0]
-    assert c.final_loss < 0.3 * initial
+    if case.loss_floor is None:
+        assert c.final_loss < 0.3 * initial
+    else:
+        # Noisy targets: the loss falls to near their noise's floor (3.1 for
+        # `healthy_noisier_later`, whose first loss is 4.8).
+        assert c.final_loss < min(1.1 * case.loss_floor, initial)
     if c.final_accuracy is not None:
         assert c.final_accuracy > 0.9
     # None of the failure mechanisms: no layer has >= 50% dead units, the

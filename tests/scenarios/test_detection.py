@@ -364,8 +364,12 @@ def test_zero_gradients_message_says_what_was_measured(
 def test_healthy_control_is_silent(case):
     detection = cases.detect(case)
     assert describe(detection) == []
-    # The callback does not change training: the loss still falls.
-    assert detection.losses[-1] < 0.5 * detection.losses[0]
+    # The callback does not change training: the loss still falls (to near
+    # the floor that noisy targets leave).
+    if case.loss_floor is None:
+        assert detection.losses[-1] < 0.5 * detection.losses[0]
+    else:
+        assert detection.losses[-1] < min(1.1 * case.loss_floor, detection.losses[0])
 
 
 @pytest.mark.parametrize("case", cases.HEALTHY, ids=lambda case: case.name)
