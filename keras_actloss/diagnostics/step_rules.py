@@ -358,14 +358,19 @@ class NormRules(RuleFamily):
         from step 17, the norm at 1-3 throughout, the logits in the
         thousands, until its gradients are exactly 0). Not when the last
         recorded updates were small (`_CLIMB_UPDATE`): the loss rose with
-        the batches, not with the steps. A healthy run's loss falls below
-        where it began; one batch's loss far over it does not last (a rare
-        class weighted 99x)."""
+        the batches, not with the steps; when recorded before the run
+        began (recordings far apart late in a long run), the run goes on
+        and asks for recordings (`jumped`, a noisy jump) to judge it by. A
+        healthy run's loss falls below where it began; one batch's loss far
+        over it does not last (a rare class weighted 99x)."""
         if not self._climb_step(step, norm, loss) or self._exploded():
             return
         update = self._last_update
         if update is not None and update[2] < _CLIMB_UPDATE:
-            self._climb = []
+            if update[0] >= self._climb[0][0]:
+                self._climb = []
+            else:
+                self.jumped = True
             return
         first = self._climb[0][0]
         losses = [value for _, value in self._climb]

@@ -2894,16 +2894,31 @@ class TestLossClimbingOverTheStart:
         "ratio, reported", [(0.003, False), (0.049, False), (0.05, True), (0.8, True)]
     )
     def test_only_with_steps_large_enough_to_throw_the_weights(self, ratio, reported):
-        # The recording of step 4, before the climb: its largest update
-        # moved dense_0 by `ratio` of its norm (dense_1 by half that). Under
+        # The recording of step 8, within the run: its largest update moved
+        # dense_0 by `ratio` of its norm (dense_1 by half that). Under
         # `step_rules._CLIMB_UPDATE` (0.05) the steps are too small for the
         # loss's rise to be theirs (a probe: unshuffled batches that get
         # noisier, under Adam at 1e-3, 0.001-0.003): the data rose.
         rules = HealthRules(mlp(["relu"]))
         seq = climbing([8.0] * 10)
-        first = recording(4, [0.1, 0.1], update_ratio=[ratio, ratio / 2], loss=2.4)
-        found = run(rules, seq[:5] + [first] + seq[5:])
+        within = recording(8, [0.1, 0.1], update_ratio=[ratio, ratio / 2], loss=8.0)
+        found = run(rules, seq[:9] + [within] + seq[9:])
         assert modes(found) == ([(F.EXPLODING_GRADIENTS, None, 5)] if reported else [])
+
+    def test_a_recording_before_the_run_asks_for_one(self):
+        # Small updates recorded at step 4, before the run from step 5 (a
+        # long run's recordings are far apart): at step 14 the run goes on
+        # and asks for a recording (a noisy jump); the one of step 15 moved
+        # dense_0 by 0.8 of its norm: reported with the next step.
+        rules = HealthRules(mlp(["relu"]))
+        seq = climbing([8.0] * 11)
+        before = recording(4, [0.1, 0.1], update_ratio=[0.003, 0.001], loss=2.4)
+        assert run(rules, seq[:5] + [before] + seq[5:]) == []
+        assert rules.jumped and rules.jump_noisy
+        after = recording(15, [0.1, 0.1], update_ratio=[0.8, 0.4], loss=8.0)
+        found = run(rules, [after, event(16, 2.5, loss=8.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 5)]
+        assert "for 12 steps in a row (steps 5-16, 8-8)" in found[0].message
 
     def test_quiet_steps_count_and_the_next_ones_are_judged(self):
         rules = HealthRules(mlp(["relu"]))
