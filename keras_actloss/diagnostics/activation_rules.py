@@ -553,7 +553,7 @@ class ActivationRules(RuleFamily):
         raw = stats.input_scale is not None and stats.input_scale > t.input_scale
         # A model that has learned was not stopped by its saturated units
         # (weights that keep growing push them into the tails): no hit.
-        fitted = self._fitted()
+        fitted = self._fitted(stats.loss)
         for ls in stats.layers:
             if ls.saturation is None or ls.layer in self.output_layers:
                 continue

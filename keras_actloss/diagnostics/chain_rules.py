@@ -149,7 +149,7 @@ class ChainRules(RuleFamily):
     def _amplified(self, new, stats: StepStats) -> None:
         key = (F.SATURATED_ACTIVATIONS, "<chain>")
         chain = None
-        if not (self._converged(stats) or self._exploded() or self._fitted()):
+        if not (self._converged(stats) or self._exploded() or self._fitted(stats.loss)):
             exempt = self.input_layers | self.output_layers
             chain = amplifying_chain(stats, self.layers, self._distance, exempt)
         count, start = self._streaks.update(key, chain is not None, stats.step)

@@ -18,9 +18,11 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FALLEN_FIX,
+    _RECURRENT_FIX,
     _WEIGHTS_FIX,
     RuleFamily,
     _finite,
+    recurrent,
 )
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
@@ -288,6 +290,47 @@ def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
     return any(ratios[r.layer] >= loud for r in rows if distance[r.layer] > far)
 
 
+# A layer farther from the loss whose gradient RMS is this many times that
+# of the layers nearest it (the outputs of its group) grows the gradient on
+# its way back: exploding gradients through depth or time (`grown_layers`).
+# A GRU whose recurrent kernel is 8x Keras's orthogonal one: 4e4x its
+# output layer's under Adam, every step, the loss stuck at chance; healthy
+# layers stay within about 10x of the output's.
+_GROWN_RATIO = 1e3
+# The streaks' key of `RecordedGradientRules._grown` (not a mode: the
+# update rules count their own exploding streaks per layer).
+_GROWN = "grown_gradients"
+
+
+def grown_layers(
+    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+) -> dict[str, tuple[float, float]]:
+    """Layers whose gradients grew on their way back at one recording:
+    `{layer: (grad_rms, ratio to the nearest layers)}`, in each group of
+    layers one `apply` call updates (as `_judged`), against the median
+    gradient RMS of the group's layers nearest the loss (at least
+    `vanishing_reference_rms`)."""
+    weighted = {info.name for info in layers if info.has_trainable_weights}
+    distance = _distances(layers)
+    groups: dict[int, list] = {}
+    for ls in stats.layers:
+        if ls.layer in weighted and _finite(ls.grad_rms):
+            groups.setdefault(stats.apply_groups.get(ls.layer, 0), []).append(ls)
+    found = {}
+    for rows in groups.values():
+        near = min(distance[ls.layer] for ls in rows)
+        reference = np.median(
+            [ls.grad_rms for ls in rows if distance[ls.layer] == near]
+        )
+        if not reference >= t.vanishing_reference_rms:
+            continue
+        for ls in rows:
+            ratio = ls.grad_rms / float(reference)
+            if distance[ls.layer] > near and ratio >= _GROWN_RATIO:
+                found[ls.layer] = (ls.grad_rms, ratio)
+    return found
+
+
 # Layers confirmed vanishing on one recording with one fix: one finding from
 # this many on (`_add_vanishing`; a list of findings past a handful of one
 # cause is not read at a glance), naming this many of them after the first.
@@ -355,6 +398,33 @@ class RecordedGradientRules(RuleFamily):
                     )
                 confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
         self._add_vanishing(new, confirmed)
+
+    def _grown(self, new, stats: StepStats) -> None:
+        """Reports a layer whose gradient RMS stayed `_GROWN_RATIO` times
+        that of the layers nearest the loss for `patience` recordings
+        (`grown_layers`) as exploding gradients, with the recurrent fix for
+        a recurrent layer."""
+        found = (
+            {}
+            if self._exploded()
+            else grown_layers(stats, self.layers, self.thresholds)
+        )
+        for ls in stats.layers:
+            key = (_GROWN, ls.layer)
+            count, start = self._streaks.update(key, ls.layer in found, stats.step)
+            if not (count and self._confirmed(count, start, stats.step)):
+                continue
+            rms, ratio = found[ls.layer]
+            message = (
+                f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
+                f"{ratio:.3g} times those of the layers nearest the loss, for "
+                f"{count} recordings in a row (steps {start}-{stats.step}): the "
+                "gradient grows on its way back through the model; the "
+                "gradients are exploding."
+            )
+            info = self._info.get(ls.layer)
+            fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+            self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, rms, message, fix)
 
     def _catching_up(self, layer: str, count: int, found: dict) -> bool:
         """Whether `layer`'s gradient RMS or its ratio to the layers near

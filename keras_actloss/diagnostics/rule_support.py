@@ -347,16 +347,21 @@ class RuleFamily:
             stats.loss <= self.thresholds.converged_loss_ratio * start
         )
 
-    def _fitted(self) -> bool:
+    def _fitted(self, loss: float | None = None) -> bool:
         """Whether the recent loss (median of the last normal steps') fell
         to `fitted_loss_ratio` of the early loss (median of the first
         `baseline_steps`') and of the loss where training began (`_start`):
         the model has learned. (A step size far too large can raise the
         loss of the first steps tenfold: falling back from there is no
-        learning.)"""
+        learning.) With `loss` (a recording's), that one too: a model
+        thrown off what it had learned (a layer saturated late in a run,
+        the loss from 0.13 back to 3.4) is not fitted while the median of
+        the steps before still says so."""
         early, recent = _median(self._early_losses), self._norms.recent_loss()
         if early is None or recent is None:
             return False
+        if _finite(loss):
+            recent = max(recent, loss)
         early = min(early, self._start())
         return early > 0 and recent <= self.thresholds.fitted_loss_ratio * early
 

@@ -328,6 +328,10 @@ class HealthRules(
         # The (step, loss) of the last steps in a row with the loss far over
         # where training began (`NormRules._climbing`).
         self._climb: list[tuple[int, float]] = []
+        # The last step whose global norm was over the explosion limit
+        # (`NormRules._limit`): weights that grew between two recordings
+        # across it grew by its update (`UpdateRules._wiped`).
+        self._surged: int | None = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
         # The first recorded update that made a layer's weights non-finite
@@ -465,6 +469,7 @@ class HealthRules(
         mine: list[Finding] = []
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)
+        self._grown(mine, stats)
         self._dead_units(mine, stats)
         self._cut_off_layers(mine, stats)
         self._saturation(mine, stats)

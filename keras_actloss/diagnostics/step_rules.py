@@ -501,6 +501,8 @@ class NormRules(RuleFamily):
         t = self.thresholds
         series = self._norms
         over = norm > self._limit()
+        if over:
+            self._surged = step
         recent = None
         rising = self._loss_rising(loss)
         if over and norm <= t.exploding_norm:

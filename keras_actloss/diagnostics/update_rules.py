@@ -30,6 +30,30 @@ from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 _WATCH_RATIO = 0.1
 
 
+# One update (or the growth of a layer's weights between two recordings)
+# of at least `_WIPE_RATIO` times the weights' norm, and of `_WIPE_RMS` or
+# more per weight (RMS), replaces an initialised layer's weights (RMS
+# `_WIPE_FROM` or more before it): an explosion at once, with no patience
+# (`UpdateRules._wiped`). A GRU whose recurrent kernel is 8x Keras's
+# orthogonal one: a global norm of 1e5 at step 0 and one SGD update of
+# 274x its weights (210 per weight), then small gradients through its
+# saturated gates and the loss at chance. Healthy steps change weights by
+# about 0.001 of their norm; a layer initialised near 0 (LayerScale,
+# ReZero, a zero head) can move by many times its norm, by little per
+# weight.
+_WIPE_RATIO = 10.0
+_WIPE_RMS = 1.0
+_WIPE_FROM = 1e-2
+
+
+def _per_weight(ls) -> float | None:
+    """The square root of the number of weights of a layer's recording
+    (its gradient's norm over its RMS), or None when not known."""
+    if not (_finite(ls.grad_norm, ls.grad_rms) and ls.grad_rms > 0):
+        return None
+    return ls.grad_norm / ls.grad_rms
+
+
 def _oversized(layer: str, ratio: float, detail: str) -> str:
     """The head of a finding of updates over the limit: layer, ratio and
     (in brackets) how many recordings and layers."""
@@ -49,6 +73,7 @@ class UpdateRules(RuleFamily):
     def _update_ratios(self, new, stats: StepStats) -> None:
         t = self.thresholds
         self._watched_update(new, stats)
+        self._wiped(new, stats)
         for ls in stats.layers:
             if _finite(ls.weight_norm):
                 self._weight_marks[ls.layer] = (stats.step, ls.weight_norm)
@@ -103,6 +128,70 @@ class UpdateRules(RuleFamily):
             self._run_peak = None
         if blown:
             self._blown_up(new, stats, blown, judged)
+
+    def _wiped(self, new, stats: StepStats) -> None:
+        """Reports at once a recording whose update changed an initialised
+        layer's weights by `_WIPE_RATIO` times their norm and by
+        `_WIPE_RMS` per weight, or after which its weights are that much
+        larger than at the last recording with a step whose global norm
+        was over the explosion limit between them (`_surged`; such a step
+        is not recorded: its jump starts a burst from the next): the
+        layer's weights were replaced by the step, whatever the loss and
+        the gradients did after it (through saturated units they can be
+        small). Weights changed from outside (a weight edit, a restore)
+        with no such step are not judged so. The layer with the largest
+        such change; none once an explosion was reported."""
+        if self._exploded():
+            return
+        found = None
+        for ls in stats.layers:
+            root = _per_weight(ls)
+            if root is None or not _finite(ls.weight_norm) or ls.weight_norm <= 0:
+                continue
+            candidates = []
+            if _finite(ls.update_ratio):
+                size = ls.update_ratio * ls.weight_norm
+                candidates.append((ls.update_ratio, size, stats.step, None))
+            mark = self._weight_marks.get(ls.layer)
+            surged = self._surged is not None and mark is not None
+            if surged and mark[0] <= self._surged < stats.step and mark[1] > 0:
+                candidates.append(
+                    (ls.weight_norm / mark[1], ls.weight_norm, mark[0], mark[1])
+                )
+            for ratio, size, at, before in candidates:
+                base = ls.weight_norm if before is None else before
+                if (
+                    ratio >= _WIPE_RATIO
+                    and size / root >= _WIPE_RMS
+                    and base / root >= _WIPE_FROM
+                    and (found is None or ratio > found[0])
+                ):
+                    found = (ratio, size / root, at, before, ls)
+        if found is None:
+            return
+        ratio, rms, at, before, ls = found
+        if before is None:
+            head = (
+                f"The update of step {at} changed the weights of layer "
+                f"'{ls.layer}' by {ratio:.3g} times their own norm ({rms:.3g} per "
+                "weight, RMS)"
+            )
+        else:
+            head = (
+                f"The weights of layer '{ls.layer}' grew from norm {before:.3g} "
+                f"(step {at}) to {ls.weight_norm:.3g} (step {stats.step}), "
+                f"{ratio:.3g}x ({rms:.3g} per weight, RMS)"
+            )
+        message = (
+            f"{head}: updates that large replace the layer's weights; the "
+            "gradients exploded."
+        )
+        info = self._info.get(ls.layer)
+        fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+        # The growth is of the steps from the mark to this one: the last of
+        # them (a burst's recording follows the jump of the norm at once).
+        step = at if before is None else stats.step - 1
+        self._add(new, F.EXPLODING_GRADIENTS, ls.layer, step, ratio, message, fix)
 
     def _thrown(self, new, stats: StepStats) -> None:
         """Reports one update larger than the weights (`_throw`, the first

@@ -4366,6 +4366,22 @@ class TestSaturation:
             [(F.SATURATED_ACTIVATIONS, "dense_1", 100)] if reported else []
         )
 
+    @pytest.mark.parametrize("loss, reported", [(0.5, False), (3.4, True)])
+    def test_a_model_thrown_off_what_it_learned(self, loss, reported):
+        # The last 32 steps' median loss 0.3 <= 0.5 x 1.0 (fitted), but the
+        # recordings' own loss is `loss`: at 3.4 the model was thrown back
+        # (a probe: a tanh layer's bias set to +20 at step 1000 of a run
+        # at 0.13, its outputs all +-1, the loss 3.4 then at chance; it
+        # was reported 300 steps late, when the median caught up). At 0.5
+        # a recorded batch worse than the others: still fitted.
+        rules, seq = saturation_run([0.3, 0.9, None], steps=(100, 105, 110), loss=loss)
+        steps = [(s, 1.0, 1e-3, 1.0 if s < 5 else 0.3) for s in range(100)]
+        rules.observe_quiet(steps)
+        found = run(rules, seq)
+        assert modes(found) == (
+            [(F.SATURATED_ACTIVATIONS, "dense_1", 100)] if reported else []
+        )
+
     def test_falling_from_a_first_spike_is_not_learning(self):
         # Far too large a step: the loss of the first 5 steps 1.0, 10, 12,
         # 12, 12 (median 12), the last 32 at 2.0 <= 0.5 * 12 but above
@@ -4649,3 +4665,117 @@ def test_nan_recording_of_a_seen_step_blames_the_step_before():
     found = run(rules, [recording(5, [1e-2] * 3, loss=math.nan, global_norm=500.0)])
     assert modes(found) == [(F.NON_FINITE, None, 5)]
     assert "normal (last finite norm 1)" in found[0].message
+
+
+def gru_and_head():
+    """LayerInfo of a GRU (its cell's weights, as the callback names them)
+    and a Dense output layer."""
+    return [
+        LayerInfo("rnn/gru_cell", "GRUCell", None, True, 0),
+        LayerInfo("out", "Dense", None, True, 1),
+    ]
+
+
+def gru_recording(step, ratio, weight_norm=45.0, rms=(2e3, 0.05), loss=1.4):
+    """A recording of `gru_and_head` with 3,600 weights in the GRU (norm over
+    RMS 60) and the head's update 0.02 of its weights."""
+    return recording(
+        step,
+        list(rms),
+        loss=loss,
+        names=["rnn/gru_cell", "out"],
+        grad_norm=[60 * rms[0], 16 * rms[1]],
+        weight_norm=[weight_norm, 2.5],
+        update_ratio=[ratio, 0.02],
+    )
+
+
+class TestWipedWeights:
+    """One update of 10x a layer's weights' norm and of 1 or more per weight
+    (RMS) replaces them: an explosion at once (`update_rules._wiped`). A
+    probe: a GRU whose recurrent kernel is 8x Keras's orthogonal one, under
+    SGD at 0.1: a global norm of 1.2e5 at step 0, its update 274x the
+    weights (206 per weight), then small gradients through its saturated
+    gates and the loss at chance; no other rule saw it."""
+
+    def test_one_update_replaces_the_weights(self):
+        rules = HealthRules(gru_and_head())
+        # 274 x 45 / 60 = 205.5 per weight >= 1; 45 / 60 = 0.75 >= 0.01
+        # before it.
+        found = run(rules, [gru_recording(0, 274.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn/gru_cell", 0)]
+        assert found[0].message == (
+            "The update of step 0 changed the weights of layer 'rnn/gru_cell' by "
+            "274 times their own norm (206 per weight, RMS): updates that large "
+            "replace the layer's weights; the gradients exploded."
+        )
+        assert found[0].fix == rule_support._RECURRENT_FIX
+
+    @pytest.mark.parametrize(
+        "ratio, weight_norm",
+        [
+            (9.9, 45.0),  # Under 10x the weights.
+            (100.0, 0.5),  # 100 x 0.5 / 60 = 0.83 per weight < 1.
+            (1e5, 0.05),  # Near 0 before (RMS 8e-4 < 0.01: LayerScale).
+        ],
+        ids=["under_10x", "small_per_weight", "initialised_near_zero"],
+    )
+    def test_not_a_replacement(self, ratio, weight_norm):
+        rules = HealthRules(gru_and_head())
+        rms = (1e-3, 0.05)  # No gradient grown over the head's (`_grown`).
+        assert run(rules, [gru_recording(0, ratio, weight_norm, rms)]) == []
+
+    @pytest.mark.parametrize("surge", [True, False], ids=["surge", "edit"])
+    def test_growth_between_recordings_across_a_surge(self, surge):
+        # Recorded at step 100 (norm 45), then steps 101-199 not recorded;
+        # at step 200 the weights' norm is 1.2e4 (267x, 200 per weight).
+        # With a step over the explosion limit between (a norm of 500 at
+        # step 150, against 1 before: 500 > 100 x 1, one step, under the
+        # spike's 1e4x) an update grew them; without one the weights were
+        # changed from outside (an edit, a restore): not judged.
+        rules = HealthRules(gru_and_head())
+        quiet = (1e-3, 0.05)
+        seq = [event(s, 1.0, loss=1.4) for s in range(100)]
+        seq.append(gru_recording(100, 1e-3, 45.0, quiet))
+        seq += [event(s, 500.0 if surge and s == 150 else 1.0) for s in range(101, 200)]
+        seq.append(gru_recording(200, 1e-3, 1.2e4, quiet))
+        found = [f for f in run(rules, seq) if f.layer == "rnn/gru_cell"]
+        if not surge:
+            assert found == []
+            return
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn/gru_cell", 199)]
+        assert found[0].message.startswith(
+            "The weights of layer 'rnn/gru_cell' grew from norm 45 (step 100) to "
+            "1.2e+04 (step 200), 267x (200 per weight, RMS)"
+        )
+
+
+class TestGradientsGrowingBack:
+    """A layer whose gradient RMS stays 1e3 times the output layer's for
+    `patience` recordings is exploding (`gradient_rules._grown`): the GRU
+    of `TestWipedWeights` under Adam, whose steps stay bounded, got 4e4x
+    its head's at every recording with the loss at chance."""
+
+    @pytest.mark.parametrize("ratio, reported", [(999.0, False), (1000.0, True)])
+    def test_patience_recordings(self, ratio, reported):
+        # 3 recordings spanning 5 steps (patience, patience_steps).
+        rules = HealthRules(gru_and_head())
+        seq = [gru_recording(s, 1e-3, rms=(0.05 * ratio, 0.05)) for s in (0, 2, 4)]
+        found = run(rules, seq)
+        if not reported:
+            assert found == []
+            return
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "rnn/gru_cell", 0)]
+        assert found[0].message == (
+            "Layer 'rnn/gru_cell' gets gradients with RMS 50, 1e+03 times those "
+            "of the layers nearest the loss, for 3 recordings in a row (steps "
+            "0-4): the gradient grows on its way back through the model; the "
+            "gradients are exploding."
+        )
+        assert found[0].fix == rule_support._RECURRENT_FIX
+
+    def test_not_two_recordings(self):
+        rules = HealthRules(gru_and_head())
+        seq = [gru_recording(s, 1e-3, rms=(100.0, 0.05)) for s in (0, 2)]
+        seq.append(gru_recording(4, 1e-3, rms=(1.0, 0.05)))  # 20x: healthy.
+        assert run(rules, seq) == []
