@@ -83,8 +83,12 @@ class CollapseRules(RuleFamily):
         levels = {g: _median(early[g]) for g in norms}
         # The least collapsed group's share of its early level.
         worst = max(norms[g] / levels[g] for g in norms)
+        # A group whose gradient is exactly 0 is cut off, not saturated (a
+        # discriminator whose ReLU layers died passes the generator exactly
+        # nothing: its dead units are the finding, `_dead_units`).
         hit = (
             worst <= _COLLAPSE
+            and min(norms.values()) > 0
             and not self._converged(stats)
             and not self._fitted()
             and not self._exploded()

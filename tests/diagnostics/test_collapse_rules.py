@@ -91,6 +91,16 @@ def test_every_group_collapsed_is_reported():
     )
 
 
+def test_a_group_cut_off_is_not_a_saturated_discriminator():
+    # The generator's gradient exactly 0 from step 40 (a probe on JAX: a
+    # GAN whose discriminator's ReLU layers died at step 100, its loss at
+    # 2 ln 2, was told its discriminator "tells real from generated
+    # samples so surely that its output saturates"): its dead units are
+    # the finding; the discriminator's 1.6e-4 alone is not judged.
+    collapsed = [recording(s, 0.0, 1.6e-4) for s in (40, 45, 50)]
+    assert run(EARLY + collapsed) == []
+
+
 def test_at_the_limit():
     # The limit is 1e-2 x 0.7 = 7e-3: 6.9e-3 is collapsed, 7.1e-3 is not.
     assert run(EARLY + [recording(s, 6.9e-3, 6.9e-3) for s in (40, 45, 50)])
