@@ -244,6 +244,7 @@ def plan_layers(model) -> list[LayerPlan]:
             depth=len(plans),
             distance=distance,
             inside=_users_own(parent, name),
+            averaged=_averaged(layer),
         )
         plan = LayerPlan(info, layer, variables, profile, axis, leaf, runner)
         if profile is None and trainable and info.inside is not None:
@@ -259,6 +260,48 @@ def plan_layers(model) -> list[LayerPlan]:
         last.info.units_by_sign = False
     _set_upstream(model, plans)
     return plans
+
+
+# Layers that leave their input's values as they are (or drop or jitter some
+# of them): what feeds them feeds the layer after them (`_averaged`).
+_PASSING = (
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Identity,
+)
+_AVERAGING = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
+
+
+def _averaged(layer) -> bool:
+    """Whether every input of `layer`, at each of its calls in a layer
+    graph, is the output of a global average pooling (through `_PASSING`
+    layers only): `LayerInfo.averaged`. False when the graph is not known
+    (a subclassed model's layers)."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    parents = [p for node in nodes for p in getattr(node, "parent_nodes", [])]
+    if not nodes or not parents:
+        return False
+    for parent in parents:
+        for _ in range(8):  # Through a short run of passing layers.
+            source = getattr(parent, "operation", None)
+            if not isinstance(source, _PASSING):
+                break
+            inbound = getattr(source, "_inbound_nodes", None) or [None]
+            above = getattr(inbound[0], "parent_nodes", None)
+            if len(inbound) != 1 or not above or len(above) != 1:
+                return False
+            parent = above[0]
+        if not isinstance(getattr(parent, "operation", None), _AVERAGING):
+            return False
+    return True
 
 
 def _unit_variable(layer, variables: list):

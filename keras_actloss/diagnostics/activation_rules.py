@@ -65,6 +65,24 @@ _KILLED_SHARE = 0.25
 # ...and of at most this share of the layer's units: with more dead (14 of
 # 16 units behind a bias of -100, the loss level) the layer has too few left.
 _OFF_SHARE = 2 / 3
+# Part of a layer fed by a global average pooling found dead (`_averaged_off`):
+# a warning. Probed (the Keras text-classification tutorial's shape,
+# Embedding -> GlobalAveragePooling1D -> Dense(16, relu), and wider
+# vocabularies; 9 of 42 healthy runs): half the units inactive on the
+# 128-192 samples of a window while active on 0.1-1.5% of the 4096
+# training samples (0-25% inactive on all of them), most active on half of
+# them 100 steps later, the models fitted.
+_AVERAGED = (
+    " Its inputs are averaged by a global pooling and barely differ between "
+    "samples: each unit fires on almost every sample or on almost none, so "
+    "some of these may be rarely rather than never active, and such units "
+    "often switch back on as the layers before them learn."
+)
+_AVERAGED_FIX = (
+    "If the loss stops falling: normalize the pooled features (a "
+    "LayerNormalization or BatchNormalization after the pooling) so that "
+    "they differ between samples, or use Leaky ReLU (or ELU) in this layer."
+)
 _OFF_FROM_START_FIX = (
     "If the layer needs these units: use Leaky ReLU (or ELU), or add batch "
     "normalization before the activation, so that each unit starts active "
@@ -383,7 +401,23 @@ class ActivationRules(RuleFamily):
                         "learns through its other units."
                     )
                     fix, severity = _OFF_FROM_START_FIX, F.WARNING
+                elif not after and self._averaged_off(layer, dead):
+                    message += _AVERAGED
+                    fix, severity = _AVERAGED_FIX, F.WARNING
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
+
+    def _averaged_off(self, layer: str, dead: float) -> bool:
+        """Whether the dead units of `layer` (a share `dead`) are part of a
+        layer fed by a global average pooling (`LayerInfo.averaged`), at
+        most `_OFF_SHARE` of it, with the learning rate unchanged (no jump,
+        no warm-up): units switched off by the descent itself, which may be
+        rare rather than never active (`_AVERAGED`)."""
+        return (
+            self._info[layer].averaged
+            and dead <= _OFF_SHARE
+            and self._rate_change is None
+            and not self._warmed_up()
+        )
 
     def _off_from_start(self, layer: str, dead: float) -> tuple[int, int] | None:
         """`(inactive, units)` on the first recorded batch of `layer`, when
@@ -576,6 +610,10 @@ class ActivationRules(RuleFamily):
                 count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
                     self._add_saturation(new, mode, ls, stats, count, start)
+                elif hit and key not in self._reported:
+                    # Saturating late in a run, recordings far apart: dense
+                    # recordings tell soon (`suspected`).
+                    self.suspected = True
 
     def _silent_outputs(self, new, stats: StepStats) -> None:
         """One output of several, with a sigmoid, tanh or softmax, whose

@@ -48,6 +48,10 @@ class LayerInfo:
             sample whose weights get no gradient is dead behind a ReLU that
             the user's `call` applies to it, unseen (`keras.ops.relu`
             outputs 0 there and passes nothing back).
+        averaged: Whether every input of the layer is a global average
+            pooling's output (through dropout, noise or reshaping layers
+            only), known from the layer graph: features averaged over a
+            sequence or an image barely differ between samples.
     """
 
     name: str
@@ -59,6 +63,7 @@ class LayerInfo:
     upstream: tuple[str, ...] = ()
     inside: str | None = None
     units_by_sign: bool = False
+    averaged: bool = False
 
 
 @dataclasses.dataclass

@@ -188,17 +188,22 @@ class NormRules(RuleFamily):
         or many more silent units: a layer, or many of its units, fell
         silent (they died, or a layer before them stopped passing a
         signal), whatever the global norm does, since the layers still
-        learning can keep it level. A step with no gradient, or one far
-        below its recent level (a batch the model gets right, whose small
-        gradients underflow; or a NaN), says nothing of its layers: it is
-        left out."""
-        recent = self._norms.recent()
-        quiet = recent is not None and norm * self.thresholds.jump_factor <= recent
-        if quiet or not (norm > 0 and math.isfinite(norm)):
+        learning can keep it level. A step with no gradient (or a NaN) says
+        nothing of its layers: it is left out; so are the silent units of
+        a step far below its recent level (a batch the model gets right,
+        whose small gradients underflow), but not its zero norms, which
+        count two steps in a row: a GAN's discriminator whose ReLU layers
+        died at once took the global norm 50x down with 11 gradients
+        exactly 0 from that step on, a jump missed for 12 steps."""
+        if not (norm > 0 and math.isfinite(norm)):
             return
         counts, silents = self._zero_counts, self._silent_counts
         if counts and min(zeros, counts[-1]) > self._zero_level():
             self.jumped = self._jump_hard = True
+        recent = self._norms.recent()
+        if recent is not None and norm * self.thresholds.jump_factor <= recent:
+            counts.append(zeros)
+            return
         spike = bool(silents) and silent > self._spike_limit()
         record = silent > self._record_limit()
         if record:

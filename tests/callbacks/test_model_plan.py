@@ -268,6 +268,48 @@ def test_upstream_through_a_long_chain_of_operations():
     assert upstream == {"relu": (), "out": ("relu",)}
 
 
+def test_averaged_inputs_come_from_a_global_average_pooling():
+    # The text-classification tutorial's shape: the Dense layer after the
+    # pooling (through a Dropout) is fed averaged features; the embedding
+    # and the output layer (after the ReLU layer) are not.
+    tutorial = keras.Sequential(
+        [
+            keras.Input((20,), dtype="int32"),
+            keras.layers.Embedding(100, 8, name="emb"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(16, activation="relu", name="fc"),
+            keras.layers.Dense(1, activation="sigmoid", name="out"),
+        ]
+    )
+    averaged = {p.info.name: p.info.averaged for p in _model_plan.plan_layers(tutorial)}
+    assert averaged == {"emb": False, "fc": True, "out": False}
+    # An input joined with a max pooling's is not averaged only; nor is a
+    # global max pooling's, nor a normalized pooling's.
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    mean = keras.layers.GlobalAveragePooling2D()(conv)
+    peak = keras.layers.GlobalMaxPooling2D()(conv)
+    branches = [
+        keras.layers.Dense(4, activation="relu", name="a")(mean),
+        keras.layers.Dense(4, activation="relu", name="b")(
+            keras.layers.Concatenate()([mean, peak])
+        ),
+        keras.layers.Dense(4, activation="relu", name="c")(peak),
+        keras.layers.Dense(4, activation="relu", name="d")(
+            keras.layers.LayerNormalization()(mean)
+        ),
+    ]
+    model = keras.Model(inputs, keras.layers.Concatenate()(branches))
+    averaged = {p.info.name: p.info.averaged for p in _model_plan.plan_layers(model)}
+    assert {k: v for k, v in averaged.items() if k in "abcd"} == {
+        "a": True,
+        "b": False,
+        "c": False,
+        "d": False,
+    }
+
+
 def test_activation_operations_of_a_functional_graph_are_planned():
     # `keras.ops.relu(x)` and `keras.activations.*(x)` on a functional
     # model's tensors are operations of its graph, not layers: each is

@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics import gradient_rules, rule_support, start_rules
+from keras_actloss.diagnostics import (
+    activation_rules,
+    gradient_rules,
+    rule_support,
+    start_rules,
+)
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
     LayerInfo,
@@ -3318,8 +3323,11 @@ class TestJumps:
 
     def test_a_quiet_step_says_nothing_of_its_layers(self):
         # A step far below the recent norm (a batch the model gets right:
-        # its small gradients underflow to 0 in float16) leaves the zero
-        # and silent counts alone; a level step with the same counts jumps.
+        # its small gradients underflow to 0 in float16) is no jump and
+        # leaves the silent counts alone; a level step with the same counts
+        # jumps at once, on its silent units and on its zero tensors (the
+        # second step in a row with them: a quiet step's count); the next
+        # one is no new jump.
         rules = HealthRules(mlp(["relu", "relu"]))
         run(rules, events([1, 1, 1, 1, 1]))
         quiet = SentinelEvent(5, 0.05, False, zero_gradients=4, silent_units=128)
@@ -3329,9 +3337,22 @@ class TestJumps:
             SentinelEvent(s, 1.0, False, zero_gradients=4, silent_units=128)
             for s in (6, 7)
         ]
-        # The silent units jump at once; the zero tensors on the second step.
-        assert jumps(rules, level) == [True, True]
+        assert jumps(rules, level) == [True, False]
         assert rules.alarm_bounds()[4] == 4
+
+    def test_zero_tensors_two_quiet_steps_in_a_row_jump(self):
+        # Two steps 50x below the recent norm, each with 11 gradient tensors
+        # exactly 0 (a probe: a GAN's discriminator whose ReLU layers died
+        # at once): the second is a hard jump (not rate-limited); their
+        # silent units are left out (no noisy jump on the first).
+        rules = HealthRules(mlp(["relu", "relu"]))
+        run(rules, events([1, 1, 1, 1, 1]))
+        quiet = [
+            SentinelEvent(s, 0.02, False, zero_gradients=11, silent_units=130)
+            for s in (5, 6)
+        ]
+        assert jumps(rules, quiet) == [False, True]
+        assert not rules.jump_noisy
 
     def test_norm_down_for_three_steps(self):
         rules = HealthRules(mlp(["tanh"]))
@@ -3854,6 +3875,53 @@ class TestDeadRelu:
             assert "initialisation left them off" not in finding.message
             assert finding.fix == FIXES[F.DEAD_RELU]
 
+    @pytest.mark.parametrize(
+        "later, averaged, rates, severity",
+        [
+            # 2 of 4 killed by training, the loss level (as `others_killed`
+            # above): fed by a global average pooling, a warning.
+            ([5, 5, 0, 0], True, None, F.WARNING),
+            ([5, 5, 0, 0], False, None, F.FAILURE),
+            # 3 of 4 (over two thirds): a failure, pooled or not.
+            ([5, 0, 0, 0], True, None, F.FAILURE),
+            # The learning rate jumped 10x at step 2: killed by the steps.
+            ([5, 5, 0, 0], True, (1e-3, 1e-2), F.FAILURE),
+        ],
+        ids=["pooled", "not_pooled", "most_of_it", "rate_jump"],
+    )
+    def test_units_off_behind_a_global_average_pooling(
+        self, later, averaged, rates, severity
+    ):
+        # A probe: the Keras text-classification tutorial's shape
+        # (Embedding -> GlobalAveragePooling1D -> Dense(16, relu)) had half
+        # of its Dense units inactive on a window of 192 samples, active on
+        # 0.1-1.5% of the training set, and fitted.
+        layers = mlp(["relu", "relu"])
+        layers[1] = dataclasses.replace(layers[1], averaged=averaged)
+        rules = HealthRules(layers)
+        found = []
+        for s in range(70):  # Past the first steps, where units settle.
+            rate = None if rates is None else rates[s >= 2]
+            pair = ([1] * 4, [5, 5, 5, 5] if s == 0 else later)
+            items = [
+                event(s, 1.0, lr=rate, loss=1.0),
+                recording(
+                    s,
+                    RELU_RMS[:3],
+                    loss=1.0,
+                    batch_size=32,
+                    unit_activity=[*pair, None],
+                ),
+            ]
+            found += run(rules, items)
+        ((finding,),) = [[f for f in found if f.mode == F.DEAD_RELU]]
+        assert (finding.layer, finding.severity) == ("dense_1", severity)
+        pooled = "Its inputs are averaged by a global pooling"
+        assert (pooled in finding.message) == (severity == F.WARNING)
+        assert (finding.fix == activation_rules._AVERAGED_FIX) == (
+            severity == F.WARNING
+        )
+
     def test_dead_units_persisting(self):
         rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
         # Steps 0-20: 96 samples < min_samples 128; at step 30 the window is
@@ -4335,6 +4403,21 @@ class TestSaturation:
         ]
         # dense_1 is judged as any hidden layer (0.8 >= 0.75, not 0.95).
         assert modes(run(rules, seq)) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
+
+    @pytest.mark.parametrize("share, suspected", [(0.74, False), (0.75, True)])
+    def test_a_first_saturated_recording_asks_for_more(self, share, suspected):
+        # dense_1 at `share` of its outputs in the tails, at saturation 0.75
+        # or more: dense recordings from the next step confirm it soon (a
+        # probe: sigmoid kernels growing 1% a step, 75% in the tails by step
+        # 280 when recordings were 80 steps apart, reported at step 457).
+        rules, seq = saturation_run([0.3, share, None], steps=(100, 180, 181, 182))
+        run(rules, seq[:1])
+        assert rules.suspected is suspected
+        # At 0.75, steps 100, 180 and 181 (3 recordings over 5 steps or
+        # more) confirm it at 181; at 182 it is reported: no more asked for.
+        found = run(rules, seq[1:])
+        assert len(found) == (1 if suspected else 0)
+        assert rules.suspected is False
 
     def test_converged_model(self):
         rules, seq = saturation_run([0.9, 0.9, None], steps=range(1, 10), loss=1e-4)
