@@ -180,6 +180,11 @@ class GradientDiagnostics(
       size that blows the model up; after 3 recordings over the 5 steps
       after one such update with the loss 3x where training began at each
       (one step that threw the model off, as Adam's first at a rate of 1);
+      at the first recording whose update changed a layer's weights by 10x
+      their norm and by 1 or more per weight (or after which they are that
+      much larger than at the last recording, with a step over the limit
+      between); after 3 recordings with a layer's gradient RMS 1e3x that of
+      the layers nearest the loss;
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary, times the
@@ -208,7 +213,8 @@ class GradientDiagnostics(
       units at once, or a few at a time, which sets records, are such a
       jump); later in a long run without a jump, after 3 recordings
       `every_n_steps` apart (dead units: within about 5 steps of a
-      recording that finds most of a layer's units inactive). A layer
+      recording that finds most of a layer's units inactive; saturation:
+      of one over the limit). A layer
       whose gradient RMS (or its ratio to the layers near the output) grew
       2x over its vanishing streak is catching up, and its streak starts
       again (a body behind a classifier head that starts at zero under
@@ -237,7 +243,10 @@ class GradientDiagnostics(
       reported as above; as a warning where they are at most two thirds of
       the layer and, but for fewer than a quarter of its units, were
       inactive on the first recorded batch already (initialisation left
-      them off; the layer learns through the rest).
+      them off; the layer learns through the rest), or where the layer is
+      fed by a global average pooling, they are at most two thirds of it
+      and the learning rate is unchanged (rare units there look dead on a
+      window).
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed

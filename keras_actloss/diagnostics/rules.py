@@ -53,7 +53,12 @@ because the crude versions misfire on healthy models:
   early baseline and its recent level (or passes an absolute ceiling), step
   after step, usually ending in NaN; or each update changes a layer's
   weights by more than their own size (2 recordings in a row are enough
-  when the loss rises 3x with them). Judged on every step's norm. A single
+  when the loss rises 3x with them); one update of 10x a layer's weights
+  and of 1 or more per weight replaces them and is reported at once
+  (`update_rules._wiped`); a layer whose gradient RMS stays 1e3x that of
+  the layers nearest the loss has gradients growing on their way back
+  (`gradient_rules._grown`: an RNN whose recurrent weights are too large,
+  under Adam's bounded steps). Judged on every step's norm. A single
   spike is not an explosion unless it is huge; a NaN right after such growth
   is reported as the explosion it ended. Norms over the ceiling from the
   first step on were never healthy: the message and fix name the scale of
@@ -74,14 +79,19 @@ because the crude versions misfire on healthy models:
   recorded batches together (enough samples to tell a dead unit from a rare
   one), never on the fraction of zero elements (about half of a healthy ReLU
   layer's outputs are zero). Only activations whose inactive region has a
-  zero gradient (ReLU, not Leaky ReLU or ELU) can die.
+  zero gradient (ReLU, not Leaky ReLU or ELU) can die. Part of a layer fed
+  by a global average pooling (at most two thirds, the learning rate
+  unchanged) is a warning: averaged features barely differ between
+  samples, so its units fire on almost all samples or almost none, and
+  rare ones look dead on a window.
 - **Saturated activations**: a hidden sigmoid/tanh layer with nearly all of
   its outputs in the flat tails passes almost no gradient. The output layer
   is exempt: a confident sigmoid or softmax output is what training is for.
   A first layer that saturates partly because the inputs are not
   standardized is reported as that cause (`unstandardized_inputs`, a
   warning): such models still learn. Nothing is reported once the recent
-  loss is half the early loss or less (`fitted_loss_ratio`): a model
+  loss is half the early loss or less (`fitted_loss_ratio`), and the
+  recording's own loss too: a model
   that has learned was not stopped, though its units drift into the tails
   as its weights keep growing over a long run. A stack of at least three
   hidden sigmoid/tanh layers (the first layer left out) with a quarter or
