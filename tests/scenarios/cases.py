@@ -398,6 +398,32 @@ def explode_finite() -> Setup:
     return Setup(model, x, y, epochs=2)
 
 
+def exploding_rnn() -> Setup:
+    """A GRU on 100-step sequences whose recurrent kernel is 8x Keras's
+    orthogonal one, under SGD: the gradient through time grows by orders of
+    magnitude (the global norm ~1e5 at step 0, against ~0.2 with the kernel
+    as Keras initialises it), and the first update changes the GRU's
+    weights by hundreds of times their norm; after it the hidden state sits
+    in the saturated gates, the gradients are small and the loss stays at
+    chance (ln 4: the label is the signs of two features' means, one over
+    the first 10 steps, one over the last 10)."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 100, 4)).astype("float32")
+    y = (x[:, :10, 0].mean(axis=1) > 0) + 2 * (x[:, -10:, 1].mean(axis=1) > 0)
+    model = keras.Sequential(
+        [
+            keras.Input((100, 4)),
+            keras.layers.GRU(32),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    kernel = model.layers[0].cell.recurrent_kernel
+    kernel.assign(8.0 * kernel)
+    _compiled(model, keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    return Setup(model, x, y.astype("int32"), epochs=2)
+
+
 BAD_BATCH_STEP = 150
 
 
@@ -1076,6 +1102,7 @@ FAILURES = [
     Case("nan_batch", nan_batch, {NON_FINITE: NAN_STEP}),
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
+    Case("exploding_rnn", exploding_rnn, {EXPLODING: 0}),
     Case("bad_batch", bad_batch, {EXPLODING: BAD_BATCH_STEP}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
     Case("thrown_tanh_adam", thrown_tanh_adam, {EXPLODING: 0}),

@@ -246,6 +246,22 @@ def test_explode_finite():
 
 
 @confirm_on_tensorflow
+def test_exploding_rnn():
+    c = cases.confirm(cases.BY_NAME["exploding_rnn"])
+    gru = c.weighted[0]
+    # Step 0: a global norm beyond 1e4 (through 100 time steps of a
+    # recurrent kernel 8x orthogonal); its SGD update changes the GRU's
+    # weights by over 100x their norm; after it, updates under 1e-3.
+    assert c.global_norm[0] > 1e4
+    assert c.update_ratio[gru][0] > 100
+    assert max(c.update_ratio[gru][1:]) < 1e-3
+    # The loss stays at chance (ln 4 = 1.386) and the model learns nothing.
+    assert c.final_loss > 0.95 * math.log(4)
+    assert c.final_accuracy < 0.35
+    assert finite(c, range(len(c.losses)))
+
+
+@confirm_on_tensorflow
 def test_bad_batch():
     c = cases.confirm(cases.BY_NAME["bad_batch"])
     step = cases.BAD_BATCH_STEP

@@ -68,12 +68,15 @@ REPORTED = {
     "saturated_tanh_stack": {"saturated_activations": 4},
     "nan_batch": {"non_finite": 7},
     # Norm 1.5e6 at step 0 (over the 1e6 ceiling), 1.7e15 at step 1 (a
-    # spike); NaN at step 2.
-    "explode_to_nan": {"exploding_gradients": 1, "non_finite": 2},
+    # spike); NaN at step 2. Step 0's update changed the output layer's
+    # weights by 2.6e5x their norm (5.6e4 per weight): reported at once.
+    "explode_to_nan": {"exploding_gradients": 0, "non_finite": 2},
     # Update ratios above 1 at steps 0 and 1, the loss of step 1 over 3x
     # that of step 0: two recordings are enough while the loss blows up
     # (five steps otherwise, reported at 4).
     "explode_finite": {"exploding_gradients": 1},
+    # Step 0's update changed the GRU's weights by 1.3e4x their norm.
+    "exploding_rnn": {"exploding_gradients": 0},
     # The norm of step 150 (the batch 1000x the others' scale) is over the
     # limit, the next steps' under it from step 151 or 152: no streak of
     # steps over it, but the loss of each of steps 151-153 stayed over 3x
