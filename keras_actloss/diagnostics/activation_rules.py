@@ -73,10 +73,11 @@ _OFF_SHARE = 2 / 3
 # training samples (0-25% inactive on all of them), most active on half of
 # them 100 steps later, the models fitted.
 _AVERAGED = (
-    " Its inputs are averaged by a global pooling and barely differ between "
-    "samples: each unit fires on almost every sample or on almost none, so "
-    "some of these may be rarely rather than never active, and such units "
-    "often switch back on as the layers before them learn."
+    ": its inputs are averaged by a global pooling and barely differ between "
+    "samples, so each unit fires on almost every sample or on almost none; "
+    "some of these may be rarely rather than never active (as many samples "
+    "cannot tell), and such units often switch back on as the layers before "
+    "them learn."
 )
 _AVERAGED_FIX = (
     "If the loss stops falling: normalize the pooled features (a "
@@ -376,20 +377,29 @@ class ActivationRules(RuleFamily):
                     "after that: " + _lower_first(FIXES[F.DEAD_RELU])
                 )
             else:
+                after = self._oversized_before(start)
+                at_start = None if after else self._off_from_start(layer, dead)
+                averaged = (
+                    not after
+                    and at_start is None
+                    and layer in self._measured
+                    and self._averaged_off(layer, dead)
+                )
                 if info.units_by_sign:
                     message += (
                         "; they only come back if the layers before them "
                         "change their inputs."
                     )
+                elif averaged:
+                    message += _AVERAGED
+                    fix, severity = _AVERAGED_FIX, F.WARNING
                 elif layer in self._measured:
                     message += (
                         ": these ReLU units are dead and get no gradient; they "
                         "only come back if the layers before them change their "
                         "inputs."
                     )
-                after = self._oversized_before(start)
                 message += after
-                at_start = None if after else self._off_from_start(layer, dead)
                 if at_start is not None:
                     inactive, units = at_start
                     message += (
@@ -401,9 +411,6 @@ class ActivationRules(RuleFamily):
                         "learns through its other units."
                     )
                     fix, severity = _OFF_FROM_START_FIX, F.WARNING
-                elif not after and self._averaged_off(layer, dead):
-                    message += _AVERAGED
-                    fix, severity = _AVERAGED_FIX, F.WARNING
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
 
     def _averaged_off(self, layer: str, dead: float) -> bool:

@@ -3916,8 +3916,17 @@ class TestDeadRelu:
             found += run(rules, items)
         ((finding,),) = [[f for f in found if f.mode == F.DEAD_RELU]]
         assert (finding.layer, finding.severity) == ("dense_1", severity)
-        pooled = "Its inputs are averaged by a global pooling"
+        # Reported after the first 64 steps, where units settle, on the
+        # window of steps 61-64; the message says what was measured, not
+        # that the units are dead.
+        pooled = (
+            "recorded batches (steps 61-64): its inputs are averaged by a global "
+            "pooling and barely differ between samples"
+        )
         assert (pooled in finding.message) == (severity == F.WARNING)
+        assert ("these ReLU units are dead" in finding.message) == (
+            severity == F.FAILURE
+        )
         assert (finding.fix == activation_rules._AVERAGED_FIX) == (
             severity == F.WARNING
         )
