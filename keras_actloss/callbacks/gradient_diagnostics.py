@@ -158,9 +158,10 @@ class GradientDiagnostics(
       the loss 3x where training began while the gradients still flow
       and the last recorded update moved a layer's weights by 5% of their
       norm or more (training diverges with bounded gradients, such as a
-      softmax output fed probabilities); within 10 steps of a learning rate jumping 10x
-      up, after 3 steps with the loss 3x its level and above where training
-      began, once the norm rose 3x (normalization can hold it under the limit),
+      softmax output fed probabilities); within 10 steps of a learning
+      rate jumping 10x up, after 3 steps with the loss 3x its level and
+      above where training began, once the norm rose 3x (normalization
+      can hold it under the limit),
       or at the first recording whose update changed a layer's weights by
       more than their norm, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or

@@ -2,9 +2,10 @@
 
 Vanishing gradients (`vanishing_layers`: far layers whose gradients are tiny
 next to the layers near the output, progressively and not because a branch
-is bypassed). The rule family `RecordedGradientRules` is mixed into
-`HealthRules`, whose state it uses; updates too large for the weights they
-change are `update_rules`'.
+is bypassed), and exploding ones that grow on their way back
+(`grown_layers`: 1e3x those of the layers nearest the loss). The rule
+family `RecordedGradientRules` is mixed into `HealthRules`, whose state it
+uses; updates too large for the weights they change are `update_rules`'.
 """
 
 from __future__ import annotations

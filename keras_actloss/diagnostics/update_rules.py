@@ -4,7 +4,9 @@ An update that changes a layer's weights by more than their own norm
 (`exploding_update_ratio`) is a step far too large: reported after
 `patience` recordings, after two with the loss risen (`_blown_up`), after
 one that threw the loss up for good (`_thrown`), or at once within the
-steps watched after a learning-rate jump up (`_watched_update`). The rule
+steps watched after a learning-rate jump up (`_watched_update`); one of
+10x the weights and 1 or more per weight replaced them, an explosion at
+once (`_wiped`). The rule
 family `UpdateRules` is mixed into `HealthRules`, whose state it uses.
 """
 
