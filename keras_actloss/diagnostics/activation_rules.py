@@ -419,12 +419,13 @@ class ActivationRules(RuleFamily):
         most `_OFF_SHARE` of it, with the learning rate unchanged (no jump,
         no warm-up): units switched off by the descent itself, which may be
         rare rather than never active (`_AVERAGED`)."""
-        return (
-            self._info[layer].averaged
-            and dead <= _OFF_SHARE
-            and self._rate_change is None
-            and not self._warmed_up()
-        )
+        return self._info[layer].averaged and dead <= _OFF_SHARE and self._rate_steady()
+
+    def _rate_steady(self) -> bool:
+        """Whether the learning rate stayed as it began: no jump, and not
+        warmed up 10x since the first step (units that die then were killed
+        by the grown steps)."""
+        return self._rate_change is None and not self._warmed_up()
 
     def _off_from_start(self, layer: str, dead: float) -> tuple[int, int] | None:
         """`(inactive, units)` on the first recorded batch of `layer`, when
@@ -500,7 +501,7 @@ class ActivationRules(RuleFamily):
         from the start settles too).
         """
         window = self._activity[layer]
-        if self._rate_change is not None or self._warmed_up():
+        if not self._rate_steady():
             return False  # The steps grew: units killed by them are no noise.
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False

@@ -19,11 +19,10 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FALLEN_FIX,
-    _RECURRENT_FIX,
     _WEIGHTS_FIX,
     RuleFamily,
     _finite,
-    recurrent,
+    per_weight,
 )
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
@@ -423,8 +422,7 @@ class RecordedGradientRules(RuleFamily):
                 "gradient grows on its way back through the model; the "
                 "gradients are exploding."
             )
-            info = self._info.get(ls.layer)
-            fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+            fix = self._explosion_fix(ls.layer)
             self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, rms, message, fix)
 
     def _catching_up(self, layer: str, count: int, found: dict) -> bool:
@@ -575,11 +573,10 @@ class RecordedGradientRules(RuleFamily):
             near = self._distance.get(ls.layer)
             if near is None or near >= far:
                 continue
-            if not _finite(ls.weight_norm, ls.grad_norm, ls.grad_rms):
+            root = per_weight(ls)
+            if root is None or not _finite(ls.weight_norm):
                 continue
-            if ls.grad_rms <= 0:
-                continue
-            rms = ls.weight_norm / (ls.grad_norm / ls.grad_rms)
+            rms = ls.weight_norm / root
             if rms < _TINY_WEIGHTS:
                 found.append((near, ls.layer, rms))
         if not found:

@@ -132,6 +132,15 @@ def recurrent(class_name: str) -> bool:
     )
 
 
+def per_weight(ls) -> float | None:
+    """The square root of the number of weights of a layer's recording (its
+    gradient's norm over its RMS): a norm over it is an RMS per weight.
+    None when not known."""
+    if not (_finite(ls.grad_norm, ls.grad_rms) and ls.grad_rms > 0):
+        return None
+    return ls.grad_norm / ls.grad_rms
+
+
 # One step whose gradient norm spiked threw the weights off (`_spike_thrown`):
 # its batch, or a step too large for it.
 _SPIKE_FIX = (
@@ -281,8 +290,8 @@ class RuleFamily:
 
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
-    `_lost`, `_start_losses`, `_start_batch`, `_last_oversized`, `_norms`
-    and `findings`.
+    `_lost`, `_start_losses`, `_start_batch`, `_last_oversized`, `_norms`,
+    `_info` and `findings`.
     """
 
     @property
@@ -364,6 +373,13 @@ class RuleFamily:
             recent = max(recent, loss)
         early = min(early, self._start())
         return early > 0 and recent <= self.thresholds.fitted_loss_ratio * early
+
+    def _explosion_fix(self, layer: str) -> str | None:
+        """The fix of an explosion that begins in `layer`: the recurrent
+        one for a recurrent layer (`_RECURRENT_FIX`), else None (the
+        mode's own)."""
+        info = self._info.get(layer)
+        return _RECURRENT_FIX if info and recurrent(info.class_name) else None
 
     def _start(self) -> float:
         """The loss where training began: the median of the first steps'

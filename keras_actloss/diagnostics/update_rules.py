@@ -19,11 +19,10 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
-    _RECURRENT_FIX,
     _UNSTABLE,
     RuleFamily,
     _finite,
-    recurrent,
+    per_weight,
 )
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 
@@ -46,14 +45,6 @@ _WATCH_RATIO = 0.1
 _WIPE_RATIO = 10.0
 _WIPE_RMS = 1.0
 _WIPE_FROM = 1e-2
-
-
-def _per_weight(ls) -> float | None:
-    """The square root of the number of weights of a layer's recording
-    (its gradient's norm over its RMS), or None when not known."""
-    if not (_finite(ls.grad_norm, ls.grad_rms) and ls.grad_rms > 0):
-        return None
-    return ls.grad_norm / ls.grad_rms
 
 
 def _oversized(layer: str, ratio: float, detail: str) -> str:
@@ -147,7 +138,7 @@ class UpdateRules(RuleFamily):
             return
         found = None
         for ls in stats.layers:
-            root = _per_weight(ls)
+            root = per_weight(ls)
             if root is None or not _finite(ls.weight_norm) or ls.weight_norm <= 0:
                 continue
             candidates = []
@@ -188,8 +179,7 @@ class UpdateRules(RuleFamily):
             f"{head}: updates that large replace the layer's weights; the "
             "gradients exploded."
         )
-        info = self._info.get(ls.layer)
-        fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+        fix = self._explosion_fix(ls.layer)
         # The growth is of the steps from the mark to this one: the last of
         # them (a burst's recording follows the jump of the norm at once).
         step = at if before is None else stats.step - 1
@@ -269,8 +259,7 @@ class UpdateRules(RuleFamily):
                 + message[0].lower()
                 + message[1:]
             )
-        info = self._info.get(layer)
-        fix = _RECURRENT_FIX if info and recurrent(info.class_name) else None
+        fix = self._explosion_fix(layer)
         self._add(new, F.EXPLODING_GRADIENTS, layer, at, value, message, fix)
         self._reported.update((F.EXPLODING_GRADIENTS, b[1]) for b in blown)
 
