@@ -118,11 +118,14 @@ class StepSchedule:
             return 1
         return recording_gap(last, self._origin, self.every_n_steps, self.DENSE_STEPS)
 
-    def _burst(self, start: int, noisy: bool, kind: str = JUMP) -> None:
+    def _burst(
+        self, start: int, noisy: bool, kind: str = JUMP, batch: int | None = None
+    ) -> None:
         """Records every step from `start` for as long as the rules need to
         confirm a failure (`patience_steps`, and `min_samples` samples for
-        dead units at the last recorded batch size, up to 32 recordings,
-        one per execution of `steps_per_execution` steps), after a jump.
+        dead units at the last recorded batch size, up to 32 recordings
+        after a jump and all of them when `SUSPECTED`, one per execution of
+        `steps_per_execution` steps).
 
         A noisy one (`HealthRules.jump_noisy`: the global norm's level or
         the silent units, which small batches make spiky; `kind`
@@ -135,7 +138,8 @@ class StepSchedule:
         back no burst of the other (units dying after a spike of the
         norms). The learning rate, an explosion and a gradient tensor
         falling to 0 always start one. `DENSE_STEPS = 0` (recordings every
-        `every_n_steps` only): none.
+        `every_n_steps` only): none. `batch`: the batch size of the
+        recording that asks (default: the last kept in `history`).
         """
         if not self.DENSE_STEPS:
             return
@@ -151,13 +155,18 @@ class StepSchedule:
             calm.until = start + calm.gap
         calm.found = len(self.findings)
         t = self._rules.thresholds
-        batch = self.history[-1].batch_size if self.history else None
+        if batch is None and self.history:
+            batch = self.history[-1].batch_size
         steps = max(2 * self.DENSE_STEPS, t.patience_steps)
         if batch:
-            # At most 4 times the dense start: a batch of 1 would need 128.
-            # One recording per batch callback of `_stride` steps, from the
-            # next.
-            needed = min(math.ceil(t.min_samples / batch), 8 * self.DENSE_STEPS)
+            # At most 4 times the dense start after a jump (a batch of 1
+            # would need 128), but all of them when most of a layer's units
+            # were inactive (`SUSPECTED`): the dead units' window needs
+            # those samples. One recording per batch callback of `_stride`
+            # steps, from the next.
+            needed = math.ceil(t.min_samples / batch)
+            if kind != SUSPECTED:
+                needed = min(needed, 8 * self.DENSE_STEPS)
             steps = max(steps, (needed + 1) * self._stride - 1)
         self._burst_end = max(self._burst_end or 0, start + steps)
         self._next = min(self._next, start)
@@ -395,7 +404,7 @@ class StepJudging:
         )
         new = self._rules.observe(stats)
         if self._rules.suspected:
-            self._burst(step + 1, noisy=True, kind=SUSPECTED)
+            self._burst(step + 1, True, SUSPECTED, stats.batch_size)
         new += self._label_checks()
         if self._writer is not None:
             self._write_peak(step)

@@ -126,7 +126,9 @@ class UnitActivity:
 
     A unit is dead when it was inactive on every sample of the window: the
     fewest most recent recordings (holding at least `min_recordings`
-    batches, at most `max_recordings` recordings; a recording of an
+    batches, at most `max_recordings` recordings, by default as many as
+    `min_samples` and at least 32: enough to hold `min_samples` samples
+    of batches of 1; a recording of an
     execution of several steps holds each of its steps' batches) that
     together hold at least `min_samples` samples,
     or half of them when not one of the layer's units (at least
@@ -139,10 +141,15 @@ class UnitActivity:
     WHOLE_UNITS = 8
 
     def __init__(
-        self, min_samples: int, min_recordings: int = 1, max_recordings: int = 32
+        self,
+        min_samples: int,
+        min_recordings: int = 1,
+        max_recordings: int | None = None,
     ):
         self.min_samples = min_samples
         self.min_recordings = min_recordings
+        if max_recordings is None:
+            max_recordings = max(32, min_samples)
         self._recent = collections.deque(maxlen=max_recordings)
         # The units active on the first recording's batch, and those alive
         # in the last `dead` window.

@@ -480,7 +480,7 @@ def test_default_schedule_is_dense_at_the_start(data):
     diag.DENSE_STEPS = 2
     # The schedule alone: no burst after a jump (single-sample batches make
     # the norms spiky; bursts have their own tests below).
-    diag._burst = lambda start, noisy, kind="jump": None
+    diag._burst = lambda start, noisy, kind="jump", batch=None: None
     model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[diag])
     # recording_gap(s, 0, 100, 2) = max(1, s // 2): every step up to 3, then
     # 4 -> 6 (gap 2) -> 9 (gap 3) -> 13 (4) -> 19 (6) -> 28 (9).
@@ -785,6 +785,32 @@ def test_gradient_accumulation_reports_a_dead_layer_in_time(rng):
         model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, Reported()])
     # 128 samples, 4 recorded batches of 32, as without accumulation.
     assert seen == [("dead_relu", "hidden", 0, 4)]
+
+
+@pytest.mark.parametrize("batch_size, reported", [(1, 63), (2, 31)])
+def test_a_dead_layer_on_the_smallest_batches_is_reported(rng, batch_size, reported):
+    # A layer of 8 units dead from step 0 on batches of 1 or 2: reported
+    # once its window holds 64 samples (half of `min_samples` for a whole
+    # layer), at batch 63 or 31. Probed before: never on batches of 1 (a
+    # window held at most 32 recordings, a burst 32 steps), at batch 145
+    # from the start.
+    x = rng.normal(size=(96, 6)).astype("float32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+    model = build_model("sequential")
+    model.get_layer("hidden").bias.assign(np.full(8, -100.0, "float32"))
+    _compile(model, keras.optimizers.Adam(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    seen = []
+
+    class Reported(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.extend(
+                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
+            )
+
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=batch_size, verbose=0, callbacks=[diag, Reported()])
+    assert seen == [("dead_relu", "hidden", 0, reported)]
 
 
 def _native_relu():
@@ -1873,6 +1899,16 @@ def test_a_burst_records_every_step_for_what_the_rules_need():
     diag = _bursting(batch_size=1)  # 128 steps wanted, 32 at most.
     diag._burst(10, noisy=False)
     assert diag._burst_end == 42
+    # Most of a layer's units inactive (`SUSPECTED`): all 128 recordings
+    # of one sample that the dead units' window needs, (128 + 1) - 1 steps
+    # from step 10; and the batch size of the recording that asks, before
+    # it is kept in `history` (the first recording of a fit).
+    diag = _bursting(batch_size=1)
+    diag._burst(10, noisy=True, kind="suspected")
+    assert diag._burst_end == 138
+    diag = _bursting(batch_size=None)
+    diag._burst(10, True, "suspected", 2)
+    assert diag._burst_end == 74
     # One recording per execution of 4 steps: 4 batches of 32 take the 4
     # executions after the one the jump was seen in, (4 + 1) * 4 - 1 = 19
     # steps from step 10 (executions 12-15, ..., 24-27).
@@ -1935,6 +1971,9 @@ def test_a_suspicious_recording_starts_a_noisy_burst(data, monkeypatch, suspecte
     model = _compile(build_model("sequential"))
     diag = _diag()
     bursts = []
-    diag._burst = lambda start, noisy, kind="jump": bursts.append((start, noisy, kind))
+    diag._burst = lambda start, noisy, kind="jump", batch=None: bursts.append(
+        (start, noisy, kind, batch)
+    )
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
-    assert ((3, True, "suspected") in bursts) == (suspected_at == 2)
+    # With the batch size of the recording that asked.
+    assert ((3, True, "suspected", 8) in bursts) == (suspected_at == 2)

@@ -4221,6 +4221,28 @@ class TestUnitActivity:
             window.add(step, 8, [0] * 7)
         assert window.dead() is None
 
+    def test_batches_of_one_fill_the_window(self):
+        # A whole layer of 8 units inactive on batches of 1: 64 recordings
+        # (half of min_samples 128) are needed, more than the 32 recordings
+        # a window held before, after which a batch of 1 was never enough.
+        window = UnitActivity(min_samples=128)
+        for step in range(63):
+            window.add(step, 1, [0] * 8)
+        assert window.dead() is None  # 63 samples.
+        window.add(63, 1, [0] * 8)
+        assert window.dead() == (1.0, 64, 64, 0)
+        # And 128 recordings of one sample for a partly dead layer.
+        window = UnitActivity(min_samples=128)
+        for step in range(127):
+            window.add(step, 1, [0] * 7 + [1])
+        assert window.dead() is None
+        window.add(127, 1, [0] * 7 + [1])
+        assert window.dead() == (7 / 8, 128, 128, 0)
+        window = UnitActivity(min_samples=128, max_recordings=32)
+        for step in range(64):
+            window.add(step, 1, [0] * 8)
+        assert window.dead() is None  # Only the last 32 samples are kept.
+
     def test_shape_change_starts_again(self):
         window = UnitActivity(min_samples=100)
         window.add(0, 60, [0, 0, 0])
