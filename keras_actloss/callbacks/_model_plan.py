@@ -304,6 +304,43 @@ def _averaged(layer) -> bool:
     return True
 
 
+# The layers that normalize their inputs inside a model (not the
+# `Normalization` that standardizes its inputs with the data's statistics).
+_NORMALIZING = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+        "UnitNormalization",
+    )
+    if hasattr(keras.layers, name)
+)
+
+
+def residual_sums(model) -> int:
+    """How many sums of two or more tensors (`keras.layers.Add`, or `x + y`
+    on a functional model's tensors: the joins of residual branches) the
+    layer graphs of `model` and of the models in it hold, when no layer of
+    it normalizes (`_NORMALIZING`), else 0: `HealthRules.residual_sums`.
+    0 where no graph is known (a subclassed model)."""
+    layers = [model, *model._flatten_layers(include_self=False)]
+    if any(isinstance(layer, _NORMALIZING) for layer in layers):
+        return 0
+    sums = 0
+    for layer in layers:
+        graph = getattr(layer, "_functional", None) or layer
+        by_depth = getattr(graph, "_operations_by_depth", None)
+        if not isinstance(by_depth, dict):
+            continue
+        for op in (op for group in by_depth.values() for op in group):
+            if type(op).__name__ == "Add":
+                nodes = getattr(op, "_inbound_nodes", None) or []
+                sums += sum(len(node.input_tensors) >= 2 for node in nodes)
+    return sums
+
+
 def _unit_variable(layer, variables: list):
     """The first vector weight of a `_PER_UNIT` layer (a bias, a
     normalization's scale) among its trainable `variables`, else None.

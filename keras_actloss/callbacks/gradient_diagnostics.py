@@ -449,6 +449,7 @@ class GradientDiagnostics(
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
+            self._rules.residual_sums = _model_plan.residual_sums(model)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
             self._input_scale, self._data_saturation = None, {}

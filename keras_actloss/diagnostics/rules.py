@@ -302,6 +302,10 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
+        # The sums of residual branches in a model without a normalization
+        # layer (`_model_plan.residual_sums`; set by the callback): an
+        # explosion from the first step names them (`NormRules`).
+        self.residual_sums = 0
         # `(layer, activation, bias)`: a model's one output layer whose
         # bias saturates its activation (`StartRules`), set by the callback.
         self.output_bias: tuple[str, str, float] | None = None

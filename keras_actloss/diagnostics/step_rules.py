@@ -20,6 +20,7 @@ from keras_actloss.diagnostics.norm_series import RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
     _INIT_FIX,
     _OVERFLOW_RUN_FIX,
+    _RESIDUAL_FIX,
     _SCALE_FIX,
     _SPIKE_FIX,
     FIXES,
@@ -66,6 +67,10 @@ _CLIMB_STEPS = 10
 # divergences it is for moved the weights 0.8-3.6x their norm a step
 # (SGD at 5 on a softmax classifier).
 _CLIMB_UPDATE = 0.05
+# Residual sums (`HealthRules.residual_sums`, no normalization layer) from
+# which an explosion from the first step on the initial weights names them:
+# four sums of branches at their inputs' scale grow it 4x.
+_RESIDUAL_SUMS = 4
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:
@@ -552,6 +557,17 @@ class NormRules(RuleFamily):
                 if weights:
                     message += weights
                     fix = _INIT_FIX
+                    sums = self.residual_sums
+                    if sums >= _RESIDUAL_SUMS:
+                        message += (
+                            f" The model adds {sums} residual branches to its "
+                            "stream and has no normalization layer: each sum "
+                            "adds a branch's variance to the stream's, so even "
+                            "with Keras's default initialisation its scale "
+                            "grows block after block (about 2^(n/2) times "
+                            "over n blocks)."
+                        )
+                        fix = _RESIDUAL_FIX
                 else:
                     message += (
                         "the scale of the data or of the initial weights is the "

@@ -813,6 +813,37 @@ def test_a_dead_layer_on_the_smallest_batches_is_reported(rng, batch_size, repor
     assert seen == [("dead_relu", "hidden", 0, reported)]
 
 
+def test_an_explosion_of_unnormalized_residual_blocks_names_them(rng):
+    # 40 blocks `x + Dense(Dense(x, relu))` with no normalization, on
+    # standardized inputs of a classifier: each join doubles the stream's
+    # variance (measured in round 8: RMS 1.4e5-6e5 at the last block, the
+    # global norm 3e6 at step 0). The callback tells the rules the joins
+    # (`residual_sums`), and the explosion names them, not a custom
+    # initialisation.
+    x = rng.normal(size=(128, 16)).astype("float32")
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype("int32")
+    inputs = keras.Input((16,))
+    h = keras.layers.Dense(32)(inputs)
+    for _ in range(40):
+        branch = keras.layers.Dense(
+            32, activation="relu", kernel_initializer="he_normal"
+        )(h)
+        h = keras.layers.Add()([h, keras.layers.Dense(32)(branch)])
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    diag = GradientDiagnostics(check_model=False)
+    with pytest.warns(GradientHealthWarning, match="exploding_gradients"):
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag])
+    assert diag._rules.residual_sums == 40
+    found = next(f for f in diag.findings if f.layer is None)
+    assert found.mode == "exploding_gradients" and found.step == 0
+    assert "The model adds 40 residual branches to its stream" in found.message
+    assert found.fix.startswith("Normalize in each residual block")
+
+
 def _native_relu():
     """The backend's own ReLU function (`tf.nn.relu`, `jax.nn.relu`)."""
     if BACKEND == "jax":

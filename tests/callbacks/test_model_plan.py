@@ -509,6 +509,34 @@ def test_linear_layers_inside_a_layer_of_the_users_own_are_judged_by_sign():
     assert judged == {"first": False, "block/inner": True, "head": False}
 
 
+def test_residual_sums_count_the_joins_of_a_model_without_normalization():
+    # `keras.layers.Add` and `x + y` on a functional model's tensors join
+    # branches; `x + 1.0` adds a constant to one tensor (not counted).
+    def block(x, i):
+        h = keras.layers.Dense(4, activation="relu", name=f"a{i}")(x)
+        return keras.layers.Dense(4, name=f"b{i}")(h)
+
+    x = keras.Input((4,))
+    h = keras.layers.Add()([x, block(x, 0)])
+    h = h + block(h, 1)
+    h = h + 1.0
+    inner = keras.Model(x, h, name="inner")
+    z = keras.Input((4,))
+    k = inner(z)
+    k = keras.layers.Add()([k, block(k, 2), block(k, 3)])
+    model = keras.Model(z, keras.layers.Dense(1)(k))
+    # 2 joins in the nested model, 1 of three tensors in the outer one.
+    assert _model_plan.residual_sums(inner) == 2
+    assert _model_plan.residual_sums(model) == 3
+    # A normalization layer anywhere in it: none counted.
+    normed = keras.Model(z, keras.layers.LayerNormalization()(inner(z)))
+    assert _model_plan.residual_sums(normed) == 0
+    # No layer graph (a subclassed model) or no join (a Sequential).
+    assert _model_plan.residual_sums(Subclassed()) == 0
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert _model_plan.residual_sums(plain) == 0
+
+
 def test_rate_variables_are_the_rates_a_callback_can_set():
     # A rate given as a number is a variable (a LossScaleOptimizer's is its
     # inner optimizer's); a schedule's rate is computed from the step in

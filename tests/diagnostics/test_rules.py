@@ -1877,6 +1877,37 @@ class TestExploding:
             assert "(unscaled inputs or regression targets)" in found.message
             assert found.fix == rule_support._SCALE_FIX
 
+    @pytest.mark.parametrize("sums", [3, 4, 40])
+    def test_explosion_from_the_start_names_unnormalized_residual_sums(self, sums):
+        # A classifier on standardized inputs whose stream sums residual
+        # branches with no normalization layer (`residual_sums`, set by the
+        # callback): its explosion from the first step is the sums', not a
+        # custom initialisation's (probed: 40 blocks on Keras's
+        # initializers, stream RMS 1.4e5-6e5, norm 3e6 at step 0, was told
+        # "a large custom stddev or gain"). From 4 sums (_RESIDUAL_SUMS).
+        rules = HealthRules(mlp(["tanh"]))
+        rules.uninformed_loss = (math.log(3), "cross-entropy over 3 classes")
+        rules.residual_sums = sums
+        first = recording(0, [1e-2, 1e-2], global_norm=2e6, input_scale=1.0)
+        (found,) = run(rules, [first, event(1, 3e6)])
+        standardized = (
+            "so the initial weights are the likely cause: the inputs are "
+            "standardized (their largest feature mean or spread 1) and a "
+            "classifier has no regression targets."
+        )
+        if sums < 4:
+            assert found.message.endswith(standardized)
+            assert found.fix == rule_support._INIT_FIX
+            return
+        assert found.message.endswith(
+            f"{standardized} The model adds {sums} residual branches to its "
+            "stream and has no normalization layer: each sum adds a branch's "
+            "variance to the stream's, so even with Keras's default "
+            "initialisation its scale grows block after block (about 2^(n/2) "
+            "times over n blocks)."
+        )
+        assert found.fix == rule_support._RESIDUAL_FIX
+
     @pytest.mark.parametrize("classifier", [True, False])
     def test_explosion_from_the_start_of_an_embedding_model(self, classifier):
         # Token ids (largest feature mean 25) looked up by the first layer,
