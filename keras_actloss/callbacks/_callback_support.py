@@ -279,6 +279,17 @@ def clipping(model) -> str | None:
     return None
 
 
+def weight_decay(model) -> float | None:
+    """`HealthRules.weight_decay`: the decoupled weight decay of the model's
+    optimizer (under loss scaling, of the optimizer it wraps), which Keras
+    applies as `w -= learning_rate * weight_decay * w` each step; None where
+    it has none."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    value = getattr(optimizer, "weight_decay", None)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 def target_scale(model, labels: np.ndarray | None) -> float | None:
     """`HealthRules.target_scale`: `input_scale` of a batch of `labels` of
     a model with one output under a regression loss (mean squared or

@@ -21,6 +21,7 @@ from keras_actloss.callbacks._callback_support import (
     recording_gap,
     step_stats,
     uninformed_loss,
+    weight_decay,
 )
 from keras_actloss.callbacks._reporting import (
     _ACTIVE,
@@ -452,6 +453,7 @@ class GradientDiagnostics(
             self._rules.residual_sums = _model_plan.residual_sums(model)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
+            self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)

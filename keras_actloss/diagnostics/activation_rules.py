@@ -505,11 +505,14 @@ class ActivationRules(RuleFamily):
         the start show on the first batch; units of other layers that die
         later, or while the model stops learning, are judged at once
         (`UnitActivity.started_dead`: a single unit of a small layer dead
-        from the start settles too).
+        from the start settles too). Not while the optimizer's weight decay
+        takes a large share of the weights each step (`_decay_share`).
         """
         window = self._activity[layer]
         if not self._rate_steady():
             return False  # The steps grew: units killed by them are no noise.
+        if self._decay_share() is not None:
+            return False  # Weight decay drives the weights to 0: no noise.
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
         if window.first is None:

@@ -119,6 +119,21 @@ _RESIDUAL_FIX = (
     "to zeros, or the branch multiplied by a small factor); and clip "
     "gradients (`clipnorm=1.0` in the optimizer)."
 )
+# A failure while the optimizer's decoupled weight decay takes this share
+# of every weight each step or more (learning rate times `weight_decay`):
+# it drives the weights to 0. Usual settings take about 1e-5-1e-3 (AdamW's
+# default 0.004 at 1e-3: 4e-6). Probed: SGD at 0.05 with weight_decay 10
+# (0.5 a step), kernels at 2e-6 of their norm by step 20, units dead and
+# the loss at ln 2, was told "steps far too large"; AdamW at 1e-2 with 10
+# (0.1), `dead_relu` with no cause (`RuleFamily._add`).
+_DECAY_SHARE = 1e-2
+_DECAYING = (F.EXPLODING_GRADIENTS, F.VANISHING_GRADIENTS, F.DEAD_RELU)
+_DECAY_FIX = (
+    "Lower the optimizer's `weight_decay`: decoupled weight decay (AdamW, or "
+    "`weight_decay` on any Keras optimizer) multiplies every weight by 1 - "
+    "learning_rate * weight_decay each step, so keep that product small "
+    "(AdamW's default 0.004 at a learning rate of 1e-3 takes 4e-6 a step)."
+)
 # A non-finite step after an update that made finite weights non-finite
 # from finite gradients (`NonFiniteRules`): the optimizer's step.
 _OPTIMIZER_FIX = (
@@ -422,6 +437,15 @@ class RuleFamily:
                     "them."
                 )
             fix = _TARGETS_FIX
+        decay = self._decay_share()
+        if decay is not None and mode in _DECAYING and severity == F.FAILURE:
+            message += (
+                f" The optimizer's weight decay takes {decay:.3g} of every "
+                f"weight each step (learning rate {self._last_rate:.3g} times "
+                f"weight_decay {self.weight_decay:.3g}): it drives the weights "
+                "toward 0, and with them the layers' outputs and gradients."
+            )
+            fix = _DECAY_FIX
         if self.clipping is not None:
             # Every fix that advises clipping says "clip gradients (...)".
             fix = _CLIP_ADVICE.sub(
@@ -431,6 +455,15 @@ class RuleFamily:
                 fix,
             )
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
+
+    def _decay_share(self) -> float | None:
+        """The share of every weight the optimizer's weight decay takes at
+        the last learning rate seen, when `_DECAY_SHARE` or more."""
+        decay, rate = self.weight_decay, self._last_rate
+        if decay is None or rate is None or not math.isfinite(rate):
+            return None
+        share = decay * rate
+        return share if share >= _DECAY_SHARE else None
 
     def _emit(self, new: list[Finding]) -> list[Finding]:
         self.findings.extend(new)

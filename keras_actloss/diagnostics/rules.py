@@ -298,6 +298,10 @@ class HealthRules(
         # The optimizer's gradient clipping as set (`"clipnorm=1.0"`; set by
         # the callback): a fix that advises clipping says it is there.
         self.clipping: str | None = None
+        # The optimizer's decoupled weight decay (set by the callback): a
+        # failure while it takes a large share of the weights each step
+        # names it (`RuleFamily._add`).
+        self.weight_decay: float | None = None
         # The loss of a prediction that knows nothing, and what it is
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.

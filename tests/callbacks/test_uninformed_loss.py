@@ -22,6 +22,7 @@ from keras_actloss.callbacks._callback_support import (
     output_bias,
     target_scale,
     uninformed_loss,
+    weight_decay,
 )
 
 
@@ -316,6 +317,27 @@ def test_clipping(optimizer, expected):
     assert clipping(m) == expected
 
 
+@pytest.mark.parametrize(
+    "optimizer, expected",
+    [
+        (keras.optimizers.AdamW(), 0.004),  # Its default.
+        (keras.optimizers.SGD(weight_decay=10.0), 10.0),
+        (keras.optimizers.Adam(), None),
+        (keras.optimizers.Adam(weight_decay=0.0), None),
+        (
+            keras.optimizers.LossScaleOptimizer(
+                keras.optimizers.AdamW(weight_decay=0.1)
+            ),
+            0.1,
+        ),
+    ],
+)
+def test_weight_decay(optimizer, expected):
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    m.compile(optimizer=optimizer, loss="mse")
+    assert weight_decay(m) == pytest.approx(expected)
+
+
 def test_no_clipping_when_not_compiled():
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     assert clipping(m) is None
@@ -329,6 +351,11 @@ def test_the_fit_gives_the_rules_the_clipping():
     diag = GradientDiagnostics(check_model=False)
     m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
     assert diag._rules.clipping == "clipnorm=0.25"
+    assert diag._rules.weight_decay is None
+    m.compile(optimizer=keras.optimizers.AdamW(weight_decay=0.5), loss="mse")
+    diag = GradientDiagnostics(check_model=False)
+    m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
+    assert diag._rules.weight_decay == 0.5
 
 
 @pytest.mark.parametrize(

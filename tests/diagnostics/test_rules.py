@@ -3475,16 +3475,19 @@ def settling_run(
     again=None,
     dying=ACTIVITY,
     dies=1,
+    weight_decay=None,
+    kept=None,
 ):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
     layers all active on step 0's batch (or as `first`) and to step
     `dies`, then as `dying` (`ACTIVITY`: 3 of dense_1's 4 units inactive)
     until step `back` (None: to the end), all active after, and as `dying`
-    again from step `again` (if any).
+    again from step `again` (if any); the optimizer's `weight_decay`.
     Returns (mode, layer, finding step, step at which it was reported) for
-    each finding."""
+    each finding (the findings themselves appended to `kept`)."""
     rules = HealthRules(mlp(["relu", "relu"]))
+    rules.weight_decay = weight_decay
     alive = ([1] * 4, [1] * 4)
     found = []
     for s in range(steps):
@@ -3505,7 +3508,10 @@ def settling_run(
                 unit_activity=[*pair, None],
             ),
         ]
-        found += [(f.mode, f.layer, f.step, s) for f in run(rules, items)]
+        new = run(rules, items)
+        found += [(f.mode, f.layer, f.step, s) for f in new]
+        if kept is not None:
+            kept += new
     return found
 
 
@@ -3709,6 +3715,29 @@ class TestDeadRelu:
             return 1e-3 * rise ** (min(step, 4) / 4)
 
         assert settling_run(level, rate) == reported
+
+    @pytest.mark.parametrize("weight_decay", [10.0, 0.9])
+    def test_units_dying_under_a_heavy_weight_decay(self, weight_decay):
+        # AdamW at 1e-2 with weight_decay 10 takes 0.1 of every weight a
+        # step (probed: weights collapsed, units dead and the loss at ln 2
+        # by step 10-20, reported at 77 when they settled, with no word of
+        # the decay): no settling, reported at once (steps 1-5) with the
+        # decay named. At 0.9 (9e-3 a step, under `_DECAY_SHARE`) they may
+        # settle, as without.
+        kept = []
+        found = settling_run(
+            level, lambda s: 1e-2, weight_decay=weight_decay, kept=kept
+        )
+        if weight_decay < 1:
+            assert found == []
+            return
+        assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
+        assert kept[0].message.endswith(
+            "The optimizer's weight decay takes 0.1 of every weight each step "
+            "(learning rate 0.01 times weight_decay 10): it drives the weights "
+            "toward 0, and with them the layers' outputs and gradients."
+        )
+        assert kept[0].fix == rule_support._DECAY_FIX
 
     def test_settling_units_still_dead_after_64_steps(self):
         # The same units staying dead: the streak from step 1 is reported
