@@ -85,13 +85,18 @@ class CollapseRules(RuleFamily):
         worst = max(norms[g] / levels[g] for g in norms)
         # A group whose gradient is exactly 0 is cut off, not saturated (a
         # discriminator whose ReLU layers died passes the generator exactly
-        # nothing: its dead units are the finding, `_dead_units`).
+        # nothing: its dead units are the finding, `_dead_units`); so are
+        # the gradients that fell as units died, once they were reported
+        # (two optimizers, not a GAN, one at Adam 0.5: three quarters of a
+        # layer dead after the first update, reported at step 8, then the
+        # norms 0.0042 of the first steps', told of a discriminator).
         hit = (
             worst <= _COLLAPSE
             and min(norms.values()) > 0
             and not self._converged(stats)
             and not self._fitted()
             and not self._exploded()
+            and not self._died()
         )
         # A key of its own: the depth rule resets the streaks of its mode.
         key = ("gradient_collapse", None)

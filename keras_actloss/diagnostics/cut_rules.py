@@ -136,7 +136,7 @@ class CutRules(RuleFamily):
         one was reported dead: its `dead_relu` explains the zeros before it
         and its own (a ReLU layer dead from the start under batches of 8:
         every gradient 0 at step 0, `dead_relu` at step 7)."""
-        if any(key[0] == F.DEAD_RELU for key in self._reported):
+        if self._died():
             return True
         fraction = self.thresholds.dead_fraction
         return any(

@@ -329,6 +329,10 @@ class RuleFamily:
     def _exploded(self) -> bool:
         return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
 
+    def _died(self) -> bool:
+        """Whether dead units were reported (in any layer)."""
+        return any(key[0] == F.DEAD_RELU for key in self._reported)
+
     def _broken(self) -> bool:
         """Whether a non-finite step reached the weights: they are (or soon
         will be) NaN, so every later statistic describes a broken model, and

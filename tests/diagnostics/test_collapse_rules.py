@@ -101,6 +101,20 @@ def test_a_group_cut_off_is_not_a_saturated_discriminator():
     assert run(EARLY + collapsed) == []
 
 
+def test_not_after_dead_units_were_reported():
+    # Two optimizers (not a GAN), one at Adam 0.5 (probed, TensorFlow):
+    # three quarters of a layer dead after the first update and reported
+    # at step 8, then both groups' norms 0.0042 of the first steps', which
+    # the dead units explain: told of a discriminator before. The same
+    # collapse with the dead units reported first: not judged.
+    rules = HealthRules(LAYERS)
+    for item in EARLY:
+        rules.observe(item)
+    rules._reported.add((F.DEAD_RELU, "disc/d0"))
+    collapsed = [recording(s, 1.6e-4, 1.6e-4) for s in (40, 45, 50)]
+    assert [f for item in collapsed for f in rules.observe(item)] == []
+
+
 def test_at_the_limit():
     # The limit is 1e-2 x 0.7 = 7e-3: 6.9e-3 is collapsed, 7.1e-3 is not.
     assert run(EARLY + [recording(s, 6.9e-3, 6.9e-3) for s in (40, 45, 50)])
