@@ -20,11 +20,18 @@ user's own (`LayerInfo.inside`), and so is every other sublayer with weights
 of that layer (an expert of a mixture of experts that its router sent no
 sample to gets exactly 0 while the router learns: probed, 16 experts, top-1
 routing, batches of 8, a failure for each expert in turn). In a functional
-model's graph every activation is watched, and a cut there is by design
-(probed: a branch that `ops.where` never takes, the heads of tasks absent
-from the batches masked out, a target network behind `stop_gradient`, a
-side path through `ops.round` or `argmax`, a Dense on an optional input of
-zeros: each a failure before).
+model's graph every activation is watched, and a cut of a branch there is
+by design (probed: a branch that `ops.where` never takes, the heads of
+tasks absent from the batches masked out, a target network behind
+`stop_gradient`, a side path through `ops.round` or `argmax`, a Dense on
+an optional input of zeros: each a failure before); a cut of its whole
+trunk is not (`_trunk_cut`: every layer with weights as far from the
+outputs as the cut or farther, the first layer the inputs reach among
+them, gets no gradient, so nothing learns from the inputs; probed:
+`Lambda(ops.round)`, `sign` or `stop_gradient` after the second layer of
+an MLP, a `Dense(1)` followed by a `LayerNormalization`: no finding in
+hundreds of steps). There TensorFlow gives the weights cut off no
+gradient at all, JAX zeros.
 It also stays out where the zeros have another explanation: a measured
 ReLU-family layer with most of its units inactive (it cuts off the layers
 before it, and `dead_relu` names them), an explosion reported before (its
@@ -72,7 +79,7 @@ class CutRules(RuleFamily):
         confirmed = []
         for ls in stats.layers:
             hit = (
-                ls.grad_norm == 0.0
+                self._no_gradient(ls.layer, ls.grad_norm)
                 and passing[ls.layer]
                 and not explained
                 and (F.VANISHING_GRADIENTS, ls.layer) not in self._reported
@@ -87,12 +94,16 @@ class CutRules(RuleFamily):
         confirmed.sort(key=lambda c: (c[0], -order[c[1]]))
         _, layer, start, count = confirmed[0]
         inside = self._info[layer].inside
+        cut = {c[1] for c in confirmed}
         if inside is None:
             # Cut in the model's graph, where every activation is watched:
-            # by design (a branch `ops.where` never takes, a task's head
-            # masked out, a `stop_gradient`ed target network).
+            # by design where something still learns from the inputs (a
+            # branch `ops.where` never takes, a task's head masked out, a
+            # `stop_gradient`ed target network beside the online one); not
+            # when the cut holds the whole trunk (`_trunk_cut`).
+            if self._trunk_cut(layer, cut):
+                self._report_trunk(new, layer, confirmed, stats.step)
             return
-        cut = {c[1] for c in confirmed}
         if any(
             info.inside == inside
             and info.has_trainable_weights
@@ -124,6 +135,69 @@ class CutRules(RuleFamily):
             "ReLUs come back with Leaky ReLU or ELU, a lower learning rate or "
             "biases that start at 0; a `stop_gradient` that is meant is better "
             "a frozen layer (`trainable=False`)."
+        )
+        start = min(c[2] for c in confirmed)
+        self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)
+        self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
+
+    def _no_gradient(self, layer: str, norm: float | None) -> bool:
+        """Whether `layer` got no gradient: exactly 0, or none at all (a
+        layer with weights of the model's graph, where TensorFlow gives
+        none to weights that an operation without a gradient cuts off: on
+        JAX they get zeros)."""
+        if norm is None:
+            info = self._info.get(layer)
+            return (
+                info is not None
+                and info.has_trainable_weights
+                and (info.inside is None and info.distance is not None)
+            )
+        return norm == 0.0
+
+    def _trunk_cut(self, layer: str, cut: set[str]) -> bool:
+        """Whether the layers cut off (`cut`, `layer` the nearest the
+        outputs) are every layer with weights as far from the outputs as
+        `layer` or farther, the first layer the inputs reach
+        (`input_layers`) among them: nothing learns from the inputs. Only
+        where the layer graph is known (distances from model order do not
+        tell a trunk from a branch)."""
+        if any(info.distance is None for info in self.layers):
+            return False
+        far = self._distance[layer]
+        trunk = {
+            info.name
+            for info in self.layers
+            if info.has_trainable_weights and self._distance[info.name] >= far
+        }
+        return bool(self.input_layers) and self.input_layers <= trunk <= cut
+
+    def _report_trunk(self, new, layer: str, confirmed: list, step: int) -> None:
+        """The finding of a cut in the model's graph that holds its trunk."""
+        order = {info.name: i for i, info in enumerate(self.layers)}
+        others = sorted((c[1] for c in confirmed[1:]), key=order.get)
+        count = confirmed[0][3]
+        before = ""
+        if others:
+            word = "layer" if len(others) == 1 else "layers"
+            before = f" and of the {len(others)} {word} before it"
+        message = (
+            f"Every gradient of layer '{layer}'{before} was exactly 0 on each of "
+            f"the last {count} recordings (steps {confirmed[0][2]}-{step}) while "
+            "the layers nearer the outputs got gradients: nothing that reads "
+            "the inputs learns, as no gradient passes back through what "
+            f"follows layer '{layer}'. A `stop_gradient` does this, and so do "
+            "operations without a gradient (rounding, `sign`, `argmax`, a cast "
+            "to integers) and a normalization over a single value, whose "
+            "output is a constant (`BatchNormalization` trained on batches of "
+            "1, `LayerNormalization` over one feature)."
+        )
+        fix = (
+            f"Find what follows layer '{layer}' and passes no gradient: replace "
+            "an operation without a gradient by a differentiable one (or a "
+            "straight-through estimator), train `BatchNormalization` on "
+            "batches of several samples, normalize over more than one "
+            "feature; a `stop_gradient` that is meant is better a frozen "
+            "layer (`trainable=False`)."
         )
         start = min(c[2] for c in confirmed)
         self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)

@@ -2517,14 +2517,61 @@ class TestCutOff:
             )
         return found
 
-    def test_not_for_a_cut_in_the_models_graph(self):
+    @pytest.mark.parametrize("cut", [0.0, None], ids=["zeros", "none"])
+    def test_a_cut_in_the_models_graph_of_its_whole_trunk(self, cut):
         # The same zeros with 'dense' a layer of a functional model (not a
-        # sublayer of one of the user's own): every activation there is
-        # watched, so the cut is by design (probed: a branch `ops.where`
-        # never takes, a task's head masked out, a `stop_gradient`ed target
-        # network; each was a failure).
+        # sublayer of one of the user's own): every layer as far from the
+        # outputs as 'dense' or farther, the first layer the inputs reach
+        # among them, gets exactly 0: nothing learns from the inputs
+        # (probed: `Lambda(ops.round)`, `sign` or `stop_gradient` after the
+        # second layer of an MLP, a `Dense(1)` followed by a
+        # `LayerNormalization`, `BatchNormalization` on batches of 1: every
+        # gradient before them 0 for hundreds of steps, no finding). JAX
+        # gives such weights zeros, TensorFlow no gradient (None).
         layers = [dataclasses.replace(i, inside=None) for i in self.LAYERS]
-        assert self._run(lambda s: [0.0, 0.0, 0.2], layers=layers) == []
+        found = self._run(lambda s: [cut, cut, 0.2], layers=layers)
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "block/dense", 0)]
+        assert found[0].message == (
+            "Every gradient of layer 'block/dense' and of the 1 layer before it "
+            "was exactly 0 on each of the last 5 recordings (steps 0-4) while the "
+            "layers nearer the outputs got gradients: nothing that reads the "
+            "inputs learns, as no gradient passes back through what follows "
+            "layer 'block/dense'. A `stop_gradient` does this, and so do "
+            "operations without a gradient (rounding, `sign`, `argmax`, a cast "
+            "to integers) and a normalization over a single value, whose output "
+            "is a constant (`BatchNormalization` trained on batches of 1, "
+            "`LayerNormalization` over one feature)."
+        )
+        assert found[0].fix.startswith(
+            "Find what follows layer 'block/dense' and passes no gradient: "
+            "replace an operation without a gradient"
+        )
+
+    def test_not_for_a_branch_cut_in_the_models_graph(self):
+        # A branch of a functional model cut off while the layer the inputs
+        # reach first learns: by design (probed: a branch `ops.where` never
+        # takes, a task's head masked out, a `stop_gradient`ed target
+        # network beside the online one; each was a failure). So is a cut
+        # where the layer graph is unknown (distances from model order).
+        layers = [
+            LayerInfo("h1", "Dense", "tanh", True, 0, distance=2),
+            LayerInfo("side", "Dense", None, True, 1, distance=2),
+            LayerInfo("out", "Dense", None, True, 2, distance=0),
+        ]
+        names = ["h1", "side", "out"]
+        for infos in (layers, [dataclasses.replace(i, distance=None) for i in layers]):
+            rules = HealthRules(infos)
+            found = []
+            for s in range(5):
+                norms = (
+                    [0.0, 0.0, 0.2] if infos[0].distance is None else [0.1, 0.0, 0.2]
+                )
+                found += rules.observe(
+                    recording(
+                        s, [1e-2] * 3, names=names, batch_size=64, grad_norm=norms
+                    )
+                )
+            assert found == []
 
     def test_not_for_a_path_of_a_layer_that_learns(self):
         # 'block' also holds a router that gets gradients: the cut Dense is
