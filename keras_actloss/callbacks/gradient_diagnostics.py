@@ -197,11 +197,18 @@ class GradientDiagnostics(
       when a normalization layer feeds the classifier, as in
       `keras.applications`' EfficientNet or ResNet). Under a regression loss
       whose targets are far from unit scale (10 or more), the explosion and
-      the NaN it ends in name the targets and their fix.
+      the NaN it ends in name the targets and their fix; in a model that
+      sums 4 or more residual branches and has no normalization layer, an
+      explosion from the first step names the sums and their fix. While
+      the optimizer's weight decay takes 1e-2 of every weight a step or
+      more (learning rate times `weight_decay`), an exploding or vanishing
+      gradient or dead units name it, with a lower `weight_decay` for fix.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
-      recordings, 64 when not one unit of a layer of 8 or more was active;
+      recordings, 64 when not one unit of a layer of 8 or more was active,
+      so on batches of 1 a layer dead from the start is reported at step
+      63 at the earliest;
       with `steps_per_execution=k` >= 3, 2 recordings, one per
       execution; its activations are over the batches of the execution's
       steps recorded in full, each a recording's worth for dead units and
@@ -256,7 +263,12 @@ class GradientDiagnostics(
       without a bias or a normalization, which is not judged by sign): as the
       above, on the layer of them nearest the outputs, when that one and
       every other sublayer with weights of such a layer are cut, naming
-      the others; not while a watched
+      the others, or, in a functional model's graph, when the layers cut
+      off are every layer with weights as far from the outputs as the
+      nearest of them or farther, the first layer the inputs reach among
+      them (nothing learns from the inputs: a `stop_gradient`, rounding or
+      a normalization over a single value after them; a branch cut off
+      there is by design); not while a watched
       ReLU-family layer has most of its units dead (`dead_relu` names the
       layers it cuts off), after an explosion, or behind an output layer
       without a gradient.
