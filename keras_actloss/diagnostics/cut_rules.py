@@ -34,7 +34,9 @@ hundreds of steps). There TensorFlow gives the weights cut off no
 gradient at all, JAX zeros.
 It also stays out where the zeros have another explanation: a measured
 ReLU-family layer with most of its units inactive (it cuts off the layers
-before it, and `dead_relu` names them), an explosion reported before (its
+before it, and `dead_relu` names them), a measured layer with most of its
+outputs in its flat tails (`saturated_activations` names it), an
+explosion reported before (its
 updates leave saturated units with exactly 0 gradient: an SGD GRU whose
 first update was 1.5e7 times its weights got none from the next step on),
 or an output layer without a gradient (one that no loss reads: on JAX its
@@ -71,6 +73,7 @@ class CutRules(RuleFamily):
         explained = (
             self._exploded()
             or self._dying_measured()
+            or self._saturated_measured(stats)
             or any(
                 ls.grad_norm == 0.0 and self._distance[ls.layer] == 0
                 for ls in stats.layers
@@ -202,6 +205,19 @@ class CutRules(RuleFamily):
         start = min(c[2] for c in confirmed)
         self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)
         self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
+
+    def _saturated_measured(self, stats: StepStats) -> bool:
+        """Whether a measured layer has `saturation` of its outputs or more
+        in its flat tails, or saturation was reported: its
+        `saturated_activations` explains the zeros (an ELU layer behind a
+        bias of -30, the first of its model: every gradient exactly 0 on
+        TensorFlow, its trunk cut off)."""
+        if any(key[0] == F.SATURATED_ACTIVATIONS for key in self._reported):
+            return True
+        limit = self.thresholds.saturation
+        return any(
+            ls.saturation is not None and ls.saturation >= limit for ls in stats.layers
+        )
 
     def _dying_measured(self) -> bool:
         """Whether a measured layer whose units can die has most of its units

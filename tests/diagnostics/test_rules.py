@@ -2547,6 +2547,30 @@ class TestCutOff:
             "replace an operation without a gradient"
         )
 
+    def test_not_for_a_trunk_cut_off_by_saturated_outputs(self):
+        # An ELU layer behind a bias of -30, the first of its model (the
+        # scenario `saturated_elu`): every gradient exactly 0 on TensorFlow,
+        # its outputs in the flat tail (saturation 1.0 >= 0.75): its
+        # `saturated_activations` is the finding, not a trunk cut.
+        layers = [
+            LayerInfo("h1", "Dense", "elu", True, 0, distance=1),
+            LayerInfo("out", "Dense", None, True, 1, distance=0),
+        ]
+        rules = HealthRules(layers)
+        found = []
+        for s in range(5):
+            found += rules.observe(
+                recording(
+                    s,
+                    [1e-2] * 2,
+                    names=["h1", "out"],
+                    batch_size=64,
+                    grad_norm=[None, 0.2],
+                    saturation=[1.0, None],
+                )
+            )
+        assert F.VANISHING_GRADIENTS not in {f.mode for f in found}
+
     def test_not_for_a_branch_cut_in_the_models_graph(self):
         # A branch of a functional model cut off while the layer the inputs
         # reach first learns: by design (probed: a branch `ops.where` never
