@@ -25,7 +25,8 @@ FULL = "full"
 # Under dynamic loss scaling a non-finite step is an overflow that the
 # optimizer skips (and halves the scale). It only counts as a real non-finite
 # gradient once this many consecutive steps were non-finite: by then the
-# scale has been cut by 2**10, far beyond any normal overflow streak.
+# scale has been cut by 2**10, far beyond any normal overflow streak once an
+# update was applied (before, `fold_rows` also waits for a scale of 1).
 LOSS_SCALE_PATIENCE = 10
 
 # Label rows kept from a recorded batch for `check_model(model, y=...)`.
@@ -167,7 +168,11 @@ def fold_rows(
     norms, `RowLayout.zeros`; `silent`: its silent units,
     `step_stats.NormRow.silent`) and the new non-finite `streak`. With
     `patience` (loss scaling) a non-finite step only counts once it is the
-    `patience`-th in a row; earlier ones are skipped overflow steps. But
+    `patience`-th in a row (before any update was applied, the row's step
+    still 0, also at a loss scale of 1 or less: a healthy model whose
+    gradients need the scale halved 11 times from Keras's first one
+    applied its update at the 11th step); earlier ones are skipped
+    overflow steps. But
     when the loss is known (`loss_known`; a row's loss is NaN when it is
     not) and is itself not finite, the step counts at once: the loss scale
     scales only the backward pass, so a NaN or infinite loss came from the
@@ -197,7 +202,12 @@ def fold_rows(
         if patience is not None:
             streak = streak + 1.0 if bad else 0.0
             lost = loss_known and not math.isfinite(row[RING_LOSS])
-            counted = bad and (lost or streak >= patience)
+            # Before any update was applied (the optimizer's step still 0),
+            # the optimizer is still finding its scale: its first one, 2^15
+            # by default, halved 10 times is 32, where gradients 2e3 and
+            # larger still overflow. Overflows count once the scale is 1.
+            searching = row[RING_STEP] == 0 and row[RING_SCALE] > 1.0
+            counted = bad and (lost or (streak >= patience and not searching))
             skipped = bad and not counted
         layer = -1
         if counted:

@@ -83,7 +83,9 @@ class GradientDiagnostics(
       `steps_per_execution=k`, after each execution of `k` steps, from a
       ring of rows in a variable). Under dynamic loss scaling a non-finite
       step whose loss is finite is an overflow that the optimizer skips;
-      it only counts as non-finite once it persists for 10 steps in a row.
+      it only counts as non-finite once it persists for 10 steps in a row
+      (before any update was applied, also with the loss scale down to 1:
+      the optimizer is still finding its scale).
       A non-finite loss counts at once (no loss scale causes it), though
       the optimizer skipped its update.
     - Full recordings: per layer with trainable weights the gradient L2 norm,
@@ -143,7 +145,9 @@ class GradientDiagnostics(
     - `non_finite`: after the step it happens in, before the next step
       runs (after the execution, with `steps_per_execution`); under dynamic
       loss scaling, when only the gradients overflowed (a finite loss),
-      after 10 such steps in a row. With `on_failure="stop"` or
+      after 10 such steps in a row (from the first step, once the loss
+      scale is down to 1: 16 steps from Keras's first scale, 2^15). With
+      `on_failure="stop"` or
       `"raise"` training stops there.
     - `exploding_gradients`: after 2 steps over the limit (100x the early
       and the recent norm with the loss 1.1x its recent level, or 1e6; the

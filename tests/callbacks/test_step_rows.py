@@ -86,6 +86,25 @@ def test_fold_rows_loss_scaling_counts_only_a_streak():
     assert out[0][2:4] == (True, False) and streak == 3.0
 
 
+def test_fold_rows_loss_scaling_before_any_update_counts_from_a_scale_of_1():
+    layout = RowLayout((0,), (True,))
+    # Overflows from the first step (the optimizer's step stays 0) while
+    # the scale halves from 2^15: the 10th (patience) at scale 2^6 is the
+    # optimizer still finding its scale (probed: a healthy regression
+    # model applied its update at the 11th batch, at 2^5); it counts from
+    # a scale of 1. Past step 0 the 10th counts whatever the scale.
+    scales = [2.0 ** (15 - k) for k in range(16)]
+    rows = np.concatenate(
+        [_ring_rows([0], [[np.inf]], scale=s) for s in scales], axis=0
+    )
+    out, streak = fold_rows(rows, layout, [0], 0.0, patience=10)
+    assert [o[2] for o in out] == [False] * 15 + [True]
+    assert streak == 16.0
+    rows[:, 0] = 7.0
+    out, _ = fold_rows(rows, layout, [0], 0.0, patience=10)
+    assert [o[2] for o in out] == [False] * 9 + [True] * 7
+
+
 def test_fold_rows_loss_scaling_counts_a_non_finite_loss_at_once():
     layout = RowLayout((0,), (True,))
     # Step 1 overflowed (finite loss), step 2's loss is NaN, step 3's loss

@@ -224,14 +224,16 @@ def _configured(case, policy, jit_compile):
         ("healthy_rare_class_weighted", "mixed_float16", False, {}),
         # Targets of ~1e6: the gradients overflow float16 at every loss
         # scale from step 0 on, the loss finite (7e11), so no update is ever
-        # applied (the step count stays at 0). The 10th overflow in a row
-        # stops training: the explosion (the cause) and the non-finite step,
-        # both at batch 9.
+        # applied (the step count stays at 0). Before any update the
+        # overflows count once the scale reached 1 (2^15 halved 15 times):
+        # the 16th in a row stops training, the explosion (the cause) and the
+        # non-finite step, both at batch 15 (a healthy model whose gradients
+        # needed 10 halvings applied its update at the 11th batch).
         (
             "explode_to_nan",
             "mixed_float16",
             False,
-            {cases.EXPLODING: 9, cases.NON_FINITE: 9},
+            {cases.EXPLODING: 15, cases.NON_FINITE: 15},
         ),
     ],
 )
