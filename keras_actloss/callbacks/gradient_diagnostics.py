@@ -149,7 +149,11 @@ class GradientDiagnostics(
       scale is down to 1: 16 steps from Keras's first scale, 2^15). With
       `on_failure="stop"` or
       `"raise"` training stops there.
-    - `exploding_gradients`: after 2 steps over the limit (100x the early
+    - `exploding_gradients` (not while a one-output classifier that began
+      the fit fitted, its loss under a tenth of an uninformed
+      prediction's, has its loss still under that prediction's: a rise of
+      the norm from a fitted model's is new data):
+      after 2 steps over the limit (100x the early
       and the recent norm with the loss 1.1x its recent level, or 1e6; the
       second 1.5x the first, else after 3; beyond any step over it that the
       norm came back down from), after 1 step at 1e4x the early norm (the

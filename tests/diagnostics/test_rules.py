@@ -1877,6 +1877,29 @@ class TestExploding:
             assert "(unscaled inputs or regression targets)" in found.message
             assert found.fix == rule_support._SCALE_FIX
 
+    @pytest.mark.parametrize(
+        "loss, classifier, reported",
+        [(0.5, True, False), (2.0, True, True), (0.5, False, True)],
+    )
+    def test_new_data_after_a_fitted_start_is_no_explosion(
+        self, loss, classifier, reported
+    ):
+        # A classifier over 4 classes (ln 4 = 1.39 knows nothing) that began
+        # this fit fitted (loss 0.01 < 0.1 x ln 4, norms 0.02), then meets
+        # data it has not seen: the norm 250x, the loss up to 0.5, under
+        # ln 4 (probed: 1024 samples fitted, then 512 of them unshuffled and
+        # 2048 new ones; told "exploding" at the first new batches). A loss
+        # past ln 4 (2.0), or a model whose loss says nothing of what it
+        # knows (no `uninformed_loss`), is judged as before: 2 steps over
+        # 100x the early norm, the second grown 1.5x, are an explosion.
+        rules = HealthRules(mlp(["relu"]))
+        if classifier:
+            rules.uninformed_loss = (math.log(4), "cross-entropy over 4 classes")
+        seq = [event(s, 0.02, 1e-3, loss=0.01) for s in range(20)]
+        seq += [event(20, 5.0, 1e-3, loss=loss), event(21, 8.0, 1e-3, loss=loss)]
+        found = run(rules, seq)
+        assert (F.EXPLODING_GRADIENTS in {f.mode for f in found}) == reported
+
     @pytest.mark.parametrize("sums", [3, 4, 40])
     def test_explosion_from_the_start_names_unnormalized_residual_sums(self, sums):
         # A classifier on standardized inputs whose stream sums residual
