@@ -139,6 +139,11 @@ class CutRules(RuleFamily):
             "biases that start at 0; a `stop_gradient` that is meant is better "
             "a frozen layer (`trainable=False`)."
         )
+        self._add_cut(new, layer, confirmed, others, message, fix)
+
+    def _add_cut(self, new, layer: str, confirmed, others, message, fix) -> None:
+        """The one finding of the layers `confirmed` cut off, on `layer`,
+        from the first step of their streaks; `others` reported with it."""
         start = min(c[2] for c in confirmed)
         self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)
         self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
@@ -202,9 +207,7 @@ class CutRules(RuleFamily):
             "feature; a `stop_gradient` that is meant is better a frozen "
             "layer (`trainable=False`)."
         )
-        start = min(c[2] for c in confirmed)
-        self._add(new, F.VANISHING_GRADIENTS, layer, start, 0.0, message, fix)
-        self._reported.update((F.VANISHING_GRADIENTS, o) for o in others)
+        self._add_cut(new, layer, confirmed, others, message, fix)
 
     def _saturated_measured(self, stats: StepStats) -> bool:
         """Whether a measured layer has `saturation` of its outputs or more

@@ -764,6 +764,20 @@ def test_check_internals_notices_a_changed_layer_graph(monkeypatch):
         hooks.check_internals()
 
 
+def _reporting(diag):
+    """A callback to place after `diag`, and the list it fills with `(mode,
+    layer, finding step, batch)` for each finding at the batch it appeared."""
+    seen = []
+
+    class Reported(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.extend(
+                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
+            )
+
+    return Reported(), seen
+
+
 def test_gradient_accumulation_reports_a_dead_layer_in_time(rng):
     # At the defaults: dense recording from step 0 counts batches, not
     # updates (4 batches per update here).
@@ -773,16 +787,10 @@ def test_gradient_accumulation_reports_a_dead_layer_in_time(rng):
     model.get_layer("hidden").bias.assign(np.full(8, -100.0, "float32"))
     _compile(model, keras.optimizers.Adam(1e-3, gradient_accumulation_steps=4))
     diag = GradientDiagnostics(check_model=False)
-    seen = []
-
-    class Reported(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            seen.extend(
-                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
-            )
+    watch, seen = _reporting(diag)
 
     with pytest.warns(GradientHealthWarning, match="dead_relu"):
-        model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, Reported()])
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, watch])
     # 128 samples, 4 recorded batches of 32, as without accumulation.
     assert seen == [("dead_relu", "hidden", 0, 4)]
 
@@ -800,16 +808,10 @@ def test_a_dead_layer_on_the_smallest_batches_is_reported(rng, batch_size, repor
     model.get_layer("hidden").bias.assign(np.full(8, -100.0, "float32"))
     _compile(model, keras.optimizers.Adam(1e-3))
     diag = GradientDiagnostics(check_model=False)
-    seen = []
-
-    class Reported(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            seen.extend(
-                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
-            )
+    watch, seen = _reporting(diag)
 
     with pytest.warns(GradientHealthWarning, match="dead_relu"):
-        model.fit(x, y, batch_size=batch_size, verbose=0, callbacks=[diag, Reported()])
+        model.fit(x, y, batch_size=batch_size, verbose=0, callbacks=[diag, watch])
     assert seen == [("dead_relu", "hidden", 0, reported)]
 
 
@@ -977,16 +979,10 @@ def test_a_trunk_cut_off_by_an_operation_without_a_gradient_is_reported(rng, op)
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     diag = GradientDiagnostics(check_model=False)
-    seen = []
-
-    class Reported(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            seen.extend(
-                (f.mode, f.layer, f.step, batch) for f in diag.findings[len(seen) :]
-            )
+    watch, seen = _reporting(diag)
 
     with pytest.warns(GradientHealthWarning, match="vanishing_gradients"):
-        model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, Reported()])
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, watch])
     assert seen == [("vanishing_gradients", "d2", 0, 4)]
     assert diag.findings[0].message.startswith(
         "Every gradient of layer 'd2' and of the 1 layer before it was exactly 0"
