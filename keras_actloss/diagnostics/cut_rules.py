@@ -96,6 +96,17 @@ class CutRules(RuleFamily):
         order = {ls.layer: i for i, ls in enumerate(stats.layers)}
         confirmed.sort(key=lambda c: (c[0], -order[c[1]]))
         _, layer, start, count = confirmed[0]
+        others = [c[1] for c in sorted(confirmed[1:], key=lambda c: order[c[1]])]
+        before = ""
+        if others:
+            names = ", ".join(f"'{o}'" for o in others)
+            word = "layer" if len(others) == 1 else "layers"
+            before = f", and of the {len(others)} {word} before it ({names}),"
+        head = (
+            f"Every gradient of layer '{layer}'{before} was exactly 0 on each of "
+            f"the last {count} recordings (steps {start}-{stats.step}) while the "
+            "layers nearer the outputs got gradients: "
+        )
         inside = self._info[layer].inside
         cut = {c[1] for c in confirmed}
         if inside is None:
@@ -105,7 +116,7 @@ class CutRules(RuleFamily):
             # `stop_gradient`ed target network beside the online one); not
             # when the cut holds the whole trunk (`_trunk_cut`).
             if self._trunk_cut(layer, cut):
-                self._report_trunk(new, layer, confirmed, stats.step)
+                self._report_trunk(new, layer, confirmed, others, head)
             return
         if any(
             info.inside == inside
@@ -117,16 +128,8 @@ class CutRules(RuleFamily):
             # may be meant (an expert of a mixture its router sent no
             # sample to: 16 experts, top-1, batches of 8).
             return
-        others = [c[1] for c in sorted(confirmed[1:], key=lambda c: order[c[1]])]
-        before = ""
-        if others:
-            names = ", ".join(f"'{o}'" for o in others)
-            word = "layer" if len(others) == 1 else "layers"
-            before = f", and of the {len(others)} {word} before it ({names}),"
-        message = (
-            f"Every gradient of layer '{layer}'{before} was exactly 0 on each of "
-            f"the last {count} recordings (steps {start}-{stats.step}) while the "
-            "layers nearer the outputs got gradients: no gradient passes back "
+        message = head + (
+            "no gradient passes back "
             "to it through what follows it, so it does not learn. Units that "
             "output zero on every sample do this (dead ReLUs in what the `call` "
             f"of layer '{inside}' computes from it, which is not watched), and "
@@ -179,19 +182,13 @@ class CutRules(RuleFamily):
         }
         return bool(self.input_layers) and self.input_layers <= trunk <= cut
 
-    def _report_trunk(self, new, layer: str, confirmed: list, step: int) -> None:
-        """The finding of a cut in the model's graph that holds its trunk."""
-        order = {info.name: i for i, info in enumerate(self.layers)}
-        others = sorted((c[1] for c in confirmed[1:]), key=order.get)
-        count = confirmed[0][3]
-        before = ""
-        if others:
-            word = "layer" if len(others) == 1 else "layers"
-            before = f" and of the {len(others)} {word} before it"
-        message = (
-            f"Every gradient of layer '{layer}'{before} was exactly 0 on each of "
-            f"the last {count} recordings (steps {confirmed[0][2]}-{step}) while "
-            "the layers nearer the outputs got gradients: nothing that reads "
+    def _report_trunk(
+        self, new, layer: str, confirmed: list, others: list, head: str
+    ) -> None:
+        """The finding of a cut in the model's graph that holds its trunk
+        (`head`: its message's start, as for a cut inside a layer)."""
+        message = head + (
+            "nothing that reads "
             "the inputs learns, as no gradient passes back through what "
             f"follows layer '{layer}'. A `stop_gradient` does this, and so do "
             "operations without a gradient (rounding, `sign`, `argmax`, a cast "

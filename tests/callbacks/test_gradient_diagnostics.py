@@ -985,7 +985,8 @@ def test_a_trunk_cut_off_by_an_operation_without_a_gradient_is_reported(rng, op)
         model.fit(x, y, batch_size=32, verbose=0, callbacks=[diag, watch])
     assert seen == [("vanishing_gradients", "d2", 0, 4)]
     assert diag.findings[0].message.startswith(
-        "Every gradient of layer 'd2' and of the 1 layer before it was exactly 0"
+        "Every gradient of layer 'd2', and of the 1 layer before it ('d1'), was "
+        "exactly 0"
     )
 
 

@@ -2555,8 +2555,9 @@ class TestCutOff:
         found = self._run(lambda s: [cut, cut, 0.2], layers=layers)
         assert modes(found) == [(F.VANISHING_GRADIENTS, "block/dense", 0)]
         assert found[0].message == (
-            "Every gradient of layer 'block/dense' and of the 1 layer before it "
-            "was exactly 0 on each of the last 5 recordings (steps 0-4) while the "
+            "Every gradient of layer 'block/dense', and of the 1 layer before it "
+            "('h1'), was exactly 0 on each of the last 5 recordings (steps 0-4) "
+            "while the "
             "layers nearer the outputs got gradients: nothing that reads the "
             "inputs learns, as no gradient passes back through what follows "
             "layer 'block/dense'. A `stop_gradient` does this, and so do "
