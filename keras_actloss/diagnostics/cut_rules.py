@@ -212,7 +212,7 @@ class CutRules(RuleFamily):
         `saturated_activations` explains the zeros (an ELU layer behind a
         bias of -30, the first of its model: every gradient exactly 0 on
         TensorFlow, its trunk cut off)."""
-        if any(key[0] == F.SATURATED_ACTIVATIONS for key in self._reported):
+        if self._reported_any(F.SATURATED_ACTIVATIONS):
             return True
         limit = self.thresholds.saturation
         return any(

@@ -326,12 +326,16 @@ class RuleFamily:
         """The losses of the first `baseline_steps` steps with one."""
         return self._start_losses[: self.thresholds.baseline_steps]
 
+    def _reported_any(self, mode: str) -> bool:
+        """Whether a finding of `mode` was reported (on any layer)."""
+        return any(key[0] == mode for key in self._reported)
+
     def _exploded(self) -> bool:
-        return any(key[0] == F.EXPLODING_GRADIENTS for key in self._reported)
+        return self._reported_any(F.EXPLODING_GRADIENTS)
 
     def _died(self) -> bool:
         """Whether dead units were reported (in any layer)."""
-        return any(key[0] == F.DEAD_RELU for key in self._reported)
+        return self._reported_any(F.DEAD_RELU)
 
     def _broken(self) -> bool:
         """Whether a non-finite step reached the weights: they are (or soon
