@@ -33,6 +33,7 @@ from tensorboard.util import tensor_util
 import keras_actloss
 from keras_actloss import activations
 from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+from keras_actloss.callbacks._step_rows import SENTINEL
 from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE
 from tests.backend_support import BACKEND, tensorflow_only
 
@@ -130,6 +131,66 @@ def test_weight_norm_and_update_ratio_match_numpy(case, rng):
         np.testing.assert_allclose(
             ls.update_ratio, np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rtol=1e-4
         )
+
+
+def _trained(build, fit_kwargs, callbacks) -> tuple:
+    """Every variable of a seeded `build()` after `fit` with `callbacks`
+    (BatchNormalization's moving statistics, the optimizer's slots and the
+    seed generators' states included), its losses and its step count."""
+    keras.utils.set_random_seed(3)
+    model = build()
+    history = model.fit(**fit_kwargs, verbose=0, callbacks=callbacks)
+    state = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    state += [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    return state, history.history["loss"], _iterations(model)
+
+
+def test_training_is_the_same_with_and_without_the_callback(rng):
+    # The callback reads the real step and adds nothing to it: no second
+    # forward pass (which would draw Dropout's masks again and update
+    # BatchNormalization's moving statistics twice), no change of the
+    # update. The dense recordings of the start, the every-step function
+    # after them and the burst after the learning rate jumps 20x at step
+    # 40 all run. (Not a model that TensorFlow builds in `fit`: with oneDNN
+    # its steps may round differently in the last bit; see the README.)
+    x = rng.normal(size=(512, 12)).astype("float32")
+    y = (x[:, :1] * x[:, 1:2] + 0.1 * rng.normal(size=(512, 1))).astype("float32")
+
+    def build():
+        model = keras.Sequential(
+            [
+                keras.Input((12,)),
+                keras.layers.Dense(32, activation="relu", name="hidden"),
+                keras.layers.BatchNormalization(name="norm"),
+                keras.layers.Dropout(0.3, name="drop"),
+                keras.layers.Dense(16, activation="tanh", name="squash"),
+                keras.layers.Dense(1, name="out"),
+            ]
+        )
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        return model
+
+    def schedule():
+        def rate(epoch, last):
+            return 1e-3 if epoch < 5 else 2e-2
+
+        return keras.callbacks.LearningRateScheduler(rate)
+
+    fit = {"x": x, "y": y, "batch_size": 64, "epochs": 8}
+    plain, plain_loss, plain_steps = _trained(build, fit, [schedule()])
+    diag = _diag()
+    diag.RENT_STEPS = 1  # The every-step function from the first step off.
+    seen, seen_loss, seen_steps = _trained(build, fit, [schedule(), diag])
+    assert plain_steps == seen_steps == 64
+    assert seen_loss == plain_loss
+    assert len(seen) == len(plain)
+    for a, b in zip(plain, seen):
+        np.testing.assert_array_equal(a, b)
+    # It did record, at the start and after the jump, and ran the
+    # every-step function in between.
+    recorded = [s.step for s in diag.history]
+    assert recorded[:4] == [0, 1, 2, 3] and 41 in recorded, recorded
+    assert diag._hooks.traced(SENTINEL)
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
