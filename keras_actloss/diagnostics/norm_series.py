@@ -1,7 +1,8 @@
 """The series `diagnostics.step_rules` judges: the recent history of the
 global gradient norm (`NormSeries`), the steps watched after a
-learning-rate jump up (`RateWatch`) and after a step over the explosion
-limit (`Spike`). Plain records, no rules."""
+learning-rate jump up (`RateWatch`), after a step over the explosion
+limit (`Spike`) and after one that came with its batch (`Arrival`). Plain
+records, no rules."""
 
 from __future__ import annotations
 
@@ -46,6 +47,21 @@ class Spike:
     loss: float
     # (loss, step) of each step since with the loss risen.
     risen: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Arrival:
+    """The first step of a streak over the explosion limit that came with
+    its batch (`step_rules.NormRules._arrived`): its norm and loss, the
+    recent norm level before it, and the largest update ratio recorded
+    since (`UpdateRules._update_ratios`; None before any recording), whose
+    size tells whether the steps can be what drives the norm up."""
+
+    step: int
+    norm: float
+    loss: float
+    level: float
+    update: float | None = None
 
 
 class NormSeries:

@@ -143,7 +143,7 @@ from keras_actloss.diagnostics.gradient_rules import (
     _distances,
     vanishing_layers,
 )
-from keras_actloss.diagnostics.norm_series import NormSeries, Spike
+from keras_actloss.diagnostics.norm_series import Arrival, NormSeries, Spike
 from keras_actloss.diagnostics.records import (
     LayerInfo,
     LayerStats,
@@ -343,6 +343,9 @@ class HealthRules(
         # A step over the explosion limit whose effect on the loss of the
         # next steps is watched (`NormRules._spike_thrown`).
         self._spike: Spike | None = None
+        # The first step of the last streak over the explosion limit when
+        # it came with its batch (`NormRules._arrived`).
+        self._arrival: Arrival | None = None
         # The (step, loss) of the last steps in a row with the loss far over
         # where training began (`NormRules._climbing`).
         self._climb: list[tuple[int, float]] = []

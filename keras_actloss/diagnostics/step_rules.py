@@ -16,7 +16,7 @@ import itertools
 import math
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics.norm_series import RateWatch, Spike
+from keras_actloss.diagnostics.norm_series import Arrival, RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
     _INIT_FIX,
     _OVERFLOW_RUN_FIX,
@@ -65,7 +65,12 @@ _CLIMB_STEPS = 10
 # noisier, unshuffled: 0.001-0.003 under Adam at 1e-3, the loss 3-6x where
 # training began for 10 steps while the model fitted the signal). The
 # divergences it is for moved the weights 0.8-3.6x their norm a step
-# (SGD at 5 on a softmax classifier).
+# (SGD at 5 on a softmax classifier). The same share tells a streak over
+# the explosion limit that came with its batch (`NormRules._arrived`) from
+# one the steps drive: a fitted classifier fed a new task, unshuffled, under
+# Adam at 1e-3 moved its weights by 0.003 of their norm a step while its
+# norm stayed 200x up; one batch of inputs 1000x the others' scale under SGD
+# at 0.05 threw them by 0.31 and 0.17 on the next two steps.
 _CLIMB_UPDATE = 0.05
 # A classifier whose loss where training began is under this share of an
 # uninformed prediction's began already fitted (`_informed_after_fit`).
@@ -306,7 +311,8 @@ class NormRules(RuleFamily):
         the next batches 1.9e3, 96, 88 against 0.45, still 10x 20 steps on,
         and a fifth of a layer's units dead. A heavy batch of a healthy run
         (a rare class weighted 99x) leaves the loss of the next ones where
-        it was."""
+        it was. Not a step that came with new data whose updates since were
+        small (`_new_data`): the batches after it are new too."""
         spike = self._spike
         if spike is None or step <= spike.step:
             return
@@ -317,6 +323,8 @@ class NormRules(RuleFamily):
         if len(spike.risen) < _DIVERGE_STEPS:
             return
         self._spike = None
+        if self._new_data(spike.step):
+            return
         peak, at = max(spike.risen)
         early = _median(self._early_losses)
         message = (
@@ -530,6 +538,7 @@ class NormRules(RuleFamily):
         over = over and norm > series.recovered
         key = (F.EXPLODING_GRADIENTS, None)
         count, start = self._streaks.update(key, over, step)
+        self._note_arrival(step, norm, loss)
         early = series.early()
         spike = (
             early is not None
@@ -540,7 +549,10 @@ class NormRules(RuleFamily):
         # the same norm: `exploding_patience` steps over the limit are an
         # explosion when the last one grew (`_GROWTH`), one more otherwise.
         grew = count < 2 or norm >= _GROWTH * series.last
-        if spike or count >= t.exploding_patience + (not grew):
+        streak = count >= t.exploding_patience + (not grew)
+        if streak and norm <= t.exploding_norm:
+            streak = not self._new_data(start, count)
+        if spike or streak:
             message = (
                 f"The global gradient norm reached {norm:.3g} at step {step}"
                 f"{_growth(norm, early)}: the gradients are exploding and "
@@ -606,6 +618,53 @@ class NormRules(RuleFamily):
                 if _finite(level, before):
                     self._spike = Spike(step, norm, before, level)
         series.add(step, norm)
+
+    def _note_arrival(self, step: int, norm: float, loss) -> None:
+        """Keeps `_arrival`: set at a step that came with new data
+        (`_arrived`), it stays while the norm stays over `jump_factor`
+        times the level before it (the batches are still new: the streaks
+        over the explosion limit of those steps are judged by it), and ends
+        at a step under that."""
+        arrival = self._arrival
+        jump = self.thresholds.jump_factor
+        if arrival is not None and norm * jump <= arrival.level:
+            self._arrival = arrival = None
+        if arrival is None and self._arrived(step, norm, loss):
+            self._arrival = Arrival(step, norm, loss, self._norms.recent())
+
+    def _arrived(self, step: int, norm: float, loss) -> bool:
+        """Whether a step came with new data: its norm `jump_factor` times
+        the recent level and its loss `_risen` over the recent level, after
+        a step at the recent level (no norm climbing to it) and with no
+        learning-rate jump in the `_WATCH_STEPS` before it. No step before
+        it can have thrown the weights: its batch is unlike the recent ones
+        (a bad batch, or new data in a time-ordered stream)."""
+        series = self._norms
+        before, recent = series.last, series.recent()
+        change = self._rate_change
+        jump = self.thresholds.jump_factor
+        return (
+            _finite(before, recent)
+            and before <= jump * recent <= norm
+            and (change is None or step > change[0] + _WATCH_STEPS)
+            and self._risen(loss, series.recent_loss())
+        )
+
+    def _new_data(self, start: int, count: int | None = None) -> bool:
+        """Whether the steps over the limit from `start` are new data the
+        model adapts to, not an explosion: new data came with its first
+        step or one before it (`_arrival`), and every update recorded since
+        moved a layer's weights by under `_CLIMB_UPDATE` of their norm,
+        steps too small to drive the norm up or throw the weights off.
+        Before any such recording, a streak of `count` steps waits one step
+        past `exploding_patience` for the burst that jumps start to record
+        one (without recordings it is judged as any other)."""
+        arrival = self._arrival
+        if arrival is None or start < arrival.step:
+            return False
+        if arrival.update is None:
+            return count is not None and count <= self.thresholds.exploding_patience
+        return arrival.update < _CLIMB_UPDATE
 
     def _weights_cause(self) -> str:
         """The end of the message of an explosion from the first step when

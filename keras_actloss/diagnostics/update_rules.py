@@ -106,10 +106,15 @@ class UpdateRules(RuleFamily):
                 )
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
         self._thrown(new, stats)
+        last = self._last_update
+        # The largest update since a streak over the explosion limit came
+        # with its batch (`NormRules._new_data`).
+        arrival = self._arrival
+        if arrival is not None and last and last[0] == stats.step >= arrival.step:
+            arrival.update = max(arrival.update or 0.0, last[2])
         # The last update larger than the weights, for the cause of gradients
         # that fall to 0 after it (`ZeroGradientRules`); the first of a run,
         # for the loss after it (`_thrown`).
-        last = self._last_update
         if last and last[0] == stats.step and last[2] > t.exploding_update_ratio:
             self._last_oversized = last
             if self._throw is None:

@@ -1753,7 +1753,9 @@ class TestExploding:
         # `observe` judges the norm of a step `observe_step` has not seen.
         rules = HealthRules(mlp(["tanh"]))
         norms = [1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0]
-        losses = [1.0] * 5 + [3.0, 9.0]  # Rising with the norm.
+        # Rising with the norm, under 3x at first (a batch of new data
+        # waits for a recorded update: `TestNewDataInAStream`).
+        losses = [1.0] * 5 + [2.0, 9.0]
         seq = [
             recording(s, [1e-2, 1e-2], global_norm=n, loss=v)
             for s, (n, v) in enumerate(zip(norms, losses))
@@ -1891,12 +1893,14 @@ class TestExploding:
         # 2048 new ones; told "exploding" at the first new batches). A loss
         # past ln 4 (2.0), or a model whose loss says nothing of what it
         # knows (no `uninformed_loss`), is judged as before: 2 steps over
-        # 100x the early norm, the second grown 1.5x, are an explosion.
+        # 100x the early norm, the second grown 1.5x, are an explosion, and
+        # a third, as the first came with its batch: one step more for a
+        # recording of its update (`TestNewDataInAStream`), none here.
         rules = HealthRules(mlp(["relu"]))
         if classifier:
             rules.uninformed_loss = (math.log(4), "cross-entropy over 4 classes")
         seq = [event(s, 0.02, 1e-3, loss=0.01) for s in range(20)]
-        seq += [event(20, 5.0, 1e-3, loss=loss), event(21, 8.0, 1e-3, loss=loss)]
+        seq += [event(20 + i, n, 1e-3, loss=loss) for i, n in enumerate((5, 8, 12))]
         found = run(rules, seq)
         assert (F.EXPLODING_GRADIENTS in {f.mode for f in found}) == reported
 
@@ -2967,6 +2971,111 @@ class TestOneStepThrowsTheWeights:
         assert rules.alarm_bounds() == (0.0,) * 6
         run(rules, [event(42, 1.0, loss=0.5)])
         assert rules.alarm_bounds() != (0.0,) * 6
+
+
+def new_task(norms, ratios=None, rate_jump=False, before=0.05):
+    """A fitted classifier (steps 0-39: norm 0.05, loss 0.01) whose stream
+    turns to a new task at step 40 (norm 12, loss 12), then steps 41-...
+    with these `norms` and losses falling from 12; each recorded in full
+    with both layers' update ratio `ratios[i]` when given. `rate_jump`: the
+    learning rate 10x up at step 38. `before`: step 39's norm."""
+    lr = lambda s: 1e-2 if rate_jump and s >= 38 else 1e-3  # noqa: E731
+    seq = [event(s, 0.05, lr(s), loss=0.01) for s in range(39)]
+    seq += [event(39, before, lr(39), loss=0.01), event(40, 12.0, lr(40), loss=12.0)]
+    for i, norm in enumerate(norms):
+        step, loss = 41 + i, 12.0 - 0.2 * i
+        seq.append(event(step, norm, lr(step), loss=loss))
+        if ratios is not None:
+            seq.append(
+                recording(
+                    step,
+                    [0.01, 0.1],
+                    loss=loss,
+                    global_norm=norm,
+                    learning_rate=lr(step),
+                    update_ratio=[ratios[i]] * 2,
+                    weight_norm=[5.0, 2.0],
+                )
+            )
+    return seq
+
+
+class TestNewDataInAStream:
+    """A streak over the explosion limit that came with its batch (its loss
+    up 1200x with the norm, after a step at the recent level, no
+    learning-rate jump before it) is an explosion only once an update
+    recorded since moves the weights by `_CLIMB_UPDATE` (5%) of their norm
+    or more: a fitted classifier fed a new task in a time-ordered stream
+    under Adam at 1e-3 held its norm 200x up while its updates stayed at
+    0.003 of the weights and its loss fell (probed, both backends)."""
+
+    NORMS = [15.0, 11.0, 12.0, 10.0, 9.0, 11.0, 8.0, 9.5]
+
+    def test_small_updates_are_new_data(self):
+        # Steps 40-48 are over the limit, min(100 x 0.05, 1e6) = 5, and
+        # 100x the recent 0.05, their losses 1.1x the recent 0.01: a streak
+        # that would be an explosion at step 42 (three steps, the last not
+        # 1.5x the one before). Every update 0.003 < 0.05.
+        rules = HealthRules(mlp(["relu"]))
+        assert run(rules, new_task(self.NORMS, [0.003] * 8)) == []
+
+    def test_large_updates_are_an_explosion(self):
+        # The update of step 41 moved the weights by 0.3 of their norm:
+        # reported at step 42 (the third step), from step 40.
+        rules = HealthRules(mlp(["relu"]))
+        seq = new_task(self.NORMS[:2], [0.3, 0.3])
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 40)]
+
+    def test_judged_as_before_without_recordings(self):
+        # No update recorded: steps 40-42 are an explosion, as before.
+        rules = HealthRules(mlp(["relu"]))
+        found = run(rules, new_task(self.NORMS[:2]))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 40)]
+        assert found[0].value == 11.0
+
+    def test_waits_one_step_for_the_burst(self):
+        # Step 41 grew 1.5x (18 >= 1.5 x 12): two steps would do, but the
+        # step that came with its batch waits for step 42's recording...
+        rules = HealthRules(mlp(["relu"]))
+        assert run(rules, new_task([18.0])) == []
+        # ...whose small update keeps it new data.
+        rules = HealthRules(mlp(["relu"]))
+        assert run(rules, new_task([18.0, 20.0], [0.003, 0.003])) == []
+
+    def test_after_a_rate_jump_it_is_the_steps(self):
+        # The rate 10x up at step 38, two steps before: the steps can have
+        # thrown the weights, whatever their later updates.
+        rules = HealthRules(mlp(["relu"]))
+        seq = new_task(self.NORMS[:2], [0.003] * 2, rate_jump=True)
+        assert (F.EXPLODING_GRADIENTS, None, 40) in modes(run(rules, seq))
+
+    def test_a_norm_that_climbed_to_it_is_the_steps(self):
+        # Step 39 at 0.6, 12x the recent 0.05: the norm climbed (an
+        # explosion's growth), not a batch unlike the others.
+        rules = HealthRules(mlp(["relu"]))
+        seq = new_task(self.NORMS[:2], [0.003] * 2, before=0.6)
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 40)]
+
+    @pytest.mark.parametrize("ratio, thrown", [(0.003, False), (0.3, True)])
+    def test_one_spike_throws_only_with_large_updates(self, ratio, thrown):
+        # `after_a_spike`: step 40 came with its batch (loss 100 against
+        # 0.5, after a step at the recent norm), the next three losses 3x
+        # the level: thrown when an update recorded since is large.
+        rules = HealthRules(mlp(["relu"]))
+        seq = after_a_spike([60.0, 70.0, 65.0], [1900.0, 96.0, 88.0])
+        seq.insert(
+            42,
+            recording(
+                41,
+                [0.01, 0.1],
+                loss=1900.0,
+                global_norm=60.0,
+                update_ratio=[ratio] * 2,
+                weight_norm=[5.0, 2.0],
+            ),
+        )
+        found = modes(run(rules, seq))
+        assert found == ([(F.EXPLODING_GRADIENTS, None, 40)] if thrown else [])
 
 
 def climbing(losses, norms=None, first=(2.4,) * 5):

@@ -520,7 +520,12 @@ def test_healthy_control_trains(case):
         # Noisy targets: the loss falls to near their noise's floor (3.1 for
         # `healthy_noisier_later`, whose first loss is 4.8).
         assert c.final_loss < min(1.1 * case.loss_floor, initial)
-    if c.final_accuracy is not None:
+    if case.name == "healthy_new_task_stream":
+        # Two tasks taking turns in an unshuffled stream, each batch of one
+        # undoing some of the other: 0.78 of the set right after 8 epochs
+        # (0.54 after the first; 0.88 after 16).
+        assert c.final_accuracy > 0.75
+    elif c.final_accuracy is not None:
         assert c.final_accuracy > 0.9
     # None of the failure mechanisms: no layer has >= 50% dead units, the
     # first layer's gradient is within 100x of the last's, and the gradient
@@ -535,7 +540,15 @@ def test_healthy_control_trains(case):
         assert min(c.rms_ratio(s) for s in steps) > 1e-3
     else:
         assert min(c.rms_ratio(s) for s in steps) > 1e-2
-    assert max(c.global_norm) < 10 * max(c.global_norm[:8])
+    if case.name == "healthy_new_task_stream":
+        # What it is for: the first batch of the new task (step 16) takes
+        # the norm 100x over the fitted task's, and no step after it grows
+        # 10x over it (new data, no explosion).
+        norms = np.asarray(c.global_norm)
+        assert norms[16] > 100 * norms[:16].max()
+        assert norms[17:].max() < 10 * norms[16]
+    else:
+        assert max(c.global_norm) < 10 * max(c.global_norm[:8])
     saturated = max(c.max_saturated(s) for s in steps)
     if case.name == "healthy_unstandardized_tanh":
         # Raw features put about half the tanh outputs at +-1, yet it trains.
