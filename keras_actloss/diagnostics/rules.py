@@ -363,6 +363,9 @@ class HealthRules(
         # Each layer's weight norm at its last recording: (step, norm), for
         # the growth across a learning-rate jump (`_grown_weights`).
         self._weight_marks: dict[str, tuple[int, float]] = {}
+        # Each layer's weight norm at its first recording with weights
+        # (`UpdateRules._shrunk`).
+        self._first_weight_norms: dict[str, float] = {}
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
         # An update larger than the weights whose effect is watched, and the

@@ -88,8 +88,10 @@ class Thresholds:
             `1e6`.
         exploding_update_ratio: A layer's `||delta w|| / ||w||` above this for
             `patience` recordings means each step rewrites the weights
-            entirely: the learning rate is too high. Healthy training is
-            around `1e-3`. Defaults to `1.0`.
+            entirely: the learning rate is too high (not once the layer's
+            weights shrank 10x since its first recording: weights that
+            collapse, as under a weight decay far too strong). Healthy
+            training is around `1e-3`. Defaults to `1.0`.
         exploding_patience: Consecutive steps above the growth or norm
             limit, the last 1.5x the one before it; one more step when the
             norm did not grow so (heavy-tailed batches, such as a rare

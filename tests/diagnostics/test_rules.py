@@ -2121,6 +2121,28 @@ class TestExploding:
             "far too large and training is unstable."
         )
 
+    @pytest.mark.parametrize("shrunk", [False, True])
+    def test_updates_over_weights_that_collapse(self, shrunk):
+        # SGD at 0.05 with weight_decay 10 halves every weight a step: the
+        # output layer's norm from 0.97 to 1e-4 by step 13 while its
+        # gradients stay at 0.03, each update 1.9x its weights (probed).
+        # Recordings 0-2 decay the weights (updates 0.5x), 3-9 have updates
+        # 1.9x weights at 0.97 / 2^s: from step 4 (0.061) 10x or more under
+        # the first 0.97, no explosion. Weights kept at 0.97: steps 3-7, 5
+        # recordings over 1.0 spanning 5 steps, are one.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [
+            recording(
+                s,
+                [1e-2, 1e-2],
+                update_ratio=[1e-3, 0.5 if s < 3 else 1.9],
+                weight_norm=[1.0, 0.97 / 2**s if shrunk else 0.97],
+            )
+            for s in range(10)
+        ]
+        expected = [] if shrunk else [(F.EXPLODING_GRADIENTS, "dense_1", 3)]
+        assert modes(run(rules, seq)) == expected
+
     @staticmethod
     def _blowing_up(losses, ratios=None):
         # Each step's every-step event (its loss) before its recording,
