@@ -327,17 +327,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._var_layer = {
             id(v): i for i, plan in enumerate(plans) for v in plan.variables
         }
-        self._function = None
-        self._full = True
-        # Where the weights of a full step's two rows sit in the state
-        # (`_jax_stats._state_positions`; `with_weight_rows`).
-        self._weight_positions = UNTRACED
-        # The every-step check's own program (`_rent_check`).
-        self._check = False
-        self._check_job = None  # Its compilation (`_check_program`).
+        self._forget_programs()
         self._job_compared = False
-        self._compilation: float | None = None
-        self._rent = 0.0
         self._last_check: float | None = None
         self._intervals: collections.deque = collections.deque(maxlen=9)
         self._steps_left: int | None = None
@@ -350,6 +341,20 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._streak = 0.0
         self._checked = False
         self.installed = False
+
+    def _forget_programs(self) -> None:
+        """No train function traced yet (set-up, or the model's step
+        `retraced`)."""
+        self._function = None
+        self._full = True
+        # Where the weights of a full step's two rows sit in the state
+        # (`_jax_stats._state_positions`; `with_weight_rows`).
+        self._weight_positions = UNTRACED
+        # The every-step check's own program (`_rent_check`).
+        self._check = False
+        self._check_job = None  # Its compilation (`_check_program`).
+        self._compilation: float | None = None
+        self._rent = 0.0
 
     # ---------------------------------------------------------------- set-up
     # What the train functions depend on, as on TensorFlow.
@@ -402,6 +407,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         # No interval across fits: the time between them is not a step.
         self._steps_left, self._last_check = steps, None
         self._job_compared = False
+        if self.retraced():
+            self._forget_programs()
         if not self._checked:
             check_internals()  # Once: Keras does not change between fits.
             self._checked = True
@@ -424,6 +431,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
     # as TensorFlow's (`_wrap`, `remove`, the `make_train_function` guard).
     _wrap = TrainHooks._wrap
     remove = TrainHooks.remove
+    retraced = TrainHooks.retraced
     _guard = TrainHooks._guard
 
     # -------------------------------------------------------------- wrappers

@@ -246,6 +246,8 @@ class TrainHooks(GraphStats):
         self.counter_applies = 1
         # Whether the last step traced had sample weights (`sample_weighted`).
         self.sample_weighted = False
+        # The train function the last `remove` gave back to the model.
+        self._restored = None
 
     @staticmethod
     def signature_of(model, optimizers=(), found=None) -> tuple:
@@ -310,6 +312,8 @@ class TrainHooks(GraphStats):
         if not hasattr(self, "_ring"):
             check_internals()  # Once: Keras does not change between fits.
             self._create_variables()
+        if self.retraced():
+            self._functions = {}
         # Steps of an earlier fit that died unread are not reported.
         self.reset_sentinel()
         self._saved["train_function"] = model.train_function
@@ -390,7 +394,19 @@ class TrainHooks(GraphStats):
             if name in obj.__dict__:
                 delattr(obj, name)
         self.model.train_function = self._saved.pop("train_function", None)
+        self._restored = self.model.train_function
         self.installed = False
+
+    def retraced(self) -> bool:
+        """Whether the model's train function is no longer the one the last
+        `remove` gave back: the user reset it (`model.train_function =
+        None`, so that `fit` traces the step again after changing what it
+        runs, such as a GAN's flag that turns the generator's update on)
+        or Keras rebuilt it. The train functions traced from the old step
+        would run it still: they are traced afresh."""
+        return self._restored is not None and (
+            self.model.train_function is not self._restored
+        )
 
     def _guard(self, model):
         original = model.make_train_function

@@ -34,7 +34,7 @@ import keras_actloss
 from keras_actloss import activations
 from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 from keras_actloss.callbacks._step_rows import SENTINEL
-from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE
+from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE, VANISHING_GRADIENTS
 from tests.backend_support import BACKEND, tensorflow_only
 
 LR = 0.1
@@ -191,6 +191,57 @@ def test_training_is_the_same_with_and_without_the_callback(rng):
     recorded = [s.step for s in diag.history]
     assert recorded[:4] == [0, 1, 2, 3] and 41 in recorded, recorded
     assert diag._hooks.traced(SENTINEL)
+
+
+class Gained(keras.Model):
+    """`Dense(4, relu) -> Dense(1)` times `gain`, a Python number that the
+    traced step holds as a constant: a change takes effect once the user
+    resets `model.train_function` (as a GAN's flag that turns an update on
+    does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(1, name="out")
+        self.gain = 1.0
+
+    def call(self, x):
+        return self.out(self.hidden(x)) * self.gain
+
+
+def test_a_train_function_the_user_reset_is_traced_again(data):
+    # The same callback in both fits: after `gain = 0` and
+    # `model.train_function = None`, the second fit runs the new step (the
+    # outputs 0, no gradient: the weights stay), not the one traced for
+    # the first (which went on updating them).
+    x, y = data
+
+    def two_fits(diag):
+        keras.utils.set_random_seed(1)
+        model = Gained()
+        model(x[:1])  # Built before `fit`: every step is recorded.
+        model.compile(keras.optimizers.SGD(LR), "mse")
+        callbacks = [diag] if diag else []
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=callbacks)
+        before = weights(model)
+        model.gain = 0.0
+        model.train_function = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GradientHealthWarning)
+            model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=callbacks)
+        return before, weights(model)
+
+    plain_before, plain_after = two_fits(None)
+    diag = _diag()
+    seen_before, seen_after = two_fits(diag)
+    for a, b in zip(plain_before, plain_after):
+        np.testing.assert_array_equal(a, b)  # No gradient at gain 0.
+    for a, b in zip(plain_after + plain_before, seen_after + seen_before):
+        np.testing.assert_array_equal(a, b)
+    # And the callback watched the new step: every gradient exactly 0 from
+    # step 8, the first of the second fit (4 steps an epoch).
+    ((mode, step),) = [(f.mode, f.step) for f in diag.findings]
+    assert (mode, step) == (VANISHING_GRADIENTS, 8)
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
