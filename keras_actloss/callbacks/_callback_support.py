@@ -279,6 +279,43 @@ def clipping(model) -> str | None:
     return None
 
 
+def _fan_in(shape) -> int:
+    """A kernel's fan-in as Keras's initializers count it: the first axis
+    of a matrix; the last-but-one times the receptive field (every axis
+    before it) of a convolution's or an `EinsumDense`'s kernel."""
+    if len(shape) == 2:
+        return int(shape[0])
+    return int(shape[-2]) * math.prod(int(n) for n in shape[:-2])
+
+
+def weight_gain(plans) -> tuple[float, str] | None:
+    """`HealthRules.weight_gain`: how far the kernels of the monitored
+    layers `plans` (their trainable weights of two axes or more,
+    embeddings aside) are over He's scale (RMS `sqrt(2 / fan_in)`, which
+    keeps a ReLU layer's signal at its inputs' scale): the product over
+    them of `max(1, rms / he)`, and the name of the layer whose kernel is
+    farthest over it; None without such kernels. A signal blown up by the
+    initial weights needs a large gain; a trained model's confident
+    outputs come from weights aligned with its features, at about He's
+    scale (a classifier fitted to a loss of 1e-3: 1.0-1.3x in each of its
+    four layers)."""
+    gain, worst = 1.0, (0.0, "")
+    for plan in plans:
+        for variable in plan.variables:
+            shape = tuple(variable.shape)
+            if len(shape) < 2 or not all(shape) or variable.name == "embeddings":
+                continue
+            # Not `convert_to_numpy`: NumPy 2 warns on TensorFlow's variable.
+            values = np.asarray(variable.value, "float64")
+            rms = float(np.sqrt(np.mean(values * values)))
+            ratio = rms / math.sqrt(2.0 / _fan_in(shape))
+            if not math.isfinite(ratio):
+                return None
+            gain *= max(1.0, ratio)
+            worst = max(worst, (ratio, plan.info.name))
+    return (gain, worst[1]) if worst[1] else None
+
+
 def weight_decay(model) -> float | None:
     """`HealthRules.weight_decay`: the decoupled weight decay of the model's
     optimizer (under loss scaling, of the optimizer it wraps), which Keras

@@ -22,6 +22,7 @@ from keras_actloss.callbacks._callback_support import (
     step_stats,
     uninformed_loss,
     weight_decay,
+    weight_gain,
 )
 from keras_actloss.callbacks._reporting import (
     _ACTIVE,
@@ -471,6 +472,7 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
+            self._rules.weight_gain = weight_gain(plans)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
             self._rules.weight_decay = weight_decay(model)

@@ -107,6 +107,10 @@ _INIT_FIX = (
     "layer after layer (or step after step in a recurrent layer); and clip "
     "gradients (`clipnorm=1.0` in the optimizer)."
 )
+# Residual sums (`HealthRules.residual_sums`, no normalization layer) from
+# which an explosion from the first step on the initial weights names them:
+# four sums of branches at their inputs' scale grow it 4x.
+_RESIDUAL_SUMS = 4
 # ...when the model sums residual branches without a normalization layer
 # (`HealthRules.residual_sums`): each sum adds a branch's variance to the
 # stream's. Probed: 40 blocks `x + Dense(Dense(x, relu))` on Keras's

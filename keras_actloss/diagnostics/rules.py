@@ -313,6 +313,10 @@ class HealthRules(
         # `(layer, activation, bias)`: a model's one output layer whose
         # bias saturates its activation (`StartRules`), set by the callback.
         self.output_bias: tuple[str, str, float] | None = None
+        # `(gain, layer)`: how far the kernels are over He's scale when
+        # training begins (`_callback_support.weight_gain`; set by the
+        # callback): the initial weights can blow the signal up (`StartRules`).
+        self.weight_gain: tuple[float, str] | None = None
         self._start_steps: list[tuple] = []
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None

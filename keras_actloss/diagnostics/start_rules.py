@@ -29,6 +29,7 @@ from __future__ import annotations
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.diagnostics.rule_support import (
+    _RESIDUAL_SUMS,
     _SCALE_FIX,
     FIXES,
     RuleFamily,
@@ -41,6 +42,15 @@ from keras_actloss.diagnostics.rule_support import (
 # is at about 1x; Keras's clipped cross-entropy of a wrong answer is
 # -log(1e-7) = 16.1, which is 10x ln(5)).
 _EXTREME_START = 5.0
+# The product of the kernels' scales over He's (`HealthRules.weight_gain`)
+# from which initial weights can blow the signal up to such a loss: a
+# classifier with kernels drawn at stddev 1 (8x He's in its 64-wide layers)
+# 508; classifiers fitted to a loss of 1e-3 to 4e-5, whose outputs are
+# confident from weights aligned with their features, 1.3-1.4; models as
+# Keras initialises them (MLPs, a CNN, attention, an LSTM, a U-Net, a
+# MobileNetV2) 1.0-1.12. A fitted classifier continued on a new task
+# starts at 6-9x the uninformed loss.
+_BLOWN_UP_GAIN = 10.0
 # An output bias that saturates the output's activation from the start.
 _BIAS_FIX = (
     "Initialise the output layer's bias at 0 (Keras's default), or, for "
@@ -159,11 +169,38 @@ class StartRules(RuleFamily):
                     "wrong, and the model barely moves off them."
                 )
                 mode, fix = F.SATURATED_ACTIVATIONS, _BIAS_FIX
+            elif not self._weights_blow_up():
+                # Weights at about He's scale: a trained model meets new
+                # data it is confidently wrong about, and learns it.
+                return
             else:
                 message = head + (
                     f", with {norms}: the outputs are extreme and wrong from "
                     "the start, the signal blown up through the layers by "
-                    "initial weights far too large, and the model barely "
-                    "moves off them."
+                    f"initial weights far too large{self._gain()}, and the "
+                    "model barely moves off them."
                 )
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
+
+    def _weights_blow_up(self) -> bool:
+        """Whether the weights can have blown the signal up: their gain
+        over He's scale (`weight_gain`) `_BLOWN_UP_GAIN` or more, or
+        `_RESIDUAL_SUMS` residual sums with no normalization; True when the
+        gain is not known."""
+        gain = self.weight_gain
+        return (
+            gain is None
+            or gain[0] >= _BLOWN_UP_GAIN
+            or self.residual_sums >= _RESIDUAL_SUMS
+        )
+
+    def _gain(self) -> str:
+        """The kernels' gain over He's scale, for the message ("" unknown)."""
+        if self.weight_gain is None or self.weight_gain[0] < _BLOWN_UP_GAIN:
+            return ""
+        gain, layer = self.weight_gain
+        return (
+            f" (their scale over He's, which keeps a ReLU layer's signal at "
+            f"its inputs', multiplies to {gain:.3g} over the layers, the most "
+            f"in layer '{layer}')"
+        )

@@ -21,6 +21,7 @@ from keras_actloss.diagnostics.rule_support import (
     _INIT_FIX,
     _OVERFLOW_RUN_FIX,
     _RESIDUAL_FIX,
+    _RESIDUAL_SUMS,
     _SCALE_FIX,
     _SPIKE_FIX,
     FIXES,
@@ -75,10 +76,6 @@ _CLIMB_UPDATE = 0.05
 # A classifier whose loss where training began is under this share of an
 # uninformed prediction's began already fitted (`_informed_after_fit`).
 _FITTED_START = 0.1
-# Residual sums (`HealthRules.residual_sums`, no normalization layer) from
-# which an explosion from the first step on the initial weights names them:
-# four sums of branches at their inputs' scale grow it 4x.
-_RESIDUAL_SUMS = 4
 
 
 def _beyond(silent: float, share: float = 0.25) -> float:

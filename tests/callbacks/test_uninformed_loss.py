@@ -3,7 +3,8 @@ nothing, which `HealthRules` compares the first steps' loss with; and
 `target_scale`, the scale of a regression model's targets, which it names
 as the cause of an explosion; and `clipping`, the optimizer's gradient
 clipping, which a fix that advises clipping names; and `output_bias`, an
-output layer's bias that saturates it from the start.
+output layer's bias that saturates it from the start; and `weight_gain`,
+how far the kernels are over He's scale.
 
 No TensorFlow import here: this module also runs in `.ci/run`'s JAX stage.
 """
@@ -23,6 +24,7 @@ from keras_actloss.callbacks._callback_support import (
     target_scale,
     uninformed_loss,
     weight_decay,
+    weight_gain,
 )
 
 
@@ -392,3 +394,30 @@ def test_no_output_bias_of_several_outputs():
     m = model(2, "sigmoid", "mse", outputs=2)
     m.get_layer("out_0").bias.assign(np.array([-30.0, 0.0], "float32"))
     assert output_bias(m, _model_plan.plan_layers(m)) is None
+
+
+def test_weight_gain():
+    # Kernels set to constants, so each RMS is that constant: 'first'
+    # (Dense 4 -> 8) at 2.0, He's RMS sqrt(2 / 4) = 0.7071: 2.828x; 'conv'
+    # (3x3 from 2 channels, fan-in 18, He's 0.3333) at 0.1: 0.3x, counted
+    # as 1; 'last' (Dense from the 5 x 2 x 4 = 40 flattened features, He's
+    # sqrt(2 / 40) = 0.2236) at 0.6: 2.683x. In all 2.828 x 2.683 = 7.59,
+    # the most in 'first'. Biases (one axis) and an embedding's table do
+    # not count.
+    ids = keras.Input((7,), dtype="int32")
+    table = keras.layers.Embedding(50, 8, name="table")(ids)
+    first = keras.layers.Dense(8, activation="relu", name="first")
+    conv = keras.layers.Conv2D(4, 3, name="conv")
+    last = keras.layers.Dense(3, name="last")
+    x = first(keras.layers.Reshape((7, 8, 1))(table)[:, :, :4, 0])
+    x = conv(keras.layers.Reshape((7, 4, 2))(x))
+    m = keras.Model(ids, last(keras.layers.Flatten()(x)))
+    m.get_layer("table").embeddings.assign(np.full((50, 8), 50.0, "float32"))
+    first.kernel.assign(np.full((4, 8), 2.0, "float32"))
+    first.bias.assign(np.full((8,), 100.0, "float32"))
+    conv.kernel.assign(np.full((3, 3, 2, 4), 0.1, "float32"))
+    last.kernel.assign(np.full((40, 3), 0.6, "float32"))
+    gain, layer = weight_gain(_model_plan.plan_layers(m))
+    assert gain == pytest.approx(2.0 / math.sqrt(2 / 4) * 0.6 / math.sqrt(2 / 40))
+    assert layer == "first"
+    assert weight_gain([]) is None

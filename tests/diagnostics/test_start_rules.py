@@ -105,6 +105,38 @@ class TestExtremeStart:
         pairs = [(1.0, 100.0)] * 4 + [(1.0, loss)]
         assert bool(steps(rules, pairs)) == found
 
+    @pytest.mark.parametrize(
+        "gain, sums, found",
+        [
+            # `huge_init_adam`'s kernels: 8x He's scale in three 64-wide
+            # layers (1/sqrt(2/64) = 5.66) and the output, 508 in all.
+            ((508.0, "dense_0"), 0, True),
+            # A classifier fitted to a loss of 1e-3, fed a new task:
+            # kernels at 1.0-1.3x He's, 1.34 in all (probed).
+            ((1.34, "dense_1"), 0, False),
+            ((9.9, "dense_1"), 0, False),  # Under `_BLOWN_UP_GAIN` (10).
+            ((10.0, "dense_1"), 0, True),
+            # Four residual sums with no normalization blow the signal up
+            # at Keras's scale too.
+            ((1.0, "dense_1"), 4, True),
+        ],
+    )
+    def test_the_weights_must_be_able_to_blow_the_signal_up(self, gain, sums, found):
+        rules = rules_for()
+        rules.weight_gain = gain
+        rules.residual_sums = sums
+        reported = steps(rules, HUGE)
+        assert [f.mode for f, _ in reported] == (
+            [F.EXPLODING_GRADIENTS] if found else []
+        )
+        if found and sums == 0:
+            assert reported[0][0].message.endswith(
+                "initial weights far too large (their scale over He's, which "
+                "keeps a ReLU layer's signal at its inputs', multiplies to "
+                f"{gain[0]:.3g} over the layers, the most in layer "
+                f"'{gain[1]}'), and the model barely moves off them."
+            )
+
     def test_a_fresh_classifier_is_not(self):
         # About ln(3) at the start, as Keras's default initialisation gives.
         rules = rules_for()

@@ -1041,23 +1041,41 @@ def healthy_noisier_later() -> Setup:
     return Setup(model, x, y.astype("float32")[:, None], epochs=2)
 
 
-def healthy_new_task_stream() -> Setup:
-    """A classifier fitted on one task (loss about 1e-3) that goes on
-    training on a time-ordered stream (not shuffled): 16 more batches of
-    that task, then a new one from step 16. The gradient norm jumps 200x
-    with the first new batch and stays up while the loss of the new task
-    falls, Adam at 1e-3 moving the weights by under 1% of their norm a step:
-    new data the model adapts to, not an explosion."""
+def _new_task(stream: bool) -> Setup:
+    """A classifier fitted on one task (loss about 1e-3), then trained on a
+    new one: after 16 more batches of the first task (`stream`,
+    time-ordered; the new task where the first has no data, so both can be
+    fitted), or alone, shuffled (a new labelling of the same inputs)."""
     keras.utils.set_random_seed(SEED)
     x_a, y_a = classification(n=512, classes=4)
     x_b, y_b = classification(n=1024, classes=4, seed=11)
-    x_b += 3.0  # Where the first task has no data: both can be fitted.
     model = dense_stack(16, ["relu"] * 3, 4, "softmax", width=64)
     _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x_a, y_a, batch_size=32, epochs=20, verbose=0)
     _compiled(model, keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+    if not stream:
+        return Setup(model, x_b, y_b, epochs=6)
+    x_b += 3.0
     x, y = np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])
     return Setup(model, x, y, epochs=8)
+
+
+def healthy_new_task_stream() -> Setup:
+    """A classifier fitted on one task goes on training on a time-ordered
+    stream (not shuffled): 16 more batches of that task, then a new one
+    from step 16 (`_new_task`). The gradient norm jumps 165x with the first
+    new batch and stays up while the loss of the new task falls, Adam
+    moving the weights by under 1% of their norm a step: new data the
+    model adapts to, not an explosion."""
+    return _new_task(stream=True)
+
+
+def healthy_new_task_shuffled() -> Setup:
+    """The fitted classifier of `_new_task` trained on the new task alone,
+    shuffled: confidently wrong from the first step (the loss 6-9x that of
+    knowing nothing for the first steps) with its kernels at about He's
+    scale, then learning it: not initial weights far too large."""
+    return _new_task(stream=False)
 
 
 def healthy_unet() -> Setup:
@@ -1164,6 +1182,7 @@ HEALTHY = [
     Case("healthy_rare_class_weighted", healthy_rare_class_weighted, {}),
     Case("healthy_unet", healthy_unet, {}),
     Case("healthy_new_task_stream", healthy_new_task_stream, {}),
+    Case("healthy_new_task_shuffled", healthy_new_task_shuffled, {}),
     Case("healthy_two_heads", healthy_two_heads, {}),
     Case(
         "healthy_noisier_later",
