@@ -1,8 +1,8 @@
 """The series `diagnostics.step_rules` judges: the recent history of the
 global gradient norm (`NormSeries`), the steps watched after a
 learning-rate jump up (`RateWatch`), after a step over the explosion
-limit (`Spike`) and after one that came with its batch (`Arrival`). Plain
-records, no rules."""
+limit (`Spike`) and after a step that came with new data (`Arrival`).
+Plain records, no rules."""
 
 from __future__ import annotations
 
@@ -51,11 +51,11 @@ class Spike:
 
 @dataclasses.dataclass
 class Arrival:
-    """The first step of a streak over the explosion limit that came with
-    its batch (`step_rules.NormRules._arrived`): its norm and loss, the
-    recent norm level before it, and the largest update ratio recorded
-    since (`UpdateRules._update_ratios`; None before any recording), whose
-    size tells whether the steps can be what drives the norm up."""
+    """A step that came with new data (`step_rules.NormRules._arrived`):
+    its norm and loss, the recent norm level before it, and the largest
+    update ratio recorded since (`UpdateRules._update_ratios`; None before
+    any recording), whose size tells whether the steps can be what drives
+    the norm up. Kept while the norm stays up (`_note_arrival`)."""
 
     step: int
     norm: float

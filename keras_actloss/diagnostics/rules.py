@@ -347,8 +347,8 @@ class HealthRules(
         # A step over the explosion limit whose effect on the loss of the
         # next steps is watched (`NormRules._spike_thrown`).
         self._spike: Spike | None = None
-        # The first step of the last streak over the explosion limit when
-        # it came with its batch (`NormRules._arrived`).
+        # The last step that came with new data, while the norm stays up
+        # (`NormRules._note_arrival`).
         self._arrival: Arrival | None = None
         # The (step, loss) of the last steps in a row with the loss far over
         # where training began (`NormRules._climbing`).
@@ -455,6 +455,7 @@ class HealthRules(
             self._note_rate(rate)
             self._overflows = 0
             self._spike = None  # Its steps are judged one by one (bounds).
+            self._arrival = None  # The norm is back at its recent level.
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)
             self._climb_step(step, norm, loss)  # Judged with the next step.

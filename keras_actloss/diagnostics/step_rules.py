@@ -621,10 +621,10 @@ class NormRules(RuleFamily):
         (`_arrived`), it stays while the norm stays over `jump_factor`
         times the level before it (the batches are still new: the streaks
         over the explosion limit of those steps are judged by it), and ends
-        at a step under that."""
+        at a step under that, or a quiet one (`HealthRules.observe_quiet`)."""
         arrival = self._arrival
         jump = self.thresholds.jump_factor
-        if arrival is not None and norm * jump <= arrival.level:
+        if arrival is not None and norm <= jump * arrival.level:
             self._arrival = arrival = None
         if arrival is None and self._arrived(step, norm, loss):
             self._arrival = Arrival(step, norm, loss, self._norms.recent())

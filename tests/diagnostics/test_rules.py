@@ -3064,6 +3064,34 @@ class TestNewDataInAStream:
         rules = HealthRules(mlp(["relu"]))
         assert run(rules, new_task([18.0, 20.0], [0.003, 0.003])) == []
 
+    def test_it_ends_when_the_norm_comes_back(self):
+        # Step 43 back at 0.3 (<= 10 x the level 0.05 before step 40): the
+        # new data is learnt. A climb from there (steps 44-48: 0.6, whose
+        # loss 0.02 is under 3x the recent 0.01, then 2x a step from 20,
+        # over the limit 5 and the 15 the norm came back from, to 160, under
+        # the one-spike limit 1e4 x 0.05 = 500; no step that came with its
+        # batch) with the same small updates is judged as any other streak:
+        # two steps over the limit, the second grown 2x, from step 45.
+        rules = HealthRules(mlp(["relu"]))
+        seq = new_task([15.0, 11.0], [0.003] * 2)
+        seq.append(event(43, 0.3, 1e-3, loss=0.01))
+        for i, norm in enumerate((0.6, 20.0, 40.0, 80.0, 160.0)):
+            step, loss = 44 + i, 0.02 * 2**i
+            seq.append(event(step, norm, 1e-3, loss=loss))
+            seq.append(
+                recording(
+                    step,
+                    [0.01, 0.1],
+                    loss=loss,
+                    global_norm=norm,
+                    learning_rate=1e-3,
+                    update_ratio=[0.003] * 2,
+                    weight_norm=[5.0, 2.0],
+                )
+            )
+        found = modes(run(rules, seq))
+        assert found and all(f == (F.EXPLODING_GRADIENTS, None, 45) for f in found)
+
     def test_after_a_rate_jump_it_is_the_steps(self):
         # The rate 10x up at step 38, two steps before: the steps can have
         # thrown the weights, whatever their later updates.
