@@ -252,6 +252,12 @@ def plan_layers(model) -> list[LayerPlan]:
             if plan.unit_variable is not None:
                 plan.profile, info.units_by_sign = BY_SIGN, True
         plans.append(plan)
+    named = {id(plan.layer): plan.info.name for plan in plans}
+    for plan in plans:
+        if isinstance(plan.layer, keras.layers.Layer):
+            norm = _batch_normalized(plan.layer)
+            if norm is not None:
+                plan.info.batch_normalized = named.get(id(norm))
     last = next((p for p in reversed(plans) if p.variables), None)
     if last is not None and last.unit_variable is not None:
         # The last layer with weights, the model's output (as the rules take
@@ -280,15 +286,16 @@ _AVERAGING = (
 )
 
 
-def _averaged(layer) -> bool:
-    """Whether every input of `layer`, at each of its calls in a layer
-    graph, is the output of a global average pooling (through `_PASSING`
-    layers only): `LayerInfo.averaged`. False when the graph is not known
-    (a subclassed model's layers)."""
+def _sources(layer) -> list | None:
+    """The operations whose outputs are every input of `layer`, at each of
+    its calls in a layer graph, looked through `_PASSING` layers; None when
+    the graph is not known (a subclassed model's layers) or a passing layer
+    on the way has several calls or inputs."""
     nodes = getattr(layer, "_inbound_nodes", None) or []
     parents = [p for node in nodes for p in getattr(node, "parent_nodes", [])]
     if not nodes or not parents:
-        return False
+        return None
+    sources = []
     for parent in parents:
         for _ in range(8):  # Through a short run of passing layers.
             source = getattr(parent, "operation", None)
@@ -297,11 +304,33 @@ def _averaged(layer) -> bool:
             inbound = getattr(source, "_inbound_nodes", None) or [None]
             above = getattr(inbound[0], "parent_nodes", None)
             if len(inbound) != 1 or not above or len(above) != 1:
-                return False
+                return None
             parent = above[0]
-        if not isinstance(getattr(parent, "operation", None), _AVERAGING):
-            return False
-    return True
+        sources.append(getattr(parent, "operation", None))
+    return sources
+
+
+def _averaged(layer) -> bool:
+    """Whether every input of `layer` is the output of a global average
+    pooling (`_sources`): `LayerInfo.averaged`."""
+    sources = _sources(layer)
+    return bool(sources) and all(isinstance(s, _AVERAGING) for s in sources)
+
+
+def _batch_normalized(layer):
+    """The `BatchNormalization` layer whose outputs are every input of
+    `layer` (`_sources`) when its own inputs have two axes (a feature per
+    sample: over a batch of 1 it normalizes single values), else None:
+    `LayerInfo.batch_normalized`."""
+    sources = _sources(layer) or [None]
+    norm = sources[0]
+    if not isinstance(norm, keras.layers.BatchNormalization):
+        return None
+    if any(s is not norm for s in sources):
+        return None
+    nodes = getattr(norm, "_inbound_nodes", None) or []
+    shapes = [t.shape for node in nodes for t in node.input_tensors]
+    return norm if shapes and all(len(shape) == 2 for shape in shapes) else None
 
 
 # The layers that normalize their inputs inside a model (not the

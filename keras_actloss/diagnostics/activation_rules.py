@@ -79,6 +79,11 @@ _AVERAGED = (
     "cannot tell), and such units often switch back on as the layers before "
     "them learn."
 )
+_SINGLE_BATCH_FIX = (
+    "Train on batches of several samples (BatchNormalization needs them: "
+    "its statistics are the batch's), or normalize each sample over its "
+    "features with LayerNormalization, which does not depend on the batch."
+)
 _AVERAGED_FIX = (
     "If the loss stops falling: normalize the pooled features (a "
     "LayerNormalization or BatchNormalization after the pooling) so that "
@@ -197,10 +202,13 @@ class UnitActivity:
         active = self._recent[-1][2]
         return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 
-    def dead(self, min_recordings: int | None = None) -> tuple | None:
+    def dead(
+        self, min_recordings: int | None = None, any_samples: bool = False
+    ) -> tuple | None:
         """`(dead fraction, samples, batches, first step)` of the window, or
-        None while the recordings hold fewer than `min_samples`.
-        `min_recordings`: instead of the window's own."""
+        None while the recordings hold fewer than `min_samples` (any number
+        with `any_samples`: units whose inputs are the same for every
+        sample). `min_recordings`: instead of the window's own."""
         total, batches, alive = 0, 0, None
         least = self.min_recordings if min_recordings is None else min_recordings
         for first, samples, active, held in reversed(self._recent):
@@ -208,7 +216,9 @@ class UnitActivity:
             total += samples
             batches += held
             whole = len(alive) >= self.WHOLE_UNITS and not alive.any()
-            enough = total >= (self.min_samples / 2 if whole else self.min_samples)
+            enough = any_samples or total >= (
+                self.min_samples / 2 if whole else self.min_samples
+            )
             if enough and batches >= least:
                 units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
@@ -306,7 +316,15 @@ class ActivationRules(RuleFamily):
             if window is None or activity is None or not samples:
                 continue
             window.add(stats.step, samples, activity, batches)
-            measured = window.dead(self._patience())
+            # Behind a batch normalization of single values (batches of 1)
+            # every sample gets the same inputs: no need for many of them.
+            info = self._info.get(ls.layer)
+            single = (
+                info is not None
+                and info.batch_normalized is not None
+                and stats.batch_size == 1
+            )
+            measured = window.dead(self._patience(), any_samples=single)
             hit = measured is not None and measured[0] >= t.dead_fraction
             judged.append((ls.layer, window, measured, hit))
         # Judged once every layer's window is in: a layer cut off by dead
@@ -385,9 +403,17 @@ class ActivationRules(RuleFamily):
                 )
             else:
                 after = self._oversized_before(start)
-                at_start = None if after else self._off_from_start(layer, dead)
+                # Batches of 1 (a sample per recorded batch) through a
+                # batch normalization of single values: its offset.
+                single = (
+                    info.batch_normalized is not None
+                    and samples == batches
+                    and layer in self._measured
+                )
+                off = after or single
+                at_start = None if off else self._off_from_start(layer, dead)
                 averaged = (
-                    not after
+                    not off
                     and at_start is None
                     and layer in self._measured
                     and self._averaged_off(layer, dead)
@@ -397,6 +423,18 @@ class ActivationRules(RuleFamily):
                         "; they only come back if the layers before them "
                         "change their inputs."
                     )
+                elif single:
+                    norm = info.batch_normalized
+                    message += (
+                        f": its inputs are the outputs of '{norm}', a "
+                        "BatchNormalization trained on batches of 1, which "
+                        "normalizes each feature over the batch, here a "
+                        "single value: it outputs its offset whatever the "
+                        "data, so these units get the same input on every "
+                        "sample, and no gradient passes back through it to "
+                        "the layers before it."
+                    )
+                    fix = _SINGLE_BATCH_FIX
                 elif averaged:
                     message += _AVERAGED
                     fix, severity = _AVERAGED_FIX, F.WARNING

@@ -52,6 +52,11 @@ class LayerInfo:
             pooling's output (through dropout, noise or reshaping layers
             only), known from the layer graph: features averaged over a
             sequence or an image barely differ between samples.
+        batch_normalized: The `BatchNormalization` layer whose outputs are
+            every input of the layer (through dropout, noise or reshaping
+            layers only) when it normalizes features of single values per
+            sample (inputs of two axes), known from the layer graph: on
+            batches of 1 it outputs its offset whatever the data.
     """
 
     name: str
@@ -64,6 +69,7 @@ class LayerInfo:
     inside: str | None = None
     units_by_sign: bool = False
     averaged: bool = False
+    batch_normalized: str | None = None
 
 
 @dataclasses.dataclass

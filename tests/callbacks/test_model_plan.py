@@ -268,6 +268,29 @@ def test_upstream_through_a_long_chain_of_operations():
     assert upstream == {"relu": (), "out": ("relu",)}
 
 
+def test_batch_normalized_inputs_of_single_values():
+    # Dense -> BatchNormalization -> (Dropout) -> ReLU: the ReLU layer's
+    # inputs are the normalization's, of features (two axes): on batches
+    # of 1 it normalizes single values. A convolution's normalization
+    # (four axes) normalizes over the image too; a layer joined with
+    # another input is not fed by it alone.
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, name="d1")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Activation("relu", name="a1")(keras.layers.Dropout(0.1)(h))
+    joined = keras.layers.Concatenate()([h, inputs])
+    out = keras.layers.Dense(2, name="out")(joined)
+    image = keras.Input((5, 5, 2))
+    c = keras.layers.BatchNormalization(name="cbn")(keras.layers.Conv2D(4, 3)(image))
+    c = keras.layers.Activation("relu", name="ca")(c)
+    model = keras.Model([inputs, image], [out, c])
+    found = {
+        p.info.name: p.info.batch_normalized for p in _model_plan.plan_layers(model)
+    }
+    assert found["a1"] == "bn"
+    assert {k for k, v in found.items() if v} == {"a1"}
+
+
 def test_averaged_inputs_come_from_a_global_average_pooling():
     # The text-classification tutorial's shape: the Dense layer after the
     # pooling (through a Dropout) is fed averaged features; the embedding

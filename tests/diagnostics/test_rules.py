@@ -3774,6 +3774,36 @@ def level(step):
 
 
 class TestDeadRelu:
+    @pytest.mark.parametrize("batch_size, reported", [(1, 4), (2, 31)])
+    def test_behind_a_batch_normalization_of_single_values(self, batch_size, reported):
+        # dense_1 is fed by a BatchNormalization of features (inputs of two
+        # axes): on batches of 1 it outputs its offset, 0 at first, and
+        # ReLU(0) = 0 on every sample (probed: Dense -> BatchNormalization ->
+        # ReLU under batch_size=1, every gradient before it exactly 0). Its
+        # 8 units inactive: on batches of 1 every sample gets the same
+        # inputs, dead after `patience` recordings over `patience_steps`
+        # (steps 0-4), named so; on batches of 2 the normalization is no
+        # cause, and a whole layer needs 64 samples (steps 0-31).
+        infos = mlp(["relu", "relu"])
+        infos[1] = dataclasses.replace(infos[1], batch_normalized="norm")
+        rules = HealthRules(infos)
+        found = []
+        for step in range(40):
+            stats = recording(
+                step,
+                RELU_RMS[:3],
+                batch_size=batch_size,
+                unit_activity=[[1] * 8, [0] * 8, None],
+            )
+            found += [(f, step) for f in run(rules, [stats]) if f.mode == F.DEAD_RELU]
+        ((finding, at),) = found
+        assert (finding.layer, finding.step, at) == ("dense_1", 0, reported)
+        single = "'norm', a BatchNormalization trained on batches of 1" in (
+            finding.message
+        )
+        assert single == (batch_size == 1)
+        assert (finding.fix == activation_rules._SINGLE_BATCH_FIX) == single
+
     @pytest.mark.parametrize("ratio, named", [(1.6, True), (0.9, False)])
     def test_dead_right_after_an_oversized_update(self, ratio, named):
         # All of dense_1's units active on step 0's batch, whose update
