@@ -600,6 +600,19 @@ class NormRules(RuleFamily):
                     "targets or inputs), not from a step size that diverges."
                 )
                 fix = _SCALE_FIX
+            elif spike and count == 1:
+                # One step, the steps before it normal: nothing diverges
+                # yet (a converged regressor's batch of inputs 1000x the
+                # others' under Adam: the loss back within 5 steps, 2-4x
+                # its level after).
+                message = (
+                    f"The global gradient norm jumped to {norm:.3g} at step "
+                    f"{step}{_growth(norm, early)} in one step: a batch far "
+                    "from the others' scale (outliers, corrupted or unscaled "
+                    "values) or a step far too large, whose update can throw "
+                    "the weights off."
+                )
+                fix = _SPIKE_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:
