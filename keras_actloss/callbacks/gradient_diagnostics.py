@@ -204,7 +204,13 @@ class GradientDiagnostics(
       from the start, from initial weights far too large (from inputs not
       standardized instead: `unstandardized_inputs`, a warning; not judged
       when a normalization layer feeds the classifier, as in
-      `keras.applications`' EfficientNet or ResNet). Under a regression loss
+      `keras.applications`' EfficientNet or ResNet, nor when the kernels'
+      RMS over He's scale multiplies to under 10 across the layers with
+      fewer than 4 residual sums: a trained model meeting a new task).
+      Not while a jump of the norm that came with its batch (10x, the loss
+      3x, from the recent level, no learning-rate jump before it) stays up
+      and every update recorded since moved the weights by under 5% of
+      their norm: new data, not an explosion. Under a regression loss
       whose targets are far from unit scale (10 or more), the explosion and
       the NaN it ends in name the targets and their fix; in a model that
       sums 4 or more residual branches and has no normalization layer, an
@@ -217,7 +223,8 @@ class GradientDiagnostics(
       steps (dead units: over at least 128 samples of the latest
       recordings, 64 when not one unit of a layer of 8 or more was active,
       so on batches of 1 a layer dead from the start is reported at step
-      63 at the earliest;
+      63 at the earliest, but at step 4 behind a `BatchNormalization` of
+      features, whose output is then its offset for every sample;
       with `steps_per_execution=k` >= 3, 2 recordings, one per
       execution; its activations are over the batches of the execution's
       steps recorded in full, each a recording's worth for dead units and
