@@ -305,9 +305,10 @@ def weight_gain(plans) -> tuple[float, str] | None:
             shape = tuple(variable.shape)
             if len(shape) < 2 or not all(shape) or variable.name == "embeddings":
                 continue
-            # Not `convert_to_numpy`: NumPy 2 warns on TensorFlow's variable.
-            values = np.asarray(variable.value, "float64")
-            rms = float(np.sqrt(np.mean(values * values)))
+            # On the device: only the RMS comes to the host (a large
+            # model's weights are not copied).
+            values = keras.ops.cast(variable.value, "float32")
+            rms = float(keras.ops.sqrt(keras.ops.mean(keras.ops.square(values))))
             ratio = rms / math.sqrt(2.0 / _fan_in(shape))
             if not math.isfinite(ratio):
                 return None
