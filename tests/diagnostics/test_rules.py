@@ -3012,24 +3012,35 @@ def new_task(norms, ratios=None, rate_jump=False, before=0.05):
     with these `norms` and losses falling from 12; each recorded in full
     with both layers' update ratio `ratios[i]` when given. `rate_jump`: the
     learning rate 10x up at step 38. `before`: step 39's norm."""
-    lr = lambda s: 1e-2 if rate_jump and s >= 38 else 1e-3  # noqa: E731
+
+    def lr(step):
+        return 1e-2 if rate_jump and step >= 38 else 1e-3
+
     seq = [event(s, 0.05, lr(s), loss=0.01) for s in range(39)]
     seq += [event(39, before, lr(39), loss=0.01), event(40, 12.0, lr(40), loss=12.0)]
     for i, norm in enumerate(norms):
         step, loss = 41 + i, 12.0 - 0.2 * i
-        seq.append(event(step, norm, lr(step), loss=loss))
-        if ratios is not None:
-            seq.append(
-                recording(
-                    step,
-                    [0.01, 0.1],
-                    loss=loss,
-                    global_norm=norm,
-                    learning_rate=lr(step),
-                    update_ratio=[ratios[i]] * 2,
-                    weight_norm=[5.0, 2.0],
-                )
+        ratio = None if ratios is None else ratios[i]
+        seq += stepped(step, norm, loss, lr(step), ratio)
+    return seq
+
+
+def stepped(step, norm, loss, lr, ratio=None):
+    """A step's event, then its full recording with both layers' update
+    ratio `ratio` (weights of norm 5 and 2) when given."""
+    seq = [event(step, norm, lr, loss=loss)]
+    if ratio is not None:
+        seq.append(
+            recording(
+                step,
+                [0.01, 0.1],
+                loss=loss,
+                global_norm=norm,
+                learning_rate=lr,
+                update_ratio=[ratio] * 2,
+                weight_norm=[5.0, 2.0],
             )
+        )
     return seq
 
 
@@ -3087,19 +3098,7 @@ class TestNewDataInAStream:
         seq = new_task([15.0, 11.0], [0.003] * 2)
         seq.append(event(43, 0.3, 1e-3, loss=0.01))
         for i, norm in enumerate((0.6, 20.0, 40.0, 80.0, 160.0)):
-            step, loss = 44 + i, 0.02 * 2**i
-            seq.append(event(step, norm, 1e-3, loss=loss))
-            seq.append(
-                recording(
-                    step,
-                    [0.01, 0.1],
-                    loss=loss,
-                    global_norm=norm,
-                    learning_rate=1e-3,
-                    update_ratio=[0.003] * 2,
-                    weight_norm=[5.0, 2.0],
-                )
-            )
+            seq += stepped(44 + i, norm, 0.02 * 2**i, 1e-3, 0.003)
         found = modes(run(rules, seq))
         assert found and all(f == (F.EXPLODING_GRADIENTS, None, 45) for f in found)
 
