@@ -394,6 +394,10 @@ class StepJudging:
                 self._hooks.plans, [inputs, labels]
             )
             self._rules.target_scale = target_scale(self.model, labels)
+        elif self._rules.wants_inputs():
+            # New data came: did the inputs change scale with it?
+            scale = input_scale(self._hooks.read_inputs())
+            self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
         stats = step_stats(
             data,
             self._names,

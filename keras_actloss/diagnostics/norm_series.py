@@ -62,6 +62,9 @@ class Arrival:
     loss: float
     level: float
     update: float | None = None
+    # Whether the inputs of a recording since were compared with the first
+    # recorded batch's (`NormRules.inputs_changed`).
+    inputs_seen: bool = False
 
 
 class NormSeries:

@@ -30,6 +30,7 @@ from keras_actloss.diagnostics.rule_support import (
     _growth,
     _median,
 )
+from keras_actloss.findings import Finding
 
 # Steps in a row a norm must stay far below its recent level to be a jump.
 _DROP_STEPS = 3
@@ -659,6 +660,48 @@ class NormRules(RuleFamily):
             and (change is None or step > change[0] + _WATCH_STEPS)
             and self._risen(loss, series.recent_loss())
         )
+
+    def wants_inputs(self) -> bool:
+        """Whether the next full recording's input scale is asked for: new
+        data came (`_arrival`) and no recording since was compared."""
+        return self._arrival is not None and not self._arrival.inputs_seen
+
+    def inputs_changed(
+        self, step: int, scale: float | None, first: float | None
+    ) -> list[Finding]:
+        """Compares the input scale of the recording at `step` (`scale`,
+        `_callback_support.input_scale`) after new data came (`_arrival`)
+        with the first recorded batch's (`first`): inputs standardized at
+        first and far from it now (over `thresholds.input_scale`) changed
+        with the data (a preprocessing step that broke, values in another
+        unit), which the jump of the norm tells; an
+        `unstandardized_inputs` warning. Returns the new findings."""
+        arrival, limit = self._arrival, self.thresholds.input_scale
+        if arrival is None or arrival.inputs_seen:
+            return []
+        arrival.inputs_seen = True
+        if not _finite(scale, first) or not first <= limit < scale:
+            return []
+        new: list[Finding] = []
+        message = (
+            f"From step {arrival.step} the inputs are far from standardized (a "
+            f"feature's mean or spread is {scale:.3g} at step {step}, against "
+            f"{first:.3g} on the first recorded batch), and the global gradient "
+            f"norm jumped {arrival.norm / arrival.level:.3g}x with them at step "
+            f"{arrival.step}: the data changed (a preprocessing step that "
+            "broke, values in another unit), and the model now learns from "
+            "inputs of another scale."
+        )
+        self._add(
+            new,
+            F.UNSTANDARDIZED_INPUTS,
+            None,
+            arrival.step,
+            scale,
+            message,
+            severity=F.WARNING,
+        )
+        return self._emit(new)
 
     def _new_data(self, start: int, count: int | None = None) -> bool:
         """Whether the steps over the limit from `start` are new data the

@@ -244,6 +244,38 @@ def test_a_train_function_the_user_reset_is_traced_again(data):
     assert (mode, step) == (VANISHING_GRADIENTS, 8)
 
 
+def test_inputs_that_change_scale_mid_run_are_told(rng):
+    # A stream (not shuffled) whose inputs shift by -30 from step 40, a
+    # preprocessing step that broke: the gradient norm jumps with the
+    # batch, Adam's small steps leave no explosion to report, and the
+    # inputs of the recording after the jump (the kept batch) are far from
+    # standardized where the first batch's were not.
+    x = rng.normal(size=(60 * 16, 12)).astype("float32")
+    y = (x[:, :1] * x[:, 1:2] > 0).astype("float32")
+    x[40 * 16 :] -= 30.0
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    diag = _diag()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GradientHealthWarning)
+        model.fit(
+            x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
+        )
+    told = [f for f in diag.findings if f.mode == "unstandardized_inputs"]
+    (finding,) = told
+    assert (finding.step, finding.severity) == (40, "warning")
+    # The first batch's scale is about 1 (standard normal features); the
+    # shifted ones' mean is -30 (|mean| 30 +- 0.3 over 16 samples).
+    assert 29.0 < finding.value < 31.0
+    assert any("unstandardized_inputs" in str(w.message) for w in caught)
+
+
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_gradients_and_activations_match_references(kind, data):
     x, y = data

@@ -3102,6 +3102,47 @@ class TestNewDataInAStream:
         found = modes(run(rules, seq))
         assert found and all(f == (F.EXPLODING_GRADIENTS, None, 45) for f in found)
 
+    @pytest.mark.parametrize(
+        "scale, first, told",
+        [
+            # Probed: a binary MLP's inputs shifted by -30 from step 40 (a
+            # broken preprocessing step): 30.2 against 1.37 at first.
+            (30.2, 1.37, True),
+            (1.9, 1.37, False),  # Under `input_scale` (2).
+            (30.2, 5.0, False),  # Not standardized from the start.
+            (None, 1.37, False),  # Inputs not kept (several replicas).
+        ],
+    )
+    def test_inputs_that_changed_with_the_data(self, scale, first, told):
+        rules = HealthRules(mlp(["relu"]))
+        assert not rules.wants_inputs()
+        run(rules, new_task([15.0], [0.003]))
+        # Step 40 came with new data: the next full recording's inputs are
+        # asked for once.
+        assert rules.wants_inputs()
+        found = rules.inputs_changed(41, scale, first)
+        assert not rules.wants_inputs()
+        assert rules.inputs_changed(42, scale, first) == []
+        if not told:
+            assert found == []
+            return
+        ((finding),) = found
+        assert (finding.mode, finding.layer, finding.step) == (
+            F.UNSTANDARDIZED_INPUTS,
+            None,
+            40,
+        )
+        assert finding.severity == F.WARNING
+        # The norm 12 at step 40 against the level 0.05 before it: 240x.
+        assert finding.message == (
+            "From step 40 the inputs are far from standardized (a feature's "
+            "mean or spread is 30.2 at step 41, against 1.37 on the first "
+            "recorded batch), and the global gradient norm jumped 240x with "
+            "them at step 40: the data changed (a preprocessing step that "
+            "broke, values in another unit), and the model now learns from "
+            "inputs of another scale."
+        )
+
     def test_after_a_rate_jump_it_is_the_steps(self):
         # The rate 10x up at step 38, two steps before: the steps can have
         # thrown the weights, whatever their later updates.
