@@ -501,11 +501,19 @@ class NormRules(RuleFamily):
 
     def _risen(self, loss, level) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times `level` and above where
-        training began (the median loss of its first steps)."""
+        training began (the median loss of its first steps). A level at or
+        under 0 (a loss that goes negative: cosine similarity, a Gaussian
+        log-likelihood) has no such multiple: back above where training
+        began is the rise, the training since undone (a cosine-similarity
+        regressor at -0.92 whose learning rate jumped 500x: +0.01 at the
+        next steps, against -0.04 at the start; told only with 1 added to
+        its loss)."""
         early = _median(self._early_losses)
-        return _finite(loss, level, early) and (
-            loss - level >= (_DIVERGE_RISE - 1) * abs(level) and loss > early
-        )
+        if not _finite(loss, level, early):
+            return False
+        if level <= 0:
+            return level < early < loss
+        return loss - level >= (_DIVERGE_RISE - 1) * level and loss > early
 
     def _limit(self) -> float:
         """Global norm above which a step counts towards an explosion, from

@@ -2914,6 +2914,25 @@ class TestDivergingAfterARateJump:
         rules = HealthRules(mlp(["relu"]))
         assert run(rules, after_a_rate_jump(losses, norms, rate)) == []
 
+    @pytest.mark.parametrize("offset", [0.0, 1.0])
+    def test_a_negative_loss_back_where_training_began(self, offset):
+        # A loss that goes negative (cosine similarity): -0.04 in the first
+        # 5 steps, -0.92 until the rate jumps 500x at step 40, then
+        # 0.01-0.05 (the training undone; probed: reported only with 1
+        # added to the loss, whose gradients are the same). No multiple of
+        # a level under 0: back above where training began is the rise.
+        # With 1 added: 1.01-1.05 >= 0.08 + (3 - 1) x 0.08 and > 0.96.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.1, loss=-0.04 + offset) for s in range(5)]
+        seq += [event(s, 1.0, lr=0.1, loss=-0.92 + offset) for s in range(5, 40)]
+        seq.append(event(40, 1.0, lr=50.0, loss=-0.92 + offset))
+        seq += [
+            event(41 + i, 5.0, lr=50.0, loss=v + offset)
+            for i, v in enumerate((0.01, 0.05, 0.02))
+        ]
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 41)]
+
     def test_not_above_the_start_of_training(self):
         # A warm restart of a trained model: the loss was 10 in the first 5
         # steps and 0.5 before the jump; 2, 3, 4 are 3x 0.5 and more, with
