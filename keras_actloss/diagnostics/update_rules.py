@@ -113,8 +113,8 @@ class UpdateRules(RuleFamily):
                 self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, ratio, message)
         self._thrown(new, stats)
         last = self._last_update
-        # The largest update since a streak over the explosion limit came
-        # with its batch (`NormRules._new_data`).
+        # The largest update since a step that came with new data
+        # (`NormRules._new_data`).
         arrival = self._arrival
         if arrival is not None and last and last[0] == stats.step >= arrival.step:
             arrival.update = max(arrival.update or 0.0, last[2])
