@@ -288,7 +288,7 @@ def _fan_in(shape) -> int:
     return int(shape[-2]) * math.prod(int(n) for n in shape[:-2])
 
 
-def weight_gain(plans) -> tuple[float, str] | None:
+def weight_gain(plans, mean_squares) -> tuple[float, str] | None:
     """`HealthRules.weight_gain`: how far the kernels of the monitored
     layers `plans` (their trainable weights of two axes or more,
     embeddings aside) are over He's scale (RMS `sqrt(2 / fan_in)`, which
@@ -298,22 +298,24 @@ def weight_gain(plans) -> tuple[float, str] | None:
     initial weights needs a large gain; a trained model's confident
     outputs come from weights aligned with its features, at about He's
     scale (a classifier fitted to a loss of 1e-3: 1.0-1.3x in each of its
-    four layers)."""
+    four layers). `mean_squares`: the hooks' (`TrainHooks.mean_squares`),
+    the kernels' mean squares as floats, read where the kernels are."""
+    kernels = [
+        (plan.info.name, variable)
+        for plan in plans
+        for variable in plan.variables
+        if len(variable.shape) >= 2
+        and all(variable.shape)
+        and variable.name != "embeddings"
+    ]
+    squares = mean_squares([variable.value for _, variable in kernels])
     gain, worst = 1.0, (0.0, "")
-    for plan in plans:
-        for variable in plan.variables:
-            shape = tuple(variable.shape)
-            if len(shape) < 2 or not all(shape) or variable.name == "embeddings":
-                continue
-            # On the device: only the RMS comes to the host (a large
-            # model's weights are not copied).
-            values = keras.ops.cast(variable.value, "float32")
-            rms = float(keras.ops.sqrt(keras.ops.mean(keras.ops.square(values))))
-            ratio = rms / math.sqrt(2.0 / _fan_in(shape))
-            if not math.isfinite(ratio):
-                return None
-            gain *= max(1.0, ratio)
-            worst = max(worst, (ratio, plan.info.name))
+    for (name, variable), square in zip(kernels, squares):
+        ratio = math.sqrt(square) / math.sqrt(2.0 / _fan_in(tuple(variable.shape)))
+        if not math.isfinite(ratio):
+            return None
+        gain *= max(1.0, ratio)
+        worst = max(worst, (ratio, name))
     return (gain, worst[1]) if worst[1] else None
 
 

@@ -91,6 +91,7 @@ from keras_actloss.callbacks._jax_programs import JaxPrograms
 from keras_actloss.callbacks._jax_stats import JaxStats, _Trace
 from keras_actloss.callbacks._jax_weights import (
     UNTRACED,
+    mean_squares,
     weights_before,
     with_weight_rows,
 )
@@ -360,6 +361,7 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
     # What the train functions depend on, as on TensorFlow.
     _set_up = TrainHooks._set_up
     signature_of = staticmethod(TrainHooks.signature_of)
+    mean_squares = staticmethod(mean_squares)
     reusable_for = TrainHooks.reusable_for
 
     counter_known = TrainHooks.counter_known

@@ -14,7 +14,8 @@ copied and reduced by NumPy (`_host_rows`), which compiles nothing; others
 (an accelerator's, or sharded over several devices) by two small jitted
 programs on their devices (`_copies`, `_rows`), compiled once a process:
 a MobileNet-size model's reduction took longer to compile than NumPy
-takes for all the full steps of a run.
+takes for all the full steps of a run. The same for the kernels' mean
+squares before training (`mean_squares`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,25 @@ def _host_rows(before: list[np.ndarray], after: list) -> tuple[np.ndarray, ...]:
                 square = np.dot(x, x)
                 row.append(np.sqrt(square) if norm else square)
     return np.array(weights, "float32"), np.array(updates, "float32")
+
+
+def mean_squares(values: list) -> list[float]:
+    """`TrainHooks.mean_squares` on JAX: by NumPy for values on one CPU
+    device (`on_host`), else by one jitted program on their devices. Not a
+    mean and a square per value: JAX compiles each operation for each
+    shape, and a MobileNet-size model's few dozen kernel shapes took over
+    a second to compile before its first step."""
+    if not values:
+        return []
+    if on_host(values):
+        with np.errstate(all="ignore"):
+            return [float(np.mean(np.square(np.asarray(v, "float32")))) for v in values]
+    return [float(m) for m in np.asarray(_mean_squares(values))]
+
+
+@jax.jit
+def _mean_squares(values: list):
+    return jnp.stack([jnp.mean(jnp.square(v.astype("float32"))) for v in values])
 
 
 @jax.jit

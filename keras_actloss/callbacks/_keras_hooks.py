@@ -275,6 +275,14 @@ class TrainHooks(GraphStats):
         `fit` keeps it purged)."""
         return variable.value
 
+    @staticmethod
+    def mean_squares(values: list) -> list[float]:
+        """The mean square of each of `values` (float32), computed where
+        it is: only the means come to the host, not a large model's
+        weights."""
+        ops = keras.ops
+        return [float(ops.mean(ops.square(ops.cast(v, "float32")))) for v in values]
+
     @property
     def counter_known(self) -> bool:
         """Whether the step counter is known: one optimizer is hooked, or a

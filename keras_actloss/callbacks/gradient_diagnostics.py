@@ -479,7 +479,7 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
-            self._rules.weight_gain = weight_gain(plans)
+            self._rules.weight_gain = weight_gain(plans, hooks.mean_squares)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
             self._rules.weight_decay = weight_decay(model)

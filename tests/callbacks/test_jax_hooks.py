@@ -185,6 +185,55 @@ def _compilations(model, x, y, diag, caplog, **fit) -> list[str]:
     ]
 
 
+def test_a_first_fit_compiles_only_the_step_beyond_a_plain_one(caplog):
+    # Each eager operation on a new shape is a compilation of its own on
+    # JAX: the set-up before the first step (the kernels' scales for
+    # `weight_gain`, read for each of a MobileNet's few dozen kernel
+    # shapes) compiled over a second of programs. After a plain fit of the
+    # same shapes (Keras's own programs compiled and cached), the
+    # callback's fit compiles its step and nothing else.
+    import jax
+
+    def model():
+        inputs = keras.Input((11,))
+        x = keras.layers.Dense(13, activation="relu")(inputs)
+        x = keras.layers.Dense(7, activation="tanh")(x)
+        m = keras.Model(inputs, keras.layers.Dense(3)(x))
+        m.compile(keras.optimizers.SGD(0.01), "mse")
+        return m
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 11)).astype("float32")
+    y = rng.normal(size=(32, 3)).astype("float32")
+    model().fit(x, y, batch_size=8, epochs=1, verbose=0)
+    diagnosed = model()
+    with caplog.at_level("WARNING"), jax.log_compiles(True):
+        diagnosed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[_diag()])
+    compiled = {
+        r.getMessage().split(" in ")[0].removeprefix("Finished XLA compilation of ")
+        for r in caplog.records
+        if r.getMessage().startswith("Finished XLA compilation")
+    }
+    assert compiled == {"jit(_step)"}
+
+
+def test_mean_squares_on_the_device_match_the_hosts():
+    # Values off the CPU (an accelerator's) go through one jitted program
+    # over all of them; on the CPU, NumPy reads them in place. Both are
+    # the mean of the squares: [[1, 2], [3, 4]] -> 30 / 4 = 7.5; bfloat16
+    # [-2, 2, 0] -> 8 / 3.
+    from keras_actloss.callbacks import _jax_weights
+
+    values = [
+        ops.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]]),
+        ops.convert_to_tensor([-2.0, 2.0, 0.0], dtype="bfloat16"),
+    ]
+    expected = [7.5, 8 / 3]
+    assert _jax_weights.mean_squares(values) == pytest.approx(expected)
+    device = np.asarray(_jax_weights._mean_squares(values))
+    np.testing.assert_allclose(device, expected, rtol=1e-6)
+
+
 def test_one_compiled_step_serves_full_and_every_step_checks(data, caplog):
     x, y = data
     model = build_model("sequential")

@@ -19,6 +19,7 @@ import pytest
 import keras_actloss
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
+    _hooks_class,
     clipping,
     output_bias,
     target_scale,
@@ -417,7 +418,10 @@ def test_weight_gain():
     first.bias.assign(np.full((8,), 100.0, "float32"))
     conv.kernel.assign(np.full((3, 3, 2, 4), 0.1, "float32"))
     last.kernel.assign(np.full((40, 3), 0.6, "float32"))
-    gain, layer = weight_gain(_model_plan.plan_layers(m))
+    # The backend's hooks read the mean squares (on JAX's CPU backend by
+    # NumPy, not by a compiled program per kernel shape).
+    mean_squares = _hooks_class().mean_squares
+    gain, layer = weight_gain(_model_plan.plan_layers(m), mean_squares)
     assert gain == pytest.approx(2.0 / math.sqrt(2 / 4) * 0.6 / math.sqrt(2 / 40))
     assert layer == "first"
-    assert weight_gain([]) is None
+    assert weight_gain([], mean_squares) is None
