@@ -35,14 +35,19 @@ default settings alternated in `--long-pairs` rounds:
   step of its second half): what it adds to a model of any step time.
 - Time to first step: the first `fit` (1 epoch of `--first-steps` steps at
   batch 32) of a MobileNetV2 (alpha 0.35, 32x32 inputs, 10 classes), which
-  includes tracing the train functions.
+  includes tracing the train functions; each `fit` in a process of its own
+  (this script, `--first-one SETTING`), as a user's first `fit` runs: what
+  a process compiles once (a helper program of the callback's, reused by
+  every later model in the process) counts too.
 
 Both as wall time and as the process's CPU time (all its threads: on a
 shared machine other work stretches the wall time of a fit far more than
 its CPU time; a compilation on a thread of its own counts in full).
 
 Results are printed and written to `benchmarks/RESULTS.md` (section
-`overhead`, or `overhead-jax` with `--backend jax`).
+`overhead`, or `overhead-jax` with `--backend jax`; the first fits to
+`overhead-first` or `overhead-first-jax`; a part run with 0 pairs leaves
+its section as it is).
 
 `--backend jax` runs the same table on Keras's JAX backend (no TensorFlow
 needed): the data are NumPy arrays instead of a `tf.data.Dataset`, and the
@@ -71,6 +76,7 @@ import gc
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -289,6 +295,50 @@ def mobilenet() -> keras.Model:
     )
 
 
+FRESH_COLUMNS = (
+    "wall time, and the process's CPU time over all its threads, less "
+    "disturbed by other work on a shared machine"
+)
+FRESH_HEAD = (
+    "| run | plain | wall ratio | min-max | CPU ratio | min-max |\n"
+    "| --- | --- | --- | --- | --- | --- |\n"
+)
+
+
+def first_fit(setting: str, steps: int) -> None:
+    """`--first-one`: prints the wall and CPU seconds of the first `fit` in
+    this process of a fresh MobileNetV2 with `setting`'s callbacks."""
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * 32, 32, 32, 3), dtype="float32")
+    y = rng.integers(0, 10, size=steps * 32)
+    keras.utils.set_random_seed(0)
+    model = mobilenet()
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    log_dir = tempfile.mkdtemp(prefix="overhead-first-")
+    try:
+        cbs = callbacks(setting, log_dir)
+        wall, cpu = timed_fit_arrays(model, x, y, cbs, batch_size=32, epochs=1)
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    print(f"first-fit {wall} {cpu}")
+
+
+def first_fit_pairs(pairs: int, steps: int) -> dict[str, list[tuple]]:
+    """`first_fit`'s wall and CPU seconds, plain and default settings, each
+    in a fresh process, alternating which runs first."""
+    times = {"plain": [], "default": []}
+    for r in range(pairs):
+        order = ("plain", "default") if r % 2 == 0 else ("default", "plain")
+        for setting in order:
+            command = [sys.executable, os.path.abspath(__file__), "--first-one"]
+            command += [setting, "--first-steps", str(steps)]
+            command += ["--backend", os.environ["KERAS_BACKEND"]]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            line = [x for x in out.stdout.splitlines() if x.startswith("first-fit ")]
+            times[setting].append(tuple(float(v) for v in line[-1].split()[1:]))
+    return times
+
+
 def fresh_pairs(
     build, x, y, pairs: int, later: int | None = None, **fit
 ) -> tuple[dict[str, list[tuple]], dict[str, list[tuple]]]:
@@ -376,7 +426,13 @@ def main() -> None:
     parser.add_argument("--first-pairs", type=int, default=3, help="0: skip")
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--first-one", choices=("plain", "default"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.first_one:
+        first_fit(args.first_one, args.first_steps)
+        return
     if args.threads and JAX:
         parser.error("--threads pins TensorFlow's thread pools: not with --backend jax")
     if args.threads:
@@ -419,39 +475,39 @@ def main() -> None:
         absolute.append(
             absolute_line(name.upper(), whole, tail, args.long_steps - half)
         )
+    first = None
     if args.first_pairs:
-        n = args.first_steps * 32
-        x = rng.random((n, 32, 32, 3), dtype="float32")
-        y = rng.integers(0, 10, size=n)
-        fresh.append(
-            ratio_row(
-                f"MobileNetV2 (alpha 0.35, 32x32), first fit of {args.first_steps} "
-                "steps (batch 32)",
-                fresh_pairs(mobilenet, x, y, args.first_pairs, batch_size=32, epochs=1)[
-                    0
-                ],
-            )
+        first = ratio_row(
+            f"MobileNetV2 (alpha 0.35, 32x32), first fit of {args.first_steps} "
+            "steps (batch 32)",
+            first_fit_pairs(args.first_pairs, args.first_steps),
         )
+    command = f"`python benchmarks/overhead.py {' '.join(sys.argv[1:])}`\n\n"
     body = (
-        f"`python benchmarks/overhead.py {' '.join(sys.argv[1:])}`\n\n"
-        "Steady state (warmed-up models; median of paired ratios against a plain "
-        "`fit` in the same round):\n\n"
+        command + "Steady state (warmed-up models; median of paired ratios against "
+        "a plain `fit` in the same round):\n\n"
         "| model | setting | plain step | ratio | min-max |\n"
         "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
         "Fresh models and callbacks (default settings against a plain `fit`; "
-        "wall time, and the process's CPU time over all its threads, less "
-        "disturbed by other work on a shared machine):\n\n"
-        "| run | plain | wall ratio | min-max | CPU ratio | min-max |\n"
-        "| --- | --- | --- | --- | --- | --- |\n"
+        f"{FRESH_COLUMNS}):\n\n{FRESH_HEAD}"
         + "\n".join(fresh)
         + "".join(f"\n\n{line}" for line in absolute)
     )
     if args.no_write:
         return
-    if JAX:
-        write_section("overhead-jax", "Overhead of GradientDiagnostics on JAX", body)
-    else:
-        write_section("overhead", "Overhead of GradientDiagnostics", body)
+    suffix, title = ("-jax", " on JAX") if JAX else ("", "")
+    if rows or fresh:
+        write_section(
+            f"overhead{suffix}", f"Overhead of GradientDiagnostics{title}", body
+        )
+    if first:
+        write_section(
+            f"overhead-first{suffix}",
+            f"Time to first step with GradientDiagnostics{title}",
+            command + "Each `fit` the first in a process of its own, plain and "
+            "default settings alternated (`--first-one`; median of the paired "
+            f"ratios; {FRESH_COLUMNS}):\n\n{FRESH_HEAD}{first}",
+        )
 
 
 if __name__ == "__main__":
