@@ -340,6 +340,11 @@ class HealthRules(
         # Per layer whose units settled, the last step whose recent loss was
         # checked and that loss (`_still_learning`).
         self._settle_marks: dict[str, tuple[int, float]] = {}
+        # The last two finite steps' (step, global norm, loss)
+        # (`NormRules._runaway`).
+        self._last_steps: collections.deque = collections.deque(maxlen=2)
+        # A runaway of the norm to confirm by its step's recorded updates.
+        self._runaway_at: tuple | None = None
         # The last jump of the learning rate: (step, rate before, rate after).
         self._rate_change: tuple[int, float, float] | None = None
         # The steps after a learning-rate jump up (`NormRules._diverging`).
@@ -412,6 +417,7 @@ class HealthRules(
             self._non_finite_step(new, event)
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
+            self._runaway(new, event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
             self._spike_thrown(new, event.step, event.loss)
             self._climbing(new, event.step, event.global_norm, event.loss)
@@ -459,6 +465,7 @@ class HealthRules(
             self._streaks.update(key, False, step)
             self._zero_streak(step, norm, loss)
             self._climb_step(step, norm, loss)  # Judged with the next step.
+            self._last_steps.append((step, norm, loss))
             self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)
 
@@ -496,6 +503,7 @@ class HealthRules(
             # One step's batch (a recording of an execution holds several).
             self._start_batch = max(1, stats.batch_size // stats.activation_steps)
         mine: list[Finding] = []
+        self._runaway_updates(mine, stats)
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)
         self._grown(mine, stats)

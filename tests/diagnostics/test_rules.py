@@ -3450,6 +3450,87 @@ class TestThrownByOneUpdate:
         assert out == [[]] * 6 + [[(F.EXPLODING_GRADIENTS, "dense_1", 1)]]
 
 
+class TestRunaway:
+    """A global norm growing at each of two steps in a row with the loss
+    rising at both (`NormRules._runaway`). Measured (round 10 probe, JAX):
+    a Gaussian log-likelihood regressor (16-64-64-2, ReLU) fitted with Adam
+    to a loss of -1.55, then trained on with SGD at 0.01 and momentum 0.9:
+    the norm 16.9, 181 and 1650 at steps 0-2, the loss -1.34, 4.29 and 233,
+    the update of step 2 1.56x, 1.15x and 3.6x the layers' norms; then the
+    loss at 4-11 for good and half of a layer dead. Its first report was
+    that dead layer, at step 16. The early baseline held the growing steps
+    themselves: no step was 100x over it."""
+
+    NORMS = [16.9, 181.0, 1650.0]
+    LOSSES = [-1.34, 4.29, 233.0]
+    RATIOS = [[0.0198, 0.0105, 0.037], [0.11, 0.0894, 0.565], [1.56, 1.15, 3.6]]
+
+    def _run(self, norms=NORMS, losses=LOSSES, ratios=RATIOS, steps=(0, 1, 2)):
+        rules = HealthRules(mlp(["relu", "relu"], output="linear"))
+        out = []
+        for step, norm, loss, ratio in zip(steps, norms, losses, ratios):
+            seq = [event(step, norm, 0.01, loss=loss)]
+            if ratio is not None:
+                seq.append(
+                    recording(
+                        step,
+                        [1e-2] * 3,
+                        loss=loss,
+                        global_norm=norm,
+                        learning_rate=0.01,
+                        update_ratio=ratio,
+                        weight_norm=[5.3, 8.9, 2.6],
+                    )
+                )
+            out.append(modes(run(rules, seq)))
+        return out, rules
+
+    @pytest.mark.parametrize("offset", [0.0, 3.0])
+    def test_the_measured_run(self, offset):
+        # 181 / 16.9 = 10.7x and 1650 / 181 = 9.1x, both over sqrt(10) =
+        # 3.16x but not both 10x: told with step 2's updates, 3 of 3 layers
+        # over 1x. A constant added to the loss changes nothing.
+        losses = [loss + offset for loss in self.LOSSES]
+        out, rules = self._run(losses=losses)
+        assert out == [[], [], [(F.EXPLODING_GRADIENTS, None, 1)]]
+        (finding,) = rules.findings
+        assert finding.value == 1650.0
+        assert finding.message == (
+            "The global gradient norm grew 10.7x at step 1 and 9.12x at step 2 "
+            f"(16.9, 181, 1.65e+03) while the loss rose ({losses[0]:.3g}, "
+            f"{losses[1]:.3g}, {losses[2]:.3g}), and the update of step 2 "
+            "changed 3 of 3 layers by more than 1x their own norm (up to 3.6x): "
+            "each step makes the next larger; the gradients are exploding and "
+            "training diverges."
+        )
+        assert finding.fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_ten_times_a_step_needs_no_recording(self):
+        # 12x and 12.5x: an explosion from the norms and losses alone.
+        out, _ = self._run(norms=[1.0, 12.0, 150.0], ratios=[None] * 3)
+        assert out == [[], [], [(F.EXPLODING_GRADIENTS, None, 1)]]
+
+    @pytest.mark.parametrize(
+        "norms, losses, ratios, steps",
+        [
+            # Step 2's updates over 1x in 1 of 3 layers only.
+            (NORMS, LOSSES, [*RATIOS[:2], [0.5, 0.6, 3.6]], (0, 1, 2)),
+            # Without a recording of step 2.
+            (NORMS, LOSSES, [*RATIOS[:2], None], (0, 1, 2)),
+            # The loss fell at step 2.
+            (NORMS, [-1.34, 4.29, 4.0], RATIOS, (0, 1, 2)),
+            # 3x at step 2: under sqrt(10).
+            (NORMS[:2] + [543.0], LOSSES, RATIOS, (0, 1, 2)),
+            # Steps 0, 1 and 3: not in a row.
+            (NORMS, LOSSES, RATIOS, (0, 1, 3)),
+        ],
+        ids=["few_layers", "unrecorded", "loss_fell", "slower", "apart"],
+    )
+    def test_not_without_every_sign(self, norms, losses, ratios, steps):
+        out, _ = self._run(norms, losses, ratios, steps)
+        assert out == [[]] * 3
+
+
 class TestWeightsGrownAcrossARateJump:
     """The jumped step itself need not be recorded: when the update at the
     new rate saturated the output, every gradient after it is exactly 0
