@@ -177,7 +177,8 @@ class GradientDiagnostics(
       above where training began, once the norm rose 3x (normalization
       can hold it under the limit),
       or at the first recording whose update changed a layer's weights by
-      more than their norm, or the median layer's by a tenth with the loss
+      more than their norm with the loss 1.1x its level then or at a later
+      recording, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
       whose weights grew by more than their norm since the last recording
       before the jump with the loss that high at it or at a step since (an

@@ -33,6 +33,9 @@ class RateWatch:
     # update at the new rate is recorded later with several steps per
     # execution, when Adam may have brought the loss back).
     peak: tuple[float, int] | None = None
+    # The largest update over `exploding_update_ratio` recorded at the new
+    # rate: (step, layer, ratio); the loss it brings shows at a later step.
+    oversized: tuple[int, str, float] | None = None
 
 
 @dataclasses.dataclass

@@ -290,8 +290,12 @@ class UpdateRules(RuleFamily):
         """Reports at once, within the steps watched after a learning-rate
         jump up (`RateWatch`), a recording whose update of some layer
         exceeds `exploding_update_ratio` with the loss `exploding_loss_rise`
-        times its level before the jump (or unknown), or whose median
-        layer's update is `_WATCH_RATIO` of its weights, or whose weights
+        times its level before the jump (or unknown), at it or at a later
+        recording (a step's loss is of the weights before its update: a
+        cosine-similarity regressor at -0.93 whose rate jumped 500x, the
+        output layer moved 1.08x its norm, -0.097 at the next step), or
+        whose median layer's update is `_WATCH_RATIO` of its weights, or
+        whose weights
         grew by more than `exploding_update_ratio` times their norm since
         the last recording before the jump (`_grown_weights`), with the
         loss 3 times that level and above where training began
@@ -318,6 +322,13 @@ class UpdateRules(RuleFamily):
         # their norm in healthy training: only with the loss up as well.
         rising = level is None or self._loss_rising(loss, level)
         over = sum(1 for r, _ in ratios if r > limit) if rising else 0
+        # A step's loss is of the weights before its update: an update over
+        # the limit shows in the loss of the steps after it.
+        earlier = None
+        if rising and not over and _finite(loss, level):
+            earlier = watch.oversized
+        if ratio > limit and (watch.oversized is None or ratio > watch.oversized[2]):
+            watch.oversized = (stats.step, layer, ratio)
         jumped = (
             f"The learning rate jumped from {before:.3g} to {after:.3g} at step "
             f"{watch.step}, and "
@@ -330,13 +341,20 @@ class UpdateRules(RuleFamily):
         if watch.peak is not None and _finite(loss) and watch.peak[0] > loss:
             risen, risen_at = watch.peak[0], f" (step {watch.peak[1]})"
         grown = None
-        if not over and _finite(risen, level) and self._diverged(risen):
+        if not (over or earlier) and _finite(risen, level) and self._diverged(risen):
             grown = self._grown_weights(stats)
         if over:
             message = jumped + (
                 f"the update of step {stats.step} changed the weights of layer "
                 f"'{layer}' by {ratio:.3g} times their own norm ({over} of "
                 f"{len(ratios)} layers over {limit:g}x)"
+            )
+        elif earlier:
+            at, layer, ratio = earlier
+            message = jumped + (
+                f"the update of step {at} changed the weights of layer '{layer}' "
+                f"by {ratio:.3g} times their own norm; the loss rose from "
+                f"{level:.3g} to {loss:.3g} after it (step {stats.step})"
             )
         elif grown is not None:
             ratio, layer, (mark, before_norm), now = grown
@@ -359,6 +377,7 @@ class UpdateRules(RuleFamily):
             )
         message += _UNSTABLE
         step = watch.step if grown is not None else stats.step
+        step = earlier[0] if earlier else step
         self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
         self._watch = None
 

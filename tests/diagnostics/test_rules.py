@@ -3351,6 +3351,40 @@ class TestUpdatesAfterARateJump:
         seq.append(recording(7, [1e-2, 1e-2], update_ratio=ratios, loss=loss))
         assert run(rules, seq) == []
 
+    def test_the_loss_after_the_update(self):
+        # A step's loss is of the weights before its update. Measured (round
+        # 10, JAX): a cosine-similarity regressor (loss -0.93) whose SGD rate
+        # jumped 0.1 -> 50 at step 65: that step's update moved the output
+        # layer 1.08x its norm with its loss still -0.93; the next step's
+        # loss -0.097 (training undone), its updates 0.42-0.71x. Here step
+        # 7's update is 1.5x with the loss at its level (-1 before the
+        # jump), step 8's loss -0.1 >= -1 + 0.1 x 1: reported at step 8,
+        # naming step 7.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=-1.0) for s in range(6)]
+        seq.append(event(6, 1.0, lr=10.0, loss=-1.0))
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 1.5], loss=-1.0))
+        assert run(rules, seq) == []
+        step8 = recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=-0.1)
+        found = run(rules, [step8])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 7)]
+        assert found[0].value == 1.5
+        assert found[0].message == (
+            "The learning rate jumped from 0.01 to 10 at step 6, and the update "
+            "of step 7 changed the weights of layer 'dense_1' by 1.5 times their "
+            "own norm; the loss rose from -1 to -0.1 after it (step 8): the "
+            "steps are far too large and training is unstable."
+        )
+
+    def test_the_loss_after_the_update_must_rise(self):
+        # Step 8's loss -0.95 < -1 + 0.1 x 1: the update did not throw it.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=-1.0) for s in range(6)]
+        seq.append(event(6, 1.0, lr=10.0, loss=-1.0))
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 1.5], loss=-1.0))
+        seq.append(recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=-0.95))
+        assert run(rules, seq) == []
+
     @pytest.mark.parametrize(
         "rate, at, ratio, loss",
         [
