@@ -295,9 +295,9 @@ class UpdateRules(RuleFamily):
         cosine-similarity regressor at -0.93 whose rate jumped 500x, the
         output layer moved 1.08x its norm, -0.097 at the next step), or
         whose median layer's update is `_WATCH_RATIO` of its weights, or
-        whose weights
-        grew by more than `exploding_update_ratio` times their norm since
-        the last recording before the jump (`_grown_weights`), with the
+        whose weights grew by more than `exploding_update_ratio` times
+        their norm since the last recording before the jump
+        (`_grown_weights`), with the
         loss 3 times that level and above where training began
         (`_diverged`). The jump explains it, so one recording is enough:
         Adam and BatchNorm bring the loss and the norm back within a step
