@@ -417,7 +417,7 @@ class HealthRules(
             self._non_finite_step(new, event)
         else:
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
-            self._runaway(new, event.step, event.global_norm, event.loss)
+            self._runaway(event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
             self._spike_thrown(new, event.step, event.loss)
             self._climbing(new, event.step, event.global_norm, event.loss)

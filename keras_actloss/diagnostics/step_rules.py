@@ -107,13 +107,6 @@ def negligible(norm: float, loss: float) -> bool:
     return norm <= _NEGLIGIBLE_NORM * math.sqrt(abs(loss))
 
 
-# The end of a runaway's message (`NormRules._runaway`).
-_RUNAWAY = (
-    ": each step makes the next larger; the gradients are exploding and "
-    "training diverges."
-)
-
-
 class NormRules(RuleFamily):
     """Exploding gradients and jumps, judged on every step's global norm.
 
@@ -346,22 +339,25 @@ class NormRules(RuleFamily):
         norm, fix = spike.norm, _SPIKE_FIX
         self._add(new, F.EXPLODING_GRADIENTS, None, spike.step, norm, message, fix)
 
-    def _runaway(self, new, step: int, norm: float, loss) -> None:
-        """Reports a global norm that grew `jump_factor` times at each of
-        the last two steps in a row with the loss rising at both: each step
-        makes the next larger, an explosion under way, whatever the
-        baseline (it can begin at the first step, where the baseline is
-        being made of those very steps). Growth of `sqrt(jump_factor)` a
-        step is one too when the last step's update changed most layers by
-        more than their own norm (`_runaway_updates`, judged with its
-        recording: `_runaway_at`). A Gaussian log-likelihood regressor
-        fitted with Adam, trained on with SGD at 0.01 and momentum 0.9: the
-        norm 16.9, 181 and 1650 at its first three steps (10.7x, 9.1x), its
-        loss -1.34, 4.29 and 233, each layer's update at step 2 1.2-3.6
-        times its weights, then the loss at 4-11 (never back under 0) and
-        half a layer dead. The loss is compared by its order only, which no
-        constant added to it changes. Not beyond a step the norm came back
-        down from (heavy-tailed batches, `NormSeries.recovered`)."""
+    def _runaway(self, step: int, norm: float, loss) -> None:
+        """Notes a global norm that grew `sqrt(jump_factor)` times or more
+        at each of the last two steps in a row with the loss rising at
+        both (`_runaway_at`): an explosion under way when that step's
+        recorded update changed most layers by more than their own norm
+        (`_runaway_updates`), whatever the baseline (it can begin at the
+        first step, where the baseline is being made of those very steps).
+        A Gaussian log-likelihood regressor fitted with Adam, trained on
+        with SGD at 0.01 and momentum 0.9: the norm 16.9, 181 and 1650 at
+        its first three steps, its loss -1.34, 4.29 and 233, each layer's
+        update at step 2 1.2-3.6 times its weights, then the loss at 4-11
+        (never back under 0) and half a layer dead. The loss is compared by
+        its order only, which no constant added to it changes. Not from
+        the norms and losses alone, however fast they grow: batches do that
+        too, of a new task in a time-ordered stream (0.056, 0.78 and 11.4,
+        the loss 0.001, 0.013 and 11.3, the updates 0.3-0.7% of the
+        weights), or of a converged model whose loss on most batches is 0
+        (the norm from 1e-10 to 5 in two steps). Not beyond a step the norm
+        came back down from (heavy-tailed batches, `NormSeries.recovered`)."""
         steps = [*self._last_steps, (step, norm, loss)]
         self._last_steps.append((step, norm, loss))
         self._runaway_at = None
@@ -381,10 +377,7 @@ class NormRules(RuleFamily):
             f"{n2 / n1:.3g}x at step {s2} ({n0:.3g}, {n1:.3g}, {n2:.3g}) while "
             f"the loss rose ({l0:.3g}, {l1:.3g}, {l2:.3g})"
         )
-        if min(n1 / n0, n2 / n1) >= low * low:
-            self._add(new, F.EXPLODING_GRADIENTS, None, s1, norm, message + _RUNAWAY)
-        else:
-            self._runaway_at = (s2, s1, norm, message)
+        self._runaway_at = (s2, s1, norm, message)
 
     def _runaway_updates(self, new, stats) -> None:
         """Reports the runaway noted at this recording's step (`_runaway`)
@@ -402,7 +395,8 @@ class NormRules(RuleFamily):
         message += (
             f", and the update of step {stats.step} changed {len(over)} of "
             f"{len(ratios)} layers by more than {limit:g}x their own norm (up to "
-            f"{max(over):.3g}x)" + _RUNAWAY
+            f"{max(over):.3g}x): each step makes the next larger; the "
+            "gradients are exploding and training diverges."
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, first, norm, message)
 
