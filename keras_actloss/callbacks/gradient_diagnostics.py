@@ -161,11 +161,11 @@ class GradientDiagnostics(
       loss risen too, or over 1e6), or together with the NaN that ends it,
       when the step before it was over the limit or 10x its recent level,
       or its recorded update changed a layer's weights by more than their
-      own norm; after 2 steps in a row that each grew the norm 10x with
-      the loss rising at both (from the first step: the early norm is made
-      of them), or 3.2x each when the second's recorded update changed most
-      layers' weights by more than their norm; 3 steps after one step over
-      the limit when the loss of each
+      own norm; after 2 steps in a row that each grew the norm 3.2x with
+      the loss rising at both, when the second's recorded update changed
+      most layers' weights by more than their norm (from the first step:
+      the early norm is made of them); 3 steps after one step over the
+      limit when the loss of each
       of those 3 stayed 3x its level before it and above where training
       began (one batch far off the others' scale threw the weights off,
       the norm back under the limit at once); after 10 steps in a row with
