@@ -89,6 +89,12 @@ _AVERAGED_FIX = (
     "LayerNormalization or BatchNormalization after the pooling) so that "
     "they differ between samples, or use Leaky ReLU (or ELU) in this layer."
 )
+_COLLAPSE_FIX = (
+    "Weaken the layer's kernel regularizer (its factor, as in `L2(1e-4)` "
+    "rather than `L2(10)`) or loosen its kernel constraint (a `MaxNorm` of "
+    "about 1-5), so that the data's gradient can keep the weights away from "
+    "0; then, if units still die, use Leaky ReLU (or ELU)."
+)
 _OFF_FROM_START_FIX = (
     "If the layer needs these units: use Leaky ReLU (or ELU), or add batch "
     "normalization before the activation, so that each unit starts active "
@@ -444,7 +450,17 @@ class ActivationRules(RuleFamily):
                         "only come back if the layers before them change their "
                         "inputs."
                     )
-                message += after
+                shrunk = self._shrunk(layer)
+                if shrunk is not None and self._decay_share() is None:
+                    # Its large updates were the weights' collapse.
+                    message += (
+                        f" Its weights shrank {shrunk:.3g}x since the first "
+                        "recording: a kernel regularizer or constraint far too "
+                        "strong drives them to 0, and the units with them."
+                    )
+                    fix, at_start = _COLLAPSE_FIX, None
+                else:
+                    message += after
                 if at_start is not None:
                     inactive, units = at_start
                     message += (
@@ -549,8 +565,10 @@ class ActivationRules(RuleFamily):
         window = self._activity[layer]
         if not self._rate_steady():
             return False  # The steps grew: units killed by them are no noise.
-        if self._decay_share() is not None:
-            return False  # Weight decay drives the weights to 0: no noise.
+        if self._decay_share() is not None or self._shrunk(layer) is not None:
+            # Weight decay, or a regularizer or constraint far too strong,
+            # drives the weights to 0: no noise.
+            return False
         if step >= _SETTLE_STEPS and layer not in self._settle_marks:
             return False
         if window.first is None:

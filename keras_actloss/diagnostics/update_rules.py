@@ -94,7 +94,8 @@ class UpdateRules(RuleFamily):
             if last is None or last[0] != stats.step or ratio > last[2]:
                 self._last_update = (stats.step, ls.layer, ratio)
             key = (F.EXPLODING_GRADIENTS, ls.layer)
-            oversized = ratio > t.exploding_update_ratio and not self._shrunk(ls)
+            shrunk = _finite(ls.weight_norm) and self._shrunk(ls.layer) is not None
+            oversized = ratio > t.exploding_update_ratio and not shrunk
             count, start = self._streaks.update(key, oversized, stats.step)
             if count == 1:
                 self._update_losses[ls.layer] = stats.loss
@@ -133,17 +134,19 @@ class UpdateRules(RuleFamily):
         if blown:
             self._blown_up(new, stats, blown, judged)
 
-    def _shrunk(self, ls) -> bool:
-        """Whether layer `ls`'s weights shrank `_SHRUNK` times or more since
-        its first recording: its updates outgrow weights that collapse
-        (weight decay far too strong, SGD at 0.05 with `weight_decay` 10:
-        the output layer's norm from 0.97 to 1e-4 in 13 steps while its
-        gradients stayed at 0.03, each update 1.9x its weights), not
-        weights that the steps blow up; the vanishing gradients and dead
-        units that follow are the failure."""
-        first = self._first_weight_norms.get(ls.layer)
-        norm = ls.weight_norm
-        return first is not None and _finite(norm) and norm * _SHRUNK <= first
+    def _shrunk(self, layer: str) -> float | None:
+        """How many times `layer`'s weights shrank since its first recording
+        (to the last one with finite weights), when `_SHRUNK` or more: its
+        updates outgrow weights that collapse (weight decay far too strong,
+        SGD at 0.05 with `weight_decay` 10: the output layer's norm from
+        0.97 to 1e-4 in 13 steps while its gradients stayed at 0.03, each
+        update 1.9x its weights), not weights that the steps blow up; the
+        vanishing gradients and dead units that follow are the failure.
+        None otherwise."""
+        first, mark = self._first_weight_norms.get(layer), self._weight_marks.get(layer)
+        if first is None or mark is None or mark[1] * _SHRUNK > first:
+            return None
+        return first / mark[1] if mark[1] > 0 else math.inf
 
     def _wiped(self, new, stats: StepStats) -> None:
         """Reports at once a recording whose update changed an initialised

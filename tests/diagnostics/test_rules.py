@@ -3933,13 +3933,15 @@ def settling_run(
     dies=1,
     weight_decay=None,
     kept=None,
+    weights=None,
 ):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
     layers all active on step 0's batch (or as `first`) and to step
     `dies`, then as `dying` (`ACTIVITY`: 3 of dense_1's 4 units inactive)
     until step `back` (None: to the end), all active after, and as `dying`
-    again from step `again` (if any); the optimizer's `weight_decay`.
+    again from step `again` (if any); the optimizer's `weight_decay`;
+    `weights(s)`, the three layers' weight norms (None: not recorded).
     Returns (mode, layer, finding step, step at which it was reported) for
     each finding (the findings themselves appended to `kept`)."""
     rules = HealthRules(mlp(["relu", "relu"]))
@@ -3962,6 +3964,7 @@ def settling_run(
                 learning_rate=rate(s),
                 batch_size=32,
                 unit_activity=[*pair, None],
+                weight_norm=[None] * 3 if weights is None else weights(s),
             ),
         ]
         new = run(rules, items)
@@ -4224,6 +4227,33 @@ class TestDeadRelu:
             "toward 0, and with them the layers' outputs and gradients."
         )
         assert kept[0].fix == rule_support._DECAY_FIX
+
+    @pytest.mark.parametrize("shrink", [348.0, 9.0])
+    def test_units_dying_as_their_weights_collapse(self, shrink):
+        # Probed (both backends): Dense ReLU layers with kernel_regularizer
+        # L2(10) under SGD at 0.05 (or a MaxNorm(1e-3) constraint under
+        # Adam), the kernels 348x smaller after step 0, most units dead
+        # from step 1 and the loss at ln 4 for good, were told at step 150
+        # when they settled. Weights shrunk 10x or more since the first
+        # recording: no settling, reported at once (steps 1-5) naming the
+        # collapse, not the updates. 9x: they may settle, as without.
+        kept = []
+
+        def weights(step):
+            return [5.0, 5.0 if step == 0 else 5.0 / shrink, 1.0]
+
+        found = settling_run(level, kept=kept, weights=weights)
+        if shrink < 10:
+            assert found == []
+            return
+        assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
+        assert kept[0].message.endswith(
+            "these ReLU units are dead and get no gradient; they only come back "
+            "if the layers before them change their inputs. Its weights shrank "
+            "348x since the first recording: a kernel regularizer or constraint "
+            "far too strong drives them to 0, and the units with them."
+        )
+        assert kept[0].fix == activation_rules._COLLAPSE_FIX
 
     def test_settling_units_still_dead_after_64_steps(self):
         # The same units staying dead: the streak from step 1 is reported
