@@ -619,6 +619,12 @@ class NormRules(RuleFamily):
         streak = count >= t.exploding_patience + (not grew)
         if streak and norm <= t.exploding_norm:
             streak = not self._new_data(start, count)
+        if spike and norm <= t.exploding_norm:
+            # As far over the early norm, the same: a loss weighted 1e-4 on
+            # the first 10 batches (a warm-up of its weight), then 1; the
+            # norm 1e4x its early level and the updates 0.4-1% of the
+            # weights, a healthy run.
+            spike = not self._new_data(start if count else step, count or 1)
         if spike or streak:
             message = (
                 f"The global gradient norm reached {norm:.3g} at step {step}"

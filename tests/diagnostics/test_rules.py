@@ -3089,6 +3089,18 @@ class TestNewDataInAStream:
         seq = new_task(self.NORMS[:2], [0.3, 0.3])
         assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 40)]
 
+    @pytest.mark.parametrize("update, found", [(0.003, []), (0.3, [40])])
+    def test_as_far_as_a_spike_over_the_early_norm(self, update, found):
+        # Steps 41-42 at 600 and 900, 1.2e4-1.8e4x the early 0.05 (over the
+        # one-spike limit 1e4x): with the updates of the new data (0.003)
+        # no explosion either; with large ones (0.3), one from step 40.
+        # Probed: a loss weighted 1e-4 on its first 10 batches, then 1
+        # (SGD, updates 0.4-1% of the weights): the norm 1.07e4x its early
+        # level at step 11, told as an explosion of a healthy run.
+        rules = HealthRules(mlp(["relu"]))
+        seq = new_task([600.0, 900.0], [update, update])
+        assert [f.step for f in run(rules, seq)] == found
+
     def test_judged_as_before_without_recordings(self):
         # No update recorded: steps 40-42 are an explosion, as before.
         rules = HealthRules(mlp(["relu"]))
