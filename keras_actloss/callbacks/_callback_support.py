@@ -386,6 +386,62 @@ def _regularized(model) -> bool:
     )
 
 
+def input_preprocessing(model) -> list:
+    """The `Rescaling` and `Normalization` layers a model with one input
+    applies to it first, one after the other, before any other layer:
+    what the first layers with weights see is the data through them."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return []
+    chain, tensor = [], inputs[0]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+        try:
+            fed = layer.input is tensor
+        except (AttributeError, ValueError):  # Never called, or called twice.
+            fed = False
+        if not (isinstance(layer, kinds) and fed):
+            break
+        chain.append(layer)
+        tensor = layer.output
+    return chain
+
+
+def preprocessed(layers: list, x: np.ndarray | None) -> np.ndarray | None:
+    """A batch of inputs `x` through the `input_preprocessing` layers, by
+    NumPy (an eager call compiles a program per shape on JAX)."""
+    if x is None or not layers or x.dtype.kind != "f":
+        return x
+    x = x.astype("float64")
+    for layer in layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            x = x * np.asarray(layer.scale, "float64") + np.asarray(
+                layer.offset, "float64"
+            )
+            continue
+        mean = np.asarray(layer.mean, "float64")
+        spread = np.maximum(
+            np.sqrt(np.asarray(layer.variance, "float64")), keras.backend.epsilon()
+        )
+        x = x * spread + mean if layer.invert else (x - mean) / spread
+    return x
+
+
+def preprocessing_note(layers: list) -> str | None:
+    """`HealthRules.input_preprocessing`: the `input_preprocessing` layers
+    by name (a `Rescaling` with its factor), or None without any."""
+    if not layers:
+        return None
+    names = []
+    for layer in layers:
+        scale = getattr(layer, "scale", None)
+        factor = f" (x {scale:.3g})" if isinstance(scale, (int, float)) else ""
+        names.append(f"'{layer.name}'{factor}")
+    return ", then ".join(names)
+
+
 def input_scale(x: np.ndarray | None) -> float | None:
     """The largest `max(|mean|, std)` over the features (last axis) of a
     batch of inputs: about 1 when they are standardized. None without

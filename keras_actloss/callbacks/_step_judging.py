@@ -25,6 +25,7 @@ import numpy as np
 from keras_actloss.callbacks._callback_support import (
     data_saturations,
     input_scale,
+    preprocessed,
     recording_gap,
     step_stats,
     target_scale,
@@ -389,14 +390,16 @@ class StepJudging:
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:
             inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
-            self._input_scale = input_scale(inputs)
+            # As the first layers with weights see them.
+            self._input_scale = input_scale(preprocessed(self._preprocessing, inputs))
             self._data_saturation = data_saturations(
                 self._hooks.plans, [inputs, labels]
             )
             self._rules.target_scale = target_scale(self.model, labels)
         elif self._rules.wants_inputs():
             # New data came: did the inputs change scale with it?
-            scale = input_scale(self._hooks.read_inputs())
+            inputs = preprocessed(self._preprocessing, self._hooks.read_inputs())
+            scale = input_scale(inputs)
             self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
         stats = step_stats(
             data,

@@ -16,8 +16,10 @@ from keras_actloss.callbacks._callback_support import (
     _hooks_class,
     check_arguments,
     clipping,
+    input_preprocessing,
     input_scale,
     output_bias,
+    preprocessing_note,
     recording_gap,
     step_stats,
     uninformed_loss,
@@ -223,6 +225,12 @@ class GradientDiagnostics(
       the optimizer's weight decay takes 1e-2 of every weight a step or
       more (learning rate times `weight_decay`), an exploding or vanishing
       gradient or dead units name it, with a lower `weight_decay` for fix.
+    - `unstandardized_inputs` (a warning) at the first recording, when the
+      inputs reach the first layers (through the model's leading
+      `Rescaling` and `Normalization` layers, which every input scale here
+      is taken after) with a feature's largest mean or spread at 0.02 or
+      under: their kernels' gradients are that small (images in [0, 1]
+      rescaled by 1/255 once more).
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
@@ -415,6 +423,7 @@ class GradientDiagnostics(
         self._last_histogram = None
         self._labels_checked = False
         self._input_scale, self._data_saturation = None, {}
+        self._preprocessing: list = []
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
@@ -485,6 +494,8 @@ class GradientDiagnostics(
             self._rules.uninformed_loss = uninformed_loss(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
             self._rules.weight_gain = weight_gain(plans, hooks.mean_squares)
+            self._preprocessing = input_preprocessing(model)
+            self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.clipping = clipping(model)
             self._rules.weight_decay = weight_decay(model)

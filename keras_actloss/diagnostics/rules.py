@@ -317,6 +317,11 @@ class HealthRules(
         # training begins (`_callback_support.weight_gain`; set by the
         # callback): the initial weights can blow the signal up (`StartRules`).
         self.weight_gain: tuple[float, str] | None = None
+        # The model's leading `Rescaling`/`Normalization` layers by name
+        # (`_callback_support.preprocessing_note`; set by the callback): the
+        # input scale is of the data through them (`StartRules`).
+        self.input_preprocessing: str | None = None
+        self._tiny_seen = False
         self._start_steps: list[tuple] = []
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None
@@ -503,6 +508,7 @@ class HealthRules(
             # One step's batch (a recording of an execution holds several).
             self._start_batch = max(1, stats.batch_size // stats.activation_steps)
         mine: list[Finding] = []
+        self._tiny_inputs(mine, stats)
         self._runaway_updates(mine, stats)
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)

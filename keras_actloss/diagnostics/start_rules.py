@@ -51,6 +51,14 @@ _EXTREME_START = 5.0
 # MobileNetV2) 1.0-1.12. A fitted classifier continued on a new task
 # starts at 6-9x the uninformed loss.
 _BLOWN_UP_GAIN = 10.0
+# Inputs this far under unit scale (the largest mean or spread of a
+# feature) reach the first layers too small for their kernels to learn: a
+# kernel's gradient is its inputs times the error (its bias's the error
+# alone). Images already in [0, 1] rescaled by 1/255 once more (0.0019):
+# the first convolutions' kernel gradients 250-400x under those of the
+# same network without it, nothing learnt in 128 steps under SGD, and
+# under Adam most of the first layer dead by step 12.
+_TINY_INPUTS = 0.02
 # An output bias that saturates the output's activation from the start.
 _BIAS_FIX = (
     "Initialise the output layer's bias at 0 (Keras's default), or, for "
@@ -181,6 +189,45 @@ class StartRules(RuleFamily):
                     "model barely moves off them."
                 )
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
+
+    def _tiny_inputs(self, new, stats) -> None:
+        """Warns, at the first recording that reads the inputs, when they
+        reach the first layers (through the model's leading `Rescaling` or
+        `Normalization` layers, `input_preprocessing`) at `_TINY_INPUTS`
+        of unit scale or under: `unstandardized_inputs`, naming those
+        layers (a scaling done twice)."""
+        scale = stats.input_scale
+        if self._tiny_seen or scale is None:
+            return
+        self._tiny_seen = True
+        if not 0 < scale <= _TINY_INPUTS:
+            return
+        through = self.input_preprocessing
+        head = "The inputs reach the first layers"
+        if through:
+            head += f" through {through}"
+        message = (
+            f"{head} at a scale of {scale:.3g} (a feature's largest mean or "
+            "spread, against about 1 when standardized): a kernel's gradient is "
+            "its inputs times the error, so the first layers' kernels get "
+            "gradients that small and barely learn."
+        )
+        fix = FIXES[F.UNSTANDARDIZED_INPUTS]
+        if through:
+            fix = (
+                f"Check that the data is not scaled twice ({through} "
+                "after a scaling already done on the data); " + fix[0].lower() + fix[1:]
+            )
+        self._add(
+            new,
+            F.UNSTANDARDIZED_INPUTS,
+            None,
+            stats.step,
+            scale,
+            message,
+            fix,
+            F.WARNING,
+        )
 
     def _weights_blow_up(self) -> bool:
         """Whether the weights can have blown the signal up: their gain

@@ -369,3 +369,57 @@ class TestExtremeStartOfANormalizedHead:
         # that learns from a loss 13-20x ln 2).
         rules = rules_for(layers=EFFICIENT_TOP)
         assert steps(rules, HUGE) == []
+
+
+class TestTinyInputs:
+    """Inputs reaching the first layers at 1/50 of unit scale or under
+    (`StartRules._tiny_inputs`), judged at the first recording that reads
+    them."""
+
+    @staticmethod
+    def _recordings(rules, scales):
+        found = []
+        for step, scale in enumerate(scales):
+            stats = StepStats(step=step, global_norm=1.0, loss=1.0, input_scale=scale)
+            found += [(f, step) for f in rules.observe(stats)]
+        return found
+
+    def test_told_with_the_layers_that_scale_them(self):
+        # 0.47 / 255 = 0.00184 <= 0.02: images in [0, 1] rescaled again.
+        rules = rules_for()
+        rules.input_preprocessing = "'rescaling' (x 0.00392)"
+        ((finding, step),) = self._recordings(rules, [None, 0.00184, 0.00184])
+        assert (finding.mode, finding.severity, step) == (
+            F.UNSTANDARDIZED_INPUTS,
+            F.WARNING,
+            1,
+        )
+        assert finding.value == 0.00184
+        assert finding.message == (
+            "The inputs reach the first layers through 'rescaling' (x 0.00392) "
+            "at a scale of 0.00184 (a feature's largest mean or spread, against "
+            "about 1 when standardized): a kernel's gradient is its inputs times "
+            "the error, so the first layers' kernels get gradients that small "
+            "and barely learn."
+        )
+        assert finding.fix == (
+            "Check that the data is not scaled twice ('rescaling' (x 0.00392) "
+            "after a scaling already done on the data); s"
+            + FIXES[F.UNSTANDARDIZED_INPUTS][1:]
+        )
+
+    def test_without_preprocessing_layers(self):
+        ((finding, _),) = self._recordings(rules_for(), [0.02])
+        assert finding.message.startswith(
+            "The inputs reach the first layers at a scale of 0.02 "
+        )
+        assert finding.fix == FIXES[F.UNSTANDARDIZED_INPUTS]
+
+    @pytest.mark.parametrize(
+        "scales", [[0.021], [0.5, 0.001], [0.0]], ids=["over", "later", "zero"]
+    )
+    def test_not_over_the_limit_nor_after_the_first_reading(self, scales):
+        # 0.021 > 0.02; the first recording's scale alone is judged (a
+        # later one is of new data, `NormRules.inputs_changed`); inputs all
+        # 0 have no scale to tell.
+        assert self._recordings(rules_for(), scales) == []
