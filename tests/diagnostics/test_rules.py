@@ -3372,13 +3372,7 @@ class TestUpdatesAfterARateJump:
         # 7's update is 1.5x with the loss at its level (-1 before the
         # jump), step 8's loss -0.1 >= -1 + 0.1 x 1: reported at step 8,
         # naming step 7.
-        rules = HealthRules(mlp(["relu"]))
-        seq = [event(s, 1.0, lr=0.01, loss=-1.0) for s in range(6)]
-        seq.append(event(6, 1.0, lr=10.0, loss=-1.0))
-        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 1.5], loss=-1.0))
-        assert run(rules, seq) == []
-        step8 = recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=-0.1)
-        found = run(rules, [step8])
+        found = self._oversized_then(-0.1)
         assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 7)]
         assert found[0].value == 1.5
         assert found[0].message == (
@@ -3390,12 +3384,21 @@ class TestUpdatesAfterARateJump:
 
     def test_the_loss_after_the_update_must_rise(self):
         # Step 8's loss -0.95 < -1 + 0.1 x 1: the update did not throw it.
+        assert self._oversized_then(-0.95) == []
+
+    @staticmethod
+    def _oversized_then(loss):
+        """Steps 0-6 at loss -1 (the rate 0.01, then 10 from step 6); step
+        7's update 1.5x dense_1's weights with its loss still -1 (nothing
+        found), step 8's updates under 1x and its loss `loss`: the findings
+        of step 8."""
         rules = HealthRules(mlp(["relu"]))
         seq = [event(s, 1.0, lr=0.01, loss=-1.0) for s in range(6)]
         seq.append(event(6, 1.0, lr=10.0, loss=-1.0))
         seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 1.5], loss=-1.0))
-        seq.append(recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=-0.95))
         assert run(rules, seq) == []
+        step8 = recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=loss)
+        return run(rules, [step8])
 
     @pytest.mark.parametrize(
         "rate, at, ratio, loss",
@@ -3990,6 +3993,18 @@ def level(step):
     return 1.0
 
 
+def _told_at_once(found, told, kept, ending, fix):
+    """`settling_run`'s findings: dense_1's dead units reported at once
+    (steps 1-5) with a message ending in `ending` and `fix`, when `told`;
+    none otherwise (they may settle)."""
+    if not told:
+        assert found == []
+        return
+    assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
+    assert kept[0].message.endswith(ending)
+    assert kept[0].fix == fix
+
+
 class TestDeadRelu:
     @pytest.mark.parametrize("batch_size, reported", [(1, 4), (2, 31)])
     def test_behind_a_batch_normalization_of_single_values(self, batch_size, reported):
@@ -4229,16 +4244,12 @@ class TestDeadRelu:
         found = settling_run(
             level, lambda s: 1e-2, weight_decay=weight_decay, kept=kept
         )
-        if weight_decay < 1:
-            assert found == []
-            return
-        assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
-        assert kept[0].message.endswith(
+        ending = (
             "The optimizer's weight decay takes 0.1 of every weight each step "
             "(learning rate 0.01 times weight_decay 10): it drives the weights "
             "toward 0, and with them the layers' outputs and gradients."
         )
-        assert kept[0].fix == rule_support._DECAY_FIX
+        _told_at_once(found, weight_decay >= 1, kept, ending, rule_support._DECAY_FIX)
 
     @pytest.mark.parametrize("shrink", [348.0, 9.0])
     def test_units_dying_as_their_weights_collapse(self, shrink):
@@ -4255,17 +4266,13 @@ class TestDeadRelu:
             return [5.0, 5.0 if step == 0 else 5.0 / shrink, 1.0]
 
         found = settling_run(level, kept=kept, weights=weights)
-        if shrink < 10:
-            assert found == []
-            return
-        assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
-        assert kept[0].message.endswith(
+        ending = (
             "these ReLU units are dead and get no gradient; they only come back "
             "if the layers before them change their inputs. Its weights shrank "
             "348x since the first recording: a kernel regularizer or constraint "
             "far too strong drives them to 0, and the units with them."
         )
-        assert kept[0].fix == activation_rules._COLLAPSE_FIX
+        _told_at_once(found, shrink >= 10, kept, ending, activation_rules._COLLAPSE_FIX)
 
     def test_settling_units_still_dead_after_64_steps(self):
         # The same units staying dead: the streak from step 1 is reported
