@@ -3568,8 +3568,11 @@ class TestRunaway:
             # A converged classifier whose loss on most batches is exactly 0,
             # fed inputs that drift (TF; steps 141-143 of a run): healthy.
             ([1.13e-10, 2.92e-6, 5.37], [0.0, 2.98e-8, 0.572], [[0.001] * 3] * 3),
+            # A fitted bfloat16 transformer (TF): one batch's loss 0.093
+            # among 0.003-0.01, back at once; 11 other such jumps in its run.
+            ([0.049, 0.72, 11.7], [0.0033, 0.006, 0.093], [[0.001] * 3] * 3),
         ],
-        ids=["new_task_unrecorded", "new_task", "zero_loss"],
+        ids=["new_task_unrecorded", "new_task", "zero_loss", "bf16_transformer"],
     )
     def test_not_from_the_norms_and_losses_alone(self, norms, losses, ratios):
         # However fast: batches unlike the last ones grow them too.
