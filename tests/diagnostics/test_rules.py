@@ -3140,6 +3140,8 @@ class TestNewDataInAStream:
             # broken preprocessing step): 30.2 against 1.37 at first.
             (30.2, 1.37, True),
             (1.9, 1.37, False),  # Under `input_scale` (2).
+            # Over it, but under 3x the first (shuffled i.i.d. batches).
+            (2.06, 1.88, False),
             (30.2, 5.0, False),  # Not standardized from the start.
             (None, 1.37, False),  # Inputs not kept (several replicas).
         ],
