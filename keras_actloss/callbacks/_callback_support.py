@@ -411,7 +411,8 @@ def input_preprocessing(model) -> list:
 
 def preprocessed(layers: list, x: np.ndarray | None) -> np.ndarray | None:
     """A batch of inputs `x` through the `input_preprocessing` layers, by
-    NumPy (an eager call compiles a program per shape on JAX)."""
+    NumPy (an eager call compiles a program per shape on JAX); None where
+    a `Normalization` has no statistics yet."""
     if x is None or not layers or x.dtype.kind != "f":
         return x
     x = x.astype("float64")
@@ -421,6 +422,8 @@ def preprocessed(layers: list, x: np.ndarray | None) -> np.ndarray | None:
                 layer.offset, "float64"
             )
             continue
+        if layer.mean is None:  # Not built: its statistics are unknown.
+            return None
         mean = np.asarray(layer.mean, "float64")
         spread = np.maximum(
             np.sqrt(np.asarray(layer.variance, "float64")), keras.backend.epsilon()

@@ -54,6 +54,9 @@ def test_not_after_a_layer_with_weights_nor_with_two_inputs():
     assert preprocessing_note([]) is None
     ids = np.array([[1, 2]], "int32")  # Not floats: as they are.
     assert preprocessed([keras.layers.Rescaling(0.5)], ids) is ids
+    # A Normalization never built has no statistics: no scale to take.
+    x = np.ones((1, 2), "float32")
+    assert preprocessed([keras.layers.Normalization()], x) is None
 
 
 def _model(rescale):
