@@ -379,8 +379,10 @@ class UpdateRules(RuleFamily):
                 f"{ratio:.2g}, layer '{layer}'; healthy steps change about 0.001)"
             )
         message += _UNSTABLE
-        step = watch.step if grown is not None else stats.step
-        step = earlier[0] if earlier else step
+        if earlier:
+            step = earlier[0]
+        else:
+            step = watch.step if grown is not None else stats.step
         self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
         self._watch = None
 
