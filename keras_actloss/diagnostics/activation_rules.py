@@ -21,6 +21,7 @@ from keras_actloss.diagnostics.gradient_rules import _profile
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FLAT_TAIL_FIX,
+    _START_SAMPLES,
     _THROWN_SATURATION_FIX,
     FIXES,
     RuleFamily,
@@ -52,6 +53,14 @@ _SETTLE_FALL = 0.05
 # may lie 2 under it; a loss as level as in the rules' tests spreads 0.
 _SETTLE_JUMP_SPREADS = 6.0
 _SETTLE_RISE_SPREADS = 3.0
+# On batches of `_START_SAMPLES` samples or more the loss of a batch is
+# steady, and a wide spread of the first losses is the failure's own
+# swings: a loss risen by this share of where training began jumped,
+# however wide. Probed: SGD(3) on a ReLU MLP, batches of 32, the loss 1.52
+# then 2.42, 3.36, 3.73, 1.66, 1.29, ... (spread 0.49), 52% of a layer's
+# units dead from step 6, the model at chance: told at step 22 when it
+# could be at 10.
+_SETTLE_JUMP_STEADY = 1.0
 
 
 # Part of a layer dead, most of it inactive from the first recorded batch:
@@ -290,6 +299,15 @@ class ActivationRules(RuleFamily):
         t = self.thresholds
         loss = stats.loss
         if _finite(loss) and stats.step < _SETTLE_STEPS:
+            # With several steps per execution, the losses of its steps
+            # before the recorded one too (from their every-step rows): a
+            # step that overshoots inside an execution is seen.
+            first = stats.step - stats.activation_steps + 1
+            self._early_recorded += [
+                (s, self._step_losses[s])
+                for s in range(first, stats.step)
+                if s in self._step_losses
+            ]
             self._early_recorded.append((stats.step, loss))
         passing = None
         judged = []
@@ -541,9 +559,10 @@ class ActivationRules(RuleFamily):
         recent loss (median of the last steps') not risen
         over the loss where training began (`_start`) by both a tenth of it
         and 3 times the spread of the recorded losses, and no loss recorded
-        up to the step after the streak's first by both half of it and 6
-        times that spread
-        (the noise of small batches);
+        up to the step after the streak's first (with several steps per
+        execution, any step's of a recorded execution) by both half of it
+        and 6 times that spread (the noise of small batches; on batches of
+        `_START_SAMPLES` or more, at most `_SETTLE_JUMP_STEADY` of it);
         after those steps, in a layer whose units settled so, for as long
         as the model goes on learning (`_still_learning`).
 
@@ -607,15 +626,23 @@ class ActivationRules(RuleFamily):
         rose = recent - began >= max(
             _SETTLE_RISE * abs(began), _SETTLE_RISE_SPREADS * spread
         )
-        jumped = peak - began >= max(
-            _SETTLE_JUMP * abs(began), _SETTLE_JUMP_SPREADS * spread
-        )
+        noise = _SETTLE_JUMP_SPREADS * spread
+        if (self._start_batch or 0) >= _START_SAMPLES:
+            noise = min(noise, _SETTLE_JUMP_STEADY * abs(began))
+        jumped = peak - began >= max(_SETTLE_JUMP * abs(began), noise)
         if rose or jumped:
             return False
         if step < _SETTLE_STEPS:
             self._settle_marks.setdefault(layer, (0, began))
             return True
         return self._still_learning(layer, step, start, recent, began)
+
+    def _note_step_loss(self, step: int, loss: float | None) -> None:
+        """Keeps the loss of a step of the first `_SETTLE_STEPS` from its
+        every-step row, for `_dead_units` (the steps of a recorded
+        execution before its recorded one)."""
+        if step < _SETTLE_STEPS and _finite(loss):
+            self._step_losses[step] = loss
 
     def _fell_since(self, start: int, began: float, spread: float) -> bool:
         """Whether the losses recorded from step `start` on (median) fell

@@ -342,6 +342,8 @@ class HealthRules(
         self._start_batch: int | None = None
         # The (step, loss) recorded in the first steps (`_settling`).
         self._early_recorded: list[tuple[int, float]] = []
+        # Every step's loss in those steps, from its every-step row.
+        self._step_losses: dict[int, float] = {}
         # Per layer whose units settled, the last step whose recent loss was
         # checked and that loss (`_still_learning`).
         self._settle_marks: dict[str, tuple[int, float]] = {}
@@ -421,6 +423,7 @@ class HealthRules(
         if event.non_finite or not (_finite(event.global_norm) or overflow):
             self._non_finite_step(new, event)
         else:
+            self._note_step_loss(event.step, event.loss)
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
             self._runaway(event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
@@ -468,6 +471,7 @@ class HealthRules(
             self._spike = None  # Its steps are judged one by one (bounds).
             self._arrival = None  # The norm is back at its recent level.
             self._streaks.update(key, False, step)
+            self._note_step_loss(step, loss)
             self._zero_streak(step, norm, loss)
             self._climb_step(step, norm, loss)  # Judged with the next step.
             self._last_steps.append((step, norm, loss))

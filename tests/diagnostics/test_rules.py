@@ -3954,18 +3954,23 @@ def settling_run(
     weight_decay=None,
     kept=None,
     weights=None,
+    batch=32,
+    per=1,
 ):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
-    `rate(s)`, loss `loss(s)`) and a recording of 32 samples: the hidden
-    layers all active on step 0's batch (or as `first`) and to step
-    `dies`, then as `dying` (`ACTIVITY`: 3 of dense_1's 4 units inactive)
-    until step `back` (None: to the end), all active after, and as `dying`
-    again from step `again` (if any); the optimizer's `weight_decay`;
-    `weights(s)`, the three layers' weight norms (None: not recorded).
-    Returns (mode, layer, finding step, step at which it was reported) for
-    each finding (the findings themselves appended to `kept`)."""
+    `rate(s)`, loss `loss(s)`) and a recording of `batch` samples (with
+    `per` steps per execution, only its last step recorded, with the
+    activity of its `per` batches): the hidden layers all active on step
+    0's batch (or as `first`) and to step `dies`, then as `dying`
+    (`ACTIVITY`: 3 of dense_1's 4 units inactive) until step `back` (None:
+    to the end), all active after, and as `dying` again from step `again`
+    (if any); the optimizer's `weight_decay`; `weights(s)`, the three
+    layers' weight norms (None: not recorded). Returns (mode, layer,
+    finding step, step at which it was reported) for each finding (the
+    findings themselves appended to `kept`)."""
     rules = HealthRules(mlp(["relu", "relu"]))
     rules.weight_decay = weight_decay
+    rules.execution_steps = per
     alive = ([1] * 4, [1] * 4)
     found = []
     for s in range(steps):
@@ -3975,18 +3980,20 @@ def settling_run(
             dead = s >= dies and (back is None or s < back)
             dead = dead or (again is not None and s >= again)
             pair = dying if dead else alive
-        items = [
-            event(s, 1.0, rate(s), loss=loss(s)),
-            recording(
-                s,
-                RELU_RMS[:3],
-                loss=loss(s),
-                learning_rate=rate(s),
-                batch_size=32,
-                unit_activity=[*pair, None],
-                weight_norm=[None] * 3 if weights is None else weights(s),
-            ),
-        ]
+        items = [event(s, 1.0, rate(s), loss=loss(s))]
+        if s % per == per - 1:
+            items.append(
+                recording(
+                    s,
+                    RELU_RMS[:3],
+                    loss=loss(s),
+                    learning_rate=rate(s),
+                    batch_size=batch * per,
+                    activation_steps=per,
+                    unit_activity=[*pair, None],
+                    weight_norm=[None] * 3 if weights is None else weights(s),
+                )
+            )
         new = run(rules, items)
         found += [(f.mode, f.layer, f.step, s) for f in new]
         if kept is not None:
@@ -4188,6 +4195,35 @@ class TestDeadRelu:
         # the loss level: not reported within the first 64 steps; they
         # come back at step 40.
         assert settling_run(level) == []
+
+    @pytest.mark.parametrize("loss, reported", [("jump", [4, 11]), ("level", None)])
+    def test_a_jump_inside_an_execution_of_several_steps(self, loss, reported):
+        # 4 steps per execution, each recorded at its last step (3, 7, ...)
+        # with its 4 batches. 3 of dense_1's 4 units inactive from step 4 on
+        # (probed: SGD(3) with `steps_per_execution=4`, the overshoot at step
+        # 2 unrecorded, never told on TensorFlow): the loss 1.5, up to 3.3
+        # at step 5 and back at step 7 (its every-step row) is a jump that
+        # killed them, told at the second recording of the streak (steps
+        # 4-11); level, they may settle.
+        jump = {4: 2.4, 5: 3.3, 6: 2.2}
+        losses = {"jump": lambda s: jump.get(s, 1.5), "level": level}[loss]
+        found = settling_run(losses, per=4, dies=4)
+        assert found == ([(F.DEAD_RELU, "dense_1", *reported)] if reported else [])
+
+    @pytest.mark.parametrize("batch, reported", [(32, 10), (8, None), (2, None)])
+    def test_swings_of_the_loss_on_steady_batches(self, batch, reported):
+        # Probed (SGD(3), a ReLU MLP, batches of 32): the loss from 1.52 up to
+        # 3.73 and swinging (spread 0.49, 6 spreads 2.9 over the 2.21 rise),
+        # 52% of a layer dead from step 6 and the model at chance, told at
+        # step 22. On batches of 32 a rise of more than the loss where
+        # training began is a jump whatever the spread: told at step 10,
+        # when 4 recordings hold the streak. On batches of 8 or 2 the swings
+        # may be noise: they may settle (back at step 40).
+        swings = [1.52, 2.42, 3.36, 3.73, 1.66, 1.29, 1.58, 1.31, 1.19, 1.9, 2.27]
+        found = settling_run(
+            lambda s: swings[s] if s < len(swings) else 1.5, batch=batch, dies=6
+        )
+        assert found == ([(F.DEAD_RELU, "dense_1", 6, reported)] if reported else [])
 
     @pytest.mark.parametrize(
         "loss, reported",
