@@ -362,6 +362,9 @@ class HealthRules(
         # The last step that came with new data, while the norm stays up
         # (`NormRules._note_arrival`).
         self._arrival: Arrival | None = None
+        # New data's arrival, and the input scale and step of the recording
+        # after it, when far from the first batch's (`inputs_changed`).
+        self._scale_changed: tuple[Arrival, float, int] | None = None
         # The (step, loss) of the last steps in a row with the loss far over
         # where training began (`NormRules._climbing`).
         self._climb: list[tuple[int, float]] = []

@@ -3134,28 +3134,34 @@ class TestNewDataInAStream:
         assert found and all(f == (F.EXPLODING_GRADIENTS, None, 45) for f in found)
 
     @pytest.mark.parametrize(
-        "scale, first, told",
+        "scale, later, first, told",
         [
             # Probed: a binary MLP's inputs shifted by -30 from step 40 (a
-            # broken preprocessing step): 30.2 against 1.37 at first.
-            (30.2, 1.37, True),
-            (1.9, 1.37, False),  # Under `input_scale` (2).
+            # broken preprocessing step): 30.2 against 1.37 at first, and
+            # 29.8 at the next recording.
+            (30.2, 29.8, 1.37, True),
+            # Probed: log-normal input scales in batches of 2 (a healthy
+            # run): one batch at 26.7 against 1.03, the next back at 1.2.
+            (26.7, 1.2, 1.03, False),
+            (1.9, 1.9, 1.37, False),  # Under `input_scale` (2).
             # Over it, but under 3x the first (shuffled i.i.d. batches).
-            (2.06, 1.88, False),
-            (30.2, 5.0, False),  # Not standardized from the start.
-            (None, 1.37, False),  # Inputs not kept (several replicas).
+            (2.06, 2.06, 1.88, False),
+            (30.2, 30.2, 5.0, False),  # Not standardized from the start.
+            (None, None, 1.37, False),  # Inputs not kept (several replicas).
         ],
     )
-    def test_inputs_that_changed_with_the_data(self, scale, first, told):
+    def test_inputs_that_changed_with_the_data(self, scale, later, first, told):
         rules = HealthRules(mlp(["relu"]))
         assert not rules.wants_inputs()
         run(rules, new_task([15.0], [0.003]))
         # Step 40 came with new data: the next full recording's inputs are
-        # asked for once.
+        # asked for, and the one after if they changed.
         assert rules.wants_inputs()
-        found = rules.inputs_changed(41, scale, first)
+        assert rules.inputs_changed(41, scale, first) == []
+        assert rules.wants_inputs() == (scale in (30.2, 26.7) and first < 2)
+        found = rules.inputs_changed(42, later, first)
         assert not rules.wants_inputs()
-        assert rules.inputs_changed(42, scale, first) == []
+        assert rules.inputs_changed(43, scale, first) == []
         if not told:
             assert found == []
             return
@@ -3166,14 +3172,15 @@ class TestNewDataInAStream:
             40,
         )
         assert finding.severity == F.WARNING
+        assert finding.value == 29.8  # The lower of the two.
         # The norm 12 at step 40 against the level 0.05 before it: 240x.
         assert finding.message == (
             "From step 40 the inputs are far from standardized (a feature's "
-            "mean or spread is 30.2 at step 41, against 1.37 on the first "
-            "recorded batch), and the global gradient norm jumped 240x with "
-            "them at step 40: the data changed (a preprocessing step that "
-            "broke, values in another unit), and the model now learns from "
-            "inputs of another scale."
+            "mean or spread is 29.8 or more at steps 41 and 42, against 1.37 on "
+            "the first recorded batch), and the global gradient norm jumped "
+            "240x with them at step 40: the data changed (a preprocessing step "
+            "that broke, values in another unit), and the model now learns "
+            "from inputs of another scale."
         )
 
     def test_after_a_rate_jump_it_is_the_steps(self):
