@@ -86,7 +86,10 @@ def quiet_steps(rows, layout: RowLayout) -> list[tuple]:
     if not len(rows):
         return []
     values = rows[:, RING_HEAD : RING_HEAD + len(layout.order)]
-    norms = np.sqrt(layout.squares(values).sum(axis=1)) / rows[:, RING_SCALE]
+    norms = np.sqrt(layout.squares(values).sum(axis=1))
+    scale = rows[:, RING_SCALE]
+    # NaN at a scale of 0 (`step_reader.unscaled`).
+    norms = np.divide(norms, scale, out=np.full_like(norms, np.nan), where=scale != 0)
     return list(
         zip(
             rows[:, RING_STEP].astype(int).tolist(),
@@ -194,7 +197,7 @@ def fold_rows(
         # Norms and sums of squares are >= 0: the total is NaN if any value
         # is, else infinite if any value is.
         total = layout.total(values)
-        norm = math.sqrt(total) / row[RING_SCALE]
+        norm = step_reader.unscaled(math.sqrt(total), row[RING_SCALE])
         bad = not math.isfinite(total)
         if bad and patience is None:
             bad = math.isnan(total) or not math.isfinite(row[RING_LOSS])

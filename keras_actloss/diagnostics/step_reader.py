@@ -166,9 +166,9 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
             weight = math.sqrt(_squares(values["weights"], plan["weights"][i]))
             deltas = _squares(values["updates"], plan["weights"][i])
             fields.update(
-                grad_norm=math.sqrt(grads) / scale,
-                grad_rms=math.sqrt(grads / plan["counts"][i]) / scale,
-                grad_max=peak(norms, extremes, plan["peaks"][i]) / scale,
+                grad_norm=unscaled(math.sqrt(grads), scale),
+                grad_rms=unscaled(math.sqrt(grads / plan["counts"][i]), scale),
+                grad_max=unscaled(peak(norms, extremes, plan["peaks"][i]), scale),
                 weight_norm=weight,
                 update_ratio=math.sqrt(deltas) / weight if weight > 0 else 0.0,
             )
@@ -181,6 +181,13 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
     return layers
 
 
+def unscaled(value: float, scale: float) -> float:
+    """`value`, of gradients that carry the loss scale `scale`, without it;
+    NaN at a scale of 0 (a loss scale halved at every overflow until it
+    underflowed: the gradients tell nothing more)."""
+    return value / scale if scale else math.nan
+
+
 def grad_rms(layout: StepLayout, norms: list, scale: float) -> list[float | None]:
     """Each layer's gradient RMS from one step's gradient columns of the
     every-step row (`norms`, carrying the loss scale `scale`), None for a
@@ -188,7 +195,9 @@ def grad_rms(layout: StepLayout, norms: list, scale: float) -> list[float | None
     (`read_layers`) for any step."""
     plan = _plan(layout)
     return [
-        math.sqrt(_squares(norms, columns) / count) / scale if columns else None
+        unscaled(math.sqrt(_squares(norms, columns) / count), scale)
+        if columns
+        else None
         for columns, count in zip(plan["grads"], plan["counts"])
     ]
 

@@ -3,7 +3,12 @@ by the TensorFlow and JAX hooks."""
 
 import numpy as np
 
-from keras_actloss.callbacks._step_rows import RING_HEAD, fold_rows, within_bounds
+from keras_actloss.callbacks._step_rows import (
+    RING_HEAD,
+    fold_rows,
+    quiet_steps,
+    within_bounds,
+)
 from keras_actloss.diagnostics.step_stats import RowLayout
 
 
@@ -66,6 +71,19 @@ def test_fold_rows_infinite_norm_with_a_finite_loss_is_an_overflow():
     # Under loss scaling any infinity is an overflow step to skip.
     out, _ = fold_rows(rows, layout, [0], 0.0, patience=1)
     assert [o[2] for o in out] == [False, True, True, True]
+
+
+def test_a_loss_scale_of_zero_gives_nan_norms():
+    # A loss scale halved at every overflow until it underflowed to 0: the
+    # norms are NaN (0 / 0 here), not a division error.
+    layout = RowLayout((0,), (True,))
+    rows = _ring_rows([7, 8], [[0.0], [4.0]], scale=0.0)
+    out, _ = fold_rows(rows, layout, [0], 0.0, patience=3)
+    assert np.isnan([o[1] for o in out]).all()
+    assert np.isnan([q[1] for q in quiet_steps(rows, layout)]).all()
+    # At a scale of 2 the same rows' norms (a norm column) are 0 and 4 / 2.
+    rows = _ring_rows([7, 8], [[0.0], [4.0]], scale=2.0)
+    assert [q[1] for q in quiet_steps(rows, layout)] == [0.0, 2.0]
 
 
 def test_fold_rows_loss_scaling_counts_only_a_streak():

@@ -147,6 +147,21 @@ def test_grad_rms_of_a_row_is_read_layers_grad_rms():
     )
 
 
+def test_a_loss_scale_of_zero_reads_nan_gradients():
+    # A loss scale that underflowed to 0: the gradients tell nothing, NaN
+    # (not a division error); the weights and activations are read.
+    (rms0, rms1, none) = step_reader.grad_rms(LAYOUT, VALUES["norms"], 0.0)
+    assert math.isnan(rms0) and math.isnan(rms1) and none is None
+    layers = step_reader.read_layers(LAYOUT, VALUES, 0.0)
+    at_two = step_reader.read_layers(LAYOUT, VALUES, 2.0)
+    for layer, reference in zip(layers, at_two):
+        for name in ("grad_norm", "grad_rms", "grad_max"):
+            assert (layer[name] is None) == (reference[name] is None)
+            assert layer[name] is None or math.isnan(layer[name])
+        assert layer["weight_norm"] == reference["weight_norm"]
+        assert layer["dead_fraction"] == reference["dead_fraction"]
+
+
 def test_full_record_reads_its_executions_earlier_steps():
     # A full step 7 whose activation counts sum 3 steps (5-7): the rows of
     # steps 5 and 6 give their per-layer gradient RMS; those of step 4 (an
