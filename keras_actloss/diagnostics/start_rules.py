@@ -159,8 +159,6 @@ class StartRules(RuleFamily):
                 )
             else:
                 norms = f"the global gradient norm at {low:.3g}-{high:.3g}"
-            # Zero gradients at such a loss later are its consequence.
-            self._extreme_loss = _EXTREME_START * level
             mode, fix, value, severity = (
                 F.EXPLODING_GRADIENTS,
                 _SCALE_FIX,
@@ -188,6 +186,9 @@ class StartRules(RuleFamily):
                     f"initial weights far too large{self._gain()}, and the "
                     "model barely moves off them."
                 )
+            # Zero gradients at such a loss later are its consequence (not
+            # where it is not told: `ZeroGradientRules` tells them).
+            self._extreme_loss = _EXTREME_START * level
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
 
     def _tiny_inputs(self, new, stats) -> None:

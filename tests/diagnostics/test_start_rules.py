@@ -204,6 +204,28 @@ class TestZeroGradientsAfterAnExtremeStart:
             found[0][0].message
         )
 
+    def test_told_as_zero_gradients_where_the_start_is_not(self):
+        # Kernels at about He's scale (1.34 in all): the extreme start is
+        # not told (a fitted model meeting new data), so the zero gradients
+        # are, from step 0, at the fifth step. Probed (JAX): a ReLU
+        # SimpleRNN whose recurrent kernel's gain 1.6 blows its signal up
+        # over 60 time steps, the loss 6-9x ln(2) and every gradient 0 for
+        # 128 steps, was told nothing: the start's loss level, set though
+        # not told, silenced them.
+        rules = rules_for()
+        rules.weight_gain = (1.34, "dense_1")
+        found = steps(rules, [(0.0, 10.6)] * 12)
+        assert [(f.mode, f.step, s) for f, s in found] == [
+            (F.VANISHING_GRADIENTS, 0, 4)
+        ]
+        assert found[0][0].message.endswith(
+            "This was so from the first step, before any update: the model as "
+            "initialised passes no gradient (an output saturated by large "
+            "initial weights, a large output bias or unscaled inputs, or a loss "
+            "that is not differentiable in the predictions, such as one that "
+            "rounds them)."
+        )
+
     def test_reported_once_the_loss_is_below_the_extreme(self):
         # Zero gradients later at a loss of 3 (2.7x ln(3), under 5x): not the
         # extreme start's; 5 in a row (steps 10-14) are reported.
