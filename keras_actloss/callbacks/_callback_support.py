@@ -148,6 +148,7 @@ def step_stats(
         batch_size=int(data["batch_size"]),
         activation_steps=max(1, int(round(data.get("activation_steps", 1)))),
         input_scale=input_scale,
+        kernel_share=_float_or_none(data.get("kernel_share")),
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
         execution_rms={

@@ -225,6 +225,7 @@ class GraphStats(RingReader):
             grads=self._grad_layout,
             grad_layers=tuple(self._grad_layers),
             grad_counts=tuple(self._grad_counts),
+            grad_vectors=tuple(self._grad_vectors),
             weights=self._weight_layout,
             weight_layers=tuple(
                 i for i, p in enumerate(self.plans) for _ in p.variables
@@ -334,6 +335,7 @@ class GraphStats(RingReader):
         self._grad_layers = [self._var_layer.get(id(v), -1) for _, v in present]
         # The variables' static shapes: a gradient's may be unknown.
         self._grad_counts = [int(np.prod(v.shape)) for _, v in present]
+        self._grad_vectors = [len(v.shape) <= 1 for _, v in present]
         iterations = call.step
         # One stack of the head's scalars (`RING_*` order), one reshape.
         head = [tf.cast(iterations, "float64")]

@@ -291,6 +291,7 @@ class JaxStats:
             grads=gradients.layout,
             grad_layers=tuple(layers),
             grad_counts=tuple(counts),
+            grad_vectors=tuple(len(v.shape) <= 1 for v in self._grad_variables),
             weights=weights.layout,
             weight_layers=tuple(layers),
             activations=trace.activation_layout if counted is not None else (),

@@ -370,7 +370,7 @@ class TrainHooks(GraphStats):
                 if size:
                     self._sample_sizes[i] = size
         self._grad_layout = self._weight_layout = RowLayout()
-        self._grad_layers, self._grad_counts = [], []
+        self._grad_layers, self._grad_counts, self._grad_vectors = [], [], []
         self._layout, self._loss_known = StepLayout(), False
         self._var_layer = {}
         for i, plan in enumerate(self.plans):

@@ -151,6 +151,7 @@ def full_record(layout, values: dict, steps: list, loss_known: bool, rows=()) ->
         "summed_steps": summed,
     }
     head["layers"] = step_reader.read_layers(layout, values, row[RING_SCALE])
+    head["kernel_share"] = step_reader.kernel_share(layout, values["norms"])
     return head
 
 

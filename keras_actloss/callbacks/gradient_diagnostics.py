@@ -213,7 +213,14 @@ class GradientDiagnostics(
       when a normalization layer feeds the classifier, as in
       `keras.applications`' EfficientNet or ResNet, nor when the kernels'
       RMS over He's scale multiplies to under 10 across the layers with
-      fewer than 4 residual sums: a trained model meeting a new task).
+      fewer than 4 residual sums: a trained model meeting a new task);
+      for such a classifier whose first step's loss was 5x that level, at
+      the first recording within 64 steps at which the norm has fallen
+      100x from that step's while each of the last 3 steps' losses is still
+      no lower than that level (the optimizer damped what the initial
+      weights blew up, as a recurrent kernel's gain over 60 time steps
+      does, and the model learnt nothing; named after the recurrent layer
+      when it has the largest gradients then).
       Not while a jump of the norm that came with its batch (10x, the loss
       3x, from the recent level, no learning-rate jump before it) stays up
       and every update recorded since moved the weights by under 5% of
@@ -262,8 +269,11 @@ class GradientDiagnostics(
       steps of training, with the learning rate unchanged (no 10x jump,
       and not warmed up 10x over its first value) and the loss
       neither risen a tenth over where training began lately nor by half on
-      a step recorded up to the one after they died (each also by 3 and 6
-      times the spread of the recorded losses: the noise of small batches),
+      a step recorded up to the one after they died (with
+      `steps_per_execution`, on any step of a recorded execution; each
+      also by 3 and 6 times the spread of the recorded losses: the noise
+      of small batches; on batches of 32 or more, a rise by where training
+      began is a jump however wide that spread),
       are not reported within those steps, and after them (as later deaths
       in that layer) only once the model stops learning: its recent loss
       fell less than 5% over the last 64 steps and it has not fitted (half
@@ -285,6 +295,14 @@ class GradientDiagnostics(
       fed by a global average pooling, they are at most two thirds of it
       and the learning rate is unchanged (rare units there look dead on a
       window).
+    - `vanishing_gradients` of the whole model as the above (3 recordings
+      over 5 steps) when the kernels (every gradient tensor that is not a
+      vector) carry at most 1e-3 of the squared gradient norm while the
+      model has not fitted and no layer's units are mostly inactive on the
+      batch: a kernel's gradient is its inputs times the error, so nothing
+      from the inputs reaches them (an LSTM's gates held closed by biases
+      of -6, a scaling far too small; healthy models are at 0.6-0.95, a
+      large embedding at 0.08).
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed

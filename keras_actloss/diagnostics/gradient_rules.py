@@ -338,6 +338,27 @@ _GROUPED = 5
 _NAMED = 5
 
 
+# A recording whose kernels (the gradient tensors that are not vectors:
+# `StepStats.kernel_share`) carry at most this share of the squared
+# gradient norm starves them: a kernel's gradient is its inputs times the
+# error, a bias's the error alone, so inputs at about 3% of their scale or
+# less reach every kernel (`RecordedGradientRules._starved_kernels`). Healthy
+# models as Keras initialises them, and trained: 0.6-0.95 (an MLP, a CNN,
+# an LSTM, attention), 0.08 (an embedding of 100k rows, few used a batch).
+# Probed: an LSTM whose gates' biases are all -6 (gates closed, its outputs
+# about 1e-5): 7e-9, nothing learnt and nothing told; a `Lambda(x * 1e-6)`
+# between two Dense layers: 8e-11.
+_STARVED_SHARE = 1e-3
+# The streaks' key of `_starved_kernels`.
+_STARVED = "starved_kernels"
+_STARVED_FIX = (
+    "Find the layer whose outputs are near 0 for every sample (its "
+    "activations in TensorBoard): initialise a recurrent layer's gate biases "
+    "as Keras does (`unit_forget_bias=True`, the others 0), remove a scaling "
+    "far below 1, and standardize the inputs."
+)
+
+
 class RecordedGradientRules(RuleFamily):
     """Vanishing gradients, judged on each recording.
 
@@ -398,6 +419,41 @@ class RecordedGradientRules(RuleFamily):
                     )
                 confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
         self._add_vanishing(new, confirmed)
+
+    def _starved_kernels(self, new, stats: StepStats) -> None:
+        """Reports vanishing gradients of the whole model when its kernels
+        carry at most `_STARVED_SHARE` of the squared gradient norm
+        (`StepStats.kernel_share`) for `patience` recordings over
+        `patience_steps` steps while it has not fitted (`_fitted`): the
+        signal reaches no kernel, and the model learns little beyond its
+        biases. Not while a layer's units are mostly inactive on the batch
+        (`dead_fraction`), nor once dead units were told (their
+        consequence)."""
+        share, most = stats.kernel_share, self.thresholds.dead_fraction
+        hit = _finite(share) and share <= _STARVED_SHARE
+        hit = hit and not self._fitted(stats.loss)
+        # Units inactive on the batch starve the kernels after them.
+        hit = hit and not any(
+            _finite(ls.dead_fraction) and ls.dead_fraction >= most
+            for ls in stats.layers
+        )
+        count, start = self._streaks.update((_STARVED, None), hit, stats.step)
+        if not count or not self._confirmed(count, start, stats.step):
+            return
+        if any(mode == F.DEAD_RELU for mode, _ in self._reported):
+            return
+        loss = "" if not _finite(stats.loss) else f", the loss at {stats.loss:.3g}"
+        message = (
+            f"The kernels of the model's layers get {share:.2g} of the squared "
+            f"gradient norm (its vectors, the biases, the rest) for {count} "
+            f"recordings in a row (steps {start}-{stats.step}){loss}: almost no "
+            "signal from the inputs reaches any kernel (a kernel's gradient is "
+            "its inputs times the error, a bias's the error alone), so the "
+            "model learns little beyond its biases. A layer's outputs are near "
+            "0 for every sample: gates held closed (large negative biases in a "
+            "recurrent layer), a scaling far too small, or units dead."
+        )
+        self._add(new, F.VANISHING_GRADIENTS, None, start, share, message, _STARVED_FIX)
 
     def _grown(self, new, stats: StepStats) -> None:
         """Reports a layer whose gradient RMS stayed `_GROWN_RATIO` times

@@ -139,6 +139,10 @@ class StepStats:
         input_scale: How far the model's inputs are from standardized: the
             largest `max(|mean|, std)` over input features of the recorded
             batch (about 1 when standardized), if known.
+        kernel_share: The share of the step's squared gradient norm in its
+            gradients of tensors that are not vectors (kernels: a kernel's
+            gradient is its inputs times the error, a bias's the error
+            alone), if known (`step_reader.kernel_share`).
         data_saturation: The layers whose outputs could be the data: a
             sample of theirs has the shape of a sample of the model's
             inputs or labels, and the data lie in their activation's
@@ -167,6 +171,7 @@ class StepStats:
     batch_size: int | None = None
     activation_steps: int = 1
     input_scale: float | None = None
+    kernel_share: float | None = None
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)
     execution_rms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)

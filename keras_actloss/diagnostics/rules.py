@@ -155,7 +155,11 @@ from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FI
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
-from keras_actloss.diagnostics.start_rules import StartRules, normalized_head
+from keras_actloss.diagnostics.start_rules import (
+    _DAMPED_LOSSES,
+    StartRules,
+    normalized_head,
+)
 from keras_actloss.diagnostics.step_rules import NormRules
 from keras_actloss.diagnostics.stop_rules import NonFiniteRules, ZeroGradientRules
 from keras_actloss.diagnostics.thresholds import Thresholds
@@ -323,6 +327,14 @@ class HealthRules(
         self.input_preprocessing: str | None = None
         self._tiny_seen = False
         self._start_steps: list[tuple] = []
+        # The first step, the lowest norm since and the last steps' losses,
+        # and whether told (`StartRules._damped_start`).
+        self._damped = False
+        self._first_step: tuple[int, float, float] | None = None
+        self._lowest_norm: tuple[int, float] | None = None
+        self._damped_losses: collections.deque = collections.deque(
+            maxlen=_DAMPED_LOSSES
+        )
         self._input_scale: float | None = None
         self._extreme_loss: float | None = None
         # Whether a normalization feeds the classifier's head (`StartRules`
@@ -427,6 +439,7 @@ class HealthRules(
             self._non_finite_step(new, event)
         else:
             self._note_step_loss(event.step, event.loss)
+            self._note_start(event.step, event.global_norm, event.loss)
             self._exploding_norm(new, event.step, event.global_norm, event.loss)
             self._runaway(event.step, event.global_norm, event.loss)
             self._diverging(new, event.step, event.global_norm, event.loss)
@@ -475,6 +488,7 @@ class HealthRules(
             self._arrival = None  # The norm is back at its recent level.
             self._streaks.update(key, False, step)
             self._note_step_loss(step, loss)
+            self._note_start(step, norm, loss)
             self._zero_streak(step, norm, loss)
             self._climb_step(step, norm, loss)  # Judged with the next step.
             self._last_steps.append((step, norm, loss))
@@ -516,9 +530,11 @@ class HealthRules(
             self._start_batch = max(1, stats.batch_size // stats.activation_steps)
         mine: list[Finding] = []
         self._tiny_inputs(mine, stats)
+        self._damped_start(mine, stats)
         self._runaway_updates(mine, stats)
         self._update_ratios(mine, stats)
         self._vanishing(mine, stats)
+        self._starved_kernels(mine, stats)
         self._grown(mine, stats)
         self._dead_units(mine, stats)
         self._cut_off_layers(mine, stats)

@@ -29,12 +29,14 @@ from __future__ import annotations
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.diagnostics.rule_support import (
+    _INIT_FIX,
     _RESIDUAL_SUMS,
     _SCALE_FIX,
     FIXES,
     RuleFamily,
     _finite,
     _median,
+    recurrent,
 )
 
 # The first steps' loss, at least this many times the uninformed one at
@@ -59,6 +61,20 @@ _BLOWN_UP_GAIN = 10.0
 # same network without it, nothing learnt in 128 steps under SGD, and
 # under Adam most of the first layer dead by step 12.
 _TINY_INPUTS = 0.02
+# A first step's loss `_EXTREME_START` times the uninformed one whose
+# global norm then fell `Thresholds.exploding_growth` times within this many
+# steps, while the loss of each of the last `_DAMPED_LOSSES` steps is still
+# no lower than the uninformed one: the optimizer damped a signal the
+# initial weights blew up, and the model knows no more than at the start
+# (`StartRules._damped_start`). Probed (TensorFlow, Adam): a ReLU SimpleRNN
+# whose recurrent kernel's gain 1.6 multiplies its signal over 60 time
+# steps, the loss 28.4 (41x ln 2) and the norm 2030 at step 0, the norm
+# 12.9 by step 7 with the loss 0.8-1.4, the model at chance after 128
+# steps, was told nothing. A classifier that learns as its norm falls
+# (a fitted model meeting a new task) is below the uninformed loss by
+# then.
+_DAMPED_STEPS = 64
+_DAMPED_LOSSES = 3
 # An output bias that saturates the output's activation from the start.
 _BIAS_FIX = (
     "Initialise the output layer's bias at 0 (Keras's default), or, for "
@@ -190,6 +206,83 @@ class StartRules(RuleFamily):
             # where it is not told: `ZeroGradientRules` tells them).
             self._extreme_loss = _EXTREME_START * level
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
+
+    def _note_start(self, step: int, norm: float, loss) -> None:
+        """Keeps, for `_damped_start`, the first finite step's `(step,
+        norm, loss)` (`_first_step`), the lowest norm over 0 since with its
+        step (`_lowest_norm`; every gradient 0 is `ZeroGradientRules`') and
+        the last `_DAMPED_LOSSES` steps' losses (`_damped_losses`);
+        `_damped` once told."""
+        if self._first_step is None:
+            self._first_step = (step, norm, loss)
+            return
+        if step - self._first_step[0] > _DAMPED_STEPS:
+            return
+        low = self._lowest_norm
+        if norm > 0 and (low is None or norm < low[1]):
+            self._lowest_norm = (step, norm)
+        self._damped_losses.append(loss)
+
+    def _damped_start(self, new, stats) -> None:
+        """Reports, at a recording within `_DAMPED_STEPS` of the first step,
+        a classifier whose first step's loss was `_EXTREME_START` times the
+        uninformed one, whose global norm fell `exploding_growth` times
+        under that step's since, and whose last `_DAMPED_LOSSES` steps'
+        losses are still no lower than the uninformed one: exploding
+        gradients from initial weights that blew the signal up, which the
+        optimizer damped without the model learning (see the constants).
+        Named after the layer with the largest gradient RMS at the
+        recording when it is recurrent (its time steps multiply the
+        signal). Not with inputs far from standardized, nor a normalized
+        head (`_extreme_start`'s cases)."""
+        first, lowest = self._first_step, self._lowest_norm
+        uninformed = self.uninformed_loss
+        if uninformed is None or first is None or lowest is None or self._damped:
+            return
+        if self._normalized_head or stats.step - first[0] > _DAMPED_STEPS:
+            return
+        level, what = uninformed
+        start, norm, loss = first
+        losses = list(self._damped_losses)
+        if not (_finite(norm, loss) and norm > 0 and loss >= _EXTREME_START * level):
+            return
+        if lowest[1] > norm / self.thresholds.exploding_growth:
+            return
+        if len(losses) < _DAMPED_LOSSES or not all(
+            _finite(v) and v >= level for v in losses
+        ):
+            return
+        scale = self._input_scale
+        if scale is not None and scale > self.thresholds.input_scale:
+            return
+        loud = [ls for ls in stats.layers if _finite(ls.grad_rms)]
+        layer, through = None, ""
+        if loud:
+            top = max(loud, key=lambda ls: ls.grad_rms).layer
+            info = self._info.get(top)
+            if info is not None and recurrent(info.class_name):
+                layer = top
+                through = f" in the recurrent layer '{top}', over its time steps"
+        message = (
+            f"The loss of step {start} was {loss:.3g}, {loss / level:.3g}x that of "
+            f"a prediction that knows nothing ({level:.3g}: {what}), with the "
+            f"global gradient norm at {norm:.3g}; by step {lowest[0]} the norm "
+            f"fell {norm / lowest[1]:.3g}x to {lowest[1]:.3g}, yet the loss of "
+            f"the last {len(losses)} steps ({min(losses):.3g}-{max(losses):.3g}) "
+            "is no lower than knowing nothing: the initial weights blew the "
+            f"signal up{through} (the gradients exploded), the optimizer damped "
+            "them, and the model has learnt nothing since."
+        )
+        self._damped = True
+        self._add(
+            new,
+            F.EXPLODING_GRADIENTS,
+            layer,
+            start,
+            loss / level,
+            message,
+            _INIT_FIX,
+        )
 
     def _tiny_inputs(self, new, stats) -> None:
         """Warns, at the first recording that reads the inputs, when they

@@ -46,6 +46,9 @@ class StepLayout:
         grads: The gradients' `RowLayout` (in the every-step row too).
         grad_layers: Per gradient tensor: its layer (-1: not monitored).
         grad_counts: Per gradient tensor: its element count.
+        grad_vectors: Per gradient tensor: whether it is of a vector (rank 1
+            or 0: a bias, a normalization's scale or offset); empty when not
+            known.
         weights: The `RowLayout` of `"weights"` and `"updates"`.
         weight_layers: Per weight tensor: its layer (-1: not monitored).
         activations: The layout of `"activations"`.
@@ -57,6 +60,7 @@ class StepLayout:
     grads: RowLayout = RowLayout()
     grad_layers: tuple[int, ...] = ()
     grad_counts: tuple[int, ...] = ()
+    grad_vectors: tuple[bool, ...] = ()
     weights: RowLayout = RowLayout()
     weight_layers: tuple[int, ...] = ()
     activations: tuple[ActivationEntry, ...] = ()
@@ -179,6 +183,26 @@ def read_layers(layout: StepLayout, values: dict, scale: float) -> list[dict]:
         layers[-1]["unit_activity"] = units
         layers[-1]["unit_samples"] = samples
     return layers
+
+
+def kernel_share(layout: StepLayout, norms: list) -> float | None:
+    """The share of a step's squared gradient norm in its tensors that are
+    not vectors (`StepLayout.grad_vectors`: kernels, embeddings), from its
+    gradient columns (`norms`); None when not known, or without both kinds
+    or any gradient. Kernels carry most of it where signals reach them (a
+    kernel's gradient is its inputs times the error, a bias's the error
+    alone)."""
+    if not layout.grad_vectors:
+        return None
+    kernels, total = [], []
+    for c, (k, norm) in enumerate(zip(layout.grads.order, layout.grads.norms)):
+        total.append((c, norm))
+        if not layout.grad_vectors[k]:
+            kernels.append((c, norm))
+    whole = _squares(norms, total)
+    if not kernels or len(kernels) == len(total) or not whole > 0:
+        return None
+    return _squares(norms, kernels) / whole
 
 
 def unscaled(value: float, scale: float) -> float:

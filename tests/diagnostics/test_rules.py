@@ -48,6 +48,7 @@ _STEP_FIELDS = (
     "batch_size",
     "activation_steps",
     "input_scale",
+    "kernel_share",
     "non_finite",
     "data_saturation",
     "apply_groups",
@@ -1369,6 +1370,74 @@ def zero_run(norms, losses, lrs=None, layers=None, start=0):
             for f in rules.observe_step(event(start + i, n, lr, loss=loss))
         ]
     return found
+
+
+def starved_run(shares, losses, dead=None):
+    """Recordings of an LSTM-like model (one tanh layer and a softmax
+    output, two weighted layers: too few for the per-layer vanishing rule),
+    each step's kernel share and loss as given (`dead`: "told", a dead-unit
+    finding told first; "inactive", 60% of the first layer's units inactive
+    on every batch): (finding, reported) of the findings."""
+    rules = HealthRules(mlp(["tanh"]))
+    if dead == "told":
+        rules._reported.add((F.DEAD_RELU, "dense_0"))
+    inactive = [0.6 if dead == "inactive" else 0.0, None]
+    found = []
+    for step, (share, loss) in enumerate(zip(shares, losses)):
+        stats = recording(
+            step, [1e-9, 1e-2], loss=loss, kernel_share=share, dead_fraction=inactive
+        )
+        found += [(f, step) for f in run(rules, [stats])]
+    return found
+
+
+class TestStarvedKernels:
+    def test_an_lstm_with_closed_gates(self):
+        # Probed: an LSTM whose gate biases are all -6 (its outputs about
+        # 1e-5), the loss at ln 2 throughout: its kernels got 1.6e-9 of the
+        # squared gradient norm, nothing was told. 5 recordings over 5
+        # steps: told at step 4.
+        ((finding, reported),) = starved_run([1.6e-9] * 8, [0.693] * 8)
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.VANISHING_GRADIENTS,
+            None,
+            0,
+            4,
+        )
+        assert finding.value == 1.6e-9
+        assert finding.message == (
+            "The kernels of the model's layers get 1.6e-09 of the squared "
+            "gradient norm (its vectors, the biases, the rest) for 5 recordings "
+            "in a row (steps 0-4), the loss at 0.693: almost no signal from the "
+            "inputs reaches any kernel (a kernel's gradient is its inputs times "
+            "the error, a bias's the error alone), so the model learns little "
+            "beyond its biases. A layer's outputs are near 0 for every sample: "
+            "gates held closed (large negative biases in a recurrent layer), a "
+            "scaling far too small, or units dead."
+        )
+        assert finding.fix == gradient_rules._STARVED_FIX
+
+    @pytest.mark.parametrize(
+        "shares, losses, dead",
+        [
+            # A healthy model's kernels carry most of it (0.6-0.95; a large
+            # embedding's 0.08); over 1e-3 here.
+            ([1.1e-3] * 8, [0.693] * 8, None),
+            # Fitted: the loss at 0.3 from step 5, under half of 0.693 (the
+            # recent median by the starved steps 10-19).
+            ([0.5] * 10 + [1e-4] * 10, [0.693] * 5 + [0.3] * 15, None),
+            # Dead units told, or most of a layer inactive on the batch: the
+            # starved kernels are their consequence.
+            ([1e-4] * 8, [0.693] * 8, "told"),
+            ([1e-4] * 8, [0.693] * 8, "inactive"),
+            # Unknown (no vector, or no kernel, has gradients).
+            ([None] * 8, [0.693] * 8, None),
+            # Starved at 4 recordings only (steps 0-3).
+            ([1e-4] * 4 + [0.5] * 4, [0.693] * 8, None),
+        ],
+    )
+    def test_not_told(self, shares, losses, dead):
+        assert starved_run(shares, losses, dead) == []
 
 
 class TestZeroGradients:

@@ -238,6 +238,107 @@ class TestZeroGradientsAfterAnExtremeStart:
         ]
 
 
+LN2 = math.log(2)
+# (global norm, loss) of steps 0-8 of a ReLU SimpleRNN whose recurrent
+# kernel's gain 1.6 blows its signal up over 60 time steps, under Adam on
+# TensorFlow (probed): the loss 28.4 (41x ln 2) at step 0, the norm down
+# 158x to 12.9 by step 7, the losses of steps 5-7 still over ln 2.
+DAMPED = [
+    (2030.0, 28.4),
+    (382.0, 7.01),
+    (317.0, 6.28),
+    (195.0, 1.78),
+    (38.6, 0.773),
+    (40.7, 1.43),
+    (41.9, 1.19),
+    (12.9, 0.977),
+    (16.0, 0.757),
+]
+RNN_LAYERS = [
+    LayerInfo("rnn", "SimpleRNN", "relu", True, 0, 1),
+    LayerInfo("out", "Dense", "softmax", True, 1, 0),
+]
+
+
+def recorded(rules, pairs, input_scale=None):
+    """`observe` of a recording at every step (norm, loss), the first layer's
+    gradient RMS 10x the second's: the exploding findings, (finding, step)."""
+    found = []
+    for step, (norm, loss) in enumerate(pairs):
+        layers = [
+            LayerStats(info.name, grad_rms=norm / (10 * i + 1), grad_max=norm)
+            for i, info in enumerate(rules.layers)
+        ]
+        stats = StepStats(
+            step=step,
+            global_norm=norm,
+            loss=loss,
+            learning_rate=1e-3,
+            layers=layers,
+            input_scale=input_scale,
+        )
+        found += [
+            (f, step) for f in rules.observe(stats) if f.mode == F.EXPLODING_GRADIENTS
+        ]
+    return found
+
+
+class TestDampedStart:
+    def test_a_recurrent_layer_blown_up_from_the_start(self):
+        rules = rules_for((LN2, "cross-entropy over 2 classes"), RNN_LAYERS)
+        ((finding, reported),) = recorded(rules, DAMPED)
+        assert (finding.layer, finding.step, reported) == ("rnn", 0, 7)
+        assert finding.severity == F.FAILURE
+        assert finding.value == pytest.approx(28.4 / LN2)
+        # 2030 / 12.9 = 157.4; the losses of steps 5-7 0.977-1.43.
+        assert finding.message == (
+            "The loss of step 0 was 28.4, 41x that of a prediction that knows "
+            "nothing (0.693: cross-entropy over 2 classes), with the global "
+            "gradient norm at 2.03e+03; by step 7 the norm fell 157x to 12.9, "
+            "yet the loss of the last 3 steps (0.977-1.43) is no lower than "
+            "knowing nothing: the initial weights blew the signal up in the "
+            "recurrent layer 'rnn', over its time steps (the gradients "
+            "exploded), the optimizer damped them, and the model has learnt "
+            "nothing since."
+        )
+        assert finding.fix.startswith("Check the weight initialisation")
+
+    def test_not_a_recurrent_layer(self):
+        # The loudest layer a Dense one: the model is named.
+        rules = rules_for((LN2, "cross-entropy over 2 classes"))
+        ((finding, _),) = recorded(rules, DAMPED)
+        assert finding.layer is None
+        assert "the initial weights blew the signal up (the gradients" in (
+            finding.message
+        )
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "learns",  # The losses from step 4 under ln 2 (0.5).
+            "fell 99x",  # The norm at least 20.6 after step 0 (2030 / 98.5).
+            "start 4.9x",  # The first loss 3.4, under 5 ln 2 (3.47).
+            "unstandardized",  # Inputs at scale 255: `_extreme_start`'s case.
+            # Every gradient 0 from step 1 (Keras's JAX cross-entropy of a
+            # saturated output): `ZeroGradientRules`' case.
+            "zero",
+        ],
+    )
+    def test_not_told(self, case):
+        pairs = list(DAMPED)
+        if case == "learns":
+            pairs = pairs[:4] + [(norm, 0.5) for norm, _ in pairs[4:]]
+        elif case == "fell 99x":
+            pairs = [(max(norm, 20.6), loss) for norm, loss in pairs]
+        elif case == "start 4.9x":
+            pairs[0] = (2030.0, 3.4)
+        elif case == "zero":
+            pairs = pairs[:1] + [(0.0, loss) for _, loss in pairs[1:]]
+        rules = rules_for((LN2, "cross-entropy over 2 classes"), RNN_LAYERS)
+        scale = 255.0 if case == "unstandardized" else None
+        assert recorded(rules, pairs, scale) == []
+
+
 def info(name, class_name, distance, weights=True, activation=None):
     return LayerInfo(name, class_name, activation, weights, 0, distance)
 

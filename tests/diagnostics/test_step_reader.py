@@ -1,5 +1,6 @@
 """Tests for keras_actloss.diagnostics.step_reader (plain Python, no backend)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -145,6 +146,30 @@ def test_grad_rms_of_a_row_is_read_layers_grad_rms():
     assert step_reader.grad_rms(LAYOUT, VALUES["norms"], 2.0) == pytest.approx(
         [0.5, math.sqrt(9.0 / 20) / 2, None]
     )
+
+
+@pytest.mark.parametrize(
+    "vectors, share",
+    [
+        # Tensors 1 and 3 vectors: kernels 0 (norm 3, square 9) and 2 (100)
+        # of 9 + 16 + 9 + 100 = 134, unmonitored ones too.
+        ((False, True, False, True), 109 / 134),
+        # Tensor 0 the only kernel: 9 of 134.
+        ((False, True, True, True), 9 / 134),
+        ((False,) * 4, None),  # No vector: nothing to compare.
+        ((True,) * 4, None),  # No kernel (only biases train).
+        ((), None),  # Not known.
+    ],
+)
+def test_kernel_share(vectors, share):
+    layout = dataclasses.replace(LAYOUT, grad_vectors=vectors)
+    found = step_reader.kernel_share(layout, VALUES["norms"])
+    assert found == (None if share is None else pytest.approx(share))
+
+
+def test_kernel_share_of_no_gradient_is_none():
+    layout = dataclasses.replace(LAYOUT, grad_vectors=(False, True, False, True))
+    assert step_reader.kernel_share(layout, [0.0] * 4) is None
 
 
 def test_a_loss_scale_of_zero_reads_nan_gradients():
