@@ -576,6 +576,11 @@ def test_every_recorded_step_equals_the_sgd_weight_change(data, jit_compile):
             )
         every = np.concatenate(list(grads.values()))
         np.testing.assert_allclose(stats.global_norm, np.linalg.norm(every), rtol=1e-5)
+        # The kernels' share of the squared norm: their dw / lr over all.
+        before, after = seen.seen[stats.step], seen.seen[stats.step + 1]
+        squares = [np.sum(((b - a) / LR) ** 2) for b, a in zip(before, after)]
+        kernel = sum(q for q, b in zip(squares, before) if b.ndim >= 2)
+        np.testing.assert_allclose(stats.kernel_share, kernel / sum(squares), rtol=1e-4)
 
 
 @pytest.mark.skipif(

@@ -427,6 +427,27 @@ def exploding_rnn() -> Setup:
 BAD_BATCH_STEP = 150
 
 
+def closed_gates_lstm() -> Setup:
+    """An LSTM whose gate biases are all -6 (`unit_forget_bias=False`): its
+    gates sit at sigmoid(-6) = 0.0025, closed, so its outputs are about
+    1e-5 and almost no signal reaches any kernel (the squared gradient norm
+    is the output bias's, the model predicts the prior, the loss at ln 2;
+    the label is the sign of a feature's sum over 30 steps). Adam, 3
+    epochs."""
+    keras.utils.set_random_seed(SEED)
+    x, y = _sequences(steps=30)
+    closed = keras.initializers.Constant(-6.0)
+    model = keras.Sequential(
+        [
+            keras.Input((30, 4)),
+            keras.layers.LSTM(16, unit_forget_bias=False, bias_initializer=closed),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    _compiled(model, keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=3)
+
+
 def bad_batch() -> Setup:
     """One batch of inputs 1000x the others' scale (corrupted or unscaled
     records) at step 150 of a healthy SGD ReLU MLP (shuffle off, one epoch
@@ -1140,6 +1161,7 @@ FAILURES = [
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("exploding_rnn", exploding_rnn, {EXPLODING: 0}),
+    Case("closed_gates_lstm", closed_gates_lstm, {VANISHING: 0}),
     Case("bad_batch", bad_batch, {EXPLODING: BAD_BATCH_STEP}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
     Case("thrown_tanh_adam", thrown_tanh_adam, {EXPLODING: 0}),

@@ -262,6 +262,21 @@ def test_exploding_rnn():
 
 
 @confirm_on_tensorflow
+def test_closed_gates_lstm():
+    c = cases.confirm(cases.BY_NAME["closed_gates_lstm"])
+    steps = range(len(c.losses))
+    # The LSTM's gradient RMS (4e-8 to 2e-7) under 1e-4 of the output
+    # layer's (its bias's error signal, 1e-3 to 3e-2) at every step.
+    assert max(c.rms_ratio(s) for s in steps) < 1e-4
+    assert max(c.layer_rms["lstm"]) < 1e-6
+    # The loss stays at ln 2 (the prior of two balanced classes), the
+    # model at chance.
+    assert c.final_loss > 0.99 * math.log(2)
+    assert c.final_accuracy < 0.6
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_bad_batch():
     c = cases.confirm(cases.BY_NAME["bad_batch"])
     step = cases.BAD_BATCH_STEP
