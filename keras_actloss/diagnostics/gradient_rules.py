@@ -427,21 +427,26 @@ class RecordedGradientRules(RuleFamily):
         `patience_steps` steps while it has not fitted (`_fitted`): the
         signal reaches no kernel, and the model learns little beyond its
         biases. Not while a layer's units are mostly inactive on the batch
-        (`dead_fraction`), nor once dead units were told (their
-        consequence)."""
+        (`dead_fraction`) or a layer's gradients are exactly 0 (cut off),
+        nor once dead units or a layer's vanishing gradients were told
+        (the layer that starves them named; judged after those rules)."""
         share, most = stats.kernel_share, self.thresholds.dead_fraction
         hit = _finite(share) and share <= _STARVED_SHARE
         hit = hit and not self._fitted(stats.loss)
-        # Units inactive on the batch starve the kernels after them.
+        # Units inactive on the batch starve the kernels after them, and
+        # cut the layers before them off (their gradients exactly 0).
         hit = hit and not any(
-            _finite(ls.dead_fraction) and ls.dead_fraction >= most
+            (_finite(ls.dead_fraction) and ls.dead_fraction >= most) or ls.grad_rms == 0
             for ls in stats.layers
         )
         count, start = self._streaks.update((_STARVED, None), hit, stats.step)
         if not count or not self._confirmed(count, start, stats.step):
             return
-        if any(mode == F.DEAD_RELU for mode, _ in self._reported):
-            return
+        if any(
+            mode == F.DEAD_RELU or (mode == F.VANISHING_GRADIENTS and layer)
+            for mode, layer in self._reported
+        ):
+            return  # The layer that starves them is named.
         loss = "" if not _finite(stats.loss) else f", the loss at {stats.loss:.3g}"
         message = (
             f"The kernels of the model's layers get {share:.2g} of the squared "

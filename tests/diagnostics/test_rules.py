@@ -1376,16 +1376,21 @@ def starved_run(shares, losses, dead=None):
     """Recordings of an LSTM-like model (one tanh layer and a softmax
     output, two weighted layers: too few for the per-layer vanishing rule),
     each step's kernel share and loss as given (`dead`: "told", a dead-unit
-    finding told first; "inactive", 60% of the first layer's units inactive
-    on every batch): (finding, reported) of the findings."""
+    finding told first; "named", a layer's vanishing gradients told first;
+    "inactive", 60% of the first layer's units inactive on every batch;
+    "cut", the first layer's gradients exactly 0): (finding, reported) of
+    the findings."""
     rules = HealthRules(mlp(["tanh"]))
     if dead == "told":
         rules._reported.add((F.DEAD_RELU, "dense_0"))
+    if dead == "named":
+        rules._reported.add((F.VANISHING_GRADIENTS, "dense_0"))
     inactive = [0.6 if dead == "inactive" else 0.0, None]
+    rms = [0.0 if dead == "cut" else 1e-9, 1e-2]
     found = []
     for step, (share, loss) in enumerate(zip(shares, losses)):
         stats = recording(
-            step, [1e-9, 1e-2], loss=loss, kernel_share=share, dead_fraction=inactive
+            step, rms, loss=loss, kernel_share=share, dead_fraction=inactive
         )
         found += [(f, step) for f in run(rules, [stats])]
     return found
@@ -1426,10 +1431,14 @@ class TestStarvedKernels:
             # Fitted: the loss at 0.3 from step 5, under half of 0.693 (the
             # recent median by the starved steps 10-19).
             ([0.5] * 10 + [1e-4] * 10, [0.693] * 5 + [0.3] * 15, None),
-            # Dead units told, or most of a layer inactive on the batch: the
-            # starved kernels are their consequence.
+            # Dead units or a layer's vanishing gradients told, most of a
+            # layer inactive on the batch, or a layer cut off (its
+            # gradients exactly 0, as behind dead units judged by their
+            # gradients): the starved kernels are their consequence.
             ([1e-4] * 8, [0.693] * 8, "told"),
+            ([1e-4] * 8, [0.693] * 8, "named"),
             ([1e-4] * 8, [0.693] * 8, "inactive"),
+            ([1e-4] * 8, [0.693] * 8, "cut"),
             # Unknown (no vector, or no kernel, has gradients).
             ([None] * 8, [0.693] * 8, None),
             # Starved at 4 recordings only (steps 0-3).
