@@ -426,7 +426,8 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
         self._wrap(model, "make_train_function", self._guard(model))
         for i, plan in enumerate(self.plans):
             if plan.profile is not None:
-                self._wrap(plan.hooked, "call", self._call_wrapper(plan.hooked.call, i))
+                method = getattr(plan.hooked, plan.method)
+                self._wrap(plan.hooked, plan.method, self._call_wrapper(method, i))
         self.installed = True
 
     # Wrapping on the instances and undoing it is backend-neutral: the same
@@ -438,19 +439,23 @@ class JaxTrainHooks(JaxStats, JaxPrograms):
 
     # -------------------------------------------------------------- wrappers
     def _call_wrapper(self, original, index: int):
+        plan = self.plans[index]
+
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
             trace = self._trace
-            watched = self.plans[index].activation(outputs)
-            if trace is None or not isinstance(watched, jax.Array):
+            if trace is None:
+                return outputs
+            kept = plan.kept(args, kwargs, outputs)
+            if kept is None or not isinstance(plan.tensor(kept), jax.Array):
                 return outputs
             if trace.recording:
-                if _in_forward(watched, trace):
-                    trace.outputs.setdefault(index, []).append(watched)
+                if _in_forward(plan.tensor(kept), trace):
+                    trace.outputs.setdefault(index, []).append(kept)
             elif _homes_known():
-                kept = jax.lax.stop_gradient(watched)
-                if _made_in(kept, trace.home):
+                kept = jax.lax.stop_gradient(kept)
+                if _made_in(plan.tensor(kept), trace.home):
                     trace.loose.setdefault(index, []).append(kept)
             return outputs
 

@@ -331,7 +331,8 @@ class TrainHooks(GraphStats):
         self._wrap(model, "make_train_function", self._guard(model))
         for i, plan in enumerate(self.plans):
             if plan.profile is not None:
-                self._wrap(plan.hooked, "call", self._call_wrapper(plan.hooked.call, i))
+                method = getattr(plan.hooked, plan.method)
+                self._wrap(plan.hooked, plan.method, self._call_wrapper(method, i))
         self.installed = True
 
     def _create_variables(self) -> None:
@@ -516,13 +517,17 @@ class TrainHooks(GraphStats):
     def _call_wrapper(self, original, index: int):
         tf = self._tf
 
+        plan = self.plans[index]
+
         @functools.wraps(original)
         def call(*args, **kwargs):
             outputs = original(*args, **kwargs)
-            watched = self.plans[index].activation(outputs)
             local = self._local
-            if getattr(local, "mode", None) == FULL and _of_step(tf, watched, local):
-                local.outputs.setdefault(index, []).append(watched)
+            if getattr(local, "mode", None) != FULL:
+                return outputs
+            kept = plan.kept(args, kwargs, outputs)
+            if kept is not None and _of_step(tf, plan.tensor(kept), local):
+                local.outputs.setdefault(index, []).append(kept)
             return outputs
 
         return call

@@ -8,9 +8,10 @@ optimizer's rate and `step_counter` its step. Both backends' hooks use them
 (`_keras_hooks`, `_jax_hooks`). Nothing is wrapped or changed here; the walk
 reads the layer tracking and the functional graph Keras keeps
 (`_flatten_layers`, `_operations_by_depth`), which
-`_keras_hooks.check_internals()` checks, and `step_counter` an optimizer's
-own count of its calls (`_iterations`), which both backends' checks test
-(`missing_internals`).
+`_keras_hooks.check_internals()` checks, `step_counter` an optimizer's
+own count of its calls (`_iterations`) and `AttentionPlan` the arguments
+of Keras's attention (`_compute_attention`), which both backends' checks
+test (`missing_internals`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from keras_actloss import activations
+from keras_actloss.diagnostics import attention
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.profiles import LINEAR, ActivationProfile
 
@@ -86,11 +88,84 @@ class LayerPlan:
         """The layer whose `call` outputs are the activation statistics'."""
         return self.layer if self.runner is None else self.runner
 
+    # The method of `hooked` whose calls are watched.
+    method = "call"
+
     def activation(self, outputs):
         """The activation output among the `hooked` layer's `outputs`."""
         if self.runner is not None and isinstance(outputs, (list, tuple)):
             return outputs[0]
         return outputs
+
+    def kept(self, args: tuple, kwargs: dict, outputs) -> Any:
+        """What a full step keeps of one watched call (its `args`, `kwargs`
+        and `outputs`): the activation output; None for nothing."""
+        return self.activation(outputs)
+
+    @staticmethod
+    def tensor(kept) -> Any:
+        """The tensor of `kept` that tells which trace made it."""
+        return kept
+
+    @staticmethod
+    def measured(kept) -> Any:
+        """The outputs whose statistics `kept` gives, computed in the full
+        statistics (`step_activations.activation_vector`)."""
+        return kept
+
+
+class AttentionPlan(LayerPlan):
+    """The attention weights of a Keras `MultiHeadAttention` or
+    `GroupQueryAttention` (`_attends`), as
+    `diagnostics.attention.attention_peaks` measures them.
+
+    Keras may never form the weights (`ops.dot_product_attention`, its
+    default without dropout), so its `_compute_attention(query, key, value,
+    attention_mask, ...)` is watched: a full step keeps the projected
+    queries and keys and the mask (causal, when Keras passes
+    `use_causal_mask` instead of one), and the peaks are computed in the
+    full statistics only. Attention over more than one axis (queries of
+    rank other than 4) or with a mask per head is not measured.
+    """
+
+    method = "_compute_attention"
+
+    def kept(self, args: tuple, kwargs: dict, outputs) -> Any:
+        query, key = args[:2]
+        mask = args[3] if len(args) > 3 else kwargs.get("attention_mask")
+        if len(query.shape) != 4 or len(key.shape) != 4:
+            return None
+        if mask is None and kwargs.get("use_causal_mask"):
+            mask = attention.causal_mask(query, key)
+        if mask is not None:
+            if len(mask.shape) != 3:
+                return None
+            mask = ops.cast(mask, "bool")
+        return query, key, mask
+
+    @staticmethod
+    def tensor(kept) -> Any:
+        return kept[0]
+
+    @staticmethod
+    def measured(kept) -> Any:
+        return attention.attention_peaks(*kept)
+
+
+# Keras's attention layers whose `_compute_attention(query, key, ...)` gets
+# as many key heads as query heads (`GroupQueryAttention` repeats its keys
+# before it).
+_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+
+
+def _attends(layer) -> bool:
+    """Whether `layer` is one of Keras's `_ATTENTION` layers whose attention
+    is Keras's own (not a subclass's `_compute_attention`): `AttentionPlan`."""
+    return any(
+        isinstance(layer, kind)
+        and type(layer)._compute_attention is kind._compute_attention
+        for kind in _ATTENTION
+    )
 
 
 def _children(layer) -> list:
@@ -204,6 +279,8 @@ def _walk(layer, prefix: str, seen: set, base: int | None):
         if own:
             yield name, child, own, False, distance, layer
         yield from _walk(child, name + "/", seen, distance)
+        if _attends(child):  # Its attention weights, after its sublayers.
+            yield name, child, [], True, distance, layer
 
 
 def plan_layers(model) -> list[LayerPlan]:
@@ -227,7 +304,10 @@ def plan_layers(model) -> list[LayerPlan]:
     for name, layer, variables, leaf, distance, parent in _walk(model, "", set(), base):
         # An operation (not a layer) trains as the model it is in.
         trainable = getattr(layer, "trainable", parent.trainable)
+        attends = leaf and _attends(layer)
         profile = _watched_profile(layer) if leaf and trainable else None
+        if attends:
+            profile = attention.PEAKS if trainable else None
         runner = None
         if profile is not None and _runs_simple_cell(parent, layer):
             runner = parent
@@ -239,14 +319,16 @@ def plan_layers(model) -> list[LayerPlan]:
         info = LayerInfo(
             name=name,
             class_name=type(layer).__name__,
-            activation=None if profile is None else profile.name,
+            activation=None if profile is None or attends else profile.name,
             has_trainable_weights=bool(variables),
             depth=len(plans),
             distance=distance,
             inside=_users_own(parent, name),
             averaged=_averaged(layer),
+            attention=attends,
         )
-        plan = LayerPlan(info, layer, variables, profile, axis, leaf, runner)
+        kind = AttentionPlan if attends else LayerPlan
+        plan = kind(info, layer, variables, profile, axis, leaf, runner)
         if profile is None and trainable and info.inside is not None:
             plan.unit_variable = _unit_variable(layer, variables)
             if plan.unit_variable is not None:
@@ -620,8 +702,9 @@ def step_counter(optimizer):
 
 def missing_internals() -> list[str]:
     """The Keras internals of this module (beyond the walk's) that are
-    missing: `step_counter`'s count of calls, and the graphs' nodes and
-    tensors that `_Flow` follows."""
+    missing: `step_counter`'s count of calls, the graphs' nodes and
+    tensors that `_Flow` follows, and the arguments of the attention
+    layers' `_compute_attention` (`AttentionPlan`)."""
     import inspect
 
     from keras.src.ops.function import Function
@@ -650,6 +733,10 @@ def missing_internals() -> list[str]:
     for name in ("operation", "outputs"):
         if f"self.{name} = " not in node_init:
             missing.append(f"Node.{name}")
+    for kind in _ATTENTION:  # `AttentionPlan.kept` reads these arguments.
+        params = list(inspect.signature(kind._compute_attention).parameters)
+        if params[:5] != ["self", "query", "key", "value", "attention_mask"]:
+            missing.append(f"{kind.__name__}._compute_attention")
     return missing
 
 

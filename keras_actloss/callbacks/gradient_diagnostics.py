@@ -96,10 +96,16 @@ class GradientDiagnostics(
       layer whose output goes through a ReLU-family, sigmoid or tanh activation
       (a `SimpleRNN` that returns sequences: its output at every step) the
       fraction of zero (inactive) outputs, of dead units (channels inactive for
-      every sample of the batch) and of saturated outputs. A ReLU layer whose
-      outputs are not measured (a `SimpleRNN` that returns only its last step)
-      counts as dead when every gradient of its weights is exactly 0 on those
-      batches while a layer nearer the outputs gets a gradient. Inside a
+      every sample of the batch) and of saturated outputs; per Keras
+      `MultiHeadAttention` or `GroupQueryAttention` (Keras's own attention,
+      over one axis) the share of queries, of at most 32 evenly spaced per
+      sequence, whose largest attention weight is at least 0.99 (one-hot),
+      computed from the step's projected queries and keys with the layer's
+      mask (written as the saturation of an entry named as the layer). A
+      ReLU layer whose outputs are not measured (a `SimpleRNN` that returns
+      only its last step) counts as dead when every gradient of its weights
+      is exactly 0 on those batches while a layer nearer the outputs gets a
+      gradient. Inside a
       layer or subclassed model of the user's own, whose `call` may apply
       a ReLU itself (`keras.ops.relu`, unseen), a linear layer with a bias
       or a normalization's scale other than the model's last layer is

@@ -3,7 +3,8 @@
 Dead units (`UnitActivity`: units inactive on every sample of the last
 recorded batches, for activations that `can_die`) and saturated hidden
 sigmoid/tanh layers, or a first layer saturated by unstandardized inputs;
-and one saturated output of several, told by its gradient.
+one-hot attention from the start; and one saturated output of several,
+told by its gradient.
 The rule family `ActivationRules` is mixed into `HealthRules`, whose state
 it uses.
 """
@@ -20,6 +21,7 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.gradient_rules import _profile
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
+    _ATTENTION_FIX,
     _FLAT_TAIL_FIX,
     _START_SAMPLES,
     _THROWN_SATURATION_FIX,
@@ -291,8 +293,9 @@ class ActivationRules(RuleFamily):
     Mixed into `HealthRules`, which keeps a `UnitActivity` window per layer
     that can die, the layers whose activity was measured (`_measured`; a
     layer that can die but never is, as a `SimpleRNN` that returns only its
-    last step, is judged on its gradients: `_gradient_activity`), and the
-    input and output layers of the model.
+    last step, is judged on its gradients: `_gradient_activity`), the
+    attention layers seen not one-hot (`_attention_free`), and the input and
+    output layers of the model.
     """
 
     def _dead_units(self, new, stats: StepStats) -> None:
@@ -695,13 +698,16 @@ class ActivationRules(RuleFamily):
             if _data_like(ls.saturation, stats.data_saturation.get(ls.layer)):
                 continue
             # Large raw inputs still pass a gradient through the outputs left.
-            raw_first = raw and ls.layer in self.input_layers
+            raw_first = raw and self._first_layer(ls.layer)
             limits = {
                 F.SATURATED_ACTIVATIONS: (
                     t.raw_input_saturation if raw_first else t.saturation
                 ),
                 F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
             }
+            lowest = min(v for v in limits.values() if v is not None)
+            if self._attention_learned(ls, lowest):
+                continue
             # Over every batch of the recorded execution's full steps.
             batches = stats.activation_steps
             first = stats.step - batches + 1
@@ -715,6 +721,31 @@ class ActivationRules(RuleFamily):
                     # Saturating late in a run, recordings far apart: dense
                     # recordings tell soon (`suspected`).
                     self.suspected = True
+
+    def _first_layer(self, layer: str) -> bool:
+        """Whether `layer` is one the model's inputs reach first: an input
+        layer, or the weights of an attention whose projections are."""
+        if layer in self.input_layers:
+            return True
+        info = self._info.get(layer)
+        inside = f"{layer}/"
+        return bool(info and info.attention) and any(
+            name.startswith(inside) for name in self.input_layers
+        )
+
+    def _attention_learned(self, ls, limit: float) -> bool:
+        """Whether `ls` is an attention's weights (`LayerInfo.attention`)
+        whose one-hot share was under `limit` on a recording so far:
+        one-hot attention is a failure from the start (scores too large for
+        the softmax to pass a gradient, whatever training does), and
+        something attention may learn later (a head that looks at one
+        position)."""
+        info = self._info.get(ls.layer)
+        if info is None or not info.attention:
+            return False
+        if ls.saturation < limit:
+            self._attention_free.add(ls.layer)
+        return ls.layer in self._attention_free
 
     def _silent_outputs(self, new, stats: StepStats) -> None:
         """One output of several, with a sigmoid, tanh or softmax, whose
@@ -785,10 +816,39 @@ class ActivationRules(RuleFamily):
                 heads[info.upstream[0]] = info.activation
         return heads
 
+    def _add_one_hot(self, new, mode, ls, stats, held: str, start: int) -> None:
+        """`_add_saturation` of an attention's weights (`held`: how many
+        recordings, in words)."""
+        where = (
+            f"{ls.saturation:.0%} of the queries of attention layer '{ls.layer}' "
+            "put at least 99% of their weight on one key"
+        )
+        steps = f"{held} in a row, steps {start}-{stats.step}"
+        if mode == F.SATURATED_ACTIVATIONS:
+            message = (
+                f"{where}, from the start of training ({steps}): its attention "
+                "scores are so large that its softmax is one-hot, where it "
+                "passes almost no gradient back, so the attention can hardly "
+                "learn where to look."
+            )
+            value, severity, fix = ls.saturation, F.FAILURE, _ATTENTION_FIX
+        else:
+            message = (
+                f"{where} ({steps}), and the inputs are not standardized (a "
+                f"feature's mean or spread is {stats.input_scale:.3g}, against "
+                "about 1): large inputs make its attention scores so large "
+                "that its softmax is one-hot, where it learns slowly."
+            )
+            value, severity, fix = stats.input_scale, F.WARNING, None
+        self._add(new, mode, ls.layer, start, value, message, fix, severity)
+
     def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
         activation = getattr(self._info.get(ls.layer), "activation", None)
         # With several steps per execution a recording holds their batches.
         held = "recordings" if self.execution_steps <= 1 else "recorded batches"
+        if self._info[ls.layer].attention:
+            self._add_one_hot(new, mode, ls, stats, f"{count} {held}", start)
+            return
         where = (
             f"{ls.saturation:.0%} of the outputs of hidden layer '{ls.layer}'"
             f" ({activation or 'saturating activation'}) are in the flat tails "

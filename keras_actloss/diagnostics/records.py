@@ -57,6 +57,11 @@ class LayerInfo:
             layers only) when it normalizes features of single values per
             sample (inputs of two axes), known from the layer graph: on
             batches of 1 it outputs its offset whatever the data.
+        attention: Whether the entry is the attention weights of an
+            attention layer (named as the layer, with no weights of its
+            own; `activation` None): its saturation is the share of queries
+            whose largest weight is at least 0.99 (one-hot,
+            `diagnostics.attention`).
     """
 
     name: str
@@ -70,6 +75,7 @@ class LayerInfo:
     units_by_sign: bool = False
     averaged: bool = False
     batch_normalized: str | None = None
+    attention: bool = False
 
 
 @dataclasses.dataclass

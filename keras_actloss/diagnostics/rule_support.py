@@ -205,6 +205,14 @@ _THROWN_SATURATION_FIX = (
 # Saturation of an activation whose hidden use is no mistake (ELU's, SELU's
 # or softplus's flat negative tail, ReLU6's cap): its pre-activations sit
 # far out, from a bias, the inputs or a step that threw them there.
+# One-hot attention (`LayerInfo.attention`): scores too large.
+_ATTENTION_FIX = (
+    "Shrink the attention scores: initialise the query and key projections at "
+    "Keras's default scale (Glorot), keep the scores divided by "
+    "sqrt(key_dim), normalize the attention's inputs (LayerNormalization "
+    "before it, standardized features), and lower the learning rate if one "
+    "step grew the weights."
+)
 _FLAT_TAIL_FIX = (
     "Keep the pre-activations out of the flat tail: initialise the biases at "
     "zero (Keras's default), standardize the inputs, add batch normalization "

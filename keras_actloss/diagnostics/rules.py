@@ -277,6 +277,8 @@ class HealthRules(
             if can_die(i.activation) or i.units_by_sign
         }
         self._measured: set[str] = set()
+        # Attention layers once seen not one-hot (`_attention_learned`).
+        self._attention_free: set[str] = set()
         self._streaks = _Streaks()
         self._skipped = _Skipped()
         # The reference gradient levels of the last judged recordings

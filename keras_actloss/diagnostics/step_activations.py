@@ -72,8 +72,10 @@ def activation_vector(
     takes the fractions (`step_reader.activation_fields`).
 
     Args:
-        outputs: Layer index -> its outputs in the step.
-        plans: The monitored layers, with `profile` and `channel_axis`.
+        outputs: Layer index -> what the step kept of its calls (the
+            outputs, `plan.measured` of each).
+        plans: The monitored layers, with `profile`, `channel_axis` and
+            `measured`.
         elements: Whether to count every layer's elements in the step even
             when static shapes give them per sample, and note the samples
             of its largest call (calls of a layer on batches other than the
@@ -96,7 +98,8 @@ def activation_vector(
     prim = _backend_primitives()
     vectors, scalars, layout = [], [], []
     for i, plan in enumerate(plans):
-        calls = [x for x in outputs.get(i, ()) if _rank(x.shape)]
+        calls = [plan.measured(x) for x in outputs.get(i, ())]
+        calls = [x for x in calls if _rank(x.shape)]
         if not calls:
             continue
         profile = plan.profile

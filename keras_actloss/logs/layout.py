@@ -41,7 +41,7 @@ def sections(layers: Sequence[LayerInfo]) -> list[str]:
     zeros = saturating = False
     for info in layers:
         z, s = _family(info.activation)
-        zeros, saturating = zeros or z, saturating or s
+        zeros, saturating = zeros or z, saturating or s or info.attention
     by_sign = any(info.units_by_sign for info in layers)
     wanted = {tags.ZERO_FRACTION: zeros, tags.DEAD_FRACTION: zeros or by_sign}
     wanted[tags.SATURATION] = saturating

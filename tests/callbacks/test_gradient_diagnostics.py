@@ -331,6 +331,55 @@ def test_gradients_and_activations_match_references(kind, data):
     assert diag.findings == []
 
 
+@pytest.mark.parametrize("kind", ["plain", "causal", "masked", "long", "grouped"])
+def test_attention_peaks_in_the_step_match_keras_softmax(rng, kind):
+    # The share of one-hot queries the step records for a MultiHeadAttention
+    # (`diagnostics.attention`, from its projected queries and keys) equals
+    # the share in Keras's own softmax (`return_attention_scores`) on the
+    # step's batch: with Keras's causal mask, with an attention mask (a
+    # query that sees one key or none is left out: counted as not
+    # one-hot), at 40 positions, where every 2nd query is measured, and for
+    # a GroupQueryAttention (4 query heads, 2 key heads).
+    steps = 40 if kind == "long" else 6
+    x = rng.normal(size=(32, steps, 4)).astype("float32")
+    mask = rng.random((32, steps, steps)) > 0.3
+    mask[:, 1] = False
+    inputs = [keras.Input((steps, 4))]
+    attention = keras.layers.MultiHeadAttention(2, 3, name="attention")
+    if kind == "grouped":
+        attention = keras.layers.GroupQueryAttention(3, 4, 2, name="attention")
+    call = {"use_causal_mask": kind == "causal"}
+    if kind == "masked":
+        inputs.append(keras.Input((steps, steps), dtype="bool"))
+        call["attention_mask"] = inputs[1]
+    h = attention(inputs[0], inputs[0], **call)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = _compile(keras.Model(inputs, keras.layers.Dense(1)(h)))
+    for weight in attention.trainable_weights:
+        if weight.path.endswith(("/query/kernel", "/key/kernel")):
+            weight.assign(2.0 * rng.normal(size=weight.shape))
+    data = [x, mask] if kind == "masked" else x
+    call["attention_mask"] = mask if kind == "masked" else None
+    _, weights = attention(x, x, return_attention_scores=True, **call)
+    weights = keras.ops.convert_to_numpy(weights)  # [batch, heads, T, S]
+    allowed = np.ones((32, steps, steps), bool)
+    if kind == "causal":
+        allowed = np.broadcast_to(np.tril(allowed[0]), allowed.shape)
+    elif kind == "masked":
+        allowed = mask
+    one_hot = (weights.max(-1) >= 0.99) & (allowed.sum(-1) > 1)[:, None]
+    expected = one_hot[:, :, ::2].mean() if kind == "long" else one_hot.mean()
+    assert 0.1 < expected < 0.9
+    diag = _diag(every_n_steps=1)
+    model.fit(data, np.zeros((32, 1)), batch_size=32, verbose=0, callbacks=[diag])
+    (entry,) = [info for info in diag.layers if info.attention]
+    assert entry.name == "attention"
+    (stats,) = diag.history
+    (measured,) = [ls for ls in stats.layers if ls.layer == "attention"]
+    np.testing.assert_allclose(measured.saturation, expected, atol=1e-6)
+    assert measured.zero_fraction is None and measured.grad_norm is None
+
+
 def test_relu6_activations_in_the_step_match_numpy(rng):
     # ReLU6 outputs are counted in the step by sign and floor(x / 6)
     # (TensorFlow's FloorDiv op, a division and a floor elsewhere): the

@@ -17,6 +17,7 @@ import pytest
 
 from keras_actloss.advisor import walk
 from keras_actloss.callbacks import _callback_support, _model_plan
+from keras_actloss.diagnostics import attention
 
 
 def generator_model():
@@ -581,3 +582,56 @@ def test_rate_variables_are_the_rates_a_callback_can_set():
     assert _model_plan.host_rate(found) == pytest.approx(1.0)
     assert _model_plan.rate_variables([scheduled]) == []
     assert _model_plan.host_rate([]) is None
+
+
+class _OwnAttention(keras.layers.MultiHeadAttention):
+    """Attention of the user's own (`_compute_attention` overridden, as
+    Keras's docstring invites): not what `attention_peaks` computes."""
+
+    def _compute_attention(self, query, key, value, attention_mask=None, *args):
+        return super()._compute_attention(query, key, value, attention_mask, *args)
+
+
+def test_keras_attention_weights_are_planned_after_its_projections():
+    # A `MultiHeadAttention`'s weights get an entry of their own, named as
+    # the layer, after its projections (`AttentionPlan`: `_compute_attention`
+    # watched, no weights, no activation name); not a frozen one's, nor a
+    # subclass's that computes attention its own way.
+    x = keras.Input((5, 4))
+    h = keras.layers.MultiHeadAttention(2, 3, name="mha")(x, x)
+    frozen = keras.layers.MultiHeadAttention(2, 3, name="frozen")
+    frozen.trainable = False
+    h = frozen(h, h)
+    h = _OwnAttention(2, 3, name="own")(h, h)
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(h))
+    plans = _model_plan.plan_layers(model)
+    names = [p.info.name for p in plans]
+    mha = [n for n in names if n.startswith("mha")]
+    projections = ("query", "key", "value", "attention_output")
+    assert mha == [f"mha/{d}" for d in projections] + ["mha"]
+    (entry,) = [p for p in plans if p.info.attention]
+    assert isinstance(entry, _model_plan.AttentionPlan)
+    assert entry.info.name == "mha" and entry.method == "_compute_attention"
+    assert entry.profile is attention.PEAKS and entry.variables == []
+    assert entry.info.activation is None and not entry.info.has_trainable_weights
+    assert entry.info.class_name == "MultiHeadAttention"
+    # Its distance is its projections' (they share one).
+    query = next(p for p in plans if p.info.name == "mha/query")
+    assert entry.info.distance == query.info.distance
+    assert "frozen" not in names and "own" not in names
+    # A GroupQueryAttention's too (its keys repeated to the query heads
+    # before `_compute_attention`).
+    grouped = keras.layers.GroupQueryAttention(3, 4, 2, name="gqa")
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(grouped(x, x)))
+    plans = _model_plan.plan_layers(model)
+    assert [p.info.name for p in plans if p.info.attention] == ["gqa"]
+
+
+def test_missing_internals_notices_a_changed_attention(monkeypatch):
+    # `AttentionPlan` reads `_compute_attention`'s first arguments: a Keras
+    # whose attention takes others fails the internals check, loudly.
+    def changed(self, qkv, mask=None):
+        return qkv
+
+    monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", changed)
+    assert _model_plan.missing_internals() == ["MultiHeadAttention._compute_attention"]

@@ -5327,6 +5327,112 @@ class TestSaturation:
         assert rules.output_layers == {"dense_2"}
 
 
+ATTENTION_LAYERS = [
+    LayerInfo("embed", "Dense", None, True, 0),
+    LayerInfo("mha/query", "EinsumDense", None, True, 1),
+    LayerInfo("mha", "MultiHeadAttention", None, False, 2, attention=True),
+    LayerInfo("out", "Dense", "softmax", True, 3),
+]
+
+
+def attention_run(shares, steps=(0, 5, 10), **kw):
+    """Recordings of `ATTENTION_LAYERS` with these shares of one-hot queries."""
+    names = [info.name for info in ATTENTION_LAYERS]
+    return [
+        recording(
+            s,
+            [1e-2, 1e-2, None, 1e-1],
+            names=names,
+            saturation=[None, None, share, None],
+            **kw,
+        )
+        for s, share in zip(steps, shares)
+    ]
+
+
+class TestAttentionSaturation:
+    def test_one_hot_from_the_start(self):
+        # 90% of the queries one-hot (>= saturation 0.75) on 3 recordings
+        # over steps 0-10, from the first: its own failure, the fix about
+        # the scores' scale.
+        (found,) = run(HealthRules(ATTENTION_LAYERS), attention_run([0.9] * 3))
+        assert (found.mode, found.layer, found.step) == (
+            F.SATURATED_ACTIVATIONS,
+            "mha",
+            0,
+        )
+        assert (found.severity, found.value) == (F.FAILURE, 0.9)
+        assert found.fix == rule_support._ATTENTION_FIX
+        assert found.message == (
+            "90% of the queries of attention layer 'mha' put at least 99% of "
+            "their weight on one key, from the start of training (3 "
+            "recordings in a row, steps 0-10): its attention scores are so "
+            "large that its softmax is one-hot, where it passes almost no "
+            "gradient back, so the attention can hardly learn where to look."
+        )
+
+    def test_not_once_it_was_seen_spread(self):
+        # Attention that was spread at first and sharpened later (a head
+        # that learned to look at one position) is no failure, however
+        # long it stays one-hot and whatever the loss.
+        shares = [0.5, 0.9, 0.9, 0.9, 0.95]
+        seq = attention_run(shares, steps=(0, 5, 10, 15, 20))
+        assert run(HealthRules(ATTENTION_LAYERS), seq) == []
+
+    @pytest.mark.parametrize(
+        "share, expected",
+        [
+            (0.6, [F.UNSTANDARDIZED_INPUTS]),
+            (0.9, [F.UNSTANDARDIZED_INPUTS]),
+            (0.97, [F.SATURATED_ACTIVATIONS, F.UNSTANDARDIZED_INPUTS]),
+        ],
+    )
+    def test_attention_on_the_raw_inputs(self, share, expected):
+        # Its query projection is the model's first layer: with inputs of
+        # scale 10 (over `input_scale` 2) one-hot attention from 0.5
+        # (`input_saturation`) names the inputs as the cause (a warning),
+        # and from 0.95 (`raw_input_saturation`) is a failure too, as a
+        # first tanh layer's saturation.
+        layers = ATTENTION_LAYERS[1:]
+        rules = HealthRules(layers)
+        assert rules.input_layers == {"mha/query"}
+        names = [info.name for info in layers]
+        seq = [
+            recording(
+                s,
+                [1e-2, None, 1e-1],
+                names=names,
+                saturation=[None, share, None],
+                input_scale=10.0,
+            )
+            for s in (0, 5, 10)
+        ]
+        found = run(rules, seq)
+        assert modes(found) == [(mode, "mha", 0) for mode in expected]
+        warning = found[-1]
+        assert (warning.severity, warning.value) == (F.WARNING, 10.0)
+        assert warning.message == (
+            f"{share:.0%} of the queries of attention layer 'mha' put at least "
+            "99% of their weight on one key (3 recordings in a row, steps "
+            "0-10), and the inputs are not standardized (a feature's mean or "
+            "spread is 10, against about 1): large inputs make its attention "
+            "scores so large that its softmax is one-hot, where it learns "
+            "slowly."
+        )
+
+    @pytest.mark.parametrize("loss, told", [(0.1, False), (0.9, True)])
+    def test_not_once_the_model_fitted(self, loss, told):
+        # One-hot from the first recording (step 30) but the loss fell to a
+        # tenth: the model learned through it (`fitted_loss_ratio` 0.5); to
+        # 0.9 it did not.
+        rules = HealthRules(ATTENTION_LAYERS)
+        early = [event(s, 1.0, loss=1.0) for s in range(8)]
+        late = [event(s, 1.0, loss=loss) for s in range(8, 30)]
+        seq = attention_run([0.9] * 3, steps=(30, 35, 40), loss=loss)
+        found = run(rules, [*early, *late, *seq])
+        assert modes(found) == ([(F.SATURATED_ACTIVATIONS, "mha", 30)] if told else [])
+
+
 def two_heads(flag="sigmoid", activation_layer=False):
     """LayerInfo of `cases.saturated_head_of_two`'s model: a ReLU trunk and
     a classifier head `cls` on logits, a ReLU branch and a `flag` head, with

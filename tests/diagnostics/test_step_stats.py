@@ -229,6 +229,10 @@ class _Plan:
         self.channel_axis = channel_axis
         self.unit_variable = unit_variable
 
+    @staticmethod
+    def measured(kept):  # What the step kept is the output (`LayerPlan`).
+        return kept
+
 
 def test_activation_vector_matches_numpy(rng):
     plans = [_Plan("relu"), _Plan("sigmoid"), _Plan("relu", 1), _Plan("relu")]

@@ -129,12 +129,19 @@ def test_custom_scalars_layout(tmp_path):
 
 
 @pytest.mark.parametrize("by_sign", [False, True])
-def test_layout_sections_follow_the_layers(tmp_path, by_sign):
+@pytest.mark.parametrize("saturating", ["sigmoid", "attention"])
+def test_layout_sections_follow_the_layers(tmp_path, by_sign, saturating):
     # A linear layer judged by sign (`units_by_sign`) has dead units, not
-    # zero outputs: its section is `dead_fraction`'s alone.
+    # zero outputs: its section is `dead_fraction`'s alone. An attention's
+    # weights (no activation name) have a saturation, as a sigmoid layer.
     layers = [LayerInfo("d", "Dense", "sigmoid", True, 0)]
+    if saturating == "attention":
+        layers = [
+            LayerInfo("a/query", "EinsumDense", None, True, 0),
+            LayerInfo("a", "MultiHeadAttention", None, False, 1, attention=True),
+        ]
     if by_sign:
-        layers.append(LayerInfo("b/d", "Dense", None, True, 1, units_by_sign=True))
+        layers.append(LayerInfo("b/d", "Dense", None, True, 2, units_by_sign=True))
     with DiagnosticsWriter(str(tmp_path)) as writer:
         writer.write_layout(layers)
     acc = accumulator(str(tmp_path))

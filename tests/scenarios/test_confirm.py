@@ -347,6 +347,33 @@ def test_thrown_tanh_adam():
     assert finite(c, steps)
 
 
+def _one_hot_share(setup) -> float:
+    """The share of the queries of the case's attention layer whose largest
+    weight is at least 0.99, from Keras's own softmax
+    (`return_attention_scores`), on the whole training set."""
+    attention = setup.model.get_layer("attention")
+    _, scores = attention(setup.x, setup.x, return_attention_scores=True)
+    return float(np.mean(np.max(np.asarray(scores), axis=-1) >= 0.99))
+
+
+@confirm_on_tensorflow
+def test_saturated_attention():
+    case = cases.BY_NAME["saturated_attention"]
+    twin = cases.BY_NAME["healthy_attention_routing"]
+    # At the initial weights over 3/4 of the queries are one-hot (0.91);
+    # with Keras's kernels none is.
+    assert _one_hot_share(case.build()) > 0.75
+    assert _one_hot_share(twin.build()) == 0.0
+    c, t = cases.confirm(case), cases.confirm(twin)
+    # The twin learns to look at token 0 (loss 0.82 to 0.02); with the
+    # one-hot attention the loss stays near chance (ln 2 = 0.693 for two
+    # balanced classes; 0.64 after 128 steps).
+    assert t.final_loss < 0.1
+    assert c.final_loss > 0.85 * math.log(2)
+    assert c.final_accuracy < 0.7
+    assert finite(c, range(len(c.losses)))
+
+
 @confirm_on_tensorflow
 def test_attention_adam_high():
     c = cases.confirm(cases.BY_NAME["attention_adam_high"])

@@ -98,6 +98,9 @@ REPORTED = {
     # recordings dense from the start, 3 or more over 5 steps (5-9),
     # reported at 9 on both backends.
     "attention_adam_high": {"vanishing_gradients": 9},
+    # 9 queries in 10 one-hot from step 0 (over 3/4): 5 recordings in a
+    # row (0-4), reported at 4.
+    "saturated_attention": {"saturated_activations": 4},
     # The recording of step 151 (dense again from the jump at 150) has an
     # update larger than the weights (the norm is 194 there and 4.1e5 at
     # 152, 2 steps over the limit); dead units over 153-156.
