@@ -129,6 +129,10 @@ def relu(
     """
     x = ops.convert_to_tensor(x)
     if negative_slope != 0:
+        if threshold == 0 and max_value is None:
+            # Keras's too: its gradient at 0 is the slope, not 0 (a layer
+            # whose pre-activations start at exactly 0 learns).
+            return leaky_relu(x, negative_slope)
         x = _floating(x)
     if threshold == 0 and max_value is None:
         positive = ops.relu(x)

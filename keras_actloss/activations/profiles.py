@@ -237,7 +237,11 @@ def _keras_function_names() -> dict[int, str]:
 # `keras.ops.relu`), by the module they come from and their name, where it
 # differs from the Keras activation of the same function.
 _FOREIGN_MODULES = ("tensorflow.", "jax.", "keras.src.ops.")
-_FOREIGN_NAMES = {"softmax_v2": "softmax", "soft_sign": "softsign"}
+_FOREIGN_NAMES = {
+    "softmax_v2": "softmax",
+    "log_softmax_v2": "log_softmax",
+    "soft_sign": "softsign",
+}
 # `jax.nn.leaky_relu`'s default slope (Keras's and TensorFlow's is 0.2).
 _JAX_LEAKY_SLOPE = 0.01
 

@@ -7,9 +7,11 @@ serialize their configuration and report their `activation_profile()`.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.activations import profiles
@@ -18,9 +20,21 @@ from keras_actloss.registry import register
 from keras_actloss.tensor_types import Tensor
 
 
+def _real(value: Any) -> bool:
+    """Whether `value` is a real number (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _integral(value: Any) -> bool:
+    """Whether `value` is an integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
 def _check_float(name: str, value: Any, *, minimum: float, strict: bool) -> float:
     """Returns `value` as a float, or raises a Keras-style ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = _real(value)
     ok = ok and math.isfinite(value)
     ok = ok and (value > minimum if strict else value >= minimum)
     if not ok:
@@ -68,7 +82,7 @@ def _check_relu_argument(name: str, value: Any, allow_none: bool = False) -> Any
     """Keras's `ReLU` checks and messages, plus: a finite number, not a bool."""
     if value is None and allow_none:
         return None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = _real(value)
     if value is None or (number and value < 0):
         what = "a negative value" if allow_none else "None or a negative value"
         raise ValueError(
@@ -78,7 +92,7 @@ def _check_relu_argument(name: str, value: Any, allow_none: bool = False) -> Any
         raise ValueError(
             f"Argument `{name}` must be a finite float >= 0. Received: {name}={value!r}"
         )
-    return value
+    return value if type(value) in (int, float) else float(value)  # NumPy's
 
 
 @register("layer", profile=profiles.BUILTIN_PROFILES["relu"])
@@ -284,12 +298,16 @@ class Softmax(_Elementwise):
     def __init__(self, axis: int | tuple[int, ...] | list[int] = -1, **kwargs):
         super().__init__(**kwargs)
         axes = list(axis) if isinstance(axis, (tuple, list)) else [axis]
-        if not axes or any(not isinstance(a, int) or isinstance(a, bool) for a in axes):
+        if not axes or not all(_integral(a) for a in axes):
             raise ValueError(
                 "Argument `axis` must be an integer or a non-empty tuple / list "
                 f"of integers. Received: axis={axis!r}"
             )
-        self.axis = axis
+        # NumPy's integers as Python's (the config is JSON).
+        if isinstance(axis, (tuple, list)):
+            self.axis = type(axis)(int(a) for a in axis)
+        else:
+            self.axis = int(axis)
 
     def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
         return activations.masked_softmax(inputs, mask, axis=self.axis)

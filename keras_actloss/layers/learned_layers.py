@@ -6,7 +6,11 @@ import keras
 
 from keras_actloss import activations
 from keras_actloss.activations import profiles
-from keras_actloss.layers.activation_layers import _check_float, build_at_init
+from keras_actloss.layers.activation_layers import (
+    _check_float,
+    _integral,
+    build_at_init,
+)
 from keras_actloss.profiles import ActivationProfile
 from keras_actloss.registry import register
 from keras_actloss.tensor_types import Tensor
@@ -19,13 +23,13 @@ def _check_shared_axes(shared_axes) -> list[int] | None:
         list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
     )
     for axis in axes:
-        if not isinstance(axis, int) or isinstance(axis, bool) or axis < 1:
+        if not _integral(axis) or axis < 1:
             raise ValueError(
                 "Argument `shared_axes` must be None, an integer >= 1 or a list "
                 "of integers >= 1 (axis 0 is the batch). "
                 f"Received: shared_axes={shared_axes!r}"
             )
-    return axes
+    return [int(axis) for axis in axes]  # NumPy's as Python's (JSON config).
 
 
 @register("layer", profile=profiles.prelu_profile())

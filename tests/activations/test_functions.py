@@ -249,6 +249,10 @@ def test_relu_like_gradient_at_zero_is_zero_or_slope():
     x = np.zeros(1)
     assert _grad(activations.relu, x)[1][0] == 0.0
     assert _grad(activations.leaky_relu, x, negative_slope=0.3)[1][0] == 0.3
+    # relu with a slope is leaky: not 0, outside its subgradients [0.3, 1]
+    # (a zero-initialised layer would never learn; Keras's relu calls its
+    # leaky_relu there too).
+    assert _grad(activations.relu, x, negative_slope=0.3)[1][0] == 0.3
     assert _grad(activations.elu, x)[1][0] == 1.0  # alpha * exp(0)
 
 

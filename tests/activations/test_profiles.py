@@ -299,6 +299,7 @@ def test_profile_of_the_backends_own_functions():
             tf.nn.elu: "elu",
             tf.nn.selu: "selu",
             tf.nn.softmax: "softmax",  # Named softmax_v2.
+            tf.nn.log_softmax: "log_softmax",  # Named log_softmax_v2.
             tf.nn.softsign: "softsign",
             tf.nn.swish: "swish",
         }

@@ -91,6 +91,20 @@ def test_swish_trainable_beta_gets_a_gradient():
     assert layers.Swish().trainable_weights == []
 
 
+def test_relu_with_a_slope_passes_a_gradient_at_zero():
+    # A Dense layer whose kernel and bias start at 0 outputs exactly 0: a
+    # ReLU with a slope is leaky there and passes the slope back, so the
+    # kernel learns (d sum(relu(x W)) / dW = x^T 0.1 at x W = 0).
+    dense = keras.layers.Dense(2, kernel_initializer="zeros")
+    model = keras.Sequential(
+        [keras.Input((3,)), dense, layers.ReLU(negative_slope=0.1)]
+    )
+    x = np.array([[1.0, -2.0, 0.5]], dtype="float32")
+    kernel, bias = weight_grads(model, x)
+    np.testing.assert_allclose(kernel, 0.1 * x.T @ np.ones((1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(bias, [0.1, 0.1], rtol=1e-6)
+
+
 ELEMENTWISE = [
     layers.ReLU,
     layers.LeakyReLU,
@@ -180,6 +194,40 @@ BAD = [
     (layers.PReLU, {"shared_axes": "1"}, "shared_axes='1'"),
     (layers.PReLU, {"shared_axes": [1.5]}, r"shared_axes=\[1.5\]"),
 ]
+
+
+NUMPY_SCALARS = [
+    (layers.LeakyReLU, {"negative_slope": np.float32(0.05)}),
+    (layers.ELU, {"alpha": np.float64(0.5)}),
+    (layers.Swish, {"beta": np.float32(1.5)}),
+    (layers.ReLU, {"max_value": np.float32(6), "threshold": np.int64(1)}),
+    (layers.ReLU, {"negative_slope": np.float32(0.1)}),
+    (layers.Softmax, {"axis": np.int64(-1)}),
+    (layers.Softmax, {"axis": (np.int32(0), np.int64(1))}),
+    (layers.PReLU, {"shared_axes": [np.int64(1), np.int64(2)]}),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs", NUMPY_SCALARS, ids=lambda v: str(v))
+def test_numpy_scalars_are_numbers(cls, kwargs, rng):
+    # As Keras's layers: a slope from `np.linspace` or an `.npz` file is a
+    # number. The config holds Python numbers (JSON), with the same values,
+    # and the layer computes what it computes with those.
+    layer = cls(**kwargs)
+    config = layer.get_config()
+    python = {k: config[k] for k in kwargs}
+    assert python == {
+        k: type(v)(x.item() for x in v) if isinstance(v, tuple | list) else v.item()
+        for k, v in kwargs.items()
+    }
+    flat = [x for v in python.values() for x in (v if hasattr(v, "__len__") else [v])]
+    assert all(type(x) in (int, float) for x in flat)
+    x = rng.normal(size=(2, 3, 4)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)),
+        keras.ops.convert_to_numpy(cls(**python)(x)),
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("cls, kwargs, received", BAD, ids=lambda v: str(v))
