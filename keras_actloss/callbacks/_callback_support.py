@@ -12,6 +12,7 @@ with the schedule of recordings (`recording_gap`).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 
@@ -60,14 +61,17 @@ def _is_chief(model) -> bool:
     return _keras_hooks.is_chief(model.distribute_strategy)
 
 
-def _positive_int(name: str, value, allow_none: bool = False) -> None:
+def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
+    """`value` as a Python int (NumPy's integers too), or raises."""
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    integral = isinstance(value, numbers.Integral)
+    if isinstance(value, (bool, np.bool_)) or not integral or value < 1:
         raise ValueError(
             f"Argument `{name}` must be a positive integer"
             f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
         )
+    return int(value)
 
 
 def _bool(name: str, value) -> None:
@@ -93,14 +97,16 @@ def _optimizer_list(value) -> None:
 def check_arguments(callback) -> None:
     """Raises `ValueError` naming the first constructor argument of
     `GradientDiagnostics` (as `callback` holds it) that is not what it
-    takes."""
+    takes; holds its step counts as Python ints."""
     log_dir = callback.log_dir
     if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
         raise ValueError(
             f"Argument `log_dir` must be a path or None. Received: log_dir={log_dir!r}"
         )
-    _positive_int("every_n_steps", callback.every_n_steps)
-    _positive_int("histogram_every_n_steps", callback.histogram_every_n_steps, True)
+    callback.every_n_steps = _positive_int("every_n_steps", callback.every_n_steps)
+    callback.histogram_every_n_steps = _positive_int(
+        "histogram_every_n_steps", callback.histogram_every_n_steps, True
+    )
     if callback.on_failure not in ON_FAILURE:
         raise ValueError(
             f"Argument `on_failure` must be one of {ON_FAILURE}. "

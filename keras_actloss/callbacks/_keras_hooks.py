@@ -232,6 +232,9 @@ class TrainHooks(GraphStats):
         scales the loss, until a step is traced (then the step's own
         optimizers decide)."""
         self.model = model
+        # Called once the `make_train_function` guard undid the hooks of a
+        # `fit` that died (`_guard`): the owner lets go of the model too.
+        self.stale = None
         self.extra = tuple(optimizers)
         self.hooked = find_optimizers(model, self.extra)
         self.optimizers = [o for _, o in self.hooked]
@@ -425,6 +428,8 @@ class TrainHooks(GraphStats):
             # Only called when the model is trained outside our `fit`: a
             # previous `fit` died without `on_train_end`. Clean up first.
             self.remove()
+            if self.stale is not None:
+                self.stale()
             return model.make_train_function(force=force)
 
         return make_train_function

@@ -4,7 +4,8 @@ What the callback does with what it found: new findings are kept, written
 and warned about, or stop or fail training per `on_failure`
 (`_handle`); `check_model`'s findings join them before training and with
 the first recorded labels. The TensorBoard writer is opened (on the chief)
-and checked at `on_train_begin`, gets the histograms when due and the
+and checked at `on_train_begin` (with a warning when another run wrote to
+the same `log_dir`), gets the histograms when due and the
 heatmap at the end, and is flushed and closed by `_cleanup`, which also
 removes the hooks, on JAX also when an exception ends `fit`
 (`_watch_fit_end`).
@@ -15,6 +16,7 @@ here so that both the mixins and `gradient_diagnostics` can import them.
 
 from __future__ import annotations
 
+import os
 import warnings
 import weakref
 
@@ -25,6 +27,7 @@ from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
 from keras_actloss.callbacks._callback_support import _is_chief
 from keras_actloss.findings import Finding, TrainingFailure
+from keras_actloss.logs import events, tags
 from keras_actloss.logs.writer import DiagnosticsWriter
 
 # The instance whose hooks are installed on a model (by `id(model)`).
@@ -113,6 +116,7 @@ class Reporting:
             return
         try:
             if self._writer is None:
+                self._warn_if_used()
                 self._writer = DiagnosticsWriter(self.log_dir)
             self._writer.check_writable()  # Also when reused by a later fit.
             self._writer.open()
@@ -121,6 +125,24 @@ class Reporting:
                 "Argument `log_dir` must be a writable directory "
                 f"({error.strerror or error}). Received: log_dir={self.log_dir!r}"
             ) from None
+
+    def _warn_if_used(self) -> None:
+        """Warns when `log_dir` holds the event files of an earlier run (this
+        instance's own later fits add to its file): the report and
+        TensorBoard read every file of a run directory together."""
+        if self._logged_to == self.log_dir:
+            return
+        self._logged_to = self.log_dir
+        earlier = events.event_files(os.path.join(self.log_dir, tags.TRAIN_SUBDIR))
+        if earlier:
+            warnings.warn(
+                f"Argument `log_dir` already holds {len(earlier)} event file(s) "
+                "of an earlier run: `keras-actloss report` and TensorBoard read "
+                "them together with this run's, so its findings and charts "
+                "would mix with theirs. Pass a new directory for each run (as "
+                f"`runs/exp1/<date>`). Received: log_dir={self.log_dir!r}",
+                stacklevel=3,
+            )
 
     def _write_heatmap(self) -> None:
         steps = [s.step for s in self.history]

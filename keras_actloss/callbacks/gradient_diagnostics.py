@@ -445,6 +445,7 @@ class GradientDiagnostics(
         self.layers: list[LayerInfo] = []
         self._hooks = None
         self._writer = None
+        self._logged_to = None  # The `log_dir` this instance wrote to.
         self._rules = None
         self._last_histogram = None
         self._labels_checked = False
@@ -527,6 +528,10 @@ class GradientDiagnostics(
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks
+        # A `fit` of the model after this one died (TensorFlow runs no code
+        # of ours then) undoes the hooks: this instance leaves the model to
+        # a new one, its logs flushed.
+        hooks.stale = self._cleanup
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
         self._rules.execution_steps = self._stride
         # With several steps per execution, a learning rate that a callback

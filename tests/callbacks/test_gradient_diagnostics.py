@@ -1711,6 +1711,42 @@ def test_logs_are_readable_after_fit_dies(data, tmp_path, error):
     assert not np.allclose(before[0], weights(model)[0])
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_new_callback_trains_the_model_after_fit_died(data, error):
+    # A notebook keeps the first callback (to read its findings) after its
+    # `fit` died; a new GradientDiagnostics on the same model is no second
+    # one in the same `fit`: it hooks the model and records (probed: on
+    # TensorFlow it was refused, as two callbacks in one `fit`).
+    x, y = data
+    model = _compile(build_model("sequential"))
+    first = _diag(every_n_steps=1)
+    with pytest.raises(type(error)):
+        model.fit(
+            x, y, batch_size=8, epochs=1, verbose=0, callbacks=[first, _Boom(2, error)]
+        )
+    assert len(first.history) == 3  # Steps 0-2, before the crash.
+    second = _diag(every_n_steps=1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[second])
+    assert [s.step for s in second.history] == [3, 4, 5, 6]
+    assert len(first.history) == 3
+    # Two in one `fit` are still refused.
+    with pytest.raises(ValueError, match="a second GradientDiagnostics"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[_diag(), _diag()])
+
+
+def test_a_log_dir_of_an_earlier_run_is_warned_about(data, tmp_path):
+    # Re-running a fixed script into the same `log_dir` would mix the runs
+    # in the report (an earlier failure kept failing it): a new callback
+    # warns; the same callback's next `fit` continues its own run.
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(log_dir=tmp_path)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[diag])
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[diag])  # No warning.
+    with pytest.warns(UserWarning, match=r"already holds 2 event file\(s\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[_diag(log_dir=tmp_path)])
+
+
 def _open_files_under(directory) -> list[str]:
     """Paths under `directory` that this process holds open (Linux)."""
     fds = "/proc/self/fd"
@@ -1840,6 +1876,17 @@ def test_unwritable_log_dir_fails_before_training(data, tmp_path):
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=f"{name}="):
         GradientDiagnostics(**kwargs)
+
+
+def test_numpy_integers_are_step_counts():
+    # A sweep's `np.int64(50)` is a step count, held as Python's int.
+    diag = GradientDiagnostics(
+        every_n_steps=np.int64(50), histogram_every_n_steps=np.int32(10)
+    )
+    assert (diag.every_n_steps, diag.histogram_every_n_steps) == (50, 10)
+    assert type(diag.every_n_steps) is int and type(diag.histogram_every_n_steps) is int
+    with pytest.raises(ValueError, match="every_n_steps=np.False_"):
+        GradientDiagnostics(every_n_steps=np.bool_(False))
 
 
 # State across fits, other callbacks and models the hooks cannot see into.
