@@ -161,7 +161,10 @@ def report(logdir: str, as_json: bool = False, out=None, err=None) -> int:
             of a run breaks the layout (`tables.TableError`).
     """
     out, err = out or sys.stdout, err or sys.stderr
-    runs = [reader.read_run(path) for path in reader.find_runs(logdir)]
+    runs = [
+        reader.read_run(path, name=reader.run_name(path, logdir))
+        for path in reader.find_runs(logdir)
+    ]
     for damage in (d for run in runs for d in run.damaged):
         err.write(f"keras-actloss report: warning: {damage}\n")
     code = report_exit_code(runs)
@@ -257,6 +260,12 @@ def list_registered(out=None) -> int:
 def run_demo(logdir: str, tiny: bool = False, out=None) -> int:
     """Trains every demo scenario, prints the report and how to open TensorBoard."""
     out = out or sys.stdout
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        # Before the first training's progress line, not in the middle of it.
+        raise ValueError(
+            f"Expected a directory for the demo's logs, not a file. "
+            f"Received: logdir={logdir!r}"
+        )
     demo.train_all(logdir, tiny=tiny, out=out)
     out.write("\n")
     report(logdir, out=out)

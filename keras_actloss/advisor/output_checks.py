@@ -258,14 +258,22 @@ def _class_count(h: Head):
     problem = _class_count_problem(h)
     if problem is None:
         return None
-    expected = h.labels.n_classes if h.format in _CATEGORICAL else h.labels.n_columns
-    return finding(
-        CLASS_COUNT_MISMATCH,
-        h,
-        problem,
-        f"Give the output layer {expected} units (one per class or label "
-        "column), or check the labels.",
-    )
+    if h.format == "binary" and h.labels.kind == _labels.INTEGER:
+        # Integer classes are a multi-class task, not a wrong width.
+        fix = (
+            f"For {h.labels.n_classes} exclusive classes use "
+            f"SparseCategoricalCrossentropy with {h.labels.n_classes} softmax "
+            "output units, or check the labels."
+        )
+    else:
+        expected = (
+            h.labels.n_classes if h.format in _CATEGORICAL else h.labels.n_columns
+        )
+        fix = (
+            f"Give the output layer {expected} units (one per class or label "
+            "column), or check the labels."
+        )
+    return finding(CLASS_COUNT_MISMATCH, h, problem, fix)
 
 
 def _labels_outside_unit_interval(h: Head):

@@ -88,6 +88,11 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
         ValueError: If no run is found under it.
     """
     logdir = os.fspath(logdir)
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise ValueError(
+            "Expected a log directory (the `log_dir` GradientDiagnostics wrote "
+            f"to, or a directory above it), not a file. Received: logdir={logdir!r}"
+        )
     if not os.path.isdir(logdir):
         raise _missing(logdir, "log directory")
     runs = []
@@ -106,6 +111,16 @@ def find_runs(logdir: str | os.PathLike) -> list[str]:
             f"`<run>/{tags.TRAIN_SUBDIR}/`). Received: logdir={logdir!r}"
         )
     return sorted(runs)
+
+
+def run_name(run_dir: str | os.PathLike, logdir: str | os.PathLike) -> str:
+    """The name of `run_dir`, a run `find_runs(logdir)` found: its path
+    relative to `logdir` (`expA/seed1`, with `/`), or `logdir`'s own name
+    when it is the run."""
+    relative = os.path.relpath(os.fspath(run_dir), os.fspath(logdir))
+    if relative == os.curdir:
+        return os.path.basename(os.path.normpath(os.path.abspath(logdir)))
+    return relative.replace(os.sep, "/")
 
 
 def _event_dir(run_dir: str) -> str:

@@ -225,7 +225,9 @@ class CategoricalCrossentropy(ArgumentsWrapper):
     Args:
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
         label_smoothing: Float in [0, 1]; mixes the labels with the uniform
-            distribution. Defaults to `0.0`.
+            distribution over the classes along `axis` (Keras's
+            `CategoricalCrossentropy` divides by the size of the last axis
+            whatever its `axis`; equal at `axis=-1`). Defaults to `0.0`.
         axis: The class axis. Defaults to `-1`.
         class_weights: Optional weight per class; each sample's loss is
             multiplied by the weight of its label. The length is checked

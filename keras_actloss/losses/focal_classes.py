@@ -112,7 +112,9 @@ class CategoricalFocalCrossentropy(ArgumentsWrapper):
         alpha: Float >= 0, a constant factor. Defaults to `0.25`.
         gamma: Float >= 0, the focusing strength. Defaults to `2.0`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
-        label_smoothing: Float in [0, 1]. Defaults to `0.0`.
+        label_smoothing: Float in [0, 1], over the classes along `axis`
+            (as `CategoricalCrossentropy`'s; Keras's divides by the size of
+            the last axis). Defaults to `0.0`.
         axis: The class axis. Defaults to `-1`.
         class_weights: Optional weight per class. Defaults to `None`.
     """

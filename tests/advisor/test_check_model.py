@@ -888,3 +888,18 @@ def test_labels_as_tensor_or_list():
         "integer_labels_categorical_loss"
     ]
     assert modes(model, [0, 1, 2]) == ["integer_labels_categorical_loss"]
+
+
+def test_integer_classes_under_binary_cross_entropy_name_the_multiclass_loss():
+    # 4 integer classes under binary cross-entropy: the fix is the
+    # multi-class loss, not "give the output layer 1 units".
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), "binary_crossentropy")
+    (finding,) = check_model(model, np.array([0, 3, 1, 2]))
+    assert finding.mode == "class_count_mismatch"
+    assert finding.message == (
+        "Labels hold 4 classes but binary cross-entropy needs 0/1 labels."
+    )
+    assert finding.fix == (
+        "For 4 exclusive classes use SparseCategoricalCrossentropy with 4 "
+        "softmax output units, or check the labels."
+    )

@@ -99,6 +99,40 @@ def test_report_json_round_trips_findings(tmp_path, capsys):
     ]
 
 
+def test_report_names_nested_runs_by_their_path(tmp_path, capsys):
+    # Two experiments with a run of the same name each: named by their path
+    # under the log dir (as TensorBoard names them), not both `seed1`; a
+    # log dir that is a run itself keeps its own name.
+    write_run(tmp_path / "expA" / "seed1", [DEAD])
+    write_run(tmp_path / "expB" / "seed1", [])
+    code, out, _ = run_main(["report", str(tmp_path), "--json"], capsys)
+    assert [r["run"] for r in json.loads(out)["runs"]] == ["expA/seed1", "expB/seed1"]
+    code, out, _ = run_main(["report", str(tmp_path / "expB" / "seed1")], capsys)
+    assert out.startswith("== run: seed1\n")
+
+
+def test_report_of_a_file_says_a_directory_is_expected(tmp_path, capsys):
+    path = tmp_path / "events.out"
+    path.write_bytes(b"")
+    code, out, err = run_main(["report", str(path)], capsys)
+    message = _one_line_error(code, out, err, "report")
+    assert message == (
+        "Expected a log directory (the `log_dir` GradientDiagnostics wrote "
+        f"to, or a directory above it), not a file. Received: logdir={str(path)!r}"
+    )
+
+
+def test_demo_into_a_file_fails_before_training(tmp_path, capsys):
+    path = tmp_path / "afile"
+    path.write_text("")
+    code, out, err = run_main(["demo", "--tiny", "--logdir", str(path)], capsys)
+    message = _one_line_error(code, out, err, "demo")
+    assert message == (
+        "Expected a directory for the demo's logs, not a file. "
+        f"Received: logdir={str(path)!r}"
+    )
+
+
 def test_report_missing_and_empty_logdir(tmp_path, capsys):
     missing = str(tmp_path / "nope")
     code, out, err = run_main(["report", missing], capsys)

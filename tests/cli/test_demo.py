@@ -51,3 +51,16 @@ def test_demo_main_prints_tensorboard_command(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "== run: vanishing-deep-sigmoid" in printed
     assert f"tensorboard --logdir {tmp_path}" in printed
+
+
+def test_a_second_demo_replaces_the_first_ones_runs(tmp_path, monkeypatch):
+    # The README's command run twice into `runs/demo`: the report reads the
+    # second demo's findings once, not both demos' mixed.
+    monkeypatch.setattr(demo, "SCENARIOS", demo.SCENARIOS[:1])
+    first = demo.train_all(str(tmp_path), tiny=True, out=io.StringIO())
+    second = demo.train_all(str(tmp_path), tiny=True, out=io.StringIO())
+    (run_dir,) = reader.find_runs(str(tmp_path))
+    logged = reader.read_run(run_dir)
+    expected = second["vanishing-deep-sigmoid"]
+    assert len(expected) == len(first["vanishing-deep-sigmoid"]) > 0
+    assert sorted(map(_key, logged.findings)) == sorted(map(_key, expected))
