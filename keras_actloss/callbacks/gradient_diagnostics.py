@@ -354,7 +354,7 @@ class GradientDiagnostics(
     Steps that are not recorded run a train function with only the
     every-step check; the model's own train function is restored after
     `fit` (also when `fit` died: the next training call undoes the hooks
-    first).
+    first, and a new `GradientDiagnostics` may then watch the model).
 
     Examples:
 
