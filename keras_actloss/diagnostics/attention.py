@@ -4,9 +4,9 @@ Dot-product attention weighs the keys of each query with a softmax of
 `q . k / sqrt(d)`. Where one key's score exceeds the others by about 5 or
 more (the scores of attention projections initialised at too large a scale,
 of inputs that are not normalized, or of weights a too large step threw),
-the softmax is one-hot: its Jacobian `diag(p) - p p^T` is about 0, so the
-query and key projections get almost no gradient and the attention cannot
-learn where to look. `attention_peaks` measures it from the projected
+the softmax is one-hot: its Jacobian `diag(p) - p p^T` is about 0, so
+almost no gradient flows back through those queries to the query and key
+projections and the attention cannot learn where to look. `attention_peaks` measures it from the projected
 queries and keys a training step already computed; `GradientDiagnostics`
 counts the peaks at 0.99 and above as the attention's saturated outputs
 (`PEAKS`).
