@@ -6,10 +6,10 @@ more (the scores of attention projections initialised at too large a scale,
 of inputs that are not normalized, or of weights a too large step threw),
 the softmax is one-hot: its Jacobian `diag(p) - p p^T` is about 0, so
 almost no gradient flows back through those queries to the query and key
-projections and the attention cannot learn where to look. `attention_peaks` measures it from the projected
-queries and keys a training step already computed; `GradientDiagnostics`
-counts the peaks at 0.99 and above as the attention's saturated outputs
-(`PEAKS`).
+projections and the attention cannot learn where to look. `attention_peaks`
+measures it from the projected queries and keys a training step already
+computed; `GradientDiagnostics` counts the peaks at 0.99 and above as the
+attention's saturated outputs (`PEAKS`).
 """
 
 from __future__ import annotations

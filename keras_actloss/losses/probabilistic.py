@@ -135,7 +135,7 @@ def _sparse_loss(
     if weights is not None:
         validation.check_class_weights_length(weights, classes)
     if len(y_true.shape) == len(y_pred.shape):
-        y_true = ops.squeeze(y_true, axis=axis)
+        y_true = validation.squeezed_ids(y_true, axis, name, classes)
     if ignore_class is not None:
         valid = ops.not_equal(y_true, ops.cast(ignore_class, y_true.dtype))
         y_true = ops.where(valid, y_true, 0)

@@ -239,6 +239,33 @@ def check_sparse_shapes(
         )
 
 
+def squeezed_ids(y_true: Tensor, axis: int, loss: str, classes: int | None) -> Tensor:
+    """`y_true`, class ids with a class axis of size 1 (`check_sparse_shapes`
+    passed), without that axis.
+
+    Where its size is not static (a TensorFlow graph fed by a dataset with
+    a loose label spec) it is checked when the step runs, as the labels'
+    values are (see the module docstring): one-hot rows get
+    `check_sparse_shapes`' message, not a failed squeeze; under XLA the ids
+    of such a batch are `classes`, out of range (a NaN loss).
+    """
+    if y_true.shape[axis] is not None:
+        return ops.squeeze(y_true, axis=axis)
+    width = ops.cast(ops.reshape(ops.shape(y_true)[axis], [1]), "float32")
+    message = (
+        "Expected integer class ids in `y_true` (shape of `y_pred` without "
+        f"the class axis) for `{loss}`; one-hot labels need "
+        f"`{_OTHER_FORMAT[loss]}`. Received: y_true with a class axis of size "
+    )
+    bad = ops.not_equal(width, 1.0)
+    ok = ops.logical_not(bad[0])
+    width = _checked(width, ok, bad, message, width)
+    # Index 0 along the axis, read after the check: the squeeze.
+    ids = ops.take(y_true, ops.cast(width[0] - width[0], "int32"), axis=axis)
+    poison = -1 if classes is None else classes
+    return ops.where(ok, ids, ops.cast(poison, ids.dtype))
+
+
 def check_sparse_values(
     y_true: Tensor,
     classes: int | None,

@@ -361,3 +361,39 @@ def test_unknown_names_in_get():
         losses.get("not_a_loss")
     with raises("Received: identifier=42"):
         losses.get(42)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("labels", ["one_hot", "ids"])
+def test_sparse_labels_of_unknown_width_are_checked_when_run(labels):
+    # A dataset with a loose label spec (`TensorSpec((None, None))`): the
+    # class axis's size is known only when the step runs. One-hot rows get
+    # the message of the static check (was TensorFlow's "Cannot squeeze
+    # axis=-1"); ids with a trailing axis of 1 give the loss of the ids.
+    import tensorflow as tf
+
+    loss = losses.SparseCategoricalCrossentropy(from_logits=True)
+    preds = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], "float32")
+    ids = np.array([[0.0], [2.0]], "float32")
+    spec = (tf.TensorSpec((None, None)), tf.TensorSpec((None, 3)))
+    traced_loss = tf.function(loss, input_signature=spec)
+    if labels == "ids":
+        expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+            ids, preds
+        )
+        np.testing.assert_allclose(traced_loss(ids, preds), expected, rtol=1e-6)
+        return
+    one_hot = np.eye(3, dtype="float32")[[0, 2]]
+    message = (
+        "Expected integer class ids in `y_true` (shape of `y_pred` without the "
+        "class axis) for `sparse_categorical_crossentropy`; one-hot labels need "
+        "`CategoricalCrossentropy`. Received: y_true with a class axis of size [3]"
+    )
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(f"assertion failed: [{message}]"),
+    ):
+        traced_loss(one_hot, preds)
+    # XLA drops assertions: the batch's loss is NaN, not that of column 0.
+    xla = tf.function(loss, input_signature=spec, jit_compile=True)
+    assert np.isnan(float(xla(one_hot, preds)))
