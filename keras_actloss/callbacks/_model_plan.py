@@ -113,6 +113,12 @@ class LayerPlan:
         statistics (`step_activations.activation_vector`)."""
         return kept
 
+    @staticmethod
+    def counted(measured) -> Any:
+        """The boolean mask of the `measured` elements that count, or None
+        for all."""
+        return None
+
 
 class AttentionPlan(LayerPlan):
     """The attention weights of a Keras `MultiHeadAttention` or
@@ -150,6 +156,10 @@ class AttentionPlan(LayerPlan):
     @staticmethod
     def measured(kept) -> Any:
         return attention.attention_peaks(*kept)
+
+    @staticmethod
+    def counted(measured) -> Any:
+        return attention.counted(measured)
 
 
 # Keras's attention layers whose `_compute_attention(query, key, ...)` gets
@@ -235,6 +245,15 @@ def _watched_profile(layer) -> ActivationProfile | None:
     if profile.inactive_below is None and profile.saturation_bounds is None:
         return None
     return profile
+
+
+def lazy_layers(model) -> bool:
+    """Whether `model` holds layers not built yet: a layer of the user's own
+    that gives its output shape (`compute_output_shape`) without calling
+    its sublayers leaves them to be built, weights and all, by the first
+    training step (a `TimeDistributed` around it). A layer never called
+    stays so."""
+    return any(not layer.built for layer in model._flatten_layers(include_self=False))
 
 
 def graph_depths(container) -> dict[int, int] | None:

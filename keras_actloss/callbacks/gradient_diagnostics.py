@@ -99,7 +99,9 @@ class GradientDiagnostics(
       every sample of the batch) and of saturated outputs; per Keras
       `MultiHeadAttention` or `GroupQueryAttention` (Keras's own attention,
       over one axis) the share of queries, of at most 32 evenly spaced per
-      sequence, whose largest attention weight is at least 0.99 (one-hot),
+      sequence and among those that see two keys or more (not the first of
+      causal attention, nor padding), whose largest attention weight is at
+      least 0.99 (one-hot),
       computed from the step's projected queries and keys with the layer's
       mask (written as the saturation of an entry named as the layer). A
       ReLU layer whose outputs are not measured (a `SimpleRNN` that returns
@@ -146,7 +148,10 @@ class GradientDiagnostics(
       reported as a non-finite step right after it. So it does for a
       model that its `train_step` never calls, which stays unbuilt (a GAN
       that calls only its generator and discriminator, as the Keras DCGAN
-      example's), without `check_model`: it has no graph of the model.
+      example's), without `check_model`: it has no graph of the model; and,
+      on TensorFlow, for a built model with layers still unbuilt (inside a
+      layer of the user's own that gives its output shape without calling
+      them), which make their weights in the first step.
 
     When each failure can first be reported (default thresholds; step
     counts from the onset, with the finding's `step` at the onset):
@@ -454,7 +459,7 @@ class GradientDiagnostics(
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
-        self._deferred = False
+        self._deferred = self._lazy = False
         self._synced = None
 
     # -------------------------------------------------------------- training
@@ -477,7 +482,17 @@ class GradientDiagnostics(
         # batch runs Keras's own train function; the hooks go in before the
         # second (`_begin`), also if the model is still unbuilt then (a GAN
         # whose `train_step` calls its generator and discriminator only).
-        self._deferred = not model.built
+        # So for a built model with layers unbuilt (a layer of the user's
+        # own that gives its output shape without calling its sublayers):
+        # they make their weights in the first step, after the optimizer
+        # would have been built without them.
+        # (TensorFlow: on JAX the step is traced with the weights it makes.)
+        self._lazy = (
+            model.built
+            and keras.backend.backend() == "tensorflow"
+            and _model_plan.lazy_layers(model)
+        )
+        self._deferred = not model.built or self._lazy
         self._deferred_ran = False
         self._deferred_loss = None
         if not self._deferred:
@@ -567,7 +582,7 @@ class GradientDiagnostics(
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._deferred:
-            if not (self.model.built or self._deferred_ran):
+            if not self._deferred_ran and (self._lazy or not self.model.built):
                 return  # Keras's train function builds it in this batch.
             self._end_deferral()
         if self._step is None:

@@ -33,6 +33,11 @@ from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import negligible
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
+# A model whose loss is under this share of the loss of knowing nothing has
+# learned through its attention, one-hot or not
+# (`ActivationRules._attention_learned`).
+_ATTENTION_LEARNED = 0.8
+
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
 # `_SETTLE_RISE` of where training began (`RuleFamily._start`) or a
@@ -706,7 +711,7 @@ class ActivationRules(RuleFamily):
                 F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
             }
             lowest = min(v for v in limits.values() if v is not None)
-            if self._attention_learned(ls, lowest):
+            if self._attention_learned(ls, lowest, stats.loss):
                 continue
             # Over every batch of the recorded execution's full steps.
             batches = stats.activation_steps
@@ -733,17 +738,26 @@ class ActivationRules(RuleFamily):
             name.startswith(inside) for name in self.input_layers
         )
 
-    def _attention_learned(self, ls, limit: float) -> bool:
+    def _attention_learned(self, ls, limit: float, loss: float | None) -> bool:
         """Whether `ls` is an attention's weights (`LayerInfo.attention`)
-        whose one-hot share was under `limit` on a recording so far:
-        one-hot attention is a failure from the start (scores too large for
-        the softmax to pass a gradient, whatever training does), and
-        something attention may learn later (a head that looks at one
-        position)."""
+        whose one-hot share was under `limit` on a recording so far, or
+        whose model's `loss` was under `_ATTENTION_LEARNED` of the loss of
+        knowing nothing (`uninformed_loss`): one-hot attention is a failure
+        from the start (scores too large for the softmax to pass a
+        gradient, whatever training does), and something attention may
+        learn (a head that looks at one position; a fitted model trained
+        on from a checkpoint, probed: an exact one-hot shift at a loss of
+        0.97 against ln 4, told as saturated)."""
         info = self._info.get(ls.layer)
         if info is None or not info.attention:
             return False
-        if ls.saturation < limit:
+        uninformed = self.uninformed_loss
+        learned = (
+            uninformed is not None
+            and _finite(loss)
+            and loss < _ATTENTION_LEARNED * uninformed[0]
+        )
+        if ls.saturation < limit or learned:
             self._attention_free.add(ls.layer)
         return ls.layer in self._attention_free
 

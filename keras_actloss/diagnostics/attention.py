@@ -9,7 +9,8 @@ almost no gradient flows back through those queries to the query and key
 projections and the attention cannot learn where to look. `attention_peaks`
 measures it from the projected queries and keys a training step already
 computed; `GradientDiagnostics` counts the peaks at 0.99 and above as the
-attention's saturated outputs (`PEAKS`).
+attention's saturated outputs (`PEAKS`), among the queries that see two
+keys or more (`counted`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def attention_peaks(
     `MultiHeadAttention` computes it, for at most `queries` evenly spaced
     queries of each sequence (all of them when the length is not static).
     A query that sees one key alone (the first of causal attention, or
-    every query of a sequence of one key) gets 0: its weight is 1 by
-    construction, not by the size of its scores.
+    every query of a sequence of one key) or none (padding) gets -1: its
+    weight is 1 by construction, not by the size of its scores, and it is
+    not counted (`counted`).
 
     Formula:
 
@@ -85,7 +87,7 @@ def attention_peaks(
 
     Returns:
         A float32 `[batch, heads, T']` tensor, `T' <= queries` when `T` is
-        static.
+        static: each query's peak, or -1.
     """
     q, k = ops.cast(query, "float32"), ops.cast(key, "float32")
     length = q.shape[1]
@@ -101,9 +103,15 @@ def attention_peaks(
     peaks = 1.0 / ops.sum(ops.exp(scores - top), axis=-1)
     if mask is not None:
         keys = ops.sum(ops.cast(mask, "float32"), axis=-1)
-        peaks = ops.where(ops.greater(keys, 1.0), peaks, 0.0)
+        peaks = ops.where(ops.greater(keys, 1.0), peaks, -1.0)
     elif k.shape[1] is None:
-        peaks = ops.where(ops.greater(ops.shape(k)[1], 1), peaks, 0.0)
+        peaks = ops.where(ops.greater(ops.shape(k)[1], 1), peaks, -1.0)
     elif k.shape[1] == 1:
-        peaks = ops.zeros_like(peaks)
+        peaks = -ops.ones_like(peaks)
     return peaks
+
+
+def counted(peaks: Tensor) -> Tensor:
+    """The queries of `attention_peaks` that count: those that saw two keys
+    or more (a peak of -1 otherwise)."""
+    return ops.greater_equal(peaks, 0.0)

@@ -74,8 +74,9 @@ def activation_vector(
     Args:
         outputs: Layer index -> what the step kept of its calls (the
             outputs, `plan.measured` of each).
-        plans: The monitored layers, with `profile`, `channel_axis` and
-            `measured`.
+        plans: The monitored layers, with `profile`, `channel_axis`,
+            `measured` and `counted` (the elements that count, when not
+            all).
         elements: Whether to count every layer's elements in the step even
             when static shapes give them per sample, and note the samples
             of its largest call (calls of a layer on batches other than the
@@ -121,6 +122,9 @@ def activation_vector(
         per_sample = None
         if not apart and all(None not in s for s in sizes):
             per_sample = sum(math.prod(s) for s in sizes)
+        counted = [plan.counted(x) for x in calls]
+        if counted[0] is not None:
+            per_sample = None  # Its elements are counted in the step.
         counts = [
             stats.activation_counts(
                 x,
@@ -133,6 +137,9 @@ def activation_vector(
             )
             for x, a in zip(calls, axes)
         ]
+        for c, mask in zip(counts, counted):
+            if mask is not None:
+                c["elements"] = prim.count(mask, tuple(range(len(mask.shape))))
         summed = {k: _summed(c[k] for c in counts) for k in counts[0]}
         if passed is not None:
             flowing = ops.cast(ops.not_equal(passed, 0.0), "float32")

@@ -127,12 +127,14 @@ def activation_fields(
         elements = next(scalars) if per_sample is None else batch * per_sample
         zero = dead = mortal = None
         if units:
-            if not (layout.by_sign and layout.by_sign[i]):
+            if elements and not (layout.by_sign and layout.by_sign[i]):
                 zero = 1.0 - sum(active) / elements
             if layout.can_die[i]:
                 dead, mortal = active.count(0.0) / units, active
         if sat is not None:
-            sat /= elements
+            # None where no element counted (an attention whose queries
+            # each saw one key or none).
+            sat = sat / elements if elements else None
         if samples is not None:
             samples = int(round(samples * summed))
         fields[i] = (zero, dead, sat, mortal, samples)

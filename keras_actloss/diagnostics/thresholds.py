@@ -121,10 +121,11 @@ class Thresholds:
             has almost stopped learning. Models whose first tanh layer had
             two thirds of its outputs there (raw inputs) still trained to
             their usual accuracy. An attention layer is saturated when at
-            least this fraction of its queries are one-hot (a largest
-            weight of 0.99 or more) on every recording from its first:
-            attention may learn to look at one key later. Defaults to
-            `0.75`.
+            least this fraction of its queries (of those that see two keys
+            or more) are one-hot (a largest weight of 0.99 or more) on every
+            recording from its first, while a classifier's loss is not
+            under 0.8 of knowing nothing's: attention may learn to look at
+            one key. Defaults to `0.75`.
         input_saturation: The first hidden layer with at least this
             fraction of saturated outputs, fed with inputs that are not
             standardized, is reported as `unstandardized_inputs` (a

@@ -15,7 +15,7 @@ def _np(x):
 
 def _reference(q, k, mask=None):
     """NumPy: softmax over the keys of q . k / sqrt(d) per head, its largest
-    weight per query ([batch, heads, T]); 0 where a query sees one key or
+    weight per query ([batch, heads, T]); -1 where a query sees one key or
     none."""
     scores = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
     allowed = np.ones(scores.shape, bool) if mask is None else mask[:, None]
@@ -25,7 +25,7 @@ def _reference(q, k, mask=None):
         weights /= weights.sum(-1, keepdims=True)
     peaks = weights.max(-1)
     keys = np.broadcast_to(allowed, scores.shape).sum(-1)
-    return np.where(keys > 1, peaks, 0.0)
+    return np.where(keys > 1, peaks, -1.0)
 
 
 @pytest.mark.parametrize("scale", [0.3, 3.0])
@@ -45,11 +45,15 @@ def test_masked_and_causal_peaks_match_numpy(rng):
     q = (2.0 * rng.normal(size=(3, 6, 2, 4))).astype("float32")
     k = (2.0 * rng.normal(size=(3, 6, 2, 4))).astype("float32")
     mask = rng.random((3, 6, 6)) > 0.3
-    mask[0, 2] = False  # A query that sees no key: 0, as one that sees one.
+    mask[0, 2] = False  # A query that sees no key: -1, as one that sees one.
     mask[1, 3] = [False, True, False, False, False, False]
     peaks = _np(attention.attention_peaks(q, k, mask))
     np.testing.assert_allclose(peaks, _reference(q, k, mask), rtol=1e-5)
-    assert np.all(peaks[0, :, 2] == 0.0) and np.all(peaks[1, :, 3] == 0.0)
+    assert np.all(peaks[0, :, 2] == -1.0) and np.all(peaks[1, :, 3] == -1.0)
+    # Neither counts (`counted`), the other queries do.
+    counted = _np(attention.counted(peaks))
+    np.testing.assert_array_equal(counted, peaks >= 0.0)
+    assert not counted[0, :, 2].any() and counted.sum() > 0.8 * counted.size
     causal = _np(attention.causal_mask(q, k))
     np.testing.assert_array_equal(causal, np.tril(np.ones((1, 6, 6), bool)))
     np.testing.assert_allclose(
@@ -63,7 +67,7 @@ def test_a_single_key_is_not_one_hot(rng):
     # Cross-attention to one key: every weight is 1 whatever the scores.
     q = rng.normal(size=(2, 4, 2, 3)).astype("float32")
     k = rng.normal(size=(2, 1, 2, 3)).astype("float32")
-    np.testing.assert_array_equal(_np(attention.attention_peaks(q, k)), 0.0)
+    np.testing.assert_array_equal(_np(attention.attention_peaks(q, k)), -1.0)
 
 
 def test_long_sequences_measure_evenly_spaced_queries(rng):
@@ -89,8 +93,8 @@ def test_half_precision_inputs_are_measured_in_float32(rng):
 def test_the_peaks_profile_counts_one_hot_queries(rng):
     # `activation_counts` with `PEAKS`: the saturated count is the number of
     # peaks at 0.99 or above, the fraction over all queries.
-    peaks = np.array([[[0.2, 0.99, 0.995, 1.0, 0.98, 0.0]]], "float32")
+    peaks = np.array([[[0.2, 0.99, 0.995, 1.0, 0.98, -1.0]]], "float32")
     counts = stats.activation_counts(peaks, attention.PEAKS)
     assert float(_np(counts["saturated"])) == 3.0
-    assert float(_np(counts["elements"])) == 6.0
+    assert float(_np(counts["elements"])) == 6.0  # 5 counted (`counted`).
     assert "active_per_unit" not in counts

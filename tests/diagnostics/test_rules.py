@@ -5420,6 +5420,18 @@ class TestAttentionSaturation:
             "slowly."
         )
 
+    @pytest.mark.parametrize("loss, told", [(0.97, False), (1.2, True)])
+    def test_not_for_a_model_that_predicts(self, loss, told):
+        # A classifier over 4 classes (knowing nothing: ln 4 = 1.386) trained
+        # on from a checkpoint, its attention exactly one-hot on the right
+        # key and its loss at its floor 0.97 (probed): it learned through
+        # that attention (0.97 < 0.8 ln 4 = 1.11). At 1.2 it predicts
+        # little better than knowing nothing.
+        rules = HealthRules(ATTENTION_LAYERS)
+        rules.uninformed_loss = (math.log(4), "cross-entropy over 4 classes")
+        found = run(rules, attention_run([1.0] * 3, loss=loss))
+        assert modes(found) == ([(F.SATURATED_ACTIVATIONS, "mha", 0)] if told else [])
+
     @pytest.mark.parametrize("loss, told", [(0.1, False), (0.9, True)])
     def test_not_once_the_model_fitted(self, loss, told):
         # One-hot from the first recording (step 30) but the loss fell to a
