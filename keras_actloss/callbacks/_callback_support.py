@@ -452,6 +452,19 @@ def preprocessing_note(layers: list) -> str | None:
     return ", then ".join(names)
 
 
+def feature_inputs(model, inputs: np.ndarray | None) -> np.ndarray | None:
+    """`inputs` (a kept batch, read as float32) unless the model's one input
+    is of an integer or bool dtype: ids (an `Embedding`'s tokens) or
+    categories, whose scale is no feature's (probed: tokens of up to 20 were
+    told as unstandardized inputs)."""
+    found = getattr(model, "inputs", None) or []
+    if len(found) == 1:
+        dtype = keras.backend.standardize_dtype(found[0].dtype)
+        if dtype.startswith(("int", "uint", "bool")):
+            return None
+    return inputs
+
+
 def input_scale(x: np.ndarray | None) -> float | None:
     """The largest `max(|mean|, std)` over the features (last axis) of a
     batch of inputs: about 1 when they are standardized. None without

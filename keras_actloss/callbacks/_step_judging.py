@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_actloss.callbacks._callback_support import (
     data_saturations,
+    feature_inputs,
     input_scale,
     preprocessed,
     recording_gap,
@@ -391,15 +392,16 @@ class StepJudging:
         if self._input_scale is None:
             inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
             # As the first layers with weights see them.
-            self._input_scale = input_scale(preprocessed(self._preprocessing, inputs))
+            features = feature_inputs(self.model, inputs)
+            self._input_scale = input_scale(preprocessed(self._preprocessing, features))
             self._data_saturation = data_saturations(
                 self._hooks.plans, [inputs, labels]
             )
             self._rules.target_scale = target_scale(self.model, labels)
         elif self._rules.wants_inputs():
             # New data came: did the inputs change scale with it?
-            inputs = preprocessed(self._preprocessing, self._hooks.read_inputs())
-            scale = input_scale(inputs)
+            inputs = feature_inputs(self.model, self._hooks.read_inputs())
+            scale = input_scale(preprocessed(self._preprocessing, inputs))
             self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
         stats = step_stats(
             data,

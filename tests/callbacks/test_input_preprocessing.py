@@ -105,3 +105,29 @@ def test_images_rescaled_twice_are_told_at_the_first_step(rescale):
         "Check that the data is not scaled twice ('rescaling' (x 0.00392) "
         "after a scaling already done on the data); standardize the inputs"
     )
+
+
+@pytest.mark.parametrize("dtype", ["int32", "float32"])
+def test_token_ids_have_no_input_scale(dtype):
+    # Ids up to 20 into an Embedding are no features: no input scale (it
+    # was 10, "not standardized"); the same numbers as float features are.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (64, 6))
+    y = rng.integers(0, 2, 64)
+    inputs = keras.Input((6,), dtype=dtype)
+    if dtype == "int32":
+        h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(inputs))
+    else:
+        h = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    diag = GradientDiagnostics(check_model=False, every_n_steps=1)
+    model.fit(
+        x.astype(dtype), y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag]
+    )
+    scales = [s.input_scale for s in diag.history]
+    if dtype == "int32":
+        assert scales == [None, None]
+    else:
+        expected = input_scale(x[:32].astype("float64"))
+        assert expected > 9 and scales[0] == pytest.approx(expected, rel=1e-6)
