@@ -85,7 +85,8 @@ class LayerPlan:
 
     @property
     def hooked(self) -> Any:
-        """The layer whose `call` outputs are the activation statistics'."""
+        """The layer whose calls of `method` give the activation statistics
+        (`kept`)."""
         return self.layer if self.runner is None else self.runner
 
     # The method of `hooked` whose calls are watched.
@@ -164,8 +165,12 @@ class AttentionPlan(LayerPlan):
 
 # Keras's attention layers whose `_compute_attention(query, key, ...)` gets
 # as many key heads as query heads (`GroupQueryAttention` repeats its keys
-# before it).
-_ATTENTION = (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention)
+# before it; a Keras without it has the other), as `_NORMALIZING` is found.
+_ATTENTION = tuple(
+    getattr(keras.layers, name)
+    for name in ("MultiHeadAttention", "GroupQueryAttention")
+    if hasattr(keras.layers, name)
+)
 
 
 def _attends(layer) -> bool:
