@@ -12,7 +12,6 @@ with the schedule of recordings (`recording_gap`).
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import warnings
 
@@ -25,6 +24,7 @@ from keras_actloss.advisor.output_checks import OUTPUT_MODES
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
+from keras_actloss.tensor_types import is_integral
 
 # Keras backends the callback runs on; PyTorch is not supported yet.
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -65,8 +65,7 @@ def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
     """`value` as a Python int (NumPy's integers too), or raises."""
     if value is None and allow_none:
         return None
-    integral = isinstance(value, numbers.Integral)
-    if isinstance(value, (bool, np.bool_)) or not integral or value < 1:
+    if not is_integral(value) or value < 1:
         raise ValueError(
             f"Argument `{name}` must be a positive integer"
             f"{' or None' if allow_none else ''}. Received: {name}={value!r}"

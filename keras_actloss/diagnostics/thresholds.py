@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
+from keras_actloss.tensor_types import is_integral, is_real
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +181,9 @@ class Thresholds:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             _check_threshold(field.name, field.type, value)
+            # NumPy's numbers (a sweep's) held as Python's (the class is frozen).
+            number = int(value) if field.type == "int" else float(value)
+            object.__setattr__(self, field.name, number)
 
     @classmethod
     def from_value(cls, value: None | dict | Thresholds) -> Thresholds:
@@ -218,12 +221,10 @@ _GROWTHS = ("exploding_growth", "exploding_spike_growth", "jump_factor")
 
 def _check_threshold(name: str, kind: str, value) -> None:
     if kind == "int":
-        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        ok = ok and value >= 1
+        ok = is_integral(value) and value >= 1
         expected = "an integer >= 1"
     else:
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and value > 0
+        ok = is_real(value) and math.isfinite(value) and value > 0
         expected = "a finite number > 0"
         if name in _FRACTIONS:
             ok, expected = ok and value <= 1, "a number in (0, 1]"

@@ -7,34 +7,20 @@ serialize their configuration and report their `activation_profile()`.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import keras
-import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.activations import profiles
 from keras_actloss.profiles import ActivationProfile
 from keras_actloss.registry import register
-from keras_actloss.tensor_types import Tensor
-
-
-def _real(value: Any) -> bool:
-    """Whether `value` is a real number (Python's or NumPy's), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _integral(value: Any) -> bool:
-    """Whether `value` is an integer (Python's or NumPy's), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(
-        value, (bool, np.bool_)
-    )
+from keras_actloss.tensor_types import Tensor, is_integral, is_real
 
 
 def _check_float(name: str, value: Any, *, minimum: float, strict: bool) -> float:
     """Returns `value` as a float, or raises a Keras-style ValueError."""
-    ok = _real(value)
+    ok = is_real(value)
     ok = ok and math.isfinite(value)
     ok = ok and (value > minimum if strict else value >= minimum)
     if not ok:
@@ -82,7 +68,7 @@ def _check_relu_argument(name: str, value: Any, allow_none: bool = False) -> Any
     """Keras's `ReLU` checks and messages, plus: a finite number, not a bool."""
     if value is None and allow_none:
         return None
-    number = _real(value)
+    number = is_real(value)
     if value is None or (number and value < 0):
         what = "a negative value" if allow_none else "None or a negative value"
         raise ValueError(
@@ -298,7 +284,7 @@ class Softmax(_Elementwise):
     def __init__(self, axis: int | tuple[int, ...] | list[int] = -1, **kwargs):
         super().__init__(**kwargs)
         axes = list(axis) if isinstance(axis, (tuple, list)) else [axis]
-        if not axes or not all(_integral(a) for a in axes):
+        if not axes or not all(is_integral(a) for a in axes):
             raise ValueError(
                 "Argument `axis` must be an integer or a non-empty tuple / list "
                 f"of integers. Received: axis={axis!r}"

@@ -8,12 +8,11 @@ from keras_actloss import activations
 from keras_actloss.activations import profiles
 from keras_actloss.layers.activation_layers import (
     _check_float,
-    _integral,
     build_at_init,
 )
 from keras_actloss.profiles import ActivationProfile
 from keras_actloss.registry import register
-from keras_actloss.tensor_types import Tensor
+from keras_actloss.tensor_types import Tensor, is_integral
 
 
 def _check_shared_axes(shared_axes) -> list[int] | None:
@@ -23,7 +22,7 @@ def _check_shared_axes(shared_axes) -> list[int] | None:
         list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
     )
     for axis in axes:
-        if not _integral(axis) or axis < 1:
+        if not is_integral(axis) or axis < 1:
             raise ValueError(
                 "Argument `shared_axes` must be None, an integer >= 1 or a list "
                 "of integers >= 1 (axis 0 is the batch). "

@@ -19,13 +19,13 @@ from keras import ops
 from keras_actloss.losses import keras_mask, validation
 from keras_actloss.losses.profiles import BCE, CCE, KLD, SCCE
 from keras_actloss.registry import register
-from keras_actloss.tensor_types import Tensor
+from keras_actloss.tensor_types import Tensor, is_real
 
 ClassWeights = Sequence[float] | None
 
 
 def _smoothing(label_smoothing: float) -> float:
-    if isinstance(label_smoothing, (int, float)):
+    if is_real(label_smoothing):
         validation.validate_label_smoothing(label_smoothing)
     return label_smoothing
 
@@ -93,6 +93,7 @@ def _categorical_loss(
     y_true = ops.cast(y_true, y_pred.dtype)
     validation.check_one_hot_shapes(y_true, y_pred, axis, name)
     if check_labels:
+        y_true = validation.one_hot_width(y_true, y_pred, axis, name)
         y_true = validation.check_label_range(y_true, name)
     targets = y_true
     if label_smoothing:

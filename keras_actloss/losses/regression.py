@@ -11,7 +11,7 @@ from keras import ops
 from keras_actloss.losses import validation
 from keras_actloss.losses.profiles import HINGE, HUBER, MAE, MSE
 from keras_actloss.registry import register
-from keras_actloss.tensor_types import Tensor
+from keras_actloss.tensor_types import Tensor, is_real
 
 
 def _prepare(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,7 +119,7 @@ def huber(y_true: Tensor, y_pred: Tensor, delta: float = 1.0) -> Tensor:
     Reference:
     - [Huber, 1964](https://doi.org/10.1214/aoms/1177703732)
     """
-    if isinstance(delta, (int, float)):
+    if is_real(delta):
         validation.validate_delta(delta)
     y_true, y_pred = _prepare(y_true, y_pred)
     delta = ops.convert_to_tensor(delta, dtype=y_pred.dtype)

@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from keras_actloss.losses import graph_asserts
-from keras_actloss.tensor_types import Tensor
+from keras_actloss.tensor_types import Tensor, is_integral, is_real
 
 # At most this many offending values are quoted in an error message.
 _MAX_QUOTED = graph_asserts.MAX_QUOTED
@@ -220,6 +220,32 @@ def check_one_hot_shapes(
         )
 
 
+def one_hot_width(y_true: Tensor, y_pred: Tensor, axis: int, loss: str) -> Tensor:
+    """`y_true`, one-hot labels (`check_one_hot_shapes` passed), checked
+    when the step runs where the class axis of either has no static size
+    (a TensorFlow graph fed by a dataset with a loose label spec).
+
+    Integer class ids of shape `(batch, 1)` would otherwise be broadcast
+    over the classes, a wrong loss and no error: they get
+    `check_one_hot_shapes`' message (see the module docstring); under XLA
+    the labels of such a batch are NaN.
+    """
+    if y_true.shape[axis] is not None and y_pred.shape[axis] is not None:
+        return y_true
+    width = ops.cast(ops.reshape(ops.shape(y_true)[axis], [1]), "float32")
+    classes = ops.cast(ops.shape(y_pred)[axis], "float32")
+    message = (
+        f"Expected one-hot labels for `{loss}`: `y_true` must have the same "
+        "shape as `y_pred`; integer class labels need "
+        f"`{_OTHER_FORMAT[loss]}` (or `keras.utils.to_categorical`). Received: "
+        "y_true with a class axis of size "
+    )
+    bad = ops.not_equal(width, classes)
+    width = _checked(width, ops.logical_not(bad[0]), bad, message, np.nan)
+    # Zero (NaN when poisoned) added after the check: the labels wait for it.
+    return y_true + ops.cast(width[0] - width[0], y_true.dtype)
+
+
 def check_sparse_shapes(
     y_true: Tensor,
     y_pred: Tensor,
@@ -307,8 +333,7 @@ def check_sparse_values(
 def validate_focal(alpha: float, gamma: float, alpha_max: float | None) -> tuple:
     """Checks focal `alpha` (in [0, alpha_max]) and `gamma` (>= 0)."""
     for name, value, high in (("alpha", alpha, alpha_max), ("gamma", gamma, None)):
-        number = isinstance(value, (int, float, np.floating))
-        ok = number and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_real(value) and math.isfinite(value)
         if not ok or value < 0 or (high is not None and value > high):
             bound = f"in [0, {high:g}]" if high is not None else ">= 0"
             raise ValueError(
@@ -365,8 +390,7 @@ def check_class_weights_length(weights: list[float], classes: int | None) -> Non
 
 def validate_label_smoothing(label_smoothing: float) -> float:
     """Checks `label_smoothing` is a number in `[0, 1]`."""
-    number = isinstance(label_smoothing, (int, float, np.floating))
-    if isinstance(label_smoothing, bool) or not number or not 0 <= label_smoothing <= 1:
+    if not is_real(label_smoothing) or not 0 <= label_smoothing <= 1:
         raise ValueError(
             "Argument `label_smoothing` must be a float in [0, 1]. "
             f"Received: label_smoothing={label_smoothing!r}"
@@ -376,19 +400,14 @@ def validate_label_smoothing(label_smoothing: float) -> float:
 
 def validate_axis(axis: int) -> int:
     """Checks `axis` is an int (not a bool)."""
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    if not is_integral(axis):
         raise ValueError(f"Argument `axis` must be an int. Received: axis={axis!r}")
     return int(axis)
 
 
 def validate_delta(delta: float) -> float:
     """Checks Huber's `delta` is a positive finite number."""
-    number = isinstance(delta, (int, float, np.floating))
-    if (
-        isinstance(delta, bool)
-        or not number
-        or not (delta > 0 and math.isfinite(delta))
-    ):
+    if not is_real(delta) or not (delta > 0 and math.isfinite(delta)):
         raise ValueError(
             f"Argument `delta` must be a positive number. Received: delta={delta!r}"
         )
@@ -416,10 +435,7 @@ def validate_check_labels(check_labels: bool) -> bool:
 
 def validate_ignore_class(ignore_class: int | None) -> int | None:
     """Checks `ignore_class` is None or an int."""
-    if ignore_class is not None and (
-        isinstance(ignore_class, bool)
-        or not isinstance(ignore_class, (int, np.integer))
-    ):
+    if ignore_class is not None and not is_integral(ignore_class):
         raise ValueError(
             "Argument `ignore_class` must be an int or None. "
             f"Received: ignore_class={ignore_class!r}"

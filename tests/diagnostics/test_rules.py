@@ -5732,3 +5732,33 @@ class TestGradientsGrowingBack:
         seq = [gru_recording(s, 1e-3, rms=(100.0, 0.05)) for s in (0, 2)]
         seq.append(gru_recording(4, 1e-3, rms=(1.0, 0.05)))  # 20x: healthy.
         assert run(rules, seq) == []
+
+
+def test_thresholds_take_python_and_numpy_numbers():
+    thresholds = Thresholds(patience=np.int64(2), saturation=np.float32(0.5))
+    assert (thresholds.patience, thresholds.saturation) == (2, 0.5)
+    assert (type(thresholds.patience), type(thresholds.saturation)) == (int, float)
+    assert Thresholds(exploding_growth=50).exploding_growth == 50
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("patience", 0, "an integer >= 1"),
+        ("patience", True, "an integer >= 1"),
+        ("patience", 2.0, "an integer >= 1"),
+        ("min_samples", np.bool_(True), "an integer >= 1"),
+        ("input_scale", 0.0, "a finite number > 0"),
+        ("input_scale", math.nan, "a finite number > 0"),
+        ("input_scale", 1j, "a finite number > 0"),
+        ("input_scale", "2", "a finite number > 0"),
+        ("saturation", 1.5, "a number in (0, 1]"),
+        ("exploding_growth", 1.0, "a finite number > 1"),
+    ],
+)
+def test_bad_thresholds_are_named(name, value, expected):
+    with pytest.raises(ValueError) as error:
+        Thresholds(**{name: value})
+    assert str(error.value) == (
+        f"Threshold `{name}` must be {expected}. Received: {name}={value!r}"
+    )

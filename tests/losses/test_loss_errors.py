@@ -336,6 +336,42 @@ def test_bad_huber_delta():
             losses.Huber(delta=delta)
 
 
+def test_numpy_numbers_are_taken_as_keras_takes_them():
+    # A sweep's `np.int64(2)` delta or `np.float32(0.1)` smoothing: Keras
+    # takes them, and so do we, with Keras's numbers (bools stay refused).
+    y_true = np.array([[0.0, 1.5], [2.0, -1.0]], dtype="float32")
+    y_pred = np.array([[0.5, -1.0], [4.0, 0.0]], dtype="float32")
+    for delta in (np.int64(2), np.int32(1), np.float32(0.5)):
+        np.testing.assert_allclose(
+            losses.Huber(delta=delta)(y_true, y_pred),
+            keras.losses.Huber(delta=float(delta))(y_true, y_pred),
+            rtol=1e-6,
+        )
+        np.testing.assert_allclose(
+            losses.huber(y_true, y_pred, delta=delta),
+            keras.losses.huber(y_true, y_pred, delta=float(delta)),
+            rtol=1e-6,
+        )
+    for smoothing in (np.float32(0.1), np.int64(0)):
+        np.testing.assert_allclose(
+            losses.CategoricalCrossentropy(label_smoothing=smoothing)(ONE_HOT, PROBS),
+            keras.losses.CategoricalCrossentropy(label_smoothing=float(smoothing))(
+                ONE_HOT, PROBS
+            ),
+            rtol=1e-6,
+        )
+    labels = np.array([1, 0], dtype="int32")
+    np.testing.assert_allclose(
+        losses.SparseCategoricalCrossentropy(ignore_class=np.int64(1))(labels, PROBS),
+        keras.losses.SparseCategoricalCrossentropy(ignore_class=1)(labels, PROBS),
+        rtol=1e-6,
+    )
+    with raises("Received: delta=np.True_"):
+        losses.Huber(delta=np.bool_(True))
+    with raises("Received: delta=np.float64(nan)"):
+        losses.huber(y_true, y_pred, delta=np.float64("nan"))
+
+
 def test_bad_label_smoothing():
     for smoothing in (-0.1, 1.5, True, "0.1"):
         for cls in (losses.BinaryCrossentropy, losses.CategoricalCrossentropy):
@@ -397,3 +433,44 @@ def test_sparse_labels_of_unknown_width_are_checked_when_run(labels):
     # XLA drops assertions: the batch's loss is NaN, not that of column 0.
     xla = tf.function(loss, input_signature=spec, jit_compile=True)
     assert np.isnan(float(xla(one_hot, preds)))
+
+
+@tensorflow_only
+@pytest.mark.parametrize(
+    "loss",
+    [losses.CategoricalCrossentropy(), losses.CategoricalFocalCrossentropy()],
+    ids=lambda loss: loss.name,
+)
+def test_one_hot_labels_of_unknown_width_are_checked_when_run(loss):
+    # The same loose label spec under a one-hot loss: class ids of shape
+    # (batch, 1) in {0, 1} were broadcast over the 3 classes, a wrong loss
+    # and no error; they get the static check's message. One-hot rows give
+    # Keras's numbers.
+    import tensorflow as tf
+
+    preds = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], "float32")
+    spec = (tf.TensorSpec((None, None)), tf.TensorSpec((None, None)))
+    traced_loss = tf.function(loss, input_signature=spec)
+    one_hot = np.eye(3, dtype="float32")[[0, 2]]
+    keras_loss = getattr(keras.losses, type(loss).__name__)()
+    np.testing.assert_allclose(
+        traced_loss(one_hot, preds), keras_loss(one_hot, preds), rtol=1e-6
+    )
+    message = (
+        f"Expected one-hot labels for `{loss.name}`: `y_true` must have the "
+        "same shape as `y_pred`; integer class labels need "
+        f"`Sparse{type(loss).__name__}` (or `keras.utils.to_categorical`). "
+        "Received: y_true with a class axis of size [1]"
+    )
+    ids = np.array([[0.0], [1.0]], "float32")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(f"assertion failed: [{message}]"),
+    ):
+        traced_loss(ids, preds)
+    # XLA drops assertions: the batch's loss is NaN.
+    xla = tf.function(loss, input_signature=spec, jit_compile=True)
+    assert np.isnan(float(xla(ids, preds)))
+    np.testing.assert_allclose(
+        xla(one_hot, preds), keras_loss(one_hot, preds), rtol=1e-6
+    )
