@@ -125,6 +125,26 @@ def long_saturating_rnns(model: keras.Model) -> list[Finding]:
     return found
 
 
+def unbounded_recurrences(model: keras.Model) -> dict[int, int]:
+    """`{id(cell): time steps}` of each `SimpleRNN` (alone or in a
+    `Bidirectional`) whose activation is not bounded (not of the sigmoid
+    or tanh family: ReLU, linear), over a static number of time steps: its
+    recurrent kernel multiplies the signal once a step, so a gain over 1
+    compounds over them."""
+    found = {}
+    for layer in walk.leaves(model):
+        steps = _time_steps(layer)
+        wrapped = [getattr(layer, "forward_layer", layer)]
+        wrapped.append(getattr(layer, "backward_layer", None))
+        for rnn in wrapped:
+            if not isinstance(rnn, keras.layers.SimpleRNN) or steps is None:
+                continue
+            profile = activations.profile(rnn.cell.activation)
+            if profile is None or profile.family not in (SIGMOID, TANH):
+                found[id(rnn.cell)] = steps
+    return found
+
+
 def _time_steps(layer) -> int | None:
     """The static number of time steps of `layer`'s input (its axis 1),
     from the functional graph or the shape it was built with."""

@@ -8,6 +8,7 @@ import weakref
 
 import keras
 
+from keras_actloss.advisor.layer_checks import unbounded_recurrences
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     ON_FAILURE,
@@ -185,11 +186,12 @@ class GradientDiagnostics(
       the loss 3x where training began while the gradients still flow
       and the last recorded update moved a layer's weights by 5% of their
       norm or more (training diverges with bounded gradients, such as a
-      softmax output fed probabilities); within 10 steps of a learning
+      softmax output fed probabilities); within 20 steps of a learning
       rate jumping 10x up, after 3 steps with the loss 3x its level and
-      above where training began, once the norm rose 3x (normalization
-      can hold it under the limit),
-      or at the first recording whose update changed a layer's weights by
+      above half of where training began (half of what the model learned
+      undone), once the norm rose 3x (normalization can hold it under the
+      limit); within 10 steps of such a jump,
+      at the first recording whose update changed a layer's weights by
       more than their norm with the loss 1.1x its level then or at a later
       recording, or the median layer's by a tenth with the loss
       so high (Adam and normalization can bring both back at once), or
@@ -223,8 +225,10 @@ class GradientDiagnostics(
       standardized instead: `unstandardized_inputs`, a warning; not judged
       when a normalization layer feeds the classifier, as in
       `keras.applications`' EfficientNet or ResNet, nor when the kernels'
-      RMS over He's scale multiplies to under 10 across the layers with
-      fewer than 4 residual sums: a trained model meeting a new task);
+      RMS over He's scale multiplies to under 10 across the layers, the
+      recurrent kernel of a `SimpleRNN` without a sigmoid or tanh once per
+      time step, with fewer than 4 residual sums: a trained model meeting a
+      new task);
       for such a classifier whose first step's loss was 5x that level, at
       the first recording within 64 steps at which the norm has fallen
       100x from that step's while each of the last 3 steps' losses is still
@@ -249,6 +253,17 @@ class GradientDiagnostics(
       is taken after) with a feature's largest mean or spread at 0.02 or
       under: their kernels' gradients are that small (images in [0, 1]
       rescaled by 1/255 once more).
+    - What counts towards those streaks: a layer whose gradient ratios are
+      over their vanishing bounds by less than 2x on a recording keeps its
+      streak (they flicker across the bound with the output layer's noise;
+      only a recording within the bounds confirms one); a unit inactive on
+      the window that fired on some batches before its silence, so that
+      its silence is at least 1% likely, is rarely active, not dead (after
+      8 recordings; a unit active on every batch before stays dead however
+      long it is silent); a fitted model's layer that saturates suddenly
+      (by a quarter of its outputs or more since its last recording) while
+      the losses recorded since rise 3x, and by 5% of the early loss, is
+      not excused by the fit: it threw the model off what it learned.
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
@@ -535,7 +550,9 @@ class GradientDiagnostics(
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
-            self._rules.weight_gain = weight_gain(plans, hooks.mean_squares)
+            self._rules.weight_gain = weight_gain(
+                plans, hooks.mean_squares, unbounded_recurrences(model)
+            )
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)

@@ -28,6 +28,7 @@ from keras_actloss.diagnostics.rule_support import (
     FIXES,
     RuleFamily,
     _finite,
+    _median,
 )
 from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import negligible
@@ -70,6 +71,31 @@ _SETTLE_RISE_SPREADS = 3.0
 _SETTLE_JUMP_STEADY = 1.0
 
 
+# A unit inactive on a window of `min_samples` samples is counted dead
+# unless the recordings up to its last activity (`_RARE_HISTORY` of them at
+# least) make its silence since at least this likely: it was active on a
+# few of their batches (`UnitActivity._rare`). Probed: a healthy 3x128 ReLU
+# MLP under Adam 1e-2, 3008 steps: a third of its second layer's units
+# inactive on all 2048 training samples from step 250 to the end, and 50%
+# of them on the 128 samples of 4 sparse recordings at step 2699 (units
+# active on a few samples in a thousand), the model still improving: told
+# as dead units. Their silences were about 10-50% likely (at 0.1, one seed
+# of three was told again); a unit active on half of the batches before a
+# change silenced it is dead after 4 silent recordings (6%).
+_RARE_CHANCE = 0.07
+_RARE_HISTORY = 8
+# A layer of a fitted model whose saturation rose over the limit by at least
+# `_SUDDEN` since its last recording, with the losses recorded since
+# (median) `_THROWN` times the recent loss before and `_THROWN_RISE` of the
+# early loss over it, was thrown off by it (`ActivationRules._thrown_off`):
+# a tanh layer driven into its tails late in a run (its weights scaled
+# 100x, a stand-in for any late event) took a fitted MLP's loss from 0.019
+# to 0.07-0.4 (the early loss 1.35), and no more was learnt in 1000 steps.
+# Saturation that grows as a fitted model's weights do rises a little at a
+# time.
+_SUDDEN = 0.25
+_THROWN = 3.0
+_THROWN_RISE = 0.05
 # Part of a layer dead, most of it inactive from the first recorded batch:
 # reported as a warning (initialisation's doing, the layer learning through
 # the rest) unless training killed this share of its units beyond those.
@@ -225,12 +251,18 @@ class UnitActivity:
         return 1.0 - np.count_nonzero(active) / len(active) if len(active) else 0.0
 
     def dead(
-        self, min_recordings: int | None = None, any_samples: bool = False
+        self,
+        min_recordings: int | None = None,
+        any_samples: bool = False,
+        rare: float | None = None,
     ) -> tuple | None:
         """`(dead fraction, samples, batches, first step)` of the window, or
         None while the recordings hold fewer than `min_samples` (any number
         with `any_samples`: units whose inputs are the same for every
-        sample). `min_recordings`: instead of the window's own."""
+        sample). `min_recordings`: instead of the window's own. With
+        `rare` (units measured on their outputs), when at least that share
+        of the units was inactive on the window, those that the recordings
+        before show rarely active are not counted dead (`_rare`)."""
         total, batches, alive = 0, 0, None
         least = self.min_recordings if min_recordings is None else min_recordings
         for first, samples, active, held in reversed(self._recent):
@@ -243,10 +275,43 @@ class UnitActivity:
             )
             if enough and batches >= least:
                 units = len(alive)
+                inactive = units - np.count_nonzero(alive)
+                if rare is not None and not whole and inactive >= rare * units:
+                    alive = alive | self._rare(alive)
+                units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 self.alive = alive
                 return dead, total, batches, first
         return None
+
+    def _rare(self, alive: np.ndarray) -> np.ndarray:
+        """The units inactive on the window (`alive` False) whose silence
+        since they were last active is at least `_RARE_CHANCE` likely from
+        how often they were active before it: on what share of the
+        recordings up to their last activity (the last `2 * _RARE_HISTORY`
+        of them, and at least `_RARE_HISTORY`: a unit active on most
+        batches of the dense first recordings may fire on one sample in a
+        hundred later), batches of how many samples. A unit active on one
+        sample in 200 is inactive on the 128 of a window half the time: it
+        is rarely active, not dead; a unit active on every batch before
+        falling silent stays dead however long its silence."""
+        recent = list(self._recent)
+        if any(len(r[2]) != len(alive) for r in recent):
+            return np.zeros_like(alive)
+        active = np.array([r[2] for r in recent])
+        samples = np.array([r[1] for r in recent], dtype=float)
+        rows = len(recent)
+        # The index of each unit's last recording active, -1 for none.
+        last = rows - 1 - np.argmax(active[::-1], axis=0)
+        last[~active.any(axis=0)] = -1
+        rare = np.zeros_like(alive)
+        for unit in np.flatnonzero(~alive & (last + 1 >= _RARE_HISTORY)):
+            before = last[unit] + 1
+            since = max(0, before - 2 * _RARE_HISTORY)
+            share = active[since:before, unit].mean()
+            silent = samples[before:].sum() / samples[since:before].mean()
+            rare[unit] = (1.0 - share) ** silent >= _RARE_CHANCE
+        return rare
 
 
 def _gradient_activity(norm: float | None, passed: bool) -> list[float] | None:
@@ -356,7 +421,8 @@ class ActivationRules(RuleFamily):
                 and info.batch_normalized is not None
                 and stats.batch_size == 1
             )
-            measured = window.dead(self._patience(), any_samples=single)
+            rare = t.dead_fraction if ls.layer in self._measured else None
+            measured = window.dead(self._patience(), any_samples=single, rare=rare)
             hit = measured is not None and measured[0] >= t.dead_fraction
             judged.append((ls.layer, window, measured, hit))
         # Judged once every layer's window is in: a layer cut off by dead
@@ -548,7 +614,7 @@ class ActivationRules(RuleFamily):
         window = self._activity.get(layer)
         if window is None or layer not in self._measured:
             return False
-        measured = window.dead(self._patience())
+        measured = window.dead(self._patience(), rare=1.0)
         return measured is not None and measured[0] >= 1.0
 
     def _settling(self, layer: str, step: int, start: int, dead: float) -> bool:
@@ -716,9 +782,12 @@ class ActivationRules(RuleFamily):
             # Over every batch of the recorded execution's full steps.
             batches = stats.activation_steps
             first = stats.step - batches + 1
+            thrown = self._thrown_off(ls, stats, limits[F.SATURATED_ACTIVATIONS])
             for mode, limit in limits.items():
                 key = (mode, ls.layer)
-                hit = limit is not None and ls.saturation >= limit and not fitted
+                hit = limit is not None and ls.saturation >= limit
+                if fitted:
+                    hit = hit and thrown and mode == F.SATURATED_ACTIVATIONS
                 count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
                     self._add_saturation(new, mode, ls, stats, count, start)
@@ -726,6 +795,33 @@ class ActivationRules(RuleFamily):
                     # Saturating late in a run, recordings far apart: dense
                     # recordings tell soon (`suspected`).
                     self.suspected = True
+
+    def _thrown_off(self, ls, stats: StepStats, limit: float) -> bool:
+        """Whether a fitted model's layer `ls`, saturated over `limit`, got
+        there suddenly (at most `limit - _SUDDEN` at its last recording)
+        and the losses recorded since (median) are `_THROWN` times the
+        recent loss before and `_THROWN_RISE` of the early loss over it:
+        the model was thrown off what it learned by the layer's saturation,
+        not fitted with it (saturation that grows as the weights do comes
+        gradually, the loss falling)."""
+        last = self._last_saturation.get(ls.layer)
+        self._last_saturation[ls.layer] = ls.saturation
+        if ls.saturation < limit:
+            self._thrown_at.pop(ls.layer, None)
+            return False
+        if ls.layer not in self._thrown_at:
+            level = self._norms.recent_loss()
+            if last is None or last > limit - _SUDDEN or not _finite(level):
+                return False
+            self._thrown_at[ls.layer] = (level, [])
+        level, since = self._thrown_at[ls.layer]
+        if _finite(stats.loss):
+            since.append(stats.loss)
+        early = _median(self._early_losses)
+        if not since or not _finite(early):
+            return False
+        now = float(np.median(since))
+        return now >= _THROWN * level and now - level >= _THROWN_RISE * early
 
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input

@@ -10,6 +10,7 @@ uses; updates too large for the weights they change are `update_rules`'.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from keras_actloss.diagnostics.rule_support import (
     RuleFamily,
     _finite,
     per_weight,
+    recurrent,
 )
 from keras_actloss.diagnostics.thresholds import Thresholds
 from keras_actloss.profiles import SIGMOID, TANH
@@ -44,6 +46,18 @@ _LEVELS = 8
 _FALLEN = 1e-2
 _EARLY_RECORDINGS = 3
 _STILL_LOSS = 0.9
+# The fix of vanishing gradients behind recurrent layers only
+# (`_shrinks`): their gates are sigmoid and tanh by design. Probed: a
+# masked Bidirectional GRU and LSTM under Adam at 5, its gates driven into
+# their tails by the first steps (an explosion, told), then its Embedding's
+# gradients vanished: told to use ReLU and batch normalization.
+_RECURRENT_VANISHING_FIX = (
+    "Lower the learning rate and clip gradients (`clipnorm=1.0` in the "
+    "optimizer): steps too large drive a recurrent layer's gates into their "
+    "flat tails. Keep Keras's initialisation of its weights (orthogonal "
+    "recurrent kernels; `unit_forget_bias=True` for an LSTM), and use an LSTM "
+    "or GRU rather than a sigmoid or tanh SimpleRNN over long sequences."
+)
 # A layer whose gradient RMS, or its ratio to the layers near the output,
 # grew this many times over its streak (the RMS at its highest) is catching
 # up, not vanishing: its streak starts again from there (`_catching_up`). A CNN
@@ -52,6 +66,16 @@ _STILL_LOSS = 0.9
 # 0: the last convolution's grew 7.6x over 5 steps (0.0092x the head's at
 # step 5), reported as vanishing, and the model fitted (accuracy 0.99).
 _CATCHING_UP = 2.0
+# A layer whose streak has begun keeps it on a recording where it is within
+# this factor of every bound on the ratios (to the reference's RMS and max,
+# and the next layer's), its RMS still under `vanishing_rms`: a ratio near
+# the bound flickers across it with the output layer's noise, batch to
+# batch; only a recording within the bounds confirms a streak. A 4-layer
+# sigmoid MLP under SGD at 0.1, its first layer's gradient RMS a flat 1e-4
+# and its output layer's 0.013-0.08: 0.002-0.015 of the reference, under
+# 0.01 at most recordings, and reported at step 63 (under 0.01 three
+# recordings in a row over 5 steps), the loss at chance from step 0.
+_NEAR_MISS = 2.0
 # Weights with an RMS under this (Glorot's for a layer of 16,384 inputs and
 # outputs is 0.0078): a layer nearer the output initialised at or near 0 (a
 # classifier head of zeros, or of stddev 1e-3), which scales every gradient
@@ -146,7 +170,25 @@ def vanishing_layers(
     layers with gradients, or the layers near the output are quiet).
     """
     judged = _judged(stats, layers, t)
-    return None if judged is None else judged[0]
+    return None if judged is None else judged.found
+
+
+@dataclasses.dataclass
+class _Judged:
+    """One recording judged for vanishing gradients (`_judged`).
+
+    `found` and `near` map layers to `(grad_rms, ratio_to_reference)`:
+    `found` those meeting the condition, `near` those within `_NEAR_MISS`
+    of its ratio bounds (not in `found`). `level` is the reference level
+    (the median gradient RMS of the layers near the output; the largest
+    when the layers are judged in groups) and `references` names each
+    found layer's reference layers.
+    """
+
+    found: dict
+    near: dict
+    level: float
+    references: dict
 
 
 def _judged(
@@ -154,11 +196,9 @@ def _judged(
     layers: list[LayerInfo],
     t: Thresholds,
     fallen: frozenset[str] = frozenset(),
-) -> tuple[dict[str, tuple[float, float]], float, dict[str, tuple]] | None:
-    """`vanishing_layers`, with the reference level it judged against (the
-    median gradient RMS of the layers near the output; the largest such
-    level when the layers are judged in groups) and, for each layer found,
-    the layers of its reference. The layers in `fallen`
+) -> _Judged | None:
+    """`vanishing_layers`, with its near misses, the reference level and
+    the reference layers (`_Judged`). The layers in `fallen`
     collapsed from their own early level (`_FALLEN`): judged on their
     gradients alone.
 
@@ -174,15 +214,16 @@ def _judged(
     for ls in stats.layers:
         if ls.layer in weighted and _finite(ls.grad_rms, ls.grad_max):
             groups.setdefault(stats.apply_groups.get(ls.layer, 0), []).append(ls)
-    found, levels, references = {}, [], {}
+    found, near, levels, references = {}, {}, [], {}
     saturation = {ls.layer: ls.saturation for ls in stats.layers}
     for rows in groups.values():
         judged = _judged_rows(rows, distance, layers, saturation, t, fallen)
         if judged is not None:
             found.update(judged[0])
-            levels.append(judged[1])
-            references.update(dict.fromkeys(judged[0], judged[2]))
-    return (found, max(levels), references) if levels else None
+            near.update(judged[1])
+            levels.append(judged[2])
+            references.update(dict.fromkeys(judged[0], judged[3]))
+    return _Judged(found, near, max(levels), references) if levels else None
 
 
 def _judged_rows(
@@ -192,10 +233,11 @@ def _judged_rows(
     saturation: dict[str, float | None],
     t: Thresholds,
     fallen: frozenset[str] = frozenset(),
-) -> tuple[dict[str, tuple[float, float]], float, tuple[str, ...]] | None:
+) -> tuple[dict, dict, float, tuple[str, ...]] | None:
     """`_judged` on the rows of one group of layers (`saturation`: each
-    measured layer's share of outputs in the flat tails), with the names
-    of the reference layers (those near the output)."""
+    measured layer's share of outputs in the flat tails): the layers found,
+    the near misses, the reference level and the names of the reference
+    layers (those near the output)."""
     n = len(rows)
     if n < t.vanishing_min_layers:
         return None
@@ -207,16 +249,17 @@ def _judged_rows(
     if ref_rms < t.vanishing_reference_rms:
         return None
     ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
-    found = {}
+    found, near = {}, {}
     for ls in rows[: n // 2]:
         # Exactly zero is a cut (dead units upstream, unused branch), not a
-        # shrinking signal.
-        if not (
-            ls.grad_rms > 0
-            and ratios[ls.layer] < t.vanishing_ratio
-            and ls.grad_max < t.vanishing_ratio * ref_max
-            and ls.grad_rms < t.vanishing_rms
-        ):
+        # shrinking signal. `miss`: how far over the ratio bounds (<= 1
+        # within them).
+        miss = max(
+            ratios[ls.layer] / t.vanishing_ratio,
+            ls.grad_max / (t.vanishing_ratio * ref_max),
+        )
+        small = 0 < ls.grad_rms < t.vanishing_rms
+        if not (small and miss < _NEAR_MISS):
             continue
         # A depth effect is progressive: the loudest layer one step closer
         # to the loss is well below the output layers too, unlike a lone
@@ -230,16 +273,17 @@ def _judged_rows(
             (ratios[r.layer] for r in rows if distance[r.layer] == level),
             default=math.inf,
         )
+        miss = max(miss, nearest / math.sqrt(t.vanishing_ratio))
         if (
-            nearest < math.sqrt(t.vanishing_ratio)
+            miss < _NEAR_MISS
             and not _bypassed(ls.layer, rows, ratios, distance, layers, t)
             and (
                 ls.layer in fallen
                 or not _keeps_pace(ls, reference, distance, layers, saturation, t)
             )
         ):
-            found[ls.layer] = (ls.grad_rms, ratios[ls.layer])
-    return found, ref_rms, tuple(ls.layer for ls in reference)
+            (found if miss < 1 else near)[ls.layer] = (ls.grad_rms, ratios[ls.layer])
+    return found, near, ref_rms, tuple(ls.layer for ls in reference)
 
 
 def _keeps_pace(ls, reference, distance, layers, saturation, t: Thresholds) -> bool:
@@ -379,8 +423,8 @@ class RecordedGradientRules(RuleFamily):
         if judged is None:
             self._streaks.reset(self._streaks.keys(F.VANISHING_GRADIENTS))
             return
-        found, level, references = judged
-        quiet = self._quiet_reference(level)
+        found, references = judged.found, judged.references
+        quiet = self._quiet_reference(judged.level)
         confirmed = []
         for ls in stats.layers:
             hit = ls.layer in found
@@ -388,6 +432,10 @@ class RecordedGradientRules(RuleFamily):
             if quiet and not hit:
                 if self._streaks.count(key):
                     self._unjudged[ls.layer] += 1
+                continue
+            if ls.layer in judged.near and self._streaks.count(key):
+                # Kept, not confirmed (`_NEAR_MISS`).
+                self._streaks.update(key, True, stats.step)
                 continue
             count, start = self._streaks.update(key, hit, stats.step)
             if count == 1:
@@ -656,11 +704,22 @@ class RecordedGradientRules(RuleFamily):
         saturation = {ls.layer: ls.saturation for ls in stats.layers}
         named = _shrinking(squashing, self.layers, saturation, unmeasured=True)
         if named:
+            listed = ", ".join(f"'{n}'" for n in named[:3])
+            listed += ", ..." if len(named) > 3 else ""
+            if all(recurrent(self._info[n].class_name) for n in named):
+                # The tanh and sigmoid of a recurrent layer's gates: no
+                # activation to swap, nor batch normalization to add.
+                why = (
+                    f"the gates and tanh of the recurrent layers {listed} "
+                    "shrink the gradient through their time steps and on its "
+                    "way back"
+                )
+                if self._exploded():
+                    why += ", after the explosion reported before it"
+                return why, _RECURRENT_VANISHING_FIX
             why = (
-                "the saturating activations of "
-                + ", ".join(f"'{n}'" for n in named[:3])
-                + (", ..." if len(named) > 3 else "")
-                + " shrink the gradient at every layer it passes back through"
+                f"the saturating activations of {listed} shrink the gradient "
+                "at every layer it passes back through"
             )
             return why, None
         small = self._tiny_weights(layer, stats)

@@ -279,6 +279,10 @@ class HealthRules(
         self._measured: set[str] = set()
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
+        # Each layer's saturation at its last recording, and the sudden
+        # saturations of a fitted model (`ActivationRules._thrown_off`).
+        self._last_saturation: dict[str, float] = {}
+        self._thrown_at: dict[str, tuple[float, list]] = {}
         self._streaks = _Streaks()
         self._skipped = _Skipped()
         # The reference gradient levels of the last judged recordings

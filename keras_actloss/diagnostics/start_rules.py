@@ -139,6 +139,8 @@ class StartRules(RuleFamily):
         start = self._start_steps
         if uninformed is None or len(start) >= n or self._normalized_head:
             return
+        if self._damped:
+            return  # Told as damped already (`_damped_start`).
         start.append((step, norm, loss))
         if len(start) < n:
             return
@@ -202,6 +204,8 @@ class StartRules(RuleFamily):
                     f"initial weights far too large{self._gain()}, and the "
                     "model barely moves off them."
                 )
+                if self._recurrent_gain():
+                    fix = _INIT_FIX
             # Zero gradients at such a loss later are its consequence (not
             # where it is not told: `ZeroGradientRules` tells them).
             self._extreme_loss = _EXTREME_START * level
@@ -239,6 +243,8 @@ class StartRules(RuleFamily):
         uninformed = self.uninformed_loss
         if uninformed is None or first is None or lowest is None or self._damped:
             return
+        if self._extreme_loss is not None:
+            return  # Told from the first steps (`_extreme_start`).
         if self._normalized_head or stats.step - first[0] > _DAMPED_STEPS:
             return
         level, what = uninformed
@@ -340,8 +346,23 @@ class StartRules(RuleFamily):
         if self.weight_gain is None or self.weight_gain[0] < _BLOWN_UP_GAIN:
             return ""
         gain, layer = self.weight_gain
+        if self._recurrent_gain():
+            return (
+                f" (their scale over He's, which keeps a ReLU layer's signal at "
+                f"its inputs', multiplies to {gain:.3g} over the layers, the most "
+                f"in the recurrent layer '{layer}', whose recurrent kernel "
+                "multiplies the signal at each of its time steps)"
+            )
         return (
             f" (their scale over He's, which keeps a ReLU layer's signal at "
             f"its inputs', multiplies to {gain:.3g} over the layers, the most "
             f"in layer '{layer}')"
         )
+
+    def _recurrent_gain(self) -> bool:
+        """Whether the layer whose kernels are the most over He's scale
+        (`weight_gain`) is recurrent."""
+        if self.weight_gain is None:
+            return False
+        info = self._info.get(self.weight_gain[1])
+        return info is not None and recurrent(info.class_name)

@@ -57,6 +57,16 @@ _OVERFLOW_RISEN_RUN = 4
 _OVERFLOW_GROWTH_RUN = 5
 _DIVERGE_RISE = 3.0
 _DIVERGE_STEPS = 3
+# After such a jump the loss must also be over this share of where training
+# began (`NormRules._diverged`): half of what the model had learned undone.
+# A fitted MLP (loss 0.09, 1.57 at the start) whose SGD rate jumped 25x
+# under momentum: 0.53, 1.55, 1.53 at 5, 9 and 13 steps on, then half of a
+# layer's units dead, told only as those 55 steps later. A warm restart
+# takes a fitted model's loss up from 0.001 to a few hundredths.
+_UNDONE = 0.5
+# ...within this many steps of the jump: a momentum optimizer's loss may
+# take some to climb (the same MLP on JAX: 0.46 at 7 steps on, 3.6 at 17).
+_DIVERGE_WATCH = 20
 # Steps in a row with the loss `_DIVERGE_RISE` times where training began
 # that are a divergence with no learning-rate jump and no norm over the
 # limit (`NormRules._climbing`).
@@ -266,9 +276,10 @@ class NormRules(RuleFamily):
 
     def _diverging(self, new, step: int, norm: float, loss=None) -> None:
         """Reports a loss that stays `_DIVERGE_RISE` times its level, and
-        above its level in the first steps of training, for `_DIVERGE_STEPS`
-        steps in a row within `_WATCH_STEPS` steps of a learning-rate jump
-        up, once the gradient norm reached `_DIVERGE_RISE` times its level
+        over `_UNDONE` of its level in the first steps of training, for
+        `_DIVERGE_STEPS` steps in a row within `_DIVERGE_WATCH` steps of a
+        learning-rate jump up, once the gradient norm reached
+        `_DIVERGE_RISE` times its level
         since: training diverges with the new step size (normalization can
         hold the norm below the explosion limit). A warm restart raises a
         trained model's loss for a while, not above where training began;
@@ -276,7 +287,7 @@ class NormRules(RuleFamily):
         watch = self._watch
         if watch is None or step <= watch.step:
             return
-        if step > watch.step + _WATCH_STEPS:
+        if step > watch.step + _DIVERGE_WATCH:
             self._watch = None
             return
         if _finite(loss) and (watch.peak is None or loss > watch.peak[0]):
@@ -297,9 +308,10 @@ class NormRules(RuleFamily):
             f"The loss stayed at {_DIVERGE_RISE:g}x or more its level of "
             f"{watch.loss:.3g} for {watch.run} steps (steps {watch.start}-{step}, "
             f"now {loss:.3g}) after the learning rate jumped from {before:.3g} "
-            f"to {after:.3g} at step {watch.step} (above its {early:.3g} at the "
-            f"start of training, with the gradient norm up {_DIVERGE_RISE:g}x): "
-            "the steps are too large and training diverges."
+            f"to {after:.3g} at step {watch.step} ({loss / early:.2g}x its "
+            f"{early:.3g} at the start of training, with the gradient norm up "
+            f"{_DIVERGE_RISE:g}x): the steps are too large and training "
+            "diverges."
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, watch.start, loss, message)
         self._watch = None
@@ -554,8 +566,9 @@ class NormRules(RuleFamily):
 
     def _diverged(self, loss) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times its level before the
-        watched jump (`_watch`) and above where training began."""
-        return self._risen(loss, self._watch.loss)
+        watched jump (`_watch`) and above `_UNDONE` of where training
+        began."""
+        return self._risen(loss, self._watch.loss, _UNDONE)
 
     def _ceiling_only(self, norm: float, loss) -> bool:
         """Whether `norm` is over the absolute ceiling while `loss` (known)
@@ -567,9 +580,10 @@ class NormRules(RuleFamily):
             and not self._risen(loss, recent)
         )
 
-    def _risen(self, loss, level) -> bool:
+    def _risen(self, loss, level, share: float = 1.0) -> bool:
         """Whether `loss` is `_DIVERGE_RISE` times `level` and above where
-        training began (the median loss of its first steps). A level at or
+        training began (the median loss of its first steps; above `share`
+        of it, for a positive loss). A level at or
         under 0 (a loss that goes negative: cosine similarity, a Gaussian
         log-likelihood) has no such multiple: back above where training
         began is the rise, the training since undone (a cosine-similarity
@@ -581,7 +595,7 @@ class NormRules(RuleFamily):
             return False
         if level <= 0:
             return level < early < loss
-        return loss - level >= (_DIVERGE_RISE - 1) * level and loss > early
+        return loss - level >= (_DIVERGE_RISE - 1) * level and loss > share * early
 
     def _limit(self) -> float:
         """Global norm above which a step counts towards an explosion, from

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import keras_actloss
+from keras_actloss.advisor.layer_checks import unbounded_recurrences
 from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     _hooks_class,
@@ -425,3 +426,37 @@ def test_weight_gain():
     assert gain == pytest.approx(2.0 / math.sqrt(2 / 4) * 0.6 / math.sqrt(2 / 40))
     assert layer == "first"
     assert weight_gain([], mean_squares) is None
+
+
+@pytest.mark.parametrize(
+    "activation, wrap, compounded",
+    [("relu", False, True), ("linear", True, True), ("tanh", False, False)],
+)
+def test_weight_gain_of_a_recurrent_kernel_compounds_over_its_time_steps(
+    activation, wrap, compounded
+):
+    # A SimpleRNN of 4 units over 10 time steps, its recurrent kernel a
+    # constant 1.2 x He's RMS (sqrt(2 / 4)): it multiplies an unbounded
+    # signal once a step, 1.2 ** 10 = 6.19x in all; a tanh's is bounded,
+    # counted once. The input kernel and the head at He's scale: 1x.
+    he = math.sqrt(2 / 4)
+    rnn = keras.layers.SimpleRNN(4, activation=activation, name="rnn")
+    inputs = keras.Input((10, 4))
+    outputs = keras.layers.Dense(4, name="head")(
+        (keras.layers.Bidirectional(rnn, merge_mode="sum") if wrap else rnn)(inputs)
+    )
+    m = keras.Model(inputs, outputs)
+    for layer in m.layers[1:]:
+        for variable in layer.weights:
+            value = he if variable.name == "kernel" else 0.0
+            if variable.name == "recurrent_kernel":
+                value = 1.2 * he
+            variable.assign(np.full(variable.shape, value, "float32"))
+    gain, layer = weight_gain(
+        _model_plan.plan_layers(m),
+        _hooks_class().mean_squares,
+        unbounded_recurrences(m),
+    )
+    cells = 2 if wrap else 1
+    assert gain == pytest.approx((1.2**10 if compounded else 1.2) ** cells, rel=1e-5)
+    assert layer.endswith("simple_rnn_cell")

@@ -988,6 +988,53 @@ class TestVanishing:
         ]
         assert "for 5 recordings in a row (steps 0-4)" in found[0].message
 
+    # Round 15 P4: a 4-layer sigmoid MLP under SGD (5 layers with gradients:
+    # the reference is the median of the last two). dense_0's RMS a flat
+    # 1e-4 (max 5e-4); the output layer's noise moves its ratio across 0.01.
+    # (Its RMS at step 4 is under its highest: no catching up.)
+    FLICKER_REFERENCE = [0.043, 0.023, 0.035, 0.012, 0.0205, 0.02, 0.024]
+    FLICKER_FAR = [1e-4, 1e-4, 1e-4, 1.1e-4, 9.6e-5]
+
+    def flickering(self, step, reference, far=1e-4):
+        # Reference layers at `reference` each (max 6x), dense_1 at 2.5x
+        # dense_0, dense_2 at 0.1 of the reference (not vanishing).
+        rms = [far, 2.5 * far, 0.1 * reference, reference, reference]
+        maxes = [5 * far, 12 * far, 0.5 * reference, 6 * reference, 6 * reference]
+        return recording(step, rms, maxes)
+
+    def test_a_ratio_flickering_over_the_bound_keeps_its_streak(self):
+        rules = HealthRules(mlp(["sigmoid"] * 4))
+        # Step 3, the reference at 0.008: the ratio 1.1e-4 / 0.008 = 0.014,
+        # over the bound 0.01 by under 2x: kept, not confirmed.
+        reference = list(self.FLICKER_REFERENCE)
+        reference[3] = 0.008
+        far = self.FLICKER_FAR
+        found = run(rules, [self.flickering(s, reference[s], far[s]) for s in range(4)])
+        assert found == []
+        found = rules.observe(self.flickering(4, reference[4], far[4]))
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
+        assert "for 5 recordings in a row (steps 0-4)" in found[0].message
+
+    def test_a_near_miss_confirms_nothing_and_starts_no_streak(self):
+        rules = HealthRules(mlp(["sigmoid"] * 4))
+        # Ratios 1e-4 / 0.008 = 0.0125 from step 0: near misses only.
+        assert run(rules, [self.flickering(s, 0.008) for s in range(8)]) == []
+        # The span is reached at step 4 on a near miss (0.0125): confirmed
+        # on the next recording within the bound, step 5.
+        rules = HealthRules(mlp(["sigmoid"] * 4))
+        sequence = [0.04, 0.04, 0.04, 0.04, 0.008, 0.04]
+        found = run(rules, [self.flickering(s, r) for s, r in enumerate(sequence)])
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
+        assert "for 6 recordings in a row (steps 0-5)" in found[0].message
+
+    def test_twice_the_bound_breaks_the_streak(self):
+        rules = HealthRules(mlp(["sigmoid"] * 4))
+        # Step 2: ratio 1e-4 / 0.005 = 0.02, twice the bound: a new streak
+        # from step 3, confirmed at step 7.
+        sequence = [0.04, 0.04, 0.005, 0.04, 0.04, 0.04, 0.04, 0.04]
+        found = run(rules, [self.flickering(s, r) for s, r in enumerate(sequence)])
+        assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 3)]
+
     @pytest.mark.parametrize("head, named", [(1e-3, True), (5e-3, False)])
     def test_a_tiny_head_is_named_as_the_cause(self, head, named):
         # ReLU layers of 100 weights each (grad_norm = 10 x RMS): the output
@@ -2972,10 +3019,32 @@ class TestDivergingAfterARateJump:
         assert found[0].message == (
             "The loss stayed at 3x or more its level of 1 for 3 steps (steps "
             "7-9, now 7) after the learning rate jumped from 0.01 to 10 at "
-            "step 6 (above its 1 at the start of training, with the gradient "
+            "step 6 (7x its 1 at the start of training, with the gradient "
             "norm up 3x): the steps are too large and training diverges."
         )
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    @pytest.mark.parametrize(
+        "losses, told",
+        [
+            # Round 15 P1: a fitted MLP (loss 1.5 at the start, 0.09 before
+            # the jump), SGD's rate 25x: 0.53, 1.55, 1.53 at 5, 9 and 13
+            # steps on. 0.8, 0.9, 0.76 are >= 0.09 x 3 and over half of
+            # 1.5 (0.75): half of what it learned undone.
+            ([0.8, 0.9, 0.76], True),
+            ([0.8, 0.9, 0.74], False),  # 0.74 under half of 1.5
+            # A warm restart: a few hundredths.
+            ([0.03, 0.05, 0.04], False),
+        ],
+    )
+    def test_a_fitted_model_undone(self, losses, told):
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, lr=0.01, loss=1.5) for s in range(5)]
+        seq += [event(s, 1.0, lr=0.01, loss=0.09) for s in range(5, 40)]
+        seq.append(event(40, 1.0, lr=0.25, loss=0.09))
+        seq += [event(41 + i, 4.0, lr=0.25, loss=v) for i, v in enumerate(losses)]
+        found = run(rules, seq)
+        assert modes(found) == ([(F.EXPLODING_GRADIENTS, None, 41)] if told else [])
 
     @pytest.mark.parametrize(
         "losses, norms, rate",
@@ -2983,12 +3052,12 @@ class TestDivergingAfterARateJump:
             ([4.0, 5.0, 7.0], [2.0, 2.9, 0.0], 10.0),  # norm never 3x
             ([4.0, 2.0, 7.0, 5.0], [12.0] * 4, 10.0),  # 2 < 3: no 3 in a row
             ([4.0, 5.0, 7.0], [6.0, 12.0, 8.0], 1e-4),  # the rate fell
-            ([1.0] * 9 + [4.0, 5.0, 7.0], [1.0] * 9 + [12.0] * 3, 10.0),  # late
+            ([1.0] * 19 + [4.0, 5.0, 7.0], [1.0] * 19 + [12.0] * 3, 10.0),  # late
         ],
         ids=["norm_not_up", "not_in_a_row", "rate_down", "after_the_window"],
     )
     def test_not_an_explosion(self, losses, norms, rate):
-        # The last: steps 16-18 are past the 10 steps watched after step 6.
+        # The last: steps 26-28 are past the 20 steps watched after step 6.
         rules = HealthRules(mlp(["relu"]))
         assert run(rules, after_a_rate_jump(losses, norms, rate)) == []
 
@@ -3025,7 +3094,7 @@ class TestDivergingAfterARateJump:
         rules = HealthRules(mlp(["relu"]))
         run(rules, after_a_rate_jump([1.0] * 3, [1.0] * 3))
         assert rules.alarm_bounds() == (0.0,) * 6
-        run(rules, events([1.0] * 8, start=10))  # Step 17 ends the watch.
+        run(rules, events([1.0] * 18, start=10))  # Step 27 ends the watch.
         assert rules.alarm_bounds() != (0.0,) * 6
 
 
@@ -4942,6 +5011,45 @@ class TestUnitActivity:
             window.add(step, 8, [0] * 7)
         assert window.dead() is None
 
+    def test_rarely_active_units_are_not_dead(self):
+        # 5 units, batches of 32 (a window is 4 recordings: 128 samples).
+        # Over 20 older recordings: unit 0 active on every one, unit 1 on
+        # steps 0, 5, 10 and 15, unit 2 on 5, 10 and 15, unit 3 on none,
+        # unit 4 on every one and still active. Then 4 recordings where
+        # only unit 4 is.
+        window = UnitActivity(min_samples=128)
+        for step in range(20):
+            rare = [int(step % 5 == 0), int(step in (5, 10, 15))]
+            window.add(step, 32, [1, *rare, 0, 1])
+        for step in range(20, 24):
+            window.add(step, 32, [0, 0, 0, 0, 1])
+        assert window.dead() == (0.8, 128, 4, 20)  # Counted from the window.
+        # Silent for 8 recordings of 32 samples since step 15, after active
+        # on 4 (unit 1) and 3 (unit 2) of the 16 recordings up to it: a
+        # chance of 0.75^8 = 0.10 and 0.8125^8 = 0.19 of so long a silence,
+        # at least `_RARE_CHANCE` (0.07): rarely active, not dead. Unit 0
+        # was active on every recording (chance 0), unit 3 never: dead.
+        assert window.dead(rare=0.5) == (0.4, 128, 4, 20)
+        # Under `rare` of the units inactive (4 of 5 < 0.9): not looked into.
+        assert window.dead(rare=0.9) == (0.8, 128, 4, 20)
+        assert window.dead(rare=0.5) == (0.4, 128, 4, 20)
+        np.testing.assert_array_equal(window.alive, [False, True, True, False, True])
+        # Silent for long enough, they are dead: after 12 more recordings
+        # 0.75^20 = 0.003 and 0.8125^20 = 0.016.
+        for step in range(24, 36):
+            window.add(step, 32, [0, 0, 0, 0, 1])
+        assert window.dead(rare=0.5) == (0.8, 128, 4, 32)
+
+    def test_rarely_active_needs_older_recordings(self):
+        # Fewer than 8 recordings up to the unit's last activity: judged on
+        # the window alone, as at the start of training.
+        window = UnitActivity(min_samples=128)
+        for step in range(6):
+            window.add(step, 32, [int(step % 3 == 0), 1])
+        for step in range(6, 10):
+            window.add(step, 32, [0, 1])
+        assert window.dead(rare=0.5) == (0.5, 128, 4, 6)
+
     def test_batches_of_one_fill_the_window(self):
         # A whole layer of 8 units inactive on batches of 1: 64 recordings
         # (half of min_samples 128) are needed, more than the 32 recordings
@@ -5762,3 +5870,79 @@ def test_bad_thresholds_are_named(name, value, expected):
     assert str(error.value) == (
         f"Threshold `{name}` must be {expected}. Received: {name}={value!r}"
     )
+
+
+class TestSaturationThrowingAFittedModelOff:
+    """Round 15 P3: a fitted tanh MLP (loss 0.02, 1.35 at the start) whose
+    first layer goes from no saturation to 97% at once, late in the run."""
+
+    LAYERS = [
+        LayerInfo("d0", "Dense", "tanh", True, 0),
+        LayerInfo("d1", "Dense", "tanh", True, 1),
+        LayerInfo("out", "Dense", "softmax", True, 2),
+    ]
+
+    def saturating(self, before, losses):
+        rules = HealthRules(self.LAYERS)
+        seq = [event(s, 1.0, loss=1.35) for s in range(8)]
+        seq += [event(s, 1.0, loss=0.02) for s in range(8, 40)]
+        names = ["d0", "d1", "out"]
+        seq.append(
+            recording(
+                40, [1e-2] * 3, loss=0.02, names=names, saturation=[before, 0.1, None]
+            )
+        )
+        seq += [
+            recording(
+                41 + i, [1e-2] * 3, loss=v, names=names, saturation=[0.97, 0.1, None]
+            )
+            for i, v in enumerate(losses)
+        ]
+        return run(rules, seq)
+
+    def test_told_when_the_loss_rose_with_it(self):
+        # Losses since 0.07, 0.25, 0.13, ...: their median 0.13-0.16 is 3x
+        # the 0.02 before and 0.05 x 1.35 = 0.0675 over it. Recordings 42-46
+        # (41 alone has its median 0.07 under 0.0875).
+        found = self.saturating(0.0, [0.07, 0.25, 0.13, 0.35, 0.16, 0.2])
+        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "d0", 42)]
+
+    @pytest.mark.parametrize(
+        "before, losses",
+        [
+            (0.0, [0.02, 0.03, 0.025, 0.02, 0.03, 0.02]),  # the loss stayed
+            (0.75, [0.07, 0.25, 0.13, 0.35, 0.16, 0.2]),  # 0.75 -> 0.97: gradual
+        ],
+        ids=["loss_level", "gradual"],
+    )
+    def test_not_told(self, before, losses):
+        assert self.saturating(before, losses) == []
+
+
+@pytest.mark.parametrize("exploded", [False, True])
+def test_vanishing_behind_recurrent_gates_gets_the_recurrent_fix(exploded):
+    # Round 15 R6: an Embedding behind two recurrent layers (their cells'
+    # activation tanh, gates unmeasured) whose gradients vanish: no
+    # activation to swap for ReLU, nor batch normalization to add.
+    layers = [
+        LayerInfo("embedding", "Embedding", None, True, 0),
+        LayerInfo("gru/gru_cell", "GRUCell", "tanh", True, 1),
+        LayerInfo("lstm/lstm_cell", "LSTMCell", "tanh", True, 2),
+        LayerInfo("out", "Dense", None, True, 3),
+    ]
+    rules = HealthRules(layers)
+    names = [info.name for info in layers]
+    if exploded:
+        rules._reported.add((F.EXPLODING_GRADIENTS, None))
+    found = run(
+        rules,
+        [recording(s, [1e-6, 2e-5, 1e-3, 1e-2], names=names) for s in range(5)],
+    )
+    assert modes(found) == [(F.VANISHING_GRADIENTS, "embedding", 0)]
+    after = ", after the explosion reported before it" if exploded else ""
+    assert found[0].message.endswith(
+        "(the gates and tanh of the recurrent layers 'gru/gru_cell', "
+        "'lstm/lstm_cell' shrink the gradient through their time steps and on "
+        f"its way back{after})."
+    )
+    assert found[0].fix == gradient_rules._RECURRENT_VANISHING_FIX

@@ -16,7 +16,7 @@ from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX, FIXES
 from keras_actloss.diagnostics.rules import HealthRules, SentinelEvent
-from keras_actloss.diagnostics.start_rules import normalized_head
+from keras_actloss.diagnostics.start_rules import _INIT_FIX, normalized_head
 
 LN3 = math.log(3)
 UNINFORMED = (LN3, "cross-entropy over 3 classes")
@@ -136,6 +136,28 @@ class TestExtremeStart:
                 f"{gain[0]:.3g} over the layers, the most in layer "
                 f"'{gain[1]}'), and the model barely moves off them."
             )
+
+    def test_a_recurrent_kernel_is_named_with_its_fix(self):
+        # Round 15 R1: a ReLU SimpleRNN whose recurrent kernel (1.41x He's,
+        # orthogonal gain 2) compounds over 30 time steps: 3.28e4 in all
+        # (`weight_gain`), the loss 103-300x knowing nothing at steps 0-4.
+        rules = rules_for(
+            layers=[
+                LayerInfo("rnn/simple_rnn_cell", "SimpleRNNCell", "relu", True, 0),
+                LayerInfo("out", "Dense", "softmax", True, 1),
+            ]
+        )
+        rules.weight_gain = (3.28e4, "rnn/simple_rnn_cell")
+        (found, step), *others = steps(rules, HUGE)
+        assert (found.mode, step, others) == (F.EXPLODING_GRADIENTS, 4, [])
+        assert found.message.endswith(
+            "initial weights far too large (their scale over He's, which keeps a "
+            "ReLU layer's signal at its inputs', multiplies to 3.28e+04 over the "
+            "layers, the most in the recurrent layer 'rnn/simple_rnn_cell', whose "
+            "recurrent kernel multiplies the signal at each of its time steps), "
+            "and the model barely moves off them."
+        )
+        assert found.fix == _INIT_FIX
 
     def test_a_fresh_classifier_is_not(self):
         # About ln(3) at the start, as Keras's default initialisation gives.

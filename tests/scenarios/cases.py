@@ -424,6 +424,34 @@ def exploding_rnn() -> Setup:
     return Setup(model, x, y.astype("int32"), epochs=2)
 
 
+def exploding_relu_rnn(gain: float = 2.0) -> Setup:
+    """A ReLU `SimpleRNN` over 30 steps whose recurrent kernel is orthogonal
+    with gain 2 (drawn by NumPy: the same on every backend), under Adam:
+    with ReLU nothing bounds the state, which the kernel multiplies at every
+    step (about sqrt(2) per step for the half of it ReLU passes), so the
+    hidden state and the logits are thousands of times their scale from
+    step 0 and the loss is 10x or more that of knowing nothing (ln 2) at
+    each of the first steps; Adam's bounded steps bring it down only
+    slowly, and the model learns nothing of the label (the sign of the
+    mean of a feature over the last 5 steps). With `gain` 1 (Keras's
+    default) it learns."""
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(512, 30, 4)) * 0.5).astype("float32")
+    y = (x[:, -5:, 0].mean(axis=1) > 0).astype("int32")
+    model = keras.Sequential(
+        [
+            keras.Input((30, 4)),
+            keras.layers.SimpleRNN(32, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    orthogonal, _ = np.linalg.qr(rng.normal(size=(32, 32)))
+    model.layers[0].cell.recurrent_kernel.assign(gain * orthogonal.astype("float32"))
+    _compiled(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
 BAD_BATCH_STEP = 150
 
 
@@ -1204,6 +1232,7 @@ FAILURES = [
     Case("explode_to_nan", explode_to_nan, {EXPLODING: 0, NON_FINITE: 2}),
     Case("explode_finite", explode_finite, {EXPLODING: 0}),
     Case("exploding_rnn", exploding_rnn, {EXPLODING: 0}),
+    Case("exploding_relu_rnn", exploding_relu_rnn, {EXPLODING: 0}),
     Case("closed_gates_lstm", closed_gates_lstm, {VANISHING: 0}),
     Case("bad_batch", bad_batch, {EXPLODING: BAD_BATCH_STEP}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),

@@ -262,6 +262,25 @@ def test_exploding_rnn():
 
 
 @confirm_on_tensorflow
+def test_exploding_relu_rnn():
+    c = cases.confirm(cases.BY_NAME["exploding_relu_rnn"])
+    # The same batches with the recurrent kernel at Keras's gain (1): its
+    # loss stays near that of knowing nothing (ln 2) and falls below it.
+    twin = cases.confirm(
+        cases.Case("twin", lambda: cases.exploding_relu_rnn(gain=1.0), {})
+    )
+    uninformed = math.log(2)
+    assert max(twin.losses) < 1.25 * uninformed
+    assert twin.final_loss < uninformed
+    # Steps 0-4: the loss over 10x that, the global norm over 1e3x the
+    # twin's; it ends no better than knowing nothing.
+    assert min(c.losses[:5]) > 10 * uninformed
+    assert min(c.global_norm[:5]) > 1e3 * max(twin.global_norm[:5])
+    assert c.final_loss > uninformed and c.final_accuracy < 0.6
+    assert finite(c, range(len(c.losses)))
+
+
+@confirm_on_tensorflow
 def test_closed_gates_lstm():
     c = cases.confirm(cases.BY_NAME["closed_gates_lstm"])
     steps = range(len(c.losses))
