@@ -5900,11 +5900,18 @@ class TestSaturationThrowingAFittedModelOff:
         ]
         return run(rules, seq)
 
-    def test_told_when_the_loss_rose_with_it(self):
-        # Losses since 0.07, 0.25, 0.13, ...: their median 0.13-0.16 is 3x
-        # the 0.02 before and 0.05 x 1.35 = 0.0675 over it. Recordings 42-46
-        # (41 alone has its median 0.07 under 0.0875).
-        found = self.saturating(0.0, [0.07, 0.25, 0.13, 0.35, 0.16, 0.2])
+    @pytest.mark.parametrize(
+        "losses",
+        [[0.035, 0.25, 0.13, 0.35, 0.16, 0.2], [0.035, 0.25, 0.03, 0.03, 0.03, 0.03]],
+        ids=["risen", "hovering"],
+    )
+    def test_told_when_the_loss_rose_with_it(self, losses):
+        # The losses recorded since (median): at 41 0.035, under 2x the 0.02
+        # before; at 42 0.1425, 2x it and 0.02 x 1.35 = 0.027 over it. From
+        # there the layer counts until it leaves the tails, however the
+        # median of noisy batches hovers (0.035 at 43 in the second).
+        # Recordings 42-46.
+        found = self.saturating(0.0, losses)
         assert modes(found) == [(F.SATURATED_ACTIVATIONS, "d0", 42)]
 
     @pytest.mark.parametrize(
