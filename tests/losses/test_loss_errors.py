@@ -425,14 +425,22 @@ def test_sparse_labels_of_unknown_width_are_checked_when_run(labels):
         "class axis) for `sparse_categorical_crossentropy`; one-hot labels need "
         "`CategoricalCrossentropy`. Received: y_true with a class axis of size [3]"
     )
+    # Under XLA the batch's loss is NaN, not that of column 0.
+    asserted_or_nan(loss, spec, one_hot, preds, message)
+
+
+def asserted_or_nan(loss, spec, y_true, y_pred, message):
+    """`loss` traced with `spec` fails with `message`'s graph assertion on
+    `(y_true, y_pred)`; under XLA, which drops assertions, it is NaN."""
+    import tensorflow as tf
+
     with pytest.raises(
         tf.errors.InvalidArgumentError,
         match=re.escape(f"assertion failed: [{message}]"),
     ):
-        traced_loss(one_hot, preds)
-    # XLA drops assertions: the batch's loss is NaN, not that of column 0.
+        tf.function(loss, input_signature=spec)(y_true, y_pred)
     xla = tf.function(loss, input_signature=spec, jit_compile=True)
-    assert np.isnan(float(xla(one_hot, preds)))
+    assert np.isnan(float(xla(y_true, y_pred)))
 
 
 @tensorflow_only
@@ -462,15 +470,8 @@ def test_one_hot_labels_of_unknown_width_are_checked_when_run(loss):
         f"`Sparse{type(loss).__name__}` (or `keras.utils.to_categorical`). "
         "Received: y_true with a class axis of size [1]"
     )
-    ids = np.array([[0.0], [1.0]], "float32")
-    with pytest.raises(
-        tf.errors.InvalidArgumentError,
-        match=re.escape(f"assertion failed: [{message}]"),
-    ):
-        traced_loss(ids, preds)
-    # XLA drops assertions: the batch's loss is NaN.
+    asserted_or_nan(loss, spec, np.array([[0.0], [1.0]], "float32"), preds, message)
     xla = tf.function(loss, input_signature=spec, jit_compile=True)
-    assert np.isnan(float(xla(ids, preds)))
     np.testing.assert_allclose(
         xla(one_hot, preds), keras_loss(one_hot, preds), rtol=1e-6
     )
