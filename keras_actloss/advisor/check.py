@@ -47,6 +47,8 @@ activations), of severity `"warning"` (risks):
 - `negative_bias_relu`: a ReLU layer where at least `DEAD_BIAS_FRACTION`
   (half) of the units have `bias < -DEAD_BIAS_Z * ||w_j||` (`DEAD_BIAS_Z`
   is 1).
+- `closed_forget_gate`: an `LSTM` whose forget gate's biases average
+  `CLOSED_FORGET_BIAS` (-3) or lower: its cell state is erased every step.
 
 Two mistakes in one output give two findings (sigmoid with
 `CategoricalCrossentropy(from_logits=True)` gives both
@@ -83,6 +85,7 @@ from keras_actloss.advisor.layer_checks import (
     DEAD_BIAS_Z,
     LAYER_MODES,
     SATURATING_DEPTH,
+    closed_forget_gates,
     dead_bias_fraction,
     deep_saturating_stacks,
     long_saturating_rnns,
@@ -231,4 +234,5 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += deep_saturating_stacks(model, head_ids)
     found += long_saturating_rnns(model)
     found += negative_bias_relu(model)
+    found += closed_forget_gates(model)
     return found

@@ -1,5 +1,6 @@
 """check_model(): each mistake, correct models, model kinds, bad input."""
 
+import math
 import warnings
 
 import keras
@@ -656,6 +657,46 @@ def test_long_saturating_rnn(rnn, steps, expected):
         and f"runs {steps} time" in finding.message
     )
     assert finding.fix.startswith("Use an LSTM or a GRU")
+
+
+@pytest.mark.parametrize(
+    "forget, wrap, expected",
+    [
+        (-6.0, False, True),
+        (-3.0, True, True),
+        (-2.9, False, False),
+        (1.0, False, False),
+    ],
+)
+def test_closed_forget_gate(forget, wrap, expected):
+    # Round 15b R7: an LSTM whose forget gate's biases (the second quarter
+    # of its bias: gates i, f, c, o) are -6 keeps sigmoid(-6) = 0.25% of its
+    # cell state a step; at -3 (4.7%) and below it is told; Keras's 1 not.
+    lstm = L.LSTM(4)
+    layer = L.Bidirectional(lstm) if wrap else lstm
+    model = compiled(sequence_model(layer, L.Dense(1, activation="sigmoid")), "bce")
+    cells = [lstm.cell]
+    if wrap:
+        cells = [layer.forward_layer.cell, layer.backward_layer.cell]
+    for cell in cells:
+        bias = np.zeros(16, "float32")
+        bias[4:8] = forget
+        cell.bias.assign(bias)
+    found = check_model(model, BINARY)
+    if not expected:
+        assert found == []
+        return
+    kept = 1 / (1 + math.exp(-forget))
+    assert [(f.mode, f.severity, f.layer, f.value) for f in found] == [
+        ("closed_forget_gate", WARNING, layer.name, forget)
+    ] * len(cells)
+    assert found[0].message == (
+        f"The forget gate of this LSTM has biases of {forget:.3g} on average: it "
+        f"keeps about {kept:.2%} of its cell state a step, so the layer remembers "
+        "almost nothing past the last steps and the gradient through time "
+        "vanishes."
+    )
+    assert found[0].fix.startswith("Initialise the forget gate's biases at 1")
 
 
 def test_long_saturating_rnn_of_a_subclassed_model_once_built():
