@@ -243,32 +243,34 @@ def closed_forget_gates(model: keras.Model) -> list[Finding]:
     for layer in walk.leaves(model):
         wrapped = [getattr(layer, "forward_layer", layer)]
         wrapped.append(getattr(layer, "backward_layer", None))
-        for rnn in wrapped:
-            if not isinstance(rnn, keras.layers.LSTM) or not rnn.built:
-                continue
-            bias = getattr(rnn.cell, "bias", None)
-            if bias is None:
-                continue
-            units = rnn.cell.units
-            forget = float(np.mean(_numpy(bias)[units : 2 * units]))
-            if forget > CLOSED_FORGET_BIAS:
-                continue
-            kept = 1.0 / (1.0 + np.exp(-forget))
-            found.append(
-                finding(
-                    CLOSED_FORGET_GATE,
-                    layer,
-                    f"The forget gate of this LSTM has biases of {forget:.3g} on "
-                    f"average: it keeps about {kept:.2%} of its cell state a "
-                    "step, so the layer remembers almost nothing past the last "
-                    "steps and the gradient through time vanishes.",
-                    "Initialise the forget gate's biases at 1 "
-                    "(`unit_forget_bias=True`, Keras's default) and the other "
-                    "gates' at 0.",
-                    value=forget,
-                    severity=WARNING,
-                )
+        biases = [
+            (rnn.cell.units, rnn.cell.bias)
+            for rnn in wrapped
+            if isinstance(rnn, keras.layers.LSTM)
+            and getattr(rnn.cell, "bias", None) is not None
+        ]
+        if not biases:
+            continue
+        # A `Bidirectional`'s most closed direction.
+        forget = min(float(np.mean(_numpy(b)[n : 2 * n])) for n, b in biases)
+        if forget > CLOSED_FORGET_BIAS:
+            continue
+        kept = 1.0 / (1.0 + np.exp(-forget))
+        found.append(
+            finding(
+                CLOSED_FORGET_GATE,
+                layer,
+                f"The forget gate of this LSTM has biases of {forget:.3g} on "
+                f"average: it keeps about {kept:.2%} of its cell state a "
+                "step, so the layer remembers almost nothing past the last "
+                "steps and the gradient through time vanishes.",
+                "Initialise the forget gate's biases at 1 "
+                "(`unit_forget_bias=True`, Keras's default) and the other "
+                "gates' at 0.",
+                value=forget,
+                severity=WARNING,
             )
+        )
     return found
 
 

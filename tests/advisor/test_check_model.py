@@ -687,9 +687,10 @@ def test_closed_forget_gate(forget, wrap, expected):
         assert found == []
         return
     kept = 1 / (1 + math.exp(-forget))
+    # One finding for a Bidirectional's two directions.
     assert [(f.mode, f.severity, f.layer, f.value) for f in found] == [
         ("closed_forget_gate", WARNING, layer.name, forget)
-    ] * len(cells)
+    ]
     assert found[0].message == (
         f"The forget gate of this LSTM has biases of {forget:.3g} on average: it "
         f"keeps about {kept:.2%} of its cell state a step, so the layer remembers "
