@@ -258,12 +258,13 @@ class GradientDiagnostics(
       streak (they flicker across the bound with the output layer's noise;
       only a recording within the bounds confirms one); a unit inactive on
       the window that fired on some batches before its silence, so that
-      its silence is at least 1% likely, is rarely active, not dead (after
+      its silence is at least 7% likely, is rarely active, not dead (after
       8 recordings; a unit active on every batch before stays dead however
       long it is silent); a fitted model's layer that saturates suddenly
       (by a quarter of its outputs or more since its last recording) while
-      the losses recorded since rise 3x, and by 5% of the early loss, is
-      not excused by the fit: it threw the model off what it learned.
+      the losses recorded since rise 2x, and by 2% of the early loss, is
+      not excused by the fit: it threw the model off what it learned (for
+      as long as the layer stays saturated).
     - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
