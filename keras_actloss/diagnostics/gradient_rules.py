@@ -427,13 +427,16 @@ class RecordedGradientRules(RuleFamily):
         quiet = self._quiet_reference(judged.level)
         confirmed = []
         for ls in stats.layers:
-            hit = ls.layer in found
+            # Behind layers whose units are all dead a kernel gets no input:
+            # its small gradients are theirs to tell (`dead_relu`).
+            hit = ls.layer in found and not self._behind_dead(ls.layer)
             key = (F.VANISHING_GRADIENTS, ls.layer)
             if quiet and not hit:
                 if self._streaks.count(key):
                     self._unjudged[ls.layer] += 1
                 continue
-            if ls.layer in judged.near and self._streaks.count(key):
+            near = ls.layer in judged.near and not self._behind_dead(ls.layer)
+            if near and self._streaks.count(key):
                 # Kept, not confirmed (`_NEAR_MISS`).
                 self._streaks.update(key, True, stats.step)
                 continue
@@ -467,6 +470,14 @@ class RecordedGradientRules(RuleFamily):
                     )
                 confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
         self._add_vanishing(new, confirmed)
+
+    def _behind_dead(self, layer: str) -> bool:
+        """Whether every input of `layer` comes through layers whose units
+        are all dead (`LayerInfo.upstream`; `ActivationRules._all_dead`,
+        on their windows so far)."""
+        info = self._info.get(layer)
+        upstream = info.upstream if info is not None else ()
+        return bool(upstream) and all(self._all_dead(u) for u in upstream)
 
     def _starved_kernels(self, new, stats: StepStats) -> None:
         """Reports vanishing gradients of the whole model when its kernels

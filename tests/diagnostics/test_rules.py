@@ -5953,3 +5953,39 @@ def test_vanishing_behind_recurrent_gates_gets_the_recurrent_fix(exploded):
         f"its way back{after})."
     )
     assert found[0].fix == gradient_rules._RECURRENT_VANISHING_FIX
+
+
+@pytest.mark.parametrize("dead", [True, False])
+def test_no_vanishing_behind_a_layer_whose_units_are_all_dead(dead):
+    # A VAE whose encoder ReLU ('enc', 4 units) is dead from the start
+    # (regression run of round 15): the layer after it ('mu', every input
+    # through 'enc') gets kernel gradients of 0 and its bias's alone, an
+    # RMS 1e-6 against 1e-2 at the output. That is the dead units' doing:
+    # only `dead_relu` is told, on 'enc'. With 'enc' alive, 'mu' vanishes.
+    layers = [
+        LayerInfo("first", "Dense", "relu", True, 0),
+        LayerInfo("enc", "Dense", "relu", True, 1),
+        LayerInfo("mu", "Dense", None, True, 2, upstream=("enc",)),
+        LayerInfo("hidden", "Dense", "relu", True, 3),
+        LayerInfo("out", "Dense", "sigmoid", True, 4),
+        LayerInfo("head", "Dense", None, True, 5),
+    ]
+    rules = HealthRules(layers)
+    names = [info.name for info in layers]
+    enc = [0] * 4 if dead else [3] * 4
+    seq = [
+        recording(
+            s,
+            [1e-2, 1e-2, 1e-6, 1e-5, 1e-2, 1e-2],
+            names=names,
+            batch_size=32,
+            unit_activity=[[5] * 4, enc, None, [5] * 4, None, None],
+        )
+        for s in range(5)
+    ]
+    found = {(f.mode, f.layer) for f in run(rules, seq)}
+    if dead:
+        assert found == {(F.DEAD_RELU, "enc")}
+    else:
+        assert (F.VANISHING_GRADIENTS, "mu") in found
+        assert (F.DEAD_RELU, "enc") not in found
