@@ -145,16 +145,27 @@ def unbounded_recurrences(model: keras.Model) -> dict[int, int]:
     recurrent kernel multiplies the signal once a step, so a gain over 1
     compounds over them."""
     found = {}
-    for layer in walk.leaves(model):
+    for layer, rnns in _recurrent_layers(model, keras.layers.SimpleRNN):
         steps = _time_steps(layer)
-        wrapped = [getattr(layer, "forward_layer", layer)]
-        wrapped.append(getattr(layer, "backward_layer", None))
-        for rnn in wrapped:
-            if not isinstance(rnn, keras.layers.SimpleRNN) or steps is None:
-                continue
+        for rnn in rnns:
             profile = activations.profile(rnn.cell.activation)
-            if profile is None or profile.family not in (SIGMOID, TANH):
+            unbounded = profile is None or profile.family not in (SIGMOID, TANH)
+            if steps is not None and unbounded:
                 found[id(rnn.cell)] = steps
+    return found
+
+
+def _recurrent_layers(model: keras.Model, kind: type) -> list[tuple]:
+    """`(layer, rnns)` for each of the model's leaves that is an RNN layer
+    of class `kind` (`rnns`: itself) or a `Bidirectional` of one (`rnns`:
+    its two directions)."""
+    found = []
+    for layer in walk.leaves(model):
+        forward = getattr(layer, "forward_layer", None)
+        rnns = [layer] if forward is None else [forward, layer.backward_layer]
+        rnns = [rnn for rnn in rnns if isinstance(rnn, kind)]
+        if rnns:
+            found.append((layer, rnns))
     return found
 
 
@@ -240,14 +251,11 @@ def closed_forget_gates(model: keras.Model) -> list[Finding]:
     average `CLOSED_FORGET_BIAS` or lower: its cell state is erased at
     every step, so it remembers nothing past the last steps."""
     found = []
-    for layer in walk.leaves(model):
-        wrapped = [getattr(layer, "forward_layer", layer)]
-        wrapped.append(getattr(layer, "backward_layer", None))
+    for layer, rnns in _recurrent_layers(model, keras.layers.LSTM):
         biases = [
             (rnn.cell.units, rnn.cell.bias)
-            for rnn in wrapped
-            if isinstance(rnn, keras.layers.LSTM)
-            and getattr(rnn.cell, "bias", None) is not None
+            for rnn in rnns
+            if getattr(rnn.cell, "bias", None) is not None
         ]
         if not biases:
             continue
