@@ -12,6 +12,7 @@ it uses.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 
 import numpy as np
@@ -278,7 +279,6 @@ class UnitActivity:
                 inactive = units - np.count_nonzero(alive)
                 if rare is not None and not whole and inactive >= rare * units:
                     alive = alive | self._rare(alive)
-                units = len(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 self.alive = alive
                 return dead, total, batches, first
@@ -312,6 +312,17 @@ class UnitActivity:
             silent = samples[before:].sum() / samples[since:before].mean()
             rare[unit] = (1.0 - share) ** silent >= _RARE_CHANCE
         return rare
+
+
+@dataclasses.dataclass
+class SuddenSaturation:
+    """A fitted model's layer saturated suddenly (`ActivationRules.
+    _thrown_off`): the recent loss before it (`level`), the losses recorded
+    since, and whether they showed the model thrown off (kept once so)."""
+
+    level: float
+    losses: list = dataclasses.field(default_factory=list)
+    thrown: bool = False
 
 
 def _gradient_activity(norm: float | None, passed: bool) -> list[float] | None:
@@ -814,16 +825,17 @@ class ActivationRules(RuleFamily):
             level = self._norms.recent_loss()
             if last is None or last > limit - _SUDDEN or not _finite(level):
                 return False
-            self._thrown_at[ls.layer] = (level, [], [False])
-        level, since, thrown = self._thrown_at[ls.layer]
+            self._thrown_at[ls.layer] = SuddenSaturation(level)
+        sudden = self._thrown_at[ls.layer]
         if _finite(stats.loss):
-            since.append(stats.loss)
+            sudden.losses.append(stats.loss)
         early = _median(self._early_losses)
-        if thrown[0] or not since or not _finite(early):
-            return thrown[0]
-        now = float(np.median(since))
-        thrown[0] = now >= _THROWN * level and now - level >= _THROWN_RISE * early
-        return thrown[0]
+        if sudden.thrown or not sudden.losses or not _finite(early):
+            return sudden.thrown
+        now = float(np.median(sudden.losses))
+        rise = now - sudden.level
+        sudden.thrown = now >= _THROWN * sudden.level and rise >= _THROWN_RISE * early
+        return sudden.thrown
 
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input

@@ -282,7 +282,7 @@ class HealthRules(
         # Each layer's saturation at its last recording, and the sudden
         # saturations of a fitted model (`ActivationRules._thrown_off`).
         self._last_saturation: dict[str, float] = {}
-        self._thrown_at: dict[str, tuple[float, list, list]] = {}
+        self._thrown_at: dict = {}
         self._streaks = _Streaks()
         self._skipped = _Skipped()
         # The reference gradient levels of the last judged recordings
