@@ -1,6 +1,8 @@
 """Shared helpers for the examples: the `--tiny` flag and a diagnosed `fit`."""
 
 import argparse
+import os
+import re
 import tempfile
 import warnings
 
@@ -17,9 +19,14 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def fit_and_diagnose(model, x, y, title, epochs, logdir=None, batch_size=64):
-    """Trains `model` with GradientDiagnostics and prints what it found."""
-    logdir = logdir or tempfile.mkdtemp(prefix="keras-actloss-")
-    diag = GradientDiagnostics(log_dir=logdir, every_n_steps=5)
+    """Trains `model` with GradientDiagnostics at its default settings and
+    prints what it found. The logs go to a folder of `logdir` named after
+    the run (`--logdir`), or to a new temporary folder."""
+    if logdir:
+        logdir = os.path.join(logdir, re.sub(r"[^a-z0-9]+", "_", title.lower()))
+    else:
+        logdir = tempfile.mkdtemp(prefix="keras-actloss-")
+    diag = GradientDiagnostics(log_dir=logdir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Printed below instead.
         history = model.fit(

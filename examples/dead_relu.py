@@ -7,7 +7,7 @@ every sample of a batch (not just zero activations: about half of a healthy
 ReLU layer's outputs are zero) and flags `dead_relu`. Leaky ReLU keeps a small
 gradient for negative inputs; a lower learning rate avoids the big step.
 
-Run: python examples/dead_relu.py [--tiny]
+Run: python examples/dead_relu.py [--tiny] [--logdir runs/dead_relu]
 """
 
 import keras
@@ -40,9 +40,11 @@ if __name__ == "__main__":
 
     seed()
     model = make_model(keras_actloss.layers.ReLU, lr=0.2)
-    found = fit_and_diagnose(model, x, y, "ReLU, Adam lr=0.2", epochs)
+    found = fit_and_diagnose(model, x, y, "ReLU, Adam lr=0.2", epochs, args.logdir)
     assert "dead_relu" in {f.mode for f in found}
     seed()
     model = make_model(lambda: keras_actloss.layers.LeakyReLU(0.1), lr=1e-3)
-    fixed = fit_and_diagnose(model, x, y, "fix: Leaky ReLU, lr=0.001", epochs)
+    fixed = fit_and_diagnose(
+        model, x, y, "fix: Leaky ReLU, lr=0.001", epochs, args.logdir
+    )
     assert not fixed

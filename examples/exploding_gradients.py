@@ -6,7 +6,7 @@ NaN. GradientDiagnostics flags `exploding_gradients` (and `non_finite` when
 the NaN arrives) at the step it happens. A lower learning rate, batch
 normalization or gradient clipping each fix it.
 
-Run: python examples/exploding_gradients.py [--tiny]
+Run: python examples/exploding_gradients.py [--tiny] [--logdir runs/exploding_gradients]
 """
 
 import keras
@@ -46,7 +46,7 @@ if __name__ == "__main__":
     ]
     for i, (title, kwargs) in enumerate(runs):
         seed()
-        found = fit_and_diagnose(make_model(**kwargs), x, y, title, epochs)
+        found = fit_and_diagnose(make_model(**kwargs), x, y, title, epochs, args.logdir)
         if i == 0:
             assert "exploding_gradients" in {f.mode for f in found}
         else:

@@ -5,7 +5,7 @@ layers of a deep sigmoid stack get gradients orders of magnitude smaller than
 the last ones and stop learning. GradientDiagnostics flags
 `vanishing_gradients` on the early layers; the same network with ReLU trains.
 
-Run: python examples/vanishing_gradients.py [--tiny]
+Run: python examples/vanishing_gradients.py [--tiny] [--logdir runs/vanishing_gradients]
 """
 
 import keras
@@ -36,8 +36,10 @@ if __name__ == "__main__":
     epochs = 3 if args.tiny else 10
 
     seed()
-    found = fit_and_diagnose(make_model("sigmoid"), x, y, "8 sigmoid layers", epochs)
+    found = fit_and_diagnose(
+        make_model("sigmoid"), x, y, "8 sigmoid layers", epochs, args.logdir
+    )
     assert "vanishing_gradients" in {f.mode for f in found}
     seed()
-    fixed = fit_and_diagnose(make_model("relu"), x, y, "fix: ReLU", epochs)
+    fixed = fit_and_diagnose(make_model("relu"), x, y, "fix: ReLU", epochs, args.logdir)
     assert not fixed
