@@ -15,15 +15,19 @@ Reference:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_actloss.losses import validation
 from keras_actloss.losses.probabilistic import (
     ClassWeights,
     _binary_loss,
     _categorical_loss,
     _sparse_loss,
+    _weights_along,
 )
 from keras_actloss.losses.profiles import BFCE, CFCE, SFCE
 from keras_actloss.registry import register
@@ -125,17 +129,22 @@ def _binary_focal_terms(
 def _focal_terms(
     targets: Tensor,
     y_pred: Tensor,
-    alpha: float,
+    alpha: float | Sequence[float],
     gamma: float,
     from_logits: bool,
     axis: int,
 ) -> Tensor:
-    """Keras's categorical focal terms, summed over `axis`."""
+    """Keras's categorical focal terms, summed over `axis`; a list `alpha`
+    holds one factor per class (along `axis`)."""
     if from_logits:
         y_pred = ops.softmax(y_pred, axis=axis)
     output = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
     epsilon = keras.config.epsilon()
     output = ops.clip(output, epsilon, 1.0 - epsilon)
+    if isinstance(alpha, (list, tuple, np.ndarray)) and np.ndim(alpha):
+        alpha = validation.per_class_values(alpha, "alpha")
+        validation.check_class_weights_length(alpha, output.shape[axis], "alpha")
+        alpha = _weights_along(alpha, output, axis)
     terms = ops.power(1.0 - output, gamma) * alpha * (-targets * ops.log(output))
     return ops.sum(terms, axis=axis)
 
@@ -144,7 +153,7 @@ def _focal_terms(
 def categorical_focal_crossentropy(
     y_true: Tensor,
     y_pred: Tensor,
-    alpha: float = 0.25,
+    alpha: float | Sequence[float] = 0.25,
     gamma: float = 2.0,
     from_logits: bool = False,
     label_smoothing: float = 0.0,
@@ -180,8 +189,8 @@ def categorical_focal_crossentropy(
         y_true: One-hot labels, same shape as `y_pred`.
         y_pred: Probabilities, or logits if `from_logits`, shape
             `(batch_size, ..., num_classes)`.
-        alpha: Float >= 0, a constant factor on every term. Defaults to
-            `0.25`.
+        alpha: Float >= 0, a constant factor on every term, or a list of
+            them, one per class (as Keras's). Defaults to `0.25`.
         gamma: Float >= 0, the focusing strength (0 with `alpha=1` is
             cross-entropy). Defaults to `2.0`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
@@ -211,7 +220,7 @@ def categorical_focal_crossentropy(
 def sparse_categorical_focal_crossentropy(
     y_true: Tensor,
     y_pred: Tensor,
-    alpha: float = 0.25,
+    alpha: float | Sequence[float] = 0.25,
     gamma: float = 2.0,
     from_logits: bool = False,
     ignore_class: int | None = None,
@@ -246,7 +255,8 @@ def sparse_categorical_focal_crossentropy(
             trailing axis of size 1.
         y_pred: Probabilities, or logits if `from_logits`, shape
             `(batch_size, ..., num_classes)`.
-        alpha: Float >= 0, a constant factor. Defaults to `0.25`.
+        alpha: Float >= 0, a constant factor, or a list of them, one per
+            class (the factor of each sample's label). Defaults to `0.25`.
         gamma: Float >= 0, the focusing strength. Defaults to `2.0`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
         ignore_class: Optional class id whose positions get a loss of 0 and
@@ -275,7 +285,7 @@ def sparse_categorical_focal_crossentropy(
 def _sparse_focal_terms(
     ids: Tensor,
     y_pred: Tensor,
-    alpha: float,
+    alpha: float | Sequence[float],
     gamma: float,
     from_logits: bool,
     axis: int,

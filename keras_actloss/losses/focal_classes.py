@@ -27,10 +27,15 @@ DEFAULT_REDUCTION = "sum_over_batch_size"
 
 
 def _focal_arguments(
-    alpha: float, gamma: float, alpha_max: float | None, from_logits: bool
+    alpha: float | Sequence[float],
+    gamma: float,
+    alpha_max: float | None,
+    from_logits: bool,
+    per_class: bool = False,
 ) -> dict[str, Any]:
-    """`alpha`, `gamma` (`alpha` at most `alpha_max`) and `from_logits`, checked."""
-    alpha, gamma = validation.validate_focal(alpha, gamma, alpha_max)
+    """`alpha`, `gamma` (`alpha` at most `alpha_max`, or one per class with
+    `per_class`) and `from_logits`, checked."""
+    alpha, gamma = validation.validate_focal(alpha, gamma, alpha_max, per_class)
     return {
         "alpha": alpha,
         "gamma": gamma,
@@ -109,7 +114,8 @@ class CategoricalFocalCrossentropy(ArgumentsWrapper):
     0.008
 
     Args:
-        alpha: Float >= 0, a constant factor. Defaults to `0.25`.
+        alpha: Float >= 0, a constant factor, or a list of them, one per
+            class (the factor of each sample's label). Defaults to `0.25`.
         gamma: Float >= 0, the focusing strength. Defaults to `2.0`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
         label_smoothing: Float in [0, 1], over the classes along `axis`
@@ -121,7 +127,7 @@ class CategoricalFocalCrossentropy(ArgumentsWrapper):
 
     def __init__(
         self,
-        alpha: float = 0.25,
+        alpha: float | Sequence[float] = 0.25,
         gamma: float = 2.0,
         from_logits: bool = False,
         label_smoothing: float = 0.0,
@@ -136,7 +142,7 @@ class CategoricalFocalCrossentropy(ArgumentsWrapper):
             reduction,
             name,
             dtype,
-            **_focal_arguments(alpha, gamma, None, from_logits),
+            **_focal_arguments(alpha, gamma, None, from_logits, per_class=True),
             label_smoothing=validation.validate_label_smoothing(label_smoothing),
             axis=validation.validate_axis(axis),
             class_weights=validation.validate_class_weights(class_weights),
@@ -159,7 +165,8 @@ class SparseCategoricalFocalCrossentropy(ArgumentsWrapper):
     0.016
 
     Args:
-        alpha: Float >= 0, a constant factor. Defaults to `0.25`.
+        alpha: Float >= 0, a constant factor, or a list of them, one per
+            class (the factor of each sample's label). Defaults to `0.25`.
         gamma: Float >= 0, the focusing strength. Defaults to `2.0`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
         ignore_class: Optional class id left out of the loss. Defaults to
@@ -170,7 +177,7 @@ class SparseCategoricalFocalCrossentropy(ArgumentsWrapper):
 
     def __init__(
         self,
-        alpha: float = 0.25,
+        alpha: float | Sequence[float] = 0.25,
         gamma: float = 2.0,
         from_logits: bool = False,
         ignore_class: int | None = None,
@@ -185,7 +192,7 @@ class SparseCategoricalFocalCrossentropy(ArgumentsWrapper):
             reduction,
             name,
             dtype,
-            **_focal_arguments(alpha, gamma, None, from_logits),
+            **_focal_arguments(alpha, gamma, None, from_logits, per_class=True),
             ignore_class=validation.validate_ignore_class(ignore_class),
             axis=validation.validate_axis(axis),
             class_weights=validation.validate_class_weights(class_weights),

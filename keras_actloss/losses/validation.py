@@ -330,17 +330,38 @@ def check_sparse_values(
     return _checked(y_true, ops.all(valid), ops.logical_not(valid), message, poison)
 
 
-def validate_focal(alpha: float, gamma: float, alpha_max: float | None) -> tuple:
-    """Checks focal `alpha` (in [0, alpha_max]) and `gamma` (>= 0)."""
-    for name, value, high in (("alpha", alpha, alpha_max), ("gamma", gamma, None)):
-        ok = is_real(value) and math.isfinite(value)
-        if not ok or value < 0 or (high is not None and value > high):
-            bound = f"in [0, {high:g}]" if high is not None else ">= 0"
-            raise ValueError(
-                f"Argument `{name}` must be a finite float {bound}. "
-                f"Received: {name}={value!r}"
-            )
-    return float(alpha), float(gamma)
+def validate_focal(
+    alpha: float | Sequence[float],
+    gamma: float,
+    alpha_max: float | None,
+    per_class: bool = False,
+) -> tuple:
+    """Checks focal `alpha` (in [0, alpha_max]; with `per_class` also a list
+    or 1-D array of numbers >= 0, one per class, as Keras's categorical
+    focal loss takes) and `gamma` (>= 0). Returns `alpha` as a float or a
+    list of floats, and `gamma` as a float."""
+    if per_class and isinstance(alpha, (list, tuple, np.ndarray)) and np.ndim(alpha):
+        alpha = per_class_values(alpha, "alpha")
+    else:
+        bound = " or a list of them, one per class" if per_class else ""
+        alpha = _focal_number("alpha", alpha, alpha_max, bound)
+    return alpha, _focal_number("gamma", gamma, None)
+
+
+def _focal_number(name: str, value, high: float | None, more: str = "") -> float:
+    """`value` as a float, checked finite, >= 0 and at most `high`."""
+    if (
+        not is_real(value)
+        or not math.isfinite(value)
+        or value < 0
+        or (high is not None and value > high)
+    ):
+        bound = f"in [0, {high:g}]" if high is not None else ">= 0"
+        raise ValueError(
+            f"Argument `{name}` must be a finite float {bound}{more}. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def validate_class_weights(
@@ -358,32 +379,42 @@ def validate_class_weights(
     """
     if class_weights is None:
         return None
-    weights = np.asarray(class_weights)
-    if weights.ndim != 1 or weights.size == 0 or weights.dtype.kind not in "iuf":
-        raise ValueError(
-            "Argument `class_weights` must be a non-empty 1-D list or array "
-            f"of numbers. Received: class_weights={class_weights!r}"
-        )
-    weights = weights.astype("float64")
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError(
-            "Argument `class_weights` must hold finite, non-negative numbers. "
-            f"Received: class_weights={class_weights!r}"
-        )
-    if length is not None and weights.size != length:
-        raise ValueError(
-            f"Argument `class_weights` must have {length} entries. "
-            f"Received: class_weights={class_weights!r}"
-        )
-    return [float(w) for w in weights]
+    return per_class_values(class_weights, "class_weights", length)
 
 
-def check_class_weights_length(weights: list[float], classes: int | None) -> None:
-    """Call time: the weight vector must have one entry per class."""
+def per_class_values(
+    values: Sequence[float] | np.ndarray, name: str, length: int | None = None
+) -> list[float]:
+    """Checks the argument `name`, one non-negative finite number per class
+    (`length` of them when known), and returns it as a list of Python
+    floats."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Argument `{name}` must be a non-empty 1-D list or array "
+            f"of numbers. Received: {name}={values!r}"
+        )
+    array = array.astype("float64")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError(
+            f"Argument `{name}` must hold finite, non-negative numbers. "
+            f"Received: {name}={values!r}"
+        )
+    if length is not None and array.size != length:
+        raise ValueError(
+            f"Argument `{name}` must have {length} entries. Received: {name}={values!r}"
+        )
+    return [float(w) for w in array]
+
+
+def check_class_weights_length(
+    weights: list[float], classes: int | None, name: str = "class_weights"
+) -> None:
+    """Call time: the per-class vector `name` must have one entry per class."""
     if classes is not None and len(weights) != classes:
         raise ValueError(
-            f"Expected `class_weights` to have one entry per class ({classes} "
-            f"classes in `y_pred`). Received: class_weights={weights} "
+            f"Expected `{name}` to have one entry per class ({classes} "
+            f"classes in `y_pred`). Received: {name}={weights} "
             f"({len(weights)} entries)"
         )
 

@@ -35,9 +35,12 @@ def np_binary_focal(y, p, gamma, class_weights=None):
 
 
 def np_categorical_focal(labels, probs, alpha, gamma, class_weights=None):
-    """Per sample, from integer labels: alpha (1 - p_y)^gamma (-log p_y) w_y."""
+    """Per sample, from integer labels: alpha (1 - p_y)^gamma (-log p_y) w_y
+    (a list `alpha`: the label's, alpha_y)."""
     p = np.clip(probs / probs.sum(-1, keepdims=True), EPS, 1 - EPS)
     p_y = np.take_along_axis(p, labels[:, None], -1)[:, 0]
+    alpha = np.asarray(alpha)
+    alpha = alpha[labels] if alpha.ndim else alpha
     loss = alpha * (1 - p_y) ** gamma * -np.log(p_y)
     if class_weights is not None:
         loss = loss * np.asarray(class_weights)[labels]
@@ -73,6 +76,9 @@ CATEGORICAL_KWARGS = [
     {"from_logits": True, "gamma": 3.0},
     {"label_smoothing": 0.3},
     {"label_smoothing": 0.1, "from_logits": True, "alpha": 0.5},
+    # Keras takes a list too: one factor per class (4 in `data`).
+    {"alpha": [0.1, 0.5, 0.9, 2.0]},
+    {"alpha": (0.3, 0.2, 0.1, 0.4), "from_logits": True, "label_smoothing": 0.1},
 ]
 REDUCTIONS = ["sum_over_batch_size", "sum", None]
 
@@ -107,6 +113,53 @@ def test_categorical_focal_equals_keras(data, kwargs, reduction, dtype):
         y, p, w
     )
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    fn = losses.categorical_focal_crossentropy(y, p, **kwargs)
+    np.testing.assert_allclose(
+        fn, keras.losses.categorical_focal_crossentropy(y, p, **kwargs), rtol=1e-6
+    )
+
+
+@needs_float64
+def test_per_class_alpha_matches_numpy(data):
+    alpha = [0.1, 0.5, 0.9, 2.0]
+    labels, probs = data["labels"], data["probs"]
+    want = np_categorical_focal(labels, probs, alpha, 2.0, CLASS_WEIGHTS)
+    for got in (
+        losses.sparse_categorical_focal_crossentropy(
+            labels, probs, alpha=np.array(alpha), class_weights=CLASS_WEIGHTS
+        ),
+        losses.categorical_focal_crossentropy(
+            data["one_hot"], probs, alpha=alpha, class_weights=CLASS_WEIGHTS
+        ),
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    loss = losses.SparseCategoricalFocalCrossentropy(alpha=alpha)
+    np.testing.assert_allclose(
+        loss(labels, probs), np_categorical_focal(labels, probs, alpha, 2.0).mean()
+    )
+
+
+def test_per_class_alpha_follows_the_class_axis(data):
+    # Classes on axis 1 of (batch, classes, 2): the same losses as with the
+    # classes last.
+    alpha = [0.1, 0.5, 0.9, 2.0]
+    y = np.stack([data["one_hot"], data["one_hot"][::-1]], -1)
+    p = np.stack([data["probs"], data["probs"][::-1]], -1)
+    got = losses.categorical_focal_crossentropy(y, p, alpha=alpha, axis=1)
+    want = losses.categorical_focal_crossentropy(
+        np.moveaxis(y, 1, -1), np.moveaxis(p, 1, -1), alpha=alpha
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_per_class_alpha_config_round_trip(data):
+    loss = losses.CategoricalFocalCrossentropy(alpha=np.array([0.1, 0.5, 0.9, 2.0]))
+    config = loss.get_config()
+    assert config["alpha"] == [0.1, 0.5, 0.9, 2.0]
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(again) is losses.CategoricalFocalCrossentropy
+    y, p = data["one_hot"], data["probs"]
+    np.testing.assert_allclose(again(y, p), loss(y, p))
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
@@ -212,6 +265,27 @@ def test_label_format_errors():
         (losses.CategoricalFocalCrossentropy, {"gamma": "2"}, "gamma='2'"),
         (losses.SparseCategoricalFocalCrossentropy, {"alpha": -0.1}, "alpha=-0.1"),
         (
+            losses.CategoricalFocalCrossentropy,
+            {"alpha": "0.25"},
+            "alpha='0.25'",
+        ),
+        (
+            losses.CategoricalFocalCrossentropy,
+            {"alpha": [0.5, -0.1]},
+            r"alpha=\[0.5, -0.1\]",
+        ),
+        (
+            losses.SparseCategoricalFocalCrossentropy,
+            {"alpha": [[0.5]]},
+            r"alpha=\[\[0.5\]\]",
+        ),
+        # The binary loss's `alpha` weighs positives against negatives.
+        (
+            losses.BinaryFocalCrossentropy,
+            {"alpha": [0.5, 0.5]},
+            r"alpha=\[0.5, 0.5\]",
+        ),
+        (
             losses.BinaryFocalCrossentropy,
             {"apply_class_balancing": 1},
             "apply_class_balancing=1",
@@ -221,6 +295,25 @@ def test_label_format_errors():
 def test_bad_arguments_raise(cls, kwargs, received):
     with pytest.raises(ValueError, match=f"Argument `.*Received: {received}"):
         cls(**kwargs)
+
+
+def test_alpha_errors_say_what_is_accepted():
+    with pytest.raises(ValueError, match="float >= 0 or a list of them, one per class"):
+        losses.CategoricalFocalCrossentropy(alpha=None)
+    with pytest.raises(ValueError, match="must hold finite, non-negative numbers"):
+        losses.SparseCategoricalFocalCrossentropy(alpha=[0.5, float("nan")])
+    with pytest.raises(ValueError, match=r"float in \[0, 1\]. Received"):
+        losses.BinaryFocalCrossentropy(alpha=(0.5,))
+
+
+def test_per_class_alpha_of_another_length_raises(data):
+    loss = losses.SparseCategoricalFocalCrossentropy(alpha=[0.5, 0.5])
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `alpha` to have one entry per class \(4 classes in "
+        r"`y_pred`\). Received: alpha=\[0.5, 0.5\] \(2 entries\)",
+    ):
+        loss(data["labels"], data["probs"])
 
 
 def test_names_and_profiles():
