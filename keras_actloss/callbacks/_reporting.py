@@ -127,13 +127,17 @@ class Reporting:
             ) from None
 
     def _warn_if_used(self) -> None:
-        """Warns when `log_dir` holds the event files of an earlier run (this
-        instance's own later fits add to its file): the report and
-        TensorBoard read every file of a run directory together."""
+        """Warns when `log_dir` holds the event files of an earlier run of
+        this callback (this instance's own later fits add to its own): the
+        report and TensorBoard read every file of a run directory together.
+        Not for `keras.callbacks.TensorBoard`'s files: the log dir may be
+        shared with it, whose file of this same `fit` may be there already
+        (it opens it in `set_model`)."""
         if self._logged_to == self.log_dir:
             return
         self._logged_to = self.log_dir
-        earlier = events.event_files(os.path.join(self.log_dir, tags.TRAIN_SUBDIR))
+        train = os.path.join(self.log_dir, tags.TRAIN_SUBDIR)
+        earlier = events.event_files(train, own=True)
         if earlier:
             warnings.warn(
                 f"Argument `log_dir` already holds {len(earlier)} event file(s) "

@@ -35,13 +35,17 @@ from keras_actloss.findings import Finding
 from keras_actloss.logs import protos, tables, tags
 
 EVENTS_PREFIX = "events.out.tfevents"
+# The part of our event files' names that `keras.callbacks.TensorBoard`'s
+# lack (`writer.EventFile`), between dots.
+OWN_MARK = "keras_actloss"
 # A TFRecord: length (uint64), its masked CRC32C (uint32), the data, the
 # data's masked CRC32C (uint32).
 _RECORD_OVERHEAD = 16
 
 
-def event_files(directory: str | os.PathLike) -> list[str]:
-    """Paths of the event files directly in `directory`, sorted; `[]` if none."""
+def event_files(directory: str | os.PathLike, own: bool = False) -> list[str]:
+    """Paths of the event files directly in `directory`, sorted; `[]` if none.
+    With `own`, only the files `GradientDiagnostics` wrote (`OWN_MARK`)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
@@ -49,7 +53,7 @@ def event_files(directory: str | os.PathLike) -> list[str]:
     return [
         os.path.join(os.fspath(directory), n)
         for n in names
-        if n.startswith(EVENTS_PREFIX)
+        if n.startswith(EVENTS_PREFIX) and (not own or OWN_MARK in n.split("."))
     ]
 
 

@@ -82,10 +82,10 @@ class EventFile:
     TensorFlow op per write (`tf.summary.experimental.write_raw_pb` is an op
     call per write, many times slower). The name follows TensorFlow's
     (`events.out.tfevents.<time>.<host>.<pid>.<n>`) with a `keras_actloss`
-    part, so it never collides with the files of `keras.callbacks.TensorBoard`
-    in the same directory; `<n>` is zero-padded, so that files opened in the
-    same second (a new file after a log-dir fault) sort, and are read, in
-    the order they were written.
+    part (`events.OWN_MARK`), so it never collides with the files of
+    `keras.callbacks.TensorBoard` in the same directory; `<n>` is
+    zero-padded, so that files opened in the same second (a new file after a
+    log-dir fault) sort, and are read, in the order they were written.
 
     Args:
         directory: Existing directory to create the file in.
@@ -101,7 +101,7 @@ class EventFile:
                 socket.gethostname(),
                 str(os.getpid()),
                 f"{next(self._serial):06d}",  # Padded: files sort in order.
-                "keras_actloss",
+                events.OWN_MARK,
                 "v2",
             ]
         )

@@ -1769,6 +1769,31 @@ def test_a_log_dir_of_an_earlier_run_is_warned_about(data, tmp_path):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[_diag(log_dir=tmp_path)])
 
 
+@pytest.mark.parametrize("tensorboard_first", [True, False])
+def test_a_log_dir_shared_with_tensorboard_is_not_an_earlier_run(
+    data, tmp_path, tensorboard_first
+):
+    # `keras.callbacks.TensorBoard` opens its file of this `fit` in
+    # `set_model`, before this callback looks: not an earlier run (warnings
+    # are errors here). Nor are the files of an earlier TensorBoard-only fit:
+    # they hold none of this callback's findings or charts.
+    pytest.importorskip("tensorflow")  # `keras.callbacks.TensorBoard` needs it.
+    x, y = data
+    model = _compile(build_model("sequential"))
+    model.fit(
+        x, y, epochs=1, verbose=0, callbacks=[keras.callbacks.TensorBoard(tmp_path)]
+    )
+    callbacks = [keras.callbacks.TensorBoard(tmp_path), _diag(log_dir=tmp_path)]
+    if not tensorboard_first:
+        callbacks.reverse()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks)
+    names = [f.name for f in (tmp_path / "train").iterdir()]
+    assert sum("keras_actloss" in n.split(".") for n in names) == 1
+    assert len(names) == 3  # TensorBoard's two files and ours.
+    with pytest.warns(UserWarning, match=r"already holds 1 event file\(s\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[_diag(log_dir=tmp_path)])
+
+
 def _open_files_under(directory) -> list[str]:
     """Paths under `directory` that this process holds open (Linux)."""
     fds = "/proc/self/fd"
