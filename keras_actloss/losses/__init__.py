@@ -53,12 +53,17 @@ from keras_actloss.losses.regression import (
     mean_squared_error,
 )
 
-# Keras's short aliases for the per-sample functions.
-ALIASES = {
+# Keras's short aliases for the per-sample functions (lower and upper case,
+# as `keras.losses.get` takes them).
+_SHORT = {
     "mse": "mean_squared_error",
     "mae": "mean_absolute_error",
     "bce": "binary_crossentropy",
     "kld": "kl_divergence",
+}
+ALIASES = {
+    **_SHORT,
+    **{short.upper(): name for short, name in _SHORT.items()},
     "kullback_leibler_divergence": "kl_divergence",
 }
 

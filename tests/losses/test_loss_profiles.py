@@ -1,6 +1,7 @@
 """Loss profiles and `keras_actloss.losses.get`."""
 
 import keras
+import pytest
 
 from keras_actloss import losses, registry
 from keras_actloss.losses import profiles as loss_profiles
@@ -95,6 +96,17 @@ def test_get_returns_functions_instances_and_callables():
     loss = losses.Huber(delta=2.0)
     assert losses.get(loss) is loss
     assert losses.get(None) is None
+
+
+@pytest.mark.parametrize(
+    "alias", ["mse", "MSE", "mae", "MAE", "bce", "BCE", "kld", "KLD"]
+)
+def test_get_takes_keras_short_aliases(alias):
+    # `keras.losses.get` takes both cases; ours gives our function of the
+    # same name as Keras's.
+    theirs = keras.losses.get(alias)
+    assert losses.get(alias) is getattr(losses, theirs.__name__)
+    assert losses.get(f"keras_actloss>{alias}") is losses.get(alias)
 
 
 def test_get_deserialises_configs():
