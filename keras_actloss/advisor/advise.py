@@ -251,6 +251,10 @@ def _mismatch(task, info, expected):
 
 
 def _forced(task, info, array):
+    # A reading of ambiguous labels that offered this task was answered.
+    offer = f"task={task!r}"
+    kept = tuple(note for note in info.assumptions if offer not in note)
+    info = dataclasses.replace(info, assumptions=kept)
     kind, one_column = info.kind, info.n_columns == 1
     in_unit = info.low >= 0 and info.high <= 1
     if task == "regression":

@@ -150,6 +150,18 @@ def test_forced_task(y, task, units, loss_cls, note):
     rec = advise(np.array(y), task=task)
     assert (rec.task, rec.output_units, type(rec.loss)) == (task, units, loss_cls)
     assert note in " ".join(rec.assumptions)
+    # A reading of the labels that offered this task is not repeated.
+    assert f"pass task={task!r}" not in " ".join(rec.assumptions)
+
+
+def test_forced_task_replaces_the_reading_it_answers():
+    rec = advise(np.array([0, 1, 1, 0]), task="multiclass")
+    assert rec.assumptions == ["0/1 labels read as two classes."]
+    rec = advise(np.array([[0], [1], [1], [0]]), task="multiclass")
+    assert rec.assumptions == [
+        "y of shape (4, 1) read as one label per sample (a column).",
+        "0/1 labels read as two classes.",
+    ]
 
 
 @pytest.mark.parametrize(
