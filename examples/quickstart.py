@@ -42,7 +42,7 @@ if __name__ == "__main__":
     model.compile(optimizer="adam", loss=rec.loss, metrics=rec.metrics)
     assert keras_actloss.check_model(model, y) == []
 
-    diag = GradientDiagnostics(log_dir=logdir, every_n_steps=10)
+    diag = GradientDiagnostics(log_dir=logdir)
     model.fit(
         x, y, epochs=2 if args.tiny else 5, batch_size=64, verbose=2, callbacks=[diag]
     )
