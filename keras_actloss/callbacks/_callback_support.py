@@ -98,9 +98,12 @@ def check_arguments(callback) -> None:
     `GradientDiagnostics` (as `callback` holds it) that is not what it
     takes; holds its step counts as Python ints."""
     log_dir = callback.log_dir
-    if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+    if log_dir is not None and (
+        not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir)
+    ):
         raise ValueError(
-            f"Argument `log_dir` must be a path or None. Received: log_dir={log_dir!r}"
+            "Argument `log_dir` must be a non-empty path or None. "
+            f"Received: log_dir={log_dir!r}"
         )
     callback.every_n_steps = _positive_int("every_n_steps", callback.every_n_steps)
     callback.histogram_every_n_steps = _positive_int(

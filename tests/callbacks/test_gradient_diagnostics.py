@@ -1917,6 +1917,7 @@ def test_unwritable_log_dir_fails_before_training(data, tmp_path):
         ({"heatmap_image": 1}, "heatmap_image"),
         ({"check_model": None}, "check_model"),
         ({"log_dir": 3}, "log_dir"),
+        ({"log_dir": ""}, "log_dir"),  # Refused here, not when `fit` starts.
         ({"thresholds": {"no_such": 1}}, "thresholds"),
     ],
 )
