@@ -41,7 +41,10 @@ EXIT_CODES = {
     EXIT_OK: "every run healthy (warnings allowed)",
     EXIT_FAILURES: 'a run has a finding of severity "failure"',
     EXIT_USAGE: "usage or input error (bad path, unreadable file or table)",
-    EXIT_NO_DATA: "a run holds no keras-actloss data (and none has failures)",
+    EXIT_NO_DATA: (
+        "a run holds no keras-actloss data, or recorded no training step "
+        "(and none has failures)"
+    ),
 }
 # The largest labels file `advise` loads (10**9 float64 labels = 8 GB).
 MAX_LABEL_BYTES = 8 * 10**9
@@ -66,10 +69,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_findings(findings: Sequence[Finding]) -> str:
+def format_findings(findings: Sequence[Finding], has_steps: bool = True) -> str:
+    """The findings, one paragraph each; without any, the run is healthy
+    only if it recorded a training step (`has_steps`)."""
     if not findings:
+        if not has_steps:
+            return tags.NO_STEPS_MESSAGE
         return "No findings: gradients and activations look healthy."
-    lines = []
+    lines = [] if has_steps else [tags.NO_STEPS_MESSAGE]
     for f in findings:
         where = f.layer or "model"
         when = "before training" if f.step is None else f"step {f.step}"
@@ -92,14 +99,24 @@ HEALTH_COLUMNS = (
 )
 
 
-def format_run(name: str, rows: Sequence[dict], findings: Sequence[Finding]) -> str:
+def format_run(
+    name: str,
+    rows: Sequence[dict],
+    findings: Sequence[Finding],
+    has_steps: bool = True,
+) -> str:
     header = [title for _, title in HEALTH_COLUMNS]
     body = [
         [row["layer"]] + [_fmt(row.get(key)) for key, _ in HEALTH_COLUMNS[1:]]
         for row in rows
     ]
     return "\n".join(
-        [f"== run: {name}", format_table(header, body), "", format_findings(findings)]
+        [
+            f"== run: {name}",
+            format_table(header, body),
+            "",
+            format_findings(findings, has_steps),
+        ]
     )
 
 
@@ -121,10 +138,11 @@ def json_safe(value):
 
 
 def report_exit_code(runs: Sequence[reader.RunLog]) -> int:
-    """1 if a run has a failure, else 3 if a run has no data, else 0."""
+    """1 if a run has a failure, else 3 if a run has no data (or recorded
+    no training step), else 0."""
     if any(f.severity == FAILURE for run in runs for f in run.findings):
         return EXIT_FAILURES
-    if not all(run.has_data for run in runs):
+    if not all(run.has_data and run.has_steps for run in runs):
         return EXIT_NO_DATA
     return EXIT_OK
 
@@ -133,6 +151,7 @@ def _run_json(run: reader.RunLog) -> dict:
     return {
         "run": run.name,
         "has_data": run.has_data,
+        "has_steps": run.has_steps,
         "layers": reader.summarize(run),
         "findings": [f.to_dict() for f in run.findings],
         "damaged": [str(d) for d in run.damaged],
@@ -142,7 +161,7 @@ def _run_json(run: reader.RunLog) -> dict:
 def _run_text(run: reader.RunLog) -> str:
     if not run.has_data:
         return f"== run: {run.name}\n{tags.NO_DATA_MESSAGE}"
-    return format_run(run.name, reader.summarize(run), run.findings)
+    return format_run(run.name, reader.summarize(run), run.findings, run.has_steps)
 
 
 def report(logdir: str, as_json: bool = False, out=None, err=None) -> int:
@@ -154,7 +173,7 @@ def report(logdir: str, as_json: bool = False, out=None, err=None) -> int:
     Returns:
         The exit code: `EXIT_FAILURES` (1) if a run has a finding of severity
         "failure", else `EXIT_NO_DATA` (3) if a run holds no keras-actloss
-        data, else `EXIT_OK` (0).
+        data or recorded no training step, else `EXIT_OK` (0).
 
     Raises:
         FileNotFoundError, ValueError: If `logdir` holds no run or a table

@@ -49,6 +49,9 @@ class RunLog:
         has_data: Whether the run holds any keras-actloss data
             (`tags.is_diagnostics_tag`); False for the logs of
             `keras.callbacks.TensorBoard` alone.
+        has_steps: Whether it recorded a training step (a `grad_norm/...`
+            scalar); False for a `fit` of 0 epochs, or whose data ran out
+            before its first step, which wrote only its layers table.
         damaged: The event files whose reading stopped early, and where
             (what comes before is used).
     """
@@ -61,6 +64,7 @@ class RunLog:
     histogram_tags: list[str] = dataclasses.field(default_factory=list)
     has_heatmap: bool = False
     has_data: bool = True
+    has_steps: bool = True
     damaged: list[events.Damage] = dataclasses.field(default_factory=list)
 
     def series(self, section: str, layer: str) -> list[tuple[int, float]]:
@@ -228,6 +232,7 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
         histogram_tags=sorted(_plugin_tags(acc, "histograms")),
         has_heatmap=tags.HEATMAP_TAG in tensor_tags,
         has_data=any(map(tags.is_diagnostics_tag, tensor_tags)),
+        has_steps=any(map(tags.is_diagnostics_tag, scalars)),
         damaged=damaged,
     )
 

@@ -100,3 +100,10 @@ NO_DATA_MESSAGE = (
     f"`{LAYERS_TAG}` or `{FINDINGS_TAG}` table. Train with "
     "`keras_actloss.callbacks.GradientDiagnostics(log_dir=...)` to record it."
 )
+# A run whose `fit` began but recorded no training step (0 epochs, or data
+# that ran out before the first step): nothing to call healthy.
+NO_STEPS_MESSAGE = (
+    f"No training step recorded (no `{GRAD_NORM}/<layer>` scalars): nothing "
+    "to judge. Did `fit` run 0 epochs, or its data run out before the first "
+    "step?"
+)

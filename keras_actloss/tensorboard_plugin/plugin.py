@@ -163,13 +163,17 @@ class GradientHealthPlugin(base_plugin.TBPlugin):
         series = self._read_series(ctx, eid, run)
         if not layers and not series and not findings:
             return {"run": run, "has_data": False, "message": NO_DATA_MESSAGE}
-        return {
+        payload = {
             "run": run,
             "has_data": True,
             "layers": layers,
             "findings": findings,
             **_heatmaps(layers, series, columns),
         }
+        if not payload["recorded_steps"]:
+            # As `keras-actloss report` says for it: not a healthy run.
+            payload["message"] = tags.NO_STEPS_MESSAGE
+        return payload
 
     # -- Data-provider reads -------------------------------------------------
 

@@ -301,7 +301,14 @@ def test_report_keras_tensorboard_logs_only(tmp_path, capsys):
     payload = json.loads(out)
     assert (code, payload["exit_code"], payload["failed"]) == (3, 3, False)
     assert payload["runs"] == [
-        {"run": "tb", "has_data": False, "layers": [], "findings": [], "damaged": []}
+        {
+            "run": "tb",
+            "has_data": False,
+            "has_steps": False,
+            "layers": [],
+            "findings": [],
+            "damaged": [],
+        }
     ]
 
 
@@ -317,6 +324,47 @@ def test_report_exit_code_with_a_run_without_data(tmp_path, capsys, findings, ex
     code, out, err = run_main(["report", str(tmp_path)], capsys)
     assert (code, err) == (expected, "")
     assert out.endswith(f"== run: b\n{tags.NO_DATA_MESSAGE}\n")
+
+
+@pytest.mark.parametrize(
+    "findings, expected",
+    [([], cli.EXIT_NO_DATA), ([RISK], cli.EXIT_NO_DATA), ([DEAD], cli.EXIT_FAILURES)],
+)
+def test_report_run_without_a_training_step_is_not_healthy(
+    tmp_path, capsys, findings, expected
+):
+    # A `fit` of 0 epochs (or whose data ran out at once) writes its layers
+    # table, and the findings made before training, and no step.
+    with DiagnosticsWriter(tmp_path / "empty") as writer:
+        writer.write_layers(LAYERS, step=0)
+        writer.write_findings(findings)
+    code, out, err = run_main(["report", str(tmp_path / "empty")], capsys)
+    assert (code, err) == (expected, "")
+    assert tags.NO_STEPS_MESSAGE in out
+    assert "look healthy" not in out
+    assert ("deep_saturating_stack" in out) == (findings == [RISK])
+    code, out, _ = run_main(["report", str(tmp_path / "empty"), "--json"], capsys)
+    (run,) = json.loads(out)["runs"]
+    assert (code, run["has_data"], run["has_steps"]) == (expected, True, False)
+    # A run with steps: has_steps.
+    write_run(tmp_path / "ok", [])
+    code, out, _ = run_main(["report", str(tmp_path / "ok"), "--json"], capsys)
+    assert (code, json.loads(out)["runs"][0]["has_steps"]) == (cli.EXIT_OK, True)
+
+
+def test_report_of_a_fit_of_no_epochs(tmp_path, capsys):
+    import keras
+
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    diag = GradientDiagnostics(log_dir=tmp_path / "run")
+    x, y = np.zeros((4, 3)), np.zeros((4, 1))
+    model.fit(x, y, epochs=0, verbose=0, callbacks=[diag])
+    code, out, _ = run_main(["report", str(tmp_path / "run")], capsys)
+    assert code == cli.EXIT_NO_DATA
+    assert out.endswith(f"{tags.NO_STEPS_MESSAGE}\n")
 
 
 def _strict_json(text):

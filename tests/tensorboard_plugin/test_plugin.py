@@ -28,6 +28,7 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 
+from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.logs import tags
 from keras_actloss.logs.writer import DiagnosticsWriter
 from keras_actloss.tensorboard_plugin import plugin as plugin_lib
@@ -98,6 +99,7 @@ def test_runs_lists_every_run_and_which_have_data(client):
 def test_health_layers_in_model_order(client):
     payload = _json(client.get("/health", f"run={RUN}"))
     assert payload["has_data"] is True
+    assert "message" not in payload  # It recorded steps (`NO_STEPS_MESSAGE`).
     assert [row["layer"] for row in payload["layers"]] == [r[0] for r in LAYERS]
     assert payload["layers"][1] == {
         "layer": "block_dense",
@@ -237,6 +239,17 @@ def test_static_files_are_offline(client):
     for text in (script, style):
         # No external scripts, stylesheets or fonts.
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/|@import|url\(", text)
+
+
+def test_run_without_a_training_step_is_not_called_healthy(tmp_path):
+    # A `fit` of 0 epochs writes its layers table and nothing else.
+    with DiagnosticsWriter(str(tmp_path / "empty")) as writer:
+        writer.write_layers([LayerInfo(*LAYERS[0], depth=0)], step=0)
+    client = PluginClient(make_plugin(str(tmp_path)))
+    payload = _json(client.get("/health", "run=empty/train"))
+    assert payload["has_data"] is True
+    assert (payload["recorded_steps"], payload["findings"]) == (0, [])
+    assert payload["message"] == tags.NO_STEPS_MESSAGE
 
 
 def test_large_run_is_bounded_to_500_columns(tmp_path):

@@ -92,7 +92,7 @@ function draw(payload) {
       `recorded steps` + (perColumn > 1 ?
         ` · ${cols.length} columns, each the largest of ~${perColumn.toFixed(1)} steps` : '');
   const parts = payload.heatmaps.map((h) => heatmapSection(h, cols, payload.findings));
-  parts.push(findingsSection(payload.findings));
+  parts.push(findingsSection(payload.findings, payload.message));
   view.replaceChildren(...parts);
 }
 
@@ -259,10 +259,14 @@ function tooltip() {
 
 // ---------------------------------------------------------------- findings
 
-function findingsSection(findings) {
+// `note`: the payload's message of a run that recorded no training step.
+function findingsSection(findings, note) {
   const section = el('section', {id: 'gh-findings-section'}, [el('h2', {}, 'Findings')]);
+  if (note) section.appendChild(empty(note));
   if (findings.length === 0) {
-    section.appendChild(empty('No findings: no failure mode was detected in this run.'));
+    if (!note) {
+      section.appendChild(empty('No findings: no failure mode was detected in this run.'));
+    }
     return section;
   }
   const head = el('tr', {}, ['Mode', 'Layer', 'Step', 'Value', 'Fix'].map((h) => el('th', {}, h)));
