@@ -24,6 +24,7 @@ from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _ATTENTION_FIX,
     _FLAT_TAIL_FIX,
+    _RAW_SATURATION_FIX,
     _START_SAMPLES,
     _THROWN_SATURATION_FIX,
     FIXES,
@@ -801,7 +802,7 @@ class ActivationRules(RuleFamily):
                     hit = hit and thrown and mode == F.SATURATED_ACTIVATIONS
                 count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
-                    self._add_saturation(new, mode, ls, stats, count, start)
+                    self._add_saturation(new, mode, ls, stats, count, start, raw_first)
                 elif hit and key not in self._reported:
                     # Saturating late in a run, recordings far apart: dense
                     # recordings tell soon (`suspected`).
@@ -966,7 +967,13 @@ class ActivationRules(RuleFamily):
             value, severity, fix = stats.input_scale, F.WARNING, None
         self._add(new, mode, ls.layer, start, value, message, fix, severity)
 
-    def _add_saturation(self, new, mode, ls, stats, count, start) -> None:
+    def _add_saturation(
+        self, new, mode, ls, stats, count, start, raw_first: bool = False
+    ) -> None:
+        """Reports `mode` (saturated activations, or the unstandardized
+        inputs that push the first layer there) on `ls`: `raw_first` when
+        it is a first layer fed with inputs that are not standardized, then
+        named as the cause of its saturation too."""
         activation = getattr(self._info.get(ls.layer), "activation", None)
         # With several steps per execution a recording holds their batches.
         held = "recordings" if self.execution_steps <= 1 else "recorded batches"
@@ -979,7 +986,17 @@ class ActivationRules(RuleFamily):
             f"({count} {held} in a row, steps {start}-{stats.step})"
         )
         fix = None
-        if mode == F.SATURATED_ACTIVATIONS:
+        if mode == F.SATURATED_ACTIVATIONS and raw_first:
+            # A first layer: no layers before it; the inputs put it there.
+            message = (
+                f"{where}: its gradient is nearly zero there, so it has almost "
+                "stopped learning. The inputs are not standardized (a feature's "
+                f"mean or spread is {stats.input_scale:.3g}, against about 1): "
+                "they push it into its tails."
+            )
+            fix = _RAW_SATURATION_FIX
+            value, severity = ls.saturation, F.FAILURE
+        elif mode == F.SATURATED_ACTIVATIONS:
             message = (
                 f"{where}: its gradient is nearly zero there, so it and the layers "
                 "before it have almost stopped learning."

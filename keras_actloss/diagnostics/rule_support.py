@@ -213,6 +213,11 @@ _ATTENTION_FIX = (
     "before it, standardized features), and lower the learning rate if one "
     "step grew the weights."
 )
+# Saturation of a first layer fed with inputs that are not standardized.
+_RAW_SATURATION_FIX = (
+    FIXES[F.UNSTANDARDIZED_INPUTS][:-1] + "; with standardized inputs, if the "
+    "layer stays in its tails, use ReLU instead of sigmoid/tanh."
+)
 _FLAT_TAIL_FIX = (
     "Keep the pre-activations out of the flat tail: initialise the biases at "
     "zero (Keras's default), standardize the inputs, add batch normalization "

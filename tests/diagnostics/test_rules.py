@@ -5421,6 +5421,20 @@ class TestSaturation:
             (F.FAILURE, 0.96),
             (F.WARNING, 10.0),
         ]
+        # The failure names the inputs too: a first layer has none before it.
+        assert found[0].message == (
+            "96% of the outputs of hidden layer 'dense_0' (tanh) are in the flat "
+            "tails (3 recordings in a row, steps 0-10): its gradient is nearly "
+            "zero there, so it has almost stopped learning. The inputs are not "
+            "standardized (a feature's mean or spread is 10, against about 1): "
+            "they push it into its tails."
+        )
+        assert found[0].fix == (
+            "Standardize the inputs (zero mean, unit variance per feature), e.g. "
+            "with a `keras.layers.Normalization` layer adapted to the training "
+            "data; with standardized inputs, if the layer stays in its tails, use "
+            "ReLU instead of sigmoid/tanh."
+        )
 
     def test_first_weighted_layer_is_the_input_layer(self):
         layers = [
