@@ -324,14 +324,15 @@ class GradientDiagnostics(
       window).
     - `vanishing_gradients` of the whole model as the above (3 recordings
       over 5 steps) when the kernels (every gradient tensor that is not a
-      vector) carry at most 1e-3 of the squared gradient norm while the
+      vector) carry at most 3e-6 of the squared gradient norm while the
       model has not fitted, no layer's units are mostly inactive on the
       batch and no layer's gradients are exactly 0 (dead units and layers
       cut off are told as such, and this not after them): a kernel's
       gradient is its inputs times the error, so nothing
       from the inputs reaches them (an LSTM's gates held closed by biases
       of -6, a scaling far too small; healthy models are at 0.6-0.95, a
-      large embedding at 0.08).
+      large embedding at 0.08, a depthwise/separable CNN that starts
+      slowly at 2.5e-5 and up).
     - `vanishing_gradients` for layers cut off from the loss (every
       gradient of a layer with weights exactly 0 while a layer nearer the
       outputs gets one, as behind dead ReLUs in a layer or subclassed

@@ -1444,6 +1444,14 @@ def starved_run(shares, losses, dead=None):
 
 
 class TestStarvedKernels:
+    def test_told_at_the_limit(self):
+        # 3e-6 (`_STARVED_SHARE`) is starved; the closed-gate LSTM's
+        # recordings reach 3.3e-7 (JAX).
+        found = starved_run([3e-6] * 4 + [3.3e-7] * 4, [0.693] * 8)
+        assert [(f.mode, f.step, reported) for f, reported in found] == [
+            (F.VANISHING_GRADIENTS, 0, 4)
+        ]
+
     def test_an_lstm_with_closed_gates(self):
         # Probed: an LSTM whose gate biases are all -6 (its outputs about
         # 1e-5), the loss at ln 2 throughout: its kernels got 1.6e-9 of the
@@ -1473,23 +1481,26 @@ class TestStarvedKernels:
         "shares, losses, dead",
         [
             # A healthy model's kernels carry most of it (0.6-0.95; a large
-            # embedding's 0.08); over 1e-3 here.
-            ([1.1e-3] * 8, [0.693] * 8, None),
+            # embedding's 0.08); a depthwise/separable CNN that starts
+            # slowly (probed: 2.5e-5-1e-3 over its first 40 steps, then
+            # learnt to 100% accuracy under Adam). Over 3e-6 here.
+            ([2.5e-5] * 8, [0.693] * 8, None),
+            ([3.1e-6] * 8, [0.693] * 8, None),
             # Fitted: the loss at 0.3 from step 5, under half of 0.693 (the
             # recent median by the starved steps 10-19).
-            ([0.5] * 10 + [1e-4] * 10, [0.693] * 5 + [0.3] * 15, None),
+            ([0.5] * 10 + [1e-8] * 10, [0.693] * 5 + [0.3] * 15, None),
             # Dead units or a layer's vanishing gradients told, most of a
             # layer inactive on the batch, or a layer cut off (its
             # gradients exactly 0, as behind dead units judged by their
             # gradients): the starved kernels are their consequence.
-            ([1e-4] * 8, [0.693] * 8, "told"),
-            ([1e-4] * 8, [0.693] * 8, "named"),
-            ([1e-4] * 8, [0.693] * 8, "inactive"),
-            ([1e-4] * 8, [0.693] * 8, "cut"),
+            ([1e-8] * 8, [0.693] * 8, "told"),
+            ([1e-8] * 8, [0.693] * 8, "named"),
+            ([1e-8] * 8, [0.693] * 8, "inactive"),
+            ([1e-8] * 8, [0.693] * 8, "cut"),
             # Unknown (no vector, or no kernel, has gradients).
             ([None] * 8, [0.693] * 8, None),
             # Starved at 4 recordings only (steps 0-3).
-            ([1e-4] * 4 + [0.5] * 4, [0.693] * 8, None),
+            ([1e-8] * 4 + [0.5] * 4, [0.693] * 8, None),
         ],
     )
     def test_not_told(self, shares, losses, dead):
