@@ -360,8 +360,10 @@ class GradientDiagnostics(
       5x that of a prediction that knows nothing, is
       `saturated_activations` of that layer, and so is one output of
       several with a sigmoid, tanh or softmax whose own gradient is so
-      small (not exactly 0) while another output's is not, after 3
-      recordings over 5 steps;
+      small (not exactly 0) while another output's is not, or which is in
+      its flat tails from the first recording with a gradient under 1e-4
+      of the other outputs' (exactly 0 included), after 3 recordings over
+      5 steps;
       when every output layer has a ReLU activation (not a capped one,
       as ReLU6), the same 5 steps are `dead_relu` on the output layer
       instead (its gradient is 0 only where it outputs 0, so it did for

@@ -40,6 +40,10 @@ from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 # learned through its attention, one-hot or not
 # (`ActivationRules._attention_learned`).
 _ATTENTION_LEARNED = 0.8
+# An output head saturated from the first recording whose gradient is at
+# most this share of the other outputs' largest learns nothing
+# (`ActivationRules._silent_outputs`).
+_STARVED_HEAD = 1e-4
 
 # Units found dead in the first steps of training, in a layer active at
 # first, without a learning-rate change, a recent loss risen by
@@ -778,6 +782,8 @@ class ActivationRules(RuleFamily):
         for ls in stats.layers:
             if ls.saturation is None or ls.layer in self.output_layers:
                 continue
+            if ls.layer in self._heads:
+                continue  # An output of several: `_silent_outputs`.
             if _data_like(ls.saturation, stats.data_saturation.get(ls.layer)):
                 continue
             # Large raw inputs still pass a gradient through the outputs left.
@@ -886,8 +892,15 @@ class ActivationRules(RuleFamily):
         (probed). A sigmoid's gradient under MSE is `2 (p - y) p (1 - p)`
         times its input, and the loss's root `|p - y|`: their ratio is the
         saturation `p (1 - p)` alone, however wrong or right the outputs.
-        A gradient exactly 0 is not judged: an output whose loss weight is 0,
-        or that no loss reads, gets one by design."""
+        A gradient exactly 0 is not judged by itself: an output whose loss
+        weight is 0, or that no loss reads, gets one by design. It is, and
+        one under `_STARVED_HEAD` of the flowing outputs' largest, for an
+        output in its flat tails (`saturation` over the threshold) from
+        the first recording, before any update could have fitted it: a
+        sigmoid head with bias +30 under MSE (its gradient exactly 0 in
+        float32, on JAX under binary cross-entropy too) or +16 (1.4e-7,
+        its loss flat at 0.55 for 128 steps) beside a classifier and a
+        regressor that learn (probed, both backends)."""
         heads = self._heads
         if len(heads) < 2 or self._exploded() or self._converged(stats):
             return
@@ -898,27 +911,51 @@ class ActivationRules(RuleFamily):
             if ls.layer in heads and _finite(ls.grad_norm, loss)
         ]
         flowing = [ls.grad_norm for ls in outputs if not negligible(ls.grad_norm, loss)]
+        first = self._first_head_recording is None
+        if first:
+            self._first_head_recording = stats.step
         for ls in outputs:
             activation = heads[ls.layer]
+            saturated = (
+                _finite(ls.saturation)
+                and ls.saturation >= self.thresholds.saturation
+                and bool(flowing)
+                and ls.grad_norm <= _STARVED_HEAD * max(flowing)
+            )
+            if first and saturated:
+                self._saturated_heads.add(ls.layer)
             hit = (
                 bool(flowing)
                 and getattr(_profile(activation), "family", None)
                 in (SIGMOID, TANH, SOFTMAX)
-                and ls.grad_norm > 0
-                and negligible(ls.grad_norm, loss)
+                and (
+                    (ls.grad_norm > 0 and negligible(ls.grad_norm, loss))
+                    or (saturated and ls.layer in self._saturated_heads)
+                )
             )
             key = (F.SATURATED_ACTIVATIONS, ls.layer)
-            count, start = self._streaks.update(key, hit, stats.step)
+            # Its own streak: the hidden layers' saturation rule has one of
+            # the mode and layer.
+            count, start = self._streaks.update(
+                ("silent_output", ls.layer), hit, stats.step
+            )
             if not self._confirmed(count, start, stats.step):
                 continue
+            if ls.grad_norm > 0 and negligible(ls.grad_norm, loss):
+                small = f"below a billionth of the square root of the loss ({loss:.3g})"
+                tail = f"its {activation} is in the flat tail for every sample"
+            else:
+                small = f"under {_STARVED_HEAD:g} of the model's other outputs'"
+                tail = (
+                    f"{ls.saturation:.0%} of its outputs are in the flat tails of "
+                    f"its {activation}, as from the first recording"
+                )
             message = (
                 f"The gradient norm of output layer '{ls.layer}' ({activation}) "
-                f"was {ls.grad_norm:.2g} at step {stats.step}, below a billionth "
-                f"of the square root of the loss ({loss:.3g}), for {count} "
+                f"was {ls.grad_norm:.2g} at step {stats.step}, {small}, for {count} "
                 f"recordings in a row (steps {start}-{stats.step}), while the "
-                f"model's other outputs got up to {max(flowing):.3g}: its "
-                f"{activation} is in the flat tail for every sample, so this "
-                "output learns nothing, nor do the layers that serve only it."
+                f"model's other outputs got up to {max(flowing):.3g}: {tail}, so "
+                "this output learns nothing, nor do the layers that serve only it."
             )
             self._add(new, *key, start, ls.grad_norm, message, _BIAS_FIX)
 

@@ -279,6 +279,9 @@ class HealthRules(
         self._measured: set[str] = set()
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
+        # Output heads saturated at the first recording (`_silent_outputs`).
+        self._first_head_recording: int | None = None
+        self._saturated_heads: set[str] = set()
         # Each layer's saturation at its last recording, and the sudden
         # saturations of a fitted model (`ActivationRules._thrown_off`).
         self._last_saturation: dict[str, float] = {}
@@ -390,6 +393,9 @@ class HealthRules(
         # (`NormRules._limit`): weights that grew between two recordings
         # across it grew by its update (`UpdateRules._wiped`).
         self._surged: int | None = None
+        # The last step whose norm was `jump_factor` times the recent median
+        # under the limit, and that norm (`NormRules._exploding_norm`).
+        self._jumped_norm: tuple[int, float] | None = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
         # The first recorded update that made a layer's weights non-finite

@@ -158,8 +158,10 @@ class NormRules(RuleFamily):
             return (0.0,) * 6
         if self._watch or self._spike or self._climb:
             return (0.0,) * 6  # Their steps' losses are watched.
-        peak = self._norms.recent_peak()
-        high = min(t.jump_factor * peak, t.exploding_growth * early, t.exploding_norm)
+        # `jump_factor` times the recent median: the steps after such a norm
+        # are watched (`_spike_thrown`); a jump over every recent norm is
+        # also one over the median.
+        high = min(t.jump_factor * recent, t.exploding_growth * early, t.exploding_norm)
         low = recent / t.jump_factor
         loss = self._norms.recent_loss()
         if loss is not None and math.isfinite(loss):
@@ -318,7 +320,8 @@ class NormRules(RuleFamily):
 
     def _spike_thrown(self, new, step: int, loss) -> None:
         """Reports a step over the explosion limit (`_spike`, the first of
-        its streak) after which the loss of each of the next
+        its streak), or one under it `jump_factor` times the recent median
+        norm, after which the loss of each of the next
         `_DIVERGE_STEPS` steps stayed `_DIVERGE_RISE` times its level
         before it and above where training began (`_risen`): that one
         step's update threw the weights off, however soon the norm came
@@ -326,7 +329,11 @@ class NormRules(RuleFamily):
         at step 150 of an SGD MLP: the norm 1e3x its level at that step,
         3e2x at the next, then 60-70x (under the limit, 100x); the loss of
         the next batches 1.9e3, 96, 88 against 0.45, still 10x 20 steps on,
-        and a fifth of a layer's units dead. A heavy batch of a healthy run
+        and a fifth of a layer's units dead. A fitted ResNet without
+        normalization under SGD at 0.02 with momentum (JAX): the norm 42 at
+        step 85, 40x its recent level and 20x its early one (under the
+        limit), the loss from 0.16 to 8.7-10.9 on the next three steps, then
+        at chance for good, its ReLUs dying. A heavy batch of a healthy run
         (a rare class weighted 99x) leaves the loss of the next ones where
         it was. Not a step that came with new data whose updates since were
         small (`_new_data`): the batches after it are new too."""
@@ -715,6 +722,19 @@ class NormRules(RuleFamily):
             if recent is None:
                 recent = series.recent() if series.last is not None else None
             self._norm_jump(norm, recent, series.recent_peak())
+            level = series.recent_loss()
+            up = _finite(level, recent) and norm >= t.jump_factor * recent
+            if up:
+                self._jumped_norm = (step, norm)
+            # Under the explosion limit, its update may throw the weights
+            # off all the same (`_spike_thrown`); not while new data comes
+            # (`_arrival`: a batch whose own loss rose with it, and the
+            # steps after it while the norm stays up), whose loss stays high
+            # while the model adapts (a fitted classifier fed a new task,
+            # unshuffled: the norm 13-16x its recent level, the loss from 0.1
+            # to 2.2-2.8 with its batches).
+            if up and self._spike is None and self._arrival is None:
+                self._spike = Spike(step, norm, recent, level)
             series.add_normal(norm, loss)
         else:
             series.add_over(norm)

@@ -1531,6 +1531,70 @@ class TestZeroGradients:
         assert finding.fix == rules_module._ZERO_FIX
         assert "before any update" not in finding.message
 
+    def test_after_an_explosion(self):
+        # A separable CNN under SGD at 0.5 with momentum (JAX): the norm 18
+        # at step 19, 40-90x its early level, the loss 11.6 from step 20 with
+        # every gradient exactly 0 (Keras's cross-entropy on JAX clips the
+        # saturated softmax). Here: the jump of step 40 told as the
+        # explosion, then every gradient 0 from step 41.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, loss=1.5 if s < 5 else 0.2) for s in range(40)]
+        seq.append(event(40, 40.0, loss=1.0))
+        seq += [event(41 + i, 0.0, loss=11.0) for i in range(6)]
+        found = run(rules, seq)
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 40),
+            (F.VANISHING_GRADIENTS, None, 41),
+        ]
+        assert found[1].message.endswith(
+            "It follows the explosion of step 40: the steps threw the output "
+            "into its flat tails."
+        )
+
+    @staticmethod
+    def _thrown_to_zero(jumps=True, zero_loss=12.0):
+        """A separable CNN under SGD at 0.5 with momentum (JAX probe): the
+        norm 0.27 at first, 6.5 and 12.4 at steps 12 and 14 (`jumps`), the
+        loss 8.7-8.9 at steps 19-20, then every gradient exactly 0 from step
+        21 with the loss at `zero_loss` (1.38 where training began)."""
+        norms = [0.27] * 12 + [6.5, 1.35, 12.4, 0.3, 0.3, 0.45, 0.48, 1.6, 1.0]
+        if not jumps:
+            norms = [0.27] * 12 + [0.5, 0.4, 0.6, 0.3, 0.3, 0.45, 0.48, 1.6, 1.0]
+        losses = [1.38] * 12 + [2.17, 1.1, 2.7, 1.45, 1.5, 1.6, 1.4, 8.7, 8.9]
+        seq = [event(s, n, loss=v) for s, (n, v) in enumerate(zip(norms, losses))]
+        seq += [event(21 + i, 0.0, loss=zero_loss) for i in range(6)]
+        return run(HealthRules(mlp(["relu"])), seq)
+
+    def test_after_a_norm_jump_under_the_limit(self):
+        # 12.4 is 46x the early 0.27 (over 10x) but under the limit 27;
+        # the loss of the zero steps, 12, is over 3 x 1.38: the jump of
+        # step 14 is the explosion they end.
+        found = self._thrown_to_zero()
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 14),
+            (F.VANISHING_GRADIENTS, None, 21),
+        ]
+        assert found[0].message == (
+            "The global gradient norm jumped to 12.4 at step 14, 45.9x its "
+            "early level of 0.27, and the loss rose from 1.38 where training "
+            "began to about 12, where every gradient has been exactly 0 since "
+            "step 21 (a saturated output): the steps are far too large and "
+            "training is unstable."
+        )
+        assert found[1].message.endswith(
+            "It follows the explosion of step 14: the steps threw the output "
+            "into its flat tails."
+        )
+
+    @pytest.mark.parametrize(
+        "jumps, zero_loss", [(False, 12.0), (True, 4.0)], ids=["no_jump", "low"]
+    )
+    def test_not_after_a_norm_jump(self, jumps, zero_loss):
+        # No jump of the norm before, or the loss of the zero steps under 3x
+        # where training began (4 < 4.14): the zero gradients alone.
+        found = self._thrown_to_zero(jumps, zero_loss)
+        assert modes(found) == [(F.VANISHING_GRADIENTS, None, 21)]
+
     def test_from_the_first_step(self):
         # Every gradient 0 with a loss of 6.55 from step 0 (a JAX probe: ten
         # ReLU layers whose kernels have stddev 1 saturate the softmax at
@@ -3172,6 +3236,58 @@ class TestOneStepThrowsTheWeights:
         seq += [event(41 + i, 1.0, loss=v) for i, v in enumerate([1.9, 1.8, 1.7])]
         assert run(rules, seq) == []
 
+    def test_a_jump_under_the_limit_after_a_noisy_step(self):
+        # A fitted ResNet without normalization (JAX, SGD at 0.02 with
+        # momentum): the norm 42 at step 85, 40x the recent median but
+        # under the limit (100 x the early 1) and under 10x a noisy step of
+        # 15 in the window; the loss 8.7-10.9 on the next three steps
+        # against 0.16 (and 1.5 where training began). Here: norm 1 and a
+        # noisy 15 at step 30, the loss 1.5 then 0.2; 40 at step 40.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [
+            event(s, 15.0 if s == 30 else 1.0, loss=1.5 if s < 5 else 0.2)
+            for s in range(40)
+        ]
+        seq.append(event(40, 40.0, loss=1.0))
+        # Its step is judged at once (10 x the median 1, squared).
+        run(rules, seq[:40])
+        assert rules.alarm_bounds()[1] == pytest.approx(10.0**2 / 1.001)
+        run(rules, seq[40:])
+        assert rules.alarm_bounds() == (0.0,) * 6  # The next steps too.
+        found = run(
+            rules,
+            [event(41 + i, 10.0, loss=v) for i, v in enumerate([8.7, 10.6, 10.9])],
+        )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 40)]
+        assert found[0].message.startswith(
+            "The global gradient norm jumped to 40 at step 40, 40x its recent "
+            "level of 1, and the loss of each of the 3 steps after it stayed at "
+            "3x or more its level of 0.2 before it (up to 10.9 at step 43; 1.5 "
+            "where training began)"
+        )
+
+    def test_a_jump_under_the_limit_with_new_data(self):
+        # A fitted classifier fed a new task, unshuffled (the scenario
+        # `healthy_new_task_stream`): the norm 16x, then 13x, its recent
+        # level with batches whose own loss rose (2.2-2.8 against 0.1, where
+        # training began too): new data the model adapts to.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, loss=0.1) for s in range(40)]
+        seq += [event(40, 16.0, loss=2.2), event(41, 13.0, loss=2.8)]
+        seq += [event(42 + i, 5.0, loss=2.5) for i in range(4)]
+        assert run(rules, seq) == []
+
+    @pytest.mark.parametrize("norm", [9.9, 40.0])
+    def test_a_jump_under_the_limit_whose_loss_comes_back(self, norm):
+        # Under 10x the median, or the loss of the next steps back at its
+        # level: a heavy batch.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, loss=1.5 if s < 5 else 0.2) for s in range(40)]
+        seq.append(event(40, norm, loss=1.0))
+        losses = [8.7, 10.6, 10.9] if norm < 10 else [0.3, 10.6, 10.9]
+        seq += [event(41 + i, 1.0, loss=v) for i, v in enumerate(losses)]
+        assert run(rules, seq) == []
+
     def test_its_steps_are_judged_at_once(self):
         # The steps after it are watched one by one: a quiet step (within
         # the bounds on the norm, which say nothing of the loss) would not
@@ -3891,8 +4007,10 @@ class TestJumps:
         # explosion limit 100 x the early 1.
         rules = HealthRules(mlp(["tanh"]))
         assert jumps(rules, events([1, 1, 1, 1, 1, 8])) == [False] * 6
-        # The alarm's high bound follows: squared, 10 x the peak 8.
-        assert rules.alarm_bounds()[1] == pytest.approx(80.0**2 / 1.001)
+        # The alarm's high bound is 10 x the recent median 1 (squared): a
+        # step that far over it is judged at once, its next steps' losses
+        # watched (`_spike_thrown`), though it is no jump.
+        assert rules.alarm_bounds()[1] == pytest.approx(10.0**2 / 1.001)
         assert jumps(rules, events([1, 50], start=6)) == [False, False]
         rules = HealthRules(mlp(["tanh"]))
         seq = events([1, 1, 1, 1, 1, 8, 1, 85])
@@ -5606,17 +5724,26 @@ def two_heads(flag="sigmoid", activation_layer=False):
 NAMES_OF_TWO = ["trunk", "flag_hidden", "cls", "flag"]
 
 
-def two_heads_run(rules, flag_norms, loss=1.6, names=NAMES_OF_TWO, cls=0.4):
+def two_heads_run(
+    rules, flag_norms, loss=1.6, names=NAMES_OF_TWO, cls=0.4, saturation=None
+):
     """One recording a step from 0, with the flag head's gradient norm from
     `flag_norms` (its branch's a quarter of it), the classifier's `cls`
     and the trunk's 0.5 (`cases.saturated_head_of_two` measured 0.02-0.09
-    RMS): (finding, step reported) pairs."""
+    RMS), and the flag's saturation from `saturation` when given: (finding,
+    step reported) pairs."""
     found = []
     for step, norm in enumerate(flag_norms):
         norms = {"trunk": 0.5, "flag_hidden": norm / 4, "cls": cls, "flag": norm}
         rms = [None if norms.get(n) is None else norms[n] / 10 for n in names]
+        flag = None if saturation is None else saturation[step]
         stats = recording(
-            step, rms, names=names, loss=loss, grad_norm=[norms.get(n) for n in names]
+            step,
+            rms,
+            names=names,
+            loss=loss,
+            grad_norm=[norms.get(n) for n in names],
+            saturation=[flag if n == "flag" else None for n in names],
         )
         found += [(f, step) for f in rules.observe(stats)]
     return found
@@ -5646,6 +5773,64 @@ class TestSilentOutputs:
             "sample, so this output learns nothing, nor do the layers that "
             "serve only it."
         )
+
+    @pytest.mark.parametrize("norm", [0.0, 1.4e-7])
+    def test_a_head_saturated_from_the_first_recording(self, norm):
+        # Probed: a sigmoid head with bias +30 (its gradient exactly 0) or
+        # +16 (1.4e-7, over a billionth of the loss's root) under MSE beside
+        # a classifier and a regressor that learn: 100% of its outputs in
+        # the tails from step 0, its loss flat for 128 steps. Under 1e-4 of
+        # the classifier's 0.4 at every recording.
+        found = two_heads_run(
+            HealthRules(two_heads()), [norm] * 8, saturation=[1.0] * 8
+        )
+        ((finding, reported),) = found
+        assert (finding.mode, finding.layer, finding.step, reported) == (
+            F.SATURATED_ACTIVATIONS,
+            "flag",
+            0,
+            4,
+        )
+        assert finding.fix == start_rules._BIAS_FIX
+        assert finding.message == (
+            f"The gradient norm of output layer 'flag' (sigmoid) was {norm:.2g} "
+            "at step 4, under 0.0001 of the model's other outputs', for 5 "
+            "recordings in a row (steps 0-4), while the model's other outputs "
+            "got up to 0.4: 100% of its outputs are in the flat tails of its "
+            "sigmoid, as from the first recording, so this output learns "
+            "nothing, nor do the layers that serve only it."
+        )
+
+    @pytest.mark.parametrize(
+        "norms, saturation",
+        [
+            # Saturated only from the second recording: a head that fitted
+            # its labels (confident outputs, their error near 0).
+            ([0.0] * 8, [0.2] + [1.0] * 7),
+            # Under the saturation threshold 0.75 (an output no loss reads,
+            # its gradient exactly 0 by design, sits where it began).
+            ([0.0] * 8, [0.7] * 8),
+            # A gradient over 1e-4 of the others' 0.4.
+            ([4.1e-5] * 8, [1.0] * 8),
+        ],
+        ids=["later", "not_saturated", "flowing"],
+    )
+    def test_not_a_head_saturated_from_the_start(self, norms, saturation):
+        found = two_heads_run(HealthRules(two_heads()), norms, saturation=saturation)
+        assert [f for f, _ in found if f.mode == F.SATURATED_ACTIVATIONS] == []
+
+    def test_a_head_before_another_is_no_hidden_layer(self):
+        # Outputs of several: the flag head comes before the classifier in
+        # model order, so it is not among the layers after the last with
+        # weights (`output_layers`). Saturated and still learning (0.01,
+        # over 1e-4 of the classifier's 0.4): not the hidden layers' rule.
+        layers = two_heads()
+        order = [layers[0], layers[1], layers[3], layers[2]]
+        names = [info.name for info in order]
+        rules = HealthRules(order)
+        assert rules.output_layers == {"cls"}
+        found = two_heads_run(rules, [0.01] * 8, names=names, saturation=[1.0] * 8)
+        assert [f for f, _ in found if f.mode == F.SATURATED_ACTIVATIONS] == []
 
     def test_an_activation_layer_after_the_head(self):
         # `Dense(1)` then `Activation("sigmoid")`: the gradient is the Dense
