@@ -179,10 +179,16 @@ class GradientDiagnostics(
       the loss rising at both, when the second's recorded update changed
       most layers' weights by more than their norm (from the first step:
       the early norm is made of them); 3 steps after one step over the
-      limit when the loss of each
+      limit, or under it at 10x the recent median norm while no new data
+      comes (the batch's own loss risen with it), when the loss of each
       of those 3 stayed 3x its level before it and above where training
       began (one batch far off the others' scale threw the weights off,
-      the norm back under the limit at once); after 10 steps in a row with
+      the norm back under the limit at once; a step too large threw a
+      fitted model back to chance); with the zero gradients they end in,
+      when every gradient is exactly 0 within 20 steps of a norm 10x the
+      recent median and the early one, the loss 3x where training began
+      (a saturated output: Keras's cross-entropy on JAX clips it); after
+      10 steps in a row with
       the loss 3x where training began while the gradients still flow
       and the last recorded update moved a layer's weights by 5% of their
       norm or more (training diverges with bounded gradients, such as a
