@@ -924,14 +924,12 @@ class ActivationRules(RuleFamily):
             )
             if first and saturated:
                 self._saturated_heads.add(ls.layer)
+            tiny = ls.grad_norm > 0 and negligible(ls.grad_norm, loss)
             hit = (
                 bool(flowing)
                 and getattr(_profile(activation), "family", None)
                 in (SIGMOID, TANH, SOFTMAX)
-                and (
-                    (ls.grad_norm > 0 and negligible(ls.grad_norm, loss))
-                    or (saturated and ls.layer in self._saturated_heads)
-                )
+                and (tiny or (saturated and ls.layer in self._saturated_heads))
             )
             key = (F.SATURATED_ACTIVATIONS, ls.layer)
             # Its own streak: the hidden layers' saturation rule has one of
@@ -941,7 +939,7 @@ class ActivationRules(RuleFamily):
             )
             if not self._confirmed(count, start, stats.step):
                 continue
-            if ls.grad_norm > 0 and negligible(ls.grad_norm, loss):
+            if tiny:
                 small = f"below a billionth of the square root of the loss ({loss:.3g})"
                 tail = f"its {activation} is in the flat tail for every sample"
             else:

@@ -342,11 +342,13 @@ class ZeroGradientRules(RuleFamily):
             self._blown_before_zero(new, self._last_oversized, start)
         else:
             blown = self._explosion_before(start)
-            jumped = self._jumped_before_zero(new, start) if blown is None else None
-            if blown is not None or jumped is not None:
+            if blown is not None:
+                cause = blown.step
+            else:
+                cause = self._jumped_before_zero(new, start)
+            if cause is not None:
                 message += (
-                    f" It follows the explosion of step "
-                    f"{jumped if blown is None else blown.step}: the steps threw "
+                    f" It follows the explosion of step {cause}: the steps threw "
                     "the output into its flat tails."
                 )
         fix = _DEAD_OUTPUT_FIX if floored else _ZERO_FIX

@@ -18,7 +18,6 @@ import functools
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_actloss.losses import validation
@@ -141,9 +140,9 @@ def _focal_terms(
     output = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
     epsilon = keras.config.epsilon()
     output = ops.clip(output, epsilon, 1.0 - epsilon)
-    if isinstance(alpha, (list, tuple, np.ndarray)) and np.ndim(alpha):
+    if validation.is_per_class(alpha):
         alpha = validation.per_class_values(alpha, "alpha")
-        validation.check_class_weights_length(alpha, output.shape[axis], "alpha")
+        validation.check_per_class_length(alpha, output.shape[axis], "alpha")
         alpha = _weights_along(alpha, output, axis)
     terms = ops.power(1.0 - output, gamma) * alpha * (-targets * ops.log(output))
     return ops.sum(terms, axis=axis)

@@ -101,7 +101,7 @@ def _categorical_loss(
         targets = y_true * (1.0 - label_smoothing) + label_smoothing / classes
     loss = core(targets, y_pred, axis=axis)
     if weights is not None:
-        validation.check_class_weights_length(weights, y_pred.shape[axis])
+        validation.check_per_class_length(weights, y_pred.shape[axis])
         loss = loss * ops.sum(y_true * _weights_along(weights, y_true, axis), axis)
     return loss
 
@@ -134,7 +134,7 @@ def _sparse_loss(
     if check_labels:
         y_true = validation.check_sparse_values(y_true, classes, ignore_class, name)
     if weights is not None:
-        validation.check_class_weights_length(weights, classes)
+        validation.check_per_class_length(weights, classes)
     if len(y_true.shape) == len(y_pred.shape):
         y_true = validation.squeezed_ids(y_true, axis, name, classes)
     if ignore_class is not None:

@@ -340,7 +340,7 @@ def validate_focal(
     or 1-D array of numbers >= 0, one per class, as Keras's categorical
     focal loss takes) and `gamma` (>= 0). Returns `alpha` as a float or a
     list of floats, and `gamma` as a float."""
-    if per_class and isinstance(alpha, (list, tuple, np.ndarray)) and np.ndim(alpha):
+    if per_class and is_per_class(alpha):
         alpha = per_class_values(alpha, "alpha")
     else:
         bound = " or a list of them, one per class" if per_class else ""
@@ -382,6 +382,12 @@ def validate_class_weights(
     return per_class_values(class_weights, "class_weights", length)
 
 
+def is_per_class(value) -> bool:
+    """Whether `value` is given as one number per class (a list, tuple or
+    array of one or more dimensions), not as one number for all."""
+    return isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) > 0
+
+
 def per_class_values(
     values: Sequence[float] | np.ndarray, name: str, length: int | None = None
 ) -> list[float]:
@@ -407,7 +413,7 @@ def per_class_values(
     return [float(w) for w in array]
 
 
-def check_class_weights_length(
+def check_per_class_length(
     weights: list[float], classes: int | None, name: str = "class_weights"
 ) -> None:
     """Call time: the per-class vector `name` must have one entry per class."""
