@@ -911,9 +911,7 @@ class ActivationRules(RuleFamily):
             if ls.layer in heads and _finite(ls.grad_norm, loss)
         ]
         flowing = [ls.grad_norm for ls in outputs if not negligible(ls.grad_norm, loss)]
-        first = self._first_head_recording is None
-        if first:
-            self._first_head_recording = stats.step
+        first, self._heads_judged = not self._heads_judged, True
         for ls in outputs:
             activation = heads[ls.layer]
             saturated = (

@@ -279,8 +279,9 @@ class HealthRules(
         self._measured: set[str] = set()
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
-        # Output heads saturated at the first recording (`_silent_outputs`).
-        self._first_head_recording: int | None = None
+        # Output heads saturated at the first recording, once it was judged
+        # (`_silent_outputs`).
+        self._heads_judged = False
         self._saturated_heads: set[str] = set()
         # Each layer's saturation at its last recording, and the sudden
         # saturations of a fitted model (`ActivationRules._thrown_off`).
