@@ -4526,6 +4526,19 @@ class TestDeadRelu:
         whole = ([1] * 4, [0] * 4)
         assert settling_run(loss, dying=whole) == reported
 
+    @pytest.mark.parametrize("dead, reported", [(7, True), (6, False)])
+    def test_a_layer_nearly_whole_dying_in_the_first_steps(self, dead, reported):
+        # 7 of dense_1's 8 units inactive from step 1 (0.875, over
+        # `_SETTLE_WHOLE`), the loss level: too little passes the layer for
+        # the units to be settling, reported at once (steps 1-5). Probed:
+        # a separable CNN under SGD(0.5), its second layer 62% dead at step
+        # 5 and 91% from step 8, the model at chance: told at 25 before.
+        # 6 of 8 (0.75) may settle, as part of a layer does.
+        eight = ([1] * 8, [1] * 8)
+        dying = ([1] * 8, [0] * dead + [1] * (8 - dead))
+        found = settling_run(level, first=eight, dying=dying, back=None, steps=40)
+        assert found == ([(F.DEAD_RELU, "dense_1", 1, 5)] if reported else [])
+
     def test_a_whole_layer_killed_after_the_loss_fell(self):
         # Probed: the loss 1.49 at the first step, down to 1.1 by step 39;
         # dense_1 killed whole at step 40 (its bias set to -10), the loss
