@@ -320,7 +320,8 @@ class GradientDiagnostics(
       where training began and 3 times the spread of the recorded losses:
       the lottery of inputs that barely differ, as behind a global average
       pooling); units dead from the first batch (a whole layer, or part of
-      one with the loss level), or killed with a rising or jumping loss, are
+      one with the loss level), killed with a rising or jumping loss, or
+      85% of a layer or more with the loss no lower since they died, are
       reported as above; as a warning where they are at most two thirds of
       the layer and, but for fewer than a quarter of its units, were
       inactive on the first recorded batch already (initialisation left
