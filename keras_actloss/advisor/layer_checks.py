@@ -76,7 +76,7 @@ DEAD_BIAS_FRACTION = 0.5
 
 
 def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
-    found, run = [], []
+    found, run, names = [], [], walk.paths(model)
     for unit in [*walk.units(model), None]:
         hidden = unit is not None and not (
             {id(unit.layer), id(unit.activation_layer)} & heads
@@ -86,13 +86,14 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
             continue
         depth = sum(DEPTH_WEIGHT[u.activation.family] for u in run)
         if depth >= SATURATING_DEPTH:
-            names = sorted({u.activation.name for u in run})
+            kinds = sorted({u.activation.name for u in run})
+            first, last = names[id(run[0].layer)], names[id(run[-1].layer)]
             found.append(
                 finding(
                     DEEP_SATURATING_STACK,
-                    run[0].layer,
-                    f"{len(run)} {'/'.join(names)} hidden layers in a row "
-                    f"({run[0].layer.name} to {run[-1].layer.name}): each "
+                    first,
+                    f"{len(run)} {'/'.join(kinds)} hidden layers in a row "
+                    f"({first} to {last}): each "
                     "multiplies the gradient by the activation's derivative "
                     "(at most 0.25 for sigmoid, about 0.6 on average for "
                     "tanh), so the first layers risk vanishing gradients.",
@@ -109,7 +110,7 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
 def long_saturating_rnns(model: keras.Model) -> list[Finding]:
     """A `SimpleRNN` (alone or in a `Bidirectional`) with a sigmoid or tanh
     activation over at least `LONG_RNN_STEPS` time steps (static)."""
-    found = []
+    found, names = [], walk.paths(model)
     for layer in walk.leaves(model):
         rnn = getattr(layer, "forward_layer", layer)  # Bidirectional
         if not isinstance(rnn, keras.layers.SimpleRNN):
@@ -123,7 +124,7 @@ def long_saturating_rnns(model: keras.Model) -> list[Finding]:
         found.append(
             finding(
                 LONG_SATURATING_RNN,
-                layer,
+                names[id(layer)],
                 f"This SimpleRNN ({profile.name}) runs {steps} time steps: "
                 "backpropagation through time multiplies the gradient by the "
                 "recurrent kernel and the activation's derivative at every "
@@ -250,7 +251,7 @@ def closed_forget_gates(model: keras.Model) -> list[Finding]:
     biases (the second quarter of its bias, Keras's gate order i, f, c, o)
     average `CLOSED_FORGET_BIAS` or lower: its cell state is erased at
     every step, so it remembers nothing past the last steps."""
-    found = []
+    found, names = [], walk.paths(model)
     for layer, rnns in _recurrent_layers(model, keras.layers.LSTM):
         biases = [
             (rnn.cell.units, rnn.cell.bias)
@@ -267,7 +268,7 @@ def closed_forget_gates(model: keras.Model) -> list[Finding]:
         found.append(
             finding(
                 CLOSED_FORGET_GATE,
-                layer,
+                names[id(layer)],
                 f"The forget gate of this LSTM has biases of {forget:.3g} on "
                 f"average: it keeps about {kept:.2%} of its cell state a "
                 "step, so the layer remembers almost nothing past the last "
@@ -283,7 +284,7 @@ def closed_forget_gates(model: keras.Model) -> list[Finding]:
 
 
 def negative_bias_relu(model: keras.Model) -> list[Finding]:
-    found = []
+    found, names = [], walk.paths(model)
     for unit in walk.units(model):
         if unit is None or unit.normalized or not unit.activation.can_die:
             continue
@@ -298,7 +299,7 @@ def negative_bias_relu(model: keras.Model) -> list[Finding]:
             found.append(
                 finding(
                     NEGATIVE_BIAS_RELU,
-                    unit.layer,
+                    names[id(unit.layer)],
                     f"{fraction:.0%} of the units of this ReLU layer have a "
                     "bias below minus the spread of their input (||w_j||, "
                     "for standardized inputs): they start active for fewer "

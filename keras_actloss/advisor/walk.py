@@ -108,13 +108,22 @@ class Unit:
 
 def leaves(model: keras.Model) -> list:
     """Layers of `model` in order, nested models flattened, inputs dropped."""
-    found = []
+    return [layer for _, layer in _named_leaves(model, "")]
+
+
+def paths(model: keras.Model) -> dict[int, str]:
+    """The name of each of `leaves(model)` by `id`: `outer/inner` inside a
+    nested model, as `GradientDiagnostics` names the layers it watches, so
+    that two nested layers of one name are told apart."""
+    return {id(layer): name for name, layer in _named_leaves(model, "")}
+
+
+def _named_leaves(model: keras.Model, prefix: str):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            found.extend(leaves(layer))
+            yield from _named_leaves(layer, prefix + layer.name + "/")
         elif not isinstance(layer, keras.layers.InputLayer):
-            found.append(layer)
-    return found
+            yield prefix + layer.name, layer
 
 
 def has_kernel(layer: Any) -> bool:

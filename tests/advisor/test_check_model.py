@@ -10,6 +10,7 @@ import pytest
 import keras_actloss
 from keras_actloss import losses
 from keras_actloss.advisor import check, check_model, layer_checks, walk
+from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.findings import FAILURE, WARNING
 
 L = keras.layers
@@ -784,6 +785,26 @@ def test_negative_bias_relu_conv_and_trailing_relu_layer():
     )
     (finding,) = check_model(compiled(model, "mse"))
     assert (finding.mode, finding.layer) == ("negative_bias_relu", "c")
+
+
+def test_layer_checks_name_nested_layers_by_their_path():
+    # Two nested feed-forward blocks, each with a Dense named "ff1"; only the
+    # second's biases are negative. The finding names it "ffn1/ff1", as
+    # GradientDiagnostics names the layer it watches (`plan_layers`), not
+    # the bare "ff1" of both.
+    def block(name, bias):
+        init = keras.initializers.Constant(bias)
+        ff1 = L.Dense(8, activation="relu", bias_initializer=init, name="ff1")
+        layers = [keras.Input((4,)), ff1, L.Dense(4, name="ff2")]
+        return keras.Sequential(layers, name=name)
+
+    inputs = keras.Input((4,))
+    outputs = L.Dense(1)(block("ffn1", -5.0)(block("ffn0", 0.0)(inputs)))
+    model = compiled(keras.Model(inputs, outputs), "mse")
+    (finding,) = check_model(model)
+    assert (finding.mode, finding.layer) == ("negative_bias_relu", "ffn1/ff1")
+    planned = [plan.info.name for plan in plan_layers(model)]
+    assert {"ffn0/ff1", "ffn1/ff1"} <= set(planned)
 
 
 # Layers whose kernel is not `(fan_in, units)` as it is: each is built with
