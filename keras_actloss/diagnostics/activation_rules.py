@@ -24,6 +24,7 @@ from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _ATTENTION_FIX,
     _FLAT_TAIL_FIX,
+    _JUMP_FIX,
     _RAW_SATURATION_FIX,
     _START_SAMPLES,
     _THROWN_SATURATION_FIX,
@@ -36,6 +37,8 @@ from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import negligible
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
+# After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
+_STILL_DEAD = " If units still die, use Leaky ReLU (or ELU) instead of ReLU."
 # A model whose loss is under this share of the loss of knowing nothing has
 # learned through its attention, one-hot or not
 # (`ActivationRules._attention_learned`).
@@ -525,6 +528,9 @@ class ActivationRules(RuleFamily):
                 )
             else:
                 after = self._oversized_before(start)
+                # Or the learning-rate jump that made the steps that large.
+                jumped = "" if after else self._jump_before(start)
+                after = after or jumped
                 # Batches of 1 (a sample per recorded batch) through a
                 # batch normalization of single values: its offset.
                 single = (
@@ -577,6 +583,8 @@ class ActivationRules(RuleFamily):
                     fix, at_start = _COLLAPSE_FIX, None
                 else:
                     message += after
+                    if jumped:
+                        fix = _JUMP_FIX + _STILL_DEAD
                 if at_start is not None:
                     inactive, units = at_start
                     message += (

@@ -45,14 +45,27 @@ FIXES = {
     ),
 }
 # Every gradient zero while the loss is high: a saturated probability output.
-_ZERO_FIX = (
+_FROM_LOGITS_FIX = (
     "If the loss takes probabilities from a softmax or sigmoid output, use a "
     "linear output layer and the loss with `from_logits=True` (e.g. "
     "`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`): a "
     "saturated output gives probabilities of exactly 0 and 1 in float32, whose "
     "gradient is exactly zero (the loss clips them, so it stays finite), while "
-    "from logits the gradient is never zero while the loss is high. Lower the "
-    "learning rate: a step too large saturates the output."
+    "from logits the gradient is never zero while the loss is high."
+)
+_ZERO_FIX = (
+    _FROM_LOGITS_FIX + " Lower the learning rate: a step too large saturates "
+    "the output."
+)
+# An explosion reported at most this many steps before a non-finite step is
+# its cause (the steps after a learning-rate jump that are watched, twice);
+# so is a learning-rate jump up (`jump_factor` times in one step) this many
+# steps before a failure begins (`RuleFamily._jump_before`).
+_EXPLOSION_STEPS = 20
+# A failure that begins within `_EXPLOSION_STEPS` of a learning-rate jump up.
+_JUMP_FIX = (
+    "Lower the learning rate: undo the jump, or reach a smaller peak over many "
+    "steps (a warm-up); clipping gradients (`clipnorm=1.0`) bounds the steps."
 )
 # Every gradient zero from the first step: the model as initialised.
 _ZERO_START_FIX = (
@@ -384,6 +397,24 @@ class RuleFamily:
         t = self.thresholds
         per = max(1, self.execution_steps)
         return min(t.patience, max(2, math.ceil(t.patience_steps / per)))
+
+    def _jump_before(self, start: int, within: int = _EXPLOSION_STEPS) -> str:
+        """A sentence naming the last learning-rate jump (`_rate_change`)
+        when it raised the rate and came within `within` steps before a
+        streak that began at `start`: its cause (steps far too large,
+        whatever the loss did: the logged loss of a custom `train_step` may
+        be a running mean); "" otherwise."""
+        change = self._rate_change
+        if change is None:
+            return ""
+        step, before, after = change[:3]
+        if after <= before or not step < start <= step + within:
+            return ""
+        return (
+            f" It began {start - step} steps after the learning rate jumped "
+            f"{after / before:.3g}x, from {before:.3g} to {after:.3g} at step "
+            f"{step}: steps far too large."
+        )
 
     def _oversized_before(self, start: int, within: int | None = None) -> str:
         """A sentence naming the last recorded update larger than the

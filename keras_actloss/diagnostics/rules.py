@@ -374,8 +374,9 @@ class HealthRules(
         self._last_steps: collections.deque = collections.deque(maxlen=2)
         # A runaway of the norm to confirm by its step's recorded updates.
         self._runaway_at: tuple | None = None
-        # The last jump of the learning rate: (step, rate before, rate after).
-        self._rate_change: tuple[int, float, float] | None = None
+        # The last jump of the learning rate: (step, rate before, rate after,
+        # the recent loss before it or None).
+        self._rate_change: tuple[int, float, float, float | None] | None = None
         # The steps after a learning-rate jump up (`NormRules._diverging`).
         self._watch = None
         # A step over the explosion limit whose effect on the loss of the

@@ -270,10 +270,10 @@ class NormRules(RuleFamily):
             factor = self.thresholds.jump_factor
             if rate >= factor * last or last >= factor * rate:
                 self.jumped = self._jump_hard = True
-                self._rate_change = (step, last, rate)
+                series = self._norms
+                levels = (series.recent(), series.recent_loss())
+                self._rate_change = (step, last, rate, levels[1])
                 if rate > last:
-                    series = self._norms
-                    levels = (series.recent(), series.recent_loss())
                     self._watch = RateWatch(step, (last, rate), *levels)
 
     def _diverging(self, new, step: int, norm: float, loss=None) -> None:

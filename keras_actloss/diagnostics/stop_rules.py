@@ -19,6 +19,9 @@ from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
     _DATA_FIX,
     _DEAD_OUTPUT_FIX,
+    _EXPLOSION_STEPS,
+    _FROM_LOGITS_FIX,
+    _JUMP_FIX,
     _OPTIMIZER_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
@@ -42,9 +45,6 @@ _ZERO_NORM = float(np.finfo("float32").tiny)
 # A loss at or below this has converged, whatever its early level: a clipped
 # cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
 _CONVERGED_LOSS = 1e-6
-# An explosion reported at most this many steps before a non-finite step is
-# its cause (the steps after a learning-rate jump that are watched, twice).
-_EXPLOSION_STEPS = 20
 
 
 class NonFiniteRules(RuleFamily):
@@ -336,6 +336,8 @@ class ZeroGradientRules(RuleFamily):
                 f" The learning rate jumped from {change[1]:.3g} to "
                 f"{change[2]:.3g} at step {change[0]}."
             )
+        # A jump up named so: the steps it made large are the likely cause.
+        up = self._jump_before(start, self.thresholds.patience_steps)
         after = self._oversized_before(start)
         if after:
             message += after
@@ -346,12 +348,16 @@ class ZeroGradientRules(RuleFamily):
                 cause = blown.step
             else:
                 cause = self._jumped_before_zero(new, start)
+            if cause is None and up:
+                cause = self._rate_before_zero(new, start)
             if cause is not None:
                 message += (
                     f" It follows the explosion of step {cause}: the steps threw "
                     "the output into its flat tails."
                 )
         fix = _DEAD_OUTPUT_FIX if floored else _ZERO_FIX
+        if not floored and up:
+            fix = _JUMP_FIX + " " + _FROM_LOGITS_FIX
         # From the first finite step seen: before any update of this training.
         if floored and start == self._norms.first[0]:
             message += " This was so from the first step, before any update."
@@ -402,6 +408,37 @@ class ZeroGradientRules(RuleFamily):
             "saturated output)" + _UNSTABLE
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, step, norm, message)
+        return step
+
+    def _rate_before_zero(self, new, start: int) -> int | None:
+        """Reports the learning-rate jump up named before a run of zero
+        gradients from `start` (`_jump_before`, within `patience_steps`)
+        as the explosion it ended in, when the loss of the zero steps is
+        `_DIVERGE_RISE` times its level before the jump: the new steps threw
+        the output into its flat tails, where no gradient passes, however
+        little the gradient norm grew on the way (as `_jumped_before_zero`
+        does with a norm that jumped). A conv autoencoder with a sigmoid
+        output under MSE (JAX), Adam's rate 100x at step 200: the loss
+        0.0025 before, 0.08 from step 202 (0.18 where training began) with
+        every gradient under 1e-13 from step 204, every output pixel in its
+        tails; on TensorFlow the same jump raised the loss over where
+        training began, told by the updates. Returns the jump's step when
+        reported."""
+        if (F.EXPLODING_GRADIENTS, None) in self._reported:
+            return None  # Told before: not this one's cause.
+        step, before, after, level = self._rate_change
+        now = _median(self._zero_losses)
+        if not _finite(level, now) or level <= 0 or now < _DIVERGE_RISE * level:
+            return None
+        message = (
+            f"The learning rate jumped {after / before:.3g}x, from {before:.3g} "
+            f"to {after:.3g} at step {step}, and the loss rose from {level:.3g} "
+            f"before it to about {now:.3g}, where every gradient has been next "
+            f"to 0 since step {start} (a saturated output)" + _UNSTABLE
+        )
+        self._add(
+            new, F.EXPLODING_GRADIENTS, None, step, after / before, message, _JUMP_FIX
+        )
         return step
 
     def _blown_before_zero(self, new, big: tuple, start: int) -> None:

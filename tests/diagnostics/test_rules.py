@@ -33,7 +33,12 @@ from keras_actloss.diagnostics.records import (
     SentinelEvent,
     StepStats,
 )
-from keras_actloss.diagnostics.rule_support import _OVERFLOW_RUN_FIX
+from keras_actloss.diagnostics.rule_support import (
+    _FROM_LOGITS_FIX,
+    _JUMP_FIX,
+    _OVERFLOW_RUN_FIX,
+    _ZERO_FIX,
+)
 from keras_actloss.diagnostics.rules import (
     FIXES,
     HealthRules,
@@ -1696,14 +1701,49 @@ class TestZeroGradients:
                 "sample of these batches: their units are dead."
             ) in finding.message
 
-    def test_names_a_recent_learning_rate_jump(self):
-        # Lr x1000 at step 5 (its gradient still 1), zeros from step 6.
+    @pytest.mark.parametrize(
+        "after, stuck, explosion",
+        [(50.0, 10.0, True), (50.0, 2.9, False), (5e-5, 10.0, False)],
+        ids=["up_loss_10x", "up_loss_2.9x", "down"],
+    )
+    def test_names_a_recent_learning_rate_jump(self, after, stuck, explosion):
+        # Lr x1000 at step 5 (its gradient still 1), zeros from step 6 with
+        # the loss up from 1 to `stuck`. Reported at 10 (patience_steps 5),
+        # naming the jump. Up, with the loss 3x (_DIVERGE_RISE) its level
+        # before the jump: the explosion that saturated the output, at the
+        # jump (`_rate_before_zero`), as a conv autoencoder's sigmoid output
+        # under Adam 100x (JAX: the loss 0.0025 to 0.08, every gradient
+        # under 1e-13). Up, the fix leads with the rate's; down, the steps
+        # shrank: the zero gradients' own fix.
         found = zero_run(
-            [1.0] * 6 + [0.0] * 5, [1.0] * 6 + [10.0] * 5, [0.05] * 5 + [50.0] * 6
+            [1.0] * 6 + [0.0] * 5, [1.0] * 6 + [stuck] * 5, [0.05] * 5 + [after] * 6
         )
-        ((finding, reported),) = found
-        assert (finding.step, reported) == (6, 10)
-        assert "The learning rate jumped from 0.05 to 50 at step 5." in finding.message
+        *told, (finding, reported) = found
+        assert (finding.mode, finding.step, reported) == (
+            F.VANISHING_GRADIENTS,
+            6,
+            10,
+        )
+        assert f"The learning rate jumped from 0.05 to {after:.3g} at step 5." in (
+            finding.message
+        )
+        up = after > 0.05
+        fix = _JUMP_FIX + " " + _FROM_LOGITS_FIX if up else _ZERO_FIX
+        assert finding.fix == fix
+        assert ("It follows the explosion of step 5" in finding.message) == explosion
+        if not explosion:
+            assert told == []
+            return
+        ((blown, at),) = told
+        assert (blown.mode, blown.layer, blown.step, at) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            5,
+            10,
+        )
+        assert blown.value == pytest.approx(1000.0)
+        assert blown.fix == _JUMP_FIX
+        assert "the loss rose from 1 before it to about 10" in blown.message
 
     @staticmethod
     def _oversized_then_zero(zeros_from, stuck=10.6):
@@ -4538,6 +4578,29 @@ class TestDeadRelu:
         dying = ([1] * 8, [0] * dead + [1] * (8 - dead))
         found = settling_run(level, first=eight, dying=dying, back=None, steps=40)
         assert found == ([(F.DEAD_RELU, "dense_1", 1, 5)] if reported else [])
+
+    @pytest.mark.parametrize("dies, named", [(12, True), (31, False)])
+    def test_units_killed_after_a_learning_rate_jump_name_it(self, dies, named):
+        # The rate 100x at step 10; 3 of dense_1's 4 units dead from step
+        # `dies`, reported `patience_steps` (5) later. Probed: a VAE with
+        # its own `train_step` (its logged loss a running mean, so no loss
+        # rule sees the jump), Adam's rate 100x at step 200, its ReLU layers
+        # dead from 202: told with "Use Leaky ReLU" first. Within
+        # `_EXPLOSION_STEPS` (20) of the jump it is named, the rate's fix
+        # first; 21 steps after it, not.
+        def rate(step):
+            return 1e-3 if step < 10 else 0.1
+
+        kept = []
+        found = settling_run(level, rate, dies=dies, back=None, steps=40, kept=kept)
+        assert found == [(F.DEAD_RELU, "dense_1", dies, dies + 4)]
+        sentence = (
+            f"It began {dies - 10} steps after the learning rate jumped 100x, "
+            "from 0.001 to 0.1 at step 10: steps far too large."
+        )
+        assert (sentence in kept[0].message) == named
+        fix = activation_rules._JUMP_FIX + activation_rules._STILL_DEAD
+        assert (kept[0].fix == fix) == named
 
     def test_a_whole_layer_killed_after_the_loss_fell(self):
         # Probed: the loss 1.49 at the first step, down to 1.1 by step 39;
