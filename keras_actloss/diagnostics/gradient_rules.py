@@ -20,6 +20,7 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FALLEN_FIX,
+    _JUMP_FIX,
     _WEIGHTS_FIX,
     RuleFamily,
     _finite,
@@ -457,6 +458,13 @@ class RecordedGradientRules(RuleFamily):
                 why, fix = self._shrinks(ls.layer, stats)
                 if fix == _WEIGHTS_FIX and ls.layer in fallen:
                     why, fix = self._fell(ls.layer, rms, stats.loss), _FALLEN_FIX
+                jump = self._jump_since(start)
+                if fix == _WEIGHTS_FIX and jump is not None:
+                    why = (
+                        f"it began {jump}: steps far too large took the model "
+                        "where the gradient no longer reaches it"
+                    )
+                    fix = _JUMP_FIX
                 span = f"{count} recordings in a row (steps {start}-{stats.step})"
                 if through is not None:
                     start = through

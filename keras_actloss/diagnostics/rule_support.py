@@ -404,16 +404,23 @@ class RuleFamily:
         streak that began at `start`: its cause (steps far too large,
         whatever the loss did: the logged loss of a custom `train_step` may
         be a running mean); "" otherwise."""
+        jump = self._jump_since(start, within)
+        return "" if jump is None else f" It began {jump}: steps far too large."
+
+    def _jump_since(self, start: int, within: int = _EXPLOSION_STEPS) -> str | None:
+        """`_jump_before`'s jump as "N steps after the learning rate jumped
+        ...", or None."""
         change = self._rate_change
         if change is None:
-            return ""
+            return None
         step, before, after = change[:3]
         if after <= before or not step < start <= step + within:
-            return ""
+            return None
+        steps = start - step
         return (
-            f" It began {start - step} steps after the learning rate jumped "
+            f"{steps} step{'' if steps == 1 else 's'} after the learning rate jumped "
             f"{after / before:.3g}x, from {before:.3g} to {after:.3g} at step "
-            f"{step}: steps far too large."
+            f"{step}"
         )
 
     def _oversized_before(self, start: int, within: int | None = None) -> str:
