@@ -486,6 +486,63 @@ def input_scale(x: np.ndarray | None) -> float | None:
     return float(np.maximum(np.abs(features.mean(axis=0)), features.std(axis=0)).max())
 
 
+# The gates of each recurrent cell, in the order of its kernel's columns:
+# True where the cell's `recurrent_activation` applies, False for its
+# `activation` (Keras's layouts: LSTM i, f, c, o; GRU z, r, h).
+_GATES = {
+    keras.layers.LSTMCell: (True, True, False, True),
+    keras.layers.GRUCell: (True, True, False),
+    keras.layers.SimpleRNNCell: (False,),
+}
+
+
+def input_gates(plans) -> dict[str, tuple]:
+    """The monitored recurrent cells (an LSTM's, a GRU's or a
+    SimpleRNN's, alone or in a `Bidirectional`) by name: their input kernel
+    and input bias, read where they are (before training: the training
+    state is not donated yet), and `(activation, profile)` of each block of
+    the kernel's columns (`stats.input_gate_saturation`). Cells whose
+    activations have no flat tail, or no known profile, are left out."""
+    found = {}
+    for plan in plans:
+        cell = plan.layer
+        gates = _GATES.get(type(cell))
+        kernel = getattr(cell, "kernel", None)
+        if gates is None or kernel is None:
+            continue
+        blocks = []
+        for recurrent in gates:
+            fn = cell.recurrent_activation if recurrent else cell.activation
+            profile = activations.profile(fn)
+            if profile is None or not profile.saturates:
+                break
+            blocks.append((fn, profile))
+        else:
+            bias = getattr(cell, "bias", None)
+            if bias is not None:
+                bias = keras.ops.convert_to_numpy(bias)
+                # A GRU's `reset_after` bias: its input row, then its
+                # recurrent one.
+                bias = bias[0] if bias.ndim == 2 else bias
+            found[plan.info.name] = (keras.ops.convert_to_numpy(kernel), bias, blocks)
+    return found
+
+
+def gate_saturations(gates: dict, names, features) -> dict[str, float]:
+    """`stats.input_gate_saturation` of each cell of `gates` (`input_gates`)
+    among `names` (those the model's inputs reach) on `features`, a kept
+    batch of inputs as they reach it."""
+    if features is None:
+        return {}
+    found = {}
+    for name in names:
+        if name in gates:
+            fraction = stats.input_gate_saturation(features, *gates[name])
+            if fraction is not None:
+                found[name] = fraction
+    return found
+
+
 def data_saturations(plans, batches: list) -> dict[str, float]:
     """`StepStats.data_saturation`: for each monitored layer with a
     saturating activation whose sample has the shape of a sample of one of

@@ -25,6 +25,7 @@ import numpy as np
 from keras_actloss.callbacks._callback_support import (
     data_saturations,
     feature_inputs,
+    gate_saturations,
     input_scale,
     preprocessed,
     recording_gap,
@@ -392,8 +393,15 @@ class StepJudging:
         if self._input_scale is None:
             inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
             # As the first layers with weights see them.
-            features = feature_inputs(self.model, inputs)
-            self._input_scale = input_scale(preprocessed(self._preprocessing, features))
+            features = preprocessed(
+                self._preprocessing, feature_inputs(self.model, inputs)
+            )
+            self._input_scale = input_scale(features)
+            first = self._rules.input_layers
+            # Both directions of a `Bidirectional` that the inputs reach.
+            first |= {name.replace("/forward_", "/backward_", 1) for name in first}
+            fractions = gate_saturations(self._gates, sorted(first), features)
+            self._handle(self._rules.input_gates(step, self._input_scale, fractions))
             self._data_saturation = data_saturations(
                 self._hooks.plans, [inputs, labels]
             )

@@ -17,6 +17,7 @@ from keras_actloss.callbacks._callback_support import (
     _hooks_class,
     check_arguments,
     clipping,
+    input_gates,
     input_preprocessing,
     input_scale,
     output_bias,
@@ -258,7 +259,13 @@ class GradientDiagnostics(
       `Rescaling` and `Normalization` layers, which every input scale here
       is taken after) with a feature's largest mean or spread at 0.02 or
       under: their kernels' gradients are that small (images in [0, 1]
-      rescaled by 1/255 once more).
+      rescaled by 1/255 once more); and for a recurrent layer (LSTM, GRU,
+      SimpleRNN) that the inputs reach first, when they are not
+      standardized (a feature's mean or spread over 2) and put 50% or more
+      of the pre-activations they alone give its gates on that batch in
+      the gates' flat tails; from 75%, `saturated_activations` (a failure)
+      instead, naming the inputs: the gates' outputs mix inside the cell,
+      so this first batch is the one measure of them.
     - What counts towards those streaks: a layer whose gradient ratios are
       over their vanishing bounds by less than 2x on a recording keeps its
       streak (they flicker across the bound with the output layer's noise;
@@ -481,6 +488,8 @@ class GradientDiagnostics(
         self._last_histogram = None
         self._labels_checked = False
         self._input_scale, self._data_saturation = None, {}
+        # The recurrent cells' input kernels (`input_gates`).
+        self._gates: dict = {}
         self._preprocessing: list = []
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
@@ -564,6 +573,7 @@ class GradientDiagnostics(
             self._rules.weight_gain = weight_gain(
                 plans, hooks.mean_squares, unbounded_recurrences(model)
             )
+            self._gates = input_gates(plans)
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)

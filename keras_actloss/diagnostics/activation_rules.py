@@ -862,6 +862,70 @@ class ActivationRules(RuleFamily):
         sudden.thrown = now >= _THROWN * sudden.level and rise >= _THROWN_RISE * early
         return sudden.thrown
 
+    def input_gates(
+        self, step: int, scale: float | None, fractions: dict[str, float]
+    ) -> list[F.Finding]:
+        """Judges the recurrent cells that the model's inputs reach first
+        (`fractions`: name -> `stats.input_gate_saturation` on the batch of
+        the recording at `step`), fed inputs that are not standardized
+        (`scale`, `_callback_support.input_scale`, over
+        `thresholds.input_scale`): from `saturation` of their gates'
+        pre-activations in the flat tails (a hidden layer's limit, not a
+        first Dense layer's `raw_input_saturation`: inputs that large set
+        each gate to one side for every sample, so the gates left out of
+        the tails pass little of the data either), `saturated_activations`
+        naming the inputs (a failure); from `input_saturation`,
+        `unstandardized_inputs` (a warning). Once, at the recording whose
+        inputs are read first: the gates' outputs mix in the cell, where
+        no recording measures them. An LSTM or a GRU forecaster fed series
+        of about 500 (95-98% of its gates' pre-activations in the tails)
+        learned little or nothing in 330 steps (held-out MSE 0.3-0.63
+        against 0.02 standardized; predicting the mean 0.63), both
+        backends, and nothing was told. Returns the new findings."""
+        t, new = self.thresholds, []
+        if not _finite(scale) or scale <= t.input_scale:
+            return new
+        for name, fraction in fractions.items():
+            where = (
+                f"{fraction:.0%} of the pre-activations that the inputs of step "
+                f"{step}'s batch give the gates of recurrent layer '{name}' (its "
+                "input alone, as at its first time step) are in their "
+                "activations' flat tails, and the inputs are not standardized (a "
+                f"feature's mean or spread is {scale:.3g}, against about 1)"
+            )
+            if fraction >= t.saturation:
+                message = where + (
+                    ": gates in their tails pass next to no gradient and let "
+                    "next to nothing of the inputs' variation through, so the "
+                    "layer hardly learns from the data. The large inputs put "
+                    "them there."
+                )
+                self._add(
+                    new,
+                    F.SATURATED_ACTIVATIONS,
+                    name,
+                    step,
+                    fraction,
+                    message,
+                    # No activation to swap: the gates are the cell's own.
+                    FIXES[F.UNSTANDARDIZED_INPUTS],
+                )
+            elif fraction >= t.input_saturation:
+                message = where + (
+                    ": large inputs push the gates into their flat tails, where "
+                    "the layer learns slowly."
+                )
+                self._add(
+                    new,
+                    F.UNSTANDARDIZED_INPUTS,
+                    name,
+                    step,
+                    scale,
+                    message,
+                    severity=F.WARNING,
+                )
+        return new
+
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input
         layer, or the weights of an attention whose projections are."""

@@ -245,3 +245,43 @@ def data_saturation(data: np.ndarray, profile: ActivationProfile) -> float | Non
     if data.min() < low or data.max() > high:
         return None
     return float(saturation_fraction(data, profile))
+
+
+def input_gate_saturation(
+    x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, blocks: list
+) -> float | None:
+    """The fraction of the pre-activations that inputs `x` alone give a
+    recurrent cell's gates and candidate, `x @ kernel + bias` (the whole of
+    them at its first time step, from a zero state), that their activations
+    put in their saturating tails. `blocks`: `(activation, profile)` for
+    each equal block of the kernel's columns, in order (an LSTM's input,
+    forget, candidate and output gates; a GRU's update, reset and candidate;
+    a SimpleRNN's one). None when `x`'s last axis is not the kernel's input
+    or holds non-finite values.
+
+    A host-side check on a kept batch (NumPy; the activations by
+    `keras.ops`). Large raw inputs saturate every gate at once: an LSTM fed
+    series of about 500 had 94-98% of them in the tails, and learned
+    little.
+
+    Examples:
+
+    >>> sigmoid = keras_actloss.activations.profile("sigmoid")
+    >>> float(keras_actloss.diagnostics.stats.input_gate_saturation(
+    ...     np.array([[10.0], [0.0]]), np.array([[1.0, 0.1]]), None,
+    ...     [(keras.activations.sigmoid, sigmoid)]))
+    0.25
+    """
+    x = np.asarray(x, "float64")
+    if x.ndim < 2 or x.shape[-1] != kernel.shape[0] or not np.isfinite(x).all():
+        return None
+    z = x.reshape(-1, x.shape[-1]) @ np.asarray(kernel, "float64")
+    if bias is not None:
+        z = z + np.asarray(bias, "float64")
+    width = z.shape[1] // len(blocks)
+    saturated = 0
+    for i, (activation, profile) in enumerate(blocks):
+        block = ops.convert_to_tensor(z[:, i * width : (i + 1) * width], "float32")
+        mask = saturated_mask(activation(block), profile)
+        saturated += int(np.count_nonzero(ops.convert_to_numpy(mask)))
+    return saturated / z.size if z.size else None
