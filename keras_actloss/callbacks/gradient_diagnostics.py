@@ -196,8 +196,10 @@ class GradientDiagnostics(
       softmax output fed probabilities); within 20 steps of a learning
       rate jumping 10x up, after 3 steps with the loss 3x its level and
       above half of where training began (half of what the model learned
-      undone), once the norm rose 3x (normalization can hold it under the
-      limit); within 10 steps of such a jump,
+      undone), or after 5 whose median loss is 1.5x its level and over
+      where training began (all of it undone), once the norm rose 3x
+      (normalization can hold it under the limit); within 10 steps of such
+      a jump,
       at the first recording whose update changed a layer's weights by
       more than their norm with the loss 1.1x its level then or at a later
       recording, or the median layer's by a tenth with the loss

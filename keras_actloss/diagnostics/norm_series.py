@@ -36,6 +36,8 @@ class RateWatch:
     # The largest update over `exploding_update_ratio` recorded at the new
     # rate: (step, layer, ratio); the loss it brings shows at a later step.
     oversized: tuple[int, str, float] | None = None
+    # The finite losses of the steps at the new rate, in order.
+    losses: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -3190,6 +3190,44 @@ class TestDivergingAfterARateJump:
         assert modes(found) == ([(F.EXPLODING_GRADIENTS, None, 41)] if told else [])
 
     @pytest.mark.parametrize(
+        "before, losses, told",
+        [
+            # Probed (JAX): a text classifier fitted to 0.514 (0.693 where
+            # training began), Adam's rate 100x: never 3x for 3 steps in a
+            # row, but the median of steps 43-47 (0.60, 0.98, 0.38, 0.95,
+            # 1.67) is 0.95, 1.85x the level and over where training began.
+            (0.514, [0.53, 0.21, 0.60, 0.98, 0.38, 0.95, 1.67, 0.93], 43),
+            # A warm restart of a fitted model: up 6x, not over 0.693.
+            (0.05, [0.3, 0.2, 0.4, 0.3, 0.35, 0.3, 0.25, 0.3], None),
+            # A model that had learned nothing: over 0.693, under 1.5x.
+            (0.693, [0.8, 0.6, 0.9, 0.75, 0.85, 0.7, 0.95, 0.8], None),
+        ],
+        ids=["undone", "warm_restart", "never_learned"],
+    )
+    def test_the_median_loss_undone(self, before, losses, told):
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 0.22, lr=1e-3, loss=0.693) for s in range(5)]
+        seq += [event(s, 0.22, lr=1e-3, loss=before) for s in range(5, 40)]
+        seq.append(event(40, 0.28, lr=0.1, loss=before))
+        seq += [event(41 + i, 0.7, lr=0.1, loss=v) for i, v in enumerate(losses)]
+        found = [(f, e.step) for e in seq for f in rules.observe_step(e)]
+        if told is None:
+            assert found == []
+            return
+        ((finding, at),) = found
+        assert (finding.mode, finding.layer, finding.step, at) == (
+            F.EXPLODING_GRADIENTS,
+            None,
+            told,
+            told + 4,
+        )
+        assert finding.value == pytest.approx(0.95)
+        assert finding.message.startswith(
+            "The median loss of steps 43-47 was 0.95 after the learning rate "
+            "jumped from 0.001 to 0.1 at step 40: 1.8x its level of 0.514"
+        )
+
+    @pytest.mark.parametrize(
         "losses, norms, rate",
         [
             ([4.0, 5.0, 7.0], [2.0, 2.9, 0.0], 10.0),  # norm never 3x
