@@ -371,6 +371,7 @@ def plan_layers(model) -> list[LayerPlan]:
         last.profile = last.unit_variable = None
         last.info.units_by_sign = False
     _set_upstream(model, plans)
+    _set_bypassed(model, plans)
     return plans
 
 
@@ -516,6 +517,49 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
         found = flow.calls.get(id(plan.hooked), [])
         if found and all(f is not None for f in found):
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
+
+
+def _set_bypassed(model, plans: list[LayerPlan]) -> None:
+    """Sets `LayerInfo.bypassed` of the layers with a saturating activation
+    in `model`'s own layer graph (not a nested model's: left unset) whose
+    inputs, at each of their calls, also reach an output of the model by a
+    path that avoids the layer (the skip connection around a residual
+    branch, or a parallel branch)."""
+    graph = _graph(model)
+    if graph is None:
+        return
+    nodes = [node for group in graph._nodes_by_depth.values() for node in group]
+    consumers: dict[int, list] = {}
+    calls: dict[int, list] = {}
+    for node in nodes:
+        for tensor in node.input_tensors:
+            consumers.setdefault(id(tensor), []).append(node)
+        calls.setdefault(id(node.operation), []).append(node)
+    outputs = {id(tensor) for tensor in graph.outputs}
+    for plan in plans:
+        found = calls.get(id(plan.hooked))
+        if found and plan.profile is not None and plan.profile.saturates:
+            plan.info.bypassed = all(
+                _around(node, consumers, outputs) for node in found
+            )
+
+
+def _around(node, consumers: dict, outputs: set) -> bool:
+    """Whether an input tensor of `node` reaches one of `outputs` (tensor
+    ids) through nodes other than `node` (`consumers`: tensor id -> the
+    nodes that take it)."""
+    todo, seen = list(node.input_tensors), set()
+    while todo:
+        tensor = todo.pop()
+        if id(tensor) in outputs:
+            return True
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        for other in consumers.get(id(tensor), []):
+            if other is not node:
+                todo.extend(other.outputs)
+    return False
 
 
 def _graph(layer):

@@ -280,7 +280,10 @@ class GradientDiagnostics(
       the losses recorded since rise 2x, and by 2% of the early loss, is
       not excused by the fit: it threw the model off what it learned (for
       as long as the layer stays saturated).
-    - `vanishing_gradients`, `saturated_activations`, `dead_relu`, update
+    - `vanishing_gradients`, `saturated_activations` (a warning for a
+      hidden layer whose inputs also reach the outputs around it, by a
+      skip connection or a parallel branch: the layers before it learn on
+      through that path), `dead_relu`, update
       ratios: once the condition held for 3 recordings over at least 5
       steps (dead units: over at least 128 samples of the latest
       recordings, 64 when not one unit of a layer of 8 or more was active,

@@ -62,6 +62,10 @@ class LayerInfo:
             own; `activation` None): its saturation is the share of queries
             whose largest weight is at least 0.99 (one-hot,
             `diagnostics.attention`).
+        bypassed: Whether the layer's inputs also reach the model's outputs
+            by a path around it (the skip connection of a residual sum, or
+            a parallel branch), known from the layer graph: the layers
+            before it learn through that path whatever it passes back.
     """
 
     name: str
@@ -76,6 +80,7 @@ class LayerInfo:
     averaged: bool = False
     batch_normalized: str | None = None
     attention: bool = False
+    bypassed: bool = False
 
 
 @dataclasses.dataclass

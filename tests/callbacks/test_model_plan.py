@@ -152,6 +152,29 @@ def test_upstream_of_branches_skips_and_shared_layers():
     }
 
 
+def test_bypassed_layers_have_a_path_around_them():
+    # t (tanh) is a residual branch: h reaches the sum around it; u (tanh)
+    # is the only way from its input to the output; p (sigmoid) is one of
+    # two parallel branches of the input; r (ReLU) does not saturate; the
+    # nested model's tanh layer is not judged (its own graph).
+    layers = keras.layers
+    x = keras.Input((4,))
+    h = layers.Dense(4, name="h")(x)
+    t = layers.Dense(4, name="t2")(layers.Dense(8, activation="tanh", name="t")(h))
+    u = layers.Dense(4, activation="tanh", name="u")(layers.Add()([h, t]))
+    p = layers.Dense(2, activation="sigmoid", name="p")(u)
+    r = layers.Dense(2, activation="relu", name="r")(u)
+    inner = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(4, activation="tanh", name="n")],
+        name="inner",
+    )
+    joined = layers.Concatenate()([p, r, inner(u)])
+    model = keras.Model(x, layers.Dense(1, name="out")(joined))
+    plans = _model_plan.plan_layers(model)
+    bypassed = {plan.info.name for plan in plans if plan.info.bypassed}
+    assert bypassed == {"t", "p"}
+
+
 def test_upstream_into_a_nested_model():
     # The generator (a nested Sequential) is followed: g_out takes
     # g_hidden's ReLU outputs, and d_out the generator's, which come

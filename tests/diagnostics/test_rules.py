@@ -5417,6 +5417,25 @@ class TestSaturation:
             "learning."
         )
 
+    def test_a_bypassed_layer_saturated_is_a_warning(self):
+        # dense_1's inputs also reach the output around it (a residual
+        # sum's skip connection: `LayerInfo.bypassed`): the layers before it
+        # learn on through that path. Probed: a transformer block's
+        # Dense(64, tanh) with kernels of stddev 5, 93% in the tails, its
+        # model as accurate as its twin's by step 100.
+        rules, seq = saturation_run([0.3, 0.9, 0.99])
+        rules._info["dense_1"].bypassed = True
+        found = run(rules, seq)
+        assert modes(found) == [(F.SATURATED_ACTIVATIONS, "dense_1", 0)]
+        assert (found[0].value, found[0].severity) == (0.9, F.WARNING)
+        assert found[0].message == (
+            "90% of the outputs of hidden layer 'dense_1' (tanh) are in the flat "
+            "tails (3 recordings in a row, steps 0-10): its gradient is nearly "
+            "zero there, so it has almost stopped learning; its inputs also "
+            "reach the outputs around it (a skip connection or a parallel "
+            "branch), through which the layers before it learn on."
+        )
+
     @pytest.mark.parametrize("oversized_at, named", [(0, True), (None, False)])
     def test_saturated_right_after_an_oversized_update(self, oversized_at, named):
         # A tanh MLP under Adam at lr 0.2 (`/tmp` probe): the first update
