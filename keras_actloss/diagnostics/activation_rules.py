@@ -527,10 +527,10 @@ class ActivationRules(RuleFamily):
                     "after that: " + _lower_first(FIXES[F.DEAD_RELU])
                 )
             else:
-                after = self._oversized_before(start)
-                # Or the learning-rate jump that made the steps that large.
-                jumped = "" if after else self._jump_before(start)
-                after = after or jumped
+                # The update that killed them, and the learning-rate jump
+                # that made the steps that large.
+                jumped = self._jump_before(start)
+                after = self._oversized_before(start) + jumped
                 # Batches of 1 (a sample per recorded batch) through a
                 # batch normalization of single values: its offset.
                 single = (

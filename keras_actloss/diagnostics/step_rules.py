@@ -19,6 +19,7 @@ from keras_actloss import findings as F
 from keras_actloss.diagnostics.norm_series import Arrival, RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
     _INIT_FIX,
+    _JUMP_FIX,
     _OVERFLOW_RUN_FIX,
     _RESIDUAL_FIX,
     _RESIDUAL_SUMS,
@@ -397,11 +398,19 @@ class NormRules(RuleFamily):
             f"{len(spike.risen)} steps after it stayed at {_DIVERGE_RISE:g}x or "
             f"more its level of {spike.loss:.3g} before it (up to {peak:.3g} at "
             f"step {at}; {early:.3g} where training began): the update of that "
-            "one step threw the weights off, as a batch far from the others' "
-            "scale (outliers, corrupted or unscaled values) or a step too large "
-            "for it does."
+            "one step threw the weights off"
         )
         norm, fix = spike.norm, _SPIKE_FIX
+        # Right after a learning-rate jump up, the jump made that step.
+        jumped = self._jump_before(spike.step, _WATCH_STEPS)
+        if jumped:
+            message += "." + jumped
+            fix = _JUMP_FIX
+        else:
+            message += (
+                ", as a batch far from the others' scale (outliers, corrupted "
+                "or unscaled values) or a step too large for it does."
+            )
         self._add(new, F.EXPLODING_GRADIENTS, None, spike.step, norm, message, fix)
 
     def _runaway(self, step: int, norm: float, loss) -> None:

@@ -3317,6 +3317,31 @@ class TestOneStepThrowsTheWeights:
         )
         assert found[0].fix == rule_support._SPIKE_FIX
 
+    def test_right_after_a_learning_rate_jump_names_it(self):
+        # The rate 100x at step 39, the step that threw the weights at 40:
+        # the jump made it, not a batch (probed: a causal transformer whose
+        # rate jumped 100x at step 200, the norm 26.5x at 201, was told to
+        # check the batch of that step). Its recorded update, 4x dense_1's
+        # weights, is told at once and ends the watch of the jump's loss.
+        rules = HealthRules(mlp(["relu"]))
+        seq = after_a_spike([60.0, 70.0, 65.0], [1900.0, 96.0, 88.0])
+        seq = [
+            dataclasses.replace(e, learning_rate=1e-3 if e.step < 39 else 0.1)
+            for e in seq
+        ]
+        update = recording(40, RELU_RMS[:2], loss=100.0, update_ratio=[0.5, 4.0])
+        found = run(rules, [*seq[:41], update, *seq[41:]])
+        assert [(f.mode, f.layer, f.step) for f in found] == [
+            (F.EXPLODING_GRADIENTS, "dense_1", 40),
+            (F.EXPLODING_GRADIENTS, None, 40),
+        ]
+        assert found[1].message.endswith(
+            "the update of that one step threw the weights off. It began 1 step "
+            "after the learning rate jumped 100x, from 0.001 to 0.1 at step 39: "
+            "steps far too large."
+        )
+        assert found[1].fix == rule_support._JUMP_FIX
+
     @pytest.mark.parametrize(
         "losses",
         [
