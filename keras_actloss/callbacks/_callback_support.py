@@ -496,16 +496,21 @@ _GATES = {
 }
 
 
-def input_gates(plans) -> dict[str, tuple]:
+def input_gates(plans, first) -> dict[str, tuple]:
     """The monitored recurrent cells (an LSTM's, a GRU's or a
-    SimpleRNN's, alone or in a `Bidirectional`) by name: their input kernel
-    and input bias, read where they are (before training: the training
-    state is not donated yet), and `(activation, profile)` of each block of
-    the kernel's columns (`stats.input_gate_saturation`). Cells whose
-    activations have no flat tail, or no known profile, are left out."""
+    SimpleRNN's, alone or in a `Bidirectional`) that the model's inputs
+    reach first (named in `first`, `HealthRules.input_layers`: with the
+    forward direction of a `Bidirectional`, its backward one too) by name:
+    their input kernel and input bias, read where they are (before
+    training: the training state is not donated yet), and `(activation,
+    profile)` of each block of the kernel's columns
+    (`stats.input_gate_saturation`). Cells whose activations have no flat
+    tail, or no known profile, are left out."""
     found = {}
     for plan in plans:
-        cell = plan.layer
+        cell, name = plan.layer, plan.info.name
+        if name.replace("/backward_", "/forward_", 1) not in first:
+            continue
         gates = _GATES.get(type(cell))
         kernel = getattr(cell, "kernel", None)
         if gates is None or kernel is None:
@@ -524,22 +529,20 @@ def input_gates(plans) -> dict[str, tuple]:
                 # A GRU's `reset_after` bias: its input row, then its
                 # recurrent one.
                 bias = bias[0] if bias.ndim == 2 else bias
-            found[plan.info.name] = (keras.ops.convert_to_numpy(kernel), bias, blocks)
+            found[name] = (keras.ops.convert_to_numpy(kernel), bias, blocks)
     return found
 
 
-def gate_saturations(gates: dict, names, features) -> dict[str, float]:
+def gate_saturations(gates: dict, features) -> dict[str, float]:
     """`stats.input_gate_saturation` of each cell of `gates` (`input_gates`)
-    among `names` (those the model's inputs reach) on `features`, a kept
-    batch of inputs as they reach it."""
+    on `features`, a kept batch of inputs as they reach it."""
     if features is None:
         return {}
     found = {}
-    for name in names:
-        if name in gates:
-            fraction = stats.input_gate_saturation(features, *gates[name])
-            if fraction is not None:
-                found[name] = fraction
+    for name, (kernel, bias, blocks) in gates.items():
+        fraction = stats.input_gate_saturation(features, kernel, bias, blocks)
+        if fraction is not None:
+            found[name] = fraction
     return found
 
 

@@ -397,10 +397,7 @@ class StepJudging:
                 self._preprocessing, feature_inputs(self.model, inputs)
             )
             self._input_scale = input_scale(features)
-            first = self._rules.input_layers
-            # Both directions of a `Bidirectional` that the inputs reach.
-            first |= {name.replace("/forward_", "/backward_", 1) for name in first}
-            fractions = gate_saturations(self._gates, sorted(first), features)
+            fractions = gate_saturations(self._gates, features)
             self._handle(self._rules.input_gates(step, self._input_scale, fractions))
             self._data_saturation = data_saturations(
                 self._hooks.plans, [inputs, labels]

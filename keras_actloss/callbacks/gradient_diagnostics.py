@@ -493,7 +493,8 @@ class GradientDiagnostics(
         self._last_histogram = None
         self._labels_checked = False
         self._input_scale, self._data_saturation = None, {}
-        # The recurrent cells' input kernels (`input_gates`).
+        # The input kernels of the recurrent cells the inputs reach first
+        # (`input_gates`).
         self._gates: dict = {}
         self._preprocessing: list = []
         self._warned_no_gradients = False
@@ -578,7 +579,7 @@ class GradientDiagnostics(
             self._rules.weight_gain = weight_gain(
                 plans, hooks.mean_squares, unbounded_recurrences(model)
             )
-            self._gates = input_gates(plans)
+            self._gates = input_gates(plans, self._rules.input_layers)
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)

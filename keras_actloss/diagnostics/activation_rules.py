@@ -1112,24 +1112,21 @@ class ActivationRules(RuleFamily):
             fix = _RAW_SATURATION_FIX
             value, severity = ls.saturation, F.FAILURE
         elif mode == F.SATURATED_ACTIVATIONS:
-            message = (
-                f"{where}: its gradient is nearly zero there, so it and the layers "
-                "before it have almost stopped learning."
-            )
             severity = F.FAILURE
+            stopped = "it and the layers before it have almost stopped learning."
             if self._info[ls.layer].bypassed:
                 # A residual branch: what comes before it learns around it.
                 # Probed: a transformer block's Dense(64, tanh) with kernels
                 # of stddev 5, 93% in the tails for the whole run, its model
                 # as accurate as its twin's by step 100 (0.85), the
                 # embedding learning through the skip connection.
-                message = (
-                    f"{where}: its gradient is nearly zero there, so it has "
-                    "almost stopped learning; its inputs also reach the "
+                stopped = (
+                    "it has almost stopped learning; its inputs also reach the "
                     "outputs around it (a skip connection or a parallel "
                     "branch), through which the layers before it learn on."
                 )
                 severity = F.WARNING
+            message = f"{where}: its gradient is nearly zero there, so {stopped}"
             family = getattr(_profile(activation), "family", None)
             if family not in (SIGMOID, TANH, None):
                 fix = _FLAT_TAIL_FIX  # Not an activation to swap for ReLU.

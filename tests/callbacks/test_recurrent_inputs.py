@@ -73,7 +73,8 @@ def test_input_gate_saturation_matches_numpy():
 def test_input_gates_read_each_cells_input_kernel(layer, kinds, rows):
     model = keras.Sequential([keras.Input((5, 3)), layer(), keras.layers.Dense(1)])
     plans = plan_layers(model)
-    gates = input_gates(plans)
+    first = HealthRules([plan.info for plan in plans]).input_layers
+    gates = input_gates(plans, first)
     cells = [plan for plan in plans if plan.info.name in gates]
     assert len(cells) == rows
     for plan in cells:
@@ -86,6 +87,21 @@ def test_input_gates_read_each_cells_input_kernel(layer, kinds, rows):
         np.testing.assert_array_equal(bias, full[0] if full.ndim == 2 else full)
         names = [profile.name for _, profile in blocks]
         assert names == (kinds or ["sigmoid", "sigmoid", "tanh"])
+
+
+def test_input_gates_leave_out_cells_the_inputs_do_not_reach_first():
+    # A stacked LSTM: the second takes the first's outputs, in [-1, 1].
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.LSTM(4, return_sequences=True, name="low"),
+            keras.layers.LSTM(4, name="high"),
+            keras.layers.Dense(1),
+        ]
+    )
+    plans = plan_layers(model)
+    first = HealthRules([plan.info for plan in plans]).input_layers
+    assert list(input_gates(plans, first)) == ["low/lstm_cell"]
 
 
 @pytest.mark.parametrize(

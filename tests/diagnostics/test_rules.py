@@ -3205,12 +3205,10 @@ class TestDivergingAfterARateJump:
         ids=["undone", "warm_restart", "never_learned"],
     )
     def test_the_median_loss_undone(self, before, losses, told):
-        rules = HealthRules(mlp(["relu"]))
-        seq = [event(s, 0.22, lr=1e-3, loss=0.693) for s in range(5)]
-        seq += [event(s, 0.22, lr=1e-3, loss=before) for s in range(5, 40)]
-        seq.append(event(40, 0.28, lr=0.1, loss=before))
-        seq += [event(41 + i, 0.7, lr=0.1, loss=v) for i, v in enumerate(losses)]
-        found = [(f, e.step) for e in seq for f in rules.observe_step(e)]
+        after = len(losses)
+        norms = [0.22] * 40 + [0.28] + [0.7] * after
+        rates = [1e-3] * 40 + [0.1] * (1 + after)
+        found = zero_run(norms, [0.693] * 5 + [before] * 36 + losses, rates)
         if told is None:
             assert found == []
             return
