@@ -134,6 +134,7 @@ def step_stats(
     """Builds the `StepStats` of one recording from the hooks' read-out
     (`apply_groups` by layer index, `_model_plan.apply_groups`)."""
     layers = []
+    flow = data.get("flow", {})
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
         units = ("unit_activity", "unit_samples")
         values = {k: _float_or_none(v) for k, v in fields.items() if k not in units}
@@ -143,6 +144,7 @@ def step_stats(
                 grad_values=samples.get(i),
                 unit_activity=fields.get("unit_activity"),
                 unit_samples=fields.get("unit_samples"),
+                unit_flow=flow.get(i),
                 **values,
             )
         )

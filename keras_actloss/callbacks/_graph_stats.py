@@ -324,7 +324,7 @@ class GraphStats(RingReader):
             xla=self.xla,
         )
         norms, layout = gradients.row, gradients.layout
-        width = int(self._ring.shape[1])
+        width = self._flow.at  # The flow's columns after the norms'.
         if RING_HEAD + len(present) > width:
             raise RuntimeError(
                 "GradientDiagnostics: the optimizers received gradients for "
@@ -359,6 +359,11 @@ class GraphStats(RingReader):
         parts = head + [tf.cast(norms, "float64")]
         if pad:
             parts.append(tf.zeros([1, pad], "float64"))
+        flow = step_activations.unit_flow(
+            self.plans, self._flow.layout, grads, variables
+        )
+        if flow is not None:
+            parts.append(tf.reshape(tf.cast(flow, "float64"), [1, -1]))
         row = tf.concat(parts, 1)
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))

@@ -47,6 +47,7 @@ from keras_actloss.callbacks._step_rows import (
     RING_SCALE,
     RING_STEP,
     RING_TICK,
+    FlowStamps,
     fold_rows,
     full_record,
     quiet_steps,
@@ -175,6 +176,7 @@ class JaxStats:
 
     _grad_layout = step_stats.RowLayout()
     _layout = step_reader.StepLayout()
+    _flow = FlowStamps((), RING_HEAD)  # Until the step is traced.
     apply_groups: dict[int, int] = {}
     # Every step full (`every_n_steps=1`): the step reduces the weights.
     all_full = False
@@ -251,7 +253,16 @@ class JaxStats:
             applied["rate"],
             gradients.silent,
         )
-        row = ops.concatenate([head, gradients.row[0], alarm], 0)
+        # The units' flow after the norms (`_step_rows.FlowStamps`).
+        layout = step_activations.flow_layout(self.plans)
+        at = RING_HEAD + len(gradients.layout.order)
+        if (self._flow.layout, self._flow.at) != (layout, at):
+            self._flow = FlowStamps(layout, at)
+        flow = step_activations.unit_flow(
+            self.plans, layout, applied["grads"], self._grad_variables
+        )
+        parts = [head, gradients.row[0]] + ([] if flow is None else [flow])
+        row = ops.concatenate([*parts, alarm], 0)
         before, after = applied["before"], applied["after"]
         self._weight_positions = None
         if not self.all_full:
@@ -385,9 +396,11 @@ class JaxStats:
         pending, self._pending = self._pending, []
         rows = [out["row"] for out in pending if isinstance(out, dict)]
         fetched = iter(jax.device_get(rows))
-        return _read_rows(
+        rows = _read_rows(
             [next(fetched) if isinstance(out, dict) else out for out in pending]
         )
+        self._flow.note(rows)
+        return rows
 
     def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on
@@ -412,7 +425,9 @@ class JaxStats:
         values = {k: np.asarray(v, "float64").tolist() for k, v in host.items()}
         values["row"] = _read_rows([host["row"]])[0].tolist()
         values.setdefault("activations", [])
-        return full_record(self._layout, values, steps, self._loss_known, rows)
+        record = full_record(self._layout, values, steps, self._loss_known, rows)
+        record["flow"] = self._flow.by_layer()
+        return record
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""

@@ -59,6 +59,11 @@ _PER_UNIT = (
     keras.layers.LayerNormalization,
     keras.layers.GroupNormalization,
 )
+_NORMALIZING = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
 
 
 @dataclasses.dataclass
@@ -82,6 +87,24 @@ class LayerPlan:
     leaf: bool = True
     runner: Any = None
     unit_variable: Any = None
+
+    @property
+    def flow_variable(self) -> Any:
+        """The vector weight (one element per unit) whose gradient is 0 for
+        a unit exactly when the unit passed nothing back in the step:
+        `unit_variable`, or the bias of a `_PER_UNIT` layer that applies
+        its own activation, one whose units can die (a `Dense` or `Conv2D`
+        with `activation="relu"`): the host takes from it, step by step,
+        the last step each unit was active (`_step_rows.FlowStamps`).
+        None for other layers."""
+        if self.unit_variable is not None:
+            return self.unit_variable
+        profile, layer = self.profile, self.layer
+        if profile is None or not profile.can_die or self.runner is not None:
+            return None
+        if not isinstance(layer, _PER_UNIT) or isinstance(layer, _NORMALIZING):
+            return None
+        return _unit_variable(layer, self.variables)
 
     @property
     def hooked(self) -> Any:

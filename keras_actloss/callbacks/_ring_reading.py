@@ -68,6 +68,7 @@ class RingReader:
         rows = rows[np.argsort(rows[:, key], kind="stable")]
         if len(rows):
             self._consumed = int(rows[-1, key])
+        self._flow.note(rows)
         return rows
 
     def _fold(self, rows) -> list[tuple]:
@@ -149,7 +150,9 @@ class RingReader:
             before = ring[ring[:, key] < row[key]]
             steps = self._fold(before)
         steps += self._fold([row])
-        return full_record(self._layout, values, steps, self._loss_known, before)
+        record = full_record(self._layout, values, steps, self._loss_known, before)
+        record["flow"] = self._flow.by_layer()
+        return record
 
     def read_samples(self) -> dict[int, np.ndarray]:
         """Gradient samples of the last full step, by layer index."""

@@ -231,3 +231,62 @@ def fold_rows(
             )
         )
     return out, streak
+
+
+class FlowStamps:
+    """What the every-step rows tell of each unit of the layers of `layout`
+    (`step_activations.flow_layout`; the rows' columns from `at` on hold
+    `step_activations.unit_flow`'s vector): the last step it passed a
+    gradient back, the share of the recent steps it did so then (a moving
+    average over about `HORIZON` steps, corrected for its start as Adam's
+    moments are) and how many steps that share was taken over. A unit
+    inactive on the few samples of the recorded batches may have been
+    active on any step between them, which its gradient tells, and one
+    active on a step in twenty is silent for four steps often
+    (`UnitActivity.dead`)."""
+
+    HORIZON = 64
+
+    def __init__(self, layout: tuple, at: int):
+        self.layout, self.at = layout, at
+        units = sum(n for _, n in layout)
+        self._last = np.full(units, -1.0)
+        self._share = np.zeros(units)
+        self._history = np.zeros(units)
+        self._moment = np.zeros(units)
+        self._weight = 0.0
+        self._seen = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def note(self, rows: np.ndarray) -> None:
+        """Takes the flow of `rows` (a 2-D float array of host rows, in
+        step order)."""
+        if not len(self._last) or not len(rows):
+            return
+        flow = rows[:, self.at : self.at + len(self._last)] > 0
+        if flow.shape[1] != len(self._last):
+            return
+        keep = 1.0 - 1.0 / self.HORIZON
+        for step, bits in zip(rows[:, RING_STEP].tolist(), flow):
+            self._moment *= keep
+            self._moment[bits] += 1.0 - keep
+            self._weight = keep * self._weight + 1.0 - keep
+            self._seen += 1
+            self._last[bits] = step
+            self._share[bits] = self._moment[bits] / self._weight
+            self._history[bits] = self._seen
+
+    def by_layer(self) -> dict[int, tuple[list, list, list]]:
+        """Layer index -> `(last step, share, history)` of each of its
+        units: the last step it passed a gradient back (-1 for none), the
+        share of the steps before then it did, over how many steps."""
+        out, at = {}, 0
+        for i, units in self.layout:
+            part = slice(at, at + units)
+            out[i] = tuple(
+                a[part].tolist() for a in (self._last, self._share, self._history)
+            )
+            at += units
+        return out

@@ -275,11 +275,19 @@ class GradientDiagnostics(
       the window that fired on some batches before its silence, so that
       its silence is at least 7% likely, is rarely active, not dead (after
       8 recordings; a unit active on every batch before stays dead however
-      long it is silent); a fitted model's layer that saturates suddenly
-      (by a quarter of its outputs or more since its last recording) while
-      the losses recorded since rise 2x, and by 2% of the early loss, is
-      not excused by the fit: it threw the model off what it learned (for
-      as long as the layer stays saturated).
+      long it is silent); where a layer applies its own ReLU after its
+      bias (a `Dense` or `Conv2D` with `activation="relu"`, and the layers
+      judged by sign), every step's gradients of the bias, exactly 0 for a
+      unit inactive on the whole batch, tell the same of every step,
+      recorded or not: a unit that passed a gradient back on any step of
+      the window is active, and one silent since its last no longer than
+      its share of the steps with a gradient (over about the last 64, once
+      16 steps ran) makes 7% likely is rarely active; a fitted model's
+      layer that saturates suddenly (by a quarter of its outputs or more
+      since its last recording) while the losses recorded since rise 2x,
+      and by 2% of the early loss, is not excused by the fit: it threw the
+      model off what it learned (for as long as the layer stays
+      saturated).
     - `vanishing_gradients`, `saturated_activations` (a warning for a
       hidden layer whose inputs also reach the outputs around it, by a
       skip connection or a parallel branch: the layers before it learn on
@@ -373,7 +381,12 @@ class GradientDiagnostics(
       the loss's square root, while the loss is finite, above 1e-6 and
       above 1e-3 of its early level): after 5 such steps in a row, judged
       on every step (a saturated softmax/sigmoid output under a loss that
-      clips its probabilities, or under mean squared error); an output
+      clips its probabilities, or under mean squared error); where no loss
+      is known (a custom `train_step`'s own), every gradient exactly 0 for
+      5 steps from the first step, or from within 20 steps after a
+      learning-rate jump up or an explosion, or 5 after an update larger
+      than the weights (a fitted model's hinge loss has no gradient
+      either); an output
       layer whose own bias saturates it (10 or more from 0, or spread over
       the classes of a softmax), found by the loss of the first 5 steps
       5x that of a prediction that knows nothing, is

@@ -101,6 +101,9 @@ _SETTLE_WHOLE = 0.85
 # change silenced it is dead after 4 silent recordings (6%).
 _RARE_CHANCE = 0.07
 _RARE_HISTORY = 8
+# The steps a unit's share of steps with a gradient (`LayerStats.unit_flow`)
+# must be taken over to tell it rarely active.
+_FLOW_HISTORY = 16
 # A layer of a fitted model whose saturation rose over the limit by at least
 # `_SUDDEN` since its last recording, with the losses recorded since
 # (median) `_THROWN` times the recent loss before and `_THROWN_RISE` of the
@@ -206,6 +209,11 @@ class UnitActivity:
     samples is zero on 64 of them with probability 0.9^64 = 1e-3, eight
     such units at once 1e-23 (with batches of 8, a layer dead from the
     start is told at step 7, not 15).
+    Where the layer's bias tells it (`add`'s `flow`), a unit that passed a
+    gradient back on any step from the window's first, recorded or not,
+    is active: a unit that fires on one sample in 200 is silent on the
+    128 samples of 4 recordings half the time, but not on the 9600 of
+    the 300 steps they span.
     """
 
     WHOLE_UNITS = 8
@@ -221,18 +229,35 @@ class UnitActivity:
         if max_recordings is None:
             max_recordings = max(32, min_samples)
         self._recent = collections.deque(maxlen=max_recordings)
+        # The last step each unit passed a gradient back, with the last
+        # recording (`add`), and the units rarely active by it; or None.
+        self.flow: np.ndarray | None = None
+        self._flow_rare: np.ndarray | None = None
         # The units active on the first recording's batch, and those alive
         # in the last `dead` window.
         self.first_active: np.ndarray | None = None
         self.alive: np.ndarray | None = None
 
-    def add(self, step: int, samples: int, activity, batches: int = 1) -> None:
+    def add(
+        self, step: int, samples: int, activity, batches: int = 1, flow=None
+    ) -> None:
         """Adds a recording's per-unit active counts (a list or array) over
-        `samples` samples of `batches` batches, the last of step `step`."""
+        `samples` samples of `batches` batches, the last of step `step`;
+        `flow`: what the gradients of every step tell of each unit
+        (`LayerStats.unit_flow`), or None."""
         active = np.asarray(activity) > 0
         if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
         self._recent.append((step - batches + 1, samples, active, batches))
+        self.flow = self._flow_rare = None
+        if flow is not None and all(len(f) == len(active) for f in flow):
+            last, share, history = (np.asarray(f, dtype=float) for f in flow)
+            self.flow = last
+            # Silent since its last gradient no longer than its share of
+            # the steps before makes likely: rarely active, not dead.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                chance = (1.0 - share) ** (step - last)
+            self._flow_rare = (history >= _FLOW_HISTORY) & (chance >= _RARE_CHANCE)
         if self.first_active is None:
             self.first_active = active
 
@@ -284,6 +309,9 @@ class UnitActivity:
         least = self.min_recordings if min_recordings is None else min_recordings
         for first, samples, active, held in reversed(self._recent):
             alive = active if alive is None else alive | active
+            if self.flow is not None:
+                # Active on a step between the recordings (its gradient).
+                alive = alive | (self.flow >= first) | self._flow_rare
             total += samples
             batches += held
             whole = len(alive) >= self.WHOLE_UNITS and not alive.any()
@@ -439,7 +467,8 @@ class ActivationRules(RuleFamily):
                 batches = 1
             if window is None or activity is None or not samples:
                 continue
-            window.add(stats.step, samples, activity, batches)
+            flow = ls.unit_flow if ls.layer in self._measured or by_sign else None
+            window.add(stats.step, samples, activity, batches, flow)
             # Behind a batch normalization of single values (batches of 1)
             # every sample gets the same inputs: no need for many of them.
             info = self._info.get(ls.layer)
@@ -492,10 +521,17 @@ class ActivationRules(RuleFamily):
                     "zero there and passes nothing back, so these units are dead"
                 )
             elif layer in self._measured:
+                between = ""
+                if (
+                    self._activity[layer].flow is not None
+                    and step - first + 1 > batches
+                ):
+                    # Their biases' gradients, every step (`UnitActivity.add`).
+                    between = " and passed no gradient back on any step between"
                 message = (
                     f"{dead:.0%} of the units of layer '{layer}' output zero "
                     f"for every one of the {samples} samples of the last "
-                    f"{batches} recorded batches (steps {first}-{step})"
+                    f"{batches} recorded batches (steps {first}-{step}){between}"
                 )
             else:
                 message = (

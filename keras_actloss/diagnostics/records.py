@@ -109,6 +109,10 @@ class LayerStats:
         unit_samples: The samples `unit_activity` covers when not the
             recorded batch's (a layer a custom `train_step` runs on other
             inputs, as a GAN's generator on its latents), else None.
+        unit_flow: For layers whose units can die and whose bias (or other
+            vector weight, one element per unit) tells it, the last step
+            each unit passed a gradient back, on any step recorded or not
+            (-1 for none yet; not written to the logs), else None.
     """
 
     layer: str
@@ -123,6 +127,7 @@ class LayerStats:
     grad_values: np.ndarray | None = dataclasses.field(default=None, repr=False)
     unit_activity: list[float] | None = dataclasses.field(default=None, repr=False)
     unit_samples: int | None = dataclasses.field(default=None, repr=False)
+    unit_flow: list[float] | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass

@@ -305,6 +305,7 @@ class HealthRules(
         self._trainable = any(info.has_trainable_weights for info in self.layers)
         self._zero_losses = collections.deque(maxlen=32)
         self._zero_peak = 0.0
+        self._zero_caused = False
         # The scale of the regression targets (set by the callback from its
         # first recorded batch; None for other losses): an explosion with
         # targets far from unit scale names them (`RuleFamily._add`).

@@ -54,6 +54,36 @@ def unit_gradients(plans, grads: list, variables: list) -> dict[int, Tensor]:
     }
 
 
+def flow_layout(plans) -> tuple[tuple[int, int], ...]:
+    """`(layer index, units)` of the plans with a `flow_variable` of a
+    static length, in plan order: the layout of `unit_flow`'s vector."""
+    out = []
+    for i, plan in enumerate(plans):
+        variable = plan.flow_variable
+        if variable is not None and len(variable.shape) == 1 and variable.shape[0]:
+            out.append((i, int(variable.shape[0])))
+    return tuple(out)
+
+
+def unit_flow(plans, layout: tuple, grads: list, variables: list) -> Tensor | None:
+    """`[n]` float32, 1 where the gradient of a unit's `flow_variable` is
+    not 0 in the step (the unit passed some gradient back), else 0, for
+    the layers of `layout` (`flow_layout`; 0 for a layer whose variable got
+    no gradient). None for an empty layout. One concat, one comparison and
+    one cast: it runs on every step."""
+    if not layout:
+        return None
+    by_variable = {id(v): g for g, v in zip(grads, variables) if g is not None}
+    parts = []
+    for i, units in layout:
+        grad = by_variable.get(id(plans[i].flow_variable))
+        if grad is None or _rank(grad.shape) != 1 or grad.shape[0] != units:
+            grad = ops.zeros((units,), "float32")
+        parts.append(ops.cast(grad, "float32"))
+    joined = ops.concatenate(parts, 0) if len(parts) > 1 else parts[0]
+    return ops.cast(ops.not_equal(joined, 0.0), "float32")
+
+
 def activation_vector(
     outputs: dict[int, list],
     plans,

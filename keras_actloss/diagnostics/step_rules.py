@@ -759,12 +759,21 @@ class NormRules(RuleFamily):
                 # its level after).
                 message = (
                     f"The global gradient norm jumped to {norm:.3g} at step "
-                    f"{step}{_growth(norm, early)} in one step: a batch far "
-                    "from the others' scale (outliers, corrupted or unscaled "
-                    "values) or a step far too large, whose update can throw "
-                    "the weights off."
+                    f"{step}{_growth(norm, early)} in one step"
                 )
-                fix = _SPIKE_FIX
+                # Within `_EXPLOSION_STEPS` after a learning-rate jump up,
+                # the steps it made large are the cause, not the batch.
+                jumped = self._jump_before(step)
+                if jumped:
+                    message += "." + jumped
+                    fix = _JUMP_FIX
+                else:
+                    message += (
+                        ": a batch far from the others' scale (outliers, "
+                        "corrupted or unscaled values) or a step far too "
+                        "large, whose update can throw the weights off."
+                    )
+                    fix = _SPIKE_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:

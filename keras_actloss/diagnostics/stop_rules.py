@@ -269,24 +269,51 @@ class ZeroGradientRules(RuleFamily):
         if len(self._start_losses) < kept and _finite(loss):
             self._start_losses.append(loss)
         early = _median(self._early_losses)
-        hit = (
-            self._trainable
-            and _finite(loss, early)
-            and (
-                norm <= _ZERO_NORM or (negligible(norm, loss) and not self._exploded())
+        key = ("zero_gradients", None)
+        if early is None and not _finite(loss):
+            # No loss known in this training (a custom `train_step` whose
+            # loss the hooks do not see): every gradient exactly 0 counts
+            # only after what stops training, as a fitted model's can be 0
+            # too (a hinge loss with every margin met).
+            hit = self._trainable and norm <= _ZERO_NORM
+            if hit and not self._streaks.count(key):
+                self._zero_caused = self._cause_of_zero(step)
+            hit = hit and self._zero_caused
+        else:
+            hit = (
+                self._trainable
+                and _finite(loss, early)
+                and (
+                    norm <= _ZERO_NORM
+                    or (negligible(norm, loss) and not self._exploded())
+                )
+                and loss > _CONVERGED_LOSS
+                and loss > self.thresholds.converged_loss_ratio * early
             )
-            and loss > _CONVERGED_LOSS
-            and loss > self.thresholds.converged_loss_ratio * early
-        )
         # Its own key: the per-layer vanishing rule resets its streaks.
-        count, start = self._streaks.update(("zero_gradients", None), hit, step)
+        count, start = self._streaks.update(key, hit, step)
         if not hit:
             self._zero_losses.clear()
             self._zero_peak = 0.0
         else:
-            self._zero_losses.append(loss)
+            if _finite(loss):
+                self._zero_losses.append(loss)
             self._zero_peak = max(self._zero_peak, norm)
         return count, start
+
+    def _cause_of_zero(self, start: int) -> bool:
+        """Whether something stopped a training whose loss is not known at
+        step `start`, the first of a run of exactly-0 gradients: it is the
+        first step of training, or follows a learning-rate jump up or an
+        explosion reported within `_EXPLOSION_STEPS` steps, or an update
+        larger than the weights within `patience_steps` (the message names
+        it, `_zero_gradients`)."""
+        return (
+            start == self._norms.first[0]
+            or self._jump_since(start, _EXPLOSION_STEPS) is not None
+            or self._explosion_before(start) is not None
+            or bool(self._oversized_before(start))
+        )
 
     def _zero_gradients(self, new, step: int, norm: float, loss=None) -> None:
         """Reports every gradient zero for `patience_steps` steps in a row
@@ -310,13 +337,21 @@ class ZeroGradientRules(RuleFamily):
                 f"at most {self._zero_peak:.2g}, below a billionth of the "
                 "square root of the loss (too small for any update to change it),"
             )
-        message = (
-            f"The global gradient norm was {zero} for {count} steps in a row "
-            f"(steps {start}-{step}) while the loss stayed at about "
-            f"{level:.3g} (against "
-            f"{_median(self._early_losses):.3g} in the first steps): no "
-            "gradient reaches any weight, so training has stopped."
-        )
+        if level is None:
+            message = (
+                f"The global gradient norm was {zero} for {count} steps in a row "
+                f"(steps {start}-{step}; the loss is not known here, a custom "
+                "`train_step`'s own): no gradient reaches any weight, so "
+                "training has stopped."
+            )
+        else:
+            message = (
+                f"The global gradient norm was {zero} for {count} steps in a row "
+                f"(steps {start}-{step}) while the loss stayed at about "
+                f"{level:.3g} (against "
+                f"{_median(self._early_losses):.3g} in the first steps): no "
+                "gradient reaches any weight, so training has stopped."
+            )
         if floored:
             names = ", ".join(
                 f"'{name}' ({self._info[name].activation})" for name in floored

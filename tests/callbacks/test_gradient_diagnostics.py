@@ -1130,6 +1130,87 @@ def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
     ]
 
 
+def test_units_active_between_recordings_are_seen_by_their_gradient(rng):
+    # Units 0-2 of ReLU layer 'h' are active on every sample; unit 3 only on
+    # the batch of step 9 (its input +1 there, -1 elsewhere). Recorded at
+    # the defaults on steps 0-7, 8, 10, 12 and 15 of 16: the bias's gradient
+    # of every step (exactly 0 for a unit inactive on its whole batch)
+    # gives each unit's last active step, recorded or not, the share of the
+    # steps up to it with a moving average over 64 steps (its weight
+    # k = 63/64 a step, divided by the weights' sum), and the steps seen.
+    x = np.abs(rng.normal(size=(128, 4))) + 0.1
+    x[:, 3] = -1.0
+    x[72:80, 3] = 1.0  # Batch 9 of 8 samples.
+    y = rng.normal(size=(128, 1))
+    model = _with_out(
+        (4,),
+        keras.layers.Dense(
+            4, activation="relu", kernel_initializer="identity", name="h"
+        ),
+    )
+    _compile(model, keras.optimizers.SGD(1e-6))
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(
+        x.astype("float32"),
+        y.astype("float32"),
+        batch_size=8,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[diag],
+    )
+    assert [s.step for s in diag.history] == [*range(9), 10, 12, 15]
+    flows = {s.step: s.layers[0].unit_flow for s in diag.history}
+    assert all(s.layers[1].unit_flow is None for s in diag.history)  # Linear.
+    k = 63 / 64
+    last, share, history = flows[8]
+    assert last == [8.0] * 3 + [-1.0] and history == [9.0] * 3 + [0.0]
+    assert share == pytest.approx([1.0] * 3 + [0.0], rel=1e-9)
+    for step in (10, 12, 15):
+        last, share, history = flows[step]
+        assert last == [step] * 3 + [9.0] and history == [step + 1] * 3 + [10.0]
+        assert share == pytest.approx([1.0] * 3 + [(1 - k) / (1 - k**10)], rel=1e-9)
+
+
+def test_units_that_grow_rare_in_training_are_not_dead(rng):
+    # ReLU layer 'h' reads one input each: units 0-2 inputs of N(0, 1),
+    # active on half the samples throughout; units 3-7 inputs that drift
+    # down from step 100 to step 400 by 2.9, after which they are active on
+    # 0.19% of the samples (P(N(0, 1) > 2.9)): on a batch of 32 one step in
+    # 17. Recorded 100 steps apart, 4 recordings (128 samples) often find
+    # 4 or more of them silent, half the layer (told as dead units at step
+    # 436 before their gradients were read on every step); every step's
+    # gradients show them active on steps between the recordings, and, in
+    # the dense recordings after half the layer was silent on a batch,
+    # silent no longer than their share of the steps makes likely.
+    steps, batch = 800, 32
+    x = rng.normal(size=(steps, batch, 8))
+    drift = np.clip((np.arange(steps) - 100) / 300, 0, 1) * 2.9
+    x[:, :, 3:] -= drift[:, None, None]
+    x = x.reshape(-1, 8).astype("float32")
+    y = (x[:, :3] @ rng.normal(size=(3, 1))).astype("float32")
+    model = _with_out(
+        (8,),
+        keras.layers.Dense(
+            8, activation="relu", kernel_initializer="identity", name="h"
+        ),
+    )
+    _compile(model, keras.optimizers.SGD(1e-3))
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(
+        x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
+    )
+    # The premise: windows of 4 recordings with 4 of the 5 silent.
+    # The premise: windows of 4 recordings whose batches have 4 or more of
+    # the 5 inputs at most 0 on every sample (the layer's weights move by
+    # less than 1e-3 here).
+    steps = [s.step for s in diag.history]
+    active = np.array([(x[i * batch : (i + 1) * batch, 3:] > 0).any(0) for i in steps])
+    silent = [(~active[i : i + 4].any(0)).sum() for i in range(len(active) - 3)]
+    assert max(silent) >= 4
+    assert diag.findings == []
+
+
 def test_a_dead_lambda_relu_layer_is_reported(rng):
     # `Lambda(keras.ops.relu)` after a linear Dense with bias -100: its
     # outputs are counted as a ReLU layer's (probed: it was never reported,

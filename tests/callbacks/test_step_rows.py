@@ -2,9 +2,11 @@
 by the TensorFlow and JAX hooks."""
 
 import numpy as np
+import pytest
 
 from keras_actloss.callbacks._step_rows import (
     RING_HEAD,
+    FlowStamps,
     fold_rows,
     quiet_steps,
     within_bounds,
@@ -156,3 +158,28 @@ def test_within_bounds_checks_every_alarm_value():
     assert not within_bounds(2.0, 0.05, 0.0, 11.0, bounds)  # Units fell silent.
     assert not within_bounds(float("nan"), 0.05, 0.0, 0.0, bounds)
     assert not within_bounds(2.0, 0.05, 0.0, 0.0, None)  # Not set yet.
+
+
+def test_flow_stamps_last_step_share_and_history():
+    # Two layers (indices 0 and 3) of 2 and 1 units; the flow columns start
+    # after 2 gradient norms. Steps 10-13: unit a on every step, unit b on
+    # step 11 only, unit c never.
+    flow = [[1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
+    rows = np.concatenate(
+        [_ring_rows([10, 11, 12, 13], np.ones((4, 2))), np.asarray(flow, float)], 1
+    )
+    stamps = FlowStamps(((0, 2), (3, 1)), RING_HEAD + 2)
+    assert len(stamps) == 3
+    stamps.note(rows[:2])
+    stamps.note(rows[2:])
+    last, share, history = stamps.by_layer()[0]
+    assert last == [13.0, 11.0] and history == [4.0, 2.0]
+    # The moving average with weight k = 1 - 1/64 per step, divided by the
+    # sum of the weights (1 - k^n): a on every step, 1; b's on step 11 (the
+    # 2nd of 4), as of that step: (1 - k) / (1 - k^2) = 1 / (1 + k).
+    k = 1 - 1 / FlowStamps.HORIZON
+    assert share == pytest.approx([1.0, 1 / (1 + k)], rel=1e-12)
+    assert stamps.by_layer()[3] == ([-1.0], [0.0], [0.0])
+    # Rows without the flow's columns (another layout) are left out.
+    stamps.note(rows[:, : RING_HEAD + 2])
+    assert stamps.by_layer()[0][0] == [13.0, 11.0]

@@ -315,6 +315,24 @@ class TestNonFinite:
         assert modes(found) == [(F.NON_FINITE, None, 6)]
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
 
+    def test_one_step_jump_after_a_rate_jump_names_the_rate(self):
+        # The rate 100x at step 5, the norm 5e4x its early level at step 8:
+        # the steps the jump made large, not a batch, whose fix (check it,
+        # standardize the inputs) would mislead.
+        rules = HealthRules(mlp(["relu"]))
+        rates = [0.01] * 5 + [1.0] * 4
+        norms = [1.0] * 8 + [5e4]
+        found = run(
+            rules, [event(i, n, lr) for i, (n, lr) in enumerate(zip(norms, rates))]
+        )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 8)]
+        assert found[0].message == (
+            "The global gradient norm jumped to 5e+04 at step 8, 5e+04x its "
+            "early 1 in one step. It began 3 steps after the learning rate "
+            "jumped 100x, from 0.01 to 1 at step 5: steps far too large."
+        )
+        assert found[0].fix == rule_support._JUMP_FIX
+
     @pytest.mark.parametrize(
         "norm, early, said",
         [
@@ -1875,6 +1893,31 @@ class TestZeroGradients:
         # and 10 > 1e-3 * 10: still high. Reported at step 4.
         found = zero_run([0.0] * 8, [10.0] * 8)
         assert [(f.step, s) for f, s in found] == [(0, 4)]
+
+    def test_zero_without_a_loss_after_a_rate_jump(self):
+        # A custom `train_step` whose loss is not known (NaN in its rows):
+        # the rate jumps 1000x at step 20, every gradient is exactly 0 from
+        # step 21 (a discriminator saturated): reported at step 25, the
+        # jump named. Without the jump (a fitted model's hinge loss, every
+        # margin met, has no gradient either): nothing.
+        nan = float("nan")
+        norms, losses = [0.5] * 21 + [0.0] * 8, [nan] * 29
+        found = zero_run(norms, losses, [1e-4] * 20 + [0.1] * 9)
+        assert [(f.mode, f.step, s) for f, s in found] == [
+            (F.VANISHING_GRADIENTS, 21, 25)
+        ]
+        assert found[0][0].message == (
+            "The global gradient norm was exactly 0 for 5 steps in a row (steps "
+            "21-25; the loss is not known here, a custom `train_step`'s own): "
+            "no gradient reaches any weight, so training has stopped. The "
+            "learning rate jumped from 0.0001 to 0.1 at step 20."
+        )
+        assert found[0][0].fix.startswith("Lower the learning rate: undo the jump")
+        assert zero_run(norms, losses) == []
+        # From the first step, before any update: reported at step 4.
+        found = zero_run([0.0] * 8, [nan] * 8)
+        assert [(f.step, s) for f, s in found] == [(0, 4)]
+        assert "This was so from the first step" in found[0][0].message
 
     def test_below_float32_tiny_counts_as_zero(self):
         # 1e-39 is subnormal in float32 (tiny = 1.18e-38).
@@ -5031,6 +5074,28 @@ class TestDeadRelu:
         )
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
+    def test_dead_units_by_their_gradients_between_recordings(self):
+        # As above, with every step's gradients of dense_1's units
+        # (`unit_flow`: last step with one, share, history): unit 1 passed
+        # a gradient back at step 2, inside the window (steps 0-30): active.
+        # Units 0 and 2 never: dead, half the layer.
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
+        flow = ([-1, 2, -1, 30], [0.0, 1.0, 0.0, 1.0], [0, 3, 0, 31])
+        seq[-1].layers[1].unit_flow = flow
+        found = run(rules, seq)
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
+        assert found[0].value == 0.5
+        assert found[0].message.startswith(
+            "50% of the units of layer 'dense_1' output zero for every one of "
+            "the 128 samples of the last 4 recorded batches (steps 0-30) and "
+            "passed no gradient back on any step between: these ReLU units are "
+            "dead"
+        )
+        # Unit 0 active at step 25 too: a quarter of the layer, not told.
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
+        seq[-1].layers[1].unit_flow = ([25, 2, -1, 30], *flow[1:])
+        assert run(rules, seq) == []
+
     def test_one_recording_per_execution(self):
         # steps_per_execution 4: each recording counts its execution's 4
         # batches (128 samples); 2 recordings (steps 3 and 7, span 5) make
@@ -5333,6 +5398,44 @@ class TestUnitActivity:
         for step in range(24, 36):
             window.add(step, 32, [0, 0, 0, 0, 1])
         assert window.dead(rare=0.5) == (0.8, 128, 4, 32)
+
+    def test_flow_between_recordings_keeps_units_alive(self):
+        # 4 units, recordings of 32 samples 100 steps apart. Every unit is
+        # inactive on the recorded batches of steps 100-400; their biases'
+        # gradients (`flow`: last step, share of steps, history) show unit
+        # 0 active at step 350, unit 1 at step 50 (before the window), unit
+        # 2 never, and unit 3 at step 399 on a share of 0.02 of its steps.
+        window = UnitActivity(min_samples=128)
+        for step in (100, 200, 300):
+            window.add(step, 32, [0, 0, 0, 0])
+        flow = ([350, 50, -1, 399], [0.9, 1.0, 0.0, 0.02], [350, 50, 0, 399])
+        window.add(400, 32, [0, 0, 0, 0], flow=flow)
+        # Window steps 100-400: units 1 and 2 dead; 0 and 3 passed a gradient
+        # back from step 100 on.
+        assert window.dead() == (0.5, 128, 4, 100)
+        np.testing.assert_array_equal(window.alive, [True, False, False, True])
+        # A later recording without flow (none for this layer): recordings
+        # alone again.
+        window.add(500, 32, [0, 0, 0, 0])
+        assert window.dead() == (1.0, 128, 4, 200)
+
+    def test_flow_share_tells_rare_units_from_dead(self):
+        # Dense recordings, steps 1000-1003; no unit active on their 128
+        # samples, none passed a gradient back since step 996. Unit 0 did on
+        # 5% of its steps: silent 7 steps, 0.95^7 = 0.70 likely, rare. Unit
+        # 1 on 60%: 0.4^7 = 0.002, dead. Unit 2 on 5% but over 10 steps of
+        # history only (`_FLOW_HISTORY` 16): dead. Unit 3 on 1% and silent
+        # for 400 steps: 0.99^400 = 0.018 < `_RARE_CHANCE` (0.07), dead.
+        window = UnitActivity(min_samples=128)
+        for step in (1000, 1001, 1002):
+            window.add(step, 32, [0, 0, 0, 0])
+        flow = ([996, 996, 996, 603], [0.05, 0.6, 0.05, 0.01], [996, 996, 10, 603])
+        window.add(1003, 32, [0, 0, 0, 0], flow=flow)
+        assert window.dead() == (0.75, 128, 4, 1000)
+        np.testing.assert_array_equal(window.alive, [True, False, False, False])
+        # A flow of another length than the units is not used.
+        window.add(1004, 32, [0, 0, 0, 0], flow=([1004], [1.0], [999]))
+        assert window.dead() == (1.0, 128, 4, 1001)
 
     def test_rarely_active_needs_older_recordings(self):
         # Fewer than 8 recordings up to the unit's last activity: judged on

@@ -162,12 +162,14 @@ REPORTED = {
     # a quarter over the most of the 32 steps before, but each time their
     # count (all layers') sets a new record by an eighth (on TensorFlow 25
     # at 538, 29 at 547, 33 at 554, 39 at 564) recordings are dense for 8 steps:
-    # half the units inactive on the 4 batches of 557-560 (128 samples; a
-    # unit rarely active before and silent so briefly that it is likely,
-    # `UnitActivity._rare`, is not counted dead), reported at 561. On JAX
-    # (other initial weights) on 560-569, reported at 569. Never in the 640
-    # steps without the records: scheduled recordings are 100 steps apart.
-    "units_die_gradually": {"dead_relu": 569 if cases.BACKEND == "jax" else 561},
+    # half the units inactive on the batches recorded from step 565 on, and
+    # with no gradient through their biases on any step since (a unit
+    # rarely active before and silent so briefly that it is likely,
+    # `UnitActivity._rare`, is not counted dead), reported at 569, on both
+    # backends (before every step's gradients were read, on TensorFlow the
+    # batches of 557-560 alone, reported at 561). Never in the 640 steps
+    # without the records: scheduled recordings are 100 steps apart.
+    "units_die_gradually": {"dead_relu": 569},
 }
 
 
