@@ -308,8 +308,10 @@ class ZeroGradientRules(RuleFamily):
         explosion reported within `_EXPLOSION_STEPS` steps, or an update
         larger than the weights within `patience_steps` (the message names
         it, `_zero_gradients`)."""
+        first = self._norms.first
         return (
-            start == self._norms.first[0]
+            first is None
+            or start == first[0]
             or self._jump_since(start, _EXPLOSION_STEPS) is not None
             or self._explosion_before(start) is not None
             or bool(self._oversized_before(start))

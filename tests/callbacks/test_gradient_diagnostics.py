@@ -1130,6 +1130,29 @@ def test_a_dead_layer_with_a_backend_relu_function_is_reported(rng, which):
     ]
 
 
+def _identity_relu_fit(x, y, lr: float, batch_size: int) -> GradientDiagnostics:
+    """One epoch, unshuffled, of a ReLU `Dense` named 'h' with as many
+    units as `x` has features, each reading its own (identity kernel), and
+    the linear output, under SGD at `lr`, with the callback at its
+    defaults (no model check)."""
+    units = x.shape[1]
+    layer = keras.layers.Dense(
+        units, activation="relu", kernel_initializer="identity", name="h"
+    )
+    model = _compile(_with_out((units,), layer), keras.optimizers.SGD(lr))
+    diag = GradientDiagnostics(check_model=False)
+    model.fit(
+        x.astype("float32"),
+        y.astype("float32"),
+        batch_size=batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[diag],
+    )
+    return diag
+
+
 def test_units_active_between_recordings_are_seen_by_their_gradient(rng):
     # Units 0-2 of ReLU layer 'h' are active on every sample; unit 3 only on
     # the batch of step 9 (its input +1 there, -1 elsewhere). Recorded at
@@ -1142,23 +1165,7 @@ def test_units_active_between_recordings_are_seen_by_their_gradient(rng):
     x[:, 3] = -1.0
     x[72:80, 3] = 1.0  # Batch 9 of 8 samples.
     y = rng.normal(size=(128, 1))
-    model = _with_out(
-        (4,),
-        keras.layers.Dense(
-            4, activation="relu", kernel_initializer="identity", name="h"
-        ),
-    )
-    _compile(model, keras.optimizers.SGD(1e-6))
-    diag = GradientDiagnostics(check_model=False)
-    model.fit(
-        x.astype("float32"),
-        y.astype("float32"),
-        batch_size=8,
-        epochs=1,
-        shuffle=False,
-        verbose=0,
-        callbacks=[diag],
-    )
+    diag = _identity_relu_fit(x, y, lr=1e-6, batch_size=8)
     assert [s.step for s in diag.history] == [*range(9), 10, 12, 15]
     flows = {s.step: s.layers[0].unit_flow for s in diag.history}
     assert all(s.layers[1].unit_flow is None for s in diag.history)  # Linear.
@@ -1189,17 +1196,7 @@ def test_units_that_grow_rare_in_training_are_not_dead(rng):
     x[:, :, 3:] -= drift[:, None, None]
     x = x.reshape(-1, 8).astype("float32")
     y = (x[:, :3] @ rng.normal(size=(3, 1))).astype("float32")
-    model = _with_out(
-        (8,),
-        keras.layers.Dense(
-            8, activation="relu", kernel_initializer="identity", name="h"
-        ),
-    )
-    _compile(model, keras.optimizers.SGD(1e-3))
-    diag = GradientDiagnostics(check_model=False)
-    model.fit(
-        x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[diag]
-    )
+    diag = _identity_relu_fit(x, y, lr=1e-3, batch_size=batch)
     # The premise: windows of 4 recordings with 4 of the 5 silent.
     # The premise: windows of 4 recordings whose batches have 4 or more of
     # the 5 inputs at most 0 on every sample (the layer's weights move by
