@@ -12,7 +12,8 @@ the jitted step with its logs:
   the update (as `step // 2**20` and `step % 2**20`, both exact in
   float32), the loss scale (1 without), the learning rate, the loss, the
   silent units (`step_stats.NormRow.silent`), then the gradients'
-  `step_stats.norm_row` (scaled), and last the step's `step_stats.alarm`
+  `step_stats.norm_row` (scaled), the units' flow
+  (`step_activations.unit_flow`), and last the step's `step_stats.alarm`
   values, which the host compares with its bounds after each step
   (`quiet`: no sum over the row in Python);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
@@ -460,7 +461,8 @@ def _read_rows(vectors: list) -> np.ndarray:
     """Host rows in the `_step_rows` ring layout (`fold_rows`), float64,
     from `"row"` vectors of one length: the step, no tick, the loss scale,
     the learning rate, the loss, the silent units, then each variable's
-    gradient norm (scaled); not the alarm values."""
+    gradient norm (scaled) and the units' flow (`FlowStamps`); not the
+    alarm values."""
     if not vectors:
         return np.zeros((0, RING_HEAD))
     values = np.stack(vectors).astype("float64")  # float32: exact in float64.

@@ -36,7 +36,7 @@ LABEL_ROWS = 64
 # only under loss scaling, where a skipped step repeats the step), the loss
 # scale (1 without), the learning rate, the loss (this replica's; NaN when
 # unknown), the silent units (`step_stats.NormRow.silent`), then `norm_row`
-# of the gradients, zero-padded.
+# of the gradients, zero-padded, then the units' flow (`FlowStamps`).
 RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_SILENT, RING_HEAD = range(7)
 # The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
 # leave the train function under (taken out before Keras sees the logs)...
