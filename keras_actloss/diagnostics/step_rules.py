@@ -18,6 +18,7 @@ import math
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.norm_series import Arrival, RateWatch, Spike
 from keras_actloss.diagnostics.rule_support import (
+    _EXPLOSION_STEPS,
     _INIT_FIX,
     _JUMP_FIX,
     _OVERFLOW_RUN_FIX,
@@ -400,18 +401,27 @@ class NormRules(RuleFamily):
             f"step {at}; {early:.3g} where training began): the update of that "
             "one step threw the weights off"
         )
-        norm, fix = spike.norm, _SPIKE_FIX
-        # Right after a learning-rate jump up, the jump made that step.
-        jumped = self._jump_before(spike.step, _WATCH_STEPS)
+        cause, fix = self._spike_cause(
+            spike.step,
+            _WATCH_STEPS,
+            ", as a batch far from the others' scale (outliers, corrupted or "
+            "unscaled values) or a step too large for it does.",
+        )
+        message += cause
+        self._add(
+            new, F.EXPLODING_GRADIENTS, None, spike.step, spike.norm, message, fix
+        )
+
+    def _spike_cause(self, step: int, within: int, batch: str) -> tuple[str, str]:
+        """The end of a one-step spike's message and its fix: within
+        `within` steps after a learning-rate jump up, the jump, which made
+        the step that large (`_jump_before`), with the rate's fix; else
+        `batch` (the sentence's end naming a batch unlike the others) with
+        the batch's fix."""
+        jumped = self._jump_before(step, within)
         if jumped:
-            message += "." + jumped
-            fix = _JUMP_FIX
-        else:
-            message += (
-                ", as a batch far from the others' scale (outliers, corrupted "
-                "or unscaled values) or a step too large for it does."
-            )
-        self._add(new, F.EXPLODING_GRADIENTS, None, spike.step, norm, message, fix)
+            return "." + jumped, _JUMP_FIX
+        return batch, _SPIKE_FIX
 
     def _runaway(self, step: int, norm: float, loss) -> None:
         """Notes a global norm that grew `sqrt(jump_factor)` times or more
@@ -757,23 +767,17 @@ class NormRules(RuleFamily):
                 # yet (a converged regressor's batch of inputs 1000x the
                 # others' under Adam: the loss back within 5 steps, 2-4x
                 # its level after).
+                cause, fix = self._spike_cause(
+                    step,
+                    _EXPLOSION_STEPS,
+                    ": a batch far from the others' scale (outliers, corrupted "
+                    "or unscaled values) or a step far too large, whose update "
+                    "can throw the weights off.",
+                )
                 message = (
                     f"The global gradient norm jumped to {norm:.3g} at step "
-                    f"{step}{_growth(norm, early)} in one step"
+                    f"{step}{_growth(norm, early)} in one step{cause}"
                 )
-                # Within `_EXPLOSION_STEPS` after a learning-rate jump up,
-                # the steps it made large are the cause, not the batch.
-                jumped = self._jump_before(step)
-                if jumped:
-                    message += "." + jumped
-                    fix = _JUMP_FIX
-                else:
-                    message += (
-                        ": a batch far from the others' scale (outliers, "
-                        "corrupted or unscaled values) or a step far too "
-                        "large, whose update can throw the weights off."
-                    )
-                    fix = _SPIKE_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:

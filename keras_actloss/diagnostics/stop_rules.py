@@ -306,8 +306,9 @@ class ZeroGradientRules(RuleFamily):
         step `start`, the first of a run of exactly-0 gradients: it is the
         first step of training, or follows a learning-rate jump up or an
         explosion reported within `_EXPLOSION_STEPS` steps, or an update
-        larger than the weights within `patience_steps` (the message names
-        it, `_zero_gradients`)."""
+        larger than the weights within `patience_steps` (`_zero_gradients`
+        names the update, the explosion, and a jump within
+        `patience_steps`)."""
         first = self._norms.first
         return (
             first is None
