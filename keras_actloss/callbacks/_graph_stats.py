@@ -27,8 +27,9 @@ import numpy as np
 from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
 from keras_actloss.callbacks._model_plan import apply_groups, step_counter
 from keras_actloss.callbacks._ring_reading import PaddedRows, RingReader
-from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD
+from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD, call_rates
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
+from keras_actloss.diagnostics.records import rates_mark
 
 
 class GraphStats(RingReader):
@@ -148,7 +149,7 @@ class GraphStats(RingReader):
             grads, variables = self._merge(calls)
             scale = None
         full = mode == FULL
-        row, gradients = self._write_ring(grads, variables, scale, calls[0], full)
+        row, gradients = self._write_ring(grads, variables, scale, calls, full)
         if not full:
             # Only the alarm's two values leave the step: a step that raises
             # it is read from the ring (`read_steps`).
@@ -304,9 +305,10 @@ class GraphStats(RingReader):
         if self._summed is not None:
             self._fresh.assign(True)
 
-    def _write_ring(self, grads, variables, scale, call, full: bool = False):
+    def _write_ring(self, grads, variables, scale, calls, full: bool = False):
         """Writes this step's ring row (`RING_*` layout), with the step and
-        learning rate `call` (the step's first `AppliedCall`) read.
+        learning rate the step's first `AppliedCall` read, and each of
+        `calls`' optimizers' rate (`call_rates`) when several are hooked.
 
         Runs on every step, so it is written for few graph ops: the norms
         of `norm_row`, one concat, one scatter into the row of this step.
@@ -336,6 +338,7 @@ class GraphStats(RingReader):
         # The variables' static shapes: a gradient's may be unknown.
         self._grad_counts = [int(np.prod(v.shape)) for _, v in present]
         self._grad_vectors = [len(v.shape) <= 1 for _, v in present]
+        call = calls[0]
         iterations = call.step
         # One stack of the head's scalars (`RING_*` order), one reshape.
         head = [tf.cast(iterations, "float64")]
@@ -364,6 +367,10 @@ class GraphStats(RingReader):
         )
         if flow is not None:
             parts.append(tf.reshape(tf.cast(flow, "float64"), [1, -1]))
+        rates = call_rates([(c.optimizer, c.rate) for c in calls], self._rates)
+        if rates:
+            rates = [tf.cast(rate, "float32") for rate in rates]
+            parts.append(tf.reshape(tf.cast(tf.stack(rates), "float64"), [1, -1]))
         row = tf.concat(parts, 1)
         at = tf.reshape(tf.math.floormod(index, self.ring_rows), [1])
         self._ring.scatter_update(tf.IndexedSlices(row, at))
@@ -373,7 +380,8 @@ class GraphStats(RingReader):
         # against bounds held in a variable cost several times more on a
         # small model's step. A step that raises the alarm is judged from
         # its float64 ring row.
-        return row, step_stats.alarm(norms, layout, scale, call.rate, gradients.silent)
+        rate = rates_mark(rates) if rates else call.rate
+        return row, step_stats.alarm(norms, layout, scale, rate, gradients.silent)
 
     def _for_norms(self, grad, variable, full: bool):
         """A gradient as `norm_row` reads it. An `IndexedSlices` (an

@@ -13,7 +13,9 @@ the jitted step with its logs:
   float32), the loss scale (1 without), the learning rate, the loss, the
   silent units (`step_stats.NormRow.silent`), then the gradients'
   `step_stats.norm_row` (scaled), the units' flow
-  (`step_activations.unit_flow`), and last the step's `step_stats.alarm`
+  (`step_activations.unit_flow`), the optimizers' learning rates when
+  several are hooked (`_step_rows.call_rates`), and last the step's
+  `step_stats.alarm`
   values, which the host compares with its bounds after each step
   (`quiet`: no sum over the row in Python);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
@@ -49,12 +51,15 @@ from keras_actloss.callbacks._step_rows import (
     RING_STEP,
     RING_TICK,
     FlowStamps,
+    call_rates,
     fold_rows,
     full_record,
     quiet_steps,
+    rate_columns,
     within_bounds,
 )
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
+from keras_actloss.diagnostics.records import rates_mark
 
 # The every-step part of a step's statistics (a ring row, see `_read_rows`),
 # before the gradients' norms; the row ends with `step_stats.alarm`'s
@@ -170,14 +175,16 @@ class JaxStats:
     `_bounds`; it sets, while tracing,
     `_grad_layout` (the gradients' `RowLayout`), `_layout` (the full
     step's `step_reader.StepLayout`), `_counter` (the step's first
-    optimizer), `_grad_variables`, `apply_groups` and `loss_scaled`
-    (`_merge`), and
+    optimizer), `_grad_variables`, `apply_groups`, `loss_scaled` and
+    `_rates` (the rows' learning-rate columns, `rate_columns`) (`_merge`),
+    and
     `_weight_positions` (`_state_positions`).
     """
 
     _grad_layout = step_stats.RowLayout()
     _layout = step_reader.StepLayout()
     _flow = FlowStamps((), RING_HEAD)  # Until the step is traced.
+    _rates = 0
     apply_groups: dict[int, int] = {}
     # Every step full (`every_n_steps=1`): the step reduces the weights.
     all_full = False
@@ -203,9 +210,12 @@ class JaxStats:
         scale); several unscaled each, in call order, a variable updated by
         more than one with the sum of its gradients, the weights before its
         first update and after its last (scale 1). The step, learning rate
-        and step counter are the first call's. Notes the merged variables
+        and step counter are the first call's; `"rates"` holds each
+        optimizer's rate (`call_rates`). Notes the merged variables
         (`_grad_variables`) and whether the step scales the loss."""
         first = calls[0]
+        self._rates = rate_columns(self.optimizers)
+        rates = call_rates([(c["optimizer"], c["rate"]) for c in calls], self._rates)
         self._counter = first["optimizer"]
         variables = [call["variables"] for call in calls]
         self.apply_groups = apply_groups(self._var_layer, variables)
@@ -213,7 +223,7 @@ class JaxStats:
         self.loss_scaled = any(call["dynamic"] for call in calls)
         if len(calls) == 1:
             self._grad_variables = first["variables"]
-            return first
+            return {**first, "rates": rates}
         merged: dict[int, list] = {}
         for call in calls:
             for g, v, b, a in zip(*(call[k] for k in MERGED)):
@@ -228,7 +238,8 @@ class JaxStats:
         columns = list(zip(*merged.values()))
         self._grad_variables = list(columns[1])
         one = ops.convert_to_tensor(1.0, "float32")
-        return {**first, **dict(zip(MERGED, map(list, columns))), "scale": one}
+        merged = dict(zip(MERGED, map(list, columns)))
+        return {**first, **merged, "scale": one, "rates": rates}
 
     def _statistics(self, trace, applied, extra, data) -> dict:
         """The named statistics of the step (see the module docstring) from
@@ -247,11 +258,12 @@ class JaxStats:
             gradients.silent,
         ]
         head = ops.stack([ops.cast(v, "float32") for v in head])
+        rates = applied["rates"]
         alarm = step_stats.alarm(
             gradients.row,
             gradients.layout,
             applied["scale"],
-            applied["rate"],
+            rates_mark(rates) if rates else applied["rate"],
             gradients.silent,
         )
         # The units' flow after the norms (`_step_rows.FlowStamps`).
@@ -263,6 +275,8 @@ class JaxStats:
             self.plans, layout, applied["grads"], self._grad_variables
         )
         parts = [head, gradients.row[0]] + ([] if flow is None else [flow])
+        if rates:  # Then the optimizers' rates.
+            parts.append(ops.stack([ops.cast(rate, "float32") for rate in rates]))
         row = ops.concatenate([*parts, alarm], 0)
         before, after = applied["before"], applied["after"]
         self._weight_positions = None
@@ -357,6 +371,7 @@ class JaxStats:
             self._streak,
             patience,
             self._loss_known,
+            self._rates,
         )
         return out
 
@@ -388,7 +403,7 @@ class JaxStats:
         self._last_full = None
         rows = self._host_rows()
         self._streak = 0.0  # Quiet steps are finite.
-        return quiet_steps(rows, self._grad_layout)
+        return quiet_steps(rows, self._grad_layout, self._rates)
 
     def _host_rows(self) -> np.ndarray:
         """The every-step rows not read yet, in step order, as host rows
@@ -461,8 +476,8 @@ def _read_rows(vectors: list) -> np.ndarray:
     """Host rows in the `_step_rows` ring layout (`fold_rows`), float64,
     from `"row"` vectors of one length: the step, no tick, the loss scale,
     the learning rate, the loss, the silent units, then each variable's
-    gradient norm (scaled) and the units' flow (`FlowStamps`); not the
-    alarm values."""
+    gradient norm (scaled), the units' flow (`FlowStamps`) and the
+    optimizers' rates (`step_rates`); not the alarm values."""
     if not vectors:
         return np.zeros((0, RING_HEAD))
     values = np.stack(vectors).astype("float64")  # float32: exact in float64.

@@ -72,6 +72,7 @@ from keras_actloss.callbacks._step_rows import (
     FULL_LOGS_KEY,
     RING_HEAD,
     FlowStamps,
+    rate_columns,
 )
 from keras_actloss.diagnostics import step_activations
 from keras_actloss.diagnostics.step_reader import StepLayout
@@ -362,10 +363,12 @@ class TrainHooks(GraphStats):
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:
                 optimizer.build(model.trainable_variables)
-            # The gradients' norms, zero-padded, then the units' flow.
+            # The gradients' norms, zero-padded, then the units' flow, then
+            # the optimizers' rates.
             at = RING_HEAD + len(model.trainable_variables)
             self._flow = FlowStamps(step_activations.flow_layout(self.plans), at)
-            ring = at + len(self._flow)
+            self._rates = rate_columns(self.optimizers)
+            ring = at + len(self._flow) + self._rates
             self._ring = self._variable(np.full((self.ring_rows, ring), -1.0))
             # Always alarm until the host sets the bounds.
             self._bounds = None

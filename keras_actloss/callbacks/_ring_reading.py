@@ -37,7 +37,8 @@ class RingReader:
 
     Relies on the attributes `TrainHooks` sets: `_last_full`,
     `_last_alarm`, `counter_known`, `step_count()` and the variables
-    `_ring`, `_tick`, `_labels`, `_inputs`; and on those `GraphStats` sets
+    `_ring`, `_tick`, `_labels`, `_inputs` and `_rates` (the rows'
+    learning-rate columns, `rate_columns`); and on those `GraphStats` sets
     while the step is traced: `loss_scaled`, `_grad_layout`,
     `_grad_layers`, `_loss_known` and `_layout`. It sets `_consumed` (the
     last step read), `_streak`, `_last_sample` and `_bounds`.
@@ -84,6 +85,7 @@ class RingReader:
             self._streak,
             LOSS_SCALE_PATIENCE if self.loss_scaled else None,
             self._loss_known,
+            self._rates,
         )
         return out
 
@@ -108,7 +110,7 @@ class RingReader:
             return []
         # Quiet steps are finite: they end a streak of loss-scale overflows.
         self._streak = 0.0
-        return quiet_steps(rows, self._grad_layout)
+        return quiet_steps(rows, self._grad_layout, self._rates)
 
     def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Sets the alarm bounds (`_step_rows.BOUND_FIELDS`), checked on

@@ -310,7 +310,7 @@ class StepJudging:
             self._rules.uninformed_loss = None
         for step, norm, counted, skipped, layer, rate, loss, *units in steps:
             if skipped:  # A loss-scale overflow the optimizer skipped.
-                new += self._rules.observe_overflow(step, rate, loss)
+                new += self._rules.observe_overflow(step, rate, loss, units[-1])
             else:
                 name = self._names[layer] if 0 <= layer < len(self._names) else None
                 # Dynamic loss scaling skips a non-finite step's update.

@@ -36,7 +36,9 @@ LABEL_ROWS = 64
 # only under loss scaling, where a skipped step repeats the step), the loss
 # scale (1 without), the learning rate, the loss (this replica's; NaN when
 # unknown), the silent units (`step_stats.NormRow.silent`), then `norm_row`
-# of the gradients, zero-padded, then the units' flow (`FlowStamps`).
+# of the gradients, zero-padded, then the units' flow (`FlowStamps`), then,
+# when the step applies several optimizers, each one's learning rate
+# (`step_rates`; the learning rate above is the first's).
 RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_SILENT, RING_HEAD = range(7)
 # The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
 # leave the train function under (taken out before Keras sees the logs)...
@@ -77,11 +79,37 @@ def within_bounds(
     )
 
 
-def quiet_steps(rows, layout: RowLayout) -> list[tuple]:
-    """`(step, global norm, learning rate, loss, zeros, silent)` of ring
-    rows (a 2-D array, or lists) of quiet steps, in their order: each
+def rate_columns(optimizers: list) -> int:
+    """How many learning rates a step's row ends with (`step_rates`): one
+    per hooked optimizer when there are several, else none (the row's
+    learning rate is the one)."""
+    return len(optimizers) if len(optimizers) > 1 else 0
+
+
+def call_rates(calls: list[tuple], columns: int) -> list:
+    """The learning rates a step's row ends with, from its `apply` calls'
+    `(optimizer, rate)` in call order: each optimizer's first, then the
+    last repeated up to `columns` (an optimizer hooked but not applied in
+    the step; a repeat never jumps on its own)."""
+    rates: dict[int, object] = {}
+    for optimizer, rate in calls:
+        rates.setdefault(id(optimizer), rate)
+    rates = list(rates.values())[:columns]
+    return rates + rates[-1:] * (columns - len(rates)) if columns else []
+
+
+def step_rates(row, rates: int) -> tuple[float, ...]:
+    """The learning rates of a row's optimizers (its last `rates` columns;
+    `SentinelEvent.learning_rates`): empty for a step of one optimizer."""
+    return tuple(row[len(row) - rates :]) if rates > 1 else ()
+
+
+def quiet_steps(rows, layout: RowLayout, rates: int = 0) -> list[tuple]:
+    """`(step, global norm, learning rate, loss, zeros, silent, rates)` of
+    ring rows (a 2-D array, or lists) of quiet steps, in their order: each
     backend's `read_quiet`, in NumPy (`zeros`: the count of exactly-zero
-    gradient norms, `silent`: the silent units)."""
+    gradient norms, `silent`: the silent units, `rates`: `step_rates`, the
+    rows' last `rates` columns)."""
     rows = np.asarray(rows, "float64")
     if not len(rows):
         return []
@@ -98,6 +126,10 @@ def quiet_steps(rows, layout: RowLayout) -> list[tuple]:
             rows[:, RING_LOSS].tolist(),
             layout.zeros(values).tolist(),
             rows[:, RING_SILENT].astype(int).tolist(),
+            [
+                step_rates(row, rates)
+                for row in rows[:, len(rows[0]) - rates :].tolist()
+            ],
         )
     )
 
@@ -162,15 +194,17 @@ def fold_rows(
     streak: float,
     patience=None,
     loss_known: bool = False,
+    rates: int = 0,
 ) -> tuple[list[tuple], float]:
     """Judges ring rows (in step order) one step at a time.
 
     `rows` are lists of floats (or a 2-D array). `layers[i]` is the layer
     index of gradient `i` (tensor order of `layout`), -1 if unmonitored.
     Returns one `(step, norm, counted, skipped, layer, learning_rate, loss,
-    zeros, silent)` per row (`zeros`: its count of exactly-zero gradient
-    norms, `RowLayout.zeros`; `silent`: its silent units,
-    `step_stats.NormRow.silent`) and the new non-finite `streak`. With
+    zeros, silent, rates)` per row (`zeros`: its count of exactly-zero
+    gradient norms, `RowLayout.zeros`; `silent`: its silent units,
+    `step_stats.NormRow.silent`; `rates`: `step_rates` of its last `rates`
+    columns) and the new non-finite `streak`. With
     `patience` (loss scaling) a non-finite step only counts once it is the
     `patience`-th in a row (before any update was applied, the row's step
     still 0, also at a loss scale of 1 or less: a healthy model whose
@@ -228,6 +262,7 @@ def fold_rows(
                 row[RING_LOSS],
                 layout.zeros(values),
                 int(row[RING_SILENT]),
+                step_rates(row, rates),
             )
         )
     return out, streak

@@ -83,8 +83,10 @@ class GradientDiagnostics(
       update-to-weight ratio compares the weights before the step's first
       update and after its last. Only the outer optimizer of a
       `LossScaleOptimizer` is watched.
-    - Every step: each gradient's norm and the learning rate, returned with
-      the step's logs and judged on the host right after the step (with
+    - Every step: each gradient's norm and the learning rate (each
+      optimizer's, when several apply: a jump of any one is named),
+      returned with the step's logs and judged on the host right after the
+      step (with
       `steps_per_execution=k`, after each execution of `k` steps, from a
       ring of rows in a variable). Under dynamic loss scaling a non-finite
       step whose loss is finite is an overflow that the optimizer skips;

@@ -24,6 +24,9 @@ class RateWatch:
     rates: tuple[float, float]  # Before and after.
     norm: float | None  # The recent norm and loss levels before the jump.
     loss: float | None
+    # Whether the loss is of the optimizer whose rate jumped (not, for a
+    # GAN's generator: the loss noted is the discriminator's).
+    own_loss: bool = True
     # The norm reached `step_rules._DIVERGE_RISE` x `norm` since; the steps
     # in a row with the loss `_DIVERGE_RISE` x `loss`.
     norm_up: bool = False

@@ -210,6 +210,10 @@ class SentinelEvent:
         silent_units: How many elements of the step's small gradient
             vectors (biases, normalization scales and offsets: one per unit
             or channel) were exactly 0: units inactive on the whole batch.
+        learning_rates: Each optimizer's learning rate at that step when
+            the step applied several (in the order of their first `apply`
+            calls: a GAN's discriminator's and generator's), else empty;
+            None when not known.
         update_skipped: Whether the optimizer skipped the step's update, as
             dynamic loss scaling does for a non-finite step: the weights
             are unchanged.
@@ -223,4 +227,19 @@ class SentinelEvent:
     loss: float | None = None
     zero_gradients: int = 0
     silent_units: int = 0
+    learning_rates: tuple[float, ...] | None = None
     update_skipped: bool = False
+
+
+def rates_mark(rates):
+    """One value for the learning rates of a step's optimizers, what the
+    alarm bounds (`HealthRules.alarm_bounds`) hold it to: the one rate, or
+    the product of several, which a jump of any one of them moves by its
+    own factor. Floats on the host, tensors in the step alike; None for
+    no rate."""
+    mark = None
+    for rate in rates:
+        if rate is None:
+            return None
+        mark = rate if mark is None else mark * rate
+    return mark

@@ -300,6 +300,8 @@ class HealthRules(
         self._norms = NormSeries(t.baseline_steps)
         self._last_step: int | None = None
         self._last_rate: float | None = None
+        # Each optimizer's at the last step, when it applied several.
+        self._last_rates: tuple[float, ...] = ()
         # The first positive learning rate (`NormRules._note_rate`).
         self._first_rate: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)
@@ -447,7 +449,7 @@ class HealthRules(
             return new
         self._last_step = event.step
         self._overflows = 0
-        self._rate_jump(event.step, event.learning_rate)
+        self._rate_jump(event.step, event.learning_rate, event.learning_rates)
         self._zeros_jump(event.global_norm, event.zero_gradients, event.silent_units)
         overflow = event.global_norm == math.inf and not event.non_finite
         if event.non_finite or not (_finite(event.global_norm) or overflow):
@@ -465,27 +467,33 @@ class HealthRules(
         return self._emit(new)
 
     def observe_overflow(
-        self, step: int, rate: float | None, loss: float | None = None
+        self,
+        step: int,
+        rate: float | None,
+        loss: float | None = None,
+        rates: tuple | None = None,
     ) -> list[Finding]:
         """Judges a step whose loss-scale overflow the optimizer skipped
         (no finite norm; the step count stays at `step`; `loss`, its loss,
-        when known); returns the new findings (`_overflowing`)."""
+        when known; `rates`, as `SentinelEvent.learning_rates`); returns
+        the new findings (`_overflowing`)."""
         new: list[Finding] = []
         self.jumped = self._jump_hard = False
         if self._broken():
             return new
         self._overflows += 1
         self._skipped.add(step)
-        self._rate_jump(step, rate)
+        self._rate_jump(step, rate, rates)
         self._overflowing(new, step, loss)
         return self._emit(new)
 
     def observe_quiet(self, steps: Iterable[tuple]) -> None:
         """Takes in steps that stayed within `alarm_bounds`: `(step, global
-        norm, learning rate, loss[, zero gradient norms[, silent units]])`
-        in step order. Such a step is normal: it ends any streak over the
-        limit or far below the recent level, and joins the baseline and the
-        recent level. Nothing to report.
+        norm, learning rate, loss[, zero gradient norms[, silent units[,
+        learning rates]]])` in step order (the rates as
+        `SentinelEvent.learning_rates`). Such a step is normal: it ends any
+        streak over the limit or far below the recent level, and joins the
+        baseline and the recent level. Nothing to report.
         """
         if self._broken():
             return
@@ -493,11 +501,12 @@ class HealthRules(
         for step, norm, rate, loss, *counts in steps:
             if self._last_step is not None and step <= self._last_step:
                 continue
-            zeros, silent = (*counts, 0, 0)[:2]  # Older callers give neither.
+            # Older callers leave the last ones out.
+            zeros, silent, rates = [*counts, *(0, 0, None)[len(counts) :]][:3]
             self._zero_counts.append(zeros)
             self._silent_counts.append(silent)
             self._last_step, self._low = step, 0
-            self._note_rate(rate)
+            self._note_rate(rate, rates)
             self._overflows = 0
             self._spike = None  # Its steps are judged one by one (bounds).
             self._arrival = None  # The norm is back at its recent level.

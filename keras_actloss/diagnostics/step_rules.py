@@ -17,6 +17,7 @@ import math
 
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.norm_series import Arrival, RateWatch, Spike
+from keras_actloss.diagnostics.records import rates_mark
 from keras_actloss.diagnostics.rule_support import (
     _EXPLOSION_STEPS,
     _INIT_FIX,
@@ -179,7 +180,7 @@ class NormRules(RuleFamily):
             # Twice the negligible norm of the recent loss: one of a loss
             # that fell since is judged too.
             low = max(low, 2 * _NEGLIGIBLE_NORM * math.sqrt(abs(loss)))
-        rate = self._last_rate
+        rate = rates_mark(self._last_rates or [self._last_rate])
         if rate is None or not math.isfinite(rate) or rate <= 0:
             rates = (0.0, math.inf) if rate == 0 else (0.0, 0.0)
         else:
@@ -260,10 +261,14 @@ class NormRules(RuleFamily):
         counts.append(zeros)
         silents.append(silent)
 
-    def _note_rate(self, rate: float | None) -> None:
+    def _note_rate(self, rate: float | None, rates: tuple | None = None) -> None:
         """Notes a step's learning rate: the last, and the first positive
-        one (`_warmed_up`)."""
+        one (`_warmed_up`); and `rates`, each optimizer's when the step
+        applied several (`SentinelEvent.learning_rates`; None: not known,
+        the last stay)."""
         self._last_rate = rate
+        if rates is not None:
+            self._last_rates = tuple(rates)
         if self._first_rate is None and _finite(rate) and rate > 0:
             self._first_rate = rate
 
@@ -273,19 +278,39 @@ class NormRules(RuleFamily):
         first, rate = self._first_rate, self._last_rate
         return _finite(first, rate) and rate >= self.thresholds.jump_factor * first
 
-    def _rate_jump(self, step: int, rate: float | None) -> None:
-        """Flags a learning rate that changed by `jump_factor` in one step."""
-        last = self._last_rate
-        self._note_rate(rate)
-        if _finite(rate, last) and rate > 0 and last > 0:
-            factor = self.thresholds.jump_factor
-            if rate >= factor * last or last >= factor * rate:
-                self.jumped = self._jump_hard = True
-                series = self._norms
-                levels = (series.recent(), series.recent_loss())
-                self._rate_change = (step, last, rate, levels[1])
-                if rate > last:
-                    self._watch = RateWatch(step, (last, rate), *levels)
+    def _rate_jump(
+        self, step: int, rate: float | None, rates: tuple | None = None
+    ) -> None:
+        """Flags a learning rate that changed by `jump_factor` in one step:
+        the step's (its first optimizer's), or, when the step applied
+        several optimizers, any one's (`rates`, in the order of the last
+        step's, the first's first): a GAN's generator's rate is not its
+        discriminator's. The largest change is the one noted. The loss
+        noted is the first optimizer's (the first loss a step scales): a
+        later one's jump is watched knowing that its own loss is not
+        (`RateWatch.own_loss`)."""
+        changes = [(self._last_rate, rate)]
+        if rates is not None and len(rates) == len(self._last_rates):
+            changes += zip(self._last_rates, rates)
+        self._note_rate(rate, rates)
+        factor = self.thresholds.jump_factor
+        jumps = [
+            (max(new / last, last / new), k < 2, last, new)
+            for k, (last, new) in enumerate(changes)
+            if _finite(new, last)
+            and new > 0
+            and last > 0
+            and (new >= factor * last or last >= factor * new)
+        ]
+        if not jumps:
+            return
+        _, first, last, rate = max(jumps)
+        self.jumped = self._jump_hard = True
+        series = self._norms
+        levels = (series.recent(), series.recent_loss())
+        self._rate_change = (step, last, rate, levels[1])
+        if rate > last:
+            self._watch = RateWatch(step, (last, rate), *levels, own_loss=first)
 
     def _diverging(self, new, step: int, norm: float, loss=None) -> None:
         """Reports a loss that stays `_DIVERGE_RISE` times its level, and

@@ -30,6 +30,13 @@ from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, _WATCH_STEPS
 # the median layer's update ratio that is an explosion (100x a healthy 1e-3).
 _WATCH_RATIO = 0.1
 
+# With no loss of the jumped optimizer's own to watch, weights that grew by
+# more than `exploding_update_ratio` times their norm since the jump tell
+# the explosion alone, when that norm was within this factor of the
+# layer's first one: a layer initialised near 0 (LayerScale, ReZero, a
+# zero head) grows many times its norm in healthy training.
+_SETTLED = 2.0
+
 
 # One update (or the growth of a layer's weights between two recordings)
 # of at least `_WIPE_RATIO` times the weights' norm, and of `_WIPE_RMS` or
@@ -322,8 +329,9 @@ class UpdateRules(RuleFamily):
         loss, level = stats.loss, watch.loss
         # A layer whose weights were still near 0 (zero-initialised, as a
         # residual block's last normalization scale) can move by more than
-        # their norm in healthy training: only with the loss up as well.
-        rising = level is None or self._loss_rising(loss, level)
+        # their norm in healthy training: only with the loss up as well,
+        # when it is the loss of the optimizer whose rate jumped.
+        rising = level is None or not watch.own_loss or self._loss_rising(loss, level)
         over = sum(1 for r, _ in ratios if r > limit) if rising else 0
         # A step's loss is of the weights before its update: an update over
         # the limit shows in the loss of the steps after it.
@@ -344,7 +352,15 @@ class UpdateRules(RuleFamily):
         if watch.peak is not None and _finite(loss) and watch.peak[0] > loss:
             risen, risen_at = watch.peak[0], f" (step {watch.peak[1]})"
         grown = None
-        if not (over or earlier) and _finite(risen, level) and self._diverged(risen):
+        if over or earlier:
+            pass
+        elif level is None or not watch.own_loss:
+            # No loss of its own to watch (a custom `train_step` on JAX, a
+            # GAN's generator): the growth of weights that had settled near
+            # their first norm (not a zero-initialised layer's) is enough.
+            grown = self._grown_weights(stats, settled=True)
+            risen = None
+        elif _finite(risen, level) and self._diverged(risen):
             grown = self._grown_weights(stats)
         if over:
             message = jumped + (
@@ -365,9 +381,12 @@ class UpdateRules(RuleFamily):
                 f"the weights of layer '{layer}' grew from norm {before_norm:.3g} "
                 f"(step {mark}) to {now:.3g} (step {stats.step}): the updates "
                 f"at the new rate changed them by at least {ratio:.3g} times "
-                f"their own norm, and the loss rose from {level:.3g} to {risen:.3g}"
-                f"{risen_at}"
+                "their own norm"
             )
+            if risen is not None:
+                message += (
+                    f", and the loss rose from {level:.3g} to {risen:.3g}{risen_at}"
+                )
         else:
             median = float(np.median([r for r, _ in ratios]))
             if not (median >= _WATCH_RATIO and self._diverged(loss)):
@@ -386,11 +405,14 @@ class UpdateRules(RuleFamily):
         self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
         self._watch = None
 
-    def _grown_weights(self, stats: StepStats) -> tuple | None:
+    def _grown_weights(self, stats: StepStats, settled: bool = False) -> tuple | None:
         """The layer whose weights grew the most, relative to their norm,
         between the last recording before the watched jump and this one,
         when more than `exploding_update_ratio`: (growth, layer, (step,
-        norm) before, norm now), else None.
+        norm) before, norm now), else None. With `settled`, only of a
+        layer whose weights before were within `_SETTLED` times their first
+        recorded norm (not one growing from a zero or small
+        initialisation).
 
         The recordings need not include the jumped step itself: its update
         is at least the growth of the weights' norm across it (triangle
@@ -405,6 +427,11 @@ class UpdateRules(RuleFamily):
             if mark is None or mark[0] > watch.step or not _finite(ls.weight_norm):
                 continue
             before = mark[1]
+            first = self._first_weight_norms.get(ls.layer)
+            if settled and not (
+                _finite(first) and first / _SETTLED <= before <= first * _SETTLED
+            ):
+                continue
             growth = (ls.weight_norm - before) / before if before > 0 else 0.0
             if growth > self.thresholds.exploding_update_ratio and (
                 found is None or growth > found[0]

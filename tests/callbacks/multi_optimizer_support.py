@@ -102,16 +102,45 @@ def default_settings_fit(model, rng, dead: bool = False) -> list[tuple]:
     Returns `(mode, layer, finding step, reported step)` of each training
     failure, the reported step being the last step run when it appeared.
     """
-    import warnings
-
-    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
-
     real = rng.normal(size=(256, 4)).astype("float32")
     z = rng.normal(size=(256, LATENT)).astype("float32")
     if dead:
         hidden = model.generator.get_layer("g_hidden")
         hidden.bias.assign(np.full(hidden.bias.shape, -20.0, "float32"))
         assert not np.any(keras.ops.convert_to_numpy(hidden(z)))
+    return [
+        (f.mode, f.layer, f.step, step)
+        for f, step in _reported_fit(model, real, z)
+        if f.severity == "failure"
+    ]
+
+
+def generator_jump_fit(model, rng, at: int = 32) -> list[tuple]:
+    """Compiles a GAN of `gan_networks` with SGD for both networks, the
+    generator's rate (`G_LR`) 1000 times larger from its step `at` on, and
+    fits it as `default_settings_fit` does. Returns `(finding, reported
+    step)` of each training failure."""
+    rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [at - 1], [G_LR, 1000 * G_LR]
+    )
+    model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(rate))
+    real = rng.normal(size=(256, 4)).astype("float32")
+    z = rng.normal(size=(256, LATENT)).astype("float32")
+    return [
+        (f, step)
+        for f, step in _reported_fit(model, real, z)
+        if f.severity == "failure"
+    ]
+
+
+def _reported_fit(model, real, z) -> list[tuple]:
+    """Fits `model` on `(real, z)` for 4 epochs of batches of 16 with
+    `GradientDiagnostics()` at its default settings; returns each finding
+    with the last step run when it appeared."""
+    import warnings
+
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
     diag = GradientDiagnostics(check_model=False)
     reported = []
 
@@ -128,11 +157,7 @@ def default_settings_fit(model, rng, dead: bool = False) -> list[tuple]:
         model.fit(
             real, z, batch_size=16, epochs=4, verbose=0, callbacks=[diag, Reported()]
         )
-    return [
-        (f.mode, f.layer, f.step, step)
-        for f, step in reported
-        if f.severity == "failure"
-    ]
+    return reported
 
 
 def assert_gan_groups(model, diag, rng) -> None:

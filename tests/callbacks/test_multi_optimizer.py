@@ -24,6 +24,7 @@ from multi_optimizer_support import (
     dense,
     gan_data,
     gan_networks,
+    generator_jump_fit,
     minimax_d_loss,
     minimax_g_loss,
     minimax_networks,
@@ -511,6 +512,20 @@ def test_gan_at_default_settings(rng, dead):
     # steps 0-4), from the discriminator's step count.
     found = default_settings_fit(_gan(), rng, dead)
     assert found == ([("dead_relu", "generator/g_hidden", 0, 4)] if dead else [])
+
+
+def test_a_jump_of_the_generators_rate_is_named(rng):
+    # The generator's SGD rate goes from 0.05 to 50 at step 32 (the
+    # discriminator's, the step's first, stays at 0.1): told within 3
+    # steps, naming the generator's rates.
+    model = GAN()
+    model(np.zeros((1, LATENT), "float32"))
+    found = generator_jump_fit(model, rng, at=32)
+    assert found, "the jump was not told"
+    finding, reported = found[0]
+    assert finding.mode == "exploding_gradients"
+    assert 32 <= reported <= 35
+    assert "learning rate jumped from 0.05 to 50 at step 32" in finding.message
 
 
 class MinimaxGAN(keras.Model):

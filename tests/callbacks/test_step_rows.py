@@ -7,8 +7,10 @@ import pytest
 from keras_actloss.callbacks._step_rows import (
     RING_HEAD,
     FlowStamps,
+    call_rates,
     fold_rows,
     quiet_steps,
+    rate_columns,
     within_bounds,
 )
 from keras_actloss.diagnostics.step_stats import RowLayout
@@ -58,6 +60,30 @@ def test_fold_rows_judges_every_step():
         (False, False, -1),
     ]
     assert streak == 0.0
+
+
+def test_rows_of_several_optimizers_end_with_each_ones_rate():
+    # Two hooked optimizers: each row ends with two rates, each
+    # optimizer's first `apply` in call order (the discriminator's twice
+    # in a WGAN's step: its first), the last repeated for one not applied.
+    d, g = object(), object()
+    assert rate_columns([d]) == 0 and rate_columns([d, g]) == 2
+    assert call_rates([(d, 0.1), (d, 0.3), (g, 0.05)], 2) == [0.1, 0.05]
+    assert call_rates([(d, 0.1)], 2) == [0.1, 0.1]
+    assert call_rates([(d, 0.1)], 0) == []
+    layout = RowLayout((0,), (True,))
+    rows = _ring_rows([0, 1], [[1.0], [4.0]], rates=[0.1, 0.1])
+    rows = np.concatenate([rows, [[0.1, 0.05], [0.1, 50.0]]], axis=1)
+    out, _ = fold_rows(rows, layout, [0], 0.0, rates=2)
+    assert [o[9] for o in out] == [(0.1, 0.05), (0.1, 50.0)]
+    assert [q[6] for q in quiet_steps(rows, layout, rates=2)] == [
+        (0.1, 0.05),
+        (0.1, 50.0),
+    ]
+    # One optimizer: no rates beyond the row's own.
+    out, _ = fold_rows(rows[:, :-2], layout, [0], 0.0)
+    assert [o[9] for o in out] == [(), ()]
+    assert [q[6] for q in quiet_steps(rows[:, :-2], layout)] == [(), ()]
 
 
 def test_fold_rows_infinite_norm_with_a_finite_loss_is_an_overflow():

@@ -3855,6 +3855,28 @@ class TestUpdatesAfterARateJump:
         step8 = recording(8, [1e-2, 1e-2], update_ratio=[0.4, 0.7], loss=loss)
         return run(rules, [step8])
 
+    def test_the_loss_of_another_optimizer(self):
+        # A GAN whose generator's rate jumped (0.05 -> 50 at step 6, the
+        # second of the step's two rates): the loss known is the
+        # discriminator's, which fell (1 -> 0.5) while the generator's
+        # update moved dense_1 1.5x its norm: reported at once (measured on
+        # `generator_jump_fit`'s GAN, TensorFlow: the generator's layers
+        # moved 0.67-1.04x their norms a step, the discriminator's loss
+        # 0.24 -> 0.11).
+        rules = HealthRules(mlp(["relu"]))
+        seq = [
+            SentinelEvent(s, 1.0, False, None, 0.1, 1.0, learning_rates=(0.1, g))
+            for s, g in enumerate([0.05] * 6 + [50.0])
+        ]
+        seq.append(recording(7, [1e-2, 1e-2], update_ratio=[0.5, 1.5], loss=0.5))
+        found = run(rules, seq)
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 7)]
+        assert found[0].message.startswith(
+            "The learning rate jumped from 0.05 to 50 at step 6, and the update "
+            "of step 7 changed the weights of layer 'dense_1' by 1.5 times their "
+            "own norm (1 of 2 layers over 1x)"
+        )
+
     @pytest.mark.parametrize(
         "rate, at, ratio, loss",
         [
@@ -4120,6 +4142,46 @@ class TestWeightsGrownAcrossARateJump:
         rules, seq = self._seq([5.0, 2.3], after, loss)
         assert run(rules, seq) == []
 
+    @pytest.mark.parametrize(
+        "first, reported",
+        [([5.1, 2.32], True), ([2.0, 1.0], False)],
+        ids=["settled", "grown_since_its_start"],
+    )
+    def test_with_no_loss_known(self, first, reported):
+        # No loss at all (a GAN's custom `train_step` on JAX): the growth
+        # alone tells it, of weights within 2x their first recorded norm
+        # before the jump (dense_1: 2.32, grown 3.16x). Weights that grew
+        # over 2x since their start before the jump (5.1 > 2 x 2.0, 2.32 >
+        # 2 x 1.0) may be a layer initialised near 0: not judged so.
+        rules = HealthRules(mlp(["relu"]))
+
+        def weights(step, norms, lr):
+            return recording(
+                step,
+                [1e-2, 1e-2],
+                update_ratio=[0.01, 0.01],
+                weight_norm=norms,
+                learning_rate=lr,
+                loss=None,
+            )
+
+        seq = [weights(0, first, 0.01)]
+        seq += [event(s, 1.0, lr=0.01) for s in range(1, 5)]
+        seq += [weights(5, [5.1, 2.32], 0.01), event(6, 1.0, lr=10.0)]
+        seq.append(weights(7, [13.8, 9.66], 10.0))
+        found = run(rules, seq)
+        if not reported:
+            assert found == []
+            return
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, "dense_1", 6)]
+        assert found[0].message == (
+            "The learning rate jumped from 0.01 to 10 at step 6, and the weights "
+            "of layer 'dense_1' grew from norm 2.32 (step 5) to 9.66 (step 7): "
+            "the updates at the new rate changed them by at least 3.16 times "
+            "their own norm: the steps are far too large and training is "
+            "unstable."
+        )
+
     def test_only_against_a_recording_before_the_jump(self):
         # The last recording before this one is at step 7, after the jump:
         # its norms already include the jumped update.
@@ -4364,6 +4426,42 @@ class TestJumps:
         rates = [0.0, 1e-3, 0.0, None, 1e-3, 1e-3]
         seq = [event(s, 1.0, lr) for s, lr in enumerate(rates)]
         assert jumps(rules, seq) == [False] * 6
+
+    def test_learning_rate_of_any_optimizer_of_the_step(self):
+        # A GAN's step applies the discriminator's optimizer (0.1, the
+        # step's own rate) and the generator's (0.05): the generator's
+        # jumping to 50 (1000x >= 10) is a jump, noted with its own rates;
+        # the discriminator's staying put is not.
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [
+            SentinelEvent(s, 1.0, False, None, 0.1, 1.0, learning_rates=(0.1, g))
+            for s, g in enumerate([0.05] * 6 + [50.0, 50.0])
+        ]
+        assert jumps(rules, seq[:6]) == [False] * 6
+        # The alarm holds the product of the rates, 0.1 * 0.05 = 0.005, to
+        # within 10x (just inside): a jump of either leaves the bounds.
+        low, high = rules.alarm_bounds()[2:4]
+        assert (low, high) == pytest.approx((0.0005 * 1.001, 0.05 / 1.001))
+        assert jumps(rules, seq[6:]) == [True, False]
+        assert rules._rate_change == (6, 0.05, 50.0, 1.0)
+        # Its loss is the discriminator's (the step's first): watched as
+        # not its own.
+        assert rules._watch.rates == (0.05, 50.0)
+        assert not rules._watch.own_loss
+
+    def test_learning_rates_of_quiet_steps_and_overflows(self):
+        # Quiet steps (`observe_quiet`) and skipped overflows note the
+        # rates too: the jump is against the last of them. A count of
+        # rates that changed (another optimizer applied) is no jump.
+        rules = HealthRules(mlp(["tanh"]))
+        rules.observe_quiet([(s, 1.0, 0.1, 1.0, 0, 0, (0.1, 0.05)) for s in range(5)])
+        rules.observe_overflow(5, 0.1, 1.0, (0.1, 0.05))
+        assert not rules.jumped
+        rules.observe_overflow(6, 0.1, 1.0, (0.1, 0.5))
+        assert rules.jumped and rules._rate_change[:3] == (6, 0.05, 0.5)
+        assert jumps(
+            rules, [SentinelEvent(7, 1.0, False, None, 0.1, 1.0, 0, 0, (9.0,))]
+        ) == [False]
 
     def test_jump_survives_the_recording_of_its_step(self):
         rules = HealthRules(mlp(["tanh"]))
