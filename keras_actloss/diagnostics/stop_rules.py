@@ -307,8 +307,7 @@ class ZeroGradientRules(RuleFamily):
         first step of training, or follows a learning-rate jump up or an
         explosion reported within `_EXPLOSION_STEPS` steps, or an update
         larger than the weights within `patience_steps` (`_zero_gradients`
-        names the update, the explosion, and a jump within
-        `patience_steps`)."""
+        names each)."""
         first = self._norms.first
         return (
             first is None
@@ -367,15 +366,19 @@ class ZeroGradientRules(RuleFamily):
                 f"{'was' if one else 'were'} so for every sample of these "
                 f"batches: {'its' if one else 'their'} units are dead."
             )
-        since = start - self.thresholds.patience_steps
+        # With no loss known, a jump up within `_EXPLOSION_STEPS` is what
+        # made this a finding (`_cause_of_zero`): named as far back.
+        within = self.thresholds.patience_steps
+        if level is None:
+            within = max(within, _EXPLOSION_STEPS)
         change = self._rate_change
-        if change is not None and since <= change[0]:
+        if change is not None and start - within <= change[0]:
             message += (
                 f" The learning rate jumped from {change[1]:.3g} to "
                 f"{change[2]:.3g} at step {change[0]}."
             )
         # A jump up named so: the steps it made large are the likely cause.
-        up = self._jump_before(start, self.thresholds.patience_steps)
+        up = self._jump_before(start, within)
         after = self._oversized_before(start)
         if after:
             message += after

@@ -1894,15 +1894,17 @@ class TestZeroGradients:
         found = zero_run([0.0] * 8, [10.0] * 8)
         assert [(f.step, s) for f, s in found] == [(0, 4)]
 
-    def test_zero_without_a_loss_after_a_rate_jump(self):
+    @pytest.mark.parametrize("jump", [20, 2], ids=["just_before", "20_steps_before"])
+    def test_zero_without_a_loss_after_a_rate_jump(self, jump):
         # A custom `train_step` whose loss is not known (NaN in its rows):
-        # the rate jumps 1000x at step 20, every gradient is exactly 0 from
-        # step 21 (a discriminator saturated): reported at step 25, the
-        # jump named. Without the jump (a fitted model's hinge loss, every
-        # margin met, has no gradient either): nothing.
+        # the rate jumps 1000x at step 20 (or 2, 19 steps before), every
+        # gradient is exactly 0 from step 21 (a discriminator saturated):
+        # reported at step 25, the jump named. Without the jump (a fitted
+        # model's hinge loss, every margin met, has no gradient either):
+        # nothing.
         nan = float("nan")
         norms, losses = [0.5] * 21 + [0.0] * 8, [nan] * 29
-        found = zero_run(norms, losses, [1e-4] * 20 + [0.1] * 9)
+        found = zero_run(norms, losses, [1e-4] * jump + [0.1] * (29 - jump))
         assert [(f.mode, f.step, s) for f, s in found] == [
             (F.VANISHING_GRADIENTS, 21, 25)
         ]
@@ -1910,7 +1912,7 @@ class TestZeroGradients:
             "The global gradient norm was exactly 0 for 5 steps in a row (steps "
             "21-25; the loss is not known here, a custom `train_step`'s own): "
             "no gradient reaches any weight, so training has stopped. The "
-            "learning rate jumped from 0.0001 to 0.1 at step 20."
+            f"learning rate jumped from 0.0001 to 0.1 at step {jump}."
         )
         assert found[0][0].fix.startswith("Lower the learning rate: undo the jump")
         assert zero_run(norms, losses) == []
