@@ -311,6 +311,10 @@ class _Streaks:
         """The length of `key`'s current streak (0: none)."""
         return self._count.get(key, 0)
 
+    def start(self, key: tuple) -> int | None:
+        """The first step of `key`'s current streak (None: none)."""
+        return self._start.get(key)
+
     def reset(self, keys: Iterable[tuple]) -> None:
         for key in list(keys):
             self.update(key, False, 0)

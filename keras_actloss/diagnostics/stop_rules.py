@@ -136,6 +136,23 @@ class NonFiniteRules(RuleFamily):
         elif known:
             message += " It follows the explosion reported before it."
             fix = known.fix
+        elif last is not None and last <= _ZERO_NORM:
+            # After a run of zero gradients (a saturated output): not a
+            # normal norm; the explosion that ended in it, when one did.
+            start = self._streaks.start(("zero_gradients", None))
+            blown = None if start is None else self._explosion_before(start)
+            message += (
+                f" Every gradient was 0 before it (last finite norm {last:.3g} "
+                f"at step {last_step}"
+                + ("" if start is None else f", 0 since step {start}")
+                + "): training had stopped before it"
+                + (
+                    f", after the explosion of step {blown.step}."
+                    if blown
+                    else "; the cause is likely in the data or the loss."
+                )
+            )
+            fix = blown.fix if blown else _DATA_FIX
         elif event.update_skipped and _finite(event.loss):
             before = (
                 "no step before it had finite gradients"

@@ -395,6 +395,40 @@ class TestNonFiniteCause:
             "It follows the explosion of the gradient norm."
         )
 
+    @pytest.mark.parametrize("exploded", [True, False], ids=["exploded", "stopped"])
+    def test_after_zero_gradients(self, exploded):
+        # Every gradient 0 from step 23 (the loss 8, against 1 before: a
+        # saturated output) after a norm that jumped 1000x at step 21 with
+        # the loss 20-50 (an explosion), then NaN at step 47, 26 steps after
+        # it: not "normal norms before it" (the last, 0), but the end of
+        # that explosion (JAX, gradient accumulation under mixed_float16,
+        # the rate 1000x: exploding at 64, every gradient 0 from 82, NaN at
+        # 89). Without the explosion (every gradient 0 from step 20 with the
+        # loss 5): a stopped training, the data or the loss.
+        nan = math.nan
+        if exploded:
+            norms = [1.0] * 20 + [30.0, 1e3, 1e5] + [0.0] * 24 + [nan]
+            losses = [1.0] * 20 + [3.0, 20.0, 50.0] + [8.0] * 25
+            stopped, at = "0 since step 23", ", after the explosion of step 21."
+        else:
+            norms, losses = [1.0] * 20 + [0.0] * 6 + [nan], [1.0] * 20 + [5.0] * 7
+            stopped = "0 since step 20"
+            at = "; the cause is likely in the data or the loss."
+        found = [f for f, _ in zero_run(norms, losses)]
+        non_finite = found[-1]
+        assert non_finite.mode == F.NON_FINITE
+        assert non_finite.message.endswith(
+            f"Every gradient was 0 before it (last finite norm 0 at step "
+            f"{len(norms) - 2}, {stopped}): training had stopped before it{at}"
+        )
+        # The explosion's own fix (the batch's: one step jumped), else the
+        # data's.
+        assert (found[0].mode, found[0].step) == (
+            (F.EXPLODING_GRADIENTS, 21) if exploded else (F.VANISHING_GRADIENTS, 20)
+        )
+        fix = found[0].fix if exploded else rules_module._DATA_FIX
+        assert non_finite.fix == fix
+
     def test_after_growth_over_the_early_baseline_only(self):
         rules = HealthRules(mlp(["relu"]))
         # Early 1, then the norm drifts to 50 for 36 steps (50 <= limit 100:
