@@ -537,7 +537,12 @@ class HealthRules(
             layer = bad_layers[0] if bad_layers else None
             event = SentinelEvent(stats.step, stats.global_norm, True, layer)
             self._last_step = max(self._last_step or 0, stats.step)
-            self._non_finite_step(new, event, stats.loss)
+            # A step judged non-finite from its row already: one finding (a
+            # GAN's recording may hold the finite group's norm only).
+            if not any(
+                f.mode == F.NON_FINITE and f.step == stats.step for f in self.findings
+            ):
+                self._non_finite_step(new, event, stats.loss)
             return self._emit(new)
         if self._last_step is None or stats.step > self._last_step:
             event = SentinelEvent(

@@ -211,6 +211,24 @@ class TestNonFinite:
         assert "normal (last finite norm 1)" in found[0].message
         assert math.isnan(found[0].value)
 
+    def test_a_step_judged_from_its_row_is_not_told_again(self):
+        # A float16 GAN (two LossScaleOptimizers, TensorFlow): step 102's
+        # row holds the discriminator's NaN gradients and an infinite loss
+        # (its update skipped); its recording, read later, holds the
+        # generator's finite norm 3.43e3 with that loss. One finding, the
+        # row's: not a second one saying every gradient was finite.
+        rules = HealthRules(mlp(["relu", "relu"]))
+        run(rules, [event(s, 1.0, 0.01, loss=1.0) for s in range(10)])
+        nan = SentinelEvent(
+            10, math.nan, True, "dense_1", 0.01, math.inf, update_skipped=True
+        )
+        found = rules.observe_step(nan)
+        assert modes(found) == [(F.NON_FINITE, "dense_1", 10)]
+        late = recording(10, [1e-2, 1e-2, 1e-2], global_norm=3.43e3, loss=math.inf)
+        assert rules.observe(late) == []
+        # The skipped update left the weights finite: still judged.
+        assert not rules._broken()
+
     @pytest.mark.parametrize(
         "kwargs, layer",
         [
