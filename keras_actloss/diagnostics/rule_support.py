@@ -258,7 +258,10 @@ _UNSTABLE = ": the steps are far too large and training is unstable."
 # (batches of 2: 0.08 on the first, 0.43-1.7 on the next four).
 _START_SAMPLES = 32
 # A fix's advice to clip gradients, reworded where the optimizer clips.
-_CLIP_ADVICE = re.compile(r"clip gradients \([^)]*\)")
+# Advice to clip gradients in a fix: "clip gradients (...)" (or "Clip"), or
+# "clipping gradients (...) bounds the steps" (`_JUMP_FIX`); reworded where
+# the optimizer clips already (`RuleFamily._add`, `_clipped_advice`).
+_CLIP_ADVICE = re.compile(r"([Cc])lip(ping)? gradients \([^)]*\)( bounds the steps)?")
 # The fixes of an explosion, which unscaled regression targets replace.
 _EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
@@ -514,14 +517,22 @@ class RuleFamily:
             )
             fix = _DECAY_FIX
         if self.clipping is not None:
-            # Every fix that advises clipping says "clip gradients (...)".
-            fix = _CLIP_ADVICE.sub(
-                "keep clipping gradients (the optimizer's "
-                f"`{self.clipping}` clips the gradients it applies, not the ones "
-                "measured here, before it)",
-                fix,
-            )
+            fix = _CLIP_ADVICE.sub(self._clipped_advice, fix)
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
+
+    def _clipped_advice(self, advice: re.Match) -> str:
+        """`_CLIP_ADVICE`'s words where the optimizer clips (`clipping`)."""
+        clipping = f"the optimizer's `{self.clipping}`"
+        if advice.group(3):  # "clipping gradients (...) bounds the steps".
+            return (
+                f"{clipping} bounds the gradients already, not the rate that "
+                "scales them"
+            )
+        keep = "Keep" if advice.group(1) == "C" else "keep"
+        return (
+            f"{keep} clipping gradients ({clipping} clips the gradients it "
+            "applies, not the ones measured here, before it)"
+        )
 
     def _decay_share(self) -> float | None:
         """The share of every weight the optimizer's weight decay takes at

@@ -765,16 +765,38 @@ class TestClipping:
         assert "clipnorm=1.0" not in exploding.fix
 
     def test_every_fix_that_advises_clipping_is_reworded(self):
-        # Each fix of the rules that says "clip" says "clip gradients (...)".
+        # Each fix of the rules that says "clip" says "clip gradients (...)"
+        # or "clipping gradients (...) bounds the steps": reworded, with no
+        # `clipnorm=1.0` of its own left.
         fixes = [
             value
             for name, value in vars(rule_support).items()
             if name.endswith("FIX") and isinstance(value, str)
         ] + list(FIXES.values())
-        advising = [fix for fix in fixes if "clip gradients" in fix]
-        assert len(advising) >= 6
+        advising = [fix for fix in fixes if "clip gradients" in fix.lower()]
+        advising += [fix for fix in fixes if "clipping gradients" in fix]
+        assert len(advising) >= 8
+        rules = HealthRules(mlp(["relu"]))
+        rules.clipping = "clipnorm=2"
         for fix in advising:
             assert rule_support._CLIP_ADVICE.search(fix), fix
+            reworded = rule_support._CLIP_ADVICE.sub(rules._clipped_advice, fix)
+            assert "clipnorm=1.0" not in reworded, reworded
+            assert "the optimizer's `clipnorm=2`" in reworded
+
+    def test_the_fix_of_a_rate_jump(self):
+        # A dead layer after the rate jumped (`_JUMP_FIX`): the clipping set
+        # bounds the gradients, not the rate (as Keras clips before the
+        # update: `clipnorm=1` at a rate of 10 still moves a weight by 10).
+        rules = HealthRules(mlp(["relu"]))
+        rules.clipping = "clipnorm=1"
+        found = []
+        rules._add(found, F.DEAD_RELU, "dense_0", 5, 1.0, "m", rule_support._JUMP_FIX)
+        assert found[0].fix == (
+            "Lower the learning rate: undo the jump, or reach a smaller peak over "
+            "many steps (a warm-up); the optimizer's `clipnorm=1` bounds the "
+            "gradients already, not the rate that scales them."
+        )
 
 
 class TestVanishingLayers:
