@@ -637,16 +637,16 @@ class ActivationRules(RuleFamily):
     def _averaged_off(self, layer: str, dead: float) -> bool:
         """Whether the dead units of `layer` (a share `dead`) are part of a
         layer fed by a global average pooling (`LayerInfo.averaged`), at
-        most `_OFF_SHARE` of it, with the learning rate unchanged (no jump,
-        no warm-up): units switched off by the descent itself, which may be
-        rare rather than never active (`_AVERAGED`)."""
+        most `_OFF_SHARE` of it, with the learning rate never raised (no
+        jump up, no warm-up): units switched off by the descent itself,
+        which may be rare rather than never active (`_AVERAGED`)."""
         return self._info[layer].averaged and dead <= _OFF_SHARE and self._rate_steady()
 
     def _rate_steady(self) -> bool:
-        """Whether the learning rate stayed as it began: no jump, and not
-        warmed up 10x since the first step (units that die then were killed
-        by the grown steps)."""
-        return self._rate_change is None and not self._warmed_up()
+        """Whether the learning rate never rose: no jump up, and not warmed
+        up 10x since the first step (units that die then were killed by the
+        grown steps). A decay (a step schedule's drop) kills no unit."""
+        return not self._rate_raised and not self._warmed_up()
 
     def _off_from_start(self, layer: str, dead: float) -> tuple[int, int] | None:
         """`(inactive, units)` on the first recorded batch of `layer`, when

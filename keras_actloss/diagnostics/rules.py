@@ -302,6 +302,8 @@ class HealthRules(
         self._last_rate: float | None = None
         # Each optimizer's at the last step, when it applied several.
         self._last_rates: tuple[float, ...] = ()
+        # Whether a learning rate jumped up (`NormRules._rate_jump`).
+        self._rate_raised = False
         # The first positive learning rate (`NormRules._note_rate`).
         self._first_rate: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)

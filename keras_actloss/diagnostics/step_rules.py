@@ -310,6 +310,7 @@ class NormRules(RuleFamily):
         levels = (series.recent(), series.recent_loss())
         self._rate_change = (step, last, rate, levels[1])
         if rate > last:
+            self._rate_raised = True
             self._watch = RateWatch(step, (last, rate), *levels, own_loss=first)
 
     def _diverging(self, new, step: int, norm: float, loss=None) -> None:

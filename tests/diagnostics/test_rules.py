@@ -5187,8 +5187,10 @@ class TestDeadRelu:
             ([5, 0, 0, 0], True, None, F.FAILURE),
             # The learning rate jumped 10x at step 2: killed by the steps.
             ([5, 5, 0, 0], True, (1e-3, 1e-2), F.FAILURE),
+            # It fell 10x at step 2 (a step schedule's drop): kills nothing.
+            ([5, 5, 0, 0], True, (1e-2, 1e-3), F.WARNING),
         ],
-        ids=["pooled", "not_pooled", "most_of_it", "rate_jump"],
+        ids=["pooled", "not_pooled", "most_of_it", "rate_jump", "rate_drop"],
     )
     def test_units_off_behind_a_global_average_pooling(
         self, later, averaged, rates, severity
