@@ -13,7 +13,7 @@ ops).
 
 Every step writes one ring row (`_step_rows.RING_*` layout, float64: the
 step, tick, loss scale, learning rate, loss, silent units, then the
-gradients' `norm_row`, zero-padded) and returns the `[4]` alarm values
+gradients' `norm_row`, zero-padded) and returns the `[5]` alarm values
 under `ALARM_LOGS_KEY`; a full step instead returns under `FULL_LOGS_KEY` the dict
 of `step_stats.FULL_KEYS` (its `"row"` the ring row). The host reads them
 with the readers `GraphStats` inherits (`_ring_reading.RingReader`).
@@ -39,7 +39,7 @@ class GraphStats(RingReader):
     Every step writes one row into the ring variable `_ring` (the step, the
     learning rate, the loss, the silent units and the gradient norms of
     `norm_row`) and returns its alarm values (`step_stats.alarm`: squared
-    global norm, learning rate, zero gradient norms, silent units) with
+    global norm, learning rate, zero gradient norms, silent units, loss) with
     its logs, which the host checks against the rules' bounds (`quiet`).
     A full step instead returns, with its logs, the named tensors of
     `step_stats.FULL_KEYS`. Norms, RMS, max-abs, ratios and activation
@@ -381,7 +381,8 @@ class GraphStats(RingReader):
         # small model's step. A step that raises the alarm is judged from
         # its float64 ring row.
         rate = rates_mark(rates) if rates else call.rate
-        return row, step_stats.alarm(norms, layout, scale, rate, gradients.silent)
+        alarm = step_stats.alarm(norms, layout, scale, rate, gradients.silent, loss)
+        return row, alarm
 
     def _for_norms(self, grad, variable, full: bool):
         """A gradient as `norm_row` reads it. An `IndexedSlices` (an

@@ -65,7 +65,7 @@ from keras_actloss.diagnostics.records import rates_mark
 # before the gradients' norms; the row ends with `step_stats.alarm`'s
 # `_ALARM` values.
 ROW_FIELDS = ("step_high", "step_low", "scale", "rate", "loss", "silent")
-_ALARM = 4
+_ALARM = 5
 _STEP_SPLIT = 2**20
 # What `JaxStats._merge` joins per variable, in a call's record.
 MERGED = ("grads", "variables", "before", "after")
@@ -247,7 +247,8 @@ class JaxStats:
         gradients = step_stats.norm_row(applied["grads"], silent=True)
         self._grad_layout = gradients.layout
         nan = ops.convert_to_tensor(float("nan"), "float32")
-        loss = (extra or {}).get("loss", nan)
+        known = (extra or {}).get("loss")
+        loss = nan if known is None else known
         step = applied["step"]
         head = [
             step // _STEP_SPLIT,
@@ -265,6 +266,7 @@ class JaxStats:
             applied["scale"],
             rates_mark(rates) if rates else applied["rate"],
             gradients.silent,
+            known,
         )
         # The units' flow after the norms (`_step_rows.FlowStamps`).
         layout = step_activations.flow_layout(self.plans)

@@ -92,7 +92,7 @@ class RingReader:
     def quiet(self) -> bool:
         """Whether the last execution was a single step whose alarm values
         (squared global norm, learning rate, zero gradient norms, silent
-        units) stayed within the bounds (`set_bounds`): it can wait for
+        units, loss) stayed within the bounds (`set_bounds`): it can wait for
         `read_quiet`. False until bounds are set."""
         alarm, self._last_alarm = self._last_alarm, None
         if alarm is None:

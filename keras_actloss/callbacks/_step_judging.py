@@ -41,7 +41,7 @@ from keras_actloss.diagnostics.records import SentinelEvent
 # a noisy jump of the every-step norms, and a recording that shows a failure
 # not confirmed yet, such as most of a ReLU layer's units inactive
 # (`HealthRules.suspected`).
-JUMP, SUSPECTED = "jump", "suspected"
+JUMP, SUSPECTED, LOSS = "jump", "suspected", "loss"
 
 
 @dataclasses.dataclass
@@ -74,7 +74,8 @@ class StepSchedule:
         self._burst_end = None
         found = len(self.findings)
         self._calms = {
-            kind: _Calm(self.every_n_steps, found=found) for kind in (JUMP, SUSPECTED)
+            kind: _Calm(self.every_n_steps, found=found)
+            for kind in (JUMP, SUSPECTED, LOSS)
         }
         # Timings of the full train function's first use.
         self._first_batch = self._full_batch = None
@@ -131,7 +132,8 @@ class StepSchedule:
         `steps_per_execution` steps).
 
         A noisy one (`HealthRules.jump_noisy`: the global norm's level or
-        the silent units, which small batches make spiky; `kind`
+        the silent units, which small batches make spiky; `kind` `LOSS`:
+        the loss high two steps in a row, `HealthRules.loss_jumped`;
         `SUSPECTED`: a recording with most of a ReLU layer's units
         inactive, or every optimizer group's gradients collapsed) starts a
         burst only `every_n_steps` after the last noisy one of its kind,
@@ -325,7 +327,8 @@ class StepJudging:
                 else:
                     self._note_peak(event)
             if self._rules.jumped:
-                self._burst(step + 1, self._rules.jump_noisy)
+                kind = LOSS if self._rules.loss_jumped else JUMP
+                self._burst(step + 1, self._rules.jump_noisy, kind)
         self._handle(new)
 
     def _judge_unseen(self, loss) -> None:

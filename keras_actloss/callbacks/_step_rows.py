@@ -43,14 +43,14 @@ RING_STEP, RING_TICK, RING_SCALE, RING_LR, RING_LOSS, RING_SILENT, RING_HEAD = r
 # The logs key a full step's statistics (a dict of `step_stats.FULL_KEYS`)
 # leave the train function under (taken out before Keras sees the logs)...
 FULL_LOGS_KEY = "_keras_actloss_full"
-# ...and what every step's alarm is judged on: `[4]` float32, the unscaled
+# ...and what every step's alarm is judged on: `[5]` float32, the unscaled
 # squared global norm, the learning rate, the count of exactly-zero
-# gradient norms and the silent units (`step_stats.alarm`).
+# gradient norms, the silent units and the loss (`step_stats.alarm`).
 ALARM_LOGS_KEY = "_keras_actloss_alarm"
 # Alarm bounds the host sets (`set_bounds`): the unscaled squared global
 # norm must stay in [low, high], the learning rate in [low, high], the
-# count of zero gradient norms at most `zeros_high` and the silent units at
-# most `silent_high`.
+# count of zero gradient norms at most `zeros_high`, the silent units at
+# most `silent_high` and the loss at most `loss_high`.
 BOUND_FIELDS = (
     "norm_low",
     "norm_high",
@@ -58,24 +58,27 @@ BOUND_FIELDS = (
     "rate_high",
     "zeros_high",
     "silent_high",
+    "loss_high",
 )
 
 
 def within_bounds(
-    total: float, rate: float, zeros: float, silent: float, bounds
+    total: float, rate: float, zeros: float, silent: float, loss: float, bounds
 ) -> bool:
     """Whether a step's unscaled squared global norm `total`, learning
-    `rate`, count of zero gradient norms `zeros` and silent units `silent`
-    lie within the alarm `bounds` (`BOUND_FIELDS`); False for None bounds
-    (not set yet) and for a NaN, which fails every comparison."""
+    `rate`, count of zero gradient norms `zeros`, silent units `silent` and
+    `loss` (0 when not known) lie within the alarm `bounds`
+    (`BOUND_FIELDS`); False for None bounds (not set yet) and for a NaN,
+    which fails every comparison."""
     if bounds is None:
         return False
-    low, high, rate_low, rate_high, zeros_high, silent_high = bounds
+    low, high, rate_low, rate_high, zeros_high, silent_high, loss_high = bounds
     return (
         low <= total <= high
         and rate_low <= rate <= rate_high
         and zeros <= zeros_high
         and silent <= silent_high
+        and loss <= loss_high
     )
 
 

@@ -436,6 +436,10 @@ class HealthRules(
         self._update_losses: dict[str, float | None] = {}
         self.jumped = False
         self._jump_hard = False
+        # Whether the last step's jump is the loss's alone (`_loss_jump`),
+        # and the steps in a row with the loss high.
+        self.loss_jumped = False
+        self._high_losses = 0
         self.suspected = False
         self._low = 0
         self.findings: list[Finding] = []
@@ -444,7 +448,7 @@ class HealthRules(
         """Judges one training step's global gradient norm; returns the new
         findings."""
         new: list[Finding] = []
-        self.jumped = self._jump_hard = False
+        self.jumped = self._jump_hard = self.loss_jumped = False
         if self._broken() or (
             self._last_step is not None and event.step <= self._last_step
         ):
@@ -466,6 +470,7 @@ class HealthRules(
             self._climbing(new, event.step, event.global_norm, event.loss)
             self._extreme_start(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
+            self._loss_jump(event.loss)
         return self._emit(new)
 
     def observe_overflow(
@@ -507,7 +512,7 @@ class HealthRules(
             zeros, silent, rates = [*counts, *(0, 0, None)[len(counts) :]][:3]
             self._zero_counts.append(zeros)
             self._silent_counts.append(silent)
-            self._last_step, self._low = step, 0
+            self._last_step, self._low, self._high_losses = step, 0, 0
             self._note_rate(rate, rates)
             self._overflows = 0
             self._spike = None  # Its steps are judged one by one (bounds).

@@ -158,7 +158,8 @@ class NormRules(RuleFamily):
     def alarm_bounds(self) -> tuple[float, ...]:
         """Bounds within which a step needs no judging at once: the squared
         global norm (low, high), the learning rate (low, high), the count
-        of exactly-zero gradient norms (high) and the silent units (high).
+        of exactly-zero gradient norms (high), the silent units (high) and
+        the loss (high: `_loss_jump`'s; infinite with no positive level).
 
         A step outside them may start an explosion or a jump
         (`observe_step` decides); one inside would be judged normal. Before
@@ -167,9 +168,9 @@ class NormRules(RuleFamily):
         t = self.thresholds
         early, recent = self._norms.early(), self._norms.recent()
         if early is None or recent is None or self._broken():
-            return (0.0,) * 6
+            return (0.0,) * 7
         if self._watch or self._spike or self._climb:
-            return (0.0,) * 6  # Their steps' losses are watched.
+            return (0.0,) * 7  # Their steps' losses are watched.
         # `jump_factor` times the recent median: the steps after such a norm
         # are watched (`_spike_thrown`); a jump over every recent norm is
         # also one over the median.
@@ -186,6 +187,9 @@ class NormRules(RuleFamily):
         else:
             # Just inside the jump (a factor of exactly jump_factor jumps).
             rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
+        loss_high = math.inf
+        if _finite(loss) and loss > 0:
+            loss_high = _DIVERGE_RISE * loss / 1.001
         # Just inside the norm bounds too, so a borderline step is judged.
         return (
             low * low * 1.001,
@@ -193,7 +197,23 @@ class NormRules(RuleFamily):
             *rates,
             self._zero_level(),
             self._silent_limit(),
+            loss_high,
         )
+
+    def _loss_jump(self, loss) -> None:
+        """Flags (a noisy jump, `loss_jumped`) the second step in a row
+        whose loss is `_DIVERGE_RISE` times the recent level, when nothing
+        else did: something changed the model or its data (weights thrown
+        into saturation, a shift in the data) that the gradient norm may
+        not show (saturated units pass little gradient). One such step is
+        a hard batch, as near convergence one in a few dozen is. The
+        callback records the next steps in full (a burst, rate-limited as
+        noisy ones are, apart from the others)."""
+        recent = self._norms.recent_loss()
+        high = _finite(loss, recent) and recent > 0 and loss >= _DIVERGE_RISE * recent
+        self._high_losses = self._high_losses + 1 if high else 0
+        if self._high_losses == 2 and not self.jumped:
+            self.jumped = self.loss_jumped = True
 
     def _silent_limit(self) -> float:
         """Silent units a step may have and wait (`alarm_bounds`): up to a

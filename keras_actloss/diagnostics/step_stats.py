@@ -11,7 +11,7 @@ arithmetic (`diagnostics.step_reader`).
   tensor, a sum of squares for a small one, placed by a `RowLayout`), with
   the tensors' max and min and every element joined, on request;
 - `alarm`: the every-step alarm values (unscaled squared global norm,
-  learning rate);
+  learning rate, zero gradient norms, silent units, loss);
 - `gradient_sample`: a strided sample of each layer's gradients, one gather
   of positions fixed at trace time (`sample_index`) on TensorFlow, static
   strided slices of the gradients elsewhere (`sliced_sample`);
@@ -325,10 +325,12 @@ def alarm(
     scale: Tensor | None,
     rate: Tensor,
     silent: Tensor | None = None,
+    loss: Tensor | None = None,
 ) -> Tensor:
-    """`[4]` float32: the unscaled squared global norm, the learning rate,
-    how many of the row's columns are exactly 0 (`RowLayout.zeros`) and
-    `silent` (`NormRow.silent`; 0 when None).
+    """`[5]` float32: the unscaled squared global norm, the learning rate,
+    how many of the row's columns are exactly 0 (`RowLayout.zeros`),
+    `silent` (`NormRow.silent`; 0 when None) and the step's `loss` (0 when
+    None: not known).
 
     From a `norm_row` row (`[1, m]`) of gradients that carry the loss scale
     `scale` (None: unscaled). A NaN or infinity in the gradients reaches the
@@ -347,7 +349,8 @@ def alarm(
         total = total / ops.square(ops.cast(scale, "float32"))
     silent = 0.0 if silent is None else silent
     silent = ops.cast(silent, "float32")
-    return ops.stack([total, ops.cast(rate, "float32"), zeros, silent])
+    loss = ops.cast(0.0 if loss is None else ops.reshape(loss, ()), "float32")
+    return ops.stack([total, ops.cast(rate, "float32"), zeros, silent, loss])
 
 
 def sample_positions(counts: list[int], size: int) -> list[np.ndarray]:

@@ -1197,7 +1197,6 @@ def test_units_that_grow_rare_in_training_are_not_dead(rng):
     x = x.reshape(-1, 8).astype("float32")
     y = (x[:, :3] @ rng.normal(size=(3, 1))).astype("float32")
     diag = _identity_relu_fit(x, y, lr=1e-3, batch_size=batch)
-    # The premise: windows of 4 recordings with 4 of the 5 silent.
     # The premise: windows of 4 recordings whose batches have 4 or more of
     # the 5 inputs at most 0 on every sample (the layer's weights move by
     # less than 1e-3 here).
@@ -1206,6 +1205,60 @@ def test_units_that_grow_rare_in_training_are_not_dead(rng):
     silent = [(~active[i : i + 4].any(0)).sum() for i in range(len(active) - 3)]
     assert max(silent) >= 4
     assert diag.findings == []
+
+
+def test_saturation_that_begins_mid_run_is_told_within_ten_steps():
+    # A tanh MLP (4 x Dense(64), 2 classes) healthy under Adam for 150
+    # steps, then each hidden kernel 20x larger from step 150 on: 84-94% of
+    # the hidden outputs in tanh's flat tails (|y| > 0.99, measured on 512
+    # samples by a probe), the loss 0.1 -> 0.4 and staying up, the
+    # gradient norm up a few times only (no jump). The loss 3x its recent
+    # level two steps in a row starts dense recordings: told within 10
+    # steps (before, when the sparse schedule next came: at 192, and never
+    # with the onset at step 300). Nothing before the onset.
+    # The probe's data and seed (another seed's sparse schedule may come
+    # within 10 steps of the onset by chance).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 20)).astype("float32")
+    y = np.argmax(x @ rng.normal(size=(20, 2)) + 0.3 * rng.normal(size=(2048, 2)), 1)
+    keras.utils.set_random_seed(0)
+    hidden = keras.Sequential(
+        [keras.Input((20,))]
+        + [keras.layers.Dense(64, activation="tanh", name=f"d{i}") for i in range(4)]
+        + [keras.layers.Dense(2, activation="softmax")]
+    )
+    hidden.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    onset, told = 150, []
+    diag = GradientDiagnostics(check_model=False)
+
+    class Saturate(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if (
+                int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+                == onset
+            ):
+                for layer in self.model.layers[:4]:
+                    layer.kernel.assign(layer.kernel * 20.0)
+
+    class Told(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) - 1
+            told.extend((f, step) for f in diag.findings[len(told) :])
+
+    with pytest.warns(GradientHealthWarning, match="saturated_activations"):
+        hidden.fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=4,
+            verbose=0,
+            callbacks=[Saturate(), diag, Told()],
+        )
+    failures = [(f, step) for f, step in told if f.severity == "failure"]
+    assert failures, "the saturation was not told"
+    first, step = failures[0]
+    assert first.mode == "saturated_activations"
+    assert onset <= first.step and step <= onset + 10
 
 
 def test_a_dead_lambda_relu_layer_is_reported(rng):

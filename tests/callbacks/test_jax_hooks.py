@@ -914,17 +914,22 @@ def _row(step, norms, rate=0.1, loss=0.3, scale=1.0, silent=0):
 
     head = [step // 2**20, step % 2**20, scale, rate, loss, silent]
     values = np.array([norms], "float32")
-    alarm = step_stats.alarm(values, _LINE_LAYOUT, np.float32(scale), rate, silent)
+    alarm = step_stats.alarm(
+        values, _LINE_LAYOUT, np.float32(scale), rate, silent, np.float32(loss)
+    )
     return {"row": np.array(head + list(norms) + list(np.asarray(alarm)), "float32")}
 
 
 def test_quiet_steps_wait_and_alarms_are_judged_at_once():
     hooks = _hooks_of_a_line()
     # Gradient norms 3 and 4: squared global norm 25 (global norm 5).
-    hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 0.0, 2.0))
+    hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 0.0, 2.0, 1.0))
     hooks._pending = [_row(5, [3.0, 4.0])]
-    # The row ends with the squared global norm, rate, zero norms, silent.
-    np.testing.assert_allclose(hooks._pending[0]["row"][-4:], [25.0, 0.1, 0, 0])
+    # The row ends with the squared global norm, rate, zero norms, silent,
+    # loss.
+    np.testing.assert_allclose(
+        hooks._pending[0]["row"][-5:], [25.0, 0.1, 0, 0, 0.3], rtol=1e-6
+    )
     assert hooks.quiet()
     hooks._pending.append(_row(6, [3.0, 4.0], rate=0.3))  # Rate out of bounds.
     assert not hooks.quiet()
@@ -935,18 +940,21 @@ def test_quiet_steps_wait_and_alarms_are_judged_at_once():
     assert not hooks.quiet()
     hooks._pending.append(_row(9, [3.0, 4.0], silent=3))  # More silent units.
     assert not hooks.quiet()
+    hooks._pending.append(_row(10, [3.0, 4.0], loss=1.5))  # The loss jumped.
+    assert not hooks.quiet()
     steps = hooks.read_steps()
-    # (step, norm, counted, skipped, layer, rate, loss, zeros, silent),
-    # float32 inputs.
+    # (step, norm, counted, skipped, layer, rate, loss, zeros, silent,
+    # rates), float32 inputs; one optimizer, no rates of its own.
     assert [s[:5] + s[7:] for s in steps[:2]] == [
-        (5, 5.0, False, False, -1, 0, 0),
-        (6, 5.0, False, False, -1, 0, 0),
+        (5, 5.0, False, False, -1, 0, 0, ()),
+        (6, 5.0, False, False, -1, 0, 0, ()),
     ]
     assert steps[2][0] == 7 and steps[2][2] and steps[2][4] == 0  # NaN in "line".
-    assert steps[3][:3] + steps[3][7:] == (8, 5.0, False, 1, 0)
-    assert steps[4][:3] + steps[4][7:] == (9, 5.0, False, 0, 3)
+    assert steps[3][:3] + steps[3][7:] == (8, 5.0, False, 1, 0, ())
+    assert steps[4][:3] + steps[4][7:] == (9, 5.0, False, 0, 3, ())
+    assert steps[5][0] == 10 and steps[5][6] == 1.5
     assert hooks._pending == []
-    hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 1.0, 3.0))
+    hooks.set_bounds((24.0, 26.0, 0.05, 0.2, 1.0, 3.0, 1.0))
     hooks._pending = [_row(10, [0.0, 5.0], silent=3)]
     assert hooks.quiet()
     hooks.read_steps()
@@ -959,15 +967,17 @@ def test_quiet_steps_wait_and_alarms_are_judged_at_once():
 
 def test_read_quiet_gives_each_waiting_step_and_exact_large_steps():
     hooks = _hooks_of_a_line()
-    hooks.set_bounds((0.0, 100.0, 0.0, 1.0, 1.0, 5.0))
+    hooks.set_bounds((0.0, 100.0, 0.0, 1.0, 1.0, 5.0, 1.0))
     big = 2**20 * 40 + 7  # Beyond float32's exact integers (2**24).
     for step, norms in ((big, [3.0, 4.0]), (big + 1, [0.0, 8.0])):
         hooks._pending.append(_row(step, norms, silent=step - big + 4))
         assert hooks.quiet()
     quiet = hooks.read_quiet()
-    # (step, global norm, rate, loss, zero gradient tensors, silent units)
+    # (step, global norm, rate, loss, zero gradient tensors, silent units,
+    # rates: none of its own for one optimizer)
+    assert [q[6] for q in quiet] == [(), ()]
     np.testing.assert_allclose(
-        quiet,
+        [q[:6] for q in quiet],
         [(big, 5.0, 0.1, 0.3, 0, 4), (big + 1, 8.0, 0.1, 0.3, 1, 5)],
         rtol=1e-7,
     )

@@ -201,8 +201,9 @@ def test_multi_worker_is_the_test_keras_reduces_outputs_by():
 
 def _sentinel_step(lr, x, y, bounds=None):
     """One every-step train step of a fresh `build_model("sequential")` with
-    SGD(lr); its hooks, the squared global norm of the SGD gradient
-    `(w_before - w_after) / lr` and that gradient."""
+    SGD(lr) under mean squared error; its hooks, the squared global norm of
+    the SGD gradient `(w_before - w_after) / lr`, that gradient and the
+    step's loss (NumPy's mean squared error of the predictions before it)."""
     model = build_model("sequential")
     model.compile(keras.optimizers.SGD(lr), "mse")
     hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
@@ -212,10 +213,11 @@ def _sentinel_step(lr, x, y, bounds=None):
             hooks.set_bounds(bounds)
         hooks.use("sentinel")
         before = weights(model)
+        loss = float(np.mean((np.asarray(model(x)) - y) ** 2))
         dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
         model.train_function(iter(dataset))
         grads = [(b - a) / lr for b, a in zip(before, weights(model))]
-        return hooks, sum(float(np.sum(g**2)) for g in grads), grads
+        return hooks, sum(float(np.sum(g**2)) for g in grads), grads, loss
     finally:
         hooks.remove()
 
@@ -223,7 +225,7 @@ def _sentinel_step(lr, x, y, bounds=None):
 def test_a_step_is_quiet_within_the_bounds_only(data):
     x, y = data
     # The squared global norm of the SGD step, 1e-3 relative error at most.
-    hooks, squared, grads = _sentinel_step(0.1, x, y)
+    hooks, squared, grads, loss = _sentinel_step(0.1, x, y)
     alarm = hooks._last_alarm.numpy()
     # No gradient tensor of the step is entirely zero.
     # No gradient tensor of the step is entirely zero; silent units: the
@@ -231,27 +233,28 @@ def test_a_step_is_quiet_within_the_bounds_only(data):
     # gradient), counted from the SGD update itself (the biases start at
     # 0, so an update is 0 exactly when its gradient is).
     silent = sum(int(np.sum(g == 0)) for g in grads if g.ndim == 1)
-    np.testing.assert_allclose(alarm, [squared, 0.1, 0.0, silent], rtol=1e-4)
+    np.testing.assert_allclose(alarm, [squared, 0.1, 0.0, silent, loss], rtol=1e-4)
     assert not hooks.quiet()  # No bounds set yet: always judged.
     cases = [
-        ((0.9 * squared, 1.1 * squared, 0.05, 0.2, 0.0, silent), True),
-        ((1.1 * squared, 2.0 * squared, 0.05, 0.2, 0.0, silent), False),  # Low.
-        ((0.0, 0.9 * squared, 0.05, 0.2, 0.0, silent), False),  # Too high.
-        ((0.0, 2.0 * squared, 0.2, 1.0, 0.0, silent), False),  # Rate jumped down.
-        ((0.0, 2.0 * squared, 0.05, 0.2, 0.0, silent - 1), False),  # Silent.
+        ((0.9 * squared, 1.1 * squared, 0.05, 0.2, 0.0, silent, loss), True),
+        ((1.1 * squared, 2.0 * squared, 0.05, 0.2, 0.0, silent, loss), False),  # Low.
+        ((0.0, 0.9 * squared, 0.05, 0.2, 0.0, silent, loss), False),  # Too high.
+        ((0.0, 2.0 * squared, 0.2, 1.0, 0.0, silent, loss), False),  # Rate down.
+        ((0.0, 2.0 * squared, 0.05, 0.2, 0.0, silent - 1, loss), False),  # Silent.
+        ((0.0, 2.0 * squared, 0.05, 0.2, 0.0, silent, 0.9 * loss), False),  # Loss.
     ]
     for bounds, quiet in cases:
         hooks.set_bounds(bounds)
         hooks._last_alarm = tf.constant(alarm)
         assert hooks.quiet() is quiet, bounds
     # One more zero gradient tensor than the bound allows.
-    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 0.0, 0.0))
-    hooks._last_alarm = tf.constant([squared, 0.1, 1.0, 0.0], "float32")
+    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 0.0, 0.0, np.inf))
+    hooks._last_alarm = tf.constant([squared, 0.1, 1.0, 0.0, 1.0], "float32")
     assert not hooks.quiet()
-    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 1.0, 0.0))
-    hooks._last_alarm = tf.constant([squared, 0.1, 1.0, 0.0], "float32")
+    hooks.set_bounds((0.0, 2.0 * squared, 0.05, 0.2, 1.0, 0.0, np.inf))
+    hooks._last_alarm = tf.constant([squared, 0.1, 1.0, 0.0, 1.0], "float32")
     assert hooks.quiet()
-    hooks._last_alarm = tf.constant([np.nan, 0.1, 0.0, 0.0], "float32")
+    hooks._last_alarm = tf.constant([np.nan, 0.1, 0.0, 0.0, 1.0], "float32")
     assert not hooks.quiet()  # A NaN fails every comparison.
     assert not hooks.quiet()  # The alarm is read once.
 
@@ -289,7 +292,7 @@ def test_quiet_steps_between_loss_scale_overflows_end_their_streak(rng):
         model.compile(keras.optimizers.SGD(0.01), "mse")
         hooks = _keras_hooks.TrainHooks(model, _model_plan.plan_layers(model))
         hooks.install()
-        hooks.set_bounds((0.0, 1e30, 0.0, 1.0, 0.0, 1e9))
+        hooks.set_bounds((0.0, 1e30, 0.0, 1.0, 0.0, 1e9, np.inf))
         hooks.use("sentinel")
         x = rng.normal(size=(8, 6)).astype("float32")
         y = rng.normal(size=(8, 1)).astype("float32")

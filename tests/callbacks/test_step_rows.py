@@ -174,16 +174,18 @@ def test_fold_rows_loss_scaling_counts_a_non_finite_loss_at_once():
 
 
 def test_within_bounds_checks_every_alarm_value():
-    # norm^2, rate, zero gradient tensors, silent units
-    bounds = (1.0, 4.0, 0.01, 0.1, 2.0, 10.0)
-    assert within_bounds(2.0, 0.05, 2.0, 10.0, bounds)
-    assert not within_bounds(0.5, 0.05, 0.0, 0.0, bounds)  # Norm fell.
-    assert not within_bounds(5.0, 0.05, 0.0, 0.0, bounds)  # Norm rose.
-    assert not within_bounds(2.0, 0.2, 0.0, 0.0, bounds)  # Rate jumped.
-    assert not within_bounds(2.0, 0.05, 3.0, 0.0, bounds)  # A gradient fell to 0.
-    assert not within_bounds(2.0, 0.05, 0.0, 11.0, bounds)  # Units fell silent.
-    assert not within_bounds(float("nan"), 0.05, 0.0, 0.0, bounds)
-    assert not within_bounds(2.0, 0.05, 0.0, 0.0, None)  # Not set yet.
+    # norm^2, rate, zero gradient tensors, silent units, loss
+    bounds = (1.0, 4.0, 0.01, 0.1, 2.0, 10.0, 3.0)
+    assert within_bounds(2.0, 0.05, 2.0, 10.0, 3.0, bounds)
+    assert not within_bounds(0.5, 0.05, 0.0, 0.0, 1.0, bounds)  # Norm fell.
+    assert not within_bounds(5.0, 0.05, 0.0, 0.0, 1.0, bounds)  # Norm rose.
+    assert not within_bounds(2.0, 0.2, 0.0, 0.0, 1.0, bounds)  # Rate jumped.
+    assert not within_bounds(2.0, 0.05, 3.0, 0.0, 1.0, bounds)  # A gradient fell to 0.
+    assert not within_bounds(2.0, 0.05, 0.0, 11.0, 1.0, bounds)  # Units fell silent.
+    assert not within_bounds(2.0, 0.05, 0.0, 0.0, 3.5, bounds)  # The loss jumped.
+    assert not within_bounds(2.0, 0.05, 0.0, 0.0, float("nan"), bounds)
+    assert not within_bounds(float("nan"), 0.05, 0.0, 0.0, 1.0, bounds)
+    assert not within_bounds(2.0, 0.05, 0.0, 0.0, 1.0, None)  # Not set yet.
 
 
 def test_flow_stamps_last_step_share_and_history():

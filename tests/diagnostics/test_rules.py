@@ -3391,9 +3391,9 @@ class TestDivergingAfterARateJump:
     def test_every_step_is_judged_at_once_while_watched(self):
         rules = HealthRules(mlp(["relu"]))
         run(rules, after_a_rate_jump([1.0] * 3, [1.0] * 3))
-        assert rules.alarm_bounds() == (0.0,) * 6
+        assert rules.alarm_bounds() == (0.0,) * 7
         run(rules, events([1.0] * 18, start=10))  # Step 27 ends the watch.
-        assert rules.alarm_bounds() != (0.0,) * 6
+        assert rules.alarm_bounds() != (0.0,) * 7
 
 
 def after_a_spike(norms, losses, level=0.5):
@@ -3501,7 +3501,7 @@ class TestOneStepThrowsTheWeights:
         run(rules, seq[:40])
         assert rules.alarm_bounds()[1] == pytest.approx(10.0**2 / 1.001)
         run(rules, seq[40:])
-        assert rules.alarm_bounds() == (0.0,) * 6  # The next steps too.
+        assert rules.alarm_bounds() == (0.0,) * 7  # The next steps too.
         found = run(
             rules,
             [event(41 + i, 10.0, loss=v) for i, v in enumerate([8.7, 10.6, 10.9])],
@@ -3542,9 +3542,9 @@ class TestOneStepThrowsTheWeights:
         # be seen.
         rules = HealthRules(mlp(["relu"]))
         run(rules, after_a_spike([1.0], [1900.0]))
-        assert rules.alarm_bounds() == (0.0,) * 6
+        assert rules.alarm_bounds() == (0.0,) * 7
         run(rules, [event(42, 1.0, loss=0.5)])
-        assert rules.alarm_bounds() != (0.0,) * 6
+        assert rules.alarm_bounds() != (0.0,) * 7
 
 
 def new_task(norms, ratios=None, rate_jump=False, before=0.05):
@@ -3829,7 +3829,7 @@ class TestLossClimbingOverTheStart:
         # 8 steps within the bounds on the norm, read together, whose loss
         # the bounds do not check.
         rules.observe_quiet([(5 + i, 2.5, None, 9.0) for i in range(8)])
-        assert rules.alarm_bounds() == (0.0,) * 6
+        assert rules.alarm_bounds() == (0.0,) * 7
         found = run(rules, [event(13, 2.5, loss=9.0), event(14, 2.5, loss=9.0)])
         assert [(f.mode, f.step) for f in found] == [(F.EXPLODING_GRADIENTS, 5)]
 
@@ -4432,7 +4432,7 @@ class TestJumps:
         run(rules, events([1, 1, 1, 1, 1]))
         quiet = SentinelEvent(5, 0.05, False, zero_gradients=4, silent_units=128)
         assert jumps(rules, [quiet]) == [False]
-        assert rules.alarm_bounds()[4:] == (0, 2.0)
+        assert rules.alarm_bounds()[4:6] == (0, 2.0)
         level = [
             SentinelEvent(s, 1.0, False, zero_gradients=4, silent_units=128)
             for s in (6, 7)
@@ -4502,6 +4502,36 @@ class TestJumps:
         rates = [0.0, 1e-3, 0.0, None, 1e-3, 1e-3]
         seq = [event(s, 1.0, lr) for s, lr in enumerate(rates)]
         assert jumps(rules, seq) == [False] * 6
+
+    def test_loss_up(self):
+        # The loss 3x its recent median (1) two steps in a row, the norm
+        # level: a noisy jump of the loss's own (weights thrown into
+        # saturation pass little gradient; measured, a tanh MLP whose
+        # kernels grew 20x: the loss 0.10 -> 0.42 from then on, the norm a
+        # few times). One such step (a hard batch), or one under 3x (2.9),
+        # is none. The alarm's loss bound is just under 3x the level: each
+        # such step is judged at once.
+        rules = HealthRules(mlp(["tanh"]))
+        seq = [event(s, 1.0, loss=1.0) for s in range(6)]
+        assert jumps(rules, seq) == [False] * 6
+        assert rules.alarm_bounds()[6] == pytest.approx(3.0 / 1.001)
+        losses = [3.0, 1.0, 3.0, 2.9, 3.0, 3.2, 3.1]
+        seq = [event(6 + i, 1.0, loss=v) for i, v in enumerate(losses)]
+        assert jumps(rules, seq) == [False] * 5 + [True, False]
+        rules = HealthRules(mlp(["tanh"]))
+        run(rules, [event(s, 1.0, loss=1.0) for s in range(6)])
+        assert jumps(rules, [event(6, 1.0, loss=3.0), event(7, 1.0, loss=3.0)]) == [
+            False,
+            True,
+        ]
+        assert rules.jump_noisy and rules.loss_jumped
+        # A quiet step between two high ones ends the run.
+        rules.observe_quiet([(8, 1.0, None, 1.0)])
+        assert jumps(rules, [event(9, 1.0, loss=3.0)]) == [False]
+        # No positive level (a loss not known, or a negative one): no bound.
+        rules = HealthRules(mlp(["tanh"]))
+        run(rules, [event(s, 1.0, loss=-0.9) for s in range(6)])
+        assert rules.alarm_bounds()[6] == math.inf
 
     def test_learning_rate_of_any_optimizer_of_the_step(self):
         # A GAN's step applies the discriminator's optimizer (0.1, the

@@ -128,11 +128,24 @@ def test_alarm_is_the_unscaled_squared_norm_and_rate(rng, scale, shapes):
         out = step_stats.norm_row(list(ts))
         return step_stats.alarm(out.row, out.layout, scale, 0.25)
 
-    total, rate, zeros, silent = _np(traced(run)(*xs))
+    total, rate, zeros, silent, loss = _np(traced(run)(*xs))
     expected = sum(np.sum(x.astype("float64") ** 2) for x in xs) / (scale or 1) ** 2
     np.testing.assert_allclose(total, expected, rtol=1e-5)
     assert rate == 0.25
-    assert zeros == silent == 0  # Not asked for: 0.
+    assert zeros == silent == loss == 0  # Not asked for: 0.
+
+
+def test_alarm_ends_with_the_loss(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+
+    def run(t, loss):
+        out = step_stats.norm_row([t])
+        return step_stats.alarm(out.row, out.layout, None, 0.25, None, loss)
+
+    alarm = _np(traced(run)(x, np.float32(2.5)))
+    np.testing.assert_allclose(
+        alarm, [np.sum(x.astype("float64") ** 2), 0.25, 0, 0, 2.5], rtol=1e-6
+    )
 
 
 def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
@@ -148,7 +161,7 @@ def test_alarm_counts_the_columns_that_are_exactly_zero(rng):
         return step_stats.alarm(out.row, out.layout, None, 0.25), out.row
 
     (alarm, row) = traced(run)(*xs)
-    total, _, zeros, _ = _np(alarm)
+    total, _, zeros, *_ = _np(alarm)
     assert zeros == 2
     expected = sum(np.sum(x.astype("float64") ** 2) for x in xs)
     np.testing.assert_allclose(total, expected, rtol=1e-5)
@@ -378,7 +391,7 @@ def test_silent_counts_zero_elements_of_the_small_vectors_only(rng):
     assert float(_np(silent)) == 3.0
     # The alarm carries it as its fourth value; the large zero tensor is
     # its one zero column.
-    np.testing.assert_array_equal(_np(alarm)[2:], [1.0, 3.0])
+    np.testing.assert_array_equal(_np(alarm)[2:4], [1.0, 3.0])
     # No small vector: 0.
     only = traced(lambda t: step_stats.norm_row([t], silent=True).silent)(matrix)
     assert float(_np(only)) == 0.0
