@@ -104,6 +104,23 @@ _TARGETS_FIX = (
 # cause of an explosion (under mean squared error their gradients grow
 # with them).
 _TARGET_SCALE = 10.0
+# Inputs far from unit scale from this `input_scale` on (a feature's largest
+# mean or spread, as the first layers with weights see them: 1 when
+# standardized; images of 0-255 pixels about 128): named as the likely
+# cause of a failure that begins in the first `_EXPLOSION_STEPS` steps
+# (`RuleFamily._add`). A kernel's gradient is its inputs times the error:
+# a plain CNN on 0-255 pixels had kernel gradients 250-600x those on
+# standardized ones and a loss 6.6x that of knowing nothing at step 0
+# (a probe), told as a step far too large or a saturated output.
+_RAW_INPUTS = 10.0
+# The failures so named.
+_RAW_INPUT_MODES = (
+    F.EXPLODING_GRADIENTS,
+    F.VANISHING_GRADIENTS,
+    F.DEAD_RELU,
+    F.SATURATED_ACTIVATIONS,
+    F.NON_FINITE,
+)
 # Gradients that overflow float16 at every loss scale tried, the loss finite.
 _OVERFLOW_FIX = (
     "Standardize the inputs and the regression targets (a `Normalization` "
@@ -507,6 +524,19 @@ class RuleFamily:
                     "them."
                 )
             fix = _TARGETS_FIX
+        elif self._raw_inputs(mode, step, severity, message):
+            message += (
+                " The inputs are far from unit scale (a feature's mean or spread "
+                f"is {self._input_scale:.3g}, against about 1 when standardized): "
+                "the first layers' outputs and gradients grow with them, the "
+                "likely cause."
+            )
+            fix = (
+                FIXES[F.UNSTANDARDIZED_INPUTS][:-1]
+                + " (images: `keras.layers.Rescaling(1 / 255)`). If it persists: "
+                + fix[0].lower()
+                + fix[1:]
+            )
         decay = self._decay_share()
         if decay is not None and mode in _DECAYING and severity == F.FAILURE:
             message += (
@@ -519,6 +549,29 @@ class RuleFamily:
         if self.clipping is not None:
             fix = _CLIP_ADVICE.sub(self._clipped_advice, fix)
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
+
+    def _raw_inputs(self, mode: str, step: int, severity: str, message: str) -> bool:
+        """Whether a finding names the inputs as its likely cause: a failure
+        of `_RAW_INPUT_MODES` that begins within `_EXPLOSION_STEPS` of the
+        first step, the inputs `_RAW_INPUTS` from unit scale and not ids an
+        embedding looks up (whose scale does not reach the layers after
+        it), and its message not naming them already."""
+        first, scale = self._norms.first, self._input_scale
+        looked_up = any(
+            "Embedding" in self._info[name].class_name
+            for name in self.input_layers
+            if name in self._info
+        )
+        return (
+            severity == F.FAILURE
+            and not looked_up
+            and mode in _RAW_INPUT_MODES
+            and _finite(scale)
+            and scale >= _RAW_INPUTS
+            and first is not None
+            and step <= first[0] + _EXPLOSION_STEPS
+            and "mean or spread" not in message
+        )
 
     def _clipped_advice(self, advice: re.Match) -> str:
         """`_CLIP_ADVICE`'s words where the optimizer clips (`clipping`)."""

@@ -667,6 +667,62 @@ class TestFallenLayers:
             )
 
 
+class TestRawInputs:
+    """A failure that begins in the first 20 steps with the inputs far from
+    unit scale (`input_scale` 10 or more: 0-255 pixels, about 128) names
+    them as its likely cause, and standardizing them first as its fix."""
+
+    @staticmethod
+    def _stopped(scale, layers=None, zero_from=6):
+        """Every gradient 0 with the loss 5x its level from `zero_from` on,
+        after a first recording with inputs of `scale`: the finding."""
+        layers = layers or mlp(["relu", "relu"])
+        names = [info.name for info in layers]
+        rules = HealthRules(layers)
+        seq = [recording(0, [1e-2] * 3, input_scale=scale, names=names)]
+        seq += [event(s, 1.0, loss=1.0) for s in range(1, zero_from)]
+        seq += [event(s, 0.0, loss=5.0) for s in range(zero_from, zero_from + 5)]
+        (found,) = run(rules, seq)
+        assert found.mode == F.VANISHING_GRADIENTS
+        return found
+
+    def test_named_at_the_start(self):
+        found = self._stopped(128.0)
+        assert found.message.endswith(
+            "training has stopped. The inputs are far from unit scale (a "
+            "feature's mean or spread is 128, against about 1 when "
+            "standardized): the first layers' outputs and gradients grow with "
+            "them, the likely cause."
+        )
+        assert found.fix == (
+            "Standardize the inputs (zero mean, unit variance per feature), e.g. "
+            "with a `keras.layers.Normalization` layer adapted to the training "
+            "data (images: `keras.layers.Rescaling(1 / 255)`). If it persists: "
+            + rule_support._ZERO_FIX[0].lower()
+            + rule_support._ZERO_FIX[1:]
+        )
+
+    @pytest.mark.parametrize("case", ["standardized", "embedding", "late"])
+    def test_not_named(self, case):
+        # Inputs of scale 9 (under 10); ids an embedding looks up (their
+        # scale does not reach the layers after it); a failure that begins
+        # at step 30, past the first 20 steps.
+        scale, layers, zero_from = 128.0, None, 6
+        if case == "standardized":
+            scale = 9.0
+        elif case == "embedding":
+            layers = [
+                LayerInfo("emb", "Embedding", None, True, 0),
+                LayerInfo("dense_1", "Dense", "relu", True, 1),
+                LayerInfo("out", "Dense", "softmax", True, 2),
+            ]
+        else:
+            zero_from = 30
+        found = self._stopped(scale, layers, zero_from)
+        assert "unit scale" not in found.message
+        assert found.fix == rule_support._ZERO_FIX
+
+
 class TestUnscaledTargets:
     """An explosion under a regression loss whose targets are far from unit
     scale (`HealthRules.target_scale`, set by the callback) names them and
