@@ -62,6 +62,9 @@ _ZERO_FIX = (
 # so is a learning-rate jump up (`jump_factor` times in one step) this many
 # steps before a failure begins (`RuleFamily._jump_before`).
 _EXPLOSION_STEPS = 20
+# A learning-rate jump up still names a failure this many steps after it
+# while the rate stays up (`RuleFamily._jump_since`).
+_HELD_STEPS = 100
 # A failure that begins within `_EXPLOSION_STEPS` of a learning-rate jump up.
 _JUMP_FIX = (
     "Lower the learning rate: undo the jump, or reach a smaller peak over many "
@@ -433,19 +436,34 @@ class RuleFamily:
 
     def _jump_since(self, start: int, within: int = _EXPLOSION_STEPS) -> str | None:
         """`_jump_before`'s jump as "N steps after the learning rate jumped
-        ...", or None."""
+        ...", or None. Up to `_HELD_STEPS` after it while the rate stays at
+        half its new value or more (`_rate_held`): small gradients (a
+        converged model's) take that long to blow up at a rate too large
+        (SGD 300x on a fitted CNN: the norm exploded 25 steps later)."""
         change = self._rate_change
         if change is None:
             return None
         step, before, after = change[:3]
-        if after <= before or not step < start <= step + within:
+        if after <= before or not step < start <= step + max(within, _HELD_STEPS):
+            return None
+        held = start > step + within
+        if held and not self._rate_held(after):
             return None
         steps = start - step
         return (
             f"{steps} step{'' if steps == 1 else 's'} after the learning rate jumped "
             f"{after / before:.3g}x, from {before:.3g} to {after:.3g} at step "
-            f"{step}"
+            f"{step}" + (", and stayed there" if held else "")
         )
+
+    def _rate_held(self, after: float) -> bool:
+        """Whether the rate that jumped to `after` (the step's own, or
+        another optimizer's, `_rate_index`) is still at half of it or
+        more."""
+        k = self._rate_index
+        rates = [self._last_rate, *self._last_rates]
+        now = rates[k] if k < len(rates) else None
+        return _finite(now) and now >= after / 2
 
     def _oversized_before(self, start: int, within: int | None = None) -> str:
         """A sentence naming the last recorded update larger than the

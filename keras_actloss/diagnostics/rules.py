@@ -302,8 +302,11 @@ class HealthRules(
         self._last_rate: float | None = None
         # Each optimizer's at the last step, when it applied several.
         self._last_rates: tuple[float, ...] = ()
-        # Whether a learning rate jumped up (`NormRules._rate_jump`).
+        # Whether a learning rate jumped up (`NormRules._rate_jump`), and
+        # which of the step's rates changed last: 0 its own, k the (k-1)-th
+        # of `_last_rates` (`RuleFamily._rate_held`).
         self._rate_raised = False
+        self._rate_index = 0
         # The first positive learning rate (`NormRules._note_rate`).
         self._first_rate: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)

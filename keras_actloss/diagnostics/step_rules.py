@@ -315,7 +315,7 @@ class NormRules(RuleFamily):
         self._note_rate(rate, rates)
         factor = self.thresholds.jump_factor
         jumps = [
-            (max(new / last, last / new), k < 2, last, new)
+            (max(new / last, last / new), k, last, new)
             for k, (last, new) in enumerate(changes)
             if _finite(new, last)
             and new > 0
@@ -324,7 +324,10 @@ class NormRules(RuleFamily):
         ]
         if not jumps:
             return
-        _, first, last, rate = max(jumps)
+        _, k, last, rate = max(jumps)
+        # Changes 0 and 1 are the step's own rate (the first optimizer's).
+        first = k < 2
+        self._rate_index = k
         self.jumped = self._jump_hard = True
         series = self._norms
         levels = (series.recent(), series.recent_loss())
@@ -824,6 +827,11 @@ class NormRules(RuleFamily):
                     f"The global gradient norm jumped to {norm:.3g} at step "
                     f"{step}{_growth(norm, early)} in one step{cause}"
                 )
+            else:
+                jumped = self._jump_before(start)
+                if jumped:
+                    message += jumped
+                    fix = _JUMP_FIX
             self._add(new, F.EXPLODING_GRADIENTS, None, start, norm, message, fix)
         if not over:
             if recent is None:

@@ -333,6 +333,27 @@ class TestNonFinite:
         assert modes(found) == [(F.NON_FINITE, None, 6)]
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
 
+    @pytest.mark.parametrize("held", [True, False], ids=["held", "lowered"])
+    def test_explosion_long_after_a_rate_jump_names_it_while_held(self, held):
+        # SGD's rate 300x at step 30 on a fitted model: its gradients are
+        # small, the norm grows over 25 steps before it explodes (probed: a
+        # plain CNN, 300x at step 600, the norm 1.8e10 at step 626, told
+        # without the jump). Named while the rate stays at half its new
+        # value or more (3); not once it was lowered to 1 (3x, no jump).
+        norms = [1.0] * 55 + [1e3, 1e5, 1e7]
+        losses = [1.0] * 55 + [5.0, 50.0, 500.0]
+        rates = [0.01] * 30 + [3.0 if held else 1.0] * 28
+        if not held:
+            rates[30:35] = [3.0] * 5
+        ((finding, at),) = zero_run(norms, losses, rates)
+        assert (finding.mode, finding.step, at) == (F.EXPLODING_GRADIENTS, 55, 57)
+        named = (
+            " It began 25 steps after the learning rate jumped 300x, from 0.01 "
+            "to 3 at step 30, and stayed there: steps far too large."
+        )
+        assert finding.message.endswith(named) == held
+        assert (finding.fix == rule_support._JUMP_FIX) == held
+
     def test_one_step_jump_after_a_rate_jump_names_the_rate(self):
         # The rate 100x at step 5, the norm 5e4x its early level at step 8:
         # the steps the jump made large, not a batch, whose fix (check it,
@@ -2009,12 +2030,24 @@ class TestZeroGradients:
         assert [f.mode for f in found] == [F.VANISHING_GRADIENTS]
         assert "It follows the update of step 0" in found[0].message
 
-    def test_old_learning_rate_jump_is_not_named(self):
-        # Jump at step 1; zeros from step 10: more than patience_steps (5)
-        # steps before the streak began.
-        found = zero_run(
-            [1.0] * 10 + [0.0] * 5, [1.0] * 10 + [10.0] * 5, [0.05] + [50.0] * 14
-        )
+    @pytest.mark.parametrize("held", [True, False], ids=["held", "lowered"])
+    def test_older_learning_rate_jump(self, held):
+        # Jump at step 1 (0.05 -> 50); zeros from step 10 with the loss 10x:
+        # more than patience_steps (5) steps before the streak began. The
+        # rate held at 50: the jump is its cause (an explosion that
+        # saturated the output). Lowered to 20 from step 3 (2.5x, no jump of
+        # its own, under half of 50): not named.
+        rates = [0.05] + [50.0] * 14 if held else [0.05, 50.0, 50.0] + [20.0] * 12
+        found = zero_run([1.0] * 10 + [0.0] * 5, [1.0] * 10 + [10.0] * 5, rates)
+        if held:
+            assert [(f.mode, f.step) for f, _ in found] == [
+                (F.EXPLODING_GRADIENTS, 1),
+                (F.VANISHING_GRADIENTS, 10),
+            ]
+            assert found[0][0].message.startswith(
+                "The learning rate jumped 1e+03x, from 0.05 to 50 at step 1"
+            )
+            return
         ((finding, _),) = found
         assert "learning rate" not in finding.message
 
@@ -4971,24 +5004,33 @@ class TestDeadRelu:
         found = settling_run(level, first=eight, dying=dying, back=None, steps=40)
         assert found == ([(F.DEAD_RELU, "dense_1", 1, 5)] if reported else [])
 
-    @pytest.mark.parametrize("dies, named", [(12, True), (31, False)])
-    def test_units_killed_after_a_learning_rate_jump_name_it(self, dies, named):
+    @pytest.mark.parametrize(
+        "dies, held, named",
+        [(12, True, True), (31, True, True), (31, False, False)],
+        ids=["soon", "later_held", "later_lowered"],
+    )
+    def test_units_killed_after_a_learning_rate_jump_name_it(self, dies, held, named):
         # The rate 100x at step 10; 3 of dense_1's 4 units dead from step
         # `dies`, reported `patience_steps` (5) later. Probed: a VAE with
         # its own `train_step` (its logged loss a running mean, so no loss
         # rule sees the jump), Adam's rate 100x at step 200, its ReLU layers
         # dead from 202: told with "Use Leaky ReLU" first. Within
         # `_EXPLOSION_STEPS` (20) of the jump it is named, the rate's fix
-        # first; 21 steps after it, not.
+        # first; 21 steps after it, while the rate stays at half of 0.1 or
+        # more (`_HELD_STEPS`), too; not once lowered to 0.04 (step 20).
         def rate(step):
-            return 1e-3 if step < 10 else 0.1
+            if step < 10:
+                return 1e-3
+            return 0.1 if held or step < 20 else 0.04
 
         kept = []
         found = settling_run(level, rate, dies=dies, back=None, steps=40, kept=kept)
         assert found == [(F.DEAD_RELU, "dense_1", dies, dies + 4)]
         sentence = (
             f"It began {dies - 10} steps after the learning rate jumped 100x, "
-            "from 0.001 to 0.1 at step 10: steps far too large."
+            "from 0.001 to 0.1 at step 10"
+            + (", and stayed there" if dies > 30 else "")
+            + ": steps far too large."
         )
         assert (sentence in kept[0].message) == named
         fix = activation_rules._JUMP_FIX + activation_rules._STILL_DEAD
