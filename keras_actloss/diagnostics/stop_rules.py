@@ -98,6 +98,8 @@ class NonFiniteRules(RuleFamily):
             # Over the ceiling from the first step: the scale, not the step.
             scale = self._norms.huge_from_start(t.exploding_norm)
             fix = _SCALE_FIX if scale else FIXES[F.EXPLODING_GRADIENTS]
+            if known is not None:
+                fix = known.fix  # The explosion told before: its cause's.
             self._add(
                 new,
                 F.EXPLODING_GRADIENTS,

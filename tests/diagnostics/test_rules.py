@@ -328,10 +328,12 @@ class TestNonFinite:
             "early 1 in one step:" in (found[0].message)
         )
         assert rules.jumped
-        # The NaN that follows ends it (last norm inf > ceiling 1e6).
+        # The NaN that follows ends it (last norm inf > ceiling 1e6), with
+        # its fix (a batch unlike the others: no rate jumped).
+        spike = found[0]
         found = rules.observe_step(event(6, math.nan, non_finite=True))
         assert modes(found) == [(F.NON_FINITE, None, 6)]
-        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+        assert found[0].fix == spike.fix == rule_support._SPIKE_FIX
 
     @pytest.mark.parametrize("held", [True, False], ids=["held", "lowered"])
     def test_explosion_long_after_a_rate_jump_names_it_while_held(self, held):
@@ -467,6 +469,17 @@ class TestNonFiniteCause:
         )
         fix = found[0].fix if exploded else rules_module._DATA_FIX
         assert non_finite.fix == fix
+
+    def test_after_an_explosion_told_with_its_cause(self):
+        # The rate 1000x at step 19, the norm 1e3, 1e5, 1e7 from step 20
+        # with the loss: an explosion told naming the jump, with its fix;
+        # the NaN at step 23 that ends it takes that fix too.
+        norms = [1.0] * 20 + [1e3, 1e5, 1e7, math.nan]
+        losses = [1.0] * 20 + [5.0, 50.0, 500.0, math.nan]
+        found = zero_run(norms, losses, [0.01] * 19 + [10.0] * 5)
+        (exploding, _), (non_finite, _) = found
+        assert "learning rate jumped 1e+03x" in exploding.message
+        assert exploding.fix == non_finite.fix == rule_support._JUMP_FIX
 
     def test_after_growth_over_the_early_baseline_only(self):
         rules = HealthRules(mlp(["relu"]))
