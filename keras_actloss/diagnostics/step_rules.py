@@ -59,6 +59,11 @@ _OVERFLOW_RUN = 3
 _OVERFLOW_RISEN_RUN = 4
 _OVERFLOW_GROWTH_RUN = 5
 _DIVERGE_RISE = 3.0
+# A loss `_DIVERGE_RISE` times its recent level is a jump (`_loss_jump`)
+# only from this share of the loss where training began on: a fitted
+# model's hard batches are 3x its small loss many times a run (a healthy
+# MLP, 2048 steps of batches of 16: 30 more full recordings).
+_LOSS_JUMP_SHARE = 0.25
 _DIVERGE_STEPS = 3
 # After such a jump the loss must also be over this share of where training
 # began (`NormRules._diverged`): half of what the model had learned undone.
@@ -159,7 +164,7 @@ class NormRules(RuleFamily):
         """Bounds within which a step needs no judging at once: the squared
         global norm (low, high), the learning rate (low, high), the count
         of exactly-zero gradient norms (high), the silent units (high) and
-        the loss (high: `_loss_jump`'s; infinite with no positive level).
+        the loss (high, `_loss_high`).
 
         A step outside them may start an explosion or a jump
         (`observe_step` decides); one inside would be judged normal. Before
@@ -187,9 +192,7 @@ class NormRules(RuleFamily):
         else:
             # Just inside the jump (a factor of exactly jump_factor jumps).
             rates = (rate / t.jump_factor * 1.001, rate * t.jump_factor / 1.001)
-        loss_high = math.inf
-        if _finite(loss) and loss > 0:
-            loss_high = _DIVERGE_RISE * loss / 1.001
+        loss_high = self._loss_high() / 1.001  # Just inside, as above.
         # Just inside the norm bounds too, so a borderline step is judged.
         return (
             low * low * 1.001,
@@ -200,6 +203,16 @@ class NormRules(RuleFamily):
             loss_high,
         )
 
+    def _loss_high(self) -> float:
+        """The loss a step may have and be no jump (`_loss_jump`): under
+        `_DIVERGE_RISE` times the recent level, or under `_LOSS_JUMP_SHARE`
+        of where training began (a fitted model's loss of 0.001 thrice on a
+        hard batch undoes nothing); infinite with no positive level."""
+        recent, start = self._norms.recent_loss(), self._start()
+        if not (_finite(recent, start) and recent > 0 and start > 0):
+            return math.inf
+        return max(_DIVERGE_RISE * recent, _LOSS_JUMP_SHARE * start)
+
     def _loss_jump(self, loss) -> None:
         """Flags (a noisy jump, `loss_jumped`) the second step in a row
         whose loss is `_DIVERGE_RISE` times the recent level, when nothing
@@ -209,8 +222,7 @@ class NormRules(RuleFamily):
         a hard batch, as near convergence one in a few dozen is. The
         callback records the next steps in full (a burst, rate-limited as
         noisy ones are, apart from the others)."""
-        recent = self._norms.recent_loss()
-        high = _finite(loss, recent) and recent > 0 and loss >= _DIVERGE_RISE * recent
+        high = _finite(loss) and loss >= self._loss_high()
         self._high_losses = self._high_losses + 1 if high else 0
         if self._high_losses == 2 and not self.jumped:
             self.jumped = self.loss_jumped = True

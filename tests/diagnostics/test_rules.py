@@ -4611,8 +4611,9 @@ class TestJumps:
         # saturation pass little gradient; measured, a tanh MLP whose
         # kernels grew 20x: the loss 0.10 -> 0.42 from then on, the norm a
         # few times). One such step (a hard batch), or one under 3x (2.9),
-        # is none. The alarm's loss bound is just under 3x the level: each
-        # such step is judged at once.
+        # is none. The alarm's loss bound is just under 3x the level (and a
+        # quarter of where training began): each such step is judged at
+        # once.
         rules = HealthRules(mlp(["tanh"]))
         seq = [event(s, 1.0, loss=1.0) for s in range(6)]
         assert jumps(rules, seq) == [False] * 6
@@ -4630,6 +4631,14 @@ class TestJumps:
         # A quiet step between two high ones ends the run.
         rules.observe_quiet([(8, 1.0, None, 1.0)])
         assert jumps(rules, [event(9, 1.0, loss=3.0)]) == [False]
+        # A fitted model (1 where training began, 0.01 lately): 0.2, 20x its
+        # level twice, is under a quarter of where training began, its
+        # bound: no jump; 0.3 is.
+        rules = HealthRules(mlp(["tanh"]))
+        run(rules, [event(s, 1.0, loss=1.0 if s < 3 else 0.01) for s in range(40)])
+        assert rules.alarm_bounds()[6] == pytest.approx(0.25 / 1.001)
+        seq = [event(40 + i, 1.0, loss=v) for i, v in enumerate([0.2, 0.2, 0.3, 0.3])]
+        assert jumps(rules, seq) == [False, False, False, True]
         # No positive level (a loss not known, or a negative one): no bound.
         rules = HealthRules(mlp(["tanh"]))
         run(rules, [event(s, 1.0, loss=-0.9) for s in range(6)])
