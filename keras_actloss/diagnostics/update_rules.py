@@ -19,6 +19,7 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
+    _INIT_FIX,
     _UNSTABLE,
     RuleFamily,
     _finite,
@@ -213,6 +214,21 @@ class UpdateRules(RuleFamily):
             "gradients exploded."
         )
         fix = self._explosion_fix(ls.layer)
+        first = self._norms.first
+        if (
+            before is None
+            and first is not None
+            and at == first[0]
+            and self._norms.huge_from_start(self.thresholds.exploding_norm)
+        ):
+            # The first update, of a norm no healthy model has at its first
+            # step: the initial weights' gradients, not the step size (an
+            # embedding and SimpleRNN classifier whose recurrent kernel is
+            # drawn with stddev 1, under SGD: the embedding moved 1.7e6x).
+            weights = self._weights_cause()
+            if weights:
+                message += " It was the first update, so " + weights
+                fix = _INIT_FIX
         # The growth is of the steps from the mark to this one: the last of
         # them (a burst's recording follows the jump of the norm at once).
         step = at if before is None else stats.step - 1

@@ -6595,6 +6595,28 @@ class TestWipedWeights:
         )
         assert found[0].fix == rule_support._RECURRENT_FIX
 
+    def test_the_first_update_of_a_huge_first_norm_is_the_initial_weights(self):
+        # A classifier (no regression targets) on standardized inputs whose
+        # first global norm, 1.2e7, is over any healthy model's (1e6): its
+        # first update replaced the weights because its initial weights
+        # blew the gradients up, not because the step was too large (an
+        # embedding and SimpleRNN classifier, recurrent kernel drawn with
+        # stddev 1, under SGD: told with "lower the learning rate", "add
+        # batch normalization").
+        rules = HealthRules(gru_and_head())
+        rules.uninformed_loss = (math.log(2), "binary cross-entropy")
+        first = dataclasses.replace(
+            gru_recording(0, 274.0), global_norm=1.2e7, input_scale=1.0
+        )
+        (found,) = run(rules, [first])
+        assert found.message.endswith(
+            "the gradients exploded. It was the first update, so the initial "
+            "weights are the likely cause: the inputs are standardized (their "
+            "largest feature mean or spread 1) and a classifier has no regression "
+            "targets."
+        )
+        assert found.fix == rule_support._INIT_FIX
+
     @pytest.mark.parametrize(
         "ratio, weight_norm",
         [
