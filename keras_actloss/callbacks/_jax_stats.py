@@ -15,9 +15,8 @@ the jitted step with its logs:
   `step_stats.norm_row` (scaled), the units' flow
   (`step_activations.unit_flow`), the optimizers' learning rates when
   several are hooked (`_step_rows.call_rates`), and last the step's
-  `step_stats.alarm`
-  values, which the host compares with its bounds after each step
-  (`quiet`: no sum over the row in Python);
+  `step_stats.alarm` values, which the host compares with its bounds
+  after each step (`quiet`: no sum over the row in Python);
 - and the rest of `step_stats.FULL_KEYS`, computed on full steps only
   (zeros on the others, see `_Trace.when_full`), but for the `norm_row`s
   of the weights and their update (`weight_rows`), which the host reduces

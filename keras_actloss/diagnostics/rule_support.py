@@ -277,7 +277,6 @@ _UNSTABLE = ": the steps are far too large and training is unstable."
 # over this many samples: the loss of a batch of a few samples is noise
 # (batches of 2: 0.08 on the first, 0.43-1.7 on the next four).
 _START_SAMPLES = 32
-# A fix's advice to clip gradients, reworded where the optimizer clips.
 # Advice to clip gradients in a fix: "clip gradients (...)" (or "Clip"), or
 # "clipping gradients (...) bounds the steps" (`_JUMP_FIX`); reworded where
 # the optimizer clips already (`RuleFamily._add`, `_clipped_advice`).

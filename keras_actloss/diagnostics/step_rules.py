@@ -215,13 +215,13 @@ class NormRules(RuleFamily):
 
     def _loss_jump(self, loss) -> None:
         """Flags (a noisy jump, `loss_jumped`) the second step in a row
-        whose loss is `_DIVERGE_RISE` times the recent level, when nothing
-        else did: something changed the model or its data (weights thrown
-        into saturation, a shift in the data) that the gradient norm may
-        not show (saturated units pass little gradient). One such step is
-        a hard batch, as near convergence one in a few dozen is. The
-        callback records the next steps in full (a burst, rate-limited as
-        noisy ones are, apart from the others)."""
+        whose loss is over `_loss_high` (`_DIVERGE_RISE` times the recent
+        level), when nothing else did: something changed the model or its
+        data (weights thrown into saturation, a shift in the data) that the
+        gradient norm may not show (saturated units pass little gradient).
+        One such step is a hard batch, as near convergence one in a few
+        dozen is. The callback records the next steps in full (a burst,
+        rate-limited as noisy ones are, apart from the others)."""
         high = _finite(loss) and loss >= self._loss_high()
         self._high_losses = self._high_losses + 1 if high else 0
         if self._high_losses == 2 and not self.jumped:
