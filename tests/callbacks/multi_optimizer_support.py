@@ -115,22 +115,29 @@ def default_settings_fit(model, rng, dead: bool = False) -> list[tuple]:
     ]
 
 
-def generator_jump_fit(model, rng, at: int = 32) -> list[tuple]:
-    """Compiles a GAN of `gan_networks` with SGD for both networks, the
-    generator's rate (`G_LR`) 1000 times larger from its step `at` on, and
-    fits it as `default_settings_fit` does. Returns `(finding, reported
-    step)` of each training failure."""
+def assert_generator_jump_told(model, rng, at: int = 32) -> None:
+    """Compiles a GAN of `gan_networks` (built) with SGD for both networks,
+    the generator's rate (`G_LR`, 0.05) 1000 times larger from its step
+    `at` on (the discriminator's, the step's first, stays at `D_LR`), fits
+    it as `default_settings_fit` does, and checks that the first training
+    failure is an explosion told within 3 steps that names the generator's
+    rates."""
     rate = keras.optimizers.schedules.PiecewiseConstantDecay(
         [at - 1], [G_LR, 1000 * G_LR]
     )
     model.compile(keras.optimizers.SGD(D_LR), keras.optimizers.SGD(rate))
     real = rng.normal(size=(256, 4)).astype("float32")
     z = rng.normal(size=(256, LATENT)).astype("float32")
-    return [
+    found = [
         (f, step)
         for f, step in _reported_fit(model, real, z)
         if f.severity == "failure"
     ]
+    assert found, "the jump was not told"
+    finding, reported = found[0]
+    assert finding.mode == "exploding_gradients"
+    assert at <= reported <= at + 3
+    assert f"learning rate jumped from 0.05 to 50 at step {at}" in finding.message
 
 
 def _reported_fit(model, real, z) -> list[tuple]:
