@@ -131,7 +131,7 @@ def quiet_steps(rows, layout: RowLayout, rates: int = 0) -> list[tuple]:
             rows[:, RING_SILENT].astype(int).tolist(),
             [
                 step_rates(row, rates)
-                for row in rows[:, len(rows[0]) - rates :].tolist()
+                for row in rows[:, rows.shape[1] - rates :].tolist()
             ],
         )
     )

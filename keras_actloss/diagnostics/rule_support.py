@@ -574,14 +574,9 @@ class RuleFamily:
         embedding looks up (whose scale does not reach the layers after
         it), and its message not naming them already."""
         first, scale = self._norms.first, self._input_scale
-        looked_up = any(
-            "Embedding" in self._info[name].class_name
-            for name in self.input_layers
-            if name in self._info
-        )
         return (
             severity == F.FAILURE
-            and not looked_up
+            and self._looked_up() is None
             and mode in _RAW_INPUT_MODES
             and _finite(scale)
             and scale >= _RAW_INPUTS
@@ -589,6 +584,15 @@ class RuleFamily:
             and step <= first[0] + _EXPLOSION_STEPS
             and "mean or spread" not in message
         )
+
+    def _looked_up(self) -> str | None:
+        """The layer the model's inputs reach first (`input_layers`) when
+        it is an `Embedding`: the inputs are ids it looks up, whose scale
+        does not reach the layers after it; else None."""
+        first = next(iter(self.input_layers), None)
+        info = self._info.get(first)
+        looked_up = info is not None and "Embedding" in info.class_name
+        return first if looked_up else None
 
     def _clipped_advice(self, advice: re.Match) -> str:
         """`_CLIP_ADVICE`'s words where the optimizer clips (`clipping`)."""

@@ -991,9 +991,8 @@ class NormRules(RuleFamily):
         on token ids whose kernels are drawn with stddev 3 and 5: 3.1e7."""
         if self.uninformed_loss is None:
             return ""
-        # The one layer the inputs reach first (`HealthRules.input_layers`).
-        first = next(iter(self.input_layers), None)
-        if first is not None and "Embedding" in self._info[first].class_name:
+        first = self._looked_up()
+        if first is not None:
             return (
                 "the initial weights are the likely cause: the model's first "
                 f"layer '{first}' is an embedding (its inputs are ids "

@@ -42,6 +42,9 @@ from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, negligible
 _ZERO_NORM = float(np.finfo("float32").tiny)
 # ...or negligible for the loss (`step_rules.negligible`), before any
 # explosion (a diverging model's loss outgrows its gradient's root).
+# The streak of steps with every gradient zero (`ZeroGradientRules`), apart
+# from the per-layer modes' (`_Streaks`).
+_ZERO_KEY = ("zero_gradients", None)
 # A loss at or below this has converged, whatever its early level: a clipped
 # cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
 _CONVERGED_LOSS = 1e-6
@@ -141,7 +144,7 @@ class NonFiniteRules(RuleFamily):
         elif last is not None and last <= _ZERO_NORM:
             # After a run of zero gradients (a saturated output): not a
             # normal norm; the explosion that ended in it, when one did.
-            start = self._streaks.start(("zero_gradients", None))
+            start = self._streaks.start(_ZERO_KEY)
             blown = None if start is None else self._explosion_before(start)
             message += (
                 f" Every gradient was 0 before it (last finite norm {last:.3g} "
@@ -288,7 +291,7 @@ class ZeroGradientRules(RuleFamily):
         if len(self._start_losses) < kept and _finite(loss):
             self._start_losses.append(loss)
         early = _median(self._early_losses)
-        key = ("zero_gradients", None)
+        key = _ZERO_KEY
         if early is None and not _finite(loss):
             # No loss known in this training (a custom `train_step` whose
             # loss the hooks do not see): every gradient exactly 0 counts
