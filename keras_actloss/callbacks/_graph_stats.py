@@ -141,6 +141,7 @@ class GraphStats(RingReader):
         self._counter = step_counter(calls[0].optimizer)
         self.apply_groups = apply_groups(self._var_layer, [c.variables for c in calls])
         self.counter_applies = sum(c.optimizer is calls[0].optimizer for c in calls)
+        self.separate_losses = len(getattr(self._local, "losses", ())) > 1
         self.loss_scaled = any(call.dynamic for call in calls)
         if len(calls) == 1:
             (call,) = calls

@@ -250,6 +250,10 @@ class TrainHooks(GraphStats):
         self._counter = None  # The optimizer that counts the steps.
         # How many times it applies in one step (a WGAN's critic: n_critic).
         self.counter_applies = 1
+        # Whether the optimizers of the last step traced scaled different
+        # losses (a GAN's discriminator and generator): the loss noted is
+        # then one network's, not a measure of the whole step's progress.
+        self.separate_losses = False
         # Whether the last step traced had sample weights (`sample_weighted`).
         self.sample_weighted = False
         # The train function the last `remove` gave back to the model.
@@ -474,6 +478,7 @@ class TrainHooks(GraphStats):
             self._local.outputs = {}
             self._local.graph = tf.compat.v1.get_default_graph()
             self._local.loss = None
+            self._local.losses = []
             self._local.applied = []
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
@@ -552,8 +557,13 @@ class TrainHooks(GraphStats):
         def scale_loss(loss):
             # The first loss of the step (the model's, in a plain `fit`).
             local = self._local
-            if getattr(local, "mode", None) is not None and local.loss is None:
-                local.loss = loss
+            if getattr(local, "mode", None) is not None:
+                if local.loss is None:
+                    local.loss = loss
+                # Each loss an optimizer of the step scales, once: a GAN's
+                # networks minimise losses of their own (`separate_losses`).
+                if all(seen is not loss for seen in local.losses):
+                    local.losses.append(loss)
             return original(loss)
 
         return scale_loss

@@ -93,6 +93,7 @@ class StepSchedule:
         # critic): its count then moves that many steps per batch.
         self._stride = self._spe * max(1, self._hooks.counter_applies)
         self._rules.execution_steps = self._stride
+        self._rules.separate_losses = self._hooks.separate_losses
         shift = self._hooks.step_count() - (self._step + self._stride)
         self._origin += shift
         self._shift(shift)

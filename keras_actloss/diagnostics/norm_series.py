@@ -25,7 +25,8 @@ class RateWatch:
     norm: float | None  # The recent norm and loss levels before the jump.
     loss: float | None
     # Whether the loss is of the optimizer whose rate jumped (not, for a
-    # GAN's generator: the loss noted is the discriminator's).
+    # GAN's generator: the loss noted is the discriminator's), and the
+    # step's one loss (not with `HealthRules.separate_losses`).
     own_loss: bool = True
     # The norm reached `step_rules._DIVERGE_RISE` x `norm` since; the steps
     # in a row with the loss `_DIVERGE_RISE` x `loss`.

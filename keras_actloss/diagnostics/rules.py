@@ -220,9 +220,11 @@ class HealthRules(
     together) and the rules have not reported them dead yet, or showed
     every optimizer group's gradients collapsed (`collapse_rules`) before
     it is confirmed: the callback then records densely too, as after a
-    noisy jump. Set
-    `execution_steps` to the model's `steps_per_execution`: at one
-    recording per execution a streak needs fewer recordings (`_patience`).
+    noisy jump. Set `execution_steps` to the model's
+    `steps_per_execution`: at one recording per execution a streak needs
+    fewer recordings (`_patience`); and `separate_losses` when the
+    optimizers of a step scale losses of their own (a GAN's networks): the
+    loss noted is then one network's.
 
     Examples:
 
@@ -250,6 +252,9 @@ class HealthRules(
         self.layers = list(layers)
         self.thresholds = t = Thresholds.from_value(thresholds)
         self.execution_steps = 1
+        # Whether the optimizers of a step minimise losses of their own (a
+        # GAN's): the loss noted is then one network's.
+        self.separate_losses = False
         weighted = [
             i for i, info in enumerate(self.layers) if info.has_trainable_weights
         ]

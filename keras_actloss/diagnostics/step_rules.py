@@ -337,8 +337,10 @@ class NormRules(RuleFamily):
         if not jumps:
             return
         _, k, last, rate = max(jumps)
-        # Changes 0 and 1 are the step's own rate (the first optimizer's).
-        first = k < 2
+        # Changes 0 and 1 are the step's own rate (the first optimizer's),
+        # whose loss is the one noted; with losses of their own (a GAN's),
+        # that loss is one network's, which rises as the other learns.
+        first = k < 2 and not self.separate_losses
         self._rate_index = k
         self.jumped = self._jump_hard = True
         series = self._norms
@@ -357,7 +359,11 @@ class NormRules(RuleFamily):
         since: training diverges with the new step size (normalization can
         hold the norm below the explosion limit). A warm restart raises a
         trained model's loss for a while, not above where training began;
-        every gradient 0 after the jump is `ZeroGradientRules`'."""
+        every gradient 0 after the jump is `ZeroGradientRules`'. Not when
+        the loss noted is not the jumped optimizer's own
+        (`RateWatch.own_loss`; with `separate_losses` none is): a GAN's
+        discriminator's loss rises as its generator catches up after both
+        rates restart; the updates judge such a jump."""
         watch = self._watch
         if watch is None or step <= watch.step:
             return
@@ -368,8 +374,8 @@ class NormRules(RuleFamily):
             watch.losses.append(loss)
             if watch.peak is None or loss > watch.peak[0]:
                 watch.peak = (loss, step)
-        if watch.loss is None:  # Still watched for its updates.
-            return
+        if watch.loss is None or not watch.own_loss:
+            return  # Still watched for its updates.
         watch.norm_up = watch.norm_up or (
             watch.norm is not None and norm >= _DIVERGE_RISE * watch.norm
         )

@@ -3447,6 +3447,38 @@ class TestDivergingAfterARateJump:
         )
 
     @pytest.mark.parametrize(
+        "losses",
+        [
+            [0.53, 0.21, 0.60, 0.98, 0.38, 0.95, 1.67, 0.93],  # the median
+            [0.6, 1.6, 1.7, 1.8, 1.6, 1.5],  # 3x for 3 steps in a row
+        ],
+        ids=["median", "in_a_row"],
+    )
+    def test_no_loss_undone_where_the_optimizers_have_losses_of_their_own(self, losses):
+        # A GAN whose discriminator's and generator's SGD rates restart
+        # together (cosine restarts, 650x at step 40; probed on TensorFlow):
+        # the loss noted, the discriminator's, went from 0.25 to 0.53-0.98
+        # for a few steps while the generator caught up, then stayed at
+        # 0.5 (the two networks' balance). One network's loss rises as the
+        # other learns: with `separate_losses`, only the updates judge the
+        # jump. The same series is told with one loss (above, and
+        # `test_the_median_loss_undone`).
+        after = len(losses)
+        norms = [0.22] * 40 + [0.28] + [0.7] * after
+        rates = [1e-3] * 40 + [0.1] * (1 + after)
+        series = [0.693] * 5 + [0.514] * 36 + losses
+        assert [f.mode for f, _ in zero_run(norms, series, rates)] == [
+            F.EXPLODING_GRADIENTS
+        ]
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.separate_losses = True
+        found = []
+        for step, (n, loss, lr) in enumerate(zip(norms, series, rates)):
+            found += rules.observe_step(event(step, n, lr, loss=loss))
+        assert found == []
+        assert not rules._watch.own_loss
+
+    @pytest.mark.parametrize(
         "losses, norms, rate",
         [
             ([4.0, 5.0, 7.0], [2.0, 2.9, 0.0], 10.0),  # norm never 3x
