@@ -433,17 +433,21 @@ class RuleFamily:
         jump = self._jump_since(start, within)
         return "" if jump is None else f" It began {jump}: steps far too large."
 
-    def _jump_since(self, start: int, within: int = _EXPLOSION_STEPS) -> str | None:
+    def _jump_since(
+        self, start: int, within: int = _EXPLOSION_STEPS, hold: bool = True
+    ) -> str | None:
         """`_jump_before`'s jump as "N steps after the learning rate jumped
-        ...", or None. Up to `_HELD_STEPS` after it while the rate stays at
-        half its new value or more (`_rate_held`): small gradients (a
-        converged model's) take that long to blow up at a rate too large
-        (SGD 300x on a fitted CNN: the norm exploded 25 steps later)."""
+        ...", or None. With `hold`, up to `_HELD_STEPS` after it while the
+        rate stays at half its new value or more (`_rate_held`): small
+        gradients (a converged model's) take that long to blow up at a rate
+        too large (SGD 300x on a fitted CNN: the norm exploded 25 steps
+        later)."""
         change = self._rate_change
         if change is None:
             return None
         step, before, after = change[:3]
-        if after <= before or not step < start <= step + max(within, _HELD_STEPS):
+        last = step + (max(within, _HELD_STEPS) if hold else within)
+        if after <= before or not step < start <= last:
             return None
         held = start > step + within
         if held and not self._rate_held(after):

@@ -45,6 +45,10 @@ _ZERO_NORM = float(np.finfo("float32").tiny)
 # The streak of steps with every gradient zero (`ZeroGradientRules`), apart
 # from the per-layer modes' (`_Streaks`).
 _ZERO_KEY = ("zero_gradients", None)
+# A non-finite step this many steps or fewer after a learning-rate jump up,
+# with normal norms before it, is the jump's (`_non_finite_step`); later,
+# a NaN batch after a warm restart is as likely.
+_JUMP_NAN_STEPS = 10
 # A loss at or below this has converged, whatever its early level: a clipped
 # cross-entropy of a confident right answer is -log(1 - 1e-7) = 1e-7.
 _CONVERGED_LOSS = 1e-6
@@ -89,6 +93,10 @@ class NonFiniteRules(RuleFamily):
         broken = self._broken_update
         if broken is not None and (last is None or broken[0] < last_step):
             broken = None
+        # A learning-rate jump up shortly before (`_JUMP_NAN_STEPS`).
+        jump = None
+        if last is not None and self._rate_change is not None:
+            jump = self._jump_since(event.step, _JUMP_NAN_STEPS, hold=False)
         oversized = (
             not grew
             and not known
@@ -177,6 +185,24 @@ class NonFiniteRules(RuleFamily):
                 self._overflowed_from_start(new, event)
                 message += " It follows the explosion of the gradients."
             fix = _OVERFLOW_FIX
+        elif jump is not None:
+            # Normal norms, then a NaN soon after the rate jumped: the first
+            # step too large to stay finite (a VAE's `exp(z_log_var)`, Adam
+            # at 1 from 1e-3: the norm normal at step 100, NaN at 101).
+            change = self._rate_change
+            self._add(
+                new,
+                F.EXPLODING_GRADIENTS,
+                None,
+                change[0],
+                change[2] / change[1],
+                f"Step {event.step} was not finite {jump}, with the gradient "
+                f"norms normal until then (last finite norm {last:.3g}): the "
+                "steps at the new rate are far too large and training diverged.",
+                _JUMP_FIX,
+            )
+            message += f" It came {jump}: the steps are far too large."
+            fix = _JUMP_FIX
         elif broken is not None:
             at, layer = broken
             message += (

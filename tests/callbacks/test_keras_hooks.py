@@ -227,7 +227,6 @@ def test_a_step_is_quiet_within_the_bounds_only(data):
     # The squared global norm of the SGD step, 1e-3 relative error at most.
     hooks, squared, grads, loss = _sentinel_step(0.1, x, y)
     alarm = hooks._last_alarm.numpy()
-    # No gradient tensor of the step is entirely zero.
     # No gradient tensor of the step is entirely zero; silent units: the
     # model's bias elements that are exactly 0 (units of the batch with no
     # gradient), counted from the SGD update itself (the biases start at

@@ -569,6 +569,42 @@ class TestNonFiniteCause:
         assert "normal (last finite norm 9)" in found[0].message
         assert "data or the loss, not the step size" in found[0].message
 
+    @pytest.mark.parametrize("after", [1, 10, 11], ids=["next", "10", "11"])
+    def test_soon_after_a_learning_rate_jump_is_the_jump(self, after):
+        # Probed: a VAE under Adam whose rate went from 1e-3 to 1 at step
+        # 100; the norm normal (1.18) at step 100, NaN at step 101 (its
+        # `exp(z_log_var)` overflowed). Normal norms, then a NaN up to 10
+        # steps after a jump up (`_JUMP_NAN_STEPS`): the step size; 11
+        # steps after it, the data as before.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, 1e-3) for s in range(5)]
+        seq += [event(s, 1.0, 1.0) for s in range(5, 5 + after)]
+        seq.append(event(5 + after, math.nan, 1.0, non_finite=True))
+        found = run(rules, seq)
+        if after > 10:
+            assert modes(found) == [(F.NON_FINITE, None, 16)]
+            assert found[0].fix == rules_module._DATA_FIX
+            return
+        assert modes(found) == [
+            (F.EXPLODING_GRADIENTS, None, 5),
+            (F.NON_FINITE, None, 5 + after),
+        ]
+        exploding, non_finite = found
+        jump = (
+            f"{after} step{'s' if after > 1 else ''} after the learning rate "
+            "jumped 1e+03x, from 0.001 to 1 at step 5"
+        )
+        assert exploding.value == pytest.approx(1e3)
+        assert exploding.message == (
+            f"Step {5 + after} was not finite {jump}, with the gradient norms "
+            "normal until then (last finite norm 1): the steps at the new rate "
+            "are far too large and training diverged."
+        )
+        assert non_finite.message.endswith(
+            f" It came {jump}: the steps are far too large."
+        )
+        assert exploding.fix == non_finite.fix == rule_support._JUMP_FIX
+
     def test_after_an_update_larger_than_the_weights(self):
         # A step size far too large with normal norms before (under loss
         # scaling the next step overflows instead of growing: mixed precision
