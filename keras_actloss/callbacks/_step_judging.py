@@ -407,11 +407,20 @@ class StepJudging:
                 self._hooks.plans, [inputs, labels]
             )
             self._rules.target_scale = target_scale(self.model, labels)
-        elif self._rules.wants_inputs():
-            # New data came: did the inputs change scale with it?
+        elif self._gates or self._rules.wants_inputs():
+            # New data came (did the inputs change scale with it?), or
+            # the inputs reach recurrent gates first (a batch of sequences
+            # is small): read them.
             inputs = feature_inputs(self.model, self._hooks.read_inputs())
-            scale = input_scale(preprocessed(self._preprocessing, inputs))
-            self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
+            features = preprocessed(self._preprocessing, inputs)
+            scale = input_scale(features)
+            if self._rules.wants_inputs():
+                self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
+            if self._gates:
+                fractions = gate_saturations(self._gates, features)
+                self._handle(
+                    self._rules.gates_changed(step, scale, self._input_scale, fractions)
+                )
         stats = step_stats(
             data,
             self._names,
@@ -421,7 +430,7 @@ class StepJudging:
             self._hooks.apply_groups,
         )
         new = self._rules.observe(stats)
-        if self._rules.suspected:
+        if self._rules.suspected or self._rules.gates_pending:
             self._burst(step + 1, True, SUSPECTED, stats.batch_size)
         new += self._label_checks()
         if self._writer is not None:

@@ -34,7 +34,7 @@ from keras_actloss.diagnostics.rule_support import (
     _median,
 )
 from keras_actloss.diagnostics.start_rules import _BIAS_FIX
-from keras_actloss.diagnostics.step_rules import negligible
+from keras_actloss.diagnostics.step_rules import _SCALE_CHANGE, negligible
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
 # After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
@@ -961,6 +961,70 @@ class ActivationRules(RuleFamily):
                     severity=F.WARNING,
                 )
         return new
+
+    def gates_changed(
+        self,
+        step: int,
+        scale: float | None,
+        first: float | None,
+        fractions: dict[str, float],
+    ) -> list[F.Finding]:
+        """Judges the recurrent cells of `input_gates` again at a later
+        recording (`fractions` on its batch, of inputs at `scale`), when
+        the inputs were standardized on the first recorded batch (`first`,
+        within `thresholds.input_scale`) and are now far from it (over it,
+        and `_SCALE_CHANGE` times `first`): gates with `saturation` of
+        their pre-activations in the flat tails at two recordings in a row
+        are `saturated_activations` naming the inputs (one batch far from
+        the rest is no change of the data). The first such recording sets
+        `gates_pending`, for the callback to record the next step. An LSTM
+        classifier whose inputs came 1000x larger from step 50 (98% of its
+        gates' pre-activations in the tails, the loss back near chance):
+        nothing was told in 300 steps. Returns the new findings."""
+        t, new = self.thresholds, []
+        changed = (
+            _finite(scale, first)
+            and first <= t.input_scale < scale
+            and scale >= _SCALE_CHANGE * first
+        )
+        for name, fraction in fractions.items():
+            if (F.SATURATED_ACTIVATIONS, name) in self._reported:
+                continue
+            if not changed or fraction < t.saturation:
+                self._gate_marks.pop(name, None)
+                continue
+            since = self._gate_marks.setdefault(name, (step, fraction))
+            if since[0] == step:
+                continue
+            message = (
+                f"{min(fraction, since[1]):.0%} or more of the pre-activations "
+                f"that the inputs of steps {since[0]} and {step} give the gates "
+                f"of recurrent layer '{name}' (its input alone, as at its first "
+                "time step) are in their activations' flat tails: the inputs "
+                f"are far from standardized (a feature's mean or spread is "
+                f"{scale:.3g}, against {first:.3g} on the first recorded batch). "
+                "Gates in their tails pass next to no gradient and let next to "
+                "nothing of the inputs' variation through, so the layer no "
+                "longer learns from the data: the data changed (a "
+                "preprocessing step that broke, values in another unit)."
+            )
+            self._add(
+                new,
+                F.SATURATED_ACTIVATIONS,
+                name,
+                since[0],
+                fraction,
+                message,
+                FIXES[F.UNSTANDARDIZED_INPUTS],
+            )
+            del self._gate_marks[name]
+        return new
+
+    @property
+    def gates_pending(self) -> bool:
+        """Whether a recording saw gates saturated by inputs that changed
+        scale, not yet told (`gates_changed`)."""
+        return bool(self._gate_marks)
 
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input

@@ -449,6 +449,10 @@ class HealthRules(
         self.loss_jumped = False
         self._high_losses = 0
         self.suspected = False
+        # Each recurrent cell whose gates the inputs saturated at the last
+        # recording, after a change of their scale: (step, fraction)
+        # (`gates_changed`).
+        self._gate_marks: dict[str, tuple[int, float]] = {}
         self._low = 0
         self.findings: list[Finding] = []
 

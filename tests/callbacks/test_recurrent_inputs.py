@@ -16,12 +16,13 @@ from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 from keras_actloss.callbacks._callback_support import input_gates
 from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.diagnostics import stats
+from keras_actloss.diagnostics.rule_support import FIXES
 from keras_actloss.diagnostics.rules import HealthRules
 from tests.diagnostics.test_rules import mlp
 
 
 def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # 1 / (1 + exp(-z)), no overflow.
 
 
 def _reference(x, kernel, bias, kinds):
@@ -188,3 +189,93 @@ def test_an_lstm_fed_raw_series_is_told_at_the_first_step(raw):
     expected = _reference(x[:16], kernel, bias, LSTM_KINDS)
     assert expected > 0.9
     assert finding.value == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "seen, expected",
+    [
+        # Two recordings in a row, inputs 3x+ the first batch's and over
+        # `input_scale` (2), gates over `saturation` (0.75): told at the
+        # first of them, with the smaller share in the message.
+        ([(10, 500.0, 0.97), (11, 500.0, 0.96)], (10, 0.96, "96% or more")),
+        # One batch far from the rest: no change of the data.
+        ([(10, 500.0, 0.97), (11, 1.0, 0.0), (14, 500.0, 0.97)], None),
+        # Gates under the limit, or inputs not far from the first batch's.
+        ([(10, 500.0, 0.6), (11, 500.0, 0.6)], None),
+        ([(10, 2.5, 0.9), (11, 2.5, 0.9)], None),
+    ],
+    ids=["changed", "one_batch", "below_saturation", "not_3x"],
+)
+def test_gates_saturated_by_inputs_that_changed_later(seen, expected):
+    rules = HealthRules(mlp(["tanh"]))
+    found = []
+    for step, scale, fraction in seen:
+        found += rules.gates_changed(step, scale, 1.0, {"lstm/lstm_cell": fraction})
+        # The first saturated recording asks for the next step's.
+        assert rules.gates_pending == (fraction >= 0.75 and scale >= 3.0 and not found)
+    if expected is None:
+        assert found == []
+        return
+    ((finding),) = found
+    step, value, share = expected
+    assert (finding.mode, finding.severity, finding.layer, finding.step) == (
+        F.SATURATED_ACTIVATIONS,
+        F.FAILURE,
+        "lstm/lstm_cell",
+        step,
+    )
+    assert finding.value == value
+    assert finding.message.startswith(
+        f"{share} of the pre-activations that the inputs of steps 10 and 11 give "
+        "the gates of recurrent layer 'lstm/lstm_cell'"
+    )
+    assert "a feature's mean or spread is 500, against 1 on the first" in (
+        finding.message
+    )
+    assert finding.fix == FIXES[F.UNSTANDARDIZED_INPUTS]
+    # Told once: the layer's saturation is reported.
+    assert rules.gates_changed(12, 500.0, 1.0, {"lstm/lstm_cell": 0.97}) == []
+
+
+def test_an_lstm_whose_inputs_change_scale_mid_run_is_told_within_steps():
+    # Standardized series, then 1000x larger from step 24 (a preprocessing
+    # step that broke): probed, 98% of an LSTM's gate pre-activations in
+    # the tails from then on, the loss back near chance, and nothing told
+    # in 300 steps while only the first recorded batch was judged.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1280, 12, 3)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1) > 0).astype("float32")
+    onset = 24
+    x[onset * 32 :] *= 1000.0
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((12, 3)),
+            keras.layers.LSTM(16),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    diag = GradientDiagnostics(check_model=False)
+    told = _Told(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag, told])
+    found = [
+        (f, at) for f, at in zip(diag.findings, told.at) if f.severity == F.FAILURE
+    ]
+    assert found, "the saturated gates were not told"
+    finding, at = found[0]
+    assert (finding.mode, finding.layer) == (F.SATURATED_ACTIVATIONS, "lstm/lstm_cell")
+    assert onset <= finding.step < at <= onset + 10
+    # The share of the model's gates in the tails on the inputs after the
+    # change (NumPy, the weights at the end: the inputs alone saturate them).
+    cell = model.layers[0].cell
+    kernel = keras.ops.convert_to_numpy(cell.kernel).astype("float64")
+    bias = keras.ops.convert_to_numpy(cell.bias).astype("float64")
+    assert _reference(x[-32:], kernel, bias, LSTM_KINDS) > 0.9
+    assert finding.value > 0.9
+    assert finding.message.endswith(
+        "so the layer no longer learns from the data: the data changed (a "
+        "preprocessing step that broke, values in another unit)."
+    )
