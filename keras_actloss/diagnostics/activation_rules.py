@@ -237,6 +237,9 @@ class UnitActivity:
         # in the last `dead` window.
         self.first_active: np.ndarray | None = None
         self.alive: np.ndarray | None = None
+        # The share of units inactive on the last window judged, those not
+        # counted dead for being rarely active before (`_rare`) included.
+        self.silent = 0.0
 
     def add(
         self, step: int, samples: int, activity, batches: int = 1, flow=None
@@ -305,13 +308,15 @@ class UnitActivity:
         `rare` (units measured on their outputs), when at least that share
         of the units was inactive on the window, those that the recordings
         before show rarely active are not counted dead (`_rare`)."""
-        total, batches, alive = 0, 0, None
+        total, batches, seen = 0, 0, None
         least = self.min_recordings if min_recordings is None else min_recordings
         for first, samples, active, held in reversed(self._recent):
-            alive = active if alive is None else alive | active
+            seen = active if seen is None else seen | active
+            alive = seen
             if self.flow is not None:
                 # Active on a step between the recordings (its gradient).
-                alive = alive | (self.flow >= first) | self._flow_rare
+                seen = seen | (self.flow >= first)
+                alive = seen | self._flow_rare
             total += samples
             batches += held
             whole = len(alive) >= self.WHOLE_UNITS and not alive.any()
@@ -325,6 +330,9 @@ class UnitActivity:
                     alive = alive | self._rare(alive)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 self.alive = alive
+                # Inactive on the window, rarely active ones included.
+                silent = units - np.count_nonzero(seen)
+                self.silent = silent / units if units else 0.0
                 return dead, total, batches, first
         return None
 
@@ -528,10 +536,19 @@ class ActivationRules(RuleFamily):
                 ):
                     # Their biases' gradients, every step (`UnitActivity.add`).
                     between = " and passed no gradient back on any step between"
+                silent = max(dead, self._activity[layer].silent)
+                counted = ""
+                if silent > dead:
+                    # `UnitActivity._rare`: not counted dead yet.
+                    counted = (
+                        f"; {dead:.0%} counted dead, the others were active on "
+                        "few batches before and may be silent by chance"
+                    )
                 message = (
-                    f"{dead:.0%} of the units of layer '{layer}' output zero "
+                    f"{silent:.0%} of the units of layer '{layer}' output zero "
                     f"for every one of the {samples} samples of the last "
-                    f"{batches} recorded batches (steps {first}-{step}){between}"
+                    f"{batches} recorded batches (steps {first}-{step}"
+                    f"{counted}){between}"
                 )
             else:
                 message = (

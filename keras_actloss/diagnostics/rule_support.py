@@ -57,6 +57,14 @@ _ZERO_FIX = (
     _FROM_LOGITS_FIX + " Lower the learning rate: a step too large saturates "
     "the output."
 )
+# Every gradient zero in a model with no probability output (no sigmoid or
+# softmax output layer: a regressor, a siamese distance): no output
+# saturates; a layer inside stops the gradient.
+_STOPPED_FIX = (
+    "Find the layer that stops the gradient: ReLU units inactive on every "
+    "sample (use Leaky ReLU, and avoid large negative biases), or a loss that "
+    "is not differentiable in the predictions (rounding, `argmax`, thresholds)."
+)
 # An explosion reported at most this many steps before a non-finite step is
 # its cause (the steps after a learning-rate jump that are watched, twice);
 # so is a learning-rate jump up (`jump_factor` times in one step) this many
@@ -281,6 +289,21 @@ _START_SAMPLES = 32
 # "clipping gradients (...) bounds the steps" (`_JUMP_FIX`); reworded where
 # the optimizer clips already (`RuleFamily._add`, `_clipped_advice`).
 _CLIP_ADVICE = re.compile(r"([Cc])lip(ping)? gradients \([^)]*\)( bounds the steps)?")
+# Advice to add batch normalization, with the words that join it to the
+# rest of a fix: reworded where the model normalizes already or is
+# recurrent (`RuleFamily._normalization_advice`).
+_NORM_ADVICE = re.compile(
+    r"(,? (?:and|or) |, )?add batch normalization"
+    r"(?: before the activation)?(?: or skip connections)?"
+)
+# Layers that normalize their inputs (`_normalization_advice`).
+_NORMALIZATIONS = (
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "RMSNormalization",
+)
+_RECURRENT_CELLS = ("LSTMCell", "GRUCell", "SimpleRNNCell")
 # The fixes of an explosion, which unscaled regression targets replace.
 _EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
@@ -365,6 +388,26 @@ class _Skipped:
     def between(self, start: int, step: int) -> int:
         """Skipped batches after step `start` ran, up to step `step`."""
         return sum(n for s, n in self._at.items() if start < s <= step)
+
+
+def _last_list_comma(text: str) -> int | None:
+    """The index of the last ", " of `text`'s last sentence outside
+    parentheses and backquotes, or None."""
+    depth, quoted, last = 0, False, None
+    for i, char in enumerate(text):
+        if char == "`":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char in ".:" and depth == 0 and text[i + 1 : i + 2] == " ":
+            last = None  # A new sentence.
+        elif text.startswith(", ", i) and depth == 0:
+            last = i
+    return last
 
 
 class RuleFamily:
@@ -569,7 +612,41 @@ class RuleFamily:
             fix = _DECAY_FIX
         if self.clipping is not None:
             fix = _CLIP_ADVICE.sub(self._clipped_advice, fix)
+        fix = self._normalization_advice(fix)
         new.append(Finding(mode, layer, int(step), value, message, fix, severity))
+
+    def _normalization_advice(self, fix: str) -> str:
+        """`fix` without its advice to add batch normalization
+        (`_NORM_ADVICE`) where a monitored layer normalizes already (a
+        transformer's `LayerNormalization`, a ResNet's batch
+        normalization): adding more is no fix. In a recurrent model without
+        one, layer normalization instead: batch statistics do not suit the
+        steps of a sequence, and the source notes' remedy for recurrent
+        explosions is clipping."""
+        classes = {info.class_name for info in self.layers}
+        if not classes.intersection(_NORMALIZATIONS):
+            if not classes.intersection(_RECURRENT_CELLS):
+                return fix
+            return _NORM_ADVICE.sub(
+                lambda m: (
+                    (m.group(1) or "")
+                    + "add layer normalization (`keras.layers.LayerNormalization`; "
+                    "batch normalization does not suit recurrent layers)"
+                ),
+                fix,
+            )
+        found = _NORM_ADVICE.search(fix)
+        if found is None:
+            return fix
+        head, tail = fix[: found.start()], fix[found.end() :]
+        joint = found.group(1) or ""
+        if joint.startswith(", ") and joint.strip(", "):
+            # "A, B, and C" without C: "A and B" (a comma inside
+            # parentheses or a quote joins nothing).
+            comma = _last_list_comma(head)
+            if comma is not None:
+                head = head[:comma] + f" {joint.strip(', ')} " + head[comma + 2 :]
+        return head + tail
 
     def _raw_inputs(self, mode: str, step: int, severity: str, message: str) -> bool:
         """Whether a finding names the inputs as its likely cause: a failure

@@ -1947,6 +1947,34 @@ class TestZeroGradients:
                 "sample of these batches: their units are dead."
             ) in finding.message
 
+    @pytest.mark.parametrize("after", [0.05, 50.0], ids=["same_rate", "jump"])
+    def test_with_no_probability_output_the_fix_looks_inside(self, after):
+        # Probed: a siamese network (a distance out, no sigmoid or softmax)
+        # whose shared encoder's ReLU layer died: every gradient 0, told
+        # with the from_logits fix. No output saturates there: a layer
+        # inside stops the gradient (`_STOPPED_FIX`).
+        layers = mlp(["relu"], output=None)
+        found = zero_run(
+            [1.0] * 6 + [0.0] * 5,
+            [1.0] * 6 + [2.0] * 5,
+            [0.05] * 5 + [after] * 6,
+            layers=layers,
+        )
+        ((finding, reported),) = found
+        assert (finding.mode, finding.step, reported) == (
+            F.VANISHING_GRADIENTS,
+            6,
+            10,
+        )
+        if after > 0.05:
+            assert finding.fix == _JUMP_FIX + " " + rule_support._STOPPED_FIX
+        else:
+            assert finding.fix == (
+                rule_support._STOPPED_FIX + " Lower the learning rate: a step "
+                "too large can throw the units there."
+            )
+        assert "from_logits" not in finding.fix
+
     @pytest.mark.parametrize(
         "after, stuck, explosion",
         [(50.0, 10.0, True), (50.0, 2.9, False), (5e-5, 10.0, False)],
@@ -5468,6 +5496,26 @@ class TestDeadRelu:
         )
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
+    def test_dead_units_with_rarely_active_ones_silent_too(self):
+        # Recordings at steps 1000-1030: dense_1's units 0-2 inactive on
+        # their 128 samples (`ACTIVITY`), unit 3 active. Unit 0 passed a
+        # gradient back on 5% of its steps, last at step 996: silent 35
+        # steps is likely chance (0.95^35 = 0.17 >= `_RARE_CHANCE`), so it
+        # is not counted dead; the message says all three output zero, two
+        # counted dead.
+        rules, seq = dead_run(ACTIVITY, (1000, 1010, 1020, 1030))
+        flow = ([996, -1, -1, 1030], [0.05, 0.0, 0.0, 1.0], [996, 0, 0, 1031])
+        seq[-1].layers[1].unit_flow = flow
+        found = run(rules, seq)
+        assert modes(found) == [(F.DEAD_RELU, "dense_1", 1000)]
+        assert found[0].value == 0.5
+        assert found[0].message.startswith(
+            "75% of the units of layer 'dense_1' output zero for every one of "
+            "the 128 samples of the last 4 recorded batches (steps 1000-1030; "
+            "50% counted dead, the others were active on few batches before "
+            "and may be silent by chance)"
+        )
+
     def test_dead_units_by_their_gradients_between_recordings(self):
         # As above, with every step's gradients of dense_1's units
         # (`unit_flow`: last step with one, share, history): unit 1 passed
@@ -5787,6 +5835,8 @@ class TestUnitActivity:
         assert window.dead(rare=0.9) == (0.8, 128, 4, 20)
         assert window.dead(rare=0.5) == (0.4, 128, 4, 20)
         np.testing.assert_array_equal(window.alive, [False, True, True, False, True])
+        # Units 0-3 were inactive on the window: the rare ones included.
+        assert window.silent == 0.8
         # Silent for long enough, they are dead: after 12 more recordings
         # 0.75^20 = 0.003 and 0.8125^20 = 0.016.
         for step in range(24, 36):
@@ -5808,6 +5858,7 @@ class TestUnitActivity:
         # back from step 100 on.
         assert window.dead() == (0.5, 128, 4, 100)
         np.testing.assert_array_equal(window.alive, [True, False, False, True])
+        assert window.silent == 0.5  # Flow in the window is activity.
         # A later recording without flow (none for this layer): recordings
         # alone again.
         window.add(500, 32, [0, 0, 0, 0])
@@ -5827,6 +5878,7 @@ class TestUnitActivity:
         window.add(1003, 32, [0, 0, 0, 0], flow=flow)
         assert window.dead() == (0.75, 128, 4, 1000)
         np.testing.assert_array_equal(window.alive, [True, False, False, False])
+        assert window.silent == 1.0  # Unit 0's rare flow included.
         # A flow of another length than the units is not used.
         window.add(1004, 32, [0, 0, 0, 0], flow=([1004], [1.0], [999]))
         assert window.dead() == (1.0, 128, 4, 1001)
@@ -6902,3 +6954,69 @@ def test_no_vanishing_behind_a_layer_whose_units_are_all_dead(dead):
     else:
         assert (F.VANISHING_GRADIENTS, "mu") in found
         assert (F.DEAD_RELU, "enc") not in found
+
+
+_RECURRENT_NORM = (
+    "add layer normalization (`keras.layers.LayerNormalization`; batch "
+    "normalization does not suit recurrent layers)"
+)
+# Where a layer normalizes already (a transformer, a ResNet), adding batch
+# normalization is no fix; "A, B, and add batch normalization" keeps its
+# list's "and".
+_NORMALIZED_FIXES = {
+    F.EXPLODING_GRADIENTS: "Lower the learning rate and clip gradients (e.g. "
+    "`clipnorm=1.0` in the optimizer).",
+    F.VANISHING_GRADIENTS: "Use ReLU (or another non-saturating activation) "
+    "instead of sigmoid/tanh in the hidden layers.",
+    F.SATURATED_ACTIVATIONS: "Use ReLU instead of sigmoid/tanh in hidden layers, "
+    "and check the input scaling and weight initialisation.",
+}
+
+
+@pytest.mark.parametrize(
+    "classes, fixes",
+    [
+        (["Dense"], None),  # A plain MLP: the source notes' fixes as they are.
+        (["MultiHeadAttention", "LayerNormalization", "Dense"], _NORMALIZED_FIXES),
+        (["Conv2D", "BatchNormalization", "Dense"], _NORMALIZED_FIXES),
+        # A recurrent model without normalization: layer normalization.
+        (
+            ["Embedding", "LSTMCell", "Dense"],
+            {
+                F.EXPLODING_GRADIENTS: "Lower the learning rate, clip gradients "
+                f"(e.g. `clipnorm=1.0` in the optimizer), and {_RECURRENT_NORM}.",
+                F.VANISHING_GRADIENTS: "Use ReLU (or another non-saturating "
+                "activation) instead of sigmoid/tanh in the hidden layers, and "
+                f"{_RECURRENT_NORM}.",
+                F.SATURATED_ACTIVATIONS: "Use ReLU instead of sigmoid/tanh in "
+                f"hidden layers, {_RECURRENT_NORM}, and check the input scaling "
+                "and weight initialisation.",
+            },
+        ),
+    ],
+    ids=["mlp", "transformer", "resnet", "recurrent"],
+)
+def test_batch_normalization_advice_fits_the_model(classes, fixes):
+    # Probed: an LSTM's and a post-LN transformer's explosions were told
+    # to "add batch normalization".
+    rules = HealthRules(
+        [LayerInfo(f"layer_{i}", c, None, True, i) for i, c in enumerate(classes)]
+    )
+    for mode in (
+        F.EXPLODING_GRADIENTS,
+        F.VANISHING_GRADIENTS,
+        F.SATURATED_ACTIVATIONS,
+    ):
+        new = []
+        rules._add(new, mode, "layer_0", 0, 1.0, "message")
+        expected = FIXES[mode] if fixes is None else fixes[mode]
+        assert [f.fix for f in new] == [expected]
+
+
+def test_the_last_comma_of_a_list_outside_parentheses():
+    # "Initialise (Glorot, He: `a, b`), and ..." has no list comma; in a
+    # second sentence, only its own commas count.
+    comma = rule_support._last_list_comma
+    assert comma("Initialise (Glorot, He: `a, b`)") is None
+    assert comma("Lower the rate, clip (e.g. `x, y`)") == len("Lower the rate")
+    assert comma("A, b. Then c (d, e)") is None
