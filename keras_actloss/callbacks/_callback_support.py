@@ -243,6 +243,28 @@ SATURATING_BIAS = 10.0
 _SATURATING = ("sigmoid", "tanh", "softmax")
 
 
+def activity_regularizers(plans) -> dict[str, str]:
+    """`HealthRules.activity_regularizers`: each monitored layer with an
+    `activity_regularizer`, described by its class and its config's numbers
+    (`L1(l1=0.03)`)."""
+    found = {}
+    for plan in plans:
+        regularizer = getattr(plan.layer, "activity_regularizer", None)
+        if regularizer is None:
+            continue
+        try:
+            config = regularizer.get_config()
+        except Exception:  # noqa: BLE001 - a custom one without a config.
+            config = {}
+        numbers = ", ".join(
+            f"{key}={value:g}"
+            for key, value in config.items()
+            if isinstance(value, (int, float))
+        )
+        found[plan.info.name] = f"{type(regularizer).__name__}({numbers})"
+    return found
+
+
 def output_bias(model, plans) -> tuple[str, str, float] | None:
     """`HealthRules.output_bias`: `(layer name, activation, bias)` of a
     model's one output layer whose own sigmoid, tanh or softmax its bias

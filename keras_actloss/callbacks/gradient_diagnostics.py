@@ -15,6 +15,7 @@ from keras_actloss.callbacks._callback_support import (
     SUPPORTED_BACKENDS,
     _check_backend,
     _hooks_class,
+    activity_regularizers,
     check_arguments,
     clipping,
     input_gates,
@@ -598,6 +599,7 @@ class GradientDiagnostics(
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)
+            self._rules.activity_regularizers = activity_regularizers(plans)
             self._rules.clipping = clipping(model)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}

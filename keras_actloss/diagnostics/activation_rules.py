@@ -649,6 +649,20 @@ class ActivationRules(RuleFamily):
                         "learns through its other units."
                     )
                     fix, severity = _OFF_FROM_START_FIX, F.WARNING
+                penalty = self.activity_regularizers.get(layer)
+                if penalty is not None and severity == F.FAILURE:
+                    # A sparse autoencoder's code under L1 3e-2: every unit
+                    # dead in 30 steps, a 10x smaller rate no help.
+                    message += (
+                        f" Its activity regularizer ({penalty}) adds a penalty "
+                        "on its outputs that pushes them to 0, where ReLU "
+                        "units die."
+                    )
+                    fix = (
+                        "Lower the weight of the activity regularizer of layer "
+                        f"'{layer}' (or remove it). If its units stay dead: "
+                        + _lower_first(fix or FIXES[F.DEAD_RELU])
+                    )
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
 
     def _averaged_off(self, layer: str, dead: float) -> bool:

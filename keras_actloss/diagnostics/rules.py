@@ -340,6 +340,8 @@ class HealthRules(
         # `(layer, activation, bias)`: a model's one output layer whose
         # bias saturates its activation (`StartRules`), set by the callback.
         self.output_bias: tuple[str, str, float] | None = None
+        # Monitored layer name -> its activity regularizer, described.
+        self.activity_regularizers: dict[str, str] = {}
         # `(gain, layer)`: how far the kernels are over He's scale when
         # training begins (`_callback_support.weight_gain`; set by the
         # callback): the initial weights can blow the signal up (`StartRules`).

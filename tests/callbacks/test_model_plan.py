@@ -658,3 +658,26 @@ def test_missing_internals_notices_a_changed_attention(monkeypatch):
 
     monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", changed)
     assert _model_plan.missing_internals() == ["MultiHeadAttention._compute_attention"]
+
+
+def test_activity_regularizers_of_the_monitored_layers():
+    # Keras turns "l2" into `L2(l2=0.01)`; a nested layer is named with its
+    # model's name, as the rules name it.
+    inner = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="inner", activity_regularizer="l2"),
+        ],
+        name="block",
+    )
+    inputs = keras.Input((4,))
+    code = keras.layers.Dense(
+        4,
+        activation="relu",
+        activity_regularizer=keras.regularizers.L1(0.03),
+        name="code",
+    )(inputs)
+    outputs = keras.layers.Dense(2, name="out")(inner(code))
+    model = keras.Model(inputs, outputs)
+    found = _callback_support.activity_regularizers(_model_plan.plan_layers(model))
+    assert found == {"code": "L1(l1=0.03)", "block/inner": "L2(l2=0.01)"}

@@ -5480,6 +5480,25 @@ class TestDeadRelu:
             severity == F.WARNING
         )
 
+    def test_dead_units_of_a_layer_with_an_activity_regularizer(self):
+        # Probed: a sparse autoencoder's ReLU code under an L1 activity
+        # regularizer of 3e-2, every unit dead within 30 steps, the same at
+        # a 10x smaller learning rate: the regularizer is named first.
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
+        rules.activity_regularizers = {"dense_1": "L1(l1=0.03)"}
+        (finding,) = run(rules, seq)
+        assert finding.message.endswith(
+            "layers before them change their inputs. Its activity regularizer "
+            "(L1(l1=0.03)) adds a penalty on its outputs that pushes them to 0, "
+            "where ReLU units die."
+        )
+        assert finding.fix == (
+            "Lower the weight of the activity regularizer of layer 'dense_1' (or "
+            "remove it). If its units stay dead: use Leaky ReLU (or ELU) instead "
+            "of ReLU, lower the learning rate, and avoid large negative bias "
+            "initialisation."
+        )
+
     def test_dead_units_persisting(self):
         rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
         # Steps 0-20: 96 samples < min_samples 128; at step 30 the window is
