@@ -663,7 +663,8 @@ class RecordedGradientRules(RuleFamily):
             if len(seen) < _EARLY_RECORDINGS and _finite(ls.grad_rms):
                 seen.append(ls.grad_rms)
         began, loss = self._start(), stats.loss
-        if not _finite(began, loss) or loss - began < (_STILL_LOSS - 1) * abs(began):
+        stayed = _finite(began, loss) and loss - began >= (_STILL_LOSS - 1) * abs(began)
+        if not (stayed or self._knows_nothing(loss)):
             return frozenset()
         return frozenset(
             ls.layer
@@ -673,15 +674,36 @@ class RecordedGradientRules(RuleFamily):
             and ls.grad_rms <= _FALLEN * max(early[ls.layer])
         )
 
+    def _knows_nothing(self, loss) -> bool:
+        """Whether `loss` is at `_STILL_LOSS` of the loss of a prediction
+        that knows nothing (`uninformed_loss`) or over it: a classifier
+        that learned nothing, wherever its loss began (a post-LN
+        transformer under Adam at 1e-2: 1.08 at the first step, 3.5 after
+        it, then at ln 2 for good, its lower layers' gradients down from
+        1e-4 to 1e-10)."""
+        uninformed = self.uninformed_loss
+        return (
+            uninformed is not None
+            and _finite(loss)
+            and loss >= _STILL_LOSS * uninformed[0]
+        )
+
     def _fell(self, layer: str, rms: float, loss: float) -> str:
         """Why a fallen layer's gradients vanish (`_fallen`)."""
         level = max(self._early_rms[layer])
+        began = self._start()
+        against = f"against {began:.3g} where training began"
+        if not (_finite(began) and loss - began >= (_STILL_LOSS - 1) * abs(began)):
+            nothing, what = self.uninformed_loss  # `_knows_nothing`.
+            against = (
+                "about the loss of a prediction that knows nothing "
+                f"({what}: {nothing:.3g})"
+            )
         return (
             f"its gradient RMS fell {level / rms:.3g}x from {level:.3g} in the "
-            f"first steps while the loss stayed at {loss:.3g} against "
-            f"{self._start():.3g} where training began: the first updates took "
-            "the model where the gradient no longer reaches it, as steps far "
-            "too large do"
+            f"first steps while the loss stayed at {loss:.3g}, {against}: the "
+            "first updates took the model where the gradient no longer reaches "
+            "it, as steps far too large do"
         )
 
     def _quiet_reference(self, level: float) -> bool:

@@ -694,7 +694,7 @@ class TestFallenLayers:
             "Layer 'dense_0' gets gradients with RMS 7e-05, 0.00097 times those "
             "of the layers near the output, for 5 recordings in a row (steps "
             "3-7): it has almost stopped learning (its gradient RMS fell 186x "
-            "from 0.013 in the first steps while the loss stayed at 1.46 "
+            "from 0.013 in the first steps while the loss stayed at 1.46, "
             "against 1.37 where training began: the first updates took the "
             "model where the gradient no longer reaches it, as steps far too "
             "large do)."
@@ -710,6 +710,38 @@ class TestFallenLayers:
         # The loss 1.2 < 0.9 * 1.37 = 1.233: the model learns. Or dense_0
         # 1.4e-4 > 1.3e-4 and dense_1 2.1e-4 > 2e-4: fell less than 100x.
         assert self._run(late, loss) == []
+
+    @pytest.mark.parametrize("loss", [0.69, 0.6], ids=["chance", "learned"])
+    def test_a_classifier_at_chance_whatever_its_first_loss(self, loss):
+        # Probed: a post-LN transformer under Adam at 1e-2, binary
+        # cross-entropy: the loss 1.08 at the first step, 3.5 and 2.7
+        # after, then about ln 2 for good, its lower layers' gradients
+        # down 1e4x. 0.69 < 0.9 * 1.37, but >= 0.9 * ln 2 = 0.624 (the loss
+        # of knowing nothing): it learned nothing, reported. 0.6 is under.
+        rules = HealthRules(mlp(["relu"] * 3))
+        rules.uninformed_loss = (math.log(2), "binary cross-entropy")
+        seq = [
+            recording(s, self.EARLY, update_ratio=[0.3] * 4, loss=v)
+            for s, v in enumerate([1.37, 4.2, 4.9])
+        ]
+        seq += [
+            recording(s, self.LATE, update_ratio=[0.1] * 4, loss=loss)
+            for s in range(3, 9)
+        ]
+        found = run(rules, seq)
+        if loss < 0.624:
+            assert found == []
+            return
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, "dense_0", 3),
+            (F.VANISHING_GRADIENTS, "dense_1", 3),
+        ]
+        assert (
+            "(its gradient RMS fell 186x from 0.013 in the first steps while the "
+            "loss stayed at 0.69, about the loss of a prediction that knows "
+            "nothing (binary cross-entropy: 0.693): the first updates took"
+        ) in found[0].message
+        assert {f.fix for f in found} == {rule_support._FALLEN_FIX}
 
     @pytest.mark.parametrize("batch, reported", [(4, True), (32, False)])
     def test_the_loss_where_training_began(self, batch, reported):
@@ -733,7 +765,7 @@ class TestFallenLayers:
         assert modes(found) == (expected if reported else [])
         if reported:
             assert (
-                "stayed at 1.46 against 1.46 where training began" in found[0].message
+                "stayed at 1.46, against 1.46 where training began" in found[0].message
             )
 
 
