@@ -824,11 +824,27 @@ class NormRules(RuleFamily):
                     f"The global gradient norm reached {norm:.3g} at step {step}"
                     f"{_growth(norm, early)}, beyond any healthy model's, while "
                     f"the loss did not blow up ({loss:.3g}, against "
-                    f"{series.recent_loss():.3g} lately): gradients this large "
-                    "come from the scale of the data (unscaled regression "
-                    "targets or inputs), not from a step size that diverges."
+                    f"{series.recent_loss():.3g} lately): "
                 )
-                fix = _SCALE_FIX
+                if self._weights_cause():
+                    # A classifier on ids or standardized inputs has no data
+                    # of that scale (probed: a token classifier's tanh RNNs,
+                    # their kernels 8x mid-run: 7.9e8).
+                    inputs = "ids looked up" if self._looked_up() else "standardized"
+                    message += (
+                        f"a classifier whose inputs are {inputs} has no data "
+                        "of that scale, so its weights grew far past what they "
+                        "were (steps too large, or weights edited or loaded), "
+                        "and the gradients with them."
+                    )
+                    fix = FIXES[F.EXPLODING_GRADIENTS]
+                else:
+                    message += (
+                        "gradients this large come from the scale of the data "
+                        "(unscaled regression targets or inputs), not from a "
+                        "step size that diverges."
+                    )
+                    fix = _SCALE_FIX
             elif spike and count == 1:
                 # One step, the steps before it normal: nothing diverges
                 # yet (a converged regressor's batch of inputs 1000x the

@@ -2334,6 +2334,40 @@ class TestExploding:
             )
             assert found[0].fix == rules_module._SCALE_FIX
 
+    @pytest.mark.parametrize("first", ["Embedding", "Dense"])
+    def test_over_the_ceiling_in_a_classifier_names_the_weights(self, first):
+        # Probed: a token classifier (binary cross-entropy) whose tanh
+        # RNNs' kernels were scaled 8x mid-run: the norm 7.9e8, the loss
+        # up only to about chance, told as "unscaled regression targets or
+        # inputs". A classifier of ids (an Embedding first) or of
+        # standardized inputs has no data of that scale: its weights grew.
+        layers = [
+            LayerInfo("first", first, None, True, 0),
+            *mlp(["tanh"], output="sigmoid")[1:],
+        ]
+        rules = HealthRules(layers)
+        rules.uninformed_loss = (math.log(2), "binary cross-entropy")
+        if first == "Dense":
+            rules.observe(
+                recording(0, [1e-2, 1e-2], input_scale=1.0, names=["first", "dense_1"])
+            )
+        losses = [0.6] * 5 + [0.7, 0.8, 0.75]
+        norms = [0.5] * 5 + [7.9e8, 1.2e9, 1.9e9]
+        found = run(
+            rules,
+            [event(s, n, loss=v) for s, (n, v) in enumerate(zip(norms, losses), 1)],
+        )
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 6)]
+        inputs = "ids looked up" if first == "Embedding" else "standardized"
+        assert found[0].message.endswith(
+            "beyond any healthy model's, while the loss did not blow up (0.7, "
+            f"against 0.6 lately): a classifier whose inputs are {inputs} has no "
+            "data of that scale, so its weights grew far past what they were "
+            "(steps too large, or weights edited or loaded), and the gradients "
+            "with them."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
     def test_recorded_steps_are_judged_too(self):
         # `observe` judges the norm of a step `observe_step` has not seen.
         rules = HealthRules(mlp(["tanh"]))
