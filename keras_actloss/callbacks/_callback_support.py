@@ -11,6 +11,7 @@ with the schedule of recordings (`recording_gap`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -241,6 +242,40 @@ def _loss_weight(model) -> float | None:
 # input a fresh model gives it: sigmoid(-10) = 4.5e-5, its tail from 0.01.
 SATURATING_BIAS = 10.0
 _SATURATING = ("sigmoid", "tanh", "softmax")
+
+
+def probability_output(model, plans) -> bool:
+    """`HealthRules.probability_output`: whether a saturated output can be
+    what stops every gradient: a monitored layer or an output layer applies
+    a sigmoid or a softmax (an output's, or heads averaged together), or
+    the compiled loss (one of them) takes probabilities (clipped: a linear
+    output under such a loss). False for a model with neither (a siamese
+    network's distance under a contrastive loss, a regressor under MSE)."""
+    from keras_actloss.losses import profile
+
+    layers = [plan.layer for plan in plans]
+    # A model not walked: its plans only.
+    with contextlib.suppress(Exception):
+        layers += [output.layer for output in walk.outputs(model)]
+    for layer in layers:
+        try:
+            found = getattr(activations.profile(layer), "name", None)
+        except ValueError:
+            continue
+        if found in ("sigmoid", "softmax"):
+            return True
+    loss = getattr(model, "loss", None)
+    losses = list(loss.values()) if isinstance(loss, dict) else loss
+    if not isinstance(losses, (list, tuple)):
+        losses = [losses]
+    for one in losses:
+        try:
+            known = None if one is None else profile(one)
+        except Exception:  # noqa: BLE001 - a loss not read: not known.
+            known = None
+        if known is not None and known.expects == "probabilities":
+            return True
+    return False
 
 
 def activity_regularizers(plans) -> dict[str, str]:

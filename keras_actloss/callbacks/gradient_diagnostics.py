@@ -23,6 +23,7 @@ from keras_actloss.callbacks._callback_support import (
     input_scale,
     output_bias,
     preprocessing_note,
+    probability_output,
     recording_gap,
     step_stats,
     uninformed_loss,
@@ -600,6 +601,7 @@ class GradientDiagnostics(
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.activity_regularizers = activity_regularizers(plans)
+            self._rules.probability_output = probability_output(model, plans)
             self._rules.clipping = clipping(model)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}

@@ -342,6 +342,9 @@ class HealthRules(
         self.output_bias: tuple[str, str, float] | None = None
         # Monitored layer name -> its activity regularizer, described.
         self.activity_regularizers: dict[str, str] = {}
+        # Whether an output can be a saturated probability (the callback
+        # sets it from the model: `_callback_support.probability_output`).
+        self.probability_output = True
         # `(gain, layer)`: how far the kernels are over He's scale when
         # training begins (`_callback_support.weight_gain`; set by the
         # callback): the initial weights can blow the signal up (`StartRules`).

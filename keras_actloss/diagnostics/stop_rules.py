@@ -37,7 +37,6 @@ from keras_actloss.diagnostics.rule_support import (
     _median,
 )
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, negligible
-from keras_actloss.profiles import SIGMOID, SOFTMAX
 
 # A global norm at or below this is no gradient at all: float32's smallest
 # normal number (a float32 sum of squares underflows to 0 well above it).
@@ -446,7 +445,10 @@ class ZeroGradientRules(RuleFamily):
                     f" It follows the explosion of step {cause}: the steps threw "
                     "the output into its flat tails."
                 )
-        probability = self._probability_output()
+        # No output saturates where none makes probabilities (probed: a
+        # siamese network's shared encoder's dead layer, told with the
+        # from_logits fix).
+        probability = self.probability_output
         fix = _DEAD_OUTPUT_FIX if floored else _ZERO_FIX
         if not floored and not probability:
             fix = _STOPPED_FIX + " Lower the learning rate: a step too large can "
@@ -467,17 +469,6 @@ class ZeroGradientRules(RuleFamily):
             fix = _ZERO_START_FIX
         value = 1.0 if floored else self._zero_peak
         self._add(new, mode, layer, start, value, message, fix)
-
-    def _probability_output(self) -> bool:
-        """Whether an output layer gives probabilities (a sigmoid or softmax
-        activation), or an output's activation is not known: the saturated
-        output `_ZERO_FIX` is for. A siamese network's distance, a
-        regressor's linear output: no output saturates (probed: a shared
-        encoder's dead layer told with the from_logits fix)."""
-        infos = [self._info.get(name) for name in self.output_layers]
-        return not infos or any(
-            info is None or info.activation in (SIGMOID, SOFTMAX) for info in infos
-        )
 
     def _jumped_before_zero(self, new, start: int) -> int | None:
         """Reports the last norm jump (`_jumped_norm`: `jump_factor` times

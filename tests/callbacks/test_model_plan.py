@@ -681,3 +681,55 @@ def test_activity_regularizers_of_the_monitored_layers():
     model = keras.Model(inputs, outputs)
     found = _callback_support.activity_regularizers(_model_plan.plan_layers(model))
     assert found == {"code": "L1(l1=0.03)", "block/inner": "L2(l2=0.01)"}
+
+
+def _compiled(outputs_of, loss):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, outputs_of(inputs))
+    model.compile("sgd", loss)
+    return model
+
+
+def _distance(inputs):
+    code = keras.layers.Dense(3, activation="relu")(inputs)
+    return keras.layers.Lambda(lambda c: keras.ops.sum(c * c, axis=-1))(code)
+
+
+def _contrastive(y_true, y_pred):
+    return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+
+@pytest.mark.parametrize(
+    "outputs_of, loss, expected",
+    [
+        # Softmax heads averaged: no softmax output layer, but softmax layers.
+        (
+            lambda x: keras.layers.Average()(
+                [keras.layers.Dense(3, activation="softmax")(x) for _ in range(2)]
+            ),
+            "sparse_categorical_crossentropy",
+            True,
+        ),
+        # An Activation layer (no weights, not monitored) as the output.
+        (
+            lambda x: keras.layers.Activation("sigmoid")(keras.layers.Dense(1)(x)),
+            _contrastive,
+            True,
+        ),
+        # A linear output under a loss that takes probabilities (clipped).
+        (lambda x: keras.layers.Dense(1)(x), "binary_crossentropy", True),
+        # A siamese-like distance under a custom loss; a regressor.
+        (_distance, _contrastive, False),
+        (lambda x: keras.layers.Dense(1)(x), "mse", False),
+        (
+            lambda x: keras.layers.Dense(1)(x),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+            False,
+        ),
+    ],
+    ids=["averaged", "activation_layer", "clipped", "distance", "mse", "logits"],
+)
+def test_probability_output(outputs_of, loss, expected):
+    model = _compiled(outputs_of, loss)
+    plans = _model_plan.plan_layers(model)
+    assert _callback_support.probability_output(model, plans) is expected

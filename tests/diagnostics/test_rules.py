@@ -1689,9 +1689,10 @@ class TestVanishing:
         assert modes(found) == [(F.VANISHING_GRADIENTS, "dense_0", 0)]
 
 
-def zero_run(norms, losses, lrs=None, layers=None, start=0):
-    """`observe_step` over steps with these norms, losses (and rates)."""
-    rules = HealthRules(layers or mlp(["relu"] * 2))
+def zero_run(norms, losses, lrs=None, layers=None, start=0, rules=None):
+    """`observe_step` over steps with these norms, losses (and rates), on
+    `rules` or new rules of `layers`."""
+    rules = rules or HealthRules(layers or mlp(["relu"] * 2))
     lrs = lrs or [0.05] * len(norms)
     found = []
     for i, (n, loss, lr) in enumerate(zip(norms, losses, lrs)):
@@ -1983,14 +1984,17 @@ class TestZeroGradients:
     def test_with_no_probability_output_the_fix_looks_inside(self, after):
         # Probed: a siamese network (a distance out, no sigmoid or softmax)
         # whose shared encoder's ReLU layer died: every gradient 0, told
-        # with the from_logits fix. No output saturates there: a layer
-        # inside stops the gradient (`_STOPPED_FIX`).
+        # with the from_logits fix. No output saturates there
+        # (`probability_output`): a layer inside stops the gradient
+        # (`_STOPPED_FIX`).
         layers = mlp(["relu"], output=None)
+        rules = HealthRules(layers)
+        rules.probability_output = False
         found = zero_run(
             [1.0] * 6 + [0.0] * 5,
             [1.0] * 6 + [2.0] * 5,
             [0.05] * 5 + [after] * 6,
-            layers=layers,
+            rules=rules,
         )
         ((finding, reported),) = found
         assert (finding.mode, finding.step, reported) == (
