@@ -537,7 +537,10 @@ def attention_adam_high(rate: float = 0.1) -> Setup:
     about 100-1000x smaller than in the first steps while the head's are
     not, and the loss is back at chance and stays there: the first block
     has stopped learning (vanishing gradients, from a step size far too
-    large)."""
+    large). The fall sets in over the first steps (`lead`): on JAX (other
+    initial weights) the streak of its attention's value projection begins
+    at step 3 (its gradients 2200x under their first recordings' by step
+    7), the loss at the loss of knowing nothing (ln 4) or over."""
     keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1024, 20, 8)).astype("float32")
@@ -1237,7 +1240,7 @@ FAILURES = [
     Case("bad_batch", bad_batch, {EXPLODING: BAD_BATCH_STEP}),
     Case("huge_init_adam", huge_init_adam, {EXPLODING: 0}),
     Case("thrown_tanh_adam", thrown_tanh_adam, {EXPLODING: 0}),
-    Case("attention_adam_high", attention_adam_high, {VANISHING: 5}),
+    Case("attention_adam_high", attention_adam_high, {VANISHING: 5}, lead=2),
     Case("saturated_attention", saturated_attention, {SATURATED: 0}),
     Case("lr_jump", lr_jump, LR_JUMP_ONSETS),
     Case(

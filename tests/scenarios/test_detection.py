@@ -102,8 +102,9 @@ REPORTED = {
     # The first block's gradients at 1e-2 of their first recordings' from
     # step 5 with the loss at chance, while Adam's steps keep their size:
     # recordings dense from the start, 3 or more over 5 steps (5-9),
-    # reported at 9 on both backends.
-    "attention_adam_high": {"vanishing_gradients": 9},
+    # reported at 9. On JAX from step 3 (`Case.lead`), the loss at the
+    # loss of knowing nothing or over: reported at 7.
+    "attention_adam_high": {"vanishing_gradients": 7 if cases.BACKEND == "jax" else 9},
     # 9 queries in 10 one-hot from step 0 (over 3/4): 5 recordings in a
     # row (0-4), reported at 4.
     "saturated_attention": {"saturated_activations": 4},
