@@ -4878,6 +4878,18 @@ def dead_run(
 ACTIVITY = ([5, 9, 3, 0], [0, 0, 0, 7])
 
 
+def half_dead_by_flow(steps, flow):
+    """The one finding of `dead_run(ACTIVITY, steps)` with `flow` as the
+    last recording's `unit_flow` of dense_1, half of whose units it finds
+    dead from the first step."""
+    rules, seq = dead_run(ACTIVITY, steps)
+    seq[-1].layers[1].unit_flow = flow
+    found = run(rules, seq)
+    assert modes(found) == [(F.DEAD_RELU, "dense_1", steps[0])]
+    assert found[0].value == 0.5
+    return found[0]
+
+
 def settling_run(
     loss,
     rate=lambda s: None,
@@ -5592,13 +5604,9 @@ class TestDeadRelu:
         # steps is likely chance (0.95^35 = 0.17 >= `_RARE_CHANCE`), so it
         # is not counted dead; the message says all three output zero, two
         # counted dead.
-        rules, seq = dead_run(ACTIVITY, (1000, 1010, 1020, 1030))
         flow = ([996, -1, -1, 1030], [0.05, 0.0, 0.0, 1.0], [996, 0, 0, 1031])
-        seq[-1].layers[1].unit_flow = flow
-        found = run(rules, seq)
-        assert modes(found) == [(F.DEAD_RELU, "dense_1", 1000)]
-        assert found[0].value == 0.5
-        assert found[0].message.startswith(
+        finding = half_dead_by_flow((1000, 1010, 1020, 1030), flow)
+        assert finding.message.startswith(
             "75% of the units of layer 'dense_1' output zero for every one of "
             "the 128 samples of the last 4 recorded batches (steps 1000-1030; "
             "50% counted dead, the others were active on few batches before "
@@ -5610,13 +5618,9 @@ class TestDeadRelu:
         # (`unit_flow`: last step with one, share, history): unit 1 passed
         # a gradient back at step 2, inside the window (steps 0-30): active.
         # Units 0 and 2 never: dead, half the layer.
-        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
         flow = ([-1, 2, -1, 30], [0.0, 1.0, 0.0, 1.0], [0, 3, 0, 31])
-        seq[-1].layers[1].unit_flow = flow
-        found = run(rules, seq)
-        assert modes(found) == [(F.DEAD_RELU, "dense_1", 0)]
-        assert found[0].value == 0.5
-        assert found[0].message.startswith(
+        finding = half_dead_by_flow((0, 10, 20, 30), flow)
+        assert finding.message.startswith(
             "50% of the units of layer 'dense_1' output zero for every one of "
             "the 128 samples of the last 4 recorded batches (steps 0-30) and "
             "passed no gradient back on any step between: these ReLU units are "
