@@ -1,6 +1,7 @@
 """Recurrent layers fed inputs that are not standardized: their gates'
 saturation, measured on the first recorded batch (`input_gates`,
-`stats.input_gate_saturation`, `HealthRules.input_gates`)."""
+`stats.input_gate_saturation`, `HealthRules.input_gates`), and on later
+ones once the inputs change scale (`HealthRules.gates_changed`)."""
 
 from __future__ import annotations
 
