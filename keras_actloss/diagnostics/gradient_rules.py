@@ -655,16 +655,15 @@ class RecordedGradientRules(RuleFamily):
         """The layers whose gradient RMS fell to `_FALLEN` of their level
         in their first `_EARLY_RECORDINGS` recordings (the largest, kept in
         `_early_rms`) while the loss of this recording is at least
-        `_STILL_LOSS` of the loss where training began (`_start`): a
-        collapse, not learning."""
+        `_STILL_LOSS` of the loss where training began (`_stayed`) or of
+        the loss of knowing nothing (`_knows_nothing`): a collapse, not
+        learning."""
         early = self._early_rms
         for ls in stats.layers:
             seen = early.setdefault(ls.layer, [])
             if len(seen) < _EARLY_RECORDINGS and _finite(ls.grad_rms):
                 seen.append(ls.grad_rms)
-        began, loss = self._start(), stats.loss
-        stayed = _finite(began, loss) and loss - began >= (_STILL_LOSS - 1) * abs(began)
-        if not (stayed or self._knows_nothing(loss)):
+        if not (self._stayed(stats.loss) or self._knows_nothing(stats.loss)):
             return frozenset()
         return frozenset(
             ls.layer
@@ -673,6 +672,12 @@ class RecordedGradientRules(RuleFamily):
             and _finite(ls.grad_rms)
             and ls.grad_rms <= _FALLEN * max(early[ls.layer])
         )
+
+    def _stayed(self, loss) -> bool:
+        """Whether `loss` is at `_STILL_LOSS` of the loss where training
+        began (`_start`) or over it."""
+        began = self._start()
+        return _finite(began, loss) and loss - began >= (_STILL_LOSS - 1) * abs(began)
 
     def _knows_nothing(self, loss) -> bool:
         """Whether `loss` is at `_STILL_LOSS` of the loss of a prediction
@@ -691,9 +696,8 @@ class RecordedGradientRules(RuleFamily):
     def _fell(self, layer: str, rms: float, loss: float) -> str:
         """Why a fallen layer's gradients vanish (`_fallen`)."""
         level = max(self._early_rms[layer])
-        began = self._start()
-        against = f"against {began:.3g} where training began"
-        if not (_finite(began) and loss - began >= (_STILL_LOSS - 1) * abs(began)):
+        against = f"against {self._start():.3g} where training began"
+        if not self._stayed(loss):
             nothing, what = self.uninformed_loss  # `_knows_nothing`.
             against = (
                 "about the loss of a prediction that knows nothing "
