@@ -30,6 +30,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_actloss import profiles as _p
 from keras_actloss import registry
@@ -84,17 +85,53 @@ def leaky_relu_profile(negative_slope: float = 0.2) -> ActivationProfile:
     return relu_profile(negative_slope)
 
 
-def prelu_profile() -> ActivationProfile:
-    """Profile of PReLU: the negative slope is learned, so it varies."""
+def prelu_profile(zero_slope: bool = True) -> ActivationProfile:
+    """Profile of PReLU, whose negative slope (`alpha`) is learned.
+
+    Its slopes start at 0 by default (Keras's and this package's
+    `alpha_initializer="zeros"`): it starts as ReLU, and a unit whose
+    inputs are negative on every sample outputs exactly 0 and passes no
+    gradient back, dead as a ReLU unit is, while its slope gets none either
+    (nothing after it moves). So with `zero_slope` (the slopes all 0, as
+    initialised) the inactive region is the output 0 alone (`inactive_from`
+    0, as hard SiLU's), whose gradient is 0: a unit counts as inactive only
+    where its output is exactly 0, never where a slope it learned makes it
+    negative. Without (a slope initialised above 0), the derivative there
+    varies.
+    """
+    if not zero_slope:
+        return ActivationProfile(
+            name="prelu",
+            family=_p.RELU_FAMILY,
+            output_range=(-math.inf, math.inf),
+            zero_centred=False,
+            inactive_below=0.0,
+            inactive_gradient=None,
+            description="PReLU: learned slope for outputs <= 0.",
+        )
     return ActivationProfile(
         name="prelu",
         family=_p.RELU_FAMILY,
         output_range=(-math.inf, math.inf),
         zero_centred=False,
         inactive_below=0.0,
-        inactive_gradient=None,
-        description="PReLU: learned slope for outputs <= 0.",
+        inactive_gradient=0.0,
+        inactive_from=0.0,
+        description=(
+            "PReLU: learned slope for outputs <= 0, 0 as initialised by "
+            "default: outputs of exactly 0 pass no gradient."
+        ),
     )
+
+
+def prelu_slope_zero(layer) -> bool:
+    """Whether every negative slope of a PReLU layer (Keras's or this
+    package's) is 0: its weights once built, else its initializer."""
+    alpha = getattr(layer, "alpha", None)
+    if alpha is not None:
+        return not np.any(np.asarray(alpha.value, "float64"))
+    initializer = getattr(layer, "alpha_initializer", None)
+    return isinstance(initializer, keras.initializers.Zeros)
 
 
 def elu_profile(alpha: float = 1.0) -> ActivationProfile:
@@ -280,7 +317,7 @@ def _from_keras_layer(layer: keras.layers.Layer) -> ActivationProfile | None:
     if isinstance(layer, keras.layers.LeakyReLU):
         return leaky_relu_profile(layer.negative_slope)
     if isinstance(layer, keras.layers.PReLU):
-        return prelu_profile()
+        return prelu_profile(prelu_slope_zero(layer))
     if isinstance(layer, keras.layers.ELU):
         return elu_profile(layer.alpha)
     if isinstance(layer, keras.layers.Softmax):

@@ -25,6 +25,7 @@ from keras_actloss.advisor.output_checks import OUTPUT_MODES
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
+from keras_actloss.losses.base import LossFunctionWrapper
 from keras_actloss.tensor_types import is_integral
 
 # Keras backends the callback runs on; PyTorch is not supported yet.
@@ -332,6 +333,22 @@ def output_bias(model, plans) -> tuple[str, str, float] | None:
     if abs(value) < SATURATING_BIAS:
         return None
     return plan.info.name, activation, value
+
+
+def traced_label_checks(model) -> str | None:
+    """`HealthRules.traced_label_checks`: the name of a loss of this
+    package that checks its labels, in a model whose train step is compiled
+    (`jit_compile`: JAX's default, XLA on TensorFlow). There a label that
+    fails the check cannot raise: the loss's value is NaN instead (see
+    `keras_actloss.losses`). None otherwise."""
+    if not getattr(model, "jit_compile", False):
+        return None
+    for loss in keras.tree.flatten(getattr(model, "loss", None)):
+        if isinstance(loss, LossFunctionWrapper) and loss.get_config().get(
+            "check_labels", False
+        ):
+            return loss.name
+    return None
 
 
 def clipping(model) -> str | None:

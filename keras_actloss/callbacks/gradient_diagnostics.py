@@ -26,6 +26,7 @@ from keras_actloss.callbacks._callback_support import (
     probability_output,
     recording_gap,
     step_stats,
+    traced_label_checks,
     uninformed_loss,
     weight_decay,
     weight_gain,
@@ -603,6 +604,7 @@ class GradientDiagnostics(
             self._rules.activity_regularizers = activity_regularizers(plans)
             self._rules.probability_output = probability_output(model, plans)
             self._rules.clipping = clipping(model)
+            self._rules.traced_label_checks = traced_label_checks(model)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks

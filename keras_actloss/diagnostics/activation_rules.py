@@ -38,6 +38,13 @@ from keras_actloss.diagnostics.step_rules import _SCALE_CHANGE, negligible
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
 # After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
+# Dead PReLU units, their slopes 0 as initialised by default.
+_PRELU_FIX = (
+    "Initialise the PReLU's slopes above 0 "
+    "(`alpha_initializer=keras.initializers.Constant(0.25)`, as He et al. "
+    "did): at 0 its units start as ReLU's and die as they do. Avoid large "
+    "negative bias initialisation, and lower the learning rate."
+)
 _STILL_DEAD = " If units still die, use Leaky ReLU (or ELU) instead of ReLU."
 # A model whose loss is under this share of the loss of knowing nothing has
 # learned through its attention, one-hot or not
@@ -619,6 +626,14 @@ class ActivationRules(RuleFamily):
                 elif averaged:
                     message += _AVERAGED
                     fix, severity = _AVERAGED_FIX, F.WARNING
+                elif layer in self._measured and info.activation == "prelu":
+                    message += (
+                        ": these PReLU units, whose slopes are 0 (Keras's "
+                        "default initialisation), are dead as ReLU units are: "
+                        "they and their slopes get no gradient; they only come "
+                        "back if the layers before them change their inputs."
+                    )
+                    fix = _PRELU_FIX
                 elif layer in self._measured:
                     message += (
                         ": these ReLU units are dead and get no gradient; they "
@@ -794,6 +809,14 @@ class ActivationRules(RuleFamily):
             # was 1.49), was told at step 150, once the model had stopped
             # learning.
             return False
+        if self._knows_nothing_since(start, recent):
+            # Units dying while the model learns nothing are not the
+            # settling of a model that learns around them. Probed: a ReLU
+            # MLP under SGD(0.3, momentum 0.9) on batches of 16, the loss at
+            # about ln 4 (4 classes) from step 20, half of its second layer
+            # dead on 512 samples at step 30 and all of it by the end: told
+            # at step 81, held as settling before.
+            return False
         # A step that overshoots kills units at once: the jump that killed
         # them is recorded by the step after the streak's first at most.
         peak = max(loss for s, loss in self._early_recorded if s <= start + 1)
@@ -811,6 +834,16 @@ class ActivationRules(RuleFamily):
             self._settle_marks.setdefault(layer, (0, began))
             return True
         return self._still_learning(layer, step, start, recent, began)
+
+    def _knows_nothing_since(self, start: int, recent: float) -> bool:
+        """Whether the losses of the steps from `start` on (their median;
+        kept for the first `_SETTLE_STEPS` steps, with those recorded) and
+        the recent loss are those of a prediction that knows nothing
+        (`_knows_nothing`): the model learns nothing."""
+        since = [loss for s, loss in self._step_losses.items() if s >= start]
+        since += [loss for s, loss in self._early_recorded if s >= start]
+        level = float(np.median(since)) if since else recent
+        return self._knows_nothing(level) and self._knows_nothing(recent)
 
     def _note_step_loss(self, step: int, loss: float | None) -> None:
         """Keeps the loss of a step of the first `_SETTLE_STEPS` from its

@@ -20,7 +20,9 @@ from keras_actloss import registry
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rule_support import (
     _FALLEN_FIX,
+    _FLAT_TAIL_FIX,
     _JUMP_FIX,
+    _STILL_LOSS,
     _WEIGHTS_FIX,
     RuleFamily,
     _finite,
@@ -46,7 +48,6 @@ _LEVELS = 8
 # gradients fell 180-310x within 5 steps, the loss at chance from then on.
 _FALLEN = 1e-2
 _EARLY_RECORDINGS = 3
-_STILL_LOSS = 0.9
 # The fix of vanishing gradients behind recurrent layers only
 # (`_shrinks`): their gates are sigmoid and tanh by design. Probed: a
 # masked Bidirectional GRU and LSTM under Adam at 5, its gates driven into
@@ -679,20 +680,6 @@ class RecordedGradientRules(RuleFamily):
         began = self._start()
         return _finite(began, loss) and loss - began >= (_STILL_LOSS - 1) * abs(began)
 
-    def _knows_nothing(self, loss) -> bool:
-        """Whether `loss` is at `_STILL_LOSS` of the loss of a prediction
-        that knows nothing (`uninformed_loss`) or over it: a classifier
-        that learned nothing, wherever its loss began (a post-LN
-        transformer under Adam at 1e-2: 1.08 at the first step, 3.5 after
-        it, then at ln 2 for good, its lower layers' gradients down from
-        1e-4 to 1e-10)."""
-        uninformed = self.uninformed_loss
-        return (
-            uninformed is not None
-            and _finite(loss)
-            and loss >= _STILL_LOSS * uninformed[0]
-        )
-
     def _fell(self, layer: str, rms: float, loss: float) -> str:
         """Why a fallen layer's gradients vanish (`_fallen`)."""
         level = max(self._early_rms[layer])
@@ -768,6 +755,12 @@ class RecordedGradientRules(RuleFamily):
                 f"the saturating activations of {listed} shrink the gradient "
                 "at every layer it passes back through"
             )
+            if not any(
+                _family(self._info[n].activation) in (SIGMOID, TANH) for n in named
+            ):
+                # ELU, SELU, softplus: flat only in a tail their inputs were
+                # pushed into; no sigmoid or tanh to swap for ReLU.
+                return why, _FLAT_TAIL_FIX
             return why, None
         small = self._tiny_weights(layer, stats)
         if small is not None:

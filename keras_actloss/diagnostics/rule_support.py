@@ -410,6 +410,12 @@ def _last_list_comma(text: str) -> int | None:
     return last
 
 
+# A loss at this share of the loss of knowing nothing, or over it, learned
+# nothing (`RuleFamily._knows_nothing`); at this share of the loss where
+# training began, it stayed there (`_stayed`).
+_STILL_LOSS = 0.9
+
+
 class RuleFamily:
     """Base of the rule families mixed into `HealthRules`: the bookkeeping
     they share.
@@ -424,6 +430,20 @@ class RuleFamily:
     def _early_losses(self) -> list[float]:
         """The losses of the first `baseline_steps` steps with one."""
         return self._start_losses[: self.thresholds.baseline_steps]
+
+    def _knows_nothing(self, loss) -> bool:
+        """Whether `loss` is at `_STILL_LOSS` of the loss of a prediction
+        that knows nothing (`uninformed_loss`) or over it: a classifier
+        that learned nothing, wherever its loss began (a post-LN
+        transformer under Adam at 1e-2: 1.08 at the first step, 3.5 after
+        it, then at ln 2 for good, its lower layers' gradients down from
+        1e-4 to 1e-10)."""
+        uninformed = self.uninformed_loss
+        return (
+            uninformed is not None
+            and _finite(loss)
+            and loss >= _STILL_LOSS * uninformed[0]
+        )
 
     def _reported_any(self, mode: str) -> bool:
         """Whether a finding of `mode` was reported (on any layer)."""

@@ -340,6 +340,10 @@ class HealthRules(
         # `(layer, activation, bias)`: a model's one output layer whose
         # bias saturates its activation (`StartRules`), set by the callback.
         self.output_bias: tuple[str, str, float] | None = None
+        # The name of a loss of this package that checks its labels in a
+        # compiled step, where a failed check makes the loss NaN (set by the
+        # callback: `_callback_support.traced_label_checks`).
+        self.traced_label_checks: str | None = None
         # Monitored layer name -> its activity regularizer, described.
         self.activity_regularizers: dict[str, str] = {}
         # Whether an output can be a saturated probability (the callback

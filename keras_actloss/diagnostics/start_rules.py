@@ -83,6 +83,12 @@ _BIAS_FIX = (
     "linear output layer and the loss with `from_logits=True`, whose "
     "gradient does not vanish where the output saturates."
 )
+# The same for a tanh output (no probabilities, no `from_logits`).
+_TANH_BIAS_FIX = (
+    "Initialise the output layer's bias at 0 (Keras's default). A tanh output's "
+    "gradient vanishes where it saturates: under a margin loss (hinge), a "
+    "linear output layer gives the raw scores the loss expects."
+)
 # Layers that set the scale of their outputs whatever that of their inputs.
 _NORMALIZATIONS = frozenset(
     {
@@ -110,6 +116,18 @@ def normalized_head(layers: list[LayerInfo]) -> bool:
         return False
     after = [info for info in weighted[1:] if info.distance == nearest]
     return all(info.class_name in _NORMALIZATIONS for info in after)
+
+
+def bias_setting(layer: str, activation: str, bias: float) -> str:
+    """Names the output bias of `HealthRules.output_bias` that sets the
+    layer's activation (the words before "in the flat tail"): a softmax's
+    by the spread between its classes' biases."""
+    if activation == "softmax":
+        return (
+            f"the biases of the output layer '{layer}' ({abs(bias):.3g} apart "
+            "between classes) set its softmax"
+        )
+    return f"the bias of the output layer '{layer}' ({bias:.3g}) sets its {activation}"
 
 
 class StartRules(RuleFamily):
@@ -187,10 +205,9 @@ class StartRules(RuleFamily):
                 # Its own bias, not the signal, set the output in its tails.
                 layer, activation, bias = self.output_bias
                 message = head + (
-                    f", with {norms}: the bias of the output layer '{layer}' "
-                    f"({bias:.3g}) sets its {activation} in the flat tail for "
-                    "every sample from the start: its outputs are extreme and "
-                    "wrong, and the model barely moves off them."
+                    f", with {norms}: {bias_setting(layer, activation, bias)} in "
+                    "the flat tail for every sample from the start: its outputs "
+                    "are extreme and wrong, and the model barely moves off them."
                 )
                 mode, fix = F.SATURATED_ACTIVATIONS, _BIAS_FIX
             elif not self._weights_blow_up():

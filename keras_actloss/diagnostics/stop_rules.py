@@ -36,7 +36,13 @@ from keras_actloss.diagnostics.rule_support import (
     _growth,
     _median,
 )
+from keras_actloss.diagnostics.start_rules import (
+    _BIAS_FIX,
+    _TANH_BIAS_FIX,
+    bias_setting,
+)
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, negligible
+from keras_actloss.profiles import TANH
 
 # A global norm at or below this is no gradient at all: float32's smallest
 # normal number (a float32 sum of squares underflows to 0 well above it).
@@ -218,16 +224,36 @@ class NonFiniteRules(RuleFamily):
                 " No step before it had finite gradients: the cause is likely "
                 "in the data, the loss or the initial weights, not the step size."
             )
-            fix = _DATA_FIX
+            message, fix = self._label_checks(message)
         else:
             message += (
                 f" The gradient norms before it were normal (last finite norm "
                 f"{last:.3g}): the cause is likely in the data or the loss, not "
                 "the step size."
             )
-            fix = _DATA_FIX
+            message, fix = self._label_checks(message)
         self._add(
             new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
+        )
+
+    def _label_checks(self, message: str) -> tuple[str, str]:
+        """A non-finite step's message and fix where the data or the loss is
+        the likely cause: naming, with a loss that checks its labels in a
+        compiled step (`traced_label_checks`), the labels that fail its
+        check, which make it NaN there (probed on JAX: hinge labels 0/1/2
+        were told to check the data for NaN with `np.isfinite`)."""
+        loss = self.traced_label_checks
+        if loss is None:
+            return message, _DATA_FIX
+        message += (
+            f" The loss '{loss}' checks its labels, and in a compiled step "
+            "(`jit_compile`), where it cannot raise, makes its value NaN on a "
+            "batch whose labels fail the check (a format or value it does not "
+            "take, such as a class id out of range): finite labels can do this."
+        )
+        return message, (
+            "Call the loss on a batch outside `fit` (`loss(y, model(x))`): it "
+            "raises an error naming the labels that fail its check. " + _DATA_FIX
         )
 
     def _overflowed_from_start(self, new, event: SentinelEvent) -> None:
@@ -350,6 +376,17 @@ class ZeroGradientRules(RuleFamily):
             self._zero_peak = max(self._zero_peak, norm)
         return count, start
 
+    def _biased_output(self, start: int) -> tuple[str, str, float] | None:
+        """`output_bias` (the model's one output layer, whose own bias sets
+        its sigmoid, tanh or softmax in a flat tail) when a run of zero
+        gradients from `start` began at the first step: the cause, whatever
+        the loss (a tanh output under hinge or MSE, a softmax under KL
+        divergence)."""
+        first = self._norms.first
+        if self.output_bias is None or first is None or start != first[0]:
+            return None
+        return self.output_bias
+
     def _cause_of_zero(self, start: int) -> bool:
         """Whether something stopped a training whose loss is not known at
         step `start`, the first of a run of exactly-0 gradients: it is the
@@ -458,6 +495,18 @@ class ZeroGradientRules(RuleFamily):
         # From the first finite step seen: before any update of this training.
         if floored and start == self._norms.first[0]:
             message += " This was so from the first step, before any update."
+        elif biased := self._biased_output(start):
+            # Named in the message; still vanishing gradients (all of them
+            # are, whatever the output's loss), not the saturated output
+            # that `StartRules` tells under a loss whose gradient does not
+            # vanish there.
+            name, activation, bias = biased
+            message += (
+                " This was so from the first step, before any update: "
+                f"{bias_setting(name, activation, bias)} in the flat tail for "
+                "every sample, where it passes no gradient."
+            )
+            fix = _BIAS_FIX if activation != TANH else _TANH_BIAS_FIX
         elif start == self._norms.first[0]:
             message += (
                 " This was so from the first step, before any update: the model "

@@ -120,8 +120,10 @@ class PReLU(keras.layers.Layer):
         return config
 
     def activation_profile(self) -> ActivationProfile:
-        """The `ActivationProfile` of this layer (slope learned: varies)."""
-        return profiles.prelu_profile()
+        """The `ActivationProfile` of this layer (`prelu_profile`: its
+        units can die while its slopes are all 0, as initialised by
+        default)."""
+        return profiles.prelu_profile(profiles.prelu_slope_zero(self))
 
 
 @register("layer", profile=profiles.swish_profile())

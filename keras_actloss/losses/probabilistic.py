@@ -392,6 +392,7 @@ def kl_divergence(y_true: Tensor, y_pred: Tensor, check_labels: bool = True) -> 
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
     if check_labels:
+        validation.check_distribution_shapes(y_true, y_pred, "kl_divergence")
         y_true = validation.check_label_range(y_true, "kl_divergence")
     epsilon = keras.config.epsilon()
     y_true = ops.clip(y_true, epsilon, 1.0)

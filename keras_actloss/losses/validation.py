@@ -126,6 +126,25 @@ def check_same_shape(target: Tensor, output: Tensor) -> None:
             )
 
 
+def check_distribution_shapes(y_true: Tensor, y_pred: Tensor, loss: str) -> None:
+    """Static: target distributions have `y_pred`'s classes. Class ids of
+    shape `(batch,)` reach the loss as `(batch, 1)` (Keras expands them to
+    `y_pred`'s rank) and would be broadcast over the classes: a wrong loss
+    and no error."""
+    classes = y_pred.shape[-1] if len(y_pred.shape) else None
+    width = y_true.shape[-1] if len(y_true.shape) else None
+    if len(y_true.shape) != len(y_pred.shape) or (
+        classes is not None and width is not None and width != classes
+    ):
+        raise ValueError(
+            f"Expected target distributions for `{loss}`: `y_true` must have "
+            "the same shape as `y_pred`, one probability per class (class ids "
+            "need `keras.utils.to_categorical`, or `SparseCategoricalCrossentropy` "
+            f"instead). Received: y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}"
+        )
+
+
 def check_label_range(y_true: Tensor, loss: str, low=0.0, high=1.0) -> Tensor:
     """Checks every label lies in `[low, high]` (NaN does not).
 

@@ -339,7 +339,11 @@ def test_profile_of_our_layers_reflects_config():
     assert profile(layers.LeakyReLU(0.0)).name == "relu"
     assert profile(layers.LeakyReLU(0.0)).can_die
     assert profile(layers.ELU(alpha=2.0)).output_range == (-2.0, math.inf)
-    assert profile(layers.PReLU()).inactive_gradient is None
+    # Slopes at 0 (the default): ReLU until they learn; an output of
+    # exactly 0 alone is inactive. Initialised above 0: the slope varies.
+    assert profile(layers.PReLU()).can_die
+    assert profile(layers.PReLU()).inactive_from == 0.0
+    assert profile(layers.PReLU(alpha_initializer="ones")).inactive_gradient is None
     assert profile(layers.PReLU()).name == "prelu"
     assert profile(layers.Softmax()).produces_probabilities
     assert profile(layers.Sigmoid()).name == "sigmoid"
@@ -356,6 +360,13 @@ def test_profile_of_keras_layers():
     assert profile(keras.layers.ReLU(negative_slope=0.0)).name == "relu"
     assert profile(keras.layers.LeakyReLU()).inactive_gradient == pytest.approx(0.3)
     assert profile(keras.layers.PReLU()).name == "prelu"
+    assert profile(keras.layers.PReLU()).can_die
+    # Built: its weights, not its initializer, say whether a slope is 0.
+    prelu = keras.layers.PReLU()
+    prelu.build((None, 3))
+    assert profile(prelu).can_die
+    prelu.alpha.assign([0.0, 0.25, 0.0])
+    assert not profile(prelu).can_die
     assert profile(keras.layers.ELU(alpha=0.5)).output_range[0] == -0.5
     assert profile(keras.layers.Softmax()).produces_probabilities
     assert profile(keras.layers.Activation("tanh")).name == "tanh"

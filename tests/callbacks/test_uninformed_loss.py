@@ -24,6 +24,7 @@ from keras_actloss.callbacks._callback_support import (
     clipping,
     output_bias,
     target_scale,
+    traced_label_checks,
     uninformed_loss,
     weight_decay,
     weight_gain,
@@ -340,6 +341,29 @@ def test_weight_decay(optimizer, expected):
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     m.compile(optimizer=optimizer, loss="mse")
     assert weight_decay(m) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "loss, jit, expected",
+    [
+        (keras_actloss.losses.Hinge(), True, "hinge"),
+        # Not compiled with XLA or jit: the check raises at the step.
+        (keras_actloss.losses.Hinge(), False, None),
+        (keras_actloss.losses.Hinge(check_labels=False), True, None),
+        (keras.losses.Hinge(), True, None),
+        # One of several outputs' losses.
+        (["mse", keras_actloss.losses.MeanSquaredError()], True, None),
+        (
+            ["mse", keras_actloss.losses.BinaryCrossentropy()],
+            True,
+            "binary_crossentropy",
+        ),
+    ],
+)
+def test_traced_label_checks(loss, jit, expected):
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, "tanh")])
+    m.compile(optimizer="sgd", loss=loss, jit_compile=jit)
+    assert traced_label_checks(m) == expected
 
 
 def test_no_clipping_when_not_compiled():

@@ -17,6 +17,24 @@ def _np(x):
     return ops.convert_to_numpy(x)
 
 
+def test_prelu_counts_only_exact_zeros(rng):
+    # PReLU (slopes at 0 as initialised): a unit is inactive where its
+    # output is exactly 0; once a slope is learned, negative outputs pass a
+    # gradient and count as active.
+    prelu = activations.profile("prelu")
+    x = rng.normal(size=(16, 4)).astype("float32")
+    x[:, 0] = np.minimum(x[:, 0], 0.0) * 0.25  # a learned slope: negative
+    x[:, 1] = 0.0  # dead: its slope 0 and its inputs negative
+    x[:, 2] = np.maximum(x[:, 2], 0.0)
+    counts = stats.activation_counts(x, prelu)
+    np.testing.assert_allclose(
+        _np(counts["active_per_unit"]), np.count_nonzero(x != 0.0, axis=0)
+    )
+    expected_dead = np.mean(np.all(x == 0.0, axis=0))
+    assert expected_dead == pytest.approx(1 / 4)
+    np.testing.assert_allclose(_np(stats.dead_fraction(x, prelu)), expected_dead)
+
+
 def test_relu_zero_and_dead_fractions(rng):
     relu = activations.profile("relu")
     x = np.maximum(rng.normal(size=(16, 6)), 0.0).astype("float32")

@@ -291,6 +291,27 @@ class TestNonFinite:
             found[0].message
         )
 
+    def test_a_loss_that_checks_its_labels_in_a_compiled_step(self):
+        # Probed (JAX, jit): keras-actloss's Hinge given labels 0/1/2 makes
+        # its value NaN (it cannot raise inside `jax.jit`); the finding said
+        # to check the data with `np.isfinite`, which finds nothing. Named,
+        # with the way to see the failed check.
+        rules = HealthRules(mlp(["relu"]))
+        rules.traced_label_checks = "hinge"
+        found = rules.observe_step(event(0, math.nan, non_finite=True))
+        assert found[0].message.endswith(
+            "not the step size. The loss 'hinge' checks its labels, and in a "
+            "compiled step (`jit_compile`), where it cannot raise, makes its "
+            "value NaN on a batch whose labels fail the check (a format or value "
+            "it does not take, such as a class id out of range): finite labels "
+            "can do this."
+        )
+        assert found[0].fix == (
+            "Call the loss on a batch outside `fit` (`loss(y, model(x))`): it "
+            "raises an error naming the labels that fail its check. "
+            + rules_module._DATA_FIX
+        )
+
     def test_recording_of_a_step_already_seen(self):
         # The step's finite norm was judged; its recording is not finite.
         rules = HealthRules(mlp(["relu"]))
@@ -1607,6 +1628,23 @@ class TestVanishing:
                 "initialisation)."
             )
             assert "Glorot for tanh" in found[0].fix
+
+    @pytest.mark.parametrize("activation", ["elu", "softplus"])
+    def test_flat_tails_without_sigmoid_or_tanh(self, activation):
+        # Probed: ELU, SELU and softplus layers thrown into their flat tails
+        # (a bias of -10) were told, rightly, as the saturating activations
+        # that shrink the gradient, with the fix "use ReLU instead of
+        # sigmoid/tanh" in models that have neither: the flat-tail fix.
+        rules = HealthRules(mlp([activation] * 6))
+        shares = [0.0] + [0.5] * 5 + [None]
+        seq = [recording(s, SIGMOID_RMS, saturation=shares) for s in (0, 5, 10)]
+        found = run(rules, seq)
+        assert len(found) == 3
+        assert found[0].message.endswith(
+            "(the saturating activations of 'dense_1', 'dense_2', 'dense_3', ... "
+            "shrink the gradient at every layer it passes back through)."
+        )
+        assert found[0].fix == rule_support._FLAT_TAIL_FIX
 
     def test_message_for_a_capped_relu_below_its_cap(self):
         # ReLU6 layers whose outputs never reached 6: ReLUs, not near-linear
@@ -4904,6 +4942,8 @@ def settling_run(
     weights=None,
     batch=32,
     per=1,
+    uninformed=None,
+    activation="relu",
 ):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of `batch` samples (with
@@ -4913,12 +4953,15 @@ def settling_run(
     (`ACTIVITY`: 3 of dense_1's 4 units inactive) until step `back` (None:
     to the end), all active after, and as `dying` again from step `again`
     (if any); the optimizer's `weight_decay`; `weights(s)`, the three
-    layers' weight norms (None: not recorded). Returns (mode, layer,
+    layers' weight norms (None: not recorded); the loss of knowing nothing
+    `uninformed` (None: not known); the hidden layers' `activation`.
+    Returns (mode, layer,
     finding step, step at which it was reported) for each finding (the
     findings themselves appended to `kept`)."""
-    rules = HealthRules(mlp(["relu", "relu"]))
+    rules = HealthRules(mlp([activation, activation]))
     rules.weight_decay = weight_decay
     rules.execution_steps = per
+    rules.uninformed_loss = uninformed
     alive = ([1] * 4, [1] * 4)
     found = []
     for s in range(steps):
@@ -5143,6 +5186,36 @@ class TestDeadRelu:
         # the loss level: not reported within the first 64 steps; they
         # come back at step 40.
         assert settling_run(level) == []
+
+    @pytest.mark.parametrize("nothing, told", [(1.1, True), (1.12, False)])
+    def test_units_dying_while_the_model_knows_nothing(self, nothing, told):
+        # `test_units_dying_in_the_first_steps_may_settle` with the loss
+        # (1.0) at the loss of a prediction that knows nothing: 1.0 is at
+        # least 0.9 of 1.1 (0.99), under 0.9 of 1.12 (1.008). Probed: a
+        # ReLU MLP under SGD(0.3, momentum 0.9) on batches of 16, its loss
+        # about ln 4 with 4 classes while its second layer died, was told at
+        # step 81 (50% dead at step 30). The model learns nothing: not
+        # settling, reported once the streak lasts (steps 1-5).
+        found = settling_run(level, uninformed=(nothing, "cross-entropy"))
+        assert found == ([(F.DEAD_RELU, "dense_1", 1, 5)] if told else [])
+
+    def test_dead_prelu_units_name_their_slopes(self):
+        # `test_units_dying_while_the_model_knows_nothing` with PReLU layers
+        # (their units counted inactive where their output is exactly 0):
+        # slopes at 0, Keras's default, make them ReLU units that die.
+        # Probed: a PReLU MLP whose third layer's bias is -10 was told as a
+        # `stop_gradient` after its last PReLU.
+        kept = []
+        found = settling_run(
+            level, uninformed=(1.1, "cross-entropy"), activation="prelu", kept=kept
+        )
+        ending = (
+            "these PReLU units, whose slopes are 0 (Keras's default "
+            "initialisation), are dead as ReLU units are: they and their slopes "
+            "get no gradient; they only come back if the layers before them "
+            "change their inputs."
+        )
+        _told_at_once(found, True, kept, ending, activation_rules._PRELU_FIX)
 
     @pytest.mark.parametrize("loss, reported", [("jump", [4, 11]), ("level", None)])
     def test_a_jump_inside_an_execution_of_several_steps(self, loss, reported):

@@ -16,7 +16,12 @@ from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX, FIXES
 from keras_actloss.diagnostics.rules import HealthRules, SentinelEvent
-from keras_actloss.diagnostics.start_rules import _INIT_FIX, normalized_head
+from keras_actloss.diagnostics.start_rules import (
+    _BIAS_FIX,
+    _INIT_FIX,
+    _TANH_BIAS_FIX,
+    normalized_head,
+)
 
 LN3 = math.log(3)
 UNINFORMED = (LN3, "cross-entropy over 3 classes")
@@ -90,10 +95,69 @@ class TestExtremeStart:
         assert finding.value == pytest.approx(740.4 / LN3)
         assert finding.message.endswith(
             "over 3 classes), with the global gradient norm at 1.2e+03-2.89e+03: "
-            "the bias of the output layer 'dense_1' (-30) sets its softmax in "
-            "the flat tail for every sample from the start: its outputs are "
-            "extreme and wrong, and the model barely moves off them."
+            "the biases of the output layer 'dense_1' (30 apart between "
+            "classes) set its softmax in the flat tail for every sample from "
+            "the start: its outputs are extreme and wrong, and the model "
+            "barely moves off them."
         )
+
+    @pytest.mark.parametrize(
+        "activation, bias, setting, fix",
+        [
+            (
+                "tanh",
+                -30.0,
+                "the bias of the output layer 'out' (-30) sets its tanh",
+                _TANH_BIAS_FIX,
+            ),
+            (
+                "sigmoid",
+                -30.0,
+                "the bias of the output layer 'out' (-30) sets its sigmoid",
+                _BIAS_FIX,
+            ),
+        ],
+    )
+    def test_zero_gradients_from_an_output_bias_name_it(
+        self, activation, bias, setting, fix
+    ):
+        # Probed: a tanh output with bias -30 under hinge, a sigmoid one
+        # under MSE (losses with no loss of knowing nothing here): every
+        # gradient 0 from step 0, told as vanishing gradients of no layer
+        # with the generic fix. The output's own bias is the cause, whatever
+        # the loss: named (the gradients vanish, all of them) at the fifth
+        # step, with the bias fix.
+        rules = rules_for(
+            uninformed=None,
+            layers=[
+                LayerInfo("dense_0", "Dense", "relu", True, 0),
+                LayerInfo("out", "Dense", activation, True, 1),
+            ],
+        )
+        rules.output_bias = ("out", activation, bias)
+        found = steps(rules, [(0.0, 1.0)] * 8)
+        assert [(f.mode, f.layer, f.step, s) for f, s in found] == [
+            (F.VANISHING_GRADIENTS, None, 0, 4)
+        ]
+        assert found[0][0].message.endswith(
+            "This was so from the first step, before any update: "
+            f"{setting} in the flat tail for every sample, where it passes no "
+            "gradient."
+        )
+        assert found[0][0].fix == fix
+
+    def test_zero_gradients_later_are_not_the_output_bias(self):
+        # The same bias, but gradients until step 3: the zero gradients from
+        # step 4 are not the start's (the bias was learnt around, or the
+        # steps threw the output there): told as they are.
+        rules = rules_for(uninformed=None)
+        rules.output_bias = ("dense_1", "softmax", -30.0)
+        found = steps(rules, [(1.0, 1.0)] * 4 + [(0.0, 1.0)] * 6)
+        assert [(f.mode, f.layer, f.step, s) for f, s in found] == [
+            (F.VANISHING_GRADIENTS, None, 4, 8)
+        ]
+        assert "bias" not in found[0][0].message
+        assert found[0][0].fix != _BIAS_FIX
 
     @pytest.mark.parametrize(
         "loss, found",

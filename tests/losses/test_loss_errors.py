@@ -27,6 +27,25 @@ def test_integer_labels_to_categorical_point_to_sparse():
             losses.categorical_crossentropy(labels, PROBS)
 
 
+def test_integer_labels_to_kl_divergence_name_the_format():
+    # Class ids where distributions belong, of shape (N,) or (N, 1), called
+    # or in `fit`: Keras's own KLDivergence broadcasts (N, 1) over the
+    # classes, with no error.
+    for labels in (SPARSE, SPARSE[:, None]):
+        with raises(
+            "Expected target distributions for `kl_divergence`: `y_true` must "
+            "have the same shape as `y_pred`, one probability per class (class "
+            "ids need `keras.utils.to_categorical`, or "
+            "`SparseCategoricalCrossentropy` instead). Received: "
+            f"y_true.shape={labels.shape}, y_pred.shape=(2, 3)"
+        ):
+            losses.KLDivergence()(labels, PROBS)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, "softmax")])
+    model.compile(loss=losses.KLDivergence())
+    with raises("Expected target distributions for `kl_divergence`"):
+        model.fit(np.zeros((4, 2)), np.array([0, 1, 2, 1]), verbose=0)
+
+
 def test_integer_labels_to_categorical_fail_in_graph_mode_too():
     loss = losses.CategoricalCrossentropy()
     with raises("SparseCategoricalCrossentropy"):
