@@ -279,6 +279,28 @@ def probability_output(model, plans) -> bool:
     return False
 
 
+def layers_of(plans, family: str, hidden: bool = False) -> tuple[str, ...]:
+    """`HealthRules.exponential_layers` and `.hidden_softmax`: the monitored
+    layers with weights whose own activation is of `family` (as
+    `activations.profile` reads it; measured or not), those nearer the
+    inputs than the outputs only with `hidden`."""
+    weighted = [plan for plan in plans if plan.variables]
+    outputs = {plan.info.name for plan in weighted if plan.info.distance == 0}
+    if weighted and all(plan.info.distance is None for plan in weighted):
+        outputs = {weighted[-1].info.name}  # Model order: the last one.
+    found = []
+    for plan in weighted:
+        if hidden and plan.info.name in outputs:
+            continue
+        try:
+            known = activations.profile(plan.layer)
+        except ValueError:
+            continue
+        if getattr(known, "family", None) == family:
+            found.append(plan.info.name)
+    return tuple(found)
+
+
 def activity_regularizers(plans) -> dict[str, str]:
     """`HealthRules.activity_regularizers`: each monitored layer with an
     `activity_regularizer`, described by its class and its config's numbers

@@ -21,6 +21,7 @@ from keras_actloss.callbacks._callback_support import (
     input_gates,
     input_preprocessing,
     input_scale,
+    layers_of,
     output_bias,
     preprocessing_note,
     probability_output,
@@ -41,6 +42,7 @@ from keras_actloss.callbacks._step_rows import FULL, SENTINEL
 from keras_actloss.diagnostics.records import LayerInfo, StepStats
 from keras_actloss.diagnostics.rules import HealthRules, Thresholds
 from keras_actloss.findings import Finding
+from keras_actloss.profiles import EXPONENTIAL, SOFTMAX
 
 __all__ = [
     "ON_FAILURE",
@@ -605,6 +607,8 @@ class GradientDiagnostics(
             self._rules.probability_output = probability_output(model, plans)
             self._rules.clipping = clipping(model)
             self._rules.traced_label_checks = traced_label_checks(model)
+            self._rules.exponential_layers = layers_of(plans, EXPONENTIAL)
+            self._rules.hidden_softmax = layers_of(plans, SOFTMAX, hidden=True)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
         self._hooks = hooks

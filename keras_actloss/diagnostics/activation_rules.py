@@ -32,6 +32,7 @@ from keras_actloss.diagnostics.rule_support import (
     RuleFamily,
     _finite,
     _median,
+    _named,
 )
 from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import _SCALE_CHANGE, negligible
@@ -175,14 +176,6 @@ def _fell(level: float, now: float, spread: float) -> bool:
     """Whether a loss fell from `level` to `now` by `_SETTLE_FALL` of it and
     `_SETTLE_RISE_SPREADS` times `spread` (the noise of small batches)."""
     return level - now >= max(_SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread)
-
-
-def _named(layers: tuple[str, ...]) -> str:
-    """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
-    quoted = [f"'{name}'" for name in layers]
-    if len(quoted) == 1:
-        return f"layer {quoted[0]}"
-    return f"layers {', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _lower_first(text: str) -> str:

@@ -26,6 +26,7 @@ from keras_actloss.diagnostics.rule_support import (
     _WEIGHTS_FIX,
     RuleFamily,
     _finite,
+    _named,
     per_weight,
     recurrent,
 )
@@ -48,6 +49,12 @@ _LEVELS = 8
 # gradients fell 180-310x within 5 steps, the loss at chance from then on.
 _FALLEN = 1e-2
 _EARLY_RECORDINGS = 3
+# The fix of vanishing gradients behind hidden layers with a softmax.
+_HIDDEN_SOFTMAX_FIX = (
+    "Use ReLU (or another non-saturating activation) in the hidden layers: a "
+    "softmax makes the output layer's class probabilities, and in a hidden "
+    "layer it shrinks the gradient more the more units it has."
+)
 # The fix of vanishing gradients behind recurrent layers only
 # (`_shrinks`): their gates are sigmoid and tanh by design. Probed: a
 # masked Bidirectional GRU and LSTM under Adam at 5, its gates driven into
@@ -734,7 +741,21 @@ class RecordedGradientRules(RuleFamily):
         layer unless it is near-linear (under `_SQUASHED_SHARE` of its
         outputs in the flat tails on this recording; named when its
         saturation was not measured)."""
-        squashing = _squashing(self.layers, self._distance, self._distance[layer])
+        far = self._distance[layer]
+        softmax = [
+            n for n in self.hidden_softmax if 0 < self._distance.get(n, -1) <= far
+        ]
+        if softmax:
+            # Hidden layers with weights and a softmax (`hidden_softmax`):
+            # probed, 5 such layers of 64 units, the first's gradient RMS
+            # 1e-9 of the output's, told to check the (Glorot) initialisation.
+            why = (
+                f"the softmax of the hidden {_named(tuple(softmax))} (outputs "
+                "that sum to 1 over their units) divides the gradient among "
+                "the units at every layer it passes back through"
+            )
+            return why, _HIDDEN_SOFTMAX_FIX
+        squashing = _squashing(self.layers, self._distance, far)
         saturation = {ls.layer: ls.saturation for ls in stats.layers}
         named = _shrinking(squashing, self.layers, saturation, unmeasured=True)
         if named:

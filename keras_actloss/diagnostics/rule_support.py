@@ -308,6 +308,14 @@ _RECURRENT_CELLS = ("LSTMCell", "GRUCell", "SimpleRNNCell")
 _EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
 
+def _named(layers: tuple[str, ...]) -> str:
+    """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
+    quoted = [f"'{name}'" for name in layers]
+    if len(quoted) == 1:
+        return f"layer {quoted[0]}"
+    return f"layers {', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def _finite(*values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 

@@ -344,6 +344,11 @@ class HealthRules(
         # compiled step, where a failed check makes the loss NaN (set by the
         # callback: `_callback_support.traced_label_checks`).
         self.traced_label_checks: str | None = None
+        # The monitored layers with weights whose activation is exponential,
+        # and the hidden ones with a softmax, known or not by their
+        # statistics (set by the callback: `_callback_support.layers_of`).
+        self.exponential_layers: tuple[str, ...] = ()
+        self.hidden_softmax: tuple[str, ...] = ()
         # Monitored layer name -> its activity regularizer, described.
         self.activity_regularizers: dict[str, str] = {}
         # Whether an output can be a saturated probability (the callback

@@ -221,8 +221,11 @@ class StartRules(RuleFamily):
                     f"initial weights far too large{self._gain()}, and the "
                     "model barely moves off them."
                 )
-                if self._recurrent_gain():
-                    fix = _INIT_FIX
+                # The fix for the weights this message blames: a classifier
+                # has no regression targets to standardize (probed: a
+                # softmax output's kernel of stddev 30 on standardized
+                # inputs was told to standardize the targets).
+                fix = _INIT_FIX
             # Zero gradients at such a loss later are its consequence (not
             # where it is not told: `ZeroGradientRules` tells them).
             self._extreme_loss = _EXTREME_START * level

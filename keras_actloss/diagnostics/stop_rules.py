@@ -35,6 +35,7 @@ from keras_actloss.diagnostics.rule_support import (
     _finite,
     _growth,
     _median,
+    _named,
 )
 from keras_actloss.diagnostics.start_rules import (
     _BIAS_FIX,
@@ -224,24 +225,39 @@ class NonFiniteRules(RuleFamily):
                 " No step before it had finite gradients: the cause is likely "
                 "in the data, the loss or the initial weights, not the step size."
             )
-            message, fix = self._label_checks(message)
+            message, fix = self._data_or_loss(message)
         else:
             message += (
                 f" The gradient norms before it were normal (last finite norm "
                 f"{last:.3g}): the cause is likely in the data or the loss, not "
                 "the step size."
             )
-            message, fix = self._label_checks(message)
+            message, fix = self._data_or_loss(message)
         self._add(
             new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
         )
 
-    def _label_checks(self, message: str) -> tuple[str, str]:
+    def _data_or_loss(self, message: str) -> tuple[str, str]:
         """A non-finite step's message and fix where the data or the loss is
-        the likely cause: naming, with a loss that checks its labels in a
+        the likely cause: naming the layers with an exponential activation
+        (`exponential_layers`), which overflows with finite data (probed: 5
+        such layers on standardized inputs, inf from the third, were told to
+        check the data), and, with a loss that checks its labels in a
         compiled step (`traced_label_checks`), the labels that fail its
         check, which make it NaN there (probed on JAX: hinge labels 0/1/2
         were told to check the data for NaN with `np.isfinite`)."""
+        if self.exponential_layers:
+            listed = _named(self.exponential_layers)
+            message += (
+                f" The exponential activation of {listed} overflows float32 "
+                "(to inf) for inputs above about 88, and float16 above about "
+                "11: finite data can do this."
+            )
+            return message, (
+                f"Replace the exponential activation of {listed} (ReLU or "
+                "softplus), or keep its inputs small (batch normalization "
+                "before it, smaller initial weights). " + _DATA_FIX
+            )
         loss = self.traced_label_checks
         if loss is None:
             return message, _DATA_FIX

@@ -22,6 +22,7 @@ from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     _hooks_class,
     clipping,
+    layers_of,
     output_bias,
     target_scale,
     traced_label_checks,
@@ -29,6 +30,7 @@ from keras_actloss.callbacks._callback_support import (
     weight_decay,
     weight_gain,
 )
+from keras_actloss.profiles import EXPONENTIAL, SOFTMAX
 
 
 def model(units, activation, loss, outputs=1):
@@ -364,6 +366,21 @@ def test_traced_label_checks(loss, jit, expected):
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, "tanh")])
     m.compile(optimizer="sgd", loss=loss, jit_compile=jit)
     assert traced_label_checks(m) == expected
+
+
+def test_layers_of():
+    # The exponential layers, and the softmax layers with weights that are
+    # not outputs (the output's softmax and a `Softmax` layer, as in
+    # attention, are not).
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, "exponential", name="exp")(inputs)
+    h = keras.layers.Dense(8, "softmax", name="hidden")(h)
+    h = keras.layers.Softmax(name="weights")(h)
+    outputs = keras.layers.Dense(3, "softmax", name="out")(h)
+    plans = _model_plan.plan_layers(keras.Model(inputs, outputs))
+    assert layers_of(plans, EXPONENTIAL) == ("exp",)
+    assert layers_of(plans, SOFTMAX, hidden=True) == ("hidden",)
+    assert layers_of(plans, SOFTMAX) == ("hidden", "out")
 
 
 def test_no_clipping_when_not_compiled():

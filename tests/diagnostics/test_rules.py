@@ -312,6 +312,23 @@ class TestNonFinite:
             + rules_module._DATA_FIX
         )
 
+    def test_exponential_layers_are_named(self):
+        # Probed: 5 Dense layers with the exponential activation on
+        # standardized inputs, inf from the third, NaN at step 0: told to
+        # check the data.
+        rules = HealthRules(mlp(["relu"]))
+        rules.exponential_layers = ("dense_0", "dense_1")
+        found = rules.observe_step(event(0, math.nan, non_finite=True))
+        assert found[0].message.endswith(
+            "not the step size. The exponential activation of layers 'dense_0' "
+            "and 'dense_1' overflows float32 (to inf) for inputs above about 88, "
+            "and float16 above about 11: finite data can do this."
+        )
+        assert found[0].fix.startswith(
+            "Replace the exponential activation of layers 'dense_0' and "
+            "'dense_1' (ReLU or softplus), or keep its inputs small"
+        )
+
     def test_recording_of_a_step_already_seen(self):
         # The step's finite norm was judged; its recording is not finite.
         rules = HealthRules(mlp(["relu"]))
@@ -1628,6 +1645,23 @@ class TestVanishing:
                 "initialisation)."
             )
             assert "Glorot for tanh" in found[0].fix
+
+    def test_hidden_softmax_layers(self):
+        # Probed: 5 Dense layers of 64 units with a softmax, the first's
+        # gradient RMS 1e-9 of the output's, told to check the (Glorot)
+        # initialisation. Their statistics do not measure a softmax (the
+        # activation is not in the layers' infos): the callback names them
+        # (`hidden_softmax`).
+        rules = HealthRules(mlp([None] * 6))
+        rules.hidden_softmax = ("dense_2", "dense_4")
+        seq = [recording(s, SIGMOID_RMS) for s in (0, 5, 10)]
+        found = run(rules, seq)
+        assert found[0].message.endswith(
+            "(the softmax of the hidden layers 'dense_2' and 'dense_4' (outputs "
+            "that sum to 1 over their units) divides the gradient among the "
+            "units at every layer it passes back through)."
+        )
+        assert found[0].fix == gradient_rules._HIDDEN_SOFTMAX_FIX
 
     @pytest.mark.parametrize("activation", ["elu", "softplus"])
     def test_flat_tails_without_sigmoid_or_tanh(self, activation):

@@ -14,7 +14,7 @@ import pytest
 from keras_actloss import findings as F
 from keras_actloss.callbacks._model_plan import plan_layers
 from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
-from keras_actloss.diagnostics.rule_support import _SCALE_FIX, FIXES
+from keras_actloss.diagnostics.rule_support import FIXES
 from keras_actloss.diagnostics.rules import HealthRules, SentinelEvent
 from keras_actloss.diagnostics.start_rules import (
     _BIAS_FIX,
@@ -62,7 +62,7 @@ class TestExtremeStart:
             4,
         )
         assert finding.severity == F.FAILURE
-        assert finding.fix == _SCALE_FIX
+        assert finding.fix == _INIT_FIX
         # The median loss 740.4 over ln(3) = 673.9; the least, 358.4, is
         # 326.2x it.
         assert finding.value == pytest.approx(740.4 / LN3)
