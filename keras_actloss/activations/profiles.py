@@ -57,10 +57,14 @@ def relu_profile(
     slope and `"relu"` otherwise, so code that only keeps the name (e.g.
     `LayerInfo.activation`) still knows whether units can die. A negative
     `threshold` (Keras's `relu(x, threshold=t)`: `x` from `t` on) lets
-    outputs down to `t` through.
+    outputs down to `t` through. A ReLU capped at 6 is named `"relu6"`
+    (Keras's `ReLU(max_value=6)` layer is ReLU6), so the name carries the
+    cap too.
     """
     if name is None:
         name = "leaky_relu" if negative_slope > 0 else "relu"
+        if name == "relu" and max_value == 6.0 and threshold == 0.0:
+            name = "relu6"
     low = -math.inf if negative_slope > 0 else min(0.0, float(threshold))
     high = math.inf if max_value is None else float(max_value)
     kind = "ReLU" if negative_slope == 0 else f"Leaky ReLU (slope {negative_slope})"

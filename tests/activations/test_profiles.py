@@ -358,6 +358,9 @@ def test_profile_of_keras_layers():
     assert capped.saturation_bounds == (-math.inf, 6.0)
     assert capped.name == "leaky_relu"
     assert profile(keras.layers.ReLU(negative_slope=0.0)).name == "relu"
+    # Capped at 6: ReLU6, its name carrying the cap (probed: its saturation
+    # was told as "(relu)").
+    assert profile(keras.layers.ReLU(max_value=6.0)) == profile("relu6")
     assert profile(keras.layers.LeakyReLU()).inactive_gradient == pytest.approx(0.3)
     assert profile(keras.layers.PReLU()).name == "prelu"
     assert profile(keras.layers.PReLU()).can_die
