@@ -24,6 +24,7 @@ Thresholds (hand computed):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -103,22 +104,19 @@ def prelu_profile(zero_slope: bool = True) -> ActivationProfile:
     negative. Without (a slope initialised above 0), the derivative there
     varies.
     """
-    if not zero_slope:
-        return ActivationProfile(
-            name="prelu",
-            family=_p.RELU_FAMILY,
-            output_range=(-math.inf, math.inf),
-            zero_centred=False,
-            inactive_below=0.0,
-            inactive_gradient=None,
-            description="PReLU: learned slope for outputs <= 0.",
-        )
-    return ActivationProfile(
+    varying = ActivationProfile(
         name="prelu",
         family=_p.RELU_FAMILY,
         output_range=(-math.inf, math.inf),
         zero_centred=False,
         inactive_below=0.0,
+        inactive_gradient=None,
+        description="PReLU: learned slope for outputs <= 0.",
+    )
+    if not zero_slope:
+        return varying
+    return dataclasses.replace(
+        varying,
         inactive_gradient=0.0,
         inactive_from=0.0,
         description=(
