@@ -38,7 +38,6 @@ from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import _SCALE_CHANGE, negligible
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
-# After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
 # Dead PReLU units, their slopes 0 as initialised by default.
 _PRELU_FIX = (
     "Initialise the PReLU's slopes above 0 "
@@ -46,6 +45,7 @@ _PRELU_FIX = (
     "did): at 0 its units start as ReLU's and die as they do. Avoid large "
     "negative bias initialisation, and lower the learning rate."
 )
+# After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
 _STILL_DEAD = " If units still die, use Leaky ReLU (or ELU) instead of ReLU."
 # A model whose loss is under this share of the loss of knowing nothing has
 # learned through its attention, one-hot or not

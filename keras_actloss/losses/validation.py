@@ -127,10 +127,10 @@ def check_same_shape(target: Tensor, output: Tensor) -> None:
 
 
 def check_distribution_shapes(y_true: Tensor, y_pred: Tensor, loss: str) -> None:
-    """Static: target distributions have `y_pred`'s classes. Class ids of
-    shape `(batch,)` reach the loss as `(batch, 1)` (Keras expands them to
-    `y_pred`'s rank) and would be broadcast over the classes: a wrong loss
-    and no error."""
+    """Static: target distributions have `y_pred`'s classes. Class ids, of
+    shape `(batch,)` or `(batch, 1)`, would be broadcast over the classes
+    (Keras's own `kl_divergence` does so with `(batch, 1)`): a wrong loss and
+    no error."""
     classes = y_pred.shape[-1] if len(y_pred.shape) else None
     width = y_true.shape[-1] if len(y_true.shape) else None
     if len(y_true.shape) != len(y_pred.shape) or (
