@@ -245,6 +245,15 @@ SATURATING_BIAS = 10.0
 _SATURATING = ("sigmoid", "tanh", "softmax")
 
 
+def _profile_of(layer):
+    """The activation profile of a layer's output (`activations.profile`),
+    None where it has none or it cannot be read."""
+    try:
+        return activations.profile(layer)
+    except ValueError:
+        return None
+
+
 def probability_output(model, plans) -> bool:
     """`HealthRules.probability_output`: whether a saturated output can be
     what stops every gradient: a monitored layer or an output layer applies
@@ -259,17 +268,9 @@ def probability_output(model, plans) -> bool:
     with contextlib.suppress(Exception):
         layers += [output.layer for output in walk.outputs(model)]
     for layer in layers:
-        try:
-            found = getattr(activations.profile(layer), "name", None)
-        except ValueError:
-            continue
-        if found in ("sigmoid", "softmax"):
+        if getattr(_profile_of(layer), "name", None) in ("sigmoid", "softmax"):
             return True
-    loss = getattr(model, "loss", None)
-    losses = list(loss.values()) if isinstance(loss, dict) else loss
-    if not isinstance(losses, (list, tuple)):
-        losses = [losses]
-    for one in losses:
+    for one in keras.tree.flatten(getattr(model, "loss", None)):
         try:
             known = None if one is None else profile(one)
         except Exception:  # noqa: BLE001 - a loss not read: not known.
@@ -292,11 +293,7 @@ def layers_of(plans, family: str, hidden: bool = False) -> tuple[str, ...]:
     for plan in weighted:
         if hidden and plan.info.name in outputs:
             continue
-        try:
-            known = activations.profile(plan.layer)
-        except ValueError:
-            continue
-        if getattr(known, "family", None) == family:
+        if getattr(_profile_of(plan.layer), "family", None) == family:
             found.append(plan.info.name)
     return tuple(found)
 
@@ -337,10 +334,7 @@ def output_bias(model, plans) -> tuple[str, str, float] | None:
     layer = outputs[0].layer
     plan = next((p for p in plans if p.layer is layer), None)
     bias = getattr(layer, "bias", None)
-    try:
-        activation = getattr(activations.profile(layer), "name", None)
-    except ValueError:
-        return None
+    activation = getattr(_profile_of(layer), "name", None)
     if plan is None or bias is None or activation not in _SATURATING:
         return None
     # Not `convert_to_numpy`: NumPy 2 warns on TensorFlow's variable
