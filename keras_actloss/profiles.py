@@ -92,7 +92,15 @@ class ActivationProfile:
 
 # Loss tasks and label formats.
 TASKS = ("regression", "binary", "multiclass", "multilabel", "distribution", "margin")
-LABEL_FORMATS = ("continuous", "binary", "one_hot", "sparse", "distribution", "signed")
+LABEL_FORMATS = (
+    "continuous",
+    "count",
+    "binary",
+    "one_hot",
+    "sparse",
+    "distribution",
+    "signed",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +121,11 @@ class LossProfile:
         robust_to_outliers: Whether large errors are down-weighted (MAE,
             Huber).
         description: One sentence for reports.
+        prediction_range: `(low, high)` open bounds of the predictions the
+            loss is defined on: `(0, inf)` for Poisson's rates, whose log it
+            takes (a prediction at or below 0 makes it NaN); the whole line
+            for the others (the cross-entropies and KL divergence clip
+            their probabilities).
     """
 
     name: str
@@ -123,3 +136,4 @@ class LossProfile:
     output_activations: tuple[str, ...] = ()
     robust_to_outliers: bool = False
     description: str = ""
+    prediction_range: tuple[float, float] = (-INF, INF)

@@ -34,6 +34,22 @@ all of severity `"failure"` (definite mistakes):
   cross-entropy for such labels.
 - `bounded_output_regression` (needs y): a regression loss with targets
   outside the output activation's range (sigmoid, tanh, ReLU, ...).
+- `sigmoid_with_kl_divergence`: KL divergence on an output in [0, 1] that
+  is not a softmax (sigmoid): its rows do not sum to 1, and the loss falls
+  as every output rises toward 1.
+- `nonnegative_output_hinge`: hinge on an output never below 0 (sigmoid,
+  softmax, ReLU, ...): every sample of the negative class stays on the
+  wrong side of 0.
+- `output_outside_loss_domain`: an output that reaches below the
+  predictions its loss is defined on (`LossProfile.prediction_range`):
+  Poisson (a log of its rate) on a linear or tanh output, NaN from the
+  first step.
+
+Of severity `"warning"`:
+
+- `unscaled_regression_targets` (needs y): regression targets (mean
+  squared or absolute error, Huber) whose largest column mean or spread is
+  `UNSCALED_TARGETS` (100) or more, under an output that can reach them.
 
 Over the hidden layers (see `walk` for how layers are paired with their
 activations), of severity `"warning"` (risks):
@@ -49,6 +65,10 @@ activations), of severity `"warning"` (risks):
   is 1).
 - `closed_forget_gate`: an `LSTM` whose forget gate's biases average
   `CLOSED_FORGET_BIAS` (-3) or lower: its cell state is erased every step.
+- `hidden_softmax`: a hidden layer with weights whose softmax feeds only
+  layers with weights, as their features (the functional graph's
+  consumers; a softmax that weighs other tensors, as attention or gating
+  do, is left alone).
 
 Two mistakes in one output give two findings (sigmoid with
 `CategoricalCrossentropy(from_logits=True)` gives both
@@ -88,6 +108,7 @@ from keras_actloss.advisor.layer_checks import (
     closed_forget_gates,
     dead_bias_fraction,
     deep_saturating_stacks,
+    hidden_softmaxes,
     long_saturating_rnns,
     negative_bias_relu,
 )
@@ -235,4 +256,5 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += long_saturating_rnns(model)
     found += negative_bias_relu(model)
     found += closed_forget_gates(model)
+    found += hidden_softmaxes(model, head_ids)
     return found

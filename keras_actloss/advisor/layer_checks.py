@@ -47,17 +47,19 @@ from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
 from keras_actloss.findings import WARNING, Finding
 from keras_actloss.losses.validation import concrete_values
-from keras_actloss.profiles import SIGMOID, TANH
+from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
 DEEP_SATURATING_STACK = "deep_saturating_stack"
 LONG_SATURATING_RNN = "long_saturating_rnn"
 NEGATIVE_BIAS_RELU = "negative_bias_relu"
 CLOSED_FORGET_GATE = "closed_forget_gate"
+HIDDEN_SOFTMAX = "hidden_softmax"
 LAYER_MODES = (
     DEEP_SATURATING_STACK,
     LONG_SATURATING_RNN,
     NEGATIVE_BIAS_RELU,
     CLOSED_FORGET_GATE,
+    HIDDEN_SOFTMAX,
 )
 # An LSTM whose forget gate's biases average this or lower keeps at most
 # sigmoid(-3) = 4.7% of its cell state a step (`closed_forget_gates`). An
@@ -311,3 +313,62 @@ def negative_bias_relu(model: keras.Model) -> list[Finding]:
                 )
             )
     return found
+
+
+def hidden_softmaxes(model: keras.Model, heads: set) -> list[Finding]:
+    """A hidden layer with weights whose softmax (its own, or an activation
+    layer's after it) feeds only layers with weights, as features (through
+    dropout, noise, reshaping, pooling or normalization). A softmax that
+    weighs other tensors (attention, gating: a `Multiply`, a `Dot`, a
+    `Permute` first) is left alone, and so is any softmax whose consumers
+    the functional graph does not show (a subclassed model)."""
+    found, names = [], walk.paths(model)
+    for unit in walk.units(model):
+        if unit is None or unit.activation.family != SOFTMAX:
+            continue
+        if {id(unit.layer), id(unit.activation_layer)} & heads:
+            continue
+        fed = _fed_layers(model, unit.activation_layer)
+        if not fed or not all(walk.has_kernel(layer) for layer in fed):
+            continue
+        size = getattr(unit.layer, "units", None) or getattr(
+            unit.layer, "filters", None
+        )
+        units = f" over {size} units" if isinstance(size, int) else ""
+        found.append(
+            finding(
+                HIDDEN_SOFTMAX,
+                names[id(unit.layer)],
+                f"This hidden layer applies a softmax{units} and feeds "
+                f"{', '.join(names[id(layer)] for layer in fed)} with it: a "
+                "softmax makes its units compete (they sum to 1, each near "
+                "1 / units), and its derivative p(1 - p) shrinks as the units "
+                "grow, so the gradient reaching the layers before it vanishes.",
+                "Use ReLU (or another non-saturating activation) in the hidden "
+                "layers and keep the softmax for the output; a softmax that "
+                "weighs other tensors (attention, gating) should multiply "
+                "them rather than feed a layer as features.",
+                value=float(size) if isinstance(size, int) else None,
+                severity=WARNING,
+            )
+        )
+    return found
+
+
+def _fed_layers(model: keras.Model, layer) -> list | None:
+    """The layers with weights or others that `layer`'s output reaches
+    first, passing through the layers that keep its meaning (dropout,
+    reshaping, pooling, normalization); None where the graph is not read."""
+    fed, frontier, seen = [], [layer], 0
+    while frontier and seen < 64:
+        seen += 1
+        found = walk.consumers(model, frontier.pop())
+        if found is None:
+            return None
+        for consumer in found:
+            passes = walk.TRANSPARENT + walk.POOLING + walk.NORMALIZATION
+            if isinstance(consumer, passes):
+                frontier.append(consumer)
+            else:
+                fed.append(consumer)
+    return None if frontier else fed

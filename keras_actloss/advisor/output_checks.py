@@ -26,6 +26,10 @@ CLASS_COUNT_MISMATCH = "class_count_mismatch"
 LABELS_OUTSIDE_UNIT_INTERVAL = "labels_outside_unit_interval"
 MULTI_HOT_LABELS_CATEGORICAL_LOSS = "multi_hot_labels_categorical_loss"
 BOUNDED_OUTPUT_REGRESSION = "bounded_output_regression"
+SIGMOID_WITH_KL_DIVERGENCE = "sigmoid_with_kl_divergence"
+NONNEGATIVE_OUTPUT_HINGE = "nonnegative_output_hinge"
+OUTPUT_OUTSIDE_LOSS_DOMAIN = "output_outside_loss_domain"
+UNSCALED_REGRESSION_TARGETS = "unscaled_regression_targets"
 OUTPUT_MODES = (
     SOFTMAX_WITH_BINARY_CROSSENTROPY,
     SIGMOID_WITH_CATEGORICAL_CROSSENTROPY,
@@ -39,11 +43,19 @@ OUTPUT_MODES = (
     LABELS_OUTSIDE_UNIT_INTERVAL,
     MULTI_HOT_LABELS_CATEGORICAL_LOSS,
     BOUNDED_OUTPUT_REGRESSION,
+    SIGMOID_WITH_KL_DIVERGENCE,
+    NONNEGATIVE_OUTPUT_HINGE,
+    OUTPUT_OUTSIDE_LOSS_DOMAIN,
+    UNSCALED_REGRESSION_TARGETS,
 )
 
 _CATEGORICAL = ("one_hot", "sparse")
 # Label formats of the losses whose labels must lie in [0, 1].
 _UNIT_INTERVAL = ("binary", "one_hot", "distribution")
+# Regression targets a column's mean or spread of which is this or more
+# (`unscaled_regression_targets`): a fresh linear output is about unit
+# scale, so its weights must grow a hundredfold before it reaches them.
+UNSCALED_TARGETS = 100.0
 _BINARY_FIX = (
     "For two classes use Dense(1, activation='sigmoid') with "
     "BinaryCrossentropy, or Dense(2, activation='softmax') with "
@@ -340,6 +352,104 @@ def _bounded_regression(h: Head):
     )
 
 
+def _sigmoid_kl(h: Head):
+    """KL divergence on an output in [0, 1] that is not a softmax."""
+    if h.act is None or h.format != "distribution" or h.family == SOFTMAX:
+        return None
+    low, high = h.act.output_range
+    if not (low >= 0 and high <= 1):
+        return None  # `_linear_probability_loss`'s.
+    return finding(
+        SIGMOID_WITH_KL_DIVERGENCE,
+        h,
+        f"Output activation '{h.act.name}' with {h.loss.name}: KL divergence "
+        "(sum of y * log(y / p)) compares two distributions whose rows sum "
+        f"to 1, but {h.act.name} outputs do not sum to 1, and the loss falls "
+        "as every output rises toward 1 whatever the labels: the model learns "
+        "to predict 1 for every class.",
+        "Use a softmax output with KLDivergence; for independent yes/no "
+        "targets per column use BinaryCrossentropy with the sigmoid.",
+    )
+
+
+def _nonnegative_hinge(h: Head):
+    """A margin loss (hinge) on an output that is never negative."""
+    if h.act is None or h.loss is None or h.loss.task != "margin":
+        return None
+    low, high = h.act.output_range
+    if low < 0:
+        return None
+    return finding(
+        NONNEGATIVE_OUTPUT_HINGE,
+        h,
+        f"Output activation '{h.act.name}' has range [{low:g}, {high:g}], but "
+        f"{h.loss.name} reads the sign of the output against -1/+1 labels "
+        "(0/1 labels are mapped to -1/+1): an output never below 0 puts every "
+        "sample of the negative class on the wrong side, where its loss never "
+        "falls below 1 (max(0, 1 + output)).",
+        "Use a linear (or tanh) output with Hinge, or keep the "
+        f"{h.act.name} and use BinaryCrossentropy with 0/1 labels.",
+    )
+
+
+def _outside_loss_domain(h: Head):
+    """An output that reaches below the predictions the loss is defined on
+    (Poisson's log of its rate)."""
+    if h.act is None or h.loss is None:
+        return None
+    low, _ = h.loss.prediction_range
+    if h.act.output_range[0] >= low:
+        return None
+    wanted = " or ".join(h.loss.output_activations) or "a positive activation"
+    return finding(
+        OUTPUT_OUTSIDE_LOSS_DOMAIN,
+        h,
+        f"Output activation '{h.act.name}' ranges over "
+        f"[{h.act.output_range[0]:g}, {h.act.output_range[1]:g}], but "
+        f"{h.loss.name} is defined only for predictions above {low:g} (it "
+        f"takes their log): a prediction below {low:g} makes the loss NaN, "
+        "from the first step for a fresh model.",
+        f"Use {wanted} as the output activation: its predictions stay above {low:g}.",
+    )
+
+
+def _unscaled_targets(h: Head):
+    """Regression targets far from unit scale under an output that can
+    reach them (`UNSCALED_TARGETS`)."""
+    if h.y is None or h.loss is None or h.format != "continuous":
+        return None
+    if h.act is not None and np.isfinite(h.act.output_range).all():
+        return None  # A bounded output: `_bounded_regression`'s.
+    scale = _column_scale(h.y)
+    if scale is None or scale < UNSCALED_TARGETS:
+        return None
+    return finding(
+        UNSCALED_REGRESSION_TARGETS,
+        h,
+        f"The regression targets are far from unit scale (a column's mean or "
+        f"spread is {scale:.3g}, against about 1 when standardized), while a "
+        "fresh output starts near unit scale: under mean squared error the "
+        "loss and its gradients grow with the targets (a high learning rate "
+        "explodes); under mean absolute error or Huber the loss's gradient "
+        "stays at most 1 a sample whatever the error, so the predictions "
+        "creep toward targets this far over many thousands of steps.",
+        "Standardize the regression targets (subtract their mean and divide "
+        "by their standard deviation, and undo it on the predictions).",
+        value=scale,
+        severity=WARNING,
+    )
+
+
+def _column_scale(y: np.ndarray) -> float | None:
+    """The largest `max(|mean|, std)` over the columns (last axis) of
+    finite targets; None for an empty or non-finite batch."""
+    y = np.asarray(y, "float64")
+    if not y.size or not np.isfinite(y).all():
+        return None
+    columns = y.reshape(len(y), -1) if y.ndim > 1 else y.reshape(-1, 1)
+    return float(np.maximum(np.abs(columns.mean(0)), columns.std(0)).max())
+
+
 OUTPUT_RULES = (
     _softmax_with_bce,
     _sigmoid_with_cce,
@@ -353,4 +463,8 @@ OUTPUT_RULES = (
     _labels_outside_unit_interval,
     _multi_hot_categorical,
     _bounded_regression,
+    _sigmoid_kl,
+    _nonnegative_hinge,
+    _outside_loss_domain,
+    _unscaled_targets,
 )

@@ -169,6 +169,26 @@ def _producer(model: keras.Model, layer: Any) -> Any | None:
     return None
 
 
+def consumers(model: keras.Model, layer: Any) -> list | None:
+    """The layers among `leaves(model)` that take `layer`'s output as an
+    input, read from the functional graph (`layer.output`, `.input`); None
+    where the graph cannot be read (a subclassed model, or a layer never
+    called)."""
+    try:
+        tensor = layer.output
+    except (AttributeError, ValueError):
+        return None
+    found = []
+    for candidate in leaves(model):
+        try:
+            inputs = keras.tree.flatten(candidate.input)
+        except (AttributeError, ValueError):
+            continue
+        if any(t is tensor for t in inputs):
+            found.append(candidate)
+    return found
+
+
 def _walk_back(model: keras.Model, layer: Any) -> Any:
     """Follows nested models and transparent layers back to the output layer."""
     seen = 0

@@ -204,6 +204,9 @@ def uninformed_loss(model) -> tuple[float, str] | None:
         level = math.log(units), f"cross-entropy over {units} classes"
     elif found.name == "binary_crossentropy":
         level = math.log(2), "binary cross-entropy, probability 0.5"
+    elif found.name in _FOCAL:
+        level = _focal_level(found.name, loss, units)
+        level = level and level[:2]
     if level is None:
         return None
     weight = _loss_weight(model)
@@ -212,6 +215,61 @@ def uninformed_loss(model) -> tuple[float, str] | None:
     if weight == 1.0:
         return level
     return level[0] * weight, f"{level[1]}, weighted {weight:.3g}"
+
+
+# Focal cross-entropies: `(1 - p)^gamma` times the cross-entropy, for the
+# probability p of a sample's class (Lin et al. 2017).
+_FOCAL = (
+    "binary_focal_crossentropy",
+    "categorical_focal_crossentropy",
+    "sparse_categorical_focal_crossentropy",
+)
+# Keras's `binary_focal_crossentropy` and `categorical_focal_crossentropy`
+# functions' defaults (a loss given by name).
+_FOCAL_DEFAULTS = {"alpha": 0.25, "gamma": 2.0, "apply_class_balancing": False}
+
+
+def uninformed_focus(model) -> float:
+    """`HealthRules.uninformed_focus`: the share of its cross-entropy that
+    a focal loss keeps at the prediction that knows nothing, `(1 - p)^gamma`
+    (0.25 for gamma 2 at p = 0.5), where `uninformed_loss` knows its level;
+    1 for other losses. A confidently wrong answer keeps nearly all of its
+    cross-entropy, so against the uninformed level it weighs 1 / focus
+    times as much as under the cross-entropy."""
+    known = _one_output_loss(model)
+    if known is None or known[0].name not in _FOCAL:
+        return 1.0
+    if uninformed_loss(model) is None:
+        return 1.0
+    level = _focal_level(known[0].name, model.loss, known[1].units)
+    return 1.0 if level is None else level[2]
+
+
+def _focal_level(name: str, loss, units: int | None) -> tuple | None:
+    """`(level, what, focus)` of a focal loss at the prediction that knows
+    nothing: at probability 0.5, `0.5^gamma ln 2` (binary, without class
+    balancing, whose weights depend on the labels); at 1/C, `alpha (1 -
+    1/C)^gamma ln C` (categorical, one `alpha` for every class); `focus`
+    the factor `(1 - p)^gamma`. None where it depends on the labels."""
+    config = dict(_FOCAL_DEFAULTS)
+    if not isinstance(loss, str):
+        get_config = getattr(loss, "get_config", None)
+        if get_config is None:
+            return None  # A function: its defaults are not read.
+        config.update(get_config())
+    gamma, alpha = config.get("gamma"), config.get("alpha")
+    if not isinstance(gamma, (int, float)):
+        return None
+    if name == "binary_focal_crossentropy":
+        if config.get("apply_class_balancing"):
+            return None
+        what = f"binary focal loss (gamma {gamma:g}), probability 0.5"
+        return 0.5**gamma * math.log(2), what, 0.5**gamma
+    if units is None or units < 2 or not isinstance(alpha, (int, float)):
+        return None
+    focus = (1 - 1 / units) ** gamma
+    what = f"focal loss over {units} classes (alpha {alpha:g}, gamma {gamma:g})"
+    return alpha * focus * math.log(units), what, focus
 
 
 def _loss_weight(model) -> float | None:

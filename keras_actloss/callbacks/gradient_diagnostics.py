@@ -28,6 +28,7 @@ from keras_actloss.callbacks._callback_support import (
     recording_gap,
     step_stats,
     traced_label_checks,
+    uninformed_focus,
     uninformed_loss,
     weight_decay,
     weight_gain,
@@ -234,8 +235,10 @@ class GradientDiagnostics(
       the layers nearest the loss;
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
-      knows nothing (ln C for C classes, ln 2 for binary, times the
-      output's `loss_weights`; not judged when `fit` has sample or class
+      knows nothing (ln C for C classes, ln 2 for binary, the focal
+      losses' own level, times the output's `loss_weights`; under a focal
+      loss 5x over the share `(1 - p)^gamma` of its cross-entropy it keeps
+      there; not judged when `fit` has sample or class
       weights, which scale it by their mean): outputs extreme
       from the start, from initial weights far too large (from inputs not
       standardized instead: `unstandardized_inputs`, a warning; not judged
@@ -595,6 +598,7 @@ class GradientDiagnostics(
             self._names = [info.name for info in self.layers]
             self._rules = HealthRules(self.layers, self.thresholds)
             self._rules.uninformed_loss = uninformed_loss(model)
+            self._rules.uninformed_focus = uninformed_focus(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
             self._rules.weight_gain = weight_gain(
                 plans, hooks.mean_squares, unbounded_recurrences(model)

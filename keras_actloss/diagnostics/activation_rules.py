@@ -31,12 +31,13 @@ from keras_actloss.diagnostics.rule_support import (
     FIXES,
     RuleFamily,
     _finite,
+    _lower_first,
     _median,
     _named,
 )
 from keras_actloss.diagnostics.start_rules import _BIAS_FIX
 from keras_actloss.diagnostics.step_rules import _SCALE_CHANGE, negligible
-from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
+from keras_actloss.profiles import RELU_FAMILY, SIGMOID, SOFTMAX, TANH
 
 # Dead PReLU units, their slopes 0 as initialised by default.
 _PRELU_FIX = (
@@ -44,6 +45,14 @@ _PRELU_FIX = (
     "(`alpha_initializer=keras.initializers.Constant(0.25)`, as He et al. "
     "did): at 0 its units start as ReLU's and die as they do. Avoid large "
     "negative bias initialisation, and lower the learning rate."
+)
+# Dead units of an activation other than ReLU's kind whose zero region has
+# no gradient (hard SiLU's below -3, the shrink functions' around 0).
+_DEAD_OTHER_FIX = (
+    "Use an activation whose inactive side keeps a gradient (SiLU, GELU, "
+    "Leaky ReLU or ELU) instead of {kind}, lower the learning rate, and keep "
+    "the pre-activations out of its zero region (biases at zero, "
+    "standardized inputs)."
 )
 # After the fix of units killed by a learning-rate jump (`_JUMP_FIX`).
 _STILL_DEAD = " If units still die, use Leaky ReLU (or ELU) instead of ReLU."
@@ -178,8 +187,11 @@ def _fell(level: float, now: float, spread: float) -> bool:
     return level - now >= max(_SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread)
 
 
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
+def _relu_like(activation: str | None) -> bool:
+    """Whether dead units of `activation` are ReLU's kind (its family, or
+    an activation not known: trusted to be ReLU-like, as `can_die` does)."""
+    profile = registry.get_profile("activation", activation) if activation else None
+    return profile is None or profile.family == RELU_FAMILY
 
 
 def can_die(activation: str | None) -> bool:
@@ -627,6 +639,17 @@ class ActivationRules(RuleFamily):
                         "back if the layers before them change their inputs."
                     )
                     fix = _PRELU_FIX
+                elif layer in self._measured and not _relu_like(info.activation):
+                    # Probed: hard SiLU units dead behind a bias of -10, told
+                    # as ReLU units with "use Leaky ReLU instead of ReLU".
+                    kind = info.activation
+                    message += (
+                        f": these {kind} units are dead (exactly 0 on every "
+                        "sample, where its gradient is 0) and get no gradient; "
+                        "they only come back if the layers before them change "
+                        "their inputs."
+                    )
+                    fix = _DEAD_OTHER_FIX.format(kind=kind)
                 elif layer in self._measured:
                     message += (
                         ": these ReLU units are dead and get no gradient; they "
@@ -1292,7 +1315,15 @@ class ActivationRules(RuleFamily):
             # next updates still a fifth to half of the weights, 77% in the
             # tails from step 5 or 6, by the order of the batches).
             after = self._oversized_before(start, 2 * self.thresholds.patience_steps)
-            if after:
+            jumped = self._jump_before(start)
+            if jumped:
+                # Probed: SGD's rate 0.01 -> 50, a tanh MLP 91-100% in the
+                # tails from 2 steps after the jump: its fix first.
+                own = FIXES[mode] if fix is None else fix
+                message += after + jumped
+                fix = f"{_JUMP_FIX} If they stay in the tails: {_lower_first(own)}"
+                severity = F.FAILURE
+            elif after:
                 message += after
                 fix = _THROWN_SATURATION_FIX
                 severity = F.FAILURE

@@ -24,8 +24,10 @@ from keras_actloss.diagnostics.rule_support import (
     _JUMP_FIX,
     _STILL_LOSS,
     _WEIGHTS_FIX,
+    FIXES,
     RuleFamily,
     _finite,
+    _lower_first,
     _named,
     per_weight,
     recurrent,
@@ -473,6 +475,17 @@ class RecordedGradientRules(RuleFamily):
                         "where the gradient no longer reaches it"
                     )
                     fix = _JUMP_FIX
+                elif fix in (None, _FLAT_TAIL_FIX) and jump is not None:
+                    # Saturating activations pushed into their flat tails by
+                    # the jump (probed: a tanh MLP whose rate jumped 5000x,
+                    # its layers 91-100% saturated, told to swap tanh for
+                    # ReLU without naming the jump).
+                    why += (
+                        f"; it began {jump}: steps far too large pushed them "
+                        "into their flat tails"
+                    )
+                    own = FIXES[F.VANISHING_GRADIENTS] if fix is None else fix
+                    fix = f"{_JUMP_FIX} If they still vanish: {_lower_first(own)}"
                 span = f"{count} recordings in a row (steps {start}-{stats.step})"
                 if through is not None:
                     start = through

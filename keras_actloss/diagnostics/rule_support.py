@@ -308,6 +308,10 @@ _RECURRENT_CELLS = ("LSTMCell", "GRUCell", "SimpleRNNCell")
 _EXPLOSION_FIXES = (FIXES[F.EXPLODING_GRADIENTS], _SCALE_FIX)
 
 
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def _named(layers: tuple[str, ...]) -> str:
     """`layer 'a'`, or `layers 'a' and 'b'` (and more, comma-separated)."""
     quoted = [f"'{name}'" for name in layers]

@@ -333,6 +333,10 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
+        # The share of its cross-entropy a focal loss keeps there (1 for
+        # others; set by the callback): a start is extreme from
+        # `_EXTREME_START` times the uninformed loss over it (`StartRules`).
+        self.uninformed_focus = 1.0
         # The sums of residual branches in a model without a normalization
         # layer (`_model_plan.residual_sums`; set by the callback): an
         # explosion from the first step names them (`NormRules`).

@@ -164,7 +164,7 @@ class StartRules(RuleFamily):
             return
         level, what = uninformed
         losses = [s[2] for s in start]
-        if not all(_finite(v) and v >= _EXTREME_START * level for v in losses):
+        if not all(_finite(v) and v >= self._extreme_level() for v in losses):
             return
         low, high = min(s[1] for s in start), max(s[1] for s in start)
         first = start[0][0]
@@ -228,8 +228,16 @@ class StartRules(RuleFamily):
                 fix = _INIT_FIX
             # Zero gradients at such a loss later are its consequence (not
             # where it is not told: `ZeroGradientRules` tells them).
-            self._extreme_loss = _EXTREME_START * level
+            self._extreme_loss = self._extreme_level()
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
+
+    def _extreme_level(self) -> float:
+        """The loss from which a start is extreme: `_EXTREME_START` times
+        the uninformed one, over `uninformed_focus` for a focal loss (whose
+        confidently wrong answers keep nearly all their cross-entropy while
+        its uninformed level keeps `uninformed_focus` of it: the same
+        outputs as under the cross-entropy)."""
+        return _EXTREME_START * self.uninformed_loss[0] / self.uninformed_focus
 
     def _note_start(self, step: int, norm: float, loss) -> None:
         """Keeps, for `_damped_start`, the first finite step's `(step,
@@ -270,7 +278,7 @@ class StartRules(RuleFamily):
         level, what = uninformed
         start, norm, loss = first
         losses = list(self._damped_losses)
-        if not (_finite(norm, loss) and norm > 0 and loss >= _EXTREME_START * level):
+        if not (_finite(norm, loss) and norm > 0 and loss >= self._extreme_level()):
             return
         if lowest[1] > norm / self.thresholds.exploding_growth:
             return

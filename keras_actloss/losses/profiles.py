@@ -11,6 +11,7 @@ same loss with logits pairs with a linear output.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
@@ -95,6 +96,15 @@ KLD = LossProfile(
     output_activations=("softmax",),
     description="Kullback-Leibler divergence between two distributions.",
 )
+POISSON = LossProfile(
+    name="poisson",
+    task="regression",
+    label_format="count",
+    expects="values",
+    output_activations=("exponential", "softplus"),
+    description="Poisson negative log-likelihood of counts; predicts a rate above 0.",
+    prediction_range=(0.0, math.inf),
+)
 
 # Keras's names and aliases for the same losses (function names, class names
 # and the short aliases `keras.losses.get` accepts).
@@ -115,6 +125,7 @@ KERAS_NAMES = {
         "kullback_leibler_divergence",
         "KLDivergence",
     ),
+    POISSON: ("poisson", "Poisson"),
 }
 
 

@@ -153,6 +153,30 @@ MISTAKES = {
         lambda: keras.losses.MeanAbsoluteError(),
         np.array([[0.5, 0.1], [0.9, 2.0]]), ["bounded_output_regression"],
     ),
+    "sigmoid_kl": (
+        lambda: seq(L.Dense(3, activation="sigmoid")), lambda: "kld",
+        np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]), ["sigmoid_with_kl_divergence"],
+    ),
+    "sigmoid_single_unit_kl_ours": (
+        lambda: seq(L.Dense(1), L.Activation("sigmoid")),
+        lambda: losses.KLDivergence(), None, ["sigmoid_with_kl_divergence"],
+    ),
+    "sigmoid_hinge": (
+        lambda: seq(L.Dense(1, activation="sigmoid")), lambda: "hinge",
+        np.array([-1, 1, 1, -1]), ["nonnegative_output_hinge"],
+    ),
+    "relu_hinge_ours": (
+        lambda: seq(L.Dense(1), keras_actloss.layers.ReLU()),
+        lambda: losses.Hinge(), BINARY, ["nonnegative_output_hinge"],
+    ),
+    "linear_poisson": (
+        lambda: seq(L.Dense(1)), lambda: "poisson", np.array([0.0, 3.0, 1.0]),
+        ["output_outside_loss_domain"],
+    ),
+    "tanh_poisson_keras": (
+        lambda: seq(L.Dense(2, activation="tanh")), lambda: keras.losses.Poisson(),
+        None, ["output_outside_loss_domain"],
+    ),
 }  # fmt: skip
 
 
@@ -394,6 +418,19 @@ CORRECT = {
         lambda: seq(L.Dense(3, activation="softmax"), L.Dropout(0.1)),
         lambda: "categorical_crossentropy", ONE_HOT,
     ),
+    "poisson_exponential": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1, "exponential")),
+        lambda: "poisson", np.array([0.0, 3.0, 250.0]),
+    ),
+    "poisson_softplus": (
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(1, activation="softplus")),
+        lambda: keras.losses.Poisson(), np.array([0.0, 1.0, 2.0]),
+    ),
+    "regression_targets_of_scale_under_100": (
+        # Column 0: mean 90, spread 10; column 1: mean 0, spread 99.
+        lambda: seq(L.Dense(8, activation="relu"), L.Dense(2)),
+        lambda: "mse", np.array([[80.0, -99.0], [100.0, 99.0]]),
+    ),
     "custom_loss_is_skipped": (
         lambda: seq(L.Dense(3, activation="softmax")),
         lambda: (lambda y_true, y_pred: keras.ops.mean(y_pred)), ONE_HOT,
@@ -407,6 +444,166 @@ def test_correct_models_give_no_findings(name, with_labels):
     build, loss, y = CORRECT[name]
     model = compiled(build(), loss())
     assert check_model(model, y if with_labels else None) == []
+
+
+def test_kl_divergence_on_sigmoids_prefers_every_output_at_one():
+    # What `sigmoid_with_kl_divergence` rests on: sum(y * log(y / p)) falls
+    # as every p rises; by hand, y = (0.2, 0.3, 0.5) and p = 0.99 each give
+    # 0.2 ln(0.2 / 0.99) + 0.3 ln(0.3 / 0.99) + 0.5 ln(0.5 / 0.99) = -1.02,
+    # below the 0 of the labels' own distribution.
+    y = np.array([[0.2, 0.3, 0.5]])
+    at_labels = keras.losses.kl_divergence(y, y)
+    at_one = keras.losses.kl_divergence(y, np.full((1, 3), 0.99))
+    expected = float(np.sum(y * np.log(y / 0.99)))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(at_one), [expected], rtol=1e-5
+    )
+    assert float(keras.ops.convert_to_numpy(at_one)[0]) < float(
+        keras.ops.convert_to_numpy(at_labels)[0]
+    )
+
+
+def test_hinge_on_a_nonnegative_output_finding_text():
+    # keras.losses.hinge of a -1 label is max(0, 1 + output): 1 or more for
+    # any output of a sigmoid.
+    loss = keras.losses.hinge(np.array([[-1.0], [-1.0]]), np.array([[0.0], [1.0]]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss), [1.0, 2.0])
+    model = compiled(seq(L.Dense(1, activation="sigmoid", name="out")), "hinge")
+    (finding,) = check_model(model)
+    assert (finding.mode, finding.layer, finding.severity) == (
+        "nonnegative_output_hinge",
+        "out",
+        FAILURE,
+    )
+    assert finding.message == (
+        "Output activation 'sigmoid' has range [0, 1], but hinge reads the sign "
+        "of the output against -1/+1 labels (0/1 labels are mapped to -1/+1): an "
+        "output never below 0 puts every sample of the negative class on the "
+        "wrong side, where its loss never falls below 1 (max(0, 1 + output))."
+    )
+
+
+def test_poisson_on_a_linear_output_finding_text():
+    model = compiled(seq(L.Dense(1, name="out")), keras.losses.Poisson())
+    (finding,) = check_model(model)
+    assert finding.message == (
+        "Output activation 'linear' ranges over [-inf, inf], but poisson is "
+        "defined only for predictions above 0 (it takes their log): a "
+        "prediction below 0 makes the loss NaN, from the first step for a "
+        "fresh model."
+    )
+    assert finding.fix == (
+        "Use exponential or softplus as the output activation: its "
+        "predictions stay above 0."
+    )
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", losses.Huber()])
+def test_unscaled_regression_targets_warn(loss):
+    # Mean 11000, spread 1000 (population): the column's scale 11000.
+    y = np.array([10000.0, 12000.0, 10000.0, 12000.0])
+    model = compiled(seq(L.Dense(8, activation="relu"), L.Dense(1, name="out")), loss)
+    (finding,) = check_model(model, y)
+    assert (finding.mode, finding.layer, finding.severity) == (
+        "unscaled_regression_targets",
+        "out",
+        WARNING,
+    )
+    assert finding.value == 11000.0
+    assert "a column's mean or spread is 1.1e+04" in finding.message
+    assert finding.fix.startswith("Standardize the regression targets")
+    # Standardized, the same targets give nothing.
+    assert check_model(model, (y - y.mean()) / y.std()) == []
+
+
+def test_unscaled_targets_beyond_a_bounded_output_are_told_as_unreachable():
+    model = compiled(seq(L.Dense(1, activation="sigmoid")), "mse")
+    assert modes(model, np.array([1e4, 2e4])) == ["bounded_output_regression"]
+
+
+def softmax_mlp(*between, softmax_as_layer=False):
+    hidden = (
+        [L.Dense(64, name="hidden"), L.Activation("softmax")]
+        if softmax_as_layer
+        else [L.Dense(64, activation="softmax", name="hidden")]
+    )
+    return seq(*hidden, *between, L.Dense(3, activation="softmax", name="out"))
+
+
+@pytest.mark.parametrize(
+    "between, as_layer",
+    [([], False), ([L.Dropout(0.1)], False), ([L.BatchNormalization()], True)],
+)
+def test_hidden_softmax_feeding_a_dense_layer_warns(between, as_layer):
+    model = compiled(
+        softmax_mlp(*between, softmax_as_layer=as_layer), "categorical_crossentropy"
+    )
+    (finding,) = check_model(model)
+    assert (finding.mode, finding.layer, finding.severity, finding.value) == (
+        "hidden_softmax",
+        "hidden",
+        WARNING,
+        64.0,
+    )
+    assert finding.message.startswith(
+        "This hidden layer applies a softmax over 64 units and feeds out with it"
+    )
+
+
+def test_hidden_softmax_in_a_nested_model_is_named_by_its_path():
+    inner = seq(
+        L.Dense(16, activation="softmax", name="soft"), L.Dense(8, activation="relu")
+    )
+    inner.name = "encoder"
+    model = compiled(keras.Sequential([keras.Input((4,)), inner, L.Dense(1)]), "mse")
+    assert [(f.mode, f.layer) for f in check_model(model)] == [
+        ("hidden_softmax", "encoder/soft")
+    ]
+
+
+def _attention_3d_block():
+    # Softmax weights over the time steps, multiplied with the inputs.
+    inputs = keras.Input((6, 4))
+    weights = L.Permute((2, 1))(
+        L.Dense(6, activation="softmax")(L.Permute((2, 1))(inputs))
+    )
+    outputs = L.Dense(1)(L.Flatten()(L.Multiply()([inputs, weights])))
+    return keras.Model(inputs, outputs)
+
+
+def _gated(to_dense_too):
+    inputs = keras.Input((8,))
+    gate = L.Dense(8, activation="softmax")(inputs)
+    parts = [L.Multiply()([gate, inputs])]
+    if to_dense_too:
+        parts.append(L.Dense(4)(gate))
+    joined = L.Concatenate()(parts) if len(parts) > 1 else parts[0]
+    return keras.Model(inputs, L.Dense(1)(joined))
+
+
+class _SubclassedSoftmax(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = L.Dense(16, activation="softmax")
+        self.out = L.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def _subclassed():
+    model = _SubclassedSoftmax()
+    model(np.zeros((1, 4), "float32"))
+    return model
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_attention_3d_block, lambda: _gated(False), lambda: _gated(True), _subclassed],
+    ids=["attention_3d_block", "gate", "gate_and_dense", "subclassed"],
+)
+def test_softmax_weighing_other_tensors_is_not_a_hidden_softmax(build):
+    assert check_model(compiled(build(), "mse")) == []
 
 
 def test_mistake_found_through_dropout_after_output():

@@ -2018,6 +2018,37 @@ def test_check_model_sees_the_labels_of_a_recorded_batch(rng, jit_compile):
     assert _iterations(model) == 3  # 2 steps + 1 step.
 
 
+def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
+    # Targets of mean about 1e4 under MAE: the loss's gradient is at most 1 a
+    # sample, nothing explodes, and the model creeps towards them. Only the
+    # labels tell; a warning, so `on_failure="raise"` trains on.
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mae")
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.normal(1e4, 2e3, size=(64, 1)).astype("float32")
+    diag = GradientDiagnostics(on_failure="raise")
+    with pytest.warns(GradientHealthWarning, match="unscaled_regression_targets"):
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=[diag], shuffle=False)
+    (finding,) = diag.findings
+    assert (finding.mode, finding.layer, finding.step, finding.severity) == (
+        "unscaled_regression_targets",
+        "out",
+        None,
+        "warning",
+    )
+    # The labels of the first recorded batch (step 0: its 16 rows).
+    first = y[:16, 0].astype("float64")
+    expected = max(abs(first.mean()), first.std())
+    np.testing.assert_allclose(finding.value, expected, rtol=1e-5)
+    assert _iterations(model) == 4
+
+
 def test_heatmap_image_is_written(data, tmp_path):
     x, y = data
     model = _compile(build_model("sequential"))

@@ -26,6 +26,7 @@ from keras_actloss.callbacks._callback_support import (
     output_bias,
     target_scale,
     traced_label_checks,
+    uninformed_focus,
     uninformed_loss,
     weight_decay,
     weight_gain,
@@ -84,6 +85,69 @@ def test_cross_entropies(units, activation, loss, expected, what):
     level, said = uninformed_loss(model(units, activation, loss))
     assert level == pytest.approx(expected)
     assert said == what.format(units)
+
+
+@pytest.mark.parametrize(
+    "units, loss, function, focus",
+    [
+        (1, "binary_focal_crossentropy", keras.losses.binary_focal_crossentropy, 0.25),
+        (
+            1,
+            keras.losses.BinaryFocalCrossentropy(gamma=1.0),
+            lambda y, p: keras.losses.binary_focal_crossentropy(y, p, gamma=1.0),
+            0.5,
+        ),
+        (
+            1,
+            keras_actloss.losses.BinaryFocalCrossentropy(from_logits=True),
+            keras.losses.binary_focal_crossentropy,
+            0.25,
+        ),
+        (
+            3,
+            keras.losses.CategoricalFocalCrossentropy(),
+            keras.losses.categorical_focal_crossentropy,
+            (2 / 3) ** 2,
+        ),
+        (
+            4,
+            keras_actloss.losses.SparseCategoricalFocalCrossentropy(alpha=0.5),
+            lambda y, p: keras.losses.categorical_focal_crossentropy(y, p, alpha=0.5),
+            (3 / 4) ** 2,
+        ),
+    ],
+)
+def test_focal_losses(units, loss, function, focus):
+    # The level is Keras's own focal loss at the prediction that knows
+    # nothing (probability 0.5, or 1/C for C classes), for any label.
+    logits = getattr(loss, "from_logits", False)
+    m = model(units, None if logits else "sigmoid" if units == 1 else "softmax", loss)
+    level, said = uninformed_loss(m)
+    p = np.full((2, max(units, 1)), 0.5 if units == 1 else 1 / units, "float32")
+    y = np.eye(units)[[0, units - 1]] if units > 1 else np.array([[0.0], [1.0]])
+    expected = keras.ops.convert_to_numpy(function(y.astype("float32"), p))
+    np.testing.assert_allclose([level, level], expected, rtol=1e-5)
+    assert "focal loss" in said
+    assert uninformed_focus(m) == pytest.approx(focus)
+
+
+@pytest.mark.parametrize(
+    "units, loss",
+    [
+        # Per-class factors, or class balancing: the level depends on the
+        # labels.
+        (3, keras_actloss.losses.SparseCategoricalFocalCrossentropy(alpha=[1, 2, 3])),
+        (1, keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True)),
+    ],
+)
+def test_focal_losses_weighted_by_class_are_unknown(units, loss):
+    m = model(units, "sigmoid" if units == 1 else "softmax", loss)
+    assert uninformed_loss(m) is None
+    assert uninformed_focus(m) == 1.0
+
+
+def test_cross_entropy_keeps_all_of_itself():
+    assert uninformed_focus(model(3, "softmax", "categorical_crossentropy")) == 1.0
 
 
 @pytest.mark.parametrize(

@@ -1680,6 +1680,67 @@ class TestVanishing:
         )
         assert found[0].fix == rule_support._FLAT_TAIL_FIX
 
+    @pytest.mark.parametrize(
+        "activation, own",
+        [
+            ("tanh", FIXES[F.VANISHING_GRADIENTS]),
+            ("elu", rule_support._FLAT_TAIL_FIX),
+        ],
+    )
+    def test_flat_tails_after_a_learning_rate_jump_name_it(self, activation, own):
+        # Probed: SGD's rate 0.01 -> 50 at step 60 on a tanh MLP, every
+        # layer 91-100% saturated from step 62, vanishing told at 103 with
+        # "use ReLU instead of sigmoid/tanh" alone: the jump (the rate
+        # still up) pushed them into their tails; its fix first, then the
+        # activation's. (Half in the tails here: no saturation finding.)
+        rules = HealthRules(mlp([activation] * 6))
+        shares = [0.0] + [0.5] * 5 + [None]
+        items = []
+        for s in range(12):
+            items.append(event(s, 1.0, 50.0 if s >= 4 else 0.01, loss=1.0))
+            if s in (5, 8, 11):
+                items.append(recording(s, SIGMOID_RMS, saturation=shares))
+        found = run(rules, items)
+        assert len(found) == 3
+        assert found[0].message.endswith(
+            "(the saturating activations of 'dense_1', 'dense_2', 'dense_3', ... "
+            "shrink the gradient at every layer it passes back through; it "
+            "began 1 step after the learning rate jumped 5e+03x, from 0.01 to "
+            "50 at step 4: steps far too large pushed them into their flat "
+            "tails)."
+        )
+        assert found[0].fix == (
+            rule_support._JUMP_FIX
+            + " If they still vanish: "
+            + own[0].lower()
+            + own[1:]
+        )
+
+    def test_saturation_after_a_learning_rate_jump_names_it(self):
+        # The same jump with 95% of the tanh layers' outputs in the tails:
+        # their saturation names it too, with its fix first.
+        rules = HealthRules(mlp(["tanh"] * 6))
+        shares = [0.0] + [0.95] * 5 + [None]
+        items = []
+        for s in range(12):
+            items.append(event(s, 1.0, 50.0 if s >= 4 else 0.01, loss=1.0))
+            if s in (5, 8, 11):
+                items.append(recording(s, SIGMOID_RMS, saturation=shares))
+        found = [f for f in run(rules, items) if f.mode == F.SATURATED_ACTIVATIONS]
+        assert [f.layer for f in found] == [f"dense_{i}" for i in range(1, 6)]
+        assert found[0].message.endswith(
+            "so it and the layers before it have almost stopped learning. It "
+            "began 1 step after the learning rate jumped 5e+03x, from 0.01 to 50 "
+            "at step 4: steps far too large."
+        )
+        own = FIXES[F.SATURATED_ACTIVATIONS]
+        assert found[0].fix == (
+            rule_support._JUMP_FIX
+            + " If they stay in the tails: "
+            + own[0].lower()
+            + own[1:]
+        )
+
     def test_message_for_a_capped_relu_below_its_cap(self):
         # ReLU6 layers whose outputs never reached 6: ReLUs, not near-linear
         # squashing layers; the weights' message.
@@ -5250,6 +5311,23 @@ class TestDeadRelu:
             "change their inputs."
         )
         _told_at_once(found, True, kept, ending, activation_rules._PRELU_FIX)
+
+    def test_dead_hard_silu_units_are_not_called_relu(self):
+        # The same with hard SiLU layers (exactly 0 below -3). Probed: hard
+        # SiLU units dead behind a bias of -10 were told as "these ReLU
+        # units", with "use Leaky ReLU instead of ReLU".
+        kept = []
+        found = settling_run(
+            level, uninformed=(1.1, "cross-entropy"), activation="hard_silu", kept=kept
+        )
+        ending = (
+            "these hard_silu units are dead (exactly 0 on every sample, where its "
+            "gradient is 0) and get no gradient; they only come back if the "
+            "layers before them change their inputs."
+        )
+        fix = activation_rules._DEAD_OTHER_FIX.format(kind="hard_silu")
+        assert "instead of hard_silu" in fix
+        _told_at_once(found, True, kept, ending, fix)
 
     @pytest.mark.parametrize("loss, reported", [("jump", [4, 11]), ("level", None)])
     def test_a_jump_inside_an_execution_of_several_steps(self, loss, reported):

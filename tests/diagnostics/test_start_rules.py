@@ -76,6 +76,21 @@ class TestExtremeStart:
             "model barely moves off them."
         )
 
+    @pytest.mark.parametrize("loss, reported", [(3.0, False), (3.6, True)])
+    def test_under_a_focal_loss_extreme_is_the_cross_entropys(self, loss, reported):
+        # Binary focal loss, gamma 2: 0.5^2 ln 2 = 0.173 at probability 0.5,
+        # which keeps `uninformed_focus` 0.25 of its cross-entropy, while a
+        # confidently wrong answer keeps nearly all of it. Extreme from
+        # 5 x 0.173 / 0.25 = 3.47 (5 ln 2, binary cross-entropy's): a start
+        # of 3.0 (17x the focal level, outputs about 3 logits off) is not.
+        rules = rules_for(uninformed=(0.25 * math.log(2), "binary focal loss"))
+        rules.uninformed_focus = 0.25
+        found = steps(rules, [(1.0, loss)] * 5)
+        assert [(f.mode, s) for f, s in found] == (
+            [(F.EXPLODING_GRADIENTS, 4)] if reported else []
+        )
+        assert 5 * math.log(2) == pytest.approx(3.466, abs=1e-3)
+
     def test_an_output_bias_that_saturates_it_is_named(self):
         # The output layer's own bias saturates its softmax (set by the
         # callback, `output_bias`; probed: a sigmoid output with bias -30

@@ -1,6 +1,9 @@
 """Loss profiles and `keras_actloss.losses.get`."""
 
+import math
+
 import keras
+import numpy as np
 import pytest
 
 from keras_actloss import losses, registry
@@ -79,7 +82,19 @@ def test_unknown_losses_have_no_profile():
     assert losses.profile(huber) is None
     assert losses.profile(lambda y, p: p) is None
     assert losses.profile("not_a_loss") is None
-    assert losses.profile(keras.losses.Poisson()) is None
+    assert losses.profile(keras.losses.CosineSimilarity()) is None
+
+
+def test_poisson_takes_rates_above_zero():
+    # keras.losses.poisson is mean(y_pred - y_true * log(y_pred + 1e-7)):
+    # NaN for a prediction below -1e-7, so a rate above 0 is its domain.
+    p = losses.profile(keras.losses.Poisson())
+    assert p == losses.profile("poisson") == loss_profiles.POISSON
+    assert (p.task, p.label_format) == ("regression", "count")
+    assert p.prediction_range == (0.0, math.inf)
+    value = keras.losses.poisson(np.array([[2.0]]), np.array([[-0.5]]))
+    assert np.isnan(keras.ops.convert_to_numpy(value)).all()
+    assert losses.profile("mse").prediction_range == (-math.inf, math.inf)
 
 
 def test_get_returns_functions_instances_and_callables():
