@@ -65,6 +65,12 @@ activations), of severity `"warning"` (risks):
   is 1).
 - `closed_forget_gate`: an `LSTM` whose forget gate's biases average
   `CLOSED_FORGET_BIAS` (-3) or lower: its cell state is erased every step.
+- `symmetric_units` (a failure): a trainable hidden layer whose units
+  start identical (a zero or constant kernel initializer) and whose next
+  layer with a kernel weighs them the same: they get identical gradients
+  and stay copies of one another.
+- `no_trainable_weights` (a failure): a model with weights, none of them
+  trainable.
 - `hidden_softmax`: a hidden layer with weights whose softmax feeds only
   layers with weights, as their features (the functional graph's
   consumers; a softmax that weighs other tensors, as attention or gating
@@ -111,6 +117,8 @@ from keras_actloss.advisor.layer_checks import (
     hidden_softmaxes,
     long_saturating_rnns,
     negative_bias_relu,
+    no_trainable_weights,
+    symmetric_units,
 )
 from keras_actloss.advisor.output_checks import OUTPUT_MODES, OUTPUT_RULES, Head
 from keras_actloss.findings import Finding
@@ -257,4 +265,6 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += negative_bias_relu(model)
     found += closed_forget_gates(model)
     found += hidden_softmaxes(model, head_ids)
+    found += symmetric_units(model)
+    found += no_trainable_weights(model)
     return found

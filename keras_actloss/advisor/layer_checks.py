@@ -45,7 +45,8 @@ import numpy as np
 from keras_actloss import activations
 from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
-from keras_actloss.findings import WARNING, Finding
+from keras_actloss.diagnostics.rule_support import SYMMETRIC_FIX
+from keras_actloss.findings import FAILURE, WARNING, Finding
 from keras_actloss.losses.validation import concrete_values
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
 
@@ -54,12 +55,16 @@ LONG_SATURATING_RNN = "long_saturating_rnn"
 NEGATIVE_BIAS_RELU = "negative_bias_relu"
 CLOSED_FORGET_GATE = "closed_forget_gate"
 HIDDEN_SOFTMAX = "hidden_softmax"
+SYMMETRIC_UNITS = "symmetric_units"
+NO_TRAINABLE_WEIGHTS = "no_trainable_weights"
 LAYER_MODES = (
     DEEP_SATURATING_STACK,
     LONG_SATURATING_RNN,
     NEGATIVE_BIAS_RELU,
     CLOSED_FORGET_GATE,
     HIDDEN_SOFTMAX,
+    SYMMETRIC_UNITS,
+    NO_TRAINABLE_WEIGHTS,
 )
 # An LSTM whose forget gate's biases average this or lower keeps at most
 # sigmoid(-3) = 4.7% of its cell state a step (`closed_forget_gates`). An
@@ -372,3 +377,77 @@ def _fed_layers(model: keras.Model, layer) -> list | None:
             else:
                 fed.append(consumer)
     return None if frontier else fed
+
+
+def symmetric_units(model: keras.Model) -> list[Finding]:
+    """A trainable hidden layer whose units start identical (every unit's
+    kernel column and bias the same, as a zero or constant initializer
+    makes them) and whose next layer with a kernel treats them alike (its
+    kernel the same for each of them): every step gives them identical
+    gradients, so they stay copies of one another. A depthwise layer's
+    units see different channels, and are left out."""
+    found, names = [], walk.paths(model)
+    units = walk.units(model)
+    for unit, after in zip(units, units[1:]):
+        if unit is None or after is None or not unit.layer.trainable:
+            continue
+        if isinstance(unit.layer, _DEPTHWISE):
+            continue
+        kernel, following = unit_kernel(unit.layer), unit_kernel(after.layer)
+        if kernel is None or following is None or kernel.shape[1] < 2:
+            continue
+        if not (_same(kernel, axis=1) and _same(following, axis=0)):
+            continue
+        bias = getattr(unit.layer, "bias", None)
+        if bias is not None and not _same(_numpy(bias), axis=0):
+            continue
+        zero = not following.any()
+        message = (
+            f"The {kernel.shape[1]} units of this layer start identical (every "
+            "unit's weights the same, as a zero or constant kernel initializer "
+            f"makes them) and '{names[id(after.layer)]}' after it weighs each of "
+            "them the same: every step gives them identical gradients, so they "
+            "stay copies of one another and the layer works as a single unit."
+        )
+        if zero:
+            message += (
+                f" With the kernel of '{names[id(after.layer)]}' at zero, no "
+                "gradient reaches this layer or the layers before it at all."
+            )
+        found.append(
+            finding(
+                SYMMETRIC_UNITS,
+                names[id(unit.layer)],
+                message,
+                SYMMETRIC_FIX,
+                value=float(kernel.shape[1]),
+                severity=FAILURE,
+            )
+        )
+    return found
+
+
+def _same(values: np.ndarray, axis: int) -> bool:
+    """Whether every slice of `values` along `axis` equals the first."""
+    first = np.take(values, [0], axis=axis)
+    return bool(np.all(values == first))
+
+
+def no_trainable_weights(model: keras.Model) -> list[Finding]:
+    """A model with weights, none of them trainable (`trainable = False` set
+    on the model, or on every layer): `fit` changes nothing."""
+    if not model.weights or model.trainable_weights:
+        return []
+    return [
+        finding(
+            NO_TRAINABLE_WEIGHTS,
+            None,
+            f"Model '{model.name}' has {len(model.weights)} weights and none "
+            "is trainable (`trainable = False` on the model, or on every "
+            "layer): training changes nothing and the loss stays where it is.",
+            "Set `trainable = True` on the layers to train (for transfer "
+            "learning, freeze the pretrained base only: `base.trainable = "
+            "False`, with a new head on top), then compile again.",
+            severity=FAILURE,
+        )
+    ]

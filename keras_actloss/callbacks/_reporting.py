@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
+from keras_actloss.advisor.layer_checks import SYMMETRIC_UNITS
 from keras_actloss.callbacks._callback_support import _is_chief
 from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs import events, tags
@@ -75,7 +76,12 @@ class Reporting:
         # calls its generator and discriminator) stays unbuilt: `check_model`
         # has no graph of it to read.
         if self.model.built:
-            self._handle(self._unseen(run_check_model(self.model)))
+            found = run_check_model(self.model)
+            # The rules name them as the cause of what they lead to.
+            self._rules.symmetric_layers = tuple(
+                f.layer for f in found if f.mode == SYMMETRIC_UNITS
+            )
+            self._handle(self._unseen(found))
 
     def _label_checks(self) -> list[Finding]:
         """`check_model` with labels of the first recorded batch, once."""

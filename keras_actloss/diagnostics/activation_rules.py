@@ -187,6 +187,25 @@ def _fell(level: float, now: float, spread: float) -> bool:
     return level - now >= max(_SETTLE_FALL * abs(level), _SETTLE_RISE_SPREADS * spread)
 
 
+# A first layer fed with inputs that are not standardized has stopped
+# learning, whatever share of its outputs is in the flat tails, only when
+# its gradient RMS is under this share of the largest other layer's
+# (`_starved`).
+_STARVED_FIRST = 0.01
+
+
+def _starved(ls, stats: StepStats) -> bool:
+    """Whether layer `ls`'s gradient RMS at the recording `stats` is under
+    `_STARVED_FIRST` of the largest other layer's; True where it is not
+    measured (a layer without weights of its own, as an attention)."""
+    others = [
+        o.grad_rms for o in stats.layers if o.layer != ls.layer and _finite(o.grad_rms)
+    ]
+    if not _finite(ls.grad_rms) or not others:
+        return True
+    return ls.grad_rms < _STARVED_FIRST * max(others)
+
+
 def _relu_like(activation: str | None) -> bool:
     """Whether dead units of `activation` are ReLU's kind (its family, or
     an activation not known: trusted to be ReLU-like, as `can_die` does)."""
@@ -928,13 +947,21 @@ class ActivationRules(RuleFamily):
                 ),
                 F.UNSTANDARDIZED_INPUTS: t.input_saturation if raw_first else None,
             }
+            saturated = limits[F.SATURATED_ACTIVATIONS]
+            if raw_first and not _starved(ls, stats):
+                # Its kernel's gradient is the large inputs times what the
+                # outputs left pass back: it learns (probed: 0-255 pixels
+                # into a sigmoid MLP, 97% of its first layer in the tails,
+                # that layer's gradient the largest in the model, 100%
+                # accuracy in 128 steps). The inputs are told as the cause.
+                limits[F.SATURATED_ACTIVATIONS] = None
             lowest = min(v for v in limits.values() if v is not None)
             if self._attention_learned(ls, lowest, stats.loss):
                 continue
             # Over every batch of the recorded execution's full steps.
             batches = stats.activation_steps
             first = stats.step - batches + 1
-            thrown = self._thrown_off(ls, stats, limits[F.SATURATED_ACTIVATIONS])
+            thrown = self._thrown_off(ls, stats, saturated)
             for mode, limit in limits.items():
                 key = (mode, ls.layer)
                 hit = limit is not None and ls.saturation >= limit

@@ -78,6 +78,13 @@ _JUMP_FIX = (
     "Lower the learning rate: undo the jump, or reach a smaller peak over many "
     "steps (a warm-up); clipping gradients (`clipnorm=1.0`) bounds the steps."
 )
+# Units that start identical (`HealthRules.symmetric_layers`: zero or
+# constant kernels); `check_model`'s `symmetric_units` too.
+SYMMETRIC_FIX = (
+    "Initialise kernels with random values (Keras's default `glorot_uniform`, "
+    "or `he_normal` before ReLU): a zero or constant kernel initializer never "
+    "breaks the symmetry between units. Biases may start at zero."
+)
 # Every gradient zero from the first step: the model as initialised.
 _ZERO_START_FIX = (
     "Standardize the inputs and check the weight initialisation (Keras's "
@@ -620,6 +627,15 @@ class RuleFamily:
                     "them."
                 )
             fix = _TARGETS_FIX
+        elif self._symmetric(mode, step, severity):
+            named = _named(self.symmetric_layers)
+            message += (
+                f" The units of {named} started identical (a zero or constant "
+                "kernel initializer, told before training as "
+                "`symmetric_units`): they get identical gradients, or none "
+                "where the kernel after them is zero, the likely cause."
+            )
+            fix = SYMMETRIC_FIX
         elif self._raw_inputs(mode, step, severity, message):
             message += (
                 " The inputs are far from unit scale (a feature's mean or spread "
@@ -679,6 +695,18 @@ class RuleFamily:
             if comma is not None:
                 head = head[:comma] + f" {joint.strip(', ')} " + head[comma + 2 :]
         return head + tail
+
+    def _symmetric(self, mode: str, step: int, severity: str) -> bool:
+        """Whether a failure of vanishing gradients or dead units that
+        begins within `_EXPLOSION_STEPS` of the first step names the layers
+        whose units started identical (`symmetric_layers`) as its cause."""
+        first = self._norms.first
+        return (
+            bool(self.symmetric_layers)
+            and severity == F.FAILURE
+            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
+            and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+        )
 
     def _raw_inputs(self, mode: str, step: int, severity: str, message: str) -> bool:
         """Whether a finding names the inputs as its likely cause: a failure

@@ -333,6 +333,10 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
+        # The layers whose units start identical (`check_model`'s
+        # `symmetric_units`; set by the callback): vanishing gradients and
+        # dead units from the first steps name them (`RuleFamily._add`).
+        self.symmetric_layers: tuple[str, ...] = ()
         # The share of its cross-entropy a focal loss keeps there (1 for
         # others; set by the callback): a start is extreme from
         # `_EXTREME_START` times the uninformed loss over it (`StartRules`).

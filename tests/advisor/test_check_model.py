@@ -606,6 +606,81 @@ def test_softmax_weighing_other_tensors_is_not_a_hidden_softmax(build):
     assert check_model(compiled(build(), "mse")) == []
 
 
+def _mlp(*initializers, activation="tanh"):
+    return seq(
+        *[L.Dense(16, activation, kernel_initializer=i) for i in initializers[:-1]],
+        L.Dense(3, "softmax", kernel_initializer=initializers[-1]),
+        inputs=8,
+    )
+
+
+@pytest.mark.parametrize(
+    "initializers, expected, zero_after",
+    [
+        # Every kernel zero: both hidden layers' units are copies, and no
+        # gradient reaches them (the kernels after them are zero).
+        (["zeros", "zeros", "zeros"], ["dense_a", "dense_b"], True),
+        # A constant 0.05 everywhere: copies too, with gradients.
+        ([keras.initializers.Constant(0.05)] * 3, ["dense_a", "dense_b"], False),
+        # Only the first layer zero: the random layer after it weighs its
+        # units differently, and they part.
+        (["zeros", "glorot_uniform", "glorot_uniform"], [], False),
+        # A zero output layer (a common choice) after random layers.
+        (["glorot_uniform", "glorot_uniform", "zeros"], [], False),
+    ],
+)
+def test_symmetric_units(initializers, expected, zero_after):
+    model = _mlp(*initializers)
+    for layer, name in zip(model.layers, ["dense_a", "dense_b", "out"]):
+        layer.name = name
+    found = check_model(compiled(model, "sparse_categorical_crossentropy"))
+    assert [(f.mode, f.layer, f.severity, f.value) for f in found] == [
+        ("symmetric_units", name, FAILURE, 16.0) for name in expected
+    ]
+    for finding in found:
+        assert finding.fix == (
+            "Initialise kernels with random values (Keras's default "
+            "`glorot_uniform`, or `he_normal` before ReLU): a zero or constant "
+            "kernel initializer never breaks the symmetry between units. Biases "
+            "may start at zero."
+        )
+        assert ("no gradient reaches this layer" in finding.message) == zero_after
+
+
+def test_symmetric_units_stay_copies_in_training():
+    # What the finding rests on: a fit of the constant-kernel MLP leaves
+    # its hidden units identical (every kernel column equal).
+    model = compiled(
+        _mlp(*[keras.initializers.Constant(0.05)] * 3),
+        "sparse_categorical_crossentropy",
+    )
+    model.optimizer = keras.optimizers.Adam(1e-2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    model.fit(x, rng.integers(0, 3, 64), batch_size=16, epochs=2, verbose=0)
+    kernel = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    assert np.ptp(kernel, axis=1).max() < 1e-6
+    assert np.abs(kernel - 0.05).max() > 1e-3  # It did train.
+
+
+def test_a_frozen_model_has_no_trainable_weights():
+    model = compiled(seq(L.Dense(8, "relu"), L.Dense(3, "softmax")), "mse")
+    model.trainable = False
+    model.name = "frozen"
+    (finding,) = check_model(model)
+    assert (finding.mode, finding.layer, finding.severity) == (
+        "no_trainable_weights",
+        None,
+        FAILURE,
+    )
+    assert finding.message.startswith(
+        "Model 'frozen' has 4 weights and none is trainable"
+    )
+    model.trainable = True
+    model.layers[0].trainable = False  # A frozen base under a head: fine.
+    assert check_model(model) == []
+
+
 def test_mistake_found_through_dropout_after_output():
     model = compiled(
         seq(L.Dense(3, activation="softmax", name="out"), L.Dropout(0.1)),

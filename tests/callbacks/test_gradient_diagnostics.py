@@ -2049,6 +2049,53 @@ def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
     assert _iterations(model) == 4
 
 
+def test_zero_kernels_are_named_before_training_and_as_the_cause(rng):
+    # Every kernel zero in a tanh MLP: its hidden units are copies and get
+    # no gradient (tanh(0) = 0, the kernels after them 0). Probed: told
+    # only at step 4, as a `stop_gradient` somewhere, the initialiser never
+    # named. `check_model` tells it before training; the zero gradients
+    # that follow name it as their cause, with its fix.
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, "tanh", kernel_initializer="zeros", name="a"),
+            keras.layers.Dense(16, "tanh", kernel_initializer="zeros", name="b"),
+            keras.layers.Dense(3, "softmax", kernel_initializer="zeros"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x = rng.normal(size=(128, 8)).astype("float32")
+    y = rng.integers(0, 3, size=128)
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning):
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=[diag])
+    before = [(f.mode, f.layer, f.step) for f in diag.findings[:2]]
+    assert before == [("symmetric_units", "a", None), ("symmetric_units", "b", None)]
+    later = [f for f in diag.findings[2:] if f.severity == "failure"]
+    assert later, "the zero gradients that follow are told"
+    for finding in later:
+        assert finding.mode == "vanishing_gradients"
+        assert "started identical" in finding.message
+        assert finding.fix == diag.findings[0].fix
+
+
+def test_a_frozen_model_is_told_before_training(rng):
+    # On JAX Keras itself says nothing (probed: a model with
+    # `trainable = False` trained silently, its accuracy unchanged).
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+    )
+    model.trainable = False
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    diag = GradientDiagnostics(on_failure="raise")
+    x = rng.normal(size=(16, 4)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras's, on TensorFlow.
+        with pytest.raises(keras_actloss.TrainingFailure, match="no_trainable_weights"):
+            model.fit(x, x[:, :1], batch_size=8, verbose=0, callbacks=[diag])
+    assert _iterations(model) == 0
+
+
 def test_heatmap_image_is_written(data, tmp_path):
     x, y = data
     model = _compile(build_model("sequential"))
