@@ -71,6 +71,8 @@ activations), of severity `"warning"` (risks):
   and stay copies of one another.
 - `no_trainable_weights` (a failure): a model with weights, none of them
   trainable.
+- `constant_normalization` (a failure): a `LayerNormalization` over axes
+  of size 1, which outputs its offset whatever the input.
 - `hidden_softmax`: a hidden layer with weights whose softmax feeds only
   layers with weights, as their features (the functional graph's
   consumers; a softmax that weighs other tensors, as attention or gating
@@ -112,6 +114,7 @@ from keras_actloss.advisor.layer_checks import (
     LAYER_MODES,
     SATURATING_DEPTH,
     closed_forget_gates,
+    constant_normalizations,
     dead_bias_fraction,
     deep_saturating_stacks,
     hidden_softmaxes,
@@ -267,4 +270,5 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += hidden_softmaxes(model, head_ids)
     found += symmetric_units(model)
     found += no_trainable_weights(model)
+    found += constant_normalizations(model)
     return found

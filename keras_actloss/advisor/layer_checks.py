@@ -57,6 +57,7 @@ CLOSED_FORGET_GATE = "closed_forget_gate"
 HIDDEN_SOFTMAX = "hidden_softmax"
 SYMMETRIC_UNITS = "symmetric_units"
 NO_TRAINABLE_WEIGHTS = "no_trainable_weights"
+CONSTANT_NORMALIZATION = "constant_normalization"
 LAYER_MODES = (
     DEEP_SATURATING_STACK,
     LONG_SATURATING_RNN,
@@ -65,6 +66,7 @@ LAYER_MODES = (
     HIDDEN_SOFTMAX,
     SYMMETRIC_UNITS,
     NO_TRAINABLE_WEIGHTS,
+    CONSTANT_NORMALIZATION,
 )
 # An LSTM whose forget gate's biases average this or lower keeps at most
 # sigmoid(-3) = 4.7% of its cell state a step (`closed_forget_gates`). An
@@ -451,3 +453,36 @@ def no_trainable_weights(model: keras.Model) -> list[Finding]:
             severity=FAILURE,
         )
     ]
+
+
+def constant_normalizations(model: keras.Model) -> list[Finding]:
+    """A `LayerNormalization` whose normalized axes all have size 1 (a
+    sequence of one channel normalized over its channels): it subtracts
+    each value's own mean, so it outputs its offset whatever the input."""
+    found, names = [], walk.paths(model)
+    for layer in walk.leaves(model):
+        if not isinstance(layer, keras.layers.LayerNormalization):
+            continue
+        shape = walk.built_shape(layer)
+        if shape is None:
+            continue
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        sizes = [shape[a] for a in axes]
+        if not sizes or any(size != 1 for size in sizes):
+            continue
+        found.append(
+            finding(
+                CONSTANT_NORMALIZATION,
+                names[id(layer)],
+                f"This LayerNormalization normalizes over axes {list(axes)} of its "
+                f"inputs of shape {tuple(shape)}, a single value each time: it "
+                "subtracts that value's own mean, so it outputs its offset "
+                "(beta) whatever the input, the layers after it see a constant, "
+                "and no gradient passes back through it.",
+                "Normalize over an axis with several features (project a "
+                "single channel to several first, e.g. a Dense or Conv1D), or "
+                "leave out the normalization of a one-feature axis.",
+                severity=FAILURE,
+            )
+        )
+    return found

@@ -431,8 +431,9 @@ def _unscaled_targets(h: Head):
         "fresh output starts near unit scale: under mean squared error the "
         "loss and its gradients grow with the targets (a high learning rate "
         "explodes); under mean absolute error or Huber the loss's gradient "
-        "stays at most 1 a sample whatever the error, so the predictions "
-        "creep toward targets this far over many thousands of steps.",
+        "stays bounded whatever the error (1 a sample, Huber's delta), so the "
+        "predictions approach targets this far slowly, over hundreds to "
+        "thousands of steps.",
         "Standardize the regression targets (subtract their mean and divide "
         "by their standard deviation, and undo it on the predictions).",
         value=scale,

@@ -395,6 +395,7 @@ def plan_layers(model) -> list[LayerPlan]:
         last.info.units_by_sign = False
     _set_upstream(model, plans)
     _set_bypassed(model, plans)
+    _set_gates(model, plans)
     return plans
 
 
@@ -542,29 +543,100 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
 
 
+@dataclasses.dataclass
+class _GraphMaps:
+    """The nodes of a functional model's own layer graph by tensor and
+    operation (ids): the nodes that take each tensor (`consumers`), the one
+    that makes it (`producer`), each operation's calls, and the model's
+    output tensors."""
+
+    consumers: dict[int, list]
+    producer: dict[int, object]
+    calls: dict[int, list]
+    outputs: set[int]
+
+    @classmethod
+    def of(cls, model) -> _GraphMaps | None:
+        graph = _graph(model)
+        if graph is None:
+            return None
+        maps = cls({}, {}, {}, {id(tensor) for tensor in graph.outputs})
+        for group in graph._nodes_by_depth.values():
+            for node in group:
+                for tensor in node.input_tensors:
+                    maps.consumers.setdefault(id(tensor), []).append(node)
+                for tensor in node.outputs:
+                    maps.producer[id(tensor)] = node
+                maps.calls.setdefault(id(node.operation), []).append(node)
+        return maps
+
+
 def _set_bypassed(model, plans: list[LayerPlan]) -> None:
     """Sets `LayerInfo.bypassed` of the layers with a saturating activation
     in `model`'s own layer graph (not a nested model's: left unset) whose
     inputs, at each of their calls, also reach an output of the model by a
     path that avoids the layer (the skip connection around a residual
     branch, or a parallel branch)."""
-    graph = _graph(model)
-    if graph is None:
+    maps = _GraphMaps.of(model)
+    if maps is None:
         return
-    nodes = [node for group in graph._nodes_by_depth.values() for node in group]
-    consumers: dict[int, list] = {}
-    calls: dict[int, list] = {}
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers.setdefault(id(tensor), []).append(node)
-        calls.setdefault(id(node.operation), []).append(node)
-    outputs = {id(tensor) for tensor in graph.outputs}
+    consumers, outputs = maps.consumers, maps.outputs
     for plan in plans:
-        found = calls.get(id(plan.hooked))
+        found = maps.calls.get(id(plan.hooked))
         if found and plan.profile is not None and plan.profile.saturates:
             plan.info.bypassed = all(
                 _around(node, consumers, outputs) for node in found
             )
+
+
+def _set_gates(model, plans: list[LayerPlan]) -> None:
+    """Sets `LayerInfo.gate` of the layers in `model`'s own layer graph
+    whose every call's outputs reach the model's outputs only through a
+    `Multiply` whose other inputs the layer is computed from."""
+    maps = _GraphMaps.of(model)
+    if maps is None:
+        return
+    for plan in plans:
+        found = maps.calls.get(id(plan.hooked))
+        if not found or not plan.variables:
+            continue
+        gates = {
+            _gate_of(node, maps.consumers, maps.producer, maps.outputs)
+            for node in found
+        }
+        if len(gates) == 1 and None not in gates:
+            plan.info.gate = gates.pop()
+
+
+def _gate_of(node, consumers: dict, producer: dict, outputs: set) -> str | None:
+    """The name of the one `Multiply` that every path from `node`'s outputs
+    to `outputs` passes, multiplying them with a tensor `node` is computed
+    from; None where a path avoids it."""
+    ancestors, todo = set(), list(node.input_tensors)
+    while todo:
+        tensor = todo.pop()
+        if id(tensor) in ancestors:
+            continue
+        ancestors.add(id(tensor))
+        source = producer.get(id(tensor))
+        if source is not None:
+            todo.extend(source.input_tensors)
+    gates, todo, seen = set(), list(node.outputs), set()
+    while todo:
+        tensor = todo.pop()
+        if id(tensor) in outputs:
+            return None
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        for other in consumers.get(id(tensor), []):
+            if isinstance(other.operation, keras.layers.Multiply) and any(
+                id(t) in ancestors for t in other.input_tensors if t is not tensor
+            ):
+                gates.add(other.operation.name)
+                continue
+            todo.extend(other.outputs)
+    return gates.pop() if len(gates) == 1 else None
 
 
 def _around(node, consumers: dict, outputs: set) -> bool:

@@ -713,6 +713,17 @@ class ActivationRules(RuleFamily):
                         f"'{layer}' (or remove it). If its units stay dead: "
                         + _lower_first(fix or FIXES[F.DEAD_RELU])
                     )
+            gate = self._info[layer].gate
+            if gate is not None and severity == F.FAILURE:
+                # Probed: 3 of the 4 squeeze units of a squeeze-and-excitation
+                # block off from the start, a failure, in a CNN that reached
+                # 0.95 accuracy (2 of 4 were a warning).
+                message += (
+                    f" The layer is in a gate (its outputs reach the loss only "
+                    f"by multiplying, at '{gate}', the path they are computed "
+                    "from): the model learns through that path around it."
+                )
+                severity = F.WARNING
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
 
     def _averaged_off(self, layer: str, dead: float) -> bool:

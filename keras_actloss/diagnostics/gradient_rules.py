@@ -144,7 +144,9 @@ def _squashing(layers: list[LayerInfo], distance: dict[str, int], far: int) -> l
     return [
         info.name
         for info in layers
-        if _saturates(info.activation) and 0 < distance[info.name] <= far
+        if _saturates(info.activation)
+        and 0 < distance[info.name] <= far
+        and info.gate is None  # Off the path it gates.
     ]
 
 
@@ -261,7 +263,10 @@ def _judged_rows(
         return None
     ratios = {ls.layer: ls.grad_rms / ref_rms for ls in rows}
     found, near = {}, {}
+    gates = {info.name for info in layers if info.gate is not None}
     for ls in rows[: n // 2]:
+        if ls.layer in gates:
+            continue  # Small by design; the model learns through its path.
         # Exactly zero is a cut (dead units upstream, unused branch), not a
         # shrinking signal. `miss`: how far over the ratio bounds (<= 1
         # within them).

@@ -66,6 +66,15 @@ class LayerInfo:
             by a path around it (the skip connection of a residual sum, or
             a parallel branch), known from the layer graph: the layers
             before it learn through that path whatever it passes back.
+        gate: The `Multiply` layer through which alone the layer's outputs
+            reach the model's outputs, multiplying the tensor the layer is
+            computed from (a squeeze-and-excitation block's gate, a gated
+            skip), known from the layer graph; None where a path avoids
+            one. Its gradient is small by design (a sigmoid's slope times
+            the features' correlation with the error) while the model
+            learns through the path it gates: not judged for vanishing
+            gradients, and its activation does not shrink the gradient of
+            the layers on that path.
     """
 
     name: str
@@ -81,6 +90,7 @@ class LayerInfo:
     batch_normalized: str | None = None
     attention: bool = False
     bypassed: bool = False
+    gate: str | None = None
 
 
 @dataclasses.dataclass

@@ -681,6 +681,29 @@ def test_a_frozen_model_has_no_trainable_weights():
     assert check_model(model) == []
 
 
+@pytest.mark.parametrize(
+    "channels, axis, told",
+    [(1, -1, True), (1, [1, 2], False), (4, -1, False)],
+)
+def test_layer_normalization_over_single_values(channels, axis, told):
+    # The keras.io timeseries Transformer on one channel: LayerNormalization
+    # over the channel axis of (batch, T, 1) outputs its offset, 0 here, for
+    # every input (checked on the layer itself).
+    inputs = keras.Input((6, channels))
+    norm = L.LayerNormalization(axis=axis, name="norm")
+    h = norm(inputs)
+    model = keras.Model(
+        inputs, L.Dense(1)(L.Flatten()(L.Conv1D(4, 1, activation="relu")(h)))
+    )
+    x = np.random.default_rng(0).normal(size=(2, 6, channels)).astype("float32")
+    constant = not np.any(keras.ops.convert_to_numpy(norm(x)))
+    assert constant == told
+    found = check_model(compiled(model, "mse"))
+    assert [(f.mode, f.layer, f.severity) for f in found] == (
+        [("constant_normalization", "norm", FAILURE)] if told else []
+    )
+
+
 def test_mistake_found_through_dropout_after_output():
     model = compiled(
         seq(L.Dense(3, activation="softmax", name="out"), L.Dropout(0.1)),

@@ -175,6 +175,37 @@ def test_bypassed_layers_have_a_path_around_them():
     assert bypassed == {"t", "p"}
 
 
+def test_gates_multiply_the_path_they_are_computed_from():
+    # A squeeze-and-excitation block: `sq` and `ex` reach the output only
+    # through `se`, multiplying `conv`'s outputs, which they are computed
+    # from. A gated linear unit `a * sigmoid(b)`: neither operand is
+    # computed from the other (both from `x`), so neither is a gate. `g2`
+    # gates `a2`'s path but also reaches the output around it.
+    layers = keras.layers
+    x = keras.Input((8, 8, 3))
+    conv = layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    squeezed = layers.GlobalAveragePooling2D()(conv)
+    sq = layers.Dense(2, activation="relu", name="sq")(squeezed)
+    ex = layers.Reshape((1, 1, 8))(layers.Dense(8, activation="sigmoid", name="ex")(sq))
+    h = layers.GlobalAveragePooling2D()(layers.Multiply(name="se")([conv, ex]))
+    a = layers.Dense(8, name="a")(h)
+    b = layers.Dense(8, activation="sigmoid", name="b")(h)
+    glu = layers.Multiply(name="glu")([a, b])
+    g2 = layers.Dense(8, activation="sigmoid", name="g2")(glu)
+    joined = layers.Concatenate()([layers.Multiply()([glu, g2]), g2])
+    model = keras.Model(x, layers.Dense(1, name="out")(joined))
+    gates = {p.info.name: p.info.gate for p in _model_plan.plan_layers(model)}
+    assert gates == {
+        "conv": None,
+        "sq": "se",
+        "ex": "se",
+        "a": None,
+        "b": None,
+        "g2": None,
+        "out": None,
+    }
+
+
 def test_upstream_into_a_nested_model():
     # The generator (a nested Sequential) is followed: g_out takes
     # g_hidden's ReLU outputs, and d_out the generator's, which come

@@ -1741,6 +1741,35 @@ class TestVanishing:
             + own[1:]
         )
 
+    @pytest.mark.parametrize("gated", [False, True])
+    def test_a_gate_is_not_judged(self, gated):
+        # A squeeze-and-excitation block (`sq`, `ex`) whose outputs multiply
+        # the path they are computed from (`LayerInfo.gate`): its gradient
+        # 0.004-0.006x the output layers', small by design. Probed: a
+        # healthy SE CNN (0.79 accuracy) told as vanishing on its squeeze
+        # layer, blamed on the gate's sigmoid (0% in the tails) with "use
+        # ReLU instead of sigmoid". As a gate, not judged, and its sigmoid
+        # does not make the layers on the path it gates "behind" one.
+        gate = "se" if gated else None
+        layers = [
+            LayerInfo("conv", "Conv2D", "relu", True, 0, 5),
+            LayerInfo("sq", "Dense", "relu", True, 1, 4, gate=gate),
+            LayerInfo("ex", "Dense", "sigmoid", True, 2, 3, gate=gate),
+            LayerInfo("conv_1", "Conv2D", "relu", True, 3, 2),
+            LayerInfo("dense", "Dense", "relu", True, 4, 1),
+            LayerInfo("out", "Dense", "softmax", True, 5, 0),
+        ]
+        names = [info.name for info in layers]
+        rms = [5e-3, 2e-5, 3e-5, 4e-3, 5e-3, 5e-3]
+        shares = [None, None, 0.0, None, None, None]
+        seq = [recording(s, rms, names=names, saturation=shares) for s in (0, 5, 10)]
+        found = run(HealthRules(layers), seq)
+        assert modes(found) == ([] if gated else [(F.VANISHING_GRADIENTS, "sq", 0)])
+        squashing = gradient_rules._squashing(
+            layers, gradient_rules._distances(layers), 5
+        )
+        assert squashing == ([] if gated else ["ex"])
+
     def test_message_for_a_capped_relu_below_its_cap(self):
         # ReLU6 layers whose outputs never reached 6: ReLUs, not near-linear
         # squashing layers; the weights' message.
@@ -5039,6 +5068,7 @@ def settling_run(
     per=1,
     uninformed=None,
     activation="relu",
+    gate=None,
 ):
     """Steps 0 to `steps - 1` of an MLP, each a step event (norm 1, learning rate
     `rate(s)`, loss `loss(s)`) and a recording of `batch` samples (with
@@ -5049,11 +5079,14 @@ def settling_run(
     to the end), all active after, and as `dying` again from step `again`
     (if any); the optimizer's `weight_decay`; `weights(s)`, the three
     layers' weight norms (None: not recorded); the loss of knowing nothing
-    `uninformed` (None: not known); the hidden layers' `activation`.
+    `uninformed` (None: not known); the hidden layers' `activation`;
+    dense_1's `LayerInfo.gate`.
     Returns (mode, layer,
     finding step, step at which it was reported) for each finding (the
     findings themselves appended to `kept`)."""
-    rules = HealthRules(mlp([activation, activation]))
+    layers = mlp([activation, activation])
+    layers[1].gate = gate
+    rules = HealthRules(layers)
     rules.weight_decay = weight_decay
     rules.execution_steps = per
     rules.uninformed_loss = uninformed
@@ -5311,6 +5344,22 @@ class TestDeadRelu:
             "change their inputs."
         )
         _told_at_once(found, True, kept, ending, activation_rules._PRELU_FIX)
+
+    def test_dead_units_of_a_gate_are_a_warning(self):
+        # The same dense_1 as a gate (a squeeze-and-excitation block's
+        # squeeze layer). Probed: 3 of an SE block's 4 squeeze units off
+        # from the start, a failure, in a CNN that reached 0.95 accuracy.
+        kept = []
+        found = settling_run(
+            level, uninformed=(1.1, "cross-entropy"), kept=kept, gate="se"
+        )
+        assert found == [(F.DEAD_RELU, "dense_1", 1, 5)]
+        assert kept[0].severity == F.WARNING
+        assert kept[0].message.endswith(
+            "The layer is in a gate (its outputs reach the loss only by "
+            "multiplying, at 'se', the path they are computed from): the model "
+            "learns through that path around it."
+        )
 
     def test_dead_hard_silu_units_are_not_called_relu(self):
         # The same with hard SiLU layers (exactly 0 below -3). Probed: hard
