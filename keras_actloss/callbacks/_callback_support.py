@@ -232,14 +232,13 @@ _FOCAL_DEFAULTS = {"alpha": 0.25, "gamma": 2.0, "apply_class_balancing": False}
 def uninformed_focus(model) -> float:
     """`HealthRules.uninformed_focus`: the share of its cross-entropy that
     a focal loss keeps at the prediction that knows nothing, `(1 - p)^gamma`
-    (0.25 for gamma 2 at p = 0.5), where `uninformed_loss` knows its level;
-    1 for other losses. A confidently wrong answer keeps nearly all of its
+    (0.25 for gamma 2 at p = 0.5), where its level does not depend on the
+    labels; 1 for other losses (used only where `uninformed_loss` is
+    known). A confidently wrong answer keeps nearly all of its
     cross-entropy, so against the uninformed level it weighs 1 / focus
     times as much as under the cross-entropy."""
     known = _one_output_loss(model)
     if known is None or known[0].name not in _FOCAL:
-        return 1.0
-    if uninformed_loss(model) is None:
         return 1.0
     level = _focal_level(known[0].name, model.loss, known[1].units)
     return 1.0 if level is None else level[2]
