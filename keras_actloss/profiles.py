@@ -123,7 +123,7 @@ class LossProfile:
         description: One sentence for reports.
         prediction_range: `(low, high)` open bounds of the predictions the
             loss is defined on: `(0, inf)` for Poisson's rates, whose log it
-            takes (a prediction at or below 0 makes it NaN); the whole line
+            takes (a prediction below 0 makes it NaN); the whole line
             for the others (the cross-entropies and KL divergence clip
             their probabilities).
     """

@@ -393,7 +393,7 @@ def symmetric_units(model: keras.Model) -> list[Finding]:
     for unit, after in zip(units, units[1:]):
         if unit is None or after is None or not unit.layer.trainable:
             continue
-        if isinstance(unit.layer, _DEPTHWISE) or not _two_units_alike(unit.layer):
+        if isinstance(unit.layer, _DEPTHWISE):
             continue
         kernel, following = unit_kernel(unit.layer), unit_kernel(after.layer)
         if kernel is None or following is None or kernel.shape[1] < 2:
@@ -427,20 +427,6 @@ def symmetric_units(model: keras.Model) -> list[Finding]:
             )
         )
     return found
-
-
-def _two_units_alike(layer) -> bool:
-    """Whether the kernel of `layer`'s first two units is the same, read
-    from a slice of two of them (a large model's kernels are not copied
-    whole unless that holds); True where it has no plain kernel."""
-    kernel = getattr(layer, "kernel", None)
-    if kernel is None or len(kernel.shape) < 2:
-        return True
-    axis = -2 if isinstance(layer, _TRANSPOSED) else -1
-    if kernel.shape[axis] is None or kernel.shape[axis] < 2:
-        return False
-    pair = concrete_values(keras.ops.take(kernel, [0, 1], axis=axis))
-    return bool(np.array_equal(np.take(pair, 0, axis), np.take(pair, 1, axis)))
 
 
 def _same(values: np.ndarray, axis: int) -> bool:
