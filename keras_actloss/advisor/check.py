@@ -73,6 +73,8 @@ activations), of severity `"warning"` (risks):
   trainable.
 - `constant_normalization` (a failure): a `LayerNormalization` over axes
   of size 1, which outputs its offset whatever the input.
+- `extreme_dropout`: a dropout layer with `rate` (the share dropped) of
+  `EXTREME_DROPOUT_RATE` (0.9) or more.
 - `hidden_softmax`: a hidden layer with weights whose softmax feeds only
   layers with weights, as their features (the functional graph's
   consumers; a softmax that weighs other tensors, as attention or gating
@@ -117,6 +119,7 @@ from keras_actloss.advisor.layer_checks import (
     constant_normalizations,
     dead_bias_fraction,
     deep_saturating_stacks,
+    extreme_dropouts,
     hidden_softmaxes,
     long_saturating_rnns,
     negative_bias_relu,
@@ -271,4 +274,5 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += symmetric_units(model)
     found += no_trainable_weights(model)
     found += constant_normalizations(model)
+    found += extreme_dropouts(model)
     return found

@@ -58,6 +58,7 @@ HIDDEN_SOFTMAX = "hidden_softmax"
 SYMMETRIC_UNITS = "symmetric_units"
 NO_TRAINABLE_WEIGHTS = "no_trainable_weights"
 CONSTANT_NORMALIZATION = "constant_normalization"
+EXTREME_DROPOUT = "extreme_dropout"
 LAYER_MODES = (
     DEEP_SATURATING_STACK,
     LONG_SATURATING_RNN,
@@ -67,6 +68,7 @@ LAYER_MODES = (
     SYMMETRIC_UNITS,
     NO_TRAINABLE_WEIGHTS,
     CONSTANT_NORMALIZATION,
+    EXTREME_DROPOUT,
 )
 # An LSTM whose forget gate's biases average this or lower keeps at most
 # sigmoid(-3) = 4.7% of its cell state a step (`closed_forget_gates`). An
@@ -76,6 +78,11 @@ LAYER_MODES = (
 # 2-4x smaller than with Keras's bias (no gradient rule sees it).
 CLOSED_FORGET_BIAS = -3.0
 
+# A dropout layer that drops this share of its inputs or more at every
+# training step (`extreme_dropouts`): Keras's `rate` is the share dropped,
+# not kept (probed: `Dropout(0.99)` left a model at chance, told 24-30
+# steps late on JAX as a `stop_gradient`, and not at all on TensorFlow).
+EXTREME_DROPOUT_RATE = 0.9
 SATURATING_DEPTH = 4
 # Depth each activation adds towards SATURATING_DEPTH (see the module doc).
 DEPTH_WEIGHT = {SIGMOID: 1.0, TANH: 0.5}
@@ -486,3 +493,37 @@ def constant_normalizations(model: keras.Model) -> list[Finding]:
             )
         )
     return found
+
+
+def extreme_dropouts(model: keras.Model) -> list[Finding]:
+    """A dropout layer whose `rate`, the share of its inputs it drops at
+    each training step, is `EXTREME_DROPOUT_RATE` or more."""
+    found, names = [], walk.paths(model)
+    for layer in walk.leaves(model):
+        rate = getattr(layer, "rate", None)
+        if not isinstance(layer, _DROPOUTS) or not isinstance(rate, (int, float)):
+            continue
+        if rate < EXTREME_DROPOUT_RATE:
+            continue
+        found.append(
+            finding(
+                EXTREME_DROPOUT,
+                names[id(layer)],
+                f"This dropout layer has rate {rate:g}: it drops {rate:.0%} of its "
+                f"inputs at every training step (and scales the rest "
+                f"{1 / (1 - rate):.3g}x; `rate` is the share dropped, not kept), "
+                "so the layers after it see almost nothing of the signal and "
+                "the layers before it learn from almost nothing.",
+                "Use a rate of 0.1-0.5 (the share to drop).",
+                value=float(rate),
+                severity=WARNING,
+            )
+        )
+    return found
+
+
+_DROPOUTS = tuple(
+    getattr(keras.layers, name)
+    for name in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+    if hasattr(keras.layers, name)
+)

@@ -704,6 +704,44 @@ def test_layer_normalization_over_single_values(channels, axis, told):
     )
 
 
+@pytest.mark.parametrize(
+    "dropout, told",
+    [
+        (L.Dropout(0.99, name="drop"), True),
+        (L.Dropout(0.9, name="drop"), True),
+        (L.Dropout(0.5, name="drop"), False),
+        (L.SpatialDropout1D(0.95, name="drop"), True),
+    ],
+)
+def test_extreme_dropout(dropout, told):
+    # Keras's `rate` is the share dropped: at 0.99 one input in a hundred
+    # is kept, scaled 100x (checked on the layer itself in training).
+    spatial = isinstance(dropout, L.SpatialDropout1D)
+    inputs = keras.Input((5, 8) if spatial else (8,))
+    h = dropout(L.Dense(8, "relu")(inputs))
+    model = compiled(keras.Model(inputs, L.Dense(1)(L.Flatten()(h))), "mse")
+    kept = keras.ops.convert_to_numpy(
+        dropout(np.ones((200, 5, 8) if spatial else (200, 8), "float32"), training=True)
+    )
+    assert np.unique(kept).tolist() == [0.0, pytest.approx(1 / (1 - dropout.rate))]
+    found = check_model(model)
+    if not told:
+        assert found == []
+        return
+    (finding,) = found
+    assert (finding.mode, finding.layer, finding.severity, finding.value) == (
+        "extreme_dropout",
+        "drop",
+        WARNING,
+        pytest.approx(dropout.rate),
+    )
+    assert finding.message.startswith(
+        f"This dropout layer has rate {dropout.rate:g}: it drops "
+        f"{dropout.rate:.0%} of its inputs at every training step (and scales "
+        f"the rest {1 / (1 - dropout.rate):.3g}x"
+    )
+
+
 def test_mistake_found_through_dropout_after_output():
     model = compiled(
         seq(L.Dense(3, activation="softmax", name="out"), L.Dropout(0.1)),
