@@ -263,8 +263,7 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
             "Expected a built model: give it an `Input` or call `model.build` "
             f"(fit builds it too). Received: model={model.name!r}, not built"
         )
-    heads = _heads(model, y)
-    found = [f for h in heads for rule in OUTPUT_RULES if (f := rule(h))]
+    found = output_findings(model, y)
     head_ids = {id(out.layer) for out in walk.outputs(model)}
     found += deep_saturating_stacks(model, head_ids)
     found += long_saturating_rnns(model)
@@ -276,3 +275,11 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += constant_normalizations(model)
     found += extreme_dropouts(model)
     return found
+
+
+def output_findings(model: keras.Model, y: Any = None) -> list[Finding]:
+    """The output checks of `check_model` alone (activation, loss and
+    labels per output), for a model `check_model` accepts: what the callback
+    reads to know whether an output and its loss are mismatched, without
+    the layer checks (which read the kernels)."""
+    return [f for h in _heads(model, y) for rule in OUTPUT_RULES if (f := rule(h))]

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 from keras_actloss import activations
-from keras_actloss.advisor import check_model, walk
-from keras_actloss.advisor.output_checks import OUTPUT_MODES
+from keras_actloss.advisor import walk
+from keras_actloss.advisor.check import output_findings
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
@@ -530,16 +530,17 @@ def _one_output_loss(model):
 
 
 def _mismatched(model) -> bool:
-    """Whether `check_model` (without labels) finds a failure of the output
-    and its loss: a linear output under a loss that expects probabilities,
-    which clips it (-ln 1e-7 = 16 for a sample on the wrong side), or a
-    softmax over one unit, always 1. The loss then says nothing of how far
-    the weights are from a prediction that knows nothing."""
+    """Whether `check_model`'s output checks (`output_findings`, without
+    labels) find a failure of the output and its loss: a linear output
+    under a loss that expects probabilities, which clips it (-ln 1e-7 = 16
+    for a sample on the wrong side), or a softmax over one unit, always 1.
+    The loss then says nothing of how far the weights are from a
+    prediction that knows nothing."""
     try:
-        found = check_model(model)
+        found = output_findings(model) if model.built else []
     except ValueError:
         return False
-    return any(f.mode in OUTPUT_MODES and f.severity == "failure" for f in found)
+    return any(f.severity == "failure" for f in found)
 
 
 def _regularized(model) -> bool:
