@@ -18,7 +18,6 @@ import functools
 import numpy as np
 
 from keras_actloss import findings as F
-from keras_actloss import registry
 from keras_actloss.diagnostics.gradient_rules import _profile
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
@@ -209,7 +208,7 @@ def _starved(ls, stats: StepStats) -> bool:
 def _relu_like(activation: str | None) -> bool:
     """Whether dead units of `activation` are ReLU's kind (its family, or
     an activation not known: trusted to be ReLU-like, as `can_die` does)."""
-    profile = registry.get_profile("activation", activation) if activation else None
+    profile = _profile(activation)
     return profile is None or profile.family == RELU_FAMILY
 
 
@@ -221,7 +220,7 @@ def can_die(activation: str | None) -> bool:
     """
     if activation is None:
         return False
-    profile = registry.get_profile("activation", activation)
+    profile = _profile(activation)
     return True if profile is None else profile.can_die
 
 
