@@ -416,6 +416,17 @@ class GradientDiagnostics(
       fitted: after 3 recordings over 5 steps, densely recorded from the
       first (a discriminator that saturates under the generator's
       saturating loss).
+    - `vanishing_gradients` for the whole model when its updates are too
+      small to move the weights (every layer's recorded update under 1e-7
+      of its norm, which float32 mostly rounds away; under 1e-5 where the
+      optimizer's `clipnorm`, `global_clipnorm` or `clipvalue` cuts every
+      layer's gradient 1e3x or more) while the loss stays at 0.8 of its
+      first steps' or over it (a classifier's, at half the loss of a
+      prediction that knows nothing or over it), the learning rate not
+      rising: after 3 recordings over 5 steps, so at step 4 of a run
+      that starts so (a learning rate of 1e-7 under SGD, `clipnorm=1e-8`).
+      The gradients measured here are from before clipping: they look
+      healthy.
 
     Steps that are not recorded run a train function with only the
     every-step check; the model's own train function is restored after

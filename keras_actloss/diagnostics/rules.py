@@ -42,7 +42,11 @@ because the crude versions misfire on healthy models:
   (each call's norm at 1e-2 of its first recordings' or less) while the
   loss, when known, does not fall is a GAN whose discriminator saturates
   under the generator's saturating loss (`collapse_rules`), reported as
-  the model's `vanishing_gradients` with the GAN fix. Layers with weights
+  the model's `vanishing_gradients` with the GAN fix. Updates too small to
+  move the weights (every layer's under 1e-7 of its norm, or 1e-5 where
+  the optimizer's clip cuts every gradient 1e3x) while the loss stays
+  where it began are the model's `vanishing_gradients` too, with the
+  learning rate or the clip to change (`stall_rules`). Layers with weights
   whose every gradient is exactly 0 while a layer nearer the outputs gets
   one are cut off from the loss by what follows them (dead ReLUs in a layer
   or function of the user's own, whose outputs are not watched; a
@@ -115,7 +119,8 @@ two recordings spanning `patience_steps` are enough.
 The families live in their own modules, mixed into `HealthRules`:
 `step_rules` (every step's norm: explosions, jumps), `stop_rules`
 (non-finite steps, zero gradients), `gradient_rules` (vanishing gradients),
-`update_rules` (oversized updates), `activation_rules` (dead units,
+`update_rules` (oversized updates), `stall_rules` (updates too small),
+`activation_rules` (dead units,
 saturation) and `cut_rules` (layers no gradient reaches);
 `rule_support` holds the fixes, the streak counters and the bookkeeping
 they share.
@@ -155,6 +160,7 @@ from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FI
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX
 from keras_actloss.diagnostics.rule_support import FIXES, _finite, _Skipped, _Streaks
+from keras_actloss.diagnostics.stall_rules import StallRules
 from keras_actloss.diagnostics.start_rules import (
     _DAMPED_LOSSES,
     StartRules,
@@ -199,6 +205,7 @@ class HealthRules(
     ZeroGradientRules,
     RecordedGradientRules,
     UpdateRules,
+    StallRules,
     ActivationRules,
     CutRules,
     ChainRules,
@@ -316,6 +323,9 @@ class HealthRules(
         self._first_rate: float | None = None
         self._trainable = any(info.has_trainable_weights for info in self.layers)
         self._zero_losses = collections.deque(maxlen=32)
+        # The learning rate where a streak of stalled updates began
+        # (`StallRules`).
+        self._stall_rate: float | None = None
         self._zero_peak = 0.0
         self._zero_caused = False
         # The scale of the regression targets (set by the callback from its
@@ -603,6 +613,7 @@ class HealthRules(
         self._damped_start(mine, stats)
         self._runaway_updates(mine, stats)
         self._update_ratios(mine, stats)
+        self._stalled(mine, stats)
         self._vanishing(mine, stats)
         self._grown(mine, stats)
         self._dead_units(mine, stats)

@@ -701,6 +701,21 @@ def zero_gradients() -> Setup:
     return Setup(model, x, y, epochs=6, schedule=_zero_schedule)
 
 
+def updates_clipped_away() -> Setup:
+    """A 2x64 ReLU MLP under SGD at 0.05 with `clipnorm=1e-8`: every
+    variable's gradient (norms 0.1-1 on `classification()`) is cut to a norm
+    of 1e-8 before the update, so each step changes a layer's weights by
+    about 1e-10 of their norm (0.05 x 1e-8 against norms of 2-6) and the
+    loss stays where it began for the 16 steps (2 epochs). The gradients,
+    measured before clipping, are healthy."""
+    keras.utils.set_random_seed(SEED)
+    x, y = classification()
+    model = dense_stack(16, ["relu", "relu"], 3, "softmax", width=64)
+    optimizer = keras.optimizers.SGD(0.05, clipnorm=1e-8)
+    _compiled(model, optimizer, "sparse_categorical_crossentropy")
+    return Setup(model, x, y, epochs=2)
+
+
 def saturated_output_mse() -> Setup:
     """A binary classifier whose sigmoid output has bias -30, under mean
     squared error (Adam, lr 1e-3): every output is about 1e-13 from step 0,
@@ -1255,6 +1270,7 @@ FAILURES = [
     ),
     Case("zero_gradients", zero_gradients, {EXPLODING: 16, VANISHING: 16}),
     Case("saturated_output_mse", saturated_output_mse, {VANISHING: 0}),
+    Case("updates_clipped_away", updates_clipped_away, {VANISHING: 0}),
     Case("saturated_head_of_two", saturated_head_of_two, {SATURATED: 0}),
     Case("layer_dies_late", layer_dies_late, {DEAD: DIE_STEP}),
     Case("units_die_late", units_die_late, {DEAD: DIE_STEP}),

@@ -85,6 +85,23 @@ def test_saturated_output_mse():
 
 
 @confirm_on_tensorflow
+def test_updates_clipped_away():
+    c = cases.confirm(cases.BY_NAME["updates_clipped_away"])
+    steps = range(len(c.losses))
+    # Every layer's gradient (before clipping) of RMS 1e-3 or more at every
+    # step: nothing vanishes there. Each update changes a layer's weights by
+    # under 1e-9 of their norm (SGD's 0.05 x the clipped norm 1e-8, against
+    # norms of about 2-6), so the loss ends where it began (within 1e-6)
+    # and no unit is dead.
+    for name in c.weighted:
+        assert min(c.layer_rms[name]) > 1e-3
+        assert 0.0 < max(c.update_ratio[name]) < 1e-9
+    assert c.final_loss == pytest.approx(c.initial_loss, rel=1e-6)
+    assert max(c.max_dead(s) for s in steps) < 0.5
+    assert finite(c, steps)
+
+
+@confirm_on_tensorflow
 def test_saturated_head_of_two():
     c = cases.confirm(cases.BY_NAME["saturated_head_of_two"])
     steps = range(len(c.losses))

@@ -142,6 +142,10 @@ REPORTED = {
     # 1e-9 of its square root: no gradient): 5 steps in a row (0-4),
     # reported at 4.
     "saturated_output_mse": {"vanishing_gradients": 4},
+    # Every update about 1e-10 of its layer's weights from step 0 (cut by
+    # `clipnorm=1e-8`), the loss where it began: 5 recordings in a row
+    # (0-4), reported at 4.
+    "updates_clipped_away": {"vanishing_gradients": 4},
     # The flag head's gradient about 1e-13 on a loss of about 1.6 from step
     # 0, the classifier's about 0.1-1: recorded at every one of the first
     # steps, 5 recordings in a row (0-4), reported at 4.
