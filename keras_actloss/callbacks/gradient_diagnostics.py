@@ -391,7 +391,9 @@ class GradientDiagnostics(
       the loss's square root, while the loss is finite, above 1e-6 and
       above 1e-3 of its early level): after 5 such steps in a row, judged
       on every step (a saturated softmax/sigmoid output under a loss that
-      clips its probabilities, or under mean squared error); where no loss
+      clips its probabilities, or under mean squared error; from the first
+      step with the loss exactly the same on every batch, a loss that does
+      not read the predictions, and its fix); where no loss
       is known (a custom `train_step`'s own), every gradient exactly 0 for
       5 steps from the first step, or from within 20 steps after a
       learning-rate jump up or an explosion, or 5 after an update larger

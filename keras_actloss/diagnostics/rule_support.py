@@ -63,7 +63,8 @@ _ZERO_FIX = (
 _STOPPED_FIX = (
     "Find the layer that stops the gradient: ReLU units inactive on every "
     "sample (use Leaky ReLU, and avoid large negative biases), or a loss that "
-    "is not differentiable in the predictions (rounding, `argmax`, thresholds)."
+    "is not differentiable in the predictions (rounding, `argmax`, thresholds, "
+    "`stop_gradient`)."
 )
 # An explosion reported at most this many steps before a non-finite step is
 # its cause (the steps after a learning-rate jump that are watched, twice);
@@ -92,7 +93,14 @@ _ZERO_START_FIX = (
     "probabilities from a softmax or sigmoid output, use a linear output layer "
     "and the loss with `from_logits=True`, whose gradient is never zero while "
     "the loss is high; and check that the loss is differentiable in the "
-    "predictions (no rounding, `argmax` or thresholds)."
+    "predictions (no rounding, `argmax`, thresholds or `stop_gradient`)."
+)
+# Every gradient zero from the first step with the loss the same on every
+# batch: the loss does not depend on the predictions.
+_LOSS_STOPPED_FIX = (
+    "Make the loss a differentiable function of the predictions: a constant, "
+    "rounding, `argmax`, thresholds or `stop_gradient` pass no gradient to "
+    "them (a custom loss must compute from `y_pred` with `keras.ops`)."
 )
 # Every gradient zero under an output whose activation is 0 with no gradient
 # below a threshold (ReLU): that output is off for every sample.

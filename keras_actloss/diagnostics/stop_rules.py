@@ -22,6 +22,7 @@ from keras_actloss.diagnostics.rule_support import (
     _EXPLOSION_STEPS,
     _FROM_LOGITS_FIX,
     _JUMP_FIX,
+    _LOSS_STOPPED_FIX,
     _OPTIMIZER_FIX,
     _OVERFLOW_FIX,
     _SCALE_FIX,
@@ -45,6 +46,9 @@ from keras_actloss.diagnostics.start_rules import (
 from keras_actloss.diagnostics.step_rules import _DIVERGE_RISE, negligible
 from keras_actloss.profiles import TANH
 
+# A loss of this many times that of knowing nothing on every batch is that
+# of confidently wrong answers (`ZeroGradientRules._loss_unchanging`).
+_WRONG_LOSS = 3.0
 # A global norm at or below this is no gradient at all: float32's smallest
 # normal number (a float32 sum of squares underflows to 0 well above it).
 _ZERO_NORM = float(np.finfo("float32").tiny)
@@ -392,6 +396,19 @@ class ZeroGradientRules(RuleFamily):
             self._zero_peak = max(self._zero_peak, norm)
         return count, start
 
+    def _loss_unchanging(self) -> bool:
+        """Whether the zero-gradient streak's losses (`patience_steps` of
+        them or more) are all exactly equal, and not those of a classifier
+        whose every answer is confidently wrong (3x the loss of knowing
+        nothing or over it, every batch's samples at the probability clip):
+        the same loss on every batch is a loss that does not read the
+        predictions (a custom loss returning a constant)."""
+        losses = self._zero_losses
+        if len(losses) < self.thresholds.patience_steps or len(set(losses)) > 1:
+            return False
+        uninformed = self.uninformed_loss
+        return uninformed is None or losses[0] < _WRONG_LOSS * uninformed[0]
+
     def _biased_output(self, start: int) -> tuple[str, str, float] | None:
         """`output_bias` (the model's one output layer, whose own bias sets
         its sigmoid, tanh or softmax in a flat tail) when a run of zero
@@ -523,6 +540,13 @@ class ZeroGradientRules(RuleFamily):
                 "every sample, where it passes no gradient."
             )
             fix = _BIAS_FIX if activation != TANH else _TANH_BIAS_FIX
+        elif start == self._norms.first[0] and self._loss_unchanging():
+            message += (
+                " This was so from the first step, before any update, and the "
+                f"loss was exactly {level:.7g} on every batch: it does not "
+                "depend on the predictions, or on the data."
+            )
+            fix = _LOSS_STOPPED_FIX
         elif start == self._norms.first[0]:
             message += (
                 " This was so from the first step, before any update: the model "

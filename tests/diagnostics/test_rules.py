@@ -2045,8 +2045,9 @@ class TestZeroGradients:
         # Every gradient 0 with a loss of 6.55 from step 0 (a JAX probe: ten
         # ReLU layers whose kernels have stddev 1 saturate the softmax at
         # initialisation): before any update, so neither the learning rate
-        # nor an update is the cause; reported at step 4.
-        found = zero_run([0.0] * 8, [6.55] * 8)
+        # nor an update is the cause; reported at step 4. (Each batch's
+        # loss its own: the median of the first five is 6.55.)
+        found = zero_run([0.0] * 8, [6.55, 6.6, 6.5, 6.58, 6.52, 6.55, 6.57, 6.53])
         ((finding, reported),) = found
         assert (finding.step, reported) == (0, 4)
         assert finding.message == (
@@ -2062,6 +2063,37 @@ class TestZeroGradients:
         assert finding.fix == rule_support._ZERO_START_FIX
         assert "from_logits=True" in finding.fix
         assert "weight initialisation" in finding.fix
+
+    def test_a_loss_the_same_on_every_batch(self):
+        # A custom loss returning 1.0 whatever the predictions (a probe):
+        # every gradient 0 and the loss exactly 1 on each of the 5 batches
+        # of the streak: it does not read the predictions.
+        found = zero_run([0.0] * 8, [1.0] * 8)
+        ((finding, reported),) = found
+        assert (finding.step, reported) == (0, 4)
+        assert finding.message.endswith(
+            "This was so from the first step, before any update, and the loss "
+            "was exactly 1 on every batch: it does not depend on the "
+            "predictions, or on the data."
+        )
+        assert finding.fix == rule_support._LOSS_STOPPED_FIX
+
+    @pytest.mark.parametrize("loss, fix", [(4.0, "loss"), (5.0, "start")])
+    def test_the_same_loss_of_confident_wrong_answers(self, loss, fix):
+        # Under a 4-class classifier (ln 4 = 1.386): a loss of 5.0 on every
+        # batch is over 3 x 1.386 = 4.16, that of confidently wrong answers
+        # (every batch's samples at the probability clip, -ln(1e-7) = 16.1
+        # each, give the same loss): a saturated output may be the cause,
+        # the fix of a start that passes no gradient. 4.0 is under it. (From
+        # 5 x 1.386 = 6.93 the start rules tell an extreme start instead.)
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.uninformed_loss = (math.log(4), "ln 4")
+        ((finding, _),) = zero_run([0.0] * 8, [loss] * 8, rules=rules)
+        expected = {
+            "loss": rule_support._LOSS_STOPPED_FIX,
+            "start": rule_support._ZERO_START_FIX,
+        }
+        assert finding.fix == expected[fix]
 
     def test_a_relu_output_is_its_dead_units(self):
         # The run of test_reported_after_patience_steps under a ReLU output:
