@@ -25,6 +25,7 @@ from keras_actloss.advisor.check import output_findings
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
+from keras_actloss.diagnostics.rules import _floored
 from keras_actloss.losses.base import LossFunctionWrapper
 from keras_actloss.tensor_types import is_integral
 
@@ -448,16 +449,24 @@ def _fan_in(shape) -> int:
 
 def weight_gain(plans, mean_squares, recurrences=None) -> tuple[float, str] | None:
     """`HealthRules.weight_gain`: how far the kernels of the monitored
-    layers `plans` (their trainable weights of two axes or more,
-    embeddings aside) are over He's scale (RMS `sqrt(2 / fan_in)`, which
-    keeps a ReLU layer's signal at its inputs' scale): the product over
+    layers `plans` are over He's scale (`kernel_scales`): the product over
     them of `max(1, rms / he)`, and the name of the layer whose kernel is
     farthest over it; None without such kernels. A signal blown up by the
     initial weights needs a large gain; a trained model's confident
     outputs come from weights aligned with its features, at about He's
     scale (a classifier fitted to a loss of 1e-3: 1.0-1.3x in each of its
-    four layers). `mean_squares`: the hooks' (`TrainHooks.mean_squares`),
-    the kernels' mean squares as floats, read where the kernels are.
+    four layers)."""
+    return gain_of(kernel_scales(plans, mean_squares, recurrences))
+
+
+def kernel_scales(plans, mean_squares, recurrences=None) -> list[tuple] | None:
+    """The kernels of the monitored layers `plans` (their trainable weights
+    of two axes or more, embeddings aside) by their RMS over He's scale
+    (`sqrt(2 / fan_in)`, which keeps a ReLU layer's signal at its inputs'
+    scale): `(layer name, factor, relu)` each, `relu` whether the layer
+    applies a ReLU without a cap after it (`rules._floored`). None where a kernel is not
+    finite. `mean_squares`: the hooks' (`TrainHooks.mean_squares`), the
+    kernels' mean squares as floats, read where the kernels are.
 
     The recurrent kernel of a cell in `recurrences`
     (`layer_checks.unbounded_recurrences`: `{id(cell): time steps}`)
@@ -466,24 +475,46 @@ def weight_gain(plans, mean_squares, recurrences=None) -> tuple[float, str] | No
     up to 2e4 and a loss 700x that of knowing nothing at step 0."""
     recurrences = recurrences or {}
     kernels = [
-        (plan.info.name, plan.layer, variable)
+        (plan, variable)
         for plan in plans
         for variable in plan.variables
         if len(variable.shape) >= 2
         and all(variable.shape)
         and variable.name != "embeddings"
     ]
-    squares = mean_squares([variable.value for _, _, variable in kernels])
-    gain, worst = 1.0, (0.0, "")
-    for (name, layer, variable), square in zip(kernels, squares):
+    squares = mean_squares([variable.value for _, variable in kernels])
+    out = []
+    for (plan, variable), square in zip(kernels, squares):
         ratio = math.sqrt(square) / math.sqrt(2.0 / _fan_in(tuple(variable.shape)))
         if not math.isfinite(ratio):
             return None
         recurrent = variable.name == "recurrent_kernel"
-        factor = ratio ** (recurrences.get(id(layer), 1) if recurrent else 1)
-        gain *= max(1.0, factor)
-        worst = max(worst, (factor, name))
-    return (gain, worst[1]) if worst[1] else None
+        factor = ratio ** (recurrences.get(id(plan.layer), 1) if recurrent else 1)
+        relu = not recurrent and _floored(plan.info.activation)
+        out.append((plan.info.name, factor, relu))
+    return out
+
+
+def gain_of(scales: list[tuple] | None) -> tuple[float, str] | None:
+    """`weight_gain` of the `kernel_scales` `scales`."""
+    if not scales:
+        return None
+    gain = math.prod(max(1.0, factor) for _, factor, _ in scales)
+    return gain, max(scales, key=lambda scale: scale[1])[0]
+
+
+def relu_shrink(scales: list[tuple] | None) -> tuple[float, int] | None:
+    """`HealthRules.relu_shrink`: how far the kernels of the layers with a
+    ReLU (`kernel_scales`) are under He's scale, the product over them of
+    `min(1, rms / he)`, which the signal's scale shrinks by through them
+    (ReLU halves a signal's mean square; He's scale doubles it back), and
+    how many they are; None without such kernels. Keras's default
+    `glorot_uniform` is `sqrt(1/2)` of He's in a square layer: 20 such
+    layers, 1e-3."""
+    relu = [factor for _, factor, is_relu in scales or () if is_relu]
+    if not relu:
+        return None
+    return math.prod(min(1.0, factor) for factor in relu), len(relu)
 
 
 def weight_decay(model) -> float | None:

@@ -18,20 +18,22 @@ from keras_actloss.callbacks._callback_support import (
     activity_regularizers,
     check_arguments,
     clipping,
+    gain_of,
     input_gates,
     input_preprocessing,
     input_scale,
+    kernel_scales,
     layers_of,
     output_bias,
     preprocessing_note,
     probability_output,
     recording_gap,
+    relu_shrink,
     step_stats,
     traced_label_checks,
     uninformed_focus,
     uninformed_loss,
     weight_decay,
-    weight_gain,
 )
 from keras_actloss.callbacks._reporting import (
     _ACTIVE,
@@ -266,6 +268,12 @@ class GradientDiagnostics(
       the optimizer's weight decay takes 1e-2 of every weight a step or
       more (learning rate times `weight_decay`), an exploding or vanishing
       gradient or dead units name it, with a lower `weight_decay` for fix.
+      Dead units or vanishing gradients (failures) within 20 steps of the
+      first, in a model without a normalization layer whose ReLU layers'
+      kernels start under He's scale so far that the signal shrinks to
+      1e-2 of its scale through them or less (20 layers under Keras's
+      default `glorot_uniform`), name that scale, with He's initializer
+      for fix.
     - `unstandardized_inputs` (a warning) at the first recording, when the
       inputs reach the first layers (through the model's leading
       `Rescaling` and `Normalization` layers, which every input scale here
@@ -613,9 +621,11 @@ class GradientDiagnostics(
             self._rules.uninformed_loss = uninformed_loss(model)
             self._rules.uninformed_focus = uninformed_focus(model)
             self._rules.residual_sums = _model_plan.residual_sums(model)
-            self._rules.weight_gain = weight_gain(
+            scales = kernel_scales(
                 plans, hooks.mean_squares, unbounded_recurrences(model)
             )
+            self._rules.weight_gain = gain_of(scales)
+            self._rules.relu_shrink = relu_shrink(scales)
             self._gates = input_gates(plans, self._rules.input_layers)
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)

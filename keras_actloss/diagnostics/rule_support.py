@@ -95,6 +95,19 @@ _ZERO_START_FIX = (
     "the loss is high; and check that the loss is differentiable in the "
     "predictions (no rounding, `argmax`, thresholds or `stop_gradient`)."
 )
+# Failures early in a deep ReLU stack whose kernels start under He's scale,
+# the signal shrunk to `_SHRUNK_SIGNAL` or less through them
+# (`RuleFamily._shrunk_start`): 20 layers of 32 units under Keras's default
+# `glorot_uniform` (sqrt(1/2) of He's each, 1e-3 in all) under Adam at 1e-3
+# lost half the units of several layers in 6 steps and learned to 0.48
+# (0.31 at a rate 10x lower; 0.63 with `he_normal`).
+_SHRUNK_SIGNAL = 1e-2
+_HE_FIX = (
+    "Initialise the ReLU layers' kernels at He's scale "
+    '(`kernel_initializer="he_normal"`), which keeps the signal\'s scale '
+    "through a deep ReLU stack, or add batch normalization; a lower learning "
+    "rate does not help here."
+)
 # Every gradient zero from the first step with the loss the same on every
 # batch: the loss does not depend on the predictions.
 _LOSS_STOPPED_FIX = (
@@ -644,6 +657,17 @@ class RuleFamily:
                 "where the kernel after them is zero, the likely cause."
             )
             fix = SYMMETRIC_FIX
+        elif self._shrunk_start(mode, step, severity):
+            shrink, count = self.relu_shrink
+            message += (
+                f" The kernels of the model's {count} ReLU layers start under "
+                "He's scale (Keras's default `glorot_uniform` is sqrt(1/2) of "
+                "it in a square layer): the signal shrinks through them to "
+                f"{shrink:.2g} of its scale, so the deep layers' inputs and "
+                "gradients are tiny and each step of the optimizer is large "
+                "against them, the likely cause."
+            )
+            fix = _HE_FIX
         elif self._raw_inputs(mode, step, severity, message):
             message += (
                 " The inputs are far from unit scale (a feature's mean or spread "
@@ -714,6 +738,23 @@ class RuleFamily:
             and severity == F.FAILURE
             and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
             and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+        )
+
+    def _shrunk_start(self, mode: str, step: int, severity: str) -> bool:
+        """Whether a failure of vanishing gradients or dead units that
+        begins within `_EXPLOSION_STEPS` of the first step names the ReLU
+        kernels' scale under He's as its cause: the signal shrinks through
+        them (`relu_shrink`) to `_SHRUNK_SIGNAL` or less, in a model
+        without a normalization layer (which restores the scale)."""
+        first, shrink = self._norms.first, self.relu_shrink
+        classes = {info.class_name for info in self.layers}
+        return (
+            shrink is not None
+            and shrink[0] <= _SHRUNK_SIGNAL
+            and severity == F.FAILURE
+            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
+            and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+            and not classes.intersection(_NORMALIZATIONS)
         )
 
     def _raw_inputs(self, mode: str, step: int, severity: str, message: str) -> bool:

@@ -376,6 +376,11 @@ class HealthRules(
         # training begins (`_callback_support.weight_gain`; set by the
         # callback): the initial weights can blow the signal up (`StartRules`).
         self.weight_gain: tuple[float, str] | None = None
+        # `(shrink, layers)`: how far the ReLU layers' kernels are under He's
+        # scale when training begins (`_callback_support.relu_shrink`; set
+        # by the callback): early dead units or vanishing gradients name it
+        # (`RuleFamily._add`).
+        self.relu_shrink: tuple[float, int] | None = None
         # The model's leading `Rescaling`/`Normalization` layers by name
         # (`_callback_support.preprocessing_note`; set by the callback): the
         # input scale is of the data through them (`StartRules`).

@@ -22,8 +22,10 @@ from keras_actloss.callbacks import _model_plan
 from keras_actloss.callbacks._callback_support import (
     _hooks_class,
     clipping,
+    kernel_scales,
     layers_of,
     output_bias,
+    relu_shrink,
     target_scale,
     traced_label_checks,
     uninformed_focus,
@@ -531,6 +533,36 @@ def test_weight_gain():
     assert gain == pytest.approx(2.0 / math.sqrt(2 / 4) * 0.6 / math.sqrt(2 / 40))
     assert layer == "first"
     assert weight_gain([], mean_squares) is None
+
+
+def test_relu_shrink():
+    # Kernels set to constants, each RMS that constant, on 8 inputs: 'a'
+    # (ReLU, 8 -> 8, He's RMS sqrt(2 / 8) = 0.5) at 0.25: 0.5x; 'b' (ReLU,
+    # 8 -> 4) at 0.125: 0.25x; 'c' (ReLU, 4 -> 4, He's 0.7071) at 1.0:
+    # 1.41x, counted as 1; 'six' (ReLU6: capped) and 'out' (linear) at
+    # 0.01 not counted. The signal shrinks to 0.5 x 0.25 = 0.125 through
+    # the 3 ReLU layers.
+    specs = [
+        ("a", 8, "relu", 0.25),
+        ("b", 4, "relu", 0.125),
+        ("c", 4, "relu", 1.0),
+        ("six", 4, "relu6", 0.01),
+        ("out", 2, None, 0.01),
+    ]
+    inputs = keras.Input((8,))
+    x = inputs
+    for name, units, activation, _ in specs:
+        x = keras.layers.Dense(units, activation=activation, name=name)(x)
+    m = keras.Model(inputs, x)
+    for name, _, _, value in specs:
+        kernel = m.get_layer(name).kernel
+        kernel.assign(np.full(kernel.shape, value, "float32"))
+    scales = kernel_scales(_model_plan.plan_layers(m), _hooks_class().mean_squares)
+    shrink, count = relu_shrink(scales)
+    assert shrink == pytest.approx(0.125)
+    assert count == 3
+    assert relu_shrink([]) is None
+    assert relu_shrink(None) is None
 
 
 @pytest.mark.parametrize(

@@ -995,6 +995,49 @@ class TestClipping:
         )
 
 
+class TestShrunkStart:
+    """Early dead units or vanishing gradients in a deep ReLU stack whose
+    kernels start under He's scale (`HealthRules.relu_shrink`) name it."""
+
+    def _found(self, layers=None, shrink=7.7e-4, step=2, severity=F.FAILURE):
+        # The pJ probe: 20 ReLU layers of 32 units under `glorot_uniform`,
+        # the signal shrunk to 7.7e-4; the first step seen is 0.
+        rules = HealthRules(layers or mlp(["relu"] * 20))
+        rules.relu_shrink = (shrink, 20)
+        run(rules, events([1.0]))
+        found = []
+        rules._add(found, F.DEAD_RELU, "dense_17", step, 0.56, "m.", severity=severity)
+        return found[0]
+
+    def test_named(self):
+        finding = self._found()
+        assert finding.fix == rule_support._HE_FIX
+        assert finding.message == (
+            "m. The kernels of the model's 20 ReLU layers start under He's "
+            "scale (Keras's default `glorot_uniform` is sqrt(1/2) of it in a "
+            "square layer): the signal shrinks through them to 0.00077 of its "
+            "scale, so the deep layers' inputs and gradients are tiny and each "
+            "step of the optimizer is large against them, the likely cause."
+        )
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"shrink": 0.02},  # Over `_SHRUNK_SIGNAL` (1e-2).
+            {"step": 21},  # Past `_EXPLOSION_STEPS` (20) from step 0.
+            {"severity": F.WARNING},
+            {
+                "layers": mlp(["relu"] * 19)
+                + [LayerInfo("bn", "BatchNormalization", None, True, 20)]
+            },
+        ],
+    )
+    def test_not_named(self, change):
+        finding = self._found(**change)
+        assert finding.fix == FIXES[F.DEAD_RELU]
+        assert finding.message == "m."
+
+
 class TestVanishingLayers:
     """`vanishing_layers` at one recording: each condition alone."""
 
