@@ -120,6 +120,7 @@ The families live in their own modules, mixed into `HealthRules`:
 `step_rules` (every step's norm: explosions, jumps), `stop_rules`
 (non-finite steps, zero gradients), `gradient_rules` (vanishing gradients),
 `update_rules` (oversized updates), `stall_rules` (updates too small),
+`rising_rules` (a learning rate that rises until training diverges),
 `activation_rules` (dead units,
 saturation) and `cut_rules` (layers no gradient reaches);
 `rule_support` holds the fixes, the streak counters and the bookkeeping
@@ -155,6 +156,7 @@ from keras_actloss.diagnostics.records import (
     SentinelEvent,
     StepStats,
 )
+from keras_actloss.diagnostics.rising_rules import RisingRateRules
 from keras_actloss.diagnostics.rule_support import _DATA_FIX as _DATA_FIX
 from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FIX
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
@@ -206,6 +208,7 @@ class HealthRules(
     RecordedGradientRules,
     UpdateRules,
     StallRules,
+    RisingRateRules,
     ActivationRules,
     CutRules,
     ChainRules,
@@ -326,6 +329,7 @@ class HealthRules(
         # The learning rate where a streak of stalled updates began
         # (`StallRules`).
         self._stall_rate: float | None = None
+        self._reset_rise()
         self._zero_peak = 0.0
         self._zero_caused = False
         # The scale of the regression targets (set by the callback from its
@@ -517,6 +521,7 @@ class HealthRules(
             self._diverging(new, event.step, event.global_norm, event.loss)
             self._spike_thrown(new, event.step, event.loss)
             self._climbing(new, event.step, event.global_norm, event.loss)
+            self._rising(new, event.step, event.loss)
             self._extreme_start(new, event.step, event.global_norm, event.loss)
             self._zero_gradients(new, event.step, event.global_norm, event.loss)
             self._loss_jump(event.loss)

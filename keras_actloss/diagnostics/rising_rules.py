@@ -1,0 +1,87 @@
+"""Health rules for a learning rate that rises until training diverges.
+
+A schedule that keeps raising the rate (a warm-up to a peak too high, a
+cyclical or one-cycle schedule, an exponential range test) makes the
+steps grow smoothly: no single step jumps by `jump_factor`, and the
+gradient norm grows with the loss, not 100x over its recent level, so the
+jump and norm rules of `step_rules` tell it late. What shows it is the
+loss: judged on every step, the median of the last `_WINDOW` steps' losses
+at `_LOSS_RISE` times its lowest or more, and above where training began
+(all the model learned undone), while the rate is `_RATE_RISE` times what
+it was at that lowest or more, for `_RISE_STEPS` steps in a row (SGD at
+`1e-3 * 1.05**step`: the median from 0.69 at step 126, rate 0.47, to 1.41
+at step 162, rate 2.7, and 1.73 at 168, over the 1.52 of the first step;
+exploding gradients were told at 193, NaN at 225). Reported as the
+model's `exploding_gradients`, naming the rate where the loss was lowest.
+A rate that jumped (`jump_factor` times in one step) since that lowest
+is the jump rules' (`NormRules`), which watch the steps after it.
+A rate that does not rise (constant, decayed) leaves this rule silent: a
+loss that rises with new data is not the schedule's.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from keras_actloss import findings as F
+from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
+
+_WINDOW = 5
+_LOSS_RISE = 2.0
+_RATE_RISE = 3.0
+_RISE_STEPS = 3
+
+
+class RisingRateRules(RuleFamily):
+    """A rising learning rate that makes training diverge (see the module).
+    Mixed into `HealthRules`; uses `_start`, `_last_rate`, `_rate_change`
+    and its own state, set up by `_reset_rise`."""
+
+    def _reset_rise(self) -> None:
+        # The last steps' losses, the lowest median of them and the step
+        # and rate there, and the steps of the current streak.
+        self._rise_losses: collections.deque = collections.deque(maxlen=_WINDOW)
+        self._rise_low: tuple[float, int, float] | None = None
+        self._rise_streak: list[int] = []
+
+    def _rising(self, new, step: int, loss) -> None:
+        """Judges one step's loss at its learning rate (`_last_rate`)."""
+        rate = self._last_rate
+        if not _finite(loss, rate) or rate <= 0:
+            return
+        losses = self._rise_losses
+        losses.append(loss)
+        if len(losses) < _WINDOW:
+            return
+        level = _median(losses)
+        low = self._rise_low
+        if low is None or level < low[0]:
+            self._rise_low = low = (level, step, rate)
+        began, jump = self._start(), self._rate_change
+        hit = (
+            level >= _LOSS_RISE * low[0]
+            and _finite(began)
+            and level > began
+            and rate >= _RATE_RISE * low[2]
+            and (jump is None or jump[0] <= low[1])
+        )
+        self._rise_streak = self._rise_streak + [step] if hit else []
+        if len(self._rise_streak) < _RISE_STEPS or self._exploded():
+            return
+        lowest, at, then = low
+        message = (
+            f"The loss rose to {level:.3g} (the median of the last {_WINDOW} "
+            f"steps), {level / lowest:.3g}x its lowest ({lowest:.3g}, at step "
+            f"{at}) and over where training began ({began:.3g}), while the "
+            f"learning rate rose {rate / then:.3g}x since then (from {then:.3g} "
+            f"to {rate:.3g}): the schedule raises the rate past what the model "
+            "can take, and training diverges."
+        )
+        fix = (
+            f"Cap the learning rate at about {then:.2g}, where the loss was "
+            "lowest, or lower: end the warm-up or the schedule's rise there "
+            "(in a learning-rate range test, a tenth of the rate where the "
+            "loss was lowest is a safe choice)."
+        )
+        first = self._rise_streak[0]
+        self._add(new, F.EXPLODING_GRADIENTS, None, first, level, message, fix)
