@@ -95,6 +95,12 @@ _ZERO_START_FIX = (
     "the loss is high; and check that the loss is differentiable in the "
     "predictions (no rounding, `argmax`, thresholds or `stop_gradient`)."
 )
+# Vanishing gradients or dead units in a model with a dropout of rate 0.9 or
+# more (`RuleFamily._dropped`).
+_DROPOUT_FIX = (
+    "Lower the dropout rate to 0.1-0.5: `rate` is the share of the inputs "
+    "dropped, not kept."
+)
 # Failures early in a deep ReLU stack whose kernels start under He's scale,
 # the signal shrunk to `_SHRUNK_SIGNAL` or less through them
 # (`RuleFamily._shrunk_start`): 20 layers of 32 units under Keras's default
@@ -657,6 +663,22 @@ class RuleFamily:
                 "where the kernel after them is zero, the likely cause."
             )
             fix = SYMMETRIC_FIX
+        elif self._dropped(mode, severity):
+            dropout = self.extreme_dropout
+            named = _named(tuple(name for name, _ in dropout))
+            rate = max(rate for _, rate in dropout)
+            one = len(dropout) == 1
+            drops, its, it = (
+                ("drops", "its", "it") if one else ("drop", "their", "them")
+            )
+            share = f"{rate:.0%}" if one else f"up to {rate:.0%}"
+            message += (
+                f" The model's dropout {named} {drops} {share} of {its} inputs "
+                "at every training step (told before training as "
+                f"`extreme_dropout`): the layers around {it} learn from almost "
+                "nothing, the likely cause."
+            )
+            fix = _DROPOUT_FIX
         elif self._shrunk_start(mode, step, severity):
             shrink, count = self.relu_shrink
             message += (
@@ -738,6 +760,16 @@ class RuleFamily:
             and severity == F.FAILURE
             and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
             and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+        )
+
+    def _dropped(self, mode: str, severity: str) -> bool:
+        """Whether a failure of vanishing gradients or dead units names the
+        model's dropout layers of a rate of 0.9 or more
+        (`extreme_dropout`) as its cause."""
+        return (
+            bool(self.extreme_dropout)
+            and severity == F.FAILURE
+            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
         )
 
     def _shrunk_start(self, mode: str, step: int, severity: str) -> bool:

@@ -385,6 +385,10 @@ class HealthRules(
         # by the callback): early dead units or vanishing gradients name it
         # (`RuleFamily._add`).
         self.relu_shrink: tuple[float, int] | None = None
+        # `(layer, rate)` of each dropout layer of a rate of 0.9 or more
+        # (`check_model`'s `extreme_dropout`; set by the callback):
+        # vanishing gradients and dead units name them (`RuleFamily._add`).
+        self.extreme_dropout: tuple[tuple[str, float], ...] = ()
         # The model's leading `Rescaling`/`Normalization` layers by name
         # (`_callback_support.preprocessing_note`; set by the callback): the
         # input scale is of the data through them (`StartRules`).

@@ -469,6 +469,34 @@ def test_the_fit_gives_the_rules_the_clipping():
     assert diag._rules.weight_decay == 0.5
 
 
+def test_the_fit_gives_the_rules_what_check_model_names():
+    # A dropout of rate 0.95 (`extreme_dropout`) and a hidden layer whose
+    # kernel starts at zeros, as the next one's, which weighs its units
+    # alike (`symmetric_units`; 'hidden' is weighed by a random kernel):
+    # the rules name them in the failures they lead to; 0.5 is not extreme.
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    m = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="tanh", name="zeros"),
+            keras.layers.Dropout(0.95, name="drop"),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dropout(0.5, name="kept"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    m.get_layer("zeros").kernel.assign(np.zeros((4, 8), "float32"))
+    m.get_layer("hidden").kernel.assign(np.zeros((8, 8), "float32"))
+    m.compile(optimizer="sgd", loss="mse")
+    diag = GradientDiagnostics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
+    assert diag._rules.extreme_dropout == (("drop", pytest.approx(0.95)),)
+    assert diag._rules.symmetric_layers == ("zeros",)
+
+
 @pytest.mark.parametrize(
     "activation, bias, expected",
     [

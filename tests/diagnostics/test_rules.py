@@ -995,6 +995,49 @@ class TestClipping:
         )
 
 
+class TestExtremeDropout:
+    """Vanishing gradients and dead units (failures) in a model with a
+    dropout of rate 0.9 or more (`HealthRules.extreme_dropout`) name it."""
+
+    def _found(self, dropout, mode=F.VANISHING_GRADIENTS, severity=F.FAILURE):
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.extreme_dropout = dropout
+        found = []
+        rules._add(found, mode, "dense_0", 16, 0.0, "m.", severity=severity)
+        return found[0]
+
+    def test_one(self):
+        finding = self._found((("dropout", 0.99),))
+        assert finding.fix == rule_support._DROPOUT_FIX
+        assert finding.message == (
+            "m. The model's dropout layer 'dropout' drops 99% of its inputs at "
+            "every training step (told before training as `extreme_dropout`): "
+            "the layers around it learn from almost nothing, the likely cause."
+        )
+
+    def test_several(self):
+        finding = self._found((("d1", 0.9), ("d2", 0.95)), mode=F.DEAD_RELU)
+        assert finding.message == (
+            "m. The model's dropout layers 'd1' and 'd2' drop up to 95% of their "
+            "inputs at every training step (told before training as "
+            "`extreme_dropout`): the layers around them learn from almost "
+            "nothing, the likely cause."
+        )
+
+    @pytest.mark.parametrize(
+        "dropout, mode, severity",
+        [
+            ((), F.VANISHING_GRADIENTS, F.FAILURE),
+            ((("dropout", 0.99),), F.EXPLODING_GRADIENTS, F.FAILURE),
+            ((("dropout", 0.99),), F.DEAD_RELU, F.WARNING),
+        ],
+    )
+    def test_not_named(self, dropout, mode, severity):
+        finding = self._found(dropout, mode, severity)
+        assert finding.message == "m."
+        assert finding.fix == FIXES[mode]
+
+
 class TestShrunkStart:
     """Early dead units or vanishing gradients in a deep ReLU stack whose
     kernels start under He's scale (`HealthRules.relu_shrink`) name it."""
