@@ -372,7 +372,9 @@ class GradientDiagnostics(
       reported as above; as a warning where they are at most two thirds of
       the layer and, but for fewer than a quarter of its units, were
       inactive on the first recorded batch already (initialisation left
-      them off; the layer learns through the rest), or where the layer is
+      them off; the layer learns through the rest; told once they stayed
+      so over 32 steps: the first batches of an unshuffled series are one
+      stretch of the data), or where the layer is
       fed by a global average pooling, they are at most two thirds of it
       and the learning rate is unchanged (rare units there look dead on a
       window).

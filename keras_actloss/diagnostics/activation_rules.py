@@ -143,6 +143,12 @@ _KILLED_SHARE = 0.25
 # ...and of at most this share of the layer's units: with more dead (14 of
 # 16 units behind a bias of -100, the loss level) the layer has too few left.
 _OFF_SHARE = 2 / 3
+# ...told once they stayed so over this many steps (a warning: no rush):
+# the first batches of an unshuffled series are one stretch of it, which
+# can keep units off that the rest of the data turns on (a Conv1D of 16
+# units before an LSTM: 8 off on the first 128 contiguous windows, active
+# on 76% of the 3000 of the training set).
+_OFF_STEPS = 32
 # Part of a layer fed by a global average pooling found dead (`_averaged_off`):
 # a warning. Probed (the Keras text-classification tutorial's shape,
 # Embedding -> GlobalAveragePooling1D -> Dense(16, relu), and wider
@@ -172,6 +178,12 @@ _COLLAPSE_FIX = (
     "rather than `L2(10)`) or loosen its kernel constraint (a `MaxNorm` of "
     "about 1-5), so that the data's gradient can keep the weights away from "
     "0; then, if units still die, use Leaky ReLU (or ELU)."
+)
+# Dead units of a gate's layer, a warning (`ActivationRules._judge_dead`):
+# the model learns around them; the rate is not the point.
+_GATE_FIX = (
+    "If the gate needs these units: use Leaky ReLU (or ELU) in its layer, so "
+    "that they pass a gradient while inactive."
 )
 _OFF_FROM_START_FIX = (
     "If the layer needs these units: use Leaky ReLU (or ELU), or add batch "
@@ -698,6 +710,8 @@ class ActivationRules(RuleFamily):
                         "learns through its other units."
                     )
                     fix, severity = _OFF_FROM_START_FIX, F.WARNING
+                    if step - start + 1 < _OFF_STEPS:
+                        return  # Judged again at the next recording.
                 penalty = self.activity_regularizers.get(layer)
                 if penalty is not None and severity == F.FAILURE:
                     # A sparse autoencoder's code under L1 3e-2: every unit
@@ -723,6 +737,8 @@ class ActivationRules(RuleFamily):
                     "from): the model learns through that path around it."
                 )
                 severity = F.WARNING
+                if fix is None:
+                    fix = _GATE_FIX
             self._add(new, F.DEAD_RELU, layer, start, dead, message, fix, severity)
 
     def _averaged_off(self, layer: str, dead: float) -> bool:

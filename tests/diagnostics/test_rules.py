@@ -5478,6 +5478,7 @@ class TestDeadRelu:
             "multiplying, at 'se', the path they are computed from): the model "
             "learns through that path around it."
         )
+        assert kept[0].fix == activation_rules._GATE_FIX
 
     def test_dead_hard_silu_units_are_not_called_relu(self):
         # The same with hard SiLU layers (exactly 0 below -3). Probed: hard
@@ -5705,10 +5706,14 @@ class TestDeadRelu:
         # (the streak from step 0); with the model fitting, never.
         assert run_from_start([0, 5], level) == [(F.DEAD_RELU, "dense_1", 0, 64)]
         assert run_from_start([0, 5], fitting, steps=200) == []
-        # Two of four units, or the whole layer: dead from the start,
-        # reported at step 4 (4 batches of 32, over 5 steps).
+        # The whole layer: dead from the start, reported at step 4 (4
+        # batches of 32, over 5 steps); two of four units, off from the
+        # start (a warning), once they stayed so over 32 steps
+        # (`_OFF_STEPS`), at step 31.
         expected = [(F.DEAD_RELU, "dense_1", 0, 4)]
-        assert run_from_start([0, 0, 5, 5], fitting) == expected
+        assert run_from_start([0, 0, 5, 5], fitting) == [
+            (F.DEAD_RELU, "dense_1", 0, 31)
+        ]
         assert run_from_start([0], fitting) == expected
 
         def halved(step):
@@ -5806,8 +5811,10 @@ class TestDeadRelu:
         "first, later, severity, reported",
         [
             # 2 of 4 inactive from the first batch, no more since: a warning
-            # (a head on pooled features, a squeeze-excitation reduction).
-            ([0, 0, 5, 5], [0, 0, 5, 5], F.WARNING, 4),
+            # (a head on pooled features, a squeeze-excitation reduction),
+            # once they stayed so over 32 steps (`_OFF_STEPS`: the first
+            # batches of an unshuffled series are not the data's), at 31.
+            ([0, 0, 5, 5], [0, 0, 5, 5], F.WARNING, 31),
             # 3 of 4 (over two thirds): too few left, a failure.
             ([0, 0, 0, 5], [0, 0, 0, 5], F.FAILURE, 4),
             # 1 of 4 at first, 3 of 4 later: training killed 2 (a quarter or
@@ -5950,17 +5957,18 @@ class TestDeadRelu:
         assert found[0].fix == FIXES[F.DEAD_RELU]
 
     def test_dead_units_with_rarely_active_ones_silent_too(self):
-        # Recordings at steps 1000-1030: dense_1's units 0-2 inactive on
+        # Recordings at steps 1000-1031: dense_1's units 0-2 inactive on
         # their 128 samples (`ACTIVITY`), unit 3 active. Unit 0 passed a
-        # gradient back on 5% of its steps, last at step 996: silent 35
-        # steps is likely chance (0.95^35 = 0.17 >= `_RARE_CHANCE`), so it
+        # gradient back on 5% of its steps, last at step 996: silent 36
+        # steps is likely chance (0.95^36 = 0.16 >= `_RARE_CHANCE`), so it
         # is not counted dead; the message says all three output zero, two
-        # counted dead.
-        flow = ([996, -1, -1, 1030], [0.05, 0.0, 0.0, 1.0], [996, 0, 0, 1031])
-        finding = half_dead_by_flow((1000, 1010, 1020, 1030), flow)
+        # counted dead. (Off from the first recording: a warning, told once
+        # the window spans 32 steps, `_OFF_STEPS`.)
+        flow = ([996, -1, -1, 1031], [0.05, 0.0, 0.0, 1.0], [996, 0, 0, 1032])
+        finding = half_dead_by_flow((1000, 1010, 1020, 1031), flow)
         assert finding.message.startswith(
             "75% of the units of layer 'dense_1' output zero for every one of "
-            "the 128 samples of the last 4 recorded batches (steps 1000-1030; "
+            "the 128 samples of the last 4 recorded batches (steps 1000-1031; "
             "50% counted dead, the others were active on few batches before "
             "and may be silent by chance)"
         )
@@ -5968,19 +5976,19 @@ class TestDeadRelu:
     def test_dead_units_by_their_gradients_between_recordings(self):
         # As above, with every step's gradients of dense_1's units
         # (`unit_flow`: last step with one, share, history): unit 1 passed
-        # a gradient back at step 2, inside the window (steps 0-30): active.
+        # a gradient back at step 2, inside the window (steps 0-31): active.
         # Units 0 and 2 never: dead, half the layer.
-        flow = ([-1, 2, -1, 30], [0.0, 1.0, 0.0, 1.0], [0, 3, 0, 31])
-        finding = half_dead_by_flow((0, 10, 20, 30), flow)
+        flow = ([-1, 2, -1, 31], [0.0, 1.0, 0.0, 1.0], [0, 3, 0, 32])
+        finding = half_dead_by_flow((0, 10, 20, 31), flow)
         assert finding.message.startswith(
             "50% of the units of layer 'dense_1' output zero for every one of "
-            "the 128 samples of the last 4 recorded batches (steps 0-30) and "
+            "the 128 samples of the last 4 recorded batches (steps 0-31) and "
             "passed no gradient back on any step between: these ReLU units are "
             "dead"
         )
         # Unit 0 active at step 25 too: a quarter of the layer, not told.
-        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 30))
-        seq[-1].layers[1].unit_flow = ([25, 2, -1, 30], *flow[1:])
+        rules, seq = dead_run(ACTIVITY, (0, 10, 20, 31))
+        seq[-1].layers[1].unit_flow = ([25, 2, -1, 31], *flow[1:])
         assert run(rules, seq) == []
 
     def test_one_recording_per_execution(self):
@@ -6093,8 +6101,9 @@ class TestDeadRelu:
         assert run(rules, seq([0.0] * 5)) == []
 
     def test_dead_fraction_at_the_threshold(self):
-        # 2 of 4 units = 0.5 >= dead_fraction 0.5.
-        rules, seq = dead_run(([5, 9, 0, 0], [1, 1, 1, 1]), (0, 10, 20, 30))
+        # 2 of 4 units = 0.5 >= dead_fraction 0.5 (off from the first
+        # recording: a warning, told once the window spans 32 steps).
+        rules, seq = dead_run(([5, 9, 0, 0], [1, 1, 1, 1]), (0, 10, 20, 31))
         found = run(rules, seq)
         assert modes(found) == [(F.DEAD_RELU, "dense_0", 0)]
         assert found[0].value == 0.5
