@@ -44,8 +44,11 @@ class RisingRateRules(RuleFamily):
         self._rise_low: tuple[float, int, float] | None = None
         self._rise_streak: list[int] = []
 
-    def _rising(self, new, step: int, loss) -> None:
-        """Judges one step's loss at its learning rate (`_last_rate`)."""
+    def _rise_step(self, step: int, loss) -> None:
+        """Notes one step's loss at its learning rate (`_last_rate`): the
+        lowest median and the streak. Every step, quiet ones included
+        (`observe_quiet`); while a streak runs, `alarm_bounds` has the
+        next steps judged one by one (`_rising`)."""
         rate = self._last_rate
         if not _finite(loss, rate) or rate <= 0:
             return
@@ -65,10 +68,20 @@ class RisingRateRules(RuleFamily):
             and rate >= _RATE_RISE * low[2]
             and (jump is None or jump[0] <= low[1])
         )
-        self._rise_streak = self._rise_streak + [step] if hit else []
+        if not hit:
+            self._rise_streak = []
+        elif len(self._rise_streak) < _RISE_STEPS:
+            self._rise_streak.append(step)
+
+    def _rising(self, new, step: int, loss) -> None:
+        """Judges one step's loss (`_rise_step`); reports a streak of
+        `_RISE_STEPS`."""
+        self._rise_step(step, loss)
         if len(self._rise_streak) < _RISE_STEPS or self._exploded():
             return
-        lowest, at, then = low
+        level, began = _median(self._rise_losses), self._start()
+        lowest, at, then = self._rise_low
+        rate = self._last_rate
         message = (
             f"The loss rose to {level:.3g} (the median of the last {_WINDOW} "
             f"steps), {level / lowest:.3g}x its lowest ({lowest:.3g}, at step "

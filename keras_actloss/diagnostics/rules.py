@@ -580,6 +580,7 @@ class HealthRules(
             self._note_start(step, norm, loss)
             self._zero_streak(step, norm, loss)
             self._climb_step(step, norm, loss)  # Judged with the next step.
+            self._rise_step(step, loss)
             self._last_steps.append((step, norm, loss))
             self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)

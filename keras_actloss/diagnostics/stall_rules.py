@@ -136,8 +136,7 @@ class StallRules(RuleFamily):
             f"norm ({count} recordings in a row, steps {start}-{stats.step}), "
             "against about 1e-3 in healthy training, while the loss stays at "
             f"{loss:.3g} ({_median(self._early_losses):.3g} in the first "
-            "steps): the steps "
-            "are too small to move the weights"
+            "steps): the steps are too small to move the weights"
         )
         if clipped:
             name, value = clip

@@ -174,7 +174,7 @@ class NormRules(RuleFamily):
         early, recent = self._norms.early(), self._norms.recent()
         if early is None or recent is None or self._broken():
             return (0.0,) * 7
-        if self._watch or self._spike or self._climb:
+        if self._watch or self._spike or self._climb or self._rise_streak:
             return (0.0,) * 7  # Their steps' losses are watched.
         # `jump_factor` times the recent median: the steps after such a norm
         # are watched (`_spike_thrown`); a jump over every recent norm is

@@ -92,3 +92,19 @@ def test_a_model_that_never_learned():
     # Its lowest median 1.4 (from step 12): 1.6 is over where training
     # began, but not 2 x 1.4 = 2.8.
     assert run([1.5] * 10 + [1.4] * 20 + [1.6] * 10) == []
+
+
+def test_quiet_steps_count_and_open_the_bounds():
+    # Steps 0-32 taken in as quiet (within the alarm bounds, `observe_quiet`):
+    # the streak starts at 32, after which every step is judged one by one
+    # (`alarm_bounds` all 0); steps 33 and 34 complete it, reported at 34.
+    rules = HealthRules(LAYERS)
+    rules.observe_quiet([(s, 1.0, rate(s), DIVERGING[s]) for s in range(32)])
+    assert rules.alarm_bounds() != (0.0,) * 7
+    rules.observe_quiet([(32, 1.0, rate(32), DIVERGING[32])])
+    assert rules.alarm_bounds() == (0.0,) * 7
+    found = []
+    for step in (33, 34):
+        event = SentinelEvent(step, 1.0, False, None, rate(step), DIVERGING[step])
+        found += [(f.mode, f.step, step) for f in rules.observe_step(event)]
+    assert found == [(F.EXPLODING_GRADIENTS, 32, 34)]
