@@ -464,9 +464,10 @@ def kernel_scales(plans, mean_squares, recurrences=None) -> list[tuple] | None:
     of two axes or more, embeddings aside) by their RMS over He's scale
     (`sqrt(2 / fan_in)`, which keeps a ReLU layer's signal at its inputs'
     scale): `(layer name, factor, relu)` each, `relu` whether the layer
-    applies a ReLU without a cap after it (`rules._floored`). None where a kernel is not
-    finite. `mean_squares`: the hooks' (`TrainHooks.mean_squares`), the
-    kernels' mean squares as floats, read where the kernels are.
+    applies a ReLU without a cap after it (`rules._floored`). None where
+    a kernel is not finite. `mean_squares`: the hooks'
+    (`TrainHooks.mean_squares`), the kernels' mean squares as floats, read
+    where the kernels are.
 
     The recurrent kernel of a cell in `recurrences`
     (`layer_checks.unbounded_recurrences`: `{id(cell): time steps}`)

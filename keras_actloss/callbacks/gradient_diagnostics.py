@@ -257,12 +257,12 @@ class GradientDiagnostics(
       weights blew up, as a recurrent kernel's gain over 60 time steps
       does, and the model learnt nothing; named after the recurrent layer
       when it has the largest gradients then).
-      After 3 steps in a row whose median loss over the last 5 steps is
-      2x its lowest or more and over where training began, the learning
-      rate 3x what it was at that lowest or more: a schedule that raises
-      the rate until training diverges (a warm-up to a peak too high, an
-      exponential range test), named with the rate where the loss was
-      lowest.
+      On 3 of 5 steps whose median loss over the last 5 steps is 2x its
+      lowest or more and halfway back to where training began, the
+      learning rate 3x its first and 1.5x what it was at that lowest or
+      more (no 10x jump since): a schedule that raises the rate until
+      training diverges (a warm-up to a peak too high, an exponential
+      range test), named with the rate where the loss was lowest.
       Not while a jump of the norm that came with its batch (10x, the loss
       3x, from the recent level, no learning-rate jump before it) stays up
       and every update recorded since moved the weights by under 5% of

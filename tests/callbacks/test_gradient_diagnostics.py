@@ -2619,3 +2619,76 @@ def test_a_suspicious_recording_starts_a_noisy_burst(data, monkeypatch, suspecte
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diag])
     # With the batch size of the recording that asked.
     assert ((3, True, "suspected", 8) in bursts) == (suspected_at == 2)
+
+
+class _RisingRate(keras.optimizers.schedules.LearningRateSchedule):
+    """`1e-3 * 1.05**step`: an exponential range test."""
+
+    def __call__(self, step):
+        return 1e-3 * keras.ops.power(1.05, keras.ops.cast(step, "float32"))
+
+    def get_config(self):
+        return {}
+
+
+class _BatchLosses(keras.callbacks.Callback):
+    """Each step's own loss, from Keras's running mean over the epoch
+    (`k * mean_k - (k - 1) * mean_(k-1)`), and the findings of `diag` new
+    after each step, with the step."""
+
+    def __init__(self, diag):
+        super().__init__()
+        self.diag, self.losses, self.reported, self._mean = diag, [], [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._mean = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = logs["loss"]
+        self.losses.append((batch + 1) * mean - batch * self._mean)
+        self._mean = mean
+        step = len(self.losses) - 1
+        self.reported += [(f, step) for f in self.diag.findings[len(self.reported) :]]
+
+
+def test_a_rate_that_rises_until_the_loss_does_is_told_in_time(rng):
+    # A 2x64 ReLU classifier under SGD at 1e-3 * 1.05**step: it learns,
+    # then the loss climbs back as the rate grows, in swings (a first
+    # doubling can pass). Measured here from the batch losses: the first
+    # step (from 20) whose median of the last 5 losses is 2x the lowest
+    # such median before it, and the first from which the next 5 medians
+    # all are (the divergence for good). The rising-rate finding comes not
+    # before the first, within 10 steps of the second, naming the
+    # schedule. Most of those steps are quiet ones (`observe_quiet`), which
+    # feed the rule too.
+    x = rng.normal(size=(2048, 20)).astype("float32")
+    y = np.argmax(np.tanh(x @ rng.normal(size=(20, 4))), axis=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(_RisingRate()), "sparse_categorical_crossentropy"
+    )
+    diag = GradientDiagnostics()
+    losses = _BatchLosses(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[diag, losses])
+    medians = [np.median(losses.losses[max(0, i - 4) : i + 1]) for i in range(192)]
+    doubled = [i for i in range(20, 187) if medians[i] > 2 * min(medians[4:i])]
+    held = next(
+        i for i in doubled if all(m > 2 * min(medians[4:i]) for m in medians[i : i + 5])
+    )
+    finding, reported = next(
+        (f, s) for f, s in losses.reported if f.severity == "failure"
+    )
+    assert finding.mode == EXPLODING_GRADIENTS
+    assert finding.message.startswith("The loss rose to")
+    assert "the schedule raises the rate" in finding.message
+    assert doubled[0] <= reported <= held + 10, (doubled[0], held, reported)

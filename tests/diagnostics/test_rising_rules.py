@@ -32,7 +32,9 @@ def run(losses, rates=rate):
 
 # 10 steps at 1.5, 20 at 0.7 (the median of the last 5 first 0.7 at step
 # 12), then 1.6: the median 1.6 from step 32 (0.7, 0.7, 1.6, 1.6, 1.6), over
-# 2 x 0.7 = 1.4 and over 1.5, at a rate 1.1^20 = 6.7x that of step 12.
+# 2 x 0.7 = 1.4 and over 0.7 + 0.5 x (1.5 - 0.7) = 1.1 (half of what was
+# learned undone), at a rate 1.1^20 = 6.7x that of step 12 and 1.1^32 = 21x
+# the first.
 DIVERGING = [1.5] * 10 + [0.7] * 20 + [1.6] * 10
 
 
@@ -50,8 +52,8 @@ def test_a_rate_that_rises_until_the_loss_does():
     # the median 1.6 / 0.7 = 2.29x its lowest.
     assert finding.message == (
         "The loss rose to 1.6 (the median of the last 5 steps), 2.29x its "
-        "lowest (0.7, at step 12) and over where training began (1.5), while "
-        "the learning rate rose 8.14x since then (from 0.0314 to 0.255): the "
+        "lowest (0.7, at step 12; 1.5 where training began), while the "
+        "learning rate rose 8.14x since then (from 0.0314 to 0.255): the "
         "schedule raises the rate past what the model can take, and training "
         "diverges."
     )
@@ -67,10 +69,21 @@ def test_a_constant_rate():
     assert run(DIVERGING, rates=lambda step: 0.01) == []
 
 
-def test_a_rate_risen_less_than_3x():
-    # From step 12 the rate rises 1.03x a step: 1.03^27 = 2.22x by step 39.
-    rates = lambda step: rate(min(step, 12)) * 1.03 ** max(step - 12, 0)  # noqa: E731
+def test_a_rate_little_risen_since_the_lowest():
+    # From step 12 the rate rises 1.01x a step: 1.01^27 = 1.31x by step 39,
+    # under 1.5x (`_STILL_RISING`).
+    rates = lambda step: rate(min(step, 12)) * 1.01 ** max(step - 12, 0)  # noqa: E731
     assert run(DIVERGING, rates=rates) == []
+
+
+def test_a_rate_under_3x_its_first():
+    # The rate at 0.01 to step 25, then 1.1x a step: 1.1^14 = 3.8x by step
+    # 39, over 1.5x that of the lowest (step 12) from step 30 (1.1^5 = 1.6),
+    # but 3x the first only from step 37 (1.1^12 = 3.1): the streak from
+    # 37, reported at 39.
+    rates = lambda step: 0.01 * 1.1 ** max(step - 25, 0)  # noqa: E731
+    found = run(DIVERGING, rates=rates)
+    assert [(f.step, at) for f, at in found] == [(37, 39)]
 
 
 def test_a_rate_that_jumped_is_the_jump_rules():
@@ -82,10 +95,12 @@ def test_a_rate_that_jumped_is_the_jump_rules():
     )
 
 
-def test_a_loss_under_where_training_began():
-    # A warm restart: the loss back up 2x its lowest (1.45 = 2.07 x 0.7) but
-    # under the 1.5 of the first step.
-    assert run([1.5] * 10 + [0.7] * 20 + [1.45] * 10) == []
+@pytest.mark.parametrize("late, reported", [(0.5, False), (0.9, True)])
+def test_half_of_what_was_learned_undone(late, reported):
+    # The lowest 0.2, the first step 1.5: halfway back is 0.85. A loss of
+    # 0.5 (2.5x the lowest) is a warm restart's bump; 0.9 undid more.
+    found = run([1.5] * 10 + [0.2] * 20 + [late] * 10)
+    assert [(f.step, at) for f, at in found] == ([(32, 34)] if reported else [])
 
 
 def test_a_model_that_never_learned():
