@@ -45,7 +45,7 @@ import numpy as np
 from keras_actloss import activations
 from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
-from keras_actloss.diagnostics.rule_support import SYMMETRIC_FIX
+from keras_actloss.diagnostics.rule_support import CONSTANT_NORM_FIX, SYMMETRIC_FIX
 from keras_actloss.findings import FAILURE, WARNING, Finding
 from keras_actloss.losses.validation import concrete_values
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
@@ -486,9 +486,7 @@ def constant_normalizations(model: keras.Model) -> list[Finding]:
                 "subtracts that value's own mean, so it outputs its offset "
                 "(beta) whatever the input, the layers after it see a constant, "
                 "and no gradient passes back through it.",
-                "Normalize over an axis with several features (project a "
-                "single channel to several first, e.g. a Dense or Conv1D), or "
-                "leave out the normalization of a one-feature axis.",
+                CONSTANT_NORM_FIX,
                 severity=FAILURE,
             )
         )

@@ -25,7 +25,11 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
-from keras_actloss.advisor.layer_checks import EXTREME_DROPOUT, SYMMETRIC_UNITS
+from keras_actloss.advisor.layer_checks import (
+    CONSTANT_NORMALIZATION,
+    EXTREME_DROPOUT,
+    SYMMETRIC_UNITS,
+)
 from keras_actloss.callbacks._callback_support import _is_chief
 from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs import events, tags
@@ -83,6 +87,9 @@ class Reporting:
             )
             self._rules.extreme_dropout = tuple(
                 (f.layer, f.value) for f in found if f.mode == EXTREME_DROPOUT
+            )
+            self._rules.constant_norms = tuple(
+                f.layer for f in found if f.mode == CONSTANT_NORMALIZATION
             )
             self._handle(self._unseen(found))
 

@@ -276,7 +276,9 @@ class GradientDiagnostics(
       gradient or dead units name it, with a lower `weight_decay` for fix.
       Dead units or vanishing gradients (failures) in a model with a
       dropout layer of rate 0.9 or more (`check_model`'s `extreme_dropout`)
-      name it, with a lower rate for fix.
+      name it, with a lower rate for fix; in one with a layer
+      normalization over a single value (`constant_normalization`), that
+      normalization, with its fix.
       Dead units or vanishing gradients (failures) within 20 steps of the
       first, in a model without a normalization layer whose ReLU layers'
       kernels start under He's scale so far that the signal shrinks to

@@ -95,6 +95,14 @@ _ZERO_START_FIX = (
     "the loss is high; and check that the loss is differentiable in the "
     "predictions (no rounding, `argmax`, thresholds or `stop_gradient`)."
 )
+# A `LayerNormalization` over axes of size 1 (`check_model`'s
+# `constant_normalization`), and the failures after it
+# (`RuleFamily._normalized_away`).
+CONSTANT_NORM_FIX = (
+    "Normalize over an axis with several features (project a single channel "
+    "to several first, e.g. a Dense or Conv1D), or leave out the "
+    "normalization of a one-feature axis."
+)
 # Vanishing gradients or dead units in a model with a dropout of rate 0.9 or
 # more (`RuleFamily._dropped`).
 _DROPOUT_FIX = (
@@ -663,6 +671,17 @@ class RuleFamily:
                 "where the kernel after them is zero, the likely cause."
             )
             fix = SYMMETRIC_FIX
+        elif self._normalized_away(mode, severity):
+            norms = self.constant_norms
+            one = len(norms) == 1
+            verb, it = ("normalizes", "it") if one else ("normalize", "them")
+            message += (
+                f" The model's {_named(norms)} {verb} over a single value (told "
+                "before training as `constant_normalization`): each outputs its "
+                f"offset whatever the input, so the layers after {it} see a "
+                "constant, the likely cause."
+            )
+            fix = CONSTANT_NORM_FIX
         elif self._dropped(mode, severity):
             dropout = self.extreme_dropout
             named = _named(tuple(name for name, _ in dropout))
@@ -760,6 +779,16 @@ class RuleFamily:
             and severity == F.FAILURE
             and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
             and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+        )
+
+    def _normalized_away(self, mode: str, severity: str) -> bool:
+        """Whether a failure of vanishing gradients or dead units names the
+        model's layer normalizations over a single value
+        (`constant_norms`) as its cause."""
+        return (
+            bool(self.constant_norms)
+            and severity == F.FAILURE
+            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
         )
 
     def _dropped(self, mode: str, severity: str) -> bool:

@@ -389,6 +389,10 @@ class HealthRules(
         # (`check_model`'s `extreme_dropout`; set by the callback):
         # vanishing gradients and dead units name them (`RuleFamily._add`).
         self.extreme_dropout: tuple[tuple[str, float], ...] = ()
+        # The layer normalizations over a single value (`check_model`'s
+        # `constant_normalization`; set by the callback): vanishing
+        # gradients and dead units name them (`RuleFamily._add`).
+        self.constant_norms: tuple[str, ...] = ()
         # The model's leading `Rescaling`/`Normalization` layers by name
         # (`_callback_support.preprocessing_note`; set by the callback): the
         # input scale is of the data through them (`StartRules`).

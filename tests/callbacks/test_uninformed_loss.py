@@ -495,6 +495,25 @@ def test_the_fit_gives_the_rules_what_check_model_names():
         m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
     assert diag._rules.extreme_dropout == (("drop", pytest.approx(0.95)),)
     assert diag._rules.symmetric_layers == ("zeros",)
+    assert diag._rules.constant_norms == ()
+
+
+def test_the_fit_gives_the_rules_its_constant_normalizations():
+    # A LayerNormalization over the one channel of a sequence
+    # (`constant_normalization`), and one over 4 channels.
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    inputs = keras.Input((5, 1))
+    x = keras.layers.LayerNormalization(name="one")(inputs)
+    x = keras.layers.Conv1D(4, 1, activation="relu")(x)
+    x = keras.layers.LayerNormalization(name="four")(x)
+    m = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    m.compile(optimizer="sgd", loss="mse")
+    diag = GradientDiagnostics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(np.ones((8, 5, 1)), np.ones((8, 1)), callbacks=[diag], verbose=0)
+    assert diag._rules.constant_norms == ("one",)
 
 
 @pytest.mark.parametrize(

@@ -1038,6 +1038,32 @@ class TestExtremeDropout:
         assert finding.fix == FIXES[mode]
 
 
+class TestConstantNormalization:
+    """Vanishing gradients and dead units (failures) in a model with a layer
+    normalization over a single value (`HealthRules.constant_norms`) name
+    it: the keras.io timeseries Transformer on one channel, its
+    feed-forward Conv1D ReLU units dead from step 0 (told as "use Leaky
+    ReLU, lower the learning rate", neither of which helps)."""
+
+    @pytest.mark.parametrize(
+        "norms, named",
+        [
+            (("ln_a0",), "layer 'ln_a0' normalizes over a single value"),
+            (("ln_a0", "ln_f0"), "layers 'ln_a0' and 'ln_f0' normalize over a"),
+        ],
+    )
+    def test_named(self, norms, named):
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.constant_norms = norms
+        found = []
+        rules._add(found, F.DEAD_RELU, "dense_0", 0, 1.0, "m.")
+        assert found[0].fix == rule_support.CONSTANT_NORM_FIX
+        assert found[0].message.startswith(f"m. The model's {named}")
+        found = []
+        rules._add(found, F.DEAD_RELU, "dense_1", 0, 0.5, "m.", severity=F.WARNING)
+        assert (found[0].message, found[0].fix) == ("m.", FIXES[F.DEAD_RELU])
+
+
 class TestShrunkStart:
     """Early dead units or vanishing gradients in a deep ReLU stack whose
     kernels start under He's scale (`HealthRules.relu_shrink`) name it."""
