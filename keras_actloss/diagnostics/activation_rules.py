@@ -24,6 +24,7 @@ from keras_actloss.diagnostics.rule_support import (
     _ATTENTION_FIX,
     _FLAT_TAIL_FIX,
     _JUMP_FIX,
+    _RAW_INPUTS,
     _RAW_SATURATION_FIX,
     _START_SAMPLES,
     _THROWN_SATURATION_FIX,
@@ -704,12 +705,28 @@ class ActivationRules(RuleFamily):
                     message += (
                         f" {inactive} of its {units} units were inactive on the "
                         "first recorded batch already, before any update: "
-                        "initialisation left them off (as it often does where "
-                        "a layer's inputs barely differ between samples, such "
-                        "as features pooled over an image), and the layer "
-                        "learns through its other units."
                     )
                     fix, severity = _OFF_FROM_START_FIX, F.WARNING
+                    scale = self._input_scale
+                    if (
+                        _finite(scale)
+                        and scale >= _RAW_INPUTS
+                        and not self._looked_up()
+                    ):
+                        # Probed (JAX): a tabular model fed raw incomes.
+                        message += (
+                            "the inputs, far from unit scale (a feature's mean "
+                            f"or spread is {scale:.3g}), left them off, and the "
+                            "layer learns through its other units."
+                        )
+                        fix = FIXES[F.UNSTANDARDIZED_INPUTS]
+                    else:
+                        message += (
+                            "initialisation left them off (as it often does "
+                            "where a layer's inputs barely differ between "
+                            "samples, such as features pooled over an image), "
+                            "and the layer learns through its other units."
+                        )
                     if step - start + 1 < _OFF_STEPS:
                         return  # Judged again at the next recording.
                 penalty = self.activity_regularizers.get(layer)

@@ -5889,6 +5889,40 @@ class TestDeadRelu:
             assert "initialisation left them off" not in finding.message
             assert finding.fix == FIXES[F.DEAD_RELU]
 
+    @pytest.mark.parametrize("scale, raw", [(4e4, True), (9.0, False)])
+    def test_units_off_from_the_start_under_raw_inputs(self, scale, raw):
+        # As `half_from_start`, the inputs' largest feature mean or spread
+        # 4e4 (probed on JAX: a tabular model fed raw incomes, told
+        # "initialisation left them off"): the inputs are named, with their
+        # fix; at 9 (under `_RAW_INPUTS`, 10) initialisation is.
+        found = []
+        rules = HealthRules(mlp(["relu", "relu"]))
+        for s in range(40):
+            items = [
+                event(s, 1.0, loss=1.0),
+                recording(
+                    s,
+                    RELU_RMS[:3],
+                    loss=1.0,
+                    batch_size=32,
+                    input_scale=scale,
+                    unit_activity=[[1] * 4, [0, 0, 5, 5], None],
+                ),
+            ]
+            found += [(f, s) for f in run(rules, items)]
+        dead = [(f, s) for f, s in found if f.mode == F.DEAD_RELU]
+        ((finding, at),) = dead
+        assert (finding.severity, at) == (F.WARNING, 31)
+        inputs = (
+            "the inputs, far from unit scale (a feature's mean or spread is "
+            "4e+04), left them off, and the layer learns through its other units."
+        )
+        assert finding.message.endswith(inputs) == raw
+        assert ("initialisation left them off" in finding.message) == (not raw)
+        unstandardized = FIXES[F.UNSTANDARDIZED_INPUTS]
+        off = activation_rules._OFF_FROM_START_FIX
+        assert finding.fix == (unstandardized if raw else off)
+
     @pytest.mark.parametrize(
         "later, averaged, rates, severity",
         [
