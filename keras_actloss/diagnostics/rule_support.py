@@ -96,15 +96,14 @@ _ZERO_START_FIX = (
     "predictions (no rounding, `argmax`, thresholds or `stop_gradient`)."
 )
 # A `LayerNormalization` over axes of size 1 (`check_model`'s
-# `constant_normalization`), and the failures after it
-# (`RuleFamily._normalized_away`).
+# `constant_normalization`), and the failures after it (`RuleFamily._add`).
 CONSTANT_NORM_FIX = (
     "Normalize over an axis with several features (project a single channel "
     "to several first, e.g. a Dense or Conv1D), or leave out the "
     "normalization of a one-feature axis."
 )
 # Vanishing gradients or dead units in a model with a dropout of rate 0.9 or
-# more (`RuleFamily._dropped`).
+# more (`RuleFamily._add`).
 _DROPOUT_FIX = (
     "Lower the dropout rate to 0.1-0.5: `rate` is the share of the inputs "
     "dropped, not kept."
@@ -671,7 +670,7 @@ class RuleFamily:
                 "where the kernel after them is zero, the likely cause."
             )
             fix = SYMMETRIC_FIX
-        elif self._normalized_away(mode, severity):
+        elif self.constant_norms and self._set_up_cause(mode, severity):
             norms = self.constant_norms
             one = len(norms) == 1
             verb, it = ("normalizes", "it") if one else ("normalize", "them")
@@ -682,7 +681,7 @@ class RuleFamily:
                 "constant, the likely cause."
             )
             fix = CONSTANT_NORM_FIX
-        elif self._dropped(mode, severity):
+        elif self.extreme_dropout and self._set_up_cause(mode, severity):
             dropout = self.extreme_dropout
             named = _named(tuple(name for name, _ in dropout))
             rate = max(rate for _, rate in dropout)
@@ -769,52 +768,35 @@ class RuleFamily:
                 head = head[:comma] + f" {joint.strip(', ')} " + head[comma + 2 :]
         return head + tail
 
-    def _symmetric(self, mode: str, step: int, severity: str) -> bool:
-        """Whether a failure of vanishing gradients or dead units that
-        begins within `_EXPLOSION_STEPS` of the first step names the layers
-        whose units started identical (`symmetric_layers`) as its cause."""
+    def _set_up_cause(self, mode: str, severity: str, step: int | None = None) -> bool:
+        """Whether a finding can be named after a cause in how the model was
+        set up (`_add`: layers whose units started identical, a dropout or
+        normalization `check_model` told, kernels under He's scale): a
+        failure of vanishing gradients or dead units, and with `step`, one
+        that begins within `_EXPLOSION_STEPS` of the first step."""
         first = self._norms.first
         return (
-            bool(self.symmetric_layers)
-            and severity == F.FAILURE
+            severity == F.FAILURE
             and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
-            and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+            and (step is None or first is None or step <= first[0] + _EXPLOSION_STEPS)
         )
 
-    def _normalized_away(self, mode: str, severity: str) -> bool:
-        """Whether a failure of vanishing gradients or dead units names the
-        model's layer normalizations over a single value
-        (`constant_norms`) as its cause."""
-        return (
-            bool(self.constant_norms)
-            and severity == F.FAILURE
-            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
-        )
-
-    def _dropped(self, mode: str, severity: str) -> bool:
-        """Whether a failure of vanishing gradients or dead units names the
-        model's dropout layers of a rate of 0.9 or more
-        (`extreme_dropout`) as its cause."""
-        return (
-            bool(self.extreme_dropout)
-            and severity == F.FAILURE
-            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
-        )
+    def _symmetric(self, mode: str, step: int, severity: str) -> bool:
+        """Whether a failure that begins early names the layers whose units
+        started identical (`symmetric_layers`) as its cause."""
+        return bool(self.symmetric_layers) and self._set_up_cause(mode, severity, step)
 
     def _shrunk_start(self, mode: str, step: int, severity: str) -> bool:
-        """Whether a failure of vanishing gradients or dead units that
-        begins within `_EXPLOSION_STEPS` of the first step names the ReLU
-        kernels' scale under He's as its cause: the signal shrinks through
-        them (`relu_shrink`) to `_SHRUNK_SIGNAL` or less, in a model
-        without a normalization layer (which restores the scale)."""
-        first, shrink = self._norms.first, self.relu_shrink
+        """Whether a failure that begins early names the ReLU kernels' scale
+        under He's as its cause: the signal shrinks through them
+        (`relu_shrink`) to `_SHRUNK_SIGNAL` or less, in a model without a
+        normalization layer (which restores the scale)."""
+        shrink = self.relu_shrink
         classes = {info.class_name for info in self.layers}
         return (
             shrink is not None
             and shrink[0] <= _SHRUNK_SIGNAL
-            and severity == F.FAILURE
-            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
-            and (first is None or step <= first[0] + _EXPLOSION_STEPS)
+            and self._set_up_cause(mode, severity, step)
             and not classes.intersection(_NORMALIZATIONS)
         )
 
