@@ -21,6 +21,8 @@ with the readers `GraphStats` inherits (`_ring_reading.RingReader`).
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 import numpy as np
 
@@ -51,7 +53,7 @@ class GraphStats(RingReader):
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
     variables `_ring`, `_tick`, `_fresh`, `_labels` and `_inputs` (None
     under XLA until traced), the flags `_keeps` and `_sums`; it sets
-    `_summed` (when traced), `_counter` (the step's
+    `_summed` (when traced, under XLA), `_counter` (the step's
     first optimizer's iterations), `apply_groups`
     (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
@@ -96,7 +98,7 @@ class GraphStats(RingReader):
         if first:
             before = self._reads_before()
             self._local.before = before
-            weights = step_stats.norm_row(before, xla=self.xla)
+            weights = step_stats.norm_row(before, xla=self.xla, shared=self.shared)
             self._local.weights, self._weight_layout = weights.row, weights.layout
         # The optimizer waits for the weight norms, so the large weights are
         # no longer read when it updates them: no copy-on-write of them.
@@ -220,6 +222,7 @@ class GraphStats(RingReader):
                 for v, b, u in zip(self._plan_vars(), before, updates)
             ],
             xla=self.xla,
+            shared=self.shared,
         )
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
@@ -266,7 +269,8 @@ class GraphStats(RingReader):
         if not self._sums or counts is None:
             return counts, head
         now = tf.concat([head[1:], counts], 0)
-        if summed is None or summed.shape != now.shape:
+        shapeless = summed is not None and summed.shape.rank is None
+        if not shapeless and (summed is None or summed.shape != now.shape):
             # Of the traced step's static length (which XLA needs).
             with tf.init_scope():
                 summed = tf.Variable(tf.zeros(now.shape), trainable=False)
@@ -274,6 +278,8 @@ class GraphStats(RingReader):
         total = tf.cond(
             fresh.read_value(), lambda: now, lambda: now + summed.read_value()
         )
+        if shapeless:  # Made before tracing, of any shape (`_create_variables`).
+            total = tf.ensure_shape(total, now.shape)
         summed.assign(total)
         fresh.assign(False)
         return total[2:], tf.concat([head[:1], total[:2]], 0)
@@ -325,6 +331,7 @@ class GraphStats(RingReader):
             joined=full,
             silent=True,
             xla=self.xla,
+            shared=self.shared,
         )
         norms, layout = gradients.row, gradients.layout
         width = self._flow.at  # The flow's columns after the norms'.
@@ -425,6 +432,26 @@ class GraphStats(RingReader):
             read = _read_in(graph, v) if find else None
             reads.append(tf.convert_to_tensor(v) if read is None else read)
         return reads
+
+    def shared(self, ids: np.ndarray):
+        """The constant tensor of the segment ids `ids` (`norm_row`'s
+        `shared`), one per graph of the step being traced and content: the
+        gradients', weights' and updates' rows of a full step have the same
+        small tensors, so one array (an element per element of them) where
+        each row made its own. Every copy of it is graph that tracing and
+        graph optimization copy and scan before the first step. (Not a
+        variable: a variable made while `fit`'s function is first traced
+        makes TensorFlow trace it twice.)"""
+        tf = self._tf
+        constants = getattr(self._local, "constants", None)
+        if constants is None or tf.executing_eagerly():
+            return tf.constant(ids)
+        graph = tf.compat.v1.get_default_graph()
+        key = (id(graph), ids.shape, hashlib.sha1(ids.tobytes()).digest())
+        found = constants.get(key)
+        if found is None or found.graph is not graph:
+            found = constants[key] = tf.constant(ids)
+        return found
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""

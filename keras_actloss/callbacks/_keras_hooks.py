@@ -288,10 +288,23 @@ class TrainHooks(GraphStats):
     @staticmethod
     def mean_squares(values: list) -> list[float]:
         """The mean square of each of `values` (float32), computed where
-        it is: only the means come to the host, not a large model's
-        weights."""
-        ops = keras.ops
-        return [float(ops.mean(ops.square(ops.cast(v, "float32")))) for v in values]
+        it is: only the norms come to the host, in one read, not a large
+        model's weights (one op per value: each eager op and each read
+        costs time before the first step)."""
+        if not values:
+            return []
+        import tensorflow as tf
+
+        norms = [
+            tf.raw_ops.EuclideanNorm(
+                input=tf.cast(v, "float32"), axis=list(range(len(v.shape)))
+            )
+            for v in values
+        ]
+        norms = np.asarray(tf.stack(norms), "float64")
+        return [
+            float(n * n / max(1, math.prod(v.shape))) for n, v in zip(norms, values)
+        ]
 
     @property
     def counter_known(self) -> bool:
@@ -364,6 +377,15 @@ class TrainHooks(GraphStats):
                     for _ in range(2)
                 )
             self._fresh = self._tf.Variable(True, trainable=False)
+            if self._sums and not self.xla:
+                # Made here, not when the step is traced: a variable made
+                # while `fit`'s function is first traced makes TensorFlow
+                # trace it twice. (Under XLA, of the traced step's shape.)
+                self._summed = self._tf.Variable(
+                    np.zeros((0,), "float32"),
+                    shape=self._tf.TensorShape(None),
+                    trainable=False,
+                )
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:
                 optimizer.build(model.trainable_variables)
@@ -480,6 +502,7 @@ class TrainHooks(GraphStats):
             self._local.loss = None
             self._local.losses = []
             self._local.applied = []
+            self._local.constants = {}  # `GraphStats.shared`'s, this trace's.
             first = tf.nest.flatten(data)[0]
             self._local.batch = tf.shape(first)[0]
             self._local.static_batch = first.shape[0] if first.shape.rank else None
@@ -509,6 +532,7 @@ class TrainHooks(GraphStats):
                 self._local.mode = None
                 self._local.outputs = {}
                 self._local.applied = []
+                self._local.constants = None
                 self._local.full = self._local.alarm = None
 
         function = model._make_function(step)

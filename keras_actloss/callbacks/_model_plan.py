@@ -612,15 +612,7 @@ def _gate_of(node, consumers: dict, producer: dict, outputs: set) -> str | None:
     """The name of the one `Multiply` that every path from `node`'s outputs
     to `outputs` passes, multiplying them with a tensor `node` is computed
     from; None where a path avoids it."""
-    ancestors, todo = set(), list(node.input_tensors)
-    while todo:
-        tensor = todo.pop()
-        if id(tensor) in ancestors:
-            continue
-        ancestors.add(id(tensor))
-        source = producer.get(id(tensor))
-        if source is not None:
-            todo.extend(source.input_tensors)
+    ancestors = None  # Found at the first `Multiply` met: most models have none.
     gates, todo, seen = set(), list(node.outputs), set()
     while todo:
         tensor = todo.pop()
@@ -630,13 +622,31 @@ def _gate_of(node, consumers: dict, producer: dict, outputs: set) -> str | None:
             continue
         seen.add(id(tensor))
         for other in consumers.get(id(tensor), []):
-            if isinstance(other.operation, keras.layers.Multiply) and any(
-                id(t) in ancestors for t in other.input_tensors if t is not tensor
-            ):
+            if not isinstance(other.operation, keras.layers.Multiply):
+                todo.extend(other.outputs)
+                continue
+            if ancestors is None:
+                ancestors = _upstream(node, producer)
+            if any(id(t) in ancestors for t in other.input_tensors if t is not tensor):
                 gates.add(other.operation.name)
                 continue
             todo.extend(other.outputs)
     return gates.pop() if len(gates) == 1 else None
+
+
+def _upstream(node, producer: dict) -> set[int]:
+    """The ids of every tensor `node` is computed from (`producer`: tensor
+    id -> the node that makes it)."""
+    ancestors, todo = set(), list(node.input_tensors)
+    while todo:
+        tensor = todo.pop()
+        if id(tensor) in ancestors:
+            continue
+        ancestors.add(id(tensor))
+        source = producer.get(id(tensor))
+        if source is not None:
+            todo.extend(source.input_tensors)
+    return ancestors
 
 
 def _around(node, consumers: dict, outputs: set) -> bool:

@@ -213,6 +213,7 @@ def norm_row(
     norms: bool = True,
     silent: bool = False,
     xla: bool = False,
+    shared: Callable | None = None,
 ) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
 
@@ -238,6 +239,10 @@ def norm_row(
             `False`.
         xla: Whether the step is compiled with XLA (TensorFlow's
             `jit_compile=True`): ops XLA has. Defaults to `False`.
+        shared: `shared(ids)`, the tensor of the small tensors' segment
+            ids (a NumPy array, one per element): a caller whose rows of one
+            traced step have the same small tensors makes them one constant
+            (`GraphStats.shared`). Defaults to `None`: the array itself.
 
     Returns:
         A `NormRow`: the `[1, m]` float32 row (None without `norms`), its
@@ -273,6 +278,8 @@ def norm_row(
         ids = np.repeat(
             np.arange(k, dtype="int32"), [math.prod(x.shape) for x in small]
         )
+        # One tensor for the segment ops below, not a constant each.
+        ids = shared(ids) if shared else ops.convert_to_tensor(ids)
         if norms:
             rows.append(ops.segment_sum(ops.square(flat), ids, k))
         if extremes:

@@ -4,6 +4,7 @@ shared host functions in test_step_rows.py)."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_actloss.callbacks._graph_reads import _additive_updates, _read_in
@@ -99,3 +100,114 @@ def test_read_in_finds_the_forward_pass_read_of_a_variable():
     }
     np.testing.assert_array_equal(kernel, dense.kernel.numpy())
     np.testing.assert_array_equal(bias, dense.bias.numpy())
+
+
+def test_the_rows_of_a_step_share_one_constant_of_segment_ids(tmp_path):
+    """The gradients', weights' and updates' rows of a full step have the
+    same small tensors: one constant of their segment ids (an element per
+    element of them) serves the five segment reductions (`GraphStats.shared`),
+    where each row made its own (MobileNetV2's full train function: 3.5 MB
+    of graph, 2.3 MB with one), and no constant is there twice. The norms
+    read through it equal a `GradientTape`'s of the same first step."""
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [keras.Input((24,))]
+        + [keras.layers.Dense(24, activation="relu", name=f"d{i}") for i in range(3)]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 24)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    start = [v.numpy() for v in model.trainable_variables]
+    graphs = []
+    train_step = model.train_step
+
+    def step(data):
+        graphs.append(tf.compat.v1.get_default_graph())
+        return train_step(data)
+
+    model.train_step = step
+    cb = GradientDiagnostics(log_dir=str(tmp_path), check_model=False)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
+
+    assert len(graphs) == 1  # Traced once.
+    large = {}
+    for op in graphs[0].get_operations():
+        if op.type == "Const":
+            value = tf.make_ndarray(op.get_attr("value"))
+            if value.size >= 1000:
+                large.setdefault(value.tobytes(), []).append(op)
+    # Every tensor is small (kernels of 576 elements or fewer, biases):
+    # 1825 = 3 * (24 * 24 + 24) + 24 + 1 elements. The segment ids, the mask
+    # of the vectors among them (silent units) and the histogram sample's
+    # positions (every element: each layer has fewer than the sample's size).
+    assert (
+        sorted((len(ops), ops[0].outputs[0].shape[0]) for ops in large.values())
+        == [(1, 1825)] * 3
+    )
+    ids = np.repeat(np.arange(8), [576, 24, 576, 24, 576, 24, 24, 1]).astype("int32")
+    (const,) = large[ids.tobytes()]
+    users = sorted(op.type for op in const.outputs[0].consumers())
+    assert (
+        users
+        == ["UnsortedSegmentMax", "UnsortedSegmentMin"] + ["UnsortedSegmentSum"] * 3
+    )
+
+    for v, value in zip(model.trainable_variables, start):
+        v.assign(value)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y[:32], model(x[:32]))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = {}
+    for v, g in zip(model.trainable_variables, grads):
+        layer = v.path.split("/")[-2]
+        expected[layer] = expected.get(layer, 0.0) + float(np.sum(g.numpy() ** 2))
+    first = cb.history[0]
+    assert first.step == 0
+    recorded = {ls.layer: ls.grad_norm for ls in first.layers}
+    for layer, square in expected.items():
+        assert recorded[layer] == pytest.approx(np.sqrt(square), rel=1e-5)
+
+
+def _traced_modes(model, cb, x, y, **fit):
+    """The modes of the train functions `fit` traced (one per trace)."""
+    modes = []
+    train_step = model.train_step
+
+    def step(data):
+        modes.append(cb._hooks._local.mode)
+        return train_step(data)
+
+    model.train_step = step
+    model.fit(x, y, verbose=0, callbacks=[cb], shuffle=False, **fit)
+    return modes
+
+
+def test_steps_per_execution_traces_the_full_function_once(tmp_path):
+    """With several steps per execution the activation counts are summed
+    over the execution in a variable: made before the step is traced, as a
+    variable made in `fit`'s first trace makes TensorFlow trace the whole
+    train step twice. The sums still count every batch of the execution."""
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6, activation="relu", name="h")]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse", steps_per_execution=4)
+    x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
+    y = np.zeros((256, 1), "float32")
+    cb = GradientDiagnostics(log_dir=str(tmp_path), check_model=False)
+    assert _traced_modes(model, cb, x, y, batch_size=32) == ["full"]
+    # The learning rate is 0: the first execution's 4 batches of 32 samples
+    # see the initial weights; each unit's active fraction is NumPy's.
+    kernel, bias = (v.numpy() for v in model.get_layer("h").weights)
+    active = (x[:128] @ kernel + bias > 0).mean()
+    first = cb.history[0]
+    assert first.batch_size == 128
+    (hidden,) = [ls for ls in first.layers if ls.layer == "h"]
+    assert hidden.zero_fraction == pytest.approx(1.0 - active, abs=1e-6)
