@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
+from keras_actloss.advisor.check import output_findings
 from keras_actloss.advisor.layer_checks import (
     CONSTANT_NORMALIZATION,
     EXTREME_DROPOUT,
@@ -94,15 +95,18 @@ class Reporting:
             self._handle(self._unseen(found))
 
     def _label_checks(self) -> list[Finding]:
-        """`check_model` with labels of the first recorded batch, once."""
+        """`check_model`'s output checks (`output_findings`) with labels of
+        the first recorded batch, once. Its layer checks ran as training
+        began (`_static_checks`) and need no labels: not again, as they
+        read kernels (a large model's copied to the host)."""
         if not self.check_model or self._labels_checked:
             return []
         labels = self._hooks.read_labels()
-        if labels is None:
+        if labels is None or not self.model.built:
             return []
         self._labels_checked = True
         try:
-            found = run_check_model(self.model, y=labels)
+            found = output_findings(self.model, y=labels)
         except ValueError:
             return []  # Labels it cannot read (NaN, ...): nothing to add.
         return self._unseen(found)

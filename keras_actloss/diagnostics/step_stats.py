@@ -242,7 +242,7 @@ def norm_row(
         shared: `shared(ids)`, the tensor of the small tensors' segment
             ids (a NumPy array, one per element): a caller whose rows of one
             traced step have the same small tensors makes them one constant
-            (`GraphStats.shared`). Defaults to `None`: the array itself.
+            (`GraphStats.shared`). Defaults to `None`: one per call.
 
     Returns:
         A `NormRow`: the `[1, m]` float32 row (None without `norms`), its

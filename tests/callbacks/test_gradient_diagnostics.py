@@ -2049,6 +2049,34 @@ def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
     assert _iterations(model) == 4
 
 
+def test_the_label_check_runs_the_output_checks_only(rng, monkeypatch):
+    # The layer checks (which read kernels: a large model's copied to the
+    # host) run once as training begins; the check with the first recorded
+    # batch's labels runs the output checks alone, and still tells what
+    # only the labels show.
+    from keras_actloss.advisor import check as check_module
+
+    calls = []
+    symmetric_units = check_module.symmetric_units
+    monkeypatch.setattr(
+        check_module,
+        "symmetric_units",
+        lambda model: calls.append(model.name) or symmetric_units(model),
+    )
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(1, name="out")], name="lin"
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mae")
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = rng.normal(1e4, 2e3, size=(32, 1)).astype("float32")
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning, match="unscaled_regression_targets"):
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=[diag], shuffle=False)
+    assert calls == ["lin"]
+    assert diag._labels_checked
+    assert [f.mode for f in diag.findings] == ["unscaled_regression_targets"]
+
+
 def test_zero_kernels_are_named_before_training_and_as_the_cause(rng):
     # Every kernel zero in a tanh MLP: its hidden units are copies and get
     # no gradient (tanh(0) = 0, the kernels after them 0). Probed: told
