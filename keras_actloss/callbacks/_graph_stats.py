@@ -52,7 +52,8 @@ class GraphStats(RingReader):
     `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
     variables `_ring`, `_tick`, `_fresh`, `_labels` and `_inputs` (None
-    under XLA until traced), the flags `_keeps` and `_sums`; it sets
+    under XLA until made, `_make_kept`), the flags `_keeps`, `_sums` and
+    `_kept_made`; it sets
     `_summed` (when traced, under XLA), `_counter` (the step's
     first optimizer's iterations), `apply_groups`
     (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
@@ -289,7 +290,10 @@ class GraphStats(RingReader):
         tensor into `_labels` and of a single input tensor into `_inputs`.
 
         Under XLA, whose variables keep their shape, into a `PaddedRows`
-        made when the step is traced (for a static shape past the batch).
+        (for a static shape past the batch): made from the data's spec
+        before the step is traced (`_make_kept`), else when traced. Rows of
+        another shape than its own (a later `fit` on other data) are not
+        kept.
         """
         tf = self._tf
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -305,7 +309,34 @@ class GraphStats(RingReader):
                 with tf.init_scope():
                     kept = PaddedRows(tf, [LABEL_ROWS, *rows.shape[1:]])
                 setattr(self, name, kept)
+            elif isinstance(kept, PaddedRows) and kept.row_shape != rows.shape[1:]:
+                continue
             kept.assign(rows)
+
+    def _make_kept(self, iterator) -> None:
+        """Under XLA, the `PaddedRows` of `_keep_batch` made from the data's
+        element spec (`iterator.element_spec`: the shapes of a batch) before
+        `fit` first traces the step: made in that trace, a variable has
+        TensorFlow trace the whole train step twice. Once: a spec it cannot
+        read (several tensors, a shape not static past the batch) leaves
+        them to the trace."""
+        if self._kept_made:
+            return
+        self._kept_made = True
+        tf = self._tf
+        spec = getattr(iterator, "element_spec", None)
+        if spec is None:
+            return
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
+        for name, value in (("_labels", y), ("_inputs", x)):
+            flat = tf.nest.flatten(value)
+            if getattr(self, name) is not None or len(flat) != 1:
+                continue
+            shape = getattr(flat[0], "shape", None)
+            if not isinstance(flat[0], tf.TensorSpec) or not shape.rank:
+                continue
+            if shape[1:].is_fully_defined():
+                setattr(self, name, PaddedRows(tf, [LABEL_ROWS, *shape[1:]]))
 
     def end_execution(self) -> None:
         """After a full execution: the next starts its own sums."""

@@ -361,6 +361,7 @@ class TrainHooks(GraphStats):
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.model.optimizer
         self._labels = self._inputs = self._summed = self._fresh = None
+        self._kept_made = False  # `GraphStats._make_kept`, under XLA.
         # Rows of a batch kept (`GraphStats._keep_batch`) and activation
         # counts summed over an execution's steps (`_over_execution`, whose
         # `_summed` is made when the step is traced): one replica only.
@@ -539,6 +540,8 @@ class TrainHooks(GraphStats):
 
         @functools.wraps(function)
         def train_function(iterator):
+            if mode == FULL and self._keeps and self.xla:
+                self._make_kept(iterator)
             # The statistics come back with the logs, already computed: no
             # variable read on the host. Keras never sees them. Absent when
             # `apply` never ran (no trainable weights).

@@ -193,6 +193,11 @@ class PaddedRows:
         self._rows = tf.Variable(tf.zeros(shape), trainable=False)
         self._count = tf.Variable(0, trainable=False)
 
+    @property
+    def row_shape(self):
+        """The `TensorShape` of a row."""
+        return self._rows.shape[1:]
+
     def assign(self, rows) -> None:
         tf = self._tf
         n = tf.shape(rows)[0]

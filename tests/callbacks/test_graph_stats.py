@@ -211,3 +211,30 @@ def test_steps_per_execution_traces_the_full_function_once(tmp_path):
     assert first.batch_size == 128
     (hidden,) = [ls for ls in first.layers if ls.layer == "h"]
     assert hidden.zero_fraction == pytest.approx(1.0 - active, abs=1e-6)
+
+
+def test_under_xla_the_kept_rows_are_made_before_the_trace(tmp_path):
+    """Under `jit_compile=True` the kept batch rows are variables of static
+    shapes (`PaddedRows`): made from the iterator's element spec before
+    `fit` first traces the step, not in that trace (which made TensorFlow
+    trace the whole train step twice). The label check still reads the
+    first batch's labels."""
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6, activation="relu", name="h")]
+        + [keras.layers.Dense(1, name="out")]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mae", jit_compile=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.normal(1e4, 2e3, size=(64, 1)).astype("float32")
+    cb = GradientDiagnostics(log_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="unscaled_regression_targets"):
+        assert _traced_modes(model, cb, x, y, batch_size=16) == ["full"]
+    assert [f.mode for f in cb.findings] == ["unscaled_regression_targets"]
+    # The labels kept are the last full step's batch: 16 rows of y.
+    kept = cb._hooks.read_labels()
+    assert kept.shape == (16, 1)
+    assert any(np.array_equal(kept, y[i : i + 16]) for i in range(0, 64, 16))
