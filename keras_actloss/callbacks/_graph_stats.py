@@ -332,11 +332,11 @@ class GraphStats(RingReader):
             flat = tf.nest.flatten(value)
             if getattr(self, name) is not None or len(flat) != 1:
                 continue
-            shape = getattr(flat[0], "shape", None)
-            if not isinstance(flat[0], tf.TensorSpec) or not shape.rank:
+            if not isinstance(flat[0], tf.TensorSpec) or not flat[0].shape.rank:
                 continue
-            if shape[1:].is_fully_defined():
-                setattr(self, name, PaddedRows(tf, [LABEL_ROWS, *shape[1:]]))
+            row = flat[0].shape[1:]
+            if row.is_fully_defined():
+                setattr(self, name, PaddedRows(tf, [LABEL_ROWS, *row]))
 
     def end_execution(self) -> None:
         """After a full execution: the next starts its own sums."""

@@ -363,8 +363,9 @@ class TrainHooks(GraphStats):
         self._labels = self._inputs = self._summed = self._fresh = None
         self._kept_made = False  # `GraphStats._make_kept`, under XLA.
         # Rows of a batch kept (`GraphStats._keep_batch`) and activation
-        # counts summed over an execution's steps (`_over_execution`, whose
-        # `_summed` is made when the step is traced): one replica only.
+        # counts summed over an execution's steps (`_over_execution`; under
+        # XLA its `_summed` is made when the step is traced): one replica
+        # only.
         self._keeps = self.replicas == 1
         self._sums = self._keeps and int(model.steps_per_execution or 1) > 1
         if self._keeps:
