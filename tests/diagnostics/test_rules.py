@@ -5280,6 +5280,29 @@ def _told_at_once(found, told, kept, ending, fix):
     assert kept[0].fix == fix
 
 
+def off_from_start_run(steps, first, later, **step_fields) -> list[tuple]:
+    """`(finding, step)` of a level run of `steps` steps of a ReLU MLP whose
+    second layer's 4 units are active `first` on step 0's batch, `later`
+    after (elements per unit; the first layer all active), every step
+    recorded; `step_fields` (`input_scale`) go to every recording."""
+    found = []
+    rules = HealthRules(mlp(["relu", "relu"]))
+    for s in range(steps):
+        items = [
+            event(s, 1.0, loss=1.0),
+            recording(
+                s,
+                RELU_RMS[:3],
+                loss=1.0,
+                batch_size=32,
+                unit_activity=[[1] * 4, first if s == 0 else later, None],
+                **step_fields,
+            ),
+        ]
+        found += [(f, s) for f in run(rules, items)]
+    return found
+
+
 class TestDeadRelu:
     @pytest.mark.parametrize("batch_size, reported", [(1, 4), (2, 31)])
     def test_behind_a_batch_normalization_of_single_values(self, batch_size, reported):
@@ -5856,22 +5879,7 @@ class TestDeadRelu:
     def test_units_off_from_the_start_are_a_warning(
         self, first, later, severity, reported
     ):
-        found = []
-        rules = HealthRules(mlp(["relu", "relu"]))
-        for s in range(70):
-            pair = ([1] * 4, first if s == 0 else later)
-            items = [
-                event(s, 1.0, loss=1.0),
-                recording(
-                    s,
-                    RELU_RMS[:3],
-                    loss=1.0,
-                    batch_size=32,
-                    unit_activity=[*pair, None],
-                ),
-            ]
-            found += [(f, s) for f in run(rules, items)]
-        ((finding, at),) = found
+        ((finding, at),) = off_from_start_run(70, first, later)
         assert (finding.mode, finding.layer, finding.severity, at) == (
             F.DEAD_RELU,
             "dense_1",
@@ -5895,21 +5903,7 @@ class TestDeadRelu:
         # 4e4 (probed on JAX: a tabular model fed raw incomes, told
         # "initialisation left them off"): the inputs are named, with their
         # fix; at 9 (under `_RAW_INPUTS`, 10) initialisation is.
-        found = []
-        rules = HealthRules(mlp(["relu", "relu"]))
-        for s in range(40):
-            items = [
-                event(s, 1.0, loss=1.0),
-                recording(
-                    s,
-                    RELU_RMS[:3],
-                    loss=1.0,
-                    batch_size=32,
-                    input_scale=scale,
-                    unit_activity=[[1] * 4, [0, 0, 5, 5], None],
-                ),
-            ]
-            found += [(f, s) for f in run(rules, items)]
+        found = off_from_start_run(40, [0, 0, 5, 5], [0, 0, 5, 5], input_scale=scale)
         dead = [(f, s) for f, s in found if f.mode == F.DEAD_RELU]
         ((finding, at),) = dead
         assert (finding.severity, at) == (F.WARNING, 31)
