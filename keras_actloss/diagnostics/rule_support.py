@@ -362,7 +362,12 @@ def _named(layers: tuple[str, ...]) -> str:
 
 
 def _finite(*values) -> bool:
-    return all(v is not None and math.isfinite(v) for v in values)
+    # A loop, not `all` of a generator: the rules call it for every layer
+    # at every recording.
+    for v in values:  # noqa: SIM110
+        if v is None or not math.isfinite(v):
+            return False
+    return True
 
 
 def _growth(norm: float, early: float | None) -> str:

@@ -289,7 +289,7 @@ def norm_row(
     out = NormRow(_joined_row(rows, prim) if norms else None, layout, None, None)
     if silent:
         out = out._replace(
-            silent=_silent_count(tensors, small_at, flat if small else None)
+            silent=_silent_count(tensors, small_at, small, flat if small else None)
         )
     if extremes:
         out = out._replace(extremes=_joined_row(highs + lows, prim))
@@ -303,20 +303,20 @@ def norm_row(
     return out
 
 
-def _silent_count(tensors: list, small_at: list[int], flat) -> Tensor:
+def _silent_count(tensors: list, small_at: list[int], small: list, flat) -> Tensor:
     """Elements exactly 0 of the rank-1 tensors among the small ones
-    (`flat`, their concatenation), as float32."""
-    vectors = [_rank(tensors[i].shape) == 1 for i in small_at]
-    if not any(vectors):
+    (`small`, float32 views of `tensors` at `small_at`; `flat`, their
+    concatenation), as float32.
+
+    Where the small tensors are not all vectors, the vectors get a concat
+    of their own: not a mask of the small elements, a constant as large
+    as they are in the traced step (all of a model's small kernels')."""
+    vectors = [x for i, x in zip(small_at, small) if _rank(tensors[i].shape) == 1]
+    if not vectors:
         return ops.convert_to_tensor(0.0, "float32")
-    zero = ops.cast(ops.equal(flat, 0.0), "float32")
-    if not all(vectors):
-        mask = np.repeat(
-            np.array(vectors, "float32"),
-            [math.prod(tensors[i].shape) for i in small_at],
-        )
-        zero = zero * mask
-    return ops.sum(zero)
+    if len(vectors) < len(small):
+        flat = ops.concatenate(vectors, 0) if len(vectors) > 1 else vectors[0]
+    return ops.sum(ops.cast(ops.equal(flat, 0.0), "float32"))
 
 
 def _joined_row(parts: list, prim: _Primitives) -> Tensor:

@@ -141,12 +141,13 @@ def test_the_rows_of_a_step_share_one_constant_of_segment_ids(tmp_path):
             if value.size >= 1000:
                 large.setdefault(value.tobytes(), []).append(op)
     # Every tensor is small (kernels of 576 elements or fewer, biases):
-    # 1825 = 3 * (24 * 24 + 24) + 24 + 1 elements. The segment ids, the mask
-    # of the vectors among them (silent units) and the histogram sample's
-    # positions (every element: each layer has fewer than the sample's size).
+    # 1825 = 3 * (24 * 24 + 24) + 24 + 1 elements. The segment ids and the
+    # histogram sample's positions (every element: each layer has fewer
+    # than the sample's size); no mask of the vectors among them (the
+    # silent units are counted on a concat of the vectors).
     assert (
         sorted((len(ops), ops[0].outputs[0].shape[0]) for ops in large.values())
-        == [(1, 1825)] * 3
+        == [(1, 1825)] * 2
     )
     ids = np.repeat(np.arange(8), [576, 24, 576, 24, 576, 24, 24, 1]).astype("int32")
     (const,) = large[ids.tobytes()]
