@@ -142,8 +142,10 @@ __all__ = [
 ]
 
 
-def _per_output(value: Any, outputs: list, what: str) -> list:
-    """Spreads a loss or labels over the outputs (see the module docstring)."""
+def per_output(value: Any, outputs: list, what: str) -> list:
+    """Spreads a loss or labels (`what`: `"loss"` or `"labels"`) over the
+    outputs of `walk.outputs` (see the module docstring): one per output,
+    None where it gives none."""
     if value is None:
         return [None] * len(outputs)
     if isinstance(value, dict):
@@ -193,8 +195,8 @@ def _loss_profile(loss: Any) -> LossProfile | None:
 
 def _heads(model: keras.Model, y: Any) -> list[Head]:
     outputs = walk.outputs(model)
-    losses = _per_output(getattr(model, "loss", None), outputs, "loss")
-    labels = _per_output(y, outputs, "labels")
+    losses = per_output(getattr(model, "loss", None), outputs, "loss")
+    labels = per_output(y, outputs, "labels")
     heads = []
     for out, loss, target in zip(outputs, losses, labels, strict=True):
         array = info = None

@@ -21,7 +21,7 @@ import numpy as np
 
 from keras_actloss import activations
 from keras_actloss.advisor import walk
-from keras_actloss.advisor.check import output_findings
+from keras_actloss.advisor.check import output_findings, per_output
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import LayerStats, StepStats
@@ -529,18 +529,45 @@ def weight_decay(model) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def target_scale(model, labels: np.ndarray | None) -> float | None:
-    """`HealthRules.target_scale`: `input_scale` of a batch of `labels` of
-    a model with one output under a regression loss (mean squared or
-    absolute error, Huber: continuous labels); None for other losses and
-    models, and labels that are not finite numbers."""
-    known = None if labels is None else _one_output_loss(model)
-    if known is None or known[0].label_format != "continuous":
+def target_scale(model, labels) -> float | None:
+    """`HealthRules.target_scale`: `input_scale` of a batch of the labels
+    of the model's outputs under a regression loss (mean squared or
+    absolute error, Huber: continuous labels), the largest over them;
+    None for other losses and models, and labels that are not finite
+    numbers. `labels`: the kept labels (`pack_labels`), an array for a
+    model of one output, a list per output or a dict by output name for
+    several, as `check_model` takes them."""
+    if labels is None:
         return None
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iuf":
+    try:
+        outputs = walk.outputs(model)
+    except Exception:  # noqa: BLE001 - a model not walked: not judged.
         return None
-    return input_scale(labels.reshape(-1, 1) if labels.ndim < 2 else labels)
+    losses = per_output(getattr(model, "loss", None), outputs, "loss")
+    scales = []
+    for loss, target in zip(losses, per_output(labels, outputs, "labels")):
+        found = _profile(loss)
+        if found is None or found.label_format != "continuous" or target is None:
+            continue
+        target = np.asarray(target)
+        if target.dtype.kind in "iuf":
+            scale = input_scale(target.reshape(-1, 1) if target.ndim < 2 else target)
+            if scale is not None:
+                scales.append(scale)
+    return max(scales, default=None)
+
+
+def _profile(loss):
+    """`keras_actloss.losses.profile` of a compiled loss, None where it
+    knows none (or none is given)."""
+    from keras_actloss.losses import profile
+
+    if loss is None:
+        return None
+    try:
+        return profile(loss)
+    except Exception:  # noqa: BLE001 - a loss not read: not judged.
+        return None
 
 
 def _one_output_loss(model):

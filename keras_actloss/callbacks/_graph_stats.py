@@ -51,9 +51,10 @@ class GraphStats(RingReader):
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
     `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
-    variables `_ring`, `_tick`, `_fresh`, `_labels` and `_inputs` (None
-    under XLA until made, `_make_kept`), the flags `_keeps`, `_sums` and
-    `_kept_made`; it sets
+    variables `_ring`, `_tick`, `_fresh`, `_labels` (a list, one per
+    output) and `_inputs` (None under XLA until made, `_make_kept`), the
+    flags `_keeps`, `_sums` and `_kept_made`; it sets `_label_form` (the
+    structure of the step's labels, `_keep_batch`),
     `_summed` (when traced, under XLA), `_counter` (the step's
     first optimizer's iterations), `apply_groups`
     (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
@@ -286,57 +287,71 @@ class GraphStats(RingReader):
         return total[2:], tf.concat([head[:1], total[:2]], 0)
 
     def _keep_batch(self, data) -> None:
-        """Copies the first rows (up to `LABEL_ROWS`) of a single label
-        tensor into `_labels` and of a single input tensor into `_inputs`.
+        """Copies the first rows (up to `LABEL_ROWS`) of each label tensor
+        (one per output, `_labels`; their structure in `_label_form`) and of
+        a single input tensor (`_inputs`).
 
-        Under XLA, whose variables keep their shape, into a `PaddedRows`
-        (for a static shape past the batch): made from the data's spec
-        before the step is traced (`_make_kept`), else when traced. Rows of
-        another shape than its own (a later `fit` on other data) are not
-        kept.
+        Under XLA, whose variables keep their shape, into `PaddedRows` (for
+        a static shape past the batch): made from the data's spec before
+        the step is traced (`_make_kept`), else when traced. Rows of
+        another shape than their holder's (a later `fit` on other data)
+        are not kept.
         """
         tf = self._tf
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        for name, value in (("_labels", y), ("_inputs", x)):
-            flat = tf.nest.flatten(value)
-            if len(flat) != 1 or not tf.is_tensor(flat[0]) or not flat[0].shape.rank:
-                continue
-            rows = tf.cast(flat[0][:LABEL_ROWS], "float32")
-            kept = getattr(self, name)
-            if kept is None:
-                if not rows.shape[1:].is_fully_defined():
-                    continue
-                with tf.init_scope():
-                    kept = PaddedRows(tf, [LABEL_ROWS, *rows.shape[1:]])
-                setattr(self, name, kept)
-            elif isinstance(kept, PaddedRows) and kept.row_shape != rows.shape[1:]:
-                continue
-            kept.assign(rows)
+        labels = [] if y is None else keras.tree.flatten(y)
+        self._label_form = keras.tree.map_structure(lambda _: 0, y)
+        for i, value in enumerate(labels[: len(self._labels)]):
+            self._labels[i] = self._keep_rows(self._labels[i], [value])
+        self._inputs = self._keep_rows(self._inputs, tf.nest.flatten(x))
+
+    def _keep_rows(self, kept, flat: list):
+        """`_keep_batch`'s copy of the one tensor of `flat` into `kept` (a
+        variable, a `PaddedRows` or None: made here); returns the holder."""
+        tf = self._tf
+        if len(flat) != 1 or not tf.is_tensor(flat[0]) or not flat[0].shape.rank:
+            return kept
+        rows = tf.cast(flat[0][:LABEL_ROWS], "float32")
+        if kept is None:
+            if not rows.shape[1:].is_fully_defined():
+                return kept
+            with tf.init_scope():
+                kept = PaddedRows(tf, [LABEL_ROWS, *rows.shape[1:]])
+        elif isinstance(kept, PaddedRows) and kept.row_shape != rows.shape[1:]:
+            return kept
+        kept.assign(rows)
+        return kept
 
     def _make_kept(self, iterator) -> None:
         """Under XLA, the `PaddedRows` of `_keep_batch` made from the data's
         element spec (`iterator.element_spec`: the shapes of a batch) before
         `fit` first traces the step: made in that trace, a variable has
         TensorFlow trace the whole train step twice. Once: a spec it cannot
-        read (several tensors, a shape not static past the batch) leaves
-        them to the trace."""
+        read (several input tensors, a shape not static past the batch)
+        leaves them to the trace."""
         if self._kept_made:
             return
         self._kept_made = True
-        tf = self._tf
         spec = getattr(iterator, "element_spec", None)
         if spec is None:
             return
         x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
-        for name, value in (("_labels", y), ("_inputs", x)):
-            flat = tf.nest.flatten(value)
-            if getattr(self, name) is not None or len(flat) != 1:
-                continue
-            if not isinstance(flat[0], tf.TensorSpec) or not flat[0].shape.rank:
-                continue
-            row = flat[0].shape[1:]
-            if row.is_fully_defined():
-                setattr(self, name, PaddedRows(tf, [LABEL_ROWS, *row]))
+        labels = [] if y is None else keras.tree.flatten(y)
+        for i, value in enumerate(labels[: len(self._labels)]):
+            if self._labels[i] is None:
+                self._labels[i] = self._padded(value)
+        if self._inputs is None:
+            flat = self._tf.nest.flatten(x)
+            self._inputs = self._padded(flat[0]) if len(flat) == 1 else None
+
+    def _padded(self, spec):
+        """A `PaddedRows` for the rows of a tensor of `spec`, None for a
+        spec without a static shape past the batch."""
+        tf = self._tf
+        if not isinstance(spec, tf.TensorSpec) or not spec.shape.rank:
+            return None
+        row = spec.shape[1:]
+        return PaddedRows(tf, [LABEL_ROWS, *row]) if row.is_fully_defined() else None
 
     def end_execution(self) -> None:
         """After a full execution: the next starts its own sums."""

@@ -53,6 +53,7 @@ from keras_actloss.callbacks._step_rows import (
     call_rates,
     fold_rows,
     full_record,
+    pack_labels,
     quiet_steps,
     rate_columns,
     within_bounds,
@@ -454,23 +455,34 @@ class JaxStats:
         return step_reader.split_samples(self._layout, np.asarray(full["sample"]))
 
     def read_labels(self):
-        """Labels of the last full step's batch (float32, up to 64 rows) for
-        a single label tensor, or None."""
-        return self._read_kept(1)
-
-    def read_inputs(self):
-        """Inputs of the last full step's batch, kept like the labels."""
-        return self._read_kept(0)
-
-    def _read_kept(self, which: int):
+        """Labels of the last full step's batch (float32, up to 64 rows
+        each), or None: an array for a single label tensor, else the
+        labels' structure with one per tensor (`pack_labels`)."""
         if self._kept is None:
             return None
-        value = keras.utils.unpack_x_y_sample_weight(self._kept)[which]
-        flat = jax.tree_util.tree_leaves(value)
-        if len(flat) != 1 or not getattr(flat[0], "ndim", 0):
+        labels = keras.utils.unpack_x_y_sample_weight(self._kept)[1]
+        if labels is None:
             return None
-        value = np.asarray(flat[0][:LABEL_ROWS], "float32")
-        return value if value.size else None
+        form = keras.tree.map_structure(lambda _: 0, labels)
+        return pack_labels(form, [_rows(x) for x in keras.tree.flatten(labels)])
+
+    def read_inputs(self):
+        """Inputs of the last full step's batch (float32, up to 64 rows)
+        for a single input tensor, or None."""
+        if self._kept is None:
+            return None
+        value = keras.utils.unpack_x_y_sample_weight(self._kept)[0]
+        flat = jax.tree_util.tree_leaves(value)
+        return _rows(flat[0]) if len(flat) == 1 else None
+
+
+def _rows(value) -> np.ndarray | None:
+    """The first rows (up to `LABEL_ROWS`) of a kept tensor, float32; None
+    for a scalar or an empty one."""
+    if not getattr(value, "ndim", 0):
+        return None
+    value = np.asarray(value[:LABEL_ROWS], "float32")
+    return value if value.size else None
 
 
 def _read_rows(vectors: list) -> np.ndarray:

@@ -360,34 +360,26 @@ class TrainHooks(GraphStats):
 
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.model.optimizer
-        self._labels = self._inputs = self._summed = self._fresh = None
+        self._inputs = self._summed = self._fresh = None
         self._kept_made = False  # `GraphStats._make_kept`, under XLA.
         # Rows of a batch kept (`GraphStats._keep_batch`) and activation
         # counts summed over an execution's steps (`_over_execution`; under
         # XLA its `_summed` is made when the step is traced): one replica
-        # only.
+        # only. The labels' rows: one holder per output (its label tensor).
+        self._labels = [None] * max(1, len(getattr(model, "outputs", None) or ()))
+        self._label_form = None
         self._keeps = self.replicas == 1
         self._sums = self._keeps and int(model.steps_per_execution or 1) > 1
         if self._keeps:
             if not self.xla:  # Under XLA made with a static shape when traced.
-                self._labels, self._inputs = (
-                    self._tf.Variable(
-                        np.zeros((0,), "float32"),
-                        shape=self._tf.TensorShape(None),
-                        trainable=False,
-                    )
-                    for _ in range(2)
-                )
+                self._inputs = self._shapeless()
+                self._labels = [self._shapeless() for _ in self._labels]
             self._fresh = self._tf.Variable(True, trainable=False)
             if self._sums and not self.xla:
                 # Made here, not when the step is traced: a variable made
                 # while `fit`'s function is first traced makes TensorFlow
                 # trace it twice. (Under XLA, of the traced step's shape.)
-                self._summed = self._tf.Variable(
-                    np.zeros((0,), "float32"),
-                    shape=self._tf.TensorShape(None),
-                    trainable=False,
-                )
+                self._summed = self._shapeless()
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:
                 optimizer.build(model.trainable_variables)
@@ -416,6 +408,14 @@ class TrainHooks(GraphStats):
         for i, plan in enumerate(self.plans):
             for v in plan.variables:
                 self._var_layer[id(v)] = i
+
+    def _shapeless(self):
+        """An empty float32 variable that takes a value of any shape."""
+        return self._tf.Variable(
+            np.zeros((0,), "float32"),
+            shape=self._tf.TensorShape(None),
+            trainable=False,
+        )
 
     def _variable(self, value):
         tf = self._tf

@@ -21,6 +21,7 @@ from keras_actloss.callbacks._step_rows import (
     RING_TICK,
     fold_rows,
     full_record,
+    pack_labels,
     quiet_steps,
     within_bounds,
 )
@@ -37,9 +38,10 @@ class RingReader:
 
     Relies on the attributes `TrainHooks` sets: `_last_full`,
     `_last_alarm`, `counter_known`, `step_count()` and the variables
-    `_ring`, `_tick`, `_labels`, `_inputs` and `_rates` (the rows'
-    learning-rate columns, `rate_columns`); and on those `GraphStats` sets
-    while the step is traced: `loss_scaled`, `_grad_layout`,
+    `_ring`, `_tick`, `_labels` (one per output), `_inputs` and `_rates`
+    (the rows' learning-rate columns, `rate_columns`); and on those
+    `GraphStats` sets while the step is traced: `loss_scaled`,
+    `_label_form`, `_grad_layout`,
     `_grad_layers`, `_loss_known` and `_layout`. It sets `_consumed` (the
     last step read), `_streak`, `_last_sample` and `_bounds`.
     """
@@ -163,12 +165,14 @@ class RingReader:
         return step_reader.split_samples(self._layout, self._last_sample.numpy())
 
     def read_labels(self):
-        """Labels of a recorded batch (float32, up to 64 rows), or None.
+        """Labels of a recorded batch (float32, up to 64 rows each), or
+        None: an array for a single label tensor, else the labels'
+        structure with one per tensor (`pack_labels`).
 
-        Only kept for a single label tensor, without `tf.distribute`
-        replicas (under `jit_compile`, for static shapes past the batch).
+        Kept without `tf.distribute` replicas (under `jit_compile`, for
+        static shapes past the batch).
         """
-        return self._read_kept(self._labels)
+        return pack_labels(self._label_form, [self._read_kept(v) for v in self._labels])
 
     def read_inputs(self):
         """Inputs of a recorded batch (float32, up to 64 rows), or None;

@@ -3,17 +3,18 @@
 Backend-neutral (no TensorFlow, no JAX): the layout of a step's row
 (`RING_*`), the logs keys the step's statistics leave the train function
 under, the kinds of step (`SENTINEL`, `FULL`), the alarm bounds
-(`BOUND_FIELDS`, `within_bounds`), and the host functions both backends'
-readers share: `fold_rows` judges the every-step rows, `full_record` builds
-the record of a full step. The TensorFlow hooks write the rows in-graph
-(`_graph_stats.GraphStats`), the JAX ones return them from the jitted step
-(`_jax_stats.JaxStats`).
+(`BOUND_FIELDS`, `within_bounds`), the kept labels (`pack_labels`), and
+the host functions both backends' readers share: `fold_rows` judges the
+every-step rows, `full_record` builds the record of a full step. The
+TensorFlow hooks write the rows in-graph (`_graph_stats.GraphStats`), the
+JAX ones return them from the jitted step (`_jax_stats.JaxStats`).
 """
 
 from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 
 from keras_actloss.diagnostics import step_reader
@@ -80,6 +81,30 @@ def within_bounds(
         and silent <= silent_high
         and loss <= loss_high
     )
+
+
+def pack_labels(form, arrays: list):
+    """The kept labels of a batch as `check_model` takes them (`y`): the
+    one array of a single label tensor; for several (a model of several
+    outputs) `form`, the structure of the batch's labels (`keras.tree`'s:
+    a list per output or a dict by output name), with each tensor's rows,
+    None where not kept. None when none is kept."""
+    if all(a is None for a in arrays):
+        return None
+    if form is None or len(arrays) == 1:
+        return arrays[0]
+    return keras.tree.pack_sequence_as(form, arrays)
+
+
+def label_arrays(labels) -> list:
+    """The arrays of kept labels (`pack_labels`), one per label tensor."""
+    if labels is None:
+        return []
+    if isinstance(labels, dict):
+        return [a for a in labels.values() if a is not None]
+    if isinstance(labels, (list, tuple)):
+        return [a for a in labels if a is not None]
+    return [labels]
 
 
 def rate_columns(optimizers: list) -> int:

@@ -491,7 +491,9 @@ class GradientDiagnostics(
         heatmap_image: Whether to write a layer-by-step gradient-norm heatmap
             image at the end of training. Defaults to `False`.
         check_model: Whether to run `keras_actloss.advisor.check_model` before
-            training and report its findings. Defaults to `True`.
+            training and report its findings, and its label checks with the
+            first recorded batch's labels (each output's, for a model of
+            several). Defaults to `True`.
         optimizers: A list of further `keras.optimizers.Optimizer`s whose
             gradients to record: ones a custom `train_step` reaches other
             than through the model's attributes. None for only those found

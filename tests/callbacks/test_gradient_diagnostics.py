@@ -2049,6 +2049,45 @@ def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
     assert _iterations(model) == 4
 
 
+@pytest.mark.parametrize("structure", ["list", "dict"])
+def test_a_model_of_several_outputs_gets_the_label_checks_of_each(rng, structure):
+    # A value head under MAE with targets of mean about 1e4 and a flag head
+    # (sigmoid, binary cross-entropy) given -1/+1 labels: each output's
+    # labels are kept from the first recorded batch and checked against its
+    # own loss, as `check_model(model, y)` checks them. (Only a single
+    # label tensor was kept: nothing was told.)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    model = keras.Model(
+        inputs,
+        [
+            keras.layers.Dense(1, name="value")(hidden),
+            keras.layers.Dense(1, activation="sigmoid", name="flag")(hidden),
+        ],
+    )
+    model.compile(keras.optimizers.Adam(1e-3), ["mae", "binary_crossentropy"])
+    x = rng.normal(size=(32, 4)).astype("float32")
+    value = rng.normal(1e4, 2e3, size=(32, 1)).astype("float32")
+    flag = rng.choice([-1.0, 1.0], size=(32, 1)).astype("float32")
+    y = [value, flag] if structure == "list" else {"value": value, "flag": flag}
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning) as warned:
+        model.fit(x, y, batch_size=16, verbose=0, callbacks=[diag], shuffle=False)
+    assert len(warned) == 2
+    found = {(f.mode, f.layer, f.step) for f in diag.findings}
+    assert found == {
+        ("unscaled_regression_targets", "value", None),
+        ("labels_outside_unit_interval", "flag", None),
+    }
+    # The value head's scale, from the first recorded batch's 16 rows.
+    first = value[:16, 0].astype("float64")
+    expected = max(abs(first.mean()), first.std())
+    (told,) = [f for f in diag.findings if f.layer == "value"]
+    np.testing.assert_allclose(told.value, expected, rtol=1e-5)
+    # And the rules know the targets' scale, to name them in an explosion.
+    np.testing.assert_allclose(diag._rules.target_scale, expected, rtol=1e-5)
+
+
 def test_the_label_check_runs_the_output_checks_only(rng, monkeypatch):
     # The layer checks (which read kernels: a large model's copied to the
     # host) run once as training begins; the check with the first recorded

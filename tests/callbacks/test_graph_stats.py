@@ -239,3 +239,54 @@ def test_under_xla_the_kept_rows_are_made_before_the_trace(tmp_path):
     kept = cb._hooks.read_labels()
     assert kept.shape == (16, 1)
     assert any(np.array_equal(kept, y[i : i + 16]) for i in range(0, 64, 16))
+
+
+def test_under_xla_each_output_s_labels_are_kept_before_the_trace(tmp_path):
+    """A model of two outputs under `jit_compile=True`: a `PaddedRows` per
+    label tensor, made from the element spec before the first trace (no
+    trace more than a plain `fit`'s: Keras traces this model's step twice
+    itself), each holding its output's rows of the recorded batch."""
+    from keras_actloss.callbacks import GradientDiagnostics
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(6, activation="relu", name="h")(inputs)
+        model = keras.Model(
+            inputs,
+            [
+                keras.layers.Dense(1, name="value")(hidden),
+                keras.layers.Dense(3, activation="softmax", name="kind")(hidden),
+            ],
+        )
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            {"value": "mae", "kind": "categorical_crossentropy"},
+            jit_compile=True,
+        )
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    value = rng.normal(1e4, 2e3, size=(64, 1)).astype("float32")
+    kind = np.eye(3, dtype="float32")[rng.integers(0, 3, size=64)]
+    y = {"value": value, "kind": kind}
+    plain, traces = build(), []
+    train_step = plain.train_step
+    plain.train_step = lambda data: traces.append(1) or train_step(data)
+    plain.fit(x, y, batch_size=16, verbose=0, shuffle=False)
+    cb = GradientDiagnostics(log_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="unscaled_regression_targets"):
+        modes = _traced_modes(build(), cb, x, y, batch_size=16)
+    assert modes == ["full"] * len(traces)
+    assert [(f.mode, f.layer) for f in cb.findings] == [
+        ("unscaled_regression_targets", "value")
+    ]
+    kept = cb._hooks.read_labels()
+    assert sorted(kept) == ["kind", "value"]
+    assert kept["value"].shape == (16, 1) and kept["kind"].shape == (16, 3)
+    # The same batch of both: the last full step's.
+    (at,) = [
+        i for i in range(0, 64, 16) if np.array_equal(kept["value"], value[i : i + 16])
+    ]
+    np.testing.assert_array_equal(kept["kind"], kind[at : at + 16])

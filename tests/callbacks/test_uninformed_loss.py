@@ -33,6 +33,7 @@ from keras_actloss.callbacks._callback_support import (
     weight_decay,
     weight_gain,
 )
+from keras_actloss.callbacks._step_rows import label_arrays, pack_labels
 from keras_actloss.profiles import EXPONENTIAL, SOFTMAX
 
 
@@ -366,8 +367,49 @@ def test_no_target_scale(units, activation, loss, labels):
     assert target_scale(model(units, activation, loss), labels) is None
 
 
-def test_no_target_scale_for_several_outputs():
+def test_no_target_scale_for_several_outputs_without_labels_per_output():
+    # One array for two outputs: `check_model` spreads it over neither.
     assert target_scale(model(1, None, "mse", outputs=2), _TARGETS) is None
+
+
+def test_target_scale_of_several_outputs_is_the_largest_regression_one():
+    # Two regression outputs, labels per output as `fit` takes them (a list
+    # in output order, a dict by output name): the larger scale, 300
+    # (`_TARGETS`) against 2 (hand calculation: mean 0, std 2).
+    m = model(1, None, "mse", outputs=2)
+    small = np.array([[2.0], [-2.0], [2.0], [-2.0]], "float32")
+    assert target_scale(m, [small, _TARGETS]) == pytest.approx(_TARGETS_SCALE)
+    assert target_scale(m, {"out_0": _TARGETS, "out_1": small}) == pytest.approx(
+        _TARGETS_SCALE
+    )
+    assert target_scale(m, [small, None]) == pytest.approx(2.0)
+    # A classifier's labels are not targets: only the regression output's.
+    inputs = keras.Input((4,))
+    mixed = keras.Model(
+        inputs,
+        [
+            keras.layers.Dense(1, name="value")(inputs),
+            keras.layers.Dense(3, activation="softmax", name="kind")(inputs),
+        ],
+    )
+    mixed.compile(loss=["mse", "sparse_categorical_crossentropy"])
+    classes = np.array([[2.0], [1.0], [0.0], [2.0]], "float32")
+    assert target_scale(mixed, [small, classes]) == pytest.approx(2.0)
+    assert target_scale(mixed, {"kind": classes}) is None
+
+
+def test_pack_labels():
+    a, b = np.ones((2, 1), "float32"), np.zeros((2, 3), "float32")
+    assert pack_labels(0, [a]) is a  # One label tensor: its array.
+    assert pack_labels(None, [None]) is None
+    assert pack_labels([0, 0], [None, None]) is None
+    packed = pack_labels({"x": 0, "y": 0}, [a, None])  # Sorted keys' order.
+    assert set(packed) == {"x", "y"} and packed["x"] is a and packed["y"] is None
+    packed = pack_labels((0, 0), [a, b])
+    assert packed[0] is a and packed[1] is b
+    assert [len(x) for x in label_arrays(packed)] == [2, 2]
+    assert label_arrays({"x": a, "y": None})[0] is a
+    assert label_arrays(a)[0] is a and label_arrays(None) == []
 
 
 @pytest.mark.parametrize(
