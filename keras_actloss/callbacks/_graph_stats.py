@@ -51,12 +51,11 @@ class GraphStats(RingReader):
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
     `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
-    variables `_ring`, `_tick`, `_fresh`, `_labels` (a list, one per
-    output) and `_inputs` (None under XLA until made, `_make_kept`), the
-    flags `_keeps`, `_sums` and `_kept_made`; it sets `_label_form` (the
-    structure of the step's labels, `_keep_batch`),
-    `_summed` (when traced, under XLA), `_counter` (the step's
-    first optimizer's iterations), `apply_groups`
+    variables `_ring`, `_tick`, `_fresh`, `_summed`, `_labels` (a list,
+    one per output) and `_inputs` (None under XLA until made,
+    `_make_kept`), the flags `_keeps`, `_sums` and `_kept_made`; it sets
+    `_label_form` (the structure of the step's labels, `_keep_batch`),
+    `_counter` (the step's first optimizer's iterations), `apply_groups`
     (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
     step's `step_reader.StepLayout`), and `_grad_layout`, `_grad_layers`
@@ -266,22 +265,25 @@ class GraphStats(RingReader):
         `_fresh` until its first step: the host sets it after each,
         `end_execution`): a recording then counts every batch of its
         execution. (No `tf.size` of the sum's read: grappler may read the
-        variable's shape again, after the update.)"""
+        variable's shape again, after the update.)
+
+        `_summed` is made before the step is traced, of any shape: a
+        variable made while `fit`'s function is first traced makes
+        TensorFlow trace it twice. Under XLA, which compiles the step for
+        the shapes its variables hold, it is given the traced step's length
+        here (a value assigned, not a variable made).
+        """
         tf, summed, fresh = self._tf, self._summed, self._fresh
         if not self._sums or counts is None:
             return counts, head
         now = tf.concat([head[1:], counts], 0)
-        shapeless = summed is not None and summed.shape.rank is None
-        if not shapeless and (summed is None or summed.shape != now.shape):
-            # Of the traced step's static length (which XLA needs).
+        if self.xla:
             with tf.init_scope():
-                summed = tf.Variable(tf.zeros(now.shape), trainable=False)
-            self._summed = summed
+                summed.assign(tf.zeros(now.shape))
         total = tf.cond(
             fresh.read_value(), lambda: now, lambda: now + summed.read_value()
         )
-        if shapeless:  # Made before tracing, of any shape (`_create_variables`).
-            total = tf.ensure_shape(total, now.shape)
+        total = tf.ensure_shape(total, now.shape)
         summed.assign(total)
         fresh.assign(False)
         return total[2:], tf.concat([head[:1], total[:2]], 0)

@@ -363,9 +363,9 @@ class TrainHooks(GraphStats):
         self._inputs = self._summed = self._fresh = None
         self._kept_made = False  # `GraphStats._make_kept`, under XLA.
         # Rows of a batch kept (`GraphStats._keep_batch`) and activation
-        # counts summed over an execution's steps (`_over_execution`; under
-        # XLA its `_summed` is made when the step is traced): one replica
-        # only. The labels' rows: one holder per output (its label tensor).
+        # counts summed over an execution's steps (`_over_execution`): one
+        # replica only. The labels' rows: one holder per output (its label
+        # tensor).
         self._labels = [None] * max(1, len(getattr(model, "outputs", None) or ()))
         self._label_form = None
         self._keeps = self.replicas == 1
@@ -375,10 +375,10 @@ class TrainHooks(GraphStats):
                 self._inputs = self._shapeless()
                 self._labels = [self._shapeless() for _ in self._labels]
             self._fresh = self._tf.Variable(True, trainable=False)
-            if self._sums and not self.xla:
+            if self._sums:
                 # Made here, not when the step is traced: a variable made
                 # while `fit`'s function is first traced makes TensorFlow
-                # trace it twice. (Under XLA, of the traced step's shape.)
+                # trace it twice. (Under XLA given its shape when traced.)
                 self._summed = self._shapeless()
         with self.strategy.scope():
             if optimizer is not None and not optimizer.built:

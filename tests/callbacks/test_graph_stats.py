@@ -187,11 +187,13 @@ def _traced_modes(model, cb, x, y, **fit):
     return modes
 
 
-def test_steps_per_execution_traces_the_full_function_once(tmp_path):
+@pytest.mark.parametrize("xla", [False, True])
+def test_steps_per_execution_traces_the_full_function_once(tmp_path, xla):
     """With several steps per execution the activation counts are summed
     over the execution in a variable: made before the step is traced, as a
     variable made in `fit`'s first trace makes TensorFlow trace the whole
-    train step twice. The sums still count every batch of the execution."""
+    train step twice (under XLA too: given the step's length when traced).
+    The sums still count every batch of the execution."""
     from keras_actloss.callbacks import GradientDiagnostics
 
     keras.utils.set_random_seed(0)
@@ -199,7 +201,9 @@ def test_steps_per_execution_traces_the_full_function_once(tmp_path):
         [keras.Input((4,)), keras.layers.Dense(6, activation="relu", name="h")]
         + [keras.layers.Dense(1, name="out")]
     )
-    model.compile(keras.optimizers.SGD(0.0), "mse", steps_per_execution=4)
+    model.compile(
+        keras.optimizers.SGD(0.0), "mse", steps_per_execution=4, jit_compile=xla
+    )
     x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
     y = np.zeros((256, 1), "float32")
     cb = GradientDiagnostics(log_dir=str(tmp_path), check_model=False)
