@@ -91,6 +91,21 @@ DEAD_BIAS_Z = 1.0
 DEAD_BIAS_FRACTION = 0.5
 
 
+# What each saturating activation's derivative is at most (or on average),
+# for `deep_saturating_stack`'s message: sigmoid's peak is s(0)(1 - s(0)) =
+# 1/4; Keras's `hard_sigmoid` is relu6(x + 3) / 6 (slope 1/6) and its
+# `sparse_sigmoid` (x + 1) / 2 between -1 and 1 (slope 1/2); tanh's is 1 at
+# 0 and about 0.6 on average over unit-normal inputs; softsign's 1 / (1 + |x|)^2.
+_DERIVATIVES = {
+    "sigmoid": "at most 0.25 for sigmoid",
+    "hard_sigmoid": "at most 1/6 for hard_sigmoid",
+    "sparse_sigmoid": "at most 0.5 for sparse_sigmoid",
+    "tanh": "about 0.6 on average for tanh",
+    "hard_tanh": "1 within (-1, 1) and 0 beyond for hard_tanh",
+    "softsign": "1 / (1 + |x|)^2 for softsign",
+}
+
+
 def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
     found, run, names = [], [], walk.paths(model)
     for unit in [*walk.units(model), None]:
@@ -104,15 +119,16 @@ def deep_saturating_stacks(model: keras.Model, heads: set) -> list[Finding]:
         if depth >= SATURATING_DEPTH:
             kinds = sorted({u.activation.name for u in run})
             first, last = names[id(run[0].layer)], names[id(run[-1].layer)]
+            bounds = [_DERIVATIVES[k] for k in kinds if k in _DERIVATIVES]
+            bounds = f" ({', '.join(bounds)})" if bounds else ""
             found.append(
                 finding(
                     DEEP_SATURATING_STACK,
                     first,
                     f"{len(run)} {'/'.join(kinds)} hidden layers in a row "
                     f"({first} to {last}): each "
-                    "multiplies the gradient by the activation's derivative "
-                    "(at most 0.25 for sigmoid, about 0.6 on average for "
-                    "tanh), so the first layers risk vanishing gradients.",
+                    f"multiplies the gradient by the activation's derivative"
+                    f"{bounds}, so the first layers risk vanishing gradients.",
                     "Use ReLU (or Leaky ReLU) in the hidden layers; batch "
                     "normalization also helps.",
                     value=float(len(run)),

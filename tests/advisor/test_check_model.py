@@ -953,6 +953,26 @@ def test_deep_saturating_stack(hidden, expected):
 
 
 @pytest.mark.parametrize(
+    "activation, told, untold",
+    [
+        ("sigmoid", "at most 0.25 for sigmoid", "tanh"),
+        # Keras's hard sigmoid, relu6(x + 3) / 6: slope 1/6, not sigmoid's 1/4.
+        ("hard_sigmoid", "at most 1/6 for hard_sigmoid", "0.25"),
+        ("tanh", "about 0.6 on average for tanh", "sigmoid"),
+    ],
+)
+def test_deep_saturating_stack_quotes_its_own_activations_derivative(
+    activation, told, untold
+):
+    hidden = [L.Dense(4, activation=activation) for _ in range(8)]
+    model = compiled(seq(*hidden, L.Dense(1, activation="sigmoid")), "bce")
+    (finding,) = check_model(model, BINARY)
+    assert finding.mode == "deep_saturating_stack"
+    assert f"derivative ({told}), so" in finding.message
+    assert untold not in finding.message
+
+
+@pytest.mark.parametrize(
     "rnn, steps, expected",
     [
         (lambda: L.SimpleRNN(8), 100, 100.0),
