@@ -85,13 +85,13 @@ def within_bounds(
 
 def pack_labels(form, arrays: list):
     """The kept labels of a batch as `check_model` takes them (`y`): the
-    one array of a single label tensor; for several (a model of several
-    outputs) `form`, the structure of the batch's labels (`keras.tree`'s:
-    a list per output or a dict by output name), with each tensor's rows,
-    None where not kept. None when none is kept."""
+    one array of a single label tensor (also one in a list: `fit(x, [y])`);
+    for several, or a dict (by output name: it says whose they are),
+    `form`, the structure of the batch's labels (`keras.tree`'s), with
+    each tensor's rows, None where not kept. None when none is kept."""
     if all(a is None for a in arrays):
         return None
-    if form is None or len(arrays) == 1:
+    if form is None or (len(arrays) == 1 and not isinstance(form, dict)):
         return arrays[0]
     return keras.tree.pack_sequence_as(form, arrays)
 

@@ -2018,10 +2018,12 @@ def test_check_model_sees_the_labels_of_a_recorded_batch(rng, jit_compile):
     assert _iterations(model) == 3  # 2 steps + 1 step.
 
 
-def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
+@pytest.mark.parametrize("structure", ["array", "list"])
+def test_unscaled_regression_targets_are_told_at_the_first_recording(rng, structure):
     # Targets of mean about 1e4 under MAE: the loss's gradient is at most 1 a
     # sample, nothing explodes, and the model creeps towards them. Only the
-    # labels tell; a warning, so `on_failure="raise"` trains on.
+    # labels tell; a warning, so `on_failure="raise"` trains on. The labels
+    # as `fit` takes them for one output: an array, a list of one.
     model = keras.Sequential(
         [
             keras.Input((4,)),
@@ -2033,8 +2035,9 @@ def test_unscaled_regression_targets_are_told_at_the_first_recording(rng):
     x = rng.normal(size=(64, 4)).astype("float32")
     y = rng.normal(1e4, 2e3, size=(64, 1)).astype("float32")
     diag = GradientDiagnostics(on_failure="raise")
+    labels = {"array": y, "list": [y]}[structure]
     with pytest.warns(GradientHealthWarning, match="unscaled_regression_targets"):
-        model.fit(x, y, batch_size=16, verbose=0, callbacks=[diag], shuffle=False)
+        model.fit(x, labels, batch_size=16, verbose=0, callbacks=[diag], shuffle=False)
     (finding,) = diag.findings
     assert (finding.mode, finding.layer, finding.step, finding.severity) == (
         "unscaled_regression_targets",

@@ -401,6 +401,8 @@ def test_target_scale_of_several_outputs_is_the_largest_regression_one():
 def test_pack_labels():
     a, b = np.ones((2, 1), "float32"), np.zeros((2, 3), "float32")
     assert pack_labels(0, [a]) is a  # One label tensor: its array.
+    assert pack_labels([0], [a]) is a  # `fit(x, [y])`.
+    assert pack_labels({"out": 0}, [a]) == {"out": a}  # Names its output.
     assert pack_labels(None, [None]) is None
     assert pack_labels([0, 0], [None, None]) is None
     packed = pack_labels({"x": 0, "y": 0}, [a, None])  # Sorted keys' order.
