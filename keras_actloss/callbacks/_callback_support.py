@@ -133,9 +133,11 @@ def step_stats(
     input_scale: float | None = None,
     data_saturation: dict | None = None,
     apply_groups: dict | None = None,
+    input_scales: dict | None = None,
 ) -> StepStats:
     """Builds the `StepStats` of one recording from the hooks' read-out
-    (`apply_groups` by layer index, `_model_plan.apply_groups`)."""
+    (`apply_groups` by layer index, `_model_plan.apply_groups`;
+    `input_scales` by layer name, `input_scales`)."""
     layers = []
     flow = data.get("flow", {})
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
@@ -161,6 +163,7 @@ def step_stats(
         batch_size=int(data["batch_size"]),
         activation_steps=max(1, int(round(data.get("activation_steps", 1)))),
         input_scale=input_scale,
+        input_scales=dict(input_scales or {}),
         kernel_share=_float_or_none(data.get("kernel_share")),
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
@@ -636,6 +639,67 @@ def input_preprocessing(model) -> list:
     return chain
 
 
+def input_chains(model) -> list[list] | None:
+    """`input_preprocessing` of each input of a model of several
+    (`model.inputs` order): the `Rescaling` and `Normalization` layers
+    applied to it first, one after the other, each the one layer its
+    input goes to; None for a model of one input."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) < 2:
+        return None
+    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+    chains = []
+    for tensor in inputs:
+        chain = []
+        while True:
+            users = [layer for layer in model.layers if _takes(layer, tensor)]
+            if len(users) != 1 or not isinstance(users[0], kinds):
+                break
+            chain.append(users[0])
+            tensor = users[0].output
+        chains.append(chain)
+    return chains
+
+
+def _takes(layer, tensor) -> bool:
+    """Whether `layer`'s one call takes `tensor` (a layer never called, or
+    called several times, as a shared one, is not counted)."""
+    if isinstance(layer, keras.layers.InputLayer):
+        return False
+    try:
+        taken = keras.tree.flatten(layer.input)
+    except (AttributeError, ValueError):
+        return False
+    return any(t is tensor for t in taken)
+
+
+def input_scales(model, inputs, chains: list, reach: list) -> tuple:
+    """For a model of several inputs: `(scale, by layer)`, the largest
+    `input_scale` of its inputs' kept rows (`inputs`, in the batch's
+    structure: a list in `model.inputs` order or a dict by input name),
+    each through its `input_chains` (an input of ids or categories,
+    `_ids`, has none), and for each layer the inputs reach first
+    (`reach`, `_model_plan.input_reach`) the largest of theirs."""
+    tensors = model.inputs
+    if isinstance(inputs, dict):
+        arrays = [inputs.get(getattr(t, "name", None)) for t in tensors]
+    elif isinstance(inputs, (list, tuple)) and len(inputs) == len(tensors):
+        arrays = list(inputs)
+    else:
+        arrays = [None] * len(tensors)
+    largest, by_layer = None, {}
+    for tensor, x, chain, names in zip(tensors, arrays, chains, reach):
+        if x is None or _ids(tensor):
+            continue
+        scale = input_scale(preprocessed(chain, x))
+        if scale is None:
+            continue
+        largest = scale if largest is None else max(largest, scale)
+        for name in names:
+            by_layer[name] = max(by_layer.get(name, scale), scale)
+    return largest, by_layer
+
+
 def preprocessed(layers: list, x: np.ndarray | None) -> np.ndarray | None:
     """A batch of inputs `x` through the `input_preprocessing` layers, by
     NumPy (an eager call compiles a program per shape on JAX); None where
@@ -674,15 +738,17 @@ def preprocessing_note(layers: list) -> str | None:
 
 def feature_inputs(model, inputs: np.ndarray | None) -> np.ndarray | None:
     """`inputs` (a kept batch, read as float32) unless the model's one input
-    is of an integer or bool dtype: ids (an `Embedding`'s tokens) or
-    categories, whose scale is no feature's (probed: tokens of up to 20 were
-    told as unstandardized inputs)."""
+    is of ids or categories (`_ids`)."""
     found = getattr(model, "inputs", None) or []
-    if len(found) == 1:
-        dtype = keras.backend.standardize_dtype(found[0].dtype)
-        if dtype.startswith(("int", "uint", "bool")):
-            return None
-    return inputs
+    return None if len(found) == 1 and _ids(found[0]) else inputs
+
+
+def _ids(tensor) -> bool:
+    """Whether a model's input is of an integer or bool dtype: ids (an
+    `Embedding`'s tokens) or categories, whose scale is no feature's
+    (probed: tokens of up to 20 were told as unstandardized inputs)."""
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return dtype.startswith(("int", "uint", "bool"))
 
 
 def input_scale(x: np.ndarray | None) -> float | None:

@@ -51,10 +51,11 @@ class GraphStats(RingReader):
     Relies on the attributes `TrainHooks` sets: `_tf`, `plans`, `replicas`,
     `xla` (whether the train function is compiled with XLA),
     `ring_rows`, `_local`, `_var_layer`, `_sample_sizes` and the
-    variables `_ring`, `_tick`, `_fresh`, `_summed`, `_labels` (a list,
-    one per output) and `_inputs` (None under XLA until made,
-    `_make_kept`), the flags `_keeps`, `_sums` and `_kept_made`; it sets
-    `_label_form` (the structure of the step's labels, `_keep_batch`),
+    variables `_ring`, `_tick`, `_fresh`, `_summed`, `_inputs` and
+    `_labels` (lists, one holder per model input and output; None under
+    XLA until made, `_make_kept`), the flags `_keeps`, `_sums` and
+    `_kept_made`; it sets `_input_form` and `_label_form` (the structures
+    of the step's inputs and labels, `_keep_batch`),
     `_counter` (the step's first optimizer's iterations), `apply_groups`
     (`_model_plan.apply_groups`), `loss_scaled` (whether a step's
     optimizer scales the loss), `_loss_known`, `_layout` (the traced full
@@ -289,9 +290,9 @@ class GraphStats(RingReader):
         return total[2:], tf.concat([head[:1], total[:2]], 0)
 
     def _keep_batch(self, data) -> None:
-        """Copies the first rows (up to `LABEL_ROWS`) of each label tensor
-        (one per output, `_labels`; their structure in `_label_form`) and of
-        a single input tensor (`_inputs`).
+        """Copies the first rows (up to `LABEL_ROWS`) of each input and
+        label tensor (one holder per model input and output, `_inputs` and
+        `_labels`; their structures in `_input_form` and `_label_form`).
 
         Under XLA, whose variables keep their shape, into `PaddedRows` (for
         a static shape past the batch): made from the data's spec before
@@ -299,13 +300,12 @@ class GraphStats(RingReader):
         another shape than their holder's (a later `fit` on other data)
         are not kept.
         """
-        tf = self._tf
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        labels = [] if y is None else keras.tree.flatten(y)
-        self._label_form = keras.tree.map_structure(lambda _: 0, y)
-        for i, value in enumerate(labels[: len(self._labels)]):
-            self._labels[i] = self._keep_rows(self._labels[i], [value])
-        self._inputs = self._keep_rows(self._inputs, tf.nest.flatten(x))
+        self._input_form, self._label_form = _form(x), _form(y)
+        for kept, value in ((self._inputs, x), (self._labels, y)):
+            tensors = [] if value is None else keras.tree.flatten(value)
+            for i, tensor in enumerate(tensors[: len(kept)]):
+                kept[i] = self._keep_rows(kept[i], [tensor])
 
     def _keep_rows(self, kept, flat: list):
         """`_keep_batch`'s copy of the one tensor of `flat` into `kept` (a
@@ -329,8 +329,8 @@ class GraphStats(RingReader):
         element spec (`iterator.element_spec`: the shapes of a batch) before
         `fit` first traces the step: made in that trace, a variable has
         TensorFlow trace the whole train step twice. Once: a spec it cannot
-        read (several input tensors, a shape not static past the batch)
-        leaves them to the trace."""
+        read (a shape not static past the batch) leaves them to the
+        trace."""
         if self._kept_made:
             return
         self._kept_made = True
@@ -338,13 +338,11 @@ class GraphStats(RingReader):
         if spec is None:
             return
         x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
-        labels = [] if y is None else keras.tree.flatten(y)
-        for i, value in enumerate(labels[: len(self._labels)]):
-            if self._labels[i] is None:
-                self._labels[i] = self._padded(value)
-        if self._inputs is None:
-            flat = self._tf.nest.flatten(x)
-            self._inputs = self._padded(flat[0]) if len(flat) == 1 else None
+        for kept, value in ((self._inputs, x), (self._labels, y)):
+            specs = [] if value is None else keras.tree.flatten(value)
+            for i, found in enumerate(specs[: len(kept)]):
+                if kept[i] is None:
+                    kept[i] = self._padded(found)
 
     def _padded(self, spec):
         """A `PaddedRows` for the rows of a tensor of `spec`, None for a
@@ -517,6 +515,12 @@ class GraphStats(RingReader):
                 tf.cast(self._local.batch, "float32"),
             ]
         )
+
+
+def _form(value):
+    """The structure of a batch's inputs or labels, its leaves 0 (None for
+    none): what `pack_labels` packs their kept rows into."""
+    return None if value is None else keras.tree.map_structure(lambda _: 0, value)
 
 
 def _sparse(tf, grad) -> bool:

@@ -458,22 +458,21 @@ class JaxStats:
         """Labels of the last full step's batch (float32, up to 64 rows
         each), or None: an array for a single label tensor, else the
         labels' structure with one per tensor (`pack_labels`)."""
-        if self._kept is None:
-            return None
-        labels = keras.utils.unpack_x_y_sample_weight(self._kept)[1]
-        if labels is None:
-            return None
-        form = keras.tree.map_structure(lambda _: 0, labels)
-        return pack_labels(form, [_rows(x) for x in keras.tree.flatten(labels)])
+        return self._read_kept(1)
 
     def read_inputs(self):
-        """Inputs of the last full step's batch (float32, up to 64 rows)
-        for a single input tensor, or None."""
+        """Inputs of the last full step's batch, kept and read like the
+        labels."""
+        return self._read_kept(0)
+
+    def _read_kept(self, which: int):
         if self._kept is None:
             return None
-        value = keras.utils.unpack_x_y_sample_weight(self._kept)[0]
-        flat = jax.tree_util.tree_leaves(value)
-        return _rows(flat[0]) if len(flat) == 1 else None
+        value = keras.utils.unpack_x_y_sample_weight(self._kept)[which]
+        if value is None:
+            return None
+        form = keras.tree.map_structure(lambda _: 0, value)
+        return pack_labels(form, [_rows(x) for x in keras.tree.flatten(value)])
 
 
 def _rows(value) -> np.ndarray | None:

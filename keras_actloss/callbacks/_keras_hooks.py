@@ -360,19 +360,20 @@ class TrainHooks(GraphStats):
 
     def _create_variables(self) -> None:
         model, optimizer = self.model, self.model.optimizer
-        self._inputs = self._summed = self._fresh = None
+        self._summed = self._fresh = None
         self._kept_made = False  # `GraphStats._make_kept`, under XLA.
         # Rows of a batch kept (`GraphStats._keep_batch`) and activation
         # counts summed over an execution's steps (`_over_execution`): one
-        # replica only. The labels' rows: one holder per output (its label
-        # tensor).
+        # replica only. One holder of rows per input and per output (its
+        # input and label tensors).
+        self._inputs = [None] * max(1, len(getattr(model, "inputs", None) or ()))
         self._labels = [None] * max(1, len(getattr(model, "outputs", None) or ()))
-        self._label_form = None
+        self._input_form = self._label_form = None
         self._keeps = self.replicas == 1
         self._sums = self._keeps and int(model.steps_per_execution or 1) > 1
         if self._keeps:
             if not self.xla:  # Under XLA made with a static shape when traced.
-                self._inputs = self._shapeless()
+                self._inputs = [self._shapeless() for _ in self._inputs]
                 self._labels = [self._shapeless() for _ in self._labels]
             self._fresh = self._tf.Variable(True, trainable=False)
             if self._sums:

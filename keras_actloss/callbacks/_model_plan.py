@@ -543,6 +543,52 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
 
 
+def input_reach(model, plans: list[LayerPlan]) -> list[frozenset[str]] | None:
+    """For each input of `model` (`model.inputs` order), the monitored
+    layers with weights it reaches first (by name): a path from it meets
+    no other layer with weights before them. None for a model without a
+    layer graph (subclassed) or with one input.
+
+    Follows the layer graph as `_set_upstream` does (`_Flow`), each input
+    entering with a mark of its own, which every layer of the graph with
+    trainable weights stops (a composite one, as an attention, whole: the
+    monitored layers inside it are reached through it).
+    """
+    graph = _graph(model)
+    if graph is None or len(graph.inputs) < 2:
+        return None
+    weighted: dict[int, object] = {}
+    _weighted_ops(graph, weighted, set())
+    flow = _Flow({key: key for key in weighted})
+    flow.through(graph, [frozenset([("input", k)]) for k in range(len(graph.inputs))])
+    owner = {id(v): key for key, op in weighted.items() for v in op.trainable_weights}
+    reach: list[set[str]] = [set() for _ in graph.inputs]
+    for plan in plans:
+        keys = {owner.get(id(v)) for v in plan.variables} - {None}
+        for key in keys:
+            for entered in flow.calls.get(key, []):
+                for mark in entered or ():
+                    if isinstance(mark, tuple):
+                        reach[mark[1]].add(plan.info.name)
+    return [frozenset(names) for names in reach]
+
+
+def _weighted_ops(graph, found: dict, seen: set) -> None:
+    """The operations of `graph` and of the functional models nested in
+    it (which `_Flow` follows inside) that have trainable weights, by id."""
+    if id(graph) in seen:
+        return
+    seen.add(id(graph))
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            op = node.operation
+            nested = _graph(op) if isinstance(op, keras.layers.Layer) else None
+            if nested is not None and nested is not graph:
+                _weighted_ops(nested, found, seen)
+            elif getattr(op, "trainable_weights", None):
+                found[id(op)] = op
+
+
 @dataclasses.dataclass
 class _GraphMaps:
     """The nodes of a functional model's own layer graph by tensor and

@@ -38,10 +38,10 @@ class RingReader:
 
     Relies on the attributes `TrainHooks` sets: `_last_full`,
     `_last_alarm`, `counter_known`, `step_count()` and the variables
-    `_ring`, `_tick`, `_labels` (one per output), `_inputs` and `_rates`
-    (the rows' learning-rate columns, `rate_columns`); and on those
-    `GraphStats` sets while the step is traced: `loss_scaled`,
-    `_label_form`, `_grad_layout`,
+    `_ring`, `_tick`, `_inputs` and `_labels` (one per model input and
+    output) and `_rates` (the rows' learning-rate columns,
+    `rate_columns`); and on those `GraphStats` sets while the step is
+    traced: `loss_scaled`, `_input_form`, `_label_form`, `_grad_layout`,
     `_grad_layers`, `_loss_known` and `_layout`. It sets `_consumed` (the
     last step read), `_streak`, `_last_sample` and `_bounds`.
     """
@@ -175,9 +175,9 @@ class RingReader:
         return pack_labels(self._label_form, [self._read_kept(v) for v in self._labels])
 
     def read_inputs(self):
-        """Inputs of a recorded batch (float32, up to 64 rows), or None;
-        kept like the labels, for a single input tensor."""
-        return self._read_kept(self._inputs)
+        """Inputs of a recorded batch (float32, up to 64 rows each), or
+        None; kept and read like the labels (one per model input)."""
+        return pack_labels(self._input_form, [self._read_kept(v) for v in self._inputs])
 
     @staticmethod
     def _read_kept(variable):

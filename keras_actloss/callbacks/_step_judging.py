@@ -27,6 +27,7 @@ from keras_actloss.callbacks._callback_support import (
     feature_inputs,
     gate_saturations,
     input_scale,
+    input_scales,
     preprocessed,
     recording_gap,
     step_stats,
@@ -250,7 +251,8 @@ class StepJudging:
     Relies on the attributes `GradientDiagnostics` sets: `history`, the
     class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
     `_names`, `_step`, `_spe`, `_quiet`, `_peak`,
-    `_input_scale`, `_data_saturation`, `_last_histogram` and
+    `_input_scale`, `_input_scales`, `_inputs_reach`, `_data_saturation`,
+    `_last_histogram` and
     `_warned_no_gradients`; and on
     `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`, and
     `StepSchedule`'s `_burst`.
@@ -378,6 +380,18 @@ class StepJudging:
         if self._writer is not None and peak is not None and peak.step != recorded:
             self._writer.write_sentinel(peak)
 
+    def _scaled(self, inputs) -> tuple:
+        """`(features, scale, by layer)` of a kept batch of `inputs`
+        (`read_inputs`), as the first layers with weights see them: for a
+        model of one input, the batch through its preprocessing (None for
+        ids, `feature_inputs`) and its `input_scale`; for one of several,
+        no features (its recurrent gates are not judged), the largest of
+        its inputs' scales and each first layer's (`input_scales`)."""
+        if self._inputs_reach is not None:
+            return None, *input_scales(self.model, inputs, *self._inputs_reach)
+        features = preprocessed(self._preprocessing, feature_inputs(self.model, inputs))
+        return features, input_scale(features), {}
+
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
         data = self._hooks.read_full()
@@ -396,24 +410,18 @@ class StepJudging:
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:
             inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
-            # As the first layers with weights see them.
-            features = preprocessed(
-                self._preprocessing, feature_inputs(self.model, inputs)
-            )
-            self._input_scale = input_scale(features)
+            features, self._input_scale, self._input_scales = self._scaled(inputs)
             fractions = gate_saturations(self._gates, features)
             self._handle(self._rules.input_gates(step, self._input_scale, fractions))
             self._data_saturation = data_saturations(
-                self._hooks.plans, [inputs, *label_arrays(labels)]
+                self._hooks.plans, [*label_arrays(inputs), *label_arrays(labels)]
             )
             self._rules.target_scale = target_scale(self.model, labels)
         elif self._gates or self._rules.wants_inputs():
             # New data came (did the inputs change scale with it?), or
             # the inputs reach recurrent gates first (a batch of sequences
             # is small): read them.
-            inputs = feature_inputs(self.model, self._hooks.read_inputs())
-            features = preprocessed(self._preprocessing, inputs)
-            scale = input_scale(features)
+            features, scale, _ = self._scaled(self._hooks.read_inputs())
             if self._rules.wants_inputs():
                 self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
             if self._gates:
@@ -428,6 +436,7 @@ class StepJudging:
             self._input_scale,
             self._data_saturation,
             self._hooks.apply_groups,
+            self._input_scales,
         )
         new = self._rules.observe(stats)
         if self._rules.suspected or self._rules.gates_pending:

@@ -84,7 +84,8 @@ def within_bounds(
 
 
 def pack_labels(form, arrays: list):
-    """The kept labels of a batch as `check_model` takes them (`y`): the
+    """The kept labels (or inputs) of a batch as `check_model` takes them
+    (`y`): the
     one array of a single label tensor (also one in a list: `fit(x, [y])`);
     for several, or a dict (by output name: it says whose they are),
     `form`, the structure of the batch's labels (`keras.tree`'s), with
@@ -93,6 +94,8 @@ def pack_labels(form, arrays: list):
         return None
     if form is None or (len(arrays) == 1 and not isinstance(form, dict)):
         return arrays[0]
+    leaves = len(keras.tree.flatten(form))  # Those past the holders: None.
+    arrays = (list(arrays) + [None] * leaves)[:leaves]
     return keras.tree.pack_sequence_as(form, arrays)
 
 

@@ -19,6 +19,7 @@ from keras_actloss.callbacks._callback_support import (
     check_arguments,
     clipping,
     gain_of,
+    input_chains,
     input_gates,
     input_preprocessing,
     input_scale,
@@ -296,7 +297,9 @@ class GradientDiagnostics(
       of the pre-activations they alone give its gates on that batch in
       the gates' flat tails; from 75%, `saturated_activations` (a failure)
       instead, naming the inputs: the gates' outputs mix inside the cell,
-      so this first batch is the one measure of them.
+      so this first batch is the one measure of them. Of a model of several
+      inputs, each one's scale is taken through its own leading layers and
+      judged at the layers it reaches first (its recurrent gates are not).
     - What counts towards those streaks: a layer whose gradient ratios are
       over their vanishing bounds by less than 2x on a recording keeps its
       streak (they flicker across the bound with the output layer's noise;
@@ -556,6 +559,8 @@ class GradientDiagnostics(
         # (`input_gates`).
         self._gates: dict = {}
         self._preprocessing: list = []
+        self._inputs_reach = None  # (`input_chains`, `input_reach`).
+        self._input_scales: dict[str, float] = {}
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
@@ -644,6 +649,11 @@ class GradientDiagnostics(
             self._gates = input_gates(plans, self._rules.input_layers)
             self._preprocessing = input_preprocessing(model)
             self._rules.input_preprocessing = preprocessing_note(self._preprocessing)
+            # A model of several inputs: each one's preprocessing and the
+            # layers it reaches first (`input_scales`).
+            reach = _model_plan.input_reach(model, plans)
+            chains = input_chains(model) if reach is not None else None
+            self._inputs_reach = None if chains is None else (chains, reach)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.activity_regularizers = activity_regularizers(plans)
             self._rules.probability_output = probability_output(model, plans)
@@ -653,6 +663,7 @@ class GradientDiagnostics(
             self._rules.hidden_softmax = layers_of(plans, SOFTMAX, hidden=True)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
+            self._input_scales = {}
         self._hooks = hooks
         # A `fit` of the model after this one died (TensorFlow runs no code
         # of ours then) undoes the hooks: this instance leaves the model to

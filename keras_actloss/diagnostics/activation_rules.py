@@ -971,7 +971,6 @@ class ActivationRules(RuleFamily):
         # and a converged model's saturated units are doing their job.
         if self._converged(stats) or self._exploded():
             return
-        raw = stats.input_scale is not None and stats.input_scale > t.input_scale
         # A model that has learned was not stopped by its saturated units
         # (weights that keep growing push them into the tails): no hit.
         fitted = self._fitted(stats.loss)
@@ -983,7 +982,12 @@ class ActivationRules(RuleFamily):
             if _data_like(ls.saturation, stats.data_saturation.get(ls.layer)):
                 continue
             # Large raw inputs still pass a gradient through the outputs left.
-            raw_first = raw and self._first_layer(ls.layer)
+            scale = self._first_scale(ls.layer, stats)
+            raw_first = scale is not None and scale > t.input_scale
+            # Of several inputs, those that reach this layer are named.
+            told = stats
+            if raw_first and scale != stats.input_scale:
+                told = dataclasses.replace(stats, input_scale=scale)
             limits = {
                 F.SATURATED_ACTIVATIONS: (
                     t.raw_input_saturation if raw_first else t.saturation
@@ -1012,7 +1016,7 @@ class ActivationRules(RuleFamily):
                     hit = hit and thrown and mode == F.SATURATED_ACTIVATIONS
                 count, start = self._streaks.update(key, hit, first, batches)
                 if self._confirmed(count, start, stats.step):
-                    self._add_saturation(new, mode, ls, stats, count, start, raw_first)
+                    self._add_saturation(new, mode, ls, told, count, start, raw_first)
                 elif hit and key not in self._reported:
                     # Saturating late in a run, recordings far apart: dense
                     # recordings tell soon (`suspected`).
@@ -1175,6 +1179,22 @@ class ActivationRules(RuleFamily):
         """Whether a recording saw gates saturated by inputs that changed
         scale, not yet told (`gates_changed`)."""
         return bool(self._gate_marks)
+
+    def _first_scale(self, layer: str, stats: StepStats) -> float | None:
+        """The input scale of the inputs that reach `layer` first, or None
+        for a layer they do not reach first: for a model of several inputs,
+        the layer's own (`StepStats.input_scales`; an attention by those of
+        its projections), else `StepStats.input_scale` for a first layer
+        (`_first_layer`)."""
+        if not stats.input_scales:
+            return stats.input_scale if self._first_layer(layer) else None
+        inside = f"{layer}/"
+        found = [
+            scale
+            for name, scale in stats.input_scales.items()
+            if name == layer or name.startswith(inside)
+        ]
+        return max(found, default=None)
 
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input

@@ -165,6 +165,10 @@ class StepStats:
         input_scale: How far the model's inputs are from standardized: the
             largest `max(|mean|, std)` over input features of the recorded
             batch (about 1 when standardized), if known.
+        input_scales: For a model of several inputs, the layers they reach
+            first (no layer with weights before them) by the largest
+            `input_scale` of the inputs that reach each; empty for a model
+            of one input (its first layer's is `input_scale`).
         kernel_share: The share of the step's squared gradient norm in its
             gradients of tensors that are not vectors (kernels: a kernel's
             gradient is its inputs times the error, a bias's the error
@@ -197,6 +201,7 @@ class StepStats:
     batch_size: int | None = None
     activation_steps: int = 1
     input_scale: float | None = None
+    input_scales: dict[str, float] = dataclasses.field(default_factory=dict)
     kernel_share: float | None = None
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -131,3 +131,104 @@ def test_token_ids_have_no_input_scale(dtype):
     else:
         expected = input_scale(x[:32].astype("float64"))
         assert expected > 9 and scales[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_each_input_of_several_with_its_preprocessing_and_first_layers():
+    # Input a straight into 'ta'; input b through a Normalization into
+    # 'tb'; input c, ids, into an Embedding; the shared tower reached by
+    # both a and b after their own first layers is no first layer.
+    from keras_actloss.callbacks import _model_plan
+    from keras_actloss.callbacks._callback_support import input_chains, input_scales
+
+    L = keras.layers
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    c = keras.Input((2,), name="c", dtype="int32")
+    norm = L.Normalization(mean=[10.0] * 3, variance=[4.0] * 3, name="norm")
+    ta, tb = L.Dense(4, name="ta")(a), L.Dense(4, name="tb")(norm(b))
+    tc = L.Flatten()(L.Embedding(5, 2, name="emb")(c))
+    out = L.Dense(1, name="out")(L.Concatenate()([ta, tb, tc]))
+    model = keras.Model([a, b, c], out)
+    reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
+    assert reach == [frozenset({"ta"}), frozenset({"tb"}), frozenset({"emb"})]
+    chains = input_chains(model)
+    assert [[layer.name for layer in chain] for chain in chains] == [[], ["norm"], []]
+    # Hand calculation: a = [[0, 4, 0], [2, 0, 0]]: means [1, 2, 0], spreads
+    # [1, 2, 0] -> 2. b = 10 + 2 * [[1, -1, 0], [-1, 1, 0]] through the
+    # Normalization: [[1, -1, 0], [-1, 1, 0]], means 0, spreads [1, 1, 0]
+    # -> 1. c: ids, no scale.
+    xa = np.array([[0.0, 4.0, 0.0], [2.0, 0.0, 0.0]], "float32")
+    xb = np.array([[12.0, 8.0, 10.0], [8.0, 12.0, 10.0]], "float32")
+    xc = np.array([[1, 2], [3, 4]], "float32")
+    scale, by_layer = input_scales(model, [xa, xb, xc], chains, reach)
+    assert scale == pytest.approx(2.0)
+    assert by_layer == pytest.approx({"ta": 2.0, "tb": 1.0})
+    # A dict by input name reads the same; a list of another length, none.
+    named = {"b": xb, "a": xa, "c": xc}
+    assert input_scales(model, named, chains, reach)[1] == pytest.approx(by_layer)
+    assert input_scales(model, [xa, xb], chains, reach) == (None, {})
+    # One input: none of it (the single input's own path).
+    one = keras.Input((3,))
+    single = keras.Model(one, L.Dense(1)(one))
+    assert _model_plan.input_reach(single, _model_plan.plan_layers(single)) is None
+    assert input_chains(single) is None
+
+
+def test_a_shared_tower_is_reached_first_by_both_inputs():
+    from keras_actloss.callbacks import _model_plan
+
+    L = keras.layers
+    tower = keras.Sequential(
+        [keras.Input((4,)), L.Dense(8, name="d1"), L.Dense(4, name="d2")], name="tower"
+    )
+    a, b = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model(
+        a if False else [a, b], L.Dense(1, name="o")(tower(a) - tower(b))
+    )
+    reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
+    assert reach == [frozenset({"tower/d1"})] * 2
+
+
+@pytest.mark.parametrize("raw", ["a", "b"])
+def test_the_raw_input_of_several_is_named_for_its_own_first_layer(raw):
+    # Two inputs, each into its own tanh layer; one of them raw (mean about
+    # 150, spread 30): its layer sits in the flat tails and learns slowly,
+    # the inputs the cause, a warning, as for a model of one input
+    # (`unstandardized_inputs`). Was: no input kept for a model of several,
+    # and the layer told as `saturated_activations`, a failure.
+    rng = np.random.default_rng(0)
+    x = {k: rng.normal(size=(256, 6)).astype("float32") for k in "ab"}
+    x[raw] = x[raw] * 30.0 + 150.0
+    y = (x["a"][:, 0] - x["a"][:, 0].mean() > 0).astype("float32")[:, None]
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    joined = L.Concatenate()(
+        [
+            L.Dense(8, activation="tanh", name="ta")(a),
+            L.Dense(8, activation="tanh", name="tb")(b),
+        ]
+    )
+    out = L.Dense(1, activation="sigmoid")(L.Dense(16, activation="tanh")(joined))
+    model = keras.Model([a, b], out)
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning, match="unstandardized_inputs"):
+        model.fit(
+            [x["a"], x["b"]],
+            y,
+            batch_size=32,
+            verbose=0,
+            callbacks=[diag],
+            shuffle=False,
+        )
+    (finding,) = diag.findings
+    assert (finding.mode, finding.layer, finding.severity) == (
+        F.UNSTANDARDIZED_INPUTS,
+        f"t{raw}",
+        F.WARNING,
+    )
+    # The raw input's scale on the first recorded batch (its 32 rows).
+    first = x[raw][:32].astype("float64")
+    expected = np.maximum(np.abs(first.mean(0)), first.std(0)).max()
+    np.testing.assert_allclose(finding.value, expected, rtol=1e-5)
+    assert f"{expected:.3g}" in finding.message
