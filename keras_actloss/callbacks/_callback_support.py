@@ -537,7 +537,7 @@ def target_scale(model, labels) -> float | None:
     of the model's outputs under a regression loss (mean squared or
     absolute error, Huber: continuous labels), the largest over them;
     None for other losses and models, and labels that are not finite
-    numbers. `labels`: the kept labels (`pack_labels`), an array for a
+    numbers. `labels`: the kept labels (`pack_kept`), an array for a
     model of one output, a list per output or a dict by output name for
     several, as `check_model` takes them."""
     if labels is None:

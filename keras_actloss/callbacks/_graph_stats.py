@@ -305,15 +305,16 @@ class GraphStats(RingReader):
         for kept, value in ((self._inputs, x), (self._labels, y)):
             tensors = [] if value is None else keras.tree.flatten(value)
             for i, tensor in enumerate(tensors[: len(kept)]):
-                kept[i] = self._keep_rows(kept[i], [tensor])
+                kept[i] = self._keep_rows(kept[i], tensor)
 
-    def _keep_rows(self, kept, flat: list):
-        """`_keep_batch`'s copy of the one tensor of `flat` into `kept` (a
-        variable, a `PaddedRows` or None: made here); returns the holder."""
+    def _keep_rows(self, kept, tensor):
+        """`_keep_batch`'s copy of `tensor`'s first rows into `kept` (a
+        variable, a `PaddedRows` or None: made here); returns the holder.
+        Not of a scalar, nor of a sparse or ragged tensor."""
         tf = self._tf
-        if len(flat) != 1 or not tf.is_tensor(flat[0]) or not flat[0].shape.rank:
+        if not isinstance(tensor, tf.Tensor) or not tensor.shape.rank:
             return kept
-        rows = tf.cast(flat[0][:LABEL_ROWS], "float32")
+        rows = tf.cast(tensor[:LABEL_ROWS], "float32")
         if kept is None:
             if not rows.shape[1:].is_fully_defined():
                 return kept
@@ -519,7 +520,7 @@ class GraphStats(RingReader):
 
 def _form(value):
     """The structure of a batch's inputs or labels, its leaves 0 (None for
-    none): what `pack_labels` packs their kept rows into."""
+    none): what `pack_kept` packs their kept rows into."""
     return None if value is None else keras.tree.map_structure(lambda _: 0, value)
 
 

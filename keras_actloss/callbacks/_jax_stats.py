@@ -53,7 +53,7 @@ from keras_actloss.callbacks._step_rows import (
     call_rates,
     fold_rows,
     full_record,
-    pack_labels,
+    pack_kept,
     quiet_steps,
     rate_columns,
     within_bounds,
@@ -457,7 +457,7 @@ class JaxStats:
     def read_labels(self):
         """Labels of the last full step's batch (float32, up to 64 rows
         each), or None: an array for a single label tensor, else the
-        labels' structure with one per tensor (`pack_labels`)."""
+        labels' structure with one per tensor (`pack_kept`)."""
         return self._read_kept(1)
 
     def read_inputs(self):
@@ -472,7 +472,7 @@ class JaxStats:
         if value is None:
             return None
         form = keras.tree.map_structure(lambda _: 0, value)
-        return pack_labels(form, [_rows(x) for x in keras.tree.flatten(value)])
+        return pack_kept(form, [_rows(x) for x in keras.tree.flatten(value)])
 
 
 def _rows(value) -> np.ndarray | None:

@@ -21,7 +21,7 @@ from keras_actloss.callbacks._step_rows import (
     RING_TICK,
     fold_rows,
     full_record,
-    pack_labels,
+    pack_kept,
     quiet_steps,
     within_bounds,
 )
@@ -167,17 +167,17 @@ class RingReader:
     def read_labels(self):
         """Labels of a recorded batch (float32, up to 64 rows each), or
         None: an array for a single label tensor, else the labels'
-        structure with one per tensor (`pack_labels`).
+        structure with one per tensor (`pack_kept`).
 
         Kept without `tf.distribute` replicas (under `jit_compile`, for
         static shapes past the batch).
         """
-        return pack_labels(self._label_form, [self._read_kept(v) for v in self._labels])
+        return pack_kept(self._label_form, [self._read_kept(v) for v in self._labels])
 
     def read_inputs(self):
         """Inputs of a recorded batch (float32, up to 64 rows each), or
         None; kept and read like the labels (one per model input)."""
-        return pack_labels(self._input_form, [self._read_kept(v) for v in self._inputs])
+        return pack_kept(self._input_form, [self._read_kept(v) for v in self._inputs])
 
     @staticmethod
     def _read_kept(variable):

@@ -35,7 +35,7 @@ from keras_actloss.callbacks._callback_support import (
 )
 from keras_actloss.callbacks._model_plan import host_rate
 from keras_actloss.callbacks._reporting import GradientHealthWarning
-from keras_actloss.callbacks._step_rows import FULL, SENTINEL, label_arrays
+from keras_actloss.callbacks._step_rows import FULL, SENTINEL, kept_arrays
 from keras_actloss.diagnostics.records import SentinelEvent
 
 # The kinds of noisy burst, each with its own back-off (`StepSchedule._burst`):
@@ -414,7 +414,7 @@ class StepJudging:
             fractions = gate_saturations(self._gates, features)
             self._handle(self._rules.input_gates(step, self._input_scale, fractions))
             self._data_saturation = data_saturations(
-                self._hooks.plans, [*label_arrays(inputs), *label_arrays(labels)]
+                self._hooks.plans, [*kept_arrays(inputs), *kept_arrays(labels)]
             )
             self._rules.target_scale = target_scale(self.model, labels)
         elif self._gates or self._rules.wants_inputs():

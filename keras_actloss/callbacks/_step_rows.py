@@ -3,7 +3,7 @@
 Backend-neutral (no TensorFlow, no JAX): the layout of a step's row
 (`RING_*`), the logs keys the step's statistics leave the train function
 under, the kinds of step (`SENTINEL`, `FULL`), the alarm bounds
-(`BOUND_FIELDS`, `within_bounds`), the kept labels (`pack_labels`), and
+(`BOUND_FIELDS`, `within_bounds`), the kept rows (`pack_kept`), and
 the host functions both backends' readers share: `fold_rows` judges the
 every-step rows, `full_record` builds the record of a full step. The
 TensorFlow hooks write the rows in-graph (`_graph_stats.GraphStats`), the
@@ -83,13 +83,13 @@ def within_bounds(
     )
 
 
-def pack_labels(form, arrays: list):
-    """The kept labels (or inputs) of a batch as `check_model` takes them
-    (`y`): the
-    one array of a single label tensor (also one in a list: `fit(x, [y])`);
-    for several, or a dict (by output name: it says whose they are),
-    `form`, the structure of the batch's labels (`keras.tree`'s), with
-    each tensor's rows, None where not kept. None when none is kept."""
+def pack_kept(form, arrays: list):
+    """The kept rows of a batch's labels (or inputs), one array per tensor
+    (None where not kept), as `check_model` takes labels (`y`): the one
+    array of a single tensor (also one in a list: `fit(x, [y])`); for
+    several, or a dict (by output or input name: it says whose they are),
+    `form`, the structure of the batch's tensors (`keras.tree`'s), with
+    the arrays in it. None when none is kept."""
     if all(a is None for a in arrays):
         return None
     if form is None or (len(arrays) == 1 and not isinstance(form, dict)):
@@ -99,8 +99,9 @@ def pack_labels(form, arrays: list):
     return keras.tree.pack_sequence_as(form, arrays)
 
 
-def label_arrays(labels) -> list:
-    """The arrays of kept labels (`pack_labels`), one per label tensor."""
+def kept_arrays(labels) -> list:
+    """The arrays of kept labels or inputs (`pack_kept`), one per tensor
+    kept."""
     if labels is None:
         return []
     if isinstance(labels, dict):

@@ -33,7 +33,7 @@ from keras_actloss.callbacks._callback_support import (
     weight_decay,
     weight_gain,
 )
-from keras_actloss.callbacks._step_rows import label_arrays, pack_labels
+from keras_actloss.callbacks._step_rows import kept_arrays, pack_kept
 from keras_actloss.profiles import EXPONENTIAL, SOFTMAX
 
 
@@ -398,20 +398,20 @@ def test_target_scale_of_several_outputs_is_the_largest_regression_one():
     assert target_scale(mixed, {"kind": classes}) is None
 
 
-def test_pack_labels():
+def test_pack_kept():
     a, b = np.ones((2, 1), "float32"), np.zeros((2, 3), "float32")
-    assert pack_labels(0, [a]) is a  # One label tensor: its array.
-    assert pack_labels([0], [a]) is a  # `fit(x, [y])`.
-    assert pack_labels({"out": 0}, [a]) == {"out": a}  # Names its output.
-    assert pack_labels(None, [None]) is None
-    assert pack_labels([0, 0], [None, None]) is None
-    packed = pack_labels({"x": 0, "y": 0}, [a, None])  # Sorted keys' order.
+    assert pack_kept(0, [a]) is a  # One label tensor: its array.
+    assert pack_kept([0], [a]) is a  # `fit(x, [y])`.
+    assert pack_kept({"out": 0}, [a]) == {"out": a}  # Names its output.
+    assert pack_kept(None, [None]) is None
+    assert pack_kept([0, 0], [None, None]) is None
+    packed = pack_kept({"x": 0, "y": 0}, [a, None])  # Sorted keys' order.
     assert set(packed) == {"x", "y"} and packed["x"] is a and packed["y"] is None
-    packed = pack_labels((0, 0), [a, b])
+    packed = pack_kept((0, 0), [a, b])
     assert packed[0] is a and packed[1] is b
-    assert [len(x) for x in label_arrays(packed)] == [2, 2]
-    assert label_arrays({"x": a, "y": None})[0] is a
-    assert label_arrays(a)[0] is a and label_arrays(None) == []
+    assert [len(x) for x in kept_arrays(packed)] == [2, 2]
+    assert kept_arrays({"x": a, "y": None})[0] is a
+    assert kept_arrays(a)[0] is a and kept_arrays(None) == []
 
 
 @pytest.mark.parametrize(
