@@ -35,7 +35,12 @@ from keras_actloss.callbacks._callback_support import (
 )
 from keras_actloss.callbacks._model_plan import host_rate
 from keras_actloss.callbacks._reporting import GradientHealthWarning
-from keras_actloss.callbacks._step_rows import FULL, SENTINEL, kept_arrays
+from keras_actloss.callbacks._step_rows import (
+    FULL,
+    LABEL_ROWS,
+    SENTINEL,
+    kept_arrays,
+)
 from keras_actloss.diagnostics.records import SentinelEvent
 
 # The kinds of noisy burst, each with its own back-off (`StepSchedule._burst`):
@@ -252,8 +257,7 @@ class StepJudging:
     class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
     `_names`, `_step`, `_spe`, `_quiet`, `_peak`,
     `_input_scale`, `_input_scales`, `_inputs_reach`, `_data_saturation`,
-    `_last_histogram` and
-    `_warned_no_gradients`; and on
+    `_kept_step`, `_last_histogram` and `_warned_no_gradients`; and on
     `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`, and
     `StepSchedule`'s `_burst`.
     """
@@ -320,8 +324,19 @@ class StepJudging:
                 name = self._names[layer] if 0 <= layer < len(self._names) else None
                 # Dynamic loss scaling skips a non-finite step's update.
                 skips = counted and self._hooks.loss_scaled
+                finite = None
+                if counted and step == self._kept_step:
+                    finite = self._batch_finite()
                 event = SentinelEvent(
-                    step, norm, counted, name, rate, loss, *units, update_skipped=skips
+                    step,
+                    norm,
+                    counted,
+                    name,
+                    rate,
+                    loss,
+                    *units,
+                    update_skipped=skips,
+                    data_finite=finite,
                 )
                 new += self._rules.observe_step(event)
                 if counted:
@@ -333,6 +348,19 @@ class StepJudging:
                 kind = LOSS if self._rules.loss_jumped else JUMP
                 self._burst(step + 1, self._rules.jump_noisy, kind)
         self._handle(new)
+
+    def _batch_finite(self) -> bool | None:
+        """Whether the kept rows of the last full step's batch (its inputs
+        and labels) are finite: False when one is not, True when all are
+        and they are the whole batch (fewer rows than `LABEL_ROWS`), None
+        when not known."""
+        kept = kept_arrays(self._hooks.read_inputs())
+        kept += kept_arrays(self._hooks.read_labels())
+        if not kept:
+            return None
+        if not all(np.isfinite(a).all() for a in kept):
+            return False
+        return True if all(len(a) < LABEL_ROWS for a in kept) else None
 
     def _judge_unseen(self, loss) -> None:
         """Judges the first execution of a model that was built in it (on

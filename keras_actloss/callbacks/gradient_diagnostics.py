@@ -560,6 +560,7 @@ class GradientDiagnostics(
         self._gates: dict = {}
         self._preprocessing: list = []
         self._inputs_reach = None  # (`input_chains`, `input_reach`).
+        self._kept_step = None  # The step whose batch the hooks kept.
         self._input_scales: dict[str, float] = {}
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
@@ -739,6 +740,9 @@ class GradientDiagnostics(
         if self._guessed or (not self._batches and self._hooks.counter_applies > 1):
             self._resync_step()
         last = self._step + self._stride - 1
+        # A full step keeps its batch's rows (`read_inputs`, `read_labels`):
+        # a non-finite one is judged with them (one step an execution).
+        self._kept_step = last if self._mode == FULL and self._stride == 1 else None
         self._step += self._stride
         self._batches += 1
         self._time_batch()

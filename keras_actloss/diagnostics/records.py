@@ -232,6 +232,10 @@ class SentinelEvent:
         update_skipped: Whether the optimizer skipped the step's update, as
             dynamic loss scaling does for a non-finite step: the weights
             are unchanged.
+        data_finite: For a non-finite step whose batch the callback kept
+            (a step recorded in full): False when the batch's inputs or
+            labels hold a NaN or infinity, True when all of them are
+            finite (the whole batch kept), None when not known.
     """
 
     step: int
@@ -244,6 +248,7 @@ class SentinelEvent:
     silent_units: int = 0
     learning_rates: tuple[float, ...] | None = None
     update_skipped: bool = False
+    data_finite: bool | None = None
 
 
 def rates_mark(rates):

@@ -318,6 +318,21 @@ _DATA_FIX = (
     "Check the data (NaN/inf inputs or labels, e.g. with `np.isfinite`) and the "
     "loss (log of 0, division by 0); clip gradients (`clipnorm=1.0`)."
 )
+# A non-finite step whose batch holds NaN or infinite inputs or labels
+# (`SentinelEvent.data_finite` False)...
+_BAD_DATA_FIX = (
+    "Remove or fill the NaN and infinite values in the data "
+    "(`np.isfinite(x).all(axis=1)` finds the rows of a 2-D array), in the "
+    "inputs and in the labels, before `fit`."
+)
+# ...and one whose batch is finite: the model or the loss made them.
+_FORWARD_FIX = (
+    "Find the operation that overflows or divides by 0 in the model's "
+    "forward pass or the loss (an `exp`, a power, a `log` or a division) and "
+    "bound its inputs (clip them, a softplus instead of an exp, a "
+    "normalization layer before it, smaller initial weights); clip gradients "
+    "(`clipnorm=1.0`)."
+)
 # How every finding of oversized updates ends.
 _UNSTABLE = ": the steps are far too large and training is unstable."
 

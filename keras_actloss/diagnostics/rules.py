@@ -157,7 +157,9 @@ from keras_actloss.diagnostics.records import (
     StepStats,
 )
 from keras_actloss.diagnostics.rising_rules import RisingRateRules
+from keras_actloss.diagnostics.rule_support import _BAD_DATA_FIX as _BAD_DATA_FIX
 from keras_actloss.diagnostics.rule_support import _DATA_FIX as _DATA_FIX
+from keras_actloss.diagnostics.rule_support import _FORWARD_FIX as _FORWARD_FIX
 from keras_actloss.diagnostics.rule_support import _OVERFLOW_FIX as _OVERFLOW_FIX
 from keras_actloss.diagnostics.rule_support import _SCALE_FIX as _SCALE_FIX
 from keras_actloss.diagnostics.rule_support import _ZERO_FIX as _ZERO_FIX

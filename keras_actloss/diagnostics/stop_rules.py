@@ -17,9 +17,11 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.records import SentinelEvent
 from keras_actloss.diagnostics.rule_support import (
+    _BAD_DATA_FIX,
     _DATA_FIX,
     _DEAD_OUTPUT_FIX,
     _EXPLOSION_STEPS,
+    _FORWARD_FIX,
     _FROM_LOGITS_FIX,
     _JUMP_FIX,
     _LOSS_STOPPED_FIX,
@@ -229,27 +231,47 @@ class NonFiniteRules(RuleFamily):
                 " No step before it had finite gradients: the cause is likely "
                 "in the data, the loss or the initial weights, not the step size."
             )
-            message, fix = self._data_or_loss(message)
+            message, fix = self._data_or_loss(message, event)
         else:
             message += (
                 f" The gradient norms before it were normal (last finite norm "
                 f"{last:.3g}): the cause is likely in the data or the loss, not "
                 "the step size."
             )
-            message, fix = self._data_or_loss(message)
+            message, fix = self._data_or_loss(message, event)
         self._add(
             new, F.NON_FINITE, event.layer, event.step, event.global_norm, message, fix
         )
 
-    def _data_or_loss(self, message: str) -> tuple[str, str]:
+    def _data_or_loss(self, message: str, event: SentinelEvent) -> tuple[str, str]:
         """A non-finite step's message and fix where the data or the loss is
-        the likely cause: naming the layers with an exponential activation
-        (`exponential_layers`), which overflows with finite data (probed: 5
-        such layers on standardized inputs, inf from the third, were told to
-        check the data), and, with a loss that checks its labels in a
-        compiled step (`traced_label_checks`), the labels that fail its
-        check, which make it NaN there (probed on JAX: hinge labels 0/1/2
-        were told to check the data for NaN with `np.isfinite`)."""
+        the likely cause. Where the callback kept the step's batch
+        (`SentinelEvent.data_finite`), which one it is: a batch with a NaN
+        or infinity in its inputs or labels (probed: one NaN row at step
+        12, told to check the data and the loss alike), or a finite batch,
+        the model or the loss then the cause (probed: `exp` of a layer of
+        large weights, told to check the data). Then naming the layers with
+        an exponential activation (`exponential_layers`), which overflows
+        with finite data (probed: 5 such layers on standardized inputs, inf
+        from the third, were told to check the data), and, with a loss that
+        checks its labels in a compiled step (`traced_label_checks`), the
+        labels that fail its check, which make it NaN there (probed on JAX:
+        hinge labels 0/1/2 were told to check the data for NaN with
+        `np.isfinite`)."""
+        if event.data_finite is False:
+            message += (
+                f" The batch of step {event.step} holds NaN or infinite values "
+                "in its inputs or labels: the data is the cause."
+            )
+            return message, _BAD_DATA_FIX
+        default = _DATA_FIX
+        if event.data_finite:
+            message += (
+                f" The inputs and labels of step {event.step}'s batch are all "
+                "finite: the model's forward pass or the loss made the first "
+                "non-finite value."
+            )
+            default = _FORWARD_FIX
         if self.exponential_layers:
             listed = _named(self.exponential_layers)
             message += (
@@ -264,7 +286,7 @@ class NonFiniteRules(RuleFamily):
             )
         loss = self.traced_label_checks
         if loss is None:
-            return message, _DATA_FIX
+            return message, default
         message += (
             f" The loss '{loss}' checks its labels, and in a compiled step "
             "(`jit_compile`), where it cannot raise, makes its value NaN on a "

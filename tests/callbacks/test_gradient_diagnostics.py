@@ -34,6 +34,7 @@ import keras_actloss
 from keras_actloss import activations
 from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
 from keras_actloss.callbacks._step_rows import SENTINEL
+from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE, VANISHING_GRADIENTS
 from tests.backend_support import BACKEND, tensorflow_only
 
@@ -1614,6 +1615,42 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     # Step 2 (third batch); the NaN input reaches the first layer's kernel first.
     assert modes == [(NON_FINITE, "hidden", 2)]
     assert _iterations(model) == 8  # "warn" keeps training
+    # Step 2 ran in full (dense recording at the start), its batch kept:
+    # the NaN is found in it, and the data named.
+    (finding,) = diag.findings
+    assert finding.message.endswith(
+        "The batch of step 2 holds NaN or infinite values in its inputs or "
+        "labels: the data is the cause."
+    )
+    assert finding.fix == rules_module._BAD_DATA_FIX
+
+
+def test_a_non_finite_step_on_finite_data_names_the_forward_pass(rng):
+    # An `exp` of a layer with weights of stddev 30 overflows float32 at the
+    # first step on standardized data: the finding said to check the data.
+    # The kept batch is finite: the forward pass or the loss is named.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu", name="enc")(inputs)
+    large = keras.initializers.RandomNormal(stddev=30.0)
+    logvar = keras.layers.Dense(4, kernel_initializer=large, name="logvar")(hidden)
+    spread = keras.layers.Lambda(keras.ops.exp, name="exp")(logvar)
+    joined = keras.layers.Concatenate()([hidden, spread])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(joined))
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    assert np.isfinite(x).all() and np.isfinite(y).all()
+    diag = _diag()
+    with pytest.warns(GradientHealthWarning, match="non_finite"):
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0, callbacks=[diag])
+    first = diag.findings[0]
+    assert (first.mode, first.step) == (NON_FINITE, 0)
+    assert first.message.endswith(
+        "The inputs and labels of step 0's batch are all finite: the model's "
+        "forward pass or the loss made the first non-finite value."
+    )
+    assert first.fix == rules_module._FORWARD_FIX
 
 
 class _Reported(keras.callbacks.Callback):

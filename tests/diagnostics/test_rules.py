@@ -291,6 +291,42 @@ class TestNonFinite:
             found[0].message
         )
 
+    @pytest.mark.parametrize("finite", [False, True])
+    def test_the_kept_batch_tells_the_data_from_the_forward_pass(self, finite):
+        # The callback kept the non-finite step's batch: NaN in it names the
+        # data, with its fix; all of it finite names the forward pass or the
+        # loss (probed: an `exp` of large weights was told to check the data).
+        rules = HealthRules(mlp(["relu"]))
+        run(rules, [event(s, 2.0, loss=1.0) for s in range(3)])
+        bad = dataclasses.replace(
+            event(3, math.nan, non_finite=True, layer="dense_1"), data_finite=finite
+        )
+        (found,) = rules.observe_step(bad)
+        assert (found.mode, found.layer, found.step) == (F.NON_FINITE, "dense_1", 3)
+        if finite:
+            assert found.message.endswith(
+                "The inputs and labels of step 3's batch are all finite: the "
+                "model's forward pass or the loss made the first non-finite value."
+            )
+            assert found.fix == rules_module._FORWARD_FIX
+        else:
+            assert found.message.endswith(
+                "The batch of step 3 holds NaN or infinite values in its inputs "
+                "or labels: the data is the cause."
+            )
+            assert found.fix == rules_module._BAD_DATA_FIX
+        # An exponential activation is still named with finite data.
+        rules = HealthRules(mlp(["relu"]))
+        rules.exponential_layers = ("dense_1",)
+        (found,) = rules.observe_step(bad)
+        if finite:
+            assert "all finite" in found.message and "overflows float32" in (
+                found.message
+            )
+            assert found.fix.startswith("Replace the exponential activation")
+        else:
+            assert found.fix == rules_module._BAD_DATA_FIX
+
     def test_a_loss_that_checks_its_labels_in_a_compiled_step(self):
         # Probed (JAX, jit): keras-actloss's Hinge given labels 0/1/2 makes
         # its value NaN (it cannot raise inside `jax.jit`); the finding said
