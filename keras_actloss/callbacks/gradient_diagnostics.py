@@ -175,7 +175,10 @@ class GradientDiagnostics(
       after 10 such steps in a row (from the first step, once the loss
       scale is down to 1: 16 steps from Keras's first scale, 2^15). With
       `on_failure="stop"` or
-      `"raise"` training stops there.
+      `"raise"` training stops there. A step run in full (as every one at
+      the start of training is) kept its batch: NaN or inf in its inputs
+      or labels names the data, a batch all finite (of fewer than 64
+      samples) the model's forward pass or the loss.
     - `exploding_gradients` (not while a one-output classifier that began
       the fit fitted, its loss under a tenth of an uninformed
       prediction's, has its loss still under that prediction's: a rise of
