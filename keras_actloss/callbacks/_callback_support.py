@@ -639,46 +639,12 @@ def input_preprocessing(model) -> list:
     return chain
 
 
-def input_chains(model) -> list[list] | None:
-    """`input_preprocessing` of each input of a model of several
-    (`model.inputs` order): the `Rescaling` and `Normalization` layers
-    applied to it first, one after the other, each the one layer its
-    input goes to; None for a model of one input."""
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) < 2:
-        return None
-    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
-    chains = []
-    for tensor in inputs:
-        chain = []
-        while True:
-            users = [layer for layer in model.layers if _takes(layer, tensor)]
-            if len(users) != 1 or not isinstance(users[0], kinds):
-                break
-            chain.append(users[0])
-            tensor = users[0].output
-        chains.append(chain)
-    return chains
-
-
-def _takes(layer, tensor) -> bool:
-    """Whether `layer`'s one call takes `tensor` (a layer never called, or
-    called several times, as a shared one, is not counted)."""
-    if isinstance(layer, keras.layers.InputLayer):
-        return False
-    try:
-        taken = keras.tree.flatten(layer.input)
-    except (AttributeError, ValueError):
-        return False
-    return any(t is tensor for t in taken)
-
-
 def input_scales(model, inputs, chains: list, reach: list) -> tuple:
     """For a model of several inputs: `(scale, by layer)`, the largest
     `input_scale` of its inputs' kept rows (`inputs`, in the batch's
     structure: a list in `model.inputs` order or a dict by input name),
-    each through its `input_chains` (an input of ids or categories,
-    `_ids`, has none), and for each layer the inputs reach first
+    each through its `_model_plan.input_chains` (an input of ids or
+    categories, `_ids`, has none), and for each layer the inputs reach first
     (`reach`, `_model_plan.input_reach`) the largest of theirs."""
     tensors = model.inputs
     if isinstance(inputs, dict):

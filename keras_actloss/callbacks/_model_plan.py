@@ -573,6 +573,31 @@ def input_reach(model, plans: list[LayerPlan]) -> list[frozenset[str]] | None:
     return [frozenset(names) for names in reach]
 
 
+def input_chains(model) -> list[list] | None:
+    """For each input of a model of several (`model.inputs` order), the
+    `Rescaling` and `Normalization` layers applied to it first, one after
+    the other, each call the one its input goes to (a layer shared by the
+    inputs, one call each, counts for each): what the layers it reaches
+    first see is the data through them (`_callback_support.preprocessed`).
+    None for a model of one input (`_callback_support.input_preprocessing`)
+    or without a layer graph."""
+    maps = _GraphMaps.of(model)
+    if maps is None or len(model.inputs) < 2:
+        return None
+    kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+    chains = []
+    for tensor in model.inputs:
+        chain = []
+        while True:
+            users = maps.consumers.get(id(tensor), [])
+            if len(users) != 1 or not isinstance(users[0].operation, kinds):
+                break
+            chain.append(users[0].operation)
+            tensor = users[0].outputs[0]
+        chains.append(chain)
+    return chains
+
+
 def _weighted_ops(graph, found: dict, seen: set) -> None:
     """The operations of `graph` and of the functional models nested in
     it (which `_Flow` follows inside) that have trainable weights, by id."""

@@ -19,7 +19,6 @@ from keras_actloss.callbacks._callback_support import (
     check_arguments,
     clipping,
     gain_of,
-    input_chains,
     input_gates,
     input_preprocessing,
     input_scale,
@@ -656,7 +655,7 @@ class GradientDiagnostics(
             # A model of several inputs: each one's preprocessing and the
             # layers it reaches first (`input_scales`).
             reach = _model_plan.input_reach(model, plans)
-            chains = input_chains(model) if reach is not None else None
+            chains = _model_plan.input_chains(model) if reach is not None else None
             self._inputs_reach = None if chains is None else (chains, reach)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.activity_regularizers = activity_regularizers(plans)

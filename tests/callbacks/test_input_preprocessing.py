@@ -138,7 +138,7 @@ def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     # 'tb'; input c, ids, into an Embedding; the shared tower reached by
     # both a and b after their own first layers is no first layer.
     from keras_actloss.callbacks import _model_plan
-    from keras_actloss.callbacks._callback_support import input_chains, input_scales
+    from keras_actloss.callbacks._callback_support import input_scales
 
     L = keras.layers
     a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
@@ -150,7 +150,7 @@ def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     model = keras.Model([a, b, c], out)
     reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
     assert reach == [frozenset({"ta"}), frozenset({"tb"}), frozenset({"emb"})]
-    chains = input_chains(model)
+    chains = _model_plan.input_chains(model)
     assert [[layer.name for layer in chain] for chain in chains] == [[], ["norm"], []]
     # Hand calculation: a = [[0, 4, 0], [2, 0, 0]]: means [1, 2, 0], spreads
     # [1, 2, 0] -> 2. b = 10 + 2 * [[1, -1, 0], [-1, 1, 0]] through the
@@ -170,22 +170,27 @@ def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     one = keras.Input((3,))
     single = keras.Model(one, L.Dense(1)(one))
     assert _model_plan.input_reach(single, _model_plan.plan_layers(single)) is None
-    assert input_chains(single) is None
+    assert _model_plan.input_chains(single) is None
 
 
 def test_a_shared_tower_is_reached_first_by_both_inputs():
+    # Through a Normalization shared by both inputs (one call each): each
+    # input's chain holds it, and the layers after it see the data through
+    # it.
     from keras_actloss.callbacks import _model_plan
 
     L = keras.layers
     tower = keras.Sequential(
         [keras.Input((4,)), L.Dense(8, name="d1"), L.Dense(4, name="d2")], name="tower"
     )
+    norm = L.Normalization(mean=[5.0] * 4, variance=[1.0] * 4, name="norm")
     a, b = keras.Input((4,)), keras.Input((4,))
-    model = keras.Model(
-        a if False else [a, b], L.Dense(1, name="o")(tower(a) - tower(b))
-    )
+    joined = tower(norm(a)) - tower(norm(b))
+    model = keras.Model([a, b], L.Dense(1, name="o")(joined))
     reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
     assert reach == [frozenset({"tower/d1"})] * 2
+    chains = _model_plan.input_chains(model)
+    assert [[layer.name for layer in chain] for chain in chains] == [["norm"]] * 2
 
 
 @pytest.mark.parametrize("raw", ["a", "b"])
