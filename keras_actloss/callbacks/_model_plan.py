@@ -373,6 +373,7 @@ def plan_layers(model) -> list[LayerPlan]:
             inside=_users_own(parent, name),
             averaged=_averaged(layer),
             attention=attends,
+            threshold=_threshold(layer),
         )
         kind = AttentionPlan if attends else LayerPlan
         plan = kind(info, layer, variables, profile, axis, leaf, runner)
@@ -439,6 +440,13 @@ def _sources(layer) -> list | None:
             parent = above[0]
         sources.append(getattr(parent, "operation", None))
     return sources
+
+
+def _threshold(layer) -> float:
+    """`LayerInfo.threshold`: a Keras `ReLU` layer's `threshold`, else 0."""
+    if not isinstance(layer, keras.layers.ReLU):
+        return 0.0
+    return float(getattr(layer, "threshold", 0.0) or 0.0)
 
 
 def _averaged(layer) -> bool:

@@ -729,6 +729,21 @@ class ActivationRules(RuleFamily):
                         )
                     if step - start + 1 < _OFF_STEPS:
                         return  # Judged again at the next recording.
+                if info.threshold > 0:
+                    # Probed: `ReLU(threshold=3)` after a Dense layer, every
+                    # unit dead from step 0, told with Leaky ReLU for fix.
+                    cut = f"{info.threshold:g}"
+                    message += (
+                        f" Its ReLU outputs 0 for every input under its "
+                        f"threshold of {cut} (`ReLU(threshold={cut})`), not "
+                        "only under 0: a unit whose inputs stay under it is "
+                        "dead."
+                    )
+                    fix = (
+                        f"Lower the threshold of the ReLU of layer '{layer}' "
+                        "(0 by default). If its units stay dead: "
+                        + _lower_first(fix or FIXES[F.DEAD_RELU])
+                    )
                 penalty = self.activity_regularizers.get(layer)
                 if penalty is not None and severity == F.FAILURE:
                     # A sparse autoencoder's code under L1 3e-2: every unit

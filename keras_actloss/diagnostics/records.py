@@ -75,6 +75,8 @@ class LayerInfo:
             learns through the path it gates: not judged for vanishing
             gradients, and its activation does not shrink the gradient of
             the layers on that path.
+        threshold: The input under which its ReLU outputs 0 where it is
+            not 0 (Keras's `ReLU(threshold=...)`), else 0.
     """
 
     name: str
@@ -91,6 +93,7 @@ class LayerInfo:
     attention: bool = False
     bypassed: bool = False
     gate: str | None = None
+    threshold: float = 0.0
 
 
 @dataclasses.dataclass

@@ -1625,6 +1625,37 @@ def test_nan_between_recordings_gives_non_finite_with_step_and_layer(data):
     assert finding.fix == rules_module._BAD_DATA_FIX
 
 
+def test_dead_units_behind_a_relu_threshold_name_it(rng):
+    # `ReLU(threshold=3)` after a Dense layer of unit-scale outputs: every
+    # unit outputs 0 from the first step. Probed: told with Leaky ReLU for
+    # fix, the threshold never named (pG P7).
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(32),
+            keras.layers.ReLU(threshold=3.0, name="thr"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = rng.integers(0, 3, size=256)
+    diag = _diag()
+    with pytest.warns(GradientHealthWarning, match="dead_relu"):
+        model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[diag])
+    (finding,) = [f for f in diag.findings if f.layer == "thr"]
+    assert finding.mode == "dead_relu" and finding.step <= 4
+    assert (
+        "Its ReLU outputs 0 for every input under its threshold of 3 "
+        "(`ReLU(threshold=3)`), not only under 0"
+    ) in finding.message
+    assert finding.fix.startswith(
+        "Lower the threshold of the ReLU of layer 'thr' (0 by default). If its "
+        "units stay dead: use Leaky ReLU"
+    )
+
+
 def test_a_non_finite_step_on_finite_data_names_the_forward_pass(rng):
     # An `exp` of a layer with weights of stddev 30 overflows float32 at the
     # first step on standardized data: the finding said to check the data.
