@@ -540,11 +540,8 @@ def target_scale(model, labels) -> float | None:
     numbers. `labels`: the kept labels (`pack_kept`), an array for a
     model of one output, a list per output or a dict by output name for
     several, as `check_model` takes them."""
-    if labels is None:
-        return None
-    try:
-        outputs = walk.outputs(model)
-    except Exception:  # noqa: BLE001 - a model not walked: not judged.
+    outputs = None if labels is None else _outputs(model)
+    if outputs is None:
         return None
     losses = per_output(getattr(model, "loss", None), outputs, "loss")
     scales = []
@@ -577,18 +574,21 @@ def _one_output_loss(model):
     """`(loss profile, walk.Output)` of a model compiled with one loss that
     `keras_actloss.losses.profile` knows, for its one output; None for
     several losses or outputs, a loss not profiled, or a model not walked."""
-    from keras_actloss.losses import profile
-
     loss = getattr(model, "loss", None)
     if loss is None or isinstance(loss, (list, tuple, dict)):
         return None
-    try:
-        found, outputs = profile(loss), walk.outputs(model)
-    except Exception:  # noqa: BLE001 - a loss or model not read: not judged.
-        return None
-    if found is None or len(outputs) != 1:
+    found, outputs = _profile(loss), _outputs(model)
+    if found is None or outputs is None or len(outputs) != 1:
         return None
     return found, outputs[0]
+
+
+def _outputs(model) -> list | None:
+    """`walk.outputs` of `model`, None for a model not walked."""
+    try:
+        return walk.outputs(model)
+    except Exception:  # noqa: BLE001 - a model not read: not judged.
+        return None
 
 
 def _mismatched(model) -> bool:

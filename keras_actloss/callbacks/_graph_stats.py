@@ -29,7 +29,13 @@ import numpy as np
 from keras_actloss.callbacks._graph_reads import _additive_updates, _f32, _read_in
 from keras_actloss.callbacks._model_plan import apply_groups, step_counter
 from keras_actloss.callbacks._ring_reading import PaddedRows, RingReader
-from keras_actloss.callbacks._step_rows import FULL, LABEL_ROWS, RING_HEAD, call_rates
+from keras_actloss.callbacks._step_rows import (
+    FULL,
+    LABEL_ROWS,
+    RING_HEAD,
+    call_rates,
+    kept_form,
+)
 from keras_actloss.diagnostics import step_activations, step_reader, step_stats
 from keras_actloss.diagnostics.records import rates_mark
 
@@ -301,7 +307,7 @@ class GraphStats(RingReader):
         are not kept.
         """
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self._input_form, self._label_form = _form(x), _form(y)
+        self._input_form, self._label_form = kept_form(x), kept_form(y)
         for kept, value in ((self._inputs, x), (self._labels, y)):
             tensors = [] if value is None else keras.tree.flatten(value)
             for i, tensor in enumerate(tensors[: len(kept)]):
@@ -516,12 +522,6 @@ class GraphStats(RingReader):
                 tf.cast(self._local.batch, "float32"),
             ]
         )
-
-
-def _form(value):
-    """The structure of a batch's inputs or labels, its leaves 0 (None for
-    none): what `pack_kept` packs their kept rows into."""
-    return None if value is None else keras.tree.map_structure(lambda _: 0, value)
 
 
 def _sparse(tf, grad) -> bool:

@@ -53,6 +53,7 @@ from keras_actloss.callbacks._step_rows import (
     call_rates,
     fold_rows,
     full_record,
+    kept_form,
     pack_kept,
     quiet_steps,
     rate_columns,
@@ -471,8 +472,8 @@ class JaxStats:
         value = keras.utils.unpack_x_y_sample_weight(self._kept)[which]
         if value is None:
             return None
-        form = keras.tree.map_structure(lambda _: 0, value)
-        return pack_kept(form, [_rows(x) for x in keras.tree.flatten(value)])
+        rows = [_rows(x) for x in keras.tree.flatten(value)]
+        return pack_kept(kept_form(value), rows)
 
 
 def _rows(value) -> np.ndarray | None:

@@ -372,7 +372,7 @@ class TrainHooks(GraphStats):
         self._keeps = self.replicas == 1
         self._sums = self._keeps and int(model.steps_per_execution or 1) > 1
         if self._keeps:
-            if not self.xla:  # Under XLA made with a static shape when traced.
+            if not self.xla:  # Under XLA `PaddedRows` of static shapes (`_make_kept`).
                 self._inputs = [self._shapeless() for _ in self._inputs]
                 self._labels = [self._shapeless() for _ in self._labels]
             self._fresh = self._tf.Variable(True, trainable=False)

@@ -99,6 +99,12 @@ def pack_kept(form, arrays: list):
     return keras.tree.pack_sequence_as(form, arrays)
 
 
+def kept_form(value):
+    """The structure of a batch's inputs or labels (`keras.tree`'s), its
+    leaves 0; None for none: what `pack_kept` packs their kept rows into."""
+    return None if value is None else keras.tree.map_structure(lambda _: 0, value)
+
+
 def kept_arrays(labels) -> list:
     """The arrays of kept labels or inputs (`pack_kept`), one per tensor
     kept."""
