@@ -284,6 +284,17 @@ def lazy_layers(model) -> bool:
     return any(not layer.built for layer in model._flatten_layers(include_self=False))
 
 
+def weights_made(model) -> bool:
+    """Whether `model` has made all its weights, built or not: a model that
+    its `train_step` never calls stays unbuilt (a GAN that calls only its
+    generator and discriminator, as the Keras DCGAN example's), but when
+    every layer it holds is built, its first step makes no weight of the
+    model (an optimizer's only, which the hooks see made)."""
+    if model.built:
+        return True
+    return bool(model.trainable_variables) and not lazy_layers(model)
+
+
 def graph_depths(container) -> dict[int, int] | None:
     """`id(layer)` -> depth in `container`'s layer graph (0 = its outputs),
     or None for a container without one (a subclassed model or layer).

@@ -157,13 +157,15 @@ class GradientDiagnostics(
       step, which runs Keras's own train function unrecorded; recording
       (and `check_model`) starts with the second step, and a non-finite
       loss in the first step's logs (or weights it left non-finite) is
-      reported as a non-finite step right after it. So it does for a
-      model that its `train_step` never calls, which stays unbuilt (a GAN
-      that calls only its generator and discriminator, as the Keras DCGAN
-      example's), without `check_model`: it has no graph of the model; and,
-      on TensorFlow, for a built model with layers still unbuilt (inside a
+      reported as a non-finite step right after it. So it does, on
+      TensorFlow, for a built model with layers still unbuilt (inside a
       layer of the user's own that gives its output shape without calling
-      them), which make their weights in the first step.
+      them), which make their weights in the first step. A model that its
+      `train_step` never calls stays unbuilt (a GAN that calls only its
+      generator and discriminator, as the Keras DCGAN example's): when the
+      layers it holds are built (each network given an `Input`), it is
+      recorded from its first step; otherwise from its second. Either way
+      without `check_model`: it has no graph of the model.
 
     When each failure can first be reported (default thresholds; step
     counts from the onset, with the finding's `step` at the onset):
@@ -588,19 +590,21 @@ class GradientDiagnostics(
         # Sequential given none) is built when `fit` first traces its train
         # function, after this call, with the optimizer's weights. Its first
         # batch runs Keras's own train function; the hooks go in before the
-        # second (`_begin`), also if the model is still unbuilt then (a GAN
-        # whose `train_step` calls its generator and discriminator only).
-        # So for a built model with layers unbuilt (a layer of the user's
-        # own that gives its output shape without calling its sublayers):
-        # they make their weights in the first step, after the optimizer
-        # would have been built without them.
+        # second (`_begin`), also if the model is still unbuilt then. So for
+        # a built model with layers unbuilt (a layer of the user's own that
+        # gives its output shape without calling its sublayers): they make
+        # their weights in the first step, after the optimizer would have
+        # been built without them.
         # (TensorFlow: on JAX the step is traced with the weights it makes.)
+        # A model unbuilt whose layers all are (a GAN whose `train_step`
+        # calls its built generator and discriminator only) is watched from
+        # its first step.
         self._lazy = (
             model.built
             and keras.backend.backend() == "tensorflow"
             and _model_plan.lazy_layers(model)
         )
-        self._deferred = not model.built or self._lazy
+        self._deferred = not _model_plan.weights_made(model) or self._lazy
         self._deferred_ran = False
         self._deferred_loss = None
         if not self._deferred:
