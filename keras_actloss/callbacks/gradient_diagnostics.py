@@ -456,7 +456,9 @@ class GradientDiagnostics(
       rising: after 3 recordings over 5 steps, so at step 4 of a run
       that starts so (a learning rate of 1e-7 under SGD, `clipnorm=1e-8`).
       The gradients measured here are from before clipping: they look
-      healthy.
+      healthy. Not after a reported explosion that left a layer's weights
+      100x their first recorded norm or more: updates small against them
+      are its consequence.
 
     Steps that are not recorded run a train function with only the
     every-step check; the model's own train function is restored after

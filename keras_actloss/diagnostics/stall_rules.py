@@ -21,7 +21,8 @@ weights receive vanish, as when no gradient reaches them
 falls from where training began, nor for a classifier already far under
 the loss of knowing nothing (a model at its optimum needs no steps), nor
 at a learning rate of 0 (a `fit` that refreshes batch-normalization
-statistics) or one still rising (a warm-up from 0).
+statistics) or one still rising (a warm-up from 0), nor against weights
+that a reported explosion blew up (`_blown`): its consequence.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ _LEARNED = 0.5
 # A loss at this share of the first steps' (their median) or over it has
 # not fallen: the batches of a model that does not move vary about as much.
 _UNMOVED = 0.8
+
+# After a reported explosion, weights this many times their first recorded
+# norm (any layer) were thrown there by it: no step moves them (`_blown`).
+_BLOWN = 100.0
 
 _STREAK = ("stalled_updates", None)
 
@@ -125,6 +130,7 @@ class StallRules(RuleFamily):
             and not rising
             and not negligible(stats.global_norm, loss)
             and self._unmoved(loss)
+            and not self._blown(stats)
         )
         count, start = self._streaks.update(_STREAK, hit, stats.step)
         if count == 1:
@@ -152,6 +158,24 @@ class StallRules(RuleFamily):
             message += f"{held} (float32 rounds away a change under 6e-8 of a weight)."
             fix = _RATE_FIX
         self._add(new, F.VANISHING_GRADIENTS, None, start, peak, message, fix)
+
+    def _blown(self, stats: StepStats) -> bool:
+        """Whether an explosion was reported and a layer's weights are now
+        `_BLOWN` times their first recorded norm or more: the updates are
+        small against weights the explosion made huge, a consequence told
+        with it, and raising the rate (this rule's fix) would not help.
+        Probed: a ReLU MLP under SGD at 0.05 whose inputs turned 100x larger
+        at step 1500 exploded (told at 1501), its weights grew from norms of
+        about 5-10 to 1e6-4e8 by step 1510, and every update from then on
+        was 1e-11 of them."""
+        if not self._exploded():
+            return False
+        firsts = self._first_weight_norms
+        return any(
+            _finite(firsts.get(ls.layer), ls.weight_norm)
+            and 0 < firsts[ls.layer] * _BLOWN <= ls.weight_norm
+            for ls in stats.layers
+        )
 
     def _unmoved(self, loss: float) -> bool:
         """Whether `loss` is still where training began (`_UNMOVED` of the

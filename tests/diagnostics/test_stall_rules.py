@@ -22,16 +22,19 @@ NAMES = ("dense", "dense_1", "dense_2")
 LAYERS = [LayerInfo(n, "Dense", "relu", True, i) for i, n in enumerate(NAMES)]
 
 
-def recording(step, ratio, *, loss=1.5, rate=0.05, grad_norm=0.5, grad_max=0.1):
-    """Three layers whose updates change them by `ratio` of their norm (the
-    last by 2 x `ratio`), with gradients of norm `grad_norm` each and a
-    largest element `grad_max`; the global norm sqrt(3) x `grad_norm`."""
+def recording(
+    step, ratio, *, loss=1.5, rate=0.05, grad_norm=0.5, grad_max=0.1, weight_norm=4.0
+):
+    """Three layers of weights of norm `weight_norm` whose updates change
+    them by `ratio` of it (the last by 2 x `ratio`), with gradients of norm
+    `grad_norm` each and a largest element `grad_max`; the global norm
+    sqrt(3) x `grad_norm`."""
     layers = [
         LayerStats(
             name,
             grad_norm=grad_norm,
             grad_max=grad_max,
-            weight_norm=4.0,
+            weight_norm=weight_norm,
             update_ratio=ratio * (2 if i == 2 else 1),
         )
         for i, name in enumerate(NAMES)
@@ -154,3 +157,27 @@ def test_negligible_gradients_are_the_zero_gradient_rule_s():
     # no gradient to apply; updates too small follow from that.
     found = run([recording(s, 1e-8, grad_norm=1e-12) for s in range(8)])
     assert stalls(found) == []
+
+
+def _after_a_blow_up(explode: bool) -> list:
+    """Healthy recordings (updates of 1e-3) at steps 0-5; at step 6, with
+    `explode`, a global norm of 1e8 (far over any healthy model's); from
+    step 7 weights of norm 4e4, 1e4 x their first, changed by 1e-11 of it
+    while the loss stays where it began."""
+    found = [recording(s, 1e-3) for s in range(6)]
+    found.append(recording(6, 1e-3, grad_norm=1e8 if explode else 0.5))
+    found += [recording(s, 1e-11, weight_norm=4e4) for s in range(7, 16)]
+    return run(found)
+
+
+def test_updates_small_against_weights_an_explosion_blew_up_are_its_consequence():
+    # The ReLU MLP probed (SGD at 0.05, inputs 100x larger from step 1500):
+    # weights from norms of 5-10 to 1e6-4e8, updates of 1e-11 of them. The
+    # explosion is told; raising the rate would not help.
+    found = _after_a_blow_up(explode=True)
+    assert F.EXPLODING_GRADIENTS in {f.mode for f, _ in found}
+    assert stalls(found) == []
+    # Without the explosion, the same small updates are the rate's.
+    assert stalls(_after_a_blow_up(explode=False)) == [
+        (F.VANISHING_GRADIENTS, None, 7, 11)
+    ]
