@@ -684,8 +684,11 @@ def _set_gates(model, plans: list[LayerPlan]) -> None:
     whose every call's outputs reach the model's outputs only through a
     `Multiply` whose other inputs the layer is computed from."""
     maps = _GraphMaps.of(model)
-    if maps is None:
-        return
+    if maps is None or not any(
+        isinstance(nodes[0].operation, keras.layers.Multiply)
+        for nodes in maps.calls.values()
+    ):
+        return  # Most models have no `Multiply`: no walk from every layer.
     for plan in plans:
         found = maps.calls.get(id(plan.hooked))
         if not found or not plan.variables:

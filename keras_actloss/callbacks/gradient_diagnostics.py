@@ -203,7 +203,11 @@ class GradientDiagnostics(
       fitted model back to chance); with the zero gradients they end in,
       when every gradient is exactly 0 within 20 steps of a norm 10x the
       recent median and the early one, the loss 3x where training began
-      (a saturated output: Keras's cross-entropy on JAX clips it); after
+      (a saturated output: Keras's cross-entropy on JAX clips it), or,
+      when they begin within the first 5 steps (before the norm has a
+      level), once the loss of a step before them and theirs is 3x where
+      training began (the update before it unrecorded, as in executions
+      of several steps); after
       10 steps in a row with
       the loss 3x where training began while the gradients still flow
       and the last recorded update moved a layer's weights by 5% of their

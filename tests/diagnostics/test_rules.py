@@ -2189,6 +2189,48 @@ class TestZeroGradients:
         found = self._thrown_to_zero(jumps, zero_loss)
         assert modes(found) == [(F.VANISHING_GRADIENTS, None, 21)]
 
+    @pytest.mark.parametrize(
+        "zeros_from, losses, thrown",
+        [
+            # The probe: the loss from 1.39 to 11-13 after the first update.
+            (1, [1.39, 11.1, 12.4, 12.9, 12.6, 12.8, 12.5], True),
+            # After 5 steps with gradients the norms have a level: a jump
+            # of theirs names the cause (`_jumped_before_zero`), not the loss.
+            (5, [1.39] * 5 + [11.1, 12.4, 12.9, 12.6, 12.8, 12.5], False),
+            # The loss of the zero steps under 3 x 1.39 = 4.17.
+            (1, [1.39, 4.0, 4.1, 4.0, 4.1, 4.0, 4.1], False),
+        ],
+        ids=["first_update", "after_the_baseline", "low"],
+    )
+    def test_after_a_first_update_that_was_not_recorded(
+        self, zeros_from, losses, thrown
+    ):
+        # An MLP under SGD at 20 in executions of 8 steps (JAX probe): the
+        # loss 1.39 at step 0 and 11-13 from step 1 on with every gradient
+        # exactly 0; step 0's update was not recorded (an execution's last
+        # step is). The loss that rose 3x where training began, after the
+        # update of the step before, is the cause.
+        norms = [1.0] * zeros_from + [0.0] * (len(losses) - zeros_from)
+        found = [f for f, _ in zero_run(norms, losses)]
+        expected = [(F.VANISHING_GRADIENTS, None, zeros_from)]
+        if thrown:
+            expected.insert(0, (F.EXPLODING_GRADIENTS, None, zeros_from - 1))
+        assert modes(found) == sorted(expected)
+        if thrown:
+            # Reported at step 5: the median of steps 1-5's losses is 12.6.
+            assert found[0].message == (
+                "The loss rose from 1.39 where training began to 11.1 at step 1, "
+                "after the update of step 0, and stayed at about 12.6, where "
+                "every gradient has been exactly 0 since step 1 (a saturated "
+                "output): the steps are far too large and training is unstable."
+            )
+            assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+            assert found[0].value == pytest.approx(11.1 / 1.39)
+            assert found[1].message.endswith(
+                "It follows the explosion of step 0: the steps threw the output "
+                "into its flat tails."
+            )
+
     def test_from_the_first_step(self):
         # Every gradient 0 with a loss of 6.55 from step 0 (a JAX probe: ten
         # ReLU layers whose kernels have stddev 1 saturate the softmax at
