@@ -982,3 +982,59 @@ def test_read_quiet_gives_each_waiting_step_and_exact_large_steps():
         rtol=1e-7,
     )
     assert [int(q[0]) for q in quiet] == [big, big + 1]
+
+
+class _Reported(keras.callbacks.Callback):
+    """After `diag`: each new finding with the batch it was reported at."""
+
+    def __init__(self, diag):
+        super().__init__()
+        self.diag, self.seen, self.batches = diag, [], 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += self.model.steps_per_execution
+        found = self.diag.findings[len(self.seen) :]
+        self.seen += [(f, self.batches - 1) for f in found]
+
+
+def test_a_first_update_that_saturates_the_output_unrecorded_is_its_explosion():
+    # A ReLU MLP under SGD at 20 in executions of 8 steps: the update of step
+    # 0 throws the softmax into its tails, and Keras's cross-entropy on JAX
+    # clips it: every gradient exactly 0 from step 1, the loss 3x where
+    # training began or more. An execution's last step is recorded in full,
+    # so step 0's update is not: the loss that rose after it names it as
+    # the explosion (on TensorFlow the gradients grow until NaN instead).
+    keras.utils.set_random_seed(0)
+    data = np.random.default_rng(0)
+    x = data.normal(size=(256, 16)).astype("float32")
+    y = np.argmax(x @ data.normal(size=(16, 4)), axis=1)
+    model = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(20.0),
+        "sparse_categorical_crossentropy",
+        steps_per_execution=8,
+    )
+    diag = _diag()
+    seen = _Reported(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[diag, seen])
+    # Told at the end of the first execution, the explosion first.
+    assert [(f.mode, f.layer, f.step, at) for f, at in seen.seen] == [
+        ("exploding_gradients", None, 0, 7),
+        ("vanishing_gradients", None, 1, 7),
+    ]
+    explosion, zeros = (f for f, _ in seen.seen)
+    assert "at step 1, after the update of step 0" in explosion.message
+    assert "exactly 0 since step 1 (a saturated output)" in explosion.message
+    assert zeros.message.endswith(
+        "It follows the explosion of step 0: the steps threw the output into "
+        "its flat tails."
+    )
