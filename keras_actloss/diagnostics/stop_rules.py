@@ -660,11 +660,11 @@ class ZeroGradientRules(RuleFamily):
         not at the first (so after a step with gradients), and the loss of
         a step before it and of the zero steps is `_DIVERGE_RISE` times the
         loss where training began (`_start`): the update before that step
-        threw the output into its flat tails. An MLP under SGD at 20 in executions of
-        8 steps (JAX): the loss 1.39 at step 0, 11-13 from step 1 on with
-        every gradient exactly 0 (Keras's cross-entropy on JAX clips the
-        saturated softmax), the update of step 0 unrecorded (an execution's
-        last step is recorded). Returns the step reported."""
+        threw the output into its flat tails. An MLP under SGD at 20 in
+        executions of 8 steps (JAX): the loss 1.39 at step 0, 11-13 from
+        step 1 on with every gradient exactly 0 (Keras's cross-entropy on
+        JAX clips the saturated softmax), the update of step 0 unrecorded
+        (an execution's last step is recorded). Returns the step reported."""
         if (F.EXPLODING_GRADIENTS, None) in self._reported:
             return None  # Told before: not this one's cause.
         first = self._norms.first
