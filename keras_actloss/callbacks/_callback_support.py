@@ -24,7 +24,7 @@ from keras_actloss.advisor import walk
 from keras_actloss.advisor.check import output_findings, per_output
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
-from keras_actloss.diagnostics.records import LayerStats, StepStats
+from keras_actloss.diagnostics.records import Clipping, LayerStats, StepStats
 from keras_actloss.diagnostics.rules import _floored
 from keras_actloss.losses.base import LossFunctionWrapper
 from keras_actloss.tensor_types import is_integral
@@ -428,16 +428,16 @@ def traced_label_checks(model) -> str | None:
     return None
 
 
-def clipping(model) -> str | None:
+def clipping(model) -> Clipping | None:
     """`HealthRules.clipping`: the gradient clipping of the model's optimizer
     (under loss scaling, of the optimizer it wraps) as it is set, e.g.
-    `"global_clipnorm=1.0"`; None where it does not clip."""
+    `Clipping("global_clipnorm", 1.0)`; None where it does not clip."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     for name in ("global_clipnorm", "clipnorm", "clipvalue"):
         value = getattr(optimizer, name, None)
         if value is not None:
-            return f"{name}={value:g}"
+            return Clipping(name, float(value))
     return None
 
 

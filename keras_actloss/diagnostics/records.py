@@ -10,8 +10,21 @@ statistic does not apply to the layer), never tensors.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Clipping(NamedTuple):
+    """An optimizer's gradient clipping as set: its argument's name
+    (`"clipnorm"`, `"global_clipnorm"` or `"clipvalue"`) and value. Reads
+    as the argument, e.g. `clipnorm=1`."""
+
+    name: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value:g}"
 
 
 @dataclasses.dataclass

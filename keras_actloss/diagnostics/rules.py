@@ -151,6 +151,7 @@ from keras_actloss.diagnostics.gradient_rules import (
 )
 from keras_actloss.diagnostics.norm_series import Arrival, NormSeries, Spike
 from keras_actloss.diagnostics.records import (
+    Clipping,
     LayerInfo,
     LayerStats,
     SentinelEvent,
@@ -338,9 +339,10 @@ class HealthRules(
         # first recorded batch; None for other losses): an explosion with
         # targets far from unit scale names them (`RuleFamily._add`).
         self.target_scale: float | None = None
-        # The optimizer's gradient clipping as set (`"clipnorm=1.0"`; set by
-        # the callback): a fix that advises clipping says it is there.
-        self.clipping: str | None = None
+        # The optimizer's gradient clipping as set (a `Clipping`; set by the
+        # callback): a fix that advises clipping says it is there, and the
+        # stall rule how much it cuts (`stall_rules.clip_cut`).
+        self.clipping: Clipping | None = None
         # The optimizer's decoupled weight decay (set by the callback): a
         # failure while it takes a large share of the weights each step
         # names it (`RuleFamily._add`).

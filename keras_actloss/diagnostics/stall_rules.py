@@ -28,7 +28,7 @@ that a reported explosion blew up (`_blown`): its consequence.
 from __future__ import annotations
 
 from keras_actloss import findings as F
-from keras_actloss.diagnostics.records import StepStats
+from keras_actloss.diagnostics.records import Clipping, StepStats
 from keras_actloss.diagnostics.rule_support import RuleFamily, _finite, _median
 from keras_actloss.diagnostics.step_rules import negligible
 
@@ -64,23 +64,12 @@ _CLIP_FIX = (
 )
 
 
-def _clip_of(clipping: str | None) -> tuple[str, float] | None:
-    """`HealthRules.clipping` (`"clipnorm=1e-08"`) as its name and value."""
-    if not clipping:
-        return None
-    name, _, value = clipping.partition("=")
-    try:
-        return name, float(value)
-    except ValueError:
-        return None
-
-
-def clip_cut(clip: tuple[str, float] | None, stats: StepStats) -> float | None:
-    """How many times the optimizer's clip `clip` (`(name, value)`) cuts
+def clip_cut(clip: Clipping | None, stats: StepStats) -> float | None:
+    """How many times the optimizer's clip `clip` cuts
     the least-cut layer's gradient in the recording `stats`, at least
     (a layer's norm bounds each of its variables'); None without a clip or
     with a layer not measured."""
-    if clip is None or clip[1] <= 0:
+    if clip is None or clip.value <= 0:
         return None
     name, value = clip
     if name == "global_clipnorm":
@@ -115,7 +104,7 @@ class StallRules(RuleFamily):
             # No update at all (a step skipped under loss scaling): no
             # evidence either way.
             return
-        clip = _clip_of(self.clipping)
+        clip = self.clipping
         cut = clip_cut(clip, stats)
         clipped = cut is not None and cut >= _CLIP_CUT
         limit = _CLIPPED_STALL if clipped else _STALLED
@@ -145,9 +134,8 @@ class StallRules(RuleFamily):
             "steps): the steps are too small to move the weights"
         )
         if clipped:
-            name, value = clip
             message += (
-                f". The optimizer's `{name}={value:g}` cuts every layer's "
+                f". The optimizer's `{clip}` cuts every layer's "
                 f"gradient {cut:.2g} times or more before applying it (the "
                 "gradients measured here are from before clipping), the likely "
                 "cause."

@@ -28,6 +28,7 @@ from keras_actloss.diagnostics import (
 )
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.diagnostics.records import (
+    Clipping,
     LayerInfo,
     LayerStats,
     SentinelEvent,
@@ -970,7 +971,7 @@ class TestClipping:
     def test_an_explosion_with_clipping(self):
         # As `TestUnscaledTargets.test_targets_near_unit_scale_are_not_named`.
         rules = HealthRules(mlp(["relu"]))
-        rules.clipping = "global_clipnorm=1"
+        rules.clipping = Clipping("global_clipnorm", 1.0)
         (finding,) = run(rules, events([1.0, 2.0, 1.5, 3.0, 2.5, 500.0, 800.0]))
         assert finding.mode == F.EXPLODING_GRADIENTS
         assert finding.fix == (
@@ -981,7 +982,7 @@ class TestClipping:
 
     def test_the_nan_and_unscaled_targets_too(self):
         rules = HealthRules(mlp(["relu"]))
-        rules.clipping, rules.target_scale = "clipnorm=0.5", 315.0
+        rules.clipping, rules.target_scale = Clipping("clipnorm", 0.5), 315.0
         exploding, non_finite = run(rules, events([1.0] * 5 + [500.0, math.nan]))
         assert (
             exploding.fix
@@ -1009,7 +1010,7 @@ class TestClipping:
         advising += [fix for fix in fixes if "clipping gradients" in fix]
         assert len(advising) >= 8
         rules = HealthRules(mlp(["relu"]))
-        rules.clipping = "clipnorm=2"
+        rules.clipping = Clipping("clipnorm", 2.0)
         for fix in advising:
             assert rule_support._CLIP_ADVICE.search(fix), fix
             reworded = rule_support._CLIP_ADVICE.sub(rules._clipped_advice, fix)
@@ -1021,7 +1022,7 @@ class TestClipping:
         # bounds the gradients, not the rate (as Keras clips before the
         # update: `clipnorm=1` at a rate of 10 still moves a weight by 10).
         rules = HealthRules(mlp(["relu"]))
-        rules.clipping = "clipnorm=1"
+        rules.clipping = Clipping("clipnorm", 1.0)
         found = []
         rules._add(found, F.DEAD_RELU, "dense_0", 5, 1.0, "m", rule_support._JUMP_FIX)
         assert found[0].fix == (

@@ -15,7 +15,7 @@ import pytest
 
 from keras_actloss import findings as F
 from keras_actloss.diagnostics import stall_rules
-from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
+from keras_actloss.diagnostics.records import Clipping, LayerInfo, LayerStats, StepStats
 from keras_actloss.diagnostics.rules import HealthRules
 
 NAMES = ("dense", "dense_1", "dense_2")
@@ -89,7 +89,9 @@ def test_updates_over_the_limit_without_clipping():
 def test_a_clip_that_cuts_every_gradient():
     # `clipnorm=1e-8` on gradients of norm 0.5: cut 0.5 / 1e-8 = 5e7 times,
     # so updates of 4e-6 (at most 2 x 2e-6) are the clip's (`_CLIPPED_STALL`).
-    found = run([recording(s, 2e-6) for s in range(8)], clipping="clipnorm=1e-08")
+    found = run(
+        [recording(s, 2e-6) for s in range(8)], clipping=Clipping("clipnorm", 1e-8)
+    )
     assert stalls(found) == [(F.VANISHING_GRADIENTS, None, 0, 4)]
     ((finding, _),) = found
     assert finding.fix == stall_rules._CLIP_FIX
@@ -99,21 +101,25 @@ def test_a_clip_that_cuts_every_gradient():
 def test_a_clip_that_cuts_little_is_not_the_cause():
     # `clipnorm=1` on gradients of norm 0.5 cuts nothing: Adam fine-tuning
     # at 1e-6 with a clip is healthy.
-    assert run([recording(s, 2e-6) for s in range(8)], clipping="clipnorm=1") == []
+    assert (
+        run([recording(s, 2e-6) for s in range(8)], clipping=Clipping("clipnorm", 1.0))
+        == []
+    )
 
 
 @pytest.mark.parametrize(
     "clipping, expected",
     [
-        ("clipnorm=1e-08", 0.5 / 1e-8),  # The layers' gradient norms.
-        ("global_clipnorm=1e-08", math.sqrt(3) * 0.5 / 1e-8),  # The global norm.
-        ("clipvalue=1e-09", 0.1 / 1e-9),  # The largest elements.
+        (Clipping("clipnorm", 1e-8), 0.5 / 1e-8),  # The layers' gradient norms.
+        # The global norm.
+        (Clipping("global_clipnorm", 1e-8), math.sqrt(3) * 0.5 / 1e-8),
+        (Clipping("clipvalue", 1e-9), 0.1 / 1e-9),  # The largest elements.
         (None, None),
-        ("clipnorm=0", None),
+        (Clipping("clipnorm", 0.0), None),
     ],
 )
 def test_clip_cut(clipping, expected):
-    cut = stall_rules.clip_cut(stall_rules._clip_of(clipping), recording(0, 1e-8))
+    cut = stall_rules.clip_cut(clipping, recording(0, 1e-8))
     assert cut == (None if expected is None else pytest.approx(expected))
 
 
