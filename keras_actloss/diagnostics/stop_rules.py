@@ -331,7 +331,6 @@ class NonFiniteRules(RuleFamily):
         """What happened at the non-finite step `event` (with the loss of
         its recording, `loss`, when known); the caller adds the likely
         cause."""
-        where = f"in layer '{event.layer}'" if event.layer else "in the model"
         norm = event.global_norm
         shown = event.loss if loss is None else loss
         if (
@@ -353,7 +352,11 @@ class NonFiniteRules(RuleFamily):
         what = f"global gradient norm {norm:.3g}" + (
             "" if loss is None else f", loss {loss:.3g}"
         )
-        start = f"Non-finite gradients {where} at step {event.step} ({what}): "
+        # The layer is the first in model order with a non-finite gradient:
+        # a NaN loss makes every layer's so, and says nothing of where.
+        if event.layer:
+            what += f"; the first layer with one in model order: '{event.layer}'"
+        start = f"Non-finite gradients at step {event.step} ({what}): "
         if not event.update_skipped:
             return start + "the weights will become NaN and training cannot recover."
         if event.loss is not None and not np.isfinite(event.loss):

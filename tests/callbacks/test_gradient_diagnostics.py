@@ -2603,7 +2603,7 @@ def test_a_nan_in_the_step_that_built_the_model_is_reported(on_failure, rng):
         )
     assert [(f.mode, f.step) for f in diag.findings] == [(NON_FINITE, 0)]
     assert diag.findings[0].message.startswith(
-        "Non-finite gradients in the model at step 0 (global gradient norm nan)"
+        "Non-finite gradients at step 0 (global gradient norm nan)"
     )
     assert "No step before it had finite gradients" in diag.findings[0].message
     # "stop" ends training before the next step runs.

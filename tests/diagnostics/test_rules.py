@@ -204,7 +204,7 @@ class TestNonFinite:
         found = run(rules, [healthy, nan, later])
         # The first layer (model order) with a non-finite statistic.
         assert modes(found) == [(F.NON_FINITE, "dense_1", 10)]
-        assert "in layer 'dense_1' at step 10" in found[0].message
+        assert "the first layer with one in model order: 'dense_1'" in found[0].message
         # Step 0's norm 1 is the last finite one; 1 is not over the limit
         # (no early baseline yet at step 0: the ceiling 1e6), nor >= 10x the
         # recent median 1: a data or loss problem.
@@ -253,8 +253,9 @@ class TestNonFinite:
         nan = recording(3, [1e-2, math.nan], loss=math.nan, global_norm=math.nan)
         (found,) = rules.observe(nan)
         assert found.message.startswith(
-            "Non-finite gradients in layer 'dense_1' at step 3 (global gradient "
-            "norm nan, loss nan): the weights will become NaN"
+            "Non-finite gradients at step 3 (global gradient norm nan, loss "
+            "nan; the first layer with one in model order: 'dense_1'): the "
+            "weights will become NaN"
         )
 
     @pytest.mark.parametrize("loss", [math.inf, math.nan])
