@@ -29,6 +29,19 @@ class ThreeLayers(keras.Model):
         return self.out(self.squash(self.hidden(x)))
 
 
+def relu_classifier(inputs: int) -> keras.Sequential:
+    """Dense(64, relu) -> Dense(64, relu) -> Dense(4, softmax), a
+    classifier of 4 classes over `inputs` features."""
+    return keras.Sequential(
+        [
+            keras.Input((inputs,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+
+
 def build_model(kind: str, inputs: int = 6) -> keras.Model:
     """Dense(8, relu) -> Dense(4, tanh) -> Dense(1), built four ways."""
 

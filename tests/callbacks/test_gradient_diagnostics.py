@@ -23,6 +23,7 @@ from callback_models import (
     WeightsPerStep,
     build_model,
     kernels,
+    relu_classifier,
     run_script,
     weights,
 )
@@ -2802,14 +2803,7 @@ def test_a_rate_that_rises_until_the_loss_does_is_told_in_time(rng):
     x = rng.normal(size=(2048, 20)).astype("float32")
     y = np.argmax(np.tanh(x @ rng.normal(size=(20, 4))), axis=1)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((20,)),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(4, activation="softmax"),
-        ]
-    )
+    model = relu_classifier(20)
     model.compile(
         keras.optimizers.SGD(_RisingRate()), "sparse_categorical_crossentropy"
     )

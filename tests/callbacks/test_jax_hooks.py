@@ -13,7 +13,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from callback_models import WeightsPerStep, build_model, run_script, weights
+from callback_models import (
+    WeightsPerStep,
+    build_model,
+    relu_classifier,
+    run_script,
+    weights,
+)
 from keras import ops
 
 from keras_actloss.diagnostics.step_stats import RowLayout
@@ -1008,14 +1014,7 @@ def test_a_first_update_that_saturates_the_output_unrecorded_is_its_explosion():
     data = np.random.default_rng(0)
     x = data.normal(size=(256, 16)).astype("float32")
     y = np.argmax(x @ data.normal(size=(16, 4)), axis=1)
-    model = keras.Sequential(
-        [
-            keras.Input((16,)),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(4, activation="softmax"),
-        ]
-    )
+    model = relu_classifier(16)
     model.compile(
         keras.optimizers.SGD(20.0),
         "sparse_categorical_crossentropy",
