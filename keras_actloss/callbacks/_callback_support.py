@@ -134,10 +134,11 @@ def step_stats(
     data_saturation: dict | None = None,
     apply_groups: dict | None = None,
     input_scales: dict | None = None,
+    upstream_scales: dict | None = None,
 ) -> StepStats:
     """Builds the `StepStats` of one recording from the hooks' read-out
     (`apply_groups` by layer index, `_model_plan.apply_groups`;
-    `input_scales` by layer name, `input_scales`)."""
+    `input_scales` and `upstream_scales` by layer name, `input_scales`)."""
     layers = []
     flow = data.get("flow", {})
     for i, (name, fields) in enumerate(zip(names, data["layers"])):
@@ -164,6 +165,7 @@ def step_stats(
         activation_steps=max(1, int(round(data.get("activation_steps", 1)))),
         input_scale=input_scale,
         input_scales=dict(input_scales or {}),
+        upstream_scales=None if upstream_scales is None else dict(upstream_scales),
         kernel_share=_float_or_none(data.get("kernel_share")),
         data_saturation=dict(data_saturation or {}),
         apply_groups={names[i]: k for i, k in (apply_groups or {}).items()},
@@ -639,13 +641,15 @@ def input_preprocessing(model) -> list:
     return chain
 
 
-def input_scales(model, inputs, chains: list, reach: list) -> tuple:
-    """For a model of several inputs: `(scale, by layer)`, the largest
-    `input_scale` of its inputs' kept rows (`inputs`, in the batch's
-    structure: a list in `model.inputs` order or a dict by input name),
-    each through its `_model_plan.input_chains` (an input of ids or
-    categories, `_ids`, has none), and for each layer the inputs reach first
-    (`reach`, `_model_plan.input_reach`) the largest of theirs."""
+def input_scales(model, inputs, chains: list, reach: list, upstream: list) -> tuple:
+    """For a model of several inputs: `(scale, by layer, upstream)`, the
+    largest `input_scale` of its inputs' kept rows (`inputs`, in the
+    batch's structure: a list in `model.inputs` order or a dict by input
+    name), each through its `_model_plan.input_chains` (an input of ids or
+    categories, `_ids`, has none); for each layer the inputs reach first
+    (`reach`, `_model_plan.input_reach`) the largest of theirs; and for
+    each layer they reach on any path (`upstream`, `input_reach` with
+    `first=False`) the largest of theirs."""
     tensors = model.inputs
     if isinstance(inputs, dict):
         arrays = [inputs.get(getattr(t, "name", None)) for t in tensors]
@@ -653,17 +657,18 @@ def input_scales(model, inputs, chains: list, reach: list) -> tuple:
         arrays = list(inputs)
     else:
         arrays = [None] * len(tensors)
-    largest, by_layer = None, {}
-    for tensor, x, chain, names in zip(tensors, arrays, chains, reach):
+    largest, by_layer, by_upstream = None, {}, {}
+    for tensor, x, chain, names, after in zip(tensors, arrays, chains, reach, upstream):
         if x is None or _ids(tensor):
             continue
         scale = input_scale(preprocessed(chain, x))
         if scale is None:
             continue
         largest = scale if largest is None else max(largest, scale)
-        for name in names:
-            by_layer[name] = max(by_layer.get(name, scale), scale)
-    return largest, by_layer
+        for found, layers in ((by_layer, names), (by_upstream, after)):
+            for name in layers:
+                found[name] = max(found.get(name, scale), scale)
+    return largest, by_layer, by_upstream
 
 
 def preprocessed(layers: list, x: np.ndarray | None) -> np.ndarray | None:

@@ -562,28 +562,34 @@ def _set_upstream(model, plans: list[LayerPlan]) -> None:
             plan.info.upstream = tuple(sorted(frozenset().union(*found)))
 
 
-def input_reach(model, plans: list[LayerPlan]) -> list[frozenset[str]] | None:
+def input_reach(
+    model, plans: list[LayerPlan], first: bool = True
+) -> list[frozenset[str]] | None:
     """For each input of `model` (`model.inputs` order), the monitored
     layers with weights it reaches first (by name): a path from it meets
-    no other layer with weights before them. None for a model without a
-    layer graph (subclassed) or with one input.
+    no other layer with weights before them; with `first=False`, those it
+    reaches on any path (their outputs are computed from it). None for a
+    model without a layer graph (subclassed) or with one input.
 
     Follows the layer graph as `_set_upstream` does (`_Flow`), each input
     entering with a mark of its own, which every layer of the graph with
-    trainable weights stops (a composite one, as an attention, whole: the
-    monitored layers inside it are reached through it).
+    trainable weights stops (with `first`; a composite one, as an
+    attention, whole: the monitored layers inside it are reached through
+    it).
     """
     graph = _graph(model)
     if graph is None or len(graph.inputs) < 2:
         return None
     weighted: dict[int, object] = {}
     _weighted_ops(graph, weighted, set())
-    flow = _Flow({key: key for key in weighted})
+    flow = _Flow({key: key for key in weighted} if first else {})
     flow.through(graph, [frozenset([("input", k)]) for k in range(len(graph.inputs))])
     owner = {id(v): key for key, op in weighted.items() for v in op.trainable_weights}
     reach: list[set[str]] = [set() for _ in graph.inputs]
     for plan in plans:
         keys = {owner.get(id(v)) for v in plan.variables} - {None}
+        if not first:  # An activation of its own, called on what reaches it.
+            keys.add(id(plan.hooked))
         for key in keys:
             for entered in flow.calls.get(key, []):
                 for mark in entered or ():

@@ -256,7 +256,8 @@ class StepJudging:
     Relies on the attributes `GradientDiagnostics` sets: `history`, the
     class attribute `QUIET_READ`, and `_hooks`, `_rules`, `_writer`,
     `_names`, `_step`, `_spe`, `_quiet`, `_peak`,
-    `_input_scale`, `_input_scales`, `_inputs_reach`, `_data_saturation`,
+    `_input_scale`, `_input_scales`, `_upstream_scales`, `_inputs_reach`,
+    `_data_saturation`,
     `_kept_step`, `_last_histogram` and `_warned_no_gradients`; and on
     `Reporting`'s `_handle`, `_label_checks` and `_histogram_due`, and
     `StepSchedule`'s `_burst`.
@@ -409,16 +410,17 @@ class StepJudging:
             self._writer.write_sentinel(peak)
 
     def _scaled(self, inputs) -> tuple:
-        """`(features, scale, by layer)` of a kept batch of `inputs`
-        (`read_inputs`), as the first layers with weights see them: for a
-        model of one input, the batch through its preprocessing (None for
-        ids, `feature_inputs`) and its `input_scale`; for one of several,
+        """`(features, scale, by layer, upstream)` of a kept batch of
+        `inputs` (`read_inputs`), as the first layers with weights see them:
+        for a model of one input, the batch through its preprocessing (None
+        for ids, `feature_inputs`) and its `input_scale`; for one of several,
         no features (its recurrent gates are not judged), the largest of
-        its inputs' scales and each first layer's (`input_scales`)."""
+        its inputs' scales, each first layer's and each layer's of the
+        inputs it is computed from (`input_scales`; None for one input)."""
         if self._inputs_reach is not None:
             return None, *input_scales(self.model, inputs, *self._inputs_reach)
         features = preprocessed(self._preprocessing, feature_inputs(self.model, inputs))
-        return features, input_scale(features), {}
+        return features, input_scale(features), {}, None
 
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
@@ -438,7 +440,9 @@ class StepJudging:
         samples = self._hooks.read_samples() if due else {}
         if self._input_scale is None:
             inputs, labels = self._hooks.read_inputs(), self._hooks.read_labels()
-            features, self._input_scale, self._input_scales = self._scaled(inputs)
+            features, self._input_scale, self._input_scales, self._upstream_scales = (
+                self._scaled(inputs)
+            )
             fractions = gate_saturations(self._gates, features)
             self._handle(self._rules.input_gates(step, self._input_scale, fractions))
             self._data_saturation = data_saturations(
@@ -449,7 +453,7 @@ class StepJudging:
             # New data came (did the inputs change scale with it?), or
             # the inputs reach recurrent gates first (a batch of sequences
             # is small): read them.
-            features, scale, _ = self._scaled(self._hooks.read_inputs())
+            features, scale, *_ = self._scaled(self._hooks.read_inputs())
             if self._rules.wants_inputs():
                 self._handle(self._rules.inputs_changed(step, scale, self._input_scale))
             if self._gates:
@@ -465,6 +469,7 @@ class StepJudging:
             self._data_saturation,
             self._hooks.apply_groups,
             self._input_scales,
+            self._upstream_scales,
         )
         new = self._rules.observe(stats)
         if self._rules.suspected or self._rules.gates_pending:

@@ -385,7 +385,8 @@ class GradientDiagnostics(
       reported as above; as a warning where they are at most two thirds of
       the layer and, but for fewer than a quarter of its units, were
       inactive on the first recorded batch already (initialisation left
-      them off; the layer learns through the rest; told once they stayed
+      them off, or inputs far from unit scale that the layer is computed
+      from; the layer learns through the rest; told once they stayed
       so over 32 steps: the first batches of an unshuffled series are one
       stretch of the data), or where the layer is
       fed by a global average pooling, they are at most two thirds of it
@@ -569,9 +570,11 @@ class GradientDiagnostics(
         # (`input_gates`).
         self._gates: dict = {}
         self._preprocessing: list = []
-        self._inputs_reach = None  # (`input_chains`, `input_reach`).
+        # (`input_chains`, `input_reach`, `input_reach` on any path).
+        self._inputs_reach = None
         self._kept_step = None  # The step whose batch the hooks kept.
         self._input_scales: dict[str, float] = {}
+        self._upstream_scales: dict[str, float] | None = None
         self._warned_no_gradients = False
         self._first_batch = self._full_batch = None
         self._paid, self._rented = 0.0, 0
@@ -666,7 +669,10 @@ class GradientDiagnostics(
             # layers it reaches first (`input_scales`).
             reach = _model_plan.input_reach(model, plans)
             chains = _model_plan.input_chains(model) if reach is not None else None
-            self._inputs_reach = None if chains is None else (chains, reach)
+            self._inputs_reach = None
+            if chains is not None:
+                upstream = _model_plan.input_reach(model, plans, first=False)
+                self._inputs_reach = (chains, reach, upstream)
             self._rules.output_bias = output_bias(model, plans)
             self._rules.activity_regularizers = activity_regularizers(plans)
             self._rules.probability_output = probability_output(model, plans)
@@ -676,7 +682,7 @@ class GradientDiagnostics(
             self._rules.hidden_softmax = layers_of(plans, SOFTMAX, hidden=True)
             self._rules.weight_decay = weight_decay(model)
             self._input_scale, self._data_saturation = None, {}
-            self._input_scales = {}
+            self._input_scales, self._upstream_scales = {}, None
         self._hooks = hooks
         # A `fit` of the model after this one died (TensorFlow runs no code
         # of ours then) undoes the hooks: this instance leaves the model to

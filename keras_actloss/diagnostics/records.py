@@ -185,6 +185,11 @@ class StepStats:
             first (no layer with weights before them) by the largest
             `input_scale` of the inputs that reach each; empty for a model
             of one input (its first layer's is `input_scale`).
+        upstream_scales: For a model of several inputs, every layer they
+            reach (its outputs are computed from them) by the largest
+            `input_scale` of those inputs (none for a layer only inputs of
+            ids or categories reach); None for a model of one input (each
+            layer's is `input_scale`).
         kernel_share: The share of the step's squared gradient norm in its
             gradients of tensors that are not vectors (kernels: a kernel's
             gradient is its inputs times the error, a bias's the error
@@ -218,6 +223,7 @@ class StepStats:
     activation_steps: int = 1
     input_scale: float | None = None
     input_scales: dict[str, float] = dataclasses.field(default_factory=dict)
+    upstream_scales: dict[str, float] | None = None
     kernel_share: float | None = None
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)

@@ -412,6 +412,8 @@ class HealthRules(
             maxlen=_DAMPED_LOSSES
         )
         self._input_scale: float | None = None
+        # Of a model of several inputs, each layer's (`StepStats`).
+        self._upstream_scales: dict[str, float] | None = None
         self._extreme_loss: float | None = None
         # Whether a normalization feeds the classifier's head (`StartRules`
         # does not judge it then).
@@ -605,6 +607,7 @@ class HealthRules(
             return new
         if stats.input_scale is not None:
             self._input_scale = stats.input_scale
+            self._upstream_scales = stats.upstream_scales
         loss_bad = stats.loss is not None and not math.isfinite(stats.loss)
         bad_layers = [ls.layer for ls in stats.layers if _layer_stats_nan(ls)]
         if stats.non_finite or loss_bad or bad_layers or math.isnan(stats.global_norm):

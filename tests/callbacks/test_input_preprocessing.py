@@ -136,7 +136,8 @@ def test_token_ids_have_no_input_scale(dtype):
 def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     # Input a straight into 'ta'; input b through a Normalization into
     # 'tb'; input c, ids, into an Embedding; the shared tower reached by
-    # both a and b after their own first layers is no first layer.
+    # both a and b after their own first layers is no first layer, but it
+    # is computed from a, b and c (`upstream`).
     from keras_actloss.callbacks import _model_plan
     from keras_actloss.callbacks._callback_support import input_scales
 
@@ -148,8 +149,15 @@ def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     tc = L.Flatten()(L.Embedding(5, 2, name="emb")(c))
     out = L.Dense(1, name="out")(L.Concatenate()([ta, tb, tc]))
     model = keras.Model([a, b, c], out)
-    reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
+    plans = _model_plan.plan_layers(model)
+    reach = _model_plan.input_reach(model, plans)
     assert reach == [frozenset({"ta"}), frozenset({"tb"}), frozenset({"emb"})]
+    upstream = _model_plan.input_reach(model, plans, first=False)
+    assert upstream == [
+        frozenset({"ta", "out"}),
+        frozenset({"tb", "out"}),
+        frozenset({"emb", "out"}),
+    ]
     chains = _model_plan.input_chains(model)
     assert [[layer.name for layer in chain] for chain in chains] == [[], ["norm"], []]
     # Hand calculation: a = [[0, 4, 0], [2, 0, 0]]: means [1, 2, 0], spreads
@@ -159,13 +167,18 @@ def test_each_input_of_several_with_its_preprocessing_and_first_layers():
     xa = np.array([[0.0, 4.0, 0.0], [2.0, 0.0, 0.0]], "float32")
     xb = np.array([[12.0, 8.0, 10.0], [8.0, 12.0, 10.0]], "float32")
     xc = np.array([[1, 2], [3, 4]], "float32")
-    scale, by_layer = input_scales(model, [xa, xb, xc], chains, reach)
+    scale, by_layer, after = input_scales(model, [xa, xb, xc], chains, reach, upstream)
     assert scale == pytest.approx(2.0)
     assert by_layer == pytest.approx({"ta": 2.0, "tb": 1.0})
+    # 'out' is computed from a and b: the larger, 2; 'emb' from ids alone.
+    assert after == pytest.approx({"ta": 2.0, "tb": 1.0, "out": 2.0})
     # A dict by input name reads the same; a list of another length, none.
     named = {"b": xb, "a": xa, "c": xc}
-    assert input_scales(model, named, chains, reach)[1] == pytest.approx(by_layer)
-    assert input_scales(model, [xa, xb], chains, reach) == (None, {})
+    assert input_scales(model, named, chains, reach, upstream)[1:] == (
+        pytest.approx(by_layer),
+        pytest.approx(after),
+    )
+    assert input_scales(model, [xa, xb], chains, reach, upstream) == (None, {}, {})
     # One input: none of it (the single input's own path).
     one = keras.Input((3,))
     single = keras.Model(one, L.Dense(1)(one))
@@ -187,8 +200,11 @@ def test_a_shared_tower_is_reached_first_by_both_inputs():
     a, b = keras.Input((4,)), keras.Input((4,))
     joined = tower(norm(a)) - tower(norm(b))
     model = keras.Model([a, b], L.Dense(1, name="o")(joined))
-    reach = _model_plan.input_reach(model, _model_plan.plan_layers(model))
+    plans = _model_plan.plan_layers(model)
+    reach = _model_plan.input_reach(model, plans)
     assert reach == [frozenset({"tower/d1"})] * 2
+    upstream = _model_plan.input_reach(model, plans, first=False)
+    assert upstream == [frozenset({"tower/d1", "tower/d2", "o"})] * 2
     chains = _model_plan.input_chains(model)
     assert [[layer.name for layer in chain] for chain in chains] == [["norm"]] * 2
 

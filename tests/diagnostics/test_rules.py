@@ -54,6 +54,7 @@ _STEP_FIELDS = (
     "batch_size",
     "activation_steps",
     "input_scale",
+    "upstream_scales",
     "kernel_share",
     "non_finite",
     "data_saturation",
@@ -71,8 +72,9 @@ def mlp(activations, output="softmax"):
 def recording(step, rms, maxes=None, *, loss=1.0, global_norm=1.0, names=None, **kw):
     """StepStats with the given per-layer grad RMS (and max-abs, default 4x).
 
-    `learning_rate`, `batch_size`, `input_scale` and `non_finite` go to the
-    StepStats; any other keyword is a list of one LayerStats field per layer.
+    `_STEP_FIELDS` (`learning_rate`, `batch_size`, `input_scale`, ...) go
+    to the StepStats; any other keyword is a list of one LayerStats field
+    per layer.
     """
     names = names or [f"dense_{i}" for i in range(len(rms))]
     maxes = maxes or [None if r is None else 4 * r for r in rms]
@@ -5996,6 +5998,27 @@ class TestDeadRelu:
         unstandardized = FIXES[F.UNSTANDARDIZED_INPUTS]
         off = activation_rules._OFF_FROM_START_FIX
         assert finding.fix == (unstandardized if raw else off)
+
+    @pytest.mark.parametrize(
+        "upstream, raw",
+        [
+            ({"dense_0": 4e4, "dense_1": 4e4}, True),
+            ({"dense_0": 4e4}, False),
+            ({}, False),
+        ],
+        ids=["reached", "not_reached", "ids_alone"],
+    )
+    def test_units_off_from_the_start_under_raw_inputs_of_several(self, upstream, raw):
+        # A model of several inputs, one of them raw (4e4): named only where
+        # it reaches the layer (`StepStats.upstream_scales`). Probed: a ReLU
+        # tower on a standardized input, off from the start by its negative
+        # biases, was told as left off by the other input's raw values.
+        found = off_from_start_run(
+            40, [0, 0, 5, 5], [0, 0, 5, 5], input_scale=4e4, upstream_scales=upstream
+        )
+        ((finding, _),) = [(f, s) for f, s in found if f.mode == F.DEAD_RELU]
+        assert ("the inputs, far from unit scale" in finding.message) == raw
+        assert ("initialisation left them off" in finding.message) == (not raw)
 
     @pytest.mark.parametrize(
         "later, averaged, rates, severity",
