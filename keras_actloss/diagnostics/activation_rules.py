@@ -1211,17 +1211,6 @@ class ActivationRules(RuleFamily):
         ]
         return max(found, default=None)
 
-    def _scale_before(self, layer: str) -> float | None:
-        """The input scale of the inputs `layer` is computed from: of a
-        model of several, the largest of those that reach it (None for ids
-        alone; `StepStats.upstream_scales`), else the model's. Probed: a
-        ReLU tower on a standardized input, its units off from the start by
-        its negative biases, was told as left off by the other input's raw
-        values (mean 300), which never reach it."""
-        if self._upstream_scales is None:
-            return self._input_scale
-        return self._upstream_scales.get(layer)
-
     def _first_layer(self, layer: str) -> bool:
         """Whether `layer` is one the model's inputs reach first: an input
         layer, or the weights of an attention whose projections are."""

@@ -496,7 +496,7 @@ class RuleFamily:
     Uses the state `HealthRules.__init__` sets up: `thresholds`,
     `execution_steps`, `target_scale`, `_streaks`, `_skipped`, `_reported`,
     `_lost`, `_start_losses`, `_start_batch`, `_last_oversized`, `_norms`,
-    `_info` and `findings`.
+    `_input_scale`, `_upstream_scales`, `_info` and `findings`.
     """
 
     @property
@@ -728,10 +728,10 @@ class RuleFamily:
                 "against them, the likely cause."
             )
             fix = _HE_FIX
-        elif self._raw_inputs(mode, step, severity, message):
+        elif raw := self._raw_inputs(mode, layer, step, severity, message):
             message += (
                 " The inputs are far from unit scale (a feature's mean or spread "
-                f"is {self._input_scale:.3g}, against about 1 when standardized): "
+                f"is {raw:.3g}, against about 1 when standardized): "
                 "the first layers' outputs and gradients grow with them, the "
                 "likely cause."
             )
@@ -820,14 +820,19 @@ class RuleFamily:
             and not classes.intersection(_NORMALIZATIONS)
         )
 
-    def _raw_inputs(self, mode: str, step: int, severity: str, message: str) -> bool:
-        """Whether a finding names the inputs as its likely cause: a failure
-        of `_RAW_INPUT_MODES` that begins within `_EXPLOSION_STEPS` of the
-        first step, the inputs `_RAW_INPUTS` from unit scale and not ids an
-        embedding looks up (whose scale does not reach the layers after
-        it), and its message not naming them already."""
-        first, scale = self._norms.first, self._input_scale
-        return (
+    def _raw_inputs(
+        self, mode: str, layer: str | None, step: int, severity: str, message: str
+    ) -> float | None:
+        """The inputs' scale where a finding names them as its likely cause
+        (else None): a failure of `_RAW_INPUT_MODES` that begins within
+        `_EXPLOSION_STEPS` of the first step, the inputs `_RAW_INPUTS` from
+        unit scale (of a model of several, those `layer` is computed from:
+        `_scale_before`) and not ids an embedding looks up (whose scale does
+        not reach the layers after it), and its message not naming them
+        already."""
+        first = self._norms.first
+        scale = self._input_scale if layer is None else self._scale_before(layer)
+        hit = (
             severity == F.FAILURE
             and self._looked_up() is None
             and mode in _RAW_INPUT_MODES
@@ -837,6 +842,18 @@ class RuleFamily:
             and step <= first[0] + _EXPLOSION_STEPS
             and "mean or spread" not in message
         )
+        return scale if hit else None
+
+    def _scale_before(self, layer: str) -> float | None:
+        """The input scale of the inputs `layer` is computed from: of a
+        model of several, the largest of those that reach it (None for ids
+        alone; `StepStats.upstream_scales`), else the model's. Probed: a
+        ReLU tower on a standardized input, its units off from the start by
+        its negative biases, was told as left off by the other input's raw
+        values (mean 300), which never reach it."""
+        if self._upstream_scales is None:
+            return self._input_scale
+        return self._upstream_scales.get(layer)
 
     def _looked_up(self) -> str | None:
         """The layer the model's inputs reach first (`input_layers`) when

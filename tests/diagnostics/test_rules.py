@@ -6020,6 +6020,24 @@ class TestDeadRelu:
         assert ("the inputs, far from unit scale" in finding.message) == raw
         assert ("initialisation left them off" in finding.message) == (not raw)
 
+    @pytest.mark.parametrize("reached", [True, False])
+    def test_a_failure_names_raw_inputs_of_several_that_reach_it(self, reached):
+        # As `most_from_start` (3 of 4 units off: a failure), the model's
+        # largest input scale 4e4: the inputs are named as the likely cause
+        # only where one that far from unit scale reaches the layer.
+        upstream = {"dense_0": 4e4, "dense_1": 4e4 if reached else 2.0}
+        found = off_from_start_run(
+            40, [0, 0, 0, 5], [0, 0, 0, 5], input_scale=4e4, upstream_scales=upstream
+        )
+        ((finding, _),) = [(f, s) for f, s in found if f.mode == F.DEAD_RELU]
+        assert finding.severity == F.FAILURE
+        named = (
+            " The inputs are far from unit scale (a feature's mean or spread is "
+            "4e+04, against about 1 when standardized)"
+        )
+        assert (named in finding.message) == reached
+        assert finding.fix.startswith("Standardize the inputs") == reached
+
     @pytest.mark.parametrize(
         "later, averaged, rates, severity",
         [
