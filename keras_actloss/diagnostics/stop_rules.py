@@ -371,6 +371,15 @@ class NonFiniteRules(RuleFamily):
         )
 
 
+def _saturated_since(start: int) -> str:
+    """The end of a message that reports an explosion as the cause of every
+    gradient being exactly 0 from step `start` (a saturated output)."""
+    return (
+        f"where every gradient has been exactly 0 since step {start} (a "
+        "saturated output)" + _UNSTABLE
+    )
+
+
 class ZeroGradientRules(RuleFamily):
     """Every gradient zero for `patience_steps` steps while the loss is high.
 
@@ -617,8 +626,7 @@ class ZeroGradientRules(RuleFamily):
             f"The global gradient norm jumped to {norm:.3g} at step {step}, "
             f"{norm / early:.3g}x its early level of {early:.3g}, and the loss "
             f"rose from {began:.3g} where training began to about {level:.3g}, "
-            f"where every gradient has been exactly 0 since step {start} (a "
-            "saturated output)" + _UNSTABLE
+            + _saturated_since(start)
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, step, norm, message)
         return step
@@ -688,8 +696,7 @@ class ZeroGradientRules(RuleFamily):
         message = (
             f"The loss rose from {began:.3g} where training began to "
             f"{loss:.3g} at step {step + 1}, after the update of step {step}, "
-            f"and stayed at about {level:.3g}, where every gradient has been "
-            f"exactly 0 since step {start} (a saturated output)" + _UNSTABLE
+            f"and stayed at about {level:.3g}, " + _saturated_since(start)
         )
         self._add(new, F.EXPLODING_GRADIENTS, None, step, loss / began, message)
         return step
@@ -713,8 +720,7 @@ class ZeroGradientRules(RuleFamily):
         message = (
             f"The update of step {step} changed the weights of layer '{layer}' "
             f"by {ratio:.3g} times their own norm, and the loss rose from "
-            f"{began:.3g} where training began to about {level:.3g}, where every "
-            f"gradient has been exactly 0 since step {start} (a saturated "
-            "output)" + _UNSTABLE
+            f"{began:.3g} where training began to about {level:.3g}, "
+            + _saturated_since(start)
         )
         self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)
