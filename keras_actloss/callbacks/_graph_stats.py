@@ -111,14 +111,10 @@ class GraphStats(RingReader):
         # The optimizer waits for the weight norms, so the large weights are
         # no longer read when it updates them: no copy-on-write of them.
         # (Through the gradients: measured faster than a control dependency
-        # on every op of `apply`.) A small weight is copied at worst; its
-        # read still comes before its update (TensorFlow orders the ops on
-        # a variable as written).
-        with tf.control_dependencies([self._local.weights]):
-            grads = [
-                tf.identity(g) if g is not None and step_stats.is_large(v.shape) else g
-                for g, v in zip(grads, call.variables)
-            ]
+        # on every op of `apply`; one `IdentityN` for them all.) A small
+        # weight is copied at worst; its read still comes before its update
+        # (TensorFlow orders the ops on a variable as written).
+        grads = self._after(self._local.weights, grads, call.variables)
         if tf.executing_eagerly():  # `run_eagerly=True`: no graph to read.
             self._local.span = None
             return original(grads, passed)
@@ -129,6 +125,27 @@ class GraphStats(RingReader):
             start = self._local.span[0]
         self._local.span = (start, len(graph.get_operations()))
         return result
+
+    def _after(self, weights, grads: list, variables: list) -> list:
+        """`grads`, the large ones (`step_stats.is_large`) passed through
+        one op that waits for `weights`; an `IndexedSlices` through its
+        own `identity`."""
+        tf = self._tf
+        large = [
+            k
+            for k, (g, v) in enumerate(zip(grads, variables))
+            if g is not None and step_stats.is_large(v.shape)
+        ]
+        dense = [k for k in large if not _sparse(tf, grads[k])]
+        grads = list(grads)
+        with tf.control_dependencies([weights]):
+            for k in large:
+                if k not in dense:
+                    grads[k] = tf.identity(grads[k])
+            if dense:
+                for k, g in zip(dense, tf.identity_n([grads[k] for k in dense])):
+                    grads[k] = g
+        return grads
 
     def _finish_step(self, mode) -> None:
         """The statistics of the step, from every `apply` call it made.
@@ -246,13 +263,13 @@ class GraphStats(RingReader):
             activations=activations,
             samples=tuple(self._sample_sizes.items()),
         )
-        flat = tf.constant([-1])  # One shape for the `[1, m]` rows' views.
+        flat = step_stats._backend_primitives(self.xla).flat  # `[1, m]` rows.
         out = {
-            "row": tf.reshape(row, flat),
-            "extremes": tf.reshape(gradients.extremes, flat),
+            "row": flat(row),
+            "extremes": flat(gradients.extremes),
             "head": head,
-            "weights": tf.reshape(self._local.weights, flat),
-            "updates": tf.reshape(deltas.row, flat),
+            "weights": flat(self._local.weights),
+            "updates": flat(deltas.row),
         }
         if counts is not None:
             out["activations"] = counts
@@ -263,7 +280,9 @@ class GraphStats(RingReader):
                 gradients.layout,
                 self._sample_sizes,
             )
-            out["sample"] = step_stats.gradient_sample(gradients.joined, index, scale)
+            out["sample"] = step_stats.gradient_sample(
+                gradients.joined, index, scale, padded=True
+            )
         return out
 
     def _over_execution(self, counts, head):
@@ -385,6 +404,7 @@ class GraphStats(RingReader):
             silent=True,
             xla=self.xla,
             shared=self.shared,
+            pad=full,
         )
         norms, layout = gradients.row, gradients.layout
         width = self._flow.at  # The flow's columns after the norms'.
@@ -516,12 +536,14 @@ class GraphStats(RingReader):
         tf = self._tf
         loss = getattr(self._local, "loss", None)
         loss = tf.constant(float("nan")) if loss is None else loss
-        return tf.stack(
-            [
-                tf.cast(tf.reshape(loss, []), "float32"),
-                tf.cast(self._local.batch, "float32"),
-            ]
-        )
+        # A static batch size is a constant (the step's data rarely has
+        # one: a fit's last batch may be shorter).
+        batch = self._local.static_batch
+        if batch is None:
+            batch = tf.cast(tf.shape(self._local.first)[0], "float32")
+        else:
+            batch = step_stats._backend_primitives(self.xla).constant(batch, "float32")
+        return tf.stack([tf.cast(tf.reshape(loss, []), "float32"), batch])
 
 
 def _sparse(tf, grad) -> bool:

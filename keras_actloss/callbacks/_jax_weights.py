@@ -123,11 +123,9 @@ _segment_ids: dict[tuple, object] = {}
 
 def _rows(before: list, after: list) -> tuple:
     """`weight_rows(before, after)`'s two rows (`_reduce_rows`)."""
-    small = tuple(
-        math.prod(value.shape)
-        for value in before
-        if not step_stats.is_large(value.shape)
-    )
+    layout = step_stats.row_layout([value.shape for value in before])
+    at = layout.order[sum(layout.norms) :]
+    small = tuple(math.prod(before[i].shape) for i in at)
     ids = _segment_ids.get(small)
     if ids is None and small:
         # An argument, made once (for the last model only): as a constant

@@ -80,8 +80,9 @@ def unit_flow(plans, layout: tuple, grads: list, variables: list) -> Tensor | No
         if grad is None or _rank(grad.shape) != 1 or grad.shape[0] != units:
             grad = ops.zeros((units,), "float32")
         parts.append(ops.cast(grad, "float32"))
-    joined = ops.concatenate(parts, 0) if len(parts) > 1 else parts[0]
-    return ops.cast(ops.not_equal(joined, 0.0), "float32")
+    prim = _backend_primitives()
+    joined = prim.concat(parts)
+    return ops.cast(ops.not_equal(joined, prim.constant(0.0, "float32")), "float32")
 
 
 def activation_vector(
@@ -172,7 +173,8 @@ def activation_vector(
                 c["elements"] = prim.count(mask, tuple(range(len(mask.shape))))
         summed = {k: _summed(c[k] for c in counts) for k in counts[0]}
         if passed is not None:
-            flowing = ops.cast(ops.not_equal(passed, 0.0), "float32")
+            zero = prim.constant(0.0, "float32")
+            flowing = ops.cast(ops.not_equal(passed, zero), "float32")
             summed["active_per_unit"] = summed["active_per_unit"] + flowing
         if units:
             vectors.append(summed["active_per_unit"])
@@ -189,8 +191,7 @@ def activation_vector(
         )
     if not vectors:
         return None, tuple(layout)
-    vector = ops.concatenate(vectors, 0) if len(vectors) > 1 else vectors[0]
-    return vector, tuple(layout)
+    return prim.concat(vectors), tuple(layout)
 
 
 def _summed(counts) -> Tensor:

@@ -37,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -108,11 +110,22 @@ class RowLayout:
 
 def row_layout(shapes: list) -> RowLayout:
     """The `RowLayout` of `norm_row`'s columns for tensors of `shapes` (it
-    needs no tensors): the large ones (`is_large`) first, each a norm, then
-    the small ones, each a sum of squares, in their order."""
+    needs no tensors): the large ones (`is_large`) first, each a norm, in
+    their order, then the small ones, each a sum of squares, those of one
+    shape side by side (at the first of them; `norm_row` views a run of
+    same-shape kernels as one stack)."""
     large = [i for i, shape in enumerate(shapes) if is_large(shape)]
     small = [i for i, shape in enumerate(shapes) if not is_large(shape)]
+    first: dict[tuple, int] = {}
+    for i in small:
+        first.setdefault(tuple(shapes[i]), i)
+    small.sort(key=lambda i: first[tuple(shapes[i])])
     return RowLayout(tuple(large + small), (True,) * len(large) + (False,) * len(small))
+
+
+# A run of at least this many small kernels of one shape is viewed as one
+# stack (two graph ops) instead of a view each.
+_STACKED_RUN = 3
 
 
 class _Primitives(NamedTuple):
@@ -125,51 +138,90 @@ class _Primitives(NamedTuple):
     count: Callable  # float32 count of a boolean mask's True along `axes`
     constant: Callable  # `(value, dtype)`: a scalar to compare with
     floor_ratio: Callable  # `(x, cap)`: `floor(x / cap)`
+    concat: Callable  # `(parts)`: vectors one after the other (one: itself)
+    segment: Callable  # `(kind, x, ids, k)`: "sum", "max" or "min" by segment
+
+
+_KERAS_SEGMENTS = {
+    "sum": ops.segment_sum,
+    "max": ops.segment_max,
+    "min": ops.segment_min,
+}
+
+
+_KERAS_PRIMITIVES = _Primitives(
+    row=lambda x: ops.reshape(x, (1, -1)),
+    flat=lambda x: ops.reshape(x, (-1,)),
+    l2=lambda x: ops.sqrt(ops.sum(ops.square(x))),
+    max=ops.max,
+    min=ops.min,
+    gather=lambda x, index: ops.take(x, index, axis=0),
+    count=lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axis=axes),
+    constant=lambda value, dtype: value,
+    floor_ratio=stats.floor_ratio,
+    concat=lambda parts: ops.concatenate(parts, 0) if len(parts) > 1 else parts[0],
+    segment=lambda kind, x, ids, k: _KERAS_SEGMENTS[kind](x, ids, k),
+)
+
+# TensorFlow's primitives by traced graph, then by thread and `xla`: one
+# set of constants for every statistic of a traced step.
+_TF_PRIMITIVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _backend_primitives(xla: bool = False) -> _Primitives:
-    """The reshapes, reductions, gather and counts of `norm_row`,
-    `gradient_sample` and `activation_vector`: `keras.ops`, except on
-    TensorFlow.
+    """The reshapes, reductions, gather, concat, segment reductions and
+    counts of `norm_row`, `gradient_sample` and `activation_vector`:
+    `keras.ops`, except on TensorFlow.
 
     There `keras.ops` costs graph ops on every step, and every graph op
     costs tracing time (about half a millisecond each on a 2-core CPU,
     constants included) and graph optimization time when the function
     first runs. Counted in a traced graph (TensorFlow 2.21, Keras 3.15):
-    `ops.reshape(x, (1, -1))`, `ops.max(x, axis=1)` and `ops.sum(x,
-    axis=(0, 1))` are two ops each, a shape or axis constant and the op,
-    and `ops.greater(x, 0.0)` two, a constant and the comparison (the
-    constants are shared here: one per value and dtype, axis or shape per
-    call); the L2 norm is four (`Square`, an axis constant, `Sum`, `Sqrt`)
-    where `EuclideanNorm` is one vectorized read (also faster than
-    `tf.nn.l2_loss` in a running step on a 2-core CPU), and a reduction
-    over all the axes of a tensor needs no reshape of it first; `ops.take`
-    is twelve where `tf.gather` is three (it wraps negative positions).
-    Called once per function that uses them: TensorFlow constants belong
-    to the graph being traced. With `xla` (a TensorFlow step compiled with
-    XLA, which has no `EuclideanNorm`) the L2 norm is `Square`, `Sum` and
-    `Sqrt`.
+    `ops.reshape(x, (1, -1))`, `ops.max(x, axis=1)`, `ops.sum(x,
+    axis=(0, 1))` and `ops.concatenate(xs, 0)` are two ops each, a shape
+    or axis constant and the op, `ops.segment_sum(x, ids, k)` two (`k`), and
+    `ops.greater(x, 0.0)` two, a constant and the comparison; here each
+    constant is made once per traced graph (and thread: a replica's), for
+    every statistic of the step. The L2 norm is four ops in `keras.ops`
+    (`Square`, an axis constant, `Sum`, `Sqrt`) where `EuclideanNorm` is
+    one vectorized read (also faster than `tf.nn.l2_loss` in a running
+    step on a 2-core CPU), and a reduction over all the axes of a tensor
+    needs no reshape of it first; `ops.take` is twelve where `tf.gather`
+    is three (it wraps negative positions). With `xla` (a TensorFlow step
+    compiled with XLA, which has no `EuclideanNorm`) the L2 norm is
+    `Square`, `Sum` and `Sqrt`.
     """
     if keras.backend.backend() != "tensorflow":
-        return _Primitives(
-            row=lambda x: ops.reshape(x, (1, -1)),
-            flat=lambda x: ops.reshape(x, (-1,)),
-            l2=lambda x: ops.sqrt(ops.sum(ops.square(x))),
-            max=ops.max,
-            min=ops.min,
-            gather=lambda x, index: ops.take(x, index, axis=0),
-            count=lambda mask, axes: ops.sum(ops.cast(mask, "float32"), axis=axes),
-            constant=lambda value, dtype: value,
-            floor_ratio=stats.floor_ratio,
-        )
+        return _KERAS_PRIMITIVES
     import tensorflow as tf
 
-    flat_shape, row_shape = (tf.constant(v) for v in ([-1], [1, -1]))
-    raw = tf.raw_ops
+    if tf.executing_eagerly():
+        return _tf_primitives(tf, xla, _tf_constants(tf))
+    by_graph = _TF_PRIMITIVES.setdefault(tf.compat.v1.get_default_graph(), {})
+    mine = by_graph.setdefault(threading.get_ident(), {})
+    if xla not in mine:
+        if "constant" not in mine:
+            mine["constant"] = _tf_constants(tf)
+        mine[xla] = _tf_primitives(tf, xla, mine["constant"])
+    return mine[xla]
+
+
+def _tf_constants(tf) -> Callable:
+    """`constant(value, dtype)`: one TensorFlow constant per value and
+    dtype, made under no control dependencies (shared by ops under any)."""
 
     @functools.cache
     def constant(value, dtype):
-        return tf.constant(value, dtype)
+        with tf.control_dependencies(None):
+            return tf.constant(value, dtype)
+
+    return constant
+
+
+def _tf_primitives(tf, xla: bool, constant: Callable) -> _Primitives:
+    """`_backend_primitives` on TensorFlow, for the graph being traced (or
+    eager execution), with its `constant`s (`_tf_constants`)."""
+    raw = tf.raw_ops
 
     def every_axis(x):
         return constant(tuple(range(len(x.shape))), tf.int32)
@@ -183,9 +235,24 @@ def _backend_primitives(xla: bool = False) -> _Primitives:
             return raw.EuclideanNorm(input=x, axis=every_axis(x))
         return raw.Sqrt(x=raw.Sum(input=raw.Square(x=x), axis=every_axis(x)))
 
+    def concat(parts):
+        if len(parts) == 1:
+            return parts[0]
+        return raw.ConcatV2(values=parts, axis=constant(0, tf.int32))
+
+    segments = {
+        "sum": raw.UnsortedSegmentSum,
+        "max": raw.UnsortedSegmentMax,
+        "min": raw.UnsortedSegmentMin,
+    }
+
+    def segment(kind, x, ids, k):
+        k = constant(k, tf.int32)
+        return segments[kind](data=x, segment_ids=ids, num_segments=k)
+
     return _Primitives(
-        row=lambda x: tf.reshape(x, row_shape),
-        flat=lambda x: tf.reshape(x, flat_shape),
+        row=lambda x: raw.Reshape(tensor=x, shape=constant((1, -1), tf.int32)),
+        flat=lambda x: raw.Reshape(tensor=x, shape=constant((-1,), tf.int32)),
         l2=l2,
         max=lambda x: raw.Max(input=x, axis=every_axis(x)),
         min=lambda x: raw.Min(input=x, axis=every_axis(x)),
@@ -193,6 +260,8 @@ def _backend_primitives(xla: bool = False) -> _Primitives:
         count=count,
         constant=lambda value, dtype: constant(value, tf.as_dtype(dtype)),
         floor_ratio=lambda x, cap: raw.FloorDiv(x=x, y=cap),
+        concat=concat,
+        segment=segment,
     )
 
 
@@ -214,6 +283,7 @@ def norm_row(
     silent: bool = False,
     xla: bool = False,
     shared: Callable | None = None,
+    pad: bool = False,
 ) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
 
@@ -243,21 +313,23 @@ def norm_row(
             ids (a NumPy array, one per element): a caller whose rows of one
             traced step have the same small tensors makes them one constant
             (`GraphStats.shared`). Defaults to `None`: one per call.
+        pad: Whether the joined elements end with one 0 more (the fill of
+            `gradient_sample`'s positions past a layer's tensors: one
+            copy of every gradient in the step, not two). Defaults to
+            `False`.
 
     Returns:
         A `NormRow`: the `[1, m]` float32 row (None without `norms`), its
         layout, the `[1, 2m]` maxima then minima (or None), the `[n]`
-        joined elements (or None) and the float32 count of silent elements
-        (or None).
+        joined elements (`[n + 1]` with `pad`; or None) and the float32
+        count of silent elements (or None).
     """
     prim = _backend_primitives(xla)
-    l2s, highs, lows, large, small, small_at = [], [], [], [], [], []
-    for i, tensor in enumerate(tensors):
-        x = ops.cast(tensor, "float32")
-        if not is_large(x.shape):
-            small.append(x if _rank(x.shape) == 1 else prim.flat(x))
-            small_at.append(i)
-            continue
+    layout = row_layout([x.shape for x in tensors])
+    l2s, highs, lows, large = [], [], [], []
+    n_large = sum(layout.norms)
+    for i in layout.order[:n_large]:
+        x = ops.cast(tensors[i], "float32")
         if _rank(x.shape) is None:
             x = prim.flat(x)
         # Reduced over all its axes: no view of it, unless `joined`.
@@ -271,59 +343,90 @@ def norm_row(
     # Each part a vector: the large tensors' scalars stacked, the small
     # ones' segment reductions; one concat and one `[1, m]` view per row.
     rows, highs, lows = ([ops.stack(p)] if p else [] for p in (l2s, highs, lows))
+    small_at = layout.order[n_large:]
+    small, vectors = _small_views(tensors, small_at, prim)
     if small:
-        k = len(small)
-        flat = ops.concatenate(small, 0) if k > 1 else small[0]
+        k = len(small_at)
+        flat = prim.concat(small)
         # Unsorted (`num_segments` given): XLA has no sorted segment ops.
         ids = np.repeat(
-            np.arange(k, dtype="int32"), [math.prod(x.shape) for x in small]
+            np.arange(k, dtype="int32"),
+            [math.prod(tensors[i].shape) for i in small_at],
         )
         # One tensor for the segment ops below, not a constant each.
         ids = shared(ids) if shared else ops.convert_to_tensor(ids)
         if norms:
-            rows.append(ops.segment_sum(ops.square(flat), ids, k))
+            rows.append(prim.segment("sum", ops.square(flat), ids, k))
         if extremes:
-            highs.append(ops.segment_max(flat, ids, k))
-            lows.append(ops.segment_min(flat, ids, k))
-    layout = row_layout([x.shape for x in tensors])
+            highs.append(prim.segment("max", flat, ids, k))
+            lows.append(prim.segment("min", flat, ids, k))
     out = NormRow(_joined_row(rows, prim) if norms else None, layout, None, None)
     if silent:
         out = out._replace(
-            silent=_silent_count(tensors, small_at, small, flat if small else None)
+            silent=_silent_count(vectors, len(vectors) == len(small_at), flat, prim)
         )
     if extremes:
         out = out._replace(extremes=_joined_row(highs + lows, prim))
     if joined:
         views = large + ([flat] if small else [])
+        if pad:
+            views.append(prim.constant((0.0,), "float32"))
         if not views:
             return out._replace(joined=ops.zeros((0,), "float32"))
-        out = out._replace(
-            joined=ops.concatenate(views, 0) if len(views) > 1 else views[0]
-        )
+        out = out._replace(joined=prim.concat(views))
     return out
 
 
-def _silent_count(tensors: list, small_at: list[int], small: list, flat) -> Tensor:
+def _small_views(tensors: list, small_at: tuple, prim: _Primitives) -> tuple:
+    """The float32 vector views of the small tensors at `small_at` (in
+    that order, `RowLayout`'s), to be joined, and the vectors among them.
+
+    A vector is its own view; a run of `_STACKED_RUN` or more kernels of
+    one shape is one stack's view (two graph ops, which a view per kernel
+    would exceed: MobileNetV2 has 38 small kernels of 16 shapes); another
+    kernel is a view of its own."""
+    views, vectors, j = [], [], 0
+    while j < len(small_at):
+        x = ops.cast(tensors[small_at[j]], "float32")
+        if _rank(x.shape) == 1:
+            views.append(x)
+            vectors.append(x)
+            j += 1
+            continue
+        run = [x]
+        while j + len(run) < len(small_at):
+            y = tensors[small_at[j + len(run)]]
+            if tuple(y.shape) != tuple(x.shape):
+                break
+            run.append(ops.cast(y, "float32"))
+        if len(run) >= _STACKED_RUN:
+            views.append(prim.flat(ops.stack(run)))
+        else:
+            views += [prim.flat(y) for y in run]
+        j += len(run)
+    return views, vectors
+
+
+def _silent_count(vectors: list, only: bool, flat, prim: _Primitives) -> Tensor:
     """Elements exactly 0 of the rank-1 tensors among the small ones
-    (`small`, float32 views of `tensors` at `small_at`; `flat`, their
-    concatenation), as float32.
+    (`vectors`, float32; `only`: whether every small one is a vector, and
+    `flat` their concatenation), as float32.
 
     Where the small tensors are not all vectors, the vectors get a concat
     of their own: not a mask of the small elements, a constant as large
     as they are in the traced step (all of a model's small kernels')."""
-    vectors = [x for i, x in zip(small_at, small) if _rank(tensors[i].shape) == 1]
     if not vectors:
         return ops.convert_to_tensor(0.0, "float32")
-    if len(vectors) < len(small):
-        flat = ops.concatenate(vectors, 0) if len(vectors) > 1 else vectors[0]
-    return ops.sum(ops.cast(ops.equal(flat, 0.0), "float32"))
+    if not only:
+        flat = prim.concat(vectors)
+    return prim.count(ops.equal(flat, prim.constant(0.0, "float32")), (0,))
 
 
 def _joined_row(parts: list, prim: _Primitives) -> Tensor:
     """The `[1, n]` row of the vectors `parts`, one after the other."""
     if not parts:
         return ops.zeros((1, 0), "float32")
-    return prim.row(ops.concatenate(parts, 0) if len(parts) > 1 else parts[0])
+    return prim.row(prim.concat(parts))
 
 
 def alarm(
@@ -442,9 +545,13 @@ def sliced_sample(
     return sample if scale is None else sample / scale
 
 
-def gradient_sample(joined: Tensor, index: np.ndarray, scale: Tensor | None) -> Tensor:
+def gradient_sample(
+    joined: Tensor, index: np.ndarray, scale: Tensor | None, padded: bool = False
+) -> Tensor:
     """`[len(index)]` float32: the joined gradients at `index`
     (`sample_index`), divided by the loss scale `scale` (None: unscaled).
+    `padded`: whether `joined` ends with the 0 that `index` reads past a
+    layer's tensors already (`norm_row`'s `pad`).
 
     One gather of constant positions: a slice of every gradient made a
     large model's first full step take seconds longer to trace on
@@ -452,6 +559,8 @@ def gradient_sample(joined: Tensor, index: np.ndarray, scale: Tensor | None) -> 
     """
     if not len(index):
         return ops.zeros((0,), "float32")
-    padded = ops.concatenate([ops.cast(joined, "float32"), ops.zeros((1,))], 0)
-    sample = _backend_primitives().gather(padded, index)
+    prim = _backend_primitives()
+    if not padded:
+        joined = prim.concat([ops.cast(joined, "float32"), ops.zeros((1,))])
+    sample = prim.gather(joined, index)
     return sample if scale is None else sample / scale

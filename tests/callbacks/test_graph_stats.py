@@ -149,7 +149,9 @@ def test_the_rows_of_a_step_share_one_constant_of_segment_ids(tmp_path):
         sorted((len(ops), ops[0].outputs[0].shape[0]) for ops in large.values())
         == [(1, 1825)] * 2
     )
-    ids = np.repeat(np.arange(8), [576, 24, 576, 24, 576, 24, 24, 1]).astype("int32")
+    # In the row's order (`row_layout`): tensors of one shape side by side,
+    # the three 24x24 kernels first (one stack), then the 24-unit biases.
+    ids = np.repeat(np.arange(8), [576, 576, 576, 24, 24, 24, 24, 1]).astype("int32")
     (const,) = large[ids.tobytes()]
     users = sorted(op.type for op in const.outputs[0].consumers())
     assert (

@@ -60,6 +60,54 @@ def test_row_layout_is_norm_rows_from_shapes(rng):
     assert step_stats.row_layout([]) == RowLayout()
 
 
+# Small tensors of one shape, apart in tensor order, and a large one: the
+# row puts the large one first, then each shape's small tensors side by
+# side, at the first of them (the four 3x4 kernels are one stack's view).
+RUN_SHAPES = [(3, 4), (5,), (3, 4), (2, 2, 2), (3, 4), (5,), (3, 4)]
+RUN_SHAPES.append((NORM_MIN_ELEMENTS,))
+RUN_ORDER = (7, 0, 2, 4, 6, 1, 5, 3)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_norm_row_groups_small_tensors_of_one_shape(rng, jit):
+    xs = [rng.normal(size=shape).astype("float32") for shape in RUN_SHAPES]
+    xs[5][[0, 3]] = 0.0  # Two silent elements, in the second 5-vector.
+    expected = [np.sum(x.astype("float64") ** 2) for x in xs]
+    layout = step_stats.row_layout(RUN_SHAPES)
+    assert layout == RowLayout(RUN_ORDER, (True,) + (False,) * 7)
+
+    def run(*ts):
+        out = step_stats.norm_row(list(ts), extremes=True, joined=True, silent=True)
+        return out.row, out.extremes, out.joined, out.silent
+
+    fn = traced(run) if jit else run
+    row, ends, joined, silent = (_np(x) for x in fn(*xs))
+    np.testing.assert_allclose(layout.squares(row[0]), expected, rtol=1e-5)
+    np.testing.assert_array_equal(ends[0, :8], [xs[i].max() for i in RUN_ORDER])
+    np.testing.assert_array_equal(ends[0, 8:], [xs[i].min() for i in RUN_ORDER])
+    np.testing.assert_array_equal(
+        joined, np.concatenate([xs[i].reshape(-1) for i in RUN_ORDER])
+    )
+    assert float(silent) == 2.0
+
+
+@tensorflow_only
+def test_norm_row_views_a_run_of_kernels_as_one_stack(rng):
+    import tensorflow as tf
+
+    xs = [rng.normal(size=shape).astype("float32") for shape in RUN_SHAPES]
+    graph = (
+        tf.function(lambda *ts: step_stats.norm_row(list(ts)).row)
+        .get_concrete_function(*xs)
+        .graph
+    )
+    types = [op.type for op in graph.get_operations()]
+    # One `Pack` of the four 3x4 kernels (and one of the large tensor's
+    # norm), views of it and of the 2x2x2 kernel, and the row's `[1, m]`.
+    assert types.count("Pack") == 2
+    assert types.count("Reshape") == 3
+
+
 def test_norm_row_of_nothing():
     out = step_stats.norm_row([], extremes=True, joined=True)
     assert tuple(out.row.shape) == (1, 0) and out.layout == RowLayout()
