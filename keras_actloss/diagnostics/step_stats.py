@@ -345,6 +345,7 @@ def norm_row(
     rows, highs, lows = ([ops.stack(p)] if p else [] for p in (l2s, highs, lows))
     small_at = layout.order[n_large:]
     small, vectors = _small_views(tensors, small_at, prim)
+    flat = None
     if small:
         k = len(small_at)
         flat = prim.concat(small)

@@ -443,3 +443,6 @@ def test_silent_counts_zero_elements_of_the_small_vectors_only(rng):
     # No small vector: 0.
     only = traced(lambda t: step_stats.norm_row([t], silent=True).silent)(matrix)
     assert float(_np(only)) == 0.0
+    # Nothing small: 0.
+    only = traced(lambda t: step_stats.norm_row([t], silent=True).silent)(large)
+    assert float(_np(only)) == 0.0
