@@ -80,6 +80,12 @@ activations), of severity `"warning"` (risks):
   consumers; a softmax that weighs other tensors, as attention or gating
   do, is left alone).
 
+Of the compiled optimizer (`optimizer_checks`), of severity `"warning"`:
+
+- `heavy_weight_decay` (layer None): decoupled weight decay that takes
+  `DECAY_SHARE` (1%) or more of every weight each step (the learning rate
+  at the optimizer's current step times `weight_decay`).
+
 Two mistakes in one output give two findings (sigmoid with
 `CategoricalCrossentropy(from_logits=True)` gives both
 `sigmoid_with_categorical_crossentropy` and
@@ -126,11 +132,12 @@ from keras_actloss.advisor.layer_checks import (
     no_trainable_weights,
     symmetric_units,
 )
+from keras_actloss.advisor.optimizer_checks import OPTIMIZER_MODES, heavy_weight_decay
 from keras_actloss.advisor.output_checks import OUTPUT_MODES, OUTPUT_RULES, Head
 from keras_actloss.findings import Finding
 from keras_actloss.profiles import LINEAR, LossProfile
 
-CHECK_MODES = OUTPUT_MODES + LAYER_MODES
+CHECK_MODES = OUTPUT_MODES + LAYER_MODES + OPTIMIZER_MODES
 
 __all__ = [
     "CHECK_MODES",
@@ -227,11 +234,11 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
 
     Reads the output layer's activation object (Keras built-ins and
     keras_actloss's, given as `Dense(activation=...)` or a trailing
-    activation layer), the compiled loss and, when given, the labels, and
-    reports each mistake listed in this module's docstring as a `Finding` with its mode,
-    layer, message and fix. A correct model gives an empty list. Run it
-    after `compile` and before `fit`; `GradientDiagnostics` runs it when
-    training begins.
+    activation layer), the compiled loss and optimizer and, when given, the
+    labels, and reports each mistake listed in this module's docstring as a
+    `Finding` with its mode, layer, message and fix. A correct model gives
+    an empty list. Run it after `compile` and before `fit`;
+    `GradientDiagnostics` runs it when training begins.
 
     Examples:
 
@@ -276,6 +283,7 @@ def check_model(model: keras.Model, y: Any = None) -> list[Finding]:
     found += no_trainable_weights(model)
     found += constant_normalizations(model)
     found += extreme_dropouts(model)
+    found += heavy_weight_decay(model)
     return found
 
 

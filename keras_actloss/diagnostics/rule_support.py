@@ -212,9 +212,9 @@ _RESIDUAL_FIX = (
 # (0.5 a step), kernels at 2e-6 of their norm by step 20, units dead and
 # the loss at ln 2, was told "steps far too large"; AdamW at 1e-2 with 10
 # (0.1), `dead_relu` with no cause (`RuleFamily._add`).
-_DECAY_SHARE = 1e-2
+DECAY_SHARE = 1e-2
 _DECAYING = (F.EXPLODING_GRADIENTS, F.VANISHING_GRADIENTS, F.DEAD_RELU)
-_DECAY_FIX = (
+DECAY_FIX = (
     "Lower the optimizer's `weight_decay`: decoupled weight decay (AdamW, or "
     "`weight_decay` on any Keras optimizer) multiplies every weight by 1 - "
     "learning_rate * weight_decay each step, so keep that product small "
@@ -749,7 +749,7 @@ class RuleFamily:
                 f"weight_decay {self.weight_decay:.3g}): it drives the weights "
                 "toward 0, and with them the layers' outputs and gradients."
             )
-            fix = _DECAY_FIX
+            fix = DECAY_FIX
         if self.clipping is not None:
             fix = _CLIP_ADVICE.sub(self._clipped_advice, fix)
         fix = self._normalization_advice(fix)
@@ -880,12 +880,12 @@ class RuleFamily:
 
     def _decay_share(self) -> float | None:
         """The share of every weight the optimizer's weight decay takes at
-        the last learning rate seen, when `_DECAY_SHARE` or more."""
+        the last learning rate seen, when `DECAY_SHARE` or more."""
         decay, rate = self.weight_decay, self._last_rate
         if decay is None or rate is None or not math.isfinite(rate):
             return None
         share = decay * rate
-        return share if share >= _DECAY_SHARE else None
+        return share if share >= DECAY_SHARE else None
 
     def _emit(self, new: list[Finding]) -> list[Finding]:
         self.findings.extend(new)

@@ -1319,3 +1319,58 @@ def test_integer_classes_under_binary_cross_entropy_name_the_multiclass_loss():
         "For 4 exclusive classes use SparseCategoricalCrossentropy with 4 "
         "softmax output units, or check the labels."
     )
+
+
+def _decay_optimizers():
+    sgd = keras.optimizers.SGD
+    adamw = keras.optimizers.AdamW
+    halving = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    # (optimizer, the share of every weight its decay takes a step, or
+    # None where it is not told: under `DECAY_SHARE`, 1e-2).
+    return [
+        (adamw(1e-2, weight_decay=50.0), 0.5),
+        (sgd(0.1, weight_decay=0.1), 0.01),  # 0.1 * 0.1: the bound itself.
+        (sgd(0.1, weight_decay=0.09), None),  # 9e-3.
+        (adamw(), None),  # Keras's defaults: 1e-3 * 0.004 = 4e-6.
+        (keras.optimizers.Adam(1e-2), None),  # No decay.
+        (keras.optimizers.LossScaleOptimizer(adamw(1e-2, weight_decay=5.0)), 0.05),
+        (adamw(halving, weight_decay=1.0), 0.1),  # The schedule at step 0.
+    ]
+
+
+@pytest.mark.parametrize("optimizer, share", _decay_optimizers())
+def test_heavy_weight_decay(optimizer, share):
+    model = seq(L.Dense(8, activation="relu"), L.Dense(1))
+    model.compile(optimizer=optimizer, loss="mse")
+    found = check_model(model)
+    if share is None:
+        assert found == []
+        return
+    (finding,) = found
+    assert (finding.mode, finding.layer, finding.severity, finding.step) == (
+        "heavy_weight_decay",
+        None,
+        WARNING,
+        None,
+    )
+    assert finding.value == pytest.approx(share)
+    assert finding.fix.startswith("Lower the optimizer's `weight_decay`")
+    assert finding.mode in check.CHECK_MODES
+
+
+def test_heavy_weight_decay_message():
+    # 0.01 * 50 = 0.5 of every weight a step: 0.5 ** 100 = 7.9e-31 left
+    # after 100 steps of decay alone.
+    model = seq(L.Dense(8, activation="relu"), L.Dense(1))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=50.0), loss="mse")
+    (finding,) = check_model(model)
+    assert finding.message.startswith(
+        "The optimizer's decoupled weight decay takes 0.5 of every weight each "
+        "step (learning rate 0.01 times weight_decay 50): on its own it leaves "
+        "7.9e-31 of a weight after 100 steps"
+    )
+
+
+def test_no_optimizer_check_before_compile():
+    model = seq(L.Dense(8, activation="relu"), L.Dense(1))
+    assert check_model(model) == []

@@ -518,6 +518,19 @@ def test_the_fit_gives_the_rules_the_clipping():
     assert diag._rules.weight_decay == 0.5
 
 
+def test_the_fit_tells_a_heavy_weight_decay_before_its_first_step():
+    # AdamW at 1e-2 with weight_decay 50: half of every weight a step.
+    from keras_actloss.callbacks import GradientDiagnostics, GradientHealthWarning
+
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    m.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=50.0), loss="mse")
+    diag = GradientDiagnostics()
+    with pytest.warns(GradientHealthWarning, match="heavy_weight_decay"):
+        m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
+    (told,) = [f for f in diag.findings if f.mode == "heavy_weight_decay"]
+    assert (told.step, told.layer, told.value) == (None, None, pytest.approx(0.5))
+
+
 def test_the_fit_gives_the_rules_what_check_model_names():
     # A dropout of rate 0.95 (`extreme_dropout`) and a hidden layer whose
     # kernel starts at zeros, as the next one's, which weighs its units

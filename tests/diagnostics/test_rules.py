@@ -5756,7 +5756,7 @@ class TestDeadRelu:
         # step (probed: weights collapsed, units dead and the loss at ln 2
         # by step 10-20, reported at 77 when they settled, with no word of
         # the decay): no settling, reported at once (steps 1-5) with the
-        # decay named. At 0.9 (9e-3 a step, under `_DECAY_SHARE`) they may
+        # decay named. At 0.9 (9e-3 a step, under `DECAY_SHARE`) they may
         # settle, as without.
         kept = []
         found = settling_run(
@@ -5767,7 +5767,7 @@ class TestDeadRelu:
             "(learning rate 0.01 times weight_decay 10): it drives the weights "
             "toward 0, and with them the layers' outputs and gradients."
         )
-        _told_at_once(found, weight_decay >= 1, kept, ending, rule_support._DECAY_FIX)
+        _told_at_once(found, weight_decay >= 1, kept, ending, rule_support.DECAY_FIX)
 
     @pytest.mark.parametrize("shrink", [348.0, 9.0])
     def test_units_dying_as_their_weights_collapse(self, shrink):
