@@ -1374,3 +1374,35 @@ def test_heavy_weight_decay_message():
 def test_no_optimizer_check_before_compile():
     model = seq(L.Dense(8, activation="relu"), L.Dense(1))
     assert check_model(model) == []
+
+
+class _Unregistered(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule of the user's that Keras cannot rebuild from a config."""
+
+    def __call__(self, step):
+        return keras.ops.where(step < 10, 0.0, 0.5)
+
+    def get_config(self):
+        return {}
+
+
+def test_heavy_weight_decay_at_a_schedules_peak():
+    # A warm-up from 0 to 1e-2 over 100 steps: nothing at step 0, 0.05 of
+    # every weight a step at its peak (1e-2 * 5), read at step 100.
+    warm = keras.optimizers.schedules.CosineDecay(
+        0.0, 1000, warmup_target=1e-2, warmup_steps=100
+    )
+    model = seq(L.Dense(8, activation="relu"), L.Dense(1))
+    model.compile(optimizer=keras.optimizers.AdamW(warm, weight_decay=5.0), loss="mse")
+    (finding,) = check_model(model)
+    assert finding.value == pytest.approx(0.05)
+    assert finding.message.startswith(
+        "The optimizer's decoupled weight decay will take 0.05 of every weight "
+        "each step (learning rate 0.01 at step 100 of its schedule times "
+        "weight_decay 5)"
+    )
+    # A schedule Keras cannot rebuild is read at the current step only: 0.
+    model.compile(
+        optimizer=keras.optimizers.AdamW(_Unregistered(), weight_decay=5.0), loss="mse"
+    )
+    assert check_model(model) == []
