@@ -84,7 +84,8 @@ Of the compiled optimizer (`optimizer_checks`), of severity `"warning"`:
 
 - `heavy_weight_decay` (layer None): decoupled weight decay that takes
   `DECAY_SHARE` (1%) or more of every weight each step (the learning rate
-  at the optimizer's current step times `weight_decay`).
+  times `weight_decay`, at the optimizer's current step or where its
+  learning-rate schedule peaks).
 
 Two mistakes in one output give two findings (sigmoid with
 `CategoricalCrossentropy(from_logits=True)` gives both

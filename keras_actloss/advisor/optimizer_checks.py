@@ -5,10 +5,10 @@
   more of every weight each step: learning rate times `weight_decay`, at
   the optimizer's current step or, under a learning-rate schedule (a
   warm-up), at the largest rate it gives in `_SCHEDULE_STEPS` steps from
-  there. Keras applies it as
-  `w -= learning_rate * weight_decay * w`, so weights that the gradients
-  do not hold up shrink geometrically; usual settings take about 1e-5 to
-  1e-3 a step (AdamW's default 0.004 at a rate of 1e-3: 4e-6).
+  there. Keras applies it as `w -= learning_rate * weight_decay * w`, so
+  weights that the gradients do not hold up shrink geometrically; usual
+  settings take about 1e-5 to 1e-3 a step (AdamW's default 0.004 at a
+  rate of 1e-3: 4e-6).
 """
 
 from __future__ import annotations
