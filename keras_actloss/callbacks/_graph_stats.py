@@ -21,8 +21,6 @@ with the readers `GraphStats` inherits (`_ring_reading.RingReader`).
 
 from __future__ import annotations
 
-import hashlib
-
 import keras
 import numpy as np
 
@@ -106,7 +104,7 @@ class GraphStats(RingReader):
         if first:
             before = self._reads_before()
             self._local.before = before
-            weights = step_stats.norm_row(before, xla=self.xla, shared=self.shared)
+            weights = step_stats.norm_row(before, xla=self.xla)
             self._local.weights, self._weight_layout = weights.row, weights.layout
         # The optimizer waits for the weight norms, so the large weights are
         # no longer read when it updates them: no copy-on-write of them.
@@ -247,7 +245,6 @@ class GraphStats(RingReader):
                 for v, b, u in zip(self._plan_vars(), before, updates)
             ],
             xla=self.xla,
-            shared=self.shared,
         )
         self._layout = step_reader.StepLayout(
             can_die=tuple(bool(p.profile and p.profile.can_die) for p in self.plans),
@@ -403,7 +400,6 @@ class GraphStats(RingReader):
             joined=full,
             silent=True,
             xla=self.xla,
-            shared=self.shared,
             pad=full,
         )
         norms, layout = gradients.row, gradients.layout
@@ -505,26 +501,6 @@ class GraphStats(RingReader):
             read = _read_in(graph, v) if find else None
             reads.append(tf.convert_to_tensor(v) if read is None else read)
         return reads
-
-    def shared(self, ids: np.ndarray):
-        """The constant tensor of the segment ids `ids` (`norm_row`'s
-        `shared`), one per graph of the step being traced and content: the
-        gradients', weights' and updates' rows of a full step have the same
-        small tensors, so one array (an element per element of them) where
-        each row made its own. Every copy of it is graph that tracing and
-        graph optimization copy and scan before the first step. (Not a
-        variable: a variable made while `fit`'s function is first traced
-        makes TensorFlow trace it twice.)"""
-        tf = self._tf
-        constants = getattr(self._local, "constants", None)
-        if constants is None or tf.executing_eagerly():
-            return tf.constant(ids)
-        graph = tf.compat.v1.get_default_graph()
-        key = (id(graph), ids.shape, hashlib.sha1(ids.tobytes()).digest())
-        found = constants.get(key)
-        if found is None or found.graph is not graph:
-            found = constants[key] = tf.constant(ids)
-        return found
 
     def _plan_vars(self) -> list:
         """The monitored variables in plan order."""

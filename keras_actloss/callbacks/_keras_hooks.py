@@ -505,7 +505,6 @@ class TrainHooks(GraphStats):
             self._local.loss = None
             self._local.losses = []
             self._local.applied = []
-            self._local.constants = {}  # `GraphStats.shared`'s, this trace's.
             first = tf.nest.flatten(data)[0]
             self._local.first = first  # Its batch size: `_loss_and_batch`.
             self._local.static_batch = first.shape[0] if first.shape.rank else None
@@ -535,7 +534,7 @@ class TrainHooks(GraphStats):
                 self._local.mode = None
                 self._local.outputs = {}
                 self._local.applied = []
-                self._local.constants = self._local.first = None
+                self._local.first = None
                 self._local.full = self._local.alarm = None
 
         function = model._make_function(step)

@@ -35,7 +35,7 @@ backend.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import hashlib
 import math
 import threading
 import weakref
@@ -207,13 +207,23 @@ def _backend_primitives(xla: bool = False) -> _Primitives:
 
 
 def _tf_constants(tf) -> Callable:
-    """`constant(value, dtype)`: one TensorFlow constant per value and
-    dtype, made under no control dependencies (shared by ops under any)."""
+    """`constant(value, dtype)`: one TensorFlow constant per value (a
+    Python value, or a NumPy array by its content) and dtype, made under no
+    control dependencies (shared by ops under any). The rows of a full step
+    have the same small tensors: one array of their segment ids (an element
+    per element of them) serves them all, where each row made its own;
+    every copy of it is graph that tracing and graph optimization copy and
+    scan before the first step."""
+    made = {}
 
-    @functools.cache
     def constant(value, dtype):
-        with tf.control_dependencies(None):
-            return tf.constant(value, dtype)
+        key = value, dtype
+        if isinstance(value, np.ndarray):
+            key = value.shape, dtype, hashlib.sha1(value.tobytes()).digest()
+        if key not in made:
+            with tf.control_dependencies(None):
+                made[key] = tf.constant(value, dtype)
+        return made[key]
 
     return constant
 
@@ -282,7 +292,6 @@ def norm_row(
     norms: bool = True,
     silent: bool = False,
     xla: bool = False,
-    shared: Callable | None = None,
     pad: bool = False,
 ) -> NormRow:
     """Per-tensor norms of `tensors` in one row, with their `RowLayout`.
@@ -309,10 +318,6 @@ def norm_row(
             `False`.
         xla: Whether the step is compiled with XLA (TensorFlow's
             `jit_compile=True`): ops XLA has. Defaults to `False`.
-        shared: `shared(ids)`, the tensor of the small tensors' segment
-            ids (a NumPy array, one per element): a caller whose rows of one
-            traced step have the same small tensors makes them one constant
-            (`GraphStats.shared`). Defaults to `None`: one per call.
         pad: Whether the joined elements end with one 0 more (the fill of
             `gradient_sample`'s positions past a layer's tensors: one
             copy of every gradient in the step, not two). Defaults to
@@ -354,8 +359,9 @@ def norm_row(
             np.arange(k, dtype="int32"),
             [math.prod(tensors[i].shape) for i in small_at],
         )
-        # One tensor for the segment ops below, not a constant each.
-        ids = shared(ids) if shared else ops.convert_to_tensor(ids)
+        # One tensor for the segment ops below (and the other rows of a
+        # traced step with the same small tensors), not a constant each.
+        ids = ops.convert_to_tensor(prim.constant(ids, "int32"))
         if norms:
             rows.append(prim.segment("sum", ops.square(flat), ids, k))
         if extremes:

@@ -105,7 +105,7 @@ def test_read_in_finds_the_forward_pass_read_of_a_variable():
 def test_the_rows_of_a_step_share_one_constant_of_segment_ids(tmp_path):
     """The gradients', weights' and updates' rows of a full step have the
     same small tensors: one constant of their segment ids (an element per
-    element of them) serves the five segment reductions (`GraphStats.shared`),
+    element of them) serves the five segment reductions (`step_stats._tf_constants`),
     where each row made its own (MobileNetV2's full train function: 3.5 MB
     of graph, 2.3 MB with one), and no constant is there twice. The norms
     read through it equal a `GradientTape`'s of the same first step."""
