@@ -129,20 +129,19 @@ class GraphStats(RingReader):
         one op that waits for `weights`; an `IndexedSlices` through its
         own `identity`."""
         tf = self._tf
+        grads = list(grads)
         large = [
             k
             for k, (g, v) in enumerate(zip(grads, variables))
             if g is not None and step_stats.is_large(v.shape)
         ]
         dense = [k for k in large if not _sparse(tf, grads[k])]
-        grads = list(grads)
         with tf.control_dependencies([weights]):
-            for k in large:
-                if k not in dense:
-                    grads[k] = tf.identity(grads[k])
-            if dense:
-                for k, g in zip(dense, tf.identity_n([grads[k] for k in dense])):
-                    grads[k] = g
+            for k in set(large) - set(dense):
+                grads[k] = tf.identity(grads[k])
+            held = tf.identity_n([grads[k] for k in dense]) if dense else []
+        for k, g in zip(dense, held):
+            grads[k] = g
         return grads
 
     def _finish_step(self, mode) -> None:
@@ -277,9 +276,7 @@ class GraphStats(RingReader):
                 gradients.layout,
                 self._sample_sizes,
             )
-            out["sample"] = step_stats.gradient_sample(
-                gradients.joined, index, scale, padded=True
-            )
+            out["sample"] = step_stats.gradient_sample(gradients.joined, index, scale)
         return out
 
     def _over_execution(self, counts, head):

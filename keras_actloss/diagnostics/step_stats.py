@@ -552,13 +552,11 @@ def sliced_sample(
     return sample if scale is None else sample / scale
 
 
-def gradient_sample(
-    joined: Tensor, index: np.ndarray, scale: Tensor | None, padded: bool = False
-) -> Tensor:
+def gradient_sample(joined: Tensor, index: np.ndarray, scale: Tensor | None) -> Tensor:
     """`[len(index)]` float32: the joined gradients at `index`
     (`sample_index`), divided by the loss scale `scale` (None: unscaled).
-    `padded`: whether `joined` ends with the 0 that `index` reads past a
-    layer's tensors already (`norm_row`'s `pad`).
+    `joined` as `norm_row(..., joined=True, pad=True)` gives it: ending
+    with the 0 that `index` reads past a layer's tensors.
 
     One gather of constant positions: a slice of every gradient made a
     large model's first full step take seconds longer to trace on
@@ -566,8 +564,5 @@ def gradient_sample(
     """
     if not len(index):
         return ops.zeros((0,), "float32")
-    prim = _backend_primitives()
-    if not padded:
-        joined = prim.concat([ops.cast(joined, "float32"), ops.zeros((1,))])
-    sample = prim.gather(joined, index)
+    sample = _backend_primitives().gather(joined, index)
     return sample if scale is None else sample / scale

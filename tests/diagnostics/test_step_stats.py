@@ -263,7 +263,7 @@ def test_gradient_sample_is_each_layers_strided_sample(rng, scale, sliced):
     def run(*ts):
         if sliced:
             return step_stats.sliced_sample(list(ts), layers, sizes, scale)
-        out = step_stats.norm_row(list(ts), joined=True)
+        out = step_stats.norm_row(list(ts), joined=True, pad=True)
         index = step_stats.sample_index(counts, layers, out.layout, sizes)
         return step_stats.gradient_sample(out.joined, index, scale)
 
