@@ -45,7 +45,13 @@ import numpy as np
 from keras_actloss import activations
 from keras_actloss.advisor import walk
 from keras_actloss.advisor.output_checks import finding
-from keras_actloss.diagnostics.rule_support import CONSTANT_NORM_FIX, SYMMETRIC_FIX
+from keras_actloss.diagnostics.rule_support import (
+    CONSTANT_NORM_FIX,
+    CONSTANT_NORMALIZATION,
+    EXTREME_DROPOUT,
+    SYMMETRIC_FIX,
+    SYMMETRIC_UNITS,
+)
 from keras_actloss.findings import FAILURE, WARNING, Finding
 from keras_actloss.losses.validation import concrete_values
 from keras_actloss.profiles import SIGMOID, SOFTMAX, TANH
@@ -55,10 +61,9 @@ LONG_SATURATING_RNN = "long_saturating_rnn"
 NEGATIVE_BIAS_RELU = "negative_bias_relu"
 CLOSED_FORGET_GATE = "closed_forget_gate"
 HIDDEN_SOFTMAX = "hidden_softmax"
-SYMMETRIC_UNITS = "symmetric_units"
 NO_TRAINABLE_WEIGHTS = "no_trainable_weights"
-CONSTANT_NORMALIZATION = "constant_normalization"
-EXTREME_DROPOUT = "extreme_dropout"
+# With the modes the rules name as causes (`SYMMETRIC_UNITS`,
+# `CONSTANT_NORMALIZATION`, `EXTREME_DROPOUT`: `rule_support`'s).
 LAYER_MODES = (
     DEEP_SATURATING_STACK,
     LONG_SATURATING_RNN,

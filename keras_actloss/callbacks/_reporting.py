@@ -26,12 +26,8 @@ import numpy as np
 from keras_actloss import findings as F
 from keras_actloss.advisor import check_model as run_check_model
 from keras_actloss.advisor.check import output_findings
-from keras_actloss.advisor.layer_checks import (
-    CONSTANT_NORMALIZATION,
-    EXTREME_DROPOUT,
-    SYMMETRIC_UNITS,
-)
 from keras_actloss.callbacks._callback_support import _is_chief
+from keras_actloss.diagnostics.rule_support import TOLD_CAUSE_MODES
 from keras_actloss.findings import Finding, TrainingFailure
 from keras_actloss.logs import events, tags
 from keras_actloss.logs.writer import DiagnosticsWriter
@@ -83,15 +79,10 @@ class Reporting:
         if self.model.built:
             found = run_check_model(self.model)
             # The rules name them as the cause of what they lead to.
-            self._rules.symmetric_layers = tuple(
-                f.layer for f in found if f.mode == SYMMETRIC_UNITS
-            )
-            self._rules.extreme_dropout = tuple(
-                (f.layer, f.value) for f in found if f.mode == EXTREME_DROPOUT
-            )
-            self._rules.constant_norms = tuple(
-                f.layer for f in found if f.mode == CONSTANT_NORMALIZATION
-            )
+            self._rules.told_causes = {
+                mode: tuple((f.layer, f.value) for f in found if f.mode == mode)
+                for mode in TOLD_CAUSE_MODES
+            }
             self._handle(self._unseen(found))
 
     def _label_checks(self) -> list[Finding]:

@@ -79,8 +79,14 @@ _JUMP_FIX = (
     "Lower the learning rate: undo the jump, or reach a smaller peak over many "
     "steps (a warm-up); clipping gradients (`clipnorm=1.0`) bounds the steps."
 )
-# Units that start identical (`HealthRules.symmetric_layers`: zero or
-# constant kernels); `check_model`'s `symmetric_units` too.
+# The modes of `check_model`'s findings that the rules name as causes
+# (`_TOLD_CAUSES`): units that start identical (zero or constant kernels),
+# a layer normalization over a single value, a dropout of rate 0.9 or more.
+SYMMETRIC_UNITS = "symmetric_units"
+CONSTANT_NORMALIZATION = "constant_normalization"
+EXTREME_DROPOUT = "extreme_dropout"
+# Units that start identical (`check_model`'s `symmetric_units`, and the
+# failures after it).
 SYMMETRIC_FIX = (
     "Initialise kernels with random values (Keras's default `glorot_uniform`, "
     "or `he_normal` before ReLU): a zero or constant kernel initializer never "
@@ -374,6 +380,55 @@ def _named(layers: tuple[str, ...]) -> str:
     if len(quoted) == 1:
         return f"layer {quoted[0]}"
     return f"layers {', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
+def _symmetric_cause(told: tuple) -> str:
+    return (
+        f" The units of {_named(_layers(told))} started identical (a zero or "
+        "constant kernel initializer, told before training as "
+        "`symmetric_units`): they get identical gradients, or none where the "
+        "kernel after them is zero, the likely cause."
+    )
+
+
+def _constant_norm_cause(told: tuple) -> str:
+    verb, it = ("normalizes", "it") if len(told) == 1 else ("normalize", "them")
+    return (
+        f" The model's {_named(_layers(told))} {verb} over a single value (told "
+        "before training as `constant_normalization`): each outputs its offset "
+        f"whatever the input, so the layers after {it} see a constant, the "
+        "likely cause."
+    )
+
+
+def _dropout_cause(told: tuple) -> str:
+    one = len(told) == 1
+    drops, its, it = ("drops", "its", "it") if one else ("drop", "their", "them")
+    rate = max(rate for _, rate in told)
+    share = f"{rate:.0%}" if one else f"up to {rate:.0%}"
+    return (
+        f" The model's dropout {_named(_layers(told))} {drops} {share} of {its} "
+        "inputs at every training step (told before training as "
+        f"`extreme_dropout`): the layers around {it} learn from almost nothing, "
+        "the likely cause."
+    )
+
+
+def _layers(told: tuple) -> tuple[str, ...]:
+    return tuple(layer for layer, _ in told)
+
+
+# The findings of `check_model` that the rules name as the likely cause of
+# the failures they lead to (`HealthRules.told_causes`, `RuleFamily._add`),
+# tried in this order: its mode, whether only a failure that begins early
+# names it, the text the message adds (of the told `(layer, value)` pairs),
+# and the fix.
+_TOLD_CAUSES = (
+    (SYMMETRIC_UNITS, True, _symmetric_cause, SYMMETRIC_FIX),
+    (CONSTANT_NORMALIZATION, False, _constant_norm_cause, CONSTANT_NORM_FIX),
+    (EXTREME_DROPOUT, False, _dropout_cause, _DROPOUT_FIX),
+)
+TOLD_CAUSE_MODES = tuple(cause[0] for cause in _TOLD_CAUSES)
 
 
 def _finite(*values) -> bool:
@@ -681,42 +736,9 @@ class RuleFamily:
                     "them."
                 )
             fix = _TARGETS_FIX
-        elif self._symmetric(mode, step, severity):
-            named = _named(self.symmetric_layers)
-            message += (
-                f" The units of {named} started identical (a zero or constant "
-                "kernel initializer, told before training as "
-                "`symmetric_units`): they get identical gradients, or none "
-                "where the kernel after them is zero, the likely cause."
-            )
-            fix = SYMMETRIC_FIX
-        elif self.constant_norms and self._set_up_cause(mode, severity):
-            norms = self.constant_norms
-            one = len(norms) == 1
-            verb, it = ("normalizes", "it") if one else ("normalize", "them")
-            message += (
-                f" The model's {_named(norms)} {verb} over a single value (told "
-                "before training as `constant_normalization`): each outputs its "
-                f"offset whatever the input, so the layers after {it} see a "
-                "constant, the likely cause."
-            )
-            fix = CONSTANT_NORM_FIX
-        elif self.extreme_dropout and self._set_up_cause(mode, severity):
-            dropout = self.extreme_dropout
-            named = _named(tuple(name for name, _ in dropout))
-            rate = max(rate for _, rate in dropout)
-            one = len(dropout) == 1
-            drops, its, it = (
-                ("drops", "its", "it") if one else ("drop", "their", "them")
-            )
-            share = f"{rate:.0%}" if one else f"up to {rate:.0%}"
-            message += (
-                f" The model's dropout {named} {drops} {share} of {its} inputs "
-                "at every training step (told before training as "
-                f"`extreme_dropout`): the layers around {it} learn from almost "
-                "nothing, the likely cause."
-            )
-            fix = _DROPOUT_FIX
+        elif told := self._told_cause(mode, step, severity):
+            text, fix = told
+            message += text
         elif self._shrunk_start(mode, step, severity):
             shrink, count = self.relu_shrink
             message += (
@@ -801,10 +823,19 @@ class RuleFamily:
             and (step is None or first is None or step <= first[0] + _EXPLOSION_STEPS)
         )
 
-    def _symmetric(self, mode: str, step: int, severity: str) -> bool:
-        """Whether a failure that begins early names the layers whose units
-        started identical (`symmetric_layers`) as its cause."""
-        return bool(self.symmetric_layers) and self._set_up_cause(mode, severity, step)
+    def _told_cause(
+        self, mode: str, step: int, severity: str
+    ) -> tuple[str, str] | None:
+        """What a failure adds to its message, and its fix, where it names
+        a cause `check_model` told before training (`told_causes`) as its
+        likely one: the first of `_TOLD_CAUSES` told, for a failure of
+        vanishing gradients or dead units (`_set_up_cause`; identical units
+        for one that begins early only). None where none applies."""
+        for cause, early, text, fix in _TOLD_CAUSES:
+            told = self.told_causes.get(cause)
+            if told and self._set_up_cause(mode, severity, step if early else None):
+                return text(told), fix
+        return None
 
     def _shrunk_start(self, mode: str, step: int, severity: str) -> bool:
         """Whether a failure that begins early names the ReLU kernels' scale

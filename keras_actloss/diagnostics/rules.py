@@ -351,10 +351,11 @@ class HealthRules(
         # (`StartRules`; set by the callback), the first steps' (step,
         # norm, loss) and the last recorded input scale.
         self.uninformed_loss: tuple[float, str] | None = None
-        # The layers whose units start identical (`check_model`'s
-        # `symmetric_units`; set by the callback): vanishing gradients and
-        # dead units from the first steps name them (`RuleFamily._add`).
-        self.symmetric_layers: tuple[str, ...] = ()
+        # What `check_model` told before training that the rules name as
+        # the cause of the failures it leads to (`rule_support.TOLD_CAUSE_MODES`;
+        # set by the callback): its mode -> the `(layer, value)` of each
+        # finding (`RuleFamily._add`).
+        self.told_causes: dict[str, tuple[tuple[str, float | None], ...]] = {}
         # The share of its cross-entropy a focal loss keeps there (1 for
         # others; set by the callback): a start is extreme from
         # `_EXTREME_START` times the uninformed loss over it (`StartRules`).
@@ -389,14 +390,6 @@ class HealthRules(
         # by the callback): early dead units or vanishing gradients name it
         # (`RuleFamily._add`).
         self.relu_shrink: tuple[float, int] | None = None
-        # `(layer, rate)` of each dropout layer of a rate of 0.9 or more
-        # (`check_model`'s `extreme_dropout`; set by the callback):
-        # vanishing gradients and dead units name them (`RuleFamily._add`).
-        self.extreme_dropout: tuple[tuple[str, float], ...] = ()
-        # The layer normalizations over a single value (`check_model`'s
-        # `constant_normalization`; set by the callback): vanishing
-        # gradients and dead units name them (`RuleFamily._add`).
-        self.constant_norms: tuple[str, ...] = ()
         # The model's leading `Rescaling`/`Normalization` layers by name
         # (`_callback_support.preprocessing_note`; set by the callback): the
         # input scale is of the data through them (`StartRules`).

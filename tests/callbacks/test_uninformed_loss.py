@@ -555,9 +555,11 @@ def test_the_fit_gives_the_rules_what_check_model_names():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m.fit(np.ones((8, 4)), np.ones((8, 1)), callbacks=[diag], verbose=0)
-    assert diag._rules.extreme_dropout == (("drop", pytest.approx(0.95)),)
-    assert diag._rules.symmetric_layers == ("zeros",)
-    assert diag._rules.constant_norms == ()
+    assert diag._rules.told_causes == {
+        "symmetric_units": (("zeros", 8.0),),  # its 8 units
+        "constant_normalization": (),
+        "extreme_dropout": (("drop", pytest.approx(0.95)),),
+    }
 
 
 def test_the_fit_gives_the_rules_its_constant_normalizations():
@@ -575,7 +577,7 @@ def test_the_fit_gives_the_rules_its_constant_normalizations():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m.fit(np.ones((8, 5, 1)), np.ones((8, 1)), callbacks=[diag], verbose=0)
-    assert diag._rules.constant_norms == ("one",)
+    assert diag._rules.told_causes["constant_normalization"] == (("one", None),)
 
 
 @pytest.mark.parametrize(

@@ -1037,11 +1037,11 @@ class TestClipping:
 
 class TestExtremeDropout:
     """Vanishing gradients and dead units (failures) in a model with a
-    dropout of rate 0.9 or more (`HealthRules.extreme_dropout`) name it."""
+    dropout of rate 0.9 or more (`HealthRules.told_causes`) name it."""
 
     def _found(self, dropout, mode=F.VANISHING_GRADIENTS, severity=F.FAILURE):
         rules = HealthRules(mlp(["relu"] * 2))
-        rules.extreme_dropout = dropout
+        rules.told_causes = {"extreme_dropout": dropout}
         found = []
         rules._add(found, mode, "dense_0", 16, 0.0, "m.", severity=severity)
         return found[0]
@@ -1080,7 +1080,7 @@ class TestExtremeDropout:
 
 class TestConstantNormalization:
     """Vanishing gradients and dead units (failures) in a model with a layer
-    normalization over a single value (`HealthRules.constant_norms`) name
+    normalization over a single value (`HealthRules.told_causes`) name
     it: the keras.io timeseries Transformer on one channel, its
     feed-forward Conv1D ReLU units dead from step 0 (told as "use Leaky
     ReLU, lower the learning rate", neither of which helps)."""
@@ -1094,7 +1094,7 @@ class TestConstantNormalization:
     )
     def test_named(self, norms, named):
         rules = HealthRules(mlp(["relu"] * 2))
-        rules.constant_norms = norms
+        rules.told_causes = {"constant_normalization": tuple((n, None) for n in norms)}
         found = []
         rules._add(found, F.DEAD_RELU, "dense_0", 0, 1.0, "m.")
         assert found[0].fix == rule_support.CONSTANT_NORM_FIX
@@ -1102,6 +1102,45 @@ class TestConstantNormalization:
         found = []
         rules._add(found, F.DEAD_RELU, "dense_1", 0, 0.5, "m.", severity=F.WARNING)
         assert (found[0].message, found[0].fix) == ("m.", FIXES[F.DEAD_RELU])
+
+
+class TestSymmetricUnits:
+    """Vanishing gradients and dead units (failures) that begin within
+    `_EXPLOSION_STEPS` (20) of the first step, in a model whose units
+    started identical (`HealthRules.told_causes`), name those layers; a
+    cause told alongside a dropout's, the identical units (tried first)."""
+
+    def _found(self, step=3, told=None, severity=F.FAILURE):
+        rules = HealthRules(mlp(["relu"] * 2))
+        rules.told_causes = told or {"symmetric_units": (("dense_0", 8.0),)}
+        run(rules, events([1.0]))  # The first step seen is 0.
+        found = []
+        rules._add(found, F.DEAD_RELU, "dense_1", step, 1.0, "m.", severity=severity)
+        return found[0]
+
+    def test_named(self):
+        finding = self._found()
+        assert finding.fix == rule_support.SYMMETRIC_FIX
+        assert finding.message == (
+            "m. The units of layer 'dense_0' started identical (a zero or "
+            "constant kernel initializer, told before training as "
+            "`symmetric_units`): they get identical gradients, or none where "
+            "the kernel after them is zero, the likely cause."
+        )
+
+    def test_before_a_dropout(self):
+        told = {
+            "symmetric_units": (("dense_0", 8.0),),
+            "extreme_dropout": (("drop", 0.95),),
+        }
+        assert self._found(told=told).fix == rule_support.SYMMETRIC_FIX
+        # Late, the dropout (named whenever the failure begins).
+        assert self._found(step=21, told=told).fix == rule_support._DROPOUT_FIX
+
+    @pytest.mark.parametrize("change", [{"step": 21}, {"severity": F.WARNING}])
+    def test_not_named(self, change):
+        finding = self._found(**change)
+        assert (finding.message, finding.fix) == ("m.", FIXES[F.DEAD_RELU])
 
 
 class TestShrunkStart:
