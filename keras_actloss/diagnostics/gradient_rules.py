@@ -10,6 +10,7 @@ uses; updates too large for the weights they change are `update_rules`'.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -127,6 +128,27 @@ def _shrinks_by_nature(activation: str | None) -> bool:
     the sigmoid family, whose largest derivative is 1/4 (hard sigmoid's
     1/6). Tanh's is 1, at 0: it shrinks the gradient only in its tails."""
     return _family(activation) == SIGMOID
+
+
+def _quieter(levels: collections.deque, level: float) -> bool:
+    """Whether `level` is under `_QUIET_REFERENCE` of the median of
+    `levels` (the last judged recordings', at least two); `level` is kept
+    in `levels`."""
+    recent = list(levels)
+    levels.append(level)
+    return len(recent) >= 2 and level < _QUIET_REFERENCE * float(np.median(recent))
+
+
+def _span(count: int, start: int, step: int, unjudged: int = 0) -> str:
+    """A streak's recordings for a message: `count` in a row from step
+    `start` to `step`, or with `unjudged` more between them (quiet at the
+    output, `_quieter`)."""
+    if not unjudged:
+        return f"{count} recordings in a row (steps {start}-{step})"
+    return (
+        f"{count} recordings (steps {start}-{step}; {unjudged} more between "
+        "them not judged, quiet at the output)"
+    )
 
 
 def _distances(layers: list[LayerInfo]) -> dict[str, int]:
@@ -491,18 +513,12 @@ class RecordedGradientRules(RuleFamily):
                     )
                     own = FIXES[F.VANISHING_GRADIENTS] if fix is None else fix
                     fix = f"{_JUMP_FIX} If they still vanish: {_lower_first(own)}"
-                span = f"{count} recordings in a row (steps {start}-{stats.step})"
+                span = _span(count, start, stats.step, self._unjudged[ls.layer])
                 if through is not None:
                     start = through
                     span = (
                         f"each of the {stats.step - start + 1} steps of its "
                         f"execution (steps {start}-{stats.step})"
-                    )
-                elif self._unjudged[ls.layer]:
-                    span = (
-                        f"{count} recordings (steps {start}-{stats.step}; "
-                        f"{self._unjudged[ls.layer]} more between them not "
-                        "judged, quiet at the output)"
                     )
                 confirmed.append((ls.layer, start, rms, ratio, why, fix, span))
         self._add_vanishing(new, confirmed)
@@ -524,17 +540,33 @@ class RecordedGradientRules(RuleFamily):
         biases. Not while a layer's units are mostly inactive on the batch
         (`dead_fraction`) or a layer's gradients are exactly 0 (cut off),
         nor once dead units or a layer's vanishing gradients were told
-        (the layer that starves them named; judged after those rules)."""
+        (the layer that starves them named; judged after those rules). A
+        recording whose global gradient norm is far under the recent ones'
+        (`_quieter`) and whose share is over the limit neither extends nor
+        breaks the streak, as in `_vanishing`."""
         share, most = stats.kernel_share, self.thresholds.dead_fraction
-        hit = _finite(share) and share <= _STARVED_SHARE
-        hit = hit and not self._fitted(stats.loss)
+        starved = _finite(share) and share <= _STARVED_SHARE
         # Units inactive on the batch starve the kernels after them, and
         # cut the layers before them off (their gradients exactly 0).
-        hit = hit and not any(
+        judged = not self._fitted(stats.loss) and not any(
             (_finite(ls.dead_fraction) and ls.dead_fraction >= most) or ls.grad_rms == 0
             for ls in stats.layers
         )
-        count, start = self._streaks.update((_STARVED, None), hit, stats.step)
+        key = (_STARVED, None)
+        quiet = _finite(stats.global_norm) and _quieter(
+            self._norm_levels, stats.global_norm
+        )
+        if quiet and judged and not starved and self._streaks.count(key):
+            # The loss gradient cancelled at the output on this batch: the
+            # biases' share fell with it, no evidence that a kernel learns
+            # (probed: an LSTM with closed gates, its output bias's gradient
+            # 0.13-0.22, then 1e-3 on two batches: the kernels' share 2e-5
+            # there, 1e-9 around them). Neither extends nor breaks it.
+            self._starved_unjudged += 1
+            return
+        count, start = self._streaks.update(key, starved and judged, stats.step)
+        if count == 1:
+            self._starved_unjudged = 0
         if not count or not self._confirmed(count, start, stats.step):
             return
         if any(
@@ -543,12 +575,12 @@ class RecordedGradientRules(RuleFamily):
         ):
             return  # The layer that starves them is named.
         loss = "" if not _finite(stats.loss) else f", the loss at {stats.loss:.3g}"
+        span = _span(count, start, stats.step, self._starved_unjudged)
         message = (
             f"The kernels of the model's layers get {share:.2g} of the squared "
-            f"gradient norm (its vectors, the biases, the rest) for {count} "
-            f"recordings in a row (steps {start}-{stats.step}){loss}: almost no "
-            "signal from the inputs reaches any kernel (a kernel's gradient is "
-            "its inputs times the error, a bias's the error alone), so the "
+            f"gradient norm (its vectors, the biases, the rest) for {span}{loss}: "
+            "almost no signal from the inputs reaches any kernel (a kernel's "
+            "gradient is its inputs times the error, a bias's the error alone), so the "
             "model learns little beyond its biases. A layer's outputs are near "
             "0 for every sample: gates held closed (large negative biases in a "
             "recurrent layer), a scaling far too small, or units dead."
@@ -724,11 +756,9 @@ class RecordedGradientRules(RuleFamily):
 
     def _quiet_reference(self, level: float) -> bool:
         """Whether the layers near the output got under `_QUIET_REFERENCE`
-        of their median level at the last `_LEVELS` judged recordings (at
-        least two); each judged level is kept."""
-        recent = list(self._levels)
-        self._levels.append(level)
-        return len(recent) >= 2 and level < _QUIET_REFERENCE * float(np.median(recent))
+        of their median level at the last `_LEVELS` judged recordings
+        (`_quieter`)."""
+        return _quieter(self._levels, level)
 
     def _tiny_weights(self, layer: str, stats: StepStats) -> tuple | None:
         """`(name, weight RMS)` of the layer with weights nearest the output

@@ -310,6 +310,10 @@ class HealthRules(
         # The reference gradient levels of the last judged recordings
         # (`RecordedGradientRules._quiet_reference`).
         self._levels: collections.deque[float] = collections.deque(maxlen=_LEVELS)
+        # The global gradient norms of the last recordings judged for
+        # starved kernels (`RecordedGradientRules._starved_kernels`).
+        self._norm_levels: collections.deque[float] = collections.deque(maxlen=_LEVELS)
+        self._starved_unjudged = 0
         self._reported: set[tuple[str, str | None]] = set()
         # Whether a non-finite step reached the weights (`_broken`), and the
         # loss-scale overflows in a row (`observe_overflow`).
@@ -474,10 +478,12 @@ class HealthRules(
         self._first_weight_norms: dict[str, float] = {}
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
-        # An update larger than the weights whose effect is watched, and the
-        # recorded losses since (`UpdateRules._thrown`).
+        # An update larger than the weights whose effect is watched, the
+        # recorded (step, loss) since, and whether a recording after it was
+        # waited for (`UpdateRules._thrown`).
         self._throw: tuple[int, str, float] | None = None
-        self._thrown_losses: list[float] = []
+        self._thrown_losses: list[tuple[int, float]] = []
+        self._thrown_waited = False
         # The largest update larger than the weights of the recordings in a
         # row with one: (step, layer, ratio) (`UpdateRules._blown_up`).
         self._run_peak: tuple[int, str, float] | None = None

@@ -134,6 +134,7 @@ class UpdateRules(RuleFamily):
             self._last_oversized = last
             if self._throw is None:
                 self._throw, self._thrown_losses = last, []
+                self._thrown_waited = False
             peak = self._run_peak
             if peak is None or last[2] > peak[2]:
                 self._run_peak = last
@@ -238,7 +239,9 @@ class UpdateRules(RuleFamily):
         """Reports one update larger than the weights (`_throw`, the first
         of a run of recordings with one) after which the recorded loss
         stayed `_DIVERGE_RISE` times where training began (`_start`) for
-        `patience` recordings over `patience_steps` steps: that step threw
+        `patience` recordings over `patience_steps` steps, from the first
+        recording after it or the next (the loss still rising at the
+        first, over where training began): that step threw
         the model off, as Adam's first step at a rate of 1 does to a tanh
         MLP (every weight moved by about the rate: updates of 6-8 times the
         weights, then under 1x; the loss from 1.8 to 7-18 and its hidden
@@ -251,19 +254,30 @@ class UpdateRules(RuleFamily):
         # A multiple of the start means nothing for a loss that starts at or
         # under 0 (a cosine similarity, a log-density).
         start, loss = self._start(), stats.loss
-        risen = _finite(start, loss) and start > 0 and loss >= _DIVERGE_RISE * start
-        if self._exploded() or not risen:
+        known = _finite(start, loss) and start > 0
+        risen = known and loss >= _DIVERGE_RISE * start
+        losses = self._thrown_losses
+        # The first recording after it may find the loss on its way up,
+        # over where training began but not yet `_DIVERGE_RISE` times it
+        # (Adam's next updates at a rate of 1 are large too: a tanh MLP's
+        # loss 1.04, 3.06 after the throw, then 7.8-9.1).
+        rising = known and not losses and loss > start and not self._thrown_waited
+        if self._exploded() or not (risen or rising):
             self._throw = None
             return
-        losses = self._thrown_losses
-        losses.append(stats.loss)
-        step, layer, ratio = throw
-        if not self._confirmed(len(losses), step + 1, stats.step):
+        if not risen:
+            self._thrown_waited = True
             return
+        losses.append((stats.step, loss))
+        step, layer, ratio = throw
+        first = losses[0][0]
+        if not self._confirmed(len(losses), first, stats.step):
+            return
+        levels = [level for _, level in losses]
         message = (
             f"The update of step {step} changed the weights of layer '{layer}' "
             f"by {ratio:.3g} times their own norm, and the loss has stayed at "
-            f"{min(losses):.3g}-{max(losses):.3g} since (steps {step + 1}-"
+            f"{min(levels):.3g}-{max(levels):.3g} since (steps {first}-"
             f"{stats.step}; {start:.3g} where training began)" + _UNSTABLE
         )
         self._add(new, F.EXPLODING_GRADIENTS, layer, step, ratio, message)

@@ -2056,14 +2056,15 @@ def zero_run(norms, losses, lrs=None, layers=None, start=0, rules=None):
     return found
 
 
-def starved_run(shares, losses, dead=None):
+def starved_run(shares, losses, dead=None, norms=None):
     """Recordings of an LSTM-like model (one tanh layer and a softmax
     output, two weighted layers: too few for the per-layer vanishing rule),
     each step's kernel share and loss as given (`dead`: "told", a dead-unit
     finding told first; "named", a layer's vanishing gradients told first;
     "inactive", 60% of the first layer's units inactive on every batch;
-    "cut", the first layer's gradients exactly 0): (finding, reported) of
-    the findings."""
+    "cut", the first layer's gradients exactly 0), and its global gradient
+    norm (`norms`; default 1 each): (finding, reported) of the findings."""
+    norms = norms or [1.0] * len(shares)
     rules = HealthRules(mlp(["tanh"]))
     if dead == "told":
         rules._reported.add((F.DEAD_RELU, "dense_0"))
@@ -2072,9 +2073,14 @@ def starved_run(shares, losses, dead=None):
     inactive = [0.6 if dead == "inactive" else 0.0, None]
     rms = [0.0 if dead == "cut" else 1e-9, 1e-2]
     found = []
-    for step, (share, loss) in enumerate(zip(shares, losses)):
+    for step, (share, loss, norm) in enumerate(zip(shares, losses, norms)):
         stats = recording(
-            step, rms, loss=loss, kernel_share=share, dead_fraction=inactive
+            step,
+            rms,
+            loss=loss,
+            global_norm=norm,
+            kernel_share=share,
+            dead_fraction=inactive,
         )
         found += [(f, step) for f in run(rules, [stats])]
     return found
@@ -2113,6 +2119,30 @@ class TestStarvedKernels:
             "scaling far too small, or units dead."
         )
         assert finding.fix == gradient_rules._STARVED_FIX
+
+    def test_batches_quiet_at_the_output_are_not_judged(self):
+        # Probed (seed 1 of `closed_gates_lstm`, TensorFlow): the global
+        # norm 0.133, 0.223, then 1.5e-3 and 9.9e-4 at steps 2-3 (the
+        # batch's labels averaging to the prior the model predicts: its
+        # output bias's gradient cancels), 0.132 after; the kernels' share
+        # 1.1e-9 and 7.6e-10 at steps 0-1, 2.1e-5 and 2.8e-5 at 2-3, 1.2e-9
+        # after. Steps 2-3 are under 0.1 of the median norm before them
+        # (`_QUIET_REFERENCE`): neither extends nor breaks the streak, which
+        # holds 3 recordings over steps 0-4 (`patience_steps` 5) at step 4.
+        shares = [1.1e-9, 7.6e-10, 2.1e-5, 2.8e-5, 1.2e-9, 1.2e-9]
+        norms = [0.133, 0.223, 1.5e-3, 9.9e-4, 0.132, 0.132]
+        ((finding, reported),) = starved_run(shares, [0.693] * 6, norms=norms)
+        assert (finding.step, reported, finding.value) == (0, 4, 1.2e-9)
+        assert finding.message.startswith(
+            "The kernels of the model's layers get 1.2e-09 of the squared "
+            "gradient norm (its vectors, the biases, the rest) for 3 recordings "
+            "(steps 0-4; 2 more between them not judged, quiet at the output), "
+            "the loss at 0.693: almost no signal"
+        )
+        # Not quiet (the norm 0.05 there, over 0.1 of the median 0.178):
+        # the share breaks the streak, which starts again at step 4.
+        norms[2] = 0.05
+        assert starved_run(shares, [0.693] * 6, norms=norms) == []
 
     @pytest.mark.parametrize(
         "shares, losses, dead",
@@ -4724,6 +4754,34 @@ class TestThrownByOneUpdate:
         ids=["came_back", "under_3x"],
     )
     def test_not_while_the_loss_does_not_stay_up(self, losses):
+        out, _ = self._run(losses)
+        assert out == [[]] * 7
+
+    def test_the_loss_still_rising_after_it(self):
+        # Probed (seed 1 of `thrown_tanh_adam`, JAX): the loss 1.04 at step
+        # 0, 3.06 after the update of step 0 (2.9x: not yet 3x), then
+        # 7.84-9.05. Step 1 waits; the streak holds from step 2, 5 steps
+        # (`patience_steps`) at step 6.
+        losses = [1.04, 3.06, 7.84, 8.38, 6.87, 7.51, 9.05]
+        out, rules = self._run(losses)
+        assert out == [[]] * 6 + [[(F.EXPLODING_GRADIENTS, "dense_1", 0)]]
+        assert rules.findings[0].message.startswith(
+            "The update of step 0 changed the weights of layer 'dense_1' by "
+            "7.99 times their own norm, and the loss has stayed at 6.87-9.05 "
+            "since (steps 2-6; 1.04 where training began)"
+        )
+
+    @pytest.mark.parametrize(
+        "losses",
+        [
+            # Under 3x at the second recording after it too: one wait only.
+            [1.04, 3.06, 3.0, 8.38, 6.87, 7.51, 9.05],
+            # Under where training began at the first: no wait.
+            [1.04, 1.0, 7.84, 8.38, 6.87, 7.51, 9.05],
+        ],
+        ids=["twice_under_3x", "fell_first"],
+    )
+    def test_one_wait_while_rising(self, losses):
         out, _ = self._run(losses)
         assert out == [[]] * 7
 
