@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -532,4 +533,24 @@ def test_an_update_that_saturates_the_output_is_an_explosion():
         "The learning rate jumped from 0.05 to 50 at step 16, and the weights of "
         f"layer '{finding.layer}' grew from norm {before[finding.layer]:.3g} (step "
         f"15) to {after[finding.layer]:.3g} (step 17)"
+    )
+
+
+def test_reseed_draws_the_data_from_other_seeds():
+    # `cases.reseed` (`benchmarks/detection.py --seed-shift`): shift 0 is
+    # the tests' draw (NumPy's generator of seed 0, Keras's of 7), shift 2
+    # that of seed 2000 and 9.
+    try:
+        cases.reseed(2)
+        x, _ = cases.classification()
+        assert cases.SEED == 9
+        np.testing.assert_array_equal(
+            x, np.random.default_rng(2000).normal(size=(256, 16)).astype("float32")
+        )
+    finally:
+        cases.reseed(0)
+    x, _ = cases.classification()
+    assert cases.SEED == 7
+    np.testing.assert_array_equal(
+        x, np.random.default_rng(0).normal(size=(256, 16)).astype("float32")
     )
