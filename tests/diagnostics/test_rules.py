@@ -1692,6 +1692,26 @@ class TestVanishing:
             "at the output): it has almost stopped learning"
         ) in found[0].message
 
+    def test_the_second_recording_can_be_quiet_against_the_first(self):
+        # As above with the quiet batch at step 1, against step 0's
+        # reference alone (1.825e-2): not judged, so 0, 2, 3 and 4 make the
+        # streak. (Probed: four stacked sigmoid `SimpleRNN`s on JAX, the
+        # output layer's gradient RMS 0.124 at step 0, 0.0038 at step 1;
+        # told at 10 instead of 4 while a quiet batch needed two before it.)
+        rules = HealthRules(mlp(["sigmoid"] * 6))
+        quiet = [*SIGMOID_RMS[:5], *(r / 50 for r in SIGMOID_RMS[5:])]
+        seq = [recording(0, SIGMOID_RMS), recording(1, quiet)]
+        seq += [recording(s, SIGMOID_RMS) for s in (2, 3)]
+        assert run(rules, seq) == []
+        found = rules.observe(recording(4, SIGMOID_RMS))
+        assert modes(found) == [
+            (F.VANISHING_GRADIENTS, f"dense_{i}", 0) for i in range(3)
+        ]
+        assert (
+            "for 4 recordings (steps 0-4; 1 more between them not judged, quiet "
+            "at the output)"
+        ) in found[0].message
+
     @pytest.mark.parametrize("factor, reported", [(5, False), (50, True)])
     def test_only_a_far_quieter_output_is_left_unjudged(self, factor, reported):
         # Step 3: the far layers 30x louder (dense_0 1.2e-4), the last two
