@@ -53,6 +53,15 @@ _EXTREME_START = 5.0
 # MobileNetV2) 1.0-1.12. A fitted classifier continued on a new task
 # starts at 6-9x the uninformed loss.
 _BLOWN_UP_GAIN = 10.0
+# With kernels this far over He's scale (100x `_BLOWN_UP_GAIN`; no healthy
+# model probed reaches 1.5) a start under `_EXTREME_START` is told from
+# this many times the uninformed loss at every one of the first steps: a
+# ReLU `SimpleRNN` whose recurrent kernel is orthogonal with gain 2 over 30
+# time steps (3.3e4 in all) on one draw of its data started at 1.7-2.5x
+# ln 2 (on another, 40x), its gradient norm 80-190, and stayed over ln 2
+# for 128 steps under Adam (0.78; at gain 1, 0.32).
+_HUGE_GAIN = 1e3
+_HIGH_START = 1.5
 # Inputs this far under unit scale (the largest mean or spread of a
 # feature) reach the first layers too small for their kernels to learn: a
 # kernel's gradient is its inputs times the error (its bias's the error
@@ -147,7 +156,8 @@ class StartRules(RuleFamily):
 
     def _extreme_start(self, new, step: int, norm: float, loss) -> None:
         """Reports, at the last of the first `baseline_steps` steps, a loss
-        `_EXTREME_START` times the uninformed one at each of them: as
+        `_EXTREME_START` times the uninformed one at each of them
+        (`_HIGH_START` times with kernels `_HUGE_GAIN` over He's scale): as
         `unstandardized_inputs` (a warning) when the inputs are not
         standardized, else as `exploding_gradients` (initial weights far
         too large), or `saturated_activations` of the output layer whose
@@ -164,7 +174,8 @@ class StartRules(RuleFamily):
             return
         level, what = uninformed
         losses = [s[2] for s in start]
-        if not all(_finite(v) and v >= self._extreme_level() for v in losses):
+        bar = self._start_bar()
+        if not all(_finite(v) and v >= bar for v in losses):
             return
         low, high = min(s[1] for s in start), max(s[1] for s in start)
         first = start[0][0]
@@ -215,8 +226,9 @@ class StartRules(RuleFamily):
                 # data it is confidently wrong about, and learns it.
                 return
             else:
+                extreme = "extreme and " if bar >= self._extreme_level() else ""
                 message = head + (
-                    f", with {norms}: the outputs are extreme and wrong from "
+                    f", with {norms}: the outputs are {extreme}wrong from "
                     "the start, the signal blown up through the layers by "
                     f"initial weights far too large{self._gain()}, and the "
                     "model barely moves off them."
@@ -228,8 +240,18 @@ class StartRules(RuleFamily):
                 fix = _INIT_FIX
             # Zero gradients at such a loss later are its consequence (not
             # where it is not told: `ZeroGradientRules` tells them).
-            self._extreme_loss = self._extreme_level()
+            self._extreme_loss = bar
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
+
+    def _start_bar(self) -> float:
+        """The loss the first steps must each reach for `_extreme_start`:
+        `_extreme_level`, or `_HIGH_START` times the uninformed loss (over
+        `uninformed_focus`) where the kernels' gain over He's scale
+        (`weight_gain`) is `_HUGE_GAIN` or more."""
+        gain = self.weight_gain
+        if gain is None or gain[0] < _HUGE_GAIN:
+            return self._extreme_level()
+        return _HIGH_START * self.uninformed_loss[0] / self.uninformed_focus
 
     def _extreme_level(self) -> float:
         """The loss from which a start is extreme: `_EXTREME_START` times

@@ -238,6 +238,42 @@ class TestExtremeStart:
         )
         assert found.fix == _INIT_FIX
 
+    @pytest.mark.parametrize(
+        "gain, low, told",
+        [
+            # Another draw of the same RNN's data (`cases.reseed(1)`), both
+            # backends: the loss 1.17-1.73 at steps 0-4 (1.68-2.5x ln 2),
+            # the norm 82-161; over ln 2 still after 128 steps.
+            (3.28e4, 1.17, True),
+            (1e3, 1.04, True),  # At `_HUGE_GAIN`, 1.5x ln 2 = 1.0397.
+            (999.0, 1.17, False),  # Under it: 5x (3.47) needed.
+            (3.28e4, 1.03, False),  # Under 1.5x ln 2 at step 2.
+        ],
+    )
+    def test_a_huge_gain_is_told_from_a_lower_start(self, gain, low, told):
+        rules = rules_for(
+            (math.log(2), "cross-entropy over 2 classes"),
+            layers=[
+                LayerInfo("rnn/simple_rnn_cell", "SimpleRNNCell", "relu", True, 0),
+                LayerInfo("out", "Dense", "softmax", True, 1),
+            ],
+        )
+        rules.weight_gain = (gain, "rnn/simple_rnn_cell")
+        pairs = [(161.0, 1.73), (134.0, 1.57), (85.6, low), (82.1, 1.32)]
+        found = steps(rules, [*pairs, (89.2, 1.19)])
+        assert [(f.mode, f.step, s) for f, s in found] == (
+            [(F.EXPLODING_GRADIENTS, 0, 4)] if told else []
+        )
+        if told and gain > 1e3:
+            # Not "extreme" under 5x.
+            assert found[0][0].message.startswith(
+                "The loss of 5 steps from the start (steps 0-4) was 1.17-1.73, "
+                "at least 1.69x that of a prediction that knows nothing (0.693: "
+                "cross-entropy over 2 classes), with the global gradient norm at "
+                "82.1-161: the outputs are wrong from the start, the signal "
+                "blown up through the layers by initial weights far too large"
+            )
+
     def test_a_fresh_classifier_is_not(self):
         # About ln(3) at the start, as Keras's default initialisation gives.
         rules = rules_for()
