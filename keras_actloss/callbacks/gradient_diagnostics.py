@@ -250,11 +250,12 @@ class GradientDiagnostics(
       losses' own level, times the output's `loss_weights`; under a focal
       loss 5x over the share `(1 - p)^gamma` of its cross-entropy it keeps
       there; not judged when `fit` has sample or class
-      weights, which scale it by their mean; 1.5x where the kernels' RMS
-      over He's scale, below, multiplies to 1000 or more): outputs extreme
-      (or wrong) from the start, from initial weights far too large (from inputs not
-      standardized instead: `unstandardized_inputs`, a warning; not judged
-      when a normalization layer feeds the classifier, as in
+      weights, which scale it by their mean; their median 1.5x where the
+      kernels' RMS over He's scale, below, multiplies to 1000 or more):
+      outputs extreme (or wrong) from the start, from initial weights far
+      too large (from inputs not standardized instead:
+      `unstandardized_inputs`, a warning; not judged when a normalization
+      layer feeds the classifier, as in
       `keras.applications`' EfficientNet or ResNet, nor when the kernels'
       RMS over He's scale multiplies to under 10 across the layers, the
       recurrent kernel of a `SimpleRNN` without a sigmoid or tanh once per
