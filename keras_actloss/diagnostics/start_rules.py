@@ -158,9 +158,8 @@ class StartRules(RuleFamily):
         """Reports, at the last of the first `baseline_steps` steps, a loss
         `_EXTREME_START` times the uninformed one at each of them (their
         median `_HIGH_START` times with kernels `_HUGE_GAIN` over He's
-        scale): as
-        `unstandardized_inputs` (a warning) when the inputs are not
-        standardized, else as `exploding_gradients` (initial weights far
+        scale): as `unstandardized_inputs` (a warning) when the inputs are
+        not standardized, else as `exploding_gradients` (initial weights far
         too large), or `saturated_activations` of the output layer whose
         bias saturates it (`output_bias`)."""
         uninformed = self.uninformed_loss
@@ -180,8 +179,8 @@ class StartRules(RuleFamily):
             return
         # Each step at `_EXTREME_START`; with a huge gain (the weights
         # themselves the evidence) their median at `_HIGH_START`: a batch's
-        # loss is noisy (on another draw, the RNN below 3.77, 3.82, 1.65,
-        # 1.50, 1.03: 1.49x ln 2 at step 4).
+        # loss is noisy (on a third draw, `_HIGH_START`'s RNN had 3.77,
+        # 3.82, 1.65, 1.50, 1.03: 1.49x ln 2 at step 4).
         if bar < self._extreme_level():
             if _median(losses) < bar:
                 return
