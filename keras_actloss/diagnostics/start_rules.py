@@ -175,16 +175,14 @@ class StartRules(RuleFamily):
         level, what = uninformed
         losses = [s[2] for s in start]
         bar = self._start_bar()
+        extreme = bar >= self._extreme_level()
         if not all(_finite(v) for v in losses):
             return
         # Each step at `_EXTREME_START`; with a huge gain (the weights
         # themselves the evidence) their median at `_HIGH_START`: a batch's
         # loss is noisy (on a third draw, `_HIGH_START`'s RNN had 3.77,
         # 3.82, 1.65, 1.50, 1.03: 1.49x ln 2 at step 4).
-        if bar < self._extreme_level():
-            if _median(losses) < bar:
-                return
-        elif min(losses) < bar:
+        if (min(losses) if extreme else _median(losses)) < bar:
             return
         low, high = min(s[1] for s in start), max(s[1] for s in start)
         first = start[0][0]
@@ -235,9 +233,9 @@ class StartRules(RuleFamily):
                 # data it is confidently wrong about, and learns it.
                 return
             else:
-                extreme = "extreme and " if bar >= self._extreme_level() else ""
+                how = "extreme and " if extreme else ""
                 message = head + (
-                    f", with {norms}: the outputs are {extreme}wrong from "
+                    f", with {norms}: the outputs are {how}wrong from "
                     "the start, the signal blown up through the layers by "
                     f"initial weights far too large{self._gain()}, and the "
                     "model barely moves off them."
@@ -253,10 +251,10 @@ class StartRules(RuleFamily):
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
 
     def _start_bar(self) -> float:
-        """The loss the first steps must each reach for `_extreme_start`:
-        `_extreme_level`, or `_HIGH_START` times the uninformed loss (over
-        `uninformed_focus`) where the kernels' gain over He's scale
-        (`weight_gain`) is `_HUGE_GAIN` or more."""
+        """The loss the first steps must reach for `_extreme_start`:
+        `_extreme_level` each, or by their median `_HIGH_START` times the
+        uninformed loss (over `uninformed_focus`) where the kernels' gain
+        over He's scale (`weight_gain`) is `_HUGE_GAIN` or more."""
         gain = self.weight_gain
         if gain is None or gain[0] < _HUGE_GAIN:
             return self._extreme_level()

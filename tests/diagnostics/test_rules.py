@@ -1104,6 +1104,15 @@ class TestConstantNormalization:
         assert (found[0].message, found[0].fix) == ("m.", FIXES[F.DEAD_RELU])
 
 
+def early_dead(rules, layer, step, value, severity):
+    """The dead-unit finding `rules._add` makes of `layer` at `step` (its
+    message "m."), after a first step seen at 0."""
+    run(rules, events([1.0]))
+    found = []
+    rules._add(found, F.DEAD_RELU, layer, step, value, "m.", severity=severity)
+    return found[0]
+
+
 class TestSymmetricUnits:
     """Vanishing gradients and dead units (failures) that begin within
     `_EXPLOSION_STEPS` (20) of the first step, in a model whose units
@@ -1113,10 +1122,7 @@ class TestSymmetricUnits:
     def _found(self, step=3, told=None, severity=F.FAILURE):
         rules = HealthRules(mlp(["relu"] * 2))
         rules.told_causes = told or {"symmetric_units": (("dense_0", 8.0),)}
-        run(rules, events([1.0]))  # The first step seen is 0.
-        found = []
-        rules._add(found, F.DEAD_RELU, "dense_1", step, 1.0, "m.", severity=severity)
-        return found[0]
+        return early_dead(rules, "dense_1", step, 1.0, severity)
 
     def test_named(self):
         finding = self._found()
@@ -1152,10 +1158,7 @@ class TestShrunkStart:
         # the signal shrunk to 7.7e-4; the first step seen is 0.
         rules = HealthRules(layers or mlp(["relu"] * 20))
         rules.relu_shrink = (shrink, 20)
-        run(rules, events([1.0]))
-        found = []
-        rules._add(found, F.DEAD_RELU, "dense_17", step, 0.56, "m.", severity=severity)
-        return found[0]
+        return early_dead(rules, "dense_17", step, 0.56, severity)
 
     def test_named(self):
         finding = self._found()
