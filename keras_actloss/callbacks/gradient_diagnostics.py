@@ -317,8 +317,13 @@ class GradientDiagnostics(
       the window that fired on some batches before its silence, so that
       its silence is at least 7% likely, is rarely active, not dead (after
       8 recordings; a unit active on every batch before stays dead however
-      long it is silent); where a layer applies its own ReLU after its
-      bias (a `Dense` or `Conv2D` with `activation="relu"`, and the layers
+      long it is silent); nor is a unit that was silent on a window's worth
+      of samples before and came back with an eighth of its layer (on 3
+      recordings in a row), silent again while no layer's weights moved by
+      a fifth of their norm since its last activity: the batches of a
+      time-ordered stream switch it off and on; where a layer applies its
+      own ReLU after its bias (a `Dense` or `Conv2D` with
+      `activation="relu"`, and the layers
       judged by sign), every step's gradients of the bias, exactly 0 for a
       unit inactive on the whole batch, tell the same of every step,
       recorded or not: a unit that passed a gradient back on any step of

@@ -121,6 +121,27 @@ _RARE_HISTORY = 8
 # The steps a unit's share of steps with a gradient (`LayerStats.unit_flow`)
 # must be taken over to tell it rarely active.
 _FLOW_HISTORY = 16
+# A unit inactive on a window is not counted dead when it was inactive on
+# as many samples in a row before (`min_samples`: a window's worth, dead to
+# `UnitActivity.dead`) and came back with `_BACK_SHARE` of the layer's
+# units at once, active on `_BACK_RUN` recordings in a row (units active on
+# a few samples in a hundred are silent on a window now and then, one or
+# two at a time: on JAX, the healthy first 500 steps of `units_die_gradually`'s
+# MLP), and since its last activity no
+# layer's weights moved by more than this share of their norm
+# (`ActivationRules._still_since`: the sum of the recorded update ratios,
+# each over the steps since the recording before, and the change of the
+# norm): its silence follows its batches, not its weights
+# (`UnitActivity._silenced`). Probed: a fitted classifier trained on,
+# time-ordered, 16 batches of its task then 32 of a new one each epoch
+# (Adam 2e-3, updates of 0.2-0.9% of the weights a step): a third of a
+# layer's units inactive on every batch of the new task, active on 3-97%
+# of the samples of the old task's, 52% of them inactive on the 4
+# recordings of the new task's second stretch, the model learning both.
+# Units silenced by an edit (biases set to -50) never come back.
+_STILL = 0.2
+_BACK_RUN = 3
+_BACK_SHARE = 1 / 8
 # A layer of a fitted model whose saturation rose over the limit by at least
 # `_SUDDEN` since its last recording, with the losses recorded since
 # (median) `_THROWN` times the recent loss before and `_THROWN_RISE` of the
@@ -276,6 +297,13 @@ class UnitActivity:
         # recording (`add`), and the units rarely active by it; or None.
         self.flow: np.ndarray | None = None
         self._flow_rare: np.ndarray | None = None
+        # The samples each unit was inactive on since it was last active
+        # (recorded batches), and the units that came back after a
+        # window's worth of them (`_silenced`).
+        self._quiet: np.ndarray | None = None
+        self._run: np.ndarray | None = None
+        self._after: np.ndarray | None = None
+        self.returned: np.ndarray | None = None
         # The units active on the first recording's batch, and those alive
         # in the last `dead` window.
         self.first_active: np.ndarray | None = None
@@ -294,7 +322,24 @@ class UnitActivity:
         active = np.asarray(activity) > 0
         if self._recent and len(self._recent[-1][2]) != len(active):
             self._recent.clear()  # The layer changed shape: start again.
+            self._quiet = self.returned = None
         self._recent.append((step - batches + 1, samples, active, batches))
+        if self._quiet is None:
+            self._quiet, self._run = np.zeros(len(active)), np.zeros(len(active))
+            self._after = np.zeros(len(active), dtype=bool)
+            self.returned = np.zeros(len(active), dtype=bool)
+        # A run of recordings active that began after a window's worth of
+        # silence, `_BACK_RUN` long: the unit came back (`_silenced`).
+        # Together with an eighth of the layer (2 at least): batches that
+        # reach them again, not a rarely active unit's chance.
+        began = active & (self._run == 0)
+        back = began & (self._quiet >= self.min_samples)
+        if np.count_nonzero(back) < max(2.0, _BACK_SHARE * len(active)):
+            back[:] = False
+        self._after = np.where(began, back, self._after)
+        self._run = np.where(active, self._run + 1, 0)
+        self.returned |= self._after & (self._run >= _BACK_RUN)
+        self._quiet = np.where(active, 0.0, self._quiet + samples)
         self.flow = self._flow_rare = None
         if flow is not None and all(len(f) == len(active) for f in flow):
             last, share, history = (np.asarray(f, dtype=float) for f in flow)
@@ -343,6 +388,7 @@ class UnitActivity:
         min_recordings: int | None = None,
         any_samples: bool = False,
         rare: float | None = None,
+        still=None,
     ) -> tuple | None:
         """`(dead fraction, samples, batches, first step)` of the window, or
         None while the recordings hold fewer than `min_samples` (any number
@@ -350,7 +396,9 @@ class UnitActivity:
         sample). `min_recordings`: instead of the window's own. With
         `rare` (units measured on their outputs), when at least that share
         of the units was inactive on the window, those that the recordings
-        before show rarely active are not counted dead (`_rare`)."""
+        before show rarely active are not counted dead (`_rare`), nor, with
+        `still(step)` (whether the weights barely moved since `step`), those
+        that the batches switched off (`_silenced`)."""
         total, batches, seen = 0, 0, None
         least = self.min_recordings if min_recordings is None else min_recordings
         for first, samples, active, held in reversed(self._recent):
@@ -371,6 +419,8 @@ class UnitActivity:
                 inactive = units - np.count_nonzero(alive)
                 if rare is not None and not whole and inactive >= rare * units:
                     alive = alive | self._rare(alive)
+                    if still is not None:
+                        alive = alive | self._silenced(alive, still)
                 dead = (units - np.count_nonzero(alive)) / units if units else 0.0
                 self.alive = alive
                 # Inactive on the window, rarely active ones included.
@@ -407,6 +457,25 @@ class UnitActivity:
             silent = samples[before:].sum() / samples[since:before].mean()
             rare[unit] = (1.0 - share) ** silent >= _RARE_CHANCE
         return rare
+
+    def _silenced(self, alive: np.ndarray, still) -> np.ndarray:
+        """The units inactive on the window (`alive` False) that came back
+        before after a window's worth of silence (`returned`) and whose
+        weights barely moved since their last activity (`still(step)` of
+        its recording's step): silent on the batches of a time-ordered
+        stream that do not reach them, as before, not dead."""
+        silenced = np.zeros_like(alive)
+        if self.returned is None or len(self.returned) != len(alive):
+            return silenced
+        waiting = ~alive & self.returned
+        for first, _, active, held in reversed(self._recent):
+            found = waiting & active
+            if found.any() and still(first + held - 1):
+                silenced |= found
+            waiting &= ~found
+            if not waiting.any():
+                break
+        return silenced
 
 
 @dataclasses.dataclass
@@ -488,6 +557,7 @@ class ActivationRules(RuleFamily):
                 if s in self._step_losses
             ]
             self._early_recorded.append((stats.step, loss))
+        self._note_motion(stats)
         passing = None
         judged = []
         for ls in stats.layers:
@@ -529,7 +599,12 @@ class ActivationRules(RuleFamily):
                 and stats.batch_size == 1
             )
             rare = t.dead_fraction if ls.layer in self._measured else None
-            measured = window.dead(self._patience(), any_samples=single, rare=rare)
+            measured = window.dead(
+                self._patience(),
+                any_samples=single,
+                rare=rare,
+                still=functools.partial(self._still_since, stats.step),
+            )
             hit = measured is not None and measured[0] >= t.dead_fraction
             judged.append((ls.layer, window, measured, hit))
         # Judged once every layer's window is in: a layer cut off by dead
@@ -544,6 +619,48 @@ class ActivationRules(RuleFamily):
                 (F.DEAD_RELU, layer) not in self._reported
             ):
                 self.suspected = True
+
+    def _note_motion(self, stats: StepStats) -> None:
+        """Keeps the recording's update ratio and weight norm of each layer
+        with weights (`_still_since`)."""
+        self._motion.append(
+            (
+                stats.step,
+                {
+                    ls.layer: (ls.update_ratio, ls.weight_norm)
+                    for ls in stats.layers
+                    if ls.weight_norm is not None
+                },
+            )
+        )
+
+    def _still_since(self, now: int, since: int) -> bool:
+        """Whether no layer's weights moved by more than `_STILL` of their
+        norm from the recording of step `since` to that of `now`: neither
+        the sum of its update ratios recorded after it, each over the steps
+        from the recording before, nor the change of its norm (a change
+        from outside the optimizer, an edit or a restore). False when a
+        recording of those steps lacks a layer's ratio or is no longer
+        kept."""
+        kept = [(step, layers) for step, layers in self._motion if step >= since]
+        if not kept or kept[0][0] != since or kept[-1][0] != now or not kept[0][1]:
+            return False
+        before, start = kept[0]
+        moved = dict.fromkeys(start, 0.0)
+        for step, layers in kept[1:]:
+            for layer in moved:
+                ratio = layers.get(layer, (None, None))[0]
+                if not _finite(ratio):
+                    return False
+                moved[layer] += ratio * (step - before)
+            before = step
+        for layer, (_, norm) in start.items():
+            last = kept[-1][1].get(layer)
+            if last is None or not _finite(norm, last[1]) or norm <= 0:
+                return False
+            if max(moved[layer], abs(last[1] / norm - 1.0)) > _STILL:
+                return False
+        return True
 
     def _judge_dead(self, new, layer: str, step: int, measured, hit: bool) -> None:
         """Reports a layer's dead units once the window (`UnitActivity.dead`:

@@ -295,6 +295,9 @@ class HealthRules(
             if can_die(i.activation) or i.units_by_sign
         }
         self._measured: set[str] = set()
+        # Each recording's update ratio and weight norm by layer, as far
+        # back as a window's recordings go (`ActivationRules._still_since`).
+        self._motion = collections.deque(maxlen=max(32, t.min_samples))
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
         # Output heads saturated at the first recording, once it was judged

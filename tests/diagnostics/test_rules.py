@@ -6662,6 +6662,43 @@ class TestUnitActivity:
         window.add(1, 60, [0, 0, 0, 0])
         assert window.dead() is None
 
+    @pytest.mark.parametrize(
+        "off, back, returned",
+        [
+            # Units 0-3 (a quarter) silent on 64 samples, then active on 3
+            # recordings in a row: they came back.
+            (4, 3, [True] * 4 + [False] * 12),
+            # Active on only 2 recordings after it: not yet.
+            (4, 2, [False] * 16),
+            # Unit 0 alone (under an eighth, `_BACK_SHARE`): a rarely
+            # active unit's chance.
+            (1, 3, [False] * 16),
+        ],
+    )
+    def test_units_that_came_back(self, off, back, returned):
+        window = UnitActivity(min_samples=64)
+        window.add(0, 32, [1] * 16)
+        for step in (1, 2):  # 64 samples: a window's worth.
+            window.add(step, 32, [0] * off + [1] * (16 - off))
+        for step in range(3, 3 + back):
+            window.add(step, 32, [1] * 16)
+        assert window.returned.tolist() == returned
+
+    @pytest.mark.parametrize("still, dead", [(True, 0.0), (False, 0.25)])
+    def test_units_back_and_off_again(self, still, dead):
+        # Units 0-3 came back at steps 3-5 and are off again on steps 6-7
+        # (64 samples): not counted dead where the weights barely moved
+        # since their last activity (`still` of step 5).
+        window = UnitActivity(min_samples=64)
+        window.add(0, 32, [1] * 16)
+        for step in range(1, 8):
+            off = 4 if step in (1, 2, 6, 7) else 0
+            window.add(step, 32, [0] * off + [1] * (16 - off))
+        asked = []
+        result = window.dead(rare=0.25, still=lambda s: asked.append(s) or still)
+        assert result == (dead, 64, 2, 6)
+        assert asked == [5]
+
 
 def saturation_run(saturation, steps=(0, 5, 10), output="sigmoid", **kw):
     """Recordings of a two-tanh-layer MLP with this saturation per layer."""
@@ -7778,3 +7815,59 @@ def test_the_last_comma_of_a_list_outside_parentheses():
     assert comma("Initialise (Glorot, He: `a, b`)") is None
     assert comma("Lower the rate, clip (e.g. `x, y`)") == len("Lower the rate")
     assert comma("A, b. Then c (d, e)") is None
+
+
+def back_and_off_run(ratio=0.002, edit=1.0, back=True):
+    """dense_1's dead-unit findings over recordings at steps 100-123
+    (batches of 32) of its 8 units: all active on 100-103 and 112-115,
+    units 0-2 inactive on 104-111 (38%, under `dead_fraction`), units 0-4
+    on 116-123 (62%): a time-ordered stream whose batches switch units off
+    and on. Each step's update moves every layer's weights by `ratio` of
+    their norm; dense_1's norm is `edit` times its first from step 116;
+    with `back` False units 0-2 stay inactive from 104 on."""
+    rules = HealthRules(mlp(["relu", "relu"]))
+
+    def units(s):
+        off = 5 if s >= 116 else 3 if s >= 104 and (s < 112 or not back) else 0
+        return [0] * off + [9] * (8 - off)
+
+    seq = [
+        recording(
+            s,
+            RELU_RMS[:3],
+            batch_size=32,
+            unit_activity=[[9] * 8, units(s), None],
+            update_ratio=[ratio] * 3,
+            weight_norm=[2.0, 3.0 * (edit if s >= 116 else 1.0), 1.0],
+        )
+        for s in range(100, 124)
+    ]
+    return [
+        (f.layer, f.step, f.value) for f in run(rules, seq) if f.mode == F.DEAD_RELU
+    ]
+
+
+class TestUnitsBackAndOffWithTheirBatches:
+    def test_units_that_came_back_are_silent_not_dead(self):
+        # Units 0-2 came back at step 112 after 256 silent samples (a
+        # window's worth, 128), and the weights moved by 8 x 0.2% = 1.6%
+        # since their last activity at 115, under `_STILL` (a fifth): not
+        # counted dead on 116-123, which leaves 2 of 8 (25%).
+        assert back_and_off_run() == []
+
+    @pytest.mark.parametrize(
+        "ratio, edit, back",
+        [
+            # 4 steps of 6% from step 115 to 119: they may have moved 24%.
+            (0.06, 1.0, True),
+            # dense_1's norm 1.5x from step 116: changed from outside.
+            (0.002, 1.5, True),
+            # Units 0-2 never came back: nothing says they can.
+            (0.002, 1.0, False),
+        ],
+    )
+    def test_units_told_dead(self, ratio, edit, back):
+        # 5 of 8 units inactive on the 128 samples of steps 116-119, the
+        # streak's first window.
+        found = back_and_off_run(ratio, edit, back)
+        assert found == [("dense_1", 116, 0.625)]
