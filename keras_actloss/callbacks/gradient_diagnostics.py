@@ -323,9 +323,9 @@ class GradientDiagnostics(
       a fifth of their norm since its last activity: the batches of a
       time-ordered stream switch it off and on; where a layer applies its
       own ReLU after its bias (a `Dense` or `Conv2D` with
-      `activation="relu"`, and the layers
-      judged by sign), every step's gradients of the bias, exactly 0 for a
-      unit inactive on the whole batch, tell the same of every step,
+      `activation="relu"`, and the layers judged by sign), every step's
+      gradients of the bias, exactly 0 for a unit inactive on the whole
+      batch, tell the same of every step,
       recorded or not: a unit that passed a gradient back on any step of
       the window is active, and one silent since its last no longer than
       its share of the steps with a gradient (over about the last 64, once

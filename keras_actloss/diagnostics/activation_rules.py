@@ -126,19 +126,19 @@ _FLOW_HISTORY = 16
 # `UnitActivity.dead`) and came back with `_BACK_SHARE` of the layer's
 # units at once, active on `_BACK_RUN` recordings in a row (units active on
 # a few samples in a hundred are silent on a window now and then, one or
-# two at a time: on JAX, the healthy first 500 steps of `units_die_gradually`'s
-# MLP), and since its last activity no
-# layer's weights moved by more than this share of their norm
-# (`ActivationRules._still_since`: the sum of the recorded update ratios,
-# each over the steps since the recording before, and the change of the
-# norm): its silence follows its batches, not its weights
-# (`UnitActivity._silenced`). Probed: a fitted classifier trained on,
-# time-ordered, 16 batches of its task then 32 of a new one each epoch
-# (Adam 2e-3, updates of 0.2-0.9% of the weights a step): a third of a
-# layer's units inactive on every batch of the new task, active on 3-97%
-# of the samples of the old task's, 52% of them inactive on the 4
-# recordings of the new task's second stretch, the model learning both.
-# Units silenced by an edit (biases set to -50) never come back.
+# two at a time: on JAX, the healthy first 500 steps of the MLP of
+# `units_die_gradually`), and since its last activity no layer's weights
+# moved by more than `_STILL` of their norm (`ActivationRules._still_since`:
+# the sum of the recorded update ratios, each over the steps since the
+# recording before, and the change of the norm): its silence follows its
+# batches, not its weights (`UnitActivity._silenced`). Probed: a fitted
+# classifier trained on, time-ordered, 16 batches of its task then 32 of a
+# new one each epoch (Adam 2e-3, updates of 0.2-0.9% of the weights a
+# step): a third of a layer's units inactive on every batch of the new
+# task, active on 3-97% of the samples of the old task's, 52% of them
+# inactive on the 4 recordings of the new task's second stretch, the model
+# learning both. Units silenced by an edit (biases set to -50) never come
+# back.
 _STILL = 0.2
 _BACK_RUN = 3
 _BACK_SHARE = 1 / 8
