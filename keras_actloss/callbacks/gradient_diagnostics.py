@@ -325,16 +325,15 @@ class GradientDiagnostics(
       own ReLU after its bias (a `Dense` or `Conv2D` with
       `activation="relu"`, and the layers judged by sign), every step's
       gradients of the bias, exactly 0 for a unit inactive on the whole
-      batch, tell the same of every step,
-      recorded or not: a unit that passed a gradient back on any step of
-      the window is active, and one silent since its last no longer than
-      its share of the steps with a gradient (over about the last 64, once
-      16 steps ran) makes 7% likely is rarely active; a fitted model's
-      layer that saturates suddenly (by a quarter of its outputs or more
-      since its last recording) while the losses recorded since rise 2x,
-      and by 2% of the early loss, is not excused by the fit: it threw the
-      model off what it learned (for as long as the layer stays
-      saturated).
+      batch, tell the same of every step, recorded or not: a unit that
+      passed a gradient back on any step of the window is active, and one
+      silent since its last no longer than its share of the steps with a
+      gradient (over about the last 64, once 16 steps ran) makes 7% likely
+      is rarely active; a fitted model's layer that saturates suddenly (by a
+      quarter of its outputs or more since its last recording) while the
+      losses recorded since rise 2x, and by 2% of the early loss, is not
+      excused by the fit: it threw the model off what it learned (for as
+      long as the layer stays saturated).
     - `vanishing_gradients`, `saturated_activations` (a warning for a
       hidden layer whose inputs also reach the outputs around it, by a
       skip connection or a parallel branch: the layers before it learn on
