@@ -27,6 +27,9 @@ TRAINING_MODES = (
 # A cause GradientDiagnostics names while training, without failing it:
 # saturating first-layer outputs from inputs that are not standardized.
 UNSTANDARDIZED_INPUTS = "unstandardized_inputs"
+# ...and a classifier's batches that come in label order (data sorted by
+# class and not shuffled).
+UNSHUFFLED_DATA = "unshuffled_data"
 
 # Severities. A "failure" makes `keras-actloss report` exit 1; a "warning"
 # (a risk seen before training, say) does not.

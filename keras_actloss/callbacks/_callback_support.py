@@ -559,6 +559,41 @@ def target_scale(model, labels) -> float | None:
     return max(scales, default=None)
 
 
+def label_classes(model, labels) -> np.ndarray | None:
+    """`StepStats.label_classes`: the class of each row of `labels` (the
+    kept labels, `pack_kept`) of a model of one output under a
+    classification loss: sparse labels (integers, one per sample), one-hot
+    ones (their largest column; smoothed ones too) or binary ones (0 or 1,
+    one per sample; over 0.5 for soft ones). None for other losses and
+    models, and labels of another shape (per position: segmentation maps,
+    token tags; several binary columns) or not finite."""
+    outputs = None if labels is None else _outputs(model)
+    if outputs is None or len(outputs) != 1:
+        return None
+    (loss,) = per_output(getattr(model, "loss", None), outputs, "loss")
+    (target,) = per_output(labels, outputs, "labels")
+    found = _profile(loss)
+    if found is None or target is None:
+        return None
+    target = np.asarray(target)
+    if target.dtype.kind not in "iuf" or not len(target):
+        return None
+    if found.label_format == "one_hot":
+        if target.ndim != 2 or target.shape[1] < 2 or not np.isfinite(target).all():
+            return None
+        return np.argmax(target, axis=1)
+    if target.ndim == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.ndim != 1 or not np.isfinite(target).all():
+        return None
+    if found.label_format == "sparse":
+        whole = (target >= 0).all() and (target == np.round(target)).all()
+        return target.astype(np.int64) if whole else None
+    if found.label_format == "binary" and ((target >= 0) & (target <= 1)).all():
+        return (target > 0.5).astype(np.int64)
+    return None
+
+
 def _profile(loss):
     """`keras_actloss.losses.profile` of a compiled loss, None where it
     knows none (or none is given)."""

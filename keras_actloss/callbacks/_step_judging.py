@@ -28,6 +28,7 @@ from keras_actloss.callbacks._callback_support import (
     gate_saturations,
     input_scale,
     input_scales,
+    label_classes,
     preprocessed,
     recording_gap,
     step_stats,
@@ -471,6 +472,10 @@ class StepJudging:
             self._input_scales,
             self._upstream_scales,
         )
+        if self._classified is not False:
+            stats.label_classes = label_classes(self.model, self._hooks.read_labels())
+            # Labels that are no classes (a regressor's) are not read again.
+            self._classified = stats.label_classes is not None
         new = self._rules.observe(stats)
         if self._rules.suspected or self._rules.gates_pending:
             self._burst(step + 1, True, SUSPECTED, stats.batch_size)
@@ -487,7 +492,7 @@ class StepJudging:
         # (a long run holds thousands of recordings).
         for layer in stats.layers:
             layer.grad_values = layer.unit_activity = None
-        stats.execution_rms = {}
+        stats.execution_rms, stats.label_classes = {}, None
         self.history.append(stats)
         self._handle(new)
         return True

@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_actloss import findings as F
 from keras_actloss.diagnostics.gradient_rules import _profile
+from keras_actloss.diagnostics.label_order import _SHUFFLE_FIX
 from keras_actloss.diagnostics.records import StepStats
 from keras_actloss.diagnostics.rule_support import (
     _ATTENTION_FIX,
@@ -798,6 +799,24 @@ class ActivationRules(RuleFamily):
                         "their inputs."
                     )
                     fix = _DEAD_OTHER_FIX.format(kind=kind)
+                elif layer in self._measured and self.labels_ordered and not after:
+                    # Probed: a ReLU MLP on 4 classes sorted by label,
+                    # unshuffled (Adam 1e-2): 58% of a layer's units
+                    # inactive on the 128 samples of 4 batches of the third
+                    # class, active on the other classes' batches (no large
+                    # update or rate jump before: those are told as such).
+                    message += (
+                        ": the batches come in label order (`unshuffled_data`), "
+                        "so these units may be silent only on the samples of "
+                        "these batches' classes; units silent on every class "
+                        "are dead and get no gradient."
+                    )
+                    fix = (
+                        _SHUFFLE_FIX
+                        + " If they stay silent: "
+                        + _lower_first(FIXES[F.DEAD_RELU])
+                    )
+                    severity = F.WARNING
                 elif layer in self._measured:
                     message += (
                         ": these ReLU units are dead and get no gradient; they "

@@ -211,6 +211,9 @@ class StepStats:
             full: step -> layer name -> gradient RMS (from the every-step
             row; the layers with gradients in that step). Empty otherwise,
             and in `GradientDiagnostics.history` (read by the rules only).
+        label_classes: For a model of one output under a classification
+            loss, the class of each kept label of the recorded batch (its
+            first rows), if known (read by the rules only).
     """
 
     step: int
@@ -228,6 +231,7 @@ class StepStats:
     data_saturation: dict[str, float] = dataclasses.field(default_factory=dict)
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)
     execution_rms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+    label_classes: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass

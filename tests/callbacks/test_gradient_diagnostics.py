@@ -2824,3 +2824,40 @@ def test_a_rate_that_rises_until_the_loss_does_is_told_in_time(rng):
     assert finding.message.startswith("The loss rose to")
     assert "the schedule raises the rate" in finding.message
     assert doubled[0] <= reported <= held + 10, (doubled[0], held, reported)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_in_label_order_are_told(rng, shuffle):
+    # 4 classes of 64 samples, sorted by class: unshuffled, batches 0-3 of
+    # 16 hold class 0, 4-7 class 1, ...; recorded every step at first, a
+    # second class comes with step 4: told then, a warning from step 0 (the
+    # first recorded batch judged). Shuffled (as `fit` does by default):
+    # nothing.
+    centers = rng.normal(size=(4, 8)) * 2
+    y = np.repeat(np.arange(4), 64)
+    x = (centers[y] + rng.normal(size=(256, 8))).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    from tests.scenarios.cases import Recorder
+
+    diag = _diag()
+    recorder = Recorder(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=1,
+            shuffle=shuffle,
+            verbose=0,
+            callbacks=[diag, recorder],
+        )
+    found = [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
+    assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 4)])

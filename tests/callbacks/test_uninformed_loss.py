@@ -23,6 +23,7 @@ from keras_actloss.callbacks._callback_support import (
     _hooks_class,
     clipping,
     kernel_scales,
+    label_classes,
     layers_of,
     output_bias,
     relu_shrink,
@@ -708,3 +709,48 @@ def test_weight_gain_of_a_recurrent_kernel_compounds_over_its_time_steps(
     cells = 2 if wrap else 1
     assert gain == pytest.approx((1.2**10 if compounded else 1.2) ** cells, rel=1e-5)
     assert layer.endswith("simple_rnn_cell")
+
+
+@pytest.mark.parametrize(
+    "units, activation, loss, labels, expected",
+    [
+        # Sparse: one integer a sample, as (batch,) or (batch, 1).
+        (5, "softmax", "sparse_categorical_crossentropy", [3, 0, 4], [3, 0, 4]),
+        (5, "softmax", "sparse_categorical_crossentropy", [[3.0], [1.0]], [3, 1]),
+        # One-hot (smoothed too): the largest column.
+        (3, "softmax", "categorical_crossentropy", [[0, 0, 1], [1, 0, 0]], [2, 0]),
+        (3, "softmax", "categorical_crossentropy", [[0.1, 0.8, 0.1]], [1]),
+        # Binary: 0 or 1 a sample; soft labels over 0.5.
+        (1, "sigmoid", "binary_crossentropy", [[0.0], [1.0], [0.9]], [0, 1, 1]),
+    ],
+)
+def test_label_classes(units, activation, loss, labels, expected):
+    found = label_classes(model(units, activation, loss), np.asarray(labels))
+    assert found.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "units, activation, loss, labels",
+    [
+        # A regression's targets.
+        (1, None, "mse", [[0.5], [2.0]]),
+        # Several binary columns (multi-label), sparse labels per position
+        # (token tags), a negative or fractional class, a NaN.
+        (3, "sigmoid", "binary_crossentropy", [[0, 1, 1], [1, 0, 0]]),
+        (5, "softmax", "sparse_categorical_crossentropy", [[1, 2], [3, 4]]),
+        (5, "softmax", "sparse_categorical_crossentropy", [[-1.0], [2.0]]),
+        (5, "softmax", "sparse_categorical_crossentropy", [[1.5], [2.0]]),
+        (1, "sigmoid", "binary_crossentropy", [[np.nan], [1.0]]),
+        # No labels kept.
+        (5, "softmax", "sparse_categorical_crossentropy", None),
+    ],
+)
+def test_no_label_classes(units, activation, loss, labels):
+    labels = None if labels is None else np.asarray(labels, "float32")
+    assert label_classes(model(units, activation, loss), labels) is None
+
+
+def test_no_label_classes_for_several_outputs():
+    # Classes of two heads would mix: not read.
+    m = model(3, "softmax", "sparse_categorical_crossentropy", outputs=2)
+    assert label_classes(m, [np.array([0, 1]), np.array([2, 1])]) is None
