@@ -38,6 +38,7 @@ from keras_actloss.callbacks._step_rows import SENTINEL
 from keras_actloss.diagnostics import rules as rules_module
 from keras_actloss.findings import EXPLODING_GRADIENTS, NON_FINITE, VANISHING_GRADIENTS
 from tests.backend_support import BACKEND, tensorflow_only
+from tests.scenarios.cases import Recorder
 
 LR = 0.1
 
@@ -2844,8 +2845,6 @@ def test_batches_in_label_order_are_told(rng, shuffle):
         ]
     )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    from tests.scenarios.cases import Recorder
-
     diag = _diag()
     recorder = Recorder(diag)
     with warnings.catch_warnings():
