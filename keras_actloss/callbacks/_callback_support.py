@@ -594,6 +594,44 @@ def label_classes(model, labels) -> np.ndarray | None:
     return None
 
 
+# The most columns of features and targets `value_rows` gives (a sorted
+# column among more is not seen; bounds the rules' memory and time).
+_VALUE_COLUMNS = 256
+
+
+def value_rows(model, inputs, labels) -> tuple[np.ndarray, int] | None:
+    """`(StepStats.value_rows, value_features)`: the kept rows of a model
+    of one input of features (rank 2, not ids: `feature_inputs`), with the
+    targets of a model of one output under a regression loss (continuous
+    labels, `target_scale`'s) as columns after them, at most
+    `_VALUE_COLUMNS` in all, and how many are features; None without
+    such inputs, or rows not finite."""
+    found = getattr(model, "inputs", None) or []
+    x = feature_inputs(model, inputs) if len(found) == 1 else None
+    if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "iuf":
+        return None
+    columns = [x[:, :_VALUE_COLUMNS]]
+    outputs = None if labels is None else _outputs(model)
+    if outputs is not None and len(outputs) == 1:
+        (loss,) = per_output(getattr(model, "loss", None), outputs, "loss")
+        (target,) = per_output(labels, outputs, "labels")
+        found_loss = _profile(loss)
+        if found_loss is not None and found_loss.label_format == "continuous":
+            target = np.asarray(target)
+            if target.ndim == 1:
+                target = target[:, None]
+            if (
+                target.ndim == 2
+                and len(target) == len(x)
+                and target.dtype.kind in "iuf"
+            ):
+                columns.append(target)
+    rows = np.concatenate(columns, axis=1)[:, :_VALUE_COLUMNS].astype("float64")
+    if not np.isfinite(rows).all():
+        return None
+    return rows, columns[0].shape[1]
+
+
 def _profile(loss):
     """`keras_actloss.losses.profile` of a compiled loss, None where it
     knows none (or none is given)."""

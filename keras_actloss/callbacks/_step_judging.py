@@ -33,6 +33,7 @@ from keras_actloss.callbacks._callback_support import (
     recording_gap,
     step_stats,
     target_scale,
+    value_rows,
 )
 from keras_actloss.callbacks._model_plan import host_rate
 from keras_actloss.callbacks._reporting import GradientHealthWarning
@@ -423,6 +424,24 @@ class StepJudging:
         features = preprocessed(self._preprocessing, feature_inputs(self.model, inputs))
         return features, input_scale(features), {}, None
 
+    def _data_rows(self, stats) -> None:
+        """Gives `stats` the classes of its batch's kept labels and its
+        kept features and regression targets (`label_classes`,
+        `value_rows`) for the order of the data (`LabelOrderRules`); a
+        model whose first recording has neither is not read again."""
+        if self._reads_data is False:
+            return
+        labels = self._hooks.read_labels()
+        stats.label_classes = label_classes(self.model, labels)
+        # Inputs of features only (a batch of images is not read).
+        inputs = getattr(self.model, "inputs", None) or []
+        found = None
+        if len(inputs) == 1 and len(inputs[0].shape) == 2:
+            found = value_rows(self.model, self._hooks.read_inputs(), labels)
+        if found is not None:
+            stats.value_rows, stats.value_features = found
+        self._reads_data = stats.label_classes is not None or found is not None
+
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
         data = self._hooks.read_full()
@@ -472,10 +491,7 @@ class StepJudging:
             self._input_scales,
             self._upstream_scales,
         )
-        if self._classified is not False:
-            stats.label_classes = label_classes(self.model, self._hooks.read_labels())
-            # Labels that are no classes (a regressor's) are not read again.
-            self._classified = stats.label_classes is not None
+        self._data_rows(stats)
         new = self._rules.observe(stats)
         if self._rules.suspected or self._rules.gates_pending:
             self._burst(step + 1, True, SUSPECTED, stats.batch_size)
@@ -492,7 +508,7 @@ class StepJudging:
         # (a long run holds thousands of recordings).
         for layer in stats.layers:
             layer.grad_values = layer.unit_activity = None
-        stats.execution_rms, stats.label_classes = {}, None
+        stats.execution_rms, stats.label_classes, stats.value_rows = {}, None, None
         self.history.append(stats)
         self._handle(new)
         return True

@@ -318,9 +318,17 @@ class GradientDiagnostics(
       their label counts are 6 standard deviations from independent of
       the batch (Pearson's chi-square, Wilson-Hilferty): data sorted by
       class and not shuffled (one class of 4 in batches of 16 is told at
-      step 4, with the second class). Units found dead from then on (with
-      no large update or rate jump before) are a warning: they may be
-      silent only on those batches' classes.
+      step 4, with the second class); or when, over at least 4 of the last
+      32 recorded batches of a model of one input of features (rank 2, not
+      ids; a regression's targets as more columns; the first 256 columns),
+      a column spreads within a batch, on average, a tenth or less of its
+      variance over them together (shuffled batches: about all of it):
+      each batch a narrow slice of the data (sorted by it, a time series
+      in time order), told at the fourth recording. Units found dead from
+      then on (with no large update or rate jump before) are a warning:
+      they may be silent only on those batches; and a loss that stays 3x
+      where training began is not taken for a divergence (each batch's
+      loss is that of its own part of the data).
     - What counts towards those streaks: a layer whose gradient ratios are
       over their vanishing bounds by less than 2x on a recording keeps its
       streak (they flicker across the bound with the output layer's noise;
@@ -582,9 +590,9 @@ class GradientDiagnostics(
         self._rules = None
         self._last_histogram = None
         self._labels_checked = False
-        # Whether the model's labels are classes (`label_classes`): None
-        # until the first recording of a fit reads them.
-        self._classified = None
+        # Whether the recordings read the batch's labels and features for
+        # the data's order (`_data_rows`): None until the first of a fit.
+        self._reads_data = None
         self._input_scale, self._data_saturation = None, {}
         # The input kernels of the recurrent cells the inputs reach first
         # (`input_gates`).
@@ -642,7 +650,7 @@ class GradientDiagnostics(
     def _begin(self) -> None:
         """Plans the monitored layers and installs the hooks (a built model)."""
         model = self.model
-        self._classified = None
+        self._reads_data = None
         size = self.HISTOGRAM_SIZE if self._histograms_on() else 0
         spe = int(getattr(model, "steps_per_execution", 1) or 1)
         # The ring of per-step norms holds the quiet steps between two reads

@@ -1,14 +1,19 @@
-"""Batches that come in label order: a classifier's data not shuffled.
+"""Batches that come in the data's order: a dataset not shuffled.
 
 A classifier trained on data sorted (or grouped) by class sees one class
 after another: each batch holds one class, the model fits it and forgets
 the others, and the loss and accuracy of each batch are those of its
 class. Shuffled batches draw their labels from the same distribution, so
 the classes of the recorded batches are independent of which batch they
-are in; `homogeneity_z` measures how far they are from it. Pure functions
-and a `RuleFamily` mixed into `HealthRules`; the callback gives each
-recording the classes of its batch's kept labels
-(`StepStats.label_classes`).
+are in; `homogeneity_z` measures how far they are from it. A model fed
+features sorted by one of them (or a time series in time order, or
+regression targets sorted) sees batches that are narrow slices of the
+data: within a batch a column spreads far less than over the batches
+together (`narrow_share`), where shuffled batches spread about as much.
+Pure functions and a `RuleFamily` mixed into `HealthRules`; the callback
+gives each recording the classes of its batch's kept labels
+(`StepStats.label_classes`) and its kept features and regression targets
+(`StepStats.value_rows`).
 """
 
 from __future__ import annotations
@@ -35,12 +40,21 @@ _KEPT = 32
 _PURE = 0.9
 _PURE_SHARE = 0.75
 _SORTED_Z = 6.0
+# A column of the features or regression targets that spreads within the
+# kept batches, on average, at most this share of its variance over them
+# together (`narrow_share`): each batch a narrow slice of the data. Batches
+# of n shuffled rows spread (n - 1) / n of it on average (0.97 for 32),
+# give or take the noise of small samples; a fitted classifier's inputs
+# turned to a new task shifted by 3 spreads (a time-ordered stream of two
+# tasks, each shuffled) about 0.3-0.5; a feature sorted over 32 batches
+# 1 / 32^2 of it.
+_NARROW = 0.1
 
 _SHUFFLE_FIX = (
     "Shuffle the training data: `fit(x, y, shuffle=True)` for arrays (the "
     "default), or `dataset.shuffle(buffer_size)` before `.batch()` for a "
     "`tf.data.Dataset`, with a buffer larger than the longest run of one "
-    "label (the whole dataset when it is sorted by label)."
+    "label or stretch of values (the whole dataset when it is sorted)."
 )
 
 
@@ -74,6 +88,64 @@ def homogeneity_z(table) -> float | None:
     df = (rows - 1) * (classes - 1)
     shrink = 2.0 / (9.0 * df)
     return ((chi2 / df) ** (1.0 / 3.0) - (1.0 - shrink)) / math.sqrt(shrink)
+
+
+def narrow_share(batches) -> tuple[float, int] | None:
+    """`(share, column)`: the smallest, over the columns of `batches` (2-D
+    arrays of the same columns, a batch's rows each), of the mean of the
+    batches' own variances over the variance of all their rows together;
+    columns whose rows are all alike are left out. None for fewer than two
+    batches or no column left.
+
+    Examples:
+
+    >>> first, second = [[0.0, 1.0], [1.0, 3.0]], [[2.0, 1.0], [3.0, 3.0]]
+    >>> narrow_share([first, second])  # Column 0: 0.25 within, 1.25 over.
+    (0.2, 0)
+    """
+    arrays = [np.asarray(b, dtype=float) for b in batches]
+    if len(arrays) < 2:
+        return None
+    pooled = np.concatenate(arrays).var(axis=0)
+    within = np.mean([a.var(axis=0) for a in arrays], axis=0)
+    scale = np.concatenate(arrays).mean(axis=0) ** 2 + 1.0
+    columns = np.flatnonzero(pooled > 1e-12 * scale)
+    if not len(columns):
+        return None
+    shares = within[columns] / pooled[columns]
+    best = int(np.argmin(shares))
+    return float(shares[best]), int(columns[best])
+
+
+class ValueOrder:
+    """The features and regression targets of the recent recorded batches
+    (`add`) and whether each batch is a narrow slice of them (`ordered`)."""
+
+    def __init__(self, kept: int = _KEPT):
+        self._recent: collections.deque = collections.deque(maxlen=kept)
+
+    def add(self, step: int, rows) -> None:
+        """Adds a recorded batch's rows (2-D: a row a sample, a column a
+        feature or target) at `step`; batches of fewer than `_ROWS` rows or
+        of other columns than the last are not kept (a new start)."""
+        rows = np.asarray(rows, dtype=float)
+        if rows.ndim != 2 or len(rows) < _ROWS or not np.isfinite(rows).all():
+            return
+        if self._recent and self._recent[-1][1].shape[1] != rows.shape[1]:
+            self._recent.clear()
+        self._recent.append((step, rows))
+
+    def ordered(self) -> tuple[int, int, float, int] | None:
+        """`(first step, batches, share, column)` of the kept recordings
+        when each batch is a narrow slice of them: at least `_RECORDINGS`
+        batches, a column's `narrow_share` at most `_NARROW`; else None."""
+        recent = list(self._recent)
+        if len(recent) < _RECORDINGS:
+            return None
+        found = narrow_share([rows for _, rows in recent])
+        if found is None or found[0] > _NARROW:
+            return None
+        return recent[0][0], len(recent), *found
 
 
 class LabelOrder:
@@ -116,22 +188,64 @@ class LabelOrder:
 
 class LabelOrderRules:
     """Mixed into `HealthRules`: the `unshuffled_data` warning, from each
-    recording's `StepStats.label_classes`. Uses `_labels` (a
-    `LabelOrder`), `_add` and `_reported`."""
+    recording's `StepStats.label_classes` and `StepStats.value_rows`. Uses
+    `_labels` (a `LabelOrder`), `_values` (a `ValueOrder`), `_add` and
+    `_reported`."""
 
-    def _judge_labels(self, new, stats: StepStats) -> None:
-        if stats.label_classes is None:
+    def _judge_order(self, new, stats: StepStats) -> None:
+        if stats.label_classes is not None:
+            self._labels.add(stats.step, stats.label_classes)
+        if stats.value_rows is not None:
+            self._values.add(stats.step, stats.value_rows)
+        if self.data_ordered:
             return
-        self._labels.add(stats.step, stats.label_classes)
-        if self.labels_ordered:
+        if stats.label_classes is not None:
+            self._judge_labels(new, stats.step)
+        if stats.value_rows is not None and not self.data_ordered:
+            self._judge_values(new, stats.step, stats.value_features)
+
+    def _judge_values(self, new, step: int, features: int) -> None:
+        ordered = self._values.ordered()
+        if ordered is None:
             return
+        first, batches, share, column = ordered
+        what = (
+            f"feature {column} of the inputs"
+            if column < features
+            else "the targets"
+            if column == features
+            else f"target column {column - features}"
+        )
+        message = (
+            f"The batches come in the data's order, not shuffled: over the last "
+            f"{batches} recorded batches (steps {first}-{step}), the values of "
+            f"{what} spread "
+            f"within a batch {share:.2g} of their variance over those batches "
+            "together (batches of a shuffled dataset spread about all of it): "
+            "each batch is a narrow slice of the data (sorted by it, or a time "
+            "series in time order), so the model fits one part of the data "
+            "after another and forgets the others, and each batch's loss is "
+            "that of its own part."
+        )
+        self._add(
+            new,
+            F.UNSHUFFLED_DATA,
+            None,
+            first,
+            share,
+            message,
+            _SHUFFLE_FIX,
+            severity=F.WARNING,
+        )
+
+    def _judge_labels(self, new, step: int) -> None:
         ordered = self._labels.ordered()
         if ordered is None:
             return
         first, batches, classes, z = ordered
         message = (
             f"The batches come in label order, not shuffled: most of the last "
-            f"{batches} recorded batches (steps {first}-{stats.step}) hold one "
+            f"{batches} recorded batches (steps {first}-{step}) hold one "
             f"class each, {classes} classes over them, {z:.3g} standard "
             "deviations from what batches of a shuffled dataset hold: the "
             "model fits one class after another and forgets the others, and "
@@ -149,6 +263,6 @@ class LabelOrderRules:
         )
 
     @property
-    def labels_ordered(self) -> bool:
-        """Whether the batches were found in label order."""
+    def data_ordered(self) -> bool:
+        """Whether the batches were found in the data's order."""
         return (F.UNSHUFFLED_DATA, None) in self._reported

@@ -214,6 +214,11 @@ class StepStats:
         label_classes: For a model of one output under a classification
             loss, the class of each kept label of the recorded batch (its
             first rows), if known (read by the rules only).
+        value_rows: For a model of one input of features (a row a sample),
+            the kept rows of the recorded batch, with a regression's
+            targets as columns after them; if known (read by the rules
+            only).
+        value_features: The columns of `value_rows` that are features.
     """
 
     step: int
@@ -232,6 +237,8 @@ class StepStats:
     apply_groups: dict[str, int] = dataclasses.field(default_factory=dict)
     execution_rms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
     label_classes: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    value_rows: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    value_features: int = 0
 
 
 @dataclasses.dataclass

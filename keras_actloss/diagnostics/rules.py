@@ -149,7 +149,11 @@ from keras_actloss.diagnostics.gradient_rules import (
     _distances,
     vanishing_layers,
 )
-from keras_actloss.diagnostics.label_order import LabelOrder, LabelOrderRules
+from keras_actloss.diagnostics.label_order import (
+    LabelOrder,
+    LabelOrderRules,
+    ValueOrder,
+)
 from keras_actloss.diagnostics.norm_series import Arrival, NormSeries, Spike
 from keras_actloss.diagnostics.records import (
     Clipping,
@@ -300,8 +304,9 @@ class HealthRules(
         # Each recording's update ratio and weight norm by layer, as far
         # back as a window's recordings go (`ActivationRules._still_since`).
         self._motion = collections.deque(maxlen=max(32, t.min_samples))
-        # The recorded batches' classes (`LabelOrderRules`).
-        self._labels = LabelOrder()
+        # The recorded batches' classes, features and regression targets
+        # (`LabelOrderRules`).
+        self._labels, self._values = LabelOrder(), ValueOrder()
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
         # Output heads saturated at the first recording, once it was judged
@@ -641,7 +646,7 @@ class HealthRules(
             # One step's batch (a recording of an execution holds several).
             self._start_batch = max(1, stats.batch_size // stats.activation_steps)
         mine: list[Finding] = []
-        self._judge_labels(mine, stats)
+        self._judge_order(mine, stats)
         self._tiny_inputs(mine, stats)
         self._damped_start(mine, stats)
         self._runaway_updates(mine, stats)

@@ -593,8 +593,15 @@ class NormRules(RuleFamily):
         began (recordings far apart late in a long run), the run goes on
         and asks for recordings (`jumped`, a noisy jump) to judge it by. A
         healthy run's loss falls below where it began; one batch's loss far
-        over it does not last (a rare class weighted 99x)."""
+        over it does not last (a rare class weighted 99x). Nor while the
+        batches come in the data's order (`unshuffled_data`): each batch's
+        loss is that of its own part of the data (probed: sin(2x) fitted on
+        x sorted, Adam 1e-2: the loss from 0.019 on the first batches to
+        0.16-0.6 at steps 40-49 as x moved on)."""
         if not self._climb_step(step, norm, loss) or self._exploded():
+            return
+        if self.data_ordered:
+            self._climb = []
             return
         update = self._last_update
         if update is not None and update[2] < _CLIMB_UPDATE:

@@ -2860,3 +2860,41 @@ def test_batches_in_label_order_are_told(rng, shuffle):
         )
     found = [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
     assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 4)])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_in_input_order_are_told(rng, shuffle):
+    # sin(2x) fitted on 256 values of x sorted: unshuffled, batches of 16
+    # are slices of a sixteenth of the range, each spreading about 1/256 of
+    # the variance of the 4 recorded together: told at step 3 (the fourth
+    # recording), a warning from step 0. Shuffled: nothing.
+    x = np.sort(rng.uniform(-3, 3, size=(256, 1)), axis=0).astype("float32")
+    y = np.sin(2 * x).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    diag = _diag()
+    recorder = Recorder(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=1,
+            shuffle=shuffle,
+            verbose=0,
+            callbacks=[diag, recorder],
+        )
+    found = [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
+    assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 3)])
+    if not shuffle:
+        # Rows 0-63, four batches of 16: feature 0's share by NumPy.
+        batches = x[:64].reshape(4, 16)
+        share = batches.var(axis=1).mean() / batches.var()
+        assert diag.findings[0].value == pytest.approx(share, rel=1e-5)

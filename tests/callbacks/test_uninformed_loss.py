@@ -31,6 +31,7 @@ from keras_actloss.callbacks._callback_support import (
     traced_label_checks,
     uninformed_focus,
     uninformed_loss,
+    value_rows,
     weight_decay,
     weight_gain,
 )
@@ -754,3 +755,31 @@ def test_no_label_classes_for_several_outputs():
     # Classes of two heads would mix: not read.
     m = model(3, "softmax", "sparse_categorical_crossentropy", outputs=2)
     assert label_classes(m, [np.array([0, 1]), np.array([2, 1])]) is None
+
+
+def test_value_rows_of_features_and_regression_targets():
+    # Features (4 columns), then a regression's targets as a fifth.
+    x = np.arange(12, dtype="float32").reshape(3, 4)
+    y = np.array([[0.5], [1.5], [2.5]], "float32")
+    rows, features = value_rows(model(1, None, "mse"), x, y)
+    np.testing.assert_array_equal(rows, np.hstack([x, y]))
+    assert features == 4
+    # A classifier's labels are classes (`label_classes`): features only.
+    rows, features = value_rows(
+        model(3, "softmax", "sparse_categorical_crossentropy"), x, y[:, 0]
+    )
+    np.testing.assert_array_equal(rows, x)
+    assert features == 4
+
+
+def test_no_value_rows():
+    m = model(1, None, "mse")
+    # Inputs of rank 3 (sequences, images), none kept, not finite.
+    assert value_rows(m, np.zeros((4, 2, 3), "float32"), None) is None
+    assert value_rows(m, None, None) is None
+    assert value_rows(m, np.array([[np.nan] * 4], "float32"), None) is None
+    # Ids an embedding looks up.
+    inputs = keras.Input((5,), dtype="int32")
+    ids = keras.Model(inputs, keras.layers.Embedding(10, 2)(inputs))
+    ids.compile(optimizer="adam", loss="mse")
+    assert value_rows(ids, np.zeros((4, 5), "float32"), None) is None

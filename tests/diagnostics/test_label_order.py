@@ -9,9 +9,16 @@ from keras_actloss import findings as F
 from keras_actloss.diagnostics.label_order import (
     _SHUFFLE_FIX,
     LabelOrder,
+    ValueOrder,
     homogeneity_z,
+    narrow_share,
 )
-from keras_actloss.diagnostics.records import LayerInfo, LayerStats, StepStats
+from keras_actloss.diagnostics.records import (
+    LayerInfo,
+    LayerStats,
+    SentinelEvent,
+    StepStats,
+)
 from keras_actloss.diagnostics.rules import HealthRules
 
 
@@ -111,9 +118,9 @@ def test_small_batches_are_not_kept():
     assert order.ordered() is None
 
 
-def recording(step, classes, activity=None):
-    """A recording of `mlp` at `step` with these label classes, dense_0's
-    4 units' activity (`activity`, default all active)."""
+def recording(step, classes, activity=None, loss=1.0):
+    """A recording of `mlp` at `step` with these label classes (or None),
+    dense_0's 4 units' activity (`activity`, default all active)."""
     layers = [
         LayerStats(
             "dense_0",
@@ -123,9 +130,9 @@ def recording(step, classes, activity=None):
         ),
         LayerStats("dense_1", grad_rms=1.8e-2, grad_max=7e-2),
     ]
-    stats = StepStats(step=step, global_norm=1.0, loss=1.0, layers=layers)
+    stats = StepStats(step=step, global_norm=1.0, loss=loss, layers=layers)
     stats.batch_size = 32
-    stats.label_classes = np.asarray(classes)
+    stats.label_classes = None if classes is None else np.asarray(classes)
     return stats
 
 
@@ -189,8 +196,102 @@ def test_units_silent_on_the_batches_of_sorted_data_are_a_warning():
     assert dead.message == (
         "75% of the units of layer 'dense_0' output zero for every one of the "
         "128 samples of the last 4 recorded batches (steps 109-112): the "
-        "batches come in label order (`unshuffled_data`), so these units may "
-        "be silent only on the samples of these batches' classes; units "
-        "silent on every class are dead and get no gradient."
+        "batches come in the data's order (`unshuffled_data`), so these units "
+        "may be silent only on the samples of these batches; units silent on "
+        "all of the data are dead and get no gradient."
     )
     assert dead.fix.startswith(_SHUFFLE_FIX + " If they stay silent: use Leaky")
+
+
+def test_narrow_share():
+    # Column 0 sorted over 4 batches of 0-7, 8-15, ...: within each the
+    # variance of 8 consecutive integers, (8^2 - 1) / 12 = 5.25; over all
+    # 32, (32^2 - 1) / 12 = 85.25. Column 1 the same 8 values in each
+    # batch: 1 of it. Column 2 constant: left out.
+    batches = [
+        np.stack([np.arange(8 * b, 8 * b + 8), np.arange(8), np.ones(8)], axis=1)
+        for b in range(4)
+    ]
+    share, column = narrow_share(batches)
+    assert column == 0
+    assert share == pytest.approx(5.25 / 85.25)
+
+
+@pytest.mark.parametrize("batches", [[np.ones((8, 2))], [np.ones((8, 2))] * 3])
+def test_no_narrow_share(batches):
+    # One batch; or every column alike in every row.
+    assert narrow_share(batches) is None
+
+
+def test_sorted_features_are_told_at_the_fourth_batch():
+    # x sorted over 4 batches of 32: each a slice of a quarter of the
+    # range, spreading 1/16 of the variance over the 4 together.
+    x = np.linspace(-3, 3, 128)[:, None]
+    order = ValueOrder()
+    for step in range(3):
+        order.add(step, x[32 * step : 32 * step + 32])
+        assert order.ordered() is None
+    order.add(3, x[96:])
+    first, batches, share, column = order.ordered()
+    assert (first, batches, column) == (0, 4, 0)
+    assert share == pytest.approx(
+        narrow_share([x[i : i + 32] for i in range(0, 128, 32)])[0]
+    )
+    assert share == pytest.approx(1 / 16, rel=0.01)
+
+
+def test_shuffled_features_and_a_new_task_are_not_told():
+    # Shuffled rows of 16 features: each batch spreads about 31/32 of the
+    # variance. Then a new task's rows, shifted by 3 spreads, shuffled:
+    # the 4 batches either side of the change about 0.3 of it.
+    rng = np.random.default_rng(0)
+    order = ValueOrder()
+    for step in range(64):
+        order.add(step, rng.normal(size=(32, 16)) + (3.0 if step >= 32 else 0.0))
+        assert order.ordered() is None
+
+
+def test_rows_of_other_columns_start_again():
+    order = ValueOrder()
+    x = np.linspace(-3, 3, 128)[:, None]
+    for step in range(3):
+        order.add(step, x[32 * step : 32 * step + 32])
+    order.add(3, np.hstack([x[96:], x[96:]]))
+    assert order.ordered() is None  # One batch of 2 columns kept.
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_rules_tell_sorted_values_and_hold_the_climb(ordered):
+    # A regressor fed x sorted: told at the fourth recording (steps 0-3),
+    # naming the column; then a loss 5x where training began for 16 steps
+    # (as the batches move on) is not told as a divergence. Fed the same
+    # values shuffled: nothing told of the order, and the climb is.
+    rng = np.random.default_rng(0)
+    x = np.linspace(-3, 3, 128)[:, None]
+    if not ordered:
+        x = rng.permutation(x)
+    rules = HealthRules(mlp())
+    found = []
+    for step in range(4):
+        stats = recording(step, None, loss=0.1)
+        stats.value_rows, stats.value_features = x[32 * step : 32 * step + 32], 1
+        found += rules.observe(stats)
+    losses = [0.1] * 16 + [0.5] * 16
+    for step, loss in enumerate(losses, start=4):
+        found += rules.observe_step(SentinelEvent(step, 1.0, False, loss=loss))
+    if not ordered:
+        assert [(f.mode, f.step) for f in found] == [(F.EXPLODING_GRADIENTS, 20)]
+        return
+    ((finding,),) = [found]
+    assert (finding.mode, finding.step, finding.severity) == (
+        F.UNSHUFFLED_DATA,
+        0,
+        F.WARNING,
+    )
+    assert finding.message.startswith(
+        "The batches come in the data's order, not shuffled: over the last 4 "
+        "recorded batches (steps 0-3), the values of feature 0 of the inputs "
+        f"spread within a batch {finding.value:.2g} of their variance over "
+        "those batches together"
+    )
+    assert finding.value == pytest.approx(1 / 16, rel=0.01)
