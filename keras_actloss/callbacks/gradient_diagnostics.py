@@ -719,6 +719,7 @@ class GradientDiagnostics(
         hooks.stale = self._cleanup
         self._spe, self._stride = spe, spe * max(1, hooks.counter_applies)
         self._rules.execution_steps = self._stride
+        self._rules.forget_order()  # This fit's data may be shuffled.
         self._rules.separate_losses = hooks.separate_losses
         # With several steps per execution, a learning rate that a callback
         # raises is seen before the execution runs (`_watch_rate`).

@@ -189,10 +189,18 @@ class LabelOrder:
 class LabelOrderRules:
     """Mixed into `HealthRules`: the `unshuffled_data` warning, from each
     recording's `StepStats.label_classes` and `StepStats.value_rows`. Uses
-    `_labels` (a `LabelOrder`), `_values` (a `ValueOrder`), `_add` and
-    `_reported`."""
+    `_labels` (a `LabelOrder`), `_values` (a `ValueOrder`), `_ordered`
+    (whether the data came in order in this `fit`) and `_add`."""
+
+    def forget_order(self) -> None:
+        """Starts the data's order afresh (a new `fit`, maybe on data
+        shuffled since); a later `unshuffled_data` finding is not told
+        twice."""
+        self._labels, self._values, self._ordered = LabelOrder(), ValueOrder(), False
 
     def _judge_order(self, new, stats: StepStats) -> None:
+        """Keeps the recording's classes and values, and judges their
+        order until found in this `fit`."""
         if stats.label_classes is not None:
             self._labels.add(stats.step, stats.label_classes)
         if stats.value_rows is not None:
@@ -200,14 +208,16 @@ class LabelOrderRules:
         if self.data_ordered:
             return
         if stats.label_classes is not None:
-            self._judge_labels(new, stats.step)
-        if stats.value_rows is not None and not self.data_ordered:
-            self._judge_values(new, stats.step, stats.value_features)
+            self._ordered = self._judge_labels(new, stats.step)
+        if stats.value_rows is not None and not self._ordered:
+            self._ordered = self._judge_values(new, stats.step, stats.value_features)
 
-    def _judge_values(self, new, step: int, features: int) -> None:
+    def _judge_values(self, new, step: int, features: int) -> bool:
+        """Tells `unshuffled_data` when the features or targets come in
+        order (`ValueOrder`); returns whether they do."""
         ordered = self._values.ordered()
         if ordered is None:
-            return
+            return False
         first, batches, share, column = ordered
         what = (
             f"feature {column} of the inputs"
@@ -219,13 +229,12 @@ class LabelOrderRules:
         message = (
             f"The batches come in the data's order, not shuffled: over the last "
             f"{batches} recorded batches (steps {first}-{step}), the values of "
-            f"{what} spread "
-            f"within a batch {share:.2g} of their variance over those batches "
-            "together (batches of a shuffled dataset spread about all of it): "
-            "each batch is a narrow slice of the data (sorted by it, or a time "
-            "series in time order), so the model fits one part of the data "
-            "after another and forgets the others, and each batch's loss is "
-            "that of its own part."
+            f"{what} spread within a batch {share:.2g} of their variance over "
+            "those batches together (batches of a shuffled dataset spread "
+            "about all of it): each batch is a narrow slice of the data "
+            "(sorted by it, or a time series in time order), so the model "
+            "fits one part of the data after another and forgets the others, "
+            "and each batch's loss is that of its own part."
         )
         self._add(
             new,
@@ -237,11 +246,14 @@ class LabelOrderRules:
             _SHUFFLE_FIX,
             severity=F.WARNING,
         )
+        return True
 
-    def _judge_labels(self, new, step: int) -> None:
+    def _judge_labels(self, new, step: int) -> bool:
+        """Tells `unshuffled_data` when the classes come in order
+        (`LabelOrder`); returns whether they do."""
         ordered = self._labels.ordered()
         if ordered is None:
-            return
+            return False
         first, batches, classes, z = ordered
         message = (
             f"The batches come in label order, not shuffled: most of the last "
@@ -261,8 +273,10 @@ class LabelOrderRules:
             _SHUFFLE_FIX,
             severity=F.WARNING,
         )
+        return True
 
     @property
     def data_ordered(self) -> bool:
-        """Whether the batches were found in the data's order."""
-        return (F.UNSHUFFLED_DATA, None) in self._reported
+        """Whether the batches were found in the data's order in this
+        `fit`."""
+        return self._ordered

@@ -306,7 +306,7 @@ class HealthRules(
         self._motion = collections.deque(maxlen=max(32, t.min_samples))
         # The recorded batches' classes, features and regression targets
         # (`LabelOrderRules`).
-        self._labels, self._values = LabelOrder(), ValueOrder()
+        self._labels, self._values, self._ordered = LabelOrder(), ValueOrder(), False
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
         # Output heads saturated at the first recording, once it was judged

@@ -2898,3 +2898,19 @@ def test_batches_in_input_order_are_told(rng, shuffle):
         batches = x[:64].reshape(4, 16)
         share = batches.var(axis=1).mean() / batches.var()
         assert diag.findings[0].value == pytest.approx(share, rel=1e-5)
+
+
+def test_a_later_fit_on_shuffled_data_is_not_held_in_order(rng):
+    # A fit on features sorted, then one on the same rows shuffled with the
+    # same callback: the order is judged afresh each fit (one finding).
+    x = np.sort(rng.uniform(-3, 3, size=(128, 1)), axis=0).astype("float32")
+    y = np.sin(2 * x).astype("float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(1e-2), "mse")
+    diag = _diag()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        for shuffle in (False, True):
+            model.fit(x, y, batch_size=16, shuffle=shuffle, verbose=0, callbacks=[diag])
+            assert diag._rules.data_ordered == (not shuffle)
+    assert [f.mode for f in diag.findings] == ["unshuffled_data"]

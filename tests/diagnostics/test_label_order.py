@@ -295,3 +295,25 @@ def test_rules_tell_sorted_values_and_hold_the_climb(ordered):
         "those batches together"
     )
     assert finding.value == pytest.approx(1 / 16, rel=0.01)
+
+
+def test_a_new_fit_judges_the_order_afresh():
+    # Sorted classes: ordered, told once. A new fit (`forget_order`) on
+    # shuffled batches: not ordered; on sorted ones again: ordered, not
+    # told twice.
+    rules = HealthRules(mlp())
+    batches = sorted_batches([160, 160])
+    told = []
+    for step in range(6):
+        told += rules.observe(recording(step, batches[step]))
+    assert [f.mode for f in told] == [F.UNSHUFFLED_DATA] and rules.data_ordered
+    rules.forget_order()
+    rng = np.random.default_rng(0)
+    for step in range(6, 12):
+        told += rules.observe(recording(step, rng.integers(0, 2, 32)))
+    assert not rules.data_ordered
+    rules.forget_order()
+    for step in range(12, 18):
+        told += rules.observe(recording(step, batches[step - 12]))
+    assert rules.data_ordered
+    assert [f.mode for f in told] == [F.UNSHUFFLED_DATA]
