@@ -44,10 +44,10 @@ _SORTED_Z = 6.0
 # kept batches, on average, at most this share of its variance over them
 # together (`narrow_share`): each batch a narrow slice of the data. Batches
 # of n shuffled rows spread (n - 1) / n of it on average (0.97 for 32),
-# give or take the noise of small samples; a fitted classifier's inputs
-# turned to a new task shifted by 3 spreads (a time-ordered stream of two
-# tasks, each shuffled) about 0.3-0.5; a feature sorted over 32 batches
-# 1 / 32^2 of it.
+# give or take the noise of small samples; standardized inputs turning to
+# a new task shifted by 3 spreads (a time-ordered stream of two tasks,
+# each shuffled) at least 0.24 (1 / (1 + 3^2 / 4) with as many batches of
+# each); a feature sorted over 32 batches 1 / 32^2 of it.
 _NARROW = 0.1
 
 _SHUFFLE_FIX = (
