@@ -212,6 +212,20 @@ class LabelOrderRules:
         if stats.value_rows is not None and not self._ordered:
             self._ordered = self._judge_values(new, stats.step, stats.value_features)
 
+    def _tell(self, new, first: int, value: float, message: str) -> bool:
+        """Adds the `unshuffled_data` warning (once a run); returns True."""
+        self._add(
+            new,
+            F.UNSHUFFLED_DATA,
+            None,
+            first,
+            value,
+            message,
+            _SHUFFLE_FIX,
+            severity=F.WARNING,
+        )
+        return True
+
     def _judge_values(self, new, step: int, features: int) -> bool:
         """Tells `unshuffled_data` when the features or targets come in
         order (`ValueOrder`); returns whether they do."""
@@ -236,17 +250,7 @@ class LabelOrderRules:
             "fits one part of the data after another and forgets the others, "
             "and each batch's loss is that of its own part."
         )
-        self._add(
-            new,
-            F.UNSHUFFLED_DATA,
-            None,
-            first,
-            share,
-            message,
-            _SHUFFLE_FIX,
-            severity=F.WARNING,
-        )
-        return True
+        return self._tell(new, first, share, message)
 
     def _judge_labels(self, new, step: int) -> bool:
         """Tells `unshuffled_data` when the classes come in order
@@ -263,17 +267,7 @@ class LabelOrderRules:
             "model fits one class after another and forgets the others, and "
             "each batch's loss and accuracy are those of its own class."
         )
-        self._add(
-            new,
-            F.UNSHUFFLED_DATA,
-            None,
-            first,
-            z,
-            message,
-            _SHUFFLE_FIX,
-            severity=F.WARNING,
-        )
-        return True
+        return self._tell(new, first, z, message)
 
     @property
     def data_ordered(self) -> bool:

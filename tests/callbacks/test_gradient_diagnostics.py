@@ -2827,6 +2827,26 @@ def test_a_rate_that_rises_until_the_loss_does_is_told_in_time(rng):
     assert doubled[0] <= reported <= held + 10, (doubled[0], held, reported)
 
 
+def _fit_told(model, x, y, shuffle):
+    """`(callback, findings)` of one epoch of `model.fit` in batches of 16
+    at default settings: each finding as `(mode, step, severity, the step
+    it was told at)`."""
+    diag = _diag()
+    recorder = Recorder(diag)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientHealthWarning)
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=1,
+            shuffle=shuffle,
+            verbose=0,
+            callbacks=[diag, recorder],
+        )
+    return diag, [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_batches_in_label_order_are_told(rng, shuffle):
     # 4 classes of 64 samples, sorted by class: unshuffled, batches 0-3 of
@@ -2845,20 +2865,7 @@ def test_batches_in_label_order_are_told(rng, shuffle):
         ]
     )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    diag = _diag()
-    recorder = Recorder(diag)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GradientHealthWarning)
-        model.fit(
-            x,
-            y,
-            batch_size=16,
-            epochs=1,
-            shuffle=shuffle,
-            verbose=0,
-            callbacks=[diag, recorder],
-        )
-    found = [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
+    diag, found = _fit_told(model, x, y, shuffle)
     assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 4)])
 
 
@@ -2878,20 +2885,7 @@ def test_batches_in_input_order_are_told(rng, shuffle):
         ]
     )
     model.compile(keras.optimizers.Adam(1e-3), "mse")
-    diag = _diag()
-    recorder = Recorder(diag)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GradientHealthWarning)
-        model.fit(
-            x,
-            y,
-            batch_size=16,
-            epochs=1,
-            shuffle=shuffle,
-            verbose=0,
-            callbacks=[diag, recorder],
-        )
-    found = [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
+    diag, found = _fit_told(model, x, y, shuffle)
     assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 3)])
     if not shuffle:
         # Rows 0-63, four batches of 16: feature 0's share by NumPy.
