@@ -542,13 +542,8 @@ def target_scale(model, labels) -> float | None:
     numbers. `labels`: the kept labels (`pack_kept`), an array for a
     model of one output, a list per output or a dict by output name for
     several, as `check_model` takes them."""
-    outputs = None if labels is None else _outputs(model)
-    if outputs is None:
-        return None
-    losses = per_output(getattr(model, "loss", None), outputs, "loss")
     scales = []
-    for loss, target in zip(losses, per_output(labels, outputs, "labels")):
-        found = _profile(loss)
+    for found, target in _output_labels(model, labels):
         if found is None or found.label_format != "continuous" or target is None:
             continue
         target = np.asarray(target)
@@ -559,6 +554,18 @@ def target_scale(model, labels) -> float | None:
     return max(scales, default=None)
 
 
+def _output_labels(model, labels) -> list[tuple]:
+    """`(loss profile, labels)` of each output of `model` (`walk.outputs`)
+    for the kept `labels` (`pack_kept`), None where not known; empty
+    without labels or for a model not walked."""
+    outputs = None if labels is None else _outputs(model)
+    if outputs is None:
+        return []
+    losses = per_output(getattr(model, "loss", None), outputs, "loss")
+    targets = per_output(labels, outputs, "labels")
+    return [(_profile(loss), target) for loss, target in zip(losses, targets)]
+
+
 def label_classes(model, labels) -> np.ndarray | None:
     """`StepStats.label_classes`: the class of each row of `labels` (the
     kept labels, `pack_kept`) of a model of one output under a
@@ -567,14 +574,10 @@ def label_classes(model, labels) -> np.ndarray | None:
     one per sample; over 0.5 for soft ones). None for other losses and
     models, and labels of another shape (per position: segmentation maps,
     token tags; several binary columns) or not finite."""
-    outputs = None if labels is None else _outputs(model)
-    if outputs is None or len(outputs) != 1:
+    pairs = _output_labels(model, labels)
+    if len(pairs) != 1 or pairs[0][0] is None or pairs[0][1] is None:
         return None
-    (loss,) = per_output(getattr(model, "loss", None), outputs, "loss")
-    (target,) = per_output(labels, outputs, "labels")
-    found = _profile(loss)
-    if found is None or target is None:
-        return None
+    ((found, target),) = pairs
     target = np.asarray(target)
     if target.dtype.kind not in "iuf" or not len(target):
         return None
@@ -611,12 +614,10 @@ def value_rows(model, inputs, labels) -> tuple[np.ndarray, int] | None:
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "iuf":
         return None
     columns = [x[:, :_VALUE_COLUMNS]]
-    outputs = None if labels is None else _outputs(model)
-    if outputs is not None and len(outputs) == 1:
-        (loss,) = per_output(getattr(model, "loss", None), outputs, "loss")
-        (target,) = per_output(labels, outputs, "labels")
-        found_loss = _profile(loss)
-        if found_loss is not None and found_loss.label_format == "continuous":
+    pairs = _output_labels(model, labels)
+    if len(pairs) == 1 and pairs[0][0] is not None and pairs[0][1] is not None:
+        found, target = pairs[0]
+        if found.label_format == "continuous":
             target = np.asarray(target)
             if target.ndim == 1:
                 target = target[:, None]
