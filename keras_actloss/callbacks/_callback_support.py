@@ -566,6 +566,15 @@ def _output_labels(model, labels) -> list[tuple]:
     return [(_profile(loss), target) for loss, target in zip(losses, targets)]
 
 
+def _one_output_labels(model, labels) -> tuple | None:
+    """`(loss profile, labels)` of a model of one output whose loss has a
+    profile, with labels kept (`_output_labels`); else None."""
+    pairs = _output_labels(model, labels)
+    if len(pairs) != 1 or pairs[0][0] is None or pairs[0][1] is None:
+        return None
+    return pairs[0]
+
+
 def label_classes(model, labels) -> np.ndarray | None:
     """`StepStats.label_classes`: the class of each row of `labels` (the
     kept labels, `pack_kept`) of a model of one output under a
@@ -574,10 +583,10 @@ def label_classes(model, labels) -> np.ndarray | None:
     one per sample; over 0.5 for soft ones). None for other losses and
     models, and labels of another shape (per position: segmentation maps,
     token tags; several binary columns) or not finite."""
-    pairs = _output_labels(model, labels)
-    if len(pairs) != 1 or pairs[0][0] is None or pairs[0][1] is None:
+    pair = _one_output_labels(model, labels)
+    if pair is None:
         return None
-    ((found, target),) = pairs
+    found, target = pair
     target = np.asarray(target)
     if target.dtype.kind not in "iuf" or not len(target):
         return None
@@ -614,19 +623,13 @@ def value_rows(model, inputs, labels) -> tuple[np.ndarray, int] | None:
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "iuf":
         return None
     columns = [x[:, :_VALUE_COLUMNS]]
-    pairs = _output_labels(model, labels)
-    if len(pairs) == 1 and pairs[0][0] is not None and pairs[0][1] is not None:
-        found, target = pairs[0]
-        if found.label_format == "continuous":
-            target = np.asarray(target)
-            if target.ndim == 1:
-                target = target[:, None]
-            if (
-                target.ndim == 2
-                and len(target) == len(x)
-                and target.dtype.kind in "iuf"
-            ):
-                columns.append(target)
+    pair = _one_output_labels(model, labels)
+    if pair is not None and pair[0].label_format == "continuous":
+        target = np.asarray(pair[1])
+        if target.ndim == 1:
+            target = target[:, None]
+        if target.ndim == 2 and len(target) == len(x) and target.dtype.kind in "iuf":
+            columns.append(target)
     rows = np.concatenate(columns, axis=1)[:, :_VALUE_COLUMNS].astype("float64")
     if not np.isfinite(rows).all():
         return None
