@@ -41,6 +41,9 @@ _TOTAL = 10.0
 # (a Glorot tanh stack: under 1%; weights of stddev 0.5 on 64 inputs: 45%).
 _SATURATION = 0.25
 
+# The chain rule's streak (`HealthRules._streaks`; `StartRules` reads it).
+CHAIN_KEY = (F.SATURATED_ACTIVATIONS, "<chain>")
+
 _FIX = (
     "Initialise the weights for the activation (Keras's default "
     "`kernel_initializer='glorot_uniform'` for tanh and sigmoid), use ReLU "
@@ -144,16 +147,23 @@ class ChainRules(RuleFamily):
     """Sigmoid/tanh stacks whose weights are too large, judged on each
     recording (`amplifying_chain`), under the saturation rule's
     conditions: not once the loss has converged or halved, nor after an
-    explosion. Mixed into `HealthRules`, whose state it uses."""
+    explosion. Mixed into `HealthRules`, whose state it uses: the start's
+    explosion `StartRules` held for it (`_start_held`) is told here when
+    the chain breaks before it is confirmed, else dropped."""
 
     def _amplified(self, new, stats: StepStats) -> None:
-        key = (F.SATURATED_ACTIVATIONS, "<chain>")
         chain = None
         if not (self._converged(stats) or self._exploded() or self._fitted(stats.loss)):
             exempt = self.input_layers | self.output_layers
             chain = amplifying_chain(stats, self.layers, self._distance, exempt)
-        count, start = self._streaks.update(key, chain is not None, stats.step)
-        if chain is None or not self._confirmed(count, start, stats.step):
+        count, start = self._streaks.update(CHAIN_KEY, chain is not None, stats.step)
+        confirmed = chain is not None and self._confirmed(count, start, stats.step)
+        held = self._start_held
+        if held is not None and (chain is None or confirmed):
+            self._start_held = None
+            if chain is None:
+                self._add(new, *held)
+        if not confirmed:
             return
         names, activations, growth, total, saturation = chain
         kinds = "/".join(sorted(set(activations)))

@@ -424,6 +424,9 @@ class HealthRules(
         # Of a model of several inputs, each layer's (`StepStats`).
         self._upstream_scales: dict[str, float] | None = None
         self._extreme_loss: float | None = None
+        # The start's explosion held for a chain of amplifying layers
+        # (`StartRules._extreme_start`, told or dropped by `_amplified`).
+        self._start_held: tuple | None = None
         # Whether a normalization feeds the classifier's head (`StartRules`
         # does not judge it then).
         self._normalized_head = normalized_head(self.layers)

@@ -27,6 +27,7 @@ the model's loss and output.
 from __future__ import annotations
 
 from keras_actloss import findings as F
+from keras_actloss.diagnostics.chain_rules import CHAIN_KEY
 from keras_actloss.diagnostics.records import LayerInfo
 from keras_actloss.diagnostics.rule_support import (
     _INIT_FIX,
@@ -151,7 +152,9 @@ class StartRules(RuleFamily):
     the output layer's own bias saturates it (`output_bias`: a sigmoid
     output with bias -30, probed, was told "initial weights far too large"
     and to clip gradients), that is the cause: `saturated_activations` on
-    the output layer.
+    the output layer. Where a chain of sigmoid/tanh layers amplifies the
+    gradient (`ChainRules`) the explosion is held for it (`_start_held`):
+    the chain names the same weights and the layers.
     """
 
     def _extreme_start(self, new, step: int, norm: float, loss) -> None:
@@ -248,6 +251,13 @@ class StartRules(RuleFamily):
             # Zero gradients at such a loss later are its consequence (not
             # where it is not told: `ZeroGradientRules` tells them).
             self._extreme_loss = bar
+            if fix is _INIT_FIX and self._streaks.count(CHAIN_KEY):
+                # A chain of sigmoid/tanh layers that amplify the gradient
+                # names the same weights and the layers (`ChainRules`,
+                # judged on this step's recording): told in its place
+                # unless the chain breaks first (`ChainRules._amplified`).
+                self._start_held = (mode, layer, first, value, message, fix)
+                return
         self._add(new, mode, layer, first, value, message, fix, severity=severity)
 
     def _start_bar(self) -> float:

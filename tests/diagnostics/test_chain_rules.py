@@ -272,6 +272,57 @@ class TestChainRules:
         assert found == []
 
 
+class TestChainInPlaceOfTheStartsExplosion:
+    """A start whose loss is extreme while a chain amplifies the gradient:
+    the chain is told (`saturated_activations`, naming the layers), not the
+    start's explosion blaming the same initial weights (seed shift 9 of
+    `saturated_tanh_stack`: the loss 1.51-2.11 over steps 0-4, its median
+    1.67 over ln 3 = 1.52x with kernels 5.11e5 over He's scale)."""
+
+    LOSSES = [1.66, 1.51, 1.69, 1.67, 2.11]  # Steps 0-4, median 1.67.
+
+    def rules(self):
+        rules = HealthRules(stack(["tanh"] * 8))
+        rules.uninformed_loss = (math.log(3), "cross-entropy over 3 classes")
+        rules.weight_gain = (5.11e5, "dense_1")
+        return rules
+
+    def run(self, rules, chained):
+        """Steps 0-4, each recorded (the chain's numbers at the steps in
+        `chained`, every layer's gradient RMS 1 elsewhere); (mode, step,
+        reported) of what was told."""
+        told = []
+        flat = [1.0] * 9
+        for step, loss in enumerate(self.LOSSES):
+            rms = MEASURED_RMS if step in chained else flat
+            stats = recording(step, rms, MEASURED_SATURATION, loss=loss)
+            told += [(f.mode, f.step, step) for f in rules.observe(stats)]
+        return told
+
+    def test_the_chain_told_in_its_place(self):
+        # 1.67 / ln 3 = 1.52 >= `_HIGH_START` 1.5 at step 4, the chain seen
+        # on 4 recordings before it and confirmed at step 4 (3 recordings).
+        assert 1.67 / math.log(3) == pytest.approx(1.52, abs=5e-3)
+        told = self.run(self.rules(), chained=range(5))
+        assert told == [(F.SATURATED_ACTIVATIONS, 0, 4)]
+
+    def test_the_start_told_when_the_chain_breaks(self):
+        # The chain seen at steps 3 and 4 only: held at step 4 (2 < 3
+        # recordings), told when the chain's next recording does not hold.
+        rules = self.rules()
+        assert self.run(rules, chained={3, 4}) == []
+        stats = recording(5, [1.0] * 9, MEASURED_SATURATION, loss=1.6)
+        found = rules.observe(stats)
+        assert [(f.mode, f.layer, f.step) for f in found] == [
+            (F.EXPLODING_GRADIENTS, None, 0)
+        ]
+        assert "initial weights far too large" in found[0].message
+
+    def test_the_start_told_at_once_without_a_chain(self):
+        told = self.run(self.rules(), chained=())
+        assert told == [(F.EXPLODING_GRADIENTS, 0, 4)]
+
+
 def test_the_growth_shown_is_the_geometric_mean():
     # 27, 9, 3, 1 over 3 layers: 3x each, 27x in all.
     rms = [100.0, 27.0, 9.0, 3.0, 1.0, 1.0]
