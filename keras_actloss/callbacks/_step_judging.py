@@ -424,23 +424,25 @@ class StepJudging:
         features = preprocessed(self._preprocessing, feature_inputs(self.model, inputs))
         return features, input_scale(features), {}, None
 
-    def _data_rows(self, stats) -> None:
-        """Gives `stats` the classes of its batch's kept labels and its
-        kept features and regression targets (`label_classes`,
-        `value_rows`) for the order of the data (`LabelOrderRules`); a
-        model whose first recording has neither is not read again."""
+    def _data_rows(self, step: int) -> tuple:
+        """The classes of the recorded batch's kept labels and its kept
+        features and regression targets (`StepStats`' `label_classes`,
+        `value_rows`, `value_features`), judged for the order of the data
+        (`LabelOrderRules.observe_order`) before the step's norm; a model
+        whose first recording has neither is not read again."""
         if self._reads_data is False:
-            return
+            return None, None, 0
         labels = self._hooks.read_labels()
-        stats.label_classes = label_classes(self.model, labels)
+        classes = label_classes(self.model, labels)
         # Inputs of features only (a batch of images is not read).
         inputs = getattr(self.model, "inputs", None) or []
         found = None
         if len(inputs) == 1 and len(inputs[0].shape) == 2:
             found = value_rows(self.model, self._hooks.read_inputs(), labels)
-        if found is not None:
-            stats.value_rows, stats.value_features = found
-        self._reads_data = stats.label_classes is not None or found is not None
+        rows, features = (None, 0) if found is None else found
+        self._reads_data = classes is not None or found is not None
+        self._handle(self._rules.observe_order(step, classes, rows, features))
+        return classes, rows, features
 
     def _record(self) -> bool:
         """Reads the full statistics of the last step; False if skipped."""
@@ -452,6 +454,7 @@ class StepJudging:
         # A loss-scale overflow, or a non-finite step whose update loss
         # scaling skipped (written as an event): record the next step.
         skipped = data["skipped"] or (self._hooks.loss_scaled and data["non_finite"])
+        rows = (None, None, 0) if skipped else self._data_rows(step)
         self._observe_steps(data["steps"], recorded=None if skipped else step)
         self._all_read()
         if skipped:
@@ -491,7 +494,7 @@ class StepJudging:
             self._input_scales,
             self._upstream_scales,
         )
-        self._data_rows(stats)
+        stats.label_classes, stats.value_rows, stats.value_features = rows
         new = self._rules.observe(stats)
         if self._rules.suspected or self._rules.gates_pending:
             self._burst(step + 1, True, SUSPECTED, stats.batch_size)

@@ -197,20 +197,39 @@ class LabelOrderRules:
         shuffled since); a later `unshuffled_data` finding is not told
         twice."""
         self._labels, self._values, self._ordered = LabelOrder(), ValueOrder(), False
+        self._order_step: int | None = None
+
+    def observe_order(self, step: int, classes, rows, features: int = 0) -> list:
+        """Judges a recording's classes and values (`StepStats`'
+        `label_classes`, `value_rows` and `value_features`) before its
+        step's norm (`observe_step`, for which new data in order is no
+        explosion: `NormRules._new_data`); `observe` does not take that
+        step's again. Returns the new findings."""
+        new: list = []
+        self._judge_data(new, step, classes, rows, features)
+        return self._emit(new)
 
     def _judge_order(self, new, stats: StepStats) -> None:
-        """Keeps the recording's classes and values, and judges their
-        order until found in this `fit`."""
-        if stats.label_classes is not None:
-            self._labels.add(stats.step, stats.label_classes)
-        if stats.value_rows is not None:
-            self._values.add(stats.step, stats.value_rows)
+        self._judge_data(
+            new, stats.step, stats.label_classes, stats.value_rows, stats.value_features
+        )
+
+    def _judge_data(self, new, step: int, classes, rows, features: int) -> None:
+        """Keeps a recording's classes and values (once a step), and judges
+        their order until found in this `fit`."""
+        if step == self._order_step:
+            return
+        self._order_step = step
+        if classes is not None:
+            self._labels.add(step, classes)
+        if rows is not None:
+            self._values.add(step, rows)
         if self.data_ordered:
             return
-        if stats.label_classes is not None:
-            self._ordered = self._judge_labels(new, stats.step)
-        if stats.value_rows is not None and not self._ordered:
-            self._ordered = self._judge_values(new, stats.step, stats.value_features)
+        if classes is not None:
+            self._ordered = self._judge_labels(new, step)
+        if rows is not None and not self._ordered:
+            self._ordered = self._judge_values(new, step, features)
 
     def _tell(self, new, first: int, value: float, message: str) -> bool:
         """Adds the `unshuffled_data` warning (once a run); returns True."""

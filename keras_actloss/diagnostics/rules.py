@@ -149,11 +149,7 @@ from keras_actloss.diagnostics.gradient_rules import (
     _distances,
     vanishing_layers,
 )
-from keras_actloss.diagnostics.label_order import (
-    LabelOrder,
-    LabelOrderRules,
-    ValueOrder,
-)
+from keras_actloss.diagnostics.label_order import LabelOrderRules
 from keras_actloss.diagnostics.norm_series import Arrival, NormSeries, Spike
 from keras_actloss.diagnostics.records import (
     Clipping,
@@ -306,7 +302,7 @@ class HealthRules(
         self._motion = collections.deque(maxlen=max(32, t.min_samples))
         # The recorded batches' classes, features and regression targets
         # (`LabelOrderRules`).
-        self._labels, self._values, self._ordered = LabelOrder(), ValueOrder(), False
+        self.forget_order()
         # Attention layers once seen not one-hot (`_attention_learned`).
         self._attention_free: set[str] = set()
         # Output heads saturated at the first recording, once it was judged

@@ -4371,6 +4371,28 @@ class TestNewDataInAStream:
         seq = new_task([600.0, 900.0], [update, update])
         assert [f.step for f in run(rules, seq)] == found
 
+    @pytest.mark.parametrize(
+        "ordered, update, found",
+        [(True, 0.09, []), (False, 0.09, [40]), (True, 0.3, [40])],
+    )
+    def test_data_in_order_allows_larger_updates(self, ordered, update, found):
+        # Batches of one class each, class 0 at steps 30-33 and class 1 at
+        # 34-37 (`observe_order`, as the callback judges them before the
+        # step's norm): each class that comes is new data under updates up
+        # to `_ORDERED_UPDATE` (0.15) of the weights' norm. Probed: a ReLU
+        # MLP on 4 classes sorted by label under Adam at 3e-2 moved its
+        # layers by 0.05-0.09 a step while the norm of the next class's
+        # first batches (49.5, from 1e-7) fell back; 0.3 is the updates of
+        # `test_large_updates_are_an_explosion`.
+        rules = HealthRules(mlp(["relu"]))
+        told = []
+        for step in range(30, 38) if ordered else ():
+            told += rules.observe_order(step, [int(step >= 34)] * 32, None)
+        assert [f.mode for f in told] == [F.UNSHUFFLED_DATA] * ordered
+        assert rules.data_ordered == ordered
+        seq = new_task(self.NORMS[:2], [update, update])
+        assert [f.step for f in run(rules, seq)] == found
+
     def test_judged_as_before_without_recordings(self):
         # No update recorded: steps 40-42 are an explosion, as before.
         rules = HealthRules(mlp(["relu"]))
