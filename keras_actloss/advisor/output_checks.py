@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from keras_actloss.advisor import labels as _labels
+from keras_actloss.diagnostics.rule_support import LINEAR_OUTPUT_PROBABILITY
 from keras_actloss.findings import FAILURE, WARNING, Finding
 from keras_actloss.profiles import SIGMOID, SOFTMAX, ActivationProfile, LossProfile
 
@@ -18,7 +19,8 @@ SOFTMAX_WITH_BINARY_CROSSENTROPY = "softmax_with_binary_crossentropy"
 SIGMOID_WITH_CATEGORICAL_CROSSENTROPY = "sigmoid_with_categorical_crossentropy"
 SOFTMAX_SINGLE_UNIT = "softmax_single_unit"
 CATEGORICAL_LOSS_SINGLE_UNIT = "categorical_loss_single_unit"
-LINEAR_OUTPUT_PROBABILITY_LOSS = "linear_output_probability_loss"
+# The rules name it as a cause (`rule_support`'s).
+LINEAR_OUTPUT_PROBABILITY_LOSS = LINEAR_OUTPUT_PROBABILITY
 PROBABILITY_OUTPUT_FROM_LOGITS = "probability_output_from_logits"
 INTEGER_LABELS_CATEGORICAL_LOSS = "integer_labels_categorical_loss"
 ONE_HOT_LABELS_SPARSE_LOSS = "one_hot_labels_sparse_loss"

@@ -85,6 +85,8 @@ _JUMP_FIX = (
 SYMMETRIC_UNITS = "symmetric_units"
 CONSTANT_NORMALIZATION = "constant_normalization"
 EXTREME_DROPOUT = "extreme_dropout"
+# And an output not in [0, 1] under a loss that takes probabilities.
+LINEAR_OUTPUT_PROBABILITY = "linear_output_probability_loss"
 # Units that start identical (`check_model`'s `symmetric_units`, and the
 # failures after it).
 SYMMETRIC_FIX = (
@@ -113,6 +115,13 @@ CONSTANT_NORM_FIX = (
 _DROPOUT_FIX = (
     "Lower the dropout rate to 0.1-0.5: `rate` is the share of the inputs "
     "dropped, not kept."
+)
+# Failures under a loss that takes probabilities from an output not in
+# [0, 1] (`linear_output_probability_loss`; `RuleFamily._add`).
+_PROBABILITY_FIX = (
+    "Use a sigmoid output (independent labels) or a softmax output (one class "
+    "of several) for a loss that takes probabilities, or keep the linear "
+    "output and pass `from_logits=True` to the loss (the most stable choice)."
 )
 # Failures early in a deep ReLU stack whose kernels start under He's scale,
 # the signal shrunk to `_SHRUNK_SIGNAL` or less through them
@@ -414,6 +423,17 @@ def _dropout_cause(told: tuple) -> str:
     )
 
 
+def _probability_cause(told: tuple) -> str:
+    verb = "is" if len(told) == 1 else "are"
+    return (
+        f" The output {_named(_layers(told))} {verb} not in [0, 1] but the loss "
+        "takes probabilities (told before training as "
+        "`linear_output_probability_loss`): the loss clips the outputs, so "
+        "those outside [0, 1] pass no gradient and those just inside it pass "
+        "up to 1e7 times the error (1/p), the likely cause."
+    )
+
+
 def _layers(told: tuple) -> tuple[str, ...]:
     return tuple(layer for layer, _ in told)
 
@@ -422,11 +442,19 @@ def _layers(told: tuple) -> tuple[str, ...]:
 # the failures they lead to (`HealthRules.told_causes`, `RuleFamily._add`),
 # tried in this order: its mode, whether only a failure that begins early
 # names it, the text the message adds (of the told `(layer, value)` pairs),
-# and the fix.
+# the fix, and the modes of the failures it names.
+_SET_UP = (F.VANISHING_GRADIENTS, F.DEAD_RELU)
 _TOLD_CAUSES = (
-    (SYMMETRIC_UNITS, True, _symmetric_cause, SYMMETRIC_FIX),
-    (CONSTANT_NORMALIZATION, False, _constant_norm_cause, CONSTANT_NORM_FIX),
-    (EXTREME_DROPOUT, False, _dropout_cause, _DROPOUT_FIX),
+    (SYMMETRIC_UNITS, True, _symmetric_cause, SYMMETRIC_FIX, _SET_UP),
+    (CONSTANT_NORMALIZATION, False, _constant_norm_cause, CONSTANT_NORM_FIX, _SET_UP),
+    (EXTREME_DROPOUT, False, _dropout_cause, _DROPOUT_FIX, _SET_UP),
+    (
+        LINEAR_OUTPUT_PROBABILITY,
+        False,
+        _probability_cause,
+        _PROBABILITY_FIX,
+        (F.EXPLODING_GRADIENTS, F.VANISHING_GRADIENTS, F.NON_FINITE),
+    ),
 )
 TOLD_CAUSE_MODES = tuple(cause[0] for cause in _TOLD_CAUSES)
 
@@ -810,16 +838,19 @@ class RuleFamily:
                 head = head[:comma] + f" {joint.strip(', ')} " + head[comma + 2 :]
         return head + tail
 
-    def _set_up_cause(self, mode: str, severity: str, step: int | None = None) -> bool:
+    def _set_up_cause(
+        self, mode: str, severity: str, step: int | None = None, modes=_SET_UP
+    ) -> bool:
         """Whether a finding can be named after a cause in how the model was
         set up (`_add`: layers whose units started identical, a dropout or
         normalization `check_model` told, kernels under He's scale): a
-        failure of vanishing gradients or dead units, and with `step`, one
-        that begins within `_EXPLOSION_STEPS` of the first step."""
+        failure of `modes` (vanishing gradients or dead units), and with
+        `step`, one that begins within `_EXPLOSION_STEPS` of the first
+        step."""
         first = self._norms.first
         return (
             severity == F.FAILURE
-            and mode in (F.VANISHING_GRADIENTS, F.DEAD_RELU)
+            and mode in modes
             and (step is None or first is None or step <= first[0] + _EXPLOSION_STEPS)
         )
 
@@ -828,12 +859,13 @@ class RuleFamily:
     ) -> tuple[str, str] | None:
         """What a failure adds to its message, and its fix, where it names
         a cause `check_model` told before training (`told_causes`) as its
-        likely one: the first of `_TOLD_CAUSES` told, for a failure of
-        vanishing gradients or dead units (`_set_up_cause`; identical units
-        for one that begins early only). None where none applies."""
-        for cause, early, text, fix in _TOLD_CAUSES:
+        likely one: the first of `_TOLD_CAUSES` told, for a failure of its
+        modes (`_set_up_cause`; identical units for one that begins early
+        only). None where none applies."""
+        for cause, early, text, fix, modes in _TOLD_CAUSES:
             told = self.told_causes.get(cause)
-            if told and self._set_up_cause(mode, severity, step if early else None):
+            at = step if early else None
+            if told and self._set_up_cause(mode, severity, at, modes):
                 return text(told), fix
         return None
 

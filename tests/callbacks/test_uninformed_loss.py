@@ -561,6 +561,7 @@ def test_the_fit_gives_the_rules_what_check_model_names():
         "symmetric_units": (("zeros", 8.0),),  # its 8 units
         "constant_normalization": (),
         "extreme_dropout": (("drop", pytest.approx(0.95)),),
+        "linear_output_probability_loss": (),  # A linear output under MSE.
     }
 
 

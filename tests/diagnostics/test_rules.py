@@ -1078,6 +1078,52 @@ class TestExtremeDropout:
         assert finding.fix == FIXES[mode]
 
 
+class TestOutputNotProbabilities:
+    """Explosions, vanishing gradients and non-finite steps (failures) of a
+    model whose output is not in [0, 1] under a loss that takes
+    probabilities (`linear_output_probability_loss`) name it. Probed: a
+    linear output under binary cross-entropy (Adam at 1e-3) had a step of
+    norm 3.09e4, 1.25e4x its early level, told as a bad batch or a step
+    far too large."""
+
+    def _found(self, mode, severity=F.FAILURE, outputs=("out",)):
+        rules = HealthRules(mlp(["relu"]))
+        rules.told_causes = {
+            "linear_output_probability_loss": tuple((o, None) for o in outputs)
+        }
+        found = []
+        rules._add(found, mode, None, 37, 3.09e4, "m.", severity=severity)
+        return found[0]
+
+    @pytest.mark.parametrize(
+        "mode", [F.EXPLODING_GRADIENTS, F.VANISHING_GRADIENTS, F.NON_FINITE]
+    )
+    def test_named(self, mode):
+        finding = self._found(mode)
+        assert finding.fix == rule_support._PROBABILITY_FIX
+        assert finding.message == (
+            "m. The output layer 'out' is not in [0, 1] but the loss takes "
+            "probabilities (told before training as "
+            "`linear_output_probability_loss`): the loss clips the outputs, so "
+            "those outside [0, 1] pass no gradient and those just inside it "
+            "pass up to 1e7 times the error (1/p), the likely cause."
+        )
+
+    def test_several_outputs(self):
+        finding = self._found(F.EXPLODING_GRADIENTS, outputs=("a", "b"))
+        assert finding.message.startswith(
+            "m. The output layers 'a' and 'b' are not in [0, 1]"
+        )
+
+    @pytest.mark.parametrize(
+        "mode, severity",
+        [(F.DEAD_RELU, F.FAILURE), (F.EXPLODING_GRADIENTS, F.WARNING)],
+    )
+    def test_not_named(self, mode, severity):
+        finding = self._found(mode, severity)
+        assert (finding.message, finding.fix) == ("m.", FIXES[mode])
+
+
 class TestConstantNormalization:
     """Vanishing gradients and dead units (failures) in a model with a layer
     normalization over a single value (`HealthRules.told_causes`) name
