@@ -210,6 +210,7 @@ class LabelOrderRules:
         return self._emit(new)
 
     def _judge_order(self, new, stats: StepStats) -> None:
+        """`_judge_data` of a recording (`HealthRules.observe`)."""
         self._judge_data(
             new, stats.step, stats.label_classes, stats.value_rows, stats.value_features
         )

@@ -842,11 +842,11 @@ class RuleFamily:
         self, mode: str, severity: str, step: int | None = None, modes=_SET_UP
     ) -> bool:
         """Whether a finding can be named after a cause in how the model was
-        set up (`_add`: layers whose units started identical, a dropout or
-        normalization `check_model` told, kernels under He's scale): a
-        failure of `modes` (vanishing gradients or dead units), and with
-        `step`, one that begins within `_EXPLOSION_STEPS` of the first
-        step."""
+        set up (`_add`: layers whose units started identical, a dropout,
+        normalization or output `check_model` told, kernels under He's
+        scale): a failure of `modes` (by default vanishing gradients or dead
+        units), and with `step`, one that begins within `_EXPLOSION_STEPS`
+        of the first step."""
         first = self._norms.first
         return (
             severity == F.FAILURE

@@ -2847,13 +2847,8 @@ def _fit_told(model, x, y, shuffle):
     return diag, [(f.mode, f.step, f.severity, at) for f, at in recorder.reported]
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_batches_in_label_order_are_told(rng, shuffle):
-    # 4 classes of 64 samples, sorted by class: unshuffled, batches 0-3 of
-    # 16 hold class 0, 4-7 class 1, ...; recorded every step at first, a
-    # second class comes with step 4: told then, a warning from step 0 (the
-    # first recorded batch judged). Shuffled (as `fit` does by default):
-    # nothing.
+def _sorted_classes(rng):
+    """A ReLU classifier and 4 classes of 64 samples sorted by class."""
     centers = rng.normal(size=(4, 8)) * 2
     y = np.repeat(np.arange(4), 64)
     x = (centers[y] + rng.normal(size=(256, 8))).astype("float32")
@@ -2865,8 +2860,42 @@ def test_batches_in_label_order_are_told(rng, shuffle):
         ]
     )
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return model, x, y
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_in_label_order_are_told(rng, shuffle):
+    # 4 classes of 64 samples, sorted by class: unshuffled, batches 0-3 of
+    # 16 hold class 0, 4-7 class 1, ...; recorded every step at first, a
+    # second class comes with step 4: told then, a warning from step 0 (the
+    # first recorded batch judged). Shuffled (as `fit` does by default):
+    # nothing.
+    model, x, y = _sorted_classes(rng)
     diag, found = _fit_told(model, x, y, shuffle)
     assert found == ([] if shuffle else [("unshuffled_data", 0, "warning", 4)])
+
+
+def test_the_order_is_judged_before_the_steps_norm(rng, monkeypatch):
+    # A recording's labels are judged before its step's global norm (so
+    # that new data in order is no explosion: `NormRules._new_data`).
+    calls = []
+    for name in ("observe_order", "observe_step"):
+        original = getattr(rules_module.HealthRules, name)
+
+        def spy(self, first, *args, _original=original, _name=name):
+            calls.append((_name, getattr(first, "step", first)))
+            return _original(self, first, *args)
+
+        monkeypatch.setattr(rules_module.HealthRules, name, spy)
+    model, x, y = _sorted_classes(rng)
+    _fit_told(model, x, y, shuffle=False)
+    # Every step recorded at first.
+    assert calls[:4] == [
+        ("observe_order", 0),
+        ("observe_step", 0),
+        ("observe_order", 1),
+        ("observe_step", 1),
+    ]
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
