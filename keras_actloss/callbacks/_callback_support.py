@@ -25,6 +25,7 @@ from keras_actloss.advisor.check import output_findings, per_output
 from keras_actloss.callbacks import _keras_hooks
 from keras_actloss.diagnostics import stats
 from keras_actloss.diagnostics.records import Clipping, LayerStats, StepStats
+from keras_actloss.diagnostics.rule_support import NORMALIZATIONS
 from keras_actloss.diagnostics.rules import _floored
 from keras_actloss.losses.base import LossFunctionWrapper
 from keras_actloss.tensor_types import is_integral
@@ -454,10 +455,12 @@ def _fan_in(shape) -> int:
 
 def weight_gain(plans, mean_squares, recurrences=None) -> tuple[float, str] | None:
     """`HealthRules.weight_gain`: how far the kernels of the monitored
-    layers `plans` are over He's scale (`kernel_scales`): the product over
-    them of `max(1, rms / he)`, and the name of the layer whose kernel is
-    farthest over it; None without such kernels. A signal blown up by the
-    initial weights needs a large gain; a trained model's confident
+    layers `plans` are over He's scale (`kernel_scales`): the product of
+    `max(1, rms / he)` over the kernels between two normalization layers
+    (which set the scale of their outputs whatever their inputs'), the
+    largest such product, and the name of the layer whose kernel is
+    farthest over it in it; None without such kernels. A signal blown up
+    by the initial weights needs a large gain; a trained model's confident
     outputs come from weights aligned with its features, at about He's
     scale (a classifier fitted to a loss of 1e-3: 1.0-1.3x in each of its
     four layers)."""
@@ -468,8 +471,9 @@ def kernel_scales(plans, mean_squares, recurrences=None) -> list[tuple] | None:
     """The kernels of the monitored layers `plans` (their trainable weights
     of two axes or more, embeddings aside) by their RMS over He's scale
     (`sqrt(2 / fan_in)`, which keeps a ReLU layer's signal at its inputs'
-    scale): `(layer name, factor, relu)` each, `relu` whether the layer
-    applies a ReLU without a cap after it (`rules._floored`). None where
+    scale): `(layer name, factor, relu, span)` each, `relu` whether the
+    layer applies a ReLU without a cap after it (`rules._floored`), `span`
+    how many normalization layers come before it among `plans`. None where
     a kernel is not finite. `mean_squares`: the hooks'
     (`TrainHooks.mean_squares`), the kernels' mean squares as floats, read
     where the kernels are.
@@ -480,33 +484,44 @@ def kernel_scales(plans, mean_squares, recurrences=None) -> list[tuple] | None:
     is orthogonal with gain 2 (1.41x He's) over 30 steps had hidden states
     up to 2e4 and a loss 700x that of knowing nothing at step 0."""
     recurrences = recurrences or {}
-    kernels = [
-        (plan, variable)
-        for plan in plans
-        for variable in plan.variables
-        if len(variable.shape) >= 2
-        and all(variable.shape)
-        and variable.name != "embeddings"
-    ]
-    squares = mean_squares([variable.value for _, variable in kernels])
+    kernels, span = [], 0
+    for plan in plans:
+        span += plan.info.class_name in NORMALIZATIONS
+        kernels += [
+            (plan, variable, span)
+            for variable in plan.variables
+            if len(variable.shape) >= 2
+            and all(variable.shape)
+            and variable.name != "embeddings"
+        ]
+    squares = mean_squares([variable.value for _, variable, _ in kernels])
     out = []
-    for (plan, variable), square in zip(kernels, squares):
+    for (plan, variable, span), square in zip(kernels, squares):
         ratio = math.sqrt(square) / math.sqrt(2.0 / _fan_in(tuple(variable.shape)))
         if not math.isfinite(ratio):
             return None
         recurrent = variable.name == "recurrent_kernel"
         factor = ratio ** (recurrences.get(id(plan.layer), 1) if recurrent else 1)
         relu = not recurrent and _floored(plan.info.activation)
-        out.append((plan.info.name, factor, relu))
+        out.append((plan.info.name, factor, relu, span))
     return out
 
 
 def gain_of(scales: list[tuple] | None) -> tuple[float, str] | None:
-    """`weight_gain` of the `kernel_scales` `scales`."""
+    """`weight_gain` of the `kernel_scales` `scales`: the largest product
+    over the kernels of one span between normalization layers."""
     if not scales:
         return None
-    gain = math.prod(max(1.0, factor) for _, factor, _ in scales)
-    return gain, max(scales, key=lambda scale: scale[1])[0]
+    spans: dict[int, list] = {}
+    for name, factor, _, span in scales:
+        spans.setdefault(span, []).append((name, factor))
+    return max(
+        (
+            math.prod(max(1.0, factor) for _, factor in kernels),
+            max(kernels, key=lambda kernel: kernel[1])[0],
+        )
+        for kernels in spans.values()
+    )
 
 
 def relu_shrink(scales: list[tuple] | None) -> tuple[float, int] | None:
@@ -517,7 +532,7 @@ def relu_shrink(scales: list[tuple] | None) -> tuple[float, int] | None:
     how many they are; None without such kernels. Keras's default
     `glorot_uniform` is `sqrt(1/2)` of He's in a square layer: 20 such
     layers, 1e-3."""
-    relu = [factor for _, factor, is_relu in scales or () if is_relu]
+    relu = [factor for _, factor, is_relu, _ in scales or () if is_relu]
     if not relu:
         return None
     return math.prod(min(1.0, factor) for factor in relu), len(relu)

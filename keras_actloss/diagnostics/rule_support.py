@@ -367,12 +367,16 @@ _NORM_ADVICE = re.compile(
     r"(,? (?:and|or) |, )?add batch normalization"
     r"(?: before the activation)?(?: or skip connections)?"
 )
-# Layers that normalize their inputs (`_normalization_advice`).
-_NORMALIZATIONS = (
-    "BatchNormalization",
-    "LayerNormalization",
-    "GroupNormalization",
-    "RMSNormalization",
+# Layers that normalize their inputs, setting the scale of their outputs
+# whatever that of their inputs (`_normalization_advice`, `StartRules`, the
+# callback's `weight_gain`).
+NORMALIZATIONS = frozenset(
+    {
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "RMSNormalization",
+    }
 )
 _RECURRENT_CELLS = ("LSTMCell", "GRUCell", "SimpleRNNCell")
 # The fixes of an explosion, which unscaled regression targets replace.
@@ -814,7 +818,7 @@ class RuleFamily:
         steps of a sequence, and the source notes' remedy for recurrent
         explosions is clipping."""
         classes = {info.class_name for info in self.layers}
-        if not classes.intersection(_NORMALIZATIONS):
+        if not classes.intersection(NORMALIZATIONS):
             if not classes.intersection(_RECURRENT_CELLS):
                 return fix
             return _NORM_ADVICE.sub(
@@ -880,7 +884,7 @@ class RuleFamily:
             shrink is not None
             and shrink[0] <= _SHRUNK_SIGNAL
             and self._set_up_cause(mode, severity, step)
-            and not classes.intersection(_NORMALIZATIONS)
+            and not classes.intersection(NORMALIZATIONS)
         )
 
     def _raw_inputs(

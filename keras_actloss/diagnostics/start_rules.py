@@ -34,6 +34,7 @@ from keras_actloss.diagnostics.rule_support import (
     _RESIDUAL_SUMS,
     _SCALE_FIX,
     FIXES,
+    NORMALIZATIONS,
     RuleFamily,
     _finite,
     _median,
@@ -101,15 +102,6 @@ _TANH_BIAS_FIX = (
     "gradient vanishes where it saturates: under a margin loss (hinge), a "
     "linear output layer gives the raw scores the loss expects."
 )
-# Layers that set the scale of their outputs whatever that of their inputs.
-_NORMALIZATIONS = frozenset(
-    {
-        "BatchNormalization",
-        "LayerNormalization",
-        "GroupNormalization",
-        "RMSNormalization",
-    }
-)
 
 
 def normalized_head(layers: list[LayerInfo]) -> bool:
@@ -127,7 +119,7 @@ def normalized_head(layers: list[LayerInfo]) -> bool:
     if nearest == head:
         return False
     after = [info for info in weighted[1:] if info.distance == nearest]
-    return all(info.class_name in _NORMALIZATIONS for info in after)
+    return all(info.class_name in NORMALIZATIONS for info in after)
 
 
 def bias_setting(layer: str, activation: str, bias: float) -> str:

@@ -649,6 +649,36 @@ def test_weight_gain():
     assert weight_gain([], mean_squares) is None
 
 
+@pytest.mark.parametrize(
+    "normalization, expected, layer",
+    [
+        # 'a' (Dense 8 -> 8, He's RMS 0.5) at 2.0: 4x; 'b' and 'c' (8 -> 8)
+        # at 1.5: 3x each; 'out' (8 -> 2) at 0.5: 1x. A normalization after
+        # 'a' sets the scale of its outputs whatever 'a' did: the largest
+        # product between normalizations is 'b' and 'c''s, 3 x 3 = 9 (probed:
+        # a BatchNormalization MLP whose kernels are drawn with stddev 1
+        # counted 544x over 4 layers, 5.76x a span, and started at about the
+        # loss of knowing nothing).
+        ("BatchNormalization", 9.0, "b"),
+        ("LayerNormalization", 9.0, "b"),
+        (None, 36.0, "a"),  # No normalization: 4 x 3 x 3.
+    ],
+)
+def test_weight_gain_starts_again_after_a_normalization(normalization, expected, layer):
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(8, activation="relu", name="a")(inputs)
+    if normalization:
+        x = getattr(keras.layers, normalization)(name="norm")(x)
+    for name in ("b", "c"):
+        x = keras.layers.Dense(8, activation="relu", name=name)(x)
+    m = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    for name, value in (("a", 2.0), ("b", 1.5), ("c", 1.5), ("out", 0.5)):
+        kernel = m.get_layer(name).kernel
+        kernel.assign(np.full(kernel.shape, value, "float32"))
+    gain = weight_gain(_model_plan.plan_layers(m), _hooks_class().mean_squares)
+    assert gain == (pytest.approx(expected), layer)
+
+
 def test_relu_shrink():
     # Kernels set to constants, each RMS that constant, on 8 inputs: 'a'
     # (ReLU, 8 -> 8, He's RMS sqrt(2 / 8) = 0.5) at 0.25: 0.5x; 'b' (ReLU,
