@@ -458,8 +458,8 @@ def weight_gain(plans, mean_squares, recurrences=None) -> tuple[float, str] | No
     layers `plans` are over He's scale (`kernel_scales`): the product of
     `max(1, rms / he)` over the kernels between two normalization layers
     (which set the scale of their outputs whatever their inputs'), the
-    largest such product, and the name of the layer whose kernel is
-    farthest over it in it; None without such kernels. A signal blown up
+    largest such product, and the name of the layer in that span whose
+    kernel is farthest over He's scale; None without such kernels. A signal blown up
     by the initial weights needs a large gain; a trained model's confident
     outputs come from weights aligned with its features, at about He's
     scale (a classifier fitted to a loss of 1e-3: 1.0-1.3x in each of its
@@ -484,11 +484,11 @@ def kernel_scales(plans, mean_squares, recurrences=None) -> list[tuple] | None:
     is orthogonal with gain 2 (1.41x He's) over 30 steps had hidden states
     up to 2e4 and a loss 700x that of knowing nothing at step 0."""
     recurrences = recurrences or {}
-    kernels, span = [], 0
+    kernels, normalized = [], 0
     for plan in plans:
-        span += plan.info.class_name in NORMALIZATIONS
+        normalized += plan.info.class_name in NORMALIZATIONS
         kernels += [
-            (plan, variable, span)
+            (plan, variable, normalized)
             for variable in plan.variables
             if len(variable.shape) >= 2
             and all(variable.shape)
