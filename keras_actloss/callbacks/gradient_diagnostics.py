@@ -816,6 +816,7 @@ class GradientDiagnostics(
         try:
             if self._step is not None:
                 self._read_all()
+            self._handle(self._rules.end_fit())
             self._write_peak(None)
             if self._writer is not None and self.heatmap_image and self.history:
                 self._write_heatmap()

@@ -149,7 +149,8 @@ class ChainRules(RuleFamily):
     conditions: not once the loss has converged or halved, nor after an
     explosion. Mixed into `HealthRules`, whose state it uses: the start's
     explosion `StartRules` held for it (`_start_held`) is told here when
-    the chain breaks before it is confirmed, else dropped."""
+    the chain breaks before it is confirmed, else dropped (or told by
+    `HealthRules.end_fit` if the fit ends first)."""
 
     def _amplified(self, new, stats: StepStats) -> None:
         chain = None

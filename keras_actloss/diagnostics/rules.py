@@ -605,6 +605,17 @@ class HealthRules(
             self._norms.add_normal(norm, loss)
             self._norms.add(step, norm)
 
+    def end_fit(self) -> list[Finding]:
+        """At the end of a `fit`: what was held for a recording that will not
+        come in it, told now. The start's explosion held for a chain of
+        amplifying layers not confirmed yet (`ChainRules._amplified`): a fit
+        of a few steps ends before the chain's third recording."""
+        new: list[Finding] = []
+        held, self._start_held = self._start_held, None
+        if held is not None:
+            self._add(new, *held)
+        return self._emit(new)
+
     def observe(self, stats: StepStats) -> list[Finding]:
         """Judges one full recording; returns the new findings.
 

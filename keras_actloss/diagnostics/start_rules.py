@@ -148,7 +148,9 @@ class StartRules(RuleFamily):
     and to clip gradients), that is the cause: `saturated_activations` on
     the output layer. Where a chain of sigmoid/tanh layers amplifies the
     gradient (`ChainRules`) the explosion is held for it (`_start_held`):
-    the chain names the same weights and the layers.
+    the chain names the same weights and the layers. It is told if the
+    chain breaks first, or when the fit ends before the chain is confirmed
+    (`HealthRules.end_fit`).
     """
 
     def _extreme_start(self, new, step: int, norm: float, loss) -> None:

@@ -1768,6 +1768,49 @@ def test_nan_raises_training_failure_and_restores_model(data):
     assert not _hooked(model.optimizer)
 
 
+@pytest.mark.parametrize("on_failure", ["warn", "raise"])
+def test_a_finding_held_to_the_end_of_the_fit_is_told_then(
+    data, monkeypatch, tmp_path, on_failure
+):
+    # A finding the rules hold for a recording the fit ends before (the
+    # start's explosion held for a chain of amplifying layers not yet
+    # confirmed: `HealthRules.end_fit`) is told when the fit ends: kept,
+    # logged, warned, and raised with on_failure="raise".
+    held = keras_actloss.findings.Finding(
+        EXPLODING_GRADIENTS, None, 0, 1e6, "Held explosion.", "Lower it."
+    )
+    ends = []
+
+    def end_fit(self):
+        ends.append(len(self.findings))
+        return self._emit([held])
+
+    monkeypatch.setattr(rules_module.HealthRules, "end_fit", end_fit)
+    x, y = data
+    model = _compile(build_model("sequential"))
+    diag = _diag(log_dir=str(tmp_path), on_failure=on_failure)
+    fit = dict(batch_size=8, epochs=1, verbose=0, callbacks=[diag])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if on_failure == "raise":
+            with pytest.raises(keras_actloss.TrainingFailure) as raised:
+                model.fit(x[:24], y[:24], **fit)
+            assert raised.value.finding is held
+        else:
+            model.fit(x[:24], y[:24], **fit)
+    assert ends == [0]  # Once, after the fit's 3 steps were judged.
+    assert diag.findings == [held]
+    told = [w for w in caught if issubclass(w.category, GradientHealthWarning)]
+    assert ["Held explosion." in str(w.message) for w in told] == (
+        [True] if on_failure == "warn" else []
+    )
+    assert not _hooked(model.optimizer)
+    from keras_actloss.logs.events import findings_by_step
+
+    logged = findings_by_step(tmp_path / "train")
+    assert [f for known in logged.values() for f in known] == [held]
+
+
 def _targets_times(y, start, factor, stop=None, size=8):
     """`y` with the targets of batches `start` to `stop` (one batch when
     None) times `factor`."""

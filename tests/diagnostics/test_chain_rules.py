@@ -318,6 +318,24 @@ class TestChainInPlaceOfTheStartsExplosion:
         ]
         assert "initial weights far too large" in found[0].message
 
+    def test_the_start_told_when_the_fit_ends_first(self):
+        # Held at step 4 (the chain seen on 2 recordings, 3 confirm it);
+        # the fit ends there: told by `end_fit`, once.
+        rules = self.rules()
+        assert self.run(rules, chained={3, 4}) == []
+        found = rules.end_fit()
+        assert [(f.mode, f.layer, f.step) for f in found] == [
+            (F.EXPLODING_GRADIENTS, None, 0)
+        ]
+        assert "initial weights far too large" in found[0].message
+        assert found[0] in rules.findings
+        assert rules.end_fit() == []
+
+    def test_nothing_told_at_the_end_once_the_chain_is_told(self):
+        rules = self.rules()
+        assert self.run(rules, chained=range(5)) == [(F.SATURATED_ACTIVATIONS, 0, 4)]
+        assert rules.end_fit() == []
+
     def test_the_start_told_at_once_without_a_chain(self):
         told = self.run(self.rules(), chained=())
         assert told == [(F.EXPLODING_GRADIENTS, 0, 4)]
