@@ -886,7 +886,7 @@ class NormRules(RuleFamily):
             if recent is None:
                 recent = series.recent() if series.last is not None else None
             self._norm_jump(norm, recent, series.recent_peak())
-            level = series.recent_loss()
+            level = series.spike_level()
             up = _finite(level, recent) and norm >= t.jump_factor * recent
             if up:
                 self._jumped_norm = (step, norm)
@@ -905,7 +905,7 @@ class NormRules(RuleFamily):
             if count == 1:
                 self.jumped = self._jump_hard = True
                 # The next steps' loss is watched (`_spike_thrown`).
-                level, before = series.recent_loss(), series.recent()
+                level, before = series.spike_level(), series.recent()
                 if _finite(level, before):
                     self._spike = Spike(step, norm, before, level)
         series.add(step, norm)

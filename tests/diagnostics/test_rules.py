@@ -4269,6 +4269,30 @@ class TestOneStepThrowsTheWeights:
         norms = [1.0] * len(losses)
         assert run(rules, after_a_spike(norms, losses)) == []
 
+    @pytest.mark.parametrize("local", [8.0, 0.5], ids=["other_task", "quiet"])
+    def test_judged_against_the_steps_just_before_too(self, local):
+        # A time-ordered stream alternating between two tasks, the model
+        # fitted to one (JAX, seed shift 17 of `healthy_new_task_stream`:
+        # 16 batches at 0.01, then 32 at 6-12, the norm 16.5x at the tenth
+        # of these, the next three at 10.2, 9.07, 10.6). Here the window's
+        # last 32 losses: 22 at 0.01, then 10 at `local`, whose median is
+        # 0.01: 9-10 after the spike is 3x or more that, but not 3x the
+        # median of the last 4 steps, 8 (other_task: not told); of a quiet
+        # stream, 0.5, the higher level (told against it). Training began
+        # at 9 (the stream's first batches were of the other task), under
+        # the losses after the spike.
+        rules = HealthRules(mlp(["relu"]))
+        seq = [event(s, 1.0, loss=9.0 if s < 5 else 0.01) for s in range(30)]
+        seq += [event(30 + s, 1.0, loss=local) for s in range(10)]
+        seq.append(event(40, 1000.0, loss=100.0))
+        seq += [event(41 + i, 1.0, loss=v) for i, v in enumerate([10.2, 9.07, 10.6])]
+        found = run(rules, seq)
+        if local == 8.0:
+            assert found == []
+        else:
+            assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 40)]
+            assert "its level of 0.5 before it" in found[0].message
+
     def test_not_above_where_training_began(self):
         # The loss was 10 in the first steps: 1.9, 1.8 and 1.7 are 3x the
         # level 0.5 before the spike, but under 10.
