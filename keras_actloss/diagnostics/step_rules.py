@@ -492,10 +492,16 @@ class NormRules(RuleFamily):
         `within` steps after a learning-rate jump up, the jump, which made
         the step that large (`_jump_before`), with the rate's fix; else
         `batch` (the sentence's end naming a batch unlike the others) with
-        the batch's fix."""
+        the batch's fix, unless the model's set-up that `check_model` told
+        is the likely cause (`_told_cause`: a linear output under a loss
+        that takes probabilities, whose clipped outputs pass gradients up
+        to 1e7 times the error), which `_add` names with its fix: the
+        sentence ends there."""
         jumped = self._jump_before(step, within)
         if jumped:
             return "." + jumped, _JUMP_FIX
+        if self._told_cause(F.EXPLODING_GRADIENTS, step, F.FAILURE):
+            return ".", _SPIKE_FIX
         return batch, _SPIKE_FIX
 
     def _runaway(self, step: int, norm: float, loss) -> None:

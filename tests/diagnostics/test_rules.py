@@ -1109,6 +1109,28 @@ class TestOutputNotProbabilities:
             "pass up to 1e7 times the error (1/p), the likely cause."
         )
 
+    def test_a_spike_names_it_in_place_of_a_batch(self):
+        # The probe's step: one step over the limit (100 x the early 2.46)
+        # with the loss up (1 against 0.7; 3x would be new data until a
+        # recording showed the updates) is told as the likely cause's, not
+        # first as a batch far from the others' scale or a step far too
+        # large.
+        rules = HealthRules(mlp(["relu"]))
+        rules.told_causes = {"linear_output_probability_loss": (("out", None),)}
+        seq = [event(s, 2.46, loss=0.7) for s in range(37)]
+        found = run(rules, [*seq, event(37, 3.09e4, loss=1.0)])
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 37)]
+        assert found[0].fix == rule_support._PROBABILITY_FIX
+        assert found[0].message == (
+            # 3.09e4 / 2.46 = 1.256e4.
+            "The global gradient norm jumped to 3.09e+04 at step 37, 1.26e+04x "
+            "its early 2.46 in one step. The output layer 'out' is not in "
+            "[0, 1] but the loss takes probabilities (told before training as "
+            "`linear_output_probability_loss`): the loss clips the outputs, so "
+            "those outside [0, 1] pass no gradient and those just inside it "
+            "pass up to 1e7 times the error (1/p), the likely cause."
+        )
+
     def test_several_outputs(self):
         finding = self._found(F.EXPLODING_GRADIENTS, outputs=("a", "b"))
         assert finding.message.startswith(
