@@ -493,7 +493,8 @@ class HealthRules(
         # recorded (step, loss) since, and whether a recording after it was
         # waited for (`UpdateRules._thrown`).
         self._throw: tuple[int, str, float] | None = None
-        self._thrown_losses: list[tuple[int, float]] = []
+        # (step, loss, whether risen) of the recordings since `_throw`.
+        self._thrown_losses: list[tuple[int, float, bool]] = []
         self._thrown_waited = False
         # The largest update larger than the weights of the recordings in a
         # row with one: (step, layer, ratio) (`UpdateRules._blown_up`).
