@@ -490,10 +490,10 @@ class HealthRules(
         # The last recorded update larger than the weights: (step, layer, ratio).
         self._last_oversized: tuple[int, str, float] | None = None
         # An update larger than the weights whose effect is watched, the
-        # recorded (step, loss) since, and whether a recording after it was
-        # waited for (`UpdateRules._thrown`).
+        # recorded (step, loss, whether it counts: 3x where training began)
+        # since, and whether a recording after it was waited for
+        # (`UpdateRules._thrown`).
         self._throw: tuple[int, str, float] | None = None
-        # (step, loss, whether risen) of the recordings since `_throw`.
         self._thrown_losses: list[tuple[int, float, bool]] = []
         self._thrown_waited = False
         # The largest update larger than the weights of the recordings in a
