@@ -472,8 +472,9 @@ class HealthRules(
         # across it grew by its update (`UpdateRules._wiped`).
         self._surged: int | None = None
         # The last step whose norm was `jump_factor` times the recent median
-        # under the limit, and that norm (`NormRules._exploding_norm`).
-        self._jumped_norm: tuple[int, float] | None = None
+        # under the limit, that norm and the loss level before it
+        # (`NormSeries.spike_level`; `NormRules._exploding_norm`).
+        self._jumped_norm: tuple[int, float, float | None] | None = None
         # The largest update ratio of the last recording: (step, layer, ratio).
         self._last_update: tuple[int, str, float] | None = None
         # The first recorded update that made a layer's weights non-finite

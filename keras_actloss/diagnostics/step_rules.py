@@ -895,7 +895,7 @@ class NormRules(RuleFamily):
             level = series.spike_level()
             up = _finite(level, recent) and norm >= t.jump_factor * recent
             if up:
-                self._jumped_norm = (step, norm)
+                self._jumped_norm = (step, norm, level)
             # Under the explosion limit, its update may throw the weights
             # off all the same (`_spike_thrown`); not while new data comes
             # (`_arrival`: a batch whose own loss rose with it, and the

@@ -601,8 +601,14 @@ class ZeroGradientRules(RuleFamily):
         `_EXPLOSION_STEPS` steps before a run of zero gradients from
         `start` as the explosion it ended in, when that norm was also
         `jump_factor` times the early baseline and the loss of the zero
-        steps `_DIVERGE_RISE` times the loss where training began (as
-        `_blown_before_zero` does with a recorded update). A separable CNN
+        steps `_DIVERGE_RISE` times the loss where training began and the
+        loss level just before the jump (as `_blown_before_zero` does with
+        a recorded update). Not a jump after the loss had risen already: a
+        time-ordered stream's new task whose saturated softmax passed no
+        gradient from its first batch (JAX, seed shift 25 of
+        `healthy_new_task_stream`: the loss 0.005, then 11-12.6 with
+        zero gradients from step 16, one norm of 7.69 at step 19 among
+        them) was told as an explosion at 19. A separable CNN
         under SGD at 0.5 with momentum (JAX): the norm 6.5 and 12.4 at
         steps 12 and 14 (24-45x its early 0.27), the loss 8.7 at step 19
         and 12-13.6 from step 21 with every gradient exactly 0 (Keras's
@@ -615,12 +621,14 @@ class ZeroGradientRules(RuleFamily):
             return None
         if (F.EXPLODING_GRADIENTS, None) in self._reported:
             return None  # Told long before: not this one's cause.
-        step, norm = jumped
+        step, norm, before = jumped
         if not start - _EXPLOSION_STEPS <= step < start:
             return None
         if norm < self.thresholds.jump_factor * early:
             return None
         if level - began < (_DIVERGE_RISE - 1) * abs(began):
+            return None
+        if _finite(before) and level - before < (_DIVERGE_RISE - 1) * abs(before):
             return None
         message = (
             f"The global gradient norm jumped to {norm:.3g} at step {step}, "

@@ -2353,6 +2353,23 @@ class TestZeroGradients:
         found = self._thrown_to_zero(jumps, zero_loss)
         assert modes(found) == [(F.VANISHING_GRADIENTS, None, 21)]
 
+    def test_not_a_jump_after_the_loss_rose(self):
+        # A time-ordered stream's new task (JAX, seed shift 25 of
+        # `healthy_new_task_stream`): the loss 0.005 on the first task's
+        # batches, then 11-12.6 with every gradient exactly 0 from step 16
+        # (the saturated softmax passes none), one norm of 7.69 at step 19
+        # (131x the early 0.0588, 38x the recent 0.2: under the limit, a
+        # jump) among them, and zeros again from step 21. The jump came after
+        # the loss rose (its level before it, the median of steps 15-18,
+        # 11.35): not the explosion the zeros end.
+        seq = [event(s, 0.0588 if s < 5 else 0.2, loss=0.005) for s in range(16)]
+        seq += [event(s, 0.0, loss=v) for s, v in zip((16, 17, 18), (12.6, 11.6, 11.1))]
+        seq += [event(19, 7.69, loss=8.73), event(20, 7.29e-4, loss=12.6)]
+        seq += [event(21 + i, 0.0, loss=12.1) for i in range(5)]
+        found = run(HealthRules(mlp(["relu"])), seq)
+        assert modes(found) == [(F.VANISHING_GRADIENTS, None, 21)]
+        assert "explosion" not in found[0].message
+
     @pytest.mark.parametrize(
         "zeros_from, losses, thrown",
         [
