@@ -381,20 +381,39 @@ def _bypassed(layer, rows, ratios, distance, layers, t: Thresholds) -> bool:
 # output layer's under Adam, every step, the loss stuck at chance; healthy
 # layers stay within about 10x of the output's.
 _GROWN_RATIO = 1e3
+# ...and a recurrent layer's this many times, its gradient grown through the
+# sequence's steps (its recurrent kernel multiplies it at each), where the
+# inputs are standardized (its input kernel's gradient grows with them) and
+# the model has not fitted (a fitted head's gradients shrink): healthy
+# recurrent layers probed (LSTM, GRU and SimpleRNN cells; stacked,
+# bidirectional, masked, sequence to sequence; 30-200 steps; both backends)
+# stayed at 0.02-4.1x, the highest late in runs whose head had fitted; a
+# ReLU SimpleRNN whose recurrent kernel is orthogonal with gain 2, under
+# Adam (JAX seed shift 23 of `exploding_relu_rnn`), 17-53x from step 0 with
+# the loss at ln 2 (gain 1 on the same draw: 0.2-0.6x), told nothing.
+_GROWN_RECURRENT = 10.0
 # The streaks' key of `RecordedGradientRules._grown` (not a mode: the
 # update rules count their own exploding streaks per layer).
 _GROWN = "grown_gradients"
 
 
 def grown_layers(
-    stats: StepStats, layers: list[LayerInfo], t: Thresholds
+    stats: StepStats,
+    layers: list[LayerInfo],
+    t: Thresholds,
+    recurrent_ratio: float = _GROWN_RATIO,
 ) -> dict[str, tuple[float, float]]:
     """Layers whose gradients grew on their way back at one recording:
     `{layer: (grad_rms, ratio to the nearest layers)}`, in each group of
     layers one `apply` call updates (as `_judged`), against the median
     gradient RMS of the group's layers nearest the loss (at least
-    `vanishing_reference_rms`)."""
+    `vanishing_reference_rms`): `_GROWN_RATIO` times it, or
+    `recurrent_ratio` times for a recurrent layer."""
     weighted = {info.name for info in layers if info.has_trainable_weights}
+    limits = {
+        info.name: recurrent_ratio if recurrent(info.class_name) else _GROWN_RATIO
+        for info in layers
+    }
     distance = _distances(layers)
     groups: dict[int, list] = {}
     for ls in stats.layers:
@@ -410,7 +429,7 @@ def grown_layers(
             continue
         for ls in rows:
             ratio = ls.grad_rms / float(reference)
-            if distance[ls.layer] > near and ratio >= _GROWN_RATIO:
+            if distance[ls.layer] > near and ratio >= limits[ls.layer]:
                 found[ls.layer] = (ls.grad_rms, ratio)
     return found
 
@@ -592,12 +611,14 @@ class RecordedGradientRules(RuleFamily):
     def _grown(self, new, stats: StepStats) -> None:
         """Reports a layer whose gradient RMS stayed `_GROWN_RATIO` times
         that of the layers nearest the loss for `patience` recordings
-        (`grown_layers`) as exploding gradients, with the recurrent fix for
-        a recurrent layer."""
+        (`grown_layers`; a recurrent layer `_GROWN_RECURRENT` times where
+        `_recurrent_growth` holds) as exploding gradients, with the
+        recurrent fix for a recurrent layer."""
+        ratio = _GROWN_RECURRENT if self._recurrent_growth(stats) else _GROWN_RATIO
         found = (
             {}
             if self._exploded()
-            else grown_layers(stats, self.layers, self.thresholds)
+            else grown_layers(stats, self.layers, self.thresholds, ratio)
         )
         for ls in stats.layers:
             key = (_GROWN, ls.layer)
@@ -605,15 +626,34 @@ class RecordedGradientRules(RuleFamily):
             if not (count and self._confirmed(count, start, stats.step)):
                 continue
             rms, ratio = found[ls.layer]
+            info = self._info.get(ls.layer)
+            through = (
+                "its time steps (the recurrent kernel multiplies it at each)"
+                if info and recurrent(info.class_name)
+                else "the model"
+            )
             message = (
                 f"Layer '{ls.layer}' gets gradients with RMS {rms:.3g}, "
                 f"{ratio:.3g} times those of the layers nearest the loss, for "
                 f"{count} recordings in a row (steps {start}-{stats.step}): the "
-                "gradient grows on its way back through the model; the "
+                f"gradient grows on its way back through {through}; the "
                 "gradients are exploding."
             )
             fix = self._explosion_fix(ls.layer)
             self._add(new, F.EXPLODING_GRADIENTS, ls.layer, start, rms, message, fix)
+
+    def _recurrent_growth(self, stats: StepStats) -> bool:
+        """Whether a recurrent layer's gradient is judged by
+        `_GROWN_RECURRENT`: the inputs standardized (their scale known and
+        within `input_scale`; not token ids) and the model neither fitted
+        nor converged."""
+        scale = self._input_scale
+        return (
+            scale is not None
+            and scale <= self.thresholds.input_scale
+            and not self._fitted(stats.loss)
+            and not self._converged(stats)
+        )
 
     def _catching_up(self, layer: str, count: int, found: dict) -> bool:
         """Whether `layer`'s gradient RMS or its ratio to the layers near
