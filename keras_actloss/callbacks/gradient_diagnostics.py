@@ -197,12 +197,14 @@ class GradientDiagnostics(
       the early norm is made of them); 3 steps after one step over the
       limit, or under it at 10x the recent median norm while no new data
       comes (the batch's own loss risen with it), when the loss of each
-      of those 3 stayed 3x its level before it and above where training
+      of those 3 stayed 3x its level before it (the window's median, and
+      its last 4 steps') and above where training
       began (one batch far off the others' scale threw the weights off,
       the norm back under the limit at once; a step too large threw a
       fitted model back to chance); with the zero gradients they end in,
       when every gradient is exactly 0 within 20 steps of a norm 10x the
       recent median and the early one, the loss 3x where training began
+      and its level before that norm
       (a saturated output: Keras's cross-entropy on JAX clips it), or,
       when they begin within the first 5 steps (before the norm has a
       level), once the loss of a step before them and theirs is 3x where
@@ -238,12 +240,14 @@ class GradientDiagnostics(
       loss rose 3x from the first (and above where training began): a step
       size that blows the model up; after 3 recordings over the 5 steps
       after one such update with the loss 3x where training began at each
-      (one step that threw the model off, as Adam's first at a rate of 1);
+      (one step that threw the model off, as Adam's first at a rate of 1;
+      a recording between at 2x or more neither counts nor ends it);
       at the first recording whose update changed a layer's weights by 10x
       their norm and by 1 or more per weight (or after which they are that
       much larger than at the last recording, with a step over the limit
       between); after 3 recordings with a layer's gradient RMS 1e3x that of
-      the layers nearest the loss;
+      the layers nearest the loss (a recurrent layer's 10x, where the inputs
+      are standardized and the model has not fitted);
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary, the focal
