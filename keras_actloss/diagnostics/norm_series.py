@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -143,16 +144,17 @@ class NormSeries:
 
     def spike_level(self) -> float | None:
         """The loss level a spike's next steps are judged against
-        (`step_rules.NormRules._spike_thrown`): the higher of the window's
-        median (`recent_loss`) and the median of its last `_LOCAL_LOSSES`
-        losses. A stream whose batches alternate between tasks, the model
-        fitted to one only (a time-ordered stream on JAX, seed shift 17:
-        16 batches at a loss of 0.01, then 32 at 6-12), has a window's
-        median between the two (2.99) that the losses of the other task's
-        batches are 3x of whatever a step did; the steps just before the
-        spike were at 6.3-8.6 already."""
+        (`step_rules.NormRules._spike_thrown`), and a norm jump's zero
+        gradients after it (`ZeroGradientRules._jumped_before_zero`): the
+        higher of the window's median (`recent_loss`) and the median of its
+        last `_LOCAL_LOSSES` losses. A stream whose batches alternate
+        between tasks, the model fitted to one only (a time-ordered stream
+        on JAX, seed shift 17: 16 batches at a loss of 0.01, then 32 at
+        6-12), has a window's median between the two (2.99) that the
+        losses of the other task's batches are 3x of whatever a step did;
+        the steps just before the spike were at 6.3-8.6 already."""
         level = self.recent_loss()
-        local = _median(list(self._losses)[-_LOCAL_LOSSES:])
+        local = _median(list(itertools.islice(reversed(self._losses), _LOCAL_LOSSES)))
         if level is None or local is None:
             return level
         return max(level, local)
