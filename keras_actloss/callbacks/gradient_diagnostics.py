@@ -247,7 +247,11 @@ class GradientDiagnostics(
       much larger than at the last recording, with a step over the limit
       between); after 3 recordings with a layer's gradient RMS 1e3x that of
       the layers nearest the loss (a recurrent layer's 10x, where the inputs
-      are standardized and the model has not fitted);
+      are standardized and the model has not fitted); after 3 recordings
+      over 5 steps whose median layer's update changed its weights by 0.15
+      of their norm or more (healthy steps: about 0.001) with the loss over
+      half of where training began at each (steps too large for the loss
+      to settle, as SGD on regression targets far from unit scale);
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary, the focal

@@ -4630,6 +4630,96 @@ def climbing(losses, norms=None, first=(2.4,) * 5):
     ]
 
 
+def churning(ratios, losses, weights=(50.0, 5.0)):
+    """A regressor's steps 0-5, each recorded: the losses `losses`, the
+    update ratios `ratios` of its two layers from step 1 (none at step 0),
+    100 and 10 weights' worth of norm (RMS 0.5 each by default)."""
+    seq = []
+    for step, loss in enumerate(losses):
+        seq.append(event(step, 30.0, loss=loss))
+        seq.append(
+            recording(
+                step,
+                [0.1, 0.1],
+                loss=loss,
+                global_norm=30.0,
+                grad_norm=[10.0, 1.0],  # sqrt(10000) and sqrt(100) weights
+                weight_norm=list(weights),
+                update_ratio=[None, None] if step == 0 else list(ratios),
+            )
+        )
+    return seq
+
+
+class TestChurningUpdates:
+    """Updates that rewrite a large share of the weights at every recording
+    while the loss stays over half of where training began: the steps are far
+    too large for the model to learn (a GRU regressor of targets of spread
+    27 under SGD at 0.05, measured: the losses below, its layers' updates
+    0.2-2.9 of their weights)."""
+
+    LOSSES = [345.0, 642.0, 819.0, 996.0, 459.0, 1793.0]
+
+    def test_told_after_patience(self):
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        found = run(rules, churning([0.3, 0.6], self.LOSSES))
+        # Steps 1-5 over 0.15 with the loss >= 345 (the first step's):
+        # 5 recordings over 5 steps (`patience` 3, `patience_steps` 5).
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 1)]
+        assert found[0].value == pytest.approx(0.45)  # median of 0.3 and 0.6
+        assert found[0].message == (
+            "Each update changed the weights of the median layer by 0.45 of "
+            "their norm (up to 0.6, layer 'dense_1'; healthy steps change "
+            "about 0.001) for 5 recordings in a row (steps 1-5), while the "
+            "loss stayed near or above where training began (1.79e+03 against "
+            "345): the steps are far too large and training is unstable; each "
+            "rewrites much of the weights, so the loss cannot settle lower."
+        )
+        assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
+
+    def test_loss_around_its_start(self):
+        # The same under JAX for an LSTM: the loss up and down around the
+        # first step's 683 (the level of knowing nothing, about 750), never
+        # under half of it.
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        losses = [683.0, 590.0, 731.0, 600.0, 814.0, 572.0]
+        found = run(rules, churning([0.3, 0.6], losses))
+        assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 1)]
+
+    def test_unscaled_targets_named(self):
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        rules.target_scale = 27.0
+        (finding,) = run(rules, churning([0.3, 0.6], self.LOSSES))
+        assert "The regression targets are far from unit scale" in finding.message
+        assert finding.fix.startswith("Standardize the regression targets")
+
+    @pytest.mark.parametrize(
+        "ratios, losses",
+        [
+            # Updates of a tenth of the weights: large, not churning
+            # (healthy runs held at most 0.053 over a streak).
+            ([0.1, 0.1], LOSSES),
+            # The loss under half of where training began at step 3 (150
+            # against 345): the streak restarts at step 4, 2 steps only.
+            ([0.3, 0.6], [345.0, 642.0, 819.0, 150.0, 459.0, 1793.0]),
+        ],
+    )
+    def test_not_told(self, ratios, losses):
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        assert run(rules, churning(ratios, losses)) == []
+
+    def test_weights_near_zero_not_counted(self):
+        # dense_0's weights at RMS 0.005 (norm 0.5 over 100x100 weights):
+        # a zero-initialised layer moves many times its norm; the median
+        # is of dense_1 alone, 0.05. Counted, median(0.9, 0.05) = 0.475.
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        seq = churning([0.9, 0.05], self.LOSSES, weights=(0.5, 5.0))
+        assert run(rules, seq) == []
+        rules = HealthRules(mlp(["tanh"], output="linear"))
+        seq = churning([0.9, 0.05], self.LOSSES, weights=(50.0, 5.0))
+        assert modes(run(rules, seq)) == [(F.EXPLODING_GRADIENTS, None, 1)]
+
+
 class TestLossClimbingOverTheStart:
     """A loss that stays 3x where training began for 10 steps in a row is a
     divergence, with no norm over the limit and no rate jump (a softmax

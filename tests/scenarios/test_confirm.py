@@ -279,6 +279,38 @@ def test_exploding_rnn():
 
 
 @confirm_on_tensorflow
+def test_churning_rnn_regression():
+    c = cases.confirm(cases.BY_NAME["churning_rnn_regression"])
+    # The same batches with targets of unit spread (the sum of 5 normals
+    # over sqrt(5)).
+    twin = cases.confirm(
+        cases.Case("twin", lambda: cases.churning_rnn_regression(5**-0.5), {})
+    )
+
+    def median_update(conf):
+        """Each step's median over the layers of its update ratio."""
+        ratios = [conf.update_ratio[name] for name in conf.weighted]
+        return [np.median(step) for step in zip(*ratios)]
+
+    # Steps 0-4: each update changes the median layer's weights by more
+    # than a quarter of their norm (measured 0.32-2.0); the twin's, by
+    # under 0.05 at every step (0.003-0.034).
+    assert min(median_update(c)[:5]) > 0.25
+    assert max(median_update(twin)) < 0.05
+    # The loss of knowing nothing: the targets' mean square (their mean
+    # is about 0). The twin learns, ending under a fifth of it (0.15);
+    # this one never falls under a quarter of it (0.33 at best) and ends
+    # over half of it (0.8), all of its values finite.
+    y = cases.churning_rnn_regression().y
+    y_twin = cases.churning_rnn_regression(5**-0.5).y
+    assert twin.final_loss < 0.2 * float(np.mean(y_twin**2))
+    uninformed = float(np.mean(y**2))
+    assert min(c.losses) > 0.25 * uninformed
+    assert c.final_loss > 0.5 * uninformed
+    assert finite(c, range(len(c.losses)))
+
+
+@confirm_on_tensorflow
 def test_exploding_relu_rnn():
     c = cases.confirm(cases.BY_NAME["exploding_relu_rnn"])
     # The same batches with the recurrent kernel at Keras's gain (1): its
