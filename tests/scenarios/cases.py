@@ -451,7 +451,7 @@ def churning_rnn_regression(spread: float = 12.0) -> Setup:
     0.004-0.03); the loss goes up and down around that of knowing nothing
     (the targets' mean square) and ends there, never NaN, and the norm
     spikes only from step 27 (2.9e5 at step 28, 7e3x the first step's).
-    With standardized targets the same model learns (its loss a sixth of
+    With standardized targets the same model learns (its loss 0.15 of
     knowing nothing's after its 64 steps)."""
     keras.utils.set_random_seed(SEED)
     rng = _rng(0)

@@ -154,7 +154,15 @@ def test_huge_learning_rate_kills_relu(train):
     # the negative region, where they get no gradient and stay. (From other
     # initial weights the first steps can also overshoot, the loss up 5x in
     # 3 steps with updates larger than the weights: then the step size is
-    # reported as exploding too.)
+    # reported as exploding too.) On JAX, whose seeded initializers draw
+    # other weights, the steps stay too large after the units died: each
+    # update changes the median layer's weights by 0.2-0.7 of their norm
+    # while the loss goes up and down around where training began (1.0-2.6
+    # against 1.23; epoch means 1.48, 1.08, 1.75, 1.41 on these separable
+    # classes), told as exploding as well (`UpdateRules._churning`).
+    expected = {"dead_relu"}
+    if keras.backend.backend() == "jax":
+        expected.add("exploding_gradients")
     x, y = classification()
     diag, _ = train(
         mlp(["relu"] * 2),
@@ -164,8 +172,9 @@ def test_huge_learning_rate_kills_relu(train):
         "sparse_categorical_crossentropy",
         4,
     )
-    assert modes(diag) == {"dead_relu"}
-    assert min(f.value for f in diag.findings) >= 0.5
+    assert modes(diag) == expected
+    dead = [f for f in diag.findings if f.mode == "dead_relu"]
+    assert min(f.value for f in dead) >= 0.5
 
 
 def test_huge_weights_saturate_tanh(train):
