@@ -4663,8 +4663,9 @@ class TestChurningUpdates:
     def test_told_after_patience(self):
         rules = HealthRules(mlp(["tanh"], output="linear"))
         found = run(rules, churning([0.3, 0.6], self.LOSSES))
-        # Steps 1-5 over 0.15 with the loss >= 345 (the first step's):
-        # 5 recordings over 5 steps (`patience` 3, `patience_steps` 5).
+        # Steps 1-5 over 0.15 with the loss over half of 345 (the first
+        # step's): 5 recordings over 5 steps (`patience` 3,
+        # `patience_steps` 5).
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 1)]
         assert found[0].value == pytest.approx(0.45)  # median of 0.3 and 0.6
         assert found[0].message == (
