@@ -251,7 +251,9 @@ class GradientDiagnostics(
       over 5 steps whose median layer's update changed its weights by 0.15
       of their norm or more (healthy steps: about 0.001) with the loss over
       half of where training began at each (steps too large for the loss
-      to settle, as SGD on regression targets far from unit scale);
+      to settle, as SGD on regression targets far from unit scale), or
+      after 3 such recordings in a row over fewer steps with the loss at
+      1.5x where training began or more at each (Adam at 0.1);
       for a one-output classifier under cross-entropy, after the first 5
       steps when the loss of each was at least 5x that of a prediction that
       knows nothing (ln C for C classes, ln 2 for binary, the focal

@@ -4659,33 +4659,48 @@ class TestChurningUpdates:
     0.2-2.9 of their weights)."""
 
     LOSSES = [345.0, 642.0, 819.0, 996.0, 459.0, 1793.0]
+    # The same under JAX for an LSTM: the loss up and down around the first
+    # step's 683 (the level of knowing nothing, about 750), never under half
+    # of it nor at 1.5x it.
+    AROUND = [683.0, 590.0, 731.0, 600.0, 814.0, 572.0]
 
     def test_told_after_patience(self):
         rules = HealthRules(mlp(["tanh"], output="linear"))
-        found = run(rules, churning([0.3, 0.6], self.LOSSES))
-        # Steps 1-5 over 0.15 with the loss over half of 345 (the first
-        # step's): 5 recordings over 5 steps (`patience` 3,
-        # `patience_steps` 5).
+        seq = churning([0.3, 0.6], self.AROUND)
+        # Steps 1-5 over 0.15 with the loss over half of 683 (the first
+        # step's): told at the 5th step (`patience` 3, `patience_steps` 5),
+        # not at the 4th.
+        assert run(rules, seq[:10]) == []
+        found = run(rules, seq[10:])
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 1)]
         assert found[0].value == pytest.approx(0.45)  # median of 0.3 and 0.6
         assert found[0].message == (
             "Each update changed the weights of the median layer by 0.45 of "
             "their norm (up to 0.6, layer 'dense_1'; healthy steps change "
             "about 0.001) for 5 recordings in a row (steps 1-5), while the "
-            "loss stayed near or above where training began (1.79e+03 against "
-            "345): the steps are far too large and training is unstable; each "
+            "loss stayed near or above where training began (572 against "
+            "683): the steps are far too large and training is unstable; each "
             "rewrites much of the weights, so the loss cannot settle lower."
         )
         assert found[0].fix == FIXES[F.EXPLODING_GRADIENTS]
 
-    def test_loss_around_its_start(self):
-        # The same under JAX for an LSTM: the loss up and down around the
-        # first step's 683 (the level of knowing nothing, about 750), never
-        # under half of it.
+    def test_risen_loss_told_after_patience_recordings(self):
+        # Steps 1-3 at 642, 819 and 996: 1.86x, 2.37x and 2.89x the start
+        # (345), each at 1.5x or more (`_UNDONE_RISE`): 3 recordings in a
+        # row suffice (`patience`), over 3 steps; not 2.
         rules = HealthRules(mlp(["tanh"], output="linear"))
-        losses = [683.0, 590.0, 731.0, 600.0, 814.0, 572.0]
-        found = run(rules, churning([0.3, 0.6], losses))
+        seq = churning([0.3, 0.6], self.LOSSES)
+        assert run(rules, seq[:6]) == []
+        found = run(rules, seq[6:8])
         assert modes(found) == [(F.EXPLODING_GRADIENTS, None, 1)]
+        assert found[0].message == (
+            "Each update changed the weights of the median layer by 0.45 of "
+            "their norm (up to 0.6, layer 'dense_1'; healthy steps change "
+            "about 0.001) for 3 recordings in a row (steps 1-3), while the "
+            "loss rose to 2.9 times where training began (996 against 345): "
+            "the steps are far too large and training is unstable; each "
+            "rewrites much of the weights, so the loss cannot settle lower."
+        )
 
     def test_unscaled_targets_named(self):
         rules = HealthRules(mlp(["tanh"], output="linear"))
@@ -4701,8 +4716,12 @@ class TestChurningUpdates:
             # (healthy runs held at most 0.053 over a streak).
             ([0.1, 0.1], LOSSES),
             # The loss under half of where training began at step 3 (150
-            # against 345): the streak restarts at step 4, 2 steps only.
+            # against 345): the streak restarts at step 4, 2 steps only;
+            # at 1.5x the start on 2 recordings in a row, then 1.
             ([0.3, 0.6], [345.0, 642.0, 819.0, 150.0, 459.0, 1793.0]),
+            # A loss under 0 where training began (-1): no rise over it
+            # counts; 3 recordings over 3 steps, under `patience_steps`.
+            ([0.3, 0.6], [-1.0, 2.0, 3.0, 4.0]),
         ],
     )
     def test_not_told(self, ratios, losses):
